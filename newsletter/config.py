@@ -1,0 +1,196 @@
+"""Settings (flags > NEWSLETTER_* environment > newsletter.toml > defaults) and subscribers.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from newsletter.errors import ConfigError
+from newsletter.models import Subscriber
+
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+Transport = Literal["file", "smtp", "postmark", "sendgrid", "mailgun", "resend"]
+
+
+class Settings(BaseSettings):
+    """Deployment settings. Secrets are SecretStr and never printed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSLETTER_",
+        toml_file="newsletter.toml",
+        extra="forbid",
+        populate_by_name=True,
+    )
+
+    home: Path = Path(".newsletter")
+    subscribers: Path = Path("subscribers.yaml")
+    dumps: Path = Path("seeds")
+    templates: Path | None = None
+    database_url: str | None = None  # default: sqlite:///$NEWSLETTER_HOME/state.db
+
+    transport: Transport = "file"
+    sender: str = Field(
+        default="Trending Papers <digest@newsletter.invalid>",
+        validation_alias=AliasChoices("NEWSLETTER_FROM", "from", "sender"),
+    )
+    list_id: str | None = None  # default: derived from the sender's domain
+    base_url: str | None = None  # public URL of `newsletter serve`, for one-click unsubscribe
+
+    smtp_host: str = "localhost"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_security: Literal["none", "starttls", "ssl"] = "none"
+    smtp_timeout: float = 30.0
+
+    api_key: SecretStr | None = None
+    unsubscribe_secret: SecretStr | None = None
+
+    ranker: Literal["auto", "lexical", "semantic"] = "auto"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'state.db'}"
+
+    @property
+    def outbox(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.templates or PACKAGE_TEMPLATES
+
+    @property
+    def sender_domain(self) -> str:
+        address = self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
+        return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings; CLI flags come in as ``overrides`` (None means 'not given')."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting {_first_problem(exc)}") from None
+
+
+@dataclass(frozen=True)
+class SubscriberList:
+    path: Path
+    subscribers: tuple[Subscriber, ...]
+
+    def find(self, email: str) -> Subscriber | None:
+        wanted = email.strip().casefold()
+        return next((s for s in self.subscribers if s.email.casefold() == wanted), None)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_unique_mapping,  # type: ignore[arg-type]
+)
+
+
+def load_subscribers(path: Path) -> SubscriberList:
+    """Read and validate subscribers.yaml. Errors name the file, the subscriber and the field."""
+    data = _read_yaml(path)
+    if not isinstance(data, dict) or "subscribers" not in data:
+        raise ConfigError(f"{path}: expected a mapping with a 'subscribers:' list")
+    unknown = set(data) - {"defaults", "subscribers"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}")
+    defaults = data.get("defaults") or {}
+    entries = data["subscribers"] or []
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{path}: 'defaults' must be a mapping")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: 'subscribers' must be a list")
+    subscribers = tuple(_subscriber(path, i, defaults, entry) for i, entry in enumerate(entries))
+    _refuse_duplicates(path, subscribers)
+    return SubscriberList(path, subscribers)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: subscribers file not found",
+            hint="copy subscribers.example.yaml or set NEWSLETTER_SUBSCRIBERS",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read subscribers file: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+
+
+def _subscriber(path: Path, index: int, defaults: dict[str, Any], entry: Any) -> Subscriber:
+    label = f"subscriber #{index + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{path}: {label}: expected a mapping")
+    label = f"subscriber #{index + 1} ({entry.get('email', 'no email')})"
+    try:
+        return Subscriber(**{**defaults, **entry})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {label}: {_first_problem(exc)}") from None
+
+
+def _refuse_duplicates(path: Path, subscribers: tuple[Subscriber, ...]) -> None:
+    seen: set[str] = set()
+    for s in subscribers:
+        key = s.email.casefold()
+        if key in seen:
+            raise ConfigError(f"{path}: subscriber {s.email}: duplicate email")
+        seen.add(key)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "value"
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"field '{field}': {message}"

@@ -1,0 +1,77 @@
+"""One exception tree, so the CLI can print a one-line error a person can act on.
+
+Every error carries a message and an optional hint. Library errors are wrapped once, at the backend
+that raised them (``raise SendError(...) from exc``). Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(NewsletterError):
+    """Settings or subscribers file is invalid."""
+
+
+class SourceError(NewsletterError):
+    """A dump could not be read or fetched."""
+
+
+class ParseError(SourceError):
+    """A dump is malformed. The message names the file and line."""
+
+    def __init__(self, source: str, line: int | None, problem: str, hint: str | None = None) -> None:
+        where = f"{source}:{line}" if line is not None else source
+        super().__init__(f"{problem} ({where})", hint)
+        self.source = source
+        self.line = line
+        self.problem = problem
+
+
+class StoreError(NewsletterError):
+    """The state database is unusable, or another run holds its lock."""
+
+
+class LockedError(StoreError):
+    """Another run holds the state folder's lock."""
+
+
+class RankError(NewsletterError):
+    """A ranker could not score papers (e.g. its model is not installed)."""
+
+
+class RenderError(NewsletterError):
+    """A template failed to compile or render. The message names the template and line."""
+
+
+class SendError(NewsletterError):
+    """A transport could not deliver a message.
+
+    ``permanent`` is True when retrying cannot help (SMTP 5xx, an API's 4xx other than 429);
+    ``unknown`` is True when the message may or may not have been accepted (connection lost after
+    the body was sent).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        hint: str | None = None,
+        *,
+        permanent: bool = False,
+        unknown: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, hint)
+        self.permanent = permanent
+        self.unknown = unknown
+        self.retry_after = retry_after

@@ -1,0 +1,171 @@
+"""The data that flows through the pipeline: source -> store/diff -> rank -> render -> send."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+
+_PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
+_ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE)
+
+
+def normalize_title(title: str) -> str:
+    """Unicode NFKC, case-folded, punctuation and whitespace collapsed to single spaces."""
+    folded = unicodedata.normalize("NFKC", title).casefold()
+    return _PUNCT_OR_SPACE.sub(" ", folded).strip()
+
+
+def normalize_arxiv_id(value: str) -> str | None:
+    """'2312.00752v2' -> '2312.00752'; None when ``value`` is not an arXiv id."""
+    value = value.strip()
+    if not _ARXIV_ID.match(value):
+        return None
+    return re.sub(r"v\d+$", "", value)
+
+
+@dataclass(frozen=True, slots=True)
+class Paper:
+    """One paper as listed in one dump."""
+
+    title: str
+    abstract: str  # as in the dump; see sources.clean for display text
+    rank: int  # 1-based position in the dump (its trending rank)
+    arxiv_id: str | None = None
+    authors: tuple[str, ...] = ()
+    upvotes: int | None = None
+    comments: int | None = None
+    published_at: datetime | None = None
+
+    @property
+    def title_key(self) -> str:
+        return normalize_title(self.title)
+
+    @property
+    def key(self) -> str:
+        """Stable identity: the arXiv id when known, else the normalised title."""
+        return self.arxiv_id or self.title_key
+
+
+@dataclass(frozen=True, slots=True)
+class Dump:
+    """One snapshot of a trending listing."""
+
+    source: str  # file path or URL it came from
+    format: str  # "hf-text" | "hf-json"
+    content_hash: str  # sha256 of the raw bytes: same content, same dump
+    papers: tuple[Paper, ...]
+    listed_on: str | None = None  # the listing's own date line, e.g. "Mar 11", when present
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPaper:
+    """A paper as the store knows it, across dumps."""
+
+    id: int
+    key: str
+    title: str
+    abstract: str
+    arxiv_id: str | None
+    authors: tuple[str, ...]
+    first_seen: datetime
+    last_seen: datetime
+    first_dump_seq: int  # ingestion order of the dump that first listed it
+    times_seen: int
+    best_rank: int
+    upvotes: int | None = None
+
+
+Cadence = Literal["each-dump", "daily", "weekly"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class Subscriber(BaseModel):
+    """One subscriber's address and interest profile (validated from subscribers.yaml)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    email: EmailStr
+    name: str = ""
+    interests: tuple[str, ...] = Field(min_length=1)
+    about: str = ""
+    liked: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    max_items: int = Field(default=10, ge=1, le=100)
+    cadence: Cadence = "daily"
+    timezone: str = "UTC"
+    send_at: time | None = None  # local time of day a daily/weekly digest becomes due
+    weekday: Weekday | None = None  # weekly cadence: that day at send_at; unset: every 7 days
+
+    @field_validator("interests", "liked", "exclude")
+    @classmethod
+    def _no_blank_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(v.strip() for v in value)
+        if any(not v for v in cleaned):
+            raise ValueError("contains an empty entry")
+        return cleaned
+
+    @field_validator("name", "about")
+    @classmethod
+    def _single_line_name(cls, value: str) -> str:
+        if any(c in value for c in "\x00"):
+            raise ValueError("contains a NUL character")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """A paper scored against one subscriber. ``relevant`` is the ranker's verdict."""
+
+    paper: StoredPaper
+    score: float
+    why: str  # short human-readable reason, e.g. "matches: Mamba, state space"
+    relevant: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """What one subscriber gets in one email."""
+
+    subscriber: Subscriber
+    items: tuple[Scored, ...]
+    created_at: datetime
+    digest_id: str  # stable id of the delivery record
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedDigest:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A fully built email, ready for a transport."""
+
+    digest_id: str
+    sender: str
+    recipient: str
+    subject: str
+    message_id: str
+    raw: bytes  # RFC 5322 bytes, CRLF line endings
+    html: str = field(repr=False, default="")

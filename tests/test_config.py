@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_settings, load_subscribers
+from newsletter.errors import ConfigError
+
+from .conftest import ROOT
+
+GOOD = """
+defaults: {max_items: 5, cadence: weekly}
+subscribers:
+  - email: ada@example.org
+    interests: ["state space models"]
+  - email: bob@example.org
+    interests: ["diffusion"]
+    max_items: 3
+    cadence: daily
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "subs.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_file_is_valid() -> None:
+    subs = load_subscribers(ROOT / "subscribers.example.yaml")
+    assert len(subs.subscribers) >= 3
+    assert subs.find("ADA@example.org") is not None
+
+
+def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
+    subs = load_subscribers(write(tmp_path, GOOD)).subscribers
+    assert (subs[0].max_items, subs[0].cadence) == (5, "weekly")
+    assert (subs[1].max_items, subs[1].cadence) == (3, "daily")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("subscribers:\n  - email: a@example.org\n    interests: [x\n", "subs.yaml:4: invalid YAML"),
+        ("subscribers:\n  - email: a@example.org\n  interests: [x]\n   - b\n", "subs.yaml:3: invalid YAML"),
+        ("subscribers:\n  - email: not-an-address\n    interests: [x]\n", "field 'email'"),
+        ("subscribers:\n  - email: a@example.org\n    interests: []\n", "field 'interests'"),
+        ("subscribers:\n  - email: a@example.org\n    interests: [x]\n    colour: red\n", "field 'colour': unknown key"),
+        (
+            "subscribers:\n  - {email: a@example.org, interests: [x]}\n  - {email: A@example.org, interests: [y]}\n",
+            "A@example.org: duplicate email",
+        ),
+        ("subscribers:\n  - email: a@example.org\n    email: b@example.org\n    interests: [x]\n", "duplicate key 'email'"),
+        ("subscribers:\n  - email: a@example.org\n    interests: [x]\n    timezone: Mars/Base\n", "field 'timezone'"),
+        ("subscribers:\n  - email: a@example.org\n    interests: [x]\n    cadence: hourly\n", "field 'cadence'"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
+def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_subscribers(write(tmp_path, text))
+    assert expected in str(info.value)
+    assert "subs.yaml" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_error_names_the_subscriber(tmp_path: Path) -> None:
+    text = "subscribers:\n  - {email: a@example.org, interests: [x]}\n  - {email: b@example.org, interests: [x], max_items: 0}\n"
+    with pytest.raises(ConfigError, match=r"subscriber #2 \(b@example.org\): field 'max_items'"):
+        load_subscribers(write(tmp_path, text))
+
+
+def test_missing_file_has_a_hint(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_subscribers(tmp_path / "nope.yaml")
+    assert info.value.hint and "subscribers.example.yaml" in info.value.hint
+
+
+def test_settings_precedence_flag_env_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "newsletter.toml").write_text('dumps = "from-toml"\nhome = "toml-home"\nsmtp_port = 2525\n')
+    monkeypatch.setenv("NEWSLETTER_HOME", "env-home")
+    monkeypatch.setenv("NEWSLETTER_DUMPS", "env-dumps")
+    settings = load_settings(dumps=Path("flag-dumps"))
+    assert settings.dumps == Path("flag-dumps")
+    assert settings.home == Path("env-home")
+    assert settings.smtp_port == 2525
+
+
+def test_secret_settings_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hunter2-secret")
+    monkeypatch.setenv("NEWSLETTER_API_KEY", "key-secret-123")
+    settings = load_settings()
+    assert "hunter2" not in repr(settings) and "key-secret" not in str(settings)
+    assert settings.smtp_password is not None
+    assert settings.smtp_password.get_secret_value() == "hunter2-secret"
+
+
+def test_bad_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_TRANSPORT", "pigeon")
+    with pytest.raises(ConfigError, match="field 'transport'"):
+        load_settings()
