@@ -1,0 +1,68 @@
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from newsletter.due import is_due, latest_slot, next_due_at
+from newsletter.models import Subscriber
+
+PARIS = ZoneInfo("Europe/Paris")
+
+
+def sub(**kw: object) -> Subscriber:
+    return Subscriber(email="a@example.org", interests=("x",), **kw)  # type: ignore[arg-type]
+
+
+def test_first_digest_is_always_due() -> None:
+    assert is_due(sub(cadence="weekly", weekday="fri"), None, datetime(2026, 1, 5, tzinfo=UTC))
+
+
+def test_each_dump_is_always_due() -> None:
+    now = datetime(2026, 1, 5, 12, tzinfo=UTC)
+    assert is_due(sub(cadence="each-dump"), now - timedelta(minutes=1), now)
+
+
+def test_daily_once_per_calendar_day_in_local_zone() -> None:
+    s = sub(cadence="daily", timezone="Europe/Paris")
+    last = datetime(2026, 1, 5, 22, 30, tzinfo=UTC)  # 23:30 in Paris, Jan 5
+    assert not is_due(s, last, datetime(2026, 1, 5, 22, 50, tzinfo=UTC))  # still Jan 5 in Paris
+    assert is_due(s, last, datetime(2026, 1, 5, 23, 5, tzinfo=UTC))  # 00:05 Jan 6 in Paris
+
+
+def test_daily_send_at_waits_for_the_slot_then_catches_up_once() -> None:
+    s = sub(cadence="daily", send_at=time(7, 30), timezone="Europe/Paris")
+    last = datetime(2026, 3, 1, 7, 30, tzinfo=PARIS)
+    assert not is_due(s, last, datetime(2026, 3, 2, 7, 0, tzinfo=PARIS))
+    # Machine down for three days: due at the next tick, once.
+    back = datetime(2026, 3, 5, 11, 0, tzinfo=PARIS)
+    assert is_due(s, last, back)
+    assert not is_due(s, back, back + timedelta(minutes=5))
+    assert next_due_at(s, back, back + timedelta(minutes=5)) == datetime(2026, 3, 6, 7, 30, tzinfo=PARIS)
+
+
+def test_daily_slot_across_spring_dst_change() -> None:
+    s = sub(cadence="daily", send_at=time(7, 30), timezone="Europe/Paris")
+    # Clocks go forward on 2026-03-29 in Paris: 07:30 local is 05:30 UTC that day, 06:30 UTC the day before.
+    last = datetime(2026, 3, 28, 6, 30, tzinfo=UTC)
+    assert not is_due(s, last, datetime(2026, 3, 29, 5, 29, tzinfo=UTC))
+    assert is_due(s, last, datetime(2026, 3, 29, 5, 30, tzinfo=UTC))
+    assert latest_slot(s, datetime(2026, 3, 29, 6, 0, tzinfo=UTC)) == datetime(2026, 3, 29, 5, 30, tzinfo=UTC)
+
+
+def test_weekly_with_weekday_and_without() -> None:
+    monday = sub(cadence="weekly", weekday="mon", send_at=time(8, 0))
+    sent = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # a Monday
+    assert not is_due(monday, sent, datetime(2026, 1, 11, 23, 0, tzinfo=UTC))
+    assert is_due(monday, sent, datetime(2026, 1, 12, 8, 0, tzinfo=UTC))
+    every7 = sub(cadence="weekly")
+    assert not is_due(every7, sent, sent + timedelta(days=6, hours=23))
+    assert is_due(every7, sent, sent + timedelta(days=7))
+
+
+@pytest.mark.parametrize("cadence", ["daily", "weekly"])
+def test_next_due_is_after_now_when_not_due(cadence: str) -> None:
+    s = sub(cadence=cadence, weekday="wed" if cadence == "weekly" else None)
+    now = datetime(2026, 6, 3, 12, tzinfo=UTC)
+    nxt = next_due_at(s, now, now + timedelta(hours=1))
+    assert nxt is not None and nxt > now + timedelta(hours=1)
+    assert is_due(s, now, nxt)
