@@ -1,0 +1,68 @@
+"""Dump parsers and fetchers: bytes in a file -> a Dump.
+
+Two formats, told apart by content, not by file name: a JSON document (``[`` or ``{`` first) is
+read as the Hugging Face daily papers API format (``hf-json``), anything else as a text dump of
+the Daily Papers page (``hf-text``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from newsletter.errors import SourceError
+from newsletter.models import Dump
+from newsletter.sources.hfjson import parse_hf_json
+from newsletter.sources.textdump import parse_text_dump
+
+__all__ = ["DUMP_GLOBS", "list_dump_files", "parse_dump", "read_dump"]
+
+log = logging.getLogger(__name__)
+
+DUMP_GLOBS = ("*.txt", "*.json")
+_TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
+_BOM = b"\xef\xbb\xbf"
+
+
+def read_dump(path: Path) -> Dump:
+    """Read and parse one dump file; SourceError when unreadable, ParseError when malformed."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SourceError(f"cannot read dump {path}: {reason}") from exc
+    dump = parse_dump(data, str(path))
+    log.debug("read %s: %s, %d papers", path, dump.format, len(dump.papers))
+    return dump
+
+
+def parse_dump(data: bytes, source: str) -> Dump:
+    """Parse dump bytes, choosing the format from the content."""
+    if _looks_like_json(data):
+        return parse_hf_json(data, source)
+    return parse_text_dump(data, source)
+
+
+def _looks_like_json(data: bytes) -> bool:
+    return data.removeprefix(_BOM).lstrip()[:1] in (b"[", b"{")
+
+
+def list_dump_files(folder: Path) -> list[Path]:
+    """Dump files in ``folder`` (not recursive), sorted by name; hidden and temporary files skipped."""
+    if not folder.is_dir():
+        raise SourceError(f"dumps folder {folder} does not exist or is not a folder")
+    try:
+        found = {path for pattern in DUMP_GLOBS for path in folder.glob(pattern)}
+        files = [path for path in found if _is_dump_file(path)]
+    except OSError as exc:
+        raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
+    return sorted(files, key=lambda path: path.name)
+
+
+def _is_dump_file(path: Path) -> bool:
+    name = path.name
+    temporary = name.endswith("~") or any(suffix.lower() in _TEMP_SUFFIXES for suffix in path.suffixes)
+    if name.startswith((".", "~", "#")) or temporary:
+        log.debug("skipping %s: hidden or temporary file", path)
+        return False
+    return path.is_file()

@@ -1,0 +1,178 @@
+"""Parser for the Hugging Face daily papers API format (``/api/daily_papers``, format ``hf-json``).
+
+The response is a JSON list; each item looks like (fields we do not use left out)::
+
+    {"paper": {"id": "2403.12345", "title": "...", "summary": "...", "upvotes": 42,
+               "authors": [{"name": "Ada Lovelace", ...}, ...],
+               "publishedAt": "2024-03-18T17:59:58.000Z", ...},
+     "publishedAt": "2024-03-19T01:02:03.000Z", "title": "...", "numComments": 3, ...}
+
+``paper.id``, ``paper.title`` and ``paper.summary`` are required (the outer ``title``/``summary``
+stand in when the inner ones are absent); the rest are optional but must have the right type.
+Rank is the item's 1-based position. An empty list is a valid, empty dump.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from newsletter.errors import ParseError
+from newsletter.models import Dump, Paper, normalize_arxiv_id
+
+log = logging.getLogger(__name__)
+
+FORMAT = "hf-json"
+_BOM = b"\xef\xbb\xbf"
+
+
+class _FieldError(ValueError):
+    """A field of one item has the wrong shape; ``field`` is its dotted path inside the item."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+def parse_hf_json(data: bytes, source: str) -> Dump:
+    """Parse a daily papers API response; raise ParseError naming ``source`` and the line or item."""
+    items = _load(data, source)
+    papers: list[Paper] = []
+    for index, item in enumerate(items):
+        try:
+            papers.append(_paper(item, rank=index + 1))
+        except _FieldError as exc:
+            raise ParseError(source, None, f"item {index + 1}: {exc}") from exc
+    return Dump(
+        source=source,
+        format=FORMAT,
+        content_hash=hashlib.sha256(data).hexdigest(),
+        papers=_dedupe(papers, source),
+    )
+
+
+def _load(data: bytes, source: str) -> list[Any]:
+    data = data.removeprefix(_BOM)
+    if not data.strip():
+        raise ParseError(source, 1, "empty file: no JSON in dump")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ParseError(source, line, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(source, exc.lineno, f"malformed JSON: {exc.msg} (column {exc.colno})") from exc
+    if not isinstance(value, list):
+        hint = "expected the response of /api/daily_papers: a JSON list of items"
+        raise ParseError(source, 1, f"expected a JSON list of papers, got {_kind(value)}", hint)
+    return value
+
+
+def _paper(item: Any, *, rank: int) -> Paper:
+    if not isinstance(item, dict):
+        raise _FieldError("item", f"expected an object, got {_kind(item)}")
+    inner = _get(item, "paper", dict, required=True)
+    arxiv_id = _get(inner, "id", str, required=True, path="paper.id")
+    return Paper(
+        title=" ".join(_text(item, inner, "title").split()),
+        abstract=_text(item, inner, "summary").strip(),
+        rank=rank,
+        arxiv_id=_arxiv_id(arxiv_id),
+        authors=_authors(inner),
+        upvotes=_get(inner, "upvotes", int, path="paper.upvotes"),
+        comments=_get(item, "numComments", int),
+        published_at=_published_at(inner, item),
+    )
+
+
+def _get(obj: dict[str, Any], key: str, kind: type, *, required: bool = False, path: str = "") -> Any:
+    """``obj[key]`` checked against ``kind``; None when absent (or null) and not required."""
+    path = path or key
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise _FieldError(path, "missing")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _FieldError(path, f"expected {_TYPE_NAMES[kind]}, got {_kind(value)}")
+    return value
+
+
+def _text(item: dict[str, Any], inner: dict[str, Any], key: str) -> str:
+    """``paper.<key>``, else the outer ``<key>``; must be a non-empty string for titles."""
+    value = _get(inner, key, str, path=f"paper.{key}")
+    if value is None:
+        value = _get(item, key, str)
+    if value is None or (key == "title" and not value.strip()):
+        raise _FieldError(f"paper.{key}", "missing or empty")
+    return value
+
+
+def _arxiv_id(value: str) -> str | None:
+    arxiv_id = normalize_arxiv_id(value)
+    if arxiv_id is None:
+        log.warning("paper.id %r is not an arXiv id; the paper is keyed by its title", value)
+    return arxiv_id
+
+
+def _authors(inner: dict[str, Any]) -> tuple[str, ...]:
+    authors = _get(inner, "authors", list, path="paper.authors") or []
+    names: list[str] = []
+    for position, author in enumerate(authors):
+        path = f"paper.authors[{position}]"
+        if not isinstance(author, dict):
+            raise _FieldError(path, f"expected an object, got {_kind(author)}")
+        name = _get(author, "name", str, path=f"{path}.name")
+        if name and name.strip():
+            names.append(" ".join(name.split()))
+    return tuple(names)
+
+
+def _published_at(inner: dict[str, Any], item: dict[str, Any]) -> datetime | None:
+    """``paper.publishedAt`` (the arXiv date), else the item's own ``publishedAt``; aware, UTC if naive."""
+    path = "paper.publishedAt"
+    value = _get(inner, "publishedAt", str, path=path)
+    if value is None:
+        path = "publishedAt"
+        value = _get(item, "publishedAt", str)
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise _FieldError(path, f"not an ISO 8601 date-time: {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
+    """Keep the first of papers listed twice (same arXiv id, or same title when there is none)."""
+    seen: set[str] = set()
+    kept: list[Paper] = []
+    for paper in papers:
+        if paper.key in seen:
+            log.info("%s: duplicate paper at rank %s dropped: %s", source, paper.rank, paper.key)
+            continue
+        seen.add(paper.key)
+        kept.append(paper)
+    return tuple(kept)
+
+
+_TYPE_NAMES: dict[type, str] = {
+    dict: "an object",
+    list: "a list",
+    str: "a string",
+    int: "an integer",
+    bool: "a boolean",
+    float: "a number",
+}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _TYPE_NAMES.get(type(value), f"a {type(value).__name__}")

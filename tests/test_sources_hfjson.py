@@ -1,0 +1,209 @@
+"""The Hugging Face /api/daily_papers JSON parser."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from newsletter.errors import ParseError
+from newsletter.sources import parse_dump, read_dump
+from newsletter.sources.hfjson import parse_hf_json
+
+from .conftest import DATA
+
+FIXTURE = DATA / "dumps" / "hf_daily_papers.json"
+
+
+def _items() -> list[dict[str, Any]]:
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+
+
+def _encode(items: Any) -> bytes:
+    return json.dumps(items, indent=2).encode()
+
+
+def _parse_error(data: bytes, name: str = "daily.json") -> ParseError:
+    with pytest.raises(ParseError) as info:
+        parse_hf_json(data, name)
+    assert name in str(info.value)
+    return info.value
+
+
+def test_fixture_parses_with_ids_authors_and_counts() -> None:
+    data = FIXTURE.read_bytes()
+    dump = parse_hf_json(data, "daily.json")
+    assert dump.format == "hf-json"
+    assert dump.content_hash == hashlib.sha256(data).hexdigest()
+    assert dump.listed_on is None
+    assert [paper.rank for paper in dump.papers] == [1, 2, 3]
+    assert [paper.arxiv_id for paper in dump.papers] == ["2312.00752", "2111.00396", "2105.13120"]
+    mamba, s4, seqpar = dump.papers
+    assert mamba.title == "Mamba: Linear-Time Sequence Modeling with Selective State Spaces"
+    assert mamba.authors == ("Albert Gu", "Tri Dao")
+    assert (mamba.upvotes, mamba.comments) == (143, 7)
+    assert mamba.published_at == datetime(2023, 12, 1, 18, 1, 34, tzinfo=UTC)
+    assert mamba.abstract.startswith("Foundation models, now powering most of the exciting applications")
+    assert mamba.key == "2312.00752"
+    assert s4.authors == ("Albert Gu", "Karan Goel", "Christopher Ré")
+    assert not s4.abstract.endswith("\n")
+    assert (s4.upvotes, s4.comments) == (12, 0)
+    assert len(seqpar.authors) == 5
+    assert seqpar.comments == 1
+
+
+def test_read_dump_detects_json() -> None:
+    dump = read_dump(FIXTURE)
+    assert dump.format == "hf-json"
+    assert dump.source == str(FIXTURE)
+    assert len(dump.papers) == 3
+
+
+def test_empty_list_is_an_empty_dump() -> None:
+    dump = parse_dump(b"  [ ]\n", "empty-day.json")
+    assert dump.format == "hf-json"
+    assert dump.papers == ()
+
+
+def test_bom_and_crlf_are_fine() -> None:
+    data = b"\xef\xbb\xbf" + FIXTURE.read_bytes().replace(b"\n", b"\r\n")
+    assert [p.title for p in parse_hf_json(data, "x").papers] == [
+        p.title for p in parse_hf_json(FIXTURE.read_bytes(), "x").papers
+    ]
+
+
+def test_optional_fields_may_be_missing() -> None:
+    items = [{"paper": {"id": "2401.00001", "title": "Minimal", "summary": "Short abstract."}}]
+    paper = parse_hf_json(_encode(items), "min.json").papers[0]
+    assert (paper.authors, paper.upvotes, paper.comments, paper.published_at) == ((), None, None, None)
+
+
+def test_outer_title_summary_and_date_stand_in() -> None:
+    items = [
+        {
+            "paper": {"id": "2401.00001"},
+            "title": "Outer  Title",
+            "summary": "Outer summary.",
+            "publishedAt": "2024-01-02T03:04:05",
+        }
+    ]
+    paper = parse_hf_json(_encode(items), "outer.json").papers[0]
+    assert (paper.title, paper.abstract) == ("Outer Title", "Outer summary.")
+    assert paper.published_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_non_arxiv_id_falls_back_to_the_title_key(caplog: pytest.LogCaptureFixture) -> None:
+    items = [{"paper": {"id": "not-an-id", "title": "Some Title", "summary": "An abstract."}}]
+    paper = parse_hf_json(_encode(items), "odd.json").papers[0]
+    assert paper.arxiv_id is None
+    assert paper.key == "some title"
+    assert "not an arXiv id" in caplog.text
+
+
+def test_duplicate_ids_keep_the_first() -> None:
+    items = _items()
+    items.append(copy.deepcopy(items[0]))
+    items[-1]["paper"]["id"] = "2312.00752v2"
+    dump = parse_hf_json(_encode(items), "dupes.json")
+    assert [paper.rank for paper in dump.papers] == [1, 2, 3]
+
+
+def test_malformed_json_names_the_line() -> None:
+    data = b'[\n  {"paper": {"id": "2401.00001",\n    "title": "T" "summary": "x"}}\n]'
+    error = _parse_error(data, "broken.json")
+    assert error.line == 3
+    assert "malformed JSON" in error.problem
+    assert "broken.json:3" in str(error)
+
+
+def test_truncated_json_is_malformed() -> None:
+    data = FIXTURE.read_bytes()[:2000]
+    error = _parse_error(data)
+    assert "malformed JSON" in error.problem
+    assert error.line == data.count(b"\n") + 1
+
+
+def test_invalid_utf8_names_the_line() -> None:
+    data = b'[\n{"paper": {"id": "2401.00001", "title": "Caf\xe9"}}\n]'
+    error = _parse_error(data)
+    assert error.line == 2
+    assert "UTF-8" in error.problem
+
+
+@pytest.mark.parametrize("data", [b"", b" \n ", b"\xef\xbb\xbf\n"])
+def test_empty_file_is_rejected(data: bytes) -> None:
+    assert "empty" in _parse_error(data).problem
+
+
+def test_object_instead_of_list_is_rejected_with_a_hint() -> None:
+    error = _parse_error(b'{"error": "Rate limit exceeded"}')
+    assert "expected a JSON list" in error.problem
+    assert "got an object" in error.problem
+    assert error.hint is not None
+    assert "/api/daily_papers" in error.hint
+
+
+def test_parse_dump_sends_json_objects_to_the_json_parser() -> None:
+    with pytest.raises(ParseError, match="expected a JSON list"):
+        parse_dump(b'\n  {"papers": []}', "obj.json")
+
+
+def _with(path: str, value: Any, index: int = 1) -> bytes:
+    """The fixture with one field of item ``index`` (0-based) set, or deleted when value is ...."""
+    items = _items()
+    target = items[index]
+    *parents, last = path.split(".")
+    for key in parents:
+        target = target[key]
+    if value is ...:
+        del target[last]
+    else:
+        target[last] = value
+    return _encode(items)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("paper", ..., "item 2: paper: missing"),
+        ("paper", "2111.00396", "item 2: paper: expected an object, got a string"),
+        ("paper.id", ..., "item 2: paper.id: missing"),
+        ("paper.id", 2111.00396, "item 2: paper.id: expected a string, got a number"),
+        ("paper.title", "", "item 2: paper.title: missing or empty"),
+        ("paper.title", "  ", "item 2: paper.title: missing or empty"),
+        ("paper.summary", ..., "item 2: paper.summary: missing or empty"),
+        ("paper.summary", ["x"], "item 2: paper.summary: expected a string, got a list"),
+        ("paper.upvotes", "12", "item 2: paper.upvotes: expected an integer, got a string"),
+        ("paper.upvotes", True, "item 2: paper.upvotes: expected an integer, got a boolean"),
+        ("paper.authors", "Albert Gu", "item 2: paper.authors: expected a list, got a string"),
+        ("paper.authors", ["Albert Gu"], "item 2: paper.authors[0]: expected an object, got a string"),
+        ("paper.authors", [{"name": 7}], "item 2: paper.authors[0].name: expected a string, got an integer"),
+        ("paper.publishedAt", "yesterday", "item 2: paper.publishedAt: not an ISO 8601 date-time"),
+        ("numComments", "none", "item 2: numComments: expected an integer, got a string"),
+    ],
+)
+def test_wrong_shape_names_item_and_field(path: str, value: Any, expected: str) -> None:
+    error = _parse_error(_with(path, value), "shape.json")
+    assert error.problem.startswith(expected)
+    assert error.line is None
+    assert str(error).endswith("(shape.json)")
+
+
+def test_title_missing_inside_and_outside() -> None:
+    items = _items()
+    del items[2]["paper"]["title"], items[2]["title"]
+    assert _parse_error(_encode(items)).problem == "item 3: paper.title: missing or empty"
+
+
+def test_item_that_is_not_an_object() -> None:
+    error = _parse_error(b'[{"paper": {"id": "2401.00001", "title": "T", "summary": "S."}}, 42]')
+    assert error.problem == "item 2: item: expected an object, got an integer"
+
+
+def test_null_optional_fields_count_as_missing() -> None:
+    dump = parse_hf_json(_with("paper.upvotes", None, index=0), "null.json")
+    assert dump.papers[0].upvotes is None
