@@ -1,0 +1,54 @@
+"""The state database: dumps, papers, the diff, subscriber state and the delivery log."""
+
+from newsletter.errors import LockedError, StoreError
+from newsletter.store.lock import run_lock
+from newsletter.store.migrations import MIGRATIONS
+from newsletter.store.records import (
+    CANCELLED,
+    CLAIMED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RETRY,
+    SENDING,
+    SENT,
+    STATUSES,
+    UNKNOWN,
+    DeliveryItem,
+    DeliveryRecord,
+    DigestPlan,
+    DumpRecord,
+    IngestResult,
+    InvalidTransition,
+    PlannedItem,
+    Status,
+    SubscriberState,
+)
+from newsletter.store.store import Store
+
+__all__ = [
+    "CANCELLED",
+    "CLAIMED",
+    "FAILED",
+    "MIGRATIONS",
+    "PENDING",
+    "QUEUED",
+    "RETRY",
+    "SENDING",
+    "SENT",
+    "STATUSES",
+    "UNKNOWN",
+    "DeliveryItem",
+    "DeliveryRecord",
+    "DigestPlan",
+    "DumpRecord",
+    "IngestResult",
+    "InvalidTransition",
+    "LockedError",
+    "PlannedItem",
+    "Status",
+    "Store",
+    "StoreError",
+    "SubscriberState",
+    "run_lock",
+]

@@ -1,0 +1,392 @@
+"""Subscriber state and the delivery log: one record per digest, moved through explicit states.
+
+    plan ──> pending ──mark_sending──> sending ──mark_sent──> sent
+                ▲                         │ ├──mark_failed(permanent)──> failed ─┐
+                │                         │ ├──mark_failed(temporary)──> retry   │ requeue
+                └──────── retry <─────────┘ └──mark_unknown / crash──> unknown ──┘
+    pending|retry ──record_unsubscribe──> cancelled
+
+Every change is its own short transaction, committed before and after each network step, so a killed
+run leaves at most the digests it was sending in 'sending'; the next run turns those into 'unknown'
+(reported, never silently resent) instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Row
+
+from newsletter.errors import StoreError
+from newsletter.store.papers import chunks, papers_by_id
+from newsletter.store.records import (
+    CANCELLED,
+    CLAIMED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RETRY,
+    SENDING,
+    SENT,
+    UNKNOWN,
+    DeliveryItem,
+    DeliveryRecord,
+    DigestPlan,
+    InvalidTransition,
+    PlannedItem,
+    Status,
+    SubscriberState,
+)
+from newsletter.store.schema import digest_items, digests, subscribers
+
+MAX_DIGEST_ID = 200  # digests.id is VARCHAR(200)
+MAX_ERROR = 2000  # characters of an error kept in last_error
+INTERRUPTED = "interrupted while sending: the run stopped before the transport answered"
+
+
+def email_key(email: str) -> str:
+    return email.strip().lower()
+
+
+# --- subscribers -------------------------------------------------------------------------------
+
+
+def _upsert(conn: Connection, rows: Sequence[Mapping[str, Any]], update: Mapping[str, Any]) -> None:
+    """Insert subscriber rows, or on an existing email apply ``update`` (column -> expression of
+    ``excluded``). ON CONFLICT exists in both SQLite and PostgreSQL; SQLAlchemy spells it per dialect."""
+    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
+    if dialect is None:
+        raise StoreError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL")
+    stmt = dialect.insert(subscribers)
+    set_ = {name: make(stmt.excluded) for name, make in update.items()}
+    conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=set_), list(rows))
+
+
+def _subscriber_state(row: Row[Any]) -> SubscriberState:
+    return SubscriberState(row.email, row.watermark_seq, row.last_digest_at, row.unsubscribed_at)
+
+
+def subscriber_state(conn: Connection, email: str) -> SubscriberState | None:
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email_key(email))).first()
+    return None if row is None else _subscriber_state(row)
+
+
+def subscriber_states(conn: Connection) -> dict[str, SubscriberState]:
+    return {row.email: _subscriber_state(row) for row in conn.execute(sa.select(subscribers))}
+
+
+def advance_watermark(conn: Connection, email: str, seq: int) -> None:
+    """Evaluated up to ``seq``; never moves a watermark backwards."""
+    current = subscribers.c.watermark_seq
+
+    def newer(excluded: Any) -> Any:
+        keep = sa.and_(current.is_not(None), current >= excluded.watermark_seq)
+        return sa.case((keep, current), else_=excluded.watermark_seq)
+
+    _upsert(conn, [{"email": email_key(email), "watermark_seq": seq}], {"watermark_seq": newer})
+
+
+def record_unsubscribe(conn: Connection, email: str, now: datetime) -> int:
+    """Keep the first unsubscribe time; cancel this subscriber's queued digests. Returns how many."""
+    key = email_key(email)
+    keep_first = {
+        "unsubscribed_at": lambda ex: sa.func.coalesce(subscribers.c.unsubscribed_at, ex.unsubscribed_at)
+    }
+    _upsert(conn, [{"email": key, "unsubscribed_at": now}], keep_first)
+    cancel = (
+        digests.update()
+        .where(digests.c.email == key, digests.c.status.in_(QUEUED))
+        .values(status=CANCELLED, updated_at=now, last_error="the subscriber unsubscribed")
+    )
+    return conn.execute(cancel).rowcount
+
+
+def unsubscribed_emails(conn: Connection) -> set[str]:
+    query = sa.select(subscribers.c.email).where(subscribers.c.unsubscribed_at.is_not(None))
+    return set(conn.execute(query).scalars())
+
+
+def _unsubscribed(email_column: Any) -> Any:
+    """True for rows whose subscriber has unsubscribed."""
+    return sa.exists().where(subscribers.c.email == email_column, subscribers.c.unsubscribed_at.is_not(None))
+
+
+# --- planning ----------------------------------------------------------------------------------
+
+
+def plan_digests(conn: Connection, plans: Iterable[DigestPlan]) -> list[str]:
+    """Insert the plans whose digest_id is not recorded yet; return the ids inserted, in order."""
+    unique: dict[str, DigestPlan] = {}
+    for plan in plans:
+        unique.setdefault(plan.digest_id, plan)  # the first of duplicates wins
+    planned: list[str] = []
+    for batch in chunks(unique.values()):
+        existing = _existing_ids(conn, [p.digest_id for p in batch])
+        fresh = [p for p in batch if p.digest_id not in existing]
+        if fresh:
+            _insert_plans(conn, fresh)
+            planned.extend(p.digest_id for p in fresh)
+    return planned
+
+
+def _existing_ids(conn: Connection, digest_ids: list[str]) -> set[str]:
+    return set(conn.execute(sa.select(digests.c.id).where(digests.c.id.in_(digest_ids))).scalars())
+
+
+def _insert_plans(conn: Connection, plans: list[DigestPlan]) -> None:
+    for plan in plans:
+        _check_plan(plan)
+    watermark = [
+        {"email": email_key(p.email), "watermark_seq": p.watermark_seq, "last_digest_at": p.created_at}
+        for p in plans
+    ]
+    _upsert(
+        conn,
+        watermark,
+        {"watermark_seq": lambda ex: ex.watermark_seq, "last_digest_at": lambda ex: ex.last_digest_at},
+    )
+    conn.execute(digests.insert(), [_digest_row(p) for p in plans])
+    conn.execute(digest_items.insert(), [_item_row(p.digest_id, i) for p in plans for i in p.items])
+
+
+def _check_plan(plan: DigestPlan) -> None:
+    if not plan.digest_id.strip() or len(plan.digest_id) > MAX_DIGEST_ID:
+        raise StoreError(f"digest for {plan.email}: digest_id must be 1-{MAX_DIGEST_ID} characters")
+    if not plan.items:
+        raise StoreError(f"digest {plan.digest_id}: a digest needs at least one paper")
+    if plan.created_at.tzinfo is None:
+        raise StoreError(f"digest {plan.digest_id}: created_at must be timezone-aware")
+
+
+def _digest_row(plan: DigestPlan) -> dict[str, Any]:
+    return {
+        "id": plan.digest_id,
+        "email": email_key(plan.email),
+        "status": PENDING,
+        "created_at": plan.created_at,
+        "updated_at": plan.created_at,
+        "attempts": 0,
+        "subject": plan.subject,
+        "watermark_seq": plan.watermark_seq,
+    }
+
+
+def _item_row(digest_id: str, item: PlannedItem) -> dict[str, Any]:
+    return {
+        "digest_id": digest_id,
+        "paper_id": item.paper_id,
+        "position": item.position,
+        "score": float(item.score),
+        "why": item.why,
+    }
+
+
+# --- transitions -------------------------------------------------------------------------------
+
+
+def _transition(
+    conn: Connection, digest_id: str, allowed: Collection[str], values: Mapping[str, Any], *criteria: Any
+) -> None:
+    """Move one digest out of one of the ``allowed`` states, or raise InvalidTransition."""
+    where = [digests.c.id == digest_id, digests.c.status.in_(allowed), *criteria]
+    if conn.execute(digests.update().where(*where).values(**values)).rowcount != 1:
+        raise _refusal(conn, digest_id, allowed)
+
+
+def _refusal(conn: Connection, digest_id: str, allowed: Collection[str]) -> InvalidTransition:
+    row = conn.execute(sa.select(digests.c.status, digests.c.email).where(digests.c.id == digest_id)).first()
+    if row is None:
+        return InvalidTransition(f"no delivery record for digest {digest_id!r}")
+    if row.status in allowed:
+        return InvalidTransition(f"digest {digest_id!r}: {row.email} has unsubscribed")
+    wanted = " or ".join(sorted(allowed))
+    return InvalidTransition(f"digest {digest_id!r} is {row.status}, not {wanted}")
+
+
+def mark_sending(conn: Connection, digest_id: str, now: datetime, message_id: str | None) -> None:
+    values: dict[str, Any] = {"status": SENDING, "updated_at": now, "attempts": digests.c.attempts + 1}
+    if message_id is not None:
+        values["message_id"] = message_id
+    _transition(conn, digest_id, QUEUED, values, sa.not_(_unsubscribed(digests.c.email)))
+
+
+def mark_sending_many(conn: Connection, digest_ids: Iterable[str], now: datetime) -> list[str]:
+    """pending|retry -> sending for each; returns the ids moved (others, e.g. cancelled, are left)."""
+    moved: list[str] = []
+    for batch in chunks(dict.fromkeys(digest_ids)):
+        criteria = [
+            digests.c.id.in_(batch),
+            digests.c.status.in_(QUEUED),
+            sa.not_(_unsubscribed(digests.c.email)),
+        ]
+        movable = set(conn.execute(sa.select(digests.c.id).where(*criteria)).scalars())
+        if movable:
+            values = {"status": SENDING, "updated_at": now, "attempts": digests.c.attempts + 1}
+            conn.execute(digests.update().where(digests.c.id.in_(movable)).values(**values))
+        moved.extend(d for d in batch if d in movable)
+    return moved
+
+
+def mark_sent(conn: Connection, digest_id: str, now: datetime, message_id: str) -> None:
+    values = {
+        "status": SENT,
+        "updated_at": now,
+        "message_id": message_id,
+        "last_error": None,
+        "not_before": None,
+    }
+    _transition(conn, digest_id, (SENDING,), values)
+
+
+def mark_sent_many(conn: Connection, pairs: Iterable[tuple[str, str]], now: datetime) -> list[str]:
+    """Mark each (digest_id, message_id) sent; return the ids that are not 'sent' afterwards."""
+    pairs = list(pairs)
+    stmt = (
+        digests.update()
+        .where(digests.c.id == sa.bindparam("b_id"), digests.c.status == SENDING)
+        .values(
+            status=SENT, updated_at=now, message_id=sa.bindparam("b_mid"), last_error=None, not_before=None
+        )
+    )
+    for batch in chunks(pairs):
+        conn.execute(stmt, [{"b_id": digest_id, "b_mid": message_id} for digest_id, message_id in batch])
+    ids = [digest_id for digest_id, _ in pairs]
+    sent: set[str] = set()
+    for id_batch in chunks(ids):
+        query = sa.select(digests.c.id).where(digests.c.id.in_(id_batch), digests.c.status == SENT)
+        sent.update(conn.execute(query).scalars())
+    return [digest_id for digest_id in ids if digest_id not in sent]
+
+
+def mark_failed(
+    conn: Connection, digest_id: str, now: datetime, error: str, permanent: bool, retry_at: datetime | None
+) -> None:
+    values = {
+        "status": FAILED if permanent else RETRY,
+        "updated_at": now,
+        "last_error": error[:MAX_ERROR],
+        "not_before": None if permanent else retry_at,
+    }
+    _transition(conn, digest_id, (PENDING, SENDING, RETRY), values)
+
+
+def mark_unknown(conn: Connection, digest_id: str, now: datetime, error: str) -> None:
+    values = {"status": UNKNOWN, "updated_at": now, "last_error": error[:MAX_ERROR]}
+    _transition(conn, digest_id, (SENDING,), values)
+
+
+def recover_interrupted(conn: Connection, now: datetime) -> list[str]:
+    """Digests a crashed run left in 'sending' become 'unknown'; return their ids."""
+    query = (
+        sa.select(digests.c.id)
+        .where(digests.c.status == SENDING)
+        .order_by(digests.c.created_at, digests.c.id)
+    )
+    ids = list(conn.execute(query).scalars())
+    values = {"status": UNKNOWN, "updated_at": now, "last_error": INTERRUPTED}
+    for batch in chunks(ids):
+        update = digests.update().where(digests.c.id.in_(batch), digests.c.status == SENDING)
+        conn.execute(update.values(**values))
+    return ids
+
+
+def requeue(
+    conn: Connection, now: datetime, statuses: Collection[str], digest_ids: Collection[str] | None
+) -> list[str]:
+    """Put failed/unknown digests back in the queue as 'retry' (an operator's explicit choice)."""
+    allowed = [s for s in statuses if s in (FAILED, UNKNOWN)]
+    criteria = [digests.c.status.in_(allowed), sa.not_(_unsubscribed(digests.c.email))]
+    if digest_ids is not None:
+        criteria.append(digests.c.id.in_(list(digest_ids)))
+    query = sa.select(digests.c.id).where(*criteria).order_by(digests.c.created_at, digests.c.id)
+    ids = list(conn.execute(query).scalars())
+    for batch in chunks(ids):
+        update = digests.update().where(digests.c.id.in_(batch), digests.c.status.in_(allowed))
+        conn.execute(update.values(status=RETRY, updated_at=now, not_before=None))
+    return ids
+
+
+# --- reading the log ---------------------------------------------------------------------------
+
+
+def sent_paper_ids(conn: Connection, emails: Collection[str]) -> dict[str, set[int]]:
+    """Per subscriber, the papers in digests that went out or may still go out (never send twice)."""
+    keys = sorted({email_key(e) for e in emails})
+    claimed: dict[str, set[int]] = {key: set() for key in keys}
+    for batch in chunks(keys):
+        query = (
+            sa.select(digests.c.email, digest_items.c.paper_id)
+            .join(digest_items, digest_items.c.digest_id == digests.c.id)
+            .where(digests.c.email.in_(batch), digests.c.status.in_(CLAIMED))
+        )
+        for email, paper_id in conn.execute(query):
+            claimed[email].add(paper_id)
+    return claimed
+
+
+def delivery_counts(conn: Connection) -> dict[str, int]:
+    query = sa.select(digests.c.status, sa.func.count()).group_by(digests.c.status)
+    return {status: count for status, count in conn.execute(query)}
+
+
+def deliveries(
+    conn: Connection,
+    *criteria: Any,
+    with_items: bool = True,
+    limit: int | None = None,
+) -> list[DeliveryRecord]:
+    query = sa.select(digests).where(*criteria).order_by(digests.c.created_at, digests.c.id).limit(limit)
+    rows = list(conn.execute(query))
+    items = _items(conn, [row.id for row in rows]) if with_items else {}
+    return [_record(row, items.get(row.id, ())) for row in rows]
+
+
+def delivery_criteria(statuses: Collection[str] | None, email: str | None) -> list[Any]:
+    criteria: list[Any] = []
+    if statuses is not None:
+        criteria.append(digests.c.status.in_(list(statuses)))
+    if email is not None:
+        criteria.append(digests.c.email == email_key(email))
+    return criteria
+
+
+def queued_criteria(now: datetime | None) -> list[Any]:
+    criteria = [digests.c.status.in_(QUEUED), sa.not_(_unsubscribed(digests.c.email))]
+    if now is not None:
+        criteria.append(sa.or_(digests.c.not_before.is_(None), digests.c.not_before <= now))
+    return criteria
+
+
+def _items(conn: Connection, digest_ids: list[str]) -> dict[str, tuple[DeliveryItem, ...]]:
+    rows: list[Row[Any]] = []
+    for batch in chunks(digest_ids):
+        query = sa.select(digest_items).where(digest_items.c.digest_id.in_(batch))
+        rows.extend(conn.execute(query))
+    papers = papers_by_id(conn, (row.paper_id for row in rows))
+    grouped: dict[str, list[DeliveryItem]] = defaultdict(list)
+    for row in sorted(rows, key=lambda r: (r.digest_id, r.position)):
+        grouped[row.digest_id].append(DeliveryItem(papers[row.paper_id], row.position, row.score, row.why))
+    return {digest_id: tuple(items) for digest_id, items in grouped.items()}
+
+
+def _record(row: Row[Any], items: tuple[DeliveryItem, ...]) -> DeliveryRecord:
+    status: Status = row.status
+    return DeliveryRecord(
+        digest_id=row.id,
+        email=row.email,
+        status=status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        attempts=row.attempts,
+        subject=row.subject,
+        message_id=row.message_id,
+        last_error=row.last_error,
+        items=items,
+        watermark_seq=row.watermark_seq,
+        not_before=row.not_before,
+    )

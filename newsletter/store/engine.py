@@ -1,0 +1,126 @@
+"""Engine set-up (SQLite pragmas live here and only here) and the one place SQLAlchemy errors are wrapped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Connection, Engine
+
+from newsletter.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+_WRITE = "newsletter_write"
+
+
+def parse_url(url: str) -> URL:
+    try:
+        return sa.make_url(url)
+    except exc.ArgumentError:
+        raise StoreError(
+            "invalid database URL (NEWSLETTER_DATABASE_URL)",
+            hint="use sqlite:///path/to/state.db or postgresql+psycopg://user@host/db",
+        ) from None
+
+
+def safe_url(url: URL) -> str:
+    """The URL without its password, for messages."""
+    return url.render_as_string(hide_password=True)
+
+
+def make_engine(url: URL) -> Engine:
+    """An engine for ``url``; for a SQLite file, its folder is created first."""
+    if url.get_backend_name() == "sqlite":
+        _make_sqlite_folder(url)
+    try:
+        engine = sa.create_engine(url)
+    except (exc.NoSuchModuleError, ImportError) as error:
+        raise StoreError(
+            f"no database driver for {url.drivername!r}: {_one_line(error)}",
+            hint="install the driver package, e.g. psycopg for PostgreSQL",
+        ) from None
+    if engine.dialect.name == "sqlite":
+        _install_sqlite_hooks(engine)
+    return engine
+
+
+def _make_sqlite_folder(url: URL) -> None:
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    try:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreError(f"cannot create the state folder for {database}: {error.strerror}") from None
+
+
+def _install_sqlite_hooks(engine: Engine) -> None:
+    """WAL, foreign keys, busy_timeout, synchronous=NORMAL; real transactions for DDL too.
+
+    pysqlite on Python 3.11 only opens a transaction before DML, so DDL would autocommit. We turn that
+    off and emit BEGIN ourselves (SQLAlchemy's documented recipe); write transactions use
+    BEGIN IMMEDIATE so two writers queue on busy_timeout instead of failing to upgrade a read lock.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One transaction: committed when the block ends, rolled back when it raises."""
+    with engine.connect() as conn:
+        conn.execution_options(**{_WRITE: write})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def db_errors(action: str) -> Iterator[None]:
+    """Turn a SQLAlchemy error into a one-line StoreError naming ``action`` (never the SQL)."""
+    try:
+        yield
+    except exc.SQLAlchemyError as error:
+        log.debug("database error while %s", action, exc_info=True)
+        raise StoreError(f"database error while {action}: {_describe(error)}", hint=_hint(error)) from error
+
+
+def _describe(error: exc.SQLAlchemyError) -> str:
+    cause = error.orig if isinstance(error, exc.DBAPIError) and error.orig is not None else error
+    text = _one_line(cause)
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+def _hint(error: exc.SQLAlchemyError) -> str | None:
+    text = str(error).lower()
+    if "locked" in text or "busy" in text:
+        return "another process is writing to the state database; try again when it is done"
+    if "unable to open" in text or "readonly" in text or "read-only" in text:
+        return "check that the state folder (NEWSLETTER_HOME) exists and is writable"
+    return None

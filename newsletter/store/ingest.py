@@ -1,0 +1,202 @@
+"""Recording a dump: which papers it listed, which of them no earlier dump had (the diff).
+
+Identity: a listed paper matches a stored one by arXiv id when the dump gives one, else by normalised
+title. A paper with an id that no stored paper has matches a stored paper *without* an id by title,
+and that paper gets the id (and its key becomes the id, as ``Paper.key`` would give).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from newsletter.models import Dump, Paper, normalize_arxiv_id
+from newsletter.store.papers import chunks, dump_record
+from newsletter.store.records import IngestResult
+from newsletter.store.schema import dump_papers, dumps, papers
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One stored paper as this dump sees it: loaded from the database, or new in this dump."""
+
+    title_key: str
+    arxiv_id: str | None
+    id: int | None = None  # None until a new paper is inserted
+    row: dict[str, Any] = field(default_factory=dict)  # stored values (existing papers)
+    listing: Paper | None = None  # the dump's first listing of it; None when untouched
+    rank: int = 0  # best rank in this dump
+    filled_id: bool = False  # an id from this dump completes a paper stored without one
+
+    @property
+    def is_new(self) -> bool:
+        return self.id is None
+
+
+class _Index:
+    """Entries by arXiv id and by title key; a title can belong to several papers (different ids)."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, _Entry] = {}
+        self.by_title: dict[str, list[_Entry]] = defaultdict(list)
+        self.touched: list[_Entry] = []
+
+    def add(self, entry: _Entry) -> None:
+        if entry.arxiv_id:
+            self.by_id[entry.arxiv_id] = entry
+        self.by_title[entry.title_key].append(entry)
+
+    def find(self, arxiv_id: str | None, title_key: str) -> _Entry | None:
+        if arxiv_id is None:
+            return next(iter(self.by_title.get(title_key, ())), None)
+        if arxiv_id in self.by_id:
+            return self.by_id[arxiv_id]
+        return next((e for e in self.by_title.get(title_key, ()) if e.arxiv_id is None), None)
+
+
+def ingest_dump(conn: Connection, dump: Dump, now: datetime) -> IngestResult:
+    """Record ``dump`` inside the caller's transaction; a no-op when its content was seen before."""
+    known = conn.execute(sa.select(dumps).where(dumps.c.content_hash == dump.content_hash)).first()
+    if known is not None:
+        record = dump_record(known)
+        return IngestResult(record.seq, record.papers, new=0, already=True)  # nothing new this time
+    seq = _insert_dump(conn, dump, now)
+    index = _load_candidates(conn, dump.papers)
+    for paper in dump.papers:
+        _see(index, paper)
+    new = _write_papers(conn, index.touched, seq, now)
+    conn.execute(dumps.update().where(dumps.c.seq == seq).values(papers=len(index.touched), new=new))
+    return IngestResult(seq, len(index.touched), new, already=False)
+
+
+def _arxiv_id(paper: Paper) -> str | None:
+    if not paper.arxiv_id:
+        return None
+    return normalize_arxiv_id(paper.arxiv_id) or paper.arxiv_id.strip()
+
+
+def _insert_dump(conn: Connection, dump: Dump, now: datetime) -> int:
+    values = {
+        "content_hash": dump.content_hash,
+        "source": dump.source,
+        "format": dump.format,
+        "listed_on": dump.listed_on,
+        "ingested_at": now,
+        "papers": 0,
+        "new": 0,
+    }
+    result = conn.execute(dumps.insert().values(**values))
+    seq = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    assert isinstance(seq, int)
+    return seq
+
+
+def _load_candidates(conn: Connection, listed: tuple[Paper, ...]) -> _Index:
+    """Stored papers that may match the listing: same arXiv id or same title key."""
+    index = _Index()
+    ids = {i for i in map(_arxiv_id, listed) if i}
+    titles = {p.title_key for p in listed}
+    seen: set[int] = set()
+    for column, values in ((papers.c.arxiv_id, ids), (papers.c.title_key, titles)):
+        for batch in chunks(sorted(values)):
+            for row in conn.execute(sa.select(papers).where(column.in_(batch)).order_by(papers.c.id)):
+                if row.id not in seen:
+                    seen.add(row.id)
+                    index.add(_Entry(row.title_key, row.arxiv_id, row.id, dict(row._mapping)))
+    return index
+
+
+def _see(index: _Index, paper: Paper) -> None:
+    arxiv_id = _arxiv_id(paper)
+    entry = index.find(arxiv_id, paper.title_key)
+    if entry is None:
+        entry = _Entry(paper.title_key, arxiv_id)
+        index.add(entry)
+    elif arxiv_id and entry.arxiv_id is None:
+        entry.arxiv_id = arxiv_id
+        entry.filled_id = True
+        index.by_id[arxiv_id] = entry
+    if entry.listing is None:
+        entry.listing, entry.rank = paper, paper.rank
+        index.touched.append(entry)
+    else:
+        entry.rank = min(entry.rank, paper.rank)
+
+
+def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: datetime) -> int:
+    """Insert new papers, update seen ones, record the listing; return how many were new."""
+    new = [e for e in touched if e.is_new]
+    seen = [e for e in touched if not e.is_new]
+    for entry in new:
+        entry.id = _insert_paper(conn, entry, seq, now)
+    if seen:
+        conn.execute(_UPDATE_SEEN, [_seen_values(e, now) for e in seen])
+    conn.execute(dump_papers.insert(), [{"dump_seq": seq, "paper_id": e.id, "rank": e.rank} for e in touched])
+    return len(new)
+
+
+def _insert_paper(conn: Connection, entry: _Entry, seq: int, now: datetime) -> int:
+    paper = entry.listing
+    assert paper is not None
+    result = conn.execute(
+        papers.insert().values(
+            key=entry.arxiv_id or entry.title_key,
+            arxiv_id=entry.arxiv_id,
+            title_key=entry.title_key,
+            title=paper.title,
+            abstract=paper.abstract,
+            authors=_authors_json(paper),
+            first_seen=now,
+            last_seen=now,
+            first_dump_seq=seq,
+            times_seen=1,
+            best_rank=entry.rank,
+            upvotes=paper.upvotes,
+        )
+    )
+    paper_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
+    assert isinstance(paper_id, int)
+    return paper_id
+
+
+_UPDATE_SEEN = (
+    papers.update()
+    .where(papers.c.id == sa.bindparam("b_id"))
+    .values(
+        key=sa.bindparam("b_key"),
+        arxiv_id=sa.bindparam("b_arxiv_id"),
+        abstract=sa.bindparam("b_abstract"),
+        authors=sa.bindparam("b_authors"),
+        last_seen=sa.bindparam("b_last_seen"),
+        times_seen=papers.c.times_seen + 1,
+        best_rank=sa.bindparam("b_best_rank"),
+        upvotes=sa.bindparam("b_upvotes"),
+    )
+)
+
+
+def _seen_values(entry: _Entry, now: datetime) -> dict[str, Any]:
+    """A seen paper's new values: ranks keep the best, gaps (id, abstract, authors) get filled."""
+    row, paper = entry.row, entry.listing
+    assert paper is not None
+    authors = row["authors"] if json.loads(row["authors"]) else _authors_json(paper)
+    return {
+        "b_id": entry.id,
+        "b_key": entry.arxiv_id if entry.filled_id else row["key"],
+        "b_arxiv_id": entry.arxiv_id,
+        "b_abstract": row["abstract"] or paper.abstract,
+        "b_authors": authors,
+        "b_last_seen": now,
+        "b_best_rank": min(row["best_rank"], entry.rank),
+        "b_upvotes": paper.upvotes if paper.upvotes is not None else row["upvotes"],
+    }
+
+
+def _authors_json(paper: Paper) -> str:
+    return json.dumps(list(paper.authors), ensure_ascii=False)

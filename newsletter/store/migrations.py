@@ -1,0 +1,153 @@
+"""Named, ordered schema migrations, recorded in ``schema_migrations`` and applied on open.
+
+Each migration runs in its own transaction together with the row that records it. A migration's
+DDL is frozen once released: to change a table, append a new migration (and update schema.py);
+never edit an old one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from newsletter.errors import StoreError
+from newsletter.store.engine import transaction
+from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
+
+log = logging.getLogger(__name__)
+
+Migration = tuple[str, Callable[[Connection], None]]
+
+
+def _0001_initial(conn: Connection) -> None:
+    """Dumps, papers and what each dump listed; subscribers; the delivery log (digests + items)."""
+    md = sa.MetaData()
+    sa.Table(
+        "dumps",
+        md,
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("content_hash", sa.String(128), nullable=False, unique=True),
+        sa.Column("source", sa.Text, nullable=False),
+        sa.Column("format", sa.String(32), nullable=False),
+        sa.Column("listed_on", sa.String(64)),
+        sa.Column("ingested_at", UTCDateTime, nullable=False),
+        sa.Column("papers", sa.Integer, nullable=False),
+        sa.Column("new", sa.Integer, nullable=False),
+    )
+    sa.Table(
+        "papers",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("key", sa.Text, nullable=False, unique=True),
+        sa.Column("arxiv_id", sa.String(64), unique=True),
+        sa.Column("title_key", sa.Text, nullable=False, index=True),
+        sa.Column("title", sa.Text, nullable=False),
+        sa.Column("abstract", sa.Text, nullable=False),
+        sa.Column("authors", sa.Text, nullable=False),
+        sa.Column("first_seen", UTCDateTime, nullable=False),
+        sa.Column("last_seen", UTCDateTime, nullable=False),
+        sa.Column("first_dump_seq", sa.Integer, sa.ForeignKey("dumps.seq"), nullable=False, index=True),
+        sa.Column("times_seen", sa.Integer, nullable=False),
+        sa.Column("best_rank", sa.Integer, nullable=False),
+        sa.Column("upvotes", sa.Integer),
+        sa.CheckConstraint("times_seen >= 1", name="ck_papers_times_seen"),
+        sa.CheckConstraint("best_rank >= 1", name="ck_papers_best_rank"),
+    )
+    sa.Table(
+        "dump_papers",
+        md,
+        sa.Column("dump_seq", sa.Integer, sa.ForeignKey("dumps.seq"), primary_key=True),
+        sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True, index=True),
+        sa.Column("rank", sa.Integer, nullable=False),
+        sa.CheckConstraint("rank >= 1", name="ck_dump_papers_rank"),
+    )
+    _0001_delivery_tables(md)
+    md.create_all(conn)
+
+
+def _0001_delivery_tables(md: sa.MetaData) -> None:
+    sa.Table(
+        "subscribers",
+        md,
+        sa.Column("email", sa.String(320), primary_key=True),
+        sa.Column("watermark_seq", sa.Integer),
+        sa.Column("last_digest_at", UTCDateTime),
+        sa.Column("unsubscribed_at", UTCDateTime),
+    )
+    sa.Table(
+        "digests",
+        md,
+        sa.Column("id", sa.String(200), primary_key=True),
+        sa.Column("email", sa.String(320), sa.ForeignKey("subscribers.email"), nullable=False, index=True),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("updated_at", UTCDateTime, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("subject", sa.Text, nullable=False),
+        sa.Column("message_id", sa.Text),
+        sa.Column("last_error", sa.Text),
+        sa.Column("watermark_seq", sa.Integer, nullable=False),
+        sa.Column("not_before", UTCDateTime),
+        status_check(),
+        sa.Index("ix_digests_status_created", "status", "created_at"),
+    )
+    sa.Table(
+        "digest_items",
+        md,
+        sa.Column("digest_id", sa.String(200), sa.ForeignKey("digests.id"), primary_key=True),
+        sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+        sa.Column("position", sa.Integer, nullable=False),
+        sa.Column("score", sa.Float, nullable=False),
+        sa.Column("why", sa.Text, nullable=False),
+        sa.UniqueConstraint("digest_id", "position", name="uq_digest_items_position"),
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (("0001_initial", _0001_initial),)
+
+
+def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
+    """Apply the migrations this database lacks, in order; return the names applied now."""
+    with transaction(engine, write=True) as conn:
+        schema_migrations.create(conn, checkfirst=True)
+    known = [name for name, _ in migrations]
+    _refuse_unknown(_applied(engine), known)
+    done = []
+    for name, step in migrations:
+        if _apply(engine, name, step):
+            done.append(name)
+    return done
+
+
+def _applied(engine: Engine) -> list[str]:
+    with transaction(engine, write=False) as conn:
+        rows = conn.execute(sa.select(schema_migrations.c.name).order_by(schema_migrations.c.name))
+        return list(rows.scalars())
+
+
+def _refuse_unknown(applied: list[str], known: list[str]) -> None:
+    unknown = [name for name in applied if name not in known]
+    if unknown:
+        raise StoreError(
+            f"the state database has schema migration {unknown[-1]!r}, newer than this version knows",
+            hint="upgrade newsletter, or point NEWSLETTER_HOME at another state folder",
+        )
+    if applied != known[: len(applied)]:
+        missing = next(name for name in known if name not in applied)
+        raise StoreError(f"the state database skipped schema migration {missing!r}; it cannot be used")
+
+
+def _apply(engine: Engine, name: str, step: Callable[[Connection], None]) -> bool:
+    """Run one migration and record it, in one transaction; False when another process already did."""
+    with transaction(engine, write=True) as conn:
+        done = conn.execute(sa.select(schema_migrations.c.name).where(schema_migrations.c.name == name))
+        if done.first() is not None:
+            return False
+        step(conn)
+        conn.execute(schema_migrations.insert().values(name=name, applied_at=datetime.now(UTC)))
+    log.info("applied schema migration %s", name)
+    return True

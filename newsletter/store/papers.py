@@ -1,0 +1,91 @@
+"""Reading papers and dumps back as model objects."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from newsletter.models import StoredPaper
+from newsletter.store.records import DumpRecord
+from newsletter.store.schema import dump_papers, dumps, papers
+
+CHUNK = 500  # values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+T = TypeVar("T")
+
+
+def chunks(values: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for value in values:
+        batch.append(value)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stored_paper(row: Row[Any]) -> StoredPaper:
+    return StoredPaper(
+        id=row.id,
+        key=row.key,
+        title=row.title,
+        abstract=row.abstract,
+        arxiv_id=row.arxiv_id,
+        authors=tuple(json.loads(row.authors)),
+        first_seen=row.first_seen,
+        last_seen=row.last_seen,
+        first_dump_seq=row.first_dump_seq,
+        times_seen=row.times_seen,
+        best_rank=row.best_rank,
+        upvotes=row.upvotes,
+    )
+
+
+def papers_where(conn: Connection, *criteria: sa.ColumnElement[bool]) -> list[StoredPaper]:
+    """Papers matching ``criteria``, in order of first dump, then best trending rank."""
+    query = (
+        sa.select(papers).where(*criteria).order_by(papers.c.first_dump_seq, papers.c.best_rank, papers.c.id)
+    )
+    return [stored_paper(row) for row in conn.execute(query)]
+
+
+def papers_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, StoredPaper]:
+    found: dict[int, StoredPaper] = {}
+    for batch in chunks(sorted(set(ids))):
+        found.update((p.id, p) for p in papers_where(conn, papers.c.id.in_(batch)))
+    return found
+
+
+def papers_in_dump(conn: Connection, seq: int) -> list[tuple[StoredPaper, int]]:
+    """Every paper a dump listed, with its rank in that dump, in rank order."""
+    query = (
+        sa.select(papers, dump_papers.c.rank.label("dump_rank"))
+        .join(dump_papers, dump_papers.c.paper_id == papers.c.id)
+        .where(dump_papers.c.dump_seq == seq)
+        .order_by(dump_papers.c.rank, papers.c.id)
+    )
+    return [(stored_paper(row), row.dump_rank) for row in conn.execute(query)]
+
+
+def dump_record(row: Row[Any]) -> DumpRecord:
+    return DumpRecord(
+        seq=row.seq,
+        content_hash=row.content_hash,
+        source=row.source,
+        format=row.format,
+        listed_on=row.listed_on,
+        ingested_at=row.ingested_at,
+        papers=row.papers,
+        new=row.new,
+    )
+
+
+def list_dumps(conn: Connection, hashes: Sequence[str] | None = None) -> list[DumpRecord]:
+    query = sa.select(dumps).order_by(dumps.c.seq)
+    if hashes is not None:
+        query = query.where(dumps.c.content_hash.in_(hashes))
+    return [dump_record(row) for row in conn.execute(query)]

@@ -1,0 +1,131 @@
+"""The current shape of the tables, for queries. Migrations (migrations.py) create and change them.
+
+Keep this file in step with the latest migration; tests/test_store_migrations.py compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from newsletter.store.records import STATUSES
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC in and out. SQLite keeps naive UTC text; PostgreSQL a timestamptz."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the store takes timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def status_check(name: str = "ck_digests_status") -> sa.CheckConstraint:
+    allowed = ", ".join(f"'{s}'" for s in STATUSES)
+    return sa.CheckConstraint(f"status IN ({allowed})", name=name)
+
+
+metadata = sa.MetaData()
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("applied_at", UTCDateTime, nullable=False),
+)
+
+dumps = sa.Table(
+    "dumps",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("content_hash", sa.String(128), nullable=False, unique=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("format", sa.String(32), nullable=False),
+    sa.Column("listed_on", sa.String(64)),
+    sa.Column("ingested_at", UTCDateTime, nullable=False),
+    sa.Column("papers", sa.Integer, nullable=False),
+    sa.Column("new", sa.Integer, nullable=False),
+)
+
+papers = sa.Table(
+    "papers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.Text, nullable=False, unique=True),
+    sa.Column("arxiv_id", sa.String(64), unique=True),
+    sa.Column("title_key", sa.Text, nullable=False, index=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("abstract", sa.Text, nullable=False),
+    sa.Column("authors", sa.Text, nullable=False),  # JSON list of names
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("first_dump_seq", sa.Integer, sa.ForeignKey("dumps.seq"), nullable=False, index=True),
+    sa.Column("times_seen", sa.Integer, nullable=False),
+    sa.Column("best_rank", sa.Integer, nullable=False),
+    sa.Column("upvotes", sa.Integer),
+    sa.CheckConstraint("times_seen >= 1", name="ck_papers_times_seen"),
+    sa.CheckConstraint("best_rank >= 1", name="ck_papers_best_rank"),
+)
+
+dump_papers = sa.Table(
+    "dump_papers",
+    metadata,
+    sa.Column("dump_seq", sa.Integer, sa.ForeignKey("dumps.seq"), primary_key=True),
+    sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True, index=True),
+    sa.Column("rank", sa.Integer, nullable=False),
+    sa.CheckConstraint("rank >= 1", name="ck_dump_papers_rank"),
+)
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("email", sa.String(320), primary_key=True),  # stripped and lower-cased
+    sa.Column("watermark_seq", sa.Integer),
+    sa.Column("last_digest_at", UTCDateTime),
+    sa.Column("unsubscribed_at", UTCDateTime),
+)
+
+digests = sa.Table(
+    "digests",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column("email", sa.String(320), sa.ForeignKey("subscribers.email"), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("message_id", sa.Text),
+    sa.Column("last_error", sa.Text),
+    sa.Column("watermark_seq", sa.Integer, nullable=False),
+    sa.Column("not_before", UTCDateTime),
+    status_check(),
+    sa.Index("ix_digests_status_created", "status", "created_at"),
+)
+
+digest_items = sa.Table(
+    "digest_items",
+    metadata,
+    sa.Column("digest_id", sa.String(200), sa.ForeignKey("digests.id"), primary_key=True),
+    sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("score", sa.Float, nullable=False),
+    sa.Column("why", sa.Text, nullable=False),
+    sa.UniqueConstraint("digest_id", "position", name="uq_digest_items_position"),
+)

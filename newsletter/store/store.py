@@ -1,0 +1,286 @@
+"""The Store: one object the pipeline, CLI and unsubscribe endpoint share. Each method is one transaction."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from newsletter.errors import StoreError
+from newsletter.models import Dump, StoredPaper
+from newsletter.store import delivery
+from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
+from newsletter.store.ingest import ingest_dump
+from newsletter.store.lock import run_lock
+from newsletter.store.migrations import migrate
+from newsletter.store.papers import list_dumps, papers_by_id, papers_in_dump, papers_where
+from newsletter.store.records import (
+    FAILED,
+    UNKNOWN,
+    DeliveryRecord,
+    DigestPlan,
+    DumpRecord,
+    IngestResult,
+    InvalidTransition,
+    SubscriberState,
+)
+from newsletter.store.schema import dumps, papers
+
+log = logging.getLogger(__name__)
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise StoreError(f"{name} must be a timezone-aware datetime, got {value.isoformat()}")
+    return value
+
+
+class Store:
+    """The state database: dumps, papers, subscriber state and the delivery log."""
+
+    def __init__(self, url: str) -> None:
+        self.url = parse_url(url)
+        self._engine = make_engine(self.url)
+        with db_errors(f"opening {safe_url(self.url)}"):
+            self.migrations_applied = migrate(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({safe_url(self.url)!r})"
+
+    @contextmanager
+    def _tx(self, action: str, *, write: bool = False) -> Iterator[Connection]:
+        with db_errors(action), transaction(self._engine, write=write) as conn:
+            yield conn
+
+    @staticmethod
+    @contextmanager
+    def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
+        """Exclusive per state folder (home/run.lock); LockedError when another run holds it."""
+        with run_lock(home, timeout):
+            yield
+
+    # --- dumps and papers ----------------------------------------------------------------------
+
+    def has_dump(self, content_hash: str) -> bool:
+        with self._tx("looking up a dump") as conn:
+            query = sa.select(dumps.c.seq).where(dumps.c.content_hash == content_hash)
+            return conn.execute(query).first() is not None
+
+    def ingest(self, dump: Dump, now: datetime) -> IngestResult:
+        """Record a dump and its papers in one transaction; the same content twice is a no-op."""
+        _aware(now, "now")
+        with self._tx(f"ingesting {dump.source}", write=True) as conn:
+            result = ingest_dump(conn, dump, now)
+        log.info(
+            "ingested %s: dump %s, %s papers, %s new", dump.source, result.dump_seq, result.papers, result.new
+        )
+        return result
+
+    def latest_dump_seq(self) -> int | None:
+        with self._tx("reading dumps") as conn:
+            latest: int | None = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
+            return latest
+
+    def dumps(self, content_hashes: Collection[str] | None = None) -> list[DumpRecord]:
+        """Ingested dumps in ingestion order (optionally only those with the given content hashes)."""
+        hashes = None if content_hashes is None else list(content_hashes)
+        with self._tx("reading dumps") as conn:
+            return list_dumps(conn, hashes)
+
+    def papers_first_seen_after(self, seq: int) -> list[StoredPaper]:
+        with self._tx("reading papers") as conn:
+            return papers_where(conn, papers.c.first_dump_seq > seq)
+
+    def papers_first_seen_in(self, seq: int) -> list[StoredPaper]:
+        with self._tx("reading papers") as conn:
+            return papers_where(conn, papers.c.first_dump_seq == seq)
+
+    def papers_in_dump(self, seq: int) -> list[tuple[StoredPaper, int]]:
+        """Every paper dump ``seq`` listed (new or not) with its rank there, in rank order."""
+        with self._tx("reading papers") as conn:
+            return papers_in_dump(conn, seq)
+
+    def papers_by_id(self, ids: Iterable[int]) -> dict[int, StoredPaper]:
+        with self._tx("reading papers") as conn:
+            return papers_by_id(conn, ids)
+
+    def paper_by_key(self, key: str) -> StoredPaper | None:
+        with self._tx("reading papers") as conn:
+            found = papers_where(conn, papers.c.key == key)
+        return found[0] if found else None
+
+    # --- subscribers ---------------------------------------------------------------------------
+
+    def subscriber_state(self, email: str) -> SubscriberState | None:
+        with self._tx("reading subscriber state") as conn:
+            return delivery.subscriber_state(conn, email)
+
+    def subscriber_states(self) -> dict[str, SubscriberState]:
+        """Every known subscriber's state, keyed by normalised (stripped, lower-cased) email."""
+        with self._tx("reading subscriber state") as conn:
+            return delivery.subscriber_states(conn)
+
+    def advance_watermark(self, email: str, seq: int) -> None:
+        """Evaluated up to ``seq``, nothing to send. Never lowers an existing watermark."""
+        with self._tx(f"advancing the watermark of {email}", write=True) as conn:
+            delivery.advance_watermark(conn, email, seq)
+
+    def record_unsubscribe(self, email: str, now: datetime) -> None:
+        """Record the unsubscribe (first time kept) and cancel the address's queued digests."""
+        _aware(now, "now")
+        with self._tx(f"recording the unsubscribe of {email}", write=True) as conn:
+            cancelled = delivery.record_unsubscribe(conn, email, now)
+        log.info("recorded unsubscribe of %s (%s queued digests cancelled)", email, cancelled)
+
+    def is_unsubscribed(self, email: str) -> bool:
+        state = self.subscriber_state(email)
+        return state is not None and state.unsubscribed_at is not None
+
+    def unsubscribed_emails(self) -> set[str]:
+        with self._tx("reading subscriber state") as conn:
+            return delivery.unsubscribed_emails(conn)
+
+    # --- planning ------------------------------------------------------------------------------
+
+    def sent_paper_ids(self, email: str) -> set[int]:
+        """Papers in this subscriber's pending, sending, sent, retry or unknown digests."""
+        with self._tx("reading the delivery log") as conn:
+            return delivery.sent_paper_ids(conn, [email])[delivery.email_key(email)]
+
+    def sent_paper_ids_many(self, emails: Collection[str]) -> dict[str, set[int]]:
+        """sent_paper_ids for many subscribers in one query per 500; keyed by normalised email."""
+        with self._tx("reading the delivery log") as conn:
+            return delivery.sent_paper_ids(conn, emails)
+
+    def plan_digest(self, plan: DigestPlan) -> bool:
+        """Record a 'pending' digest and move the subscriber's watermark; False if already planned."""
+        return self.plan_digests([plan]) == 1
+
+    def plan_digests(self, plans: Iterable[DigestPlan]) -> int:
+        """plan_digest for many, in one transaction; returns how many were new."""
+        with self._tx("planning digests", write=True) as conn:
+            return len(delivery.plan_digests(conn, plans))
+
+    # --- delivery state machine ----------------------------------------------------------------
+
+    def mark_sending(self, digest_id: str, now: datetime, message_id: str | None = None) -> None:
+        """pending|retry -> sending, attempts + 1. Call (and let it commit) before the network step.
+
+        ``message_id`` (optional) is kept so an 'unknown' delivery can be traced at the server.
+        Raises InvalidTransition when the digest is in another state or its subscriber unsubscribed.
+        """
+        _aware(now, "now")
+        with self._tx(f"marking digest {digest_id} sending", write=True) as conn:
+            delivery.mark_sending(conn, digest_id, now, message_id)
+
+    def mark_sending_many(self, digest_ids: Iterable[str], now: datetime) -> list[str]:
+        """mark_sending for a batch (one transaction), for batch APIs; returns the ids now 'sending'.
+
+        Ids not in pending/retry, or whose subscriber unsubscribed, are skipped, not raised on.
+        """
+        _aware(now, "now")
+        with self._tx("marking digests sending", write=True) as conn:
+            return delivery.mark_sending_many(conn, digest_ids, now)
+
+    def mark_sent(self, digest_id: str, now: datetime, message_id: str) -> None:
+        """sending -> sent, once the transport accepted the message."""
+        _aware(now, "now")
+        with self._tx(f"marking digest {digest_id} sent", write=True) as conn:
+            delivery.mark_sent(conn, digest_id, now, message_id)
+
+    def mark_sent_many(self, pairs: Iterable[tuple[str, str]], now: datetime) -> int:
+        """mark_sent for many (digest_id, message_id) pairs in one transaction; returns how many.
+
+        Those in 'sending' are committed; then InvalidTransition is raised if any others were given.
+        """
+        _aware(now, "now")
+        pairs = list(pairs)
+        with self._tx("marking digests sent", write=True) as conn:
+            refused = delivery.mark_sent_many(conn, pairs, now)
+        if refused:
+            raise InvalidTransition(f"{len(refused)} digests were not 'sending', e.g. {refused[0]!r}")
+        return len(pairs)
+
+    def mark_failed(
+        self, digest_id: str, now: datetime, error: str, permanent: bool, retry_at: datetime | None = None
+    ) -> None:
+        """permanent -> 'failed' (never retried); temporary -> 'retry' (due again from ``retry_at``)."""
+        _aware(now, "now")
+        if retry_at is not None:
+            _aware(retry_at, "retry_at")
+        with self._tx(f"marking digest {digest_id} failed", write=True) as conn:
+            delivery.mark_failed(conn, digest_id, now, error, permanent, retry_at)
+
+    def mark_unknown(self, digest_id: str, now: datetime, error: str) -> None:
+        """sending -> unknown: the message may have been accepted. Reported, not resent."""
+        _aware(now, "now")
+        with self._tx(f"marking digest {digest_id} unknown", write=True) as conn:
+            delivery.mark_unknown(conn, digest_id, now, error)
+
+    def recover_interrupted(self, now: datetime) -> list[str]:
+        """Digests a crashed run left in 'sending' -> 'unknown'; returns their ids (call under run_lock)."""
+        _aware(now, "now")
+        with self._tx("recovering interrupted deliveries", write=True) as conn:
+            ids = delivery.recover_interrupted(conn, now)
+        if ids:
+            log.warning("%s deliveries were interrupted by a crash and are now 'unknown'", len(ids))
+        return ids
+
+    def requeue(
+        self,
+        now: datetime,
+        statuses: Collection[str] = (FAILED, UNKNOWN),
+        digest_ids: Collection[str] | None = None,
+    ) -> list[str]:
+        """failed/unknown -> retry (`newsletter retry`, or resending unknowns on request); returns ids."""
+        _aware(now, "now")
+        with self._tx("requeueing deliveries", write=True) as conn:
+            return delivery.requeue(conn, now, statuses, digest_ids)
+
+    # --- reading the log -----------------------------------------------------------------------
+
+    def deliveries(
+        self,
+        statuses: Collection[str] | None = None,
+        email: str | None = None,
+        *,
+        with_items: bool = True,
+        limit: int | None = None,
+    ) -> list[DeliveryRecord]:
+        """Delivery records, oldest first, optionally filtered by status and subscriber."""
+        criteria = delivery.delivery_criteria(statuses, email)
+        with self._tx("reading the delivery log") as conn:
+            return delivery.deliveries(conn, *criteria, with_items=with_items, limit=limit)
+
+    def pending_deliveries(
+        self, now: datetime | None = None, limit: int | None = None
+    ) -> list[DeliveryRecord]:
+        """Pending and retry digests of subscribed addresses, oldest first, with items.
+
+        With ``now``, a 'retry' whose not_before is later than ``now`` is left for later.
+        """
+        criteria = delivery.queued_criteria(None if now is None else _aware(now, "now"))
+        with self._tx("reading the delivery log") as conn:
+            return delivery.deliveries(conn, *criteria, with_items=True, limit=limit)
+
+    def delivery_counts(self) -> dict[str, int]:
+        """Number of digests per status (statuses with none are absent)."""
+        with self._tx("reading the delivery log") as conn:
+            return delivery.delivery_counts(conn)

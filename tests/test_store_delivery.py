@@ -1,0 +1,364 @@
+"""The delivery log: planning, the state machine, crash recovery, claimed papers, unsubscribes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import StoreError
+from newsletter.store import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RETRY,
+    SENDING,
+    SENT,
+    UNKNOWN,
+    DigestPlan,
+    InvalidTransition,
+    PlannedItem,
+    Store,
+)
+from tests.test_store_helpers import at, db_url, open_store, plan_for, seeded
+
+ADA = "ada@example.org"
+BOB = "bob@example.org"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path) as opened:
+        seeded(opened, 2)
+        yield opened
+
+
+def _status(store: Store, digest_id: str) -> str:
+    (record,) = [r for r in store.deliveries() if r.digest_id == digest_id]
+    return record.status
+
+
+def test_plan_records_a_pending_digest_and_moves_the_watermark(store: Store) -> None:
+    plan = plan_for(store, "d1")
+
+    assert store.plan_digest(plan) is True
+
+    state = store.subscriber_state(ADA)
+    assert state is not None
+    assert (state.watermark_seq, state.last_digest_at, state.unsubscribed_at) == (2, at(24), None)
+    (record,) = store.pending_deliveries()
+    assert (record.digest_id, record.email, record.status, record.attempts) == ("d1", ADA, PENDING, 0)
+    assert (record.subject, record.created_at, record.watermark_seq) == ("3 papers", at(24), 2)
+    assert [(i.paper.id, i.position, i.why) for i in record.items] == [
+        (item.paper_id, item.position, item.why) for item in plan.items
+    ]
+    assert record.items[0].paper.title == store.papers_first_seen_in(2)[0].title
+
+
+def test_planning_the_same_digest_twice_changes_nothing(store: Store) -> None:
+    plan = plan_for(store, "d1")
+    assert store.plan_digest(plan)
+    store.mark_sending("d1", at(25))
+    different = replace(plan_for(store, "d1", offset=5), watermark_seq=99, subject="other")
+
+    assert store.plan_digest(different) is False
+
+    (record,) = store.deliveries()
+    assert (record.status, record.subject, record.attempts) == (SENDING, "3 papers", 1)
+    assert [i.paper.id for i in record.items] == [i.paper_id for i in plan.items]
+    state = store.subscriber_state(ADA)
+    assert state is not None and state.watermark_seq == 2
+
+
+def test_plan_digests_plans_many_in_one_go_and_skips_known_ids(store: Store) -> None:
+    assert store.plan_digest(plan_for(store, "old", BOB))
+    plans = [plan_for(store, f"d{i}", f"user{i}@example.org") for i in range(3)]
+
+    planned = store.plan_digests([*plans, plans[0], plan_for(store, "old", BOB, offset=4)])
+
+    assert planned == 3
+    assert {r.digest_id for r in store.pending_deliveries()} == {"old", "d0", "d1", "d2"}
+    assert store.plan_digests(plans) == 0
+
+
+def test_a_plan_naming_an_unknown_paper_records_nothing(store: Store) -> None:
+    bad = DigestPlan("bad", ADA, at(24), 2, "s", (PlannedItem(10_000, 1, 1.0, "x"),))
+
+    with pytest.raises(StoreError, match="FOREIGN KEY"):
+        store.plan_digest(bad)
+
+    assert store.deliveries() == []
+    assert store.subscriber_state(ADA) is None
+
+
+def test_a_plan_without_papers_is_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="at least one paper"):
+        store.plan_digest(DigestPlan("empty", ADA, at(24), 2, "s", ()))
+
+
+def test_sending_then_sent(store: Store) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+
+    store.mark_sending("d1", at(25), message_id="<d1@example.org>")
+    assert _status(store, "d1") == SENDING
+    store.mark_sent("d1", at(26), "<d1@example.org>")
+
+    (record,) = store.deliveries([SENT])
+    assert (record.attempts, record.message_id, record.updated_at, record.last_error) == (
+        1,
+        "<d1@example.org>",
+        at(26),
+        None,
+    )
+    assert store.pending_deliveries() == []
+
+
+def test_a_temporary_failure_is_retried_after_not_before(store: Store) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+    store.mark_sending("d1", at(25))
+
+    store.mark_failed("d1", at(25), "451 try later", permanent=False, retry_at=at(26))
+
+    (record,) = store.deliveries([RETRY])
+    assert (record.last_error, record.not_before) == ("451 try later", at(26))
+    assert store.pending_deliveries(now=at(25.5)) == []
+    assert [r.digest_id for r in store.pending_deliveries(now=at(26))] == ["d1"]
+    store.mark_sending("d1", at(27))
+    store.mark_sent("d1", at(27), "<m>")
+    assert store.deliveries([SENT])[0].attempts == 2
+
+
+def test_a_permanent_failure_is_never_sent_again(store: Store) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+    store.mark_sending("d1", at(25))
+
+    store.mark_failed("d1", at(25), "550 no such user", permanent=True)
+
+    assert _status(store, "d1") == FAILED
+    assert store.pending_deliveries() == []
+    with pytest.raises(InvalidTransition, match="'d1' is failed, not pending or retry"):
+        store.mark_sending("d1", at(26))
+
+
+def test_a_pending_digest_can_fail_before_any_send(store: Store) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+    store.mark_failed("d1", at(25), "template error", permanent=True)
+    assert store.deliveries()[0].attempts == 0
+    assert _status(store, "d1") == FAILED
+
+
+@pytest.mark.parametrize(
+    ("setup", "action", "message"),
+    [
+        ([], lambda s: s.mark_sent("d1", at(30), "<m>"), "is pending, not sending"),
+        ([], lambda s: s.mark_unknown("d1", at(30), "?"), "is pending, not sending"),
+        (["sending", "sent"], lambda s: s.mark_sending("d1", at(30)), "is sent, not pending or retry"),
+        (["sending", "sent"], lambda s: s.mark_failed("d1", at(30), "x", True), "is sent"),
+        (["sending"], lambda s: s.mark_sending("d1", at(30)), "is sending"),
+        ([], lambda s: s.mark_sending("nope", at(30)), "no delivery record for digest 'nope'"),
+    ],
+)
+def test_transitions_out_of_order_are_refused(
+    store: Store, setup: list[str], action: Callable[[Store], None], message: str
+) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+    for step in setup:
+        if step == "sending":
+            store.mark_sending("d1", at(25))
+        else:
+            store.mark_sent("d1", at(26), "<m>")
+    before = store.deliveries()
+
+    with pytest.raises(InvalidTransition, match=message):
+        action(store)
+
+    assert store.deliveries() == before
+
+
+def test_unknown_is_reported_not_queued(store: Store) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+    store.mark_sending("d1", at(25))
+
+    store.mark_unknown("d1", at(25), "connection lost after DATA")
+
+    (record,) = store.deliveries([UNKNOWN])
+    assert record.last_error == "connection lost after DATA"
+    assert store.pending_deliveries() == []
+
+
+def test_recover_interrupted_turns_sending_into_unknown(store: Store) -> None:
+    for digest_id, email in (("a", ADA), ("b", BOB), ("c", "cy@example.org")):
+        store.plan_digest(plan_for(store, digest_id, email))
+    store.mark_sending("a", at(25))
+    store.mark_sending("b", at(25))
+
+    assert store.recover_interrupted(at(30)) == ["a", "b"]
+
+    assert [(r.digest_id, r.status) for r in store.deliveries()] == [
+        ("a", UNKNOWN),
+        ("b", UNKNOWN),
+        ("c", PENDING),
+    ]
+    assert "interrupted" in (store.deliveries([UNKNOWN])[0].last_error or "")
+    assert store.recover_interrupted(at(31)) == []
+
+
+_CRASHER = """
+import os, sys
+from newsletter.store import Store
+from tests.test_store_helpers import at, plan_for
+store = Store(sys.argv[1])
+store.plan_digest(plan_for(store, "crash"))
+store.mark_sending("crash", at(25))
+print("sending", flush=True)
+sys.stdin.read()  # the 'network step' never finishes: the parent kills us here
+"""
+
+
+def test_a_run_killed_mid_send_leaves_an_unknown_after_recovery(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        seeded(store, 1)
+    root = Path(__file__).resolve().parent.parent
+    with subprocess.Popen(
+        [sys.executable, "-c", _CRASHER, db_url(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    ) as proc:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "sending"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+
+    with open_store(tmp_path) as store:
+        assert store.pending_deliveries() == []
+        assert store.recover_interrupted(at(30)) == ["crash"]
+        assert store.deliveries()[0].status == UNKNOWN
+        assert len(store.sent_paper_ids(ADA)) == 3
+
+
+def test_sent_paper_ids_cover_every_digest_that_went_or_may_go_out(store: Store) -> None:
+    per_status = {PENDING: 0, SENDING: 1, SENT: 2, RETRY: 3, UNKNOWN: 4, FAILED: 5}
+    plans = {status: plan_for(store, status, papers=2, offset=2 * n) for status, n in per_status.items()}
+    store.plan_digests(plans.values())
+    store.plan_digest(plan_for(store, CANCELLED, "cy@example.org", papers=2))
+    store.record_unsubscribe("cy@example.org", at(25))
+    store.plan_digest(plan_for(store, "bob", BOB, papers=1, offset=20))
+    for status in (SENDING, SENT, RETRY, UNKNOWN):
+        store.mark_sending(status, at(25))
+    store.mark_sent(SENT, at(26), "<m>")
+    store.mark_failed(RETRY, at(26), "421", permanent=False)
+    store.mark_unknown(UNKNOWN, at(26), "?")
+    store.mark_failed(FAILED, at(26), "550", permanent=True)
+
+    claimed = {i.paper_id for s in (PENDING, SENDING, SENT, RETRY, UNKNOWN) for i in plans[s].items}
+    assert store.sent_paper_ids(ADA) == claimed
+    assert store.sent_paper_ids(" ADA@Example.org ") == claimed
+    assert len(store.sent_paper_ids(BOB)) == 1
+    assert store.sent_paper_ids("nobody@example.org") == set()
+    assert store.sent_paper_ids("cy@example.org") == set()  # cancelled
+    many = store.sent_paper_ids_many([ADA, BOB, "nobody@example.org"])
+    assert many == {ADA: claimed, BOB: store.sent_paper_ids(BOB), "nobody@example.org": set()}
+
+
+def test_mark_sent_many_commits_the_sending_ones(store: Store) -> None:
+    store.plan_digests(plan_for(store, f"d{i}", f"u{i}@example.org") for i in range(4))
+    for i in range(3):
+        store.mark_sending(f"d{i}", at(25))
+
+    assert store.mark_sent_many([("d0", "<0>"), ("d1", "<1>")], at(26)) == 2
+    with pytest.raises(InvalidTransition, match="'d3'"):
+        store.mark_sent_many([("d2", "<2>"), ("d3", "<3>")], at(26))
+
+    statuses = {r.digest_id: (r.status, r.message_id) for r in store.deliveries()}
+    assert statuses == {"d0": (SENT, "<0>"), "d1": (SENT, "<1>"), "d2": (SENT, "<2>"), "d3": (PENDING, None)}
+
+
+def test_unsubscribe_cancels_queued_digests_and_blocks_new_sends(store: Store) -> None:
+    store.plan_digest(plan_for(store, "queued"))
+    assert not store.is_unsubscribed(ADA)
+
+    store.record_unsubscribe("Ada@Example.org", at(30))
+    store.record_unsubscribe(ADA, at(40))
+
+    assert store.is_unsubscribed(ADA)
+    state = store.subscriber_state(ADA)
+    assert state is not None and state.unsubscribed_at == at(30)
+    assert _status(store, "queued") == CANCELLED
+    assert store.sent_paper_ids(ADA) == set()
+    store.plan_digest(plan_for(store, "late"))  # the pipeline should not, but if it does:
+    assert store.pending_deliveries() == []
+    with pytest.raises(InvalidTransition, match="unsubscribed"):
+        store.mark_sending("late", at(41))
+    assert store.unsubscribed_emails() == {ADA}
+
+
+def test_unsubscribe_of_an_unknown_address_is_recorded(store: Store) -> None:
+    store.record_unsubscribe("new@example.org", at(1))
+    assert store.is_unsubscribed("new@example.org")
+    assert not store.is_unsubscribed("other@example.org")
+
+
+def test_requeue_puts_failed_and_unknown_back_as_retry(store: Store) -> None:
+    for digest_id, email in (("f", ADA), ("u", BOB), ("s", "cy@example.org")):
+        store.plan_digest(plan_for(store, digest_id, email))
+        store.mark_sending(digest_id, at(25))
+    store.mark_failed("f", at(26), "550", permanent=True)
+    store.mark_unknown("u", at(26), "?")
+    store.mark_sent("s", at(26), "<s>")
+
+    assert store.requeue(at(30), statuses=[UNKNOWN]) == ["u"]
+    assert store.requeue(at(30)) == ["f"]
+
+    assert [(r.digest_id, r.status) for r in store.pending_deliveries()] == [("f", RETRY), ("u", RETRY)]
+    assert store.requeue(at(31), digest_ids=["s"]) == []
+
+
+def test_pending_deliveries_are_oldest_first_and_can_be_capped(store: Store) -> None:
+    for hours, digest_id in ((3, "c"), (1, "a"), (2, "b")):
+        store.plan_digest(
+            replace(plan_for(store, digest_id, f"{digest_id}@example.org"), created_at=at(hours))
+        )
+
+    assert [r.digest_id for r in store.pending_deliveries()] == ["a", "b", "c"]
+    assert [r.digest_id for r in store.pending_deliveries(limit=2)] == ["a", "b"]
+    assert store.delivery_counts() == {PENDING: 3}
+
+
+def test_deliveries_filter_by_status_and_email(store: Store) -> None:
+    store.plan_digest(plan_for(store, "a", ADA))
+    store.plan_digest(plan_for(store, "b", BOB))
+    store.mark_sending("b", at(25))
+
+    assert [r.digest_id for r in store.deliveries(email=BOB)] == ["b"]
+    assert [r.digest_id for r in store.deliveries([PENDING])] == ["a"]
+    assert store.deliveries([SENT]) == []
+    assert store.deliveries(with_items=False)[0].items == ()
+
+
+def test_advance_watermark_creates_the_subscriber_and_never_goes_back(store: Store) -> None:
+    assert store.subscriber_state(ADA) is None
+
+    store.advance_watermark(ADA, 2)
+    store.advance_watermark(ADA, 1)
+
+    state = store.subscriber_state(ADA)
+    assert state is not None and (state.watermark_seq, state.last_digest_at) == (2, None)
+    assert set(store.subscriber_states()) == {ADA}
+
+
+def test_mark_sending_many_moves_only_queued_digests_of_subscribed_addresses(store: Store) -> None:
+    store.plan_digests(plan_for(store, f"d{i}", f"u{i}@example.org") for i in range(4))
+    store.mark_sending("d1", at(25))
+    store.record_unsubscribe("u2@example.org", at(25))
+
+    moved = store.mark_sending_many(["d0", "d1", "d2", "d3", "d0", "missing"], at(26))
+
+    assert moved == ["d0", "d3"]
+    statuses = {r.digest_id: (r.status, r.attempts) for r in store.deliveries()}
+    assert statuses == {"d0": (SENDING, 1), "d1": (SENDING, 1), "d2": (CANCELLED, 0), "d3": (SENDING, 1)}

@@ -1,0 +1,211 @@
+"""Ingesting dumps: the seed diff, re-ingest, paper identity, per-paper counters, atomicity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from newsletter.errors import StoreError
+from newsletter.models import Dump
+from newsletter.store import Store
+from newsletter.store import ingest as ingest_module
+from tests.test_store_helpers import at, make_dump, open_store, paper, read_seed, seed_files
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with open_store(tmp_path) as opened:
+        yield opened
+
+
+def _table_counts(store: Store) -> dict[str, int]:
+    with store._engine.connect() as conn:
+        return {
+            name: conn.execute(sa.text(f"SELECT COUNT(*) FROM {name}")).scalar_one()
+            for name in ("dumps", "papers", "dump_papers")
+        }
+
+
+def test_five_seeds_in_file_order_give_the_known_new_counts(store: Store) -> None:
+    results = [store.ingest(read_seed(path), at(i)) for i, path in enumerate(seed_files())]
+
+    assert [r.new for r in results] == [81, 85, 90, 67, 62]
+    assert [r.papers for r in results] == [81, 100, 100, 88, 91]
+    assert [r.dump_seq for r in results] == [1, 2, 3, 4, 5]
+    assert not any(r.already for r in results)
+    assert store.latest_dump_seq() == 5
+    assert [d.new for d in store.dumps()] == [81, 85, 90, 67, 62]
+
+
+def test_reingesting_the_same_content_is_a_no_op(store: Store) -> None:
+    dumps = [read_seed(path) for path in seed_files()[:2]]
+    first = [store.ingest(d, at(i)) for i, d in enumerate(dumps)]
+    before = _table_counts(store)
+
+    again = store.ingest(dumps[0], at(10))
+
+    assert again.already
+    assert (again.dump_seq, again.papers, again.new) == (first[0].dump_seq, 81, 0)
+    assert store.dumps()[0].new == 81
+    assert _table_counts(store) == before
+    assert store.latest_dump_seq() == 2
+    assert store.has_dump(dumps[0].content_hash)
+    assert all(p.times_seen == 1 for p in store.papers_first_seen_in(2))
+
+
+def test_has_dump_is_false_for_unknown_content(store: Store) -> None:
+    assert not store.has_dump("0" * 64)
+    assert store.latest_dump_seq() is None
+
+
+def test_new_papers_are_those_no_earlier_dump_had(store: Store) -> None:
+    store.ingest(make_dump(paper("Alpha", 1), paper("Beta", 2)), at(0))
+    result = store.ingest(make_dump(paper("beta", 1), paper("Gamma", 2), paper("ALPHA!", 3)), at(1))
+
+    assert (result.papers, result.new) == (3, 1)
+    assert [p.title for p in store.papers_first_seen_in(2)] == ["Gamma"]
+    assert [p.title for p in store.papers_first_seen_after(0)] == ["Alpha", "Beta", "Gamma"]
+    assert store.papers_first_seen_after(2) == []
+
+
+def test_first_seen_after_orders_by_dump_then_best_rank(store: Store) -> None:
+    store.ingest(make_dump(paper("B", 2), paper("A", 5)), at(0))
+    store.ingest(make_dump(paper("D", 1), paper("C", 3), paper("A", 1)), at(1))
+    store.ingest(make_dump(paper("E", 4)), at(2))
+
+    assert [p.title for p in store.papers_first_seen_after(0)] == ["A", "B", "D", "C", "E"]
+    assert [p.title for p in store.papers_first_seen_after(1)] == ["D", "C", "E"]
+    assert [(p.title, r) for p, r in store.papers_in_dump(2)] == [("A", 1), ("D", 1), ("C", 3)]
+
+
+def test_counters_and_dates_follow_each_sighting(store: Store) -> None:
+    store.ingest(make_dump(paper("Mamba", 7, upvotes=3)), at(0))
+    store.ingest(make_dump(paper("Other", 1), paper("Mamba", 2, upvotes=None)), at(5))
+    store.ingest(make_dump(paper("Mamba", 9, upvotes=40)), at(9))
+
+    mamba = store.paper_by_key("mamba")
+    assert mamba is not None
+    assert (mamba.times_seen, mamba.best_rank, mamba.upvotes) == (3, 2, 40)
+    assert (mamba.first_seen, mamba.last_seen) == (at(0), at(9))
+    assert mamba.first_dump_seq == 1
+    assert mamba.first_seen.tzinfo is UTC
+
+
+def test_paper_first_seen_without_id_gets_it_later_and_stays_one_paper(store: Store) -> None:
+    store.ingest(make_dump(paper("Mamba: Linear-Time Sequence Modeling", 1)), at(0))
+    result = store.ingest(make_dump(paper("MAMBA - linear-time sequence modeling", 4, "2312.00752v2")), at(1))
+
+    assert result.new == 0
+    (mamba,) = store.papers_first_seen_after(0)
+    assert (mamba.arxiv_id, mamba.key, mamba.times_seen, mamba.best_rank) == (
+        "2312.00752",
+        "2312.00752",
+        2,
+        1,
+    )
+    assert mamba.title == "Mamba: Linear-Time Sequence Modeling"
+    assert store.paper_by_key("2312.00752") == mamba
+
+
+def test_paper_with_id_matches_by_id_even_when_retitled(store: Store) -> None:
+    store.ingest(make_dump(paper("Old title", 1, "2401.00001")), at(0))
+    result = store.ingest(make_dump(paper("A completely new title", 2, "2401.00001")), at(1))
+
+    assert result.new == 0
+    (stored,) = store.papers_first_seen_after(0)
+    assert (stored.title, stored.times_seen) == ("Old title", 2)
+
+
+def test_paper_seen_later_without_its_id_matches_by_title(store: Store) -> None:
+    store.ingest(make_dump(paper("Scaling Laws", 1, "2001.08361")), at(0))
+    result = store.ingest(make_dump(paper("scaling laws", 3)), at(1))
+
+    assert result.new == 0
+    (stored,) = store.papers_first_seen_after(0)
+    assert (stored.arxiv_id, stored.times_seen) == ("2001.08361", 2)
+
+
+def test_same_title_with_different_ids_are_two_papers(store: Store) -> None:
+    store.ingest(make_dump(paper("Attention", 1, "1706.03762")), at(0))
+    result = store.ingest(make_dump(paper("Attention", 1, "2501.99999")), at(1))
+
+    assert result.new == 1
+    assert sorted(p.key for p in store.papers_first_seen_after(0)) == ["1706.03762", "2501.99999"]
+
+
+def test_a_paper_listed_twice_in_one_dump_counts_once_with_its_best_rank(store: Store) -> None:
+    result = store.ingest(make_dump(paper("Twice", 5), paper("Once", 2), paper("twice", 3)), at(0))
+
+    assert (result.papers, result.new) == (2, 2)
+    twice = store.paper_by_key("twice")
+    assert twice is not None
+    assert (twice.times_seen, twice.best_rank) == (1, 3)
+
+
+def test_authors_and_abstract_round_trip(store: Store) -> None:
+    listed = paper("Ünïcode Title", 1, authors=("Zoë Ø", "李雷"))
+    store.ingest(make_dump(listed), at(0))
+
+    (stored,) = store.papers_first_seen_in(1)
+    assert stored.authors == ("Zoë Ø", "李雷")
+    assert stored.abstract == listed.abstract
+
+
+def test_failing_constraint_halfway_leaves_nothing_behind(store: Store) -> None:
+    store.ingest(make_dump(paper("Kept", 1)), at(0))
+    before = _table_counts(store)
+    broken = make_dump(paper("Kept", 2), paper("Broken", 0), paper("Never", 3))  # rank 0 breaks a CHECK
+
+    with pytest.raises(StoreError, match="ingesting test") as caught:
+        store.ingest(broken, at(1))
+
+    assert "\n" not in str(caught.value) and "SELECT" not in str(caught.value).upper()
+    assert _table_counts(store) == before
+    assert not store.has_dump(broken.content_hash)
+    kept = store.paper_by_key("kept")
+    assert kept is not None and (kept.times_seen, kept.last_seen) == (1, at(0))
+    assert store.ingest(make_dump(paper("Never", 1)), at(2)).new == 1
+
+
+def test_failure_after_papers_are_written_rolls_everything_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_write = ingest_module._write_papers
+
+    def write_then_fail(*args: object, **kwargs: object) -> int:
+        real_write(*args, **kwargs)  # type: ignore[arg-type]
+        raise sa.exc.OperationalError("UPDATE dumps", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(ingest_module, "_write_papers", write_then_fail)
+    dump = read_seed(seed_files()[0])
+
+    with pytest.raises(StoreError, match="disk I/O error"):
+        store.ingest(dump, at(0))
+
+    assert _table_counts(store) == {"dumps": 0, "papers": 0, "dump_papers": 0}
+    monkeypatch.undo()
+    assert store.ingest(dump, at(1)).new == 81
+
+
+def test_naive_datetimes_are_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="timezone-aware"):
+        store.ingest(make_dump(paper("X")), datetime(2024, 1, 1))
+
+
+def test_dump_metadata_is_kept(store: Store) -> None:
+    dump = Dump("seeds/000.txt", "hf-text", "ab" * 32, (paper("One"),), listed_on="Mar 11")
+    store.ingest(dump, at(3))
+
+    (record,) = store.dumps()
+    assert (record.seq, record.source, record.format, record.listed_on) == (
+        1,
+        "seeds/000.txt",
+        "hf-text",
+        "Mar 11",
+    )
+    assert (record.ingested_at, record.papers, record.new) == (at(3), 1, 1)
+    assert store.dumps(["cd" * 32]) == []

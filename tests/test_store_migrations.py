@@ -1,0 +1,145 @@
+"""Opening the store: migrations, SQLite settings, schema in step with schema.py, errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Connection
+
+from newsletter.errors import StoreError
+from newsletter.store import MIGRATIONS, Store
+from newsletter.store.engine import make_engine, transaction
+from newsletter.store.migrations import migrate
+from newsletter.store.schema import metadata
+from tests.test_store_helpers import db_url, make_dump, paper
+
+
+def _migration_rows(store: Store) -> list[tuple[str, datetime]]:
+    with store._engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT name, applied_at FROM schema_migrations ORDER BY name"))
+        return [(name, applied_at) for name, applied_at in rows]
+
+
+def test_open_applies_and_records_migrations_once(tmp_path: Path) -> None:
+    with Store(db_url(tmp_path)) as first:
+        assert first.migrations_applied == [name for name, _ in MIGRATIONS] == ["0001_initial"]
+        recorded = _migration_rows(first)
+    with Store(db_url(tmp_path)) as again:
+        assert again.migrations_applied == []
+        assert _migration_rows(again) == recorded
+    assert [name for name, _ in recorded] == ["0001_initial"]
+
+
+def test_open_creates_the_state_folder(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a' / 'b' / 'state.db'}"
+    with Store(url):
+        assert (tmp_path / "a" / "b" / "state.db").is_file()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    with Store(db_url(tmp_path)) as store, store._engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO schema_migrations VALUES ('0999_from_the_future', '2030-01-01')"))
+
+    with pytest.raises(StoreError, match="0999_from_the_future") as caught:
+        Store(db_url(tmp_path))
+    assert caught.value.hint is not None and "upgrade" in caught.value.hint
+
+
+def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:
+    engine = make_engine(sa.make_url(db_url(tmp_path)))
+
+    def broken(conn: Connection) -> None:
+        conn.execute(sa.text("CREATE TABLE half_done (x INTEGER)"))
+        raise RuntimeError("migration bug")
+
+    with pytest.raises(RuntimeError, match="migration bug"):
+        migrate(engine, (*MIGRATIONS, ("0002_broken", broken)))
+
+    with transaction(engine, write=False) as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        names = list(conn.execute(sa.text("SELECT name FROM schema_migrations")).scalars())
+    assert "half_done" not in tables and "papers" in tables
+    assert names == ["0001_initial"]
+    engine.dispose()
+
+
+def _sqlite_schema(conn: Connection) -> set[tuple[str, str, str]]:
+    rows = conn.execute(sa.text("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
+    return {(kind, name, " ".join(sql.split())) for kind, name, sql in rows}
+
+
+def test_migrations_build_exactly_the_schema_in_schema_py(tmp_path: Path) -> None:
+    with Store(db_url(tmp_path)) as store, store._engine.connect() as conn:
+        migrated = _sqlite_schema(conn)
+    fresh = sa.create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    metadata.create_all(fresh)
+    with fresh.connect() as conn:
+        declared = _sqlite_schema(conn)
+    fresh.dispose()
+
+    assert migrated == declared
+    assert {name for kind, name, _ in migrated if kind == "table"} >= {"papers", "digests", "digest_items"}
+
+
+def test_sqlite_runs_with_wal_foreign_keys_busy_timeout_and_normal_sync(tmp_path: Path) -> None:
+    with Store(db_url(tmp_path)) as store, store._engine.connect() as conn:
+        settings = {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+        }
+    assert settings == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": 1}
+
+
+def test_datetimes_come_back_as_the_same_instant_in_utc(tmp_path: Path) -> None:
+    listed_at = datetime(2024, 3, 11, 9, 30, tzinfo=timezone(timedelta(hours=2)))
+    with Store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(paper("When")), listed_at)
+        (stored,) = store.papers_first_seen_in(1)
+    assert stored.first_seen == listed_at
+    assert stored.first_seen.tzinfo is UTC and stored.first_seen.hour == 7
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("::not a url::", "invalid database URL"),
+        ("nosuchdb://x/y", "no database driver"),
+        ("postgresql+nosuchdriver://user:s3cret@localhost/db", "no database driver"),
+    ],
+)
+def test_bad_urls_raise_store_errors_without_secrets(url: str, expected: str) -> None:
+    with pytest.raises(StoreError, match=expected) as caught:
+        Store(url)
+    assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_unopenable_database_is_a_one_line_store_error(tmp_path: Path) -> None:
+    (tmp_path / "state.db").mkdir()  # a folder where the file should be
+    with pytest.raises(StoreError, match="database error while opening") as caught:
+        Store(f"sqlite:///{tmp_path / 'state.db'}")
+    assert "\n" not in str(caught.value)
+    assert caught.value.hint is not None
+
+
+def test_store_closes_as_a_context_manager(tmp_path: Path) -> None:
+    with Store(db_url(tmp_path)) as store:
+        assert store.latest_dump_seq() is None
+    assert repr(store).startswith("Store('sqlite:///")
+
+
+def test_the_migrations_compile_for_postgresql() -> None:
+    statements: list[str] = []
+    dialect = postgresql.dialect()
+    engine = sa.create_mock_engine(
+        "postgresql://", lambda sql, *_, **__: statements.append(str(sql.compile(dialect=dialect)))
+    )
+    for _, step in MIGRATIONS:
+        step(engine)  # type: ignore[arg-type]
+
+    ddl = "\n".join(statements)
+    assert ddl.count("CREATE TABLE") == len(metadata.tables) - 1  # schema_migrations is made by migrate()
+    assert "TIMESTAMP WITH TIME ZONE" in ddl and "SERIAL" in ddl
