@@ -1,0 +1,105 @@
+"""File transport: each message becomes ``<digest_id>.eml`` (+ ``<digest_id>.html``) in an outbox folder.
+
+Writes are atomic (temporary file, fsync, os.replace), so a crash never leaves half a message and
+sending the same digest again overwrites its own files instead of adding a copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+from newsletter.errors import SendError
+from newsletter.models import OutgoingMessage
+
+log = logging.getLogger(__name__)
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
+_TEMP_PREFIX = ".tmp-"
+
+
+class FileTransport:
+    """Delivers into ``outbox``; always accepts unless the disk refuses."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+        self._ready = False
+
+    def __enter__(self) -> FileTransport:
+        self._prepare()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"FileTransport({str(self.outbox)!r})"
+
+    def send(self, message: OutgoingMessage) -> None:
+        name = _file_name(message.digest_id)
+        self._prepare()
+        if message.html:
+            self._write(self.outbox / f"{name}.html", message.html.encode("utf-8", "replace"))
+        self._write(self.outbox / f"{name}.eml", message.raw)
+        _fsync_dir(self.outbox)
+        log.debug("wrote %s.eml for %s", name, message.recipient)
+
+    def _prepare(self) -> None:
+        """Create the outbox and remove temporary files a killed run left behind (runs hold a lock)."""
+        if self._ready:
+            return
+        try:
+            self.outbox.mkdir(parents=True, exist_ok=True)
+            for stale in self.outbox.glob(f"{_TEMP_PREFIX}*"):
+                stale.unlink(missing_ok=True)
+        except OSError as exc:
+            raise SendError(f"cannot use outbox {self.outbox}: {exc.strerror or exc}") from exc
+        self._ready = True
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            write_atomic(path, data)
+        except OSError as exc:
+            raise SendError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so readers see the old file or the whole new one, never a part."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{_TEMP_PREFIX}{path.name}.")
+    temp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        temp.replace(path)  # os.replace: atomic on POSIX and Windows
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _file_name(digest_id: str) -> str:
+    """The digest id is the file name, so it must not be able to leave the outbox."""
+    if not _SAFE_NAME.fullmatch(digest_id) or ".." in digest_id:
+        raise SendError(f"digest id {digest_id!r} is not usable as a file name", permanent=True)
+    return digest_id
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

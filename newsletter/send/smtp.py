@@ -1,0 +1,262 @@
+"""SMTP transport: one lazily opened connection reused for the run, errors classified for retry logic.
+
+- 4xx -> SendError(permanent=False); 5xx -> SendError(permanent=True), with the server's text.
+- The connection dropped before the message body went out -> reconnect and send again, once.
+- The connection dropped after the body went out, before the server's reply -> SendError(unknown=True):
+  the server may have accepted it, so resending could duplicate it.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import SecretStr
+
+from newsletter.errors import SendError
+from newsletter.models import OutgoingMessage
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+log = logging.getLogger(__name__)
+
+Security = Literal["none", "starttls", "ssl"]
+
+
+class _Client(smtplib.SMTP):
+    """smtplib.SMTP that remembers whether the DATA body of the current message reached the socket."""
+
+    body_sent = False
+    _in_data = False
+
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
+        self.body_sent, self._in_data = False, True
+        try:
+            return super().data(msg)
+        finally:
+            self._in_data = False
+
+    def send(self, s: ReadableBuffer | str) -> None:
+        super().send(s)
+        if self._in_data and not isinstance(s, str):  # data() writes the whole dot-terminated body at once
+            self.body_sent = True
+
+
+class _SslClient(_Client, smtplib.SMTP_SSL):
+    pass
+
+
+class SmtpTransport:
+    """Delivers over SMTP; use as a context manager so the run shares one connection."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        username: str | None = None,
+        password: SecretStr | None = None,
+        security: Security = "none",
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if security not in ("none", "starttls", "ssl"):
+            raise ValueError(f"security must be none, starttls or ssl, not {security!r}")
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.security, self.timeout = security, timeout
+        self.local_hostname = local_hostname
+        self.tls_context = tls_context
+        self.connections = 0  # opened so far; a run should need one
+        self._client: _Client | None = None
+        self._login_failure: SendError | None = None
+
+    def __enter__(self) -> SmtpTransport:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SmtpTransport({self.host!r}, {self.port}, security={self.security!r})"
+
+    def send(self, message: OutgoingMessage) -> None:
+        """Return once the server accepted ``message``; raise SendError otherwise."""
+        try:
+            self._send_once(message)
+        except _Dropped as dropped:
+            log.info("SMTP connection to %s:%s dropped (%s); reconnecting", self.host, self.port, dropped)
+            self._discard()
+            try:
+                self._send_once(message)
+            except _Dropped as again:
+                raise SendError(
+                    f"SMTP connection to {self.host}:{self.port} lost twice before sending: {again}",
+                    hint="the server keeps closing the connection; check its logs",
+                ) from again.__cause__
+
+    def close(self) -> None:
+        """QUIT and close the connection, if one is open."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        finally:
+            client.close()
+
+    # --- one attempt --------------------------------------------------------------------------------
+
+    def _send_once(self, message: OutgoingMessage) -> None:
+        client = self._connected()
+        client.body_sent = False
+        try:
+            refused = client.sendmail(message.sender, [message.recipient], message.raw)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = exc.recipients.get(message.recipient, (0, b"recipient refused"))
+            raise self._refused(client, code, text, f"recipient {message.recipient} refused") from exc
+        except smtplib.SMTPResponseException as exc:  # sender refused, DATA refused
+            raise self._refused(client, exc.smtp_code, exc.smtp_error, "message refused") from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            raise self._lost(client, exc) from exc
+        except smtplib.SMTPException as exc:
+            raise SendError(f"SMTP error from {self.host}:{self.port}: {_describe(exc)}") from exc
+        except OSError as exc:
+            raise self._lost(client, exc) from exc
+        if refused:  # cannot happen with one recipient, but smtplib reports refusals this way
+            code, text = refused.get(message.recipient, (0, b"recipient refused"))
+            raise self._refused(client, code, text, f"recipient {message.recipient} refused")
+        log.debug("SMTP accepted %s for %s", message.message_id, message.recipient)
+
+    def _refused(self, client: _Client, code: int, text: bytes | str, what: str) -> SendError | _Dropped:
+        reply = f"{code} {_decode(text)}"
+        if code == 421 and not client.body_sent:  # the server is closing the channel: try a new one
+            self._discard()
+            return _Dropped(reply)
+        _reset(client)
+        return SendError(f"SMTP {what}: {reply}", permanent=500 <= code < 600)
+
+    def _lost(self, client: _Client, exc: Exception) -> SendError | _Dropped:
+        self._discard()
+        if client.body_sent:
+            return SendError(
+                f"SMTP connection to {self.host}:{self.port} lost after the message was sent, "
+                f"before the server replied: {_describe(exc)}",
+                hint="the server may have accepted it; resending could deliver it twice",
+                unknown=True,
+            )
+        return _Dropped(_describe(exc))
+
+    # --- connection ---------------------------------------------------------------------------------
+
+    def _connected(self) -> _Client:
+        if self._login_failure is not None:  # do not hammer the server with a bad password
+            raise SendError(self._login_failure.message, self._login_failure.hint)
+        if self._client is None or self._client.sock is None:
+            self._discard()
+            self._client = self._open()
+        return self._client
+
+    def _open(self) -> _Client:
+        where = f"{self.host}:{self.port}"
+        try:
+            client = self._connect()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise SendError(
+                f"cannot connect to SMTP server {where}: {_describe(exc)}",
+                hint="check NEWSLETTER_SMTP_HOST, NEWSLETTER_SMTP_PORT and NEWSLETTER_SMTP_SECURITY",
+            ) from exc
+        try:
+            self._handshake(client)
+        except BaseException:
+            client.close()
+            raise
+        self.connections += 1
+        log.debug("SMTP connected to %s (%s)", where, self.security)
+        return client
+
+    def _connect(self) -> _Client:
+        if self.security == "ssl":
+            return _SslClient(
+                self.host,
+                self.port,
+                local_hostname=self.local_hostname,
+                timeout=self.timeout,
+                context=self._tls(),
+            )
+        return _Client(self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout)
+
+    def _handshake(self, client: smtplib.SMTP) -> None:
+        try:
+            client.ehlo()
+            if self.security == "starttls":
+                client.starttls(context=self._tls())
+                client.ehlo()
+        except (smtplib.SMTPException, OSError) as exc:
+            raise SendError(
+                f"SMTP handshake with {self.host}:{self.port} failed: {_describe(exc)}",
+                hint="check NEWSLETTER_SMTP_SECURITY (starttls needs a server that offers it)",
+            ) from exc
+        if self.username:
+            self._login(client)
+
+    def _login(self, client: smtplib.SMTP) -> None:
+        secret = self.password.get_secret_value() if self.password else ""
+        try:
+            client.login(self.username or "", secret)
+        except smtplib.SMTPAuthenticationError as exc:
+            reply = _decode(exc.smtp_error).replace(secret, "***") if secret else _decode(exc.smtp_error)
+            self._login_failure = SendError(
+                f"SMTP login as {self.username!r} failed: {exc.smtp_code} {reply}",
+                hint="check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD",
+            )
+            raise self._login_failure from None
+        except smtplib.SMTPNotSupportedError:
+            raise SendError(
+                f"SMTP server {self.host}:{self.port} does not offer AUTH on this connection",
+                hint="many servers offer AUTH only after TLS: set NEWSLETTER_SMTP_SECURITY=starttls or ssl",
+            ) from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise SendError(f"SMTP login failed: {_describe(exc)}") from None
+
+    def _tls(self) -> ssl.SSLContext:
+        return self.tls_context or ssl.create_default_context()
+
+    def _discard(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class _Dropped(Exception):
+    """The connection went away before the message body was sent: safe to reconnect and resend."""
+
+
+def _reset(client: smtplib.SMTP) -> None:
+    """RSET after a refusal so the connection can take the next message (smtplib skips it sometimes)."""
+    if client.sock is None:
+        return
+    try:
+        client.rset()
+    except (smtplib.SMTPException, OSError):
+        client.close()
+
+
+def _decode(text: bytes | str) -> str:
+    value = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return " ".join(value.split())
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_decode(exc.smtp_error)}"
+    return str(exc) or type(exc).__name__

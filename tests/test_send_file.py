@@ -1,0 +1,108 @@
+"""FileTransport: atomic .eml + .html per digest id, idempotent, never outside the outbox."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import SendError
+from newsletter.models import OutgoingMessage, RenderedDigest
+from newsletter.send import FileTransport
+from newsletter.send.message import Envelope, build_message
+
+ENVELOPE = Envelope(
+    "Trending Papers <digest@example.org>",
+    "Trending Papers <papers.example.org>",
+    "mailto:unsubscribe@example.org?subject=unsubscribe",
+)
+
+
+def message(digest_id: str = "d1", subject: str = "3 new papers", html: str = "<p>hi</p>") -> OutgoingMessage:
+    rendered = RenderedDigest(subject, html, "hi\n")
+    return build_message(
+        digest_id=digest_id,
+        envelope=ENVELOPE,
+        to_name="Ada",
+        to_addr="ada@example.org",
+        rendered=rendered,
+        date=datetime(2024, 3, 11, tzinfo=UTC),
+    )
+
+
+def test_writes_eml_and_html_copy(tmp_path: Path) -> None:
+    outbox = tmp_path / "state" / "outbox"
+    with FileTransport(outbox) as transport:
+        transport.send(message("d1"))
+    assert sorted(p.name for p in outbox.iterdir()) == ["d1.eml", "d1.html"]
+    assert (outbox / "d1.eml").read_bytes() == message("d1").raw
+    assert (outbox / "d1.html").read_text(encoding="utf-8") == "<p>hi</p>"
+    parsed = email.message_from_bytes((outbox / "d1.eml").read_bytes(), policy=email.policy.default)
+    assert parsed["Subject"] == "3 new papers"
+
+
+def test_same_digest_overwrites_itself(tmp_path: Path) -> None:
+    with FileTransport(tmp_path) as transport:
+        transport.send(message("d1", subject="first"))
+        transport.send(message("d1", subject="second", html="<p>again</p>"))
+        transport.send(message("d2"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1.eml", "d1.html", "d2.eml", "d2.html"]
+    assert b"Subject: second" in (tmp_path / "d1.eml").read_bytes()
+    assert (tmp_path / "d1.html").read_text(encoding="utf-8") == "<p>again</p>"
+
+
+def test_works_without_the_context_manager(tmp_path: Path) -> None:
+    FileTransport(tmp_path / "new").send(message("d1"))
+    assert (tmp_path / "new" / "d1.eml").exists()
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transport = FileTransport(tmp_path)
+    transport.send(message("d1", subject="old"))
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(SendError, match="No space left on device") as caught:
+        transport.send(message("d1", subject="new", html=""))
+    assert not caught.value.permanent
+    assert b"Subject: old" in (tmp_path / "d1.eml").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1.eml", "d1.html"]
+
+
+def test_stale_temp_files_from_a_killed_run_are_removed(tmp_path: Path) -> None:
+    (tmp_path / ".tmp-d1.eml.abc123").write_bytes(b"half a mess")
+    with FileTransport(tmp_path) as transport:
+        transport.send(message("d2"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d2.eml", "d2.html"]
+
+
+def test_no_html_copy_for_an_empty_html_body(tmp_path: Path) -> None:
+    with FileTransport(tmp_path) as transport:
+        transport.send(message("d1", html=""))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1.eml"]
+
+
+@pytest.mark.parametrize("digest_id", ["../escape", "a/b", ".hidden", "a\\b", "", "x" * 201])
+def test_digest_id_cannot_escape_the_outbox(tmp_path: Path, digest_id: str) -> None:
+    raw = OutgoingMessage(digest_id, "digest@example.org", "ada@example.org", "s", "<m@x>", b"x", "")
+    outbox = tmp_path / "outbox"
+    with FileTransport(outbox) as transport, pytest.raises(SendError) as caught:
+        transport.send(raw)
+    assert caught.value.permanent
+    assert list(tmp_path.iterdir()) == [outbox]
+    assert list(outbox.iterdir()) == []
+
+
+def test_unusable_outbox_is_a_send_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SendError, match="cannot use outbox"):
+        FileTransport(blocker / "outbox").send(message())

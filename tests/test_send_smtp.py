@@ -1,0 +1,471 @@
+"""SmtpTransport against a real SMTP server (aiosmtpd) on loopback, with injected faults."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from pydantic import SecretStr
+
+from newsletter.config import Settings
+from newsletter.errors import ConfigError, SendError
+from newsletter.models import OutgoingMessage, RenderedDigest
+from newsletter.send import FileTransport, SmtpTransport, make_transport
+from newsletter.send.message import Envelope, build_message
+
+HEADERS = (
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+    "Content-Type",
+)
+PASSWORD = "hunter2-Very-Secret"
+
+
+@dataclass
+class Recorder:
+    """aiosmtpd handler that records what it accepts and injects the faults a test asks for."""
+
+    messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    connections: int = 0
+    refuse_rcpt: dict[str, str] = field(default_factory=dict)  # address -> reply
+    mail_replies: list[str] = field(default_factory=list)  # next MAIL replies instead of 250
+    data_replies: list[str] = field(default_factory=list)  # next DATA replies instead of 250
+    drop_at_mail: int = 0  # close the connection at the next N MAIL commands, without a reply
+    drop_after_body: int = 0  # take the next N bodies, then close without a reply
+    close_after_data: bool = False  # reply 250, then close (like an idle timeout)
+    idle_closed: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ):
+        session.host_name = hostname
+        self.connections += 1
+        return responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]):
+        if self.drop_at_mail:
+            self.drop_at_mail -= 1
+            server.transport.abort()
+            return "421 gone"
+        if self.mail_replies:
+            return self.mail_replies.pop(0)
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]):
+        if address in self.refuse_rcpt:
+            return self.refuse_rcpt[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any):
+        if self.data_replies:
+            return self.data_replies.pop(0)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        if self.drop_after_body:
+            self.drop_after_body -= 1
+            server.transport.abort()
+        elif self.close_after_data:
+            server.loop.call_later(0.01, self._close_idle, server.transport)
+        return "250 2.0.0 queued"
+
+    def _close_idle(self, transport: Any) -> None:
+        transport.close()
+        self.idle_closed.set()
+
+
+class LoopbackController(Controller):
+    """Controller on 127.0.0.1 with an ephemeral port (port=0), read back before the readiness probe."""
+
+    def _trigger_server(self) -> None:
+        assert self.server is not None
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
+@contextmanager
+def running(handler: Recorder, **kwargs: Any) -> Iterator[LoopbackController]:
+    """A real SMTP server on loopback; no DNS lookups (fixed server hostname, numeric address)."""
+    controller = LoopbackController(
+        handler, hostname="127.0.0.1", port=0, server_hostname="localhost", ready_timeout=10, **kwargs
+    )
+    controller.start()
+    try:
+        yield controller
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def handler() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def server(handler: Recorder) -> Iterator[LoopbackController]:
+    with running(handler) as controller:
+        yield controller
+
+
+def transport_for(controller: LoopbackController, **kwargs: Any) -> SmtpTransport:
+    return SmtpTransport("127.0.0.1", controller.port, local_hostname="localhost", timeout=5, **kwargs)
+
+
+ENVELOPE = Envelope(
+    sender="Trending Papers <digest@example.org>",
+    list_id="Trending Papers <papers.example.org>",
+    mailto_unsubscribe="mailto:unsubscribe@example.org?subject=unsubscribe",
+    https_unsubscribe="https://papers.example.org/unsubscribe?t=abc",
+)
+
+
+def message(i: int = 0, to: str | None = None, name: str = "Ada Lovelace") -> OutgoingMessage:
+    rendered = RenderedDigest(f"{i} new papers: Mamba", f"<p>digest {i}</p>", f"digest {i}\n")
+    to = to or f"reader{i}@example.net"
+    when = datetime(2024, 3, 11, 7, 0, tzinfo=UTC)
+    return build_message(
+        digest_id=f"d{i}", envelope=ENVELOPE, to_name=name, to_addr=to, rendered=rendered, date=when
+    )
+
+
+def test_delivered_message_parses_with_every_header(server: LoopbackController, handler: Recorder) -> None:
+    with transport_for(server) as transport:
+        transport.send(message(1, name="Zoë Ünïcode"))
+    [(mail_from, rcpts, raw)] = handler.messages
+    assert (mail_from, rcpts) == ("digest@example.org", ["reader1@example.net"])
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert all(parsed[h] for h in HEADERS)
+    assert parsed["To"].addresses[0].display_name == "Zoë Ünïcode"
+    assert parsed["Message-ID"] == "<d1@example.org>"
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+    assert parsed.get_body(("html",)).get_content().strip() == "<p>digest 1</p>"
+
+
+def test_one_connection_is_reused_for_the_run(server: LoopbackController, handler: Recorder) -> None:
+    with transport_for(server) as transport:
+        for i in range(25):
+            transport.send(message(i))
+    assert len(handler.messages) == 25
+    assert handler.connections == 1
+    assert transport.connections == 1
+
+
+def test_connection_opens_lazily_and_closes_on_exit(server: LoopbackController, handler: Recorder) -> None:
+    with transport_for(server) as transport:
+        assert handler.connections == 0
+    assert handler.connections == 0
+    with transport_for(server) as transport:
+        transport.send(message())
+    assert transport._client is None
+
+
+@pytest.mark.parametrize(
+    ("reply", "permanent"),
+    [("451 4.3.0 Try again later", False), ("554 5.6.0 Message content rejected", True)],
+)
+def test_data_reply_is_classified(
+    server: LoopbackController, handler: Recorder, reply: str, permanent: bool
+) -> None:
+    handler.data_replies.append(reply)
+    with transport_for(server) as transport:
+        with pytest.raises(SendError) as caught:
+            transport.send(message(1))
+        transport.send(message(2))  # the same connection takes the next message
+    assert caught.value.permanent is permanent
+    assert caught.value.unknown is False
+    assert reply in caught.value.message
+    assert [rcpts for _, rcpts, _ in handler.messages] == [["reader2@example.net"]]
+    assert handler.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "permanent"),
+    [("450 4.2.1 Mailbox busy", False), ("550 5.1.1 No such user", True)],
+)
+def test_refused_recipient_fails_only_that_message(
+    server: LoopbackController, handler: Recorder, reply: str, permanent: bool
+) -> None:
+    handler.refuse_rcpt["reader3@example.net"] = reply
+    failures: dict[int, SendError] = {}
+    with transport_for(server) as transport:
+        for i in range(6):
+            try:
+                transport.send(message(i))
+            except SendError as exc:
+                failures[i] = exc
+    assert list(failures) == [3]
+    assert failures[3].permanent is permanent
+    assert "reader3@example.net" in failures[3].message and reply in failures[3].message
+    assert sorted(r[0] for _, r, _ in handler.messages) == [f"reader{i}@example.net" for i in (0, 1, 2, 4, 5)]
+    assert handler.connections == 1
+
+
+def test_refused_sender_is_permanent(server: LoopbackController, handler: Recorder) -> None:
+    handler.mail_replies.append("553 5.7.1 Sender not allowed")
+    with transport_for(server) as transport, pytest.raises(SendError) as caught:
+        transport.send(message())
+    assert caught.value.permanent
+    assert "553 5.7.1 Sender not allowed" in caught.value.message
+
+
+def test_reconnects_once_when_dropped_before_sending(server: LoopbackController, handler: Recorder) -> None:
+    handler.drop_at_mail = 1
+    with transport_for(server) as transport:
+        transport.send(message(1))
+        transport.send(message(2))
+    assert [r for _, r, _ in handler.messages] == [["reader1@example.net"], ["reader2@example.net"]]
+    assert handler.connections == 2
+
+
+def test_reconnects_after_server_closed_an_idle_connection(
+    server: LoopbackController, handler: Recorder
+) -> None:
+    handler.close_after_data = True
+    with transport_for(server) as transport:
+        for i in range(3):
+            transport.send(message(i))
+            assert handler.idle_closed.wait(5)
+            handler.idle_closed.clear()
+    assert len(handler.messages) == 3
+    assert handler.connections == 3
+
+
+def test_421_before_the_body_reconnects(server: LoopbackController, handler: Recorder) -> None:
+    handler.mail_replies.append("421 4.3.2 Shutting down")
+    with transport_for(server) as transport:
+        transport.send(message(1))
+    assert len(handler.messages) == 1
+    assert handler.connections == 2
+
+
+def test_dropped_twice_is_a_temporary_error(server: LoopbackController, handler: Recorder) -> None:
+    handler.drop_at_mail = 2
+    with transport_for(server) as transport:
+        with pytest.raises(SendError) as caught:
+            transport.send(message(1))
+        transport.send(message(2))
+    assert (caught.value.permanent, caught.value.unknown) == (False, False)
+    assert [r for _, r, _ in handler.messages] == [["reader2@example.net"]]
+
+
+def test_connection_lost_after_the_body_is_unknown(server: LoopbackController, handler: Recorder) -> None:
+    handler.drop_after_body = 1
+    with transport_for(server) as transport:
+        with pytest.raises(SendError) as caught:
+            transport.send(message(1))
+        transport.send(message(2))
+    assert caught.value.unknown is True
+    assert caught.value.permanent is False
+    assert "twice" in (caught.value.hint or "")
+    # the server did get message 1: resending it blindly would have duplicated it
+    assert [r for _, r, _ in handler.messages] == [["reader1@example.net"], ["reader2@example.net"]]
+    assert handler.connections == 2
+
+
+def test_unreachable_server_is_a_temporary_error_with_a_hint() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    transport = SmtpTransport("127.0.0.1", port, local_hostname="localhost", timeout=2)
+    with transport, pytest.raises(SendError) as caught:
+        transport.send(message())
+    assert not caught.value.permanent
+    assert f"127.0.0.1:{port}" in caught.value.message
+    assert "NEWSLETTER_SMTP_HOST" in (caught.value.hint or "")
+
+
+def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and auth_data == (b"ada", PASSWORD.encode())
+    return AuthResult(success=ok, handled=False)
+
+
+@pytest.fixture
+def auth_server(handler: Recorder) -> Iterator[LoopbackController]:
+    with running(handler, authenticator=authenticator, auth_require_tls=False) as controller:
+        yield controller
+
+
+def test_login_then_send(auth_server: LoopbackController, handler: Recorder) -> None:
+    with transport_for(auth_server, username="ada", password=SecretStr(PASSWORD)) as transport:
+        transport.send(message(1))
+        transport.send(message(2))
+    assert len(handler.messages) == 2
+    assert handler.connections == 1
+
+
+def test_login_failure_has_a_hint_and_never_the_password(
+    auth_server: LoopbackController, handler: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors = []
+    with transport_for(auth_server, username="ada", password=SecretStr("wrong-" + PASSWORD)) as transport:
+        for i in range(3):
+            with pytest.raises(SendError) as caught:
+                transport.send(message(i))
+            errors.append(caught.value)
+    assert "login as 'ada' failed: 535" in errors[0].message
+    assert "NEWSLETTER_SMTP_PASSWORD" in (errors[0].hint or "")
+    assert handler.connections == 1  # a bad password is not retried against the server for every message
+    assert handler.messages == []
+    for error in errors:
+        shown = f"{error} {error.hint} {error!r} {error.__cause__!r} {error.__context__!r}"
+        assert PASSWORD not in shown
+    assert PASSWORD not in caplog.text
+    assert PASSWORD not in repr(transport)
+
+
+def test_auth_not_offered_without_tls_says_so(handler: Recorder) -> None:
+    with (
+        running(handler, authenticator=authenticator) as controller,  # AUTH only after STARTTLS
+        transport_for(controller, username="ada", password=SecretStr(PASSWORD)) as transport,
+        pytest.raises(SendError) as caught,
+    ):
+        transport.send(message())
+    assert "does not offer AUTH" in caught.value.message
+    assert "NEWSLETTER_SMTP_SECURITY=starttls" in (caught.value.hint or "")
+
+
+# --- TLS -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def server_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    return context
+
+
+def client_tls(certificate: tuple[Path, Path]) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certificate[0]))
+
+
+def test_starttls_then_login(certificate: tuple[Path, Path], handler: Recorder) -> None:
+    server = running(
+        handler, tls_context=server_tls(certificate), require_starttls=True, authenticator=authenticator
+    )
+    options = {"username": "ada", "password": SecretStr(PASSWORD), "tls_context": client_tls(certificate)}
+    with server as controller, transport_for(controller, security="starttls", **options) as transport:
+        transport.send(message(1))
+        transport.send(message(2))
+    assert len(handler.messages) == 2
+    assert handler.connections == 2  # EHLO before and after STARTTLS, one connection
+
+
+def test_implicit_tls(certificate: tuple[Path, Path], handler: Recorder) -> None:
+    with (
+        running(handler, ssl_context=server_tls(certificate)) as controller,
+        transport_for(controller, security="ssl", tls_context=client_tls(certificate)) as transport,
+    ):
+        transport.send(message(1))
+    assert len(handler.messages) == 1
+
+
+def test_untrusted_certificate_fails_with_a_hint(certificate: tuple[Path, Path], handler: Recorder) -> None:
+    with (
+        running(handler, tls_context=server_tls(certificate)) as controller,
+        transport_for(controller, security="starttls") as transport,  # system CAs: not trusted
+        pytest.raises(SendError) as caught,
+    ):
+        transport.send(message(1))
+    assert "CERTIFICATE_VERIFY_FAILED" in caught.value.message
+    assert "NEWSLETTER_SMTP_SECURITY" in (caught.value.hint or "")
+    assert handler.messages == []
+
+
+# --- make_transport --------------------------------------------------------------------------------
+
+
+def test_make_transport_builds_file_and_smtp(tmp_path: Path) -> None:
+    file = make_transport(Settings(home=tmp_path, transport="file"))
+    assert isinstance(file, FileTransport) and file.outbox == tmp_path / "outbox"
+    settings = Settings(
+        transport="smtp",
+        smtp_host="mail.example.org",
+        smtp_port=587,
+        smtp_username="ada",
+        smtp_password=SecretStr(PASSWORD),
+        smtp_security="starttls",
+        smtp_timeout=12.5,
+    )
+    smtp = make_transport(settings)
+    assert isinstance(smtp, SmtpTransport)
+    assert (smtp.host, smtp.port, smtp.security, smtp.timeout) == ("mail.example.org", 587, "starttls", 12.5)
+    assert smtp.password is not None and smtp.password.get_secret_value() == PASSWORD
+    assert PASSWORD not in repr(smtp)
+
+
+@pytest.mark.parametrize("name", ["postmark", "sendgrid", "mailgun", "resend"])
+def test_make_transport_refuses_api_transports_for_now(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"transport '{name}' is not available yet"):
+        make_transport(Settings(transport=name))
+
+
+def test_header_injection_does_not_add_recipients(server: LoopbackController, handler: Recorder) -> None:
+    evil = "Ada\r\nBcc: victim@example.net\r\n\r\nforged body"
+    rendered = RenderedDigest(evil, "<p>x</p>", "x")
+    built = build_message(
+        digest_id="d9", envelope=ENVELOPE, to_name=evil, to_addr="ada@example.org", rendered=rendered,
+        date=datetime(2024, 3, 11, tzinfo=UTC),
+    )  # fmt: skip
+    with transport_for(server) as transport:
+        transport.send(built)
+    [(_, rcpts, raw)] = handler.messages
+    assert rcpts == ["ada@example.org"]
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert "Bcc" not in parsed
+    assert parsed["Subject"] == "Ada Bcc: victim@example.net forged body"
+    assert parsed.get_content_type() == "multipart/alternative"
+
+
+def test_partial_refusal_reported_by_smtplib_is_an_error(
+    server: LoopbackController, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuses(
+        self: smtplib.SMTP, sender: str, rcpts: list[str], raw: bytes
+    ) -> dict[str, tuple[int, bytes]]:
+        return {rcpts[0]: (550, b"5.1.1 unknown user")}
+
+    monkeypatch.setattr(smtplib.SMTP, "sendmail", refuses)
+    with transport_for(server) as transport, pytest.raises(SendError) as caught:
+        transport.send(message(1))
+    assert caught.value.permanent
+    assert "reader1@example.net refused: 550 5.1.1 unknown user" in caught.value.message
