@@ -1,0 +1,143 @@
+"""Pure text helpers for digests: links, subject line, excerpts, author lists, dates.
+
+They are also registered as Jinja filters (see ``renderer.FILTERS``), so templates and the pipeline
+format things the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from functools import lru_cache
+from typing import Protocol
+from urllib.parse import quote, quote_plus, urlsplit
+
+from newsletter.models import normalize_arxiv_id
+
+ARXIV_ABS = "https://arxiv.org/abs/"
+ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
+SUBJECT_MAX = 90
+SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0/C1 control characters
+_URL_JUNK = re.compile(r"[\x00-\x20\x7f]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
+_ABBREVIATIONS = frozenset(
+    {"e.g.", "i.e.", "al.", "vs.", "cf.", "fig.", "figs.", "eq.", "sec.", "approx.", "resp.", "no."}
+)
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
+
+
+class HasTitle(Protocol):
+    @property
+    def title(self) -> str: ...
+
+
+def one_line(text: str) -> str:
+    """Control characters dropped, runs of whitespace (newlines too) collapsed to one space."""
+    if not text.isprintable():  # fast path: most titles have nothing to clean
+        text = _CONTROL.sub(" ", text)
+    return " ".join(text.split())
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters, ending in "…" when cut."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if not text[limit - 1].isspace() and " " in cut[limit // 2 :]:  # mid-word: back up to a space
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:-–—") + "…"
+
+
+def paper_url(arxiv_id: str | None, title: str) -> str:
+    """The arXiv abstract page when the id is a real arXiv id, else an arXiv title search."""
+    known = normalize_arxiv_id(arxiv_id) if arxiv_id else None
+    if known:
+        return ARXIV_ABS + quote(known, safe="/.")
+    return ARXIV_TITLE_SEARCH + quote_plus(one_line(title))
+
+
+@lru_cache(maxsize=4096)
+def safe_url(url: str) -> str:
+    """``url`` when it is absolute http(s) or mailto, else "#" (no javascript:, data:, relative links)."""
+    cleaned = _URL_JUNK.sub("", url)  # browsers ignore these too: "java\tscript:" is javascript:
+    try:
+        scheme = urlsplit(cleaned).scheme.lower()
+    except ValueError:
+        return "#"
+    return cleaned if scheme in SAFE_SCHEMES else "#"
+
+
+def subject_for(items: Sequence[HasTitle]) -> str:
+    """E.g. "3 new papers: Mamba: Linear-Time Sequence Modeling… and 2 more" (at most SUBJECT_MAX chars)."""
+    count = len(items)
+    if count == 0:
+        return "No new papers"
+    head = "1 new paper: " if count == 1 else f"{count} new papers: "
+    tail = "" if count == 1 else f" and {count - 1} more"
+    title = one_line(items[0].title) or "(untitled)"
+    return head + clip(title, SUBJECT_MAX - len(head) - len(tail)) + tail
+
+
+def sentences(text: str) -> list[str]:
+    """Split prose into sentences, not breaking after common abbreviations ("e.g.", "et al.", "A.")."""
+    out: list[str] = []
+    for piece in _SENTENCE_END.split(one_line(text)):
+        if out and _is_abbreviation(out[-1].rsplit(" ", 1)[-1]):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return [s for s in out if s]
+
+
+def _is_abbreviation(word: str) -> bool:
+    """True for "e.g.", "et al.", "Fig." and initials such as "A."."""
+    return word.casefold() in _ABBREVIATIONS or (len(word) == 2 and word[0].isupper())
+
+
+@lru_cache(maxsize=4096)  # the same paper goes to many subscribers
+def excerpt(text: str, max_sentences: int = 3, max_chars: int = 420) -> str:
+    """The first 2-3 sentences of ``text`` that fit in ``max_chars`` (at least one, clipped if long)."""
+    parts = sentences(one_line(text[: max_chars * 3])[: max_chars + 40])  # later text cannot fit anyway
+    if not parts:
+        return ""
+    chosen = [parts[0]]
+    for part in parts[1:max_sentences]:
+        if len(" ".join([*chosen, part])) > max_chars:
+            break
+        chosen.append(part)
+    return clip(" ".join(chosen), max_chars)
+
+
+def authors_short(authors: Iterable[str], limit: int = 3) -> str:
+    """Names joined with commas; only the first ``limit`` and "et al." when there are more."""
+    names = [one_line(a) for a in authors if a.strip()]
+    shown = ", ".join(names[:limit])
+    return f"{shown} et al." if len(names) > limit else shown
+
+
+def long_date(value: datetime) -> str:
+    """E.g. "Tuesday, 12 March 2024", independent of the process locale."""
+    return f"{_WEEKDAYS[value.weekday()]}, {value.day} {_MONTHS[value.month - 1]} {value.year}"
+
+
+@lru_cache(maxsize=4096)
+def wrap(text: str, width: int = 72, indent: str = "") -> str:
+    """Plain-text paragraph filled to ``width``; long words (URLs) are never broken."""
+    lines: list[str] = []
+    line = ""
+    for word in one_line(text).split(" "):
+        if line and len(indent) + len(line) + 1 + len(word) > width:
+            lines.append(indent + line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(indent + line)
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""Renderer: MJML compiled once into a Jinja template, then one cheap Jinja render per digest."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from time import perf_counter
+from types import TracebackType
+from typing import Any
+
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    FunctionLoader,
+    StrictUndefined,
+    Template,
+    TemplateError,
+    TemplateSyntaxError,
+    Undefined,
+)
+
+from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.errors import RenderError
+from newsletter.models import RenderedDigest
+from newsletter.render import helpers
+from newsletter.render.mjml_compile import IncludeLoader, compile_mjml
+from newsletter.render.views import DigestView, ItemView
+
+logger = logging.getLogger(__name__)
+
+HTML_TEMPLATE = "digest.mjml.j2"
+TEXT_TEMPLATE = "digest.txt.j2"
+HTML_BUDGET = 100_000  # bytes; Gmail clips a message whose HTML passes ~102 KB
+
+
+def strict(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A filter that reports an undefined argument as such (not as a TypeError deep inside)."""
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for arg in (*args, *kwargs.values()):
+            if isinstance(arg, Undefined):
+                str(arg)  # StrictUndefined raises UndefinedError naming the missing variable
+        return function(*args, **kwargs)
+
+    return checked
+
+
+_PLAIN_FILTERS: dict[str, Callable[..., Any]] = {
+    "authors_short": helpers.authors_short,
+    "clip": helpers.clip,
+    "excerpt": helpers.excerpt,
+    "long_date": helpers.long_date,
+    "one_line": helpers.one_line,
+    "safe_url": helpers.safe_url,
+    "wrap": helpers.wrap,
+}
+FILTERS = {name: strict(function) for name, function in _PLAIN_FILTERS.items()}
+_RUNTIME_ERRORS = (TemplateError, TypeError, ValueError, AttributeError, LookupError)
+
+
+class Renderer:
+    """Loads and compiles the templates once; ``render`` is then pure Jinja (well under 1 ms).
+
+    A template missing from ``templates_dir`` falls back to the bundled one. Every problem (MJML that
+    does not compile, Jinja syntax, an unknown variable) is a RenderError naming file and line, raised
+    here rather than in the middle of a run: __init__ renders a sample digest to find them.
+    """
+
+    def __init__(self, templates_dir: Path) -> None:
+        started = perf_counter()
+        html_path = find_template(templates_dir, HTML_TEMPLATE)
+        text_path = find_template(templates_dir, TEXT_TEMPLATE)
+        self._html = _Loaded(html_path, load_html_template(html_path))
+        self._text = _Loaded(text_path, load_text_template(text_path))
+        self.compile_seconds = perf_counter() - started
+        logger.debug("compiled %s in %.1f ms", display_path(html_path), self.compile_seconds * 1000)
+        for view in sample_views():
+            self.render(view)
+
+    def render(self, view: DigestView) -> RenderedDigest:
+        """Subject, HTML and text. Past HTML_BUDGET bytes, the last papers become a compact list."""
+        subject = helpers.subject_for(view.items)
+        context = {"view": view, "subject": subject, "full_items": len(view.items)}
+        html = self._html.run(context)
+        text = self._text.run(context)
+        if len(html.encode()) > HTML_BUDGET:
+            html = self._fit_budget(context, len(html.encode()))
+        return RenderedDigest(subject=subject, html=html, text=text)
+
+    def _fit_budget(self, context: dict[str, Any], all_full: int) -> str:
+        """Show as many papers in full as fit: estimate from the all-full and all-compact sizes."""
+        count = context["full_items"]
+        context["full_items"] = 0
+        html = self._html.run(context)
+        none_full = len(html.encode())
+        if none_full > HTML_BUDGET:
+            logger.warning("digest of %d papers is %d bytes even compact; Gmail clips it", count, none_full)
+            return html
+        guess = count * (HTML_BUDGET - none_full) // (all_full - none_full)
+        for full in range(guess, -1, -1):
+            context["full_items"] = full
+            html = self._html.run(context)
+            if len(html.encode()) <= HTML_BUDGET:
+                break
+        return html
+
+
+class _Loaded:
+    """A compiled Jinja template and the file it came from, for error messages."""
+
+    def __init__(self, path: Path, template: Template) -> None:
+        self.path = path
+        self.template = template
+
+    def run(self, context: dict[str, Any]) -> str:
+        try:
+            return self.template.render(context)
+        except _RUNTIME_ERRORS as exc:
+            line = template_line(exc.__traceback__, str(self.path))
+            at = f"{display_path(self.path)}:{line}" if line else display_path(self.path)
+            raise RenderError(f"{at}: {helpers.one_line(str(exc))}") from exc
+
+
+def find_template(templates_dir: Path, name: str) -> Path:
+    """``templates_dir/name``, else the bundled template of that name (the folder itself must exist)."""
+    if not templates_dir.is_dir():
+        raise RenderError(f"{display_path(templates_dir)}: templates folder not found")
+    for folder in (templates_dir, PACKAGE_TEMPLATES):
+        if (folder / name).is_file():
+            return folder / name
+    raise RenderError(f"{display_path(templates_dir / name)}: template not found")
+
+
+def load_html_template(path: Path) -> Template:
+    """Read the MJML+Jinja file, check its Jinja, compile the MJML, and build the Jinja template."""
+    where = display_path(path)
+    source = read_template(path)
+    env = html_environment(path, "")
+    parse_or_raise(env, source, where)
+    html = compile_mjml(source, where, include_loader=include_loader(path.parent))
+    env = html_environment(path, html)
+    try:
+        return env.get_template(path.name)
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"{where}:{exc.lineno}: after MJML: {exc.message}") from exc
+
+
+def load_text_template(path: Path) -> Template:
+    env = text_environment(path.parent)
+    try:
+        return env.get_template(path.name)
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"{display_path(path)}:{exc.lineno}: {exc.message}") from exc
+
+
+def html_environment(path: Path, compiled: str) -> Environment:
+    """Autoescaping, strict Jinja environment whose only template is the compiled HTML."""
+
+    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
+        return (compiled, str(path), lambda: True) if name == path.name else None
+
+    env = Environment(loader=FunctionLoader(load), autoescape=True, undefined=StrictUndefined)
+    env.filters.update(FILTERS)
+    return env
+
+
+def text_environment(folder: Path) -> Environment:
+    """Strict Jinja environment for the plain-text part: no escaping, data is only ever a value."""
+    env = Environment(
+        loader=FileSystemLoader([folder, PACKAGE_TEMPLATES]),
+        autoescape=False,  # noqa: S701 - text/plain output, never parsed as HTML
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(FILTERS)
+    return env
+
+
+def parse_or_raise(env: Environment, source: str, where: str) -> None:
+    try:
+        env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise RenderError(f"{where}:{exc.lineno}: {exc.message}") from exc
+
+
+def read_template(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RenderError(f"{display_path(path)}: cannot read template: {exc}") from exc
+
+
+def include_loader(folder: Path) -> IncludeLoader:
+    """Loader for <mj-include path="...">: files inside the templates folder only."""
+    root = folder.resolve()
+
+    def load(path: str) -> str:
+        target = (root / path).resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(f"mj-include outside the templates folder: {path}")
+        return target.read_text(encoding="utf-8")
+
+    return load
+
+
+def template_line(tb: TracebackType | None, filename: str) -> int | None:
+    """The innermost line of ``filename`` in a traceback (Jinja rewrites frames to template lines)."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def sample_views(now: datetime | None = None) -> tuple[DigestView, ...]:
+    """Digests that exercise every branch of the bundled templates (used to check a template)."""
+    date = now or datetime(2024, 3, 12, 7, 0, tzinfo=UTC)
+    items = (
+        ItemView(
+            title="Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+            url=helpers.paper_url("2312.00752", ""),
+            excerpt="Foundation models use attention. Mamba replaces it with selective state spaces.",
+            why="matches: Mamba, state space",
+            rank=1,
+            score=0.91,
+            authors=("Albert Gu", "Tri Dao", "A. N. Other", "Someone Else"),
+            arxiv_id="2312.00752",
+            times_seen=3,
+        ),
+        ItemView("A paper with no arXiv id", helpers.paper_url(None, "A paper"), "", "", 7, 0.2),
+    )
+    full = DigestView("Ada", "ada@example.org", items, date, "mailto:u@example.org", "Note.", "Papers")
+    bare = DigestView("", "b@example.org", items[1:], date, "https://example.org/u", "", "Papers")
+    return full, bare

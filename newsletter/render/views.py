@@ -1,0 +1,39 @@
+"""What a template sees: plain frozen values, built by the pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """One paper in a digest.
+
+    ``excerpt`` is display text (cleaned abstract or an excerpt of it); the bundled templates trim
+    it to at most three sentences. ``rank`` is the paper's trending rank, ``times_seen`` how many
+    listings it appeared in.
+    """
+
+    title: str
+    url: str
+    excerpt: str
+    why: str
+    rank: int
+    score: float
+    authors: tuple[str, ...] = ()
+    arxiv_id: str | None = None
+    times_seen: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DigestView:
+    """Everything a digest template sees (as ``view``)."""
+
+    subscriber_name: str  # may be ""
+    subscriber_email: str
+    items: tuple[ItemView, ...]
+    date: datetime  # the digest date (aware)
+    unsubscribe_url: str  # https one-click page or a mailto: URL
+    preferences_note: str  # e.g. "You get this because you subscribed with ada@example.org."
+    list_name: str  # e.g. "Trending Papers"

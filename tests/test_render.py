@@ -1,0 +1,208 @@
+"""Rendering: golden HTML/text, escaping, compile-once, size, subject line."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+import newsletter.render.mjml_compile as mjml_compile
+from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.render import DigestView, ItemView, Renderer, paper_url, subject_for
+
+GOLDEN = Path(__file__).parent / "golden"
+REGEN = os.environ.get("NEWSLETTER_REGEN_GOLDEN") == "1"
+GMAIL_CLIP_BYTES = 102_000
+HOSTILE_TITLE = "<script>alert(1)</script> Ünïcödé {{ 7*7 }} «Transformers» für Alle"
+
+
+def item(rank: int, title: str, **overrides: object) -> ItemView:
+    fields: dict[str, object] = {
+        "title": title,
+        "url": paper_url(f"2403.{10000 + rank}", title),
+        "excerpt": "First sentence of the abstract. Second one, e.g. with an abbreviation. Third. Fourth.",
+        "why": "matches: state space, Mamba",
+        "rank": rank,
+        "score": 0.5,
+        "authors": ("Albert Gu", "Tri Dao"),
+        "arxiv_id": f"2403.{10000 + rank}",
+        "times_seen": 1,
+    }
+    fields.update(overrides)
+    return ItemView(**fields)  # type: ignore[arg-type]
+
+
+def golden_view() -> DigestView:
+    items = (
+        item(1, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+             authors=("Albert Gu", "Tri Dao", "Third Author", "Fourth Author"), times_seen=2),
+        item(4, "A Paper Only Known By Its Title", url=paper_url(None, "A Paper Only Known By Its Title"),
+             arxiv_id=None, authors=(), why=""),
+        item(9, HOSTILE_TITLE, url="javascript:alert(1)",
+             excerpt="Ça marche: <img src=x onerror=alert(1)> and {{ 7*7 }} and {% if 1 %}x{% endif %}.",
+             why="matches: <b>bold</b>", authors=("Zoë Ångström",)),
+    )  # fmt: skip
+    return DigestView(
+        subscriber_name="Ada",
+        subscriber_email="ada@example.org",
+        items=items,
+        date=datetime(2024, 3, 12, 7, 0, tzinfo=UTC),
+        unsubscribe_url="https://news.example.org/unsubscribe?token=abc&list=papers",
+        preferences_note="You get this because you subscribed with ada@example.org.",
+        list_name="Trending Papers",
+    )
+
+
+def long_view(count: int) -> DigestView:
+    abstract = " ".join(
+        f"Sentence {n} of a long abstract about state space models and attention." for n in range(40)
+    )
+    title = "A Very Long Title About Selective State Space Sequence Models " * 4
+    authors = tuple(f"Author Number{n}" for n in range(25))
+    items = tuple(item(n + 1, title, excerpt=abstract, authors=authors, times_seen=3) for n in range(count))
+    return DigestView(
+        "Ada", "ada@example.org", items, golden_view().date, "mailto:u@example.org", "Note.", "List"
+    )
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(PACKAGE_TEMPLATES)
+
+
+def normalise(text: str) -> str:
+    """One tag per line so a golden diff is readable; the view's date is fixed, nothing else varies."""
+    text = re.sub(r">\s*<", ">\n<", text.replace("\r\n", "\n"))
+    return "\n".join(line.rstrip() for line in text.split("\n")).strip() + "\n"
+
+
+@pytest.mark.parametrize(("part", "golden"), [("html", "digest.html"), ("text", "digest.txt")])
+def test_render_matches_golden(renderer: Renderer, part: str, golden: str) -> None:
+    rendered = normalise(getattr(renderer.render(golden_view()), part))
+    path = GOLDEN / golden
+    if REGEN:
+        path.write_text(rendered, encoding="utf-8")
+    assert rendered == path.read_text(encoding="utf-8"), f"regenerate with NEWSLETTER_REGEN_GOLDEN=1 ({path})"
+
+
+def test_html_escapes_everything_from_the_dump(renderer: Renderer) -> None:
+    html = renderer.render(golden_view()).html
+    assert "<script" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img src=x" not in html
+    assert "<b>bold</b>" not in html
+    assert "{{ 7*7 }}" in html
+    assert "Ünïcödé {{ 7*7 }} «Transformers» für Alle" in html
+    assert "Ünïcödé 49" not in html
+
+
+def test_html_links_are_absolute_and_never_javascript(renderer: Renderer) -> None:
+    html = renderer.render(golden_view()).html
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert "javascript" not in html.lower()
+    assert hrefs.count("#") == 1  # the hostile item's link is neutralised
+    paper_links = [h for h in hrefs if h != "#"]
+    assert paper_links == [
+        "https://arxiv.org/abs/2403.10001",
+        "https://arxiv.org/search/?searchtype=title&amp;query=A+Paper+Only+Known+By+Its+Title",
+        "https://news.example.org/unsubscribe?token=abc&amp;list=papers",
+    ]
+
+
+def test_text_part_keeps_data_literal(renderer: Renderer) -> None:
+    text = renderer.render(golden_view()).text
+    assert HOSTILE_TITLE in text  # plain text: no escaping, and never evaluated as a template
+    assert "{% if 1 %}x{% endif %}" in " ".join(text.split())
+    assert "49" not in text
+    assert "javascript:" not in text
+    assert "\n   #\n" not in text  # an unsafe link is left out, not shown as "#"
+
+
+def test_html_declares_dark_mode_and_loads_nothing_remote(renderer: Renderer) -> None:
+    html = renderer.render(golden_view()).html
+    assert '<meta name="color-scheme" content="light dark"' in html
+    assert "@media (prefers-color-scheme: dark)" in html
+    assert "googleapis" not in html
+    assert not re.search(r"""(src|url)\s*[=(]\s*["']?https?:""", html)
+
+
+def test_mjml_is_compiled_once_per_renderer(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = mjml_compile.mjml2html
+
+    def counting(source: str, **kwargs: object) -> str:
+        calls.append(source)
+        return real(source, **kwargs)
+
+    monkeypatch.setattr(mjml_compile, "mjml2html", counting)
+    renderer = Renderer(PACKAGE_TEMPLATES)
+    for _ in range(50):
+        renderer.render(golden_view())
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("count", [10, 20])
+def test_html_stays_under_gmail_clipping_with_long_papers(renderer: Renderer, count: int) -> None:
+    html = renderer.render(long_view(count)).html
+    assert html.count('class="nl-title"') == count
+    assert len(html.encode("utf-8")) < GMAIL_CLIP_BYTES
+
+
+def test_a_huge_digest_keeps_every_link_but_lists_the_tail_compactly(renderer: Renderer) -> None:
+    view = long_view(100)
+    html = renderer.render(view).html
+    assert len(html.encode("utf-8")) < GMAIL_CLIP_BYTES
+    assert html.count('href="https://arxiv.org/abs/') == 100
+    assert 0 < html.count("Sentence 1 of a long abstract") < 100
+    assert "More new papers" in html
+    assert renderer.render(view).text.count("Sentence 1 of a long abstract") == 100
+
+
+def test_excerpt_and_authors_are_trimmed_in_the_email(renderer: Renderer) -> None:
+    rendered = renderer.render(long_view(1))
+    assert "Sentence 2 of a long abstract" in rendered.html
+    assert "Sentence 3 of a long abstract" not in rendered.html
+    assert "Author Number0, Author Number1, Author Number2 et al." in rendered.text
+    assert "Author Number3" not in rendered.html
+
+
+def test_greeting_and_counts_follow_the_view(renderer: Renderer) -> None:
+    view = golden_view()
+    anonymous = DigestView("", view.subscriber_email, view.items[:1], view.date, "mailto:x@example.org", "",
+                           "Trending Papers")  # fmt: skip
+    text = renderer.render(anonymous).text
+    assert "Hi " not in text
+    assert "1 new paper matched your interests." in text
+    assert "seen in 2 listings" in text
+    assert "\n-- \nUnsubscribe: mailto:x@example.org\n" in text  # signature separator, then the link
+
+
+def test_render_returns_subject_for_the_items(renderer: Renderer) -> None:
+    view = golden_view()
+    assert renderer.render(view).subject == subject_for(view.items)
+
+
+@pytest.mark.parametrize(
+    ("titles", "expected"),
+    [
+        ([], "No new papers"),
+        (["Mamba"], "1 new paper: Mamba"),
+        (["Mamba", "B", "C"], "3 new papers: Mamba and 2 more"),
+        (["Line\nbreak\r\nin title", "B"], "2 new papers: Line break in title and 1 more"),
+    ],
+)
+def test_subject_for_counts_and_names_the_top_paper(titles: list[str], expected: str) -> None:
+    assert subject_for([item(n, t) for n, t in enumerate(titles)]) == expected
+
+
+def test_subject_for_clips_a_long_title_at_a_word() -> None:
+    title = "Mamba: Linear-Time Sequence Modeling with Selective State Spaces and Many Other Long Words Too"
+    subject = subject_for([item(1, title), item(2, "B"), item(3, "C")])
+    assert (
+        subject
+        == "3 new papers: Mamba: Linear-Time Sequence Modeling with Selective State Spaces… and 2 more"
+    )
+    assert len(subject) <= 90

@@ -1,0 +1,111 @@
+"""A broken template override is a RenderError naming the file and line, raised when loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.errors import RenderError
+from newsletter.render import HTML_TEMPLATE, TEXT_TEMPLATE, Renderer
+from newsletter.render.mjml_compile import compile_mjml
+from newsletter.render.renderer import display_path
+from tests.test_render import golden_view
+
+
+def override(tmp_path: Path, name: str, old: str, new: str) -> int:
+    """Write the bundled template with ``old`` replaced by ``new``; the line ``new`` starts on."""
+    source = (PACKAGE_TEMPLATES / name).read_text(encoding="utf-8")
+    assert old in source
+    broken = source.replace(old, new, 1)
+    (tmp_path / name).write_text(broken, encoding="utf-8")
+    return broken[: broken.index(new)].count("\n") + 1
+
+
+def load_error(tmp_path: Path) -> RenderError:
+    with pytest.raises(RenderError) as caught:
+        Renderer(tmp_path)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "problem"),
+    [
+        ("{% if item.authors %}", "{% if item.authors %", "unexpected '<'"),
+        ("{% endfor %}", "{% endfro %}", "endfro"),
+        ("{{ item.title | one_line }}", "{{ item.titel | one_line }}", "no attribute 'titel'"),
+        ("{{ item.authors | authors_short }}", "{{ item.authors | authors_shrt }}", "No filter named"),
+        ("<mj-title>{{ view.list_name }}", "<mj-title>{{ view.list_nam }}", "no attribute 'list_nam'"),
+    ],
+)
+def test_jinja_errors_in_mjml_name_file_and_line(tmp_path: Path, old: str, new: str, problem: str) -> None:
+    line = override(tmp_path, HTML_TEMPLATE, old, new)
+    error = load_error(tmp_path)
+    assert str(error).startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:{line}: ")
+    assert problem in str(error)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "shift", "problem"),
+    [  # an unclosed <mj-text> is reported at the closing tag that does not match (the next line)
+        ("</mj-text>\n      </mj-column>", "\n      </mj-column>", 1, "</mj-column> found while <mj-text>"),
+        ("{% if item.times_seen > 1 %}", "{% if 1 < item.times_seen %}", 0, "stray '<'"),
+        ('<mj-section padding="0 12px">', "<mj-section padding=0>", 0, "need quotes"),
+    ],
+)
+def test_mjml_errors_name_file_and_line(tmp_path: Path, old: str, new: str, shift: int, problem: str) -> None:
+    line = override(tmp_path, HTML_TEMPLATE, old, new) + shift
+    error = load_error(tmp_path)
+    assert str(error).startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:{line}: MJML: ")
+    assert problem in str(error)
+    assert error.hint
+
+
+def test_jinja_that_mjml_drops_is_reported_with_its_line() -> None:
+    source = '<mjml><mj-body>\n<mj-section><mj-column>\n<mj-image src="a.png" width="{{ w }}" />\n' \
+        "</mj-column></mj-section></mj-body></mjml>"  # fmt: skip
+    with pytest.raises(RenderError, match=r"^digest\.mjml\.j2:3: MJML dropped or changed '\{\{ w \}\}'"):
+        compile_mjml(source, "digest.mjml.j2")
+
+
+def test_text_template_errors_name_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / TEXT_TEMPLATE).write_text("{{ view.list_name }}\n{% for item in view.items %}\n", "utf-8")
+    assert str(load_error(tmp_path)).startswith(f"{display_path(tmp_path / TEXT_TEMPLATE)}:2: ")
+    (tmp_path / TEXT_TEMPLATE).write_text("{{ view.list_name }}\n\n{{ view.nope }}\n", "utf-8")
+    error = load_error(tmp_path)
+    assert str(error).startswith(f"{display_path(tmp_path / TEXT_TEMPLATE)}:3: ")
+    assert "nope" in str(error)
+
+
+def test_missing_templates_fall_back_to_the_bundled_ones(tmp_path: Path) -> None:
+    (tmp_path / TEXT_TEMPLATE).write_text("Custom {{ view.list_name }}\n", "utf-8")
+    renderer = Renderer(tmp_path)
+    rendered = renderer.render(golden_view())
+    assert rendered.text == "Custom Trending Papers\n"
+    assert 'class="nl-title"' in rendered.html
+
+
+def test_mj_include_cannot_leave_the_templates_folder(tmp_path: Path) -> None:
+    (tmp_path / HTML_TEMPLATE).write_text(
+        '<mjml><mj-body>\n<mj-include path="../secret.mjml" />\n</mj-body></mjml>', "utf-8"
+    )
+    (tmp_path.parent / "secret.mjml").write_text("<mj-section></mj-section>", "utf-8")
+    error = load_error(tmp_path)
+    assert str(error).startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:2: MJML: ")
+
+
+def test_mj_include_loads_partials_from_the_templates_folder(tmp_path: Path) -> None:
+    (tmp_path / "partials").mkdir()
+    (tmp_path / "partials" / "footer.mjml").write_text(
+        "<mj-section><mj-column><mj-text>Bye {{ view.list_name }}</mj-text></mj-column></mj-section>", "utf-8"
+    )
+    (tmp_path / HTML_TEMPLATE).write_text(
+        '<mjml><mj-body>\n<mj-include path="partials/footer.mjml" />\n</mj-body></mjml>', "utf-8"
+    )
+    assert "Bye Trending Papers" in Renderer(tmp_path).render(golden_view()).html
+
+
+def test_a_missing_templates_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(RenderError, match="nowhere: templates folder not found"):
+        Renderer(tmp_path / "nowhere")

@@ -1,0 +1,90 @@
+"""Text helpers used by the templates: links, excerpts, authors, dates, wrapping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from newsletter.render import authors_short, excerpt, paper_url, safe_url
+from newsletter.render.helpers import clip, long_date, one_line, wrap
+
+
+@pytest.mark.parametrize(
+    ("arxiv_id", "title", "url"),
+    [
+        ("2312.00752", "Mamba", "https://arxiv.org/abs/2312.00752"),
+        ("2312.00752v2", "Mamba", "https://arxiv.org/abs/2312.00752"),
+        ("hep-th/9901001", "Old", "https://arxiv.org/abs/hep-th/9901001"),
+        (None, "Mamba: Linear-Time & <Fast>", "https://arxiv.org/search/?searchtype=title&query=Mamba%3A+Linear-Time+%26+%3CFast%3E"),
+        ("not an id", "Two  words\n", "https://arxiv.org/search/?searchtype=title&query=Two+words"),
+    ],
+)  # fmt: skip
+def test_paper_url_prefers_the_abstract_page(arxiv_id: str | None, title: str, url: str) -> None:
+    assert paper_url(arxiv_id, title) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://arxiv.org/abs/1", "https://arxiv.org/abs/1"),
+        ("mailto:unsubscribe@example.org?subject=x", "mailto:unsubscribe@example.org?subject=x"),
+        ("javascript:alert(1)", "#"),
+        (" JaVa\tScRiPt:alert(1)", "#"),
+        ("data:text/html,<script>", "#"),
+        ("/relative/path", "#"),
+        ("http://[::1", "#"),
+    ],
+)
+def test_safe_url_allows_only_absolute_web_and_mail_links(url: str, expected: str) -> None:
+    assert safe_url(url) == expected
+
+
+def test_excerpt_takes_up_to_three_sentences_without_splitting_abbreviations() -> None:
+    text = "We study SSMs, e.g. Mamba. Results follow Gu et al. closely. Third one! Fourth? Fifth."
+    assert excerpt(text) == "We study SSMs, e.g. Mamba. Results follow Gu et al. closely. Third one!"
+
+
+def test_excerpt_stops_before_the_character_budget_and_clips_a_huge_first_sentence() -> None:
+    assert excerpt("Short one. " + "Long " * 100 + "end.") == "Short one."
+    long_first = excerpt("word " * 200)
+    assert long_first.endswith("…")
+    assert len(long_first) <= 420
+
+
+def test_excerpt_of_empty_text_is_empty() -> None:
+    assert excerpt("  \n ") == ""
+
+
+@pytest.mark.parametrize(
+    ("authors", "expected"),
+    [
+        ((), ""),
+        (("A",), "A"),
+        (("A", "B", "C"), "A, B, C"),
+        (("A", "B", "C", "D"), "A, B, C et al."),
+        (("A\n", " ", "B"), "A, B"),
+    ],
+)
+def test_authors_short_names_the_first_three(authors: tuple[str, ...], expected: str) -> None:
+    assert authors_short(authors) == expected
+
+
+def test_one_line_drops_control_characters_and_newlines() -> None:
+    assert one_line(" a\r\nb\x00c\u2028d\x85e\t ") == "a b c d e"
+
+
+def test_clip_cuts_at_a_word_boundary() -> None:
+    assert clip("short", 10) == "short"
+    assert clip("alpha beta gamma delta", 12) == "alpha beta…"
+    assert clip("alpha beta gamma", 11) == "alpha beta…"
+
+
+def test_long_date_ignores_the_locale() -> None:
+    assert long_date(datetime(2024, 3, 12, tzinfo=UTC)) == "Tuesday, 12 March 2024"
+
+
+def test_wrap_indents_and_never_breaks_urls() -> None:
+    url = "https://arxiv.org/search/?searchtype=title&query=" + "x" * 80
+    wrapped = wrap(f"see {url} for more words here", 40, "   ")
+    assert wrapped.splitlines() == ["   see", f"   {url}", "   for more words here"]
