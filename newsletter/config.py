@@ -59,6 +59,15 @@ class Settings(BaseSettings):
 
     ranker: Literal["auto", "lexical", "semantic"] = "auto"
 
+    send_rate: float | None = Field(default=None, gt=0)  # messages per second; None: as fast as accepted
+    max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
+    retries: int = Field(default=2, ge=0, le=10)  # in-run retries of a temporary (4xx) failure
+    retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the first in-run retry, then doubled
+
+    tick_seconds: int = Field(default=300, ge=1)  # daemon: how often to ingest and deliver due digests
+    fetch_cron: str = "0 * * * *"  # daemon: when the sources fetch new dumps (crontab syntax, UTC)
+    sources: list[dict[str, Any]] = Field(default_factory=lambda: [{"kind": "folder"}])
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -73,6 +82,10 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'state.db'}"
+
+    @property
+    def last_run_file(self) -> Path:
+        return self.home / "last-run.json"
 
     @property
     def outbox(self) -> Path:
@@ -114,7 +127,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
@@ -125,7 +138,7 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
 
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_unique_mapping,  # type: ignore[arg-type]
+    _construct_unique_mapping,
 )
 
 

@@ -30,3 +30,10 @@ def seeds() -> list[Path]:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "state"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    from .helpers import make_env
+
+    return make_env(tmp_path)

@@ -44,14 +44,26 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
         ("subscribers:\n  - email: a@example.org\n  interests: [x]\n   - b\n", "subs.yaml:3: invalid YAML"),
         ("subscribers:\n  - email: not-an-address\n    interests: [x]\n", "field 'email'"),
         ("subscribers:\n  - email: a@example.org\n    interests: []\n", "field 'interests'"),
-        ("subscribers:\n  - email: a@example.org\n    interests: [x]\n    colour: red\n", "field 'colour': unknown key"),
+        (
+            "subscribers:\n  - email: a@example.org\n    interests: [x]\n    colour: red\n",
+            "field 'colour': unknown key",
+        ),
         (
             "subscribers:\n  - {email: a@example.org, interests: [x]}\n  - {email: A@example.org, interests: [y]}\n",
             "A@example.org: duplicate email",
         ),
-        ("subscribers:\n  - email: a@example.org\n    email: b@example.org\n    interests: [x]\n", "duplicate key 'email'"),
-        ("subscribers:\n  - email: a@example.org\n    interests: [x]\n    timezone: Mars/Base\n", "field 'timezone'"),
-        ("subscribers:\n  - email: a@example.org\n    interests: [x]\n    cadence: hourly\n", "field 'cadence'"),
+        (
+            "subscribers:\n  - email: a@example.org\n    email: b@example.org\n    interests: [x]\n",
+            "duplicate key 'email'",
+        ),
+        (
+            "subscribers:\n  - email: a@example.org\n    interests: [x]\n    timezone: Mars/Base\n",
+            "field 'timezone'",
+        ),
+        (
+            "subscribers:\n  - email: a@example.org\n    interests: [x]\n    cadence: hourly\n",
+            "field 'cadence'",
+        ),
         ("- just a list\n", "expected a mapping"),
     ],
 )

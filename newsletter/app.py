@@ -1,0 +1,62 @@
+"""Build the pipeline's parts from Settings. The CLI, the daemon and the preview server share this."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from newsletter.config import Settings
+from newsletter.pipeline import Pipeline
+from newsletter.rank import make_ranker
+from newsletter.render import Renderer
+from newsletter.report import RunReport
+from newsletter.send import make_transport
+from newsletter.store import Store
+
+
+@contextmanager
+def open_store(settings: Settings) -> Iterator[Store]:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.db_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
+def open_pipeline(settings: Settings, *, lock: bool = True) -> Iterator[Pipeline]:
+    """A ready pipeline; with ``lock`` it holds the state folder's run lock throughout."""
+    renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
+    ranker = make_ranker(settings.ranker)
+    with open_store(settings) as store:
+        pipeline = Pipeline(settings, store, ranker, renderer, lambda: make_transport(settings))
+        if not lock:
+            yield pipeline
+            return
+        with store.run_lock(settings.home):
+            yield pipeline
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def save_report(settings: Settings, report: RunReport) -> None:
+    """Keep the last run's report for `newsletter status` (written atomically)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    tmp = settings.last_run_file.with_suffix(".tmp")
+    data = {"finished_at": utcnow().isoformat(), "summary": report.summary(), **report.to_json()}
+    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    tmp.replace(settings.last_run_file)
+
+
+def load_last_report(settings: Settings) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(settings.last_run_file.read_text(encoding="utf-8"))
+        return data
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,100 @@
+"""Hand built messages to a transport, recording each step in the delivery log.
+
+For each message: mark *sending* (committed) -> transport.send -> mark *sent* (committed). A crash between
+the two commits leaves the digest in 'sending', which the next run reports as 'unknown' instead of
+resending it. Temporary failures are retried within the run with backoff, then left as 'retry' for the
+next run; permanent ones are recorded as 'failed' with the server's reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from newsletter.config import Settings
+from newsletter.errors import SendError
+from newsletter.models import OutgoingMessage
+from newsletter.report import DigestOutcome, ItemReport
+from newsletter.send.base import Transport
+from newsletter.store import Store
+
+log = logging.getLogger(__name__)
+
+NEXT_RUN_BACKOFF = timedelta(minutes=5)
+
+
+class Courier:
+    """Delivers one run's messages over one transport, at most ``send_rate`` per second."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self.retries = settings.retries
+        self.backoff = settings.retry_backoff
+        self.interval = 1.0 / settings.send_rate if settings.send_rate else 0.0
+        self.stop = stop or threading.Event()
+        self.sleep = sleep
+        self.sent = 0
+        self._last_send = float("-inf")
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop.is_set()
+
+    def deliver(
+        self, message: OutgoingMessage, now: datetime, items: tuple[ItemReport, ...]
+    ) -> DigestOutcome:
+        self.store.mark_sending(message.digest_id, now, message.message_id)
+        try:
+            self._send_with_retries(message)
+        except SendError as exc:
+            return self._record_failure(message, exc, now, items)
+        self.store.mark_sent(message.digest_id, now, message.message_id)
+        self.sent += 1
+        log.info("sent %s to %s (%d papers)", message.digest_id, message.recipient, len(items))
+        return DigestOutcome(message.recipient, "sent", "", items, message.digest_id)
+
+    def _send_with_retries(self, message: OutgoingMessage) -> None:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            self._pace()
+            try:
+                self.transport.send(message)
+                return
+            except SendError as exc:
+                if exc.permanent or exc.unknown or attempt == self.retries or self.stopped:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else delay
+                log.warning("%s: %s; retrying in %.1fs", message.recipient, exc, wait)
+                self.sleep(wait)
+                delay *= 2
+
+    def _pace(self) -> None:
+        if self.interval:
+            wait = self._last_send + self.interval - time.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+            self._last_send = time.monotonic()
+
+    def _record_failure(
+        self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
+    ) -> DigestOutcome:
+        log.error("%s: %s", message.recipient, exc)
+        if exc.unknown:
+            self.store.mark_unknown(message.digest_id, now, str(exc))
+            return DigestOutcome(message.recipient, "unknown", f"error: {exc}", items, message.digest_id)
+        retry_at = None if exc.permanent else now + NEXT_RUN_BACKOFF
+        self.store.mark_failed(message.digest_id, now, str(exc), permanent=exc.permanent, retry_at=retry_at)
+        kind = "permanent" if exc.permanent else "temporary, will retry next run"
+        return DigestOutcome(message.recipient, "failed", f"error ({kind}): {exc}", items, message.digest_id)

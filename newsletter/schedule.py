@@ -1,0 +1,135 @@
+"""The daemon: APScheduler wiring only. Each job is one call into the pipeline.
+
+Two jobs share one worker thread: *fetch* (sources bring new dumps into the dumps folder, on a cron
+expression) and *tick* (ingest the folder, deliver every due digest, every ``tick_seconds``). The daemon
+holds the state folder's run lock for its whole life, so a cron `newsletter run` cannot overlap it.
+SIGTERM/SIGINT let the message in flight finish, record it, and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from newsletter.app import open_pipeline, save_report, utcnow
+from newsletter.config import Settings, SubscriberList, load_subscribers
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.pipeline import Pipeline
+from newsletter.sources.registry import Source, sources_from_settings
+
+log = logging.getLogger(__name__)
+
+
+class SubscriberFile:
+    """subscribers.yaml, reloaded when it changes; an invalid edit is reported and the last valid kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.current: SubscriberList = load_subscribers(path)
+        self._stamp = self._read_stamp()
+
+    def get(self) -> SubscriberList:
+        stamp = self._read_stamp()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                self.current = load_subscribers(self.path)
+                log.info("reloaded %s: %d subscribers", self.path, len(self.current.subscribers))
+            except ConfigError as exc:
+                log.error("%s; keeping the last valid subscribers (%d)", exc, len(self.current.subscribers))
+        return self.current
+
+    def _read_stamp(self) -> tuple[float, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size)
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        tick_seconds: int | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.tick_seconds = tick_seconds or settings.tick_seconds
+        self.clock = clock
+        self.stop = threading.Event()
+        self.subscribers = SubscriberFile(settings.subscribers)
+        self.sources: list[Source] = sources_from_settings(settings)
+        self._busy = threading.Lock()
+        self.scheduler = BlockingScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
+        )
+
+    def serve(self) -> None:
+        """Run until SIGTERM/SIGINT. Holds the run lock throughout."""
+        with open_pipeline(self.settings) as pipeline:
+            self._install_signal_handlers()
+            self._add_jobs(pipeline)
+            log.info(
+                "daemon started: tick every %ss, fetch at '%s'", self.tick_seconds, self.settings.fetch_cron
+            )
+            self.scheduler.start()  # blocks until shutdown
+        log.info("daemon stopped")
+
+    def _add_jobs(self, pipeline: Pipeline) -> None:
+        try:
+            fetch_trigger = CronTrigger.from_crontab(self.settings.fetch_cron, timezone="UTC")
+        except ValueError as exc:
+            raise ConfigError(f"invalid setting field 'fetch_cron': {exc}") from None
+        now = self.clock()
+        self.scheduler.add_job(self.fetch, fetch_trigger, args=[pipeline], id="fetch", next_run_time=now)
+        tick = IntervalTrigger(seconds=self.tick_seconds, timezone="UTC")
+        self.scheduler.add_job(self.tick, tick, args=[pipeline], id="tick", next_run_time=now)
+
+    def tick(self, pipeline: Pipeline) -> None:
+        with self._busy:
+            if self.stop.is_set():
+                return
+            try:
+                report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop)
+            except NewsletterError as exc:
+                log.error("tick failed: %s", exc)
+                return
+            save_report(self.settings, report)
+            log.info("tick: %s", report.summary())
+
+    def fetch(self, pipeline: Pipeline) -> None:
+        with self._busy:
+            written = []
+            for source in self.sources:
+                try:
+                    written += source.fetch(self.clock())
+                except NewsletterError as exc:
+                    log.error("fetch from %s failed: %s", source.name, exc)
+            log.info("fetch: %d new dump file(s)", len(written))
+        if written:
+            self.tick(pipeline)
+
+    def _install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the message in flight", signal.Signals(signum).name)
+        self.stop.set()
+        self.scheduler.shutdown(wait=True)
+
+
+def run_daemon(settings: Settings, **kwargs: Any) -> None:
+    Daemon(settings, **kwargs).serve()

@@ -1,0 +1,78 @@
+"""`newsletter status`: when each subscriber is due next, what needs attention, how the last run went."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from newsletter.config import SubscriberList
+from newsletter.due import next_due_at
+from newsletter.store import FAILED, RETRY, UNKNOWN, Store
+
+
+def status_report(
+    store: Store, subscribers: SubscriberList, now: datetime, last_run: dict[str, Any] | None
+) -> dict[str, Any]:
+    states = store.subscriber_states()
+    unsubscribed = store.unsubscribed_emails()
+    rows = []
+    for sub in subscribers.subscribers:
+        state = states.get(sub.email.casefold())
+        last = state.last_digest_at if state else None
+        rows.append(
+            {
+                "subscriber": sub.email,
+                "cadence": sub.cadence,
+                "last_digest_at": last.isoformat() if last else None,
+                "next_due_at": _due_text(next_due_at(sub, last, now), now),
+                "unsubscribed": sub.email.casefold() in unsubscribed,
+            }
+        )
+    attention = [
+        {
+            "digest_id": d.digest_id,
+            "subscriber": d.email,
+            "status": d.status,
+            "attempts": d.attempts,
+            "error": d.last_error,
+        }
+        for d in store.deliveries((FAILED, UNKNOWN, RETRY), with_items=False)
+    ]
+    return {
+        "subscribers": rows,
+        "attention": attention,
+        "counts": store.delivery_counts(),
+        "last_run": last_run,
+    }
+
+
+def _due_text(due: datetime | None, now: datetime) -> str:
+    if due is None:
+        return "when a dump brings new papers"
+    return "now" if due <= now else due.isoformat()
+
+
+def print_status(data: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table("subscriber", "cadence", "last digest", "next due", title="Subscribers")
+    for row in data["subscribers"]:
+        due = "unsubscribed" if row["unsubscribed"] else row["next_due_at"]
+        table.add_row(row["subscriber"], row["cadence"], row["last_digest_at"] or "never", due)
+    console.print(table)
+    if data["attention"]:
+        problems = Table("digest", "subscriber", "status", "attempts", "error", title="Needs attention")
+        for d in data["attention"]:
+            problems.add_row(
+                d["digest_id"], d["subscriber"], d["status"], str(d["attempts"]), d["error"] or ""
+            )
+        console.print(problems)
+        console.print("`newsletter retry` resends failed ones; `--unknown` also those that may have arrived.")
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(data["counts"].items())) or "none yet"
+    console.print(f"Deliveries: {counts}", highlight=False)
+    last = data["last_run"]
+    console.print(
+        f"Last run: {last['finished_at']}: {last['summary']}" if last else "Last run: none recorded"
+    )

@@ -1,0 +1,69 @@
+"""Helpers for tests that drive the `newsletter` entry point."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import SEEDS
+
+HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id", "List-Unsubscribe")
+
+SUBSCRIBERS = """
+defaults: {cadence: daily, max_items: 10}
+subscribers:
+  - email: ssm@example.org
+    name: Sam
+    interests: ["state space models", "Mamba"]
+  - email: diff@example.org
+    interests: ["diffusion models", "image generation"]
+    cadence: each-dump
+  - email: nobody@example.org
+    interests: ["sourdough baking"]
+"""
+
+
+def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def make_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a CLI run in its own state folder, with an empty dumps folder."""
+    (tmp_path / "subscribers.yaml").write_text(SUBSCRIBERS)
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    return {
+        "NEWSLETTER_HOME": str(tmp_path / "state"),
+        "NEWSLETTER_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
+        "NEWSLETTER_DUMPS": str(dumps),
+        "NEWSLETTER_RANKER": "lexical",
+        "NEWSLETTER_FROM": "Papers <digest@papers.example.org>",
+    }
+
+
+def add_dumps(env: dict[str, str], *names: str) -> None:
+    for name in names:
+        shutil.copy(SEEDS / name, Path(env["NEWSLETTER_DUMPS"]) / name)
+
+
+def outbox(env: dict[str, str]) -> list[email.message.EmailMessage]:
+    files = sorted((Path(env["NEWSLETTER_HOME"]) / "outbox").glob("*.eml"))
+    return [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]  # type: ignore[misc]
+
+
+def seed_names() -> list[str]:
+    return sorted(p.name for p in SEEDS.glob("*.txt"))

@@ -1,0 +1,145 @@
+"""End to end through the `newsletter` entry point, on the bundled seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import ROOT, SEEDS
+from .helpers import HEADERS, add_dumps, cli, outbox, seed_names
+
+
+def test_ingest_json_reports_seed_counts_and_reingest_is_a_noop(env: dict[str, str]) -> None:
+    files = [str(SEEDS / n) for n in seed_names()]
+    first = json.loads(cli(env, "ingest", "--json", *files).stdout)
+    assert [d["new"] for d in first["dumps"]] == [81, 85, 90, 67, 62]
+    assert [d["papers"] for d in first["dumps"]] == [81, 100, 100, 88, 91]
+    again = json.loads(cli(env, "ingest", "--json", *files).stdout)
+    assert [d["new"] for d in again["dumps"]] == [0, 0, 0, 0, 0]
+
+
+def test_run_writes_one_parseable_email_per_due_subscriber(env: dict[str, str]) -> None:
+    add_dumps(env, *seed_names()[:2])
+    report = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:00:00+00:00").stdout)
+    by_sub = {d["subscriber"]: d for d in report["digests"]}
+    assert by_sub["ssm@example.org"]["status"] == "sent"
+    assert by_sub["nobody@example.org"] == {
+        **by_sub["nobody@example.org"],
+        "status": "skipped",
+        "reason": "nothing relevant",
+    }
+    sent = [d for d in report["digests"] if d["status"] == "sent"]
+    messages = outbox(env)
+    assert len(messages) == len(sent) >= 2
+    for msg, digest in zip(
+        sorted(messages, key=lambda m: m["To"].addresses[0].addr_spec), sorted(sent, key=lambda d: d["subscriber"]), strict=True
+    ):
+        for header in HEADERS:
+            assert msg[header], f"missing {header}"
+        assert digest["subscriber"] in str(msg["To"])
+        assert str(msg["Message-ID"]).endswith("@papers.example.org>")
+        assert msg.get_content_type() == "multipart/alternative"
+        parts = [p.get_content_type() for p in msg.iter_parts()]
+        assert parts == ["text/plain", "text/html"]
+        text = msg.get_body(("plain",)).get_content()
+        assert all(item["title"][:30] in " ".join(text.split()) for item in digest["items"])
+        assert 1 <= len(digest["items"]) <= 10
+        assert str(len(digest["items"])) in str(msg["Subject"])
+    assert all(Path(env["NEWSLETTER_HOME"], "outbox").glob("*.html"))
+
+
+def test_second_run_without_new_dump_sends_nothing(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    before = len(outbox(env))
+    report = json.loads(cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z").stdout)
+    assert {d["reason"] for d in report["digests"]} == {"nothing new"}
+    assert len(outbox(env)) == before > 0
+
+
+def test_next_dump_brings_only_unseen_papers(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    first = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z").stdout)
+    add_dumps(env, seed_names()[1])
+    second = json.loads(cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z").stdout)
+    keys = lambda rep, who: {i["key"] for d in rep["digests"] if d["subscriber"] == who for i in d["items"]}  # noqa: E731
+    for who in ("ssm@example.org", "diff@example.org"):
+        assert not keys(first, who) & keys(second, who)
+
+
+def test_daily_subscriber_is_not_due_twice_the_same_day(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    add_dumps(env, seed_names()[1])
+    report = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T20:00:00Z").stdout)
+    by_sub = {d["subscriber"]: d for d in report["digests"]}
+    assert by_sub["ssm@example.org"]["reason"] == "not due"
+    assert by_sub["diff@example.org"]["status"] == "sent"  # each-dump
+
+
+def test_dry_run_sends_and_records_nothing(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    dry = json.loads(cli(env, "run", "--dry-run", "--json", "--now", "2026-03-11T08:00:00Z").stdout)
+    assert any(d["status"] == "dry-run" and d["items"] for d in dry["digests"])
+    assert outbox(env) == []
+    real = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z").stdout)
+    assert sorted(d["subscriber"] for d in real["digests"] if d["status"] == "sent") == sorted(
+        d["subscriber"] for d in dry["digests"] if d["status"] == "dry-run"
+    )
+
+
+def test_malformed_dump_is_rejected_with_file_and_line_and_others_go_on(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    bad = Path(env["NEWSLETTER_DUMPS"]) / "zz_broken.txt"
+    bad.write_text("<!DOCTYPE html>\n<html><body>Just a moment...</body></html>\n")
+    proc = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    dumps = json.loads(proc.stdout)["dumps"]
+    assert [d["new"] for d in dumps if not d["error"]] == [81]
+    (rejected,) = [d for d in dumps if d["error"]]
+    assert "zz_broken.txt:1" in rejected["error"]
+
+
+def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
+        "subscribers:\n  - email: a@example.org\n    interests: [x\n"
+    )
+    proc = cli(env, "check", check=False)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[0].startswith("error:") and "subscribers.yaml:4" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_check_passes_on_the_example_files(env: dict[str, str]) -> None:
+    env["NEWSLETTER_SUBSCRIBERS"] = str(ROOT / "subscribers.example.yaml")
+    assert cli(env, "check").stdout.startswith("ok: 4 subscribers")
+
+
+def test_preview_renders_without_sending(env: dict[str, str], tmp_path: Path) -> None:
+    add_dumps(env, seed_names()[0])
+    out = tmp_path / "p.html"
+    proc = cli(env, "preview", "ssm@example.org", "--out", str(out), "--now", "2026-03-11T08:00:00Z")
+    assert "Subject:" in proc.stdout
+    assert "<html" in out.read_text().lower()
+    assert outbox(env) == []
+
+
+def test_one_click_unsubscribe_headers_when_base_url_is_set(env: dict[str, str]) -> None:
+    env |= {
+        "NEWSLETTER_BASE_URL": "https://papers.example.org",
+        "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cr3t-value",
+    }
+    add_dumps(env, seed_names()[0])
+    proc = cli(env, "--verbose", "run", "--now", "2026-03-11T08:00:00Z")
+    msg = outbox(env)[0]
+    assert "<https://papers.example.org/unsubscribe/" in str(msg["List-Unsubscribe"])
+    assert "mailto:" in str(msg["List-Unsubscribe"])
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "s3cr3t-value" not in proc.stdout + proc.stderr
+
+
+def test_help_lists_the_commands() -> None:
+    out = cli({}, "--help").stdout
+    for command in ("ingest", "run", "preview", "check"):
+        assert command in out

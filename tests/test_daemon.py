@@ -1,0 +1,73 @@
+"""The daemon as a real subprocess: it picks up a new dump, delivers, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from newsletter.config import load_settings
+from newsletter.schedule import SubscriberFile
+
+from .helpers import add_dumps, cli, outbox, seed_names
+
+
+def wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_daemon_delivers_a_dropped_dump_and_exits_cleanly_on_sigterm(env: dict[str, str]) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--verbose", "daemon", "--tick", "1"],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: Path(env["NEWSLETTER_HOME"], "last-run.json").exists())
+        assert outbox(env) == []  # nothing in the folder yet
+        add_dumps(env, seed_names()[0])
+        assert wait_for(lambda: len(outbox(env)) >= 2), "no digest delivered"
+        # A second instance on the same state folder is refused.
+        second = cli(env, "run", check=False)
+        assert second.returncode == 1 and "another run" in second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "SIGTERM" in err
+    status = json.loads(cli(env, "status", "--json").stdout)
+    assert status["counts"] == {"sent": len(outbox(env))}
+    assert status["last_run"]["summary"]
+
+
+def test_invalid_subscribers_edit_keeps_the_last_valid_list(env: dict[str, str]) -> None:
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    watcher = SubscriberFile(path)
+    before = watcher.get()
+    path.write_text("subscribers: [oops\n")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert watcher.get() is before
+    path.write_text("subscribers:\n  - {email: z@example.org, interests: [x]}\n")
+    os.utime(path, (time.time() + 10, time.time() + 10))
+    assert [s.email for s in watcher.get().subscribers] == ["z@example.org"]
+
+
+def test_status_shows_next_due_per_subscriber(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    data = json.loads(cli(env, "status", "--json", "--now", "2026-03-11T09:00:00Z").stdout)
+    due = {row["subscriber"]: row["next_due_at"] for row in data["subscribers"]}
+    assert due["ssm@example.org"] == "2026-03-12T00:00:00+00:00"
+    assert due["diff@example.org"] == "when a dump brings new papers"
+    assert load_settings(home=Path(env["NEWSLETTER_HOME"])).last_run_file.exists()
