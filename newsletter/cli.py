@@ -203,6 +203,17 @@ def status(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Preview every subscriber's next digest in a browser, and host the one-click unsubscribe endpoint."""
+    from newsletter.serve import run_server
+
+    run_server(state.settings(), host=host, port=port)
+
+
+@app.command()
 def daemon(
     tick: Annotated[
         int | None, typer.Option(help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]")
