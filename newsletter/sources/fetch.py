@@ -1,0 +1,343 @@
+"""Sources that fetch a listing over HTTP and save each new response as a dump file.
+
+``HfDailySource`` asks the Hugging Face daily papers API for today's listing and the last few days'
+(``GET {base_url}/api/daily_papers?date=YYYY-MM-DD``, UTC dates). Every response is validated with
+the ``hf-json`` parser before anything is written, and written (atomically) only when its content is
+new, as ``hf-daily-YYYY-MM-DD-<sha8>.json`` in the dumps folder, so any run can be replayed from the
+folder alone. ETag / Last-Modified are kept per date in a small JSON file in the state folder and
+sent back as If-None-Match / If-Modified-Since. 5xx, 429 and transport errors are retried with
+exponential backoff and jitter, honouring ``Retry-After``. An empty listing (a weekend, or a day not
+published yet) is normal: nothing is written and nothing is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from newsletter import __version__
+from newsletter.errors import SourceError
+from newsletter.sources.hfjson import parse_hf_json
+
+__all__ = ["DEFAULT_HF_BASE_URL", "HfDailySource", "listing_dates", "retry_after_seconds", "write_atomic"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HF_BASE_URL = "https://huggingface.co"
+USER_AGENT = f"newsletter/{__version__} (trending-papers digest; python-httpx)"
+RETRY_AFTER_CAP = 300.0  # seconds; a longer Retry-After is cut to this
+BACKOFF_BASE = 2.0  # first retry waits 1-2 s, then 2-4 s, 4-8 s ...
+BACKOFF_MAX = 60.0
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a daily listing is ~100 KB; anything this big is not one
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: httpx.Headers
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What we know about one date's listing from the last fetch that returned content."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+    sha256: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        return {key: value for key, value in asdict(self).items() if value}
+
+    @classmethod
+    def from_json(cls, value: Any) -> _Seen:
+        if not isinstance(value, dict):
+            return cls()
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in names and isinstance(v, str)})
+
+
+class HfDailySource:
+    """The Hugging Face daily papers API as a source of ``hf-json`` dump files."""
+
+    name = "hf-daily"
+
+    def __init__(
+        self,
+        dumps_dir: Path,
+        state_dir: Path,
+        *,
+        base_url: str = DEFAULT_HF_BASE_URL,
+        client: httpx.Client | None = None,
+        days_back: int = 3,
+        timeout: float = 20.0,
+        max_retries: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if days_back < 0 or max_retries < 0:
+            raise ValueError("days_back and max_retries must be >= 0")
+        self.dumps_dir = dumps_dir
+        self.base_url = base_url.rstrip("/")
+        self.days_back = days_back
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self._client = client
+        self._sleep = sleep
+        self._state = _StateFile(state_dir / "hf-daily.json", self.base_url)
+
+    def __repr__(self) -> str:
+        return f"HfDailySource({self.base_url!r}, days_back={self.days_back})"
+
+    def url(self, day: date) -> str:
+        return f"{self.base_url}/api/daily_papers?date={day.isoformat()}"
+
+    def fetch(self, now: datetime) -> list[Path]:
+        """Fetch each date's listing (oldest first); return the dump files written.
+
+        Raises SourceError at the first date that cannot be fetched or parsed; files written for
+        earlier dates stay in the dumps folder (the folder scan ingests them) and their state is kept.
+        """
+        days = listing_dates(now, self.days_back)
+        seen = self._state.load(keep=days)
+        written: list[Path] = []
+        try:
+            with self._session() as client:
+                for day in days:
+                    path = self._fetch_day(client, day, seen)
+                    if path is not None:
+                        written.append(path)
+        finally:
+            self._state.save(seen)
+        log.info("%s: %d date(s) checked, %d new dump(s)", self.name, len(days), len(written))
+        return written
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[httpx.Client]:
+        if self._client is not None:
+            yield self._client
+            return
+        headers = {"User-Agent": USER_AGENT}
+        with httpx.Client(timeout=self.timeout, headers=headers, follow_redirects=True) as client:
+            yield client
+
+    def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
+        url = self.url(day)
+        before = seen.get(day.isoformat(), _Seen())
+        reply = self._get(client, url, _conditional_headers(before))
+        if reply.status == 304:
+            log.debug("%s: not modified", url)
+            return None
+        dump = parse_hf_json(reply.body, url)  # ParseError (a SourceError) names the URL
+        sha = dump.content_hash
+        path = self._save(day, reply.body, sha) if dump.papers and sha != before.sha256 else None
+        if not dump.papers:
+            log.debug("%s: no papers listed (weekend or not published yet)", url)
+        seen[day.isoformat()] = _Seen(reply.headers.get("etag"), reply.headers.get("last-modified"), sha)
+        return path
+
+    def _save(self, day: date, body: bytes, sha: str) -> Path | None:
+        path = self.dumps_dir / f"hf-daily-{day.isoformat()}-{sha[:8]}.json"
+        if path.is_file() and _sha256_of(path) == sha:
+            log.debug("%s: already saved", path)
+            return None
+        try:
+            self.dumps_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, body)
+        except OSError as exc:
+            raise SourceError(f"cannot write dump {path}: {exc.strerror or exc}") from exc
+        log.info("saved %s", path)
+        return path
+
+    # -- HTTP with retries ---------------------------------------------------------------------------
+
+    def _get(self, client: httpx.Client, url: str, headers: dict[str, str]) -> _Reply:
+        """GET with retries on transport errors, 429 and 5xx; SourceError for anything else but 200/304."""
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                reply = self._send(client, url, headers)
+            except (httpx.UnsupportedProtocol, httpx.DecodingError, httpx.TooManyRedirects) as exc:
+                raise SourceError(f"cannot fetch {url}: {_describe(exc)}") from exc  # retrying cannot help
+            except httpx.TransportError as exc:
+                problem, wait = _describe(exc), None
+            else:
+                if not _retryable(reply.status):
+                    return _checked(reply, url)
+                problem, wait = _status_text(reply.status), _reply_retry_after(reply)
+            if attempt + 1 < attempts:
+                self._pause(url, problem, wait, attempt)
+        raise SourceError(
+            f"cannot fetch {url}: {problem} (after {attempts} attempt{'s' * (attempts > 1)})",
+            hint="the service may be down or rate-limiting; the next run tries again",
+        )
+
+    def _send(self, client: httpx.Client, url: str, headers: dict[str, str]) -> _Reply:
+        with client.stream("GET", url, headers=headers, timeout=self.timeout) as response:
+            body = _read_body(response, url) if response.status_code == 200 else b""
+            return _Reply(response.status_code, response.headers, body)
+
+    def _pause(self, url: str, problem: str, wait: float | None, attempt: int) -> None:
+        delay = wait if wait is not None else backoff_delay(attempt)
+        log.info("%s: %s; retry %d of %d in %.1f s", url, problem, attempt + 1, self.max_retries, delay)
+        self._sleep(delay)
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+
+
+def listing_dates(now: datetime, days_back: int) -> list[date]:
+    """The UTC date of ``now`` and the ``days_back`` dates before it, oldest first (naive = UTC)."""
+    moment = now if now.tzinfo else now.replace(tzinfo=UTC)
+    today = moment.astimezone(UTC).date()
+    return [today - timedelta(days=n) for n in range(days_back, -1, -1)]
+
+
+def backoff_delay(attempt: int) -> float:
+    """Exponential backoff with jitter: attempt 0 -> 1-2 s, 1 -> 2-4 s, ... capped at BACKOFF_MAX."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2**attempt)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+def retry_after_seconds(
+    value: str | None, server_date: str | None = None, cap: float = RETRY_AFTER_CAP
+) -> float | None:
+    """``Retry-After`` (delta-seconds or an HTTP date) in seconds, clamped to [0, cap]; None if unusable.
+
+    An HTTP date is measured from the response's own ``Date`` header when there is one (same clock),
+    else from now.
+    """
+    if not value or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), cap)
+    when = _http_date(value)
+    if when is None:
+        return None
+    reference = _http_date(server_date) if server_date else None
+    seconds = (when - (reference or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), cap)
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _reply_retry_after(reply: _Reply) -> float | None:
+    return retry_after_seconds(reply.headers.get("retry-after"), reply.headers.get("date"))
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}".rstrip(": ")
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or 500 <= status <= 599
+
+
+def _checked(reply: _Reply, url: str) -> _Reply:
+    if reply.status in (200, 304):
+        return reply
+    hint = "check base_url" if reply.status == 404 else None
+    raise SourceError(f"cannot fetch {url}: {_status_text(reply.status)}", hint=hint)
+
+
+def _status_text(status: int) -> str:
+    try:
+        phrase = httpx.codes(status).get_reason_phrase(status)
+    except ValueError:
+        phrase = ""
+    return f"HTTP {status} {phrase}".rstrip()
+
+
+def _conditional_headers(seen: _Seen) -> dict[str, str]:
+    headers = {"Accept": "application/json"}
+    if seen.etag:
+        headers["If-None-Match"] = seen.etag
+    if seen.last_modified:
+        headers["If-Modified-Since"] = seen.last_modified
+    return headers
+
+
+def _read_body(response: httpx.Response, url: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise SourceError(f"cannot fetch {url}: response larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a hidden temporary file in the same folder and a rename."""
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class _StateFile:
+    """Per-date validators in ``{base_url: {"YYYY-MM-DD": {"etag", "last_modified", "sha256"}}}``."""
+
+    def __init__(self, path: Path, base_url: str) -> None:
+        self.path = path
+        self.base_url = base_url
+        self._others: dict[str, Any] = {}
+
+    def load(self, keep: list[date]) -> dict[str, _Seen]:
+        """This base URL's entries for the dates in ``keep``; an unreadable file counts as empty."""
+        data = self._read()
+        self._others = {k: v for k, v in data.items() if k != self.base_url}
+        mine = data.get(self.base_url)
+        mine = mine if isinstance(mine, dict) else {}
+        wanted = {day.isoformat() for day in keep}
+        return {day: _Seen.from_json(value) for day, value in mine.items() if day in wanted}
+
+    def save(self, seen: dict[str, _Seen]) -> None:
+        data = {**self._others, self.base_url: {day: s.to_json() for day, s in sorted(seen.items())}}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
+        except OSError as exc:
+            log.warning("cannot save fetch state %s: %s", self.path, exc.strerror or exc)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable fetch state %s: %s", self.path, exc)
+            return {}
+        return data if isinstance(data, dict) else {}

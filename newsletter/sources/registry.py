@@ -1,0 +1,160 @@
+"""The Source seam and the ``sources`` setting: a list of ``{"kind": ..., <options>}`` entries.
+
+A source brings new listings into the dumps folder as files; the pipeline then ingests the folder
+as usual, so every fetched response is on disk before it is ingested and any run can be replayed.
+
+Settings example (``newsletter.toml``)::
+
+    [[sources]]
+    kind = "folder"
+
+    [[sources]]
+    kind = "hf-daily"
+    days_back = 3
+
+or ``NEWSLETTER_SOURCES='[{"kind": "folder"}, {"kind": "hf-daily"}]'``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+
+from newsletter.errors import ConfigError
+from newsletter.sources.fetch import DEFAULT_HF_BASE_URL, HfDailySource
+
+__all__ = ["DEFAULT_SOURCES", "FolderSource", "Source", "parse_sources", "sources_from_settings"]
+
+DEFAULT_SOURCES: tuple[dict[str, Any], ...] = ({"kind": "folder"},)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Brings new listings into the dumps folder; ``fetch`` returns the files it wrote.
+
+    It raises SourceError when a listing cannot be fetched or is malformed, after keeping whatever
+    it already wrote.
+    """
+
+    name: str
+
+    def fetch(self, now: datetime) -> list[Path]: ...
+
+
+class FolderSource:
+    """Dumps dropped into the folder by hand or by another tool: nothing to fetch."""
+
+    name = "folder"
+
+    def __init__(self, dumps_dir: Path) -> None:
+        self.dumps_dir = dumps_dir
+
+    def __repr__(self) -> str:
+        return f"FolderSource({str(self.dumps_dir)!r})"
+
+    def fetch(self, now: datetime) -> list[Path]:
+        return []
+
+
+# -- settings -------------------------------------------------------------------------------------------
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class FolderSpec(_Spec):
+    kind: Literal["folder"]
+
+
+class HfDailySpec(_Spec):
+    kind: Literal["hf-daily"]
+    base_url: str = DEFAULT_HF_BASE_URL
+    days_back: int = Field(default=3, ge=0, le=31)
+    timeout: float = Field(default=20.0, gt=0, le=300)
+    max_retries: int = Field(default=4, ge=0, le=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        try:
+            url = httpx.URL(value)
+        except httpx.InvalidURL as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.host:
+            raise ValueError("must be an http(s) URL such as https://huggingface.co")
+        return value.rstrip("/")
+
+
+SourceSpec = Annotated[FolderSpec | HfDailySpec, Field(discriminator="kind")]
+_SPECS: TypeAdapter[list[SourceSpec]] = TypeAdapter(list[SourceSpec])
+_KINDS = ("folder", "hf-daily")
+
+
+def parse_sources(
+    spec: Any, *, dumps_dir: Path, state_dir: Path, client: httpx.Client | None = None
+) -> list[Source]:
+    """Validate the ``sources`` setting and build its sources; ConfigError names the entry and field."""
+    specs = validate_sources(spec)
+    _refuse_duplicates(specs)
+    return [_build(s, dumps_dir, state_dir, client) for s in specs]
+
+
+def sources_from_settings(settings: Any, *, client: httpx.Client | None = None) -> list[Source]:
+    """Sources from ``settings.sources`` (default: the folder only); state under ``$HOME/sources``."""
+    spec = getattr(settings, "sources", None) or list(DEFAULT_SOURCES)
+    return parse_sources(spec, dumps_dir=settings.dumps, state_dir=settings.home / "sources", client=client)
+
+
+def validate_sources(spec: Any) -> list[FolderSpec | HfDailySpec]:
+    try:
+        return _SPECS.validate_python(spec)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid setting {_problem(exc)}", hint=_hint()) from None
+
+
+def _build(
+    spec: FolderSpec | HfDailySpec, dumps_dir: Path, state_dir: Path, client: httpx.Client | None
+) -> Source:
+    if isinstance(spec, FolderSpec):
+        return FolderSource(dumps_dir)
+    options = spec.model_dump(exclude={"kind"})
+    return HfDailySource(dumps_dir, state_dir, client=client, **options)
+
+
+def _refuse_duplicates(specs: list[FolderSpec | HfDailySpec]) -> None:
+    seen: set[FolderSpec | HfDailySpec] = set()
+    for index, spec in enumerate(specs):
+        if spec in seen:
+            message = f"invalid setting field 'sources[{index}]': duplicate of an earlier entry"
+            raise ConfigError(message, hint="remove one of the two entries")
+        seen.add(spec)
+
+
+def _problem(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = list(err["loc"])
+    if len(loc) > 1 and loc[1] in _KINDS:
+        del loc[1]  # the discriminated union repeats the kind in the path
+    where = "sources" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+    return f"field '{where}': {_message(err)}"
+
+
+def _message(err: ErrorDetails) -> str:
+    kinds = ", ".join(_KINDS)
+    if err["type"] == "extra_forbidden":
+        return "unknown key"
+    if err["type"] == "union_tag_not_found":
+        return f"missing 'kind' (one of {kinds})"
+    if err["type"] == "union_tag_invalid":
+        return f"unknown kind {err['ctx']['tag']!r} (one of {kinds})"
+    return err["msg"].removeprefix("Value error, ")
+
+
+def _hint() -> str:
+    return 'sources is a list such as [{"kind": "folder"}, {"kind": "hf-daily", "days_back": 3}]'

@@ -1,0 +1,158 @@
+"""HfDailySource end to end against a real HTTP server on loopback serving recorded responses."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from newsletter.sources import list_dump_files, read_dump
+from newsletter.sources.fetch import HfDailySource
+from newsletter.store import Store
+
+from .conftest import DATA
+
+HF = DATA / "hf"
+NOW = datetime(2024, 3, 19, 9, 30, tzinfo=UTC)
+
+
+@dataclass
+class Recorded:
+    """What the fake API saw and how it should misbehave."""
+
+    requests: list[dict[str, str]] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)
+    stall_first: bool = False  # never answer the first request (the client times out)
+    released: threading.Event = field(default_factory=threading.Event)  # set at teardown
+    throttle_first: bool = False  # answer the first request with 429 + Retry-After
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """GET /api/daily_papers?date=... -> the recorded file for that date ([] when none), with an ETag."""
+
+    recorded: Recorded
+
+    def do_GET(self) -> None:
+        seen = self.recorded
+        seen.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+        first = len(seen.requests) == 1
+        if first and seen.stall_first:
+            seen.released.wait(timeout=10)
+            return None
+        if first and seen.throttle_first:
+            return self._reply(429, b'{"error":"Too Many Requests"}', {"Retry-After": "2"})
+        url = urlsplit(self.path)
+        if url.path != "/api/daily_papers":
+            return self._reply(404, b'{"error":"Not Found"}', {})
+        body = _body_for(parse_qs(url.query).get("date", [""])[0])
+        etag = f'W/"{len(body):x}-{hashlib.sha1(body).hexdigest()[:16]}"'
+        if self.headers.get("If-None-Match") == etag:
+            return self._reply(304, b"", {"ETag": etag})
+        return self._reply(200, body, {"ETag": etag, "Content-Type": "application/json; charset=utf-8"})
+
+    def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        self.recorded.statuses.append(status)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+        pass
+
+
+def _body_for(day: str) -> bytes:
+    path = HF / f"daily_papers-{day}.json"
+    return path.read_bytes() if path.is_file() else b"[]"
+
+
+@pytest.fixture
+def hub() -> Iterator[tuple[str, Recorded]]:
+    recorded = Recorded()
+    handler = type("Handler", (FakeHub,), {"recorded": recorded})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", recorded
+    finally:
+        recorded.released.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_fetch_over_loopback_writes_replayable_dumps_then_gets_304s(hub, tmp_path: Path) -> None:
+    base_url, recorded = hub
+    dumps = tmp_path / "dumps"
+    source = HfDailySource(dumps, tmp_path / "state", base_url=base_url, days_back=4)
+
+    written = source.fetch(NOW)
+    assert [p.name[:19] for p in written] == [
+        "hf-daily-2024-03-15",
+        "hf-daily-2024-03-18",
+        "hf-daily-2024-03-19",
+    ]
+    assert list_dump_files(dumps) == written
+    for path in written:
+        assert path.read_bytes() == _body_for(path.name[9:19])  # saved byte for byte: replayable
+    assert recorded.statuses == [200] * 5
+    assert recorded.requests[0]["user-agent"].startswith("newsletter/")
+
+    assert source.fetch(NOW + timedelta(hours=1)) == []
+    assert recorded.statuses[5:] == [304] * 5
+    assert all(r["if-none-match"].startswith('W/"') for r in recorded.requests[5:])
+    assert list_dump_files(dumps) == written
+
+
+def test_fetched_dumps_ingest_into_the_store(hub, tmp_path: Path) -> None:
+    base_url, _ = hub
+    dumps = tmp_path / "dumps"
+    HfDailySource(dumps, tmp_path / "state", base_url=base_url, days_back=4).fetch(NOW)
+    with Store(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        results = [store.ingest(read_dump(path), NOW) for path in list_dump_files(dumps)]
+        assert [(r.papers, r.new) for r in results] == [(3, 3), (2, 2), (2, 2)]
+        assert store.paper_by_key("2403.13187") is not None
+
+
+def test_read_timeout_over_loopback_is_retried(hub, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    base_url, recorded = hub
+    recorded.stall_first = True
+    sleeps: list[float] = []
+    source = HfDailySource(
+        tmp_path / "dumps",
+        tmp_path / "state",
+        base_url=base_url,
+        days_back=0,
+        timeout=0.3,
+        sleep=sleeps.append,
+    )
+    with caplog.at_level(logging.INFO, logger="newsletter"):
+        written = source.fetch(NOW)
+    assert len(written) == 1 and len(read_dump(written[0]).papers) == 2
+    assert "ReadTimeout" in caplog.text
+    assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 2.0
+    assert len(recorded.requests) == 2
+
+
+def test_429_over_loopback_honours_retry_after(hub, tmp_path: Path) -> None:
+    base_url, recorded = hub
+    recorded.throttle_first = True
+    sleeps: list[float] = []
+    source = HfDailySource(
+        tmp_path / "dumps", tmp_path / "state", base_url=base_url, days_back=0, sleep=sleeps.append
+    )
+    assert len(source.fetch(NOW)) == 1
+    assert sleeps == [2.0]
+    assert recorded.statuses == [429, 200]
