@@ -269,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(rows: dict[str, dict[str, Scores]], pool_size: int) -> None:
     print(
-        f"Ranking quality on the seed replay ({pool_size} papers; targets: P >= 0.90, R >= 0.90, nDCG@10 >= 0.95)"
+        f"Ranking quality on the seed replay ({pool_size} papers; "
+        "targets: P >= 0.90, R >= 0.90, nDCG@10 >= 0.95)"
     )
     print(f"{'method':34} {'profile':6} {'precision':>9} {'recall':>7} {'nDCG@10':>8} {'sent':>5}")
     for method, variants in rows.items():
