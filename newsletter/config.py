@@ -18,7 +18,7 @@ from pydantic_settings import (
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
 
-PACKAGE_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to the repo's templates/
 
 Transport = Literal["file", "smtp", "postmark", "sendgrid", "mailgun", "resend"]
 
@@ -54,7 +54,12 @@ class Settings(BaseSettings):
     smtp_security: Literal["none", "starttls", "ssl"] = "none"
     smtp_timeout: float = 30.0
 
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = None  # Postmark / SendGrid / Mailgun / Resend
+    api_base_url: str | None = None  # override the provider's API host (a proxy, tests)
+    api_timeout: float = 30.0
+    api_region: Literal["us", "eu"] = "us"  # Mailgun and SendGrid EU hosts
+    mailgun_domain: str | None = None  # default: the sender's domain
+    postmark_message_stream: str = "outbound"  # use your Broadcast stream for newsletters
     unsubscribe_secret: SecretStr | None = None
 
     ranker: Literal["auto", "lexical", "semantic"] = "auto"

@@ -168,4 +168,5 @@ class OutgoingMessage:
     subject: str
     message_id: str
     raw: bytes  # RFC 5322 bytes, CRLF line endings
-    html: str = field(repr=False, default="")
+    html: str = field(repr=False, default="")  # the parts again, for HTTP APIs that take them apart
+    text: str = field(repr=False, default="")

@@ -24,7 +24,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
 from newsletter.config import Settings
-from newsletter.errors import ConfigError, SendError
+from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.send import FileTransport, SmtpTransport, make_transport
 from newsletter.send.message import Envelope, build_message
@@ -431,12 +431,6 @@ def test_make_transport_builds_file_and_smtp(tmp_path: Path) -> None:
     assert (smtp.host, smtp.port, smtp.security, smtp.timeout) == ("mail.example.org", 587, "starttls", 12.5)
     assert smtp.password is not None and smtp.password.get_secret_value() == PASSWORD
     assert PASSWORD not in repr(smtp)
-
-
-@pytest.mark.parametrize("name", ["postmark", "sendgrid", "mailgun", "resend"])
-def test_make_transport_refuses_api_transports_for_now(name: str) -> None:
-    with pytest.raises(ConfigError, match=f"transport '{name}' is not available yet"):
-        make_transport(Settings(transport=name))
 
 
 def test_header_injection_does_not_add_recipients(server: LoopbackController, handler: Recorder) -> None:

@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
+from newsletter.send.apis import (
+    API_TRANSPORTS,
+    BatchTransport,
+    MailgunTransport,
+    PostmarkTransport,
+    ResendTransport,
+    SendGridTransport,
+    SendResult,
+    api_transport,
+)
 from newsletter.send.base import Transport
 from newsletter.send.file import FileTransport
 from newsletter.send.message import Envelope, build_message, envelope_for, message_id_for
 from newsletter.send.smtp import SmtpTransport
 
 __all__ = [
+    "BatchTransport",
     "Envelope",
     "FileTransport",
+    "MailgunTransport",
+    "PostmarkTransport",
+    "ResendTransport",
+    "SendGridTransport",
+    "SendResult",
     "SmtpTransport",
     "Transport",
     "build_message",
@@ -34,7 +50,9 @@ def make_transport(settings: Settings) -> Transport:
             security=settings.smtp_security,
             timeout=settings.smtp_timeout,
         )
+    if settings.transport in API_TRANSPORTS:
+        return api_transport(settings)
     raise ConfigError(
-        f"transport {settings.transport!r} is not available yet",
-        hint="set NEWSLETTER_TRANSPORT=file or smtp",
+        f"transport {settings.transport!r} is not available",
+        hint="set NEWSLETTER_TRANSPORT to file, smtp, postmark, sendgrid, mailgun or resend",
     )

@@ -108,7 +108,9 @@ def build_message(
         *_unsubscribe_headers(envelope),
     ]
     raw = _assemble(headers, _boundary(digest_id), rendered.text, rendered.html)
-    return OutgoingMessage(digest_id, sender_addr, recipient, subject, message_id, raw, html=rendered.html)
+    return OutgoingMessage(
+        digest_id, sender_addr, recipient, subject, message_id, raw, html=rendered.html, text=rendered.text
+    )
 
 
 def clean_text(value: str) -> str:

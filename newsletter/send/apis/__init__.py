@@ -1,0 +1,87 @@
+"""HTTP email API transports over httpx: Postmark, SendGrid v3, Mailgun, Resend.
+
+Each is a Transport (``send`` + context manager sharing one httpx.Client for the run) with
+``deliver(message) -> SendResult`` and ``send_batch(messages) -> list[SendResult | SendError]``.
+Retries, Retry-After and error classes: see ``core``. Request shapes follow the providers' docs:
+
+- Postmark: https://postmarkapp.com/developer/user-guide/send-email-with-api
+  https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails
+  https://postmarkapp.com/developer/api/overview (auth header, HTTP status and API ErrorCodes)
+  https://postmarkapp.com/support/article/1207-how-to-create-and-send-through-message-streams
+- SendGrid v3: https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send
+  https://www.twilio.com/docs/sendgrid/for-developers/sending-email/personalizations
+  https://www.twilio.com/docs/sendgrid/api-reference/mail-send/errors
+  https://www.twilio.com/docs/sendgrid/glossary/x-message-id
+- Mailgun: https://documentation.mailgun.com/docs/mailgun/api-reference/send/mailgun/messages
+  (POST /v3/{domain_name}/messages.mime; US and EU servers; Basic auth api:KEY)
+  https://documentation.mailgun.com/docs/mailgun/quickstart-guide/responses
+- Resend: https://resend.com/docs/api-reference/emails (POST /emails)
+  https://resend.com/docs/dashboard/emails/batch-sending (POST /emails/batch, up to 100)
+  https://resend.com/changelog/batch-validation-modes (x-batch-validation: permissive)
+  https://resend.com/docs/dashboard/emails/idempotency-keys  https://resend.com/changelog/batch-idempotency-keys
+  https://resend.com/docs/api-reference/errors  https://resend.com/docs/api-reference/rate-limit
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from newsletter.config import Settings
+from newsletter.errors import ConfigError
+from newsletter.send.apis.core import (
+    BatchTransport,
+    HttpApiTransport,
+    Outcome,
+    SendResult,
+    retry_after_seconds,
+)
+from newsletter.send.apis.mailgun import MailgunTransport
+from newsletter.send.apis.postmark import PostmarkTransport
+from newsletter.send.apis.resend import ResendTransport, idempotency_key
+from newsletter.send.apis.sendgrid import SendGridTransport
+
+__all__ = [
+    "API_TRANSPORTS",
+    "BatchTransport",
+    "HttpApiTransport",
+    "MailgunTransport",
+    "Outcome",
+    "PostmarkTransport",
+    "ResendTransport",
+    "SendGridTransport",
+    "SendResult",
+    "api_transport",
+    "idempotency_key",
+    "retry_after_seconds",
+]
+
+API_TRANSPORTS = ("postmark", "sendgrid", "mailgun", "resend")
+
+
+def api_transport(settings: Settings) -> HttpApiTransport:
+    """The API transport NEWSLETTER_TRANSPORT names, keyed with NEWSLETTER_API_KEY (not yet connected)."""
+    key = _api_key(settings)
+    base_url: str | None = getattr(settings, "api_base_url", None)
+    timeout = float(getattr(settings, "api_timeout", 30.0))
+    region = str(getattr(settings, "api_region", "us"))
+    if settings.transport == "postmark":
+        stream = str(getattr(settings, "postmark_message_stream", "outbound"))
+        return PostmarkTransport(key, message_stream=stream, base_url=base_url, timeout=timeout)
+    if settings.transport == "sendgrid":
+        return SendGridTransport(key, region=region, base_url=base_url, timeout=timeout)
+    if settings.transport == "mailgun":
+        domain = getattr(settings, "mailgun_domain", None) or settings.sender_domain
+        return MailgunTransport(key, domain=domain, region=region, base_url=base_url, timeout=timeout)
+    if settings.transport == "resend":
+        return ResendTransport(key, base_url=base_url, timeout=timeout)
+    raise ConfigError(f"transport {settings.transport!r} is not an HTTP API transport")
+
+
+def _api_key(settings: Settings) -> SecretStr:
+    key = settings.api_key
+    if key is None or not key.get_secret_value().strip():
+        raise ConfigError(
+            f"transport {settings.transport!r} needs an API key",
+            hint="set NEWSLETTER_API_KEY to the provider's API key (or server token)",
+        )
+    return key

@@ -1,0 +1,357 @@
+"""What the HTTP email API transports share: one httpx.Client per run, bounded retries, error classes.
+
+Per request:
+
+- 2xx: accepted.
+- 429: wait for ``Retry-After`` (delta-seconds or HTTP-date) when it is at most ``max_retry_after``, else stop
+  at once; when attempts run out: SendError(permanent=False, retry_after=<seconds the API asked for>).
+- 408, 5xx but 504, and failures before the request body went out (connect, pool, write): retried with
+  exponential backoff, then a temporary SendError.
+- 504, read timeouts and connections lost after the body went out: the API may have accepted the message,
+  so SendError(unknown=True) at once, unless the transport sends an ``Idempotency-Key`` (Resend): then a
+  resend is safe and it is retried like a 5xx.
+- 401/403: permanent, hint "check NEWSLETTER_API_KEY"; remembered, so later messages fail without a request.
+- Any other 4xx: the provider classifies it (permanent for that message unless its docs say otherwise).
+
+The API key lives in a SecretStr, goes into request headers only, and is masked in any reply text that ends
+up in an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Any, ClassVar, Protocol, Self
+
+import httpx
+from pydantic import SecretStr
+
+from newsletter import __version__
+from newsletter.errors import ConfigError, SendError
+from newsletter.models import OutgoingMessage
+from newsletter.send.base import Transport
+
+log = logging.getLogger(__name__)
+
+AUTH_HINT = "check NEWSLETTER_API_KEY"
+_MAX_BACKOFF = 30.0
+_REPLY_CHARS = 300
+# Raised before the request body was fully written: the API cannot have accepted the message.
+_NOT_SENT: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.WriteError,
+    httpx.WriteTimeout,
+    httpx.ProxyError,
+    httpx.LocalProtocolError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The API accepted the message; ``provider_id`` is its id for it (for logs and webhooks)."""
+
+    digest_id: str
+    provider_id: str | None = None
+
+
+Outcome = SendResult | SendError
+
+
+class BatchTransport(Transport, Protocol):
+    """A transport that can hand many messages to its API at once; outcomes come back in input order."""
+
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` as seconds from ``now`` (RFC 9110: delta-seconds or an HTTP-date); None if unusable."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return _seconds_until(value, now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def _seconds_until(http_date: str, now: datetime) -> float | None:
+    try:
+        when = parsedate_to_datetime(http_date.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+class HttpApiTransport:
+    """Base of the API transports. Subclasses build requests and read replies; this class sends them.
+
+    Use as a context manager: one ``httpx.Client`` (one connection pool) serves the whole run.
+    ``sleep`` and ``clock`` are injectable for tests; ``http`` is an httpx transport (MockTransport in tests).
+    """
+
+    provider: ClassVar[str] = "HTTP API"
+    default_base_url: ClassVar[str] = ""
+    idempotent: ClassVar[bool] = False  # requests carry an idempotency key: resending after a timeout is safe
+    auth_hint: ClassVar[str] = AUTH_HINT
+    batch_limit: ClassVar[int] = 1  # messages per request of the batch endpoint; 1: no batch endpoint
+    batch_bytes: ClassVar[int] = 0  # payload limit per batch request
+
+    def __init__(
+        self,
+        api_key: SecretStr,
+        *,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        max_attempts: int = 4,
+        max_retry_after: float = 60.0,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = _utc_now,
+        http: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not api_key.get_secret_value().strip():
+            raise ConfigError(f"{self.provider}: the API key is empty", hint="set NEWSLETTER_API_KEY")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self._key = api_key
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.timeout, self.max_attempts = timeout, max_attempts
+        self.max_retry_after, self.backoff = max_retry_after, backoff
+        self.sleep, self.clock = sleep, clock
+        self._http_transport = http
+        self._client: httpx.Client | None = None
+        self._refused: SendError | None = None  # an auth failure: every later request would fail too
+
+    def __enter__(self) -> Self:
+        self._http()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # --- public API ---------------------------------------------------------------------------------
+
+    def send(self, message: OutgoingMessage) -> None:
+        """Return once the API accepted ``message``; raise SendError otherwise."""
+        self.deliver(message)
+
+    def deliver(self, message: OutgoingMessage) -> SendResult:
+        """Like ``send``, returning the API's id for the message."""
+        raise NotImplementedError
+
+    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
+        """One outcome per message, in order: SendResult when accepted, else the SendError for it."""
+        if self.batch_limit <= 1:
+            return [self._outcome(message) for message in messages]
+        outcomes: dict[int, Outcome] = {}
+        ready: list[tuple[int, OutgoingMessage, bytes]] = []
+        for index, message in enumerate(messages):
+            try:
+                ready.append((index, message, self._batch_item(message)))
+            except SendError as exc:
+                outcomes[index] = exc
+        for chunk in chunked(ready, self.batch_limit, self.batch_bytes):
+            results = self._send_chunk([(m, item) for _, m, item in chunk])
+            outcomes.update((index, result) for (index, _, _), result in zip(chunk, results, strict=True))
+        return [outcomes[index] for index in range(len(messages))]
+
+    # --- hooks for providers ------------------------------------------------------------------------
+
+    def _batch_item(self, message: OutgoingMessage) -> bytes:
+        """One message as an encoded element of the batch endpoint's JSON array."""
+        raise NotImplementedError
+
+    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]]) -> list[Outcome]:
+        """Send one batch request; one outcome per message of ``chunk``."""
+        raise NotImplementedError
+
+    def _retryable(self, error: SendError) -> bool:
+        """False for errors a provider knows a retry cannot fix, whatever their flags say."""
+        return True
+
+    def _rejection(self, response: httpx.Response, what: str) -> SendError:
+        """A 4xx other than 401/403/408/429. Permanent unless the provider's docs say otherwise."""
+        return SendError(
+            f"{self.provider} rejected {what}: {response.status_code} {self._reply(response)}",
+            permanent=True,
+        )
+
+    # --- one request, with retries ------------------------------------------------------------------
+
+    def _post(self, build: Callable[[httpx.Client], httpx.Request], what: str) -> httpx.Response:
+        """Send the request ``build`` makes until a 2xx reply, retrying as the module docstring says."""
+        if self._refused is not None:
+            raise SendError(self._refused.message, self._refused.hint, permanent=True)
+        attempt = 1
+        while True:
+            reply = self._attempt(build, what)
+            if isinstance(reply, httpx.Response):
+                return reply
+            error = reply
+            wait = self._wait(error, attempt)
+            if wait is None:
+                raise error
+            log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
+            self.sleep(wait)
+            attempt += 1
+
+    def _attempt(
+        self, build: Callable[[httpx.Client], httpx.Request], what: str
+    ) -> httpx.Response | SendError:
+        """One request: its 2xx response, or the SendError that describes what went wrong."""
+        client = self._http()
+        try:
+            response = client.send(build(client))
+        except httpx.TransportError as exc:
+            return self._transport_error(exc, what)
+        return response if response.is_success else self._status_error(response, what)
+
+    def _wait(self, error: SendError, attempt: int) -> float | None:
+        """Seconds to wait before the next attempt, or None when there should be none."""
+        if error.permanent or attempt >= self.max_attempts or not self._retryable(error):
+            return None
+        if error.unknown and not self.idempotent:
+            return None
+        if error.retry_after is not None:
+            return error.retry_after if error.retry_after <= self.max_retry_after else None
+        return min(self.backoff * 2 ** (attempt - 1), _MAX_BACKOFF)
+
+    def _status_error(self, response: httpx.Response, what: str) -> SendError:
+        status = response.status_code
+        reply = f"{status} {self._reply(response)}".rstrip()
+        if status == 429:
+            wait = retry_after_seconds(response.headers.get("Retry-After"), self.clock())
+            hint = "the API's rate limit or sending quota; the message can be retried later"
+            return SendError(f"{self.provider} rate limit for {what}: {reply}", hint, retry_after=wait)
+        if status in (401, 403):
+            self._refused = SendError(
+                f"{self.provider} refused the API key or account: {reply}", self.auth_hint, permanent=True
+            )
+            return self._refused
+        if status == 504:
+            return self._maybe_accepted(f"{self.provider} gateway timeout for {what}: {reply}")
+        if status == 408 or status >= 500:
+            return SendError(f"{self.provider} server error for {what}: {reply}")
+        return self._rejection(response, what)
+
+    def _transport_error(self, exc: httpx.TransportError, what: str) -> SendError:
+        detail = self._redact(str(exc) or type(exc).__name__)
+        if isinstance(exc, _NOT_SENT):
+            return SendError(f"cannot reach {self.provider} at {self.base_url} for {what}: {detail}")
+        if isinstance(exc, httpx.UnsupportedProtocol):
+            return SendError(f"{self.provider} URL {self.base_url!r} is not usable: {detail}", permanent=True)
+        return self._maybe_accepted(
+            f"{self.provider} connection lost after sending {what}, before the reply: {detail}"
+        )
+
+    def _maybe_accepted(self, message: str) -> SendError:
+        if self.idempotent:
+            hint = "the API may have accepted it; a resend within 24 h reuses its Idempotency-Key (safe)"
+        else:
+            hint = "the API may have accepted it; resending could deliver it twice"
+        return SendError(message, hint, unknown=True)
+
+    # --- helpers ------------------------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self.base_url,
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
+                transport=self._http_transport,
+                headers={"User-Agent": f"newsletter/{__version__}", "Accept": "application/json"},
+                follow_redirects=False,
+            )
+        return self._client
+
+    def _secret(self) -> str:
+        return self._key.get_secret_value()
+
+    def _redact(self, text: str) -> str:
+        secret = self._secret()
+        return text.replace(secret, "***") if secret else text
+
+    def _reply(self, response: httpx.Response) -> str:
+        """The API's own words for an error: its message field, else the body; short, key masked."""
+        text = _error_text(_json_or_none(response)) or response.text
+        return self._redact(" ".join(text.split())[:_REPLY_CHARS])
+
+    def _outcome(self, message: OutgoingMessage) -> Outcome:
+        try:
+            return self.deliver(message)
+        except SendError as exc:
+            return exc
+
+
+def chunked(
+    items: Sequence[tuple[int, OutgoingMessage, bytes]], limit: int, max_bytes: int
+) -> Iterator[list[tuple[int, OutgoingMessage, bytes]]]:
+    """Consecutive chunks of at most ``limit`` items and (when one item allows) ``max_bytes`` bytes."""
+    chunk: list[tuple[int, OutgoingMessage, bytes]] = []
+    size = 0
+    for item in items:
+        grows = len(item[2]) + 1  # the comma
+        if chunk and (len(chunk) >= limit or (max_bytes and size + grows > max_bytes)):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += grows
+    if chunk:
+        yield chunk
+
+
+def encode_json(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def json_array(items: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(items) + b"]"
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _error_text(body: Any) -> str:
+    """``message`` / ``Message`` of an error body, or the messages of its ``errors`` list."""
+    if not isinstance(body, dict):
+        return ""
+    for key in ("message", "Message"):
+        if isinstance(body.get(key), str):
+            return str(body[key])
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        return "; ".join(str(e.get("message", "")) for e in errors if isinstance(e, dict))
+    return ""
+
+
+def response_json(response: httpx.Response) -> Any:
+    return _json_or_none(response)

@@ -1,0 +1,65 @@
+"""Mailgun: POST /v3/<domain>/messages.mime with our own RFC 5322 bytes, so every header stays exactly ours.
+
+Multipart form: ``to`` (the envelope recipient) and ``message`` (the MIME file). HTTP Basic auth with user
+``api`` and the key as password. US host api.mailgun.net, EU host api.eu.mailgun.net. Accepted is ``200``
+with ``{"id": "<...>", "message": "Queued. Thank you."}``. No batch endpoint takes distinct MIME
+messages, so each message is its own request. 400 is permanent for the message; 404 means the domain is
+unknown to Mailgun (or in the other region).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from newsletter.errors import ConfigError, SendError
+from newsletter.models import OutgoingMessage
+from newsletter.send.apis.core import HttpApiTransport, SendResult, response_json
+
+BASE_URLS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+
+
+class MailgunTransport(HttpApiTransport):
+    provider = "Mailgun"
+    default_base_url = BASE_URLS["us"]
+    auth_hint = "check NEWSLETTER_API_KEY (a Mailgun API or domain sending key) and the region"
+
+    def __init__(self, api_key: SecretStr, *, domain: str, region: str = "us", **options: Any) -> None:
+        if region not in BASE_URLS:
+            raise ConfigError(f"Mailgun region must be 'us' or 'eu', not {region!r}")
+        if not domain or "/" in domain or not domain.isascii() or not domain.isprintable():
+            raise ConfigError(f"Mailgun sending domain {domain!r} is not a domain name")
+        options["base_url"] = options.get("base_url") or BASE_URLS[region]
+        super().__init__(api_key, **options)
+        self.domain = domain
+
+    def __repr__(self) -> str:
+        return f"MailgunTransport({self.base_url!r}, domain={self.domain!r})"
+
+    def deliver(self, message: OutgoingMessage) -> SendResult:
+        response = self._post(lambda c: self._request(c, message), f"digest {message.digest_id}")
+        body = response_json(response)
+        provider_id = body.get("id") if isinstance(body, dict) else None
+        return SendResult(message.digest_id, str(provider_id) if provider_id else None)
+
+    def _request(self, client: httpx.Client, message: OutgoingMessage) -> httpx.Request:
+        token = base64.b64encode(f"api:{self._secret()}".encode()).decode("ascii")
+        return client.build_request(
+            "POST",
+            f"/v3/{self.domain}/messages.mime",
+            data={"to": message.recipient},
+            files={"message": (f"{message.digest_id}.eml", message.raw, "message/rfc822")},
+            headers={"Authorization": f"Basic {token}"},
+        )
+
+    def _rejection(self, response: httpx.Response, what: str) -> SendError:
+        if response.status_code == 404:
+            return SendError(
+                f"Mailgun does not know the domain {self.domain!r}: 404 {self._reply(response)}",
+                "check NEWSLETTER_MAILGUN_DOMAIN and NEWSLETTER_API_REGION (us or eu)",
+                permanent=True,
+            )
+        return super()._rejection(response, what)

@@ -1,0 +1,235 @@
+"""HTTP email API transports: 429 + Retry-After, 5xx backoff, timeouts after the body was sent, auth, secrets."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from newsletter.errors import SendError
+from newsletter.send.apis import (
+    HttpApiTransport,
+    MailgunTransport,
+    PostmarkTransport,
+    ResendTransport,
+    SendGridTransport,
+    SendResult,
+    idempotency_key,
+    retry_after_seconds,
+)
+
+from .test_send_api import KEY, PROVIDERS, harness, make_message, ok
+
+NOW = datetime(2024, 3, 11, 7, 0, tzinfo=UTC)
+NOT_IDEMPOTENT = [PostmarkTransport, SendGridTransport, MailgunTransport]
+
+
+def rate_limited(retry_after: str | None = "7") -> httpx.Response:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return httpx.Response(429, headers=headers, json={"message": "Too many requests"})
+
+
+def read_timeout(request: httpx.Request) -> Exception:
+    return httpx.ReadTimeout("The read operation timed out", request=request)
+
+
+def dropped(request: httpx.Request) -> Exception:
+    return httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+
+
+def refused(request: httpx.Request) -> Exception:
+    return httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+
+# --- Retry-After ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("120", 120.0),
+        (" 3 ", 3.0),
+        ("0", 0.0),
+        ("-5", 0.0),
+        ("1.5", 1.5),
+        (format_datetime(NOW + timedelta(seconds=42), usegmt=True), 42.0),
+        (format_datetime(NOW - timedelta(hours=1), usegmt=True), 0.0),
+        ("Mon, 11 Mar 2024 07:01:00 GMT", 60.0),
+        (None, None),
+        ("", None),
+        ("soon", None),
+        ("nan", None),
+        ("inf", None),
+    ],
+)
+def test_retry_after_takes_seconds_or_an_http_date(value: str | None, seconds: float | None) -> None:
+    assert retry_after_seconds(value, NOW) == seconds
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_429_waits_for_retry_after_then_sends(cls: type[HttpApiTransport]) -> None:
+    h = harness(cls, rate_limited("7"), ok(cls, "later"))
+    with h.transport as transport:
+        result = transport.deliver(make_message())
+    assert h.sleeps == [7.0]
+    assert len(h.api.requests) == 2
+    assert result == SendResult("d-2024-03-11-ada", "later")
+
+
+def test_429_with_an_http_date_waits_until_then() -> None:
+    when = format_datetime(NOW + timedelta(seconds=12), usegmt=True)
+    h = harness(PostmarkTransport, rate_limited(when), ok(PostmarkTransport), clock=lambda: NOW)
+    with h.transport as transport:
+        transport.send(make_message())
+    assert h.sleeps == [12.0]
+
+
+def test_429_without_retry_after_backs_off() -> None:
+    h = harness(SendGridTransport, rate_limited(None), rate_limited(None), ok(SendGridTransport))
+    with h.transport as transport:
+        transport.send(make_message())
+    assert h.sleeps == [1.0, 2.0]
+
+
+def test_429_until_attempts_run_out_is_temporary_with_retry_after() -> None:
+    h = harness(ResendTransport, rate_limited("7"), max_attempts=4)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    error = caught.value
+    assert (error.permanent, error.unknown, error.retry_after) == (False, False, 7.0)
+    assert "429" in error.message and "Too many requests" in error.message
+    assert len(h.api.requests) == 4 and h.sleeps == [7.0, 7.0, 7.0]
+
+
+def test_429_asking_for_longer_than_the_bound_gives_up_at_once() -> None:
+    h = harness(PostmarkTransport, rate_limited("3600"), ok(PostmarkTransport), max_retry_after=60)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.retry_after == 3600.0 and not caught.value.permanent
+    assert len(h.api.requests) == 1 and h.sleeps == []
+
+
+# --- 5xx and transport errors -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_500_then_success_is_retried_with_backoff(cls: type[HttpApiTransport]) -> None:
+    h = harness(cls, httpx.Response(500, text="Internal Server Error"), ok(cls, "second"))
+    with h.transport as transport:
+        result = transport.deliver(make_message())
+    assert len(h.api.requests) == 2 and h.sleeps == [1.0]
+    assert isinstance(result, SendResult) and result.provider_id == "second"
+
+
+def test_5xx_until_attempts_run_out_is_temporary() -> None:
+    h = harness(MailgunTransport, httpx.Response(503, text="Service Unavailable"), max_attempts=4)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert not caught.value.permanent and not caught.value.unknown
+    assert "503" in caught.value.message
+    assert h.sleeps == [1.0, 2.0, 4.0] and len(h.api.requests) == 4
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_connection_refused_before_sending_is_retried(cls: type[HttpApiTransport]) -> None:
+    h = harness(cls, refused, ok(cls))
+    with h.transport as transport:
+        transport.send(make_message())
+    assert len(h.api.requests) == 2 and h.sleeps == [1.0]
+
+
+@pytest.mark.parametrize("cls", NOT_IDEMPOTENT)
+@pytest.mark.parametrize("failure", [read_timeout, dropped, httpx.Response(504, text="Gateway Timeout")])
+def test_lost_reply_after_the_body_went_out_is_unknown_and_not_resent(
+    cls: type[HttpApiTransport], failure: object
+) -> None:
+    h = harness(cls, failure, ok(cls))  # type: ignore[arg-type]
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.unknown and not caught.value.permanent
+    assert caught.value.hint is not None and "twice" in caught.value.hint
+    assert len(h.api.requests) == 1 and h.sleeps == []
+
+
+def test_resend_retries_lost_replies_with_the_same_idempotency_key() -> None:
+    message = make_message()
+    h = harness(ResendTransport, read_timeout, dropped, httpx.Response(504), ok(ResendTransport, "re-1"))
+    with h.transport as transport:
+        result = transport.deliver(message)
+    keys = [r.headers["Idempotency-Key"] for r in h.api.requests]
+    assert keys == [idempotency_key(message.digest_id)] * 4
+    assert keys[0] == f"newsletter-digest/{message.digest_id}"
+    assert [r.content for r in h.api.requests] == [h.api.requests[0].content] * 4  # same payload too
+    assert h.sleeps == [1.0, 2.0, 4.0]
+    assert result == SendResult(message.digest_id, "re-1")
+
+
+def test_resend_lost_replies_until_attempts_run_out_are_unknown_but_safe_to_resend() -> None:
+    h = harness(ResendTransport, read_timeout, max_attempts=3)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.unknown
+    assert caught.value.hint is not None and "Idempotency-Key" in caught.value.hint
+    assert len(h.api.requests) == 3
+
+
+def test_resend_batch_retry_reuses_the_batch_key() -> None:
+    reply = httpx.Response(200, json={"data": [{"id": "a"}, {"id": "b"}]})
+    h = harness(ResendTransport, rate_limited("2"), reply)
+    with h.transport as transport:
+        outcomes = transport.send_batch([make_message("d0"), make_message("d1")])
+    keys = [r.headers["Idempotency-Key"] for r in h.api.requests]
+    assert len(keys) == 2 and keys[0] == keys[1] and h.sleeps == [2.0]
+    assert outcomes == [SendResult("d0", "a"), SendResult("d1", "b")]
+
+
+def test_postmark_batch_timeout_makes_every_message_unknown() -> None:
+    h = harness(PostmarkTransport, read_timeout)
+    with h.transport as transport:
+        outcomes = transport.send_batch([make_message("d0"), make_message("d1"), make_message("d2")])
+    assert len(outcomes) == 3
+    assert all(isinstance(o, SendError) and o.unknown for o in outcomes)
+    assert len(h.api.requests) == 1
+
+
+# --- auth and secrets -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_401_is_permanent_with_a_key_hint_and_stops_later_requests(cls: type[HttpApiTransport]) -> None:
+    h = harness(cls, httpx.Response(401, json={"message": "Invalid API key"}))
+    with h.transport as transport:
+        with pytest.raises(SendError) as caught:
+            transport.send(make_message("d0"))
+        outcomes = transport.send_batch([make_message("d1"), make_message("d2")])
+    assert caught.value.permanent and not caught.value.unknown
+    assert caught.value.hint is not None and "NEWSLETTER_API_KEY" in caught.value.hint
+    assert len(h.api.requests) == 1 and h.sleeps == []  # the bad key is not tried again
+    assert all(isinstance(o, SendError) and o.permanent for o in outcomes)
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_the_api_key_never_appears_in_logs_errors_or_reprs(
+    cls: type[HttpApiTransport], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)  # every logger, httpx and httpcore included
+    echo = {"message": f"key {KEY} is not valid", "Message": f"token {KEY}", "ErrorCode": 10}
+    h = harness(cls, httpx.Response(500, text=f"oops {KEY}"), httpx.Response(401, json=echo))
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    error = caught.value
+    assert "refused the API key or account" in error.message and "***" in error.message  # the echo, masked
+    assert "retrying" in caplog.text
+    for text in (
+        caplog.text,
+        str(error),
+        repr(error),
+        error.hint or "",
+        repr(transport),
+        repr(vars(transport)),
+    ):
+        assert KEY not in text
+    assert any(KEY in str(v) for v in h.api.requests[0].headers.values()) or cls is MailgunTransport
