@@ -1,0 +1,50 @@
+"""`newsletter serve`: preview every subscriber's next digest in a browser; host one-click unsubscribe.
+
+Routes (see ``web``): ``/`` every subscriber's next digest or why there is none; ``/s/<email>`` one
+subscriber's digest with subject, size, headers, scores and near misses; ``/s/<email>/html`` and
+``/s/<email>/text`` the two parts exactly as sent; ``/unsubscribe/<token>`` the RFC 8058 endpoint.
+Nothing here plans or sends a digest; new dump files are ingested when no run holds the lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from urllib.parse import urlsplit
+
+import uvicorn
+
+from newsletter.config import Settings
+from newsletter.serve.web import create_app
+
+__all__ = ["create_app", "local_hosts", "run_server"]
+
+log = logging.getLogger(__name__)
+
+
+def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until interrupted. Bound to loopback, only local Host names (and base_url's) are answered."""
+    if not _is_loopback(host):
+        log.warning(
+            "serving on %s: the preview pages show every subscriber's address; expose only /unsubscribe/",
+            host,
+        )
+    app = create_app(settings, allowed_hosts=local_hosts(settings, host) if _is_loopback(host) else None)
+    log.warning("preview at http://%s:%d/", host if ":" not in host else f"[{host}]", port)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def local_hosts(settings: Settings, host: str = "127.0.0.1") -> list[str]:
+    """Host names a loopback server answers to: its own, plus base_url's (a local reverse proxy)."""
+    hosts = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
+    public = urlsplit(settings.base_url).hostname if settings.base_url else None
+    return sorted(hosts | {public}) if public else sorted(hosts)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,259 @@
+"""What the preview server shows, computed without touching delivery state.
+
+Each request re-reads subscribers.yaml and rebuilds the Renderer when a template file changed (keyed on
+the files' contents), so edits show on the next reload. New dump files in the dumps folder are ingested
+first, as `newsletter preview` does, but only while no run holds the state lock (a run or the daemon
+ingests them itself); nothing is ever planned or sent: the pipeline's transport factory refuses to be
+called.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
+from newsletter.due import is_due, next_due_at
+from newsletter.errors import ConfigError, LockedError, RenderError, SourceError
+from newsletter.models import OutgoingMessage, Scored, Subscriber
+from newsletter.pipeline import Pipeline, Selection
+from newsletter.rank import make_ranker
+from newsletter.rank.base import Ranker
+from newsletter.render import DigestView, Renderer
+from newsletter.report import DumpOutcome
+from newsletter.send.base import Transport
+from newsletter.sources import list_dump_files
+from newsletter.store import Store, SubscriberState
+
+GMAIL_CLIP_BYTES = 102_000  # Gmail shows "[Message clipped]" past ~102 KB of HTML
+NEAR_MISSES = 5
+
+
+class UnknownSubscriber(ConfigError):
+    """No subscriber with that address in subscribers.yaml."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One subscriber on the index page: what a run would send them now, or why nothing."""
+
+    subscriber: Subscriber
+    count: int
+    reason: str  # "" when count > 0: nothing new, nothing relevant, not due, unsubscribed
+    due_at: datetime | None  # None: each-dump (due whenever a dump brings new papers)
+    last_digest_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Index:
+    rows: tuple[Row, ...]
+    notes: tuple[str, ...]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The digest email a run would build now, and its parts exactly as they would be sent."""
+
+    message: OutgoingMessage
+    html: str  # the text/html part, decoded from the message bytes (CRLF line endings, as sent)
+    text: str  # the text/plain part, likewise
+    headers: tuple[tuple[str, str], ...]  # decoded, for reading
+    raw_headers: str  # the header block as sent (folded), CRLF shown as LF
+
+    @property
+    def html_bytes(self) -> int:
+        return len(self.html.encode())
+
+
+@dataclass(frozen=True)
+class Page:
+    """One subscriber's preview: the selection (due or not), the draft email and the near misses."""
+
+    row: Row
+    selection: Selection
+    view: DigestView | None  # what the templates saw
+    draft: Draft | None
+    notes: tuple[str, ...]
+    over_cap: tuple[Scored, ...]  # relevant, but past max_items
+    near_misses: tuple[Scored, ...]  # the best of those not relevant (a score of 0 is no near miss)
+
+
+class Previewer:
+    """Owns the long-lived parts (store, ranker, renderer cache); one preview is computed at a time."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._lock = threading.Lock()  # one preview at a time: the ranker and caches are not shared
+        self._store_lock = threading.Lock()  # the unsubscribe endpoint needs only the store
+        self._store: Store | None = None
+        self._ranker: Ranker | None = None
+        self._renderer: tuple[str, Renderer | RenderError] | None = None
+        self._seen_dumps: set[tuple[str, int, int]] = set()
+        self._rejected: dict[str, str] = {}
+
+    # -- the long-lived parts -----------------------------------------------------------------------
+
+    def store(self) -> Store:
+        with self._store_lock:
+            if self._store is None:
+                self.settings.home.mkdir(parents=True, exist_ok=True)
+                self._store = Store(self.settings.db_url)
+            return self._store
+
+    def close(self) -> None:
+        with self._lock, self._store_lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    def _current_renderer(self) -> Renderer:
+        """The Renderer for the templates as they are now; rebuilt only when a template file changed."""
+        key = templates_key(self.settings.templates_dir)
+        if self._renderer is None or self._renderer[0] != key:
+            built: Renderer | RenderError
+            try:
+                built = Renderer(self.settings.templates_dir)
+            except RenderError as exc:
+                built = exc
+            self._renderer = (key, built)
+        current = self._renderer[1]
+        if isinstance(current, RenderError):
+            raise current
+        return current
+
+    @contextmanager
+    def _pipeline(self) -> Iterator[Pipeline]:
+        with self._lock:
+            renderer = self._current_renderer()
+            if self._ranker is None:
+                self._ranker = make_ranker(self.settings.ranker)
+            yield Pipeline(self.settings, self.store(), self._ranker, renderer, refuse_to_send)
+
+    # -- pages --------------------------------------------------------------------------------------
+
+    def index(self) -> Index:
+        subscribers = load_subscribers(self.settings.subscribers)
+        with self._pipeline() as pipeline:
+            now = self.clock()
+            notes = self._ingest_new(pipeline, now)
+            selections = pipeline.select(subscribers.subscribers, now)
+            states = pipeline.store.subscriber_states()
+        rows = tuple(_row(s, states.get(s.subscriber.email.casefold()), now) for s in selections)
+        return Index(rows, notes, now)
+
+    def page(self, address: str) -> Page:
+        subscriber = find(load_subscribers(self.settings.subscribers), address)
+        with self._pipeline() as pipeline:
+            now = self.clock()
+            notes = self._ingest_new(pipeline, now)
+            state = pipeline.store.subscriber_state(subscriber.email)
+            selection, view = pipeline.preview(subscriber, now)
+            draft = make_draft(pipeline.draft(selection, now)) if selection.chosen else None
+        relevant = [s for s in selection.scored if s.relevant]
+        misses = [s for s in selection.scored if not s.relevant and s.score > 0][:NEAR_MISSES]
+        row = _row(_as_run_sees_it(selection, state, now), state, now)
+        over_cap = tuple(relevant[subscriber.max_items :])
+        return Page(row, selection, view, draft, notes, over_cap, tuple(misses))
+
+    # -- ingesting ----------------------------------------------------------------------------------
+
+    def _ingest_new(self, pipeline: Pipeline, now: datetime) -> tuple[str, ...]:
+        """Ingest dump files not seen before, when no run holds the lock; notes for the page."""
+        try:
+            files = list_dump_files(self.settings.dumps)
+        except SourceError as exc:
+            return (f"{exc}: showing the papers already in the store",)
+        fresh = {path: stamp for path in files if (stamp := _stamp(path)) not in self._seen_dumps}
+        notes: list[str] = []
+        if fresh:
+            try:
+                with Store.run_lock(self.settings.home):
+                    outcomes = pipeline.ingest(list(fresh), now)
+            except LockedError:
+                notes.append("a run holds the state lock: new dump files are left for it to ingest")
+            else:
+                self._remember(fresh, outcomes)
+        present = {str(path) for path in files}
+        return (*notes, *(f"dump rejected: {e}" for path, e in self._rejected.items() if path in present))
+
+    def _remember(self, fresh: dict[Path, tuple[str, int, int]], outcomes: list[DumpOutcome]) -> None:
+        for (path, stamp), outcome in zip(fresh.items(), outcomes, strict=True):
+            self._seen_dumps.add(stamp)
+            if outcome.error:
+                self._rejected[str(path)] = outcome.error
+            else:
+                self._rejected.pop(str(path), None)
+
+
+def refuse_to_send() -> Transport:
+    raise RuntimeError("the preview server never sends")
+
+
+def find(subscribers: SubscriberList, address: str) -> Subscriber:
+    subscriber = subscribers.find(address)
+    if subscriber is None:
+        raise UnknownSubscriber(f"{subscribers.path}: no subscriber with email {address!r}")
+    return subscriber
+
+
+def make_draft(message: OutgoingMessage) -> Draft:
+    """Parse the built message back, so the page shows what a mail client would get."""
+    head = message.raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    parsed = email.message_from_bytes(message.raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    headers = tuple((name, str(value)) for name, value in parsed.items())
+    return Draft(message, _part(parsed, "html"), _part(parsed, "plain"), headers, head.replace("\r\n", "\n"))
+
+
+def _part(message: EmailMessage, subtype: str) -> str:
+    body = message.get_body((subtype,))
+    content = body.get_content() if body is not None else ""
+    return content if isinstance(content, str) else ""
+
+
+def templates_key(folder: Path) -> str:
+    """A digest of every file in the templates folder and the bundled one (names and contents)."""
+    digest = hashlib.sha256()
+    for root in (folder, PACKAGE_TEMPLATES):
+        files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+        for path in files:
+            digest.update(str(path).encode() + b"\0")
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(b"\0unreadable")
+    return digest.hexdigest()
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (str(path), -1, -1)
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def _as_run_sees_it(selection: Selection, state: SubscriberState | None, now: datetime) -> Selection:
+    """A preview ignores the due time; a run checks it after 'unsubscribed' and 'nothing new'."""
+    if selection.reason in ("unsubscribed", "nothing new"):
+        return selection
+    last = state.last_digest_at if state else None
+    if not is_due(selection.subscriber, last, now):
+        return Selection(selection.subscriber, reason="not due")
+    return selection
+
+
+def _row(selection: Selection, state: SubscriberState | None, now: datetime) -> Row:
+    last = state.last_digest_at if state else None
+    due = next_due_at(selection.subscriber, last, now)
+    return Row(selection.subscriber, len(selection.chosen), selection.reason, due, last)

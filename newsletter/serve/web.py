@@ -1,0 +1,152 @@
+"""Routes: the preview pages and the RFC 8058 one-click unsubscribe endpoint."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from newsletter.app import utcnow
+from newsletter.config import Settings
+from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
+from newsletter.serve.pages import PAGE_HEADERS, page
+from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
+from newsletter.unsubscribe import read_token
+
+log = logging.getLogger(__name__)
+
+# The digest as sent, framed by the subscriber page: its inline styles may apply, nothing else may load.
+DIGEST_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
+    "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
+)
+ERROR_TITLES: tuple[tuple[type[NewsletterError], str], ...] = (
+    (RenderError, "Template error"),
+    (UnknownSubscriber, "No such subscriber"),
+    (ConfigError, "Configuration error"),
+    (StoreError, "State database error"),
+    (SourceError, "Dump error"),
+)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    allowed_hosts: Sequence[str] | None = None,
+) -> Starlette:
+    """The preview + unsubscribe app. ``allowed_hosts`` (Host header check) guards against DNS rebinding."""
+    previewer = Previewer(settings, clock)
+    views = _Views(settings, previewer, clock)
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        previewer.close()
+
+    routes = [
+        Route("/", views.index),
+        Route("/s/{email}", views.subscriber),
+        Route("/s/{email}/html", views.html),
+        Route("/s/{email}/text", views.text),
+        Route("/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
+    ]
+    middleware = (
+        [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
+    )
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={NewsletterError: _error_page},
+        lifespan=lifespan,
+    )
+    app.state.previewer = previewer
+    return app
+
+
+class _Views:
+    def __init__(self, settings: Settings, previewer: Previewer, clock: Callable[[], datetime]) -> None:
+        self.settings = settings
+        self.previewer = previewer
+        self.clock = clock
+
+    # -- preview ------------------------------------------------------------------------------------
+
+    def index(self, request: Request) -> Response:
+        index = self.previewer.index()
+        return page("index.html", index=index, settings=self.settings, unsubscribe_on=self._unsubscribe_on)
+
+    def subscriber(self, request: Request) -> Response:
+        preview = self.previewer.page(request.path_params["email"])
+        width = _width(request.query_params.get("width"))
+        return page(
+            "subscriber.html", p=preview, clip=GMAIL_CLIP_BYTES, width=width, now=self.previewer.clock()
+        )
+
+    def html(self, request: Request) -> Response:
+        preview = self.previewer.page(request.path_params["email"])
+        if preview.draft is None:
+            return _no_digest(preview)
+        headers = {**PAGE_HEADERS, "Content-Security-Policy": DIGEST_CSP}
+        return HTMLResponse(preview.draft.html, headers=headers)
+
+    def text(self, request: Request) -> Response:
+        preview = self.previewer.page(request.path_params["email"])
+        if preview.draft is None:
+            return _no_digest(preview)
+        return PlainTextResponse(preview.draft.text, headers=PAGE_HEADERS)
+
+    # -- unsubscribe (RFC 8058) ---------------------------------------------------------------------
+
+    @property
+    def _unsubscribe_on(self) -> bool:
+        return self.settings.unsubscribe_secret is not None
+
+    def unsubscribe(self, request: Request) -> Response:
+        """GET: a confirmation form. POST (a mail client's one-click or the form): record it, idempotently.
+
+        No CSRF token: mail clients post directly, and the signed token in the URL is the authority.
+        """
+        secret = self.settings.unsubscribe_secret
+        if secret is None:
+            return page("unsubscribe.html", 404, state="off", email="", list_name=self._list_name)
+        email = read_token(request.path_params["token"], secret)
+        if email is None:
+            log.warning("refused an unsubscribe request with an invalid token")
+            return page("unsubscribe.html", 400, state="invalid", email="", list_name=self._list_name)
+        store = self.previewer.store()
+        if request.method == "POST":
+            store.record_unsubscribe(email, self.clock())
+            return page("unsubscribe.html", state="done", email=email, list_name=self._list_name)
+        state = "already" if store.is_unsubscribed(email) else "confirm"
+        return page("unsubscribe.html", state=state, email=email, list_name=self._list_name)
+
+    @property
+    def _list_name(self) -> str:
+        return (self.settings.list_id or "").split("<")[0].strip() or "Trending Papers"
+
+
+def _width(value: str | None) -> int:
+    return int(value) if value in ("375", "600", "800") else 800
+
+
+def _no_digest(preview: Page) -> Response:
+    return page("no_digest.html", 404, p=preview)
+
+
+async def _error_page(request: Request, exc: Exception) -> Response:
+    """A NewsletterError as a page: what went wrong (file:line for templates) and the hint, no traceback."""
+    assert isinstance(exc, NewsletterError)
+    title = next((t for cls, t in ERROR_TITLES if isinstance(exc, cls)), "Error")
+    status = 404 if isinstance(exc, UnknownSubscriber) else 500
+    if status == 500:
+        log.error("%s: %s", title, exc.message)
+    return page("error.html", status, title=title, error=exc)

@@ -1,0 +1,360 @@
+"""`newsletter serve`: the preview pages through Starlette's TestClient (no network)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from markupsafe import escape
+from starlette.testclient import TestClient
+
+from newsletter.app import open_pipeline, open_store
+from newsletter.config import Settings, load_settings, load_subscribers
+from newsletter.serve import create_app, local_hosts
+from newsletter.store import Store
+
+from .conftest import DATA
+from .helpers import add_dumps, make_env, seed_names
+
+NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+SSM = "ssm@example.org"
+
+
+def settings_for(env: dict[str, str], **extra: object) -> Settings:
+    return load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+        sender=env["NEWSLETTER_FROM"],
+        **extra,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    env = make_env(tmp_path)
+    add_dumps(env, *seed_names()[:2])
+    return env
+
+
+@pytest.fixture
+def client(env: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_for(env), clock=lambda: NOW)) as client:
+        yield client
+
+
+def text_of(html: str) -> str:
+    """The page's visible text, tags dropped and whitespace collapsed (enough for assertions)."""
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
+# --- index -----------------------------------------------------------------------------------------
+
+
+def test_index_lists_every_subscriber_with_a_count_or_the_reason(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    rows = {
+        m[0]: text_of(m[1])
+        for m in re.findall(r'<tr>\s*<td><a href="/s/([^"]+)">(.*?)</tr>', response.text, re.S)
+    }
+    assert set(rows) == {SSM, "diff@example.org", "nobody@example.org"}
+    assert re.search(r"\b10 papers\b", rows[SSM])  # max_items 10, plenty of SSM papers in the seeds
+    assert re.search(r"\b\d+ papers?\b", rows["diff@example.org"])
+    assert "nothing relevant" in rows["nobody@example.org"]
+    assert "when a dump brings new papers" in rows["diff@example.org"]  # each-dump cadence
+
+
+def test_index_shows_nothing_new_and_not_due_with_the_due_time(env: dict[str, str]) -> None:
+    settings = settings_for(env)
+    with open_pipeline(settings) as pipeline:
+        pipeline.run(load_subscribers(settings.subscribers), NOW)  # SSM gets today's digest
+    later = datetime(2026, 3, 11, 20, 0, tzinfo=UTC)
+    add_dumps(env, seed_names()[2])
+    with TestClient(create_app(settings, clock=lambda: later)) as client:
+        rows = {
+            m[0]: text_of(m[1])
+            for m in re.findall(r'<tr>\s*<td><a href="/s/([^"]+)">(.*?)</tr>', client.get("/").text, re.S)
+        }
+    assert "not due" in rows[SSM]
+    assert "Thu 12 Mar 2026 00:00 UTC" in rows[SSM]  # daily, no send_at: the next local midnight
+    assert "in 4 h 0 min" in rows[SSM]
+    with open_pipeline(settings) as pipeline:
+        pipeline.run(load_subscribers(settings.subscribers), later)
+    with TestClient(create_app(settings, clock=lambda: later)) as client:
+        rows = {
+            m[0]: text_of(m[1])
+            for m in re.findall(r'<tr>\s*<td><a href="/s/([^"]+)">(.*?)</tr>', client.get("/").text, re.S)
+        }
+    assert "nothing new" in rows["diff@example.org"]
+
+
+# --- one subscriber --------------------------------------------------------------------------------
+
+
+def test_subscriber_page_shows_subject_size_headers_scores_and_links(client: TestClient) -> None:
+    response = client.get(f"/s/{SSM}")
+    assert response.status_code == 200
+    page = text_of(response.text)
+    assert re.search(r"Subject 10 new papers: .+ and 9 more", page)
+    size = re.search(r"HTML size ([\d.]+) KB of Gmail's 102\.0 KB clipping limit \((\d+)%\)", page)
+    assert size and 5 < float(size[1]) < 102 and 0 < int(size[2]) < 100
+    for header in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
+        assert re.search(rf"<tr><td>{header}</td><td>[^<]+</td></tr>", response.text), header
+    scores = re.findall(r'<span class="score">(\d\.\d{3})</span> · matches: ', response.text)
+    assert len(scores) >= 10
+    assert [float(s) for s in scores[:10]] == sorted((float(s) for s in scores[:10]), reverse=True)
+    assert f'href="/s/{SSM}/html"' in response.text and f'href="/s/{SSM}/text"' in response.text
+
+
+def test_subscriber_page_shows_the_papers_that_just_missed(client: TestClient) -> None:
+    page = client.get(f"/s/{SSM}").text
+    misses = page.split("Just missed (5)", 1)[1].split("<h2>", 1)[0]
+    scores = [float(s) for s in re.findall(r'<span class="score">(\d\.\d{3})</span>', misses)]
+    assert len(scores) == 5 and scores == sorted(scores, reverse=True) and scores[-1] > 0
+    relevant = page.split("In this digest", 1)[1].split("Just missed", 1)[0]
+    lowest = min(float(s) for s in re.findall(r'<span class="score">(\d\.\d{3})</span>', relevant))
+    assert scores[0] <= lowest
+
+
+def test_nothing_relevant_page_builds_no_email(client: TestClient) -> None:
+    page = text_of(client.get("/s/nobody@example.org").text)
+    assert "Nothing relevant among 85 new papers" in page
+    assert "No other paper scored above 0" in page  # lexical: nothing shares a word with "sourdough"
+    assert "Headers" not in page and "Subject" not in page
+
+
+def test_html_and_text_are_exactly_what_a_run_sends(env: dict[str, str], client: TestClient) -> None:
+    html = client.get(f"/s/{SSM}/html")
+    text = client.get(f"/s/{SSM}/text")
+    page = client.get(f"/s/{SSM}").text
+    assert html.headers["content-type"] == "text/html; charset=utf-8"
+    assert text.headers["content-type"] == "text/plain; charset=utf-8"
+    settings = settings_for(env)
+    with open_pipeline(settings) as pipeline:
+        report = pipeline.run(load_subscribers(settings.subscribers), NOW)
+    assert any(d.subscriber == SSM and d.status == "sent" for d in report.digests)
+    eml = next(p for p in settings.outbox.glob("*.eml") if SSM in p.read_text(errors="replace"))
+    sent = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert html.text == sent.get_body(("html",)).get_content()
+    assert text.text == sent.get_body(("plain",)).get_content()
+    head = eml.read_bytes().split(b"\r\n\r\n", 1)[0].decode().replace("\r\n", "\n")
+    assert str(escape(head)) in page
+
+
+def test_preview_changes_no_delivery_state(env: dict[str, str], client: TestClient) -> None:
+    for path in ("/", f"/s/{SSM}", f"/s/{SSM}/html", f"/s/{SSM}/text", "/s/diff@example.org"):
+        assert client.get(path).status_code == 200
+    settings = settings_for(env)
+    with open_store(settings) as store:
+        assert store.subscriber_states() == {}
+        assert store.delivery_counts() == {}
+        assert len(store.dumps()) == 2  # the folder's dumps were ingested, as `newsletter preview` does
+    assert not settings.outbox.exists()
+
+
+def test_new_dumps_wait_for_the_lock_holder(env: dict[str, str], client: TestClient) -> None:
+    settings = settings_for(env)
+    assert client.get("/").status_code == 200
+    add_dumps(env, seed_names()[2])
+    with Store.run_lock(settings.home):  # a run or the daemon is busy: it ingests the file itself
+        page = client.get("/").text
+    assert "a run holds the state lock: new dump files are left for it to ingest" in page
+    with open_store(settings) as store:
+        assert len(store.dumps()) == 2
+    assert "a run holds the state lock" not in client.get("/").text
+    with open_store(settings) as store:
+        assert len(store.dumps()) == 3
+
+
+def test_a_rejected_dump_is_noted_on_the_page(env: dict[str, str], client: TestClient) -> None:
+    (Path(env["NEWSLETTER_DUMPS"]) / "zz_broken.json").write_text('[{"paper": ')
+    page = client.get("/").text
+    assert "dump rejected:" in page and "zz_broken.json" in page
+    assert client.get(f"/s/{SSM}").status_code == 200  # the other dumps still count
+
+
+def test_no_digest_gives_404_for_its_parts(client: TestClient) -> None:
+    response = client.get("/s/nobody@example.org/html")
+    assert response.status_code == 404
+    assert "nothing relevant" in response.text
+
+
+def test_unknown_subscriber_is_404(client: TestClient) -> None:
+    response = client.get("/s/stranger@example.org")
+    assert response.status_code == 404
+    assert "no subscriber with email" in response.text
+
+
+# --- live reload and errors ------------------------------------------------------------------------
+
+
+def test_subscribers_file_is_reread_on_each_request(env: dict[str, str], client: TestClient) -> None:
+    assert "newcomer@example.org" not in client.get("/").text
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    path.write_text(
+        path.read_text()
+        + '  - email: newcomer@example.org\n    name: "Newcomer"\n    interests: ["state space models"]\n'
+    )
+    page = client.get("/").text
+    assert 'href="/s/newcomer@example.org"' in page
+    assert client.get("/s/newcomer@example.org").status_code == 200
+
+
+def test_template_error_is_shown_in_the_page_with_file_and_line(env: dict[str, str], tmp_path: Path) -> None:
+    templates = tmp_path / "my-templates"
+    templates.mkdir()
+    text = templates / "digest.txt.j2"
+    text.write_text(
+        "{{ view.list_name }}\n{% for item in view.items %}\n{{ item.no_such_field }}\n{% endfor %}\n"
+    )
+    settings = settings_for(env, templates=str(templates))
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        broken = client.get(f"/s/{SSM}")
+        assert broken.status_code == 500
+        assert "Template error" in broken.text
+        assert re.search(r"digest\.txt\.j2:3: .*no_such_field", broken.text)
+        assert "Traceback" not in broken.text
+        assert client.get("/").status_code == 500
+        text.write_text("{{ view.list_name }}: {{ view.items | length }} papers\n")  # fixed: no restart
+        fixed = client.get(f"/s/{SSM}/text")
+        assert fixed.status_code == 200
+        assert fixed.text.startswith("Papers: 10 papers")
+
+
+def test_template_syntax_error_names_the_line(env: dict[str, str], tmp_path: Path) -> None:
+    templates = tmp_path / "t"
+    templates.mkdir()
+    (templates / "digest.txt.j2").write_text("line one\n{% if %}\n")
+    with TestClient(create_app(settings_for(env, templates=str(templates)), clock=lambda: NOW)) as client:
+        response = client.get("/")
+    assert response.status_code == 500
+    assert re.search(r"digest\.txt\.j2:2: ", response.text)
+
+
+def test_missing_templates_folder_via_environment_is_an_error_page(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_TEMPLATES", str(tmp_path / "nowhere"))
+    with TestClient(create_app(settings_for(env), clock=lambda: NOW)) as client:
+        response = client.get("/")
+    assert response.status_code == 500
+    assert "nowhere: templates folder not found" in response.text
+
+
+def test_invalid_subscribers_file_is_an_error_page_naming_the_line(
+    env: dict[str, str], client: TestClient
+) -> None:
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
+        "subscribers:\n  - email: a@example.org\n    interests: [x\n"
+    )
+    response = client.get("/")
+    assert response.status_code == 500
+    assert "Configuration error" in response.text
+    assert re.search(r"subscribers\.yaml:\d+: invalid YAML", response.text)
+
+
+# --- safety ----------------------------------------------------------------------------------------
+
+HOSTILE = "<script>alert(1)</script>"
+
+
+def test_data_from_dumps_and_subscribers_is_escaped(env: dict[str, str], client: TestClient) -> None:
+    dump = (DATA / "dumps" / "three_papers.txt").read_text()
+    first = dump.split("Mar 12\n\n", 1)[1].split("\n", 1)[0]
+    hostile_dump = dump.replace(first, f'State space models {HOSTILE} <img src=x onerror="alert(2)">')
+    (Path(env["NEWSLETTER_DUMPS"]) / "zzz_hostile.txt").write_text(hostile_dump)
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    path.write_text(path.read_text().replace("name: Sam", f"name: '{HOSTILE}'"))
+    for url in ("/", f"/s/{SSM}"):
+        page = client.get(url).text
+        assert "<script>" not in page and "<img src=x" not in page
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "&lt;img src=x onerror=" in client.get(f"/s/{SSM}").text
+
+
+def test_pages_carry_a_no_script_policy(client: TestClient) -> None:
+    page = client.get("/")
+    assert "script-src" not in page.headers["content-security-policy"]
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "<script" not in page.text
+    digest = client.get(f"/s/{SSM}/html")
+    assert "frame-ancestors 'self'" in digest.headers["content-security-policy"]
+    assert digest.headers["x-content-type-options"] == "nosniff"
+
+
+def test_host_check_refuses_foreign_host_names(env: dict[str, str]) -> None:
+    settings = settings_for(env, base_url="https://papers.example.org")
+    assert set(local_hosts(settings)) >= {"127.0.0.1", "localhost", "papers.example.org"}
+    app = create_app(settings, clock=lambda: NOW, allowed_hosts=local_hosts(settings))
+    with TestClient(app, base_url="http://rebound.attacker.example") as client:
+        assert client.get("/").status_code == 400
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/").status_code == 200
+
+
+# --- the CLI command -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_cli_serve_listens_on_loopback_by_default(env: dict[str, str]) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        response = _wait_for(f"http://127.0.0.1:{port}/", proc)
+        assert response.status_code == 200
+        assert 'href="/s/ssm@example.org"' in response.text
+        assert _listening_addresses(port) == ["127.0.0.1"]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode in (0, -15)
+
+
+def _listening_addresses(port: int) -> list[str]:
+    """IPv4 addresses with a socket listening on ``port``, from /proc/net/tcp (Linux)."""
+    tcp = Path("/proc/net/tcp")
+    if not tcp.exists():
+        pytest.skip("needs /proc/net/tcp")
+    found = []
+    for line in tcp.read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, _, port_hex = local.partition(":")
+        if state == "0A" and int(port_hex, 16) == port:
+            found.append(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+    return found
+
+
+def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            return httpx.get(url, timeout=30)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError(f"no answer from {url} in {timeout}s")

@@ -1,0 +1,176 @@
+"""One-click unsubscribe (RFC 8058) on `newsletter serve`: GET confirms, POST records, bad tokens refused."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from newsletter.app import open_pipeline, open_store
+from newsletter.config import Settings, load_settings, load_subscribers
+from newsletter.serve import create_app
+from newsletter.unsubscribe import make_token
+
+from .helpers import add_dumps, make_env, seed_names
+
+NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+SECRET = "test-unsubscribe-secret"
+SSM = "ssm@example.org"
+DIFF = "diff@example.org"
+ONE_CLICK = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def settings_for(env: dict[str, str], secret: str | None = SECRET) -> Settings:
+    return load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+        sender=env["NEWSLETTER_FROM"],
+        base_url="https://papers.example.org/",
+        unsubscribe_secret=secret,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    env = make_env(tmp_path)
+    add_dumps(env, *seed_names()[:2])
+    return env
+
+
+@pytest.fixture
+def settings(env: dict[str, str]) -> Settings:
+    return settings_for(env)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        yield client
+
+
+def token(address: str, secret: str = SECRET) -> str:
+    return make_token(address, SecretStr(secret))
+
+
+def unsubscribed(settings: Settings) -> set[str]:
+    with open_store(settings) as store:
+        return store.unsubscribed_emails()
+
+
+def test_get_shows_a_confirmation_form_and_records_nothing(client: TestClient, settings: Settings) -> None:
+    response = client.get(f"/unsubscribe/{token(SSM)}")
+    assert response.status_code == 200
+    assert SSM in response.text
+    assert re.search(
+        r'<form method="post">.*<button class="button" type="submit">Unsubscribe</button>',
+        response.text,
+        re.S,
+    )
+    assert '<input type="hidden" name="List-Unsubscribe" value="One-Click">' in response.text
+    assert response.headers["cache-control"] == "no-store"
+    assert unsubscribed(settings) == set()
+
+
+def test_one_click_post_records_and_is_idempotent(env: dict[str, str], settings: Settings) -> None:
+    times = iter([NOW, NOW + timedelta(hours=1)])
+    with TestClient(create_app(settings, clock=lambda: next(times))) as client:
+        first = client.post(
+            f"/unsubscribe/{token(SSM)}", content="List-Unsubscribe=One-Click", headers=ONE_CLICK
+        )
+        again = client.post(
+            f"/unsubscribe/{token(SSM)}", content="List-Unsubscribe=One-Click", headers=ONE_CLICK
+        )
+        assert first.status_code == again.status_code == 200
+        assert "You are unsubscribed" in first.text
+        assert unsubscribed(settings) == {SSM}
+        with open_store(settings) as store:
+            state = store.subscriber_state(SSM)
+        assert state is not None and state.unsubscribed_at == NOW  # the first time is kept
+        assert "Already unsubscribed" in client.get(f"/unsubscribe/{token(SSM)}").text
+
+
+def test_next_run_skips_the_unsubscribed_address(client: TestClient, settings: Settings) -> None:
+    assert (
+        client.post(f"/unsubscribe/{token(SSM)}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    )
+    with open_pipeline(settings) as pipeline:
+        report = pipeline.run(load_subscribers(settings.subscribers), NOW)
+    by_sub = {d.subscriber: d for d in report.digests}
+    assert (by_sub[SSM].status, by_sub[SSM].reason) == ("skipped", "unsubscribed")
+    assert by_sub[DIFF].status == "sent"
+    assert "unsubscribed" in re.sub(r"\s+", " ", client.get("/").text.split(SSM, 1)[1])
+
+
+def test_the_link_in_the_built_email_unsubscribes_its_recipient(
+    client: TestClient, settings: Settings
+) -> None:
+    page = client.get(f"/s/{SSM}").text
+    header = re.search(r"<tr><td>List-Unsubscribe</td><td>&lt;(https://[^&]+)&gt;", page)
+    assert header, "no https List-Unsubscribe header"
+    assert "<tr><td>List-Unsubscribe-Post</td><td>List-Unsubscribe=One-Click</td></tr>" in page
+    url = urlsplit(header[1])
+    assert url.netloc == "papers.example.org" and url.path.startswith("/unsubscribe/")
+    assert client.post(url.path, content="List-Unsubscribe=One-Click", headers=ONE_CLICK).status_code == 200
+    assert unsubscribed(settings) == {SSM}
+
+
+def _forgeries() -> dict[str, str]:
+    ssm, diff = token(SSM), token(DIFF)
+    payload, sig = ssm.split(".")
+    return {
+        "truncated signature": ssm[:-3],
+        "truncated payload": ssm[3:],
+        "no signature": payload,
+        "signature changed": f"{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}",
+        "other subscriber's signature": f"{diff.split('.')[0]}.{sig}",
+        "other secret": token(SSM, "another-secret"),
+        "garbage": "not-a-token",
+        "empty payload": f".{sig}",
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(_forgeries()))
+def test_forged_truncated_and_other_tokens_are_refused(
+    kind: str, client: TestClient, settings: Settings
+) -> None:
+    bad = _forgeries()[kind]
+    got = client.get(f"/unsubscribe/{bad}")
+    posted = client.post(f"/unsubscribe/{bad}", content="List-Unsubscribe=One-Click", headers=ONE_CLICK)
+    assert got.status_code == posted.status_code == 400
+    assert "not valid" in posted.text
+    assert "<form" not in got.text
+    assert unsubscribed(settings) == set()
+
+
+def test_without_a_secret_the_endpoint_is_404_with_a_note(env: dict[str, str]) -> None:
+    settings = settings_for(env, secret=None)
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        got = client.get(f"/unsubscribe/{token(SSM)}")
+        posted = client.post(
+            f"/unsubscribe/{token(SSM)}", content="List-Unsubscribe=One-Click", headers=ONE_CLICK
+        )
+    assert got.status_code == posted.status_code == 404
+    assert "NEWSLETTER_UNSUBSCRIBE_SECRET" in posted.text
+    assert unsubscribed(settings) == set()
+
+
+def test_post_needs_no_csrf_token_nor_cookies_nor_body(client: TestClient, settings: Settings) -> None:
+    client.cookies.clear()
+    assert client.post(f"/unsubscribe/{token(DIFF)}").status_code == 200
+    assert unsubscribed(settings) == {DIFF}
+
+
+def test_address_case_does_not_matter(client: TestClient, settings: Settings) -> None:
+    assert client.post(f"/unsubscribe/{token('SSM@Example.ORG')}").status_code == 200
+    assert unsubscribed(settings) == {SSM}
+    with open_pipeline(settings) as pipeline:
+        report = pipeline.run(load_subscribers(settings.subscribers), NOW)
+    assert {d.subscriber: d.reason for d in report.digests}[SSM] == "unsubscribed"
