@@ -26,7 +26,8 @@ def read_token(token: str, secret: SecretStr) -> str | None:
         email = _unb64(payload).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    if len(given) != _SIG_BYTES or not hmac.compare_digest(given, _sign(payload, secret)):
+    canonical = _b64(given) == sig and _b64(email.encode()) == payload  # one spelling per token
+    if not canonical or len(given) != _SIG_BYTES or not hmac.compare_digest(given, _sign(payload, secret)):
         return None
     return email
 

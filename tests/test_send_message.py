@@ -294,7 +294,7 @@ def test_envelope_for_derives_list_id_and_mailto() -> None:
     envelope = envelope_for(settings, "ada+ml@example.org", "https://papers.example.org/u/tok")
     assert envelope.list_id == "Trending Papers <digest.example.org>"
     assert envelope.mailto_unsubscribe == (
-        "mailto:unsubscribe@example.org?subject=unsubscribe%20ada%2Bml%40example.org"
+        "mailto:digest@example.org?subject=unsubscribe%20ada%2Bml%40example.org"
     )
     assert envelope.https_unsubscribe == "https://papers.example.org/u/tok"
     custom = envelope_for(Settings(list_id="Lab digest <lab.example.org>"), "a@b.org")

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime, parseaddr
 from functools import lru_cache
-from urllib.parse import quote
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
+from newsletter.unsubscribe import mailto_url
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
@@ -64,15 +64,13 @@ class Envelope:
 def envelope_for(settings: Settings, email: str, https_unsubscribe: str | None = None) -> Envelope:
     """The envelope for one subscriber.
 
-    List-Id defaults to ``<local.domain>`` of the sender's address; the mailto goes to unsubscribe@domain
-    with the subscriber's address in the subject.
+    List-Id defaults to ``<local.domain>`` of the sender's address; the mailto goes to the sender with
+    the subscriber's address in the subject.
     """
     name, addr = _parse_sender(settings.sender)
     local, _, domain = addr.rpartition("@")
     list_id = settings.list_id or f"{name or 'Newsletter'} <{local}.{domain}>"
-    subject = quote(f"unsubscribe {email}", safe="")
-    mailto = f"mailto:unsubscribe@{domain}?subject={subject}"
-    return Envelope(settings.sender, list_id, mailto, https_unsubscribe)
+    return Envelope(settings.sender, list_id, mailto_url(addr, email), https_unsubscribe)
 
 
 def message_id_for(digest_id: str, domain: str) -> str:
