@@ -1,0 +1,162 @@
+"""Ranking speed: 400 papers for 1,000 and 100,000 generated subscriber profiles, with cached vectors.
+
+Paper and profile vectors are random unit vectors put in the vector cache beforehand (what the store
+holds between runs), so the figures are for ranking, not for embedding. Each measurement runs in its
+own process so its peak memory is its own. Baselines in the same run: calling ``rank`` once per
+subscriber (the naive loop) and the lexical ranker.
+
+    /work/venv/bin/python benchmarks/rank_speed.py [--sizes 1000,100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from newsletter.models import StoredPaper, Subscriber  # noqa: E402
+from newsletter.rank.embed import MemoryVectorCache  # noqa: E402
+from newsletter.rank.lexical import LexicalRanker  # noqa: E402
+from newsletter.rank.semantic import SemanticRanker  # noqa: E402
+
+PAPERS = 400
+DIM = 384
+TOPICS = """graph neural networks|protein folding|speech recognition|reinforcement learning|diffusion models|
+machine translation|object detection|time series forecasting|federated learning|quantization|
+mixture of experts|state space models|retrieval augmented generation|code generation|robot learning|
+medical image segmentation|interpretability|sparse autoencoders|text-to-image|video generation|
+KV cache|efficient LLM serving|instruction tuning|preference optimization|tokenization|3D reconstruction|
+neural radiance fields|point clouds|autonomous driving|weather forecasting|recommender systems|
+contrastive learning|knowledge distillation|continual learning|meta learning|Bayesian optimization|
+causal inference|fairness|privacy|adversarial robustness|watermarking|hallucination|reasoning|agents|
+tool use|math reasoning|theorem proving|speech synthesis|music generation|audio tagging"""
+MODIFIERS = ["", "efficient", "scalable", "multimodal", "self-supervised", "low-resource", "long-context"]
+WORDS = ["model", "data", "training", "inference", "learning", "neural", "vision", "robust", "sparse", "fast"]
+
+
+def seed_papers() -> list[StoredPaper]:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from ranking_research import load_seeds
+
+    base = list(load_seeds().papers.values())
+    extra = [_copy(p, i) for i, p in enumerate(base[: PAPERS - len(base)])]
+    return (base + extra)[:PAPERS]
+
+
+def _copy(paper: StoredPaper, i: int) -> StoredPaper:
+    from dataclasses import replace
+
+    return replace(paper, id=10_000 + i, key=f"copy-{i}-{paper.key}", title=f"{paper.title} (copy {i})")
+
+
+def phrases() -> list[str]:
+    topics = [t.strip() for t in TOPICS.replace("\n", "").split("|")]
+    return [f"{m} {t}".strip() for t in topics for m in MODIFIERS]
+
+
+def profiles(n: int, papers: list[StoredPaper], rng: random.Random) -> list[Subscriber]:
+    vocab = phrases()
+    return [_profile(i, vocab, papers, rng) for i in range(n)]
+
+
+def _profile(i: int, vocab: list[str], papers: list[StoredPaper], rng: random.Random) -> Subscriber:
+    about = " ".join(rng.choice(WORDS) for _ in range(12)) + f" lab {i}" if rng.random() < 0.5 else ""
+    liked = (rng.choice(papers).title,) if rng.random() < 0.1 else ()
+    exclude = (rng.choice(vocab),) if rng.random() < 0.1 else ()
+    interests = tuple(rng.sample(vocab, rng.randint(2, 5)))
+    return Subscriber(
+        email=f"u{i}@example.org", interests=interests, about=about, liked=liked, exclude=exclude
+    )
+
+
+class RandomEmbedder:
+    """Stands in for the model: only reached if something was not cached (it should not be)."""
+
+    name = "all-MiniLM-L6-v2"
+    dim = DIM
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        self.calls += len(texts)
+        return unit_vectors(len(texts), seed=len(texts))
+
+
+def unit_vectors(n: int, seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def warm_cache(papers: list[StoredPaper], subs: list[Subscriber]) -> MemoryVectorCache:
+    """Paper vectors by key and every profile text's vector, as the store would have them."""
+    cache = MemoryVectorCache()
+    cache.put(
+        RandomEmbedder.name, dict(zip([p.key for p in papers], unit_vectors(len(papers), 1), strict=True))
+    )
+    texts = sorted({t for s in subs for t in (*s.interests, s.about, *s.liked, *s.exclude) if t})
+    cache.put(f"query:{RandomEmbedder.name}", dict(zip(texts, unit_vectors(len(texts), 2), strict=True)))
+    return cache
+
+
+def measure(kind: str, n: int) -> dict[str, float]:
+    rng = random.Random(7)
+    papers = seed_papers()
+    subs = profiles(n, papers, rng)
+    embedder = RandomEmbedder()
+    ranker = LexicalRanker() if kind == "lexical" else SemanticRanker(embedder, warm_cache(papers, subs))
+    ranker.prepare(papers)
+    start = time.perf_counter()
+    if kind == "semantic-naive":
+        sent = sum(sum(s.relevant for s in ranker.rank(papers, sub)) for sub in subs)
+    else:
+        sent = sum(len(x) for x in ranker.rank_many(papers, subs, only_relevant=True))
+    secs = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "secs": secs,
+        "per_sub_ms": 1000 * secs / n,
+        "peak_mb": peak_mb,
+        "relevant": sent / n,
+        "embedded_at_run_time": embedder.calls,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,100000")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: "kind:n", run in a child process
+    args = parser.parse_args()
+    if args.one:
+        kind, n = args.one.split(":")
+        print(json.dumps(measure(kind, int(n))))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    runs = [("semantic-naive", min(sizes))] + [(k, n) for k in ("semantic", "lexical") for n in sizes]
+    print(f"{PAPERS} papers, cached vectors, {os.cpu_count()} cores")
+    head = ("ranker", "subscribers", "total s", "ms/subscriber", "peak MB", "relevant/sub")
+    print(f"{head[0]:16s} {head[1]:>11s} {head[2]:>8s} {head[3]:>14s} {head[4]:>8s} {head[5]:>12s}")
+    for kind, n in runs:
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", f"{kind}:{n}"], capture_output=True, text=True, check=True
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"{kind:16s} {n:11,d} {r['secs']:8.2f} {r['per_sub_ms']:14.4f} {r['peak_mb']:8.0f} "
+            f"{r['relevant']:12.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Text helpers shared by the rankers: tokens, light stemming, phrase matching and acronyms."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+
+from newsletter.models import StoredPaper
+
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+[A-Za-z][A-Za-z0-9]*")
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_LATEX = re.compile(r"\\[a-zA-Z]+|[{}$]")
+
+_STOPWORD_TEXT = """a about above after again against all also am an and any are as at be because been before
+    being
+    below between both but by can could did do does doing down during each few for from further had has
+    have having here how i if in into is it its itself just more most no nor not of off on once only or
+    other our out over own same she should so some such than that the their them then there these they
+    this those through to too under until up very was we were what when where which while who why will
+    with would you your via using use used based towards toward new novel propose proposed show paper
+    approach method methods results work study"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+
+
+@lru_cache(maxsize=1 << 16)
+def stem(word: str) -> str:
+    """A deliberately light stemmer: plurals and -ing/-ed, so 'models' == 'model' == 'modeling'."""
+    w = word.lower()
+    if len(w) <= 3:
+        return w
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ings", ""), ("ing", ""), ("ed", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 4:
+            return w[: -len(suffix)] + repl
+    if w.endswith("s") and not w.endswith(("ss", "us", "is")):
+        return w[:-1]
+    return w
+
+
+def _split_word(word: str) -> list[str]:
+    """'PlainMamba' -> ['plainmamba', 'plain', 'mamba']; plain words stay whole."""
+    parts = _CAMEL.findall(word)
+    whole = word.lower()
+    if len(parts) <= 1:
+        return [whole]
+    return [whole, *(p.lower() for p in parts if len(p) >= 3)]
+
+
+def words(text: str) -> list[str]:
+    """The words of a text as written (LaTeX commands and braces dropped)."""
+    return _WORD.findall(_LATEX.sub(" ", text))
+
+
+def tokens(text: str) -> list[str]:
+    """Stemmed content tokens in order; camel-case compounds also yield their parts."""
+    out: list[str] = []
+    for word in words(text):
+        out.extend(_word_tokens(word))
+    return out
+
+
+@lru_cache(maxsize=1 << 17)
+def _word_tokens(word: str) -> tuple[str, ...]:
+    return tuple(stem(part) for part in _split_word(word) if part not in STOPWORDS)
+
+
+def phrase_tokens(phrase: str) -> tuple[str, ...]:
+    """The stemmed content words of an interest phrase ('state space models' -> state, space, model)."""
+    words = [w.lower() for w in _WORD.findall(phrase.replace("-", " "))]
+    return tuple(stem(w) for w in words if w not in STOPWORDS)
+
+
+def acronym(phrase: str) -> str | None:
+    """'mixture of experts' -> 'moe', 'state space models' -> 'ssm'; None when under 3 letters."""
+    words = _WORD.findall(phrase.replace("-", " "))
+    if len(words) < 2:
+        return None
+    letters = "".join(w[0].lower() for w in words if w.lower() not in {"the", "a", "an", "for", "and"})
+    return letters if len(letters) >= 3 else None
+
+
+def count_phrase(doc: Sequence[str], phrase: Sequence[str]) -> int:
+    """How often ``phrase`` occurs as consecutive tokens in ``doc`` (both already stemmed)."""
+    n = len(phrase)
+    if n == 0 or n > len(doc):
+        return 0
+    if n == 1:
+        return sum(1 for t in doc if t == phrase[0])
+    first = phrase[0]
+    return sum(1 for i in range(len(doc) - n + 1) if doc[i] == first and tuple(doc[i : i + n]) == phrase)
+
+
+def paper_text(paper: StoredPaper) -> str:
+    """What a model reads for a paper: its title, then its abstract."""
+    return f"{paper.title}. {paper.abstract}".strip()

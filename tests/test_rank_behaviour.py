@@ -1,0 +1,133 @@
+"""What every ranker must honour, run against the lexical ranker and the semantic one (the real
+bundled model; those cases are marked ``semantic`` and skipped when the extra is not installed)."""
+
+from __future__ import annotations
+
+from functools import cache
+
+import pytest
+
+from newsletter.rank import LexicalRanker, SemanticRanker
+from newsletter.rank.base import Ranker
+from newsletter.rank.embed import MiniLMEmbedder
+from newsletter.rank.semantic import semantic_available
+from tests.test_rank_corpus import by_title, paper, papers, subscriber
+
+
+@cache
+def minilm() -> MiniLMEmbedder:
+    """One model load for the whole test session."""
+    return MiniLMEmbedder()
+
+
+needs_model = [
+    pytest.mark.semantic,
+    pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra"),
+]
+
+
+@pytest.fixture(params=["lexical", pytest.param("semantic", marks=needs_model)])
+def ranker(request: pytest.FixtureRequest) -> Ranker:
+    r: Ranker = LexicalRanker() if request.param == "lexical" else SemanticRanker(embedder=minilm())
+    r.prepare(papers())
+    return r
+
+
+def relevant_titles(ranked: list) -> list[str]:  # type: ignore[type-arg]
+    return [s.paper.title for s in ranked if s.relevant]
+
+
+def test_returns_every_paper_best_first(ranker: Ranker) -> None:
+    ranked = ranker.rank(papers(), subscriber("protein folding"))
+    assert len(ranked) == len(papers())
+    scores = [round(s.score, 6) for s in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert ranked[0].paper.title.startswith("Protein Folding")
+
+
+def test_one_strong_interest_is_enough(ranker: Ranker) -> None:
+    sub = subscriber("quantum error correction", "medieval poetry", "tropical beekeeping")
+    ranked = ranker.rank(papers(), sub)
+    assert relevant_titles(ranked) == ["Surface Codes with Fewer Qubits for Quantum Error Correction"]
+    assert ranked[0].why == "matches: quantum error correction"
+
+
+def test_exclude_wins_over_a_match(ranker: Ranker) -> None:
+    sub = subscriber("graph neural networks", exclude=("molecules",))
+    ranked = ranker.rank(papers(), sub)
+    molecules = by_title(ranked, "Graph Neural Networks for Molecule")
+    traffic = by_title(ranked, "Graph Neural Networks for Urban Traffic")
+    assert traffic.relevant
+    assert not molecules.relevant
+    assert "excluded" in molecules.why
+
+
+def test_nothing_relevant_gives_nothing(ranker: Ranker) -> None:
+    ranked = ranker.rank(papers(), subscriber("volcano seismology", "glacier melt"))
+    assert relevant_titles(ranked) == []
+
+
+def test_liked_paper_pushes_similar_papers_up(ranker: Ranker) -> None:
+    plain = subscriber("tropical beekeeping")
+    liking = subscriber(
+        "tropical beekeeping", liked=("Robotic Grasping from Pixels with Reinforcement Learning",)
+    )
+    before = by_title(ranker.rank(papers(), plain), "Dexterous Robot Hands")
+    after = by_title(ranker.rank(papers(), liking), "Dexterous Robot Hands")
+    assert after.score > before.score
+    assert after.relevant and not before.relevant
+    assert after.why.startswith("similar to a paper you liked: Robotic Grasping")
+
+
+def test_liked_by_title_not_among_prepared_papers_still_counts(ranker: Ranker) -> None:
+    liking = subscriber("tropical beekeeping", liked=("Robot hands learn grasping skills for objects",))
+    ranked = ranker.rank(papers(), liking)
+    assert by_title(ranked, "Dexterous Robot Hands").relevant
+
+
+def test_ties_are_broken_by_trending_rank_only(ranker: Ranker) -> None:
+    text = "Sparse matrix multiplication kernels for GPUs in scientific computing."
+    later = paper("Sparse Kernels", text, rank=9, arxiv_id="2401.00009")
+    sooner = paper("Sparse Kernels", text, rank=2, arxiv_id="2401.00002", times_seen=1)
+    off_topic = paper("Volumetric Cloud Rendering Again", "Clouds rendered with ray marching.", rank=1)
+    candidates = [later, sooner, off_topic]
+    ranker.prepare([*papers(), *candidates])
+    ranked = ranker.rank(candidates, subscriber("sparse matrix kernels"))
+    assert [s.paper.key for s in ranked] == ["2401.00002", "2401.00009", off_topic.key]
+    assert ranked[0].score == ranked[1].score
+    assert ranked[0].relevant and not ranked[2].relevant
+
+
+def test_rank_many_matches_rank(ranker: Ranker) -> None:
+    subs = [
+        subscriber("protein folding"),
+        subscriber("speech synthesis", about="Text to speech for audiobooks"),
+    ]
+    many = list(ranker.rank_many(papers(), subs))  # type: ignore[attr-defined]
+    singles = [ranker.rank(papers(), s) for s in subs]
+    assert [[(s.paper.key, s.relevant) for s in r] for r in many] == [
+        [(s.paper.key, s.relevant) for s in r] for r in singles
+    ]
+
+
+def test_only_relevant_lists_just_the_relevant_papers(ranker: Ranker) -> None:
+    subs = [subscriber("graph neural networks"), subscriber("volcano seismology")]
+    lists = list(ranker.rank_many(papers(), subs, only_relevant=True))  # type: ignore[attr-defined]
+    assert [len(x) for x in lists] == [2, 0]
+    assert {s.paper.title[:21] for s in lists[0]} == {"Graph Neural Networks"}
+    assert all(s.relevant for s in lists[0])
+
+
+def test_papers_not_prepared_are_prepared_on_demand(ranker: Ranker) -> None:
+    extra = paper(
+        "Quantum Error Correction on Trapped Ions", "Quantum error correction with trapped ions.", 30
+    )
+    ranked = ranker.rank([extra], subscriber("quantum error correction"))
+    assert ranked[0].relevant
+
+
+def test_why_is_short_and_human(ranker: Ranker) -> None:
+    sub = subscriber("graph neural networks", about="I forecast traffic on road networks with graphs")
+    ranked = ranker.rank(papers(), sub)
+    assert all(0 < len(s.why) <= 90 for s in ranked)
+    assert ranked[0].why.startswith("matches: graph neural networks")

@@ -1,0 +1,89 @@
+"""SemanticRanker mechanics with the in-package hashing embedder, and the real model's synonyms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from newsletter.rank import SemanticRanker
+from newsletter.rank.embed import HashingEmbedder, MemoryVectorCache
+from newsletter.rank.semantic import semantic_available
+from tests.test_rank_behaviour import minilm
+from tests.test_rank_corpus import by_title, papers, subscriber
+
+
+class CountingEmbedder(HashingEmbedder):
+    """The hashing embedder, remembering every text it was asked to embed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.seen.extend(texts)
+        return super().embed(texts)
+
+
+def test_papers_are_embedded_once_and_cached_by_model_and_key() -> None:
+    embedder, cache = CountingEmbedder(), MemoryVectorCache()
+    SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
+    SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
+    assert len(embedder.seen) == len(papers())
+    key = papers()[0].key
+    assert set(cache.get("hashing-bow", [key])) == {key}
+
+
+def test_profile_texts_are_embedded_once_per_content() -> None:
+    embedder = CountingEmbedder()
+    ranker = SemanticRanker(embedder=embedder)
+    ranker.prepare(papers())
+    embedder.seen.clear()
+    subs = [subscriber("protein folding", about="Structures of proteins")] * 3
+    list(ranker.rank_many(papers(), subs))
+    ranker.rank(papers(), subscriber("protein folding"))
+    assert sorted(embedder.seen) == ["Structures of proteins", "protein folding"]
+
+
+def test_vectors_are_unit_length() -> None:
+    ranker = SemanticRanker(embedder=HashingEmbedder())
+    vectors = ranker.embed_papers(papers())
+    assert vectors.shape == (len(papers()), 256)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_liked_arxiv_id_resolves_to_the_prepared_paper() -> None:
+    from tests.test_rank_corpus import paper
+
+    liked = paper(
+        "Robotic Grasping from Pixels", "Robot grasping of objects with a camera.", 1, arxiv_id="2401.01234"
+    )
+    ranker = SemanticRanker(embedder=HashingEmbedder())
+    ranker.prepare([*papers(), liked])
+    ranked = ranker.rank(papers(), subscriber("tropical beekeeping", liked=("arXiv:2401.01234v2",)))
+    top = [s for s in ranked if s.why.startswith("similar to a paper you liked")]
+    assert top and top[0].why.endswith("Robotic Grasping from Pixels")
+
+
+@pytest.mark.semantic
+@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+def test_model_finds_a_paper_that_never_says_the_interest() -> None:
+    ranker = SemanticRanker(embedder=minilm())
+    ranker.prepare(papers())
+    ranked = ranker.rank(papers(), subscriber("speech recognition"))
+    hit = by_title(ranked, "Transcribing Spoken Audio")
+    assert hit.relevant
+    assert hit.why == "close to your interest 'speech recognition'"
+    assert ranked.index(hit) <= 1
+
+
+@pytest.mark.semantic
+@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+def test_model_reads_an_about_text() -> None:
+    ranker = SemanticRanker(embedder=minilm())
+    ranker.prepare(papers())
+    sub = subscriber("tropical beekeeping", about="I build systems that predict how molecules behave")
+    ranked = ranker.rank(papers(), sub)
+    assert ranked[0].paper.title.startswith("Graph Neural Networks for Molecule")
+    assert ranked[0].relevant
