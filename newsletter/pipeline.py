@@ -26,7 +26,7 @@ from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_url
 from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport
 from newsletter.send.base import Transport
-from newsletter.send.message import Envelope, build_message
+from newsletter.send.message import build_message, envelope_for
 from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.clean import clean_abstract, excerpt
 from newsletter.store import DeliveryRecord, DigestPlan, PlannedItem, Store
@@ -71,7 +71,7 @@ class Pipeline:
         self.sleep = sleep
         sender_address = parseaddr(settings.sender)[1] or "digest@localhost"
         self._sender_address = sender_address
-        self._list_id = settings.list_id or f"Trending Papers <papers.{settings.sender_domain}>"
+        self._list_name = parseaddr(settings.sender)[0] or "Trending Papers"
 
     # -- ingest -------------------------------------------------------------------------------------
 
@@ -117,12 +117,12 @@ class Pipeline:
         report.dumps = self.ingest_folder(now)
         selections = self.select(subscribers.subscribers, now)
         if dry_run:
-            report.digests = [self._dry_outcome(sel, now) for sel in selections]
+            report.extend(self._dry_outcome(sel, now) for sel in selections)
             return report
         with self.transport_factory() as transport:
             courier = Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep)
-            report.digests += self._retry_pending(courier, subscribers, now)
-            report.digests += [self._deliver_new(courier, sel, now) for sel in selections]
+            report.extend(self._retry_pending(courier, subscribers, now))
+            report.extend(self._deliver_new(courier, sel, now) for sel in selections)
         return report
 
     def deliver_pending(
@@ -132,7 +132,7 @@ class Pipeline:
         report = RunReport(recovered_unknown=self.store.recover_interrupted(now))
         with self.transport_factory() as transport:
             courier = Courier(self.store, transport, self.settings, sleep=self.sleep)
-            report.digests = self._retry_pending(courier, subscribers, now, ignore_backoff=ignore_backoff)
+            report.extend(self._retry_pending(courier, subscribers, now, ignore_backoff=ignore_backoff))
         return report
 
     def select(self, subscribers: Sequence[Subscriber], now: datetime) -> list[Selection]:
@@ -197,7 +197,7 @@ class Pipeline:
             date=date,
             unsubscribe_url=self._unsubscribe_urls(subscriber.email)[0],
             preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
-            list_name=self._list_id.split("<")[0].strip() or "Trending Papers",
+            list_name=self._list_name,
         )
 
     def _unsubscribe_urls(self, email: str) -> tuple[str, str | None]:
@@ -207,17 +207,18 @@ class Pipeline:
         https = one_click_url(base, email, secret) if base and secret else None
         return (https or mailto), https
 
+    def draft(self, selection: Selection, now: datetime) -> OutgoingMessage:
+        """The message a run would send for ``selection`` now (same digest id); plans and records nothing."""
+        sub = selection.subscriber
+        state = self.store.subscriber_state(sub.email)
+        digest_id = _digest_id(sub.email, state.watermark_seq if state else None, selection.upto_seq)
+        return self._message(sub, selection.chosen, digest_id, now)
+
     def _message(
         self, subscriber: Subscriber, items: Sequence[Scored], digest_id: str, date: datetime
     ) -> OutgoingMessage:
         rendered = self.renderer.render(self.view(subscriber, items, date))
-        https = self._unsubscribe_urls(subscriber.email)[1]
-        envelope = Envelope(
-            sender=self.settings.sender,
-            list_id=self._list_id,
-            mailto_unsubscribe=mailto_url(self._sender_address, subscriber.email),
-            https_unsubscribe=https,
-        )
+        envelope = envelope_for(self.settings, subscriber.email, self._unsubscribe_urls(subscriber.email)[1])
         return build_message(
             digest_id=digest_id,
             envelope=envelope,
