@@ -102,6 +102,8 @@ def _parse_now(value: str | None) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+DETAILED_UP_TO = 1000  # subscribers listed one by one after a run (more: counts and problems only)
+
 NowOption = Annotated[
     str | None, typer.Option("--now", help="Override the clock (ISO-8601), for backfills and tests.")
 ]
@@ -147,7 +149,8 @@ def run(
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
     with open_pipeline(settings) as pipeline:
-        report = pipeline.run(subscribers, _parse_now(now), dry_run=dry_run)
+        detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
+        report = pipeline.run(subscribers, _parse_now(now), dry_run=dry_run, detailed=detailed)
     if not dry_run:
         save_report(settings, report)
     _print_report(report, as_json)
@@ -179,6 +182,7 @@ def retry(
     clock = _parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
     with open_pipeline(settings) as pipeline:
+        pipeline.store.recover_interrupted(clock)
         requeued = pipeline.store.requeue(clock, statuses=statuses)
         report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True)
     if not as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,7 @@ class Settings(BaseSettings):
 
     send_rate: float | None = Field(default=None, gt=0)  # messages per second; None: as fast as accepted
     max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
+    workers: int = Field(default=1, ge=1, le=32)  # processes sending new digests (each its own connections)
     retries: int = Field(default=2, ge=0, le=10)  # in-run retries of a temporary (4xx) failure
     retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the first in-run retry, then doubled
 
@@ -123,6 +125,9 @@ class SubscriberList:
     def find(self, email: str) -> Subscriber | None:
         wanted = email.strip().casefold()
         return next((s for s in self.subscribers if s.email.casefold() == wanted), None)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -189,7 +194,8 @@ def _subscriber(path: Path, index: int, defaults: dict[str, Any], entry: Any) ->
     label = f"subscriber #{index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: {label}: expected a mapping")
-    label = f"subscriber #{index + 1} ({entry.get('email', 'no email')})"
+    email = _CONTROL.sub(" ", str(entry.get("email", "no email")))  # the error stays one line
+    label = f"subscriber #{index + 1} ({email})"
     try:
         return Subscriber(**{**defaults, **entry})
     except ValidationError as exc:

@@ -2,8 +2,10 @@
 
 For each message: mark *sending* (committed) -> transport.send -> mark *sent* (committed). A crash between
 the two commits leaves the digest in 'sending', which the next run reports as 'unknown' instead of
-resending it. Temporary failures are retried within the run with backoff, then left as 'retry' for the
-next run; permanent ones are recorded as 'failed' with the server's reply.
+resending it. Temporary failures are retried within the run with backoff (the digest waits as 'retry', so
+a crash during the wait loses nothing and reports nothing unknown), then left as 'retry' for the next run;
+permanent ones are recorded as 'failed' with the server's reply. Pacing (send_rate) happens before a digest
+is marked sending, for the same reason.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from datetime import datetime, timedelta
 from newsletter.config import Settings
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
-from newsletter.report import DigestOutcome, ItemReport
+from newsletter.report import DigestOutcome, ItemReport, Timings
 from newsletter.send.base import Transport
-from newsletter.store import Store
+from newsletter.store import InvalidTransition, Store
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class Courier:
         *,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        timings: Timings | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
@@ -46,7 +49,18 @@ class Courier:
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.sent = 0
+        self.bytes_sent = 0
+        self.timings = timings or Timings()
         self._last_send = float("-inf")
+        self._session = store.delivery_session()
+
+    def __enter__(self) -> Courier:
+        self._session.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with self.timings("store"):
+            self._session.__exit__(None, None, None)  # commit the last acceptance, whatever happened
 
     @property
     def stopped(self) -> bool:
@@ -55,28 +69,39 @@ class Courier:
     def deliver(
         self, message: OutgoingMessage, now: datetime, items: tuple[ItemReport, ...]
     ) -> DigestOutcome:
-        self.store.mark_sending(message.digest_id, now, message.message_id)
+        self._pace()  # before 'sending': a crash while waiting for our turn leaves the digest queued
         try:
-            self._send_with_retries(message)
+            with self.timings("store"):
+                self._session.sending(message.digest_id, message.message_id, now)
+            self._send_with_retries(message, now)
         except SendError as exc:
             return self._record_failure(message, exc, now, items)
-        self.store.mark_sent(message.digest_id, now, message.message_id)
+        except InvalidTransition as exc:  # e.g. unsubscribed (and cancelled) since it was planned
+            log.warning("%s: not sent: %s", message.recipient, exc)
+            return DigestOutcome(message.recipient, "skipped", str(exc), items, message.digest_id)
+        self._session.accepted(message.digest_id, message.message_id, now)
         self.sent += 1
+        self.bytes_sent += len(message.raw)
         log.info("sent %s to %s (%d papers)", message.digest_id, message.recipient, len(items))
         return DigestOutcome(message.recipient, "sent", "", items, message.digest_id)
 
-    def _send_with_retries(self, message: OutgoingMessage) -> None:
+    def _send_with_retries(self, message: OutgoingMessage, now: datetime) -> None:
         delay = self.backoff
         for attempt in range(self.retries + 1):
-            self._pace()
+            if attempt:
+                self._pace()
+                self.store.mark_sending(message.digest_id, now, message.message_id)
             try:
-                self.transport.send(message)
+                with self.timings("send"):
+                    self.transport.send(message)
                 return
             except SendError as exc:
                 if exc.permanent or exc.unknown or attempt == self.retries or self.stopped:
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 log.warning("%s: %s; retrying in %.1fs", message.recipient, exc, wait)
+                # refused, so not sent: a crash during the wait must leave it queued, not 'unknown'
+                self.store.mark_failed(message.digest_id, now, str(exc), permanent=False, retry_at=now)
                 self.sleep(wait)
                 delay *= 2
 

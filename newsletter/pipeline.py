@@ -7,24 +7,27 @@ twice: a digest is *planned* (items recorded, subscriber watermark advanced) in 
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier
-from newsletter.due import is_due
 from newsletter.errors import NewsletterError, RenderError, SendError, SourceError
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
+from newsletter.parallel import run_sharded
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_url
-from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport
+from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
+from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for
 from newsletter.sources import list_dump_files, read_dump
@@ -35,21 +38,9 @@ from newsletter.unsubscribe import mailto_url, one_click_url
 log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
+PLAN_BATCH = 256  # digests planned per transaction
 
-
-@dataclass(frozen=True)
-class Selection:
-    """A subscriber's digest-to-be, or the reason there is none."""
-
-    subscriber: Subscriber
-    reason: str = ""  # set when there is nothing to send
-    scored: tuple[Scored, ...] = ()  # every candidate, best first
-    upto_seq: int = 0  # the dump seq this selection covers
-
-    @property
-    def chosen(self) -> tuple[Scored, ...]:
-        relevant = [s for s in self.scored if s.relevant]
-        return tuple(relevant[: self.subscriber.max_items])
+__all__ = ["Pipeline", "Selection"]
 
 
 class Pipeline:
@@ -69,6 +60,7 @@ class Pipeline:
         self.renderer = renderer
         self.transport_factory = transport_factory
         self.sleep = sleep
+        self.timings = Timings()
         sender_address = parseaddr(settings.sender)[1] or "digest@localhost"
         self._sender_address = sender_address
         self._list_name = parseaddr(settings.sender)[0] or "Trending Papers"
@@ -105,87 +97,95 @@ class Pipeline:
         *,
         dry_run: bool = False,
         stop: threading.Event | None = None,
+        detailed: bool = True,
     ) -> RunReport:
         """Ingest, then deliver what earlier runs left queued, then every due digest.
 
         ``stop`` (set by a signal handler) ends the run after the message in flight; subscribers not
-        reached yet are simply due at the next run.
+        reached yet are due at the next run. Without ``detailed`` the report keeps counts and problems
+        only, so memory stays flat however many subscribers there are. With ``settings.workers`` > 1
+        the new digests are built and sent by that many processes, each with its own connections.
         """
-        report = RunReport()
+        started = time.perf_counter()
+        report = RunReport(detailed=detailed)
+        self.timings = Timings()
         if not dry_run:
             report.recovered_unknown = self.store.recover_interrupted(now)
-        report.dumps = self.ingest_folder(now)
-        selections = self.select(subscribers.subscribers, now)
+        with self.timings("ingest"):
+            report.dumps = self.ingest_folder(now)
         if dry_run:
-            report.extend(self._dry_outcome(sel, now) for sel in selections)
-            return report
-        with self.transport_factory() as transport:
-            courier = Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep)
-            report.extend(self._retry_pending(courier, subscribers, now))
-            report.extend(self._deliver_new(courier, sel, now) for sel in selections)
+            report.extend(self._dry_outcome(sel, now) for sel in self.select(subscribers.subscribers, now))
+        else:
+            report.merge(self.deliver_pending(subscribers, now, stop=stop))
+            if self.settings.workers > 1:
+                report.merge(run_sharded(self, subscribers.subscribers, now, stop=stop, detailed=detailed))
+            else:
+                report.merge(self.deliver_new(subscribers.subscribers, now, stop=stop, detailed=detailed))
+        report.timings = {**self.timings.totals, **report.timings, "total": time.perf_counter() - started}
+        return report
+
+    def deliver_new(
+        self,
+        subscribers: Sequence[Subscriber],
+        now: datetime,
+        *,
+        stop: threading.Event | None = None,
+        detailed: bool = True,
+    ) -> RunReport:
+        """Select, build, plan and send every due digest of ``subscribers`` (one process)."""
+        report = RunReport(detailed=detailed)
+        timings = self.timings = Timings()
+        selections = self.select(subscribers, now)
+        with (
+            self.transport_factory() as transport,
+            Courier(
+                self.store, transport, self.settings, stop=stop, sleep=self.sleep, timings=timings
+            ) as courier,
+        ):
+            for chunk in _batched(selections, PLAN_BATCH):
+                report.extend(self._deliver_chunk(courier, chunk, now))
+        report.bytes_sent = courier.bytes_sent
+        report.timings = dict(timings.totals)
         return report
 
     def deliver_pending(
-        self, subscribers: SubscriberList, now: datetime, *, ignore_backoff: bool = False
+        self,
+        subscribers: SubscriberList,
+        now: datetime,
+        *,
+        ignore_backoff: bool = False,
+        stop: threading.Event | None = None,
     ) -> RunReport:
-        """Only deliver what is queued (e.g. after `newsletter retry`), no new digests."""
-        report = RunReport(recovered_unknown=self.store.recover_interrupted(now))
-        with self.transport_factory() as transport:
-            courier = Courier(self.store, transport, self.settings, sleep=self.sleep)
-            report.extend(self._retry_pending(courier, subscribers, now, ignore_backoff=ignore_backoff))
+        """Deliver what earlier runs left queued (crashed, or failed temporarily); no new digests."""
+        report = RunReport()
+        pending = self.store.pending_deliveries(None if ignore_backoff else now)
+        if not pending:
+            return report
+        with (
+            self.transport_factory() as transport,
+            Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep) as courier,
+        ):
+            for record in pending:
+                if courier.stopped:
+                    break
+                report.add(self._retry_one(courier, record, subscribers, now))
+            report.bytes_sent = courier.bytes_sent
         return report
 
-    def select(self, subscribers: Sequence[Subscriber], now: datetime) -> list[Selection]:
-        latest = self.store.latest_dump_seq()
-        windows = {s.email: self._window(s, latest, now) for s in subscribers}
-        pool = {p.id: p for w in windows.values() if not isinstance(w, str) for p in w}
-        self.ranker.prepare(list(pool.values()))
-        return [self._rank(s, windows[s.email], latest or 0) for s in subscribers]
+    def select(self, subscribers: Iterable[Subscriber], now: datetime) -> Iterator[Selection]:
+        """Every subscriber's selection as a run sees it (grouped by window, not in input order)."""
+        return Selector(self.store, self.ranker, self.timings).select(subscribers, now)
 
     def preview(self, subscriber: Subscriber, now: datetime) -> tuple[Selection, DigestView | None]:
-        """What the subscriber's digest would hold now, ignoring whether it is due; changes nothing."""
-        latest = self.store.latest_dump_seq()
-        window = self._window(subscriber, latest, now, ignore_due=True)
-        if not isinstance(window, str):
-            self.ranker.prepare(window)
-        selection = self._rank(subscriber, window, latest or 0)
+        """What the subscriber's digest would hold now, ignoring whether it is due; changes nothing.
+
+        The selection keeps every candidate paper, relevant or not, best first.
+        """
+        selector = Selector(self.store, self.ranker, self.timings)
+        (selection,) = selector.select([subscriber], now, ignore_due=True, every_paper=True)
         if not selection.chosen:
             return selection, None
         return selection, self.view(subscriber, selection.chosen, now)
-
-    # -- choosing papers ----------------------------------------------------------------------------
-
-    def _window(
-        self, subscriber: Subscriber, latest: int | None, now: datetime, *, ignore_due: bool = False
-    ) -> list[StoredPaper] | str:
-        """The candidate papers for this subscriber, or the reason there are none."""
-        if self.store.is_unsubscribed(subscriber.email):
-            return "unsubscribed"
-        state = self.store.subscriber_state(subscriber.email)
-        if latest is None:
-            return "nothing new"
-        if state is None or state.watermark_seq is None:
-            papers = self.store.papers_first_seen_in(latest)
-        else:
-            papers = self.store.papers_first_seen_after(state.watermark_seq)
-        if papers:
-            sent = self.store.sent_paper_ids(subscriber.email)
-            papers = [p for p in papers if p.id not in sent]
-        if not papers:
-            return "nothing new"
-        last = state.last_digest_at if state else None
-        if not ignore_due and not is_due(subscriber, last, now):
-            return "not due"
-        return papers
-
-    def _rank(self, subscriber: Subscriber, window: list[StoredPaper] | str, latest: int) -> Selection:
-        if isinstance(window, str):
-            return Selection(subscriber, reason=window)
-        scored = tuple(self.ranker.rank(window, subscriber))
-        selection = Selection(subscriber, scored=scored, upto_seq=latest)
-        if not selection.chosen:
-            return Selection(subscriber, reason="nothing relevant", scored=scored, upto_seq=latest)
-        return selection
 
     # -- rendering and building ---------------------------------------------------------------------
 
@@ -209,66 +209,73 @@ class Pipeline:
 
     def draft(self, selection: Selection, now: datetime) -> OutgoingMessage:
         """The message a run would send for ``selection`` now (same digest id); plans and records nothing."""
-        sub = selection.subscriber
-        state = self.store.subscriber_state(sub.email)
-        digest_id = _digest_id(sub.email, state.watermark_seq if state else None, selection.upto_seq)
-        return self._message(sub, selection.chosen, digest_id, now)
+        digest_id = _digest_id(selection.subscriber.email, selection.from_seq, selection.upto_seq)
+        return self._message(selection.subscriber, selection.chosen, digest_id, now)
 
     def _message(
         self, subscriber: Subscriber, items: Sequence[Scored], digest_id: str, date: datetime
     ) -> OutgoingMessage:
-        rendered = self.renderer.render(self.view(subscriber, items, date))
+        with self.timings("render"):
+            rendered = self.renderer.render(self.view(subscriber, items, date))
         envelope = envelope_for(self.settings, subscriber.email, self._unsubscribe_urls(subscriber.email)[1])
-        return build_message(
-            digest_id=digest_id,
-            envelope=envelope,
-            to_name=subscriber.name,
-            to_addr=subscriber.email,
-            rendered=rendered,
-            date=date,
-        )
+        with self.timings("mime"):
+            return build_message(
+                digest_id=digest_id,
+                envelope=envelope,
+                to_name=subscriber.name,
+                to_addr=subscriber.email,
+                rendered=rendered,
+                date=date,
+            )
 
     # -- delivering ---------------------------------------------------------------------------------
 
-    def _deliver_new(self, courier: Courier, selection: Selection, now: datetime) -> DigestOutcome:
-        sub = selection.subscriber
-        if selection.reason:
-            if selection.reason == "nothing relevant":
-                self.store.advance_watermark(sub.email, selection.upto_seq)
-            return DigestOutcome(sub.email, "skipped", selection.reason)
-        if courier.stopped:
-            return DigestOutcome(sub.email, "skipped", "stopped before its turn; due at the next run")
-        if self.settings.max_per_run is not None and courier.sent >= self.settings.max_per_run:
-            return DigestOutcome(sub.email, "skipped", "run cap reached; due at the next run")
-        chosen = selection.chosen
-        state = self.store.subscriber_state(sub.email)
-        digest_id = _digest_id(sub.email, state.watermark_seq if state else None, selection.upto_seq)
-        try:
-            message = self._message(sub, chosen, digest_id, now)
-        except (RenderError, SendError) as exc:
-            log.error("%s: cannot build digest: %s", sub.email, exc)
-            return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(chosen))
-        plan = DigestPlan(
-            digest_id=digest_id,
-            email=sub.email,
-            created_at=now,
-            watermark_seq=selection.upto_seq,
-            subject=message.subject,
-            items=tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(chosen, start=1)),
-        )
-        self.store.plan_digest(plan)
-        return courier.deliver(message, now, _items(chosen))
-
-    def _retry_pending(
-        self, courier: Courier, subscribers: SubscriberList, now: datetime, *, ignore_backoff: bool = False
+    def _deliver_chunk(
+        self, courier: Courier, chunk: Sequence[Selection], now: datetime
     ) -> list[DigestOutcome]:
-        """Digests planned by an earlier run (crashed, or failed temporarily) go out first."""
-        outcomes = []
-        for record in self.store.pending_deliveries(None if ignore_backoff else now):
-            if courier.stopped:
-                break
-            outcomes.append(self._retry_one(courier, record, subscribers, now))
+        """Build a chunk's messages, plan them in one transaction, then send them one by one."""
+        outcomes: list[DigestOutcome] = []
+        ready: list[tuple[OutgoingMessage, tuple[ItemReport, ...]]] = []
+        plans: list[DigestPlan] = []
+        evaluated: dict[int, list[str]] = defaultdict(list)  # nothing relevant up to seq: watermark moves
+        for sel in chunk:
+            sub = sel.subscriber
+            if sel.reason == "nothing relevant":
+                evaluated[sel.upto_seq].append(sub.email)
+            if sel.reason or self._held_back(courier, len(ready)):
+                reason = sel.reason or self._held_back(courier, len(ready))
+                outcomes.append(DigestOutcome(sub.email, "skipped", reason))
+                continue
+            digest_id = _digest_id(sub.email, sel.from_seq, sel.upto_seq)
+            try:
+                message = self._message(sub, sel.chosen, digest_id, now)
+            except (RenderError, SendError) as exc:
+                log.error("%s: cannot build digest: %s", sub.email, exc)
+                outcomes.append(DigestOutcome(sub.email, "failed", f"error: {exc}", _items(sel.chosen)))
+                continue
+            ready.append((message, _items(sel.chosen)))
+            plans.append(_plan(digest_id, sel, message.subject, now))
+        with self.timings("store"):
+            for seq, emails in evaluated.items():
+                self.store.advance_watermarks(emails, seq)
+            self.store.plan_digests(plans)
+        for message, items in ready:
+            if courier.stopped:  # planned: the next run sends it first
+                outcomes.append(
+                    DigestOutcome(message.recipient, "skipped", "stopped; queued for the next run")
+                )
+            else:
+                outcomes.append(courier.deliver(message, now, items))
         return outcomes
+
+    def _held_back(self, courier: Courier, planned: int) -> str:
+        """Why a due digest waits for the next run, or ''."""
+        if courier.stopped:
+            return "stopped before its turn; due at the next run"
+        cap = self.settings.max_per_run
+        if cap is not None and courier.sent + planned >= cap:
+            return "run cap reached; due at the next run"
+        return ""
 
     def _retry_one(
         self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
@@ -302,17 +309,28 @@ def _digest_id(email: str, from_seq: int | None, upto_seq: int) -> str:
     return hashlib.sha256(key).hexdigest()[:20]
 
 
+def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection, ...]]:
+    iterator = iter(items)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> DigestPlan:
+    items = tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(selection.chosen, start=1))
+    return DigestPlan(digest_id, selection.subscriber.email, now, selection.upto_seq, subject, items)
+
+
 def _items(scored: Sequence[Scored]) -> tuple[ItemReport, ...]:
     return tuple(ItemReport(s.paper.key, s.paper.title, round(s.score, 4), s.why) for s in scored)
 
 
 def _item_view(scored: Scored) -> ItemView:
+    title, url, short = _display(scored.paper)
     paper = scored.paper
-    title = clean_abstract(paper.title)
     return ItemView(
         title=title,
-        url=paper_url(paper.arxiv_id, title),
-        excerpt=excerpt(clean_abstract(paper.abstract)),
+        url=url,
+        excerpt=short,
         why=scored.why,
         rank=paper.best_rank,
         score=scored.score,
@@ -320,3 +338,10 @@ def _item_view(scored: Scored) -> ItemView:
         arxiv_id=paper.arxiv_id,
         times_seen=paper.times_seen,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _display(paper: StoredPaper) -> tuple[str, str, str]:
+    """Cleaned title, link and excerpt: once per paper, not once per subscriber."""
+    title = clean_abstract(paper.title)
+    return title, paper_url(paper.arxiv_id, title), excerpt(clean_abstract(paper.abstract))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 Status = Literal["sent", "skipped", "failed", "unknown", "dry-run"]
 
@@ -36,6 +38,35 @@ class DumpOutcome:
     error: str | None = None
 
 
+class Timings:
+    """Seconds spent per pipeline stage, summed over a run."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[stage] += time.perf_counter() - started
+
+    def iterate(self, stage: str, items: Iterable[T]) -> Iterator[T]:
+        """Yield from ``items``, counting the time spent producing each one toward ``stage``."""
+        iterator = iter(items)
+        while True:
+            with self(stage):
+                item = next(iterator, _END)
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+
+
+_END = object()
+T = TypeVar("T")
+
+
 @dataclass
 class RunReport:
     """Counts every outcome; keeps each one only when ``detailed`` (for --json), else just the problems,
@@ -49,6 +80,7 @@ class RunReport:
     skipped: Counter[str] = field(default_factory=Counter)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     bytes_sent: int = 0
+    errors: list[str] = field(default_factory=list)  # problems outside any one digest (a worker died)
 
     def add(self, outcome: DigestOutcome) -> None:
         self.statuses[outcome.status] += 1
@@ -57,13 +89,24 @@ class RunReport:
         if self.detailed or outcome.status in ("failed", "unknown"):
             self.digests.append(outcome)
 
+    def merge(self, other: RunReport) -> None:
+        """Fold another report's outcomes, counts, timings and bytes into this one."""
+        self.digests += other.digests
+        self.statuses.update(other.statuses)
+        self.skipped.update(other.skipped)
+        self.recovered_unknown += other.recovered_unknown
+        for stage, seconds in other.timings.items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        self.bytes_sent += other.bytes_sent
+        self.errors += other.errors
+
     def extend(self, outcomes: Iterable[DigestOutcome]) -> None:
         for outcome in outcomes:
             self.add(outcome)
 
     @property
     def ok(self) -> bool:
-        return not any(d.error for d in self.dumps) and not self.statuses["failed"]
+        return not any(d.error for d in self.dumps) and not self.statuses["failed"] and not self.errors
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +116,7 @@ class RunReport:
             "recovered_unknown": self.recovered_unknown,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "bytes_sent": self.bytes_sent,
+            "errors": self.errors,
         }
 
     def summary(self) -> str:
@@ -84,6 +128,8 @@ class RunReport:
         errors = sum(1 for d in self.dumps if d.error)
         if errors:
             parts.append(f"{errors} dump(s) rejected")
+        if self.errors:
+            parts.append(f"{len(self.errors)} worker error(s)")
         if self.recovered_unknown:
             parts.append(f"{len(self.recovered_unknown)} interrupted earlier, now unknown")
         return "; ".join(parts)

@@ -102,7 +102,7 @@ class Daemon:
             if self.stop.is_set():
                 return
             try:
-                report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop)
+                report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
             except NewsletterError as exc:
                 log.error("tick failed: %s", exc)
                 return

@@ -146,7 +146,10 @@ class Previewer:
         with self._pipeline() as pipeline:
             now = self.clock()
             notes = self._ingest_new(pipeline, now)
-            selections = pipeline.select(subscribers.subscribers, now)
+            order = {id(s): i for i, s in enumerate(subscribers.subscribers)}
+            selections = sorted(
+                pipeline.select(subscribers.subscribers, now), key=lambda sel: order[id(sel.subscriber)]
+            )
             states = pipeline.store.subscriber_states()
         rows = tuple(_row(s, states.get(s.subscriber.email.casefold()), now) for s in selections)
         return Index(rows, notes, now)

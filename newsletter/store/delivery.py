@@ -80,7 +80,7 @@ def subscriber_states(conn: Connection) -> dict[str, SubscriberState]:
     return {row.email: _subscriber_state(row) for row in conn.execute(sa.select(subscribers))}
 
 
-def advance_watermark(conn: Connection, email: str, seq: int) -> None:
+def advance_watermarks(conn: Connection, emails: Iterable[str], seq: int) -> None:
     """Evaluated up to ``seq``; never moves a watermark backwards."""
     current = subscribers.c.watermark_seq
 
@@ -88,7 +88,9 @@ def advance_watermark(conn: Connection, email: str, seq: int) -> None:
         keep = sa.and_(current.is_not(None), current >= excluded.watermark_seq)
         return sa.case((keep, current), else_=excluded.watermark_seq)
 
-    _upsert(conn, [{"email": email_key(email), "watermark_seq": seq}], {"watermark_seq": newer})
+    rows = [{"email": key, "watermark_seq": seq} for key in dict.fromkeys(map(email_key, emails))]
+    for batch in chunks(rows):
+        _upsert(conn, batch, {"watermark_seq": newer})
 
 
 def record_unsubscribe(conn: Connection, email: str, now: datetime) -> int:

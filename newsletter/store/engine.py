@@ -87,6 +87,11 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def write_options() -> dict[str, bool]:
+    """Execution options for a connection whose transactions write (BEGIN IMMEDIATE on SQLite)."""
+    return {_WRITE: True}
+
+
 @contextmanager
 def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
     """One transaction: committed when the block ends, rolled back when it raises."""

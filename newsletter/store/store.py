@@ -31,6 +31,7 @@ from newsletter.store.records import (
     SubscriberState,
 )
 from newsletter.store.schema import dumps, papers
+from newsletter.store.session import DeliverySession
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+
+    def dispose_after_fork(self) -> None:
+        """In a forked child: forget the parent's pooled connections without closing them."""
+        self._engine.dispose(close=False)
 
     def __enter__(self) -> Store:
         return self
@@ -139,8 +144,12 @@ class Store:
 
     def advance_watermark(self, email: str, seq: int) -> None:
         """Evaluated up to ``seq``, nothing to send. Never lowers an existing watermark."""
-        with self._tx(f"advancing the watermark of {email}", write=True) as conn:
-            delivery.advance_watermark(conn, email, seq)
+        self.advance_watermarks([email], seq)
+
+    def advance_watermarks(self, emails: Iterable[str], seq: int) -> None:
+        """advance_watermark for many subscribers in one transaction."""
+        with self._tx("advancing subscriber watermarks", write=True) as conn:
+            delivery.advance_watermarks(conn, emails, seq)
 
     def record_unsubscribe(self, email: str, now: datetime) -> None:
         """Record the unsubscribe (first time kept) and cancel the address's queued digests."""
@@ -198,6 +207,10 @@ class Store:
         _aware(now, "now")
         with self._tx("marking digests sending", write=True) as conn:
             return delivery.mark_sending_many(conn, digest_ids, now)
+
+    def delivery_session(self) -> DeliverySession:
+        """The per-message hot path for a run's sends (see store/session.py)."""
+        return DeliverySession(self._engine)
 
     def mark_sent(self, digest_id: str, now: datetime, message_id: str) -> None:
         """sending -> sent, once the transport accepted the message."""

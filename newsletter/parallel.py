@@ -1,0 +1,117 @@
+"""Several worker processes for one run's new digests (``NEWSLETTER_WORKERS`` > 1).
+
+Subscribers are split into shards; each forked worker ranks, renders, plans and sends its shard with
+its own database and SMTP/API connections, then hands its report back. The parent has already ingested
+and delivered what earlier runs left queued, and it holds the run lock, which the workers share (the
+lock's file descriptor is inherited). Workers die with the parent (PR_SET_PDEATHSIG on Linux) and a
+SIGTERM lets each finish its message in flight; a crash can leave one 'unknown' delivery per worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
+
+from newsletter.errors import NewsletterError
+from newsletter.models import Subscriber
+from newsletter.report import RunReport
+
+if TYPE_CHECKING:
+    from newsletter.pipeline import Pipeline
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def run_sharded(
+    pipeline: Pipeline,
+    subscribers: Sequence[Subscriber],
+    now: datetime,
+    *,
+    stop: threading.Event | None = None,
+    detailed: bool = True,
+) -> RunReport:
+    workers = pipeline.settings.workers
+    context = multiprocessing.get_context("fork")
+    jobs = []
+    for shard in range(workers):
+        receive, send = context.Pipe(duplex=False)
+        args = (pipeline, subscribers[shard::workers], now, detailed, send, os.getpid())
+        process = context.Process(target=_worker, args=args, name=f"newsletter-worker-{shard}")
+        process.start()
+        send.close()
+        jobs.append((process, receive))
+    return _collect(jobs, stop)
+
+
+def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], stop: threading.Event | None) -> RunReport:
+    report = RunReport()
+    for process, receive in jobs:
+        result = _result_of(process, receive, stop)
+        process.join()
+        if isinstance(result, RunReport):
+            report.merge(result)
+        else:
+            problem = result or f"exited with status {process.exitcode}"
+            log.error("%s failed: %s", process.name, problem)
+            report.errors.append(f"{process.name}: {problem}")
+    return report
+
+
+def _result_of(
+    process: BaseProcess, receive: Connection, stop: threading.Event | None
+) -> RunReport | str | None:
+    """The worker's report (or error text); None if it died without one."""
+    signalled = False
+    while not receive.poll(0.2):
+        if not process.is_alive():
+            return receive.recv() if receive.poll(0) else None
+        if stop is not None and stop.is_set() and not signalled:
+            os.kill(process.pid or 0, signal.SIGTERM)  # finish the message in flight, then stop
+            signalled = True
+    result: RunReport | str = receive.recv()
+    return result
+
+
+def _worker(
+    pipeline: Pipeline,
+    shard: Sequence[Subscriber],
+    now: datetime,
+    detailed: bool,
+    send: Connection,
+    parent: int,
+) -> None:
+    _die_with_parent(parent)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it too
+    from newsletter.store import Store
+
+    pipeline.store.dispose_after_fork()
+    pipeline.store = Store(pipeline.settings.db_url)
+    try:
+        send.send(pipeline.deliver_new(shard, now, stop=stop, detailed=detailed))
+    except NewsletterError as exc:
+        send.send(str(exc))
+    finally:
+        pipeline.store.close()
+        send.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

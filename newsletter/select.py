@@ -1,0 +1,116 @@
+"""Which papers go in each subscriber's digest: their window of new papers, whether they are due, ranking.
+
+A subscriber's *window* is every paper first seen after their watermark (the last dump their previous
+digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is the latest
+dump's new papers. Papers sent before are outside every later window, so nothing is sent twice.
+Subscribers that share a window are ranked together (`rank_many`), so the cost per subscriber is a few
+array operations, and selections stream out without holding one per subscriber.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from newsletter.due import is_due
+from newsletter.models import Scored, StoredPaper, Subscriber
+from newsletter.rank.base import Ranker
+from newsletter.report import Timings
+from newsletter.store import Store, SubscriberState
+from newsletter.store.delivery import email_key
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A subscriber's digest-to-be, or the reason there is none."""
+
+    subscriber: Subscriber
+    reason: str = ""  # set when there is nothing to send
+    scored: tuple[Scored, ...] = ()  # best first: relevant papers only, or every candidate for a preview
+    upto_seq: int = 0  # the latest dump this selection covers
+    from_seq: int | None = None  # the subscriber's watermark before it (None: new subscriber)
+
+    @property
+    def chosen(self) -> tuple[Scored, ...]:
+        relevant = (s for s in self.scored if s.relevant)
+        return tuple(itertools.islice(relevant, self.subscriber.max_items))
+
+
+class Selector:
+    def __init__(self, store: Store, ranker: Ranker, timings: Timings | None = None) -> None:
+        self.store = store
+        self.ranker = ranker
+        self.timings = timings or Timings()
+
+    def select(
+        self,
+        subscribers: Iterable[Subscriber],
+        now: datetime,
+        *,
+        ignore_due: bool = False,
+        every_paper: bool = False,
+    ) -> Iterator[Selection]:
+        """One Selection per subscriber, grouped by window (not in input order).
+
+        ``ignore_due`` previews a digest that is not due yet; ``every_paper`` keeps the papers that
+        were not relevant too (best first), for showing near misses.
+        """
+        latest = self.store.latest_dump_seq()
+        if latest is None:
+            yield from (Selection(s, reason="nothing new") for s in subscribers)
+            return
+        with self.timings("select"):
+            states = self.store.subscriber_states()
+            unsubscribed = self.store.unsubscribed_emails()
+        groups: dict[int | None, list[Subscriber]] = defaultdict(list)
+        for sub in subscribers:
+            if email_key(sub.email) in unsubscribed:
+                yield Selection(sub, reason="unsubscribed")
+                continue
+            state = states.get(email_key(sub.email))
+            groups[state.watermark_seq if state else None].append(sub)
+        windows = {mark: self._window(mark, latest) for mark in groups}
+        self._prepare(windows.values())
+        for mark, group in groups.items():
+            due: list[Subscriber] = []
+            for sub in group:
+                if ignore_due or _is_due(sub, states, now):
+                    due.append(sub)
+                else:
+                    yield Selection(sub, reason="not due")
+            yield from self._rank(due, windows[mark], latest, mark, every_paper)
+
+    def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
+        with self.timings("select"):
+            if mark is None:
+                return self.store.papers_first_seen_in(latest)
+            return self.store.papers_first_seen_after(mark)
+
+    def _prepare(self, windows: Iterable[list[StoredPaper]]) -> None:
+        with self.timings("rank"):
+            pool = {p.id: p for window in windows for p in window}
+            self.ranker.prepare(list(pool.values()))
+
+    def _rank(
+        self,
+        subscribers: Sequence[Subscriber],
+        window: list[StoredPaper],
+        latest: int,
+        mark: int | None,
+        every_paper: bool,
+    ) -> Iterator[Selection]:
+        if not window:
+            yield from (Selection(s, reason="nothing new") for s in subscribers)
+            return
+        ranked = self.ranker.rank_many(window, subscribers, only_relevant=not every_paper)
+        for sub, scored in zip(subscribers, self.timings.iterate("rank", ranked), strict=True):
+            selection = Selection(sub, scored=tuple(scored), upto_seq=latest, from_seq=mark)
+            yield selection if selection.chosen else replace(selection, reason="nothing relevant")
+
+
+def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:
+    state = states.get(email_key(subscriber.email))
+    return is_due(subscriber, state.last_digest_at if state else None, now)

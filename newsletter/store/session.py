@@ -1,0 +1,104 @@
+"""The delivery hot path: one connection for a run's sends, one short transaction per message.
+
+Per message the log needs two durable steps: *sending* before the network step and *sent* after it.
+The session folds the previous message's *sent* into the next message's *sending* transaction, so a
+run of N messages commits N + 1 transactions on one connection instead of 2N on fresh ones. A crash
+between a message's acceptance and the next commit leaves it 'sending', which the next run reports as
+'unknown' (never resent): still at most one per crash.
+
+Unsubscribing cancels queued digests in its own transaction, so a status check covers it here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from types import TracebackType
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from newsletter.store.engine import db_errors, write_options
+from newsletter.store.records import QUEUED, SENDING, SENT, InvalidTransition
+from newsletter.store.schema import digests
+
+_SENDING = (
+    digests.update()
+    .where(digests.c.id == sa.bindparam("b_id"), digests.c.status.in_(QUEUED))
+    .values(
+        status=SENDING,
+        updated_at=sa.bindparam("b_now"),
+        message_id=sa.bindparam("b_message_id"),
+        attempts=digests.c.attempts + 1,
+    )
+)
+_SENT = (
+    digests.update()
+    .where(digests.c.id == sa.bindparam("b_id"), digests.c.status == SENDING)
+    .values(
+        status=SENT,
+        updated_at=sa.bindparam("b_now"),
+        message_id=sa.bindparam("b_message_id"),
+        last_error=None,
+        not_before=None,
+    )
+)
+
+
+class DeliverySession:
+    """Use as a context manager; ``flush()`` (also on exit) makes the last accepted message 'sent'."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+        self._accepted: tuple[str, str, datetime] | None = None  # sent, not yet committed
+
+    def __enter__(self) -> DeliverySession:
+        with db_errors("opening a delivery session"):
+            self._conn = self._engine.connect()
+            self._conn.execution_options(**write_options())
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            self.flush()
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+
+    def sending(self, digest_id: str, message_id: str, now: datetime) -> None:
+        """pending|retry -> sending (and commit the previous acceptance); InvalidTransition if it can't."""
+        params = {"b_id": digest_id, "b_now": now, "b_message_id": message_id}
+        with self._tx(f"marking digest {digest_id} sending") as conn:
+            self._record_accepted(conn)
+            moved = conn.execute(_SENDING, params).rowcount == 1
+        self._accepted = None  # committed with this transaction, whether or not this digest moved
+        if not moved:
+            raise InvalidTransition(f"digest {digest_id!r} is no longer queued (cancelled or handled)")
+
+    def accepted(self, digest_id: str, message_id: str, now: datetime) -> None:
+        """The transport accepted it; recorded 'sent' with the next transaction or at flush()."""
+        self._accepted = (digest_id, message_id, now)
+
+    def flush(self) -> None:
+        if self._accepted is not None:
+            with self._tx("marking a digest sent") as conn:
+                self._record_accepted(conn)
+            self._accepted = None
+
+    def _record_accepted(self, conn: Connection) -> None:
+        if self._accepted is None:
+            return
+        digest_id, message_id, now = self._accepted
+        params = {"b_id": digest_id, "b_now": now, "b_message_id": message_id}
+        if conn.execute(_SENT, params).rowcount != 1:
+            raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
+
+    @contextmanager
+    def _tx(self, action: str) -> Iterator[Connection]:
+        assert self._conn is not None, "use DeliverySession as a context manager"
+        with db_errors(action), self._conn.begin():
+            yield self._conn
