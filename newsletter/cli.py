@@ -144,8 +144,12 @@ def run(
         bool, typer.Option("--dry-run", help="Build digests but send and record nothing.")
     ] = False,
     as_json: JsonOption = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes sending new digests [NEWSLETTER_WORKERS, 1]")
+    ] = None,
 ) -> None:
     """Ingest new dumps from the dumps folder, then build and deliver every due digest."""
+    state.settings_overrides["workers"] = workers
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
     with open_pipeline(settings) as pipeline:
