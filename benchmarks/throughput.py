@@ -36,7 +36,8 @@ TOPICS = [
     "text-to-image", "video generation", "image generation", "medical image segmentation", "MRI",
     "time series forecasting", "interpretability", "sparse autoencoders", "reinforcement learning",
     "LLM agents", "reasoning", "code generation", "quantization", "KV cache", "speculative decoding",
-    "efficient LLM serving", "pruning", "knowledge distillation", "graph neural networks", "3D reconstruction",
+    "efficient LLM serving", "pruning", "knowledge distillation", "graph neural networks",
+    "3D reconstruction",
     "Gaussian splatting", "speech recognition", "text-to-speech", "robotics", "embodied agents",
     "vision transformers", "object detection", "semantic segmentation", "multimodal LLMs",
     "retrieval-augmented generation", "instruction tuning", "RLHF", "preference optimization",
@@ -64,7 +65,9 @@ def write_inputs(workdir: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
         out.write("defaults: {cadence: each-dump}\nsubscribers:\n")
         for i in range(n):
             interests = json.dumps(rng.sample(TOPICS, rng.randint(1, 3)))
-            out.write(f"  - {{email: user{i}@bench.example.org, interests: {interests}, max_items: {rng.randint(5, 15)}}}\n")
+            limit = rng.randint(5, 15)
+            entry = f"{{email: user{i}@bench.example.org, interests: {interests}, max_items: {limit}}}"
+            out.write(f"  - {entry}\n")
     return dumps, subs
 
 
@@ -136,7 +139,9 @@ def pipeline(workdir: Path, dumps: Path, subs: Path, extra_env: dict[str, str]) 
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", "--subscribers", type=int, default=10_000)
     parser.add_argument("--ranker", default="lexical", help="NEWSLETTER_RANKER for the pipeline run")
     parser.add_argument("--workers", type=int, default=1, help="NEWSLETTER_WORKERS for the pipeline run")
