@@ -225,7 +225,7 @@ def test_excerpt_takes_up_to_three_sentences_and_marks_the_cut() -> None:
     assert result == (
         "State space models (SSMs), e.g. S4 and Mamba, scale linearly with length. "
         "Gu et al. Showed this first on long-range tasks. "
-        "We train a 3.5T-token model on 8 GPUs. …"
+        "We train a 3.5T-token model on 8 GPUs.\u00a0…"
     )
 
 
@@ -237,7 +237,7 @@ def test_excerpt_stops_before_max_chars() -> None:
     result = excerpt(LONG, max_sentences=3, max_chars=130)
     assert result == (
         "State space models (SSMs), e.g. S4 and Mamba, scale linearly with length. "
-        "Gu et al. Showed this first on long-range tasks. …"
+        "Gu et al. Showed this first on long-range tasks.\u00a0…"
     )
     assert len(result) <= 130
 
@@ -258,7 +258,7 @@ def test_excerpt_marks_a_first_sentence_that_only_fits_without_the_marker() -> N
 
 
 def test_excerpt_cleans_first() -> None:
-    assert excerpt(r"We get 13.7times speedups. {\it Really}.", max_sentences=1) == "We get 13.7× speedups. …"
+    assert excerpt(r"We get 13.7times speedups. {\it Really}.", max_sentences=1) == "We get 13.7× speedups.\u00a0…"
 
 
 def test_excerpt_of_every_seed_abstract_is_short_and_ends_cleanly() -> None:
@@ -267,7 +267,7 @@ def test_excerpt_of_every_seed_abstract_is_short_and_ends_cleanly() -> None:
             result = excerpt(paper.abstract)
             assert 0 < len(result) <= 400
             assert result.endswith((".", "!", "?", "…")), result[-40:]
-            assert result.rstrip(" …") in clean_abstract(paper.abstract)
+            assert result.rstrip("\u00a0…") in clean_abstract(paper.abstract)
 
 
 def test_excerpt_of_empty_text() -> None:

@@ -220,7 +220,7 @@ def excerpt(text: str, max_sentences: int = 3, max_chars: int = 400) -> str:
     if not kept:
         return _cut_words(sentences[0], max_chars) if sentences else ""  # first sentence too long
     joined = " ".join(kept)
-    return joined if len(kept) == len(sentences) else f"{joined} {ELLIPSIS}"
+    return joined if len(kept) == len(sentences) else f"{joined}\u00a0{ELLIPSIS}"  # keeps … on the line
 
 
 def split_sentences(text: str) -> list[str]:
