@@ -105,10 +105,16 @@ class Courier:
                 self.sleep(wait)
                 delay *= 2
 
+    def flush(self) -> None:
+        """Record the last accepted message as 'sent' now, before the courier waits or idles."""
+        with self.timings("store"):
+            self._session.flush()
+
     def _pace(self) -> None:
         if self.interval:
             wait = self._last_send + self.interval - time.monotonic()
             if wait > 0:
+                self.flush()  # a crash during the wait must not turn a sent message into 'unknown'
                 self.sleep(wait)
             self._last_send = time.monotonic()
 

@@ -266,6 +266,7 @@ class Pipeline:
                 )
             else:
                 outcomes.append(courier.deliver(message, now, items))
+        courier.flush()  # the next chunk is ranked and built with every acceptance recorded
         return outcomes
 
     def _held_back(self, courier: Courier, planned: int) -> str:

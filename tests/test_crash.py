@@ -1,0 +1,588 @@
+"""kill -9 a run at random points, then count at a real SMTP server: nothing twice, nothing lost.
+
+The SMTP server (aiosmtpd) runs in its own process so the test can SIGKILL the `newsletter run`
+client at any moment. It journals every message it accepts (recipient, Message-ID, paper links) and
+only then, after a short delay, replies to DATA: a kill in that delay is the "body sent, reply never
+read" case whose fate the tool must report as unknown instead of guessing.
+
+Run as ``python -m tests.test_crash JOURNAL DELAY`` it is that server (prints its port, stops on EOF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
+from newsletter.errors import SendError
+from newsletter.models import OutgoingMessage
+from newsletter.pipeline import Pipeline
+from newsletter.rank import make_ranker
+from newsletter.render import Renderer
+from newsletter.report import RunReport
+from newsletter.store import SENDING, Store
+
+from .conftest import ROOT, SEEDS
+from .helpers import cli, seed_names
+
+SEED = 20260311
+SUBSCRIBERS = 60
+MIN_KILLS = 20
+KILLS_PER_DUMP = 5
+DATA_DELAY = 0.02  # seconds the server waits between journaling a message and replying 250
+SEND_RATE = "30"  # messages per second, so a run's sending phase lasts ~2 s
+DOMAIN = "papers.example.org"
+TOPICS = (
+    ("state space models", "Mamba"),
+    ("diffusion models", "image generation"),
+    ("large language models", "reasoning"),
+    ("mixture of experts", "sparsity"),
+    ("reinforcement learning", "agents"),
+    ("transformers", "attention"),
+    ("vision language models", "multimodal"),
+    ("efficient inference", "long context"),
+)
+_PAPER_LINK = re.compile(r"https://arxiv\.org/\S+")
+
+
+# --- the SMTP server process --------------------------------------------------------------------
+
+
+class Journal:
+    """aiosmtpd handler: append one JSON line per accepted message, then reply after ``delay``."""
+
+    def __init__(self, path: Path, delay: float) -> None:
+        self.file = path.open("a", encoding="utf-8")
+        self.delay = delay
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = message_from_bytes(envelope.content, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        body = msg.get_body(("plain",))
+        papers = _PAPER_LINK.findall(body.get_content() if body else "")
+        for rcpt in envelope.rcpt_tos:
+            line = {"to": rcpt, "id": str(msg["Message-ID"]), "papers": papers}
+            self.file.write(json.dumps(line) + "\n")
+        self.file.flush()  # the server is never killed: flushed to the OS is durable enough
+        await asyncio.sleep(self.delay)
+        return "250 2.0.0 queued"
+
+
+def serve(journal: Path, delay: float) -> None:
+    import socket
+
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(Journal(journal, delay), hostname="127.0.0.1", port=port)
+    controller.start()
+    print(port, flush=True)
+    sys.stdin.read()  # until the test closes our stdin
+    controller.stop()
+
+
+# --- the test's side --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Received:
+    to: str
+    message_id: str
+    papers: tuple[str, ...]
+
+
+def read_journal(path: Path) -> list[Received]:
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Received(r["to"], r["id"], tuple(r["papers"])) for r in rows]
+
+
+def journal_length(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+@contextmanager
+def smtp_server(journal: Path, delay: float = DATA_DELAY) -> Iterator[int]:
+    """The journaling SMTP server in its own process; yields its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.test_crash", str(journal), str(delay)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        yield int(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.fixture
+def smtp_process(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    journal = tmp_path / "journal.jsonl"
+    with smtp_server(journal) as port:
+        yield port, journal
+
+
+def write_subscribers(path: Path) -> None:
+    subs = [
+        {
+            "email": f"reader{i:03d}@example.org",
+            "name": f"Reader {i}",
+            "interests": list(TOPICS[i % len(TOPICS)]),
+        }
+        for i in range(SUBSCRIBERS)
+    ]
+    data = {"defaults": {"cadence": "each-dump", "max_items": 5}, "subscribers": subs}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+
+
+def crash_env(tmp_path: Path, port: int) -> dict[str, str]:
+    write_subscribers(tmp_path / "subscribers.yaml")
+    (tmp_path / "dumps").mkdir()
+    return {
+        "NEWSLETTER_HOME": str(tmp_path / "state"),
+        "NEWSLETTER_SUBSCRIBERS": str(tmp_path / "subscribers.yaml"),
+        "NEWSLETTER_DUMPS": str(tmp_path / "dumps"),
+        "NEWSLETTER_RANKER": "lexical",
+        "NEWSLETTER_FROM": f"Papers <digest@{DOMAIN}>",
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SEND_RATE": SEND_RATE,
+        "NEWSLETTER_SMTP_TIMEOUT": "10",
+    }
+
+
+def start_run(env: dict[str, str], now: str, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "run", "--now", now],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+        )
+
+
+def wait_for_kill_point(
+    proc: subprocess.Popen[bytes], rng: random.Random, journal: Path, *, sending: bool
+) -> None:
+    """A plain random delay (lands in start-up, recovery, ingest or planning) or N more messages + jitter."""
+    if not sending or rng.random() < 0.3:
+        deadline, target = time.monotonic() + rng.uniform(0.2, 2.5), None
+    else:
+        deadline, target = time.monotonic() + 15, journal_length(journal) + rng.randint(0, 20)
+    while time.monotonic() < deadline and proc.poll() is None:
+        if target is not None and journal_length(journal) >= target:
+            time.sleep(rng.uniform(0, 1.5 / float(SEND_RATE)))  # anywhere in one send cycle
+            return
+        time.sleep(0.002)
+
+
+def kill_at_random_point(
+    env: dict[str, str], now: str, rng: random.Random, journal: Path, *, sending: bool = True
+) -> bool:
+    """Start a run and SIGKILL it at a random point; True if it was still running when killed."""
+    log = Path(env["NEWSLETTER_HOME"]).parent / "runs.log"
+    proc = start_run(env, now, log)
+    wait_for_kill_point(proc, rng, journal, sending=sending)
+    alive = proc.poll() is None
+    proc.kill()
+    code = proc.wait()
+    assert alive or code == 0, f"run exited with {code} before the kill; see {log}"
+    assert len(in_flight(env)) <= 1, "a kill left more than one digest whose fate is unknown"
+    return alive
+
+
+def in_flight(env: dict[str, str]) -> list[str]:
+    """Digests a killed run left 'sending' (the next run reports them as unknown)."""
+    with open_store(env) as store:
+        return [d.digest_id for d in store.deliveries([SENDING], with_items=False)]
+
+
+def kill_runs(
+    env: dict[str, str],
+    rng: random.Random,
+    journal: Path,
+    per_dump: int = KILLS_PER_DUMP,
+    minimum: int = MIN_KILLS,
+) -> tuple[int, int]:
+    """Drop the seed dumps in one by one, killing runs after each; returns (kills, runs started)."""
+    kills = runs = 0
+    for index, name in enumerate(seed_names()):
+        shutil.copy(SEEDS / name, Path(env["NEWSLETTER_DUMPS"]) / name)
+        while kills < per_dump * (index + 1):
+            runs += 1
+            killed = kill_at_random_point(env, day(index), rng, journal)
+            kills += killed
+            if not killed:
+                break  # that run finished: everything due so far went out
+    while kills < minimum:  # nothing left to send: these land in start-up, recovery and selection
+        runs += 1
+        kills += kill_at_random_point(env, day(len(seed_names()) - 1), rng, journal, sending=False)
+        assert runs < 4 * minimum, "runs keep finishing before the kill"
+    return kills, runs
+
+
+def day(index: int) -> str:
+    return f"2026-03-{10 + index:02d}T08:00:00Z"
+
+
+@dataclass(frozen=True)
+class Counts:
+    kills: int
+    runs: int
+    planned: int
+    received: int
+    unknown: frozenset[str]
+    unknown_arrived: frozenset[str]
+    duplicates: int
+
+    def line(self) -> str:
+        return (
+            f"kills={self.kills} (of {self.runs} runs) planned={self.planned} received={self.received} "
+            f"unknown={len(self.unknown)} (arrived {len(self.unknown_arrived)}, "
+            f"not arrived {len(self.unknown - self.unknown_arrived)}) duplicates={self.duplicates}"
+        )
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_never_duplicates_or_loses_a_digest(
+    tmp_path: Path, smtp_process: tuple[int, Path]
+) -> None:
+    port, journal = smtp_process
+    env = crash_env(tmp_path, port)
+    kills, runs = kill_runs(env, random.Random(SEED), journal)
+    counts = finish_and_count(env, journal, kills, runs)
+    assert len(counts.unknown) <= kills
+    twice = resend_unknown(env, journal, counts)
+    print(f"after retry --unknown: {len(twice)} duplicated (= the unknown ones that had arrived)")
+
+
+def finish_and_count(env: dict[str, str], journal: Path, kills: int, runs: int) -> Counts:
+    """Let a final run finish, then check the server's journal against the delivery log."""
+    final = json.loads(cli(env, "run", "--json", "--now", day(len(seed_names()))).stdout)
+    assert final["digests"], "the final run saw no subscribers"
+    received = read_journal(journal)
+    status = json.loads(cli(env, "status", "--json").stdout)
+    unknown = frozenset(a["digest_id"] for a in status["attention"] if a["status"] == "unknown")
+    assert [a for a in status["attention"] if a["status"] != "unknown"] == []
+    planned = planned_digests(env)
+    arrived = {message_digest(r.message_id) for r in received}
+    counts = Counts(
+        kills, runs, len(planned), len(received), unknown, unknown & arrived, duplicate_count(received)
+    )
+    print(f"\ncrash test: {counts.line()}")
+    assert counts.duplicates == 0
+    assert_no_paper_twice(received)
+    assert_one_digest_per_window(env)
+    assert arrived <= set(planned), "the server got a message the store never planned"
+    assert {d for d, s in planned.items() if s == "sent"} <= arrived, "a digest marked sent never arrived"
+    assert set(planned) - arrived <= unknown, "a due digest was lost without being reported"
+    assert set(planned.values()) <= {"sent", "unknown"}
+    assert_everyone_evaluated_up_to_the_last_dump(env)
+    return counts
+
+
+def resend_unknown(env: dict[str, str], journal: Path, counts: Counts) -> set[str]:
+    """`retry --unknown`: those that never arrived arrive now; those that had arrived arrive twice."""
+    retried = json.loads(cli(env, "retry", "--unknown", "--json").stdout)
+    assert {d["digest_id"] for d in retried["digests"] if d["status"] == "sent"} == counts.unknown
+    after = read_journal(journal)
+    twice = {message_digest(r.message_id) for r in after if duplicate_key(r) in duplicate_keys(after)}
+    assert {message_digest(r.message_id) for r in after} == set(planned_digests(env))
+    assert twice == counts.unknown_arrived
+    return twice
+
+
+def message_digest(message_id: str) -> str:
+    """<digest_id@domain> -> digest_id (Message-IDs are derived from the delivery record)."""
+    local, _, domain = message_id.strip("<>").partition("@")
+    assert domain == DOMAIN, message_id
+    return local
+
+
+def duplicate_key(r: Received) -> tuple[str, str]:
+    return r.to, r.message_id
+
+
+def duplicate_keys(received: list[Received]) -> set[tuple[str, str]]:
+    return {k for k, n in Counter(duplicate_key(r) for r in received).items() if n > 1}
+
+
+def duplicate_count(received: list[Received]) -> int:
+    return sum(n - 1 for n in Counter(duplicate_key(r) for r in received).values() if n > 1)
+
+
+def assert_no_paper_twice(received: list[Received]) -> None:
+    """No subscriber gets the same paper in two messages (the digest-level duplicate)."""
+    per_recipient = Counter((r.to, paper) for r in received for paper in set(r.papers))
+    assert [k for k, n in per_recipient.items() if n > 1] == []
+
+
+def open_store(env: dict[str, str]) -> Store:
+    return Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db")
+
+
+def planned_digests(env: dict[str, str]) -> dict[str, str]:
+    with open_store(env) as store:
+        return {d.digest_id: d.status for d in store.deliveries(with_items=False)}
+
+
+def assert_one_digest_per_window(env: dict[str, str]) -> None:
+    with open_store(env) as store:
+        windows = Counter((d.email, d.watermark_seq) for d in store.deliveries(with_items=False))
+    assert [k for k, n in windows.items() if n > 1] == []
+
+
+def assert_everyone_evaluated_up_to_the_last_dump(env: dict[str, str]) -> None:
+    with open_store(env) as store:
+        latest = store.latest_dump_seq()
+        states = store.subscriber_states()
+    assert len(states) == SUBSCRIBERS
+    assert {s.watermark_seq for s in states.values()} == {latest}
+
+
+# --- crash points the kill test reaches only by chance, hit on purpose ----------------------------------
+
+
+def kill_self(*_args: object) -> None:
+    """kill -9 of the current process: no cleanup, no flush; only what was committed survives."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Recorder:
+    """A transport that accepts everything except the errors queued per recipient.
+
+    With ``journal`` it also appends each accepted recipient to that file (readable after a kill).
+    """
+
+    def __init__(self, errors: dict[str, list[SendError]] | None = None, journal: Path | None = None) -> None:
+        self.errors = errors or {}
+        self.journal = journal
+        self.sent: list[str] = []
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def send(self, message: OutgoingMessage) -> None:
+        queued = self.errors.get(message.recipient)
+        if queued:
+            raise queued.pop(0)
+        self.sent.append(message.recipient)
+        if self.journal is not None:
+            with self.journal.open("a", encoding="utf-8") as out:
+                out.write(message.recipient + "\n")
+
+
+class DiesAtRender:
+    """A renderer that kills the process when asked for message number ``at`` (1-based)."""
+
+    def __init__(self, renderer: Renderer, at: int) -> None:
+        self.renderer, self.at, self.calls = renderer, at, 0
+
+    def render(self, view: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.at:
+            kill_self()
+        return self.renderer.render(view)
+
+
+READERS = ("ssm@example.org", "diff@example.org", "llm@example.org")
+NOW = datetime(2026, 3, 11, 8, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(PACKAGE_TEMPLATES)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "dumps").mkdir()
+    shutil.copy(SEEDS / seed_names()[0], tmp_path / "dumps")
+    subs = [
+        {"email": READERS[0], "interests": ["state space models", "Mamba"]},
+        {"email": READERS[1], "interests": ["diffusion models", "image generation"]},
+        {"email": READERS[2], "interests": ["large language models"]},
+    ]
+    (tmp_path / "subscribers.yaml").write_text(yaml.safe_dump({"subscribers": subs}), encoding="utf-8")
+    return tmp_path
+
+
+def pipeline(
+    folder: Path, renderer: Any, transport: Recorder, sleep: Any = lambda _s: None, **options: Any
+) -> tuple[Pipeline, SubscriberList]:
+    settings = Settings(
+        home=folder / "state",
+        subscribers=folder / "subscribers.yaml",
+        dumps=folder / "dumps",
+        sender=f"Papers <digest@{DOMAIN}>",
+        **options,
+    )
+    store = Store(settings.db_url)
+    made = Pipeline(settings, store, make_ranker("lexical"), renderer, lambda: transport, sleep=sleep)
+    return made, load_subscribers(settings.subscribers)
+
+
+def run_until_killed(folder: Path, renderer: Any, transport: Recorder, sleep: Any, **options: Any) -> None:
+    """One run in a forked child that must die by SIGKILL at its kill point (set up by the caller)."""
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            made, subs = pipeline(folder, renderer, transport, sleep, **options)
+            made.run(subs, NOW)
+        finally:
+            os._exit(3)  # the kill point never came
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == -signal.SIGKILL
+
+
+def committed(folder: Path) -> dict[str, str]:
+    with Store(f"sqlite:///{folder / 'state' / 'state.db'}") as store:
+        return {d.email: d.status for d in store.deliveries(with_items=False)}
+
+
+def accepted(journal: Path) -> list[str]:
+    return journal.read_text(encoding="utf-8").split() if journal.exists() else []
+
+
+def next_run(folder: Path, renderer: Renderer) -> tuple[RunReport, list[str], dict[str, str]]:
+    transport = Recorder()
+    made, subs = pipeline(folder, renderer, transport)
+    report = made.run(subs, NOW)
+    made.store.close()
+    return report, transport.sent, committed(folder)
+
+
+def test_a_kill_while_waiting_for_the_send_rate_loses_nothing_and_reports_nothing_unknown(
+    folder: Path, renderer: Renderer
+) -> None:
+    journal = folder / "accepted.txt"
+    # The first message goes at once; the kill comes while waiting for the second one's slot.
+    run_until_killed(folder, renderer, Recorder(journal=journal), kill_self, send_rate=1.0)
+    assert accepted(journal) == [READERS[0]]
+    left = committed(folder)
+    assert left[READERS[0]] == "sent"  # accepted before the wait, so recorded before it
+    assert left[READERS[1]] == "pending"  # planned, not 'sending': it cannot have gone out
+    assert set(left.values()) <= {"sent", "pending"}
+    report, sent, after = next_run(folder, renderer)
+    assert report.recovered_unknown == []
+    assert sorted(sent) == sorted(READERS[1:])
+    assert set(after.values()) == {"sent"}
+
+
+def test_a_kill_while_the_next_batch_is_built_leaves_the_last_accepted_digest_sent(
+    folder: Path, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = folder / "accepted.txt"
+    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)  # one digest per batch
+    run_until_killed(folder, DiesAtRender(renderer, at=2), Recorder(journal=journal), None)
+    assert accepted(journal) == [READERS[0]]
+    assert committed(folder) == {READERS[0]: "sent"}  # not 'sending': it is known to have gone out
+    report, sent, after = next_run(folder, renderer)
+    assert report.recovered_unknown == []
+    assert sorted(sent) == sorted(READERS[1:])
+    assert set(after.values()) == {"sent"}
+
+
+def test_a_kill_during_the_backoff_after_a_4xx_leaves_it_queued_for_retry(
+    folder: Path, renderer: Renderer
+) -> None:
+    refusal = SendError("SMTP message refused: 451 4.3.0 try later")
+    journal = folder / "accepted.txt"
+    run_until_killed(folder, renderer, Recorder({READERS[0]: [refusal]}, journal), kill_self)
+    assert accepted(journal) == []
+    with Store(f"sqlite:///{folder / 'state' / 'state.db'}") as store:
+        record = store.deliveries(email=READERS[0], with_items=False)[0]
+    assert (record.status, record.attempts, record.last_error) == ("retry", 1, refusal.message)
+    report, sent, after = next_run(folder, renderer)
+    assert report.recovered_unknown == []
+    assert sorted(sent) == sorted(READERS)  # sent once, by the next run
+    assert set(after.values()) == {"sent"}
+
+
+def test_an_unsubscribe_during_the_backoff_cancels_that_digest_and_the_run_goes_on(
+    folder: Path, renderer: Renderer
+) -> None:
+    transport = Recorder({READERS[0]: [SendError("SMTP message refused: 421 4.7.0 busy")]})
+    holder: list[Pipeline] = []
+
+    def unsubscribe_meanwhile(_seconds: float) -> None:  # the one-click endpoint runs in another process
+        holder[0].store.record_unsubscribe(READERS[0], NOW)
+
+    made, subs = pipeline(folder, renderer, transport, unsubscribe_meanwhile)
+    holder.append(made)
+    report = made.run(subs, NOW)
+    outcome = {d.subscriber: d for d in report.digests}
+    assert outcome[READERS[0]].status == "skipped"
+    assert "cancelled" in outcome[READERS[0]].reason
+    assert sorted(transport.sent) == sorted(READERS[1:])
+    assert committed(folder)[READERS[0]] == "cancelled"
+    made.store.close()
+
+
+class DiesInSend(Recorder):
+    """Killed in the middle of the first send: its digest is left 'sending'."""
+
+    def send(self, message: OutgoingMessage) -> None:
+        kill_self()
+
+
+def test_retry_unknown_right_after_a_crash_resends_the_interrupted_digest(
+    folder: Path, renderer: Renderer
+) -> None:
+    run_until_killed(folder, renderer, DiesInSend(), None)
+    left = committed(folder)
+    assert left.pop(READERS[0]) == "sending"
+    assert set(left.values()) <= {"pending"}
+    env = {
+        "NEWSLETTER_HOME": str(folder / "state"),
+        "NEWSLETTER_SUBSCRIBERS": str(folder / "subscribers.yaml"),
+        "NEWSLETTER_DUMPS": str(folder / "dumps"),
+        "NEWSLETTER_FROM": f"Papers <digest@{DOMAIN}>",
+    }
+    report = json.loads(cli(env, "retry", "--unknown", "--json").stdout)
+    outcomes = {d["subscriber"]: d["status"] for d in report["digests"]}
+    assert outcomes[READERS[0]] == "sent"  # recovered as unknown, then resent on request
+    assert set(outcomes.values()) == {"sent"}
+
+
+if __name__ == "__main__":
+    serve(Path(sys.argv[1]), float(sys.argv[2]))
