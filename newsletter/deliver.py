@@ -52,6 +52,7 @@ class Courier:
         self.bytes_sent = 0
         self.timings = timings or Timings()
         self._last_send = float("-inf")
+        self.halted = False
         self._session = store.delivery_session()
 
     def __enter__(self) -> Courier:
@@ -64,7 +65,8 @@ class Courier:
 
     @property
     def stopped(self) -> bool:
-        return self.stop.is_set()
+        """Asked to stop (a signal), or the transport is down: the rest stays queued for the next run."""
+        return self.stop.is_set() or self.halted
 
     def deliver(
         self, message: OutgoingMessage, now: datetime, items: tuple[ItemReport, ...]
@@ -96,7 +98,13 @@ class Courier:
                     self.transport.send(message)
                 return
             except SendError as exc:
-                if exc.permanent or exc.unknown or attempt == self.retries or self.stopped:
+                if (
+                    exc.transport_down
+                    or exc.permanent
+                    or exc.unknown
+                    or attempt == self.retries
+                    or self.stopped
+                ):
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 log.warning("%s: %s; retrying in %.1fs", message.recipient, exc, wait)
@@ -122,10 +130,14 @@ class Courier:
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
     ) -> DigestOutcome:
         log.error("%s: %s", message.recipient, exc)
+        if exc.transport_down:
+            self.halted = True  # every other message would fail the same way: stop, keep them queued
         if exc.unknown:
             self.store.mark_unknown(message.digest_id, now, str(exc))
             return DigestOutcome(message.recipient, "unknown", f"error: {exc}", items, message.digest_id)
         retry_at = None if exc.permanent else now + NEXT_RUN_BACKOFF
         self.store.mark_failed(message.digest_id, now, str(exc), permanent=exc.permanent, retry_at=retry_at)
         kind = "permanent" if exc.permanent else "temporary, will retry next run"
+        if exc.transport_down:
+            kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {exc}", items, message.digest_id)

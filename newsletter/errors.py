@@ -59,7 +59,8 @@ class SendError(NewsletterError):
 
     ``permanent`` is True when retrying cannot help (SMTP 5xx, an API's 4xx other than 429);
     ``unknown`` is True when the message may or may not have been accepted (connection lost after
-    the body was sent).
+    the body was sent); ``transport_down`` is True when nothing can be sent now (server unreachable,
+    login refused), so a run should stop and leave the rest queued instead of failing each message.
     """
 
     def __init__(
@@ -70,8 +71,10 @@ class SendError(NewsletterError):
         permanent: bool = False,
         unknown: bool = False,
         retry_after: float | None = None,
+        transport_down: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.permanent = permanent
         self.unknown = unknown
         self.retry_after = retry_after
+        self.transport_down = transport_down

@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,26 @@ def test_run_delivers_one_message_per_due_subscriber_over_smtp(
     again = json.loads(cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z", check=False).stdout)
     assert [d for d in again["digests"] if d["status"] == "sent"] == []
     assert len(recorder.messages) == 1
+
+
+def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
+    env: dict[str, str], smtp_server: tuple[Recorder, int]
+) -> None:
+    recorder, port = smtp_server
+    recorder.refuse = set()
+    closed = free_port()  # nothing listens here
+    env |= {"NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(closed)}
+    add_dumps(env, *seed_names()[:2])
+    started = time.monotonic()
+    down = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert down.returncode == 1
+    assert time.monotonic() - started < 30  # no backoff per subscriber
+    statuses = [d["status"] for d in json.loads(down.stdout)["digests"]]
+    assert statuses.count("failed") == 1 and "sent" not in statuses
+    assert "cannot connect" in down.stderr or "cannot connect" in down.stdout
+    # The server is back: everything that was due goes out, once.
+    env["NEWSLETTER_SMTP_PORT"] = str(port)
+    up = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:10:00Z").stdout)  # after the backoff
+    sent = sorted(d["subscriber"] for d in up["digests"] if d["status"] == "sent")
+    assert sent == ["diff@example.org", "ssm@example.org"]
+    assert len(recorder.messages) == 2

@@ -474,7 +474,7 @@ def test_an_smtp_auth_failure_reports_the_reply_without_the_password(
         "NEWSLETTER_SMTP_HOST": "127.0.0.1",
         "NEWSLETTER_SMTP_PORT": str(auth_server),
         "NEWSLETTER_SMTP_USERNAME": "digest",
-        "NEWSLETTER_RETRIES": "0",  # a login failure is retried with backoff per message (see the report)
+        "NEWSLETTER_RETRIES": "0",
     }
     add_dumps(env, *seed_names()[:2])
     proc = cli(env, "--debug", "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)

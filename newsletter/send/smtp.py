@@ -160,7 +160,7 @@ class SmtpTransport:
 
     def _connected(self) -> _Client:
         if self._login_failure is not None:  # do not hammer the server with a bad password
-            raise SendError(self._login_failure.message, self._login_failure.hint)
+            raise SendError(self._login_failure.message, self._login_failure.hint, transport_down=True)
         if self._client is None or self._client.sock is None:
             self._discard()
             self._client = self._open()
@@ -174,6 +174,7 @@ class SmtpTransport:
             raise SendError(
                 f"cannot connect to SMTP server {where}: {_describe(exc)}",
                 hint="check NEWSLETTER_SMTP_HOST, NEWSLETTER_SMTP_PORT and NEWSLETTER_SMTP_SECURITY",
+                transport_down=True,
             ) from exc
         try:
             self._handshake(client)
@@ -205,6 +206,7 @@ class SmtpTransport:
             raise SendError(
                 f"SMTP handshake with {self.host}:{self.port} failed: {_describe(exc)}",
                 hint="check NEWSLETTER_SMTP_SECURITY (starttls needs a server that offers it)",
+                transport_down=True,
             ) from exc
         if self.username:
             self._login(client)
@@ -218,15 +220,17 @@ class SmtpTransport:
             self._login_failure = SendError(
                 f"SMTP login as {self.username!r} failed: {exc.smtp_code} {reply}",
                 hint="check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD",
+                transport_down=True,
             )
             raise self._login_failure from None
         except smtplib.SMTPNotSupportedError:
             raise SendError(
                 f"SMTP server {self.host}:{self.port} does not offer AUTH on this connection",
                 hint="many servers offer AUTH only after TLS: set NEWSLETTER_SMTP_SECURITY=starttls or ssl",
+                transport_down=True,
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise SendError(f"SMTP login failed: {_describe(exc)}") from None
+            raise SendError(f"SMTP login failed: {_describe(exc)}", transport_down=True) from None
 
     def _tls(self) -> ssl.SSLContext:
         return self.tls_context or ssl.create_default_context()
