@@ -102,6 +102,17 @@ class Subscriber(BaseModel):
     send_at: time | None = None  # local time of day a daily/weekly digest becomes due
     weekday: Weekday | None = None  # weekly cadence: that day at send_at; unset: every 7 days
 
+    @field_validator("email", mode="before")
+    @classmethod
+    def _plain_ascii_address(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if "<" in text or " " in text:
+                raise ValueError("give just the address (the display name goes in 'name')")
+            if not text.split("@")[0].isascii():
+                raise ValueError("the part before @ must be ASCII (most mail servers refuse others)")
+        return value
+
     @field_validator("interests", "liked", "exclude")
     @classmethod
     def _no_blank_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -65,6 +65,8 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
             "field 'cadence'",
         ),
         ("- just a list\n", "expected a mapping"),
+        ("subscribers:\n  - email: Eve <eve@example.org>\n    interests: [x]\n", "give just the address"),
+        ("subscribers:\n  - email: zoë@example.org\n    interests: [x]\n", "must be ASCII"),
     ],
 )
 def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
