@@ -150,15 +150,17 @@ def test_same_content_without_validators_writes_nothing(make, dumps: Path) -> No
     assert len(files(dumps)) == 1
 
 
-def test_changed_content_writes_a_second_dump(make, dumps: Path) -> None:
+def test_only_a_changed_listing_writes_a_second_dump(make, dumps: Path) -> None:
     items = json.loads(recorded(DAY))
-    items[0]["paper"]["upvotes"] += 10
-    changed = json.dumps(items).encode()
-    source = make(Server(ok(recorded(DAY), etag='"v1"'), ok(changed, etag='"v2"')))
-    first, second = source.fetch(NOW), source.fetch(NOW)
-    assert len(first) == len(second) == 1
+    upvoted = json.loads(recorded(DAY))
+    upvoted[0]["paper"]["upvotes"] += 10  # same papers: no new dump (it would count as another sighting)
+    reordered = [*upvoted[1:], upvoted[0]]  # the listing changed: a new dump
+    bodies = [json.dumps(x).encode() for x in (items, upvoted, reordered)]
+    source = make(Server(*(ok(b, etag=f'"v{i}"') for i, b in enumerate(bodies))))
+    first, same, second = source.fetch(NOW), source.fetch(NOW), source.fetch(NOW)
+    assert len(first) == len(second) == 1 and same == []
     assert first[0] != second[0]
-    assert second[0].read_bytes() == changed
+    assert second[0].read_bytes() == bodies[2]
     assert files(dumps) == sorted([first[0].name, second[0].name])
 
 

@@ -142,11 +142,14 @@ class HfDailySource:
             log.debug("%s: not modified", url)
             return None
         dump = parse_hf_json(reply.body, url)  # ParseError (a SourceError) names the URL
-        sha = dump.content_hash
-        path = self._save(day, reply.body, sha) if dump.papers and sha != before.sha256 else None
+        # A new file only when the listing itself changed (papers or their order), not on every upvote:
+        # each file is a dump, and a dump counts towards how often a paper was seen.
+        listing = hashlib.sha256("\n".join(p.key for p in dump.papers).encode()).hexdigest()
+        changed = dump.papers and listing != before.sha256
+        path = self._save(day, reply.body, dump.content_hash) if changed else None
         if not dump.papers:
             log.debug("%s: no papers listed (weekend or not published yet)", url)
-        seen[day.isoformat()] = _Seen(reply.headers.get("etag"), reply.headers.get("last-modified"), sha)
+        seen[day.isoformat()] = _Seen(reply.headers.get("etag"), reply.headers.get("last-modified"), listing)
         return path
 
     def _save(self, day: date, body: bytes, sha: str) -> Path | None:
