@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from newsletter import __version__
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
-from newsletter.config import Settings, load_settings, load_subscribers
+from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
 from newsletter.report import RunReport
@@ -273,7 +273,17 @@ def check() -> None:
             "NEWSLETTER_BASE_URL is set but NEWSLETTER_UNSUBSCRIBE_SECRET is not",
             hint="one-click unsubscribe links need a secret to sign them",
         )
+    for email in _unsubscribed_in(settings, subscribers):
+        err.print(f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing")
     typer.echo(f"ok: {len(subscribers.subscribers)} subscribers, templates in {settings.templates_dir}")
+
+
+def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[str]:
+    if settings.database_url is None and not (settings.home / "state.db").exists():
+        return []  # no state yet: nobody can have unsubscribed
+    with open_store(settings) as store:
+        gone = store.unsubscribed_emails()
+    return [s.email for s in subscribers.subscribers if s.email.strip().lower() in gone]
 
 
 def main() -> NoReturn:

@@ -143,3 +143,18 @@ def test_help_lists_the_commands() -> None:
     out = cli({}, "--help").stdout
     for command in ("ingest", "run", "preview", "check"):
         assert command in out
+
+
+def test_check_warns_about_unsubscribed_addresses_still_listed(env: dict[str, str]) -> None:
+    from datetime import UTC, datetime
+
+    from newsletter.store import Store
+
+    home = Path(env["NEWSLETTER_HOME"])
+    home.mkdir()
+    with Store(f"sqlite:///{home / 'state.db'}") as store:
+        store.record_unsubscribe("Diff@example.org", datetime(2026, 3, 1, tzinfo=UTC))
+    proc = cli(env, "check")
+    assert "warning: diff@example.org unsubscribed" in proc.stderr
+    assert "ssm@example.org" not in proc.stderr
+    assert proc.stdout.startswith("ok: 3 subscribers")
