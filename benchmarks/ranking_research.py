@@ -170,7 +170,8 @@ class TfidfRanker:
         self.tokens = plain_tokens if plain else tokens
         self.idf: dict[str, float] = {}
 
-    def prepare(self, papers: Sequence[StoredPaper]) -> None:
+    def prepare(self, papers: Sequence[StoredPaper], background: Sequence[StoredPaper] = ()) -> None:
+        papers = [*papers, *background]
         df = Counter(t for p in papers for t in set(self.tokens(f"{p.title} {p.abstract}")))
         self.idf = {t: math.log((1 + len(papers)) / (1 + d)) + 1 for t, d in df.items()}
 
@@ -180,7 +181,9 @@ class TfidfRanker:
         n = math.sqrt(sum(x * x for x in v.values())) or 1.0
         return {t: x / n for t, x in v.items()}
 
-    def rank_many(self, papers: Sequence[StoredPaper], subs: Sequence[Subscriber]) -> Iterator[list[Scored]]:
+    def rank_many(
+        self, papers: Sequence[StoredPaper], subs: Sequence[Subscriber], only_relevant: bool = False
+    ) -> Iterator[list[Scored]]:
         vecs = [self._vec(f"{p.title} {p.abstract}") for p in papers]
         for sub in subs:
             q = self._vec(" ".join(sub.interests) + " " + sub.about)
@@ -207,14 +210,13 @@ class Run:
 def replay(ranker, seeds: Seeds, subs: list[Subscriber], background: str) -> list[Run]:
     runs = [Run() for _ in subs]
     for seq, new in enumerate(seeds.new_per_dump):
-        ranker.prepare(
-            {"seen": seeds.seen_per_dump[seq], "all": list(seeds.papers.values())}.get(background, new)
-        )
-        for run, ranked in zip(runs, ranker.rank_many(new, subs), strict=True):
+        reference = {"seen": seeds.seen_per_dump[seq], "all": list(seeds.papers.values())}.get(background, [])
+        ranker.prepare(new, reference)
+        for run, ranked in zip(runs, ranker.rank_many(new, subs, only_relevant=False), strict=True):
             run.daily.append(ranked)
     everything = list(seeds.papers.values())
     ranker.prepare(everything)
-    for run, ranked in zip(runs, ranker.rank_many(everything, subs), strict=True):
+    for run, ranked in zip(runs, ranker.rank_many(everything, subs, only_relevant=False), strict=True):
         run.full_ranking = ranked
     return runs
 
@@ -223,7 +225,7 @@ def sent(ranked: list[Scored], threshold: float | None) -> list[Scored]:
     """The digest: relevant papers (or, for a threshold sweep, those scoring >= it), best first."""
     if threshold is None:
         return [s for s in ranked if s.relevant][:MAX_ITEMS]
-    return [s for s in ranked if s.score >= threshold and s.why != "excluded topic"][:MAX_ITEMS]
+    return [s for s in ranked if s.score >= threshold and "you excluded" not in s.why][:MAX_ITEMS]
 
 
 def counts(run: Run, labels: dict[str, int], threshold: float | None) -> np.ndarray:
@@ -334,6 +336,11 @@ def main() -> None:
     parser.add_argument("--background", choices=["dump", "seen", "all"], default="seen")
     parser.add_argument("--detail", action="store_true", help="per-profile figures too")
     parser.add_argument(
+        "--select",
+        action="store_true",
+        help="leave one profile out over the methods: pick the method on five profiles, score the sixth",
+    )
+    parser.add_argument(
         "--try",
         dest="variants",
         action="append",
@@ -354,6 +361,7 @@ def main() -> None:
         f"background={args.background}"
     )
     print(f"{'method':44s} {'mode':5s}  {'P':>5s} {'R':>5s} {'nDCG':>5s} | {'lopoP':>5s} {'lopoR':>5s}  secs")
+    all_runs: dict[str, dict[str, list[Run]]] = {}
     for name in chosen:
         start = time.perf_counter()
         ranker = table[name]()
@@ -361,6 +369,7 @@ def main() -> None:
             m: replay(ranker, seeds, [getattr(p, m) for p in profiles], args.background)
             for m in ("full", "terse")
         }
+        all_runs[name] = runs
         secs = time.perf_counter() - start
         for mode in ("full", "terse"):
             r = evaluate(runs, profiles, mode)
@@ -371,6 +380,37 @@ def main() -> None:
             if args.detail:
                 for pid, (p, rr, nd) in r.per_profile.items():
                     print(f"    {pid:12s} P={p:.2f} R={rr:.2f} nDCG={nd:.3f}")
+    if args.select:
+        select_leaving_one_out(all_runs, profiles)
+
+
+def select_leaving_one_out(all_runs: dict[str, dict[str, list[Run]]], profiles: list[Profile]) -> None:
+    """For each profile: the method best on the other five (min(P, R), then F1, both modes pooled),
+    scored on the held-out one. Shows whether a knob picked on this dev set carries to new profiles."""
+    held = {"full": np.zeros(4), "terse": np.zeros(4)}
+    ndcg: dict[str, list[float]] = {"full": [], "terse": []}
+    for i, prof in enumerate(profiles):
+        best = max(all_runs, key=lambda m: _train_value(all_runs[m], profiles, i))
+        print(f"  held out {prof.id:12s} -> {best}")
+        for mode in held:
+            run = all_runs[best][mode][i]
+            held[mode] += counts(run, prof.labels, None)
+            ndcg[mode].append(ndcg10(run.full_ranking, prof.labels))
+    for mode, c in held.items():
+        p, r = pr(c)
+        print(
+            f"{'leave-one-profile-out selection':44s} {mode:5s}  {p:5.2f} {r:5.2f} {np.mean(ndcg[mode]):5.3f}"
+        )
+
+
+def _train_value(runs: dict[str, list[Run]], profiles: list[Profile], held: int) -> tuple[float, float]:
+    total = np.zeros(4)
+    for mode_runs in runs.values():
+        for j, (run, prof) in enumerate(zip(mode_runs, profiles, strict=True)):
+            if j != held:
+                total += counts(run, prof.labels, None)
+    p, r = pr(total)
+    return min(p, r), (2 * p * r / (p + r) if p + r else 0.0)
 
 
 if __name__ == "__main__":

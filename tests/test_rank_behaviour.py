@@ -103,7 +103,7 @@ def test_rank_many_matches_rank(ranker: Ranker) -> None:
         subscriber("protein folding"),
         subscriber("speech synthesis", about="Text to speech for audiobooks"),
     ]
-    many = list(ranker.rank_many(papers(), subs))  # type: ignore[attr-defined]
+    many = list(ranker.rank_many(papers(), subs, only_relevant=False))  # type: ignore[attr-defined]
     singles = [ranker.rank(papers(), s) for s in subs]
     assert [[(s.paper.key, s.relevant) for s in r] for r in many] == [
         [(s.paper.key, s.relevant) for s in r] for r in singles

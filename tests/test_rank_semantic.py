@@ -30,9 +30,10 @@ def test_papers_are_embedded_once_and_cached_by_model_and_key() -> None:
     embedder, cache = CountingEmbedder(), MemoryVectorCache()
     SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
     SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
-    assert len(embedder.seen) == len(papers())
+    assert len(embedder.seen) == 2 * len(papers())  # each paper, and its title alone
     key = papers()[0].key
     assert set(cache.get("hashing-bow", [key])) == {key}
+    assert set(cache.get("title:hashing-bow", [key])) == {key}
 
 
 def test_profile_texts_are_embedded_once_per_content() -> None:

@@ -26,12 +26,14 @@ def _migration_rows(store: Store) -> list[tuple[str, datetime]]:
 
 def test_open_applies_and_records_migrations_once(tmp_path: Path) -> None:
     with Store(db_url(tmp_path)) as first:
-        assert first.migrations_applied == [name for name, _ in MIGRATIONS] == ["0001_initial"]
+        assert (
+            first.migrations_applied == [name for name, _ in MIGRATIONS] == ["0001_initial", "0002_vectors"]
+        )
         recorded = _migration_rows(first)
     with Store(db_url(tmp_path)) as again:
         assert again.migrations_applied == []
         assert _migration_rows(again) == recorded
-    assert [name for name, _ in recorded] == ["0001_initial"]
+    assert [name for name, _ in recorded] == ["0001_initial", "0002_vectors"]
 
 
 def test_open_creates_the_state_folder(tmp_path: Path) -> None:
@@ -57,13 +59,13 @@ def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:
         raise RuntimeError("migration bug")
 
     with pytest.raises(RuntimeError, match="migration bug"):
-        migrate(engine, (*MIGRATIONS, ("0002_broken", broken)))
+        migrate(engine, (*MIGRATIONS, ("0999_broken", broken)))
 
     with transaction(engine, write=False) as conn:
         tables = set(sa.inspect(conn).get_table_names())
         names = list(conn.execute(sa.text("SELECT name FROM schema_migrations")).scalars())
     assert "half_done" not in tables and "papers" in tables
-    assert names == ["0001_initial"]
+    assert names == ["0001_initial", "0002_vectors"]
     engine.dispose()
 
 

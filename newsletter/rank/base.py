@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from newsletter.models import Scored, StoredPaper, Subscriber
@@ -11,16 +11,18 @@ from newsletter.models import Scored, StoredPaper, Subscriber
 class Ranker(Protocol):
     """Scores papers against subscribers' profiles.
 
-    ``prepare`` is called once per run with every candidate paper, so per-paper work (tokenising,
-    embedding) happens once, not once per subscriber. ``rank_many`` ranks one list of papers for many
-    subscribers at once (lazily, in chunks); each list is best first with ``relevant`` set, and holds
-    only the relevant papers when ``only_relevant``. ``rank`` is the same for one subscriber, every paper.
+    ``prepare`` is called once per run with every candidate paper and a background of recent papers
+    (the reference a "typical paper" is measured against), so per-paper work (tokenising, embedding)
+    happens once, not once per subscriber. ``rank_many`` yields one list per subscriber, in order,
+    best first, lazily; with ``only_relevant`` each list holds just the papers to send, and reasons
+    are worked out only for those. ``rank`` returns every paper given, best first, each with
+    ``relevant`` set (previews use it to show near misses).
     """
 
-    def prepare(self, papers: Sequence[StoredPaper]) -> None: ...
+    def prepare(self, papers: Sequence[StoredPaper], background: Sequence[StoredPaper] = ()) -> None: ...
 
     def rank_many(
-        self, papers: Sequence[StoredPaper], subscribers: Sequence[Subscriber], only_relevant: bool = False
+        self, papers: Sequence[StoredPaper], subscribers: Iterable[Subscriber], only_relevant: bool = True
     ) -> Iterator[list[Scored]]: ...
 
     def rank(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> list[Scored]: ...

@@ -22,11 +22,12 @@ class TextTable:
 
     def ids(self, groups: Sequence[Iterable[str]], width: int | None = None) -> np.ndarray:
         """(len(groups), width) row numbers of each group's texts, -1 where a group has fewer."""
-        lists = [[self.add(t) for t in group] for group in groups]
-        width = max((len(x) for x in lists), default=0) if width is None else width
+        rows = self.rows
+        lists = [[rows.setdefault(t, len(rows)) for t in group] for group in groups]
+        lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        width = int(lengths.max(initial=0)) if width is None else width
         out = np.full((len(lists), width), -1, dtype=np.int64)
-        for i, ids in enumerate(lists):
-            out[i, : len(ids)] = ids
+        out[np.arange(width) < lengths[:, None]] = [i for ids in lists for i in ids]
         return out
 
     @property
@@ -34,10 +35,11 @@ class TextTable:
         return list(self.rows)
 
 
-def gather(table: np.ndarray, ids: np.ndarray, fill: float = 0.0) -> np.ndarray:
-    """table[ids] with ``fill`` where ids == -1; shape ids.shape + table.shape[1:]."""
-    if table.shape[0] == 0:
-        return np.full((*ids.shape, *table.shape[1:]), fill, dtype=np.float32)
-    out = table[np.maximum(ids, 0)]
-    out[ids < 0] = fill
-    return out
+def ragged_arange(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """concat(arange(s, s + c) for s, c in zip(starts, counts)), without a Python loop."""
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(counts)
+    offsets = np.repeat(starts - (ends - counts), counts)
+    return np.arange(total, dtype=np.int64) + offsets

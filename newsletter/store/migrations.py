@@ -107,7 +107,22 @@ def _0001_delivery_tables(md: sa.MetaData) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (("0001_initial", _0001_initial),)
+def _0002_vectors(conn: Connection) -> None:
+    """Embedding vectors by (model, key): paper vectors by paper key, profile texts by a hash of the text."""
+    md = sa.MetaData()
+    sa.Table(
+        "vectors",
+        md,
+        sa.Column("model", sa.String(200), primary_key=True),
+        sa.Column("key", sa.Text, primary_key=True),
+        sa.Column("dim", sa.Integer, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),  # float32, little-endian
+        sa.CheckConstraint("dim >= 1", name="ck_vectors_dim"),
+    )
+    md.create_all(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (("0001_initial", _0001_initial), ("0002_vectors", _0002_vectors))
 
 
 def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:

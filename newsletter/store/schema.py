@@ -129,3 +129,13 @@ digest_items = sa.Table(
     sa.Column("why", sa.Text, nullable=False),
     sa.UniqueConstraint("digest_id", "position", name="uq_digest_items_position"),
 )
+
+vectors = sa.Table(
+    "vectors",
+    metadata,
+    sa.Column("model", sa.String(200), primary_key=True),  # embedder name; "query:<name>" for profile texts
+    sa.Column("key", sa.Text, primary_key=True),  # paper key, or "sha256:<hex>" of a profile text
+    sa.Column("dim", sa.Integer, nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),  # float32, little-endian
+    sa.CheckConstraint("dim >= 1", name="ck_vectors_dim"),
+)

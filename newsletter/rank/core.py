@@ -1,0 +1,168 @@
+"""What both rankers share: prepare the papers once, then score subscribers in chunks of arrays.
+
+``prepare(papers, background)`` tokenises (and, for the semantic ranker, embeds) the candidates and
+a background of recent papers; z-scores are taken against an even sample of all of them, so a
+query's typical similarity is known even on a day with few new papers. ``rank_many`` scores a chunk
+of profiles with a few array operations over the distinct texts in the chunk, then emits one list
+per subscriber, computing reasons only for the papers it emits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from newsletter.models import Scored, StoredPaper, Subscriber
+from newsletter.rank.index import LexicalIndex, QueryBatch
+from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile, compile_profile
+from newsletter.rank.reasons import Reasons, WordEvidence
+from newsletter.rank.scoring import (
+    BatchScores,
+    Catalog,
+    Columns,
+    Exclusions,
+    View,
+    emit,
+    stats_sample,
+    tie_order,
+    view_columns,
+)
+
+
+class ChunkedRanker:
+    """prepare / rank / rank_many over :meth:`score_batch`, which subclasses implement."""
+
+    chunk = 1024  # subscribers scored together in one array
+
+    def __init__(self) -> None:
+        self._catalog = Catalog(())
+        self._background: tuple[StoredPaper, ...] = ()
+        self._index = LexicalIndex(())
+        self._stats = stats_sample(0)
+        self._last_view: View | None = None
+
+    def prepare(self, papers: Sequence[StoredPaper], background: Sequence[StoredPaper] = ()) -> None:
+        """Tokenise the candidates and the background once; z-scores are taken against all of them."""
+        self._background = tuple(background)
+        self._catalog = Catalog([*papers, *background])
+        self._index = LexicalIndex(self._catalog.papers)
+        self._stats = stats_sample(len(self._catalog))
+        self._last_view = None
+        self._prepared()
+
+    def _prepared(self) -> None:
+        """Hook: per-paper work beyond tokenising (the semantic ranker embeds here)."""
+
+    def rank(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> list[Scored]:
+        """Every paper, best first, each with ``relevant`` and a reason set."""
+        return next(self.rank_many(papers, [subscriber], only_relevant=False))
+
+    def rank_many(
+        self, papers: Sequence[StoredPaper], subscribers: Iterable[Subscriber], only_relevant: bool = True
+    ) -> Iterator[list[Scored]]:
+        """One list per subscriber, in order, best first; only the relevant papers when ``only_relevant``.
+
+        Lazy: subscribers are read and scored ``chunk`` at a time, so memory stays flat.
+        """
+        papers = tuple(papers)
+        if self._catalog.missing(papers):
+            self.prepare([*self._catalog.papers, *self._catalog.missing(papers)], self._background)
+        view = self._view(papers)
+        chunks = ([compile_profile(s) for s in chunk] for chunk in _chunks(subscribers, self.chunk))
+        if not papers:
+            for profiles in chunks:
+                yield from ([] for _ in profiles)
+            return
+        for scores in _ahead(chunks, lambda profiles: self.score_batch(profiles, view)):
+            yield from emit(view, scores, only_relevant)
+
+    def _view(self, papers: tuple[StoredPaper, ...]) -> View:
+        """The candidates' arrays; kept while the same papers are ranked again (preview, tests)."""
+        if self._last_view is not None and self._last_view.papers == papers:
+            return self._last_view
+        self._last_view = self._new_view(papers)
+        return self._last_view
+
+    def _new_view(self, papers: tuple[StoredPaper, ...]) -> View:
+        rows = self._catalog.rows_of(papers)
+        cols, cand, stats = view_columns(rows, self._stats)
+        postings = self._index.postings(cols)
+        vectors, titles = self._vectors_at(cols)
+        return View(papers, rows, cols, cand, stats, tie_order(papers), postings, vectors, titles)
+
+    def _vectors_at(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(paper vectors, title vectors) of the prepared rows ``cols``; none for a lexical ranker."""
+        none = np.zeros((len(cols), 0), dtype=np.float32)
+        return none, none
+
+    def score_batch(self, profiles: Sequence[Profile], view: View) -> BatchScores:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ shared evidence
+
+    def literal_table(self, layout: Layout, view: View, half: float) -> np.ndarray:
+        """(texts, candidates) literal phrase strength of each interest and excluded topic (else 0)."""
+        out = np.zeros((len(layout.texts), len(view.papers)), dtype=np.float32)
+        for i in layout.phrase_ids().tolist():
+            out[i] = self._index.literal(layout.texts[i], half)[view.rows]
+        return out
+
+    def words_queries(self, layout: Layout) -> QueryBatch:
+        """Each profile's interests and about text as one TF-IDF query."""
+        return self._index.queries(layout.texts, np.concatenate([layout.interests, layout.about], axis=1))
+
+    def finish(
+        self,
+        columns: Columns,
+        exclusions: Exclusions,
+        threshold: float,
+        reasons: tuple[Sequence[Profile], Layout, np.ndarray, QueryBatch, View],
+    ) -> BatchScores:
+        """The chunk's verdicts, with the reasons to compute for what is emitted."""
+        profiles, layout, literal, queries, view = reasons
+        words = WordEvidence(self._index, queries, view.postings, view.cand)
+        explain = Reasons(profiles, layout, literal, words, self._catalog.title)
+        excluded = exclusions.mask
+        relevant = (columns.best >= threshold) & ~excluded
+        return BatchScores(columns, excluded, exclusions, relevant, explain)
+
+    def not_itself(self, layout: Layout, view: View, table: np.ndarray) -> np.ndarray:
+        """-inf where a liked paper is itself a candidate: it is not 'similar to a paper you liked'."""
+        candidate_of = view.candidate_of
+        for i in layout.liked_ids().tolist():
+            row = self._catalog.find(layout.texts[i][len(LIKED_PREFIX) :])
+            if row is not None and row in candidate_of:
+                table[i, candidate_of[row]] = -np.inf
+        return table
+
+
+def _ahead(
+    chunks: Iterator[list[Profile]], score: Callable[[list[Profile]], BatchScores]
+) -> Iterator[BatchScores]:
+    """score(chunk) for each chunk, the next one computed in a worker thread while this one is used.
+
+    Array work releases the GIL, so scoring chunk k + 1 overlaps emitting chunk k on a second core.
+    A single chunk is scored in the calling thread.
+    """
+    first = next(chunks, None)
+    second = next(chunks, None)
+    if first is None:
+        return
+    if second is None:
+        yield score(first)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank") as pool:
+        pending = pool.submit(score, first)
+        for chunk in itertools.chain([second], chunks):
+            current, pending = pending, pool.submit(score, chunk)
+            yield current.result()
+        yield pending.result()
+
+
+def _chunks(items: Iterable[Subscriber], size: int) -> Iterator[list[Subscriber]]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk

@@ -1,0 +1,273 @@
+"""Tokenised papers: literal phrase strength and TF-IDF cosine, vectorised over many queries at once.
+
+TF-IDF weights are kept as postings (term -> papers), so scoring a batch of queries costs the sum of
+the query terms' document frequencies, not queries x vocabulary x papers. Query texts are tokenised
+once per distinct text (interest phrases are shared by many profiles) and combined per profile with
+array operations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from newsletter.models import StoredPaper
+from newsletter.rank.batch import ragged_arange
+from newsletter.rank.text import acronym, count_phrase, phrase_tokens, tokens, tokens_as_written
+
+TITLE_WEIGHT = 3.0  # a phrase in the title counts as much as three mentions in the abstract
+COMMON_SHARE = 0.05  # a phrase found in more than this share of papers needs proportionally more mentions
+DENSE_WORK = 1 / 128  # a term goes dense when (queries using it x its papers) passes this share of all cells
+MEMO_LIMIT = 1 << 16  # memoised texts and phrases; the memo is emptied when it grows past this
+
+
+@dataclass(frozen=True, slots=True)
+class Postings:
+    """TF-IDF weights restricted to some paper columns, as compressed rows by term."""
+
+    indptr: np.ndarray  # (terms + 1,) where each term's entries start
+    cols: np.ndarray  # column (position among the chosen papers) of each entry
+    values: np.ndarray  # normalised TF-IDF weight of each entry
+    keys: np.ndarray  # term * width + column, ascending: point look-ups
+    width: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueryBatch:
+    """Many texts as L2-normalised TF-IDF queries; entries grouped by owner, terms known to the papers."""
+
+    owner: np.ndarray  # which query each entry belongs to (ascending)
+    term: np.ndarray
+    weight: np.ndarray
+    size: int
+
+    def entries_of(self, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(first entry, entry count) of each given owner."""
+        start = np.searchsorted(self.owner, owners, side="left")
+        return start, np.searchsorted(self.owner, owners, side="right") - start
+
+
+class LexicalIndex:
+    """Tokenised papers with TF-IDF postings; phrase strengths and query terms are memoised."""
+
+    def __init__(self, papers: Sequence[StoredPaper]) -> None:
+        self.papers = tuple(papers)
+        self.titles = [tokens(p.title) for p in self.papers]
+        self.abstracts = [tokens(p.abstract) for p in self.papers]
+        self.terms: dict[str, int] = {}
+        term, doc, log_tf = self._count()
+        self.names = list(self.terms)
+        self.idf = self._idf(np.bincount(term, minlength=len(self.terms)))
+        self.unseen_idf = math.log(1 + self.size) + 1.0
+        order = np.lexsort((doc, term))
+        self.term, self.doc = term[order], doc[order]
+        self.value = self._normalised(term, doc, log_tf)[order]
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.term, minlength=len(self.terms)))])
+        self._extra: dict[str, int] = {}
+        self._phrases: dict[tuple[str, float], np.ndarray] = {}
+        self._text_terms: dict[str, np.ndarray] = {}
+        self.reasons: dict[int, str] = {}  # memoised 'shares words' reasons by packed term ids
+        self.surface: dict[int, str] = {}  # term id -> a word as a profile wrote it, for reasons
+
+    @property
+    def size(self) -> int:
+        return len(self.papers)
+
+    def _count(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        term: list[int] = []
+        doc: list[int] = []
+        log_tf: list[float] = []
+        for i, (title, abstract) in enumerate(zip(self.titles, self.abstracts, strict=True)):
+            for t, c in Counter(title + abstract).items():
+                term.append(self.terms.setdefault(t, len(self.terms)))
+                doc.append(i)
+                log_tf.append(1.0 + math.log(c))
+        return np.array(term, dtype=np.int64), np.array(doc, dtype=np.int64), np.array(log_tf)
+
+    def _idf(self, df: np.ndarray) -> np.ndarray:
+        return (np.log((1 + self.size) / (1 + df)) + 1.0).astype(np.float64)
+
+    def _normalised(self, term: np.ndarray, doc: np.ndarray, log_tf: np.ndarray) -> np.ndarray:
+        value = log_tf * self.idf[term] if term.size else log_tf
+        norms = np.sqrt(np.bincount(doc, weights=value * value, minlength=self.size))
+        return (value / np.maximum(norms, 1e-6)[doc]).astype(np.float32)
+
+    # ------------------------------------------------------------ literal phrases
+
+    def literal(self, phrase: str, half: float) -> np.ndarray:
+        """Per paper 0..1: how strongly it states the phrase (or its acronym)."""
+        key = (phrase, half)
+        found = self._phrases.get(key)
+        if found is None:
+            counts = self._phrase_counts(phrase)
+            share = float((counts > 0).mean()) if self.size else 0.0
+            needed = half * max(1.0, share / COMMON_SHARE)
+            found = (counts / (counts + needed)).astype(np.float32)
+            remember(self._phrases, key, found)
+        return found
+
+    def _phrase_counts(self, phrase: str) -> np.ndarray:
+        counts = np.zeros(self.size, dtype=np.float32)
+        short = acronym(phrase)
+        for form in (phrase_tokens(phrase), (short,) if short else ()):
+            for i in self._docs_with_all(form).tolist():
+                counts[i] += TITLE_WEIGHT * count_phrase(self.titles[i], form)
+                counts[i] += count_phrase(self.abstracts[i], form)
+        return counts
+
+    def _docs_with_all(self, terms: Sequence[str]) -> np.ndarray:
+        ids = [self.terms.get(t) for t in terms]
+        if not ids or None in ids:
+            return np.zeros(0, dtype=np.int64)
+        docs = [self.doc[self.indptr[i] : self.indptr[i + 1]] for i in ids if i is not None]
+        out = docs[0]
+        for more in docs[1:]:
+            out = np.intersect1d(out, more, assume_unique=True)
+        return out
+
+    # ------------------------------------------------------------ TF-IDF
+
+    def postings(self, cols: np.ndarray) -> Postings:
+        """The TF-IDF weights of the papers at rows ``cols`` (ascending), numbered by position."""
+        position = np.full(self.size, -1, dtype=np.int64)
+        position[cols] = np.arange(len(cols))
+        where = position[self.doc]
+        keep = where >= 0
+        term, col = self.term[keep], where[keep]
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(term, minlength=len(self.terms)))])
+        return Postings(indptr, col, self.value[keep], term * len(cols) + col, len(cols))
+
+    def terms_of(self, text: str) -> np.ndarray:
+        """A text's token ids; terms no paper has get ids past the papers' vocabulary."""
+        found = self._text_terms.get(text)
+        if found is None:
+            ids = []
+            for token, word in tokens_as_written(text):
+                term = self.terms.get(token)
+                term = self._unseen(token) if term is None else term
+                self.surface.setdefault(term, word)
+                ids.append(term)
+            found = np.array(ids, dtype=np.int64)
+            remember(self._text_terms, text, found)
+        return found
+
+    def _unseen(self, term: str) -> int:
+        return len(self.terms) + self._extra.setdefault(term, len(self._extra))
+
+    def queries(self, texts: Sequence[str], parts: np.ndarray) -> QueryBatch:
+        """One query per row of ``parts`` (ids into ``texts``, -1 padded), the parts' words pooled.
+
+        Each distinct text is tokenised once; the rows are assembled with array operations.
+        """
+        used = np.unique(parts[parts >= 0])
+        tokens_of = [self.terms_of(texts[i]) for i in used.tolist()]
+        length = np.zeros(len(texts), dtype=np.int64)
+        length[used] = [len(t) for t in tokens_of]
+        start = np.zeros(len(texts), dtype=np.int64)
+        start[used] = np.cumsum(length[used]) - length[used]
+        owner_of_part, column = np.nonzero(parts >= 0)
+        part = parts[owner_of_part, column]
+        flat = ragged_arange(start[part], length[part])
+        pooled = np.concatenate(tokens_of) if tokens_of else np.zeros(0, dtype=np.int64)
+        return self._weigh(np.repeat(owner_of_part, length[part]), pooled[flat], len(parts))
+
+    def _weigh(self, owner: np.ndarray, term: np.ndarray, size: int) -> QueryBatch:
+        span = len(self.terms) + len(self._extra) + 1
+        keys, counts = np.unique(owner * span + term, return_counts=True)
+        owner, term = keys // span, keys % span
+        known = term < len(self.terms)
+        idf = np.where(known, self.idf[np.where(known, term, 0)] if self.terms else 0.0, self.unseen_idf)
+        weight = (1.0 + np.log(counts)) * idf
+        norm = np.sqrt(np.bincount(owner, weights=weight * weight, minlength=size))
+        weight = weight / np.maximum(norm, 1e-6)[owner]
+        return QueryBatch(owner[known], term[known], weight[known].astype(np.float32), size)
+
+    def cosine(self, queries: QueryBatch, postings: Postings) -> np.ndarray:
+        """(queries, width) TF-IDF cosine of each query with each chosen paper.
+
+        Terms that many queries share and many papers contain go through one dense matrix product;
+        the rest are summed entry by entry from the postings.
+        """
+        df = df_of(postings, queries.term)
+        uses = np.bincount(queries.term, minlength=len(postings.indptr) - 1)[queries.term]
+        dense = uses * df > DENSE_WORK * queries.size * postings.width
+        out = self._sparse_cosine(queries, postings, ~dense, df)
+        if dense.any():
+            out += self._dense_cosine(queries, postings, dense)
+        return out
+
+    def _sparse_cosine(
+        self, queries: QueryBatch, postings: Postings, keep: np.ndarray, df: np.ndarray
+    ) -> np.ndarray:
+        start, count = postings.indptr[queries.term[keep]], df[keep]
+        flat = ragged_arange(start, count)
+        owner = np.repeat(queries.owner[keep], count)
+        weight = np.repeat(queries.weight[keep], count) * postings.values[flat]
+        cells = owner * postings.width + postings.cols[flat]
+        total = np.bincount(cells, weights=weight, minlength=queries.size * postings.width)
+        return total.reshape(queries.size, postings.width).astype(np.float32)
+
+    def _dense_cosine(self, queries: QueryBatch, postings: Postings, keep: np.ndarray) -> np.ndarray:
+        terms, column = numbered(queries.term[keep])
+        weights = np.zeros((queries.size, len(terms)), dtype=np.float32)
+        weights[queries.owner[keep], column] = queries.weight[keep]
+        return weights @ dense_rows(postings, terms)
+
+    def top_terms(
+        self, queries: QueryBatch, postings: Postings, owners: np.ndarray, cols: np.ndarray, limit: int = 3
+    ) -> np.ndarray:
+        """(pairs, limit) ids of the query terms adding most to each (owner, column) cosine, -1 padded."""
+        start, count = queries.entries_of(owners)
+        flat = ragged_arange(start, count)
+        pair = np.repeat(np.arange(len(owners)), count)
+        terms, row = numbered(queries.term[flat])
+        contrib = queries.weight[flat] * dense_rows(postings, terms)[row, np.repeat(cols, count)]
+        slot = flat - np.repeat(start, count)
+        table = np.zeros((len(owners), max(int(count.max(initial=0)), limit)), dtype=np.float32)
+        table[pair, slot] = contrib
+        ids = np.full(table.shape, -1, dtype=np.int64)
+        ids[pair, slot] = queries.term[flat]
+        top = np.argpartition(-table, limit - 1, axis=1)[:, :limit]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(table, top, axis=1), axis=1), axis=1)
+        return np.where(np.take_along_axis(table, top, axis=1) > 0, np.take_along_axis(ids, top, axis=1), -1)
+
+    def word(self, term: int) -> str:
+        """A term as a profile wrote it (else its stem)."""
+        return self.surface.get(term) or self.names[term]
+
+
+def numbered(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(distinct ids ascending, each id's position among them): np.unique's inverse without a sort."""
+    if not len(ids):
+        return ids, ids
+    seen = np.zeros(int(ids.max()) + 1, dtype=bool)
+    seen[ids] = True
+    distinct = np.flatnonzero(seen)
+    position = np.cumsum(seen) - 1
+    return distinct, position[ids]
+
+
+def dense_rows(postings: Postings, terms: np.ndarray) -> np.ndarray:
+    """(terms, width) TF-IDF weights of the given terms as dense rows."""
+    rows = np.zeros((len(terms), postings.width), dtype=np.float32)
+    count = df_of(postings, terms)
+    flat = ragged_arange(postings.indptr[terms], count)
+    rows[np.repeat(np.arange(len(terms)), count), postings.cols[flat]] = postings.values[flat]
+    return rows
+
+
+def df_of(postings: Postings, terms: np.ndarray) -> np.ndarray:
+    """How many of the chosen papers contain each term."""
+    return postings.indptr[terms + 1] - postings.indptr[terms]
+
+
+def remember(memo: dict[Any, Any], key: object, value: object) -> None:
+    """memo[key] = value, emptying the memo first when it is full."""
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
