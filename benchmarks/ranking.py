@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,7 +89,7 @@ class TfidfRanker:
         self.top, self.threshold = top, threshold
         self.idf: dict[str, float] = {}
 
-    def prepare(self, papers: Sequence[StoredPaper]) -> None:
+    def prepare(self, papers: Sequence[StoredPaper], background: Sequence[StoredPaper] = ()) -> None:
         df = Counter(w for p in papers for w in set(_words(p.title + " " + p.abstract)))
         n = max(len(papers), 1)
         self.idf = {w: math.log((1 + n) / (1 + c)) + 1 for w, c in df.items()}
@@ -106,6 +106,13 @@ class TfidfRanker:
             relevant = pos < self.top if self.top is not None else sims[i] >= (self.threshold or 0.0)
             out.append(Scored(papers[i], sims[i], "tf-idf", relevant and sims[i] > 0))
         return out
+
+    def rank_many(
+        self, papers: Sequence[StoredPaper], subscribers: Iterable[Subscriber], only_relevant: bool = True
+    ) -> Iterator[list[Scored]]:
+        for sub in subscribers:
+            scored = self.rank(papers, sub)
+            yield [s for s in scored if s.relevant] if only_relevant else scored
 
     def _vector(self, text: str) -> dict[str, float]:
         tf = Counter(_words(text))

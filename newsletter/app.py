@@ -15,6 +15,7 @@ from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import make_transport
 from newsletter.store import Store
+from newsletter.store.vectors import StoreVectorCache
 
 
 @contextmanager
@@ -31,8 +32,8 @@ def open_store(settings: Settings) -> Iterator[Store]:
 def open_pipeline(settings: Settings, *, lock: bool = True) -> Iterator[Pipeline]:
     """A ready pipeline; with ``lock`` it holds the state folder's run lock throughout."""
     renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
-    ranker = make_ranker(settings.ranker)
     with open_store(settings) as store:
+        ranker = make_ranker(settings.ranker, cache=StoreVectorCache(store))  # embeddings kept across runs
         pipeline = Pipeline(settings, store, ranker, renderer, lambda: make_transport(settings))
         if not lock:
             yield pipeline

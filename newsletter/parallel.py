@@ -96,10 +96,7 @@ def _worker(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it too
-    from newsletter.store import Store
-
-    pipeline.store.dispose_after_fork()
-    pipeline.store = Store(pipeline.settings.db_url)
+    pipeline.store.dispose_after_fork()  # fresh connections in this process (the ranker's cache too)
     try:
         send.send(pipeline.deliver_new(shard, now, stop=stop, detailed=detailed))
     except NewsletterError as exc:

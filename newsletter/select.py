@@ -23,6 +23,9 @@ from newsletter.store import Store, SubscriberState
 from newsletter.store.delivery import email_key
 
 
+BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
+
+
 @dataclass(frozen=True)
 class Selection:
     """A subscriber's digest-to-be, or the reason there is none."""
@@ -73,7 +76,7 @@ class Selector:
             state = states.get(email_key(sub.email))
             groups[state.watermark_seq if state else None].append(sub)
         windows = {mark: self._window(mark, latest) for mark in groups}
-        self._prepare(windows.values())
+        self._prepare(windows.values(), latest)
         for mark, group in groups.items():
             due: list[Subscriber] = []
             for sub in group:
@@ -89,10 +92,12 @@ class Selector:
                 return self.store.papers_first_seen_in(latest)
             return self.store.papers_first_seen_after(mark)
 
-    def _prepare(self, windows: Iterable[list[StoredPaper]]) -> None:
+    def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int) -> None:
+        """Per-paper work once per run; recent papers are the reference scores are calibrated on."""
         with self.timings("rank"):
             pool = {p.id: p for window in windows for p in window}
-            self.ranker.prepare(list(pool.values()))
+            background = self.store.papers_first_seen_after(max(0, latest - BACKGROUND_DUMPS))
+            self.ranker.prepare(list(pool.values()), background)
 
     def _rank(
         self,

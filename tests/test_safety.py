@@ -51,7 +51,7 @@ LINE_BREAKS = ("\r\n", "\n", "\r", "\x00", "\u2028", "\x85", "\x0b", "\x0c", "\r
 class EveryPaper:
     """Stub ranker: every paper is relevant; those whose title holds the first interest come first."""
 
-    def prepare(self, papers: Sequence[StoredPaper]) -> None:
+    def prepare(self, papers: Sequence[StoredPaper], background: Sequence[StoredPaper] = ()) -> None:
         return None
 
     def rank(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> list[Scored]:
@@ -205,18 +205,12 @@ def test_the_error_for_an_address_with_a_line_break_is_one_line(tmp_path: Path) 
     assert "\n" not in str(caught.value) and "\r" not in str(caught.value)
 
 
-def test_an_address_the_transport_cannot_carry_fails_alone(tmp_path: Path, renderer: Renderer) -> None:
-    """zoë@example.org passes the YAML check but needs SMTPUTF8: that digest fails, the others go out."""
-    subs = [
-        {"email": "zoë@example.org", "interests": ["diffusion"]},
-        {"email": "ada@example.org", "interests": ["diffusion"]},
-    ]
-    report, sent = deliver(tmp_path, renderer, [paper("2401.00001", "Diffusion")], subs)
-    outcome = {d.subscriber: d for d in report.digests}
-    assert outcome["zoë@example.org"].status == "failed"
-    assert "invalid email address" in outcome["zoë@example.org"].reason
-    assert outcome["ada@example.org"].status == "sent"
-    assert [recipient(checked_headers(raw)) for raw in sent] == ["ada@example.org"]
+def test_an_address_the_transport_cannot_carry_is_refused_when_loading(tmp_path: Path) -> None:
+    """zoë@example.org would need SMTPUTF8 at send time: it is refused up front, naming the field."""
+    subs = tmp_path / "subscribers.yaml"
+    subs.write_text("subscribers:\n  - {email: zoë@example.org, interests: [diffusion]}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"zoë@example.org\): field 'email': .*must be ASCII"):
+        load_subscribers(subs)
 
 
 # --- markup and template code in the data -------------------------------------------------------------
