@@ -22,7 +22,6 @@ from newsletter.report import Timings
 from newsletter.store import Store, SubscriberState
 from newsletter.store.delivery import email_key
 
-
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
 
 

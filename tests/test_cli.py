@@ -32,7 +32,9 @@ def test_run_writes_one_parseable_email_per_due_subscriber(env: dict[str, str]) 
     messages = outbox(env)
     assert len(messages) == len(sent) >= 2
     for msg, digest in zip(
-        sorted(messages, key=lambda m: m["To"].addresses[0].addr_spec), sorted(sent, key=lambda d: d["subscriber"]), strict=True
+        sorted(messages, key=lambda m: m["To"].addresses[0].addr_spec),
+        sorted(sent, key=lambda d: d["subscriber"]),
+        strict=True,
     ):
         for header in HEADERS:
             assert msg[header], f"missing {header}"

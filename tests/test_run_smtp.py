@@ -87,7 +87,11 @@ def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
     recorder, port = smtp_server
     recorder.refuse = set()
     closed = free_port()  # nothing listens here
-    env |= {"NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(closed)}
+    env |= {
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(closed),
+    }
     add_dumps(env, *seed_names()[:2])
     started = time.monotonic()
     down = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)

@@ -258,7 +258,10 @@ def test_excerpt_marks_a_first_sentence_that_only_fits_without_the_marker() -> N
 
 
 def test_excerpt_cleans_first() -> None:
-    assert excerpt(r"We get 13.7times speedups. {\it Really}.", max_sentences=1) == "We get 13.7× speedups.\u00a0…"
+    assert (
+        excerpt(r"We get 13.7times speedups. {\it Really}.", max_sentences=1)
+        == "We get 13.7× speedups.\u00a0…"
+    )
 
 
 def test_excerpt_of_every_seed_abstract_is_short_and_ends_cleanly() -> None:
