@@ -77,6 +77,9 @@ class Selector:
         windows = {mark: self._window(mark, latest) for mark in groups}
         self._prepare(windows.values(), latest)
         for mark, group in groups.items():
+            if not windows[mark]:  # "nothing new" says more than "not due"
+                yield from (Selection(s, reason="nothing new") for s in group)
+                continue
             due: list[Subscriber] = []
             for sub in group:
                 if ignore_due or _is_due(sub, states, now):
