@@ -192,11 +192,11 @@ def test_inner_whitespace_in_titles_is_collapsed() -> None:
 
 def test_duplicate_title_keeps_the_first_and_its_position(caplog: pytest.LogCaptureFixture) -> None:
     data = _dump("Mamba", ABSTRACT, "S4", ABSTRACT, "MAMBA ", SHORT_ABSTRACT, "Hyena", ABSTRACT)
-    with caplog.at_level(logging.INFO, logger="newsletter.sources.textdump"):
+    with caplog.at_level(logging.INFO, logger="newsletter.sources.common"):
         dump = parse_text_dump(data, "dupes.txt")
     assert [(p.rank, p.title) for p in dump.papers] == [(1, "Mamba"), (2, "S4"), (4, "Hyena")]
     assert dump.papers[0].abstract == ABSTRACT
-    assert "duplicate title" in caplog.text
+    assert "duplicate paper at rank 3" in caplog.text
 
 
 def test_small_fixture() -> None:

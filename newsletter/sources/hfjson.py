@@ -22,6 +22,7 @@ from typing import Any
 
 from newsletter.errors import ParseError
 from newsletter.models import Dump, Paper, normalize_arxiv_id
+from newsletter.sources.common import dedupe
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def parse_hf_json(data: bytes, source: str) -> Dump:
         source=source,
         format=FORMAT,
         content_hash=hashlib.sha256(data).hexdigest(),
-        papers=_dedupe(papers, source),
+        papers=dedupe(papers, source),
     )
 
 
@@ -147,19 +148,6 @@ def _published_at(inner: dict[str, Any], item: dict[str, Any]) -> datetime | Non
     except ValueError as exc:
         raise _FieldError(path, f"not an ISO 8601 date-time: {value!r}") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
-    """Keep the first of papers listed twice (same arXiv id, or same title when there is none)."""
-    seen: set[str] = set()
-    kept: list[Paper] = []
-    for paper in papers:
-        if paper.key in seen:
-            log.info("%s: duplicate paper at rank %s dropped: %s", source, paper.rank, paper.key)
-            continue
-        seen.add(paper.key)
-        kept.append(paper)
-    return tuple(kept)
 
 
 _TYPE_NAMES: dict[type, str] = {

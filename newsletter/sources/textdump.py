@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from newsletter.errors import ParseError
 from newsletter.models import Dump, Paper
+from newsletter.sources.common import dedupe
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def parse_text_dump(data: bytes, source: str) -> Dump:
         source=source,
         format=FORMAT,
         content_hash=hashlib.sha256(data).hexdigest(),
-        papers=_dedupe(papers, source),
+        papers=dedupe(papers, source),
         listed_on=listed_on,
     )
 
@@ -179,19 +180,6 @@ def _warn_if_cut(papers: list[Paper], source: str) -> None:
     """A dump cut off mid-abstract may end without a full stop; so do a few real abstracts."""
     if papers and not _SENTENCE_END.search(papers[-1].abstract):
         log.warning("%s: the last abstract ends without a full stop; the dump may be truncated", source)
-
-
-def _dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
-    """Keep the first of papers listed twice under the same normalised title."""
-    seen: set[str] = set()
-    kept: list[Paper] = []
-    for paper in papers:
-        if paper.title_key in seen:
-            log.info("%s: duplicate title at rank %s dropped: %s", source, paper.rank, paper.title)
-            continue
-        seen.add(paper.title_key)
-        kept.append(paper)
-    return tuple(kept)
 
 
 def _quote(text: str, limit: int = 60) -> str:
