@@ -242,8 +242,13 @@ def test_unsubscribe_button_works_in_the_browser(server: _Server, browser: Any, 
     from selenium.webdriver.common.by import By
 
     show(browser, server.url + _unsubscribe_path(server), 375, "light")
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert "You are unsubscribed" in browser.find_element(By.TAG_NAME, "h1").text
+    # The click starts a navigation: wait for the confirmation page instead of reading the old one.
+    WebDriverWait(browser, 10).until(
+        lambda b: any("You are unsubscribed" in h.text for h in b.find_elements(By.TAG_NAME, "h1"))
+    )
     screenshot(browser, shots, "ui-unsubscribed-375-light")
     assert "diff@example.org" in server.app.state.previewer.store().unsubscribed_emails()
 
