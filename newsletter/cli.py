@@ -230,6 +230,8 @@ def daemon(
     """Run in the foreground: fetch sources on a schedule and send each digest when it is due."""
     from newsletter.schedule import run_daemon
 
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run
     run_daemon(state.settings(), tick_seconds=tick)
 
 

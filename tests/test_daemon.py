@@ -27,7 +27,7 @@ def wait_for(predicate, timeout: float = 60.0) -> bool:  # type: ignore[no-untyp
 
 def test_daemon_delivers_a_dropped_dump_and_exits_cleanly_on_sigterm(env: dict[str, str]) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "--verbose", "daemon", "--tick", "1"],
+        [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -46,6 +46,7 @@ def test_daemon_delivers_a_dropped_dump_and_exits_cleanly_on_sigterm(env: dict[s
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "SIGTERM" in err
+    assert "tick:" in err  # one line per job run, without --verbose
     status = json.loads(cli(env, "status", "--json").stdout)
     assert status["counts"] == {"sent": len(outbox(env))}
     assert status["last_run"]["summary"]
