@@ -242,8 +242,8 @@ class Pipeline:
             sub = sel.subscriber
             if sel.reason == "nothing relevant":
                 evaluated[sel.upto_seq].append(sub.email)
-            if sel.reason or self._held_back(courier, len(ready)):
-                reason = sel.reason or self._held_back(courier, len(ready))
+            reason = sel.reason or self._held_back(courier, len(ready))
+            if reason:
                 outcomes.append(DigestOutcome(sub.email, "skipped", reason))
                 continue
             digest_id = _digest_id(sub.email, sel.from_seq, sel.upto_seq)
