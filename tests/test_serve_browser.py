@@ -232,6 +232,9 @@ def test_preview_pages_fit_and_stay_readable(
     screenshot(browser, shots, f"ui-{name}-{width}-{scheme}")
 
 
+HEADINGS_JS = "return Array.from(document.querySelectorAll('h1'), h => h.textContent).join('\\n')"
+
+
 def _unsubscribe_path(server: _Server) -> str:
     page = server.app.state.previewer.page("diff@example.org")
     url = next(v for k, v in page.draft.headers if k == "List-Unsubscribe")
@@ -246,9 +249,9 @@ def test_unsubscribe_button_works_in_the_browser(server: _Server, browser: Any, 
 
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     # The click starts a navigation: wait for the confirmation page instead of reading the old one.
-    WebDriverWait(browser, 10).until(
-        lambda b: any("You are unsubscribed" in h.text for h in b.find_elements(By.TAG_NAME, "h1"))
-    )
+    # Headings are read in one script call, so a page swap between finding and reading cannot
+    # leave a stale element reference.
+    WebDriverWait(browser, 10).until(lambda b: "You are unsubscribed" in b.execute_script(HEADINGS_JS))
     screenshot(browser, shots, "ui-unsubscribed-375-light")
     assert "diff@example.org" in server.app.state.previewer.store().unsubscribed_emails()
 
