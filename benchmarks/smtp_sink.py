@@ -2,7 +2,9 @@
 
     python benchmarks/smtp_sink.py --port 2525 --record received.tsv
 
-Speaks just enough ESMTP for smtplib (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT). Each accepted
+Speaks just enough ESMTP for smtplib (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), and offers
+PIPELINING (RFC 2920) like Postfix, Exim and the big providers do (``--no-pipelining`` to withhold it):
+commands are read one line at a time, so a pipelined MAIL/RCPT/DATA group is answered in order. Each accepted
 message appends "recipient<TAB>message-id" to the record file, flushed on SIGTERM/SIGINT. Loopback only.
 """
 
@@ -19,7 +21,12 @@ _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 class Sink:
-    def __init__(self, record: Path | None) -> None:
+    def __init__(self, record: Path | None, pipelining: bool = True) -> None:
+        self.ehlo = (
+            b"250-sink\r\n"
+            + (b"250-PIPELINING\r\n" if pipelining else b"")
+            + b"250-8BITMIME\r\n250 SIZE 104857600\r\n"
+        )
         self.count = 0
         self.lines: list[str] = []
         self.record = record
@@ -31,7 +38,7 @@ class Sink:
             while line := await reader.readline():
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
-                    writer.write(b"250-sink\r\n250-8BITMIME\r\n250 SIZE 104857600\r\n")
+                    writer.write(self.ehlo)
                 elif verb == b"MAIL":
                     rcpts = []
                     writer.write(b"250 OK\r\n")
@@ -67,8 +74,8 @@ class Sink:
             self.record.write_text("".join(self.lines), encoding="utf-8")
 
 
-async def serve(port: int, record: Path | None, ready: Path | None) -> None:
-    sink = Sink(record)
+async def serve(port: int, record: Path | None, ready: Path | None, pipelining: bool = True) -> None:
+    sink = Sink(record, pipelining)
     server = await asyncio.start_server(sink.session, "127.0.0.1", port, limit=1 << 24)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -87,8 +94,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--record", type=Path)
     parser.add_argument("--ready", type=Path, help="write the listening port here once ready")
+    parser.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.record, args.ready))
+    asyncio.run(serve(args.port, args.record, args.ready, not args.no_pipelining))
 
 
 if __name__ == "__main__":

@@ -71,9 +71,13 @@ def write_inputs(workdir: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
     return dumps, subs
 
 
+SINK_OPTIONS: list[str] = []  # e.g. ["--no-pipelining"], set from the command line
+
+
 def start_sink(workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], int, Path]:
     ready, record = workdir / f"{name}.port", workdir / f"{name}.tsv"
-    proc = subprocess.Popen([sys.executable, str(SINK), "--ready", str(ready), "--record", str(record)])
+    command = [sys.executable, str(SINK), "--ready", str(ready), "--record", str(record), *SINK_OPTIONS]
+    proc = subprocess.Popen(command)
     deadline = time.monotonic() + 20
     while not ready.exists() or not ready.read_text():
         if time.monotonic() > deadline:
@@ -145,8 +149,13 @@ def main() -> int:
     parser.add_argument("-n", "--subscribers", type=int, default=10_000)
     parser.add_argument("--ranker", default="lexical", help="NEWSLETTER_RANKER for the pipeline run")
     parser.add_argument("--workers", type=int, default=1, help="NEWSLETTER_WORKERS for the pipeline run")
+    parser.add_argument(
+        "--no-pipelining", action="store_true", help="the sink withholds PIPELINING (RFC 2920)"
+    )
     args = parser.parse_args()
     n = args.subscribers
+    if args.no_pipelining:
+        SINK_OPTIONS.append("--no-pipelining")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         dumps, subs = write_inputs(workdir, n)

@@ -6,7 +6,6 @@ import email
 import email.policy
 import logging
 import shutil
-import smtplib
 import socket
 import ssl
 import subprocess
@@ -56,6 +55,7 @@ class Recorder:
     drop_at_mail: int = 0  # close the connection at the next N MAIL commands, without a reply
     drop_after_body: int = 0  # take the next N bodies, then close without a reply
     close_after_data: bool = False  # reply 250, then close (like an idle timeout)
+    pipelining: bool = False  # offer PIPELINING (RFC 2920) in the EHLO reply
     idle_closed: threading.Event = field(default_factory=threading.Event)
 
     async def handle_EHLO(
@@ -63,6 +63,8 @@ class Recorder:
     ):
         session.host_name = hostname
         self.connections += 1
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
         return responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]):
@@ -120,9 +122,10 @@ def running(handler: Recorder, **kwargs: Any) -> Iterator[LoopbackController]:
         controller.stop()
 
 
-@pytest.fixture
-def handler() -> Recorder:
-    return Recorder()
+@pytest.fixture(params=[False, True], ids=["plain", "pipelining"])
+def handler(request: pytest.FixtureRequest) -> Recorder:
+    """Every test runs against a server without and with PIPELINING: two code paths in the client."""
+    return Recorder(pipelining=request.param)
 
 
 @pytest.fixture
@@ -263,14 +266,18 @@ def test_421_before_the_body_reconnects(server: LoopbackController, handler: Rec
     assert handler.connections == 2
 
 
-def test_dropped_twice_is_a_temporary_error(server: LoopbackController, handler: Recorder) -> None:
-    handler.drop_at_mail = 2
+def _first_fails_temporarily_second_arrives(server: LoopbackController, handler: Recorder) -> None:
     with transport_for(server) as transport:
         with pytest.raises(SendError) as caught:
             transport.send(message(1))
         transport.send(message(2))
     assert (caught.value.permanent, caught.value.unknown) == (False, False)
     assert [r for _, r, _ in handler.messages] == [["reader2@example.net"]]
+
+
+def test_dropped_twice_is_a_temporary_error(server: LoopbackController, handler: Recorder) -> None:
+    handler.drop_at_mail = 2
+    _first_fails_temporarily_second_arrives(server, handler)
 
 
 def test_connection_lost_after_the_body_is_unknown(server: LoopbackController, handler: Recorder) -> None:
@@ -450,16 +457,40 @@ def test_header_injection_does_not_add_recipients(server: LoopbackController, ha
     assert parsed.get_content_type() == "multipart/alternative"
 
 
-def test_partial_refusal_reported_by_smtplib_is_an_error(
-    server: LoopbackController, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def refuses(
-        self: smtplib.SMTP, sender: str, rcpts: list[str], raw: bytes
-    ) -> dict[str, tuple[int, bytes]]:
-        return {rcpts[0]: (550, b"5.1.1 unknown user")}
-
-    monkeypatch.setattr(smtplib.SMTP, "sendmail", refuses)
-    with transport_for(server) as transport, pytest.raises(SendError) as caught:
+def test_pipelining_is_used_only_when_offered(server: LoopbackController, handler: Recorder) -> None:
+    with transport_for(server) as transport:
         transport.send(message(1))
-    assert caught.value.permanent
-    assert "reader1@example.net refused: 550 5.1.1 unknown user" in caught.value.message
+        offered = transport._connected().has_extn("pipelining")
+    assert offered is handler.pipelining
+    assert len(handler.messages) == 1
+
+
+def test_refused_sender_sends_no_body_and_the_connection_goes_on(
+    server: LoopbackController, handler: Recorder
+) -> None:
+    handler.mail_replies.append("451 4.3.0 Try again later")
+    _first_fails_temporarily_second_arrives(server, handler)
+    assert handler.connections == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b".starts with a dot\r\nmiddle\r\n.\r\n..two dots\r\nend",  # no final CRLF either
+        b"plain\r\nlines only\r\n",
+    ],
+)
+def test_body_is_dot_stuffed_only_where_needed(
+    server: LoopbackController, handler: Recorder, body: bytes
+) -> None:
+    head = b"From: a@example.org\r\nTo: reader1@example.net\r\nSubject: dots\r\n\r\n"
+    raw = head + body
+    outgoing = OutgoingMessage(
+        digest_id="dots", message_id="<dots@example.org>", sender="a@example.org", subject="dots",
+        recipient="reader1@example.net", raw=raw,
+    )  # fmt: skip
+    with transport_for(server) as transport:
+        transport.send(outgoing)
+    [(_, _, received)] = handler.messages
+    expected = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+    assert received == expected  # the server un-stuffs: every line arrives as it was

@@ -9,18 +9,16 @@
 from __future__ import annotations
 
 import logging
+import re
 import smtplib
 import ssl
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import SecretStr
 
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +26,62 @@ Security = Literal["none", "starttls", "ssl"]
 
 
 class _Client(smtplib.SMTP):
-    """smtplib.SMTP that remembers whether the DATA body of the current message reached the socket."""
+    """smtplib.SMTP with ``deliver``: ``sendmail`` for one recipient, pipelined and without a regex pass.
+
+    Two savings that matter at thousands of messages a minute: MAIL, RCPT and DATA go out in one write
+    when the server offers PIPELINING (RFC 2920), and the body is dot-stuffed only when a line starts
+    with a dot (``sendmail`` runs a regex over every body: half the client's cost for a 40 KB message).
+    It also records whether the body reached the socket, which decides between "reconnect and send
+    again" and "unknown" when the connection drops.
+    """
 
     body_sent = False
-    _in_data = False
 
-    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        self.body_sent, self._in_data = False, True
-        try:
-            return super().data(msg)
-        finally:
-            self._in_data = False
+    def deliver(self, sender: str, recipient: str, raw: bytes) -> None:
+        """Raise what ``sendmail`` raises: SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError..."""
+        self.body_sent = False
+        self.ehlo_or_helo_if_needed()
+        options = [f"SIZE={len(raw)}"] if self.has_extn("size") else []
+        if self.has_extn("pipelining"):
+            mail, rcpt, data = self._pipelined(sender, recipient, options)
+        else:
+            mail = self.mail(sender, options)
+            rcpt = self.rcpt(recipient) if mail[0] == 250 else _NOT_SENT
+            data = self.docmd("DATA") if rcpt[0] in (250, 251) else _NOT_SENT
+        if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
+            self.send(b".\r\n")  # RFC 2920: DATA accepted without a recipient; end it empty
+            self.getreply()
+        if mail[0] != 250:
+            raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
+        if rcpt[0] not in (250, 251):
+            raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+        if data[0] != 354:
+            raise smtplib.SMTPDataError(*data)
+        self.send(_data_payload(raw))
+        self.body_sent = True
+        code, reply = self.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
 
-    def send(self, s: ReadableBuffer | str) -> None:
-        super().send(s)
-        if self._in_data and not isinstance(s, str):  # data() writes the whole dot-terminated body at once
-            self.body_sent = True
+    def _pipelined(
+        self, sender: str, recipient: str, options: list[str]
+    ) -> tuple[tuple[int, bytes], tuple[int, bytes], tuple[int, bytes]]:
+        mail = " ".join([f"MAIL FROM:{smtplib.quoteaddr(sender)}", *options])
+        self.send(f"{mail}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+        return self.getreply(), self.getreply(), self.getreply()
+
+
+_NOT_SENT = (503, b"not sent: an earlier command was refused")
+_DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
+
+
+def _data_payload(raw: bytes) -> bytes:
+    """The message as sent after DATA: dot-stuffed (RFC 5321 4.5.2), CRLF-ended, then the lone dot."""
+    if raw.startswith(b".") or b"\n." in raw:  # a memchr-speed scan; the regex only when needed
+        raw = _DOT_AT_LINE_START.sub(b"..", raw)
+    if not raw.endswith(b"\r\n"):
+        raw += b"\r\n"
+    return raw + b".\r\n"
 
 
 class _SslClient(_Client, smtplib.SMTP_SSL):
@@ -118,9 +156,8 @@ class SmtpTransport:
 
     def _send_once(self, message: OutgoingMessage) -> None:
         client = self._connected()
-        client.body_sent = False
         try:
-            refused = client.sendmail(message.sender, [message.recipient], message.raw)
+            client.deliver(message.sender, message.recipient, message.raw)
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(message.recipient, (0, b"recipient refused"))
             raise self._refused(client, code, text, f"recipient {message.recipient} refused") from exc
@@ -132,9 +169,6 @@ class SmtpTransport:
             raise SendError(f"SMTP error from {self.host}:{self.port}: {_describe(exc)}") from exc
         except OSError as exc:
             raise self._lost(client, exc) from exc
-        if refused:  # cannot happen with one recipient, but smtplib reports refusals this way
-            code, text = refused.get(message.recipient, (0, b"recipient refused"))
-            raise self._refused(client, code, text, f"recipient {message.recipient} refused")
         log.debug("SMTP accepted %s for %s", message.message_id, message.recipient)
 
     def _refused(self, client: _Client, code: int, text: bytes | str, what: str) -> SendError | _Dropped:
