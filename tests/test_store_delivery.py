@@ -25,6 +25,7 @@ from newsletter.store import (
     PlannedItem,
     Store,
 )
+from newsletter.store.records import DeliveryRecord
 from tests.test_store_helpers import at, db_url, open_store, plan_for, seeded
 
 ADA = "ada@example.org"
@@ -211,6 +212,7 @@ def test_recover_interrupted_turns_sending_into_unknown(store: Store) -> None:
 _CRASHER = """
 import os, sys
 from newsletter.store import Store
+from newsletter.store.records import DeliveryRecord
 from tests.test_store_helpers import at, plan_for
 store = Store(sys.argv[1])
 store.plan_digest(plan_for(store, "crash"))
@@ -362,3 +364,45 @@ def test_mark_sending_many_moves_only_queued_digests_of_subscribed_addresses(sto
     assert moved == ["d0", "d3"]
     statuses = {r.digest_id: (r.status, r.attempts) for r in store.deliveries()}
     assert statuses == {"d0": (SENDING, 1), "d1": (SENDING, 1), "d2": (CANCELLED, 0), "d3": (SENDING, 1)}
+
+
+# -- the hot path: DeliverySession ------------------------------------------------------------------
+
+
+def _record(store: Store, digest_id: str) -> DeliveryRecord:
+    (record,) = [r for r in store.deliveries() if r.digest_id == digest_id]
+    return record
+
+
+def test_session_folds_each_acceptance_into_the_next_sending(store: Store) -> None:
+    store.plan_digests([plan_for(store, "d1"), plan_for(store, "d2", email=BOB)])
+    with store.delivery_session() as session:
+        session.sending("d1", "<m1@example.org>", at(30))
+        session.accepted("d1", "<m1@example.org>", at(30))
+        assert _status(store, "d1") == SENDING  # accepted, not yet committed
+        session.sending("d2", "<m2@example.org>", at(31))
+        assert (_status(store, "d1"), _status(store, "d2")) == (SENT, SENDING)
+        session.accepted("d2", "<m2@example.org>", at(31))
+    assert _status(store, "d2") == SENT  # committed on exit
+    first = _record(store, "d1")
+    assert (first.updated_at, first.message_id, first.attempts) == (at(30), "<m1@example.org>", 1)
+
+
+def test_session_refuses_a_cancelled_digest(store: Store) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+    store.record_unsubscribe(ADA, at(25))
+    with store.delivery_session() as session, pytest.raises(InvalidTransition):
+        session.sending("d1", "<m1@example.org>", at(30))
+    assert _status(store, "d1") == CANCELLED
+
+
+def test_session_database_error_is_a_one_line_store_error(store: Store) -> None:
+    store.plan_digest(plan_for(store, "d1"))
+    with store.delivery_session() as session:
+        with store._engine.begin() as conn:  # the table disappears under a running session
+            conn.exec_driver_sql("ALTER TABLE digests RENAME TO digests_gone")
+        with pytest.raises(StoreError) as caught:
+            session.sending("d1", "<m1@example.org>", at(30))
+    message = str(caught.value)
+    assert "marking digest d1 sending" in message and "no such table" in message
+    assert "\n" not in message and "UPDATE" not in message
