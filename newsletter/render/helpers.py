@@ -38,6 +38,7 @@ class HasTitle(Protocol):
     def title(self) -> str: ...
 
 
+@lru_cache(maxsize=16384)  # titles, names and reasons repeat across thousands of digests
 def one_line(text: str) -> str:
     """Control characters dropped, runs of whitespace (newlines too) collapsed to one space."""
     if not text.isprintable():  # fast path: most titles have nothing to clean
@@ -117,6 +118,13 @@ def excerpt(text: str, max_sentences: int = 3, max_chars: int = 420) -> str:
 
 def authors_short(authors: Iterable[str], limit: int = 3) -> str:
     """Names joined with commas; only the first ``limit`` and "et al." when there are more."""
+    if isinstance(authors, tuple):  # the usual case: a paper's authors, the same in every digest
+        return _authors_short(authors, limit)
+    return _authors_short(tuple(authors), limit)
+
+
+@lru_cache(maxsize=4096)
+def _authors_short(authors: tuple[str, ...], limit: int) -> str:
     names = [one_line(a) for a in authors if a.strip()]
     shown = ", ".join(names[:limit])
     return f"{shown} et al." if len(names) > limit else shown
