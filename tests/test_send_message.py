@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import random
@@ -390,3 +391,14 @@ def test_parses_like_email_message_over_awkward_inputs() -> None:
 def test_clean_text_collapses_controls_and_whitespace() -> None:
     assert clean_text("  a\r\n\tb\x00c\u2028d  ") == "a b c d"
     assert re.fullmatch(r"\S+( \S+)*", clean_text(awkward_text(random.Random(1), 50)))
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 113, 114, 115, 1000, 30_001])
+def test_base64_body_lines_are_76_characters_and_decode_back(size: int) -> None:
+    from newsletter.send.message import _base64_lines
+
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    encoded = base64.b64encode(data)
+    expected = b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
+    assert _base64_lines(data) == expected  # the straightforward slicing, line for line
+    assert base64.b64decode(_base64_lines(data)) == data

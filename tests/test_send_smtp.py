@@ -494,3 +494,15 @@ def test_body_is_dot_stuffed_only_where_needed(
     [(_, _, received)] = handler.messages
     expected = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
     assert received == expected  # the server un-stuffs: every line arrives as it was
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["a@b.org", "a.b+c@x-y.example.org", "Ada <a@b.org>", '"q u"@x.org', "", "no-at-sign", "a@[127.0.0.1]"],
+)
+def test_pipelined_envelope_addresses_match_smtplib(address: str) -> None:
+    import smtplib
+
+    from newsletter.send.smtp import _angle
+
+    assert _angle(address) == smtplib.quoteaddr(address)

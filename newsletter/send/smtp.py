@@ -66,12 +66,20 @@ class _Client(smtplib.SMTP):
     def _pipelined(
         self, sender: str, recipient: str, options: list[str]
     ) -> tuple[tuple[int, bytes], tuple[int, bytes], tuple[int, bytes]]:
-        mail = " ".join([f"MAIL FROM:{smtplib.quoteaddr(sender)}", *options])
-        self.send(f"{mail}\r\nRCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n")
+        mail = " ".join([f"MAIL FROM:{_angle(sender)}", *options])
+        self.send(f"{mail}\r\nRCPT TO:{_angle(recipient)}\r\nDATA\r\n")
         return self.getreply(), self.getreply(), self.getreply()
 
 
 _NOT_SENT = (503, b"not sent: an earlier command was refused")
+_BARE_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9.-]+")
+
+
+def _angle(address: str) -> str:
+    """``<address>`` for SMTP; smtplib.quoteaddr's full RFC 5322 parse only for unusual forms."""
+    return f"<{address}>" if _BARE_ADDRESS.fullmatch(address) else smtplib.quoteaddr(address)
+
+
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 
 
