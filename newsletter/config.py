@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     send_rate: float | None = Field(default=None, gt=0)  # messages per second; None: as fast as accepted
     max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
     workers: int = Field(default=1, ge=1, le=32)  # processes sending new digests (each its own connections)
+    build_process: Literal["auto", "on", "off"] = "auto"  # build messages in a second process, ahead
     retries: int = Field(default=2, ge=0, le=10)  # in-run retries of a temporary (4xx) failure
     retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the first in-run retry, then doubled
 

@@ -1,10 +1,18 @@
-"""Several worker processes for one run's new digests (``NEWSLETTER_WORKERS`` > 1).
+"""Processes for one run's new digests: a builder that works ahead, or several workers.
 
-Subscribers are split into shards; each forked worker ranks, renders, plans and sends its shard with
-its own database and SMTP/API connections, then hands its report back. The parent has already ingested
-and delivered what earlier runs left queued, and it holds the run lock, which the workers share (the
-lock's file descriptor is inherited). Workers die with the parent (PR_SET_PDEATHSIG on Linux) and a
-SIGTERM lets each finish its message in flight; a crash can leave one 'unknown' delivery per worker.
+The builder (``NEWSLETTER_BUILD_PROCESS``, on by default for larger lists on a multi-core machine) is
+a forked process that ranks, renders and builds the messages of each chunk of subscribers and hands
+them to the run's process through a pipe, which holds about one chunk: memory stays flat, and while one
+process waits on the mail server the other works. The builder only reads the store; planning, the
+delivery log and the transport stay in the run's process, so a crash still leaves at most one
+'unknown' delivery.
+
+With ``NEWSLETTER_WORKERS`` > 1, subscribers are split into shards; each forked worker ranks, renders,
+plans and sends its shard with its own database and SMTP/API connections, then hands its report back.
+The parent has already ingested and delivered what earlier runs left queued, and it holds the run lock,
+which the workers share (the lock's file descriptor is inherited). Workers die with the parent
+(PR_SET_PDEATHSIG on Linux) and a SIGTERM lets each finish its message in flight; a crash can leave one
+'unknown' delivery per worker.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -24,10 +33,10 @@ from typing import TYPE_CHECKING
 
 from newsletter.errors import NewsletterError
 from newsletter.models import Subscriber
-from newsletter.report import RunReport
+from newsletter.report import RunReport, Timings
 
 if TYPE_CHECKING:
-    from newsletter.pipeline import Pipeline
+    from newsletter.pipeline import Built, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +107,89 @@ def _worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it too
     pipeline.store.dispose_after_fork()  # fresh connections in this process (the ranker's cache too)
     try:
-        send.send(pipeline.deliver_new(shard, now, stop=stop, detailed=detailed))
+        send.send(pipeline.deliver_new(shard, now, stop=stop, detailed=detailed, inline=True))
     except NewsletterError as exc:
         send.send(str(exc))
     finally:
         pipeline.store.close()
         send.close()
+
+
+class BuilderError(NewsletterError):
+    """The builder process failed or died; what was already sent is recorded."""
+
+
+@dataclass(frozen=True)
+class _Done:
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def build_ahead(
+    pipeline: Pipeline, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
+) -> Iterator[Built]:
+    """``pipeline.build_chunks`` run in a forked process, one chunk ahead of the caller.
+
+    When ``stopped()`` turns true (a signal, the transport down) the builder is told to stop: it
+    reports the remaining subscribers as waiting for the next run instead of building them.
+    """
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    args = (pipeline, subscribers, now, send, os.getpid())
+    process = context.Process(target=_builder, args=args, name="newsletter-builder")
+    process.start()
+    send.close()
+    signalled = False
+    try:
+        while True:
+            if stopped() and not signalled:
+                os.kill(process.pid or 0, signal.SIGTERM)
+                signalled = True
+            try:
+                item = receive.recv()
+            except EOFError:
+                raise BuilderError(
+                    f"the builder process died (exit status {_exit_status(process)})",
+                    hint="digests sent so far are recorded; run again to send the rest",
+                ) from None
+            if isinstance(item, _Done):
+                for stage, seconds in item.timings.items():
+                    pipeline.timings.totals[stage] += seconds
+                return
+            if isinstance(item, str):
+                raise BuilderError(item)
+            yield item
+    finally:
+        if process.is_alive():
+            os.kill(process.pid or 0, signal.SIGTERM)
+        process.join()
+        receive.close()
+
+
+def _builder(
+    pipeline: Pipeline, subscribers: Sequence[Subscriber], now: datetime, send: Connection, parent: int
+) -> None:
+    _die_with_parent(parent)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's process decides; Ctrl-C reaches it too
+    pipeline.store.dispose_after_fork()  # fresh read connections in this process
+    pipeline.timings = Timings()
+    try:
+        for built in pipeline.build_chunks(subscribers, now, stop.is_set):
+            send.send(built)
+        send.send(_Done(dict(pipeline.timings.totals)))
+    except NewsletterError as exc:
+        send.send(str(exc))
+    except BrokenPipeError:  # the run's process is gone or no longer listening
+        pass
+    finally:
+        pipeline.store.close()
+        send.close()
+
+
+def _exit_status(process: BaseProcess) -> str:
+    process.join(timeout=5)
+    return str(process.exitcode)
 
 
 def _die_with_parent(parent: int) -> None:

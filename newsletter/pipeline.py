@@ -11,10 +11,12 @@ import functools
 import hashlib
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
@@ -23,7 +25,7 @@ from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier
 from newsletter.errors import NewsletterError, RenderError, SendError, SourceError
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
-from newsletter.parallel import run_sharded
+from newsletter.parallel import build_ahead, run_sharded
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_url
 from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
@@ -39,8 +41,18 @@ log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
 PLAN_BATCH = 256  # digests planned per transaction
+BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
-__all__ = ["Pipeline", "Selection"]
+__all__ = ["Built", "Pipeline", "Selection"]
+
+
+@dataclass
+class Built:
+    """A chunk of selections as messages, before anything about them is written to the store."""
+
+    ready: list[tuple[OutgoingMessage, tuple[ItemReport, ...], DigestPlan]] = field(default_factory=list)
+    outcomes: list[DigestOutcome] = field(default_factory=list)  # skipped, or failed while building
+    evaluated: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))  # nothing relevant
 
 
 class Pipeline:
@@ -131,22 +143,42 @@ class Pipeline:
         *,
         stop: threading.Event | None = None,
         detailed: bool = True,
+        inline: bool = False,
     ) -> RunReport:
-        """Select, build, plan and send every due digest of ``subscribers`` (one process)."""
+        """Select, build, plan and send every due digest of ``subscribers``.
+
+        Building (rank, render, MIME) and sending (plan, transport, delivery log) overlap when a
+        builder process is used (``settings.build_process``; never with ``inline``): the builder
+        only reads the store, so this process stays the only writer and a crash still leaves at
+        most one 'unknown' delivery.
+        """
         report = RunReport(detailed=detailed)
         timings = self.timings = Timings()
-        selections = self.select(subscribers, now)
         with (
             self.transport_factory() as transport,
             Courier(
                 self.store, transport, self.settings, stop=stop, sleep=self.sleep, timings=timings
             ) as courier,
         ):
-            for chunk in _batched(selections, PLAN_BATCH):
-                report.extend(self._deliver_chunk(courier, chunk, now))
+
+            def stopped() -> bool:
+                return courier.stopped
+
+            if not inline and self._wants_builder(subscribers):
+                chunks = build_ahead(self, subscribers, now, stopped)
+            else:
+                chunks = self.build_chunks(subscribers, now, stopped)
+            for built in chunks:
+                report.extend(self._send_chunk(courier, built, now))
         report.bytes_sent = courier.bytes_sent
-        report.timings = dict(timings.totals)
+        report.timings = dict(self.timings.totals)
         return report
+
+    def _wants_builder(self, subscribers: Sequence[Subscriber]) -> bool:
+        choice = self.settings.build_process
+        if choice == "auto":
+            return (os.cpu_count() or 1) > 1 and len(subscribers) >= BUILDER_MIN_SUBSCRIBERS
+        return choice == "on"
 
     def deliver_pending(
         self,
@@ -230,53 +262,60 @@ class Pipeline:
 
     # -- delivering ---------------------------------------------------------------------------------
 
-    def _deliver_chunk(
-        self, courier: Courier, chunk: Sequence[Selection], now: datetime
-    ) -> list[DigestOutcome]:
-        """Build a chunk's messages, plan them in one transaction, then send them one by one."""
-        outcomes: list[DigestOutcome] = []
-        ready: list[tuple[OutgoingMessage, tuple[ItemReport, ...]]] = []
-        plans: list[DigestPlan] = []
-        evaluated: dict[int, list[str]] = defaultdict(list)  # nothing relevant up to seq: watermark moves
-        for sel in chunk:
-            sub = sel.subscriber
-            if sel.reason == "nothing relevant":
-                evaluated[sel.upto_seq].append(sub.email)
-            reason = sel.reason or self._held_back(courier, len(ready))
-            if reason:
-                outcomes.append(DigestOutcome(sub.email, "skipped", reason))
-                continue
-            digest_id = _digest_id(sub.email, sel.from_seq, sel.upto_seq)
-            try:
-                message = self._message(sub, sel.chosen, digest_id, now)
-            except (RenderError, SendError) as exc:
-                log.error("%s: cannot build digest: %s", sub.email, exc)
-                outcomes.append(DigestOutcome(sub.email, "failed", f"error: {exc}", _items(sel.chosen)))
-                continue
-            ready.append((message, _items(sel.chosen)))
-            plans.append(_plan(digest_id, sel, message.subject, now))
+    def build_chunks(
+        self, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
+    ) -> Iterator[Built]:
+        """Every due digest as a message, PLAN_BATCH at a time; reads the store, writes nothing."""
+        cap = self.settings.max_per_run
+        built = 0  # messages built this run: the cap counts digests planned, sent or not
+        for chunk in _batched(self.select(subscribers, now), PLAN_BATCH):
+            part = Built()
+            for sel in chunk:
+                sub = sel.subscriber
+                if sel.reason == "nothing relevant":
+                    part.evaluated[sel.upto_seq].append(sub.email)
+                reason = sel.reason
+                if not reason and stopped():
+                    reason = "stopped before its turn; due at the next run"
+                elif not reason and cap is not None and built >= cap:
+                    reason = "run cap reached; due at the next run"
+                if reason:
+                    part.outcomes.append(DigestOutcome(sub.email, "skipped", reason))
+                    continue
+                digest_id = _digest_id(sub.email, sel.from_seq, sel.upto_seq)
+                try:
+                    message = self._message(sub, sel.chosen, digest_id, now)
+                except (RenderError, SendError) as exc:
+                    log.error("%s: cannot build digest: %s", sub.email, exc)
+                    part.outcomes.append(
+                        DigestOutcome(sub.email, "failed", f"error: {exc}", _items(sel.chosen))
+                    )
+                    continue
+                part.ready.append((message, _items(sel.chosen), _plan(digest_id, sel, message.subject, now)))
+                built += 1
+            yield part
+
+    def _send_chunk(self, courier: Courier, built: Built, now: datetime) -> list[DigestOutcome]:
+        """Plan a built chunk in one transaction, then send its messages one by one."""
+        outcomes = list(built.outcomes)
+        ready = built.ready
+        if courier.stopped:  # not planned: due at the next run, built again then
+            waiting = "stopped before its turn; due at the next run"
+            outcomes += [DigestOutcome(message.recipient, "skipped", waiting) for message, _, _ in ready]
+            ready = []
         with self.timings("store"):
-            for seq, emails in evaluated.items():
+            for seq, emails in built.evaluated.items():
                 self.store.advance_watermarks(emails, seq)
-            self.store.plan_digests(plans)
-        for message, items in ready:
+            self.store.plan_digests([plan for _, _, plan in ready])
+        for message, items, _ in ready:
             if courier.stopped:  # planned: the next run sends it first
                 outcomes.append(
                     DigestOutcome(message.recipient, "skipped", "stopped; queued for the next run")
                 )
             else:
                 outcomes.append(courier.deliver(message, now, items))
-        courier.flush()  # the next chunk is ranked and built with every acceptance recorded
+        courier.flush()  # every acceptance recorded before the next chunk is planned
         return outcomes
-
-    def _held_back(self, courier: Courier, planned: int) -> str:
-        """Why a due digest waits for the next run, or ''."""
-        if courier.stopped:
-            return "stopped before its turn; due at the next run"
-        cap = self.settings.max_per_run
-        if cap is not None and courier.sent + planned >= cap:
-            return "run cap reached; due at the next run"
-        return ""
 
     def _retry_one(
         self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime

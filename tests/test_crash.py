@@ -280,11 +280,12 @@ class Counts:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("builder", ["off", "on"], ids=["one-process", "builder-process"])
 def test_kill_9_at_random_points_never_duplicates_or_loses_a_digest(
-    tmp_path: Path, smtp_process: tuple[int, Path]
+    tmp_path: Path, smtp_process: tuple[int, Path], builder: str
 ) -> None:
     port, journal = smtp_process
-    env = crash_env(tmp_path, port)
+    env = {**crash_env(tmp_path, port), "NEWSLETTER_BUILD_PROCESS": builder}
     kills, runs = kill_runs(env, random.Random(SEED), journal)
     counts = finish_and_count(env, journal, kills, runs)
     assert len(counts.unknown) <= kills
@@ -435,6 +436,11 @@ def renderer() -> Renderer:
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
+    return make_folder(tmp_path)
+
+
+def make_folder(tmp_path: Path) -> Path:
+    """A dumps folder with the first seed and subscribers.yaml with READERS."""
     (tmp_path / "dumps").mkdir()
     shutil.copy(SEEDS / seed_names()[0], tmp_path / "dumps")
     subs = [

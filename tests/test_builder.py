@@ -1,0 +1,120 @@
+"""The builder process (NEWSLETTER_BUILD_PROCESS): same digests as one process, the cap, stops and deaths."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter.parallel import BuilderError
+from newsletter.pipeline import Pipeline
+
+from .helpers import add_dumps, cli, make_env, seed_names
+from .test_crash import NOW, READERS, Recorder, committed, make_folder, next_run, pipeline
+
+FIRST, SECOND = seed_names()[:2]
+
+
+def _outbox(env: dict[str, str]) -> dict[str, bytes]:
+    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    return {path.name: path.read_bytes() for path in sorted(outbox.glob("*.eml"))}
+
+
+def _run(env: dict[str, str], *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cli(env, "run", "--json", *args).stdout)
+    return result
+
+
+def test_builder_process_sends_byte_for_byte_what_one_process_sends(tmp_path: Path) -> None:
+    envs = {}
+    for mode in ("off", "on"):
+        (tmp_path / mode).mkdir()
+        envs[mode] = {**make_env(tmp_path / mode), "NEWSLETTER_BUILD_PROCESS": mode}
+        add_dumps(envs[mode], FIRST)
+    reports = {mode: _run(env, "--now", "2026-03-11T08:00:00Z") for mode, env in envs.items()}
+    assert reports["on"]["digests"] == reports["off"]["digests"]
+    assert sum(d["status"] == "sent" for d in reports["on"]["digests"]) == 2
+    assert _outbox(envs["on"]) == _outbox(envs["off"]) != {}
+    assert "render" in reports["on"]["timings"]  # the builder's stage times reach the report
+
+
+def test_builder_process_respects_the_run_cap_and_the_next_run_sends_the_rest(tmp_path: Path) -> None:
+    env = {**make_env(tmp_path), "NEWSLETTER_BUILD_PROCESS": "on", "NEWSLETTER_MAX_PER_RUN": "1"}
+    add_dumps(env, FIRST)
+    first = _run(env, "--now", "2026-03-11T08:00:00Z")
+    statuses = sorted((d["status"], d["reason"]) for d in first["digests"])
+    assert statuses.count(("sent", "")) == 1
+    assert ("skipped", "run cap reached; due at the next run") in statuses
+    second = _run(env, "--now", "2026-03-11T09:00:00Z")
+    assert sum(d["status"] == "sent" for d in second["digests"]) == 1
+    assert len(_outbox(env)) == 2
+
+
+def test_a_stop_reaches_the_builder_and_nothing_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_folder(tmp_path)
+    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)
+    stop = threading.Event()
+    transport = StopsAfterFirst(stop)
+    made, subs = pipeline(folder, _renderer(), transport, build_process="on")
+    report = made.run(subs, NOW, stop=stop)
+    made.store.close()
+    outcomes = {o.subscriber: (o.status, o.reason) for o in report.digests}
+    assert transport.sent == [READERS[0]]
+    assert outcomes[READERS[0]] == ("sent", "")
+    assert {outcomes[r][0] for r in READERS[1:]} == {"skipped"}
+    _, sent, after = next_run(folder, _renderer())
+    assert sorted(sent) == sorted(READERS[1:])
+    assert set(after.values()) == {"sent"}
+
+
+def test_a_dying_builder_is_a_one_line_error_and_what_was_sent_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_folder(tmp_path)
+    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)
+    real = Pipeline.build_chunks
+
+    def dies_after_one(self: Pipeline, *args: Any) -> Any:
+        for index, built in enumerate(real(self, *args)):
+            if index == 1:
+                os._exit(3)  # in the builder process: no report, no goodbye
+            yield built
+
+    monkeypatch.setattr(Pipeline, "build_chunks", dies_after_one)
+    transport = Recorder()
+    made, subs = pipeline(folder, _renderer(), transport, build_process="on")
+    with pytest.raises(BuilderError) as caught:
+        made.run(subs, NOW)
+    made.store.close()
+    assert "builder process died (exit status 3)" in str(caught.value)
+    assert transport.sent == [READERS[0]]
+    assert committed(folder) == {READERS[0]: "sent"}
+    monkeypatch.setattr(Pipeline, "build_chunks", real)
+    _, sent, after = next_run(folder, _renderer())
+    assert sorted(sent) == sorted(READERS[1:])
+    assert set(after.values()) == {"sent"}
+
+
+class StopsAfterFirst(Recorder):
+    """Accepts one message, then sets the run's stop event (as SIGTERM's handler would)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+
+    def send(self, message: Any) -> None:
+        super().send(message)
+        self.stop.set()
+
+
+def _renderer() -> Any:
+    from newsletter.config import PACKAGE_TEMPLATES
+    from newsletter.render import Renderer
+
+    return Renderer(PACKAGE_TEMPLATES)
