@@ -32,6 +32,7 @@ from newsletter.models import StoredPaper, Subscriber  # noqa: E402
 from newsletter.rank.embed import MemoryVectorCache  # noqa: E402
 from newsletter.rank.lexical import LexicalRanker  # noqa: E402
 from newsletter.rank.semantic import SemanticRanker  # noqa: E402
+from newsletter.rank.text import sentences  # noqa: E402
 
 PAPERS = 400
 DIM = 384
@@ -106,11 +107,15 @@ def unit_vectors(n: int, seed: int) -> np.ndarray:
 
 
 def warm_cache(papers: list[StoredPaper], subs: list[Subscriber]) -> MemoryVectorCache:
-    """Paper vectors by key and every profile text's vector, as the store would have them."""
+    """Paper, title and sentence vectors by key and every profile text's vector, as the store has them."""
     cache = MemoryVectorCache()
     cache.put(
         RandomEmbedder.name, dict(zip([p.key for p in papers], unit_vectors(len(papers), 1), strict=True))
     )
+    titles = dict(zip([p.key for p in papers], unit_vectors(len(papers), 3), strict=True))
+    cache.put(f"title:{RandomEmbedder.name}", titles)
+    parts = [f"{p.key}#{i}" for p in papers for i in range(len(sentences(p)))]
+    cache.put(f"sentence:{RandomEmbedder.name}", dict(zip(parts, unit_vectors(len(parts), 4), strict=True)))
     texts = sorted({t for s in subs for t in (*s.interests, s.about, *s.liked, *s.exclude) if t})
     cache.put(f"query:{RandomEmbedder.name}", dict(zip(texts, unit_vectors(len(texts), 2), strict=True)))
     return cache

@@ -10,6 +10,7 @@ import pytest
 from newsletter.rank import SemanticRanker
 from newsletter.rank.embed import HashingEmbedder, MemoryVectorCache
 from newsletter.rank.semantic import semantic_available
+from newsletter.rank.text import sentences
 from tests.test_rank_behaviour import minilm
 from tests.test_rank_corpus import by_title, papers, subscriber
 
@@ -30,10 +31,14 @@ def test_papers_are_embedded_once_and_cached_by_model_and_key() -> None:
     embedder, cache = CountingEmbedder(), MemoryVectorCache()
     SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
     SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
-    assert len(embedder.seen) == 2 * len(papers())  # each paper, and its title alone
+    split = [sentences(p) for p in papers()]
+    assert len(embedder.seen) == 2 * len(papers()) + sum(map(len, split))  # paper, title, sentences
     key = papers()[0].key
     assert set(cache.get("hashing-bow", [key])) == {key}
     assert set(cache.get("title:hashing-bow", [key])) == {key}
+    assert len(cache.get("sentence:hashing-bow", [f"{key}#{i}" for i in range(len(split[0]))])) == len(
+        split[0]
+    )
 
 
 def test_profile_texts_are_embedded_once_per_content() -> None:

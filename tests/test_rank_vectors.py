@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from newsletter.rank import SemanticRanker, make_ranker
 from newsletter.rank.embed import HashingEmbedder
+from newsletter.rank.text import sentences
 from newsletter.store import MIGRATIONS, Store
 from newsletter.store.engine import make_engine
 from newsletter.store.migrations import migrate
@@ -81,7 +82,8 @@ def test_a_second_run_embeds_nothing_new(tmp_path: Path) -> None:
         ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
         ranker.prepare(papers())
         first = [[s.paper.key for s in r] for r in ranker.rank_many(papers(), subs)]
-    assert len(embedder.seen) == 2 * len(papers()) + 3  # every paper and title, three profile texts
+    split = sum(len(sentences(p)) for p in papers())
+    assert len(embedder.seen) == 2 * len(papers()) + split + 3  # papers, titles, sentences, 3 profile texts
     embedder.seen.clear()
     with Store(url(tmp_path)) as store:
         ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))

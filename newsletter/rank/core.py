@@ -24,6 +24,7 @@ from newsletter.rank.scoring import (
     Catalog,
     Columns,
     Exclusions,
+    Sentences,
     View,
     emit,
     stats_sample,
@@ -90,13 +91,13 @@ class ChunkedRanker:
         rows = self._catalog.rows_of(papers)
         cols, cand, stats = view_columns(rows, self._stats)
         postings = self._index.postings(cols)
-        vectors, titles = self._vectors_at(cols)
-        return View(papers, rows, cols, cand, stats, tie_order(papers), postings, vectors, titles)
+        vectors, titles, sentences = self._vectors_at(cols)
+        return View(papers, rows, cols, cand, stats, tie_order(papers), postings, vectors, titles, sentences)
 
-    def _vectors_at(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(paper vectors, title vectors) of the prepared rows ``cols``; none for a lexical ranker."""
+    def _vectors_at(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, Sentences]:
+        """(paper, title, sentence vectors) of the prepared rows ``cols``; none for a lexical ranker."""
         none = np.zeros((len(cols), 0), dtype=np.float32)
-        return none, none
+        return none, none, Sentences.none(len(cols))
 
     def score_batch(self, profiles: Sequence[Profile], view: View) -> BatchScores:
         raise NotImplementedError
@@ -118,7 +119,7 @@ class ChunkedRanker:
         self,
         columns: Columns,
         exclusions: Exclusions,
-        threshold: float,
+        threshold: float | np.ndarray,
         reasons: tuple[Sequence[Profile], Layout, np.ndarray, QueryBatch, View],
     ) -> BatchScores:
         """The chunk's verdicts, with the reasons to compute for what is emitted."""

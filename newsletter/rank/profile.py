@@ -71,6 +71,11 @@ class Layout:
     def words_column(self) -> int:
         return self.interests.shape[1] + 1 + self.liked.shape[1]
 
+    def columns(self) -> np.ndarray:
+        """(B,) how many score columns each profile has: its texts, plus one for its words."""
+        texts = np.concatenate([self.interests, self.about, self.liked], axis=1)
+        return (texts >= 0).sum(axis=1) + 1
+
     def phrase_ids(self) -> np.ndarray:
         """Distinct table ids of the interests and excluded topics (the texts matched literally)."""
         ids = np.unique(np.concatenate([self.interests.ravel(), self.exclude.ravel()]))

@@ -5,14 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Protocol
 
 import numpy as np
 
 from newsletter.models import Scored, StoredPaper, normalize_arxiv_id, normalize_title
+from newsletter.rank.batch import ragged_arange
 from newsletter.rank.index import Postings
 
 _ARXIV_PREFIX = re.compile(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", re.IGNORECASE)
+_NORMAL = NormalDist()
 MAD_TO_SIGMA = 1.4826
 MIN_SPREAD = 0.02  # in similarity units: a query that barely touches any paper must not look like an outlier
 STATS_SAMPLE = 256  # prepared papers the per-query median and spread are estimated from
@@ -67,6 +70,28 @@ def stats_sample(n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True, slots=True)
+class Sentences:
+    """Sentence vectors of a run of papers: paper j owns rows starts[j]:starts[j + 1] (at least one)."""
+
+    vectors: np.ndarray  # (sentences, dim)
+    starts: np.ndarray  # (papers + 1,) offsets
+
+    @classmethod
+    def none(cls, papers: int = 0) -> Sentences:
+        return cls(np.zeros((0, 0), dtype=np.float32), np.zeros(papers + 1, dtype=np.int64))
+
+    def take(self, rows: np.ndarray) -> Sentences:
+        """The sentences of papers ``rows``, in that order."""
+        counts = np.diff(self.starts)[rows]
+        picked = ragged_arange(self.starts[rows], counts)
+        return Sentences(self.vectors[picked], np.concatenate([[0], np.cumsum(counts)]))
+
+    def best(self, queries: np.ndarray) -> np.ndarray:
+        """(queries, papers) cosine of each query with its best-matching sentence of each paper."""
+        return np.maximum.reduceat(queries @ self.vectors.T, self.starts[:-1], axis=1)
+
+
+@dataclass(frozen=True, slots=True)
 class View:
     """The candidates of one rank_many call, and the prepared rows their z-scores are taken against."""
 
@@ -79,6 +104,7 @@ class View:
     postings: Postings  # TF-IDF of the papers in ``cols``
     vectors: np.ndarray  # (len(cols), dim) paper vectors, or (len(cols), 0) for a lexical ranker
     titles: np.ndarray  # (len(cols), dim) title-only vectors, or (len(cols), 0) when not used
+    sentences: Sentences  # the abstracts' sentence vectors of the papers in ``cols`` (maybe none)
 
     @property
     def candidate_of(self) -> dict[int, int]:
@@ -114,6 +140,19 @@ def standard_z(values: np.ndarray, view: View, floor: float = MIN_SPREAD) -> np.
     mean = (np.nanmean if nan else np.mean)(ref, axis=-1, keepdims=True)
     std = (np.nanstd if nan else np.std)(ref, axis=-1, keepdims=True)
     return ((np.take(values, view.cand, axis=-1) - mean) / np.maximum(std, floor)).astype(np.float32)
+
+
+def max_threshold(columns: np.ndarray, chance: float) -> np.ndarray:
+    """The z a profile's best column must reach so an unrelated paper passes with probability ``chance``.
+
+    A score is the maximum over k columns, and the maximum of k independent standard normal
+    z-scores exceeds t with probability 1 - Phi(t)^k: without this, a profile with eight columns
+    would let through several times as many unrelated papers as one with two, and a terse profile
+    would need a stronger match than a long one. Columns are correlated, so this overcorrects a little.
+    """
+    distinct, inverse = np.unique(np.maximum(columns, 1), return_inverse=True)
+    values = [_NORMAL.inv_cdf((1 - chance) ** (1 / k)) for k in distinct.tolist()]
+    return np.array(values, dtype=np.float32)[inverse.ravel()]
 
 
 def padded(table: np.ndarray, fill: float = -np.inf) -> np.ndarray:

@@ -2,10 +2,13 @@
 
 For each part of a profile (each interest, the about text, each liked paper) the cosine similarity
 of every paper becomes a robust z-score against the prepared papers (how far above a typical paper
-it is), so one global threshold works for short and long queries alike. Interests are read in the
-context of the whole profile ("Mamba" beside "state space models" is not the snake), a literal
-phrase match adds to its interest's column, and a TF-IDF column over the profile's words catches
-exact terminology. A paper's score is its best column, so one strongly matched interest is enough.
+it is), so one scale works for short and long queries alike. An interest is matched against the
+whole paper, its title and its best sentence, and read in the context of the whole profile
+("Mamba" beside "state space models" is not the snake); a literal phrase match adds to its
+interest's column, and a TF-IDF column over the profile's words catches exact terminology. A
+paper's score is its best column, so one strongly matched interest is enough; the bar that score
+must clear rises with the number of columns, so every profile lets through the same small share
+of unrelated papers, whether it has two interests or ten.
 
 Scoring is vectorised over subscribers: distinct profile texts are embedded once (and cached by
 content), paper vectors are cached by paper key, and a batch of profiles is a few matrix products.
@@ -25,8 +28,18 @@ from newsletter.models import StoredPaper
 from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.embed import Embedder, MemoryVectorCache, MiniLMEmbedder, VectorCache
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
-from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, padded, robust_z, standard_z
-from newsletter.rank.text import paper_text
+from newsletter.rank.scoring import (
+    BatchScores,
+    Columns,
+    Exclusions,
+    Sentences,
+    View,
+    max_threshold,
+    padded,
+    robust_z,
+    standard_z,
+)
+from newsletter.rank.text import paper_text, sentences
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +52,7 @@ QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 class SemanticParams:
     """Global knobs (never per subscriber). Chosen with benchmarks/ranking_research.py."""
 
-    threshold: float = 3.0  # best column (a z-score) needed for a paper to be relevant
+    chance: float = 0.005  # share of unrelated papers let through; sets each profile's threshold
     lexical_weight: float = 3.0  # added to an interest's column at full literal phrase strength
     phrase_half: float = 1.0  # weighted mentions that give half the literal strength
     context: float = 1.0  # weight of the whole profile's z-score averaged into each interest's
@@ -47,6 +60,7 @@ class SemanticParams:
     exclude_threshold: float = 3.0  # an excluded topic scoring this high means the paper is about it
     literal_gate: float = 1.0  # profile z-score at which a literal match counts fully (0: always)
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
+    sentences: bool = True  # ... and against each paper's best-matching abstract sentence
 
 
 def semantic_available() -> bool:
@@ -75,7 +89,10 @@ class SemanticRanker(ChunkedRanker):
         self.params = params or SemanticParams()
         self._vectors = np.zeros((0, self.embedder.dim), dtype=np.float32)
         self._titles = np.zeros((0, self.embedder.dim), dtype=np.float32)
+        self._sentences = Sentences.none()
         self._queries: dict[str, np.ndarray] = {}
+        self._phrase_view: View | None = None  # the view the phrase rows below were computed for
+        self._phrase_rows: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------ vectors
 
@@ -84,10 +101,24 @@ class SemanticRanker(ChunkedRanker):
         self._vectors = self.embed_papers(self._catalog.papers)
         if self.params.titles:
             self._titles = self.embed_titles(self._catalog.papers)
+        if self.params.sentences:
+            self._sentences = self.embed_sentences(self._catalog.papers)
 
-    def _vectors_at(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _vectors_at(self, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, Sentences]:
         titles = self._titles[cols] if self.params.titles else np.zeros((len(cols), 0), dtype=np.float32)
-        return self._vectors[cols], titles
+        sentences = self._sentences.take(cols) if self.params.sentences else Sentences.none(len(cols))
+        return self._vectors[cols], titles, sentences
+
+    def embed_sentences(self, papers: Sequence[StoredPaper]) -> Sentences:
+        """Each abstract's sentence vectors, cached by (sentence:<model>, paper key#n).
+
+        The keys number the sentences, so a change to how abstracts are split needs a new cache name.
+        """
+        split = [sentences(p) for p in papers]
+        keys = [f"{p.key}#{i}" for p, parts in zip(papers, split, strict=True) for i in range(len(parts))]
+        found = self._cached(f"sentence:{self.embedder.name}", keys, [s for parts in split for s in parts])
+        starts = np.concatenate([[0], np.cumsum([len(parts) for parts in split])]).astype(np.int64)
+        return Sentences(self._stack([found[k] for k in keys]), starts)
 
     def embed_titles(self, papers: Sequence[StoredPaper]) -> np.ndarray:
         """Title-only vectors, cached by (title:<model>, paper key): short queries often match titles best."""
@@ -147,8 +178,8 @@ class SemanticRanker(ChunkedRanker):
         vectors = self._text_vectors(layout)
         sims = vectors @ view.vectors.T  # (texts, scored papers)
         z_text = robust_z(sims, view)  # (texts, candidates), once per distinct text
-        if self.params.titles:
-            z_text = self._with_titles(vectors, z_text, layout, view)
+        if self.params.titles or self.params.sentences:
+            z_text = self._with_passages(vectors, z_text, layout, view)
         literal = self.literal_table(layout, view, self.params.phrase_half)
         columns = Columns(len(profiles), len(view.papers))
         self._add_interests(columns, sims, z_text, literal, layout, view)
@@ -158,9 +189,8 @@ class SemanticRanker(ChunkedRanker):
         columns.add(self.params.words_weight * standard_z(self._index.cosine(queries, view.postings), view))
         topic = padded(z_text + self.params.lexical_weight * literal)
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
-        return self.finish(
-            columns, exclusions, self.params.threshold, (profiles, layout, literal, queries, view)
-        )
+        threshold = max_threshold(layout.columns(), self.params.chance)[:, None]
+        return self.finish(columns, exclusions, threshold, (profiles, layout, literal, queries, view))
 
     def _add_interests(
         self,
@@ -191,14 +221,34 @@ class SemanticRanker(ChunkedRanker):
         semantic, bonus = padded(z_text / (1 + c)), padded(self.params.lexical_weight * literal, 0.0)
         columns.add_gated(semantic, bonus, gate, layout.interests, c / (1 + c) * z_profile)
 
-    def _with_titles(self, vectors: np.ndarray, z_text: np.ndarray, layout: Layout, view: View) -> np.ndarray:
-        """Phrases (interests, excluded topics) average their z-scores against papers and against titles.
+    def _with_passages(
+        self, vectors: np.ndarray, z_text: np.ndarray, layout: Layout, view: View
+    ) -> np.ndarray:
+        """Phrases (interests, excluded topics) average their z-scores against whole papers, against
+        titles and against each paper's best-matching abstract sentence.
 
-        Short phrases often match a title better than a whole abstract; averaging (not taking the
-        better of the two) keeps one noisy title match from making an unrelated paper relevant.
+        A short phrase is one topic; a whole abstract mixes several, so the phrase often matches a
+        title or one sentence much better than the paper's single vector (a drone-imaging paper
+        whose field study is coral reef monitoring says so in one sentence). Averaging (not taking
+        the best of the three) keeps one noisy title or sentence match from making an unrelated
+        paper relevant. A phrase's row depends only on its text and the papers, so it is kept for
+        the chunks that follow.
         """
+        if self._phrase_view is not view or len(self._phrase_rows) > QUERY_MEMO:
+            self._phrase_view, self._phrase_rows = view, {}
+        rows, texts = self._phrase_rows, layout.texts
         ids = layout.phrase_ids()
-        z_text[ids] = (z_text[ids] + robust_z(vectors[ids] @ view.titles.T, view)) / 2
+        todo = np.array([i for i in ids.tolist() if texts[i] not in rows], dtype=np.int64)
+        if len(todo):
+            parts = [z_text[todo]]
+            if self.params.titles:
+                parts.append(robust_z(vectors[todo] @ view.titles.T, view))
+            if self.params.sentences:
+                parts.append(robust_z(view.sentences.best(vectors[todo]), view))
+            mean = np.stack(parts).mean(axis=0)
+            rows.update((texts[i], mean[j]) for j, i in enumerate(todo.tolist()))
+        if len(ids):
+            z_text[ids] = np.stack([rows[texts[i]] for i in ids.tolist()])
         return z_text
 
     def _z_profile(self, sims: np.ndarray, layout: Layout, view: View) -> np.ndarray:

@@ -98,3 +98,18 @@ def count_phrase(doc: Sequence[str], phrase: Sequence[str]) -> int:
 def paper_text(paper: StoredPaper) -> str:
     """What a model reads for a paper: its title, then its abstract."""
     return f"{paper.title}. {paper.abstract}".strip()
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
+MIN_SENTENCE = 20  # characters: shorter pieces ("e.g.", stray headings) join the sentence before them
+
+
+def sentences(paper: StoredPaper) -> list[str]:
+    """The abstract's sentences (never none: a paper without an abstract is its title)."""
+    out: list[str] = []
+    for piece in _SENTENCE_END.split(" ".join(paper.abstract.split())):
+        if out and len(piece) < MIN_SENTENCE:
+            out[-1] = f"{out[-1]} {piece}"
+        elif piece:
+            out.append(piece)
+    return out or [paper.title]
