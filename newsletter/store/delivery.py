@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from newsletter.errors import StoreError
+from newsletter.store.engine import Prepared
 from newsletter.store.papers import chunks, papers_by_id
 from newsletter.store.records import (
     CANCELLED,
@@ -153,7 +154,13 @@ def _insert_plans(conn: Connection, plans: list[DigestPlan]) -> None:
         {"watermark_seq": lambda ex: ex.watermark_seq, "last_digest_at": lambda ex: ex.last_digest_at},
     )
     conn.execute(digests.insert(), [_digest_row(p) for p in plans])
-    conn.execute(digest_items.insert(), [_item_row(p.digest_id, i) for p in plans for i in p.items])
+    rows = [_item_row(p.digest_id, i) for p in plans for i in p.items]  # ~10 per digest: the bulk
+    Prepared(_INSERT_ITEM, conn.dialect).run_many(conn, rows)
+
+
+_INSERT_ITEM = digest_items.insert().values(
+    {name: sa.bindparam(name) for name in ("digest_id", "paper_id", "position", "score", "why")}
+)
 
 
 def _check_plan(plan: DigestPlan) -> None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, Dialect, Engine
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from newsletter.errors import StoreError
 
@@ -129,3 +130,50 @@ def _hint(error: exc.SQLAlchemyError) -> str | None:
     if "unable to open" in text or "readonly" in text or "read-only" in text:
         return "check that the state folder (NEWSLETTER_HOME) exists and is writable"
     return None
+
+
+class Prepared:
+    """A Core statement compiled once for ``dialect``, executed straight on the DBAPI cursor.
+
+    For the hot paths (a run's per-message UPDATEs, its digest-item INSERTs): SQLAlchemy's
+    per-execute work (cache lookup, parameter processing, result set-up) costs more than the
+    statements themselves. Values must already be in database form (see ``bind_processor``);
+    driver errors are wrapped as SQLAlchemy would, so ``db_errors`` reports them.
+    """
+
+    def __init__(self, statement: sa.ClauseElement, dialect: Dialect) -> None:
+        self._compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self._sql = self._compiled.string
+        self._order = self._compiled.positiontup if self._compiled.positional else None
+        self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> int:
+        """Execute once with ``values``; the number of rows matched."""
+        params = self._compiled.construct_params(values) or {}
+        return self._execute(conn, [self._args(params)], many=False)
+
+    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
+        """executemany: every row gives every bound name (no defaults filled in)."""
+        return self._execute(conn, [self._args(row) for row in rows], many=True) if rows else 0
+
+    def _args(self, params: Mapping[str, Any]) -> Any:
+        return tuple(params[name] for name in self._order) if self._order is not None else params
+
+    def _execute(self, conn: Connection, args: list[Any], *, many: bool) -> int:
+        cursor = conn.connection.cursor()
+        try:
+            if many:
+                cursor.executemany(self._sql, args)
+            else:
+                cursor.execute(self._sql, args[0])
+            return int(cursor.rowcount)
+        except self._dbapi_error as error:  # the same wrapped error SQLAlchemy would raise
+            raise exc.DBAPIError.instance(self._sql, args, error, self._dbapi_error) from error
+        finally:
+            cursor.close()
+
+
+def bind_processor(column: sa.Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """Python value -> what the DBAPI driver gets for ``column`` (e.g. aware UTC -> naive text)."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else (lambda value: value)

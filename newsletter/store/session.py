@@ -23,10 +23,9 @@ from types import TracebackType
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exc
-from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.engine import Connection, Engine
 
-from newsletter.store.engine import db_errors, write_options
+from newsletter.store.engine import Prepared, bind_processor, db_errors, write_options
 from newsletter.store.records import QUEUED, SENDING, SENT, InvalidTransition
 from newsletter.store.schema import digests
 
@@ -53,29 +52,6 @@ _SENT = (
 )
 
 
-class _Prepared:
-    """A Core statement compiled once for ``dialect``, executed straight on the DBAPI cursor."""
-
-    def __init__(self, statement: sa.Update, dialect: Dialect) -> None:
-        self._compiled = statement.compile(dialect=dialect)
-        self._sql = self._compiled.string
-        self._order = self._compiled.positiontup if self._compiled.positional else None
-        self._dbapi_error: type[Exception] = dialect.loaded_dbapi.Error
-
-    def run(self, conn: Connection, values: dict[str, Any]) -> int:
-        """Execute with ``values`` (already in database form); the number of rows matched."""
-        params = self._compiled.construct_params(values)
-        args: Any = tuple(params[name] for name in self._order) if self._order is not None else params
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(self._sql, args)
-            return int(cursor.rowcount)
-        except self._dbapi_error as error:  # the same wrapped error SQLAlchemy would raise
-            raise exc.DBAPIError.instance(self._sql, args, error, self._dbapi_error) from error
-        finally:
-            cursor.close()
-
-
 class DeliverySession:
     """Use as a context manager; ``flush()`` (also on exit) makes the last accepted message 'sent'."""
 
@@ -84,9 +60,9 @@ class DeliverySession:
         self._conn: Connection | None = None
         self._accepted: tuple[str, str, datetime] | None = None  # sent, not yet committed
         dialect = engine.dialect
-        self._sending = _Prepared(_SENDING, dialect)
-        self._sent = _Prepared(_SENT, dialect)
-        self._db_time: Callable[[datetime], Any] = _bind_processor(digests.c.updated_at, dialect)
+        self._sending = Prepared(_SENDING, dialect)
+        self._sent = Prepared(_SENT, dialect)
+        self._db_time: Callable[[datetime], Any] = bind_processor(digests.c.updated_at, dialect)
 
     def __enter__(self) -> DeliverySession:
         with db_errors("opening a delivery session"):
@@ -136,9 +112,3 @@ class DeliverySession:
         assert self._conn is not None, "use DeliverySession as a context manager"
         with db_errors(action), self._conn.begin():
             yield self._conn
-
-
-def _bind_processor(column: sa.Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
-    """Python value -> what the DBAPI driver gets for ``column`` (e.g. aware UTC -> naive text)."""
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    return process if process is not None else (lambda value: value)
