@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -126,7 +126,7 @@ class _Done:
 
 def build_ahead(
     pipeline: Pipeline, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
-) -> Iterator[Built]:
+) -> Generator[Built, None, None]:
     """``pipeline.build_chunks`` run in a forked process, one chunk ahead of the caller.
 
     When ``stopped()`` turns true (a signal, the transport down) the builder is told to stop: it
@@ -159,10 +159,11 @@ def build_ahead(
                 raise BuilderError(item)
             yield item
     finally:
+        receive.close()  # a builder blocked writing the next chunk gets EPIPE and ends
+        process.join(timeout=10)
         if process.is_alive():
-            os.kill(process.pid or 0, signal.SIGTERM)
-        process.join()
-        receive.close()
+            process.kill()
+            process.join()
 
 
 def _builder(

@@ -7,6 +7,7 @@ twice: a digest is *planned* (items recorded, subscriber watermark advanced) in 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -15,7 +16,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import parseaddr
@@ -168,8 +169,9 @@ class Pipeline:
                 chunks = build_ahead(self, subscribers, now, stopped)
             else:
                 chunks = self.build_chunks(subscribers, now, stopped)
-            for built in chunks:
-                report.extend(self._send_chunk(courier, built, now))
+            with contextlib.closing(chunks):  # on an error too: the builder is stopped and reaped
+                for built in chunks:
+                    report.extend(self._send_chunk(courier, built, now))
         report.bytes_sent = courier.bytes_sent
         report.timings = dict(self.timings.totals)
         return report
@@ -264,7 +266,7 @@ class Pipeline:
 
     def build_chunks(
         self, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
-    ) -> Iterator[Built]:
+    ) -> Generator[Built, None, None]:
         """Every due digest as a message, PLAN_BATCH at a time; reads the store, writes nothing."""
         cap = self.settings.max_per_run
         built = 0  # messages built this run: the cap counts digests planned, sent or not

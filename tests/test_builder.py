@@ -118,3 +118,25 @@ def _renderer() -> Any:
     from newsletter.render import Renderer
 
     return Renderer(PACKAGE_TEMPLATES)
+
+
+def test_an_error_while_sending_stops_and_reaps_the_builder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import multiprocessing
+
+    folder = make_folder(tmp_path)
+    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)  # the builder is blocked on a full pipe
+    made, subs = pipeline(folder, _renderer(), Broken(), build_process="on")
+    with pytest.raises(RuntimeError, match="transport bug"):
+        made.run(subs, NOW)
+    made.store.close()
+    assert multiprocessing.active_children() == []
+    assert set(committed(folder).values()) == {"sending"}  # the one it was sending: reported unknown next
+
+
+class Broken(Recorder):
+    """A transport with a bug (not a SendError): the run must end, not hang on its builder."""
+
+    def send(self, message: Any) -> None:
+        raise RuntimeError("transport bug")
