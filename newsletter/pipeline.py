@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
 PLAN_BATCH = 256  # digests planned per transaction
+WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
 __all__ = ["Built", "Pipeline", "Selection"]
@@ -278,7 +279,7 @@ class Pipeline:
                     part.evaluated[sel.upto_seq].append(sub.email)
                 reason = sel.reason
                 if not reason and stopped():
-                    reason = "stopped before its turn; due at the next run"
+                    reason = WAITING
                 elif not reason and cap is not None and built >= cap:
                     reason = "run cap reached; due at the next run"
                 if reason:
@@ -302,8 +303,7 @@ class Pipeline:
         outcomes = list(built.outcomes)
         ready = built.ready
         if courier.stopped:  # not planned: due at the next run, built again then
-            waiting = "stopped before its turn; due at the next run"
-            outcomes += [DigestOutcome(message.recipient, "skipped", waiting) for message, _, _ in ready]
+            outcomes += [DigestOutcome(message.recipient, "skipped", WAITING) for message, _, _ in ready]
             ready = []
         with self.timings("store"):
             for seq, emails in built.evaluated.items():
