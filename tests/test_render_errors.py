@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from jinja2 import StrictUndefined, UndefinedError
 
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.errors import RenderError
 from newsletter.render import HTML_TEMPLATE, TEXT_TEMPLATE, Renderer
 from newsletter.render.mjml_compile import compile_mjml
-from newsletter.render.renderer import display_path
+from newsletter.render.renderer import FILTERS, display_path
 from tests.test_render import golden_view
 
 
@@ -109,3 +111,26 @@ def test_mj_include_loads_partials_from_the_templates_folder(tmp_path: Path) -> 
 def test_a_missing_templates_folder_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RenderError, match="nowhere: templates folder not found"):
         Renderer(tmp_path / "nowhere")
+
+
+FILTER_ARGUMENTS = {  # a valid call of each filter; a filter added without an entry fails below
+    "authors_short": (("Ada Lovelace", "Alan Turing"),),
+    "clip": ("A title that is long enough to clip", 12),
+    "excerpt": ("First sentence. Second sentence.",),
+    "long_date": (datetime(2024, 3, 12, tzinfo=UTC),),
+    "one_line": ("two\nlines",),
+    "safe_url": ("https://example.org/",),
+    "wrap": ("words to wrap", 72, "   "),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_every_filter_fails_on_an_undefined_argument_naming_it(name: str) -> None:
+    """Filters have no checking wrapper: each must raise UndefinedError on its own."""
+    arguments = FILTER_ARGUMENTS[name]
+    FILTERS[name](*arguments)  # defined arguments: no error
+    for position in range(len(arguments)):
+        given = list(arguments)
+        given[position] = StrictUndefined(name="missing_variable")
+        with pytest.raises(UndefinedError, match="missing_variable"):
+            FILTERS[name](*given)
