@@ -39,7 +39,6 @@ from newsletter.store.records import (
     DeliveryRecord,
     DigestPlan,
     InvalidTransition,
-    PlannedItem,
     Status,
     SubscriberState,
 )
@@ -154,13 +153,14 @@ def _insert_plans(conn: Connection, plans: list[DigestPlan]) -> None:
         {"watermark_seq": lambda ex: ex.watermark_seq, "last_digest_at": lambda ex: ex.last_digest_at},
     )
     conn.execute(digests.insert(), [_digest_row(p) for p in plans])
-    rows = [_item_row(p.digest_id, i) for p in plans for i in p.items]  # ~10 per digest: the bulk
-    Prepared(_INSERT_ITEM, conn.dialect).run_many(conn, rows)
+    rows = [  # ~10 per digest: the bulk of planning
+        (p.digest_id, i.paper_id, i.position, float(i.score), i.why) for p in plans for i in p.items
+    ]
+    Prepared(_INSERT_ITEM, conn.dialect).run_rows(conn, _ITEM_COLUMNS, rows)
 
 
-_INSERT_ITEM = digest_items.insert().values(
-    {name: sa.bindparam(name) for name in ("digest_id", "paper_id", "position", "score", "why")}
-)
+_ITEM_COLUMNS = ("digest_id", "paper_id", "position", "score", "why")
+_INSERT_ITEM = digest_items.insert().values({name: sa.bindparam(name) for name in _ITEM_COLUMNS})
 
 
 def _check_plan(plan: DigestPlan) -> None:
@@ -182,16 +182,6 @@ def _digest_row(plan: DigestPlan) -> dict[str, Any]:
         "attempts": 0,
         "subject": plan.subject,
         "watermark_seq": plan.watermark_seq,
-    }
-
-
-def _item_row(digest_id: str, item: PlannedItem) -> dict[str, Any]:
-    return {
-        "digest_id": digest_id,
-        "paper_id": item.paper_id,
-        "position": item.position,
-        "score": float(item.score),
-        "why": item.why,
     }
 
 

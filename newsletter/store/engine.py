@@ -152,9 +152,16 @@ class Prepared:
         params = self._compiled.construct_params(values) or {}
         return self._execute(conn, [self._args(params)], many=False)
 
-    def run_many(self, conn: Connection, rows: list[dict[str, Any]]) -> int:
-        """executemany: every row gives every bound name (no defaults filled in)."""
-        return self._execute(conn, [self._args(row) for row in rows], many=True) if rows else 0
+    def run_rows(self, conn: Connection, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> int:
+        """executemany with each row's values in ``names`` order: no dict per row on bulk inserts."""
+        if not rows:
+            return 0
+        if self._order is None:  # a driver with named parameters
+            return self._execute(conn, [dict(zip(names, row, strict=True)) for row in rows], many=True)
+        if tuple(self._order) != names:
+            picks = [names.index(name) for name in self._order]
+            rows = [tuple(row[i] for i in picks) for row in rows]
+        return self._execute(conn, rows, many=True)
 
     def _args(self, params: Mapping[str, Any]) -> Any:
         return tuple(params[name] for name in self._order) if self._order is not None else params
