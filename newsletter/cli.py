@@ -147,9 +147,14 @@ def run(
     workers: Annotated[
         int | None, typer.Option(help="Processes sending new digests [NEWSLETTER_WORKERS, 1]")
     ] = None,
+    connections: Annotated[
+        str | None,
+        typer.Option(help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]"),
+    ] = None,
 ) -> None:
     """Ingest new dumps from the dumps folder, then build and deliver every due digest."""
     state.settings_overrides["workers"] = workers
+    state.settings_overrides["connections"] = connections
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
     with open_pipeline(settings) as pipeline:

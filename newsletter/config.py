@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
     workers: int = Field(default=1, ge=1, le=32)  # processes sending new digests (each its own connections)
     build_process: Literal["auto", "on", "off"] = "auto"  # build messages in a second process, ahead
+    connections: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"  # to the mail server at once
     retries: int = Field(default=2, ge=0, le=10)  # in-run retries of a temporary (4xx) failure
     retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the first in-run retry, then doubled
 
@@ -217,9 +218,13 @@ def _refuse_duplicates(path: Path, subscribers: tuple[Subscriber, ...]) -> None:
         seen.add(key)
 
 
+_UNION_MEMBER = re.compile(r"[-\[]")
+
+
 def _first_problem(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    field = ".".join(str(p) for p in err["loc"]) or "value"
+    # without the union member pydantic tried (e.g. 'connections.constrained-int' -> 'connections')
+    field = ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))) or "value"
     message = err["msg"]
     if err["type"] == "extra_forbidden":
         message = "unknown key"

@@ -10,10 +10,13 @@ is marked sending, for the same reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from newsletter.config import Settings
@@ -40,12 +43,14 @@ class Courier:
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timings: Timings | None = None,
+        session_lock: threading.Lock | None = None,
+        share: int = 1,  # couriers sending side by side
     ) -> None:
         self.store = store
         self.transport = transport
         self.retries = settings.retries
         self.backoff = settings.retry_backoff
-        self.interval = 1.0 / settings.send_rate if settings.send_rate else 0.0
+        self.interval = share / settings.send_rate if settings.send_rate else 0.0  # send_rate is for all
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.sent = 0
@@ -53,7 +58,7 @@ class Courier:
         self.timings = timings or Timings()
         self._last_send = float("-inf")
         self.halted = False
-        self._session = store.delivery_session()
+        self._session = store.delivery_session(session_lock)
 
     def __enter__(self) -> Courier:
         self._session.__enter__()
@@ -141,3 +146,112 @@ class Courier:
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {exc}", items, message.digest_id)
+
+
+class Couriers:
+    """A run's couriers, one per connection; with more than one, each sends from its own thread.
+
+    With one connection messages go out in order from the calling thread. With ``count`` of them,
+    up to ``count`` messages are in flight at once, so one connection's wait for the server's reply
+    overlaps the others' work. A crash can then leave up to ``count`` digests 'unknown' (never resent
+    by themselves). The couriers' delivery sessions share a lock: the database sees one writer at a
+    time, and the order of each digest's steps (sending -> transport -> sent) is as with one.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        transport_factory: Callable[[], Transport],
+        settings: Settings,
+        count: int = 1,
+        *,
+        stop: threading.Event | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timings: Timings | None = None,
+    ) -> None:
+        self.stop = stop or threading.Event()
+        self.timings = timings or Timings()
+        lock = threading.Lock() if count > 1 else None
+        self._couriers = [
+            Courier(
+                store,
+                transport_factory(),
+                settings,
+                stop=self.stop,
+                sleep=sleep,
+                timings=self.timings if count == 1 else Timings(),  # Timings is not thread-safe
+                session_lock=lock,
+                share=count,
+            )
+            for _ in range(count)
+        ]
+        self._idle: queue.SimpleQueue[Courier] = queue.SimpleQueue()
+        self._threads: ThreadPoolExecutor | None = None
+        self._exit = contextlib.ExitStack()
+
+    def __enter__(self) -> Couriers:
+        with self._exit as stack:
+            for courier in self._couriers:
+                stack.enter_context(courier.transport)
+                stack.enter_context(courier)
+                self._idle.put(courier)
+            if len(self._couriers) > 1:
+                self._threads = stack.enter_context(
+                    ThreadPoolExecutor(len(self._couriers), thread_name_prefix="newsletter-send")
+                )
+            self._exit = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        try:
+            self._exit.close()  # threads joined first, then each session flushed and transport closed
+        finally:
+            for courier in self._couriers if len(self._couriers) > 1 else ():
+                for stage, seconds in courier.timings.totals.items():
+                    self.timings.totals[stage] += seconds
+
+    @property
+    def uses_parts(self) -> bool:
+        return self._couriers[0].transport.uses_parts
+
+    @property
+    def stopped(self) -> bool:
+        """Asked to stop, or a transport is down: what is not sent yet waits for the next run."""
+        return self.stop.is_set() or any(courier.halted for courier in self._couriers)
+
+    @property
+    def bytes_sent(self) -> int:
+        return sum(courier.bytes_sent for courier in self._couriers)
+
+    def deliver_all(
+        self, jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]], now: datetime
+    ) -> list[DigestOutcome]:
+        """Every job's outcome, in the jobs' order. Planned messages not sent stay queued."""
+        if self._threads is None:
+            return [self._deliver(self._couriers[0], message, items, now) for message, items in jobs]
+        futures = [self._threads.submit(self._deliver_pooled, message, items, now) for message, items in jobs]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:  # after an error: what has not started is not sent
+                future.cancel()
+
+    def flush(self) -> None:
+        for courier in self._couriers:
+            courier.flush()
+
+    def _deliver_pooled(
+        self, message: OutgoingMessage, items: tuple[ItemReport, ...], now: datetime
+    ) -> DigestOutcome:
+        courier = self._idle.get()  # as many couriers as threads: never waits
+        try:
+            return self._deliver(courier, message, items, now)
+        finally:
+            self._idle.put(courier)
+
+    def _deliver(
+        self, courier: Courier, message: OutgoingMessage, items: tuple[ItemReport, ...], now: datetime
+    ) -> DigestOutcome:
+        if self.stopped:  # planned: the next run sends it first
+            return DigestOutcome(message.recipient, "skipped", "stopped; queued for the next run")
+        return courier.deliver(message, now, items)

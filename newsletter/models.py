@@ -2,17 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time
-from typing import Literal
+from typing import Any, Literal, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
+_T = TypeVar("_T")
 _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
 _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE)
+
+
+def pickled_by_fields(cls: type[_T]) -> type[_T]:
+    """Pickle a frozen slotted dataclass as its class and field values, unpickled through __init__.
+
+    For what the builder process hands the run's process: Python 3.11's own ``__setstate__`` for
+    such classes calls ``dataclasses.fields()`` per object, which made unpickling a chunk cost
+    about 0.3 ms per message in the process that sends. Apply it above ``@dataclass``.
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+
+    def __reduce__(self: _T) -> tuple[Callable[..., _T], tuple[Any, ...]]:
+        return cls, tuple(getattr(self, name) for name in names)
+
+    cls.__reduce__ = __reduce__  # type: ignore[assignment,method-assign]
+    return cls
 
 
 def normalize_title(title: str) -> str:
@@ -169,6 +188,7 @@ class RenderedDigest:
     text: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class OutgoingMessage:
     """A fully built email, ready for a transport."""

@@ -125,16 +125,24 @@ class _Done:
 
 
 def build_ahead(
-    pipeline: Pipeline, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
+    pipeline: Pipeline,
+    subscribers: Sequence[Subscriber],
+    now: datetime,
+    stopped: Callable[[], bool],
+    *,
+    parts: bool = True,
 ) -> Generator[Built, None, None]:
     """``pipeline.build_chunks`` run in a forked process, one chunk ahead of the caller.
+
+    Without ``parts`` (the transport reads only the raw bytes) messages come without their HTML and
+    text copies, which would otherwise be half of what crosses the pipe.
 
     When ``stopped()`` turns true (a signal, the transport down) the builder is told to stop: it
     reports the remaining subscribers as waiting for the next run instead of building them.
     """
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    args = (pipeline, subscribers, now, send, os.getpid())
+    args = (pipeline, subscribers, now, parts, send, os.getpid())
     process = context.Process(target=_builder, args=args, name="newsletter-builder")
     process.start()
     send.close()
@@ -167,7 +175,12 @@ def build_ahead(
 
 
 def _builder(
-    pipeline: Pipeline, subscribers: Sequence[Subscriber], now: datetime, send: Connection, parent: int
+    pipeline: Pipeline,
+    subscribers: Sequence[Subscriber],
+    now: datetime,
+    parts: bool,
+    send: Connection,
+    parent: int,
 ) -> None:
     _die_with_parent(parent)
     stop = threading.Event()
@@ -177,7 +190,7 @@ def _builder(
     pipeline.timings = Timings()
     try:
         for built in pipeline.build_chunks(subscribers, now, stop.is_set):
-            send.send(built)
+            send.send(built if parts else built.without_parts())
         send.send(_Done(dict(pipeline.timings.totals)))
     except NewsletterError as exc:
         send.send(str(exc))

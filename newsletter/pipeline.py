@@ -8,6 +8,7 @@ twice: a digest is *planned* (items recorded, subscriber watermark advanced) in 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import itertools
@@ -23,7 +24,7 @@ from email.utils import parseaddr
 from pathlib import Path
 
 from newsletter.config import Settings, SubscriberList
-from newsletter.deliver import Courier
+from newsletter.deliver import Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, SourceError
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import build_ahead, run_sharded
@@ -44,6 +45,7 @@ TransportFactory = Callable[[], Transport]
 PLAN_BATCH = 256  # digests planned per transaction
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
+AUTO_CONNECTIONS = 2  # connections "auto" with a builder: enough to keep 2 cores busy, gentle on servers
 
 __all__ = ["Built", "Pipeline", "Selection"]
 
@@ -55,6 +57,11 @@ class Built:
     ready: list[tuple[OutgoingMessage, tuple[ItemReport, ...], DigestPlan]] = field(default_factory=list)
     outcomes: list[DigestOutcome] = field(default_factory=list)  # skipped, or failed while building
     evaluated: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))  # nothing relevant
+
+    def without_parts(self) -> Built:
+        """The same chunk with each message's HTML and text copies left out (the raw bytes hold them)."""
+        ready = [(dataclasses.replace(m, html="", text=""), items, plan) for m, items, plan in self.ready]
+        return Built(ready, self.outcomes, self.evaluated)
 
 
 class Pipeline:
@@ -156,24 +163,29 @@ class Pipeline:
         """
         report = RunReport(detailed=detailed)
         timings = self.timings = Timings()
-        with (
-            self.transport_factory() as transport,
-            Courier(
-                self.store, transport, self.settings, stop=stop, sleep=self.sleep, timings=timings
-            ) as courier,
-        ):
+        builder = not inline and self._wants_builder(subscribers)
+        connections = self._connections(builder)
+        with Couriers(
+            self.store,
+            self.transport_factory,
+            self.settings,
+            connections,
+            stop=stop,
+            sleep=self.sleep,
+            timings=timings,
+        ) as couriers:
 
             def stopped() -> bool:
-                return courier.stopped
+                return couriers.stopped
 
-            if not inline and self._wants_builder(subscribers):
-                chunks = build_ahead(self, subscribers, now, stopped)
+            if builder:
+                chunks = build_ahead(self, subscribers, now, stopped, parts=couriers.uses_parts)
             else:
                 chunks = self.build_chunks(subscribers, now, stopped)
             with contextlib.closing(chunks):  # on an error too: the builder is stopped and reaped
                 for built in chunks:
-                    report.extend(self._send_chunk(courier, built, now))
-        report.bytes_sent = courier.bytes_sent
+                    report.extend(self._send_chunk(couriers, built, now))
+        report.bytes_sent = couriers.bytes_sent
         report.timings = dict(self.timings.totals)
         return report
 
@@ -182,6 +194,17 @@ class Pipeline:
         if choice == "auto":
             return (os.cpu_count() or 1) > 1 and len(subscribers) >= BUILDER_MIN_SUBSCRIBERS
         return choice == "on"
+
+    def _connections(self, builder: bool) -> int:
+        """How many connections send this run's new digests (``settings.connections``).
+
+        "auto" opens a second one when a builder process keeps it fed and no send rate is set:
+        one connection's wait for the server then overlaps the other's work.
+        """
+        choice = self.settings.connections
+        if choice != "auto":
+            return choice
+        return AUTO_CONNECTIONS if builder and self.settings.send_rate is None else 1
 
     def deliver_pending(
         self,
@@ -298,25 +321,19 @@ class Pipeline:
                 built += 1
             yield part
 
-    def _send_chunk(self, courier: Courier, built: Built, now: datetime) -> list[DigestOutcome]:
-        """Plan a built chunk in one transaction, then send its messages one by one."""
+    def _send_chunk(self, couriers: Couriers, built: Built, now: datetime) -> list[DigestOutcome]:
+        """Plan a built chunk in one transaction, then send its messages."""
         outcomes = list(built.outcomes)
         ready = built.ready
-        if courier.stopped:  # not planned: due at the next run, built again then
+        if couriers.stopped:  # not planned: due at the next run, built again then
             outcomes += [DigestOutcome(message.recipient, "skipped", WAITING) for message, _, _ in ready]
             ready = []
         with self.timings("store"):
             for seq, emails in built.evaluated.items():
                 self.store.advance_watermarks(emails, seq)
             self.store.plan_digests([plan for _, _, plan in ready])
-        for message, items, _ in ready:
-            if courier.stopped:  # planned: the next run sends it first
-                outcomes.append(
-                    DigestOutcome(message.recipient, "skipped", "stopped; queued for the next run")
-                )
-            else:
-                outcomes.append(courier.deliver(message, now, items))
-        courier.flush()  # every acceptance recorded before the next chunk is planned
+        outcomes += couriers.deliver_all([(message, items) for message, items, _ in ready], now)
+        couriers.flush()  # every acceptance recorded before the next chunk is planned
         return outcomes
 
     def _retry_one(

@@ -42,6 +42,49 @@ def test_builder_process_sends_byte_for_byte_what_one_process_sends(tmp_path: Pa
     assert "render" in reports["on"]["timings"]  # the builder's stage times reach the report
 
 
+class Keeper(Recorder):
+    """Keeps every message it accepts."""
+
+    def __init__(self, uses_parts: bool) -> None:
+        super().__init__()
+        self.uses_parts = uses_parts  # type: ignore[misc]
+        self.messages: dict[str, Any] = {}
+
+    def send(self, message: Any) -> None:
+        super().send(message)
+        self.messages[message.recipient] = message
+
+
+def test_a_transport_that_reads_only_raw_bytes_gets_the_same_bytes_without_the_parts(
+    tmp_path: Path,
+) -> None:
+    kept = {}
+    for mode, uses_parts in (("off", True), ("on", False)):
+        (tmp_path / mode).mkdir()
+        folder = make_folder(tmp_path / mode)
+        transport = Keeper(uses_parts)
+        made, subs = pipeline(folder, _renderer(), transport, build_process=mode)
+        made.run(subs, NOW)
+        made.store.close()
+        kept[mode] = transport.messages
+    assert sorted(kept["on"]) == sorted(kept["off"]) == sorted(READERS)
+    for reader in READERS:
+        whole, lean = kept["off"][reader], kept["on"][reader]
+        assert lean.raw == whole.raw
+        assert whole.html and whole.text
+        assert _decoded_parts(whole.raw) == [whole.text.strip(), whole.html.strip()]  # what the raw holds
+        assert (lean.html, lean.text) == ("", "")
+
+
+def _decoded_parts(raw: bytes) -> list[str]:
+    import email
+    from email import policy
+
+    parsed = email.message_from_bytes(raw, policy=policy.default)
+    parts = [part.get_content() for part in parsed.walk() if not part.is_multipart()]
+    return [part.replace("\r\n", "\n").strip() for part in parts]
+
+
 def test_builder_process_respects_the_run_cap_and_the_next_run_sends_the_rest(tmp_path: Path) -> None:
     env = {**make_env(tmp_path), "NEWSLETTER_BUILD_PROCESS": "on", "NEWSLETTER_MAX_PER_RUN": "1"}
     add_dumps(env, FIRST)

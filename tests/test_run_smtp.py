@@ -21,6 +21,7 @@ class Recorder:
     def __init__(self, refuse: set[str] | None = None) -> None:
         self.messages: list[email.message.EmailMessage] = []
         self.refuse = refuse or set()
+        self.peers: set[Any] = set()  # client (host, port) of each connection that delivered
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         if address in self.refuse:
@@ -31,6 +32,7 @@ class Recorder:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.messages.append(msg)  # type: ignore[arg-type]
+        self.peers.add(session.peer)
         return "250 Message accepted"
 
 
@@ -81,8 +83,9 @@ def test_run_delivers_one_message_per_due_subscriber_over_smtp(
     assert len(recorder.messages) == 1
 
 
+@pytest.mark.parametrize("connections", [1, 2])
 def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
-    env: dict[str, str], smtp_server: tuple[Recorder, int]
+    env: dict[str, str], smtp_server: tuple[Recorder, int], connections: int
 ) -> None:
     recorder, port = smtp_server
     recorder.refuse = set()
@@ -91,6 +94,7 @@ def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
         "NEWSLETTER_TRANSPORT": "smtp",
         "NEWSLETTER_SMTP_HOST": "127.0.0.1",
         "NEWSLETTER_SMTP_PORT": str(closed),
+        "NEWSLETTER_CONNECTIONS": str(connections),
     }
     add_dumps(env, *seed_names()[:2])
     started = time.monotonic()
@@ -98,7 +102,7 @@ def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
     assert down.returncode == 1
     assert time.monotonic() - started < 30  # no backoff per subscriber
     statuses = [d["status"] for d in json.loads(down.stdout)["digests"]]
-    assert statuses.count("failed") == 1 and "sent" not in statuses
+    assert 1 <= statuses.count("failed") <= connections and "sent" not in statuses  # one try each
     assert "cannot connect" in down.stderr or "cannot connect" in down.stdout
     # The server is back: everything that was due goes out, once.
     env["NEWSLETTER_SMTP_PORT"] = str(port)
@@ -106,3 +110,42 @@ def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
     sent = sorted(d["subscriber"] for d in up["digests"] if d["status"] == "sent")
     assert sent == ["diff@example.org", "ssm@example.org"]
     assert len(recorder.messages) == 2
+
+
+INTERESTS = ["state space models", "diffusion models", "large language models", "reinforcement learning"]
+
+
+@pytest.mark.parametrize("builder", ["off", "on"])
+def test_two_connections_deliver_every_digest_once_and_record_each(
+    env: dict[str, str], smtp_server: tuple[Recorder, int], tmp_path: Path, builder: str
+) -> None:
+    recorder, port = smtp_server
+    readers = [f"reader{i}@example.org" for i in range(80)]
+    recorder.refuse = {readers[7]}
+    subscribers = tmp_path / "many.yaml"
+    subscribers.write_text(
+        "subscribers:\n"
+        + "".join(f"  - {{email: {r}, interests: ['{INTERESTS[i % 4]}']}}\n" for i, r in enumerate(readers))
+    )
+    env |= {
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SUBSCRIBERS": str(subscribers),
+        "NEWSLETTER_CONNECTIONS": "2",
+        "NEWSLETTER_BUILD_PROCESS": builder,
+    }
+    add_dumps(env, seed_names()[0])
+    report = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False).stdout)
+    assert [d["subscriber"] for d in report["digests"]] == readers  # outcomes in subscriber order
+    status = {d["subscriber"]: d["status"] for d in report["digests"]}
+    assert status.pop(readers[7]) == "failed"
+    assert set(status.values()) == {"sent"}
+    received = [str(m["To"]) for m in recorder.messages]
+    assert sorted(received) == sorted(status) and len(set(received)) == len(received)
+    assert len(recorder.peers) == 2  # both connections carried messages
+    log = json.loads(cli(env, "status", "--json").stdout)
+    assert [a["status"] for a in log["attention"]] == ["failed"]  # the refusal; nothing unknown or queued
+    again = json.loads(cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z", check=False).stdout)
+    assert [d for d in again["digests"] if d["status"] == "sent"] == []
+    assert len(recorder.messages) == len(received)

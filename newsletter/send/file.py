@@ -12,6 +12,7 @@ import re
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import ClassVar
 
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
@@ -24,6 +25,8 @@ _TEMP_PREFIX = ".tmp-"
 
 class FileTransport:
     """Delivers into ``outbox``; always accepts unless the disk refuses."""
+
+    uses_parts: ClassVar[bool] = True  # writes the HTML beside the .eml, for a look in a browser
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox

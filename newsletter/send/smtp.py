@@ -13,7 +13,7 @@ import re
 import smtplib
 import ssl
 from types import TracebackType
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import SecretStr
 
@@ -98,6 +98,8 @@ class _SslClient(_Client, smtplib.SMTP_SSL):
 
 class SmtpTransport:
     """Delivers over SMTP; use as a context manager so the run shares one connection."""
+
+    uses_parts: ClassVar[bool] = False  # sends message.raw as it is
 
     def __init__(
         self,

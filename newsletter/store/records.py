@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Final, Literal, NamedTuple
 
 from newsletter.errors import StoreError
-from newsletter.models import StoredPaper
+from newsletter.models import StoredPaper, pickled_by_fields
 
 Status = Literal["pending", "sending", "sent", "retry", "failed", "unknown", "cancelled"]
 
@@ -57,6 +57,7 @@ class SubscriberState:
     unsubscribed_at: datetime | None
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class PlannedItem:
     paper_id: int
@@ -65,6 +66,7 @@ class PlannedItem:
     why: str
 
 
+@pickled_by_fields
 @dataclass(frozen=True, slots=True)
 class DigestPlan:
     digest_id: str  # stable: planning the same digest twice is harmless

@@ -6,6 +6,9 @@ run of N messages commits N + 1 transactions on one connection instead of 2N on 
 between a message's acceptance and the next commit leaves it 'sending', which the next run reports as
 'unknown' (never resent): still at most one per crash.
 
+A run sending over several connections has one session per connection; they share a lock, so they
+take turns at the database instead of polling SQLite's busy timeout.
+
 Unsubscribing cancels queued digests in its own transaction, so a status check covers it here.
 
 The two UPDATEs are compiled once per session and run on the DBAPI cursor: SQLAlchemy's per-execute
@@ -16,6 +19,8 @@ still written in Core and compiled for the engine's dialect, so it runs wherever
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -55,8 +60,10 @@ _SENT = (
 class DeliverySession:
     """Use as a context manager; ``flush()`` (also on exit) makes the last accepted message 'sent'."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, lock: threading.Lock | None = None) -> None:
         self._engine = engine
+        # the sessions of one run take turns at the database
+        self._lock: contextlib.AbstractContextManager[object] = lock or contextlib.nullcontext()
         self._conn: Connection | None = None
         self._accepted: tuple[str, str, datetime] | None = None  # sent, not yet committed
         dialect = engine.dialect
@@ -110,5 +117,5 @@ class DeliverySession:
     @contextmanager
     def _tx(self, action: str) -> Iterator[Connection]:
         assert self._conn is not None, "use DeliverySession as a context manager"
-        with db_errors(action), self._conn.begin():
+        with self._lock, db_errors(action), self._conn.begin():
             yield self._conn

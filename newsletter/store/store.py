@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -208,9 +209,9 @@ class Store:
         with self._tx("marking digests sending", write=True) as conn:
             return delivery.mark_sending_many(conn, digest_ids, now)
 
-    def delivery_session(self) -> DeliverySession:
+    def delivery_session(self, lock: threading.Lock | None = None) -> DeliverySession:
         """The per-message hot path for a run's sends (see store/session.py)."""
-        return DeliverySession(self._engine)
+        return DeliverySession(self._engine, lock)
 
     def mark_sent(self, digest_id: str, now: datetime, message_id: str) -> None:
         """sending -> sent, once the transport accepted the message."""
