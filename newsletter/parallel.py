@@ -36,6 +36,7 @@ from newsletter.models import Subscriber
 from newsletter.report import RunReport, Timings
 
 if TYPE_CHECKING:
+    from newsletter.config import Settings
     from newsletter.pipeline import Built, Pipeline
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ def run_sharded(
     jobs = []
     for shard in range(workers):
         receive, send = context.Pipe(duplex=False)
-        args = (pipeline, subscribers[shard::workers], now, detailed, send, os.getpid())
+        settings = _share(pipeline.settings, shard, workers)
+        args = (pipeline, settings, subscribers[shard::workers], now, detailed, send, os.getpid())
         process = context.Process(target=_worker, args=args, name=f"newsletter-worker-{shard}")
         process.start()
         send.close()
@@ -93,8 +95,20 @@ def _result_of(
     return result
 
 
+def _share(settings: Settings, shard: int, workers: int) -> Settings:
+    """One worker's part of the run-wide limits: the run cap split, the send rate divided."""
+    cap, rate = settings.max_per_run, settings.send_rate
+    return settings.model_copy(
+        update={
+            "max_per_run": None if cap is None else cap // workers + (shard < cap % workers),
+            "send_rate": None if rate is None else rate / workers,
+        }
+    )
+
+
 def _worker(
     pipeline: Pipeline,
+    settings: Settings,
     shard: Sequence[Subscriber],
     now: datetime,
     detailed: bool,
@@ -106,6 +120,7 @@ def _worker(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it too
     pipeline.store.dispose_after_fork()  # fresh connections in this process (the ranker's cache too)
+    pipeline.settings = settings
     try:
         send.send(pipeline.deliver_new(shard, now, stop=stop, detailed=detailed, inline=True))
     except NewsletterError as exc:

@@ -1,0 +1,67 @@
+"""`run --workers N`: shards sent by forked processes, each digest once, run-wide limits shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from newsletter.config import Settings
+from newsletter.parallel import _share
+
+from .helpers import add_dumps, cli, make_env, outbox, seed_names
+
+INTERESTS = ["state space models", "diffusion models", "large language models"]
+READERS = [f"reader{i}@example.org" for i in range(7)]
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = make_env(tmp_path)
+    lines = "".join(f"  - {{email: {r}, interests: ['{INTERESTS[i % 3]}']}}\n" for i, r in enumerate(READERS))
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + lines)
+    add_dumps(env, seed_names()[0])
+    return {**env, **extra}
+
+
+def _run(env: dict[str, str], now: str, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(cli(env, "run", "--json", "--now", now, *args).stdout)
+    return result
+
+
+def _recipients(env: dict[str, str]) -> list[str]:
+    return sorted(str(message["To"]) for message in outbox(env))
+
+
+def test_two_workers_send_every_digest_once(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    report = _run(env, "2026-03-11T08:00:00Z", "--workers", "2")
+    assert sorted(d["subscriber"] for d in report["digests"] if d["status"] == "sent") == sorted(READERS)
+    assert _recipients(env) == sorted(READERS)
+    again = _run(env, "2026-03-12T08:00:00Z", "--workers", "2")
+    assert [d for d in again["digests"] if d["status"] == "sent"] == []
+
+
+def test_the_run_cap_holds_for_all_workers_together(tmp_path: Path) -> None:
+    env = _env(tmp_path, NEWSLETTER_MAX_PER_RUN="3")
+    first = _run(env, "2026-03-11T08:00:00Z", "--workers", "2")
+    assert sum(d["status"] == "sent" for d in first["digests"]) == 3
+    assert len(_recipients(env)) == 3
+    second = _run(env, "2026-03-11T09:00:00Z", "--workers", "2")
+    assert sum(d["status"] == "sent" for d in second["digests"]) == 3
+    third = _run(env, "2026-03-11T10:00:00Z", "--workers", "2")
+    assert sum(d["status"] == "sent" for d in third["digests"]) == 1
+    assert _recipients(env) == sorted(READERS)
+
+
+@pytest.mark.parametrize(
+    ("cap", "workers", "shares"), [(3, 2, [2, 1]), (1, 3, [1, 0, 0]), (None, 2, [None, None])]
+)
+def test_each_worker_gets_its_share_of_the_cap_and_of_the_rate(
+    cap: int | None, workers: int, shares: list[int | None]
+) -> None:
+    settings = Settings(max_per_run=cap, send_rate=6.0)
+    parts = [_share(settings, shard, workers) for shard in range(workers)]
+    assert [p.max_per_run for p in parts] == shares
+    assert [p.send_rate for p in parts] == [6.0 / workers] * workers
