@@ -247,13 +247,20 @@ class Pipeline:
 
     # -- rendering and building ---------------------------------------------------------------------
 
-    def view(self, subscriber: Subscriber, items: Sequence[Scored], date: datetime) -> DigestView:
+    def view(
+        self,
+        subscriber: Subscriber,
+        items: Sequence[Scored],
+        date: datetime,
+        unsubscribe_urls: tuple[str, str | None] | None = None,
+    ) -> DigestView:
+        shown_url = (unsubscribe_urls or self._unsubscribe_urls(subscriber.email))[0]
         return DigestView(
             subscriber_name=subscriber.name,
             subscriber_email=subscriber.email,
             items=tuple(_item_view(s) for s in items),
             date=date,
-            unsubscribe_url=self._unsubscribe_urls(subscriber.email)[0],
+            unsubscribe_url=shown_url,
             preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
             list_name=self._list_name,
         )
@@ -273,9 +280,10 @@ class Pipeline:
     def _message(
         self, subscriber: Subscriber, items: Sequence[Scored], digest_id: str, date: datetime
     ) -> OutgoingMessage:
+        urls = self._unsubscribe_urls(subscriber.email)
         with self.timings("render"):
-            rendered = self.renderer.render(self.view(subscriber, items, date))
-        envelope = envelope_for(self.settings, subscriber.email, self._unsubscribe_urls(subscriber.email)[1])
+            rendered = self.renderer.render(self.view(subscriber, items, date, urls))
+        envelope = envelope_for(self.settings, subscriber.email, urls[1])
         with self.timings("mime"):
             return build_message(
                 digest_id=digest_id,
