@@ -3,7 +3,8 @@
 Not a test and not the pipeline harness: it replays the five seed dumps straight through the rankers.
 For each dump, each profile gets the dump's NEW papers, ranked; the relevant ones (at most 20) are
 "sent". precision = share of sent papers judged 1 or 2; recall = share of label-2 papers sent (both
-pooled over profiles and dumps); nDCG@10 = one ranking of all 385 papers, mean over profiles.
+pooled over profiles and dumps); nDCG@10 (gain 2^label - 1, as in benchmarks/ranking.py) = one
+ranking of all 385 papers, mean over profiles.
 
 Profiles are read two ways: "full" (interests = keywords, about = description) and "terse" (the
 first two keywords only). Thresholds are global; "lopo" re-picks the threshold on five profiles and
@@ -241,9 +242,10 @@ def counts(run: Run, labels: dict[str, int], threshold: float | None) -> np.ndar
 
 
 def ndcg10(ranking: list[Scored], labels: dict[str, int]) -> float:
-    gains = [labels.get(s.paper.key, 0) for s in ranking[:10]]
+    """nDCG@10 with gain 2^label - 1, as benchmarks/ranking.py measures it."""
+    gains = [2 ** labels.get(s.paper.key, 0) - 1 for s in ranking[:10]]
     dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
-    ideal = sorted(labels.values(), reverse=True)[:10]
+    ideal = sorted((2**r - 1 for r in labels.values()), reverse=True)[:10]
     return dcg / sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
 
 
@@ -374,12 +376,12 @@ def main() -> None:
         for mode in ("full", "terse"):
             r = evaluate(runs, profiles, mode)
             print(
-                f"{name[:44]:44s} {mode:5s}  {r.precision:5.2f} {r.recall:5.2f} {r.ndcg:5.3f} | "
+                f"{name[:44]:44s} {mode:5s}  {r.precision:5.3f} {r.recall:5.3f} {r.ndcg:5.3f} | "
                 f"{r.lopo_precision:5.2f} {r.lopo_recall:5.2f}  {secs:4.0f}"
             )
             if args.detail:
                 for pid, (p, rr, nd) in r.per_profile.items():
-                    print(f"    {pid:12s} P={p:.2f} R={rr:.2f} nDCG={nd:.3f}")
+                    print(f"    {pid:12s} P={p:.3f} R={rr:.3f} nDCG={nd:.3f}")
     if args.select:
         select_leaving_one_out(all_runs, profiles)
 

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from newsletter.models import StoredPaper, Subscriber
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank import index as index_module
 from newsletter.rank.base import Ranker
@@ -140,9 +141,8 @@ def test_helpers() -> None:
     assert np.allclose(median(values[:, :8]), np.median(values[:, :8], axis=-1, keepdims=True))
 
 
-@pytest.mark.semantic
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
-def test_a_generic_word_counts_less_in_a_paper_on_another_subject() -> None:
+def fraud_paper_and_protein_reader() -> tuple[StoredPaper, Subscriber]:
+    """A paper off the reader's subject that one of their interests ("features") names literally."""
     fraud = paper(
         "Feature Selection for Credit Card Fraud Detection",
         "We compare feature selection methods. The selected features cut false alarms; features from "
@@ -152,9 +152,18 @@ def test_a_generic_word_counts_less_in_a_paper_on_another_subject() -> None:
     sub = subscriber(
         "protein folding", "features", about="How proteins fold into three-dimensional structures"
     )
+    return fraud, sub
+
+
+@pytest.mark.semantic
+@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+def test_a_generic_word_counts_less_in_a_paper_on_another_subject() -> None:
+    fraud, sub = fraud_paper_and_protein_reader()
     scores = {}
-    for gate in (0.0, 1.0):
-        ranker = SemanticRanker(embedder=minilm(), params=replace(SemanticParams(), literal_gate=gate))
+    for gate in (0.0, 1.0):  # scores as the best column: the gate acts on the matched interest's column
+        ranker = SemanticRanker(
+            embedder=minilm(), params=replace(SemanticParams(), literal_gate=gate, corroborate=False)
+        )
         ranker.prepare([*papers(), fraud])
         ranked = ranker.rank([*papers(), fraud], sub)
         scores[gate] = (

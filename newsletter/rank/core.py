@@ -121,14 +121,24 @@ class ChunkedRanker:
         exclusions: Exclusions,
         threshold: float | np.ndarray,
         reasons: tuple[Sequence[Profile], Layout, np.ndarray, QueryBatch, View],
+        corroborate: bool = False,
     ) -> BatchScores:
-        """The chunk's verdicts, with the reasons to compute for what is emitted."""
+        """The chunk's verdicts, with the reasons to compute for what is emitted.
+
+        With ``corroborate``, relevant papers are ordered by their two best columns (see
+        :meth:`BatchScores.values`); the verdict is always the best column against the threshold.
+        """
         profiles, layout, literal, queries, view = reasons
         words = WordEvidence(self._index, queries, view.postings, view.cand)
         explain = Reasons(profiles, layout, literal, words, self._catalog.title)
         excluded = exclusions.mask
         relevant = (columns.best >= threshold) & ~excluded
-        return BatchScores(columns, excluded, exclusions, relevant, explain)
+        bar = (
+            np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
+            if corroborate
+            else None
+        )
+        return BatchScores(columns, excluded, exclusions, relevant, explain, bar)
 
     def not_itself(self, layout: Layout, view: View, table: np.ndarray) -> np.ndarray:
         """-inf where a liked paper is itself a candidate: it is not 'similar to a paper you liked'."""

@@ -204,8 +204,12 @@ class Columns:
         """The winning column (first of equals, numbered across groups in order) of each pair."""
         if not len(subs):
             return np.zeros(0, dtype=np.int64)
+        return self.values_at(subs, cands).argmax(axis=1)
+
+    def values_at(self, subs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """(pairs, columns) every column's value at the given (subscriber, candidate) pairs."""
         parts = [pair_values(table, ids, subs, cands, offset) for table, ids, offset in self._groups]
-        return np.concatenate(parts, axis=1).argmax(axis=1)
+        return np.concatenate(parts, axis=1)
 
 
 def row_max(table: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -262,18 +266,51 @@ class BatchScores:
     exclusions: Exclusions
     relevant: np.ndarray  # (subscribers, candidates) bool: the verdict
     explain: Explain
+    bar: np.ndarray | None = None  # (subscribers, 1) threshold: order relevant papers by corroboration
 
     @property
     def best(self) -> np.ndarray:
         return self.columns.best
 
+    def values(self, subs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """The score each pair is listed and ordered by: its best column, or, for a relevant paper when
+        ``bar`` is set, the mean of its two best columns, never below the bar it cleared.
+
+        One strongly matched part of a profile is enough for a paper to be relevant, but among relevant
+        papers one that two parts of the profile agree on (two interests, an interest and the about
+        text, or the profile's words) is more surely on topic than one that a single generic phrase
+        matches strongly ("circuits" in a paper on electronics). Clipping at the bar keeps every
+        relevant paper above every paper that missed it, so a list is still sorted by its scores.
+        """
+        value = self.best[subs, cands]
+        if self.bar is None:
+            return value
+        relevant = np.nonzero(self.relevant[subs, cands])[0]
+        if len(relevant):
+            pairs = (subs[relevant], cands[relevant])
+            value[relevant] = np.maximum(top_two_mean(self.columns.values_at(*pairs)), self.bar[pairs[0], 0])
+        return value
+
+
+def top_two_mean(values: np.ndarray) -> np.ndarray:
+    """(rows,) mean of each row's two largest values (the largest alone when the row has one finite)."""
+    if values.shape[1] < 2:
+        return values.max(axis=1, initial=-np.inf)
+    top = np.partition(values, values.shape[1] - 2, axis=1)[:, -2:]
+    second, best = top.min(axis=1), top.max(axis=1)
+    return np.where(np.isfinite(second), (best + second) / 2, best)
+
 
 def emit(view: View, scores: BatchScores, only_relevant: bool) -> Iterator[list[Scored]]:
-    """Per subscriber: papers best first (ties by trending rank, then times seen), ``relevant`` set."""
+    """Per subscriber: papers by :meth:`BatchScores.values`, highest first (ties by trending rank, then
+    times seen), ``relevant`` set."""
     keep = scores.relevant if only_relevant else np.ones_like(scores.relevant)
     subs, cands = np.nonzero(keep)
-    value = scores.best[subs, cands]
-    order = np.lexsort((view.ties[cands], -np.round(value, 6), subs))
+    value = scores.values(subs, cands)
+    keys = [view.ties[cands], -np.round(value, 6), subs]
+    if scores.bar is not None:  # relevant papers clipped at the bar: the best column breaks their ties
+        keys.insert(1, -np.round(scores.best[subs, cands], 6))
+    order = np.lexsort(keys)
     subs, cands, value = subs[order], cands[order], value[order]
     whys = scores.explain(scores, subs, cands)
     papers = view.papers

@@ -8,7 +8,9 @@ whole paper, its title and its best sentence, and read in the context of the who
 interest's column, and a TF-IDF column over the profile's words catches exact terminology. A
 paper's score is its best column, so one strongly matched interest is enough; the bar that score
 must clear rises with the number of columns, so every profile lets through the same small share
-of unrelated papers, whether it has two interests or ten.
+of unrelated papers, whether it has two interests or ten. Relevant papers are then listed by the
+mean of their two best columns (never below that bar): a paper two parts of the profile agree on
+comes before one that a single phrase matches strongly.
 
 Scoring is vectorised over subscribers: distinct profile texts are embedded once (and cached by
 content), paper vectors are cached by paper key, and a batch of profiles is a few matrix products.
@@ -61,6 +63,7 @@ class SemanticParams:
     literal_gate: float = 1.0  # profile z-score at which a literal match counts fully (0: always)
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
+    corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
 
 
 def semantic_available() -> bool:
@@ -190,7 +193,8 @@ class SemanticRanker(ChunkedRanker):
         topic = padded(z_text + self.params.lexical_weight * literal)
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
         threshold = max_threshold(layout.columns(), self.params.chance)[:, None]
-        return self.finish(columns, exclusions, threshold, (profiles, layout, literal, queries, view))
+        reasons = (profiles, layout, literal, queries, view)
+        return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate)
 
     def _add_interests(
         self,
