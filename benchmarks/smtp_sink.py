@@ -21,12 +21,13 @@ _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 class Sink:
-    def __init__(self, record: Path | None, pipelining: bool = True) -> None:
+    def __init__(self, record: Path | None, pipelining: bool = True, delay: float = 0.0) -> None:
         self.ehlo = (
             b"250-sink\r\n"
             + (b"250-PIPELINING\r\n" if pipelining else b"")
             + b"250-8BITMIME\r\n250 SIZE 104857600\r\n"
         )
+        self.delay = delay  # seconds before accepting each message, like a server across a network
         self.count = 0
         self.lines: list[str] = []
         self.record = record
@@ -50,6 +51,8 @@ class Sink:
                     await writer.drain()
                     body = await reader.readuntil(b"\r\n.\r\n")
                     self._accept(rcpts, body)
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
                     writer.write(b"250 OK queued\r\n")
                 elif verb == b"QUIT":
                     writer.write(b"221 bye\r\n")
@@ -74,8 +77,10 @@ class Sink:
             self.record.write_text("".join(self.lines), encoding="utf-8")
 
 
-async def serve(port: int, record: Path | None, ready: Path | None, pipelining: bool = True) -> None:
-    sink = Sink(record, pipelining)
+async def serve(
+    port: int, record: Path | None, ready: Path | None, pipelining: bool = True, delay: float = 0.0
+) -> None:
+    sink = Sink(record, pipelining, delay)
     server = await asyncio.start_server(sink.session, "127.0.0.1", port, limit=1 << 24)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,8 +100,9 @@ def main() -> None:
     parser.add_argument("--record", type=Path)
     parser.add_argument("--ready", type=Path, help="write the listening port here once ready")
     parser.add_argument("--no-pipelining", action="store_true", help="do not offer PIPELINING")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each 250 to a message")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.record, args.ready, not args.no_pipelining))
+    asyncio.run(serve(args.port, args.record, args.ready, not args.no_pipelining, args.delay))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                 # 10,000 subscribers
     python benchmarks/throughput.py -n 100000       # memory check at 100,000
+    python benchmarks/throughput.py --sink-delay 0.005   # a server that takes 5 ms to accept each message
 
 In one run it:
 1. generates N subscribers with varied profiles and one dump of every seed paper (~385);
@@ -152,10 +153,15 @@ def main() -> int:
     parser.add_argument(
         "--no-pipelining", action="store_true", help="the sink withholds PIPELINING (RFC 2920)"
     )
+    parser.add_argument(
+        "--sink-delay", type=float, default=0.0, help="seconds the sink waits before accepting a message"
+    )
     args = parser.parse_args()
     n = args.subscribers
     if args.no_pipelining:
         SINK_OPTIONS.append("--no-pipelining")
+    if args.sink_delay:
+        SINK_OPTIONS.extend(["--delay", str(args.sink_delay)])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         dumps, subs = write_inputs(workdir, n)
