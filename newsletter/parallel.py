@@ -115,11 +115,7 @@ def _worker(
     send: Connection,
     parent: int,
 ) -> None:
-    _die_with_parent(parent)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches it too
-    pipeline.store.dispose_after_fork()  # fresh connections in this process (the ranker's cache too)
+    stop = _start_child(pipeline, parent)
     pipeline.settings = settings
     try:
         send.send(pipeline.deliver_new(shard, now, stop=stop, detailed=detailed, inline=True))
@@ -197,11 +193,7 @@ def _builder(
     send: Connection,
     parent: int,
 ) -> None:
-    _die_with_parent(parent)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's process decides; Ctrl-C reaches it too
-    pipeline.store.dispose_after_fork()  # fresh read connections in this process
+    stop = _start_child(pipeline, parent)
     pipeline.timings = Timings()
     try:
         for built in pipeline.build_chunks(subscribers, now, stop.is_set):
@@ -214,6 +206,16 @@ def _builder(
     finally:
         pipeline.store.close()
         send.close()
+
+
+def _start_child(pipeline: Pipeline, parent: int) -> threading.Event:
+    """In a forked worker or builder: the event SIGTERM sets, and connections of its own."""
+    _die_with_parent(parent)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's process decides; Ctrl-C reaches it too
+    pipeline.store.dispose_after_fork()  # fresh connections in this process (the ranker's cache too)
+    return stop
 
 
 def _exit_status(process: BaseProcess) -> str:
