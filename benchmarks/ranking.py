@@ -108,7 +108,11 @@ class TfidfRanker:
         return out
 
     def rank_many(
-        self, papers: Sequence[StoredPaper], subscribers: Iterable[Subscriber], only_relevant: bool = True
+        self,
+        papers: Sequence[StoredPaper],
+        subscribers: Iterable[Subscriber],
+        only_relevant: bool = True,
+        capped: bool = False,
     ) -> Iterator[list[Scored]]:
         for sub in subscribers:
             scored = self.rank(papers, sub)

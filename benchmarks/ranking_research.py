@@ -183,7 +183,11 @@ class TfidfRanker:
         return {t: x / n for t, x in v.items()}
 
     def rank_many(
-        self, papers: Sequence[StoredPaper], subs: Sequence[Subscriber], only_relevant: bool = False
+        self,
+        papers: Sequence[StoredPaper],
+        subs: Sequence[Subscriber],
+        only_relevant: bool = False,
+        capped: bool = False,
     ) -> Iterator[list[Scored]]:
         vecs = [self._vec(f"{p.title} {p.abstract}") for p in papers]
         for sub in subs:

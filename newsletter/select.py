@@ -112,7 +112,8 @@ class Selector:
         if not window:
             yield from (Selection(s, reason="nothing new") for s in subscribers)
             return
-        ranked = self.ranker.rank_many(window, subscribers, only_relevant=not every_paper)
+        wanted = not every_paper  # a digest: just its relevant papers, up to max_items
+        ranked = self.ranker.rank_many(window, subscribers, only_relevant=wanted, capped=wanted)
         for sub, scored in zip(subscribers, self.timings.iterate("rank", ranked), strict=True):
             selection = Selection(sub, scored=tuple(scored), upto_seq=latest, from_seq=mark)
             yield selection if selection.chosen else replace(selection, reason="nothing relevant")

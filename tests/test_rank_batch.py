@@ -55,6 +55,20 @@ def test_chunks_and_the_worker_thread_change_nothing(ranker: Ranker, only_releva
     assert len(whole) == len(many_subscribers()) and any(whole)
 
 
+@pytest.mark.parametrize("only_relevant", [True, False])
+def test_capped_lists_are_the_uncapped_ones_cut_at_max_items(ranker: Ranker, only_relevant: bool) -> None:
+    ranker.prepare(papers())
+    subs = [
+        s.model_copy(update={"max_items": cap})
+        for s, cap in zip(many_subscribers(), [2, 1, 1, 3, 1, 1, 1], strict=True)
+    ]
+    ranker.chunk = 3  # type: ignore[attr-defined]
+    full = summary(ranker.rank_many(papers(), subs, only_relevant=only_relevant))
+    capped = summary(ranker.rank_many(papers(), subs, only_relevant=only_relevant, capped=True))
+    assert capped == [ranked[: s.max_items] for ranked, s in zip(full, subs, strict=True)]
+    assert any(len(ranked) > s.max_items for ranked, s in zip(full, subs, strict=True))  # some were cut
+
+
 def test_a_consumer_may_stop_early(ranker: Ranker) -> None:
     ranker.prepare(papers())
     ranker.chunk = 1  # type: ignore[attr-defined]

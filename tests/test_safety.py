@@ -60,7 +60,11 @@ class EveryPaper:
         return sorted(scored, key=lambda s: -s.score)
 
     def rank_many(
-        self, papers: Sequence[StoredPaper], subscribers: Sequence[Subscriber], only_relevant: bool = False
+        self,
+        papers: Sequence[StoredPaper],
+        subscribers: Sequence[Subscriber],
+        only_relevant: bool = False,
+        capped: bool = False,
     ) -> Iterator[list[Scored]]:
         return (self.rank(papers, s) for s in subscribers)
 

@@ -62,9 +62,14 @@ class ChunkedRanker:
         return next(self.rank_many(papers, [subscriber], only_relevant=False))
 
     def rank_many(
-        self, papers: Sequence[StoredPaper], subscribers: Iterable[Subscriber], only_relevant: bool = True
+        self,
+        papers: Sequence[StoredPaper],
+        subscribers: Iterable[Subscriber],
+        only_relevant: bool = True,
+        capped: bool = False,
     ) -> Iterator[list[Scored]]:
-        """One list per subscriber, in order, best first; only the relevant papers when ``only_relevant``.
+        """One list per subscriber, in order, best first; only the relevant papers when ``only_relevant``,
+        and at most the subscriber's ``max_items`` (what a digest holds) when ``capped``.
 
         Lazy: subscribers are read and scored ``chunk`` at a time, so memory stays flat.
         """
@@ -72,13 +77,18 @@ class ChunkedRanker:
         if self._catalog.missing(papers):
             self.prepare([*self._catalog.papers, *self._catalog.missing(papers)], self._background)
         view = self._view(papers)
-        chunks = ([compile_profile(s) for s in chunk] for chunk in _chunks(subscribers, self.chunk))
+        chunks = _chunks(subscribers, self.chunk)
         if not papers:
-            for profiles in chunks:
-                yield from ([] for _ in profiles)
+            for chunk in chunks:
+                yield from ([] for _ in chunk)
             return
-        for scores in _ahead(chunks, lambda profiles: self.score_batch(profiles, view)):
-            yield from emit(view, scores, only_relevant)
+
+        def score(chunk: list[Subscriber]) -> BatchScores:
+            return self.score_batch([compile_profile(s) for s in chunk], view)
+
+        for chunk, scores in _ahead(chunks, score):
+            caps = np.array([s.max_items for s in chunk]) if capped else None
+            yield from emit(view, scores, only_relevant, caps)
 
     def _view(self, papers: tuple[StoredPaper, ...]) -> View:
         """The candidates' arrays; kept while the same papers are ranked again (preview, tests)."""
@@ -151,9 +161,9 @@ class ChunkedRanker:
 
 
 def _ahead(
-    chunks: Iterator[list[Profile]], score: Callable[[list[Profile]], BatchScores]
-) -> Iterator[BatchScores]:
-    """score(chunk) for each chunk, the next one computed in a worker thread while this one is used.
+    chunks: Iterator[list[Subscriber]], score: Callable[[list[Subscriber]], BatchScores]
+) -> Iterator[tuple[list[Subscriber], BatchScores]]:
+    """(chunk, score(chunk)) for each chunk, the next one scored in a worker thread while this one is used.
 
     Array work releases the GIL, so scoring chunk k + 1 overlaps emitting chunk k on a second core.
     A single chunk is scored in the calling thread.
@@ -163,14 +173,15 @@ def _ahead(
     if first is None:
         return
     if second is None:
-        yield score(first)
+        yield first, score(first)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="rank") as pool:
-        pending = pool.submit(score, first)
+        previous, pending = first, pool.submit(score, first)
         for chunk in itertools.chain([second], chunks):
             current, pending = pending, pool.submit(score, chunk)
-            yield current.result()
-        yield pending.result()
+            yield previous, current.result()
+            previous = chunk
+        yield previous, pending.result()
 
 
 def _chunks(items: Iterable[Subscriber], size: int) -> Iterator[list[Subscriber]]:

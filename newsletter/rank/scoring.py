@@ -301,9 +301,11 @@ def top_two_mean(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(second), (best + second) / 2, best)
 
 
-def emit(view: View, scores: BatchScores, only_relevant: bool) -> Iterator[list[Scored]]:
+def emit(
+    view: View, scores: BatchScores, only_relevant: bool, caps: np.ndarray | None = None
+) -> Iterator[list[Scored]]:
     """Per subscriber: papers by :meth:`BatchScores.values`, highest first (ties by trending rank, then
-    times seen), ``relevant`` set."""
+    times seen), ``relevant`` set; at most ``caps[s]`` papers for subscriber s when given."""
     keep = scores.relevant if only_relevant else np.ones_like(scores.relevant)
     subs, cands = np.nonzero(keep)
     value = scores.values(subs, cands)
@@ -312,16 +314,19 @@ def emit(view: View, scores: BatchScores, only_relevant: bool) -> Iterator[list[
         keys.insert(1, -np.round(scores.best[subs, cands], 6))
     order = np.lexsort(keys)
     subs, cands, value = subs[order], cands[order], value[order]
+    counts = np.bincount(subs, minlength=len(scores.best))
+    if caps is not None:  # sorted by subscriber, best first: keep each one's first caps[s]
+        place = np.arange(len(subs)) - (np.cumsum(counts) - counts)[subs]
+        kept = place < caps[subs]
+        subs, cands, value = subs[kept], cands[kept], value[kept]
+        counts = np.minimum(counts, caps)
     whys = scores.explain(scores, subs, cands)
-    papers = view.papers
-    items = [
-        Scored(papers[c], s, w, r)
-        for c, s, w, r in zip(
-            cands.tolist(), value.tolist(), whys, scores.relevant[subs, cands].tolist(), strict=True
-        )
-    ]
+    papers = np.empty(len(view.papers), dtype=object)
+    papers[:] = view.papers
+    relevant = scores.relevant[subs, cands]
+    items = list(map(Scored, papers[cands].tolist(), value.tolist(), whys, relevant.tolist()))
     start = 0
-    for end in np.cumsum(np.bincount(subs, minlength=len(scores.best))).tolist():
+    for end in np.cumsum(counts).tolist():
         yield items[start:end]
         start = end
 
