@@ -129,6 +129,17 @@ def test_subscriber_page_shows_the_papers_that_just_missed(client: TestClient) -
     assert scores[0] <= lowest
 
 
+def test_subscriber_page_lists_the_relevant_papers_past_max_items(client: TestClient) -> None:
+    """The run asks the ranker for max_items papers at most; the preview still sees every relevant one."""
+    page = client.get(f"/s/{SSM}").text
+    found = re.search(r"Also relevant, past max_items \((\d+)\)", page)
+    assert found and int(found[1]) >= 1  # more SSM papers than max_items 10 in the seeds
+    digest = page.split("In this digest", 1)[1].split("<h2>", 1)[0]
+    assert len(re.findall(r'<span class="score">(\d\.\d{3})</span>', digest)) == 10
+    past = page.split("Also relevant, past max_items", 1)[1].split("<h2>", 1)[0]
+    assert len(re.findall(r'<span class="score">(\d\.\d{3})</span>', past)) == int(found[1])
+
+
 def test_nothing_relevant_page_builds_no_email(client: TestClient) -> None:
     page = text_of(client.get("/s/nobody@example.org").text)
     assert "Nothing relevant among 85 new papers" in page
