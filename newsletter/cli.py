@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -25,10 +24,12 @@ from newsletter.report import RunReport
 from newsletter.status import print_status, status_report
 
 app = typer.Typer(
-    help="Turn trending-papers listings into a personal email digest for each subscriber.",
+    help="Turn trending-papers listings into a personal email digest for each subscriber.\n\n"
+    "Settings come from these flags, then NEWSLETTER_* environment variables, then ./newsletter.toml.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 err = Console(stderr=True)
 
@@ -73,10 +74,11 @@ def main_options(
         str | None, typer.Option(help="auto | lexical | semantic [env NEWSLETTER_RANKER]")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks on errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True)] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
 ) -> None:
-    """Settings come from these flags, then NEWSLETTER_* environment variables, then ./newsletter.toml."""
     state.settings_overrides = {
         "home": home,
         "subscribers": subscribers,
@@ -294,17 +296,12 @@ def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[st
 
 
 def main() -> NoReturn:
+    """Usage errors and Ctrl-C are left to typer (its message, exit 2 or 1); our own errors are one line."""
     try:
-        code = app(standalone_mode=False)
+        app()  # standalone: exits by itself
     except NewsletterError as exc:
         _fail(exc)
-    except click.ClickException as exc:  # usage errors, in click's own words
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(0)
 
 
 def _fail(exc: NewsletterError) -> NoReturn:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import ROOT, SEEDS
 from .helpers import HEADERS, add_dumps, cli, outbox, seed_names
 
@@ -141,10 +143,30 @@ def test_one_click_unsubscribe_headers_when_base_url_is_set(env: dict[str, str])
     assert "s3cr3t-value" not in proc.stdout + proc.stderr
 
 
-def test_help_lists_the_commands() -> None:
+def test_help_lists_the_commands_and_where_each_setting_comes_from() -> None:
     out = cli({}, "--help").stdout
     for command in ("ingest", "run", "preview", "check"):
         assert command in out
+    assert "[env NEWSLETTER_HOME, default ./.newsletter]" in " ".join(out.split())
+    assert "NEWSLETTER_* environment variables" in " ".join(out.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--bogus"], "No such option: --bogus"),
+        (["ingest"], "Missing argument"),
+        (["run", "--workers", "abc"], "Invalid value for '--workers'"),
+        (["run", "--dry-run", "true"], "unexpected extra argument"),
+    ],
+)
+def test_usage_errors_are_a_message_and_exit_2_not_a_traceback(
+    env: dict[str, str], args: list[str], message: str
+) -> None:
+    proc = cli(env, *args, check=False)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_check_warns_about_unsubscribed_addresses_still_listed(env: dict[str, str]) -> None:
