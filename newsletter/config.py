@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,10 +42,8 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: sqlite:///$NEWSLETTER_HOME/state.db
 
     transport: Transport = "file"
-    sender: str = Field(
-        default="Trending Papers <digest@newsletter.invalid>",
-        validation_alias=AliasChoices("NEWSLETTER_FROM", "from", "sender"),
-    )
+    # NEWSLETTER_FROM (or NEWSLETTER_SENDER); `from` (or `sender`) in newsletter.toml
+    sender: str = "Trending Papers <digest@newsletter.invalid>"
     list_id: str | None = None  # default: derived from the sender's domain
     base_url: str | None = None  # public URL of `newsletter serve`, for one-click unsubscribe
 
@@ -86,7 +85,18 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        toml = TomlConfigSettingsSource(settings_cls)
+        return (init_settings, _FromVariable(settings_cls), env_settings, toml)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_is_sender(cls, data: Any) -> Any:
+        """newsletter.toml says ``from = ...``; the field is ``sender`` (``from`` is a Python keyword)."""
+        if isinstance(data, dict) and "from" in data:
+            data = dict(data)
+            sender = data.pop("from")
+            data.setdefault("sender", sender)  # `sender` from a higher-priority source wins
+        return data
 
     @property
     def db_url(self) -> str:
@@ -108,6 +118,20 @@ class Settings(BaseSettings):
     def sender_domain(self) -> str:
         address = self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
         return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
+
+
+class _FromVariable(PydanticBaseSettingsSource):
+    """NEWSLETTER_FROM, the documented name of the sender setting, read from the environment only.
+
+    An alias on the field would also make pydantic-settings read un-prefixed FROM and SENDER variables.
+    """
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        value = os.environ.get("NEWSLETTER_FROM")
+        return {} if value is None else {"sender": value}
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -99,6 +99,19 @@ def test_settings_precedence_flag_env_toml(tmp_path: Path, monkeypatch: pytest.M
     assert settings.smtp_port == 2525
 
 
+def test_sender_comes_from_newsletter_from_or_toml_never_a_bare_from_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FROM", "Stray <stray@elsewhere.example>")
+    monkeypatch.setenv("SENDER", "Stray <stray@elsewhere.example>")
+    assert load_settings().sender == "Trending Papers <digest@newsletter.invalid>"
+    (tmp_path / "newsletter.toml").write_text('from = "Toml <digest@toml.example>"\n')
+    assert load_settings().sender == "Toml <digest@toml.example>"
+    monkeypatch.setenv("NEWSLETTER_FROM", "Env <digest@env.example>")
+    assert load_settings().sender == "Env <digest@env.example>"
+
+
 def test_secret_settings_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hunter2-secret")
     monkeypatch.setenv("NEWSLETTER_API_KEY", "key-secret-123")
