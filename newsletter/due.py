@@ -1,8 +1,10 @@
 """When is a subscriber's next digest due? Pure functions of the profile, the last digest and the clock.
 
 A daily or weekly subscriber has *slots*: local moments (``send_at``, on ``weekday`` for weekly) in their
-own time zone. A digest is due when the most recent slot has passed and no digest was made since it, so a
-run that missed a slot (machine down, holiday) catches up once at the next run, never twice.
+own time zone. A digest is due when the most recent slot has passed and no digest was made on that
+slot's local day or later, so a run that missed a slot (machine down, holiday) catches up once at the
+next run, and a digest made earlier on a slot's day (a new subscriber's first, a catch-up) counts for
+that slot: a daily subscriber never gets two digests on one local day.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def is_due(subscriber: Subscriber, last_digest_at: datetime | None, now: datetim
         return True
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
         return now - last_digest_at >= WEEK
-    return last_digest_at < latest_slot(subscriber, now)
+    return _local_day(subscriber, last_digest_at) < _local_day(subscriber, latest_slot(subscriber, now))
 
 
 def next_due_at(subscriber: Subscriber, last_digest_at: datetime | None, now: datetime) -> datetime | None:
@@ -32,8 +34,12 @@ def next_due_at(subscriber: Subscriber, last_digest_at: datetime | None, now: da
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
         assert last_digest_at is not None
         return last_digest_at + WEEK
+    assert last_digest_at is not None
     step = WEEK if subscriber.cadence == "weekly" else timedelta(days=1)
-    return _slot_on(subscriber, latest_slot(subscriber, now).astimezone(subscriber.tz).date() + step)
+    day = _local_day(subscriber, latest_slot(subscriber, now)) + step
+    while day <= _local_day(subscriber, last_digest_at):  # that day's slot is already served
+        day += step
+    return _slot_on(subscriber, day)
 
 
 def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:
@@ -47,6 +53,10 @@ def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:
     while candidate > now:
         candidate = _slot_on(subscriber, candidate.astimezone(subscriber.tz).date() - step)
     return candidate
+
+
+def _local_day(subscriber: Subscriber, moment: datetime) -> date:
+    return moment.astimezone(subscriber.tz).date()
 
 
 def _slot_on(subscriber: Subscriber, day: date) -> datetime:

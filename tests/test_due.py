@@ -40,6 +40,18 @@ def test_daily_send_at_waits_for_the_slot_then_catches_up_once() -> None:
     assert next_due_at(s, back, back + timedelta(minutes=5)) == datetime(2026, 3, 6, 7, 30, tzinfo=PARIS)
 
 
+def test_a_digest_made_before_the_days_slot_counts_for_that_day() -> None:
+    s = sub(cadence="daily", send_at=time(7, 30), timezone="Europe/Paris")
+    first = datetime(2026, 3, 11, 5, 0, tzinfo=PARIS)  # a new subscriber, before the day's slot
+    assert is_due(s, None, first)
+    assert not is_due(s, first, datetime(2026, 3, 11, 7, 30, tzinfo=PARIS))
+    assert not is_due(s, first, datetime(2026, 3, 11, 23, 59, tzinfo=PARIS))
+    assert next_due_at(s, first, first) == datetime(2026, 3, 12, 7, 30, tzinfo=PARIS)
+    assert is_due(s, first, datetime(2026, 3, 12, 7, 30, tzinfo=PARIS))
+    late = datetime(2026, 3, 11, 23, 30, tzinfo=PARIS)  # a late digest does not delay the next day's
+    assert is_due(s, late, datetime(2026, 3, 12, 7, 30, tzinfo=PARIS))
+
+
 def test_daily_slot_across_spring_dst_change() -> None:
     s = sub(cadence="daily", send_at=time(7, 30), timezone="Europe/Paris")
     # Clocks go forward on 2026-03-29 in Paris: 07:30 local is 05:30 UTC that day, 06:30 UTC the day before.
