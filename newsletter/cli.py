@@ -21,6 +21,8 @@ from newsletter.config import Settings, SubscriberList, load_settings, load_subs
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
 from newsletter.report import RunReport
+from newsletter.send import make_transport
+from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 
 app = typer.Typer(
@@ -143,7 +145,10 @@ def _dump_json(outcome: Any) -> dict[str, Any]:
 def run(
     now: NowOption = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Build digests but send and record nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Build digests; send nothing, record no digest (new dumps are ingested)."
+        ),
     ] = False,
     as_json: JsonOption = False,
     workers: Annotated[
@@ -153,15 +158,26 @@ def run(
         str | None,
         typer.Option(help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]"),
     ] = None,
+    fetch: Annotated[
+        bool,
+        typer.Option("--fetch/--no-fetch", help="Fetch from NEWSLETTER_SOURCES first (not with --dry-run)."),
+    ] = True,
 ) -> None:
-    """Ingest new dumps from the dumps folder, then build and deliver every due digest."""
+    """Fetch new dumps from the sources, ingest the dumps folder, then build and deliver every due digest.
+
+    A source that cannot be fetched is reported (exit status 1) after the run has delivered what it has.
+    """
     state.settings_overrides["workers"] = workers
     state.settings_overrides["connections"] = connections
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
+    sources = sources_from_settings(settings) if fetch and not dry_run else []
+    clock = _parse_now(now)
     with open_pipeline(settings) as pipeline:
+        _, fetch_failures = fetch_all(sources, clock)
         detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
-        report = pipeline.run(subscribers, _parse_now(now), dry_run=dry_run, detailed=detailed)
+        report = pipeline.run(subscribers, clock, dry_run=dry_run, detailed=detailed)
+    report.errors[:0] = fetch_failures
     if not dry_run:
         save_report(settings, report)
     _print_report(report, as_json)
@@ -174,6 +190,8 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         for d in report.digests:
             detail = f"{len(d.items)} papers" if d.items and d.status != "skipped" else d.reason
             typer.echo(f"{d.subscriber}: {d.status} ({detail})")
+        for problem in report.errors:
+            err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
         typer.echo(report.summary())
     if not report.ok:
         raise typer.Exit(1)
@@ -251,7 +269,7 @@ def preview(
     open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser.")] = False,
     now: NowOption = None,
 ) -> None:
-    """Render the digest EMAIL would get now (due or not), without sending or recording anything."""
+    """Render the digest EMAIL would get now (due or not); sends nothing and records no digest."""
     settings = state.settings()
     subscriber = load_subscribers(settings.subscribers).find(email)
     if subscriber is None:
@@ -273,10 +291,18 @@ def preview(
 
 @app.command()
 def check() -> None:
-    """Validate settings, subscribers and templates; exit non-zero with the first problem."""
+    """Validate settings, sources, subscribers and templates; exit non-zero with the first problem.
+
+    Nothing is connected to: a wrong password or an unreachable server shows at the first send.
+    """
+    from newsletter.schedule import fetch_schedule  # APScheduler: imported only where needed
+
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
     Renderer(settings.templates_dir)
+    make_transport(settings)  # built, not connected: a missing API key shows here
+    sources_from_settings(settings)
+    fetch_schedule(settings.fetch_cron)
     if settings.base_url and not settings.unsubscribe_secret:
         raise ConfigError(
             "NEWSLETTER_BASE_URL is set but NEWSLETTER_UNSUBSCRIBE_SECRET is not",

@@ -80,7 +80,7 @@ class RunReport:
     skipped: Counter[str] = field(default_factory=Counter)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     bytes_sent: int = 0
-    errors: list[str] = field(default_factory=list)  # problems outside any one digest (a worker died)
+    errors: list[str] = field(default_factory=list)  # outside any one digest: a source, a worker
 
     def add(self, outcome: DigestOutcome) -> None:
         self.statuses[outcome.status] += 1
@@ -129,7 +129,7 @@ class RunReport:
         if errors:
             parts.append(f"{errors} dump(s) rejected")
         if self.errors:
-            parts.append(f"{len(self.errors)} worker error(s)")
+            parts.append(f"{len(self.errors)} error(s)")
         if self.recovered_unknown:
             parts.append(f"{len(self.recovered_unknown)} interrupted earlier, now unknown")
         return "; ".join(parts)

@@ -25,7 +25,7 @@ from newsletter.app import open_pipeline, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.pipeline import Pipeline
-from newsletter.sources.registry import Source, sources_from_settings
+from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +88,7 @@ class Daemon:
         log.info("daemon stopped")
 
     def _add_jobs(self, pipeline: Pipeline) -> None:
-        try:
-            fetch_trigger = CronTrigger.from_crontab(self.settings.fetch_cron, timezone="UTC")
-        except ValueError as exc:
-            raise ConfigError(f"invalid setting field 'fetch_cron': {exc}") from None
+        fetch_trigger = fetch_schedule(self.settings.fetch_cron)
         now = self.clock()
         self.scheduler.add_job(self.fetch, fetch_trigger, args=[pipeline], id="fetch", next_run_time=now)
         tick = IntervalTrigger(seconds=self.tick_seconds, timezone="UTC")
@@ -111,13 +108,7 @@ class Daemon:
 
     def fetch(self, pipeline: Pipeline) -> None:
         with self._busy:
-            written = []
-            for source in self.sources:
-                try:
-                    written += source.fetch(self.clock())
-                except NewsletterError as exc:
-                    log.error("fetch from %s failed: %s", source.name, exc)
-            log.info("fetch: %d new dump file(s)", len(written))
+            written, _failures = fetch_all(self.sources, self.clock())  # each failure is logged
         if written:
             self.tick(pipeline)
 
@@ -129,6 +120,14 @@ class Daemon:
         log.info("received %s: finishing the message in flight", signal.Signals(signum).name)
         self.stop.set()
         self.scheduler.shutdown(wait=True)
+
+
+def fetch_schedule(cron: str) -> CronTrigger:
+    """The fetch job's trigger (crontab syntax, UTC); ConfigError names the setting."""
+    try:
+        return CronTrigger.from_crontab(cron, timezone="UTC")
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting field 'fetch_cron': {exc}") from None
 
 
 def run_daemon(settings: Settings, **kwargs: Any) -> None:

@@ -115,6 +115,22 @@ def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Pa
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("NEWSLETTER_SOURCES", '[{"kind": "hf-dialy"}]', "error: invalid setting field 'sources[0]'"),
+        ("NEWSLETTER_FETCH_CRON", "nonsense", "error: invalid setting field 'fetch_cron'"),
+        ("NEWSLETTER_TRANSPORT", "postmark", "error: transport 'postmark' needs an API key"),
+    ],
+)
+def test_check_finds_settings_that_would_fail_only_later(
+    env: dict[str, str], setting: str, value: str, message: str
+) -> None:
+    proc = cli({**env, setting: value}, "check", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(message)
+
+
 def test_check_passes_on_the_example_files(env: dict[str, str]) -> None:
     env["NEWSLETTER_SUBSCRIBERS"] = str(ROOT / "subscribers.example.yaml")
     assert cli(env, "check").stdout.startswith("ok: 4 subscribers")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from newsletter.sources.fetch import HfDailySource
 from newsletter.store import Store
 
 from .conftest import DATA
+from .helpers import add_dumps, cli, outbox, seed_names
 
 HF = DATA / "hf"
 NOW = datetime(2024, 3, 19, 9, 30, tzinfo=UTC)
@@ -156,3 +159,36 @@ def test_429_over_loopback_honours_retry_after(hub, tmp_path: Path) -> None:
     assert len(source.fetch(NOW)) == 1
     assert sleeps == [2.0]
     assert recorded.statuses == [429, 200]
+
+
+def test_cli_run_fetches_the_sources_then_delivers_what_they_brought(hub, env: dict[str, str]) -> None:
+    base_url, recorded = hub
+    sources = [{"kind": "folder"}, {"kind": "hf-daily", "base_url": base_url, "days_back": 4}]
+    env = {**env, "NEWSLETTER_SOURCES": json.dumps(sources)}
+
+    cli(env, "run", "--no-fetch", "--now", NOW.isoformat())
+    assert recorded.requests == []
+
+    report = json.loads(cli(env, "run", "--json", "--now", NOW.isoformat()).stdout)
+    assert len(recorded.requests) == 5
+    assert [(Path(d["file"]).name[:19], d["new"]) for d in report["dumps"]] == [
+        ("hf-daily-2024-03-15", 3),
+        ("hf-daily-2024-03-18", 2),
+        ("hf-daily-2024-03-19", 2),
+    ]
+    assert report["errors"] == []
+
+
+def test_cli_run_with_a_source_down_still_delivers_the_folder_and_exits_1(env: dict[str, str]) -> None:
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    down = {"kind": "hf-daily", "base_url": f"http://127.0.0.1:{port}", "max_retries": 0, "timeout": 2}
+    env = {**env, "NEWSLETTER_SOURCES": json.dumps([{"kind": "folder"}, down])}
+    add_dumps(env, seed_names()[0])
+
+    proc = cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    assert "error: fetch from hf-daily failed" in proc.stderr
+    assert "1 dump(s) ingested" in proc.stdout and "sent" in proc.stdout
+    assert outbox(env)

@@ -17,6 +17,8 @@ or ``NEWSLETTER_SOURCES='[{"kind": "folder"}, {"kind": "hf-daily"}]'``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
@@ -25,10 +27,19 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.sources.fetch import DEFAULT_HF_BASE_URL, HfDailySource
 
-__all__ = ["DEFAULT_SOURCES", "FolderSource", "Source", "parse_sources", "sources_from_settings"]
+__all__ = [
+    "DEFAULT_SOURCES",
+    "FolderSource",
+    "Source",
+    "fetch_all",
+    "parse_sources",
+    "sources_from_settings",
+]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SOURCES: tuple[dict[str, Any], ...] = ({"kind": "folder"},)
 
@@ -59,6 +70,20 @@ class FolderSource:
 
     def fetch(self, now: datetime) -> list[Path]:
         return []
+
+
+def fetch_all(sources: Sequence[Source], now: datetime) -> tuple[list[Path], list[str]]:
+    """Every source's new dump files, and one line per source that failed; one failure stops no other."""
+    written: list[Path] = []
+    failures: list[str] = []
+    for source in sources:
+        try:
+            written += source.fetch(now)
+        except NewsletterError as exc:
+            failures.append(f"fetch from {source.name} failed: {exc}")
+            log.error("%s", failures[-1])
+    log.info("fetch: %d new dump file(s)", len(written))
+    return written, failures
 
 
 # -- settings -------------------------------------------------------------------------------------------
