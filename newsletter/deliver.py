@@ -29,6 +29,8 @@ from newsletter.store import InvalidTransition, Store
 log = logging.getLogger(__name__)
 
 NEXT_RUN_BACKOFF = timedelta(minutes=5)
+MAX_IN_RUN_WAIT = 60.0  # seconds; a server asking for a longer pause (Retry-After) gets it between runs
+MAX_NEXT_RUN_BACKOFF = timedelta(days=1)  # however far off a Retry-After date is
 
 
 class Courier:
@@ -112,6 +114,13 @@ class Courier:
                 ):
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else delay
+                if wait > MAX_IN_RUN_WAIT:  # a run would hold the lock for that long: stop, keep the rest
+                    raise SendError(
+                        f"{exc} (asked to wait {wait:.0f} s: this and the rest wait for a later run)",
+                        exc.hint,
+                        retry_after=wait,
+                        transport_down=True,
+                    ) from exc
                 log.warning("%s: %s; retrying in %.1fs", message.recipient, exc, wait)
                 # refused, so not sent: a crash during the wait must leave it queued, not 'unknown'
                 self.store.mark_failed(message.digest_id, now, str(exc), permanent=False, retry_at=now)
@@ -140,12 +149,18 @@ class Courier:
         if exc.unknown:
             self.store.mark_unknown(message.digest_id, now, str(exc))
             return DigestOutcome(message.recipient, "unknown", f"error: {exc}", items, message.digest_id)
-        retry_at = None if exc.permanent else now + NEXT_RUN_BACKOFF
+        retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
         self.store.mark_failed(message.digest_id, now, str(exc), permanent=exc.permanent, retry_at=retry_at)
         kind = "permanent" if exc.permanent else "temporary, will retry next run"
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {exc}", items, message.digest_id)
+
+
+def _next_run_backoff(retry_after: float | None) -> timedelta:
+    """At least NEXT_RUN_BACKOFF, longer when the server asked for it, never more than a day."""
+    asked = timedelta(seconds=retry_after) if retry_after else NEXT_RUN_BACKOFF
+    return min(max(asked, NEXT_RUN_BACKOFF), MAX_NEXT_RUN_BACKOFF)
 
 
 class Couriers:

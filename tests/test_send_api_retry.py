@@ -199,16 +199,17 @@ def test_postmark_batch_timeout_makes_every_message_unknown() -> None:
 
 
 @pytest.mark.parametrize("cls", PROVIDERS)
-def test_401_is_permanent_with_a_key_hint_and_stops_later_requests(cls: type[HttpApiTransport]) -> None:
+def test_401_stops_the_transport_with_a_key_hint_and_no_later_requests(cls: type[HttpApiTransport]) -> None:
     h = harness(cls, httpx.Response(401, json={"message": "Invalid API key"}))
     with h.transport as transport:
         with pytest.raises(SendError) as caught:
             transport.send(make_message("d0"))
         outcomes = transport.send_batch([make_message("d1"), make_message("d2")])
-    assert caught.value.permanent and not caught.value.unknown
+    # not the message's fault: the run stops and every digest stays queued for when the key is fixed
+    assert caught.value.transport_down and not caught.value.permanent and not caught.value.unknown
     assert caught.value.hint is not None and "NEWSLETTER_API_KEY" in caught.value.hint
     assert len(h.api.requests) == 1 and h.sleeps == []  # the bad key is not tried again
-    assert all(isinstance(o, SendError) and o.permanent for o in outcomes)
+    assert all(isinstance(o, SendError) and o.transport_down for o in outcomes)
 
 
 @pytest.mark.parametrize("cls", PROVIDERS)

@@ -10,7 +10,9 @@ Per request:
 - 504, read timeouts and connections lost after the body went out: the API may have accepted the message,
   so SendError(unknown=True) at once, unless the transport sends an ``Idempotency-Key`` (Resend): then a
   resend is safe and it is retried like a 5xx.
-- 401/403: permanent, hint "check NEWSLETTER_API_KEY"; remembered, so later messages fail without a request.
+- 401/403: SendError(transport_down=True), hint "check NEWSLETTER_API_KEY": nothing can be sent with this
+  key, so the run stops and every digest stays queued for the run after the key is fixed; remembered, so
+  later messages fail without a request.
 - Any other 4xx: the provider classifies it (permanent for that message unless its docs say otherwise).
 
 The API key lives in a SecretStr, goes into request headers only, and is masked in any reply text that ends
@@ -207,7 +209,7 @@ class HttpApiTransport:
     def _post(self, build: Callable[[httpx.Client], httpx.Request], what: str) -> httpx.Response:
         """Send the request ``build`` makes until a 2xx reply, retrying as the module docstring says."""
         if self._refused is not None:
-            raise SendError(self._refused.message, self._refused.hint, permanent=True)
+            raise SendError(self._refused.message, self._refused.hint, transport_down=True)
         attempt = 1
         while True:
             reply = self._attempt(build, what)
@@ -234,7 +236,9 @@ class HttpApiTransport:
 
     def _wait(self, error: SendError, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or None when there should be none."""
-        if error.permanent or attempt >= self.max_attempts or not self._retryable(error):
+        if error.permanent or error.transport_down or attempt >= self.max_attempts:
+            return None
+        if not self._retryable(error):
             return None
         if error.unknown and not self.idempotent:
             return None
@@ -251,7 +255,9 @@ class HttpApiTransport:
             return SendError(f"{self.provider} rate limit for {what}: {reply}", hint, retry_after=wait)
         if status in (401, 403):
             self._refused = SendError(
-                f"{self.provider} refused the API key or account: {reply}", self.auth_hint, permanent=True
+                f"{self.provider} refused the API key or account: {reply}",
+                self.auth_hint,
+                transport_down=True,
             )
             return self._refused
         if status == 504:
