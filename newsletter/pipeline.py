@@ -26,7 +26,7 @@ from pathlib import Path
 
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
-from newsletter.errors import NewsletterError, RenderError, SendError, SourceError
+from newsletter.errors import NewsletterError, RenderError, SendError, SourceError, StoreError
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import build_ahead, run_sharded
 from newsletter.rank.base import Ranker
@@ -65,6 +65,10 @@ class Built:
         return Built(ready, self.outcomes, self.evaluated)
 
 
+# A parser bug on odd input must reject that file, not stop every later run.
+_UNEXPECTED_INPUT_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, RecursionError)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -100,12 +104,18 @@ class Pipeline:
         return self.ingest(list_dump_files(folder), now)
 
     def _ingest_one(self, path: Path, now: datetime) -> DumpOutcome:
+        """One file's outcome; whatever is wrong with it (even a parser bug) only rejects that file."""
         try:
             dump = read_dump(path)
-        except SourceError as exc:
+            result = self.store.ingest(dump, now)  # one transaction: all of the dump or nothing
+        except (SourceError, StoreError) as exc:
             log.error("rejected %s", exc)
             return DumpOutcome(file=str(path), error=str(exc))
-        result = self.store.ingest(dump, now)
+        except _UNEXPECTED_INPUT_ERRORS as exc:
+            log.debug("unexpected error reading %s", path, exc_info=True)
+            problem = f"{path}: cannot read this dump: {type(exc).__name__}: {exc}"
+            log.error("rejected %s", problem)
+            return DumpOutcome(file=str(path), error=problem)
         if not result.already:
             log.info("ingested %s: %d papers, %d new", path, result.papers, result.new)
         return DumpOutcome(str(path), result.papers, result.new, result.already)

@@ -104,6 +104,15 @@ def test_malformed_dump_is_rejected_with_file_and_line_and_others_go_on(env: dic
     assert "zz_broken.txt:1" in rejected["error"]
 
 
+def test_an_empty_api_listing_is_an_empty_dump_not_a_failed_run(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    (Path(env["NEWSLETTER_DUMPS"]) / "0000_a_weekend.json").write_text("[]\n")  # the API on a quiet day
+    report = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z").stdout)
+    outcomes = {Path(d["file"]).name: (d["papers"], d["error"]) for d in report["dumps"]}
+    assert outcomes["0000_a_weekend.json"] == (0, None)
+    assert report["counts"]["sent"] >= 2
+
+
 def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
     Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
         "subscribers:\n  - email: a@example.org\n    interests: [x\n"

@@ -127,6 +127,15 @@ def test_truncated_json_is_malformed() -> None:
     assert error.line == data.count(b"\n") + 1
 
 
+@pytest.mark.parametrize(
+    "data",
+    [b"[" * 100_000 + b"]" * 100_000, b'[{"paper": {"upvotes": ' + b"9" * 5000 + b"}}]"],
+    ids=["nested too deep", "integer of 5000 digits"],
+)
+def test_json_that_python_refuses_to_decode_is_malformed(data: bytes) -> None:
+    assert "malformed JSON" in _parse_error(data).problem
+
+
 def test_invalid_utf8_names_the_line() -> None:
     data = b'[\n{"paper": {"id": "2401.00001", "title": "Caf\xe9"}}\n]'
     error = _parse_error(data)
@@ -184,6 +193,8 @@ def _with(path: str, value: Any, index: int = 1) -> bytes:
         ("paper.authors", [{"name": 7}], "item 2: paper.authors[0].name: expected a string, got an integer"),
         ("paper.publishedAt", "yesterday", "item 2: paper.publishedAt: not an ISO 8601 date-time"),
         ("numComments", "none", "item 2: numComments: expected an integer, got a string"),
+        ("paper.upvotes", 10**30, "item 2: paper.upvotes: 1000000000000000000000000000000 is out of range"),
+        ("paper.title", "bad \ud800 title", "item 2: paper.title: not valid Unicode"),
     ],
 )
 def test_wrong_shape_names_item_and_field(path: str, value: Any, expected: str) -> None:

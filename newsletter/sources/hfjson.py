@@ -68,6 +68,8 @@ def _load(data: bytes, source: str) -> list[Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ParseError(source, exc.lineno, f"malformed JSON: {exc.msg} (column {exc.colno})") from exc
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting too deep
+        raise ParseError(source, None, f"malformed JSON: {exc}") from exc
     if not isinstance(value, list):
         hint = "expected the response of /api/daily_papers: a JSON list of items"
         raise ParseError(source, 1, f"expected a JSON list of papers, got {_kind(value)}", hint)
@@ -101,7 +103,17 @@ def _get(obj: dict[str, Any], key: str, kind: type, *, required: bool = False, p
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise _FieldError(path, f"expected {_TYPE_NAMES[kind]}, got {_kind(value)}")
+    if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
+        raise _FieldError(path, f"{value} is out of range")
+    if isinstance(value, str) and not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _FieldError(path, "not valid Unicode (an unpaired surrogate escape)") from None
     return value
+
+
+_INT64 = (-(2**63), 2**63 - 1)  # what the store's INTEGER columns hold
 
 
 def _text(item: dict[str, Any], inner: dict[str, Any], key: str) -> str:

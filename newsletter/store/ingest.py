@@ -137,7 +137,9 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
         entry.id = _insert_paper(conn, entry, seq, now)
     if seen:
         conn.execute(_UPDATE_SEEN, [_seen_values(e, now) for e in seen])
-    conn.execute(dump_papers.insert(), [{"dump_seq": seq, "paper_id": e.id, "rank": e.rank} for e in touched])
+    if touched:  # an empty listing (the API on a day without papers) is a dump of nothing
+        rows = [{"dump_seq": seq, "paper_id": e.id, "rank": e.rank} for e in touched]
+        conn.execute(dump_papers.insert(), rows)
     return len(new)
 
 
