@@ -87,11 +87,14 @@ def _result_of(
     signalled = False
     while not receive.poll(0.2):
         if not process.is_alive():
-            return receive.recv() if receive.poll(0) else None
+            break
         if stop is not None and stop.is_set() and not signalled:
             os.kill(process.pid or 0, signal.SIGTERM)  # finish the message in flight, then stop
             signalled = True
-    result: RunReport | str = receive.recv()
+    try:
+        result: RunReport | str = receive.recv()
+    except EOFError:  # killed (the OOM killer, kill -9) before it could report: the others go on
+        return None
     return result
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ from newsletter.config import Settings
 from newsletter.parallel import _share
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
+from .test_crash import crash_env, journal_length, read_journal, smtp_server, start_run
 
 INTERESTS = ["state space models", "diffusion models", "large language models"]
 READERS = [f"reader{i}@example.org" for i in range(7)]
@@ -65,3 +69,31 @@ def test_each_worker_gets_its_share_of_the_cap_and_of_the_rate(
     parts = [_share(settings, shard, workers) for shard in range(workers)]
     assert [p.max_per_run for p in parts] == shares
     assert [p.send_rate for p in parts] == [6.0 / workers] * workers
+
+
+def test_a_killed_worker_is_reported_and_the_others_finish_and_record(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.jsonl"
+    with smtp_server(journal, delay=0.3) as port:
+        env = crash_env(tmp_path, port) | {"NEWSLETTER_SEND_RATE": "50", "NEWSLETTER_WORKERS": "2"}
+        add_dumps(env, seed_names()[0])
+        log = tmp_path / "run.log"
+        run = start_run(env, "2026-03-11T08:00:00Z", log)
+        deadline = time.monotonic() + 60
+        while journal_length(journal) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        worker = min(_children(run.pid))  # the first worker forked
+        os.kill(worker, signal.SIGKILL)
+        assert run.wait(timeout=120) == 1
+        stderr = log.read_text()
+        assert "newsletter-worker-0" in stderr and "Traceback" not in stderr
+        # The next run: the killed worker's in-flight digest is 'unknown' (never resent), the rest go out once.
+        cli(env, "run", "--now", "2026-03-11T08:30:00Z", check=False)
+        received = [r.to for r in read_journal(journal)]
+        assert len(received) == len(set(received)) > 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
