@@ -106,7 +106,13 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return not any(d.error for d in self.dumps) and not self.statuses["failed"] and not self.errors
+        """False when something needs a look: a rejected dump, a failed or unknown delivery, an error."""
+        return (
+            not any(d.error for d in self.dumps)
+            and not self.statuses["failed"]
+            and not self.statuses["unknown"]
+            and not self.errors
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -577,6 +577,16 @@ def test_an_unsubscribe_during_the_backoff_cancels_that_digest_and_the_run_goes_
     made.store.close()
 
 
+def test_a_run_that_leaves_a_delivery_unknown_is_not_ok(folder: Path, renderer: Renderer) -> None:
+    lost = SendError("SMTP connection lost after DATA, before the reply", unknown=True)
+    made, subs = pipeline(folder, renderer, Recorder({READERS[0]: [lost]}))
+    report = made.run(subs, NOW)
+    made.store.close()
+    assert report.statuses["unknown"] == 1 and not report.statuses["failed"]
+    assert not report.ok  # `newsletter run` exits 1, so cron reports it
+    assert committed(folder)[READERS[0]] == "unknown"
+
+
 class DiesInSend(Recorder):
     """Killed in the middle of the first send: its digest is left 'sending'."""
 
