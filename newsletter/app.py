@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from newsletter.config import Settings
+from newsletter.errors import ConfigError
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.render import Renderer
@@ -20,7 +21,12 @@ from newsletter.store.vectors import StoreVectorCache
 
 @contextmanager
 def open_store(settings: Settings) -> Iterator[Store]:
-    settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the state folder {settings.home} (NEWSLETTER_HOME): {exc.strerror}"
+        ) from None
     store = Store(settings.db_url)
     try:
         yield store

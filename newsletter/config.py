@@ -14,6 +14,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -48,15 +49,15 @@ class Settings(BaseSettings):
     base_url: str | None = None  # public URL of `newsletter serve`, for one-click unsubscribe
 
     smtp_host: str = "localhost"
-    smtp_port: int = 25
+    smtp_port: int = Field(default=25, ge=1, le=65535)
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: Literal["none", "starttls", "ssl"] = "none"
-    smtp_timeout: float = 30.0
+    smtp_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
 
     api_key: SecretStr | None = None  # Postmark / SendGrid / Mailgun / Resend
     api_base_url: str | None = None  # override the provider's API host (a proxy, tests)
-    api_timeout: float = 30.0
+    api_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     api_region: Literal["us", "eu"] = "us"  # Mailgun and SendGrid EU hosts
     mailgun_domain: str | None = None  # default: the sender's domain
     postmark_message_stream: str = "outbound"  # use your Broadcast stream for newsletters
@@ -64,13 +65,17 @@ class Settings(BaseSettings):
 
     ranker: Literal["auto", "lexical", "semantic"] = "auto"
 
-    send_rate: float | None = Field(default=None, gt=0)  # messages per second; None: as fast as accepted
+    send_rate: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False
+    )  # messages per second; None: as fast as accepted
     max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
     workers: int = Field(default=1, ge=1, le=32)  # processes sending new digests (each its own connections)
     build_process: Literal["auto", "on", "off"] = "auto"  # build messages in a second process, ahead
     connections: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"  # to the mail server at once
     retries: int = Field(default=2, ge=0, le=10)  # in-run retries of a temporary (4xx) failure
-    retry_backoff: float = Field(default=2.0, ge=0)  # seconds before the first in-run retry, then doubled
+    retry_backoff: float = Field(
+        default=2.0, ge=0, allow_inf_nan=False
+    )  # seconds before the first in-run retry, then doubled
 
     tick_seconds: int = Field(default=300, ge=1)  # daemon: how often to ingest and deliver due digests
     fetch_cron: str = "0 * * * *"  # daemon: when the sources fetch new dumps (crontab syntax, UTC)
@@ -141,6 +146,8 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**given)
     except ValidationError as exc:
         raise ConfigError(f"invalid setting {_first_problem(exc)}") from None
+    except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON
+        raise ConfigError(f"invalid setting: {exc}", hint="complex settings are JSON, e.g. [{...}]") from None
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,25 @@ def test_check_finds_settings_that_would_fail_only_later(
     assert proc.stderr.startswith(message)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("NEWSLETTER_SOURCES", "not json", "error: invalid setting:"),
+        ("NEWSLETTER_SMTP_TIMEOUT", "nan", "error: invalid setting field 'smtp_timeout'"),
+        ("NEWSLETTER_SMTP_PORT", "99999", "error: invalid setting field 'smtp_port'"),
+        ("NEWSLETTER_DATABASE_URL", "sqlite://user:pw-secret@/x", "error: invalid database URL"),
+        ("NEWSLETTER_HOME", "/proc/no-such-state", "error: cannot create the state folder"),
+    ],
+)
+def test_a_bad_setting_is_one_error_line_without_a_traceback_or_its_password(
+    env: dict[str, str], setting: str, value: str, message: str
+) -> None:
+    proc = cli({**env, setting: value}, "status", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(message)
+    assert "Traceback" not in proc.stderr and "pw-secret" not in proc.stderr
+
+
 def test_check_passes_on_the_example_files(env: dict[str, str]) -> None:
     env["NEWSLETTER_SUBSCRIBERS"] = str(ROOT / "subscribers.example.yaml")
     assert cli(env, "check").stdout.startswith("ok: 4 subscribers")

@@ -47,6 +47,11 @@ def make_engine(url: URL) -> Engine:
             f"no database driver for {url.drivername!r}: {_one_line(error)}",
             hint="install the driver package, e.g. psycopg for PostgreSQL",
         ) from None
+    except exc.ArgumentError as error:  # e.g. a SQLite URL with a host or password
+        raise StoreError(
+            f"invalid database URL {safe_url(url)} (NEWSLETTER_DATABASE_URL): {_one_line(error)}",
+            hint="use sqlite:///path/to/state.db or postgresql+psycopg://user@host/db",
+        ) from None
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine)
     return engine
