@@ -134,3 +134,25 @@ def test_every_filter_fails_on_an_undefined_argument_naming_it(name: str) -> Non
         given[position] = StrictUndefined(name="missing_variable")
         with pytest.raises(UndefinedError, match="missing_variable"):
             FILTERS[name](*given)
+
+
+def test_a_text_template_that_is_not_utf8_is_a_render_error(tmp_path: Path) -> None:
+    (tmp_path / TEXT_TEMPLATE).write_bytes(b"caf\xe9 {{ subject }}\n")
+    error = load_error(tmp_path)
+    assert str(error).startswith(f"{display_path(tmp_path / TEXT_TEMPLATE)}: cannot read template")
+
+
+def test_a_template_that_includes_itself_is_a_render_error(tmp_path: Path) -> None:
+    source = (PACKAGE_TEMPLATES / TEXT_TEMPLATE).read_text(encoding="utf-8")
+    (tmp_path / TEXT_TEMPLATE).write_text(source + '{% include "digest.txt.j2" %}\n', encoding="utf-8")
+    assert "recursion" in str(load_error(tmp_path))
+
+
+def test_an_arithmetic_error_in_a_branch_the_samples_miss_fails_that_digest_only(tmp_path: Path) -> None:
+    line = override(
+        tmp_path, TEXT_TEMPLATE, "{% for", "{% if view.items | length > 2 %}{{ 1 / 0 }}{% endif %}{% for"
+    )
+    renderer = Renderer(tmp_path)  # the sample digests have fewer papers: the template loads
+    with pytest.raises(RenderError) as caught:
+        renderer.render(golden_view())
+    assert str(caught.value).startswith(f"{display_path(tmp_path / TEXT_TEMPLATE)}:{line}: division by zero")

@@ -46,7 +46,16 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "safe_url": helpers.safe_url,
     "wrap": helpers.wrap,
 }
-_RUNTIME_ERRORS = (TemplateError, TypeError, ValueError, AttributeError, LookupError)
+# What a template's own code can raise (1/0, a template that includes itself, a bad filter argument).
+_RUNTIME_ERRORS = (
+    TemplateError,
+    TypeError,
+    ValueError,
+    AttributeError,
+    LookupError,
+    ArithmeticError,
+    RecursionError,
+)
 
 
 class Renderer:
@@ -142,6 +151,8 @@ def load_text_template(path: Path) -> Template:
         return env.get_template(path.name)
     except TemplateSyntaxError as exc:
         raise RenderError(f"{display_path(path)}:{exc.lineno}: {exc.message}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RenderError(f"{display_path(path)}: cannot read template: {exc}") from exc
 
 
 def html_environment(path: Path, compiled: str) -> Environment:
