@@ -91,9 +91,12 @@ def main_options(
     }
     state.debug = debug
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
-    )
+    if err.is_terminal:
+        logging.basicConfig(
+            level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
+        )
+    else:  # cron, systemd, a pipe: one line per record, never wrapped
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
 def _parse_now(value: str | None) -> datetime:

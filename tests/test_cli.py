@@ -102,6 +102,8 @@ def test_malformed_dump_is_rejected_with_file_and_line_and_others_go_on(env: dic
     assert [d["new"] for d in dumps if not d["error"]] == [81]
     (rejected,) = [d for d in dumps if d["error"]]
     assert "zz_broken.txt:1" in rejected["error"]
+    (logged,) = [line for line in proc.stderr.splitlines() if "rejected" in line]
+    assert "ERROR" in logged and "zz_broken.txt:1" in logged  # one line, however long, for log files
 
 
 def test_an_empty_api_listing_is_an_empty_dump_not_a_failed_run(env: dict[str, str]) -> None:
