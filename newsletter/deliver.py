@@ -50,7 +50,7 @@ class Courier:
     ) -> None:
         self.store = store
         self.transport = transport
-        self.retries = settings.retries
+        self.retries = 0 if transport.retries_itself else settings.retries  # never both loops
         self.backoff = settings.retry_backoff
         self.interval = share / settings.send_rate if settings.send_rate else 0.0  # send_rate is for all
         self.stop = stop or threading.Event()
@@ -105,6 +105,14 @@ class Courier:
                     self.transport.send(message)
                 return
             except SendError as exc:
+                if exc.retry_after is not None and exc.retry_after > MAX_IN_RUN_WAIT:
+                    # a pause longer than a run should hold the lock for: stop, the rest stays queued
+                    raise SendError(
+                        f"{exc} (asked to wait {exc.retry_after:.0f} s; the rest waits for a later run)",
+                        exc.hint,
+                        retry_after=exc.retry_after,
+                        transport_down=True,
+                    ) from exc
                 if (
                     exc.transport_down
                     or exc.permanent
@@ -114,13 +122,6 @@ class Courier:
                 ):
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else delay
-                if wait > MAX_IN_RUN_WAIT:  # a run would hold the lock for that long: stop, keep the rest
-                    raise SendError(
-                        f"{exc} (asked to wait {wait:.0f} s: this and the rest wait for a later run)",
-                        exc.hint,
-                        retry_after=wait,
-                        transport_down=True,
-                    ) from exc
                 log.warning("%s: %s; retrying in %.1fs", message.recipient, exc, wait)
                 # refused, so not sent: a crash during the wait must leave it queued, not 'unknown'
                 self.store.mark_failed(message.digest_id, now, str(exc), permanent=False, retry_at=now)

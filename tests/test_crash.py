@@ -403,6 +403,7 @@ class Recorder:
     """
 
     uses_parts = False  # reads only the recipient: the builder hands over lean messages
+    retries_itself = False
 
     def __init__(self, errors: dict[str, list[SendError]] | None = None, journal: Path | None = None) -> None:
         self.errors = errors or {}

@@ -17,7 +17,7 @@ from .helpers import add_dumps, cli, seed_names
 
 @dataclass
 class Api:
-    mode: str = "ok"  # ok | bad-key | rate-limited
+    mode: str = "ok"  # ok | bad-key | rate-limited | down
     accepted: list[str] = field(default_factory=list)  # recipients
     requests: int = 0
 
@@ -32,6 +32,8 @@ class PostmarkLike(BaseHTTPRequestHandler):
             return self._reply(
                 401, {"ErrorCode": 10, "Message": "The Server Token you provided was invalid."}
             )
+        if self.api.mode == "down":
+            return self._reply(503, {"ErrorCode": 503, "Message": "Service Unavailable"})
         if self.api.mode == "rate-limited":
             return self._reply(
                 429, {"ErrorCode": 429, "Message": "Rate limit exceeded"}, {"Retry-After": "3600"}
@@ -105,3 +107,11 @@ def test_a_long_retry_after_ends_the_run_at_once_and_the_digests_wait(env: dict[
     assert limited not in api.accepted  # the one the API asked to hold waits out its hour
     code, _ = _statuses(env, "2026-03-11T09:10:00Z")
     assert code == 0 and sorted(api.accepted) == ["diff@example.org", "ssm@example.org"]
+
+
+def test_retries_are_the_settings_own_not_multiplied_by_two_loops(env: dict[str, str], api: Api) -> None:
+    add_dumps(env, *seed_names()[:2])
+    api.mode = "down"
+    code, statuses = _statuses({**env, "NEWSLETTER_RETRIES": "1"}, "2026-03-11T08:00:00Z")
+    assert code == 1 and set(statuses.values()) == {"failed"}
+    assert api.requests == 2 * len(statuses)  # 1 + NEWSLETTER_RETRIES per digest

@@ -19,6 +19,9 @@ class Transport(Protocol):
     # False when only ``message.raw`` is read: a run's builder process then leaves the HTML and text
     # copies out of what it hands over (about half the bytes, and the time to pickle them).
     uses_parts: ClassVar[bool]
+    # True when ``send`` already retries temporary failures (the HTTP APIs, with NEWSLETTER_RETRIES and
+    # NEWSLETTER_RETRY_BACKOFF): the courier then does not retry them again, which would multiply attempts.
+    retries_itself: ClassVar[bool]
 
     def send(self, message: OutgoingMessage) -> None: ...
 

@@ -27,6 +27,7 @@ class FileTransport:
     """Delivers into ``outbox``; always accepts unless the disk refuses."""
 
     uses_parts: ClassVar[bool] = True  # writes the HTML beside the .eml, for a look in a browser
+    retries_itself: ClassVar[bool] = False
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox

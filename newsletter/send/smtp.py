@@ -100,6 +100,7 @@ class SmtpTransport:
     """Delivers over SMTP; use as a context manager so the run shares one connection."""
 
     uses_parts: ClassVar[bool] = False  # sends message.raw as it is
+    retries_itself: ClassVar[bool] = False
 
     def __init__(
         self,

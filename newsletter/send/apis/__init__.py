@@ -24,6 +24,8 @@ Retries, Retry-After and error classes: see ``core``. Request shapes follow the 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import SecretStr
 
 from newsletter.config import Settings
@@ -59,21 +61,29 @@ API_TRANSPORTS = ("postmark", "sendgrid", "mailgun", "resend")
 
 
 def api_transport(settings: Settings) -> HttpApiTransport:
-    """The API transport NEWSLETTER_TRANSPORT names, keyed with NEWSLETTER_API_KEY (not yet connected)."""
+    """The API transport NEWSLETTER_TRANSPORT names, keyed with NEWSLETTER_API_KEY (not yet connected).
+
+    Its retries of a temporary failure are NEWSLETTER_RETRIES and NEWSLETTER_RETRY_BACKOFF, the same
+    settings the SMTP courier uses; the courier does not retry on top of them.
+    """
     key = _api_key(settings)
-    base_url: str | None = getattr(settings, "api_base_url", None)
-    timeout = float(getattr(settings, "api_timeout", 30.0))
+    common: dict[str, Any] = {
+        "base_url": getattr(settings, "api_base_url", None),
+        "timeout": float(getattr(settings, "api_timeout", 30.0)),
+        "max_attempts": 1 + int(getattr(settings, "retries", 3)),
+        "backoff": float(getattr(settings, "retry_backoff", 1.0)),
+    }
     region = str(getattr(settings, "api_region", "us"))
     if settings.transport == "postmark":
         stream = str(getattr(settings, "postmark_message_stream", "outbound"))
-        return PostmarkTransport(key, message_stream=stream, base_url=base_url, timeout=timeout)
+        return PostmarkTransport(key, message_stream=stream, **common)
     if settings.transport == "sendgrid":
-        return SendGridTransport(key, region=region, base_url=base_url, timeout=timeout)
+        return SendGridTransport(key, region=region, **common)
     if settings.transport == "mailgun":
         domain = getattr(settings, "mailgun_domain", None) or settings.sender_domain
-        return MailgunTransport(key, domain=domain, region=region, base_url=base_url, timeout=timeout)
+        return MailgunTransport(key, domain=domain, region=region, **common)
     if settings.transport == "resend":
-        return ResendTransport(key, base_url=base_url, timeout=timeout)
+        return ResendTransport(key, **common)
     raise ConfigError(f"transport {settings.transport!r} is not an HTTP API transport")
 
 
