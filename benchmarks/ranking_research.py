@@ -11,6 +11,7 @@ first two keywords only). Thresholds are global; "lopo" re-picks the threshold o
 scores the sixth (leave one profile out), to show how much a threshold overfits this dev set.
 
     /work/venv/bin/python benchmarks/ranking_research.py [--methods a,b] [--background dump|seen]
+    ... --model /path/to/all-mpnet-base-v2   # semantic methods with another sentence-transformers model
 """
 
 from __future__ import annotations
@@ -303,8 +304,28 @@ def evaluate(runs_by_mode: dict[str, list[Run]], profiles: list[Profile], mode: 
 # ---------------------------------------------------------------- methods
 
 
+class FolderEmbedder:
+    """A sentence-transformers model from a local folder, for comparing models (not used by the tool)."""
+
+    def __init__(self, folder: Path) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(folder), device="cpu")
+        self.name = folder.name
+        self.dim = int(self.model.get_sentence_embedding_dimension())
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(list(texts), batch_size=32, normalize_embeddings=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+EMBEDDER: FolderEmbedder | None = None  # --model; None: the bundled MiniLM
+
+
 def _semantic(cache: DiskVectorCache, **kw: float) -> Callable[[], SemanticRanker]:
-    return lambda: SemanticRanker(cache=cache, params=replace(SemanticParams(), **kw))
+    return lambda: SemanticRanker(embedder=EMBEDDER, cache=cache, params=replace(SemanticParams(), **kw))
 
 
 def methods(cache: DiskVectorCache) -> dict[str, Callable[[], object]]:
@@ -353,7 +374,13 @@ def main() -> None:
         default=[],
         help="a semantic or lexical variant, e.g. 'semantic:words_weight=1,context=2' (repeatable)",
     )
+    parser.add_argument(
+        "--model", type=Path, help="a sentence-transformers model folder for the semantic methods"
+    )
     args = parser.parse_args()
+    global EMBEDDER
+    if args.model:
+        EMBEDDER = FolderEmbedder(args.model)
     seeds, profiles = load_seeds(), load_profiles()
     cache = DiskVectorCache(CACHE_DIR)
     table = methods(cache)
