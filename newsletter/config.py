@@ -65,17 +65,15 @@ class Settings(BaseSettings):
 
     ranker: Literal["auto", "lexical", "semantic"] = "auto"
 
-    send_rate: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False
-    )  # messages per second; None: as fast as accepted
+    # messages per second; None: as fast as accepted
+    send_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
     workers: int = Field(default=1, ge=1, le=32)  # processes sending new digests (each its own connections)
     build_process: Literal["auto", "on", "off"] = "auto"  # build messages in a second process, ahead
     connections: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"  # to the mail server at once
     retries: int = Field(default=2, ge=0, le=10)  # in-run retries of a temporary (4xx) failure
-    retry_backoff: float = Field(
-        default=2.0, ge=0, allow_inf_nan=False
-    )  # seconds before the first in-run retry, then doubled
+    # seconds before the first in-run retry, then doubled
+    retry_backoff: float = Field(default=2.0, ge=0, allow_inf_nan=False)
 
     tick_seconds: int = Field(default=300, ge=1)  # daemon: how often to ingest and deliver due digests
     fetch_cron: str = "0 * * * *"  # daemon: when the sources fetch new dumps (crontab syntax, UTC)
