@@ -21,7 +21,7 @@ from newsletter.config import Settings, SubscriberList, load_settings, load_subs
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
 from newsletter.report import RunReport
-from newsletter.send import make_transport
+from newsletter.send import envelope_for, make_transport
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 
@@ -304,6 +304,7 @@ def check() -> None:
     subscribers = load_subscribers(settings.subscribers)
     Renderer(settings.templates_dir)
     make_transport(settings)  # built, not connected: a missing API key shows here
+    envelope_for(settings, "subscriber@example.org")  # the sender address is usable
     sources_from_settings(settings)
     fetch_schedule(settings.fetch_cron)
     if settings.base_url and not settings.unsubscribe_secret:

@@ -132,6 +132,7 @@ def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Pa
         ("NEWSLETTER_SOURCES", '[{"kind": "hf-dialy"}]', "error: invalid setting field 'sources[0]'"),
         ("NEWSLETTER_FETCH_CRON", "nonsense", "error: invalid setting field 'fetch_cron'"),
         ("NEWSLETTER_TRANSPORT", "postmark", "error: transport 'postmark' needs an API key"),
+        ("NEWSLETTER_FROM", "not an address", "error: setting 'sender': invalid email address"),
     ],
 )
 def test_check_finds_settings_that_would_fail_only_later(

@@ -54,6 +54,12 @@ def test_jinja_errors_in_mjml_name_file_and_line(tmp_path: Path, old: str, new: 
         ("</mj-text>\n      </mj-column>", "\n      </mj-column>", 1, "</mj-column> found while <mj-text>"),
         ("{% if item.times_seen > 1 %}", "{% if 1 < item.times_seen %}", 0, "stray '<'"),
         ('<mj-section padding="0 12px">', "<mj-section padding=0>", 0, "need quotes"),
+        (
+            '<mj-column>\n        <mj-text css-class="nl-text">\n          <p',
+            '<mj-colum>\n        <mj-text css-class="nl-text">\n          <p',
+            0,
+            "unknown element <mj-colum>",
+        ),
     ],
 )
 def test_mjml_errors_name_file_and_line(tmp_path: Path, old: str, new: str, shift: int, problem: str) -> None:

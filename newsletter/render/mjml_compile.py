@@ -26,6 +26,7 @@ class IncludeLoader(Protocol):
     def __call__(self, path: str) -> str: ...
 
 
+_MJML_TAG = re.compile(r"<(mj-[\w-]+)")
 _JINJA = re.compile(r"\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _POSITION = re.compile(r"at position (\d+):")
@@ -59,6 +60,12 @@ def compile_mjml(source: str, where: str, include_loader: IncludeLoader | None =
         line, problem = locate_problem(source, str(exc))
         at = f"{where}:{line}" if line else where
         raise RenderError(f"{at}: MJML: {problem}", hint=MJML_HINT) from exc
+    unknown = _MJML_TAG.search(html)  # MRML passes an element it does not know through as text
+    if unknown:
+        tag = unknown.group(1)
+        found = source.find(f"<{tag}")
+        at = f"{where}:{source.count(chr(10), 0, found) + 1}" if found >= 0 else where
+        raise RenderError(f"{at}: MJML: unknown element <{tag}>", hint=MJML_HINT)
     if "{% raw" in source:
         return html
     out = fragments(html)
