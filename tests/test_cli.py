@@ -127,36 +127,28 @@ def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Pa
 
 
 @pytest.mark.parametrize(
-    ("setting", "value", "message"),
-    [
-        ("NEWSLETTER_SOURCES", '[{"kind": "hf-dialy"}]', "error: invalid setting field 'sources[0]'"),
-        ("NEWSLETTER_FETCH_CRON", "nonsense", "error: invalid setting field 'fetch_cron'"),
-        ("NEWSLETTER_TRANSPORT", "postmark", "error: transport 'postmark' needs an API key"),
-        ("NEWSLETTER_FROM", "not an address", "error: setting 'sender': invalid email address"),
+    ("command", "setting", "value", "message"),
+    [  # `check` finds what would fail only later; any command reports a bad setting in one line
+        (
+            "check",
+            "NEWSLETTER_SOURCES",
+            '[{"kind": "hf-dialy"}]',
+            "error: invalid setting field 'sources[0]'",
+        ),
+        ("check", "NEWSLETTER_FETCH_CRON", "nonsense", "error: invalid setting field 'fetch_cron'"),
+        ("check", "NEWSLETTER_TRANSPORT", "postmark", "error: transport 'postmark' needs an API key"),
+        ("check", "NEWSLETTER_FROM", "not an address", "error: setting 'sender': invalid email address"),
+        ("status", "NEWSLETTER_SOURCES", "not json", "error: invalid setting:"),
+        ("status", "NEWSLETTER_SMTP_TIMEOUT", "nan", "error: invalid setting field 'smtp_timeout'"),
+        ("status", "NEWSLETTER_SMTP_PORT", "99999", "error: invalid setting field 'smtp_port'"),
+        ("status", "NEWSLETTER_DATABASE_URL", "sqlite://user:pw-secret@/x", "error: invalid database URL"),
+        ("status", "NEWSLETTER_HOME", "/proc/no-such-state", "error: cannot create the state folder"),
     ],
 )
-def test_check_finds_settings_that_would_fail_only_later(
-    env: dict[str, str], setting: str, value: str, message: str
+def test_a_bad_setting_is_one_error_line_without_a_traceback_or_a_password(
+    env: dict[str, str], command: str, setting: str, value: str, message: str
 ) -> None:
-    proc = cli({**env, setting: value}, "check", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.startswith(message)
-
-
-@pytest.mark.parametrize(
-    ("setting", "value", "message"),
-    [
-        ("NEWSLETTER_SOURCES", "not json", "error: invalid setting:"),
-        ("NEWSLETTER_SMTP_TIMEOUT", "nan", "error: invalid setting field 'smtp_timeout'"),
-        ("NEWSLETTER_SMTP_PORT", "99999", "error: invalid setting field 'smtp_port'"),
-        ("NEWSLETTER_DATABASE_URL", "sqlite://user:pw-secret@/x", "error: invalid database URL"),
-        ("NEWSLETTER_HOME", "/proc/no-such-state", "error: cannot create the state folder"),
-    ],
-)
-def test_a_bad_setting_is_one_error_line_without_a_traceback_or_its_password(
-    env: dict[str, str], setting: str, value: str, message: str
-) -> None:
-    proc = cli({**env, setting: value}, "status", check=False)
+    proc = cli({**env, setting: value}, command, check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith(message)
     assert "Traceback" not in proc.stderr and "pw-secret" not in proc.stderr
