@@ -31,10 +31,9 @@ def next_due_at(subscriber: Subscriber, last_digest_at: datetime | None, now: da
         return None
     if is_due(subscriber, last_digest_at, now):
         return now
+    assert last_digest_at is not None  # is_due is True without one
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
-        assert last_digest_at is not None
         return last_digest_at + WEEK
-    assert last_digest_at is not None
     step = WEEK if subscriber.cadence == "weekly" else timedelta(days=1)
     day = _local_day(subscriber, latest_slot(subscriber, now)) + step
     while day <= _local_day(subscriber, last_digest_at):  # that day's slot is already served

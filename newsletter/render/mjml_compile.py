@@ -64,7 +64,8 @@ def compile_mjml(source: str, where: str, include_loader: IncludeLoader | None =
     if unknown:
         tag = unknown.group(1)
         found = source.find(f"<{tag}")
-        at = f"{where}:{source.count(chr(10), 0, found) + 1}" if found >= 0 else where
+        line = source.count("\n", 0, found) + 1
+        at = f"{where}:{line}" if found >= 0 else where
         raise RenderError(f"{at}: MJML: unknown element <{tag}>", hint=MJML_HINT)
     if "{% raw" in source:
         return html

@@ -70,8 +70,8 @@ def api_transport(settings: Settings) -> HttpApiTransport:
     common: dict[str, Any] = {
         "base_url": getattr(settings, "api_base_url", None),
         "timeout": float(getattr(settings, "api_timeout", 30.0)),
-        "max_attempts": 1 + int(getattr(settings, "retries", 3)),
-        "backoff": float(getattr(settings, "retry_backoff", 1.0)),
+        "max_attempts": 1 + settings.retries,
+        "backoff": settings.retry_backoff,
     }
     region = str(getattr(settings, "api_region", "us"))
     if settings.transport == "postmark":
