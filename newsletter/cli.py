@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 
 from newsletter import __version__
+from newsletter.address import address_key
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError
@@ -322,7 +323,7 @@ def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[st
         return []  # no state yet: nobody can have unsubscribed
     with open_store(settings) as store:
         gone = store.unsubscribed_emails()
-    return [s.email for s in subscribers.subscribers if s.email.strip().lower() in gone]
+    return [s.email for s in subscribers.subscribers if address_key(s.email) in gone]
 
 
 def main() -> NoReturn:

@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from newsletter.address import address_key
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
 
@@ -154,8 +155,8 @@ class SubscriberList:
     subscribers: tuple[Subscriber, ...]
 
     def find(self, email: str) -> Subscriber | None:
-        wanted = email.strip().casefold()
-        return next((s for s in self.subscribers if s.email.casefold() == wanted), None)
+        wanted = address_key(email)
+        return next((s for s in self.subscribers if address_key(s.email) == wanted), None)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
@@ -241,7 +242,7 @@ def _subscriber(path: Path, index: int, defaults: dict[str, Any], entry: Any) ->
 def _refuse_duplicates(path: Path, subscribers: tuple[Subscriber, ...]) -> None:
     seen: set[str] = set()
     for s in subscribers:
-        key = s.email.casefold()
+        key = address_key(s.email)
         if key in seen:
             raise ConfigError(f"{path}: subscriber {s.email}: duplicate email")
         seen.add(key)

@@ -24,6 +24,7 @@ from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 
+from newsletter.address import address_key
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, SourceError, StoreError
@@ -401,7 +402,7 @@ def _remote_server(settings: Settings) -> bool:
 
 def _digest_id(email: str, from_seq: int | None, upto_seq: int) -> str:
     """Same subscriber and same window of dumps: same id, so planning it twice is harmless."""
-    key = f"{email.casefold()}|{from_seq}|{upto_seq}".encode()
+    key = f"{address_key(email)}|{from_seq}|{upto_seq}".encode()
     return hashlib.sha256(key).hexdigest()[:20]
 
 

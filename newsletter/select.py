@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
+from newsletter.address import address_key
 from newsletter.due import is_due
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.report import Timings
 from newsletter.store import Store, SubscriberState
-from newsletter.store.delivery import email_key
 
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
 
@@ -69,10 +69,10 @@ class Selector:
             unsubscribed = self.store.unsubscribed_emails()
         groups: dict[int | None, list[Subscriber]] = defaultdict(list)
         for sub in subscribers:
-            if email_key(sub.email) in unsubscribed:
+            if address_key(sub.email) in unsubscribed:
                 yield Selection(sub, reason="unsubscribed")
                 continue
-            state = states.get(email_key(sub.email))
+            state = states.get(address_key(sub.email))
             groups[state.watermark_seq if state else None].append(sub)
         windows = {mark: self._window(mark, latest) for mark in groups}
         self._prepare(windows.values(), latest)
@@ -120,5 +120,5 @@ class Selector:
 
 
 def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:
-    state = states.get(email_key(subscriber.email))
+    state = states.get(address_key(subscriber.email))
     return is_due(subscriber, state.last_digest_at if state else None, now)

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from newsletter.address import address_key
 from newsletter.config import SubscriberList
 from newsletter.due import next_due_at
 from newsletter.store import FAILED, RETRY, UNKNOWN, Store
@@ -20,7 +21,7 @@ def status_report(
     unsubscribed = store.unsubscribed_emails()
     rows = []
     for sub in subscribers.subscribers:
-        state = states.get(sub.email.casefold())
+        state = states.get(address_key(sub.email))
         last = state.last_digest_at if state else None
         rows.append(
             {
@@ -28,7 +29,7 @@ def status_report(
                 "cadence": sub.cadence,
                 "last_digest_at": last.isoformat() if last else None,
                 "next_due_at": _due_text(next_due_at(sub, last, now), now),
-                "unsubscribed": sub.email.casefold() in unsubscribed,
+                "unsubscribed": address_key(sub.email) in unsubscribed,
             }
         )
     attention = [

@@ -9,12 +9,14 @@ from urllib.parse import quote
 
 from pydantic import SecretStr
 
+from newsletter.address import address_key
+
 _SIG_BYTES = 16
 
 
 def make_token(email: str, secret: SecretStr) -> str:
     """``<base64url(email)>.<base64url(hmac-sha256)>``: opaque, unforgeable without the secret."""
-    payload = _b64(email.strip().casefold().encode())
+    payload = _b64(address_key(email).encode())
     return f"{payload}.{_b64(_sign(payload, secret))}"
 
 

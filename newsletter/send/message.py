@@ -24,6 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from newsletter.address import ascii_domain
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
@@ -140,8 +141,8 @@ def _checked_address(addr: str) -> str:
         raise SendError(f"address {addr!r} contains a line break or control character", permanent=True)
     local, _, domain = addr.strip().rpartition("@")
     try:
-        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
+        domain = ascii_domain(domain)  # IDNA 2008, as subscribers.yaml was validated: ß stays ß
+    except ValueError:
         raise SendError(f"address {addr!r} has an invalid domain", permanent=True) from None
     if not _LOCAL_PART.fullmatch(local) or not _DOMAIN.fullmatch(domain):
         hint = "non-ASCII local parts need SMTPUTF8, which is not supported" if not local.isascii() else None

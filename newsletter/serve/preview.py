@@ -20,6 +20,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
 
+from newsletter.address import address_key
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
 from newsletter.due import is_due, next_due_at
 from newsletter.errors import ConfigError, LockedError, RenderError, SourceError
@@ -151,7 +152,7 @@ class Previewer:
                 pipeline.select(subscribers.subscribers, now), key=lambda sel: order[id(sel.subscriber)]
             )
             states = pipeline.store.subscriber_states()
-        rows = tuple(_row(s, states.get(s.subscriber.email.casefold()), now) for s in selections)
+        rows = tuple(_row(s, states.get(address_key(s.subscriber.email)), now) for s in selections)
         return Index(rows, notes, now)
 
     def page(self, address: str) -> Page:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
+from newsletter.address import address_key
 from newsletter.errors import StoreError
 from newsletter.store.engine import Prepared
 from newsletter.store.papers import chunks, papers_by_id
@@ -49,10 +50,6 @@ MAX_ERROR = 2000  # characters of an error kept in last_error
 INTERRUPTED = "interrupted while sending: the run stopped before the transport answered"
 
 
-def email_key(email: str) -> str:
-    return email.strip().lower()
-
-
 # --- subscribers -------------------------------------------------------------------------------
 
 
@@ -72,7 +69,7 @@ def _subscriber_state(row: Row[Any]) -> SubscriberState:
 
 
 def subscriber_state(conn: Connection, email: str) -> SubscriberState | None:
-    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == email_key(email))).first()
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == address_key(email))).first()
     return None if row is None else _subscriber_state(row)
 
 
@@ -88,14 +85,14 @@ def advance_watermarks(conn: Connection, emails: Iterable[str], seq: int) -> Non
         keep = sa.and_(current.is_not(None), current >= excluded.watermark_seq)
         return sa.case((keep, current), else_=excluded.watermark_seq)
 
-    rows = [{"email": key, "watermark_seq": seq} for key in dict.fromkeys(map(email_key, emails))]
+    rows = [{"email": key, "watermark_seq": seq} for key in dict.fromkeys(map(address_key, emails))]
     for batch in chunks(rows):
         _upsert(conn, batch, {"watermark_seq": newer})
 
 
 def record_unsubscribe(conn: Connection, email: str, now: datetime) -> int:
     """Keep the first unsubscribe time; cancel this subscriber's queued digests. Returns how many."""
-    key = email_key(email)
+    key = address_key(email)
     keep_first = {
         "unsubscribed_at": lambda ex: sa.func.coalesce(subscribers.c.unsubscribed_at, ex.unsubscribed_at)
     }
@@ -144,7 +141,7 @@ def _insert_plans(conn: Connection, plans: list[DigestPlan]) -> None:
     for plan in plans:
         _check_plan(plan)
     watermark = [
-        {"email": email_key(p.email), "watermark_seq": p.watermark_seq, "last_digest_at": p.created_at}
+        {"email": address_key(p.email), "watermark_seq": p.watermark_seq, "last_digest_at": p.created_at}
         for p in plans
     ]
     _upsert(
@@ -175,7 +172,7 @@ def _check_plan(plan: DigestPlan) -> None:
 def _digest_row(plan: DigestPlan) -> dict[str, Any]:
     return {
         "id": plan.digest_id,
-        "email": email_key(plan.email),
+        "email": address_key(plan.email),
         "status": PENDING,
         "created_at": plan.created_at,
         "updated_at": plan.created_at,
@@ -315,7 +312,7 @@ def requeue(
 
 def sent_paper_ids(conn: Connection, emails: Collection[str]) -> dict[str, set[int]]:
     """Per subscriber, the papers in digests that went out or may still go out (never send twice)."""
-    keys = sorted({email_key(e) for e in emails})
+    keys = sorted({address_key(e) for e in emails})
     claimed: dict[str, set[int]] = {key: set() for key in keys}
     for batch in chunks(keys):
         query = (
@@ -350,7 +347,7 @@ def delivery_criteria(statuses: Collection[str] | None, email: str | None) -> li
     if statuses is not None:
         criteria.append(digests.c.status.in_(list(statuses)))
     if email is not None:
-        criteria.append(digests.c.email == email_key(email))
+        criteria.append(digests.c.email == address_key(email))
     return criteria
 
 

@@ -13,6 +13,7 @@ from types import TracebackType
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from newsletter.address import address_key
 from newsletter.errors import StoreError
 from newsletter.models import Dump, StoredPaper
 from newsletter.store import delivery
@@ -172,7 +173,7 @@ class Store:
     def sent_paper_ids(self, email: str) -> set[int]:
         """Papers in this subscriber's pending, sending, sent, retry or unknown digests."""
         with self._tx("reading the delivery log") as conn:
-            return delivery.sent_paper_ids(conn, [email])[delivery.email_key(email)]
+            return delivery.sent_paper_ids(conn, [email])[address_key(email)]
 
     def sent_paper_ids_many(self, emails: Collection[str]) -> dict[str, set[int]]:
         """sent_paper_ids for many subscribers in one query per 500; keyed by normalised email."""

@@ -1,0 +1,48 @@
+"""One reading of an email address, used everywhere: the store key, the unsubscribe token and routing.
+
+Domains are read with IDNA 2008 and the UTS 46 mapping (non-transitional), as email-validator reads
+them when subscribers.yaml is validated: ``straße.example`` stays ``straße.example``
+(``xn--strae-oqa.example`` on the wire). Python's ``idna`` codec is IDNA 2003, which maps ß to ss and
+would send such a subscriber's mail to another domain; ``str.casefold`` does the same to keys.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import idna
+
+__all__ = ["address_key", "ascii_domain"]
+
+
+def address_key(email: str) -> str:
+    """The identity of an address: local part in lower case (it is ASCII), domain in its Unicode form.
+
+    ``Bob@Straße.Example`` and ``bob@xn--strae-oqa.example`` have one key, ``bob@strasse.example``
+    another. Text that is not an address with a valid domain is lower-cased as it is.
+    """
+    text = email.strip()
+    local, at, domain = text.rpartition("@")
+    if not at:
+        return text.lower()
+    return f"{local.lower()}@{_unicode_domain(domain)}"
+
+
+def ascii_domain(domain: str) -> str:
+    """The domain as sent over SMTP (A-labels); ValueError when it is not a valid IDNA 2008 name."""
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise ValueError(f"invalid domain {domain!r}: {exc}") from None
+
+
+@lru_cache(maxsize=4096)
+def _unicode_domain(domain: str) -> str:
+    if domain.isascii() and "xn--" not in domain.lower():
+        return domain.lower()  # the common case, and what UTS 46 maps it to
+    try:
+        return str(idna.decode(idna.encode(domain, uts46=True)))
+    except (idna.IDNAError, UnicodeError):
+        return domain.lower()
