@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from newsletter.config import Settings
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, StoreError
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.render import Renderer
@@ -35,10 +35,15 @@ def open_store(settings: Settings) -> Iterator[Store]:
 
 
 @contextmanager
-def open_pipeline(settings: Settings, *, lock: bool = True) -> Iterator[Pipeline]:
-    """A ready pipeline; with ``lock`` it holds the state folder's run lock throughout."""
+def open_pipeline(settings: Settings, *, lock: bool = True, new_database: bool = False) -> Iterator[Pipeline]:
+    """A ready pipeline; with ``lock`` it holds the state folder's run lock throughout.
+
+    An empty database in a state folder that has run before is refused unless ``new_database``.
+    """
     renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
     with open_store(settings) as store:
+        if not new_database:
+            refuse_lost_history(settings, store)
         ranker = make_ranker(settings.ranker, cache=StoreVectorCache(store))  # embeddings kept across runs
         pipeline = Pipeline(settings, store, ranker, renderer, lambda: make_transport(settings))
         if not lock:
@@ -46,6 +51,31 @@ def open_pipeline(settings: Settings, *, lock: bool = True) -> Iterator[Pipeline
             return
         with store.run_lock(settings.home):
             yield pipeline
+
+
+def refuse_lost_history(settings: Settings, store: Store) -> None:
+    """StoreError when the database is empty but the state folder shows earlier runs.
+
+    A lost or emptied state.db would otherwise resend every digest, to unsubscribed addresses too.
+    """
+    traces = _earlier_runs(settings)
+    if traces and store.is_empty():
+        raise StoreError(
+            f"the state database is empty, but {settings.home} shows earlier runs ({traces}): "
+            "a run would send every digest again, unsubscribed addresses included",
+            hint="restore the database (NEWSLETTER_DATABASE_URL, or state.db from a backup), "
+            "or pass --new-database to start a new delivery history on purpose",
+        )
+
+
+def _earlier_runs(settings: Settings) -> str:
+    """What in the state folder shows that runs have recorded deliveries before ('' when nothing)."""
+    traces = []
+    if settings.last_run_file.exists():
+        traces.append(settings.last_run_file.name)
+    if settings.outbox.is_dir() and next(settings.outbox.glob("*.eml"), None) is not None:
+        traces.append("messages in outbox/")
+    return " and ".join(traces)
 
 
 def utcnow() -> datetime:

@@ -40,6 +40,7 @@ err = Console(stderr=True)
 class State:
     settings_overrides: dict[str, Any]
     debug: bool = False
+    new_database: bool = False
 
     def settings(self) -> Settings:
         return load_settings(**self.settings_overrides)
@@ -76,6 +77,13 @@ def main_options(
     ranker: Annotated[
         str | None, typer.Option(help="auto | lexical | semantic [env NEWSLETTER_RANKER]")
     ] = None,
+    new_database: Annotated[
+        bool,
+        typer.Option(
+            "--new-database",
+            help="Use an empty database although the state folder has run before (a new delivery history).",
+        ),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
     version: Annotated[
@@ -91,6 +99,7 @@ def main_options(
         "ranker": ranker,
     }
     state.debug = debug
+    state.new_database = new_database
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     if err.is_terminal:
         logging.basicConfig(
@@ -126,7 +135,7 @@ def ingest(
 ) -> None:
     """Ingest dump files into the store (the same content twice is a no-op)."""
     settings = state.settings()
-    with open_pipeline(settings) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database) as pipeline:
         outcomes = pipeline.ingest(files, _parse_now(now))
     if as_json:
         typer.echo(json.dumps({"dumps": [_dump_json(o) for o in outcomes]}, indent=2))
@@ -177,7 +186,7 @@ def run(
     subscribers = load_subscribers(settings.subscribers)
     sources = sources_from_settings(settings) if fetch and not dry_run else []
     clock = _parse_now(now)
-    with open_pipeline(settings) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database) as pipeline:
         _, fetch_failures = fetch_all(sources, clock)
         detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
         report = pipeline.run(subscribers, clock, dry_run=dry_run, detailed=detailed)
@@ -214,7 +223,7 @@ def retry(
     subscribers = load_subscribers(settings.subscribers)
     clock = _parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
-    with open_pipeline(settings) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database) as pipeline:
         pipeline.store.recover_interrupted(clock)
         requeued = pipeline.store.requeue(clock, statuses=statuses)
         report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True)
@@ -261,7 +270,7 @@ def daemon(
 
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run
-    run_daemon(state.settings(), tick_seconds=tick)
+    run_daemon(state.settings(), tick_seconds=tick, new_database=state.new_database)
 
 
 @app.command()
@@ -278,7 +287,7 @@ def preview(
     subscriber = load_subscribers(settings.subscribers).find(email)
     if subscriber is None:
         raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
-    with open_pipeline(settings) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database) as pipeline:
         pipeline.ingest_folder(_parse_now(now))
         selection, view = pipeline.preview(subscriber, _parse_now(now))
         rendered = pipeline.renderer.render(view) if view else None

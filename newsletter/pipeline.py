@@ -275,8 +275,17 @@ class Pipeline:
 
     def draft(self, selection: Selection, now: datetime) -> OutgoingMessage:
         """The message a run would send for ``selection`` now (same digest id); plans and records nothing."""
-        digest_id = _digest_id(selection.subscriber.email, selection.from_seq, selection.upto_seq)
-        return self._message(selection.subscriber, selection.chosen, digest_id, now)
+        return self._message(selection.subscriber, selection.chosen, self._digest_id(selection), now)
+
+    def _digest_id(self, selection: Selection) -> str:
+        """Same subscriber and same window of dumps: same id, so planning it twice is harmless.
+
+        The installation's random value goes in too: another state folder gives other ids, so other
+        Message-IDs (and API idempotency keys) for its emails.
+        """
+        key = f"{self.store.installation_nonce}|{address_key(selection.subscriber.email)}"
+        window = f"{key}|{selection.from_seq}|{selection.upto_seq}".encode()
+        return hashlib.sha256(window).hexdigest()[:20]
 
     def _message(
         self, subscriber: Subscriber, items: Sequence[Scored], digest_id: str, date: datetime
@@ -317,7 +326,7 @@ class Pipeline:
                 if reason:
                     part.outcomes.append(DigestOutcome(sub.email, "skipped", reason))
                     continue
-                digest_id = _digest_id(sub.email, sel.from_seq, sel.upto_seq)
+                digest_id = self._digest_id(sel)
                 try:
                     message = self._message(sub, sel.chosen, digest_id, now)
                 except (RenderError, SendError) as exc:
@@ -398,12 +407,6 @@ def _remote_server(settings: Settings) -> bool:
         return not ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:  # a host name
         return True
-
-
-def _digest_id(email: str, from_seq: int | None, upto_seq: int) -> str:
-    """Same subscriber and same window of dumps: same id, so planning it twice is harmless."""
-    key = f"{address_key(email)}|{from_seq}|{upto_seq}".encode()
-    return hashlib.sha256(key).hexdigest()[:20]
 
 
 def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection, ...]]:

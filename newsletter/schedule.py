@@ -64,8 +64,10 @@ class Daemon:
         *,
         tick_seconds: int | None = None,
         clock: Callable[[], datetime] = utcnow,
+        new_database: bool = False,
     ) -> None:
         self.settings = settings
+        self.new_database = new_database
         self.tick_seconds = tick_seconds or settings.tick_seconds
         self.clock = clock
         self.stop = threading.Event()
@@ -78,7 +80,7 @@ class Daemon:
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT. Holds the run lock throughout."""
-        with open_pipeline(self.settings) as pipeline:
+        with open_pipeline(self.settings, new_database=self.new_database) as pipeline:
             self._install_signal_handlers()
             self._add_jobs(pipeline)
             log.info(

@@ -21,9 +21,10 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from newsletter.address import address_key
+from newsletter.app import refuse_lost_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
 from newsletter.due import is_due, next_due_at
-from newsletter.errors import ConfigError, LockedError, RenderError, SourceError
+from newsletter.errors import ConfigError, LockedError, RenderError, SourceError, StoreError
 from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.pipeline import Pipeline, Selection
 from newsletter.rank import make_ranker
@@ -108,7 +109,13 @@ class Previewer:
         with self._store_lock:
             if self._store is None:
                 self.settings.home.mkdir(parents=True, exist_ok=True)
-                self._store = Store(self.settings.db_url)
+                store = Store(self.settings.db_url)
+                try:
+                    refuse_lost_history(self.settings, store)  # ingesting would hide the loss from `run`
+                except StoreError:
+                    store.close()
+                    raise
+                self._store = store
             return self._store
 
     def close(self) -> None:

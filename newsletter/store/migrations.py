@@ -8,6 +8,7 @@ never edit an old one.
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -122,7 +123,29 @@ def _0002_vectors(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (("0001_initial", _0001_initial), ("0002_vectors", _0002_vectors))
+def _0003_installation(conn: Connection) -> None:
+    """One row: a random value made once per state database, mixed into digest ids and so Message-IDs.
+
+    Without it two installations (two state folders) gave the same digest ids, hence the same
+    Message-IDs and Resend idempotency keys, to different emails.
+    """
+    md = sa.MetaData()
+    table = sa.Table(
+        "installation",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("nonce", sa.String(64), nullable=False),
+        sa.CheckConstraint("id = 1", name="ck_installation_one_row"),
+    )
+    md.create_all(conn)
+    conn.execute(table.insert().values(id=1, nonce=secrets.token_hex(16)))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_initial", _0001_initial),
+    ("0002_vectors", _0002_vectors),
+    ("0003_installation", _0003_installation),
+)
 
 
 def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:

@@ -139,3 +139,11 @@ vectors = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),  # float32, little-endian
     sa.CheckConstraint("dim >= 1", name="ck_vectors_dim"),
 )
+
+installation = sa.Table(
+    "installation",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("nonce", sa.String(64), nullable=False),  # random, made once per state database
+    sa.CheckConstraint("id = 1", name="ck_installation_one_row"),
+)

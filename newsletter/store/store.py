@@ -32,7 +32,7 @@ from newsletter.store.records import (
     InvalidTransition,
     SubscriberState,
 )
-from newsletter.store.schema import dumps, papers
+from newsletter.store.schema import dumps, installation, papers, subscribers
 from newsletter.store.session import DeliverySession
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Store:
         self._engine = make_engine(self.url)
         with db_errors(f"opening {safe_url(self.url)}"):
             self.migrations_applied = migrate(self._engine)
+        self._nonce: str | None = None
 
     def close(self) -> None:
         self._engine.dispose()
@@ -82,6 +83,22 @@ class Store:
         """Exclusive per state folder (home/run.lock); LockedError when another run holds it."""
         with run_lock(home, timeout):
             yield
+
+    # --- this installation ---------------------------------------------------------------------
+
+    @property
+    def installation_nonce(self) -> str:
+        """A random value made when this database was created (migration 0003), read once."""
+        if self._nonce is None:
+            with self._tx("reading the installation id") as conn:
+                self._nonce = str(conn.execute(sa.select(installation.c.nonce)).scalar_one())
+        return self._nonce
+
+    def is_empty(self) -> bool:
+        """True when no dump was ever ingested and no subscriber recorded (a new or emptied database)."""
+        with self._tx("reading the store") as conn:
+            found = [conn.execute(sa.select(t).limit(1)).first() for t in (dumps, subscribers)]
+        return all(row is None for row in found)
 
     # --- dumps and papers ----------------------------------------------------------------------
 

@@ -1,0 +1,57 @@
+"""A state folder that has run before refuses an empty or missing database (it would resend everything)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .helpers import add_dumps, cli, outbox, seed_names
+
+NOW = "2026-03-11T08:00:00Z"
+
+
+@pytest.mark.parametrize("loss", ["emptied", "deleted"])
+@pytest.mark.parametrize("command", [("run", "--now", NOW), ("ingest",)])
+def test_a_lost_database_in_a_used_state_folder_is_refused(
+    env: dict[str, str], loss: str, command: tuple[str, ...]
+) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)
+    sent = len(outbox(env))
+    assert sent >= 2
+    db = Path(env["NEWSLETTER_HOME"]) / "state.db"
+    if loss == "emptied":
+        db.write_bytes(b"")  # a 0-byte state.db, as a full disk or a bad restore leaves it
+    else:
+        db.unlink()
+    args = (
+        (*command, *(str(p) for p in Path(env["NEWSLETTER_DUMPS"]).iterdir()))
+        if command == ("ingest",)
+        else command
+    )
+    proc = cli(env, *args, check=False)
+    assert proc.returncode == 1
+    first, *rest = proc.stderr.strip().splitlines()
+    assert first.startswith("error: the state database is empty, but ")
+    assert "last-run.json and messages in outbox/" in first
+    assert rest and "--new-database" in rest[0]
+    assert len(outbox(env)) == sent
+    again = cli(env, *args, check=False)  # still refused: the refused command recorded nothing
+    assert again.returncode == 1 and "state database is empty" in again.stderr
+
+
+def test_new_database_starts_a_new_history_on_purpose(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)
+    sent = len(outbox(env))
+    (Path(env["NEWSLETTER_HOME"]) / "state.db").write_bytes(b"")
+    cli(env, "--new-database", "run", "--now", NOW)
+    assert len(outbox(env)) > sent  # new Message-IDs and file names: a new history
+    cli(env, "run", "--now", NOW)  # from now on the database has a history of its own
+
+
+def test_a_fresh_state_folder_needs_no_flag(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)
+    assert outbox(env)
