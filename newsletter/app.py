@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,12 +84,23 @@ def utcnow() -> datetime:
 
 
 def save_report(settings: Settings, report: RunReport) -> None:
-    """Keep the last run's report for `newsletter status` (written atomically)."""
-    settings.home.mkdir(parents=True, exist_ok=True)
+    """Keep the last run's report for `newsletter status` (written atomically).
+
+    StoreError when the disk refuses (full, read-only): the deliveries are recorded all the same.
+    """
     tmp = settings.last_run_file.with_suffix(".tmp")
     data = {"finished_at": utcnow().isoformat(), "summary": report.summary(), **report.to_json()}
-    tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-    tmp.replace(settings.last_run_file)
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
+        tmp.replace(settings.last_run_file)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise StoreError(
+            f"cannot save the run report {settings.last_run_file}: {exc.strerror or exc} "
+            "(the deliveries are recorded; `status` shows an older last run)"
+        ) from None
 
 
 def load_last_report(settings: Settings) -> dict[str, Any] | None:

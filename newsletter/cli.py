@@ -192,7 +192,10 @@ def run(
         report = pipeline.run(subscribers, clock, dry_run=dry_run, detailed=detailed)
     report.errors[:0] = fetch_failures
     if not dry_run:
-        save_report(settings, report)
+        try:
+            save_report(settings, report)
+        except NewsletterError as exc:  # a full disk: still say what the run did, then fail
+            report.errors.append(str(exc))
     _print_report(report, as_json)
 
 

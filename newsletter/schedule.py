@@ -102,11 +102,10 @@ class Daemon:
                 return
             try:
                 report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
+                log.info("tick: %s", report.summary())
+                save_report(self.settings, report)
             except NewsletterError as exc:
                 log.error("tick failed: %s", exc)
-                return
-            save_report(self.settings, report)
-            log.info("tick: %s", report.summary())
 
     def fetch(self, pipeline: Pipeline) -> None:
         with self._busy:

@@ -1,0 +1,48 @@
+"""The run report (last-run.json) when the disk refuses it: one error line after the run's own output."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from newsletter.app import save_report
+from newsletter.config import Settings
+from newsletter.errors import StoreError
+from newsletter.report import RunReport
+
+from .helpers import add_dumps, cli, outbox, seed_names
+
+
+def test_a_report_that_cannot_be_written_is_one_error_line_after_the_run(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    home = Path(env["NEWSLETTER_HOME"])
+    (home / "last-run.tmp").mkdir(parents=True)  # the report's temporary file cannot be written
+    proc = cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: cannot save the run report {home / 'last-run.json'}: Is a directory "
+        "(the deliveries are recorded; `status` shows an older last run)"
+    ]
+    assert "sent" in proc.stdout.splitlines()[-1]  # the summary line still comes
+    assert len(outbox(env)) >= 2
+    assert json.loads(cli(env, "status", "--json").stdout)["last_run"] is None
+
+
+def test_a_full_disk_is_a_store_error_and_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        Path.write_bytes(self, b"{")  # part of it, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full)
+    settings = Settings(home=tmp_path)
+    with pytest.raises(StoreError, match="No space left on device"):
+        save_report(settings, RunReport())
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
