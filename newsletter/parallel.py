@@ -51,6 +51,7 @@ def run_sharded(
     *,
     stop: threading.Event | None = None,
     detailed: bool = True,
+    delivered_earlier: frozenset[str] = frozenset(),
 ) -> RunReport:
     workers = pipeline.settings.workers
     context = multiprocessing.get_context("fork")
@@ -58,7 +59,8 @@ def run_sharded(
     for shard in range(workers):
         receive, send = context.Pipe(duplex=False)
         settings = _share(pipeline.settings, shard, workers)
-        args = (pipeline, settings, subscribers[shard::workers], now, detailed, send, os.getpid())
+        part = subscribers[shard::workers]
+        args = (pipeline, settings, part, now, detailed, delivered_earlier, send, os.getpid())
         process = context.Process(target=_worker, args=args, name=f"newsletter-worker-{shard}")
         process.start()
         send.close()
@@ -115,13 +117,19 @@ def _worker(
     shard: Sequence[Subscriber],
     now: datetime,
     detailed: bool,
+    delivered_earlier: frozenset[str],
     send: Connection,
     parent: int,
 ) -> None:
     stop = _start_child(pipeline, parent)
     pipeline.settings = settings
+    done = delivered_earlier
     try:
-        send.send(pipeline.deliver_new(shard, now, stop=stop, detailed=detailed, inline=True))
+        send.send(
+            pipeline.deliver_new(
+                shard, now, stop=stop, detailed=detailed, inline=True, delivered_earlier=done
+            )
+        )
     except NewsletterError as exc:
         send.send(str(exc))
     finally:

@@ -149,11 +149,13 @@ class Pipeline:
         if dry_run:
             report.extend(self._dry_outcome(sel, now) for sel in self.select(subscribers.subscribers, now))
         else:
-            report.merge(self.deliver_pending(subscribers, now, stop=stop))
-            if self.settings.workers > 1:
-                report.merge(run_sharded(self, subscribers.subscribers, now, stop=stop, detailed=detailed))
-            else:
-                report.merge(self.deliver_new(subscribers.subscribers, now, stop=stop, detailed=detailed))
+            pending = self.deliver_pending(subscribers, now, stop=stop)
+            report.merge(pending)
+            done = frozenset(address_key(d.subscriber) for d in pending.digests)
+            new = functools.partial(run_sharded, self) if self.settings.workers > 1 else self.deliver_new
+            report.merge(
+                new(subscribers.subscribers, now, stop=stop, detailed=detailed, delivered_earlier=done)
+            )
         report.timings = {**self.timings.totals, **report.timings, "total": time.perf_counter() - started}
         return report
 
@@ -165,15 +167,16 @@ class Pipeline:
         stop: threading.Event | None = None,
         detailed: bool = True,
         inline: bool = False,
+        delivered_earlier: frozenset[str] = frozenset(),
     ) -> RunReport:
         """Select, build, plan and send every due digest of ``subscribers``.
 
         Building (rank, render, MIME) and sending (plan, transport, delivery log) overlap when a
         builder process is used (``settings.build_process``; never with ``inline``): the builder
         only reads the store, so this process stays the only writer and a crash still leaves at
-        most one 'unknown' delivery.
+        most one 'unknown' delivery. Subscribers in ``delivered_earlier`` get no 'skipped' entry.
         """
-        report = RunReport(detailed=detailed)
+        report = RunReport(detailed=detailed, delivered_earlier=delivered_earlier)
         timings = self.timings = Timings()
         builder = not inline and self._wants_builder(subscribers)
         connections = connection_count(self.settings, builder)

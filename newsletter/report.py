@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
+from newsletter.address import address_key
+
 Status = Literal["sent", "skipped", "failed", "unknown", "dry-run"]
 
 
@@ -81,8 +83,13 @@ class RunReport:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     bytes_sent: int = 0
     errors: list[str] = field(default_factory=list)  # outside any one digest: a source, a worker
+    # subscribers (address keys) whose queued digest this run already delivered: one entry each,
+    # so their 'skipped' (nothing new, not due) from the new-digest pass is left out
+    delivered_earlier: frozenset[str] = frozenset()
 
     def add(self, outcome: DigestOutcome) -> None:
+        if outcome.status == "skipped" and address_key(outcome.subscriber) in self.delivered_earlier:
+            return
         self.statuses[outcome.status] += 1
         if outcome.status == "skipped":
             self.skipped[outcome.reason] += 1

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -616,3 +616,39 @@ def test_retry_unknown_right_after_a_crash_resends_the_interrupted_digest(
 
 if __name__ == "__main__":
     serve(Path(sys.argv[1]), float(sys.argv[2]))
+
+
+def _entries(report: RunReport) -> Counter[str]:
+    return Counter(d.subscriber for d in report.digests)
+
+
+def test_a_resumed_run_reports_each_subscriber_once(folder: Path, renderer: Renderer) -> None:
+    run_until_killed(folder, renderer, Recorder(), kill_self, send_rate=1.0)  # killed after the first
+    report, sent, _ = next_run(folder, renderer)
+    assert sorted(sent) == sorted(READERS[1:])  # the queued digests, sent by this run
+    assert _entries(report) == Counter(READERS)  # not once as 'sent' and again as 'skipped'
+    assert sum(report.statuses.values()) == len(READERS)
+    assert {d.subscriber: d.status for d in report.digests} == {
+        READERS[0]: "skipped",
+        READERS[1]: "sent",
+        READERS[2]: "sent",
+    }
+
+
+def test_a_digest_retried_in_the_run_then_by_the_next_is_reported_once_by_each(
+    folder: Path, renderer: Renderer
+) -> None:
+    refusal = SendError("SMTP message refused: 451 4.3.0 try later")
+    made, subs = pipeline(folder, renderer, Recorder({READERS[0]: [refusal] * 3}))  # 1 + 2 retries
+    first = made.run(subs, NOW)
+    assert _entries(first) == Counter(READERS)
+    assert {d.subscriber: d.status for d in first.digests}[READERS[0]] == "failed"
+    later = made.run(subs, NOW + timedelta(minutes=10))  # past the 5-minute backoff
+    made.store.close()
+    assert {d.subscriber: (d.status, d.reason) for d in later.digests} == {
+        READERS[0]: ("sent", ""),
+        READERS[1]: ("skipped", "nothing new"),
+        READERS[2]: ("skipped", "nothing new"),
+    }
+    assert _entries(later) == Counter(READERS)  # not 'sent', then 'skipped: nothing new' again
+    assert sum(later.statuses.values()) == len(READERS)

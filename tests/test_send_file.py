@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import email
 import email.policy
+import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
+from newsletter.render import Renderer
 from newsletter.send import FileTransport
 from newsletter.send.message import Envelope, build_message
+
+from .test_crash import NOW, READERS, committed, make_folder, pipeline
 
 ENVELOPE = Envelope(
     "Trending Papers <digest@example.org>",
@@ -106,3 +111,24 @@ def test_unusable_outbox_is_a_send_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(SendError, match="cannot use outbox"):
         FileTransport(blocker / "outbox").send(message())
+
+
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES, errno.ENOSPC])
+def test_an_outbox_that_refuses_writes_stops_the_run_at_once_and_keeps_the_rest_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    def refused(path: Path, data: bytes) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr("newsletter.send.file.write_atomic", refused)
+    folder = make_folder(tmp_path)
+    waits: list[float] = []
+    made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), FileTransport(folder / "outbox"), waits.append)
+    report = made.run(subs, NOW)
+    made.store.close()
+    assert waits == []  # no 2 s + 4 s of in-run retries per digest
+    outcomes = {d.subscriber: (d.status, d.reason) for d in report.digests}
+    status, reason = outcomes[READERS[0]]
+    assert status == "failed" and "cannot send now" in reason and os.strerror(code) in reason
+    assert {outcomes[r][0] for r in READERS[1:]} == {"skipped"}  # not tried: the outbox is down
+    assert set(committed(folder).values()) <= {"retry", "pending"}  # all queued for the next run

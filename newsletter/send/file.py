@@ -6,6 +6,7 @@ sending the same digest again overwrites its own files instead of adding a copy.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
 _TEMP_PREFIX = ".tmp-"
+# The outbox refuses every write, not just this one (no permission, read-only, full): like an SMTP
+# server that is down, the run stops and the rest stays queued instead of waiting out retries per digest.
+_OUTBOX_DOWN = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
 
 
 class FileTransport:
@@ -63,14 +67,19 @@ class FileTransport:
             for stale in self.outbox.glob(f"{_TEMP_PREFIX}*"):
                 stale.unlink(missing_ok=True)
         except OSError as exc:
-            raise SendError(f"cannot use outbox {self.outbox}: {exc.strerror or exc}") from exc
+            raise _outbox_error(f"cannot use outbox {self.outbox}", exc, down=True) from exc
         self._ready = True
 
     def _write(self, path: Path, data: bytes) -> None:
         try:
             write_atomic(path, data)
         except OSError as exc:
-            raise SendError(f"cannot write {path}: {exc.strerror or exc}") from exc
+            raise _outbox_error(f"cannot write {path}", exc, down=exc.errno in _OUTBOX_DOWN) from exc
+
+
+def _outbox_error(what: str, exc: OSError, *, down: bool) -> SendError:
+    hint = "fix the outbox folder (NEWSLETTER_HOME/outbox), then run again" if down else None
+    return SendError(f"{what}: {exc.strerror or exc}", hint, transport_down=down)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
