@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any
 
 from newsletter.config import Settings
@@ -18,6 +22,8 @@ from newsletter.report import RunReport
 from newsletter.send import make_transport
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -77,6 +83,25 @@ def _earlier_runs(settings: Settings) -> str:
     if settings.outbox.is_dir() and next(settings.outbox.glob("*.eml"), None) is not None:
         traces.append("messages in outbox/")
     return " and ".join(traces)
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[threading.Event]:
+    """An event SIGTERM sets: the run finishes the message in flight, records it and stops (its
+    builder or workers with it); what is not sent waits for the next run. A second SIGTERM ends it at once.
+    """
+    stop = threading.Event()
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        log.warning("received SIGTERM: finishing the message in flight; the rest waits for the next run")
+        stop.set()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def utcnow() -> datetime:

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from newsletter import __version__
 from newsletter.address import address_key
-from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
+from newsletter.app import load_last_report, open_pipeline, open_store, save_report, stop_on_sigterm, utcnow
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
@@ -186,10 +186,10 @@ def run(
     subscribers = load_subscribers(settings.subscribers)
     sources = sources_from_settings(settings) if fetch and not dry_run else []
     clock = _parse_now(now)
-    with open_pipeline(settings, new_database=state.new_database) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
         _, fetch_failures = fetch_all(sources, clock)
         detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
-        report = pipeline.run(subscribers, clock, dry_run=dry_run, detailed=detailed)
+        report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
     report.errors[:0] = fetch_failures
     if not dry_run:
         try:

@@ -60,7 +60,7 @@ def run_sharded(
         receive, send = context.Pipe(duplex=False)
         settings = _share(pipeline.settings, shard, workers)
         part = subscribers[shard::workers]
-        args = (pipeline, settings, part, now, detailed, delivered_earlier, send, os.getpid())
+        args = (pipeline, settings, part, now, detailed, delivered_earlier, send, receive, os.getpid())
         process = context.Process(target=_worker, args=args, name=f"newsletter-worker-{shard}")
         process.start()
         send.close()
@@ -119,9 +119,10 @@ def _worker(
     detailed: bool,
     delivered_earlier: frozenset[str],
     send: Connection,
+    receive: Connection,
     parent: int,
 ) -> None:
-    stop = _start_child(pipeline, parent)
+    stop = _start_child(pipeline, parent, receive)
     pipeline.settings = settings
     done = delivered_earlier
     try:
@@ -164,7 +165,7 @@ def build_ahead(
     """
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    args = (pipeline, subscribers, now, parts, send, os.getpid())
+    args = (pipeline, subscribers, now, parts, send, receive, os.getpid())
     process = context.Process(target=_builder, args=args, name="newsletter-builder")
     process.start()
     send.close()
@@ -202,9 +203,10 @@ def _builder(
     now: datetime,
     parts: bool,
     send: Connection,
+    receive: Connection,
     parent: int,
 ) -> None:
-    stop = _start_child(pipeline, parent)
+    stop = _start_child(pipeline, parent, receive)
     pipeline.timings = Timings()
     try:
         for built in pipeline.build_chunks(subscribers, now, stop.is_set):
@@ -219,8 +221,13 @@ def _builder(
         send.close()
 
 
-def _start_child(pipeline: Pipeline, parent: int) -> threading.Event:
-    """In a forked worker or builder: the event SIGTERM sets, and connections of its own."""
+def _start_child(pipeline: Pipeline, parent: int, parents_end: Connection) -> threading.Event:
+    """In a forked worker or builder: the event SIGTERM sets, and connections of its own.
+
+    The fork left the child a copy of the pipe's reading end; it is closed, so that once the run's
+    process is gone a write to the pipe fails (EPIPE) instead of blocking forever on a full pipe.
+    """
+    parents_end.close()
     _die_with_parent(parent)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
