@@ -17,6 +17,7 @@ import yaml
 from newsletter.store import Store
 
 from .helpers import add_dumps, cli, outbox, seed_names
+from .test_daemon import wait_for
 
 SUBSCRIBERS = 300  # two chunks of 256: the builder is busy, or blocked handing over the second
 NOW = "2026-03-11T08:00:00Z"
@@ -28,15 +29,6 @@ def _alive(group: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _start_run(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -62,11 +54,11 @@ def _signal_mid_run(env: dict[str, str], signum: int) -> str:
     proc = _start_run(env)
     group = proc.pid
     try:
-        assert _wait(lambda: len(outbox(env)) >= 5, 120), "the run sent nothing"
+        assert wait_for(lambda: len(outbox(env)) >= 5, 120), "the run sent nothing"
         proc.send_signal(signum)  # to the run's process only, as `kill PID` does
         stopped_at = time.monotonic()
         proc.wait(timeout=30)
-        assert _wait(lambda: not _alive(group), 10), "a child of the run outlived it"
+        assert wait_for(lambda: not _alive(group), 10), "a child of the run outlived it"
         assert time.monotonic() - stopped_at < 10
     finally:
         if _alive(group):
