@@ -7,9 +7,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -25,6 +26,7 @@ from newsletter.models import Subscriber
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to the repo's templates/
 
 Transport = Literal["file", "smtp", "postmark", "sendgrid", "mailgun", "resend"]
+_BASE_URL = re.compile(r"https?://[\x21-\x3b\x3d\x3f-\x7e]+", re.IGNORECASE)
 
 
 class Settings(BaseSettings):
@@ -102,6 +104,16 @@ class Settings(BaseSettings):
             data.setdefault("sender", sender)  # `sender` from a higher-priority source wins
         return data
 
+    @field_validator("base_url")
+    @classmethod
+    def _public_http_url(cls, value: str | None) -> str | None:
+        """The unsubscribe links are built on it: an http(s) URL of printable ASCII, nothing else."""
+        if value is not None and not (_BASE_URL.fullmatch(value) and urlsplit(value).hostname):
+            raise ValueError(
+                "must be an http(s) URL without spaces, line breaks or < >, e.g. https://papers.example.org"
+            )
+        return value
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'state.db'}"
@@ -169,8 +181,23 @@ else:
     _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# YAML 1.1 reads 7:30 as the base-60 integer 450 (and 1:20.5 as a float): in a file people write
+# times of day in, such a scalar stays the text it is.
+_SEXAGESIMAL = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+# Values the document may expand to through aliases (a "billion laughs" is 1.5 KB): a fixed allowance
+# plus ten per character of the file, far above what any list of subscribers needs.
+_EXPANSION_ALLOWANCE = 100_000
+_EXPANSION_PER_CHAR = 10
+
+
 class _UniqueKeyLoader(_SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last, and reads
+    colon-separated numbers (7:30) as text, not as YAML 1.1 base-60 numbers."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is yaml.ScalarNode and implicit[0] and _SEXAGESIMAL.fullmatch(value):
+            return yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
+        return super().resolve(kind, value, implicit)
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -219,20 +246,45 @@ def _read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read subscribers file: {exc}") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    _refuse_expansion(path, data, _EXPANSION_ALLOWANCE + _EXPANSION_PER_CHAR * len(text))
+    return data
+
+
+def _refuse_expansion(path: Path, data: Any, limit: int) -> None:
+    """ConfigError when the document, with every alias expanded, holds more than ``limit`` values.
+
+    Aliases load as shared objects, so loading is cheap; what reads the values (validation, error
+    messages) would walk each copy. Counting stops at the limit: a bomb costs milliseconds.
+    """
+    stack, count = [data], 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            raise ConfigError(
+                f"{path}: the document expands to more than {limit:,} values (YAML aliases)",
+                hint="write each subscriber's values out, or use fewer nested aliases",
+            )
+        if isinstance(node, dict):
+            stack += node.keys()
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
 
 
 def _subscriber(path: Path, index: int, defaults: dict[str, Any], entry: Any) -> Subscriber:
     label = f"subscriber #{index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{path}: {label}: expected a mapping")
-    email = _CONTROL.sub(" ", str(entry.get("email", "no email")))  # the error stays one line
-    label = f"subscriber #{index + 1} ({email})"
+    email = entry.get("email", "no email")
+    if isinstance(email, str):  # only text goes into the label, never a list to stringify
+        label = f"{label} ({_CONTROL.sub(' ', email)[:320]})"  # the error stays one line
     try:
         return Subscriber(**{**defaults, **entry})
     except ValidationError as exc:

@@ -132,6 +132,17 @@ class Subscriber(BaseModel):
                 raise ValueError("the part before @ must be ASCII (most mail servers refuse others)")
         return value
 
+    @field_validator("send_at", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: object) -> object:
+        """'7:30' or '07:30' (or '07:30:15'); a number is refused (YAML 1.1 reads 7:30 as 450)."""
+        if value is None or isinstance(value, time):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(f'write the time of day in quotes, e.g. send_at: "07:30" (got {value!r})')
+        hours, colon, rest = value.strip().partition(":")
+        return f"{hours.zfill(2)}{colon}{rest}" if hours.isdigit() and len(hours) == 1 else value
+
     @field_validator("interests", "liked", "exclude")
     @classmethod
     def _no_blank_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,0 +1,102 @@
+"""subscribers.yaml read as people write it (times stay times) and as attackers write it (alias bombs)."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import time
+from datetime import time as clock
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import load_subscribers
+from newsletter.errors import ConfigError
+from newsletter.schedule import SubscriberFile
+
+from .helpers import SUBSCRIBERS, make_env
+
+
+def _one(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(f"subscribers:\n  - email: ada@example.org\n    interests: [Mamba]\n{extra}", "utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("7:30", clock(7, 30)),
+        ("18:00", clock(18, 0)),
+        ("'07:30'", clock(7, 30)),
+        ('"6:05:30"', clock(6, 5, 30)),
+    ],
+)
+def test_an_unquoted_time_is_the_time_written_not_base_60_seconds(
+    tmp_path: Path, written: str, expected: clock
+) -> None:
+    (subscriber,) = load_subscribers(_one(tmp_path, f"    send_at: {written}\n")).subscribers
+    assert subscriber.send_at == expected
+
+
+def test_other_colon_numbers_stay_text_too(tmp_path: Path) -> None:
+    (subscriber,) = load_subscribers(_one(tmp_path, "    name: 1:20\n    exclude: [3:10]\n")).subscribers
+    assert (subscriber.name, subscriber.exclude) == ("1:20", ("3:10",))
+
+
+def test_a_time_that_is_a_number_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"send_at.*in quotes, e\.g\. send_at: \"07:30\""):
+        load_subscribers(_one(tmp_path, "    send_at: 730\n"))
+
+
+def _bomb(levels: int, width: int = 9) -> str:
+    """A billion-laughs ``email``: each level lists the previous one ``width`` times."""
+    first = f"&a0 [{', '.join(['lol'] * width)}]"
+    rest = [f"&a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels)]
+    return f"subscribers:\n  - email: [{', '.join([first, *rest])}]\n    interests: [x]\n"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(_bomb(6), encoding="utf-8")  # 9^6 = 531,441 values from 400 bytes
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"expands to more than .* values \(YAML aliases\)") as caught:
+        load_subscribers(path)
+    assert time.perf_counter() - started < 2
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_check_refuses_a_billion_laughs_in_email_quickly_and_in_bounded_memory(tmp_path: Path) -> None:
+    env = make_env(tmp_path)
+    bomb = _bomb(10)  # 9^10 = 3.5 billion values from 1.5 KB
+    assert len(bomb) < 1600
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(bomb, encoding="utf-8")
+
+    def one_gigabyte() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "check"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=one_gigabyte,  # a memory cap, set in the child only
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: ") and "YAML aliases" in proc.stderr
+    assert "Traceback" not in proc.stderr and "MemoryError" not in proc.stderr
+
+
+def test_the_daemon_keeps_the_last_valid_list_when_a_bomb_is_saved(tmp_path: Path) -> None:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(SUBSCRIBERS, encoding="utf-8")
+    watched = SubscriberFile(path)
+    before = watched.get()
+    path.write_text(_bomb(10), encoding="utf-8")
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a new stamp even within the same second
+    started = time.perf_counter()
+    assert watched.get() is before
+    assert time.perf_counter() - started < 2
