@@ -21,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.utils import parseaddr
 from pathlib import Path
 
 from newsletter.address import address_key
@@ -35,7 +34,7 @@ from newsletter.render import DigestView, ItemView, Renderer, paper_url
 from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
-from newsletter.send.message import build_message, envelope_for
+from newsletter.send.message import build_message, envelope_for, parse_sender
 from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.clean import clean_abstract, excerpt
 from newsletter.store import DeliveryRecord, DigestPlan, PlannedItem, Store
@@ -88,9 +87,8 @@ class Pipeline:
         self.transport_factory = transport_factory
         self.sleep = sleep
         self.timings = Timings()
-        sender_address = parseaddr(settings.sender)[1] or "digest@localhost"
-        self._sender_address = sender_address
-        self._list_name = parseaddr(settings.sender)[0] or "Trending Papers"
+        name, self._sender_address = parse_sender(settings.sender)  # refused before anything runs
+        self._list_name = name or "Trending Papers"
 
     # -- ingest -------------------------------------------------------------------------------------
 

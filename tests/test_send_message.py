@@ -402,3 +402,19 @@ def test_base64_body_lines_are_76_characters_and_decode_back(size: int) -> None:
     expected = b"\r\n".join([encoded[i : i + 76] for i in range(0, len(encoded), 76)]) + b"\r\n"
     assert _base64_lines(data) == expected  # the straightforward slicing, line for line
     assert base64.b64decode(_base64_lines(data)) == data
+
+
+def test_bidi_controls_never_reach_the_subject_or_names() -> None:
+    bidi = "\u202eevil\u202c \u2066a\u2069 \u200eb\u200f \u202a\u202b\u202dc\u2067\u2068"
+    built = build_message(
+        digest_id="d1",
+        envelope=ENVELOPE,
+        to_name=f"Ada {bidi}",
+        to_addr="ada@example.org",
+        rendered=RenderedDigest(f"3 new papers {bidi}", "<p>x</p>", "x"),
+        date=datetime(2026, 3, 11, tzinfo=UTC),
+    )
+    parsed = email.message_from_bytes(built.raw, policy=email.policy.default)
+    for text in (built.subject, str(parsed["Subject"]), str(parsed["To"])):
+        assert not set(text) & set(bidi) - set(" abcelvi"), text
+    assert str(parsed["Subject"]) == "3 new papers evil a b c"

@@ -30,7 +30,9 @@ from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.unsubscribe import mailto_url
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# C0/C1 controls, line and paragraph separators, and the bidirectional controls (LRM/RLM,
+# embeddings and overrides, isolates) that can make a subject read backwards (U+202E)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~ -]+")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _DOMAIN = re.compile(
@@ -56,7 +58,7 @@ class Envelope:
     https_unsubscribe: str | None = None  # RFC 8058 one-click URL when NEWSLETTER_BASE_URL is set
 
     def __post_init__(self) -> None:
-        _parse_sender(self.sender)
+        parse_sender(self.sender)
         _list_id_tokens(self.list_id)
         if not _MAILTO.fullmatch(self.mailto_unsubscribe):
             raise ConfigError(
@@ -72,7 +74,7 @@ def envelope_for(settings: Settings, email: str, https_unsubscribe: str | None =
     List-Id defaults to ``<local.domain>`` of the sender's address; the mailto goes to the sender with
     the subscriber's address in the subject.
     """
-    name, addr = _parse_sender(settings.sender)
+    name, addr = parse_sender(settings.sender)
     local, _, domain = addr.rpartition("@")
     list_id = settings.list_id or f"{name or 'Newsletter'} <{local}.{domain}>"
     return Envelope(settings.sender, list_id, mailto_url(addr, email), https_unsubscribe)
@@ -96,7 +98,7 @@ def build_message(
     date: datetime,
 ) -> OutgoingMessage:
     """One digest email as RFC 5322 bytes (CRLF). Raises SendError(permanent) for an unusable address."""
-    sender_name, sender_addr = _parse_sender(envelope.sender)
+    sender_name, sender_addr = parse_sender(envelope.sender)
     recipient = _checked_address(to_addr)
     subject = clean_text(rendered.subject)
     message_id = message_id_for(digest_id, sender_addr.rpartition("@")[2])
@@ -125,9 +127,13 @@ def clean_text(value: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _parse_sender(sender: str) -> tuple[str, str]:
+def parse_sender(sender: str) -> tuple[str, str]:
+    """(display name, ASCII address) of the sender setting; ConfigError for one that cannot be used."""
     if _CONTROL.search(sender):
         raise ConfigError("setting 'sender' contains a line break or control character")
+    written = sender.rpartition("<")[2].partition(">")[0] if "<" in sender else sender
+    if any(c.isspace() for c in written.strip()):  # parseaddr would drop the space: another domain
+        raise ConfigError(f"setting 'sender': the address {written.strip()!r} contains a space")
     name, addr = parseaddr(sender)
     try:
         return clean_text(name), _checked_address(addr)

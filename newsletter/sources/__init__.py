@@ -8,6 +8,8 @@ the Daily Papers page (``hf-text``).
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
 from newsletter.errors import SourceError
@@ -27,13 +29,28 @@ _BOM = b"\xef\xbb\xbf"
 def read_dump(path: Path) -> Dump:
     """Read and parse one dump file; SourceError when unreadable, ParseError when malformed."""
     try:
-        data = path.read_bytes()
+        data = _read_regular_file(path)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise SourceError(f"cannot read dump {path}: {reason}") from exc
+    if data is None:
+        raise SourceError(f"cannot read dump {path}: not a regular file")
     dump = parse_dump(data, str(path))
     log.debug("read %s: %s, %d papers", path, dump.format, len(dump.papers))
     return dump
+
+
+def _read_regular_file(path: Path) -> bytes | None:
+    """The file's bytes; None for a FIFO, a device or a socket, which could block or never end.
+
+    Opened without blocking (a FIFO with no writer would wait forever in open), then checked on the
+    open descriptor, so the file cannot be swapped between the check and the read.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return handle.read()
 
 
 def parse_dump(data: bytes, source: str) -> Dump:

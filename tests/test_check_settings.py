@@ -1,0 +1,58 @@
+"""`check` refuses what `run` would refuse or misread: a sender with a space, a bad NEWSLETTER_BASE_URL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .helpers import add_dumps, cli, seed_names
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        (
+            "NEWSLETTER_FROM",
+            "Papers <d@exa mple.org>",
+            "error: setting 'sender': the address 'd@exa mple.org' contains a space",
+        ),
+        (
+            "NEWSLETTER_FROM",
+            "d@exa mple.org",
+            "error: setting 'sender': the address 'd@exa mple.org' contains a space",
+        ),
+        (
+            "NEWSLETTER_FROM",
+            "Pa pers <d @example.org>",
+            "error: setting 'sender': the address 'd @example.org' contains a space",
+        ),
+        ("NEWSLETTER_BASE_URL", "javascript:alert(1)//", "error: invalid setting field 'base_url'"),
+        (
+            "NEWSLETTER_BASE_URL",
+            "https://papers.example.org/\r\nBcc: x@evil.example",
+            "error: invalid setting field 'base_url'",
+        ),
+        ("NEWSLETTER_BASE_URL", "https://papers example.org/", "error: invalid setting field 'base_url'"),
+        ("NEWSLETTER_BASE_URL", "papers.example.org", "error: invalid setting field 'base_url'"),
+    ],
+)
+def test_check_and_run_refuse_the_setting(env: dict[str, str], name: str, value: str, expected: str) -> None:
+    add_dumps(env, seed_names()[0])  # so that `run` builds messages
+    bad = {**env, name: value, "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cret"}
+    for command in ("check", "run"):
+        proc = cli(bad, command, check=False)
+        assert proc.returncode == 1, (command, proc.stdout)
+        first = proc.stderr.splitlines()[0]
+        assert first.startswith(expected), (command, first)
+        assert "\r" not in proc.stderr and "Bcc" not in proc.stderr.replace(value, "")
+    assert not (Path(env["NEWSLETTER_HOME"]) / "outbox").exists()
+
+
+def test_check_accepts_a_good_base_url(env: dict[str, str]) -> None:
+    good = {
+        **env,
+        "NEWSLETTER_BASE_URL": "https://papers.example.org/nl/",
+        "NEWSLETTER_UNSUBSCRIBE_SECRET": "s",
+    }
+    assert cli(good, "check").stdout.startswith("ok: ")
