@@ -195,7 +195,7 @@ class _UniqueKeyLoader(_SafeLoader):
     colon-separated numbers (7:30) as text, not as YAML 1.1 base-60 numbers."""
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is yaml.ScalarNode and implicit[0] and _SEXAGESIMAL.fullmatch(value):
+        if kind is yaml.ScalarNode and implicit[0] and ":" in value and _SEXAGESIMAL.fullmatch(value):
             return yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG
         return super().resolve(kind, value, implicit)
 
