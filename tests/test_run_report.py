@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.app import save_report
-from newsletter.config import Settings
+from newsletter.app import open_pipeline, save_report
+from newsletter.config import Settings, load_settings
 from newsletter.errors import StoreError
 from newsletter.report import RunReport
+from newsletter.schedule import Daemon
 
 from .helpers import add_dumps, cli, outbox, seed_names
 
@@ -46,3 +47,24 @@ def test_a_full_disk_is_a_store_error_and_leaves_no_temporary_file(
     with pytest.raises(StoreError, match="No space left on device"):
         save_report(settings, RunReport())
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_the_daemon_logs_a_report_it_cannot_save_and_keeps_ticking(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    add_dumps(env, seed_names()[0])
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+    )
+    (settings.home / "last-run.tmp").mkdir(parents=True)
+    daemon = Daemon(settings)
+    with open_pipeline(settings) as pipeline:
+        daemon.tick(pipeline)  # no exception out of the scheduler's job
+        add_dumps(env, seed_names()[1])
+        daemon.tick(pipeline)
+    failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tick failed")]
+    assert len(failures) == 2 and all("cannot save the run report" in f for f in failures)
+    assert len(outbox(env)) >= 3  # both ticks delivered
