@@ -76,9 +76,15 @@ def refuse_lost_history(settings: Settings, store: Store) -> None:
 
 
 def _earlier_runs(settings: Settings) -> str:
-    """What in the state folder shows that runs have recorded deliveries before ('' when nothing)."""
+    """What in the state folder shows that runs stored dumps or deliveries before ('' when nothing).
+
+    A last run that found no dump and sent nothing (an empty dumps folder) leaves nothing to lose.
+    """
     traces = []
-    if settings.last_run_file.exists():
+    last = load_last_report(settings) or {}
+    counts = last.get("counts") or {}
+    delivered = any(counts.get(status) for status in ("sent", "failed", "unknown"))
+    if delivered or any(not dump.get("error") for dump in last.get("dumps") or ()):
         traces.append(settings.last_run_file.name)
     if settings.outbox.is_dir() and next(settings.outbox.glob("*.eml"), None) is not None:
         traces.append("messages in outbox/")

@@ -67,3 +67,16 @@ def outbox(env: dict[str, str]) -> list[email.message.EmailMessage]:
 
 def seed_names() -> list[str]:
     return sorted(p.name for p in SEEDS.glob("*.txt"))
+
+
+def one_installation(*homes: Path) -> None:
+    """State folders whose new databases share one installation value (a copy of one empty database),
+    so that the digests two of them send can be compared byte for byte, Message-IDs included."""
+    from newsletter.store import Store
+
+    first = homes[0] / "state.db"
+    homes[0].mkdir(parents=True, exist_ok=True)
+    Store(f"sqlite:///{first}").close()
+    for home in homes[1:]:
+        home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(first, home / "state.db")

@@ -13,7 +13,7 @@ import pytest
 from newsletter.parallel import BuilderError
 from newsletter.pipeline import Pipeline
 
-from .helpers import add_dumps, cli, make_env, seed_names
+from .helpers import add_dumps, cli, make_env, one_installation, seed_names
 from .test_crash import NOW, READERS, Recorder, committed, make_folder, next_run, pipeline
 
 FIRST, SECOND = seed_names()[:2]
@@ -35,6 +35,7 @@ def test_builder_process_sends_byte_for_byte_what_one_process_sends(tmp_path: Pa
         (tmp_path / mode).mkdir()
         envs[mode] = {**make_env(tmp_path / mode), "NEWSLETTER_BUILD_PROCESS": mode}
         add_dumps(envs[mode], FIRST)
+    one_installation(*(Path(env["NEWSLETTER_HOME"]) for env in envs.values()))
     reports = {mode: _run(env, "--now", "2026-03-11T08:00:00Z") for mode, env in envs.items()}
     assert reports["on"]["digests"] == reports["off"]["digests"]
     assert sum(d["status"] == "sent" for d in reports["on"]["digests"]) == 2
@@ -59,8 +60,8 @@ def test_a_transport_that_reads_only_raw_bytes_gets_the_same_bytes_without_the_p
     tmp_path: Path,
 ) -> None:
     kept = {}
+    one_installation(tmp_path / "off" / "state", tmp_path / "on" / "state")
     for mode, uses_parts in (("off", True), ("on", False)):
-        (tmp_path / mode).mkdir()
         folder = make_folder(tmp_path / mode)
         transport = Keeper(uses_parts)
         made, subs = pipeline(folder, _renderer(), transport, build_process=mode)

@@ -55,3 +55,11 @@ def test_a_fresh_state_folder_needs_no_flag(env: dict[str, str]) -> None:
     add_dumps(env, seed_names()[0])
     cli(env, "run", "--now", NOW)
     assert outbox(env)
+
+
+def test_a_folder_whose_runs_found_nothing_is_not_refused(env: dict[str, str]) -> None:
+    cli(env, "run", "--now", NOW)  # an empty dumps folder: last-run.json, and nothing in the store
+    assert (Path(env["NEWSLETTER_HOME"]) / "last-run.json").exists()
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)
+    assert outbox(env)

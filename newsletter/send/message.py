@@ -132,7 +132,7 @@ def parse_sender(sender: str) -> tuple[str, str]:
     if _CONTROL.search(sender):
         raise ConfigError("setting 'sender' contains a line break or control character")
     written = sender.rpartition("<")[2].partition(">")[0] if "<" in sender else sender
-    if any(c.isspace() for c in written.strip()):  # parseaddr would drop the space: another domain
+    if "@" in written and any(c.isspace() for c in written.strip()):  # parseaddr drops spaces: another domain
         raise ConfigError(f"setting 'sender': the address {written.strip()!r} contains a space")
     name, addr = parseaddr(sender)
     try:
