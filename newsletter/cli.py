@@ -18,7 +18,7 @@ from rich.markup import escape
 from newsletter import __version__
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, NewsletterError, UsageError
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import envelope_for, make_transport
@@ -99,13 +99,16 @@ def main_options(
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
+NOW_HINT = "e.g. --now 2026-03-11T08:00 (UTC unless it has an offset)"
+
+
 def _parse_now(value: str | None) -> datetime:
     if value is None:
         return utcnow()
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ConfigError(f"--now: not an ISO-8601 date/time: {value!r}") from None
+        raise UsageError(f"--now: not an ISO-8601 date/time: {value!r}", hint=NOW_HINT) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -340,4 +343,4 @@ def _fail(exc: NewsletterError) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     if exc.hint:
         err.print(f"hint: {exc.hint}", highlight=False, markup=False, soft_wrap=True)
-    sys.exit(1)
+    sys.exit(2 if isinstance(exc, UsageError) else 1)

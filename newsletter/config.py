@@ -18,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, UsageError
 from newsletter.models import Subscriber
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to the repo's templates/
@@ -143,9 +143,22 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise ConfigError(f"invalid setting {_first_problem(exc)}") from None
+        field = str(exc.errors()[0]["loc"][0])
+        error = UsageError if field in given else ConfigError
+        raise error(f"invalid setting {_first_problem(exc)} ({_origin(field, given)})") from None
     except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON
         raise ConfigError(f"invalid setting: {exc}", hint="complex settings are JSON, e.g. [{...}]") from None
+
+
+def _origin(field: str, given: dict[str, Any]) -> str:
+    """Where a setting's value came from: a flag, an environment variable or newsletter.toml."""
+    if field in given:
+        return f"flag --{field.replace('_', '-')}"
+    names = ["NEWSLETTER_FROM"] if field == "sender" else []
+    names.append(f"NEWSLETTER_{field.upper()}")
+    variables = {name.upper() for name in os.environ}
+    found = next((name for name in names if name in variables), None)
+    return f"environment variable {found}" if found else "newsletter.toml"
 
 
 @dataclass(frozen=True)
