@@ -14,13 +14,14 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand
 
 from newsletter import __version__
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError, UsageError
 from newsletter.render import Renderer
-from newsletter.report import RunReport
+from newsletter.report import RunReport, plural
 from newsletter.send import envelope_for, make_transport
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
@@ -34,6 +35,20 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 err = Console(stderr=True)
+
+
+class _Command(TyperCommand):
+    """A command whose arguments show their metavar in --help, not a Python type (``<list[Path]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+
+def _no_type(ctx: Any) -> str:
+    return ""
 
 
 class State:
@@ -56,24 +71,30 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     home: Annotated[
-        Path | None, typer.Option(help="State folder [env NEWSLETTER_HOME, default ./.newsletter]")
+        Path | None,
+        typer.Option(metavar="DIR", help="State folder [env NEWSLETTER_HOME, default ./.newsletter]"),
     ] = None,
     subscribers: Annotated[
         Path | None,
-        typer.Option(help="Subscribers YAML [env NEWSLETTER_SUBSCRIBERS, default ./subscribers.yaml]"),
+        typer.Option(
+            metavar="FILE", help="Subscribers YAML [env NEWSLETTER_SUBSCRIBERS, default ./subscribers.yaml]"
+        ),
     ] = None,
     dumps: Annotated[
-        Path | None, typer.Option(help="Dumps folder [env NEWSLETTER_DUMPS, default ./seeds]")
+        Path | None, typer.Option(metavar="DIR", help="Dumps folder [env NEWSLETTER_DUMPS, default ./seeds]")
     ] = None,
     templates: Annotated[
-        Path | None, typer.Option(help="Templates folder [env NEWSLETTER_TEMPLATES]")
+        Path | None, typer.Option(metavar="DIR", help="Templates folder [env NEWSLETTER_TEMPLATES]")
     ] = None,
     transport: Annotated[
         str | None,
-        typer.Option(help="file | smtp | postmark | sendgrid | mailgun | resend [env NEWSLETTER_TRANSPORT]"),
+        typer.Option(
+            metavar="NAME",
+            help="file | smtp | postmark | sendgrid | mailgun | resend [env NEWSLETTER_TRANSPORT]",
+        ),
     ] = None,
     ranker: Annotated[
-        str | None, typer.Option(help="auto | lexical | semantic [env NEWSLETTER_RANKER]")
+        str | None, typer.Option(metavar="NAME", help="auto | lexical | semantic [env NEWSLETTER_RANKER]")
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
@@ -115,14 +136,18 @@ def _parse_now(value: str | None) -> datetime:
 DETAILED_UP_TO = 1000  # subscribers listed one by one after a run (more: counts and problems only)
 
 NowOption = Annotated[
-    str | None, typer.Option("--now", help="Override the clock (ISO-8601), for backfills and tests.")
+    str | None,
+    typer.Option("--now", metavar="TIME", help="Override the clock (ISO-8601), for backfills and tests."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")]
 
 
-@app.command()
+@app.command(cls=_Command)
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="Dump files (HF text dumps or HF daily papers JSON).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", help="Dump files (HF text dumps or HF daily papers JSON)."),
+    ],
     as_json: JsonOption = False,
     now: NowOption = None,
 ) -> None:
@@ -135,7 +160,7 @@ def ingest(
     else:
         for o in outcomes:
             status = f"rejected: {o.error}" if o.error else "already ingested" if o.already else "ingested"
-            typer.echo(f"{o.file}: {o.papers} papers, {o.new} new ({status})")
+            typer.echo(f"{o.file}: {plural(o.papers, 'paper')}, {o.new} new ({status})")
     if any(o.error for o in outcomes):
         raise typer.Exit(1)
 
@@ -158,11 +183,14 @@ def run(
     ] = False,
     as_json: JsonOption = False,
     workers: Annotated[
-        int | None, typer.Option(help="Processes sending new digests [NEWSLETTER_WORKERS, 1]")
+        int | None, typer.Option(metavar="N", help="Processes sending new digests [NEWSLETTER_WORKERS, 1]")
     ] = None,
     connections: Annotated[
         str | None,
-        typer.Option(help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]"),
+        typer.Option(
+            metavar="N|auto",
+            help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]",
+        ),
     ] = None,
     fetch: Annotated[
         bool,
@@ -194,7 +222,7 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         for d in report.digests:
-            detail = f"{len(d.items)} papers" if d.items and d.status != "skipped" else d.reason
+            detail = plural(len(d.items), "paper") if d.items and d.status != "skipped" else d.reason
             typer.echo(f"{d.subscriber}: {d.status} ({detail})")
         for problem in report.errors:
             err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
@@ -221,7 +249,7 @@ def retry(
         requeued = pipeline.store.requeue(clock, statuses=statuses)
         report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True)
     if not as_json:
-        typer.echo(f"{len(requeued)} deliveries requeued")
+        typer.echo(f"{len(requeued)} {'delivery' if len(requeued) == 1 else 'deliveries'} requeued")
     _print_report(report, as_json)
 
 
@@ -243,8 +271,8 @@ def status(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
 ) -> None:
     """Preview every subscriber's next digest in a browser, and host the one-click unsubscribe endpoint."""
     from newsletter.serve import run_server
@@ -255,7 +283,8 @@ def serve(
 @app.command()
 def daemon(
     tick: Annotated[
-        int | None, typer.Option(help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]")
+        int | None,
+        typer.Option(metavar="SECONDS", help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]"),
     ] = None,
 ) -> None:
     """Run in the foreground: fetch sources on a schedule and send each digest when it is due."""
@@ -266,11 +295,14 @@ def daemon(
     run_daemon(state.settings(), tick_seconds=tick)
 
 
-@app.command()
+@app.command(cls=_Command)
 def preview(
-    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
     out: Annotated[
-        Path | None, typer.Option(help="Write the HTML here [default: $NEWSLETTER_HOME/preview/<email>.html]")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write the HTML here [default: $NEWSLETTER_HOME/preview/EMAIL.html]"
+        ),
     ] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser.")] = False,
     now: NowOption = None,
@@ -290,7 +322,7 @@ def preview(
     target = out or settings.home / "preview" / f"{email}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(rendered.html, encoding="utf-8")
-    typer.echo(f"Subject: {rendered.subject}\n{len(selection.chosen)} papers -> {target}")
+    typer.echo(f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')} -> {target}")
     if open_browser:
         webbrowser.open(target.resolve().as_uri())
 

@@ -116,8 +116,6 @@ class Pipeline:
             problem = f"{path}: cannot read this dump: {type(exc).__name__}: {exc}"
             log.error("rejected %s", problem)
             return DumpOutcome(file=str(path), error=problem)
-        if not result.already:
-            log.info("ingested %s: %d papers, %d new", path, result.papers, result.new)
         return DumpOutcome(str(path), result.papers, result.new, result.already)
 
     # -- a whole run --------------------------------------------------------------------------------
@@ -145,6 +143,7 @@ class Pipeline:
             report.recovered_unknown = self.store.recover_interrupted(now)
         with self.timings("ingest"):
             report.dumps = self.ingest_folder(now)
+        report.ingested = True
         if dry_run:
             report.extend(self._dry_outcome(sel, now) for sel in self.select(subscribers.subscribers, now))
         else:
