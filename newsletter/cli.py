@@ -18,11 +18,10 @@ from typer.core import TyperArgument, TyperCommand
 
 from newsletter import __version__
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
+from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError, UsageError
-from newsletter.render import Renderer
 from newsletter.report import RunReport, plural
-from newsletter.send import envelope_for, make_transport
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 
@@ -329,24 +328,19 @@ def preview(
 
 @app.command()
 def check() -> None:
-    """Validate settings, sources, subscribers and templates; exit non-zero with the first problem.
+    """Validate settings, sources, subscribers, templates and folders; list every problem (exit 1).
 
     Nothing is connected to: a wrong password or an unreachable server shows at the first send.
     """
-    from newsletter.schedule import fetch_schedule  # APScheduler: imported only where needed
-
     settings = state.settings()
-    subscribers = load_subscribers(settings.subscribers)
-    Renderer(settings.templates_dir)
-    make_transport(settings)  # built, not connected: a missing API key shows here
-    envelope_for(settings, "subscriber@example.org")  # the sender address is usable
-    sources_from_settings(settings)
-    fetch_schedule(settings.fetch_cron)
-    if settings.base_url and not settings.unsubscribe_secret:
-        raise ConfigError(
-            "NEWSLETTER_BASE_URL is set but NEWSLETTER_UNSUBSCRIBE_SECRET is not",
-            hint="one-click unsubscribe links need a secret to sign them",
-        )
+    result = check_all(settings)
+    for problem in result.problems:
+        _print_error(problem)
+    if result.problems:
+        err.print(f"{plural(len(result.problems), 'problem')} found", highlight=False)
+        raise typer.Exit(1)
+    subscribers = result.subscribers
+    assert subscribers is not None  # read, or there would be a problem
     for email in _unsubscribed_in(settings, subscribers):
         err.print(f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing")
     typer.echo(f"ok: {len(subscribers.subscribers)} subscribers, templates in {settings.templates_dir}")
@@ -372,7 +366,11 @@ def main() -> NoReturn:
 def _fail(exc: NewsletterError) -> NoReturn:
     if state.debug:
         err.print_exception()
+    _print_error(exc)
+    sys.exit(2 if isinstance(exc, UsageError) else 1)
+
+
+def _print_error(exc: NewsletterError) -> None:
     err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     if exc.hint:
         err.print(f"hint: {exc.hint}", highlight=False, markup=False, soft_wrap=True)
-    sys.exit(2 if isinstance(exc, UsageError) else 1)

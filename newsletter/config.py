@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -185,14 +186,23 @@ class _UniqueKeyLoader(_SafeLoader):
     """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
+class _Lined(dict[Any, Any]):
+    """A YAML mapping that remembers its line and each key's line (1-based), for error messages."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> _Lined:
+    seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
+        seen[key] = key_node.start_mark.line + 1
+    mapping = _Lined(loader.construct_mapping(node))
+    mapping.line, mapping.key_lines = node.start_mark.line + 1, seen
+    return mapping
 
 
 _UniqueKeyLoader.add_constructor(
@@ -202,7 +212,20 @@ _UniqueKeyLoader.add_constructor(
 
 
 def load_subscribers(path: Path) -> SubscriberList:
-    """Read and validate subscribers.yaml. Errors name the file, the subscriber and the field."""
+    """Read and validate subscribers.yaml; the first problem is raised (``check`` lists them all)."""
+    subscribers, problems = read_subscribers(path)
+    if problems:
+        more = len(problems) - 1
+        hint = f"and {more} more; `newsletter check` lists every problem" if more else problems[0].hint
+        raise ConfigError(problems[0].message, hint)
+    return subscribers
+
+
+def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
+    """The valid subscribers and every problem found, each naming the file, line, subscriber and key.
+
+    A problem with the file as a whole (not found, not YAML, no 'subscribers:' list) is raised.
+    """
     data = _read_yaml(path)
     if not isinstance(data, dict) or "subscribers" not in data:
         raise ConfigError(f"{path}: expected a mapping with a 'subscribers:' list")
@@ -215,9 +238,16 @@ def load_subscribers(path: Path) -> SubscriberList:
         raise ConfigError(f"{path}: 'defaults' must be a mapping")
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: 'subscribers' must be a list")
-    subscribers = tuple(_subscriber(path, i, defaults, entry) for i, entry in enumerate(entries))
-    _refuse_duplicates(path, subscribers)
-    return SubscriberList(path, subscribers)
+    subscribers: list[Subscriber] = []
+    problems: list[ConfigError] = []
+    for i, entry in enumerate(entries):
+        result = _subscriber(path, i, defaults, entry)
+        if isinstance(result, Subscriber):
+            subscribers.append(result)
+        else:
+            problems += result
+    problems += _duplicates(path, subscribers)
+    return SubscriberList(path, tuple(subscribers)), problems
 
 
 def _read_yaml(path: Path) -> Any:
@@ -239,35 +269,91 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
 
 
-def _subscriber(path: Path, index: int, defaults: dict[str, Any], entry: Any) -> Subscriber:
+def _subscriber(
+    path: Path, index: int, defaults: dict[str, Any], entry: Any
+) -> Subscriber | list[ConfigError]:
     label = f"subscriber #{index + 1}"
     if not isinstance(entry, dict):
-        raise ConfigError(f"{path}: {label}: expected a mapping")
+        return [ConfigError(f"{path}: {label}: expected a mapping")]
     email = _CONTROL.sub(" ", str(entry.get("email", "no email")))  # the error stays one line
     label = f"subscriber #{index + 1} ({email})"
     try:
         return Subscriber(**{**defaults, **entry})
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {label}: {_first_problem(exc)}") from None
+        return [
+            ConfigError(f"{path}:{_line_of(entry, key)}: {label}: {problem}")
+            for key, problem in _subscriber_problems(exc)
+        ]
 
 
-def _refuse_duplicates(path: Path, subscribers: tuple[Subscriber, ...]) -> None:
+def _line_of(entry: dict[str, Any], key: str) -> int:
+    """The line of ``key`` in the subscriber's mapping, else of the mapping itself (0: unknown)."""
+    lines = getattr(entry, "key_lines", {})
+    return int(lines.get(key, getattr(entry, "line", 0)))
+
+
+def _subscriber_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key, problem) for each error; 'unknown key' says which key was meant and hides its 'required'."""
+    errors = exc.errors()
+    meant = {str(e["loc"][0]): _close_key(str(e["loc"][0])) for e in errors if e["type"] == "extra_forbidden"}
+    suggested = set(meant.values())
+    problems = []
+    for e in errors:
+        key = str(e["loc"][0]) if e["loc"] else ""
+        if e["type"] == "missing" and key in suggested:
+            continue  # 'interets' was meant as 'interests': one problem, not two
+        if e["type"] == "extra_forbidden":
+            guess = meant.get(key)
+            problems.append((key, f"unknown key '{key}'" + (f" (did you mean '{guess}'?)" if guess else "")))
+        else:
+            problems.append((key, f"field '{_field(e)}': {_wording(e)}"))
+    return problems
+
+
+def _close_key(key: str) -> str | None:
+    found = difflib.get_close_matches(key, list(Subscriber.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def _duplicates(path: Path, subscribers: list[Subscriber]) -> list[ConfigError]:
     seen: set[str] = set()
+    problems = []
     for s in subscribers:
         key = s.email.casefold()
         if key in seen:
-            raise ConfigError(f"{path}: subscriber {s.email}: duplicate email")
+            problems.append(ConfigError(f"{path}: subscriber {s.email}: duplicate email"))
         seen.add(key)
+    return problems
 
 
 _UNION_MEMBER = re.compile(r"[-\[]")
+# pydantic's words for a type, in a subscribers file's terms
+_WORDS = {
+    "missing": "required",
+    "extra_forbidden": "unknown key",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "string_type": "expected text",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "dict_type": "expected a mapping",
+}
+_PREFIXES = re.compile(r"^(Value error|Assertion failed), ")
 
 
 def _first_problem(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    # without the union member pydantic tried (e.g. 'connections.constrained-int' -> 'connections')
-    field = ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))) or "value"
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"field '{field}': {message}"
+    return f"field '{_field(err)}': {_wording(err)}"
+
+
+def _field(err: Any) -> str:
+    """The field's path, without the union member pydantic tried ('connections.constrained-int')."""
+    return ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))) or "value"
+
+
+def _wording(err: Any) -> str:
+    """One problem in plain words: no 'Value error,', no 'valid tuple'."""
+    if err["type"] in _WORDS:
+        return _WORDS[err["type"]]
+    message = _PREFIXES.sub("", str(err["msg"]))
+    return message.replace("Input should be ", "should be ")

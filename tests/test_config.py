@@ -46,7 +46,7 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
         ("subscribers:\n  - email: a@example.org\n    interests: []\n", "field 'interests'"),
         (
             "subscribers:\n  - email: a@example.org\n    interests: [x]\n    colour: red\n",
-            "field 'colour': unknown key",
+            "subs.yaml:4: subscriber #1 (a@example.org): unknown key 'colour'",
         ),
         (
             "subscribers:\n  - {email: a@example.org, interests: [x]}\n  - {email: A@example.org, interests: [y]}\n",
