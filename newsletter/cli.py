@@ -9,6 +9,7 @@ import webbrowser
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -16,7 +17,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand
 
-from newsletter import __version__
+from newsletter import __version__, progress
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
 from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
@@ -69,6 +70,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     home: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="State folder [env NEWSLETTER_HOME, default ./.newsletter]"),
@@ -110,6 +112,8 @@ def main_options(
         "ranker": ranker,
     }
     state.debug = debug
+    if ctx.invoked_subcommand not in ("daemon", "serve"):  # long-lived: their logs say enough
+        ctx.with_resource(progress.shown_on(err))  # a bar on a terminal, for the command's long steps
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     if err.is_terminal:
         logging.basicConfig(
@@ -304,25 +308,48 @@ def preview(
         ),
     ] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser.")] = False,
+    last: Annotated[
+        bool, typer.Option("--last", help="Show the last digest sent to EMAIL instead of the next one.")
+    ] = False,
     now: NowOption = None,
 ) -> None:
-    """Render the digest EMAIL would get now (due or not); sends nothing and records no digest."""
+    """Render the digest EMAIL would get now (due or not), or with --last the last one sent.
+
+    Sends nothing and records no digest.
+    """
     settings = state.settings()
     subscriber = load_subscribers(settings.subscribers).find(email)
     if subscriber is None:
         raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
+    if last:
+        with open_pipeline(settings, lock=False) as pipeline:  # reads the log only
+            found = pipeline.last_sent(subscriber)
+        if found is None:
+            typer.echo(f"{email}: no digest sent yet")
+            return
+        record, message = found
+        when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
+        _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
+        return
     with open_pipeline(settings) as pipeline:
         pipeline.ingest_folder(_parse_now(now))
         selection, view = pipeline.preview(subscriber, _parse_now(now))
         rendered = pipeline.renderer.render(view) if view else None
     if rendered is None:
-        typer.echo(f"{email}: no digest now ({selection.reason})")
+        typer.echo(f"{email}: no digest now ({selection.reason}); `--last` shows the last one sent")
         return
-    target = out or settings.home / "preview" / f"{email}.html"
+    what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
+    _show_preview(rendered.html, what, out, settings, email, open_browser)
+
+
+def _show_preview(
+    html: str, what: str, out: Path | None, settings: Settings, email: str, browse: bool
+) -> None:
+    target = out or settings.home / "preview" / f"{quote(email, safe='@')}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(rendered.html, encoding="utf-8")
-    typer.echo(f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')} -> {target}")
-    if open_browser:
+    target.write_text(html, encoding="utf-8")
+    typer.echo(f"{what} -> {target}")
+    if browse:
         webbrowser.open(target.resolve().as_uri())
 
 

@@ -24,6 +24,7 @@ from datetime import datetime
 from email.utils import parseaddr
 from pathlib import Path
 
+from newsletter import progress
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, SourceError, StoreError
@@ -37,7 +38,7 @@ from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for
 from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.clean import clean_abstract, excerpt
-from newsletter.store import DeliveryRecord, DigestPlan, PlannedItem, Store
+from newsletter.store import SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
 
 log = logging.getLogger(__name__)
@@ -192,9 +193,14 @@ class Pipeline:
                 chunks = build_ahead(self, subscribers, now, stopped, parts=couriers.uses_parts)
             else:
                 chunks = self.build_chunks(subscribers, now, stopped)
-            with contextlib.closing(chunks):  # on an error too: the builder is stopped and reaped
+            with (
+                contextlib.closing(chunks),  # on an error too: the builder is stopped and reaped
+                progress.step("Ranking and sending digests", len(subscribers)) as advance,
+            ):
                 for built in chunks:
-                    report.extend(self._send_chunk(couriers, built, now))
+                    outcomes = self._send_chunk(couriers, built, now)  # one per subscriber
+                    report.extend(outcomes)
+                    advance(len(outcomes))
         report.bytes_sent = couriers.bytes_sent
         report.timings = dict(self.timings.totals)
         return report
@@ -222,10 +228,12 @@ class Pipeline:
             self.transport_factory() as transport,
             Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep) as courier,
         ):
-            for record in pending:
-                if courier.stopped:
-                    break
-                report.add(self._retry_one(courier, record, subscribers, now))
+            with progress.step("Sending queued digests", len(pending)) as advance:
+                for record in pending:
+                    if courier.stopped:
+                        break
+                    report.add(self._retry_one(courier, record, subscribers, now))
+                    advance(1)
             report.bytes_sent = courier.bytes_sent
         return report
 
@@ -243,6 +251,15 @@ class Pipeline:
         if not selection.chosen:
             return selection, None
         return selection, self.view(subscriber, selection.chosen, now)
+
+    def last_sent(self, subscriber: Subscriber) -> tuple[DeliveryRecord, OutgoingMessage] | None:
+        """The subscriber's newest digest that was sent, rebuilt from the delivery log (its papers,
+        scores, reasons, date and id) with the current templates; None before the first one."""
+        sent = self.store.deliveries((SENT,), subscriber.email)
+        if not sent:
+            return None
+        record = sent[-1]  # oldest first
+        return record, self._message(subscriber, _scored(record), record.digest_id, record.created_at)
 
     # -- rendering and building ---------------------------------------------------------------------
 
@@ -351,7 +368,7 @@ class Pipeline:
             why = "unsubscribed" if sub else "no longer in the subscribers file"
             self.store.mark_failed(record.digest_id, now, why, permanent=True)
             return DigestOutcome(record.email, "failed", why, digest_id=record.digest_id)
-        items = tuple(Scored(paper, score, why, relevant=True) for paper, _pos, score, why in record.items)
+        items = _scored(record)
         try:
             message = self._message(sub, items, record.digest_id, record.created_at)
         except (RenderError, SendError) as exc:
@@ -413,6 +430,11 @@ def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection,
 def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> DigestPlan:
     items = tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(selection.chosen, start=1))
     return DigestPlan(digest_id, selection.subscriber.email, now, selection.upto_seq, subject, items)
+
+
+def _scored(record: DeliveryRecord) -> tuple[Scored, ...]:
+    """A recorded digest's papers as the ranker gave them (all were relevant)."""
+    return tuple(Scored(paper, score, why, relevant=True) for paper, _pos, score, why in record.items)
 
 
 def _items(scored: Sequence[Scored]) -> tuple[ItemReport, ...]:

@@ -1,4 +1,7 @@
-"""File transport: each message becomes ``<digest_id>.eml`` (+ ``<digest_id>.html``) in an outbox folder.
+"""File transport: each message becomes ``<date>_<address>_<digest_id>.eml`` (+ ``.html``) in an outbox.
+
+The date (the message's own Date header) and the recipient's address let a person find a digest; the
+digest id keeps the name unique and the same for every attempt at one digest.
 
 Writes are atomic (temporary file, fsync, os.replace), so a crash never leaves half a message and
 sending the same digest again overwrites its own files instead of adding a copy.
@@ -10,6 +13,7 @@ import logging
 import os
 import re
 import tempfile
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -21,6 +25,8 @@ log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}")
 _TEMP_PREFIX = ".tmp-"
+_DATE = re.compile(rb"(?:^|\r\n)Date: ([^\r\n]+)", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^a-z0-9._@+-]+")
 
 
 class FileTransport:
@@ -46,7 +52,7 @@ class FileTransport:
         return f"FileTransport({str(self.outbox)!r})"
 
     def send(self, message: OutgoingMessage) -> None:
-        name = _file_name(message.digest_id)
+        name = _file_name(message)
         self._prepare()
         if message.html:
             self._write(self.outbox / f"{name}.html", message.html.encode("utf-8", "replace"))
@@ -88,11 +94,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _file_name(digest_id: str) -> str:
-    """The digest id is the file name, so it must not be able to leave the outbox."""
+def _file_name(message: OutgoingMessage) -> str:
+    """``2026-03-11_ada@example.org_<digest id>``: the same for every attempt at a digest, never outside
+    the outbox (the id is checked, the address reduced to safe characters)."""
+    digest_id = message.digest_id
     if not _SAFE_NAME.fullmatch(digest_id) or ".." in digest_id:
         raise SendError(f"digest id {digest_id!r} is not usable as a file name", permanent=True)
-    return digest_id
+    return f"{_date(message.raw)}_{_slug(message.recipient)}_{digest_id}"
+
+
+def _date(raw: bytes) -> str:
+    """The message's Date header as YYYY-MM-DD ('undated' without a readable one)."""
+    found = _DATE.search(raw.split(b"\r\n\r\n", 1)[0])
+    if found is None:
+        return "undated"
+    try:
+        return parsedate_to_datetime(found.group(1).decode("ascii")).strftime("%Y-%m-%d")
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return "undated"
+
+
+def _slug(address: str) -> str:
+    """The address in lower case, each run of other characters than [a-z0-9._@+-] as one '-'."""
+    return _UNSAFE.sub("-", address.casefold()).strip("-.")[:80] or "subscriber"
 
 
 def _fsync_dir(folder: Path) -> None:

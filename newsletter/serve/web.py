@@ -59,6 +59,7 @@ def create_app(
         Route("/", views.index),
         Route("/s/{email:path}/html", views.html),  # an address may hold '/': its parts come first
         Route("/s/{email:path}/text", views.text),
+        Route("/s/{email:path}/last", views.last),
         Route("/s/{email:path}", views.subscriber),
         Route("/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
     ]
@@ -102,6 +103,9 @@ class _Views:
     async def text(self, request: Request) -> Response:
         return await self._preview(self._text, request)
 
+    async def last(self, request: Request) -> Response:
+        return await self._preview(self._last, request)
+
     # -- preview ------------------------------------------------------------------------------------
 
     def _index(self, request: Request) -> Response:
@@ -127,6 +131,15 @@ class _Views:
         if preview.draft is None:
             return _no_digest(preview)
         return PlainTextResponse(preview.draft.text, headers=PAGE_HEADERS)
+
+    def _last(self, request: Request) -> Response:
+        address = request.path_params["email"]
+        draft = self.previewer.last(address)
+        if draft is None:
+            error = NewsletterError(f"no digest has been sent to {address} yet")
+            return page("error.html", 404, title="No digest sent yet", error=error)
+        headers = {**PAGE_HEADERS, "Content-Security-Policy": DIGEST_CSP}
+        return HTMLResponse(draft.html, headers=headers)
 
     # -- unsubscribe (RFC 8058) ---------------------------------------------------------------------
 

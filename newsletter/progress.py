@@ -1,0 +1,67 @@
+"""One progress bar on a terminal for a run's long steps (loading the model, embedding, ranking and
+sending); nothing anywhere else (cron, a pipe, the daemon, tests), where the summary line is enough.
+
+The CLI turns the bar on for its error console with ``shown_on``; library code reports through ``step``,
+which costs nothing while no bar is shown. A forked builder or worker process never draws (its copy of
+the bar has no screen), so only the process that started the bar reports on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+Advance = Callable[[int], None]
+
+_bar: Progress | None = None
+_owner = 0  # the process that shows the bar
+
+
+@contextmanager
+def shown_on(console: Console) -> Iterator[None]:
+    """Show steps as one transient bar on ``console`` while the block runs, when it is a terminal."""
+    global _bar, _owner
+    if not console.is_terminal or _bar is not None:
+        yield
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+        _bar, _owner = bar, os.getpid()
+        try:
+            yield
+        finally:
+            _bar = None
+
+
+@contextmanager
+def step(description: str, total: int | None = None) -> Iterator[Advance]:
+    """A step of ``total`` units (None: of unknown length); call the advance function as units finish."""
+    bar = _bar
+    if bar is None or os.getpid() != _owner:
+        yield _ignore
+        return
+    task = bar.add_task(description, total=total)
+    bar.refresh()  # drawn at once, even for a step shorter than a refresh period
+
+    def advance(units: int = 1) -> None:
+        bar.advance(task, units)
+
+    try:
+        yield advance
+    finally:
+        bar.remove_task(task)
+
+
+def _ignore(units: int = 1) -> None:
+    return None
