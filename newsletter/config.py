@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     def templates_dir(self) -> Path:
         return self.templates or PACKAGE_TEMPLATES
 
+    def secret_values(self) -> list[str]:
+        """The secrets' values, for masking them in text that leaves the process (newsletter.redact)."""
+        secrets = (self.api_key, self.smtp_password, self.unsubscribe_secret)
+        return [s.get_secret_value() for s in secrets if s is not None]
+
     @property
     def sender_domain(self) -> str:
         address = self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
