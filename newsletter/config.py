@@ -231,28 +231,38 @@ def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
 
     A problem with the file as a whole (not found, not YAML, no 'subscribers:' list) is raised.
     """
-    data = _read_yaml(path)
+    defaults, entries = _top_level(path, _read_yaml(path))
+    subscribers: list[Subscriber] = []
+    problems: list[ConfigError] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        result = _subscriber(path, i, defaults, entry)
+        if not isinstance(result, Subscriber):
+            problems += result
+        elif result.email.casefold() in seen:
+            problems.append(
+                ConfigError(f"{path}:{_line_of(entry, 'email')}: subscriber {result.email}: duplicate email")
+            )
+        else:
+            seen.add(result.email.casefold())
+            subscribers.append(result)
+    return SubscriberList(path, tuple(subscribers)), problems
+
+
+def _top_level(path: Path, data: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The ``defaults`` mapping and the ``subscribers`` list, or a ConfigError naming the line."""
     if not isinstance(data, dict) or "subscribers" not in data:
         raise ConfigError(f"{path}: expected a mapping with a 'subscribers:' list")
-    unknown = set(data) - {"defaults", "subscribers"}
+    unknown = sorted(map(str, set(data) - {"defaults", "subscribers"}))
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{path}:{_line_of(data, unknown[0])}: unknown top-level key {unknown[0]!r}")
     defaults = data.get("defaults") or {}
     entries = data["subscribers"] or []
     if not isinstance(defaults, dict):
-        raise ConfigError(f"{path}: 'defaults' must be a mapping")
+        raise ConfigError(f"{path}:{_line_of(data, 'defaults')}: 'defaults' must be a mapping")
     if not isinstance(entries, list):
-        raise ConfigError(f"{path}: 'subscribers' must be a list")
-    subscribers: list[Subscriber] = []
-    problems: list[ConfigError] = []
-    for i, entry in enumerate(entries):
-        result = _subscriber(path, i, defaults, entry)
-        if isinstance(result, Subscriber):
-            subscribers.append(result)
-        else:
-            problems += result
-    problems += _duplicates(path, subscribers)
-    return SubscriberList(path, tuple(subscribers)), problems
+        raise ConfigError(f"{path}:{_line_of(data, 'subscribers')}: 'subscribers' must be a list")
+    return defaults, entries
 
 
 def _read_yaml(path: Path) -> Any:
@@ -318,17 +328,6 @@ def _subscriber_problems(exc: ValidationError) -> list[tuple[str, str]]:
 def _close_key(key: str) -> str | None:
     found = difflib.get_close_matches(key, list(Subscriber.model_fields), n=1, cutoff=0.6)
     return found[0] if found else None
-
-
-def _duplicates(path: Path, subscribers: list[Subscriber]) -> list[ConfigError]:
-    seen: set[str] = set()
-    problems = []
-    for s in subscribers:
-        key = s.email.casefold()
-        if key in seen:
-            problems.append(ConfigError(f"{path}: subscriber {s.email}: duplicate email"))
-        seen.add(key)
-    return problems
 
 
 _UNION_MEMBER = re.compile(r"[-\[]")
