@@ -275,7 +275,7 @@ def status(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(metavar="HOST", help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(metavar="PORT", help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """Preview every subscriber's next digest in a browser, and host the one-click unsubscribe endpoint."""
     from newsletter.serve import run_server
@@ -287,7 +287,9 @@ def serve(
 def daemon(
     tick: Annotated[
         int | None,
-        typer.Option(metavar="SECONDS", help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]"),
+        typer.Option(
+            metavar="SECONDS", min=1, help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]"
+        ),
     ] = None,
 ) -> None:
     """Run in the foreground: fetch sources on a schedule and send each digest when it is due."""

@@ -197,6 +197,8 @@ def test_help_lists_the_commands_and_where_each_setting_comes_from() -> None:
         (["ingest"], "Missing argument"),
         (["run", "--workers", "abc"], "Invalid value for '--workers'"),
         (["run", "--dry-run", "true"], "unexpected extra argument"),
+        (["serve", "--port", "99999"], "Invalid value for '--port'"),  # was an OverflowError traceback
+        (["daemon", "--tick", "0"], "Invalid value for '--tick'"),
     ],
 )
 def test_usage_errors_are_a_message_and_exit_2_not_a_traceback(
