@@ -3,13 +3,16 @@ the embedding model's own tqdm bars never show."""
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
+from newsletter import progress
 from newsletter.rank.semantic import semantic_available
 
 from .helpers import add_dumps, seed_names
@@ -65,3 +68,23 @@ def test_loading_the_model_prints_no_tqdm_bars() -> None:
     assert proc.stdout == "(40, 384)\n"
     for bar in ("Loading weights", "Batches", "it/s]"):
         assert bar not in proc.stderr
+
+
+def test_a_step_inside_another_takes_its_place_and_a_pipe_gets_nothing() -> None:
+    screen = io.StringIO()
+    with progress.shown_on(Console(file=screen, force_terminal=True, width=100)):
+        bar = progress._bar
+        assert bar is not None
+        with progress.step("Ranking and sending digests", 3) as advance:
+            with progress.step("Embedding papers", 500) as embed:
+                embed(256)
+                assert [t.description for t in bar.tasks if t.visible] == ["Embedding papers"]
+            advance(3)
+            assert [(t.description, t.completed) for t in bar.tasks if t.visible] == [
+                ("Ranking and sending digests", 3)
+            ]
+    assert "Embedding papers" in screen.getvalue()
+    piped = io.StringIO()
+    with progress.shown_on(Console(file=piped, force_terminal=False)), progress.step("Sending", 3) as advance:
+        advance(3)
+    assert piped.getvalue() == ""
