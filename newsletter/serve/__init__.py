@@ -2,7 +2,8 @@
 
 Routes (see ``web``): ``/`` every subscriber's next digest or why there is none; ``/s/<email>`` one
 subscriber's digest with subject, size, headers, scores and near misses; ``/s/<email>/html`` and
-``/s/<email>/text`` the two parts exactly as sent; ``/unsubscribe/<token>`` the RFC 8058 endpoint.
+``/s/<email>/text`` the two parts exactly as sent; ``/s/<email>/last`` the last digest sent (rebuilt from
+the delivery log); ``/unsubscribe/<token>`` the RFC 8058 endpoint.
 Nothing here plans or sends a digest; new dump files are ingested when no run holds the lock.
 """
 
