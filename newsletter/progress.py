@@ -40,7 +40,9 @@ def shown_on(console: Console) -> Iterator[None]:
         yield
         return
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as bar:
+    # stdout is left alone: it carries the report (--json), whatever the terminal shows on stderr
+    bar = Progress(*columns, TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False)
+    with bar:
         _bar, _owner = bar, os.getpid()
         try:
             yield
