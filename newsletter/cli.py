@@ -9,20 +9,21 @@ import webbrowser
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand
 
-from newsletter import __version__
+from newsletter import __version__, progress
 from newsletter.address import address_key
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, stop_on_sigterm, utcnow
+from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
-from newsletter.errors import ConfigError, NewsletterError
-from newsletter.render import Renderer
-from newsletter.report import RunReport
-from newsletter.send import envelope_for, make_transport
+from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.report import RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 
@@ -35,6 +36,20 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 err = Console(stderr=True)
+
+
+class _Command(TyperCommand):
+    """A command whose arguments show their metavar in --help, not a Python type (``<list[Path]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+
+def _no_type(ctx: Any) -> str:
+    return ""
 
 
 class State:
@@ -57,25 +72,32 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     home: Annotated[
-        Path | None, typer.Option(help="State folder [env NEWSLETTER_HOME, default ./.newsletter]")
+        Path | None,
+        typer.Option(metavar="DIR", help="State folder [env NEWSLETTER_HOME, default ./.newsletter]"),
     ] = None,
     subscribers: Annotated[
         Path | None,
-        typer.Option(help="Subscribers YAML [env NEWSLETTER_SUBSCRIBERS, default ./subscribers.yaml]"),
+        typer.Option(
+            metavar="FILE", help="Subscribers YAML [env NEWSLETTER_SUBSCRIBERS, default ./subscribers.yaml]"
+        ),
     ] = None,
     dumps: Annotated[
-        Path | None, typer.Option(help="Dumps folder [env NEWSLETTER_DUMPS, default ./seeds]")
+        Path | None, typer.Option(metavar="DIR", help="Dumps folder [env NEWSLETTER_DUMPS, default ./seeds]")
     ] = None,
     templates: Annotated[
-        Path | None, typer.Option(help="Templates folder [env NEWSLETTER_TEMPLATES]")
+        Path | None, typer.Option(metavar="DIR", help="Templates folder [env NEWSLETTER_TEMPLATES]")
     ] = None,
     transport: Annotated[
         str | None,
-        typer.Option(help="file | smtp | postmark | sendgrid | mailgun | resend [env NEWSLETTER_TRANSPORT]"),
+        typer.Option(
+            metavar="NAME",
+            help="file | smtp | postmark | sendgrid | mailgun | resend [env NEWSLETTER_TRANSPORT]",
+        ),
     ] = None,
     ranker: Annotated[
-        str | None, typer.Option(help="auto | lexical | semantic [env NEWSLETTER_RANKER]")
+        str | None, typer.Option(metavar="NAME", help="auto | lexical | semantic [env NEWSLETTER_RANKER]")
     ] = None,
     new_database: Annotated[
         bool,
@@ -100,6 +122,8 @@ def main_options(
     }
     state.debug = debug
     state.new_database = new_database
+    if ctx.invoked_subcommand not in ("daemon", "serve"):  # long-lived: their logs say enough
+        ctx.with_resource(progress.shown_on(err))  # a bar on a terminal, for the command's long steps
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
     if err.is_terminal:
         logging.basicConfig(
@@ -109,27 +133,34 @@ def main_options(
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
+NOW_HINT = "e.g. --now 2026-03-11T08:00 (UTC unless it has an offset)"
+
+
 def _parse_now(value: str | None) -> datetime:
     if value is None:
         return utcnow()
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ConfigError(f"--now: not an ISO-8601 date/time: {value!r}") from None
+        raise UsageError(f"--now: not an ISO-8601 date/time: {value!r}", hint=NOW_HINT) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 DETAILED_UP_TO = 1000  # subscribers listed one by one after a run (more: counts and problems only)
 
 NowOption = Annotated[
-    str | None, typer.Option("--now", help="Override the clock (ISO-8601), for backfills and tests.")
+    str | None,
+    typer.Option("--now", metavar="TIME", help="Override the clock (ISO-8601), for backfills and tests."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")]
 
 
-@app.command()
+@app.command(cls=_Command)
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="Dump files (HF text dumps or HF daily papers JSON).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(metavar="FILE", help="Dump files (HF text dumps or HF daily papers JSON)."),
+    ],
     as_json: JsonOption = False,
     now: NowOption = None,
 ) -> None:
@@ -142,7 +173,7 @@ def ingest(
     else:
         for o in outcomes:
             status = f"rejected: {o.error}" if o.error else "already ingested" if o.already else "ingested"
-            typer.echo(f"{o.file}: {o.papers} papers, {o.new} new ({status})")
+            typer.echo(f"{o.file}: {plural(o.papers, 'paper')}, {o.new} new ({status})")
     if any(o.error for o in outcomes):
         raise typer.Exit(1)
 
@@ -165,11 +196,14 @@ def run(
     ] = False,
     as_json: JsonOption = False,
     workers: Annotated[
-        int | None, typer.Option(help="Processes sending new digests [NEWSLETTER_WORKERS, 1]")
+        int | None, typer.Option(metavar="N", help="Processes sending new digests [NEWSLETTER_WORKERS, 1]")
     ] = None,
     connections: Annotated[
         str | None,
-        typer.Option(help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]"),
+        typer.Option(
+            metavar="N|auto",
+            help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]",
+        ),
     ] = None,
     fetch: Annotated[
         bool,
@@ -204,7 +238,7 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         for d in report.digests:
-            detail = f"{len(d.items)} papers" if d.items and d.status != "skipped" else d.reason
+            detail = plural(len(d.items), "paper") if d.items and d.status != "skipped" else d.reason
             typer.echo(f"{d.subscriber}: {d.status} ({detail})")
         for problem in report.errors:
             err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
@@ -231,7 +265,7 @@ def retry(
         requeued = pipeline.store.requeue(clock, statuses=statuses)
         report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True)
     if not as_json:
-        typer.echo(f"{len(requeued)} deliveries requeued")
+        typer.echo(f"{len(requeued)} {'delivery' if len(requeued) == 1 else 'deliveries'} requeued")
     _print_report(report, as_json)
 
 
@@ -253,8 +287,8 @@ def status(
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """Preview every subscriber's next digest in a browser, and host the one-click unsubscribe endpoint."""
     from newsletter.serve import run_server
@@ -265,7 +299,10 @@ def serve(
 @app.command()
 def daemon(
     tick: Annotated[
-        int | None, typer.Option(help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]")
+        int | None,
+        typer.Option(
+            metavar="SECONDS", min=1, help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]"
+        ),
     ] = None,
 ) -> None:
     """Run in the foreground: fetch sources on a schedule and send each digest when it is due."""
@@ -276,55 +313,76 @@ def daemon(
     run_daemon(state.settings(), tick_seconds=tick, new_database=state.new_database)
 
 
-@app.command()
+@app.command(cls=_Command)
 def preview(
-    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
     out: Annotated[
-        Path | None, typer.Option(help="Write the HTML here [default: $NEWSLETTER_HOME/preview/<email>.html]")
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write the HTML here [default: $NEWSLETTER_HOME/preview/EMAIL.html]"
+        ),
     ] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser.")] = False,
+    last: Annotated[
+        bool, typer.Option("--last", help="Show the last digest sent to EMAIL instead of the next one.")
+    ] = False,
     now: NowOption = None,
 ) -> None:
-    """Render the digest EMAIL would get now (due or not); sends nothing and records no digest."""
+    """Render the digest EMAIL would get now (due or not), or with --last the last one sent.
+
+    Sends nothing and records no digest.
+    """
     settings = state.settings()
     subscriber = load_subscribers(settings.subscribers).find(email)
     if subscriber is None:
         raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
+    if last:
+        with open_pipeline(settings, lock=False, new_database=state.new_database) as pipeline:  # log only
+            found = pipeline.last_sent(subscriber)
+        if found is None:
+            typer.echo(f"{email}: no digest sent yet")
+            return
+        record, message = found
+        when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
+        _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
+        return
     with open_pipeline(settings, new_database=state.new_database) as pipeline:
         pipeline.ingest_folder(_parse_now(now))
         selection, view = pipeline.preview(subscriber, _parse_now(now))
         rendered = pipeline.renderer.render(view) if view else None
     if rendered is None:
-        typer.echo(f"{email}: no digest now ({selection.reason})")
+        typer.echo(f"{email}: no digest now ({selection.reason}); `--last` shows the last one sent")
         return
-    target = out or settings.home / "preview" / f"{email}.html"
+    what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
+    _show_preview(rendered.html, what, out, settings, email, open_browser)
+
+
+def _show_preview(
+    html: str, what: str, out: Path | None, settings: Settings, email: str, browse: bool
+) -> None:
+    target = out or settings.home / "preview" / f"{quote(email, safe='@')}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(rendered.html, encoding="utf-8")
-    typer.echo(f"Subject: {rendered.subject}\n{len(selection.chosen)} papers -> {target}")
-    if open_browser:
+    target.write_text(html, encoding="utf-8")
+    typer.echo(f"{what} -> {target}")
+    if browse:
         webbrowser.open(target.resolve().as_uri())
 
 
 @app.command()
 def check() -> None:
-    """Validate settings, sources, subscribers and templates; exit non-zero with the first problem.
+    """Validate settings, sources, subscribers, templates and folders; list every problem (exit 1).
 
     Nothing is connected to: a wrong password or an unreachable server shows at the first send.
     """
-    from newsletter.schedule import fetch_schedule  # APScheduler: imported only where needed
-
     settings = state.settings()
-    subscribers = load_subscribers(settings.subscribers)
-    Renderer(settings.templates_dir)
-    make_transport(settings)  # built, not connected: a missing API key shows here
-    envelope_for(settings, "subscriber@example.org")  # the sender address is usable
-    sources_from_settings(settings)
-    fetch_schedule(settings.fetch_cron)
-    if settings.base_url and not settings.unsubscribe_secret:
-        raise ConfigError(
-            "NEWSLETTER_BASE_URL is set but NEWSLETTER_UNSUBSCRIBE_SECRET is not",
-            hint="one-click unsubscribe links need a secret to sign them",
-        )
+    result = check_all(settings)
+    for problem in result.problems:
+        _print_error(problem)
+    if result.problems:
+        err.print(f"{plural(len(result.problems), 'problem')} found", highlight=False)
+        raise typer.Exit(1)
+    subscribers = result.subscribers
+    assert subscribers is not None  # read, or there would be a problem
     for email in _unsubscribed_in(settings, subscribers):
         err.print(f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing")
     typer.echo(f"ok: {len(subscribers.subscribers)} subscribers, templates in {settings.templates_dir}")
@@ -350,7 +408,11 @@ def main() -> NoReturn:
 def _fail(exc: NewsletterError) -> NoReturn:
     if state.debug:
         err.print_exception()
+    _print_error(exc)
+    sys.exit(2 if isinstance(exc, UsageError) else 1)
+
+
+def _print_error(exc: NewsletterError) -> None:
     err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
     if exc.hint:
         err.print(f"hint: {exc.hint}", highlight=False, markup=False, soft_wrap=True)
-    sys.exit(1)

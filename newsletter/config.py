@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pydantic_settings import (
 )
 
 from newsletter.address import address_key
-from newsletter.errors import ConfigError
+from newsletter.errors import ConfigError, UsageError
 from newsletter.models import Subscriber
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to the repo's templates/
@@ -130,6 +131,11 @@ class Settings(BaseSettings):
     def templates_dir(self) -> Path:
         return self.templates or PACKAGE_TEMPLATES
 
+    def secret_values(self) -> list[str]:
+        """The secrets' values, for masking them in text that leaves the process (newsletter.redact)."""
+        secrets = (self.api_key, self.smtp_password, self.unsubscribe_secret)
+        return [s.get_secret_value() for s in secrets if s is not None]
+
     @property
     def sender_domain(self) -> str:
         address = self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
@@ -156,9 +162,22 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise ConfigError(f"invalid setting {_first_problem(exc)}") from None
+        field = str(exc.errors()[0]["loc"][0])
+        error = UsageError if field in given else ConfigError
+        raise error(f"invalid setting {_first_problem(exc)} ({_origin(field, given)})") from None
     except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON
         raise ConfigError(f"invalid setting: {exc}", hint="complex settings are JSON, e.g. [{...}]") from None
+
+
+def _origin(field: str, given: dict[str, Any]) -> str:
+    """Where a setting's value came from: a flag, an environment variable or newsletter.toml."""
+    if field in given:
+        return f"flag --{field.replace('_', '-')}"
+    names = ["NEWSLETTER_FROM"] if field == "sender" else []
+    names.append(f"NEWSLETTER_{field.upper()}")
+    variables = {name.upper() for name in os.environ}
+    found = next((name for name in names if name in variables), None)
+    return f"environment variable {found}" if found else "newsletter.toml"
 
 
 @dataclass(frozen=True)
@@ -200,14 +219,23 @@ class _UniqueKeyLoader(_SafeLoader):
         return super().resolve(kind, value, implicit)
 
 
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
+class _Lined(dict[Any, Any]):
+    """A YAML mapping that remembers its line and each key's line (1-based), for error messages."""
+
+    line: int = 0
+    key_lines: dict[Any, int]
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> _Lined:
+    seen: dict[Any, int] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node)
+        seen[key] = key_node.start_mark.line + 1
+    mapping = _Lined(loader.construct_mapping(node))
+    mapping.line, mapping.key_lines = node.start_mark.line + 1, seen
+    return mapping
 
 
 _UniqueKeyLoader.add_constructor(
@@ -217,22 +245,52 @@ _UniqueKeyLoader.add_constructor(
 
 
 def load_subscribers(path: Path) -> SubscriberList:
-    """Read and validate subscribers.yaml. Errors name the file, the subscriber and the field."""
-    data = _read_yaml(path)
+    """Read and validate subscribers.yaml; the first problem is raised (``check`` lists them all)."""
+    subscribers, problems = read_subscribers(path)
+    if problems:
+        more = len(problems) - 1
+        hint = f"and {more} more; `newsletter check` lists every problem" if more else problems[0].hint
+        raise ConfigError(problems[0].message, hint)
+    return subscribers
+
+
+def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
+    """The valid subscribers and every problem found, each naming the file, line, subscriber and key.
+
+    A problem with the file as a whole (not found, not YAML, no 'subscribers:' list) is raised.
+    """
+    defaults, entries = _top_level(path, _read_yaml(path))
+    subscribers: list[Subscriber] = []
+    problems: list[ConfigError] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        result = _subscriber(path, i, defaults, entry)
+        if not isinstance(result, Subscriber):
+            problems += result
+        elif address_key(result.email) in seen:
+            problems.append(
+                ConfigError(f"{path}:{_line_of(entry, 'email')}: subscriber {result.email}: duplicate email")
+            )
+        else:
+            seen.add(address_key(result.email))
+            subscribers.append(result)
+    return SubscriberList(path, tuple(subscribers)), problems
+
+
+def _top_level(path: Path, data: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The ``defaults`` mapping and the ``subscribers`` list, or a ConfigError naming the line."""
     if not isinstance(data, dict) or "subscribers" not in data:
         raise ConfigError(f"{path}: expected a mapping with a 'subscribers:' list")
-    unknown = set(data) - {"defaults", "subscribers"}
+    unknown = sorted(map(str, set(data) - {"defaults", "subscribers"}))
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key {sorted(unknown)[0]!r}")
+        raise ConfigError(f"{path}:{_line_of(data, unknown[0])}: unknown top-level key {unknown[0]!r}")
     defaults = data.get("defaults") or {}
     entries = data["subscribers"] or []
     if not isinstance(defaults, dict):
-        raise ConfigError(f"{path}: 'defaults' must be a mapping")
+        raise ConfigError(f"{path}:{_line_of(data, 'defaults')}: 'defaults' must be a mapping")
     if not isinstance(entries, list):
-        raise ConfigError(f"{path}: 'subscribers' must be a list")
-    subscribers = tuple(_subscriber(path, i, defaults, entry) for i, entry in enumerate(entries))
-    _refuse_duplicates(path, subscribers)
-    return SubscriberList(path, subscribers)
+        raise ConfigError(f"{path}:{_line_of(data, 'subscribers')}: 'subscribers' must be a list")
+    return defaults, entries
 
 
 def _read_yaml(path: Path) -> Any:
@@ -278,36 +336,81 @@ def _refuse_expansion(path: Path, data: Any, limit: int) -> None:
             stack += node
 
 
-def _subscriber(path: Path, index: int, defaults: dict[str, Any], entry: Any) -> Subscriber:
+def _subscriber(
+    path: Path, index: int, defaults: dict[str, Any], entry: Any
+) -> Subscriber | list[ConfigError]:
     label = f"subscriber #{index + 1}"
     if not isinstance(entry, dict):
-        raise ConfigError(f"{path}: {label}: expected a mapping")
+        return [ConfigError(f"{path}: {label}: expected a mapping")]
     email = entry.get("email", "no email")
     if isinstance(email, str):  # only text goes into the label, never a list to stringify
         label = f"{label} ({_CONTROL.sub(' ', email)[:320]})"  # the error stays one line
     try:
         return Subscriber(**{**defaults, **entry})
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {label}: {_first_problem(exc)}") from None
+        return [
+            ConfigError(f"{path}:{_line_of(entry, key)}: {label}: {problem}")
+            for key, problem in _subscriber_problems(exc)
+        ]
 
 
-def _refuse_duplicates(path: Path, subscribers: tuple[Subscriber, ...]) -> None:
-    seen: set[str] = set()
-    for s in subscribers:
-        key = address_key(s.email)
-        if key in seen:
-            raise ConfigError(f"{path}: subscriber {s.email}: duplicate email")
-        seen.add(key)
+def _line_of(entry: dict[str, Any], key: str) -> int:
+    """The line of ``key`` in the subscriber's mapping, else of the mapping itself (0: unknown)."""
+    lines = getattr(entry, "key_lines", {})
+    return int(lines.get(key, getattr(entry, "line", 0)))
+
+
+def _subscriber_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(key, problem) for each error; 'unknown key' says which key was meant and hides its 'required'."""
+    errors = exc.errors()
+    meant = {str(e["loc"][0]): _close_key(str(e["loc"][0])) for e in errors if e["type"] == "extra_forbidden"}
+    suggested = set(meant.values())
+    problems = []
+    for e in errors:
+        key = str(e["loc"][0]) if e["loc"] else ""
+        if e["type"] == "missing" and key in suggested:
+            continue  # 'interets' was meant as 'interests': one problem, not two
+        if e["type"] == "extra_forbidden":
+            guess = meant.get(key)
+            problems.append((key, f"unknown key '{key}'" + (f" (did you mean '{guess}'?)" if guess else "")))
+        else:
+            problems.append((key, f"field '{_field(e)}': {_wording(e)}"))
+    return problems
+
+
+def _close_key(key: str) -> str | None:
+    found = difflib.get_close_matches(key, list(Subscriber.model_fields), n=1, cutoff=0.6)
+    return found[0] if found else None
 
 
 _UNION_MEMBER = re.compile(r"[-\[]")
+# pydantic's words for a type, in a subscribers file's terms
+_WORDS = {
+    "missing": "required",
+    "extra_forbidden": "unknown key",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "string_type": "expected text",
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "dict_type": "expected a mapping",
+}
+_PREFIXES = re.compile(r"^(Value error|Assertion failed), ")
 
 
 def _first_problem(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    # without the union member pydantic tried (e.g. 'connections.constrained-int' -> 'connections')
-    field = ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))) or "value"
-    message = err["msg"]
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    return f"field '{field}': {message}"
+    return f"field '{_field(err)}': {_wording(err)}"
+
+
+def _field(err: Any) -> str:
+    """The field's path, without the union member pydantic tried ('connections.constrained-int')."""
+    return ".".join(str(p) for p in err["loc"] if not _UNION_MEMBER.search(str(p))) or "value"
+
+
+def _wording(err: Any) -> str:
+    """One problem in plain words: no 'Value error,', no 'valid tuple'."""
+    if err["type"] in _WORDS:
+        return _WORDS[err["type"]]
+    message = _PREFIXES.sub("", str(err["msg"]))
+    return message.replace("Input should be ", "should be ")

@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from newsletter.config import Settings
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
-from newsletter.report import DigestOutcome, ItemReport, Timings
+from newsletter.redact import redact
+from newsletter.report import DigestOutcome, ItemReport, Timings, plural
 from newsletter.send.base import Transport
 from newsletter.store import InvalidTransition, Store
 
@@ -61,6 +62,11 @@ class Courier:
         self._last_send = float("-inf")
         self.halted = False
         self._session = store.delivery_session(session_lock)
+        self._secrets = settings.secret_values()
+
+    def _said(self, exc: SendError) -> str:
+        """The error as logged and recorded: every secret masked, whatever the transport let through."""
+        return redact(str(exc), self._secrets)
 
     def __enter__(self) -> Courier:
         self._session.__enter__()
@@ -91,7 +97,7 @@ class Courier:
         self._session.accepted(message.digest_id, message.message_id, now)
         self.sent += 1
         self.bytes_sent += len(message.raw)
-        log.info("sent %s to %s (%d papers)", message.digest_id, message.recipient, len(items))
+        log.info("sent %s to %s (%s)", message.digest_id, message.recipient, plural(len(items), "paper"))
         return DigestOutcome(message.recipient, "sent", "", items, message.digest_id)
 
     def _send_with_retries(self, message: OutgoingMessage, now: datetime) -> None:
@@ -122,9 +128,9 @@ class Courier:
                 ):
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else delay
-                log.warning("%s: %s; retrying in %.1fs", message.recipient, exc, wait)
+                log.warning("%s: %s; retrying in %.1fs", message.recipient, self._said(exc), wait)
                 # refused, so not sent: a crash during the wait must leave it queued, not 'unknown'
-                self.store.mark_failed(message.digest_id, now, str(exc), permanent=False, retry_at=now)
+                self.store.mark_failed(message.digest_id, now, self._said(exc), permanent=False, retry_at=now)
                 self.sleep(wait)
                 delay *= 2
 
@@ -144,18 +150,19 @@ class Courier:
     def _record_failure(
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
     ) -> DigestOutcome:
-        log.error("%s: %s", message.recipient, exc)
+        said = self._said(exc)
+        log.error("%s: %s", message.recipient, said)
         if exc.transport_down:
             self.halted = True  # every other message would fail the same way: stop, keep them queued
         if exc.unknown:
-            self.store.mark_unknown(message.digest_id, now, str(exc))
-            return DigestOutcome(message.recipient, "unknown", f"error: {exc}", items, message.digest_id)
+            self.store.mark_unknown(message.digest_id, now, said)
+            return DigestOutcome(message.recipient, "unknown", f"error: {said}", items, message.digest_id)
         retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
-        self.store.mark_failed(message.digest_id, now, str(exc), permanent=exc.permanent, retry_at=retry_at)
+        self.store.mark_failed(message.digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
         kind = "permanent" if exc.permanent else "temporary, will retry next run"
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
-        return DigestOutcome(message.recipient, "failed", f"error ({kind}): {exc}", items, message.digest_id)
+        return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
 
 
 def _next_run_backoff(retry_after: float | None) -> timedelta:

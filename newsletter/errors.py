@@ -23,6 +23,10 @@ class ConfigError(NewsletterError):
     """Settings or subscribers file is invalid."""
 
 
+class UsageError(ConfigError):
+    """A bad value on the command line (a flag or an argument): the CLI exits with status 2."""
+
+
 class SourceError(NewsletterError):
     """A dump could not be read or fetched."""
 

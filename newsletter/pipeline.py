@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from newsletter import progress
 from newsletter.address import address_key
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
@@ -37,7 +38,7 @@ from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for, parse_sender
 from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.clean import clean_abstract, excerpt
-from newsletter.store import DeliveryRecord, DigestPlan, PlannedItem, Store
+from newsletter.store import SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,6 @@ class Pipeline:
             problem = f"{path}: cannot read this dump: {type(exc).__name__}: {exc}"
             log.error("rejected %s", problem)
             return DumpOutcome(file=str(path), error=problem)
-        if not result.already:
-            log.info("ingested %s: %d papers, %d new", path, result.papers, result.new)
         return DumpOutcome(str(path), result.papers, result.new, result.already)
 
     # -- a whole run --------------------------------------------------------------------------------
@@ -144,6 +143,7 @@ class Pipeline:
             report.recovered_unknown = self.store.recover_interrupted(now)
         with self.timings("ingest"):
             report.dumps = self.ingest_folder(now)
+        report.ingested = True
         if dry_run:
             report.extend(self._dry_outcome(sel, now) for sel in self.select(subscribers.subscribers, now))
         else:
@@ -195,9 +195,14 @@ class Pipeline:
                 chunks = build_ahead(self, subscribers, now, stopped, parts=couriers.uses_parts)
             else:
                 chunks = self.build_chunks(subscribers, now, stopped)
-            with contextlib.closing(chunks):  # on an error too: the builder is stopped and reaped
+            with (
+                contextlib.closing(chunks),  # on an error too: the builder is stopped and reaped
+                progress.step("Ranking and sending digests", len(subscribers)) as advance,
+            ):
                 for built in chunks:
-                    report.extend(self._send_chunk(couriers, built, now))
+                    outcomes = self._send_chunk(couriers, built, now)  # one per subscriber
+                    report.extend(outcomes)
+                    advance(len(outcomes))
         report.bytes_sent = couriers.bytes_sent
         report.timings = dict(self.timings.totals)
         return report
@@ -225,10 +230,12 @@ class Pipeline:
             self.transport_factory() as transport,
             Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep) as courier,
         ):
-            for record in pending:
-                if courier.stopped:
-                    break
-                report.add(self._retry_one(courier, record, subscribers, now))
+            with progress.step("Sending queued digests", len(pending)) as advance:
+                for record in pending:
+                    if courier.stopped:
+                        break
+                    report.add(self._retry_one(courier, record, subscribers, now))
+                    advance(1)
             report.bytes_sent = courier.bytes_sent
         return report
 
@@ -246,6 +253,15 @@ class Pipeline:
         if not selection.chosen:
             return selection, None
         return selection, self.view(subscriber, selection.chosen, now)
+
+    def last_sent(self, subscriber: Subscriber) -> tuple[DeliveryRecord, OutgoingMessage] | None:
+        """The subscriber's newest digest that was sent, rebuilt from the delivery log (its papers,
+        scores, reasons, date and id) with the current templates; None before the first one."""
+        sent = self.store.deliveries((SENT,), subscriber.email)
+        if not sent:
+            return None
+        record = sent[-1]  # oldest first
+        return record, self._message(subscriber, _scored(record), record.digest_id, record.created_at)
 
     # -- rendering and building ---------------------------------------------------------------------
 
@@ -363,7 +379,7 @@ class Pipeline:
             why = "unsubscribed" if sub else "no longer in the subscribers file"
             self.store.mark_failed(record.digest_id, now, why, permanent=True)
             return DigestOutcome(record.email, "failed", why, digest_id=record.digest_id)
-        items = tuple(Scored(paper, score, why, relevant=True) for paper, _pos, score, why in record.items)
+        items = _scored(record)
         try:
             message = self._message(sub, items, record.digest_id, record.created_at)
         except (RenderError, SendError) as exc:
@@ -419,6 +435,11 @@ def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection,
 def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> DigestPlan:
     items = tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(selection.chosen, start=1))
     return DigestPlan(digest_id, selection.subscriber.email, now, selection.upto_seq, subject, items)
+
+
+def _scored(record: DeliveryRecord) -> tuple[Scored, ...]:
+    """A recorded digest's papers as the ranker gave them (all were relevant)."""
+    return tuple(Scored(paper, score, why, relevant=True) for paper, _pos, score, why in record.items)
 
 
 def _items(scored: Sequence[Scored]) -> tuple[ItemReport, ...]:

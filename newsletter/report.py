@@ -86,6 +86,7 @@ class RunReport:
     # subscribers (address keys) whose queued digest this run already delivered: one entry each,
     # so their 'skipped' (nothing new, not due) from the new-digest pass is left out
     delivered_earlier: frozenset[str] = frozenset()
+    ingested: bool = False  # the dumps folder was ingested: the summary starts with what it found
 
     def add(self, outcome: DigestOutcome) -> None:
         if outcome.status == "skipped" and address_key(outcome.subscriber) in self.delivered_earlier:
@@ -134,15 +135,20 @@ class RunReport:
 
     def summary(self) -> str:
         ingested = [d for d in self.dumps if not d.already and not d.error]
-        new = sum(d.new for d in ingested)
-        parts = [f"{len(ingested)} dump(s) ingested ({new} new papers)"]
+        new = plural(sum(d.new for d in ingested), "new paper")
+        parts = [f"{plural(len(ingested), 'dump')} ingested ({new})"] if self.ingested else []
         parts += [f"{n} {status}" for status, n in sorted(self.statuses.items()) if status != "skipped"]
         parts += [f"{n} skipped: {reason}" for reason, n in sorted(self.skipped.items())]
         errors = sum(1 for d in self.dumps if d.error)
         if errors:
-            parts.append(f"{errors} dump(s) rejected")
+            parts.append(f"{plural(errors, 'dump')} rejected")
         if self.errors:
-            parts.append(f"{len(self.errors)} error(s)")
+            parts.append(plural(len(self.errors), "error"))
         if self.recovered_unknown:
             parts.append(f"{len(self.recovered_unknown)} interrupted earlier, now unknown")
         return "; ".join(parts)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 paper', '2 papers', '0 papers' (the nouns used here take a plain -s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

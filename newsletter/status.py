@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from newsletter.address import address_key
 from newsletter.config import SubscriberList
@@ -23,12 +23,14 @@ def status_report(
     for sub in subscribers.subscribers:
         state = states.get(address_key(sub.email))
         last = state.last_digest_at if state else None
+        due = next_due_at(sub, last, now)
         rows.append(
             {
                 "subscriber": sub.email,
                 "cadence": sub.cadence,
                 "last_digest_at": last.isoformat() if last else None,
-                "next_due_at": _due_text(next_due_at(sub, last, now), now),
+                "next_due_at": due.isoformat() if due else None,  # None: when a dump brings new papers
+                "next_due": _due_text(due, now),
                 "unsubscribed": address_key(sub.email) in unsubscribed,
             }
         )
@@ -51,17 +53,30 @@ def status_report(
 
 
 def _due_text(due: datetime | None, now: datetime) -> str:
+    """The next due time in words: 'now', a time, or 'when a dump brings new papers'."""
     if due is None:
         return "when a dump brings new papers"
-    return "now" if due <= now else due.isoformat()
+    return "now" if due <= now else _short_time(due.isoformat())
+
+
+def _short_time(iso: str) -> str:
+    """'2026-03-11T08:00:00+00:00' -> '2026-03-11 08:00 UTC' (times are kept in UTC)."""
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    table = Table("subscriber", "cadence", "last digest", "next due", title="Subscribers")
+    table = Table(
+        Column("subscriber", overflow="fold"),
+        "cadence",
+        Column("last digest", no_wrap=True),  # a long address wraps; a time is never cut
+        Column("next due", no_wrap=True),
+        title="Subscribers",
+    )
     for row in data["subscribers"]:
-        due = "unsubscribed" if row["unsubscribed"] else row["next_due_at"]
-        table.add_row(row["subscriber"], row["cadence"], row["last_digest_at"] or "never", due)
+        due = "unsubscribed" if row["unsubscribed"] else row["next_due"]
+        last = _short_time(row["last_digest_at"]) if row["last_digest_at"] else "never"
+        table.add_row(row["subscriber"], row["cadence"], last, due)
     console.print(table)
     if data["attention"]:
         problems = Table("digest", "subscriber", "status", "attempts", "error", title="Needs attention")

@@ -197,6 +197,8 @@ def test_help_lists_the_commands_and_where_each_setting_comes_from() -> None:
         (["ingest"], "Missing argument"),
         (["run", "--workers", "abc"], "Invalid value for '--workers'"),
         (["run", "--dry-run", "true"], "unexpected extra argument"),
+        (["serve", "--port", "99999"], "Invalid value for '--port'"),  # was an OverflowError traceback
+        (["daemon", "--tick", "0"], "Invalid value for '--tick'"),
     ],
 )
 def test_usage_errors_are_a_message_and_exit_2_not_a_traceback(
@@ -206,6 +208,37 @@ def test_usage_errors_are_a_message_and_exit_2_not_a_traceback(
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--ranker", "semantik", "check"], "error: invalid setting field 'ranker': "),
+        (["--transport", "smpt", "check"], "error: invalid setting field 'transport': "),
+        (["run", "--workers", "0"], "error: invalid setting field 'workers': "),
+        (["run", "--now", "tomorrow"], "error: --now: not an ISO-8601 date/time: 'tomorrow'"),
+    ],
+)
+def test_a_bad_flag_value_exits_2_naming_the_flag(env: dict[str, str], args: list[str], message: str) -> None:
+    proc = cli(env, *args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(message)
+    flag = next(a for a in args if a.startswith("--"))
+    assert flag in proc.stderr.splitlines()[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_bad_setting_names_the_variable_or_newsletter_toml_it_came_from(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    proc = cli({**env, "NEWSLETTER_RANKER": "semantik"}, "check", check=False)
+    assert proc.returncode == 1
+    assert "(environment variable NEWSLETTER_RANKER)" in proc.stderr.splitlines()[0]
+    (tmp_path / "newsletter.toml").write_text("workers = 0\n", encoding="utf-8")
+    proc = cli(env, "status", check=False)  # the working directory is tmp_path
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: invalid setting field 'workers'")
+    assert "(newsletter.toml)" in proc.stderr.splitlines()[0]
 
 
 def test_check_warns_about_unsubscribed_addresses_still_listed(env: dict[str, str]) -> None:

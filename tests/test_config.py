@@ -46,11 +46,11 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
         ("subscribers:\n  - email: a@example.org\n    interests: []\n", "field 'interests'"),
         (
             "subscribers:\n  - email: a@example.org\n    interests: [x]\n    colour: red\n",
-            "field 'colour': unknown key",
+            "subs.yaml:4: subscriber #1 (a@example.org): unknown key 'colour'",
         ),
         (
             "subscribers:\n  - {email: a@example.org, interests: [x]}\n  - {email: A@example.org, interests: [y]}\n",
-            "A@example.org: duplicate email",
+            "subs.yaml:3: subscriber A@example.org: duplicate email",
         ),
         (
             "subscribers:\n  - email: a@example.org\n    email: b@example.org\n    interests: [x]\n",
@@ -65,6 +65,8 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
             "field 'cadence'",
         ),
         ("- just a list\n", "expected a mapping"),
+        ("subscribers: []\nsubscriber:\n  - email: a@example.org\n", "subs.yaml:2: unknown top-level key"),
+        ("subscribers:\n  email: a@example.org\n", "subs.yaml:1: 'subscribers' must be a list"),
         ("subscribers:\n  - email: Eve <eve@example.org>\n    interests: [x]\n", "give just the address"),
         ("subscribers:\n  - email: zoë@example.org\n    interests: [x]\n", "must be ASCII"),
     ],

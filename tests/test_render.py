@@ -206,3 +206,9 @@ def test_subject_for_clips_a_long_title_at_a_word() -> None:
         == "3 new papers: Mamba: Linear-Time Sequence Modeling with Selective State Spaces… and 2 more"
     )
     assert len(subject) <= 90
+
+
+def test_the_text_part_says_why_once() -> None:
+    text = Renderer(PACKAGE_TEMPLATES).render(golden_view()).text
+    assert "Why: matches:" not in text
+    assert "   Matches: state space, Mamba\n" in text

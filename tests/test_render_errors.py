@@ -162,3 +162,33 @@ def test_an_arithmetic_error_in_a_branch_the_samples_miss_fails_that_digest_only
     with pytest.raises(RenderError) as caught:
         renderer.render(golden_view())
     assert str(caught.value).startswith(f"{display_path(tmp_path / TEXT_TEMPLATE)}:{line}: division by zero")
+
+
+@pytest.mark.parametrize(
+    ("link", "text_template"),
+    [  # a file the text template includes, the text template itself, the MJML template itself
+        ("passwd.txt", '{{ view.list_name }}\n{% include "passwd.txt" %}\n'),
+        (TEXT_TEMPLATE, None),
+        (HTML_TEMPLATE, None),
+    ],
+)
+def test_a_template_linking_outside_the_folder_is_refused_naming_it(
+    tmp_path: Path, link: str, text_template: str | None
+) -> None:
+    outside = tmp_path / "private.txt"
+    outside.write_text("root:x:0:0:SECRET-LINE\n", "utf-8")
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / link).symlink_to(outside)
+    if text_template is not None:
+        (folder / TEXT_TEMPLATE).write_text(text_template, "utf-8")
+    error = load_error(folder)
+    assert str(error).startswith(f"{display_path(folder / link)}: resolves outside the templates folder")
+    assert "SECRET-LINE" not in str(error)
+
+
+def test_a_link_inside_the_templates_folder_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "footer.txt").write_text("Bye {{ view.list_name }}\n", "utf-8")
+    (tmp_path / "shared.txt").symlink_to(tmp_path / "footer.txt")
+    (tmp_path / TEXT_TEMPLATE).write_text('{% include "shared.txt" %}', "utf-8")
+    assert Renderer(tmp_path).render(golden_view()).text == "Bye Trending Papers\n"

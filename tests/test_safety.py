@@ -7,6 +7,7 @@ that finds every paper relevant, so the test does not depend on ranking; the res
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import json
@@ -27,8 +28,8 @@ from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings, load_subscribers
-from newsletter.errors import ConfigError, RenderError
-from newsletter.models import Scored, StoredPaper, Subscriber
+from newsletter.errors import ConfigError, RenderError, SendError
+from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.pipeline import Pipeline
 from newsletter.render import Renderer
 from newsletter.render.renderer import HTML_BUDGET
@@ -195,7 +196,7 @@ def test_subscriber_fields_with_line_breaks_or_nul_are_refused_naming_the_field(
     entry = {"email": "eve@example.org", "interests": ["diffusion"], field: value}
     subs.write_text(yaml.safe_dump({"subscribers": [entry]}), encoding="utf-8")
     with pytest.raises(
-        ConfigError, match=re.compile(rf"subscribers\.yaml: subscriber #1 .*field '{field}'", re.S)
+        ConfigError, match=re.compile(rf"subscribers\.yaml:\d+: subscriber #1 .*field '{field}'", re.S)
     ):
         load_subscribers(subs)
 
@@ -429,7 +430,7 @@ def test_secrets_never_appear_in_output_logs_reports_or_files(env: dict[str, str
         cli(env | {"NEWSLETTER_SEND_RATE": "-1"}, "--debug", "run", check=False),  # a settings error
     ]
     assert runs[0].stderr.count("DEBUG") > 0 and "sent" in runs[0].stdout
-    assert runs[-1].returncode == runs[-2].returncode == 1
+    assert runs[-2].returncode == 2 and runs[-1].returncode == 1  # a bad flag value, a bad variable
     for proc in runs:
         assert leaks(proc.stdout + proc.stderr) == [], proc.args
     for path, data in state_files(env):
@@ -507,3 +508,46 @@ def test_an_http_api_rejecting_the_key_never_shows_it(
     with Store(f"sqlite:///{tmp_path / 'state' / 'state.db'}") as store:
         errors = [d.last_error for d in store.deliveries(with_items=False) if d.last_error]
     assert len(errors) == 1 and "refused the API key" in errors[0] and leaks(errors[0]) == []
+
+
+class QuotingTransport:
+    """A transport whose errors quote secrets encoded (SMTP AUTH PLAIN, URL-safe base64): a careless relay."""
+
+    uses_parts = False
+    retries_itself = False
+
+    @staticmethod
+    def encoded() -> tuple[str, str]:
+        plain = base64.b64encode(f"\0digest\0{SECRETS['NEWSLETTER_SMTP_PASSWORD']}".encode()).decode()
+        token = base64.urlsafe_b64encode(f"k={SECRETS['NEWSLETTER_UNSUBSCRIBE_SECRET']}".encode()).decode()
+        return plain, token
+
+    def send(self, message: OutgoingMessage) -> None:
+        plain, token = self.encoded()
+        raise SendError(f"550 relay said: AUTH PLAIN {plain} token={token}", permanent=True)
+
+    def __enter__(self) -> QuotingTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_any_transport_error_is_masked_before_it_is_logged_recorded_or_reported(
+    tmp_path: Path, renderer: Renderer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secrets = {
+        "smtp_password": SecretStr(SECRETS["NEWSLETTER_SMTP_PASSWORD"]),
+        "unsubscribe_secret": SecretStr(SECRETS["NEWSLETTER_UNSUBSCRIBE_SECRET"]),
+    }
+    items = [paper("2401.00001", "Diffusion one")]
+    subs = [{"email": "r0@example.org", "interests": ["diffusion"]}]
+    report, _ = deliver(tmp_path, renderer, items, subs, QuotingTransport(), **secrets)
+    (digest,) = report.digests
+    assert digest.status == "failed" and "relay said: AUTH PLAIN" in digest.reason and "***" in digest.reason
+    with Store(f"sqlite:///{tmp_path / 'state' / 'state.db'}") as store:
+        (error,) = [d.last_error for d in store.deliveries(with_items=False) if d.last_error]
+    plain, token = QuotingTransport.encoded()
+    for text in (digest.reason, error, caplog.text):
+        assert plain[:12] in text and plain[12:-4] not in text and token[8:-4] not in text

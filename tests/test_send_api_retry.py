@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -234,3 +235,28 @@ def test_the_api_key_never_appears_in_logs_errors_or_reprs(
     ):
         assert KEY not in text
     assert any(KEY in str(v) for v in h.api.requests[0].headers.values()) or cls is MailgunTransport
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_a_long_reply_is_masked_before_it_is_cut(cls: type[HttpApiTransport]) -> None:
+    """The key straddling the 300-character cut: masking after the cut showed most of it."""
+    echo = "x" * (300 - len(KEY) // 2) + f" {KEY} and more"
+    h = harness(cls, httpx.Response(401, json={"message": echo, "Message": echo, "ErrorCode": 10}))
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    shown = caught.value.message
+    assert all(KEY[i : i + 6] not in shown for i in range(len(KEY) - 5))
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_base64_forms_of_the_key_are_masked(cls: type[HttpApiTransport]) -> None:
+    """Mailgun's Basic auth header is base64 of 'api:KEY'; a proxy echoing it must not leak the key."""
+    basic = base64.b64encode(f"api:{KEY}".encode()).decode()
+    url_safe = base64.urlsafe_b64encode(f"user={KEY}".encode()).decode()
+    echo = f"bad header Authorization: Basic {basic} (token {url_safe})"
+    h = harness(cls, httpx.Response(401, json={"message": echo, "Message": echo, "ErrorCode": 10}))
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    shown = caught.value.message
+    assert "bad header" in shown
+    assert basic[8:-4] not in shown and url_safe[8:-4] not in shown

@@ -1,7 +1,8 @@
-"""FileTransport: atomic .eml + .html per digest id, idempotent, never outside the outbox."""
+"""FileTransport: atomic .eml + .html per digest (date, address, id), idempotent, never outside the outbox."""
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import errno
@@ -27,6 +28,9 @@ ENVELOPE = Envelope(
 )
 
 
+N = "2024-03-11_ada@example.org_"  # date and address first, so a person finds a subscriber's digests
+
+
 def message(digest_id: str = "d1", subject: str = "3 new papers", html: str = "<p>hi</p>") -> OutgoingMessage:
     rendered = RenderedDigest(subject, html, "hi\n")
     return build_message(
@@ -43,10 +47,10 @@ def test_writes_eml_and_html_copy(tmp_path: Path) -> None:
     outbox = tmp_path / "state" / "outbox"
     with FileTransport(outbox) as transport:
         transport.send(message("d1"))
-    assert sorted(p.name for p in outbox.iterdir()) == ["d1.eml", "d1.html"]
-    assert (outbox / "d1.eml").read_bytes() == message("d1").raw
-    assert (outbox / "d1.html").read_text(encoding="utf-8") == "<p>hi</p>"
-    parsed = email.message_from_bytes((outbox / "d1.eml").read_bytes(), policy=email.policy.default)
+    assert sorted(p.name for p in outbox.iterdir()) == [f"{N}d1.eml", f"{N}d1.html"]
+    assert (outbox / f"{N}d1.eml").read_bytes() == message("d1").raw
+    assert (outbox / f"{N}d1.html").read_text(encoding="utf-8") == "<p>hi</p>"
+    parsed = email.message_from_bytes((outbox / f"{N}d1.eml").read_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "3 new papers"
 
 
@@ -55,14 +59,19 @@ def test_same_digest_overwrites_itself(tmp_path: Path) -> None:
         transport.send(message("d1", subject="first"))
         transport.send(message("d1", subject="second", html="<p>again</p>"))
         transport.send(message("d2"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1.eml", "d1.html", "d2.eml", "d2.html"]
-    assert b"Subject: second" in (tmp_path / "d1.eml").read_bytes()
-    assert (tmp_path / "d1.html").read_text(encoding="utf-8") == "<p>again</p>"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{N}d1.eml",
+        f"{N}d1.html",
+        f"{N}d2.eml",
+        f"{N}d2.html",
+    ]
+    assert b"Subject: second" in (tmp_path / f"{N}d1.eml").read_bytes()
+    assert (tmp_path / f"{N}d1.html").read_text(encoding="utf-8") == "<p>again</p>"
 
 
 def test_works_without_the_context_manager(tmp_path: Path) -> None:
     FileTransport(tmp_path / "new").send(message("d1"))
-    assert (tmp_path / "new" / "d1.eml").exists()
+    assert (tmp_path / "new" / f"{N}d1.eml").exists()
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
@@ -78,21 +87,21 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(
     with pytest.raises(SendError, match="No space left on device") as caught:
         transport.send(message("d1", subject="new", html=""))
     assert not caught.value.permanent
-    assert b"Subject: old" in (tmp_path / "d1.eml").read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1.eml", "d1.html"]
+    assert b"Subject: old" in (tmp_path / f"{N}d1.eml").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{N}d1.eml", f"{N}d1.html"]
 
 
 def test_stale_temp_files_from_a_killed_run_are_removed(tmp_path: Path) -> None:
-    (tmp_path / ".tmp-d1.eml.abc123").write_bytes(b"half a mess")
+    (tmp_path / f".tmp-{N}d1.eml.abc123").write_bytes(b"half a mess")
     with FileTransport(tmp_path) as transport:
         transport.send(message("d2"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d2.eml", "d2.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{N}d2.eml", f"{N}d2.html"]
 
 
 def test_no_html_copy_for_an_empty_html_body(tmp_path: Path) -> None:
     with FileTransport(tmp_path) as transport:
         transport.send(message("d1", html=""))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d1.eml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{N}d1.eml"]
 
 
 @pytest.mark.parametrize("digest_id", ["../escape", "a/b", ".hidden", "a\\b", "", "x" * 201])
@@ -132,3 +141,20 @@ def test_an_outbox_that_refuses_writes_stops_the_run_at_once_and_keeps_the_rest_
     assert status == "failed" and "cannot send now" in reason and os.strerror(code) in reason
     assert {outcomes[r][0] for r in READERS[1:]} == {"skipped"}  # not tried: the outbox is down
     assert set(committed(folder).values()) <= {"retry", "pending"}  # all queued for the next run
+
+
+@pytest.mark.parametrize(
+    ("address", "slug"),
+    [
+        ("Ada.Lovelace+news@Example.org", "ada.lovelace+news@example.org"),
+        ("team/ml@example.org", "team-ml@example.org"),
+    ],
+)
+def test_a_file_name_says_when_and_to_whom(tmp_path: Path, address: str, slug: str) -> None:
+    built = message("d1")
+    with FileTransport(tmp_path) as transport:
+        transport.send(dataclasses.replace(built, recipient=address))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"2024-03-11_{slug}_d1.eml",
+        f"2024-03-11_{slug}_d1.html",
+    ]

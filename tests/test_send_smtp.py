@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import logging
@@ -506,3 +507,20 @@ def test_pipelined_envelope_addresses_match_smtplib(address: str) -> None:
     from newsletter.send.smtp import _angle
 
     assert _angle(address) == smtplib.quoteaddr(address)
+
+
+def test_a_server_echoing_auth_plain_never_shows_the_password(handler: Recorder) -> None:
+    """AUTH PLAIN is base64 of NUL user NUL password: a server quoting it back must not leak it."""
+
+    def echoing(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        plain = base64.b64encode(f"\0{login}\0{password}".encode()).decode()
+        return AuthResult(success=False, handled=False, message=f"535 5.7.8 refused AUTH PLAIN {plain}")
+
+    with running(handler, authenticator=echoing, auth_require_tls=False) as controller:
+        transport = transport_for(controller, username="ada", password=SecretStr(PASSWORD))
+        with transport, pytest.raises(SendError) as caught:
+            transport.send(message(1))
+    shown = caught.value.message
+    assert "refused AUTH PLAIN " in shown and "***" in shown
+    assert base64.b64encode(f"\0ada\0{PASSWORD}".encode()).decode()[8:-4] not in shown

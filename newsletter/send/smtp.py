@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
+from newsletter.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ class SmtpTransport:
         try:
             client.login(self.username or "", secret)
         except smtplib.SMTPAuthenticationError as exc:
-            reply = _decode(exc.smtp_error).replace(secret, "***") if secret else _decode(exc.smtp_error)
+            reply = redact(_decode(exc.smtp_error), [secret])
             self._login_failure = SendError(
                 f"SMTP login as {self.username!r} failed: {exc.smtp_code} {reply}",
                 hint="check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD",
@@ -275,7 +276,8 @@ class SmtpTransport:
                 transport_down=True,
             ) from None
         except (smtplib.SMTPException, OSError) as exc:
-            raise SendError(f"SMTP login failed: {_describe(exc)}", transport_down=True) from None
+            detail = redact(_describe(exc), [secret])
+            raise SendError(f"SMTP login failed: {detail}", transport_down=True) from None
 
     def _tls(self) -> ssl.SSLContext:
         return self.tls_context or ssl.create_default_context()

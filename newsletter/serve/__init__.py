@@ -2,19 +2,24 @@
 
 Routes (see ``web``): ``/`` every subscriber's next digest or why there is none; ``/s/<email>`` one
 subscriber's digest with subject, size, headers, scores and near misses; ``/s/<email>/html`` and
-``/s/<email>/text`` the two parts exactly as sent; ``/unsubscribe/<token>`` the RFC 8058 endpoint.
+``/s/<email>/text`` the two parts exactly as sent; ``/s/<email>/last`` the last digest sent (rebuilt from
+the delivery log); ``/unsubscribe/<token>`` the RFC 8058 endpoint.
 Nothing here plans or sends a digest; new dump files are ingested when no run holds the lock.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import os
+import socket
 from urllib.parse import urlsplit
 
 import uvicorn
 
 from newsletter.config import Settings
+from newsletter.errors import ConfigError
 from newsletter.serve.web import create_app
 
 __all__ = ["create_app", "local_hosts", "run_server"]
@@ -30,8 +35,27 @@ def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) ->
             host,
         )
     app = create_app(settings, allowed_hosts=local_hosts(settings, host) if _is_loopback(host) else None)
+    sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
     log.warning("preview at http://%s:%d/", host if ":" not in host else f"[{host}]", port)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
+    with sock:
+        server.run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, or a ConfigError saying why not (e.g. the port is in use)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
+            hint="another program uses that port: pick another with --port" if _in_use(exc) else None,
+        ) from None
+
+
+def _in_use(exc: OSError) -> bool:
+    return exc.errno == errno.EADDRINUSE
 
 
 def local_hosts(settings: Settings, host: str = "127.0.0.1") -> list[str]:

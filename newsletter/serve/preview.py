@@ -176,6 +176,13 @@ class Previewer:
         over_cap = tuple(relevant[subscriber.max_items :])
         return Page(row, selection, view, draft, notes, over_cap, tuple(misses))
 
+    def last(self, address: str) -> Draft | None:
+        """The last digest sent to ``address``, rebuilt from the delivery log; None before the first."""
+        subscriber = find(load_subscribers(self.settings.subscribers), address)
+        with self._pipeline() as pipeline:
+            found = pipeline.last_sent(subscriber)
+        return None if found is None else make_draft(found[1])
+
     # -- ingesting ----------------------------------------------------------------------------------
 
     def _ingest_new(self, pipeline: Pipeline, now: datetime) -> tuple[str, ...]:

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
+import anyio
+import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -28,6 +30,7 @@ DIGEST_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
 )
+PREVIEW_THREADS = 2  # previews computed at once (the Previewer does one at a time; one more waits ready)
 ERROR_TITLES: tuple[tuple[type[NewsletterError], str], ...] = (
     (RenderError, "Template error"),
     (UnknownSubscriber, "No such subscriber"),
@@ -54,9 +57,10 @@ def create_app(
 
     routes = [
         Route("/", views.index),
-        Route("/s/{email}", views.subscriber),
-        Route("/s/{email}/html", views.html),
-        Route("/s/{email}/text", views.text),
+        Route("/s/{email:path}/html", views.html),  # an address may hold '/': its parts come first
+        Route("/s/{email:path}/text", views.text),
+        Route("/s/{email:path}/last", views.last),
+        Route("/s/{email:path}", views.subscriber),
         Route("/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
     ]
     middleware = (
@@ -73,36 +77,69 @@ def create_app(
 
 
 class _Views:
+    """Preview pages run on PREVIEW_THREADS threads of their own, so however many are queued, the
+    unsubscribe endpoint (on Starlette's shared thread pool) is answered at once."""
+
     def __init__(self, settings: Settings, previewer: Previewer, clock: Callable[[], datetime]) -> None:
         self.settings = settings
         self.previewer = previewer
         self.clock = clock
+        self._previews: anyio.CapacityLimiter | None = None  # made in the server's event loop
+
+    async def _preview(self, build: Callable[[Request], Response], request: Request) -> Response:
+        if self._previews is None:
+            self._previews = anyio.CapacityLimiter(PREVIEW_THREADS)
+        return await anyio.to_thread.run_sync(build, request, limiter=self._previews)
+
+    async def index(self, request: Request) -> Response:
+        return await self._preview(self._index, request)
+
+    async def subscriber(self, request: Request) -> Response:
+        return await self._preview(self._subscriber, request)
+
+    async def html(self, request: Request) -> Response:
+        return await self._preview(self._html, request)
+
+    async def text(self, request: Request) -> Response:
+        return await self._preview(self._text, request)
+
+    async def last(self, request: Request) -> Response:
+        return await self._preview(self._last, request)
 
     # -- preview ------------------------------------------------------------------------------------
 
-    def index(self, request: Request) -> Response:
+    def _index(self, request: Request) -> Response:
         index = self.previewer.index()
         return page("index.html", index=index, settings=self.settings, unsubscribe_on=self._unsubscribe_on)
 
-    def subscriber(self, request: Request) -> Response:
+    def _subscriber(self, request: Request) -> Response:
         preview = self.previewer.page(request.path_params["email"])
         width = _width(request.query_params.get("width"))
         return page(
             "subscriber.html", p=preview, clip=GMAIL_CLIP_BYTES, width=width, now=self.previewer.clock()
         )
 
-    def html(self, request: Request) -> Response:
+    def _html(self, request: Request) -> Response:
         preview = self.previewer.page(request.path_params["email"])
         if preview.draft is None:
             return _no_digest(preview)
         headers = {**PAGE_HEADERS, "Content-Security-Policy": DIGEST_CSP}
         return HTMLResponse(preview.draft.html, headers=headers)
 
-    def text(self, request: Request) -> Response:
+    def _text(self, request: Request) -> Response:
         preview = self.previewer.page(request.path_params["email"])
         if preview.draft is None:
             return _no_digest(preview)
         return PlainTextResponse(preview.draft.text, headers=PAGE_HEADERS)
+
+    def _last(self, request: Request) -> Response:
+        address = request.path_params["email"]
+        draft = self.previewer.last(address)
+        if draft is None:
+            error = NewsletterError(f"no digest has been sent to {address} yet")
+            return page("error.html", 404, title="No digest sent yet", error=error)
+        headers = {**PAGE_HEADERS, "Content-Security-Policy": DIGEST_CSP}
+        return HTMLResponse(draft.html, headers=headers)
 
     # -- unsubscribe (RFC 8058) ---------------------------------------------------------------------
 

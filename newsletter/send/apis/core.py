@@ -38,6 +38,7 @@ from pydantic import SecretStr
 from newsletter import __version__
 from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage
+from newsletter.redact import redact
 from newsletter.send.base import Transport
 
 log = logging.getLogger(__name__)
@@ -300,14 +301,18 @@ class HttpApiTransport:
     def _secret(self) -> str:
         return self._key.get_secret_value()
 
-    def _redact(self, text: str) -> str:
-        secret = self._secret()
-        return text.replace(secret, "***") if secret else text
+    def _redact(self, text: str, limit: int | None = None) -> str:
+        """``text`` with the key masked in every form (raw, base64), then cut to ``limit``."""
+        return redact(text, [self._secret()], limit)
 
     def _reply(self, response: httpx.Response) -> str:
         """The API's own words for an error: its message field, else the body; short, key masked."""
         text = _error_text(_json_or_none(response)) or response.text
-        return self._redact(" ".join(text.split())[:_REPLY_CHARS])
+        return self._short(text)
+
+    def _short(self, text: str) -> str:
+        """One line of a server's words: the key masked first, then cut to _REPLY_CHARS."""
+        return self._redact(" ".join(text.split()), _REPLY_CHARS)
 
     def _outcome(self, message: OutgoingMessage) -> Outcome:
         try:

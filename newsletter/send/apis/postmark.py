@@ -113,6 +113,6 @@ class PostmarkTransport(HttpApiTransport):
 
     def _code_error(self, result: dict[str, Any], what: str) -> SendError:
         code = int(result["ErrorCode"])
-        text = self._redact(" ".join(str(result.get("Message", "")).split())[:300])
+        text = self._short(str(result.get("Message", "")))
         message = f"{self.provider} refused {what}: ErrorCode {code} {text}".rstrip()
         return SendError(message, _HINTS.get(code), permanent=code not in _TEMPORARY)

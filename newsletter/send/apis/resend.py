@@ -122,7 +122,7 @@ class ResendTransport(HttpApiTransport):
         self, index: int, message: OutgoingMessage, ids: dict[int, Any], refused: dict[int, str]
     ) -> Outcome:
         if index in refused:
-            reason = self._redact(" ".join(refused[index].split())[:300])
+            reason = self._short(refused[index])
             return SendError(f"{self.provider} refused digest {message.digest_id}: {reason}", permanent=True)
         provider_id = ids.get(index)
         return SendResult(message.digest_id, str(provider_id) if provider_id else None)

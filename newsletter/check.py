@@ -1,0 +1,80 @@
+"""`newsletter check`: every problem a run would meet, found without connecting to anything.
+
+Each check runs on its own, so one problem does not hide the next; settings that cannot be read at all
+stop the check (nothing else can be judged without them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from newsletter.config import Settings, SubscriberList, read_subscribers
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.render import Renderer
+from newsletter.send import envelope_for, make_transport
+from newsletter.sources.registry import sources_from_settings
+
+PLACEHOLDER_DOMAIN = "newsletter.invalid"  # the default sender's: fine for the file outbox only
+
+
+@dataclass
+class CheckResult:
+    subscribers: SubscriberList | None = None
+    problems: list[NewsletterError] = field(default_factory=list)
+
+
+def check_all(settings: Settings) -> CheckResult:
+    """Every problem found in the subscribers, templates, transport, sender, sources and folders."""
+    result = CheckResult()
+    try:
+        result.subscribers, found = read_subscribers(settings.subscribers)
+        result.problems += found
+    except ConfigError as exc:
+        result.problems.append(exc)
+    steps: list[Callable[[Settings], object]] = [
+        lambda s: Renderer(s.templates_dir),
+        make_transport,  # built, not connected: a missing API key shows here
+        lambda s: envelope_for(s, "subscriber@example.org"),  # the sender address is usable
+        _real_sender,
+        sources_from_settings,
+        _fetch_schedule,
+        _dumps_folder,
+        _unsubscribe_links,
+    ]
+    for step in steps:
+        try:
+            step(settings)
+        except NewsletterError as exc:
+            result.problems.append(exc)
+    return result
+
+
+def _real_sender(settings: Settings) -> None:
+    if settings.transport != "file" and settings.sender_domain == PLACEHOLDER_DOMAIN:
+        raise ConfigError(
+            f"the sender {settings.sender!r} is the placeholder, and transport {settings.transport!r} "
+            "sends real mail",
+            hint="set NEWSLETTER_FROM (or `from` in newsletter.toml) to an address you send from",
+        )
+
+
+def _fetch_schedule(settings: Settings) -> None:
+    from newsletter.schedule import fetch_schedule  # APScheduler: imported only where needed
+
+    fetch_schedule(settings.fetch_cron)
+
+
+def _dumps_folder(settings: Settings) -> None:
+    if not settings.dumps.is_dir():
+        raise ConfigError(
+            f"{settings.dumps}: dumps folder not found", hint="create it or set NEWSLETTER_DUMPS (--dumps)"
+        )
+
+
+def _unsubscribe_links(settings: Settings) -> None:
+    if settings.base_url and not settings.unsubscribe_secret:
+        raise ConfigError(
+            "NEWSLETTER_BASE_URL is set but NEWSLETTER_UNSUBSCRIBE_SECRET is not",
+            hint="one-click unsubscribe links need a secret to sign them",
+        )

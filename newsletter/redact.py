@@ -1,0 +1,45 @@
+"""Mask secrets in text that leaves the process (errors, logs, reports): the one redaction function.
+
+A secret can come back from a server in its own words, or encoded: Mailgun's Basic auth is base64 of
+``api:KEY``, SMTP ``AUTH PLAIN`` is base64 of ``\\0user\\0password``. Base64 of a longer string that
+contains the secret holds, at one of three alignments, a run of characters that depends only on the
+secret's bytes; each such run (standard and URL-safe alphabets) is masked too, so every encoding of
+every wrapper is covered without listing the wrappers. Text is masked before it is cut to length, so a
+cut never leaves part of a secret unmasked.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+MASK = "***"
+MIN_ENCODED = 8  # shorter base64 runs would mask ordinary words
+
+
+def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -> str:
+    """``text`` with every form of each secret masked, then cut to ``limit`` characters."""
+    for secret in secrets:
+        if secret:
+            text = _pattern(secret).sub(MASK, text)
+    return text if limit is None else text[:limit]
+
+
+@lru_cache(maxsize=32)
+def _pattern(secret: str) -> re.Pattern[str]:
+    forms = {secret, *encoded_forms(secret.encode())}
+    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+
+
+def encoded_forms(secret: bytes) -> set[str]:
+    """The base64 runs (standard and URL-safe) any encoding of text holding ``secret`` must contain."""
+    forms: set[str] = set()
+    for offset in range(3):  # bytes before the secret, modulo 3
+        padded = b"\0" * offset + secret
+        whole = len(padded) // 3 * 3  # the last partial group depends on what follows the secret
+        run = base64.b64encode(padded[:whole]).decode("ascii")[4 if offset else 0 :]
+        if len(run) >= MIN_ENCODED:
+            forms |= {run, run.replace("+", "-").replace("/", "_")}
+    return forms

@@ -1,0 +1,60 @@
+"""`newsletter check` lists every problem, with lines and plain words, and what `run` would trip on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .helpers import cli
+
+BROKEN = """\
+subscribers:
+  - email: ok@example.org
+    interests: [diffusion]
+  - email: typo@example.org
+    interets: [diffusion]
+  - email: zone@example.org
+    interests: [diffusion]
+    timezone: Mars/Base
+  - email: list@example.org
+    interests: diffusion, mamba
+    max_items: 0
+"""
+
+
+def test_check_reports_every_problem_with_its_line_in_plain_words(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(BROKEN, encoding="utf-8")
+    env |= {"NEWSLETTER_DUMPS": str(tmp_path / "no-such-folder"), "NEWSLETTER_TRANSPORT": "smtp"}
+    del env["NEWSLETTER_FROM"]  # the placeholder sender, with a transport that sends real mail
+    proc = cli(env, "check", check=False)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    subs = env["NEWSLETTER_SUBSCRIBERS"]
+    expected = [
+        f"{subs}:5: subscriber #2 (typo@example.org): unknown key 'interets' (did you mean 'interests'?)",
+        f"{subs}:8: subscriber #3 (zone@example.org): field 'timezone': ",
+        f"{subs}:10: subscriber #4 (list@example.org): field 'interests': expected a list",
+        f"{subs}:11: subscriber #4 (list@example.org): field 'max_items': ",
+        "the sender 'Trending Papers <digest@newsletter.invalid>' is the placeholder",
+        f"{tmp_path / 'no-such-folder'}: dumps folder not found",
+    ]
+    for wanted in expected:
+        assert any(wanted in line for line in errors), (wanted, errors)
+    assert len(errors) == len(expected), errors
+    assert "Field required" not in proc.stderr  # the misspelt key is one problem, not two
+    assert "Value error," not in proc.stderr and "valid tuple" not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == "6 problems found"
+
+
+def test_the_placeholder_sender_is_fine_for_the_file_outbox(env: dict[str, str]) -> None:
+    del env["NEWSLETTER_FROM"]
+    assert cli(env, "check").stdout.startswith("ok: 3 subscribers")
+
+
+def test_run_stops_at_the_first_subscriber_problem_and_points_at_check(env: dict[str, str]) -> None:
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(BROKEN, encoding="utf-8")
+    proc = cli(env, "run", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: {env['NEWSLETTER_SUBSCRIBERS']}:5: subscriber #2")
+    assert "and 3 more; `newsletter check` lists every problem" in proc.stderr

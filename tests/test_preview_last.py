@@ -1,0 +1,50 @@
+"""The last digest sent: `preview --last`, `/s/<email>/last` in `serve`, and outbox names a person can read."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from newsletter.serve import create_app
+
+from .helpers import add_dumps, cli, seed_names
+from .test_serve import NOW, SSM, settings_for
+
+RUN_AT = "2026-03-11T08:00:00Z"
+
+
+def _sent(env: dict[str, str]) -> tuple[Path, email.message.EmailMessage]:
+    """Ssm's digest in the outbox, found by its name: date, address, id."""
+    (eml,) = (Path(env["NEWSLETTER_HOME"]) / "outbox").glob(f"2026-03-11_{SSM}_*.eml")
+    parsed = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return eml, parsed
+
+
+def test_preview_last_shows_the_digest_that_was_sent(env: dict[str, str], tmp_path: Path) -> None:
+    add_dumps(env, seed_names()[0])
+    assert cli(env, "preview", SSM, "--last").stdout == f"{SSM}: no digest sent yet\n"
+    cli(env, "run", "--now", RUN_AT)
+    now = cli(env, "preview", SSM, "--now", "2026-03-11T09:00:00Z").stdout
+    assert now.startswith(f"{SSM}: no digest now (nothing new)") and "--last" in now
+    out = tmp_path / "last.html"
+    shown = cli(env, "preview", SSM, "--last", "--out", str(out)).stdout
+    eml, sent = _sent(env)
+    assert shown.startswith(f"Subject: {sent['Subject']}\nsent 2026-03-11 08:00 UTC: ")
+    assert out.read_text(encoding="utf-8") == eml.with_suffix(".html").read_text(encoding="utf-8")
+
+
+def test_serve_shows_the_last_digest_sent(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    with TestClient(create_app(settings_for(env), clock=lambda: NOW)) as client:
+        assert client.get(f"/s/{SSM}/last").status_code == 404
+        cli(env, "run", "--now", RUN_AT)
+        assert f'href="/s/{SSM}/last"' in client.get(f"/s/{SSM}").text
+        last = client.get(f"/s/{SSM}/last")
+    _, sent = _sent(env)
+    body = sent.get_body(("html",))
+    assert last.status_code == 200 and body is not None
+    assert last.text == body.get_content()

@@ -1,0 +1,41 @@
+"""The one redaction function: raw and base64 forms of a secret, masked before any cut."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from newsletter.redact import MASK, redact
+
+SECRET = "hunter2-Very-Secret"
+
+
+def _leaks(text: str, secret: str = SECRET) -> bool:
+    """True when any 6 characters of the secret, or of its base64 at any alignment, show."""
+    runs = [secret[i : i + 6] for i in range(len(secret) - 5)]
+    return any(run in text for run in runs)
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "api:", "\0ada\0", "\0digest@example.org\0", "user="])
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_base64_of_any_wrapper_around_the_secret_is_masked(prefix: str, encode: object) -> None:
+    assert callable(encode)
+    encoded = encode(f"{prefix}{SECRET}!".encode()).decode()
+    shown = redact(f"535 5.7.8 {encoded} rejected", [SECRET])
+    assert MASK in shown and shown.endswith(" rejected")
+    for token in shown.split():
+        decoded = base64.b64decode(token.replace("-", "+").replace("_", "/") + "===", validate=False)
+        assert SECRET[:6] not in decoded.decode("latin-1")
+        assert SECRET[-6:] not in decoded.decode("latin-1")
+
+
+def test_masked_first_then_cut() -> None:
+    text = "x" * 290 + SECRET + " tail"
+    shown = redact(text, [SECRET], limit=300)
+    assert shown == "x" * 290 + MASK + " tail" and not _leaks(shown)
+
+
+def test_plain_text_and_missing_secrets_are_left_alone() -> None:
+    assert redact("Invalid API key", [None, ""]) == "Invalid API key"
+    assert redact("a short secret abc stays", ["abc"]) == "a short secret *** stays"
