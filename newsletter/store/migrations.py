@@ -122,7 +122,40 @@ def _0002_vectors(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (("0001_initial", _0001_initial), ("0002_vectors", _0002_vectors))
+def _0003_paper_details(conn: Connection) -> None:
+    """What listings say about a paper beyond its title and abstract; dump files refused for good."""
+    md = sa.MetaData()
+    sa.Table("papers", md, sa.Column("id", sa.Integer, primary_key=True))  # for the foreign key only
+    sa.Table(
+        "paper_details",
+        md,
+        sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+        sa.Column("comments", sa.Integer),
+        sa.Column("ai_summary", sa.Text),
+        sa.Column("ai_keywords", sa.Text),
+        sa.Column("github_repo", sa.Text),
+        sa.Column("github_stars", sa.Integer),
+        sa.Column("project_page", sa.Text),
+        sa.Column("organization", sa.Text),
+        sa.Column("thumbnail", sa.Text),
+        sa.Column("listed_at", UTCDateTime),
+    )
+    sa.Table(
+        "rejected_files",
+        md,
+        sa.Column("content_hash", sa.String(128), primary_key=True),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("problem", sa.Text, nullable=False),
+        sa.Column("first_seen", UTCDateTime, nullable=False),
+    )
+    md.create_all(conn, tables=[md.tables["paper_details"], md.tables["rejected_files"]])
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_initial", _0001_initial),
+    ("0002_vectors", _0002_vectors),
+    ("0003_paper_details", _0003_paper_details),
+)
 
 
 def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
