@@ -26,7 +26,8 @@ from pathlib import Path
 
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
-from newsletter.errors import NewsletterError, RenderError, SendError, SourceError, StoreError
+from newsletter.errors import NewsletterError, RenderError, SendError
+from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import build_ahead, run_sharded
 from newsletter.rank.base import Ranker
@@ -35,7 +36,6 @@ from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport,
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for
-from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.clean import clean_abstract, excerpt
 from newsletter.store import DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
@@ -65,10 +65,6 @@ class Built:
         return Built(ready, self.outcomes, self.evaluated)
 
 
-# A parser bug on odd input must reject that file, not stop every later run.
-_UNEXPECTED_INPUT_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, RecursionError)
-
-
 class Pipeline:
     def __init__(
         self,
@@ -95,30 +91,11 @@ class Pipeline:
 
     def ingest(self, paths: Iterable[Path], now: datetime) -> list[DumpOutcome]:
         """Ingest each file in its own transaction; a malformed file is reported and skipped."""
-        return [self._ingest_one(path, now) for path in paths]
+        return ingest_files(self.store, paths, now)
 
     def ingest_folder(self, now: datetime) -> list[DumpOutcome]:
-        folder = self.settings.dumps
-        if not folder.is_dir():
-            raise SourceError(f"{folder}: dumps folder not found", hint="set NEWSLETTER_DUMPS")
-        return self.ingest(list_dump_files(folder), now)
-
-    def _ingest_one(self, path: Path, now: datetime) -> DumpOutcome:
-        """One file's outcome; whatever is wrong with it (even a parser bug) only rejects that file."""
-        try:
-            dump = read_dump(path)
-            result = self.store.ingest(dump, now)  # one transaction: all of the dump or nothing
-        except (SourceError, StoreError) as exc:
-            log.error("rejected %s", exc)
-            return DumpOutcome(file=str(path), error=str(exc))
-        except _UNEXPECTED_INPUT_ERRORS as exc:
-            log.debug("unexpected error reading %s", path, exc_info=True)
-            problem = f"{path}: cannot read this dump: {type(exc).__name__}: {exc}"
-            log.error("rejected %s", problem)
-            return DumpOutcome(file=str(path), error=problem)
-        if not result.already:
-            log.info("ingested %s: %d papers, %d new", path, result.papers, result.new)
-        return DumpOutcome(str(path), result.papers, result.new, result.already)
+        """The dumps folder; a file refused by an earlier run is skipped quietly (see intake.py)."""
+        return ingest_folder(self.store, self.settings.dumps, now)
 
     # -- a whole run --------------------------------------------------------------------------------
 

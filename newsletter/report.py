@@ -36,6 +36,7 @@ class DumpOutcome:
     new: int = 0
     already: bool = False
     error: str | None = None
+    warning: str | None = None  # not a dump file: skipped, reported once
 
 
 class Timings:
@@ -126,7 +127,7 @@ class RunReport:
         }
 
     def summary(self) -> str:
-        ingested = [d for d in self.dumps if not d.already and not d.error]
+        ingested = [d for d in self.dumps if not d.already and not d.error and not d.warning]
         new = sum(d.new for d in ingested)
         parts = [f"{len(ingested)} dump(s) ingested ({new} new papers)"]
         parts += [f"{n} {status}" for status, n in sorted(self.statuses.items()) if status != "skipped"]
@@ -134,6 +135,9 @@ class RunReport:
         errors = sum(1 for d in self.dumps if d.error)
         if errors:
             parts.append(f"{errors} dump(s) rejected")
+        skipped = sum(1 for d in self.dumps if d.warning)
+        if skipped:
+            parts.append(f"{skipped} file(s) skipped: not dumps")
         if self.errors:
             parts.append(f"{len(self.errors)} error(s)")
         if self.recovered_unknown:

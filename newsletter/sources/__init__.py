@@ -16,7 +16,7 @@ from newsletter.sources.arxivfeed import looks_like_feed, parse_arxiv_feed
 from newsletter.sources.hfjson import parse_hf_json
 from newsletter.sources.textdump import parse_text_dump
 
-__all__ = ["DUMP_GLOBS", "list_dump_files", "parse_dump", "read_dump"]
+__all__ = ["DUMP_GLOBS", "list_dump_files", "list_other_files", "parse_dump", "read_dump"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,16 @@ def list_dump_files(folder: Path) -> list[Path]:
     except OSError as exc:
         raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
     return sorted(files, key=lambda path: path.name)
+
+
+def list_other_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` that are not dumps by their extension (nor hidden or temporary), by name."""
+    dumps = set(list_dump_files(folder))
+    try:
+        others = [p for p in folder.iterdir() if p not in dumps and _is_dump_file(p)]
+    except OSError as exc:
+        raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
+    return sorted(others, key=lambda path: path.name)
 
 
 def _is_dump_file(path: Path) -> bool:
