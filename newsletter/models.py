@@ -60,6 +60,7 @@ class PaperDetails:
     organization: str | None = None  # display name, e.g. "Google"
     thumbnail: str | None = None
     listed_at: datetime | None = None  # when the listing first showed it (HF: submittedOnDailyAt)
+    hf_page: str | None = None  # the paper's Hugging Face page, when HF listed it
 
     def to_json(self) -> dict[str, object]:
         """Only the fields that are set; dates as ISO 8601 text."""

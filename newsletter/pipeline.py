@@ -31,12 +31,13 @@ from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import build_ahead, run_sharded
 from newsletter.rank.base import Ranker
-from newsletter.render import DigestView, ItemView, Renderer, paper_url
+from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
+from newsletter.render.excerpts import point_excerpt
 from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for
-from newsletter.sources.clean import clean_abstract, excerpt
+from newsletter.sources.clean import clean_abstract
 from newsletter.store import DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
 
@@ -48,7 +49,7 @@ WAITING = "stopped before its turn; due at the next run"  # not planned: built a
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 AUTO_CONNECTIONS = 2  # connections "auto" opens to a remote server: waits overlap, gentle on servers
 
-__all__ = ["Built", "Pipeline", "Selection"]
+__all__ = ["Built", "Pipeline", "Selection", "item_view"]
 
 
 @dataclass
@@ -235,7 +236,7 @@ class Pipeline:
         return DigestView(
             subscriber_name=subscriber.name,
             subscriber_email=subscriber.email,
-            items=tuple(_item_view(s) for s in items),
+            items=tuple(item_view(s) for s in items),
             date=date,
             unsubscribe_url=shown_url,
             preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
@@ -394,27 +395,60 @@ def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> 
 
 
 def _items(scored: Sequence[Scored]) -> tuple[ItemReport, ...]:
-    return tuple(ItemReport(s.paper.key, s.paper.title, round(s.score, 4), s.why) for s in scored)
+    return tuple(_item_report(s) for s in scored)
 
 
-def _item_view(scored: Scored) -> ItemView:
-    title, url, short = _display(scored.paper)
+def _item_report(scored: Scored) -> ItemReport:
     paper = scored.paper
+    _title, url, links = _display(paper)
+    return ItemReport(
+        paper.key,
+        paper.title,
+        round(scored.score, 4),
+        scored.why,
+        arxiv_id=paper.arxiv_id,
+        url=url,
+        authors=paper.authors,
+        upvotes=paper.upvotes,
+        comments=paper.comments,
+        links={label.split(" ")[0]: link for label, link in links},
+        details=paper.details.to_json(),
+    )
+
+
+def item_view(scored: Scored) -> ItemView:
+    paper = scored.paper
+    title, url, links = _display(paper)
     return ItemView(
         title=title,
         url=url,
-        excerpt=short,
+        excerpt=point_excerpt(paper, scored.why),
         why=scored.why,
         rank=paper.best_rank,
         score=scored.score,
         authors=paper.authors,
         arxiv_id=paper.arxiv_id,
         times_seen=paper.times_seen,
+        links=links,
+        upvotes=paper.upvotes,
+        comments=paper.comments,
+        organization=paper.details.organization,
+        thumbnail=paper.details.thumbnail,
+        keywords=paper.details.ai_keywords,
+        listed_at=paper.details.listed_at,
     )
 
 
 @functools.lru_cache(maxsize=4096)
-def _display(paper: StoredPaper) -> tuple[str, str, str]:
-    """Cleaned title, link and excerpt: once per paper, not once per subscriber."""
+def _display(paper: StoredPaper) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """Cleaned title, its link and the paper's other pages: once per paper, not once per subscriber."""
     title = clean_abstract(paper.title)
-    return title, paper_url(paper.arxiv_id, title), excerpt(clean_abstract(paper.abstract))
+    details = paper.details
+    links = paper_links(
+        paper.arxiv_id,
+        hf_page=details.hf_page,
+        code=details.github_repo,
+        stars=details.github_stars,
+        project=details.project_page,
+    )
+    return title, paper_url(paper.arxiv_id, title), links

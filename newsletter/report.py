@@ -18,6 +18,13 @@ class ItemReport:
     title: str
     score: float
     why: str
+    arxiv_id: str | None = None
+    url: str = ""  # the paper's page (arXiv abstract, or an arXiv title search)
+    authors: tuple[str, ...] = ()
+    upvotes: int | None = None
+    comments: int | None = None
+    links: dict[str, str] = field(default_factory=dict)  # label -> URL: arXiv, PDF, HF, Code, Project
+    details: dict[str, object] = field(default_factory=dict)  # PaperDetails.to_json(): ai_summary, ...
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from newsletter.errors import ParseError
 from newsletter.models import Dump, Paper, PaperDetails, normalize_arxiv_id
@@ -33,6 +34,7 @@ from newsletter.sources.common import dedupe
 log = logging.getLogger(__name__)
 
 FORMAT = "hf-json"
+HF_PAPERS = "https://huggingface.co/papers/"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -103,7 +105,7 @@ def _paper(item: Any, *, rank: int) -> Paper:
         upvotes=_get(inner, "upvotes", int, path="paper.upvotes"),
         comments=_get(item, "numComments", int),
         published_at=_published_at(inner, item),
-        details=_details(item, inner),
+        details=_details(item, inner, arxiv_id),
     )
 
 
@@ -113,7 +115,7 @@ def _repr_note(item: Any) -> str:
     return ""
 
 
-def _details(item: dict[str, Any], inner: dict[str, Any]) -> PaperDetails:
+def _details(item: dict[str, Any], inner: dict[str, Any], paper_id: str) -> PaperDetails:
     """The optional display fields; a value of the wrong shape is left out, not an error."""
     keywords = _loose(inner, "ai_keywords", list) or []
     return PaperDetails(
@@ -129,6 +131,7 @@ def _details(item: dict[str, Any], inner: dict[str, Any]) -> PaperDetails:
             _loose(item, "thumbnail", str) or _loose(item, "mediaUrl", str) or _first_media(inner)
         ),
         listed_at=_moment(_loose(inner, "submittedOnDailyAt", str) or _loose(item, "publishedAt", str)),
+        hf_page=HF_PAPERS + quote(paper_id.strip(), safe="/.") if paper_id.strip() else None,
     )
 
 

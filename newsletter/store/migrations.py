@@ -139,6 +139,7 @@ def _0003_paper_details(conn: Connection) -> None:
         sa.Column("organization", sa.Text),
         sa.Column("thumbnail", sa.Text),
         sa.Column("listed_at", UTCDateTime),
+        sa.Column("hf_page", sa.Text),
     )
     sa.Table(
         "rejected_files",

@@ -153,6 +153,7 @@ paper_details = sa.Table(
     sa.Column("organization", sa.Text),
     sa.Column("thumbnail", sa.Text),
     sa.Column("listed_at", UTCDateTime),
+    sa.Column("hf_page", sa.Text),
 )
 
 rejected_files = sa.Table(
