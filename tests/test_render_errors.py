@@ -34,7 +34,7 @@ def load_error(tmp_path: Path) -> RenderError:
 @pytest.mark.parametrize(
     ("old", "new", "problem"),
     [
-        ("{% if item.authors %}", "{% if item.authors %", "unexpected '<'"),
+        ("{% if item.excerpt %}", "{% if item.excerpt %", "unexpected '<'"),
         ("{% endfor %}", "{% endfro %}", "endfro"),
         ("{{ item.title | one_line }}", "{{ item.titel | one_line }}", "no attribute 'titel'"),
         ("{{ item.authors | authors_short }}", "{{ item.authors | authors_shrt }}", "No filter named"),

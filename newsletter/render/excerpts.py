@@ -23,7 +23,7 @@ MAX_CHARS = 400
 _CONTRIBUTION = re.compile(
     r"\b(?:we|this (?:paper|work|study|report)|our (?:work|paper))\b(?:\s+\w+){0,3}?\s+"
     r"(?:propose|introduce|present|develop|design|build|release|offer|unveil|contribute|construct|"
-    r"create|describe|formulate|establish|devise|curate|train)s?\b",
+    r"create|describe|formulate|establish|devise|curate|train|apply|study|investigate)s?\b",
     re.IGNORECASE,
 )
 _QUOTED = re.compile(r"'([^']{2,80})'")
