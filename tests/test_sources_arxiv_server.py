@@ -33,7 +33,7 @@ class Recorded:
 
 
 class FakeArxiv(BaseHTTPRequestHandler):
-    """GET /rss/cs.LG+cs.CL -> the recorded feed with an ETag (304 when it matches)."""
+    """GET /rss/<categories> -> the recorded feed with an ETag (304 when it matches)."""
 
     recorded: Recorded
 
@@ -42,7 +42,7 @@ class FakeArxiv(BaseHTTPRequestHandler):
         seen.requests.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
         if seen.unavailable_first and len(seen.requests) == 1:
             return self._reply(503, b"busy", {"Retry-After": "1"})
-        if self.path != "/rss/cs.LG+cs.CL":
+        if not self.path.startswith("/rss/"):
             return self._reply(404, b"not found", {})
         etag = f'"{hashlib.sha1(seen.body).hexdigest()[:16]}"'
         if self.headers.get("If-None-Match") == etag:
@@ -125,3 +125,15 @@ def test_cli_run_fetches_the_arxiv_source_and_ingests_it(arxiv, env: dict[str, s
         ("arxiv-cs.LG+cs.CL-2026-09-24-", 3, 3)
     ]
     assert report["errors"] == [] and len(recorded.requests) == 1
+
+
+def test_two_feeds_keep_their_own_validators(arxiv, tmp_path: Path) -> None:
+    base_url, recorded = arxiv
+    first = source(base_url, tmp_path)
+    other = ArxivSource(tmp_path / "dumps", tmp_path / "state", categories=["stat.ML"], base_url=base_url)
+    assert len(first.fetch(NOW)) == 1
+    (saved,) = other.fetch(NOW)  # same body, but this feed never saw it: not a 304 on the other's ETag
+    assert saved.name.startswith("arxiv-stat.ML-2026-09-24-")
+    assert "if-none-match" not in recorded.requests[1]
+    assert first.fetch(NOW) == [] and other.fetch(NOW) == []
+    assert recorded.statuses == [200, 200, 304, 304]

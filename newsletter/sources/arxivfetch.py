@@ -18,14 +18,14 @@ from pathlib import Path
 import httpx
 
 from newsletter.sources.arxivfeed import parse_arxiv_feed
-from newsletter.sources.fetch import HttpSource, _Seen, listing_hash, seen_from
+from newsletter.sources.fetch import HttpSource, _Seen, _StateFile, listing_hash, seen_from
 
 __all__ = ["DEFAULT_ARXIV_BASE_URL", "ArxivSource"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_ARXIV_BASE_URL = "https://rss.arxiv.org"
-_FEED = "feed"  # the state file's key: one feed per source
+_FEED = "feed"  # the one entry under this feed's URL in the state file
 
 
 class ArxivSource(HttpSource):
@@ -51,6 +51,7 @@ class ArxivSource(HttpSource):
         self.categories = tuple(categories)
         options = {"client": client, "timeout": timeout, "max_retries": max_retries, "sleep": sleep}
         super().__init__(dumps_dir, state_dir, base_url=base_url, **options)  # type: ignore[arg-type]
+        self._state = _StateFile(state_dir / f"{self.name}.json", self.url)  # one entry per feed URL
 
     def __repr__(self) -> str:
         return f"ArxivSource({self.base_url!r}, categories={list(self.categories)})"
