@@ -159,7 +159,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON report on
 def ingest(
     files: Annotated[
         list[Path],
-        typer.Argument(metavar="FILE", help="Dump files (HF text dumps or HF daily papers JSON)."),
+        typer.Argument(
+            metavar="FILE", help="Dump files (HF text dumps, HF daily papers JSON, arXiv RSS or Atom)."
+        ),
     ],
     as_json: JsonOption = False,
     now: NowOption = None,
@@ -213,6 +215,7 @@ def run(
     """Fetch new dumps from the sources, ingest the dumps folder, then build and deliver every due digest.
 
     A source that cannot be fetched is reported (exit status 1) after the run has delivered what it has.
+    A dump file that cannot be read is reported once (exit status 1), then skipped (see status).
     """
     state.settings_overrides["workers"] = workers
     state.settings_overrides["connections"] = connections
@@ -274,7 +277,7 @@ def status(
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Show each subscriber's next due time, deliveries that need attention and the last run's result."""
+    """Show next due times, deliveries needing attention, dump files runs skip and the last run."""
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
     with open_store(settings) as store:

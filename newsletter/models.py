@@ -49,6 +49,33 @@ def normalize_arxiv_id(value: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class PaperDetails:
+    """What a listing says about a paper beyond title, abstract and authors (HF API fields)."""
+
+    ai_summary: str | None = None  # the listing's one-sentence summary
+    ai_keywords: tuple[str, ...] = ()
+    github_repo: str | None = None  # http(s) URLs only
+    github_stars: int | None = None
+    project_page: str | None = None
+    organization: str | None = None  # display name, e.g. "Google"
+    thumbnail: str | None = None
+    listed_at: datetime | None = None  # when the listing first showed it (HF: submittedOnDailyAt)
+    hf_page: str | None = None  # the paper's Hugging Face page, when HF listed it
+
+    def to_json(self) -> dict[str, object]:
+        """Only the fields that are set; dates as ISO 8601 text."""
+        out: dict[str, object] = {}
+        for item in dataclasses.fields(self):
+            name, value = item.name, getattr(self, item.name)
+            if value not in (None, ()):
+                out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+NO_DETAILS = PaperDetails()
+
+
+@dataclass(frozen=True, slots=True)
 class Paper:
     """One paper as listed in one dump."""
 
@@ -60,6 +87,7 @@ class Paper:
     upvotes: int | None = None
     comments: int | None = None
     published_at: datetime | None = None
+    details: PaperDetails = NO_DETAILS
 
     @property
     def title_key(self) -> str:
@@ -98,6 +126,8 @@ class StoredPaper:
     times_seen: int
     best_rank: int
     upvotes: int | None = None
+    comments: int | None = None
+    details: PaperDetails = NO_DETAILS
 
 
 Cadence = Literal["each-dump", "daily", "weekly"]

@@ -27,17 +27,18 @@ from newsletter import progress
 from newsletter.address import address_key
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
-from newsletter.errors import NewsletterError, RenderError, SendError, SourceError, StoreError
+from newsletter.errors import NewsletterError, RenderError, SendError
+from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import build_ahead, run_sharded
 from newsletter.rank.base import Ranker
-from newsletter.render import DigestView, ItemView, Renderer, paper_url
+from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
+from newsletter.render.excerpts import point_excerpt
 from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for, parse_sender
-from newsletter.sources import list_dump_files, read_dump
-from newsletter.sources.clean import clean_abstract, excerpt
+from newsletter.sources.clean import clean_abstract
 from newsletter.store import SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
 
@@ -49,7 +50,7 @@ WAITING = "stopped before its turn; due at the next run"  # not planned: built a
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 AUTO_CONNECTIONS = 2  # connections "auto" opens to a remote server: waits overlap, gentle on servers
 
-__all__ = ["Built", "Pipeline", "Selection"]
+__all__ = ["Built", "Pipeline", "Selection", "item_view"]
 
 
 @dataclass
@@ -64,10 +65,6 @@ class Built:
         """The same chunk with each message's HTML and text copies left out (the raw bytes hold them)."""
         ready = [(dataclasses.replace(m, html="", text=""), items, plan) for m, items, plan in self.ready]
         return Built(ready, self.outcomes, self.evaluated)
-
-
-# A parser bug on odd input must reject that file, not stop every later run.
-_UNEXPECTED_INPUT_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, RecursionError)
 
 
 class Pipeline:
@@ -95,28 +92,11 @@ class Pipeline:
 
     def ingest(self, paths: Iterable[Path], now: datetime) -> list[DumpOutcome]:
         """Ingest each file in its own transaction; a malformed file is reported and skipped."""
-        return [self._ingest_one(path, now) for path in paths]
+        return ingest_files(self.store, paths, now)
 
     def ingest_folder(self, now: datetime) -> list[DumpOutcome]:
-        folder = self.settings.dumps
-        if not folder.is_dir():
-            raise SourceError(f"{folder}: dumps folder not found", hint="set NEWSLETTER_DUMPS")
-        return self.ingest(list_dump_files(folder), now)
-
-    def _ingest_one(self, path: Path, now: datetime) -> DumpOutcome:
-        """One file's outcome; whatever is wrong with it (even a parser bug) only rejects that file."""
-        try:
-            dump = read_dump(path)
-            result = self.store.ingest(dump, now)  # one transaction: all of the dump or nothing
-        except (SourceError, StoreError) as exc:
-            log.error("rejected %s", exc)
-            return DumpOutcome(file=str(path), error=str(exc))
-        except _UNEXPECTED_INPUT_ERRORS as exc:
-            log.debug("unexpected error reading %s", path, exc_info=True)
-            problem = f"{path}: cannot read this dump: {type(exc).__name__}: {exc}"
-            log.error("rejected %s", problem)
-            return DumpOutcome(file=str(path), error=problem)
-        return DumpOutcome(str(path), result.papers, result.new, result.already)
+        """The dumps folder; a file refused by an earlier run is skipped quietly (see intake.py)."""
+        return ingest_folder(self.store, self.settings.dumps, now)
 
     # -- a whole run --------------------------------------------------------------------------------
 
@@ -276,7 +256,7 @@ class Pipeline:
         return DigestView(
             subscriber_name=subscriber.name,
             subscriber_email=subscriber.email,
-            items=tuple(_item_view(s) for s in items),
+            items=tuple(item_view(s) for s in items),
             date=date,
             unsubscribe_url=shown_url,
             preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
@@ -443,27 +423,60 @@ def _scored(record: DeliveryRecord) -> tuple[Scored, ...]:
 
 
 def _items(scored: Sequence[Scored]) -> tuple[ItemReport, ...]:
-    return tuple(ItemReport(s.paper.key, s.paper.title, round(s.score, 4), s.why) for s in scored)
+    return tuple(_item_report(s) for s in scored)
 
 
-def _item_view(scored: Scored) -> ItemView:
-    title, url, short = _display(scored.paper)
+def _item_report(scored: Scored) -> ItemReport:
     paper = scored.paper
+    _title, url, links = _display(paper)
+    return ItemReport(
+        paper.key,
+        paper.title,
+        round(scored.score, 4),
+        scored.why,
+        arxiv_id=paper.arxiv_id,
+        url=url,
+        authors=paper.authors,
+        upvotes=paper.upvotes,
+        comments=paper.comments,
+        links={label.split(" ")[0]: link for label, link in links},
+        details=paper.details.to_json(),
+    )
+
+
+def item_view(scored: Scored) -> ItemView:
+    paper = scored.paper
+    title, url, links = _display(paper)
     return ItemView(
         title=title,
         url=url,
-        excerpt=short,
+        excerpt=point_excerpt(paper, scored.why),
         why=scored.why,
         rank=paper.best_rank,
         score=scored.score,
         authors=paper.authors,
         arxiv_id=paper.arxiv_id,
         times_seen=paper.times_seen,
+        links=links,
+        upvotes=paper.upvotes,
+        comments=paper.comments,
+        organization=paper.details.organization,
+        thumbnail=paper.details.thumbnail,
+        keywords=paper.details.ai_keywords,
+        listed_at=paper.details.listed_at,
     )
 
 
 @functools.lru_cache(maxsize=4096)
-def _display(paper: StoredPaper) -> tuple[str, str, str]:
-    """Cleaned title, link and excerpt: once per paper, not once per subscriber."""
+def _display(paper: StoredPaper) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+    """Cleaned title, its link and the paper's other pages: once per paper, not once per subscriber."""
     title = clean_abstract(paper.title)
-    return title, paper_url(paper.arxiv_id, title), excerpt(clean_abstract(paper.abstract))
+    details = paper.details
+    links = paper_links(
+        paper.arxiv_id,
+        hf_page=details.hf_page,
+        code=details.github_repo,
+        stars=details.github_stars,
+        project=details.project_page,
+    )
+    return title, paper_url(paper.arxiv_id, title), links

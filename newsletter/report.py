@@ -20,6 +20,13 @@ class ItemReport:
     title: str
     score: float
     why: str
+    arxiv_id: str | None = None
+    url: str = ""  # the paper's page (arXiv abstract, or an arXiv title search)
+    authors: tuple[str, ...] = ()
+    upvotes: int | None = None
+    comments: int | None = None
+    links: dict[str, str] = field(default_factory=dict)  # label -> URL: arXiv, PDF, HF, Code, Project
+    details: dict[str, object] = field(default_factory=dict)  # PaperDetails.to_json(): ai_summary, ...
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class DumpOutcome:
     new: int = 0
     already: bool = False
     error: str | None = None
+    warning: str | None = None  # not a dump file: skipped, reported once
 
 
 class Timings:
@@ -134,7 +142,7 @@ class RunReport:
         }
 
     def summary(self) -> str:
-        ingested = [d for d in self.dumps if not d.already and not d.error]
+        ingested = [d for d in self.dumps if not d.already and not d.error and not d.warning]
         new = plural(sum(d.new for d in ingested), "new paper")
         parts = [f"{plural(len(ingested), 'dump')} ingested ({new})"] if self.ingested else []
         parts += [f"{n} {status}" for status, n in sorted(self.statuses.items()) if status != "skipped"]
@@ -142,6 +150,9 @@ class RunReport:
         errors = sum(1 for d in self.dumps if d.error)
         if errors:
             parts.append(f"{plural(errors, 'dump')} rejected")
+        skipped = sum(1 for d in self.dumps if d.warning)
+        if skipped:
+            parts.append(f"{plural(skipped, 'file')} skipped: not dumps")
         if self.errors:
             parts.append(plural(len(self.errors), "error"))
         if self.recovered_unknown:

@@ -44,9 +44,14 @@ def status_report(
         }
         for d in store.deliveries((FAILED, UNKNOWN, RETRY), with_items=False)
     ]
+    refused = [
+        {"file": r.path, "problem": r.problem, "first_seen": r.first_seen.isoformat()}
+        for r in store.rejected_files()
+    ]
     return {
         "subscribers": rows,
         "attention": attention,
+        "rejected_files": refused,
         "counts": store.delivery_counts(),
         "last_run": last_run,
     }
@@ -86,6 +91,14 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
             )
         console.print(problems)
         console.print("`newsletter retry` resends failed ones; `--unknown` also those that may have arrived.")
+    if data["rejected_files"]:
+        console.print(
+            "Files in the dumps folder that runs skip (fix or remove them; changed content is read again):"
+        )
+        for r in data["rejected_files"]:
+            console.print(
+                f"  {r['file']} (since {r['first_seen']}): {r['problem']}", highlight=False, soft_wrap=True
+            )
     counts = ", ".join(f"{n} {status}" for status, n in sorted(data["counts"].items())) or "none yet"
     console.print(f"Deliveries: {counts}", highlight=False)
     last = data["last_run"]

@@ -11,7 +11,7 @@ import pytest
 
 import newsletter.render.mjml_compile as mjml_compile
 from newsletter.config import PACKAGE_TEMPLATES
-from newsletter.render import DigestView, ItemView, Renderer, paper_url, subject_for
+from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url, subject_for
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("NEWSLETTER_REGEN_GOLDEN") == "1"
@@ -38,12 +38,18 @@ def item(rank: int, title: str, **overrides: object) -> ItemView:
 def golden_view() -> DigestView:
     items = (
         item(1, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
-             authors=("Albert Gu", "Tri Dao", "Third Author", "Fourth Author"), times_seen=2),
+             authors=("Albert Gu", "Tri Dao", "Third Author", "Fourth Author"), times_seen=2,
+             links=paper_links("2403.10001", hf_page="https://huggingface.co/papers/2403.10001",
+                               code="https://github.com/state-spaces/mamba", stars=12345,
+                               project="https://example.org/mamba?a=1&b=2"),
+             upvotes=143, comments=7, organization="Carnegie Mellon University"),
         item(4, "A Paper Only Known By Its Title", url=paper_url(None, "A Paper Only Known By Its Title"),
              arxiv_id=None, authors=(), why=""),
         item(9, HOSTILE_TITLE, url="javascript:alert(1)",
              excerpt="Ça marche: <img src=x onerror=alert(1)> and {{ 7*7 }} and {% if 1 %}x{% endif %}.",
-             why="matches: <b>bold</b>", authors=("Zoë Ångström",)),
+             why="matches: <b>bold</b>", authors=("Zoë Ångström",),
+             links=(("Code", "javascript:alert(1)"), ("Project <i>", "https://example.org/<x>")),
+             upvotes=0, comments=1, organization="<Org & Co>"),
     )  # fmt: skip
     return DigestView(
         subscriber_name="Ada",
@@ -107,7 +113,13 @@ def test_html_links_are_absolute_and_never_javascript(renderer: Renderer) -> Non
     paper_links = [h for h in hrefs if h != "#"]
     assert paper_links == [
         "https://arxiv.org/abs/2403.10001",
+        "https://arxiv.org/abs/2403.10001",
+        "https://arxiv.org/pdf/2403.10001",
+        "https://huggingface.co/papers/2403.10001",
+        "https://github.com/state-spaces/mamba",
+        "https://example.org/mamba?a=1&amp;b=2",
         "https://arxiv.org/search/?searchtype=title&amp;query=A+Paper+Only+Known+By+Its+Title",
+        "https://example.org/&lt;x&gt;",
         "https://news.example.org/unsubscribe?token=abc&amp;list=papers",
     ]
 

@@ -34,7 +34,7 @@ def load_error(tmp_path: Path) -> RenderError:
 @pytest.mark.parametrize(
     ("old", "new", "problem"),
     [
-        ("{% if item.authors %}", "{% if item.authors %", "unexpected '<'"),
+        ("{% if item.excerpt %}", "{% if item.excerpt %", "unexpected '<'"),
         ("{% endfor %}", "{% endfro %}", "endfro"),
         ("{{ item.title | one_line }}", "{{ item.titel | one_line }}", "no attribute 'titel'"),
         ("{{ item.authors | authors_short }}", "{{ item.authors | authors_shrt }}", "No filter named"),
@@ -122,9 +122,11 @@ def test_a_missing_templates_folder_is_an_error(tmp_path: Path) -> None:
 FILTER_ARGUMENTS = {  # a valid call of each filter; a filter added without an entry fails below
     "authors_short": (("Ada Lovelace", "Alan Turing"),),
     "clip": ("A title that is long enough to clip", 12),
+    "count": (12345,),
     "excerpt": ("First sentence. Second sentence.",),
     "long_date": (datetime(2024, 3, 12, tzinfo=UTC),),
     "one_line": ("two\nlines",),
+    "safe_links": ((("PDF", "https://arxiv.org/pdf/2312.00752"),),),
     "safe_url": ("https://example.org/",),
     "wrap": ("words to wrap", 72, "   "),
 }

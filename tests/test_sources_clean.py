@@ -120,7 +120,7 @@ SEED_SNIPPETS = [
     ),
     (
         r"a new image representation method called \sysname. ProSpect",
-        "a new image representation method called sysname. ProSpect",
+        "a new image representation method called the proposed system. ProSpect",
     ),
 ]
 
@@ -275,3 +275,42 @@ def test_excerpt_of_every_seed_abstract_is_short_and_ends_cleanly() -> None:
 
 def test_excerpt_of_empty_text() -> None:
     assert excerpt("") == ""
+
+
+# Real abstracts from HF daily_papers API responses (the files in tests/data/realdata/ and its README).
+REAL_SNIPPETS = [
+    (  # 2509.21766: a \href{url}{label} whose backslash and first braces were lost upstream
+        "in-context locking and functional\nfundamental capability gaps.\n"
+        "https://github.com/StarDewXXX/UltraHorizon{Our code will be available\nhere.}",
+        "in-context locking and functional fundamental capability gaps. "
+        "Our code will be available here (https://github.com/StarDewXXX/UltraHorizon).",
+    ),
+    (  # 2608.14614: '\$22K' whose '$' was lost
+        "At current market prices (\\22K for the DumpsterCluster vs. 600K for an 8-GPU B200 system),",
+        "At current market prices (22K for the DumpsterCluster vs. 600K for an 8-GPU B200 system),",
+    ),
+    (  # 2512.02892: a spaced operator in math
+        "heavily penalizes quality loss (QPS, γ{=}4), we show that SchED is robust",
+        "heavily penalizes quality loss (QPS, γ=4), we show that SchED is robust",
+    ),
+]
+
+
+@pytest.mark.parametrize(("raw", "cleaned"), REAL_SNIPPETS)
+def test_real_api_abstracts_lose_their_latex_debris(raw: str, cleaned: str) -> None:
+    assert clean_abstract(raw) == cleaned
+
+
+def test_a_placeholder_macro_becomes_the_papers_name_or_says_what_it_stands_for() -> None:
+    # 2410.18745 ("Why Does the Effective Context Length of LLMs Fall Short?"): no name in the title
+    raw = "Compared to commercial models,\nLlama 3.1 70B with \\method even achieves better performance"
+    title = "Why Does the Effective Context Length of LLMs Fall Short?"
+    assert clean_abstract(raw, title) == (
+        "Compared to commercial models, Llama 3.1 70B with the proposed method even achieves better performance"
+    )
+    named = clean_abstract(
+        "We propose \\ours, which", "LOGO -- Long cOntext aliGnment via efficient Optimization"
+    )
+    assert named == "We propose LOGO, which"
+    assert clean_abstract("\\sysname beats it", "Mamba: Linear-Time Sequence Modeling") == "Mamba beats it"
+    assert clean_abstract("see \\DumpsterCluster") == "see DumpsterCluster"  # other macros keep their name

@@ -312,7 +312,7 @@ def test_html_page_with_200_is_rejected(make, dumps: Path) -> None:
 
 def test_a_json_object_instead_of_a_list_is_rejected(make) -> None:
     with pytest.raises(ParseError, match="expected a JSON list"):
-        make(Server(httpx.Response(200, json={"error": "Invalid date"}))).fetch(NOW)
+        make(Server(httpx.Response(200, json={"message": "Invalid date"}))).fetch(NOW)
 
 
 def test_an_error_on_a_later_date_keeps_earlier_files_and_state(make, dumps: Path, tmp_path: Path) -> None:
@@ -400,3 +400,8 @@ def test_user_agent_and_timeout_on_the_default_client(dumps: Path, tmp_path: Pat
 def test_base_url_trailing_slash_is_ignored(dumps: Path, tmp_path: Path) -> None:
     source = HfDailySource(dumps, tmp_path, base_url="https://hf.test/")
     assert source.url(DAY) == URL
+
+
+def test_the_apis_error_body_is_shown_in_its_own_words(make) -> None:
+    with pytest.raises(ParseError, match="the API answered with an error, not papers: 'Invalid date'"):
+        make(Server(httpx.Response(200, json={"error": "Invalid date"}))).fetch(NOW)

@@ -12,6 +12,7 @@ from pydantic import Field
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
+from newsletter.sources.arxivfetch import ArxivSource
 from newsletter.sources.fetch import HfDailySource
 from newsletter.sources.registry import (
     DEFAULT_SOURCES,
@@ -79,7 +80,7 @@ def test_empty_list_means_no_sources(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ([{"kind": "rss"}], "field 'sources[0]': unknown kind 'rss' (one of folder, hf-daily)"),
+        ([{"kind": "rss"}], "field 'sources[0]': unknown kind 'rss' (one of folder, hf-daily, arxiv)"),
         ([{"days_back": 2}], "field 'sources[0]': missing 'kind'"),
         (
             [{"kind": "folder"}, {"kind": "hf-daily", "days_back": -1}],
@@ -142,3 +143,33 @@ def test_sources_from_settings_reads_toml_tables(tmp_path: Path) -> None:
 def test_sources_from_settings_without_the_field_is_the_folder(tmp_path: Path) -> None:
     (only,) = sources_from_settings(Settings(dumps=tmp_path))
     assert isinstance(only, FolderSource) and only.dumps_dir == tmp_path
+
+
+def test_an_arxiv_source_with_its_options(tmp_path: Path) -> None:
+    (feed,) = build(
+        [
+            {
+                "kind": "arxiv",
+                "categories": ["cs.LG", " stat.ML"],
+                "base_url": "http://127.0.0.1:9/",
+                "timeout": 5,
+            }
+        ],
+        tmp_path,
+    )
+    assert isinstance(feed, ArxivSource) and isinstance(feed, Source)
+    assert feed.url == "http://127.0.0.1:9/rss/cs.LG+stat.ML"
+    assert feed.timeout == 5
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"kind": "arxiv"}, "field 'sources[0].categories': Field required"),
+        ({"kind": "arxiv", "categories": []}, "field 'sources[0].categories'"),
+        ({"kind": "arxiv", "categories": ["cs LG"]}, "'cs LG' is not an arXiv category such as cs.LG"),
+        ({"kind": "arxiv", "categories": ["cs.LG"], "days_back": 2}, "'sources[0].days_back': unknown key"),
+    ],
+)
+def test_invalid_arxiv_specs_name_the_field(spec: Any, message: str, tmp_path: Path) -> None:
+    assert message in problem([spec], tmp_path)

@@ -49,7 +49,7 @@ def test_fixture_parses_with_ids_authors_and_counts() -> None:
     assert mamba.published_at == datetime(2023, 12, 1, 18, 1, 34, tzinfo=UTC)
     assert mamba.abstract.startswith("Foundation models, now powering most of the exciting applications")
     assert mamba.key == "2312.00752"
-    assert s4.authors == ("Albert Gu", "Karan Goel", "Christopher Ré")
+    assert s4.authors == ("Albert Gu", "Karan Goel")  # "Christopher Ré" is marked hidden
     assert not s4.abstract.endswith("\n")
     assert (s4.upvotes, s4.comments) == (12, 0)
     assert len(seqpar.authors) == 5
@@ -149,7 +149,7 @@ def test_empty_file_is_rejected(data: bytes) -> None:
 
 
 def test_object_instead_of_list_is_rejected_with_a_hint() -> None:
-    error = _parse_error(b'{"error": "Rate limit exceeded"}')
+    error = _parse_error(b'{"papers": "Rate limit exceeded"}')
     assert "expected a JSON list" in error.problem
     assert "got an object" in error.problem
     assert error.hint is not None
@@ -212,9 +212,83 @@ def test_title_missing_inside_and_outside() -> None:
 
 def test_item_that_is_not_an_object() -> None:
     error = _parse_error(b'[{"paper": {"id": "2401.00001", "title": "T", "summary": "S."}}, 42]')
-    assert error.problem == "item 2: item: expected an object, got an integer"
+    assert error.problem == "item 2: expected an object, got an integer"
 
 
 def test_null_optional_fields_count_as_missing() -> None:
     dump = parse_hf_json(_with("paper.upvotes", None, index=0), "null.json")
     assert dump.papers[0].upvotes is None
+
+
+REAL = DATA / "realdata"
+
+
+def test_a_real_listing_keeps_every_field_a_reader_can_use() -> None:
+    dump = read_dump(REAL / "hf-daily_2026-08-21.json")
+    first = dump.papers[0]
+    assert (first.arxiv_id, first.upvotes, first.comments) == ("2608.19880", 163, 1)
+    assert first.details.ai_summary is not None
+    assert first.details.ai_summary.startswith("EnvHarness and EnvRigger dynamically reshape")
+    assert first.details.ai_keywords[:3] == ("LLM agents", "Environment Harness", "EnvHarness")
+    assert first.details.github_repo == "https://github.com/google-research/envharness"
+    assert first.details.github_stars == 8
+    assert first.details.project_page == "https://envharness.com/"
+    assert first.details.organization == "Google"
+    assert (
+        first.details.thumbnail
+        == "https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/2608.19880.png"
+    )
+    assert first.details.listed_at == datetime(2026, 8, 21, tzinfo=UTC)
+    assert first.authors[:2] == ("Chengsong Huang", "Zifeng Wang") and len(first.authors) == 17
+
+
+def test_authors_marked_hidden_are_left_out() -> None:
+    raw = json.loads((REAL / "hf-daily_2024-11-18.json").read_bytes())
+    hidden = [
+        (item["paper"]["id"], author["name"])
+        for item in raw
+        for author in item["paper"]["authors"]
+        if author.get("hidden")
+    ]
+    assert len(hidden) == 1
+    arxiv_id, name = hidden[0]
+    paper = next(p for p in read_dump(REAL / "hf-daily_2024-11-18.json").papers if p.arxiv_id == arxiv_id)
+    assert name not in paper.authors
+    assert paper.authors  # the others stay
+
+
+def test_a_detail_of_the_wrong_shape_is_left_out_not_an_error() -> None:
+    dump = parse_hf_json(_with("paper.githubStars", "many", index=0), "odd.json")
+    assert dump.papers[0].details.github_stars is None
+    dump = parse_hf_json(_with("paper.projectPage", "javascript:alert(1)", index=0), "odd.json")
+    assert dump.papers[0].details.project_page is None
+
+
+def test_the_apis_error_body_is_refused_with_its_own_message() -> None:
+    with pytest.raises(ParseError) as info:
+        read_dump(REAL / "hf-api-error-body_papers.json")
+    assert info.value.problem == (
+        'the API answered with an error, not papers: "Sorry, we can\'t find the page you are looking for."'
+    )
+
+
+def test_a_data_wrapper_around_objects_is_unwrapped() -> None:
+    items = _items()
+    wrapped = json.dumps({"status": "success", "date": "2024-03-18", "count": len(items), "data": items})
+    dump = parse_hf_json(wrapped.encode(), "wrapped.json")
+    assert [p.arxiv_id for p in dump.papers] == [
+        p.arxiv_id for p in parse_hf_json(_encode(items), "x").papers
+    ]
+
+
+@pytest.mark.parametrize(
+    "name", ["hf-daily_2024-12-11.json", "hf-daily_2025-01-09.json", "hf-daily_2025-01-10.json"]
+)
+def test_the_archivers_damaged_files_are_refused_with_one_clear_line(name: str) -> None:
+    with pytest.raises(ParseError) as info:
+        read_dump(REAL / name)
+    assert info.value.problem == (
+        "item 1: expected an object, got a string "
+        "(a Python repr of an item, not JSON: the file was re-saved by another program)"
+    )
+    assert "\n" not in str(info.value)

@@ -96,8 +96,11 @@ def count_phrase(doc: Sequence[str], phrase: Sequence[str]) -> int:
 
 
 def paper_text(paper: StoredPaper) -> str:
-    """What a model reads for a paper: its title, then its abstract."""
-    return f"{paper.title}. {paper.abstract}".strip()
+    """What a model reads for a paper: its title, the listing's summary, its abstract, its keywords."""
+    summary, keywords = paper.details.ai_summary, paper.details.ai_keywords
+    head = f"{paper.title}. {summary.rstrip('. ')}" if summary else paper.title
+    tail = f" Keywords: {', '.join(keywords)}." if keywords else ""
+    return f"{head}. {paper.abstract}{tail}".strip()
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")

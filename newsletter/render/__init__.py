@@ -1,6 +1,6 @@
 """MJML compiled once per run, then Jinja per subscriber."""
 
-from newsletter.render.helpers import authors_short, excerpt, paper_url, safe_url, subject_for
+from newsletter.render.helpers import authors_short, excerpt, paper_links, paper_url, safe_url, subject_for
 from newsletter.render.renderer import HTML_TEMPLATE, TEXT_TEMPLATE, Renderer, sample_views
 from newsletter.render.views import DigestView, ItemView
 
@@ -12,6 +12,7 @@ __all__ = [
     "Renderer",
     "authors_short",
     "excerpt",
+    "paper_links",
     "paper_url",
     "safe_url",
     "sample_views",

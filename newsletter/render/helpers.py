@@ -16,6 +16,7 @@ from urllib.parse import quote, quote_plus, urlsplit
 from newsletter.models import normalize_arxiv_id
 
 ARXIV_ABS = "https://arxiv.org/abs/"
+ARXIV_PDF = "https://arxiv.org/pdf/"
 ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
 SUBJECT_MAX = 90
 SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
@@ -62,6 +63,46 @@ def paper_url(arxiv_id: str | None, title: str) -> str:
     if known:
         return ARXIV_ABS + quote(known, safe="/.")
     return ARXIV_TITLE_SEARCH + quote_plus(one_line(title))
+
+
+def paper_links(
+    arxiv_id: str | None,
+    *,
+    hf_page: str | None = None,
+    code: str | None = None,
+    stars: int | None = None,
+    project: str | None = None,
+) -> tuple[tuple[str, str], ...]:
+    """(label, URL) for each page a paper has: arXiv abstract, PDF, HF page, code (with stars), project."""
+    known = normalize_arxiv_id(arxiv_id) if arxiv_id else None
+    links: list[tuple[str, str]] = []
+    if known:
+        links += [
+            ("arXiv", ARXIV_ABS + quote(known, safe="/.")),
+            ("PDF", ARXIV_PDF + quote(known, safe="/.")),
+        ]
+    if hf_page:
+        links.append(("HF", hf_page))
+    if code:
+        links.append((f"Code ★{count(stars)}" if stars else "Code", code))
+    if project:
+        links.append(("Project", project))
+    return tuple((label, url) for label, url in links if safe_url(url) != "#")
+
+
+def safe_links(links: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The (label, URL) pairs whose URL ``safe_url`` lets through, cleaned the same way."""
+    return [(label, url) for label, url in ((lb, safe_url(u)) for lb, u in links) if url != "#"]
+
+
+def count(value: int | None) -> str:
+    """942 -> '942', 1234 -> '1.2k', 25000 -> '25k'; '' for None."""
+    if value is None:
+        return ""
+    if value < 1000:
+        return str(value)
+    thousands = value / 1000
+    return f"{thousands:.1f}k".replace(".0k", "k") if thousands < 10 else f"{round(thousands)}k"
 
 
 @lru_cache(maxsize=4096)

@@ -40,9 +40,11 @@ HTML_BUDGET = 100_000  # bytes; Gmail clips a message whose HTML passes ~102 KB
 FILTERS: dict[str, Callable[..., Any]] = {
     "authors_short": helpers.authors_short,
     "clip": helpers.clip,
+    "count": helpers.count,
     "excerpt": helpers.excerpt,
     "long_date": helpers.long_date,
     "one_line": helpers.one_line,
+    "safe_links": helpers.safe_links,
     "safe_url": helpers.safe_url,
     "wrap": helpers.wrap,
 }
@@ -260,6 +262,16 @@ def sample_views(now: datetime | None = None) -> tuple[DigestView, ...]:
             authors=("Albert Gu", "Tri Dao", "A. N. Other", "Someone Else"),
             arxiv_id="2312.00752",
             times_seen=3,
+            links=helpers.paper_links(
+                "2312.00752",
+                hf_page="https://huggingface.co/papers/2312.00752",
+                code="https://github.com/state-spaces/mamba",
+                stars=12000,
+                project="https://example.org/mamba",
+            ),
+            upvotes=143,
+            comments=7,
+            organization="Carnegie Mellon University",
         ),
         ItemView("A paper with no arXiv id", helpers.paper_url(None, "A paper"), "", "", 7, 0.2),
     )

@@ -10,9 +10,11 @@ from datetime import datetime
 class ItemView:
     """One paper in a digest.
 
-    ``excerpt`` is display text (cleaned abstract or an excerpt of it); the bundled templates trim
-    it to at most three sentences. ``rank`` is the paper's trending rank, ``times_seen`` how many
-    listings it appeared in.
+    ``excerpt`` is display text (the listing's summary, or the abstract's sentences that state the
+    contribution and the matched phrase); the bundled templates trim it to at most three sentences.
+    ``rank`` is the paper's trending rank, ``times_seen`` how many listings it appeared in. ``links``
+    are (label, URL) pairs: arXiv abstract, PDF, HF page, code, project page, whichever exist.
+    ``upvotes``/``comments`` are the listing's counts (HF), None when the source has none.
     """
 
     title: str
@@ -24,6 +26,13 @@ class ItemView:
     authors: tuple[str, ...] = ()
     arxiv_id: str | None = None
     times_seen: int = 1
+    links: tuple[tuple[str, str], ...] = ()
+    upvotes: int | None = None
+    comments: int | None = None
+    organization: str | None = None
+    thumbnail: str | None = None
+    keywords: tuple[str, ...] = ()
+    listed_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

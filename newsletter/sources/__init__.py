@@ -1,8 +1,8 @@
 """Dump parsers and fetchers: bytes in a file -> a Dump.
 
-Two formats, told apart by content, not by file name: a JSON document (``[`` or ``{`` first) is
-read as the Hugging Face daily papers API format (``hf-json``), anything else as a text dump of
-the Daily Papers page (``hf-text``).
+Three formats, told apart by content, not by file name: a JSON document (``[`` or ``{`` first) is
+read as the Hugging Face daily papers API format (``hf-json``), an RSS or Atom document as an arXiv
+feed (``arxiv``), anything else as a text dump of the Daily Papers page (``hf-text``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from pathlib import Path
 
 from newsletter.errors import SourceError
 from newsletter.models import Dump
+from newsletter.sources.arxivfeed import looks_like_feed, parse_arxiv_feed
 from newsletter.sources.hfjson import parse_hf_json
 from newsletter.sources.textdump import parse_text_dump
 
-__all__ = ["DUMP_GLOBS", "list_dump_files", "parse_dump", "read_dump"]
+__all__ = ["DUMP_GLOBS", "list_dump_files", "list_other_files", "parse_dump", "read_dump"]
 
 log = logging.getLogger(__name__)
 
-DUMP_GLOBS = ("*.txt", "*.json")
+DUMP_GLOBS = ("*.txt", "*.json", "*.xml", "*.rss", "*.atom")
 _TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 _BOM = b"\xef\xbb\xbf"
 
@@ -57,6 +58,8 @@ def parse_dump(data: bytes, source: str) -> Dump:
     """Parse dump bytes, choosing the format from the content."""
     if _looks_like_json(data):
         return parse_hf_json(data, source)
+    if looks_like_feed(data):
+        return parse_arxiv_feed(data, source)
     return parse_text_dump(data, source)
 
 
@@ -74,6 +77,16 @@ def list_dump_files(folder: Path) -> list[Path]:
     except OSError as exc:
         raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
     return sorted(files, key=lambda path: path.name)
+
+
+def list_other_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` that are not dumps by their extension (nor hidden or temporary), by name."""
+    dumps = set(list_dump_files(folder))
+    try:
+        others = [p for p in folder.iterdir() if p not in dumps and _is_dump_file(p)]
+    except OSError as exc:
+        raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
+    return sorted(others, key=lambda path: path.name)
 
 
 def _is_dump_file(path: Path) -> bool:

@@ -45,6 +45,13 @@ _DROPPED = _words(
     "left right big Big bigg Bigg displaystyle textstyle noindent centering hfill vfill "
     "limits nolimits"
 )
+# Macros authors define for the name of their method, model or dataset, and what they name.
+_PLACEHOLDERS = {
+    "method": "method", "ours": "method", "ourmethod": "method", "methodname": "method",
+    "sysname": "system", "system": "system", "modelname": "model", "model": "model",
+    "approach": "approach", "framework": "framework", "dataset": "dataset", "benchmark": "benchmark",
+}  # fmt: skip
+_TITLE_HEAD = re.compile(r"^\s*([^\s:]+(?:\s[^\s:]+)?)\s*(?::|\s--?\s)")  # one or two words, then ':'/'--'
 _SPACING = frozenset(["quad", "qquad", "newline", "par", "linebreak", "enspace", "thinspace", "medspace"])
 # Commands whose single {argument} is the text to keep. Backslash optional for the unambiguous
 # math ones, since some listings strip backslashes ("mathcal{O}(n)").
@@ -77,6 +84,9 @@ _HREF = re.compile(r"\\?\bhref\{([^{}]*)\}\{([^{}]*)\}")
 _ARG = re.compile(rf"(?:\\(?:{_ARG_COMMANDS})|\b(?:{_BARE_ARG_COMMANDS}))\*?\{{([^{{}}]*)\}}")
 _SCRIPT = re.compile(r"([_^])\{([^{}]*)\}")
 _FLATTENED_HREF = re.compile(r"https?://[^\s{}]+\{(https?://[^\s{}]+)\}")
+# \href{url}{label} whose backslash and first braces were lost: 'https://x/y{Our code is here.}'
+_FLATTENED_LABEL = re.compile(r"(https?://[^\s{}]+)\{([^{}\s]+\s[^{}]*)\}")
+_BACKSLASH_DIGIT = re.compile(r"\\(?=\d)")  # '(\22K' from '(\$22K' with its '$' lost
 _COMMAND = re.compile(r"\\([A-Za-z]+)(?![A-Za-z])\s?")
 _SPACE_COMMAND = re.compile(r"\\[,;:! ]|\\\\")
 _GROUP = re.compile(r"\{([^{}]*)\}")
@@ -87,12 +97,15 @@ _DOUBLE_QUOTES = re.compile(r"``(.+?)''")
 _SINGLE_QUOTES = re.compile(r"`([^`']+)'")
 
 
-def clean_abstract(text: str) -> str:
-    """LaTeX debris removed for display; whitespace collapsed. Also fine for titles."""
+def clean_abstract(text: str, title: str = "") -> str:
+    """LaTeX debris removed for display; whitespace collapsed. Also fine for titles.
+
+    ``title`` (the paper's) names what a placeholder macro such as ``\\method`` stands for.
+    """
     text = _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(1)], text)
     for step, triggers in _STEPS:
         if any(trigger in text for trigger in triggers):  # most abstracts need few of the steps
-            text = step(text)
+            text = _commands(text, short_name(title)) if step is _commands else step(text)
     for char, parked in _ESCAPES.items():
         text = text.replace(parked, char)
     text = text.replace(_KEPT_OPEN, "{").replace(_KEPT_CLOSE, "}")
@@ -123,7 +136,7 @@ def _arguments(text: str) -> str:
         text = _ARG.sub(r"\1", text)
         text = _SCRIPT.sub(_script, text)
         if text == before:
-            return _FLATTENED_HREF.sub(r"\1", text)
+            return _FLATTENED_LABEL.sub(_labelled_url, _FLATTENED_HREF.sub(r"\1", text))
 
 
 def _href(match: re.Match[str]) -> str:
@@ -131,24 +144,39 @@ def _href(match: re.Match[str]) -> str:
     return url if not label or label == url or label.startswith("http") else f"{label} ({url})"
 
 
+def _labelled_url(match: re.Match[str]) -> str:
+    """'https://x{Our code is here.}' -> 'Our code is here (https://x).'"""
+    url, label = match.group(1), " ".join(match.group(2).split())
+    stop = label[-1] if label[-1] in ".!?;:," else ""
+    return f"{label.removesuffix(stop)} ({url}){stop}"
+
+
 def _script(match: re.Match[str]) -> str:
     body = match.group(2).strip()
     return match.group(1) + (body if len(body) <= 1 else f"({body})")
 
 
-def _commands(text: str) -> str:
-    text = _SPACE_COMMAND.sub(" ", text)
-    return _COMMAND.sub(_command, text)
+def _commands(text: str, name: str | None = None) -> str:
+    text = _BACKSLASH_DIGIT.sub("", _SPACE_COMMAND.sub(" ", text))
+    return _COMMAND.sub(lambda match: _command(match, name), text)
 
 
-def _command(match: re.Match[str]) -> str:
+def _command(match: re.Match[str], paper_name: str | None) -> str:
     name = match.group(1)
     if name in _DROPPED:
         return ""
     if name in _SPACING:
         return " "
     trailing = match.group(0)[len(name) + 1 :]
-    return _SYMBOLS.get(name, name) + trailing  # unknown macro (e.g. \sysname): keep its name
+    if name in _PLACEHOLDERS:  # the authors' macro for their method's name: \method, \ours
+        return (paper_name or f"the proposed {_PLACEHOLDERS[name]}") + trailing
+    return _SYMBOLS.get(name, name) + trailing  # unknown macro (e.g. \DumpsterCluster): keep its name
+
+
+def short_name(title: str) -> str | None:
+    """A title's short name: 'Mamba' in 'Mamba: Linear-Time ...' or 'LOGO -- Long cOntext ...'."""
+    head = _TITLE_HEAD.match(title)
+    return head.group(1) if head else None
 
 
 def _stripped_math(text: str) -> str:
@@ -170,7 +198,7 @@ def _groups(text: str) -> str:
 def _group(match: re.Match[str]) -> str:
     body, text = match.group(1), match.string
     before = text[match.start() - 1] if match.start() else ""
-    one_word = bool(body) and not any(c.isspace() for c in body)
+    one_word = any(c.isalnum() for c in body) and not any(c.isspace() for c in body)
     glued = before.isalnum() or before in ("}", _KEPT_CLOSE) or text.startswith("{", match.end())
     return f"{_KEPT_OPEN}{body}{_KEPT_CLOSE}" if one_word and glued else body
 

@@ -31,9 +31,18 @@ import httpx
 
 from newsletter import __version__
 from newsletter.errors import SourceError
+from newsletter.models import Dump
 from newsletter.sources.hfjson import parse_hf_json
 
-__all__ = ["DEFAULT_HF_BASE_URL", "HfDailySource", "listing_dates", "retry_after_seconds", "write_atomic"]
+__all__ = [
+    "DEFAULT_HF_BASE_URL",
+    "HfDailySource",
+    "HttpSource",
+    "listing_dates",
+    "listing_hash",
+    "retry_after_seconds",
+    "write_atomic",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,59 +80,35 @@ class _Seen:
         return cls(**{k: v for k, v in value.items() if k in names and isinstance(v, str)})
 
 
-class HfDailySource:
-    """The Hugging Face daily papers API as a source of ``hf-json`` dump files."""
+class HttpSource:
+    """What every fetching source shares: one httpx client, GET with retries, validators, atomic saves.
 
-    name = "hf-daily"
+    Subclasses set ``name`` and ``accept`` and implement ``fetch``.
+    """
+
+    name = "http"
+    accept = "*/*"
 
     def __init__(
         self,
         dumps_dir: Path,
         state_dir: Path,
         *,
-        base_url: str = DEFAULT_HF_BASE_URL,
+        base_url: str,
         client: httpx.Client | None = None,
-        days_back: int = 3,
         timeout: float = 20.0,
         max_retries: int = 4,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if days_back < 0 or max_retries < 0:
-            raise ValueError("days_back and max_retries must be >= 0")
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
         self.dumps_dir = dumps_dir
         self.base_url = base_url.rstrip("/")
-        self.days_back = days_back
         self.timeout = timeout
         self.max_retries = max_retries
         self._client = client
         self._sleep = sleep
-        self._state = _StateFile(state_dir / "hf-daily.json", self.base_url)
-
-    def __repr__(self) -> str:
-        return f"HfDailySource({self.base_url!r}, days_back={self.days_back})"
-
-    def url(self, day: date) -> str:
-        return f"{self.base_url}/api/daily_papers?date={day.isoformat()}"
-
-    def fetch(self, now: datetime) -> list[Path]:
-        """Fetch each date's listing (oldest first); return the dump files written.
-
-        Raises SourceError at the first date that cannot be fetched or parsed; files written for
-        earlier dates stay in the dumps folder (the folder scan ingests them) and their state is kept.
-        """
-        days = listing_dates(now, self.days_back)
-        seen = self._state.load(keep=days)
-        written: list[Path] = []
-        try:
-            with self._session() as client:
-                for day in days:
-                    path = self._fetch_day(client, day, seen)
-                    if path is not None:
-                        written.append(path)
-        finally:
-            self._state.save(seen)
-        log.info("%s: %d date(s) checked, %d new dump(s)", self.name, len(days), len(written))
-        return written
+        self._state = _StateFile(state_dir / f"{self.name}.json", self.base_url)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[httpx.Client]:
@@ -134,26 +119,17 @@ class HfDailySource:
         with httpx.Client(timeout=self.timeout, headers=headers, follow_redirects=True) as client:
             yield client
 
-    def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
-        url = self.url(day)
-        before = seen.get(day.isoformat(), _Seen())
-        reply = self._get(client, url, _conditional_headers(before))
-        if reply.status == 304:
-            log.debug("%s: not modified", url)
-            return None
-        dump = parse_hf_json(reply.body, url)  # ParseError (a SourceError) names the URL
-        # A new file only when the listing itself changed (papers or their order), not on every upvote:
-        # each file is a dump, and a dump counts towards how often a paper was seen.
-        listing = hashlib.sha256("\n".join(p.key for p in dump.papers).encode()).hexdigest()
-        changed = dump.papers and listing != before.sha256
-        path = self._save(day, reply.body, dump.content_hash) if changed else None
-        if not dump.papers:
-            log.debug("%s: no papers listed (weekend or not published yet)", url)
-        seen[day.isoformat()] = _Seen(reply.headers.get("etag"), reply.headers.get("last-modified"), listing)
-        return path
+    def _conditional_get(self, client: httpx.Client, url: str, before: _Seen) -> _Reply:
+        headers = {"Accept": self.accept}
+        if before.etag:
+            headers["If-None-Match"] = before.etag
+        if before.last_modified:
+            headers["If-Modified-Since"] = before.last_modified
+        return self._get(client, url, headers)
 
-    def _save(self, day: date, body: bytes, sha: str) -> Path | None:
-        path = self.dumps_dir / f"hf-daily-{day.isoformat()}-{sha[:8]}.json"
+    def _save(self, name: str, body: bytes, sha: str) -> Path | None:
+        """Write ``body`` as dumps_dir/name unless that file already holds it; the path written."""
+        path = self.dumps_dir / name
         if path.is_file() and _sha256_of(path) == sha:
             log.debug("%s: already saved", path)
             return None
@@ -197,6 +173,81 @@ class HfDailySource:
         delay = wait if wait is not None else backoff_delay(attempt)
         log.info("%s: %s; retry %d of %d in %.1f s", url, problem, attempt + 1, self.max_retries, delay)
         self._sleep(delay)
+
+
+class HfDailySource(HttpSource):
+    """The Hugging Face daily papers API as a source of ``hf-json`` dump files."""
+
+    name = "hf-daily"
+    accept = "application/json"
+
+    def __init__(
+        self,
+        dumps_dir: Path,
+        state_dir: Path,
+        *,
+        base_url: str = DEFAULT_HF_BASE_URL,
+        client: httpx.Client | None = None,
+        days_back: int = 3,
+        timeout: float = 20.0,
+        max_retries: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if days_back < 0:
+            raise ValueError("days_back and max_retries must be >= 0")
+        super().__init__(
+            dumps_dir,
+            state_dir,
+            base_url=base_url,
+            client=client,
+            timeout=timeout,
+            max_retries=max_retries,
+            sleep=sleep,
+        )
+        self.days_back = days_back
+
+    def __repr__(self) -> str:
+        return f"HfDailySource({self.base_url!r}, days_back={self.days_back})"
+
+    def url(self, day: date) -> str:
+        return f"{self.base_url}/api/daily_papers?date={day.isoformat()}"
+
+    def fetch(self, now: datetime) -> list[Path]:
+        """Fetch each date's listing (oldest first); return the dump files written.
+
+        Raises SourceError at the first date that cannot be fetched or parsed; files written for
+        earlier dates stay in the dumps folder (the folder scan ingests them) and their state is kept.
+        """
+        days = listing_dates(now, self.days_back)
+        seen = self._state.load(keep=[day.isoformat() for day in days])
+        written: list[Path] = []
+        try:
+            with self._session() as client:
+                for day in days:
+                    path = self._fetch_day(client, day, seen)
+                    if path is not None:
+                        written.append(path)
+        finally:
+            self._state.save(seen)
+        log.info("%s: %d date(s) checked, %d new dump(s)", self.name, len(days), len(written))
+        return written
+
+    def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
+        url = self.url(day)
+        before = seen.get(day.isoformat(), _Seen())
+        reply = self._conditional_get(client, url, before)
+        if reply.status == 304:
+            log.debug("%s: not modified", url)
+            return None
+        dump = parse_hf_json(reply.body, url)  # ParseError (a SourceError) names the URL
+        listing = listing_hash(dump)
+        changed = dump.papers and listing != before.sha256
+        name = f"hf-daily-{day.isoformat()}-{dump.content_hash[:8]}.json"
+        path = self._save(name, reply.body, dump.content_hash) if changed else None
+        if not dump.papers:
+            log.debug("%s: no papers listed (weekend or not published yet)", url)
+        seen[day.isoformat()] = seen_from(reply, listing)
+        return path
 
 
 # -- helpers ------------------------------------------------------------------------------------------
@@ -271,13 +322,14 @@ def _status_text(status: int) -> str:
     return f"HTTP {status} {phrase}".rstrip()
 
 
-def _conditional_headers(seen: _Seen) -> dict[str, str]:
-    headers = {"Accept": "application/json"}
-    if seen.etag:
-        headers["If-None-Match"] = seen.etag
-    if seen.last_modified:
-        headers["If-Modified-Since"] = seen.last_modified
-    return headers
+def listing_hash(dump: Dump) -> str:
+    """A new file only when the listing itself changed (papers or their order), not on every upvote:
+    each file is a dump, and a dump counts towards how often a paper was seen."""
+    return hashlib.sha256("\n".join(p.key for p in dump.papers).encode()).hexdigest()
+
+
+def seen_from(reply: _Reply, listing: str) -> _Seen:
+    return _Seen(reply.headers.get("etag"), reply.headers.get("last-modified"), listing)
 
 
 def _read_body(response: httpx.Response, url: str) -> bytes:
@@ -311,21 +363,20 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 class _StateFile:
-    """Per-date validators in ``{base_url: {"YYYY-MM-DD": {"etag", "last_modified", "sha256"}}}``."""
+    """Validators per date or feed: ``{base_url: {key: {"etag", "last_modified", "sha256"}}}``."""
 
     def __init__(self, path: Path, base_url: str) -> None:
         self.path = path
         self.base_url = base_url
         self._others: dict[str, Any] = {}
 
-    def load(self, keep: list[date]) -> dict[str, _Seen]:
-        """This base URL's entries for the dates in ``keep``; an unreadable file counts as empty."""
+    def load(self, keep: list[str]) -> dict[str, _Seen]:
+        """This base URL's entries for the keys (dates) in ``keep``; an unreadable file counts as empty."""
         data = self._read()
         self._others = {k: v for k, v in data.items() if k != self.base_url}
         mine = data.get(self.base_url)
         mine = mine if isinstance(mine, dict) else {}
-        wanted = {day.isoformat() for day in keep}
-        return {day: _Seen.from_json(value) for day, value in mine.items() if day in wanted}
+        return {day: _Seen.from_json(value) for day, value in mine.items() if day in keep}
 
     def save(self, seen: dict[str, _Seen]) -> None:
         data = {**self._others, self.base_url: {day: s.to_json() for day, s in sorted(seen.items())}}

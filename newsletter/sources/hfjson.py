@@ -8,8 +8,14 @@ The response is a JSON list; each item looks like (fields we do not use left out
      "publishedAt": "2024-03-19T01:02:03.000Z", "title": "...", "numComments": 3, ...}
 
 ``paper.id``, ``paper.title`` and ``paper.summary`` are required (the outer ``title``/``summary``
-stand in when the inner ones are absent); the rest are optional but must have the right type.
-Rank is the item's 1-based position. An empty list is a valid, empty dump.
+stand in when the inner ones are absent); upvotes, comments, authors and dates are optional but must
+have the right type. Authors marked ``hidden`` are left out. The fields a reader may want beyond
+those (``ai_summary``, ``ai_keywords``, ``githubRepo``/``githubStars``, ``projectPage``,
+``organization``, ``thumbnail``/``mediaUrl(s)``, ``submittedOnDailyAt``) go into ``PaperDetails``;
+one of the wrong type is left out rather than rejecting the listing, since the API adds and
+reshapes them. Rank is the item's 1-based position. An empty list is a valid, empty dump. The
+API's error body (``{"error": "..."}``) is refused with its own message; a ``{"data": [...]}``
+wrapper is unwrapped.
 """
 
 from __future__ import annotations
@@ -19,14 +25,16 @@ import json
 import logging
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from newsletter.errors import ParseError
-from newsletter.models import Dump, Paper, normalize_arxiv_id
+from newsletter.models import Dump, Paper, PaperDetails, normalize_arxiv_id
 from newsletter.sources.common import dedupe
 
 log = logging.getLogger(__name__)
 
 FORMAT = "hf-json"
+HF_PAPERS = "https://huggingface.co/papers/"
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -36,6 +44,7 @@ class _FieldError(ValueError):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.problem = problem
 
 
 def parse_hf_json(data: bytes, source: str) -> Dump:
@@ -46,7 +55,8 @@ def parse_hf_json(data: bytes, source: str) -> Dump:
         try:
             papers.append(_paper(item, rank=index + 1))
         except _FieldError as exc:
-            raise ParseError(source, None, f"item {index + 1}: {exc}") from exc
+            where = f"item {index + 1}: {exc.field}: " if exc.field else f"item {index + 1}: "
+            raise ParseError(source, None, where + exc.problem) from exc
     return Dump(
         source=source,
         format=FORMAT,
@@ -70,6 +80,11 @@ def _load(data: bytes, source: str) -> list[Any]:
         raise ParseError(source, exc.lineno, f"malformed JSON: {exc.msg} (column {exc.colno})") from exc
     except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting too deep
         raise ParseError(source, None, f"malformed JSON: {exc}") from exc
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        return value["data"]  # an archiver's {"status", "date", "count", "data": [...]} wrapper
+    if isinstance(value, dict) and isinstance(value.get("error"), str):
+        problem = f"the API answered with an error, not papers: {value['error'].strip()!r}"
+        raise ParseError(source, 1, problem, "fetch this date again later, or delete the file")
     if not isinstance(value, list):
         hint = "expected the response of /api/daily_papers: a JSON list of items"
         raise ParseError(source, 1, f"expected a JSON list of papers, got {_kind(value)}", hint)
@@ -78,7 +93,7 @@ def _load(data: bytes, source: str) -> list[Any]:
 
 def _paper(item: Any, *, rank: int) -> Paper:
     if not isinstance(item, dict):
-        raise _FieldError("item", f"expected an object, got {_kind(item)}")
+        raise _FieldError("", f"expected an object, got {_kind(item)}{_repr_note(item)}")
     inner = _get(item, "paper", dict, required=True)
     arxiv_id = _get(inner, "id", str, required=True, path="paper.id")
     return Paper(
@@ -90,7 +105,70 @@ def _paper(item: Any, *, rank: int) -> Paper:
         upvotes=_get(inner, "upvotes", int, path="paper.upvotes"),
         comments=_get(item, "numComments", int),
         published_at=_published_at(inner, item),
+        details=_details(item, inner, arxiv_id),
     )
+
+
+def _repr_note(item: Any) -> str:
+    if isinstance(item, str) and item.lstrip().startswith("{'"):
+        return " (a Python repr of an item, not JSON: the file was re-saved by another program)"
+    return ""
+
+
+def _details(item: dict[str, Any], inner: dict[str, Any], paper_id: str) -> PaperDetails:
+    """The optional display fields; a value of the wrong shape is left out, not an error."""
+    keywords = _loose(inner, "ai_keywords", list) or []
+    return PaperDetails(
+        ai_summary=_text_or_none(_loose(inner, "ai_summary", str)),
+        ai_keywords=tuple(
+            dict.fromkeys(" ".join(k.split()) for k in keywords if isinstance(k, str) and k.strip())
+        ),
+        github_repo=_url(_loose(inner, "githubRepo", str)),
+        github_stars=_loose(inner, "githubStars", int),
+        project_page=_url(_loose(inner, "projectPage", str)),
+        organization=_organization(inner) or _organization(item),
+        thumbnail=_url(
+            _loose(item, "thumbnail", str) or _loose(item, "mediaUrl", str) or _first_media(inner)
+        ),
+        listed_at=_moment(_loose(inner, "submittedOnDailyAt", str) or _loose(item, "publishedAt", str)),
+        hf_page=HF_PAPERS + quote(paper_id.strip(), safe="/.") if paper_id.strip() else None,
+    )
+
+
+def _loose(obj: dict[str, Any], key: str, kind: type) -> Any:
+    try:
+        return _get(obj, key, kind)
+    except _FieldError as exc:
+        log.debug("ignoring %s", exc)
+        return None
+
+
+def _text_or_none(value: str | None) -> str | None:
+    return " ".join(value.split()) or None if value else None
+
+
+def _url(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value if value.startswith(("https://", "http://")) and " " not in value else None
+
+
+def _organization(obj: dict[str, Any]) -> str | None:
+    org = _loose(obj, "organization", dict) or {}
+    name = _loose(org, "fullname", str) or _loose(org, "name", str)
+    return _text_or_none(name)
+
+
+def _first_media(inner: dict[str, Any]) -> str | None:
+    media = _loose(inner, "mediaUrls", list) or []
+    return next((m for m in media if isinstance(m, str)), None)
+
+
+def _moment(value: str | None) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _get(obj: dict[str, Any], key: str, kind: type, *, required: bool = False, path: str = "") -> Any:
@@ -141,7 +219,7 @@ def _authors(inner: dict[str, Any]) -> tuple[str, ...]:
         if not isinstance(author, dict):
             raise _FieldError(path, f"expected an object, got {_kind(author)}")
         name = _get(author, "name", str, path=f"{path}.name")
-        if name and name.strip():
+        if name and name.strip() and author.get("hidden") is not True:
             names.append(" ".join(name.split()))
     return tuple(names)
 

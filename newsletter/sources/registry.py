@@ -12,12 +12,17 @@ Settings example (``newsletter.toml``)::
     kind = "hf-daily"
     days_back = 3
 
+    [[sources]]
+    kind = "arxiv"
+    categories = ["cs.LG", "cs.CL"]
+
 or ``NEWSLETTER_SOURCES='[{"kind": "folder"}, {"kind": "hf-daily"}]'``.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic_core import ErrorDetails
 
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.sources.arxivfetch import DEFAULT_ARXIV_BASE_URL, ArxivSource
 from newsletter.sources.fetch import DEFAULT_HF_BASE_URL, HfDailySource
 
 __all__ = [
@@ -97,14 +103,11 @@ class FolderSpec(_Spec):
     kind: Literal["folder"]
 
 
-class HfDailySpec(_Spec):
-    kind: Literal["hf-daily"]
-    base_url: str = DEFAULT_HF_BASE_URL
-    days_back: int = Field(default=3, ge=0, le=31)
+class _HttpSpec(_Spec):
     timeout: float = Field(default=20.0, gt=0, le=300)
     max_retries: int = Field(default=4, ge=0, le=10)
 
-    @field_validator("base_url")
+    @field_validator("base_url", check_fields=False)
     @classmethod
     def _http_url(cls, value: str) -> str:
         try:
@@ -116,9 +119,33 @@ class HfDailySpec(_Spec):
         return value.rstrip("/")
 
 
-SourceSpec = Annotated[FolderSpec | HfDailySpec, Field(discriminator="kind")]
+class HfDailySpec(_HttpSpec):
+    kind: Literal["hf-daily"]
+    base_url: str = DEFAULT_HF_BASE_URL
+    days_back: int = Field(default=3, ge=0, le=31)
+
+
+_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")  # cs.LG, stat.ML, hep-th, math.NA
+
+
+class ArxivSpec(_HttpSpec):
+    kind: Literal["arxiv"]
+    categories: tuple[str, ...] = Field(min_length=1)
+    base_url: str = DEFAULT_ARXIV_BASE_URL
+
+    @field_validator("categories")
+    @classmethod
+    def _known_shape(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for category in value:
+            if not _CATEGORY.match(category.strip()):
+                raise ValueError(f"{category!r} is not an arXiv category such as cs.LG or stat.ML")
+        return tuple(c.strip() for c in value)
+
+
+AnySpec = FolderSpec | HfDailySpec | ArxivSpec
+SourceSpec = Annotated[AnySpec, Field(discriminator="kind")]
 _SPECS: TypeAdapter[list[SourceSpec]] = TypeAdapter(list[SourceSpec])
-_KINDS = ("folder", "hf-daily")
+_KINDS = ("folder", "hf-daily", "arxiv")
 
 
 def parse_sources(
@@ -136,24 +163,24 @@ def sources_from_settings(settings: Any, *, client: httpx.Client | None = None) 
     return parse_sources(spec, dumps_dir=settings.dumps, state_dir=settings.home / "sources", client=client)
 
 
-def validate_sources(spec: Any) -> list[FolderSpec | HfDailySpec]:
+def validate_sources(spec: Any) -> list[AnySpec]:
     try:
         return _SPECS.validate_python(spec)
     except ValidationError as exc:
         raise ConfigError(f"invalid setting {_problem(exc)}", hint=_hint()) from None
 
 
-def _build(
-    spec: FolderSpec | HfDailySpec, dumps_dir: Path, state_dir: Path, client: httpx.Client | None
-) -> Source:
+def _build(spec: AnySpec, dumps_dir: Path, state_dir: Path, client: httpx.Client | None) -> Source:
     if isinstance(spec, FolderSpec):
         return FolderSource(dumps_dir)
     options = spec.model_dump(exclude={"kind"})
+    if isinstance(spec, ArxivSpec):
+        return ArxivSource(dumps_dir, state_dir, client=client, **options)
     return HfDailySource(dumps_dir, state_dir, client=client, **options)
 
 
-def _refuse_duplicates(specs: list[FolderSpec | HfDailySpec]) -> None:
-    seen: set[FolderSpec | HfDailySpec] = set()
+def _refuse_duplicates(specs: list[AnySpec]) -> None:
+    seen: set[AnySpec] = set()
     for index, spec in enumerate(specs):
         if spec in seen:
             message = f"invalid setting field 'sources[{index}]': duplicate of an earlier entry"
@@ -182,4 +209,7 @@ def _message(err: ErrorDetails) -> str:
 
 
 def _hint() -> str:
-    return 'sources is a list such as [{"kind": "folder"}, {"kind": "hf-daily", "days_back": 3}]'
+    return (
+        'sources is a list such as [{"kind": "folder"}, {"kind": "hf-daily", "days_back": 3}, '
+        '{"kind": "arxiv", "categories": ["cs.LG"]}]'
+    )

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.models import Dump, Paper, normalize_arxiv_id
+from newsletter.store.details import write_details
 from newsletter.store.papers import chunks, dump_record
 from newsletter.store.records import IngestResult
 from newsletter.store.schema import dump_papers, dumps, papers
@@ -140,6 +141,7 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
     if touched:  # an empty listing (the API on a day without papers) is a dump of nothing
         rows = [{"dump_seq": seq, "paper_id": e.id, "rank": e.rank} for e in touched]
         conn.execute(dump_papers.insert(), rows)
+        write_details(conn, [(e.id, e.listing) for e in touched if e.id is not None and e.listing])
     return len(new)
 
 

@@ -141,10 +141,41 @@ def _0003_installation(conn: Connection) -> None:
     conn.execute(table.insert().values(id=1, nonce=secrets.token_hex(16)))
 
 
+def _0004_paper_details(conn: Connection) -> None:
+    """What listings say about a paper beyond its title and abstract; dump files refused for good."""
+    md = sa.MetaData()
+    sa.Table("papers", md, sa.Column("id", sa.Integer, primary_key=True))  # for the foreign key only
+    sa.Table(
+        "paper_details",
+        md,
+        sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+        sa.Column("comments", sa.Integer),
+        sa.Column("ai_summary", sa.Text),
+        sa.Column("ai_keywords", sa.Text),
+        sa.Column("github_repo", sa.Text),
+        sa.Column("github_stars", sa.Integer),
+        sa.Column("project_page", sa.Text),
+        sa.Column("organization", sa.Text),
+        sa.Column("thumbnail", sa.Text),
+        sa.Column("listed_at", UTCDateTime),
+        sa.Column("hf_page", sa.Text),
+    )
+    sa.Table(
+        "rejected_files",
+        md,
+        sa.Column("content_hash", sa.String(128), primary_key=True),
+        sa.Column("path", sa.Text, nullable=False),
+        sa.Column("problem", sa.Text, nullable=False),
+        sa.Column("first_seen", UTCDateTime, nullable=False),
+    )
+    md.create_all(conn, tables=[md.tables["paper_details"], md.tables["rejected_files"]])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
     ("0003_installation", _0003_installation),
+    ("0004_paper_details", _0004_paper_details),
 )
 
 

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
 from newsletter.models import StoredPaper
+from newsletter.store.details import DETAIL_COLUMNS, details_from_row, joined_papers
 from newsletter.store.records import DumpRecord
 from newsletter.store.schema import dump_papers, dumps, papers
 
@@ -29,6 +30,8 @@ def chunks(values: Iterable[T], size: int = CHUNK) -> Iterator[list[T]]:
 
 
 def stored_paper(row: Row[Any]) -> StoredPaper:
+    """A paper from a row selected with its details (``select_papers``)."""
+    comments, details = details_from_row(row)
     return StoredPaper(
         id=row.id,
         key=row.key,
@@ -42,13 +45,20 @@ def stored_paper(row: Row[Any]) -> StoredPaper:
         times_seen=row.times_seen,
         best_rank=row.best_rank,
         upvotes=row.upvotes,
+        comments=comments,
+        details=details,
     )
+
+
+def select_papers(*extra: Any) -> sa.Select[Any]:
+    """SELECT papers with their details (and ``extra`` columns)."""
+    return sa.select(papers, *DETAIL_COLUMNS, *extra).select_from(joined_papers(papers))
 
 
 def papers_where(conn: Connection, *criteria: sa.ColumnElement[bool]) -> list[StoredPaper]:
     """Papers matching ``criteria``, in order of first dump, then best trending rank."""
     query = (
-        sa.select(papers).where(*criteria).order_by(papers.c.first_dump_seq, papers.c.best_rank, papers.c.id)
+        select_papers().where(*criteria).order_by(papers.c.first_dump_seq, papers.c.best_rank, papers.c.id)
     )
     return [stored_paper(row) for row in conn.execute(query)]
 
@@ -63,7 +73,7 @@ def papers_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, StoredPaper]
 def papers_in_dump(conn: Connection, seq: int) -> list[tuple[StoredPaper, int]]:
     """Every paper a dump listed, with its rank in that dump, in rank order."""
     query = (
-        sa.select(papers, dump_papers.c.rank.label("dump_rank"))
+        select_papers(dump_papers.c.rank.label("dump_rank"))
         .join(dump_papers, dump_papers.c.paper_id == papers.c.id)
         .where(dump_papers.c.dump_seq == seq)
         .order_by(dump_papers.c.rank, papers.c.id)

@@ -147,3 +147,28 @@ installation = sa.Table(
     sa.Column("nonce", sa.String(64), nullable=False),  # random, made once per state database
     sa.CheckConstraint("id = 1", name="ck_installation_one_row"),
 )
+
+paper_details = sa.Table(
+    "paper_details",
+    metadata,
+    sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+    sa.Column("comments", sa.Integer),
+    sa.Column("ai_summary", sa.Text),
+    sa.Column("ai_keywords", sa.Text),  # JSON list of phrases
+    sa.Column("github_repo", sa.Text),
+    sa.Column("github_stars", sa.Integer),
+    sa.Column("project_page", sa.Text),
+    sa.Column("organization", sa.Text),
+    sa.Column("thumbnail", sa.Text),
+    sa.Column("listed_at", UTCDateTime),
+    sa.Column("hf_page", sa.Text),
+)
+
+rejected_files = sa.Table(
+    "rejected_files",
+    metadata,
+    sa.Column("content_hash", sa.String(128), primary_key=True),  # sha256 of the file's bytes
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("problem", sa.Text, nullable=False),  # the one-line error, as reported then
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+)

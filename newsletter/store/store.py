@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from newsletter.address import address_key
 from newsletter.errors import StoreError
 from newsletter.models import Dump, StoredPaper
-from newsletter.store import delivery
+from newsletter.store import delivery, rejected
 from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
 from newsletter.store.ingest import ingest_dump
 from newsletter.store.lock import run_lock
@@ -116,6 +116,21 @@ class Store:
             "ingested %s: dump %s, %s papers, %s new", dump.source, result.dump_seq, result.papers, result.new
         )
         return result
+
+    def rejected_hashes(self) -> set[str]:
+        """Content hashes of dump files refused before (see ``remember_rejected``)."""
+        with self._tx("reading rejected files") as conn:
+            return rejected.rejected_hashes(conn)
+
+    def remember_rejected(self, content_hash: str, path: str, problem: str, now: datetime) -> None:
+        """Remember a refused dump file by its content, so later folder scans skip it quietly."""
+        _aware(now, "now")
+        with self._tx(f"remembering rejected file {path}", write=True) as conn:
+            rejected.remember_rejected(conn, content_hash, path, problem, now)
+
+    def rejected_files(self) -> list[rejected.RejectedFile]:
+        with self._tx("reading rejected files") as conn:
+            return rejected.list_rejected(conn)
 
     def latest_dump_seq(self) -> int | None:
         with self._tx("reading dumps") as conn:

@@ -1,0 +1,96 @@
+"""Dump files -> the store, one file per transaction, with a memory of what was refused.
+
+``newsletter ingest FILE`` reports every problem every time. The folder scan of ``run`` (and the
+daemon) reports a refused file once, remembers it by the sha256 of its bytes in the store, and skips
+it quietly after that (``status`` lists them), so an hourly job does not fail every hour for one bad
+file; a file with other content (fixed, or a new one) is read again. Files with an extension no
+parser reads (``.html``, ``.md``, ``.pdf`` ...) get one warning, remembered the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from newsletter.errors import ParseError, SourceError, StoreError
+from newsletter.report import DumpOutcome
+from newsletter.sources import DUMP_GLOBS, list_dump_files, list_other_files, parse_dump
+from newsletter.store import Store
+
+__all__ = ["ingest_files", "ingest_folder"]
+
+log = logging.getLogger(__name__)
+
+# A parser bug on odd input must reject that file, not stop every later run.
+UNEXPECTED_INPUT_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, RecursionError)
+_READ = ", ".join(glob.removeprefix("*") for glob in DUMP_GLOBS)
+
+
+def ingest_folder(store: Store, folder: Path, now: datetime) -> list[DumpOutcome]:
+    """Every dump file in ``folder``; files refused by an earlier scan are skipped quietly."""
+    if not folder.is_dir():
+        raise SourceError(f"{folder}: dumps folder not found", hint="set NEWSLETTER_DUMPS")
+    known = store.rejected_hashes()
+    outcomes = ingest_files(store, list_dump_files(folder), now, remember=known)
+    return outcomes + _unreadable(store, list_other_files(folder), known, now)
+
+
+def ingest_files(
+    store: Store, paths: Iterable[Path], now: datetime, *, remember: set[str] | None = None
+) -> list[DumpOutcome]:
+    """Each file in its own transaction. With ``remember`` (the hashes refused before), a refused
+    file is recorded in the store and one already there is skipped without a report."""
+    outcomes = [_ingest_one(store, path, now, remember) for path in paths]
+    return [o for o in outcomes if o is not None]
+
+
+def _ingest_one(store: Store, path: Path, now: datetime, remember: set[str] | None) -> DumpOutcome | None:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return _rejected(path, f"cannot read dump {path}: {exc.strerror or type(exc).__name__}")
+    digest = hashlib.sha256(data).hexdigest()
+    if remember is not None and digest in remember:
+        log.debug("skipping %s: refused before (see `newsletter status`)", path)
+        return None
+    try:
+        result = store.ingest(parse_dump(data, str(path)), now)  # one transaction: all of it or nothing
+    except (StoreError, SourceError) as exc:
+        outcome = _rejected(path, str(exc))
+        content_problem = isinstance(exc, ParseError)
+    except UNEXPECTED_INPUT_ERRORS as exc:
+        log.debug("unexpected error reading %s", path, exc_info=True)
+        outcome = _rejected(path, f"{path}: cannot read this dump: {type(exc).__name__}: {exc}")
+        content_problem = True
+    else:
+        if not result.already:
+            log.info("ingested %s: %d papers, %d new", path, result.papers, result.new)
+        return DumpOutcome(str(path), result.papers, result.new, result.already)
+    if remember is not None and content_problem and outcome.error:
+        store.remember_rejected(digest, str(path), outcome.error, now)
+    return outcome
+
+
+def _rejected(path: Path, problem: str) -> DumpOutcome:
+    log.error("rejected %s", problem)
+    return DumpOutcome(file=str(path), error=problem)
+
+
+def _unreadable(store: Store, paths: list[Path], known: set[str], now: datetime) -> list[DumpOutcome]:
+    """One warning per file no parser reads, the first time its content is seen."""
+    outcomes = []
+    for path in paths:
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            continue
+        if digest in known:
+            continue
+        warning = f"{path}: skipped, not a dump file (run reads {_READ} files)"
+        log.warning("%s", warning)
+        store.remember_rejected(digest, str(path), warning, now)
+        outcomes.append(DumpOutcome(file=str(path), warning=warning))
+    return outcomes

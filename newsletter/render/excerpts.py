@@ -1,0 +1,94 @@
+"""The excerpt under a title: what the paper contributes, and where the "why" names a phrase, where.
+
+Abstracts usually open with background ("Recently, X has shown promise..."). The excerpt is instead:
+
+1. the listing's own short summary when it has one (HF ``ai_summary``), else the abstract's first
+   sentence that states the contribution ("we propose/introduce/present ..."), else its first sentence;
+2. then, when the "why" names phrases ("matches: Mamba, state space", "close to your interest
+   'x'"), the first abstract sentence containing one of them, if the part before does not already;
+3. then the sentence after the contribution while there is room (``MAX_CHARS``).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from newsletter.models import StoredPaper
+from newsletter.sources.clean import ELLIPSIS, clean_abstract, split_sentences
+
+__all__ = ["MAX_CHARS", "point_excerpt", "why_phrases"]
+
+MAX_CHARS = 400
+_CONTRIBUTION = re.compile(
+    r"\b(?:we|this (?:paper|work|study|report)|our (?:work|paper))\b(?:\s+\w+){0,3}?\s+"
+    r"(?:propose|introduce|present|develop|design|build|release|offer|unveil|contribute|construct|"
+    r"create|describe|formulate|establish|devise|curate|train|apply|study|investigate)s?\b",
+    re.IGNORECASE,
+)
+_QUOTED = re.compile(r"'([^']{2,80})'")
+_LISTED = re.compile(r"^(?:matches|shares words with your profile):\s*(.+)$")
+
+
+def why_phrases(why: str) -> tuple[str, ...]:
+    """The phrases a reason names: quoted ones, or the list after 'matches:'; none for a liked title."""
+    if why.startswith(("similar to a paper", "closest")):
+        return ()
+    listed = _LISTED.match(why)
+    if listed:
+        return tuple(p.strip(" …") for p in listed.group(1).split(",") if len(p.strip(" …")) > 1)
+    return tuple(_QUOTED.findall(why))
+
+
+@lru_cache(maxsize=8192)  # the same paper for many subscribers, often with the same reason
+def point_excerpt(paper: StoredPaper, why: str = "") -> str:
+    """The excerpt for ``paper`` in a digest whose reason for it is ``why`` (cleaned display text)."""
+    sentences = split_sentences(clean_abstract(paper.abstract, paper.title))
+    summary = paper.details.ai_summary
+    chosen = [summary] if summary else [_contribution(sentences)] if sentences else []
+    phrase = _sentence_naming(sentences, why_phrases(why), " ".join(chosen))
+    if phrase and phrase not in chosen:
+        first = not summary and _before(sentences, phrase, chosen[0])  # abstract sentences keep their order
+        chosen = [phrase, *chosen] if first else [*chosen, phrase]
+    if not summary and len(chosen) == 1 and sentences:
+        chosen += _next(sentences, chosen[0])
+    return _fit([c for c in chosen if c])
+
+
+def _contribution(sentences: list[str]) -> str:
+    return next((s for s in sentences if _CONTRIBUTION.search(s)), sentences[0])
+
+
+def _sentence_naming(sentences: list[str], phrases: tuple[str, ...], shown: str) -> str | None:
+    """The first sentence naming one of ``phrases`` (case-insensitive), unless ``shown`` names it."""
+    for phrase in phrases:
+        pattern = re.compile(rf"\b{re.escape(phrase.rstrip('s'))}", re.IGNORECASE)
+        if pattern.search(shown):
+            return None
+        found = next((s for s in sentences if pattern.search(s)), None)
+        if found:
+            return found
+    return None
+
+
+def _before(sentences: list[str], first: str, second: str) -> bool:
+    order = {s: i for i, s in enumerate(sentences)}
+    return order.get(first, len(order)) < order.get(second, len(order))
+
+
+def _next(sentences: list[str], sentence: str) -> list[str]:
+    index = sentences.index(sentence) + 1 if sentence in sentences else len(sentences)
+    return sentences[index : index + 1]
+
+
+def _fit(chosen: list[str]) -> str:
+    """As many of ``chosen`` as fit in MAX_CHARS (at least the first, cut at a word)."""
+    kept: list[str] = []
+    for sentence in chosen:
+        if len(" ".join([*kept, sentence])) > MAX_CHARS:
+            break
+        kept.append(sentence)
+    if kept:
+        return " ".join(kept)
+    cut = chosen[0][: MAX_CHARS - 1].rsplit(" ", 1)[0] if chosen else ""
+    return cut.rstrip(" ,;:-–—") + ELLIPSIS if cut else ""

@@ -1,0 +1,119 @@
+"""Parser for arXiv feeds: the RSS 2.0 category feeds (rss.arxiv.org) and Atom (the export API, format
+``arxiv``), read with feedparser.
+
+An RSS item's description reads ``arXiv:2609.26811v1 Announce Type: new \\nAbstract: ...`` and its
+``arxiv:announce_type`` says why it is listed today: ``new`` (a new submission) and ``cross`` (a
+cross-list from another category) are new papers; ``replace`` and ``replace-cross`` are new versions
+of papers announced before, so they are left out of the dump: a paper is never new twice. Atom
+entries (the API) are all kept. Ids lose their version (``2609.26811v1`` -> ``2609.26811``), so the
+same paper from the HF API and from arXiv is one paper.
+"""
+
+from __future__ import annotations
+
+import calendar
+import hashlib
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import feedparser
+
+from newsletter.errors import ParseError
+from newsletter.models import Dump, Paper, PaperDetails, normalize_arxiv_id
+from newsletter.sources.common import dedupe
+
+log = logging.getLogger(__name__)
+
+FORMAT = "arxiv"
+NEW_ANNOUNCE_TYPES = frozenset({"new", "cross"})
+_ID = re.compile(r"(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?")
+_RSS_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*(?:Abstract:\s*)?", re.IGNORECASE)
+_AUTHOR_SPLIT = re.compile(r",\s*|\s+and\s+")
+
+
+def looks_like_feed(data: bytes) -> bool:
+    """XML that opens as an RSS or Atom document (the root element within the first 1 KB)."""
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    return head.startswith((b"<?xml", b"<rss", b"<feed")) and (b"<rss" in head or b"<feed" in head)
+
+
+def parse_arxiv_feed(data: bytes, source: str) -> Dump:
+    """Parse an arXiv RSS or Atom document; ParseError names ``source`` and the line or entry."""
+    parsed = feedparser.parse(data)
+    _refuse_broken(parsed, source)
+    entries = [e for e in parsed.entries if _is_new(e)]
+    skipped = len(parsed.entries) - len(entries)
+    if skipped:
+        log.info("%s: %d replaced paper(s) left out (new versions, not new papers)", source, skipped)
+    papers = [_paper(entry, rank, source) for rank, entry in enumerate(entries, start=1)]
+    return Dump(
+        source=source,
+        format=FORMAT,
+        content_hash=hashlib.sha256(data).hexdigest(),
+        papers=dedupe(papers, source),
+        listed_on=_day(parsed.feed.get("published_parsed")),
+    )
+
+
+def _refuse_broken(parsed: Any, source: str) -> None:
+    problem = parsed.get("bozo_exception")
+    if parsed.get("bozo") and not isinstance(problem, feedparser.CharacterEncodingOverride):
+        line = problem.getLineNumber() if hasattr(problem, "getLineNumber") else None
+        raise ParseError(source, line, f"malformed feed: {getattr(problem, 'getMessage', lambda: problem)()}")
+    if not parsed.get("version"):
+        raise ParseError(source, 1, "not an RSS or Atom feed")
+    for entry in parsed.entries:
+        if "/api/errors" in entry.get("id", ""):  # the export API reports a bad query as an entry
+            raise ParseError(
+                source, None, f"the arXiv API answered with an error: {entry.get('summary', '')!r}"
+            )
+
+
+def _is_new(entry: Any) -> bool:
+    kind = str(entry.get("arxiv_announce_type", "new")).strip().lower()
+    return kind in NEW_ANNOUNCE_TYPES
+
+
+def _paper(entry: Any, rank: int, source: str) -> Paper:
+    title = " ".join(str(entry.get("title", "")).split())
+    arxiv_id = _arxiv_id(entry)
+    if not title or arxiv_id is None:
+        what = "title" if not title else "arXiv id"
+        raise ParseError(source, None, f"entry {rank}: no {what} ({entry.get('id') or entry.get('link')!r})")
+    return Paper(
+        title=title,
+        abstract=_RSS_PREFIX.sub("", str(entry.get("summary", ""))).strip(),
+        rank=rank,
+        arxiv_id=arxiv_id,
+        authors=_authors(entry),
+        published_at=_moment(entry.get("published_parsed")),
+        details=PaperDetails(listed_at=_moment(entry.get("published_parsed"))),
+    )
+
+
+def _arxiv_id(entry: Any) -> str | None:
+    for field in ("id", "link"):
+        found = _ID.search(str(entry.get(field, "")))
+        if found:
+            return normalize_arxiv_id(found.group(0))
+    return None
+
+
+def _authors(entry: Any) -> tuple[str, ...]:
+    """Atom lists one author per element; RSS puts them all in one dc:creator, comma-separated."""
+    names: list[str] = []
+    for author in entry.get("authors", []):
+        names += [" ".join(n.split()) for n in _AUTHOR_SPLIT.split(str(author.get("name", ""))) if n.strip()]
+    return tuple(names)
+
+
+def _moment(parsed: time.struct_time | None) -> datetime | None:
+    return datetime.fromtimestamp(calendar.timegm(parsed), UTC) if parsed else None
+
+
+def _day(parsed: time.struct_time | None) -> str | None:
+    moment = _moment(parsed)
+    return moment.date().isoformat() if moment else None

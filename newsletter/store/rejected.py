@@ -1,0 +1,38 @@
+"""Dump files the folder scan refused, by content hash: reported once, then skipped until they change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from newsletter.store.schema import rejected_files
+
+__all__ = ["RejectedFile", "list_rejected", "rejected_hashes", "remember_rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedFile:
+    content_hash: str
+    path: str
+    problem: str
+    first_seen: datetime
+
+
+def rejected_hashes(conn: Connection) -> set[str]:
+    return set(conn.execute(sa.select(rejected_files.c.content_hash)).scalars())
+
+
+def remember_rejected(conn: Connection, content_hash: str, path: str, problem: str, now: datetime) -> None:
+    """Record a refused file; the same content seen again keeps its first record."""
+    known = sa.select(rejected_files.c.content_hash).where(rejected_files.c.content_hash == content_hash)
+    if conn.execute(known).first() is None:
+        values = {"content_hash": content_hash, "path": path, "problem": problem, "first_seen": now}
+        conn.execute(rejected_files.insert().values(**values))
+
+
+def list_rejected(conn: Connection) -> list[RejectedFile]:
+    query = sa.select(rejected_files).order_by(rejected_files.c.first_seen, rejected_files.c.path)
+    return [RejectedFile(r.content_hash, r.path, r.problem, r.first_seen) for r in conn.execute(query)]

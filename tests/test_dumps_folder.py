@@ -1,0 +1,94 @@
+"""The dumps folder over many runs: a refused file is reported once and remembered, other files warned about once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .conftest import DATA
+from .helpers import cli
+
+REAL = DATA / "realdata"
+GOOD = [
+    "hf-daily_2024-11-18.json",
+    "hf-daily_2025-01-13.json",
+    "hf-daily_2026-07-15.json",
+    "hf-daily_2026-08-21.json",
+]
+DAMAGED = ["hf-daily_2024-12-11.json", "hf-daily_2025-01-09.json", "hf-daily_2025-01-10.json"]
+
+
+def _run(env: dict[str, str], day: str) -> tuple[int, dict]:
+    proc = cli(env, "run", "--json", "--now", f"{day}T09:00:00Z", check=False)
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def _add(env: dict[str, str], *names: str) -> None:
+    for name in names:
+        shutil.copy(REAL / name, Path(env["NEWSLETTER_DUMPS"]) / name)
+
+
+def test_a_replay_one_run_per_date_exits_0_with_the_damaged_files_in_the_folder(env: dict[str, str]) -> None:
+    _add(env, *DAMAGED)
+    code, report = _run(env, "2024-11-17")
+    assert code == 1  # new problems: each damaged file reported, once, in one line
+    errors = [d["error"] for d in report["dumps"] if d["error"]]
+    assert len(errors) == 3 and all("\n" not in e for e in errors)
+    assert all("item 1: expected an object, got a string (a Python repr" in e for e in errors)
+
+    for name in GOOD:  # one run per listing date, the damaged files still in the folder
+        _add(env, name)
+        code, report = _run(env, name[9:19])
+        assert code == 0, report
+        assert [Path(d["file"]).name for d in report["dumps"] if not d["already"]] == [name]
+        assert not any(d["error"] or d["warning"] for d in report["dumps"])
+
+    status = json.loads(cli(env, "status", "--json").stdout)
+    assert sorted(Path(r["file"]).name for r in status["rejected_files"]) == DAMAGED
+
+
+def test_a_damaged_file_fails_only_the_run_it_arrives_in(env: dict[str, str]) -> None:
+    days = sorted([*GOOD[:2], *DAMAGED], key=lambda name: name[9:19])
+    codes = []
+    for name in days:
+        _add(env, name)
+        codes.append(_run(env, name[9:19])[0])
+    assert codes == [0, 1, 1, 1, 0]  # 2024-11-18, the three damaged, 2025-01-13
+
+
+def test_a_file_no_parser_reads_is_one_warning_not_a_failure(env: dict[str, str]) -> None:
+    dumps = Path(env["NEWSLETTER_DUMPS"])
+    _add(env, GOOD[0])
+    (dumps / "notes.md").write_text("# my notes\n")
+    shutil.copy(DATA / "realdata" / "README.md", dumps / "page.html")
+    proc = cli(env, "run", "--json", "--now", "2024-11-18T09:00:00Z", check=False)
+    assert proc.returncode == 0
+    warnings = [d["warning"] for d in json.loads(proc.stdout)["dumps"] if d["warning"]]
+    assert len(warnings) == 2 and "notes.md: skipped, not a dump file (run reads .txt, .json" in warnings[0]
+    assert proc.stderr.count("skipped, not a dump file") == 2
+
+    again = cli(env, "run", "--json", "--now", "2024-11-19T09:00:00Z")
+    assert not any(d["warning"] for d in json.loads(again.stdout)["dumps"])
+    assert "not a dump file" not in again.stderr
+    (dumps / "notes.md").write_text("# my notes, edited\n")  # new content: worth a new warning
+    third = cli(env, "run", "--json", "--now", "2024-11-20T09:00:00Z")
+    assert [Path(d["file"]).name for d in json.loads(third.stdout)["dumps"] if d["warning"]] == ["notes.md"]
+
+
+def test_a_fixed_file_is_read_again_and_ingest_still_reports_a_refused_one(env: dict[str, str]) -> None:
+    dumps = Path(env["NEWSLETTER_DUMPS"])
+    _add(env, DAMAGED[2])
+    assert _run(env, "2025-01-10")[0] == 1
+    assert _run(env, "2025-01-11")[0] == 0
+    proc = cli(
+        env, "ingest", str(dumps / DAMAGED[2]), check=False
+    )  # named on the command line: always checked
+    assert proc.returncode == 1 and "Python repr" in proc.stdout + proc.stderr
+    shutil.copy(REAL / GOOD[1], dumps / DAMAGED[2])  # the same name, now a good listing
+    code, report = _run(env, "2025-01-13")
+    assert code == 0 and [d["new"] for d in report["dumps"]] == [
+        len(json.loads((REAL / GOOD[1]).read_bytes()))
+    ]
+    status = cli(env, "status").stdout
+    assert "Files in the dumps folder that runs skip" in status and DAMAGED[2] in status

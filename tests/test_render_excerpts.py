@@ -1,0 +1,79 @@
+"""Excerpts that show the point: the listing's summary, else the contribution, and the matched phrase."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+
+import pytest
+
+from newsletter.models import NO_DETAILS, Paper, PaperDetails, StoredPaper
+from newsletter.render.excerpts import MAX_CHARS, point_excerpt, why_phrases
+from newsletter.sources import read_dump
+
+from .conftest import DATA
+
+LISTING = {p.arxiv_id: p for p in read_dump(DATA / "realdata" / "hf-daily_2026-08-21.json").papers}
+T0 = datetime(2026, 8, 21, tzinfo=UTC)
+
+
+def stored(listed: Paper, *, summary: bool = False) -> StoredPaper:
+    details = listed.details if summary else dataclasses.replace(listed.details, ai_summary=None)
+    return StoredPaper(
+        1, listed.key, listed.title, listed.abstract, listed.arxiv_id, listed.authors,
+        T0, T0, 1, 1, listed.rank, listed.upvotes, listed.comments, details,
+    )  # fmt: skip
+
+
+def test_the_contribution_comes_before_the_background() -> None:
+    text = point_excerpt(stored(LISTING["2608.19880"]))  # opens with two sentences of background
+    assert text.startswith(
+        "To alleviate the engineering burden of rebuilding environments from scratch, we propose"
+    )
+    assert "LLM agents learn by interacting" not in text
+    assert len(text) <= MAX_CHARS
+
+
+def test_an_abstract_that_opens_with_its_contribution_keeps_its_opening() -> None:
+    text = point_excerpt(stored(LISTING["2608.20335"]))
+    assert text.startswith("We present 4DAnyone, a framework for reconstructing 4D humans")
+
+
+def test_a_sentence_naming_the_matched_phrase_is_shown_too() -> None:
+    paper = stored(LISTING["2608.20202"])
+    text = point_excerpt(paper, "matches: inference-time method, memory benchmarks")
+    assert text.startswith("To systematically evaluate these failure modes, we introduce MemTrapBench")
+    assert "we propose AdaptiveMem, a simple yet effective inference-time method" in text
+    assert point_excerpt(paper, "close to your interest 'Belief Distortion'").count("Belief Di") == 1
+
+
+def test_the_listings_own_summary_is_preferred() -> None:
+    listed = LISTING["2608.19880"]
+    text = point_excerpt(stored(listed, summary=True), "matches: EnvRigger")
+    assert listed.details.ai_summary is not None
+    assert text.startswith(listed.details.ai_summary)  # it names EnvRigger already: nothing added
+    assert text == listed.details.ai_summary
+    other = point_excerpt(stored(listed, summary=True), "matches: co-evolution of the policy")
+    assert other.startswith(listed.details.ai_summary) and "Furthermore, EnvHarness provides" in other
+
+
+def test_a_paper_without_an_abstract_has_an_empty_excerpt() -> None:
+    bare = dataclasses.replace(stored(LISTING["2608.19880"]), abstract="", details=NO_DETAILS)
+    assert point_excerpt(bare, "matches: agents") == ""
+    with_summary = dataclasses.replace(bare, details=PaperDetails(ai_summary="Short."))
+    assert point_excerpt(with_summary) == "Short."
+
+
+@pytest.mark.parametrize(
+    ("why", "phrases"),
+    [
+        ("matches: Mamba, state space", ("Mamba", "state space")),
+        ("close to your interest 'vision mamba'", ("vision mamba",)),
+        ("shares words with your profile: mamba, scan", ("mamba", "scan")),
+        ("similar to a paper you liked: Mamba: Linear-Time", ()),
+        ("close to what you wrote about your work", ()),
+        ("", ()),
+    ],
+)
+def test_why_phrases(why: str, phrases: tuple[str, ...]) -> None:
+    assert why_phrases(why) == phrases

@@ -1,0 +1,86 @@
+"""arXiv RSS and Atom feeds: parsed with feedparser, new vs replaced papers, one paper across sources."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import ParseError
+from newsletter.sources import list_dump_files, parse_dump, read_dump
+from newsletter.store import Store
+
+from .conftest import DATA
+from .test_store_helpers import at, db_url
+
+REAL = DATA / "realdata"
+RSS = REAL / "arxiv-rss_2026-09-24.xml"
+
+
+def test_an_rss_feed_ingests_the_new_and_cross_listed_papers_with_ids_authors_and_abstracts() -> None:
+    dump = read_dump(RSS)
+    assert dump.format == "arxiv" and dump.listed_on == "2026-09-24"
+    assert [p.arxiv_id for p in dump.papers] == ["2609.26811", "2609.26820", "2205.06398"]  # new, new, cross
+    drift, signal, outlier = dump.papers
+    assert drift.title == "The Drift Contract: Spectral Updates for Depth-Robust Local Learning"
+    assert drift.abstract.startswith("Local learning trains each layer with its own auxiliary loss")
+    assert signal.authors == ("Naser Mansour", "Sidahmed Benabderrahmane", "Ameer Rahwan")
+    assert outlier.authors == ("Pritam Dey", "Zhengwu Zhang", "David B. Dunson")
+    assert drift.published_at == datetime(2026, 9, 24, 4, 0, tzinfo=UTC)
+    assert [p.rank for p in dump.papers] == [1, 2, 3]
+
+
+def test_a_replaced_paper_is_not_new_again() -> None:
+    raw = RSS.read_bytes()
+    assert b"<arxiv:announce_type>replace</arxiv:announce_type>" in raw and b"2009.13987" in raw
+    assert "2009.13987" not in {p.arxiv_id for p in read_dump(RSS).papers}
+
+
+def test_an_atom_response_ingests_with_ids_authors_and_abstracts() -> None:
+    (paper,) = read_dump(REAL / "arxiv-atom_2016_checkerboard.xml").papers
+    assert paper.arxiv_id == "cond-mat/0603029"  # an old-style id, version stripped
+    assert paper.title == (
+        "From stripe to checkerboard order on the square lattice in the presence of quenched disorder"
+    )
+    assert paper.authors == ("Adrian Del Maestro", "Bernd Rosenow", "Subir Sachdev")
+    assert paper.abstract.startswith("We discuss the effects of quenched disorder on a model of charge")
+    many = read_dump(REAL / "arxiv-atom_2026_q_testing.xml").papers
+    assert len(many) == 10 and many[0].arxiv_id == "2202.12139"
+    assert many[0].authors == ("Mohit Kumar Ahuja", "Arnaud Gotlieb", "Helge Spieker")
+
+
+def test_a_truncated_feed_is_refused_with_its_line() -> None:
+    cut = RSS.read_bytes()[:3000]
+    with pytest.raises(ParseError, match="malformed feed") as info:
+        parse_dump(cut, "cut.xml")
+    assert info.value.line is not None and "\n" not in str(info.value)
+
+
+def test_an_arxiv_api_error_is_refused_with_its_message() -> None:
+    body = (
+        b'<?xml version="1.0" encoding="UTF-8"?><feed xmlns="http://www.w3.org/2005/Atom"><entry>'
+        b"<id>http://arxiv.org/api/errors#incorrect_id_format_for_1234.1234v2</id><title>Error</title>"
+        b"<summary>incorrect id format for 1234.1234v2</summary></entry></feed>"
+    )
+    with pytest.raises(ParseError, match="arXiv API answered with an error: 'incorrect id format"):
+        parse_dump(body, "api.xml")
+
+
+def test_the_dumps_folder_reads_xml_feeds(tmp_path: Path) -> None:
+    (tmp_path / "arxiv.xml").write_bytes(RSS.read_bytes())
+    assert list_dump_files(tmp_path) == [tmp_path / "arxiv.xml"]
+
+
+def test_the_same_paper_from_hf_and_arxiv_is_one_paper(tmp_path: Path) -> None:
+    hf = read_dump(REAL / "hf-daily_2026-08-21.json")
+    listed = hf.papers[0].arxiv_id
+    assert listed == "2608.19880"
+    feed = RSS.read_bytes().replace(b"2609.26811v1", b"2608.19880v2").replace(b"2609.26811", b"2608.19880")
+    with Store(db_url(tmp_path)) as store:
+        first = store.ingest(hf, at(0))
+        second = store.ingest(parse_dump(feed, "arxiv.xml"), at(1))
+        assert (first.new, second.papers, second.new) == (len(hf.papers), 3, 2)
+        paper = store.paper_by_key("2608.19880")
+    assert paper is not None and paper.times_seen == 2
+    assert paper.details.github_repo == "https://github.com/google-research/envharness"  # kept from HF
