@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import ipaddress
 import itertools
 import logging
 import os
@@ -46,7 +45,6 @@ TransportFactory = Callable[[], Transport]
 PLAN_BATCH = 256  # digests planned per transaction
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
-AUTO_CONNECTIONS = 2  # connections "auto" opens to a remote server: waits overlap, gentle on servers
 
 __all__ = ["Built", "Pipeline", "Selection"]
 
@@ -175,7 +173,7 @@ class Pipeline:
         report = RunReport(detailed=detailed)
         timings = self.timings = Timings()
         builder = not inline and self._wants_builder(subscribers)
-        connections = connection_count(self.settings, builder)
+        connections = self.settings.connections
         with Couriers(
             self.store,
             self.transport_factory,
@@ -368,35 +366,6 @@ class Pipeline:
         except NewsletterError as exc:
             return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(selection.chosen))
         return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", _items(selection.chosen))
-
-
-def connection_count(settings: Settings, builder: bool) -> int:
-    """How many connections send a run's new digests (``settings.connections``).
-
-    "auto" opens a second one to a server across the network (an HTTP API, or SMTP to another
-    host) when a builder process keeps both fed and no send rate is set: one connection's wait
-    for the server's reply then overlaps the other's. A server on this machine answers at once
-    and shares its CPUs, where a second connection measured about 10% slower, not faster.
-    """
-    if settings.connections != "auto":
-        return settings.connections
-    wanted = builder and settings.send_rate is None and _remote_server(settings)
-    return AUTO_CONNECTIONS if wanted else 1
-
-
-def _remote_server(settings: Settings) -> bool:
-    """True when messages go to a server on another machine (an HTTP API, or SMTP not on loopback)."""
-    if settings.transport == "file":
-        return False
-    if settings.transport != "smtp":
-        return True
-    host = settings.smtp_host.strip().rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        return not ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name
-        return True
 
 
 def _digest_id(email: str, from_seq: int | None, upto_seq: int) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -95,6 +95,34 @@ class DeliverySession:
         self._accepted = None  # committed with this transaction, whether or not this digest moved
         if not moved:
             raise InvalidTransition(f"digest {digest_id!r} is no longer queued (cancelled or handled)")
+
+    def sending_many(self, pairs: Sequence[tuple[str, str]], now: datetime) -> list[str]:
+        """``sending`` for a batch request's (digest_id, message_id) pairs, in one transaction.
+
+        Returns the ids moved; the others (cancelled by an unsubscribe, handled) are left as they are.
+        """
+        stamp = self._db_time(now)
+        with self._tx(f"marking {len(pairs)} digests sending") as conn:
+            self._record_accepted(conn)
+            moved = [
+                digest_id
+                for digest_id, message_id in pairs
+                if self._sending.run(conn, {"b_id": digest_id, "b_now": stamp, "b_message_id": message_id})
+                == 1
+            ]
+        self._accepted = None
+        return moved
+
+    def sent_many(self, pairs: Sequence[tuple[str, str]], now: datetime) -> None:
+        """The API accepted these (digest_id, message_id) pairs: 'sent', committed now."""
+        stamp = self._db_time(now)
+        with self._tx(f"marking {len(pairs)} digests sent") as conn:
+            self._record_accepted(conn)
+            self._accepted = None
+            for digest_id, message_id in pairs:
+                params = {"b_id": digest_id, "b_now": stamp, "b_message_id": message_id}
+                if self._sent.run(conn, params) != 1:
+                    raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
 
     def accepted(self, digest_id: str, message_id: str, now: datetime) -> None:
         """The transport accepted it; recorded 'sent' with the next transaction or at flush()."""
