@@ -6,7 +6,7 @@ ErrorCode; /email/batch answers 200 with one such object per message, in order, 
 counted (and, with a journal, appended as {"to", "id", "papers"} before the reply goes out), so a client
 killed while waiting for the reply leaves a message that arrived but is not known to have.
 
-``delay`` seconds pass between reading a request and replying, like a server across a network; requests
+``delay`` seconds pass between reading a request and accepting it, like a server across a network; requests
 are served concurrently (one thread each, HTTP/1.1 keep-alive). Used in-process by the tests
 (``running``) and as its own process by the kill test and benchmarks/throughput.py:
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -65,11 +66,20 @@ class Api:
         refusal = self._refusal()
         if refusal is not None:
             return refusal
+        lines: list[str] = []
         if path == "/email/batch":
             self.batches += 1
-            return 200, [self._one(message) for message in body], {}
-        result = self._one(body)
+            results = [self._one(message, lines) for message in body]
+            self._journal(lines)
+            return 200, results, {}
+        result = self._one(body, lines)
+        self._journal(lines)
         return (200 if result["ErrorCode"] == 0 else 422), result, {}
+
+    def _journal(self, lines: list[str]) -> None:
+        if self.journal is not None and lines:
+            with self.journal.open("a", encoding="utf-8") as out:
+                out.write("".join(lines))
 
     def _refusal(self) -> tuple[int, Any, dict[str, str]] | None:
         if self.mode == "bad-key":
@@ -91,7 +101,7 @@ class Api:
                 return 429, limited, {"Retry-After": f"{left:.3f}"}
         return None
 
-    def _one(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _one(self, message: dict[str, Any], journal: list[str]) -> dict[str, Any]:
         to = parseaddr(message["To"])[1]
         if to in self.refuse:
             text = f"You tried to send to recipient(s) that have been marked as inactive. Found inactive addresses: {to}."
@@ -101,8 +111,7 @@ class Api:
         self.accepted.append((to, message_id))
         if self.journal is not None:
             papers = _PAPER_LINK.findall(message.get("TextBody", ""))
-            with self.journal.open("a", encoding="utf-8") as out:
-                out.write(json.dumps({"to": to, "id": message_id, "papers": papers}) + "\n")
+            journal.append(json.dumps({"to": to, "id": message_id, "papers": papers}) + "\n")
         submitted = "2026-03-11T08:00:00Z"
         return {"To": message["To"], "SubmittedAt": submitted, "MessageID": f"pm-{len(self.accepted)}",
                 "ErrorCode": 0, "Message": "OK"}  # fmt: skip
@@ -110,12 +119,13 @@ class Api:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as httpx's pool expects
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     api: Api
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         status, reply, headers = self.api.answer(self.path, body)
-        if self.api.delay:
+        if self.api.delay and status < 300:  # refusals (a 429) come back at once, as from a real API
             time.sleep(self.api.delay)
         if self.api.mode == "drop":  # accepted, then the connection goes before the reply
             self.close_connection = True
@@ -137,6 +147,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64
 
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client killed mid-request is expected
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
 
 @contextmanager
 def running(api: Api) -> Iterator[str]:
@@ -150,6 +164,29 @@ def running(api: Api) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextmanager
+def server_process(journal: Path, delay: float) -> Iterator[int]:
+    """This server in its own process (a client there can be killed at any moment); yields its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.api_server", str(journal), str(delay)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        yield int(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
 
 
 def serve(journal: Path, delay: float) -> None:
