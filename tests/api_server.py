@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from email.utils import parseaddr
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -166,27 +165,11 @@ def running(api: Api) -> Iterator[str]:
         thread.join(timeout=5)
 
 
-@contextmanager
-def server_process(journal: Path, delay: float) -> Iterator[int]:
+def server_process(journal: Path, delay: float) -> AbstractContextManager[int]:
     """This server in its own process (a client there can be killed at any moment); yields its port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.api_server", str(journal), str(delay)],
-        cwd=Path(__file__).resolve().parent.parent,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        yield int(proc.stdout.readline())
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+    from tests.helpers import server_process as process
+
+    return process("tests.api_server", journal, delay)
 
 
 def serve(journal: Path, delay: float) -> None:

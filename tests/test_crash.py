@@ -11,6 +11,7 @@ Run as ``python -m tests.test_crash JOURNAL DELAY`` it is that server (prints it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -22,7 +23,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -42,9 +42,9 @@ from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.store import SENDING, Store
 
-from .api_server import server_process
-from .conftest import ROOT, SEEDS
-from .helpers import cli, seed_names
+from .api_server import server_process as api_process
+from .conftest import SEEDS
+from .helpers import cli, seed_names, server_process
 
 SEED = 20260311
 SUBSCRIBERS = 60
@@ -128,27 +128,9 @@ def journal_length(path: Path) -> int:
         return 0
 
 
-@contextmanager
-def smtp_server(journal: Path, delay: float = DATA_DELAY) -> Iterator[int]:
+def smtp_server(journal: Path, delay: float = DATA_DELAY) -> contextlib.AbstractContextManager[int]:
     """The journaling SMTP server in its own process; yields its port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_crash", str(journal), str(delay)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        yield int(proc.stdout.readline())
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+    return server_process("tests.test_crash", journal, delay)
 
 
 @pytest.fixture
@@ -316,7 +298,7 @@ API_DELAY = 0.05  # seconds the API waits between journaling a batch and replyin
 def test_kill_9_during_batched_api_runs_leaves_at_most_one_batch_unknown_per_kill(tmp_path: Path) -> None:
     """10 kills at random moments of runs sending batches to a Postmark-shaped API; then count there."""
     journal = tmp_path / "journal.jsonl"
-    with server_process(journal, API_DELAY) as port:
+    with api_process(journal, API_DELAY) as port:
         env = {
             **crash_env(tmp_path, port),  # its SMTP settings go unused
             "NEWSLETTER_TRANSPORT": "postmark",
