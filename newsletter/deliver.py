@@ -107,17 +107,29 @@ class Courier:
         return self._accepted(message, items)
 
     def deliver_batch(
-        self, jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]], now: datetime
+        self,
+        jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]],
+        now: datetime,
+        key: str | None = None,
     ) -> list[DigestOutcome]:
-        """Send ``jobs`` in one batch request (its transport splits by its byte limit); outcomes in order."""
-        self._pace(len(jobs))
-        with self.timings("store"):
-            moved = set(self._session.sending_many([(m.digest_id, m.message_id) for m, _ in jobs], now))
-        ready = [(m, items) for m, items in jobs if m.digest_id in moved]
+        """Send ``jobs`` in one batch request (its transport splits by its byte limit); outcomes in order.
+
+        The request lists the messages by digest id and carries idempotency ``key`` (default: derived
+        from the digest ids, for an API that takes one), which each digest keeps: resending the same
+        digests under it makes the same request again.
+        """
         assert self._api is not None, "batches go to an HTTP API"
+        key = key or self._api.batch_key(sorted(m.digest_id for m, _ in jobs))
+        self._pace(len(jobs))
+        pairs = [(m.digest_id, m.message_id) for m, _ in jobs]
+        with self.timings("store"):
+            moved = set(self._session.sending_many(pairs, now, key))
+        ready = sorted(
+            ((m, items) for m, items in jobs if m.digest_id in moved), key=lambda j: j[0].digest_id
+        )
         started = time.perf_counter()
         with self.timings("send"):
-            results = self._api.send_batch([m for m, _ in ready]) if ready else []
+            results = self._api.send_batch([m for m, _ in ready], key) if ready else []
         self._measured(time.perf_counter() - started)
         accepted = [m for (m, _), r in zip(ready, results, strict=True) if not isinstance(r, SendError)]
         with self.timings("store"):

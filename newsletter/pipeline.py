@@ -221,10 +221,17 @@ class Pipeline:
             self.transport_factory() as transport,
             Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep) as courier,
         ):
+            batches: dict[str, list[DeliveryRecord]] = defaultdict(list)
             for record in pending:
                 if courier.stopped:
                     break
+                if record.batch_key and courier.batch_size > 1:  # resent as that batch, under its key
+                    batches[record.batch_key].append(record)
+                    continue
                 report.add(self._retry_one(courier, record, subscribers, now))
+            for key, records in batches.items():
+                if not courier.stopped:
+                    report.extend(self._retry_batch(courier, records, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
         return report
 
@@ -345,6 +352,27 @@ class Pipeline:
     def _retry_one(
         self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
     ) -> DigestOutcome:
+        job = self._rebuild(record, subscribers, now)
+        return job if isinstance(job, DigestOutcome) else courier.deliver(job[0], now, job[1])
+
+    def _retry_batch(
+        self,
+        courier: Courier,
+        records: list[DeliveryRecord],
+        key: str,
+        subscribers: SubscriberList,
+        now: datetime,
+    ) -> list[DigestOutcome]:
+        """Resend the digests of one batch request together, under its idempotency key."""
+        jobs = [self._rebuild(record, subscribers, now) for record in records]
+        outcomes = [job for job in jobs if isinstance(job, DigestOutcome)]
+        ready = [job for job in jobs if not isinstance(job, DigestOutcome)]
+        return outcomes + (courier.deliver_batch(ready, now, key) if ready else [])
+
+    def _rebuild(
+        self, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
+    ) -> tuple[OutgoingMessage, tuple[ItemReport, ...]] | DigestOutcome:
+        """A queued digest's message as first built, or its outcome when it cannot be sent any more."""
         sub = subscribers.find(record.email)
         if sub is None or self.store.is_unsubscribed(record.email):
             why = "unsubscribed" if sub else "no longer in the subscribers file"
@@ -355,7 +383,7 @@ class Pipeline:
             message = self._message(sub, items, record.digest_id, record.created_at)
         except (RenderError, SendError) as exc:
             return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(items), record.digest_id)
-        return courier.deliver(message, now, _items(items))
+        return message, _items(items)
 
     def _dry_outcome(self, selection: Selection, now: datetime) -> DigestOutcome:
         sub = selection.subscriber

@@ -27,13 +27,15 @@ def _migration_rows(store: Store) -> list[tuple[str, datetime]]:
 def test_open_applies_and_records_migrations_once(tmp_path: Path) -> None:
     with Store(db_url(tmp_path)) as first:
         assert (
-            first.migrations_applied == [name for name, _ in MIGRATIONS] == ["0001_initial", "0002_vectors"]
+            first.migrations_applied
+            == [name for name, _ in MIGRATIONS]
+            == ["0001_initial", "0002_vectors", "0003_batch_key"]
         )
         recorded = _migration_rows(first)
     with Store(db_url(tmp_path)) as again:
         assert again.migrations_applied == []
         assert _migration_rows(again) == recorded
-    assert [name for name, _ in recorded] == ["0001_initial", "0002_vectors"]
+    assert [name for name, _ in recorded] == ["0001_initial", "0002_vectors", "0003_batch_key"]
 
 
 def test_open_creates_the_state_folder(tmp_path: Path) -> None:
@@ -65,7 +67,7 @@ def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:
         tables = set(sa.inspect(conn).get_table_names())
         names = list(conn.execute(sa.text("SELECT name FROM schema_migrations")).scalars())
     assert "half_done" not in tables and "papers" in tables
-    assert names == ["0001_initial", "0002_vectors"]
+    assert names == ["0001_initial", "0002_vectors", "0003_batch_key"]
     engine.dispose()
 
 

@@ -122,7 +122,16 @@ def _0002_vectors(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (("0001_initial", _0001_initial), ("0002_vectors", _0002_vectors))
+def _0003_batch_key(conn: Connection) -> None:
+    """The idempotency key of the batch request a digest went out in (Resend), so a resend reuses it."""
+    conn.execute(sa.text("ALTER TABLE digests ADD COLUMN batch_key VARCHAR(100)"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_initial", _0001_initial),
+    ("0002_vectors", _0002_vectors),
+    ("0003_batch_key", _0003_batch_key),
+)
 
 
 def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:

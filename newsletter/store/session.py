@@ -44,6 +44,7 @@ _SENDING = (
         attempts=digests.c.attempts + 1,
     )
 )
+_SENDING_IN_BATCH = _SENDING.values(batch_key=sa.bindparam("b_batch_key"))
 _SENT = (
     digests.update()
     .where(digests.c.id == sa.bindparam("b_id"), digests.c.status == SENDING)
@@ -68,6 +69,7 @@ class DeliverySession:
         self._accepted: tuple[str, str, datetime] | None = None  # sent, not yet committed
         dialect = engine.dialect
         self._sending = Prepared(_SENDING, dialect)
+        self._sending_in_batch = Prepared(_SENDING_IN_BATCH, dialect)
         self._sent = Prepared(_SENT, dialect)
         self._db_time: Callable[[datetime], Any] = bind_processor(digests.c.updated_at, dialect)
 
@@ -96,9 +98,12 @@ class DeliverySession:
         if not moved:
             raise InvalidTransition(f"digest {digest_id!r} is no longer queued (cancelled or handled)")
 
-    def sending_many(self, pairs: Sequence[tuple[str, str]], now: datetime) -> list[str]:
+    def sending_many(
+        self, pairs: Sequence[tuple[str, str]], now: datetime, batch_key: str | None = None
+    ) -> list[str]:
         """``sending`` for a batch request's (digest_id, message_id) pairs, in one transaction.
 
+        ``batch_key`` (the request's idempotency key) is kept with each, so a resend can reuse it.
         Returns the ids moved; the others (cancelled by an unsubscribe, handled) are left as they are.
         """
         stamp = self._db_time(now)
@@ -107,11 +112,16 @@ class DeliverySession:
             moved = [
                 digest_id
                 for digest_id, message_id in pairs
-                if self._sending.run(conn, {"b_id": digest_id, "b_now": stamp, "b_message_id": message_id})
-                == 1
+                if self._batch_sending(conn, digest_id, message_id, stamp, batch_key)
             ]
         self._accepted = None
         return moved
+
+    def _batch_sending(
+        self, conn: Connection, digest_id: str, message_id: str, stamp: Any, batch_key: str | None
+    ) -> bool:
+        params = {"b_id": digest_id, "b_now": stamp, "b_message_id": message_id, "b_batch_key": batch_key}
+        return self._sending_in_batch.run(conn, params) == 1
 
     def sent_many(self, pairs: Sequence[tuple[str, str]], now: datetime) -> None:
         """The API accepted these (digest_id, message_id) pairs: 'sent', committed now."""

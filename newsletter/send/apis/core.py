@@ -176,8 +176,12 @@ class HttpApiTransport:
         """Like ``send``, returning the API's id for the message."""
         raise NotImplementedError
 
-    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
-        """One outcome per message, in order: SendResult when accepted, else the SendError for it."""
+    def send_batch(self, messages: Sequence[OutgoingMessage], key: str | None = None) -> list[Outcome]:
+        """One outcome per message, in order: SendResult when accepted, else the SendError for it.
+
+        ``key`` is the idempotency key of the request (``batch_key``; a request split by the byte
+        limit gets ``key/1``, ``key/2`` ...); None: derived from the messages' digest ids.
+        """
         if self.batch_limit <= 1:
             return [self._outcome(message) for message in messages]
         outcomes: dict[int, Outcome] = {}
@@ -187,10 +191,16 @@ class HttpApiTransport:
                 ready.append((index, message, self._batch_item(message)))
             except SendError as exc:
                 outcomes[index] = exc
-        for chunk in chunked(ready, self.batch_limit, self.batch_bytes):
-            results = self._send_chunk([(m, item) for _, m, item in chunk])
+        chunks = list(chunked(ready, self.batch_limit, self.batch_bytes))
+        for number, chunk in enumerate(chunks, start=1):
+            part = key if key is None or len(chunks) == 1 else f"{key}/{number}"
+            results = self._send_chunk([(m, item) for _, m, item in chunk], part)
             outcomes.update((index, result) for (index, _, _), result in zip(chunk, results, strict=True))
         return [outcomes[index] for index in range(len(messages))]
+
+    def batch_key(self, digest_ids: Sequence[str]) -> str | None:
+        """The idempotency key a batch of these digests is sent with; None: the API takes none."""
+        return None
 
     # --- hooks for providers ------------------------------------------------------------------------
 
@@ -198,8 +208,8 @@ class HttpApiTransport:
         """One message as an encoded element of the batch endpoint's JSON array."""
         raise NotImplementedError
 
-    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]]) -> list[Outcome]:
-        """Send one batch request; one outcome per message of ``chunk``."""
+    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]], key: str | None) -> list[Outcome]:
+        """Send one batch request (with idempotency ``key``, if the API takes one); an outcome per message."""
         raise NotImplementedError
 
     def _retryable(self, error: SendError) -> bool:
