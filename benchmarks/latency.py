@@ -52,10 +52,11 @@ class Cell:
     per_request: int  # 1, or the batch size
     connections: int | str  # a number or "auto"
 
-    def ideal(self) -> float | None:
+    def ideal(self, opened: int | None = None) -> float | None:
+        """Messages a second if only the server's delay counted; ``opened``: connections "auto" opened."""
         if not self.delay:
             return None
-        return self.per_request * self.most_connections() / self.delay
+        return self.per_request * (opened or self.most_connections()) / self.delay
 
     def most_connections(self) -> int:
         return 8 if self.connections == "auto" else int(self.connections)
@@ -215,7 +216,7 @@ def whole_api_run(workdir: Path, n: int, delay: float) -> dict[str, Any]:
 def row(result: dict[str, Any]) -> str:
     cell: Cell = result["cell"]
     rate = result["sent"] / result["seconds"]
-    ideal = cell.ideal()
+    ideal = cell.ideal(result["opened"])
     ratio = f"{rate / ideal:5.2f}" if ideal else "    -"
     ideal_text = f"{ideal:8.0f}" if ideal else "       -"
     conns = f"{cell.connections}" + (f" ({result['opened']})" if cell.connections == "auto" else "")

@@ -159,7 +159,10 @@ def run(
     ] = None,
     connections: Annotated[
         str | None,
-        typer.Option(help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]"),
+        typer.Option(
+            help="Connections to the mail server (requests in flight to an API) at once, or auto: "
+            "from the measured round trip [NEWSLETTER_CONNECTIONS, auto]"
+        ),
     ] = None,
     fetch: Annotated[
         bool,

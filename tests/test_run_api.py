@@ -64,7 +64,7 @@ def test_a_message_the_batch_reply_refuses_fails_alone(env: dict[str, str], api:
     assert code == 1 and statuses == {"diff@example.org": "sent", "ssm@example.org": "failed"}
     status, error = _attention(env)["ssm@example.org"]
     assert status == "failed" and "ErrorCode 406" in error and "inactive" in error
-    assert api.recipients == ["diff@example.org"]
+    assert api.recipients == ["diff@example.org"] and (api.requests, api.batches) == (1, 1)
     api.refuse = set()
     _run(env, "2026-03-11T09:00:00Z")  # permanent: not resent by later runs
     assert api.recipients == ["diff@example.org"]
