@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
+from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.models import OutgoingMessage
+from newsletter.render import Renderer
 from newsletter.send.pacing import AUTO_CAP, FEED_RATE, Gate, auto_connections
+
+from .test_crash import NOW, Recorder, make_folder, pipeline, write_subscribers
 
 
 @pytest.mark.parametrize(
@@ -61,3 +69,43 @@ def test_a_429_pauses_everyone_once_until_the_latest_moment_asked() -> None:
     gate.wait_paused()
     assert clock.slept == [pytest.approx(2.0)] and gate.paused_for() == 0.0
     assert gate.reserve() == 0.0
+
+
+class SlowServer(Recorder):
+    """Accepts every message after ``seconds``, like a server across a network."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def send(self, message: OutgoingMessage) -> None:
+        time.sleep(self.seconds)
+        super().send(message)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "setting", "opened"),
+    [
+        (0.02, "auto", AUTO_CAP),  # 20 ms wants 20 connections: capped
+        (0.0, "auto", 1),  # answers at once: one is enough
+        (0.02, 3, 3),  # a number is taken as it is
+    ],
+)
+def test_a_run_opens_the_connections_the_round_trip_calls_for(
+    tmp_path: Path, seconds: float, setting: int | str, opened: int
+) -> None:
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
+    servers: list[SlowServer] = []
+
+    def connect() -> SlowServer:
+        servers.append(SlowServer(seconds))
+        return servers[-1]
+
+    made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections=setting)
+    made.transport_factory = connect
+    report = made.run(subs, NOW)
+    made.store.close()
+    assert len(servers) == opened
+    sent = sorted(to for server in servers for to in server.sent)
+    assert sent == sorted(d.subscriber for d in report.digests if d.status == "sent") and len(sent) > 20
