@@ -1,4 +1,4 @@
-"""Resend batches across a crash: the digests keep their batch's Idempotency-Key, so a resend cannot duplicate.
+"""API batches: the batch size per provider, and Resend batches across a crash (the digests keep their batch's key).
 
 Resend's side (https://resend.com/docs/dashboard/emails/idempotency-keys): a request whose key was seen in
 the last 24 h with the same body gets the first reply and sends nothing; with another body, 409
@@ -17,9 +17,10 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.config import PACKAGE_TEMPLATES, Settings
+from newsletter.errors import ConfigError
 from newsletter.render import Renderer
-from newsletter.send.apis import ResendTransport
+from newsletter.send.apis import ResendTransport, api_transport
 from newsletter.store import UNKNOWN, Store
 
 from .test_crash import NOW, kill_self, make_folder, pipeline, run_until_killed
@@ -99,3 +100,19 @@ def test_retry_unknown_after_a_kill_mid_batch_resends_the_batch_under_its_key(
 
 def _ids(store: Store) -> list[str]:
     return [d.digest_id for d in store.deliveries(with_items=False)]
+
+
+@pytest.mark.parametrize(
+    ("transport", "wanted", "size"),
+    [("postmark", None, 100), ("postmark", 500, 500), ("resend", None, 100), ("resend", 1, 1),
+     ("sendgrid", None, 1), ("sendgrid", 50, 1), ("mailgun", None, 1)],
+)  # fmt: skip
+def test_the_batch_size_per_provider(transport: str, wanted: int | None, size: int) -> None:
+    settings = Settings(transport=transport, api_key=SecretStr("k"), batch_size=wanted)  # type: ignore[arg-type]
+    assert api_transport(settings).batch_size == size
+
+
+def test_a_batch_size_over_the_providers_maximum_is_one_error_line() -> None:
+    settings = Settings(transport="resend", api_key=SecretStr("k"), batch_size=101)
+    with pytest.raises(ConfigError, match=r"'batch_size': Resend takes at most 100 messages .* not 101"):
+        api_transport(settings)
