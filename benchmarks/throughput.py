@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                 # 10,000 subscribers
     python benchmarks/throughput.py -n 100000       # memory check at 100,000
     python benchmarks/throughput.py --sink-delay 0.005   # a server that takes 5 ms to accept each message
+    python benchmarks/throughput.py --latency       # API and SMTP at 0/50/200 ms: batches, connections
 
 In one run it:
 1. generates N subscribers with varied profiles and one dump of every seed paper (~385);
@@ -75,9 +76,12 @@ def write_inputs(workdir: Path, n: int, seed: int = 7) -> tuple[Path, Path]:
 SINK_OPTIONS: list[str] = []  # e.g. ["--no-pipelining"], set from the command line
 
 
-def start_sink(workdir: Path, name: str) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_sink(
+    workdir: Path, name: str, options: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     ready, record = workdir / f"{name}.port", workdir / f"{name}.tsv"
-    command = [sys.executable, str(SINK), "--ready", str(ready), "--record", str(record), *SINK_OPTIONS]
+    extra = SINK_OPTIONS if options is None else options
+    command = [sys.executable, str(SINK), "--ready", str(ready), "--record", str(record), *extra]
     proc = subprocess.Popen(command)
     deadline = time.monotonic() + 20
     while not ready.exists() or not ready.read_text():
@@ -156,7 +160,26 @@ def main() -> int:
     parser.add_argument(
         "--sink-delay", type=float, default=0.0, help="seconds the sink waits before accepting a message"
     )
+    parser.add_argument(
+        "--latency",
+        action="store_true",
+        help="instead: delivery to an API and an SMTP sink taking 0, 50, 200 ms (benchmarks/latency.py)",
+    )
+    parser.add_argument("--built", type=int, default=2000, help="--latency: digests built for the cells")
+    parser.add_argument(
+        "--delays", type=float, nargs="+", default=[0.0, 0.05, 0.2], help="--latency: seconds"
+    )
+    parser.add_argument("--batch", type=int, default=100, help="--latency: batch size of the batch rows")
+    parser.add_argument("--most", type=int, default=8, help="--latency: most connections in the table")
+    parser.add_argument(
+        "--api-run", type=int, default=10_000, help="--latency: subscribers of the whole run (0: none)"
+    )
     args = parser.parse_args()
+    if args.latency:
+        import latency
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return latency.run(Path(tmp), args.built, args.delays, args.batch, args.most, args.api_run)
     n = args.subscribers
     if args.no_pipelining:
         SINK_OPTIONS.append("--no-pipelining")

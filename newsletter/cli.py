@@ -204,7 +204,8 @@ def run(
         str | None,
         typer.Option(
             metavar="N|auto",
-            help="Connections to the mail server at once, or auto [NEWSLETTER_CONNECTIONS, auto]",
+            help="Connections to the mail server (requests in flight to an API) at once, or auto: "
+            "from the measured round trip [NEWSLETTER_CONNECTIONS, auto]",
         ),
     ] = None,
     fetch: Annotated[

@@ -74,7 +74,10 @@ class Settings(BaseSettings):
     max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
     workers: int = Field(default=1, ge=1, le=32)  # processes sending new digests (each its own connections)
     build_process: Literal["auto", "on", "off"] = "auto"  # build messages in a second process, ahead
-    connections: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"  # to the mail server at once
+    # connections to the mail server (requests in flight to an API) at once; auto: from the round trip
+    connections: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+    # messages per HTTP API batch request; None: 100, or the provider's maximum if smaller
+    batch_size: int | None = Field(default=None, ge=1, le=1000)
     retries: int = Field(default=2, ge=0, le=10)  # in-run retries of a temporary (4xx) failure
     # seconds before the first in-run retry, then doubled
     retry_backoff: float = Field(default=2.0, ge=0, allow_inf_nan=False)

@@ -6,10 +6,16 @@ resending it. Temporary failures are retried within the run with backoff (the di
 a crash during the wait loses nothing and reports nothing unknown), then left as 'retry' for the next run;
 permanent ones are recorded as 'failed' with the server's reply. Pacing (send_rate) happens before a digest
 is marked sending, for the same reason.
+
+Batches: to an HTTP API with a batch endpoint (Postmark, Resend) a courier sends ``batch_size`` messages
+per request. Every digest of the batch is committed 'sending' in one transaction before the request,
+and each gets its own outcome from the reply (sent, failed with the API's reason, or retry); a request
+that times out or drops after the body went out leaves the whole batch 'unknown'.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -18,13 +24,16 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Literal
 
 from newsletter.config import Settings
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.report import DigestOutcome, ItemReport, Timings, plural
+from newsletter.send.apis.core import HttpApiTransport
 from newsletter.send.base import Transport
+from newsletter.send.pacing import AUTO_CAP, Gate, auto_connections
 from newsletter.store import InvalidTransition, Store
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,8 @@ log = logging.getLogger(__name__)
 NEXT_RUN_BACKOFF = timedelta(minutes=5)
 MAX_IN_RUN_WAIT = 60.0  # seconds; a server asking for a longer pause (Retry-After) gets it between runs
 MAX_NEXT_RUN_BACKOFF = timedelta(days=1)  # however far off a Retry-After date is
+STOPPED = "stopped; queued for the next run"
+ROUND_TRIP_SAMPLES = 3  # requests timed before "auto" decides how many connections to open
 
 
 class Courier:
@@ -47,19 +58,25 @@ class Courier:
         sleep: Callable[[float], None] = time.sleep,
         timings: Timings | None = None,
         session_lock: threading.Lock | None = None,
-        share: int = 1,  # couriers sending side by side
+        gate: Gate | None = None,  # shared by couriers sending side by side: the rate is for all
     ) -> None:
         self.store = store
         self.transport = transport
         self.retries = 0 if transport.retries_itself else settings.retries  # never both loops
         self.backoff = settings.retry_backoff
-        self.interval = share / settings.send_rate if settings.send_rate else 0.0  # send_rate is for all
+        self.gate = gate or Gate(settings.send_rate, sleep=sleep)
+        self._api = transport if isinstance(transport, HttpApiTransport) else None
+        if self._api is not None:
+            self._api.gate = self.gate  # a 429 pauses every request of the run
+        self.batch_size = self._api.batch_size if self._api is not None else 1
         self.stop = stop or threading.Event()
         self.sleep = sleep
         self.sent = 0
         self.bytes_sent = 0
         self.timings = timings or Timings()
-        self._last_send = float("-inf")
+        self.requests = 0
+        self.round_trip: float | None = None  # measured once ROUND_TRIP_SAMPLES requests went out
+        self._samples: list[float] = []
         self.halted = False
         self._session = store.delivery_session(session_lock)
         self._secrets = settings.secret_values()
@@ -95,6 +112,53 @@ class Courier:
             log.warning("%s: not sent: %s", message.recipient, exc)
             return DigestOutcome(message.recipient, "skipped", str(exc), items, message.digest_id)
         self._session.accepted(message.digest_id, message.message_id, now)
+        return self._accepted(message, items)
+
+    def deliver_batch(
+        self,
+        jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]],
+        now: datetime,
+        key: str | None = None,
+    ) -> list[DigestOutcome]:
+        """Send ``jobs`` in one batch request (its transport splits by its byte limit); outcomes in order.
+
+        The request lists the messages by digest id and carries idempotency ``key`` (default: derived
+        from the digest ids, for an API that takes one), which each digest keeps: resending the same
+        digests under it makes the same request again.
+        """
+        assert self._api is not None, "batches go to an HTTP API"
+        key = key or self._api.batch_key(sorted(m.digest_id for m, _ in jobs))
+        self._pace(len(jobs))
+        pairs = [(m.digest_id, m.message_id) for m, _ in jobs]
+        with self.timings("store"):
+            moved = set(self._session.sending_many(pairs, now, key))
+        ready = sorted(
+            ((m, items) for m, items in jobs if m.digest_id in moved), key=lambda j: j[0].digest_id
+        )
+        started = time.perf_counter()
+        with self.timings("send"):
+            results = self._api.send_batch([m for m, _ in ready], key) if ready else []
+        self._measured(time.perf_counter() - started)
+        accepted = [m for (m, _), r in zip(ready, results, strict=True) if not isinstance(r, SendError)]
+        with self.timings("store"):
+            self._session.sent_many([(m.digest_id, m.message_id) for m in accepted], now)
+        ids = {m.digest_id for m in accepted}
+        outcomes = {m.digest_id: self._accepted(m, items) for m, items in ready if m.digest_id in ids}
+        for (message, items), result in zip(ready, results, strict=True):
+            if isinstance(result, SendError):
+                outcomes[message.digest_id] = self._record_failure(message, _halting(result), now, items)
+        return [outcomes.get(m.digest_id) or _not_queued(m, items) for m, items in jobs]
+
+    def _measured(self, seconds: float) -> None:
+        """The round trip: the fastest of requests 2 to 4 (the first also connects; one can be slowed
+        by anything else the machine does)."""
+        self.requests += 1
+        if 1 < self.requests <= 1 + ROUND_TRIP_SAMPLES:
+            self._samples.append(seconds)
+        if self.requests == 1 + ROUND_TRIP_SAMPLES:
+            self.round_trip = min(self._samples)
+
+    def _accepted(self, message: OutgoingMessage, items: tuple[ItemReport, ...]) -> DigestOutcome:
         self.sent += 1
         self.bytes_sent += len(message.raw)
         log.info("sent %s to %s (%s)", message.digest_id, message.recipient, plural(len(items), "paper"))
@@ -107,18 +171,14 @@ class Courier:
                 self._pace()
                 self.store.mark_sending(message.digest_id, now, message.message_id)
             try:
+                started = time.perf_counter()
                 with self.timings("send"):
                     self.transport.send(message)
+                self._measured(time.perf_counter() - started)
                 return
             except SendError as exc:
                 if exc.retry_after is not None and exc.retry_after > MAX_IN_RUN_WAIT:
-                    # a pause longer than a run should hold the lock for: stop, the rest stays queued
-                    raise SendError(
-                        f"{exc} (asked to wait {exc.retry_after:.0f} s; the rest waits for a later run)",
-                        exc.hint,
-                        retry_after=exc.retry_after,
-                        transport_down=True,
-                    ) from exc
+                    raise _halting(exc) from exc
                 if (
                     exc.transport_down
                     or exc.permanent
@@ -139,13 +199,12 @@ class Courier:
         with self.timings("store"):
             self._session.flush()
 
-    def _pace(self) -> None:
-        if self.interval:
-            wait = self._last_send + self.interval - time.monotonic()
-            if wait > 0:
-                self.flush()  # a crash during the wait must not turn a sent message into 'unknown'
-                self.sleep(wait)
-            self._last_send = time.monotonic()
+    def _pace(self, messages: int = 1) -> None:
+        """Wait for this courier's turn under the run's send rate (shared by every courier)."""
+        wait = self.gate.reserve(messages)
+        if wait > 0:
+            self.flush()  # a crash during the wait must not turn a sent message into 'unknown'
+            self.sleep(wait)
 
     def _record_failure(
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
@@ -165,6 +224,25 @@ class Courier:
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
 
 
+def _halting(exc: SendError) -> SendError:
+    """A pause longer than a run should hold the lock for stops the run; the rest stays queued."""
+    if exc.retry_after is None or exc.retry_after <= MAX_IN_RUN_WAIT or exc.transport_down:
+        return exc
+    return SendError(
+        f"{exc} (asked to wait {exc.retry_after:.0f} s; the rest waits for a later run)",
+        exc.hint,
+        retry_after=exc.retry_after,
+        transport_down=True,
+    )
+
+
+def _not_queued(message: OutgoingMessage, items: tuple[ItemReport, ...]) -> DigestOutcome:
+    """Planned, but no longer queued when its batch went out (an unsubscribe cancelled it)."""
+    reason = f"digest {message.digest_id!r} is no longer queued (cancelled or handled)"
+    log.warning("%s: not sent: %s", message.recipient, reason)
+    return DigestOutcome(message.recipient, "skipped", reason, items, message.digest_id)
+
+
 def _next_run_backoff(retry_after: float | None) -> timedelta:
     """At least NEXT_RUN_BACKOFF, longer when the server asked for it, never more than a day."""
     asked = timedelta(seconds=retry_after) if retry_after else NEXT_RUN_BACKOFF
@@ -172,13 +250,17 @@ def _next_run_backoff(retry_after: float | None) -> timedelta:
 
 
 class Couriers:
-    """A run's couriers, one per connection; with more than one, each sends from its own thread.
+    """A run's couriers, one per connection (or request in flight); with several, each in its own thread.
 
-    With one connection messages go out in order from the calling thread. With ``count`` of them,
-    up to ``count`` messages are in flight at once, so one connection's wait for the server's reply
-    overlaps the others' work. A crash can then leave up to ``count`` digests 'unknown' (never resent
-    by themselves). The couriers' delivery sessions share a lock: the database sees one writer at a
-    time, and the order of each digest's steps (sending -> transport -> sent) is as with one.
+    ``count`` is how many; "auto" starts with one and, once it has measured the server's round-trip
+    time (the fastest of its requests 2 to 4: the first also opens the connection), opens as many as
+    ``auto_connections`` says, up to AUTO_CAP. With one courier, messages go out in order from the
+    calling thread; with ``count`` of them up to ``count`` requests are in flight at once, so one's wait
+    for the server overlaps the others'. A crash can then leave up to ``count`` requests' digests
+    'unknown' (one message each over SMTP, one batch each to an API; never resent by themselves).
+    The couriers' delivery sessions share a lock: the database sees one writer at a time, and the order
+    of each digest's steps (sending -> transport -> sent) is as with one. They share one Gate: the
+    send rate is the run's, and a 429 pauses every request.
     """
 
     def __init__(
@@ -186,7 +268,7 @@ class Couriers:
         store: Store,
         transport_factory: Callable[[], Transport],
         settings: Settings,
-        count: int = 1,
+        count: int | Literal["auto"] = 1,
         *,
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -194,33 +276,40 @@ class Couriers:
     ) -> None:
         self.stop = stop or threading.Event()
         self.timings = timings or Timings()
-        lock = threading.Lock() if count > 1 else None
-        self._couriers = [
-            Courier(
+        self.auto = count == "auto"
+        self.cap = AUTO_CAP if count == "auto" else count
+        self.gate = Gate(settings.send_rate, sleep=sleep)
+        session_lock = threading.Lock() if self.cap > 1 else None
+
+        def courier() -> Courier:
+            return Courier(
                 store,
                 transport_factory(),
                 settings,
                 stop=self.stop,
                 sleep=sleep,
-                timings=self.timings if count == 1 else Timings(),  # Timings is not thread-safe
-                session_lock=lock,
-                share=count,
+                timings=self.timings if self.cap == 1 else Timings(),  # Timings is not thread-safe
+                session_lock=session_lock,
+                gate=self.gate,
             )
-            for _ in range(count)
-        ]
+
+        self._new_courier = courier
+        self._couriers: list[Courier] = []
         self._idle: queue.SimpleQueue[Courier] = queue.SimpleQueue()
         self._threads: ThreadPoolExecutor | None = None
+        self._opened = contextlib.ExitStack()  # the couriers and their transports, closed last
         self._exit = contextlib.ExitStack()
+        self._growing = threading.Lock()
+        self._sized = False  # "auto" decided how many
 
     def __enter__(self) -> Couriers:
         with self._exit as stack:
-            for courier in self._couriers:
-                stack.enter_context(courier.transport)
-                stack.enter_context(courier)
-                self._idle.put(courier)
-            if len(self._couriers) > 1:
+            stack.enter_context(self._opened)
+            for _ in range(1 if self.auto else self.cap):
+                self._open_one()
+            if self.cap > 1:
                 self._threads = stack.enter_context(
-                    ThreadPoolExecutor(len(self._couriers), thread_name_prefix="newsletter-send")
+                    ThreadPoolExecutor(self.cap, thread_name_prefix="newsletter-send")
                 )
             self._exit = stack.pop_all()
         return self
@@ -229,9 +318,21 @@ class Couriers:
         try:
             self._exit.close()  # threads joined first, then each session flushed and transport closed
         finally:
-            for courier in self._couriers if len(self._couriers) > 1 else ():
+            for courier in self._couriers if self.cap > 1 else ():
                 for stage, seconds in courier.timings.totals.items():
                     self.timings.totals[stage] += seconds
+
+    def _open_one(self) -> None:
+        courier = self._new_courier()
+        self._opened.enter_context(courier.transport)
+        self._opened.enter_context(courier)
+        self._couriers.append(courier)
+        self._idle.put(courier)
+
+    @property
+    def count(self) -> int:
+        """Couriers open now."""
+        return len(self._couriers)
 
     @property
     def uses_parts(self) -> bool:
@@ -249,12 +350,20 @@ class Couriers:
     def deliver_all(
         self, jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]], now: datetime
     ) -> list[DigestOutcome]:
-        """Every job's outcome, in the jobs' order. Planned messages not sent stay queued."""
+        """Every job's outcome, in the jobs' order. Planned messages not sent stay queued.
+
+        Requests go out from this thread while one courier is open, then over the pool.
+        """
+        size = self._couriers[0].batch_size
+        units = collections.deque(jobs[i : i + size] for i in range(0, len(jobs), size))
+        outcomes: list[DigestOutcome] = []
+        while units and (self._threads is None or self.count == 1):
+            outcomes += self._deliver(self._couriers[0], units.popleft(), now)
         if self._threads is None:
-            return [self._deliver(self._couriers[0], message, items, now) for message, items in jobs]
-        futures = [self._threads.submit(self._deliver_pooled, message, items, now) for message, items in jobs]
+            return outcomes
+        futures = [self._threads.submit(self._deliver_pooled, unit, now) for unit in units]
         try:
-            return [future.result() for future in futures]
+            return outcomes + [outcome for future in futures for outcome in future.result()]
         finally:
             for future in futures:  # after an error: what has not started is not sent
                 future.cancel()
@@ -264,17 +373,39 @@ class Couriers:
             courier.flush()
 
     def _deliver_pooled(
-        self, message: OutgoingMessage, items: tuple[ItemReport, ...], now: datetime
-    ) -> DigestOutcome:
-        courier = self._idle.get()  # as many couriers as threads: never waits
+        self, unit: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]], now: datetime
+    ) -> list[DigestOutcome]:
+        courier = self._idle.get()  # blocks while every open courier is busy
         try:
-            return self._deliver(courier, message, items, now)
+            return self._deliver(courier, unit, now)
         finally:
             self._idle.put(courier)
 
     def _deliver(
-        self, courier: Courier, message: OutgoingMessage, items: tuple[ItemReport, ...], now: datetime
-    ) -> DigestOutcome:
-        if self.stopped:  # planned: the next run sends it first
-            return DigestOutcome(message.recipient, "skipped", "stopped; queued for the next run")
-        return courier.deliver(message, now, items)
+        self,
+        courier: Courier,
+        unit: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]],
+        now: datetime,
+    ) -> list[DigestOutcome]:
+        if self.stopped:  # planned: the next run sends them first
+            return [DigestOutcome(m.recipient, "skipped", STOPPED) for m, _ in unit]
+        if courier.batch_size > 1:
+            outcomes = courier.deliver_batch(unit, now)
+        else:
+            outcomes = [courier.deliver(message, now, items) for message, items in unit]
+        self._grow()
+        return outcomes
+
+    def _grow(self) -> None:
+        """With "auto": once the first connection measured a round trip, open as many as it calls for."""
+        first = self._couriers[0]
+        if not self.auto or self._sized or first.round_trip is None:
+            return
+        with self._growing:
+            if self._sized:
+                return
+            wanted = auto_connections(first.round_trip, first.batch_size, self.gate.rate, self.cap)
+            while self.count < wanted:
+                self._open_one()
+            self._sized = True
+        log.info("%d connections (round trip %.0f ms)", wanted, first.round_trip * 1000)

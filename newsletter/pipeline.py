@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import ipaddress
 import itertools
 import logging
 import os
@@ -48,7 +47,6 @@ TransportFactory = Callable[[], Transport]
 PLAN_BATCH = 256  # digests planned per transaction
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
-AUTO_CONNECTIONS = 2  # connections "auto" opens to a remote server: waits overlap, gentle on servers
 
 __all__ = ["Built", "Pipeline", "Selection", "item_view"]
 
@@ -157,7 +155,7 @@ class Pipeline:
         report = RunReport(detailed=detailed, delivered_earlier=delivered_earlier)
         timings = self.timings = Timings()
         builder = not inline and self._wants_builder(subscribers)
-        connections = connection_count(self.settings, builder)
+        connections = self.settings.connections
         with Couriers(
             self.store,
             self.transport_factory,
@@ -210,12 +208,19 @@ class Pipeline:
             self.transport_factory() as transport,
             Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep) as courier,
         ):
+            batches: dict[str, list[DeliveryRecord]] = defaultdict(list)
             with progress.step("Sending queued digests", len(pending)) as advance:
                 for record in pending:
                     if courier.stopped:
                         break
-                    report.add(self._retry_one(courier, record, subscribers, now))
                     advance(1)
+                    if record.batch_key and courier.batch_size > 1:  # resent as that batch, under its key
+                        batches[record.batch_key].append(record)
+                        continue
+                    report.add(self._retry_one(courier, record, subscribers, now))
+            for key, records in batches.items():
+                if not courier.stopped:
+                    report.extend(self._retry_batch(courier, records, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
         return report
 
@@ -354,6 +359,27 @@ class Pipeline:
     def _retry_one(
         self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
     ) -> DigestOutcome:
+        job = self._rebuild(record, subscribers, now)
+        return job if isinstance(job, DigestOutcome) else courier.deliver(job[0], now, job[1])
+
+    def _retry_batch(
+        self,
+        courier: Courier,
+        records: list[DeliveryRecord],
+        key: str,
+        subscribers: SubscriberList,
+        now: datetime,
+    ) -> list[DigestOutcome]:
+        """Resend the digests of one batch request together, under its idempotency key."""
+        jobs = [self._rebuild(record, subscribers, now) for record in records]
+        outcomes = [job for job in jobs if isinstance(job, DigestOutcome)]
+        ready = [job for job in jobs if not isinstance(job, DigestOutcome)]
+        return outcomes + (courier.deliver_batch(ready, now, key) if ready else [])
+
+    def _rebuild(
+        self, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
+    ) -> tuple[OutgoingMessage, tuple[ItemReport, ...]] | DigestOutcome:
+        """A queued digest's message as first built, or its outcome when it cannot be sent any more."""
         sub = subscribers.find(record.email)
         if sub is None or self.store.is_unsubscribed(record.email):
             why = "unsubscribed" if sub else "no longer in the subscribers file"
@@ -364,7 +390,7 @@ class Pipeline:
             message = self._message(sub, items, record.digest_id, record.created_at)
         except (RenderError, SendError) as exc:
             return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(items), record.digest_id)
-        return courier.deliver(message, now, _items(items))
+        return message, _items(items)
 
     def _dry_outcome(self, selection: Selection, now: datetime) -> DigestOutcome:
         sub = selection.subscriber
@@ -375,35 +401,6 @@ class Pipeline:
         except NewsletterError as exc:
             return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(selection.chosen))
         return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", _items(selection.chosen))
-
-
-def connection_count(settings: Settings, builder: bool) -> int:
-    """How many connections send a run's new digests (``settings.connections``).
-
-    "auto" opens a second one to a server across the network (an HTTP API, or SMTP to another
-    host) when a builder process keeps both fed and no send rate is set: one connection's wait
-    for the server's reply then overlaps the other's. A server on this machine answers at once
-    and shares its CPUs, where a second connection measured about 10% slower, not faster.
-    """
-    if settings.connections != "auto":
-        return settings.connections
-    wanted = builder and settings.send_rate is None and _remote_server(settings)
-    return AUTO_CONNECTIONS if wanted else 1
-
-
-def _remote_server(settings: Settings) -> bool:
-    """True when messages go to a server on another machine (an HTTP API, or SMTP not on loopback)."""
-    if settings.transport == "file":
-        return False
-    if settings.transport != "smtp":
-        return True
-    host = settings.smtp_host.strip().rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        return not ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:  # a host name
-        return True
 
 
 def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection, ...]]:

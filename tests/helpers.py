@@ -8,9 +8,11 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from .conftest import SEEDS
+from .conftest import ROOT, SEEDS
 
 HEADERS = ("From", "To", "Subject", "Date", "Message-ID", "MIME-Version", "List-Id", "List-Unsubscribe")
 
@@ -80,3 +82,26 @@ def one_installation(*homes: Path) -> None:
     for home in homes[1:]:
         home.mkdir(parents=True, exist_ok=True)
         shutil.copy(first, home / "state.db")
+
+
+@contextmanager
+def server_process(module: str, *args: object) -> Iterator[int]:
+    """``python -m module args...`` as a server in its own process: it prints its port, stops when stdin closes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        yield int(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -1,34 +1,111 @@
-"""How many connections a run opens: NEWSLETTER_CONNECTIONS, and what "auto" picks."""
+"""How many connections a run opens: NEWSLETTER_CONNECTIONS, and what "auto" picks from the round trip."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from pathlib import Path
 
 import pytest
 
-from newsletter.config import Settings
-from newsletter.pipeline import connection_count
+from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.models import OutgoingMessage
+from newsletter.render import Renderer
+from newsletter.send.pacing import AUTO_CAP, FEED_RATE, Gate, auto_connections
 
-REMOTE_SMTP = {"transport": "smtp", "smtp_host": "mail.example.org"}
+from .test_crash import NOW, Recorder, make_folder, pipeline, write_subscribers
 
 
 @pytest.mark.parametrize(
-    ("fields", "builder", "expected"),
+    ("round_trip", "per_request", "rate", "expected"),
     [
-        (REMOTE_SMTP, True, 2),
-        ({"transport": "smtp", "smtp_host": "192.0.2.10"}, True, 2),
-        ({"transport": "postmark"}, True, 2),
-        ({"transport": "smtp", "smtp_host": "localhost"}, True, 1),  # shares this machine's CPUs
-        ({"transport": "smtp", "smtp_host": "127.0.0.1"}, True, 1),
-        ({"transport": "smtp", "smtp_host": "::1"}, True, 1),
-        ({"transport": "file"}, True, 1),
-        (REMOTE_SMTP, False, 1),  # no builder to keep two connections fed
-        ({**REMOTE_SMTP, "send_rate": 5.0}, True, 1),  # paced anyway
-        ({**REMOTE_SMTP, "connections": 3}, False, 3),  # a number is taken as it is
-        ({"transport": "file", "connections": 2}, True, 2),
+        (0.0005, 1, None, 1),  # loopback SMTP: one connection keeps up
+        (0.005, 1, None, 5),  # 5 ms: five waits overlap to feed 1,000 messages a second
+        (0.05, 1, None, AUTO_CAP),  # 50 ms would want 50: capped
+        (0.05, 1, 40.0, 2),  # NEWSLETTER_SEND_RATE=40: 2 connections already send 40 a second
+        (0.2, 100, None, 2),  # a 200 ms API with batches of 100: 2 requests in flight
+        (0.2, 500, None, 1),
+        (0.2, 1, None, AUTO_CAP),  # one message per request (SendGrid, Mailgun)
+        (0.0, 1, None, 1),
     ],
 )
-def test_auto_opens_a_second_connection_only_to_a_remote_server_with_a_builder(
-    fields: dict[str, Any], builder: bool, expected: int
+def test_auto_opens_what_the_round_trip_calls_for(
+    round_trip: float, per_request: int, rate: float | None, expected: int
 ) -> None:
-    assert connection_count(Settings(**fields), builder) == expected
+    assert auto_connections(round_trip, per_request, rate) == expected
+    assert FEED_RATE == 1000.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_send_rate_is_shared_by_every_connection() -> None:
+    clock = FakeClock()
+    gate = Gate(10.0, clock=clock, sleep=clock.sleep)
+    waits = [gate.reserve() for _ in range(4)]  # four connections asking at the same moment
+    assert waits == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert gate.reserve(10) == pytest.approx(0.4)  # a batch of 10 takes ten slots
+    assert gate.reserve() == pytest.approx(1.4)
+
+
+def test_a_429_pauses_everyone_once_until_the_latest_moment_asked() -> None:
+    clock = FakeClock()
+    gate = Gate(None, clock=clock, sleep=clock.sleep)
+    gate.pause(2.0)
+    clock.now += 0.5
+    gate.pause(2.0)  # a request that was in flight got its 429 half a second later
+    gate.pause(0.5)  # a shorter pause does not cut the longer one short
+    assert gate.paused_for() == pytest.approx(2.0)
+    assert gate.reserve() == pytest.approx(2.0)  # a request about to start waits for it too
+    gate.wait_paused()
+    assert clock.slept == [pytest.approx(2.0)] and gate.paused_for() == 0.0
+    assert gate.reserve() == 0.0
+
+
+class SlowServer(Recorder):
+    """Accepts every message after ``seconds``, like a server across a network."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def send(self, message: OutgoingMessage) -> None:
+        time.sleep(self.seconds)
+        super().send(message)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "setting", "opened"),
+    [
+        (0.02, "auto", AUTO_CAP),  # 20 ms wants 20 connections: capped
+        (0.0, "auto", 1),  # answers at once: one is enough
+        (0.02, 3, 3),  # a number is taken as it is
+    ],
+)
+def test_a_run_opens_the_connections_the_round_trip_calls_for(
+    tmp_path: Path, seconds: float, setting: int | str, opened: int
+) -> None:
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
+    servers: list[SlowServer] = []
+
+    def connect() -> SlowServer:
+        servers.append(SlowServer(seconds))
+        return servers[-1]
+
+    made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections=setting)
+    made.transport_factory = connect
+    report = made.run(subs, NOW)
+    made.store.close()
+    assert len(servers) == opened
+    sent = sorted(to for server in servers for to in server.sent)
+    assert sent == sorted(d.subscriber for d in report.digests if d.status == "sent") and len(sent) > 20

@@ -11,6 +11,7 @@ Run as ``python -m tests.test_crash JOURNAL DELAY`` it is that server (prints it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -22,7 +23,6 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -42,8 +42,9 @@ from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.store import SENDING, Store
 
-from .conftest import ROOT, SEEDS
-from .helpers import cli, seed_names
+from .api_server import server_process as api_process
+from .conftest import SEEDS
+from .helpers import cli, seed_names, server_process
 
 SEED = 20260311
 SUBSCRIBERS = 60
@@ -127,27 +128,9 @@ def journal_length(path: Path) -> int:
         return 0
 
 
-@contextmanager
-def smtp_server(journal: Path, delay: float = DATA_DELAY) -> Iterator[int]:
+def smtp_server(journal: Path, delay: float = DATA_DELAY) -> contextlib.AbstractContextManager[int]:
     """The journaling SMTP server in its own process; yields its port."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.test_crash", str(journal), str(delay)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    try:
-        yield int(proc.stdout.readline())
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+    return server_process("tests.test_crash", journal, delay)
 
 
 @pytest.fixture
@@ -223,9 +206,12 @@ def kill_at_random_point(
     proc.kill()
     code = proc.wait()
     assert alive or code == 0, f"run exited with {code} before the kill; see {log}"
-    in_flight_at_most = int(env.get("NEWSLETTER_CONNECTIONS", "1"))  # one per connection
+    # one message per connection, or one batch per request in flight
+    in_flight_at_most = int(env.get("NEWSLETTER_CONNECTIONS", "1")) * int(
+        env.get("NEWSLETTER_BATCH_SIZE", "1")
+    )
     assert len(in_flight(env)) <= in_flight_at_most, (
-        "a kill left more digests of unknown fate than connections"
+        "a kill left more digests of unknown fate than connections (times the batch size)"
     )
     return alive
 
@@ -302,6 +288,30 @@ def test_kill_9_at_random_points_never_duplicates_or_loses_a_digest(
     assert len(counts.unknown) <= kills * connections
     twice = resend_unknown(env, journal, counts)
     print(f"after retry --unknown: {len(twice)} duplicated (= the unknown ones that had arrived)")
+
+
+API_BATCH = 10
+API_DELAY = 0.05  # seconds the API waits between journaling a batch and replying
+
+
+@pytest.mark.slow
+def test_kill_9_during_batched_api_runs_leaves_at_most_one_batch_unknown_per_kill(tmp_path: Path) -> None:
+    """10 kills at random moments of runs sending batches to a Postmark-shaped API; then count there."""
+    journal = tmp_path / "journal.jsonl"
+    with api_process(journal, API_DELAY) as port:
+        env = {
+            **crash_env(tmp_path, port),  # its SMTP settings go unused
+            "NEWSLETTER_TRANSPORT": "postmark",
+            "NEWSLETTER_API_KEY": "server-token",
+            "NEWSLETTER_API_BASE_URL": f"http://127.0.0.1:{port}",
+            "NEWSLETTER_BATCH_SIZE": str(API_BATCH),
+            "NEWSLETTER_CONNECTIONS": "1",
+            "NEWSLETTER_BUILD_PROCESS": "off",
+        }
+        kills, runs = kill_runs(env, random.Random(SEED), journal, per_dump=2, minimum=10)
+        counts = finish_and_count(env, journal, kills, runs)
+        assert len(counts.unknown) <= kills * API_BATCH
+        resend_unknown(env, journal, counts)
 
 
 def finish_and_count(env: dict[str, str], journal: Path, kills: int, runs: int) -> Counts:

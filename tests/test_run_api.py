@@ -1,117 +1,147 @@
-"""`newsletter run` against a Postmark-shaped HTTP API on loopback that refuses the key or rate-limits."""
+"""`newsletter run` against a Postmark-shaped HTTP API on loopback (tests/api_server.py): batches, refusals,
+a dropped or timed-out batch, rate limits shared by the requests in flight."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email.utils import parseaddr
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from .api_server import Api, running
 from .helpers import add_dumps, cli, seed_names
-
-
-@dataclass
-class Api:
-    mode: str = "ok"  # ok | bad-key | rate-limited | down
-    accepted: list[str] = field(default_factory=list)  # recipients
-    requests: int = 0
-
-
-class PostmarkLike(BaseHTTPRequestHandler):
-    api: Api
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.api.requests += 1
-        if self.api.mode == "bad-key":
-            return self._reply(
-                401, {"ErrorCode": 10, "Message": "The Server Token you provided was invalid."}
-            )
-        if self.api.mode == "down":
-            return self._reply(503, {"ErrorCode": 503, "Message": "Service Unavailable"})
-        if self.api.mode == "rate-limited":
-            return self._reply(
-                429, {"ErrorCode": 429, "Message": "Rate limit exceeded"}, {"Retry-After": "3600"}
-            )
-        self.api.accepted.append(parseaddr(body["To"])[1])
-        ok = {"To": body["To"], "SubmittedAt": "2026-03-11T08:00:00Z", "MessageID": f"id-{self.api.requests}"}
-        return self._reply(200, {**ok, "ErrorCode": 0, "Message": "OK"})
-
-    def _reply(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+from .test_crash import write_subscribers
 
 
 @pytest.fixture
 def api(env: dict[str, str]) -> Iterator[Api]:
     state = Api()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (PostmarkLike,), {"api": state}))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    env |= {
-        "NEWSLETTER_TRANSPORT": "postmark",
-        "NEWSLETTER_API_KEY": "server-token-secret",
-        "NEWSLETTER_API_BASE_URL": f"http://127.0.0.1:{server.server_address[1]}",
-        "NEWSLETTER_RETRY_BACKOFF": "0",
-    }
-    try:
+    with running(state) as url:
+        env |= {
+            "NEWSLETTER_TRANSPORT": "postmark",
+            "NEWSLETTER_API_KEY": "server-token-secret",
+            "NEWSLETTER_API_BASE_URL": url,
+            "NEWSLETTER_RETRY_BACKOFF": "0",
+        }
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
-def _statuses(env: dict[str, str], now: str) -> tuple[int, dict[str, str]]:
+def _run(env: dict[str, str], now: str) -> tuple[int, dict[str, str]]:
     proc = cli(env, "run", "--json", "--now", now, check=False)
     digests = json.loads(proc.stdout)["digests"]
     return proc.returncode, {d["subscriber"]: d["status"] for d in digests if d["status"] != "skipped"}
 
 
+def _attention(env: dict[str, str]) -> dict[str, tuple[str, str]]:
+    status = json.loads(cli(env, "status", "--json").stdout)
+    return {a["subscriber"]: (a["status"], a["error"]) for a in status["attention"]}
+
+
+DUE = ["diff@example.org", "ssm@example.org"]  # the two subscribers the first two seeds have papers for
+
+
+def test_a_run_sends_its_digests_in_one_batch_request(env: dict[str, str], api: Api) -> None:
+    add_dumps(env, *seed_names()[:2])
+    code, statuses = _run(env, "2026-03-11T08:00:00Z")
+    assert code == 0 and statuses == dict.fromkeys(DUE, "sent")
+    assert (api.requests, api.batches) == (1, 1)
+    assert sorted(api.recipients) == DUE
+
+
+def test_batch_size_one_sends_a_request_per_message(env: dict[str, str], api: Api) -> None:
+    add_dumps(env, *seed_names()[:2])
+    code, _ = _run({**env, "NEWSLETTER_BATCH_SIZE": "1"}, "2026-03-11T08:00:00Z")
+    assert code == 0 and (api.requests, api.batches) == (2, 0)
+
+
+def test_a_message_the_batch_reply_refuses_fails_alone(env: dict[str, str], api: Api) -> None:
+    add_dumps(env, *seed_names()[:2])
+    api.refuse = {"ssm@example.org"}  # Postmark answers 200; this element has ErrorCode 406
+    code, statuses = _run(env, "2026-03-11T08:00:00Z")
+    assert code == 1 and statuses == {"diff@example.org": "sent", "ssm@example.org": "failed"}
+    status, error = _attention(env)["ssm@example.org"]
+    assert status == "failed" and "ErrorCode 406" in error and "inactive" in error
+    assert api.recipients == ["diff@example.org"] and (api.requests, api.batches) == (1, 1)
+    api.refuse = set()
+    _run(env, "2026-03-11T09:00:00Z")  # permanent: not resent by later runs
+    assert api.recipients == ["diff@example.org"]
+
+
+@pytest.mark.parametrize("lost", ["drop", "timeout"])
+def test_a_batch_whose_reply_never_comes_is_unknown_and_not_resent(
+    env: dict[str, str], api: Api, lost: str
+) -> None:
+    add_dumps(env, *seed_names()[:2])
+    if lost == "drop":
+        api.mode = "drop"  # the server accepts both, then the connection goes before the reply
+    else:
+        api.delay = 3.0  # longer than the client waits
+        env["NEWSLETTER_API_TIMEOUT"] = "1"
+    code, statuses = _run(env, "2026-03-11T08:00:00Z")
+    assert code == 1 and statuses == dict.fromkeys(DUE, "unknown")
+    assert {who: s for who, (s, _) in _attention(env).items()} == dict.fromkeys(DUE, "unknown")
+    assert api.requests == 1  # not retried: Postmark has no idempotency key
+    api.mode, api.delay = "ok", 0.0
+    _run(env, "2026-03-11T09:00:00Z")
+    assert sorted(api.recipients) == DUE  # each once: the later run did not resend them
+
+
 def test_a_refused_key_keeps_every_digest_queued_until_it_is_fixed(env: dict[str, str], api: Api) -> None:
     add_dumps(env, *seed_names()[:2])
     api.mode = "bad-key"
-    code, statuses = _statuses(env, "2026-03-11T08:00:00Z")
+    code, statuses = _run({**env, "NEWSLETTER_BATCH_SIZE": "1"}, "2026-03-11T08:00:00Z")
     assert code == 1 and api.requests == 1  # the key is not tried again for the next subscriber
     assert list(statuses.values()) == ["failed"]  # the one tried; the others were never attempted
     api.mode = "ok"
-    code, statuses = _statuses(env, "2026-03-11T08:10:00Z")
+    code, statuses = _run(env, "2026-03-11T08:10:00Z")
     assert code == 0
-    assert sorted(api.accepted) == ["diff@example.org", "ssm@example.org"]  # nothing lost, nothing twice
+    assert sorted(api.recipients) == DUE  # nothing lost, nothing twice
 
 
-def test_a_long_retry_after_ends_the_run_at_once_and_the_digests_wait(env: dict[str, str], api: Api) -> None:
+def test_a_long_retry_after_ends_the_run_at_once_and_the_batch_waits(env: dict[str, str], api: Api) -> None:
     add_dumps(env, *seed_names()[:2])
     api.mode = "rate-limited"
     started = time.monotonic()
-    code, statuses = _statuses(env, "2026-03-11T08:00:00Z")
+    code, statuses = _run(env, "2026-03-11T08:00:00Z")
     assert code == 1 and time.monotonic() - started < 60 and api.requests == 1  # no hour-long sleep
-    [(limited, status)] = statuses.items()  # the others were not attempted: still queued
-    assert status == "failed"
+    assert statuses == dict.fromkeys(DUE, "failed")  # the batch the API asked to hold
     api.mode = "ok"
-    _statuses(env, "2026-03-11T08:10:00Z")
-    assert limited not in api.accepted  # the one the API asked to hold waits out its hour
-    code, _ = _statuses(env, "2026-03-11T09:10:00Z")
-    assert code == 0 and sorted(api.accepted) == ["diff@example.org", "ssm@example.org"]
+    _run(env, "2026-03-11T08:10:00Z")
+    assert api.recipients == []  # it waits out its hour
+    code, _ = _run(env, "2026-03-11T09:10:00Z")
+    assert code == 0 and sorted(api.recipients) == DUE
 
 
-def test_retries_are_the_settings_own_not_multiplied_by_two_loops(env: dict[str, str], api: Api) -> None:
+@pytest.mark.parametrize("batch", ["1", "100"])
+def test_retries_are_the_settings_own_not_multiplied_by_two_loops(
+    env: dict[str, str], api: Api, batch: str
+) -> None:
     add_dumps(env, *seed_names()[:2])
     api.mode = "down"
-    code, statuses = _statuses({**env, "NEWSLETTER_RETRIES": "1"}, "2026-03-11T08:00:00Z")
+    run_env = {**env, "NEWSLETTER_RETRIES": "1", "NEWSLETTER_BATCH_SIZE": batch}
+    code, statuses = _run(run_env, "2026-03-11T08:00:00Z")
     assert code == 1 and set(statuses.values()) == {"failed"}
-    assert api.requests == 2 * len(statuses)  # 1 + NEWSLETTER_RETRIES per digest
+    requests = len(statuses) if batch == "1" else 1
+    assert api.requests == 2 * requests  # 1 + NEWSLETTER_RETRIES per request
+
+
+def test_a_429_pauses_every_request_in_flight_until_the_same_moment(
+    tmp_path: Path, env: dict[str, str], api: Api
+) -> None:
+    write_subscribers(tmp_path / "subscribers.yaml")  # 60 subscribers, each-dump
+    add_dumps(env, seed_names()[0])
+    api.delay = 0.2  # per accepted request; a 429 comes back at once
+    api.limit_after, api.limit_window = 6, 1.5  # the 7th request opens 1.5 s of 429s
+    run_env = {**env, "NEWSLETTER_CONNECTIONS": "4", "NEWSLETTER_BATCH_SIZE": "1"}
+    code, statuses = _run(run_env, "2026-03-11T08:00:00Z")
+    assert code == 0 and set(statuses.values()) == {"sent"} and len(statuses) > 20
+    assert Counter(api.recipients) == Counter(list(statuses))  # each once
+    limited = [t for t, status in api.arrivals if status == 429]
+    # The three other connections were waiting for accepted requests when the 429 came: they wait
+    # out its pause instead of each running into the limit (one more only if it sent in the same ms).
+    assert 1 <= len(limited) <= 2
+    during = [t - limited[0] for t, _ in api.arrivals if 0.3 < t - limited[0] < 1.4]
+    assert during == []  # nobody sent while the run was paused

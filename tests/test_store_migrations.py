@@ -29,7 +29,7 @@ def test_open_applies_and_records_migrations_once(tmp_path: Path) -> None:
         assert (
             first.migrations_applied
             == [name for name, _ in MIGRATIONS]
-            == ["0001_initial", "0002_vectors", "0003_installation", "0004_paper_details"]
+            == ["0001_initial", "0002_vectors", "0003_installation", "0004_paper_details", "0005_batch_key"]
         )
         recorded = _migration_rows(first)
     with Store(db_url(tmp_path)) as again:

@@ -385,4 +385,5 @@ def _record(row: Row[Any], items: tuple[DeliveryItem, ...]) -> DeliveryRecord:
         items=items,
         watermark_seq=row.watermark_seq,
         not_before=row.not_before,
+        batch_key=row.batch_key,
     )

@@ -171,11 +171,17 @@ def _0004_paper_details(conn: Connection) -> None:
     md.create_all(conn, tables=[md.tables["paper_details"], md.tables["rejected_files"]])
 
 
+def _0005_batch_key(conn: Connection) -> None:
+    """The idempotency key of the batch request a digest went out in (Resend), so a resend reuses it."""
+    conn.execute(sa.text("ALTER TABLE digests ADD COLUMN batch_key VARCHAR(100)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
     ("0003_installation", _0003_installation),
     ("0004_paper_details", _0004_paper_details),
+    ("0005_batch_key", _0005_batch_key),
 )
 
 

@@ -98,3 +98,4 @@ class DeliveryRecord:
     items: tuple[DeliveryItem, ...]  # ordered by position; empty when loaded without items
     watermark_seq: int | None = None
     not_before: datetime | None = None  # a 'retry' is not due before this time
+    batch_key: str | None = None  # idempotency key of the batch request it last went out in

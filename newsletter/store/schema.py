@@ -115,6 +115,7 @@ digests = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("watermark_seq", sa.Integer, nullable=False),
     sa.Column("not_before", UTCDateTime),
+    sa.Column("batch_key", sa.String(100)),  # idempotency key of its last batch request (Resend)
     status_check(),
     sa.Index("ix_digests_status_created", "status", "created_at"),
 )

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import TracebackType
@@ -44,6 +44,7 @@ _SENDING = (
         attempts=digests.c.attempts + 1,
     )
 )
+_SENDING_IN_BATCH = _SENDING.values(batch_key=sa.bindparam("b_batch_key"))
 _SENT = (
     digests.update()
     .where(digests.c.id == sa.bindparam("b_id"), digests.c.status == SENDING)
@@ -68,6 +69,7 @@ class DeliverySession:
         self._accepted: tuple[str, str, datetime] | None = None  # sent, not yet committed
         dialect = engine.dialect
         self._sending = Prepared(_SENDING, dialect)
+        self._sending_in_batch = Prepared(_SENDING_IN_BATCH, dialect)
         self._sent = Prepared(_SENT, dialect)
         self._db_time: Callable[[datetime], Any] = bind_processor(digests.c.updated_at, dialect)
 
@@ -95,6 +97,42 @@ class DeliverySession:
         self._accepted = None  # committed with this transaction, whether or not this digest moved
         if not moved:
             raise InvalidTransition(f"digest {digest_id!r} is no longer queued (cancelled or handled)")
+
+    def sending_many(
+        self, pairs: Sequence[tuple[str, str]], now: datetime, batch_key: str | None = None
+    ) -> list[str]:
+        """``sending`` for a batch request's (digest_id, message_id) pairs, in one transaction.
+
+        ``batch_key`` (the request's idempotency key) is kept with each, so a resend can reuse it.
+        Returns the ids moved; the others (cancelled by an unsubscribe, handled) are left as they are.
+        """
+        stamp = self._db_time(now)
+        with self._tx(f"marking {len(pairs)} digests sending") as conn:
+            self._record_accepted(conn)
+            moved = [
+                digest_id
+                for digest_id, message_id in pairs
+                if self._batch_sending(conn, digest_id, message_id, stamp, batch_key)
+            ]
+        self._accepted = None
+        return moved
+
+    def _batch_sending(
+        self, conn: Connection, digest_id: str, message_id: str, stamp: Any, batch_key: str | None
+    ) -> bool:
+        params = {"b_id": digest_id, "b_now": stamp, "b_message_id": message_id, "b_batch_key": batch_key}
+        return self._sending_in_batch.run(conn, params) == 1
+
+    def sent_many(self, pairs: Sequence[tuple[str, str]], now: datetime) -> None:
+        """The API accepted these (digest_id, message_id) pairs: 'sent', committed now."""
+        stamp = self._db_time(now)
+        with self._tx(f"marking {len(pairs)} digests sent") as conn:
+            self._record_accepted(conn)
+            self._accepted = None
+            for digest_id, message_id in pairs:
+                params = {"b_id": digest_id, "b_now": stamp, "b_message_id": message_id}
+                if self._sent.run(conn, params) != 1:
+                    raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
 
     def accepted(self, digest_id: str, message_id: str, now: datetime) -> None:
         """The transport accepted it; recorded 'sent' with the next transaction or at flush()."""

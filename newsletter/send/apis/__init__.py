@@ -31,6 +31,7 @@ from pydantic import SecretStr
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.send.apis.core import (
+    DEFAULT_BATCH,
     BatchTransport,
     HttpApiTransport,
     Outcome,
@@ -53,6 +54,7 @@ __all__ = [
     "SendGridTransport",
     "SendResult",
     "api_transport",
+    "batch_size",
     "idempotency_key",
     "retry_after_seconds",
 ]
@@ -73,6 +75,12 @@ def api_transport(settings: Settings) -> HttpApiTransport:
         "max_attempts": 1 + settings.retries,
         "backoff": settings.retry_backoff,
     }
+    transport = _provider(settings, key, common)
+    transport.batch_size = batch_size(type(transport), settings.batch_size)
+    return transport
+
+
+def _provider(settings: Settings, key: SecretStr, common: dict[str, Any]) -> HttpApiTransport:
     region = str(getattr(settings, "api_region", "us"))
     if settings.transport == "postmark":
         stream = str(getattr(settings, "postmark_message_stream", "outbound"))
@@ -85,6 +93,24 @@ def api_transport(settings: Settings) -> HttpApiTransport:
     if settings.transport == "resend":
         return ResendTransport(key, **common)
     raise ConfigError(f"transport {settings.transport!r} is not an HTTP API transport")
+
+
+def batch_size(transport: type[HttpApiTransport], wanted: int | None) -> int:
+    """Messages per request a run sends: NEWSLETTER_BATCH_SIZE, else DEFAULT_BATCH (or the provider's max).
+
+    SendGrid and Mailgun have no endpoint that takes many distinct messages: always 1 for them.
+    """
+    if transport.batch_limit <= 1:
+        return 1
+    if wanted is None:
+        return min(DEFAULT_BATCH, transport.batch_limit)
+    if wanted > transport.batch_limit:
+        raise ConfigError(
+            f"invalid setting field 'batch_size': {transport.provider} takes at most "
+            f"{transport.batch_limit} messages per batch request, not {wanted}",
+            hint="set NEWSLETTER_BATCH_SIZE to that or less",
+        )
+    return wanted
 
 
 def _api_key(settings: Settings) -> SecretStr:

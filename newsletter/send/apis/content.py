@@ -49,19 +49,27 @@ def content_of(message: OutgoingMessage) -> Content:
     """Read the fields back from ``message.raw``; SendError(permanent) when it is not a usable message.
 
     Parsed with the compat32 policy (plain string headers): ~10x faster than policy.default's header objects.
+    When the message carries its text and HTML copies (a run's messages do), only the header block is
+    parsed: the whole 40 KB message took 5 ms, a third of a batch request's local cost.
     """
-    parsed = email.message_from_bytes(message.raw)
-    text = getattr(message, "text", None)  # OutgoingMessage may grow a text field; then no parsing needed
+    whole = not (message.text and message.html)
+    parsed = email.message_from_bytes(message.raw if whole else _head(message.raw))
     return Content(
         sender_name=_display_name(parsed.get("From", "")),
         sender=message.sender,
         recipient_name=_display_name(parsed.get("To", "")),
         recipient=message.recipient,
         subject=message.subject,
-        text=text if isinstance(text, str) else _body(parsed, "text/plain"),
+        text=message.text or _body(parsed, "text/plain"),
         html=message.html or _body(parsed, "text/html"),
         headers=_headers(parsed, message),
     )
+
+
+def _head(raw: bytes) -> bytes:
+    """The header block of RFC 5322 bytes (all of them when there is no body)."""
+    end = raw.find(b"\r\n\r\n")
+    return raw if end < 0 else raw[: end + 4]
 
 
 def display_address(name: str, address: str) -> str:

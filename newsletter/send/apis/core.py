@@ -40,11 +40,16 @@ from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.send.base import Transport
+from newsletter.send.pacing import Gate
 
 log = logging.getLogger(__name__)
 
 AUTH_HINT = "check NEWSLETTER_API_KEY"
 _MAX_BACKOFF = 30.0
+# Messages per batch request a run sends by default (Postmark takes 500, Resend 100). 100 already moves
+# more than a run builds (about 1,000 a second) with two requests of 200 ms in flight, and a request that
+# times out, or a crash during it, leaves at most 100 digests of unknown fate instead of 500.
+DEFAULT_BATCH = 100
 _REPLY_CHARS = 300
 # Raised before the request body was fully written: the API cannot have accepted the message.
 _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
@@ -115,6 +120,7 @@ class HttpApiTransport:
     auth_hint: ClassVar[str] = AUTH_HINT
     batch_limit: ClassVar[int] = 1  # messages per request of the batch endpoint; 1: no batch endpoint
     batch_bytes: ClassVar[int] = 0  # payload limit per batch request
+    batch_size: int = 1  # messages per request a run hands to send_batch (api_transport sets it)
 
     def __init__(
         self,
@@ -141,6 +147,8 @@ class HttpApiTransport:
         self._http_transport = http
         self._client: httpx.Client | None = None
         self._refused: SendError | None = None  # an auth failure: every later request would fail too
+        # shared with the run's other connections: a 429 pauses them all (see newsletter.send.pacing)
+        self.gate: Gate | None = None
 
     def __enter__(self) -> Self:
         self._http()
@@ -169,8 +177,12 @@ class HttpApiTransport:
         """Like ``send``, returning the API's id for the message."""
         raise NotImplementedError
 
-    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]:
-        """One outcome per message, in order: SendResult when accepted, else the SendError for it."""
+    def send_batch(self, messages: Sequence[OutgoingMessage], key: str | None = None) -> list[Outcome]:
+        """One outcome per message, in order: SendResult when accepted, else the SendError for it.
+
+        ``key`` is the idempotency key of the request (``batch_key``; a request split by the byte
+        limit gets ``key/1``, ``key/2`` ...); None: derived from the messages' digest ids.
+        """
         if self.batch_limit <= 1:
             return [self._outcome(message) for message in messages]
         outcomes: dict[int, Outcome] = {}
@@ -180,10 +192,16 @@ class HttpApiTransport:
                 ready.append((index, message, self._batch_item(message)))
             except SendError as exc:
                 outcomes[index] = exc
-        for chunk in chunked(ready, self.batch_limit, self.batch_bytes):
-            results = self._send_chunk([(m, item) for _, m, item in chunk])
+        chunks = list(chunked(ready, self.batch_limit, self.batch_bytes))
+        for number, chunk in enumerate(chunks, start=1):
+            part = key if key is None or len(chunks) == 1 else f"{key}/{number}"
+            results = self._send_chunk([(m, item) for _, m, item in chunk], part)
             outcomes.update((index, result) for (index, _, _), result in zip(chunk, results, strict=True))
         return [outcomes[index] for index in range(len(messages))]
+
+    def batch_key(self, digest_ids: Sequence[str]) -> str | None:
+        """The idempotency key a batch of these digests is sent with; None: the API takes none."""
+        return None
 
     # --- hooks for providers ------------------------------------------------------------------------
 
@@ -191,8 +209,8 @@ class HttpApiTransport:
         """One message as an encoded element of the batch endpoint's JSON array."""
         raise NotImplementedError
 
-    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]]) -> list[Outcome]:
-        """Send one batch request; one outcome per message of ``chunk``."""
+    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]], key: str | None) -> list[Outcome]:
+        """Send one batch request (with idempotency ``key``, if the API takes one); an outcome per message."""
         raise NotImplementedError
 
     def _retryable(self, error: SendError) -> bool:
@@ -222,13 +240,18 @@ class HttpApiTransport:
             if wait is None:
                 raise error
             log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
-            self.sleep(wait)
+            if error.retry_after is not None and self.gate is not None:
+                self.gate.pause(wait)  # every request of the run waits, this one at its next attempt
+            else:
+                self.sleep(wait)
             attempt += 1
 
     def _attempt(
         self, build: Callable[[httpx.Client], httpx.Request], what: str
     ) -> httpx.Response | SendError:
         """One request: its 2xx response, or the SendError that describes what went wrong."""
+        if self.gate is not None:
+            self.gate.wait_paused()  # another connection got a 429: wait with it
         client = self._http()
         try:
             response = client.send(build(client))

@@ -70,7 +70,7 @@ class PostmarkTransport(HttpApiTransport):
     def _batch_item(self, message: OutgoingMessage) -> bytes:
         return encode_json(self.payload(message))
 
-    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]]) -> list[Outcome]:
+    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]], key: str | None) -> list[Outcome]:
         body = json_array([item for _, item in chunk])
         try:
             response = self._post(

@@ -5,7 +5,9 @@ reply instead of sending again), so a timeout or a dropped connection after the 
 instead of reported as unknown:
 
 - one message: ``newsletter-digest/<digest_id>``, stable across retries and runs;
-- a batch: ``newsletter-batch/<sha256 of its digest ids>``, stable for the same messages in the same order.
+- a batch: ``newsletter-batch/<sha256 of its digest ids>``, stable for the same messages in the same order;
+  a run keeps it with each digest of the batch (``batch_key``), and a resend of those digests
+  (``retry --unknown``) sends the same batch again under it, so Resend answers with the first reply.
 
 Batches use ``x-batch-validation: permissive``: valid emails are sent, invalid ones come back in
 ``errors`` by index, instead of one bad address failing all 100. Errors are ``{"name", "message"}``:
@@ -86,9 +88,12 @@ class ResendTransport(HttpApiTransport):
     def _batch_item(self, message: OutgoingMessage) -> bytes:
         return encode_json(self.payload(message))
 
-    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]]) -> list[Outcome]:
+    def batch_key(self, digest_ids: Sequence[str]) -> str:
+        return batch_idempotency_key(digest_ids)
+
+    def _send_chunk(self, chunk: list[tuple[OutgoingMessage, bytes]], key: str | None) -> list[Outcome]:
         body = json_array([item for _, item in chunk])
-        key = batch_idempotency_key([message.digest_id for message, _ in chunk])
+        key = key or batch_idempotency_key([message.digest_id for message, _ in chunk])
         headers = {"x-batch-validation": "permissive"}
         try:
             response = self._post(
