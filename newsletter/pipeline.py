@@ -27,6 +27,7 @@ from pathlib import Path
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, SourceError, StoreError
+from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import build_ahead, run_sharded
 from newsletter.rank.base import Ranker
@@ -258,7 +259,7 @@ class Pipeline:
         return DigestView(
             subscriber_name=subscriber.name,
             subscriber_email=subscriber.email,
-            items=tuple(_item_view(s) for s in items),
+            items=tuple(_item_view(s, self._feedback_links(subscriber.email, s.paper)) for s in items),
             date=date,
             unsubscribe_url=shown_url,
             preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
@@ -271,6 +272,11 @@ class Pipeline:
         secret, base = self.settings.unsubscribe_secret, self.settings.base_url
         https = one_click_url(base, email, secret) if base and secret else None
         return (https or mailto), https
+
+    def _feedback_links(self, email: str, paper: StoredPaper) -> FeedbackLinks | None:
+        """The paper's signed "more/less like this" links, when links can be signed and served."""
+        secret, base = self.settings.unsubscribe_secret, self.settings.base_url
+        return feedback_links(base, email, paper.key, secret) if base and secret else None
 
     def draft(self, selection: Selection, now: datetime) -> OutgoingMessage:
         """The message a run would send for ``selection`` now (same digest id); plans and records nothing."""
@@ -420,7 +426,7 @@ def _items(scored: Sequence[Scored]) -> tuple[ItemReport, ...]:
     return tuple(ItemReport(s.paper.key, s.paper.title, round(s.score, 4), s.why) for s in scored)
 
 
-def _item_view(scored: Scored) -> ItemView:
+def _item_view(scored: Scored, links: FeedbackLinks | None) -> ItemView:
     title, url, short = _display(scored.paper)
     paper = scored.paper
     return ItemView(
@@ -433,6 +439,8 @@ def _item_view(scored: Scored) -> ItemView:
         authors=paper.authors,
         arxiv_id=paper.arxiv_id,
         times_seen=paper.times_seen,
+        more_url=links.more if links else "",
+        less_url=links.less if links else "",
     )
 
 

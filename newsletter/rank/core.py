@@ -17,6 +17,7 @@ import numpy as np
 
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.index import LexicalIndex, QueryBatch
+from newsletter.rank.less import less_like
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile, compile_profile
 from newsletter.rank.reasons import Reasons, WordEvidence
 from newsletter.rank.scoring import (
@@ -148,7 +149,12 @@ class ChunkedRanker:
             if corroborate
             else None
         )
-        return BatchScores(columns, excluded, exclusions, relevant, explain, bar)
+        scores = BatchScores(columns, excluded, exclusions, relevant, explain, bar)
+        return less_like(scores, threshold, profiles, view, self.similar_to, self._catalog.title)
+
+    def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
+        """(items, candidates) each candidate's similarity to each paper named, as a liked-paper column."""
+        raise NotImplementedError
 
     def not_itself(self, layout: Layout, view: View, table: np.ndarray) -> np.ndarray:
         """-inf where a liked paper is itself a candidate: it is not 'similar to a paper you liked'."""

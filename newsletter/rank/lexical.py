@@ -59,9 +59,12 @@ class LexicalRanker(ChunkedRanker):
         """(texts, candidates) scaled TF-IDF z-score against each liked paper (-inf for other texts)."""
         out = np.full((len(layout.texts), len(view.papers)), -np.inf, dtype=np.float32)
         ids = layout.liked_ids()
-        if not len(ids):
-            return out
-        items = [layout.texts[i][len(LIKED_PREFIX) :] for i in ids.tolist()]
+        if len(ids):
+            out[ids] = self.similar_to([layout.texts[i][len(LIKED_PREFIX) :] for i in ids.tolist()], view)
+        return out
+
+    def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
+        """(items, candidates) scaled TF-IDF z-score against each paper named (+inf: the paper itself)."""
         rows = [self._catalog.find(item) for item in items]
         texts = [
             item if r is None else _full_text(self._catalog.papers[r])
@@ -70,11 +73,10 @@ class LexicalRanker(ChunkedRanker):
         queries = self._index.queries(texts, np.arange(len(texts))[:, None])
         similarity = self._index.cosine(queries, view.postings)
         position = {int(r): j for j, r in enumerate(view.cols.tolist())}
-        for j, row in enumerate(rows):  # a liked paper is no reference for its own similarity
+        for j, row in enumerate(rows):  # a paper is no reference for its own similarity
             if row is not None and row in position:
                 similarity[j, position[row]] = np.nan
-        out[ids] = np.nan_to_num(self.params.words_scale * standard_z(similarity, view), nan=-np.inf)
-        return out
+        return np.nan_to_num(self.params.words_scale * standard_z(similarity, view), nan=np.inf)
 
 
 def _full_text(paper: object) -> str:

@@ -239,6 +239,8 @@ def sample_views(now: datetime | None = None) -> tuple[DigestView, ...]:
             authors=("Albert Gu", "Tri Dao", "A. N. Other", "Someone Else"),
             arxiv_id="2312.00752",
             times_seen=3,
+            more_url="https://example.org/feedback/more/t",
+            less_url="https://example.org/feedback/less/t",
         ),
         ItemView("A paper with no arXiv id", helpers.paper_url(None, "A paper"), "", "", 7, 0.2),
     )

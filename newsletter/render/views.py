@@ -12,7 +12,8 @@ class ItemView:
 
     ``excerpt`` is display text (cleaned abstract or an excerpt of it); the bundled templates trim
     it to at most three sentences. ``rank`` is the paper's trending rank, ``times_seen`` how many
-    listings it appeared in.
+    listings it appeared in. ``more_url`` and ``less_url`` are the signed "more/less like this" links
+    ("" when NEWSLETTER_BASE_URL or the secret is not set).
     """
 
     title: str
@@ -24,6 +25,8 @@ class ItemView:
     authors: tuple[str, ...] = ()
     arxiv_id: str | None = None
     times_seen: int = 1
+    more_url: str = ""
+    less_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

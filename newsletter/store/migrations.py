@@ -122,7 +122,27 @@ def _0002_vectors(conn: Connection) -> None:
     md.create_all(conn)
 
 
-MIGRATIONS: tuple[Migration, ...] = (("0001_initial", _0001_initial), ("0002_vectors", _0002_vectors))
+def _0003_feedback(conn: Connection) -> None:
+    """ "More/less like this" from the digests' links: the last word per subscriber and paper."""
+    md = sa.MetaData()
+    sa.Table("papers", md, sa.Column("id", sa.Integer, primary_key=True))  # for the foreign key only
+    sa.Table(
+        "feedback",
+        md,
+        sa.Column("email", sa.String(320), primary_key=True),  # stripped and lower-cased
+        sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.CheckConstraint("kind IN ('more', 'less')", name="ck_feedback_kind"),
+    )
+    md.tables["feedback"].create(conn)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("0001_initial", _0001_initial),
+    ("0002_vectors", _0002_vectors),
+    ("0003_feedback", _0003_feedback),
+)
 
 
 def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:

@@ -98,3 +98,12 @@ class DeliveryRecord:
     items: tuple[DeliveryItem, ...]  # ordered by position; empty when loaded without items
     watermark_seq: int | None = None
     not_before: datetime | None = None  # a 'retry' is not due before this time
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """A subscriber's last word on a paper: "more" (like this) or "less"."""
+
+    paper: StoredPaper
+    kind: str
+    created_at: datetime

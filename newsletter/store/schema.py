@@ -139,3 +139,13 @@ vectors = sa.Table(
     sa.Column("data", sa.LargeBinary, nullable=False),  # float32, little-endian
     sa.CheckConstraint("dim >= 1", name="ck_vectors_dim"),
 )
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("email", sa.String(320), primary_key=True),  # stripped and lower-cased
+    sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # "more" | "less"
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("kind IN ('more', 'less')", name="ck_feedback_kind"),
+)
