@@ -1,4 +1,4 @@
-"""Routes: the preview pages and the RFC 8058 one-click unsubscribe endpoint."""
+"""Routes: the preview pages, the RFC 8058 one-click unsubscribe endpoint and the feedback links."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from starlette.routing import Route
 from newsletter.app import utcnow
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
+from newsletter.feedback import as_kind, read_feedback_token
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
 from newsletter.unsubscribe import read_token
@@ -58,6 +59,7 @@ def create_app(
         Route("/s/{email}/html", views.html),
         Route("/s/{email}/text", views.text),
         Route("/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
+        Route("/feedback/{kind}/{token}", views.feedback, methods=["GET", "POST"]),
     ]
     middleware = (
         [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
@@ -128,6 +130,32 @@ class _Views:
             return page("unsubscribe.html", state="done", email=email, list_name=self._list_name)
         state = "already" if store.is_unsubscribed(email) else "confirm"
         return page("unsubscribe.html", state=state, email=email, list_name=self._list_name)
+
+    # -- "more / less like this" ---------------------------------------------------------------------
+
+    def feedback(self, request: Request) -> Response:
+        """GET: one button, records nothing (mail scanners fetch links). POST: record it (idempotent)."""
+        secret, kind = self.settings.unsubscribe_secret, as_kind(request.path_params["kind"])
+        context = {"list_name": self._list_name, "kind": kind or "more", "email": "", "paper": None}
+        if secret is None:
+            return page("feedback.html", 404, state="off", **context)
+        signed = read_feedback_token(request.path_params["token"], secret)
+        if signed is None or kind is None:
+            log.warning("refused a feedback request with an invalid link")
+            return page("feedback.html", 400, state="invalid", **context)
+        email, key = signed
+        store = self.previewer.store()
+        if request.method == "POST":
+            paper = store.record_feedback(email, key, kind, self.clock())
+            state = "done"
+        else:
+            paper = store.paper_by_key(key)
+            state = "confirm"
+        if paper is None:
+            return page("feedback.html", 404, state="unknown", **context)
+        current = next((f.kind for f in store.feedback(email) if f.paper.id == paper.id), None)
+        context.update(email=email, paper=paper, current=current)
+        return page("feedback.html", state=state, **context)
 
     @property
     def _list_name(self) -> str:
