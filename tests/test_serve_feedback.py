@@ -22,6 +22,7 @@ from newsletter.feedback import feedback_token
 from newsletter.unsubscribe import make_token
 
 from .helpers import LiveServer, add_dumps, cli, make_env, outbox, seed_names
+from .test_serve import settings_for as serve_settings
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SECRET = "feedback-e2e-secret"
@@ -37,15 +38,7 @@ def env_for(tmp_path: Path) -> dict[str, str]:
 
 
 def settings_for(env: dict[str, str]) -> Settings:
-    return load_settings(
-        home=env["NEWSLETTER_HOME"],
-        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
-        dumps=env["NEWSLETTER_DUMPS"],
-        ranker="lexical",
-        sender=env["NEWSLETTER_FROM"],
-        base_url=env["NEWSLETTER_BASE_URL"],
-        unsubscribe_secret=SECRET,
-    )
+    return serve_settings(env, base_url=env["NEWSLETTER_BASE_URL"], unsubscribe_secret=SECRET)
 
 
 @pytest.fixture(scope="module")

@@ -136,26 +136,25 @@ class _Views:
     def feedback(self, request: Request) -> Response:
         """GET: one button, records nothing (mail scanners fetch links). POST: record it (idempotent)."""
         secret, kind = self.settings.unsubscribe_secret, as_kind(request.path_params["kind"])
-        context = {"list_name": self._list_name, "kind": kind or "more", "email": "", "paper": None}
         if secret is None:
-            return page("feedback.html", 404, state="off", **context)
+            return self._feedback_page("off", 404)
         signed = read_feedback_token(request.path_params["token"], secret)
         if signed is None or kind is None:
             log.warning("refused a feedback request with an invalid link")
-            return page("feedback.html", 400, state="invalid", **context)
+            return self._feedback_page("invalid", 400)
         email, key = signed
         store = self.previewer.store()
-        if request.method == "POST":
-            paper = store.record_feedback(email, key, kind, self.clock())
-            state = "done"
-        else:
-            paper = store.paper_by_key(key)
-            state = "confirm"
+        posted = request.method == "POST"
+        paper = store.record_feedback(email, key, kind, self.clock()) if posted else store.paper_by_key(key)
         if paper is None:
-            return page("feedback.html", 404, state="unknown", **context)
+            return self._feedback_page("unknown", 404)
         current = next((f.kind for f in store.feedback(email) if f.paper.id == paper.id), None)
-        context.update(email=email, paper=paper, current=current)
-        return page("feedback.html", state=state, **context)
+        state = "done" if posted else "confirm"
+        return self._feedback_page(state, 200, kind=kind, email=email, paper=paper, current=current)
+
+    def _feedback_page(self, state: str, status: int, **context: object) -> Response:
+        context = {"kind": "more", "email": "", "paper": None, "current": None, **context}
+        return page("feedback.html", status, state=state, list_name=self._list_name, **context)
 
     @property
     def _list_name(self) -> str:
