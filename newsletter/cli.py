@@ -19,6 +19,9 @@ from newsletter import __version__
 from newsletter.app import load_last_report, open_pipeline, open_store, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.explain import explain as explain_paper
+from newsletter.explain import find as find_paper
+from newsletter.models import Subscriber
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import envelope_for, make_transport
@@ -274,9 +277,7 @@ def preview(
 ) -> None:
     """Render the digest EMAIL would get now (due or not); sends nothing and records no digest."""
     settings = state.settings()
-    subscriber = load_subscribers(settings.subscribers).find(email)
-    if subscriber is None:
-        raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
+    subscriber = _subscriber(settings, email)
     with open_pipeline(settings) as pipeline:
         pipeline.ingest_folder(_parse_now(now))
         selection, view = pipeline.preview(subscriber, _parse_now(now))
@@ -290,6 +291,50 @@ def preview(
     typer.echo(f"Subject: {rendered.subject}\n{len(selection.chosen)} papers -> {target}")
     if open_browser:
         webbrowser.open(target.resolve().as_uri())
+
+
+PaperArgument = Annotated[str, typer.Argument(help="The paper: its arXiv id (or arXiv URL) or its title.")]
+
+
+@app.command()
+def feedback(
+    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    paper: PaperArgument,
+    more: Annotated[
+        bool, typer.Option("--more/--less", help="More papers like this one, or fewer.", show_default=False)
+    ],
+    now: NowOption = None,
+) -> None:
+    """Record "more like this" or "less like this" for EMAIL, as the links in a digest do."""
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    kind = "more" if more else "less"
+    with open_store(settings) as store:
+        found = find_paper(store, paper)
+        store.record_feedback(subscriber.email, found.key, kind, _parse_now(now))
+    typer.echo(f"{subscriber.email}: {kind} like {found.title!r}, from the next digest on")
+
+
+@app.command()
+def explain(
+    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    paper: PaperArgument,
+    now: NowOption = None,
+) -> None:
+    """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    with open_pipeline(settings) as pipeline:
+        pipeline.ingest_folder(_parse_now(now))  # as preview does: a paper in a new dump file is known
+        explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
+    typer.echo("\n".join(explanation.lines()))
+
+
+def _subscriber(settings: Settings, email: str) -> Subscriber:
+    subscriber = load_subscribers(settings.subscribers).find(email)
+    if subscriber is None:
+        raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
+    return subscriber
 
 
 @app.command()

@@ -90,6 +90,10 @@ class Selector:
                     yield Selection(sub, reason="not due")
             yield from self._rank(due, windows[mark], latest, mark, every_paper)
 
+    def prepare_around(self, papers: list[StoredPaper]) -> None:
+        """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
+        self._prepare([papers], self.store.latest_dump_seq() or 0)
+
     def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
         with self.timings("select"):
             if mark is None:

@@ -144,13 +144,18 @@ class ChunkedRanker:
         explain = Reasons(profiles, layout, literal, words, self._catalog.title)
         excluded = exclusions.mask
         relevant = (columns.best >= threshold) & ~excluded
-        bar = (
-            np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
-            if corroborate
-            else None
+        bars = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
+        scores = BatchScores(
+            columns, excluded, exclusions, relevant, explain, bars if corroborate else None, bars
         )
-        scores = BatchScores(columns, excluded, exclusions, relevant, explain, bar)
         return less_like(scores, threshold, profiles, view, self.similar_to, self._catalog.title)
+
+    def breakdown(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> BatchScores:
+        """One subscriber's scores over ``papers``, column by column (for `newsletter explain`)."""
+        papers = tuple(papers)
+        if self._catalog.missing(papers):
+            self.prepare([*self._catalog.papers, *self._catalog.missing(papers)], self._background)
+        return self.score_batch([compile_profile(subscriber)], self._view(papers))
 
     def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
         """(items, candidates) each candidate's similarity to each paper named, as a liked-paper column."""

@@ -265,6 +265,7 @@ class BatchScores:
     relevant: np.ndarray  # (subscribers, candidates) bool: the verdict
     explain: Explain
     bar: np.ndarray | None = None  # (subscribers, 1) threshold: order relevant papers by corroboration
+    threshold: np.ndarray | None = None  # (subscribers, 1) the bar the best column must clear
 
     @property
     def best(self) -> np.ndarray:
