@@ -156,3 +156,13 @@ def test_less_like_a_paper_not_among_the_prepared_ones_reads_its_title(ranker: R
     ranked = ranker.rank(papers(), marked)
     assert not by_title(ranked, "Dexterous Robot Hands").relevant
     assert "you marked" in by_title(ranked, "Dexterous Robot Hands").why
+
+
+def test_many_liked_papers_let_through_no_more_than_one_does_lexical() -> None:
+    """Each "more like this" is a liked-paper column; ten of them must not each add their own chance
+    (before: four unrelated papers passed on ten liked papers, one on a single one)."""
+    ranker = LexicalRanker()
+    ranker.prepare(papers())
+    liked = tuple(p.title for p in papers()[:10])
+    ranked = ranker.rank(papers(), subscriber("tropical beekeeping", liked=liked))
+    assert len([s for s in ranked if s.relevant and s.paper.title not in liked]) <= 1
