@@ -246,7 +246,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
 ) -> None:
-    """Preview every subscriber's next digest in a browser, and host the one-click unsubscribe endpoint."""
+    """Preview every subscriber's next digest in a browser; host the unsubscribe and feedback links."""
     from newsletter.serve import run_server
 
     run_server(state.settings(), host=host, port=port)
@@ -355,7 +355,7 @@ def check() -> None:
     if settings.base_url and not settings.unsubscribe_secret:
         raise ConfigError(
             "NEWSLETTER_BASE_URL is set but NEWSLETTER_UNSUBSCRIBE_SECRET is not",
-            hint="one-click unsubscribe links need a secret to sign them",
+            hint="one-click unsubscribe and 'more/less like this' links need a secret to sign them",
         )
     for email in _unsubscribed_in(settings, subscribers):
         err.print(f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing")
