@@ -148,7 +148,7 @@ class ChunkedRanker:
         scores = BatchScores(
             columns, excluded, exclusions, relevant, explain, bars if corroborate else None, bars
         )
-        return less_like(scores, threshold, profiles, view, self.similar_to, self._catalog.title)
+        return less_like(scores, profiles, view, self.similar_to, self._catalog.title)
 
     def breakdown(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> BatchScores:
         """One subscriber's scores over ``papers``, column by column (for `newsletter explain`)."""

@@ -29,20 +29,19 @@ SimilarTo = Callable[[Sequence[str], View], np.ndarray]
 
 def less_like(
     scores: BatchScores,
-    threshold: float | np.ndarray,
     profiles: Sequence[Profile],
     view: View,
     similar_to: SimilarTo,
     title: Callable[[str], str],
 ) -> BatchScores:
     """``scores`` with the penalty applied; unchanged when no profile in the chunk marked a paper."""
-    if not any(p.disliked for p in profiles):
+    if not any(p.disliked for p in profiles) or scores.threshold is None:
         return scores
     table = TextTable()
     ids = table.ids([p.disliked for p in profiles])
     closeness = padded(similar_to(table.texts, view))
     nearest = row_max(closeness, ids)  # (subscribers, candidates)
-    bar = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
+    bar = scores.threshold
     penalty = _penalty(scores.best, nearest, bar)
     lowered = scores.best - penalty
     relevant = scores.relevant & (lowered >= bar)
