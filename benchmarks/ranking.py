@@ -15,6 +15,11 @@ baseline is, if anything, flattered).
 
     python benchmarks/ranking.py                    # the configured ranker (auto) + baselines
     python benchmarks/ranking.py --ranker lexical   # the fallback ranker
+    python benchmarks/ranking.py --feedback-only    # just the terse + feedback runs
+
+"terse + feedback" replays the terse profiles again; after each digest every sent paper judged 2 gets
+"more like this" and every one judged 0 gets "less", recorded as the links' POST records them
+(Store.record_feedback). Precision and recall count the digests after the first two only.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +46,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.rank.base import Ranker
 from newsletter.render import Renderer
+from newsletter.report import ItemReport
 from newsletter.send.file import FileTransport
 from newsletter.store import Store
 
@@ -157,6 +163,90 @@ def replay(seeds: list[Path], profiles: list[Judged], ranker: Ranker, workdir: P
     return sent
 
 
+# -- terse + feedback: the "more/less like this" links, clicked as the judgments say ------------------
+
+FEEDBACK_FROM = 2  # digests scored: those after the first two (feedback has had time to count)
+
+
+@dataclass(frozen=True)
+class FeedbackScores:
+    precision: float
+    recall: float
+    sent: int
+    marked_more: int
+    marked_less: int
+
+
+def replay_with_feedback(
+    seeds: list[Path], profiles: list[Judged], ranker: Ranker, workdir: Path, clicks: bool
+) -> FeedbackScores:
+    """Replay the seeds; after each digest (with ``clicks``) every sent paper judged 2 gets "more" and
+    every one judged 0 gets "less", recorded as the links' POST does (Store.record_feedback).
+    Scores the digests after the first FEEDBACK_FROM ones against the papers first seen in their dumps."""
+    dumps, home = workdir / "dumps", workdir / "state"
+    dumps.mkdir(parents=True)
+    home.mkdir()
+    settings = Settings(home=home, dumps=dumps, subscribers=workdir / "unused.yaml")
+    subscribers = SubscriberList(workdir / "unused.yaml", tuple(p.subscriber for p in profiles))
+    labels = {p.subscriber.email: p.labels for p in profiles}
+    late: dict[str, set[str]] = {p.subscriber.email: set() for p in profiles}
+    marks = Counter[str]()
+    with Store(settings.db_url) as store:
+        pipeline = Pipeline(
+            settings, store, ranker, Renderer(settings.templates_dir), lambda: FileTransport(settings.outbox)
+        )
+        for day, seed in enumerate(seeds):
+            shutil.copy(seed, dumps / seed.name)
+            now = DAY0 + timedelta(days=day)
+            for digest in pipeline.run(subscribers, now).digests:
+                if digest.status != "sent":
+                    continue
+                if day >= FEEDBACK_FROM:
+                    late[digest.subscriber] |= {normalize_title(i.title) for i in digest.items}
+                if clicks:
+                    marks += click(store, digest.subscriber, digest.items, labels[digest.subscriber], now)
+        later = {normalize_title(p.title) for p in store.papers_first_seen_after(FEEDBACK_FROM)}
+    precision, recall, n_sent = digest_scores(profiles, late, later)
+    return FeedbackScores(precision, recall, n_sent, marks["more"], marks["less"])
+
+
+def click(
+    store: Store, email: str, items: Sequence[ItemReport], labels: dict[str, int], now: datetime
+) -> Counter[str]:
+    """The subscriber's clicks on one digest: "more" on each paper judged 2, "less" on each judged 0."""
+    kinds = {2: "more", 0: "less"}
+    marks = Counter[str]()
+    for item in items:
+        kind = kinds.get(labels.get(normalize_title(item.title), 0))
+        if kind and store.record_feedback(email, item.key, kind, now + timedelta(hours=1)) is not None:
+            marks[kind] += 1
+    return marks
+
+
+def feedback_rows(
+    make: Callable[[], Ranker], seeds: list[Path], judgments: Path
+) -> dict[str, FeedbackScores]:
+    """Terse profiles without and with clicks, on the same later digests."""
+    profiles = load_profiles(judgments, "terse")
+    rows = {}
+    for name, clicks in (("terse", False), ("terse + feedback", True)):
+        with tempfile.TemporaryDirectory() as tmp:
+            rows[name] = replay_with_feedback(seeds, profiles, make(), Path(tmp), clicks)
+    return rows
+
+
+def print_feedback(rows: dict[str, FeedbackScores]) -> None:
+    print(
+        f"\nDigests {FEEDBACK_FROM + 1}+ (after the first {FEEDBACK_FROM}); "
+        "targets with feedback: P >= 0.90, R >= 0.90"
+    )
+    print(f"{'run':34} {'precision':>9} {'recall':>7} {'sent':>5} {'more':>5} {'less':>5}")
+    for name, s in rows.items():
+        print(
+            f"{name:34} {s.precision:9.3f} {s.recall:7.3f} {s.sent:5d} {s.marked_more:5d} {s.marked_less:5d}"
+        )
+
+
 def all_papers(seeds: list[Path], workdir: Path) -> list[StoredPaper]:
     """Every seed paper once: the single pool nDCG is measured on."""
     from newsletter.sources import read_dump
@@ -249,7 +339,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ranker", default="auto", choices=["auto", "lexical", "semantic"])
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--feedback-only", action="store_true", help="only the terse + feedback runs")
     args = parser.parse_args(argv)
+    if args.feedback_only:
+        print_feedback(
+            feedback_rows(lambda: make_ranker(args.ranker), sorted(args.seeds.glob("*.txt")), args.judgments)
+        )
+        return 0
 
     seeds = sorted(args.seeds.glob("*.txt"))
     rows: dict[str, dict[str, Scores]] = {}
@@ -271,10 +367,14 @@ def main(argv: list[str] | None = None) -> int:
         rows.setdefault("baseline: tf-idf one threshold", {})[variant] = evaluate(
             lambda t=threshold: TfidfRanker(threshold=t), seeds, profiles, pool
         )
+    feedback = feedback_rows(lambda: make_ranker(args.ranker), seeds, args.judgments)
     if args.json:
-        print(json.dumps({m: {v: s.__dict__ for v, s in r.items()} for m, r in rows.items()}, indent=2))
+        figures = {m: {v: s.__dict__ for v, s in r.items()} for m, r in rows.items()}
+        figures["feedback"] = {name: s.__dict__ for name, s in feedback.items()}
+        print(json.dumps(figures, indent=2))
     else:
         print_table(rows, len(pool))
+        print_feedback(feedback)
     return 0
 
 

@@ -23,6 +23,9 @@ from newsletter.app import load_last_report, open_pipeline, open_store, save_rep
 from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.explain import explain as explain_paper
+from newsletter.explain import find as find_paper
+from newsletter.models import Subscriber
 from newsletter.report import RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
@@ -294,7 +297,7 @@ def serve(
     host: Annotated[str, typer.Option(metavar="HOST", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
-    """Preview every subscriber's next digest in a browser, and host the one-click unsubscribe endpoint."""
+    """Preview every subscriber's next digest in a browser; host the unsubscribe and feedback links."""
     from newsletter.serve import run_server
 
     run_server(state.settings(), host=host, port=port)
@@ -337,9 +340,7 @@ def preview(
     Sends nothing and records no digest.
     """
     settings = state.settings()
-    subscriber = load_subscribers(settings.subscribers).find(email)
-    if subscriber is None:
-        raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
+    subscriber = _subscriber(settings, email)
     if last:
         with open_pipeline(settings, lock=False, new_database=state.new_database) as pipeline:  # log only
             found = pipeline.last_sent(subscriber)
@@ -370,6 +371,50 @@ def _show_preview(
     typer.echo(f"{what} -> {target}")
     if browse:
         webbrowser.open(target.resolve().as_uri())
+
+
+PaperArgument = Annotated[str, typer.Argument(help="The paper: its arXiv id (or arXiv URL) or its title.")]
+
+
+@app.command()
+def feedback(
+    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    paper: PaperArgument,
+    more: Annotated[
+        bool, typer.Option("--more/--less", help="More papers like this one, or fewer.", show_default=False)
+    ],
+    now: NowOption = None,
+) -> None:
+    """Record "more like this" or "less like this" for EMAIL, as the links in a digest do."""
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    kind = "more" if more else "less"
+    with open_store(settings) as store:
+        found = find_paper(store, paper)
+        store.record_feedback(subscriber.email, found.key, kind, _parse_now(now))
+    typer.echo(f"{subscriber.email}: {kind} like {found.title!r}, from the next digest on")
+
+
+@app.command()
+def explain(
+    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    paper: PaperArgument,
+    now: NowOption = None,
+) -> None:
+    """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    with open_pipeline(settings) as pipeline:
+        pipeline.ingest_folder(_parse_now(now))  # as preview does: a paper in a new dump file is known
+        explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
+    typer.echo("\n".join(explanation.lines()))
+
+
+def _subscriber(settings: Settings, email: str) -> Subscriber:
+    subscriber = load_subscribers(settings.subscribers).find(email)
+    if subscriber is None:
+        raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
+    return subscriber
 
 
 @app.command()

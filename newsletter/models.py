@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 _T = TypeVar("_T")
 _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
+_ARXIV_PREFIX = re.compile(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", re.IGNORECASE)
 _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE)
 
 
@@ -46,6 +47,11 @@ def normalize_arxiv_id(value: str) -> str | None:
     if not _ARXIV_ID.match(value):
         return None
     return re.sub(r"v\d+$", "", value)
+
+
+def arxiv_id_in(item: str) -> str | None:
+    """The arXiv id a reference names: '2312.00752v2', 'arXiv:2312.00752', an abs/ or pdf/ URL."""
+    return normalize_arxiv_id(_ARXIV_PREFIX.sub("", item.strip()).removesuffix(".pdf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,7 @@ class Subscriber(BaseModel):
     interests: tuple[str, ...] = Field(min_length=1)
     about: str = ""
     liked: tuple[str, ...] = ()
+    disliked: tuple[str, ...] = ()  # papers to see fewer like ("less like this" adds to it)
     exclude: tuple[str, ...] = ()
     max_items: int = Field(default=10, ge=1, le=100)
     cadence: Cadence = "daily"
@@ -173,7 +180,7 @@ class Subscriber(BaseModel):
         hours, colon, rest = value.strip().partition(":")
         return f"{hours.zfill(2)}{colon}{rest}" if hours.isdigit() and len(hours) == 1 else value
 
-    @field_validator("interests", "liked", "exclude")
+    @field_validator("interests", "liked", "disliked", "exclude")
     @classmethod
     def _no_blank_phrases(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         cleaned = tuple(v.strip() for v in value)

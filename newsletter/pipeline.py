@@ -27,6 +27,7 @@ from newsletter.address import address_key
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError
+from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import build_ahead, run_sharded
@@ -261,7 +262,7 @@ class Pipeline:
         return DigestView(
             subscriber_name=subscriber.name,
             subscriber_email=subscriber.email,
-            items=tuple(item_view(s) for s in items),
+            items=tuple(item_view(s, self._feedback_links(subscriber.email, s.paper)) for s in items),
             date=date,
             unsubscribe_url=shown_url,
             preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
@@ -274,6 +275,11 @@ class Pipeline:
         secret, base = self.settings.unsubscribe_secret, self.settings.base_url
         https = one_click_url(base, email, secret) if base and secret else None
         return (https or mailto), https
+
+    def _feedback_links(self, email: str, paper: StoredPaper) -> FeedbackLinks | None:
+        """The paper's signed "more/less like this" links, when links can be signed and served."""
+        secret, base = self.settings.unsubscribe_secret, self.settings.base_url
+        return feedback_links(base, email, paper.key, secret) if base and secret else None
 
     def draft(self, selection: Selection, now: datetime) -> OutgoingMessage:
         """The message a run would send for ``selection`` now (same digest id); plans and records nothing."""
@@ -441,7 +447,7 @@ def _item_report(scored: Scored) -> ItemReport:
     )
 
 
-def item_view(scored: Scored) -> ItemView:
+def item_view(scored: Scored, feedback: FeedbackLinks | None = None) -> ItemView:
     paper = scored.paper
     title, url, links = _display(paper)
     return ItemView(
@@ -461,6 +467,8 @@ def item_view(scored: Scored) -> ItemView:
         thumbnail=paper.details.thumbnail,
         keywords=paper.details.ai_keywords,
         listed_at=paper.details.listed_at,
+        more_url=feedback.more if feedback else "",
+        less_url=feedback.less if feedback else "",
     )
 
 

@@ -46,6 +46,7 @@ class Selector:
         self.store = store
         self.ranker = ranker
         self.timings = timings or Timings()
+        self._feedback: dict[str, dict[str, list[str]]] = {}
 
     def select(
         self,
@@ -67,6 +68,7 @@ class Selector:
         with self.timings("select"):
             states = self.store.subscriber_states()
             unsubscribed = self.store.unsubscribed_emails()
+            self._feedback = self.store.feedback_titles()
         groups: dict[int | None, list[Subscriber]] = defaultdict(list)
         for sub in subscribers:
             if address_key(sub.email) in unsubscribed:
@@ -87,6 +89,10 @@ class Selector:
                 else:
                     yield Selection(sub, reason="not due")
             yield from self._rank(due, windows[mark], latest, mark, every_paper)
+
+    def prepare_around(self, papers: list[StoredPaper]) -> None:
+        """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
+        self._prepare([papers], self.store.latest_dump_seq() or 0)
 
     def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
         with self.timings("select"):
@@ -113,10 +119,21 @@ class Selector:
             yield from (Selection(s, reason="nothing new") for s in subscribers)
             return
         wanted = not every_paper  # a digest: just its relevant papers, up to max_items
-        ranked = self.ranker.rank_many(window, subscribers, only_relevant=wanted, capped=wanted)
+        profiles = (with_feedback(s, self._feedback) for s in subscribers)
+        ranked = self.ranker.rank_many(window, profiles, only_relevant=wanted, capped=wanted)
         for sub, scored in zip(subscribers, self.timings.iterate("rank", ranked), strict=True):
             selection = Selection(sub, scored=tuple(scored), upto_seq=latest, from_seq=mark)
             yield selection if selection.chosen else replace(selection, reason="nothing relevant")
+
+
+def with_feedback(subscriber: Subscriber, feedback: dict[str, dict[str, list[str]]]) -> Subscriber:
+    """The subscriber as the ranker reads them: papers marked "more" are liked, "less" disliked."""
+    marked = feedback.get(address_key(subscriber.email))
+    if not marked:
+        return subscriber
+    liked = (*subscriber.liked, *marked["more"])
+    disliked = (*subscriber.disliked, *marked["less"])
+    return subscriber.model_copy(update={"liked": liked, "disliked": disliked})
 
 
 def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:

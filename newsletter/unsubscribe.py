@@ -1,10 +1,15 @@
-"""Signed per-subscriber unsubscribe tokens and the List-Unsubscribe targets built from them."""
+"""Signed per-subscriber tokens: the unsubscribe links, and the sealing the feedback links share.
+
+A token is ``<base64url(fields joined by newlines)>.<base64url(hmac-sha256)>``. Each kind of link signs
+with its own purpose, so an unsubscribe token is never a valid feedback token, nor the other way round.
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from pydantic import SecretStr
@@ -12,26 +17,39 @@ from pydantic import SecretStr
 from newsletter.address import address_key
 
 _SIG_BYTES = 16
+_SEPARATOR = "\n"  # no email address or paper key holds one
 
 
 def make_token(email: str, secret: SecretStr) -> str:
-    """``<base64url(email)>.<base64url(hmac-sha256)>``: opaque, unforgeable without the secret."""
-    payload = _b64(address_key(email).encode())
-    return f"{payload}.{_b64(_sign(payload, secret))}"
+    """An unsubscribe token: opaque, unforgeable without the secret."""
+    return seal((address_key(email),), secret)
 
 
 def read_token(token: str, secret: SecretStr) -> str | None:
-    """The email a token was made for, or None for a forged, truncated or malformed token."""
+    """The email an unsubscribe token was made for, or None for a forged, truncated or malformed token."""
+    fields = unseal(token, secret)
+    return fields[0] if fields is not None and len(fields) == 1 else None
+
+
+def seal(fields: Sequence[str], secret: SecretStr, purpose: str = "") -> str:
+    """``fields`` signed for ``purpose`` ("" is the unsubscribe links')."""
+    payload = _b64(_SEPARATOR.join(fields).encode())
+    return f"{payload}.{_b64(_sign(payload, secret, purpose))}"
+
+
+def unseal(token: str, secret: SecretStr, purpose: str = "") -> tuple[str, ...] | None:
+    """The fields of a token sealed for ``purpose``, or None when it is forged, truncated or malformed."""
     payload, _, sig = token.strip().partition(".")
     try:
         given = _unb64(sig)
-        email = _unb64(payload).decode()
+        text = _unb64(payload).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    canonical = _b64(given) == sig and _b64(email.encode()) == payload  # one spelling per token
-    if not canonical or len(given) != _SIG_BYTES or not hmac.compare_digest(given, _sign(payload, secret)):
+    canonical = _b64(given) == sig and _b64(text.encode()) == payload  # one spelling per token
+    expected = _sign(payload, secret, purpose)
+    if not canonical or len(given) != _SIG_BYTES or not hmac.compare_digest(given, expected):
         return None
-    return email
+    return tuple(text.split(_SEPARATOR))
 
 
 def one_click_url(base_url: str, email: str, secret: SecretStr) -> str:
@@ -42,9 +60,10 @@ def mailto_url(sender_address: str, email: str) -> str:
     return f"mailto:{sender_address}?subject={quote('unsubscribe ' + email)}"
 
 
-def _sign(payload: str, secret: SecretStr) -> bytes:
+def _sign(payload: str, secret: SecretStr, purpose: str) -> bytes:
     key = secret.get_secret_value().encode()
-    return hmac.new(key, payload.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
+    message = f"{purpose}:{payload}" if purpose else payload  # unsubscribe tokens already sent stay valid
+    return hmac.new(key, message.encode(), hashlib.sha256).digest()[:_SIG_BYTES]
 
 
 def _b64(raw: bytes) -> str:

@@ -6,11 +6,20 @@ import email
 import email.policy
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+
+import uvicorn
+
+from newsletter.config import Settings
+from newsletter.serve import create_app, local_hosts
 
 from .conftest import ROOT, SEEDS
 
@@ -105,3 +114,30 @@ def server_process(module: str, *args: object) -> Iterator[int]:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+class LiveServer:
+    """`newsletter serve`'s app on a real uvicorn server on a free loopback port, in a thread."""
+
+    def __init__(self, settings: Settings, now: datetime) -> None:
+        self.app = create_app(settings, clock=lambda: now, allowed_hosts=local_hosts(settings))
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(self.app, log_level="warning", ws="none", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise AssertionError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()

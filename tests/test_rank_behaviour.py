@@ -131,3 +131,38 @@ def test_why_is_short_and_human(ranker: Ranker) -> None:
     ranked = ranker.rank(papers(), sub)
     assert all(0 < len(s.why) <= 90 for s in ranked)
     assert ranked[0].why.startswith("matches: graph neural networks")
+
+
+def test_less_like_a_marked_paper_pushes_similar_papers_out(ranker: Ranker) -> None:
+    plain = subscriber("robot learning", "audio")
+    marked = subscriber(
+        "robot learning", "audio", disliked=("Robotic Grasping from Pixels with Reinforcement Learning",)
+    )
+    before, after = ranker.rank(papers(), plain), ranker.rank(papers(), marked)
+    hands_before, hands_after = by_title(before, "Dexterous Robot Hands"), by_title(after, "Dexterous Robot")
+    assert hands_before.relevant and not hands_after.relevant
+    assert hands_after.score < hands_before.score
+    assert hands_after.why.startswith("less like 'Robotic Grasping from Pixels")
+    audio_before, audio_after = (
+        by_title(before, "Transcribing Spoken"),
+        by_title(after, "Transcribing Spoken"),
+    )
+    assert audio_after.relevant and audio_after.score == audio_before.score  # far from it: untouched
+    assert not by_title(after, "Robotic Grasping").relevant  # the marked paper itself, were it new again
+
+
+def test_less_like_a_paper_not_among_the_prepared_ones_reads_its_title(ranker: Ranker) -> None:
+    marked = subscriber("robot learning", disliked=("Robot hands learn in-hand grasping of objects",))
+    ranked = ranker.rank(papers(), marked)
+    assert not by_title(ranked, "Dexterous Robot Hands").relevant
+    assert "you marked" in by_title(ranked, "Dexterous Robot Hands").why
+
+
+def test_many_liked_papers_let_through_no_more_than_one_does_lexical() -> None:
+    """Each "more like this" is a liked-paper column; ten of them must not each add their own chance
+    (before: four unrelated papers passed on ten liked papers, one on a single one)."""
+    ranker = LexicalRanker()
+    ranker.prepare(papers())
+    liked = tuple(p.title for p in papers()[:10])
+    ranked = ranker.rank(papers(), subscriber("tropical beekeeping", liked=liked))
+    assert len([s for s in ranked if s.relevant and s.paper.title not in liked]) <= 1

@@ -7,9 +7,7 @@ and are copied to /tmp/serve-shots/ for a person to look at.
 from __future__ import annotations
 
 import shutil
-import socket
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from newsletter.config import Settings, load_settings
-from newsletter.serve import create_app, local_hosts
 
-from .helpers import add_dumps, make_env, seed_names
+from .helpers import LiveServer, add_dumps, make_env, seed_names
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
@@ -86,34 +82,9 @@ def _settings(tmp: Path) -> Settings:
     )
 
 
-class _Server:
-    def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings, clock=lambda: NOW, allowed_hosts=local_hosts(settings))
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, log_level="warning", ws="none", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> _Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise AssertionError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
-    with _Server(_settings(tmp_path_factory.mktemp("serve"))) as running:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    with LiveServer(_settings(tmp_path_factory.mktemp("serve")), NOW) as running:
         yield running
 
 
@@ -188,7 +159,7 @@ def raw_hrefs(driver: Any) -> list[str]:
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("width", [375, 800])
 def test_digest_reads_well_at_phone_and_desktop_width(
-    server: _Server, browser: Any, shots: Path, width: int, scheme: str
+    server: LiveServer, browser: Any, shots: Path, width: int, scheme: str
 ) -> None:
     show(browser, f"{server.url}/s/{SSM}/html", width, scheme)
     scroll_width, inner_width = no_horizontal_scroll(browser)
@@ -220,7 +191,7 @@ UI_PAGES = {
 @pytest.mark.parametrize("width", [375, 1280])
 @pytest.mark.parametrize("name", sorted(UI_PAGES))
 def test_preview_pages_fit_and_stay_readable(
-    server: _Server, browser: Any, shots: Path, name: str, width: int, scheme: str
+    server: LiveServer, browser: Any, shots: Path, name: str, width: int, scheme: str
 ) -> None:
     path = UI_PAGES[name] or _unsubscribe_path(server)
     show(browser, server.url + path, width, scheme)
@@ -235,13 +206,13 @@ def test_preview_pages_fit_and_stay_readable(
 HEADINGS_JS = "return Array.from(document.querySelectorAll('h1'), h => h.textContent).join('\\n')"
 
 
-def _unsubscribe_path(server: _Server) -> str:
+def _unsubscribe_path(server: LiveServer) -> str:
     page = server.app.state.previewer.page("diff@example.org")
     url = next(v for k, v in page.draft.headers if k == "List-Unsubscribe")
     return "/unsubscribe/" + url.split("/unsubscribe/", 1)[1].split(">", 1)[0]
 
 
-def test_unsubscribe_button_works_in_the_browser(server: _Server, browser: Any, shots: Path) -> None:
+def test_unsubscribe_button_works_in_the_browser(server: LiveServer, browser: Any, shots: Path) -> None:
     from selenium.webdriver.common.by import By
 
     show(browser, server.url + _unsubscribe_path(server), 375, "light")
@@ -267,7 +238,7 @@ def test_template_error_page_in_the_browser(
         "<mjml><mj-body><mj-section><mj-column>\n<mj-text>{{ view.nope }}</mj-text>\n</mj-column></mj-section></mj-body></mjml>\n"
     )
     monkeypatch.setenv("NEWSLETTER_TEMPLATES", str(templates))
-    with _Server(_settings(tmp_path)) as running:
+    with LiveServer(_settings(tmp_path), NOW) as running:
         show(browser, f"{running.url}/s/{SSM}", 375, "light")
         assert browser.find_element(By.TAG_NAME, "h1").text == "Template error"
         message = browser.find_element(By.CSS_SELECTOR, "pre").text

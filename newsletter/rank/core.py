@@ -17,6 +17,7 @@ import numpy as np
 
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.index import LexicalIndex, QueryBatch
+from newsletter.rank.less import less_like
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile, compile_profile
 from newsletter.rank.reasons import Reasons, WordEvidence
 from newsletter.rank.scoring import (
@@ -143,12 +144,22 @@ class ChunkedRanker:
         explain = Reasons(profiles, layout, literal, words, self._catalog.title)
         excluded = exclusions.mask
         relevant = (columns.best >= threshold) & ~excluded
-        bar = (
-            np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
-            if corroborate
-            else None
+        bars = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
+        scores = BatchScores(
+            columns, excluded, exclusions, relevant, explain, bars if corroborate else None, bars
         )
-        return BatchScores(columns, excluded, exclusions, relevant, explain, bar)
+        return less_like(scores, profiles, view, self.similar_to, self._catalog.title)
+
+    def breakdown(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> BatchScores:
+        """One subscriber's scores over ``papers``, column by column (for `newsletter explain`)."""
+        papers = tuple(papers)
+        if self._catalog.missing(papers):
+            self.prepare([*self._catalog.papers, *self._catalog.missing(papers)], self._background)
+        return self.score_batch([compile_profile(subscriber)], self._view(papers))
+
+    def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
+        """(items, candidates) each candidate's similarity to each paper named, as a liked-paper column."""
+        raise NotImplementedError
 
     def not_itself(self, layout: Layout, view: View, table: np.ndarray) -> np.ndarray:
         """-inf where a liked paper is itself a candidate: it is not 'similar to a paper you liked'."""

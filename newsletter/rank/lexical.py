@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
-from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, padded, standard_z
+from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, max_threshold, padded, standard_z
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,9 @@ class LexicalRanker(ChunkedRanker):
         columns.add_table(padded(literal), layout.interests)
         columns.add(np.full((len(profiles), len(view.papers)), -np.inf, dtype=np.float32))
         columns.add_table(
-            self.not_itself(layout, view, padded(self._liked_table(layout, view))), layout.liked
+            self.not_itself(layout, view, padded(self._liked_table(layout, view))),
+            layout.liked,
+            self._liked_offset(layout, len(view.papers)),
         )
         queries = self.words_queries(layout)
         columns.add(self.params.words_scale * standard_z(self._index.cosine(queries, view.postings), view))
@@ -55,13 +58,27 @@ class LexicalRanker(ChunkedRanker):
             columns, exclusions, self.params.threshold, (profiles, layout, literal, queries, view)
         )
 
+    def _liked_offset(self, layout: Layout, candidates: int) -> np.ndarray:
+        """(profiles, candidates) what each liked-paper column loses so that, together, a profile's
+        liked papers let through no more unrelated papers than one does (many "more like this" would
+        otherwise each add their own chance)."""
+        scale = self.params.words_scale
+        one = np.float32(self.params.threshold / scale)  # the z one liked paper needs
+        chance = 1.0 - NormalDist().cdf(float(one))
+        liked = (layout.liked >= 0).sum(axis=1)
+        extra = np.maximum(max_threshold(liked, chance) - one, 0.0) * (liked > 1)
+        return np.repeat((-scale * extra)[:, None], candidates, axis=1).astype(np.float32)
+
     def _liked_table(self, layout: Layout, view: View) -> np.ndarray:
         """(texts, candidates) scaled TF-IDF z-score against each liked paper (-inf for other texts)."""
         out = np.full((len(layout.texts), len(view.papers)), -np.inf, dtype=np.float32)
         ids = layout.liked_ids()
-        if not len(ids):
-            return out
-        items = [layout.texts[i][len(LIKED_PREFIX) :] for i in ids.tolist()]
+        if len(ids):
+            out[ids] = self.similar_to([layout.texts[i][len(LIKED_PREFIX) :] for i in ids.tolist()], view)
+        return out
+
+    def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
+        """(items, candidates) scaled TF-IDF z-score against each paper named (+inf: the paper itself)."""
         rows = [self._catalog.find(item) for item in items]
         texts = [
             item if r is None else _full_text(self._catalog.papers[r])
@@ -70,11 +87,10 @@ class LexicalRanker(ChunkedRanker):
         queries = self._index.queries(texts, np.arange(len(texts))[:, None])
         similarity = self._index.cosine(queries, view.postings)
         position = {int(r): j for j, r in enumerate(view.cols.tolist())}
-        for j, row in enumerate(rows):  # a liked paper is no reference for its own similarity
+        for j, row in enumerate(rows):  # a paper is no reference for its own similarity
             if row is not None and row in position:
                 similarity[j, position[row]] = np.nan
-        out[ids] = np.nan_to_num(self.params.words_scale * standard_z(similarity, view), nan=-np.inf)
-        return out
+        return np.nan_to_num(self.params.words_scale * standard_z(similarity, view), nan=np.inf)
 
 
 def _full_text(paper: object) -> str:

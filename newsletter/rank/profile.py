@@ -21,6 +21,7 @@ class Profile:
     about: str = ""
     liked: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    disliked: tuple[str, ...] = ()  # papers marked "less like this" (see rank/less.py)
 
 
 def compile_profile(subscriber: Subscriber) -> Profile:
@@ -29,6 +30,7 @@ def compile_profile(subscriber: Subscriber) -> Profile:
         about=subscriber.about,
         liked=_unique(subscriber.liked),
         exclude=_unique(subscriber.exclude),
+        disliked=_unique(subscriber.disliked),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -10,11 +9,10 @@ from typing import Protocol
 
 import numpy as np
 
-from newsletter.models import Scored, StoredPaper, normalize_arxiv_id, normalize_title
+from newsletter.models import Scored, StoredPaper, arxiv_id_in, normalize_title
 from newsletter.rank.batch import ragged_arange
 from newsletter.rank.index import Postings
 
-_ARXIV_PREFIX = re.compile(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", re.IGNORECASE)
 _NORMAL = NormalDist()
 MAD_TO_SIGMA = 1.4826
 MIN_SPREAD = 0.02  # in similarity units: a query that barely touches any paper must not look like an outlier
@@ -51,7 +49,7 @@ class Catalog:
     def find(self, item: str) -> int | None:
         """Row of a liked item given as an arXiv id (or arXiv: / abs URL form) or a title, else None."""
         if item not in self._found:
-            arxiv = normalize_arxiv_id(_ARXIV_PREFIX.sub("", item.strip()))
+            arxiv = arxiv_id_in(item)
             row = self.names.get(arxiv) if arxiv is not None else None
             self._found[item] = row if row is not None else self.names.get(normalize_title(item))
         return self._found[item]
@@ -267,6 +265,7 @@ class BatchScores:
     relevant: np.ndarray  # (subscribers, candidates) bool: the verdict
     explain: Explain
     bar: np.ndarray | None = None  # (subscribers, 1) threshold: order relevant papers by corroboration
+    threshold: np.ndarray | None = None  # (subscribers, 1) the bar the best column must clear
 
     @property
     def best(self) -> np.ndarray:

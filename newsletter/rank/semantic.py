@@ -161,9 +161,17 @@ class SemanticRanker(ChunkedRanker):
 
     def _text_vectors(self, layout: Layout) -> np.ndarray:
         """Vectors of the layout's texts: a liked paper that is prepared uses its own vector."""
-        out = np.zeros((len(layout.texts), self.embedder.dim), dtype=np.float32)
+        return self._vectors_of(layout.texts)
+
+    def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
+        """(items, candidates) z-scored similarity to each paper named, as the liked-paper columns."""
+        vectors = self._vectors_of([LIKED_PREFIX + item for item in items])
+        return robust_z(vectors @ view.vectors.T, view)
+
+    def _vectors_of(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
         plain: list[tuple[int, str]] = []
-        for i, text in enumerate(layout.texts):
+        for i, text in enumerate(texts):
             row = self._catalog.find(text[len(LIKED_PREFIX) :]) if text.startswith(LIKED_PREFIX) else None
             if row is not None:
                 out[i] = self._vectors[row]

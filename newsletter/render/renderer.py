@@ -272,6 +272,8 @@ def sample_views(now: datetime | None = None) -> tuple[DigestView, ...]:
             upvotes=143,
             comments=7,
             organization="Carnegie Mellon University",
+            more_url="https://example.org/feedback/more/t",
+            less_url="https://example.org/feedback/less/t",
         ),
         ItemView("A paper with no arXiv id", helpers.paper_url(None, "A paper"), "", "", 7, 0.2),
     )

@@ -15,6 +15,8 @@ class ItemView:
     ``rank`` is the paper's trending rank, ``times_seen`` how many listings it appeared in. ``links``
     are (label, URL) pairs: arXiv abstract, PDF, HF page, code, project page, whichever exist.
     ``upvotes``/``comments`` are the listing's counts (HF), None when the source has none.
+    ``more_url`` and ``less_url`` are the signed "more/less like this" links
+    ("" when NEWSLETTER_BASE_URL or the secret is not set).
     """
 
     title: str
@@ -33,6 +35,8 @@ class ItemView:
     thumbnail: str | None = None
     keywords: tuple[str, ...] = ()
     listed_at: datetime | None = None
+    more_url: str = ""
+    less_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Routes (see ``web``): ``/`` every subscriber's next digest or why there is none; ``/s/<email>`` one
 subscriber's digest with subject, size, headers, scores and near misses; ``/s/<email>/html`` and
 ``/s/<email>/text`` the two parts exactly as sent; ``/s/<email>/last`` the last digest sent (rebuilt from
-the delivery log); ``/unsubscribe/<token>`` the RFC 8058 endpoint.
+the delivery log); ``/unsubscribe/<token>`` the RFC 8058 endpoint; ``/feedback/more|less/<token>`` the
+digests' "more/less like this" links.
 Nothing here plans or sends a digest; new dump files are ingested when no run holds the lock.
 """
 
@@ -31,7 +32,8 @@ def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) ->
     """Serve until interrupted. Bound to loopback, only local Host names (and base_url's) are answered."""
     if not _is_loopback(host):
         log.warning(
-            "serving on %s: the preview pages show every subscriber's address; expose only /unsubscribe/",
+            "serving on %s: the preview pages show every subscriber's address; expose only /unsubscribe/ "
+            "and /feedback/",
             host,
         )
     app = create_app(settings, allowed_hosts=local_hosts(settings, host) if _is_loopback(host) else None)

@@ -33,7 +33,7 @@ from newsletter.render import DigestView, Renderer
 from newsletter.report import DumpOutcome
 from newsletter.send.base import Transport
 from newsletter.sources import list_dump_files
-from newsletter.store import Store, SubscriberState
+from newsletter.store import FeedbackRecord, Store, SubscriberState
 
 GMAIL_CLIP_BYTES = 102_000  # Gmail shows "[Message clipped]" past ~102 KB of HTML
 NEAR_MISSES = 5
@@ -87,6 +87,7 @@ class Page:
     notes: tuple[str, ...]
     over_cap: tuple[Scored, ...]  # relevant, but past max_items
     near_misses: tuple[Scored, ...]  # the best of those not relevant (a score of 0 is no near miss)
+    feedback: tuple[FeedbackRecord, ...] = ()  # "more/less like this" the subscriber gave, newest first
 
 
 class Previewer:
@@ -168,13 +169,14 @@ class Previewer:
             now = self.clock()
             notes = self._ingest_new(pipeline, now)
             state = pipeline.store.subscriber_state(subscriber.email)
+            feedback = tuple(pipeline.store.feedback(subscriber.email))
             selection, view = pipeline.preview(subscriber, now)
             draft = make_draft(pipeline.draft(selection, now)) if selection.chosen else None
         relevant = [s for s in selection.scored if s.relevant]
         misses = [s for s in selection.scored if not s.relevant and s.score > 0][:NEAR_MISSES]
         row = _row(_as_run_sees_it(selection, state, now), state, now)
         over_cap = tuple(relevant[subscriber.max_items :])
-        return Page(row, selection, view, draft, notes, over_cap, tuple(misses))
+        return Page(row, selection, view, draft, notes, over_cap, tuple(misses), feedback)
 
     def last(self, address: str) -> Draft | None:
         """The last digest sent to ``address``, rebuilt from the delivery log; None before the first."""

@@ -1,4 +1,4 @@
-"""Routes: the preview pages and the RFC 8058 one-click unsubscribe endpoint."""
+"""Routes: the preview pages, the RFC 8058 one-click unsubscribe endpoint and the feedback links."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from starlette.routing import Route
 from newsletter.app import utcnow
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
+from newsletter.feedback import as_kind, read_feedback_token
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
 from newsletter.unsubscribe import read_token
@@ -62,6 +63,7 @@ def create_app(
         Route("/s/{email:path}/last", views.last),
         Route("/s/{email:path}", views.subscriber),
         Route("/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
+        Route("/feedback/{kind}/{token}", views.feedback, methods=["GET", "POST"]),
     ]
     middleware = (
         [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
@@ -165,6 +167,31 @@ class _Views:
             return page("unsubscribe.html", state="done", email=email, list_name=self._list_name)
         state = "already" if store.is_unsubscribed(email) else "confirm"
         return page("unsubscribe.html", state=state, email=email, list_name=self._list_name)
+
+    # -- "more / less like this" ---------------------------------------------------------------------
+
+    def feedback(self, request: Request) -> Response:
+        """GET: one button, records nothing (mail scanners fetch links). POST: record it (idempotent)."""
+        secret, kind = self.settings.unsubscribe_secret, as_kind(request.path_params["kind"])
+        if secret is None:
+            return self._feedback_page("off", 404)
+        signed = read_feedback_token(request.path_params["token"], secret)
+        if signed is None or kind is None:
+            log.warning("refused a feedback request with an invalid link")
+            return self._feedback_page("invalid", 400)
+        email, key = signed
+        store = self.previewer.store()
+        posted = request.method == "POST"
+        paper = store.record_feedback(email, key, kind, self.clock()) if posted else store.paper_by_key(key)
+        if paper is None:
+            return self._feedback_page("unknown", 404)
+        current = next((f.kind for f in store.feedback(email) if f.paper.id == paper.id), None)
+        state = "done" if posted else "confirm"
+        return self._feedback_page(state, 200, kind=kind, email=email, paper=paper, current=current)
+
+    def _feedback_page(self, state: str, status: int, **context: object) -> Response:
+        context = {"kind": "more", "email": "", "paper": None, "current": None, **context}
+        return page("feedback.html", status, state=state, list_name=self._list_name, **context)
 
     @property
     def _list_name(self) -> str:

@@ -176,12 +176,29 @@ def _0005_batch_key(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE digests ADD COLUMN batch_key VARCHAR(100)"))
 
 
+def _0006_feedback(conn: Connection) -> None:
+    """ "More/less like this" from the digests' links: the last word per subscriber and paper."""
+    md = sa.MetaData()
+    sa.Table("papers", md, sa.Column("id", sa.Integer, primary_key=True))  # for the foreign key only
+    sa.Table(
+        "feedback",
+        md,
+        sa.Column("email", sa.String(320), primary_key=True),  # stripped and lower-cased
+        sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.CheckConstraint("kind IN ('more', 'less')", name="ck_feedback_kind"),
+    )
+    md.tables["feedback"].create(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
     ("0003_installation", _0003_installation),
     ("0004_paper_details", _0004_paper_details),
     ("0005_batch_key", _0005_batch_key),
+    ("0006_feedback", _0006_feedback),
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from newsletter.models import StoredPaper
+from newsletter.models import StoredPaper, arxiv_id_in, normalize_title
 from newsletter.store.details import DETAIL_COLUMNS, details_from_row, joined_papers
 from newsletter.store.records import DumpRecord
 from newsletter.store.schema import dump_papers, dumps, papers
@@ -61,6 +61,20 @@ def papers_where(conn: Connection, *criteria: sa.ColumnElement[bool]) -> list[St
         select_papers().where(*criteria).order_by(papers.c.first_dump_seq, papers.c.best_rank, papers.c.id)
     )
     return [stored_paper(row) for row in conn.execute(query)]
+
+
+def find_paper(conn: Connection, item: str) -> StoredPaper | None:
+    """A paper by key, arXiv id (any version, arXiv: or abs/pdf URL form) or title (normalised)."""
+    arxiv = arxiv_id_in(item)
+    for criterion in (
+        papers.c.key == item.strip(),
+        papers.c.arxiv_id == arxiv if arxiv else None,
+        papers.c.title_key == normalize_title(item),
+    ):
+        found = papers_where(conn, criterion) if criterion is not None else []
+        if found:
+            return found[0]
+    return None
 
 
 def papers_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, StoredPaper]:

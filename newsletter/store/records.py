@@ -99,3 +99,12 @@ class DeliveryRecord:
     watermark_seq: int | None = None
     not_before: datetime | None = None  # a 'retry' is not due before this time
     batch_key: str | None = None  # idempotency key of the batch request it last went out in
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """A subscriber's last word on a paper: "more" (like this) or "less"."""
+
+    paper: StoredPaper
+    kind: str
+    created_at: datetime

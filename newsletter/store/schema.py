@@ -173,3 +173,13 @@ rejected_files = sa.Table(
     sa.Column("problem", sa.Text, nullable=False),  # the one-line error, as reported then
     sa.Column("first_seen", UTCDateTime, nullable=False),
 )
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("email", sa.String(320), primary_key=True),  # stripped and lower-cased
+    sa.Column("paper_id", sa.Integer, sa.ForeignKey("papers.id"), primary_key=True),
+    sa.Column("kind", sa.String(8), nullable=False),  # "more" | "less"
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.CheckConstraint("kind IN ('more', 'less')", name="ck_feedback_kind"),
+)

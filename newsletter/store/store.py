@@ -17,17 +17,19 @@ from newsletter.address import address_key
 from newsletter.errors import StoreError
 from newsletter.models import Dump, StoredPaper
 from newsletter.store import delivery, rejected
+from newsletter.store import feedback as feedback_log
 from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
 from newsletter.store.ingest import ingest_dump
 from newsletter.store.lock import run_lock
 from newsletter.store.migrations import migrate
-from newsletter.store.papers import list_dumps, papers_by_id, papers_in_dump, papers_where
+from newsletter.store.papers import find_paper, list_dumps, papers_by_id, papers_in_dump, papers_where
 from newsletter.store.records import (
     FAILED,
     UNKNOWN,
     DeliveryRecord,
     DigestPlan,
     DumpRecord,
+    FeedbackRecord,
     IngestResult,
     InvalidTransition,
     SubscriberState,
@@ -165,6 +167,11 @@ class Store:
             found = papers_where(conn, papers.c.key == key)
         return found[0] if found else None
 
+    def find_paper(self, item: str) -> StoredPaper | None:
+        """A paper by its key, arXiv id (with or without version, arXiv: or abs/ URL) or title."""
+        with self._tx("reading papers") as conn:
+            return find_paper(conn, item)
+
     # --- subscribers ---------------------------------------------------------------------------
 
     def subscriber_state(self, email: str) -> SubscriberState | None:
@@ -199,6 +206,34 @@ class Store:
     def unsubscribed_emails(self) -> set[str]:
         with self._tx("reading subscriber state") as conn:
             return delivery.unsubscribed_emails(conn)
+
+    # --- feedback ------------------------------------------------------------------------------
+
+    def record_feedback(self, email: str, paper_key: str, kind: str, now: datetime) -> StoredPaper | None:
+        """Record "more" or "less" like this paper (replacing earlier feedback on it); None: no such paper.
+
+        The one path for every way feedback arrives: the digest's links, `newsletter feedback`.
+        """
+        _aware(now, "now")
+        if kind not in ("more", "less"):
+            raise StoreError(f"feedback kind must be 'more' or 'less', not {kind!r}")
+        with self._tx(f"recording feedback from {email}", write=True) as conn:
+            found = papers_where(conn, papers.c.key == paper_key)
+            if not found:
+                return None
+            feedback_log.record_feedback(conn, email, found[0].id, kind, now)
+        log.info("recorded '%s like this' from %s on %s", kind, email, paper_key)
+        return found[0]
+
+    def feedback(self, email: str) -> list[FeedbackRecord]:
+        """A subscriber's feedback, newest first."""
+        with self._tx("reading feedback") as conn:
+            return feedback_log.feedback_of(conn, email)
+
+    def feedback_titles(self) -> dict[str, dict[str, list[str]]]:
+        """Normalised email -> "more"/"less" -> titles of the papers marked so, oldest first."""
+        with self._tx("reading feedback") as conn:
+            return feedback_log.feedback_titles(conn)
 
     # --- planning ------------------------------------------------------------------------------
 

@@ -1,0 +1,168 @@
+"""`newsletter explain EMAIL PAPER`: a paper's score against the subscriber's bar, its best column, and
+why it was or was not sent.
+
+A paper in the subscriber's next digest's window is scored as the preview scores it (serve's
+near-miss view), so its place among the relevant papers and max_items can be told; any other paper
+is scored now against the same background a run uses. Both read the feedback given so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from newsletter.errors import NewsletterError
+from newsletter.models import Scored, StoredPaper, Subscriber
+from newsletter.pipeline import Pipeline
+from newsletter.rank.core import ChunkedRanker
+from newsletter.rank.less import Lowered
+from newsletter.rank.profile import compile_profile
+from newsletter.select import Selection, Selector, with_feedback
+from newsletter.store import DeliveryRecord, Store
+
+
+class UnknownPaper(NewsletterError):
+    """No paper with that arXiv id or title in the store."""
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """What the ranker's score columns say about one paper (all unknown for a ranker without them)."""
+
+    bar: float | None = None  # the score a paper must reach
+    column: str = "not reported by this ranker"  # the part of the profile behind the best score
+    best: float = 0.0  # the best column, before any penalty
+    excluded: bool = False  # mainly about a topic the subscriber excluded
+    penalty: float = 0.0  # taken off for looking like a paper marked "less like this"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    paper: StoredPaper
+    scored: Scored  # as ranked now
+    breakdown: Breakdown
+    verdict: str  # why it was or was not sent
+
+    def lines(self) -> list[str]:
+        b = self.breakdown
+        against = f" against a bar of {b.bar:.3f}" if b.bar is not None else ""
+        out = [
+            self.paper.title,
+            f"  score {self.scored.score:.3f}{against}: {self.scored.why}",
+            f"  best column: {b.column}",
+        ]
+        if b.penalty:
+            out.append(f"  less like a paper you marked: -{b.penalty:.3f}")
+        return [*out, f"  {self.verdict}"]
+
+
+def find(store: Store, item: str) -> StoredPaper:
+    """The paper an arXiv id or title names, or UnknownPaper."""
+    paper = store.find_paper(item)
+    if paper is None:
+        raise UnknownPaper(
+            f"no paper {item!r} in the store",
+            hint="give its arXiv id or its title as the listing shows it",
+        )
+    return paper
+
+
+def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime) -> Explanation:
+    paper = find(pipeline.store, item)
+    selection, _ = pipeline.preview(subscriber, now)
+    scored = next((s for s in selection.scored if s.paper.id == paper.id), None)
+    sent = _sent(pipeline, subscriber, paper)
+    if scored is None:
+        scored = _rank_alone(pipeline, subscriber, paper)
+    breakdown = _breakdown(pipeline, subscriber, paper)
+    if scored in selection.scored:
+        verdict = _in_window(selection, scored, breakdown)
+    else:
+        verdict = sent or _outside_window(selection, scored, breakdown)
+    return Explanation(paper, scored, breakdown, verdict)
+
+
+def _rank_alone(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> Scored:
+    """The paper scored now, against the background a run would prepare."""
+    Selector(pipeline.store, pipeline.ranker).prepare_around([paper])
+    (scored,) = pipeline.ranker.rank([paper], with_feedback(subscriber, pipeline.store.feedback_titles()))
+    return scored
+
+
+def _breakdown(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> Breakdown:
+    ranker = pipeline.ranker
+    if not isinstance(ranker, ChunkedRanker):
+        return Breakdown()
+    profiled = with_feedback(subscriber, pipeline.store.feedback_titles())
+    scores = ranker.breakdown([paper], profiled)
+    one = np.zeros(1, dtype=np.int64)
+    values = scores.columns.values_at(one, one)[0]
+    return Breakdown(
+        bar=float(scores.threshold[0, 0]) if scores.threshold is not None else None,
+        column=column_name(profiled, int(np.argmax(values)), float(values.max())),
+        best=float(values.max()),
+        excluded=bool(scores.excluded[0, 0]),
+        penalty=float(scores.penalty[0, 0]) if isinstance(scores, Lowered) else 0.0,
+    )
+
+
+def column_name(subscriber: Subscriber, column: int, value: float) -> str:
+    """Columns are numbered [interests | about | liked papers | the profile's words] (rank/profile.py)."""
+    profile = compile_profile(subscriber)
+    k, liked = len(profile.interests), len(profile.liked)
+    if column < k:
+        name = f"interest '{profile.interests[column]}'"
+    elif column == k:
+        name = "what you wrote about your work"
+    elif column <= k + liked:
+        name = f"a paper you liked: {profile.liked[column - k - 1]}"
+    else:
+        name = "the words of your profile"
+    return f"{name} ({value:.3f})"
+
+
+def _sent(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> str:
+    for record in pipeline.store.deliveries(email=subscriber.email):
+        for item in record.items:
+            if item.paper.id == paper.id:
+                return _as_sent(record, item.position)
+    return ""
+
+
+def _as_sent(record: DeliveryRecord, position: int) -> str:
+    when = record.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    if record.status == "sent":
+        return f"sent: paper {position} of the digest of {when}"
+    return f"in the digest of {when} (paper {position}), which is {record.status}"
+
+
+def _in_window(selection: Selection, scored: Scored, breakdown: Breakdown) -> str:
+    if scored in selection.chosen:
+        return f"in the next digest: paper {selection.chosen.index(scored) + 1} of {len(selection.chosen)}"
+    if scored.relevant:
+        place = [s for s in selection.scored if s.relevant].index(scored) + 1
+        return (
+            f"left out of the next digest: relevant paper {place}, past max_items ({len(selection.chosen)})"
+        )
+    return f"left out of the next digest: {_why_not(breakdown)}"
+
+
+def _outside_window(selection: Selection, scored: Scored, breakdown: Breakdown) -> str:
+    if selection.reason == "unsubscribed":
+        return "not sent: this address unsubscribed"
+    if not scored.relevant:
+        return f"not sent: {_why_not(breakdown)}"
+    return (
+        "not sent: it came before this subscriber's window (a first digest holds only the latest "
+        "dump's new papers) or scored below the bar then; it would count now"
+    )
+
+
+def _why_not(breakdown: Breakdown) -> str:
+    if breakdown.excluded:
+        return "it is about a topic you excluded"
+    if breakdown.penalty and breakdown.bar is not None and breakdown.best >= breakdown.bar:
+        return "it is too much like a paper you marked 'less like this'"
+    return "its score is below the bar"

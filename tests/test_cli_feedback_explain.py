@@ -1,0 +1,119 @@
+"""`newsletter feedback EMAIL PAPER --more|--less` and `newsletter explain EMAIL PAPER`, through the entry point."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from newsletter.app import open_store
+from newsletter.config import load_settings
+
+from .helpers import add_dumps, cli, make_env, seed_names
+
+NOW = "2026-03-11T08:00:00Z"
+LATER = "2026-03-12T08:00:00Z"
+SSM = "ssm@example.org"
+SENT = "A Survey of Mamba"  # in Sam's first digest
+LEFT_OUT = "Understanding the differences in Foundation Models: Attention, State Space Models, and Recurrent Neural Networks"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """After a first run over two seed dumps."""
+    env = make_env(tmp_path_factory.mktemp("cli"))
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--no-fetch", "--now", NOW)
+    return env
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> dict[str, str]:
+    env = make_env(tmp_path)
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--no-fetch", "--now", NOW)
+    return env
+
+
+def feedback_of(env: dict[str, str]) -> list[tuple[str, str]]:
+    settings = load_settings(home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"])
+    with open_store(settings) as store:
+        return [(f.paper.title, f.kind) for f in store.feedback(SSM)]
+
+
+def test_feedback_by_title_or_arxiv_id_is_recorded_and_the_last_word_counts(fresh: dict[str, str]) -> None:
+    done = cli(fresh, "feedback", SSM, SENT.upper(), "--less", "--now", LATER)
+    assert f"{SSM}: less like '{SENT}'" in done.stdout
+    assert feedback_of(fresh) == [(SENT, "less")]
+    cli(fresh, "feedback", SSM, SENT, "--more", "--now", LATER)
+    assert feedback_of(fresh) == [(SENT, "more")]
+
+
+def test_feedback_changes_the_next_digest(fresh: dict[str, str]) -> None:
+    cli(fresh, "feedback", SSM, SENT, "--less", "--now", NOW)
+    add_dumps(fresh, seed_names()[2])
+    report = json.loads(cli(fresh, "run", "--no-fetch", "--json", "--now", LATER).stdout)
+    (digest,) = [d for d in report["digests"] if d["subscriber"] == SSM]
+    assert LEFT_OUT not in [item["title"] for item in digest["items"]]  # without the feedback, it is sent
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        ((SSM, "2499.99999", "--less"), 1, "error: no paper '2499.99999' in the store"),
+        (("who@example.org", SENT, "--more"), 1, "no subscriber with email 'who@example.org'"),
+        ((SSM, SENT), 2, "Missing option '--more'"),
+    ],
+)
+def test_feedback_refuses_what_it_cannot_record(
+    env: dict[str, str], args: tuple[str, ...], status: int, message: str
+) -> None:
+    proc = cli(env, "feedback", *args, check=False)
+    assert proc.returncode == status
+    assert message in proc.stderr
+    assert feedback_of(env) == []
+
+
+def test_explain_a_sent_paper(env: dict[str, str]) -> None:
+    lines = cli(env, "explain", SSM, SENT, "--now", NOW).stdout.splitlines()
+    assert lines[0] == SENT
+    assert lines[1].startswith("  score 0.") and "against a bar of 0.550: matches: Mamba" in lines[1]
+    assert lines[2].startswith("  best column: interest 'Mamba' (0.")
+    assert lines[3] == "  sent: paper 2 of the digest of 2026-03-11 08:00 UTC"
+
+
+def test_explain_a_paper_left_out_below_the_bar(env: dict[str, str]) -> None:
+    lines = cli(env, "explain", "diff@example.org", SENT, "--now", NOW).stdout.splitlines()
+    score, bar = (
+        float(x) for x in lines[1].split(":")[0].removeprefix("  score ").split(" against a bar of ")
+    )
+    assert score < bar
+    assert "(below threshold)" in lines[1] and lines[2].startswith(
+        "  best column: interest 'diffusion models'"
+    )
+    assert lines[-1] == "  not sent: its score is below the bar"
+
+
+def test_explain_a_paper_left_out_for_a_less_like_this(fresh: dict[str, str]) -> None:
+    cli(fresh, "feedback", SSM, SENT, "--less", "--now", NOW)
+    add_dumps(fresh, seed_names()[2])
+    out = cli(fresh, "explain", SSM, LEFT_OUT, "--now", LATER).stdout
+    assert f"less like '{SENT}' you marked (below threshold)" in out
+    assert "best column: interest 'state space models'" in out
+    assert "  less like a paper you marked: -0." in out
+    assert out.endswith(
+        "left out of the next digest: it is too much like a paper you marked 'less like this'\n"
+    )
+
+
+def test_explain_a_paper_in_the_next_digest(fresh: dict[str, str]) -> None:
+    add_dumps(fresh, seed_names()[2])
+    out = cli(fresh, "explain", SSM, LEFT_OUT, "--now", LATER).stdout
+    assert "in the next digest: paper 1 of 1" in out
+
+
+def test_explain_an_unknown_paper_is_one_error_line(env: dict[str, str]) -> None:
+    proc = cli(env, "explain", SSM, "No Such Paper", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: no paper 'No Such Paper' in the store\nhint:")

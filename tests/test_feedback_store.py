@@ -1,0 +1,92 @@
+"""Feedback links' tokens and the store's feedback log: signed, unforgeable, last word per paper."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from newsletter.errors import StoreError
+from newsletter.feedback import feedback_links, feedback_token, read_feedback_token
+from newsletter.store import Store
+from newsletter.unsubscribe import make_token, read_token
+from tests.test_store_helpers import db_url, make_dump, paper
+
+NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+SECRET = SecretStr("feedback-test-secret")
+
+
+def test_a_token_names_the_subscriber_and_paper_and_only_the_secret_makes_one() -> None:
+    token = feedback_token(" Ada@Example.org ", "2312.00752", SECRET)
+    assert read_feedback_token(token, SECRET) == ("ada@example.org", "2312.00752")
+    assert read_feedback_token(token, SecretStr("another secret")) is None
+    payload, _, sig = token.partition(".")
+    forged = feedback_token("eve@example.org", "2312.00752", SecretStr("guess"))
+    assert read_feedback_token(f"{forged.partition('.')[0]}.{sig}", SECRET) is None
+    assert read_feedback_token(f"{payload}.{sig[:-2]}", SECRET) is None
+    assert read_feedback_token("not-a-token", SECRET) is None
+
+
+def test_unsubscribe_and_feedback_tokens_never_cross() -> None:
+    unsubscribe = make_token("ada@example.org", SECRET)
+    feedback = feedback_token("ada@example.org", "2312.00752", SECRET)
+    assert read_feedback_token(unsubscribe, SECRET) is None
+    assert read_token(feedback, SECRET) is None
+    assert read_token(unsubscribe, SECRET) == "ada@example.org"  # unchanged for links already sent
+
+
+def test_both_links_of_a_paper_share_its_token() -> None:
+    links = feedback_links("https://papers.example.org/", "ada@example.org", "2312.00752", SECRET)
+    token = feedback_token("ada@example.org", "2312.00752", SECRET)
+    assert links.more == f"https://papers.example.org/feedback/more/{token}"
+    assert links.less == f"https://papers.example.org/feedback/less/{token}"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(db_url(tmp_path)) as store:
+        store.ingest(
+            make_dump(paper("Mamba Everywhere", arxiv_id="2401.00001"), paper("No Id Paper", 2)), NOW
+        )
+        yield store
+
+
+def test_feedback_is_recorded_once_per_paper_and_the_last_word_counts(store: Store) -> None:
+    assert store.record_feedback("Ada@example.org", "2401.00001", "more", NOW) is not None
+    assert store.record_feedback("ada@example.org", "no id paper", "less", NOW + timedelta(minutes=1))
+    store.record_feedback("ada@example.org", "2401.00001", "less", NOW + timedelta(minutes=2))
+    kinds = [(f.paper.title, f.kind, f.created_at) for f in store.feedback("ADA@example.org")]
+    assert kinds == [
+        ("Mamba Everywhere", "less", NOW + timedelta(minutes=2)),
+        ("No Id Paper", "less", NOW + timedelta(minutes=1)),
+    ]
+    assert store.feedback_titles() == {
+        "ada@example.org": {"more": [], "less": ["No Id Paper", "Mamba Everywhere"]}
+    }
+    assert store.feedback("bob@example.org") == []
+
+
+def test_feedback_on_an_unknown_paper_or_kind_records_nothing(store: Store) -> None:
+    assert store.record_feedback("ada@example.org", "2499.99999", "more", NOW) is None
+    with pytest.raises(StoreError, match="'more' or 'less'"):
+        store.record_feedback("ada@example.org", "2401.00001", "meh", NOW)
+    assert store.feedback("ada@example.org") == []
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "2401.00001",
+        "2401.00001v3",
+        "arXiv:2401.00001",
+        "https://arxiv.org/abs/2401.00001",
+        "mamba  EVERYWHERE",
+    ],
+)
+def test_a_paper_is_found_by_any_spelling_of_its_arxiv_id_or_its_title(store: Store, item: str) -> None:
+    found = store.find_paper(item)
+    assert found is not None and found.title == "Mamba Everywhere"
+    assert store.find_paper("Mamba Nowhere") is None
