@@ -36,7 +36,7 @@ def open_store(settings: Settings) -> Iterator[Store]:
 
 @contextmanager
 def open_pipeline(settings: Settings, *, lock: bool = True) -> Iterator[Pipeline]:
-    """A ready pipeline; with ``lock`` it holds the state folder's run lock throughout."""
+    """A ready pipeline; with ``lock`` it holds the run lock throughout (the database's when shared)."""
     renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
     with open_store(settings) as store:
         ranker = make_ranker(settings.ranker, cache=StoreVectorCache(store))  # embeddings kept across runs
@@ -44,7 +44,7 @@ def open_pipeline(settings: Settings, *, lock: bool = True) -> Iterator[Pipeline
         if not lock:
             yield pipeline
             return
-        with store.run_lock(settings.home):
+        with store.lock(settings.home):
             yield pipeline
 
 

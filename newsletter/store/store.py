@@ -18,7 +18,7 @@ from newsletter.models import Dump, StoredPaper
 from newsletter.store import delivery
 from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
 from newsletter.store.ingest import ingest_dump
-from newsletter.store.lock import run_lock
+from newsletter.store.lock import RUN_LOCK_KEY, AdvisoryLock, run_lock, uses_advisory_locks
 from newsletter.store.migrations import migrate
 from newsletter.store.papers import list_dumps, papers_by_id, papers_in_dump, papers_where
 from newsletter.store.records import (
@@ -49,8 +49,12 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = parse_url(url)
         self._engine = make_engine(self.url)
-        with db_errors(f"opening {safe_url(self.url)}"):
-            self.migrations_applied = migrate(self._engine)
+        try:
+            with db_errors(f"opening {safe_url(self.url)}"):
+                self.migrations_applied = migrate(self._engine)
+        except BaseException:
+            self._engine.dispose()  # no pooled connection outlives a store that failed to open
+            raise
 
     def close(self) -> None:
         self._engine.dispose()
@@ -80,6 +84,25 @@ class Store:
     def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
         """Exclusive per state folder (home/run.lock); LockedError when another run holds it."""
         with run_lock(home, timeout):
+            yield
+
+    @property
+    def shared(self) -> bool:
+        """True for a database several machines can share (PostgreSQL): its lock is in the database."""
+        return uses_advisory_locks(self._engine)
+
+    def coordinator_lock(self) -> AdvisoryLock:
+        """The run lock of a shared database, held by one run or daemon across every machine."""
+        return AdvisoryLock(self._engine, RUN_LOCK_KEY, "run")
+
+    @contextmanager
+    def lock(self, home: Path, timeout: float = 0.0) -> Iterator[None]:
+        """The run lock: in a shared database (PostgreSQL) when there is one, else home/run.lock."""
+        if not self.shared:
+            with run_lock(home, timeout):
+                yield
+            return
+        with db_errors("taking the run lock"), self.coordinator_lock().hold(timeout):
             yield
 
     # --- dumps and papers ----------------------------------------------------------------------
