@@ -14,18 +14,17 @@ from typing import Any
 
 import pytest
 
-from newsletter.config import Settings, SubscriberList, load_subscribers
+from newsletter.config import SubscriberList
 from newsletter.models import OutgoingMessage
 from newsletter.parallel import LocalProcesses
 from newsletter.pipeline import Pipeline
-from newsletter.rank import make_ranker
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.shards import Executor, InProcess, Shard, ShardWork, split
 from newsletter.store import SENT, UNKNOWN, Store
 
 from .conftest import ROOT
-from .test_crash import DOMAIN, NOW, READERS, Recorder, make_folder, renderer
+from .test_crash import NOW, READERS, Recorder, make_folder, pipeline, renderer
 
 __all__ = ["renderer"]  # the module-scoped fixture
 
@@ -83,18 +82,9 @@ def _pipeline(
     executor: Executor | None = None,
     **options: Any,
 ) -> tuple[Pipeline, SubscriberList]:
-    settings = Settings(
-        home=folder / "state",
-        subscribers=folder / "subscribers.yaml",
-        dumps=folder / "dumps",
-        sender=f"Papers <digest@{DOMAIN}>",
-        database_url=url,
-        build_process="off",
-        **options,
-    )
-    store = Store(url)
-    made = Pipeline(settings, store, make_ranker("lexical"), renderer, lambda: transport, executor=executor)
-    return made, load_subscribers(settings.subscribers)
+    made, subs = pipeline(folder, renderer, transport, database_url=url, build_process="off", **options)
+    made.executor = executor
+    return made, subs
 
 
 def _log(url: str) -> dict[str, str]:
