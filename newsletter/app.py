@@ -15,6 +15,7 @@ from newsletter.rank import make_ranker
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import make_transport
+from newsletter.shards import Executor
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
 
@@ -40,12 +41,23 @@ def open_pipeline(settings: Settings, *, lock: bool = True) -> Iterator[Pipeline
     renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
     with open_store(settings) as store:
         ranker = make_ranker(settings.ranker, cache=StoreVectorCache(store))  # embeddings kept across runs
-        pipeline = Pipeline(settings, store, ranker, renderer, lambda: make_transport(settings))
+        executor = make_executor(settings, store)
+        transports = lambda: make_transport(settings)  # noqa: E731
+        pipeline = Pipeline(settings, store, ranker, renderer, transports, executor=executor)
         if not lock:
             yield pipeline
             return
         with store.lock(settings.home):
             yield pipeline
+
+
+def make_executor(settings: Settings, store: Store) -> Executor | None:
+    """None: this process (or LocalProcesses, with NEWSLETTER_WORKERS > 1); else the task engine."""
+    if settings.executor == "local":
+        return None
+    from newsletter.distributed import ProcrastinateExecutor  # the optional [distributed] extra
+
+    return ProcrastinateExecutor(store, settings.db_url)
 
 
 def utcnow() -> datetime:

@@ -264,6 +264,22 @@ def daemon(
 
 
 @app.command()
+def worker() -> None:
+    """Deliver shards other hosts' runs hand out (NEWSLETTER_EXECUTOR=procrastinate) until SIGTERM.
+
+    Needs the shared PostgreSQL database (NEWSLETTER_DATABASE_URL) and this host's transport settings;
+    the subscribers come with each shard. Start one per core, on as many machines as you like.
+    """
+    from newsletter.distributed import run_worker  # procrastinate: the optional [distributed] extra
+
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))
+    settings = state.settings().model_copy(update={"executor": "local"})  # a worker hands out nothing
+    with open_pipeline(settings, lock=False) as pipeline:
+        run_worker(settings.db_url, pipeline)
+
+
+@app.command()
 def preview(
     email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
     out: Annotated[

@@ -155,7 +155,7 @@ def _imports(module: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["parallel.py", "shards.py"])
+@pytest.mark.parametrize("module", ["parallel.py", "shards.py", "distributed.py"])
 def test_executors_do_not_import_the_pipeline(module: str) -> None:
     path = ROOT / "newsletter" / module
     assert path.exists()

@@ -31,7 +31,7 @@ from newsletter.store.records import (
     InvalidTransition,
     SubscriberState,
 )
-from newsletter.store.schema import dumps, papers
+from newsletter.store.schema import digests, dumps, papers
 from newsletter.store.session import DeliverySession
 
 log = logging.getLogger(__name__)
@@ -316,6 +316,12 @@ class Store:
         criteria = delivery.queued_criteria(None if now is None else _aware(now, "now"))
         with self._tx("reading the delivery log") as conn:
             return delivery.deliveries(conn, *criteria, with_items=True, limit=limit)
+
+    def planned_at(self, created_at: datetime) -> list[DeliveryRecord]:
+        """The digests planned with the clock at ``created_at`` (one run's), with items."""
+        criteria = [digests.c.created_at == _aware(created_at, "created_at")]
+        with self._tx("reading the delivery log") as conn:
+            return delivery.deliveries(conn, *criteria, with_items=True)
 
     def delivery_counts(self) -> dict[str, int]:
         """Number of digests per status (statuses with none are absent)."""
