@@ -24,6 +24,7 @@ from newsletter.report import RunReport
 from newsletter.send import envelope_for, make_transport
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
+from newsletter.store import Store
 
 app = typer.Typer(
     help="Turn trending-papers listings into a personal email digest for each subscriber.\n\n"
@@ -261,6 +262,25 @@ def daemon(
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run
     run_daemon(state.settings(), tick_seconds=tick)
+
+
+@app.command("migrate-db")
+def migrate_db(
+    target: Annotated[
+        str,
+        typer.Argument(help="SQLAlchemy URL of the new, empty database, e.g. postgresql+psycopg://host/db"),
+    ],
+) -> None:
+    """Copy this state (NEWSLETTER_DATABASE_URL, default the state folder's SQLite) into another database.
+
+    Everything moves: dumps, papers, subscribers, the delivery log, vectors. Give the password in
+    PGPASSWORD (or ~/.pgpass), not in the URL. Then set NEWSLETTER_DATABASE_URL to the target.
+    """
+    settings = state.settings()
+    with open_store(settings) as source, source.lock(settings.home), Store(target) as new:
+        counts = source.copy_to(new)
+    typer.echo(", ".join(f"{name}: {rows}" for name, rows in counts.items()))
+    typer.echo(f"copied to {new}; now set NEWSLETTER_DATABASE_URL to it")
 
 
 @app.command()

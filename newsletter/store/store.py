@@ -33,6 +33,7 @@ from newsletter.store.records import (
 )
 from newsletter.store.schema import digests, dumps, papers
 from newsletter.store.session import DeliverySession
+from newsletter.store.transfer import copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,16 @@ class Store:
             return
         with db_errors("taking the run lock"), self.coordinator_lock().hold(timeout):
             yield
+
+    def copy_to(self, target: Store) -> dict[str, int]:
+        """Copy this whole state into the empty ``target`` (one transaction there); rows per table."""
+        with (
+            self._tx("reading the state to copy") as source,
+            target._tx("copying the state", write=True) as conn,
+        ):
+            counts = copy_rows(source, conn)
+        log.info("copied %s to %s: %s", self, target, counts)
+        return counts
 
     # --- dumps and papers ----------------------------------------------------------------------
 
