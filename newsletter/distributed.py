@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
@@ -117,8 +118,9 @@ class ProcrastinateExecutor:
     def run(self, shards: Sequence[Shard], work: ShardWork, stop: threading.Event | None) -> RunReport:
         if not shards:
             return RunReport()
-        now = shards[0].now
+        now, started = shards[0].now, time.perf_counter()
         report = asyncio.run(self._run(shards, stop))
+        log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
         report.merge(self._outcomes(now, shards[0].detailed))
         return report
 
