@@ -388,6 +388,19 @@ def test_session_folds_each_acceptance_into_the_next_sending(store: Store) -> No
     assert (first.updated_at, first.message_id, first.attempts) == (at(30), "<m1@example.org>", 1)
 
 
+def test_an_acceptance_is_recorded_even_after_another_process_called_the_send_unknown(store: Store) -> None:
+    """A new coordinator's recovery can mark a live worker's send 'unknown'; when the server then
+    accepts it, it is 'sent' (a fact), and the worker goes on with its next message."""
+    store.plan_digests([plan_for(store, "d1"), plan_for(store, "d2", email=BOB)])
+    with store.delivery_session() as session:
+        session.sending("d1", "<m1@example.org>", at(30))
+        assert store.recover_interrupted(at(30)) == ["d1"]  # another process, meanwhile
+        session.accepted("d1", "<m1@example.org>", at(31))
+        session.sending("d2", "<m2@example.org>", at(31))
+        session.accepted("d2", "<m2@example.org>", at(32))
+    assert (_status(store, "d1"), _status(store, "d2")) == (SENT, SENT)
+
+
 def test_session_refuses_a_cancelled_digest(store: Store) -> None:
     store.plan_digest(plan_for(store, "d1"))
     store.record_unsubscribe(ADA, at(25))
