@@ -5,7 +5,8 @@
 Speaks just enough ESMTP for smtplib (EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP, QUIT), and offers
 PIPELINING (RFC 2920) like Postfix, Exim and the big providers do (``--no-pipelining`` to withhold it):
 commands are read one line at a time, so a pipelined MAIL/RCPT/DATA group is answered in order. Each accepted
-message appends "recipient<TAB>message-id" to the record file, flushed on SIGTERM/SIGINT. Loopback only.
+message appends "recipient<TAB>message-id" to the record file, flushed on SIGTERM/SIGINT, and the times
+the first and the last message were accepted go to the same name with ``.times``. Loopback only.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import asyncio
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
@@ -31,6 +33,7 @@ class Sink:
         self.count = 0
         self.lines: list[str] = []
         self.record = record
+        self.first = self.last = 0.0  # when the first and the last message were accepted (epoch s)
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 sink ready\r\n")
@@ -70,11 +73,14 @@ class Sink:
         found = _MESSAGE_ID.search(head)
         message_id = found.group(1).decode(errors="replace") if found else "-"
         self.count += 1
+        self.last = time.time()
+        self.first = self.first or self.last
         self.lines.extend(f"{r.decode(errors='replace')}\t{message_id}\n" for r in rcpts)
 
     def flush(self) -> None:
         if self.record is not None:
             self.record.write_text("".join(self.lines), encoding="utf-8")
+            self.record.with_suffix(".times").write_text(f"{self.first} {self.last}\n", encoding="utf-8")
 
 
 async def serve(

@@ -4,6 +4,8 @@
     python benchmarks/throughput.py -n 100000       # memory check at 100,000
     python benchmarks/throughput.py --sink-delay 0.005   # a server that takes 5 ms to accept each message
     python benchmarks/throughput.py --latency       # API and SMTP at 0/50/200 ms: batches, connections
+    python benchmarks/throughput.py -n 4000 --executor procrastinate --workers 1,2,4 --sink-delay 0.02
+                                                    # scaling over workers (benchmarks/scaling.py)
 
 In one run it:
 1. generates N subscribers with varied profiles and one dump of every seed paper (~385);
@@ -153,7 +155,19 @@ def main() -> int:
     )
     parser.add_argument("-n", "--subscribers", type=int, default=10_000)
     parser.add_argument("--ranker", default="lexical", help="NEWSLETTER_RANKER for the pipeline run")
-    parser.add_argument("--workers", type=int, default=1, help="NEWSLETTER_WORKERS for the pipeline run")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="NEWSLETTER_WORKERS for the pipeline run; a list (1,2,4) measures scaling (scaling.py)",
+    )
+    parser.add_argument(
+        "--executor",
+        default=None,
+        choices=["local", "procrastinate"],
+        help="measure scaling over --workers with this executor, beside SQLite/local (benchmarks/scaling.py)",
+    )
+    parser.add_argument("--database-url", default=None, help="PostgreSQL for --executor procrastinate")
+    parser.add_argument("--no-local", action="store_true", help="with --executor: skip the SQLite/local runs")
     parser.add_argument(
         "--no-pipelining", action="store_true", help="the sink withholds PIPELINING (RFC 2920)"
     )
@@ -185,10 +199,16 @@ def main() -> int:
         SINK_OPTIONS.append("--no-pipelining")
     if args.sink_delay:
         SINK_OPTIONS.extend(["--delay", str(args.sink_delay)])
+    counts = [int(w) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         dumps, subs = write_inputs(workdir, n)
-        extra = {"NEWSLETTER_RANKER": args.ranker, "NEWSLETTER_WORKERS": str(args.workers)}
+        if args.executor is not None or len(counts) > 1:
+            from scaling import scaling  # benchmarks/ is on sys.path as this script's folder
+
+            args.executor = args.executor or "local"
+            return scaling(args, dumps, subs, workdir, counts, [start_sink, stop_sink])
+        extra = {"NEWSLETTER_RANKER": args.ranker, "NEWSLETTER_WORKERS": str(counts[0])}
         result = pipeline(workdir, dumps, subs, extra)
         last = result["last"]
         counts = last["counts"]  # type: ignore[index]

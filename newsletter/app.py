@@ -20,6 +20,7 @@ from newsletter.rank import make_ranker
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import make_transport
+from newsletter.shards import Executor
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
 
@@ -43,7 +44,7 @@ def open_store(settings: Settings) -> Iterator[Store]:
 
 @contextmanager
 def open_pipeline(settings: Settings, *, lock: bool = True, new_database: bool = False) -> Iterator[Pipeline]:
-    """A ready pipeline; with ``lock`` it holds the state folder's run lock throughout.
+    """A ready pipeline; with ``lock`` it holds the run lock throughout (the database's when shared).
 
     An empty database in a state folder that has run before is refused unless ``new_database``.
     """
@@ -52,11 +53,13 @@ def open_pipeline(settings: Settings, *, lock: bool = True, new_database: bool =
         if not new_database:
             refuse_lost_history(settings, store)
         ranker = make_ranker(settings.ranker, cache=StoreVectorCache(store))  # embeddings kept across runs
-        pipeline = Pipeline(settings, store, ranker, renderer, lambda: make_transport(settings))
+        executor = make_executor(settings, store)
+        transports = lambda: make_transport(settings)  # noqa: E731
+        pipeline = Pipeline(settings, store, ranker, renderer, transports, executor=executor)
         if not lock:
             yield pipeline
             return
-        with store.run_lock(settings.home):
+        with store.lock(settings.home):
             yield pipeline
 
 
@@ -108,6 +111,15 @@ def stop_on_sigterm() -> Iterator[threading.Event]:
         yield stop
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def make_executor(settings: Settings, store: Store) -> Executor | None:
+    """None: this process (or LocalProcesses, with NEWSLETTER_WORKERS > 1); else the task engine."""
+    if settings.executor == "local":
+        return None
+    from newsletter.distributed import ProcrastinateExecutor  # the optional [distributed] extra
+
+    return ProcrastinateExecutor(store, settings.db_url)
 
 
 def utcnow() -> datetime:

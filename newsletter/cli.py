@@ -29,6 +29,7 @@ from newsletter.models import Subscriber
 from newsletter.report import RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
+from newsletter.store import Store
 
 app = typer.Typer(
     help="Turn trending-papers listings into a personal email digest for each subscriber.\n\n"
@@ -318,6 +319,41 @@ def daemon(
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run
     run_daemon(state.settings(), tick_seconds=tick, new_database=state.new_database)
+
+
+@app.command("migrate-db")
+def migrate_db(
+    target: Annotated[
+        str,
+        typer.Argument(help="SQLAlchemy URL of the new, empty database, e.g. postgresql+psycopg://host/db"),
+    ],
+) -> None:
+    """Copy this state (NEWSLETTER_DATABASE_URL, default the state folder's SQLite) into another database.
+
+    Everything moves: dumps, papers, subscribers, the delivery log, vectors. Give the password in
+    PGPASSWORD (or ~/.pgpass), not in the URL. Then set NEWSLETTER_DATABASE_URL to the target.
+    """
+    settings = state.settings()
+    with open_store(settings) as source, source.lock(settings.home), Store(target) as new:
+        counts = source.copy_to(new)
+    typer.echo(", ".join(f"{name}: {rows}" for name, rows in counts.items()))
+    typer.echo(f"copied to {new}; now set NEWSLETTER_DATABASE_URL to it")
+
+
+@app.command()
+def worker() -> None:
+    """Deliver shards other hosts' runs hand out (NEWSLETTER_EXECUTOR=procrastinate) until SIGTERM.
+
+    Needs the shared PostgreSQL database (NEWSLETTER_DATABASE_URL) and this host's transport settings;
+    the subscribers come with each shard. Start one per core, on as many machines as you like.
+    """
+    from newsletter.distributed import run_worker  # procrastinate: the optional [distributed] extra
+
+    root = logging.getLogger()
+    root.setLevel(min(root.level, logging.INFO))
+    settings = state.settings().model_copy(update={"executor": "local"})  # a worker hands out nothing
+    with open_pipeline(settings, lock=False) as pipeline:
+        run_worker(settings.db_url, pipeline)
 
 
 @app.command(cls=_Command)

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     send_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     max_per_run: int | None = Field(default=None, ge=1)  # cap on new digests sent by one run
     workers: int = Field(default=1, ge=1, le=32)  # processes sending new digests (each its own connections)
+    # who runs the shards of new digests: forked processes here, or `newsletter worker`s via procrastinate
+    executor: Literal["local", "procrastinate"] = "local"
     build_process: Literal["auto", "on", "off"] = "auto"  # build messages in a second process, ahead
     # connections to the mail server (requests in flight to an API) at once; auto: from the round trip
     connections: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"

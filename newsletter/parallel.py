@@ -7,7 +7,8 @@ process waits on the mail server the other works. The builder only reads the sto
 delivery log and the transport stay in the run's process, so a crash still leaves at most one
 'unknown' delivery.
 
-With ``NEWSLETTER_WORKERS`` > 1, subscribers are split into shards; each forked worker ranks, renders,
+With ``NEWSLETTER_WORKERS`` > 1, subscribers are split into shards (newsletter/shards.py) and this
+module's ``LocalProcesses`` executor forks one worker per shard; each ranks, renders,
 plans and sends its shard with its own database and SMTP/API connections, then hands its report back.
 The parent has already ingested and delivered what earlier runs left queued, and it holds the run lock,
 which the workers share (the lock's file descriptor is inherited). Workers die with the parent
@@ -24,48 +25,42 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from newsletter.errors import NewsletterError
 from newsletter.models import Subscriber
 from newsletter.report import RunReport, Timings
+from newsletter.shards import Shard, ShardWork
 
-if TYPE_CHECKING:
-    from newsletter.config import Settings
-    from newsletter.pipeline import Built, Pipeline
+B = TypeVar("B")
+B_co = TypeVar("B_co", covariant=True)
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 
 
-def run_sharded(
-    pipeline: Pipeline,
-    subscribers: Sequence[Subscriber],
-    now: datetime,
-    *,
-    stop: threading.Event | None = None,
-    detailed: bool = True,
-    delivered_earlier: frozenset[str] = frozenset(),
-) -> RunReport:
-    workers = pipeline.settings.workers
-    context = multiprocessing.get_context("fork")
-    jobs = []
-    for shard in range(workers):
-        receive, send = context.Pipe(duplex=False)
-        settings = _share(pipeline.settings, shard, workers)
-        part = subscribers[shard::workers]
-        args = (pipeline, settings, part, now, detailed, delivered_earlier, send, receive, os.getpid())
-        process = context.Process(target=_worker, args=args, name=f"newsletter-worker-{shard}")
-        process.start()
-        send.close()
-        jobs.append((process, receive))
-    return _collect(jobs, stop)
+class LocalProcesses:
+    """The local executor: one forked process per shard, each with its own connections."""
+
+    name = "local"
+
+    def run(self, shards: Sequence[Shard], work: ShardWork, stop: threading.Event | None) -> RunReport:
+        context = multiprocessing.get_context("fork")
+        jobs = []
+        for shard in shards:
+            receive, send = context.Pipe(duplex=False)
+            args = (work, shard, send, receive, os.getpid())
+            process = context.Process(target=_worker, args=args, name=f"newsletter-worker-{shard.index}")
+            process.start()
+            send.close()
+            jobs.append((process, receive))
+        return _collect(jobs, stop)
 
 
 def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], stop: threading.Event | None) -> RunReport:
@@ -100,41 +95,14 @@ def _result_of(
     return result
 
 
-def _share(settings: Settings, shard: int, workers: int) -> Settings:
-    """One worker's part of the run-wide limits: the run cap split, the send rate divided."""
-    cap, rate = settings.max_per_run, settings.send_rate
-    return settings.model_copy(
-        update={
-            "max_per_run": None if cap is None else cap // workers + (shard < cap % workers),
-            "send_rate": None if rate is None else rate / workers,
-        }
-    )
-
-
-def _worker(
-    pipeline: Pipeline,
-    settings: Settings,
-    shard: Sequence[Subscriber],
-    now: datetime,
-    detailed: bool,
-    delivered_earlier: frozenset[str],
-    send: Connection,
-    receive: Connection,
-    parent: int,
-) -> None:
-    stop = _start_child(pipeline, parent, receive)
-    pipeline.settings = settings
-    done = delivered_earlier
+def _worker(work: ShardWork, shard: Shard, send: Connection, receive: Connection, parent: int) -> None:
+    stop = _start_child(work, parent, receive)
     try:
-        send.send(
-            pipeline.deliver_new(
-                shard, now, stop=stop, detailed=detailed, inline=True, delivered_earlier=done
-            )
-        )
+        send.send(work.deliver_shard(shard, stop))
     except NewsletterError as exc:
         send.send(str(exc))
     finally:
-        pipeline.store.close()
+        work.close()
         send.close()
 
 
@@ -147,25 +115,39 @@ class _Done:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+class Builds(Protocol[B_co]):
+    """What the builder process runs (the Pipeline): chunks of built messages, read-only."""
+
+    timings: Timings
+
+    def build_chunks(
+        self, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
+    ) -> Iterator[B_co]: ...
+
+    def after_fork(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
 def build_ahead(
-    pipeline: Pipeline,
+    pipeline: Builds[B],
     subscribers: Sequence[Subscriber],
     now: datetime,
     stopped: Callable[[], bool],
     *,
-    parts: bool = True,
-) -> Generator[Built, None, None]:
+    strip: Callable[[B], B] | None = None,
+) -> Generator[B, None, None]:
     """``pipeline.build_chunks`` run in a forked process, one chunk ahead of the caller.
 
-    Without ``parts`` (the transport reads only the raw bytes) messages come without their HTML and
-    text copies, which would otherwise be half of what crosses the pipe.
+    ``strip`` (when the transport reads only the raw bytes) leaves out what the run does not need
+    before a chunk crosses the pipe, e.g. the HTML and text copies, half of it.
 
     When ``stopped()`` turns true (a signal, the transport down) the builder is told to stop: it
     reports the remaining subscribers as waiting for the next run instead of building them.
     """
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    args = (pipeline, subscribers, now, parts, send, receive, os.getpid())
+    args = (pipeline, subscribers, now, strip, send, receive, os.getpid())
     process = context.Process(target=_builder, args=args, name="newsletter-builder")
     process.start()
     send.close()
@@ -198,10 +180,10 @@ def build_ahead(
 
 
 def _builder(
-    pipeline: Pipeline,
+    pipeline: Builds[B],
     subscribers: Sequence[Subscriber],
     now: datetime,
-    parts: bool,
+    strip: Callable[[B], B] | None,
     send: Connection,
     receive: Connection,
     parent: int,
@@ -210,18 +192,22 @@ def _builder(
     pipeline.timings = Timings()
     try:
         for built in pipeline.build_chunks(subscribers, now, stop.is_set):
-            send.send(built if parts else built.without_parts())
+            send.send(built if strip is None else strip(built))
         send.send(_Done(dict(pipeline.timings.totals)))
     except NewsletterError as exc:
         send.send(str(exc))
     except BrokenPipeError:  # the run's process is gone or no longer listening
         pass
     finally:
-        pipeline.store.close()
+        pipeline.close()
         send.close()
 
 
-def _start_child(pipeline: Pipeline, parent: int, parents_end: Connection) -> threading.Event:
+class _Forked(Protocol):
+    def after_fork(self) -> None: ...
+
+
+def _start_child(work: _Forked, parent: int, parents_end: Connection) -> threading.Event:
     """In a forked worker or builder: the event SIGTERM sets, and connections of its own.
 
     The fork left the child a copy of the pipe's reading end; it is closed, so that once the run's
@@ -232,7 +218,7 @@ def _start_child(pipeline: Pipeline, parent: int, parents_end: Connection) -> th
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's process decides; Ctrl-C reaches it too
-    pipeline.store.dispose_after_fork()  # fresh connections in this process (the ranker's cache too)
+    work.after_fork()  # fresh connections in this process (the ranker's cache too)
     return stop
 
 

@@ -8,6 +8,7 @@ twice: a digest is *planned* (items recorded, subscriber watermark advanced) in 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -30,7 +31,7 @@ from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
-from newsletter.parallel import build_ahead, run_sharded
+from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
 from newsletter.render.excerpts import point_excerpt
@@ -38,6 +39,7 @@ from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport,
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for, parse_sender
+from newsletter.shards import Executor, Shard, split
 from newsletter.sources.clean import clean_abstract
 from newsletter.store import SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
@@ -76,8 +78,10 @@ class Pipeline:
         transport_factory: TransportFactory,
         *,
         sleep: Callable[[float], None] = time.sleep,
+        executor: Executor | None = None,
     ) -> None:
         self.settings = settings
+        self.executor = executor  # None: this process, or LocalProcesses with settings.workers > 1
         self.store = store
         self.ranker = ranker
         self.renderer = renderer
@@ -112,8 +116,9 @@ class Pipeline:
 
         ``stop`` (set by a signal handler) ends the run after the message in flight; subscribers not
         reached yet are due at the next run. Without ``detailed`` the report keeps counts and problems
-        only, so memory stays flat however many subscribers there are. With ``settings.workers`` > 1
-        the new digests are built and sent by that many processes, each with its own connections.
+        only, so memory stays flat however many subscribers there are. With an executor, or
+        ``settings.workers`` > 1, the new digests are split into ``settings.workers`` shards and handed
+        to it (local processes by default; each shard builds, plans and sends with its own connections).
         """
         started = time.perf_counter()
         report = RunReport(detailed=detailed)
@@ -129,10 +134,14 @@ class Pipeline:
             pending = self.deliver_pending(subscribers, now, stop=stop)
             report.merge(pending)
             done = frozenset(address_key(d.subscriber) for d in pending.digests)
-            new = functools.partial(run_sharded, self) if self.settings.workers > 1 else self.deliver_new
-            report.merge(
-                new(subscribers.subscribers, now, stop=stop, detailed=detailed, delivered_earlier=done)
-            )
+            if self.executor is not None or self.settings.workers > 1:
+                report.merge(self._run_shards(subscribers.subscribers, now, stop, detailed, done))
+            else:
+                report.merge(
+                    self.deliver_new(
+                        subscribers.subscribers, now, stop=stop, detailed=detailed, delivered_earlier=done
+                    )
+                )
         report.timings = {**self.timings.totals, **report.timings, "total": time.perf_counter() - started}
         return report
 
@@ -171,7 +180,8 @@ class Pipeline:
                 return couriers.stopped
 
             if builder:
-                chunks = build_ahead(self, subscribers, now, stopped, parts=couriers.uses_parts)
+                strip = None if couriers.uses_parts else Built.without_parts
+                chunks = build_ahead(self, subscribers, now, stopped, strip=strip)
             else:
                 chunks = self.build_chunks(subscribers, now, stopped)
             with (
@@ -185,6 +195,44 @@ class Pipeline:
         report.bytes_sent = couriers.bytes_sent
         report.timings = dict(self.timings.totals)
         return report
+
+    def _run_shards(
+        self,
+        subscribers: Sequence[Subscriber],
+        now: datetime,
+        stop: threading.Event | None,
+        detailed: bool,
+        delivered_earlier: frozenset[str] = frozenset(),
+    ) -> RunReport:
+        executor = self.executor or LocalProcesses()
+        cap, rate = self.settings.max_per_run, self.settings.send_rate
+        shards = split(
+            subscribers, self.settings.workers, now, max_per_run=cap, send_rate=rate, detailed=detailed
+        )
+        done = delivered_earlier  # subscribers this run already reported: no 'skipped' entry from a shard
+        return executor.run([dataclasses.replace(s, delivered_earlier=done) for s in shards], self, stop)
+
+    def deliver_shard(self, shard: Shard, stop: threading.Event | None = None) -> RunReport:
+        """One shard's new digests, with its share of the run-wide limits (the executors call this)."""
+        part = copy.copy(self)  # same store, ranker and renderer; the shard's own limits and timings
+        part.settings = self.settings.model_copy(
+            update={"max_per_run": shard.max_per_run, "send_rate": shard.send_rate}
+        )
+        return part.deliver_new(
+            shard.subscribers,
+            shard.now,
+            stop=stop,
+            detailed=shard.detailed,
+            inline=True,
+            delivered_earlier=shard.delivered_earlier,
+        )
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's pooled connections (the ranker's cache uses them too)."""
+        self.store.dispose_after_fork()
+
+    def close(self) -> None:
+        self.store.close()
 
     def _wants_builder(self, subscribers: Sequence[Subscriber]) -> bool:
         choice = self.settings.build_process

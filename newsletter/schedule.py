@@ -2,12 +2,15 @@
 
 Two jobs share one worker thread: *fetch* (sources bring new dumps into the dumps folder, on a cron
 expression) and *tick* (ingest the folder, deliver every due digest, every ``tick_seconds``). The daemon
-holds the state folder's run lock for its whole life, so a cron `newsletter run` cannot overlap it.
+holds the state folder's run lock for its whole life, so a cron `newsletter run` cannot overlap it; on a
+database several hosts share (PostgreSQL) one daemon holds the database's run lock and the others
+stand by until it is free (see Leadership).
 SIGTERM/SIGINT let the message in flight finish, record it, and exit 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -26,6 +29,8 @@ from newsletter.config import Settings, SubscriberList, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.pipeline import Pipeline
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
+from newsletter.store import Store
+from newsletter.store.engine import db_errors
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +84,22 @@ class Daemon:
         )
 
     def serve(self) -> None:
-        """Run until SIGTERM/SIGINT. Holds the run lock throughout."""
-        with open_pipeline(self.settings, new_database=self.new_database) as pipeline:
-            self._install_signal_handlers()
-            self._add_jobs(pipeline)
-            log.info(
-                "daemon started: tick every %ss, fetch at '%s'", self.tick_seconds, self.settings.fetch_cron
-            )
-            self.scheduler.start()  # blocks until shutdown
+        """Run until SIGTERM/SIGINT. Holds the run lock throughout (on a shared database: once it has it)."""
+        with open_pipeline(self.settings, lock=False, new_database=self.new_database) as pipeline:
+            self._leader = Leadership(pipeline.store, self.settings.home)
+            try:
+                self._serve(pipeline)
+            finally:
+                self._leader.release()
         log.info("daemon stopped")
+
+    def _serve(self, pipeline: Pipeline) -> None:
+        if not pipeline.store.shared:
+            self._leader.take()  # SQLite: the state folder's lock, or LockedError at start as before
+        self._install_signal_handlers()
+        self._add_jobs(pipeline)
+        log.info("daemon started: tick every %ss, fetch at '%s'", self.tick_seconds, self.settings.fetch_cron)
+        self.scheduler.start()  # blocks until shutdown
 
     def _add_jobs(self, pipeline: Pipeline) -> None:
         fetch_trigger = fetch_schedule(self.settings.fetch_cron)
@@ -98,7 +110,7 @@ class Daemon:
 
     def tick(self, pipeline: Pipeline) -> None:
         with self._busy:
-            if self.stop.is_set():
+            if self.stop.is_set() or not self._leader.check():
                 return
             try:
                 report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
@@ -109,6 +121,8 @@ class Daemon:
 
     def fetch(self, pipeline: Pipeline) -> None:
         with self._busy:
+            if not self._leader.check():
+                return
             written, _failures = fetch_all(self.sources, self.clock())  # each failure is logged
         if written:
             self.tick(pipeline)
@@ -121,6 +135,47 @@ class Daemon:
         log.info("received %s: finishing the message in flight", signal.Signals(signum).name)
         self.stop.set()
         self.scheduler.shutdown(wait=True)
+
+
+class Leadership:
+    """Which daemon coordinates. SQLite: the one holding the state folder's lock from the start.
+
+    A shared database (PostgreSQL): the daemons of every host try the database's run lock at each job;
+    the one that gets it keeps it (an advisory lock on a connection of its own) and plans and sends,
+    the others stand by. When the holder dies its connection ends, the server releases the lock, and
+    the next standby to tick takes over.
+    """
+
+    def __init__(self, store: Store, home: Path) -> None:
+        self._store = store
+        self._home = home
+        self._lock = store.coordinator_lock() if store.shared else None
+        self._file = contextlib.ExitStack()
+        self._standby_logged = False
+
+    def take(self) -> None:
+        self._file.enter_context(self._store.lock(self._home))
+
+    def check(self) -> bool:
+        """True when this daemon coordinates now (taking the lock if it is free)."""
+        if self._lock is None:
+            return True
+        if self._lock.held():
+            return True
+        with db_errors("taking the run lock"):
+            got = self._lock.try_acquire()
+        if got:
+            log.info("this daemon now holds the run lock of the shared database: it plans and sends")
+            self._standby_logged = False
+        elif not self._standby_logged:
+            log.info("standing by: another daemon holds the run lock of the shared database")
+            self._standby_logged = True
+        return got
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+        self._file.close()
 
 
 def fetch_schedule(cron: str) -> CronTrigger:

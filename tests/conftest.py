@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from .pg import pg_url, postgres, store_url
+
+__all__ = ["pg_url", "postgres", "store_url"]
+
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "seeds"
 DATA = Path(__file__).resolve().parent / "data"

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 from newsletter.rank import SemanticRanker, make_ranker
@@ -18,8 +17,9 @@ from tests.test_rank_corpus import papers, subscriber
 from tests.test_rank_semantic import CountingEmbedder
 
 
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state.db'}"
+@pytest.fixture
+def url(store_url: str) -> str:
+    return store_url
 
 
 def unit(seed: int, dim: int = 8) -> np.ndarray:
@@ -27,27 +27,27 @@ def unit(seed: int, dim: int = 8) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def test_vectors_survive_reopening_the_store(tmp_path: Path) -> None:
-    with Store(url(tmp_path)) as store:
+def test_vectors_survive_reopening_the_store(url: str) -> None:
+    with Store(url) as store:
         StoreVectorCache(store).put("m", {"2401.00001": unit(1), "a title key": unit(2)})
-    with Store(url(tmp_path)) as store:
+    with Store(url) as store:
         found = StoreVectorCache(store).get("m", ["2401.00001", "a title key", "missing"])
     assert set(found) == {"2401.00001", "a title key"}
     assert found["2401.00001"].dtype == np.float32
     assert np.array_equal(found["a title key"], unit(2))
 
 
-def test_models_are_kept_apart(tmp_path: Path) -> None:
-    with Store(url(tmp_path)) as store:
+def test_models_are_kept_apart(url: str) -> None:
+    with Store(url) as store:
         cache = StoreVectorCache(store)
         cache.put("model-a", {"k": unit(1)})
         assert cache.get("model-b", ["k"]) == {}
         assert cache.count("model-a") == 1 and cache.count() == 1
 
 
-def test_profile_texts_are_stored_by_hash_not_as_written(tmp_path: Path) -> None:
+def test_profile_texts_are_stored_by_hash_not_as_written(url: str) -> None:
     text = "I study coral reef acoustics"
-    with Store(url(tmp_path)) as store:
+    with Store(url) as store:
         cache = StoreVectorCache(store)
         cache.put("query:m", {text: unit(3)})
         assert np.array_equal(cache.get("query:m", [text])[text], unit(3))
@@ -56,8 +56,8 @@ def test_profile_texts_are_stored_by_hash_not_as_written(tmp_path: Path) -> None
     assert len(keys) == 1 and keys[0].startswith("sha256:") and "coral" not in keys[0]
 
 
-def test_storing_a_key_again_keeps_the_first_vector(tmp_path: Path) -> None:
-    with Store(url(tmp_path)) as store:
+def test_storing_a_key_again_keeps_the_first_vector(url: str) -> None:
+    with Store(url) as store:
         cache = StoreVectorCache(store)
         cache.put("m", {"k": unit(1)})
         cache.put("m", {"k": unit(2), "j": unit(3)})
@@ -65,9 +65,9 @@ def test_storing_a_key_again_keeps_the_first_vector(tmp_path: Path) -> None:
     assert np.array_equal(found["k"], unit(1)) and np.array_equal(found["j"], unit(3))
 
 
-def test_many_keys_are_read_and_written_in_batches(tmp_path: Path) -> None:
+def test_many_keys_are_read_and_written_in_batches(url: str) -> None:
     keys = [f"paper-{i}" for i in range(1234)]
-    with Store(url(tmp_path)) as store:
+    with Store(url) as store:
         cache = StoreVectorCache(store)
         cache.put("m", {k: unit(i, dim=4) for i, k in enumerate(keys)})
         found = cache.get("m", keys)
@@ -75,17 +75,17 @@ def test_many_keys_are_read_and_written_in_batches(tmp_path: Path) -> None:
     assert np.array_equal(found["paper-1233"], unit(1233, dim=4))
 
 
-def test_a_second_run_embeds_nothing_new(tmp_path: Path) -> None:
+def test_a_second_run_embeds_nothing_new(url: str) -> None:
     subs = [subscriber("protein folding", about="Structures of proteins"), subscriber("speech synthesis")]
     embedder = CountingEmbedder()
-    with Store(url(tmp_path)) as store:
+    with Store(url) as store:
         ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
         ranker.prepare(papers())
         first = [[s.paper.key for s in r] for r in ranker.rank_many(papers(), subs)]
     split = sum(len(sentences(p)) for p in papers())
     assert len(embedder.seen) == 2 * len(papers()) + split + 3  # papers, titles, sentences, 3 profile texts
     embedder.seen.clear()
-    with Store(url(tmp_path)) as store:
+    with Store(url) as store:
         ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
         ranker.prepare(papers())
         again = [[s.paper.key for s in r] for r in ranker.rank_many(papers(), subs)]
@@ -93,8 +93,8 @@ def test_a_second_run_embeds_nothing_new(tmp_path: Path) -> None:
     assert again == first and first[0]
 
 
-def test_make_ranker_passes_the_store_cache_on(tmp_path: Path) -> None:
-    with Store(url(tmp_path)) as store:
+def test_make_ranker_passes_the_store_cache_on(url: str) -> None:
+    with Store(url) as store:
         cache = StoreVectorCache(store)
         ranker = make_ranker("lexical", cache=cache)
         assert ranker.name == "lexical"
@@ -103,11 +103,11 @@ def test_make_ranker_passes_the_store_cache_on(tmp_path: Path) -> None:
         assert cache.count("hashing-bow") == 3
 
 
-def test_an_older_database_gains_the_vectors_table(tmp_path: Path) -> None:
-    engine = make_engine(sa.make_url(url(tmp_path)))
+def test_an_older_database_gains_the_vectors_table(url: str) -> None:
+    engine = make_engine(sa.make_url(url))
     migrate(engine, MIGRATIONS[:1])
     engine.dispose()
-    with Store(url(tmp_path)) as store:
+    with Store(url) as store:
         assert store.migrations_applied == [name for name, _ in MIGRATIONS[1:]]
         StoreVectorCache(store).put("m", {"k": unit(1)})
         assert StoreVectorCache(store).count() == 1

@@ -45,8 +45,8 @@ def db_url(tmp_path: Path) -> str:
 
 
 @contextmanager
-def open_store(tmp_path: Path) -> Iterator[Store]:
-    with Store(db_url(tmp_path)) as opened:
+def open_store(url: str) -> Iterator[Store]:
+    with Store(url) as opened:
         yield opened
 
 

@@ -24,11 +24,11 @@ def _migration_rows(store: Store) -> list[tuple[str, datetime]]:
         return [(name, applied_at) for name, applied_at in rows]
 
 
-def test_open_applies_and_records_migrations_once(tmp_path: Path) -> None:
-    with Store(db_url(tmp_path)) as first:
+def test_open_applies_and_records_migrations_once(store_url: str) -> None:
+    with Store(store_url) as first:
         assert first.migrations_applied == [name for name, _ in MIGRATIONS]
         recorded = _migration_rows(first)
-    with Store(db_url(tmp_path)) as again:
+    with Store(store_url) as again:
         assert again.migrations_applied == []
         assert _migration_rows(again) == recorded
     assert [name for name, _ in recorded] == [name for name, _ in MIGRATIONS]
@@ -40,17 +40,17 @@ def test_open_creates_the_state_folder(tmp_path: Path) -> None:
         assert (tmp_path / "a" / "b" / "state.db").is_file()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    with Store(db_url(tmp_path)) as store, store._engine.begin() as conn:
+def test_a_newer_schema_is_refused(store_url: str) -> None:
+    with Store(store_url) as store, store._engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO schema_migrations VALUES ('0999_from_the_future', '2030-01-01')"))
 
     with pytest.raises(StoreError, match="0999_from_the_future") as caught:
-        Store(db_url(tmp_path))
+        Store(store_url)
     assert caught.value.hint is not None and "upgrade" in caught.value.hint
 
 
-def test_a_failing_migration_leaves_no_trace(tmp_path: Path) -> None:
-    engine = make_engine(sa.make_url(db_url(tmp_path)))
+def test_a_failing_migration_leaves_no_trace(store_url: str) -> None:
+    engine = make_engine(sa.make_url(store_url))
 
     def broken(conn: Connection) -> None:
         conn.execute(sa.text("CREATE TABLE half_done (x INTEGER)"))
@@ -94,9 +94,9 @@ def test_sqlite_runs_with_wal_foreign_keys_busy_timeout_and_normal_sync(tmp_path
     assert settings == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 10_000, "synchronous": 1}
 
 
-def test_datetimes_come_back_as_the_same_instant_in_utc(tmp_path: Path) -> None:
+def test_datetimes_come_back_as_the_same_instant_in_utc(store_url: str) -> None:
     listed_at = datetime(2024, 3, 11, 9, 30, tzinfo=timezone(timedelta(hours=2)))
-    with Store(db_url(tmp_path)) as store:
+    with Store(store_url) as store:
         store.ingest(make_dump(paper("When")), listed_at)
         (stored,) = store.papers_first_seen_in(1)
     assert stored.first_seen == listed_at

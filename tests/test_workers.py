@@ -6,13 +6,13 @@ import json
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from newsletter.config import Settings
-from newsletter.parallel import _share
+from newsletter.shards import split
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
 from .test_crash import crash_env, journal_length, read_journal, smtp_server, start_run
@@ -65,8 +65,7 @@ def test_the_run_cap_holds_for_all_workers_together(tmp_path: Path) -> None:
 def test_each_worker_gets_its_share_of_the_cap_and_of_the_rate(
     cap: int | None, workers: int, shares: list[int | None]
 ) -> None:
-    settings = Settings(max_per_run=cap, send_rate=6.0)
-    parts = [_share(settings, shard, workers) for shard in range(workers)]
+    parts = split([], workers, datetime.now(UTC), max_per_run=cap, send_rate=6.0)
     assert [p.max_per_run for p in parts] == shares
     assert [p.send_rate for p in parts] == [6.0 / workers] * workers
 

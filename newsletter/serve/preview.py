@@ -197,7 +197,7 @@ class Previewer:
         notes: list[str] = []
         if fresh:
             try:
-                with Store.run_lock(self.settings.home):
+                with pipeline.store.lock(self.settings.home):
                     outcomes = pipeline.ingest(list(fresh), now)
             except LockedError:
                 notes.append("a run holds the state lock: new dump files are left for it to ingest")

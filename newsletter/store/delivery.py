@@ -56,12 +56,17 @@ INTERRUPTED = "interrupted while sending: the run stopped before the transport a
 def _upsert(conn: Connection, rows: Sequence[Mapping[str, Any]], update: Mapping[str, Any]) -> None:
     """Insert subscriber rows, or on an existing email apply ``update`` (column -> expression of
     ``excluded``). ON CONFLICT exists in both SQLite and PostgreSQL; SQLAlchemy spells it per dialect."""
+    stmt = _dialect(conn).insert(subscribers)
+    set_ = {name: make(stmt.excluded) for name, make in update.items()}
+    conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=set_), list(rows))
+
+
+def _dialect(conn: Connection) -> Any:
+    """The dialect module whose ``insert`` spells ON CONFLICT (SQLite and PostgreSQL both have it)."""
     dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
     if dialect is None:
         raise StoreError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL")
-    stmt = dialect.insert(subscribers)
-    set_ = {name: make(stmt.excluded) for name, make in update.items()}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=set_), list(rows))
+    return dialect
 
 
 def _subscriber_state(row: Row[Any]) -> SubscriberState:
@@ -85,7 +90,7 @@ def advance_watermarks(conn: Connection, emails: Iterable[str], seq: int) -> Non
         keep = sa.and_(current.is_not(None), current >= excluded.watermark_seq)
         return sa.case((keep, current), else_=excluded.watermark_seq)
 
-    rows = [{"email": key, "watermark_seq": seq} for key in dict.fromkeys(map(address_key, emails))]
+    rows = [{"email": key, "watermark_seq": seq} for key in sorted(set(map(address_key, emails)))]
     for batch in chunks(rows):
         _upsert(conn, batch, {"watermark_seq": newer})
 
@@ -119,37 +124,52 @@ def _unsubscribed(email_column: Any) -> Any:
 
 
 def plan_digests(conn: Connection, plans: Iterable[DigestPlan]) -> list[str]:
-    """Insert the plans whose digest_id is not recorded yet; return the ids inserted, in order."""
+    """Insert the plans whose digest_id is not recorded yet; return the ids inserted, in order.
+
+    Safe against another process planning the same digests at the same moment (two hosts, or an
+    engine that runs a shard twice): the digest row is inserted with ON CONFLICT DO NOTHING, and only
+    the plans this transaction inserted move watermarks and record items. Rows are written in key
+    order, so two such transactions on PostgreSQL wait for each other instead of deadlocking.
+    """
     unique: dict[str, DigestPlan] = {}
     for plan in plans:
         unique.setdefault(plan.digest_id, plan)  # the first of duplicates wins
     planned: list[str] = []
     for batch in chunks(unique.values()):
-        existing = _existing_ids(conn, [p.digest_id for p in batch])
-        fresh = [p for p in batch if p.digest_id not in existing]
+        for plan in batch:
+            _check_plan(plan)
+        inserted = _insert_digests(conn, batch)
+        fresh = [p for p in batch if p.digest_id in inserted]
         if fresh:
-            _insert_plans(conn, fresh)
+            _record_plans(conn, fresh)
             planned.extend(p.digest_id for p in fresh)
     return planned
 
 
-def _existing_ids(conn: Connection, digest_ids: list[str]) -> set[str]:
-    return set(conn.execute(sa.select(digests.c.id).where(digests.c.id.in_(digest_ids))).scalars())
+def _insert_digests(conn: Connection, plans: Sequence[DigestPlan]) -> set[str]:
+    """Insert the digest rows not there yet (their subscribers first); the ids inserted."""
+    keys = sorted({address_key(p.email) for p in plans})
+    insert = _dialect(conn).insert
+    conn.execute(
+        insert(subscribers).on_conflict_do_nothing(index_elements=["email"]), [{"email": k} for k in keys]
+    )
+    rows = sorted((_digest_row(p) for p in plans), key=lambda row: row["id"])
+    stmt = insert(digests).on_conflict_do_nothing(index_elements=["id"]).returning(digests.c.id)
+    return set(conn.execute(stmt, rows).scalars())
 
 
-def _insert_plans(conn: Connection, plans: list[DigestPlan]) -> None:
-    for plan in plans:
-        _check_plan(plan)
+def _record_plans(conn: Connection, plans: list[DigestPlan]) -> None:
+    """Move each planned subscriber's watermark and record the digests' papers."""
+    latest = {address_key(p.email): p for p in plans}  # one row per subscriber: the last plan wins
     watermark = [
-        {"email": address_key(p.email), "watermark_seq": p.watermark_seq, "last_digest_at": p.created_at}
-        for p in plans
+        {"email": key, "watermark_seq": p.watermark_seq, "last_digest_at": p.created_at}
+        for key, p in sorted(latest.items())
     ]
     _upsert(
         conn,
         watermark,
         {"watermark_seq": lambda ex: ex.watermark_seq, "last_digest_at": lambda ex: ex.last_digest_at},
     )
-    conn.execute(digests.insert(), [_digest_row(p) for p in plans])
     rows = [  # ~10 per digest: the bulk of planning
         (p.digest_id, i.paper_id, i.position, float(i.score), i.why) for p in plans for i in p.items
     ]

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.models import Dump, Paper, normalize_arxiv_id
 from newsletter.store.details import write_details
+from newsletter.store.lock import INGEST_LOCK_KEY, xact_lock
 from newsletter.store.papers import chunks, dump_record
 from newsletter.store.records import IngestResult
 from newsletter.store.schema import dump_papers, dumps, papers
@@ -62,7 +63,12 @@ class _Index:
 
 
 def ingest_dump(conn: Connection, dump: Dump, now: datetime) -> IngestResult:
-    """Record ``dump`` inside the caller's transaction; a no-op when its content was seen before."""
+    """Record ``dump`` inside the caller's transaction; a no-op when its content was seen before.
+
+    On PostgreSQL ingests take turns (a transaction-level advisory lock): two hosts ingesting the same
+    dump, or two dumps with the same new paper, would otherwise both insert it.
+    """
+    xact_lock(conn, INGEST_LOCK_KEY)
     known = conn.execute(sa.select(dumps).where(dumps.c.content_hash == dump.content_hash)).first()
     if known is not None:
         record = dump_record(known)

@@ -1,12 +1,18 @@
-"""One run at a time per state folder: an OS file lock on ``home/run.lock``."""
+"""One run at a time: an OS file lock on ``home/run.lock`` for SQLite, a PostgreSQL advisory lock for a
+database that several machines share (the state folders there are not shared, the database is)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import sqlalchemy as sa
 from filelock import FileLock, Timeout
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import LockedError, StoreError
 
@@ -36,3 +42,96 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+# --- PostgreSQL: one coordinator across machines ---------------------------------------------------
+
+RUN_LOCK_KEY = 0x6E6C5F72756E  # "nl_run": the run lock of a shared database
+MIGRATION_LOCK_KEY = 0x6E6C5F6D6967  # "nl_mig": one process applies migrations at a time
+INGEST_LOCK_KEY = 0x6E6C5F696E67  # "nl_ing": one dump is ingested at a time (transaction-level)
+_POLL = 0.2  # seconds between tries while waiting for a lock
+
+
+class AdvisoryLock:
+    """A session-level PostgreSQL advisory lock held on a connection of its own.
+
+    The server releases it when that connection ends, so a holder killed with -9 (or a host that
+    vanishes, once TCP keepalive notices) never leaves it stuck. ``held()`` checks the connection is
+    still alive: a lost connection means the lock is gone and another process may hold it now.
+    """
+
+    def __init__(self, engine: Engine, key: int, what: str) -> None:
+        self._engine = engine
+        self._key = key
+        self._what = what
+        self._conn: Connection | None = None
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None:
+            return True
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = bool(conn.execute(sa.select(sa.func.pg_try_advisory_lock(self._key))).scalar())
+        except BaseException:
+            conn.close()
+            raise
+        if got:
+            self._conn = conn
+        else:
+            conn.close()
+        return got
+
+    def acquire(self, timeout: float = 0.0) -> None:
+        """Take the lock, waiting up to ``timeout`` seconds; LockedError when another process holds it."""
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"another run holds the {self._what} lock of this database",
+                    hint="wait for it to finish; the lock goes away when that process exits",
+                )
+            time.sleep(_POLL)
+
+    def held(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            self._conn.execute(sa.select(1))
+        except exc.DBAPIError:
+            self._drop()
+            return False
+        return True
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.execute(sa.select(sa.func.pg_advisory_unlock(self._key)))
+        except exc.DBAPIError:
+            pass  # the connection is gone, and the lock with it
+        finally:
+            self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(exc.DBAPIError):
+                conn.close()
+
+    @contextmanager
+    def hold(self, timeout: float = 0.0) -> Iterator[None]:
+        self.acquire(timeout)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def uses_advisory_locks(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def xact_lock(conn: Connection, key: int) -> None:
+    """On PostgreSQL, hold ``key`` until the caller's transaction ends (a no-op elsewhere)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))

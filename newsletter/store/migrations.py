@@ -17,11 +17,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import StoreError
 from newsletter.store.engine import transaction
+from newsletter.store.lock import MIGRATION_LOCK_KEY, AdvisoryLock, uses_advisory_locks
 from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
 
 log = logging.getLogger(__name__)
 
 Migration = tuple[str, Callable[[Connection], None]]
+MIGRATION_WAIT = 300.0  # seconds to wait while another process migrates the same database
 
 
 def _0001_initial(conn: Connection) -> None:
@@ -203,7 +205,19 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
-    """Apply the migrations this database lacks, in order; return the names applied now."""
+    """Apply the migrations this database lacks, in order; return the names applied now.
+
+    On PostgreSQL, processes opening one database at once (several hosts starting together) take
+    turns on an advisory lock: each migration is applied once, and nobody sees a half-made schema.
+    SQLite serialises the writers itself (BEGIN IMMEDIATE).
+    """
+    if not uses_advisory_locks(engine):
+        return _migrate(engine, migrations)
+    with AdvisoryLock(engine, MIGRATION_LOCK_KEY, "migration").hold(timeout=MIGRATION_WAIT):
+        return _migrate(engine, migrations)
+
+
+def _migrate(engine: Engine, migrations: tuple[Migration, ...]) -> list[str]:
     with transaction(engine, write=True) as conn:
         schema_migrations.create(conn, checkfirst=True)
     known = [name for name, _ in migrations]

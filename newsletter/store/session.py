@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter.store.engine import Prepared, bind_processor, db_errors, write_options
-from newsletter.store.records import QUEUED, SENDING, SENT, InvalidTransition
+from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, InvalidTransition
 from newsletter.store.schema import digests
 
 _SENDING = (
@@ -45,9 +45,11 @@ _SENDING = (
     )
 )
 _SENDING_IN_BATCH = _SENDING.values(batch_key=sa.bindparam("b_batch_key"))
-_SENT = (
+_SENT = (  # from 'unknown' too: another process's recovery may have given up on a send still in flight
     digests.update()
-    .where(digests.c.id == sa.bindparam("b_id"), digests.c.status == SENDING)
+    .where(
+        digests.c.id == sa.bindparam("b_id"), sa.or_(digests.c.status == SENDING, digests.c.status == UNKNOWN)
+    )
     .values(
         status=SENT,
         updated_at=sa.bindparam("b_now"),
@@ -150,7 +152,7 @@ class DeliverySession:
         digest_id, message_id, now = self._accepted
         params = {"b_id": digest_id, "b_now": self._db_time(now), "b_message_id": message_id}
         if self._sent.run(conn, params) != 1:
-            raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
+            raise InvalidTransition(f"digest {digest_id!r} was not 'sending' (or 'unknown') when marked sent")
 
     @contextmanager
     def _tx(self, action: str) -> Iterator[Connection]:

@@ -20,7 +20,7 @@ from newsletter.store import delivery, rejected
 from newsletter.store import feedback as feedback_log
 from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
 from newsletter.store.ingest import ingest_dump
-from newsletter.store.lock import run_lock
+from newsletter.store.lock import RUN_LOCK_KEY, AdvisoryLock, run_lock, uses_advisory_locks
 from newsletter.store.migrations import migrate
 from newsletter.store.papers import find_paper, list_dumps, papers_by_id, papers_in_dump, papers_where
 from newsletter.store.records import (
@@ -34,8 +34,9 @@ from newsletter.store.records import (
     InvalidTransition,
     SubscriberState,
 )
-from newsletter.store.schema import dumps, installation, papers, subscribers
+from newsletter.store.schema import digests, dumps, installation, papers, subscribers
 from newsletter.store.session import DeliverySession
+from newsletter.store.transfer import copy_rows
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,12 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = parse_url(url)
         self._engine = make_engine(self.url)
-        with db_errors(f"opening {safe_url(self.url)}"):
-            self.migrations_applied = migrate(self._engine)
+        try:
+            with db_errors(f"opening {safe_url(self.url)}"):
+                self.migrations_applied = migrate(self._engine)
+        except BaseException:
+            self._engine.dispose()  # no pooled connection outlives a store that failed to open
+            raise
         self._nonce: str | None = None
 
     def close(self) -> None:
@@ -101,6 +106,35 @@ class Store:
         with self._tx("reading the store") as conn:
             found = [conn.execute(sa.select(t).limit(1)).first() for t in (dumps, subscribers)]
         return all(row is None for row in found)
+
+    @property
+    def shared(self) -> bool:
+        """True for a database several machines can share (PostgreSQL): its lock is in the database."""
+        return uses_advisory_locks(self._engine)
+
+    def coordinator_lock(self) -> AdvisoryLock:
+        """The run lock of a shared database, held by one run or daemon across every machine."""
+        return AdvisoryLock(self._engine, RUN_LOCK_KEY, "run")
+
+    @contextmanager
+    def lock(self, home: Path, timeout: float = 0.0) -> Iterator[None]:
+        """The run lock: in a shared database (PostgreSQL) when there is one, else home/run.lock."""
+        if not self.shared:
+            with run_lock(home, timeout):
+                yield
+            return
+        with db_errors("taking the run lock"), self.coordinator_lock().hold(timeout):
+            yield
+
+    def copy_to(self, target: Store) -> dict[str, int]:
+        """Copy this whole state into the empty ``target`` (one transaction there); rows per table."""
+        with (
+            self._tx("reading the state to copy") as source,
+            target._tx("copying the state", write=True) as conn,
+        ):
+            counts = copy_rows(source, conn)
+        log.info("copied %s to %s: %s", self, target, counts)
+        return counts
 
     # --- dumps and papers ----------------------------------------------------------------------
 
@@ -361,6 +395,12 @@ class Store:
         criteria = delivery.queued_criteria(None if now is None else _aware(now, "now"))
         with self._tx("reading the delivery log") as conn:
             return delivery.deliveries(conn, *criteria, with_items=True, limit=limit)
+
+    def planned_at(self, created_at: datetime) -> list[DeliveryRecord]:
+        """The digests planned with the clock at ``created_at`` (one run's), with items."""
+        criteria = [digests.c.created_at == _aware(created_at, "created_at")]
+        with self._tx("reading the delivery log") as conn:
+            return delivery.deliveries(conn, *criteria, with_items=True)
 
     def delivery_counts(self) -> dict[str, int]:
         """Number of digests per status (statuses with none are absent)."""

@@ -1,0 +1,193 @@
+"""Distributed delivery on procrastinate: shards as jobs in the shared PostgreSQL database.
+
+``NEWSLETTER_EXECUTOR=procrastinate`` makes ``run`` and ``daemon`` (the coordinator, holding the
+database's run lock) defer one job per shard to the ``newsletter`` queue in one transaction, then wait
+for them. ``newsletter worker`` processes, on any number of machines, each with its own settings for
+the transport, take the jobs and run ``Pipeline.deliver_shard``. There is no broker: the queue is a
+table in the database the store already uses, and workers are woken by LISTEN/NOTIFY.
+
+procrastinate is at-least-once. Workers send a heartbeat every HEARTBEAT seconds; while it waits,
+the coordinator hands a job whose worker has been silent for STALLED_AFTER seconds (killed, or its
+machine gone) back to the queue, and another worker runs the shard again. The delivery log keeps
+that safe: what the dead worker sent is 'sent' (its papers are claimed, so it is not planned again),
+what it planned but had not sent is 'pending' (sent by the next run), and the one message it was
+handing over stays 'sending' until the coordinator's run ends and turns it into 'unknown'. Its job
+ids, statuses and the report read back from the delivery log are all the coordinator keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import procrastinate
+import psycopg
+from procrastinate.schema import SchemaManager
+
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.report import DigestOutcome, ItemReport, RunReport, Status
+from newsletter.shards import Shard, ShardWork
+from newsletter.store import PENDING, RETRY, SENDING, Store
+from newsletter.store.engine import parse_url
+
+log = logging.getLogger(__name__)
+
+QUEUE = "newsletter"
+TASK = "newsletter.deliver_shard"
+HEARTBEAT = 1.0  # seconds between a worker's heartbeats
+STALLED_AFTER = 10.0  # seconds without a heartbeat after which a worker's job is given to another
+POLL = 0.5  # seconds between the coordinator's looks at its jobs
+SCHEMA_LOCK_KEY = 0x6E6C5F6A6F62  # "nl_job": one process installs the queue's tables
+_FINAL = ("succeeded", "failed", "cancelled", "aborted")
+# how a digest a worker left in each state shows in the run's report
+_REPORTED: dict[str, Status] = {
+    PENDING: "skipped",
+    RETRY: "failed",
+    SENDING: "unknown",
+    "cancelled": "skipped",
+}
+
+
+def conninfo(db_url: str) -> str:
+    """The libpq URL (what psycopg takes) of a SQLAlchemy ``postgresql+psycopg://`` URL."""
+    url = parse_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            "NEWSLETTER_EXECUTOR=procrastinate needs a PostgreSQL database (NEWSLETTER_DATABASE_URL)",
+            hint="e.g. NEWSLETTER_DATABASE_URL=postgresql+psycopg://newsletter@db.example.org/newsletter",
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def install_queue(db_url: str) -> None:
+    """Create procrastinate's tables in the database unless they are there (once, under a lock)."""
+    with psycopg.connect(conninfo(db_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_KEY,))
+        try:
+            found = conn.execute("SELECT to_regclass('procrastinate_jobs')").fetchone()
+            if found is None or found[0] is None:
+                conn.execute(SchemaManager.get_schema())
+                log.info("installed procrastinate's job tables")
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_KEY,))
+
+
+def make_app(db_url: str, work: ShardWork | None = None) -> procrastinate.App:
+    """The procrastinate app; with ``work`` it can run the shard task (a worker), else only defer it."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(db_url)))
+
+    def deliver_shard(shard: dict[str, Any]) -> dict[str, int]:
+        if work is None:
+            raise NewsletterError("this process defers shards; run `newsletter worker` to deliver them")
+        report = work.deliver_shard(Shard.from_json(shard))
+        return dict(report.statuses)
+
+    app.task(name=TASK, queue=QUEUE)(deliver_shard)
+    return app
+
+
+def run_worker(db_url: str, work: ShardWork, concurrency: int = 1) -> None:
+    """Take shard jobs until SIGTERM/SIGINT (the job in progress is finished first)."""
+    install_queue(db_url)
+    app = make_app(db_url, work)
+    log.info("worker started: queue %r, %d at a time", QUEUE, concurrency)
+    app.run_worker(
+        queues=[QUEUE],
+        concurrency=concurrency,
+        update_heartbeat_interval=HEARTBEAT,
+        stalled_worker_timeout=STALLED_AFTER,
+        delete_jobs="successful",
+    )
+
+
+class ProcrastinateExecutor:
+    """Defers one job per shard and waits for workers to run them; requeues a dead worker's job."""
+
+    name = "procrastinate"
+
+    def __init__(self, store: Store, db_url: str) -> None:
+        self.store = store
+        self.db_url = db_url
+        install_queue(db_url)
+
+    def run(self, shards: Sequence[Shard], work: ShardWork, stop: threading.Event | None) -> RunReport:
+        if not shards:
+            return RunReport()
+        now, started = shards[0].now, time.perf_counter()
+        report = asyncio.run(self._run(shards, stop))
+        log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
+        report.merge(self._outcomes(now, shards[0].detailed))
+        return report
+
+    async def _run(self, shards: Sequence[Shard], stop: threading.Event | None) -> RunReport:
+        app = make_app(self.db_url)
+        async with app.open_async():
+            task = app.tasks[TASK]
+            payloads: list[dict[str, Any]] = [{"shard": s.to_json()} for s in shards]
+            ids = await task.batch_defer_async(*payloads)  # one transaction
+            log.info("deferred %d shards to queue %r", len(ids), QUEUE)
+            return await self._wait(app, dict(zip(ids, shards, strict=True)), stop)
+
+    async def _wait(
+        self, app: procrastinate.App, jobs: dict[int, Shard], stop: threading.Event | None
+    ) -> RunReport:
+        report = RunReport()
+        waiting = dict(jobs)
+        while waiting:
+            if stop is not None and stop.is_set():
+                await self._cancel_queued(app, waiting)
+                report.errors.append(f"stopped: {len(waiting)} shards left to the workers or the next run")
+                break
+            await self._requeue_stalled(app, waiting)
+            statuses = await self._statuses(app, list(waiting))
+            for job_id in list(waiting):
+                status = statuses.get(job_id, "succeeded")  # a worker deletes the jobs that succeeded
+                if status in _FINAL:
+                    shard = waiting.pop(job_id)
+                    if status != "succeeded":
+                        problem = f"shard {shard.index + 1}/{shard.count}: the worker's job {status}"
+                        report.errors.append(problem)
+            if waiting:
+                await asyncio.sleep(POLL)
+        return report
+
+    @staticmethod
+    async def _statuses(app: procrastinate.App, ids: list[int]) -> dict[int, str]:
+        rows = await app.connector.execute_query_all_async(
+            "SELECT id, status FROM procrastinate_jobs WHERE id = ANY(%(ids)s)", ids=ids
+        )
+        return {row["id"]: row["status"] for row in rows}
+
+    @staticmethod
+    async def _requeue_stalled(app: procrastinate.App, waiting: dict[int, Shard]) -> None:
+        stalled = await app.job_manager.get_stalled_jobs(
+            queue=QUEUE, task_name=TASK, seconds_since_heartbeat=STALLED_AFTER
+        )
+        for job in stalled:
+            if job.id in waiting:
+                shard = waiting[job.id].index
+                log.warning("the worker of shard %d went silent: handing it to another", shard)
+                await app.job_manager.retry_job(job)
+
+    @staticmethod
+    async def _cancel_queued(app: procrastinate.App, waiting: dict[int, Shard]) -> None:
+        for job_id in waiting:
+            await app.job_manager.cancel_job_by_id_async(job_id)  # only those no worker has started
+
+    def _outcomes(self, now: datetime, detailed: bool) -> RunReport:
+        """What the workers did with the digests planned for ``now`` (read from the delivery log)."""
+        report = RunReport(detailed=detailed)
+        report.recovered_unknown = self.store.recover_interrupted(now)  # a killed worker's send
+        for record in self.store.planned_at(now):
+            items = tuple(
+                ItemReport(p.key, p.title, round(score, 4), why) for p, _, score, why in record.items
+            )
+            status = _REPORTED.get(record.status, cast(Status, record.status))
+            reason = "" if status == record.status else f"{record.status}: {record.last_error or 'queued'}"
+            report.add(DigestOutcome(record.email, status, reason, items, record.digest_id))
+        return report
