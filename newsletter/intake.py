@@ -65,9 +65,7 @@ def _ingest_one(store: Store, path: Path, now: datetime, remember: set[str] | No
         log.debug("unexpected error reading %s", path, exc_info=True)
         outcome = _rejected(path, f"{path}: cannot read this dump: {type(exc).__name__}: {exc}")
         content_problem = True
-    else:
-        if not result.already:
-            log.info("ingested %s: %d papers, %d new", path, result.papers, result.new)
+    else:  # the store logs what it ingested
         return DumpOutcome(str(path), result.papers, result.new, result.already)
     if remember is not None and content_problem and outcome.error:
         store.remember_rejected(digest, str(path), outcome.error, now)
