@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.address import address_key
 from newsletter.errors import StoreError
-from newsletter.store.papers import stored_paper
+from newsletter.store.papers import select_papers, stored_paper
 from newsletter.store.records import FeedbackRecord
 from newsletter.store.schema import feedback, papers
 
@@ -35,7 +35,7 @@ def record_feedback(conn: Connection, email: str, paper_id: int, kind: str, now:
 def feedback_of(conn: Connection, email: str) -> list[FeedbackRecord]:
     """One subscriber's feedback, newest first."""
     query = (
-        sa.select(papers, feedback.c.kind, feedback.c.created_at.label("feedback_at"))
+        select_papers(feedback.c.kind, feedback.c.created_at.label("feedback_at"))
         .join(feedback, feedback.c.paper_id == papers.c.id)
         .where(feedback.c.email == address_key(email))
         .order_by(feedback.c.created_at.desc(), papers.c.id)
