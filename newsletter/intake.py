@@ -17,7 +17,7 @@ from pathlib import Path
 
 from newsletter.errors import ParseError, SourceError, StoreError
 from newsletter.report import DumpOutcome
-from newsletter.sources import DUMP_GLOBS, list_dump_files, list_other_files, parse_dump
+from newsletter.sources import DUMP_GLOBS, list_dump_files, list_other_files, parse_dump, read_dump_bytes
 from newsletter.store import Store
 
 __all__ = ["ingest_files", "ingest_folder"]
@@ -49,9 +49,9 @@ def ingest_files(
 
 def _ingest_one(store: Store, path: Path, now: datetime, remember: set[str] | None) -> DumpOutcome | None:
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return _rejected(path, f"cannot read dump {path}: {exc.strerror or type(exc).__name__}")
+        data = read_dump_bytes(path)  # regular files only: a FIFO would block
+    except SourceError as exc:
+        return _rejected(path, str(exc))
     digest = hashlib.sha256(data).hexdigest()
     if remember is not None and digest in remember:
         log.debug("skipping %s: refused before (see `newsletter status`)", path)

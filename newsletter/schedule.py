@@ -77,6 +77,7 @@ class Daemon:
         self.clock = clock
         self.stop = threading.Event()
         self.subscribers = SubscriberFile(settings.subscribers)
+        self._leader: Leadership | None = None  # set by run(); None: the caller holds the run lock
         self.sources: list[Source] = sources_from_settings(settings)
         self._busy = threading.Lock()
         self.scheduler = BlockingScheduler(
@@ -86,16 +87,16 @@ class Daemon:
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT. Holds the run lock throughout (on a shared database: once it has it)."""
         with open_pipeline(self.settings, lock=False, new_database=self.new_database) as pipeline:
-            self._leader = Leadership(pipeline.store, self.settings.home)
+            self._leader = leader = Leadership(pipeline.store, self.settings.home)
             try:
-                self._serve(pipeline)
+                self._serve(pipeline, leader)
             finally:
-                self._leader.release()
+                leader.release()
         log.info("daemon stopped")
 
-    def _serve(self, pipeline: Pipeline) -> None:
+    def _serve(self, pipeline: Pipeline, leader: Leadership) -> None:
         if not pipeline.store.shared:
-            self._leader.take()  # SQLite: the state folder's lock, or LockedError at start as before
+            leader.take()  # SQLite: the state folder's lock, or LockedError at start as before
         self._install_signal_handlers()
         self._add_jobs(pipeline)
         log.info("daemon started: tick every %ss, fetch at '%s'", self.tick_seconds, self.settings.fetch_cron)
@@ -110,7 +111,7 @@ class Daemon:
 
     def tick(self, pipeline: Pipeline) -> None:
         with self._busy:
-            if self.stop.is_set() or not self._leader.check():
+            if self.stop.is_set() or not self._leads():
                 return
             try:
                 report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
@@ -119,9 +120,12 @@ class Daemon:
             except NewsletterError as exc:
                 log.error("tick failed: %s", exc)
 
+    def _leads(self) -> bool:
+        return self._leader is None or self._leader.check()
+
     def fetch(self, pipeline: Pipeline) -> None:
         with self._busy:
-            if not self._leader.check():
+            if not self._leads():
                 return
             written, _failures = fetch_all(self.sources, self.clock())  # each failure is logged
         if written:

@@ -29,6 +29,13 @@ _BOM = b"\xef\xbb\xbf"
 
 def read_dump(path: Path) -> Dump:
     """Read and parse one dump file; SourceError when unreadable, ParseError when malformed."""
+    dump = parse_dump(read_dump_bytes(path), str(path))
+    log.debug("read %s: %s, %d papers", path, dump.format, len(dump.papers))
+    return dump
+
+
+def read_dump_bytes(path: Path) -> bytes:
+    """A dump file's bytes; SourceError when unreadable or not a regular file (a FIFO, a device)."""
     try:
         data = _read_regular_file(path)
     except OSError as exc:
@@ -36,9 +43,7 @@ def read_dump(path: Path) -> Dump:
         raise SourceError(f"cannot read dump {path}: {reason}") from exc
     if data is None:
         raise SourceError(f"cannot read dump {path}: not a regular file")
-    dump = parse_dump(data, str(path))
-    log.debug("read %s: %s, %d papers", path, dump.format, len(dump.papers))
-    return dump
+    return data
 
 
 def _read_regular_file(path: Path) -> bytes | None:

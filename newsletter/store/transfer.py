@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.errors import StoreError
-from newsletter.store.schema import metadata, schema_migrations
+from newsletter.store.schema import installation, metadata, schema_migrations
 
 BATCH = 1000  # rows per INSERT
 
@@ -26,7 +26,12 @@ def copied_tables() -> list[sa.Table]:
 
 
 def copy_rows(source: Connection, target: Connection) -> dict[str, int]:
-    """Copy every table from ``source`` into the empty ``target``; rows copied per table."""
+    """Copy every table from ``source`` into the empty ``target``; rows copied per table.
+
+    The target's installation value (made when it was created) gives way to the source's, so the moved
+    state keeps its digest ids and Message-IDs.
+    """
+    target.execute(installation.delete())
     _refuse_non_empty(target)
     counts = {}
     for table in copied_tables():
