@@ -120,11 +120,11 @@ class LiveServer:
     """`newsletter serve`'s app on a real uvicorn server on a free loopback port, in a thread."""
 
     def __init__(self, settings: Settings, now: datetime) -> None:
+        self.settings = settings
         self.app = create_app(settings, clock=lambda: now, allowed_hosts=local_hosts(settings))
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)  # room for many requests at once
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(self.app, log_level="warning", ws="none", lifespan="on")
+        config = uvicorn.Config(self.app, log_level="warning", ws="none", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
@@ -139,5 +139,5 @@ class LiveServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=15)
+        self.thread.join(timeout=30)
         self.sock.close()

@@ -8,50 +8,19 @@ import re
 import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from newsletter.serve import create_app, local_hosts
 from newsletter.store import Store
 
-from .helpers import add_dumps, make_env, seed_names
+from .helpers import LiveServer, add_dumps, make_env, seed_names
 from .test_serve_unsubscribe import NOW, ONE_CLICK, SSM, settings_for, token
 
 PREVIEWS = 48  # more than Starlette's 40 shared threads: before, the unsubscribe queued behind them
 SLASHED = "team/ml@example.org"
-
-
-class Server:
-    """The preview app on uvicorn in a thread, on a port of its own."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        settings = settings_for(env)
-        self.settings = settings
-        app = create_app(settings, clock=lambda: NOW, allowed_hosts=local_hosts(settings))
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", ws="none", timeout_graceful_shutdown=2)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
 
 
 @pytest.fixture
@@ -66,12 +35,12 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(env: dict[str, str]) -> Iterator[Server]:
-    with Server(env) as running:
+def server(env: dict[str, str]) -> Iterator[LiveServer]:
+    with LiveServer(settings_for(env), NOW) as running:
         yield running
 
 
-def test_an_unsubscribe_is_answered_while_previews_are_queued(server: Server) -> None:
+def test_an_unsubscribe_is_answered_while_previews_are_queued(server: LiveServer) -> None:
     done_during_post = asyncio.run(_unsubscribe_under_load(server.url))
     # before: the POST waited for a thread behind the queued previews (8 or more finished first)
     assert done_during_post <= 2
@@ -101,7 +70,7 @@ async def _unsubscribe_under_load(url: str) -> int:
         return during
 
 
-def test_an_address_with_a_slash_gets_a_working_preview_link(server: Server) -> None:
+def test_an_address_with_a_slash_gets_a_working_preview_link(server: LiveServer) -> None:
     index = httpx.get(server.url + "/", timeout=60).text
     links = re.findall(r'href="(/s/team[^"]*)"', index)
     assert links, index
