@@ -9,7 +9,7 @@ import pytest
 
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.base import Ranker
-from newsletter.rank.embed import MiniLMEmbedder
+from newsletter.rank.minilm import MiniLMEmbedder
 from newsletter.rank.semantic import semantic_available
 from tests.test_rank_corpus import by_title, paper, papers, subscriber
 
@@ -22,7 +22,7 @@ def minilm() -> MiniLMEmbedder:
 
 needs_model = [
     pytest.mark.semantic,
-    pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra"),
+    pytest.mark.skipif(not semantic_available(), reason="needs the bundled model"),
 ]
 
 

@@ -73,7 +73,7 @@ def test_liked_arxiv_id_resolves_to_the_prepared_paper() -> None:
 
 
 @pytest.mark.semantic
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_model_finds_a_paper_that_never_says_the_interest() -> None:
     ranker = SemanticRanker(embedder=minilm())
     ranker.prepare(papers())
@@ -85,7 +85,7 @@ def test_model_finds_a_paper_that_never_says_the_interest() -> None:
 
 
 @pytest.mark.semantic
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_model_reads_an_about_text() -> None:
     ranker = SemanticRanker(embedder=minilm())
     ranker.prepare(papers())

