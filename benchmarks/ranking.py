@@ -43,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from ranking_research import DiskVectorCache
 
 from newsletter.config import Settings, SubscriberList
 from newsletter.models import Scored, StoredPaper, Subscriber, normalize_title
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", action="append", default=[], help="name=v1,v2: a global parameter to vary")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--per-profile", action="store_true", help="a line per profile too")
+    parser.add_argument("--cache", type=Path, help="keep the vectors in this folder between runs")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))
     variants = {v: load_profiles(args.judgments, v) for v in ("full", "terse")}
-    cache = MemoryVectorCache()  # shared by every replay: each text is embedded once
+    cache = DiskVectorCache(args.cache) if args.cache else MemoryVectorCache()  # each text embedded once
     combos = [{}, *(c for c in grid(args.grid) if c)]
     results: dict[str, dict[str, Result]] = {}
     for combo in combos:
@@ -416,7 +418,7 @@ def print_table(rows: dict[str, dict[str, Result]], pool_size: int) -> None:
 def print_profiles(rows: dict[str, dict[str, Result]], chosen: dict[str, str]) -> None:
     methods = [m for m in rows if m.startswith("newsletter")]
     print()
-    head = "  ".join(f"{m[12:] or 'fitted':>22}" for m in methods for _ in ("full", "terse"))
+    head = "  ".join(f"{'LOPO' if 'LOPO' in m else 'fitted':>22}" for m in methods for _ in ("full", "terse"))
     print(f"{'profile':18} {head}   LOPO choice")
     print(f"{'':18} " + "  ".join(f"{v + ' P / R':>22}" for _ in methods for v in ("full", "terse")))
     for pid in rows[methods[0]]["full"].per:

@@ -3,8 +3,10 @@ bundled model; those cases are marked ``semantic`` and skipped when the extra is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
+import numpy as np
 import pytest
 
 from newsletter.rank import LexicalRanker, SemanticRanker
@@ -14,10 +16,25 @@ from newsletter.rank.semantic import semantic_available
 from tests.test_rank_corpus import by_title, paper, papers, subscriber
 
 
+class MemoEmbedder(MiniLMEmbedder):
+    """The bundled model, remembering every vector: each test's ranker embeds the reference papers,
+    and the model's output for a text never changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.memo: dict[str, np.ndarray] = {}
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.memo]
+        if todo:
+            self.memo.update(zip(todo, super().embed(todo), strict=True))
+        return np.stack([self.memo[t] for t in texts]) if texts else super().embed(texts)
+
+
 @cache
 def minilm() -> MiniLMEmbedder:
-    """One model load for the whole test session."""
-    return MiniLMEmbedder()
+    """One model load (and one embedding per text) for the whole test session."""
+    return MemoEmbedder()
 
 
 needs_model = [

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from newsletter.rank.core import ChunkedRanker
+from newsletter.rank.core import ChunkedRanker, named_papers
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
 from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, padded, standard_z
 
@@ -27,6 +27,7 @@ class LexicalParams:
     phrase_half: float = 1.0  # weighted mentions that give half the full phrase strength
     words_scale: float = 0.3  # TF-IDF z-score -> column score (z = 1.8 reaches the threshold)
     exclude_threshold: float = 0.5  # phrase strength at which a paper is about an excluded topic
+    naming_gate: float = -np.inf  # TF-IDF z-score to the profile a paper naming an interest needs
 
 
 class LexicalRanker(ChunkedRanker):
@@ -49,11 +50,12 @@ class LexicalRanker(ChunkedRanker):
             self.not_itself(layout, view, padded(self._liked_table(layout, view))), layout.liked
         )
         queries = self.words_queries(layout)
-        columns.add(self.params.words_scale * standard_z(self._index.cosine(queries, view.postings), view))
+        z_words = standard_z(self._index.cosine(queries, view.postings), view)
+        columns.add(self.params.words_scale * z_words)
         exclusions = Exclusions(padded(literal), layout.exclude, self.params.exclude_threshold)
-        return self.finish(
-            columns, exclusions, self.params.threshold, (profiles, layout, literal, queries, view)
-        )
+        named = named_papers(self.naming_table(layout, view), layout, z_words, self.params.naming_gate)
+        reasons = (profiles, layout, literal, queries, view)
+        return self.finish(columns, exclusions, self.params.threshold, reasons, named=named)
 
     def _liked_table(self, layout: Layout, view: View) -> np.ndarray:
         """(texts, candidates) scaled TF-IDF z-score against each liked paper (-inf for other texts)."""

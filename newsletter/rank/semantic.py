@@ -26,7 +26,7 @@ import numpy as np
 
 from newsletter.errors import RankError
 from newsletter.models import StoredPaper
-from newsletter.rank.core import ChunkedRanker
+from newsletter.rank.core import ChunkedRanker, named_papers
 from newsletter.rank.embed import Embedder, MemoryVectorCache, VectorCache
 from newsletter.rank.minilm import INSTALL_HINT, MiniLMEmbedder, minilm_available
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
@@ -62,6 +62,7 @@ class SemanticParams:
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
+    naming_gate: float = 0.0  # profile z-score a paper naming an interest needs to be relevant (-inf: none)
 
 
 def semantic_available() -> bool:
@@ -181,7 +182,8 @@ class SemanticRanker(ChunkedRanker):
             z_text = self._with_passages(vectors, z_text, layout, view)
         literal = self.literal_table(layout, view, self.params.phrase_half)
         columns = Columns(len(profiles), len(view.papers))
-        self._add_interests(columns, sims, z_text, literal, layout, view)
+        z_profile = self._z_profile(sims, layout, view)
+        self._add_interests(columns, z_profile, z_text, literal, layout)
         columns.add_table(padded(z_text), layout.about)
         columns.add_table(self.not_itself(layout, view, padded(z_text)), layout.liked)
         queries = self.words_queries(layout)
@@ -190,16 +192,11 @@ class SemanticRanker(ChunkedRanker):
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
         threshold = max_threshold(layout.columns(), self.params.chance)[:, None]
         reasons = (profiles, layout, literal, queries, view)
-        return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate)
+        named = named_papers(self.naming_table(layout, view), layout, z_profile, self.params.naming_gate)
+        return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate, named)
 
     def _add_interests(
-        self,
-        columns: Columns,
-        sims: np.ndarray,
-        z_text: np.ndarray,
-        literal: np.ndarray,
-        layout: Layout,
-        view: View,
+        self, columns: Columns, z_profile: np.ndarray, z_text: np.ndarray, literal: np.ndarray, layout: Layout
     ) -> None:
         """z-scored similarity to each interest read in its profile's context, plus the literal bonus.
 
@@ -213,10 +210,9 @@ class SemanticRanker(ChunkedRanker):
         c = self.params.context
         if not self.params.literal_gate:
             table = padded(z_text / (1 + c) + self.params.lexical_weight * literal)
-            context = c / (1 + c) * self._z_profile(sims, layout, view) if c else None
+            context = c / (1 + c) * z_profile if c else None
             columns.add_table(table, layout.interests, context)
             return
-        z_profile = self._z_profile(sims, layout, view)
         gate = np.clip(z_profile / self.params.literal_gate, 0.0, 1.0)
         semantic, bonus = padded(z_text / (1 + c)), padded(self.params.lexical_weight * literal, 0.0)
         columns.add_gated(semantic, bonus, gate, layout.interests, c / (1 + c) * z_profile)
