@@ -131,14 +131,14 @@ class ChunkedRanker:
         return out
 
     def naming_table(self, layout: Layout, view: View) -> np.ndarray:
-        """(texts, candidates) 2 where a paper names the interest (title or first sentence), 1 where it
-        names it without a leading domain word ("state space models" for "visual state space model")."""
+        """(texts, candidates) 2 where a paper names the interest (title or first sentence), 1 where its
+        title names it loosely ("state space models" for "visual state space model")."""
         out = np.zeros((len(layout.texts), len(view.papers)), dtype=np.float32)
         for i in np.unique(layout.interests[layout.interests >= 0]).tolist():
             text = layout.texts[i]
             if text not in self._named:
                 strong, weak = self._acronyms.forms(text)
-                named = np.maximum(2.0 * self._index.naming(strong), self._index.naming(weak))
+                named = np.maximum(2.0 * self._index.naming(strong), self._index.naming(weak, lead=False))
                 remember(self._named, text, named.astype(np.float32))
             out[i] = self._named[text][view.rows]
         return out

@@ -23,6 +23,7 @@ from newsletter.rank.text import acronym, count_phrase, lead, phrase_tokens, tok
 TITLE_WEIGHT = 3.0  # a phrase in the title counts as much as three mentions in the abstract
 COMMON_SHARE = 0.05  # a phrase found in more than this share of papers needs proportionally more mentions
 DENSE_WORK = 1 / 128  # a term goes dense when (queries using it x its papers) passes this share of all cells
+NAMING_SHARE = 0.15  # a sequence more than one reference paper in seven states names no subject
 MEMO_LIMIT = 1 << 16  # memoised texts and phrases; the memo is emptied when it grows past this
 
 
@@ -125,13 +126,30 @@ class LexicalIndex:
                 counts[i] += count_phrase(self.abstracts[i], form)
         return counts
 
-    def naming(self, forms: Iterable[tuple[str, ...]]) -> np.ndarray:
-        """Per paper: does its title or first abstract sentence state one of the token sequences?"""
+    def naming(self, forms: Iterable[tuple[str, ...]], lead: bool = True) -> np.ndarray:
+        """Per paper: does its title (or, with ``lead``, its first abstract sentence) state one of the
+        token sequences?
+
+        A sequence that more than NAMING_SHARE of the reference papers state ("features",
+        "generation", "image") names nothing: it says too little about what a paper is about.
+        """
         out = np.zeros(self.size, dtype=bool)
         for form in forms:
+            if self.share(form) > NAMING_SHARE:
+                continue
             for i in self._docs_with_all(form).tolist():
-                out[i] |= bool(count_phrase(self.titles[i], form) or count_phrase(self.leads[i], form))
+                out[i] |= bool(
+                    count_phrase(self.titles[i], form) or (lead and count_phrase(self.leads[i], form))
+                )
         return out
+
+    def share(self, form: tuple[str, ...]) -> float:
+        """The share of the reference papers whose title or abstract states the token sequence."""
+        if not len(self.reference):
+            return 0.0
+        docs = np.intersect1d(self._docs_with_all(form), self.reference)
+        said = [i for i in docs.tolist() if count_phrase(self.titles[i] + self.abstracts[i], form)]
+        return len(said) / len(self.reference)
 
     def _docs_with_all(self, terms: Sequence[str]) -> np.ndarray:
         ids = [self.terms.get(t) for t in terms]
