@@ -53,7 +53,7 @@ class SemanticParams:
     """Global knobs (never per subscriber). chance and naming_gate: chosen by leave-one-profile-out
     over the twelve dev profiles (benchmarks/ranking.py --grid); the others with ranking_research.py."""
 
-    chance: float = 0.01  # share of unrelated papers let through; sets each profile's threshold
+    chance: float = 0.005  # share of unrelated papers let through; sets each profile's threshold
     lexical_weight: float = 3.0  # added to an interest's column at full literal phrase strength
     phrase_half: float = 1.0  # weighted mentions that give half the literal strength
     context: float = 1.0  # weight of the whole profile's z-score averaged into each interest's
