@@ -23,9 +23,9 @@ from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, padd
 class LexicalParams:
     """Global knobs (never per subscriber). Chosen with benchmarks/ranking_research.py."""
 
-    threshold: float = 1.0  # best column needed for a paper to be relevant (LOPO over the dev profiles)
+    threshold: float = 0.7  # best column needed for a paper to be relevant (LOPO over the dev profiles)
     phrase_half: float = 1.0  # weighted mentions that give half the full phrase strength
-    words_scale: float = 0.3  # TF-IDF z-score -> column score (z = 3.3 reaches the threshold)
+    words_scale: float = 0.3  # TF-IDF z-score -> column score (z = 2.3 reaches the threshold)
     exclude_threshold: float = 0.5  # phrase strength at which a paper is about an excluded topic
     naming_gate: float = -np.inf  # TF-IDF z-score to the profile a paper naming an interest needs
 
