@@ -56,11 +56,11 @@ def test_a_run_on_a_terminal_shows_a_bar_and_on_a_pipe_nothing(env: dict[str, st
     assert stdout.splitlines()[-1] == summary  # the one summary line, as before
 
 
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_loading_the_model_prints_no_tqdm_bars() -> None:
     code = (
-        "import logging; logging.basicConfig(level=logging.INFO)\n"  # -v: sentence-transformers' own bar too
-        "from newsletter.rank.embed import MiniLMEmbedder\n"
+        "import logging; logging.basicConfig(level=logging.INFO)\n"  # -v: any library bar too
+        "from newsletter.rank.minilm import MiniLMEmbedder\n"
         "print(MiniLMEmbedder().embed(['a paper about state space models'] * 40).shape)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

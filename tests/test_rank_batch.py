@@ -170,7 +170,7 @@ def fraud_paper_and_protein_reader() -> tuple[StoredPaper, Subscriber]:
 
 
 @pytest.mark.semantic
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_a_generic_word_counts_less_in_a_paper_on_another_subject() -> None:
     fraud, sub = fraud_paper_and_protein_reader()
     scores = {}

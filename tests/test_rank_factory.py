@@ -10,12 +10,13 @@ import pytest
 
 from newsletter.errors import RankError
 from newsletter.rank import LexicalRanker, SemanticRanker, make_ranker
-from newsletter.rank.semantic import MODEL_PACKAGE, semantic_available
+from newsletter.rank.minilm import INSTALL_HINT, MODEL_PACKAGE
+from newsletter.rank.semantic import semantic_available
 
 
 @pytest.fixture
 def model_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make the model package look uninstalled, as on a machine without the [semantic] extra."""
+    """Make the model package look uninstalled, as on a machine where it failed to install."""
     real = importlib.util.find_spec
 
     def find_spec(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -33,14 +34,14 @@ def test_auto_falls_back_to_lexical_with_a_notice(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING, logger="newsletter.rank"):
         ranker = make_ranker("auto")
     assert isinstance(ranker, LexicalRanker)
-    assert "pip install 'newsletter[semantic]'" in caplog.text
+    assert INSTALL_HINT in caplog.text
 
 
 @pytest.mark.usefixtures("model_missing")
 def test_semantic_without_the_extra_is_an_error_with_a_hint() -> None:
     with pytest.raises(RankError) as info:
         make_ranker("semantic")
-    assert info.value.hint == "pip install 'newsletter[semantic]'"
+    assert info.value.hint == INSTALL_HINT
 
 
 @pytest.mark.usefixtures("model_missing")
@@ -55,8 +56,8 @@ def test_unknown_kind_is_an_error() -> None:
 
 
 @pytest.mark.semantic
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_auto_picks_semantic_when_installed() -> None:
     ranker = make_ranker("auto")
     assert isinstance(ranker, SemanticRanker)
-    assert ranker.embedder.name == "all-MiniLM-L6-v2"
+    assert ranker.embedder.name == "all-MiniLM-L6-v2-int8"

@@ -9,6 +9,7 @@ import pytest
 
 from newsletter.rank import SemanticRanker
 from newsletter.rank.embed import HashingEmbedder, MemoryVectorCache
+from newsletter.rank.reference import reference_papers
 from newsletter.rank.semantic import semantic_available
 from newsletter.rank.text import sentences
 from tests.test_rank_behaviour import minilm
@@ -31,8 +32,9 @@ def test_papers_are_embedded_once_and_cached_by_model_and_key() -> None:
     embedder, cache = CountingEmbedder(), MemoryVectorCache()
     SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
     SemanticRanker(embedder=embedder, cache=cache).prepare(papers())
-    split = [sentences(p) for p in papers()]
-    assert len(embedder.seen) == 2 * len(papers()) + sum(map(len, split))  # paper, title, sentences
+    every = [*papers(), *reference_papers()]  # the candidates and the papers scores are calibrated on
+    split = [sentences(p) for p in every]
+    assert len(embedder.seen) == 2 * len(every) + sum(map(len, split))  # paper, title, sentences
     key = papers()[0].key
     assert set(cache.get("hashing-bow", [key])) == {key}
     assert set(cache.get("title:hashing-bow", [key])) == {key}
@@ -73,7 +75,7 @@ def test_liked_arxiv_id_resolves_to_the_prepared_paper() -> None:
 
 
 @pytest.mark.semantic
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_model_finds_a_paper_that_never_says_the_interest() -> None:
     ranker = SemanticRanker(embedder=minilm())
     ranker.prepare(papers())
@@ -85,7 +87,7 @@ def test_model_finds_a_paper_that_never_says_the_interest() -> None:
 
 
 @pytest.mark.semantic
-@pytest.mark.skipif(not semantic_available(), reason="needs the [semantic] extra")
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_model_reads_an_about_text() -> None:
     ranker = SemanticRanker(embedder=minilm())
     ranker.prepare(papers())

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from newsletter.rank import SemanticRanker, make_ranker
 from newsletter.rank.embed import HashingEmbedder
+from newsletter.rank.reference import reference_papers
 from newsletter.rank.text import sentences
 from newsletter.store import MIGRATIONS, Store
 from newsletter.store.engine import make_engine
@@ -82,8 +83,9 @@ def test_a_second_run_embeds_nothing_new(url: str) -> None:
         ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
         ranker.prepare(papers())
         first = [[s.paper.key for s in r] for r in ranker.rank_many(papers(), subs)]
-    split = sum(len(sentences(p)) for p in papers())
-    assert len(embedder.seen) == 2 * len(papers()) + split + 3  # papers, titles, sentences, 3 profile texts
+    every = [*papers(), *reference_papers()]  # the candidates and the papers scores are calibrated on
+    split = sum(len(sentences(p)) for p in every)
+    assert len(embedder.seen) == 2 * len(every) + split + 3  # papers, titles, sentences, 3 profile texts
     embedder.seen.clear()
     with Store(url) as store:
         ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
@@ -100,7 +102,7 @@ def test_make_ranker_passes_the_store_cache_on(url: str) -> None:
         assert ranker.name == "lexical"
         semantic = SemanticRanker(embedder=HashingEmbedder(), cache=cache)
         semantic.prepare(papers()[:3])
-        assert cache.count("hashing-bow") == 3
+        assert cache.count("hashing-bow") == 3 + len(reference_papers())
 
 
 def test_an_older_database_gains_the_vectors_table(url: str) -> None:

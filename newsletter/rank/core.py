@@ -1,8 +1,9 @@
 """What both rankers share: prepare the papers once, then score subscribers in chunks of arrays.
 
-``prepare(papers, background)`` tokenises (and, for the semantic ranker, embeds) the candidates and
-a background of recent papers; z-scores are taken against an even sample of all of them, so a
-query's typical similarity is known even on a day with few new papers. ``rank_many`` scores a chunk
+``prepare(papers, background)`` tokenises (and, for the semantic ranker, embeds) the candidates, a
+background of recent papers (where liked papers are looked up) and the fixed reference papers;
+z-scores, IDF and how common a phrase is are taken over the reference papers alone, so a score does
+not depend on how many papers the store holds (one, three or thousands). ``rank_many`` scores a chunk
 of profiles with a few array operations over the distinct texts in the chunk, then emits one list
 per subscriber, computing reasons only for the papers it emits.
 """
@@ -16,10 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from newsletter.models import Scored, StoredPaper, Subscriber
-from newsletter.rank.index import LexicalIndex, QueryBatch
+from newsletter.rank.index import LexicalIndex, QueryBatch, remember
 from newsletter.rank.less import less_like
+from newsletter.rank.naming import Acronyms
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile, compile_profile
 from newsletter.rank.reasons import Reasons, WordEvidence
+from newsletter.rank.reference import reference_papers
 from newsletter.rank.scoring import (
     BatchScores,
     Catalog,
@@ -28,7 +31,8 @@ from newsletter.rank.scoring import (
     Sentences,
     View,
     emit,
-    stats_sample,
+    padded,
+    row_max,
     tie_order,
     view_columns,
 )
@@ -43,15 +47,20 @@ class ChunkedRanker:
         self._catalog = Catalog(())
         self._background: tuple[StoredPaper, ...] = ()
         self._index = LexicalIndex(())
-        self._stats = stats_sample(0)
+        self._stats = np.zeros(0, dtype=np.int64)
+        self._acronyms = Acronyms()
+        self._named: dict[str, np.ndarray] = {}
         self._last_view: View | None = None
 
     def prepare(self, papers: Sequence[StoredPaper], background: Sequence[StoredPaper] = ()) -> None:
-        """Tokenise the candidates and the background once; z-scores are taken against all of them."""
+        """Tokenise the candidates, the background and the reference papers once."""
         self._background = tuple(background)
-        self._catalog = Catalog([*papers, *background])
-        self._index = LexicalIndex(self._catalog.papers)
-        self._stats = stats_sample(len(self._catalog))
+        reference = reference_papers()
+        self._catalog = Catalog([*papers, *background, *reference])
+        self._stats = np.unique(self._catalog.rows_of(reference))
+        self._index = LexicalIndex(self._catalog.papers, self._stats)
+        self._acronyms = Acronyms(f"{p.title}. {p.abstract}" for p in self._catalog.papers)
+        self._named = {}
         self._last_view = None
         self._prepared()
 
@@ -122,6 +131,19 @@ class ChunkedRanker:
             out[i] = self._index.literal(layout.texts[i], half)[view.rows]
         return out
 
+    def naming_table(self, layout: Layout, view: View) -> np.ndarray:
+        """(texts, candidates) 2 where a paper names the interest (title or first sentence), 1 where its
+        title names it loosely ("state space models" for "visual state space model")."""
+        out = np.zeros((len(layout.texts), len(view.papers)), dtype=np.float32)
+        for i in np.unique(layout.interests[layout.interests >= 0]).tolist():
+            text = layout.texts[i]
+            if text not in self._named:
+                strong, weak = self._acronyms.forms(text)
+                named = np.maximum(2.0 * self._index.naming(strong), self._index.naming(weak, lead=False))
+                remember(self._named, text, named.astype(np.float32))
+            out[i] = self._named[text][view.rows]
+        return out
+
     def words_queries(self, layout: Layout) -> QueryBatch:
         """Each profile's interests and about text as one TF-IDF query."""
         return self._index.queries(layout.texts, np.concatenate([layout.interests, layout.about], axis=1))
@@ -133,6 +155,7 @@ class ChunkedRanker:
         threshold: float | np.ndarray,
         reasons: tuple[Sequence[Profile], Layout, np.ndarray, QueryBatch, View],
         corroborate: bool = False,
+        named: np.ndarray | None = None,
     ) -> BatchScores:
         """The chunk's verdicts, with the reasons to compute for what is emitted.
 
@@ -143,6 +166,9 @@ class ChunkedRanker:
         words = WordEvidence(self._index, queries, view.postings, view.cand)
         explain = Reasons(profiles, layout, literal, words, self._catalog.title)
         excluded = exclusions.mask
+        if named is not None:
+            floor = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
+            np.maximum(columns.best, np.where(named, floor, -np.inf), out=columns.best)
         relevant = (columns.best >= threshold) & ~excluded
         bars = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
         scores = BatchScores(
@@ -169,6 +195,16 @@ class ChunkedRanker:
             if row is not None and row in candidate_of:
                 table[i, candidate_of[row]] = -np.inf
         return table
+
+
+def named_papers(table: np.ndarray, layout: Layout, gate: np.ndarray, level: float) -> np.ndarray:
+    """(subscribers, candidates) papers naming one of the profile's interests, where ``gate`` (how
+    close the paper is to the whole profile, as a z-score) reaches ``level`` (one more for a name
+    without its domain word)."""
+    if not layout.interests.shape[1]:
+        return np.zeros(gate.shape, dtype=bool)
+    strength = row_max(padded(table, 0.0), layout.interests)
+    return ((strength >= 2) & (gate >= level)) | ((strength >= 1) & (gate >= level + 1))
 
 
 def _ahead(

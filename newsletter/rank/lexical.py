@@ -15,7 +15,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from newsletter.rank.core import ChunkedRanker
+from newsletter.rank.core import ChunkedRanker, named_papers
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
 from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, max_threshold, padded, standard_z
 
@@ -24,10 +24,11 @@ from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, max_
 class LexicalParams:
     """Global knobs (never per subscriber). Chosen with benchmarks/ranking_research.py."""
 
-    threshold: float = 0.55  # best column needed for a paper to be relevant
+    threshold: float = 0.7  # best column needed for a paper to be relevant (LOPO over the dev profiles)
     phrase_half: float = 1.0  # weighted mentions that give half the full phrase strength
-    words_scale: float = 0.3  # TF-IDF z-score -> column score (z = 1.8 reaches the threshold)
+    words_scale: float = 0.3  # TF-IDF z-score -> column score (z = 2.3 reaches the threshold)
     exclude_threshold: float = 0.5  # phrase strength at which a paper is about an excluded topic
+    naming_gate: float = -np.inf  # TF-IDF z-score to the profile a paper naming an interest needs
 
 
 class LexicalRanker(ChunkedRanker):
@@ -52,11 +53,12 @@ class LexicalRanker(ChunkedRanker):
             self._liked_offset(layout, len(view.papers)),
         )
         queries = self.words_queries(layout)
-        columns.add(self.params.words_scale * standard_z(self._index.cosine(queries, view.postings), view))
+        z_words = standard_z(self._index.cosine(queries, view.postings), view)
+        columns.add(self.params.words_scale * z_words)
         exclusions = Exclusions(padded(literal), layout.exclude, self.params.exclude_threshold)
-        return self.finish(
-            columns, exclusions, self.params.threshold, (profiles, layout, literal, queries, view)
-        )
+        named = named_papers(self.naming_table(layout, view), layout, z_words, self.params.naming_gate)
+        reasons = (profiles, layout, literal, queries, view)
+        return self.finish(columns, exclusions, self.params.threshold, reasons, named=named)
 
     def _liked_offset(self, layout: Layout, candidates: int) -> np.ndarray:
         """(profiles, candidates) what each liked-paper column loses so that, together, a profile's

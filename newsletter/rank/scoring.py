@@ -16,7 +16,6 @@ from newsletter.rank.index import Postings
 _NORMAL = NormalDist()
 MAD_TO_SIGMA = 1.4826
 MIN_SPREAD = 0.02  # in similarity units: a query that barely touches any paper must not look like an outlier
-STATS_SAMPLE = 256  # prepared papers the per-query median and spread are estimated from
 
 
 class Catalog:
@@ -60,13 +59,6 @@ class Catalog:
         return item if row is None else self.papers[row].title
 
 
-def stats_sample(n: int) -> np.ndarray:
-    """Evenly spread rows for z-score statistics: all of them up to STATS_SAMPLE."""
-    if n <= STATS_SAMPLE:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, STATS_SAMPLE).round().astype(np.int64))
-
-
 @dataclass(frozen=True, slots=True)
 class Sentences:
     """Sentence vectors of a run of papers: paper j owns rows starts[j]:starts[j + 1] (at least one)."""
@@ -91,7 +83,7 @@ class Sentences:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """The candidates of one rank_many call, and the prepared rows their z-scores are taken against."""
+    """The candidates of one rank_many call, and the reference rows their z-scores are taken against."""
 
     papers: tuple[StoredPaper, ...]
     rows: np.ndarray  # catalog row of each candidate

