@@ -9,6 +9,7 @@ import pytest
 
 from newsletter.app import open_store
 from newsletter.config import load_settings
+from newsletter.rank.lexical import LexicalParams
 
 from .helpers import add_dumps, cli, make_env, seed_names
 
@@ -78,8 +79,10 @@ def test_feedback_refuses_what_it_cannot_record(
 def test_explain_a_sent_paper(env: dict[str, str]) -> None:
     lines = cli(env, "explain", SSM, SENT, "--now", NOW).stdout.splitlines()
     assert lines[0] == SENT
-    assert lines[1].startswith("  score 0.") and "against a bar of 0.550: matches: Mamba" in lines[1]
-    assert lines[2].startswith("  best column: interest 'Mamba' (0.")
+    bar = f"against a bar of {LexicalParams().threshold:.3f}: matches: Mamba"  # the tests' lexical ranker
+    assert lines[1].startswith("  score 0.") and bar in lines[1]
+    score = lines[1].split(" against ")[0].removeprefix("  score ")
+    assert lines[2].startswith("  best column: ") and lines[2].endswith(f" ({score})")  # the column scored
     assert lines[3] == "  sent: paper 2 of the digest of 2026-03-11 08:00 UTC"
 
 

@@ -33,6 +33,7 @@ from newsletter.rank.scoring import (
     emit,
     padded,
     row_max,
+    standard_z,
     tie_order,
     view_columns,
 )
@@ -147,6 +148,22 @@ class ChunkedRanker:
     def words_queries(self, layout: Layout) -> QueryBatch:
         """Each profile's interests and about text as one TF-IDF query."""
         return self._index.queries(layout.texts, np.concatenate([layout.interests, layout.about], axis=1))
+
+    def words_like(self, items: Sequence[str], view: View) -> np.ndarray:
+        """(items, candidates) TF-IDF z-score of each candidate against each paper named (its title and
+        abstract when prepared, else the text given); +inf where the candidate is that paper."""
+        rows = [self._catalog.find(item) for item in items]
+        texts = [
+            item if r is None else f"{self._catalog.papers[r].title} {self._catalog.papers[r].abstract}"
+            for item, r in zip(items, rows, strict=True)
+        ]
+        queries = self._index.queries(texts, np.arange(len(texts))[:, None])
+        similarity = self._index.cosine(queries, view.postings)
+        position = {int(r): j for j, r in enumerate(view.cols.tolist())}
+        for j, row in enumerate(rows):  # a paper is no reference for its own similarity
+            if row is not None and row in position:
+                similarity[j, position[row]] = np.nan
+        return np.nan_to_num(standard_z(similarity, view), nan=np.inf)
 
     def finish(
         self,

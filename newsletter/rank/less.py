@@ -1,7 +1,8 @@
 """ "Less like this": a step after scoring that pushes down papers close to ones a subscriber marked.
 
 For each paper, ``d`` is its similarity to the closest paper the profile lists in ``disliked``, in the
-same units as the ranker's "similar to a paper you liked" column (a z-score above a typical paper).
+units of the ranker's columns (a z-score above a typical paper, by the same kinds of evidence: for the
+semantic ranker the better of vector and word similarity, as its score may come from either).
 Its score drops by ``weight * max(0, d - bar)``: nothing for a paper no closer to a marked paper than
 a liked paper would have to be to count, and with weight 1 a relevant paper close enough to count
 stays only while some part of the profile matches it at least as strongly as the marked paper does.

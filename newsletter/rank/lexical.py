@@ -81,19 +81,4 @@ class LexicalRanker(ChunkedRanker):
 
     def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
         """(items, candidates) scaled TF-IDF z-score against each paper named (+inf: the paper itself)."""
-        rows = [self._catalog.find(item) for item in items]
-        texts = [
-            item if r is None else _full_text(self._catalog.papers[r])
-            for item, r in zip(items, rows, strict=True)
-        ]
-        queries = self._index.queries(texts, np.arange(len(texts))[:, None])
-        similarity = self._index.cosine(queries, view.postings)
-        position = {int(r): j for j, r in enumerate(view.cols.tolist())}
-        for j, row in enumerate(rows):  # a paper is no reference for its own similarity
-            if row is not None and row in position:
-                similarity[j, position[row]] = np.nan
-        return np.nan_to_num(self.params.words_scale * standard_z(similarity, view), nan=np.inf)
-
-
-def _full_text(paper: object) -> str:
-    return f"{paper.title} {paper.abstract}"  # type: ignore[attr-defined]
+        return self.params.words_scale * self.words_like(items, view)

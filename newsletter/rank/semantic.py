@@ -162,9 +162,12 @@ class SemanticRanker(ChunkedRanker):
         return self._vectors_of(layout.texts)
 
     def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
-        """(items, candidates) z-scored similarity to each paper named, as the liked-paper columns."""
+        """(items, candidates) how close each candidate is to each paper named, by the two kinds of
+        evidence a profile's score has: the z-scored similarity of their vectors, and of their words
+        (TF-IDF, weighted as the profile's words column). +inf where the candidate is that paper."""
         vectors = self._vectors_of([LIKED_PREFIX + item for item in items])
-        return robust_z(vectors @ view.vectors.T, view)
+        words = self.params.words_weight * self.words_like(items, view)
+        return np.maximum(robust_z(vectors @ view.vectors.T, view), words)
 
     def _vectors_of(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
