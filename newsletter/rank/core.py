@@ -204,14 +204,36 @@ class ChunkedRanker:
         """(items, candidates) each candidate's similarity to each paper named, as a liked-paper column."""
         raise NotImplementedError
 
-    def not_itself(self, layout: Layout, view: View, table: np.ndarray) -> np.ndarray:
-        """-inf where a liked paper is itself a candidate: it is not 'similar to a paper you liked'."""
-        candidate_of = view.candidate_of
+    def not_itself(
+        self, layout: Layout, view: View, table: np.ndarray, at: dict[int, int] | None = None
+    ) -> np.ndarray:
+        """-inf where a liked paper is itself a candidate: it is not 'similar to a paper you liked'.
+        ``at``: catalog row -> column of ``table`` (default: the candidates)."""
+        at = view.candidate_of if at is None else at
         for i in layout.liked_ids().tolist():
             row = self._catalog.find(layout.texts[i][len(LIKED_PREFIX) :])
-            if row is not None and row in candidate_of:
-                table[i, candidate_of[row]] = -np.inf
+            if row is not None and row in at:
+                table[i, at[row]] = -np.inf
         return table
+
+    def liked_offset(
+        self, every: np.ndarray, layout: Layout, view: View, scale: float = 1.0
+    ) -> np.ndarray | None:
+        """(profiles, candidates) what each liked-paper column gains so that, together, they read as ONE
+        column: the best of a profile's liked papers, z-scored against that best's own spread over the
+        reference papers (a best of twenty is high for any paper: twenty "more like this" let through
+        what one does, and the bar counts them once). ``every``: (texts, len(view.cols)) the liked
+        texts' columns at every scored paper, in units of ``scale`` per z."""
+        has = (layout.liked >= 0).any(axis=1)
+        if not has.any():
+            return None
+        cols = {int(r): j for j, r in enumerate(view.cols.tolist())}
+        top = row_max(padded(self.not_itself(layout, view, every, cols)), layout.liked[has])
+        raw = np.take(top, view.cand, axis=1)
+        calibrated = scale * standard_z(np.where(np.isneginf(top), np.nan, top) / scale, view)
+        offset = np.zeros((layout.liked.shape[0], len(view.cand)), dtype=np.float32)
+        offset[has] = np.where(np.isfinite(raw), calibrated - raw, 0.0)
+        return offset
 
 
 def named_papers(table: np.ndarray, layout: Layout, gate: np.ndarray, level: float) -> np.ndarray:

@@ -17,7 +17,16 @@ import numpy as np
 
 from newsletter.rank.core import ChunkedRanker, named_papers
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
-from newsletter.rank.scoring import BatchScores, Columns, Exclusions, View, max_threshold, padded, standard_z
+from newsletter.rank.scoring import (
+    BatchScores,
+    Columns,
+    Exclusions,
+    View,
+    everywhere,
+    max_threshold,
+    padded,
+    standard_z,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +38,7 @@ class LexicalParams:
     words_scale: float = 0.3  # TF-IDF z-score -> column score (z = 2.3 reaches the threshold)
     exclude_threshold: float = 0.5  # phrase strength at which a paper is about an excluded topic
     naming_gate: float = -np.inf  # TF-IDF z-score to the profile a paper naming an interest needs
+    liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
 
 
 class LexicalRanker(ChunkedRanker):
@@ -47,11 +57,13 @@ class LexicalRanker(ChunkedRanker):
         columns = Columns(len(profiles), len(view.papers))
         columns.add_table(padded(literal), layout.interests)
         columns.add(np.full((len(profiles), len(view.papers)), -np.inf, dtype=np.float32))
-        columns.add_table(
-            self.not_itself(layout, view, padded(self._liked_table(layout, view))),
-            layout.liked,
-            self._liked_offset(layout, len(view.papers)),
-        )
+        every = self._liked_table(layout, everywhere(view))
+        liked = self.not_itself(layout, view, padded(every[:, view.cand]))
+        if self.params.liked_set:
+            offset = self.liked_offset(every, layout, view, self.params.words_scale)
+        else:
+            offset = self._liked_offset(layout, len(view.papers))
+        columns.add_table(liked, layout.liked, offset)
         queries = self.words_queries(layout)
         z_words = standard_z(self._index.cosine(queries, view.postings), view)
         columns.add(self.params.words_scale * z_words)
@@ -63,7 +75,7 @@ class LexicalRanker(ChunkedRanker):
     def _liked_offset(self, layout: Layout, candidates: int) -> np.ndarray:
         """(profiles, candidates) what each liked-paper column loses so that, together, a profile's
         liked papers let through no more unrelated papers than one does (many "more like this" would
-        otherwise each add their own chance)."""
+        otherwise each add their own chance), reading them as independent (without ``liked_set``)."""
         scale = self.params.words_scale
         one = np.float32(self.params.threshold / scale)  # the z one liked paper needs
         chance = 1.0 - NormalDist().cdf(float(one))
@@ -73,7 +85,7 @@ class LexicalRanker(ChunkedRanker):
 
     def _liked_table(self, layout: Layout, view: View) -> np.ndarray:
         """(texts, candidates) scaled TF-IDF z-score against each liked paper (-inf for other texts)."""
-        out = np.full((len(layout.texts), len(view.papers)), -np.inf, dtype=np.float32)
+        out = np.full((len(layout.texts), len(view.cand)), -np.inf, dtype=np.float32)
         ids = layout.liked_ids()
         if len(ids):
             out[ids] = self.similar_to([layout.texts[i][len(LIKED_PREFIX) :] for i in ids.tolist()], view)

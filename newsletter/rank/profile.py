@@ -73,10 +73,12 @@ class Layout:
     def words_column(self) -> int:
         return self.interests.shape[1] + 1 + self.liked.shape[1]
 
-    def columns(self) -> np.ndarray:
-        """(B,) how many score columns each profile has: its texts, plus one for its words."""
-        texts = np.concatenate([self.interests, self.about, self.liked], axis=1)
-        return (texts >= 0).sum(axis=1) + 1
+    def columns(self, liked_as_one: bool = False) -> np.ndarray:
+        """(B,) how many score columns each profile has: its texts, plus one for its words (with
+        ``liked_as_one``, the liked papers count as one column: see ChunkedRanker.liked_offset)."""
+        texts = (np.concatenate([self.interests, self.about], axis=1) >= 0).sum(axis=1) + 1
+        liked = (self.liked >= 0).sum(axis=1)
+        return texts + (np.minimum(liked, 1) if liked_as_one else liked)
 
     def phrase_ids(self) -> np.ndarray:
         """Distinct table ids of the interests and excluded topics (the texts matched literally)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Protocol
 
@@ -100,6 +100,11 @@ class View:
     def candidate_of(self) -> dict[int, int]:
         """catalog row -> candidate index."""
         return {int(r): i for i, r in enumerate(self.rows.tolist())}
+
+
+def everywhere(view: View) -> View:
+    """``view`` with every scored paper (the reference papers too) as a candidate."""
+    return replace(view, cand=np.arange(len(view.cols)))
 
 
 def view_columns(rows: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

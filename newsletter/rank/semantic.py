@@ -36,6 +36,7 @@ from newsletter.rank.scoring import (
     Exclusions,
     Sentences,
     View,
+    everywhere,
     max_threshold,
     padded,
     robust_z,
@@ -64,6 +65,7 @@ class SemanticParams:
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
     naming_gate: float = 0.0  # profile z-score a paper naming an interest needs to be relevant (-inf: none)
+    liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
 
 
 def semantic_available() -> bool:
@@ -197,15 +199,24 @@ class SemanticRanker(ChunkedRanker):
         z_profile = self._z_profile(sims, layout, view)
         self._add_interests(columns, z_profile, z_text, literal, layout)
         columns.add_table(padded(z_text), layout.about)
-        columns.add_table(self.not_itself(layout, view, padded(z_text)), layout.liked)
+        liked = self._liked_set(sims, layout, view) if self.params.liked_set else None
+        columns.add_table(self.not_itself(layout, view, padded(z_text)), layout.liked, liked)
         queries = self.words_queries(layout)
         columns.add(self.params.words_weight * standard_z(self._index.cosine(queries, view.postings), view))
         topic = padded(z_text + self.params.lexical_weight * literal)
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
-        threshold = max_threshold(layout.columns(), self.params.chance)[:, None]
+        threshold = max_threshold(layout.columns(self.params.liked_set), self.params.chance)[:, None]
         reasons = (profiles, layout, literal, queries, view)
         named = named_papers(self.naming_table(layout, view), layout, z_profile, self.params.naming_gate)
         return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate, named)
+
+    def _liked_set(self, sims: np.ndarray, layout: Layout, view: View) -> np.ndarray | None:
+        """The liked papers' columns read as one (ChunkedRanker.liked_offset)."""
+        ids = layout.liked_ids()
+        every = np.full(sims.shape, -np.inf, dtype=np.float32)
+        if len(ids):
+            every[ids] = robust_z(sims[ids], everywhere(view))
+        return self.liked_offset(every, layout, view)
 
     def _add_interests(
         self, columns: Columns, z_profile: np.ndarray, z_text: np.ndarray, literal: np.ndarray, layout: Layout
