@@ -452,7 +452,7 @@ def as_json(rows: dict[str, dict[str, Result]], results: dict, chosen: dict[str,
         per = {
             i: {"precision": c.precision, "recall": c.recall, "ndcg": r.ndcg.get(i)} for i, c in r.per.items()
         }
-        return {"precision": total.precision, "recall": total.recall, "per_profile": per}
+        return {"precision": total.precision, "recall": total.recall, "sent": total.sent, "per_profile": per}
 
     return {
         "rows": {m: {v: one(r) for v, r in vs.items()} for m, vs in rows.items()},
