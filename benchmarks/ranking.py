@@ -203,10 +203,11 @@ class Counts:
     def recall(self) -> float:
         return self.found / self.wanted if self.wanted else 1.0
 
-    def goal(self) -> tuple[float, float]:
+    def goal(self) -> tuple[float, float, float]:
         """What LOPO maximises: precision up to the 0.90 target, then recall (a digest must be trusted
-        before it can be complete)."""
-        return min(self.precision, PRECISION_TARGET), self.recall
+        before it can be complete), then precision beyond the target (else a tie goes to whichever
+        combination happens to be listed first)."""
+        return min(self.precision, PRECISION_TARGET), self.recall, self.precision
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,9 @@ def grid(specs: Sequence[str]) -> list[dict[str, float | bool]]:
 
 
 def _value(text: str) -> float | bool:
-    return text == "true" if text in ("true", "false") else float(text)
+    if text in ("true", "false"):
+        return text == "true"
+    return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
 def ranker_maker(kind: str, cache: VectorCache, overrides: dict[str, float | bool]) -> Callable[[], Ranker]:
@@ -310,7 +313,7 @@ def lopo(results: dict[str, dict[str, Result]], ids: list[str]) -> tuple[dict[st
     chosen = {}
     for held in ids:
 
-        def train(name: str, held: str = held) -> tuple[float, float]:
+        def train(name: str, held: str = held) -> tuple[float, float, float]:
             runs = results[name].values()
             return sum((r.per[i] for r in runs for i in ids if i != held), Counts()).goal()
 
