@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +28,6 @@ from newsletter.errors import RankError
 from newsletter.models import StoredPaper
 from newsletter.rank.core import ChunkedRanker, named_papers
 from newsletter.rank.embed import Embedder, MemoryVectorCache, VectorCache
-from newsletter.rank.index import QueryBatch
 from newsletter.rank.minilm import INSTALL_HINT, MiniLMEmbedder, minilm_available
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
 from newsletter.rank.scoring import (
@@ -41,7 +40,6 @@ from newsletter.rank.scoring import (
     padded,
     robust_z,
     standard_z,
-    top_two_mean,
 )
 from newsletter.rank.text import paper_text, sentences
 
@@ -66,12 +64,8 @@ class SemanticParams:
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
     naming_gate: float = 0.0  # profile z-score a paper naming an interest needs to be relevant (-inf: none)
-    expand: int = 0  # an interest is also read moved toward its nearest reference papers (how many; 0: off)
-    expand_weight: float = 1.0  # how far it moves: the weight of those papers' mean vector
-    pair_margin: float = 0.0  # two columns whose mean is this close to the bar make a paper relevant (0: off)
-    typical: float = -np.inf  # the least similarity a typical paper is taken to have to any text
-    words_gate: float = 0.0  # profile z-score at which the TF-IDF column counts fully (0: always)
-    effective: bool = False  # the bar counts a profile's columns as the independent ones they amount to
+    typical: float = 0.05  # the least cosine a typical paper is taken to have to any text (-inf: none)
+    words_gate: float = 2.0  # profile z-score at which the TF-IDF column counts fully (0: always)
 
 
 def semantic_available() -> bool:
@@ -202,19 +196,10 @@ class SemanticRanker(ChunkedRanker):
         columns.add(words)
         topic = padded(z_text + self.params.lexical_weight * literal)
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
-        counts = self._effective(sims, layout, queries, view) if self.params.effective else layout.columns()
-        threshold = max_threshold(counts, self.params.chance)[:, None]
+        threshold = max_threshold(layout.columns(), self.params.chance)[:, None]
         reasons = (profiles, layout, literal, queries, view)
         named = named_papers(self.naming_table(layout, view), layout, z_profile, self.params.naming_gate)
-        if self.params.pair_margin:
-            named = self._pairs(columns, threshold - self.params.pair_margin, named)
         return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate, named)
-
-    def _pairs(self, columns: Columns, bar: np.ndarray, named: np.ndarray) -> np.ndarray:
-        """``named`` or: the mean of a paper's two best columns reaches ``bar``."""
-        subs, cands = np.nonzero(np.ones_like(named))
-        pair = top_two_mean(columns.values_at(subs, cands)).reshape(named.shape)
-        return named | (pair >= bar)
 
     def _add_interests(
         self, columns: Columns, z_profile: np.ndarray, z_text: np.ndarray, literal: np.ndarray, layout: Layout
@@ -262,54 +247,15 @@ class SemanticRanker(ChunkedRanker):
                 parts.append(self._z(vectors[todo] @ view.titles.T, view))
             if self.params.sentences:
                 parts.append(self._z(view.sentences.best(vectors[todo]), view))
-            if self.params.expand:
-                parts.append(self._z(self._expanded(vectors[todo], view), view))
             mean = np.stack(parts).mean(axis=0)
             rows.update((texts[i], mean[j]) for j, i in enumerate(todo.tolist()))
         if len(ids):
             z_text[ids] = np.stack([rows[texts[i]] for i in ids.tolist()])
         return z_text
 
-    def _effective(self, sims: np.ndarray, layout: Layout, queries: QueryBatch, view: View) -> np.ndarray:
-        """(profiles,) how many independent columns each profile's columns amount to over the reference
-        papers (Li and Ji's effective number of tests, from the eigenvalues of their correlations).
-
-        Interests read in the same profile's context, an about text restating them and a word column
-        over the same words rise and fall together; counting them as independent raises a long
-        profile's bar above what its share of unrelated papers needs.
-        """
-        at = replace(view, cand=view.stats)
-        z_text, z_profile = robust_z(sims, at), self._z_profile(sims, layout, at)
-        words = standard_z(self._index.cosine(queries, view.postings), at)
-        c = self.params.context
-        out = np.ones(len(layout.interests), dtype=np.float64)
-        for b in range(len(out)):
-            rows = [(z_text[i] + c * z_profile[b]) / (1 + c) for i in layout.interests[b] if i >= 0]
-            rows += [z_text[i] for i in (*layout.about[b], *layout.liked[b]) if i >= 0]
-            out[b] = effective_tests(np.nan_to_num(np.stack([*rows, words[b]])))
-        return out.round(2)
-
     def _z(self, sims: np.ndarray, view: View) -> np.ndarray:
         """Robust z-scores of cosine similarities against the reference papers."""
         return robust_z(sims, view, typical=self.params.typical)
-
-    def _expanded(self, queries: np.ndarray, view: View) -> np.ndarray:
-        """(queries, scored papers) cosine with each query moved toward the mean of its ``expand``
-        nearest reference papers (pseudo-relevance feedback: a one-word interest reads like the
-        abstracts that discuss it). Each of those papers is scored without itself in the mean.
-        """
-        k, weight = min(self.params.expand, len(view.stats)), self.params.expand_weight
-        ref = view.vectors[view.stats]
-        top = np.argpartition(-(queries @ ref.T), k - 1, axis=1)[:, :k]  # (queries, k)
-        near = ref[top]  # (queries, k, dim)
-        total = near.sum(axis=1)
-        moved = queries + weight * total / k
-        sims = (moved @ view.vectors.T) / np.linalg.norm(moved, axis=1, keepdims=True)
-        if k > 1:
-            alone = queries[:, None, :] + weight * (total[:, None, :] - near) / (k - 1)
-            own = (alone * near).sum(axis=2) / np.linalg.norm(alone, axis=2)
-            np.put_along_axis(sims, view.stats[top], own.astype(sims.dtype), axis=1)
-        return sims
 
     def _z_profile(self, sims: np.ndarray, layout: Layout, view: View) -> np.ndarray:
         """z-score of each profile's mean similarity over its interests and about text."""
@@ -320,15 +266,3 @@ class SemanticRanker(ChunkedRanker):
             total += table[parts[:, k]]
         total /= np.maximum((parts >= 0).sum(axis=1), 1)[:, None]
         return self._z(total, view)
-
-
-def effective_tests(rows: np.ndarray) -> float:
-    """Li and Ji (2005): the number of independent tests that ``rows`` (tests x samples) amount to,
-    sum over the correlation matrix's eigenvalues of [|l| >= 1] + (|l| - floor(|l|))."""
-    if len(rows) < 2:
-        return float(len(rows))
-    spread = rows.std(axis=1) > 0
-    if spread.sum() < 2:
-        return float(len(rows))
-    eig = np.abs(np.linalg.eigvalsh(np.corrcoef(rows[spread])))
-    return float((eig >= 1).sum() + (eig - np.floor(eig)).sum()) + float((~spread).sum())
