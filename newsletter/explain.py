@@ -101,15 +101,16 @@ def _breakdown(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -
     values = scores.columns.values_at(one, one)[0]
     return Breakdown(
         bar=float(scores.threshold[0, 0]) if scores.threshold is not None else None,
-        column=column_name(profiled, int(np.argmax(values)), float(values.max())),
+        column=column_name(profiled, int(np.argmax(values)), float(values.max()), ranker.words_column),
         best=float(values.max()),
         excluded=bool(scores.excluded[0, 0]),
         penalty=float(scores.penalty[0, 0]) if isinstance(scores, Lowered) else 0.0,
     )
 
 
-def column_name(subscriber: Subscriber, column: int, value: float) -> str:
-    """Columns are numbered [interests | about | liked papers | the profile's words] (rank/profile.py)."""
+def column_name(subscriber: Subscriber, column: int, value: float, words: str) -> str:
+    """Columns are numbered [interests | about | liked papers | the profile's words] (rank/profile.py);
+    ``words``: the ranker's name for the last one."""
     profile = compile_profile(subscriber)
     k, liked = len(profile.interests), len(profile.liked)
     if column < k:
@@ -119,7 +120,7 @@ def column_name(subscriber: Subscriber, column: int, value: float) -> str:
     elif column <= k + liked:
         name = f"a paper you liked: {profile.liked[column - k - 1]}"
     else:
-        name = "the words of your profile"
+        name = words
     return f"{name} ({value:.3f})"
 
 

@@ -15,11 +15,6 @@ from newsletter.rank.minilm import MiniLMEmbedder
 from newsletter.rank.semantic import semantic_available
 from tests.test_rank_corpus import by_title, paper, papers, subscriber
 
-OFF_DOMAIN = (
-    "scores are calibrated against 256 ML papers only: an interest far from ML ('tropical "
-    "beekeeping') stands out against them on any non-ML paper (bird recordings)"
-)
-
 
 class MemoEmbedder(MiniLMEmbedder):
     """The bundled model, remembering every vector: each test's ranker embeds the reference papers,
@@ -67,9 +62,7 @@ def test_returns_every_paper_best_first(ranker: Ranker) -> None:
     assert ranked[0].paper.title.startswith("Protein Folding")
 
 
-def test_one_strong_interest_is_enough(ranker: Ranker, request: pytest.FixtureRequest) -> None:
-    if isinstance(ranker, SemanticRanker):  # a known regression, kept visible until it is fixed
-        request.applymarker(pytest.mark.xfail(strict=True, reason=OFF_DOMAIN))
+def test_one_strong_interest_is_enough(ranker: Ranker) -> None:
     sub = subscriber("quantum error correction", "medieval poetry", "tropical beekeeping")
     ranked = ranker.rank(papers(), sub)
     assert relevant_titles(ranked) == ["Surface Codes with Fewer Qubits for Quantum Error Correction"]
@@ -86,9 +79,7 @@ def test_exclude_wins_over_a_match(ranker: Ranker) -> None:
     assert "excluded" in molecules.why
 
 
-def test_nothing_relevant_gives_nothing(ranker: Ranker, request: pytest.FixtureRequest) -> None:
-    if isinstance(ranker, SemanticRanker):  # a known regression, kept visible until it is fixed
-        request.applymarker(pytest.mark.xfail(strict=True, reason=OFF_DOMAIN))
+def test_nothing_relevant_gives_nothing(ranker: Ranker) -> None:
     ranked = ranker.rank(papers(), subscriber("volcano seismology", "glacier melt"))
     assert relevant_titles(ranked) == []
 

@@ -8,7 +8,7 @@ import pytest
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.base import Ranker
 from newsletter.rank.naming import Acronyms, definitions
-from newsletter.rank.text import phrase_tokens
+from newsletter.rank.text import phrase_tokens, tokens
 from tests.test_rank_behaviour import minilm, needs_model
 from tests.test_rank_corpus import paper, papers, subscriber
 
@@ -36,6 +36,11 @@ NAMED = [
         "Video Frame Interpolation with State Space Models",
         "Synthesising intermediate video frames requires modelling long-range motion; we replace "
         "attention with a recurrent scan over image patches.",
+    ),
+    (
+        "LoRA",
+        "HyLoRA: Hypernetwork-Generated Adapters for Keyword Spotting",
+        "A hypernetwork writes small low-rank weight updates for each new wake word on a microcontroller.",
     ),
     (
         "PEFT",
@@ -94,3 +99,9 @@ def test_loose_forms_drop_a_domain_word_or_a_kind_word() -> None:
     strong, weak = Acronyms().forms("visual state space models")
     assert ("vision", "state", "space", "model") in strong
     assert {("state", "space", "model"), ("state", "space")} <= weak
+
+
+def test_a_mixed_case_name_at_the_end_of_a_compound_is_a_token() -> None:
+    assert tokens("QLoRA adapters") == ["qlora", "lora", "adapter"]  # 'LoRA adapters' stays consecutive
+    assert tokens("DeepSeekMoE") == ["deepseekmoe", "deep", "seek", "seekmoe", "moe"]
+    assert tokens("LoRA") == ["lora"]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from newsletter.rank import SemanticRanker
+from newsletter.explain import column_name
+from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.embed import HashingEmbedder, MemoryVectorCache
+from newsletter.rank.profile import compile_profile
 from newsletter.rank.reference import reference_papers
-from newsletter.rank.semantic import semantic_available
+from newsletter.rank.semantic import SemanticParams, semantic_available
 from newsletter.rank.text import sentences
 from tests.test_rank_behaviour import minilm
-from tests.test_rank_corpus import by_title, papers, subscriber
+from tests.test_rank_corpus import by_title, paper, papers, subscriber
 
 
 class CountingEmbedder(HashingEmbedder):
@@ -95,3 +98,43 @@ def test_model_reads_an_about_text() -> None:
     ranked = ranker.rank(papers(), sub)
     assert ranked[0].paper.title.startswith("Graph Neural Networks for Molecule")
     assert ranked[0].relevant
+
+
+@pytest.mark.semantic
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
+def test_the_words_column_counts_as_far_as_the_paper_is_close_to_the_whole_profile() -> None:
+    """Sharing the profile's words counts in full only for a paper whose meaning is near the whole
+    profile (z >= 2); a paper sharing one rare word in another sense gets a part of it."""
+    bikes = paper(
+        "Folding Bicycles for Urban Commuters",
+        "Commuters carry folding bicycles on trains; we survey hinge designs, frame weight and the time "
+        "riders need to fold and unfold them at stations in three cities.",
+        40,
+    )
+    candidates, columns = [*papers(), bikes], []
+    for gate in (2.0, 0.0):
+        ranker = SemanticRanker(embedder=minilm(), params=replace(SemanticParams(), words_gate=gate))
+        ranker.prepare(candidates)
+        profile = compile_profile(subscriber("graph neural networks", "protein folding"))
+        scores = ranker.score_batch([profile], ranker._view(tuple(candidates)))
+        rows = np.arange(len(candidates))
+        columns.append(scores.columns.values_at(np.zeros_like(rows), rows)[:, -1])  # the words column
+    gated, plain = columns
+    assert np.all(np.abs(gated) <= np.abs(plain) + 1e-6)
+    assert 0 < gated[-1] < 0.8 * plain[-1]  # 'folding' alone
+    assert np.any((gated == plain) & (plain > 1))
+
+
+def test_explain_names_the_words_column_as_the_ranker_weighs_it() -> None:
+    """`newsletter explain` says the semantic ranker's words column is weighted by closeness to the
+    whole profile (the lexical ranker's, and one with the gate off, is not)."""
+    sub = subscriber("graph neural networks", "protein folding")
+    gated = SemanticRanker(embedder=HashingEmbedder())
+    plain = SemanticRanker(embedder=HashingEmbedder(), params=replace(SemanticParams(), words_gate=0.0))
+    words = 3  # [two interests | about | the profile's words]
+    assert column_name(sub, words, 1.25, gated.words_column) == (
+        "the words of your profile, weighted by how close the paper is to your whole profile (1.250)"
+    )
+    assert column_name(sub, words, 1.25, plain.words_column) == "the words of your profile (1.250)"
+    assert LexicalRanker().words_column == plain.words_column
+    assert column_name(sub, 0, 2.0, gated.words_column) == "interest 'graph neural networks' (2.000)"

@@ -68,6 +68,11 @@ class ChunkedRanker:
     def _prepared(self) -> None:
         """Hook: per-paper work beyond tokenising (the semantic ranker embeds here)."""
 
+    @property
+    def words_column(self) -> str:
+        """How `newsletter explain` names the last column, the profile's words (TF-IDF)."""
+        return "the words of your profile"
+
     def rank(self, papers: Sequence[StoredPaper], subscriber: Subscriber) -> list[Scored]:
         """Every paper, best first, each with ``relevant`` and a reason set."""
         return next(self.rank_many(papers, [subscriber], only_relevant=False))

@@ -120,11 +120,15 @@ def median(values: np.ndarray) -> np.ndarray:
     return (ordered[..., (n - 1) // 2 : (n - 1) // 2 + 1] + ordered[..., n // 2 : n // 2 + 1]) / 2
 
 
-def robust_z(values: np.ndarray, view: View, floor: float = MIN_SPREAD) -> np.ndarray:
-    """(x - median) / (1.4826 * MAD) at the candidates, median and MAD over the statistics sample."""
+def robust_z(
+    values: np.ndarray, view: View, floor: float = MIN_SPREAD, typical: float = -np.inf
+) -> np.ndarray:
+    """(x - median) / (1.4826 * MAD) at the candidates, median and MAD over the statistics sample;
+    the median taken as at least ``typical``."""
     ref = np.take(values, view.stats, axis=-1)  # np.take keeps rows contiguous; a[:, idx] may not
     med = median(ref)
     mad = median(np.abs(ref - med)) * MAD_TO_SIGMA
+    med = np.maximum(med, typical)
     return ((np.take(values, view.cand, axis=-1) - med) / np.maximum(mad, floor)).astype(np.float32)
 
 

@@ -51,8 +51,9 @@ QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 
 @dataclass(frozen=True, slots=True)
 class SemanticParams:
-    """Global knobs (never per subscriber). chance and naming_gate: chosen by leave-one-profile-out
-    over the twelve dev profiles (benchmarks/ranking.py --grid); the others with ranking_research.py."""
+    """Global knobs (never per subscriber). chance, naming_gate, liked_set and words_gate: chosen by
+    leave-one-profile-out over the twelve dev profiles (benchmarks/ranking.py --grid); typical: by the
+    off-domain tests (the dev papers are all ML papers); the others with ranking_research.py."""
 
     chance: float = 0.005  # share of unrelated papers let through; sets each profile's threshold
     lexical_weight: float = 3.0  # added to an interest's column at full literal phrase strength
@@ -66,6 +67,8 @@ class SemanticParams:
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
     naming_gate: float = 0.0  # profile z-score a paper naming an interest needs to be relevant (-inf: none)
     liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
+    typical: float = 0.05  # the least cosine a typical paper is taken to have to any text (-inf: none)
+    words_gate: float = 2.0  # profile z-score at which the TF-IDF column counts fully (0: always)
 
 
 def semantic_available() -> bool:
@@ -169,7 +172,7 @@ class SemanticRanker(ChunkedRanker):
         (TF-IDF, weighted as the profile's words column). +inf where the candidate is that paper."""
         vectors = self._vectors_of([LIKED_PREFIX + item for item in items])
         words = self.params.words_weight * self.words_like(items, view)
-        return np.maximum(robust_z(vectors @ view.vectors.T, view), words)
+        return np.maximum(self._z(vectors @ view.vectors.T, view), words)
 
     def _vectors_of(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.embedder.dim), dtype=np.float32)
@@ -184,6 +187,12 @@ class SemanticRanker(ChunkedRanker):
             out[[i for i, _ in plain]] = self.embed_queries([t for _, t in plain])
         return out
 
+    @property
+    def words_column(self) -> str:
+        if not self.params.words_gate:
+            return super().words_column
+        return f"{super().words_column}, weighted by how close the paper is to your whole profile"
+
     # ------------------------------------------------------------ scoring
 
     def score_batch(self, profiles: Sequence[Profile], view: View) -> BatchScores:
@@ -191,7 +200,7 @@ class SemanticRanker(ChunkedRanker):
         layout = Layout.of(profiles)
         vectors = self._text_vectors(layout)
         sims = vectors @ view.vectors.T  # (texts, scored papers)
-        z_text = robust_z(sims, view)  # (texts, candidates), once per distinct text
+        z_text = self._z(sims, view)  # (texts, candidates), once per distinct text
         if self.params.titles or self.params.sentences:
             z_text = self._with_passages(vectors, z_text, layout, view)
         literal = self.literal_table(layout, view, self.params.phrase_half)
@@ -202,7 +211,10 @@ class SemanticRanker(ChunkedRanker):
         liked = self._liked_set(sims, layout, view) if self.params.liked_set else None
         columns.add_table(self.not_itself(layout, view, padded(z_text)), layout.liked, liked)
         queries = self.words_queries(layout)
-        columns.add(self.params.words_weight * standard_z(self._index.cosine(queries, view.postings), view))
+        words = self.params.words_weight * standard_z(self._index.cosine(queries, view.postings), view)
+        if self.params.words_gate:
+            words *= np.clip(z_profile / self.params.words_gate, 0.0, 1.0)
+        columns.add(words)
         topic = padded(z_text + self.params.lexical_weight * literal)
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
         threshold = max_threshold(layout.columns(self.params.liked_set), self.params.chance)[:, None]
@@ -215,7 +227,7 @@ class SemanticRanker(ChunkedRanker):
         ids = layout.liked_ids()
         every = np.full(sims.shape, -np.inf, dtype=np.float32)
         if len(ids):
-            every[ids] = robust_z(sims[ids], everywhere(view))
+            every[ids] = self._z(sims[ids], everywhere(view))  # as z_text's liked rows
         return self.liked_offset(every, layout, view)
 
     def _add_interests(
@@ -261,14 +273,19 @@ class SemanticRanker(ChunkedRanker):
         if len(todo):
             parts = [z_text[todo]]
             if self.params.titles:
-                parts.append(robust_z(vectors[todo] @ view.titles.T, view))
+                parts.append(self._z(vectors[todo] @ view.titles.T, view))
             if self.params.sentences:
-                parts.append(robust_z(view.sentences.best(vectors[todo]), view))
+                parts.append(self._z(view.sentences.best(vectors[todo]), view))
             mean = np.stack(parts).mean(axis=0)
             rows.update((texts[i], mean[j]) for j, i in enumerate(todo.tolist()))
         if len(ids):
             z_text[ids] = np.stack([rows[texts[i]] for i in ids.tolist()])
         return z_text
+
+    def _z(self, sims: np.ndarray, view: View) -> np.ndarray:
+        """Robust z-scores of cosine similarities against the reference papers, their median taken as
+        at least ``typical`` (every column, the liked set and "less like this" read the same scale)."""
+        return robust_z(sims, view, typical=self.params.typical)
 
     def _z_profile(self, sims: np.ndarray, layout: Layout, view: View) -> np.ndarray:
         """z-score of each profile's mean similarity over its interests and about text."""
@@ -278,4 +295,4 @@ class SemanticRanker(ChunkedRanker):
         for k in range(1, parts.shape[1]):
             total += table[parts[:, k]]
         total /= np.maximum((parts >= 0).sum(axis=1), 1)[:, None]
-        return robust_z(total, view)
+        return self._z(total, view)

@@ -41,12 +41,15 @@ def stem(word: str) -> str:
 
 
 def _split_word(word: str) -> list[str]:
-    """'PlainMamba' -> ['plainmamba', 'plain', 'mamba']; plain words stay whole."""
+    """'PlainMamba' -> ['plainmamba', 'plain', 'mamba']; plain words stay whole. A name that is itself
+    written in mixed case stays whole as the end of a compound: 'QLoRA' -> ['qlora', 'lora'] (last,
+    so 'QLoRA adapters' still states 'LoRA adapters')."""
     parts = _CAMEL.findall(word)
     whole = word.lower()
     if len(parts) <= 1:
         return [whole]
-    return [whole, *(p.lower() for p in parts if len(p) >= 3)]
+    ends = ["".join(parts[i:]).lower() for i in range(1, len(parts) - 1)]
+    return [whole, *(p.lower() for p in parts if len(p) >= 3), *(e for e in ends if len(e) >= 3)]
 
 
 def words(text: str) -> list[str]:
