@@ -110,7 +110,7 @@ class Dump:
     """One snapshot of a trending listing."""
 
     source: str  # file path or URL it came from
-    format: str  # "hf-text" | "hf-json"
+    format: str  # "hf-text" | "hf-json" | "hf-html" | "arxiv"
     content_hash: str  # sha256 of the raw bytes: same content, same dump
     papers: tuple[Paper, ...]
     listed_on: str | None = None  # the listing's own date line, e.g. "Mar 11", when present
