@@ -199,17 +199,21 @@ def whole_api_run(workdir: Path, n: int, delay: float, name: str) -> dict[str, A
             "NEWSLETTER_FROM": SENDER,
         }
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "newsletter", "run"], env=env, capture_output=True)
+        command = [sys.executable, "-m", "newsletter", "run"]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        errors = proc.stderr.read() if proc.stderr else b""
+        _, status, usage = os.wait4(proc.pid, 0)  # the run and its builder process (reaped by the run)
         seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"newsletter run failed:\n{proc.stderr.decode()[-2000:]}")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"newsletter run failed:\n{errors.decode()[-2000:]}")
     last = json.loads((folder / "state" / "last-run.json").read_text())
     received = api_received(journal)
     duplicates = sum(c - 1 for c in Counter(received).values() if c > 1)
     sent = last["counts"].get("sent", 0)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in last["timings"].items())
     return {"sent": sent, "seconds": seconds, "received": len(received), "duplicates": duplicates,
-            "stages": stages}  # fmt: skip
+            "stages": stages, "cpu": usage.ru_utime + usage.ru_stime,
+            "rss_mb": usage.ru_maxrss / 1024}  # fmt: skip
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -256,5 +260,10 @@ def run(workdir: Path, built: int, delays: list[float], batch: int, most: int, a
             f"duplicates {whole['duplicates']}"
         )
         print(f"  stages (summed over processes and connections): {whole['stages']}")
+        print(
+            f"  CPU of the run and its builder: {whole['cpu']:.1f} s "
+            f"({whole['cpu'] / max(whole['sent'], 1) * 1000:.2f} ms per digest); "
+            f"peak memory (largest process) {whole['rss_mb']:.0f} MB"
+        )
         failed |= whole["received"] != whole["sent"] or bool(whole["duplicates"])
     return 1 if failed else 0
