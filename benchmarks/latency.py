@@ -4,9 +4,10 @@ A Postmark-shaped API on loopback (tests/api_server.py) and the SMTP sink (bench
 its own process, wait a fixed delay per request / message (0, 50, 200 ms) before answering. For each server
 delay and each way of sending (one message per request or batches; 1..N connections; "auto") it:
 
-1. copies a state database that holds the ingested dump, plans the same pre-built digests in it, 256 per
-   transaction as a run does, and delivers them with the run's own delivery layer (newsletter.deliver:
-   Couriers, the delivery log, the transports);
+1. copies a state database that holds the ingested dump, plans the same pre-built digests in it, as many
+   per transaction as a run does (256, or batch size x most requests in flight when that is more), and
+   delivers them with the run's own delivery layer (newsletter.deliver: Couriers, the delivery log, the
+   transports);
 2. prints messages/s, the ideal (messages per request x requests in flight / delay) and the ratio to it;
 3. counts at the server what it accepted: every digest once (Message-IDs per recipient), no duplicates.
 
@@ -36,13 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from newsletter.config import Settings, load_subscribers  # noqa: E402
 from newsletter.deliver import Couriers  # noqa: E402
+from newsletter.pipeline import chunk_size  # noqa: E402
 from newsletter.send import make_transport  # noqa: E402
 from newsletter.store import Store  # noqa: E402
 from tests.api_server import server_process  # noqa: E402
 
 NOW = datetime(2026, 3, 11, 8, tzinfo=UTC)
 SENDER = "Papers <digest@bench.example.org>"
-CHUNK = 256  # digests planned per transaction, as newsletter.pipeline.PLAN_BATCH
 SECONDS_PER_CELL = 3.0  # at the ideal rate; cells with no delay send every built message
 
 
@@ -167,8 +168,9 @@ def deliver(workdir: Path, base: Path, ready: list[Any], cell: Cell, name: str) 
 
 
 def _send(store: Store, couriers: Couriers, jobs: list[Any]) -> Iterator[str]:
-    for start in range(0, len(jobs), CHUNK):
-        chunk = jobs[start : start + CHUNK]
+    size = chunk_size(couriers)  # digests planned per transaction, as a run plans them
+    for start in range(0, len(jobs), size):
+        chunk = jobs[start : start + size]
         store.plan_digests([plan for _, _, plan in chunk])
         for outcome in couriers.deliver_all([(m, items) for m, items, _ in chunk], NOW):
             yield outcome.status

@@ -179,7 +179,7 @@ class Pipeline:
             def stopped() -> bool:
                 return couriers.stopped
 
-            size, body = _chunk_size(couriers), couriers.reads_body
+            size, body = chunk_size(couriers), couriers.reads_body
 
             def build(stopped: Callable[[], bool]) -> Generator[Built, None, None]:
                 return self.build_chunks(subscribers, now, stopped, size, body=body)
@@ -478,7 +478,7 @@ class Pipeline:
         return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", _items(selection.chosen))
 
 
-def _chunk_size(couriers: Couriers) -> int:
+def chunk_size(couriers: Couriers) -> int:
     """Digests planned (and built) at a time: enough that every batch request in flight is full."""
     return max(PLAN_BATCH, couriers.per_round) if couriers.batch_size > 1 else PLAN_BATCH
 
