@@ -14,7 +14,7 @@ from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.models import OutgoingMessage
 from newsletter.render import Renderer
 from newsletter.send.apis import Outcome, PostmarkTransport
-from newsletter.send.pacing import AUTO_CAP, FEED_RATE, Gate, auto_connections
+from newsletter.send.pacing import AUTO_CAP, FEED_RATE, HEADROOM, Gate, auto_connections
 
 from .api_server import Api, running
 from .test_crash import NOW, Recorder, make_folder, pipeline, write_subscribers
@@ -24,10 +24,10 @@ from .test_crash import NOW, Recorder, make_folder, pipeline, write_subscribers
     ("round_trip", "per_request", "rate", "expected"),
     [
         (0.0005, 1, None, 1),  # loopback SMTP: one connection keeps up
-        (0.005, 1, None, 5),  # 5 ms: five waits overlap to feed 1,000 messages a second
-        (0.05, 1, None, AUTO_CAP),  # 50 ms would want 50: capped
-        (0.05, 1, 40.0, 2),  # NEWSLETTER_SEND_RATE=40: 2 connections already send 40 a second
-        (0.2, 100, None, 2),  # a 200 ms API with batches of 100: 2 requests in flight
+        (0.003, 1, None, 6),  # 3 ms: three waits overlap to feed 1,000 messages a second, twice that
+        (0.05, 1, None, AUTO_CAP),  # 50 ms would want 100: capped
+        (0.05, 1, 40.0, 4),  # NEWSLETTER_SEND_RATE=40: 2 connections send 40 a second, twice that
+        (0.2, 100, None, 4),  # a 200 ms API with batches of 100: 4 requests in flight
         (0.2, 500, None, 1),
         (0.2, 1, None, AUTO_CAP),  # one message per request (SendGrid, Mailgun)
         (0.0, 1, None, 1),
@@ -37,7 +37,7 @@ def test_auto_opens_what_the_round_trip_calls_for(
     round_trip: float, per_request: int, rate: float | None, expected: int
 ) -> None:
     assert auto_connections(round_trip, per_request, rate) == expected
-    assert FEED_RATE == 1000.0
+    assert (FEED_RATE, HEADROOM) == (1000.0, 2.0)
 
 
 class FakeClock:
