@@ -249,3 +249,11 @@ class OutgoingMessage:
     raw: bytes  # RFC 5322 bytes, CRLF line endings
     html: str = field(repr=False, default="")  # the parts again, for HTTP APIs that take them apart
     text: str = field(repr=False, default="")
+    headers_only: bool = False  # ``raw`` is the header block alone (built for an API that takes the parts)
+
+    @property
+    def size(self) -> int:
+        """Bytes handed over: the whole message, or its header block and its two parts."""
+        if not self.headers_only:
+            return len(self.raw)
+        return len(self.raw) + len(self.html.encode()) + len(self.text.encode())
