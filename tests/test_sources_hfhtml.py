@@ -65,7 +65,9 @@ def test_a_listing_page_gives_the_same_papers_as_the_api_answer_it_embeds() -> N
 
 def test_a_page_without_papers_data_is_refused_in_one_line() -> None:
     page = b"<!doctype html><html><body><p>Sign in to see the papers</p></body></html>"
-    assert "an HTML page with no Hugging Face papers data in it" in str(_error(page))
+    error = _error(page)
+    assert "an HTML page with no Hugging Face papers data in it" in str(error)
+    assert error.line == 1  # the file and its line, as every dump error names them
 
 
 def test_broken_embedded_json_names_the_widget_and_the_line() -> None:

@@ -57,7 +57,7 @@ def _items(embedded: list[tuple[str, int, str]], source: str) -> list[Any]:
             return [_page_item(value)]
     if broken:
         raise broken[0]  # the papers' data may be the part that does not parse
-    raise ParseError(source, None, "an HTML page with no Hugging Face papers data in it", _HINT)
+    raise ParseError(source, 1, "an HTML page with no Hugging Face papers data in it", _HINT)
 
 
 def _decoded(
