@@ -4,9 +4,10 @@ A Postmark-shaped API on loopback (tests/api_server.py) and the SMTP sink (bench
 its own process, wait a fixed delay per request / message (0, 50, 200 ms) before answering. For each server
 delay and each way of sending (one message per request or batches; 1..N connections; "auto") it:
 
-1. copies a state database that holds the ingested dump, plans the same pre-built digests in it, 256 per
-   transaction as a run does, and delivers them with the run's own delivery layer (newsletter.deliver:
-   Couriers, the delivery log, the transports);
+1. copies a state database that holds the ingested dump, plans the same pre-built digests in it, as many
+   per transaction as a run does (256, or batch size x most requests in flight when that is more), and
+   delivers them with the run's own delivery layer (newsletter.deliver: Couriers, the delivery log, the
+   transports);
 2. prints messages/s, the ideal (messages per request x requests in flight / delay) and the ratio to it;
 3. counts at the server what it accepted: every digest once (Message-IDs per recipient), no duplicates.
 
@@ -36,13 +37,13 @@ sys.path.insert(0, str(ROOT))
 
 from newsletter.config import Settings, load_subscribers  # noqa: E402
 from newsletter.deliver import Couriers  # noqa: E402
+from newsletter.pipeline import chunk_size  # noqa: E402
 from newsletter.send import make_transport  # noqa: E402
 from newsletter.store import Store  # noqa: E402
 from tests.api_server import server_process  # noqa: E402
 
 NOW = datetime(2026, 3, 11, 8, tzinfo=UTC)
 SENDER = "Papers <digest@bench.example.org>"
-CHUNK = 256  # digests planned per transaction, as newsletter.pipeline.PLAN_BATCH
 SECONDS_PER_CELL = 3.0  # at the ideal rate; cells with no delay send every built message
 
 
@@ -167,8 +168,9 @@ def deliver(workdir: Path, base: Path, ready: list[Any], cell: Cell, name: str) 
 
 
 def _send(store: Store, couriers: Couriers, jobs: list[Any]) -> Iterator[str]:
-    for start in range(0, len(jobs), CHUNK):
-        chunk = jobs[start : start + CHUNK]
+    size = chunk_size(couriers)  # digests planned per transaction, as a run plans them
+    for start in range(0, len(jobs), size):
+        chunk = jobs[start : start + size]
         store.plan_digests([plan for _, _, plan in chunk])
         for outcome in couriers.deliver_all([(m, items) for m, items, _ in chunk], NOW):
             yield outcome.status
@@ -199,17 +201,21 @@ def whole_api_run(workdir: Path, n: int, delay: float, name: str) -> dict[str, A
             "NEWSLETTER_FROM": SENDER,
         }
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "newsletter", "run"], env=env, capture_output=True)
+        command = [sys.executable, "-m", "newsletter", "run"]
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        errors = proc.stderr.read() if proc.stderr else b""
+        _, status, usage = os.wait4(proc.pid, 0)  # the run and its builder process (reaped by the run)
         seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"newsletter run failed:\n{proc.stderr.decode()[-2000:]}")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"newsletter run failed:\n{errors.decode()[-2000:]}")
     last = json.loads((folder / "state" / "last-run.json").read_text())
     received = api_received(journal)
     duplicates = sum(c - 1 for c in Counter(received).values() if c > 1)
     sent = last["counts"].get("sent", 0)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in last["timings"].items())
     return {"sent": sent, "seconds": seconds, "received": len(received), "duplicates": duplicates,
-            "stages": stages}  # fmt: skip
+            "stages": stages, "cpu": usage.ru_utime + usage.ru_stime,
+            "rss_mb": usage.ru_maxrss / 1024}  # fmt: skip
 
 
 # --- report ----------------------------------------------------------------------------------------
@@ -256,5 +262,10 @@ def run(workdir: Path, built: int, delays: list[float], batch: int, most: int, a
             f"duplicates {whole['duplicates']}"
         )
         print(f"  stages (summed over processes and connections): {whole['stages']}")
+        print(
+            f"  CPU of the run and its builder: {whole['cpu']:.1f} s "
+            f"({whole['cpu'] / max(whole['sent'], 1) * 1000:.2f} ms per digest); "
+            f"peak memory (largest process) {whole['rss_mb']:.0f} MB"
+        )
         failed |= whole["received"] != whole["sent"] or bool(whole["duplicates"])
     return 1 if failed else 0

@@ -164,7 +164,8 @@ def ingest(
     files: Annotated[
         list[Path],
         typer.Argument(
-            metavar="FILE", help="Dump files (HF text dumps, HF daily papers JSON, arXiv RSS or Atom)."
+            metavar="FILE",
+            help="Dump files (HF text dumps, HF daily papers JSON or saved HTML pages, arXiv RSS or Atom).",
         ),
     ],
     as_json: JsonOption = False,

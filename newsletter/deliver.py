@@ -160,7 +160,7 @@ class Courier:
 
     def _accepted(self, message: OutgoingMessage, items: tuple[ItemReport, ...]) -> DigestOutcome:
         self.sent += 1
-        self.bytes_sent += len(message.raw)
+        self.bytes_sent += message.size
         log.info("sent %s to %s (%s)", message.digest_id, message.recipient, plural(len(items), "paper"))
         return DigestOutcome(message.recipient, "sent", "", items, message.digest_id)
 
@@ -333,6 +333,22 @@ class Couriers:
     def count(self) -> int:
         """Couriers open now."""
         return len(self._couriers)
+
+    @property
+    def batch_size(self) -> int:
+        """Messages per request (1: one message each, SMTP or an API without batches)."""
+        return self._couriers[0].batch_size
+
+    @property
+    def per_round(self) -> int:
+        """Messages one round of requests carries when every connection this run may open is busy."""
+        return self.batch_size * self.cap
+
+    @property
+    def reads_body(self) -> bool:
+        """False when the transport reads only the header block of ``raw`` (an API taking the parts)."""
+        transport = self._couriers[0].transport
+        return not isinstance(transport, HttpApiTransport) or transport.reads_body
 
     @property
     def uses_parts(self) -> bool:

@@ -110,7 +110,7 @@ class Dump:
     """One snapshot of a trending listing."""
 
     source: str  # file path or URL it came from
-    format: str  # "hf-text" | "hf-json"
+    format: str  # "hf-text" | "hf-json" | "hf-html" | "arxiv"
     content_hash: str  # sha256 of the raw bytes: same content, same dump
     papers: tuple[Paper, ...]
     listed_on: str | None = None  # the listing's own date line, e.g. "Mar 11", when present
@@ -249,3 +249,11 @@ class OutgoingMessage:
     raw: bytes  # RFC 5322 bytes, CRLF line endings
     html: str = field(repr=False, default="")  # the parts again, for HTTP APIs that take them apart
     text: str = field(repr=False, default="")
+    headers_only: bool = False  # ``raw`` is the header block alone (built for an API that takes the parts)
+
+    @property
+    def size(self) -> int:
+        """Bytes handed over: the whole message, or its header block and its two parts."""
+        if not self.headers_only:
+            return len(self.raw)
+        return len(self.raw) + len(self.html.encode()) + len(self.text.encode())

@@ -25,20 +25,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Protocol, TypeVar
 
 from newsletter.errors import NewsletterError
-from newsletter.models import Subscriber
 from newsletter.report import RunReport, Timings
 from newsletter.shards import Shard, ShardWork
 
 B = TypeVar("B")
-B_co = TypeVar("B_co", covariant=True)
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +112,10 @@ class _Done:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class Builds(Protocol[B_co]):
-    """What the builder process runs (the Pipeline): chunks of built messages, read-only."""
+class Builds(Protocol):
+    """What the builder process runs in (the Pipeline): its timings and connections."""
 
     timings: Timings
-
-    def build_chunks(
-        self, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
-    ) -> Iterator[B_co]: ...
 
     def after_fork(self) -> None: ...
 
@@ -130,14 +123,14 @@ class Builds(Protocol[B_co]):
 
 
 def build_ahead(
-    pipeline: Builds[B],
-    subscribers: Sequence[Subscriber],
-    now: datetime,
+    pipeline: Builds,
+    build: Callable[[Callable[[], bool]], Iterable[B]],
     stopped: Callable[[], bool],
     *,
     strip: Callable[[B], B] | None = None,
 ) -> Generator[B, None, None]:
-    """``pipeline.build_chunks`` run in a forked process, one chunk ahead of the caller.
+    """``build(stopped)`` (the pipeline's chunks of built messages, read-only) run in a forked
+    process, one chunk ahead of the caller.
 
     ``strip`` (when the transport reads only the raw bytes) leaves out what the run does not need
     before a chunk crosses the pipe, e.g. the HTML and text copies, half of it.
@@ -147,7 +140,7 @@ def build_ahead(
     """
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
-    args = (pipeline, subscribers, now, strip, send, receive, os.getpid())
+    args = (pipeline, build, strip, send, receive, os.getpid())
     process = context.Process(target=_builder, args=args, name="newsletter-builder")
     process.start()
     send.close()
@@ -180,9 +173,8 @@ def build_ahead(
 
 
 def _builder(
-    pipeline: Builds[B],
-    subscribers: Sequence[Subscriber],
-    now: datetime,
+    pipeline: Builds,
+    build: Callable[[Callable[[], bool]], Iterable[B]],
     strip: Callable[[B], B] | None,
     send: Connection,
     receive: Connection,
@@ -191,7 +183,7 @@ def _builder(
     stop = _start_child(pipeline, parent, receive)
     pipeline.timings = Timings()
     try:
-        for built in pipeline.build_chunks(subscribers, now, stop.is_set):
+        for built in build(stop.is_set):
             send.send(built if strip is None else strip(built))
         send.send(_Done(dict(pipeline.timings.totals)))
     except NewsletterError as exc:

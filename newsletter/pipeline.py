@@ -47,7 +47,7 @@ from newsletter.unsubscribe import mailto_url, one_click_url
 log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
-PLAN_BATCH = 256  # digests planned per transaction
+PLAN_BATCH = 256  # digests planned per transaction, at least (more when one round of requests takes more)
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
@@ -179,11 +179,16 @@ class Pipeline:
             def stopped() -> bool:
                 return couriers.stopped
 
+            size, body = chunk_size(couriers), couriers.reads_body
+
+            def build(stopped: Callable[[], bool]) -> Generator[Built, None, None]:
+                return self.build_chunks(subscribers, now, stopped, size, body=body)
+
             if builder:
                 strip = None if couriers.uses_parts else Built.without_parts
-                chunks = build_ahead(self, subscribers, now, stopped, strip=strip)
+                chunks = build_ahead(self, build, stopped, strip=strip)
             else:
-                chunks = self.build_chunks(subscribers, now, stopped)
+                chunks = build(stopped)
             with (
                 contextlib.closing(chunks),  # on an error too: the builder is stopped and reaped
                 progress.step("Ranking and sending digests", len(subscribers)) as advance,
@@ -344,7 +349,13 @@ class Pipeline:
         return hashlib.sha256(window).hexdigest()[:20]
 
     def _message(
-        self, subscriber: Subscriber, items: Sequence[Scored], digest_id: str, date: datetime
+        self,
+        subscriber: Subscriber,
+        items: Sequence[Scored],
+        digest_id: str,
+        date: datetime,
+        *,
+        body: bool = True,
     ) -> OutgoingMessage:
         urls = self._unsubscribe_urls(subscriber.email)
         with self.timings("render"):
@@ -358,17 +369,27 @@ class Pipeline:
                 to_addr=subscriber.email,
                 rendered=rendered,
                 date=date,
+                body=body,
             )
 
     # -- delivering ---------------------------------------------------------------------------------
 
     def build_chunks(
-        self, subscribers: Sequence[Subscriber], now: datetime, stopped: Callable[[], bool]
+        self,
+        subscribers: Sequence[Subscriber],
+        now: datetime,
+        stopped: Callable[[], bool],
+        size: int | None = None,
+        *,
+        body: bool = True,
     ) -> Generator[Built, None, None]:
-        """Every due digest as a message, PLAN_BATCH at a time; reads the store, writes nothing."""
+        """Every due digest as a message, ``size`` (default PLAN_BATCH) at a time; reads the store only.
+
+        Without ``body`` a message's ``raw`` is its header block only (for an API that takes the parts).
+        """
         cap = self.settings.max_per_run
         built = 0  # messages built this run: the cap counts digests planned, sent or not
-        for chunk in _batched(self.select(subscribers, now), PLAN_BATCH):
+        for chunk in _batched(self.select(subscribers, now), size or PLAN_BATCH):
             part = Built()
             for sel in chunk:
                 sub = sel.subscriber
@@ -384,7 +405,7 @@ class Pipeline:
                     continue
                 digest_id = self._digest_id(sel)
                 try:
-                    message = self._message(sub, sel.chosen, digest_id, now)
+                    message = self._message(sub, sel.chosen, digest_id, now, body=body)
                 except (RenderError, SendError) as exc:
                     log.error("%s: cannot build digest: %s", sub.email, exc)
                     part.outcomes.append(
@@ -455,6 +476,11 @@ class Pipeline:
         except NewsletterError as exc:
             return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(selection.chosen))
         return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", _items(selection.chosen))
+
+
+def chunk_size(couriers: Couriers) -> int:
+    """Digests planned (and built) at a time: enough that every batch request in flight is full."""
+    return max(PLAN_BATCH, couriers.per_round) if couriers.batch_size > 1 else PLAN_BATCH
 
 
 def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection, ...]]:

@@ -124,8 +124,8 @@ def test_a_dying_builder_is_a_one_line_error_and_what_was_sent_is_recorded(
     monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)
     real = Pipeline.build_chunks
 
-    def dies_after_one(self: Pipeline, *args: Any) -> Any:
-        for index, built in enumerate(real(self, *args)):
+    def dies_after_one(self: Pipeline, *args: Any, **options: Any) -> Any:
+        for index, built in enumerate(real(self, *args, **options)):
             if index == 1:
                 os._exit(3)  # in the builder process: no report, no goodbye
             yield built

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from pydantic import SecretStr
 
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.models import OutgoingMessage
 from newsletter.render import Renderer
-from newsletter.send.pacing import AUTO_CAP, FEED_RATE, Gate, auto_connections
+from newsletter.send.apis import Outcome, PostmarkTransport
+from newsletter.send.pacing import AUTO_CAP, FEED_RATE, HEADROOM, Gate, auto_connections
 
+from .api_server import Api, running
 from .test_crash import NOW, Recorder, make_folder, pipeline, write_subscribers
 
 
@@ -19,10 +24,10 @@ from .test_crash import NOW, Recorder, make_folder, pipeline, write_subscribers
     ("round_trip", "per_request", "rate", "expected"),
     [
         (0.0005, 1, None, 1),  # loopback SMTP: one connection keeps up
-        (0.005, 1, None, 5),  # 5 ms: five waits overlap to feed 1,000 messages a second
-        (0.05, 1, None, AUTO_CAP),  # 50 ms would want 50: capped
-        (0.05, 1, 40.0, 2),  # NEWSLETTER_SEND_RATE=40: 2 connections already send 40 a second
-        (0.2, 100, None, 2),  # a 200 ms API with batches of 100: 2 requests in flight
+        (0.003, 1, None, 6),  # 3 ms: three waits overlap to feed 1,000 messages a second, twice that
+        (0.05, 1, None, AUTO_CAP),  # 50 ms would want 100: capped
+        (0.05, 1, 40.0, 4),  # NEWSLETTER_SEND_RATE=40: 2 connections send 40 a second, twice that
+        (0.2, 100, None, 4),  # a 200 ms API with batches of 100: 4 requests in flight
         (0.2, 500, None, 1),
         (0.2, 1, None, AUTO_CAP),  # one message per request (SendGrid, Mailgun)
         (0.0, 1, None, 1),
@@ -32,7 +37,7 @@ def test_auto_opens_what_the_round_trip_calls_for(
     round_trip: float, per_request: int, rate: float | None, expected: int
 ) -> None:
     assert auto_connections(round_trip, per_request, rate) == expected
-    assert FEED_RATE == 1000.0
+    assert (FEED_RATE, HEADROOM) == (1000.0, 2.0)
 
 
 class FakeClock:
@@ -109,3 +114,44 @@ def test_a_run_opens_the_connections_the_round_trip_calls_for(
     assert len(servers) == opened
     sent = sorted(to for server in servers for to in server.sent)
     assert sent == sorted(d.subscriber for d in report.digests if d.status == "sent") and len(sent) > 20
+
+
+class Postmark(PostmarkTransport):
+    """The real Postmark transport, 3 messages a request; keeps the messages it was handed."""
+
+    batch_size = 3
+    handed: ClassVar[list[OutgoingMessage]] = []
+
+    def send_batch(self, messages: Sequence[OutgoingMessage], key: str | None = None) -> list[Outcome]:
+        self.handed.extend(messages)
+        return super().send_batch(messages, key)
+
+
+def test_each_chunk_of_a_batched_run_fills_every_request_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 requests in flight of 3 messages each: digests are planned 12 at a time (not PLAN_BATCH, here 2),
+    and the messages carry only their header block, from which the API gets what a whole message gives."""
+    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 2)
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
+    api = Api(delay=0.05)
+    with running(api) as url:
+        made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections=4)
+        made.transport_factory = lambda: Postmark(SecretStr("t"), base_url=url)
+        planned: list[int] = []
+        plan = made.store.plan_digests
+        monkeypatch.setattr(made.store, "plan_digests", lambda p: planned.append(len(p)) or plan(p))
+        report = made.run(subs, NOW)
+    sent = [d.subscriber for d in report.digests if d.status == "sent"]
+    assert len(sent) > 24 and sorted(sent) == sorted(api.recipients)
+    assert planned[:-1] == [12] * (len(planned) - 1) and sum(planned) == len(sent)
+    assert {m.headers_only for m in Postmark.handed} == {True}
+    for message in Postmark.handed[:3]:
+        subscriber = subs.find(message.recipient)
+        assert subscriber is not None
+        _, whole = made.last_sent(subscriber) or (None, None)
+        assert whole is not None and not whole.headers_only and whole.raw.startswith(message.raw)
+        reader = made.transport_factory()
+        assert reader.payload(whole) == reader.payload(message)
+    made.store.close()

@@ -61,7 +61,7 @@ def test_a_file_no_parser_reads_is_one_warning_not_a_failure(env: dict[str, str]
     dumps = Path(env["NEWSLETTER_DUMPS"])
     _add(env, GOOD[0])
     (dumps / "notes.md").write_text("# my notes\n")
-    shutil.copy(DATA / "realdata" / "README.md", dumps / "page.html")
+    shutil.copy(DATA / "realdata" / "README.md", dumps / "paper.pdf")
     proc = cli(env, "run", "--json", "--now", "2024-11-18T09:00:00Z", check=False)
     assert proc.returncode == 0
     warnings = [d["warning"] for d in json.loads(proc.stdout)["dumps"] if d["warning"]]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from newsletter.render import authors_short, excerpt, paper_url, safe_url
+from newsletter.render import authors_short, excerpt, helpers, paper_url, safe_url
 from newsletter.render.helpers import clip, long_date, one_line, wrap
 
 
@@ -88,3 +88,15 @@ def test_wrap_indents_and_never_breaks_urls() -> None:
     url = "https://arxiv.org/search/?searchtype=title&query=" + "x" * 80
     wrapped = wrap(f"see {url} for more words here", 40, "   ")
     assert wrapped.splitlines() == ["   see", f"   {url}", "   for more words here"]
+
+
+def test_safe_links_of_a_paper_s_links_are_cached_and_each_caller_gets_its_own_list() -> None:
+    links = (
+        ("arXiv", "https://arxiv.org/abs/2312.00752"),
+        ("Code", "javascript:alert(1)"),
+        ("HF", " https://h f"),
+    )
+    first = helpers.safe_links(links)
+    assert first == helpers.safe_links(list(links)) == [("arXiv", links[0][1]), ("HF", "https://hf")]
+    first.clear()
+    assert helpers.safe_links(links) == [("arXiv", links[0][1]), ("HF", "https://hf")]

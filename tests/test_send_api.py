@@ -529,3 +529,51 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
+
+
+# --- what a run's builder hands over ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", JSON_PROVIDERS)
+def test_a_message_built_without_its_mime_body_makes_the_same_request(cls: type[HttpApiTransport]) -> None:
+    """A run builds only the header block for an API that takes the parts: the request is byte for byte
+    the one the whole message makes, for awkward names and subjects too."""
+    bodies = []
+    for body in (True, False):
+        rendered = RenderedDigest(
+            subject="Neue Arbeiten: Überblick ✓\r\nBcc: x@example.org", html=HTML, text=TEXT
+        )
+        message = build_message(
+            digest_id="d-1",
+            envelope=ENVELOPE,
+            to_name='Jörg "J" Müller',
+            to_addr="ada@example.org",
+            rendered=rendered,
+            date=datetime(2024, 3, 11, 7, 0, tzinfo=UTC),
+            body=body,
+        )
+        assert message.headers_only is not body
+        h = harness(cls, ok(cls))
+        with h.transport as transport:
+            transport.send(message)
+        bodies.append(h.api.requests[0].content)
+    assert bodies[0] == bodies[1]
+
+
+def test_the_header_block_alone_is_the_whole_message_s_header_block() -> None:
+    whole = make_message(name="Jörg Müller")
+    head = build_message(
+        digest_id=whole.digest_id,
+        envelope=ENVELOPE,
+        to_name="Jörg Müller",
+        to_addr=whole.recipient,
+        rendered=RenderedDigest(whole.subject, HTML, TEXT),
+        date=datetime(2024, 3, 11, 7, 0, tzinfo=UTC),
+        body=False,
+    )
+    assert whole.raw.startswith(head.raw) and head.raw.endswith(b"\r\n\r\n") and b"base64" not in head.raw
+    assert head.size == len(head.raw) + len(HTML.encode()) + len(TEXT.encode())
+    assert whole.size == len(whole.raw)
+    readers = {cls: cls.reads_body for cls in PROVIDERS}
+    assert readers == {PostmarkTransport: False, SendGridTransport: False, MailgunTransport: True,
+                       ResendTransport: False}  # fmt: skip

@@ -92,7 +92,14 @@ def paper_links(
 
 def safe_links(links: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     """The (label, URL) pairs whose URL ``safe_url`` lets through, cleaned the same way."""
+    if isinstance(links, tuple):  # a paper's links: the same in every digest it is in, twice per digest
+        return list(_safe_links(links))
     return [(label, url) for label, url in ((lb, safe_url(u)) for lb, u in links) if url != "#"]
+
+
+@lru_cache(maxsize=4096)
+def _safe_links(links: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    return tuple(safe_links(list(links)))
 
 
 def count(value: int | None) -> str:

@@ -96,8 +96,13 @@ def build_message(
     to_addr: str,
     rendered: RenderedDigest,
     date: datetime,
+    body: bool = True,
 ) -> OutgoingMessage:
-    """One digest email as RFC 5322 bytes (CRLF). Raises SendError(permanent) for an unusable address."""
+    """One digest email as RFC 5322 bytes (CRLF). Raises SendError(permanent) for an unusable address.
+
+    Without ``body``, ``raw`` is the header block alone (what an API that takes the HTML and text as
+    fields reads of it): the same headers, without base64-encoding parts nobody would read.
+    """
     sender_name, sender_addr = parse_sender(envelope.sender)
     recipient = _checked_address(to_addr)
     subject = clean_text(rendered.subject)
@@ -112,9 +117,19 @@ def build_message(
         ("List-Id", _list_id_tokens(envelope.list_id)),
         *_unsubscribe_headers(envelope),
     ]
-    raw = _assemble(headers, _boundary(digest_id), rendered.text, rendered.html)
+    boundary = _boundary(digest_id)
+    head = _head(headers, boundary)
+    raw = _body(head, boundary, rendered.text, rendered.html) if body else head
     return OutgoingMessage(
-        digest_id, sender_addr, recipient, subject, message_id, raw, html=rendered.html, text=rendered.text
+        digest_id,
+        sender_addr,
+        recipient,
+        subject,
+        message_id,
+        raw,
+        html=rendered.html,
+        text=rendered.text,
+        headers_only=not body,
     )
 
 
@@ -272,12 +287,16 @@ def _boundary(digest_id: str) -> str:
     return "=_np_" + hashlib.sha256(digest_id.encode("utf-8")).hexdigest()[:32]
 
 
-def _assemble(headers: list[tuple[str, Tokens]], boundary: str, text: str, html: str) -> bytes:
+def _head(headers: list[tuple[str, Tokens]], boundary: str) -> bytes:
+    """The header block, with the blank line that ends it."""
     headers.append(("Content-Type", ["multipart/alternative;", f'boundary="{boundary}"']))
-    head = "".join(_fold(name, tokens) + "\r\n" for name, tokens in headers) + "\r\n"
+    return ("".join(_fold(name, tokens) + "\r\n" for name, tokens in headers) + "\r\n").encode("ascii")
+
+
+def _body(head: bytes, boundary: str, text: str, html: str) -> bytes:
     return b"".join(
         [
-            head.encode("ascii"),
+            head,
             _part(boundary, "text/plain", text),
             _part(boundary, "text/html", html),
             f"--{boundary}--\r\n".encode("ascii"),

@@ -24,6 +24,10 @@ from collections.abc import Callable
 # more connections than this rate needs only add threads and load on the server.
 FEED_RATE = 1000.0
 AUTO_CAP = 8  # connections / requests in flight "auto" opens at most
+# Twice what Little's law asks: between two chunks the run's process reads the next chunk from the
+# builder and plans it while nothing is in flight, and each request's round trip also holds building its
+# JSON; with exactly ``rate x round trip`` in flight a 200 ms API was the slower side of the run.
+HEADROOM = 2.0
 
 
 class Gate:
@@ -73,9 +77,10 @@ def auto_connections(round_trip: float, per_request: int, rate: float | None, ca
     """Connections (or requests in flight) that keep ``rate`` messages a second moving.
 
     Each connection moves ``per_request`` messages per ``round_trip`` seconds, so the run needs
-    ``rate * round_trip / per_request`` of them (Little's law). ``rate`` is NEWSLETTER_SEND_RATE when
-    set (more connections could not send faster), else FEED_RATE. At least 1, at most ``cap``.
+    ``rate * round_trip / per_request`` of them (Little's law), times HEADROOM. ``rate`` is
+    NEWSLETTER_SEND_RATE when set (more connections could not send faster), else FEED_RATE. At least 1,
+    at most ``cap``.
     """
     target = min(rate, FEED_RATE) if rate else FEED_RATE
-    wanted = math.ceil(target * max(round_trip, 0.0) / max(per_request, 1))
+    wanted = math.ceil(HEADROOM * target * max(round_trip, 0.0) / max(per_request, 1))
     return max(1, min(cap, wanted))

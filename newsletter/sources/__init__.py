@@ -1,8 +1,9 @@
 """Dump parsers and fetchers: bytes in a file -> a Dump.
 
-Three formats, told apart by content, not by file name: a JSON document (``[`` or ``{`` first) is
+Four formats, told apart by content, not by file name: a JSON document (``[`` or ``{`` first) is
 read as the Hugging Face daily papers API format (``hf-json``), an RSS or Atom document as an arXiv
-feed (``arxiv``), anything else as a text dump of the Daily Papers page (``hf-text``).
+feed (``arxiv``), an HTML document as a saved Hugging Face papers page (``hf-html``), anything else
+as a text dump of the Daily Papers page (``hf-text``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from newsletter.errors import SourceError
 from newsletter.models import Dump
 from newsletter.sources.arxivfeed import looks_like_feed, parse_arxiv_feed
+from newsletter.sources.hfhtml import looks_like_html, parse_hf_html
 from newsletter.sources.hfjson import parse_hf_json
 from newsletter.sources.textdump import parse_text_dump
 
@@ -22,7 +24,7 @@ __all__ = ["DUMP_GLOBS", "list_dump_files", "list_other_files", "parse_dump", "r
 
 log = logging.getLogger(__name__)
 
-DUMP_GLOBS = ("*.txt", "*.json", "*.xml", "*.rss", "*.atom")
+DUMP_GLOBS = ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
 _TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 _BOM = b"\xef\xbb\xbf"
 
@@ -65,6 +67,8 @@ def parse_dump(data: bytes, source: str) -> Dump:
         return parse_hf_json(data, source)
     if looks_like_feed(data):
         return parse_arxiv_feed(data, source)
+    if looks_like_html(data):
+        return parse_hf_html(data, source)
     return parse_text_dump(data, source)
 
 

@@ -49,7 +49,11 @@ class _FieldError(ValueError):
 
 def parse_hf_json(data: bytes, source: str) -> Dump:
     """Parse a daily papers API response; raise ParseError naming ``source`` and the line or item."""
-    items = _load(data, source)
+    return dump_from_items(_load(data, source), data, source, FORMAT)
+
+
+def dump_from_items(items: list[Any], data: bytes, source: str, format: str) -> Dump:
+    """A Dump of the API's items (the JSON response's, or those a page embeds); ParseError names the item."""
     papers: list[Paper] = []
     for index, item in enumerate(items):
         try:
@@ -59,7 +63,7 @@ def parse_hf_json(data: bytes, source: str) -> Dump:
             raise ParseError(source, None, where + exc.problem) from exc
     return Dump(
         source=source,
-        format=FORMAT,
+        format=format,
         content_hash=hashlib.sha256(data).hexdigest(),
         papers=dedupe(papers, source),
     )

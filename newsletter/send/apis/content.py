@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.utils import parseaddr
 
 from newsletter.errors import SendError
@@ -50,10 +51,13 @@ def content_of(message: OutgoingMessage) -> Content:
 
     Parsed with the compat32 policy (plain string headers): ~10x faster than policy.default's header objects.
     When the message carries its text and HTML copies (a run's messages do), only the header block is
-    parsed: the whole 40 KB message took 5 ms, a third of a batch request's local cost.
+    parsed, as headers alone: the whole 40 KB message took 5 ms, a third of a batch request's local
+    cost (a run's builder then leaves the MIME body out: ``OutgoingMessage.headers_only``).
     """
-    whole = not (message.text and message.html)
-    parsed = email.message_from_bytes(message.raw if whole else _head(message.raw))
+    if message.headers_only or (message.text and message.html):
+        parsed = BytesHeaderParser().parsebytes(_head(message.raw))  # no MIME parts to look for
+    else:
+        parsed = email.message_from_bytes(message.raw)
     return Content(
         sender_name=_display_name(parsed.get("From", "")),
         sender=message.sender,

@@ -115,6 +115,7 @@ class HttpApiTransport:
     provider: ClassVar[str] = "HTTP API"
     default_base_url: ClassVar[str] = ""
     uses_parts: ClassVar[bool] = True  # the APIs take the HTML and text apart
+    reads_body: ClassVar[bool] = False  # of ``message.raw`` only the header block is read (content_of)
     retries_itself: ClassVar[bool] = True  # bounded attempts per request, Retry-After, idempotency
     idempotent: ClassVar[bool] = False  # requests carry an idempotency key: resending after a timeout is safe
     auth_hint: ClassVar[str] = AUTH_HINT

@@ -26,6 +26,8 @@ class MailgunTransport(HttpApiTransport):
     provider = "Mailgun"
     default_base_url = BASE_URLS["us"]
     auth_hint = "check NEWSLETTER_API_KEY (a Mailgun API or domain sending key) and the region"
+    reads_body = True  # uploads message.raw as it is
+    uses_parts = False  # ... and nothing else: the builder leaves the HTML and text copies out
 
     def __init__(self, api_key: SecretStr, *, domain: str, region: str = "us", **options: Any) -> None:
         if region not in BASE_URLS:
