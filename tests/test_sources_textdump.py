@@ -397,7 +397,7 @@ def test_list_dump_files_sorted_and_filtered(tmp_path: Path) -> None:
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "z.txt").write_text("x")
     assert [path.name for path in list_dump_files(tmp_path)] == ["a.json", "b.txt", "c.txt"]
-    assert DUMP_GLOBS == ("*.txt", "*.json", "*.xml", "*.rss", "*.atom")
+    assert DUMP_GLOBS == ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
 
 
 def test_list_dump_files_missing_folder(tmp_path: Path) -> None:
