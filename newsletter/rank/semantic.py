@@ -51,17 +51,19 @@ QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 
 @dataclass(frozen=True, slots=True)
 class SemanticParams:
-    """Global knobs (never per subscriber). chance, naming_gate, liked_set and words_gate: chosen by
-    leave-one-profile-out over the twelve dev profiles (benchmarks/ranking.py --grid); typical: by the
-    off-domain tests (the dev papers are all ML papers); the others with ranking_research.py."""
+    """Global knobs (never per subscriber). Chosen by leave-one-profile-out over the twelve dev profiles
+    (benchmarks/ranking.py --grid; the README gives the grids): chance, naming_gate, liked_set,
+    words_gate, context, literal_gate, exclude_threshold, lexical_weight, words_weight, phrase_half.
+    typical: by the off-domain tests (the dev papers are all ML papers); titles, sentences and
+    corroborate: with ranking_research.py."""
 
     chance: float = 0.005  # share of unrelated papers let through; sets each profile's threshold
     lexical_weight: float = 3.0  # added to an interest's column at full literal phrase strength
     phrase_half: float = 1.0  # weighted mentions that give half the literal strength
-    context: float = 1.0  # weight of the whole profile's z-score averaged into each interest's
+    context: float = 2.0  # weight of the whole profile's z-score averaged into each interest's
     words_weight: float = 1.0  # TF-IDF z-score over the profile's words -> column score
-    exclude_threshold: float = 3.0  # an excluded topic scoring this high means the paper is about it
-    literal_gate: float = 1.0  # profile z-score at which a literal match counts fully (0: always)
+    exclude_threshold: float = 2.0  # an excluded topic scoring this high means the paper is about it
+    literal_gate: float = 0.5  # profile z-score at which a literal match counts fully (0: always)
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
