@@ -145,7 +145,11 @@ class ChunkedRanker:
             text = layout.texts[i]
             if text not in self._named:
                 strong, weak = self._acronyms.forms(text)
-                named = np.maximum(2.0 * self._index.naming(strong), self._index.naming(weak, lead=False))
+                spelled = {form for form in strong if len(form) > 1}
+                named = np.maximum(
+                    2.0 * self._index.naming(strong, meanings=spelled),
+                    self._index.naming(weak, lead=False, meanings=spelled),
+                )
                 remember(self._named, text, named.astype(np.float32))
             out[i] = self._named[text][view.rows]
         return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from newsletter.models import StoredPaper
 from newsletter.rank.batch import ragged_arange
+from newsletter.rank.naming import definitions
 from newsletter.rank.text import acronym, count_phrase, lead, phrase_tokens, tokens, tokens_as_written
 
 TITLE_WEIGHT = 3.0  # a phrase in the title counts as much as three mentions in the abstract
@@ -76,6 +77,7 @@ class LexicalIndex:
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.term, minlength=len(self.terms)))])
         self._extra: dict[str, int] = {}
         self._phrases: dict[tuple[str, float], np.ndarray] = {}
+        self._defined: dict[int, dict[str, set[tuple[str, ...]]]] = {}  # paper -> acronyms it defines
         self._text_terms: dict[str, np.ndarray] = {}
         self.reasons: dict[int, str] = {}  # memoised 'shares words' reasons by packed term ids
         self.surface: dict[int, str] = {}  # term id -> a word as a profile wrote it, for reasons
@@ -119,25 +121,44 @@ class LexicalIndex:
 
     def _phrase_counts(self, phrase: str) -> np.ndarray:
         counts = np.zeros(self.size, dtype=np.float32)
-        short = acronym(phrase)
-        for form in (phrase_tokens(phrase), (short,) if short else ()):
+        words, short = phrase_tokens(phrase), acronym(phrase)
+        for form in (words, (short,) if short else ()):
             for i in self._docs_with_all(form).tolist():
+                if form != words and self.redefines(i, form[0], {words}):
+                    continue
                 counts[i] += TITLE_WEIGHT * count_phrase(self.titles[i], form)
                 counts[i] += count_phrase(self.abstracts[i], form)
         return counts
 
-    def naming(self, forms: Iterable[tuple[str, ...]], lead: bool = True) -> np.ndarray:
+    def redefines(self, i: int, short: str, meanings: Collection[tuple[str, ...]]) -> bool:
+        """Does paper ``i`` define the acronym ``short`` as something else than ``meanings`` (its
+        expansions' tokens)? "Test-time scaling (TTS)" makes its later "TTS" no text-to-speech."""
+        found = self._defined.get(i)
+        if found is None:
+            paper = self.papers[i]
+            found = definitions([f"{paper.title}. {paper.abstract}"])
+            remember(self._defined, i, found)
+        forms = found.get(short, set())
+        return bool(forms) and not forms & set(meanings)
+
+    def naming(
+        self, forms: Iterable[tuple[str, ...]], lead: bool = True, meanings: Collection[tuple[str, ...]] = ()
+    ) -> np.ndarray:
         """Per paper: does its title (or, with ``lead``, its first abstract sentence) state one of the
         token sequences?
 
         A sequence that more than NAMING_SHARE of the reference papers state ("features",
-        "generation", "image") names nothing: it says too little about what a paper is about.
+        "generation", "image") names nothing: it says too little about what a paper is about. With
+        ``meanings`` (the phrase's spelled-out forms), a one-word form is an acronym that does not
+        count in a paper defining it as something else.
         """
         out = np.zeros(self.size, dtype=bool)
         for form in forms:
             if self.share(form) > NAMING_SHARE:
                 continue
             for i in self._docs_with_all(form).tolist():
+                if meanings and len(form) == 1 and self.redefines(i, form[0], meanings):
+                    continue
                 out[i] |= bool(
                     count_phrase(self.titles[i], form) or (lead and count_phrase(self.leads[i], form))
                 )
