@@ -60,7 +60,7 @@ def test_profile_texts_are_embedded_once_per_content() -> None:
 def test_vectors_are_unit_length() -> None:
     ranker = SemanticRanker(embedder=HashingEmbedder())
     vectors = ranker.embed_papers(papers())
-    assert vectors.shape == (len(papers()), 256)
+    assert vectors.shape == (len(papers()), HashingEmbedder().dim)
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 

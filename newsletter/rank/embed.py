@@ -58,11 +58,12 @@ def normalise_rows(matrix: np.ndarray) -> np.ndarray:
 
 
 class HashingEmbedder:
-    """A tiny deterministic bag-of-words embedder: the in-package fake for tests (no model needed)."""
+    """A tiny deterministic bag-of-words embedder: the in-package fake for tests (no model needed).
+    1,024 buckets, so two words of a small test corpus seldom share one."""
 
     name = "hashing-bow"
 
-    def __init__(self, dim: int = 256) -> None:
+    def __init__(self, dim: int = 1024) -> None:
         self.dim = dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

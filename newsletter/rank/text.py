@@ -26,18 +26,28 @@ SAME_WORD = {"visual": "vision", "visually": "vision"}  # read as one word when 
 
 @lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
-    """A deliberately light stemmer: plurals and -ing/-ed, so 'models' == 'model' == 'modeling'."""
+    """A deliberately light stemmer: plurals, -ing/-ed and a silent final e, so 'models' == 'model' ==
+    'modeling' and 'scales' == 'scaling' == 'scaled'."""
     w = word.lower()
     if w in SAME_WORD:
         return SAME_WORD[w]
     if len(w) <= 3:
         return w
+    return _silent_e(_suffixless(w))
+
+
+def _suffixless(w: str) -> str:
     for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ings", ""), ("ing", ""), ("ed", "")):
         if w.endswith(suffix) and len(w) - len(suffix) >= 4:
             return w[: -len(suffix)] + repl
     if w.endswith("s") and not w.endswith(("ss", "us", "is")):
         return w[:-1]
     return w
+
+
+def _silent_e(w: str) -> str:
+    """'scale' -> 'scal', as 'scaling' and 'scaled' lose their endings ('image' / 'imaging' alike)."""
+    return w[:-1] if len(w) >= 5 and w.endswith("e") and not w.endswith("ee") else w
 
 
 def _split_word(word: str) -> list[str]:
