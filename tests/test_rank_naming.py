@@ -7,6 +7,7 @@ import pytest
 
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.base import Ranker
+from newsletter.rank.index import LexicalIndex
 from newsletter.rank.naming import Acronyms, definitions
 from newsletter.rank.text import phrase_tokens, stem, tokens
 from tests.test_rank_behaviour import minilm, needs_model
@@ -117,3 +118,34 @@ def test_a_mixed_case_name_at_the_end_of_a_compound_is_a_token() -> None:
 )
 def test_the_stemmer_reads_a_word_s_forms_as_one(forms: tuple[str, ...]) -> None:
     assert len({stem(w) for w in forms}) == 1
+
+
+SCALING = "learning rate and batch size scaling"
+SCALING_PAPERS = [
+    paper(
+        "Hyperparameter Laws for Pretraining",
+        "We fit laws over many runs. The optimal learning rate grows with model size, while the batch "
+        "size scales with data.",
+        1,
+    ),
+    paper(
+        "Warm-up Schedules Revisited",
+        "We study the learning rate during warm-up. A larger batch size is used throughout. Results scale.",
+        2,
+    ),
+    paper("Learning Rate and Batch Size Scaling Rules", "We derive rules for transfer across widths.", 3),
+]
+
+
+def test_a_long_interest_with_its_words_in_one_sentence_counts_as_part_of_a_mention() -> None:
+    index = LexicalIndex(SCALING_PAPERS)
+    exact = index.literal(SCALING, half=1.0)
+    scattered = index.literal(SCALING, half=1.0, scattered=0.5)
+    assert exact[0] == 0 and 0 < scattered[0] < exact[2]  # one sentence, other order: half a mention
+    assert scattered[1] == 0  # the words spread over three sentences
+    assert scattered[2] == exact[2]  # the phrase itself counts as before, not twice
+
+
+def test_a_short_interest_is_never_matched_scattered() -> None:
+    index = LexicalIndex([paper("Planning", "The space of states grows with every model step.", 1)])
+    assert index.literal("state space models", half=1.0, scattered=1.0)[0] == 0

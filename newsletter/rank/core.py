@@ -130,11 +130,11 @@ class ChunkedRanker:
 
     # ------------------------------------------------------------ shared evidence
 
-    def literal_table(self, layout: Layout, view: View, half: float) -> np.ndarray:
+    def literal_table(self, layout: Layout, view: View, half: float, scattered: float = 0.0) -> np.ndarray:
         """(texts, candidates) literal phrase strength of each interest and excluded topic (else 0)."""
         out = np.zeros((len(layout.texts), len(view.papers)), dtype=np.float32)
         for i in layout.phrase_ids().tolist():
-            out[i] = self._index.literal(layout.texts[i], half)[view.rows]
+            out[i] = self._index.literal(layout.texts[i], half, scattered)[view.rows]
         return out
 
     def naming_table(self, layout: Layout, view: View) -> np.ndarray:

@@ -19,11 +19,20 @@ import numpy as np
 from newsletter.models import StoredPaper
 from newsletter.rank.batch import ragged_arange
 from newsletter.rank.naming import definitions
-from newsletter.rank.text import acronym, count_phrase, lead, phrase_tokens, tokens, tokens_as_written
+from newsletter.rank.text import (
+    acronym,
+    count_phrase,
+    lead,
+    phrase_tokens,
+    sentences,
+    tokens,
+    tokens_as_written,
+)
 
 TITLE_WEIGHT = 3.0  # a phrase in the title counts as much as three mentions in the abstract
 COMMON_SHARE = 0.05  # a phrase found in more than this share of papers needs proportionally more mentions
 DENSE_WORK = 1 / 128  # a term goes dense when (queries using it x its papers) passes this share of all cells
+SCATTERED_WORDS = 4  # a phrase this long may be stated with its words in another order (literal)
 NAMING_SHARE = 0.15  # a sequence more than one reference paper in seven states names no subject
 MEMO_LIMIT = 1 << 16  # memoised texts and phrases; the memo is emptied when it grows past this
 
@@ -76,8 +85,9 @@ class LexicalIndex:
         self.value = self._normalised(term, doc, log_tf)[order]
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.term, minlength=len(self.terms)))])
         self._extra: dict[str, int] = {}
-        self._phrases: dict[tuple[str, float], np.ndarray] = {}
+        self._phrases: dict[tuple[str, float, float], np.ndarray] = {}
         self._defined: dict[int, dict[str, set[tuple[str, ...]]]] = {}  # paper -> acronyms it defines
+        self._sentence_tokens: dict[int, list[list[str]]] = {}
         self._text_terms: dict[str, np.ndarray] = {}
         self.reasons: dict[int, str] = {}  # memoised 'shares words' reasons by packed term ids
         self.surface: dict[int, str] = {}  # term id -> a word as a profile wrote it, for reasons
@@ -107,17 +117,26 @@ class LexicalIndex:
 
     # ------------------------------------------------------------ literal phrases
 
-    def literal(self, phrase: str, half: float) -> np.ndarray:
-        """Per paper 0..1: how strongly it states the phrase (or its acronym)."""
-        key = (phrase, half)
+    def literal(self, phrase: str, half: float, scattered: float = 0.0) -> np.ndarray:
+        """Per paper 0..1: how strongly it states the phrase (or its acronym). With ``scattered``, a
+        phrase of SCATTERED_WORDS or more words whose words all stand in one sentence (or the title),
+        in another order or with other words between, counts as that share of a mention."""
+        key = (phrase, half, scattered)
         found = self._phrases.get(key)
         if found is None:
-            counts = self._phrase_counts(phrase)
-            share = float((counts[self.reference] > 0).mean()) if len(self.reference) else 0.0
-            needed = half * max(1.0, share / COMMON_SHARE)
-            found = (counts / (counts + needed)).astype(np.float32)
+            found = self._strength(phrase, half, scattered)
             remember(self._phrases, key, found)
         return found
+
+    def _strength(self, phrase: str, half: float, scattered: float) -> np.ndarray:
+        """Weighted mentions m -> m / (m + needed); a phrase stated by many papers needs more."""
+        counts = self._phrase_counts(phrase)
+        share = float((counts[self.reference] > 0).mean()) if len(self.reference) else 0.0
+        words = phrase_tokens(phrase)
+        if scattered and len(set(words)) >= SCATTERED_WORDS:
+            counts += scattered * self._scattered_counts(words)
+        needed = half * max(1.0, share / COMMON_SHARE)
+        return (counts / (counts + needed)).astype(np.float32)
 
     def _phrase_counts(self, phrase: str) -> np.ndarray:
         counts = np.zeros(self.size, dtype=np.float32)
@@ -129,6 +148,24 @@ class LexicalIndex:
                 counts[i] += TITLE_WEIGHT * count_phrase(self.titles[i], form)
                 counts[i] += count_phrase(self.abstracts[i], form)
         return counts
+
+    def _scattered_counts(self, words: tuple[str, ...]) -> np.ndarray:
+        """Per paper: weighted sentences (the title weighing TITLE_WEIGHT) holding all the words but
+        not the phrase itself ("optimal learning rate ... and batch size scales" for "learning rate
+        and batch size scaling")."""
+        counts = np.zeros(self.size, dtype=np.float32)
+        wanted = set(words)
+        for i in self._docs_with_all(words).tolist():
+            parts = [(TITLE_WEIGHT, self.titles[i]), *((1.0, s) for s in self._sentences_of(i))]
+            counts[i] = sum(w for w, part in parts if wanted <= set(part) and not count_phrase(part, words))
+        return counts
+
+    def _sentences_of(self, i: int) -> list[list[str]]:
+        found = self._sentence_tokens.get(i)
+        if found is None:
+            found = [tokens(s) for s in sentences(self.papers[i])]
+            remember(self._sentence_tokens, i, found)
+        return found
 
     def redefines(self, i: int, short: str, meanings: Collection[tuple[str, ...]]) -> bool:
         """Does paper ``i`` define the acronym ``short`` as something else than ``meanings`` (its

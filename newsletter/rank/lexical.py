@@ -39,6 +39,7 @@ class LexicalParams:
     exclude_threshold: float = 0.5  # phrase strength at which a paper is about an excluded topic
     naming_gate: float = -np.inf  # TF-IDF z-score to the profile a paper naming an interest needs
     liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
+    scattered: float = 0.0  # a long interest's words all in one sentence, in any order: share of a mention
 
 
 class LexicalRanker(ChunkedRanker):
@@ -53,7 +54,7 @@ class LexicalRanker(ChunkedRanker):
     def score_batch(self, profiles: Sequence[Profile], view: View) -> BatchScores:
         """Columns [interests | about (in the words column) | liked | profile words], best per paper."""
         layout = Layout.of(profiles)
-        literal = self.literal_table(layout, view, self.params.phrase_half)
+        literal = self.literal_table(layout, view, self.params.phrase_half, self.params.scattered)
         columns = Columns(len(profiles), len(view.papers))
         columns.add_table(padded(literal), layout.interests)
         columns.add(np.full((len(profiles), len(view.papers)), -np.inf, dtype=np.float32))

@@ -53,7 +53,8 @@ QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 class SemanticParams:
     """Global knobs (never per subscriber). Chosen by leave-one-profile-out over the twelve dev profiles
     (benchmarks/ranking.py --grid; the README gives the grids): chance, naming_gate, liked_set,
-    words_gate, context, literal_gate, exclude_threshold, lexical_weight, words_weight, phrase_half.
+    words_gate, context, literal_gate, exclude_threshold, lexical_weight, words_weight, phrase_half,
+    scattered.
     typical: by the off-domain tests (the dev papers are all ML papers); titles, sentences and
     corroborate: with ranking_research.py."""
 
@@ -71,6 +72,7 @@ class SemanticParams:
     liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
     typical: float = 0.05  # the least cosine a typical paper is taken to have to any text (-inf: none)
     words_gate: float = 2.0  # profile z-score at which the TF-IDF column counts fully (0: always)
+    scattered: float = 0.5  # a long interest's words all in one sentence, in any order: share of a mention
 
 
 def semantic_available() -> bool:
@@ -205,7 +207,7 @@ class SemanticRanker(ChunkedRanker):
         z_text = self._z(sims, view)  # (texts, candidates), once per distinct text
         if self.params.titles or self.params.sentences:
             z_text = self._with_passages(vectors, z_text, layout, view)
-        literal = self.literal_table(layout, view, self.params.phrase_half)
+        literal = self.literal_table(layout, view, self.params.phrase_half, self.params.scattered)
         columns = Columns(len(profiles), len(view.papers))
         z_profile = self._z_profile(sims, layout, view)
         self._add_interests(columns, z_profile, z_text, literal, layout)
