@@ -90,6 +90,14 @@ def test_acronyms_defined_in_the_text_are_read() -> None:
     assert found["moe"] == {phrase_tokens("mixture expert")}
 
 
+def test_an_acronym_may_leave_out_a_trailing_kind_word() -> None:
+    found = definitions(["Vision-language-action models (VLAs) map images to robot actions."])
+    assert found["vla"] == {phrase_tokens("vision language action")}
+    acronyms = Acronyms(["Graph-token pruning networks (GTPs) are cheap."])
+    assert ("gtp",) in acronyms.forms("graph-token pruning networks")[0]  # so a title saying "GTP" names it
+    assert ("llm",) in acronyms.forms("large language models")[0]  # a kind word the acronym spells
+
+
 def test_an_acronym_a_paper_defines_names_the_expansion() -> None:
     acronyms = Acronyms(["We train a graph transformer with rotary embeddings (GTRE) on molecules."])
     strong, _ = acronyms.forms("GTRE")

@@ -78,10 +78,16 @@ def definitions(texts: Iterable[str]) -> dict[str, set[tuple[str, ...]]]:
         for before, short in _DEFINED.findall(text):
             letters = short.removesuffix("s").lower()
             words = [w for w in re.split(r"[\s-]+", before.strip()) if w]
-            expansion = _expansion(words, letters)
+            expansion = _expansion(words, letters) or _expansion(_without_kind(words), letters)
             if expansion:
                 found.setdefault(letters, set()).add(phrase_tokens(" ".join(expansion)))
     return found
+
+
+def _without_kind(words: Sequence[str]) -> list[str]:
+    """The words without a trailing kind word: "vision-language-action models (VLAs)" spells VLA."""
+    last = phrase_tokens(words[-1]) if words else ()
+    return list(words[:-1]) if len(last) == 1 and last[0] in KIND_WORDS else []
 
 
 def _expansion(words: Sequence[str], letters: str) -> list[str] | None:
@@ -118,10 +124,18 @@ class Acronyms:
         short = acronym(phrase)
         if short:
             strong.add((short,))
-        strong |= {(s,) for s in self.shorts.get(words, ())}
+        strong |= {(s,) for s in self._shorts_of(words)}
         for i, word in enumerate(words):  # an acronym inside the phrase, spelled out
             for expansion in self.expansions.get(word, ()):
                 strong.add((*words[:i], *expansion, *words[i + 1 :]))
         weak = {form[1:] for form in strong if len(form) > 1 and form[0] in DOMAIN_WORDS}
         weak |= {form[:-1] for form in strong | weak if len(form) > 2 and form[-1] in KIND_WORDS}
         return strong, weak - strong
+
+    def _shorts_of(self, words: tuple[str, ...]) -> set[str]:
+        """The phrase's acronyms, also without a trailing kind word ("vision language action models" is
+        a VLA, as "large language models" are LLMs)."""
+        found = set(self.shorts.get(words, ()))
+        if len(words) > 2 and words[-1] in KIND_WORDS:
+            found |= self.shorts.get(words[:-1], set())
+        return found
