@@ -44,6 +44,18 @@ NAMED = [
         "A hypernetwork writes small low-rank weight updates for each new wake word on a microcontroller.",
     ),
     (
+        "multimodal reasoning",
+        "Multi-Modal Reasoning over Charts with Program Traces",
+        "Answering questions about a chart means reading its marks and doing arithmetic; we write both "
+        "steps as a short program.",
+    ),
+    (
+        "fine-tuning",
+        "Finetuning Code Models on Private Repositories",
+        "Completion models trained on public code miss a company's own idioms; a few hours of training "
+        "on its repositories closes most of that gap.",
+    ),
+    (
         "PEFT",
         "Sparse Parameter-Efficient Fine-Tuning of Speech Recognisers",
         "Adapting a large speech model to a new accent usually updates every weight; we update one percent.",
@@ -157,3 +169,17 @@ def test_a_long_interest_with_its_words_in_one_sentence_counts_as_part_of_a_ment
 def test_a_short_interest_is_never_matched_scattered() -> None:
     index = LexicalIndex([paper("Planning", "The space of states grows with every model step.", 1)])
     assert index.literal("state space models", half=1.0, scattered=1.0)[0] == 0
+
+
+@pytest.mark.parametrize("interest", ["fine-tuning", "finetuning", "fine tuning"])
+def test_a_hyphenated_compound_is_one_word_or_two(interest: str) -> None:
+    index = LexicalIndex(
+        [
+            paper("Finetuning Code Models", "We adapt completion models.", 1),
+            paper("Cheap Fine-Tuning", "We adapt a model for an hour.", 2),
+            paper("Fine Tuning at Scale", "We adapt a model for a day.", 3),
+            paper("Tuning Fine Details", "We sharpen textures.", 4),
+        ]
+    )
+    assert (index.literal(interest, half=1.0)[:3] > 0).all()
+    assert index.literal(interest, half=1.0)[3] == 0

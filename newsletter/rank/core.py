@@ -37,6 +37,7 @@ from newsletter.rank.scoring import (
     tie_order,
     view_columns,
 )
+from newsletter.rank.text import compounds
 
 
 class ChunkedRanker:
@@ -144,7 +145,7 @@ class ChunkedRanker:
         for i in np.unique(layout.interests[layout.interests >= 0]).tolist():
             text = layout.texts[i]
             if text not in self._named:
-                strong, weak = self._acronyms.forms(text)
+                strong, weak = (self._spelled(forms, text) for forms in self._acronyms.forms(text))
                 spelled = {form for form in strong if len(form) > 1}
                 named = np.maximum(
                     2.0 * self._index.naming(strong, meanings=spelled),
@@ -153,6 +154,11 @@ class ChunkedRanker:
                 remember(self._named, text, named.astype(np.float32))
             out[i] = self._named[text][view.rows]
         return out
+
+    def _spelled(self, forms: set[tuple[str, ...]], text: str) -> set[tuple[str, ...]]:
+        """The forms with every spelling of their hyphenated compounds (LexicalIndex.spellings)."""
+        own = dict(compounds(text))
+        return {spelling for form in forms for spelling in self._index.spellings(form, own)}
 
     def words_queries(self, layout: Layout) -> QueryBatch:
         """Each profile's interests and about text as one TF-IDF query."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from newsletter.rank.batch import ragged_arange
 from newsletter.rank.naming import definitions
 from newsletter.rank.text import (
     acronym,
+    compounds,
     count_phrase,
     lead,
     phrase_tokens,
@@ -88,6 +89,8 @@ class LexicalIndex:
         self._phrases: dict[tuple[str, float, float], np.ndarray] = {}
         self._defined: dict[int, dict[str, set[tuple[str, ...]]]] = {}  # paper -> acronyms it defines
         self._sentence_tokens: dict[int, list[list[str]]] = {}
+        self.compounds = dict(c for p in self.papers for c in compounds(f"{p.title} {p.abstract}"))
+        self._joined = {parts: whole for whole, parts in self.compounds.items()}
         self._text_terms: dict[str, np.ndarray] = {}
         self.reasons: dict[int, str] = {}  # memoised 'shares words' reasons by packed term ids
         self.surface: dict[int, str] = {}  # term id -> a word as a profile wrote it, for reasons
@@ -141,9 +144,9 @@ class LexicalIndex:
     def _phrase_counts(self, phrase: str) -> np.ndarray:
         counts = np.zeros(self.size, dtype=np.float32)
         words, short = phrase_tokens(phrase), acronym(phrase)
-        for form in (words, (short,) if short else ()):
+        for form in (*self.spellings(words, dict(compounds(phrase))), (short,) if short else ()):
             for i in self._docs_with_all(form).tolist():
-                if form != words and self.redefines(i, form[0], {words}):
+                if short and form == (short,) and self.redefines(i, short, {words}):
                     continue
                 counts[i] += TITLE_WEIGHT * count_phrase(self.titles[i], form)
                 counts[i] += count_phrase(self.abstracts[i], form)
@@ -166,6 +169,21 @@ class LexicalIndex:
             found = [tokens(s) for s in sentences(self.papers[i])]
             remember(self._sentence_tokens, i, found)
         return found
+
+    def spellings(
+        self, form: tuple[str, ...], extra: Mapping[str, tuple[str, ...]] | None = None
+    ) -> list[tuple[str, ...]]:
+        """``form`` and its other spellings: each hyphenated compound the papers (or ``extra``) write
+        either as one word or as parts ('finetuning' / 'fine-tuning' / 'fine tuning')."""
+        extra = extra or {}
+        joined = {parts: whole for whole, parts in extra.items()}
+        split = tuple(t for w in form for t in extra.get(w) or self.compounds.get(w, (w,)))
+        found = [form, split]
+        for i, j in ((i, i + n) for n in range(2, 5) for i in range(len(split) - n + 1)):
+            whole = joined.get(split[i:j]) or self._joined.get(split[i:j])
+            if whole:
+                found.append((*split[:i], whole, *split[j:]))
+        return list(dict.fromkeys(found))
 
     def redefines(self, i: int, short: str, meanings: Collection[tuple[str, ...]]) -> bool:
         """Does paper ``i`` define the acronym ``short`` as something else than ``meanings`` (its

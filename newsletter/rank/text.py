@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 from newsletter.models import StoredPaper
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+[A-Za-z][A-Za-z0-9]*")
+_COMPOUND = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z][A-Za-z0-9]*)+")  # 'fine-tuning', 'text-to-image'
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _LATEX = re.compile(r"\\[a-zA-Z]+|[{}$]")
 
@@ -89,6 +90,22 @@ def phrase_tokens(phrase: str) -> tuple[str, ...]:
     """The stemmed content words of an interest phrase ('state space models' -> state, space, model)."""
     words = [w.lower() for w in _WORD.findall(phrase.replace("-", " "))]
     return tuple(stem(w) for w in words if w not in STOPWORDS)
+
+
+def compounds(text: str) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """The text's hyphenated compounds: (the compound's token written as one word, its parts' tokens),
+    'fine-tuning' -> ('finetun', ('fine', 'tuning'))."""
+    for piece in (w for w in text.split() if "-" in w):  # few pieces have a hyphen: no regex for the rest
+        for word in _COMPOUND.findall(piece):
+            found = _compound(word)
+            if found:
+                yield found
+
+
+@lru_cache(maxsize=1 << 16)
+def _compound(word: str) -> tuple[str, tuple[str, ...]] | None:
+    parts, joined = phrase_tokens(word), stem(word.replace("-", ""))
+    return (joined, parts) if len(parts) > 1 and joined not in STOPWORDS else None
 
 
 def acronym(phrase: str) -> str | None:
