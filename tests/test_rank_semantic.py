@@ -11,10 +11,10 @@ import pytest
 from newsletter.explain import column_name
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.embed import HashingEmbedder, MemoryVectorCache
-from newsletter.rank.profile import compile_profile
+from newsletter.rank.profile import Layout, compile_profile
 from newsletter.rank.reference import reference_papers
 from newsletter.rank.semantic import SemanticParams, semantic_available
-from newsletter.rank.text import sentences
+from newsletter.rank.text import plain_word, sentences
 from tests.test_rank_behaviour import minilm
 from tests.test_rank_corpus import by_title, paper, papers, subscriber
 
@@ -138,3 +138,28 @@ def test_explain_names_the_words_column_as_the_ranker_weighs_it() -> None:
     assert column_name(sub, words, 1.25, plain.words_column) == "the words of your profile (1.250)"
     assert LexicalRanker().words_column == plain.words_column
     assert column_name(sub, 0, 2.0, gated.words_column) == "interest 'graph neural networks' (2.000)"
+
+
+@pytest.mark.parametrize(
+    ("phrase", "plain"),
+    [
+        ("circuits", True),
+        ("Mamba", False),
+        ("MoE", False),
+        ("S4", False),
+        ("state space models", False),
+        ("fine-tuning", False),
+    ],
+)
+def test_a_plain_word_is_one_lower_case_word(phrase: str, plain: bool) -> None:
+    assert plain_word(phrase) is plain
+
+
+def test_a_plain_word_needs_a_paper_closer_to_the_profile_for_its_literal_bonus() -> None:
+    ranker = SemanticRanker(embedder=HashingEmbedder())
+    layout = Layout.of([compile_profile(subscriber("circuits", "Mamba"))])
+    z_profile = np.array([[0.25, 1.0, 2.0]], dtype=np.float32)  # three papers, ever closer to the profile
+    gate = ranker._literal_gate(z_profile, layout)
+    circuits, mamba = gate[0, 0].tolist(), gate[0, 1].tolist()
+    assert circuits == [0.125, 0.5, 1.0]  # full only at plain_gate (z 2)
+    assert mamba == [0.5, 1.0, 1.0]  # full from literal_gate (z 0.5)

@@ -184,8 +184,8 @@ class Columns:
     def add_gated(
         self, table: np.ndarray, bonus: np.ndarray, gate: np.ndarray, ids: np.ndarray, offset: np.ndarray
     ) -> None:
-        """Columns table[ids[:, k]] + gate * bonus[ids[:, k]] + offset (gate and offset per profile)."""
-        values = table[ids] + gate[:, None, :] * bonus[ids] + offset[:, None, :]  # (B, k, candidates)
+        """Columns table[ids[:, k]] + gate[:, k] * bonus[ids[:, k]] + offset (offset per profile)."""
+        values = table[ids] + gate * bonus[ids] + offset[:, None, :]  # (B, k, candidates)
         self.add_block(values)
 
     def add_block(self, values: np.ndarray) -> None:

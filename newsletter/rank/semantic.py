@@ -42,7 +42,7 @@ from newsletter.rank.scoring import (
     robust_z,
     standard_z,
 )
-from newsletter.rank.text import paper_text, sentences
+from newsletter.rank.text import paper_text, plain_word, sentences
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ QUERY_MEMO = 1 << 15  # profile-text vectors kept in memory between chunks
 class SemanticParams:
     """Global knobs (never per subscriber). Chosen by leave-one-profile-out over the twelve dev profiles
     (benchmarks/ranking.py --grid; the README gives the grids): chance, naming_gate, liked_set,
-    words_gate, context, literal_gate, exclude_threshold, lexical_weight, words_weight, phrase_half,
-    scattered.
+    words_gate, context, literal_gate, plain_gate, exclude_threshold, lexical_weight, words_weight,
+    phrase_half, scattered.
     typical: by the off-domain tests (the dev papers are all ML papers); titles, sentences and
     corroborate: with ranking_research.py."""
 
@@ -65,6 +65,7 @@ class SemanticParams:
     words_weight: float = 1.0  # TF-IDF z-score over the profile's words -> column score
     exclude_threshold: float = 2.0  # an excluded topic scoring this high means the paper is about it
     literal_gate: float = 0.5  # profile z-score at which a literal match counts fully (0: always)
+    plain_gate: float = 2.0  # ... for an interest written as one plain lower-case word ("circuits")
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
@@ -241,10 +242,9 @@ class SemanticRanker(ChunkedRanker):
 
         (z(interest) + c * z(profile)) / (1 + c) + w * gate * literal, the profile being the mean of
         its interests and about. Reading an interest in its profile's context keeps "Mamba" beside
-        "state space models" from matching snakes; the gate (0..1, full once the paper is
-        ``literal_gate`` z above a typical paper for the whole profile) keeps a generic word such as
-        "features" or "circuits" from counting in a paper on another subject. The per-text part is
-        computed once per distinct text.
+        "state space models" from matching snakes; the gate (0..1, see _literal_gate) keeps a
+        generic word such as "features" or "circuits" from counting in a paper on another subject.
+        The per-text part is computed once per distinct text.
         """
         c = self.params.context
         if not self.params.literal_gate:
@@ -252,9 +252,18 @@ class SemanticRanker(ChunkedRanker):
             context = c / (1 + c) * z_profile if c else None
             columns.add_table(table, layout.interests, context)
             return
-        gate = np.clip(z_profile / self.params.literal_gate, 0.0, 1.0)
         semantic, bonus = padded(z_text / (1 + c)), padded(self.params.lexical_weight * literal, 0.0)
+        gate = self._literal_gate(z_profile, layout)
         columns.add_gated(semantic, bonus, gate, layout.interests, c / (1 + c) * z_profile)
+
+    def _literal_gate(self, z_profile: np.ndarray, layout: Layout) -> np.ndarray:
+        """(profiles, interests, candidates) how much of each interest's literal bonus counts: full
+        once the paper is ``literal_gate`` z above a typical paper for the whole profile, or
+        ``plain_gate`` z for an interest written as one plain word ("circuits"; names are written
+        as names: "Mamba", "LoRA"), which other fields use in other senses."""
+        plain = np.array([plain_word(t) for t in layout.texts] + [False])[layout.interests]
+        level = np.where(plain, self.params.plain_gate, self.params.literal_gate)[:, :, None]
+        return np.clip(z_profile[:, None, :] / level, 0.0, 1.0)
 
     def _with_passages(
         self, vectors: np.ndarray, z_text: np.ndarray, layout: Layout, view: View

@@ -92,6 +92,12 @@ def phrase_tokens(phrase: str) -> tuple[str, ...]:
     return tuple(stem(w) for w in words if w not in STOPWORDS)
 
 
+def plain_word(phrase: str) -> bool:
+    """Is the phrase one word written in lower case ("circuits")? Names are written as names
+    ("Mamba", "LoRA", "S4")."""
+    return phrase.isalpha() and phrase.islower()
+
+
 def compounds(text: str) -> Iterator[tuple[str, tuple[str, ...]]]:
     """The text's hyphenated compounds: (the compound's token written as one word, its parts' tokens),
     'fine-tuning' -> ('finetun', ('fine', 'tuning'))."""
