@@ -159,7 +159,7 @@ def test_a_plain_word_needs_a_paper_closer_to_the_profile_for_its_literal_bonus(
     ranker = SemanticRanker(embedder=HashingEmbedder())
     layout = Layout.of([compile_profile(subscriber("circuits", "Mamba"))])
     z_profile = np.array([[0.25, 1.0, 2.0]], dtype=np.float32)  # three papers, ever closer to the profile
-    gate = ranker._literal_gate(z_profile, layout)
-    circuits, mamba = gate[0, 0].tolist(), gate[0, 1].tolist()
+    gates, which = ranker._literal_gates(z_profile, layout)
+    circuits, mamba = (gates[which[0, k], 0].tolist() for k in range(2))
     assert circuits == [0.125, 0.5, 1.0]  # full only at plain_gate (z 2)
     assert mamba == [0.5, 1.0, 1.0]  # full from literal_gate (z 0.5)

@@ -182,10 +182,20 @@ class Columns:
         np.maximum(self.best, top, out=self.best)
 
     def add_gated(
-        self, table: np.ndarray, bonus: np.ndarray, gate: np.ndarray, ids: np.ndarray, offset: np.ndarray
+        self,
+        table: np.ndarray,
+        bonus: np.ndarray,
+        gates: tuple[np.ndarray, np.ndarray],
+        ids: np.ndarray,
+        offset: np.ndarray,
     ) -> None:
-        """Columns table[ids[:, k]] + gate[:, k] * bonus[ids[:, k]] + offset (offset per profile)."""
-        values = table[ids] + gate * bonus[ids] + offset[:, None, :]  # (B, k, candidates)
+        """Columns table[ids[:, k]] + gate * bonus[ids[:, k]] + offset (offset per profile). ``gates``:
+        (G, B, candidates) gate values, and (B, k) which of them each column takes."""
+        values = table[ids] + offset[:, None, :]  # (B, k, candidates)
+        levels, which = gates
+        rows = np.arange(ids.shape[0])
+        for k in range(ids.shape[1]):  # column by column: no second (B, k, candidates) array
+            values[:, k] += levels[which[:, k], rows] * bonus[ids[:, k]]
         self.add_block(values)
 
     def add_block(self, values: np.ndarray) -> None:

@@ -242,7 +242,7 @@ class SemanticRanker(ChunkedRanker):
 
         (z(interest) + c * z(profile)) / (1 + c) + w * gate * literal, the profile being the mean of
         its interests and about. Reading an interest in its profile's context keeps "Mamba" beside
-        "state space models" from matching snakes; the gate (0..1, see _literal_gate) keeps a
+        "state space models" from matching snakes; the gate (0..1, see _literal_gates) keeps a
         generic word such as "features" or "circuits" from counting in a paper on another subject.
         The per-text part is computed once per distinct text.
         """
@@ -253,17 +253,19 @@ class SemanticRanker(ChunkedRanker):
             columns.add_table(table, layout.interests, context)
             return
         semantic, bonus = padded(z_text / (1 + c)), padded(self.params.lexical_weight * literal, 0.0)
-        gate = self._literal_gate(z_profile, layout)
-        columns.add_gated(semantic, bonus, gate, layout.interests, c / (1 + c) * z_profile)
+        gates = self._literal_gates(z_profile, layout)
+        columns.add_gated(semantic, bonus, gates, layout.interests, c / (1 + c) * z_profile)
 
-    def _literal_gate(self, z_profile: np.ndarray, layout: Layout) -> np.ndarray:
-        """(profiles, interests, candidates) how much of each interest's literal bonus counts: full
-        once the paper is ``literal_gate`` z above a typical paper for the whole profile, or
-        ``plain_gate`` z for an interest written as one plain word ("circuits"; names are written
-        as names: "Mamba", "LoRA"), which other fields use in other senses."""
+    def _literal_gates(self, z_profile: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+        """How much of each interest's literal bonus counts: (2, profiles, candidates) gates, full once
+        the paper is ``literal_gate`` z above a typical paper for the whole profile (0), or
+        ``plain_gate`` z (1); and (profiles, interests) which one each interest takes. An interest
+        written as one plain word ("circuits"; names are written as names: "Mamba", "LoRA") takes
+        the second: other fields use such words in other senses."""
+        levels = (self.params.literal_gate, self.params.plain_gate)
+        gates = np.stack([np.clip(z_profile / level, 0.0, 1.0) for level in levels])
         plain = np.array([plain_word(t) for t in layout.texts] + [False])[layout.interests]
-        level = np.where(plain, self.params.plain_gate, self.params.literal_gate)[:, :, None]
-        return np.clip(z_profile[:, None, :] / level, 0.0, 1.0)
+        return gates, plain.astype(np.int64)
 
     def _with_passages(
         self, vectors: np.ndarray, z_text: np.ndarray, layout: Layout, view: View
