@@ -9,7 +9,7 @@ from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.base import Ranker
 from newsletter.rank.index import LexicalIndex
 from newsletter.rank.naming import Acronyms, definitions
-from newsletter.rank.text import phrase_tokens, stem, tokens
+from newsletter.rank.text import acronym_mentions, phrase_tokens, stem, tokens
 from tests.test_rank_behaviour import minilm, needs_model
 from tests.test_rank_corpus import paper, papers, subscriber
 
@@ -183,3 +183,46 @@ def test_a_hyphenated_compound_is_one_word_or_two(interest: str) -> None:
     )
     assert (index.literal(interest, half=1.0)[:3] > 0).all()
     assert index.literal(interest, half=1.0)[3] == 0
+
+
+def test_an_acronym_counts_only_where_it_is_written_in_capitals() -> None:
+    interest = "automated data augmentation"  # ADA, by its initials
+    strong, _ = Acronyms().forms(interest)
+    index = LexicalIndex(
+        [
+            paper("AdaMerging: Adaptive Model Merging", "We merge fine-tuned models without data.", 1),
+            paper("ADA for Tiny Datasets", "Learnt augmentation policies help small datasets.", 2),
+            paper("Learned Image Codecs", "We show that ADA policies also help compression.", 3),
+            *papers(),
+        ]
+    )
+    named = index.naming(strong, meanings={phrase_tokens(interest)}, acronyms={"ada"})
+    assert named[:3].tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize(
+    ("text", "short", "mentions"),
+    [
+        ("ADA for tiny datasets; ADAs, and ADA-Net", "ada", 3),
+        ("AdaMerging: Adaptive Model Merging", "ada", 0),  # 'Ada' is a word piece here
+        ("ADAPT: a planner", "ada", 0),  # inside a longer capitalised word
+        ("an ada tool", "ada", 0),
+        ("HyLoRA: small adapters", "lora", 1),  # a compound ending in the acronym
+        ("DeepSeekMoE and MoELoRA", "moe", 2),
+        ("LLMs.", "llm", 1),
+    ],
+)
+def test_an_acronym_is_written_with_capitals(text: str, short: str, mentions: int) -> None:
+    assert acronym_mentions(text, short) == mentions
+
+
+def test_a_word_piece_is_no_literal_mention_of_an_acronym() -> None:
+    index = LexicalIndex(
+        [
+            paper("AdaMixUp", "AdaMixUp learns mixing policies; AdaMixUp beats MixUp.", 1),
+            paper("Policies for ADA", "We search ADA policies.", 2),
+            *papers(),
+        ]
+    )
+    strength = index.literal("automated data augmentation", half=1.0)
+    assert strength[0] == 0 and strength[1] > 0

@@ -145,10 +145,12 @@ class ChunkedRanker:
         for i in np.unique(layout.interests[layout.interests >= 0]).tolist():
             text = layout.texts[i]
             if text not in self._named:
-                strong, weak = (self._spelled(forms, text) for forms in self._acronyms.forms(text))
+                forms = self._acronyms.forms(text)
+                strong, weak = (self._spelled(f, text) for f in forms)
                 spelled = {form for form in strong if len(form) > 1}
+                shorts = {form[0] for form in forms[0] if len(form) == 1} if spelled else set()
                 named = np.maximum(
-                    2.0 * self._index.naming(strong, meanings=spelled),
+                    2.0 * self._index.naming(strong, meanings=spelled, acronyms=shorts),
                     self._index.naming(weak, lead=False, meanings=spelled),
                 )
                 remember(self._named, text, named.astype(np.float32))

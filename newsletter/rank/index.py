@@ -21,6 +21,7 @@ from newsletter.rank.batch import ragged_arange
 from newsletter.rank.naming import definitions
 from newsletter.rank.text import (
     acronym,
+    acronym_mentions,
     compounds,
     count_phrase,
     lead,
@@ -146,11 +147,20 @@ class LexicalIndex:
         words, short = phrase_tokens(phrase), acronym(phrase)
         for form in (*self.spellings(words, dict(compounds(phrase))), (short,) if short else ()):
             for i in self._docs_with_all(form).tolist():
-                if short and form == (short,) and self.redefines(i, short, {words}):
+                if short and form == (short,):
+                    counts[i] += self._acronym_counts(i, short, words)
                     continue
                 counts[i] += TITLE_WEIGHT * count_phrase(self.titles[i], form)
                 counts[i] += count_phrase(self.abstracts[i], form)
         return counts
+
+    def _acronym_counts(self, i: int, short: str, words: tuple[str, ...]) -> float:
+        """Weighted mentions of the phrase's acronym, written as one, in a paper not defining it as
+        something else."""
+        if self.redefines(i, short, {words}):
+            return 0.0
+        paper = self.papers[i]
+        return TITLE_WEIGHT * acronym_mentions(paper.title, short) + acronym_mentions(paper.abstract, short)
 
     def _scattered_counts(self, words: tuple[str, ...]) -> np.ndarray:
         """Per paper: weighted sentences (the title weighing TITLE_WEIGHT) holding all the words but
@@ -197,7 +207,11 @@ class LexicalIndex:
         return bool(forms) and not forms & set(meanings)
 
     def naming(
-        self, forms: Iterable[tuple[str, ...]], lead: bool = True, meanings: Collection[tuple[str, ...]] = ()
+        self,
+        forms: Iterable[tuple[str, ...]],
+        lead: bool = True,
+        meanings: Collection[tuple[str, ...]] = (),
+        acronyms: Collection[str] = (),
     ) -> np.ndarray:
         """Per paper: does its title (or, with ``lead``, its first abstract sentence) state one of the
         token sequences?
@@ -205,7 +219,8 @@ class LexicalIndex:
         A sequence that more than NAMING_SHARE of the reference papers state ("features",
         "generation", "image") names nothing: it says too little about what a paper is about. With
         ``meanings`` (the phrase's spelled-out forms), a one-word form is an acronym that does not
-        count in a paper defining it as something else.
+        count in a paper defining it as something else. The ``acronyms`` count only where the paper
+        writes them in capitals ("ADA", "LoRA"; not the "Ada" of "AdaMerging").
         """
         out = np.zeros(self.size, dtype=bool)
         for form in forms:
@@ -214,10 +229,18 @@ class LexicalIndex:
             for i in self._docs_with_all(form).tolist():
                 if meanings and len(form) == 1 and self.redefines(i, form[0], meanings):
                     continue
+                if len(form) == 1 and form[0] in acronyms and not self.capitalised(i, form[0], lead):
+                    continue
                 out[i] |= bool(
                     count_phrase(self.titles[i], form) or (lead and count_phrase(self.leads[i], form))
                 )
         return out
+
+    def capitalised(self, i: int, short: str, lead: bool) -> bool:
+        """Does paper ``i`` write the acronym ``short`` as one in its title (or first sentence)?"""
+        paper = self.papers[i]
+        text = f"{paper.title} {sentences(paper)[0]}" if lead else paper.title
+        return acronym_mentions(text, short) > 0
 
     def share(self, form: tuple[str, ...]) -> float:
         """The share of the reference papers whose title or abstract states the token sequence."""

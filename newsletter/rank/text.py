@@ -123,6 +123,13 @@ def acronym(phrase: str) -> str | None:
     return letters if len(letters) >= 3 else None
 
 
+def acronym_mentions(text: str, short: str) -> int:
+    """How often ``text`` writes the acronym ``short`` as one: two capitals or more, alone or ending a
+    compound ("ADA", "ADAs", "QLoRA", "DeepSeekMoE"), not the "Ada" of "AdaMerging" or inside "ADAPT"."""
+    found = re.finditer(rf"(?i:{re.escape(short)})(?=s?(?:[^A-Za-z]|$)|[A-Z][a-z])", text)
+    return sum(1 for m in found if sum(c.isupper() for c in m.group()) >= 2)
+
+
 def count_phrase(doc: Sequence[str], phrase: Sequence[str]) -> int:
     """How often ``phrase`` occurs as consecutive tokens in ``doc`` (both already stemmed)."""
     n = len(phrase)
