@@ -148,6 +148,24 @@ def test_top_terms_are_the_biggest_contributions() -> None:
     assert [index.names[t] for t in top[0] if t >= 0] == ["traffic", "graph"]
 
 
+def test_a_hyphenated_compound_is_one_word_in_tfidf() -> None:
+    corpus = [
+        paper("Image Super-Resolution with Flows", "We upscale low-quality photographs.", 1),
+        paper("Superresolution of Satellite Images", "We upscale satellite tiles.", 2),
+        paper(
+            "High-Resolution Segmentation", "Fine resolution masks for street scenes at high resolution.", 3
+        ),
+        *papers(),
+    ]
+    index = LexicalIndex(corpus)
+    queries = index.queries(["super-resolution"], np.array([[0]]))
+    scores = index.cosine(queries, index.postings(np.arange(len(corpus))))[0]
+    assert scores[0] > 0 and scores[1] > 0  # hyphenated or written as one word
+    assert scores[2] == 0  # 'resolution' alone is not super-resolution
+    word = index.terms_of("super-resolution")[0]
+    assert index.word(int(word)) == "super-resolution"  # as the profile wrote it, for reasons
+
+
 def test_helpers() -> None:
     assert ragged_arange(np.array([5, 0, 10]), np.array([2, 0, 3])).tolist() == [5, 6, 10, 11, 12]
     values = np.random.default_rng(0).standard_normal((4, 9)).astype(np.float32)

@@ -74,8 +74,9 @@ class LexicalIndex:
         self.titles = [tokens(p.title) for p in self.papers]
         self.abstracts = [tokens(p.abstract) for p in self.papers]
         self.leads = [tokens(lead(p)) for p in self.papers]
+        hyphenated = [list(compounds(f"{p.title} {p.abstract}")) for p in self.papers]
         self.terms: dict[str, int] = {}
-        term, doc, log_tf = self._count()
+        term, doc, log_tf = self._count([[whole for whole, _ in found] for found in hyphenated])
         self.names = list(self.terms)
         self.reference = np.arange(self.size) if reference is None else np.asarray(reference, dtype=np.int64)
         in_reference = np.zeros(self.size, dtype=bool)
@@ -90,7 +91,7 @@ class LexicalIndex:
         self._phrases: dict[tuple[str, float, float], np.ndarray] = {}
         self._defined: dict[int, dict[str, set[tuple[str, ...]]]] = {}  # paper -> acronyms it defines
         self._sentence_tokens: dict[int, list[list[str]]] = {}
-        self.compounds = dict(c for p in self.papers for c in compounds(f"{p.title} {p.abstract}"))
+        self.compounds = dict(c for found in hyphenated for c in found)
         self._joined = {parts: whole for whole, parts in self.compounds.items()}
         self._text_terms: dict[str, np.ndarray] = {}
         self.reasons: dict[int, str] = {}  # memoised 'shares words' reasons by packed term ids
@@ -100,12 +101,14 @@ class LexicalIndex:
     def size(self) -> int:
         return len(self.papers)
 
-    def _count(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _count(self, joined: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(term, doc, 1 + log tf) entries of the papers' tokens, a hyphenated compound also counting
+        as one word ('super-resolution' as 'superresolution', which 'high-resolution' is not)."""
         term: list[int] = []
         doc: list[int] = []
         log_tf: list[float] = []
         for i, (title, abstract) in enumerate(zip(self.titles, self.abstracts, strict=True)):
-            for t, c in Counter(title + abstract).items():
+            for t, c in Counter(title + abstract + joined[i]).items():
                 term.append(self.terms.setdefault(t, len(self.terms)))
                 doc.append(i)
                 log_tf.append(1.0 + math.log(c))
@@ -277,7 +280,7 @@ class LexicalIndex:
         found = self._text_terms.get(text)
         if found is None:
             ids = []
-            for token, word in tokens_as_written(text):
+            for token, word in self._as_compounds(text):
                 term = self.terms.get(token)
                 term = self._unseen(token) if term is None else term
                 self.surface.setdefault(term, word)
@@ -285,6 +288,16 @@ class LexicalIndex:
             found = np.array(ids, dtype=np.int64)
             remember(self._text_terms, text, found)
         return found
+
+    def _as_compounds(self, text: str) -> list[tuple[str, str]]:
+        """(token, word) pairs of a query text, a hyphenated compound the papers use read as one word:
+        'super-resolution' asks for super-resolution, not for any 'resolution'."""
+        out: list[tuple[str, str]] = []
+        for piece in text.split():
+            found = [c for c in compounds(piece) if c[0] in self.terms]
+            out.extend((whole, piece.strip(",.;:()")) for whole, _ in found)
+            out.extend(tokens_as_written(piece) if not found else ())
+        return out
 
     def _unseen(self, term: str) -> int:
         return len(self.terms) + self._extra.setdefault(term, len(self._extra))
