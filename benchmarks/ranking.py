@@ -25,6 +25,11 @@ baseline is, if anything, flattered).
     python benchmarks/ranking.py --ranker lexical   # the fallback ranker
     python benchmarks/ranking.py --grid chance=0.002,0.005,0.01 --grid title_weight=0,4
     python benchmarks/ranking.py --feedback-only    # just the terse and terse + feedback runs
+    python benchmarks/ranking.py --seeds DIR --judgments FILE   # other dumps, judged the same way
+
+``--seeds`` takes a folder of dumps in any format newsletter reads (text dumps, HF daily_papers JSON,
+arXiv feeds), so profiles judged over real captures check that the figures hold on data the
+parameters were not chosen on.
 
 "terse+fb" (terse + feedback) replays the terse profiles again; after each digest every sent paper
 judged 2 gets "more like this" and every one judged 0 gets "less", recorded as the links' POST records
@@ -403,7 +408,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[data / "relevance-dev.json", data / "relevance-dev2.json"],
     )
-    parser.add_argument("--seeds", type=Path, default=ROOT / "seeds")
+    parser.add_argument(
+        "--seeds",
+        type=Path,
+        default=ROOT / "seeds",
+        help="folder of dumps replayed in name order, in any format newsletter reads (default: the seeds)",
+    )
     parser.add_argument("--ranker", default="auto", choices=["auto", "lexical", "semantic"])
     parser.add_argument("--grid", action="append", default=[], help="name=v1,v2: a global parameter to vary")
     parser.add_argument("--no-baselines", action="store_true")
@@ -414,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    seeds = sorted(args.seeds.glob("*.txt"))
+    seeds = sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith("."))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))
     kinds = ("terse",) if args.feedback_only else ("full", "terse")
@@ -436,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(as_json(rows, results, chosen), indent=2))
         return 0
-    print_table(rows, len(pool))
+    print_table(rows, len(pool), len(seeds))
     print_profiles(rows, chosen)
     return 0
 
@@ -465,9 +475,9 @@ def as_json(rows: dict[str, dict[str, Result]], results: dict, chosen: dict[str,
     }
 
 
-def print_table(rows: dict[str, dict[str, Result]], pool_size: int) -> None:
+def print_table(rows: dict[str, dict[str, Result]], pool_size: int, dumps: int) -> None:
     print(
-        f"Ranking quality on the seed replay ({pool_size} papers; pooled over profiles; "
+        f"Ranking quality on the replay of {dumps} dumps ({pool_size} papers; pooled over profiles; "
         "targets (LOPO): full P >= 0.90, R >= 0.92; terse P >= 0.88, R >= 0.85; no full recall < 0.80;"
         f" terse+fb, digests {FEEDBACK_FROM + 1}+: P >= 0.90, R >= 0.90)"
     )
