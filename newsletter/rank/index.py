@@ -9,9 +9,11 @@ array operations.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -75,8 +77,11 @@ class LexicalIndex:
         self.abstracts = [tokens(p.abstract) for p in self.papers]
         self.leads = [tokens(lead(p)) for p in self.papers]
         hyphenated = [list(compounds(f"{p.title} {p.abstract}")) for p in self.papers]
+        self.compounds = dict(c for found in hyphenated for c in found)
+        self._joined = {parts: whole for whole, parts in self.compounds.items()}
+        self._firsts = {parts[0] for parts in self._joined}
         self.terms: dict[str, int] = {}
-        term, doc, log_tf = self._count([[whole for whole, _ in found] for found in hyphenated])
+        term, doc, log_tf = self._count([[w for w, parts in found if len(parts) > 2] for found in hyphenated])
         self.names = list(self.terms)
         self.reference = np.arange(self.size) if reference is None else np.asarray(reference, dtype=np.int64)
         in_reference = np.zeros(self.size, dtype=bool)
@@ -91,8 +96,6 @@ class LexicalIndex:
         self._phrases: dict[tuple[str, float, float], np.ndarray] = {}
         self._defined: dict[int, dict[str, set[tuple[str, ...]]]] = {}  # paper -> acronyms it defines
         self._sentence_tokens: dict[int, list[list[str]]] = {}
-        self.compounds = dict(c for found in hyphenated for c in found)
-        self._joined = {parts: whole for whole, parts in self.compounds.items()}
         self._text_terms: dict[str, np.ndarray] = {}
         self.reasons: dict[int, str] = {}  # memoised 'shares words' reasons by packed term ids
         self.surface: dict[int, str] = {}  # term id -> a word as a profile wrote it, for reasons
@@ -101,14 +104,17 @@ class LexicalIndex:
     def size(self) -> int:
         return len(self.papers)
 
-    def _count(self, joined: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(term, doc, 1 + log tf) entries of the papers' tokens, a hyphenated compound also counting
-        as one word ('super-resolution' as 'superresolution', which 'high-resolution' is not)."""
+    def _count(self, long: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(term, doc, 1 + log tf) entries of the papers' tokens, a compound the papers hyphenate also
+        counting as one word however it is written ('super-resolution', 'super resolution' and
+        'superresolution' as 'superresolution', which 'high-resolution' is not). ``long``: each
+        paper's hyphenated compounds of three parts or more (two-part ones are found as word pairs)."""
         term: list[int] = []
         doc: list[int] = []
         log_tf: list[float] = []
         for i, (title, abstract) in enumerate(zip(self.titles, self.abstracts, strict=True)):
-            for t, c in Counter(title + abstract + joined[i]).items():
+            joined = [*self._pairs_joined(title), *self._pairs_joined(abstract), *long[i]]
+            for t, c in Counter(title + abstract + joined).items():
                 term.append(self.terms.setdefault(t, len(self.terms)))
                 doc.append(i)
                 log_tf.append(1.0 + math.log(c))
@@ -289,15 +295,32 @@ class LexicalIndex:
             remember(self._text_terms, text, found)
         return found
 
+    def _pairs_joined(self, tokens: Sequence[str]) -> list[str]:
+        """The two-part compounds the tokens spell as a word pair, once per occurrence."""
+        pairs = Counter(pairwise(tokens))
+        joined = self._joined
+        return [joined[pair] for pair, n in pairs.items() if pair in joined for _ in range(n)]
+
+    def _compounds_in(self, tokens: Sequence[str]) -> Iterator[tuple[int, int, str]]:
+        """(start, end, compound) of each run of tokens that spells a compound the papers hyphenate."""
+        firsts = self._firsts
+        for i in [i for i, token in enumerate(tokens) if token in firsts]:
+            for j in range(i + 2, min(i + 5, len(tokens)) + 1):
+                whole = self._joined.get(tuple(tokens[i:j]))
+                if whole:
+                    yield i, j, whole
+
     def _as_compounds(self, text: str) -> list[tuple[str, str]]:
-        """(token, word) pairs of a query text, a hyphenated compound the papers use read as one word:
-        'super-resolution' asks for super-resolution, not for any 'resolution'."""
+        """(token, word) pairs of a query text, a compound the papers hyphenate read as one word:
+        'super-resolution' (or 'super resolution') asks for super-resolution, not any 'resolution'."""
+        pairs = tokens_as_written(text)
         out: list[tuple[str, str]] = []
-        for piece in text.split():
-            found = [c for c in compounds(piece) if c[0] in self.terms]
-            out.extend((whole, piece.strip(",.;:()")) for whole, _ in found)
-            out.extend(tokens_as_written(piece) if not found else ())
-        return out
+        at = 0
+        for i, j, whole in self._compounds_in([t for t, _ in pairs]):
+            if i >= at:
+                out += [*pairs[at:i], (whole, _as_written(text, [w for _, w in pairs[i:j]]))]
+                at = j
+        return out + pairs[at:]
 
     def _unseen(self, term: str) -> int:
         return len(self.terms) + self._extra.setdefault(term, len(self._extra))
@@ -382,6 +405,12 @@ class LexicalIndex:
     def word(self, term: int) -> str:
         """A term as a profile wrote it (else its stem)."""
         return self.surface.get(term) or self.names[term]
+
+
+def _as_written(text: str, words: Sequence[str]) -> str:
+    """The words as the text joins them ('super-resolution', 'super resolution')."""
+    found = re.search(r"[\s-]*".join(re.escape(w) for w in words), text)
+    return found.group() if found else " ".join(words)
 
 
 def numbered(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
