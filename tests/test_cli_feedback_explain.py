@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from newsletter.app import open_store
 from newsletter.config import load_settings
 from newsletter.rank.lexical import LexicalParams
 
-from .helpers import add_dumps, cli, make_env, seed_names
+from .helpers import add_dumps, cli, make_env, outbox, seed_names
 
 NOW = "2026-03-11T08:00:00Z"
 LATER = "2026-03-12T08:00:00Z"
@@ -80,10 +81,18 @@ def test_explain_a_sent_paper(env: dict[str, str]) -> None:
     lines = cli(env, "explain", SSM, SENT, "--now", NOW).stdout.splitlines()
     assert lines[0] == SENT
     bar = f"against a bar of {LexicalParams().threshold:.3f}: matches: Mamba"  # the tests' lexical ranker
-    assert lines[1].startswith("  score 0.") and bar in lines[1]
+    assert lines[1].startswith("  score ") and bar in lines[1]
     score = lines[1].split(" against ")[0].removeprefix("  score ")
+    assert float(score) >= LexicalParams().threshold
     assert lines[2].startswith("  best column: ") and lines[2].endswith(f" ({score})")  # the column scored
-    assert lines[3] == "  sent: paper 2 of the digest of 2026-03-11 08:00 UTC"
+    assert lines[3] == f"  sent: paper {place_in_email(env, SSM, SENT)} of the digest of 2026-03-11 08:00 UTC"
+
+
+def place_in_email(env: dict[str, str], to: str, title: str) -> int:
+    """Where the paper stands in the digest the outbox holds for ``to`` (its plain-text numbering)."""
+    message = next(m for m in outbox(env) if to in str(m["To"]))
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    return int(re.search(rf"^(\d+)\. {re.escape(title)}\r?$", text, re.MULTILINE)[1])  # type: ignore[index]
 
 
 def test_explain_a_paper_left_out_below_the_bar(env: dict[str, str]) -> None:
