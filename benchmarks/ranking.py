@@ -29,7 +29,8 @@ baseline is, if anything, flattered).
 
 ``--seeds`` takes a folder of dumps in any format newsletter reads (text dumps, HF daily_papers JSON,
 arXiv feeds), so profiles judged over real captures check that the figures hold on data the
-parameters were not chosen on.
+parameters were not chosen on. A dump the reader refuses is named on stderr, with its error, and left
+out.
 
 "terse+fb" (terse + feedback) replays the terse profiles again; after each digest every sent paper
 judged 2 gets "more like this" and every one judged 0 gets "less", recorded as the links' POST records
@@ -209,6 +210,22 @@ def click(
         if kind and store.record_feedback(email, item.key, kind, now + timedelta(hours=1)) is not None:
             marks[kind] += 1
     return marks
+
+
+def readable(dumps: list[Path]) -> list[Path]:
+    """The dumps newsletter can read; each other one is named on stderr with the reader's error."""
+    from newsletter.errors import SourceError
+    from newsletter.sources import read_dump
+
+    kept = []
+    for dump in dumps:
+        try:
+            read_dump(dump)
+        except SourceError as exc:  # the reader's own one-line error names the file and item or line
+            print(f"skipped {dump.name}: {exc}", file=sys.stderr)
+        else:
+            kept.append(dump)
+    return kept
 
 
 def all_papers(seeds: list[Path], workdir: Path) -> list[StoredPaper]:
@@ -424,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    seeds = sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith("."))
+    seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))
     kinds = ("terse",) if args.feedback_only else ("full", "terse")
