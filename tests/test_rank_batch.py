@@ -167,6 +167,17 @@ def test_a_hyphenated_compound_is_one_word_in_tfidf() -> None:
     assert index.word(int(word)) == "super-resolution"  # as the profile wrote it, for reasons
 
 
+def test_a_long_compound_is_one_word_where_it_is_hyphenated() -> None:
+    index = LexicalIndex(
+        [paper("Vision-Language-Action Policies", "We map pixels to actions.", 1), *papers()]
+    )
+    assert [index.word(int(t)) for t in index.terms_of("vision-language-action robots")] == [
+        "vision-language-action",
+        "robots",
+    ]
+    assert len(index.terms_of("vision language action robots")) == 4  # as the papers that write it so
+
+
 def test_helpers() -> None:
     assert ragged_arange(np.array([5, 0, 10]), np.array([2, 0, 3])).tolist() == [5, 6, 10, 11, 12]
     values = np.random.default_rng(0).standard_normal((4, 9)).astype(np.float32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
@@ -79,7 +79,6 @@ class LexicalIndex:
         hyphenated = [list(compounds(f"{p.title} {p.abstract}")) for p in self.papers]
         self.compounds = dict(c for found in hyphenated for c in found)
         self._joined = {parts: whole for whole, parts in self.compounds.items()}
-        self._firsts = {parts[0] for parts in self._joined}
         self.terms: dict[str, int] = {}
         term, doc, log_tf = self._count([[w for w, parts in found if len(parts) > 2] for found in hyphenated])
         self.names = list(self.terms)
@@ -301,26 +300,24 @@ class LexicalIndex:
         joined = self._joined
         return [joined[pair] for pair, n in pairs.items() if pair in joined for _ in range(n)]
 
-    def _compounds_in(self, tokens: Sequence[str]) -> Iterator[tuple[int, int, str]]:
-        """(start, end, compound) of each run of tokens that spells a compound the papers hyphenate."""
-        firsts = self._firsts
-        for i in [i for i, token in enumerate(tokens) if token in firsts]:
-            for j in range(i + 2, min(i + 5, len(tokens)) + 1):
-                whole = self._joined.get(tuple(tokens[i:j]))
-                if whole:
-                    yield i, j, whole
-
     def _as_compounds(self, text: str) -> list[tuple[str, str]]:
-        """(token, word) pairs of a query text, a compound the papers hyphenate read as one word:
-        'super-resolution' (or 'super resolution') asks for super-resolution, not any 'resolution'."""
-        pairs = tokens_as_written(text)
+        """(token, word) pairs of a query text, a compound the papers hyphenate read as one word, as
+        _count reads the papers: 'super-resolution' (or 'super resolution') asks for super-resolution,
+        not any 'resolution'; a compound of three parts or more when it is hyphenated."""
+        pieces: list[tuple[str, str]] = []
+        for piece in text.split():
+            long = [w for w, parts in compounds(piece) if len(parts) > 2 and w in self.terms]
+            pieces += [(w, piece.strip(",.;:()")) for w in long] or tokens_as_written(piece)
         out: list[tuple[str, str]] = []
-        at = 0
-        for i, j, whole in self._compounds_in([t for t, _ in pairs]):
-            if i >= at:
-                out += [*pairs[at:i], (whole, _as_written(text, [w for _, w in pairs[i:j]]))]
-                at = j
-        return out + pairs[at:]
+        i = 0
+        while i < len(pieces):
+            whole = self._joined.get((pieces[i][0], pieces[i + 1][0])) if i + 1 < len(pieces) else None
+            if whole:
+                out.append((whole, _as_written(text, [pieces[i][1], pieces[i + 1][1]])))
+            else:
+                out.append(pieces[i])
+            i += 2 if whole else 1
+        return out
 
     def _unseen(self, term: str) -> int:
         return len(self.terms) + self._extra.setdefault(term, len(self._extra))
