@@ -57,6 +57,25 @@ def test_profile_texts_are_embedded_once_per_content() -> None:
     assert sorted(embedder.seen) == ["Structures of proteins", "protein folding"]
 
 
+def test_an_interest_that_is_one_acronym_is_embedded_spelled_out() -> None:
+    embedder = CountingEmbedder()
+    ranker = SemanticRanker(embedder=embedder)
+    ranker.prepare(
+        [*papers(), paper("Verifiable rewards", "Reinforcement learning with verifiable rewards (RLVR).", 99)]
+    )
+    embedder.seen.clear()
+    ranker.rank(papers(), subscriber("RLVR", "protein folding"))
+    assert sorted(embedder.seen) == [
+        "RLVR (reinforcement learning with verifiable rewards)",
+        "protein folding",
+    ]
+    plain = SemanticRanker(embedder=embedder, params=SemanticParams(spell_acronyms=False))
+    plain.prepare(papers())
+    embedder.seen.clear()
+    plain.rank(papers(), subscriber("RLVR"))
+    assert embedder.seen == ["RLVR"]
+
+
 def test_vectors_are_unit_length() -> None:
     ranker = SemanticRanker(embedder=HashingEmbedder())
     vectors = ranker.embed_papers(papers())
@@ -163,3 +182,22 @@ def test_a_plain_word_needs_a_paper_closer_to_the_profile_for_its_literal_bonus(
     circuits, mamba = (gates[which[0, k], 0].tolist() for k in range(2))
     assert circuits == [0.125, 0.5, 1.0]  # full only at plain_gate (z 2)
     assert mamba == [0.5, 1.0, 1.0]  # full from literal_gate (z 0.5)
+
+
+@pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
+def test_the_model_reads_a_recent_acronym_better_spelled_out() -> None:
+    definer = paper(
+        "Scaling RL", "We scale reinforcement learning with verifiable rewards (RLVR) to code.", 98
+    )
+    target = paper(
+        "Checking Answers Is All You Need",
+        "We post-train language models with reinforcement learning on rewards from a checker that "
+        "verifies final answers to math problems, and study exploration during training.",
+        99,
+    )
+    scores = {}
+    for spell in (False, True):
+        ranker = SemanticRanker(embedder=minilm(), params=SemanticParams(spell_acronyms=spell))
+        ranker.prepare([*papers(), definer, target])
+        scores[spell] = by_title(ranker.rank([*papers(), target], subscriber("RLVR")), "Checking").score
+    assert scores[True] > scores[False] + 1.0

@@ -11,6 +11,7 @@ the papers themselves: "large language model (LLM)" in any prepared paper define
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from newsletter.rank.text import STOPWORDS, acronym, phrase_tokens
@@ -69,18 +70,24 @@ DOMAIN_WORDS = frozenset(
 # "Structured State-Spaces for ..." (again checked against the profile).
 KIND_WORDS = frozenset(phrase_tokens("model network method framework architecture system"))
 _DEFINED = re.compile(r"((?:[A-Za-z][\w]*[\s-]+){1,8})\(([A-Z][A-Za-z]*[A-Z]s?)\)")
+_BARE = re.compile(r"[A-Za-z]*[A-Z][A-Za-z]*[A-Z][A-Za-z]*")  # one word with two capitals: "LoRA", "RLVRs"
 
 
 def definitions(texts: Iterable[str]) -> dict[str, set[tuple[str, ...]]]:
     """Acronyms the texts define ("... large language models (LLMs) ...") -> their expansions' tokens."""
-    found: dict[str, set[tuple[str, ...]]] = {}
+    return {short: {phrase_tokens(e) for e in counts} for short, counts in written_definitions(texts).items()}
+
+
+def written_definitions(texts: Iterable[str]) -> dict[str, Counter[str]]:
+    """Acronyms the texts define -> how often each expansion (lower case, as written) defines it."""
+    found: dict[str, Counter[str]] = {}
     for text in texts:
         for before, short in _DEFINED.findall(text):
             letters = short.removesuffix("s").lower()
             words = [w for w in re.split(r"[\s-]+", before.strip()) if w]
             expansion = _expansion(words, letters) or _expansion(_without_kind(words), letters)
             if expansion:
-                found.setdefault(letters, set()).add(phrase_tokens(" ".join(expansion)))
+                found.setdefault(letters, Counter())[" ".join(expansion).lower()] += 1
     return found
 
 
@@ -110,12 +117,25 @@ class Acronyms:
         self.expansions: dict[str, set[tuple[str, ...]]] = {
             k: {phrase_tokens(v)} for k, v in ML_ACRONYMS.items()
         }
-        for short, forms in definitions(texts).items():
-            self.expansions.setdefault(short, set()).update(forms)
+        defined = written_definitions(texts)
+        for short, counts in defined.items():
+            self.expansions.setdefault(short, set()).update(phrase_tokens(e) for e in counts)
+        self._meaning = {short: _commonest(counts) for short, counts in defined.items()}
+        self._meaning.update(ML_ACRONYMS)
         self.shorts: dict[tuple[str, ...], set[str]] = {}
         for short, forms in self.expansions.items():
             for form in forms:
                 self.shorts.setdefault(form, set()).add(short)
+
+    def spelled(self, phrase: str) -> str:
+        """A phrase that is one acronym, with what it stands for: "RLVR (reinforcement learning with
+        verifiable rewards)". A sentence model reads the words far better than the letters of a
+        recent acronym. The table's meaning first, else the one the papers define most often; any
+        other phrase as it is."""
+        if not _BARE.fullmatch(phrase.strip()):
+            return phrase
+        meaning = self._meaning.get(phrase.strip().removesuffix("s").lower())
+        return f"{phrase.strip()} ({meaning})" if meaning else phrase
 
     def forms(self, phrase: str) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
         """(strong, weak) token sequences that name ``phrase``; weak ones drop a leading domain word."""
@@ -139,3 +159,9 @@ class Acronyms:
         if len(words) > 2 and words[-1] in KIND_WORDS:
             found |= self.shorts.get(words[:-1], set())
         return found
+
+
+def _commonest(counts: Counter[str]) -> str | None:
+    """The expansion defined most often; None when two tie (the acronym is ambiguous)."""
+    top = counts.most_common(2)
+    return top[0][0] if len(top) == 1 or top[0][1] > top[1][1] else None

@@ -74,6 +74,7 @@ class SemanticParams:
     typical: float = 0.05  # the least cosine a typical paper is taken to have to any text (-inf: none)
     words_gate: float = 2.0  # profile z-score at which the TF-IDF column counts fully (0: always)
     scattered: float = 0.5  # a long interest's words all in one sentence, in any order: share of a mention
+    spell_acronyms: bool = True  # a phrase that is one acronym is embedded with what it stands for
 
 
 def semantic_available() -> bool:
@@ -189,8 +190,13 @@ class SemanticRanker(ChunkedRanker):
             else:
                 plain.append((i, text.removeprefix(LIKED_PREFIX)))
         if plain:
-            out[[i for i, _ in plain]] = self.embed_queries([t for _, t in plain])
+            out[[i for i, _ in plain]] = self.embed_queries([self._as_read(t) for _, t in plain])
         return out
+
+    def _as_read(self, text: str) -> str:
+        """The text the model embeds for a profile text: an acronym alone is spelled out (see
+        Acronyms.spelled); the model knows "reinforcement learning with verifiable rewards", not "RLVR"."""
+        return self._acronyms.spelled(text) if self.params.spell_acronyms else text
 
     @property
     def words_column(self) -> str:
