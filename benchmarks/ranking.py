@@ -64,6 +64,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.rank.base import Ranker
 from newsletter.rank.embed import MemoryVectorCache, VectorCache
+from newsletter.rank.reference import use_reference
 from newsletter.render import Renderer
 from newsletter.report import ItemReport
 from newsletter.send.file import FileTransport
@@ -431,6 +432,12 @@ def main(argv: list[str] | None = None) -> int:
         default=ROOT / "seeds",
         help="folder of dumps replayed in name order, in any format newsletter reads (default: the seeds)",
     )
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="calibrate against these papers instead of the bundled ones (benchmarks/make_reference.py"
+        " --out): papers outside the judged dumps measure out of sample",
+    )
     parser.add_argument("--ranker", default="auto", choices=["auto", "lexical", "semantic"])
     parser.add_argument("--grid", action="append", default=[], help="name=v1,v2: a global parameter to vary")
     parser.add_argument("--no-baselines", action="store_true")
@@ -440,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         "--feedback-only", action="store_true", help="only the terse and terse + feedback runs"
     )
     args = parser.parse_args(argv)
-
+    if args.reference:
+        use_reference(args.reference)
     seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))

@@ -113,3 +113,19 @@ def test_a_first_dump_of_a_few_papers_sends_the_ones_titled_with_an_interest(
     (digest,) = report["digests"]
     assert digest["status"] == "dry-run", digest
     assert sorted(p["title"] for p in digest["items"]) == sorted(t for t, _ in THREE[:count])
+
+
+def test_another_reference_set_can_be_used_for_measuring(tmp_path: Path) -> None:
+    import gzip
+
+    from newsletter.rank.reference import REFERENCE, use_reference
+
+    lines = [json.dumps({"key": f"k{i}", "title": f"Paper {i}", "abstract": "A study."}) for i in range(3)]
+    other = tmp_path / "other.jsonl.gz"
+    other.write_bytes(gzip.compress("\n".join(lines).encode()))
+    try:
+        use_reference(other)
+        assert [p.key for p in reference_papers()] == ["k0", "k1", "k2"]
+    finally:
+        use_reference(REFERENCE)
+    assert len(reference_papers()) == 256

@@ -17,12 +17,21 @@ from newsletter.models import StoredPaper
 
 REFERENCE = Path(__file__).resolve().parent / "reference.jsonl.gz"
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_source = REFERENCE
+
+
+def use_reference(path: Path) -> None:
+    """Calibrate against the papers in ``path`` (a file in this format) from now on. For measuring out
+    of sample: benchmarks/ranking.py --reference, with papers other than the judged ones."""
+    global _source
+    _source = path
+    reference_papers.cache_clear()
 
 
 @cache
 def reference_papers() -> tuple[StoredPaper, ...]:
     """The reference papers (ids below zero: they are no rows of any store)."""
-    lines = gzip.decompress(REFERENCE.read_bytes()).decode().splitlines()
+    lines = gzip.decompress(_source.read_bytes()).decode().splitlines()
     return tuple(_paper(-1 - i, json.loads(line)) for i, line in enumerate(lines))
 
 
