@@ -36,6 +36,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "newsletter" / "rank" / "reference.jsonl.gz")
     args = parser.parse_args()
+    if not args.dumps.is_dir():
+        parser.error(f"--dumps {args.dumps}: no such folder")
     every = list(_papers(sorted(p for p in args.dumps.iterdir() if p.is_file())).values())
     picked = np.unique(np.linspace(0, len(every) - 1, args.size).round().astype(int))
     lines = [

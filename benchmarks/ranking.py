@@ -64,7 +64,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.rank.base import Ranker
 from newsletter.rank.embed import MemoryVectorCache, VectorCache
-from newsletter.rank.reference import use_reference
+from newsletter.rank.reference import reference_papers, use_reference
 from newsletter.render import Renderer
 from newsletter.report import ItemReport
 from newsletter.send.file import FileTransport
@@ -449,6 +449,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reference:
         use_reference(args.reference)
+        try:
+            reference_papers()
+        except (OSError, EOFError, ValueError, KeyError) as exc:  # missing, not gzip, not JSON lines
+            parser.error(f"--reference {args.reference}: not a reference file ({exc})")
     seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))
