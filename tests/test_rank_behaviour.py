@@ -96,6 +96,24 @@ def test_liked_paper_pushes_similar_papers_up(ranker: Ranker) -> None:
     assert after.why.startswith("similar to a paper you liked: Robotic Grasping")
 
 
+def test_what_the_about_text_does_not_want_counts_for_nothing(ranker: Ranker) -> None:
+    """ "I do not care about robot hands" is no wish for robot hands: the paper scores as if the
+    sentence were not there, and lower than for a subscriber who does care."""
+    robots = "dexterous robot hands and robotic grasping"
+    scores = {
+        about: by_title(ranker.rank(papers(), subscriber("tropical beekeeping", about=about)), "Dexterous")
+        for about in (
+            "I study bees.",
+            f"I study bees. I do not care about {robots}.",
+            f"I study bees, not {robots}.",
+            f"I study bees and {robots}.",
+        )
+    }
+    plain, *negated, wanted = (s.score for s in scores.values())
+    assert negated == pytest.approx([plain, plain])
+    assert wanted > plain
+
+
 def test_liked_by_title_not_among_prepared_papers_still_counts(ranker: Ranker) -> None:
     liking = subscriber("tropical beekeeping", liked=("Robot hands learn grasping skills for objects",))
     ranked = ranker.rank(papers(), liking)

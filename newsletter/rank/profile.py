@@ -9,6 +9,7 @@ import numpy as np
 
 from newsletter.models import Subscriber
 from newsletter.rank.batch import TextTable
+from newsletter.rank.text import affirmed
 
 LIKED_PREFIX = "liked:"  # liked items share the text table with phrases, in their own namespace
 
@@ -27,7 +28,7 @@ class Profile:
 def compile_profile(subscriber: Subscriber) -> Profile:
     return Profile(
         interests=_unique(subscriber.interests),
-        about=subscriber.about,
+        about=affirmed(subscriber.about),
         liked=_unique(subscriber.liked),
         exclude=_unique(subscriber.exclude),
         disliked=_unique(subscriber.disliked),

@@ -167,3 +167,29 @@ def sentences(paper: StoredPaper) -> list[str]:
         elif piece:
             out.append(piece)
     return out or [paper.title]
+
+
+_NEGATION = re.compile(
+    r"\b(?:not(?!\s+only\b)|never|nor|neither)\b|n't\b|\bno\s+(?:interest|need)\b", re.IGNORECASE
+)
+_TEXT_SENTENCE = re.compile(r"(?<=[.!?;])\s+")
+_CLAUSE = re.compile(r"(?<=,)\s+")
+
+
+def affirmed(text: str) -> str:
+    """``text`` without its negated clauses: "I study GUI agents, not coding agents. I do not care about
+    robots." -> "I study GUI agents." A sentence model reads a sentence about robots as one about
+    robots, "not" or no, and TF-IDF counts its words alike; the topics a subscriber does not want
+    belong in ``exclude``."""
+    if not _NEGATION.search(text):
+        return text  # as written (and as cached)
+    kept = []
+    for sentence in _TEXT_SENTENCE.split(text.strip()):
+        clauses = [c for c in _CLAUSE.split(sentence) if not _NEGATION.search(c)]
+        if clauses:
+            kept.append(_ended(" ".join(clauses).rstrip(",;: ")))
+    return " ".join(kept)
+
+
+def _ended(sentence: str) -> str:
+    return sentence if sentence[-1:] in ".!?" else f"{sentence}."

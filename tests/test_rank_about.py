@@ -1,0 +1,44 @@
+"""The about text as the rankers read it: negated clauses left out (see rank/text.affirmed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from newsletter.models import Subscriber
+from newsletter.rank.profile import compile_profile
+from newsletter.rank.text import affirmed
+
+
+@pytest.mark.parametrize(
+    ("about", "read"),
+    [
+        ("I study GUI agents, not coding agents.", "I study GUI agents."),
+        (
+            "RL for reasoning: GRPO, verifiable rewards. Not interested in robotics.",
+            "RL for reasoning: GRPO, verifiable rewards.",
+        ),
+        ("Screen grounding. I do not care about coding agents or robots.", "Screen grounding."),
+        ("I don't want surveys; I want methods", "I want methods."),
+        ("Methods, no negation", "Methods, no negation"),
+        ("Never robotics. Nor games.", ""),
+        ("Not only images but also video.", "Not only images but also video."),
+        (
+            "State space models (Mamba, S4) as alternatives to Transformers.",
+            "State space models (Mamba, S4) as alternatives to Transformers.",
+        ),
+        (
+            "No-reference image quality assessment, no-regret learning.",
+            "No-reference image quality assessment, no-regret learning.",
+        ),
+        ("", ""),
+    ],
+)
+def test_negated_clauses_are_left_out(about: str, read: str) -> None:
+    assert affirmed(about) == read
+
+
+def test_the_profile_reads_the_affirmed_about_and_the_subscriber_keeps_what_was_written() -> None:
+    written = "Document parsing and OCR. I do not care about robots."
+    subscriber = Subscriber(email="reader@example.org", interests=("OCR",), about=written)
+    assert compile_profile(subscriber).about == "Document parsing and OCR."
+    assert subscriber.about == written
