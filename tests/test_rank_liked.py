@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.embed import HashingEmbedder
+from newsletter.rank.index import QueryBatch, blended
 from newsletter.rank.lexical import LexicalParams
 from newsletter.rank.semantic import SemanticParams
 from tests.test_rank_corpus import by_title, papers, subscriber
@@ -17,12 +19,13 @@ from tests.test_rank_corpus import by_title, papers, subscriber
 GRASPING = "Robotic Grasping from Pixels with Reinforcement Learning"
 
 
-def ranker(kind: str, liked_set: bool = True) -> ChunkedRanker:
+def ranker(kind: str, liked_set: bool = True, liked_words: float = 0.75) -> ChunkedRanker:
     r: ChunkedRanker
     if kind == "lexical":
-        r = LexicalRanker(replace(LexicalParams(), liked_set=liked_set))
+        r = LexicalRanker(replace(LexicalParams(), liked_set=liked_set, liked_words=liked_words))
     else:
-        r = SemanticRanker(embedder=HashingEmbedder(), params=replace(SemanticParams(), liked_set=liked_set))
+        params = replace(SemanticParams(), liked_set=liked_set, liked_words=liked_words)
+        r = SemanticRanker(embedder=HashingEmbedder(), params=params)
     r.prepare(papers())
     return r
 
@@ -53,3 +56,33 @@ def test_a_near_neighbour_of_a_liked_paper_says_which(kind: str) -> None:
     hands = by_title(ranked, "Dexterous Robot Hands")
     assert hands.relevant and hands.why.startswith("similar to a paper you liked: Robotic Grasping")
     assert not by_title(ranked, "Robotic Grasping").relevant  # the liked paper is no neighbour of itself
+
+
+def words_column(r: ChunkedRanker, liked: tuple[str, ...], title: str) -> float:
+    """The profile's words column (the last one) at the paper titled ``title``."""
+    candidates = papers()
+    scores = r.breakdown(candidates, subscriber("tropical beekeeping", liked=liked))
+    at = next(i for i, p in enumerate(candidates) if p.title.startswith(title))
+    return float(scores.columns.values_at(np.array([0]), np.array([at]))[0, -1])
+
+
+@pytest.mark.parametrize("kind", ["lexical", "semantic"])
+def test_a_liked_papers_words_join_the_profiles_words(kind: str) -> None:
+    """Rocchio: the words query moves towards the liked paper, so a paper sharing its words ("robot",
+    "grasping") and none of the profile's gains in the words column; with liked_words 0 it does not."""
+    without = ranker(kind, liked_words=0.0)
+    assert words_column(without, (GRASPING,), "Dexterous") == words_column(without, (), "Dexterous")
+    assert words_column(ranker(kind), (GRASPING,), "Dexterous") > words_column(without, (), "Dexterous") + 1
+    # the liked paper itself is scored against the profile's own words, not its own
+    assert words_column(ranker(kind), (GRASPING,), "Robotic Grasping") == pytest.approx(
+        words_column(without, (), "Robotic Grasping")
+    )
+
+
+def test_blended_adds_the_second_query_at_its_weight_and_normalises() -> None:
+    base = QueryBatch(np.array([0, 1]), np.array([3, 3]), np.array([1.0, 1.0], dtype=np.float32), 2)
+    extra = QueryBatch(np.array([0]), np.array([5]), np.array([1.0], dtype=np.float32), 2)
+    out = blended(base, extra, 0.75)
+    assert out.owner.tolist() == [0, 0, 1]
+    assert out.term.tolist() == [3, 5, 3]
+    assert out.weight == pytest.approx([0.8, 0.6, 1.0])

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from newsletter.models import Scored, StoredPaper, Subscriber
-from newsletter.rank.index import LexicalIndex, QueryBatch, remember
+from newsletter.rank.index import LexicalIndex, QueryBatch, blended, remember
 from newsletter.rank.less import less_like
 from newsletter.rank.naming import Acronyms
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile, compile_profile
@@ -37,7 +37,7 @@ from newsletter.rank.scoring import (
     tie_order,
     view_columns,
 )
-from newsletter.rank.text import compounds
+from newsletter.rank.text import compounds, paper_words
 
 
 class ChunkedRanker:
@@ -162,16 +162,52 @@ class ChunkedRanker:
         own = dict(compounds(text))
         return {spelling for form in forms for spelling in self._index.spellings(form, own)}
 
-    def words_queries(self, layout: Layout) -> QueryBatch:
-        """Each profile's interests and about text as one TF-IDF query."""
-        return self._index.queries(layout.texts, np.concatenate([layout.interests, layout.about], axis=1))
+    def words_queries(self, layout: Layout, liked_words: float = 0.0) -> QueryBatch:
+        """Each profile's interests and about text as one TF-IDF query, moved towards the words of its
+        liked papers (those marked "more like this" too) as in Rocchio's relevance feedback: q +
+        ``liked_words`` x the liked papers' pooled words, normalised. A click then also teaches words
+        ("MRI", "CT") that none of the profile's phrases has."""
+        base = self._index.queries(layout.texts, np.concatenate([layout.interests, layout.about], axis=1))
+        if not liked_words or not (layout.liked >= 0).any():
+            return base
+        liked = self._index.queries(self._liked_texts(layout), layout.liked)
+        return blended(base, liked, liked_words)
+
+    def words_z(self, layout: Layout, view: View, liked_words: float) -> tuple[QueryBatch, np.ndarray]:
+        """The words queries (see :meth:`words_queries`) and each candidate's z-scored TF-IDF cosine
+        with them; a liked paper that is itself a candidate scores against the profile's own words."""
+        queries = self.words_queries(layout, liked_words)
+        z = standard_z(self._index.cosine(queries, view.postings), view)
+        own = self._liked_at(layout, view) if liked_words else ([], [])
+        if own[0]:
+            z[own] = standard_z(self._index.cosine(self.words_queries(layout), view.postings), view)[own]
+        return queries, z
+
+    def _liked_at(self, layout: Layout, view: View) -> tuple[list[int], list[int]]:
+        """(profile, candidate) of every liked paper that is a candidate of the view."""
+        at: tuple[list[int], list[int]] = ([], [])
+        for profile, text in zip(*np.nonzero(layout.liked >= 0), strict=True):
+            row = self._catalog.find(layout.texts[layout.liked[profile, text]][len(LIKED_PREFIX) :])
+            if row is not None and row in view.candidate_of:
+                at[0].append(int(profile))
+                at[1].append(view.candidate_of[row])
+        return at
+
+    def _liked_texts(self, layout: Layout) -> list[str]:
+        """The layout's texts, each liked paper as its title and abstract (its title alone if unknown)."""
+        texts = list(layout.texts)
+        for i in layout.liked_ids().tolist():
+            title = texts[i][len(LIKED_PREFIX) :]
+            row = self._catalog.find(title)
+            texts[i] = title if row is None else paper_words(self._catalog.papers[row])
+        return texts
 
     def words_like(self, items: Sequence[str], view: View) -> np.ndarray:
         """(items, candidates) TF-IDF z-score of each candidate against each paper named (its title and
         abstract when prepared, else the text given); +inf where the candidate is that paper."""
         rows = [self._catalog.find(item) for item in items]
         texts = [
-            item if r is None else f"{self._catalog.papers[r].title} {self._catalog.papers[r].abstract}"
+            item if r is None else paper_words(self._catalog.papers[r])
             for item, r in zip(items, rows, strict=True)
         ]
         queries = self._index.queries(texts, np.arange(len(texts))[:, None])

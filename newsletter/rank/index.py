@@ -440,3 +440,21 @@ def remember(memo: dict[Any, Any], key: object, value: object) -> None:
     if len(memo) >= MEMO_LIMIT:
         memo.clear()
     memo[key] = value
+
+
+def blended(base: QueryBatch, extra: QueryBatch, weight: float) -> QueryBatch:
+    """Each query of ``base`` plus ``weight`` times the same query of ``extra``, normalised again.
+
+    A base query is a unit vector before its words that no paper has are dropped (they still lower
+    its cosines); the sum is normalised with that share kept, so a query without ``extra`` entries
+    is left exactly as it was."""
+    span = int(max(base.term.max(initial=0), extra.term.max(initial=0))) + 1
+    keys = np.concatenate([base.owner * span + base.term, extra.owner * span + extra.term])
+    values = np.concatenate([base.weight, weight * extra.weight]).astype(np.float64)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    summed = np.bincount(inverse, weights=values)
+    owner, term = unique // span, unique % span
+    known = np.bincount(base.owner, weights=base.weight.astype(np.float64) ** 2, minlength=base.size)
+    total = np.bincount(owner, weights=summed * summed, minlength=base.size) + np.clip(1 - known, 0, 1)
+    norm = np.where(np.isin(np.arange(base.size), extra.owner), np.sqrt(total), 1.0)
+    return QueryBatch(owner, term, (summed / norm[owner]).astype(np.float32), base.size)

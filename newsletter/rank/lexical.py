@@ -25,7 +25,6 @@ from newsletter.rank.scoring import (
     everywhere,
     max_threshold,
     padded,
-    standard_z,
 )
 
 
@@ -40,6 +39,7 @@ class LexicalParams:
     naming_gate: float = -np.inf  # TF-IDF z-score to the profile a paper naming an interest needs
     liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
     scattered: float = 0.0  # a long interest's words all in one sentence, in any order: share of a mention
+    liked_words: float = 0.75  # Rocchio's beta: liked papers' words in the words query (LOPO: all twelve)
 
 
 class LexicalRanker(ChunkedRanker):
@@ -65,8 +65,7 @@ class LexicalRanker(ChunkedRanker):
         else:
             offset = self._liked_offset(layout, len(view.papers))
         columns.add_table(liked, layout.liked, offset)
-        queries = self.words_queries(layout)
-        z_words = standard_z(self._index.cosine(queries, view.postings), view)
+        queries, z_words = self.words_z(layout, view, self.params.liked_words)
         columns.add(self.params.words_scale * z_words)
         exclusions = Exclusions(padded(literal), layout.exclude, self.params.exclude_threshold)
         named = named_papers(self.naming_table(layout, view), layout, z_words, self.params.naming_gate)

@@ -47,7 +47,8 @@ class Reasons:
         self._excluded(out, scores, subs, cands, excluded)
         self._matches(out, subs, matched, has_match)
         where = np.flatnonzero(on_words)
-        _fill(out, where, self.words.shared_codes(subs[where], cands[where]), self.words.why)
+        liked = (self.layout.liked[subs[where]] >= 0).any(axis=1)  # their words are in the query too
+        _fill(out, where, 2 * self.words.shared_codes(subs[where], cands[where]) + liked, self.words.why)
         where = np.flatnonzero(rest)
         _fill(out, where, 2 * self._column_text(subs[where], cols[where]) + relevant[where], self._why)
         return out.tolist()
@@ -129,13 +130,15 @@ class WordEvidence:
         return codes
 
     def why(self, code: int) -> str:
+        """The reason for ``code``: 2 x shared_codes' code + 1 if the profile has liked papers."""
         found = self.index.reasons.get(code)
         if found is None:
-            terms, rest = [], code
+            terms, (rest, liked) = [], divmod(code, 2)
             for _ in range(self.LIMIT):
                 rest, term = divmod(rest, self.base)
                 terms.append(term - 1)
-            found = words_why(tuple(self.index.word(t) for t in reversed(terms) if t >= 0), True)
+            shared = tuple(self.index.word(t) for t in reversed(terms) if t >= 0)
+            found = words_why(shared, True, bool(liked))
             remember(self.index.reasons, code, found)
         return found
 
@@ -166,10 +169,13 @@ def liked_why(title: str, relevant: bool) -> str:
 
 
 @lru_cache(maxsize=1 << 14)
-def words_why(shared: tuple[str, ...], relevant: bool) -> str:
+def words_why(shared: tuple[str, ...], relevant: bool, liked: bool = False) -> str:
     if not relevant:
         return "closest: the words of your profile" + BELOW
-    return clip("shares words with your profile: " + ", ".join(shared)) if shared else "close to your profile"
+    if not shared:
+        return "close to your profile"
+    whose = "your profile and the papers you liked" if liked else "your profile"
+    return clip(f"shares words with {whose}: " + ", ".join(shared))
 
 
 @lru_cache(maxsize=1 << 12)

@@ -40,7 +40,6 @@ from newsletter.rank.scoring import (
     max_threshold,
     padded,
     robust_z,
-    standard_z,
 )
 from newsletter.rank.text import paper_text, plain_word, sentences
 
@@ -54,8 +53,9 @@ class SemanticParams:
     """Global knobs (never per subscriber). Chosen by leave-one-profile-out over the twelve dev profiles
     (benchmarks/ranking.py --grid; the README gives the grids): chance, naming_gate, liked_set,
     words_gate, context, literal_gate, plain_gate, exclude_threshold, lexical_weight, words_weight,
-    phrase_half, scattered, spell_acronyms. chance and words_gate with the scores calibrated out of
-    sample (--reference: papers other than the judged ones), as a user's papers always are.
+    phrase_half, scattered, spell_acronyms, liked_words. chance and words_gate with the scores
+    calibrated out of sample (--reference: papers other than the judged ones), as a user's papers
+    always are.
     typical: by the off-domain tests (the dev papers are all ML papers); titles, sentences and
     corroborate: with ranking_research.py."""
 
@@ -76,6 +76,7 @@ class SemanticParams:
     words_gate: float = 3.0  # profile z-score at which the TF-IDF column counts fully (0: always)
     scattered: float = 0.5  # a long interest's words all in one sentence, in any order: share of a mention
     spell_acronyms: bool = True  # a phrase that is one acronym is embedded with what it stands for
+    liked_words: float = 0.75  # Rocchio's beta (the textbook value): liked papers' words in the words query
 
 
 def semantic_available() -> bool:
@@ -222,8 +223,8 @@ class SemanticRanker(ChunkedRanker):
         columns.add_table(padded(z_text), layout.about)
         liked = self._liked_set(sims, layout, view) if self.params.liked_set else None
         columns.add_table(self.not_itself(layout, view, padded(z_text)), layout.liked, liked)
-        queries = self.words_queries(layout)
-        words = self.params.words_weight * standard_z(self._index.cosine(queries, view.postings), view)
+        queries, z_words = self.words_z(layout, view, self.params.liked_words)
+        words = self.params.words_weight * z_words
         if self.params.words_gate:
             words *= np.clip(z_profile / self.params.words_gate, 0.0, 1.0)
         columns.add(words)

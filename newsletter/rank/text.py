@@ -146,6 +146,11 @@ def lead(paper: StoredPaper) -> str:
     return sentences(paper)[0]
 
 
+def paper_words(paper: StoredPaper) -> str:
+    """A paper's title and abstract: the text its words are counted in when it is a query."""
+    return f"{paper.title} {paper.abstract}"
+
+
 def paper_text(paper: StoredPaper) -> str:
     """What a model reads for a paper: its title, the listing's summary, its abstract, its keywords."""
     summary, keywords = paper.details.ai_summary, paper.details.ai_keywords
