@@ -11,7 +11,7 @@ import pytest
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.embed import HashingEmbedder
-from newsletter.rank.index import QueryBatch, blended
+from newsletter.rank.index import QueryBatch, blended, strongest
 from newsletter.rank.lexical import LexicalParams
 from newsletter.rank.semantic import SemanticParams
 from tests.test_rank_corpus import by_title, papers, subscriber
@@ -86,3 +86,14 @@ def test_blended_adds_the_second_query_at_its_weight_and_normalises() -> None:
     assert out.owner.tolist() == [0, 0, 1]
     assert out.term.tolist() == [3, 5, 3]
     assert out.weight == pytest.approx([0.8, 0.6, 1.0])
+
+
+def test_strongest_keeps_each_querys_heaviest_terms_normalised() -> None:
+    weights = np.array([0.1, 0.9, 0.4, 0.5, 0.5], dtype=np.float32)
+    queries = QueryBatch(np.array([0, 0, 0, 1, 1]), np.array([1, 2, 3, 1, 4]), weights, 3)
+    out = strongest(queries, 2)
+    assert out.owner.tolist() == [0, 0, 1, 1]
+    assert out.term.tolist() == [2, 3, 1, 4]
+    assert out.weight == pytest.approx(
+        [0.9 / np.hypot(0.9, 0.4), 0.4 / np.hypot(0.9, 0.4), 0.5**0.5, 0.5**0.5]
+    )

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from newsletter.models import Scored, StoredPaper, Subscriber
-from newsletter.rank.index import LexicalIndex, QueryBatch, blended, remember
+from newsletter.rank.index import LexicalIndex, QueryBatch, blended, remember, strongest
 from newsletter.rank.less import less_like
 from newsletter.rank.naming import Acronyms
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile, compile_profile
@@ -38,6 +38,8 @@ from newsletter.rank.scoring import (
     view_columns,
 )
 from newsletter.rank.text import compounds, paper_words
+
+LIKED_TERMS = 25  # the liked papers' words kept in a words query (MoreLikeThis keeps 25)
 
 
 class ChunkedRanker:
@@ -167,10 +169,10 @@ class ChunkedRanker:
         liked papers (those marked "more like this" too) as in Rocchio's relevance feedback: q +
         ``liked_words`` x the liked papers' pooled words, normalised. A click then also teaches words
         ("MRI", "CT") that none of the profile's phrases has."""
-        base = self._index.queries(layout.texts, np.concatenate([layout.interests, layout.about], axis=1))
+        base = self._index.queries(layout.texts, self._profile_texts(layout))
         if not liked_words or not (layout.liked >= 0).any():
             return base
-        liked = self._index.queries(self._liked_texts(layout), layout.liked)
+        liked = strongest(self._index.queries(self._liked_texts(layout), layout.liked), LIKED_TERMS)
         return blended(base, liked, liked_words)
 
     def words_z(self, layout: Layout, view: View, liked_words: float) -> tuple[QueryBatch, np.ndarray]:
@@ -178,10 +180,18 @@ class ChunkedRanker:
         with them; a liked paper that is itself a candidate scores against the profile's own words."""
         queries = self.words_queries(layout, liked_words)
         z = standard_z(self._index.cosine(queries, view.postings), view)
-        own = self._liked_at(layout, view) if liked_words else ([], [])
-        if own[0]:
-            z[own] = standard_z(self._index.cosine(self.words_queries(layout), view.postings), view)[own]
+        profiles, candidates = self._liked_at(layout, view) if liked_words else ([], [])
+        if profiles:
+            rows, which = np.unique(profiles, return_inverse=True)
+            own = self._index.queries(layout.texts, self._profile_texts(layout)[rows])
+            z[profiles, candidates] = standard_z(self._index.cosine(own, view.postings), view)[
+                which, candidates
+            ]
         return queries, z
+
+    def _profile_texts(self, layout: Layout) -> np.ndarray:
+        """(profiles, texts) ids of each profile's interests and about text: its words query."""
+        return np.concatenate([layout.interests, layout.about], axis=1)
 
     def _liked_at(self, layout: Layout, view: View) -> tuple[list[int], list[int]]:
         """(profile, candidate) of every liked paper that is a candidate of the view."""

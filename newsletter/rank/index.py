@@ -442,6 +442,18 @@ def remember(memo: dict[Any, Any], key: object, value: object) -> None:
     memo[key] = value
 
 
+def strongest(queries: QueryBatch, n: int) -> QueryBatch:
+    """Each query cut to its ``n`` heaviest terms (as MoreLikeThis keeps 25), normalised again."""
+    order = np.lexsort((-queries.weight, queries.owner))
+    owner = queries.owner[order]
+    first = np.searchsorted(owner, owner, side="left")
+    keep = order[np.arange(len(order)) - first < n]
+    keep.sort()  # entries stay grouped by owner, terms ascending
+    owner, term, weight = queries.owner[keep], queries.term[keep], queries.weight[keep].astype(np.float64)
+    norm = np.sqrt(np.bincount(owner, weights=weight * weight, minlength=queries.size))
+    return QueryBatch(owner, term, (weight / np.maximum(norm, 1e-12)[owner]).astype(np.float32), queries.size)
+
+
 def blended(base: QueryBatch, extra: QueryBatch, weight: float) -> QueryBatch:
     """Each query of ``base`` plus ``weight`` times the same query of ``extra``, normalised again.
 
