@@ -14,6 +14,7 @@ from newsletter.rank.base import Ranker
 from newsletter.rank.batch import ragged_arange
 from newsletter.rank.embed import HashingEmbedder
 from newsletter.rank.index import LexicalIndex
+from newsletter.rank.lexical import LexicalParams
 from newsletter.rank.scoring import median
 from newsletter.rank.semantic import SemanticParams, semantic_available
 from tests.test_rank_behaviour import minilm
@@ -102,6 +103,18 @@ def test_a_liked_paper_in_the_background_counts(ranker: Ranker) -> None:
         f"similar to a paper you liked: {grasping.title}",
         "shares words with your profile and the papers you liked: Grasping, robot, objects",
     )
+
+
+def test_the_words_reason_names_the_liked_papers_only_when_their_words_are_in_the_query() -> None:
+    liked = next(p.title for p in papers() if p.title.startswith("Transcribing"))
+    sub = subscriber("speech synthesis", about="Text to speech and vocoders for audiobooks", liked=(liked,))
+    whys = {}
+    for weight in (0.75, 0.0):
+        ranker = LexicalRanker(replace(LexicalParams(), liked_words=weight))
+        ranker.prepare(papers())
+        whys[weight] = [s.why for s in ranker.rank(papers(), sub) if s.why.startswith("shares words")]
+    assert whys[0.75] and all("your profile and the papers you liked: " in w for w in whys[0.75])
+    assert whys[0.0] and all(w.startswith("shares words with your profile: ") for w in whys[0.0])
 
 
 def test_reasons_of_papers_below_the_threshold_never_read_like_a_match(ranker: Ranker) -> None:

@@ -60,6 +60,7 @@ class QueryBatch:
     term: np.ndarray
     weight: np.ndarray
     size: int
+    with_extra: bool = False  # some queries hold another query's words too (see blended)
 
     def entries_of(self, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(first entry, entry count) of each given owner."""
@@ -469,4 +470,4 @@ def blended(base: QueryBatch, extra: QueryBatch, weight: float) -> QueryBatch:
     known = np.bincount(base.owner, weights=base.weight.astype(np.float64) ** 2, minlength=base.size)
     total = np.bincount(owner, weights=summed * summed, minlength=base.size) + np.clip(1 - known, 0, 1)
     norm = np.where(np.isin(np.arange(base.size), extra.owner), np.sqrt(total), 1.0)
-    return QueryBatch(owner, term, (summed / norm[owner]).astype(np.float32), base.size)
+    return QueryBatch(owner, term, (summed / norm[owner]).astype(np.float32), base.size, with_extra=True)

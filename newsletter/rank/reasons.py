@@ -47,7 +47,7 @@ class Reasons:
         self._excluded(out, scores, subs, cands, excluded)
         self._matches(out, subs, matched, has_match)
         where = np.flatnonzero(on_words)
-        liked = (self.layout.liked[subs[where]] >= 0).any(axis=1)  # their words are in the query too
+        liked = (self.layout.liked[subs[where]] >= 0).any(axis=1) & self.words.queries.with_extra  # blended
         _fill(out, where, 2 * self.words.shared_codes(subs[where], cands[where]) + liked, self.words.why)
         where = np.flatnonzero(rest)
         _fill(out, where, 2 * self._column_text(subs[where], cols[where]) + relevant[where], self._why)
