@@ -180,8 +180,10 @@ class ChunkedRanker:
         with them; a liked paper that is itself a candidate scores against the profile's own words."""
         queries = self.words_queries(layout, liked_words)
         z = standard_z(self._index.cosine(queries, view.postings), view)
-        profiles, candidates = self._liked_at(layout, view) if liked_words else ([], [])
-        if profiles:
+        if not liked_words:
+            return queries, z
+        profiles, candidates = self._liked_at(layout, view)
+        if len(profiles):
             rows, which = np.unique(profiles, return_inverse=True)
             own = self._index.queries(layout.texts, self._profile_texts(layout)[rows])
             z[profiles, candidates] = standard_z(self._index.cosine(own, view.postings), view)[
@@ -193,15 +195,17 @@ class ChunkedRanker:
         """(profiles, texts) ids of each profile's interests and about text: its words query."""
         return np.concatenate([layout.interests, layout.about], axis=1)
 
-    def _liked_at(self, layout: Layout, view: View) -> tuple[list[int], list[int]]:
-        """(profile, candidate) of every liked paper that is a candidate of the view."""
-        at: tuple[list[int], list[int]] = ([], [])
-        for profile, text in zip(*np.nonzero(layout.liked >= 0), strict=True):
-            row = self._catalog.find(layout.texts[layout.liked[profile, text]][len(LIKED_PREFIX) :])
+    def _liked_at(self, layout: Layout, view: View) -> tuple[np.ndarray, np.ndarray]:
+        """(profile, candidate) of every liked paper that is a candidate of the view; each distinct
+        liked text is looked up once."""
+        candidate = np.full(len(layout.texts) + 1, -1, dtype=np.int64)  # the last row reads id -1
+        for i in layout.liked_ids().tolist():
+            row = self._catalog.find(layout.texts[i][len(LIKED_PREFIX) :])
             if row is not None and row in view.candidate_of:
-                at[0].append(int(profile))
-                at[1].append(view.candidate_of[row])
-        return at
+                candidate[i] = view.candidate_of[row]
+        at = candidate[layout.liked]
+        profiles, slots = np.nonzero(at >= 0)
+        return profiles, at[profiles, slots]
 
     def _liked_texts(self, layout: Layout) -> list[str]:
         """The layout's texts, each liked paper as its title and abstract (its title alone if unknown)."""
