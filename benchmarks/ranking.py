@@ -415,10 +415,8 @@ def lopo(results: dict[str, dict[str, Result]], ids: list[str]) -> tuple[dict[st
 # -- the command ------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The judged dumps and profiles, the reference and the ranker (shared with ranking_ceiling.py)."""
     data = ROOT / "tests" / "data"
     parser.add_argument(
         "--judgments",
@@ -439,6 +437,24 @@ def main(argv: list[str] | None = None) -> int:
         " --out): papers outside the judged dumps measure out of sample",
     )
     parser.add_argument("--ranker", default="auto", choices=["auto", "lexical", "semantic"])
+
+
+def calibrate(parser: argparse.ArgumentParser, reference: Path | None) -> None:
+    """Calibrate against ``--reference`` when given; a file that is no reference is a usage error."""
+    if reference is None:
+        return
+    use_reference(reference)
+    try:
+        reference_papers()
+    except (OSError, EOFError, ValueError, KeyError) as exc:  # missing, not gzip, not JSON lines
+        parser.error(f"--reference {reference}: not a reference file ({exc})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    data_arguments(parser)
     parser.add_argument("--grid", action="append", default=[], help="name=v1,v2: a global parameter to vary")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--cache", type=Path, help="keep the vectors in this folder between runs")
@@ -447,12 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "--feedback-only", action="store_true", help="only the terse and terse + feedback runs"
     )
     args = parser.parse_args(argv)
-    if args.reference:
-        use_reference(args.reference)
-        try:
-            reference_papers()
-        except (OSError, EOFError, ValueError, KeyError) as exc:  # missing, not gzip, not JSON lines
-            parser.error(f"--reference {args.reference}: not a reference file ({exc})")
+    calibrate(parser, args.reference)
     seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))
