@@ -72,33 +72,40 @@ def best_cuts(options: list[list[Cut]], precision: float) -> list[Cut]:
     return max((t, c) for t, (v, c) in best.items() if v >= -1e-9)[1]
 
 
-def ranked(ranker: Ranker, pool: list[StoredPaper], profile: Judged) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, labels) of every pool paper for one profile, best score first."""
+def ranked(ranker: Ranker, pool: list[StoredPaper], profile: Judged) -> tuple[np.ndarray, np.ndarray, Cut]:
+    """(scores, labels) of every pool paper for one profile, best score first, and what its own bar sends."""
     scored = ranker.rank(pool, profile.subscriber)
     scores = np.array([s.score for s in scored])
     labels = np.array([profile.labels.get(normalize_title(s.paper.title), 0) for s in scored])
+    sent = labels[[s.relevant for s in scored]]
+    own = Cut(int((labels == 2).sum()), len(sent), int((sent > 0).sum()), int((sent == 2).sum()))
     order = np.argsort(-scores, kind="stable")
-    return scores[order], labels[order]
+    return scores[order], labels[order], own
 
 
 def report(variant: str, profiles: list[Judged], ranker: Ranker, pool: list[StoredPaper], p: float) -> None:
     rankings = [ranked(ranker, pool, profile) for profile in profiles]
-    chosen = best_cuts([cuts(labels) for _, labels in rankings], p)
+    chosen = best_cuts([cuts(labels) for _, labels, _ in rankings], p)
     print(f"{variant}: the cut per profile that finds the most at pooled precision >= {p:.2f}")
-    for profile, cut, (scores, _) in zip(profiles, chosen, rankings, strict=True):
-        shipped = sum(s.relevant for s in ranker.rank(pool, profile.subscriber))
-        print(f"  {profile.id:20} {describe(cut, scores)} (the ranker's own bar sends {shipped})")
-    total = Cut(*(sum(getattr(c, f) for c in chosen) for f in ("wanted", "sent", "good", "found")))
-    print(f"  pooled: {describe(total)}, precision {total.good / max(total.sent, 1):.3f}")
-    scores = np.concatenate([s for s, _ in rankings])
-    labels = np.concatenate([lab for _, lab in rankings])
+    for profile, cut, (scores, _, own) in zip(profiles, chosen, rankings, strict=True):
+        print(f"  {profile.id:20} {describe(cut, scores)} (the ranker's own bar sends {own.sent})")
+    print(f"  pooled: {describe(pooled(chosen))}")
+    print(f"  the ranker's own bars: {describe(pooled([own for _, _, own in rankings]))}")
+    scores = np.concatenate([s for s, _, _ in rankings])
+    labels = np.concatenate([lab for _, lab, _ in rankings])
     shared = [c for c in cuts(labels[np.argsort(-scores, kind="stable")]) if c.good >= p * c.sent][-1]
     print(f"  one cut on the score for every profile: {describe(shared)}")
 
 
+def pooled(chosen: list[Cut]) -> Cut:
+    return Cut(*(sum(getattr(c, f) for c in chosen) for f in ("wanted", "sent", "good", "found")))
+
+
 def describe(cut: Cut, scores: np.ndarray | None = None) -> str:
     at = f" (score >= {scores[cut.sent - 1]:.2f})" if scores is not None and cut.sent else ""
-    return f"sends {cut.sent}{at}, finds {cut.found} of {cut.wanted}: recall {cut.recall:.3f}"
+    precision = cut.good / cut.sent if cut.sent else 1.0
+    found = f"finds {cut.found} of {cut.wanted}: recall {cut.recall:.3f}"
+    return f"sends {cut.sent}{at}, {found}, precision {precision:.3f}"
 
 
 def main(argv: list[str] | None = None) -> int:
