@@ -9,6 +9,7 @@ every profile (what a single global bar could do at best) is printed as well.
 
     python benchmarks/ranking_ceiling.py [--ranker semantic] [--reference FILE] [--cache FOLDER]
     python benchmarks/ranking_ceiling.py --seeds DIR --judgments FILE   # other dumps, judged the same way
+    python benchmarks/ranking_ceiling.py --grid context=1,2,3   # does a parameter order papers better?
 
 Precision targets as the issue's: full 0.90, terse 0.88 (``--precision`` sets one for both).
 """
@@ -22,7 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ranking import Judged, all_papers, calibrate, data_arguments, load_profiles, ranker_maker, readable
+from ranking import (
+    Judged,
+    all_papers,
+    calibrate,
+    data_arguments,
+    grid,
+    label,
+    load_profiles,
+    ranker_maker,
+    readable,
+)
 from ranking_research import DiskVectorCache
 
 from newsletter.models import StoredPaper, normalize_title
@@ -115,17 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     data_arguments(parser)
     parser.add_argument("--cache", type=Path, help="keep the vectors in this folder between runs")
     parser.add_argument("--precision", type=float, help="one precision target for full and terse")
+    parser.add_argument("--grid", action="append", default=[], help="name=v1,v2: each combination in turn")
     args = parser.parse_args(argv)
     calibrate(parser, args.reference)
     seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))
     cache = DiskVectorCache(args.cache) if args.cache else MemoryVectorCache()
-    ranker = ranker_maker(args.ranker, cache, {})()
-    ranker.prepare(pool)
     print(f"{len(pool)} papers from {len(seeds)} dumps, {args.ranker} ranker", file=sys.stderr)
-    for variant, target in TARGETS.items():
-        report(variant, load_profiles(args.judgments, variant), ranker, pool, args.precision or target)
+    for combo in grid(args.grid):
+        if combo:
+            print(f"== {label(combo)}")
+        ranker = ranker_maker(args.ranker, cache, combo)()
+        ranker.prepare(pool)
+        for variant, target in TARGETS.items():
+            report(variant, load_profiles(args.judgments, variant), ranker, pool, args.precision or target)
     return 0
 
 
