@@ -51,7 +51,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import astuple, dataclass, replace
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,7 +64,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.rank.base import Ranker
 from newsletter.rank.embed import MemoryVectorCache, VectorCache
-from newsletter.rank.reference import reference_papers, use_reference
+from newsletter.rank.reference import REFERENCE, reference_papers, use_reference
 from newsletter.render import Renderer
 from newsletter.report import ItemReport
 from newsletter.send.file import FileTransport
@@ -439,6 +439,30 @@ def data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ranker", default="auto", choices=["auto", "lexical", "semantic"])
 
 
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A missing folder or file, a judgments file of another shape or an unknown --grid parameter is a
+    usage error naming it; then calibrate against --reference, if given."""
+    if not args.seeds.is_dir():
+        parser.error(f"--seeds {args.seeds}: no such folder")
+    for path in args.judgments:
+        try:
+            load_profiles([path], "full")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--judgments {path}: not a judgments file ({exc!r})")
+    known = {f.name for f in fields(make_ranker(args.ranker, cache=MemoryVectorCache()).params)}  # type: ignore[arg-type]
+    for spec in args.grid:
+        name, _, values = spec.partition("=")
+        if name not in known:
+            parser.error(
+                f"--grid {spec}: {args.ranker} has no parameter {name!r} (it has {', '.join(sorted(known))})"
+            )
+        try:
+            [_value(v) for v in values.split(",")]
+        except ValueError:
+            parser.error(f"--grid {spec}: values are numbers, true or false")
+    calibrate(parser, args.reference)
+
+
 def calibrate(parser: argparse.ArgumentParser, reference: Path | None) -> None:
     """Calibrate against ``--reference`` when given; a file that is no reference is a usage error."""
     if reference is None:
@@ -447,6 +471,7 @@ def calibrate(parser: argparse.ArgumentParser, reference: Path | None) -> None:
     try:
         reference_papers()
     except (OSError, EOFError, ValueError, KeyError) as exc:  # missing, not gzip, not JSON lines
+        use_reference(REFERENCE)  # back to the bundled papers for whatever runs next in this process
         parser.error(f"--reference {reference}: not a reference file ({exc})")
 
 
@@ -463,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         "--feedback-only", action="store_true", help="only the terse and terse + feedback runs"
     )
     args = parser.parse_args(argv)
-    calibrate(parser, args.reference)
+    check_arguments(parser, args)
     seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))

@@ -26,7 +26,7 @@ import numpy as np
 from ranking import (
     Judged,
     all_papers,
-    calibrate,
+    check_arguments,
     data_arguments,
     grid,
     label,
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", type=float, help="one precision target for full and terse")
     parser.add_argument("--grid", action="append", default=[], help="name=v1,v2: each combination in turn")
     args = parser.parse_args(argv)
-    calibrate(parser, args.reference)
+    check_arguments(parser, args)
     seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from ranking_ceiling import best_cuts, cuts
+from ranking_ceiling import best_cuts, cuts, main
 
 
 def brute_force(options, precision):
@@ -42,3 +42,30 @@ def test_best_cuts_is_exact(seed):
         chosen = best_cuts(options, precision)
         assert sum(c.good for c in chosen) >= precision * sum(c.sent for c in chosen) - 1e-9
         assert sum(c.found for c in chosen) == brute_force(options, precision)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--seeds", "/nonexistent"], "--seeds /nonexistent: no such folder"),
+        (["--judgments", "README.md"], "--judgments README.md: not a judgments file"),
+        (["--grid", "nosuch=1"], "--grid nosuch=1: lexical has no parameter 'nosuch'"),
+        (["--grid", "threshold=x"], "--grid threshold=x: values are numbers, true or false"),
+        (["--reference", "/nonexistent"], "--reference /nonexistent: not a reference file"),
+    ],
+)
+def test_bad_arguments_are_one_line_usage_errors(args, message, capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--ranker", "lexical", *args])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_refused_reference_leaves_the_bundled_one_in_use(monkeypatch):
+    from newsletter.rank.reference import reference_papers
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+    with pytest.raises(SystemExit):
+        main(["--ranker", "lexical", "--reference", "/nonexistent"])
+    assert len(reference_papers()) == 256
