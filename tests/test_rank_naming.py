@@ -56,6 +56,17 @@ NAMED = [
         "on its repositories closes most of that gap.",
     ),
     (
+        "LLM benchmarks",
+        "Benchmarking Spreadsheet Formula Writing in LLMs",
+        "We collect ten thousand formulas written by accountants and test whether models can write them "
+        "from a description.",
+    ),
+    (
+        "3D generation",
+        "3D Furniture Mesh Generation from Catalogue Photos",
+        "Online shops hold photos of each product from a few angles; we turn them into textured meshes.",
+    ),
+    (
         "PEFT",
         "Sparse Parameter-Efficient Fine-Tuning of Speech Recognisers",
         "Adapting a large speech model to a new accent usually updates every weight; we update one percent.",
@@ -242,3 +253,26 @@ def test_an_acronym_alone_is_spelled_out_for_the_model() -> None:
 def test_an_acronym_defined_two_ways_equally_often_is_left_as_written() -> None:
     acronyms = Acronyms(["gated token routing (GTR) here", "graph transformer ranking (GTR) there"])
     assert acronyms.spelled("GTR") == "GTR"
+
+
+def apart_index() -> LexicalIndex:
+    return LexicalIndex(
+        [
+            paper("3D Furniture Mesh Generation from Photos", "We turn product photos into meshes.", 1),
+            paper("Generation of Floor Plans", "We draw floor plans and lift them to 3D rooms.", 2),
+            paper("Furniture Layouts", "3D generation of rooms from a sketch.", 3),
+            *papers(),
+        ]
+    )
+
+
+def test_a_title_holding_both_words_of_a_two_word_interest_names_it_loosely() -> None:
+    strong, _ = Acronyms().forms("3D generation")
+    named = apart_index().naming_apart(strong)
+    assert named[:3].tolist() == [True, False, False]  # one of the words, or both in the abstract only
+
+
+def test_a_pair_of_words_many_reference_titles_hold_names_nothing() -> None:
+    titles = [f"Mesh Generation in 3D, part {i}" for i in range(10)]
+    index = LexicalIndex([paper(t, "We make meshes.", i) for i, t in enumerate(titles)])
+    assert not index.naming_apart(Acronyms().forms("3D generation")[0]).any()

@@ -142,7 +142,8 @@ class ChunkedRanker:
 
     def naming_table(self, layout: Layout, view: View) -> np.ndarray:
         """(texts, candidates) 2 where a paper names the interest (title or first sentence), 1 where its
-        title names it loosely ("state space models" for "visual state space model")."""
+        title names it loosely ("state space models" for "visual state space model"; "3D Mesh Generation"
+        for "3D generation")."""
         out = np.zeros((len(layout.texts), len(view.papers)), dtype=np.float32)
         for i in np.unique(layout.interests[layout.interests >= 0]).tolist():
             text = layout.texts[i]
@@ -153,7 +154,7 @@ class ChunkedRanker:
                 shorts = {form[0] for form in forms[0] if len(form) == 1} if spelled else set()
                 named = np.maximum(
                     2.0 * self._index.naming(strong, meanings=spelled, acronyms=shorts),
-                    self._index.naming(weak, lead=False, meanings=spelled),
+                    self._index.naming(weak, lead=False, meanings=spelled) | self._index.naming_apart(strong),
                 )
                 remember(self._named, text, named.astype(np.float32))
             out[i] = self._named[text][view.rows]

@@ -245,6 +245,23 @@ class LexicalIndex:
                 )
         return out
 
+    def naming_apart(self, forms: Iterable[tuple[str, ...]]) -> np.ndarray:
+        """Per paper: does its title hold both words of a two-word form, apart or in the other order?
+        "3D Mesh Generation" names "3D generation" loosely, "Benchmarking ... in LLMs" "LLM
+        benchmarks". A pair more than NAMING_SHARE of the reference titles hold names nothing."""
+        out = np.zeros(self.size, dtype=bool)
+        for form in (f for f in forms if len(f) == 2 and f[0] != f[1]):
+            docs = [i for i in self._docs_with_all(form).tolist() if set(form) <= set(self.titles[i])]
+            if self._title_share(docs) <= NAMING_SHARE:
+                out[docs] = True
+        return out
+
+    def _title_share(self, docs: list[int]) -> float:
+        """The share of the reference papers among ``docs``."""
+        if not len(self.reference):
+            return 0.0
+        return len(np.intersect1d(np.array(docs, dtype=np.int64), self.reference)) / len(self.reference)
+
     def capitalised(self, i: int, short: str, lead: bool) -> bool:
         """Does paper ``i`` write the acronym ``short`` as one in its title (or first sentence)?"""
         paper = self.papers[i]
