@@ -153,7 +153,10 @@ class DiskVectorCache(MemoryVectorCache):
         super().put(model, vectors)
         mine = {k: v for (m, k), v in self._data.items() if m == model}
         self.folder.mkdir(parents=True, exist_ok=True)
-        np.savez(self._file(model), keys=json.dumps(list(mine)), vectors=np.stack(list(mine.values())))
+        # written aside, then renamed: a run sharing the folder never reads half a file
+        partial = self._file(model).with_suffix(f".{os.getpid()}.npz")
+        np.savez(partial, keys=json.dumps(list(mine)), vectors=np.stack(list(mine.values())))
+        os.replace(partial, self._file(model))
 
 
 # ---------------------------------------------------------------- baselines
