@@ -3,6 +3,7 @@ visual/vision, a family name inside a compound) is relevant unless excluded."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from newsletter.rank import LexicalRanker, SemanticRanker
@@ -276,3 +277,19 @@ def test_a_pair_of_words_many_reference_titles_hold_names_nothing() -> None:
     titles = [f"Mesh Generation in 3D, part {i}" for i in range(10)]
     index = LexicalIndex([paper(t, "We make meshes.", i) for i, t in enumerate(titles)])
     assert not index.naming_apart(Acronyms().forms("3D generation")[0]).any()
+
+
+def test_a_paper_that_reaches_the_bar_only_by_naming_an_interest_says_so(ranker: Ranker) -> None:
+    """Its best column alone is below the bar: the reason says it names (or literally matches) the
+    interest, not that it is close to it."""
+    whys = []
+    for interest, title, _ in NAMED:
+        sub = subscriber(interest, "protein folding")
+        scored = next(s for s in ranker.rank(candidates(), sub) if s.paper.title == title)
+        breakdown = ranker.breakdown([scored.paper], sub)
+        raw = breakdown.columns.values_at(np.array([0]), np.array([0]))[0].max()
+        if scored.relevant and raw < breakdown.threshold[0, 0]:
+            named = f"names your interest '{interest}'"
+            whys.append((scored.why, named if scored.why == named else f"matches: {interest}"))
+    assert any(why.startswith("names your interest") for why, _ in whys)  # some are lifted by a name
+    assert [why for why, _ in whys] == [expected for _, expected in whys]

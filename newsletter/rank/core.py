@@ -28,6 +28,7 @@ from newsletter.rank.scoring import (
     Catalog,
     Columns,
     Exclusions,
+    Named,
     Sentences,
     View,
     emit,
@@ -240,20 +241,23 @@ class ChunkedRanker:
         threshold: float | np.ndarray,
         reasons: tuple[Sequence[Profile], Layout, np.ndarray, QueryBatch, View],
         corroborate: bool = False,
-        named: np.ndarray | None = None,
+        named: Named | None = None,
     ) -> BatchScores:
         """The chunk's verdicts, with the reasons to compute for what is emitted.
 
         With ``corroborate``, relevant papers are ordered by their two best columns (see
         :meth:`BatchScores.values`); the verdict is always the best column against the threshold.
+        A paper naming an interest is raised to the bar, and its reason says so.
         """
         profiles, layout, literal, queries, view = reasons
         words = WordEvidence(self._index, queries, view.postings, view.cand)
-        explain = Reasons(profiles, layout, literal, words, self._catalog.title)
         excluded = exclusions.mask
+        lifted = None
         if named is not None:
             floor = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
-            np.maximum(columns.best, np.where(named, floor, -np.inf), out=columns.best)
+            lifted = Named(named.mask & (columns.best < floor), named.table)
+            np.maximum(columns.best, np.where(named.mask, floor, -np.inf), out=columns.best)
+        explain = Reasons(profiles, layout, literal, words, self._catalog.title, lifted)
         relevant = (columns.best >= threshold) & ~excluded
         bars = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
         scores = BatchScores(
@@ -304,14 +308,14 @@ class ChunkedRanker:
         return offset
 
 
-def named_papers(table: np.ndarray, layout: Layout, gate: np.ndarray, level: float) -> np.ndarray:
-    """(subscribers, candidates) papers naming one of the profile's interests, where ``gate`` (how
+def named_papers(table: np.ndarray, layout: Layout, gate: np.ndarray, level: float) -> Named:
+    """The papers naming one of the profile's interests (``table``: naming_table), where ``gate`` (how
     close the paper is to the whole profile, as a z-score) reaches ``level`` (one more for a name
     without its domain word)."""
     if not layout.interests.shape[1]:
-        return np.zeros(gate.shape, dtype=bool)
+        return Named(np.zeros(gate.shape, dtype=bool), table)
     strength = row_max(padded(table, 0.0), layout.interests)
-    return ((strength >= 2) & (gate >= level)) | ((strength >= 1) & (gate >= level + 1))
+    return Named(((strength >= 2) & (gate >= level)) | ((strength >= 1) & (gate >= level + 1)), table)
 
 
 def _ahead(

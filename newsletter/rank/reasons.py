@@ -13,7 +13,7 @@ import numpy as np
 
 from newsletter.rank.index import LexicalIndex, Postings, QueryBatch, remember
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
-from newsletter.rank.scoring import BatchScores
+from newsletter.rank.scoring import BatchScores, Named
 
 MATCH_LEVEL = 0.5  # literal phrase strength that counts as a match in the reason text
 MAX_REASON_CHARS = 90
@@ -30,9 +30,10 @@ class Reasons:
         literal: np.ndarray,  # (texts, candidates) literal phrase strength
         words: WordEvidence,
         liked_title: Callable[[str], str],
+        named: Named | None = None,  # the papers that reach the bar only because they name an interest
     ) -> None:
         self.profiles, self.layout, self.literal = profiles, layout, literal
-        self.words, self.liked_title = words, liked_title
+        self.words, self.liked_title, self.named = words, liked_title, named
 
     def __call__(self, scores: BatchScores, subs: np.ndarray, cands: np.ndarray) -> list[str]:
         """One reason per pair. Pairs sharing a reason (same text, same verdict) share one string."""
@@ -41,11 +42,13 @@ class Reasons:
         excluded = scores.excluded[subs, cands]
         matched = self._matched(subs, cands) & relevant[:, None]
         has_match = matched.any(axis=1)
+        named = relevant & ~excluded & ~has_match & self._lifted(subs, cands)
         cols = scores.columns.which(subs, cands)
-        on_words = relevant & ~has_match & (cols == self.layout.words_column)
-        rest = ~excluded & ~has_match & ~on_words
+        on_words = relevant & ~has_match & ~named & (cols == self.layout.words_column)
+        rest = ~excluded & ~has_match & ~named & ~on_words
         self._excluded(out, scores, subs, cands, excluded)
         self._matches(out, subs, matched, has_match)
+        self._names(out, subs, cands, named)
         where = np.flatnonzero(on_words)
         liked = (self.layout.liked[subs[where]] >= 0).any(axis=1) & self.words.queries.with_extra  # blended
         _fill(out, where, 2 * self.words.shared_codes(subs[where], cands[where]) + liked, self.words.why)
@@ -58,6 +61,20 @@ class Reasons:
         ids = self.layout.interests[subs]
         strength = self.literal[np.maximum(ids, 0), cands[:, None]]
         return (strength >= MATCH_LEVEL) & (ids >= 0)
+
+    def _lifted(self, subs: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        if self.named is None:
+            return np.zeros(len(subs), dtype=bool)
+        return self.named.mask[subs, cands]
+
+    def _names(self, out: np.ndarray, subs: np.ndarray, cands: np.ndarray, where: np.ndarray) -> None:
+        """'names your interest ...' for papers that reach the bar by naming it."""
+        at = np.flatnonzero(where)
+        if not len(at) or self.named is None:
+            return
+        ids = self.layout.interests[subs[at]]
+        texts = ids[np.arange(len(at)), self.named.interest(ids, cands[at])]
+        _fill(out, at, texts, lambda i: names_why(self.layout.texts[i]))
 
     def _excluded(
         self, out: np.ndarray, scores: BatchScores, subs: np.ndarray, cands: np.ndarray, where: np.ndarray
@@ -146,6 +163,11 @@ class WordEvidence:
 @lru_cache(maxsize=1 << 14)
 def matches_why(phrases: tuple[str, ...]) -> str:
     return clip("matches: " + ", ".join(phrases))
+
+
+@lru_cache(maxsize=1 << 14)
+def names_why(phrase: str) -> str:
+    return f"names your interest '{quoted(phrase, 60)}'"
 
 
 @lru_cache(maxsize=1 << 14)

@@ -267,6 +267,20 @@ class Exclusions:
 
 
 @dataclass(frozen=True, slots=True)
+class Named:
+    """Papers that name one of their profile's interests (see rank/naming.py)."""
+
+    mask: np.ndarray  # (subscribers, candidates) bool: names one, and is close enough to the profile
+    table: np.ndarray  # (texts, candidates) 2 where a paper names the interest, 1 where loosely
+
+    def interest(self, ids: np.ndarray, cands: np.ndarray) -> np.ndarray:
+        """(pairs,) the column of the interest each pair's paper names (the first, most plainly);
+        ``ids``: (pairs, K) the pairs' interest text ids, -1 for none."""
+        strength = np.where(ids >= 0, self.table[np.maximum(ids, 0), cands[:, None]], 0.0)
+        return strength.argmax(axis=1)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchScores:
     """A chunk of subscribers scored over the candidate papers."""
 
