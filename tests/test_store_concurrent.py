@@ -3,6 +3,7 @@ migrations applied once, digests planned once, the run lock held by one."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,26 @@ def test_stores_opened_at_once_apply_each_migration_once(store_url: str) -> None
         assert (
             list(conn.execute(sa.text("SELECT name FROM schema_migrations ORDER BY name")).scalars()) == names
         )
+
+
+def test_a_new_sqlite_file_another_connection_is_writing_to_opens_once_it_is_done(tmp_path: Path) -> None:
+    """Switching a file to WAL needs all of it, and SQLite refuses at once (no busy_timeout wait) while
+    another connection writes in the old journal mode, as a second run creating the same state.db does."""
+    path = tmp_path / "state.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE scratch (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO scratch VALUES (1)")
+    done = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    done.start()
+    try:
+        with Store(f"sqlite:///{path}") as store:
+            assert [name for name, _ in MIGRATIONS] == store.migrations_applied
+            with store._engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        done.join()
+        other.close()
 
 
 def test_planning_the_same_digests_at_once_plans_each_once(store_url: str) -> None:
