@@ -57,15 +57,15 @@ NAMED = [
         "on its repositories closes most of that gap.",
     ),
     (
-        "LLM benchmarks",
-        "Benchmarking Spreadsheet Formula Writing in LLMs",
-        "We collect ten thousand formulas written by accountants and test whether models can write them "
-        "from a description.",
+        "model compression",  # both words in the title, apart and in the other order
+        "Compression of Vision Models for Farm Drones",
+        "Drones carry small chips; we shrink a crop detector to fit one.",
     ),
     (
-        "3D generation",
-        "3D Furniture Mesh Generation from Catalogue Photos",
-        "Online shops hold photos of each product from a few angles; we turn them into textured meshes.",
+        "graph transformers",
+        "Transformers on Molecular Graphs with Edge-Aware Attention",
+        "Molecules are atoms joined by bonds; attention over atoms that also reads the bond types predicts "
+        "their properties.",
     ),
     (
         "PEFT",
@@ -259,24 +259,24 @@ def test_an_acronym_defined_two_ways_equally_often_is_left_as_written() -> None:
 def apart_index() -> LexicalIndex:
     return LexicalIndex(
         [
-            paper("3D Furniture Mesh Generation from Photos", "We turn product photos into meshes.", 1),
-            paper("Generation of Floor Plans", "We draw floor plans and lift them to 3D rooms.", 2),
-            paper("Furniture Layouts", "3D generation of rooms from a sketch.", 3),
+            paper("Transformers on Molecular Graphs", "We predict properties of molecules.", 1),
+            paper("Graphs of Citations", "We cluster papers by who cites whom with transformers.", 2),
+            paper("Molecule Property Prediction", "Graph transformers read atoms and bonds.", 3),
             *papers(),
         ]
     )
 
 
 def test_a_title_holding_both_words_of_a_two_word_interest_names_it_loosely() -> None:
-    strong, _ = Acronyms().forms("3D generation")
+    strong, _ = Acronyms().forms("graph transformers")
     named = apart_index().naming_apart(strong)
     assert named[:3].tolist() == [True, False, False]  # one of the words, or both in the abstract only
 
 
 def test_a_pair_of_words_many_reference_titles_hold_names_nothing() -> None:
-    titles = [f"Mesh Generation in 3D, part {i}" for i in range(10)]
-    index = LexicalIndex([paper(t, "We make meshes.", i) for i, t in enumerate(titles)])
-    assert not index.naming_apart(Acronyms().forms("3D generation")[0]).any()
+    titles = [f"Transformers for Graphs, part {i}" for i in range(10)]
+    index = LexicalIndex([paper(t, "We read graphs.", i) for i, t in enumerate(titles)])
+    assert not index.naming_apart(Acronyms().forms("graph transformers")[0]).any()
 
 
 def test_a_paper_that_reaches_the_bar_only_by_naming_an_interest_says_so(ranker: Ranker) -> None:

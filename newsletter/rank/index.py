@@ -247,8 +247,8 @@ class LexicalIndex:
 
     def naming_apart(self, forms: Iterable[tuple[str, ...]]) -> np.ndarray:
         """Per paper: does its title hold both words of a two-word form, apart or in the other order?
-        "3D Mesh Generation" names "3D generation" loosely, "Benchmarking ... in LLMs" "LLM
-        benchmarks". A pair more than NAMING_SHARE of the reference titles hold names nothing."""
+        "Transformers on Molecular Graphs" names "graph transformers" loosely. A pair more than
+        NAMING_SHARE of the reference titles hold names nothing."""
         out = np.zeros(self.size, dtype=bool)
         for form in (f for f in forms if len(f) == 2 and f[0] != f[1]):
             docs = [i for i in self._docs_with_all(form).tolist() if set(form) <= set(self.titles[i])]
