@@ -36,6 +36,7 @@ class Breakdown:
     best: float = 0.0  # the best column, before any penalty
     excluded: bool = False  # mainly about a topic the subscriber excluded
     penalty: float = 0.0  # taken off for looking like a paper marked "less like this"
+    unsupported: bool = False  # its best column clears the bar, but its words do not support it
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ def _breakdown(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -
         best=float(values.max()),
         excluded=bool(scores.excluded[0, 0]),
         penalty=float(scores.penalty[0, 0]) if isinstance(scores, Lowered) else 0.0,
+        unsupported=scores.unsupported is not None and bool(scores.unsupported[0, 0]),
     )
 
 
@@ -166,4 +168,6 @@ def _why_not(breakdown: Breakdown) -> str:
         return "it is about a topic you excluded"
     if breakdown.penalty and breakdown.bar is not None and breakdown.best >= breakdown.bar:
         return "it is too much like a paper you marked 'less like this'"
+    if breakdown.unsupported:
+        return "it clears the bar, but states none of your interests and shares few words with your profile"
     return "its score is below the bar"

@@ -78,7 +78,8 @@ def test_one_generic_word_matched_literally_drops_below_a_corroborated_paper() -
     """With the literal gate off and each interest read alone, "features" alone makes a fraud-detection
     paper relevant, and its best column beats a docking paper's; it stays relevant, but the docking
     paper, which the interest and the about text both match, now comes before it. (With the profile's
-    context, as shipped, the fraud paper does not reach the bar at all.)"""
+    context, as shipped, the fraud paper does not reach the bar at all; nor does the docking paper's
+    wording support it, so no word support is asked here either.)"""
     fraud, sub = fraud_paper_and_protein_reader()
     docking = paper(
         "Scoring Candidate Poses for Molecular Docking",
@@ -87,7 +88,9 @@ def test_one_generic_word_matched_literally_drops_below_a_corroborated_paper() -
     )
     titles = {}
     for corroborate in (False, True):
-        params = replace(SemanticParams(), literal_gate=0.0, context=0.0, corroborate=corroborate)
+        params = replace(
+            SemanticParams(), literal_gate=0.0, context=0.0, support=-np.inf, corroborate=corroborate
+        )
         ranker = SemanticRanker(embedder=minilm(), params=params)
         ranker.prepare([*papers(), fraud, docking])
         ranked = ranker.rank([*papers(), fraud, docking], sub)

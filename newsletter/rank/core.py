@@ -242,12 +242,14 @@ class ChunkedRanker:
         reasons: tuple[Sequence[Profile], Layout, np.ndarray, QueryBatch, View],
         corroborate: bool = False,
         named: Named | None = None,
+        supported: np.ndarray | None = None,
     ) -> BatchScores:
         """The chunk's verdicts, with the reasons to compute for what is emitted.
 
         With ``corroborate``, relevant papers are ordered by their two best columns (see
         :meth:`BatchScores.values`); the verdict is always the best column against the threshold.
-        A paper naming an interest is raised to the bar, and its reason says so.
+        A paper naming an interest is raised to the bar, and its reason says so. Any other paper must
+        also be ``supported`` (by its words, where given) to be relevant.
         """
         profiles, layout, literal, queries, view = reasons
         words = WordEvidence(self._index, queries, view.postings, view.cand)
@@ -259,9 +261,13 @@ class ChunkedRanker:
             np.maximum(columns.best, np.where(named.mask, floor, -np.inf), out=columns.best)
         explain = Reasons(profiles, layout, literal, words, self._catalog.title, lifted)
         relevant = (columns.best >= threshold) & ~excluded
+        unsupported = None
+        if supported is not None:
+            unsupported = relevant & ~supported & ~(named.mask if named is not None else False)
+            relevant &= ~unsupported
         bars = np.broadcast_to(np.asarray(threshold, dtype=np.float32), (len(profiles), 1))
         scores = BatchScores(
-            columns, excluded, exclusions, relevant, explain, bars if corroborate else None, bars
+            columns, excluded, exclusions, relevant, explain, bars if corroborate else None, bars, unsupported
         )
         return less_like(scores, profiles, view, self.similar_to, self._catalog.title)
 

@@ -291,6 +291,7 @@ class BatchScores:
     explain: Explain
     bar: np.ndarray | None = None  # (subscribers, 1) threshold: order relevant papers by corroboration
     threshold: np.ndarray | None = None  # (subscribers, 1) the bar the best column must clear
+    unsupported: np.ndarray | None = None  # (subscribers, candidates) bool: clears it, but not by its words
 
     @property
     def best(self) -> np.ndarray:
@@ -304,9 +305,14 @@ class BatchScores:
         papers one that two parts of the profile agree on (two interests, an interest and the about
         text, or the profile's words) is more surely on topic than one that a single generic phrase
         matches strongly ("circuits" in a paper on electronics). Clipping at the bar keeps every
-        relevant paper above every paper that missed it, so a list is still sorted by its scores.
+        relevant paper above every paper that missed it, so a list is still sorted by its scores; a paper
+        whose best column clears the bar but whose words do not support it is listed just under it.
         """
         value = self.best[subs, cands]
+        if self.unsupported is not None and self.threshold is not None:  # listed just under the bar
+            held = np.nonzero(self.unsupported[subs, cands])[0]
+            under = np.nextafter(self.threshold[subs[held], 0], np.float32(-np.inf))
+            value[held] = np.minimum(value[held], under)
         if self.bar is None:
             return value
         relevant = np.nonzero(self.relevant[subs, cands])[0]

@@ -28,6 +28,7 @@ from newsletter.errors import RankError
 from newsletter.models import StoredPaper
 from newsletter.rank.core import ChunkedRanker, named_papers
 from newsletter.rank.embed import Embedder, MemoryVectorCache, VectorCache
+from newsletter.rank.lexical import LexicalParams
 from newsletter.rank.minilm import INSTALL_HINT, MiniLMEmbedder, minilm_available
 from newsletter.rank.profile import LIKED_PREFIX, Layout, Profile
 from newsletter.rank.scoring import (
@@ -40,8 +41,11 @@ from newsletter.rank.scoring import (
     max_threshold,
     padded,
     robust_z,
+    row_max,
 )
 from newsletter.rank.text import paper_text, plain_word, sentences
+
+WORDS_SCALE = LexicalParams().words_scale  # TF-IDF z -> the lexical ranker's column scale
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +57,13 @@ class SemanticParams:
     """Global knobs (never per subscriber). Chosen by leave-one-profile-out over the twelve dev profiles
     (benchmarks/ranking.py --grid; the README gives the grids): chance, naming_gate, liked_set,
     words_gate, context, literal_gate, plain_gate, exclude_threshold, lexical_weight, words_weight,
-    phrase_half, scattered, spell_acronyms, liked_words. chance and words_gate with the scores
-    calibrated out of sample (--reference: papers other than the judged ones), as a user's papers
+    phrase_half, scattered, spell_acronyms, liked_words, support. chance, words_gate and support with the
+    scores calibrated out of sample (--reference: papers other than the judged ones), as a user's papers
     always are.
     typical: by the off-domain tests (the dev papers are all ML papers); titles, sentences and
     corroborate: with ranking_research.py."""
 
-    chance: float = 0.001  # share of unrelated papers let through; sets each profile's threshold
+    chance: float = 0.002  # share of unrelated papers let through; sets each profile's threshold
     lexical_weight: float = 3.0  # added to an interest's column at full literal phrase strength
     phrase_half: float = 1.0  # weighted mentions that give half the literal strength
     context: float = 2.0  # weight of the whole profile's z-score averaged into each interest's
@@ -73,10 +77,11 @@ class SemanticParams:
     naming_gate: float = 0.0  # profile z-score a paper naming an interest needs to be relevant (-inf: none)
     liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
     typical: float = 0.05  # the least cosine a typical paper is taken to have to any text (-inf: none)
-    words_gate: float = 3.0  # profile z-score at which the TF-IDF column counts fully (0: always)
+    words_gate: float = 2.0  # profile z-score at which the TF-IDF column counts fully (0: always)
     scattered: float = 0.5  # a long interest's words all in one sentence, in any order: share of a mention
     spell_acronyms: bool = True  # a phrase that is one acronym is embedded with what it stands for
     liked_words: float = 0.75  # Rocchio's beta (the textbook value): liked papers' words in the words query
+    support: float = 0.4  # the words' evidence a relevant paper needs, lexical ranker's scale (-inf: off)
 
 
 def semantic_available() -> bool:
@@ -233,7 +238,20 @@ class SemanticRanker(ChunkedRanker):
         threshold = max_threshold(layout.columns(self.params.liked_set), self.params.chance)[:, None]
         reasons = (profiles, layout, literal, queries, view)
         named = named_papers(self.naming_table(layout, view), layout, z_profile, self.params.naming_gate)
-        return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate, named)
+        supported = self._supported(literal, z_words, layout)
+        return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate, named, supported)
+
+    def _supported(self, literal: np.ndarray, z_words: np.ndarray, layout: Layout) -> np.ndarray | None:
+        """(profiles, candidates) do the paper's words support the model's verdict? The lexical ranker's
+        evidence, on its scale (its bar is 0.7): an interest stated (0.5 for one mention in the
+        abstract, 0.75 in the title) or the TF-IDF closeness of the paper's words to the profile's
+        (its z x the lexical words scale) must reach ``support``. The model alone finds neighbouring
+        fields close: agent papers for a reader of GUI agents, any state space model for a reader of
+        time series forecasting. None when off."""
+        if not np.isfinite(self.params.support):
+            return None
+        stated = row_max(padded(literal, 0.0), layout.interests)
+        return np.maximum(stated, WORDS_SCALE * z_words) >= self.params.support
 
     def _liked_set(self, sims: np.ndarray, layout: Layout, view: View) -> np.ndarray | None:
         """The liked papers' columns read as one (ChunkedRanker.liked_offset)."""
