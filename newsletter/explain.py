@@ -49,9 +49,12 @@ class Explanation:
     def lines(self) -> list[str]:
         b = self.breakdown
         against = f" against a bar of {b.bar:.3f}" if b.bar is not None else ""
+        score = f"{self.scored.score:.3f}{against}"
+        if b.unsupported:  # listed just under the bar it cleared: say so, with the score it had
+            score = f"{b.best:.3f}{against}, held under it"
         out = [
             self.paper.title,
-            f"  score {self.scored.score:.3f}{against}: {self.scored.why}",
+            f"  score {score}: {self.scored.why}",
             f"  best column: {b.column}",
         ]
         if b.penalty:

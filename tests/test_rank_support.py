@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from newsletter.explain import Breakdown, _why_not
+from newsletter.explain import Breakdown, Explanation, _why_not
+from newsletter.models import Scored
 from newsletter.rank import SemanticRanker
 from newsletter.rank.semantic import SemanticParams, semantic_available
 from tests.test_rank_behaviour import minilm
@@ -54,8 +55,14 @@ def test_an_unsupported_paper_is_listed_under_every_sent_paper() -> None:
 
 
 def test_explain_says_the_words_do_not_support_it() -> None:
-    verdict = _why_not(Breakdown(bar=3.0, best=4.0, unsupported=True))
+    breakdown = Breakdown(bar=3.0, column="interest 'speech recognition' (4.000)", best=4.0, unsupported=True)
+    verdict = _why_not(breakdown)
     assert (
         verdict
         == "it clears the bar, but states none of your interests and shares few words with your profile"
+    )
+    score, _, why = ranked(0.4)[1][SPOKEN.title]
+    lines = Explanation(SPOKEN, Scored(SPOKEN, score, why, False), breakdown, f"not sent: {verdict}").lines()
+    assert lines[1] == (
+        "  score 4.000 against a bar of 3.000, held under it: closest: 'speech recognition' (below threshold)"
     )
