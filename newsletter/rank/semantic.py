@@ -63,7 +63,7 @@ class SemanticParams:
     typical: by the off-domain tests (the dev papers are all ML papers); titles, sentences and
     corroborate: with ranking_research.py."""
 
-    chance: float = 0.002  # share of unrelated papers let through; sets each profile's threshold
+    chance: float = 0.001  # share of unrelated papers let through; sets each profile's threshold
     lexical_weight: float = 3.0  # added to an interest's column at full literal phrase strength
     phrase_half: float = 1.0  # weighted mentions that give half the literal strength
     context: float = 2.0  # weight of the whole profile's z-score averaged into each interest's
@@ -77,7 +77,7 @@ class SemanticParams:
     naming_gate: float = 0.0  # profile z-score a paper naming an interest needs to be relevant (-inf: none)
     liked_set: bool = True  # liked papers (and "more like this") count as one column, calibrated as one
     typical: float = 0.05  # the least cosine a typical paper is taken to have to any text (-inf: none)
-    words_gate: float = 2.0  # profile z-score at which the TF-IDF column counts fully (0: always)
+    words_gate: float = 3.0  # profile z-score at which the TF-IDF column counts fully (0: always)
     scattered: float = 0.5  # a long interest's words all in one sentence, in any order: share of a mention
     spell_acronyms: bool = True  # a phrase that is one acronym is embedded with what it stands for
     liked_words: float = 0.75  # Rocchio's beta (the textbook value): liked papers' words in the words query
