@@ -13,9 +13,9 @@ the pipeline: dump k is dropped into the dumps folder and `run` goes on day k (c
 Figures are given per profile, pooled over the profiles ("mean"), and for the worst profile. With
 ``--grid`` the harness replays every combination of the given global parameters and shows, beside the
 figures of the shipped parameters ("fitted"), the leave-one-profile-out ones ("LOPO"): each profile is
-scored with the combination that does best on the other eleven (precision up to 0.90, then recall,
-then precision; full, terse and terse + feedback pooled), so a parameter that only suits some
-profiles shows up as a gap between the two.
+scored with the combination that does best on the other eleven (each run's precision up to its target,
+full 0.90, terse 0.88, terse + feedback 0.90; then recall; then precision), so a parameter that only
+suits some profiles shows up as a gap between the two.
 
 Two baselines run through the same pipeline: a TF-IDF similarity sort cut at 10 papers per digest, and
 TF-IDF with one global threshold (the threshold that maximises F1 over the judged profiles, so this
