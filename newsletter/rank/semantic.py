@@ -246,8 +246,8 @@ class SemanticRanker(ChunkedRanker):
         evidence, on its scale (its bar is 0.7): an interest stated (0.5 for one mention in the
         abstract, 0.75 in the title) or the TF-IDF closeness of the paper's words to the profile's
         (its z x the lexical words scale) must reach ``support``. The model alone finds neighbouring
-        fields close: agent papers for a reader of GUI agents, any state space model for a reader of
-        time series forecasting. None when off."""
+        fields close: any paper on proteins for a reader of protein structure prediction, any graph
+        method for a reader of one kind of graph network. None when off."""
         if not np.isfinite(self.params.support):
             return None
         stated = row_max(padded(literal, 0.0), layout.interests)
