@@ -12,15 +12,15 @@ from newsletter.rank.text import affirmed
 @pytest.mark.parametrize(
     ("about", "read"),
     [
-        ("I study GUI agents, not coding agents.", "I study GUI agents."),
+        ("I study protein folding, not drug discovery.", "I study protein folding."),
         (
-            "RL for reasoning: GRPO, verifiable rewards. Not interested in robotics.",
-            "RL for reasoning: GRPO, verifiable rewards.",
+            "Ocean modelling: eddies, sea ice. Not interested in weather.",
+            "Ocean modelling: eddies, sea ice.",
         ),
-        ("Screen grounding. I do not care about coding agents or robots.", "Screen grounding."),
+        ("Seismology. I do not care about volcanoes or tsunamis.", "Seismology."),
         ("I don't want surveys; I want methods", "I want methods."),
         ("Methods, no negation", "Methods, no negation"),
-        ("Never robotics. Nor games.", ""),
+        ("Never astronomy. Nor games.", ""),
         ("Not only images but also video.", "Not only images but also video."),
         (
             "State space models (Mamba, S4) as alternatives to Transformers.",
@@ -38,7 +38,7 @@ def test_negated_clauses_are_left_out(about: str, read: str) -> None:
 
 
 def test_the_profile_reads_the_affirmed_about_and_the_subscriber_keeps_what_was_written() -> None:
-    written = "Document parsing and OCR. I do not care about robots."
-    subscriber = Subscriber(email="reader@example.org", interests=("OCR",), about=written)
-    assert compile_profile(subscriber).about == "Document parsing and OCR."
+    written = "Crop yield and soil mapping. I do not care about forestry."
+    subscriber = Subscriber(email="reader@example.org", interests=("crop yield",), about=written)
+    assert compile_profile(subscriber).about == "Crop yield and soil mapping."
     assert subscriber.about == written

@@ -110,8 +110,8 @@ def test_acronyms_defined_in_the_text_are_read() -> None:
 
 
 def test_an_acronym_may_leave_out_a_trailing_kind_word() -> None:
-    found = definitions(["Vision-language-action models (VLAs) map images to robot actions."])
-    assert found["vla"] == {phrase_tokens("vision language action")}
+    found = definitions(["Spiking neural network models (SNNs) fire binary spikes."])
+    assert found["snn"] == {phrase_tokens("spiking neural network")}
     acronyms = Acronyms(["Graph-token pruning networks (GTPs) are cheap."])
     assert ("gtp",) in acronyms.forms("graph-token pruning networks")[0]  # so a title saying "GTP" names it
     assert ("llm",) in acronyms.forms("large language models")[0]  # a kind word the acronym spells
@@ -238,15 +238,15 @@ def test_a_word_piece_is_no_literal_mention_of_an_acronym() -> None:
 def test_an_acronym_alone_is_spelled_out_for_the_model() -> None:
     acronyms = Acronyms(
         [
-            "We study reinforcement learning with verifiable rewards (RLVR) for math.",
-            "Reinforcement learning with verifiable rewards (RLVR) scales.",
-            "Robust learning via random views (RLVR) is another reading.",
+            "We solve PDEs with Fourier neural operators (FNO) for fluids.",
+            "Fourier neural operators (FNO) scale.",
+            "Fast nearest-neighbour ordering (FNO) is another reading.",
         ]
     )
-    assert acronyms.spelled("RLVR") == "RLVR (reinforcement learning with verifiable rewards)"  # the commoner
+    assert acronyms.spelled("FNO") == "FNO (fourier neural operators)"  # the commoner
     assert acronyms.spelled("LoRA") == "LoRA (low rank adaptation)"  # the general table
     assert acronyms.spelled("LLMs") == "LLMs (large language model)"
-    assert acronyms.spelled("RLVR inference") == "RLVR inference"  # only a phrase that is the acronym
+    assert acronyms.spelled("FNO solvers") == "FNO solvers"  # only a phrase that is the acronym
     assert acronyms.spelled("Mamba") == "Mamba"  # a name, not an acronym
     assert acronyms.spelled("QLoRA") == "QLoRA"  # nobody defines it: left as written
 

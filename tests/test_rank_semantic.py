@@ -60,20 +60,18 @@ def test_profile_texts_are_embedded_once_per_content() -> None:
 def test_an_interest_that_is_one_acronym_is_embedded_spelled_out() -> None:
     embedder = CountingEmbedder()
     ranker = SemanticRanker(embedder=embedder)
-    ranker.prepare(
-        [*papers(), paper("Verifiable rewards", "Reinforcement learning with verifiable rewards (RLVR).", 99)]
-    )
+    ranker.prepare([*papers(), paper("Neural operators", "Fourier neural operators (FNO) for PDEs.", 99)])
     embedder.seen.clear()
-    ranker.rank(papers(), subscriber("RLVR", "protein folding"))
+    ranker.rank(papers(), subscriber("FNO", "protein folding"))
     assert sorted(embedder.seen) == [
-        "RLVR (reinforcement learning with verifiable rewards)",
+        "FNO (fourier neural operators)",
         "protein folding",
     ]
     plain = SemanticRanker(embedder=embedder, params=SemanticParams(spell_acronyms=False))
     plain.prepare(papers())
     embedder.seen.clear()
-    plain.rank(papers(), subscriber("RLVR"))
-    assert embedder.seen == ["RLVR"]
+    plain.rank(papers(), subscriber("FNO"))
+    assert embedder.seen == ["FNO"]
 
 
 def test_vectors_are_unit_length() -> None:
@@ -100,18 +98,24 @@ def test_liked_arxiv_id_resolves_to_the_prepared_paper() -> None:
 @pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_model_finds_a_paper_that_never_says_the_interest() -> None:
     """The model alone puts it over the bar; as shipped, its words must also support it, and they do
-    not (neither "speech" nor "recognition"), so it is the first paper listed under the bar."""
+    not (neither "image" nor "captioning"), so it is the first paper listed under the bar."""
+    described = paper(
+        "Describing Photos in Words",
+        "A vision encoder and a language decoder write one-sentence descriptions of photographs, and "
+        "human raters prefer them to earlier systems' sentences.",
+        41,
+    )
     for support, sent in ((-np.inf, True), (SemanticParams().support, False)):
         ranker = SemanticRanker(embedder=minilm(), params=replace(SemanticParams(), support=support))
-        ranker.prepare(papers())
-        ranked = ranker.rank(papers(), subscriber("speech recognition"))
-        hit = by_title(ranked, "Transcribing Spoken Audio")
+        ranker.prepare([*papers(), described])
+        ranked = ranker.rank([*papers(), described], subscriber("image captioning"))
+        hit = by_title(ranked, "Describing Photos")
         assert hit.relevant is sent
         if sent:
-            assert hit.why == "close to your interest 'speech recognition'"
+            assert hit.why == "close to your interest 'image captioning'"
             assert ranked.index(hit) <= 1
         else:
-            assert hit.why == "closest: 'speech recognition' (below threshold)"
+            assert hit.why == "closest: 'image captioning' (below threshold)"
             assert [s for s in ranked if not s.relevant].index(hit) == 0
 
 
@@ -194,17 +198,17 @@ def test_a_plain_word_needs_a_paper_closer_to_the_profile_for_its_literal_bonus(
 @pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")
 def test_the_model_reads_a_recent_acronym_better_spelled_out() -> None:
     definer = paper(
-        "Scaling RL", "We scale reinforcement learning with verifiable rewards (RLVR) to code.", 98
+        "Operators for Fluids", "We learn solution operators of PDEs with Fourier neural operators (FNO).", 98
     )
     target = paper(
-        "Checking Answers Is All You Need",
-        "We post-train language models with reinforcement learning on rewards from a checker that "
-        "verifies final answers to math problems, and study exploration during training.",
+        "Learning Flow Maps in Frequency Space",
+        "We train neural networks that map initial conditions of partial differential equations to their "
+        "solutions, with layers that mix the input in the Fourier domain, and predict turbulent flows.",
         99,
     )
     scores = {}
     for spell in (False, True):
         ranker = SemanticRanker(embedder=minilm(), params=SemanticParams(spell_acronyms=spell))
         ranker.prepare([*papers(), definer, target])
-        scores[spell] = by_title(ranker.rank([*papers(), target], subscriber("RLVR")), "Checking").score
+        scores[spell] = by_title(ranker.rank([*papers(), target], subscriber("FNO")), "Learning Flow").score
     assert scores[True] > scores[False] + 1.0

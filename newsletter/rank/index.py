@@ -206,7 +206,8 @@ class LexicalIndex:
 
     def redefines(self, i: int, short: str, meanings: Collection[tuple[str, ...]]) -> bool:
         """Does paper ``i`` define the acronym ``short`` as something else than ``meanings`` (its
-        expansions' tokens)? "Test-time scaling (TTS)" makes its later "TTS" no text-to-speech."""
+        expansions' tokens)? "Multi-party computation (MPC)" makes its later "MPC" no model
+        predictive control."""
         found = self._defined.get(i)
         if found is None:
             paper = self.papers[i]

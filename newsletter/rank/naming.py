@@ -70,7 +70,7 @@ DOMAIN_WORDS = frozenset(
 # "Structured State-Spaces for ..." (again checked against the profile).
 KIND_WORDS = frozenset(phrase_tokens("model network method framework architecture system"))
 _DEFINED = re.compile(r"((?:[A-Za-z][\w]*[\s-]+){1,8})\(([A-Z][A-Za-z]*[A-Z]s?)\)")
-_BARE = re.compile(r"[A-Za-z]*[A-Z][A-Za-z]*[A-Z][A-Za-z]*")  # one word with two capitals: "LoRA", "RLVRs"
+_BARE = re.compile(r"[A-Za-z]*[A-Z][A-Za-z]*[A-Z][A-Za-z]*")  # one word with two capitals: "LoRA", "GNNs"
 
 
 def definitions(texts: Iterable[str]) -> dict[str, set[tuple[str, ...]]]:
@@ -92,7 +92,7 @@ def written_definitions(texts: Iterable[str]) -> dict[str, Counter[str]]:
 
 
 def _without_kind(words: Sequence[str]) -> list[str]:
-    """The words without a trailing kind word: "vision-language-action models (VLAs)" spells VLA."""
+    """The words without a trailing kind word: "spiking neural network models (SNNs)" spells SNN."""
     last = phrase_tokens(words[-1]) if words else ()
     return list(words[:-1]) if len(last) == 1 and last[0] in KIND_WORDS else []
 
@@ -128,8 +128,8 @@ class Acronyms:
                 self.shorts.setdefault(form, set()).add(short)
 
     def spelled(self, phrase: str) -> str:
-        """A phrase that is one acronym, with what it stands for: "RLVR (reinforcement learning with
-        verifiable rewards)". A sentence model reads the words far better than the letters of a
+        """A phrase that is one acronym, with what it stands for: "FNO (Fourier neural
+        operator)". A sentence model reads the words far better than the letters of a
         recent acronym. The table's meaning first, else the one the papers define most often; any
         other phrase as it is."""
         if not _BARE.fullmatch(phrase.strip()):

@@ -202,7 +202,7 @@ class SemanticRanker(ChunkedRanker):
 
     def _as_read(self, text: str) -> str:
         """The text the model embeds for a profile text: an acronym alone is spelled out (see
-        Acronyms.spelled); the model knows "reinforcement learning with verifiable rewards", not "RLVR"."""
+        Acronyms.spelled); the model knows "Fourier neural operator", not "FNO"."""
         return self._acronyms.spelled(text) if self.params.spell_acronyms else text
 
     @property

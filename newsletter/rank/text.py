@@ -182,10 +182,10 @@ _CLAUSE = re.compile(r"(?<=,)\s+")
 
 
 def affirmed(text: str) -> str:
-    """``text`` without its negated clauses: "I study GUI agents, not coding agents. I do not care about
-    robots." -> "I study GUI agents." A sentence model reads a sentence about robots as one about
-    robots, "not" or no, and TF-IDF counts its words alike; the topics a subscriber does not want
-    belong in ``exclude``."""
+    """``text`` without its negated clauses: "I study protein folding, not drug discovery. I do not care
+    about chemistry." -> "I study protein folding." A sentence model reads a sentence about chemistry
+    as one about chemistry, "not" or no, and TF-IDF counts its words alike; the topics a subscriber does
+    not want belong in ``exclude``."""
     if not _NEGATION.search(text):
         return text  # as written (and as cached)
     kept = []
