@@ -31,6 +31,24 @@ def test_an_rss_feed_ingests_the_new_and_cross_listed_papers_with_ids_authors_an
     assert [p.rank for p in dump.papers] == [1, 2, 3]
 
 
+def test_an_rss_abstract_keeps_its_ampersands_and_angle_brackets() -> None:
+    item = (
+        "<item><title>Tables &amp; Trees: x&lt;y</title><link>https://arxiv.org/abs/2609.00001</link>"
+        "<description>arXiv:2609.00001v1 Announce Type: new\nAbstract: Existing Q&amp;A benchmarks ignore"
+        " tables. Models emit a &lt;think&gt; block, and if x&lt;y then y&gt;x holds.</description>"
+        "<arxiv:announce_type>new</arxiv:announce_type></item>"
+    )
+    feed = (
+        '<?xml version="1.0"?><rss xmlns:arxiv="http://arxiv.org/schemas/atom" version="2.0">'
+        f"<channel><title>cs.CL</title>{item}</channel></rss>"
+    )
+    (paper,) = parse_dump(feed.encode(), "feed.xml").papers
+    assert paper.title == "Tables & Trees: x<y"
+    assert paper.abstract == (
+        "Existing Q&A benchmarks ignore tables. Models emit a <think> block, and if x<y then y>x holds."
+    )
+
+
 def test_a_replaced_paper_is_not_new_again() -> None:
     raw = RSS.read_bytes()
     assert b"<arxiv:announce_type>replace</arxiv:announce_type>" in raw and b"2009.13987" in raw

@@ -41,8 +41,12 @@ def looks_like_feed(data: bytes) -> bool:
 
 
 def parse_arxiv_feed(data: bytes, source: str) -> Dump:
-    """Parse an arXiv RSS or Atom document; ParseError names ``source`` and the line or entry."""
-    parsed = feedparser.parse(data)
+    """Parse an arXiv RSS or Atom document; ParseError names ``source`` and the line or entry.
+
+    Titles and abstracts are plain text, though RSS calls a description HTML: feedparser's HTML
+    clean-up would turn "Q&A" into "Q&amp;A" and delete "<think>" or "x<y ... y>x", so it is off.
+    """
+    parsed = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
     _refuse_broken(parsed, source)
     entries = [e for e in parsed.entries if _is_new(e)]
     skipped = len(parsed.entries) - len(entries)
