@@ -1,8 +1,8 @@
 """Which papers go in each subscriber's digest: their window of new papers, whether they are due, ranking.
 
 A subscriber's *window* is every paper first seen after their watermark (the last dump their previous
-digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is the latest
-dump's new papers. Papers sent before are outside every later window, so nothing is sent twice.
+digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is the new papers
+of the latest dump that brought any. Papers sent before are outside every later window, so nothing is sent twice.
 Subscribers that share a window are ranked together (`rank_many`), so the cost per subscriber is a few
 array operations, and selections stream out without holding one per subscriber.
 """
@@ -76,7 +76,7 @@ class Selector:
                 continue
             state = states.get(address_key(sub.email))
             groups[state.watermark_seq if state else None].append(sub)
-        windows = {mark: self._window(mark, latest) for mark in groups}
+        windows = {mark: self._window(mark) for mark in groups}
         self._prepare(windows.values(), latest)
         for mark, group in groups.items():
             if not windows[mark]:  # "nothing new" says more than "not due"
@@ -94,10 +94,10 @@ class Selector:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
         self._prepare([papers], self.store.latest_dump_seq() or 0)
 
-    def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
+    def _window(self, mark: int | None) -> list[StoredPaper]:
         with self.timings("select"):
             if mark is None:
-                return self.store.papers_first_seen_in(latest)
+                return self.store.newest_papers()
             return self.store.papers_first_seen_after(mark)
 
     def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int) -> None:

@@ -115,6 +115,15 @@ def test_an_empty_api_listing_is_an_empty_dump_not_a_failed_run(env: dict[str, s
     assert report["counts"]["sent"] >= 2
 
 
+def test_a_new_subscriber_after_an_empty_listing_gets_the_newest_papers(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    (Path(env["NEWSLETTER_DUMPS"]) / "zzzz_a_weekend.json").write_text("[]\n")  # listed after the seed
+    report = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z").stdout)
+    assert [d["papers"] for d in report["dumps"]] == [81, 0]
+    by_sub = {d["subscriber"]: d for d in report["digests"]}
+    assert by_sub["ssm@example.org"]["status"] == "sent" and by_sub["ssm@example.org"]["items"]
+
+
 def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Path) -> None:
     Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
         "subscribers:\n  - email: a@example.org\n    interests: [x\n"

@@ -187,6 +187,12 @@ class Store:
         with self._tx("reading papers") as conn:
             return papers_where(conn, papers.c.first_dump_seq == seq)
 
+    def newest_papers(self) -> list[StoredPaper]:
+        """The new papers of the latest dump that brought any (an empty or repeated listing brings none)."""
+        newest = sa.select(sa.func.max(papers.c.first_dump_seq)).scalar_subquery()
+        with self._tx("reading papers") as conn:
+            return papers_where(conn, papers.c.first_dump_seq == newest)
+
     def papers_in_dump(self, seq: int) -> list[tuple[StoredPaper, int]]:
         """Every paper dump ``seq`` listed (new or not) with its rank there, in rank order."""
         with self._tx("reading papers") as conn:
