@@ -1,8 +1,9 @@
 """Which papers go in each subscriber's digest: their window of new papers, whether they are due, ranking.
 
 A subscriber's *window* is every paper first seen after their watermark (the last dump their previous
-digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is the new papers
-of the latest dump that brought any. Papers sent before are outside every later window, so nothing is sent twice.
+digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is the new
+papers of the latest dump that brought any. Papers sent before are outside every later window, so
+nothing is sent twice.
 Subscribers that share a window are ranked together (`rank_many`), so the cost per subscriber is a few
 array operations, and selections stream out without holding one per subscriber.
 """
