@@ -33,27 +33,29 @@ def ingest_folder(store: Store, folder: Path, now: datetime) -> list[DumpOutcome
     """Every dump file in ``folder``; files refused by an earlier scan are skipped quietly."""
     if not folder.is_dir():
         raise SourceError(f"{folder}: dumps folder not found", hint="set NEWSLETTER_DUMPS")
-    known = store.rejected_hashes()
+    known = store.rejected_keys()
     outcomes = ingest_files(store, list_dump_files(folder), now, remember=known)
     return outcomes + _unreadable(store, list_other_files(folder), known, now)
 
 
 def ingest_files(
-    store: Store, paths: Iterable[Path], now: datetime, *, remember: set[str] | None = None
+    store: Store, paths: Iterable[Path], now: datetime, *, remember: set[tuple[str, str]] | None = None
 ) -> list[DumpOutcome]:
-    """Each file in its own transaction. With ``remember`` (the hashes refused before), a refused
-    file is recorded in the store and one already there is skipped without a report."""
+    """Each file in its own transaction. With ``remember`` (the (content hash, path) pairs refused
+    before), a refused file is recorded in the store and one already there is skipped without a report."""
     outcomes = [_ingest_one(store, path, now, remember) for path in paths]
     return [o for o in outcomes if o is not None]
 
 
-def _ingest_one(store: Store, path: Path, now: datetime, remember: set[str] | None) -> DumpOutcome | None:
+def _ingest_one(
+    store: Store, path: Path, now: datetime, remember: set[tuple[str, str]] | None
+) -> DumpOutcome | None:
     try:
         data = read_dump_bytes(path)  # regular files only: a FIFO would block
     except SourceError as exc:
         return _rejected(path, str(exc))
     digest = hashlib.sha256(data).hexdigest()
-    if remember is not None and digest in remember:
+    if remember is not None and (digest, str(path)) in remember:
         log.debug("skipping %s: refused before (see `newsletter status`)", path)
         return None
     try:
@@ -77,7 +79,9 @@ def _rejected(path: Path, problem: str) -> DumpOutcome:
     return DumpOutcome(file=str(path), error=problem)
 
 
-def _unreadable(store: Store, paths: list[Path], known: set[str], now: datetime) -> list[DumpOutcome]:
+def _unreadable(
+    store: Store, paths: list[Path], known: set[tuple[str, str]], now: datetime
+) -> list[DumpOutcome]:
     """One warning per file no parser reads, the first time its content is seen."""
     outcomes = []
     for path in paths:
@@ -85,7 +89,7 @@ def _unreadable(store: Store, paths: list[Path], known: set[str], now: datetime)
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
             continue
-        if digest in known:
+        if (digest, str(path)) in known:
             continue
         warning = f"{path}: skipped, not a dump file (run reads {_READ} files)"
         log.warning("%s", warning)

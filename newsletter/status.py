@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +14,7 @@ from newsletter.address import address_key
 from newsletter.config import SubscriberList
 from newsletter.due import next_due_at
 from newsletter.store import FAILED, RETRY, UNKNOWN, Store
+from newsletter.store.rejected import RejectedFile
 
 
 def status_report(
@@ -47,6 +50,7 @@ def status_report(
     refused = [
         {"file": r.path, "problem": r.problem, "first_seen": r.first_seen.isoformat()}
         for r in store.rejected_files()
+        if _still_there(r)
     ]
     return {
         "subscribers": rows,
@@ -55,6 +59,14 @@ def status_report(
         "counts": store.delivery_counts(),
         "last_run": last_run,
     }
+
+
+def _still_there(record: RejectedFile) -> bool:
+    """A refused file still in the dumps folder as it was refused (not since fixed or removed)."""
+    try:
+        return hashlib.sha256(Path(record.path).read_bytes()).hexdigest() == record.content_hash
+    except OSError:
+        return False
 
 
 def _due_text(due: datetime | None, now: datetime) -> str:

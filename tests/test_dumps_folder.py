@@ -90,5 +90,20 @@ def test_a_fixed_file_is_read_again_and_ingest_still_reports_a_refused_one(env: 
     assert code == 0 and [d["new"] for d in report["dumps"]] == [
         len(json.loads((REAL / GOOD[1]).read_bytes()))
     ]
-    status = cli(env, "status").stdout
-    assert "Files in the dumps folder that runs skip" in status and DAMAGED[2] in status
+    assert "Files in the dumps folder that runs skip" not in cli(env, "status").stdout  # fixed: not skipped
+
+
+def test_the_same_bad_bytes_under_a_new_name_are_reported_and_status_lists_what_is_still_there(
+    env: dict[str, str],
+) -> None:
+    dumps = Path(env["NEWSLETTER_DUMPS"])
+    _add(env, DAMAGED[0])
+    assert _run(env, "2024-12-11")[0] == 1
+    shutil.copy(dumps / DAMAGED[0], dumps / "hf-daily_2024-12-12.json")  # the same failure the next day
+    code, report = _run(env, "2024-12-12")
+    assert code == 1
+    assert [Path(d["file"]).name for d in report["dumps"] if d["error"]] == ["hf-daily_2024-12-12.json"]
+    assert _run(env, "2024-12-13")[0] == 0  # each reported once
+    (dumps / DAMAGED[0]).unlink()
+    status = json.loads(cli(env, "status", "--json").stdout)
+    assert [Path(r["file"]).name for r in status["rejected_files"]] == ["hf-daily_2024-12-12.json"]

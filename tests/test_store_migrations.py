@@ -67,6 +67,27 @@ def test_a_failing_migration_leaves_no_trace(store_url: str) -> None:
     engine.dispose()
 
 
+def test_refused_files_recorded_before_0007_survive_it_and_a_second_name_can_join(store_url: str) -> None:
+    engine = make_engine(sa.make_url(store_url))
+    before = tuple(m for m in MIGRATIONS if m[0] < "0007")
+    migrate(engine, before)
+    row = "('abc', 'dumps/one.json', 'item 1: bad', '2026-01-01 00:00:00.000000')"
+    with transaction(engine, write=True) as conn:
+        conn.execute(
+            sa.text(f"INSERT INTO rejected_files (content_hash, path, problem, first_seen) VALUES {row}")
+        )
+    engine.dispose()
+    with Store(store_url) as store:
+        assert store.migrations_applied == ["0007_rejected_by_path"]
+        store.remember_rejected("abc", "dumps/two.json", "item 1: bad", datetime(2026, 1, 2, tzinfo=UTC))
+        store.remember_rejected("abc", "dumps/two.json", "again", datetime(2026, 1, 3, tzinfo=UTC))
+        assert sorted((r.path, r.problem) for r in store.rejected_files()) == [
+            ("dumps/one.json", "item 1: bad"),
+            ("dumps/two.json", "item 1: bad"),
+        ]
+        assert store.rejected_keys() == {("abc", "dumps/one.json"), ("abc", "dumps/two.json")}
+
+
 def _sqlite_schema(conn: Connection) -> set[tuple[str, str, str]]:
     rows = conn.execute(sa.text("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
     return {(kind, name, " ".join(sql.split())) for kind, name, sql in rows}

@@ -194,6 +194,32 @@ def _0006_feedback(conn: Connection) -> None:
     md.tables["feedback"].create(conn)
 
 
+def _0007_rejected_by_path(conn: Connection) -> None:
+    """A refused file is remembered by its content and its path: the same bytes under a new name
+    (an API's error page saved again the next day) are reported again."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("ALTER TABLE rejected_files DROP CONSTRAINT rejected_files_pkey"))
+        conn.execute(sa.text("ALTER TABLE rejected_files ADD PRIMARY KEY (content_hash, path)"))
+        return
+    conn.execute(sa.text("ALTER TABLE rejected_files RENAME TO rejected_files_0006"))
+    md = sa.MetaData()
+    sa.Table(
+        "rejected_files",
+        md,
+        sa.Column("content_hash", sa.String(128), primary_key=True),
+        sa.Column("path", sa.Text, primary_key=True),
+        sa.Column("problem", sa.Text, nullable=False),
+        sa.Column("first_seen", UTCDateTime, nullable=False),
+    ).create(conn)
+    conn.execute(
+        sa.text(
+            "INSERT INTO rejected_files (content_hash, path, problem, first_seen)"
+            " SELECT content_hash, path, problem, first_seen FROM rejected_files_0006"
+        )
+    )
+    conn.execute(sa.text("DROP TABLE rejected_files_0006"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -201,6 +227,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0004_paper_details", _0004_paper_details),
     ("0005_batch_key", _0005_batch_key),
     ("0006_feedback", _0006_feedback),
+    ("0007_rejected_by_path", _0007_rejected_by_path),
 )
 
 

@@ -1,4 +1,5 @@
-"""Dump files the folder scan refused, by content hash: reported once, then skipped until they change."""
+"""Dump files the folder scan refused, by content hash and path: reported once, then skipped until they
+change (the same bytes under another name are another file)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.store.schema import rejected_files
 
-__all__ = ["RejectedFile", "list_rejected", "rejected_hashes", "remember_rejected"]
+__all__ = ["RejectedFile", "list_rejected", "rejected_keys", "remember_rejected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,13 +22,17 @@ class RejectedFile:
     first_seen: datetime
 
 
-def rejected_hashes(conn: Connection) -> set[str]:
-    return set(conn.execute(sa.select(rejected_files.c.content_hash)).scalars())
+def rejected_keys(conn: Connection) -> set[tuple[str, str]]:
+    """(content hash, path) of every file refused before."""
+    rows = conn.execute(sa.select(rejected_files.c.content_hash, rejected_files.c.path))
+    return {(content_hash, path) for content_hash, path in rows}
 
 
 def remember_rejected(conn: Connection, content_hash: str, path: str, problem: str, now: datetime) -> None:
-    """Record a refused file; the same content seen again keeps its first record."""
-    known = sa.select(rejected_files.c.content_hash).where(rejected_files.c.content_hash == content_hash)
+    """Record a refused file; the same file seen again keeps its first record."""
+    known = sa.select(rejected_files.c.content_hash).where(
+        rejected_files.c.content_hash == content_hash, rejected_files.c.path == path
+    )
     if conn.execute(known).first() is None:
         values = {"content_hash": content_hash, "path": path, "problem": problem, "first_seen": now}
         conn.execute(rejected_files.insert().values(**values))

@@ -169,7 +169,7 @@ rejected_files = sa.Table(
     "rejected_files",
     metadata,
     sa.Column("content_hash", sa.String(128), primary_key=True),  # sha256 of the file's bytes
-    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, primary_key=True),  # the same bytes under another name are reported too
     sa.Column("problem", sa.Text, nullable=False),  # the one-line error, as reported then
     sa.Column("first_seen", UTCDateTime, nullable=False),
 )

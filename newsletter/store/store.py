@@ -153,13 +153,13 @@ class Store:
         )
         return result
 
-    def rejected_hashes(self) -> set[str]:
-        """Content hashes of dump files refused before (see ``remember_rejected``)."""
+    def rejected_keys(self) -> set[tuple[str, str]]:
+        """(content hash, path) of the dump files refused before (see ``remember_rejected``)."""
         with self._tx("reading rejected files") as conn:
-            return rejected.rejected_hashes(conn)
+            return rejected.rejected_keys(conn)
 
     def remember_rejected(self, content_hash: str, path: str, problem: str, now: datetime) -> None:
-        """Remember a refused dump file by its content, so later folder scans skip it quietly."""
+        """Remember a refused dump file by its content and path, so later folder scans skip it quietly."""
         _aware(now, "now")
         with self._tx(f"remembering rejected file {path}", write=True) as conn:
             rejected.remember_rejected(conn, content_hash, path, problem, now)
