@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -12,6 +14,7 @@ from newsletter.errors import StoreError
 from newsletter.models import Dump
 from newsletter.store import Store
 from newsletter.store import ingest as ingest_module
+from newsletter.store.vectors import StoreVectorCache
 from tests.test_store_helpers import at, make_dump, open_store, paper, read_seed, seed_files
 
 
@@ -143,6 +146,23 @@ def test_a_paper_listed_twice_in_one_dump_counts_once_with_its_best_rank(store: 
     twice = store.paper_by_key("twice")
     assert twice is not None
     assert (twice.times_seen, twice.best_rank) == (1, 3)
+
+
+def test_an_abstract_cut_short_is_completed_by_a_later_listing_and_a_different_one_kept(store: Store) -> None:
+    full = "We study cut files. A dump copied while it is read ends mid-sentence, and the rest comes later."
+    listed = lambda abstract, rank=1: replace(paper("Cut", rank), abstract=abstract)  # noqa: E731
+    store.ingest(make_dump(listed(full[:40]), paper("Other")), at(0))
+    cache = StoreVectorCache(store)
+    for model in ("minilm", "sentence:minilm"):
+        cache.put(model, {k: np.ones(3, dtype=np.float32) for k in ("cut", "cut#0", "cut#1", "other")})
+    store.ingest(make_dump(listed(full), tag="complete"), at(1))
+    store.ingest(make_dump(listed("Another listing's own wording of it.", 2)), at(2))
+
+    stored = store.paper_by_key("cut")
+    assert stored is not None and stored.abstract == full
+    # the vectors of the cut text are gone, to be embedded again from the whole abstract
+    assert cache.get("minilm", ["cut", "other"]).keys() == {"other"}
+    assert cache.get("sentence:minilm", ["cut#0", "cut#1", "other"]).keys() == {"other"}
 
 
 def test_authors_and_abstract_round_trip(store: Store) -> None:

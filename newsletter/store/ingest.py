@@ -21,7 +21,7 @@ from newsletter.store.details import write_details
 from newsletter.store.lock import INGEST_LOCK_KEY, xact_lock
 from newsletter.store.papers import chunks, dump_record
 from newsletter.store.records import IngestResult
-from newsletter.store.schema import dump_papers, dumps, papers
+from newsletter.store.schema import dump_papers, dumps, papers, vectors
 
 
 @dataclass(eq=False)
@@ -143,7 +143,9 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
     for entry in new:
         entry.id = _insert_paper(conn, entry, seq, now)
     if seen:
-        conn.execute(_UPDATE_SEEN, [_seen_values(e, now) for e in seen])
+        values = [_seen_values(e, now) for e in seen]
+        conn.execute(_UPDATE_SEEN, values)
+        _forget_vectors(conn, [e.row["key"] for e, v in zip(seen, values, strict=True) if _rewritten(e, v)])
     if touched:  # an empty listing (the API on a day without papers) is a dump of nothing
         rows = [{"dump_seq": seq, "paper_id": e.id, "rank": e.rank} for e in touched]
         conn.execute(dump_papers.insert(), rows)
@@ -192,7 +194,8 @@ _UPDATE_SEEN = (
 
 
 def _seen_values(entry: _Entry, now: datetime) -> dict[str, Any]:
-    """A seen paper's new values: ranks keep the best, gaps (id, abstract, authors) get filled."""
+    """A seen paper's new values: ranks keep the best, gaps (id, abstract, authors) get filled, and
+    an abstract a dump cut short (a file read while it was being copied) is completed."""
     row, paper = entry.row, entry.listing
     assert paper is not None
     authors = row["authors"] if json.loads(row["authors"]) else _authors_json(paper)
@@ -200,12 +203,29 @@ def _seen_values(entry: _Entry, now: datetime) -> dict[str, Any]:
         "b_id": entry.id,
         "b_key": entry.arxiv_id if entry.filled_id else row["key"],
         "b_arxiv_id": entry.arxiv_id,
-        "b_abstract": row["abstract"] or paper.abstract,
+        "b_abstract": _completed(row["abstract"], paper.abstract),
         "b_authors": authors,
         "b_last_seen": now,
         "b_best_rank": min(row["best_rank"], entry.rank),
         "b_upvotes": paper.upvotes if paper.upvotes is not None else row["upvotes"],
     }
+
+
+def _forget_vectors(conn: Connection, keys: list[str]) -> None:
+    """Drop the vectors of papers whose abstract changed (a paper's, its title's and its sentences'),
+    so the ranker embeds the text it now reads."""
+    for key in keys:
+        same = sa.or_(vectors.c.key == key, vectors.c.key.startswith(f"{key}#", autoescape=True))
+        conn.execute(vectors.delete().where(same))
+
+
+def _rewritten(entry: _Entry, values: dict[str, Any]) -> bool:
+    return bool(values["b_abstract"] != entry.row["abstract"])
+
+
+def _completed(stored: str, listed: str) -> str:
+    """The stored abstract, unless it is empty or the start of the one listed now."""
+    return listed if listed.startswith(stored) else stored
 
 
 def _authors_json(paper: Paper) -> str:
