@@ -26,6 +26,7 @@ from newsletter.store import (
     Store,
 )
 from newsletter.store.records import DeliveryRecord
+from newsletter.store.schema import subscribers
 from tests.test_store_helpers import at, open_store, plan_for, seeded
 
 ADA = "ada@example.org"
@@ -213,6 +214,7 @@ _CRASHER = """
 import os, sys
 from newsletter.store import Store
 from newsletter.store.records import DeliveryRecord
+from newsletter.store.schema import subscribers
 from tests.test_store_helpers import at, plan_for
 store = Store(sys.argv[1])
 store.plan_digest(plan_for(store, "crash"))
@@ -293,11 +295,21 @@ def test_unsubscribe_cancels_queued_digests_and_blocks_new_sends(store: Store) -
     assert state is not None and state.unsubscribed_at == at(30)
     assert _status(store, "queued") == CANCELLED
     assert store.sent_paper_ids(ADA) == set()
-    store.plan_digest(plan_for(store, "late"))  # the pipeline should not, but if it does:
-    assert store.pending_deliveries() == []
-    with pytest.raises(InvalidTransition, match="unsubscribed"):
+    store.plan_digest(plan_for(store, "late"))  # planned by a run that read the list before it
+    assert store.pending_deliveries() == [] and _status(store, "late") == CANCELLED
+    with pytest.raises(InvalidTransition):
         store.mark_sending("late", at(41))
     assert store.unsubscribed_emails() == {ADA}
+
+
+def test_a_digest_queued_when_its_subscriber_unsubscribes_is_not_sent(store: Store) -> None:
+    store.plan_digest(plan_for(store, "queued"))
+    with store._engine.begin() as conn:  # the unsubscribe committed beside the plan (PostgreSQL)
+        conn.execute(subscribers.update().values(unsubscribed_at=at(30)))
+    assert _status(store, "queued") == PENDING
+    with store.delivery_session() as session, pytest.raises(InvalidTransition):
+        session.sending("queued", "<q@x>", at(31))
+    assert _status(store, "queued") == PENDING
 
 
 def test_unsubscribe_of_an_unknown_address_is_recorded(store: Store) -> None:

@@ -115,7 +115,7 @@ def unsubscribed_emails(conn: Connection) -> set[str]:
     return set(conn.execute(query).scalars())
 
 
-def _unsubscribed(email_column: Any) -> Any:
+def unsubscribed_row(email_column: Any) -> Any:
     """True for rows whose subscriber has unsubscribed."""
     return sa.exists().where(subscribers.c.email == email_column, subscribers.c.unsubscribed_at.is_not(None))
 
@@ -153,7 +153,8 @@ def _insert_digests(conn: Connection, plans: Sequence[DigestPlan]) -> set[str]:
     conn.execute(
         insert(subscribers).on_conflict_do_nothing(index_elements=["email"]), [{"email": k} for k in keys]
     )
-    rows = sorted((_digest_row(p) for p in plans), key=lambda row: row["id"])
+    gone = _unsubscribed_among(conn, keys)  # since the run read who had unsubscribed
+    rows = sorted((_digest_row(p, address_key(p.email) in gone) for p in plans), key=lambda row: row["id"])
     stmt = insert(digests).on_conflict_do_nothing(index_elements=["id"]).returning(digests.c.id)
     return set(conn.execute(stmt, rows).scalars())
 
@@ -189,11 +190,20 @@ def _check_plan(plan: DigestPlan) -> None:
         raise StoreError(f"digest {plan.digest_id}: created_at must be timezone-aware")
 
 
-def _digest_row(plan: DigestPlan) -> dict[str, Any]:
+def _unsubscribed_among(conn: Connection, keys: list[str]) -> set[str]:
+    query = sa.select(subscribers.c.email).where(
+        subscribers.c.email.in_(keys), subscribers.c.unsubscribed_at.is_not(None)
+    )
+    return set(conn.execute(query).scalars())
+
+
+def _digest_row(plan: DigestPlan, unsubscribed: bool = False) -> dict[str, Any]:
+    """A planned digest; one for an address unsubscribed in the meantime is recorded cancelled."""
     return {
         "id": plan.digest_id,
         "email": address_key(plan.email),
-        "status": PENDING,
+        "status": CANCELLED if unsubscribed else PENDING,
+        "last_error": "the subscriber unsubscribed" if unsubscribed else None,
         "created_at": plan.created_at,
         "updated_at": plan.created_at,
         "attempts": 0,
@@ -228,7 +238,7 @@ def mark_sending(conn: Connection, digest_id: str, now: datetime, message_id: st
     values: dict[str, Any] = {"status": SENDING, "updated_at": now, "attempts": digests.c.attempts + 1}
     if message_id is not None:
         values["message_id"] = message_id
-    _transition(conn, digest_id, QUEUED, values, sa.not_(_unsubscribed(digests.c.email)))
+    _transition(conn, digest_id, QUEUED, values, sa.not_(unsubscribed_row(digests.c.email)))
 
 
 def mark_sending_many(conn: Connection, digest_ids: Iterable[str], now: datetime) -> list[str]:
@@ -238,7 +248,7 @@ def mark_sending_many(conn: Connection, digest_ids: Iterable[str], now: datetime
         criteria = [
             digests.c.id.in_(batch),
             digests.c.status.in_(QUEUED),
-            sa.not_(_unsubscribed(digests.c.email)),
+            sa.not_(unsubscribed_row(digests.c.email)),
         ]
         movable = set(conn.execute(sa.select(digests.c.id).where(*criteria)).scalars())
         if movable:
@@ -316,7 +326,7 @@ def requeue(
 ) -> list[str]:
     """Put failed/unknown digests back in the queue as 'retry' (an operator's explicit choice)."""
     allowed = [s for s in statuses if s in (FAILED, UNKNOWN)]
-    criteria = [digests.c.status.in_(allowed), sa.not_(_unsubscribed(digests.c.email))]
+    criteria = [digests.c.status.in_(allowed), sa.not_(unsubscribed_row(digests.c.email))]
     if digest_ids is not None:
         criteria.append(digests.c.id.in_(list(digest_ids)))
     query = sa.select(digests.c.id).where(*criteria).order_by(digests.c.created_at, digests.c.id)
@@ -372,7 +382,7 @@ def delivery_criteria(statuses: Collection[str] | None, email: str | None) -> li
 
 
 def queued_criteria(now: datetime | None) -> list[Any]:
-    criteria = [digests.c.status.in_(QUEUED), sa.not_(_unsubscribed(digests.c.email))]
+    criteria = [digests.c.status.in_(QUEUED), sa.not_(unsubscribed_row(digests.c.email))]
     if now is not None:
         criteria.append(sa.or_(digests.c.not_before.is_(None), digests.c.not_before <= now))
     return criteria

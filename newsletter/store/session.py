@@ -30,13 +30,18 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from newsletter.store.delivery import unsubscribed_row
 from newsletter.store.engine import Prepared, bind_processor, db_errors, write_options
 from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, InvalidTransition
 from newsletter.store.schema import digests
 
 _SENDING = (
     digests.update()
-    .where(digests.c.id == sa.bindparam("b_id"), sa.or_(*(digests.c.status == s for s in QUEUED)))
+    .where(
+        digests.c.id == sa.bindparam("b_id"),
+        sa.or_(*(digests.c.status == s for s in QUEUED)),
+        sa.not_(unsubscribed_row(digests.c.email)),  # one who unsubscribed while the run ranked
+    )
     .values(
         status=SENDING,
         updated_at=sa.bindparam("b_now"),
