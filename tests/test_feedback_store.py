@@ -69,6 +69,16 @@ def test_feedback_is_recorded_once_per_paper_and_the_last_word_counts(store: Sto
     assert store.feedback("bob@example.org") == []
 
 
+def test_a_link_sent_before_the_paper_got_its_arxiv_id_still_finds_it(store: Store) -> None:
+    key = store.paper_by_key("no id paper")
+    assert key is not None and key.key == "no id paper"
+    store.ingest(make_dump(paper("No Id Paper", 3, "2402.00002"), tag="later"), NOW)
+    rekeyed = store.paper_by_key("no id paper")  # the key the link carries
+    assert rekeyed is not None and (rekeyed.id, rekeyed.key) == (key.id, "2402.00002")
+    assert store.record_feedback("ada@example.org", "no id paper", "more", NOW) == rekeyed
+    assert [f.paper.id for f in store.feedback("ada@example.org")] == [key.id]
+
+
 def test_feedback_on_an_unknown_paper_or_kind_records_nothing(store: Store) -> None:
     assert store.record_feedback("ada@example.org", "2499.99999", "more", NOW) is None
     with pytest.raises(StoreError, match="'more' or 'less'"):

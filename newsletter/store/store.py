@@ -204,8 +204,7 @@ class Store:
 
     def paper_by_key(self, key: str) -> StoredPaper | None:
         with self._tx("reading papers") as conn:
-            found = papers_where(conn, papers.c.key == key)
-        return found[0] if found else None
+            return _by_key(conn, key)
 
     def find_paper(self, item: str) -> StoredPaper | None:
         """A paper by its key, arXiv id (with or without version, arXiv: or abs/ URL) or title."""
@@ -258,12 +257,12 @@ class Store:
         if kind not in ("more", "less"):
             raise StoreError(f"feedback kind must be 'more' or 'less', not {kind!r}")
         with self._tx(f"recording feedback from {email}", write=True) as conn:
-            found = papers_where(conn, papers.c.key == paper_key)
-            if not found:
+            found = _by_key(conn, paper_key)
+            if found is None:
                 return None
-            feedback_log.record_feedback(conn, email, found[0].id, kind, now)
+            feedback_log.record_feedback(conn, email, found.id, kind, now)
         log.info("recorded '%s like this' from %s on %s", kind, email, paper_key)
-        return found[0]
+        return found
 
     def feedback(self, email: str) -> list[FeedbackRecord]:
         """A subscriber's feedback, newest first."""
@@ -412,3 +411,10 @@ class Store:
         """Number of digests per status (statuses with none are absent)."""
         with self._tx("reading the delivery log") as conn:
             return delivery.delivery_counts(conn)
+
+
+def _by_key(conn: Connection, key: str) -> StoredPaper | None:
+    """The paper with this key; else the first whose title key it is: a paper first listed without
+    its arXiv id is keyed by its title until a listing gives the id, and links already sent name it so."""
+    found = papers_where(conn, papers.c.key == key) or papers_where(conn, papers.c.title_key == key)
+    return found[0] if found else None
