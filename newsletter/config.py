@@ -118,6 +118,18 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be an http(s) URL without spaces, line breaks or < >, e.g. https://papers.example.org"
             )
+        if value is not None and ("?" in value or "#" in value):
+            raise ValueError(
+                "must not have a query (?...) or a fragment (#...): the links' paths go after it"
+            )
+        return value
+
+    @field_validator("unsubscribe_secret")
+    @classmethod
+    def _a_real_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """An empty key would sign links anyone can forge: refused, not read as no key."""
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty: set a long random value, or unset it to leave the links out")
         return value
 
     @property

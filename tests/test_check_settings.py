@@ -35,6 +35,12 @@ from .helpers import add_dumps, cli, seed_names
         ),
         ("NEWSLETTER_BASE_URL", "https://papers example.org/", "error: invalid setting field 'base_url'"),
         ("NEWSLETTER_BASE_URL", "papers.example.org", "error: invalid setting field 'base_url'"),
+        (
+            "NEWSLETTER_BASE_URL",
+            "https://papers.example.org/?utm=1",
+            "error: invalid setting field 'base_url'",
+        ),
+        ("NEWSLETTER_BASE_URL", "https://papers.example.org/#top", "error: invalid setting field 'base_url'"),
     ],
 )
 def test_check_and_run_refuse_the_setting(env: dict[str, str], name: str, value: str, expected: str) -> None:
@@ -56,3 +62,14 @@ def test_check_accepts_a_good_base_url(env: dict[str, str]) -> None:
         "NEWSLETTER_UNSUBSCRIBE_SECRET": "s",
     }
     assert cli(good, "check").stdout.startswith("ok: ")
+
+
+@pytest.mark.parametrize("secret", ["", "  "])
+def test_an_empty_secret_is_refused_not_read_as_no_secret(env: dict[str, str], secret: str) -> None:
+    bad = {**env, "NEWSLETTER_UNSUBSCRIBE_SECRET": secret}
+    for command in ("check", "run", "serve"):
+        proc = cli(bad, command, check=False)
+        assert proc.returncode == 1, (command, proc.stdout)
+        first = proc.stderr.splitlines()[0]
+        assert first.startswith("error: invalid setting field 'unsubscribe_secret'"), (command, first)
+        assert "unset it" in first
