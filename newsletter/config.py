@@ -124,6 +124,18 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("api_key", "smtp_password")
+    @classmethod
+    def _sendable(cls, value: SecretStr | None) -> SecretStr | None:
+        """Sent in a header or an SMTP AUTH line, which take printable ASCII: a key with a line ending
+        copied into it (a CRLF env file) or an accented letter would fail at the first send, quoting it."""
+        text = value.get_secret_value() if value is not None else ""
+        if text != text.strip():
+            raise ValueError("starts or ends with a space or line break (copied with the value?)")
+        if any(not " " <= ch <= "~" for ch in text):
+            raise ValueError("holds a character other than printable ASCII (an accent, a control character)")
+        return value
+
     @field_validator("unsubscribe_secret")
     @classmethod
     def _a_real_key(cls, value: SecretStr | None) -> SecretStr | None:

@@ -4,8 +4,9 @@ A secret can come back from a server in its own words, or encoded: Mailgun's Bas
 ``api:KEY``, SMTP ``AUTH PLAIN`` is base64 of ``\\0user\\0password``. Base64 of a longer string that
 contains the secret holds, at one of three alignments, a run of characters that depends only on the
 secret's bytes; each such run (standard and URL-safe alphabets) is masked too, so every encoding of
-every wrapper is covered without listing the wrappers. Text is masked before it is cut to length, so a
-cut never leaves part of a secret unmasked.
+every wrapper is covered without listing the wrappers, with the characters at its two ends, which
+encode the secret's first and last bytes together with their neighbours'. Text is masked before it is
+cut to length, so a cut never leaves part of a secret unmasked.
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -
     return text if limit is None else text[:limit]
 
 
+# The base64 characters around an encoded run: its first and last groups mix the secret's first and
+# last bytes with their neighbours', so they are masked with it (masking a neighbour's too is harmless).
+_EDGE_BEFORE, _EDGE_AFTER = "[A-Za-z0-9+/_-]{0,4}", "[A-Za-z0-9+/_-]{0,4}={0,2}"
+
+
 @lru_cache(maxsize=32)
 def _pattern(secret: str) -> re.Pattern[str]:
-    forms = {secret, *encoded_forms(secret.encode())}
-    return re.compile("|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+    runs = sorted(encoded_forms(secret.encode()), key=len, reverse=True)
+    encoded = [f"{_EDGE_BEFORE}{re.escape(run)}{_EDGE_AFTER}" for run in runs]
+    return re.compile("|".join([*encoded, re.escape(secret)]))
 
 
 def encoded_forms(secret: bytes) -> set[str]:

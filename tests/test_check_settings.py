@@ -73,3 +73,27 @@ def test_an_empty_secret_is_refused_not_read_as_no_secret(env: dict[str, str], s
         first = proc.stderr.splitlines()[0]
         assert first.startswith("error: invalid setting field 'unsubscribe_secret'"), (command, first)
         assert "unset it" in first
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("NEWSLETTER_API_KEY", "pm-token-1234\r", "starts or ends with a space or line break"),
+        ("NEWSLETTER_API_KEY", " pm-token-1234", "starts or ends with a space or line break"),
+        ("NEWSLETTER_API_KEY", "re_tökén-1234", "other than printable ASCII"),
+        ("NEWSLETTER_SMTP_PASSWORD", "Passwört-1234", "other than printable ASCII"),
+        ("NEWSLETTER_SMTP_PASSWORD", "pass\tword-1234", "other than printable ASCII"),
+    ],
+)
+def test_a_key_no_header_can_carry_is_refused_without_showing_it(
+    env: dict[str, str], name: str, value: str, problem: str
+) -> None:
+    """A CRLF env file's key failed at the first send, and the HTTP error quoted it; an accent left a
+    traceback and the digest stuck in 'sending'."""
+    for command in ("check", "run"):
+        proc = cli({**env, name: value}, command, check=False)
+        assert proc.returncode == 1, (command, proc.stdout)
+        first = proc.stderr.splitlines()[0]
+        assert first.startswith("error: invalid setting field") and problem in first and name in first
+        assert "1234" not in proc.stdout + proc.stderr
+    assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()

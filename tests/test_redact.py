@@ -30,6 +30,20 @@ def test_base64_of_any_wrapper_around_the_secret_is_masked(prefix: str, encode: 
         assert SECRET[-6:] not in decoded.decode("latin-1")
 
 
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "api:", "\0ada\0"])
+@pytest.mark.parametrize("suffix", ["", "!", "!?"])
+def test_no_edge_of_an_encoded_secret_is_left(prefix: str, suffix: str) -> None:
+    """Not even one character: the last group of base64 of 'api:KEY' alone told the key's last letter."""
+    encoded = base64.b64encode(f"{prefix}{SECRET}{suffix}".encode()).decode()
+    shown = redact(f"535 5.7.8 rejected {encoded} ({encoded})", [SECRET])
+    assert shown.startswith("535 5.7.8 rejected ") and shown.count(MASK) == 2
+    for token in shown.split()[3:]:
+        before, _, after = token.strip("()").partition(MASK)
+        # what is left is whole groups of the wrapper's own bytes, none of the secret's
+        assert prefix.encode().startswith(base64.b64decode(before))
+        assert suffix.encode().endswith(base64.b64decode(after))
+
+
 def test_masked_first_then_cut() -> None:
     text = "x" * 290 + SECRET + " tail"
     shown = redact(text, [SECRET], limit=300)
