@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -196,6 +197,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise error(f"invalid setting {_first_problem(exc)} ({_origin(field, given)})") from None
     except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON
         raise ConfigError(f"invalid setting: {exc}", hint="complex settings are JSON, e.g. [{...}]") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # read while the settings are built
+        toml = Settings.model_config.get("toml_file")
+        raise ConfigError(f"{toml}: not valid TOML: {exc}", hint="see the Configuration reference") from None
 
 
 def _origin(field: str, given: dict[str, Any]) -> str:
@@ -319,7 +323,21 @@ def _top_level(path: Path, data: Any) -> tuple[dict[str, Any], list[Any]]:
         raise ConfigError(f"{path}:{_line_of(data, 'defaults')}: 'defaults' must be a mapping")
     if not isinstance(entries, list):
         raise ConfigError(f"{path}:{_line_of(data, 'subscribers')}: 'subscribers' must be a list")
+    for key in defaults:  # checked once here, not once per subscriber it would be merged into
+        problem = _key_problem(key)
+        if problem:
+            raise ConfigError(f"{path}:{_line_of(defaults, key)}: defaults: {problem}")
     return defaults, entries
+
+
+def _key_problem(key: Any) -> str | None:
+    """Why ``key`` names no subscriber field (None: it does)."""
+    if not isinstance(key, str):  # YAML 1.1 reads on/off/yes/no as booleans
+        return f"key {key!r} is not a name (quote it if it was meant as one)"
+    if key not in Subscriber.model_fields:
+        guess = _close_key(key)
+        return f"unknown key '{key}'" + (f" (did you mean '{guess}'?)" if guess else "")
+    return None
 
 
 def _read_yaml(path: Path) -> Any:
@@ -374,6 +392,9 @@ def _subscriber(
     email = entry.get("email", "no email")
     if isinstance(email, str):  # only text goes into the label, never a list to stringify
         label = f"{label} ({_CONTROL.sub(' ', email)[:320]})"  # the error stays one line
+    odd = [key for key in entry if not isinstance(key, str)]
+    if odd:
+        return [ConfigError(f"{path}:{_line_of(entry, k)}: {label}: {_key_problem(k)}") for k in odd]
     try:
         return Subscriber(**{**defaults, **entry})
     except ValidationError as exc:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_settings, load_subscribers
+from newsletter.config import load_settings, load_subscribers, read_subscribers
 from newsletter.errors import ConfigError
 
 from .conftest import ROOT
@@ -69,6 +69,14 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
         ("subscribers:\n  email: a@example.org\n", "subs.yaml:1: 'subscribers' must be a list"),
         ("subscribers:\n  - email: Eve <eve@example.org>\n    interests: [x]\n", "give just the address"),
         ("subscribers:\n  - email: zoë@example.org\n    interests: [x]\n", "must be ASCII"),
+        (
+            "subscribers:\n  - email: a@example.org\n    interests: [x]\n    on: weekdays\n",
+            "subs.yaml:4: subscriber #1 (a@example.org): key True is not a name",
+        ),
+        (
+            "defaults:\n  1: x\nsubscribers:\n  - {email: a@example.org, interests: [x]}\n",
+            "key 1 is not a name",
+        ),
     ],
 )
 def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -77,6 +85,14 @@ def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, ex
     assert expected in str(info.value)
     assert "subs.yaml" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_a_typo_under_defaults_is_one_problem_at_its_line_not_one_per_subscriber(tmp_path: Path) -> None:
+    many = "".join(f"  - {{email: s{i}@example.org, interests: [x]}}\n" for i in range(50))
+    path = write(tmp_path, f"defaults:\n  maxitems: 3\nsubscribers:\n{many}")
+    with pytest.raises(ConfigError) as info:
+        read_subscribers(path)
+    assert str(info.value) == f"{path}:2: defaults: unknown key 'maxitems' (did you mean 'max_items'?)"
 
 
 def test_error_names_the_subscriber(tmp_path: Path) -> None:
@@ -99,6 +115,25 @@ def test_settings_precedence_flag_env_toml(tmp_path: Path, monkeypatch: pytest.M
     assert settings.dumps == Path("flag-dumps")
     assert settings.home == Path("env-home")
     assert settings.smtp_port == 2525
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"smtp_port = \n", "Invalid value (at line 1, column 13)"),
+        (b"smtp_port = 25\nsmtp_port = 26\n", "(at line 2, column"),
+        (b"\xff\xfe", "can't decode byte 0xff"),
+    ],
+)
+def test_a_broken_newsletter_toml_is_one_error_naming_it(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    (tmp_path / "newsletter.toml").write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith("newsletter.toml: not valid TOML: ") and problem in message
+    assert "\n" not in message
 
 
 def test_sender_comes_from_newsletter_from_or_toml_never_a_bare_from_variable(
