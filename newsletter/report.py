@@ -122,11 +122,13 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """False when something needs a look: a rejected dump, a failed or unknown delivery, an error."""
+        """False when something needs a look: a rejected dump, a failed or unknown delivery (one this run
+        found interrupted by an earlier one too), an error."""
         return (
             not any(d.error for d in self.dumps)
             and not self.statuses["failed"]
             and not self.statuses["unknown"]
+            and not self.recovered_unknown
             and not self.errors
         )
 
