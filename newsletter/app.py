@@ -94,23 +94,32 @@ def _earlier_runs(settings: Settings) -> str:
     return " and ".join(traces)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # systemd's stop, and Ctrl-C
+
+
 @contextmanager
 def stop_on_sigterm() -> Iterator[threading.Event]:
-    """An event SIGTERM sets: the run finishes the message in flight, records it and stops (its
-    builder or workers with it); what is not sent waits for the next run. A second SIGTERM ends it at once.
+    """An event SIGTERM (or Ctrl-C) sets: the run finishes the message in flight, records it and stops
+    (its builder or workers with it); what is not sent waits for the next run. A second signal acts
+    as it would have without this (SIGTERM ends the process at once, Ctrl-C raises KeyboardInterrupt).
     """
     stop = threading.Event()
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        log.warning("received SIGTERM: finishing the message in flight; the rest waits for the next run")
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        log.warning("received %s: finishing the message in flight; the rest waits for the next run", name)
         stop.set()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for each in STOP_SIGNALS:
+            signal.signal(each, previous[each])
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
     try:
         yield stop
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, previous[signum])
 
 
 def make_executor(settings: Settings, store: Store) -> Executor | None:

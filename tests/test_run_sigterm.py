@@ -1,4 +1,4 @@
-"""SIGTERM to `newsletter run` (a real subprocess, with its builder process): it ends within seconds,
+"""SIGTERM or Ctrl-C to `newsletter run` (a real subprocess, with its builder process): it ends within seconds,
 takes its children with it, and leaves no digest 'sending' that the transport was not handed."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import yaml
 
 from newsletter.store import Store
@@ -71,9 +72,11 @@ def test_a_builder_whose_run_was_killed_does_not_linger(env: dict[str, str]) -> 
     _signal_mid_run(env, signal.SIGKILL)  # the builder must not block forever writing to the pipe
 
 
-def test_sigterm_ends_the_run_and_its_builder_within_seconds(env: dict[str, str]) -> None:
-    err = _signal_mid_run(env, signal.SIGTERM)
-    assert "Traceback" not in err and "SIGTERM" in err
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_ends_the_run_and_its_builder_within_seconds(env: dict[str, str], signum: int) -> None:
+    """Ctrl-C (SIGINT) as SIGTERM: it abandoned the message in flight, which became 'unknown'."""
+    err = _signal_mid_run(env, signum)
+    assert "Traceback" not in err and signal.Signals(signum).name in err
     sent = len(outbox(env))
     assert sent < SUBSCRIBERS  # stopped part-way
     with Store(f"sqlite:///{Path(env['NEWSLETTER_HOME']) / 'state.db'}") as store:
