@@ -403,8 +403,11 @@ def _show_preview(
     html: str, what: str, out: Path | None, settings: Settings, email: str, browse: bool
 ) -> None:
     target = out or settings.home / "preview" / f"{quote(email, safe='@')}.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(html, encoding="utf-8")
+    except OSError as exc:  # a folder, a full disk, no permission
+        raise ConfigError(f"cannot write the preview to {target}: {exc.strerror or exc}") from None
     typer.echo(f"{what} -> {target}")
     if browse:
         webbrowser.open(target.resolve().as_uri())

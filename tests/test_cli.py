@@ -177,6 +177,13 @@ def test_preview_renders_without_sending(env: dict[str, str], tmp_path: Path) ->
     assert outbox(env) == []
 
 
+def test_a_preview_that_cannot_be_written_is_one_error_line(env: dict[str, str], tmp_path: Path) -> None:
+    add_dumps(env, seed_names()[0])
+    proc = cli(env, "preview", "ssm@example.org", "--out", str(tmp_path), check=False)  # a folder
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: cannot write the preview to {tmp_path}: Is a directory")
+
+
 def test_one_click_unsubscribe_headers_when_base_url_is_set(env: dict[str, str]) -> None:
     env |= {
         "NEWSLETTER_BASE_URL": "https://papers.example.org",
