@@ -174,3 +174,27 @@ def test_address_case_does_not_matter(client: TestClient, settings: Settings) ->
     with open_pipeline(settings) as pipeline:
         report = pipeline.run(load_subscribers(settings.subscribers), NOW)
     assert {d.subscriber: d.reason for d in report.digests}[SSM] == "unsubscribed"
+
+
+def test_a_store_error_on_a_public_link_says_try_again_and_shows_no_operator_detail(
+    client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter.errors import StoreError
+    from newsletter.store import Store
+
+    def busy(*args: object, **kwargs: object) -> None:
+        raise StoreError(f"database is locked: {settings.home}/state.db", hint="fix it and reload this page")
+
+    monkeypatch.setattr(Store, "record_unsubscribe", busy)
+    answer = client.post(
+        f"/unsubscribe/{token(SSM)}", data={"List-Unsubscribe": "One-Click"}, headers=ONE_CLICK
+    )
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "60"
+    assert (
+        "try again" in answer.text and str(settings.home) not in answer.text and "reload" not in answer.text
+    )
+    monkeypatch.undo()
+    again = client.post(
+        f"/unsubscribe/{token(SSM)}", data={"List-Unsubscribe": "One-Click"}, headers=ONE_CLICK
+    )
+    assert again.status_code == 200 and SSM in unsubscribed(settings)

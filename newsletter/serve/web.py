@@ -206,11 +206,22 @@ def _no_digest(preview: Page) -> Response:
     return page("no_digest.html", 404, p=preview)
 
 
+PUBLIC_PATHS = ("/unsubscribe/", "/feedback/")  # the links in the emails: anyone may open them
+
+
 async def _error_page(request: Request, exc: Exception) -> Response:
-    """A NewsletterError as a page: what went wrong (file:line for templates) and the hint, no traceback."""
+    """A NewsletterError as a page: what went wrong (file:line for templates) and the hint, no traceback.
+
+    On the public links' paths the reader sees only "try again" (503, Retry-After) and the operator's
+    log gets the problem: a busy or broken store is not the reader's business, nor its file paths.
+    """
     assert isinstance(exc, NewsletterError)
     title = next((t for cls, t in ERROR_TITLES if isinstance(exc, cls)), "Error")
     status = 404 if isinstance(exc, UnknownSubscriber) else 500
     if status == 500:
         log.error("%s: %s", title, exc.message)
+    if request.url.path.startswith(PUBLIC_PATHS):
+        response = page("busy.html", 503)
+        response.headers["Retry-After"] = "60"
+        return response
     return page("error.html", status, title=title, error=exc)
