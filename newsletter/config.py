@@ -137,6 +137,13 @@ class Settings(BaseSettings):
             raise ValueError("holds a character other than printable ASCII (an accent, a control character)")
         return value
 
+    @model_validator(mode="after")
+    def _password_has_a_user(self) -> Settings:
+        """A password without a user name would be ignored, and the mail sent without logging in."""
+        if self.smtp_password is not None and not self.smtp_username:
+            raise ValueError("smtp_password is set but smtp_username is not: set NEWSLETTER_SMTP_USERNAME")
+        return self
+
     @field_validator("unsubscribe_secret")
     @classmethod
     def _a_real_key(cls, value: SecretStr | None) -> SecretStr | None:
@@ -192,7 +199,10 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        field = str(exc.errors()[0]["loc"][0])
+        loc = exc.errors()[0]["loc"]
+        if not loc:  # a rule between settings
+            raise ConfigError(f"invalid settings: {_wording(exc.errors()[0])}") from None
+        field = str(loc[0])
         error = UsageError if field in given else ConfigError
         raise error(f"invalid setting {_first_problem(exc)} ({_origin(field, given)})") from None
     except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON

@@ -152,7 +152,7 @@ class Subscriber(BaseModel):
     liked: tuple[str, ...] = ()
     disliked: tuple[str, ...] = ()  # papers to see fewer like ("less like this" adds to it)
     exclude: tuple[str, ...] = ()
-    max_items: int = Field(default=10, ge=1, le=100)
+    max_items: int = Field(default=10, ge=1, le=100, strict=True)  # `true` or "5" is a mistake, not 1 or 5
     cadence: Cadence = "daily"
     timezone: str = "UTC"
     send_at: time | None = None  # local time of day a daily/weekly digest becomes due
@@ -179,6 +179,14 @@ class Subscriber(BaseModel):
             raise ValueError(f'write the time of day in quotes, e.g. send_at: "07:30" (got {value!r})')
         hours, colon, rest = value.strip().partition(":")
         return f"{hours.zfill(2)}{colon}{rest}" if hours.isdigit() and len(hours) == 1 else value
+
+    @field_validator("send_at")
+    @classmethod
+    def _no_offset(cls, value: time | None) -> time | None:
+        """A time of day in the subscriber's ``timezone``: an offset written with it would be dropped."""
+        if value is not None and value.tzinfo is not None:
+            raise ValueError("write the time without an offset (e.g. \"07:30\") and set 'timezone'")
+        return value
 
     @field_validator("interests", "liked", "disliked", "exclude")
     @classmethod

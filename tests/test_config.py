@@ -77,6 +77,12 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
             "defaults:\n  1: x\nsubscribers:\n  - {email: a@example.org, interests: [x]}\n",
             "key 1 is not a name",
         ),
+        ("subscribers:\n  - {email: a@example.org, interests: [x], max_items: true}\n", "field 'max_items'"),
+        ('subscribers:\n  - {email: a@example.org, interests: [x], max_items: "5"}\n', "field 'max_items'"),
+        (
+            'subscribers:\n  - {email: a@example.org, interests: [x], send_at: "07:30+02:00"}\n',
+            "field 'send_at': write the time without an offset",
+        ),
     ],
 )
 def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -150,12 +156,20 @@ def test_sender_comes_from_newsletter_from_or_toml_never_a_bare_from_variable(
 
 
 def test_secret_settings_never_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SMTP_USERNAME", "ada")
     monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hunter2-secret")
     monkeypatch.setenv("NEWSLETTER_API_KEY", "key-secret-123")
     settings = load_settings()
     assert "hunter2" not in repr(settings) and "key-secret" not in str(settings)
     assert settings.smtp_password is not None
     assert settings.smtp_password.get_secret_value() == "hunter2-secret"
+
+
+def test_a_password_without_a_user_name_is_refused_not_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hunter2-secret")  # mail went out without logging in
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "smtp_username is not" in str(info.value) and "hunter2" not in str(info.value)
 
 
 def test_bad_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

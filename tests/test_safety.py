@@ -538,6 +538,7 @@ def test_any_transport_error_is_masked_before_it_is_logged_recorded_or_reported(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     secrets = {
+        "smtp_username": "digest",
         "smtp_password": SecretStr(SECRETS["NEWSLETTER_SMTP_PASSWORD"]),
         "unsubscribe_secret": SecretStr(SECRETS["NEWSLETTER_UNSUBSCRIBE_SECRET"]),
     }
