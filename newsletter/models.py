@@ -115,6 +115,14 @@ class Dump:
     papers: tuple[Paper, ...]
     listed_on: str | None = None  # the listing's own date line, e.g. "Mar 11", when present
 
+    @property
+    def trending(self) -> bool:
+        """Whether its order is a trending rank: HF's listings are; an arXiv feed lists by announcement."""
+        return self.format != "arxiv"
+
+
+UNRANKED = 1 << 30  # the best_rank of a paper no trending listing has ranked (only an arXiv feed's)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredPaper:

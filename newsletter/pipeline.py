@@ -30,7 +30,7 @@ from newsletter.deliver import Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.intake import ingest_files, ingest_folder
-from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
+from newsletter.models import UNRANKED, OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
@@ -529,7 +529,7 @@ def item_view(scored: Scored, feedback: FeedbackLinks | None = None) -> ItemView
         url=url,
         excerpt=point_excerpt(paper, scored.why),
         why=scored.why,
-        rank=paper.best_rank,
+        rank=paper.best_rank if paper.best_rank < UNRANKED else None,
         score=scored.score,
         authors=paper.authors,
         arxiv_id=paper.arxiv_id,

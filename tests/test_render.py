@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from datetime import UTC, datetime
@@ -92,6 +93,17 @@ def test_render_matches_golden(renderer: Renderer, part: str, golden: str) -> No
     if REGEN:
         path.write_text(rendered, encoding="utf-8")
     assert rendered == path.read_text(encoding="utf-8"), f"regenerate with NEWSLETTER_REGEN_GOLDEN=1 ({path})"
+
+
+def test_a_paper_no_trending_listing_ranked_shows_no_rank(renderer: Renderer) -> None:
+    """An arXiv feed's paper: no "#None trending", no empty line; its other counts as usual."""
+    quiet, cross = item(1, "Only In A Feed"), item(2, "Cross Listed", times_seen=2)
+    items = (dataclasses.replace(quiet, rank=None), dataclasses.replace(cross, rank=None))
+    rendered = renderer.render(dataclasses.replace(golden_view(), items=items))
+    for part in (rendered.html, rendered.text):
+        assert "None" not in part and "trending" not in part
+    assert "   seen in 2 listings\n" in rendered.text
+    assert rendered.html.count('class="nl-meta" style="margin:0 0 6px') == 1  # the cross-listed paper's line
 
 
 def test_html_escapes_everything_from_the_dump(renderer: Renderer) -> None:

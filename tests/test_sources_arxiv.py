@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import ParseError
+from newsletter.models import UNRANKED
 from newsletter.sources import list_dump_files, parse_dump, read_dump
 from newsletter.store import Store
 
@@ -102,3 +103,23 @@ def test_the_same_paper_from_hf_and_arxiv_is_one_paper(tmp_path: Path) -> None:
         paper = store.paper_by_key("2608.19880")
     assert paper is not None and paper.times_seen == 2
     assert paper.details.github_repo == "https://github.com/google-research/envharness"  # kept from HF
+
+
+def test_an_arxiv_feed_gives_no_paper_a_trending_rank_nor_takes_hfs_away(tmp_path: Path) -> None:
+    """A feed lists by announcement: its first paper is no "#1 trending", in either order of arrival."""
+    hf = read_dump(REAL / "hf-daily_2026-08-21.json")
+    listed, hf_rank = hf.papers[-1].arxiv_id, hf.papers[-1].rank
+    assert listed is not None and hf_rank > 1
+    feed = RSS.read_bytes().replace(b"2609.26811", listed.encode())  # the feed's first paper
+    with Store(db_url(tmp_path)) as store:
+        store.ingest(parse_dump(feed, "arxiv.xml"), at(0))
+        only_arxiv = store.paper_by_key("2609.26820")
+        before_hf = store.paper_by_key(listed)
+        store.ingest(hf, at(1))
+        store.ingest(parse_dump(feed + b" ", "again.xml"), at(2))  # the feed once more: HF's rank stays
+        after = store.paper_by_key(listed)
+        ranks = [rank for _, rank in store.papers_in_dump(1)]
+    assert only_arxiv is not None and only_arxiv.best_rank == UNRANKED
+    assert before_hf is not None and before_hf.best_rank == UNRANKED
+    assert after is not None and after.best_rank == hf_rank
+    assert ranks == [1, 2, 3]  # the feed's own order is kept with the dump

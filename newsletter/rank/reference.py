@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 
-from newsletter.models import StoredPaper
+from newsletter.models import UNRANKED, StoredPaper
 
 REFERENCE = Path(__file__).resolve().parent / "reference.jsonl.gz"
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -47,5 +47,5 @@ def _paper(row: int, item: dict[str, str]) -> StoredPaper:
         last_seen=_EPOCH,
         first_dump_seq=-1,
         times_seen=0,
-        best_rank=1 << 30,
+        best_rank=UNRANKED,
     )

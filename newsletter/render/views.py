@@ -23,7 +23,7 @@ class ItemView:
     url: str
     excerpt: str
     why: str
-    rank: int
+    rank: int | None  # None: no trending listing ranked it (an arXiv feed's paper)
     score: float
     authors: tuple[str, ...] = ()
     arxiv_id: str | None = None

@@ -20,6 +20,7 @@ from newsletter.app import utcnow
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
 from newsletter.feedback import as_kind, read_feedback_token
+from newsletter.models import UNRANKED
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
 from newsletter.unsubscribe import read_token
@@ -118,7 +119,12 @@ class _Views:
         preview = self.previewer.page(request.path_params["email"])
         width = _width(request.query_params.get("width"))
         return page(
-            "subscriber.html", p=preview, clip=GMAIL_CLIP_BYTES, width=width, now=self.previewer.clock()
+            "subscriber.html",
+            p=preview,
+            clip=GMAIL_CLIP_BYTES,
+            width=width,
+            now=self.previewer.clock(),
+            unranked=UNRANKED,
         )
 
     def _html(self, request: Request) -> Response:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.models import Dump, Paper, normalize_arxiv_id
+from newsletter.models import UNRANKED, Dump, Paper, normalize_arxiv_id
 from newsletter.store.details import write_details
 from newsletter.store.lock import INGEST_LOCK_KEY, xact_lock
 from newsletter.store.papers import chunks, dump_record
@@ -77,7 +77,7 @@ def ingest_dump(conn: Connection, dump: Dump, now: datetime) -> IngestResult:
     index = _load_candidates(conn, dump.papers)
     for paper in dump.papers:
         _see(index, paper)
-    new = _write_papers(conn, index.touched, seq, now)
+    new = _write_papers(conn, index.touched, seq, now, dump.trending)
     conn.execute(dumps.update().where(dumps.c.seq == seq).values(papers=len(index.touched), new=new))
     return IngestResult(seq, len(index.touched), new, already=False)
 
@@ -136,14 +136,18 @@ def _see(index: _Index, paper: Paper) -> None:
         entry.rank = min(entry.rank, paper.rank)
 
 
-def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: datetime) -> int:
-    """Insert new papers, update seen ones, record the listing; return how many were new."""
+def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: datetime, trending: bool) -> int:
+    """Insert new papers, update seen ones, record the listing; return how many were new.
+
+    A listing that is not a trending one (an arXiv feed) records each paper's place in it, but gives
+    no paper a trending rank.
+    """
     new = [e for e in touched if e.is_new]
     seen = [e for e in touched if not e.is_new]
     for entry in new:
-        entry.id = _insert_paper(conn, entry, seq, now)
+        entry.id = _insert_paper(conn, entry, seq, now, trending)
     if seen:
-        values = [_seen_values(e, now) for e in seen]
+        values = [_seen_values(e, now, trending) for e in seen]
         conn.execute(_UPDATE_SEEN, values)
         _forget_vectors(conn, [e.row["key"] for e, v in zip(seen, values, strict=True) if _rewritten(e, v)])
     if touched:  # an empty listing (the API on a day without papers) is a dump of nothing
@@ -153,7 +157,7 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
     return len(new)
 
 
-def _insert_paper(conn: Connection, entry: _Entry, seq: int, now: datetime) -> int:
+def _insert_paper(conn: Connection, entry: _Entry, seq: int, now: datetime, trending: bool) -> int:
     paper = entry.listing
     assert paper is not None
     result = conn.execute(
@@ -168,7 +172,7 @@ def _insert_paper(conn: Connection, entry: _Entry, seq: int, now: datetime) -> i
             last_seen=now,
             first_dump_seq=seq,
             times_seen=1,
-            best_rank=entry.rank,
+            best_rank=entry.rank if trending else UNRANKED,
             upvotes=paper.upvotes,
         )
     )
@@ -193,7 +197,7 @@ _UPDATE_SEEN = (
 )
 
 
-def _seen_values(entry: _Entry, now: datetime) -> dict[str, Any]:
+def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]:
     """A seen paper's new values: ranks keep the best, gaps (id, abstract, authors) get filled, and
     an abstract a dump cut short (a file read while it was being copied) is completed."""
     row, paper = entry.row, entry.listing
@@ -206,7 +210,7 @@ def _seen_values(entry: _Entry, now: datetime) -> dict[str, Any]:
         "b_abstract": _completed(row["abstract"], paper.abstract),
         "b_authors": authors,
         "b_last_seen": now,
-        "b_best_rank": min(row["best_rank"], entry.rank),
+        "b_best_rank": min(row["best_rank"], entry.rank) if trending else row["best_rank"],
         "b_upvotes": paper.upvotes if paper.upvotes is not None else row["upvotes"],
     }
 
