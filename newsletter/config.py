@@ -206,7 +206,16 @@ def load_settings(**overrides: Any) -> Settings:
         error = UsageError if field in given else ConfigError
         raise error(f"invalid setting {_first_problem(exc)} ({_origin(field, given)})") from None
     except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON
-        raise ConfigError(f"invalid setting: {exc}", hint="complex settings are JSON, e.g. [{...}]") from None
+        named = re.search(r'field "(\w+)"', str(exc))
+        if named is None:
+            raise ConfigError(
+                f"invalid setting: {exc}", hint="complex settings are JSON, e.g. [{...}]"
+            ) from None
+        field = named.group(1)
+        raise ConfigError(
+            f"invalid setting field '{field}': not valid JSON ({_origin(field, given)})",
+            hint="complex settings are JSON, e.g. [{...}]",
+        ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # read while the settings are built
         toml = Settings.model_config.get("toml_file")
         raise ConfigError(f"{toml}: not valid TOML: {exc}", hint="see the Configuration reference") from None

@@ -172,6 +172,15 @@ def test_a_password_without_a_user_name_is_refused_not_ignored(monkeypatch: pyte
     assert "smtp_username is not" in str(info.value) and "hunter2" not in str(info.value)
 
 
+def test_a_complex_setting_that_is_not_json_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_SOURCES", "nope")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "invalid setting field 'sources': not valid JSON (environment variable NEWSLETTER_SOURCES)"
+    )
+
+
 def test_bad_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSLETTER_TRANSPORT", "pigeon")
     with pytest.raises(ConfigError, match="field 'transport'"):
