@@ -6,6 +6,7 @@ stop the check (nothing else can be judged without them).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ def check_all(settings: Settings) -> CheckResult:
         sources_from_settings,
         _fetch_schedule,
         _dumps_folder,
+        _state_folder,
         _unsubscribe_links,
     ]
     for step in steps:
@@ -70,6 +72,18 @@ def _dumps_folder(settings: Settings) -> None:
         raise ConfigError(
             f"{settings.dumps}: dumps folder not found", hint="create it or set NEWSLETTER_DUMPS (--dumps)"
         )
+    if not os.access(settings.dumps, os.R_OK | os.X_OK):
+        raise ConfigError(f"{settings.dumps}: cannot list the dumps folder (permission denied)")
+
+
+def _state_folder(settings: Settings) -> None:
+    """The state folder, and the outbox in it, can be written (or made): a run writes both."""
+    for folder in (settings.home, settings.outbox) if settings.transport == "file" else (settings.home,):
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            raise ConfigError(f"{folder}: {existing} is a file, not a folder", hint="set NEWSLETTER_HOME")
+        if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(f"{folder}: cannot write in {existing} (permission denied)")
 
 
 def _unsubscribe_links(settings: Settings) -> None:

@@ -168,6 +168,14 @@ def test_check_passes_on_the_example_files(env: dict[str, str]) -> None:
     assert cli(env, "check").stdout.startswith("ok: 4 subscribers")
 
 
+def test_check_finds_a_state_folder_that_is_a_file(env: dict[str, str], tmp_path: Path) -> None:
+    env["NEWSLETTER_SUBSCRIBERS"] = str(ROOT / "subscribers.example.yaml")
+    (tmp_path / "a-file").write_text("not a folder\n")
+    proc = cli({**env, "NEWSLETTER_HOME": str(tmp_path / "a-file" / "state")}, "check", check=False)
+    assert proc.returncode == 1  # `run` would stop at "cannot create the state folder"
+    assert f"{tmp_path / 'a-file'} is a file, not a folder" in proc.stderr
+
+
 def test_preview_renders_without_sending(env: dict[str, str], tmp_path: Path) -> None:
     add_dumps(env, seed_names()[0])
     out = tmp_path / "p.html"
