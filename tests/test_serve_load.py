@@ -94,3 +94,11 @@ def test_serve_on_a_busy_port_is_one_error_and_never_announces_the_url(env: dict
     assert proc.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use\n")
     assert "preview at" not in proc.stderr and "http://" not in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_empty_host_is_refused_not_read_as_every_interface() -> None:
+    from newsletter.errors import ConfigError
+    from newsletter.serve import listen
+
+    with pytest.raises(ConfigError, match="--host is empty"):
+        listen(" ", 0)  # an empty bind address would listen on every interface, unannounced

@@ -46,14 +46,23 @@ def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) ->
 
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port``, or a ConfigError saying why not (e.g. the port is in use)."""
+    if not host.strip():
+        raise ConfigError("--host is empty: give an address to listen on, e.g. 127.0.0.1 or 0.0.0.0")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
+    except OSError as exc:  # a negative errno is the resolver's: "Name or service not known"
+        reason = (
+            os.strerror(exc.errno) if exc.errno and exc.errno > 0 else _first_part(exc.strerror or str(exc))
+        )
         raise ConfigError(
-            f"cannot listen on {host}:{port}: {os.strerror(exc.errno) if exc.errno else exc}",
+            f"cannot listen on {host}:{port}: {reason}",
             hint="another program uses that port: pick another with --port" if _in_use(exc) else None,
         ) from None
+
+
+def _first_part(text: str) -> str:
+    return text.split(" (while attempting", 1)[0]
 
 
 def _in_use(exc: OSError) -> bool:
