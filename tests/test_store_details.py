@@ -61,6 +61,23 @@ def test_a_later_listing_updates_details_and_keeps_what_it_does_not_say(tmp_path
     assert back.details.ai_summary == FULL.ai_summary and back.details.ai_keywords == FULL.ai_keywords
 
 
+def test_an_older_listing_ingested_later_takes_no_count_back(tmp_path: Path) -> None:
+    """A backfill, or two captures of one day read in hash order: counts keep their highest, the
+    listing date its earliest."""
+    late = paper("Mamba", arxiv_id="2312.00752", upvotes=163, comments=8, details=FULL)
+    early_details = PaperDetails(
+        github_stars=3, listed_at=datetime(2023, 12, 1, tzinfo=UTC), ai_summary="Early."
+    )
+    early = paper("Mamba", arxiv_id="2312.00752", upvotes=1, comments=0, details=early_details)
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(late), at(0))
+        store.ingest(make_dump(early, tag="early"), at(1))
+        (back,) = store.papers_first_seen_in(1)
+    assert (back.upvotes, back.comments, back.details.github_stars) == (163, 8, 12)
+    assert back.details.listed_at == datetime(2023, 12, 1, tzinfo=UTC)
+    assert back.details.ai_summary == "Early."  # text fields: the listing read last
+
+
 def test_a_paper_without_details_has_none(tmp_path: Path) -> None:
     with open_store(db_url(tmp_path)) as store:
         store.ingest(make_dump(paper("Plain")), at(0))

@@ -1,7 +1,9 @@
 """A paper's details (``PaperDetails`` and its comment count): kept in ``paper_details``, one row a paper.
 
-A later listing's value replaces an earlier one (upvotes and stars grow); a field the later listing
-lacks keeps what an earlier one said, so a text dump never erases what the API told us.
+A later listing's value replaces an earlier one; counts that only grow (comments, stars) keep the
+highest and the listing date the earliest, whatever order the listings are ingested in (a backfill);
+a field the later listing lacks keeps what an earlier one said, so a text dump never erases what the
+API told us.
 """
 
 from __future__ import annotations
@@ -65,7 +67,17 @@ def _values(paper: Paper) -> dict[str, Any]:
     return values
 
 
+_KEEP = {"comments": max, "github_stars": max, "listed_at": min}  # else the later listing's value
+
+
 def _merged(paper_id: int, fresh: dict[str, Any], stored: Any) -> dict[str, Any]:
     old = dict(stored) if stored is not None else {}
-    merged = {name: value if value is not None else old.get(name) for name, value in fresh.items()}
+    merged = {name: _one(name, value, old.get(name)) for name, value in fresh.items()}
     return {**merged, "paper_id": paper_id}
+
+
+def _one(name: str, fresh: Any, old: Any) -> Any:
+    if fresh is None or old is None:
+        return old if fresh is None else fresh
+    keep = _KEEP.get(name)
+    return keep(fresh, old) if keep else fresh

@@ -211,7 +211,7 @@ def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]
         "b_authors": authors,
         "b_last_seen": now,
         "b_best_rank": min(row["best_rank"], entry.rank) if trending else row["best_rank"],
-        "b_upvotes": paper.upvotes if paper.upvotes is not None else row["upvotes"],
+        "b_upvotes": max((u for u in (paper.upvotes, row["upvotes"]) if u is not None), default=None),
     }
 
 
