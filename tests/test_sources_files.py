@@ -44,3 +44,30 @@ def test_ingest_of_a_fifo_is_one_line_and_exit_1(tmp_path: Path) -> None:
 def test_a_character_device_is_refused_too() -> None:
     with pytest.raises(SourceError, match="not a regular file"):
         read_dump(Path("/dev/zero"))  # would otherwise be read until memory runs out
+
+
+REAL_JSON = Path(__file__).parent / "data" / "realdata" / "hf-daily_2026-08-21.json"
+
+
+def test_a_utf16_listing_is_read_like_its_utf8_self() -> None:
+    from newsletter.sources import parse_dump
+
+    raw = REAL_JSON.read_bytes()
+    utf16 = parse_dump(raw.decode("utf-8").encode("utf-16"), "saved-by-windows.json")
+    assert [p.title for p in utf16.papers] == [p.title for p in parse_dump(raw, "a.json").papers]
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"null\n", "expected a JSON list of papers, got null"),
+        (b'<?xml version="1.0"?>\n<rdf:RDF xmlns:rdf="x"><channel/></rdf:RDF>', r"an RSS 1\.0 \(RDF\) feed"),
+    ],
+)
+def test_a_misrouted_file_is_refused_for_what_it_is(data: bytes, problem: str) -> None:
+    """Not 'truncated dump: ends with title null' nor 'an HTML/XML page, not a text dump'."""
+    from newsletter.errors import ParseError
+    from newsletter.sources import parse_dump
+
+    with pytest.raises(ParseError, match=problem):
+        parse_dump(data, "odd.json")

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from newsletter.errors import SourceError
+from newsletter.errors import ParseError, SourceError
 from newsletter.models import Dump
 from newsletter.sources.arxivfeed import looks_like_feed, parse_arxiv_feed
 from newsletter.sources.hfhtml import looks_like_html, parse_hf_html
@@ -63,8 +63,13 @@ def _read_regular_file(path: Path) -> bytes | None:
 
 def parse_dump(data: bytes, source: str) -> Dump:
     """Parse dump bytes, choosing the format from the content."""
+    data = _as_utf8(data, source)
     if _looks_like_json(data):
         return parse_hf_json(data, source)
+    if b"<rdf:rdf" in data[:1024].lower():
+        raise ParseError(
+            source, 1, "an RSS 1.0 (RDF) feed, arXiv's format before 2024: use its RSS 2.0 or Atom"
+        )
     if looks_like_feed(data):
         return parse_arxiv_feed(data, source)
     if looks_like_html(data):
@@ -73,7 +78,18 @@ def parse_dump(data: bytes, source: str) -> Dump:
 
 
 def _looks_like_json(data: bytes) -> bool:
-    return data.removeprefix(_BOM).lstrip()[:1] in (b"[", b"{")
+    head = data.removeprefix(_BOM).strip()
+    return head[:1] in (b"[", b"{") or head in (b"null", b"true", b"false")
+
+
+def _as_utf8(data: bytes, source: str) -> bytes:
+    """UTF-16 with its byte-order mark (some Windows tools save so) as UTF-8; other bytes as they are."""
+    if not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data
+    try:
+        return data.decode("utf-16").encode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ParseError(source, None, f"not valid UTF-16 after its byte-order mark: {exc.reason}") from None
 
 
 def list_dump_files(folder: Path) -> list[Path]:
