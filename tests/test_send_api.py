@@ -332,8 +332,49 @@ def test_mailgun_eu_region_and_unknown_domain_hint() -> None:
     with h.transport as transport, pytest.raises(SendError) as caught:
         transport.send(make_message())
     assert str(h.api.requests[0].url) == f"https://api.eu.mailgun.net/v3/{DOMAIN}/messages.mime"
-    assert caught.value.permanent and "Domain not found" in caught.value.message
+    # every message would meet it: the run stops with all still queued, no subscriber fails for good
+    assert caught.value.transport_down and not caught.value.permanent
+    assert "Domain not found" in caught.value.message
     assert caught.value.hint is not None and "NEWSLETTER_MAILGUN_DOMAIN" in caught.value.hint
+
+
+@pytest.mark.parametrize(
+    ("transport_class", "reply"),
+    [
+        (SendGridTransport, httpx.Response(202)),  # no X-Message-Id
+        (SendGridTransport, httpx.Response(200, html="<html>Please log in to the proxy</html>")),
+        (MailgunTransport, httpx.Response(200, html="<html>Please log in to the proxy</html>")),
+        (ResendTransport, httpx.Response(200, json={"ok": True})),
+    ],
+)
+def test_a_success_without_the_providers_message_id_is_unknown_not_sent(
+    transport_class: type, reply: httpx.Response
+) -> None:
+    """A proxy's login page answers 200 too: the message may never have reached the API."""
+    h = harness(transport_class, reply)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.unknown and "without a message id" in caught.value.message
+
+
+@pytest.mark.parametrize("status", [301, 302, 404])
+def test_a_redirect_or_a_missing_endpoint_stops_the_run_for_every_provider(status: int) -> None:
+    reply = httpx.Response(status, headers={"Location": "https://elsewhere.example/"}, text="moved")
+    for transport_class in (PostmarkTransport, SendGridTransport, ResendTransport):
+        h = harness(transport_class, reply)
+        with h.transport as transport, pytest.raises(SendError) as caught:
+            transport.send(make_message())
+        assert caught.value.transport_down and not caught.value.permanent, transport_class
+        assert caught.value.hint is not None and "NEWSLETTER_API_BASE_URL" in caught.value.hint
+
+
+@pytest.mark.parametrize("code", [400, 401, 412, 1235])
+def test_a_postmark_account_or_sender_error_stops_the_run(code: int) -> None:
+    reply = httpx.Response(422, json={"ErrorCode": code, "Message": "Sender signature not confirmed"})
+    h = harness(PostmarkTransport, reply)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.transport_down and not caught.value.permanent
 
 
 def test_mailgun_400_is_permanent() -> None:

@@ -286,6 +286,13 @@ class HttpApiTransport:
                 transport_down=True,
             )
             return self._refused
+        if 300 <= status < 400 or status == 404:  # the URL, not the message: every request would meet it
+            self._refused = SendError(
+                f"{self.provider} has no such endpoint at {self.base_url}: {reply}",
+                "check NEWSLETTER_API_BASE_URL (and the region or domain setting)",
+                transport_down=True,
+            )
+            return self._refused
         if status == 504:
             return self._maybe_accepted(f"{self.provider} gateway timeout for {what}: {reply}")
         if status == 408 or status >= 500:
@@ -301,6 +308,13 @@ class HttpApiTransport:
         return self._maybe_accepted(
             f"{self.provider} connection lost after sending {what}, before the reply: {detail}"
         )
+
+    def _accepted_id(self, provider_id: Any, what: str) -> str:
+        """The id a documented success carries; a 2xx without one (a proxy's login page) may not
+        have reached the API at all, so its fate is unknown rather than sent."""
+        if not provider_id:
+            raise self._maybe_accepted(f"{self.provider} answered {what} without a message id")
+        return str(provider_id)
 
     def _maybe_accepted(self, message: str) -> SendError:
         if self.idempotent:

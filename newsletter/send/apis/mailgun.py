@@ -45,7 +45,7 @@ class MailgunTransport(HttpApiTransport):
         response = self._post(lambda c: self._request(c, message), f"digest {message.digest_id}")
         body = response_json(response)
         provider_id = body.get("id") if isinstance(body, dict) else None
-        return SendResult(message.digest_id, str(provider_id) if provider_id else None)
+        return SendResult(message.digest_id, self._accepted_id(provider_id, f"digest {message.digest_id}"))
 
     def _request(self, client: httpx.Client, message: OutgoingMessage) -> httpx.Request:
         token = base64.b64encode(f"api:{self._secret()}".encode()).decode("ascii")
@@ -57,11 +57,12 @@ class MailgunTransport(HttpApiTransport):
             headers={"Authorization": f"Basic {token}"},
         )
 
-    def _rejection(self, response: httpx.Response, what: str) -> SendError:
-        if response.status_code == 404:
-            return SendError(
+    def _status_error(self, response: httpx.Response, what: str) -> SendError:
+        if response.status_code == 404:  # every message would meet it: the run stops, all stays queued
+            self._refused = SendError(
                 f"Mailgun does not know the domain {self.domain!r}: 404 {self._reply(response)}",
                 "check NEWSLETTER_MAILGUN_DOMAIN and NEWSLETTER_API_REGION (us or eu)",
-                permanent=True,
+                transport_down=True,
             )
-        return super()._rejection(response, what)
+            return self._refused
+        return super()._status_error(response, what)

@@ -27,6 +27,9 @@ from newsletter.send.apis.core import (
 
 # ErrorCodes worth a retry within the run; every other non-zero code is about the request or the account.
 _TEMPORARY = {100: "Maintenance", 429: "Rate limit exceeded"}
+# ErrorCodes about the account, the sender or the stream: every message would meet them, so the run
+# stops with all still queued (as for a refused key) instead of failing each subscriber for good.
+_ACCOUNT = {10, 400, 401, 405, 412, 413, 1235}
 _HINTS = {
     10: "check NEWSLETTER_API_KEY (a Postmark server token)",
     400: "the sender needs a confirmed Postmark sender signature: check NEWSLETTER_FROM",
@@ -35,6 +38,7 @@ _HINTS = {
     406: "Postmark marked this address inactive (hard bounce, spam complaint or suppression)",
     412: "the Postmark account is pending approval",
     413: "the Postmark account may not send; see the Postmark dashboard",
+    1235: "no such message stream: check NEWSLETTER_POSTMARK_MESSAGE_STREAM",
 }
 
 
@@ -115,4 +119,7 @@ class PostmarkTransport(HttpApiTransport):
         code = int(result["ErrorCode"])
         text = self._short(str(result.get("Message", "")))
         message = f"{self.provider} refused {what}: ErrorCode {code} {text}".rstrip()
+        if code in _ACCOUNT:
+            self._refused = SendError(message, _HINTS.get(code), transport_down=True)
+            return self._refused
         return SendError(message, _HINTS.get(code), permanent=code not in _TEMPORARY)

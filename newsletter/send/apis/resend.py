@@ -71,7 +71,7 @@ class ResendTransport(HttpApiTransport):
         response = self._post(lambda c: self._request(c, "/emails", body, key), f"digest {message.digest_id}")
         reply = response_json(response)
         provider_id = reply.get("id") if isinstance(reply, dict) else None
-        return SendResult(message.digest_id, str(provider_id) if provider_id else None)
+        return SendResult(message.digest_id, self._accepted_id(provider_id, f"digest {message.digest_id}"))
 
     def payload(self, message: OutgoingMessage) -> dict[str, Any]:
         """The documented JSON object of one message."""

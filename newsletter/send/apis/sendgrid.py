@@ -41,7 +41,8 @@ class SendGridTransport(HttpApiTransport):
             lambda c: c.build_request("POST", "/v3/mail/send", content=body, headers=headers),
             f"digest {message.digest_id}",
         )
-        return SendResult(message.digest_id, response.headers.get("X-Message-Id"))
+        what = f"digest {message.digest_id}"
+        return SendResult(message.digest_id, self._accepted_id(response.headers.get("X-Message-Id"), what))
 
     def payload(self, message: OutgoingMessage) -> dict[str, Any]:
         """The documented JSON object of one message (plain text first, as SendGrid requires)."""
