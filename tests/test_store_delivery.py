@@ -333,6 +333,19 @@ def test_requeue_puts_failed_and_unknown_back_as_retry(store: Store) -> None:
     assert store.requeue(at(31), digest_ids=["s"]) == []
 
 
+def test_a_refused_digest_requeued_drops_its_batch_key_and_an_unknown_one_keeps_it(store: Store) -> None:
+    """Resent alone under the key of the batch it was refused in, Resend would answer 409."""
+    for digest_id, email in (("f", ADA), ("u", BOB)):
+        store.plan_digest(plan_for(store, digest_id, email))
+    with store.delivery_session() as session:
+        session.sending_many([("f", "<f>"), ("u", "<u>")], at(25), batch_key="newsletter-batch/k1")
+    store.mark_failed("f", at(26), "422 invalid to", permanent=True)
+    store.mark_unknown("u", at(26), "timeout")
+    assert sorted(store.requeue(at(30), statuses=[FAILED, UNKNOWN])) == ["f", "u"]
+    keys = {r.digest_id: r.batch_key for r in store.pending_deliveries()}
+    assert keys == {"f": None, "u": "newsletter-batch/k1"}
+
+
 def test_pending_deliveries_are_oldest_first_and_can_be_capped(store: Store) -> None:
     for hours, digest_id in ((3, "c"), (1, "a"), (2, "b")):
         store.plan_digest(

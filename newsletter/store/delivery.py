@@ -324,7 +324,13 @@ def recover_interrupted(conn: Connection, now: datetime) -> list[str]:
 def requeue(
     conn: Connection, now: datetime, statuses: Collection[str], digest_ids: Collection[str] | None
 ) -> list[str]:
-    """Put failed/unknown digests back in the queue as 'retry' (an operator's explicit choice)."""
+    """Put failed/unknown digests back in the queue as 'retry' (an operator's explicit choice).
+
+    A failed digest was refused, so it drops the key of the batch request it was refused in: resent
+    alone or with others, under that key it would be another request than the one the key names
+    (Resend answers 409). An unknown one keeps its key, so the batch it may have arrived in is resent
+    as the same request.
+    """
     allowed = [s for s in statuses if s in (FAILED, UNKNOWN)]
     criteria = [digests.c.status.in_(allowed), sa.not_(unsubscribed_row(digests.c.email))]
     if digest_ids is not None:
@@ -333,7 +339,8 @@ def requeue(
     ids = list(conn.execute(query).scalars())
     for batch in chunks(ids):
         update = digests.update().where(digests.c.id.in_(batch), digests.c.status.in_(allowed))
-        conn.execute(update.values(status=RETRY, updated_at=now, not_before=None))
+        key = sa.case((digests.c.status == FAILED, sa.null()), else_=digests.c.batch_key)
+        conn.execute(update.values(status=RETRY, updated_at=now, not_before=None, batch_key=key))
     return ids
 
 
