@@ -70,6 +70,8 @@ class Courier:
             self._api.gate = self.gate  # a 429 pauses every request of the run
         self.batch_size = self._api.batch_size if self._api is not None else 1
         self.stop = stop or threading.Event()
+        if self._api is not None:
+            self._api.stop = self.stop  # a SIGTERM ends its wait for a rate limit, not just the next send
         self.sleep = sleep
         self.sent = 0
         self.bytes_sent = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -185,6 +186,28 @@ def test_resend_batch_retry_reuses_the_batch_key() -> None:
     keys = [r.headers["Idempotency-Key"] for r in h.api.requests]
     assert len(keys) == 2 and keys[0] == keys[1] and h.sleeps == [2.0]
     assert outcomes == [SendResult("d0", "a"), SendResult("d1", "b")]
+
+
+@pytest.mark.parametrize("shared_pause", [False, True])
+def test_a_stop_during_a_rate_limit_wait_ends_the_wait_and_sends_nothing_more(shared_pause: bool) -> None:
+    """SIGTERM while a 429's Retry-After (50 s) is waited out: the run ended ~99 s later, after two
+    more requests. Now the wait ends at the next look at the stop event, and the 429 stands."""
+    from newsletter.send.pacing import Gate
+
+    h = harness(PostmarkTransport, rate_limited("50"), ok(PostmarkTransport))
+    stop = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        h.sleeps.append(seconds)
+        stop.set()  # the signal arrives during the first step of the wait
+
+    h.transport.sleep, h.transport.stop = sleep, stop
+    if shared_pause:
+        h.transport.gate = Gate(sleep=sleep, clock=lambda: 0.0)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert len(h.api.requests) == 1 and h.sleeps == [0.5]
+    assert caught.value.retry_after == 50 and not caught.value.permanent and not caught.value.unknown
 
 
 def test_postmark_batch_timeout_makes_every_message_unknown() -> None:

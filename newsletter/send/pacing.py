@@ -66,11 +66,26 @@ class Gate:
         with self._lock:
             return max(0.0, self._paused_until - self.clock())
 
-    def wait_paused(self) -> None:
-        """Sleep out the current pause, if any (once: a pause set meanwhile is met at the next call)."""
-        wait = self.paused_for()
-        if wait > 0:
-            self.sleep(wait)
+    def wait_paused(self, stop: threading.Event | None = None) -> None:
+        """Sleep out the current pause, if any (once: a pause set meanwhile is met at the next call);
+        with ``stop``, in steps that end early once it is set (SIGTERM during a 429's pause)."""
+        sleep_unless(self.sleep, self.paused_for(), stop)
+
+
+STOP_CHECK = 0.5  # seconds between looks at the stop event during a long wait
+
+
+def sleep_unless(sleep: Callable[[float], None], seconds: float, stop: threading.Event | None) -> None:
+    """``sleep(seconds)``, cut short when ``stop`` is set (checked every STOP_CHECK seconds)."""
+    if stop is None:
+        if seconds > 0:
+            sleep(seconds)
+        return
+    left = seconds
+    while left > 0 and not stop.is_set():
+        step = min(left, STOP_CHECK)
+        sleep(step)
+        left -= step
 
 
 def auto_connections(round_trip: float, per_request: int, rate: float | None, cap: int = AUTO_CAP) -> int:

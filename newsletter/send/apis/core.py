@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.send.base import Transport
-from newsletter.send.pacing import Gate
+from newsletter.send.pacing import Gate, sleep_unless
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class HttpApiTransport:
         self._refused: SendError | None = None  # an auth failure: every later request would fail too
         # shared with the run's other connections: a 429 pauses them all (see newsletter.send.pacing)
         self.gate: Gate | None = None
+        self.stop: threading.Event | None = None  # the run's: a wait for the next attempt ends when set
 
     def __enter__(self) -> Self:
         self._http()
@@ -243,8 +245,11 @@ class HttpApiTransport:
             log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
             if error.retry_after is not None and self.gate is not None:
                 self.gate.pause(wait)  # every request of the run waits, this one at its next attempt
+                self.gate.wait_paused(self.stop)
             else:
-                self.sleep(wait)
+                sleep_unless(self.sleep, wait, self.stop)
+            if self.stop is not None and self.stop.is_set():
+                raise error  # not sent: a temporary failure, retried by the next run
             attempt += 1
 
     def _attempt(
@@ -252,7 +257,9 @@ class HttpApiTransport:
     ) -> httpx.Response | SendError:
         """One request: its 2xx response, or the SendError that describes what went wrong."""
         if self.gate is not None:
-            self.gate.wait_paused()  # another connection got a 429: wait with it
+            self.gate.wait_paused(self.stop)  # another connection got a 429: wait with it
+            if self.stop is not None and self.stop.is_set():
+                return SendError(f"{self.provider}: the run was asked to stop during a rate-limit pause")
         client = self._http()
         try:
             response = client.send(build(client))
