@@ -210,6 +210,22 @@ def test_a_stop_during_a_rate_limit_wait_ends_the_wait_and_sends_nothing_more(sh
     assert caught.value.retry_after == 50 and not caught.value.permanent and not caught.value.unknown
 
 
+def test_sendgrids_rate_limit_reset_header_is_waited_for_and_a_503_s_retry_after_too() -> None:
+    """SendGrid's 429 says when the limit resets (a Unix time), not Retry-After: each message was
+    retried on the short backoff instead, three requests apiece."""
+    import time
+
+    reset = httpx.Response(429, headers={"X-RateLimit-Reset": str(int(time.time()) + 5)})
+    h = harness(SendGridTransport, reset, ok(SendGridTransport))
+    with h.transport as transport:
+        transport.send(make_message())
+    assert len(h.sleeps) == 1 and 3.5 < h.sleeps[0] <= 5.0
+    h = harness(PostmarkTransport, httpx.Response(503, headers={"Retry-After": "3"}), ok(PostmarkTransport))
+    with h.transport as transport:
+        transport.send(make_message())
+    assert h.sleeps == [3.0]
+
+
 def test_postmark_batch_timeout_makes_every_message_unknown() -> None:
     h = harness(PostmarkTransport, read_timeout)
     with h.transport as transport:

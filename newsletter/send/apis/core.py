@@ -96,6 +96,16 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+def rate_limit_wait(headers: httpx.Headers, now: datetime) -> float | None:
+    """How long a 429 (or 503) asks to wait: ``Retry-After``, else ``X-RateLimit-Reset`` as SendGrid
+    sends it (the Unix time the limit resets); None when neither says."""
+    wait = retry_after_seconds(headers.get("Retry-After"), now)
+    reset = headers.get("X-RateLimit-Reset", "").strip()
+    if wait is not None or not reset.isdigit():
+        return wait
+    return max(0.0, int(reset) - now.timestamp())
+
+
 def _seconds_until(http_date: str, now: datetime) -> float | None:
     try:
         when = parsedate_to_datetime(http_date.strip())
@@ -283,7 +293,7 @@ class HttpApiTransport:
         status = response.status_code
         reply = f"{status} {self._reply(response)}".rstrip()
         if status == 429:
-            wait = retry_after_seconds(response.headers.get("Retry-After"), self.clock())
+            wait = rate_limit_wait(response.headers, self.clock())
             hint = "the API's rate limit or sending quota; the message can be retried later"
             return SendError(f"{self.provider} rate limit for {what}: {reply}", hint, retry_after=wait)
         if status in (401, 403):
@@ -302,8 +312,9 @@ class HttpApiTransport:
             return self._refused
         if status == 504:
             return self._maybe_accepted(f"{self.provider} gateway timeout for {what}: {reply}")
-        if status == 408 or status >= 500:
-            return SendError(f"{self.provider} server error for {what}: {reply}")
+        if status == 408 or status >= 500:  # a 503 may say when to come back
+            wait = retry_after_seconds(response.headers.get("Retry-After"), self.clock())
+            return SendError(f"{self.provider} server error for {what}: {reply}", retry_after=wait)
         return self._rejection(response, what)
 
     def _transport_error(self, exc: httpx.TransportError, what: str) -> SendError:
