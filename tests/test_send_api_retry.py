@@ -96,14 +96,23 @@ def test_429_without_retry_after_backs_off() -> None:
     assert h.sleeps == [1.0, 2.0]
 
 
-def test_429_until_attempts_run_out_is_temporary_with_retry_after() -> None:
-    h = harness(ResendTransport, rate_limited("7"), max_attempts=4)
+def test_429s_spend_no_attempt_until_their_waits_reach_the_bound_then_are_temporary() -> None:
+    """Requests released together when a shared pause ends may meet the limit again: such 429s
+    used up the attempts, and a quarter of a Resend run at 2 requests/s was left unsent."""
+    h = harness(ResendTransport, rate_limited("7"), max_attempts=2, max_retry_after=60)
     with h.transport as transport, pytest.raises(SendError) as caught:
         transport.send(make_message())
     error = caught.value
     assert (error.permanent, error.unknown, error.retry_after) == (False, False, 7.0)
     assert "429" in error.message and "Too many requests" in error.message
-    assert len(h.api.requests) == 4 and h.sleeps == [7.0, 7.0, 7.0]
+    assert h.sleeps == [7.0] * 8 and len(h.api.requests) == 9  # 8 x 7 s = 56 s; a ninth wait passes 60
+
+
+def test_429s_then_success_spend_no_attempt() -> None:
+    h = harness(ResendTransport, rate_limited("1"), rate_limited("1"), rate_limited("1"), ok(ResendTransport))
+    with h.transport as transport:
+        transport.send(make_message())  # max_attempts 3: three 429s would have used them all
+    assert h.sleeps == [1.0, 1.0, 1.0] and len(h.api.requests) == 4
 
 
 def test_429_asking_for_longer_than_the_bound_gives_up_at_once() -> None:

@@ -3,8 +3,10 @@
 Per request:
 
 - 2xx: accepted.
-- 429: wait for ``Retry-After`` (delta-seconds or HTTP-date) when it is at most ``max_retry_after``, else stop
-  at once; when attempts run out: SendError(permanent=False, retry_after=<seconds the API asked for>).
+- 429: wait for ``Retry-After`` (delta-seconds or HTTP-date; SendGrid's ``X-RateLimit-Reset``) when it
+  is at most ``max_retry_after``, else stop at once. Such a wait spends no attempt (requests released
+  together at the end of a shared pause may meet the limit again), up to ``max_retry_after`` seconds
+  of them per request; then SendError(permanent=False, retry_after=<seconds the API asked for>).
 - 408, 5xx but 504, and failures before the request body went out (connect, pool, write): retried with
   exponential backoff, then a temporary SendError.
 - 504, read timeouts and connections lost after the body went out: the API may have accepted the message,
@@ -243,24 +245,29 @@ class HttpApiTransport:
         """Send the request ``build`` makes until a 2xx reply, retrying as the module docstring says."""
         if self._refused is not None:
             raise SendError(self._refused.message, self._refused.hint, transport_down=True)
-        attempt = 1
+        attempt, waited = 1, 0.0  # waited: seconds of waits the API asked for (they spend no attempt)
         while True:
             reply = self._attempt(build, what)
             if isinstance(reply, httpx.Response):
                 return reply
             error = reply
             wait = self._wait(error, attempt)
-            if wait is None:
+            asked = error.retry_after is not None
+            if wait is None or (asked and waited + wait > self.max_retry_after):
                 raise error
             log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
-            if error.retry_after is not None and self.gate is not None:
-                self.gate.pause(wait)  # every request of the run waits, this one at its next attempt
-                self.gate.wait_paused(self.stop)
-            else:
-                sleep_unless(self.sleep, wait, self.stop)
+            self._wait_out(wait, asked)
             if self.stop is not None and self.stop.is_set():
                 raise error  # not sent: a temporary failure, retried by the next run
-            attempt += 1
+            waited, attempt = (waited + wait, attempt) if asked else (waited, attempt + 1)
+
+    def _wait_out(self, wait: float, asked: bool) -> None:
+        """Wait before the next attempt; a wait the API asked for pauses every request of the run."""
+        if asked and self.gate is not None:
+            self.gate.pause(wait)  # every request of the run waits, this one at its next attempt
+            self.gate.wait_paused(self.stop)
+        else:
+            sleep_unless(self.sleep, wait, self.stop)
 
     def _attempt(
         self, build: Callable[[httpx.Client], httpx.Request], what: str
