@@ -147,7 +147,12 @@ def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Pa
         ("check", "NEWSLETTER_FETCH_CRON", "nonsense", "error: invalid setting field 'fetch_cron'"),
         ("check", "NEWSLETTER_TRANSPORT", "postmark", "error: transport 'postmark' needs an API key"),
         ("check", "NEWSLETTER_FROM", "not an address", "error: setting 'sender': invalid email address"),
-        ("status", "NEWSLETTER_SOURCES", "not json", "error: invalid setting:"),
+        (
+            "status",
+            "NEWSLETTER_SOURCES",
+            "not json",
+            "error: invalid setting field 'sources': not valid JSON",
+        ),
         ("status", "NEWSLETTER_SMTP_TIMEOUT", "nan", "error: invalid setting field 'smtp_timeout'"),
         ("status", "NEWSLETTER_SMTP_PORT", "99999", "error: invalid setting field 'smtp_port'"),
         ("status", "NEWSLETTER_DATABASE_URL", "sqlite://user:pw-secret@/x", "error: invalid database URL"),
