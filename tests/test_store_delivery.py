@@ -346,6 +346,25 @@ def test_a_refused_digest_requeued_drops_its_batch_key_and_an_unknown_one_keeps_
     assert keys == {"f": None, "u": "newsletter-batch/k1"}
 
 
+def test_a_second_planner_of_the_same_papers_is_dropped_and_the_watermark_never_goes_back(
+    store: Store,
+) -> None:
+    """A coordinator restarted while its shards ran: its new shards planned window (1, 3] while the old
+    ones still planned (1, 2], so each paper went out in two digests with different ids."""
+    first = plan_for(store, "old-shard", papers=3)
+    store.plan_digest(replace(first, watermark_seq=3))
+    overlapping = replace(plan_for(store, "new-shard", papers=3, offset=1), watermark_seq=2)
+    elsewhere = plan_for(store, "new-shard-bob", BOB, papers=3, offset=1)  # another subscriber: fine
+    assert store.plan_digests([overlapping, elsewhere]) == 1  # Bob's only
+    assert {r.digest_id for r in store.pending_deliveries()} == {"old-shard", "new-shard-bob"}
+    state = store.subscriber_state(ADA)
+    assert state is not None and state.watermark_seq == 3  # not moved back to 2 by any later plan
+    fresh = replace(plan_for(store, "later", papers=2, offset=3), watermark_seq=2)
+    assert store.plan_digests([fresh]) == 1  # new papers: planned, and the watermark stays at 3
+    state = store.subscriber_state(ADA)
+    assert state is not None and state.watermark_seq == 3
+
+
 def test_pending_deliveries_are_oldest_first_and_can_be_capped(store: Store) -> None:
     for hours, digest_id in ((3, "c"), (1, "a"), (2, "b")):
         store.plan_digest(

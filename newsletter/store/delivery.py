@@ -13,6 +13,7 @@ run leaves at most the digests it was sending in 'sending'; the next run turns t
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -44,6 +45,8 @@ from newsletter.store.records import (
     SubscriberState,
 )
 from newsletter.store.schema import digest_items, digests, subscribers
+
+log = logging.getLogger(__name__)
 
 MAX_DIGEST_ID = 200  # digests.id is VARCHAR(200)
 MAX_ERROR = 2000  # characters of an error kept in last_error
@@ -138,12 +141,53 @@ def plan_digests(conn: Connection, plans: Iterable[DigestPlan]) -> list[str]:
     for batch in chunks(unique.values()):
         for plan in batch:
             _check_plan(plan)
-        inserted = _insert_digests(conn, batch)
+        batch = _unclaimed(conn, batch)
+        inserted = _insert_digests(conn, batch) if batch else set()
         fresh = [p for p in batch if p.digest_id in inserted]
         if fresh:
             _record_plans(conn, fresh)
             planned.extend(p.digest_id for p in fresh)
     return planned
+
+
+def _unclaimed(conn: Connection, plans: Sequence[DigestPlan]) -> list[DigestPlan]:
+    """The plans none of whose papers their subscriber has in a digest that went or may go out.
+
+    Two planners can hold one subscriber's papers: a coordinator restarted while its shards still run
+    plans the same papers under another window (so another digest id). The later plan is dropped:
+    never twice. On PostgreSQL the subscribers' rows are locked first (in key order), so two planners
+    of one subscriber take turns and the second sees the first's digest.
+    """
+    keys = sorted({address_key(p.email) for p in plans})
+    insert = _dialect(conn).insert
+    conn.execute(
+        insert(subscribers).on_conflict_do_nothing(index_elements=["email"]), [{"email": k} for k in keys]
+    )
+    if conn.dialect.name == "postgresql":
+        lock = (
+            sa.select(subscribers.c.email).where(subscribers.c.email.in_(keys)).order_by(subscribers.c.email)
+        )
+        conn.execute(lock.with_for_update())
+    papers = sorted({i.paper_id for p in plans for i in p.items})
+    query = (
+        sa.select(digests.c.email, digest_items.c.paper_id)
+        .join(digest_items, digest_items.c.digest_id == digests.c.id)
+        .where(digests.c.email.in_(keys), digests.c.status.in_(CLAIMED), digest_items.c.paper_id.in_(papers))
+    )
+    taken = {(email, paper_id) for email, paper_id in conn.execute(query)}
+    kept = [p for p in plans if not any((address_key(p.email), i.paper_id) in taken for i in p.items)]
+    dropped = [p for p in plans if p not in kept]
+    again = _existing_ids(conn, [p.digest_id for p in dropped])  # the same digest planned twice: quiet
+    for plan in dropped:
+        if plan.digest_id not in again:
+            log.warning(
+                "%s: digest %s not planned: its papers are in another digest", plan.email, plan.digest_id
+            )
+    return kept
+
+
+def _existing_ids(conn: Connection, ids: list[str]) -> set[str]:
+    return set(conn.execute(sa.select(digests.c.id).where(digests.c.id.in_(ids))).scalars())
 
 
 def _insert_digests(conn: Connection, plans: Sequence[DigestPlan]) -> set[str]:
@@ -166,15 +210,21 @@ def _record_plans(conn: Connection, plans: list[DigestPlan]) -> None:
         {"email": key, "watermark_seq": p.watermark_seq, "last_digest_at": p.created_at}
         for key, p in sorted(latest.items())
     ]
-    _upsert(
-        conn,
-        watermark,
-        {"watermark_seq": lambda ex: ex.watermark_seq, "last_digest_at": lambda ex: ex.last_digest_at},
-    )
+    _upsert(conn, watermark, {"watermark_seq": _never_back, "last_digest_at": lambda ex: ex.last_digest_at})
     rows = [  # ~10 per digest: the bulk of planning
         (p.digest_id, i.paper_id, i.position, float(i.score), i.why) for p in plans for i in p.items
     ]
     Prepared(_INSERT_ITEM, conn.dialect).run_rows(conn, _ITEM_COLUMNS, rows)
+
+
+def _never_back(excluded: Any) -> Any:
+    """The later of the stored watermark and the plan's: two planners' windows can end in either order."""
+    stored = subscribers.c.watermark_seq
+    return sa.case(
+        (stored.is_(None), excluded.watermark_seq),
+        (excluded.watermark_seq > stored, excluded.watermark_seq),
+        else_=stored,
+    )
 
 
 _ITEM_COLUMNS = ("digest_id", "paper_id", "position", "score", "why")
