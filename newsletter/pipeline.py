@@ -456,10 +456,12 @@ class Pipeline:
     ) -> tuple[OutgoingMessage, tuple[ItemReport, ...]] | DigestOutcome:
         """A queued digest's message as first built, or its outcome when it cannot be sent any more."""
         sub = subscribers.find(record.email)
-        if sub is None or self.store.is_unsubscribed(record.email):
-            why = "unsubscribed" if sub else "no longer in the subscribers file"
-            self.store.mark_failed(record.digest_id, now, why, permanent=True)
-            return DigestOutcome(record.email, "failed", why, digest_id=record.digest_id)
+        if sub is None:  # a paused or half-written file must not lose the digest: it waits for them
+            why = "not in the subscribers file: kept queued until they are back"
+            return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+        if self.store.is_unsubscribed(record.email):
+            self.store.mark_failed(record.digest_id, now, "unsubscribed", permanent=True)
+            return DigestOutcome(record.email, "failed", "unsubscribed", digest_id=record.digest_id)
         items = _scored(record)
         try:
             message = self._message(sub, items, record.digest_id, record.created_at)
