@@ -1,10 +1,11 @@
 """When is a subscriber's next digest due? Pure functions of the profile, the last digest and the clock.
 
 A daily or weekly subscriber has *slots*: local moments (``send_at``, on ``weekday`` for weekly) in their
-own time zone. A digest is due when the most recent slot has passed and no digest was made on that
-slot's local day or later, so a run that missed a slot (machine down, holiday) catches up once at the
-next run, and a digest made earlier on a slot's day (a new subscriber's first, a catch-up) counts for
-that slot: a daily subscriber never gets two digests on one local day.
+own time zone. Each digest serves one slot: the latest at or before it was made, or the next one when
+that is nearer (a new subscriber's first digest, made earlier on a slot's day, counts for that slot).
+A digest is due when the most recent slot has passed and the last digest served an earlier one, so a
+run that missed a slot (machine down, holiday) catches up once at the next run, and a late digest
+(00:15 for a 23:30 slot) serves the slot it was late for, not the next day's.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ def is_due(subscriber: Subscriber, last_digest_at: datetime | None, now: datetim
         return True
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
         return now - last_digest_at >= WEEK
-    return _local_day(subscriber, last_digest_at) < _local_day(subscriber, latest_slot(subscriber, now))
+    return latest_slot(subscriber, now) > served_slot(subscriber, last_digest_at)
+
+
+def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
+    """The slot a digest made at ``made_at`` served: the latest at or before it, or the one later that
+    day when that is nearer (a digest made early for it)."""
+    before = latest_slot(subscriber, made_at)
+    that_day = _slot_on(subscriber, _local_day(subscriber, made_at))
+    return that_day if that_day > made_at and that_day - made_at < made_at - before else before
 
 
 def next_due_at(subscriber: Subscriber, last_digest_at: datetime | None, now: datetime) -> datetime | None:
@@ -35,10 +44,7 @@ def next_due_at(subscriber: Subscriber, last_digest_at: datetime | None, now: da
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
         return last_digest_at + WEEK
     step = WEEK if subscriber.cadence == "weekly" else timedelta(days=1)
-    day = _local_day(subscriber, latest_slot(subscriber, now)) + step
-    while day <= _local_day(subscriber, last_digest_at):  # that day's slot is already served
-        day += step
-    return _slot_on(subscriber, day)
+    return _slot_on(subscriber, _local_day(subscriber, served_slot(subscriber, last_digest_at)) + step)
 
 
 def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:

@@ -1,4 +1,5 @@
 from datetime import UTC, datetime, time, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -50,6 +51,18 @@ def test_a_digest_made_before_the_days_slot_counts_for_that_day() -> None:
     assert is_due(s, first, datetime(2026, 3, 12, 7, 30, tzinfo=PARIS))
     late = datetime(2026, 3, 11, 23, 30, tzinfo=PARIS)  # a late digest does not delay the next day's
     assert is_due(s, late, datetime(2026, 3, 12, 7, 30, tzinfo=PARIS))
+
+
+def test_a_late_digest_serves_the_slot_it_was_late_for_not_the_next_days() -> None:
+    """send_at 23:30 and an hourly cron at :15: the 00:15 run's digest counted for that day's 23:30
+    slot too, so a digest went out only every other day."""
+    s = sub(cadence="daily", send_at=time(23, 30))
+    last = datetime(2026, 3, 11, 0, 15, tzinfo=UTC)  # the run after the 10th's 23:30 slot
+    assert not is_due(s, last, datetime(2026, 3, 11, 23, 15, tzinfo=UTC))
+    assert is_due(s, last, datetime(2026, 3, 12, 0, 15, tzinfo=UTC))  # for the 11th's 23:30 slot
+    assert next_due_at(s, last, last) == datetime(2026, 3, 11, 23, 30, tzinfo=UTC)
+    made = [datetime(2026, 3, d, 0, 15, tzinfo=UTC) for d in range(11, 18)]
+    assert all(is_due(s, prev, now) for prev, now in pairwise(made))  # every day
 
 
 def test_daily_slot_across_spring_dst_change() -> None:
