@@ -111,13 +111,13 @@ class Daemon:
 
     def tick(self, pipeline: Pipeline) -> None:
         with self._busy:
-            if self.stop.is_set() or not self._leads():
-                return
             try:
+                if self.stop.is_set() or not self._leads():
+                    return
                 report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
                 log.info("tick: %s", report.summary())
                 save_report(self.settings, report)
-            except NewsletterError as exc:
+            except NewsletterError as exc:  # the database gone a while, too: one line a tick
                 log.error("tick failed: %s", exc)
 
     def _leads(self) -> bool:
@@ -125,7 +125,11 @@ class Daemon:
 
     def fetch(self, pipeline: Pipeline) -> None:
         with self._busy:
-            if not self._leads():
+            try:
+                if not self._leads():
+                    return
+            except NewsletterError as exc:
+                log.error("fetch skipped: %s", exc)
                 return
             written, _failures = fetch_all(self.sources, self.clock())  # each failure is logged
         if written:
@@ -137,6 +141,8 @@ class Daemon:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the message in flight", signal.Signals(signum).name)
+        if self.stop.is_set():
+            return  # a second signal: the first one's shutdown is already under way
         self.stop.set()
         self.scheduler.shutdown(wait=True)
 

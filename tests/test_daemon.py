@@ -73,3 +73,18 @@ def test_status_shows_next_due_per_subscriber(env: dict[str, str]) -> None:
     assert due["diff@example.org"] is None  # each-dump: the words are in next_due
     assert data["subscribers"][1]["next_due"] == "when a dump brings new papers"
     assert load_settings(home=Path(env["NEWSLETTER_HOME"])).last_run_file.exists()
+
+
+def test_a_second_signal_does_not_shut_the_scheduler_down_twice(env: dict[str, str]) -> None:
+    """A second SIGTERM raised SchedulerNotRunningError, and the message in flight became 'unknown'."""
+    from newsletter.schedule import Daemon
+
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
+    )
+    daemon = Daemon(settings)
+    calls: list[bool] = []
+    daemon.scheduler.shutdown = lambda wait=True: calls.append(wait)  # type: ignore[method-assign]
+    daemon._on_signal(signal.SIGTERM, None)
+    daemon._on_signal(signal.SIGTERM, None)
+    assert daemon.stop.is_set() and calls == [True]
