@@ -18,6 +18,7 @@ which the workers share (the lock's file descriptor is inherited). Workers die w
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -62,8 +63,9 @@ class LocalProcesses:
 
 def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], stop: threading.Event | None) -> RunReport:
     report = RunReport()
+    everyone = [process for process, _ in jobs]
     for process, receive in jobs:
-        result = _result_of(process, receive, stop)
+        result = _result_of(process, receive, stop, everyone)
         process.join()
         if isinstance(result, RunReport):
             report.merge(result)
@@ -75,15 +77,19 @@ def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], stop: threading.Eve
 
 
 def _result_of(
-    process: BaseProcess, receive: Connection, stop: threading.Event | None
+    process: BaseProcess, receive: Connection, stop: threading.Event | None, everyone: Sequence[BaseProcess]
 ) -> RunReport | str | None:
-    """The worker's report (or error text); None if it died without one."""
+    """The worker's report (or error text); None if it died without one. Once ``stop`` is set every
+    worker still running is told at once (not each after the one before it has finished)."""
     signalled = False
     while not receive.poll(0.2):
         if not process.is_alive():
             break
         if stop is not None and stop.is_set() and not signalled:
-            os.kill(process.pid or 0, signal.SIGTERM)  # finish the message in flight, then stop
+            for each in everyone:  # finish the message in flight, then stop
+                if each.is_alive() and each.pid:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(each.pid, signal.SIGTERM)
             signalled = True
     try:
         result: RunReport | str = receive.recv()

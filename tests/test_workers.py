@@ -96,3 +96,35 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(child) for child in (task / "children").read_text().split()]
     return found
+
+
+def test_a_stop_reaches_every_worker_at_once_not_each_after_the_one_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With 4 workers, SIGTERM reached the next only once the one before had finished: six more
+    digests went out over 3.5 s after the signal."""
+    import multiprocessing
+    import threading
+
+    from newsletter import parallel
+
+    receive, send = multiprocessing.Pipe(duplex=False)
+
+    class Busy:  # a worker process that is still sending; the first dies at its third check
+        def __init__(self, pid: int) -> None:
+            self.pid, self.checks = pid, 0
+
+        def is_alive(self) -> bool:
+            self.checks += 1
+            if self.pid == 101 and self.checks >= 3:
+                send.close()  # died without a report
+                return False
+            return True
+
+    killed: list[int] = []
+    monkeypatch.setattr(parallel.os, "kill", lambda pid, sig: killed.append(pid))
+    workers = [Busy(pid) for pid in (101, 102, 103, 104)]
+    stop = threading.Event()
+    stop.set()
+    assert parallel._result_of(workers[0], receive, stop, workers) is None  # type: ignore[arg-type]
+    assert killed == [101, 102, 103, 104]
