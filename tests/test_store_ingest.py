@@ -228,3 +228,17 @@ def test_dump_metadata_is_kept(store: Store) -> None:
     )
     assert (record.ingested_at, record.papers, record.new) == (at(3), 1, 1)
     assert store.dumps(["cd" * 32]) == []
+
+
+def test_a_dump_already_ingested_is_logged_at_debug_not_info(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A daemon reads every file of the folder each tick: 1,000 old dumps were 1,000 INFO lines a tick."""
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="newsletter.store.store")
+    dump = make_dump(paper("Once"))
+    store.ingest(dump, at(0))
+    store.ingest(dump, at(1))
+    levels = [r.levelno for r in caplog.records if r.getMessage().startswith("ingested ")]
+    assert levels == [logging.INFO, logging.DEBUG]

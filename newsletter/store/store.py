@@ -148,8 +148,14 @@ class Store:
         _aware(now, "now")
         with self._tx(f"ingesting {dump.source}", write=True) as conn:
             result = ingest_dump(conn, dump, now)
-        log.info(
-            "ingested %s: dump %s, %s papers, %s new", dump.source, result.dump_seq, result.papers, result.new
+        level = logging.DEBUG if result.already else logging.INFO  # a daemon sees every old file each tick
+        log.log(
+            level,
+            "ingested %s: dump %s, %s papers, %s new",
+            dump.source,
+            result.dump_seq,
+            result.papers,
+            result.new,
         )
         return result
 
