@@ -78,7 +78,7 @@ def test_refused_files_recorded_before_0007_survive_it_and_a_second_name_can_joi
         )
     engine.dispose()
     with Store(store_url) as store:
-        assert store.migrations_applied == ["0007_rejected_by_path"]
+        assert store.migrations_applied == [name for name, _ in MIGRATIONS if name >= "0007"]
         store.remember_rejected("abc", "dumps/two.json", "item 1: bad", datetime(2026, 1, 2, tzinfo=UTC))
         store.remember_rejected("abc", "dumps/two.json", "again", datetime(2026, 1, 3, tzinfo=UTC))
         assert sorted((r.path, r.problem) for r in store.rejected_files()) == [

@@ -45,6 +45,7 @@ from newsletter.store.records import (
     SubscriberState,
 )
 from newsletter.store.schema import digest_items, digests, subscribers
+from newsletter.store.schema import papers as papers_table
 
 log = logging.getLogger(__name__)
 
@@ -169,10 +170,17 @@ def _unclaimed(conn: Connection, plans: Sequence[DigestPlan]) -> list[DigestPlan
         )
         conn.execute(lock.with_for_update())
     papers = sorted({i.paper_id for p in plans for i in p.items})
+    # a digest holding one of these papers covers the dump it was first seen in: only recent ones do
+    oldest = sa.select(sa.func.min(papers_table.c.first_dump_seq)).where(papers_table.c.id.in_(papers))
     query = (
         sa.select(digests.c.email, digest_items.c.paper_id)
         .join(digest_items, digest_items.c.digest_id == digests.c.id)
-        .where(digests.c.email.in_(keys), digests.c.status.in_(CLAIMED), digest_items.c.paper_id.in_(papers))
+        .where(
+            digests.c.email.in_(keys),
+            digests.c.watermark_seq >= oldest.scalar_subquery(),
+            digests.c.status.in_(CLAIMED),
+            digest_items.c.paper_id.in_(papers),
+        )
     )
     taken = {(email, paper_id) for email, paper_id in conn.execute(query)}
     kept = [p for p in plans if not any((address_key(p.email), i.paper_id) in taken for i in p.items)]
@@ -191,12 +199,10 @@ def _existing_ids(conn: Connection, ids: list[str]) -> set[str]:
 
 
 def _insert_digests(conn: Connection, plans: Sequence[DigestPlan]) -> set[str]:
-    """Insert the digest rows not there yet (their subscribers first); the ids inserted."""
+    """Insert the digest rows not there yet (their subscribers' rows are there: see _unclaimed); the ids
+    inserted."""
     keys = sorted({address_key(p.email) for p in plans})
     insert = _dialect(conn).insert
-    conn.execute(
-        insert(subscribers).on_conflict_do_nothing(index_elements=["email"]), [{"email": k} for k in keys]
-    )
     gone = _unsubscribed_among(conn, keys)  # since the run read who had unsubscribed
     rows = sorted((_digest_row(p, address_key(p.email) in gone) for p in plans), key=lambda row: row["id"])
     stmt = insert(digests).on_conflict_do_nothing(index_elements=["id"]).returning(digests.c.id)

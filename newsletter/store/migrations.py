@@ -220,6 +220,11 @@ def _0007_rejected_by_path(conn: Connection) -> None:
     conn.execute(sa.text("DROP TABLE rejected_files_0006"))
 
 
+def _0008_recent_digests(conn: Connection) -> None:
+    """A subscriber's digests by window end, so planning finds the recent ones that may share papers."""
+    conn.execute(sa.text("CREATE INDEX ix_digests_email_watermark ON digests (email, watermark_seq)"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -228,6 +233,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0005_batch_key", _0005_batch_key),
     ("0006_feedback", _0006_feedback),
     ("0007_rejected_by_path", _0007_rejected_by_path),
+    ("0008_recent_digests", _0008_recent_digests),
 )
 
 

@@ -118,6 +118,7 @@ digests = sa.Table(
     sa.Column("batch_key", sa.String(100)),  # idempotency key of its last batch request (Resend)
     status_check(),
     sa.Index("ix_digests_status_created", "status", "created_at"),
+    sa.Index("ix_digests_email_watermark", "email", "watermark_seq"),  # a subscriber's recent digests
 )
 
 digest_items = sa.Table(
