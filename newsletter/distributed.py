@@ -13,23 +13,32 @@ that safe: what the dead worker sent is 'sent' (its papers are claimed, so it is
 what it planned but had not sent is 'pending' (sent by the next run), and the one message it was
 handing over stays 'sending' until the coordinator's run ends and turns it into 'unknown'. Its job
 ids, statuses and the report read back from the delivery log are all the coordinator keeps.
+
+A worker asked to stop (SIGTERM/SIGINT) stops its shard after the message in flight, as a run does, and
+hands the job back to the queue: another worker, or this one restarted, delivers the rest. A
+coordinator that sees no live worker for NO_WORKER_AFTER seconds gives up: it takes back the jobs no
+worker has started, ends the run with an error, and the next run builds those digests again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 import procrastinate
 import psycopg
+from procrastinate.exceptions import ConnectorException, JobAborted
+from procrastinate.job_context import JobContext
 from procrastinate.schema import SchemaManager
 
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, NewsletterError, StoreError
 from newsletter.report import DigestOutcome, ItemReport, RunReport, Status
 from newsletter.shards import Shard, ShardWork
 from newsletter.store import PENDING, RETRY, SENDING, Store
@@ -38,11 +47,16 @@ from newsletter.store.engine import parse_url
 log = logging.getLogger(__name__)
 
 QUEUE = "newsletter"
+WORKER_NAME = "worker"  # procrastinate's worker logs as procrastinate.worker.<name> too
 TASK = "newsletter.deliver_shard"
 HEARTBEAT = 1.0  # seconds between a worker's heartbeats
 STALLED_AFTER = 10.0  # seconds without a heartbeat after which a worker's job is given to another
 POLL = 0.5  # seconds between the coordinator's looks at its jobs
+NO_WORKER_AFTER = 120.0  # seconds with no live worker after which a coordinator stops waiting
+ABORT_POLL = 0.2  # seconds between a running shard's looks at whether its worker is stopping
+HANDBACKS = 20  # times a shard's job goes back to the queue because its worker stopped
 SCHEMA_LOCK_KEY = 0x6E6C5F6A6F62  # "nl_job": one process installs the queue's tables
+_SHARD_ARGUMENTS = re.compile(r"\(shard=\{.*\}\)", re.DOTALL)  # in a job's call_string
 _FINAL = ("succeeded", "failed", "cancelled", "aborted")
 # how a digest a worker left in each state shows in the run's report
 _REPORTED: dict[str, Status] = {
@@ -80,29 +94,89 @@ def install_queue(db_url: str) -> None:
 def make_app(db_url: str, work: ShardWork | None = None) -> procrastinate.App:
     """The procrastinate app; with ``work`` it can run the shard task (a worker), else only defer it."""
     app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(db_url)))
+    handback = procrastinate.RetryStrategy(max_attempts=HANDBACKS, retry_exceptions={JobAborted})
 
-    def deliver_shard(shard: dict[str, Any]) -> dict[str, int]:
+    def deliver_shard(context: JobContext, shard: dict[str, Any]) -> dict[str, int]:
         if work is None:
             raise NewsletterError("this process defers shards; run `newsletter worker` to deliver them")
-        report = work.deliver_shard(Shard.from_json(shard))
+        part = Shard.from_json(shard)
+        log.info("shard %d/%d: %d subscribers", part.index + 1, part.count, len(part.subscribers))
+        with _stop_when_aborted(context) as stop:
+            report = work.deliver_shard(part, stop)
+        if stop.is_set():  # the worker is stopping: the job goes back to the queue for the rest
+            raise JobAborted(f"shard {part.index + 1}/{part.count}: stopped, handed back to the queue")
         return dict(report.statuses)
 
-    app.task(name=TASK, queue=QUEUE)(deliver_shard)
+    app.task(name=TASK, queue=QUEUE, pass_context=True, retry=handback)(deliver_shard)
     return app
 
 
+@contextlib.contextmanager
+def _stop_when_aborted(context: JobContext) -> Iterator[threading.Event]:
+    """An event set once procrastinate asks the job to abort (its worker got SIGTERM/SIGINT)."""
+    stop, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        while not done.wait(ABORT_POLL):
+            if context.should_abort():
+                stop.set()
+                return
+
+    watcher = threading.Thread(target=watch, name="shard-abort-watch", daemon=True)
+    watcher.start()
+    try:
+        yield stop
+    finally:
+        done.set()
+        watcher.join()
+
+
 def run_worker(db_url: str, work: ShardWork, concurrency: int = 1) -> None:
-    """Take shard jobs until SIGTERM/SIGINT (the job in progress is finished first)."""
-    install_queue(db_url)
-    app = make_app(db_url, work)
-    log.info("worker started: queue %r, %d at a time", QUEUE, concurrency)
-    app.run_worker(
-        queues=[QUEUE],
-        concurrency=concurrency,
-        update_heartbeat_interval=HEARTBEAT,
-        stalled_worker_timeout=STALLED_AFTER,
-        delete_jobs="successful",
-    )
+    """Take shard jobs until SIGTERM/SIGINT; a shard in progress stops after the message in flight and
+    goes back to the queue."""
+    for name in ("procrastinate.worker", f"procrastinate.worker.{WORKER_NAME}"):  # its two loggers
+        logging.getLogger(name).addFilter(ShortJobLines())
+    with queue_errors(db_url):
+        install_queue(db_url)
+        app = make_app(db_url, work)
+        log.info("worker started: queue %r, %d at a time", QUEUE, concurrency)
+        app.run_worker(
+            queues=[QUEUE],
+            concurrency=concurrency,
+            update_heartbeat_interval=HEARTBEAT,
+            stalled_worker_timeout=STALLED_AFTER,
+            shutdown_graceful_timeout=0,  # at once: each running shard stops after its message in flight
+            delete_jobs="successful",
+            name=WORKER_NAME,
+        )
+
+
+class ShortJobLines(logging.Filter):
+    """procrastinate's worker names a job by its call, arguments and all: a shard's are its subscribers'
+    profiles, hundreds of kB. Its log lines keep the task's name and job id, and a shard handed back
+    to the queue (its worker stopping) is one line, not a traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        short = _SHARD_ARGUMENTS.sub("(…)", message)
+        if short != message:
+            record.msg, record.args = short, None
+        if record.exc_info and isinstance(record.exc_info[1], JobAborted):
+            record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+@contextlib.contextmanager
+def queue_errors(db_url: str) -> Iterator[None]:
+    """The queue's database unreachable or failing: one StoreError line, not procrastinate's traceback."""
+    try:
+        yield
+    except (psycopg.Error, ConnectorException) as exc:
+        cause = exc.__cause__ if isinstance(exc, ConnectorException) and exc.__cause__ else exc
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        where = parse_url(db_url).render_as_string(hide_password=True)
+        raise StoreError(f"the job queue's database ({where}): {first}") from exc
 
 
 class ProcrastinateExecutor:
@@ -113,13 +187,15 @@ class ProcrastinateExecutor:
     def __init__(self, store: Store, db_url: str) -> None:
         self.store = store
         self.db_url = db_url
-        install_queue(db_url)
+        with queue_errors(db_url):
+            install_queue(db_url)
 
     def run(self, shards: Sequence[Shard], work: ShardWork, stop: threading.Event | None) -> RunReport:
         if not shards:
             return RunReport()
         now, started = shards[0].now, time.perf_counter()
-        report = asyncio.run(self._run(shards, stop))
+        with queue_errors(self.db_url):
+            report = asyncio.run(self._run(shards, stop))
         log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
         report.merge(self._outcomes(now, shards[0].detailed))
         return report
@@ -138,10 +214,18 @@ class ProcrastinateExecutor:
     ) -> RunReport:
         report = RunReport()
         waiting = dict(jobs)
+        alone = _Alone()
         while waiting:
             if stop is not None and stop.is_set():
                 await self._cancel_queued(app, waiting)
                 report.errors.append(f"stopped: {len(waiting)} shards left to the workers or the next run")
+                break
+            if alone.for_too_long(await self._live_workers(app)):
+                await self._cancel_queued(app, waiting)
+                report.errors.append(
+                    f"no `newsletter worker` took the shards for {NO_WORKER_AFTER:.0f} s: "
+                    f"{len(waiting)} shards left to the next run (start workers on this database)"
+                )
                 break
             await self._requeue_stalled(app, waiting)
             statuses = await self._statuses(app, list(waiting))
@@ -162,6 +246,15 @@ class ProcrastinateExecutor:
             "SELECT id, status FROM procrastinate_jobs WHERE id = ANY(%(ids)s)", ids=ids
         )
         return {row["id"]: row["status"] for row in rows}
+
+    @staticmethod
+    async def _live_workers(app: procrastinate.App) -> int:
+        rows = await app.connector.execute_query_all_async(
+            "SELECT count(*) AS live FROM procrastinate_workers "
+            "WHERE last_heartbeat > now() - make_interval(secs => %(after)s)",
+            after=STALLED_AFTER,
+        )
+        return int(rows[0]["live"])
 
     @staticmethod
     async def _requeue_stalled(app: procrastinate.App, waiting: dict[int, Shard]) -> None:
@@ -191,3 +284,19 @@ class ProcrastinateExecutor:
             reason = "" if status == record.status else f"{record.status}: {record.last_error or 'queued'}"
             report.add(DigestOutcome(record.email, status, reason, items, record.digest_id))
         return report
+
+
+class _Alone:
+    """How long the coordinator has seen no live worker; warns once when that starts."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def for_too_long(self, live: int) -> bool:
+        if live:
+            self.since = None
+            return False
+        if self.since is None:
+            self.since = time.monotonic()
+            log.warning("no `newsletter worker` is running: waiting up to %.0f s for one", NO_WORKER_AFTER)
+        return time.monotonic() - self.since >= NO_WORKER_AFTER

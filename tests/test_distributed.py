@@ -5,6 +5,7 @@ hands out; a worker killed with -9 mid-run loses nothing and sends nothing twice
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import signal
@@ -14,15 +15,19 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
+import psycopg
 import pytest
 import yaml
 
+from newsletter.shards import ShardWork
 from newsletter.store import SENT, UNKNOWN, Store
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
-from .test_crash import DOMAIN, TOPICS, journal_length, read_journal, smtp_server
+from .test_crash import DOMAIN, TOPICS, journal_length, read_journal, smtp_server, start_run
 
 pytest.importorskip("procrastinate")
 
@@ -116,39 +121,36 @@ def _write_subscribers(path: Path) -> None:
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
 
 
+def _smtp_env(port: int) -> dict[str, str]:
+    return {
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        # one connection per worker: a kill leaves at most one unknown (auto would open up to 8
+        # against a server that takes 20 ms, and a kill could leave one per connection)
+        "NEWSLETTER_CONNECTIONS": "1",
+    }
+
+
+def _coordinator_env(tmp_path: Path, pg_url: str, smtp: dict[str, str]) -> dict[str, str]:
+    """A coordinator's settings, its SUBSCRIBERS readers and the first seed in its dumps folder."""
+    env = make_env(tmp_path) | smtp
+    env |= {"NEWSLETTER_DATABASE_URL": pg_url, "NEWSLETTER_EXECUTOR": "procrastinate"}
+    _write_subscribers(Path(env["NEWSLETTER_SUBSCRIBERS"]))
+    add_dumps(env, seed_names()[0])
+    return env
+
+
 @pytest.mark.slow
 def test_three_workers_one_killed_mid_run_send_every_digest_once(tmp_path: Path, pg_url: str) -> None:
     journal = tmp_path / "journal.jsonl"
     rng = random.Random()
     with smtp_server(journal, delay=0.02) as port:
-        smtp = {
-            "NEWSLETTER_TRANSPORT": "smtp",
-            "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-            "NEWSLETTER_SMTP_PORT": str(port),
-            # one connection per worker: a kill leaves at most one unknown (auto would open up to 8
-            # against a server that takes 20 ms, and a kill could leave one per connection)
-            "NEWSLETTER_CONNECTIONS": "1",
-        }
-        env = (
-            make_env(tmp_path)
-            | smtp
-            | {
-                "NEWSLETTER_DATABASE_URL": pg_url,
-                "NEWSLETTER_EXECUTOR": "procrastinate",
-                "NEWSLETTER_WORKERS": "6",  # shards
-            }
-        )
-        _write_subscribers(Path(env["NEWSLETTER_SUBSCRIBERS"]))
-        add_dumps(env, seed_names()[0])
+        smtp = _smtp_env(port)
+        env = _coordinator_env(tmp_path, pg_url, smtp) | {"NEWSLETTER_WORKERS": "6"}  # shards
         homes = [_worker_env(tmp_path, f"worker{i}", pg_url, smtp) for i in range(3)]
         with workers(homes, tmp_path) as procs:
-            with (tmp_path / "run.log").open("wb") as run_log:
-                run = subprocess.Popen(
-                    [sys.executable, "-m", "newsletter", "run", "--now", NOW],
-                    env={**os.environ, **env},
-                    stdout=subprocess.DEVNULL,
-                    stderr=run_log,
-                )
+            run = start_run(env, NOW, tmp_path / "run.log")
             kill_after = rng.randint(100, 1200)  # messages received before the kill: a random moment
             deadline = time.monotonic() + 300
             while journal_length(journal) < kill_after and time.monotonic() < deadline and run.poll() is None:
@@ -175,3 +177,137 @@ def test_three_workers_one_killed_mid_run_send_every_digest_once(tmp_path: Path,
     assert set(recipients) - sent <= {e for e, (s, _) in log.items() if s == UNKNOWN}
     assert len(log) > SUBSCRIBERS // 2  # most readers had a digest: the run really was mid-way at the kill
     assert [d for d in third["digests"] if d["status"] == "sent"] == []
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_mid_shard_hands_the_rest_to_another(tmp_path: Path, pg_url: str) -> None:
+    """SIGTERM stops a worker after its message in flight, not at the end of its shard (systemd kills
+    after 90 s); the job goes back to the queue and a second worker delivers the rest in the same run."""
+    journal = tmp_path / "journal.jsonl"
+    with smtp_server(journal, delay=0.02) as port:
+        smtp = _smtp_env(port)
+        env = _coordinator_env(tmp_path, pg_url, smtp)  # one shard
+        first, second = (_worker_env(tmp_path, f"worker{i}", pg_url, smtp) for i in range(2))
+        run = start_run(env, NOW, tmp_path / "run.log")
+        with workers([first], tmp_path) as (proc,):
+            deadline = time.monotonic() + 300
+            while journal_length(journal) < 50 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            stopped_at = time.monotonic()
+            proc.wait(timeout=60)
+            took = time.monotonic() - stopped_at
+            sent_by_first = journal_length(journal)
+        assert run.poll() is None  # the coordinator still waits for its shard
+        worker_log = (tmp_path / "worker0.log").read_text()
+        with workers([second], tmp_path / "worker1"):
+            assert run.wait(timeout=600) in (0, 1), (tmp_path / "run.log").read_text()
+        cli(env, "run", "--now", "2026-03-11T09:00:00Z", check=False)  # what the first worker planned
+
+    assert proc.returncode == 0, worker_log[-2000:]
+    assert took < 10, f"the worker took {took:.1f} s to stop"
+    assert sent_by_first < SUBSCRIBERS // 4  # it did not finish its shard
+    handed_back = [line for line in worker_log.splitlines() if "handed back to the queue" in line]
+    assert len(handed_back) == 1 and "Traceback" not in worker_log, worker_log[-2000:]
+    assert worker_log.count("(shard={") == 0  # no job's arguments (every profile) in a log line
+    received = read_journal(journal)
+    recipients = Counter(r.to for r in received)
+    assert max(recipients.values()) == 1
+    with Store(pg_url) as store:
+        statuses = Counter(d.status for d in store.deliveries(with_items=False))
+    assert set(statuses) == {SENT}
+    assert statuses[SENT] == len(recipients) > SUBSCRIBERS // 2
+
+
+def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
+    tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from newsletter import distributed
+    from newsletter.models import Subscriber
+    from newsletter.shards import Shard
+
+    monkeypatch.setattr(distributed, "NO_WORKER_AFTER", 1.0)
+    now = datetime(2026, 3, 11, 8, tzinfo=UTC)
+    shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("state space models",)),), now)
+    with Store(pg_url) as store:
+        executor = distributed.ProcrastinateExecutor(store, pg_url)
+        started = time.monotonic()
+        report = executor.run([shard], cast(ShardWork, None), None)  # the coordinator runs nothing
+        took = time.monotonic() - started
+    assert took < 30
+    assert report.errors == [
+        "no `newsletter worker` took the shards for 1 s: 1 shards left to the next run "
+        "(start workers on this database)"
+    ]
+    assert _job_statuses(pg_url) == ["cancelled"]  # a worker started later does not send it too
+
+
+def _job_statuses(url: str) -> list[str]:
+    import psycopg
+
+    from newsletter.distributed import conninfo
+
+    with psycopg.connect(conninfo(url)) as conn:
+        return [row[0] for row in conn.execute("SELECT status FROM procrastinate_jobs ORDER BY id")]
+
+
+def test_an_unreachable_queue_database_is_one_line(tmp_path: Path) -> None:
+    env = make_env(tmp_path) | {
+        "NEWSLETTER_EXECUTOR": "procrastinate",
+        "NEWSLETTER_DATABASE_URL": f"postgresql+psycopg://u:hunter2secret@127.0.0.1:{_closed_port()}/db",
+    }
+    for command in (("worker",), ("run",)):
+        result = cli(env, *command, check=False)
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr
+        assert "hunter2secret" not in result.stderr + result.stdout
+        assert "Connection refused" in result.stderr or "connect" in result.stderr, result.stderr
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_long_job_lines_keep_the_name_and_id_not_the_arguments() -> None:
+    from newsletter.distributed import ShortJobLines
+
+    call = "newsletter.deliver_shard[7](shard={'index': 0, 'subscribers': [{'about': 'x (y) {z}'}]})"
+    record = logging.LogRecord("procrastinate.worker", logging.INFO, "f", 1, "Starting job %s", (call,), None)
+    assert ShortJobLines().filter(record)
+    assert record.getMessage() == "Starting job newsletter.deliver_shard[7](…)"
+
+
+def test_a_shard_handed_back_is_logged_without_a_traceback() -> None:
+    from procrastinate.exceptions import JobAborted
+
+    from newsletter.distributed import ShortJobLines
+
+    try:
+        raise JobAborted("shard 1/2: stopped, handed back to the queue")
+    except JobAborted:
+        record = logging.LogRecord("w", logging.INFO, "f", 1, "Job x ended", None, sys.exc_info())
+    assert ShortJobLines().filter(record)
+    assert record.exc_info is None
+    assert record.getMessage() == "Job x ended: shard 1/2: stopped, handed back to the queue"
+
+
+def test_a_queue_error_mid_run_is_one_store_error_without_the_password() -> None:
+    from procrastinate.exceptions import ConnectorException
+
+    from newsletter.distributed import queue_errors
+    from newsletter.errors import StoreError
+
+    url = "postgresql+psycopg://u:hunter2secret@db.example.org/news"
+    with pytest.raises(StoreError) as caught, queue_errors(url):
+        try:
+            raise psycopg.OperationalError("consuming input failed: server closed the connection\nmore")
+        except psycopg.OperationalError as exc:
+            raise ConnectorException() from exc
+    assert str(caught.value) == (
+        "the job queue's database (postgresql+psycopg://u:***@db.example.org/news): "
+        "consuming input failed: server closed the connection"
+    )
