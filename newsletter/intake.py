@@ -34,21 +34,28 @@ def ingest_folder(store: Store, folder: Path, now: datetime) -> list[DumpOutcome
     if not folder.is_dir():
         raise SourceError(f"{folder}: dumps folder not found", hint="set NEWSLETTER_DUMPS")
     known = store.rejected_keys()
-    outcomes = ingest_files(store, list_dump_files(folder), now, remember=known)
+    seen = store.dump_sizes()  # a daemon scans the folder each tick: known files are not parsed again
+    outcomes = ingest_files(store, list_dump_files(folder), now, remember=known, seen=seen)
     return outcomes + _unreadable(store, list_other_files(folder), known, now)
 
 
 def ingest_files(
-    store: Store, paths: Iterable[Path], now: datetime, *, remember: set[tuple[str, str]] | None = None
+    store: Store,
+    paths: Iterable[Path],
+    now: datetime,
+    *,
+    remember: set[tuple[str, str]] | None = None,
+    seen: dict[str, int] | None = None,
 ) -> list[DumpOutcome]:
     """Each file in its own transaction. With ``remember`` (the (content hash, path) pairs refused
-    before), a refused file is recorded in the store and one already there is skipped without a report."""
-    outcomes = [_ingest_one(store, path, now, remember) for path in paths]
+    before), a refused file is recorded in the store and one already there is skipped without a report.
+    A file whose bytes hash to a dump in ``seen`` (content hash -> papers) is already in, unparsed."""
+    outcomes = [_ingest_one(store, path, now, remember, seen or {}) for path in paths]
     return [o for o in outcomes if o is not None]
 
 
 def _ingest_one(
-    store: Store, path: Path, now: datetime, remember: set[tuple[str, str]] | None
+    store: Store, path: Path, now: datetime, remember: set[tuple[str, str]] | None, seen: dict[str, int]
 ) -> DumpOutcome | None:
     try:
         data = read_dump_bytes(path)  # regular files only: a FIFO would block
@@ -58,6 +65,9 @@ def _ingest_one(
     if remember is not None and (digest, str(path)) in remember:
         log.debug("skipping %s: refused before (see `newsletter status`)", path)
         return None
+    if digest in seen:  # a dump's hash is its bytes' (UTF-16 ones excepted: those are parsed again)
+        log.debug("%s: already ingested", path)
+        return DumpOutcome(str(path), seen[digest], 0, already=True)
     try:
         result = store.ingest(parse_dump(data, str(path)), now)  # one transaction: all of it or nothing
     except (StoreError, SourceError) as exc:

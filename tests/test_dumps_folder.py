@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from newsletter import intake
+from newsletter.intake import ingest_folder
 
 from .conftest import DATA
 from .helpers import cli
+from .test_store_helpers import open_store
 
 REAL = DATA / "realdata"
 GOOD = [
@@ -107,3 +115,28 @@ def test_the_same_bad_bytes_under_a_new_name_are_reported_and_status_lists_what_
     (dumps / DAMAGED[0]).unlink()
     status = json.loads(cli(env, "status", "--json").stdout)
     assert [Path(r["file"]).name for r in status["rejected_files"]] == ["hf-daily_2024-12-12.json"]
+
+
+def test_a_second_scan_does_not_parse_the_files_already_in(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon scans the folder every tick: files whose bytes are a dump in the store are not parsed
+    again, and are reported as they were (already in, with their papers)."""
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    for name in GOOD[:2]:
+        shutil.copy(REAL / name, folder / name)
+    now = datetime(2026, 3, 11, 8, tzinfo=UTC)
+    with open_store(store_url) as store:
+        first = ingest_folder(store, folder, now)
+        monkeypatch.setattr(intake, "parse_dump", _no_parsing)
+        again = ingest_folder(store, folder, now)
+        shutil.copy(REAL / GOOD[2], folder / GOOD[2])
+        with pytest.raises(AssertionError, match="parsed"):  # a new file is still read
+            ingest_folder(store, folder, now)
+    assert [(o.file, o.papers, o.already) for o in again] == [(o.file, o.papers, True) for o in first]
+    assert all(o.papers and not o.already for o in first)
+
+
+def _no_parsing(data: bytes, source: str) -> NoReturn:
+    raise AssertionError(f"{source} parsed")

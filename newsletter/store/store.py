@@ -143,6 +143,12 @@ class Store:
             query = sa.select(dumps.c.seq).where(dumps.c.content_hash == content_hash)
             return conn.execute(query).first() is not None
 
+    def dump_sizes(self) -> dict[str, int]:
+        """The number of papers of every dump ingested, by content hash (a folder scan skips those)."""
+        with self._tx("reading the dumps") as conn:
+            rows = conn.execute(sa.select(dumps.c.content_hash, dumps.c.papers))
+            return {content_hash: papers for content_hash, papers in rows}
+
     def ingest(self, dump: Dump, now: datetime) -> IngestResult:
         """Record a dump and its papers in one transaction; the same content twice is a no-op."""
         _aware(now, "now")
