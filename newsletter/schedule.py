@@ -1,11 +1,12 @@
 """The daemon: APScheduler wiring only. Each job is one call into the pipeline.
 
-Two jobs share one worker thread: *fetch* (sources bring new dumps into the dumps folder, on a cron
-expression) and *tick* (ingest the folder, deliver every due digest, every ``tick_seconds``). The daemon
-holds the state folder's run lock for its whole life, so a cron `newsletter run` cannot overlap it; on a
-database several hosts share (PostgreSQL) one daemon holds the database's run lock and the others
-stand by until it is free (see Leadership).
-SIGTERM/SIGINT let the message in flight finish, record it, and exit 0.
+Two jobs: *fetch* (sources bring new dumps into the dumps folder, on a cron expression) and *tick*
+(ingest the folder, deliver every due digest, every ``tick_seconds``), which runs on while a fetch
+waits out a rate limit. The daemon holds the state folder's run lock for its whole life, so a cron
+`newsletter run` cannot overlap it; on a database several hosts share (PostgreSQL) one daemon holds
+the database's run lock and the others stand by until it is free (see Leadership).
+SIGTERM/SIGINT let the message in flight finish, record it, and exit 0; a fetch waiting to retry
+stops waiting.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from newsletter.app import open_pipeline, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_subscribers
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, NewsletterError, SourceError
 from newsletter.pipeline import Pipeline
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 from newsletter.store import Store
@@ -78,7 +79,7 @@ class Daemon:
         self.stop = threading.Event()
         self.subscribers = SubscriberFile(settings.subscribers)
         self._leader: Leadership | None = None  # set by run(); None: the caller holds the run lock
-        self.sources: list[Source] = sources_from_settings(settings)
+        self.sources: list[Source] = sources_from_settings(settings, sleep=self._pause)
         self._busy = threading.Lock()
         self.scheduler = BlockingScheduler(
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
@@ -124,16 +125,24 @@ class Daemon:
         return self._leader is None or self._leader.check()
 
     def fetch(self, pipeline: Pipeline) -> None:
+        """Fetch new listings into the dumps folder. Ticks go on meanwhile (a source may wait minutes for
+        a rate limit): a dump file appears whole (written aside, then renamed), so a tick sees it or not."""
         with self._busy:
             try:
-                if not self._leads():
-                    return
+                leads = self._leads()
             except NewsletterError as exc:
                 log.error("fetch skipped: %s", exc)
                 return
-            written, _failures = fetch_all(self.sources, self.clock())  # each failure is logged
+        if not leads:
+            return
+        written, _failures = fetch_all(self.sources, self.clock(), self.stop)  # each failure is logged
         if written:
             self.tick(pipeline)
+
+    def _pause(self, seconds: float) -> None:
+        """A source's wait before it retries, cut short by SIGTERM/SIGINT."""
+        if self.stop.wait(seconds):
+            raise SourceError("stopped by a signal while waiting to retry; the next fetch tries again")
 
     def _install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from newsletter.config import load_settings
@@ -88,3 +90,51 @@ def test_a_second_signal_does_not_shut_the_scheduler_down_twice(env: dict[str, s
     daemon._on_signal(signal.SIGTERM, None)
     daemon._on_signal(signal.SIGTERM, None)
     assert daemon.stop.is_set() and calls == [True]
+
+
+class _RateLimited(BaseHTTPRequestHandler):
+    """Every request: 429 with Retry-After 100 s (a listing API that is rate-limiting)."""
+
+    def do_GET(self) -> None:
+        self.send_response(429)
+        self.send_header("Retry-After", "100")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_fetch_waiting_on_a_rate_limit_holds_back_no_tick_and_no_sigterm(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The fetch waited out Retry-After (minutes) holding the daemon's lock: no digest went out
+    meanwhile, and SIGTERM waited for the wait to end."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RateLimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = {"kind": "hf-daily", "base_url": f"http://127.0.0.1:{server.server_port}", "max_retries": 2}
+    log = tmp_path / "daemon.log"
+    try:
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
+                env={**os.environ, **env, "NEWSLETTER_SOURCES": json.dumps([source])},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            assert wait_for(lambda: "retry 1 of 2 in 100.0 s" in log.read_text()), log.read_text()
+            add_dumps(env, seed_names()[0])
+            assert wait_for(lambda: len(outbox(env)) >= 2), "no tick while the fetch waits"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            proc.wait(timeout=60)
+            took = time.monotonic() - signalled
+    finally:
+        server.shutdown()
+        server.server_close()
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert took < 10, f"{took:.1f} s to stop"
+    assert "stopped by a signal while waiting to retry" in text

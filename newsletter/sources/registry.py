@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
@@ -78,11 +80,16 @@ class FolderSource:
         return []
 
 
-def fetch_all(sources: Sequence[Source], now: datetime) -> tuple[list[Path], list[str]]:
-    """Every source's new dump files, and one line per source that failed; one failure stops no other."""
+def fetch_all(
+    sources: Sequence[Source], now: datetime, stop: threading.Event | None = None
+) -> tuple[list[Path], list[str]]:
+    """Every source's new dump files, and one line per source that failed; one failure stops no other.
+    Once ``stop`` is set (a signal) no further source is asked."""
     written: list[Path] = []
     failures: list[str] = []
     for source in sources:
+        if stop is not None and stop.is_set():
+            break
         try:
             written += source.fetch(now)
         except NewsletterError as exc:
@@ -149,18 +156,27 @@ _KINDS = ("folder", "hf-daily", "arxiv")
 
 
 def parse_sources(
-    spec: Any, *, dumps_dir: Path, state_dir: Path, client: httpx.Client | None = None
+    spec: Any,
+    *,
+    dumps_dir: Path,
+    state_dir: Path,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[Source]:
-    """Validate the ``sources`` setting and build its sources; ConfigError names the entry and field."""
+    """Validate the ``sources`` setting and build its sources; ConfigError names the entry and field.
+    ``sleep`` is how an HTTP source waits before a retry (the daemon's ends at a signal)."""
     specs = validate_sources(spec)
     _refuse_duplicates(specs)
-    return [_build(s, dumps_dir, state_dir, client) for s in specs]
+    return [_build(s, dumps_dir, state_dir, client, sleep) for s in specs]
 
 
-def sources_from_settings(settings: Any, *, client: httpx.Client | None = None) -> list[Source]:
+def sources_from_settings(
+    settings: Any, *, client: httpx.Client | None = None, sleep: Callable[[float], None] = time.sleep
+) -> list[Source]:
     """Sources from ``settings.sources`` (default: the folder only); state under ``$HOME/sources``."""
     spec = getattr(settings, "sources", None) or list(DEFAULT_SOURCES)
-    return parse_sources(spec, dumps_dir=settings.dumps, state_dir=settings.home / "sources", client=client)
+    state = settings.home / "sources"
+    return parse_sources(spec, dumps_dir=settings.dumps, state_dir=state, client=client, sleep=sleep)
 
 
 def validate_sources(spec: Any) -> list[AnySpec]:
@@ -170,13 +186,19 @@ def validate_sources(spec: Any) -> list[AnySpec]:
         raise ConfigError(f"invalid setting {_problem(exc)}", hint=_hint()) from None
 
 
-def _build(spec: AnySpec, dumps_dir: Path, state_dir: Path, client: httpx.Client | None) -> Source:
+def _build(
+    spec: AnySpec,
+    dumps_dir: Path,
+    state_dir: Path,
+    client: httpx.Client | None,
+    sleep: Callable[[float], None],
+) -> Source:
     if isinstance(spec, FolderSpec):
         return FolderSource(dumps_dir)
     options = spec.model_dump(exclude={"kind"})
     if isinstance(spec, ArxivSpec):
-        return ArxivSource(dumps_dir, state_dir, client=client, **options)
-    return HfDailySource(dumps_dir, state_dir, client=client, **options)
+        return ArxivSource(dumps_dir, state_dir, client=client, sleep=sleep, **options)
+    return HfDailySource(dumps_dir, state_dir, client=client, sleep=sleep, **options)
 
 
 def _refuse_duplicates(specs: list[AnySpec]) -> None:
