@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import tomllib
@@ -238,8 +239,15 @@ class SubscriberList:
     subscribers: tuple[Subscriber, ...]
 
     def find(self, email: str) -> Subscriber | None:
-        wanted = address_key(email)
-        return next((s for s in self.subscribers if address_key(s.email) == wanted), None)
+        return self._by_key.get(address_key(email))
+
+    @functools.cached_property
+    def _by_key(self) -> dict[str, Subscriber]:
+        """Each subscriber by address key (the first of any duplicates, as a scan would find)."""
+        found: dict[str, Subscriber] = {}
+        for sub in self.subscribers:
+            found.setdefault(address_key(sub.email), sub)
+        return found
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")

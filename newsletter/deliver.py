@@ -73,6 +73,7 @@ class Courier:
         if self._api is not None:
             self._api.stop = self.stop  # a SIGTERM ends its wait for a rate limit, not just the next send
         self.sleep = sleep
+        self._wait = self.stop.wait if sleep is time.sleep else sleep  # a real wait ends at a signal
         self.sent = 0
         self.bytes_sent = 0
         self.timings = timings or Timings()
@@ -104,10 +105,14 @@ class Courier:
         self, message: OutgoingMessage, now: datetime, items: tuple[ItemReport, ...]
     ) -> DigestOutcome:
         self._pace()  # before 'sending': a crash while waiting for our turn leaves the digest queued
+        if self.stopped:  # a signal during the wait: it stays planned, sent first by the next run
+            return DigestOutcome(message.recipient, "skipped", STOPPED, items, message.digest_id)
         try:
             with self.timings("store"):
                 self._session.sending(message.digest_id, message.message_id, now)
             self._send_with_retries(message, now)
+        except _StoppedBetweenTries:  # refused once, recorded 'retry' due at once: the next run sends it
+            return DigestOutcome(message.recipient, "skipped", STOPPED, items, message.digest_id)
         except SendError as exc:
             return self._record_failure(message, exc, now, items)
         except InvalidTransition as exc:  # e.g. unsubscribed (and cancelled) since it was planned
@@ -131,6 +136,8 @@ class Courier:
         assert self._api is not None, "batches go to an HTTP API"
         key = key or self._api.batch_key(sorted(m.digest_id for m, _ in jobs))
         self._pace(len(jobs))
+        if self.stopped:
+            return [DigestOutcome(m.recipient, "skipped", STOPPED, items, m.digest_id) for m, items in jobs]
         pairs = [(m.digest_id, m.message_id) for m, _ in jobs]
         with self.timings("store"):
             moved = set(self._session.sending_many(pairs, now, key))
@@ -171,6 +178,8 @@ class Courier:
         for attempt in range(self.retries + 1):
             if attempt:
                 self._pace()
+                if self.stopped:
+                    raise _StoppedBetweenTries
                 self.store.mark_sending(message.digest_id, now, message.message_id)
             try:
                 started = time.perf_counter()
@@ -193,7 +202,7 @@ class Courier:
                 log.warning("%s: %s; retrying in %.1fs", message.recipient, self._said(exc), wait)
                 # refused, so not sent: a crash during the wait must leave it queued, not 'unknown'
                 self.store.mark_failed(message.digest_id, now, self._said(exc), permanent=False, retry_at=now)
-                self.sleep(wait)
+                self._wait(wait)  # a signal ends it, and the pace check above stops the retry
                 delay *= 2
 
     def flush(self) -> None:
@@ -206,7 +215,7 @@ class Courier:
         wait = self.gate.reserve(messages)
         if wait > 0:
             self.flush()  # a crash during the wait must not turn a sent message into 'unknown'
-            self.sleep(wait)
+            self._wait(wait)
 
     def _record_failure(
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
@@ -224,6 +233,10 @@ class Courier:
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
+
+
+class _StoppedBetweenTries(Exception):
+    """A stop (signal) came while a refused message waited for its next try."""
 
 
 def _halting(exc: SendError) -> SendError:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -38,11 +39,12 @@ from procrastinate.exceptions import ConnectorException, JobAborted
 from procrastinate.job_context import JobContext
 from procrastinate.schema import SchemaManager
 
+from newsletter.deliver import STOPPED
 from newsletter.errors import ConfigError, NewsletterError, StoreError
-from newsletter.report import DigestOutcome, ItemReport, RunReport, Status
+from newsletter.report import WAITING, DigestOutcome, ItemReport, RunReport, Status
 from newsletter.shards import Shard, ShardWork
 from newsletter.store import PENDING, RETRY, SENDING, Store
-from newsletter.store.engine import parse_url
+from newsletter.store.engine import parse_url, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +101,11 @@ def make_app(db_url: str, work: ShardWork | None = None) -> procrastinate.App:
     def deliver_shard(context: JobContext, shard: dict[str, Any]) -> dict[str, int]:
         if work is None:
             raise NewsletterError("this process defers shards; run `newsletter worker` to deliver them")
-        part = Shard.from_json(shard)
+        part = dataclasses.replace(Shard.from_json(shard), attempt=context.job.attempts)
         log.info("shard %d/%d: %d subscribers", part.index + 1, part.count, len(part.subscribers))
-        with _stop_when_aborted(context) as stop:
+        with _stop_when_aborted(context, db_url) as stop:
             report = work.deliver_shard(part, stop)
-        if stop.is_set():  # the worker is stopping: the job goes back to the queue for the rest
+        if stop.is_set() and _unfinished(report):  # the worker is stopping: the rest goes back to the queue
             raise JobAborted(f"shard {part.index + 1}/{part.count}: stopped, handed back to the queue")
         return dict(report.statuses)
 
@@ -111,16 +113,28 @@ def make_app(db_url: str, work: ShardWork | None = None) -> procrastinate.App:
     return app
 
 
+def _unfinished(report: RunReport) -> bool:
+    """Whether a stopped shard left digests to build or send (not everything was done before the stop)."""
+    return any(reason in (STOPPED, WAITING) for reason in report.skipped)
+
+
 @contextlib.contextmanager
-def _stop_when_aborted(context: JobContext) -> Iterator[threading.Event]:
-    """An event set once procrastinate asks the job to abort (its worker got SIGTERM/SIGINT)."""
+def _stop_when_aborted(context: JobContext, db_url: str) -> Iterator[threading.Event]:
+    """An event set once procrastinate asks the job to abort (its worker got SIGTERM/SIGINT).
+
+    procrastinate stops the worker's heartbeat as it starts shutting down; until the shard has
+    stopped (a message in flight to a slow server, say), the watcher keeps beating for it, so the
+    coordinator does not take the worker for dead and hand the shard to another meanwhile.
+    """
     stop, done = threading.Event(), threading.Event()
 
     def watch() -> None:
         while not done.wait(ABORT_POLL):
             if context.should_abort():
                 stop.set()
-                return
+                break
+        if stop.is_set():
+            _beat_until(done, db_url, context.job.id)
 
     watcher = threading.Thread(target=watch, name="shard-abort-watch", daemon=True)
     watcher.start()
@@ -128,7 +142,25 @@ def _stop_when_aborted(context: JobContext) -> Iterator[threading.Event]:
         yield stop
     finally:
         done.set()
-        watcher.join()
+        watcher.join(timeout=2 * STALLED_AFTER)  # a beat stuck on the network does not hold the job
+
+
+def _beat_until(done: threading.Event, db_url: str, job_id: int | None) -> None:
+    """The heartbeat of the worker running ``job_id``, every HEARTBEAT seconds until ``done``."""
+    beat = (
+        "UPDATE procrastinate_workers AS w SET last_heartbeat = now() "
+        "FROM procrastinate_jobs AS j WHERE j.id = %s AND j.worker_id = w.id"
+    )
+    try:
+        timeout = int(STALLED_AFTER)  # a beat that takes longer is no use
+        with psycopg.connect(conninfo(db_url), autocommit=True, connect_timeout=timeout) as conn:
+            conn.execute(f"SET statement_timeout = {timeout * 1000}")
+            while True:
+                conn.execute(beat, (job_id,))
+                if done.wait(HEARTBEAT):
+                    return
+    except psycopg.Error as exc:  # the coordinator may then hand the shard on: the delivery log keeps it safe
+        log.warning("cannot keep the stopping worker's heartbeat: %s", str(exc).strip().splitlines()[0])
 
 
 def run_worker(db_url: str, work: ShardWork, concurrency: int = 1) -> None:
@@ -175,7 +207,7 @@ def queue_errors(db_url: str) -> Iterator[None]:
     except (psycopg.Error, ConnectorException) as exc:
         cause = exc.__cause__ if isinstance(exc, ConnectorException) and exc.__cause__ else exc
         first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        where = parse_url(db_url).render_as_string(hide_password=True)
+        where = safe_url(parse_url(db_url))
         raise StoreError(f"the job queue's database ({where}): {first}") from exc
 
 
@@ -207,7 +239,10 @@ class ProcrastinateExecutor:
             payloads: list[dict[str, Any]] = [{"shard": s.to_json()} for s in shards]
             ids = await task.batch_defer_async(*payloads)  # one transaction
             log.info("deferred %d shards to queue %r", len(ids), QUEUE)
-            return await self._wait(app, dict(zip(ids, shards, strict=True)), stop)
+            try:
+                return await self._wait(app, dict(zip(ids, shards, strict=True)), stop)
+            finally:
+                await self._forget(app, ids)
 
     async def _wait(
         self, app: procrastinate.App, jobs: dict[int, Shard], stop: threading.Event | None
@@ -271,6 +306,16 @@ class ProcrastinateExecutor:
     async def _cancel_queued(app: procrastinate.App, waiting: dict[int, Shard]) -> None:
         for job_id in waiting:
             await app.job_manager.cancel_job_by_id_async(job_id)  # only those no worker has started
+
+    @staticmethod
+    async def _forget(app: procrastinate.App, ids: list[int]) -> None:
+        """Delete the run's jobs that ended other than well (the report says so): each carries its
+        subscribers' profiles, and successful ones are deleted by the worker already."""
+        await app.connector.execute_query_async(
+            "DELETE FROM procrastinate_jobs WHERE id = ANY(%(ids)s) "
+            "AND status IN ('failed', 'cancelled', 'aborted')",
+            ids=ids,
+        )
 
     def _outcomes(self, now: datetime, detailed: bool) -> RunReport:
         """What the workers did with the digests planned for ``now`` (read from the delivery log)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from newsletter import progress
 from newsletter.address import address_key
 from newsletter.config import Settings, SubscriberList
-from newsletter.deliver import Courier, Couriers
+from newsletter.deliver import STOPPED, Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.intake import ingest_files, ingest_folder
@@ -35,20 +35,19 @@ from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
 from newsletter.render.excerpts import point_excerpt
-from newsletter.report import DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
+from newsletter.report import WAITING, DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for, parse_sender
 from newsletter.shards import Executor, Shard, split
 from newsletter.sources.clean import clean_abstract
-from newsletter.store import SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
+from newsletter.store import PENDING, RETRY, SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
 
 log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
 PLAN_BATCH = 256  # digests planned per transaction, at least (more when one round of requests takes more)
-WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
 __all__ = ["Built", "Pipeline", "Selection", "item_view"]
@@ -209,28 +208,75 @@ class Pipeline:
         detailed: bool,
         delivered_earlier: frozenset[str] = frozenset(),
     ) -> RunReport:
+        work, idle = Selector(self.store, self.ranker, self.timings).triage(subscribers, now)
+        report = RunReport(detailed=detailed, delivered_earlier=delivered_earlier)
+        report.extend(DigestOutcome(sel.subscriber.email, "skipped", sel.reason) for sel in idle)
+        if not work:  # nothing due anywhere: no shard handed out, no process started
+            return report
         executor = self.executor or LocalProcesses()
         cap, rate = self.settings.max_per_run, self.settings.send_rate
-        shards = split(
-            subscribers, self.settings.workers, now, max_per_run=cap, send_rate=rate, detailed=detailed
-        )
+        count = min(self.settings.workers, len(work), cap or len(work))  # no shard with nothing to do
+        shards = split(work, count, now, max_per_run=cap, send_rate=rate, detailed=detailed)
         done = delivered_earlier  # subscribers this run already reported: no 'skipped' entry from a shard
-        return executor.run([dataclasses.replace(s, delivered_earlier=done) for s in shards], self, stop)
+        report.merge(
+            executor.run([dataclasses.replace(s, delivered_earlier=done) for s in shards], self, stop)
+        )
+        return report
 
     def deliver_shard(self, shard: Shard, stop: threading.Event | None = None) -> RunReport:
-        """One shard's new digests, with its share of the run-wide limits (the executors call this)."""
-        part = copy.copy(self)  # same store, ranker and renderer; the shard's own limits and timings
-        part.settings = self.settings.model_copy(
-            update={"max_per_run": shard.max_per_run, "send_rate": shard.send_rate}
+        """One shard's new digests, with its share of the run-wide limits (the executors call this).
+
+        A shard run again (``shard.attempt``: its worker stopped, or the engine delivered the job twice)
+        first sends what an earlier attempt planned and did not send, and counts every digest an
+        earlier attempt planned against its cap.
+        """
+        earlier = (
+            self.store.planned_at(shard.now, [s.email for s in shard.subscribers]) if shard.attempt else []
         )
-        return part.deliver_new(
+        cap = None if shard.max_per_run is None else max(0, shard.max_per_run - len(earlier))
+        part = copy.copy(self)  # same store, ranker and renderer; the shard's own limits and timings
+        part.settings = self.settings.model_copy(update={"max_per_run": cap, "send_rate": shard.send_rate})
+        queued = [r for r in earlier if r.status == PENDING or _due_retry(r, shard.now)]
+        report = part.send_planned(queued, SubscriberList(Path(), shard.subscribers), shard.now, stop)
+        done = shard.delivered_earlier | {address_key(r.email) for r in queued}
+        new = part.deliver_new(
             shard.subscribers,
             shard.now,
             stop=stop,
             detailed=shard.detailed,
             inline=True,
-            delivered_earlier=shard.delivered_earlier,
+            delivered_earlier=done,
         )
+        report.merge(new)
+        return report
+
+    def send_planned(
+        self,
+        records: list[DeliveryRecord],
+        subscribers: SubscriberList,
+        now: datetime,
+        stop: threading.Event | None = None,
+    ) -> RunReport:
+        """Queued digests rebuilt as first planned and sent as new ones are: in batches, over this run's
+        connections (an earlier attempt of a shard planned them, then stopped)."""
+        report = RunReport()
+        jobs = [self._rebuild(record, subscribers, now) for record in records]
+        report.extend(job for job in jobs if isinstance(job, DigestOutcome))
+        ready = [job for job in jobs if not isinstance(job, DigestOutcome)]
+        if not ready:
+            return report
+        with Couriers(
+            self.store,
+            self.transport_factory,
+            self.settings,
+            self.settings.connections,
+            stop=stop,
+            sleep=self.sleep,
+        ) as couriers:
+            report.extend(couriers.deliver_all(ready, now))
+            couriers.flush()
+        report.bytes_sent = couriers.bytes_sent
+        return report
 
     def after_fork(self) -> None:
         """In a forked child: forget the parent's pooled connections (the ranker's cache uses them too)."""
@@ -264,8 +310,9 @@ class Pipeline:
         ):
             batches: dict[str, list[DeliveryRecord]] = defaultdict(list)
             with progress.step("Sending queued digests", len(pending)) as advance:
-                for record in pending:
+                for index, record in enumerate(pending):
                     if courier.stopped:
+                        report.extend(_left_queued(pending[index:]))
                         break
                     advance(1)
                     if record.batch_key and courier.batch_size > 1:  # resent as that batch, under its key
@@ -273,7 +320,9 @@ class Pipeline:
                         continue
                     report.add(self._retry_one(courier, record, subscribers, now))
             for key, records in batches.items():
-                if not courier.stopped:
+                if courier.stopped:
+                    report.extend(_left_queued(records))
+                else:
                     report.extend(self._retry_batch(courier, records, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
         return report
@@ -396,10 +445,10 @@ class Pipeline:
                 if sel.reason == "nothing relevant":
                     part.evaluated[sel.upto_seq].append(sub.email)
                 reason = sel.reason
-                if not reason and stopped():
-                    reason = WAITING
-                elif not reason and cap is not None and built >= cap:
+                if not reason and cap is not None and built >= cap:  # before the stop: nothing left to do
                     reason = "run cap reached; due at the next run"
+                elif not reason and stopped():
+                    reason = WAITING
                 if reason:
                     part.outcomes.append(DigestOutcome(sub.email, "skipped", reason))
                     continue
@@ -494,6 +543,15 @@ def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection,
 def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> DigestPlan:
     items = tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(selection.chosen, start=1))
     return DigestPlan(digest_id, selection.subscriber.email, now, selection.upto_seq, subject, items)
+
+
+def _left_queued(records: Iterable[DeliveryRecord]) -> list[DigestOutcome]:
+    return [DigestOutcome(r.email, "skipped", STOPPED, digest_id=r.digest_id) for r in records]
+
+
+def _due_retry(record: DeliveryRecord, now: datetime) -> bool:
+    """A digest refused once and due again now (its retry was cut short by a stop)."""
+    return record.status == RETRY and record.not_before is not None and record.not_before <= now
 
 
 def _scored(record: DeliveryRecord) -> tuple[Scored, ...]:

@@ -11,6 +11,7 @@ from typing import Any, Literal, TypeVar
 
 from newsletter.address import address_key
 
+WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 Status = Literal["sent", "skipped", "failed", "unknown", "dry-run"]
 
 

@@ -91,6 +91,26 @@ class Selector:
                     yield Selection(sub, reason="not due")
             yield from self._rank(due, windows[mark], latest, mark, every_paper)
 
+    def triage(
+        self, subscribers: Iterable[Subscriber], now: datetime
+    ) -> tuple[list[Subscriber], list[Selection]]:
+        """The subscribers a run may have a digest for, and why each other one has none; reads a few rows,
+        ranks nothing. A coordinator hands out only the first (a daemon ticks every few minutes)."""
+        if self.store.latest_dump_seq() is None:  # as select words it: before anything else
+            return [], [Selection(s, reason="nothing new") for s in subscribers]
+        latest = self.store.latest_paper_seq()
+        states = self.store.subscriber_states()
+        unsubscribed = self.store.unsubscribed_emails()
+        work: list[Subscriber] = []
+        idle: list[Selection] = []
+        for sub in subscribers:
+            reason = _idle_reason(sub, states.get(address_key(sub.email)), unsubscribed, latest, now)
+            if reason:
+                idle.append(Selection(sub, reason=reason))
+            else:
+                work.append(sub)
+        return work, idle
+
     def prepare_around(self, papers: list[StoredPaper]) -> None:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
         self._prepare([papers], self.store.latest_dump_seq() or 0)
@@ -135,6 +155,18 @@ def with_feedback(subscriber: Subscriber, feedback: dict[str, dict[str, list[str
     liked = (*subscriber.liked, *marked["more"])
     disliked = (*subscriber.disliked, *marked["less"])
     return subscriber.model_copy(update={"liked": liked, "disliked": disliked})
+
+
+def _idle_reason(
+    sub: Subscriber, state: SubscriberState | None, unsubscribed: set[str], latest: int | None, now: datetime
+) -> str:
+    """Why ``select`` would give ``sub`` no digest without ranking (as it words it), or ""."""
+    if address_key(sub.email) in unsubscribed:
+        return "unsubscribed"
+    mark = state.watermark_seq if state else None
+    if latest is None or (mark is not None and latest <= mark):
+        return "nothing new"
+    return "" if is_due(sub, state.last_digest_at if state else None, now) else "not due"
 
 
 def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:

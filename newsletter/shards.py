@@ -33,6 +33,7 @@ class Shard:
     send_rate: float | None = None  # this shard's part of the send rate
     detailed: bool = True
     delivered_earlier: frozenset[str] = frozenset()  # address keys the run already reported
+    attempt: int = 0  # runs of this shard before this one (an engine's retry): it may have planned some
 
     def to_json(self) -> dict[str, Any]:
         """A job payload: plain JSON, so a worker on another machine rebuilds the same shard."""

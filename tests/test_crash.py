@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ import pytest
 import yaml
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
+from newsletter.deliver import STOPPED
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
 from newsletter.pipeline import Pipeline
@@ -694,3 +696,94 @@ def test_a_digest_retried_in_the_run_then_by_the_next_is_reported_once_by_each(
     }
     assert _entries(later) == Counter(READERS)  # not 'sent', then 'skipped: nothing new' again
     assert sum(later.statuses.values()) == len(READERS)
+
+
+def test_a_stop_ends_the_wait_for_the_send_rate_and_sends_nothing_more(
+    folder: Path, renderer: Renderer
+) -> None:
+    """A worker stopped while its shard waits for its send-rate slot (or a retry's backoff) stops at
+    once: the wait is cut short and the message it waited for is not sent, but stays queued."""
+    stop = threading.Event()
+    transport = StopSoonAfterFirst(stop)
+    made, subs = pipeline(folder, renderer, transport, time.sleep, send_rate=0.2)  # 5 s between messages
+    with made.store:
+        report = made.run(subs, NOW, stop=stop)
+    assert transport.sent == [READERS[0]]
+    took = time.monotonic() - transport.first_at
+    assert took < 3, f"{took:.1f} s after the first message (the next slot was 5 s after it)"
+    assert report.skipped == {STOPPED: 2}
+    assert committed(folder) == {READERS[0]: "sent", READERS[1]: "pending", READERS[2]: "pending"}
+
+
+class StopSoonAfterFirst(Recorder):
+    """Sets ``stop`` half a second after the first message is accepted (SIGTERM during the next wait)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self.stop = stop
+        self.first_at = 0.0
+
+    def send(self, message: OutgoingMessage) -> None:
+        super().send(message)
+        if not self.first_at:
+            self.first_at = time.monotonic()
+            threading.Timer(0.5, self.stop.set).start()
+
+
+class StopAtFirst(Recorder):
+    """Its run is told to stop (SIGTERM) while it sends the first message, or ``after`` seconds later;
+    ``errors`` as Recorder's."""
+
+    def __init__(
+        self, stop: threading.Event, errors: dict[str, list[SendError]] | None = None, after: float = 0.0
+    ) -> None:
+        super().__init__(errors)
+        self.stop = stop
+        self.after = after
+
+    def send(self, message: OutgoingMessage) -> None:
+        if not self.stop.is_set():
+            threading.Timer(self.after, self.stop.set).start() if self.after else self.stop.set()
+        super().send(message)
+
+
+def test_a_stop_while_sending_queued_digests_reports_the_rest_as_queued(
+    folder: Path, renderer: Renderer
+) -> None:
+    """The queued digests a stop left unsent were missing from the report (no outcome at all), so a
+    worker took its shard for finished."""
+    run_until_killed(folder, renderer, Recorder(), kill_self, send_rate=1.0)  # queued: READERS[1:]
+    stop = threading.Event()
+    transport = StopAtFirst(stop)
+    made, subs = pipeline(folder, renderer, transport)
+    with made.store:
+        report = made.deliver_pending(subs, NOW, stop=stop)
+    (first,) = transport.sent  # the queue's order is the digest ids'
+    (other,) = set(READERS[1:]) - {first}
+    assert [(d.subscriber, d.status, d.reason) for d in report.digests] == [
+        (first, "sent", ""),
+        (other, "skipped", STOPPED),
+    ]
+    assert committed(folder)[other] == "pending"
+
+
+def test_a_stop_during_a_retry_backoff_leaves_the_digest_due_not_failed(
+    folder: Path, renderer: Renderer
+) -> None:
+    """Refused once (451), the digest waits to be tried again; a stop during that wait ends the wait and
+    leaves it due at once ('retry', not before now): skipped, not failed, and the next run sends it."""
+    stop = threading.Event()
+    refusal = SendError("SMTP message refused: 451 4.3.0 try later")
+    transport = StopAtFirst(stop, {READERS[0]: [refusal]}, after=0.5)  # during the 30 s backoff
+    made, subs = pipeline(folder, renderer, transport, time.sleep, retry_backoff=30.0)
+    started = time.monotonic()
+    with made.store:
+        report = made.run(subs, NOW, stop=stop)
+    assert time.monotonic() - started < 15
+    assert transport.sent == []
+    assert report.ok and report.skipped == {STOPPED: 3}
+    with Store(f"sqlite:///{folder / 'state' / 'state.db'}") as store:
+        log = {d.email: (d.status, d.not_before) for d in store.deliveries(with_items=False)}
+    assert log == {READERS[0]: ("retry", NOW), READERS[1]: ("pending", None), READERS[2]: ("pending", None)}
+    _, sent, after = next_run(folder, renderer)
+    assert READERS[0] in sent and set(after.values()) == {"sent"}

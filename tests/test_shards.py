@@ -4,27 +4,33 @@ or lose its worker mid-send; the delivery log still sends every digest once. SQL
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from newsletter.config import SubscriberList
+from newsletter.deliver import STOPPED
 from newsletter.models import OutgoingMessage
 from newsletter.parallel import LocalProcesses
 from newsletter.pipeline import Pipeline
 from newsletter.render import Renderer
 from newsletter.report import RunReport
+from newsletter.select import Selector
 from newsletter.shards import Executor, InProcess, Shard, ShardWork, split
 from newsletter.store import SENT, UNKNOWN, Store
 
 from .conftest import ROOT
-from .test_crash import NOW, READERS, Recorder, make_folder, pipeline, renderer
+from .helpers import seed_names
+from .test_crash import NOW, READERS, SEEDS, Recorder, StopAtFirst, make_folder, pipeline, renderer
 
 __all__ = ["renderer"]  # the module-scoped fixture
 
@@ -160,3 +166,132 @@ def test_executors_do_not_import_the_pipeline(module: str) -> None:
     path = ROOT / "newsletter" / module
     assert path.exists()
     assert "newsletter.pipeline" not in _imports(path)
+
+
+class Counting(InProcess):
+    """Runs each shard here and remembers how many shards each run handed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed_out: list[int] = []
+
+    def run(self, shards: Sequence[Shard], work: ShardWork, stop: threading.Event | None) -> RunReport:
+        self.handed_out.append(len(shards))
+        return super().run(shards, work, stop)
+
+
+def test_a_run_with_nothing_due_hands_out_no_shard(folder: Path, store_url: str, renderer: Renderer) -> None:
+    """A daemon ticks every few minutes: with every digest sent, it starts no shard (no process, no
+    job carrying every profile) and still reports each subscriber's reason."""
+    transport, executor = Recorder(), Counting()
+    made, subs = _pipeline(folder, store_url, renderer, transport, executor, workers=2)
+    with made.store:
+        made.run(subs, NOW)
+        again = made.run(subs, NOW + timedelta(minutes=5))
+    assert executor.handed_out == [2]
+    assert sorted(transport.sent) == sorted(READERS)
+    assert sorted((d.subscriber, d.reason) for d in again.digests) == [
+        (reader, "nothing new") for reader in sorted(READERS)
+    ]
+
+
+def test_triage_gives_the_reasons_select_gives(folder: Path, store_url: str, renderer: Renderer) -> None:
+    """What a coordinator keeps back without ranking is what a run would skip, for the same reason."""
+    made, subs = _pipeline(folder, store_url, renderer, Recorder(), workers=1)
+    with made.store:
+        selector = Selector(made.store, made.ranker)
+        made.ingest_folder(NOW)
+        first = _triaged(selector, subs, NOW), _selected(made, subs, NOW)
+        made.run(subs, NOW)
+        made.store.record_unsubscribe(READERS[0], NOW)
+        shutil.copy(SEEDS / seed_names()[1], folder / "dumps")
+        made.ingest_folder(NOW)  # new papers, but the daily readers are not due before midnight
+        later = NOW + timedelta(hours=1)
+        second = _triaged(selector, subs, later), _selected(made, subs, later)
+    assert first == ({"": set(READERS)}, {"": set(READERS)})
+    assert second[0] == second[1] == {"unsubscribed": {READERS[0]}, "not due": set(READERS[1:])}
+
+
+def _triaged(selector: Selector, subs: SubscriberList, now: datetime) -> dict[str, set[str]]:
+    """Subscribers by the reason triage keeps them back ("": handed out)."""
+    work, idle = selector.triage(subs.subscribers, now)
+    return _by_reason([("", s.email) for s in work] + [(sel.reason, sel.subscriber.email) for sel in idle])
+
+
+def _selected(made: Pipeline, subs: SubscriberList, now: datetime) -> dict[str, set[str]]:
+    """Subscribers by the reason a run's selection skips them ("": ranked, relevant papers or not)."""
+    pairs = []
+    for sel in made.select(subs.subscribers, now):
+        reason = "" if sel.reason in ("", "nothing relevant") else sel.reason
+        pairs.append((reason, sel.subscriber.email))
+    return _by_reason(pairs)
+
+
+def _by_reason(pairs: list[tuple[str, str]]) -> dict[str, set[str]]:
+    reasons: dict[str, set[str]] = {}
+    for reason, email in pairs:
+        reasons.setdefault(reason, set()).add(email)
+    return reasons
+
+
+@pytest.mark.parametrize("cap", [None, 2])
+def test_a_shard_run_again_sends_what_its_stopped_attempt_planned_within_the_cap(
+    folder: Path, store_url: str, renderer: Renderer, cap: int | None
+) -> None:
+    """A worker stopped mid-shard hands the job back; the next attempt sends the digests the first
+    planned (their watermarks moved: they are not selected again) and plans no more than the cap left."""
+    stop = threading.Event()
+    first = StopAtFirst(stop)
+    made, subs = _pipeline(folder, store_url, renderer, first, workers=1)
+    (shard,) = split(subs.subscribers, 1, NOW, max_per_run=cap, send_rate=None)
+    with made.store:
+        made.ingest_folder(NOW)
+        stopped = made.deliver_shard(shard, stop)
+        assert first.sent == [READERS[0]] and stopped.skipped[STOPPED] == (cap or 3) - 1
+        second = Recorder()
+        made.transport_factory = lambda: second
+        report = made.deliver_shard(dataclasses.replace(shard, attempt=1))
+    planned = READERS[: cap or 3]
+    assert sorted(first.sent + second.sent) == sorted(planned)
+    assert _log(store_url) == dict.fromkeys(planned, SENT)
+    assert report.statuses[SENT] == len(planned) - 1
+
+
+def test_triage_before_any_dump_says_nothing_new_as_select_does(
+    folder: Path, store_url: str, renderer: Renderer
+) -> None:
+    made, subs = _pipeline(folder, store_url, renderer, Recorder(), workers=1)
+    with made.store:
+        made.store.record_unsubscribe(READERS[0], NOW)
+        triaged = _triaged(Selector(made.store, made.ranker), subs, NOW)
+        selected = _selected(made, subs, NOW)
+    assert triaged == selected == {"nothing new": set(READERS)}
+
+
+def test_fewer_subscribers_with_work_than_workers_make_no_empty_shard(
+    folder: Path, store_url: str, renderer: Renderer
+) -> None:
+    executor = Counting()
+    made, subs = _pipeline(folder, store_url, renderer, Recorder(), executor, workers=8)
+    with made.store:
+        made.run(subs, NOW)
+    assert executor.handed_out == [len(READERS)]
+
+
+def test_a_shard_stopped_after_reaching_its_cap_is_finished(
+    folder: Path, store_url: str, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the cap is reached the rest are "run cap reached", not "stopped before its turn": a stopped
+    worker whose shard has nothing left to send does not hand it back (and wait for another worker)."""
+    from newsletter.distributed import _unfinished
+
+    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)  # built one at a time, after the stop
+    stop = threading.Event()
+    made, subs = _pipeline(folder, store_url, renderer, StopAtFirst(stop), workers=1)
+    (shard,) = split(subs.subscribers, 1, NOW, max_per_run=1, send_rate=None)
+    with made.store:
+        made.ingest_folder(NOW)
+        report = made.deliver_shard(shard, stop)
+    assert report.statuses[SENT] == 1
+    assert report.skipped == {"run cap reached; due at the next run": 2}
+    assert not _unfinished(report)

@@ -93,6 +93,9 @@ def fetch_all(
         try:
             written += source.fetch(now)
         except NewsletterError as exc:
+            if stop is not None and stop.is_set():  # a signal ended its wait: not a failure
+                log.info("fetch from %s: %s", source.name, exc)
+                break
             failures.append(f"fetch from {source.name} failed: {exc}")
             log.error("%s", failures[-1])
     log.info("fetch: %d new dump file(s)", len(written))

@@ -33,9 +33,13 @@ def parse_url(url: str) -> URL:
         ) from None
 
 
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})  # libpq takes a password in the query too
+
+
 def safe_url(url: URL) -> str:
-    """The URL without its password, for messages."""
-    return url.render_as_string(hide_password=True)
+    """The URL without its password (after the user name or in the query), for messages."""
+    hidden = {name: "HIDDEN" for name in url.query if name.lower() in _SECRET_PARAMETERS}
+    return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
 def make_engine(url: URL) -> Engine:

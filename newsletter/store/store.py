@@ -22,7 +22,7 @@ from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url,
 from newsletter.store.ingest import ingest_dump
 from newsletter.store.lock import RUN_LOCK_KEY, AdvisoryLock, run_lock, uses_advisory_locks
 from newsletter.store.migrations import migrate
-from newsletter.store.papers import find_paper, list_dumps, papers_by_id, papers_in_dump, papers_where
+from newsletter.store.papers import chunks, find_paper, list_dumps, papers_by_id, papers_in_dump, papers_where
 from newsletter.store.records import (
     FAILED,
     UNKNOWN,
@@ -183,6 +183,12 @@ class Store:
     def latest_dump_seq(self) -> int | None:
         with self._tx("reading dumps") as conn:
             latest: int | None = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
+            return latest
+
+    def latest_paper_seq(self) -> int | None:
+        """The latest dump that brought a new paper (None: no paper yet)."""
+        with self._tx("reading papers") as conn:
+            latest: int | None = conn.execute(sa.select(sa.func.max(papers.c.first_dump_seq))).scalar()
             return latest
 
     def dumps(self, content_hashes: Collection[str] | None = None) -> list[DumpRecord]:
@@ -413,11 +419,19 @@ class Store:
         with self._tx("reading the delivery log") as conn:
             return delivery.deliveries(conn, *criteria, with_items=True, limit=limit)
 
-    def planned_at(self, created_at: datetime) -> list[DeliveryRecord]:
-        """The digests planned with the clock at ``created_at`` (one run's), with items."""
+    def planned_at(self, created_at: datetime, emails: Collection[str] | None = None) -> list[DeliveryRecord]:
+        """The digests planned with the clock at ``created_at`` (one run's), with items; with ``emails``,
+        only theirs."""
         criteria = [digests.c.created_at == _aware(created_at, "created_at")]
         with self._tx("reading the delivery log") as conn:
-            return delivery.deliveries(conn, *criteria, with_items=True)
+            if emails is None:
+                return delivery.deliveries(conn, *criteria, with_items=True)
+            keys = sorted({address_key(e) for e in emails})
+            return [
+                r
+                for part in chunks(keys)
+                for r in delivery.deliveries(conn, *criteria, digests.c.email.in_(part))
+            ]
 
     def delivery_counts(self) -> dict[str, int]:
         """Number of digests per status (statuses with none are absent)."""
