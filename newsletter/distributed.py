@@ -10,7 +10,8 @@ procrastinate is at-least-once. Workers send a heartbeat every HEARTBEAT seconds
 the coordinator hands a job whose worker has been silent for STALLED_AFTER seconds (killed, or its
 machine gone) back to the queue, and another worker runs the shard again. The delivery log keeps
 that safe: what the dead worker sent is 'sent' (its papers are claimed, so it is not planned again),
-what it planned but had not sent is 'pending' (sent by the next run), and the one message it was
+what it planned but had not sent is 'pending' (sent first by the worker that runs the shard again;
+Pipeline.deliver_shard with ``shard.attempt``), and the one message it was
 handing over stays 'sending' until the coordinator's run ends and turns it into 'unknown'. Its job
 ids, statuses and the report read back from the delivery log are all the coordinator keeps.
 
