@@ -23,8 +23,8 @@ from newsletter.rank.text import affirmed
         ("Never astronomy. Nor games.", ""),
         ("Not only images but also video.", "Not only images but also video."),
         (
-            "State space models (Mamba, S4) as alternatives to Transformers.",
-            "State space models (Mamba, S4) as alternatives to Transformers.",
+            "Graph neural networks (GCN, GAT) as alternatives to kernels.",
+            "Graph neural networks (GCN, GAT) as alternatives to kernels.",
         ),
         (
             "No-reference image quality assessment, no-regret learning.",

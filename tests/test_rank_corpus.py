@@ -23,7 +23,7 @@ CORPUS: list[tuple[str, str]] = [
         "predicts solubility and toxicity of molecules better than fingerprints.",
     ),
     (
-        "Graph Neural Networks for Urban Traffic Forecasting",
+        "Graph Neural Networks for Urban Traffic Prediction",
         "We model road networks with graph neural networks to forecast traffic speed. The graph "
         "neural network captures congestion spreading between intersections.",
     ),

@@ -9,10 +9,10 @@ import pytest
 from newsletter.rank.minilm import MiniLMEmbedder, batches, minilm_available
 
 TEXTS = [
-    "Sparse autoencoders find interpretable features in language models.",
-    "A state space model for long sequences. " * 40,  # past the 256-token cut
-    "Diffusion models for image generation.",
-    "We propose a faster optimizer with memory-efficient states, and analyse its convergence. " * 6,
+    "Graph neural networks predict the properties of molecules.",
+    "A recurrent model for long sequences. " * 40,  # past the 256-token cut
+    "Neural radiance fields for novel view synthesis.",
+    "We propose a faster protein structure predictor with fewer parameters, and analyse its errors. " * 6,
     "Short.",
 ]
 

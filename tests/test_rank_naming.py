@@ -40,9 +40,9 @@ NAMED = [
         "attention with a recurrent scan over image patches.",
     ),
     (
-        "LoRA",
-        "HyLoRA: Hypernetwork-Generated Adapters for Keyword Spotting",
-        "A hypernetwork writes small low-rank weight updates for each new wake word on a microcontroller.",
+        "ViT",
+        "TinyViT: Patch Transformers for Keyword Spotting on Microcontrollers",
+        "Spectrogram patches read by a small transformer recognise each new wake word on a microcontroller.",
     ),
     (
         "multimodal reasoning",
@@ -68,9 +68,9 @@ NAMED = [
         "their properties.",
     ),
     (
-        "PEFT",
-        "Sparse Parameter-Efficient Fine-Tuning of Speech Recognisers",
-        "Adapting a large speech model to a new accent usually updates every weight; we update one percent.",
+        "RAG",
+        "Sparse Retrieval-Augmented Generation for Maintenance Manuals",
+        "Technicians ask about thousand-page manuals; we fetch the few passages that answer before writing.",
     ),
 ]
 
@@ -103,10 +103,10 @@ def test_a_named_paper_on_an_excluded_topic_is_not_relevant(ranker: Ranker) -> N
 
 def test_acronyms_defined_in_the_text_are_read() -> None:
     found = definitions(
-        ["Serving large language models (LLMs) is costly.", "a mixture-of-experts (MoE) layer"]
+        ["Serving large language models (LLMs) is costly.", "a point-cloud transformer (PCT) layer"]
     )
     assert found["llm"] == {phrase_tokens("large language model")}
-    assert found["moe"] == {phrase_tokens("mixture expert")}
+    assert found["pct"] == {phrase_tokens("point cloud transformer")}
 
 
 def test_an_acronym_may_leave_out_a_trailing_kind_word() -> None:
@@ -130,9 +130,9 @@ def test_loose_forms_drop_a_domain_word_or_a_kind_word() -> None:
 
 
 def test_a_mixed_case_name_at_the_end_of_a_compound_is_a_token() -> None:
-    assert tokens("QLoRA adapters") == ["qlora", "lora", "adapter"]  # 'LoRA adapters' stays consecutive
-    assert tokens("DeepSeekMoE") == [stem(w) for w in ("deepseekmoe", "deep", "seek", "seekmoe", "moe")]
-    assert tokens("LoRA") == ["lora"]
+    assert tokens("KNeRF fields") == ["knerf", "nerf", "field"]  # 'NeRF fields' stays consecutive
+    assert tokens("DeepSeekViT") == [stem(w) for w in ("deepseekvit", "deep", "seek", "seekvit", "vit")]
+    assert tokens("NeRF") == ["nerf"]
 
 
 @pytest.mark.parametrize(
@@ -147,35 +147,35 @@ def test_the_stemmer_reads_a_word_s_forms_as_one(forms: tuple[str, ...]) -> None
     assert len({stem(w) for w in forms}) == 1
 
 
-SCALING = "learning rate and batch size scaling"
-SCALING_PAPERS = [
+CROWD = "label noise in crowd annotation"
+CROWD_PAPERS = [
     paper(
-        "Hyperparameter Laws for Pretraining",
-        "We fit laws over many runs. The optimal learning rate grows with model size, while the batch "
-        "size scales with data.",
+        "Learning from Many Workers",
+        "We fit models over many tasks. The annotation of each crowd worker adds label noise that grows "
+        "with task difficulty.",
         1,
     ),
     paper(
-        "Warm-up Schedules Revisited",
-        "We study the learning rate during warm-up. A larger batch size is used throughout. Results scale.",
+        "Training Schedules Revisited",
+        "We study label noise during training. A large crowd is paid throughout. Annotation is cheap.",
         2,
     ),
-    paper("Learning Rate and Batch Size Scaling Rules", "We derive rules for transfer across widths.", 3),
+    paper("Label Noise in Crowd Annotation: Rules", "We derive rules for choosing workers.", 3),
 ]
 
 
 def test_a_long_interest_with_its_words_in_one_sentence_counts_as_part_of_a_mention() -> None:
-    index = LexicalIndex(SCALING_PAPERS)
-    exact = index.literal(SCALING, half=1.0)
-    scattered = index.literal(SCALING, half=1.0, scattered=0.5)
+    index = LexicalIndex(CROWD_PAPERS)
+    exact = index.literal(CROWD, half=1.0)
+    scattered = index.literal(CROWD, half=1.0, scattered=0.5)
     assert exact[0] == 0 and 0 < scattered[0] < exact[2]  # one sentence, other order: half a mention
     assert scattered[1] == 0  # the words spread over three sentences
     assert scattered[2] == exact[2]  # the phrase itself counts as before, not twice
 
 
 def test_a_short_interest_is_never_matched_scattered() -> None:
-    index = LexicalIndex([paper("Planning", "The space of states grows with every model step.", 1)])
-    assert index.literal("state space models", half=1.0, scattered=1.0)[0] == 0
+    index = LexicalIndex([paper("Planning", "The graph of neural units grows with every network step.", 1)])
+    assert index.literal("graph neural networks", half=1.0, scattered=1.0)[0] == 0
 
 
 @pytest.mark.parametrize("interest", ["fine-tuning", "finetuning", "fine tuning"])
@@ -193,29 +193,29 @@ def test_a_hyphenated_compound_is_one_word_or_two(interest: str) -> None:
 
 
 def test_an_acronym_counts_only_where_it_is_written_in_capitals() -> None:
-    interest = "automated data augmentation"  # ADA, by its initials
+    interest = "neural architecture search"  # NAS, by its initials
     strong, _ = Acronyms().forms(interest)
     index = LexicalIndex(
         [
-            paper("AdaMerging: Adaptive Model Merging", "We merge fine-tuned models without data.", 1),
-            paper("ADA for Tiny Datasets", "Learnt augmentation policies help small datasets.", 2),
-            paper("Learned Image Codecs", "We show that ADA policies also help compression.", 3),
+            paper("NasNet: Mobile Cell Spaces", "We design cells for phones without labels.", 1),
+            paper("NAS for Tiny Datasets", "Learnt cell search helps small datasets.", 2),
+            paper("Learned Image Codecs", "We show that NAS cells also help compression.", 3),
             *papers(),
         ]
     )
-    named = index.naming(strong, meanings={phrase_tokens(interest)}, acronyms={"ada"})
+    named = index.naming(strong, meanings={phrase_tokens(interest)}, acronyms={"nas"})
     assert named[:3].tolist() == [False, True, True]
 
 
 @pytest.mark.parametrize(
     ("text", "short", "mentions"),
     [
-        ("ADA for tiny datasets; ADAs, and ADA-Net", "ada", 3),
-        ("AdaMerging: Adaptive Model Merging", "ada", 0),  # 'Ada' is a word piece here
-        ("ADAPT: a planner", "ada", 0),  # inside a longer capitalised word
-        ("an ada tool", "ada", 0),
-        ("HyLoRA: small adapters", "lora", 1),  # a compound ending in the acronym
-        ("DeepSeekMoE and MoELoRA", "moe", 2),
+        ("NAS for tiny datasets; NASs, and NAS-Net", "nas", 3),
+        ("NasNet: Mobile Cell Spaces", "nas", 0),  # 'Nas' is a word piece here
+        ("NASDAQ: a market simulator", "nas", 0),  # inside a longer capitalised word
+        ("an nas tool", "nas", 0),
+        ("TinyViT: small patches", "vit", 1),  # a compound ending in the acronym
+        ("DeepSeekViT and ViTDet", "vit", 2),
         ("LLMs.", "llm", 1),
     ],
 )
@@ -226,12 +226,12 @@ def test_an_acronym_is_written_with_capitals(text: str, short: str, mentions: in
 def test_a_word_piece_is_no_literal_mention_of_an_acronym() -> None:
     index = LexicalIndex(
         [
-            paper("AdaMixUp", "AdaMixUp learns mixing policies; AdaMixUp beats MixUp.", 1),
-            paper("Policies for ADA", "We search ADA policies.", 2),
+            paper("NasBench", "NasBench lists cells; NasBench beats random cells.", 1),
+            paper("Cells for NAS", "We search NAS cells.", 2),
             *papers(),
         ]
     )
-    strength = index.literal("automated data augmentation", half=1.0)
+    strength = index.literal("neural architecture search", half=1.0)
     assert strength[0] == 0 and strength[1] > 0
 
 
@@ -244,11 +244,11 @@ def test_an_acronym_alone_is_spelled_out_for_the_model() -> None:
         ]
     )
     assert acronyms.spelled("FNO") == "FNO (fourier neural operators)"  # the commoner
-    assert acronyms.spelled("LoRA") == "LoRA (low rank adaptation)"  # the general table
+    assert acronyms.spelled("ViT") == "ViT (vision transformer)"  # the general table
     assert acronyms.spelled("LLMs") == "LLMs (large language model)"
     assert acronyms.spelled("FNO solvers") == "FNO solvers"  # only a phrase that is the acronym
-    assert acronyms.spelled("Mamba") == "Mamba"  # a name, not an acronym
-    assert acronyms.spelled("QLoRA") == "QLoRA"  # nobody defines it: left as written
+    assert acronyms.spelled("Llama") == "Llama"  # a name, not an acronym
+    assert acronyms.spelled("KNeRF") == "KNeRF"  # nobody defines it: left as written
 
 
 def test_an_acronym_defined_two_ways_equally_often_is_left_as_written() -> None:

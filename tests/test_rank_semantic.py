@@ -173,11 +173,11 @@ def test_explain_names_the_words_column_as_the_ranker_weighs_it() -> None:
 @pytest.mark.parametrize(
     ("phrase", "plain"),
     [
-        ("circuits", True),
-        ("Mamba", False),
-        ("MoE", False),
-        ("S4", False),
-        ("state space models", False),
+        ("kernels", True),
+        ("NeRF", False),
+        ("GNN", False),
+        ("T5", False),
+        ("graph neural networks", False),
         ("fine-tuning", False),
     ],
 )
@@ -187,12 +187,12 @@ def test_a_plain_word_is_one_lower_case_word(phrase: str, plain: bool) -> None:
 
 def test_a_plain_word_needs_a_paper_closer_to_the_profile_for_its_literal_bonus() -> None:
     ranker = SemanticRanker(embedder=HashingEmbedder())
-    layout = Layout.of([compile_profile(subscriber("circuits", "Mamba"))])
+    layout = Layout.of([compile_profile(subscriber("kernels", "NeRF"))])
     z_profile = np.array([[0.25, 1.0, 2.0]], dtype=np.float32)  # three papers, ever closer to the profile
     gates, which = ranker._literal_gates(z_profile, layout)
-    circuits, mamba = (gates[which[0, k], 0].tolist() for k in range(2))
-    assert circuits == [0.125, 0.5, 1.0]  # full only at plain_gate (z 2)
-    assert mamba == [0.5, 1.0, 1.0]  # full from literal_gate (z 0.5)
+    kernels, nerf = (gates[which[0, k], 0].tolist() for k in range(2))
+    assert kernels == [0.125, 0.5, 1.0]  # full only at plain_gate (z 2)
+    assert nerf == [0.5, 1.0, 1.0]  # full from literal_gate (z 0.5)
 
 
 @pytest.mark.skipif(not semantic_available(), reason="needs the bundled model")

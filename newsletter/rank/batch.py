@@ -1,6 +1,6 @@
 """Index arrays that let many subscribers' profiles be scored with a few matrix operations.
 
-Profiles share phrases ("diffusion models" is in many), so each distinct text is embedded and scored
+Profiles share phrases ("graph neural networks" is in many), so each distinct text is embedded and scored
 against the papers once; a subscriber is a row of indices into that table, padded with -1.
 """
 

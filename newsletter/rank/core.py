@@ -143,7 +143,7 @@ class ChunkedRanker:
 
     def naming_table(self, layout: Layout, view: View) -> np.ndarray:
         """(texts, candidates) 2 where a paper names the interest (title or first sentence), 1 where its
-        title names it loosely ("state space models" for "visual state space model"; "Transformers on
+        title names it loosely ("object segmentation" for "video object segmentation"; "Transformers on
         Molecular Graphs" for "graph transformers")."""
         out = np.zeros((len(layout.texts), len(view.papers)), dtype=np.float32)
         for i in np.unique(layout.interests[layout.interests >= 0]).tolist():

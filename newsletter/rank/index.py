@@ -106,8 +106,8 @@ class LexicalIndex:
 
     def _count(self, long: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(term, doc, 1 + log tf) entries of the papers' tokens, a compound the papers hyphenate also
-        counting as one word however it is written ('super-resolution', 'super resolution' and
-        'superresolution' as 'superresolution', which 'high-resolution' is not). ``long``: each
+        counting as one word however it is written ('pre-training', 'pre training' and
+        'pretraining' as 'pretraining', which 'co-training' is not). ``long``: each
         paper's hyphenated compounds of three parts or more (two-part ones are found as word pairs)."""
         term: list[int] = []
         doc: list[int] = []
@@ -226,11 +226,11 @@ class LexicalIndex:
         """Per paper: does its title (or, with ``lead``, its first abstract sentence) state one of the
         token sequences?
 
-        A sequence that more than NAMING_SHARE of the reference papers state ("features",
+        A sequence that more than NAMING_SHARE of the reference papers state ("network",
         "generation", "image") names nothing: it says too little about what a paper is about. With
         ``meanings`` (the phrase's spelled-out forms), a one-word form is an acronym that does not
         count in a paper defining it as something else. The ``acronyms`` count only where the paper
-        writes them in capitals ("ADA", "LoRA"; not the "Ada" of "AdaMerging").
+        writes them in capitals ("NAS", "NeRF"; not the "Nas" of "NasNet").
         """
         out = np.zeros(self.size, dtype=bool)
         for form in forms:
@@ -321,8 +321,8 @@ class LexicalIndex:
 
     def _as_compounds(self, text: str) -> list[tuple[str, str]]:
         """(token, word) pairs of a query text, a compound the papers hyphenate read as one word, as
-        _count reads the papers: 'super-resolution' (or 'super resolution') asks for super-resolution,
-        not any 'resolution'; a compound of three parts or more when it is hyphenated."""
+        _count reads the papers: 'pre-training' (or 'pre training') asks for pre-training,
+        not any 'training'; a compound of three parts or more when it is hyphenated."""
         pieces: list[tuple[str, str]] = []
         for piece in text.split():
             long = [w for w, parts in compounds(piece) if len(parts) > 2 and w in self.terms]
@@ -424,7 +424,7 @@ class LexicalIndex:
 
 
 def _as_written(text: str, words: Sequence[str]) -> str:
-    """The words as the text joins them ('super-resolution', 'super resolution')."""
+    """The words as the text joins them ('pre-training', 'pre training')."""
     found = re.search(r"[\s-]*".join(re.escape(w) for w in words), text)
     return found.group() if found else " ".join(words)
 

@@ -1,6 +1,6 @@
 """Does a paper *name* an interest? Its title or first abstract sentence states the phrase, its acronym
 or expansion, or a close variant (plural, hyphenation, "visual" for "vision", a family name inside a
-compound such as "Mamba" in "PointMamba"); or names it loosely: without a leading domain word
+compound such as "NeRF" in "PointNeRF"); or names it loosely: without a leading domain word
 ("visual") or a trailing kind word ("models").
 
 A paper that names an interest is relevant unless excluded (or, when the ranker gates it, unless it
@@ -61,16 +61,16 @@ ML_ACRONYMS = {
     "vlm": "vision language model",
     "vqa": "visual question answering",
 }
-# Leading words that narrow a phrase to a domain: "visual state space model" is named by a title
-# saying "state space models" (the paper is then checked to be close to the profile).
+# Leading words that narrow a phrase to a domain: "video object segmentation" is named by a title
+# saying "object segmentation" (the paper is then checked to be close to the profile).
 DOMAIN_WORDS = frozenset(
     phrase_tokens("vision visual video image 3d point cloud graph multimodal language text speech audio")
 )
-# Trailing words that only say what kind of thing a phrase is: "state space models" is named by
-# "Structured State-Spaces for ..." (again checked against the profile).
+# Trailing words that only say what kind of thing a phrase is: "neural radiance field models" is named by
+# "Neural Radiance Fields for ..." (again checked against the profile).
 KIND_WORDS = frozenset(phrase_tokens("model network method framework architecture system"))
 _DEFINED = re.compile(r"((?:[A-Za-z][\w]*[\s-]+){1,8})\(([A-Z][A-Za-z]*[A-Z]s?)\)")
-_BARE = re.compile(r"[A-Za-z]*[A-Z][A-Za-z]*[A-Z][A-Za-z]*")  # one word with two capitals: "LoRA", "GNNs"
+_BARE = re.compile(r"[A-Za-z]*[A-Z][A-Za-z]*[A-Z][A-Za-z]*")  # one word with two capitals: "NeRF", "GNNs"
 
 
 def definitions(texts: Iterable[str]) -> dict[str, set[tuple[str, ...]]]:

@@ -304,7 +304,7 @@ class BatchScores:
         One strongly matched part of a profile is enough for a paper to be relevant, but among relevant
         papers one that two parts of the profile agree on (two interests, an interest and the about
         text, or the profile's words) is more surely on topic than one that a single generic phrase
-        matches strongly ("circuits" in a paper on electronics). Clipping at the bar keeps every
+        matches strongly ("kernels" in a paper on operating systems). Clipping at the bar keeps every
         relevant paper above every paper that missed it, so a list is still sorted by its scores; a paper
         whose best column clears the bar but whose words do not support it is listed just under it.
         """

@@ -4,7 +4,7 @@ For each part of a profile (each interest, the about text, each liked paper) the
 of every paper becomes a robust z-score against the prepared papers (how far above a typical paper
 it is), so one scale works for short and long queries alike. An interest is matched against the
 whole paper, its title and its best sentence, and read in the context of the whole profile
-("Mamba" beside "state space models" is not the snake); a literal phrase match adds to its
+("Python" beside "program synthesis" is not the snake); a literal phrase match adds to its
 interest's column, and a TF-IDF column over the profile's words catches exact terminology. A
 paper's score is its best column, so one strongly matched interest is enough; the bar that score
 must clear rises with the number of columns, so every profile lets through the same small share
@@ -70,7 +70,7 @@ class SemanticParams:
     words_weight: float = 1.0  # TF-IDF z-score over the profile's words -> column score
     exclude_threshold: float = 2.0  # an excluded topic scoring this high means the paper is about it
     literal_gate: float = 0.5  # profile z-score at which a literal match counts fully (0: always)
-    plain_gate: float = 2.0  # ... for an interest written as one plain lower-case word ("circuits")
+    plain_gate: float = 2.0  # ... for an interest written as one plain lower-case word ("kernels")
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
     sentences: bool = True  # ... and against each paper's best-matching abstract sentence
     corroborate: bool = True  # relevant papers ordered by their two best columns, not the best alone
@@ -267,9 +267,9 @@ class SemanticRanker(ChunkedRanker):
         """z-scored similarity to each interest read in its profile's context, plus the literal bonus.
 
         (z(interest) + c * z(profile)) / (1 + c) + w * gate * literal, the profile being the mean of
-        its interests and about. Reading an interest in its profile's context keeps "Mamba" beside
-        "state space models" from matching snakes; the gate (0..1, see _literal_gates) keeps a
-        generic word such as "features" or "circuits" from counting in a paper on another subject.
+        its interests and about. Reading an interest in its profile's context keeps "Python" beside
+        "program synthesis" from matching snakes; the gate (0..1, see _literal_gates) keeps a
+        generic word such as "kernels" or "graphs" from counting in a paper on another subject.
         The per-text part is computed once per distinct text.
         """
         c = self.params.context
@@ -286,7 +286,7 @@ class SemanticRanker(ChunkedRanker):
         """How much of each interest's literal bonus counts: (2, profiles, candidates) gates, full once
         the paper is ``literal_gate`` z above a typical paper for the whole profile (0), or
         ``plain_gate`` z (1); and (profiles, interests) which one each interest takes. An interest
-        written as one plain word ("circuits"; names are written as names: "Mamba", "LoRA") takes
+        written as one plain word ("kernels"; names are written as names: "NeRF", "ViT") takes
         the second: other fields use such words in other senses."""
         levels = (self.params.literal_gate, self.params.plain_gate)
         gates = np.stack([np.clip(z_profile / level, 0.0, 1.0) for level in levels])

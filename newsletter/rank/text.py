@@ -9,7 +9,7 @@ from functools import lru_cache
 from newsletter.models import StoredPaper
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+[A-Za-z][A-Za-z0-9]*")
-_COMPOUND = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z][A-Za-z0-9]*)+")  # 'fine-tuning', 'text-to-image'
+_COMPOUND = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z][A-Za-z0-9]*)+")  # 'fine-tuning', 'speech-to-text'
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _LATEX = re.compile(r"\\[a-zA-Z]+|[{}$]")
 
@@ -52,9 +52,9 @@ def _silent_e(w: str) -> str:
 
 
 def _split_word(word: str) -> list[str]:
-    """'PlainMamba' -> ['plainmamba', 'plain', 'mamba']; plain words stay whole. A name that is itself
-    written in mixed case stays whole as the end of a compound: 'QLoRA' -> ['qlora', 'lora'] (last,
-    so 'QLoRA adapters' still states 'LoRA adapters')."""
+    """'PointNeRF' -> ['pointnerf', 'point', 'nerf']; plain words stay whole. A name that is itself
+    written in mixed case stays whole as the end of a compound: 'KNeRF' -> ['knerf', 'nerf'] (last,
+    so 'KNeRF fields' still states 'NeRF fields')."""
     parts = _CAMEL.findall(word)
     whole = word.lower()
     if len(parts) <= 1:
@@ -87,14 +87,14 @@ def _word_tokens(word: str) -> tuple[str, ...]:
 
 
 def phrase_tokens(phrase: str) -> tuple[str, ...]:
-    """The stemmed content words of an interest phrase ('state space models' -> state, space, model)."""
+    """The stemmed content words of an interest phrase ('graph neural networks' -> graph, neural, network)."""
     words = [w.lower() for w in _WORD.findall(phrase.replace("-", " "))]
     return tuple(stem(w) for w in words if w not in STOPWORDS)
 
 
 def plain_word(phrase: str) -> bool:
-    """Is the phrase one word written in lower case ("circuits")? Names are written as names
-    ("Mamba", "LoRA", "S4")."""
+    """Is the phrase one word written in lower case ("kernels")? Names are written as names
+    ("NeRF", "ViT", "BERT")."""
     return phrase.isalpha() and phrase.islower()
 
 
@@ -115,7 +115,7 @@ def _compound(word: str) -> tuple[str, tuple[str, ...]] | None:
 
 
 def acronym(phrase: str) -> str | None:
-    """'mixture of experts' -> 'moe', 'state space models' -> 'ssm'; None when under 3 letters."""
+    """'neural architecture search' -> 'nas', 'graph neural networks' -> 'gnn'; None when under 3 letters."""
     words = _WORD.findall(phrase.replace("-", " "))
     if len(words) < 2:
         return None
@@ -125,7 +125,7 @@ def acronym(phrase: str) -> str | None:
 
 def acronym_mentions(text: str, short: str) -> int:
     """How often ``text`` writes the acronym ``short`` as one: two capitals or more, alone or ending a
-    compound ("ADA", "ADAs", "QLoRA", "DeepSeekMoE"), not the "Ada" of "AdaMerging" or inside "ADAPT"."""
+    compound ("NAS", "NASs", "KNeRF", "DeepSeekViT"), not the "Nas" of "NasNet" or inside "NASDAQ"."""
     found = re.finditer(rf"(?i:{re.escape(short)})(?=s?(?:[^A-Za-z]|$)|[A-Z][a-z])", text)
     return sum(1 for m in found if sum(c.isupper() for c in m.group()) >= 2)
 
