@@ -27,7 +27,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from newsletter.app import open_pipeline, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_subscribers
-from newsletter.errors import ConfigError, NewsletterError, SourceError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.pipeline import Pipeline
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 from newsletter.store import Store
@@ -79,7 +79,7 @@ class Daemon:
         self.stop = threading.Event()
         self.subscribers = SubscriberFile(settings.subscribers)
         self._leader: Leadership | None = None  # set by run(); None: the caller holds the run lock
-        self.sources: list[Source] = sources_from_settings(settings, sleep=self._pause)
+        self.sources: list[Source] = sources_from_settings(settings, stop=self.stop)
         self._busy = threading.Lock()
         self.scheduler = BlockingScheduler(
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
@@ -138,11 +138,6 @@ class Daemon:
         written, _failures = fetch_all(self.sources, self.clock(), self.stop)  # each failure is logged
         if written:
             self.tick(pipeline)
-
-    def _pause(self, seconds: float) -> None:
-        """A source's wait before it retries, cut short by SIGTERM/SIGINT."""
-        if self.stop.wait(seconds):
-            raise SourceError("stopped by a signal while waiting to retry; the next fetch tries again")
 
     def _install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

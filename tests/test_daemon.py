@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -105,15 +106,18 @@ class _RateLimited(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_fetch_waiting_on_a_rate_limit_holds_back_no_tick_and_no_sigterm(
-    env: dict[str, str], tmp_path: Path
-) -> None:
-    """The fetch waited out Retry-After (minutes) holding the daemon's lock: no digest went out
-    meanwhile, and SIGTERM waited for the wait to end."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _RateLimited)
+def daemon_against(
+    handler: type[BaseHTTPRequestHandler],
+    source: dict[str, object],
+    env: dict[str, str],
+    log: Path,
+    meanwhile: Callable[[], None],
+) -> float:
+    """Run the daemon fetching from ``handler`` on loopback, do ``meanwhile``, SIGTERM it: the seconds
+    it took to exit (0 asserted as its status)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    source = {"kind": "hf-daily", "base_url": f"http://127.0.0.1:{server.server_port}", "max_retries": 2}
-    log = tmp_path / "daemon.log"
+    source = {**source, "base_url": f"http://127.0.0.1:{server.server_port}"}
     try:
         with log.open("w") as err:
             proc = subprocess.Popen(
@@ -123,18 +127,67 @@ def test_a_fetch_waiting_on_a_rate_limit_holds_back_no_tick_and_no_sigterm(
                 stderr=err,
             )
         try:
-            assert wait_for(lambda: "retry 1 of 2 in 100.0 s" in log.read_text()), log.read_text()
-            add_dumps(env, seed_names()[0])
-            assert wait_for(lambda: len(outbox(env)) >= 2), "no tick while the fetch waits"
+            meanwhile()
         finally:
             proc.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            proc.wait(timeout=60)
+            proc.wait(timeout=100)
             took = time.monotonic() - signalled
     finally:
+        _Stalled.release.set()
         server.shutdown()
         server.server_close()
-    text = log.read_text()
-    assert proc.returncode == 0, text
+    assert proc.returncode == 0, log.read_text()
+    return took
+
+
+def test_a_fetch_waiting_on_a_rate_limit_holds_back_no_tick_and_no_sigterm(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The fetch waited out Retry-After (minutes) holding the daemon's lock: no digest went out
+    meanwhile, and SIGTERM waited for the wait to end."""
+    log = tmp_path / "daemon.log"
+
+    def tick_while_waiting() -> None:
+        assert wait_for(lambda: "retry 1 of 2 in 100.0 s" in log.read_text()), log.read_text()
+        add_dumps(env, seed_names()[0])
+        assert wait_for(lambda: len(outbox(env)) >= 2), "no tick while the fetch waits"
+
+    took = daemon_against(_RateLimited, {"kind": "hf-daily", "max_retries": 2}, env, log, tick_while_waiting)
     assert took < 10, f"{took:.1f} s to stop"
-    assert "stopped by a signal while waiting to retry" in text
+    assert "stopped by a signal while waiting to retry" in log.read_text()
+
+
+class _Stalled(BaseHTTPRequestHandler):
+    """Every request: no reply until the test ends (a listing API that hangs)."""
+
+    asked = threading.Event()
+    release = threading.Event()
+
+    def do_GET(self) -> None:
+        type(self).asked.set()
+        type(self).release.wait(120)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"[]")
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_sigterm_during_a_request_in_flight_stops_the_daemon_at_once(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """SIGTERM waited for a request in flight to the source: up to its timeout (here 120 s). The
+    request is now given up at once, and nothing from it is written."""
+    log = tmp_path / "daemon.log"
+
+    def until_asked() -> None:
+        assert _Stalled.asked.wait(60), log.read_text()
+
+    took = daemon_against(_Stalled, {"kind": "hf-daily", "timeout": 120}, env, log, until_asked)
+    assert took < 10, f"{took:.1f} s to stop"
+    assert "stopped by a signal before the reply came" in log.read_text()
+    assert not list(Path(env["NEWSLETTER_DUMPS"]).glob("hf-daily-*"))

@@ -10,6 +10,7 @@ nothing on weekends) writes nothing.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -45,12 +46,13 @@ class ArxivSource(HttpSource):
         timeout: float = 20.0,
         max_retries: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         if not categories:
             raise ValueError("categories must name at least one arXiv category")
         self.categories = tuple(categories)
         options = {"client": client, "timeout": timeout, "max_retries": max_retries, "sleep": sleep}
-        super().__init__(dumps_dir, state_dir, base_url=base_url, **options)  # type: ignore[arg-type]
+        super().__init__(dumps_dir, state_dir, base_url=base_url, stop=stop, **options)  # type: ignore[arg-type]
         self._state = _StateFile(state_dir / f"{self.name}.json", self.url)  # one entry per feed URL
 
     def __repr__(self) -> str:

@@ -174,7 +174,7 @@ def _command(match: re.Match[str], paper_name: str | None) -> str:
 
 
 def short_name(title: str) -> str | None:
-    """A title's short name: 'Mamba' in 'Mamba: Linear-Time ...' or 'LOGO -- Long cOntext ...'."""
+    """A title's short name: 'Kestrel' in 'Kestrel: Sparse Message ...' or 'SPARK -- Sparse Graph ...'."""
     head = _TITLE_HEAD.match(title)
     return head.group(1) if head else None
 

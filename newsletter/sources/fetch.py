@@ -6,8 +6,10 @@ the ``hf-json`` parser before anything is written, and written (atomically) only
 new, as ``hf-daily-YYYY-MM-DD-<sha8>.json`` in the dumps folder, so any run can be replayed from the
 folder alone. ETag / Last-Modified are kept per date in a small JSON file in the state folder and
 sent back as If-None-Match / If-Modified-Since. 5xx, 429 and transport errors are retried with
-exponential backoff and jitter, honouring ``Retry-After``. An empty listing (a weekend, or a day not
-published yet) is normal: nothing is written and nothing is reported.
+exponential backoff and jitter, honouring ``Retry-After``. Given a ``stop`` event (the daemon's), a
+source gives up at once when it is set: a retry's wait ends, and a request still in flight is left to
+finish in the background and its reply dropped, so nothing is written. An empty listing (a weekend,
+or a day not published yet) is normal: nothing is written and nothing is reported.
 """
 
 from __future__ import annotations
@@ -19,13 +21,15 @@ import logging
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -52,6 +56,7 @@ RETRY_AFTER_CAP = 300.0  # seconds; a longer Retry-After is cut to this
 BACKOFF_BASE = 2.0  # first retry waits 1-2 s, then 2-4 s, 4-8 s ...
 BACKOFF_MAX = 60.0
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a daily listing is ~100 KB; anything this big is not one
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,7 @@ class HttpSource:
         timeout: float = 20.0,
         max_retries: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -108,6 +114,7 @@ class HttpSource:
         self.max_retries = max_retries
         self._client = client
         self._sleep = sleep
+        self._stop = stop
         self._state = _StateFile(state_dir / f"{self.name}.json", self.base_url)
 
     @contextlib.contextmanager
@@ -165,6 +172,11 @@ class HttpSource:
         )
 
     def _send(self, client: httpx.Client, url: str, headers: dict[str, str]) -> _Reply:
+        if self._stop is None:
+            return self._request(client, url, headers)
+        return unless_stopped(lambda: self._request(client, url, headers), self._stop, url)
+
+    def _request(self, client: httpx.Client, url: str, headers: dict[str, str]) -> _Reply:
         with client.stream("GET", url, headers=headers, timeout=self.timeout) as response:
             body = _read_body(response, url) if response.status_code == 200 else b""
             return _Reply(response.status_code, response.headers, body)
@@ -172,7 +184,10 @@ class HttpSource:
     def _pause(self, url: str, problem: str, wait: float | None, attempt: int) -> None:
         delay = wait if wait is not None else backoff_delay(attempt)
         log.info("%s: %s; retry %d of %d in %.1f s", url, problem, attempt + 1, self.max_retries, delay)
-        self._sleep(delay)
+        if self._stop is None:
+            self._sleep(delay)
+        elif self._stop.wait(delay):
+            raise SourceError(f"cannot fetch {url}: stopped by a signal while waiting to retry")
 
 
 class HfDailySource(HttpSource):
@@ -192,6 +207,7 @@ class HfDailySource(HttpSource):
         timeout: float = 20.0,
         max_retries: int = 4,
         sleep: Callable[[float], None] = time.sleep,
+        stop: threading.Event | None = None,
     ) -> None:
         if days_back < 0:
             raise ValueError("days_back and max_retries must be >= 0")
@@ -203,6 +219,7 @@ class HfDailySource(HttpSource):
             timeout=timeout,
             max_retries=max_retries,
             sleep=sleep,
+            stop=stop,
         )
         self.days_back = days_back
 
@@ -251,6 +268,25 @@ class HfDailySource(HttpSource):
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+def unless_stopped(call: Callable[[], T], stop: threading.Event, url: str) -> T:
+    """``call()`` on a thread of its own, given up once ``stop`` is set: SourceError at once, and its
+    result, when it comes, is dropped. (A daemon thread, so a reply still on its way for up to the
+    timeout holds up neither the caller nor the process's exit.)"""
+    done: Future[T] = Future()
+    threading.Thread(target=_settle, args=(done, call), name="newsletter-fetch", daemon=True).start()
+    while not done.done():
+        if stop.wait(0.1):
+            raise SourceError(f"cannot fetch {url}: stopped by a signal before the reply came")
+    return done.result()
+
+
+def _settle(done: Future[T], call: Callable[[], T]) -> None:
+    try:
+        done.set_result(call())
+    except BaseException as exc:  # handed to the waiting thread, which raises it
+        done.set_exception(exc)
 
 
 def listing_dates(now: datetime, days_back: int) -> list[date]:

@@ -165,21 +165,24 @@ def parse_sources(
     state_dir: Path,
     client: httpx.Client | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    stop: threading.Event | None = None,
 ) -> list[Source]:
     """Validate the ``sources`` setting and build its sources; ConfigError names the entry and field.
-    ``sleep`` is how an HTTP source waits before a retry (the daemon's ends at a signal)."""
+    ``sleep`` is how an HTTP source waits before a retry; once ``stop`` (the daemon's) is set, an HTTP
+    source gives up its wait or its request in flight at once."""
     specs = validate_sources(spec)
     _refuse_duplicates(specs)
-    return [_build(s, dumps_dir, state_dir, client, sleep) for s in specs]
+    http = {"client": client, "sleep": sleep, "stop": stop}
+    return [_build(s, dumps_dir, state_dir, http) for s in specs]
 
 
 def sources_from_settings(
-    settings: Any, *, client: httpx.Client | None = None, sleep: Callable[[float], None] = time.sleep
+    settings: Any, *, client: httpx.Client | None = None, stop: threading.Event | None = None
 ) -> list[Source]:
     """Sources from ``settings.sources`` (default: the folder only); state under ``$HOME/sources``."""
     spec = getattr(settings, "sources", None) or list(DEFAULT_SOURCES)
     state = settings.home / "sources"
-    return parse_sources(spec, dumps_dir=settings.dumps, state_dir=state, client=client, sleep=sleep)
+    return parse_sources(spec, dumps_dir=settings.dumps, state_dir=state, client=client, stop=stop)
 
 
 def validate_sources(spec: Any) -> list[AnySpec]:
@@ -193,15 +196,14 @@ def _build(
     spec: AnySpec,
     dumps_dir: Path,
     state_dir: Path,
-    client: httpx.Client | None,
-    sleep: Callable[[float], None],
+    http: dict[str, Any],
 ) -> Source:
     if isinstance(spec, FolderSpec):
         return FolderSource(dumps_dir)
-    options = spec.model_dump(exclude={"kind"})
+    options = spec.model_dump(exclude={"kind"}) | http
     if isinstance(spec, ArxivSpec):
-        return ArxivSource(dumps_dir, state_dir, client=client, sleep=sleep, **options)
-    return HfDailySource(dumps_dir, state_dir, client=client, sleep=sleep, **options)
+        return ArxivSource(dumps_dir, state_dir, **options)
+    return HfDailySource(dumps_dir, state_dir, **options)
 
 
 def _refuse_duplicates(specs: list[AnySpec]) -> None:
