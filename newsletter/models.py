@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 import unicodedata
 from collections.abc import Callable
@@ -17,6 +18,7 @@ _T = TypeVar("_T")
 _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
 _ARXIV_PREFIX = re.compile(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", re.IGNORECASE)
 _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE)
+ABSTRACT_KEY_WORDS = 40  # the opening words of an abstract that identify its paper
 
 
 def pickled_by_fields(cls: type[_T]) -> type[_T]:
@@ -39,6 +41,16 @@ def normalize_title(title: str) -> str:
     """Unicode NFKC, case-folded, punctuation and whitespace collapsed to single spaces."""
     folded = unicodedata.normalize("NFKC", title).casefold()
     return _PUNCT_OR_SPACE.sub(" ", folded).strip()
+
+
+def abstract_key(abstract: str) -> str | None:
+    """A paper's identity by its abstract's opening words (normalised as titles are, then hashed), for
+    listings without an arXiv id: a title corrected in a later listing still finds its paper. None for
+    an abstract too short to identify anything (empty, a placeholder, or one cut short)."""
+    words = normalize_title(abstract).split()
+    if len(words) < ABSTRACT_KEY_WORDS:
+        return None
+    return hashlib.sha256(" ".join(words[:ABSTRACT_KEY_WORDS]).encode()).hexdigest()[:32]
 
 
 def normalize_arxiv_id(value: str) -> str | None:
@@ -98,6 +110,10 @@ class Paper:
     @property
     def title_key(self) -> str:
         return normalize_title(self.title)
+
+    @property
+    def abstract_key(self) -> str | None:
+        return abstract_key(self.abstract)
 
     @property
     def key(self) -> str:

@@ -131,6 +131,39 @@ def test_paper_seen_later_without_its_id_matches_by_title(store: Store) -> None:
     assert (stored.arxiv_id, stored.times_seen) == ("2001.08361", 2)
 
 
+LONG_ABSTRACT = (
+    "Kestrels hover over fields while they hunt, holding their heads still against the wind. We record "
+    "forty hours of hovering flight with head-mounted cameras and fit a controller that keeps a small drone's "
+    "camera as steady as a kestrel's head in gusts of up to twelve metres per second, which no gimbal we tried does."
+)
+
+
+def test_a_retitled_paper_without_an_id_is_found_by_its_abstract(store: Store) -> None:
+    """A listing that corrects a typo in a title, with no arXiv id to go by, is the same paper."""
+    store.ingest(make_dump(replace(paper("Hovering Like a Kestrl", 1), abstract=LONG_ABSTRACT)), at(0))
+    fixed = replace(paper("Hovering Like a Kestrel", 2), abstract=LONG_ABSTRACT + " Code is online.")
+    result = store.ingest(make_dump(fixed), at(1))
+
+    assert result.new == 0
+    (stored,) = store.papers_first_seen_after(0)
+    assert (stored.title, stored.times_seen) == ("Hovering Like a Kestrl", 2)
+
+
+def test_a_short_abstract_identifies_no_paper(store: Store) -> None:
+    """Two titles over the same few words (an empty abstract, a placeholder) are two papers."""
+    store.ingest(make_dump(replace(paper("First", 1), abstract="No abstract available.")), at(0))
+    result = store.ingest(make_dump(replace(paper("Second", 1), abstract="No abstract available.")), at(1))
+    assert result.new == 1
+
+
+def test_a_paper_with_another_id_is_not_matched_by_its_abstract(store: Store) -> None:
+    store.ingest(make_dump(replace(paper("Kestrels", 1, "2401.00001"), abstract=LONG_ABSTRACT)), at(0))
+    result = store.ingest(
+        make_dump(replace(paper("Kestrels v2", 1, "2402.00002"), abstract=LONG_ABSTRACT)), at(1)
+    )
+    assert result.new == 1
+
+
 def test_same_title_with_different_ids_are_two_papers(store: Store) -> None:
     store.ingest(make_dump(paper("Attention", 1, "1706.03762")), at(0))
     result = store.ingest(make_dump(paper("Attention", 1, "2501.99999")), at(1))

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from newsletter.errors import StoreError
+from newsletter.models import Paper
 from newsletter.store import MIGRATIONS, Store
 from newsletter.store.engine import make_engine, transaction
 from newsletter.store.migrations import migrate
@@ -86,6 +87,32 @@ def test_refused_files_recorded_before_0007_survive_it_and_a_second_name_can_joi
             ("dumps/two.json", "item 1: bad"),
         ]
         assert store.rejected_keys() == {("abc", "dumps/one.json"), ("abc", "dumps/two.json")}
+
+
+def test_papers_stored_before_0009_are_found_by_their_abstract_after_it(store_url: str) -> None:
+    engine = make_engine(sa.make_url(store_url))
+    migrate(engine, tuple(m for m in MIGRATIONS if m[0] < "0009"))
+    abstract = " ".join(f"word{i}" for i in range(60))
+    with transaction(engine, write=True) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO dumps (content_hash, source, format, ingested_at, papers, new)"
+                " VALUES ('h', 'test', 'hf-text', '2026-01-01 00:00:00.000000', 1, 1)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO papers (key, title_key, title, abstract, authors, first_seen, last_seen,"
+                " first_dump_seq, times_seen, best_rank) VALUES ('old titel', 'old titel', 'Old Titel',"
+                " :abstract, '[]', '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 1, 1, 1)"
+            ),
+            {"abstract": abstract},
+        )
+    engine.dispose()
+    with Store(store_url) as store:
+        assert store.migrations_applied == ["0009_abstract_key"]
+        retitled = Paper(title="Old Title", abstract=abstract, rank=1)
+        assert store.ingest(make_dump(retitled), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
 
 
 def _sqlite_schema(conn: Connection) -> set[tuple[str, str, str]]:

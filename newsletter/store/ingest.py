@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.models import UNRANKED, Dump, Paper, normalize_arxiv_id
+from newsletter.models import UNRANKED, Dump, Paper, abstract_key, normalize_arxiv_id
 from newsletter.store.details import write_details
 from newsletter.store.lock import INGEST_LOCK_KEY, xact_lock
 from newsletter.store.papers import chunks, dump_record
@@ -30,6 +30,7 @@ class _Entry:
 
     title_key: str
     arxiv_id: str | None
+    abstract_key: str | None = None
     id: int | None = None  # None until a new paper is inserted
     row: dict[str, Any] = field(default_factory=dict)  # stored values (existing papers)
     listing: Paper | None = None  # the dump's first listing of it; None when untouched
@@ -42,24 +43,31 @@ class _Entry:
 
 
 class _Index:
-    """Entries by arXiv id and by title key; a title can belong to several papers (different ids)."""
+    """Entries by arXiv id, by title key and by abstract key; a title can belong to several papers
+    (different ids)."""
 
     def __init__(self) -> None:
         self.by_id: dict[str, _Entry] = {}
         self.by_title: dict[str, list[_Entry]] = defaultdict(list)
+        self.by_abstract: dict[str, list[_Entry]] = defaultdict(list)
         self.touched: list[_Entry] = []
 
     def add(self, entry: _Entry) -> None:
         if entry.arxiv_id:
             self.by_id[entry.arxiv_id] = entry
         self.by_title[entry.title_key].append(entry)
+        if entry.abstract_key:
+            self.by_abstract[entry.abstract_key].append(entry)
 
-    def find(self, arxiv_id: str | None, title_key: str) -> _Entry | None:
-        if arxiv_id is None:
-            return next(iter(self.by_title.get(title_key, ())), None)
+    def find(self, arxiv_id: str | None, paper: Paper) -> _Entry | None:
+        """The stored paper that ``paper`` lists: by arXiv id; else by title, then by abstract (a
+        corrected title), among papers without an id when ``paper`` has one."""
         if arxiv_id in self.by_id:
             return self.by_id[arxiv_id]
-        return next((e for e in self.by_title.get(title_key, ()) if e.arxiv_id is None), None)
+        fits = (lambda e: True) if arxiv_id is None else (lambda e: e.arxiv_id is None)
+        by_title = (e for e in self.by_title.get(paper.title_key, ()) if fits(e))
+        by_abstract = (e for e in self.by_abstract.get(paper.abstract_key or "", ()) if fits(e))
+        return next(by_title, None) or next(by_abstract, None)
 
 
 def ingest_dump(conn: Connection, dump: Dump, now: datetime) -> IngestResult:
@@ -105,25 +113,29 @@ def _insert_dump(conn: Connection, dump: Dump, now: datetime) -> int:
 
 
 def _load_candidates(conn: Connection, listed: tuple[Paper, ...]) -> _Index:
-    """Stored papers that may match the listing: same arXiv id or same title key."""
+    """Stored papers that may match the listing: same arXiv id, title key or abstract key."""
     index = _Index()
     ids = {i for i in map(_arxiv_id, listed) if i}
     titles = {p.title_key for p in listed}
+    abstracts = {k for k in (p.abstract_key for p in listed) if k}
     seen: set[int] = set()
-    for column, values in ((papers.c.arxiv_id, ids), (papers.c.title_key, titles)):
+    by = ((papers.c.arxiv_id, ids), (papers.c.title_key, titles), (papers.c.abstract_key, abstracts))
+    for column, values in by:
         for batch in chunks(sorted(values)):
             for row in conn.execute(sa.select(papers).where(column.in_(batch)).order_by(papers.c.id)):
                 if row.id not in seen:
                     seen.add(row.id)
-                    index.add(_Entry(row.title_key, row.arxiv_id, row.id, dict(row._mapping)))
+                    index.add(
+                        _Entry(row.title_key, row.arxiv_id, row.abstract_key, row.id, dict(row._mapping))
+                    )
     return index
 
 
 def _see(index: _Index, paper: Paper) -> None:
     arxiv_id = _arxiv_id(paper)
-    entry = index.find(arxiv_id, paper.title_key)
+    entry = index.find(arxiv_id, paper)
     if entry is None:
-        entry = _Entry(paper.title_key, arxiv_id)
+        entry = _Entry(paper.title_key, arxiv_id, paper.abstract_key)
         index.add(entry)
     elif arxiv_id and entry.arxiv_id is None:
         entry.arxiv_id = arxiv_id
@@ -165,6 +177,7 @@ def _insert_paper(conn: Connection, entry: _Entry, seq: int, now: datetime, tren
             key=entry.arxiv_id or entry.title_key,
             arxiv_id=entry.arxiv_id,
             title_key=entry.title_key,
+            abstract_key=entry.abstract_key,
             title=paper.title,
             abstract=paper.abstract,
             authors=_authors_json(paper),
@@ -188,6 +201,7 @@ _UPDATE_SEEN = (
         key=sa.bindparam("b_key"),
         arxiv_id=sa.bindparam("b_arxiv_id"),
         abstract=sa.bindparam("b_abstract"),
+        abstract_key=sa.bindparam("b_abstract_key"),
         authors=sa.bindparam("b_authors"),
         last_seen=sa.bindparam("b_last_seen"),
         times_seen=papers.c.times_seen + 1,
@@ -203,11 +217,13 @@ def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]
     row, paper = entry.row, entry.listing
     assert paper is not None
     authors = row["authors"] if json.loads(row["authors"]) else _authors_json(paper)
+    abstract = _completed(row["abstract"], paper.abstract)
     return {
         "b_id": entry.id,
         "b_key": entry.arxiv_id if entry.filled_id else row["key"],
         "b_arxiv_id": entry.arxiv_id,
-        "b_abstract": _completed(row["abstract"], paper.abstract),
+        "b_abstract": abstract,
+        "b_abstract_key": row["abstract_key"] or abstract_key(abstract),
         "b_authors": authors,
         "b_last_seen": now,
         "b_best_rank": min(row["best_rank"], entry.rank) if trending else row["best_rank"],

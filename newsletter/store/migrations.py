@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import StoreError
+from newsletter.models import abstract_key
 from newsletter.store.engine import transaction
 from newsletter.store.lock import MIGRATION_LOCK_KEY, AdvisoryLock, uses_advisory_locks
 from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
@@ -225,6 +226,18 @@ def _0008_recent_digests(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_digests_email_watermark ON digests (email, watermark_seq)"))
 
 
+def _0009_abstract_key(conn: Connection) -> None:
+    """Papers also found by their abstract's opening words, so a listing that corrects a title (and has
+    no arXiv id) does not bring the paper again as new; filled in for the papers stored so far."""
+    conn.execute(sa.text("ALTER TABLE papers ADD COLUMN abstract_key VARCHAR(64)"))
+    conn.execute(sa.text("CREATE INDEX ix_papers_abstract_key ON papers (abstract_key)"))
+    rows = conn.execute(sa.text("SELECT id, abstract FROM papers")) or ()  # (): a mock engine's DDL
+    keys = [{"b_id": row.id, "b_key": abstract_key(row.abstract)} for row in rows]
+    update = sa.text("UPDATE papers SET abstract_key = :b_key WHERE id = :b_id")
+    for start in range(0, len(keys), 1000):
+        conn.execute(update, keys[start : start + 1000])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -234,6 +247,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0006_feedback", _0006_feedback),
     ("0007_rejected_by_path", _0007_rejected_by_path),
     ("0008_recent_digests", _0008_recent_digests),
+    ("0009_abstract_key", _0009_abstract_key),
 )
 
 

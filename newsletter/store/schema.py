@@ -79,6 +79,7 @@ papers = sa.Table(
     sa.Column("times_seen", sa.Integer, nullable=False),
     sa.Column("best_rank", sa.Integer, nullable=False),
     sa.Column("upvotes", sa.Integer),
+    sa.Column("abstract_key", sa.String(64), index=True),  # models.abstract_key: a retitled paper
     sa.CheckConstraint("times_seen >= 1", name="ck_papers_times_seen"),
     sa.CheckConstraint("best_rank >= 1", name="ck_papers_best_rank"),
 )
