@@ -39,14 +39,14 @@ from newsletter.rank.text import sentences  # noqa: E402
 PAPERS = 400
 ALL = ", all relevant"  # a kind's suffix: every relevant paper, not just max_items of them
 DIM = 384
-TOPICS = """graph neural networks|protein folding|speech recognition|reinforcement learning|diffusion models|
-machine translation|object detection|time series forecasting|federated learning|quantization|
-mixture of experts|state space models|retrieval augmented generation|code generation|robot learning|
-medical image segmentation|interpretability|sparse autoencoders|text-to-image|video generation|
+TOPICS = """graph neural networks|protein folding|speech recognition|reinforcement learning|optical flow|
+machine translation|object detection|tabular learning|federated learning|quantization|
+molecule generation|symbolic regression|retrieval augmented generation|code generation|robot learning|
+pose estimation|drug discovery|program synthesis|active learning|point cloud registration|
 KV cache|efficient LLM serving|instruction tuning|preference optimization|tokenization|3D reconstruction|
-neural radiance fields|point clouds|autonomous driving|weather forecasting|recommender systems|
+neural radiance fields|point clouds|autonomous driving|weather modeling|recommender systems|
 contrastive learning|knowledge distillation|continual learning|meta learning|Bayesian optimization|
-causal inference|fairness|privacy|adversarial robustness|watermarking|hallucination|reasoning|agents|
+causal inference|fairness|privacy|adversarial robustness|watermarking|robot grasping|reasoning|agents|
 tool use|math reasoning|theorem proving|speech synthesis|music generation|audio tagging"""
 MODIFIERS = ["", "efficient", "scalable", "multimodal", "self-supervised", "low-resource", "long-context"]
 WORDS = ["model", "data", "training", "inference", "learning", "neural", "vision", "robust", "sparse", "fast"]

@@ -34,8 +34,8 @@ from newsletter.unsubscribe import make_token  # noqa: E402
 
 SECRET = "benchmark-secret"
 SUBSCRIBERS = """subscribers:
-  - {email: ssm@example.org, interests: ["state space models", "Mamba"]}
-  - {email: diff@example.org, interests: ["diffusion models"]}
+  - {email: ssm@example.org, interests: ["chain-of-thought", "latent space", "language grounding"]}
+  - {email: diff@example.org, interests: ["sound", "speech synthesis"]}
   - {email: nobody@example.org, interests: ["sourdough baking"]}
 """
 

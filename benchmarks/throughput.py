@@ -36,18 +36,18 @@ ROOT = Path(__file__).resolve().parent.parent
 SINK = ROOT / "benchmarks" / "smtp_sink.py"
 
 TOPICS = [
-    "state space models", "Mamba", "mixture of experts", "expert routing", "diffusion models",
-    "text-to-image", "video generation", "image generation", "medical image segmentation", "MRI",
-    "time series forecasting", "interpretability", "sparse autoencoders", "reinforcement learning",
+    "chain-of-thought", "latent space", "Kolmogorov-Arnold networks", "model compression", "context length",
+    "word embeddings", "knowledge graphs", "calibration", "mobile agents", "autonomous driving",
+    "post-training quantization", "episodic memory", "protein structure prediction", "reinforcement learning",
     "LLM agents", "reasoning", "code generation", "quantization", "KV cache", "speculative decoding",
     "efficient LLM serving", "pruning", "knowledge distillation", "graph neural networks",
     "3D reconstruction",
     "Gaussian splatting", "speech recognition", "text-to-speech", "robotics", "embodied agents",
-    "vision transformers", "object detection", "semantic segmentation", "multimodal LLMs",
+    "vision transformers", "object detection", "semantic segmentation", "audio-visual learning",
     "retrieval-augmented generation", "instruction tuning", "RLHF", "preference optimization",
     "long context", "linear attention", "tokenization", "federated learning", "privacy",
     "adversarial robustness", "continual learning", "few-shot learning", "contrastive learning",
-    "self-supervised learning", "neural architecture search", "low-rank adaptation",
+    "self-supervised learning", "neural architecture search", "neural radiance fields",
 ]  # fmt: skip
 
 

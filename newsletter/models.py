@@ -247,7 +247,7 @@ class Scored:
 
     paper: StoredPaper
     score: float
-    why: str  # short human-readable reason, e.g. "matches: Mamba, state space"
+    why: str  # short human-readable reason, e.g. "matches: Kestrel, message passing"
     relevant: bool
 
 

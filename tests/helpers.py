@@ -30,9 +30,9 @@ defaults: {cadence: daily, max_items: 10}
 subscribers:
   - email: ssm@example.org
     name: Sam
-    interests: ["state space models", "Mamba"]
+    interests: ["chain-of-thought", "latent space", "language grounding"]
   - email: diff@example.org
-    interests: ["diffusion models", "image generation"]
+    interests: ["sound", "speech synthesis"]
     cadence: each-dump
   - email: nobody@example.org
     interests: ["sourdough baking"]

@@ -46,7 +46,7 @@ def test_ascii_domain_is_what_email_validator_sends_to() -> None:
 def _settings(tmp_path: Path) -> Settings:
     env = make_env(tmp_path)
     Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
-        f"subscribers:\n  - email: {BOB}\n    interests: [diffusion models]\n    cadence: each-dump\n",
+        f"subscribers:\n  - email: {BOB}\n    interests: [sound]\n    cadence: each-dump\n",
         encoding="utf-8",
     )
     add_dumps(env, seed_names()[0])

@@ -9,14 +9,14 @@ from .helpers import cli
 BROKEN = """\
 subscribers:
   - email: ok@example.org
-    interests: [diffusion]
+    interests: [speech]
   - email: typo@example.org
-    interets: [diffusion]
+    interets: [speech]
   - email: zone@example.org
-    interests: [diffusion]
+    interests: [speech]
     timezone: Mars/Base
   - email: list@example.org
-    interests: diffusion, mamba
+    interests: speech, quantization
     max_items: 0
 """
 

@@ -17,8 +17,9 @@ from .helpers import add_dumps, cli, make_env, outbox, seed_names
 NOW = "2026-03-11T08:00:00Z"
 LATER = "2026-03-12T08:00:00Z"
 SSM = "ssm@example.org"
-SENT = "A Survey of Mamba"  # in Sam's first digest
-LEFT_OUT = "Understanding the differences in Foundation Models: Attention, State Space Models, and Recurrent Neural Networks"
+SENT = "Training Large Language Models to Reason in a Continuous Latent Space"  # in Sam's first digest
+LEFT_OUT = "Training Chain-of-Thought via Latent-Variable Inference"
+SENT_QUOTED = "Training Large Language Models to Reason in a Con…"  # a reason quotes at most 50 characters
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_feedback_refuses_what_it_cannot_record(
 def test_explain_a_sent_paper(env: dict[str, str]) -> None:
     lines = cli(env, "explain", SSM, SENT, "--now", NOW).stdout.splitlines()
     assert lines[0] == SENT
-    bar = f"against a bar of {LexicalParams().threshold:.3f}: matches: Mamba"  # the tests' lexical ranker
+    bar = f"against a bar of {LexicalParams().threshold:.3f}: matches: chain-of-thought, latent space"  # the tests' lexical ranker
     assert lines[1].startswith("  score ") and bar in lines[1]
     score = lines[1].split(" against ")[0].removeprefix("  score ")
     assert float(score) >= LexicalParams().threshold
@@ -101,9 +102,7 @@ def test_explain_a_paper_left_out_below_the_bar(env: dict[str, str]) -> None:
         float(x) for x in lines[1].split(":")[0].removeprefix("  score ").split(" against a bar of ")
     )
     assert score < bar
-    assert "(below threshold)" in lines[1] and lines[2].startswith(
-        "  best column: interest 'diffusion models'"
-    )
+    assert "(below threshold)" in lines[1] and lines[2].startswith("  best column: interest 'sound'")
     assert lines[-1] == "  not sent: its score is below the bar"
 
 
@@ -111,8 +110,8 @@ def test_explain_a_paper_left_out_for_a_less_like_this(fresh: dict[str, str]) ->
     cli(fresh, "feedback", SSM, SENT, "--less", "--now", NOW)
     add_dumps(fresh, seed_names()[2])
     out = cli(fresh, "explain", SSM, LEFT_OUT, "--now", LATER).stdout
-    assert f"less like '{SENT}' you marked (below threshold)" in out
-    assert "best column: interest 'state space models'" in out
+    assert f"less like '{SENT_QUOTED}' you marked (below threshold)" in out
+    assert "best column: the words of your profile" in out
     assert "  less like a paper you marked: -0." in out
     assert out.endswith(
         "left out of the next digest: it is too much like a paper you marked 'less like this'\n"

@@ -14,10 +14,10 @@ from .helpers import add_dumps, cli, seed_names
 ONE_PAPER = """
 subscribers:
   - email: a-rather-long-address-for-a-table@example.org
-    interests: ["state space models", "Mamba"]
+    interests: ["chain-of-thought", "latent space"]
     max_items: 1
   - email: diff@example.org
-    interests: ["diffusion models"]
+    interests: ["sound"]
     cadence: each-dump
 """
 

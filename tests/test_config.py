@@ -11,9 +11,9 @@ GOOD = """
 defaults: {max_items: 5, cadence: weekly}
 subscribers:
   - email: ada@example.org
-    interests: ["state space models"]
+    interests: ["graph neural networks"]
   - email: bob@example.org
-    interests: ["diffusion"]
+    interests: ["speech"]
     max_items: 3
     cadence: daily
 """

@@ -21,7 +21,7 @@ from .helpers import SUBSCRIBERS, make_env
 
 def _one(tmp_path: Path, extra: str) -> Path:
     path = tmp_path / "subscribers.yaml"
-    path.write_text(f"subscribers:\n  - email: ada@example.org\n    interests: [Mamba]\n{extra}", "utf-8")
+    path.write_text(f"subscribers:\n  - email: ada@example.org\n    interests: [GraphSAGE]\n{extra}", "utf-8")
     return path
 
 

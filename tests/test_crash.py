@@ -56,10 +56,10 @@ DATA_DELAY = 0.02  # seconds the server waits between journaling a message and r
 SEND_RATE = "30"  # messages per second, so a run's sending phase lasts ~2 s
 DOMAIN = "papers.example.org"
 TOPICS = (
-    ("state space models", "Mamba"),
-    ("diffusion models", "image generation"),
+    ("chain-of-thought", "latent space"),
+    ("sound", "speech synthesis"),
     ("large language models", "reasoning"),
-    ("mixture of experts", "sparsity"),
+    ("model compression", "sparsity"),
     ("reinforcement learning", "agents"),
     ("transformers", "attention"),
     ("vision language models", "multimodal"),
@@ -475,8 +475,8 @@ def make_folder(tmp_path: Path) -> Path:
     (tmp_path / "dumps").mkdir()
     shutil.copy(SEEDS / seed_names()[0], tmp_path / "dumps")
     subs = [
-        {"email": READERS[0], "interests": ["state space models", "Mamba"]},
-        {"email": READERS[1], "interests": ["diffusion models", "image generation"]},
+        {"email": READERS[0], "interests": ["chain-of-thought", "latent space", "language grounding"]},
+        {"email": READERS[1], "interests": ["sound", "speech synthesis"]},
         {"email": READERS[2], "interests": ["large language models"]},
     ]
     (tmp_path / "subscribers.yaml").write_text(yaml.safe_dump({"subscribers": subs}), encoding="utf-8")

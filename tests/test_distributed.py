@@ -230,7 +230,7 @@ def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
 
     monkeypatch.setattr(distributed, "NO_WORKER_AFTER", 1.0)
     now = datetime(2026, 3, 11, 8, tzinfo=UTC)
-    shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("state space models",)),), now)
+    shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("graph neural networks",)),), now)
     with Store(pg_url) as store:
         executor = distributed.ProcrastinateExecutor(store, pg_url)
         started = time.monotonic()

@@ -49,7 +49,7 @@ def test_both_links_of_a_paper_share_its_token() -> None:
 def store(tmp_path: Path) -> Iterator[Store]:
     with Store(db_url(tmp_path)) as store:
         store.ingest(
-            make_dump(paper("Mamba Everywhere", arxiv_id="2401.00001"), paper("No Id Paper", 2)), NOW
+            make_dump(paper("Kestrel Everywhere", arxiv_id="2401.00001"), paper("No Id Paper", 2)), NOW
         )
         yield store
 
@@ -60,11 +60,11 @@ def test_feedback_is_recorded_once_per_paper_and_the_last_word_counts(store: Sto
     store.record_feedback("ada@example.org", "2401.00001", "less", NOW + timedelta(minutes=2))
     kinds = [(f.paper.title, f.kind, f.created_at) for f in store.feedback("ADA@example.org")]
     assert kinds == [
-        ("Mamba Everywhere", "less", NOW + timedelta(minutes=2)),
+        ("Kestrel Everywhere", "less", NOW + timedelta(minutes=2)),
         ("No Id Paper", "less", NOW + timedelta(minutes=1)),
     ]
     assert store.feedback_titles() == {
-        "ada@example.org": {"more": [], "less": ["No Id Paper", "Mamba Everywhere"]}
+        "ada@example.org": {"more": [], "less": ["No Id Paper", "Kestrel Everywhere"]}
     }
     assert store.feedback("bob@example.org") == []
 
@@ -93,10 +93,10 @@ def test_feedback_on_an_unknown_paper_or_kind_records_nothing(store: Store) -> N
         "2401.00001v3",
         "arXiv:2401.00001",
         "https://arxiv.org/abs/2401.00001",
-        "mamba  EVERYWHERE",
+        "kestrel  EVERYWHERE",
     ],
 )
 def test_a_paper_is_found_by_any_spelling_of_its_arxiv_id_or_its_title(store: Store, item: str) -> None:
     found = store.find_paper(item)
-    assert found is not None and found.title == "Mamba Everywhere"
-    assert store.find_paper("Mamba Nowhere") is None
+    assert found is not None and found.title == "Kestrel Everywhere"
+    assert store.find_paper("Kestrel Nowhere") is None

@@ -61,7 +61,7 @@ def test_loading_the_model_prints_no_tqdm_bars() -> None:
     code = (
         "import logging; logging.basicConfig(level=logging.INFO)\n"  # -v: any library bar too
         "from newsletter.rank.minilm import MiniLMEmbedder\n"
-        "print(MiniLMEmbedder().embed(['a paper about state space models'] * 40).shape)\n"
+        "print(MiniLMEmbedder().embed(['a paper about graph neural networks'] * 40).shape)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ SECRET = "hunter2-Very-Secret"
 
 
 def _leaks(text: str, secret: str = SECRET) -> bool:
-    """True when any 6 characters of the secret, or of its base64 at any alignment, show."""
+    """True when any 6 characters of the secret, or of its base64 at any offset, show."""
     runs = [secret[i : i + 6] for i in range(len(secret) - 5)]
     return any(run in text for run in runs)
 

@@ -25,7 +25,7 @@ def item(rank: int, title: str, **overrides: object) -> ItemView:
         "title": title,
         "url": paper_url(f"2403.{10000 + rank}", title),
         "excerpt": "First sentence of the abstract. Second one, e.g. with an abbreviation. Third. Fourth.",
-        "why": "matches: state space, Mamba",
+        "why": "matches: message passing, Kestrel",
         "rank": rank,
         "score": 0.5,
         "authors": ("Albert Gu", "Tri Dao"),
@@ -38,11 +38,11 @@ def item(rank: int, title: str, **overrides: object) -> ItemView:
 
 def golden_view() -> DigestView:
     items = (
-        item(1, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces",
+        item(1, "Kestrel: Sparse Message Passing on Graphs with Millions of Nodes",
              authors=("Albert Gu", "Tri Dao", "Third Author", "Fourth Author"), times_seen=2,
              links=paper_links("2403.10001", hf_page="https://huggingface.co/papers/2403.10001",
-                               code="https://github.com/state-spaces/mamba", stars=12345,
-                               project="https://example.org/mamba?a=1&b=2"),
+                               code="https://github.com/example-lab/kestrel", stars=12345,
+                               project="https://example.org/kestrel?a=1&b=2"),
              upvotes=143, comments=7, organization="Carnegie Mellon University"),
         item(4, "A Paper Only Known By Its Title", url=paper_url(None, "A Paper Only Known By Its Title"),
              arxiv_id=None, authors=(), why=""),
@@ -65,9 +65,9 @@ def golden_view() -> DigestView:
 
 def long_view(count: int) -> DigestView:
     abstract = " ".join(
-        f"Sentence {n} of a long abstract about state space models and attention." for n in range(40)
+        f"Sentence {n} of a long abstract about graph convolutions and attention." for n in range(40)
     )
-    title = "A Very Long Title About Selective State Space Sequence Models " * 4
+    title = "A Very Long Title About Sparse Message Passing on Large Graph " * 4
     authors = tuple(f"Author Number{n}" for n in range(25))
     items = tuple(item(n + 1, title, excerpt=abstract, authors=authors, times_seen=3) for n in range(count))
     return DigestView(
@@ -128,8 +128,8 @@ def test_html_links_are_absolute_and_never_javascript(renderer: Renderer) -> Non
         "https://arxiv.org/abs/2403.10001",
         "https://arxiv.org/pdf/2403.10001",
         "https://huggingface.co/papers/2403.10001",
-        "https://github.com/state-spaces/mamba",
-        "https://example.org/mamba?a=1&amp;b=2",
+        "https://github.com/example-lab/kestrel",
+        "https://example.org/kestrel?a=1&amp;b=2",
         "https://arxiv.org/search/?searchtype=title&amp;query=A+Paper+Only+Known+By+Its+Title",
         "https://example.org/&lt;x&gt;",
         "https://news.example.org/unsubscribe?token=abc&amp;list=papers",
@@ -213,8 +213,8 @@ def test_render_returns_subject_for_the_items(renderer: Renderer) -> None:
     ("titles", "expected"),
     [
         ([], "No new papers"),
-        (["Mamba"], "1 new paper: Mamba"),
-        (["Mamba", "B", "C"], "3 new papers: Mamba and 2 more"),
+        (["Kestrel"], "1 new paper: Kestrel"),
+        (["Kestrel", "B", "C"], "3 new papers: Kestrel and 2 more"),
         (["Line\nbreak\r\nin title", "B"], "2 new papers: Line break in title and 1 more"),
     ],
 )
@@ -223,11 +223,11 @@ def test_subject_for_counts_and_names_the_top_paper(titles: list[str], expected:
 
 
 def test_subject_for_clips_a_long_title_at_a_word() -> None:
-    title = "Mamba: Linear-Time Sequence Modeling with Selective State Spaces and Many Other Long Words Too"
+    title = "Kestrel: Sparse Message Passing on Graphs with Millions of Nodes and Many Other Long Words Too"
     subject = subject_for([item(1, title), item(2, "B"), item(3, "C")])
     assert (
         subject
-        == "3 new papers: Mamba: Linear-Time Sequence Modeling with Selective State Spaces… and 2 more"
+        == "3 new papers: Kestrel: Sparse Message Passing on Graphs with Millions of Nodes… and 2 more"
     )
     assert len(subject) <= 90
 
@@ -235,4 +235,4 @@ def test_subject_for_clips_a_long_title_at_a_word() -> None:
 def test_the_text_part_says_why_once() -> None:
     text = Renderer(PACKAGE_TEMPLATES).render(golden_view()).text
     assert "Why: matches:" not in text
-    assert "   Matches: state space, Mamba\n" in text
+    assert "   Matches: message passing, Kestrel\n" in text

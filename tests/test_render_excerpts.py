@@ -67,10 +67,10 @@ def test_a_paper_without_an_abstract_has_an_empty_excerpt() -> None:
 @pytest.mark.parametrize(
     ("why", "phrases"),
     [
-        ("matches: Mamba, state space", ("Mamba", "state space")),
-        ("close to your interest 'vision mamba'", ("vision mamba",)),
-        ("shares words with your profile: mamba, scan", ("mamba", "scan")),
-        ("similar to a paper you liked: Mamba: Linear-Time", ()),
+        ("matches: NeRF, radiance field", ("NeRF", "radiance field")),
+        ("close to your interest 'vision transformers'", ("vision transformers",)),
+        ("shares words with your profile: nerf, ray", ("nerf", "ray")),
+        ("similar to a paper you liked: NeRF: Representing Scenes", ()),
         ("close to what you wrote about your work", ()),
         ("", ()),
     ],

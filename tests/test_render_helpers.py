@@ -13,10 +13,10 @@ from newsletter.render.helpers import clip, long_date, one_line, wrap
 @pytest.mark.parametrize(
     ("arxiv_id", "title", "url"),
     [
-        ("2312.00752", "Mamba", "https://arxiv.org/abs/2312.00752"),
-        ("2312.00752v2", "Mamba", "https://arxiv.org/abs/2312.00752"),
+        ("2312.00752", "Kestrel", "https://arxiv.org/abs/2312.00752"),
+        ("2312.00752v2", "Kestrel", "https://arxiv.org/abs/2312.00752"),
         ("hep-th/9901001", "Old", "https://arxiv.org/abs/hep-th/9901001"),
-        (None, "Mamba: Linear-Time & <Fast>", "https://arxiv.org/search/?searchtype=title&query=Mamba%3A+Linear-Time+%26+%3CFast%3E"),
+        (None, "Kestrel: Sparse-Graph & <Fast>", "https://arxiv.org/search/?searchtype=title&query=Kestrel%3A+Sparse-Graph+%26+%3CFast%3E"),
         ("not an id", "Two  words\n", "https://arxiv.org/search/?searchtype=title&query=Two+words"),
     ],
 )  # fmt: skip
@@ -41,8 +41,8 @@ def test_safe_url_allows_only_absolute_web_and_mail_links(url: str, expected: st
 
 
 def test_excerpt_takes_up_to_three_sentences_without_splitting_abbreviations() -> None:
-    text = "We study SSMs, e.g. Mamba. Results follow Gu et al. closely. Third one! Fourth? Fifth."
-    assert excerpt(text) == "We study SSMs, e.g. Mamba. Results follow Gu et al. closely. Third one!"
+    text = "We study GNNs, e.g. GraphSAGE. Results follow Kipf et al. closely. Third one! Fourth? Fifth."
+    assert excerpt(text) == "We study GNNs, e.g. GraphSAGE. Results follow Kipf et al. closely. Third one!"
 
 
 def test_excerpt_stops_before_the_character_budget_and_clips_a_huge_first_sentence() -> None:

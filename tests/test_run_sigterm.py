@@ -34,7 +34,11 @@ def _alive(group: int) -> bool:
 
 def _start_run(env: dict[str, str]) -> subprocess.Popen[str]:
     subs = [
-        {"email": f"reader{i:03d}@example.org", "interests": ["diffusion models"], "cadence": "each-dump"}
+        {
+            "email": f"reader{i:03d}@example.org",
+            "interests": ["large language models"],
+            "cadence": "each-dump",
+        }
         for i in range(SUBSCRIBERS)
     ]
     Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(yaml.safe_dump({"subscribers": subs}), encoding="utf-8")

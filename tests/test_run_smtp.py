@@ -112,7 +112,7 @@ def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
     assert len(recorder.messages) == 2
 
 
-INTERESTS = ["state space models", "diffusion models", "large language models", "reinforcement learning"]
+INTERESTS = ["quantization", "speech recognition", "large language models", "reinforcement learning"]
 
 
 @pytest.mark.parametrize("builder", ["off", "on"])

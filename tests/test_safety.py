@@ -304,12 +304,14 @@ def test_non_ascii_names_and_titles_arrive_intact(tmp_path: Path, renderer: Rend
 def test_a_100_kb_abstract_and_a_huge_title_make_a_normal_sized_email(
     tmp_path: Path, renderer: Renderer
 ) -> None:
-    abstract = " ".join(f"Sentence {i} about diffusion models and their long abstracts." for i in range(1700))
+    abstract = " ".join(
+        f"Sentence {i} about graph neural networks and their long abstracts." for i in range(1700)
+    )
     assert len(abstract) > 100_000
-    title = "Diffusion " + "x" * 3000 + " " + "Long title words " * 200
-    items = [paper("2401.00001", title, abstract), paper("2401.00002", "Diffusion two", abstract)]
+    title = "Graph Networks " + "x" * 3000 + " " + "Long title words " * 200
+    items = [paper("2401.00001", title, abstract), paper("2401.00002", "Graph Networks two", abstract)]
     report, sent = deliver(
-        tmp_path, renderer, items, [{"email": "ada@example.org", "interests": ["diffusion"]}]
+        tmp_path, renderer, items, [{"email": "ada@example.org", "interests": ["graph neural networks"]}]
     )
     assert [d.status for d in report.digests] == ["sent"]
     msg = checked_headers(sent[0])
@@ -317,7 +319,7 @@ def test_a_100_kb_abstract_and_a_huge_title_make_a_normal_sized_email(
     assert len(sent[0]) < 60_000
     assert len(html.encode()) <= HTML_BUDGET
     assert len(text) < 20_000
-    assert "Sentence 0 about diffusion" in text and "Sentence 1600" not in text
+    assert "Sentence 0 about graph neural networks" in text and "Sentence 1600" not in text
     assert len(str(msg["Subject"])) <= 120
 
 

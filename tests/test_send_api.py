@@ -40,8 +40,8 @@ ENVELOPE = Envelope(
     mailto_unsubscribe=f"mailto:unsubscribe@{DOMAIN}?subject=unsubscribe",
     https_unsubscribe=f"https://{DOMAIN}/unsubscribe/tok123",
 )
-TEXT = "Your papers\n\n1. Mamba: linear-time sequence modeling\n"
-HTML = "<html><body><h1>Your papers</h1><p>Mamba</p></body></html>"
+TEXT = "Your papers\n\n1. Kestrel: sparse message passing on graphs\n"
+HTML = "<html><body><h1>Your papers</h1><p>Kestrel</p></body></html>"
 
 
 def make_message(

@@ -27,10 +27,10 @@ ENVELOPE = Envelope(
 )
 HTML = (
     "<html><body>"
-    + "<tr><td style='padding:0'>Ünïcode &amp; state spaces</td></tr>\n" * 900
+    + "<tr><td style='padding:0'>Ünïcode &amp; sparse edges</td></tr>\n" * 900
     + "</body></html>"
 )
-TEXT = "1. Mamba: Linear-Time Sequence Modeling\n   why: matches state space\n" * 40
+TEXT = "1. Kestrel: Sparse Message Passing Nets\n   why: matches sparse edge\n" * 40
 
 
 def build(
@@ -332,7 +332,7 @@ AWKWARD = [
     "Bcc:",
     "x" * 80,
     "word",
-    "Mamba",
+    "Kestrel",
     "2312.00752",
 ]
 

@@ -148,7 +148,7 @@ ENVELOPE = Envelope(
 
 
 def message(i: int = 0, to: str | None = None, name: str = "Ada Lovelace") -> OutgoingMessage:
-    rendered = RenderedDigest(f"{i} new papers: Mamba", f"<p>digest {i}</p>", f"digest {i}\n")
+    rendered = RenderedDigest(f"{i} new papers: Kestrel", f"<p>digest {i}</p>", f"digest {i}\n")
     to = to or f"reader{i}@example.net"
     when = datetime(2024, 3, 11, 7, 0, tzinfo=UTC)
     return build_message(

@@ -217,7 +217,7 @@ def test_subscribers_file_is_reread_on_each_request(env: dict[str, str], client:
     path = Path(env["NEWSLETTER_SUBSCRIBERS"])
     path.write_text(
         path.read_text()
-        + '  - email: newcomer@example.org\n    name: "Newcomer"\n    interests: ["state space models"]\n'
+        + '  - email: newcomer@example.org\n    name: "Newcomer"\n    interests: ["graph neural networks"]\n'
     )
     page = client.get("/").text
     assert 'href="/s/newcomer@example.org"' in page
@@ -285,7 +285,9 @@ HOSTILE = "<script>alert(1)</script>"
 def test_data_from_dumps_and_subscribers_is_escaped(env: dict[str, str], client: TestClient) -> None:
     dump = (DATA / "dumps" / "three_papers.txt").read_text()
     first = dump.split("Mar 12\n\n", 1)[1].split("\n", 1)[0]
-    hostile_dump = dump.replace(first, f'State space models {HOSTILE} <img src=x onerror="alert(2)">')
+    hostile_dump = dump.replace(
+        first, f'Chain-of-thought in latent space {HOSTILE} <img src=x onerror="alert(2)">'
+    )
     (Path(env["NEWSLETTER_DUMPS"]) / "zzz_hostile.txt").write_text(hostile_dump)
     path = Path(env["NEWSLETTER_SUBSCRIBERS"])
     path.write_text(path.read_text().replace("name: Sam", f"name: '{HOSTILE}'"))

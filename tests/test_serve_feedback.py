@@ -27,8 +27,9 @@ from .test_serve import settings_for as serve_settings
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SECRET = "feedback-e2e-secret"
 SSM = "ssm@example.org"
-MARKED = "A Survey of Mamba"  # in Sam's first digest; marking it "less" drops a paper from the next one
-DROPPED = "Understanding the differences in Foundation Models"  # ... this one, from the third seed dump
+MARKED = "Training Large Language Models to Reason in a Continuous Latent Space"  # in Sam's first digest; marking it "less" drops a paper from the next one
+DROPPED = "Training Chain-of-Thought via Latent-Variable Inference"  # ... this one, from the third seed dump
+MARKED_QUOTED = "Training Large Language Models to Reason in a Con…"  # a reason quotes at most 50 characters
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:
@@ -134,7 +135,7 @@ def test_get_records_nothing_post_records_and_the_next_digest_changes(
 
         add_dumps(home, seed_names()[2])
         page = client.get(f"{server.url}/s/{SSM}").text
-        assert f"less like &#39;{MARKED}&#39; you marked" in page  # the preview explains the change
+        assert f"less like &#39;{MARKED_QUOTED}&#39; you marked" in page  # the preview explains the change
         assert re.search(rf"{MARKED}</a></div>\s*<div class=\"meta\">less like this", page)
 
     (status, changed), (_, unchanged) = next_digest(home), next_digest(control)

@@ -29,7 +29,7 @@ def env(tmp_path: Path) -> dict[str, str]:
     add_dumps(env, *seed_names()[:2])
     path = Path(env["NEWSLETTER_SUBSCRIBERS"])
     path.write_text(
-        path.read_text() + f'  - email: "{SLASHED}"\n    interests: ["state space models"]\n', "utf-8"
+        path.read_text() + f'  - email: "{SLASHED}"\n    interests: ["graph neural networks"]\n', "utf-8"
     )
     return env
 

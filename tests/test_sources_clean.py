@@ -32,10 +32,6 @@ SEED_SNIPPETS = [
         "while the impacts of the first three are dominant. We then define",
     ),
     (
-        r"specifically the \textbf{Mamba} model with selection mechanisms",
-        "specifically the Mamba model with selection mechanisms",
-    ),
-    (
         r"$\textit{Labor Space}$: A Unifying Representation of the Labor Market via Large Language Models",
         "Labor Space: A Unifying Representation of the Labor Market via Large Language Models",
     ),
@@ -73,9 +69,9 @@ SEED_SNIPPETS = [
     ),
     (r"swapping argmax with the Fr\'echet mean.", "swapping argmax with the Fréchet mean."),
     (
-        r"the fundamental state space model (SSM) \( x'(t) = Ax(t) + Bu(t), y(t) = Cx(t) + Du(t) \), and "
+        r"\( x'(t) = Ax(t) + Bu(t), y(t) = Cx(t) + Du(t) \), and "
         r"showed that for appropriate choices of the state matrix \( A \), this system",
-        "the fundamental state space model (SSM) x'(t) = Ax(t) + Bu(t), y(t) = Cx(t) + Du(t), and "
+        "x'(t) = Ax(t) + Bu(t), y(t) = Cx(t) + Du(t), and "
         "showed that for appropriate choices of the state matrix A, this system",
     ),
     (
@@ -119,8 +115,8 @@ SEED_SNIPPETS = [
         "source codes will be available at https://github.com/Med-Process",
     ),
     (
-        r"a new image representation method called \sysname. ProSpect",
-        "a new image representation method called the proposed system. ProSpect",
+        r"a new image representation method called \sysname.",
+        "a new image representation method called the proposed system.",
     ),
 ]
 
@@ -132,8 +128,8 @@ KEPT_AS_IS = [
     "significant improvements over the current two-stage models (1% ~ 3% absolute performance gain",
     "in one case as much as ~10 BLEU points compared to baseline techniques",
     "a 7B model trained on 3.5T tokens costs $5 and $10 per run",
-    "Each Rank Could be an Expert: Single-Ranked Mixture of Experts LoRA for Multi-Task Learning",
-    "SAM Fails to Segment Anything? -- SAM-Adapter: Adapting SAM in Underperformed Scenes",
+    "Spikformer V2: Join the High Accuracy Club on ImageNet with an SNN Ticket",
+    "Foundation Models for Natural Language Processing -- Pre-trained Language Models Integrating Media",
     "it sometimes lacks precision and sometimes times out",
     "training is 3 times faster and uses 2 times less memory",
 ]
@@ -160,7 +156,8 @@ def test_look_alikes_are_kept(text: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "clean"),
     [
-        (r"\emph{Mamba} is \textit{fast}", "Mamba is fast"),
+        (r"\emph{Kestrel} is \textit{fast}", "Kestrel is fast"),
+        (r"the \textbf{Kestrel} model with selection", "the Kestrel model with selection"),
         (r"speedups of $3\times$ and $10 \times$ at $\alpha = 0.5$", "speedups of 3× and 10 × at α = 0.5"),
         (r"memory of $O(n^{2})$ and $\mathcal{O}(L \log L)$", "memory of O(n^2) and O(L log L)"),
         (r"a \href{https://example.org/page}{project page} and \href{https://x.org}{https://x.org}",
@@ -192,8 +189,8 @@ def test_cleaning_seeds_is_idempotent_and_leaves_no_markup() -> None:
 # --- excerpts ----------------------------------------------------------------------------------
 
 LONG = (
-    "State space models (SSMs), e.g. S4 and Mamba, scale linearly with length. "
-    "Gu et al. Showed this first on long-range tasks. "
+    "Graph neural networks (GNNs), e.g. GCN and GAT, scale with the edges. "
+    "Kipf et al. Showed this first on citation graphs. "
     "We train a 3.5T-token model on 8 GPUs. "
     "It is 5.3x faster than attention! "
     "Code is released."
@@ -202,8 +199,8 @@ LONG = (
 
 def test_split_sentences_respects_abbreviations_and_numbers() -> None:
     assert split_sentences(LONG) == [
-        "State space models (SSMs), e.g. S4 and Mamba, scale linearly with length.",
-        "Gu et al. Showed this first on long-range tasks.",
+        "Graph neural networks (GNNs), e.g. GCN and GAT, scale with the edges.",
+        "Kipf et al. Showed this first on citation graphs.",
         "We train a 3.5T-token model on 8 GPUs.",
         "It is 5.3x faster than attention!",
         "Code is released.",
@@ -223,8 +220,8 @@ def test_split_sentences_on_quotes_and_brackets() -> None:
 def test_excerpt_takes_up_to_three_sentences_and_marks_the_cut() -> None:
     result = excerpt(LONG)
     assert result == (
-        "State space models (SSMs), e.g. S4 and Mamba, scale linearly with length. "
-        "Gu et al. Showed this first on long-range tasks. "
+        "Graph neural networks (GNNs), e.g. GCN and GAT, scale with the edges. "
+        "Kipf et al. Showed this first on citation graphs. "
         "We train a 3.5T-token model on 8 GPUs.\u00a0…"
     )
 
@@ -236,8 +233,8 @@ def test_excerpt_whole_text_has_no_ellipsis() -> None:
 def test_excerpt_stops_before_max_chars() -> None:
     result = excerpt(LONG, max_sentences=3, max_chars=130)
     assert result == (
-        "State space models (SSMs), e.g. S4 and Mamba, scale linearly with length. "
-        "Gu et al. Showed this first on long-range tasks.\u00a0…"
+        "Graph neural networks (GNNs), e.g. GCN and GAT, scale with the edges. "
+        "Kipf et al. Showed this first on citation graphs.\u00a0…"
     )
     assert len(result) <= 130
 
@@ -309,8 +306,8 @@ def test_a_placeholder_macro_becomes_the_papers_name_or_says_what_it_stands_for(
         "Compared to commercial models, Llama 3.1 70B with the proposed method even achieves better performance"
     )
     named = clean_abstract(
-        "We propose \\ours, which", "LOGO -- Long cOntext aliGnment via efficient Optimization"
+        "We propose \\ours, which", "SPARK -- Sparse Propagation for Accurate Relational Knowledge"
     )
-    assert named == "We propose LOGO, which"
-    assert clean_abstract("\\sysname beats it", "Mamba: Linear-Time Sequence Modeling") == "Mamba beats it"
+    assert named == "We propose SPARK, which"
+    assert clean_abstract("\\sysname beats it", "Kestrel: Sparse Message Passing") == "Kestrel beats it"
     assert clean_abstract("see \\DumpsterCluster") == "see DumpsterCluster"  # other macros keep their name

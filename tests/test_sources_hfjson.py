@@ -42,18 +42,18 @@ def test_fixture_parses_with_ids_authors_and_counts() -> None:
     assert dump.listed_on is None
     assert [paper.rank for paper in dump.papers] == [1, 2, 3]
     assert [paper.arxiv_id for paper in dump.papers] == ["2312.00752", "2111.00396", "2105.13120"]
-    mamba, s4, seqpar = dump.papers
-    assert mamba.title == "Mamba: Linear-Time Sequence Modeling with Selective State Spaces"
-    assert mamba.authors == ("Albert Gu", "Tri Dao")
-    assert (mamba.upvotes, mamba.comments) == (143, 7)
-    assert mamba.published_at == datetime(2023, 12, 1, 18, 1, 34, tzinfo=UTC)
-    assert mamba.abstract.startswith("Foundation models, now powering most of the exciting applications")
-    assert mamba.key == "2312.00752"
-    assert s4.authors == ("Albert Gu", "Karan Goel")  # "Christopher Ré" is marked hidden
-    assert not s4.abstract.endswith("\n")
-    assert (s4.upvotes, s4.comments) == (12, 0)
-    assert len(seqpar.authors) == 5
-    assert seqpar.comments == 1
+    first, second, third = dump.papers
+    assert [paper.title for paper in dump.papers] == [item["paper"]["title"] for item in _items()]
+    assert first.authors == ("Albert Gu", "Tri Dao")
+    assert (first.upvotes, first.comments) == (143, 7)
+    assert first.published_at == datetime(2023, 12, 1, 18, 1, 34, tzinfo=UTC)
+    assert first.abstract.startswith("Foundation models, now powering most of the exciting applications")
+    assert first.key == "2312.00752"
+    assert second.authors == ("Albert Gu", "Karan Goel")  # "Christopher Ré" is marked hidden
+    assert not second.abstract.endswith("\n")
+    assert (second.upvotes, second.comments) == (12, 0)
+    assert len(third.authors) == 5
+    assert third.comments == 1
 
 
 def test_read_dump_detects_json() -> None:

@@ -18,8 +18,8 @@ from .helpers import add_dumps, cli, seed_names
 TARGET = 1.0
 SUBSCRIBERS = """
 subscribers:
-  - {email: ssm@example.org, name: Sam Ströbel, interests: ["state space models", "Mamba"]}
-  - {email: diff@example.org, interests: ["diffusion models", "image generation"], max_items: 3}
+  - {email: ssm@example.org, name: Sam Ströbel, interests: ["chain-of-thought", "latent space", "language grounding"]}
+  - {email: diff@example.org, interests: ["sound", "speech synthesis"], max_items: 3}
   - {email: llm@example.org, name: Ада Лавлейс, interests: ["large language models", "agents"], max_items: 25}
 """
 SPAMASSASSIN = shutil.which("spamassassin")

@@ -20,10 +20,10 @@ from .test_store_helpers import at, db_url, make_dump, open_store, paper
 REAL = DATA / "realdata"
 FULL = PaperDetails(
     ai_summary="A one-line summary.",
-    ai_keywords=("state space models", "Mamba"),
-    github_repo="https://github.com/state-spaces/mamba",
+    ai_keywords=("hovering flight", "Kestrel"),
+    github_repo="https://github.com/example/kestrel",
     github_stars=12,
-    project_page="https://example.org/mamba",
+    project_page="https://example.org/kestrel",
     organization="Carnegie Mellon University",
     thumbnail="https://example.org/t.png",
     listed_at=datetime(2023, 12, 4, tzinfo=UTC),
@@ -46,11 +46,11 @@ def test_details_of_a_real_listing_come_back_from_the_store(tmp_path: Path) -> N
 
 
 def test_a_later_listing_updates_details_and_keeps_what_it_does_not_say(tmp_path: Path) -> None:
-    first = paper("Mamba", arxiv_id="2312.00752", upvotes=10, comments=1, details=FULL)
+    first = paper("Kestrel", arxiv_id="2401.01234", upvotes=10, comments=1, details=FULL)
     later = paper(
-        "Mamba", arxiv_id="2312.00752", upvotes=50, comments=4, details=PaperDetails(github_stars=900)
+        "Kestrel", arxiv_id="2401.01234", upvotes=50, comments=4, details=PaperDetails(github_stars=900)
     )
-    text_dump = paper("Mamba")  # a text dump knows nothing but title and abstract
+    text_dump = paper("Kestrel")  # a text dump knows nothing but title and abstract
     with open_store(db_url(tmp_path)) as store:
         store.ingest(make_dump(first), at(0))
         store.ingest(make_dump(later, tag="2"), at(1))
@@ -64,11 +64,11 @@ def test_a_later_listing_updates_details_and_keeps_what_it_does_not_say(tmp_path
 def test_an_older_listing_ingested_later_takes_no_count_back(tmp_path: Path) -> None:
     """A backfill, or two captures of one day read in hash order: counts keep their highest, the
     listing date its earliest."""
-    late = paper("Mamba", arxiv_id="2312.00752", upvotes=163, comments=8, details=FULL)
+    late = paper("Kestrel", arxiv_id="2401.01234", upvotes=163, comments=8, details=FULL)
     early_details = PaperDetails(
         github_stars=3, listed_at=datetime(2023, 12, 1, tzinfo=UTC), ai_summary="Early."
     )
-    early = paper("Mamba", arxiv_id="2312.00752", upvotes=1, comments=0, details=early_details)
+    early = paper("Kestrel", arxiv_id="2401.01234", upvotes=1, comments=0, details=early_details)
     with open_store(db_url(tmp_path)) as store:
         store.ingest(make_dump(late), at(0))
         store.ingest(make_dump(early, tag="early"), at(1))
@@ -97,9 +97,11 @@ def test_a_store_from_before_the_migration_gains_only_the_new_tables(tmp_path: P
 
 def test_the_rankers_paper_text_reads_the_summary_and_keywords(tmp_path: Path) -> None:
     with open_store(db_url(tmp_path)) as store:
-        store.ingest(make_dump(paper("Mamba", arxiv_id="2312.00752", details=FULL), paper("Plain", 2)), at(0))
-        mamba, plain = store.papers_first_seen_in(1)
-    assert paper_text(mamba) == (
-        "Mamba. A one-line summary. About Mamba. Keywords: state space models, Mamba."
+        store.ingest(
+            make_dump(paper("Kestrel", arxiv_id="2401.01234", details=FULL), paper("Plain", 2)), at(0)
+        )
+        kestrel, plain = store.papers_first_seen_in(1)
+    assert paper_text(kestrel) == (
+        "Kestrel. A one-line summary. About Kestrel. Keywords: hovering flight, Kestrel."
     )
     assert paper_text(plain) == "Plain. About Plain."  # unchanged for a paper without details

@@ -85,32 +85,32 @@ def test_first_seen_after_orders_by_dump_then_best_rank(store: Store) -> None:
 
 
 def test_counters_and_dates_follow_each_sighting(store: Store) -> None:
-    store.ingest(make_dump(paper("Mamba", 7, upvotes=3)), at(0))
-    store.ingest(make_dump(paper("Other", 1), paper("Mamba", 2, upvotes=None)), at(5))
-    store.ingest(make_dump(paper("Mamba", 9, upvotes=40)), at(9))
+    store.ingest(make_dump(paper("Kestrel", 7, upvotes=3)), at(0))
+    store.ingest(make_dump(paper("Other", 1), paper("Kestrel", 2, upvotes=None)), at(5))
+    store.ingest(make_dump(paper("Kestrel", 9, upvotes=40)), at(9))
 
-    mamba = store.paper_by_key("mamba")
-    assert mamba is not None
-    assert (mamba.times_seen, mamba.best_rank, mamba.upvotes) == (3, 2, 40)
-    assert (mamba.first_seen, mamba.last_seen) == (at(0), at(9))
-    assert mamba.first_dump_seq == 1
-    assert mamba.first_seen.tzinfo is UTC
+    kestrel = store.paper_by_key("kestrel")
+    assert kestrel is not None
+    assert (kestrel.times_seen, kestrel.best_rank, kestrel.upvotes) == (3, 2, 40)
+    assert (kestrel.first_seen, kestrel.last_seen) == (at(0), at(9))
+    assert kestrel.first_dump_seq == 1
+    assert kestrel.first_seen.tzinfo is UTC
 
 
 def test_paper_first_seen_without_id_gets_it_later_and_stays_one_paper(store: Store) -> None:
-    store.ingest(make_dump(paper("Mamba: Linear-Time Sequence Modeling", 1)), at(0))
-    result = store.ingest(make_dump(paper("MAMBA - linear-time sequence modeling", 4, "2312.00752v2")), at(1))
+    store.ingest(make_dump(paper("Kestrel: Sparse Message Passing", 1)), at(0))
+    result = store.ingest(make_dump(paper("KESTREL - sparse message passing", 4, "2312.00752v2")), at(1))
 
     assert result.new == 0
-    (mamba,) = store.papers_first_seen_after(0)
-    assert (mamba.arxiv_id, mamba.key, mamba.times_seen, mamba.best_rank) == (
+    (kestrel,) = store.papers_first_seen_after(0)
+    assert (kestrel.arxiv_id, kestrel.key, kestrel.times_seen, kestrel.best_rank) == (
         "2312.00752",
         "2312.00752",
         2,
         1,
     )
-    assert mamba.title == "Mamba: Linear-Time Sequence Modeling"
-    assert store.paper_by_key("2312.00752") == mamba
+    assert kestrel.title == "Kestrel: Sparse Message Passing"
+    assert store.paper_by_key("2312.00752") == kestrel
 
 
 def test_paper_with_id_matches_by_id_even_when_retitled(store: Store) -> None:

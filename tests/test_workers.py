@@ -17,7 +17,7 @@ from newsletter.shards import split
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
 from .test_crash import crash_env, journal_length, read_journal, smtp_server, start_run
 
-INTERESTS = ["state space models", "diffusion models", "large language models"]
+INTERESTS = ["quantization", "reinforcement learning", "large language models"]
 READERS = [f"reader{i}@example.org" for i in range(7)]
 
 

@@ -4,7 +4,7 @@ Abstracts usually open with background ("Recently, X has shown promise..."). The
 
 1. the listing's own short summary when it has one (HF ``ai_summary``), else the abstract's first
    sentence that states the contribution ("we propose/introduce/present ..."), else its first sentence;
-2. then, when the "why" names phrases ("matches: Mamba, state space", "close to your interest
+2. then, when the "why" names phrases ("matches: Kestrel, message passing", "close to your interest
    'x'"), the first abstract sentence containing one of them, if the part before does not already;
 3. then the sentence after the contribution while there is room (``MAX_CHARS``).
 """

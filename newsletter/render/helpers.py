@@ -124,7 +124,7 @@ def safe_url(url: str) -> str:
 
 
 def subject_for(items: Sequence[HasTitle]) -> str:
-    """E.g. "3 new papers: Mamba: Linear-Time Sequence Modeling… and 2 more" (at most SUBJECT_MAX chars)."""
+    """E.g. "3 new papers: Kestrel: Sparse Message Passing… and 2 more" (at most SUBJECT_MAX chars)."""
     count = len(items)
     if count == 0:
         return "No new papers"
