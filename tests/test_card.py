@@ -88,7 +88,8 @@ def test_a_text_dump_paper_gets_its_arxiv_links_once_another_source_knows_it(tmp
     hf = read_dump(LISTING)
     known = hf.papers[0]
     text = parse_dump(_text_dump(known.title, known.abstract), "page.txt")
-    unknown = parse_dump(_text_dump("A Paper Nobody Else Listed", known.abstract), "other.txt")
+    elsewhere = "We study a question no other listing has. Our method answers it on three benchmarks."
+    unknown = parse_dump(_text_dump("A Paper Nobody Else Listed", elsewhere), "other.txt")
     with Store(db_url(tmp_path)) as store:
         store.ingest(text, at(0))
         store.ingest(unknown, at(1))
