@@ -103,7 +103,7 @@ def server(workdir: Path, cell: Cell, name: str) -> Iterator[tuple[dict[str, Any
             url = f"http://127.0.0.1:{port}"
             fields = {
                 "transport": "postmark",
-                "api_key": "t",
+                "api_key": "token-1",
                 "api_base_url": url,
                 "batch_size": cell.per_request,
             }

@@ -25,6 +25,7 @@ from pydantic_settings import (
 from newsletter.address import address_key
 from newsletter.errors import ConfigError, UsageError
 from newsletter.models import Subscriber
+from newsletter.redact import MIN_SECRET
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to the repo's templates/
 
@@ -136,6 +137,10 @@ class Settings(BaseSettings):
             raise ValueError("starts or ends with a space or line break (copied with the value?)")
         if any(not " " <= ch <= "~" for ch in text):
             raise ValueError("holds a character other than printable ASCII (an accent, a control character)")
+        if 0 < len(text) < MIN_SECRET:
+            raise ValueError(
+                f"is shorter than {MIN_SECRET} characters: too short to keep out of logs in every encoding"
+            )
         return value
 
     @model_validator(mode="after")

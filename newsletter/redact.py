@@ -5,8 +5,11 @@ A secret can come back from a server in its own words, or encoded: Mailgun's Bas
 contains the secret holds, at one of three alignments, a run of characters that depends only on the
 secret's bytes; each such run (standard and URL-safe alphabets) is masked too, so every encoding of
 every wrapper is covered without listing the wrappers, with the characters at its two ends, which
-encode the secret's first and last bytes together with their neighbours'. Text is masked before it is
-cut to length, so a cut never leaves part of a secret unmasked.
+encode the secret's first and last bytes together with their neighbours'. A short secret's run (under
+MIN_ENCODED characters) could be part of an ordinary word, so the base64 token holding it is masked
+whole. A server may also echo the secret URL-encoded (``%2B`` for ``+``, either case). Text is masked
+before it is cut to length, so a cut never leaves part of a secret unmasked. A secret shorter than
+MIN_SECRET has no run at every alignment, so the settings refuse one.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import base64
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
-MIN_ENCODED = 8  # shorter base64 runs would mask ordinary words
+MIN_ENCODED = 8  # a shorter base64 run could be part of a word: it is masked with its whole token
+MIN_SECRET = 5  # characters; from 5 on every alignment of the secret's base64 has a run of 4 or more
+_B64 = "A-Za-z0-9+/_-"  # both alphabets
 
 
 def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -> str:
@@ -36,8 +42,25 @@ _EDGE_BEFORE, _EDGE_AFTER = "[A-Za-z0-9+/_-]{0,4}", "[A-Za-z0-9+/_-]{0,4}={0,2}"
 @lru_cache(maxsize=32)
 def _pattern(secret: str) -> re.Pattern[str]:
     runs = sorted(encoded_forms(secret.encode()), key=len, reverse=True)
-    encoded = [f"{_EDGE_BEFORE}{re.escape(run)}{_EDGE_AFTER}" for run in runs]
-    return re.compile("|".join([*encoded, re.escape(secret)]))
+    encoded = [f"{_EDGE_BEFORE}{re.escape(run)}{_EDGE_AFTER}" for run in runs if len(run) >= MIN_ENCODED]
+    tokens = [_token_with(run) for run in runs if len(run) < MIN_ENCODED]
+    quoted = [_any_hex_case(form) for form in url_forms(secret)]
+    return re.compile("|".join([*encoded, *tokens, *quoted, re.escape(secret)]))
+
+
+def _token_with(run: str) -> str:
+    """A base64 token of at least MIN_ENCODED characters that holds ``run``: the whole token."""
+    return f"(?<![{_B64}])(?=[={_B64}]{{{MIN_ENCODED},}})[{_B64}]*{re.escape(run)}[{_B64}]*={{0,2}}"
+
+
+def url_forms(secret: str) -> set[str]:
+    """The secret percent-encoded as URLs and form bodies write it (when that differs from the secret)."""
+    forms = {quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/")}
+    return forms - {secret}
+
+
+def _any_hex_case(form: str) -> str:
+    return re.sub(r"%([0-9A-F]{2})", lambda m: f"%(?i:{m.group(1)})", re.escape(form))
 
 
 def encoded_forms(secret: bytes) -> set[str]:
@@ -47,6 +70,6 @@ def encoded_forms(secret: bytes) -> set[str]:
         padded = b"\0" * offset + secret
         whole = len(padded) // 3 * 3  # the last partial group depends on what follows the secret
         run = base64.b64encode(padded[:whole]).decode("ascii")[4 if offset else 0 :]
-        if len(run) >= MIN_ENCODED:
+        if len(run) >= 4:  # one group at least (a secret under MIN_SECRET may have none here)
             forms |= {run, run.replace("+", "-").replace("/", "_")}
     return forms

@@ -83,6 +83,7 @@ def test_an_empty_secret_is_refused_not_read_as_no_secret(env: dict[str, str], s
         ("NEWSLETTER_API_KEY", "re_tökén-1234", "other than printable ASCII"),
         ("NEWSLETTER_SMTP_PASSWORD", "Passwört-1234", "other than printable ASCII"),
         ("NEWSLETTER_SMTP_PASSWORD", "pass\tword-1234", "other than printable ASCII"),
+        ("NEWSLETTER_SMTP_PASSWORD", "1234", "shorter than 5 characters"),  # no base64 run at every offset
     ],
 )
 def test_a_key_no_header_can_carry_is_refused_without_showing_it(

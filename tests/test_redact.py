@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -53,3 +54,34 @@ def test_masked_first_then_cut() -> None:
 def test_plain_text_and_missing_secrets_are_left_alone() -> None:
     assert redact("Invalid API key", [None, ""]) == "Invalid API key"
     assert redact("a short secret abc stays", ["abc"]) == "a short secret *** stays"
+
+
+@pytest.mark.parametrize("password", ["hunter2", "abcde", "abcdef"])
+@pytest.mark.parametrize("user", ["d", "du", "dux", "duxy", "duxyz", "digest@example.org"])
+@pytest.mark.parametrize("encode", [base64.b64encode, base64.urlsafe_b64encode])
+def test_a_short_secret_in_base64_is_masked_at_every_alignment(
+    password: str, user: str, encode: object
+) -> None:
+    """SMTP AUTH PLAIN echoed by a server: a 7-letter password leaked for 2- and 5-letter user names."""
+    assert callable(encode)
+    encoded = encode(f"\0{user}\0{password}".encode()).decode()
+    shown = redact(f"535 5.7.8 AUTH PLAIN {encoded} rejected", [password])
+    assert shown.startswith("535 5.7.8 AUTH PLAIN ") and shown.endswith(" rejected")
+    before, masked, after = shown.split()[4].partition(MASK)
+    assert masked and not after  # what is left is whole groups of the user name's bytes
+    assert f"\0{user}\0".encode().startswith(base64.b64decode(before.replace("-", "+").replace("_", "/")))
+
+
+def test_a_short_secret_s_base64_is_not_masked_inside_ordinary_words() -> None:
+    text = "Authentication failed for hunter; the hunt goes on"
+    assert redact(text, ["hunter2"]) == text
+
+
+@pytest.mark.parametrize("encode", [quote, quote_plus, lambda s: quote(s, safe="")])
+def test_a_url_encoded_secret_is_masked_in_either_hex_case(encode: object) -> None:
+    assert callable(encode)
+    key = "pm+Ab/Cd=EfGh1234567890xyz"
+    for form in (encode(key), encode(key).replace("%2B", "%2b").replace("%3D", "%3d")):
+        assert redact(f"ErrorCode 300 Invalid token {form} (token={form})", [key]) == (
+            f"ErrorCode 300 Invalid token {MASK} (token={MASK})"
+        )

@@ -108,11 +108,11 @@ def _ids(store: Store) -> list[str]:
      ("sendgrid", None, 1), ("sendgrid", 50, 1), ("mailgun", None, 1)],
 )  # fmt: skip
 def test_the_batch_size_per_provider(transport: str, wanted: int | None, size: int) -> None:
-    settings = Settings(transport=transport, api_key=SecretStr("k"), batch_size=wanted)  # type: ignore[arg-type]
+    settings = Settings(transport=transport, api_key=SecretStr("key-1"), batch_size=wanted)  # type: ignore[arg-type]
     assert api_transport(settings).batch_size == size
 
 
 def test_a_batch_size_over_the_providers_maximum_is_one_error_line() -> None:
-    settings = Settings(transport="resend", api_key=SecretStr("k"), batch_size=101)
+    settings = Settings(transport="resend", api_key=SecretStr("key-1"), batch_size=101)
     with pytest.raises(ConfigError, match=r"'batch_size': Resend takes at most 100 messages .* not 101"):
         api_transport(settings)
