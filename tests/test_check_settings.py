@@ -98,3 +98,18 @@ def test_a_key_no_header_can_carry_is_refused_without_showing_it(
         assert first.startswith("error: invalid setting field") and problem in first and name in first
         assert "1234" not in proc.stdout + proc.stderr
     assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["NEWSLETTER_HOME", "NEWSLETTER_DUMPS", "NEWSLETTER_TEMPLATES", "NEWSLETTER_DATABASE_URL"]
+)
+def test_an_empty_path_setting_is_refused_not_read_as_the_current_folder(
+    env: dict[str, str], name: str
+) -> None:
+    """NEWSLETTER_HOME= put the state in the current folder; a run without it then sent every digest again."""
+    for command in ("check", "run"):
+        proc = cli({**env, name: ""}, command, check=False)
+        assert proc.returncode == 1, (command, proc.stdout)
+        first = proc.stderr.splitlines()[0]
+        assert first.startswith("error: invalid setting field") and "is empty" in first and name in first
+    assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
