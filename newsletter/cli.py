@@ -335,7 +335,11 @@ def migrate_db(
     PGPASSWORD (or ~/.pgpass), not in the URL. Then set NEWSLETTER_DATABASE_URL to the target.
     """
     settings = state.settings()
-    with open_store(settings) as source, source.lock(settings.home), Store(target) as new:
+    with (
+        open_store(settings) as source,
+        source.lock(settings.home),
+        Store(target, "migrate-db's TARGET") as new,
+    ):
         counts = source.copy_to(new)
     typer.echo(", ".join(f"{name}: {rows}" for name, rows in counts.items()))
     typer.echo(f"copied to {new}; now set NEWSLETTER_DATABASE_URL to it")

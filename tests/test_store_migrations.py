@@ -155,6 +155,7 @@ def test_datetimes_come_back_as_the_same_instant_in_utc(store_url: str) -> None:
     ("url", "expected"),
     [
         ("::not a url::", "invalid database URL"),
+        ("postgresql+psycopg://nl:s3cret@db.example.org:5432x/nl", r"invalid database URL \(NEWSLETTER_"),
         ("nosuchdb://x/y", "no database driver"),
         ("postgresql+nosuchdriver://user:s3cret@localhost/db", "no database driver"),
     ],
@@ -163,6 +164,11 @@ def test_bad_urls_raise_store_errors_without_secrets(url: str, expected: str) ->
     with pytest.raises(StoreError, match=expected) as caught:
         Store(url)
     assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_bad_url_is_named_by_where_it_came_from() -> None:
+    with pytest.raises(StoreError, match=r"invalid database URL \(migrate-db's TARGET\)"):
+        Store("garbage", "migrate-db's TARGET")
 
 
 def test_an_unopenable_database_is_a_one_line_store_error(tmp_path: Path) -> None:

@@ -23,12 +23,13 @@ BUSY_TIMEOUT_MS = 10_000
 _WRITE = "newsletter_write"
 
 
-def parse_url(url: str) -> URL:
+def parse_url(url: str, where: str = "NEWSLETTER_DATABASE_URL") -> URL:
+    """``url`` parsed; StoreError naming ``where`` it came from, without the URL (it may hold a password)."""
     try:
         return sa.make_url(url)
-    except exc.ArgumentError:
+    except (exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise StoreError(
-            "invalid database URL (NEWSLETTER_DATABASE_URL)",
+            f"invalid database URL ({where})",
             hint="use sqlite:///path/to/state.db or postgresql+psycopg://user@host/db",
         ) from None
 
@@ -42,7 +43,7 @@ def safe_url(url: URL) -> str:
     return url.update_query_dict(hidden).render_as_string(hide_password=True)
 
 
-def make_engine(url: URL) -> Engine:
+def make_engine(url: URL, where: str = "NEWSLETTER_DATABASE_URL") -> Engine:
     """An engine for ``url``; for a SQLite file, its folder is created first."""
     if url.get_backend_name() == "sqlite":
         _make_sqlite_folder(url)
@@ -55,7 +56,7 @@ def make_engine(url: URL) -> Engine:
         ) from None
     except exc.ArgumentError as error:  # e.g. a SQLite URL with a host or password
         raise StoreError(
-            f"invalid database URL {safe_url(url)} (NEWSLETTER_DATABASE_URL): {_one_line(error)}",
+            f"invalid database URL {safe_url(url)} ({where}): {_one_line(error)}",
             hint="use sqlite:///path/to/state.db or postgresql+psycopg://user@host/db",
         ) from None
     if engine.dialect.name == "sqlite":

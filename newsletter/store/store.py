@@ -50,9 +50,10 @@ def _aware(value: datetime, name: str) -> datetime:
 class Store:
     """The state database: dumps, papers, subscriber state and the delivery log."""
 
-    def __init__(self, url: str) -> None:
-        self.url = parse_url(url)
-        self._engine = make_engine(self.url)
+    def __init__(self, url: str, where: str = "NEWSLETTER_DATABASE_URL") -> None:
+        """``where``: the setting or argument ``url`` came from, for messages."""
+        self.url = parse_url(url, where)
+        self._engine = make_engine(self.url, where)
         try:
             with db_errors(f"opening {safe_url(self.url)}"):
                 self.migrations_applied = migrate(self._engine)
