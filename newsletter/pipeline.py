@@ -525,6 +525,7 @@ class Pipeline:
         try:
             self._message(sub, selection.chosen, "dry-run", now)
         except NewsletterError as exc:
+            log.error("%s: cannot build digest: %s", sub.email, exc)  # as a real run says it
             return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(selection.chosen))
         return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", _items(selection.chosen))
 

@@ -92,6 +92,21 @@ def test_dry_run_sends_and_records_nothing(env: dict[str, str]) -> None:
     )
 
 
+def test_a_dry_run_that_cannot_build_a_digest_says_why_in_text_mode(env: dict[str, str]) -> None:
+    """It printed "failed (1 paper)" with no reason; the reason was only in --json."""
+    add_dumps(env, seed_names()[0])
+    proc = cli(
+        {**env, "NEWSLETTER_LIST_ID": "<<>>"},
+        "run",
+        "--dry-run",
+        "--now",
+        "2026-03-11T08:00:00Z",
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "cannot build digest" in proc.stderr and "list_id" in proc.stderr
+
+
 def test_malformed_dump_is_rejected_with_file_and_line_and_others_go_on(env: dict[str, str]) -> None:
     add_dumps(env, seed_names()[0])
     bad = Path(env["NEWSLETTER_DUMPS"]) / "zz_broken.txt"
