@@ -393,7 +393,7 @@ def preview(
         _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
         return
     with open_pipeline(settings, new_database=state.new_database) as pipeline:
-        pipeline.ingest_folder(_parse_now(now))
+        pipeline.ingest_folder(_parse_now(now), record=False)  # a file it refuses is the next run's to report
         selection, view = pipeline.preview(subscriber, _parse_now(now))
         rendered = pipeline.renderer.render(view) if view else None
     if rendered is None:
@@ -449,7 +449,7 @@ def explain(
     settings = state.settings()
     subscriber = _subscriber(settings, email)
     with open_pipeline(settings) as pipeline:
-        pipeline.ingest_folder(_parse_now(now))  # as preview does: a paper in a new dump file is known
+        pipeline.ingest_folder(_parse_now(now), record=False)  # as preview does
         explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
     typer.echo("\n".join(explanation.lines()))
 

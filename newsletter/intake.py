@@ -29,14 +29,15 @@ UNEXPECTED_INPUT_ERRORS = (ValueError, TypeError, LookupError, ArithmeticError, 
 _READ = ", ".join(glob.removeprefix("*") for glob in DUMP_GLOBS)
 
 
-def ingest_folder(store: Store, folder: Path, now: datetime) -> list[DumpOutcome]:
-    """Every dump file in ``folder``; files refused by an earlier scan are skipped quietly."""
+def ingest_folder(store: Store, folder: Path, now: datetime, *, record: bool = True) -> list[DumpOutcome]:
+    """Every dump file in ``folder``; files refused by an earlier scan are skipped quietly. Without
+    ``record`` (a preview) a file refused now is not recorded, so the run that next sees it reports it."""
     if not folder.is_dir():
         raise SourceError(f"{folder}: dumps folder not found", hint="set NEWSLETTER_DUMPS")
     known = store.rejected_keys()
     seen = store.dump_sizes()  # a daemon scans the folder each tick: known files are not parsed again
-    outcomes = ingest_files(store, list_dump_files(folder), now, remember=known, seen=seen)
-    return outcomes + _unreadable(store, list_other_files(folder), known, now)
+    outcomes = ingest_files(store, list_dump_files(folder), now, remember=known, seen=seen, record=record)
+    return outcomes + _unreadable(store, list_other_files(folder), known, now, record)
 
 
 def ingest_files(
@@ -46,16 +47,24 @@ def ingest_files(
     *,
     remember: set[tuple[str, str]] | None = None,
     seen: dict[str, int] | None = None,
+    record: bool = True,
 ) -> list[DumpOutcome]:
     """Each file in its own transaction. With ``remember`` (the (content hash, path) pairs refused
-    before), a refused file is recorded in the store and one already there is skipped without a report.
-    A file whose bytes hash to a dump in ``seen`` (content hash -> papers) is already in, unparsed."""
-    outcomes = [_ingest_one(store, path, now, remember, seen or {}) for path in paths]
+    before), one already there is skipped without a report, and (with ``record``) a refused file is
+    recorded in the store. A file whose bytes hash to a dump in ``seen`` (content hash -> papers) is
+    already in, unparsed."""
+    recorded = remember if record else None
+    outcomes = [_ingest_one(store, path, now, remember, recorded, seen or {}) for path in paths]
     return [o for o in outcomes if o is not None]
 
 
 def _ingest_one(
-    store: Store, path: Path, now: datetime, remember: set[tuple[str, str]] | None, seen: dict[str, int]
+    store: Store,
+    path: Path,
+    now: datetime,
+    remember: set[tuple[str, str]] | None,
+    recorded: set[tuple[str, str]] | None,
+    seen: dict[str, int],
 ) -> DumpOutcome | None:
     try:
         data = read_dump_bytes(path)  # regular files only: a FIFO would block
@@ -79,7 +88,7 @@ def _ingest_one(
         content_problem = True
     else:  # the store logs what it ingested
         return DumpOutcome(str(path), result.papers, result.new, result.already)
-    if remember is not None and content_problem and outcome.error:
+    if recorded is not None and content_problem and outcome.error:
         store.remember_rejected(digest, str(path), outcome.error, now)
     return outcome
 
@@ -90,7 +99,7 @@ def _rejected(path: Path, problem: str) -> DumpOutcome:
 
 
 def _unreadable(
-    store: Store, paths: list[Path], known: set[tuple[str, str]], now: datetime
+    store: Store, paths: list[Path], known: set[tuple[str, str]], now: datetime, record: bool
 ) -> list[DumpOutcome]:
     """One warning per file no parser reads, the first time its content is seen."""
     outcomes = []
@@ -103,6 +112,7 @@ def _unreadable(
             continue
         warning = f"{path}: skipped, not a dump file (run reads {_READ} files)"
         log.warning("%s", warning)
-        store.remember_rejected(digest, str(path), warning, now)
+        if record:
+            store.remember_rejected(digest, str(path), warning, now)
         outcomes.append(DumpOutcome(file=str(path), warning=warning))
     return outcomes

@@ -96,9 +96,9 @@ class Pipeline:
         """Ingest each file in its own transaction; a malformed file is reported and skipped."""
         return ingest_files(self.store, paths, now)
 
-    def ingest_folder(self, now: datetime) -> list[DumpOutcome]:
+    def ingest_folder(self, now: datetime, *, record: bool = True) -> list[DumpOutcome]:
         """The dumps folder; a file refused by an earlier run is skipped quietly (see intake.py)."""
-        return ingest_folder(self.store, self.settings.dumps, now)
+        return ingest_folder(self.store, self.settings.dumps, now, record=record)
 
     # -- a whole run --------------------------------------------------------------------------------
 

@@ -121,6 +121,21 @@ def test_malformed_dump_is_rejected_with_file_and_line_and_others_go_on(env: dic
     assert "ERROR" in logged and "zz_broken.txt:1" in logged  # one line, however long, for log files
 
 
+@pytest.mark.parametrize("first", [("preview", "ssm@example.org"), ("explain", "ssm@example.org", "x")])
+def test_a_dump_a_preview_refused_first_is_still_reported_by_the_next_run(
+    env: dict[str, str], first: tuple[str, ...]
+) -> None:
+    """preview and explain recorded the refusal, so the run never reported it and exited 0."""
+    add_dumps(env, seed_names()[0])
+    (Path(env["NEWSLETTER_DUMPS"]) / "zz_broken.txt").write_text("<!DOCTYPE html>\n<html></html>\n")
+    cli(env, *first, "--now", "2026-03-11T08:00:00Z", check=False)
+    proc = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    assert [d["file"] for d in json.loads(proc.stdout)["dumps"] if d["error"]] == [
+        str(Path(env["NEWSLETTER_DUMPS"]) / "zz_broken.txt")
+    ]
+
+
 def test_an_empty_api_listing_is_an_empty_dump_not_a_failed_run(env: dict[str, str]) -> None:
     add_dumps(env, seed_names()[0])
     (Path(env["NEWSLETTER_DUMPS"]) / "0000_a_weekend.json").write_text("[]\n")  # the API on a quiet day
