@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import os
 import re
 import tomllib
@@ -26,6 +27,8 @@ from newsletter.address import address_key
 from newsletter.errors import ConfigError, UsageError
 from newsletter.models import Subscriber
 from newsletter.redact import MIN_SECRET
+
+log = logging.getLogger(__name__)
 
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to the repo's templates/
 
@@ -437,12 +440,29 @@ def _subscriber(
     if odd:
         return [ConfigError(f"{path}:{_line_of(entry, k)}: {label}: {_key_problem(k)}") for k in odd]
     try:
-        return Subscriber(**{**defaults, **entry})
+        subscriber = Subscriber(**{**defaults, **entry})
     except ValidationError as exc:
         return [
             ConfigError(f"{path}:{_line_of(entry, key)}: {label}: {problem}")
             for key, problem in _subscriber_problems(exc)
         ]
+    for key in _unused_keys(entry, subscriber):
+        log.warning(
+            "%s:%d: %s: '%s' has no effect with cadence %s",
+            path,
+            _line_of(entry, key),
+            label,
+            key,
+            subscriber.cadence,
+        )
+    return subscriber
+
+
+def _unused_keys(entry: dict[str, Any], subscriber: Subscriber) -> list[str]:
+    """Keys the subscriber sets that its cadence ignores (``weekday`` is for weekly digests only,
+    ``send_at`` for daily and weekly ones); a default that does not apply is no mistake."""
+    ignored = {"daily": ("weekday",), "each-dump": ("weekday", "send_at")}.get(subscriber.cadence, ())
+    return [key for key in ignored if entry.get(key) is not None]
 
 
 def _line_of(entry: dict[str, Any], key: str) -> int:

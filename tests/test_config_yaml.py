@@ -100,3 +100,40 @@ def test_the_daemon_keeps_the_last_valid_list_when_a_bomb_is_saved(tmp_path: Pat
     started = time.perf_counter()
     assert watched.get() is before
     assert time.perf_counter() - started < 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "warned"),  # the key is on line 4, or 5 after a cadence
+    [
+        ("    weekday: mon\n", "'weekday' has no effect with cadence daily"),
+        ("    cadence: each-dump\n    send_at: '07:00'\n", "'send_at' has no effect with cadence each-dump"),
+        ("    cadence: weekly\n    weekday: tue\n    send_at: '07:00'\n", None),
+    ],
+)
+def test_a_setting_the_cadence_ignores_is_warned_about_with_its_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, extra: str, warned: str | None
+) -> None:
+    """`weekday: mon` on a daily subscriber (meant as weekly) passed `check` and did nothing."""
+    path = _one(tmp_path, extra)
+    with caplog.at_level("WARNING", logger="newsletter.config"):
+        load_subscribers(path)
+    found = [r.getMessage() for r in caplog.records]
+    if warned is None:
+        assert found == []
+    else:
+        (message,) = found
+        line = 5 if "cadence" in extra else 4
+        assert message.startswith(f"{path}:{line}: subscriber #1 (ada@example.org): ")
+        assert message.endswith(warned)
+
+
+def test_a_default_the_cadence_ignores_is_no_mistake(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(
+        "defaults: {weekday: mon}\nsubscribers:\n  - {email: a@example.org, interests: [x]}\n", "utf-8"
+    )
+    with caplog.at_level("WARNING", logger="newsletter.config"):
+        load_subscribers(path)
+    assert caplog.records == []
