@@ -447,15 +447,16 @@ def _subscriber(
             for key, problem in _subscriber_problems(exc)
         ]
     for key in _unused_keys(entry, subscriber):
-        log.warning(
-            "%s:%d: %s: '%s' has no effect with cadence %s",
-            path,
-            _line_of(entry, key),
-            label,
-            key,
-            subscriber.cadence,
+        _warn_once(
+            f"{path}:{_line_of(entry, key)}: {label}: '{key}' has no effect with cadence {subscriber.cadence}"
         )
     return subscriber
+
+
+@functools.lru_cache(maxsize=256)
+def _warn_once(message: str) -> None:
+    """Once per process: `serve` and the daemon read the file again on every request or change."""
+    log.warning("%s", message)
 
 
 def _unused_keys(entry: dict[str, Any], subscriber: Subscriber) -> list[str]:
