@@ -17,7 +17,14 @@ from pathlib import Path
 
 from newsletter.errors import ParseError, SourceError, StoreError
 from newsletter.report import DumpOutcome
-from newsletter.sources import DUMP_GLOBS, list_dump_files, list_other_files, parse_dump, read_dump_bytes
+from newsletter.sources import (
+    DUMP_GLOBS,
+    list_broken_entries,
+    list_dump_files,
+    list_other_files,
+    parse_dump,
+    read_dump_bytes,
+)
 from newsletter.store import Store
 
 __all__ = ["ingest_files", "ingest_folder"]
@@ -31,13 +38,19 @@ _READ = ", ".join(glob.removeprefix("*") for glob in DUMP_GLOBS)
 
 def ingest_folder(store: Store, folder: Path, now: datetime, *, record: bool = True) -> list[DumpOutcome]:
     """Every dump file in ``folder``; files refused by an earlier scan are skipped quietly. Without
-    ``record`` (a preview) a file refused now is not recorded, so the run that next sees it reports it."""
+    ``record`` (a preview) a file refused now is not recorded, so the run that next sees it reports it.
+    An entry named like a dump that is no file to read (a link to nothing, a FIFO) is reported each
+    time, as an unreadable file is: it may be readable next time."""
     if not folder.is_dir():
         raise SourceError(f"{folder}: dumps folder not found", hint="set NEWSLETTER_DUMPS")
     known = store.rejected_keys()
     seen = store.dump_sizes()  # a daemon scans the folder each tick: known files are not parsed again
     outcomes = ingest_files(store, list_dump_files(folder), now, remember=known, seen=seen, record=record)
-    return outcomes + _unreadable(store, list_other_files(folder), known, now, record)
+    broken = [
+        _rejected(p, f"cannot read dump {p}: not a regular file (a link to nothing?)")
+        for p in list_broken_entries(folder)
+    ]
+    return outcomes + broken + _unreadable(store, list_other_files(folder), known, now, record)
 
 
 def ingest_files(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,19 @@ def test_a_dump_a_preview_refused_first_is_still_reported_by_the_next_run(
     assert [d["file"] for d in json.loads(proc.stdout)["dumps"] if d["error"]] == [
         str(Path(env["NEWSLETTER_DUMPS"]) / "zz_broken.txt")
     ]
+
+
+def test_a_link_to_nothing_or_a_fifo_named_like_a_dump_is_reported(env: dict[str, str]) -> None:
+    """`run` skipped them without a word; `ingest` on the same paths reported them."""
+    add_dumps(env, seed_names()[0])
+    dumps = Path(env["NEWSLETTER_DUMPS"])
+    (dumps / "zz_link.xml").symlink_to(dumps / "gone.xml")
+    os.mkfifo(dumps / "zz_pipe.txt")
+    proc = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    errors = {Path(d["file"]).name: d["error"] for d in json.loads(proc.stdout)["dumps"] if d["error"]}
+    assert sorted(errors) == ["zz_link.xml", "zz_pipe.txt"]
+    assert all("not a regular file" in error for error in errors.values())
 
 
 def test_an_empty_api_listing_is_an_empty_dump_not_a_failed_run(env: dict[str, str]) -> None:

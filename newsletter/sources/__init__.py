@@ -20,7 +20,14 @@ from newsletter.sources.hfhtml import looks_like_html, parse_hf_html
 from newsletter.sources.hfjson import parse_hf_json
 from newsletter.sources.textdump import parse_text_dump
 
-__all__ = ["DUMP_GLOBS", "list_dump_files", "list_other_files", "parse_dump", "read_dump"]
+__all__ = [
+    "DUMP_GLOBS",
+    "list_broken_entries",
+    "list_dump_files",
+    "list_other_files",
+    "parse_dump",
+    "read_dump",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +111,16 @@ def list_dump_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda path: path.name)
 
 
+def list_broken_entries(folder: Path) -> list[Path]:
+    """Entries named like dumps that are no file to read: a link to nothing, a FIFO, a device."""
+    try:
+        found = {path for pattern in DUMP_GLOBS for path in folder.glob(pattern)}
+        broken = [p for p in found if not p.is_file() and not p.is_dir() and _is_dump_file(p, regular=False)]
+    except OSError as exc:
+        raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
+    return sorted(broken, key=lambda path: path.name)
+
+
 def list_other_files(folder: Path) -> list[Path]:
     """Files in ``folder`` that are not dumps by their extension (nor hidden or temporary), by name."""
     dumps = set(list_dump_files(folder))
@@ -114,10 +131,10 @@ def list_other_files(folder: Path) -> list[Path]:
     return sorted(others, key=lambda path: path.name)
 
 
-def _is_dump_file(path: Path) -> bool:
+def _is_dump_file(path: Path, *, regular: bool = True) -> bool:
     name = path.name
     temporary = name.endswith("~") or any(suffix.lower() in _TEMP_SUFFIXES for suffix in path.suffixes)
     if name.startswith((".", "~", "#")) or temporary:
         log.debug("skipping %s: hidden or temporary file", path)
         return False
-    return path.is_file()
+    return path.is_file() or not regular
