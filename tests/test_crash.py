@@ -56,7 +56,7 @@ DATA_DELAY = 0.02  # seconds the server waits between journaling a message and r
 SEND_RATE = "30"  # messages per second, so a run's sending phase lasts ~2 s
 DOMAIN = "papers.example.org"
 TOPICS = (
-    ("chain-of-thought", "latent space"),
+    ("Kolmogorov-Arnold networks", "KAN"),
     ("sound", "speech synthesis"),
     ("large language models", "reasoning"),
     ("model compression", "sparsity"),
