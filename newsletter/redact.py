@@ -18,7 +18,6 @@ import base64
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_ENCODED = 8  # a shorter base64 run could be part of a word: it is masked with its whole token
@@ -44,23 +43,24 @@ def _pattern(secret: str) -> re.Pattern[str]:
     runs = sorted(encoded_forms(secret.encode()), key=len, reverse=True)
     encoded = [f"{_EDGE_BEFORE}{re.escape(run)}{_EDGE_AFTER}" for run in runs if len(run) >= MIN_ENCODED]
     tokens = [_token_with(run) for run in runs if len(run) < MIN_ENCODED]
-    quoted = [_any_hex_case(form) for form in url_forms(secret)]
-    return re.compile("|".join([*encoded, *tokens, *quoted, re.escape(secret)]))
+    return re.compile("|".join([*encoded, *tokens, _as_written_or_quoted(secret)]))
 
 
 def _token_with(run: str) -> str:
     """A base64 token of at least MIN_ENCODED characters that holds ``run``: the whole token."""
-    return f"(?<![{_B64}])(?=[={_B64}]{{{MIN_ENCODED},}})[{_B64}]*{re.escape(run)}[{_B64}]*={{0,2}}"
+    return f"(?<![{_B64}])(?=[={_B64}]{{{MIN_ENCODED}}})[{_B64}]*{re.escape(run)}[{_B64}]*={{0,2}}"
 
 
-def url_forms(secret: str) -> set[str]:
-    """The secret percent-encoded as URLs and form bodies write it (when that differs from the secret)."""
-    forms = {quote(secret, safe=""), quote(secret), quote_plus(secret), quote_plus(secret, safe="/")}
-    return forms - {secret}
+def _as_written_or_quoted(secret: str) -> str:
+    """The secret with each character other than a letter or digit as written or percent-encoded
+    (either hex case; a space also as '+'): every URL encoder's output, whichever characters it
+    leaves alone (Python's quote, JavaScript's encodeURIComponent, form bodies)."""
+    return "".join(ch if ch.isascii() and ch.isalnum() else _either(ch) for ch in secret)
 
 
-def _any_hex_case(form: str) -> str:
-    return re.sub(r"%([0-9A-F]{2})", lambda m: f"%(?i:{m.group(1)})", re.escape(form))
+def _either(ch: str) -> str:
+    quoted = "".join(f"%(?i:{byte:02x})" for byte in ch.encode())
+    return f"(?:{re.escape(ch)}|{quoted}{'|[+]' if ch == ' ' else ''})"
 
 
 def encoded_forms(secret: bytes) -> set[str]:

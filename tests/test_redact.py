@@ -77,11 +77,20 @@ def test_a_short_secret_s_base64_is_not_masked_inside_ordinary_words() -> None:
     assert redact(text, ["hunter2"]) == text
 
 
-@pytest.mark.parametrize("encode", [quote, quote_plus, lambda s: quote(s, safe="")])
+def encode_uri_component(text: str) -> str:
+    """JavaScript's encodeURIComponent: leaves letters, digits and -_.!~*'() as they are."""
+    return quote(text, safe="-_.!~*'()")
+
+
+@pytest.mark.parametrize("encode", [quote, quote_plus, lambda s: quote(s, safe=""), encode_uri_component])
 def test_a_url_encoded_secret_is_masked_in_either_hex_case(encode: object) -> None:
     assert callable(encode)
-    key = "pm+Ab/Cd=EfGh1234567890xyz"
-    for form in (encode(key), encode(key).replace("%2B", "%2b").replace("%3D", "%3d")):
+    key = "pm+Ab/Cd=Ef!Gh(1234) 567890xyz"
+    for form in (
+        encode(key),
+        encode(key).replace("%2B", "%2b").replace("%3D", "%3d"),
+        "pm+Ab%2FCd=Ef!Gh(1234)+567890xyz",
+    ):
         assert redact(f"ErrorCode 300 Invalid token {form} (token={form})", [key]) == (
             f"ErrorCode 300 Invalid token {MASK} (token={MASK})"
         )
