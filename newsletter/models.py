@@ -18,7 +18,7 @@ _T = TypeVar("_T")
 _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
 _ARXIV_PREFIX = re.compile(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", re.IGNORECASE)
 _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE)
-ABSTRACT_KEY_WORDS = 40  # the opening words of an abstract that identify its paper
+ABSTRACT_KEY_WORDS = 40  # an abstract of fewer words identifies no paper
 
 
 def pickled_by_fields(cls: type[_T]) -> type[_T]:
@@ -44,13 +44,14 @@ def normalize_title(title: str) -> str:
 
 
 def abstract_key(abstract: str) -> str | None:
-    """A paper's identity by its abstract's opening words (normalised as titles are, then hashed), for
-    listings without an arXiv id: a title corrected in a later listing still finds its paper. None for
-    an abstract too short to identify anything (empty, a placeholder, or one cut short)."""
+    """A paper's identity by its whole abstract (normalised as titles are, then hashed), for listings
+    without an arXiv id: a title corrected in a later listing still finds its paper, and companion
+    papers that open alike stay two. None for an abstract too short to identify anything (empty, a
+    placeholder)."""
     words = normalize_title(abstract).split()
     if len(words) < ABSTRACT_KEY_WORDS:
         return None
-    return hashlib.sha256(" ".join(words[:ABSTRACT_KEY_WORDS]).encode()).hexdigest()[:32]
+    return hashlib.sha256(" ".join(words).encode()).hexdigest()[:32]
 
 
 def normalize_arxiv_id(value: str) -> str | None:

@@ -141,12 +141,35 @@ LONG_ABSTRACT = (
 def test_a_retitled_paper_without_an_id_is_found_by_its_abstract(store: Store) -> None:
     """A listing that corrects a typo in a title, with no arXiv id to go by, is the same paper."""
     store.ingest(make_dump(replace(paper("Hovering Like a Kestrl", 1), abstract=LONG_ABSTRACT)), at(0))
-    fixed = replace(paper("Hovering Like a Kestrel", 2), abstract=LONG_ABSTRACT + " Code is online.")
+    fixed = replace(paper("Hovering Like a Kestrel", 2), abstract=LONG_ABSTRACT)
     result = store.ingest(make_dump(fixed), at(1))
 
     assert result.new == 0
     (stored,) = store.papers_first_seen_after(0)
     assert (stored.title, stored.times_seen) == ("Hovering Like a Kestrl", 2)
+
+
+def test_companion_papers_whose_abstracts_open_alike_stay_two(store: Store) -> None:
+    """Part I and Part II share their first sentences, and their first 40 words: two papers."""
+    part = lambda n, ending: replace(paper(f"Kestrels, Part {n}", n), abstract=f"{LONG_ABSTRACT} {ending}")  # noqa: E731
+    first = store.ingest(
+        make_dump(part(1, "Part one covers hovering."), part(2, "Part two covers diving.")), at(0)
+    )
+    later = store.ingest(make_dump(part(3, "Part three covers landing.")), at(1))
+    assert (first.papers, first.new, later.new) == (2, 2, 1)
+
+
+def test_an_abstract_completed_later_identifies_its_paper(store: Store) -> None:
+    """The abstract a dump cut short is completed by a later listing, and found by it afterwards."""
+    cut = LONG_ABSTRACT[: LONG_ABSTRACT.index("which")]
+    store.ingest(make_dump(replace(paper("Hovering Like a Kestrl", 1), abstract=cut)), at(0))
+    store.ingest(
+        make_dump(replace(paper("Hovering Like a Kestrl", 1), abstract=LONG_ABSTRACT), tag="whole"), at(1)
+    )
+    retitled = store.ingest(
+        make_dump(replace(paper("Hovering Like a Kestrel", 1), abstract=LONG_ABSTRACT)), at(2)
+    )
+    assert retitled.new == 0
 
 
 def test_a_short_abstract_identifies_no_paper(store: Store) -> None:

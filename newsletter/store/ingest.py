@@ -223,7 +223,7 @@ def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]
         "b_key": entry.arxiv_id if entry.filled_id else row["key"],
         "b_arxiv_id": entry.arxiv_id,
         "b_abstract": abstract,
-        "b_abstract_key": row["abstract_key"] or abstract_key(abstract),
+        "b_abstract_key": abstract_key(abstract),  # of the completed abstract, when it was cut
         "b_authors": authors,
         "b_last_seen": now,
         "b_best_rank": min(row["best_rank"], entry.rank) if trending else row["best_rank"],

@@ -227,7 +227,7 @@ def _0008_recent_digests(conn: Connection) -> None:
 
 
 def _0009_abstract_key(conn: Connection) -> None:
-    """Papers also found by their abstract's opening words, so a listing that corrects a title (and has
+    """Papers also found by their whole abstract (hashed), so a listing that corrects a title (and has
     no arXiv id) does not bring the paper again as new; filled in for the papers stored so far."""
     conn.execute(sa.text("ALTER TABLE papers ADD COLUMN abstract_key VARCHAR(64)"))
     conn.execute(sa.text("CREATE INDEX ix_papers_abstract_key ON papers (abstract_key)"))
