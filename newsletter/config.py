@@ -116,13 +116,13 @@ class Settings(BaseSettings):
             data.setdefault("sender", sender)  # `sender` from a higher-priority source wins
         return data
 
-    @field_validator("home", "subscribers", "dumps", "templates", "database_url", mode="before")
+    @field_validator("home", "subscribers", "dumps", "templates", mode="before")
     @classmethod
     def _not_empty(cls, value: Any) -> Any:
         """``NEWSLETTER_HOME=`` read as the current folder: the state went there, and a run without the
         variable (cron against a systemd env file) found no history and sent every digest again."""
         if isinstance(value, str) and not value.strip():
-            raise ValueError("is empty: give a path (or URL), or unset it for the default")
+            raise ValueError("is empty: give a path, or unset it for the default")
         return value
 
     @field_validator("base_url")

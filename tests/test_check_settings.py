@@ -101,7 +101,7 @@ def test_a_key_no_header_can_carry_is_refused_without_showing_it(
 
 
 @pytest.mark.parametrize(
-    "name", ["NEWSLETTER_HOME", "NEWSLETTER_DUMPS", "NEWSLETTER_TEMPLATES", "NEWSLETTER_DATABASE_URL"]
+    "name", ["NEWSLETTER_HOME", "NEWSLETTER_DUMPS", "NEWSLETTER_TEMPLATES", "NEWSLETTER_SUBSCRIBERS"]
 )
 def test_an_empty_path_setting_is_refused_not_read_as_the_current_folder(
     env: dict[str, str], name: str
@@ -113,3 +113,9 @@ def test_an_empty_path_setting_is_refused_not_read_as_the_current_folder(
         first = proc.stderr.splitlines()[0]
         assert first.startswith("error: invalid setting field") and "is empty" in first and name in first
     assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
+
+
+def test_an_empty_database_url_is_the_default_database(env: dict[str, str]) -> None:
+    """As before: a blank placeholder (`${X:-}` in a compose file) means the state folder's SQLite."""
+    cli({**env, "NEWSLETTER_DATABASE_URL": ""}, "run")
+    assert (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
