@@ -10,7 +10,9 @@ is marked sending, for the same reason.
 Batches: to an HTTP API with a batch endpoint (Postmark, Resend) a courier sends ``batch_size`` messages
 per request. Every digest of the batch is committed 'sending' in one transaction before the request,
 and each gets its own outcome from the reply (sent, failed with the API's reason, or retry); a request
-that times out or drops after the body went out leaves the whole batch 'unknown'.
+that times out or drops after the body went out leaves the whole batch 'unknown'. An API transport
+retries by itself (a 429's Retry-After, a 5xx's backoff); while a refused request waits for its next
+try, the courier marks its digests refused (``_held``), so a crash during that wait queues them again.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Literal
@@ -72,6 +74,7 @@ class Courier:
         self.stop = stop or threading.Event()
         if self._api is not None:
             self._api.stop = self.stop  # a SIGTERM ends its wait for a rate limit, not just the next send
+            self._api.hold = self._held  # and a crash during that wait leaves the digests queued
         self.sleep = sleep
         self._wait = self.stop.wait if sleep is time.sleep else sleep  # a real wait ends at a signal
         self.sent = 0
@@ -205,6 +208,22 @@ class Courier:
                 self._wait(wait)  # a signal ends it, and the pace check above stops the retry
                 delay *= 2
 
+    @contextlib.contextmanager
+    def _held(self, digest_ids: Sequence[str], why: str) -> Iterator[None]:
+        """The API refused a request that waits for its next try (a rate limit): while it waits, its
+        digests are marked as not sent, so a crash then queues them again instead of leaving them
+        'unknown'. SendError if another process's recovery queued one of them meanwhile (its to send)."""
+        self.store.hold_refused(digest_ids, redact(why, self._secrets))
+        try:
+            yield
+        finally:
+            held = set(self.store.release_refused(digest_ids))
+        taken = [digest_id for digest_id in digest_ids if digest_id not in held]
+        if taken:
+            raise SendError(
+                f"digest {taken[0]} was queued again by another process while it waited; not sent"
+            )
+
     def flush(self) -> None:
         """Record the last accepted message as 'sent' now, before the courier waits or idles."""
         with self.timings("store"):
@@ -224,15 +243,24 @@ class Courier:
         log.error("%s: %s", message.recipient, said)
         if exc.transport_down:
             self.halted = True  # every other message would fail the same way: stop, keep them queued
+        try:
+            self._record(message.digest_id, exc, now, said)
+        except InvalidTransition as moved:  # another process's recovery took it over meanwhile
+            log.warning("%s: %s", message.recipient, moved)
+            return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
         if exc.unknown:
-            self.store.mark_unknown(message.digest_id, now, said)
             return DigestOutcome(message.recipient, "unknown", f"error: {said}", items, message.digest_id)
-        retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
-        self.store.mark_failed(message.digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
         kind = "permanent" if exc.permanent else "temporary, will retry next run"
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
+
+    def _record(self, digest_id: str, exc: SendError, now: datetime, said: str) -> None:
+        if exc.unknown:
+            self.store.mark_unknown(digest_id, now, said)
+            return
+        retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
+        self.store.mark_failed(digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
 
 
 class _StoppedBetweenTries(Exception):

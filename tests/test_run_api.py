@@ -3,17 +3,24 @@ a dropped or timed-out batch, rate limits shared by the requests in flight."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from newsletter.store import SENDING, SENT
+
 from .api_server import Api, running
 from .helpers import add_dumps, cli, seed_names
-from .test_crash import write_subscribers
+from .test_crash import open_store, write_subscribers
 
 
 @pytest.fixture
@@ -145,3 +152,56 @@ def test_a_429_pauses_every_request_in_flight_until_the_same_moment(
     assert 1 <= len(limited) <= 2
     during = [t - limited[0] for t, _ in api.arrivals if 0.3 < t - limited[0] < 1.4]
     assert during == []  # nobody sent while the run was paused
+
+
+@pytest.mark.parametrize("batch", ["1", "100"])
+def test_a_kill_during_a_rate_limit_wait_leaves_the_digests_queued_not_unknown(
+    env: dict[str, str], api: Api, batch: str
+) -> None:
+    """SIGKILL while a run waits out a 429 it was asked to wait for (30 s, within the run's 60): the API
+    refused the request, so the next run sends those digests, each once, and reports nothing unknown."""
+    add_dumps(env, *seed_names()[:2])
+    env |= {"NEWSLETTER_BATCH_SIZE": batch}
+    api.mode, api.retry_after = "rate-limited", "30"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "run", "--now", "2026-03-11T08:00:00Z"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_until(lambda: _refused(env) > 0 or run.poll() is not None, seconds=120)
+        assert run.poll() is None, "the run ended instead of waiting out the 429"
+    finally:
+        run.kill()
+        run.wait()
+    assert api.requests >= 1 and api.recipients == []
+    with open_store(env) as store:
+        waiting = store.deliveries([SENDING], with_items=False)  # marked refused: not sent
+    in_flight = 1 if batch == "1" else len(DUE)  # one message per request, or both in one batch
+    assert len(waiting) == _refused(env) == in_flight
+    assert all("rate limit" in (d.last_error or "") for d in waiting)
+    api.mode = "ok"
+    proc = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z")  # ...so nothing to look at: exit 0
+    assert json.loads(proc.stdout)["recovered_unknown"] == []
+    assert sorted(api.recipients) == DUE  # each once
+    with open_store(env) as store:
+        assert {d.status for d in store.deliveries(with_items=False)} == {SENT}
+    assert _attention(env) == {}
+
+
+def _refused(env: dict[str, str]) -> int:
+    """Digests the run marked as refused and waiting (read straight from its database)."""
+    path = Path(env["NEWSLETTER_HOME"]) / "state.db"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+            return int(db.execute("SELECT count(*) FROM digests WHERE refused").fetchone()[0])
+    except sqlite3.OperationalError:  # not made yet, or not migrated yet
+        return 0
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)

@@ -116,3 +116,31 @@ def test_a_batch_size_over_the_providers_maximum_is_one_error_line() -> None:
     settings = Settings(transport="resend", api_key=SecretStr("key-1"), batch_size=101)
     with pytest.raises(ConfigError, match=r"'batch_size': Resend takes at most 100 messages .* not 101"):
         api_transport(settings)
+
+
+def test_a_batch_another_process_queued_again_during_its_429_wait_is_not_sent_here(
+    folder: Path, renderer: Renderer
+) -> None:
+    """While a refused batch waits out its Retry-After, another process's recovery queues its digests
+    again (they were marked refused, so not sent): the waiting run must leave them to it."""
+    requests: list[httpx.Request] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        if len(requests) == 1:
+            return httpx.Response(429, json={"name": "rate_limit_exceeded"}, headers={"Retry-After": "2"})
+        return httpx.Response(200, json={"data": [{"id": "re-0"}]})
+
+    def another_process_recovers(_seconds: float) -> None:
+        with Store(f"sqlite:///{folder / 'state' / 'state.db'}") as other:
+            other.recover_interrupted(NOW)
+
+    transport = ResendTransport(SecretStr("re_key"), http=httpx.MockTransport(api))
+    transport.batch_size = 100
+    made, subs = pipeline(folder, renderer, transport, another_process_recovers)  # type: ignore[arg-type]
+    with made.store as store:
+        report = made.run(subs, NOW)
+        assert len(requests) == 1  # no second request for digests no longer this run's
+        assert report.digests and {d.status for d in report.digests} == {"failed"}
+        assert all("queued again by another process" in d.reason for d in report.digests)
+        assert {d.status for d in store.deliveries(with_items=False)} == {"retry"}

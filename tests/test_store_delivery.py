@@ -210,6 +210,34 @@ def test_recover_interrupted_turns_sending_into_unknown(store: Store) -> None:
     assert store.recover_interrupted(at(31)) == []
 
 
+def test_a_digest_refused_and_waiting_for_its_next_try_is_queued_again_by_recovery(store: Store) -> None:
+    for digest_id, email in (("a", ADA), ("b", BOB)):
+        store.plan_digest(plan_for(store, digest_id, email))
+        store.mark_sending(digest_id, at(25))
+    store.hold_refused(["a"], "rate limit for digest a: 429")  # a crash comes during the wait
+
+    assert store.recover_interrupted(at(30)) == ["b"]  # only b may have been accepted
+
+    (queued,) = store.deliveries([RETRY])
+    assert (queued.digest_id, queued.not_before) == ("a", None)  # due at once
+    assert (queued.last_error or "").startswith("interrupted while waiting to try a refused request")
+    assert "rate limit for digest a: 429" in (queued.last_error or "")
+    store.mark_sending("a", at(31))
+    assert store.recover_interrupted(at(32)) == ["a"]  # held no more: its next try may have gone out
+
+
+def test_a_refused_digest_released_after_its_wait_is_sending_again_unless_taken_over(store: Store) -> None:
+    for digest_id, email in (("a", ADA), ("b", BOB)):
+        store.plan_digest(plan_for(store, digest_id, email))
+        store.mark_sending(digest_id, at(25))
+    store.hold_refused(["a", "b"], "rate limit")
+    assert store.release_refused(["a"]) == ["a"]
+    assert store.recover_interrupted(at(30)) == ["a"]  # another process, meanwhile: a is in flight again
+
+    assert store.release_refused(["b"]) == []  # b was queued again by that recovery: not ours to send
+    assert _status(store, "b") == RETRY
+
+
 _CRASHER = """
 import os, sys
 from newsletter.store import Store

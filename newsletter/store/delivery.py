@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MAX_DIGEST_ID = 200  # digests.id is VARCHAR(200)
 MAX_ERROR = 2000  # characters of an error kept in last_error
 INTERRUPTED = "interrupted while sending: the run stopped before the transport answered"
+INTERRUPTED_REFUSED = "interrupted while waiting to try a refused request again (not sent): "
 
 
 # --- subscribers -------------------------------------------------------------------------------
@@ -362,19 +363,49 @@ def mark_unknown(conn: Connection, digest_id: str, now: datetime, error: str) ->
     _transition(conn, digest_id, (SENDING,), values)
 
 
-def recover_interrupted(conn: Connection, now: datetime) -> list[str]:
-    """Digests a crashed run left in 'sending' become 'unknown'; return their ids."""
+def hold_refused(conn: Connection, digest_ids: Sequence[str], error: str) -> None:
+    """These 'sending' digests were refused (not sent) and wait for another try within the run."""
+    values = {"refused": True, "last_error": error[:MAX_ERROR]}
+    for batch in chunks(digest_ids):
+        conn.execute(
+            digests.update().where(digests.c.id.in_(batch), digests.c.status == SENDING).values(**values)
+        )
+
+
+def release_refused(conn: Connection, digest_ids: Sequence[str]) -> list[str]:
+    """Their wait is over: 'sending' again, for the next try. Returns the ids still held (others were
+    taken over meanwhile by another process's recovery, and must not be sent here)."""
+    held: list[str] = []
+    for batch in chunks(digest_ids):
+        where = [digests.c.id.in_(batch), digests.c.status == SENDING, digests.c.refused.is_(True)]
+        held.extend(conn.execute(sa.select(digests.c.id).where(*where)).scalars())
+        conn.execute(digests.update().where(*where).values(refused=None))
+    return held
+
+
+def recover_interrupted(conn: Connection, now: datetime) -> tuple[list[str], list[str]]:
+    """Digests a crashed run left in 'sending' become 'unknown', or 'retry' (due now) when they were
+    waiting to try a refused request again. Returns the ids of each (unknown, queued again)."""
     query = (
-        sa.select(digests.c.id)
+        sa.select(digests.c.id, digests.c.refused)
         .where(digests.c.status == SENDING)
         .order_by(digests.c.created_at, digests.c.id)
     )
-    ids = list(conn.execute(query).scalars())
+    rows = list(conn.execute(query))
+    unknown = [row.id for row in rows if not row.refused]
+    queued = [row.id for row in rows if row.refused]
     values = {"status": UNKNOWN, "updated_at": now, "last_error": INTERRUPTED}
-    for batch in chunks(ids):
+    for batch in chunks(unknown):
         update = digests.update().where(digests.c.id.in_(batch), digests.c.status == SENDING)
         conn.execute(update.values(**values))
-    return ids
+    refused = {"status": RETRY, "updated_at": now, "refused": None, "not_before": None}
+    error = sa.func.substr(
+        sa.literal(INTERRUPTED_REFUSED, sa.Text) + sa.func.coalesce(digests.c.last_error, ""), 1, MAX_ERROR
+    )
+    for batch in chunks(queued):
+        update = digests.update().where(digests.c.id.in_(batch), digests.c.status == SENDING)
+        conn.execute(update.values(last_error=error, **refused))
+    return unknown, queued
 
 
 def requeue(

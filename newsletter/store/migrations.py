@@ -238,6 +238,12 @@ def _0009_abstract_key(conn: Connection) -> None:
         conn.execute(update, keys[start : start + 1000])
 
 
+def _0010_refused(conn: Connection) -> None:
+    """A digest whose request was refused (a rate limit) and waits for another try in the run is
+    marked, so a crash during the wait queues it again instead of reporting it 'unknown'."""
+    conn.execute(sa.text("ALTER TABLE digests ADD COLUMN refused BOOLEAN"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -248,6 +254,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0007_rejected_by_path", _0007_rejected_by_path),
     ("0008_recent_digests", _0008_recent_digests),
     ("0009_abstract_key", _0009_abstract_key),
+    ("0010_refused", _0010_refused),
 )
 
 

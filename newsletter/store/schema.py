@@ -117,6 +117,7 @@ digests = sa.Table(
     sa.Column("watermark_seq", sa.Integer, nullable=False),
     sa.Column("not_before", UTCDateTime),
     sa.Column("batch_key", sa.String(100)),  # idempotency key of its last batch request (Resend)
+    sa.Column("refused", sa.Boolean),  # 'sending', refused and waiting for another try: not sent
     status_check(),
     sa.Index("ix_digests_status_created", "status", "created_at"),
     sa.Index("ix_digests_email_watermark", "email", "watermark_seq"),  # a subscriber's recent digests

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -374,11 +374,28 @@ class Store:
         with self._tx(f"marking digest {digest_id} unknown", write=True) as conn:
             delivery.mark_unknown(conn, digest_id, now, error)
 
+    def hold_refused(self, digest_ids: Sequence[str], error: str) -> None:
+        """These 'sending' digests were refused (not sent) and wait for another try within the run:
+        a crash during the wait makes them 'retry' instead of 'unknown' (recover_interrupted)."""
+        with self._tx("marking digests refused", write=True) as conn:
+            delivery.hold_refused(conn, digest_ids, error)
+
+    def release_refused(self, digest_ids: Sequence[str]) -> list[str]:
+        """The wait is over: returns the ids still held, the ones this process may try again."""
+        with self._tx("marking digests sending again", write=True) as conn:
+            return delivery.release_refused(conn, digest_ids)
+
     def recover_interrupted(self, now: datetime) -> list[str]:
-        """Digests a crashed run left in 'sending' -> 'unknown'; returns their ids (call under run_lock)."""
+        """Digests a crashed run left in 'sending' -> 'unknown' (returned; call under run_lock); those
+        it left waiting to try a refused request again -> 'retry': they were not sent."""
         _aware(now, "now")
         with self._tx("recovering interrupted deliveries", write=True) as conn:
-            ids = delivery.recover_interrupted(conn, now)
+            ids, queued = delivery.recover_interrupted(conn, now)
+        if queued:
+            log.warning(
+                "%s deliveries were interrupted while waiting to try again after a refusal: queued again",
+                len(queued),
+            )
         if ids:
             log.warning("%s deliveries were interrupted by a crash and are now 'unknown'", len(ids))
         return ids

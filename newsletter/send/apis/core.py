@@ -17,18 +17,23 @@ Per request:
   later messages fail without a request.
 - Any other 4xx: the provider classifies it (permanent for that message unless its docs say otherwise).
 
+While a refused request (429, 408, 5xx, not sent) waits for its next try, ``hold`` (set by the run's
+courier) marks its digests as refused, so a crash during the wait leaves them queued, not 'unknown'.
+
 The API key lives in a SecretStr, goes into request headers only, and is masked in any reply text that ends
 up in an error message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -46,6 +51,9 @@ from newsletter.send.base import Transport
 from newsletter.send.pacing import Gate, sleep_unless
 
 log = logging.getLogger(__name__)
+
+# The courier's hook: (digest ids, why) -> a context to wait in, during which they count as not sent.
+Hold = Callable[[Sequence[str], str], AbstractContextManager[object]]
 
 AUTH_HINT = "check NEWSLETTER_API_KEY"
 _MAX_BACKOFF = 30.0
@@ -164,6 +172,7 @@ class HttpApiTransport:
         # shared with the run's other connections: a 429 pauses them all (see newsletter.send.pacing)
         self.gate: Gate | None = None
         self.stop: threading.Event | None = None  # the run's: a wait for the next attempt ends when set
+        self.hold: Hold | None = None  # the courier's: marks a refused request's digests while it waits
 
     def __enter__(self) -> Self:
         self._http()
@@ -241,13 +250,16 @@ class HttpApiTransport:
 
     # --- one request, with retries ------------------------------------------------------------------
 
-    def _post(self, build: Callable[[httpx.Client], httpx.Request], what: str) -> httpx.Response:
-        """Send the request ``build`` makes until a 2xx reply, retrying as the module docstring says."""
+    def _post(
+        self, build: Callable[[httpx.Client], httpx.Request], what: str, digests: Sequence[str] = ()
+    ) -> httpx.Response:
+        """Send the request ``build`` makes (for ``digests``) until a 2xx reply, retrying as the module
+        docstring says."""
         if self._refused is not None:
             raise SendError(self._refused.message, self._refused.hint, transport_down=True)
         attempt, waited = 1, 0.0  # waited: seconds of waits the API asked for (they spend no attempt)
         while True:
-            reply = self._attempt(build, what)
+            reply = self._attempt(build, what, digests)
             if isinstance(reply, httpx.Response):
                 return reply
             error = reply
@@ -256,7 +268,8 @@ class HttpApiTransport:
             if wait is None or (asked and waited + wait > self.max_retry_after):
                 raise error
             log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
-            self._wait_out(wait, asked)
+            with self._held(digests, error):
+                self._wait_out(wait, asked)
             if self.stop is not None and self.stop.is_set():
                 raise error  # not sent: a temporary failure, retried by the next run
             waited, attempt = (waited + wait, attempt) if asked else (waited, attempt + 1)
@@ -269,12 +282,19 @@ class HttpApiTransport:
         else:
             sleep_unless(self.sleep, wait, self.stop)
 
+    def _held(self, digests: Sequence[str], error: SendError) -> AbstractContextManager[object]:
+        """While a refused request waits for its next try, its digests are marked as not sent (so a
+        crash during the wait queues them again); not after an error that may hide an acceptance."""
+        if self.hold is None or not digests or error.unknown:
+            return contextlib.nullcontext()
+        return self.hold(digests, str(error))
+
     def _attempt(
-        self, build: Callable[[httpx.Client], httpx.Request], what: str
+        self, build: Callable[[httpx.Client], httpx.Request], what: str, digests: Sequence[str] = ()
     ) -> httpx.Response | SendError:
         """One request: its 2xx response, or the SendError that describes what went wrong."""
         if self.gate is not None:
-            self.gate.wait_paused(self.stop)  # another connection got a 429: wait with it
+            self._wait_for_gate(digests, what)  # another connection got a 429: wait with it
             if self.stop is not None and self.stop.is_set():
                 return SendError(f"{self.provider}: the run was asked to stop during a rate-limit pause")
         client = self._http()
@@ -283,6 +303,13 @@ class HttpApiTransport:
         except httpx.TransportError as exc:
             return self._transport_error(exc, what)
         return response if response.is_success else self._status_error(response, what)
+
+    def _wait_for_gate(self, digests: Sequence[str], what: str) -> None:
+        assert self.gate is not None
+        if self.gate.paused_for() > 0:
+            paused = SendError(f"{self.provider}: waiting out a rate-limit pause before {what}")
+            with self._held(digests, paused):
+                self.gate.wait_paused(self.stop)
 
     def _wait(self, error: SendError, attempt: int) -> float | None:
         """Seconds to wait before the next attempt, or None when there should be none."""

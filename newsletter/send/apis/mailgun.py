@@ -42,7 +42,9 @@ class MailgunTransport(HttpApiTransport):
         return f"MailgunTransport({self.base_url!r}, domain={self.domain!r})"
 
     def deliver(self, message: OutgoingMessage) -> SendResult:
-        response = self._post(lambda c: self._request(c, message), f"digest {message.digest_id}")
+        response = self._post(
+            lambda c: self._request(c, message), f"digest {message.digest_id}", [message.digest_id]
+        )
         body = response_json(response)
         provider_id = body.get("id") if isinstance(body, dict) else None
         return SendResult(message.digest_id, self._accepted_id(provider_id, f"digest {message.digest_id}"))

@@ -55,7 +55,9 @@ class PostmarkTransport(HttpApiTransport):
 
     def deliver(self, message: OutgoingMessage) -> SendResult:
         body = self._batch_item(message)
-        response = self._post(lambda c: self._request(c, "/email", body), f"digest {message.digest_id}")
+        response = self._post(
+            lambda c: self._request(c, "/email", body), f"digest {message.digest_id}", [message.digest_id]
+        )
         return self._result(message, response_json(response))
 
     def payload(self, message: OutgoingMessage) -> dict[str, Any]:
@@ -78,7 +80,9 @@ class PostmarkTransport(HttpApiTransport):
         body = json_array([item for _, item in chunk])
         try:
             response = self._post(
-                lambda c: self._request(c, "/email/batch", body), f"a batch of {len(chunk)} messages"
+                lambda c: self._request(c, "/email/batch", body),
+                f"a batch of {len(chunk)} messages",
+                [message.digest_id for message, _ in chunk],
             )
         except SendError as exc:
             return [exc] * len(chunk)

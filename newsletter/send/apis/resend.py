@@ -68,7 +68,11 @@ class ResendTransport(HttpApiTransport):
     def deliver(self, message: OutgoingMessage) -> SendResult:
         body = self._batch_item(message)
         key = idempotency_key(message.digest_id)
-        response = self._post(lambda c: self._request(c, "/emails", body, key), f"digest {message.digest_id}")
+        response = self._post(
+            lambda c: self._request(c, "/emails", body, key),
+            f"digest {message.digest_id}",
+            [message.digest_id],
+        )
         reply = response_json(response)
         provider_id = reply.get("id") if isinstance(reply, dict) else None
         return SendResult(message.digest_id, self._accepted_id(provider_id, f"digest {message.digest_id}"))
@@ -99,6 +103,7 @@ class ResendTransport(HttpApiTransport):
             response = self._post(
                 lambda c: self._request(c, "/emails/batch", body, key, headers),
                 f"a batch of {len(chunk)} messages",
+                [message.digest_id for message, _ in chunk],
             )
         except SendError as exc:
             return [exc] * len(chunk)

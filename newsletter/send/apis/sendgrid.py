@@ -40,6 +40,7 @@ class SendGridTransport(HttpApiTransport):
         response = self._post(
             lambda c: c.build_request("POST", "/v3/mail/send", content=body, headers=headers),
             f"digest {message.digest_id}",
+            [message.digest_id],
         )
         what = f"digest {message.digest_id}"
         return SendResult(message.digest_id, self._accepted_id(response.headers.get("X-Message-Id"), what))
