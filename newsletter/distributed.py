@@ -228,12 +228,13 @@ class ProcrastinateExecutor:
             return RunReport()
         now, started = shards[0].now, time.perf_counter()
         with queue_errors(self.db_url):
-            report = asyncio.run(self._run(shards, stop))
+            report, left = asyncio.run(self._run(shards, stop))
         log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
-        report.merge(self._outcomes(now, shards[0].detailed))
+        report.merge(self._outcomes(now, shards[0].detailed, recover=not left))
         return report
 
-    async def _run(self, shards: Sequence[Shard], stop: threading.Event | None) -> RunReport:
+    async def _run(self, shards: Sequence[Shard], stop: threading.Event | None) -> tuple[RunReport, bool]:
+        """The workers' report, and whether shards were left running (or queued) when it ended."""
         app = make_app(self.db_url)
         async with app.open_async():
             task = app.tasks[TASK]
@@ -247,7 +248,7 @@ class ProcrastinateExecutor:
 
     async def _wait(
         self, app: procrastinate.App, jobs: dict[int, Shard], stop: threading.Event | None
-    ) -> RunReport:
+    ) -> tuple[RunReport, bool]:
         report = RunReport()
         waiting = dict(jobs)
         alone = _Alone()
@@ -274,7 +275,7 @@ class ProcrastinateExecutor:
                         report.errors.append(problem)
             if waiting:
                 await asyncio.sleep(POLL)
-        return report
+        return report, bool(waiting)
 
     @staticmethod
     async def _statuses(app: procrastinate.App, ids: list[int]) -> dict[int, str]:
@@ -318,10 +319,13 @@ class ProcrastinateExecutor:
             ids=ids,
         )
 
-    def _outcomes(self, now: datetime, detailed: bool) -> RunReport:
-        """What the workers did with the digests planned for ``now`` (read from the delivery log)."""
+    def _outcomes(self, now: datetime, detailed: bool, recover: bool) -> RunReport:
+        """What the workers did with the digests planned for ``now`` (read from the delivery log).
+        ``recover``: every shard ended, so a send still 'sending' is a killed worker's; not while
+        shards were left running, whose sends in flight are not interrupted."""
         report = RunReport(detailed=detailed)
-        report.recovered_unknown = self.store.recover_interrupted(now)  # a killed worker's send
+        if recover:
+            report.recovered_unknown = self.store.recover_interrupted(now)
         for record in self.store.planned_at(now):
             items = tuple(
                 ItemReport(p.key, p.title, round(score, 4), why) for p, _, score, why in record.items

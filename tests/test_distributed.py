@@ -30,6 +30,7 @@ from newsletter.store import SENT, UNKNOWN, Store
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
 from .test_crash import DOMAIN, TOPICS, journal_length, read_journal, smtp_server, start_run
+from .test_store_helpers import plan_for, seeded
 
 pytest.importorskip("procrastinate")
 
@@ -232,11 +233,16 @@ def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
     now = datetime(2026, 3, 11, 8, tzinfo=UTC)
     shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("graph neural networks",)),), now)
     with Store(pg_url) as store:
+        seeded(store, 1)
+        store.plan_digest(plan_for(store, "in-flight"))
+        store.mark_sending("in-flight", now)  # a worker of an earlier run still sending it
         executor = distributed.ProcrastinateExecutor(store, pg_url)
         started = time.monotonic()
         report = executor.run([shard], cast(ShardWork, None), None)  # the coordinator runs nothing
         took = time.monotonic() - started
+        in_flight = [d.status for d in store.deliveries(with_items=False)]
     assert took < 30
+    assert report.recovered_unknown == [] and in_flight == ["sending"]  # shards were left running
     assert report.errors == [
         "no `newsletter worker` took the shards for 1 s: 1 shards left to the next run "
         "(start workers on this database)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -473,6 +474,18 @@ def test_an_acceptance_is_recorded_even_after_another_process_called_the_send_un
     assert (_status(store, "d1"), _status(store, "d2")) == (SENT, SENT)
 
 
+def test_a_refusal_is_recorded_even_after_another_process_called_the_send_unknown(store: Store) -> None:
+    """The same, when the server refuses the message: it was not sent, so it is queued (or failed),
+    not left 'unknown' for an operator to resend by hand."""
+    store.plan_digests([plan_for(store, "d1"), plan_for(store, "d2", email=BOB)])
+    store.mark_sending("d1", at(30))
+    store.mark_sending("d2", at(30))
+    assert store.recover_interrupted(at(30)) == ["d1", "d2"]  # another process, meanwhile
+    store.mark_failed("d1", at(31), "451 try later", permanent=False, retry_at=at(36))
+    store.mark_failed("d2", at(31), "550 no such user", permanent=True)
+    assert (_status(store, "d1"), _status(store, "d2")) == (RETRY, FAILED)
+
+
 def test_session_refuses_a_cancelled_digest(store: Store) -> None:
     store.plan_digest(plan_for(store, "d1"))
     store.record_unsubscribe(ADA, at(25))
@@ -492,3 +505,13 @@ def test_session_database_error_is_a_one_line_store_error(store: Store) -> None:
     assert "marking digest d1 sending" in message
     assert "no such table" in message or "does not exist" in message  # SQLite / PostgreSQL
     assert "\n" not in message and "UPDATE" not in message
+
+
+def test_a_session_per_connection_up_to_the_most_a_run_opens_leaves_room_for_the_rest(store: Store) -> None:
+    """A run holds a session (a database connection) per mail connection, up to 64: the pool used to
+    stop at 15 and the 16th waited 30 s for a TimeoutError."""
+    with contextlib.ExitStack() as stack:
+        for _ in range(64):
+            stack.enter_context(store.delivery_session())
+        store.plan_digest(plan_for(store, "d1"))  # planning and reports still get a connection
+        assert _status(store, "d1") == PENDING

@@ -355,12 +355,14 @@ def mark_failed(
         "last_error": error[:MAX_ERROR],
         "not_before": None if permanent else retry_at,
     }
-    _transition(conn, digest_id, (PENDING, SENDING, RETRY), values)
+    # from 'unknown' too: another process's recovery may have given up on a send still in flight,
+    # whose refusal is the truth (as an acceptance is for the session's 'sent')
+    _transition(conn, digest_id, (PENDING, SENDING, RETRY, UNKNOWN), values)
 
 
 def mark_unknown(conn: Connection, digest_id: str, now: datetime, error: str) -> None:
     values = {"status": UNKNOWN, "updated_at": now, "last_error": error[:MAX_ERROR]}
-    _transition(conn, digest_id, (SENDING,), values)
+    _transition(conn, digest_id, (SENDING, UNKNOWN), values)
 
 
 def hold_refused(conn: Connection, digest_ids: Sequence[str], error: str) -> None:

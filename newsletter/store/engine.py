@@ -13,6 +13,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Connection, Dialect, Engine
+from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from newsletter.errors import StoreError
@@ -48,7 +49,7 @@ def make_engine(url: URL, where: str = "NEWSLETTER_DATABASE_URL") -> Engine:
     if url.get_backend_name() == "sqlite":
         _make_sqlite_folder(url)
     try:
-        engine = sa.create_engine(url)
+        engine = sa.create_engine(url, **_pool_options(url))
     except (exc.NoSuchModuleError, ImportError) as error:
         raise StoreError(
             f"no database driver for {url.drivername!r}: {_one_line(error)}",
@@ -62,6 +63,22 @@ def make_engine(url: URL, where: str = "NEWSLETTER_DATABASE_URL") -> Engine:
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine)
     return engine
+
+
+# A run holds a connection per courier for its whole send (up to 64: NEWSLETTER_CONNECTIONS), beside the
+# ones its planning and reports take; SQLAlchemy's default pool stops at 15 and then waits 30 s.
+MAX_CONNECTIONS = 64 + 16
+POOL_SIZE = 5  # kept open between uses; the others are opened when needed and closed after
+
+
+def _pool_options(url: URL) -> dict[str, int]:
+    try:
+        dialect = url.get_dialect()
+    except (exc.NoSuchModuleError, ImportError):
+        return {}  # create_engine says which driver is missing
+    if not issubclass(dialect, DefaultDialect) or not issubclass(dialect.get_pool_class(url), sa.QueuePool):
+        return {}  # in-memory SQLite: one connection for all, and its pool takes no sizes
+    return {"pool_size": POOL_SIZE, "max_overflow": MAX_CONNECTIONS - POOL_SIZE}
 
 
 def _make_sqlite_folder(url: URL) -> None:
