@@ -108,6 +108,17 @@ def test_429s_spend_no_attempt_until_their_waits_reach_the_bound_then_are_tempor
     assert h.sleeps == [7.0] * 8 and len(h.api.requests) == 9  # 8 x 7 s = 56 s; a ninth wait passes 60
 
 
+@pytest.mark.parametrize("asked", ["0", "Thu, 01 Jan 1970 00:00:00 GMT"])
+def test_429s_asking_for_no_wait_still_wait_a_second_and_end(asked: str) -> None:
+    """Retry-After 0 (or a date already past: a clock skew) spent no attempt and no time: the
+    transport retried at network speed for ever."""
+    h = harness(ResendTransport, rate_limited(asked), max_attempts=2, max_retry_after=5)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.retry_after == 0.0 and not caught.value.permanent
+    assert h.sleeps == [1.0] * 5 and len(h.api.requests) == 6  # 5 x 1 s; a sixth wait passes 5
+
+
 def test_429s_then_success_spend_no_attempt() -> None:
     h = harness(ResendTransport, rate_limited("1"), rate_limited("1"), rate_limited("1"), ok(ResendTransport))
     with h.transport as transport:
@@ -233,6 +244,17 @@ def test_sendgrids_rate_limit_reset_header_is_waited_for_and_a_503_s_retry_after
     with h.transport as transport:
         transport.send(make_message())
     assert h.sleeps == [3.0]
+
+
+@pytest.mark.parametrize("cls", NOT_IDEMPOTENT)
+def test_a_reply_that_cannot_be_decoded_is_unknown_not_a_traceback(cls: type[HttpApiTransport]) -> None:
+    """A proxy's "gzip" reply that is not gzip: the request went out, so the API may have taken it."""
+    garbage = httpx.Response(200, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip"))
+    h = harness(cls, garbage)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.unknown and "cannot be read" in caught.value.message
+    assert len(h.api.requests) == 1  # not resent: it could arrive twice
 
 
 def test_postmark_batch_timeout_makes_every_message_unknown() -> None:

@@ -4,8 +4,8 @@ Per request:
 
 - 2xx: accepted.
 - 429: wait for ``Retry-After`` (delta-seconds or HTTP-date; SendGrid's ``X-RateLimit-Reset``) when it
-  is at most ``max_retry_after``, else stop at once. Such a wait spends no attempt (requests released
-  together at the end of a shared pause may meet the limit again), up to ``max_retry_after`` seconds
+  is at most ``max_retry_after``, else stop at once. Such a wait (1 s at least) spends no attempt (requests
+  released together at the end of a shared pause may meet the limit again), up to ``max_retry_after`` seconds
   of them per request; then SendError(permanent=False, retry_after=<seconds the API asked for>).
 - 408, 5xx but 504, and failures before the request body went out (connect, pool, write): retried with
   exponential backoff, then a temporary SendError.
@@ -57,6 +57,9 @@ Hold = Callable[[Sequence[str], str], AbstractContextManager[object]]
 
 AUTH_HINT = "check NEWSLETTER_API_KEY"
 _MAX_BACKOFF = 30.0
+# The least a wait the API asks for lasts: a Retry-After of 0 (or a reset time already past, a clock
+# skew) would otherwise retry at network speed, for ever, since such waits spend no attempt.
+MIN_ASKED_WAIT = 1.0
 # Messages per batch request a run sends by default (Postmark takes 500, Resend 100). 100 already moves
 # more than a run builds (about 1,000 a second) with two requests of 200 ms in flight, and a request that
 # times out, or a crash during it, leaves at most 100 digests of unknown fate instead of 500.
@@ -302,6 +305,9 @@ class HttpApiTransport:
             response = client.send(build(client))
         except httpx.TransportError as exc:
             return self._transport_error(exc, what)
+        except httpx.DecodingError as exc:  # a reply that came but cannot be read (a broken gzip body)
+            detail = self._redact(str(exc) or type(exc).__name__)
+            return self._maybe_accepted(f"{self.provider} reply to {what} cannot be read: {detail}")
         return response if response.is_success else self._status_error(response, what)
 
     def _wait_for_gate(self, digests: Sequence[str], what: str) -> None:
@@ -320,7 +326,9 @@ class HttpApiTransport:
         if error.unknown and not self.idempotent:
             return None
         if error.retry_after is not None:
-            return error.retry_after if error.retry_after <= self.max_retry_after else None
+            if error.retry_after > self.max_retry_after:
+                return None
+            return max(error.retry_after, MIN_ASKED_WAIT)
         return min(self.backoff * 2 ** (attempt - 1), _MAX_BACKOFF)
 
     def _status_error(self, response: httpx.Response, what: str) -> SendError:
