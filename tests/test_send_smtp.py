@@ -229,12 +229,26 @@ def test_refused_recipient_fails_only_that_message(
     assert handler.connections == 1
 
 
-def test_refused_sender_is_permanent(server: LoopbackController, handler: Recorder) -> None:
-    handler.mail_replies.append("553 5.7.1 Sender not allowed")
+@pytest.mark.parametrize("reply", ["553 5.7.1 Sender not allowed", "530 5.7.0 Authentication required"])
+def test_a_refused_sender_stops_the_run_as_every_message_would_meet_it(
+    server: LoopbackController, handler: Recorder, reply: str
+) -> None:
+    """The envelope sender is every message's: not one 'failed' digest per subscriber, but a stop with
+    the rest queued, as for a refused login."""
+    handler.mail_replies.append(reply)
     with transport_for(server) as transport, pytest.raises(SendError) as caught:
         transport.send(message())
-    assert caught.value.permanent
-    assert "553 5.7.1 Sender not allowed" in caught.value.message
+    assert caught.value.transport_down and not caught.value.permanent
+    assert reply in caught.value.message and "NEWSLETTER_FROM" in (caught.value.hint or "")
+
+
+def test_a_sender_refused_for_the_message_size_fails_only_that_message(
+    server: LoopbackController, handler: Recorder
+) -> None:
+    handler.mail_replies.append("552 5.3.4 Message size exceeds fixed limit")
+    with transport_for(server) as transport, pytest.raises(SendError) as caught:
+        transport.send(message())
+    assert caught.value.permanent and not caught.value.transport_down
 
 
 def test_reconnects_once_when_dropped_before_sending(server: LoopbackController, handler: Recorder) -> None:

@@ -173,7 +173,9 @@ class SmtpTransport:
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = exc.recipients.get(message.recipient, (0, b"recipient refused"))
             raise self._refused(client, code, text, f"recipient {message.recipient} refused") from exc
-        except smtplib.SMTPResponseException as exc:  # sender refused, DATA refused
+        except smtplib.SMTPSenderRefused as exc:
+            raise self._sender_refused(client, exc) from exc
+        except smtplib.SMTPResponseException as exc:  # DATA refused
             raise self._refused(client, exc.smtp_code, exc.smtp_error, "message refused") from exc
         except smtplib.SMTPServerDisconnected as exc:
             raise self._lost(client, exc) from exc
@@ -190,6 +192,17 @@ class SmtpTransport:
             return _Dropped(reply)
         _reset(client)
         return SendError(f"SMTP {what}: {reply}", permanent=500 <= code < 600)
+
+    def _sender_refused(self, client: _Client, exc: smtplib.SMTPSenderRefused) -> SendError | _Dropped:
+        """MAIL FROM refused: the envelope sender is every message's, so a permanent refusal (530
+        authentication required, 550/553 sender not allowed) stops the run with the rest queued, as
+        a refused login does; only a size refusal (552, 5.3.4) is this message's own."""
+        refusal = self._refused(client, exc.smtp_code, exc.smtp_error, "sender refused")
+        too_big = exc.smtp_code == 552 or "5.3.4" in _decode(exc.smtp_error)
+        if not isinstance(refusal, SendError) or not refusal.permanent or too_big:
+            return refusal
+        hint = "check NEWSLETTER_FROM and the SMTP login (NEWSLETTER_SMTP_USERNAME, NEWSLETTER_SMTP_PASSWORD)"
+        return SendError(refusal.message, hint, transport_down=True)
 
     def _lost(self, client: _Client, exc: Exception) -> SendError | _Dropped:
         self._discard()
