@@ -77,7 +77,7 @@ class Selector:
                 continue
             state = states.get(address_key(sub.email))
             groups[state.watermark_seq if state else None].append(sub)
-        windows = {mark: self._window(mark) for mark in groups}
+        windows = {mark: self._window(mark, latest) for mark in groups}
         self._prepare(windows.values(), latest)
         for mark, group in groups.items():
             if not windows[mark]:  # "nothing new" says more than "not due"
@@ -115,17 +115,19 @@ class Selector:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
         self._prepare([papers], self.store.latest_dump_seq() or 0)
 
-    def _window(self, mark: int | None) -> list[StoredPaper]:
+    def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
+        """The papers of dumps after ``mark``, up to ``latest``: the digest's watermark, so a dump
+        ingested meanwhile (another machine's) is the next window's, not sent twice."""
         with self.timings("select"):
             if mark is None:
-                return self.store.newest_papers()
-            return self.store.papers_first_seen_after(mark)
+                return self.store.newest_papers(upto=latest)
+            return self.store.papers_first_seen_after(mark, upto=latest)
 
     def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int) -> None:
         """Per-paper work once per run; recent papers are the reference scores are calibrated on."""
         with self.timings("rank"):
             pool = {p.id: p for window in windows for p in window}
-            background = self.store.papers_first_seen_after(max(0, latest - BACKGROUND_DUMPS))
+            background = self.store.papers_first_seen_after(max(0, latest - BACKGROUND_DUMPS), upto=latest)
             self.ranker.prepare(list(pool.values()), background)
 
     def _rank(

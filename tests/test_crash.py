@@ -787,3 +787,34 @@ def test_a_stop_during_a_retry_backoff_leaves_the_digest_due_not_failed(
     assert log == {READERS[0]: ("retry", NOW), READERS[1]: ("pending", None), READERS[2]: ("pending", None)}
     _, sent, after = next_run(folder, renderer)
     assert READERS[0] in sent and set(after.values()) == {"sent"}
+
+
+def test_a_dump_ingested_while_a_run_selects_is_the_next_windows_not_sent_twice(
+    folder: Path, renderer: Renderer
+) -> None:
+    """Another machine ingests a dump between the moment a run reads the latest dump and the moment
+    it reads its windows: the digest's watermark is the former, so the new dump's papers must wait
+    for the next window (they were planned in this one and then again in the next)."""
+    made, subs = pipeline(folder, renderer, Recorder(), build_process="off")
+    later = folder / "later"
+    later.mkdir()
+    shutil.copy(SEEDS / seed_names()[1], later)
+    with made.store as store:
+        made.ingest_folder(NOW)
+        read_states = store.subscriber_states
+
+        def states_while_another_machine_ingests() -> Any:
+            states = read_states()
+            made.ingest(sorted(later.iterdir()), NOW)  # after the run read the latest dump
+            return states
+
+        store.subscriber_states = states_while_another_machine_ingests  # type: ignore[method-assign]
+        made.deliver_new(subs.subscribers, NOW)
+        store.subscriber_states = read_states  # type: ignore[method-assign]
+        made.deliver_new(subs.subscribers, NOW + timedelta(days=1))
+        digests = store.deliveries()
+    assert len({d.watermark_seq for d in digests}) == 2, "the test did not make two windows"
+    for digest in digests:
+        assert all(item.paper.first_dump_seq <= (digest.watermark_seq or 0) for item in digest.items)
+    sent = Counter((d.email, item.paper.id) for d in digests for item in d.items)
+    assert sent and max(sent.values()) == 1

@@ -198,19 +198,26 @@ class Store:
         with self._tx("reading dumps") as conn:
             return list_dumps(conn, hashes)
 
-    def papers_first_seen_after(self, seq: int) -> list[StoredPaper]:
+    def papers_first_seen_after(self, seq: int, upto: int | None = None) -> list[StoredPaper]:
+        """Papers dumps after ``seq`` brought, up to dump ``upto`` (None: the latest)."""
+        where = papers.c.first_dump_seq > seq
+        if upto is not None:
+            where = sa.and_(where, papers.c.first_dump_seq <= upto)
         with self._tx("reading papers") as conn:
-            return papers_where(conn, papers.c.first_dump_seq > seq)
+            return papers_where(conn, where)
 
     def papers_first_seen_in(self, seq: int) -> list[StoredPaper]:
         with self._tx("reading papers") as conn:
             return papers_where(conn, papers.c.first_dump_seq == seq)
 
-    def newest_papers(self) -> list[StoredPaper]:
-        """The new papers of the latest dump that brought any (an empty or repeated listing brings none)."""
-        newest = sa.select(sa.func.max(papers.c.first_dump_seq)).scalar_subquery()
+    def newest_papers(self, upto: int | None = None) -> list[StoredPaper]:
+        """The new papers of the latest dump (up to dump ``upto``) that brought any (an empty or
+        repeated listing brings none)."""
+        newest = sa.select(sa.func.max(papers.c.first_dump_seq))
+        if upto is not None:
+            newest = newest.where(papers.c.first_dump_seq <= upto)
         with self._tx("reading papers") as conn:
-            return papers_where(conn, papers.c.first_dump_seq == newest)
+            return papers_where(conn, papers.c.first_dump_seq == newest.scalar_subquery())
 
     def papers_in_dump(self, seq: int) -> list[tuple[StoredPaper, int]]:
         """Every paper dump ``seq`` listed (new or not) with its rank there, in rank order."""
