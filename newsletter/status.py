@@ -13,8 +13,11 @@ from rich.table import Column, Table
 from newsletter.address import address_key
 from newsletter.config import SubscriberList
 from newsletter.due import next_due_at
-from newsletter.store import FAILED, RETRY, UNKNOWN, Store
+from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
 from newsletter.store.rejected import RejectedFile
+
+
+IN_FLIGHT = "in flight now, or interrupted by a crash (the next run reports it unknown)"
 
 
 def status_report(
@@ -22,11 +25,12 @@ def status_report(
 ) -> dict[str, Any]:
     states = store.subscriber_states()
     unsubscribed = store.unsubscribed_emails()
+    queued = _queued(store, now)
     rows = []
     for sub in subscribers.subscribers:
         state = states.get(address_key(sub.email))
         last = state.last_digest_at if state else None
-        due = next_due_at(sub, last, now)
+        due = now if address_key(sub.email) in queued else next_due_at(sub, last, now)
         rows.append(
             {
                 "subscriber": sub.email,
@@ -43,9 +47,9 @@ def status_report(
             "subscriber": d.email,
             "status": d.status,
             "attempts": d.attempts,
-            "error": d.last_error,
+            "error": d.last_error or (IN_FLIGHT if d.status == SENDING else None),
         }
-        for d in store.deliveries((FAILED, UNKNOWN, RETRY), with_items=False)
+        for d in store.deliveries((FAILED, UNKNOWN, RETRY, SENDING), with_items=False)
     ]
     refused = [
         {"file": r.path, "problem": r.problem, "first_seen": r.first_seen.isoformat()}
@@ -59,6 +63,12 @@ def status_report(
         "counts": store.delivery_counts(),
         "last_run": last_run,
     }
+
+
+def _queued(store: Store, now: datetime) -> set[str]:
+    """Subscribers with a digest planned and due but not sent yet: the next run sends it first."""
+    queued = store.deliveries((PENDING, RETRY), with_items=False)
+    return {address_key(d.email) for d in queued if d.not_before is None or d.not_before <= now}
 
 
 def _still_there(record: RejectedFile) -> bool:

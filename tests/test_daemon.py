@@ -15,6 +15,9 @@ from pathlib import Path
 
 from newsletter.config import load_settings
 from newsletter.schedule import SubscriberFile
+from newsletter.status import IN_FLIGHT
+from newsletter.store import PENDING, SENDING, Store
+from newsletter.store.schema import digests
 
 from .helpers import add_dumps, cli, outbox, seed_names
 
@@ -76,6 +79,24 @@ def test_status_shows_next_due_per_subscriber(env: dict[str, str]) -> None:
     assert due["diff@example.org"] is None  # each-dump: the words are in next_due
     assert data["subscribers"][1]["next_due"] == "when a dump brings new papers"
     assert load_settings(home=Path(env["NEWSLETTER_HOME"])).last_run_file.exists()
+
+
+def test_status_lists_an_interrupted_send_and_a_queued_digest_is_due_now(env: dict[str, str]) -> None:
+    """After a kill -9, a digest left 'sending' only showed as a count, and a subscriber whose digest
+    was planned but not sent showed "when a dump brings new papers" though the next run sends it."""
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:
+        (ssm,) = store.deliveries(email="ssm@example.org", with_items=False)
+        (diff,) = store.deliveries(email="diff@example.org", with_items=False)
+        with store._engine.begin() as conn:  # as a kill -9 leaves them: one in flight, one not reached
+            conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status=SENDING))
+            conn.execute(digests.update().where(digests.c.id == diff.digest_id).values(status=PENDING))
+    data = json.loads(cli(env, "status", "--json", "--now", "2026-03-11T09:00:00Z").stdout)
+    attention = {a["subscriber"]: (a["status"], a["error"]) for a in data["attention"]}
+    assert attention == {"ssm@example.org": (SENDING, IN_FLIGHT)}
+    due = {row["subscriber"]: row["next_due"] for row in data["subscribers"]}
+    assert due["diff@example.org"] == "now"
 
 
 def test_a_second_signal_does_not_shut_the_scheduler_down_twice(env: dict[str, str]) -> None:
