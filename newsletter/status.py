@@ -16,7 +16,6 @@ from newsletter.due import next_due_at
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
 from newsletter.store.rejected import RejectedFile
 
-
 IN_FLIGHT = "in flight now, or interrupted by a crash (the next run reports it unknown)"
 
 
