@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to the repo's templates/
 
 Transport = Literal["file", "smtp", "postmark", "sendgrid", "mailgun", "resend"]
+MIN_SIGNING_KEY = 16  # characters of NEWSLETTER_UNSUBSCRIBE_SECRET
 _BASE_URL = re.compile(r"https?://[\x21-\x3b\x3d\x3f-\x7e]+", re.IGNORECASE)
 
 
@@ -137,7 +138,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must not have a query (?...) or a fragment (#...): the links' paths go after it"
             )
-        return value
+        if value is None:
+            return None
+        scheme, rest = value.split("://", 1)
+        return f"{scheme.lower()}://{rest}"  # HTTPS://... is https://...: the headers' check reads it so
 
     @field_validator("api_key", "smtp_password")
     @classmethod
@@ -165,9 +169,16 @@ class Settings(BaseSettings):
     @field_validator("unsubscribe_secret")
     @classmethod
     def _a_real_key(cls, value: SecretStr | None) -> SecretStr | None:
-        """An empty key would sign links anyone can forge: refused, not read as no key."""
+        """An empty key would sign links anyone can forge: refused, not read as no key; so is a short
+        one, which one email's link gives away to a brute force (and which redaction would mask
+        wherever its few characters occur)."""
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("is empty: set a long random value, or unset it to leave the links out")
+        if value is not None and len(value.get_secret_value()) < MIN_SIGNING_KEY:
+            raise ValueError(
+                f"is shorter than {MIN_SIGNING_KEY} characters: too easy to guess from one signed link "
+                "(make one with `openssl rand -hex 32`)"
+            )
         return value
 
     @property

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import add_dumps, cli, seed_names
+from .helpers import add_dumps, cli, outbox, seed_names
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ from .helpers import add_dumps, cli, seed_names
 )
 def test_check_and_run_refuse_the_setting(env: dict[str, str], name: str, value: str, expected: str) -> None:
     add_dumps(env, seed_names()[0])  # so that `run` builds messages
-    bad = {**env, name: value, "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cret"}
+    bad = {**env, name: value, "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cret-check-settings"}
     for command in ("check", "run"):
         proc = cli(bad, command, check=False)
         assert proc.returncode == 1, (command, proc.stdout)
@@ -59,7 +59,7 @@ def test_check_accepts_a_good_base_url(env: dict[str, str]) -> None:
     good = {
         **env,
         "NEWSLETTER_BASE_URL": "https://papers.example.org/nl/",
-        "NEWSLETTER_UNSUBSCRIBE_SECRET": "s",
+        "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cret-check-settings",
     }
     assert cli(good, "check").stdout.startswith("ok: ")
 
@@ -119,3 +119,31 @@ def test_an_empty_database_url_is_the_default_database(env: dict[str, str]) -> N
     """As before: a blank placeholder (`${X:-}` in a compose file) means the state folder's SQLite."""
     cli({**env, "NEWSLETTER_DATABASE_URL": ""}, "run")
     assert (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
+
+
+def test_a_short_signing_key_is_refused(env: dict[str, str]) -> None:
+    """A one-letter key was accepted: one email's link gives it away to a brute force, and forged links
+    unsubscribe anyone (redaction also masked that letter in every log line)."""
+    bad = {**env, "NEWSLETTER_UNSUBSCRIBE_SECRET": "e" * 15}
+    for command in ("check", "run", "serve"):
+        proc = cli(bad, command, check=False)
+        assert proc.returncode == 1, (command, proc.stdout)
+        first = proc.stderr.splitlines()[0]
+        assert first.startswith("error: invalid setting field 'unsubscribe_secret'"), (command, first)
+        assert "shorter than 16 characters" in first and "e" * 15 not in proc.stderr
+
+
+def test_a_base_url_in_capitals_builds_links_that_send(env: dict[str, str]) -> None:
+    """HTTPS://... passed `check`, then every message failed: the header check read the scheme in
+    lower case only."""
+    add_dumps(env, seed_names()[0])
+    good = {
+        **env,
+        "NEWSLETTER_BASE_URL": "HTTPS://Papers.example.org/nl",
+        "NEWSLETTER_UNSUBSCRIBE_SECRET": "k" * 16,
+    }
+    cli(good, "run", "--now", "2026-03-11T08:00:00Z")
+    messages = outbox(env)
+    assert messages and all(
+        m["List-Unsubscribe"].startswith("<https://Papers.example.org/nl/unsubscribe/") for m in messages
+    )

@@ -244,7 +244,7 @@ def test_a_preview_that_cannot_be_written_is_one_error_line(env: dict[str, str],
 def test_one_click_unsubscribe_headers_when_base_url_is_set(env: dict[str, str]) -> None:
     env |= {
         "NEWSLETTER_BASE_URL": "https://papers.example.org",
-        "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cr3t-value",
+        "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cr3t-value-of-cli",
     }
     add_dumps(env, seed_names()[0])
     proc = cli(env, "--verbose", "run", "--now", "2026-03-11T08:00:00Z")
