@@ -19,6 +19,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.less import Lowered
 from newsletter.rank.profile import compile_profile
+from newsletter.render.helpers import printable
 from newsletter.select import Selection, Selector, with_feedback
 from newsletter.store import DeliveryRecord, Store
 
@@ -59,7 +60,7 @@ class Explanation:
         ]
         if b.penalty:
             out.append(f"  less like a paper you marked: -{b.penalty:.3f}")
-        return [*out, f"  {self.verdict}"]
+        return [printable(line) for line in [*out, f"  {self.verdict}"]]  # titles come from dumps
 
 
 def find(store: Store, item: str) -> StoredPaper:

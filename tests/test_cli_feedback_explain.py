@@ -128,3 +128,16 @@ def test_explain_an_unknown_paper_is_one_error_line(env: dict[str, str]) -> None
     proc = cli(env, "explain", SSM, "No Such Paper", check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: no paper 'No Such Paper' in the store\nhint:")
+
+
+def test_explain_prints_a_title_without_its_terminal_escape_sequences(fresh: dict[str, str]) -> None:
+    """A listing's title with ESC sequences (colours, a window title) and a right-to-left override
+    reached the terminal as they were."""
+    title = "Mamba state space \x1b[31mRED\x1b[0m \x1b]0;pwned\x07models \u202egnol\u202c"
+    paper = {"id": "2501.00009", "title": title, "summary": "We study state space models. " * 8}
+    dump = Path(fresh["NEWSLETTER_DUMPS"]) / "hf-daily_2026-03-12.json"
+    dump.write_text(json.dumps([{"paper": paper, "title": title}]), encoding="utf-8")
+    cli(fresh, "run", "--no-fetch", "--now", LATER)
+    out = cli(fresh, "explain", SSM, "2501.00009", "--now", LATER).stdout
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert " ".join(out.splitlines()[0].split()) == "Mamba state space [31mRED [0m ]0;pwned models gnol"

@@ -106,6 +106,13 @@ def test_a_paper_no_trending_listing_ranked_shows_no_rank(renderer: Renderer) ->
     assert rendered.html.count('class="nl-meta" style="margin:0 0 6px') == 1  # the cross-listed paper's line
 
 
+def test_one_upvote_is_singular_in_both_parts(renderer: Renderer) -> None:
+    one = dataclasses.replace(item(1, "Liked Once"), upvotes=1)
+    rendered = renderer.render(dataclasses.replace(golden_view(), items=(one,)))
+    assert "1 upvote " in rendered.text.replace("\n", " ") and "1 upvotes" not in rendered.text
+    assert "1&nbsp;upvote<" in rendered.html
+
+
 def test_html_escapes_everything_from_the_dump(renderer: Renderer) -> None:
     html = renderer.render(golden_view()).html
     assert "<script" not in html

@@ -100,3 +100,7 @@ def test_safe_links_of_a_paper_s_links_are_cached_and_each_caller_gets_its_own_l
     assert first == helpers.safe_links(list(links)) == [("arXiv", links[0][1]), ("HF", "https://hf")]
     first.clear()
     assert helpers.safe_links(links) == [("arXiv", links[0][1]), ("HF", "https://hf")]
+
+
+def test_one_line_drops_bidirectional_controls_that_make_text_read_backwards() -> None:
+    assert one_line("Uber\u202egnol\u202c and \u2066isolated\u2069 \u200ex") == "Ubergnol and isolated x"

@@ -21,7 +21,9 @@ ARXIV_TITLE_SEARCH = "https://arxiv.org/search/?searchtype=title&query="
 SUBJECT_MAX = 90
 SAFE_SCHEMES = frozenset({"https", "http", "mailto"})
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0/C1 control characters
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0/C1 controls, line/paragraph separators
+# bidirectional marks, embeddings, overrides and isolates: a title with U+202E reads backwards
+_BIDI = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _URL_JUNK = re.compile(r"[\x00-\x20\x7f]+")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _ABBREVIATIONS = frozenset(
@@ -42,9 +44,14 @@ class HasTitle(Protocol):
 @lru_cache(maxsize=16384)  # titles, names and reasons repeat across thousands of digests
 def one_line(text: str) -> str:
     """Control characters dropped, runs of whitespace (newlines too) collapsed to one space."""
-    if not text.isprintable():  # fast path: most titles have nothing to clean
-        text = _CONTROL.sub(" ", text)
-    return " ".join(text.split())
+    return " ".join(printable(text).split())
+
+
+def printable(text: str) -> str:
+    """Control characters (a terminal's escape sequences too) as spaces, bidirectional controls dropped."""
+    if text.isprintable():  # fast path: most titles have nothing to clean
+        return text
+    return _BIDI.sub("", _CONTROL.sub(" ", text))
 
 
 def clip(text: str, limit: int) -> str:
