@@ -48,7 +48,10 @@ def spam_score(message: bytes) -> tuple[float, list[str]]:
     SPAMASSASSIN is None, reason="spamassassin is not installed (apt-get install spamassassin)"
 )
 def test_seed_digests_score_at_most_one_point_with_spamassassin(env: dict[str, str]) -> None:
-    env |= {"NEWSLETTER_BASE_URL": "https://papers.example.org", "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3-spam-test-secret"}
+    env |= {
+        "NEWSLETTER_BASE_URL": "https://papers.example.org",
+        "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3-spam-test-secret",
+    }
     Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(SUBSCRIBERS, encoding="utf-8")
     add_dumps(env, seed_names()[0])  # the first dump has papers for all three profiles
     cli(env, "run", "--now", "2026-03-11T08:00:00Z")
