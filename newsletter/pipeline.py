@@ -38,7 +38,7 @@ from newsletter.render.excerpts import point_excerpt
 from newsletter.report import WAITING, DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
-from newsletter.send.message import build_message, envelope_for, parse_sender
+from newsletter.send.message import build_message, envelope_for, list_name, parse_sender
 from newsletter.shards import Executor, Shard, split
 from newsletter.sources.clean import clean_abstract
 from newsletter.store import PENDING, RETRY, SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
@@ -87,8 +87,8 @@ class Pipeline:
         self.transport_factory = transport_factory
         self.sleep = sleep
         self.timings = Timings()
-        name, self._sender_address = parse_sender(settings.sender)  # refused before anything runs
-        self._list_name = name or "Trending Papers"
+        self._sender_address = parse_sender(settings.sender)[1]  # refused before anything runs
+        self._list_name = list_name(settings.sender)
 
     # -- ingest -------------------------------------------------------------------------------------
 

@@ -145,6 +145,15 @@ def test_without_one_click_url_only_the_mailto_is_listed() -> None:
     assert "List-Unsubscribe-Post" not in msg
 
 
+def test_an_http_unsubscribe_url_is_listed_without_the_one_click_header() -> None:
+    """RFC 8058 asks for an https URL with List-Unsubscribe-Post: mailbox providers ignore it on http."""
+    url = "http://127.0.0.1:8765/unsubscribe/abc.def"
+    envelope = Envelope(ENVELOPE.sender, ENVELOPE.list_id, ENVELOPE.mailto_unsubscribe, url)
+    msg = parse(build(envelope=envelope).raw)
+    assert msg["List-Unsubscribe"] == f"<{url}>, <{ENVELOPE.mailto_unsubscribe}>"
+    assert "List-Unsubscribe-Post" not in msg
+
+
 def test_message_id_is_deterministic() -> None:
     assert message_id_for("2024-03-11.ada.7f3a", "example.org") == "<2024-03-11.ada.7f3a@example.org>"
     first, again = build(), build()

@@ -198,3 +198,26 @@ def test_a_store_error_on_a_public_link_says_try_again_and_shows_no_operator_det
         f"/unsubscribe/{token(SSM)}", data={"List-Unsubscribe": "One-Click"}, headers=ONE_CLICK
     )
     assert again.status_code == 200 and SSM in unsubscribed(settings)
+
+
+def test_the_pages_name_the_list_as_its_emails_do(env: dict[str, str]) -> None:
+    """The emails are signed with the sender's display name; the pages said "Trending Papers"."""
+    settings = settings_for({**env, "NEWSLETTER_FROM": "AI Weekly <digest@example.org>"})
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        response = client.post(
+            f"/unsubscribe/{token(SSM)}", headers=ONE_CLICK, content="List-Unsubscribe=One-Click"
+        )
+    assert response.status_code == 200
+    assert "AI Weekly" in response.text and "Trending Papers" not in response.text
+
+
+def test_a_base_url_with_a_path_has_its_links_answered_there(env: dict[str, str]) -> None:
+    """The emails link to https://papers.example.org/nl/unsubscribe/...: `serve` answered only
+    /unsubscribe/..., so a proxy that passed the path on gave every reader a 404."""
+    settings = settings_for(env).model_copy(update={"base_url": "https://papers.example.org/nl/"})
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        for path in (f"/nl/unsubscribe/{token(SSM)}", f"/unsubscribe/{token(SSM)}"):
+            response = client.get(path)
+            assert response.status_code == 200 and "Unsubscribe" in response.text, path
+        assert client.get(f"/nl/feedback/more/{token(SSM)}").status_code == 400  # routed: a bad token
+        assert client.get(f"/other/unsubscribe/{token(SSM)}").status_code == 404

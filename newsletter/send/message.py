@@ -30,6 +30,8 @@ from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.unsubscribe import mailto_url
 
+DEFAULT_LIST_NAME = "Trending Papers"  # a sender without a display name
+
 # C0/C1 controls, line and paragraph separators, and the bidirectional controls (LRM/RLM,
 # embeddings and overrides, isolates) that can make a subject read backwards (U+202E)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
@@ -142,6 +144,11 @@ def clean_text(value: str) -> str:
 
 
 @lru_cache(maxsize=16)
+def list_name(sender: str) -> str:
+    """The list's name in the emails and the pages they link to: the sender's display name."""
+    return parse_sender(sender)[0] or DEFAULT_LIST_NAME
+
+
 def parse_sender(sender: str) -> tuple[str, str]:
     """(display name, ASCII address) of the sender setting; ConfigError for one that cannot be used."""
     if _CONTROL.search(sender):
@@ -270,13 +277,14 @@ def _list_id_tokens(list_id: str) -> Tokens:
 
 
 def _unsubscribe_headers(envelope: Envelope) -> list[tuple[str, Tokens]]:
+    """The links; the one-click header only with an https one, as RFC 8058 (3.1) asks of it."""
     mailto = f"<{envelope.mailto_unsubscribe}>"
     if envelope.https_unsubscribe is None:
         return [("List-Unsubscribe", [mailto])]
-    return [
-        ("List-Unsubscribe", [f"<{envelope.https_unsubscribe}>,", mailto]),
-        ("List-Unsubscribe-Post", ["List-Unsubscribe=One-Click"]),
-    ]
+    links = ("List-Unsubscribe", [f"<{envelope.https_unsubscribe}>,", mailto])
+    if not envelope.https_unsubscribe.startswith("https://"):
+        return [links]
+    return [links, ("List-Unsubscribe-Post", ["List-Unsubscribe=One-Click"])]
 
 
 # --- body ------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
@@ -21,6 +22,7 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
 from newsletter.feedback import as_kind, read_feedback_token
 from newsletter.models import UNRANKED
+from newsletter.send.message import DEFAULT_LIST_NAME, list_name
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
 from newsletter.unsubscribe import read_token
@@ -63,9 +65,12 @@ def create_app(
         Route("/s/{email:path}/text", views.text),
         Route("/s/{email:path}/last", views.last),
         Route("/s/{email:path}", views.subscriber),
-        Route("/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
-        Route("/feedback/{kind}/{token}", views.feedback, methods=["GET", "POST"]),
     ]
+    for prefix in {"", _path_of(settings.base_url)}:  # the emails' links: at the base URL's path too
+        routes += [
+            Route(prefix + "/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
+            Route(prefix + "/feedback/{kind}/{token}", views.feedback, methods=["GET", "POST"]),
+        ]
     middleware = (
         [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
     )
@@ -76,7 +81,15 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.previewer = previewer
+    app.state.public_paths = tuple(
+        p + public for p in {"", _path_of(settings.base_url)} for public in PUBLIC_PATHS
+    )
     return app
+
+
+def _path_of(base_url: str | None) -> str:
+    """The path of NEWSLETTER_BASE_URL ("/nl" of https://example.org/nl/): a proxy may pass it on."""
+    return urlsplit(base_url).path.rstrip("/") if base_url else ""
 
 
 class _Views:
@@ -201,7 +214,10 @@ class _Views:
 
     @property
     def _list_name(self) -> str:
-        return (self.settings.list_id or "").split("<")[0].strip() or "Trending Papers"
+        try:
+            return list_name(self.settings.sender)  # as the emails name it
+        except ConfigError:  # `run` says why; a page still names the list
+            return DEFAULT_LIST_NAME
 
 
 def _width(value: str | None) -> int:
@@ -226,7 +242,7 @@ async def _error_page(request: Request, exc: Exception) -> Response:
     status = 404 if isinstance(exc, UnknownSubscriber) else 500
     if status == 500:
         log.error("%s: %s", title, exc.message)
-    if request.url.path.startswith(PUBLIC_PATHS):
+    if request.url.path.startswith(request.app.state.public_paths):
         response = page("busy.html", 503)
         response.headers["Retry-After"] = "60"
         return response
