@@ -177,7 +177,8 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < MIN_SIGNING_KEY:
             raise ValueError(
                 f"is shorter than {MIN_SIGNING_KEY} characters: too easy to guess from one signed link "
-                "(make one with `openssl rand -hex 32`)"
+                "(make one with `openssl rand -hex 32`; the links of emails sent with the old key then "
+                "stop working, their mailto unsubscribe still does)"
             )
         return value
 

@@ -212,7 +212,7 @@ class Courier:
     def _held(self, digest_ids: Sequence[str], why: str) -> Iterator[None]:
         """The API refused a request that waits for its next try (a rate limit): while it waits, its
         digests are marked as not sent, so a crash then queues them again instead of leaving them
-        'unknown'. SendError if another process's recovery queued one of them meanwhile (its to send)."""
+        'unknown'. _TakenOver if another process's recovery queued one of them meanwhile (its to send)."""
         self.store.hold_refused(digest_ids, redact(why, self._secrets))
         try:
             yield
@@ -220,9 +220,7 @@ class Courier:
             held = set(self.store.release_refused(digest_ids))
         taken = [digest_id for digest_id in digest_ids if digest_id not in held]
         if taken:
-            raise SendError(
-                f"digest {taken[0]} was queued again by another process while it waited; not sent"
-            )
+            raise _TakenOver(taken)
 
     def flush(self) -> None:
         """Record the last accepted message as 'sent' now, before the courier waits or idles."""
@@ -240,6 +238,9 @@ class Courier:
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
     ) -> DigestOutcome:
         said = self._said(exc)
+        if isinstance(exc, _TakenOver) and message.digest_id in exc.taken:  # another process's to send
+            log.warning("%s: %s", message.recipient, said)
+            return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
         log.error("%s: %s", message.recipient, said)
         if exc.transport_down:
             self.halted = True  # every other message would fail the same way: stop, keep them queued
@@ -261,6 +262,17 @@ class Courier:
             return
         retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
         self.store.mark_failed(digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
+
+
+class _TakenOver(SendError):
+    """Another process's recovery queued some digests of a request that waited after a refusal: they
+    are that process's to send now, so this one records nothing for them (the others are retried)."""
+
+    def __init__(self, taken: Sequence[str]) -> None:
+        super().__init__(
+            f"digest {taken[0]} was queued again by another process while it waited; not sent here"
+        )
+        self.taken = frozenset(taken)
 
 
 class _StoppedBetweenTries(Exception):

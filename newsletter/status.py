@@ -16,7 +16,10 @@ from newsletter.due import next_due_at
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
 from newsletter.store.rejected import RejectedFile
 
-IN_FLIGHT = "in flight now, or interrupted by a crash (the next run reports it unknown)"
+IN_FLIGHT = (
+    "in flight now, or interrupted by a crash (the next run reports it unknown, or queues it again "
+    "if it was waiting to retry after a refusal)"
+)
 
 
 def status_report(

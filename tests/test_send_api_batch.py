@@ -118,12 +118,14 @@ def test_a_batch_size_over_the_providers_maximum_is_one_error_line() -> None:
         api_transport(settings)
 
 
-def test_a_batch_another_process_queued_again_during_its_429_wait_is_not_sent_here(
+def test_a_batch_another_process_queued_again_during_its_429_wait_is_left_to_it(
     folder: Path, renderer: Renderer
 ) -> None:
     """While a refused batch waits out its Retry-After, another process's recovery queues its digests
-    again (they were marked refused, so not sent): the waiting run must leave them to it."""
+    again (they were marked refused, so not sent) and starts sending one: the waiting run sends none
+    of them and records nothing for them, so the other process's send is recorded as its own."""
     requests: list[httpx.Request] = []
+    claimed: list[str] = []
 
     def api(request: httpx.Request) -> httpx.Response:
         requests.append(request)
@@ -131,16 +133,23 @@ def test_a_batch_another_process_queued_again_during_its_429_wait_is_not_sent_he
             return httpx.Response(429, json={"name": "rate_limit_exceeded"}, headers={"Retry-After": "2"})
         return httpx.Response(200, json={"data": [{"id": "re-0"}]})
 
-    def another_process_recovers(_seconds: float) -> None:
+    def another_process_takes_over(_seconds: float) -> None:  # once, at the first wait
+        if claimed:
+            return
         with Store(f"sqlite:///{folder / 'state' / 'state.db'}") as other:
-            other.recover_interrupted(NOW)
+            assert other.recover_interrupted(NOW) == []  # all refused, none of unknown fate
+            claimed.append(other.deliveries(["retry"], with_items=False)[0].digest_id)
+            other.mark_sending(claimed[0], NOW)  # its send of that one is in flight
 
     transport = ResendTransport(SecretStr("re_key"), http=httpx.MockTransport(api))
     transport.batch_size = 100
-    made, subs = pipeline(folder, renderer, transport, another_process_recovers)  # type: ignore[arg-type]
+    made, subs = pipeline(folder, renderer, transport, another_process_takes_over)  # type: ignore[arg-type]
     with made.store as store:
         report = made.run(subs, NOW)
         assert len(requests) == 1  # no second request for digests no longer this run's
-        assert report.digests and {d.status for d in report.digests} == {"failed"}
+        assert report.digests and {d.status for d in report.digests} == {"skipped"}
         assert all("queued again by another process" in d.reason for d in report.digests)
-        assert {d.status for d in store.deliveries(with_items=False)} == {"retry"}
+        statuses = {d.digest_id: (d.status, d.not_before) for d in store.deliveries(with_items=False)}
+        assert statuses.pop(claimed[0]) == ("sending", None)  # untouched: the other process's
+        assert set(statuses.values()) == {("retry", None)}  # due at once, as its recovery left them
+        store.mark_sent(claimed[0], NOW, "<m>")  # the other process's acceptance can be recorded

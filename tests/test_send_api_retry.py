@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import threading
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from newsletter.send.apis import (
     retry_after_seconds,
 )
 
-from .test_send_api import KEY, PROVIDERS, harness, make_message, ok
+from .test_send_api import KEY, PROVIDERS, Reply, harness, make_message, ok
 
 NOW = datetime(2024, 3, 11, 7, 0, tzinfo=UTC)
 NOT_IDEMPOTENT = [PostmarkTransport, SendGridTransport, MailgunTransport]
@@ -117,6 +118,22 @@ def test_429s_asking_for_no_wait_still_wait_a_second_and_end(asked: str) -> None
         transport.send(make_message())
     assert caught.value.retry_after == 0.0 and not caught.value.permanent
     assert h.sleeps == [1.0] * 5 and len(h.api.requests) == 6  # 5 x 1 s; a sixth wait passes 5
+
+
+@pytest.mark.parametrize(
+    ("replies", "held"), [((rate_limited("1"),), 1), ((read_timeout, rate_limited("1")), 0)]
+)
+def test_a_wait_marks_the_digest_refused_unless_a_try_may_have_been_accepted(
+    replies: tuple[Reply, ...], held: int
+) -> None:
+    """A 429 refused the request: the digest waits as not sent. After a timeout (Resend retries under
+    its key) the first try may have been accepted, so the wait after a later 429 marks nothing."""
+    h = harness(ResendTransport, *replies, ok(ResendTransport))
+    holds: list[list[str]] = []
+    h.transport.hold = lambda ids, _why: (holds.append(list(ids)), contextlib.nullcontext())[1]
+    with h.transport as transport:
+        transport.send(make_message())
+    assert holds == [[make_message().digest_id]] * held
 
 
 def test_429s_then_success_spend_no_attempt() -> None:

@@ -211,13 +211,14 @@ def test_the_pages_name_the_list_as_its_emails_do(env: dict[str, str]) -> None:
     assert "AI Weekly" in response.text and "Trending Papers" not in response.text
 
 
-def test_a_base_url_with_a_path_has_its_links_answered_there(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("path", ["/nl", "/s"])  # /s: the preview pages' prefix
+def test_a_base_url_with_a_path_has_its_links_answered_there(env: dict[str, str], path: str) -> None:
     """The emails link to https://papers.example.org/nl/unsubscribe/...: `serve` answered only
     /unsubscribe/..., so a proxy that passed the path on gave every reader a 404."""
-    settings = settings_for(env).model_copy(update={"base_url": "https://papers.example.org/nl/"})
+    settings = settings_for(env).model_copy(update={"base_url": f"https://papers.example.org{path}/"})
     with TestClient(create_app(settings, clock=lambda: NOW)) as client:
-        for path in (f"/nl/unsubscribe/{token(SSM)}", f"/unsubscribe/{token(SSM)}"):
-            response = client.get(path)
-            assert response.status_code == 200 and "Unsubscribe" in response.text, path
-        assert client.get(f"/nl/feedback/more/{token(SSM)}").status_code == 400  # routed: a bad token
+        for link in (f"{path}/unsubscribe/{token(SSM)}", f"/unsubscribe/{token(SSM)}"):
+            response = client.get(link)
+            assert response.status_code == 200 and "Unsubscribe" in response.text, link
+        assert client.get(f"{path}/feedback/more/{token(SSM)}").status_code == 400  # routed: a bad token
         assert client.get(f"/other/unsubscribe/{token(SSM)}").status_code == 404

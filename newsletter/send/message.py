@@ -143,12 +143,12 @@ def clean_text(value: str) -> str:
 # --- headers ---------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=16)
 def list_name(sender: str) -> str:
     """The list's name in the emails and the pages they link to: the sender's display name."""
     return parse_sender(sender)[0] or DEFAULT_LIST_NAME
 
 
+@lru_cache(maxsize=16)
 def parse_sender(sender: str) -> tuple[str, str]:
     """(display name, ASCII address) of the sender setting; ConfigError for one that cannot be used."""
     if _CONTROL.search(sender):

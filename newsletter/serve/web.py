@@ -59,18 +59,21 @@ def create_app(
         yield
         previewer.close()
 
-    routes = [
+    routes = [  # the emails' links first, at the base URL's path too (which may be /s, say)
+        route
+        for prefix in {"", _path_of(settings.base_url)}
+        for route in (
+            Route(prefix + "/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
+            Route(prefix + "/feedback/{kind}/{token}", views.feedback, methods=["GET", "POST"]),
+        )
+    ]
+    routes += [
         Route("/", views.index),
         Route("/s/{email:path}/html", views.html),  # an address may hold '/': its parts come first
         Route("/s/{email:path}/text", views.text),
         Route("/s/{email:path}/last", views.last),
         Route("/s/{email:path}", views.subscriber),
     ]
-    for prefix in {"", _path_of(settings.base_url)}:  # the emails' links: at the base URL's path too
-        routes += [
-            Route(prefix + "/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
-            Route(prefix + "/feedback/{kind}/{token}", views.feedback, methods=["GET", "POST"]),
-        ]
     middleware = (
         [Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))] if allowed_hosts else []
     )

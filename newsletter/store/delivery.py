@@ -380,8 +380,8 @@ def release_refused(conn: Connection, digest_ids: Sequence[str]) -> list[str]:
     held: list[str] = []
     for batch in chunks(digest_ids):
         where = [digests.c.id.in_(batch), digests.c.status == SENDING, digests.c.refused.is_(True)]
-        held.extend(conn.execute(sa.select(digests.c.id).where(*where)).scalars())
-        conn.execute(digests.update().where(*where).values(refused=None))
+        update = digests.update().where(*where).values(refused=None, last_error=None)
+        held.extend(conn.execute(update.returning(digests.c.id)).scalars())
     return held
 
 

@@ -261,17 +261,19 @@ class HttpApiTransport:
         if self._refused is not None:
             raise SendError(self._refused.message, self._refused.hint, transport_down=True)
         attempt, waited = 1, 0.0  # waited: seconds of waits the API asked for (they spend no attempt)
+        held = digests  # what a wait may mark as not sent: nothing once a try may have been accepted
         while True:
-            reply = self._attempt(build, what, digests)
+            reply = self._attempt(build, what, held)
             if isinstance(reply, httpx.Response):
                 return reply
             error = reply
+            held = () if error.unknown else held
             wait = self._wait(error, attempt)
             asked = error.retry_after is not None
             if wait is None or (asked and waited + wait > self.max_retry_after):
                 raise error
             log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
-            with self._held(digests, error):
+            with self._held(held, error):
                 self._wait_out(wait, asked)
             if self.stop is not None and self.stop.is_set():
                 raise error  # not sent: a temporary failure, retried by the next run
@@ -287,7 +289,7 @@ class HttpApiTransport:
 
     def _held(self, digests: Sequence[str], error: SendError) -> AbstractContextManager[object]:
         """While a refused request waits for its next try, its digests are marked as not sent (so a
-        crash during the wait queues them again); not after an error that may hide an acceptance."""
+        crash during the wait queues them again); not once a try may have been accepted (``_post``)."""
         if self.hold is None or not digests or error.unknown:
             return contextlib.nullcontext()
         return self.hold(digests, str(error))
