@@ -87,7 +87,7 @@ def _earlier_runs(settings: Settings) -> str:
     last = load_last_report(settings) or {}
     counts = last.get("counts") or {}
     delivered = any(counts.get(status) for status in ("sent", "failed", "unknown"))
-    if delivered or any(not dump.get("error") for dump in last.get("dumps") or ()):
+    if delivered or any(not (dump.get("error") or dump.get("warning")) for dump in last.get("dumps") or ()):
         traces.append(settings.last_run_file.name)
     if settings.outbox.is_dir() and next(settings.outbox.glob("*.eml"), None) is not None:
         traces.append("messages in outbox/")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.errors import ParseError
+from newsletter.errors import ParseError, SourceError
 from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.arxivfetch import ArxivSource
 
@@ -106,6 +106,19 @@ def test_a_503_is_retried_after_retry_after(arxiv, tmp_path: Path) -> None:
     sleeps: list[float] = []
     assert len(source(base_url, tmp_path, sleeps).fetch(NOW)) == 1
     assert sleeps == [1.0] and recorded.statuses == [503, 200]
+
+
+def test_a_feed_that_could_not_be_saved_is_fetched_again(arxiv, tmp_path: Path) -> None:
+    """A full disk: the listing was remembered as seen before it was written, so the next runs got a
+    304 and its papers were never ingested."""
+    base_url, recorded = arxiv
+    (tmp_path / "dumps").write_text("a file where the folder should be")  # any write fails
+    with pytest.raises(SourceError, match="cannot write dump"):
+        source(base_url, tmp_path).fetch(NOW)
+    (tmp_path / "dumps").unlink()
+    (written,) = source(base_url, tmp_path).fetch(NOW + timedelta(hours=1))
+    assert written.read_bytes() == FEED
+    assert "if-none-match" not in recorded.requests[1] and recorded.statuses == [200, 200]
 
 
 def test_a_broken_feed_writes_nothing(arxiv, tmp_path: Path) -> None:

@@ -324,6 +324,23 @@ def test_an_error_on_a_later_date_keeps_earlier_files_and_state(make, dumps: Pat
     assert state[BASE]["2024-03-18"]["etag"] == '"mon"'
 
 
+def test_an_error_on_an_earlier_date_does_not_keep_todays_listing_out(make, dumps: Path) -> None:
+    """A 404 page for one date ended the fetch there: today's listing was not asked for until the bad
+    date left the window (days_back days later)."""
+    server = Server(httpx.Response(404), ok(recorded("2024-03-19"), etag='"tue"'))
+    with pytest.raises(SourceError, match="2024-03-18"):
+        make(server, days_back=1).fetch(NOW)
+    assert server.dates == ["2024-03-18", "2024-03-19"]
+    assert [name[:19] for name in files(dumps)] == ["hf-daily-2024-03-19"]
+
+
+def test_a_service_down_ends_the_fetch_at_its_first_date(make, sleeps: Sleeps) -> None:
+    server = Server(default=lambda request: httpx.Response(503))
+    with pytest.raises(SourceError, match="503"):
+        make(server, days_back=2, max_retries=1).fetch(NOW)
+    assert len(server.requests) == 2  # one date, two attempts: the others would wait the same
+
+
 def test_unwritable_dumps_folder_is_a_source_error(make, dumps: Path) -> None:
     dumps.parent.mkdir(parents=True, exist_ok=True)
     dumps.write_text("not a folder")

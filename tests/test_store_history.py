@@ -63,3 +63,13 @@ def test_a_folder_whose_runs_found_nothing_is_not_refused(env: dict[str, str]) -
     add_dumps(env, seed_names()[0])
     cli(env, "run", "--now", NOW)
     assert outbox(env)
+
+
+def test_a_folder_whose_first_run_only_skipped_a_stray_file_is_not_refused(env: dict[str, str]) -> None:
+    """A README.md in the dumps folder: the first run's warning about it read as an ingested dump, and
+    every later run was refused as "the state database is empty" until --new-database."""
+    (Path(env["NEWSLETTER_DUMPS"]) / "README.md").write_text("dumps go here\n")
+    cli(env, "run", "--now", NOW)
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)
+    assert outbox(env)

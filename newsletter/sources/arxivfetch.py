@@ -74,13 +74,14 @@ class ArxivSource(HttpSource):
                 return []
             dump = parse_arxiv_feed(reply.body, self.url)  # ParseError (a SourceError) names the URL
             listing = listing_hash(dump)
-            seen[_FEED] = seen_from(reply, listing)
             if not dump.papers or listing == before.sha256:
                 log.debug("%s: no new papers listed", self.url)
+                seen[_FEED] = seen_from(reply, listing)
                 return []
             day = dump.listed_on or now.astimezone(UTC).date().isoformat()
             name = f"arxiv-{'+'.join(self.categories)}-{day}-{dump.content_hash[:8]}.xml"
             path = self._save(name, reply.body, dump.content_hash)
+            seen[_FEED] = seen_from(reply, listing)  # only once saved: a failed write fetches it again
         finally:
             self._state.save(seen)
         return [path] if path else []

@@ -166,7 +166,7 @@ class HttpSource:
                 problem, wait = _status_text(reply.status), _reply_retry_after(reply)
             if attempt + 1 < attempts:
                 self._pause(url, problem, wait, attempt)
-        raise SourceError(
+        raise GaveUp(
             f"cannot fetch {url}: {problem} (after {attempts} attempt{'s' * (attempts > 1)})",
             hint="the service may be down or rate-limiting; the next run tries again",
         )
@@ -187,7 +187,20 @@ class HttpSource:
         if self._stop is None:
             self._sleep(delay)
         elif self._stop.wait(delay):
-            raise SourceError(f"cannot fetch {url}: stopped by a signal while waiting to retry")
+            raise GaveUp(f"cannot fetch {url}: stopped by a signal while waiting to retry")
+
+
+class GaveUp(SourceError):
+    """The service stayed down or rate-limiting through the retries, or a signal stopped the wait:
+    the other requests of this fetch would meet the same."""
+
+
+def _worst(problems: list[SourceError]) -> SourceError:
+    """One error for the dates that failed: the first, with how many others did."""
+    first = problems[0]
+    if len(problems) == 1:
+        return first
+    return SourceError(f"{first.message} (and {len(problems) - 1} more date(s))", first.hint)
 
 
 class HfDailySource(HttpSource):
@@ -232,21 +245,33 @@ class HfDailySource(HttpSource):
     def fetch(self, now: datetime) -> list[Path]:
         """Fetch each date's listing (oldest first); return the dump files written.
 
-        Raises SourceError at the first date that cannot be fetched or parsed; files written for
-        earlier dates stay in the dumps folder (the folder scan ingests them) and their state is kept.
+        A date whose listing cannot be had (a 404 page, a malformed item) does not keep the later
+        ones, today's included, from being fetched: SourceError names it once every date was tried.
+        The service down or rate-limiting past the retries (or a stop signal) ends the fetch at once.
+        Files written stay in the dumps folder (the folder scan ingests them) and their state is kept.
         """
         days = listing_dates(now, self.days_back)
         seen = self._state.load(keep=[day.isoformat() for day in days])
         written: list[Path] = []
+        problems: list[SourceError] = []
         try:
             with self._session() as client:
                 for day in days:
-                    path = self._fetch_day(client, day, seen)
+                    try:
+                        path = self._fetch_day(client, day, seen)
+                    except GaveUp:
+                        raise
+                    except SourceError as exc:
+                        log.warning("%s", exc.message)
+                        problems.append(exc)
+                        continue
                     if path is not None:
                         written.append(path)
         finally:
             self._state.save(seen)
         log.info("%s: %d date(s) checked, %d new dump(s)", self.name, len(days), len(written))
+        if problems:
+            raise _worst(problems)
         return written
 
     def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
