@@ -98,12 +98,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # systemd's stop, and Ctrl-C
 
 
 @contextmanager
-def stop_on_sigterm() -> Iterator[threading.Event]:
+def stop_on_sigterm(stop: threading.Event | None = None) -> Iterator[threading.Event]:
     """An event SIGTERM (or Ctrl-C) sets: the run finishes the message in flight, records it and stops
     (its builder or workers with it); what is not sent waits for the next run. A second signal acts
     as it would have without this (SIGTERM ends the process at once, Ctrl-C raises KeyboardInterrupt).
+    ``stop``: the event to set (one made before, e.g. for the sources); default, a new one.
     """
-    stop = threading.Event()
+    stop = stop if stop is not None else threading.Event()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

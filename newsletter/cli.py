@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import webbrowser
 from datetime import UTC, datetime
 from pathlib import Path
@@ -227,10 +228,11 @@ def run(
     state.settings_overrides["connections"] = connections
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
-    sources = sources_from_settings(settings) if fetch and not dry_run else []
+    stop = threading.Event()  # a signal ends a fetch's wait to retry too, not just the sending
+    sources = sources_from_settings(settings, stop=stop) if fetch and not dry_run else []
     clock = _parse_now(now)
-    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
-        _, fetch_failures = fetch_all(sources, clock)
+    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm(stop):
+        _, fetch_failures = fetch_all(sources, clock, stop)
         detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
         report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
     report.errors[:0] = fetch_failures

@@ -81,9 +81,10 @@ class Daemon:
         self._leader: Leadership | None = None  # set by run(); None: the caller holds the run lock
         self.sources: list[Source] = sources_from_settings(settings, stop=self.stop)
         self._busy = threading.Lock()
-        self.scheduler = BlockingScheduler(
-            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
-        )
+        # a job late by any amount (a suspend, a stopped process, a clock jump) runs once, not never:
+        # APScheduler's default grace of 1 s dropped it until the next interval
+        job_defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        self.scheduler = BlockingScheduler(timezone="UTC", job_defaults=job_defaults)
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT. Holds the run lock throughout (on a shared database: once it has it)."""

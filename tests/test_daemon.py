@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -212,3 +213,53 @@ def test_sigterm_during_a_request_in_flight_stops_the_daemon_at_once(
     assert took < 10, f"{took:.1f} s to stop"
     assert "stopped by a signal before the reply came" in log.read_text()
     assert not list(Path(env["NEWSLETTER_DUMPS"]).glob("hf-daily-*"))
+
+
+def test_a_run_stops_at_sigterm_while_a_fetch_waits_to_retry(env: dict[str, str], tmp_path: Path) -> None:
+    """`newsletter run` built its sources without the stop event: a rate-limited fetch slept out every
+    retry (minutes) after SIGTERM, and systemd would kill it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RateLimited)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    source = {"kind": "hf-daily", "max_retries": 2, "base_url": f"http://127.0.0.1:{server.server_port}"}
+    log = tmp_path / "run.log"
+    try:
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "--verbose", "run"],
+                env={**os.environ, **env, "NEWSLETTER_SOURCES": json.dumps([source])},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        assert wait_for(lambda: "retry 1 of 2 in 100.0 s" in log.read_text()), log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        proc.wait(timeout=100)
+        took = time.monotonic() - signalled
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert took < 10, f"{took:.1f} s to stop"
+    assert "stopped by a signal while waiting to retry" in log.read_text()
+
+
+def test_a_job_that_comes_late_still_runs_once(env: dict[str, str]) -> None:
+    """APScheduler drops a job more than its grace (1 s by default) late: after a suspend or a stopped
+    process the hourly fetch waited for the next hour."""
+    from apscheduler.triggers.date import DateTrigger
+
+    from newsletter.schedule import Daemon
+
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
+    )
+    daemon = Daemon(settings)
+    ran = threading.Event()
+    late = datetime.now(UTC) - timedelta(seconds=30)
+    daemon.scheduler.add_job(ran.set, DateTrigger(late))
+    thread = threading.Thread(target=daemon.scheduler.start, daemon=True)
+    thread.start()
+    try:
+        assert ran.wait(10), "the late job was dropped"
+    finally:
+        daemon.scheduler.shutdown(wait=False)
+        thread.join(timeout=10)

@@ -221,6 +221,17 @@ def test_an_abstract_cut_short_is_completed_by_a_later_listing_and_a_different_o
     assert cache.get("sentence:minilm", ["cut#0", "cut#1", "other"]).keys() == {"other"}
 
 
+def test_an_abstract_cut_short_on_one_line_is_completed_by_the_apis_with_line_breaks(store: Store) -> None:
+    """A page's text dump has each abstract on one line; the API keeps the line breaks (236 of the
+    410 real summaries): the plain prefix test never matched, so the cut abstract stayed."""
+    full = "We study cut files.\nA dump copied while it is read\nends mid-sentence, and the rest comes later."
+    listed = lambda abstract: replace(paper("Cut", 1), abstract=abstract)  # noqa: E731
+    store.ingest(make_dump(listed(" ".join(full.split())[:45])), at(0))
+    store.ingest(make_dump(listed(full), tag="api"), at(1))
+    stored = store.paper_by_key("cut")
+    assert stored is not None and " ".join(stored.abstract.split()) == " ".join(full.split())
+
+
 def test_authors_and_abstract_round_trip(store: Store) -> None:
     listed = paper("Ünïcode Title", 1, authors=("Zoë Ø", "李雷"))
     store.ingest(make_dump(listed), at(0))

@@ -244,8 +244,9 @@ def _rewritten(entry: _Entry, values: dict[str, Any]) -> bool:
 
 
 def _completed(stored: str, listed: str) -> str:
-    """The stored abstract, unless it is empty or the start of the one listed now."""
-    return listed if listed.startswith(stored) else stored
+    """The stored abstract, unless it is empty or the start of the one listed now (whitespace aside:
+    the API's abstracts keep their line breaks, a page's text dump has none)."""
+    return listed if " ".join(listed.split()).startswith(" ".join(stored.split())) else stored
 
 
 def _authors_json(paper: Paper) -> str:
