@@ -118,7 +118,8 @@ def _unreadable(
     outcomes = []
     for path in paths:
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            with path.open("rb") as handle:  # in blocks: it may be any size (a backup, a video)
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
         except OSError:
             continue
         if (digest, str(path)) in known:

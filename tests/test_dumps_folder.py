@@ -12,9 +12,10 @@ import pytest
 
 from newsletter import intake
 from newsletter.intake import ingest_folder
+from newsletter.sources import MAX_DUMP_BYTES
 
 from .conftest import DATA
-from .helpers import cli
+from .helpers import cli, outbox
 from .test_store_helpers import open_store
 
 REAL = DATA / "realdata"
@@ -82,6 +83,24 @@ def test_a_file_no_parser_reads_is_one_warning_not_a_failure(env: dict[str, str]
     (dumps / "notes.md").write_text("# my notes, edited\n")  # new content: worth a new warning
     third = cli(env, "run", "--json", "--now", "2024-11-20T09:00:00Z")
     assert [Path(d["file"]).name for d in json.loads(third.stdout)["dumps"] if d["warning"]] == ["notes.md"]
+
+
+def test_a_huge_file_is_one_error_line_and_the_rest_is_delivered(env: dict[str, str]) -> None:
+    """A 3 GB backup named .json was read whole: a MemoryError traceback, and no digest, at every run."""
+    dumps = Path(env["NEWSLETTER_DUMPS"])
+    _add(env, GOOD[0])
+    with (dumps / "papers-backup.json").open("wb") as huge:
+        huge.truncate(MAX_DUMP_BYTES + 1)  # sparse: no disk used
+    with (dumps / "video.mp4").open("wb") as other:  # not a dump: hashed in blocks, not read whole
+        other.truncate(MAX_DUMP_BYTES + 1)
+    proc = cli(env, "run", "--json", "--now", "2024-11-18T09:00:00Z", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (error,) = [d["error"] for d in json.loads(proc.stdout)["dumps"] if d["error"]]
+    assert (
+        f"papers-backup.json: {MAX_DUMP_BYTES + 1:,} bytes, more than a listing can be (at most 64 MB)"
+        in error
+    )
+    assert outbox(env)
 
 
 def test_a_fixed_file_is_read_again_and_ingest_still_reports_a_refused_one(env: dict[str, str]) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from newsletter.errors import SourceError
 from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.fetch import HfDailySource
 from newsletter.store import Store
@@ -192,3 +193,18 @@ def test_cli_run_with_a_source_down_still_delivers_the_folder_and_exits_1(env: d
     assert "error: fetch from hf-daily failed" in proc.stderr
     assert "1 dump ingested" in proc.stdout and "sent" in proc.stdout
     assert outbox(env)
+
+
+def test_a_mirrors_password_in_its_url_is_sent_as_auth_and_shown_nowhere(hub, tmp_path: Path) -> None:
+    """user:password@ in a source's base_url was quoted in fetch errors, logs, last-run.json and the
+    state file's keys."""
+    base_url, recorded = hub
+    password = "Sup3r-S3cret-pw"
+    with_password = base_url.replace("http://", f"http://mirror:{password}@") + "/wrong-prefix"
+    source = HfDailySource(tmp_path / "dumps", tmp_path / "state", base_url=with_password, days_back=0)
+    with pytest.raises(SourceError) as caught:
+        source.fetch(NOW)
+    assert recorded.requests[0]["authorization"].startswith("Basic ")
+    assert password not in str(caught.value) and password not in repr(source)
+    assert "mirror" not in str(caught.value) and base_url in str(caught.value)
+    assert password not in (tmp_path / "state" / "hf-daily.json").read_text()

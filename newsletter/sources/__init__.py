@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 DUMP_GLOBS = ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
 _TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 _BOM = b"\xef\xbb\xbf"
+MAX_DUMP_BYTES = 64 * 2**20  # a day's listing is ~100 KB (a fetched one may be at most 16 MB)
 
 
 def read_dump(path: Path) -> Dump:
@@ -47,12 +48,24 @@ def read_dump_bytes(path: Path) -> bytes:
     """A dump file's bytes; SourceError when unreadable or not a regular file (a FIFO, a device)."""
     try:
         data = _read_regular_file(path)
+    except _TooLarge as exc:
+        raise SourceError(
+            f"cannot read dump {path}: {exc.size:,} bytes, more than a listing can be "
+            f"(at most {MAX_DUMP_BYTES // 2**20} MB)",
+            hint="move other files out of the dumps folder",
+        ) from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise SourceError(f"cannot read dump {path}: {reason}") from exc
     if data is None:
         raise SourceError(f"cannot read dump {path}: not a regular file")
     return data
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
 
 
 def _read_regular_file(path: Path) -> bytes | None:
@@ -63,9 +76,15 @@ def _read_regular_file(path: Path) -> bytes | None:
     """
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             return None
-        return handle.read()
+        if info.st_size > MAX_DUMP_BYTES:  # read whole, it would take that much memory, or more
+            raise _TooLarge(info.st_size)
+        data = handle.read(MAX_DUMP_BYTES + 1)
+        if len(data) > MAX_DUMP_BYTES:  # grown since
+            raise _TooLarge(len(data))
+        return data
 
 
 def parse_dump(data: bytes, source: str) -> Dump:

@@ -85,6 +85,16 @@ class _Seen:
         return cls(**{k: v for k, v in value.items() if k in names and isinstance(v, str)})
 
 
+def _credentials_apart(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """A mirror's user:password@ taken out of its URL (which errors, logs and the state file show)
+    and sent as Basic auth, as httpx would have sent it."""
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    auth = httpx.BasicAuth(parsed.username, parsed.password)
+    return str(parsed.copy_with(username=None, password=None)), auth
+
+
 class HttpSource:
     """What every fetching source shares: one httpx client, GET with retries, validators, atomic saves.
 
@@ -109,7 +119,7 @@ class HttpSource:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self.dumps_dir = dumps_dir
-        self.base_url = base_url.rstrip("/")
+        self.base_url, self._auth = _credentials_apart(base_url.rstrip("/"))
         self.timeout = timeout
         self.max_retries = max_retries
         self._client = client
@@ -123,7 +133,9 @@ class HttpSource:
             yield self._client
             return
         headers = {"User-Agent": USER_AGENT}
-        with httpx.Client(timeout=self.timeout, headers=headers, follow_redirects=True) as client:
+        with httpx.Client(
+            timeout=self.timeout, headers=headers, follow_redirects=True, auth=self._auth
+        ) as client:
             yield client
 
     def _conditional_get(self, client: httpx.Client, url: str, before: _Seen) -> _Reply:
