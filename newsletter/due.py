@@ -5,7 +5,8 @@ own time zone. Each digest serves one slot: the latest at or before it was made,
 that is nearer (a new subscriber's first digest, made earlier on a slot's day, counts for that slot).
 A digest is due when the most recent slot has passed and the last digest served an earlier one, so a
 run that missed a slot (machine down, holiday) catches up once at the next run, and a late digest
-(00:15 for a 23:30 slot) serves the slot it was late for, not the next day's.
+(00:15 for a 23:30 slot) serves the slot it was late for, not the next day's. A weekly subscriber
+without a ``weekday`` is due from ``send_at`` on the local day a week after the last digest.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def is_due(subscriber: Subscriber, last_digest_at: datetime | None, now: datetim
     if subscriber.cadence == "each-dump" or last_digest_at is None:
         return True
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
-        return now - last_digest_at >= WEEK
+        return now >= _a_week_on(subscriber, last_digest_at)
     return latest_slot(subscriber, now) > served_slot(subscriber, last_digest_at)
 
 
@@ -31,6 +32,8 @@ def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
     day when that is nearer (a digest made early for it)."""
     before = latest_slot(subscriber, made_at)
     that_day = _slot_on(subscriber, _local_day(subscriber, made_at))
+    if not _is_slot_day(subscriber, that_day):  # a weekly subscriber's other days have no slot
+        return before
     return that_day if that_day > made_at and that_day - made_at < made_at - before else before
 
 
@@ -42,7 +45,7 @@ def next_due_at(subscriber: Subscriber, last_digest_at: datetime | None, now: da
         return now
     assert last_digest_at is not None  # is_due is True without one
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
-        return last_digest_at + WEEK
+        return _a_week_on(subscriber, last_digest_at)
     step = WEEK if subscriber.cadence == "weekly" else timedelta(days=1)
     return _slot_on(subscriber, _local_day(subscriber, served_slot(subscriber, last_digest_at)) + step)
 
@@ -58,6 +61,19 @@ def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:
     while candidate > now:
         candidate = _slot_on(subscriber, candidate.astimezone(subscriber.tz).date() - step)
     return candidate
+
+
+def _a_week_on(subscriber: Subscriber, last_digest_at: datetime) -> datetime:
+    """Weekly without a weekday: the ``send_at`` (midnight by default) of the local day a week after the
+    last digest. Not the same instant a week on: a run that starts a little earlier than last week's
+    would wait a whole cron interval, and the digests would drift later week by week."""
+    return _slot_on(subscriber, _local_day(subscriber, last_digest_at) + WEEK)
+
+
+def _is_slot_day(subscriber: Subscriber, slot: datetime) -> bool:
+    if subscriber.cadence != "weekly" or subscriber.weekday is None:
+        return True
+    return _local_day(subscriber, slot).weekday() == WEEKDAYS.index(subscriber.weekday)
 
 
 def _local_day(subscriber: Subscriber, moment: datetime) -> date:

@@ -79,9 +79,26 @@ def test_weekly_with_weekday_and_without() -> None:
     sent = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # a Monday
     assert not is_due(monday, sent, datetime(2026, 1, 11, 23, 0, tzinfo=UTC))
     assert is_due(monday, sent, datetime(2026, 1, 12, 8, 0, tzinfo=UTC))
+    every7 = sub(cadence="weekly")  # from send_at (midnight) of the local day a week on
+    assert not is_due(every7, sent, datetime(2026, 1, 11, 23, 59, tzinfo=UTC))
+    assert is_due(every7, sent, datetime(2026, 1, 12, 0, 0, tzinfo=UTC))
+    assert next_due_at(every7, sent, sent) == datetime(2026, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def test_weekly_without_a_weekday_does_not_drift_with_the_runs_start_time() -> None:
+    """Due when 7 days had passed to the millisecond: this week's run, starting 0.3 s earlier than last
+    week's, waited a whole cron hour, and the next week's from then on."""
     every7 = sub(cadence="weekly")
-    assert not is_due(every7, sent, sent + timedelta(days=6, hours=23))
-    assert is_due(every7, sent, sent + timedelta(days=7))
+    sent = datetime(2026, 3, 2, 8, 15, 1, 500000, tzinfo=UTC)
+    assert is_due(every7, sent, datetime(2026, 3, 9, 8, 15, 1, 200000, tzinfo=UTC))
+
+
+def test_a_weekday_subscribers_first_digest_on_another_day_serves_the_last_weekday() -> None:
+    """A Monday subscriber's first digest on a Wednesday before its send_at was taken to serve a
+    Wednesday slot, which does not exist: status showed the next digest due a Wednesday."""
+    monday = sub(cadence="weekly", weekday="mon", send_at=time(7, 30))
+    first = datetime(2026, 3, 11, 5, 0, tzinfo=UTC)  # a Wednesday, 05:00
+    assert next_due_at(monday, first, first) == datetime(2026, 3, 16, 7, 30, tzinfo=UTC)  # Monday
 
 
 @pytest.mark.parametrize("cadence", ["daily", "weekly"])
