@@ -327,10 +327,23 @@ def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) 
     return mapping
 
 
+class _LinedList(list[Any]):
+    """A YAML sequence that remembers each item's line (1-based), for an item that is no mapping."""
+
+    item_lines: list[int]
+
+
+def _construct_lined_sequence(loader: _UniqueKeyLoader, node: yaml.SequenceNode) -> _LinedList:
+    items = _LinedList(loader.construct_sequence(node))
+    items.item_lines = [item.start_mark.line + 1 for item in node.value]
+    return items
+
+
 _UniqueKeyLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
     _construct_unique_mapping,
 )
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_lined_sequence)
 
 
 def load_subscribers(path: Path) -> SubscriberList:
@@ -352,10 +365,11 @@ def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
     subscribers: list[Subscriber] = []
     problems: list[ConfigError] = []
     seen: set[str] = set()
+    lines = getattr(entries, "item_lines", [])
     for i, entry in enumerate(entries):
-        result = _subscriber(path, i, defaults, entry)
+        result = _subscriber(path, i, defaults, entry, lines[i] if i < len(lines) else 0)
         if not isinstance(result, Subscriber):
-            problems += result
+            problems += [p for p in result if p.message not in {q.message for q in problems}]
         elif address_key(result.email) in seen:
             problems.append(
                 ConfigError(f"{path}:{_line_of(entry, 'email')}: subscriber {result.email}: duplicate email")
@@ -440,11 +454,11 @@ def _refuse_expansion(path: Path, data: Any, limit: int) -> None:
 
 
 def _subscriber(
-    path: Path, index: int, defaults: dict[str, Any], entry: Any
+    path: Path, index: int, defaults: dict[str, Any], entry: Any, line: int = 0
 ) -> Subscriber | list[ConfigError]:
     label = f"subscriber #{index + 1}"
     if not isinstance(entry, dict):
-        return [ConfigError(f"{path}: {label}: expected a mapping")]
+        return [ConfigError(f"{path}:{line}: {label}: expected a mapping (email: ..., interests: [...])")]
     email = entry.get("email", "no email")
     if isinstance(email, str):  # only text goes into the label, never a list to stringify
         label = f"{label} ({_CONTROL.sub(' ', email)[:320]})"  # the error stays one line
@@ -454,15 +468,21 @@ def _subscriber(
     try:
         subscriber = Subscriber(**{**defaults, **entry})
     except ValidationError as exc:
-        return [
-            ConfigError(f"{path}:{_line_of(entry, key)}: {label}: {problem}")
-            for key, problem in _subscriber_problems(exc)
-        ]
+        return [_problem(path, label, entry, defaults, key, text) for key, text in _subscriber_problems(exc)]
     for key in _unused_keys(entry, subscriber):
         _warn_once(
             f"{path}:{_line_of(entry, key)}: {label}: '{key}' has no effect with cadence {subscriber.cadence}"
         )
     return subscriber
+
+
+def _problem(
+    path: Path, label: str, entry: dict[str, Any], defaults: dict[str, Any], key: str, text: str
+) -> ConfigError:
+    """A subscriber's problem at its key's line; a value it takes from ``defaults`` at that line."""
+    if key not in entry and key in defaults:
+        return ConfigError(f"{path}:{_line_of(defaults, key)}: defaults: {text}")
+    return ConfigError(f"{path}:{_line_of(entry, key)}: {label}: {text}")
 
 
 @functools.lru_cache(maxsize=256)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_subscribers
+from newsletter.config import load_subscribers, read_subscribers
 from newsletter.errors import ConfigError
 from newsletter.schedule import SubscriberFile
 
@@ -137,3 +137,20 @@ def test_a_default_the_cadence_ignores_is_no_mistake(
     with caplog.at_level("WARNING", logger="newsletter.config"):
         load_subscribers(path)
     assert caplog.records == []
+
+
+def test_a_bad_default_is_named_once_at_its_own_line_and_a_bare_entry_at_its_line(tmp_path: Path) -> None:
+    """A bad value under `defaults:` was reported once per subscriber, at each subscriber's line; a
+    list entry that is not a mapping had no line at all."""
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(
+        "defaults:\n  max_items: lots\nsubscribers:\n"
+        "  - email: a@example.org\n    interests: [x]\n"
+        "  - email: b@example.org\n    interests: [y]\n"
+        "  - c@example.org\n"
+    )
+    problems = read_subscribers(path)[1]
+    assert [p.message for p in problems] == [
+        f"{path}:2: defaults: field 'max_items': expected a whole number",
+        f"{path}:8: subscriber #3: expected a mapping (email: ..., interests: [...])",
+    ]
