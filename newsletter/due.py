@@ -6,7 +6,7 @@ that is nearer (a new subscriber's first digest, made earlier on a slot's day, c
 A digest is due when the most recent slot has passed and the last digest served an earlier one, so a
 run that missed a slot (machine down, holiday) catches up once at the next run, and a late digest
 (00:15 for a 23:30 slot) serves the slot it was late for, not the next day's. A weekly subscriber
-without a ``weekday`` is due from ``send_at`` on the local day a week after the last digest.
+without a ``weekday`` is due from ``send_at`` a week after the slot the last digest served.
 """
 
 from __future__ import annotations
@@ -64,10 +64,11 @@ def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:
 
 
 def _a_week_on(subscriber: Subscriber, last_digest_at: datetime) -> datetime:
-    """Weekly without a weekday: the ``send_at`` (midnight by default) of the local day a week after the
-    last digest. Not the same instant a week on: a run that starts a little earlier than last week's
-    would wait a whole cron interval, and the digests would drift later week by week."""
-    return _slot_on(subscriber, _local_day(subscriber, last_digest_at) + WEEK)
+    """Weekly without a weekday: the ``send_at`` (midnight by default) a week after the slot the last
+    digest served (a digest late past midnight serves the day before's). Not the same instant a week
+    on: a run starting a little earlier than last week's would wait a whole cron interval, and the
+    digests would drift later week by week."""
+    return _slot_on(subscriber, _local_day(subscriber, served_slot(subscriber, last_digest_at)) + WEEK)
 
 
 def _is_slot_day(subscriber: Subscriber, slot: datetime) -> bool:

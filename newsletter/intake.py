@@ -19,6 +19,7 @@ from newsletter.errors import ParseError, SourceError, StoreError
 from newsletter.report import DumpOutcome
 from newsletter.sources import (
     DUMP_GLOBS,
+    TooLarge,
     list_broken_entries,
     list_dump_files,
     list_other_files,
@@ -81,6 +82,14 @@ def _ingest_one(
 ) -> DumpOutcome | None:
     try:
         data = read_dump_bytes(path)  # regular files only: a FIFO would block
+    except TooLarge as exc:  # its content is the problem: remembered, as a malformed dump is
+        digest = _file_digest(path)
+        if digest is None or (remember is not None and (digest, str(path)) in remember):
+            return None
+        outcome = _rejected(path, str(exc))
+        if recorded is not None:
+            store.remember_rejected(digest, str(path), str(exc), now)
+        return outcome
     except SourceError as exc:
         return _rejected(path, str(exc))
     digest = hashlib.sha256(data).hexdigest()
@@ -111,16 +120,23 @@ def _rejected(path: Path, problem: str) -> DumpOutcome:
     return DumpOutcome(file=str(path), error=problem)
 
 
+def _file_digest(path: Path) -> str | None:
+    """The file's sha256, read in blocks (it may be any size: a backup, a video); None if unreadable."""
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
 def _unreadable(
     store: Store, paths: list[Path], known: set[tuple[str, str]], now: datetime, record: bool
 ) -> list[DumpOutcome]:
     """One warning per file no parser reads, the first time its content is seen."""
     outcomes = []
     for path in paths:
-        try:
-            with path.open("rb") as handle:  # in blocks: it may be any size (a backup, a video)
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        except OSError:
+        digest = _file_digest(path)
+        if digest is None:
             continue
         if (digest, str(path)) in known:
             continue

@@ -181,7 +181,7 @@ class Subscriber(BaseModel):
     cadence: Cadence = "daily"
     timezone: str = "UTC"
     send_at: time | None = None  # local time of day a daily/weekly digest becomes due
-    weekday: Weekday | None = None  # weekly cadence: that day at send_at; unset: every 7 days
+    weekday: Weekday | None = None  # weekly: that day at send_at; unset: send_at a week after the last
 
     @field_validator("email", mode="before")
     @classmethod

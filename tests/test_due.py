@@ -93,6 +93,13 @@ def test_weekly_without_a_weekday_does_not_drift_with_the_runs_start_time() -> N
     assert is_due(every7, sent, datetime(2026, 3, 9, 8, 15, 1, 200000, tzinfo=UTC))
 
 
+def test_weekly_without_a_weekday_late_past_midnight_keeps_its_day() -> None:
+    """A digest 45 minutes late for 23:30 (00:15) moved every later week a day on."""
+    every7 = sub(cadence="weekly", timezone="Europe/Paris", send_at=time(23, 30))
+    late = datetime(2026, 3, 3, 0, 15, tzinfo=PARIS)  # for Monday 2 March's 23:30
+    assert next_due_at(every7, late, late) == datetime(2026, 3, 9, 23, 30, tzinfo=PARIS)
+
+
 def test_a_weekday_subscribers_first_digest_on_another_day_serves_the_last_weekday() -> None:
     """A Monday subscriber's first digest on a Wednesday before its send_at was taken to serve a
     Wednesday slot, which does not exist: status showed the next digest due a Wednesday."""

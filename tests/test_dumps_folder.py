@@ -101,6 +101,8 @@ def test_a_huge_file_is_one_error_line_and_the_rest_is_delivered(env: dict[str, 
         in error
     )
     assert outbox(env)
+    again = cli(env, "run", "--json", "--now", "2024-11-19T09:00:00Z")  # reported once, as run --help says
+    assert not any(d["error"] for d in json.loads(again.stdout)["dumps"])
 
 
 def test_a_fixed_file_is_read_again_and_ingest_still_reports_a_refused_one(env: dict[str, str]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -164,13 +166,13 @@ def test_only_a_changed_listing_writes_a_second_dump(make, dumps: Path) -> None:
     assert files(dumps) == sorted([first[0].name, second[0].name])
 
 
-def test_fetches_today_and_days_back_in_utc_oldest_first(make, dumps: Path) -> None:
+def test_fetches_today_and_days_back_in_utc_newest_first(make, dumps: Path) -> None:
     server = Server(default=lambda request: ok(recorded(request.url.params["date"])))
     source = make(server, days_back=4)
     now = datetime(2024, 3, 18, 21, 0, tzinfo=timezone(timedelta(hours=-5)))  # 2024-03-19 02:00 UTC
     written = source.fetch(now)
-    assert server.dates == ["2024-03-15", "2024-03-16", "2024-03-17", "2024-03-18", "2024-03-19"]
-    assert [p.name[:19] for p in written] == [
+    assert server.dates == ["2024-03-19", "2024-03-18", "2024-03-17", "2024-03-16", "2024-03-15"]
+    assert [p.name[:19] for p in written] == [  # by date
         "hf-daily-2024-03-15",
         "hf-daily-2024-03-18",
         "hf-daily-2024-03-19",
@@ -284,7 +286,7 @@ def test_empty_day_writes_nothing_and_raises_nothing(
     with caplog.at_level(logging.DEBUG, logger="newsletter"):
         assert make(server, days_back=1).fetch(datetime(2024, 3, 17, 12, tzinfo=UTC)) == []
     assert files(dumps) == []
-    assert server.dates == ["2024-03-16", "2024-03-17"]
+    assert server.dates == ["2024-03-17", "2024-03-16"]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("no papers listed" in r.getMessage() for r in caplog.records)
 
@@ -316,7 +318,11 @@ def test_a_json_object_instead_of_a_list_is_rejected(make) -> None:
 
 
 def test_an_error_on_a_later_date_keeps_earlier_files_and_state(make, dumps: Path, tmp_path: Path) -> None:
-    server = Server(ok(recorded("2024-03-18"), etag='"mon"'), httpx.Response(404))
+    def api(request: httpx.Request) -> httpx.Response:
+        day = request.url.params["date"]
+        return ok(recorded(day), etag='"mon"') if day == "2024-03-18" else httpx.Response(404)
+
+    server = Server(default=api)
     with pytest.raises(SourceError, match="2024-03-19"):
         make(server, days_back=1).fetch(NOW)
     assert [name[:19] for name in files(dumps)] == ["hf-daily-2024-03-18"]
@@ -327,10 +333,15 @@ def test_an_error_on_a_later_date_keeps_earlier_files_and_state(make, dumps: Pat
 def test_an_error_on_an_earlier_date_does_not_keep_todays_listing_out(make, dumps: Path) -> None:
     """A 404 page for one date ended the fetch there: today's listing was not asked for until the bad
     date left the window (days_back days later)."""
-    server = Server(httpx.Response(404), ok(recorded("2024-03-19"), etag='"tue"'))
+
+    def api(request: httpx.Request) -> httpx.Response:
+        day = request.url.params["date"]
+        return ok(recorded(day), etag='"tue"') if day == "2024-03-19" else httpx.Response(404)
+
+    server = Server(default=api)
     with pytest.raises(SourceError, match="2024-03-18"):
-        make(server, days_back=1).fetch(NOW)
-    assert server.dates == ["2024-03-18", "2024-03-19"]
+        make(server, days_back=2).fetch(NOW)
+    assert server.dates == ["2024-03-19", "2024-03-18", "2024-03-17"]
     assert [name[:19] for name in files(dumps)] == ["hf-daily-2024-03-19"]
 
 
@@ -339,6 +350,54 @@ def test_a_service_down_ends_the_fetch_at_its_first_date(make, sleeps: Sleeps) -
     with pytest.raises(SourceError, match="503"):
         make(server, days_back=2, max_retries=1).fetch(NOW)
     assert len(server.requests) == 2  # one date, two attempts: the others would wait the same
+
+
+def test_a_date_the_service_keeps_failing_holds_back_no_newer_one(make, dumps: Path, sleeps: Sleeps) -> None:
+    """Oldest first, a date answered 500 through every retry ended the fetch before today's."""
+
+    def api(request: httpx.Request) -> httpx.Response:
+        day = request.url.params["date"]
+        return ok(recorded(day)) if day == "2024-03-19" else httpx.Response(500)
+
+    with pytest.raises(SourceError, match="2024-03-18"):
+        make(Server(default=api), days_back=1, max_retries=1).fetch(NOW)
+    assert [name[:19] for name in files(dumps)] == ["hf-daily-2024-03-19"]
+
+
+def test_every_date_that_failed_is_named(make) -> None:
+    def api(request: httpx.Request) -> httpx.Response:
+        day = request.url.params["date"]
+        return httpx.Response(404) if day == "2024-03-18" else ok(b'[{"paper": {"id": 1}}]')
+
+    with pytest.raises(SourceError) as caught:
+        make(Server(default=api), days_back=1).fetch(NOW)
+    assert caught.value.message.startswith("2 dates failed: ")
+    assert "date=2024-03-19" in caught.value.message and "date=2024-03-18" in caught.value.message
+
+
+def test_a_stop_during_a_request_asks_for_no_other_date(make, tmp_path: Path) -> None:
+    """The stop ended one date's request, and every other date was asked for (and warned about)."""
+    stop = threading.Event()
+
+    def api(request: httpx.Request) -> httpx.Response:
+        stop.set()  # a signal while this request is in flight
+        time.sleep(0.5)
+        return ok(recorded(request.url.params["date"]))
+
+    server = Server(default=api)
+    source = make(server, days_back=3)
+    source._stop = stop
+    with pytest.raises(SourceError, match="stopped by a signal"):
+        source.fetch(NOW)
+    assert server.dates == ["2024-03-19"]
+
+
+def test_a_state_key_with_a_password_from_before_is_dropped(make, tmp_path: Path) -> None:
+    state = tmp_path / "state" / "hf-daily.json"
+    state.parent.mkdir()
+    state.write_text(json.dumps({"https://mirror:Sup3r-S3cret@hf.test": {"2024-03-19": {"etag": '"x"'}}}))
+    make(Server(default=lambda request: ok(b"[]"))).fetch(NOW)
+    assert "Sup3r-S3cret" not in state.read_text()
 
 
 def test_unwritable_dumps_folder_is_a_source_error(make, dumps: Path) -> None:

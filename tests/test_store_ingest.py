@@ -232,6 +232,20 @@ def test_an_abstract_cut_short_on_one_line_is_completed_by_the_apis_with_line_br
     assert stored is not None and " ".join(stored.abstract.split()) == " ".join(full.split())
 
 
+def test_the_same_abstract_in_the_other_layout_changes_nothing(store: Store) -> None:
+    """An API listing (line breaks) and a page's text dump (one line) of one abstract replaced each
+    other at every ingest, and the paper's vectors were dropped each time."""
+    full = "We study cut files.\nA dump copied while it is read\nends mid-sentence, and the rest comes later."
+    listed = lambda abstract, tag: replace(paper("Cut", 1), abstract=abstract)  # noqa: E731
+    store.ingest(make_dump(listed(full, "api")), at(0))
+    cache = StoreVectorCache(store)
+    cache.put("minilm", {"cut": np.ones(3, dtype=np.float32)})
+    store.ingest(make_dump(listed(" ".join(full.split()), "page"), tag="page"), at(1))
+    stored = store.paper_by_key("cut")
+    assert stored is not None and stored.abstract == full
+    assert cache.get("minilm", ["cut"]).keys() == {"cut"}
+
+
 def test_authors_and_abstract_round_trip(store: Store) -> None:
     listed = paper("Ünïcode Title", 1, authors=("Zoë Ø", "李雷"))
     store.ingest(make_dump(listed), at(0))

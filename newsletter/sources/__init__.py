@@ -49,7 +49,7 @@ def read_dump_bytes(path: Path) -> bytes:
     try:
         data = _read_regular_file(path)
     except _TooLarge as exc:
-        raise SourceError(
+        raise TooLarge(
             f"cannot read dump {path}: {exc.size:,} bytes, more than a listing can be "
             f"(at most {MAX_DUMP_BYTES // 2**20} MB)",
             hint="move other files out of the dumps folder",
@@ -60,6 +60,10 @@ def read_dump_bytes(path: Path) -> bytes:
     if data is None:
         raise SourceError(f"cannot read dump {path}: not a regular file")
     return data
+
+
+class TooLarge(SourceError):
+    """A file in the dumps folder too large to be a listing (refused unread)."""
 
 
 class _TooLarge(Exception):

@@ -6,7 +6,7 @@ the ``hf-json`` parser before anything is written, and written (atomically) only
 new, as ``hf-daily-YYYY-MM-DD-<sha8>.json`` in the dumps folder, so any run can be replayed from the
 folder alone. ETag / Last-Modified are kept per date in a small JSON file in the state folder and
 sent back as If-None-Match / If-Modified-Since. 5xx, 429 and transport errors are retried with
-exponential backoff and jitter, honouring ``Retry-After``. Given a ``stop`` event (the daemon's), a
+exponential backoff and jitter, honouring ``Retry-After``. Given a ``stop`` event (a signal's), a
 source gives up at once when it is set: a retry's wait ends, and a request still in flight is left to
 finish in the background and its reply dropped, so nothing is written. An empty listing (a weekend,
 or a day not published yet) is normal: nothing is written and nothing is reported.
@@ -83,6 +83,20 @@ class _Seen:
             return cls()
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in value.items() if k in names and isinstance(v, str)})
+
+
+class GaveUp(SourceError):
+    """The service stayed down or rate-limiting through the retries, or a signal stopped the wait:
+    the other requests of this fetch would meet the same."""
+
+
+def _worst(problems: list[SourceError]) -> SourceError:
+    """One error for the dates that failed: each one's problem; the hint when they all share it."""
+    if len(problems) == 1:
+        return problems[0]
+    hints = {p.hint for p in problems}
+    message = "; ".join(p.message for p in problems)
+    return SourceError(f"{len(problems)} dates failed: {message}", hints.pop() if len(hints) == 1 else None)
 
 
 def _credentials_apart(url: str) -> tuple[str, httpx.BasicAuth | None]:
@@ -202,19 +216,6 @@ class HttpSource:
             raise GaveUp(f"cannot fetch {url}: stopped by a signal while waiting to retry")
 
 
-class GaveUp(SourceError):
-    """The service stayed down or rate-limiting through the retries, or a signal stopped the wait:
-    the other requests of this fetch would meet the same."""
-
-
-def _worst(problems: list[SourceError]) -> SourceError:
-    """One error for the dates that failed: the first, with how many others did."""
-    first = problems[0]
-    if len(problems) == 1:
-        return first
-    return SourceError(f"{first.message} (and {len(problems) - 1} more date(s))", first.hint)
-
-
 class HfDailySource(HttpSource):
     """The Hugging Face daily papers API as a source of ``hf-json`` dump files."""
 
@@ -257,9 +258,9 @@ class HfDailySource(HttpSource):
     def fetch(self, now: datetime) -> list[Path]:
         """Fetch each date's listing (oldest first); return the dump files written.
 
-        A date whose listing cannot be had (a 404 page, a malformed item) does not keep the later
-        ones, today's included, from being fetched: SourceError names it once every date was tried.
-        The service down or rate-limiting past the retries (or a stop signal) ends the fetch at once.
+        Newest first. A date whose listing cannot be had (a 404 page, a malformed item) does not keep
+        the others from being fetched: SourceError names each once every date was tried. The service
+        down or rate-limiting past the retries (or a stop signal) ends the fetch at once.
         Files written stay in the dumps folder (the folder scan ingests them) and their state is kept.
         """
         days = listing_dates(now, self.days_back)
@@ -268,7 +269,9 @@ class HfDailySource(HttpSource):
         problems: list[SourceError] = []
         try:
             with self._session() as client:
-                for day in days:
+                for day in reversed(days):  # today's first: a date that keeps failing holds back no other
+                    if self._stop is not None and self._stop.is_set():
+                        break
                     try:
                         path = self._fetch_day(client, day, seen)
                     except GaveUp:
@@ -284,7 +287,7 @@ class HfDailySource(HttpSource):
         log.info("%s: %d date(s) checked, %d new dump(s)", self.name, len(days), len(written))
         if problems:
             raise _worst(problems)
-        return written
+        return sorted(written)  # by date, as the folder scan reads them
 
     def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
         url = self.url(day)
@@ -315,7 +318,7 @@ def unless_stopped(call: Callable[[], T], stop: threading.Event, url: str) -> T:
     threading.Thread(target=_settle, args=(done, call), name="newsletter-fetch", daemon=True).start()
     while not done.done():
         if stop.wait(0.1):
-            raise SourceError(f"cannot fetch {url}: stopped by a signal before the reply came")
+            raise GaveUp(f"cannot fetch {url}: stopped by a signal before the reply came")
     return done.result()
 
 
@@ -435,6 +438,14 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _has_userinfo(url: str) -> bool:
+    """A key written before a base URL's credentials were taken out of it: dropped, never saved again."""
+    try:
+        return bool(httpx.URL(url).userinfo)
+    except httpx.InvalidURL:
+        return False
+
+
 class _StateFile:
     """Validators per date or feed: ``{base_url: {key: {"etag", "last_modified", "sha256"}}}``."""
 
@@ -446,7 +457,7 @@ class _StateFile:
     def load(self, keep: list[str]) -> dict[str, _Seen]:
         """This base URL's entries for the keys (dates) in ``keep``; an unreadable file counts as empty."""
         data = self._read()
-        self._others = {k: v for k, v in data.items() if k != self.base_url}
+        self._others = {k: v for k, v in data.items() if k != self.base_url and not _has_userinfo(k)}
         mine = data.get(self.base_url)
         mine = mine if isinstance(mine, dict) else {}
         return {day: _Seen.from_json(value) for day, value in mine.items() if day in keep}

@@ -244,9 +244,11 @@ def _rewritten(entry: _Entry, values: dict[str, Any]) -> bool:
 
 
 def _completed(stored: str, listed: str) -> str:
-    """The stored abstract, unless it is empty or the start of the one listed now (whitespace aside:
-    the API's abstracts keep their line breaks, a page's text dump has none)."""
-    return listed if " ".join(listed.split()).startswith(" ".join(stored.split())) else stored
+    """The stored abstract, unless it is empty or the start of a longer one listed now (whitespace
+    aside: the API's abstracts keep their line breaks, a page's text dump has none; the same text in
+    the other layout changes nothing, or its vectors would go at each listing)."""
+    whole, start = " ".join(listed.split()), " ".join(stored.split())
+    return listed if not stored or (whole != start and whole.startswith(start)) else stored
 
 
 def _authors_json(paper: Paper) -> str:
