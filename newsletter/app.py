@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import Any
 
 from newsletter.config import Settings
@@ -127,9 +127,20 @@ def make_executor(settings: Settings, store: Store) -> Executor | None:
     """None: this process (or LocalProcesses, with NEWSLETTER_WORKERS > 1); else the task engine."""
     if settings.executor == "local":
         return None
-    from newsletter.distributed import ProcrastinateExecutor  # the optional [distributed] extra
+    return distributed().ProcrastinateExecutor(store, settings.db_url)
 
-    return ProcrastinateExecutor(store, settings.db_url)
+
+def distributed() -> ModuleType:
+    """newsletter.distributed, which needs the optional [distributed] extra (procrastinate, psycopg)."""
+    try:
+        from newsletter import distributed as module
+    except ImportError as exc:
+        raise ConfigError(
+            f"distributed delivery (NEWSLETTER_EXECUTOR=procrastinate, `newsletter worker`) needs the "
+            f"{exc.name or 'procrastinate'} package, which is not installed",
+            hint="pip install -e '.[distributed]'",
+        ) from None
+    return module
 
 
 def utcnow() -> datetime:

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from newsletter.app import distributed
 from newsletter.config import Settings, SubscriberList, read_subscribers
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
@@ -43,6 +44,7 @@ def check_all(settings: Settings) -> CheckResult:
         _dumps_folder,
         _state_folder,
         _unsubscribe_links,
+        _executor,
     ]
     for step in steps:
         try:
@@ -84,6 +86,12 @@ def _state_folder(settings: Settings) -> None:
             raise ConfigError(f"{folder}: {existing} is a file, not a folder", hint="set NEWSLETTER_HOME")
         if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"{folder}: cannot write in {existing} (permission denied)")
+
+
+def _executor(settings: Settings) -> None:
+    """The task engine's package is installed and its database is PostgreSQL."""
+    if settings.executor == "procrastinate":
+        distributed().conninfo(settings.db_url)
 
 
 def _unsubscribe_links(settings: Settings) -> None:

@@ -20,7 +20,15 @@ from typer.core import TyperArgument, TyperCommand
 
 from newsletter import __version__, progress
 from newsletter.address import address_key
-from newsletter.app import load_last_report, open_pipeline, open_store, save_report, stop_on_sigterm, utcnow
+from newsletter.app import (
+    distributed,
+    load_last_report,
+    open_pipeline,
+    open_store,
+    save_report,
+    stop_on_sigterm,
+    utcnow,
+)
 from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
 from newsletter.errors import ConfigError, NewsletterError, UsageError
@@ -78,21 +86,22 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Annotated[
-        Path | None,
+    home: Annotated[  # paths as text, not Path: "" must reach the settings' check, not become "."
+        str | None,
         typer.Option(metavar="DIR", help="State folder [env NEWSLETTER_HOME, default ./.newsletter]"),
     ] = None,
     subscribers: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             metavar="FILE", help="Subscribers YAML [env NEWSLETTER_SUBSCRIBERS, default ./subscribers.yaml]"
         ),
     ] = None,
     dumps: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="Dumps folder [env NEWSLETTER_DUMPS, default ./seeds]")
+        str | None,
+        typer.Option(metavar="DIR", help="Dumps folder [env NEWSLETTER_DUMPS, default ./seeds]"),
     ] = None,
     templates: Annotated[
-        Path | None, typer.Option(metavar="DIR", help="Templates folder [env NEWSLETTER_TEMPLATES]")
+        str | None, typer.Option(metavar="DIR", help="Templates folder [env NEWSLETTER_TEMPLATES]")
     ] = None,
     transport: Annotated[
         str | None,
@@ -354,12 +363,12 @@ def worker() -> None:
     Needs the shared PostgreSQL database (NEWSLETTER_DATABASE_URL) and this host's transport settings;
     the subscribers come with each shard. Start one per core, on as many machines as you like.
     """
-    from newsletter.distributed import run_worker  # procrastinate: the optional [distributed] extra
+    run_worker = distributed().run_worker  # procrastinate: the optional [distributed] extra
 
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))
     settings = state.settings().model_copy(update={"executor": "local"})  # a worker hands out nothing
-    with open_pipeline(settings, lock=False) as pipeline:
+    with open_pipeline(settings, lock=False, new_database=state.new_database) as pipeline:
         run_worker(settings.db_url, pipeline)
 
 
@@ -450,7 +459,7 @@ def explain(
     """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
     settings = state.settings()
     subscriber = _subscriber(settings, email)
-    with open_pipeline(settings) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database) as pipeline:
         pipeline.ingest_folder(_parse_now(now), record=False)  # as preview does
         explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
     typer.echo("\n".join(explanation.lines()))

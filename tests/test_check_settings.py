@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +150,24 @@ def test_a_base_url_in_capitals_builds_links_that_send(env: dict[str, str]) -> N
     assert messages and all(
         m["List-Unsubscribe"].startswith("<https://Papers.example.org/nl/unsubscribe/") for m in messages
     )
+
+
+@pytest.mark.parametrize("flag", ["--home", "--dumps", "--subscribers", "--templates"])
+def test_an_empty_path_flag_is_refused_not_read_as_the_current_folder(
+    env: dict[str, str], tmp_path: Path, flag: str
+) -> None:
+    """The flags were typed as paths, and "" became "." before the settings could refuse it:
+    `--home "" status` made a state.db in the working folder."""
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", flag, "", "status"],
+        env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).parents[1])},
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"is empty: give a path, or unset it for the default (flag {flag})" in proc.stderr
+    assert list(work.iterdir()) == []

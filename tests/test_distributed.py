@@ -374,3 +374,24 @@ def test_a_stopped_shard_that_had_finished_is_not_handed_back() -> None:
         left = RunReport()
         left.add(DigestOutcome("c@example.org", "skipped", reason))
         assert _unfinished(left)
+
+
+def test_without_procrastinate_the_engine_is_one_error_line_with_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The default install has no procrastinate: `newsletter worker` and the executor setting gave a
+    ModuleNotFoundError traceback."""
+    import sys
+
+    from newsletter.app import distributed
+    from newsletter.errors import ConfigError
+
+    import newsletter
+
+    monkeypatch.setitem(sys.modules, "procrastinate", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "newsletter.distributed", raising=False)
+    monkeypatch.delattr(newsletter, "distributed", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        distributed()
+    assert "needs the procrastinate package" in caught.value.message
+    assert caught.value.hint == "pip install -e '.[distributed]'"

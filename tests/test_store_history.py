@@ -73,3 +73,13 @@ def test_a_folder_whose_first_run_only_skipped_a_stray_file_is_not_refused(env: 
     add_dumps(env, seed_names()[0])
     cli(env, "run", "--now", NOW)
     assert outbox(env)
+
+
+def test_explain_takes_new_database_as_its_hint_says(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)
+    (Path(env["NEWSLETTER_HOME"]) / "state.db").unlink()
+    refused = cli(env, "explain", "ssm@example.org", "anything", check=False)
+    assert refused.returncode == 1 and "--new-database" in refused.stderr
+    taken = cli(env, "--new-database", "explain", "ssm@example.org", "anything", check=False)
+    assert "--new-database" not in taken.stderr and "no paper 'anything'" in taken.stderr
