@@ -383,10 +383,9 @@ def test_without_procrastinate_the_engine_is_one_error_line_with_the_extra_to_in
     ModuleNotFoundError traceback."""
     import sys
 
+    import newsletter
     from newsletter.app import distributed
     from newsletter.errors import ConfigError
-
-    import newsletter
 
     monkeypatch.setitem(sys.modules, "procrastinate", None)  # as if not installed
     monkeypatch.delitem(sys.modules, "newsletter.distributed", raising=False)
