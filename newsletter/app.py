@@ -19,7 +19,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.render import Renderer
 from newsletter.report import RunReport
-from newsletter.send import make_transport
+from newsletter.send import make_transport, real_sender
 from newsletter.shards import Executor
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
@@ -49,6 +49,7 @@ def open_pipeline(settings: Settings, *, lock: bool = True, new_database: bool =
     An empty database in a state folder that has run before is refused unless ``new_database``.
     """
     renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
+    real_sender(settings)  # and on the placeholder sender with a transport that sends real mail
     with open_store(settings) as store:
         if not new_database:
             refuse_lost_history(settings, store)

@@ -14,10 +14,8 @@ from newsletter.app import distributed
 from newsletter.config import Settings, SubscriberList, read_subscribers
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
-from newsletter.send import envelope_for, make_transport
+from newsletter.send import envelope_for, make_transport, real_sender
 from newsletter.sources.registry import sources_from_settings
-
-PLACEHOLDER_DOMAIN = "newsletter.invalid"  # the default sender's: fine for the file outbox only
 
 
 @dataclass
@@ -38,7 +36,7 @@ def check_all(settings: Settings) -> CheckResult:
         lambda s: Renderer(s.templates_dir),
         make_transport,  # built, not connected: a missing API key shows here
         lambda s: envelope_for(s, "subscriber@example.org"),  # the sender address is usable
-        _real_sender,
+        real_sender,
         sources_from_settings,
         _fetch_schedule,
         _dumps_folder,
@@ -52,15 +50,6 @@ def check_all(settings: Settings) -> CheckResult:
         except NewsletterError as exc:
             result.problems.append(exc)
     return result
-
-
-def _real_sender(settings: Settings) -> None:
-    if settings.transport != "file" and settings.sender_domain == PLACEHOLDER_DOMAIN:
-        raise ConfigError(
-            f"the sender {settings.sender!r} is the placeholder, and transport {settings.transport!r} "
-            "sends real mail",
-            hint="set NEWSLETTER_FROM (or `from` in newsletter.toml) to an address you send from",
-        )
 
 
 def _fetch_schedule(settings: Settings) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import signal
 import threading
 from collections.abc import Callable
@@ -195,10 +196,36 @@ class Leadership:
 
 def fetch_schedule(cron: str) -> CronTrigger:
     """The fetch job's trigger (crontab syntax, UTC); ConfigError names the setting."""
+    fields = cron.split()
+    if len(fields) == 5:
+        fields[4] = crontab_weekdays(fields[4])
     try:
-        return CronTrigger.from_crontab(cron, timezone="UTC")
+        return CronTrigger.from_crontab(" ".join(fields), timezone="UTC")
     except ValueError as exc:
         raise ConfigError(f"invalid setting field 'fetch_cron': {exc}") from None
+
+
+_CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")  # crontab: 0 and 7 are Sunday
+_DAY_NUMBERS = re.compile(r"(\*|\d+(?:-\d+)?)(?:/(\d+))?")
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field as APScheduler reads it the same way: crontab numbers Sunday 0 (or
+    7), APScheduler numbers Monday 0, so `1-5` would run Tuesday to Saturday. Numbers become names (a
+    range or step, the list of its days); names and anything else are left for APScheduler to read."""
+    days: list[str] = []
+    for item in field.split(","):
+        match = _DAY_NUMBERS.fullmatch(item)
+        if match is None or (match[1] == "*" and match[2] is None):
+            days.append(item)
+            continue
+        low, _, high = match[1].replace("*", "0-6").partition("-")
+        first, last = int(low), int(high or (6 if match[2] else low))
+        if last > 7 or first > last:
+            days.append(item)  # APScheduler says what is wrong with it
+            continue
+        days += [_CRONTAB_DAYS[day] for day in range(first, last + 1, int(match[2] or 1))]
+    return ",".join(dict.fromkeys(days))
 
 
 def run_daemon(settings: Settings, **kwargs: Any) -> None:

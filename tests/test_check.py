@@ -58,3 +58,16 @@ def test_run_stops_at_the_first_subscriber_problem_and_points_at_check(env: dict
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: {env['NEWSLETTER_SUBSCRIBERS']}:5: subscriber #2")
     assert "and 3 more; `newsletter check` lists every problem" in proc.stderr
+
+
+def test_run_refuses_the_placeholder_sender_with_a_transport_that_sends_real_mail(
+    env: dict[str, str],
+) -> None:
+    """Only `check` refused it: `run` went on and tried to send from digest@newsletter.invalid."""
+    del env["NEWSLETTER_FROM"]
+    proc = cli({**env, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_PORT": "1"}, "run", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(
+        "error: the sender 'Trending Papers <digest@newsletter.invalid>' is the placeholder"
+    )
+    assert "cannot connect" not in proc.stderr

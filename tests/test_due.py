@@ -6,6 +6,7 @@ import pytest
 
 from newsletter.due import is_due, latest_slot, next_due_at
 from newsletter.models import Subscriber
+from newsletter.schedule import fetch_schedule
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -115,3 +116,24 @@ def test_next_due_is_after_now_when_not_due(cadence: str) -> None:
     nxt = next_due_at(s, now, now + timedelta(hours=1))
     assert nxt is not None and nxt > now + timedelta(hours=1)
     assert is_due(s, now, nxt)
+
+
+@pytest.mark.parametrize(
+    ("days", "weekdays"),
+    [
+        ("1-5", "Mon Tue Wed Thu Fri"),
+        ("0", "Sun"),
+        ("7", "Sun"),
+        ("*/2", "Tue Thu Sat Sun"),
+        ("sat,sun", "Sat Sun"),
+    ],
+)
+def test_fetch_cron_reads_weekday_numbers_as_crontab_does(days: str, weekdays: str) -> None:
+    """APScheduler numbers Monday 0: `0 9 * * 1-5` ran Tuesday to Saturday, `0 9 * * 0` on Mondays."""
+    trigger = fetch_schedule(f"0 9 * * {days}")
+    moment, seen = datetime(2026, 3, 15, 10, tzinfo=UTC), set()  # a Sunday
+    for _ in range(10):
+        moment = trigger.get_next_fire_time(None, moment)
+        seen.add(moment.strftime("%a"))
+        moment += timedelta(minutes=1)
+    assert sorted(seen) == sorted(weekdays.split())

@@ -34,7 +34,21 @@ __all__ = [
     "envelope_for",
     "make_transport",
     "message_id_for",
+    "real_sender",
 ]
+
+
+PLACEHOLDER_DOMAIN = "newsletter.invalid"  # the default sender's: fine for the file outbox only
+
+
+def real_sender(settings: Settings) -> None:
+    """ConfigError for the placeholder sender with a transport that sends real mail."""
+    if settings.transport != "file" and settings.sender_domain == PLACEHOLDER_DOMAIN:
+        raise ConfigError(
+            f"the sender {settings.sender!r} is the placeholder, and transport {settings.transport!r} "
+            "sends real mail",
+            hint="set NEWSLETTER_FROM (or `from` in newsletter.toml) to an address you send from",
+        )
 
 
 def make_transport(settings: Settings) -> Transport:
