@@ -333,11 +333,14 @@ def daemon(
     run_daemon(state.settings(), tick_seconds=tick, new_database=state.new_database)
 
 
-@app.command("migrate-db")
+@app.command("migrate-db", cls=_Command)
 def migrate_db(
     target: Annotated[
         str,
-        typer.Argument(help="SQLAlchemy URL of the new, empty database, e.g. postgresql+psycopg://host/db"),
+        typer.Argument(
+            metavar="TARGET",
+            help="SQLAlchemy URL of the new, empty database, e.g. postgresql+psycopg://host/db",
+        ),
     ],
 ) -> None:
     """Copy this state (NEWSLETTER_DATABASE_URL, default the state folder's SQLite) into another database.
@@ -428,12 +431,14 @@ def _show_preview(
         webbrowser.open(target.resolve().as_uri())
 
 
-PaperArgument = Annotated[str, typer.Argument(help="The paper: its arXiv id (or arXiv URL) or its title.")]
+PaperArgument = Annotated[
+    str, typer.Argument(metavar="PAPER", help="The paper: its arXiv id (or arXiv URL) or its title.")
+]
 
 
-@app.command()
+@app.command(cls=_Command)
 def feedback(
-    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
     paper: PaperArgument,
     more: Annotated[
         bool, typer.Option("--more/--less", help="More papers like this one, or fewer.", show_default=False)
@@ -450,9 +455,9 @@ def feedback(
     typer.echo(f"{subscriber.email}: {kind} like {found.title!r}, from the next digest on")
 
 
-@app.command()
+@app.command(cls=_Command)
 def explain(
-    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
     paper: PaperArgument,
     now: NowOption = None,
 ) -> None:

@@ -1,6 +1,6 @@
 """Rankers: score new papers against a subscriber's profile.
 
-``make_ranker("auto")`` gives the semantic ranker when its optional model package is installed,
+``make_ranker("auto")`` gives the semantic ranker when its model and runtime (dependencies) can be imported,
 else the lexical one (with a logged notice). Both implement :class:`newsletter.rank.base.Ranker`.
 """
 
@@ -30,7 +30,9 @@ def make_ranker(
         return LexicalRanker()
     if kind == "semantic":
         if not semantic_available():
-            raise RankError("ranker 'semantic' needs its optional model package", hint=INSTALL_HINT)
+            raise RankError(
+                "ranker 'semantic' needs its model package, which is not installed", hint=INSTALL_HINT
+            )
         return SemanticRanker(cache=cache)
     if kind == "auto":
         if semantic_available():
