@@ -43,13 +43,17 @@ def open_store(settings: Settings) -> Iterator[Store]:
 
 
 @contextmanager
-def open_pipeline(settings: Settings, *, lock: bool = True, new_database: bool = False) -> Iterator[Pipeline]:
+def open_pipeline(
+    settings: Settings, *, lock: bool = True, new_database: bool = False, sending: bool = True
+) -> Iterator[Pipeline]:
     """A ready pipeline; with ``lock`` it holds the run lock throughout (the database's when shared).
 
-    An empty database in a state folder that has run before is refused unless ``new_database``.
+    An empty database in a state folder that has run before is refused unless ``new_database``; so is
+    the placeholder sender with a transport that sends real mail, for a command ``sending`` mail.
     """
     renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
-    real_sender(settings)  # and on the placeholder sender with a transport that sends real mail
+    if sending:
+        real_sender(settings)
     with open_store(settings) as store:
         if not new_database:
             refuse_lost_history(settings, store)
@@ -136,11 +140,13 @@ def distributed() -> ModuleType:
     try:
         from newsletter import distributed as module
     except ImportError as exc:
+        what = (
+            f"the {exc.name} package, which is not installed" if exc.name else f"what fails to import: {exc}"
+        )
         raise ConfigError(
-            f"distributed delivery (NEWSLETTER_EXECUTOR=procrastinate, `newsletter worker`) needs the "
-            f"{exc.name or 'procrastinate'} package, which is not installed",
+            f"distributed delivery (NEWSLETTER_EXECUTOR=procrastinate, `newsletter worker`) needs {what}",
             hint="pip install -e '.[distributed]'",
-        ) from None
+        ) from exc
     return module
 
 

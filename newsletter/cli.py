@@ -183,7 +183,7 @@ def ingest(
 ) -> None:
     """Ingest dump files into the store (the same content twice is a no-op)."""
     settings = state.settings()
-    with open_pipeline(settings, new_database=state.new_database) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline:
         outcomes = pipeline.ingest(files, _parse_now(now))
     if as_json:
         typer.echo(json.dumps({"dumps": [_dump_json(o) for o in outcomes]}, indent=2))
@@ -240,7 +240,10 @@ def run(
     stop = threading.Event()  # a signal ends a fetch's wait to retry too, not just the sending
     sources = sources_from_settings(settings, stop=stop) if fetch and not dry_run else []
     clock = _parse_now(now)
-    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm(stop):
+    with (
+        open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline,
+        stop_on_sigterm(stop),
+    ):
         _, fetch_failures = fetch_all(sources, clock, stop)
         detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
         report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
@@ -313,7 +316,7 @@ def serve(
     """Preview every subscriber's next digest in a browser; host the unsubscribe and feedback links."""
     from newsletter.serve import run_server
 
-    run_server(state.settings(), host=host, port=port)
+    run_server(state.settings(), host=host, port=port, new_database=state.new_database)
 
 
 @app.command()
@@ -397,7 +400,9 @@ def preview(
     settings = state.settings()
     subscriber = _subscriber(settings, email)
     if last:
-        with open_pipeline(settings, lock=False, new_database=state.new_database) as pipeline:  # log only
+        with open_pipeline(
+            settings, lock=False, new_database=state.new_database, sending=False
+        ) as pipeline:  # log only
             found = pipeline.last_sent(subscriber)
         if found is None:
             typer.echo(f"{email}: no digest sent yet")
@@ -406,7 +411,7 @@ def preview(
         when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
         _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
         return
-    with open_pipeline(settings, new_database=state.new_database) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline:
         pipeline.ingest_folder(_parse_now(now), record=False)  # a file it refuses is the next run's to report
         selection, view = pipeline.preview(subscriber, _parse_now(now))
         rendered = pipeline.renderer.render(view) if view else None
@@ -464,7 +469,7 @@ def explain(
     """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
     settings = state.settings()
     subscriber = _subscriber(settings, email)
-    with open_pipeline(settings, new_database=state.new_database) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline:
         pipeline.ingest_folder(_parse_now(now), record=False)  # as preview does
         explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
     typer.echo("\n".join(explanation.lines()))

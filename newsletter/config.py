@@ -366,10 +366,13 @@ def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
     problems: list[ConfigError] = []
     seen: set[str] = set()
     lines = getattr(entries, "item_lines", [])
+    said: set[str] = set()  # a bad default is every subscriber's problem: said once
     for i, entry in enumerate(entries):
         result = _subscriber(path, i, defaults, entry, lines[i] if i < len(lines) else 0)
         if not isinstance(result, Subscriber):
-            problems += [p for p in result if p.message not in {q.message for q in problems}]
+            fresh = [p for p in result if p.message not in said]
+            said.update(p.message for p in fresh)
+            problems += fresh
         elif address_key(result.email) in seen:
             problems.append(
                 ConfigError(f"{path}:{_line_of(entry, 'email')}: subscriber {result.email}: duplicate email")

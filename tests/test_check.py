@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .helpers import cli
+from .helpers import add_dumps, cli, seed_names
 
 BROKEN = """\
 subscribers:
@@ -71,3 +71,17 @@ def test_run_refuses_the_placeholder_sender_with_a_transport_that_sends_real_mai
         "error: the sender 'Trending Papers <digest@newsletter.invalid>' is the placeholder"
     )
     assert "cannot connect" not in proc.stderr
+
+
+def test_commands_that_send_nothing_take_the_placeholder_sender(env: dict[str, str]) -> None:
+    """The refusal above is for sending: a dry run, a preview and an explain send nothing."""
+    add_dumps(env, seed_names()[0])
+    del env["NEWSLETTER_FROM"]
+    smtp = {**env, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_PORT": "1"}
+    for command in (
+        ["run", "--dry-run"],
+        ["preview", "ssm@example.org"],
+        ["explain", "ssm@example.org", "x"],
+    ):
+        proc = cli(smtp, *command, check=False)
+        assert "placeholder" not in proc.stderr, (command, proc.stderr)

@@ -5,6 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.due import is_due, latest_slot, next_due_at
+from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
 from newsletter.schedule import fetch_schedule
 
@@ -126,6 +127,9 @@ def test_next_due_is_after_now_when_not_due(cadence: str) -> None:
         ("7", "Sun"),
         ("*/2", "Tue Thu Sat Sun"),
         ("sat,sun", "Sat Sun"),
+        ("mon-fri/2", "Mon Wed Fri"),
+        ("sun-thu", "Sun Mon Tue Wed Thu"),
+        ("mon-5", "Mon Tue Wed Thu Fri"),
     ],
 )
 def test_fetch_cron_reads_weekday_numbers_as_crontab_does(days: str, weekdays: str) -> None:
@@ -137,3 +141,10 @@ def test_fetch_cron_reads_weekday_numbers_as_crontab_does(days: str, weekdays: s
         seen.add(moment.strftime("%a"))
         moment += timedelta(minutes=1)
     assert sorted(seen) == sorted(weekdays.split())
+
+
+def test_a_step_of_zero_in_fetch_cron_is_one_error_line() -> None:
+    with pytest.raises(
+        ConfigError, match="invalid setting field 'fetch_cron': Increment must be higher than 0"
+    ):
+        fetch_schedule("0 9 * * */0")

@@ -371,3 +371,16 @@ def _wait_for(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> h
         except httpx.TransportError:
             time.sleep(0.2)
     raise AssertionError(f"no answer from {url} in {timeout}s")
+
+
+def test_serve_takes_new_database_as_its_error_page_says(env: dict[str, str]) -> None:
+    """`serve`'s error page told the user to pass --new-database, which it ignored."""
+    settings = settings_for(env)
+    with open_pipeline(settings) as pipeline:
+        pipeline.run(load_subscribers(settings.subscribers), datetime(2026, 3, 11, 8, tzinfo=UTC))
+    (settings.home / "state.db").unlink()
+    with TestClient(create_app(settings)) as refusing:
+        page = refusing.get("/")
+        assert page.status_code == 500 and "--new-database" in page.text
+    with TestClient(create_app(settings, new_database=True)) as taking:
+        assert taking.get("/").status_code == 200

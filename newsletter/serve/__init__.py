@@ -28,7 +28,9 @@ __all__ = ["create_app", "local_hosts", "run_server"]
 log = logging.getLogger(__name__)
 
 
-def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
+def run_server(
+    settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, new_database: bool = False
+) -> None:
     """Serve until interrupted. Bound to loopback, only local Host names (and base_url's) are answered."""
     if not _is_loopback(host):
         log.warning(
@@ -36,7 +38,8 @@ def run_server(settings: Settings, host: str = "127.0.0.1", port: int = 8000) ->
             "and /feedback/",
             host,
         )
-    app = create_app(settings, allowed_hosts=local_hosts(settings, host) if _is_loopback(host) else None)
+    hosts = local_hosts(settings, host) if _is_loopback(host) else None
+    app = create_app(settings, allowed_hosts=hosts, new_database=new_database)
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
     log.warning("preview at http://%s:%d/", host if ":" not in host else f"[{host}]", port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))

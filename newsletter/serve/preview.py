@@ -93,9 +93,12 @@ class Page:
 class Previewer:
     """Owns the long-lived parts (store, ranker, renderer cache); one preview is computed at a time."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, settings: Settings, clock: Callable[[], datetime], *, new_database: bool = False
+    ) -> None:
         self.settings = settings
         self.clock = clock
+        self.new_database = new_database  # --new-database: an empty database is used on purpose
         self._lock = threading.Lock()  # one preview at a time: the ranker and caches are not shared
         self._store_lock = threading.Lock()  # the unsubscribe endpoint needs only the store
         self._store: Store | None = None
@@ -112,7 +115,8 @@ class Previewer:
                 self.settings.home.mkdir(parents=True, exist_ok=True)
                 store = Store(self.settings.db_url)
                 try:
-                    refuse_lost_history(self.settings, store)  # ingesting would hide the loss from `run`
+                    if not self.new_database:
+                        refuse_lost_history(self.settings, store)  # ingesting would hide the loss from `run`
                 except StoreError:
                     store.close()
                     raise

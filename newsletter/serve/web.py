@@ -49,9 +49,10 @@ def create_app(
     *,
     clock: Callable[[], datetime] = utcnow,
     allowed_hosts: Sequence[str] | None = None,
+    new_database: bool = False,
 ) -> Starlette:
     """The preview + unsubscribe app. ``allowed_hosts`` (Host header check) guards against DNS rebinding."""
-    previewer = Previewer(settings, clock)
+    previewer = Previewer(settings, clock, new_database=new_database)
     views = _Views(settings, previewer, clock)
 
     @asynccontextmanager
