@@ -317,12 +317,18 @@ def test_a_json_object_instead_of_a_list_is_rejected(make) -> None:
         make(Server(httpx.Response(200, json={"message": "Invalid date"}))).fetch(NOW)
 
 
-def test_an_error_on_a_later_date_keeps_earlier_files_and_state(make, dumps: Path, tmp_path: Path) -> None:
+def only_on(good_day: str, otherwise: httpx.Response) -> Callable[[httpx.Request], httpx.Response]:
+    """An API whose listing for ``good_day`` is the recorded one (ETag "mon"), every other ``otherwise``."""
+
     def api(request: httpx.Request) -> httpx.Response:
         day = request.url.params["date"]
-        return ok(recorded(day), etag='"mon"') if day == "2024-03-18" else httpx.Response(404)
+        return ok(recorded(day), etag='"mon"') if day == good_day else otherwise
 
-    server = Server(default=api)
+    return api
+
+
+def test_an_error_on_a_later_date_keeps_earlier_files_and_state(make, dumps: Path, tmp_path: Path) -> None:
+    server = Server(default=only_on("2024-03-18", httpx.Response(404)))
     with pytest.raises(SourceError, match="2024-03-19"):
         make(server, days_back=1).fetch(NOW)
     assert [name[:19] for name in files(dumps)] == ["hf-daily-2024-03-18"]
@@ -333,12 +339,7 @@ def test_an_error_on_a_later_date_keeps_earlier_files_and_state(make, dumps: Pat
 def test_an_error_on_an_earlier_date_does_not_keep_todays_listing_out(make, dumps: Path) -> None:
     """A 404 page for one date ended the fetch there: today's listing was not asked for until the bad
     date left the window (days_back days later)."""
-
-    def api(request: httpx.Request) -> httpx.Response:
-        day = request.url.params["date"]
-        return ok(recorded(day), etag='"tue"') if day == "2024-03-19" else httpx.Response(404)
-
-    server = Server(default=api)
+    server = Server(default=only_on("2024-03-19", httpx.Response(404)))
     with pytest.raises(SourceError, match="2024-03-18"):
         make(server, days_back=2).fetch(NOW)
     assert server.dates == ["2024-03-19", "2024-03-18", "2024-03-17"]
@@ -355,12 +356,10 @@ def test_a_service_down_ends_the_fetch_at_its_first_date(make, sleeps: Sleeps) -
 def test_a_date_the_service_keeps_failing_holds_back_no_newer_one(make, dumps: Path, sleeps: Sleeps) -> None:
     """Oldest first, a date answered 500 through every retry ended the fetch before today's."""
 
-    def api(request: httpx.Request) -> httpx.Response:
-        day = request.url.params["date"]
-        return ok(recorded(day)) if day == "2024-03-19" else httpx.Response(500)
-
     with pytest.raises(SourceError, match="2024-03-18"):
-        make(Server(default=api), days_back=1, max_retries=1).fetch(NOW)
+        make(Server(default=only_on("2024-03-19", httpx.Response(500))), days_back=1, max_retries=1).fetch(
+            NOW
+        )
     assert [name[:19] for name in files(dumps)] == ["hf-daily-2024-03-19"]
 
 
