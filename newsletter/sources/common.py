@@ -2,21 +2,73 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from datetime import UTC, datetime
+from typing import Any
 
 from newsletter.models import Paper
 
 log = logging.getLogger(__name__)
 
+INT32 = (-(2**31), 2**31 - 1)  # PostgreSQL's INTEGER: the store's count columns
+TITLE_CHARS = 500  # the title is an indexed key: PostgreSQL's btree holds at most 2,704 bytes
+
 
 def dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
-    """Keep the first of papers listed twice (same arXiv id, or same normalised title without one)."""
+    """Keep the first of papers listed twice (same arXiv id, or same normalised title without one),
+    each made :func:`storable`."""
     seen: set[str] = set()
     kept: list[Paper] = []
-    for paper in papers:
+    for paper in (storable(p, source) for p in papers):
         if paper.key in seen:
             log.info("%s: duplicate paper at rank %s dropped: %s", source, paper.rank, paper.key)
             continue
         seen.add(paper.key)
         kept.append(paper)
     return tuple(kept)
+
+
+def storable(paper: Paper, source: str = "") -> Paper:
+    """``paper`` as both databases store it alike: NUL characters dropped from its text, a count
+    outside PostgreSQL's INTEGER or a date no UTC timestamp holds left out (as a value of the wrong
+    shape is), a title cut to ``TITLE_CHARS``. SQLite would keep these where PostgreSQL refuses the
+    whole dump, and a state could not move from one to the other."""
+    fitted = _fitted(paper)
+    if len(fitted.title) > TITLE_CHARS:
+        fitted = dataclasses.replace(fitted, title=fitted.title[: TITLE_CHARS - 1].rstrip() + "…")
+    if fitted != paper:
+        log.warning(
+            "%s: paper at rank %s: a NUL, a number or date out of range, or a title over %d characters cut",
+            source,
+            paper.rank,
+            TITLE_CHARS,
+        )
+    return fitted
+
+
+def _fitted(value: Any) -> Any:
+    """``value`` with each of its parts made storable (see :func:`storable`)."""
+    match value:
+        case str():
+            return value.replace("\x00", "")
+        case bool():
+            return value
+        case int():
+            return value if INT32[0] <= value <= INT32[1] else None
+        case datetime():
+            return _utc_or_none(value)
+        case tuple():
+            return tuple(_fitted(item) for item in value)
+        case _ if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            parts = {f.name: _fitted(getattr(value, f.name)) for f in dataclasses.fields(value)}
+            return dataclasses.replace(value, **parts)
+    return value
+
+
+def _utc_or_none(moment: datetime) -> datetime | None:
+    try:
+        moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    return moment

@@ -195,7 +195,7 @@ def _get(obj: dict[str, Any], key: str, kind: type, *, required: bool = False, p
     return value
 
 
-_INT64 = (-(2**63), 2**63 - 1)  # what the store's INTEGER columns hold
+_INT64 = (-(2**63), 2**63 - 1)  # what SQLite binds (`common.storable` narrows counts to INTEGER)
 
 
 def _text(item: dict[str, Any], inner: dict[str, Any], key: str) -> str:
