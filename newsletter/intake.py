@@ -24,6 +24,7 @@ from newsletter.sources import (
     list_dump_files,
     list_other_files,
     parse_dump,
+    path_text,
     read_dump_bytes,
 )
 from newsletter.store import Store
@@ -48,7 +49,7 @@ def ingest_folder(store: Store, folder: Path, now: datetime, *, record: bool = T
     seen = store.dump_sizes()  # a daemon scans the folder each tick: known files are not parsed again
     outcomes = ingest_files(store, list_dump_files(folder), now, remember=known, seen=seen, record=record)
     broken = [
-        _rejected(p, f"cannot read dump {p}: not a regular file (a link to nothing?)")
+        _rejected(path_text(p), f"cannot read dump {path_text(p)}: not a regular file (a link to nothing?)")
         for p in list_broken_entries(folder)
     ]
     return outcomes + broken + _unreadable(store, list_other_files(folder), known, now, record)
@@ -80,44 +81,45 @@ def _ingest_one(
     recorded: set[tuple[str, str]] | None,
     seen: dict[str, int],
 ) -> DumpOutcome | None:
+    name = path_text(path)
     try:
         data = read_dump_bytes(path)  # regular files only: a FIFO would block
     except TooLarge as exc:  # its content is the problem: remembered, as a malformed dump is
         digest = _file_digest(path)
-        if digest is None or (remember is not None and (digest, str(path)) in remember):
+        if digest is None or (remember is not None and (digest, name) in remember):
             return None
-        outcome = _rejected(path, str(exc))
+        outcome = _rejected(name, str(exc))
         if recorded is not None:
-            store.remember_rejected(digest, str(path), str(exc), now)
+            store.remember_rejected(digest, name, str(exc), now)
         return outcome
     except SourceError as exc:
-        return _rejected(path, str(exc))
+        return _rejected(name, str(exc))
     digest = hashlib.sha256(data).hexdigest()
-    if remember is not None and (digest, str(path)) in remember:
-        log.debug("skipping %s: refused before (see `newsletter status`)", path)
+    if remember is not None and (digest, name) in remember:
+        log.debug("skipping %s: refused before (see `newsletter status`)", name)
         return None
     if digest in seen:  # a dump's hash is its bytes' (UTF-16 ones excepted: those are parsed again)
-        log.debug("%s: already ingested", path)
-        return DumpOutcome(str(path), seen[digest], 0, already=True)
+        log.debug("%s: already ingested", name)
+        return DumpOutcome(name, seen[digest], 0, already=True)
     try:
-        result = store.ingest(parse_dump(data, str(path)), now)  # one transaction: all of it or nothing
+        result = store.ingest(parse_dump(data, name), now)  # one transaction: all of it or nothing
     except (StoreError, SourceError) as exc:
-        outcome = _rejected(path, str(exc))
+        outcome = _rejected(name, str(exc))
         content_problem = isinstance(exc, ParseError)
     except UNEXPECTED_INPUT_ERRORS as exc:
         log.debug("unexpected error reading %s", path, exc_info=True)
-        outcome = _rejected(path, f"{path}: cannot read this dump: {type(exc).__name__}: {exc}")
+        outcome = _rejected(name, f"{name}: cannot read this dump: {type(exc).__name__}: {exc}")
         content_problem = True
     else:  # the store logs what it ingested
-        return DumpOutcome(str(path), result.papers, result.new, result.already)
+        return DumpOutcome(name, result.papers, result.new, result.already)
     if recorded is not None and content_problem and outcome.error:
-        store.remember_rejected(digest, str(path), outcome.error, now)
+        store.remember_rejected(digest, name, outcome.error, now)
     return outcome
 
 
-def _rejected(path: Path, problem: str) -> DumpOutcome:
+def _rejected(name: str, problem: str) -> DumpOutcome:
     log.error("rejected %s", problem)
-    return DumpOutcome(file=str(path), error=problem)
+    return DumpOutcome(file=name, error=problem)
 
 
 def _file_digest(path: Path) -> str | None:
@@ -138,11 +140,12 @@ def _unreadable(
         digest = _file_digest(path)
         if digest is None:
             continue
-        if (digest, str(path)) in known:
+        name = path_text(path)
+        if (digest, name) in known:
             continue
-        warning = f"{path}: skipped, not a dump file (run reads {_READ} files)"
+        warning = f"{name}: skipped, not a dump file (run reads {_READ} files)"
         log.warning("%s", warning)
         if record:
-            store.remember_rejected(digest, str(path), warning, now)
-        outcomes.append(DumpOutcome(file=str(path), warning=warning))
+            store.remember_rejected(digest, name, warning, now)
+        outcomes.append(DumpOutcome(file=name, warning=warning))
     return outcomes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +84,24 @@ def test_a_file_no_parser_reads_is_one_warning_not_a_failure(env: dict[str, str]
     (dumps / "notes.md").write_text("# my notes, edited\n")  # new content: worth a new warning
     third = cli(env, "run", "--json", "--now", "2024-11-20T09:00:00Z")
     assert [Path(d["file"]).name for d in json.loads(third.stdout)["dumps"] if d["warning"]] == ["notes.md"]
+
+
+def test_file_names_that_are_not_utf8_are_read_and_remembered(env: dict[str, str]) -> None:
+    """A Latin-1 file name stopped every run with a traceback: the name could not be stored."""
+    dumps = os.fsencode(env["NEWSLETTER_DUMPS"])
+    shutil.copy(REAL / GOOD[0], dumps + b"/listing-caf\xe9.json")
+    Path(os.fsdecode(dumps + b"/notes-caf\xe9.md")).write_text("# notes\n")
+    shutil.copy(REAL / DAMAGED[0], dumps + b"/broken-caf\xe9.json")
+    proc = cli(env, "run", "--json", "--now", "2024-11-18T09:00:00Z", check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr  # 1: the damaged file
+    report = json.loads(proc.stdout)
+    files = {d["file"].rsplit("/", 1)[1]: d for d in report["dumps"]}
+    assert files["listing-caf\\xe9.json"]["new"] > 0
+    assert "notes-caf\\xe9.md: skipped, not a dump file" in files["notes-caf\\xe9.md"]["warning"]
+    assert "broken-caf\\xe9.json" in files["broken-caf\\xe9.json"]["error"]
+    assert outbox(env)
+    again = cli(env, "run", "--json", "--now", "2024-11-19T09:00:00Z")  # each remembered, none reported
+    assert not any(d["error"] or d["warning"] or not d["already"] for d in json.loads(again.stdout)["dumps"])
 
 
 def test_a_huge_file_is_one_error_line_and_the_rest_is_delivered(env: dict[str, str]) -> None:

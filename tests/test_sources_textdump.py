@@ -359,13 +359,15 @@ def test_list_dump_files_sorted_and_filtered(tmp_path: Path) -> None:
         "f.part.txt",
         "g.md",
         "h.txt~",
+        "I.TXT",
+        "j.Json",
     ]
     for name in names:
         (tmp_path / name).write_text("x")
     (tmp_path / "sub.txt").mkdir()
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "z.txt").write_text("x")
-    assert [path.name for path in list_dump_files(tmp_path)] == ["a.json", "b.txt", "c.txt"]
+    assert [path.name for path in list_dump_files(tmp_path)] == ["I.TXT", "a.json", "b.txt", "c.txt", "j.Json"]
     assert DUMP_GLOBS == ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -251,7 +252,7 @@ def templates_key(folder: Path) -> str:
     for root in (folder, PACKAGE_TEMPLATES):
         files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
         for path in files:
-            digest.update(str(path).encode() + b"\0")
+            digest.update(os.fsencode(path) + b"\0")
             try:
                 digest.update(path.read_bytes())
             except OSError:

@@ -26,20 +26,28 @@ __all__ = [
     "list_dump_files",
     "list_other_files",
     "parse_dump",
+    "path_text",
     "read_dump",
 ]
 
 log = logging.getLogger(__name__)
 
 DUMP_GLOBS = ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
+_DUMP_SUFFIXES = frozenset(glob.removeprefix("*") for glob in DUMP_GLOBS)
 _TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 _BOM = b"\xef\xbb\xbf"
 MAX_DUMP_BYTES = 64 * 2**20  # a day's listing is ~100 KB (a fetched one may be at most 16 MB)
 
 
+def path_text(path: Path) -> str:
+    """``path`` as text a database, a log and a terminal all take: a file name that is not UTF-8 (one
+    written in Latin-1) keeps its other bytes as ``\\x`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def read_dump(path: Path) -> Dump:
     """Read and parse one dump file; SourceError when unreadable, ParseError when malformed."""
-    dump = parse_dump(read_dump_bytes(path), str(path))
+    dump = parse_dump(read_dump_bytes(path), path_text(path))
     log.debug("read %s: %s, %d papers", path, dump.format, len(dump.papers))
     return dump
 
@@ -50,15 +58,15 @@ def read_dump_bytes(path: Path) -> bytes:
         data = _read_regular_file(path)
     except _TooLarge as exc:
         raise TooLarge(
-            f"cannot read dump {path}: {exc.size:,} bytes, more than a listing can be "
+            f"cannot read dump {path_text(path)}: {exc.size:,} bytes, more than a listing can be "
             f"(at most {MAX_DUMP_BYTES // 2**20} MB)",
             hint="move other files out of the dumps folder",
         ) from None
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise SourceError(f"cannot read dump {path}: {reason}") from exc
+        raise SourceError(f"cannot read dump {path_text(path)}: {reason}") from exc
     if data is None:
-        raise SourceError(f"cannot read dump {path}: not a regular file")
+        raise SourceError(f"cannot read dump {path_text(path)}: not a regular file")
     return data
 
 
@@ -127,7 +135,7 @@ def list_dump_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise SourceError(f"dumps folder {folder} does not exist or is not a folder")
     try:
-        found = {path for pattern in DUMP_GLOBS for path in folder.glob(pattern)}
+        found = _named_like_dumps(folder)
         files = [path for path in found if _is_dump_file(path)]
     except OSError as exc:
         raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
@@ -137,7 +145,7 @@ def list_dump_files(folder: Path) -> list[Path]:
 def list_broken_entries(folder: Path) -> list[Path]:
     """Entries named like dumps that are no file to read: a link to nothing, a FIFO, a device."""
     try:
-        found = {path for pattern in DUMP_GLOBS for path in folder.glob(pattern)}
+        found = _named_like_dumps(folder)
         broken = [p for p in found if not p.is_file() and not p.is_dir() and _is_dump_file(p, regular=False)]
     except OSError as exc:
         raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
@@ -152,6 +160,11 @@ def list_other_files(folder: Path) -> list[Path]:
     except OSError as exc:
         raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
     return sorted(others, key=lambda path: path.name)
+
+
+def _named_like_dumps(folder: Path) -> list[Path]:
+    """Entries whose extension is a dump's, in any case (``LISTING.TXT`` too)."""
+    return [path for path in folder.iterdir() if path.suffix.lower() in _DUMP_SUFFIXES]
 
 
 def _is_dump_file(path: Path, *, regular: bool = True) -> bool:
