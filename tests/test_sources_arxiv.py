@@ -123,3 +123,39 @@ def test_an_arxiv_feed_gives_no_paper_a_trending_rank_nor_takes_hfs_away(tmp_pat
     assert before_hf is not None and before_hf.best_rank == UNRANKED
     assert after is not None and after.best_rank == hf_rank
     assert ranks == [1, 2, 3]  # the feed's own order is kept with the dump
+
+
+def _atom(*entries: tuple[str, str, list[str]]) -> bytes:
+    body = "".join(
+        f"<entry><id>{entry_id}</id><title>{title}</title><summary>About {title}.</summary>"
+        + "".join(f"<author><name>{name}</name></author>" for name in names)
+        + "</entry>"
+        for entry_id, title, names in entries
+    )
+    return f'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">{body}</feed>'.encode()
+
+
+def test_a_doi_is_not_read_as_an_arxiv_id_and_each_atom_author_is_one_name() -> None:
+    """'10.1145/3580305.3599256' held '0305.35992': two DOI entries became one paper with a wrong id."""
+    feed = _atom(
+        ("https://doi.org/10.1145/3580305.3599256", "Graph Paper One", ["Smith, John"]),
+        ("https://doi.org/10.1145/3580305.3599257", "Graph Paper Two", ["Li and Wang Lab"]),
+        ("http://arxiv.org/abs/hep-th/9901001v2", "Strings", ["A. Author", "B. Author"]),
+    )
+    one, two, strings = parse_dump(feed, "feed.xml").papers
+    assert (one.title, one.arxiv_id, one.authors) == ("Graph Paper One", None, ("Smith, John",))
+    assert (two.title, two.arxiv_id, two.authors) == ("Graph Paper Two", None, ("Li and Wang Lab",))
+    assert (strings.arxiv_id, strings.authors) == ("hep-th/9901001", ("A. Author", "B. Author"))
+
+
+def test_an_rss_name_suffix_stays_with_its_name() -> None:
+    item = (
+        "<item><title>T</title><link>https://arxiv.org/abs/2609.00002</link><description>About T."
+        "</description><dc:creator>Charles Babbage, Jr., Mary Anderson and Li Wei</dc:creator></item>"
+    )
+    feed = (
+        '<?xml version="1.0"?><rss xmlns:dc="http://purl.org/dc/elements/1.1/" version="2.0">'
+        f"<channel><title>cs.CL</title>{item}</channel></rss>"
+    )
+    (paper,) = parse_dump(feed.encode(), "feed.xml").papers
+    assert paper.authors == ("Charles Babbage, Jr.", "Mary Anderson", "Li Wei")

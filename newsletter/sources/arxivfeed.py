@@ -29,9 +29,16 @@ log = logging.getLogger(__name__)
 
 FORMAT = "arxiv"
 NEW_ANNOUNCE_TYPES = frozenset({"new", "cross"})
-_ID = re.compile(r"(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?")
+# An arXiv id where a feed puts one: the whole value, or after an abs/pdf URL, an OAI name or "arXiv:".
+# Not anywhere in a value: a DOI (10.1145/3580305.3599256) holds what reads like an id.
+_ID = re.compile(
+    r"(?:^|arxiv\.org/(?:abs|pdf)/|oai:arxiv\.org:|arxiv:)"
+    r"(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?(?:\.pdf)?/?(?:[?#]\S*)?$",
+    re.IGNORECASE,
+)
 _RSS_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*(?:Abstract:\s*)?", re.IGNORECASE)
 _AUTHOR_SPLIT = re.compile(r",\s*|\s+and\s+")
+_SUFFIX = re.compile(r"(?:Jr|Sr)\.?|I{2,3}|IV", re.IGNORECASE)
 
 
 def looks_like_feed(data: bytes) -> bool:
@@ -52,7 +59,8 @@ def parse_arxiv_feed(data: bytes, source: str) -> Dump:
     skipped = len(parsed.entries) - len(entries)
     if skipped:
         log.info("%s: %d replaced paper(s) left out (new versions, not new papers)", source, skipped)
-    papers = [_paper(entry, rank, source) for rank, entry in enumerate(entries, start=1)]
+    atom = str(parsed.get("version", "")).startswith("atom")
+    papers = [_paper(entry, rank, source, atom) for rank, entry in enumerate(entries, start=1)]
     return Dump(
         source=source,
         format=FORMAT,
@@ -81,18 +89,21 @@ def _is_new(entry: Any) -> bool:
     return kind in NEW_ANNOUNCE_TYPES
 
 
-def _paper(entry: Any, rank: int, source: str) -> Paper:
+def _paper(entry: Any, rank: int, source: str, atom: bool) -> Paper:
     title = " ".join(str(entry.get("title", "")).split())
+    if not title:
+        raise ParseError(source, None, f"entry {rank}: no title ({entry.get('id') or entry.get('link')!r})")
     arxiv_id = _arxiv_id(entry)
-    if not title or arxiv_id is None:
-        what = "title" if not title else "arXiv id"
-        raise ParseError(source, None, f"entry {rank}: no {what} ({entry.get('id') or entry.get('link')!r})")
+    if arxiv_id is None:
+        log.warning(
+            "%s: entry %d has no arXiv id (%r); it is keyed by its title", source, rank, entry.get("id")
+        )
     return Paper(
         title=title,
         abstract=_RSS_PREFIX.sub("", str(entry.get("summary", ""))).strip(),
         rank=rank,
         arxiv_id=arxiv_id,
-        authors=_authors(entry),
+        authors=_authors(entry, atom),
         published_at=_moment(entry.get("published_parsed")),
         details=PaperDetails(listed_at=_moment(entry.get("published_parsed"))),
     )
@@ -100,18 +111,30 @@ def _paper(entry: Any, rank: int, source: str) -> Paper:
 
 def _arxiv_id(entry: Any) -> str | None:
     for field in ("id", "link"):
-        found = _ID.search(str(entry.get(field, "")))
+        found = _ID.search(str(entry.get(field, "")).strip())
         if found:
-            return normalize_arxiv_id(found.group(0))
+            return normalize_arxiv_id(found.group(1))
     return None
 
 
-def _authors(entry: Any) -> tuple[str, ...]:
-    """Atom lists one author per element; RSS puts them all in one dc:creator, comma-separated."""
+def _authors(entry: Any, atom: bool) -> tuple[str, ...]:
+    """Atom lists one author per element ("Smith, John" is one); RSS puts them all in one dc:creator,
+    separated by commas and "and", where a suffix ("Jr.") belongs to the name before it."""
     names: list[str] = []
     for author in entry.get("authors", []):
-        names += [" ".join(n.split()) for n in _AUTHOR_SPLIT.split(str(author.get("name", ""))) if n.strip()]
-    return tuple(names)
+        name = " ".join(str(author.get("name", "")).split())
+        names += [name] if atom else _rss_names(name)
+    return tuple(n for n in names if n)
+
+
+def _rss_names(creators: str) -> list[str]:
+    names: list[str] = []
+    for part in _AUTHOR_SPLIT.split(creators):
+        if names and _SUFFIX.fullmatch(part.strip()):
+            names[-1] += f", {part.strip()}"
+        else:
+            names.append(part.strip())
+    return names
 
 
 def _moment(parsed: time.struct_time | None) -> datetime | None:
