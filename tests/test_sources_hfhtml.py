@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from newsletter.errors import ParseError
+from newsletter.models import UNRANKED
 from newsletter.sources import list_dump_files, parse_dump, read_dump
 from newsletter.sources.hfjson import parse_hf_json
 
@@ -53,6 +54,16 @@ def test_a_real_paper_page_gives_its_paper_with_every_field() -> None:
     assert paper.details.github_repo == "https://github.com/eval-sys/mcpmark"
     assert paper.details.ai_summary and paper.details.ai_summary.startswith("MCPMark is a comprehensive")
     assert paper.details.hf_page == "https://huggingface.co/papers/2509.24002"
+
+
+@pytest.mark.parametrize(("stated", "rank"), [(4, 4), (None, UNRANKED), ("1", UNRANKED)])
+def test_a_paper_page_ranks_its_paper_as_the_page_states_not_first(stated: object, rank: int) -> None:
+    """A page is no listing: without its day's rank the paper was '#1 trending'."""
+    page = PAPER_PAGE.read_text()
+    assert page.count('"dailyPaperRank":1,') == 1
+    data = page.replace('"dailyPaperRank":1,', "" if stated is None else f'"dailyPaperRank":{json.dumps(stated)},')
+    [paper] = parse_dump(data.encode(), "page.html").papers
+    assert paper.rank == rank
 
 
 def test_a_listing_page_gives_the_same_papers_as_the_api_answer_it_embeds() -> None:

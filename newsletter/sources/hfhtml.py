@@ -11,12 +11,13 @@ markup around the data is never read: it changes with every redesign, the embedd
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from html.parser import HTMLParser
 from typing import Any
 
 from newsletter.errors import ParseError
-from newsletter.models import Dump
+from newsletter.models import UNRANKED, Dump
 from newsletter.sources.hfjson import dump_from_items
 
 FORMAT = "hf-html"
@@ -32,7 +33,13 @@ def looks_like_html(data: bytes) -> bool:
 
 def parse_hf_html(data: bytes, source: str) -> Dump:
     """Parse a saved HF papers page; ParseError names ``source`` and the embedded item or property."""
-    return dump_from_items(_items(_embedded(data, source), source), data, source, FORMAT)
+    items, page_rank = _items(_embedded(data, source), source)
+    dump = dump_from_items(items, data, source, FORMAT)
+    if page_rank is None:
+        return dump
+    return dataclasses.replace(
+        dump, papers=tuple(dataclasses.replace(p, rank=page_rank) for p in dump.papers)
+    )
 
 
 def _embedded(data: bytes, source: str) -> list[tuple[str, int, str]]:
@@ -46,15 +53,16 @@ def _embedded(data: bytes, source: str) -> list[tuple[str, int, str]]:
     return reader.found
 
 
-def _items(embedded: list[tuple[str, int, str]], source: str) -> list[Any]:
-    """The listing's items, else the one paper of a paper page as a one-item listing."""
+def _items(embedded: list[tuple[str, int, str]], source: str) -> tuple[list[Any], int | None]:
+    """The listing's items, else the one paper of a paper page as a one-item listing with the rank
+    the page states (its day's ``dailyPaperRank``; unranked when it states none: a page is no listing)."""
     values, broken = _decoded(embedded, source)
     for value in values:
         if isinstance(value.get(_LISTING), list):
-            return value[_LISTING]
+            return value[_LISTING], None
     for value in values:
         if isinstance(value.get("paper"), dict):
-            return [_page_item(value)]
+            return [_page_item(value)], _page_rank(value)
     if broken:
         raise broken[0]  # the papers' data may be the part that does not parse
     raise ParseError(source, 1, "an HTML page with no Hugging Face papers data in it", _HINT)
@@ -85,6 +93,11 @@ def _page_item(value: dict[str, Any]) -> dict[str, Any]:
         "numComments": _comments(value),
         "organization": value.get("submitterOrganization"),
     }
+
+
+def _page_rank(value: dict[str, Any]) -> int:
+    rank = value.get("dailyPaperRank")
+    return rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank < UNRANKED else UNRANKED
 
 
 def _comments(value: dict[str, Any]) -> int | None:
