@@ -32,6 +32,14 @@ def test_an_rss_feed_ingests_the_new_and_cross_listed_papers_with_ids_authors_an
     assert [p.rank for p in dump.papers] == [1, 2, 3]
 
 
+def _rss(*items: str) -> bytes:
+    return (
+        '<?xml version="1.0"?><rss xmlns:arxiv="http://arxiv.org/schemas/atom"'
+        ' xmlns:dc="http://purl.org/dc/elements/1.1/" version="2.0">'
+        f"<channel><title>cs.CL</title>{''.join(items)}</channel></rss>"
+    ).encode()
+
+
 def test_an_rss_abstract_keeps_its_ampersands_and_angle_brackets() -> None:
     item = (
         "<item><title>Tables &amp; Trees: x&lt;y</title><link>https://arxiv.org/abs/2609.00001</link>"
@@ -39,11 +47,7 @@ def test_an_rss_abstract_keeps_its_ampersands_and_angle_brackets() -> None:
         " tables. Models emit a &lt;think&gt; block, and if x&lt;y then y&gt;x holds.</description>"
         "<arxiv:announce_type>new</arxiv:announce_type></item>"
     )
-    feed = (
-        '<?xml version="1.0"?><rss xmlns:arxiv="http://arxiv.org/schemas/atom" version="2.0">'
-        f"<channel><title>cs.CL</title>{item}</channel></rss>"
-    )
-    (paper,) = parse_dump(feed.encode(), "feed.xml").papers
+    (paper,) = parse_dump(_rss(item), "feed.xml").papers
     assert paper.title == "Tables & Trees: x<y"
     assert paper.abstract == (
         "Existing Q&A benchmarks ignore tables. Models emit a <think> block, and if x<y then y>x holds."
@@ -153,9 +157,5 @@ def test_an_rss_name_suffix_stays_with_its_name() -> None:
         "<item><title>T</title><link>https://arxiv.org/abs/2609.00002</link><description>About T."
         "</description><dc:creator>Charles Babbage, Jr., Mary Anderson and Li Wei</dc:creator></item>"
     )
-    feed = (
-        '<?xml version="1.0"?><rss xmlns:dc="http://purl.org/dc/elements/1.1/" version="2.0">'
-        f"<channel><title>cs.CL</title>{item}</channel></rss>"
-    )
-    (paper,) = parse_dump(feed.encode(), "feed.xml").papers
+    (paper,) = parse_dump(_rss(item), "feed.xml").papers
     assert paper.authors == ("Charles Babbage, Jr.", "Mary Anderson", "Li Wei")

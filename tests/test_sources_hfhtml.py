@@ -61,7 +61,9 @@ def test_a_paper_page_ranks_its_paper_as_the_page_states_not_first(stated: objec
     """A page is no listing: without its day's rank the paper was '#1 trending'."""
     page = PAPER_PAGE.read_text()
     assert page.count('"dailyPaperRank":1,') == 1
-    data = page.replace('"dailyPaperRank":1,', "" if stated is None else f'"dailyPaperRank":{json.dumps(stated)},')
+    data = page.replace(
+        '"dailyPaperRank":1,', "" if stated is None else f'"dailyPaperRank":{json.dumps(stated)},'
+    )
     [paper] = parse_dump(data.encode(), "page.html").papers
     assert paper.rank == rank
 

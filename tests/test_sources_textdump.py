@@ -367,7 +367,13 @@ def test_list_dump_files_sorted_and_filtered(tmp_path: Path) -> None:
     (tmp_path / "sub.txt").mkdir()
     (tmp_path / "nested").mkdir()
     (tmp_path / "nested" / "z.txt").write_text("x")
-    assert [path.name for path in list_dump_files(tmp_path)] == ["I.TXT", "a.json", "b.txt", "c.txt", "j.Json"]
+    assert [path.name for path in list_dump_files(tmp_path)] == [
+        "I.TXT",
+        "a.json",
+        "b.txt",
+        "c.txt",
+        "j.Json",
+    ]
     assert DUMP_GLOBS == ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
 
 
