@@ -365,7 +365,7 @@ class Pipeline:
             subscriber_name=subscriber.name,
             subscriber_email=subscriber.email,
             items=tuple(item_view(s, self._feedback_links(subscriber.email, s.paper)) for s in items),
-            date=date,
+            date=date.astimezone(subscriber.tz),  # the subscriber's calendar day
             unsubscribe_url=shown_url,
             preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
             list_name=self._list_name,
@@ -405,7 +405,9 @@ class Pipeline:
         date: datetime,
         *,
         body: bool = True,
+        sent_at: datetime | None = None,
     ) -> OutgoingMessage:
+        """The digest of ``date`` (its heading); its Date header says ``sent_at`` (default: ``date``)."""
         urls = self._unsubscribe_urls(subscriber.email)
         with self.timings("render"):
             rendered = self.renderer.render(self.view(subscriber, items, date, urls))
@@ -417,7 +419,7 @@ class Pipeline:
                 to_name=subscriber.name,
                 to_addr=subscriber.email,
                 rendered=rendered,
-                date=date,
+                date=sent_at or date,
                 body=body,
             )
 
@@ -513,7 +515,7 @@ class Pipeline:
             return DigestOutcome(record.email, "failed", "unsubscribed", digest_id=record.digest_id)
         items = _scored(record)
         try:
-            message = self._message(sub, items, record.digest_id, record.created_at)
+            message = self._message(sub, items, record.digest_id, record.created_at, sent_at=now)
         except (RenderError, SendError) as exc:
             return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(items), record.digest_id)
         return message, _items(items)

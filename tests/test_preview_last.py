@@ -48,3 +48,21 @@ def test_serve_shows_the_last_digest_sent(env: dict[str, str]) -> None:
     body = sent.get_body(("html",))
     assert last.status_code == 200 and body is not None
     assert last.text == body.get_content()
+
+
+def test_a_digest_is_headed_with_the_subscribers_own_day(env: dict[str, str]) -> None:
+    """At 02:30 UTC on Wednesday it is still Tuesday evening in Los Angeles: the heading said Wednesday."""
+    subscribers = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    subscribers.write_text(
+        subscribers.read_text().replace(
+            "    name: Sam\n", "    name: Sam\n    timezone: America/Los_Angeles\n"
+        )
+    )
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T02:30:00Z")
+    (eml,) = (Path(env["NEWSLETTER_HOME"]) / "outbox").glob(f"*_{SSM}_*.eml")
+    sent = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert isinstance(sent, email.message.EmailMessage)
+    text = sent.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert text.splitlines()[0].endswith("· Tuesday, 10 March 2026")
+    assert "TUESDAY, 10 MARCH 2026" in eml.with_suffix(".html").read_text().upper()

@@ -8,6 +8,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +105,15 @@ def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
     statuses = [d["status"] for d in json.loads(down.stdout)["digests"]]
     assert 1 <= statuses.count("failed") <= connections and "sent" not in statuses  # one try each
     assert "cannot connect" in down.stderr or "cannot connect" in down.stdout
-    # The server is back: everything that was due goes out, once.
+    # The server is back two days later: everything that was due goes out, once, dated when it is sent
+    # (dated when first made, it sorted two days back in the inbox), still headed with its own day.
     env["NEWSLETTER_SMTP_PORT"] = str(port)
-    up = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:10:00Z").stdout)  # after the backoff
+    up = json.loads(cli(env, "run", "--json", "--now", "2026-03-13T08:10:00Z").stdout)
     sent = sorted(d["subscriber"] for d in up["digests"] if d["status"] == "sent")
     assert sent == ["diff@example.org", "ssm@example.org"]
     assert len(recorder.messages) == 2
+    assert {m["Date"].datetime for m in recorder.messages} == {datetime(2026, 3, 13, 8, 10, tzinfo=UTC)}
+    assert all("Wednesday, 11 March 2026" in m.get_body(("plain",)).get_content() for m in recorder.messages)
 
 
 INTERESTS = ["quantization", "speech recognition", "large language models", "reinforcement learning"]

@@ -46,7 +46,7 @@ class DigestView:
     subscriber_name: str  # may be ""
     subscriber_email: str
     items: tuple[ItemView, ...]
-    date: datetime  # the digest date (aware)
+    date: datetime  # the digest date, in the subscriber's time zone
     unsubscribe_url: str  # https one-click page or a mailto: URL
     preferences_note: str  # e.g. "You get this because you subscribed with ada@example.org."
     list_name: str  # e.g. "Trending Papers"
