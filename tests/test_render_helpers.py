@@ -45,6 +45,14 @@ def test_excerpt_takes_up_to_three_sentences_without_splitting_abbreviations() -
     assert excerpt(text) == "We study GNNs, e.g. GraphSAGE. Results follow Kipf et al. closely. Third one!"
 
 
+def test_excerpt_splits_sentences_as_the_excerpt_was_chosen() -> None:
+    """Its own splitter broke at "U.S.": the excerpt ended "...scored by U.S." and lost what followed."""
+    text = (
+        "We present LexSum, from U.S. Federal Court records. Models are scored by U.S. Bar examiners. Third."
+    )
+    assert excerpt(text) == text
+
+
 def test_excerpt_stops_before_the_character_budget_and_clips_a_huge_first_sentence() -> None:
     assert excerpt("Short one. " + "Long " * 100 + "end.") == "Short one."
     long_first = excerpt("word " * 200)

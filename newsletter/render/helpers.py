@@ -14,6 +14,7 @@ from typing import Protocol
 from urllib.parse import quote, quote_plus, urlsplit
 
 from newsletter.models import normalize_arxiv_id
+from newsletter.sources.clean import split_sentences
 
 ARXIV_ABS = "https://arxiv.org/abs/"
 ARXIV_PDF = "https://arxiv.org/pdf/"
@@ -25,10 +26,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0/C1 controls, li
 # bidirectional marks, embeddings, overrides and isolates: a title with U+202E reads backwards
 _BIDI = re.compile(r"[\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _URL_JUNK = re.compile(r"[\x00-\x20\x7f]+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
-_ABBREVIATIONS = frozenset(
-    {"e.g.", "i.e.", "al.", "vs.", "cf.", "fig.", "figs.", "eq.", "sec.", "approx.", "resp.", "no."}
-)
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = (
     "January", "February", "March", "April", "May", "June",
@@ -141,26 +138,11 @@ def subject_for(items: Sequence[HasTitle]) -> str:
     return head + clip(title, SUBJECT_MAX - len(head) - len(tail)) + tail
 
 
-def sentences(text: str) -> list[str]:
-    """Split prose into sentences, not breaking after common abbreviations ("e.g.", "et al.", "A.")."""
-    out: list[str] = []
-    for piece in _SENTENCE_END.split(one_line(text)):
-        if out and _is_abbreviation(out[-1].rsplit(" ", 1)[-1]):
-            out[-1] = f"{out[-1]} {piece}"
-        else:
-            out.append(piece)
-    return [s for s in out if s]
-
-
-def _is_abbreviation(word: str) -> bool:
-    """True for "e.g.", "et al.", "Fig." and initials such as "A."."""
-    return word.casefold() in _ABBREVIATIONS or (len(word) == 2 and word[0].isupper())
-
-
 @lru_cache(maxsize=4096)  # the same paper goes to many subscribers
 def excerpt(text: str, max_sentences: int = 3, max_chars: int = 420) -> str:
     """The first 2-3 sentences of ``text`` that fit in ``max_chars`` (at least one, clipped if long)."""
-    parts = sentences(one_line(text[: max_chars * 3])[: max_chars + 40])  # later text cannot fit anyway
+    # the splitter the excerpt was chosen with: it knows "U.S." and "Eqs."; later text cannot fit anyway
+    parts = split_sentences(one_line(text[: max_chars * 3])[: max_chars + 40])
     if not parts:
         return ""
     chosen = [parts[0]]
