@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -18,6 +19,7 @@ from newsletter.address import address_key
 
 _SIG_BYTES = 16
 _SEPARATOR = "\n"  # no email address or paper key holds one
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
 
 
 def make_token(email: str, secret: SecretStr) -> str:
@@ -57,7 +59,10 @@ def one_click_url(base_url: str, email: str, secret: SecretStr) -> str:
 
 
 def mailto_url(sender_address: str, email: str) -> str:
-    return f"mailto:{sender_address}?subject={quote('unsubscribe ' + email)}"
+    """Escapes in lower case (RFC 3986 takes either): SpamAssassin's UNRESOLVED_TEMPLATE reads "%BC" of
+    an address such as bob@bücher.example as a mail-merge field left unfilled."""
+    subject = _PERCENT_ESCAPE.sub(lambda m: m.group(0).lower(), quote("unsubscribe " + email))
+    return f"mailto:{sender_address}?subject={subject}"
 
 
 def _sign(payload: str, secret: SecretStr, purpose: str) -> bytes:

@@ -294,6 +294,15 @@ def test_very_long_words_and_bodies() -> None:
     assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == body
 
 
+@pytest.mark.parametrize("name", ['Ann A"' + 'A"' * 440, '"' * 600, "\\" * 600])
+def test_a_name_whose_quoting_passes_the_line_limit_is_encoded(name: str) -> None:
+    """Checked before escaping, a name of quotes made a 1,330-byte To line (RFC 5322 allows 998)."""
+    message = build(to_name=name)
+    assert max(len(line) for line in message.raw.split(b"\r\n")) < 998
+    shown = parse(message.raw)["To"].addresses[0].display_name  # Python's parser spaces split words
+    assert shown.replace(" ", "") == name.replace(" ", "")
+
+
 def test_lone_surrogates_do_not_crash() -> None:
     message = build(subject="bad \ud800 title", text="t \udfff", html="<p>\ud800</p>")
     assert parse(message.raw)["Subject"] == "bad ? title"
@@ -304,7 +313,7 @@ def test_envelope_for_derives_list_id_and_mailto() -> None:
     envelope = envelope_for(settings, "ada+ml@example.org", "https://papers.example.org/u/tok")
     assert envelope.list_id == "Trending Papers <digest.example.org>"
     assert envelope.mailto_unsubscribe == (
-        "mailto:digest@example.org?subject=unsubscribe%20ada%2Bml%40example.org"
+        "mailto:digest@example.org?subject=unsubscribe%20ada%2bml%40example.org"
     )
     assert envelope.https_unsubscribe == "https://papers.example.org/u/tok"
     custom = envelope_for(Settings(list_id="Lab digest <lab.example.org>"), "a@b.org")

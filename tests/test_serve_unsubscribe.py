@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from pydantic import SecretStr
@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings, load_subscribers
 from newsletter.serve import create_app
-from newsletter.unsubscribe import make_token
+from newsletter.unsubscribe import mailto_url, make_token
 
 from .helpers import add_dumps, make_env, seed_names
 
@@ -222,3 +222,11 @@ def test_a_base_url_with_a_path_has_its_links_answered_there(env: dict[str, str]
             assert response.status_code == 200 and "Unsubscribe" in response.text, link
         assert client.get(f"{path}/feedback/more/{token(SSM)}").status_code == 400  # routed: a bad token
         assert client.get(f"/other/unsubscribe/{token(SSM)}").status_code == 404
+
+
+def test_the_mailto_subject_escapes_in_lower_case_and_names_the_address() -> None:
+    """SpamAssassin's UNRESOLVED_TEMPLATE (0.7) fired on "%BC" of bob@bücher.example's subject."""
+    url = mailto_url("digest@papers.example.org", "bob@bücher.example")
+    subject = url.split("?subject=", 1)[1]
+    assert not re.search(r"%[A-Z][A-Z_-]", subject)
+    assert unquote(subject) == "unsubscribe bob@bücher.example"

@@ -202,7 +202,8 @@ def _phrase(name: str) -> Tokens:
         return [encoded] if len(encoded) <= _LONGEST_PLAIN else _encoded_words(name)
     if _ATOM_PHRASE.fullmatch(name):
         return name.split(" ")
-    return ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return [quoted] if len(quoted) <= _LONGEST_PLAIN else _encoded_words(name)  # escapes lengthen it
 
 
 def _unstructured(value: str) -> Tokens:
