@@ -127,6 +127,8 @@ KEPT_AS_IS = [
     "FlashAttention computes attention using N^2d^2{M} I/O operations",
     "significant improvements over the current two-stage models (1% ~ 3% absolute performance gain",
     "in one case as much as ~10 BLEU points compared to baseline techniques",
+    "gains of (~5%) over the baseline",
+    "data at https://www.cs.toronto.edu/~kriz/cifar.html for",
     "a 7B model trained on 3.5T tokens costs $5 and $10 per run",
     "Spikformer V2: Join the High Accuracy Club on ImageNet with an SNN Ticket",
     "Foundation Models for Natural Language Processing -- Pre-trained Language Models Integrating Media",

@@ -149,6 +149,34 @@ def test_dump_without_header_or_date_still_parses() -> None:
     assert dump.listed_on is None
 
 
+@pytest.mark.parametrize(
+    "first",
+    [
+        "[CLS] Token Tells Everything Needed for Training-free Efficient MLLMs",  # read as JSON
+        "<Think> Less: Efficient Reasoning",  # read as a page
+        "Trending Papers in the Research Community",  # read as a header line
+    ],
+)
+def test_a_first_title_that_looks_like_json_markup_or_a_header_is_a_title(first: str) -> None:
+    data = f"{first}\n\n{ABSTRACT}\n\nSecond Title\n\n{ABSTRACT}".encode()
+    dump = parse_dump(data, "bare.txt")
+    assert [p.title for p in dump.papers] == [first, "Second Title"]
+
+
+def test_entities_in_a_dump_are_decoded() -> None:
+    """'Q&amp;A' was kept, shown as such, and the API's 'Q&A' was another paper."""
+    dump = parse_text_dump(_dump("Q&amp;A Under Short Contexts", ABSTRACT + " Here L &lt; 4096."), "ent.txt")
+    assert dump.papers[0].title == "Q&A Under Short Contexts"
+    assert dump.papers[0].abstract.endswith("Here L < 4096.")
+
+
+@pytest.mark.parametrize("end", ["(see Table 1.)", "at https://example.org/code", "works!"])
+def test_a_short_abstract_may_end_with_a_bracket_a_link_or_an_exclamation(end: str) -> None:
+    short = f"We show that a tiny recurrent network learns parity in linear time, as reported {end}"
+    dump = parse_text_dump(_dump("Parity Is Easy", short, "Second Title", ABSTRACT), "short.txt")
+    assert [p.abstract for p in dump.papers] == [short, ABSTRACT]
+
+
 def test_short_abstract_that_reads_as_a_sentence_is_accepted() -> None:
     dump = parse_text_dump(_dump("Parity Is Easy", SHORT_ABSTRACT), "short.txt")
     assert dump.papers[0].abstract == SHORT_ABSTRACT

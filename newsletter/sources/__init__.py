@@ -8,6 +8,7 @@ as a text dump of the Daily Papers page (``hf-text``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -103,7 +104,7 @@ def parse_dump(data: bytes, source: str) -> Dump:
     """Parse dump bytes, choosing the format from the content."""
     data = _as_utf8(data, source)
     if _looks_like_json(data):
-        return parse_hf_json(data, source)
+        return _json_else_text(data, source)
     if b"<rdf:rdf" in data[:1024].lower():
         raise ParseError(
             source, 1, "an RSS 1.0 (RDF) feed, arXiv's format before 2024: use its RSS 2.0 or Atom"
@@ -113,6 +114,28 @@ def parse_dump(data: bytes, source: str) -> Dump:
     if looks_like_html(data):
         return parse_hf_html(data, source)
     return parse_text_dump(data, source)
+
+
+def _json_else_text(data: bytes, source: str) -> Dump:
+    """The API's JSON; else, when it is no JSON at all, a text dump whose first title opens with a
+    bracket ("[CLS] Token Tells Everything..."); else the JSON problem."""
+    try:
+        return parse_hf_json(data, source)
+    except ParseError as problem:
+        if _parses_as_json(data):
+            raise
+        try:
+            return parse_text_dump(data, source)
+        except ParseError:
+            raise problem from None
+
+
+def _parses_as_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _looks_like_json(data: bytes) -> bool:

@@ -92,7 +92,8 @@ _SPACE_COMMAND = re.compile(r"\\[,;:! ]|\\\\")
 _GROUP = re.compile(r"\{([^{}]*)\}")
 _TIMES_AFTER_NUMBER = re.compile(r"(\d)times\b")  # '13.7times', not the English '3 times'
 _BARE_SYMBOL = re.compile(rf"\b({'|'.join(_BARE_SYMBOLS)})\b")
-_TIE = re.compile(r"(?<=\S)~(?=\S)")
+# LaTeX's unbreakable space ("Fig.~3", "Kipf~et~al."), not an approximation ("(~5%)") nor a URL's "/~user"
+_TIE = re.compile(r"(?<=[\w.,;:])~(?=\S)")
 _DOUBLE_QUOTES = re.compile(r"``(.+?)''")
 _SINGLE_QUOTES = re.compile(r"`([^`']+)'")
 

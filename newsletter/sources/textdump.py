@@ -21,6 +21,7 @@ position in the dump as its rank.
 from __future__ import annotations
 
 import hashlib
+import html
 import logging
 import re
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ MIN_SHORT_ABSTRACT_WORDS = 15  # a line under MAX_TITLE_CHARS is an abstract onl
 _BOM = b"\xef\xbb\xbf"
 _BINARY_MAGIC = (b"%PDF-", b"\x1f\x8b", b"PK\x03\x04", b"\x89PNG", b"\xff\xd8\xff", b"GIF8")
 _CONTROL_BYTES = frozenset(range(32)) - {9, 10, 12, 13} | {127}
+# Whole lines, or how they open: a first title may say "Trending Papers" or "Research Community".
 _HEADER_LINE = re.compile(
-    r"^(new|subscribe|daily papers)$|trending papers|email inbox|^by\s*ak\b|research community",
+    r"^(new|subscribe|daily papers)$|^get trending papers\b|^by\s*ak\b",
     re.IGNORECASE,
 )
 _DATE_LINE = re.compile(
@@ -50,6 +52,7 @@ _DATE_LINE = re.compile(
 _HTML_LINE = re.compile(r"^(<!doctype\s+html|<html|<head|<body|</html|<\?xml)\b", re.IGNORECASE)
 _TAG_START = re.compile(r"^<[!?/a-zA-Z]")
 _SENTENCE_END = re.compile(r"([.!?][\"')\]]*|https?://\S+)$")
+_PROSE_END = re.compile(r"([.!][\"')\]]*|https?://\S+)$")  # as a sentence ends, but a question may be a title
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,11 @@ def parse_text_dump(data: bytes, source: str) -> Dump:
         raise ParseError(source, 1, "empty file: no text in dump")
     _reject_html(lines, source)
     start, listed_on = _skip_header(lines)
-    papers = _pair_papers(lines[start:], source)
+    try:
+        papers = _pair_papers(lines[start:], source)
+    except ParseError:
+        _reject_markup(lines, source)  # a fragment of a page: say so rather than which line failed
+        raise
     if not papers:
         raise ParseError(source, lines[-1].number, "no papers in dump (only header lines)")
     return Dump(
@@ -112,9 +119,14 @@ def _content_lines(text: str) -> list[_Line]:
     return [_Line(number, line.strip()) for number, line in enumerate(raw, start=1) if line.strip()]
 
 
-def _reject_html(lines: list[_Line], source: str) -> None:
+def _reject_markup(lines: list[_Line], source: str) -> None:
+    """A file opening with a tag that does not read as a dump. A dump may open so: its first title
+    can be "<Think> Less: ..."."""
     if _TAG_START.match(lines[0].text):
         raise ParseError(source, lines[0].number, "an HTML/XML page, not a text dump")
+
+
+def _reject_html(lines: list[_Line], source: str) -> None:
     for line in lines:
         if _HTML_LINE.match(line.text):
             raise ParseError(source, line.number, "an HTML page, not a text dump")
@@ -141,7 +153,7 @@ def is_abstract(text: str) -> bool:
     """True when a line reads as an abstract (long prose) rather than a title (one short line)."""
     if len(text) > MAX_TITLE_CHARS:
         return True
-    return len(text.split()) >= MIN_SHORT_ABSTRACT_WORDS and text.endswith(".")
+    return len(text.split()) >= MIN_SHORT_ABSTRACT_WORDS and bool(_PROSE_END.search(text))
 
 
 def _pair_papers(lines: list[_Line], source: str) -> list[Paper]:
@@ -153,7 +165,8 @@ def _pair_papers(lines: list[_Line], source: str) -> list[Paper]:
             continue
         if not is_abstract(line.text):
             raise _title_without_abstract(title, line, source, first=not papers, last=line is lines[-1])
-        papers.append(Paper(title=" ".join(title.text.split()), abstract=line.text, rank=len(papers) + 1))
+        title_text, abstract = html.unescape(" ".join(title.text.split())), html.unescape(line.text)
+        papers.append(Paper(title=title_text, abstract=abstract, rank=len(papers) + 1))
         title = None
     if title is not None:
         raise ParseError(source, title.number, f"truncated dump: ends with title {_quote(title.text)}")
