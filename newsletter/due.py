@@ -1,10 +1,10 @@
 """When is a subscriber's next digest due? Pure functions of the profile, the last digest and the clock.
 
 A daily or weekly subscriber has *slots*: local moments (``send_at``, on ``weekday`` for weekly) in their
-own time zone. Each digest serves one slot: the latest at or before it was made, or the next one when
-that is nearer (a new subscriber's first digest, made earlier on a slot's day, counts for that slot).
-A digest is due when the most recent slot has passed and the last digest served an earlier one, so a
-run that missed a slot (machine down, holiday) catches up once at the next run, and a late digest
+own time zone. Each digest serves one slot, recorded with it: the latest at or before it was made, or
+for a first digest the next one when that is nearer (made earlier on a slot's day, it counts for that
+slot). A digest is due when the most recent slot has passed and the last digest served an earlier one,
+so a run that missed a slot (machine down, holiday) catches up once at the next run, and a late digest
 (00:15 for a 23:30 slot) serves the slot it was late for, not the next day's. A weekly subscriber
 without a ``weekday`` is due from ``send_at`` a week after the slot the last digest served.
 """
@@ -19,12 +19,28 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEK = timedelta(days=7)
 
 
-def is_due(subscriber: Subscriber, last_digest_at: datetime | None, now: datetime) -> bool:
+def is_due(
+    subscriber: Subscriber, last_digest_at: datetime | None, now: datetime, served: datetime | None = None
+) -> bool:
+    """``served``: the slot the last digest served, as recorded (see :func:`slot_served_now`); without
+    one (a digest recorded before it was), the slot :func:`served_slot` reads off its time."""
     if subscriber.cadence == "each-dump" or last_digest_at is None:
         return True
+    slot = served or served_slot(subscriber, last_digest_at)
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
-        return now >= _a_week_on(subscriber, last_digest_at)
-    return latest_slot(subscriber, now) > served_slot(subscriber, last_digest_at)
+        return now >= _a_week_on(subscriber, slot)
+    return latest_slot(subscriber, now) > slot
+
+
+def slot_served_now(
+    subscriber: Subscriber, last_digest_at: datetime | None, now: datetime
+) -> datetime | None:
+    """The slot a digest made at ``now`` serves, to record with it: the latest one, which it is due for,
+    or for a first digest the nearer one (:func:`served_slot`). A digest due for a slot it came late
+    to (made at 07:10 for 18:00 the day before) must not take the next: the next day's was skipped."""
+    if subscriber.cadence == "each-dump":
+        return None
+    return served_slot(subscriber, now) if last_digest_at is None else latest_slot(subscriber, now)
 
 
 def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
@@ -37,17 +53,20 @@ def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
     return that_day if that_day > made_at and that_day - made_at < made_at - before else before
 
 
-def next_due_at(subscriber: Subscriber, last_digest_at: datetime | None, now: datetime) -> datetime | None:
+def next_due_at(
+    subscriber: Subscriber, last_digest_at: datetime | None, now: datetime, served: datetime | None = None
+) -> datetime | None:
     """The earliest moment a digest can go out; ``now`` when it is already due, None for each-dump."""
     if subscriber.cadence == "each-dump":
         return None
-    if is_due(subscriber, last_digest_at, now):
+    if is_due(subscriber, last_digest_at, now, served):
         return now
     assert last_digest_at is not None  # is_due is True without one
+    slot = served or served_slot(subscriber, last_digest_at)
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
-        return _a_week_on(subscriber, last_digest_at)
+        return _a_week_on(subscriber, slot)
     step = WEEK if subscriber.cadence == "weekly" else timedelta(days=1)
-    return _slot_on(subscriber, _local_day(subscriber, served_slot(subscriber, last_digest_at)) + step)
+    return _slot_on(subscriber, _local_day(subscriber, slot) + step)
 
 
 def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:
@@ -63,12 +82,12 @@ def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:
     return candidate
 
 
-def _a_week_on(subscriber: Subscriber, last_digest_at: datetime) -> datetime:
+def _a_week_on(subscriber: Subscriber, slot: datetime) -> datetime:
     """Weekly without a weekday: the ``send_at`` (midnight by default) a week after the slot the last
     digest served (a digest late past midnight serves the day before's). Not the same instant a week
     on: a run starting a little earlier than last week's would wait a whole cron interval, and the
     digests would drift later week by week."""
-    return _slot_on(subscriber, _local_day(subscriber, served_slot(subscriber, last_digest_at)) + WEEK)
+    return _slot_on(subscriber, _local_day(subscriber, slot) + WEEK)
 
 
 def _is_slot_day(subscriber: Subscriber, slot: datetime) -> bool:

@@ -545,7 +545,8 @@ def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection,
 
 def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> DigestPlan:
     items = tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(selection.chosen, start=1))
-    return DigestPlan(digest_id, selection.subscriber.email, now, selection.upto_seq, subject, items)
+    email, upto = selection.subscriber.email, selection.upto_seq
+    return DigestPlan(digest_id, email, now, upto, subject, items, served_slot=selection.serves)
 
 
 def _left_queued(records: Iterable[DeliveryRecord]) -> list[DigestOutcome]:

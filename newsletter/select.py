@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from newsletter.address import address_key
-from newsletter.due import is_due
+from newsletter.due import is_due, slot_served_now
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.report import Timings
@@ -35,6 +35,7 @@ class Selection:
     scored: tuple[Scored, ...] = ()  # best first: relevant papers only, or every candidate for a preview
     upto_seq: int = 0  # the latest dump this selection covers
     from_seq: int | None = None  # the subscriber's watermark before it (None: new subscriber)
+    serves: datetime | None = None  # the send slot a digest made of it serves (None: each-dump)
 
     @property
     def chosen(self) -> tuple[Scored, ...]:
@@ -69,7 +70,7 @@ class Selector:
         with self.timings("select"):
             states = self.store.subscriber_states()
             unsubscribed = self.store.unsubscribed_emails()
-            self._feedback = self.store.feedback_titles()
+            self._feedback = self.store.feedback_marks()
         groups: dict[int | None, list[Subscriber]] = defaultdict(list)
         for sub in subscribers:
             if address_key(sub.email) in unsubscribed:
@@ -78,7 +79,7 @@ class Selector:
             state = states.get(address_key(sub.email))
             groups[state.watermark_seq if state else None].append(sub)
         windows = {mark: self._window(mark, latest) for mark in groups}
-        self._prepare(windows.values(), latest)
+        self._prepare(windows.values(), latest, self._named(subscribers))
         for mark, group in groups.items():
             if not windows[mark]:  # "nothing new" says more than "not due"
                 yield from (Selection(s, reason="nothing new") for s in group)
@@ -89,7 +90,8 @@ class Selector:
                     due.append(sub)
                 else:
                     yield Selection(sub, reason="not due")
-            yield from self._rank(due, windows[mark], latest, mark, every_paper)
+            for selection in self._rank(due, windows[mark], latest, mark, every_paper):
+                yield replace(selection, serves=_slot_served_now(selection.subscriber, states, now))
 
     def triage(
         self, subscribers: Iterable[Subscriber], now: datetime
@@ -111,9 +113,17 @@ class Selector:
                 work.append(sub)
         return work, idle
 
-    def prepare_around(self, papers: list[StoredPaper]) -> None:
+    def prepare_around(self, papers: list[StoredPaper], subscriber: Subscriber) -> None:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
-        self._prepare([papers], self.store.latest_dump_seq() or 0)
+        self._feedback = self.store.feedback_marks()
+        self._prepare([papers], self.store.latest_dump_seq() or 0, self._named([subscriber]))
+
+    def _named(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
+        """The papers the subscribers liked, disliked or marked, however old: the ranker reads a liked
+        paper from its text only when it is prepared, and older ones fell out of what a run prepares."""
+        profiles = [with_feedback(s, self._feedback) for s in subscribers]
+        with self.timings("select"):
+            return self.store.papers_named({i for p in profiles for i in (*p.liked, *p.disliked)})
 
     def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
         """The papers of dumps after ``mark``, up to ``latest``: the digest's watermark, so a dump
@@ -123,10 +133,10 @@ class Selector:
                 return self.store.newest_papers(upto=latest)
             return self.store.papers_first_seen_after(mark, upto=latest)
 
-    def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int) -> None:
-        """Per-paper work once per run; recent papers are the reference scores are calibrated on."""
+    def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int, named: list[StoredPaper]) -> None:
+        """Per-paper work once per run: the candidates, the papers profiles name, recent papers."""
         with self.timings("rank"):
-            pool = {p.id: p for window in windows for p in window}
+            pool = {p.id: p for window in [*windows, named] for p in window}
             background = self.store.papers_first_seen_after(max(0, latest - BACKGROUND_DUMPS), upto=latest)
             self.ranker.prepare(list(pool.values()), background)
 
@@ -168,9 +178,18 @@ def _idle_reason(
     mark = state.watermark_seq if state else None
     if latest is None or (mark is not None and latest <= mark):
         return "nothing new"
-    return "" if is_due(sub, state.last_digest_at if state else None, now) else "not due"
+    if state is None:
+        return ""
+    return "" if is_due(sub, state.last_digest_at, now, state.served_slot) else "not due"
 
 
 def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:
     state = states.get(address_key(subscriber.email))
-    return is_due(subscriber, state.last_digest_at if state else None, now)
+    return state is None or is_due(subscriber, state.last_digest_at, now, state.served_slot)
+
+
+def _slot_served_now(
+    subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime
+) -> datetime | None:
+    state = states.get(address_key(subscriber.email))
+    return slot_served_now(subscriber, state.last_digest_at if state else None, now)

@@ -32,7 +32,8 @@ def status_report(
     for sub in subscribers.subscribers:
         state = states.get(address_key(sub.email))
         last = state.last_digest_at if state else None
-        due = now if address_key(sub.email) in queued else next_due_at(sub, last, now)
+        served = state.served_slot if state else None
+        due = now if address_key(sub.email) in queued else next_due_at(sub, last, now, served)
         rows.append(
             {
                 "subscriber": sub.email,

@@ -82,6 +82,25 @@ def test_daily_subscriber_is_not_due_twice_the_same_day(env: dict[str, str]) -> 
     assert by_sub["diff@example.org"]["status"] == "sent"  # each-dump
 
 
+def test_one_run_a_day_long_before_send_at_sends_a_digest_every_day(env: dict[str, str]) -> None:
+    """A 07:10 digest, late for 18:00 the day before, was taken as early for the coming 18:00: every
+    other day was "not due". The first digest still counts for its day's 18:00."""
+    subscribers = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    subscribers.write_text(
+        subscribers.read_text().replace("    name: Sam\n", '    name: Sam\n    send_at: "18:00"\n')
+    )
+    statuses = []
+    for day, name in enumerate(seed_names(), start=1):
+        add_dumps(env, name)
+        report = json.loads(cli(env, "run", "--json", "--now", f"2026-03-{day:02}T07:10:00Z").stdout)
+        (ssm,) = [d for d in report["digests"] if d["subscriber"] == "ssm@example.org"]
+        statuses.append(ssm["reason"] or ssm["status"])
+    assert statuses == ["sent", "not due", "sent", "sent", "sent"]
+    status = json.loads(cli(env, "status", "--json", "--now", "2026-03-05T07:20:00Z").stdout)
+    (row,) = [r for r in status["subscribers"] if r["subscriber"] == "ssm@example.org"]
+    assert row["next_due_at"] == "2026-03-05T18:00:00+00:00"
+
+
 def test_dry_run_sends_and_records_nothing(env: dict[str, str]) -> None:
     add_dumps(env, seed_names()[0])
     dry = json.loads(cli(env, "run", "--dry-run", "--json", "--now", "2026-03-11T08:00:00Z").stdout)

@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from newsletter.due import is_due, latest_slot, next_due_at
+from newsletter.due import is_due, latest_slot, next_due_at, slot_served_now
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
 from newsletter.schedule import fetch_schedule
@@ -148,3 +148,36 @@ def test_a_step_of_zero_in_fetch_cron_is_one_error_line() -> None:
         ConfigError, match="invalid setting field 'fetch_cron': Increment must be higher than 0"
     ):
         fetch_schedule("0 9 * * */0")
+
+
+def _daily_runs(s: Subscriber, runs: list[datetime]) -> list[bool]:
+    """Whether each run sends, recording each digest's slot as a run does."""
+    last: datetime | None = None
+    served: datetime | None = None
+    sent = []
+    for now in runs:
+        due = is_due(s, last, now, served)
+        if due:
+            last, served = now, slot_served_now(s, last, now)
+        sent.append(due)
+    return sent
+
+
+@pytest.mark.parametrize("hour", [7, 9, 15, 17])
+def test_one_run_a_day_long_before_send_at_sends_every_day(hour: int) -> None:
+    """Read off the digest's time, a 07:10 digest late for 18:00 the day before took the coming 18:00
+    as nearer: the next day was not due, and digests came every other day. (The first digest counts
+    for that day's 18:00, which the next run has served.)"""
+    s = sub(cadence="daily", send_at=time(18, 0))
+    runs = [datetime(2026, 3, day, hour, 10, tzinfo=UTC) for day in range(1, 9)]
+    assert _daily_runs(s, runs) == [True, False] + [True] * 6
+
+
+def test_a_first_digest_still_counts_for_the_nearer_slot_that_day() -> None:
+    s = sub(cadence="daily", send_at=time(7, 30), timezone="Europe/Paris")
+    first = datetime(2026, 3, 11, 5, 0, tzinfo=PARIS)
+    served = slot_served_now(s, None, first)
+    assert served == datetime(2026, 3, 11, 7, 30, tzinfo=PARIS)
+    assert not is_due(s, first, datetime(2026, 3, 11, 9, 0, tzinfo=PARIS), served)
+    assert is_due(s, first, datetime(2026, 3, 12, 7, 30, tzinfo=PARIS), served)
+    assert slot_served_now(sub(cadence="each-dump"), None, first) is None

@@ -272,13 +272,13 @@ def _as_run_sees_it(selection: Selection, state: SubscriberState | None, now: da
     """A preview ignores the due time; a run checks it after 'unsubscribed' and 'nothing new'."""
     if selection.reason in ("unsubscribed", "nothing new"):
         return selection
-    last = state.last_digest_at if state else None
-    if not is_due(selection.subscriber, last, now):
+    last, served = (state.last_digest_at, state.served_slot) if state else (None, None)
+    if not is_due(selection.subscriber, last, now, served):
         return Selection(selection.subscriber, reason="not due")
     return selection
 
 
 def _row(selection: Selection, state: SubscriberState | None, now: datetime) -> Row:
-    last = state.last_digest_at if state else None
-    due = next_due_at(selection.subscriber, last, now)
+    last, served = (state.last_digest_at, state.served_slot) if state else (None, None)
+    due = next_due_at(selection.subscriber, last, now, served)
     return Row(selection.subscriber, len(selection.chosen), selection.reason, due, last)

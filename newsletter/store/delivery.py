@@ -75,7 +75,9 @@ def _dialect(conn: Connection) -> Any:
 
 
 def _subscriber_state(row: Row[Any]) -> SubscriberState:
-    return SubscriberState(row.email, row.watermark_seq, row.last_digest_at, row.unsubscribed_at)
+    return SubscriberState(
+        row.email, row.watermark_seq, row.last_digest_at, row.unsubscribed_at, row.served_slot
+    )
 
 
 def subscriber_state(conn: Connection, email: str) -> SubscriberState | None:
@@ -214,10 +216,16 @@ def _record_plans(conn: Connection, plans: list[DigestPlan]) -> None:
     """Move each planned subscriber's watermark and record the digests' papers."""
     latest = {address_key(p.email): p for p in plans}  # one row per subscriber: the last plan wins
     watermark = [
-        {"email": key, "watermark_seq": p.watermark_seq, "last_digest_at": p.created_at}
+        {
+            "email": key,
+            "watermark_seq": p.watermark_seq,
+            "last_digest_at": p.created_at,
+            "served_slot": p.served_slot,
+        }
         for key, p in sorted(latest.items())
     ]
-    _upsert(conn, watermark, {"watermark_seq": _never_back, "last_digest_at": lambda ex: ex.last_digest_at})
+    update = {"watermark_seq": _never_back, "last_digest_at": lambda ex: ex.last_digest_at}
+    _upsert(conn, watermark, update | {"served_slot": lambda ex: ex.served_slot})
     rows = [  # ~10 per digest: the bulk of planning
         (p.digest_id, i.paper_id, i.position, float(i.score), i.why) for p in plans for i in p.items
     ]

@@ -244,6 +244,13 @@ def _0010_refused(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE digests ADD COLUMN refused BOOLEAN"))
 
 
+def _0011_served_slot(conn: Connection) -> None:
+    """The send slot a subscriber's last digest served, recorded: read off the digest's time, a digest
+    made late for one slot (07:10 for 18:00 the day before) counted as early for the next."""
+    kind = UTCDateTime().compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE subscribers ADD COLUMN served_slot {kind}"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -255,6 +262,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0008_recent_digests", _0008_recent_digests),
     ("0009_abstract_key", _0009_abstract_key),
     ("0010_refused", _0010_refused),
+    ("0011_served_slot", _0011_served_slot),
 )
 
 

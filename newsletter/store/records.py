@@ -55,6 +55,7 @@ class SubscriberState:
     watermark_seq: int | None  # dumps up to this seq have been evaluated for this subscriber
     last_digest_at: datetime | None
     unsubscribed_at: datetime | None
+    served_slot: datetime | None = None  # the send slot the last digest served (due.slot_served_now)
 
 
 @pickled_by_fields
@@ -75,6 +76,7 @@ class DigestPlan:
     watermark_seq: int
     subject: str
     items: tuple[PlannedItem, ...]
+    served_slot: datetime | None = None  # the send slot it serves; None: each-dump
 
 
 class DeliveryItem(NamedTuple):

@@ -100,6 +100,7 @@ subscribers = sa.Table(
     sa.Column("watermark_seq", sa.Integer),
     sa.Column("last_digest_at", UTCDateTime),
     sa.Column("unsubscribed_at", UTCDateTime),
+    sa.Column("served_slot", UTCDateTime),  # the send slot the last digest served (migration 0011)
 )
 
 digests = sa.Table(
