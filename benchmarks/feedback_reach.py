@@ -90,7 +90,7 @@ def _day(
     ranker: ChunkedRanker, store: Store, profiles: list[Judged], sent: dict[str, set[str]], day: int
 ) -> list[Seen]:
     papers = store.papers_first_seen_in(day + 1)
-    feedback = store.feedback_titles()
+    feedback = store.feedback_marks()
     out = []
     for p in profiles:
         got = sent.get(p.subscriber.email, set())

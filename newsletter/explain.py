@@ -71,6 +71,10 @@ def find(store: Store, item: str) -> StoredPaper:
             f"no paper {item!r} in the store",
             hint="give its arXiv id or its title as the listing shows it",
         )
+    namesakes = store.papers_named([item])
+    if len(namesakes) > 1:  # a title two papers share: marking "the first" would mark a stranger
+        ids = ", ".join(p.arxiv_id or p.key for p in namesakes)
+        raise UnknownPaper(f"{len(namesakes)} papers are titled {item!r}: {ids}", hint="give its arXiv id")
     return paper
 
 
@@ -91,8 +95,8 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
 
 def _rank_alone(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> Scored:
     """The paper scored now, against the background a run would prepare."""
-    Selector(pipeline.store, pipeline.ranker).prepare_around([paper])
-    (scored,) = pipeline.ranker.rank([paper], with_feedback(subscriber, pipeline.store.feedback_titles()))
+    Selector(pipeline.store, pipeline.ranker).prepare_around([paper], subscriber)
+    (scored,) = pipeline.ranker.rank([paper], with_feedback(subscriber, pipeline.store.feedback_marks()))
     return scored
 
 
@@ -100,7 +104,7 @@ def _breakdown(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -
     ranker = pipeline.ranker
     if not isinstance(ranker, ChunkedRanker):
         return Breakdown()
-    profiled = with_feedback(subscriber, pipeline.store.feedback_titles())
+    profiled = with_feedback(subscriber, pipeline.store.feedback_marks())
     scores = ranker.breakdown([paper], profiled)
     one = np.zeros(1, dtype=np.int64)
     values = scores.columns.values_at(one, one)[0]

@@ -63,9 +63,7 @@ def test_feedback_is_recorded_once_per_paper_and_the_last_word_counts(store: Sto
         ("Kestrel Everywhere", "less", NOW + timedelta(minutes=2)),
         ("No Id Paper", "less", NOW + timedelta(minutes=1)),
     ]
-    assert store.feedback_titles() == {
-        "ada@example.org": {"more": [], "less": ["No Id Paper", "Kestrel Everywhere"]}
-    }
+    assert store.feedback_marks() == {"ada@example.org": {"more": [], "less": ["no id paper", "2401.00001"]}}
     assert store.feedback("bob@example.org") == []
 
 

@@ -43,14 +43,15 @@ def feedback_of(conn: Connection, email: str) -> list[FeedbackRecord]:
     return [FeedbackRecord(stored_paper(row), row.kind, row.feedback_at) for row in conn.execute(query)]
 
 
-def feedback_titles(conn: Connection) -> dict[str, dict[str, list[str]]]:
-    """email -> kind -> titles of the papers given that feedback, oldest first (what the rankers read)."""
+def feedback_marks(conn: Connection) -> dict[str, dict[str, list[str]]]:
+    """email -> kind -> keys of the papers given that feedback, oldest first (what the rankers read):
+    a key, not a title two papers may share, names the very paper marked."""
     query = (
-        sa.select(feedback.c.email, feedback.c.kind, papers.c.title)
+        sa.select(feedback.c.email, feedback.c.kind, papers.c.key)
         .join(papers, feedback.c.paper_id == papers.c.id)
         .order_by(feedback.c.created_at, papers.c.id)
     )
     found: dict[str, dict[str, list[str]]] = defaultdict(lambda: {"more": [], "less": []})
     for row in conn.execute(query):
-        found[row.email][row.kind].append(row.title)
+        found[row.email][row.kind].append(row.key)
     return dict(found)

@@ -77,6 +77,18 @@ def find_paper(conn: Connection, item: str) -> StoredPaper | None:
     return None
 
 
+def papers_named(conn: Connection, items: Iterable[str]) -> list[StoredPaper]:
+    """The papers ``items`` name as :func:`find_paper` reads a name (key, arXiv id or title), in a few
+    queries however many there are (every subscriber's liked papers and marks)."""
+    names = set(items)
+    wanted = {*names, *filter(None, map(arxiv_id_in, names)), *map(normalize_title, names)}
+    found: dict[int, StoredPaper] = {}
+    for batch in chunks(sorted(wanted)):
+        either = sa.or_(papers.c.key.in_(batch), papers.c.arxiv_id.in_(batch), papers.c.title_key.in_(batch))
+        found.update((p.id, p) for p in papers_where(conn, either))
+    return list(found.values())
+
+
 def papers_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, StoredPaper]:
     found: dict[int, StoredPaper] = {}
     for batch in chunks(sorted(set(ids))):

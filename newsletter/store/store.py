@@ -22,7 +22,15 @@ from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url,
 from newsletter.store.ingest import ingest_dump
 from newsletter.store.lock import RUN_LOCK_KEY, AdvisoryLock, run_lock, uses_advisory_locks
 from newsletter.store.migrations import migrate
-from newsletter.store.papers import chunks, find_paper, list_dumps, papers_by_id, papers_in_dump, papers_where
+from newsletter.store.papers import (
+    chunks,
+    find_paper,
+    list_dumps,
+    papers_by_id,
+    papers_in_dump,
+    papers_named,
+    papers_where,
+)
 from newsletter.store.records import (
     FAILED,
     UNKNOWN,
@@ -232,6 +240,11 @@ class Store:
         with self._tx("reading papers") as conn:
             return _by_key(conn, key)
 
+    def papers_named(self, items: Iterable[str]) -> list[StoredPaper]:
+        """The stored papers among ``items`` (keys, arXiv ids or titles), whatever their age."""
+        with self._tx("reading papers") as conn:
+            return papers_named(conn, items)
+
     def find_paper(self, item: str) -> StoredPaper | None:
         """A paper by its key, arXiv id (with or without version, arXiv: or abs/ URL) or title."""
         with self._tx("reading papers") as conn:
@@ -295,10 +308,10 @@ class Store:
         with self._tx("reading feedback") as conn:
             return feedback_log.feedback_of(conn, email)
 
-    def feedback_titles(self) -> dict[str, dict[str, list[str]]]:
-        """Normalised email -> "more"/"less" -> titles of the papers marked so, oldest first."""
+    def feedback_marks(self) -> dict[str, dict[str, list[str]]]:
+        """Normalised email -> "more"/"less" -> keys of the papers marked so, oldest first."""
         with self._tx("reading feedback") as conn:
-            return feedback_log.feedback_titles(conn)
+            return feedback_log.feedback_marks(conn)
 
     # --- planning ------------------------------------------------------------------------------
 
