@@ -31,7 +31,7 @@ from newsletter.app import (
 )
 from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
-from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
 from newsletter.models import Subscriber
@@ -352,14 +352,26 @@ def migrate_db(
     PGPASSWORD (or ~/.pgpass), not in the URL. Then set NEWSLETTER_DATABASE_URL to the target.
     """
     settings = state.settings()
-    with (
-        open_store(settings) as source,
-        source.lock(settings.home),
-        Store(target, "migrate-db's TARGET") as new,
-    ):
-        counts = source.copy_to(new)
+    _refuse_missing_state(settings)
+    with open_store(settings) as source, source.lock(settings.home):
+        if source.is_empty():
+            raise StoreError(
+                f"nothing to copy: {source} holds no dumps and no deliveries",
+                hint="run migrate-db where the state is (--home, NEWSLETTER_HOME or NEWSLETTER_DATABASE_URL)",
+            )
+        with Store(target, "migrate-db's TARGET") as new:
+            counts = source.copy_to(new)
     typer.echo(", ".join(f"{name}: {rows}" for name, rows in counts.items()))
     typer.echo(f"copied to {new}; now set NEWSLETTER_DATABASE_URL to it")
+
+
+def _refuse_missing_state(settings: Settings) -> None:
+    """The state folder's SQLite file that is not there is no state to move (opening it makes one)."""
+    if settings.database_url is None and not (settings.home / "state.db").is_file():
+        raise StoreError(
+            f"nothing to copy: there is no state database in {settings.home}",
+            hint="run migrate-db where the state is (--home, NEWSLETTER_HOME or NEWSLETTER_DATABASE_URL)",
+        )
 
 
 @app.command()

@@ -74,6 +74,19 @@ def test_migrating_into_a_database_with_state_is_refused(tmp_path: Path, pg_url:
         assert len(store.dumps()) == 1
 
 
+def test_migrating_from_where_there_is_no_state_is_refused(tmp_path: Path, pg_url: str) -> None:
+    """From the wrong folder it made an empty state.db there, copied it and said to switch to it."""
+    env = make_env(tmp_path)
+    missing = cli(env, "migrate-db", pg_url, check=False)
+    assert missing.returncode == 1 and "nothing to copy: there is no state database in" in missing.stderr
+    assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
+    cli(env, "status")  # an empty state.db: a state with nothing in it
+    empty = cli(env, "migrate-db", pg_url, check=False)
+    assert empty.returncode == 1 and "holds no dumps and no deliveries" in empty.stderr
+    with Store(pg_url) as store:
+        assert store.is_empty()
+
+
 def _rows(url: str) -> dict[str, list[tuple[Any, ...]]]:
     with Store(url) as store, store._engine.connect() as conn:
         return {
