@@ -92,7 +92,11 @@ def _make_sqlite_folder(url: URL) -> None:
 
 
 def _install_sqlite_hooks(engine: Engine) -> None:
-    """WAL, foreign keys, busy_timeout, synchronous=NORMAL; real transactions for DDL too.
+    """WAL, foreign keys, busy_timeout, synchronous=FULL; real transactions for DDL too.
+
+    FULL: a commit is on disk before it returns, as PostgreSQL's is. With NORMAL, WAL commits reach the
+    disk only at a checkpoint, so a power cut after a send could forget its 'sending' and send it
+    again. Here a commit took 0.16-0.37 ms against 0.03 ms (2,000 one-row commits).
 
     pysqlite on Python 3.11 only opens a transaction before DML, so DDL would autocommit. We turn that
     off and emit BEGIN ourselves (SQLAlchemy's documented recipe); write transactions use
@@ -106,7 +110,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         try:
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             _use_wal(cursor)
-            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
