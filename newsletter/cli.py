@@ -454,6 +454,22 @@ PaperArgument = Annotated[
 
 
 @app.command(cls=_Command)
+def resubscribe(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
+) -> None:
+    """Undo EMAIL's unsubscribe, when they ask to come back: an unsubscribe is otherwise for good.
+
+    Their next digest holds only papers listed from now on, not what came while they were away.
+    """
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    with open_store(settings) as store:
+        done = store.resubscribe(subscriber.email)
+    what = "subscribed again: digests from papers listed from now on" if done else "had not unsubscribed"
+    typer.echo(f"{subscriber.email}: {what}")
+
+
+@app.command(cls=_Command)
 def feedback(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
     paper: PaperArgument,
@@ -510,7 +526,10 @@ def check() -> None:
     subscribers = result.subscribers
     assert subscribers is not None  # read, or there would be a problem
     for email in _unsubscribed_in(settings, subscribers):
-        err.print(f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing")
+        back = "`newsletter resubscribe` if they asked to come back"
+        err.print(
+            f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing ({back})"
+        )
     typer.echo(f"ok: {len(subscribers.subscribers)} subscribers, templates in {settings.templates_dir}")
 
 

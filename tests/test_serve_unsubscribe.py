@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,9 +16,10 @@ from starlette.testclient import TestClient
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings, load_subscribers
 from newsletter.serve import create_app
+from newsletter.store import Store
 from newsletter.unsubscribe import mailto_url, make_token
 
-from .helpers import add_dumps, make_env, seed_names
+from .helpers import add_dumps, cli, make_env, seed_names
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SECRET = "test-unsubscribe-secret"
@@ -230,3 +232,27 @@ def test_the_mailto_subject_escapes_in_lower_case_and_names_the_address() -> Non
     subject = url.split("?subject=", 1)[1]
     assert not re.search(r"%[A-Z][A-Z_-]", subject)
     assert unquote(subject) == "unsubscribe bob@bücher.example"
+
+
+def test_resubscribe_undoes_an_unsubscribe_and_sends_no_backlog(tmp_path: Path) -> None:
+    """An unsubscribe could not be undone: a person who asked to come back got nothing, for good."""
+    env = make_env(tmp_path)
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:  # as the link does
+        store.record_unsubscribe(SSM, datetime(2026, 3, 11, 9, tzinfo=UTC))
+    add_dumps(env, seed_names()[1])  # listed while they were away
+    away = json.loads(cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z").stdout)
+    assert [d["reason"] for d in away["digests"] if d["subscriber"] == SSM] == ["unsubscribed"]
+    assert "newsletter resubscribe" in cli(env, "check").stderr
+
+    assert (
+        cli(env, "resubscribe", SSM.upper()).stdout
+        == f"{SSM}: subscribed again: digests from papers listed from now on\n"
+    )
+    assert cli(env, "resubscribe", SSM).stdout == f"{SSM}: had not unsubscribed\n"
+    back = json.loads(cli(env, "run", "--json", "--now", "2026-03-13T08:00:00Z").stdout)
+    assert [d["reason"] for d in back["digests"] if d["subscriber"] == SSM] == ["nothing new"]
+    add_dumps(env, seed_names()[2])
+    later = json.loads(cli(env, "run", "--json", "--now", "2026-03-14T08:00:00Z").stdout)
+    assert [d["status"] for d in later["digests"] if d["subscriber"] == SSM] == ["sent"]

@@ -117,6 +117,17 @@ def record_unsubscribe(conn: Connection, email: str, now: datetime) -> int:
     return conn.execute(cancel).rowcount
 
 
+def resubscribe(conn: Connection, email: str, latest_seq: int | None) -> bool:
+    """Clear an unsubscribe, with the watermark moved to ``latest_seq``: what was listed while they were
+    away is not sent. False when the address had not unsubscribed."""
+    update = (
+        subscribers.update()
+        .where(subscribers.c.email == address_key(email), subscribers.c.unsubscribed_at.is_not(None))
+        .values(unsubscribed_at=None, watermark_seq=sa.func.coalesce(latest_seq, subscribers.c.watermark_seq))
+    )
+    return bool(conn.execute(update).rowcount)
+
+
 def unsubscribed_emails(conn: Connection) -> set[str]:
     query = sa.select(subscribers.c.email).where(subscribers.c.unsubscribed_at.is_not(None))
     return set(conn.execute(query).scalars())

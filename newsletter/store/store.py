@@ -277,6 +277,16 @@ class Store:
             cancelled = delivery.record_unsubscribe(conn, email, now)
         log.info("recorded unsubscribe of %s (%s queued digests cancelled)", email, cancelled)
 
+    def resubscribe(self, email: str) -> bool:
+        """Undo an unsubscribe (a person asked to come back); their next digest holds only papers listed
+        from now on. False when the address had not unsubscribed."""
+        with self._tx(f"resubscribing {email}", write=True) as conn:
+            latest = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
+            done = delivery.resubscribe(conn, email, latest)
+        if done:
+            log.info("resubscribed %s", email)
+        return done
+
     def is_unsubscribed(self, email: str) -> bool:
         state = self.subscriber_state(email)
         return state is not None and state.unsubscribed_at is not None
