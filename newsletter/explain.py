@@ -20,6 +20,7 @@ from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.less import Lowered
 from newsletter.rank.profile import compile_profile
 from newsletter.render.helpers import printable
+from newsletter.report import plural
 from newsletter.select import Selection, Selector, with_feedback
 from newsletter.store import DeliveryRecord, Store
 
@@ -82,14 +83,15 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
     paper = find(pipeline.store, item)
     selection, _ = pipeline.preview(subscriber, now)
     scored = next((s for s in selection.scored if s.paper.id == paper.id), None)
-    sent = _sent(pipeline, subscriber, paper)
+    records = pipeline.store.deliveries(email=subscriber.email)
+    sent = _sent(records, paper)
     if scored is None:
         scored = _rank_alone(pipeline, subscriber, paper)
     breakdown = _breakdown(pipeline, subscriber, paper)
     if scored in selection.scored:
         verdict = _in_window(selection, scored, breakdown)
     else:
-        verdict = sent or _outside_window(selection, scored, breakdown)
+        verdict = sent or _outside_window(selection, scored, breakdown, _covering(records, paper))
     return Explanation(paper, scored, breakdown, verdict)
 
 
@@ -134,8 +136,8 @@ def column_name(subscriber: Subscriber, column: int, value: float, words: str) -
     return f"{name} ({value:.3f})"
 
 
-def _sent(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> str:
-    for record in pipeline.store.deliveries(email=subscriber.email):
+def _sent(records: list[DeliveryRecord], paper: StoredPaper) -> str:
+    for record in records:
         for item in record.items:
             if item.paper.id == paper.id:
                 return _as_sent(record, item.position)
@@ -160,11 +162,31 @@ def _in_window(selection: Selection, scored: Scored, breakdown: Breakdown) -> st
     return f"left out of the next digest: {_why_not(breakdown)}"
 
 
-def _outside_window(selection: Selection, scored: Scored, breakdown: Breakdown) -> str:
+def _covering(records: list[DeliveryRecord], paper: StoredPaper) -> DeliveryRecord | None:
+    """The digest whose window held the paper's dump: after the previous digest's watermark (a first
+    digest: its latest dump only), up to its own."""
+    before: int | None = None
+    for record in records:  # oldest first
+        upto = record.watermark_seq or 0
+        if (upto - 1 if before is None else before) < paper.first_dump_seq <= upto:
+            return record
+        before = upto
+    return None
+
+
+def _outside_window(
+    selection: Selection, scored: Scored, breakdown: Breakdown, covering: DeliveryRecord | None
+) -> str:
     if selection.reason == "unsubscribed":
         return "not sent: this address unsubscribed"
     if not scored.relevant:
         return f"not sent: {_why_not(breakdown)}"
+    if covering is not None and len(covering.items) >= selection.subscriber.max_items:
+        when, full = covering.created_at.strftime("%Y-%m-%d %H:%M UTC"), plural(len(covering.items), "paper")
+        return (
+            f"not sent: the digest of {when} weighed it and was full ({full}, max_items): it was past "
+            "them; a paper is weighed for one digest only"
+        )
     return (
         "not sent: it came before this subscriber's window (a first digest holds only the latest "
         "dump's new papers) or scored below the bar then; it would count now"

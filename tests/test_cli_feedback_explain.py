@@ -141,3 +141,27 @@ def test_explain_prints_a_title_without_its_terminal_escape_sequences(fresh: dic
     out = cli(fresh, "explain", SSM, "2501.00009", "--now", LATER).stdout
     assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
     assert " ".join(out.splitlines()[0].split()) == "Mamba state space [31mRED [0m ]0;pwned models gnol"
+
+
+def test_explain_a_relevant_paper_a_full_digest_left_out(tmp_path: Path) -> None:
+    """After the run it said the paper came before the window or scored below the bar, and 'would count
+    now': it was in the window, above the bar, and will never be sent."""
+    env = make_env(tmp_path)
+    subscribers = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    add_dumps(env, *seed_names()[:2])
+    subscribers.write_text(
+        subscribers.read_text().replace("    name: Sam\n", "    name: Sam\n    max_items: 2\n")
+    )
+    dry = json.loads(cli(env, "run", "--dry-run", "--json", "--now", NOW).stdout)
+    (sam,) = [d for d in dry["digests"] if d["subscriber"] == SSM]
+    first, second = (item["title"] for item in sam["items"])
+    subscribers.write_text(subscribers.read_text().replace("    max_items: 2\n", "    max_items: 1\n"))
+    cli(env, "run", "--now", NOW)
+    lines = cli(env, "explain", SSM, second, "--now", LATER).stdout.splitlines()
+    assert lines[-1] == (
+        "  not sent: the digest of 2026-03-11 08:00 UTC weighed it and was full (1 paper, max_items): "
+        "it was past them; a paper is weighed for one digest only"
+    )
+    assert (
+        cli(env, "explain", SSM, first, "--now", LATER).stdout.splitlines()[-1].startswith("  sent: paper 1")
+    )
