@@ -28,19 +28,23 @@ def status_report(
     states = store.subscriber_states()
     unsubscribed = store.unsubscribed_emails()
     queued = _queued(store, now)
+    latest = store.latest_dump_seq()
     rows = []
     for sub in subscribers.subscribers:
         state = states.get(address_key(sub.email))
         last = state.last_digest_at if state else None
         served = state.served_slot if state else None
+        mark = state.watermark_seq if state else None
+        fresh = latest is not None and (mark is None or latest > mark)  # dumps it has not been weighed on
         due = now if address_key(sub.email) in queued else next_due_at(sub, last, now, served)
+        due = now if due is None and fresh else due  # each-dump: a dump waits for it
         rows.append(
             {
                 "subscriber": sub.email,
                 "cadence": sub.cadence,
                 "last_digest_at": last.isoformat() if last else None,
                 "next_due_at": due.isoformat() if due else None,  # None: when a dump brings new papers
-                "next_due": _due_text(due, now),
+                "next_due": _due_text(due, now, fresh or address_key(sub.email) in queued),
                 "unsubscribed": address_key(sub.email) in unsubscribed,
             }
         )
@@ -82,9 +86,9 @@ def _still_there(record: RejectedFile) -> bool:
         return False
 
 
-def _due_text(due: datetime | None, now: datetime) -> str:
-    """The next due time in words: 'now', a time, or 'when a dump brings new papers'."""
-    if due is None:
+def _due_text(due: datetime | None, now: datetime, fresh: bool) -> str:
+    """The next due time in words: 'now' (with papers to weigh), a time, or when a dump brings some."""
+    if due is None or (due <= now and not fresh):
         return "when a dump brings new papers"
     return "now" if due <= now else _short_time(due.isoformat())
 

@@ -53,8 +53,13 @@ def test_status_table_never_cuts_a_time_and_json_keeps_times_and_prose_apart(ran
     assert rows["diff@example.org"]["next_due"] == "when a dump brings new papers"
     due_now = json.loads(cli(ran, "status", "--json", "--now", "2026-03-13T09:00:00Z").stdout)
     row = next(r for r in due_now["subscribers"] if r["subscriber"].startswith("a-rather"))
-    assert row["next_due"] == "now"
+    assert row["next_due"] == "when a dump brings new papers"  # due, but nothing new to weigh: not "now"
     assert datetime.fromisoformat(row["next_due_at"]) <= datetime.fromisoformat("2026-03-13T09:00:00+00:00")
+    add_dumps(ran, seed_names()[2])
+    cli(ran, "run", "--dry-run", "--now", "2026-03-13T09:00:00Z")  # ingests it, plans nothing
+    again = json.loads(cli(ran, "status", "--json", "--now", "2026-03-13T09:00:00Z").stdout)
+    row = next(r for r in again["subscribers"] if r["subscriber"].startswith("a-rather"))
+    assert row["next_due"] == "now"
 
 
 def test_retry_prints_only_what_it_did(ran: dict[str, str]) -> None:

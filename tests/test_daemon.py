@@ -262,3 +262,14 @@ def test_a_job_that_comes_late_still_runs_once(env: dict[str, str]) -> None:
     finally:
         daemon.scheduler.shutdown(wait=False)
         thread.join(timeout=10)
+
+
+def test_an_each_dump_subscriber_with_a_dump_to_weigh_is_due_now(env: dict[str, str]) -> None:
+    """It showed "when a dump brings new papers" while an ingested dump waited for the next run."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    add_dumps(env, seed_names()[1])
+    cli(env, "run", "--dry-run", "--now", "2026-03-11T09:00:00Z")  # ingests, sends nothing
+    data = json.loads(cli(env, "status", "--json", "--now", "2026-03-11T09:00:00Z").stdout)
+    due = {row["subscriber"]: row["next_due"] for row in data["subscribers"]}
+    assert due["diff@example.org"] == "now"
