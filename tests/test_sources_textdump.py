@@ -412,3 +412,16 @@ def test_list_dump_files_missing_folder(tmp_path: Path) -> None:
 
 def test_list_dump_files_on_seeds() -> None:
     assert [path.name for path in list_dump_files(SEEDS)] == [row[0] for row in SEED_EXPECTATIONS]
+
+
+def test_a_title_two_papers_share_in_one_dump_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """Without ids the second paper cannot be told apart, and was dropped with an info line only."""
+    other = "Another abstract entirely, about a second system with its own method and its own results. " * 3
+    with caplog.at_level("INFO"):
+        dump = parse_text_dump(
+            _dump("Technical Report", ABSTRACT, "Technical Report", other.strip()), "two.txt"
+        )
+        again = parse_text_dump(_dump("Technical Report", ABSTRACT, "Technical Report", ABSTRACT), "same.txt")
+    assert len(dump.papers) == len(again.papers) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["two.txt: paper at rank 2 left out: rank 1 has its title"]

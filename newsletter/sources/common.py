@@ -18,15 +18,18 @@ TITLE_CHARS = 500  # the title is an indexed key: PostgreSQL's btree holds at mo
 def dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
     """Keep the first of papers listed twice (same arXiv id, or same normalised title without one),
     each made :func:`storable`."""
-    seen: set[str] = set()
-    kept: list[Paper] = []
+    seen: dict[str, Paper] = {}
     for paper in (storable(p, source) for p in papers):
-        if paper.key in seen:
-            log.info("%s: duplicate paper at rank %s dropped: %s", source, paper.rank, paper.key)
+        first = seen.setdefault(paper.key, paper)
+        if first is paper:
             continue
-        seen.add(paper.key)
-        kept.append(paper)
-    return tuple(kept)
+        if paper.abstract_key != first.abstract_key:  # a title two papers share, no id to tell them apart
+            log.warning(
+                "%s: paper at rank %s left out: rank %s has its title", source, paper.rank, first.rank
+            )
+        else:
+            log.info("%s: duplicate paper at rank %s dropped: %s", source, paper.rank, paper.key)
+    return tuple(seen.values())
 
 
 def storable(paper: Paper, source: str = "") -> Paper:
