@@ -26,10 +26,24 @@ def is_due(
     one (a digest recorded before it was), the slot :func:`served_slot` reads off its time."""
     if subscriber.cadence == "each-dump" or last_digest_at is None:
         return True
-    slot = served or served_slot(subscriber, last_digest_at)
+    slot = _last_slot(subscriber, last_digest_at, served)
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
         return now >= _a_week_on(subscriber, slot)
     return latest_slot(subscriber, now) > slot
+
+
+def _last_slot(subscriber: Subscriber, last_digest_at: datetime, served: datetime | None) -> datetime:
+    """The slot the last digest served: as recorded while it is one of the profile's slots; after a
+    change of ``send_at``, zone or weekday, the profile's slot of that digest's time (the recorded one
+    would make the new ``send_at`` of the same day a second slot that day)."""
+    if served is None:
+        return served_slot(subscriber, last_digest_at)
+    on_the_grid = _slot_on(subscriber, _local_day(subscriber, served)) == served
+    return (
+        served
+        if on_the_grid and _is_slot_day(subscriber, served)
+        else latest_slot(subscriber, last_digest_at)
+    )
 
 
 def slot_served_now(
@@ -62,7 +76,7 @@ def next_due_at(
     if is_due(subscriber, last_digest_at, now, served):
         return now
     assert last_digest_at is not None  # is_due is True without one
-    slot = served or served_slot(subscriber, last_digest_at)
+    slot = _last_slot(subscriber, last_digest_at, served)
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
         return _a_week_on(subscriber, slot)
     step = WEEK if subscriber.cadence == "weekly" else timedelta(days=1)

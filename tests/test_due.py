@@ -181,3 +181,23 @@ def test_a_first_digest_still_counts_for_the_nearer_slot_that_day() -> None:
     assert not is_due(s, first, datetime(2026, 3, 11, 9, 0, tzinfo=PARIS), served)
     assert is_due(s, first, datetime(2026, 3, 12, 7, 30, tzinfo=PARIS), served)
     assert slot_served_now(sub(cadence="each-dump"), None, first) is None
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({"send_at": time(18, 0)}, {"send_at": time(6, 0)}),
+        ({"cadence": "weekly", "weekday": "fri", "send_at": time(9, 0)}, {"send_at": time(18, 0)}),
+        ({"send_at": time(18, 0)}, {"send_at": time(18, 0), "timezone": "America/Los_Angeles"}),
+    ],
+)
+def test_a_recorded_slot_the_profile_no_longer_has_gives_no_second_digest_that_day(
+    before: dict[str, object], after: dict[str, object]
+) -> None:
+    """The recorded 18:00 made the new 06:00 of the same day a second slot: two digests on Mar 6."""
+    old = sub(**{"cadence": "daily", **before})
+    made = datetime(2026, 3, 6, 7, 10, tzinfo=UTC)
+    served = slot_served_now(old, datetime(2026, 3, 5, 7, 10, tzinfo=UTC), made)
+    new = sub(**{"cadence": "daily", **after})
+    assert not is_due(new, made, datetime(2026, 3, 6, 8, 10, tzinfo=UTC), served)
+    assert is_due(new, made, datetime(2026, 3, 8, 8, 10, tzinfo=UTC), served)
