@@ -139,17 +139,17 @@ def _atom(*entries: tuple[str, str, list[str]]) -> bytes:
     return f'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom">{body}</feed>'.encode()
 
 
-def test_a_doi_is_not_read_as_an_arxiv_id_and_each_atom_author_is_one_name() -> None:
+def test_a_doi_is_not_read_as_an_arxiv_id_and_each_of_several_atom_authors_is_one_name() -> None:
     """'10.1145/3580305.3599256' held '0305.35992': two DOI entries became one paper with a wrong id."""
     feed = _atom(
-        ("https://doi.org/10.1145/3580305.3599256", "Graph Paper One", ["Smith, John"]),
-        ("https://doi.org/10.1145/3580305.3599257", "Graph Paper Two", ["Li and Wang Lab"]),
-        ("http://arxiv.org/abs/hep-th/9901001v2", "Strings", ["A. Author", "B. Author"]),
+        ("https://doi.org/10.1145/3580305.3599256", "Graph Paper One", ["Smith, John", "Doe, Jane"]),
+        ("https://doi.org/10.1145/3580305.3599257", "Graph Paper Two", ["Li and Wang Lab", "Ann Bo"]),
+        ("http://arxiv.org/abs/hep-th/9901001v2", "Strings", ["A. Author, B. Author, Jr."]),  # one dc:creator
     )
     one, two, strings = parse_dump(feed, "feed.xml").papers
-    assert (one.title, one.arxiv_id, one.authors) == ("Graph Paper One", None, ("Smith, John",))
-    assert (two.title, two.arxiv_id, two.authors) == ("Graph Paper Two", None, ("Li and Wang Lab",))
-    assert (strings.arxiv_id, strings.authors) == ("hep-th/9901001", ("A. Author", "B. Author"))
+    assert (one.title, one.arxiv_id, one.authors) == ("Graph Paper One", None, ("Smith, John", "Doe, Jane"))
+    assert (two.title, two.arxiv_id, two.authors) == ("Graph Paper Two", None, ("Li and Wang Lab", "Ann Bo"))
+    assert (strings.arxiv_id, strings.authors) == ("hep-th/9901001", ("A. Author", "B. Author, Jr."))
 
 
 def test_an_rss_name_suffix_stays_with_its_name() -> None:

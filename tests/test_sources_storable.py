@@ -24,6 +24,7 @@ def _awkward_dump() -> bytes:
         _item("2403.00002", "Many Votes", upvotes=3_000_000_000, githubStars=2**40),
         _item("2403.00003", "Long " * 1400),
         _item("2403.00004", "Year One", submittedOnDailyAt="0001-01-01T00:00:00+05:00"),
+        _item("a" * 70 + "/1234567", "Long Id"),
     ]
     return json.dumps(items).encode()
 
@@ -32,12 +33,13 @@ def test_an_awkward_dump_ingests_alike_on_both_databases(store_url: str) -> None
     dump = parse_dump(_awkward_dump(), "awkward.json")
     with open_store(store_url) as store:
         result = store.ingest(dump, datetime(2026, 3, 1, tzinfo=UTC))
-    assert (result.papers, result.new) == (4, 4)
-    first, votes, long, year_one = dump.papers
+    assert (result.papers, result.new) == (5, 5)
+    first, votes, long, year_one, long_id = dump.papers
     assert (first.title, first.abstract) == ("Null Title", "An abstract with a  NUL.")
     assert (votes.upvotes, votes.details.github_stars) == (None, None)
     assert len(long.title) == TITLE_CHARS and long.title.endswith("…")
     assert year_one.details.listed_at is None
+    assert (long_id.arxiv_id, long_id.key) == (None, "long id")
 
 
 def test_storable_leaves_an_ordinary_paper_as_it_is() -> None:

@@ -59,8 +59,7 @@ def parse_arxiv_feed(data: bytes, source: str) -> Dump:
     skipped = len(parsed.entries) - len(entries)
     if skipped:
         log.info("%s: %d replaced paper(s) left out (new versions, not new papers)", source, skipped)
-    atom = str(parsed.get("version", "")).startswith("atom")
-    papers = [_paper(entry, rank, source, atom) for rank, entry in enumerate(entries, start=1)]
+    papers = [_paper(entry, rank, source) for rank, entry in enumerate(entries, start=1)]
     return Dump(
         source=source,
         format=FORMAT,
@@ -89,7 +88,7 @@ def _is_new(entry: Any) -> bool:
     return kind in NEW_ANNOUNCE_TYPES
 
 
-def _paper(entry: Any, rank: int, source: str, atom: bool) -> Paper:
+def _paper(entry: Any, rank: int, source: str) -> Paper:
     title = " ".join(str(entry.get("title", "")).split())
     if not title:
         raise ParseError(source, None, f"entry {rank}: no title ({entry.get('id') or entry.get('link')!r})")
@@ -103,7 +102,7 @@ def _paper(entry: Any, rank: int, source: str, atom: bool) -> Paper:
         abstract=_RSS_PREFIX.sub("", str(entry.get("summary", ""))).strip(),
         rank=rank,
         arxiv_id=arxiv_id,
-        authors=_authors(entry, atom),
+        authors=_authors(entry),
         published_at=_moment(entry.get("published_parsed")),
         details=PaperDetails(listed_at=_moment(entry.get("published_parsed"))),
     )
@@ -117,13 +116,12 @@ def _arxiv_id(entry: Any) -> str | None:
     return None
 
 
-def _authors(entry: Any, atom: bool) -> tuple[str, ...]:
-    """Atom lists one author per element ("Smith, John" is one); RSS puts them all in one dc:creator,
-    separated by commas and "and", where a suffix ("Jr.") belongs to the name before it."""
-    names: list[str] = []
-    for author in entry.get("authors", []):
-        name = " ".join(str(author.get("name", "")).split())
-        names += [name] if atom else _rss_names(name)
+def _authors(entry: Any) -> tuple[str, ...]:
+    """The arXiv API's Atom lists one author per element ("Smith, John" is one); RSS, and the Atom of
+    rss.arxiv.org, put them all in one dc:creator, separated by commas and "and", where a suffix
+    ("Jr.") belongs to the name before it."""
+    given = [" ".join(str(a.get("name", "")).split()) for a in entry.get("authors", [])]
+    names = given if len(given) > 1 else [n for name in given for n in _rss_names(name)]
     return tuple(n for n in names if n)
 
 

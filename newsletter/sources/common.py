@@ -13,6 +13,7 @@ log = logging.getLogger(__name__)
 
 INT32 = (-(2**31), 2**31 - 1)  # PostgreSQL's INTEGER: the store's count columns
 TITLE_CHARS = 500  # the title is an indexed key: PostgreSQL's btree holds at most 2,704 bytes
+ID_CHARS = 64  # papers.arxiv_id is a VARCHAR(64)
 
 
 def dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
@@ -34,10 +35,12 @@ def dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
 
 def storable(paper: Paper, source: str = "") -> Paper:
     """``paper`` as both databases store it alike: NUL characters dropped from its text, a count
-    outside PostgreSQL's INTEGER or a date no UTC timestamp holds left out (as a value of the wrong
-    shape is), a title cut to ``TITLE_CHARS``. SQLite would keep these where PostgreSQL refuses the
-    whole dump, and a state could not move from one to the other."""
+    outside PostgreSQL's INTEGER, a date no UTC timestamp holds or an id over ``ID_CHARS`` left out
+    (as a value of the wrong shape is), a title cut to ``TITLE_CHARS``. SQLite would keep these where
+    PostgreSQL refuses the whole dump, and a state could not move from one to the other."""
     fitted = _fitted(paper)
+    if fitted.arxiv_id is not None and len(fitted.arxiv_id) > ID_CHARS:  # not a real one: keyed by title
+        fitted = dataclasses.replace(fitted, arxiv_id=None)
     if len(fitted.title) > TITLE_CHARS:
         fitted = dataclasses.replace(fitted, title=fitted.title[: TITLE_CHARS - 1].rstrip() + "…")
     if fitted != paper:
