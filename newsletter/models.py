@@ -283,6 +283,7 @@ class OutgoingMessage:
     html: str = field(repr=False, default="")  # the parts again, for HTTP APIs that take them apart
     text: str = field(repr=False, default="")
     headers_only: bool = False  # ``raw`` is the header block alone (built for an API that takes the parts)
+    made_at: datetime | None = None  # when the digest was made (a resend's Date header is later)
 
     @property
     def size(self) -> int:

@@ -421,6 +421,7 @@ class Pipeline:
                 rendered=rendered,
                 date=sent_at or date,
                 body=body,
+                made_at=date,
             )
 
     # -- delivering ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from rich.table import Column, Table
 from newsletter.address import address_key
 from newsletter.config import SubscriberList
 from newsletter.due import next_due_at
+from newsletter.sources import path_text
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
 from newsletter.store.rejected import RejectedFile
 
@@ -28,7 +29,7 @@ def status_report(
     states = store.subscriber_states()
     unsubscribed = store.unsubscribed_emails()
     queued = _queued(store, now)
-    latest = store.latest_dump_seq()
+    latest = store.latest_paper_seq()  # a dump that brought no new paper gives nothing to weigh
     rows = []
     for sub in subscribers.subscribers:
         state = states.get(address_key(sub.email))
@@ -81,9 +82,17 @@ def _queued(store: Store, now: datetime) -> set[str]:
 def _still_there(record: RejectedFile) -> bool:
     """A refused file still in the dumps folder as it was refused (not since fixed or removed)."""
     try:
-        return hashlib.sha256(Path(record.path).read_bytes()).hexdigest() == record.content_hash
+        return hashlib.sha256(_on_disk(record.path).read_bytes()).hexdigest() == record.content_hash
     except OSError:
         return False
+
+
+def _on_disk(text: str) -> Path:
+    """The file a stored path names: a name that is not UTF-8 is stored with \\x escapes (path_text)."""
+    path = Path(text)
+    if path.exists() or "\\x" not in text:
+        return path
+    return next((p for p in path.parent.iterdir() if path_text(p) == text), path)
 
 
 def _due_text(due: datetime | None, now: datetime, fresh: bool) -> str:

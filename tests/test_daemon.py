@@ -20,6 +20,7 @@ from newsletter.status import IN_FLIGHT
 from newsletter.store import PENDING, SENDING, Store
 from newsletter.store.schema import digests
 
+from .conftest import SEEDS
 from .helpers import add_dumps, cli, outbox, seed_names
 
 
@@ -273,3 +274,10 @@ def test_an_each_dump_subscriber_with_a_dump_to_weigh_is_due_now(env: dict[str, 
     data = json.loads(cli(env, "status", "--json", "--now", "2026-03-11T09:00:00Z").stdout)
     due = {row["subscriber"]: row["next_due"] for row in data["subscribers"]}
     assert due["diff@example.org"] == "now"
+    cli(env, "run", "--now", "2026-03-11T10:00:00Z")  # it weighs that dump
+    relisted = Path(env["NEWSLETTER_DUMPS"]) / "relisted.txt"  # the same papers again: nothing to weigh
+    relisted.write_text("Mar 12\n\n" + (SEEDS / seed_names()[1]).read_text())
+    cli(env, "run", "--dry-run", "--now", "2026-03-11T10:30:00Z")  # ingests it
+    data = json.loads(cli(env, "status", "--json", "--now", "2026-03-11T10:30:00Z").stdout)
+    due = {row["subscriber"]: row["next_due"] for row in data["subscribers"]}
+    assert due["diff@example.org"] == "when a dump brings new papers"

@@ -102,6 +102,11 @@ def test_file_names_that_are_not_utf8_are_read_and_remembered(env: dict[str, str
     assert outbox(env)
     again = cli(env, "run", "--json", "--now", "2024-11-19T09:00:00Z")  # each remembered, none reported
     assert not any(d["error"] or d["warning"] or not d["already"] for d in json.loads(again.stdout)["dumps"])
+    status = json.loads(cli(env, "status", "--json").stdout)  # the refused one is still there
+    assert sorted(Path(r["file"]).name for r in status["rejected_files"]) == [
+        "broken-caf\\xe9.json",
+        "notes-caf\\xe9.md",
+    ]
 
 
 def test_a_huge_file_is_one_error_line_and_the_rest_is_delivered(env: dict[str, str]) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from newsletter.serve import create_app
+from newsletter.store import UNKNOWN, Store
+from newsletter.store.schema import digests
 
 from .helpers import add_dumps, cli, seed_names
 from .test_serve import NOW, SSM, settings_for
@@ -66,3 +68,20 @@ def test_a_digest_is_headed_with_the_subscribers_own_day(env: dict[str, str]) ->
     text = sent.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert text.splitlines()[0].endswith("· Tuesday, 10 March 2026")
     assert "TUESDAY, 10 MARCH 2026" in eml.with_suffix(".html").read_text().upper()
+
+
+def test_a_resend_overwrites_its_own_outbox_files_days_later(env: dict[str, str]) -> None:
+    """Named by the resend's Date header, a digest resent three days later got a second .eml beside the
+    first, dated by the resend."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", RUN_AT)
+    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    before = sorted(p.name for p in outbox.iterdir())
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:  # as a crash mid-send leaves it
+        (ssm,) = store.deliveries(email=SSM, with_items=False)
+        with store._engine.begin() as conn:
+            conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status=UNKNOWN))
+    cli(env, "retry", "--unknown", "--now", "2026-03-14T09:00:00Z")
+    assert sorted(p.name for p in outbox.iterdir()) == before
+    _, resent = _sent(env)
+    assert resent["Date"].datetime.day == 14  # the header says when it went out

@@ -109,7 +109,8 @@ def _file_name(message: OutgoingMessage) -> str:
     digest_id = message.digest_id
     if not _SAFE_NAME.fullmatch(digest_id) or ".." in digest_id:
         raise SendError(f"digest id {digest_id!r} is not usable as a file name", permanent=True)
-    return f"{_date(message.raw)}_{_slug(message.recipient)}_{digest_id}"
+    made = message.made_at.strftime("%Y-%m-%d") if message.made_at else _date(message.raw)
+    return f"{made}_{_slug(message.recipient)}_{digest_id}"
 
 
 def _date(raw: bytes) -> str:

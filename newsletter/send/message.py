@@ -99,8 +99,12 @@ def build_message(
     rendered: RenderedDigest,
     date: datetime,
     body: bool = True,
+    made_at: datetime | None = None,
 ) -> OutgoingMessage:
     """One digest email as RFC 5322 bytes (CRLF). Raises SendError(permanent) for an unusable address.
+
+    ``date`` is its Date header; ``made_at`` (default ``date``) when the digest was made, which a resend
+    keeps (the file outbox names its files by it).
 
     Without ``body``, ``raw`` is the header block alone (what an API that takes the HTML and text as
     fields reads of it): the same headers, without base64-encoding parts nobody would read.
@@ -132,6 +136,7 @@ def build_message(
         html=rendered.html,
         text=rendered.text,
         headers_only=not body,
+        made_at=made_at or date,
     )
 
 
