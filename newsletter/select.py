@@ -79,18 +79,21 @@ class Selector:
             state = states.get(address_key(sub.email))
             groups[state.watermark_seq if state else None].append(sub)
         windows = {mark: self._window(mark, latest) for mark in groups}
-        self._prepare(windows.values(), latest, self._named(subscribers))
+        due: dict[int | None, list[Subscriber]] = defaultdict(list)
         for mark, group in groups.items():
             if not windows[mark]:  # "nothing new" says more than "not due"
                 yield from (Selection(s, reason="nothing new") for s in group)
                 continue
-            due: list[Subscriber] = []
             for sub in group:
                 if ignore_due or _is_due(sub, states, now):
-                    due.append(sub)
+                    due[mark].append(sub)
                 else:
                     yield Selection(sub, reason="not due")
-            for selection in self._rank(due, windows[mark], latest, mark, every_paper):
+        ranked = [sub for group in due.values() for sub in group]
+        if ranked:  # an idle tick embeds nothing; the named papers are the ranked subscribers' only
+            self._prepare(windows.values(), latest, self._named(ranked))
+        for mark, group in due.items():
+            for selection in self._rank(group, windows[mark], latest, mark, every_paper):
                 yield replace(selection, serves=_slot_served_now(selection.subscriber, states, now))
 
     def triage(
