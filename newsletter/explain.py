@@ -164,7 +164,8 @@ def _in_window(selection: Selection, scored: Scored, breakdown: Breakdown) -> st
 
 def _covering(records: list[DeliveryRecord], paper: StoredPaper) -> DeliveryRecord | None:
     """The digest whose window held the paper's dump: after the previous digest's watermark (a first
-    digest: its latest dump only), up to its own."""
+    digest: its latest dump only), up to its own. An evaluation that sent nothing moves a watermark
+    too, without a record: the paper may have been weighed then, so the verdict says "most likely"."""
     before: int | None = None
     for record in records:  # oldest first
         upto = record.watermark_seq or 0
@@ -184,8 +185,8 @@ def _outside_window(
     if covering is not None and len(covering.items) >= selection.subscriber.max_items:
         when, full = covering.created_at.strftime("%Y-%m-%d %H:%M UTC"), plural(len(covering.items), "paper")
         return (
-            f"not sent: the digest of {when} weighed it and was full ({full}, max_items): it was past "
-            "them; a paper is weighed for one digest only"
+            f"not sent: weighed for the digest of {when}, which was full ({full}, max_items): most "
+            "likely it was past them; a paper is weighed for one digest only"
         )
     return (
         "not sent: it came before this subscriber's window (a first digest holds only the latest "

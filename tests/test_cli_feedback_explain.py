@@ -159,8 +159,8 @@ def test_explain_a_relevant_paper_a_full_digest_left_out(tmp_path: Path) -> None
     cli(env, "run", "--now", NOW)
     lines = cli(env, "explain", SSM, second, "--now", LATER).stdout.splitlines()
     assert lines[-1] == (
-        "  not sent: the digest of 2026-03-11 08:00 UTC weighed it and was full (1 paper, max_items): "
-        "it was past them; a paper is weighed for one digest only"
+        "  not sent: weighed for the digest of 2026-03-11 08:00 UTC, which was full (1 paper, max_items): "
+        "most likely it was past them; a paper is weighed for one digest only"
     )
     assert (
         cli(env, "explain", SSM, first, "--now", LATER).stdout.splitlines()[-1].startswith("  sent: paper 1")
