@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -113,6 +114,36 @@ def test_papers_stored_before_0009_are_found_by_their_abstract_after_it(store_ur
         assert store.migrations_applied[0] == "0009_abstract_key"
         retitled = Paper(title="Old Title", abstract=abstract, rank=1)
         assert store.ingest(make_dump(retitled), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
+
+
+def test_papers_stored_with_html_entities_are_decoded_by_0012(store_url: str) -> None:
+    """Text dumps are read decoded since 0012; a paper stored as 'Q&amp;A Models' came back as new."""
+    engine = make_engine(sa.make_url(store_url))
+    migrate(engine, tuple(m for m in MIGRATIONS if m[0] < "0012"))
+    abstract = "We answer questions &amp; more when L &lt; 4096. " + " ".join(f"word{i}" for i in range(60))
+    with transaction(engine, write=True) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO dumps (content_hash, source, format, ingested_at, papers, new)"
+                " VALUES ('h', 'test', 'hf-text', '2026-01-01 00:00:00.000000', 1, 1)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO papers (key, title_key, title, abstract, authors, first_seen, last_seen,"
+                " first_dump_seq, times_seen, best_rank) VALUES ('q amp a models', 'q amp a models',"
+                " 'Q&amp;A Models', :abstract, '[]', '2026-01-01 00:00:00.000000',"
+                " '2026-01-01 00:00:00.000000', 1, 1, 1)"
+            ),
+            {"abstract": abstract},
+        )
+    engine.dispose()
+    with Store(store_url) as store:
+        (stored,) = store.papers_named(["Q&A Models"])
+        assert (stored.key, stored.title) == ("q a models", "Q&A Models")
+        assert stored.abstract.startswith("We answer questions & more when L < 4096.")
+        relisted = Paper(title="Q&A Models", abstract=html.unescape(abstract), rank=1)  # as read now
+        assert store.ingest(make_dump(relisted), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
 
 
 def _sqlite_schema(conn: Connection) -> set[tuple[str, str, str]]:

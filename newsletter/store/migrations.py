@@ -7,6 +7,7 @@ never edit an old one.
 
 from __future__ import annotations
 
+import html
 import logging
 import secrets
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import StoreError
-from newsletter.models import abstract_key
+from newsletter.models import abstract_key, normalize_title
 from newsletter.store.engine import transaction
 from newsletter.store.lock import MIGRATION_LOCK_KEY, AdvisoryLock, uses_advisory_locks
 from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
@@ -251,6 +252,36 @@ def _0011_served_slot(conn: Connection) -> None:
     conn.execute(sa.text(f"ALTER TABLE subscribers ADD COLUMN served_slot {kind}"))
 
 
+def _0012_unescaped_text(conn: Connection) -> None:
+    """Text dumps' titles and abstracts are read with HTML entities decoded ("Q&amp;A" is "Q&A"): the
+    papers stored before are decoded too, keys included, or their next listing would be a new paper."""
+    query = sa.text(
+        "SELECT id, key, arxiv_id, title, abstract, title_key FROM papers"
+        " WHERE title LIKE :e OR abstract LIKE :e"
+    )
+    rows = list(conn.execute(query, {"e": "%&%;%"}) or ())  # (): a mock engine's DDL
+    if not rows:
+        return
+    taken = set(conn.execute(sa.text("SELECT key FROM papers")).scalars())
+    update = sa.text(
+        "UPDATE papers SET key = :key, title = :title, abstract = :abstract, title_key = :title_key, "
+        "abstract_key = :abstract_key WHERE id = :id"
+    )
+    for row in rows:
+        title, abstract = html.unescape(row.title), html.unescape(row.abstract)
+        key = title_key = normalize_title(title)
+        if row.arxiv_id is not None or row.key != row.title_key or key in taken:
+            key = row.key  # keyed by its arXiv id, or the decoded title is another paper's key
+        taken.add(key)
+        values = {
+            "title": title,
+            "abstract": abstract,
+            "title_key": title_key,
+            "abstract_key": abstract_key(abstract),
+        }
+        conn.execute(update, {"id": row.id, "key": key, **values})
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -263,6 +294,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0009_abstract_key", _0009_abstract_key),
     ("0010_refused", _0010_refused),
     ("0011_served_slot", _0011_served_slot),
+    ("0012_unescaped_text", _0012_unescaped_text),
 )
 
 
