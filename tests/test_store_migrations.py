@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from newsletter.errors import StoreError
-from newsletter.models import Paper
+from newsletter.models import Paper, normalize_title
 from newsletter.store import MIGRATIONS, Store
 from newsletter.store.engine import make_engine, transaction
 from newsletter.store.migrations import migrate
@@ -90,10 +90,10 @@ def test_refused_files_recorded_before_0007_survive_it_and_a_second_name_can_joi
         assert store.rejected_keys() == {("abc", "dumps/one.json"), ("abc", "dumps/two.json")}
 
 
-def test_papers_stored_before_0009_are_found_by_their_abstract_after_it(store_url: str) -> None:
+def _store_before(store_url: str, migration: str, title: str, abstract: str) -> None:
+    """A state with every migration before ``migration`` and one paper keyed by its title, as stored then."""
     engine = make_engine(sa.make_url(store_url))
-    migrate(engine, tuple(m for m in MIGRATIONS if m[0] < "0009"))
-    abstract = " ".join(f"word{i}" for i in range(60))
+    migrate(engine, tuple(m for m in MIGRATIONS if m[0] < migration))
     with transaction(engine, write=True) as conn:
         conn.execute(
             sa.text(
@@ -104,12 +104,17 @@ def test_papers_stored_before_0009_are_found_by_their_abstract_after_it(store_ur
         conn.execute(
             sa.text(
                 "INSERT INTO papers (key, title_key, title, abstract, authors, first_seen, last_seen,"
-                " first_dump_seq, times_seen, best_rank) VALUES ('old titel', 'old titel', 'Old Titel',"
-                " :abstract, '[]', '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 1, 1, 1)"
+                " first_dump_seq, times_seen, best_rank) VALUES (:key, :key, :title, :abstract, '[]',"
+                " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 1, 1, 1)"
             ),
-            {"abstract": abstract},
+            {"key": normalize_title(title), "title": title, "abstract": abstract},
         )
     engine.dispose()
+
+
+def test_papers_stored_before_0009_are_found_by_their_abstract_after_it(store_url: str) -> None:
+    abstract = " ".join(f"word{i}" for i in range(60))
+    _store_before(store_url, "0009", "Old Titel", abstract)
     with Store(store_url) as store:
         assert store.migrations_applied[0] == "0009_abstract_key"
         retitled = Paper(title="Old Title", abstract=abstract, rank=1)
@@ -118,26 +123,8 @@ def test_papers_stored_before_0009_are_found_by_their_abstract_after_it(store_ur
 
 def test_papers_stored_with_html_entities_are_decoded_by_0012(store_url: str) -> None:
     """Text dumps are read decoded since 0012; a paper stored as 'Q&amp;A Models' came back as new."""
-    engine = make_engine(sa.make_url(store_url))
-    migrate(engine, tuple(m for m in MIGRATIONS if m[0] < "0012"))
     abstract = "We answer questions &amp; more when L &lt; 4096. " + " ".join(f"word{i}" for i in range(60))
-    with transaction(engine, write=True) as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO dumps (content_hash, source, format, ingested_at, papers, new)"
-                " VALUES ('h', 'test', 'hf-text', '2026-01-01 00:00:00.000000', 1, 1)"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO papers (key, title_key, title, abstract, authors, first_seen, last_seen,"
-                " first_dump_seq, times_seen, best_rank) VALUES ('q amp a models', 'q amp a models',"
-                " 'Q&amp;A Models', :abstract, '[]', '2026-01-01 00:00:00.000000',"
-                " '2026-01-01 00:00:00.000000', 1, 1, 1)"
-            ),
-            {"abstract": abstract},
-        )
-    engine.dispose()
+    _store_before(store_url, "0012", "Q&amp;A Models", abstract)
     with Store(store_url) as store:
         (stored,) = store.papers_named(["Q&A Models"])
         assert (stored.key, stored.title) == ("q a models", "Q&A Models")
