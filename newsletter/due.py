@@ -33,17 +33,17 @@ def is_due(
 
 
 def _last_slot(subscriber: Subscriber, last_digest_at: datetime, served: datetime | None) -> datetime:
-    """The slot the last digest served: as recorded while it is one of the profile's slots; after a
-    change of ``send_at``, zone or weekday, the profile's slot of that digest's time (the recorded one
-    would make the new ``send_at`` of the same day a second slot that day)."""
-    if served is None:
-        return served_slot(subscriber, last_digest_at)
-    on_the_grid = _slot_on(subscriber, _local_day(subscriber, served)) == served
-    return (
-        served
-        if on_the_grid and _is_slot_day(subscriber, served)
-        else latest_slot(subscriber, last_digest_at)
-    )
+    """The slot the last digest served: as recorded while it is one of the profile's slots; without a
+    record, or after a change of ``send_at``, zone or weekday, the profile's slot nearest that digest's
+    time (the recorded one would make the new ``send_at`` of the same day a second slot that day)."""
+    on_the_grid = served is not None and _is_slot(subscriber, served)
+    return served if served is not None and on_the_grid else served_slot(subscriber, last_digest_at)
+
+
+def _is_slot(subscriber: Subscriber, moment: datetime) -> bool:
+    """One of the profile's slots; instants compared (two zones' datetimes differ around a DST change)."""
+    slot = _slot_on(subscriber, _local_day(subscriber, moment))
+    return slot.timestamp() == moment.timestamp() and _is_slot_day(subscriber, moment)
 
 
 def slot_served_now(

@@ -201,3 +201,38 @@ def test_a_recorded_slot_the_profile_no_longer_has_gives_no_second_digest_that_d
     new = sub(**{"cadence": "daily", **after})
     assert not is_due(new, made, datetime(2026, 3, 6, 8, 10, tzinfo=UTC), served)
     assert is_due(new, made, datetime(2026, 3, 8, 8, 10, tzinfo=UTC), served)
+
+
+@pytest.mark.parametrize(
+    ("send_at", "first", "later"),
+    [
+        (
+            time(2, 30),
+            datetime(2026, 3, 8, 6, 45, tzinfo=UTC),
+            datetime(2026, 3, 8, 7, 35, tzinfo=UTC),
+        ),  # 02:30 skipped
+        (
+            time(1, 30),
+            datetime(2026, 11, 1, 4, 45, tzinfo=UTC),
+            datetime(2026, 11, 1, 6, 35, tzinfo=UTC),
+        ),  # twice
+    ],
+)
+def test_a_recorded_slot_on_a_dst_change_day_is_still_the_profiles(
+    send_at: time, first: datetime, later: datetime
+) -> None:
+    """Compared as datetimes of two zones, the day's slot was 'not one of the profile's': due again."""
+    s = sub(cadence="daily", send_at=send_at, timezone="America/New_York")
+    recorded = slot_served_now(s, None, first)
+    assert recorded is not None
+    served = recorded.astimezone(UTC)  # as the store gives it back
+    assert not is_due(s, first, later, served)
+    assert is_due(s, first, later + timedelta(days=1), served)
+
+
+def test_a_send_at_moved_later_the_same_day_gives_no_second_digest() -> None:
+    old, new = (sub(cadence="daily", send_at=t, timezone="Europe/Paris") for t in (time(18, 0), time(20, 0)))
+    made = datetime(2026, 3, 6, 18, 5, tzinfo=PARIS)
+    served = slot_served_now(old, made - timedelta(days=1), made)
+    assert not is_due(new, made, datetime(2026, 3, 6, 20, 5, tzinfo=PARIS), served)
+    assert is_due(new, made, datetime(2026, 3, 7, 20, 5, tzinfo=PARIS), served)

@@ -13,7 +13,8 @@ import pytest
 
 from newsletter import intake
 from newsletter.intake import ingest_folder
-from newsletter.sources import MAX_DUMP_BYTES
+from newsletter.sources import MAX_DUMP_BYTES, path_text
+from newsletter.status import _on_disk
 
 from .conftest import DATA
 from .helpers import cli, outbox
@@ -185,3 +186,12 @@ def test_a_second_scan_does_not_parse_the_files_already_in(
 
 def _no_parsing(data: bytes, source: str) -> NoReturn:
     raise AssertionError(f"{source} parsed")
+
+
+def test_status_finds_a_refused_file_in_a_folder_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    folder = os.fsencode(tmp_path) + b"/dumps-caf\xe9"
+    os.mkdir(folder)
+    Path(os.fsdecode(folder + b"/broken-\xe9.json")).write_text("[1]")
+    stored = path_text(Path(os.fsdecode(folder + b"/broken-\xe9.json")))
+    assert stored.endswith("dumps-caf\\xe9/broken-\\xe9.json")
+    assert _on_disk(stored).read_text() == "[1]"

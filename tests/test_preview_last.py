@@ -6,6 +6,7 @@ import email
 import email.policy
 from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from newsletter.serve import create_app
@@ -70,11 +71,12 @@ def test_a_digest_is_headed_with_the_subscribers_own_day(env: dict[str, str]) ->
     assert "TUESDAY, 10 MARCH 2026" in eml.with_suffix(".html").read_text().upper()
 
 
-def test_a_resend_overwrites_its_own_outbox_files_days_later(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("run_at", [RUN_AT, "2026-03-11T23:30:00-05:00"])
+def test_a_resend_overwrites_its_own_outbox_files_days_later(env: dict[str, str], run_at: str) -> None:
     """Named by the resend's Date header, a digest resent three days later got a second .eml beside the
-    first, dated by the resend."""
+    first, dated by the resend (and named by a UTC date, a run at an offset got another)."""
     add_dumps(env, seed_names()[0])
-    cli(env, "run", "--now", RUN_AT)
+    cli(env, "run", "--now", run_at)
     outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
     before = sorted(p.name for p in outbox.iterdir())
     with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:  # as a crash mid-send leaves it
@@ -83,5 +85,6 @@ def test_a_resend_overwrites_its_own_outbox_files_days_later(env: dict[str, str]
             conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status=UNKNOWN))
     cli(env, "retry", "--unknown", "--now", "2026-03-14T09:00:00Z")
     assert sorted(p.name for p in outbox.iterdir()) == before
-    _, resent = _sent(env)
+    (eml,) = outbox.glob(f"*_{SSM}_*.eml")
+    resent = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     assert resent["Date"].datetime.day == 14  # the header says when it went out

@@ -142,14 +142,28 @@ def _atom(*entries: tuple[str, str, list[str]]) -> bytes:
 def test_a_doi_is_not_read_as_an_arxiv_id_and_each_of_several_atom_authors_is_one_name() -> None:
     """'10.1145/3580305.3599256' held '0305.35992': two DOI entries became one paper with a wrong id."""
     feed = _atom(
-        ("https://doi.org/10.1145/3580305.3599256", "Graph Paper One", ["Smith, John", "Doe, Jane"]),
+        ("https://doi.org/10.1145/3580305.3599256", "Graph Paper One", ["Smith, John"]),
         ("https://doi.org/10.1145/3580305.3599257", "Graph Paper Two", ["Li and Wang Lab", "Ann Bo"]),
-        ("http://arxiv.org/abs/hep-th/9901001v2", "Strings", ["A. Author, B. Author, Jr."]),  # one dc:creator
+        ("http://arxiv.org/abs/hep-th/9901001v2", "Strings", ["A. Author", "B. Author"]),
     )
     one, two, strings = parse_dump(feed, "feed.xml").papers
-    assert (one.title, one.arxiv_id, one.authors) == ("Graph Paper One", None, ("Smith, John", "Doe, Jane"))
+    assert (one.title, one.arxiv_id, one.authors) == ("Graph Paper One", None, ("Smith, John",))
     assert (two.title, two.arxiv_id, two.authors) == ("Graph Paper Two", None, ("Li and Wang Lab", "Ann Bo"))
-    assert (strings.arxiv_id, strings.authors) == ("hep-th/9901001", ("A. Author", "B. Author, Jr."))
+    assert (strings.arxiv_id, strings.authors) == ("hep-th/9901001", ("A. Author", "B. Author"))
+
+
+def test_the_atom_of_rss_arxiv_org_splits_its_one_creator_as_rss_does() -> None:
+    entry = (
+        "<entry><id>oai:arXiv.org:2609.00003v1</id><title>T</title><summary>About T.</summary>"
+        "<dc:creator>Ada Lovelace, Charles Babbage, Jr., Grace Hopper</dc:creator>"
+        "<arxiv:announce_type>new</arxiv:announce_type></entry>"
+    )
+    feed = (
+        '<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom" xmlns:arxiv="http://arxiv.org/schemas/atom"'
+        f' xmlns:dc="http://purl.org/dc/elements/1.1/">{entry}</feed>'
+    )
+    (paper,) = parse_dump(feed.encode(), "atom.xml").papers
+    assert paper.authors == ("Ada Lovelace", "Charles Babbage, Jr.", "Grace Hopper")
 
 
 def test_an_rss_name_suffix_stays_with_its_name() -> None:

@@ -125,12 +125,26 @@ def test_papers_stored_with_html_entities_are_decoded_by_0012(store_url: str) ->
     """Text dumps are read decoded since 0012; a paper stored as 'Q&amp;A Models' came back as new."""
     abstract = "We answer questions &amp; more when L &lt; 4096. " + " ".join(f"word{i}" for i in range(60))
     _store_before(store_url, "0012", "Q&amp;A Models", abstract)
+    engine = make_engine(sa.make_url(store_url))
+    with transaction(engine, write=True) as conn:  # vectors of the encoded text, and another paper's
+        for key in ("q amp a models", "q amp a models#0", "q amp a modelsx"):
+            conn.execute(
+                sa.text("INSERT INTO vectors (model, key, dim, data) VALUES ('m', :key, 1, :data)"),
+                {"key": key, "data": b"\0\0\0\0"},
+            )
+    engine.dispose()
     with Store(store_url) as store:
         (stored,) = store.papers_named(["Q&A Models"])
-        assert (stored.key, stored.title) == ("q a models", "Q&A Models")
+        assert (stored.key, stored.title) == ("q amp a models", "Q&A Models")  # the key sent links carry
         assert stored.abstract.startswith("We answer questions & more when L < 4096.")
+        assert store.record_feedback(
+            "ada@example.org", "q amp a models", "more", datetime(2026, 1, 2, tzinfo=UTC)
+        )
         relisted = Paper(title="Q&A Models", abstract=html.unescape(abstract), rank=1)  # as read now
         assert store.ingest(make_dump(relisted), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
+        with store._engine.connect() as conn:
+            kept = conn.execute(sa.text("SELECT key FROM vectors")).scalars().all()
+    assert kept == ["q amp a modelsx"]
 
 
 def _sqlite_schema(conn: Connection) -> set[tuple[str, str, str]]:

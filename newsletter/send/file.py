@@ -1,7 +1,7 @@
 """File transport: each message becomes ``<date>_<address>_<digest_id>.eml`` (+ ``.html``) in an outbox.
 
-The date (the message's own Date header) and the recipient's address let a person find a digest; the
-digest id keeps the name unique and the same for every attempt at one digest.
+The date (the UTC day the digest was made; a resend's Date header is later) and the recipient's address
+let a person find a digest; the digest id keeps the name unique and the same for every attempt at it.
 
 Writes are atomic (temporary file, fsync, os.replace), so a crash never leaves half a message and
 sending the same digest again overwrites its own files instead of adding a copy.
@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import tempfile
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
@@ -109,7 +110,7 @@ def _file_name(message: OutgoingMessage) -> str:
     digest_id = message.digest_id
     if not _SAFE_NAME.fullmatch(digest_id) or ".." in digest_id:
         raise SendError(f"digest id {digest_id!r} is not usable as a file name", permanent=True)
-    made = message.made_at.strftime("%Y-%m-%d") if message.made_at else _date(message.raw)
+    made = message.made_at.astimezone(UTC).strftime("%Y-%m-%d") if message.made_at else _date(message.raw)
     return f"{made}_{_slug(message.recipient)}_{digest_id}"
 
 

@@ -59,7 +59,8 @@ def parse_arxiv_feed(data: bytes, source: str) -> Dump:
     skipped = len(parsed.entries) - len(entries)
     if skipped:
         log.info("%s: %d replaced paper(s) left out (new versions, not new papers)", source, skipped)
-    papers = [_paper(entry, rank, source) for rank, entry in enumerate(entries, start=1)]
+    atom = str(parsed.get("version", "")).startswith("atom")
+    papers = [_paper(entry, rank, source, atom) for rank, entry in enumerate(entries, start=1)]
     return Dump(
         source=source,
         format=FORMAT,
@@ -88,7 +89,7 @@ def _is_new(entry: Any) -> bool:
     return kind in NEW_ANNOUNCE_TYPES
 
 
-def _paper(entry: Any, rank: int, source: str) -> Paper:
+def _paper(entry: Any, rank: int, source: str, atom: bool) -> Paper:
     title = " ".join(str(entry.get("title", "")).split())
     if not title:
         raise ParseError(source, None, f"entry {rank}: no title ({entry.get('id') or entry.get('link')!r})")
@@ -102,7 +103,7 @@ def _paper(entry: Any, rank: int, source: str) -> Paper:
         abstract=_RSS_PREFIX.sub("", str(entry.get("summary", ""))).strip(),
         rank=rank,
         arxiv_id=arxiv_id,
-        authors=_authors(entry),
+        authors=_authors(entry, atom),
         published_at=_moment(entry.get("published_parsed")),
         details=PaperDetails(listed_at=_moment(entry.get("published_parsed"))),
     )
@@ -116,13 +117,13 @@ def _arxiv_id(entry: Any) -> str | None:
     return None
 
 
-def _authors(entry: Any) -> tuple[str, ...]:
+def _authors(entry: Any, atom: bool) -> tuple[str, ...]:
     """The arXiv API's Atom lists one author per element ("Smith, John" is one); RSS, and the Atom of
-    rss.arxiv.org, put them all in one dc:creator, separated by commas and "and", where a suffix
-    ("Jr.") belongs to the name before it."""
+    rss.arxiv.org (its entries carry an announce type), put them all in one dc:creator, separated by
+    commas and "and", where a suffix ("Jr.") belongs to the name before it."""
     given = [" ".join(str(a.get("name", "")).split()) for a in entry.get("authors", [])]
-    names = given if len(given) > 1 else [n for name in given for n in _rss_names(name)]
-    return tuple(n for n in names if n)
+    one_each = atom and "arxiv_announce_type" not in entry
+    return tuple(n for n in (given if one_each else [n for g in given for n in _rss_names(g)]) if n)
 
 
 def _rss_names(creators: str) -> list[str]:

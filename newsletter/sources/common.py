@@ -45,7 +45,7 @@ def storable(paper: Paper, source: str = "") -> Paper:
         fitted = dataclasses.replace(fitted, title=fitted.title[: TITLE_CHARS - 1].rstrip() + "…")
     if fitted != paper:
         log.warning(
-            "%s: paper at rank %s: a NUL, a number or date out of range, or a title over %d characters cut",
+            "%s: paper at rank %s: a NUL, a number, date or id out of range, or a title over %d chars cut",
             source,
             paper.rank,
             TITLE_CHARS,

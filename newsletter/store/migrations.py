@@ -254,32 +254,19 @@ def _0011_served_slot(conn: Connection) -> None:
 
 def _0012_unescaped_text(conn: Connection) -> None:
     """Text dumps' titles and abstracts are read with HTML entities decoded ("Q&amp;A" is "Q&A"): the
-    papers stored before are decoded too, keys included, or their next listing would be a new paper."""
-    query = sa.text(
-        "SELECT id, key, arxiv_id, title, abstract, title_key FROM papers"
-        " WHERE title LIKE :e OR abstract LIKE :e"
-    )
-    rows = list(conn.execute(query, {"e": "%&%;%"}) or ())  # (): a mock engine's DDL
-    if not rows:
-        return
-    taken = set(conn.execute(sa.text("SELECT key FROM papers")).scalars())
+    papers stored before are decoded too, or their next listing would be a new paper. Their keys stay
+    (the links of digests sent carry them); their vectors, of the encoded text, go."""
+    query = sa.text("SELECT id, key, title, abstract FROM papers WHERE title LIKE :e OR abstract LIKE :e")
     update = sa.text(
-        "UPDATE papers SET key = :key, title = :title, abstract = :abstract, title_key = :title_key, "
+        "UPDATE papers SET title = :title, abstract = :abstract, title_key = :title_key, "
         "abstract_key = :abstract_key WHERE id = :id"
     )
-    for row in rows:
+    forget = sa.text("DELETE FROM vectors WHERE key = :key OR substr(key, 1, length(:prefix)) = :prefix")
+    for row in list(conn.execute(query, {"e": "%&%;%"}) or ()):  # (): a mock engine's DDL
         title, abstract = html.unescape(row.title), html.unescape(row.abstract)
-        key = title_key = normalize_title(title)
-        if row.arxiv_id is not None or row.key != row.title_key or key in taken:
-            key = row.key  # keyed by its arXiv id, or the decoded title is another paper's key
-        taken.add(key)
-        values = {
-            "title": title,
-            "abstract": abstract,
-            "title_key": title_key,
-            "abstract_key": abstract_key(abstract),
-        }
-        conn.execute(update, {"id": row.id, "key": key, **values})
+        keys = {"title_key": normalize_title(title), "abstract_key": abstract_key(abstract)}
+        conn.execute(update, {"id": row.id, "title": title, "abstract": abstract, **keys})
+        conn.execute(forget, {"key": row.key, "prefix": f"{row.key}#"})  # paper, title, sentences
 
 
 MIGRATIONS: tuple[Migration, ...] = (
