@@ -3,15 +3,17 @@ the very paper marked, not every paper with its title."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from newsletter.explain import UnknownPaper, find
-from newsletter.models import Paper, Subscriber
+from newsletter.models import Paper, StoredPaper, Subscriber
 from newsletter.rank import LexicalRanker
 from newsletter.select import BACKGROUND_DUMPS, Selector
 from newsletter.store import Store
+from newsletter.store.schema import subscribers
 
 from .test_store_helpers import at, db_url, make_dump, open_store
 
@@ -100,3 +102,27 @@ def test_a_title_two_papers_share_is_refused_with_their_ids(tmp_path: Path) -> N
             find(store, "revisiting sequence models")
         assert find(store, "arXiv:2402.00002v3").abstract == SCANS
         assert find(store, "Kestrel").arxiv_id == "2402.00003"
+
+
+class _Counting(LexicalRanker):
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared = 0
+
+    def prepare(self, papers: Sequence[StoredPaper], background: Sequence[StoredPaper] = ()) -> None:
+        self.prepared += 1
+        super().prepare(papers, background)
+
+
+def test_a_selection_with_nobody_due_prepares_nothing(tmp_path: Path) -> None:
+    """An idle daemon tick embedded the window's papers for nobody."""
+    with open_store(db_url(tmp_path)) as store:
+        store.advance_watermarks([READER], 0)
+        store.ingest(make_dump(_paper("Kestrel", SCANS, "2402.00001")), at(0))
+        with store._engine.begin() as conn:  # a digest went out half an hour ago
+            conn.execute(subscribers.update().values(last_digest_at=at(0.5)))
+        daily = Subscriber(email=READER, interests=("state space models",))  # type: ignore[arg-type]
+        idle, preview = _Counting(), _Counting()
+        assert [s.reason for s in Selector(store, idle).select([daily], at(1))] == ["not due"]
+        assert [s.reason for s in Selector(store, preview).select([daily], at(1), ignore_due=True)] == [""]
+    assert (idle.prepared, preview.prepared) == (0, 1)
