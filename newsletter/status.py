@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -15,10 +12,10 @@ from rich.table import Column, Table
 from newsletter.address import address_key
 from newsletter.config import SubscriberList
 from newsletter.due import next_due_at
+from newsletter.sources import path_from_text
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
 from newsletter.store.rejected import RejectedFile
 
-_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")  # sources.path_text's escape of a byte
 IN_FLIGHT = (
     "in flight now, or interrupted by a crash (the next run reports it unknown, or queues it again "
     "if it was waiting to retry after a refusal)"
@@ -84,19 +81,9 @@ def _queued(store: Store, now: datetime) -> set[str]:
 def _still_there(record: RejectedFile) -> bool:
     """A refused file still in the dumps folder as it was refused (not since fixed or removed)."""
     try:
-        return hashlib.sha256(_on_disk(record.path).read_bytes()).hexdigest() == record.content_hash
+        return hashlib.sha256(path_from_text(record.path).read_bytes()).hexdigest() == record.content_hash
     except OSError:
         return False
-
-
-def _on_disk(text: str) -> Path:
-    """The file a stored path names: the bytes of a name that is not UTF-8 are stored as \\x escapes
-    (``path_text``), in the folder's name too."""
-    path = Path(text)
-    if path.exists() or "\\x" not in text:
-        return path
-    raw = _ESCAPED_BYTE.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode())
-    return Path(os.fsdecode(raw))
 
 
 def _due_text(due: datetime | None, now: datetime, fresh: bool) -> str:

@@ -13,8 +13,7 @@ import pytest
 
 from newsletter import intake
 from newsletter.intake import ingest_folder
-from newsletter.sources import MAX_DUMP_BYTES, path_text
-from newsletter.status import _on_disk
+from newsletter.sources import MAX_DUMP_BYTES, path_from_text, path_text
 
 from .conftest import DATA
 from .helpers import cli, outbox
@@ -194,4 +193,4 @@ def test_status_finds_a_refused_file_in_a_folder_whose_name_is_not_utf8(tmp_path
     Path(os.fsdecode(folder + b"/broken-\xe9.json")).write_text("[1]")
     stored = path_text(Path(os.fsdecode(folder + b"/broken-\xe9.json")))
     assert stored.endswith("dumps-caf\\xe9/broken-\\xe9.json")
-    assert _on_disk(stored).read_text() == "[1]"
+    assert path_from_text(stored).read_text() == "[1]"

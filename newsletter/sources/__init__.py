@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -27,6 +28,7 @@ __all__ = [
     "list_dump_files",
     "list_other_files",
     "parse_dump",
+    "path_from_text",
     "path_text",
     "read_dump",
 ]
@@ -37,6 +39,7 @@ DUMP_GLOBS = ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
 _DUMP_SUFFIXES = frozenset(glob.removeprefix("*") for glob in DUMP_GLOBS)
 _TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 _BOM = b"\xef\xbb\xbf"
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")  # path_text's escape of a byte that is not UTF-8
 MAX_DUMP_BYTES = 64 * 2**20  # a day's listing is ~100 KB (a fetched one may be at most 16 MB)
 
 
@@ -44,6 +47,14 @@ def path_text(path: Path) -> str:
     """``path`` as text a database, a log and a terminal all take: a file name that is not UTF-8 (one
     written in Latin-1) keeps its other bytes as ``\\x`` escapes."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def path_from_text(text: str) -> Path:
+    """The path :func:`path_text` gave ``text`` for (its ``\\x`` escapes back to the bytes they stand for)."""
+    path = Path(text)
+    if path.exists() or "\\x" not in text:
+        return path
+    return Path(os.fsdecode(_ESCAPED_BYTE.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode())))
 
 
 def read_dump(path: Path) -> Dump:
