@@ -29,6 +29,7 @@ from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import STOPPED, Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.feedback import FeedbackLinks, feedback_links
+from newsletter.forget import forget_old_vectors
 from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import UNRANKED, OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import LocalProcesses, build_ahead
@@ -141,6 +142,9 @@ class Pipeline:
                         subscribers.subscribers, now, stop=stop, detailed=detailed, delivered_earlier=done
                     )
                 )
+            if stop is None or not stop.is_set():
+                with self.timings("forget"):
+                    forget_old_vectors(self.store, self.ranker, subscribers.subscribers)
         report.timings = {**self.timings.totals, **report.timings, "total": time.perf_counter() - started}
         return report
 

@@ -118,8 +118,12 @@ class Selector:
 
     def prepare_around(self, papers: list[StoredPaper], subscriber: Subscriber) -> None:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
+        self._prepare([papers], self.store.latest_dump_seq() or 0, self.named_papers([subscriber]))
+
+    def named_papers(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
+        """The stored papers the subscribers liked or marked "more/less like this"."""
         self._feedback = self.store.feedback_marks()
-        self._prepare([papers], self.store.latest_dump_seq() or 0, self._named([subscriber]))
+        return self._named(subscribers)
 
     def _named(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
         """The papers the subscribers liked, disliked or marked, however old: the ranker reads a liked

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -113,3 +115,24 @@ def test_an_older_database_gains_the_vectors_table(url: str) -> None:
         assert store.migrations_applied == [name for name, _ in MIGRATIONS[1:]]
         StoreVectorCache(store).put("m", {"k": unit(1)})
         assert StoreVectorCache(store).count() == 1
+
+
+def test_forgetting_vectors_and_finding_the_papers_that_have_some(url: str) -> None:
+    from newsletter.models import Dump, Paper
+
+    listed = [
+        Paper(title=f"Paper {i}", abstract="An abstract.", rank=i, arxiv_id=f"2601.0000{i}")
+        for i in (1, 2, 3)
+    ]
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    with Store(url) as store:
+        store.ingest(Dump(source="d1", format="hf-json", content_hash="h1", papers=tuple(listed[:2])), when)
+        store.ingest(Dump(source="d2", format="hf-json", content_hash="h2", papers=tuple(listed[2:])), when)
+        cache = StoreVectorCache(store)
+        cache.put("m", {p.arxiv_id or "": unit(i) for i, p in enumerate(listed)})
+        cache.put("other", {"2601.00001": unit(9)})
+        store.record_feedback("a@example.org", "2601.00002", "more", when)
+        assert [p.key for p in cache.papers_embedded("m", 1)] == ["2601.00001"]  # not the marked one
+        assert cache.delete("m", ["2601.00001", "2601.00003", "never stored"]) == 2
+        assert cache.papers_embedded("m", 2) == [] and cache.count("m") == 1
+        assert cache.get("other", ["2601.00001"])  # another model's vector is another's

@@ -34,6 +34,8 @@ class VectorCache(Protocol):
 
     def put(self, model: str, vectors: Mapping[str, np.ndarray]) -> None: ...
 
+    def delete(self, model: str, keys: Sequence[str]) -> int: ...
+
 
 class MemoryVectorCache:
     """A process-local cache: the default, and what tests use."""
@@ -47,6 +49,9 @@ class MemoryVectorCache:
     def put(self, model: str, vectors: Mapping[str, np.ndarray]) -> None:
         for key, vector in vectors.items():
             self._data[(model, key)] = np.asarray(vector, dtype=np.float32)
+
+    def delete(self, model: str, keys: Sequence[str]) -> int:
+        return sum(self._data.pop((model, k), None) is not None for k in keys)
 
     def __len__(self) -> int:
         return len(self._data)

@@ -19,7 +19,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from newsletter.errors import StoreError
-from newsletter.store.schema import vectors
+from newsletter.models import StoredPaper
+from newsletter.store.papers import papers_where
+from newsletter.store.schema import feedback, papers, vectors
 from newsletter.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,23 @@ class StoreVectorCache:
             for batch in _batches(rows, BATCH):
                 conn.execute(_insert_ignoring_duplicates(conn), batch)
         log.debug("stored %d %s vectors", len(rows), model)
+
+    def delete(self, model: str, keys: Sequence[str]) -> int:
+        """Forget the vectors of ``keys`` (absent keys are no error); how many there were."""
+        gone = 0
+        with self.store._tx(f"forgetting {model} vectors", write=True) as conn:
+            for batch in _batches([self._key(model, k) for k in keys], BATCH):
+                where = sa.and_(vectors.c.model == model, vectors.c.key.in_(batch))
+                gone += conn.execute(vectors.delete().where(where)).rowcount
+        return gone
+
+    def papers_embedded(self, model: str, upto_seq: int) -> list[StoredPaper]:
+        """The papers first seen in dump ``upto_seq`` or before that still have a ``model`` vector,
+        except those a subscriber marked "more/less like this" (their vectors are read however old)."""
+        embedded = sa.exists().where(vectors.c.model == model, vectors.c.key == papers.c.key)
+        marked = sa.exists().where(feedback.c.paper_id == papers.c.id)
+        with self.store._tx("reading papers") as conn:
+            return papers_where(conn, papers.c.first_dump_seq <= upto_seq, embedded, ~marked)
 
     def count(self, model: str | None = None) -> int:
         """How many vectors are stored (for one model, or all)."""

@@ -1,0 +1,56 @@
+"""Forgetting the embedding vectors no run will read again, so the state database does not keep every
+paper's vectors (about 30 KB a paper: some 12 MB a day at arXiv's 400 new papers) for as long as it runs.
+
+A run reads the vectors of its subscribers' windows (the papers first seen after their watermarks),
+of the papers first seen in the last ``BACKGROUND_DUMPS`` dumps, of the papers subscribers liked or
+marked, and of the bundled reference papers (no rows of the store). After a run, the vectors of every
+other paper are deleted. Nothing is lost: `explain` of an older paper, or a subscriber back in the
+file with an old watermark, embeds those papers again. Profile texts' vectors (by hash) are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from newsletter.address import address_key
+from newsletter.models import Subscriber
+from newsletter.rank.base import Ranker
+from newsletter.rank.semantic import SemanticRanker
+from newsletter.select import BACKGROUND_DUMPS, Selector
+from newsletter.store import Store
+from newsletter.store.vectors import StoreVectorCache
+
+log = logging.getLogger(__name__)
+
+
+def forget_old_vectors(store: Store, ranker: Ranker, subscribers: Sequence[Subscriber]) -> int:
+    """Delete the stored vectors of the papers no run reads again; how many vectors went."""
+    if not isinstance(ranker, SemanticRanker) or not isinstance(ranker.cache, StoreVectorCache):
+        return 0  # a lexical ranker stores no vectors
+    horizon = last_dump_done_with(store, subscribers)
+    old = ranker.cache.papers_embedded(ranker.embedder.name, horizon) if horizon > 0 else []
+    if not old:
+        return 0
+    named = {p.key for p in Selector(store, ranker).named_papers(subscribers)}
+    gone = ranker.forget([p for p in old if p.key not in named])
+    log.info("forgot %d vectors of papers first seen in dump %d or before", gone, horizon)
+    return gone
+
+
+def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber]) -> int:
+    """The latest dump whose new papers are in no subscriber's window and not among the recent papers
+    a run calibrates on (0: none); subscribers not in the file, or unsubscribed, do not count."""
+    latest, newest = store.latest_dump_seq(), store.latest_paper_seq()
+    if latest is None or newest is None:
+        return 0
+    states, unsubscribed = store.subscriber_states(), store.unsubscribed_emails()
+    marks = [latest - BACKGROUND_DUMPS]
+    for sub in subscribers:
+        key = address_key(sub.email)
+        state = states.get(key)
+        if key in unsubscribed:
+            continue
+        mark = state.watermark_seq if state else None
+        marks.append(newest - 1 if mark is None else mark)  # a first digest: the newest papers
+    return max(0, min(marks))

@@ -1,0 +1,151 @@
+"""After a run, the vectors of papers no run reads again are deleted, so the state database stops
+growing by every paper's vectors; the ones a run reads (windows, recent dumps, liked or marked papers,
+profile texts) stay, and a paper needed again after all is embedded again."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from newsletter.config import PACKAGE_TEMPLATES, Settings, load_subscribers
+from newsletter.forget import forget_old_vectors, last_dump_done_with
+from newsletter.models import Dump, Paper, Subscriber
+from newsletter.pipeline import Pipeline
+from newsletter.rank import LexicalRanker, SemanticRanker
+from newsletter.render import Renderer
+from newsletter.send import make_transport
+from newsletter.store import Store
+from newsletter.store.vectors import StoreVectorCache
+
+from .test_rank_semantic import CountingEmbedder
+
+DAY0 = datetime(2026, 3, 1, 8, tzinfo=UTC)
+DUMPS = 14  # more than BACKGROUND_DUMPS (10): the first four dumps' papers fall out of every run's reach
+LIKED, MARKED = "2601.00021", "2601.00031"  # a paper of dump 2 the file likes, one of dump 3 marked "less"
+
+
+def item(n: int, k: int) -> dict[str, Any]:
+    return {
+        "paper": {
+            "id": f"2601.{n:04d}{k}",
+            "title": f"Study number {n}{k} of coral reef acoustics",
+            "summary": f"We record reef sounds at site {n}{k}. Our second sentence reports result {n}{k}.",
+        }
+    }
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Settings:
+    subs = tmp_path / "subscribers.yaml"
+    people = [{"email": "a@example.org", "interests": ["reef acoustics"], "liked": [LIKED]}]
+    subs.write_text(yaml.safe_dump({"subscribers": people}), encoding="utf-8")
+    (tmp_path / "dumps").mkdir()
+    return Settings(
+        home=tmp_path / "state", subscribers=subs, dumps=tmp_path / "dumps", sender="d@example.org"
+    )
+
+
+def run_days(settings: Settings, embedder: CountingEmbedder, days: range) -> None:
+    """One dump of two new papers a day, and a run after each, on the semantic ranker with the store cache."""
+    subscribers = load_subscribers(settings.subscribers)
+    for n in days:
+        (settings.dumps / f"day{n:02d}.json").write_text(json.dumps([item(n, 1), item(n, 2)]), "utf-8")
+        with Store(settings.db_url) as store:
+            if n == 4:
+                store.record_feedback("a@example.org", MARKED, "less", DAY0)
+            ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
+            renderer = Renderer(PACKAGE_TEMPLATES)
+            pipeline = Pipeline(settings, store, ranker, renderer, lambda: make_transport(settings))
+            pipeline.run(subscribers, DAY0 + timedelta(days=n))
+
+
+def vector_keys(settings: Settings, model: str) -> set[str]:
+    with Store(settings.db_url) as store, store._engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT key FROM vectors WHERE model = ?", (model,))
+        return {row[0] for row in rows}
+
+
+def test_a_run_forgets_the_vectors_of_papers_out_of_every_runs_reach(home: Settings) -> None:
+    embedder = CountingEmbedder()
+    run_days(home, embedder, range(1, DUMPS + 1))
+    name = embedder.name
+    papers = {key for key in vector_keys(home, name) if key.startswith("2601.")}
+    # dumps 5-14 calibrate the next run; dumps 1-4 are in no window: only the liked and marked stay
+    assert papers == {item(n, k)["paper"]["id"] for n in range(5, DUMPS + 1) for k in (1, 2)} | {
+        LIKED,
+        MARKED,
+    }
+    assert {key for key in vector_keys(home, f"title:{name}") if key.startswith("2601.")} == papers
+    sentences = {key for key in vector_keys(home, f"sentence:{name}") if key.startswith("2601.")}
+    assert {key.split("#")[0] for key in sentences} == papers
+    assert vector_keys(home, f"query:{name}")  # profile texts are kept
+    reference = {key for key in vector_keys(home, name) if not key.startswith("2601.")}
+    assert len(reference) >= 100  # the bundled reference papers' vectors are kept
+
+
+def test_the_next_run_embeds_only_the_new_papers(home: Settings) -> None:
+    embedder = CountingEmbedder()
+    run_days(home, embedder, range(1, DUMPS + 1))
+    embedder.seen.clear()
+    run_days(home, embedder, range(DUMPS + 1, DUMPS + 2))
+    new = [item(DUMPS + 1, k)["paper"] for k in (1, 2)]
+    assert len(embedder.seen) == 2 * 4  # each new paper's text, title and two sentences
+    assert all(any(p["id"][-3:] in text for p in new) for text in embedder.seen)
+
+
+def test_a_forgotten_paper_is_embedded_again_when_needed(home: Settings) -> None:
+    embedder = CountingEmbedder()
+    run_days(home, embedder, range(1, DUMPS + 1))
+    with Store(home.db_url) as store:
+        old = store.papers_named(["2601.00011"])
+        assert len(old) == 1 and "2601.00011" not in vector_keys(home, embedder.name)
+        SemanticRanker(embedder=embedder, cache=StoreVectorCache(store)).prepare(old)
+    assert "2601.00011" in vector_keys(home, embedder.name)
+
+
+def test_a_lagging_subscriber_keeps_their_window(home: Settings) -> None:
+    with Store(home.db_url) as store:
+        ids = [_dump(store, n) for n in range(1, DUMPS + 1)]
+        people = [Subscriber(email="late@example.org", interests=("x",))]
+        assert last_dump_done_with(store, people) == ids[-1] - 10  # a first digest: the newest papers
+        store.advance_watermark("late@example.org", ids[1])
+        assert last_dump_done_with(store, people) == ids[1]
+        store.record_unsubscribe("late@example.org", DAY0)
+        assert last_dump_done_with(store, people) == ids[-1] - 10  # the recent dumps only
+        assert last_dump_done_with(store, []) == ids[-1] - 10  # one left out of the file does not count
+
+
+def test_a_new_subscriber_keeps_the_newest_papers_however_many_repeats_came_after(home: Settings) -> None:
+    with Store(home.db_url) as store:
+        newest = [_dump(store, n) for n in range(1, 4)][-1]
+        for n in range(DUMPS):  # the same listing again: no new paper
+            _dump(store, 3, content=f"repeat {n}")
+        assert store.latest_paper_seq() == newest and store.latest_dump_seq() == newest + DUMPS
+        people = [Subscriber(email="new@example.org", interests=("x",))]
+        assert last_dump_done_with(store, people) == newest - 1  # their first digest is those papers
+        assert last_dump_done_with(store, []) == newest + DUMPS - 10
+
+
+def test_a_small_store_and_the_lexical_ranker_forget_nothing(home: Settings) -> None:
+    with Store(home.db_url) as store:
+        assert last_dump_done_with(store, []) == 0
+        for n in range(1, 4):
+            _dump(store, n)
+        assert last_dump_done_with(store, []) == 0
+        assert forget_old_vectors(store, LexicalRanker(), []) == 0
+
+
+def _dump(store: Store, n: int, content: str = "") -> int:
+    papers = tuple(
+        Paper(title=f"Paper {n}{k}", abstract="An abstract.", rank=k, arxiv_id=f"2601.{n:04d}{k}")
+        for k in (1, 2)
+    )
+    store.ingest(Dump(source=f"d{n}", format="hf-json", content_hash=f"h{n}{content}", papers=papers), DAY0)
+    latest = store.latest_dump_seq()
+    assert latest is not None
+    return latest
