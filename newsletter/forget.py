@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from newsletter.address import address_key
 from newsletter.models import Subscriber
 from newsletter.rank.base import Ranker
+from newsletter.rank.reference import reference_papers
 from newsletter.rank.semantic import SemanticRanker
 from newsletter.select import BACKGROUND_DUMPS, Selector
 from newsletter.store import Store
@@ -32,8 +33,8 @@ def forget_old_vectors(store: Store, ranker: Ranker, subscribers: Sequence[Subsc
     old = ranker.cache.papers_embedded(ranker.embedder.name, horizon) if horizon > 0 else []
     if not old:
         return 0
-    named = {p.key for p in Selector(store, ranker).named_papers(subscribers)}
-    gone = ranker.forget([p for p in old if p.key not in named])
+    kept = {p.key for p in (*Selector(store, ranker).named_papers(subscribers), *reference_papers())}
+    gone = ranker.forget([p for p in old if p.key not in kept])  # a listed reference paper has its key
     log.info("forgot %d vectors of papers first seen in dump %d or before", gone, horizon)
     return gone
 

@@ -17,6 +17,7 @@ from newsletter.forget import forget_old_vectors, last_dump_done_with
 from newsletter.models import Dump, Paper, Subscriber
 from newsletter.pipeline import Pipeline
 from newsletter.rank import LexicalRanker, SemanticRanker
+from newsletter.rank.reference import reference_papers
 from newsletter.render import Renderer
 from newsletter.send import make_transport
 from newsletter.store import Store
@@ -106,6 +107,23 @@ def test_a_forgotten_paper_is_embedded_again_when_needed(home: Settings) -> None
         assert len(old) == 1 and "2601.00011" not in vector_keys(home, embedder.name)
         SemanticRanker(embedder=embedder, cache=StoreVectorCache(store)).prepare(old)
     assert "2601.00011" in vector_keys(home, embedder.name)
+
+
+def test_a_listed_reference_paper_keeps_its_vectors(home: Settings) -> None:
+    reference = reference_papers()[
+        0
+    ]  # a paper listed without an arXiv id is keyed by its title, as these are
+    embedder = CountingEmbedder()
+    with Store(home.db_url) as store:
+        as_listed = Paper(title=reference.title, abstract=reference.abstract, rank=3)
+        store.ingest(Dump(source="d0", format="hf-text", content_hash="h0", papers=(as_listed,)), DAY0)
+        for n in range(1, DUMPS + 1):
+            _dump(store, n)
+        ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
+        ranker.prepare(store.papers_first_seen_after(0))
+        assert forget_old_vectors(store, ranker, []) > 0
+    keys = vector_keys(home, embedder.name)
+    assert reference.key in keys and "2601.00011" not in keys  # else every run embeds it again
 
 
 def test_a_lagging_subscriber_keeps_their_window(home: Settings) -> None:
