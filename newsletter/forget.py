@@ -11,6 +11,7 @@ file with an old watermark, embeds those papers again. Profile texts' vectors (b
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 
 from newsletter.address import address_key
@@ -24,9 +25,14 @@ from newsletter.store.vectors import StoreVectorCache
 
 log = logging.getLogger(__name__)
 
+CHUNK = 200  # papers forgotten per transaction: about 2,400 vector rows
 
-def forget_old_vectors(store: Store, ranker: Ranker, subscribers: Sequence[Subscriber]) -> int:
-    """Delete the stored vectors of the papers no run reads again; how many vectors went."""
+
+def forget_old_vectors(
+    store: Store, ranker: Ranker, subscribers: Sequence[Subscriber], stop: threading.Event | None = None
+) -> int:
+    """Delete the stored vectors of the papers no run reads again, CHUNK papers a transaction (a short
+    write lock; ``stop`` ends it between two); how many vectors went."""
     if not isinstance(ranker, SemanticRanker) or not isinstance(ranker.cache, StoreVectorCache):
         return 0  # a lexical ranker stores no vectors
     horizon = last_dump_done_with(store, subscribers)
@@ -34,7 +40,12 @@ def forget_old_vectors(store: Store, ranker: Ranker, subscribers: Sequence[Subsc
     if not old:
         return 0
     kept = {p.key for p in (*Selector(store, ranker).named_papers(subscribers), *reference_papers())}
-    gone = ranker.forget([p for p in old if p.key not in kept])  # a listed reference paper has its key
+    unread = [p for p in old if p.key not in kept]  # a listed reference paper has its key
+    gone = 0
+    for start in range(0, len(unread), CHUNK):
+        if stop is not None and stop.is_set():
+            break
+        gone += ranker.cache.delete(ranker.vector_keys(unread[start : start + CHUNK]))
     log.info("forgot %d vectors of papers first seen in dump %d or before", gone, horizon)
     return gone
 

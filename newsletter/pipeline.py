@@ -142,11 +142,20 @@ class Pipeline:
                         subscribers.subscribers, now, stop=stop, detailed=detailed, delivered_earlier=done
                     )
                 )
-            if stop is None or not stop.is_set():
-                with self.timings("forget"):
-                    forget_old_vectors(self.store, self.ranker, subscribers.subscribers)
+            moved = any(d.new for d in report.dumps) or report.statuses["sent"]  # what runs read moved
+            if moved and not (stop and stop.is_set()):
+                self._forget(subscribers.subscribers, stop)
         report.timings = {**self.timings.totals, **report.timings, "total": time.perf_counter() - started}
         return report
+
+    def _forget(self, subscribers: Sequence[Subscriber], stop: threading.Event | None) -> None:
+        """Forget the vectors no run reads again (after a run that brought new papers or sent digests:
+        an idle tick moves nothing); a failure waits for the next such run, the digests are sent."""
+        try:
+            with self.timings("forget"):
+                forget_old_vectors(self.store, self.ranker, subscribers, stop)
+        except NewsletterError as exc:
+            log.warning("old vectors are kept until the next run: %s", exc)
 
     def deliver_new(
         self,

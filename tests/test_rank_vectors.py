@@ -133,6 +133,6 @@ def test_forgetting_vectors_and_finding_the_papers_that_have_some(url: str) -> N
         cache.put("other", {"2601.00001": unit(9)})
         store.record_feedback("a@example.org", "2601.00002", "more", when)
         assert [p.key for p in cache.papers_embedded("m", 1)] == ["2601.00001"]  # not the marked one
-        assert cache.delete("m", ["2601.00001", "2601.00003", "never stored"]) == 2
+        assert cache.delete({"m": ["2601.00001", "2601.00003", "never stored"]}) == 2
         assert cache.papers_embedded("m", 2) == [] and cache.count("m") == 1
         assert cache.get("other", ["2601.00001"])  # another model's vector is another's

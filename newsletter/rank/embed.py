@@ -34,7 +34,7 @@ class VectorCache(Protocol):
 
     def put(self, model: str, vectors: Mapping[str, np.ndarray]) -> None: ...
 
-    def delete(self, model: str, keys: Sequence[str]) -> int: ...
+    def delete(self, keys: Mapping[str, Sequence[str]]) -> int: ...
 
 
 class MemoryVectorCache:
@@ -50,8 +50,8 @@ class MemoryVectorCache:
         for key, vector in vectors.items():
             self._data[(model, key)] = np.asarray(vector, dtype=np.float32)
 
-    def delete(self, model: str, keys: Sequence[str]) -> int:
-        return sum(self._data.pop((model, k), None) is not None for k in keys)
+    def delete(self, keys: Mapping[str, Sequence[str]]) -> int:
+        return sum(self._data.pop((model, k), None) is not None for model, ks in keys.items() for k in ks)
 
     def __len__(self) -> int:
         return len(self._data)

@@ -151,14 +151,12 @@ class SemanticRanker(ChunkedRanker):
         found = self._cached(self.embedder.name, keys, [paper_text(p) for p in papers])
         return self._stack([found[k] for k in keys])
 
-    def forget(self, papers: Sequence[StoredPaper]) -> int:
-        """Delete the papers' paper, title and sentence vectors from the cache (a run that needs one
-        again embeds it again); how many there were. Profile texts' vectors are kept."""
+    def vector_keys(self, papers: Sequence[StoredPaper]) -> dict[str, list[str]]:
+        """The cache keys of the papers' paper, title and sentence vectors, by cache model name."""
         name, split = self.embedder.name, [sentences(p) for p in papers]
         keys = [p.key for p in papers]
         numbered = [f"{p.key}#{i}" for p, parts in zip(papers, split, strict=True) for i in range(len(parts))]
-        kinds = {name: keys, f"title:{name}": keys, f"sentence:{name}": numbered}
-        return sum(self.cache.delete(model, found) for model, found in kinds.items())
+        return {name: keys, f"title:{name}": keys, f"sentence:{name}": numbered}
 
     def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
         """Profile texts' vectors: memoised, else from the cache under 'query:<model>', else embedded."""

@@ -161,7 +161,8 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
     if seen:
         values = [_seen_values(e, now, trending) for e in seen]
         conn.execute(_UPDATE_SEEN, values)
-        _forget_vectors(conn, [e.row["key"] for e, v in zip(seen, values, strict=True) if _rewritten(e, v)])
+        stale = [e.row["key"] for e, v in zip(seen, values, strict=True) if _rewritten(e, v) or e.filled_id]
+        _forget_vectors(conn, stale)  # an abstract rewritten, or a key the paper no longer has (an id came)
     if touched:  # an empty listing (the API on a day without papers) is a dump of nothing
         rows = [{"dump_seq": seq, "paper_id": e.id, "rank": e.rank} for e in touched]
         conn.execute(dump_papers.insert(), rows)
@@ -233,7 +234,7 @@ def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]
 
 def _forget_vectors(conn: Connection, keys: list[str]) -> None:
     """Drop the vectors of papers whose abstract changed (a paper's, its title's and its sentences'),
-    so the ranker embeds the text it now reads."""
+    so the ranker embeds the text it now reads, and of a key a paper no longer has (an id came)."""
     for key in keys:
         same = sa.or_(vectors.c.key == key, vectors.c.key.startswith(f"{key}#", autoescape=True))
         conn.execute(vectors.delete().where(same))

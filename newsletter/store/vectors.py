@@ -58,22 +58,26 @@ class StoreVectorCache:
                 conn.execute(_insert_ignoring_duplicates(conn), batch)
         log.debug("stored %d %s vectors", len(rows), model)
 
-    def delete(self, model: str, keys: Sequence[str]) -> int:
-        """Forget the vectors of ``keys`` (absent keys are no error); how many there were."""
+    def delete(self, keys: Mapping[str, Sequence[str]]) -> int:
+        """Forget the vectors of ``keys`` (by model; absent keys are no error) in one transaction, so an
+        interrupted forget leaves no paper half forgotten; how many there were."""
         gone = 0
-        with self.store._tx(f"forgetting {model} vectors", write=True) as conn:
-            for batch in _batches([self._key(model, k) for k in keys], BATCH):
-                where = sa.and_(vectors.c.model == model, vectors.c.key.in_(batch))
-                gone += conn.execute(vectors.delete().where(where)).rowcount
+        with self.store._tx("forgetting vectors", write=True) as conn:
+            for model, some in keys.items():
+                for batch in _batches([self._key(model, k) for k in some], BATCH):
+                    where = sa.and_(vectors.c.model == model, vectors.c.key.in_(batch))
+                    gone += conn.execute(vectors.delete().where(where)).rowcount
         return gone
 
     def papers_embedded(self, model: str, upto_seq: int) -> list[StoredPaper]:
         """The papers first seen in dump ``upto_seq`` or before that still have a ``model`` vector,
-        except those a subscriber marked "more/less like this" (their vectors are read however old)."""
-        embedded = sa.exists().where(vectors.c.model == model, vectors.c.key == papers.c.key)
-        marked = sa.exists().where(feedback.c.paper_id == papers.c.id)
+        except those a subscriber marked "more/less like this" (their vectors are read however old).
+        Driven by the vectors kept (a few dumps' papers), not by every paper ever stored."""
+        embedded = sa.select(vectors.c.key).where(vectors.c.model == model)
         with self.store._tx("reading papers") as conn:
-            return papers_where(conn, papers.c.first_dump_seq <= upto_seq, embedded, ~marked)
+            found = papers_where(conn, papers.c.first_dump_seq <= upto_seq, papers.c.key.in_(embedded))
+            marked = set(conn.execute(sa.select(feedback.c.paper_id).distinct()).scalars())
+        return [p for p in found if p.id not in marked]
 
     def count(self, model: str | None = None) -> int:
         """How many vectors are stored (for one model, or all)."""
