@@ -31,10 +31,11 @@ from newsletter.app import (
 )
 from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
-from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageError
+from newsletter.errors import ConfigError, LockedError, NewsletterError, StoreError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
 from newsletter.models import Subscriber
+from newsletter.pipeline import Pipeline
 from newsletter.report import RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
@@ -231,7 +232,8 @@ def run(
     """Fetch new dumps from the sources, ingest the dumps folder, then build and deliver every due digest.
 
     A source that cannot be fetched is reported (exit status 1) after the run has delivered what it has.
-    A dump file that cannot be read is reported once (exit status 1), then skipped (see status).
+    A dump file that cannot be parsed is reported once (exit status 1), then skipped (see status); an
+    entry that is no file to read (a link to nothing, a pipe) is reported by every run.
     """
     state.settings_overrides["workers"] = workers
     state.settings_overrides["connections"] = connections
@@ -423,8 +425,8 @@ def preview(
         when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
         _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
         return
-    with open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline:
-        pipeline.ingest_folder(_parse_now(now), record=False)  # a file it refuses is the next run's to report
+    with open_pipeline(settings, lock=False, new_database=state.new_database, sending=False) as pipeline:
+        _ingest_unless_locked(pipeline, _parse_now(now))
         selection, view = pipeline.preview(subscriber, _parse_now(now))
         rendered = pipeline.renderer.render(view) if view else None
     if rendered is None:
@@ -432,6 +434,17 @@ def preview(
         return
     what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
     _show_preview(rendered.html, what, out, settings, email, open_browser)
+
+
+def _ingest_unless_locked(pipeline: Pipeline, now: datetime) -> None:
+    """Ingest new dump files as a run would (a file it refuses is the next run's to report), unless a run
+    or the daemon holds the lock: then the papers already stored are shown, as `serve` does."""
+    try:
+        with pipeline.store.lock(pipeline.settings.home):
+            pipeline.ingest_folder(now, record=False)
+    except LockedError:
+        note = "note: a run or the daemon holds the state lock: new dump files are left for it to ingest"
+        err.print(note, highlight=False, markup=False, soft_wrap=True)
 
 
 def _show_preview(
@@ -497,8 +510,8 @@ def explain(
     """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
     settings = state.settings()
     subscriber = _subscriber(settings, email)
-    with open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline:
-        pipeline.ingest_folder(_parse_now(now), record=False)  # as preview does
+    with open_pipeline(settings, lock=False, new_database=state.new_database, sending=False) as pipeline:
+        _ingest_unless_locked(pipeline, _parse_now(now))
         explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
     typer.echo("\n".join(explanation.lines()))
 

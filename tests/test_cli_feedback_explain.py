@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -165,3 +167,33 @@ def test_explain_a_relevant_paper_a_full_digest_left_out(tmp_path: Path) -> None
     assert (
         cli(env, "explain", SSM, first, "--now", LATER).stdout.splitlines()[-1].startswith("  sent: paper 1")
     )
+
+
+def test_preview_and_explain_answer_while_the_daemon_holds_the_lock(fresh: dict[str, str]) -> None:
+    add_dumps(fresh, seed_names()[2])  # a new dump the holder of the lock will ingest
+    command = [sys.executable, "-c", HOLD_LOCK, fresh["NEWSLETTER_HOME"]]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            for args in (("preview", SSM, "--now", LATER), ("explain", SSM, SENT, "--now", LATER)):
+                proc = cli(fresh, *args)  # before: "error: another run holds .../run.lock", exit 1
+                assert (
+                    "note: a run or the daemon holds the state lock: new dump files are left" in proc.stderr
+                )
+            assert SENT in proc.stdout
+            assert "another run holds" in cli(fresh, "retry", check=False).stderr  # sending still waits
+        finally:
+            holder.kill()
+    settings = load_settings(home=fresh["NEWSLETTER_HOME"], subscribers=fresh["NEWSLETTER_SUBSCRIBERS"])
+    with open_store(settings) as store:
+        assert len(store.dumps()) == 2  # the new dump is the lock holder's to ingest
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from newsletter.store import Store
+with Store.run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(300)
+"""

@@ -19,6 +19,12 @@ from newsletter.errors import LockedError, StoreError
 LOCK_NAME = "run.lock"
 
 
+LOCKED_HINT = (
+    "wait for it to finish (a `newsletter daemon` holds it while it runs: stop it first); "
+    "the lock goes away when that process exits"
+)
+
+
 @contextmanager
 def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
     """Hold the state folder's run lock for the block, or raise LockedError at once (after ``timeout`` s).
@@ -36,7 +42,7 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
     except Timeout:
         raise LockedError(
             f"another run holds {path}",
-            hint="wait for it to finish; the lock goes away when that process exits",
+            hint=LOCKED_HINT,
         ) from None
     try:
         yield
@@ -88,7 +94,7 @@ class AdvisoryLock:
             if time.monotonic() >= deadline:
                 raise LockedError(
                     f"another run holds the {self._what} lock of this database",
-                    hint="wait for it to finish; the lock goes away when that process exits",
+                    hint=LOCKED_HINT,
                 )
             time.sleep(_POLL)
 
