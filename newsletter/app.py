@@ -14,9 +14,10 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from newsletter.config import Settings
-from newsletter.errors import ConfigError, StoreError
+from newsletter.errors import ConfigError, LockedError, StoreError
 from newsletter.pipeline import Pipeline
-from newsletter.rank import make_ranker
+from newsletter.rank import SemanticRanker, make_ranker
+from newsletter.rank.embed import ReadThroughCache
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import make_transport, real_sender
@@ -66,6 +67,32 @@ def open_pipeline(
             return
         with store.lock(settings.home):
             yield pipeline
+
+
+LOCKED_NOTE = "a run or the daemon holds the state lock: new dump files are left for it to ingest"
+
+
+@contextmanager
+def open_reading_pipeline(
+    settings: Settings, now: datetime, *, new_database: bool = False
+) -> Iterator[Pipeline]:
+    """A pipeline for `preview` and `explain`: the state as a run would see it (new dump files ingested
+    first, under the run lock; a file it refuses is the next run's to report), or, while a run or the
+    daemon holds the lock, the papers already stored, with the vectors it embeds kept in memory (that
+    run may be rewriting a paper and its stored vectors)."""
+    with (
+        open_pipeline(settings, lock=False, new_database=new_database, sending=False) as pipeline,
+        contextlib.ExitStack() as held,
+    ):
+        try:
+            held.enter_context(pipeline.store.lock(settings.home))
+        except LockedError:
+            log.warning(LOCKED_NOTE)
+            if isinstance(pipeline.ranker, SemanticRanker):
+                pipeline.ranker.cache = ReadThroughCache(pipeline.ranker.cache)
+        else:
+            pipeline.ingest_folder(now, record=False)
+        yield pipeline
 
 
 def refuse_lost_history(settings: Settings, store: Store) -> None:

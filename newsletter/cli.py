@@ -24,6 +24,7 @@ from newsletter.app import (
     distributed,
     load_last_report,
     open_pipeline,
+    open_reading_pipeline,
     open_store,
     save_report,
     stop_on_sigterm,
@@ -31,11 +32,10 @@ from newsletter.app import (
 )
 from newsletter.check import check_all
 from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
-from newsletter.errors import ConfigError, LockedError, NewsletterError, StoreError, UsageError
+from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
 from newsletter.models import Subscriber
-from newsletter.pipeline import Pipeline
 from newsletter.report import RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
@@ -425,8 +425,7 @@ def preview(
         when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
         _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
         return
-    with open_pipeline(settings, lock=False, new_database=state.new_database, sending=False) as pipeline:
-        _ingest_unless_locked(pipeline, _parse_now(now))
+    with open_reading_pipeline(settings, _parse_now(now), new_database=state.new_database) as pipeline:
         selection, view = pipeline.preview(subscriber, _parse_now(now))
         rendered = pipeline.renderer.render(view) if view else None
     if rendered is None:
@@ -434,17 +433,6 @@ def preview(
         return
     what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
     _show_preview(rendered.html, what, out, settings, email, open_browser)
-
-
-def _ingest_unless_locked(pipeline: Pipeline, now: datetime) -> None:
-    """Ingest new dump files as a run would (a file it refuses is the next run's to report), unless a run
-    or the daemon holds the lock: then the papers already stored are shown, as `serve` does."""
-    try:
-        with pipeline.store.lock(pipeline.settings.home):
-            pipeline.ingest_folder(now, record=False)
-    except LockedError:
-        note = "note: a run or the daemon holds the state lock: new dump files are left for it to ingest"
-        err.print(note, highlight=False, markup=False, soft_wrap=True)
 
 
 def _show_preview(
@@ -510,8 +498,7 @@ def explain(
     """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
     settings = state.settings()
     subscriber = _subscriber(settings, email)
-    with open_pipeline(settings, lock=False, new_database=state.new_database, sending=False) as pipeline:
-        _ingest_unless_locked(pipeline, _parse_now(now))
+    with open_reading_pipeline(settings, _parse_now(now), new_database=state.new_database) as pipeline:
         explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
     typer.echo("\n".join(explanation.lines()))
 

@@ -118,19 +118,12 @@ class Selector:
 
     def prepare_around(self, papers: list[StoredPaper], subscriber: Subscriber) -> None:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
-        self._prepare([papers], self.store.latest_dump_seq() or 0, self.named_papers([subscriber]))
-
-    def named_papers(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
-        """The stored papers the subscribers liked or marked "more/less like this"."""
         self._feedback = self.store.feedback_marks()
-        return self._named(subscribers)
+        self._prepare([papers], self.store.latest_dump_seq() or 0, self._named([subscriber]))
 
     def _named(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
-        """The papers the subscribers liked, disliked or marked, however old: the ranker reads a liked
-        paper from its text only when it is prepared, and older ones fell out of what a run prepares."""
-        profiles = [with_feedback(s, self._feedback) for s in subscribers]
         with self.timings("select"):
-            return self.store.papers_named({i for p in profiles for i in (*p.liked, *p.disliked)})
+            return named_papers(self.store, subscribers, self._feedback)
 
     def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
         """The papers of dumps after ``mark``, up to ``latest``: the digest's watermark, so a dump
@@ -164,6 +157,15 @@ class Selector:
         for sub, scored in zip(subscribers, self.timings.iterate("rank", ranked), strict=True):
             selection = Selection(sub, scored=tuple(scored), upto_seq=latest, from_seq=mark)
             yield selection if selection.chosen else replace(selection, reason="nothing relevant")
+
+
+def named_papers(
+    store: Store, subscribers: Iterable[Subscriber], feedback: dict[str, dict[str, list[str]]]
+) -> list[StoredPaper]:
+    """The stored papers the subscribers liked, disliked or marked, however old: the ranker reads a liked
+    paper from its text only when it is prepared, and older ones fell out of what a run prepares."""
+    profiles = [with_feedback(s, feedback) for s in subscribers]
+    return store.papers_named({i for p in profiles for i in (*p.liked, *p.disliked)})
 
 
 def with_feedback(subscriber: Subscriber, feedback: dict[str, dict[str, list[str]]]) -> Subscriber:

@@ -6,13 +6,18 @@ import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from newsletter.app import open_store
+from newsletter.app import LOCKED_NOTE, open_reading_pipeline, open_store
 from newsletter.config import load_settings
+from newsletter.rank import SemanticRanker
+from newsletter.rank.embed import ReadThroughCache
 from newsletter.rank.lexical import LexicalParams
+from newsletter.store.vectors import StoreVectorCache
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
 
@@ -177,9 +182,7 @@ def test_preview_and_explain_answer_while_the_daemon_holds_the_lock(fresh: dict[
             assert holder.stdout is not None and holder.stdout.readline() == "held\n"
             for args in (("preview", SSM, "--now", LATER), ("explain", SSM, SENT, "--now", LATER)):
                 proc = cli(fresh, *args)  # before: "error: another run holds .../run.lock", exit 1
-                assert (
-                    "note: a run or the daemon holds the state lock: new dump files are left" in proc.stderr
-                )
+                assert f"WARNING {LOCKED_NOTE}\n" in proc.stderr
             assert SENT in proc.stdout
             assert "another run holds" in cli(fresh, "retry", check=False).stderr  # sending still waits
         finally:
@@ -197,3 +200,31 @@ with Store.run_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(300)
 """
+
+
+def test_while_locked_out_preview_and_explain_keep_the_vectors_they_embed_in_memory(
+    fresh: dict[str, str],
+) -> None:
+    """A run holding the lock may be rewriting a paper and its stored vectors: a vector a preview stored
+    meanwhile could be of the old text, and kept for good (the store keeps the first vector of a key)."""
+    settings = load_settings(
+        home=fresh["NEWSLETTER_HOME"],
+        subscribers=fresh["NEWSLETTER_SUBSCRIBERS"],
+        dumps=fresh["NEWSLETTER_DUMPS"],
+        ranker="semantic",
+    )
+    with open_reading_pipeline(settings, datetime.now(UTC)) as pipeline:
+        assert isinstance(pipeline.ranker, SemanticRanker)
+        assert isinstance(pipeline.ranker.cache, StoreVectorCache)  # the lock is free: as a run
+    command = [sys.executable, "-c", HOLD_LOCK, fresh["NEWSLETTER_HOME"]]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+            with open_reading_pipeline(settings, datetime.now(UTC)) as pipeline:
+                assert isinstance(pipeline.ranker, SemanticRanker)
+                cache = pipeline.ranker.cache
+                assert isinstance(cache, ReadThroughCache)
+                cache.put("m", {"k": np.ones(4, dtype=np.float32)})
+                assert set(cache.get("m", ["k"])) == {"k"} and cache.inner.get("m", ["k"]) == {}
+        finally:
+            holder.kill()

@@ -54,7 +54,9 @@ def home(tmp_path: Path) -> Settings:
     )
 
 
-def run_days(settings: Settings, embedder: CountingEmbedder, days: range) -> RunReport:
+def run_days(
+    settings: Settings, embedder: CountingEmbedder, days: range, stop: threading.Event | None = None
+) -> RunReport:
     """One dump of two new papers a day, and a run after each, on the semantic ranker with the store cache."""
     subscribers = load_subscribers(settings.subscribers)
     for n in days:
@@ -65,7 +67,7 @@ def run_days(settings: Settings, embedder: CountingEmbedder, days: range) -> Run
             ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
             renderer = Renderer(PACKAGE_TEMPLATES)
             pipeline = Pipeline(settings, store, ranker, renderer, lambda: make_transport(settings))
-            report = pipeline.run(subscribers, DAY0 + timedelta(days=n))
+            report = pipeline.run(subscribers, DAY0 + timedelta(days=n), stop=stop)
     return report
 
 
@@ -123,12 +125,25 @@ def test_an_idle_or_stopped_run_forgets_nothing(home: Settings, monkeypatch: pyt
     calls: list[object] = []
     monkeypatch.setattr("newsletter.pipeline.forget_old_vectors", lambda *args: calls.append(args) or 0)
     run_days(home, embedder, range(DUMPS, DUMPS + 1))  # the same dump again: nothing new, nothing sent
-    assert calls == []
     stop = threading.Event()
-    stop.set()
-    with Store(home.db_url) as store:
-        ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
-        assert forget_old_vectors(store, ranker, [], stop) == 0
+    stop.set()  # a signal came: the run ingests, sends nothing and leaves
+    stopped = run_days(home, embedder, range(DUMPS + 1, DUMPS + 2), stop)
+    assert stopped.dumps[-1].new == 2 and calls == []
+
+
+def test_a_run_that_only_sends_forgets(home: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    embedder = CountingEmbedder()
+    run_days(home, embedder, range(1, 3))
+    calls: list[object] = []
+    monkeypatch.setattr("newsletter.pipeline.forget_old_vectors", lambda *args: calls.append(args) or 0)
+    people = yaml.safe_load(home.subscribers.read_text())
+    people["subscribers"].append({"email": "b@example.org", "interests": ["reef acoustics"]})
+    home.subscribers.write_text(yaml.safe_dump(people), encoding="utf-8")
+    report = run_days(home, embedder, range(2, 3))  # no new dump: a first digest moves b's watermark
+    assert [(d.subscriber, d.status) for d in report.digests if d.status == "sent"] == [
+        ("b@example.org", "sent")
+    ]
+    assert report.dumps[-1].new == 0 and len(calls) == 1
 
 
 def test_a_paper_that_gets_an_id_drops_the_vectors_of_its_title_key(home: Settings) -> None:

@@ -34,8 +34,6 @@ class VectorCache(Protocol):
 
     def put(self, model: str, vectors: Mapping[str, np.ndarray]) -> None: ...
 
-    def delete(self, keys: Mapping[str, Sequence[str]]) -> int: ...
-
 
 class MemoryVectorCache:
     """A process-local cache: the default, and what tests use."""
@@ -50,11 +48,25 @@ class MemoryVectorCache:
         for key, vector in vectors.items():
             self._data[(model, key)] = np.asarray(vector, dtype=np.float32)
 
-    def delete(self, keys: Mapping[str, Sequence[str]]) -> int:
-        return sum(self._data.pop((model, k), None) is not None for model, ks in keys.items() for k in ks)
-
     def __len__(self) -> int:
         return len(self._data)
+
+
+class ReadThroughCache:
+    """Reads another cache and keeps what is put in memory: for a preview while a run (which may be
+    rewriting a paper's text and its stored vectors) holds the lock."""
+
+    def __init__(self, inner: VectorCache) -> None:
+        self.inner = inner
+        self.memory = MemoryVectorCache()
+
+    def get(self, model: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        found = self.memory.get(model, keys)
+        rest = [k for k in keys if k not in found]
+        return {**self.inner.get(model, rest), **found} if rest else found
+
+    def put(self, model: str, vectors: Mapping[str, np.ndarray]) -> None:
+        self.memory.put(model, vectors)
 
 
 def normalise_rows(matrix: np.ndarray) -> np.ndarray:

@@ -19,7 +19,8 @@ from newsletter.errors import LockedError, StoreError
 LOCK_NAME = "run.lock"
 
 
-LOCKED_HINT = (
+WAIT_HINT = "wait for it to finish; the lock goes away when that process exits"
+LOCKED_HINT = (  # the run lock: a daemon holds it for as long as it runs
     "wait for it to finish (a `newsletter daemon` holds it while it runs: stop it first); "
     "the lock goes away when that process exits"
 )
@@ -94,7 +95,7 @@ class AdvisoryLock:
             if time.monotonic() >= deadline:
                 raise LockedError(
                     f"another run holds the {self._what} lock of this database",
-                    hint=LOCKED_HINT,
+                    hint=LOCKED_HINT if self._what == "run" else WAIT_HINT,
                 )
             time.sleep(_POLL)
 
