@@ -10,16 +10,18 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, LockedError, StoreError
+from newsletter.intake import waiting_files
 from newsletter.pipeline import Pipeline
 from newsletter.rank import SemanticRanker, make_ranker
 from newsletter.rank.embed import ReadThroughCache
 from newsletter.render import Renderer
-from newsletter.report import RunReport
+from newsletter.report import RunReport, plural
 from newsletter.send import make_transport, real_sender
 from newsletter.shards import Executor
 from newsletter.store import Store
@@ -69,7 +71,7 @@ def open_pipeline(
             yield pipeline
 
 
-LOCKED_NOTE = "a run or the daemon holds the state lock: new dump files are left for it to ingest"
+LOCKED_NOTE = "another process holds the run lock (a run, a preview, or the daemon for as long as it runs)"
 
 
 @contextmanager
@@ -87,12 +89,23 @@ def open_reading_pipeline(
         try:
             held.enter_context(pipeline.store.lock(settings.home))
         except LockedError:
-            log.warning(LOCKED_NOTE)
+            _note_waiting(waiting_files(pipeline.store, settings.dumps))
             if isinstance(pipeline.ranker, SemanticRanker):
                 pipeline.ranker.cache = ReadThroughCache(pipeline.ranker.cache)
         else:
             pipeline.ingest_folder(now, record=False)
         yield pipeline
+
+
+def _note_waiting(waiting: list[Path]) -> None:
+    if waiting:
+        names = ", ".join(path.name for path in waiting[:3]) + (", ..." if len(waiting) > 3 else "")
+        log.warning(
+            "%s: this answer leaves out the %s it has not ingested yet (%s)",
+            LOCKED_NOTE,
+            plural(len(waiting), "dump file"),
+            names,
+        )
 
 
 def refuse_lost_history(settings: Settings, store: Store) -> None:

@@ -19,7 +19,7 @@ from newsletter.models import Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.rank.reference import reference_papers
 from newsletter.rank.semantic import SemanticRanker
-from newsletter.select import BACKGROUND_DUMPS, named_papers
+from newsletter.select import BACKGROUND_DUMPS, liked_or_marked
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
 
@@ -39,7 +39,7 @@ def forget_old_vectors(
     old = ranker.cache.papers_embedded(ranker.embedder.name, horizon) if horizon > 0 else []
     if not old:
         return 0
-    named = named_papers(store, subscribers, store.feedback_marks())
+    named = liked_or_marked(store, subscribers, store.feedback_marks())
     kept = {p.key for p in (*named, *reference_papers())}
     unread = [p for p in old if p.key not in kept]  # a listed reference paper has its key
     gone = 0

@@ -55,6 +55,18 @@ def ingest_folder(store: Store, folder: Path, now: datetime, *, record: bool = T
     return outcomes + broken + _unreadable(store, list_other_files(folder), known, now, record)
 
 
+def waiting_files(store: Store, folder: Path) -> list[Path]:
+    """The dump files in ``folder`` that a scan would ingest: neither in the store nor refused before
+    (by their bytes' hash, as a scan skips them); none when the folder cannot be listed."""
+    try:
+        files = list_dump_files(folder)
+    except SourceError:
+        return []  # the next run reports it
+    seen, refused = store.dump_sizes(), store.rejected_keys()
+    digests = {path: _file_digest(path) for path in files}
+    return [p for p, d in digests.items() if d and d not in seen and (d, path_text(p)) not in refused]
+
+
 def ingest_files(
     store: Store,
     paths: Iterable[Path],

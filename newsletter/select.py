@@ -123,7 +123,7 @@ class Selector:
 
     def _named(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
         with self.timings("select"):
-            return named_papers(self.store, subscribers, self._feedback)
+            return liked_or_marked(self.store, subscribers, self._feedback)
 
     def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
         """The papers of dumps after ``mark``, up to ``latest``: the digest's watermark, so a dump
@@ -159,7 +159,7 @@ class Selector:
             yield selection if selection.chosen else replace(selection, reason="nothing relevant")
 
 
-def named_papers(
+def liked_or_marked(
     store: Store, subscribers: Iterable[Subscriber], feedback: dict[str, dict[str, list[str]]]
 ) -> list[StoredPaper]:
     """The stored papers the subscribers liked, disliked or marked, however old: the ranker reads a liked

@@ -20,9 +20,9 @@ LOCK_NAME = "run.lock"
 
 
 WAIT_HINT = "wait for it to finish; the lock goes away when that process exits"
-LOCKED_HINT = (  # the run lock: a daemon holds it for as long as it runs
-    "wait for it to finish (a `newsletter daemon` holds it while it runs: stop it first); "
-    "the lock goes away when that process exits"
+LOCKED_HINT = (  # the run lock
+    "wait for it to finish (a run or preview ends by itself; a `newsletter daemon` holds the lock for as "
+    "long as it runs: stop it first); the lock goes away when that process exits"
 )
 
 
