@@ -10,18 +10,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, LockedError, StoreError
-from newsletter.intake import waiting_files
+from newsletter.intake import waiting_files, waiting_note
 from newsletter.pipeline import Pipeline
 from newsletter.rank import SemanticRanker, make_ranker
 from newsletter.rank.embed import ReadThroughCache
 from newsletter.render import Renderer
-from newsletter.report import RunReport, plural
+from newsletter.report import RunReport
 from newsletter.send import make_transport, real_sender
 from newsletter.shards import Executor
 from newsletter.store import Store
@@ -71,9 +70,6 @@ def open_pipeline(
             yield pipeline
 
 
-LOCKED_NOTE = "another process holds the run lock (a run, a preview, or the daemon for as long as it runs)"
-
-
 @contextmanager
 def open_reading_pipeline(
     settings: Settings, now: datetime, *, new_database: bool = False
@@ -89,23 +85,14 @@ def open_reading_pipeline(
         try:
             held.enter_context(pipeline.store.lock(settings.home))
         except LockedError:
-            _note_waiting(waiting_files(pipeline.store, settings.dumps))
+            note = waiting_note(waiting_files(pipeline.store, settings.dumps))
+            if note:
+                log.warning("%s", note)
             if isinstance(pipeline.ranker, SemanticRanker):
                 pipeline.ranker.cache = ReadThroughCache(pipeline.ranker.cache)
         else:
             pipeline.ingest_folder(now, record=False)
         yield pipeline
-
-
-def _note_waiting(waiting: list[Path]) -> None:
-    if waiting:
-        names = ", ".join(path.name for path in waiting[:3]) + (", ..." if len(waiting) > 3 else "")
-        log.warning(
-            "%s: this answer leaves out the %s it has not ingested yet (%s)",
-            LOCKED_NOTE,
-            plural(len(waiting), "dump file"),
-            names,
-        )
 
 
 def refuse_lost_history(settings: Settings, store: Store) -> None:

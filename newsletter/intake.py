@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from newsletter.errors import ParseError, SourceError, StoreError
-from newsletter.report import DumpOutcome
+from newsletter.report import DumpOutcome, plural
 from newsletter.sources import (
     DUMP_GLOBS,
     TooLarge,
@@ -26,10 +26,11 @@ from newsletter.sources import (
     parse_dump,
     path_text,
     read_dump_bytes,
+    stored_hash,
 )
 from newsletter.store import Store
 
-__all__ = ["ingest_files", "ingest_folder"]
+__all__ = ["ingest_files", "ingest_folder", "waiting_files", "waiting_note"]
 
 log = logging.getLogger(__name__)
 
@@ -56,15 +57,38 @@ def ingest_folder(store: Store, folder: Path, now: datetime, *, record: bool = T
 
 
 def waiting_files(store: Store, folder: Path) -> list[Path]:
-    """The dump files in ``folder`` that a scan would ingest: neither in the store nor refused before
-    (by their bytes' hash, as a scan skips them); none when the folder cannot be listed."""
+    """The dump files in ``folder`` that a scan would read: neither in the store nor refused before
+    (by content, under any name) nor refused unread (too large); none when the folder cannot be listed."""
     try:
         files = list_dump_files(folder)
     except SourceError:
         return []  # the next run reports it
-    seen, refused = store.dump_sizes(), store.rejected_keys()
-    digests = {path: _file_digest(path) for path in files}
-    return [p for p, d in digests.items() if d and d not in seen and (d, path_text(p)) not in refused]
+    seen, refused = store.dump_sizes(), {digest for digest, _ in store.rejected_keys()}
+    hashes = {path: _stored_hash(path) for path in files}
+    return [
+        path for path, digest in hashes.items() if digest and digest not in seen and digest not in refused
+    ]
+
+
+def waiting_note(waiting: list[Path]) -> str | None:
+    """What a preview that could not take the run lock leaves out (None: nothing)."""
+    if not waiting:
+        return None
+    names = ", ".join(path_text(Path(path.name)) for path in waiting[:3])
+    more = ", ..." if len(waiting) > 3 else ""
+    return (
+        f"another process holds the run lock (a run, the daemon, or a command such as retry): "
+        f"{plural(len(waiting), 'dump file')} not in the store yet left out ({names}{more}); "
+        "the next run or daemon tick ingests them"
+    )
+
+
+def _stored_hash(path: Path) -> str | None:
+    """The content hash a scan would store ``path`` under; None for a file it refuses unread."""
+    try:
+        return stored_hash(read_dump_bytes(path))
+    except SourceError:
+        return None
 
 
 def ingest_files(

@@ -129,12 +129,10 @@ def test_an_idle_or_stopped_run_forgets_nothing(home: Settings, monkeypatch: pyt
     stop.set()  # a signal came: the run ingests, sends nothing and leaves
     stopped = run_days(home, embedder, range(DUMPS + 1, DUMPS + 2), stop)
     assert stopped.dumps[-1].new == 2 and calls == []
-    with Store(home.db_url) as store:  # and a forget a signal reaches stops before its next chunk
+    with Store(home.db_url) as store:  # and a forget a signal reaches deletes no further chunk
         ranker = SemanticRanker(embedder=embedder, cache=StoreVectorCache(store))
-        assert (
-            ranker.cache.papers_embedded(embedder.name, 5)
-            and forget_old_vectors(store, ranker, [], stop) == 0
-        )
+        assert forget_old_vectors(store, ranker, [], stop) == 0
+        assert forget_old_vectors(store, ranker, []) > 0  # there was something to forget
 
 
 def test_a_run_that_only_sends_forgets(home: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,6 +26,7 @@ from newsletter.app import refuse_lost_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
 from newsletter.due import is_due, next_due_at
 from newsletter.errors import ConfigError, LockedError, RenderError, SourceError, StoreError
+from newsletter.intake import waiting_files, waiting_note
 from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.pipeline import Pipeline, Selection
 from newsletter.rank import make_ranker
@@ -205,7 +206,8 @@ class Previewer:
                 with pipeline.store.lock(self.settings.home):
                     outcomes = pipeline.ingest(list(fresh), now)
             except LockedError:
-                notes.append("a run holds the state lock: new dump files are left for it to ingest")
+                note = waiting_note(waiting_files(pipeline.store, self.settings.dumps))
+                notes.extend([note] if note else [])
             else:
                 self._remember(fresh, outcomes)
         present = {str(path) for path in files}

@@ -8,6 +8,8 @@ as a text dump of the Daily Papers page (``hf-text``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -152,6 +154,13 @@ def _parses_as_json(data: bytes) -> bool:
 def _looks_like_json(data: bytes) -> bool:
     head = data.removeprefix(_BOM).strip()
     return head[:1] in (b"[", b"{") or head in (b"null", b"true", b"false")
+
+
+def stored_hash(data: bytes) -> str:
+    """The content hash a dump of these bytes is stored under (UTF-16 is read, and hashed, as UTF-8)."""
+    with contextlib.suppress(ParseError):  # invalid UTF-16: refused when parsed
+        data = _as_utf8(data, "")
+    return hashlib.sha256(data).hexdigest()
 
 
 def _as_utf8(data: bytes, source: str) -> bytes:
