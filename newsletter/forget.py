@@ -1,5 +1,5 @@
 """Forgetting the embedding vectors no run will read again, so the state database does not keep every
-paper's vectors (about 30 KB a paper: some 12 MB a day at arXiv's 400 new papers) for as long as it runs.
+paper's vectors (some 20-30 KB a paper: 8-12 MB a day at arXiv's 400 new papers) for as long as it runs.
 
 A run reads the vectors of its subscribers' windows (the papers first seen after their watermarks),
 of the papers first seen in the last ``BACKGROUND_DUMPS`` dumps, of the papers subscribers liked or
