@@ -17,8 +17,8 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError, LockedError, StoreError
 from newsletter.intake import waiting_files, waiting_note
 from newsletter.pipeline import Pipeline
-from newsletter.rank import SemanticRanker, make_ranker
-from newsletter.rank.embed import ReadThroughCache
+from newsletter.rank import make_ranker
+from newsletter.rank.embed import ReadThroughCache, VectorCache
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import make_transport, real_sender
@@ -53,21 +53,12 @@ def open_pipeline(
     An empty database in a state folder that has run before is refused unless ``new_database``; so is
     the placeholder sender with a transport that sends real mail, for a command ``sending`` mail.
     """
-    renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
-    if sending:
-        real_sender(settings)
-    with open_store(settings) as store:
-        if not new_database:
-            refuse_lost_history(settings, store)
-        ranker = make_ranker(settings.ranker, cache=StoreVectorCache(store))  # embeddings kept across runs
-        executor = make_executor(settings, store)
-        transports = lambda: make_transport(settings)  # noqa: E731
-        pipeline = Pipeline(settings, store, ranker, renderer, transports, executor=executor)
+    with _checked_store(settings, new_database=new_database, sending=sending) as (store, renderer):
         if not lock:
-            yield pipeline
+            yield _pipeline(settings, store, renderer, StoreVectorCache(store))
             return
         with store.lock(settings.home):
-            yield pipeline
+            yield _pipeline(settings, store, renderer, StoreVectorCache(store))
 
 
 @contextmanager
@@ -79,20 +70,43 @@ def open_reading_pipeline(
     daemon holds the lock, the papers already stored, with the vectors it embeds kept in memory (that
     run may be rewriting a paper and its stored vectors)."""
     with (
-        open_pipeline(settings, lock=False, new_database=new_database, sending=False) as pipeline,
+        _checked_store(settings, new_database=new_database, sending=False) as (store, renderer),
         contextlib.ExitStack() as held,
     ):
+        cache: VectorCache = StoreVectorCache(store)
         try:
-            held.enter_context(pipeline.store.lock(settings.home))
+            held.enter_context(store.lock(settings.home))
         except LockedError:
-            note = waiting_note(waiting_files(pipeline.store, settings.dumps))
+            note = waiting_note(waiting_files(store, settings.dumps))
             if note:
                 log.warning("%s", note)
-            if isinstance(pipeline.ranker, SemanticRanker):
-                pipeline.ranker.cache = ReadThroughCache(pipeline.ranker.cache)
-        else:
-            pipeline.ingest_folder(now, record=False)
+            yield _pipeline(settings, store, renderer, ReadThroughCache(cache))
+            return
+        pipeline = _pipeline(settings, store, renderer, cache)
+        pipeline.ingest_folder(now, record=False)
         yield pipeline
+
+
+@contextmanager
+def _checked_store(
+    settings: Settings, *, new_database: bool, sending: bool
+) -> Iterator[tuple[Store, Renderer]]:
+    """The store and the renderer, once the templates compile, the sender is real (when ``sending``)
+    and the database has not been lost (unless ``new_database``)."""
+    renderer = Renderer(settings.templates_dir)  # fail on a template error before touching state
+    if sending:
+        real_sender(settings)
+    with open_store(settings) as store:
+        if not new_database:
+            refuse_lost_history(settings, store)
+        yield store, renderer
+
+
+def _pipeline(settings: Settings, store: Store, renderer: Renderer, cache: VectorCache) -> Pipeline:
+    """The pipeline's parts; ``cache`` keeps the ranker's embeddings (across runs, in the store)."""
+    ranker = make_ranker(settings.ranker, cache=cache)
+    transports = lambda: make_transport(settings)  # noqa: E731
+    return Pipeline(settings, store, ranker, renderer, transports, executor=make_executor(settings, store))
 
 
 def refuse_lost_history(settings: Settings, store: Store) -> None:

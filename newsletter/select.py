@@ -91,7 +91,7 @@ class Selector:
                     yield Selection(sub, reason="not due")
         ranked = [sub for group in due.values() for sub in group]
         if ranked:  # an idle tick embeds nothing; the named papers are the ranked subscribers' only
-            self._prepare(windows.values(), latest, self._named(ranked))
+            self._prepare(windows.values(), latest, self._liked_or_marked(ranked))
         for mark, group in due.items():
             for selection in self._rank(group, windows[mark], latest, mark, every_paper):
                 yield replace(selection, serves=_slot_served_now(selection.subscriber, states, now))
@@ -119,9 +119,9 @@ class Selector:
     def prepare_around(self, papers: list[StoredPaper], subscriber: Subscriber) -> None:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
         self._feedback = self.store.feedback_marks()
-        self._prepare([papers], self.store.latest_dump_seq() or 0, self._named([subscriber]))
+        self._prepare([papers], self.store.latest_dump_seq() or 0, self._liked_or_marked([subscriber]))
 
-    def _named(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
+    def _liked_or_marked(self, subscribers: Iterable[Subscriber]) -> list[StoredPaper]:
         with self.timings("select"):
             return liked_or_marked(self.store, subscribers, self._feedback)
 
