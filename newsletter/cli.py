@@ -425,8 +425,9 @@ def preview(
         when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
         _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
         return
-    with open_reading_pipeline(settings, _parse_now(now), new_database=state.new_database) as pipeline:
-        selection, view = pipeline.preview(subscriber, _parse_now(now))
+    clock = _parse_now(now)
+    with open_reading_pipeline(settings, clock, new_database=state.new_database) as pipeline:
+        selection, view = pipeline.preview(subscriber, clock)
         rendered = pipeline.renderer.render(view) if view else None
     if rendered is None:
         typer.echo(f"{email}: no digest now ({selection.reason}); `--last` shows the last one sent")
@@ -498,8 +499,9 @@ def explain(
     """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
     settings = state.settings()
     subscriber = _subscriber(settings, email)
-    with open_reading_pipeline(settings, _parse_now(now), new_database=state.new_database) as pipeline:
-        explanation = explain_paper(pipeline, subscriber, paper, _parse_now(now))
+    clock = _parse_now(now)
+    with open_reading_pipeline(settings, clock, new_database=state.new_database) as pipeline:
+        explanation = explain_paper(pipeline, subscriber, paper, clock)
     typer.echo("\n".join(explanation.lines()))
 
 

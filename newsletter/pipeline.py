@@ -145,7 +145,8 @@ class Pipeline:
             moved = any(d.new for d in report.dumps) or report.statuses["sent"]  # what runs read moved
             if moved and not (stop and stop.is_set()):
                 self._forget(subscribers.subscribers, stop)
-        report.timings = {**self.timings.totals, **report.timings, "total": time.perf_counter() - started}
+        report.merge_timings(self.timings.totals)  # the run's own stages: ingest, forget, handing out shards
+        report.timings["total"] = time.perf_counter() - started
         return report
 
     def _forget(self, subscribers: Sequence[Subscriber], stop: threading.Event | None) -> None:
@@ -175,7 +176,29 @@ class Pipeline:
         most one 'unknown' delivery. Subscribers in ``delivered_earlier`` get no 'skipped' entry.
         """
         report = RunReport(detailed=detailed, delivered_earlier=delivered_earlier)
-        timings = self.timings = Timings()
+        with self._own_timings() as timings:
+            self._deliver_new(report, timings, subscribers, now, stop, inline)
+        report.timings = dict(timings.totals)
+        return report
+
+    @contextlib.contextmanager
+    def _own_timings(self) -> Iterator[Timings]:
+        """A fresh Timings as ``self.timings`` for a while (the stages of one report), then the one before."""
+        outer, self.timings = self.timings, Timings()
+        try:
+            yield self.timings
+        finally:
+            self.timings = outer
+
+    def _deliver_new(
+        self,
+        report: RunReport,
+        timings: Timings,
+        subscribers: Sequence[Subscriber],
+        now: datetime,
+        stop: threading.Event | None,
+        inline: bool,
+    ) -> None:
         builder = not inline and self._wants_builder(subscribers)
         connections = self.settings.connections
         with Couriers(
@@ -210,8 +233,6 @@ class Pipeline:
                     report.extend(outcomes)
                     advance(len(outcomes))
         report.bytes_sent = couriers.bytes_sent
-        report.timings = dict(self.timings.totals)
-        return report
 
     def _run_shards(
         self,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
@@ -112,10 +112,13 @@ class RunReport:
         self.statuses.update(other.statuses)
         self.skipped.update(other.skipped)
         self.recovered_unknown += other.recovered_unknown
-        for stage, seconds in other.timings.items():
-            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+        self.merge_timings(other.timings)
         self.bytes_sent += other.bytes_sent
         self.errors += other.errors
+
+    def merge_timings(self, timings: Mapping[str, float]) -> None:
+        for stage, seconds in timings.items():
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
 
     def extend(self, outcomes: Iterable[DigestOutcome]) -> None:
         for outcome in outcomes:

@@ -41,6 +41,9 @@ def test_builder_process_sends_byte_for_byte_what_one_process_sends(tmp_path: Pa
     assert sum(d["status"] == "sent" for d in reports["on"]["digests"]) == 2
     assert _outbox(envs["on"]) == _outbox(envs["off"]) != {}
     assert "render" in reports["on"]["timings"]  # the builder's stage times reach the report
+    stages = {"ingest", "select", "rank", "render", "mime", "store", "send", "forget", "total"}
+    for report in reports.values():  # the run's own stages too, beside those of its digests
+        assert set(report["timings"]) == stages
 
 
 class Keeper(Recorder):
