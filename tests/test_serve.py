@@ -10,17 +10,21 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
+import numpy as np
 import pytest
 from markupsafe import escape
 from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings, load_subscribers
+from newsletter.rank import semantic
+from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import create_app, local_hosts
 from newsletter.store import Store
 
@@ -388,3 +392,35 @@ def test_serve_takes_new_database_as_its_error_page_says(env: dict[str, str]) ->
         assert page.status_code == 500 and "--new-database" in page.text
     with TestClient(create_app(settings, new_database=True)) as taking:
         assert taking.get("/").status_code == 200
+
+
+class CountingEmbedder(HashingEmbedder):
+    """The test embedder, noting every text it embeds."""
+
+    texts: ClassVar[list[str]] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        CountingEmbedder.texts += texts
+        return super().embed(texts)
+
+
+def test_previews_read_the_vectors_runs_stored(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preview embeds only what no run embedded (it embedded every stored paper again: 37 s for one page
+    beside the seeds and a new dump, against 2 s)."""
+    monkeypatch.setattr(semantic, "MiniLMEmbedder", CountingEmbedder)
+    monkeypatch.setattr(CountingEmbedder, "texts", [])
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="semantic",
+        sender=env["NEWSLETTER_FROM"],
+    )
+    with open_pipeline(settings) as pipeline:
+        pipeline.run(load_subscribers(settings.subscribers), NOW)
+    by_the_run, CountingEmbedder.texts = set(CountingEmbedder.texts), []
+    add_dumps(env, seed_names()[2])
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        assert client.get(f"/s/{SSM}").status_code == 200
+    assert by_the_run and CountingEmbedder.texts  # the new dump's papers are embedded, in memory
+    assert not by_the_run & set(CountingEmbedder.texts)

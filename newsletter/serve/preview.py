@@ -31,11 +31,13 @@ from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.pipeline import Pipeline, Selection
 from newsletter.rank import make_ranker
 from newsletter.rank.base import Ranker
+from newsletter.rank.embed import ReadThroughCache
 from newsletter.render import DigestView, Renderer
 from newsletter.report import DumpOutcome
 from newsletter.send.base import Transport
 from newsletter.sources import list_dump_files
 from newsletter.store import FeedbackRecord, Store, SubscriberState
+from newsletter.store.vectors import StoreVectorCache
 
 GMAIL_CLIP_BYTES = 102_000  # Gmail shows "[Message clipped]" past ~102 KB of HTML
 NEAR_MISSES = 5
@@ -130,6 +132,7 @@ class Previewer:
             if self._store is not None:
                 self._store.close()
                 self._store = None
+                self._ranker = None  # its cache read the store closed
 
     def _current_renderer(self) -> Renderer:
         """The Renderer for the templates as they are now; rebuilt only when a template file changed."""
@@ -150,9 +153,11 @@ class Previewer:
     def _pipeline(self) -> Iterator[Pipeline]:
         with self._lock:
             renderer = self._current_renderer()
-            if self._ranker is None:
-                self._ranker = make_ranker(self.settings.ranker)
-            yield Pipeline(self.settings, self.store(), self._ranker, renderer, refuse_to_send)
+            store = self.store()
+            if self._ranker is None:  # reads the vectors runs stored; keeps its own in memory
+                cache = ReadThroughCache(StoreVectorCache(store))
+                self._ranker = make_ranker(self.settings.ranker, cache=cache)
+            yield Pipeline(self.settings, store, self._ranker, renderer, refuse_to_send)
 
     # -- pages --------------------------------------------------------------------------------------
 
