@@ -8,6 +8,7 @@ would send such a subscriber's mail to another domain; ``str.casefold`` does the
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 
 import idna
@@ -46,3 +47,13 @@ def _unicode_domain(domain: str) -> str:
         return str(idna.decode(idna.encode(domain, uts46=True)))
     except (idna.IDNAError, UnicodeError):
         return domain.lower()
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1): a host name that never leaves the machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

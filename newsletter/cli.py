@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import threading
+import traceback
 import webbrowser
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageErr
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
 from newsletter.models import Subscriber
+from newsletter.redact import mask_in_logs, redact
 from newsletter.report import RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
@@ -70,9 +72,13 @@ class State:
     settings_overrides: dict[str, Any]
     debug: bool = False
     new_database: bool = False
+    secrets: tuple[str, ...] = ()  # masked in every log line and error, once the settings are read
 
     def settings(self) -> Settings:
-        return load_settings(**self.settings_overrides)
+        settings = load_settings(**self.settings_overrides)
+        self.secrets = tuple(settings.secret_values())
+        mask_in_logs(self.secrets)
+        return settings
 
 
 state = State()
@@ -249,7 +255,7 @@ def run(
         _, fetch_failures = fetch_all(sources, clock, stop)
         detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
         report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
-    report.errors[:0] = fetch_failures
+    report.errors[:0] = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
     if not dry_run:
         try:
             save_report(settings, report)
@@ -554,12 +560,14 @@ def main() -> NoReturn:
 
 def _fail(exc: NewsletterError) -> NoReturn:
     if state.debug:
-        err.print_exception()
+        trace = "".join(traceback.format_exception(exc))
+        err.print(redact(trace, state.secrets), highlight=False, markup=False, soft_wrap=True)
     _print_error(exc)
     sys.exit(2 if isinstance(exc, UsageError) else 1)
 
 
 def _print_error(exc: NewsletterError) -> None:
-    err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
+    message = redact(exc.message, state.secrets)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if exc.hint:
-        err.print(f"hint: {exc.hint}", highlight=False, markup=False, soft_wrap=True)
+        err.print(f"hint: {redact(exc.hint, state.secrets)}", highlight=False, markup=False, soft_wrap=True)

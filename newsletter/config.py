@@ -23,10 +23,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from newsletter.address import address_key
+from newsletter.address import address_key, is_loopback
 from newsletter.errors import ConfigError, UsageError
 from newsletter.models import Subscriber
-from newsletter.redact import MIN_SECRET
+from newsletter.redact import MIN_SECRET, url_passwords
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,22 @@ class Settings(BaseSettings):
         scheme, rest = value.split("://", 1)
         return f"{scheme.lower()}://{rest}"  # HTTPS://... is https://...: the headers' check reads it so
 
+    @field_validator("api_base_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        """An http(s) URL; the error quotes none of it (a password in it may be half read as the port)."""
+        try:
+            parts = urlsplit(value or "http://x")
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "must be an http(s) URL such as https://api.example.org "
+                "(a user:password@ in it needs '/', '@', ':', '#' and '?' percent-encoded)"
+            )
+        return value
+
     @field_validator("api_key", "smtp_password")
     @classmethod
     def _sendable(cls, value: SecretStr | None) -> SecretStr | None:
@@ -164,6 +180,17 @@ class Settings(BaseSettings):
         """A password without a user name would be ignored, and the mail sent without logging in."""
         if self.smtp_password is not None and not self.smtp_username:
             raise ValueError("smtp_password is set but smtp_username is not: set NEWSLETTER_SMTP_USERNAME")
+        return self
+
+    @model_validator(mode="after")
+    def _password_over_tls(self) -> Settings:
+        """AUTH without TLS sends the password as base64, which anyone on the path can read."""
+        plain = self.transport == "smtp" and self.smtp_security == "none" and not is_loopback(self.smtp_host)
+        if self.smtp_password is not None and plain:
+            raise ValueError(
+                f"smtp_password would cross the network unencrypted to {self.smtp_host}: "
+                "set NEWSLETTER_SMTP_SECURITY=starttls (port 587) or ssl (port 465)"
+            )
         return self
 
     @field_validator("unsubscribe_secret")
@@ -199,9 +226,13 @@ class Settings(BaseSettings):
         return self.templates or PACKAGE_TEMPLATES
 
     def secret_values(self) -> list[str]:
-        """The secrets' values, for masking them in text that leaves the process (newsletter.redact)."""
+        """The secrets' values, for masking them in text that leaves the process (newsletter.redact):
+        the secret settings, and the passwords written into the database's, the API's and the
+        sources' URLs."""
         secrets = (self.api_key, self.smtp_password, self.unsubscribe_secret)
-        return [s.get_secret_value() for s in secrets if s is not None]
+        urls = [self.database_url, self.api_base_url, *(s.get("base_url") for s in self.sources)]
+        in_urls = [p for url in urls if isinstance(url, str) for p in url_passwords(url)]
+        return [*(s.get_secret_value() for s in secrets if s is not None), *in_urls]
 
     @property
     def sender_domain(self) -> str:

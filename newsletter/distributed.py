@@ -39,6 +39,7 @@ import psycopg
 from procrastinate.exceptions import ConnectorException, JobAborted
 from procrastinate.job_context import JobContext
 from procrastinate.schema import SchemaManager
+from psycopg.conninfo import make_conninfo
 
 from newsletter.deliver import STOPPED
 from newsletter.errors import ConfigError, NewsletterError, StoreError
@@ -71,14 +72,22 @@ _REPORTED: dict[str, Status] = {
 
 
 def conninfo(db_url: str) -> str:
-    """The libpq URL (what psycopg takes) of a SQLAlchemy ``postgresql+psycopg://`` URL."""
+    """The libpq connection string (what psycopg takes) of a SQLAlchemy ``postgresql+psycopg://`` URL,
+    as key=value pairs: libpq quotes a URL it cannot parse, password and all, in its error."""
     url = parse_url(db_url)
     if url.get_backend_name() != "postgresql":
         raise ConfigError(
             "NEWSLETTER_EXECUTOR=procrastinate needs a PostgreSQL database (NEWSLETTER_DATABASE_URL)",
             hint="e.g. NEWSLETTER_DATABASE_URL=postgresql+psycopg://newsletter@db.example.org/newsletter",
         )
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+    parts = {"host": url.host, "port": url.port, "dbname": url.database, "user": url.username}
+    parts |= {"password": url.password, **{k: _last(v) for k, v in url.query.items()}}
+    return make_conninfo("", **{k: v for k, v in parts.items() if v is not None})
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    """A query parameter's value (SQLAlchemy gives a repeated one as a tuple: libpq takes the last)."""
+    return value if isinstance(value, str) else value[-1]
 
 
 def install_queue(db_url: str) -> None:

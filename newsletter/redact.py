@@ -7,7 +7,8 @@ secret's bytes; each such run (standard and URL-safe alphabets) is masked too, s
 every wrapper is covered without listing the wrappers, with the characters at its two ends, which
 encode the secret's first and last bytes together with their neighbours'. A short secret's run (under
 MIN_ENCODED characters) could be part of an ordinary word, so the base64 token holding it is masked
-whole. A server may also echo the secret URL-encoded (``%2B`` for ``+``, either case). Text is masked
+whole, as is the secret's own base64 standing alone. A server may also echo the secret URL-encoded
+(``%2B`` for ``+``, either case) or in hex (either case). Text is masked
 before it is cut to length, so a cut never leaves part of a secret unmasked. A secret shorter than
 MIN_SECRET has no run at every alignment, so the settings refuse one.
 """
@@ -15,13 +16,17 @@ MIN_SECRET has no run at every alignment, so the settings refuse one.
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import re
 from collections.abc import Iterable
 from functools import lru_cache
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 MASK = "***"
 MIN_ENCODED = 8  # a shorter base64 run could be part of a word: it is masked with its whole token
 MIN_SECRET = 5  # characters; from 5 on every alignment of the secret's base64 has a run of 4 or more
+MIN_URL_PASSWORD = 4  # a URL's password is masked from this length on (shorter, it is masked in words)
 _B64 = "A-Za-z0-9+/_-"  # both alphabets
 
 
@@ -31,6 +36,48 @@ def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -
         if secret:
             text = _pattern(secret).sub(MASK, text)
     return text if limit is None else text[:limit]
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords written into ``url``: its user:password@ (percent-decoded, and as written, which
+    also holds a character left unencoded, such as '/'), and a ``password=`` in its query."""
+    _, scheme, rest = url.partition("://")
+    userinfo, at, _ = rest.rpartition("@")
+    found = []
+    if scheme and at and ":" in userinfo:
+        written = userinfo.split(":", 1)[1]
+        found += [written, unquote(written)]
+    with contextlib.suppress(ValueError):  # not a URL: its userinfo was all there was
+        found += [v for k, v in parse_qsl(urlsplit(url).query) if k.lower() == "password"]
+    return [p for p in dict.fromkeys(found) if len(p) >= MIN_URL_PASSWORD]
+
+
+class LogRedaction(logging.Filter):
+    """Masks ``secrets`` in every record a handler writes: the tool's own lines and any library's
+    (httpx names the URL it calls, httpcore logs headers at debug, psycopg quotes a connection string)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message, self.secrets)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self.secrets)
+        return True
+
+
+def mask_in_logs(secrets: Iterable[str]) -> None:
+    """Every handler of the root logger masks ``secrets`` from now on (in place of what it masked)."""
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, LogRedaction)]:
+            handler.removeFilter(old)
+        handler.addFilter(LogRedaction(secrets))
 
 
 # The base64 characters around an encoded run: its first and last groups mix the secret's first and
@@ -43,7 +90,19 @@ def _pattern(secret: str) -> re.Pattern[str]:
     runs = sorted(encoded_forms(secret.encode()), key=len, reverse=True)
     encoded = [f"{_EDGE_BEFORE}{re.escape(run)}{_EDGE_AFTER}" for run in runs if len(run) >= MIN_ENCODED]
     tokens = [_token_with(run) for run in runs if len(run) < MIN_ENCODED]
-    return re.compile("|".join([*encoded, *tokens, _as_written_or_quoted(secret)]))
+    alone = [_whole_token(form) for form in _encoded_alone(secret.encode())]
+    written = [_as_written_or_quoted(secret), f"(?i:{secret.encode().hex()})"]
+    return re.compile("|".join([*encoded, *tokens, *alone, *written]))
+
+
+def _encoded_alone(secret: bytes) -> set[str]:
+    """The secret's own base64, unpadded (standard and URL-safe): a short one is under MIN_ENCODED."""
+    whole = base64.b64encode(secret).decode("ascii").rstrip("=")
+    return {whole, whole.replace("+", "-").replace("/", "_")}
+
+
+def _whole_token(form: str) -> str:
+    return f"(?<![{_B64}]){re.escape(form)}={{0,2}}(?![{_B64}])"
 
 
 def _token_with(run: str) -> str:

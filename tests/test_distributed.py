@@ -394,3 +394,20 @@ def test_without_procrastinate_the_engine_is_one_error_line_with_the_extra_to_in
         distributed()
     assert "needs the procrastinate package" in caught.value.message
     assert caught.value.hint == "pip install -e '.[distributed]'"
+
+
+def test_the_queue_s_connection_string_passes_every_password_whole() -> None:
+    """As key=value pairs: libpq quoted a URL it could not parse (a space in the password), password and all."""
+    from newsletter.distributed import conninfo
+
+    url = "postgresql+psycopg://nl:my%20secret%20pw9@127.0.0.1:5432/nl4?sslmode=disable"
+    assert psycopg.conninfo.conninfo_to_dict(conninfo(url)) == {
+        "host": "127.0.0.1",
+        "port": "5432",
+        "dbname": "nl4",
+        "user": "nl",
+        "password": "my secret pw9",
+        "sslmode": "disable",
+    }
+    socket = "postgresql+psycopg://postgres:p%40ss%3Aw%2Frd%2541@/nl3?host=/run/postgresql"
+    assert psycopg.conninfo.conninfo_to_dict(conninfo(socket))["password"] == "p@ss:w/rd%41"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
+import logging
 from urllib.parse import quote, quote_plus
 
 import pytest
 
-from newsletter.redact import MASK, redact
+from newsletter.redact import MASK, LogRedaction, redact, url_passwords
 
 SECRET = "hunter2-Very-Secret"
 
@@ -94,3 +96,51 @@ def test_a_url_encoded_secret_is_masked_in_either_hex_case(encode: object) -> No
         assert redact(f"ErrorCode 300 Invalid token {form} (token={form})", [key]) == (
             f"ErrorCode 300 Invalid token {MASK} (token={MASK})"
         )
+
+
+def test_hex_and_a_short_secret_s_own_base64_are_masked() -> None:
+    key = "p@ss:w/rd%41"
+    echo = f"hex={key.encode().hex()} HEX={key.encode().hex().upper()}"
+    assert redact(echo, [key]) == f"hex={MASK} HEX={MASK}"
+    short = "bXfPE"
+    alone = base64.b64encode(short.encode()).decode().rstrip("=")  # 7 characters, under MIN_ENCODED
+    assert redact(f"535 bad {alone} ok", [short]) == f"535 bad {MASK} ok"
+    assert redact("ordinary words stay: abcdefg", [short]) == "ordinary words stay: abcdefg"
+
+
+@pytest.mark.parametrize(
+    ("url", "passwords"),
+    [
+        (
+            "postgresql+psycopg://nl:my%20secret%20pw9@127.0.0.1:5432/nl",
+            ["my%20secret%20pw9", "my secret pw9"],
+        ),
+        ("postgresql+psycopg://nl:my@s3cretpart@127.0.0.1/nl", ["my@s3cretpart"]),  # '@' left unencoded
+        ("https://mirror:s3cr/etpw@hf.example.org", ["s3cr/etpw"]),  # '/' left unencoded
+        ("postgresql://db.example.org/nl?user=nl&password=abcdef", ["abcdef"]),
+        ("sqlite:///state.db", []),
+        ("https://user@hf.example.org/a@b", []),
+        ("http://u:pw@host", []),  # too short to mask without masking it inside words
+    ],
+)
+def test_the_passwords_written_into_a_url(url: str, passwords: list[str]) -> None:
+    assert url_passwords(url) == passwords
+
+
+def test_a_log_line_and_its_traceback_are_masked() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.addFilter(LogRedaction([SECRET]))
+    logger = logging.getLogger("test_redact.masked")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError(f"refused {SECRET}")
+        except ValueError:
+            logger.error("HTTP Request: POST http://user:%s@127.0.0.1/email", quote(SECRET), exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert f"http://user:{MASK}@127.0.0.1/email" in written and f"ValueError: refused {MASK}" in written
+    assert not _leaks(written)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -205,3 +206,27 @@ def _wait_until(condition: Callable[[], bool], seconds: float) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+PROXY_PASSWORD = "pr0xy-s3cret"
+
+
+def test_a_password_in_the_api_url_is_masked_in_logs_errors_and_state(env: dict[str, str], api: Api) -> None:
+    url = env["NEWSLETTER_API_BASE_URL"]
+    env["NEWSLETTER_API_BASE_URL"] = url.replace("://", f"://proxyuser:{PROXY_PASSWORD}@")
+    add_dumps(env, seed_names()[0])
+    sent = cli(env, "-v", "run", "--now", "2026-03-11T08:00:00Z")  # httpx logs each request's URL
+    assert "HTTP Request: POST http://proxyuser:***@127.0.0.1" in sent.stderr
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    env["NEWSLETTER_API_BASE_URL"] = f"http://proxyuser:{PROXY_PASSWORD}@127.0.0.1:{closed}"
+    add_dumps(env, seed_names()[1])
+    failed = cli(env, "--debug", "run", "--now", "2026-03-12T08:00:00Z", check=False)
+    assert (
+        failed.returncode == 1 and "cannot reach Postmark at http://proxyuser:***@127.0.0.1" in failed.stderr
+    )
+    home = Path(env["NEWSLETTER_HOME"])
+    kept = [p.read_bytes() for p in home.rglob("*") if p.is_file()]
+    printed = sent.stdout + sent.stderr + failed.stdout + failed.stderr
+    assert not any(PROXY_PASSWORD.encode() in data for data in [printed.encode(), *kept])

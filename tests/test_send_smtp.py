@@ -23,8 +23,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import SecretStr
 
-from newsletter.config import Settings
-from newsletter.errors import SendError
+from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.send import FileTransport, SmtpTransport, make_transport
 from newsletter.send.message import Envelope, build_message
@@ -340,6 +340,20 @@ def test_login_then_send(auth_server: LoopbackController, handler: Recorder) -> 
     assert handler.connections == 1
 
 
+def test_a_421_echoing_the_login_is_logged_masked(
+    auth_server: LoopbackController, handler: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reconnect after a 421 is logged (at INFO, which the daemon shows) with the server's words."""
+    caplog.set_level(logging.INFO)
+    blob = base64.b64encode(f"\0ada\0{PASSWORD}".encode()).decode()
+    handler.mail_replies.append(f"421 4.7.0 going away {blob} ({PASSWORD})")
+    with transport_for(auth_server, username="ada", password=SecretStr(PASSWORD)) as transport:
+        transport.send(message(1))
+    assert len(handler.messages) == 1 and "dropped (421 4.7.0 going away " in caplog.text
+    assert "*** (***)); reconnecting" in caplog.text  # the user's part of the blob may show
+    assert PASSWORD not in caplog.text and blob[4:-4] not in caplog.text
+
+
 def test_login_failure_has_a_hint_and_never_the_password(
     auth_server: LoopbackController, handler: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -453,6 +467,17 @@ def test_make_transport_builds_file_and_smtp(tmp_path: Path) -> None:
     assert (smtp.host, smtp.port, smtp.security, smtp.timeout) == ("mail.example.org", 587, "starttls", 12.5)
     assert smtp.password is not None and smtp.password.get_secret_value() == PASSWORD
     assert PASSWORD not in repr(smtp)
+
+
+@pytest.mark.parametrize("host", ["mail.example.org", "10.0.0.25"])
+def test_a_password_is_never_sent_unencrypted_over_the_network(host: str) -> None:
+    fields = {"transport": "smtp", "smtp_username": "ada", "smtp_password": PASSWORD, "smtp_host": host}
+    with pytest.raises(ConfigError, match=rf"unencrypted to {host}: set NEWSLETTER_SMTP_SECURITY=starttls"):
+        load_settings(**fields)  # security "none", the default
+    allowed = [{"smtp_security": "starttls"}, {"smtp_security": "ssl"}, {"smtp_host": "127.0.0.1"}]
+    allowed += [{"smtp_host": "localhost"}, {"smtp_host": "::1"}, {"transport": "file"}]
+    for change in allowed:
+        assert load_settings(**{**fields, **change}).smtp_password is not None
 
 
 def test_header_injection_does_not_add_recipients(server: LoopbackController, handler: Recorder) -> None:

@@ -186,7 +186,8 @@ class SmtpTransport:
         log.debug("SMTP accepted %s for %s", message.message_id, message.recipient)
 
     def _refused(self, client: _Client, code: int, text: bytes | str, what: str) -> SendError | _Dropped:
-        reply = f"{code} {_decode(text)}"
+        secret = self.password.get_secret_value() if self.password else None
+        reply = redact(f"{code} {_decode(text)}", [secret])  # logged when the channel is dropped
         if code == 421 and not client.body_sent:  # the server is closing the channel: try a new one
             self._discard()
             return _Dropped(reply)

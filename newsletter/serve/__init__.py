@@ -11,7 +11,6 @@ Nothing here plans or sends a digest; new dump files are ingested when no run ho
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import os
 import socket
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
+from newsletter.address import is_loopback
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.serve.web import create_app
@@ -32,13 +32,13 @@ def run_server(
     settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, new_database: bool = False
 ) -> None:
     """Serve until interrupted. Bound to loopback, only local Host names (and base_url's) are answered."""
-    if not _is_loopback(host):
+    if not is_loopback(host):
         log.warning(
             "serving on %s: the preview pages show every subscriber's address; expose only /unsubscribe/ "
             "and /feedback/",
             host,
         )
-    hosts = local_hosts(settings, host) if _is_loopback(host) else None
+    hosts = local_hosts(settings, host) if is_loopback(host) else None
     app = create_app(settings, allowed_hosts=hosts, new_database=new_database)
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
     log.warning("preview at http://%s:%d/", host if ":" not in host else f"[{host}]", port)
@@ -77,12 +77,3 @@ def local_hosts(settings: Settings, host: str = "127.0.0.1") -> list[str]:
     hosts = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
     public = urlsplit(settings.base_url).hostname if settings.base_url else None
     return sorted(hosts | {public}) if public else sorted(hosts)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -122,8 +122,10 @@ class _HttpSpec(_Spec):
     def _http_url(cls, value: str) -> str:
         try:
             url = httpx.URL(value)
-        except httpx.InvalidURL as exc:
-            raise ValueError(f"not a URL: {exc}") from None
+        except httpx.InvalidURL:  # its words may quote a password half read as the port
+            raise ValueError(
+                "not a URL (a user:password@ in it needs '/', '@', ':', '#' and '?' percent-encoded)"
+            ) from None
         if url.scheme not in ("http", "https") or not url.host:
             raise ValueError("must be an http(s) URL such as https://huggingface.co")
         return value.rstrip("/")
