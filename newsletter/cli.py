@@ -291,10 +291,10 @@ def retry(
     subscribers = load_subscribers(settings.subscribers)
     clock = _parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
-    with open_pipeline(settings, new_database=state.new_database) as pipeline:
+    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
         pipeline.store.recover_interrupted(clock)
         requeued = pipeline.store.requeue(clock, statuses=statuses)
-        report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True)
+        report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop)
     if not as_json:
         typer.echo(f"{len(requeued)} {'delivery' if len(requeued) == 1 else 'deliveries'} requeued")
     _print_report(report, as_json)

@@ -103,7 +103,10 @@ def _worker(work: ShardWork, shard: Shard, send: Connection, receive: Connection
     try:
         send.send(work.deliver_shard(shard, stop))
     except NewsletterError as exc:
-        send.send(str(exc))
+        with contextlib.suppress(BrokenPipeError):
+            send.send(str(exc))
+    except BrokenPipeError:  # the run's process is gone: what this worker sent is in the delivery log
+        pass
     finally:
         work.close()
         send.close()

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -818,3 +818,40 @@ def test_a_dump_ingested_while_a_run_selects_is_the_next_windows_not_sent_twice(
         assert all(item.paper.first_dump_seq <= (digest.watermark_seq or 0) for item in digest.items)
     sent = Counter((d.email, item.paper.id) for d in digests for item in d.items)
     assert sent and max(sent.values()) == 1
+
+
+def test_sigterm_stops_retry_after_the_message_in_flight(
+    tmp_path: Path, smtp_process: tuple[int, Path]
+) -> None:
+    """`retry` stops as `run` does: it was killed where it stood, leaving its message in flight 'sending'
+    (reported 'unknown' by the next run, and not sent again)."""
+    port, journal = smtp_process
+    env = {**crash_env(tmp_path, port), "NEWSLETTER_SEND_RATE": "10"}
+    shutil.copy(SEEDS / seed_names()[0], Path(env["NEWSLETTER_DUMPS"]))
+    log = tmp_path / "runs.log"
+    run = start_run(env, day(0), log)
+    _wait_for(lambda: journal_length(journal) >= 2, run)
+    run.kill()  # its planned digests wait, queued
+    run.wait()
+    retry = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "retry"], env={**os.environ, **env}, stderr=subprocess.PIPE
+    )
+    before = journal_length(journal)
+    _wait_for(lambda: journal_length(journal) > before, retry)
+    retry.send_signal(signal.SIGTERM)
+    _, err = retry.communicate(timeout=60)
+    assert retry.returncode in (0, 1) and b"received SIGTERM" in err, err.decode()
+    stopped_at = journal_length(journal)
+    with open_store(env) as store:
+        assert store.deliveries([SENDING], with_items=False) == []  # the one in flight was recorded
+        assert store.deliveries(["pending"], with_items=False) != []  # the rest wait for the next run
+    cli(env, "run", "--now", day(0), check=False)
+    received = Counter(r.to for r in read_journal(journal))
+    assert journal_length(journal) > stopped_at and max(received.values()) == 1
+
+
+def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None and time.monotonic() < deadline, "it ended (or hung) before the point"
+        time.sleep(0.005)

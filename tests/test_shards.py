@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import multiprocessing
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from newsletter import parallel
 from newsletter.config import SubscriberList
 from newsletter.deliver import STOPPED
 from newsletter.models import OutgoingMessage
@@ -295,3 +297,26 @@ def test_a_shard_stopped_after_reaching_its_cap_is_finished(
     assert report.statuses[SENT] == 1
     assert report.skipped == {"run cap reached; due at the next run": 2}
     assert not _unfinished(report)
+
+
+class _GoneParent:
+    """A shard's work whose run's process is gone by the time it reports."""
+
+    def after_fork(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def deliver_shard(self, shard: object, stop: object) -> RunReport:
+        return RunReport()
+
+
+def test_a_worker_whose_run_is_gone_exits_quietly() -> None:
+    """It printed a BrokenPipeError traceback (and exited 1) after a kill -9 of its run."""
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    receive.close()  # the run's end: gone
+    args = (_GoneParent(), None, send, receive, os.getpid())
+    process = context.Process(target=parallel._worker, args=args)
+    process.start()
+    process.join(30)
+    assert process.exitcode == 0
