@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from newsletter.config import Settings
-from newsletter.errors import SendError
+from newsletter.errors import SendError, SendStopped
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.report import DigestOutcome, ItemReport, Timings, plural
@@ -241,7 +241,8 @@ class Courier:
         if isinstance(exc, _TakenOver) and message.digest_id in exc.taken:  # another process's to send
             log.warning("%s: %s", message.recipient, said)
             return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
-        log.error("%s: %s", message.recipient, said)
+        stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
+        (log.info if stopped else log.error)("%s: %s", message.recipient, said)
         if exc.transport_down:
             self.halted = True  # every other message would fail the same way: stop, keep them queued
         try:
@@ -249,6 +250,8 @@ class Courier:
         except InvalidTransition as moved:  # another process's recovery took it over meanwhile
             log.warning("%s: %s", message.recipient, moved)
             return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
+        if stopped:
+            return DigestOutcome(message.recipient, "skipped", STOPPED, items, message.digest_id)
         if exc.unknown:
             return DigestOutcome(message.recipient, "unknown", f"error: {said}", items, message.digest_id)
         kind = "permanent" if exc.permanent else "temporary, will retry next run"
@@ -261,6 +264,7 @@ class Courier:
             self.store.mark_unknown(digest_id, now, said)
             return
         retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
+        retry_at = now if isinstance(exc, SendStopped) else retry_at
         self.store.mark_failed(digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
 
 

@@ -82,3 +82,8 @@ class SendError(NewsletterError):
         self.unknown = unknown
         self.retry_after = retry_after
         self.transport_down = transport_down
+
+
+class SendStopped(SendError):
+    """Not sent: the run was asked to stop (a signal) while the message waited for its next try (a
+    rate limit, a refusal). It is due again at once, as if the wait had not begun."""

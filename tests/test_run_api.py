@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -230,3 +231,28 @@ def test_a_password_in_the_api_url_is_masked_in_logs_errors_and_state(env: dict[
     kept = [p.read_bytes() for p in home.rglob("*") if p.is_file()]
     printed = sent.stdout + sent.stderr + failed.stdout + failed.stderr
     assert not any(PROXY_PASSWORD.encode() in data for data in [printed.encode(), *kept])
+
+
+@pytest.mark.parametrize("batch", ["1", "100"])
+def test_a_stop_during_a_rate_limit_wait_leaves_the_digests_due_at_once(
+    env: dict[str, str], api: Api, batch: str
+) -> None:
+    """A stop (SIGTERM) during the wait a 429 asked for: 'failed' with five minutes' backoff before, so
+    the next run skipped them as 'nothing new', where a kill -9 in the same wait left them due."""
+    add_dumps(env, *seed_names()[:2])
+    api.mode, api.retry_after = "rate-limited", "30"  # waited out in the run
+    run_env = {**os.environ, **env, "NEWSLETTER_BATCH_SIZE": batch}
+    command = [sys.executable, "-m", "newsletter", "run", "--json", "--now", "2026-03-11T08:00:00Z"]
+    with subprocess.Popen(command, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        deadline = time.monotonic() + 60
+        while not api.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # in the wait
+        run.send_signal(signal.SIGTERM)
+        out, err = run.communicate(timeout=30)
+    digests = json.loads(out)["digests"]
+    assert run.returncode == 0, err.decode()
+    assert {d["status"] for d in digests if d["subscriber"] in DUE} == {"skipped"}
+    api.mode = "ok"
+    code, _ = _run(env, "2026-03-11T08:00:30Z")  # the same minute: due at once
+    assert code == 0 and sorted(api.recipients) == DUE

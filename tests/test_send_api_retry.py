@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from newsletter.errors import SendError
+from newsletter.errors import SendError, SendStopped
 from newsletter.send.apis import (
     HttpApiTransport,
     MailgunTransport,
@@ -245,6 +245,7 @@ def test_a_stop_during_a_rate_limit_wait_ends_the_wait_and_sends_nothing_more(sh
         transport.send(make_message())
     assert len(h.api.requests) == 1 and h.sleeps == [0.5]
     assert caught.value.retry_after == 50 and not caught.value.permanent and not caught.value.unknown
+    assert isinstance(caught.value, SendStopped)  # not sent: due at once, not after a backoff
 
 
 def test_sendgrids_rate_limit_reset_header_is_waited_for_and_a_503_s_retry_after_too() -> None:

@@ -44,7 +44,7 @@ import httpx
 from pydantic import SecretStr
 
 from newsletter import __version__
-from newsletter.errors import ConfigError, SendError
+from newsletter.errors import ConfigError, SendError, SendStopped
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.send.base import Transport
@@ -275,8 +275,10 @@ class HttpApiTransport:
             log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
             with self._held(held, error):
                 self._wait_out(wait, asked)
-            if self.stop is not None and self.stop.is_set():
-                raise error  # not sent: a temporary failure, retried by the next run
+            if self.stop is not None and self.stop.is_set():  # not sent (unless a try may have been)
+                if error.unknown:
+                    raise error
+                raise SendStopped(f"{error}; the run stopped during the wait", retry_after=error.retry_after)
             waited, attempt = (waited + wait, attempt) if asked else (waited, attempt + 1)
 
     def _wait_out(self, wait: float, asked: bool) -> None:
@@ -301,7 +303,7 @@ class HttpApiTransport:
         if self.gate is not None:
             self._wait_for_gate(digests, what)  # another connection got a 429: wait with it
             if self.stop is not None and self.stop.is_set():
-                return SendError(f"{self.provider}: the run was asked to stop during a rate-limit pause")
+                return SendStopped(f"{self.provider}: the run was asked to stop during a rate-limit pause")
         client = self._http()
         try:
             response = client.send(build(client))
