@@ -44,6 +44,7 @@ NEXT_RUN_BACKOFF = timedelta(minutes=5)
 MAX_IN_RUN_WAIT = 60.0  # seconds; a server asking for a longer pause (Retry-After) gets it between runs
 MAX_NEXT_RUN_BACKOFF = timedelta(days=1)  # however far off a Retry-After date is
 STOPPED = "stopped; queued for the next run"
+REFUSED_SPARE = "its connection was refused; sent over another"  # never in a report: sent again
 ROUND_TRIP_SAMPLES = 3  # requests timed before "auto" decides how many connections to open
 
 
@@ -61,8 +62,11 @@ class Courier:
         timings: Timings | None = None,
         session_lock: threading.Lock | None = None,
         gate: Gate | None = None,  # shared by couriers sending side by side: the rate is for all
+        spare: bool = False,  # opened beside a working one ("auto"): a server may refuse it alone
     ) -> None:
         self.store = store
+        self.spare = spare
+        self.retired = False  # a spare the server refused before any message: its jobs go elsewhere
         self.transport = transport
         self.retries = 0 if transport.retries_itself else settings.retries  # never both loops
         self.backoff = settings.retry_backoff
@@ -241,6 +245,8 @@ class Courier:
         if isinstance(exc, _TakenOver) and message.digest_id in exc.taken:  # another process's to send
             log.warning("%s: %s", message.recipient, said)
             return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
+        if exc.transport_down and self.spare and not self.requests:  # the others can still send
+            return self._retire(message, exc, now, items)
         stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
         (log.info if stopped else log.error)("%s: %s", message.recipient, said)
         if exc.transport_down:
@@ -258,6 +264,20 @@ class Courier:
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
+
+    def _retire(
+        self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
+    ) -> DigestOutcome:
+        """A spare connection the server refused (a limit on connections per client): its message is
+        due at once, for a connection that works; the run goes on without this one."""
+        if not self.retired:
+            log.warning("a further connection was refused (%s); going on with fewer", self._said(exc))
+        self.retired = True
+        try:
+            self.store.mark_failed(message.digest_id, now, self._said(exc), permanent=False, retry_at=now)
+        except InvalidTransition as moved:  # unsubscribed, or another process's recovery took it over
+            return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
+        return DigestOutcome(message.recipient, "skipped", REFUSED_SPARE, items, message.digest_id)
 
     def _record(self, digest_id: str, exc: SendError, now: datetime, said: str) -> None:
         if exc.unknown:
@@ -340,7 +360,7 @@ class Couriers:
         self.gate = Gate(settings.send_rate, sleep=sleep)
         session_lock = threading.Lock() if self.cap > 1 else None
 
-        def courier() -> Courier:
+        def courier(spare: bool) -> Courier:
             return Courier(
                 store,
                 transport_factory(),
@@ -350,6 +370,7 @@ class Couriers:
                 timings=self.timings if self.cap == 1 else Timings(),  # Timings is not thread-safe
                 session_lock=session_lock,
                 gate=self.gate,
+                spare=spare,
             )
 
         self._new_courier = courier
@@ -382,7 +403,7 @@ class Couriers:
                     self.timings.totals[stage] += seconds
 
     def _open_one(self) -> None:
-        courier = self._new_courier()
+        courier = self._new_courier(self.auto and self.count > 0)
         self._opened.enter_context(courier.transport)
         self._opened.enter_context(courier)
         self._couriers.append(courier)
@@ -452,9 +473,15 @@ class Couriers:
     ) -> list[DigestOutcome]:
         courier = self._idle.get()  # blocks while every open courier is busy
         try:
-            return self._deliver(courier, unit, now)
+            outcomes = self._deliver(courier, unit, now)
         finally:
-            self._idle.put(courier)
+            if not courier.retired:
+                self._idle.put(courier)
+        again = [job for job, out in zip(unit, outcomes, strict=True) if out.reason == REFUSED_SPARE]
+        if not again:
+            return outcomes
+        sent = iter(self._deliver_pooled(again, now))  # over a connection that works
+        return [next(sent) if out.reason == REFUSED_SPARE else out for out in outcomes]
 
     def _deliver(
         self,

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 from pydantic import SecretStr
 
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.models import OutgoingMessage
 from newsletter.render import Renderer
+from newsletter.send import SmtpTransport
 from newsletter.send.apis import Outcome, PostmarkTransport
 from newsletter.send.pacing import AUTO_CAP, FEED_RATE, HEADROOM, Gate, auto_connections
 
@@ -155,3 +159,65 @@ def test_each_chunk_of_a_batched_run_fills_every_request_in_flight(
         reader = made.transport_factory()
         assert reader.payload(whole) == reader.payload(message)
     made.store.close()
+
+
+class OneConnectionEach(SMTP):
+    """A server that takes one connection per client at a time: a further one gets 421 at the greeting."""
+
+    open = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.counted = OneConnectionEach.open == 0
+        if not self.counted:
+            transport.write(b"421 4.7.0 Too many connections from your host\r\n")
+            transport.close()
+            return
+        OneConnectionEach.open += 1
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.counted:
+            OneConnectionEach.open -= 1
+            super().connection_lost(error)
+
+
+class SlowSink:
+    """aiosmtpd handler: keeps each recipient, answering after 20 ms (so "auto" wants more connections)."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received += envelope.rcpt_tos
+        await asyncio.sleep(0.02)
+        return "250 2.0.0 queued"
+
+
+class LimitedServer(Controller):
+    def factory(self) -> SMTP:
+        return OneConnectionEach(self.handler, hostname="localhost")
+
+    def _trigger_server(self) -> None:
+        assert self.server is not None
+        self.port = self.server.sockets[0].getsockname()[1]
+        super()._trigger_server()
+
+
+def test_a_server_refusing_further_connections_leaves_auto_with_the_one_it_has(tmp_path: Path) -> None:
+    """Each further connection "auto" opened was refused (421) and stopped the run: 5 sent, 7 failed for
+    five minutes, the rest left for the next run, at every run that had digests to send."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
+    sink = SlowSink()
+    server = LimitedServer(sink, hostname="127.0.0.1", port=0, ready_timeout=10)
+    server.start()
+    try:
+        made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections="auto")
+        made.transport_factory = lambda: SmtpTransport("127.0.0.1", server.port, timeout=10)
+        report = made.run(subs, NOW)
+        made.store.close()
+    finally:
+        server.stop()
+    sent = sorted(d.subscriber for d in report.digests if d.status == "sent")
+    assert report.ok and report.statuses["sent"] > 20 and set(report.statuses) == {"sent"}
+    assert sorted(sink.received) == sent  # each once, over the one connection the server allows
