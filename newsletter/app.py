@@ -106,7 +106,9 @@ def _pipeline(settings: Settings, store: Store, renderer: Renderer, cache: Vecto
     """The pipeline's parts; ``cache`` keeps the ranker's embeddings (across runs, in the store)."""
     ranker = make_ranker(settings.ranker, cache=cache)
     transports = lambda: make_transport(settings)  # noqa: E731
-    return Pipeline(settings, store, ranker, renderer, transports, executor=make_executor(settings, store))
+    executor = make_executor(settings, store)
+    resend = settings.transport == "file"  # a digest sent again replaces its files in the outbox
+    return Pipeline(settings, store, ranker, renderer, transports, executor=executor, resend_unknown=resend)
 
 
 def refuse_lost_history(settings: Settings, store: Store) -> None:

@@ -36,13 +36,13 @@ from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
 from newsletter.render.excerpts import point_excerpt
-from newsletter.report import WAITING, DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings
+from newsletter.report import WAITING, DigestOutcome, DumpOutcome, ItemReport, RunReport, Timings, plural
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for, list_name, parse_sender
 from newsletter.shards import Executor, Shard, split
 from newsletter.sources.clean import clean_abstract
-from newsletter.store import PENDING, RETRY, SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
+from newsletter.store import PENDING, RETRY, SENT, UNKNOWN, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
 
 log = logging.getLogger(__name__)
@@ -79,8 +79,12 @@ class Pipeline:
         *,
         sleep: Callable[[float], None] = time.sleep,
         executor: Executor | None = None,
+        resend_unknown: bool = False,
     ) -> None:
+        """``resend_unknown``: the transport replaces a digest's earlier copy when it is sent again (the
+        file outbox), so a digest of unknown fate is simply queued again."""
         self.settings = settings
+        self.resend_unknown = resend_unknown
         self.executor = executor  # None: this process, or LocalProcesses with settings.workers > 1
         self.store = store
         self.ranker = ranker
@@ -124,7 +128,7 @@ class Pipeline:
         report = RunReport(detailed=detailed)
         self.timings = Timings()
         if not dry_run:
-            report.recovered_unknown = self.store.recover_interrupted(now)
+            report.recovered_unknown = self.recover(now)
         with self.timings("ingest"):
             report.dumps = self.ingest_folder(now)
         report.ingested = True
@@ -148,6 +152,18 @@ class Pipeline:
         report.merge_timings(self.timings.totals)  # the run's own stages: ingest, forget, handing out shards
         report.timings["total"] = time.perf_counter() - started
         return report
+
+    def recover(self, now: datetime) -> list[str]:
+        """What a crashed run left 'sending' becomes 'unknown' (returned), or is queued again when it was
+        not sent (refused, waiting) or when sending it again replaces it (``resend_unknown``)."""
+        unknown = self.store.recover_interrupted(now)
+        if not self.resend_unknown:
+            return unknown
+        again = set(self.store.requeue(now, statuses=(UNKNOWN,)))
+        if again:
+            what = plural(len(again), "digest")
+            log.info("%s of unknown fate queued again: sent again, the outbox replaces its files", what)
+        return [digest_id for digest_id in unknown if digest_id not in again]
 
     def _forget(self, subscribers: Sequence[Subscriber], stop: threading.Event | None) -> None:
         """Forget the vectors no run reads again (after a run that brought new papers or sent digests:

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import PACKAGE_TEMPLATES
-from newsletter.errors import SendError
+from newsletter.errors import SendError, StoreError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.render import Renderer
 from newsletter.send import FileTransport
 from newsletter.send.message import Envelope, build_message
+from newsletter.store import Store
 
 from .test_crash import NOW, READERS, committed, make_folder, pipeline
 
@@ -158,3 +159,40 @@ def test_a_file_name_says_when_and_to_whom(tmp_path: Path, address: str, slug: s
         f"2024-03-11_{slug}_d1.eml",
         f"2024-03-11_{slug}_d1.html",
     ]
+
+
+@pytest.mark.parametrize(
+    "resend_unknown", [True, False], ids=["file-outbox", "a-transport-that-may-duplicate"]
+)
+def test_a_digest_a_full_disk_left_sending_is_written_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, resend_unknown: bool
+) -> None:
+    """The outbox beside state.db: the write fails (ENOSPC), then so does recording the failure, and the
+    digest stays 'sending'. The next run took it for 'unknown' and never wrote it (a dropped email); the
+    outbox replaces a digest's files when it is written again, so it is queued again instead."""
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def full_database(*args: object, **kwargs: object) -> None:
+        raise StoreError("database error while marking a digest failed: database or disk is full")
+
+    folder = make_folder(tmp_path)
+    renderer, outbox = Renderer(PACKAGE_TEMPLATES), folder / "outbox"
+    with monkeypatch.context() as disk:
+        disk.setattr("newsletter.send.file.write_atomic", full)
+        disk.setattr(Store, "mark_failed", full_database)
+        made, subs = pipeline(folder, renderer, FileTransport(outbox))
+        with pytest.raises(StoreError), made.store:
+            made.run(subs, NOW)
+    assert committed(folder)[READERS[0]] == "sending"
+    made, subs = pipeline(folder, renderer, FileTransport(outbox))
+    made.resend_unknown = resend_unknown  # as the file transport's pipeline is built
+    with made.store:
+        report = made.run(subs, NOW)
+    if not resend_unknown:  # it may have arrived: left for `retry --unknown`
+        assert report.recovered_unknown and committed(folder)[READERS[0]] == "unknown"
+        return
+    assert report.ok and report.recovered_unknown == [] and set(committed(folder).values()) == {"sent"}
+    written = sorted(p.name.split("_")[1] for p in outbox.glob("*.eml"))
+    assert written == sorted(READERS)  # each once
