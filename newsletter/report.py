@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 from newsletter.address import address_key
 
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
+BACKING_OFF = "a refused digest waits to be tried again (see `newsletter status`)"
 Status = Literal["sent", "skipped", "failed", "unknown", "dry-run"]
 
 

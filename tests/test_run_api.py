@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.report import BACKING_OFF
 from newsletter.store import SENDING, SENT
 
 from .api_server import Api, running
@@ -118,8 +119,11 @@ def test_a_long_retry_after_ends_the_run_at_once_and_the_batch_waits(env: dict[s
     assert code == 1 and time.monotonic() - started < 60 and api.requests == 1  # no hour-long sleep
     assert statuses == dict.fromkeys(DUE, "failed")  # the batch the API asked to hold
     api.mode = "ok"
-    _run(env, "2026-03-11T08:10:00Z")
-    assert api.recipients == []  # it waits out its hour
+    later = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:10:00Z").stdout)["digests"]
+    assert api.recipients == []  # it waits out its hour, and the report says so (not 'nothing new')
+    assert {d["subscriber"]: d["reason"] for d in later if d["subscriber"] in DUE} == dict.fromkeys(
+        DUE, BACKING_OFF
+    )
     code, _ = _run(env, "2026-03-11T09:10:00Z")
     assert code == 0 and sorted(api.recipients) == DUE
 
