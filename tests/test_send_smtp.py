@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -56,6 +57,7 @@ class Recorder:
     drop_at_mail: int = 0  # close the connection at the next N MAIL commands, without a reply
     drop_after_body: int = 0  # take the next N bodies, then close without a reply
     close_after_data: bool = False  # reply 250, then close (like an idle timeout)
+    data_delay: float = 0.0  # seconds before the reply to a body (a content filter)
     pipelining: bool = False  # offer PIPELINING (RFC 2920) in the EHLO reply
     idle_closed: threading.Event = field(default_factory=threading.Event)
 
@@ -89,6 +91,7 @@ class Recorder:
         if self.data_replies:
             return self.data_replies.pop(0)
         self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        await asyncio.sleep(self.data_delay)
         if self.drop_after_body:
             self.drop_after_body -= 1
             server.transport.abort()
@@ -279,6 +282,18 @@ def test_421_before_the_body_reconnects(server: LoopbackController, handler: Rec
         transport.send(message(1))
     assert len(handler.messages) == 1
     assert handler.connections == 2
+
+
+def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
+    server: LoopbackController, handler: Recorder
+) -> None:
+    """RFC 5321 gives a server 10 minutes to accept a body: with one timeout for every reply, a slow
+    content filter turned each message into 'unknown' (never sent again by a run)."""
+    handler.data_delay = 1.5
+    with SmtpTransport("127.0.0.1", server.port, local_hostname="localhost", timeout=0.5) as transport:
+        transport.send(message(1))
+        transport.send(message(2))
+    assert len(handler.messages) == 2 and handler.connections == 1
 
 
 def _first_fails_temporarily_second_arrives(server: LoopbackController, handler: Recorder) -> None:

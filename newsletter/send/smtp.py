@@ -60,9 +60,21 @@ class _Client(smtplib.SMTP):
             raise smtplib.SMTPDataError(*data)
         self.send(_data_payload(raw))
         self.body_sent = True
-        code, reply = self.getreply()
+        code, reply = self._final_reply()
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
+
+    def _final_reply(self) -> tuple[int, bytes]:
+        """The reply to the body, waited for as RFC 5321 (4.5.3.2.6) asks: up to 10 minutes, however
+        short the timeout of the other replies (a server's content filter may take that long; a
+        message whose reply did not come is 'unknown', never sent again by a run)."""
+        assert self.sock is not None
+        self.sock.settimeout(max(self.timeout, FINAL_REPLY_WAIT))
+        try:
+            return self.getreply()
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.timeout)
 
     def _pipelined(
         self, sender: str, recipient: str, options: list[str]
@@ -73,6 +85,7 @@ class _Client(smtplib.SMTP):
 
 
 _NOT_SENT = (503, b"not sent: an earlier command was refused")
+FINAL_REPLY_WAIT = 600.0  # seconds
 _BARE_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9.-]+")
 
 
