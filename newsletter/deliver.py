@@ -41,6 +41,7 @@ from newsletter.store import InvalidTransition, Store
 log = logging.getLogger(__name__)
 
 NEXT_RUN_BACKOFF = timedelta(minutes=5)
+FAILED_IN_A_ROW = 5  # requests refused or lost one after another: the server's trouble, not each message's
 MAX_IN_RUN_WAIT = 60.0  # seconds; a server asking for a longer pause (Retry-After) gets it between runs
 MAX_NEXT_RUN_BACKOFF = timedelta(days=1)  # however far off a Retry-After date is
 STOPPED = "stopped; queued for the next run"
@@ -88,6 +89,7 @@ class Courier:
         self.round_trip: float | None = None  # measured once ROUND_TRIP_SAMPLES requests went out
         self._samples: list[float] = []
         self.halted = False
+        self.failed_in_a_row = 0  # requests since the last one the server accepted
         self._session = store.delivery_session(session_lock)
         self._secrets = settings.secret_values()
 
@@ -121,12 +123,30 @@ class Courier:
         except _StoppedBetweenTries:  # refused once, recorded 'retry' due at once: the next run sends it
             return DigestOutcome(message.recipient, "skipped", STOPPED, items, message.digest_id)
         except SendError as exc:
-            return self._record_failure(message, exc, now, items)
+            outcome = self._record_failure(message, exc, now, items)
+            if outcome.status in ("failed", "unknown"):  # not a stop, nor another process's to send
+                self._tally(False, outcome.reason)
+            return outcome
         except InvalidTransition as exc:  # e.g. unsubscribed (and cancelled) since it was planned
             log.warning("%s: not sent: %s", message.recipient, exc)
             return DigestOutcome(message.recipient, "skipped", str(exc), items, message.digest_id)
         self._session.accepted(message.digest_id, message.message_id, now)
+        self._tally(True)
         return self._accepted(message, items)
+
+    def _tally(self, accepted: bool, why: str = "") -> None:
+        """Count the requests that failed one after another (refused, or lost after the body went):
+        at FAILED_IN_A_ROW the trouble is the server's (a policy refusing every recipient, a full
+        queue, a broken filter), so the run stops and the rest waits, instead of spending its backoff
+        on every digest of the list."""
+        self.failed_in_a_row = 0 if accepted else self.failed_in_a_row + 1
+        if self.failed_in_a_row == FAILED_IN_A_ROW and not self.halted:
+            self.halted = True
+            log.error(
+                "%d requests in a row failed (the last: %s): the run stops, the rest waits for the next run",
+                FAILED_IN_A_ROW,
+                why,
+            )
 
     def deliver_batch(
         self,
@@ -163,6 +183,9 @@ class Courier:
         for (message, items), result in zip(ready, results, strict=True):
             if isinstance(result, SendError):
                 outcomes[message.digest_id] = self._record_failure(message, _halting(result), now, items)
+        failed = [o for o in outcomes.values() if o.status in ("failed", "unknown")]
+        if ready and (accepted or failed):
+            self._tally(bool(accepted), failed[-1].reason if failed else "")
         return [outcomes.get(m.digest_id) or _not_queued(m, items) for m, items in jobs]
 
     def _measured(self, seconds: float) -> None:

@@ -35,13 +35,13 @@ import pytest
 import yaml
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
-from newsletter.deliver import STOPPED
+from newsletter.deliver import FAILED_IN_A_ROW, STOPPED
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.render import Renderer
-from newsletter.report import RunReport
+from newsletter.report import WAITING, RunReport
 from newsletter.store import SENDING, Store
 
 from .api_server import server_process as api_process
@@ -855,3 +855,33 @@ def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], seco
     while not condition():
         assert proc.poll() is None and time.monotonic() < deadline, "it ended (or hung) before the point"
         time.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        SendError("SMTP sender refused: 452 4.3.1 Insufficient system storage"),
+        SendError("SMTP recipient refused: 554 5.7.1 Relay access denied", permanent=True),
+        SendError("SMTP connection lost after the message was sent", unknown=True),
+    ],
+    ids=["temporary", "permanent", "unknown"],
+)
+def test_a_server_failing_every_message_stops_the_run_after_a_few(
+    tmp_path: Path, renderer: Renderer, refusal: SendError
+) -> None:
+    """A refusal every message met was met by each in turn: with the default backoff, 6 s a digest
+    (17 h for 10,000, the run lock held throughout), or the whole list 'failed' for good (a relay
+    that wants a login)."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
+    subs = load_subscribers(folder / "subscribers.yaml").subscribers
+    transport = Recorder({s.email: [refusal] * 3 for s in subs})
+    made, listed = pipeline(folder, renderer, transport, retry_backoff=0.0)
+    with made.store:
+        report = made.run(listed, NOW)
+    tried = [d for d in report.digests if d.status in ("failed", "unknown")]
+    assert len(tried) == FAILED_IN_A_ROW and not report.ok
+    assert report.skipped[STOPPED] + report.skipped[WAITING] > 40  # the rest waits for the next run
+    transport.errors.clear()
+    _, sent, _ = next_run(folder, renderer)
+    assert len(sent) == len(set(sent)) > 40 and not {d.subscriber for d in tried} & set(sent)
