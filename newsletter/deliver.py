@@ -21,6 +21,7 @@ import collections
 import contextlib
 import logging
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -124,7 +125,7 @@ class Courier:
             return DigestOutcome(message.recipient, "skipped", STOPPED, items, message.digest_id)
         except SendError as exc:
             outcome = self._record_failure(message, exc, now, items)
-            if outcome.status in ("failed", "unknown"):  # not a stop, nor another process's to send
+            if outcome.status in ("failed", "unknown") and _the_servers(exc):
                 self._tally(False, outcome.reason)
             return outcome
         except InvalidTransition as exc:  # e.g. unsubscribed (and cancelled) since it was planned
@@ -183,9 +184,9 @@ class Courier:
         for (message, items), result in zip(ready, results, strict=True):
             if isinstance(result, SendError):
                 outcomes[message.digest_id] = self._record_failure(message, _halting(result), now, items)
-        failed = [o for o in outcomes.values() if o.status in ("failed", "unknown")]
-        if ready and (accepted or failed):
-            self._tally(bool(accepted), failed[-1].reason if failed else "")
+        errors = [r for r in results if isinstance(r, SendError) and _the_servers(r)]
+        if accepted or errors:
+            self._tally(bool(accepted), self._said(errors[-1]) if errors else "")
         return [outcomes.get(m.digest_id) or _not_queued(m, items) for m, items in jobs]
 
     def _measured(self, seconds: float) -> None:
@@ -309,6 +310,15 @@ class Courier:
         retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
         retry_at = now if isinstance(exc, SendStopped) else retry_at
         self.store.mark_failed(digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
+
+
+_POLICY = re.compile(r"\b(?:5\.7\.\d{1,3}|530|554)\b")  # SMTP: not allowed, whoever the recipient
+
+
+def _the_servers(exc: SendError) -> bool:
+    """Whether a failure may be the server's rather than this message's: temporary or unknown ones,
+    and a permanent refusal on policy grounds (a relay that wants a login); not a bad address."""
+    return not exc.permanent or bool(_POLICY.search(str(exc)))
 
 
 class _TakenOver(SendError):

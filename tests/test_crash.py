@@ -885,3 +885,18 @@ def test_a_server_failing_every_message_stops_the_run_after_a_few(
     transport.errors.clear()
     _, sent, _ = next_run(folder, renderer)
     assert len(sent) == len(set(sent)) > 40 and not {d.subscriber for d in tried} & set(sent)
+
+
+def test_bad_addresses_one_after_another_do_not_stop_the_run(tmp_path: Path, renderer: Renderer) -> None:
+    """A refusal of the address itself (5.1.1, a dead domain's addresses in a row) is the message's, not
+    the server's: every other digest still goes out in this run."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")
+    subs = load_subscribers(folder / "subscribers.yaml").subscribers
+    gone = SendError("SMTP recipient refused: 550 5.1.1 <x@oldlab.example>: user unknown", permanent=True)
+    transport = Recorder({s.email: [gone] for s in subs[:10]})
+    made, listed = pipeline(folder, renderer, transport)
+    with made.store:
+        report = made.run(listed, NOW)
+    assert report.statuses["failed"] == 10 and report.statuses["sent"] == len(transport.sent) > 40
+    assert STOPPED not in report.skipped
