@@ -27,7 +27,7 @@ def status_report(
 ) -> dict[str, Any]:
     states = store.subscriber_states()
     unsubscribed = store.unsubscribed_emails()
-    queued = _queued(store, now)
+    queued = queued_now(store, now)
     latest = store.latest_paper_seq()  # a dump that brought no new paper gives nothing to weigh
     rows = []
     for sub in subscribers.subscribers:
@@ -72,7 +72,7 @@ def status_report(
     }
 
 
-def _queued(store: Store, now: datetime) -> set[str]:
+def queued_now(store: Store, now: datetime) -> set[str]:
     """Subscribers with a digest planned and due but not sent yet: the next run sends it first."""
     queued = store.deliveries((PENDING, RETRY), with_items=False)
     return {address_key(d.email) for d in queued if d.not_before is None or d.not_before <= now}

@@ -36,6 +36,7 @@ from newsletter.render import DigestView, Renderer
 from newsletter.report import DumpOutcome
 from newsletter.send.base import Transport
 from newsletter.sources import list_dump_files
+from newsletter.status import queued_now
 from newsletter.store import FeedbackRecord, Store, SubscriberState
 from newsletter.store.vectors import StoreVectorCache
 
@@ -171,7 +172,8 @@ class Previewer:
                 pipeline.select(subscribers.subscribers, now), key=lambda sel: order[id(sel.subscriber)]
             )
             states = pipeline.store.subscriber_states()
-        rows = tuple(_row(s, states.get(address_key(s.subscriber.email)), now) for s in selections)
+            queued = queued_now(pipeline.store, now)
+        rows = tuple(_row(s, states.get(address_key(s.subscriber.email)), now, queued) for s in selections)
         return Index(rows, notes, now)
 
     def page(self, address: str) -> Page:
@@ -180,12 +182,13 @@ class Previewer:
             now = self.clock()
             notes = self._ingest_new(pipeline, now)
             state = pipeline.store.subscriber_state(subscriber.email)
+            queued = queued_now(pipeline.store, now)
             feedback = tuple(pipeline.store.feedback(subscriber.email))
             selection, view = pipeline.preview(subscriber, now)
             draft = make_draft(pipeline.draft(selection, now)) if selection.chosen else None
         relevant = [s for s in selection.scored if s.relevant]
         misses = [s for s in selection.scored if not s.relevant and s.score > 0][:NEAR_MISSES]
-        row = _row(_as_run_sees_it(selection, state, now), state, now)
+        row = _row(_as_run_sees_it(selection, state, now), state, now, queued)
         over_cap = tuple(relevant[subscriber.max_items :])
         return Page(row, selection, view, draft, notes, over_cap, tuple(misses), feedback)
 
@@ -285,7 +288,10 @@ def _as_run_sees_it(selection: Selection, state: SubscriberState | None, now: da
     return selection
 
 
-def _row(selection: Selection, state: SubscriberState | None, now: datetime) -> Row:
+def _row(selection: Selection, state: SubscriberState | None, now: datetime, queued: set[str]) -> Row:
+    """Due now, as `newsletter status` says, with papers to send (each-dump too) or a digest queued."""
     last, served = (state.last_digest_at, state.served_slot) if state else (None, None)
     due = next_due_at(selection.subscriber, last, now, served)
+    waiting = selection.chosen or address_key(selection.subscriber.email) in queued
+    due = now if due is None and waiting else due
     return Row(selection.subscriber, len(selection.chosen), selection.reason, due, last)
