@@ -6,7 +6,6 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.send.apis import (
     API_TRANSPORTS,
-    BatchTransport,
     MailgunTransport,
     PostmarkTransport,
     ResendTransport,
@@ -20,7 +19,6 @@ from newsletter.send.message import Envelope, build_message, envelope_for, messa
 from newsletter.send.smtp import SmtpTransport
 
 __all__ = [
-    "BatchTransport",
     "Envelope",
     "FileTransport",
     "MailgunTransport",

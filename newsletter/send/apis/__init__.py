@@ -32,7 +32,6 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.send.apis.core import (
     DEFAULT_BATCH,
-    BatchTransport,
     HttpApiTransport,
     Outcome,
     SendResult,
@@ -45,7 +44,6 @@ from newsletter.send.apis.sendgrid import SendGridTransport
 
 __all__ = [
     "API_TRANSPORTS",
-    "BatchTransport",
     "HttpApiTransport",
     "MailgunTransport",
     "Outcome",
@@ -70,8 +68,8 @@ def api_transport(settings: Settings) -> HttpApiTransport:
     """
     key = _api_key(settings)
     common: dict[str, Any] = {
-        "base_url": getattr(settings, "api_base_url", None),
-        "timeout": float(getattr(settings, "api_timeout", 30.0)),
+        "base_url": settings.api_base_url,
+        "timeout": settings.api_timeout,
         "max_attempts": 1 + settings.retries,
         "backoff": settings.retry_backoff,
     }
@@ -81,14 +79,14 @@ def api_transport(settings: Settings) -> HttpApiTransport:
 
 
 def _provider(settings: Settings, key: SecretStr, common: dict[str, Any]) -> HttpApiTransport:
-    region = str(getattr(settings, "api_region", "us"))
+    region = settings.api_region
     if settings.transport == "postmark":
-        stream = str(getattr(settings, "postmark_message_stream", "outbound"))
+        stream = settings.postmark_message_stream
         return PostmarkTransport(key, message_stream=stream, **common)
     if settings.transport == "sendgrid":
         return SendGridTransport(key, region=region, **common)
     if settings.transport == "mailgun":
-        domain = getattr(settings, "mailgun_domain", None) or settings.sender_domain
+        domain = settings.mailgun_domain or settings.sender_domain
         return MailgunTransport(key, domain=domain, region=region, **common)
     if settings.transport == "resend":
         return ResendTransport(key, **common)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Self
 
 import httpx
 from pydantic import SecretStr
@@ -47,7 +47,6 @@ from newsletter import __version__
 from newsletter.errors import ConfigError, SendError, SendStopped
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
-from newsletter.send.base import Transport
 from newsletter.send.pacing import Gate, sleep_unless
 
 log = logging.getLogger(__name__)
@@ -86,12 +85,6 @@ class SendResult:
 
 
 Outcome = SendResult | SendError
-
-
-class BatchTransport(Transport, Protocol):
-    """A transport that can hand many messages to its API at once; outcomes come back in input order."""
-
-    def send_batch(self, messages: Sequence[OutgoingMessage]) -> list[Outcome]: ...
 
 
 def _utc_now() -> datetime:
