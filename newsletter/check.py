@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from newsletter.app import distributed
 from newsletter.config import Settings, SubscriberList, read_subscribers
+from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
 from newsletter.send import envelope_for, make_transport, real_sender
@@ -53,8 +54,6 @@ def check_all(settings: Settings) -> CheckResult:
 
 
 def _fetch_schedule(settings: Settings) -> None:
-    from newsletter.schedule import fetch_schedule  # APScheduler: imported only where needed
-
     fetch_schedule(settings.fetch_cron)
 
 

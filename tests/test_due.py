@@ -4,10 +4,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from newsletter.cron import fetch_schedule
 from newsletter.due import is_due, latest_slot, next_due_at, slot_served_now
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
-from newsletter.schedule import fetch_schedule
 
 PARIS = ZoneInfo("Europe/Paris")
 
