@@ -37,7 +37,6 @@ from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
 from newsletter.render.excerpts import point_excerpt
 from newsletter.report import (
-    BACKING_OFF,
     WAITING,
     DigestOutcome,
     DumpOutcome,
@@ -146,8 +145,7 @@ class Pipeline:
         else:
             pending = self.deliver_pending(subscribers, now, stop=stop)
             report.merge(pending)
-            report.extend(waiting := self._backing_off(now))
-            done = frozenset(address_key(d.subscriber) for d in [*pending.digests, *waiting])
+            done = frozenset(address_key(d.subscriber) for d in pending.digests)
             if self.executor is not None or self.settings.workers > 1:
                 report.merge(self._run_shards(subscribers.subscribers, now, stop, detailed, done))
             else:
@@ -162,13 +160,6 @@ class Pipeline:
         report.merge_timings(self.timings.totals)  # the run's own stages: ingest, forget, handing out shards
         report.timings["total"] = time.perf_counter() - started
         return report
-
-    def _backing_off(self, now: datetime) -> list[DigestOutcome]:
-        """The digests a server refused for now that wait out their backoff: so reported, not as
-        'nothing new' (their papers are in them)."""
-        later = self.store.deliveries([RETRY], with_items=False)
-        waits = [r for r in later if r.not_before is not None and r.not_before > now]
-        return [DigestOutcome(r.email, "skipped", BACKING_OFF, digest_id=r.digest_id) for r in waits]
 
     def recover(self, now: datetime) -> list[str]:
         """What a crashed run left 'sending' becomes 'unknown' (returned), or is queued again when it was

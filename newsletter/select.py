@@ -20,8 +20,8 @@ from newsletter.address import address_key
 from newsletter.due import is_due, slot_served_now
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
-from newsletter.report import Timings
-from newsletter.store import Store, SubscriberState
+from newsletter.report import BACKING_OFF, Timings
+from newsletter.store import RETRY, Store, SubscriberState
 
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
 
@@ -63,6 +63,13 @@ class Selector:
         ``ignore_due`` previews a digest that is not due yet; ``every_paper`` keeps the papers that
         were not relevant too (best first), for showing near misses.
         """
+        waiting = self._backing_off(now)
+        for selection in self._select(subscribers, now, ignore_due, every_paper):
+            yield _waits(selection, waiting)
+
+    def _select(
+        self, subscribers: Iterable[Subscriber], now: datetime, ignore_due: bool, every_paper: bool
+    ) -> Iterator[Selection]:
         latest = self.store.latest_dump_seq()
         if latest is None:
             yield from (Selection(s, reason="nothing new") for s in subscribers)
@@ -101,8 +108,9 @@ class Selector:
     ) -> tuple[list[Subscriber], list[Selection]]:
         """The subscribers a run may have a digest for, and why each other one has none; reads a few rows,
         ranks nothing. A coordinator hands out only the first (a daemon ticks every few minutes)."""
+        waiting = self._backing_off(now)
         if self.store.latest_dump_seq() is None:  # as select words it: before anything else
-            return [], [Selection(s, reason="nothing new") for s in subscribers]
+            return [], [_waits(Selection(s, reason="nothing new"), waiting) for s in subscribers]
         latest = self.store.latest_paper_seq()
         states = self.store.subscriber_states()
         unsubscribed = self.store.unsubscribed_emails()
@@ -111,10 +119,16 @@ class Selector:
         for sub in subscribers:
             reason = _idle_reason(sub, states.get(address_key(sub.email)), unsubscribed, latest, now)
             if reason:
-                idle.append(Selection(sub, reason=reason))
+                idle.append(_waits(Selection(sub, reason=reason), waiting))
             else:
                 work.append(sub)
         return work, idle
+
+    def _backing_off(self, now: datetime) -> set[str]:
+        """The subscribers a server refused a digest for that waits out its backoff (address keys)."""
+        with self.timings("select"):
+            records = self.store.deliveries([RETRY], with_items=False)
+        return {address_key(r.email) for r in records if r.not_before is not None and r.not_before > now}
 
     def prepare_around(self, papers: list[StoredPaper], subscriber: Subscriber) -> None:
         """Prepare the ranker as a run would, with ``papers`` as the candidates (`newsletter explain`)."""
@@ -157,6 +171,13 @@ class Selector:
         for sub, scored in zip(subscribers, self.timings.iterate("rank", ranked), strict=True):
             selection = Selection(sub, scored=tuple(scored), upto_seq=latest, from_seq=mark)
             yield selection if selection.chosen else replace(selection, reason="nothing relevant")
+
+
+def _waits(selection: Selection, waiting: set[str]) -> Selection:
+    """'nothing new' says too little of a subscriber whose refused digest waits to be tried again."""
+    if selection.reason == "nothing new" and address_key(selection.subscriber.email) in waiting:
+        return replace(selection, reason=BACKING_OFF)
+    return selection
 
 
 def liked_or_marked(

@@ -41,7 +41,7 @@ from newsletter.models import OutgoingMessage
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.render import Renderer
-from newsletter.report import WAITING, RunReport
+from newsletter.report import BACKING_OFF, WAITING, RunReport
 from newsletter.store import SENDING, Store
 
 from .api_server import server_process as api_process
@@ -900,3 +900,19 @@ def test_bad_addresses_one_after_another_do_not_stop_the_run(tmp_path: Path, ren
         report = made.run(listed, NOW)
     assert report.statuses["failed"] == 10 and report.statuses["sent"] == len(transport.sent) > 40
     assert STOPPED not in report.skipped
+
+
+def test_a_digest_waiting_out_its_backoff_is_reported_once(folder: Path, renderer: Renderer) -> None:
+    """Refused for now in the first run, refused again by the next (its backoff over): that report listed
+    the subscriber twice ('failed', then 'a refused digest waits'), for 3 subscribers 4 entries."""
+    busy = SendError("SMTP message refused: 451 4.3.0 try later")
+    transport = Recorder({READERS[0]: [busy] * 6})
+    made, subs = pipeline(folder, renderer, transport, retry_backoff=0.0)
+    with made.store:
+        made.run(subs, NOW)
+        again = made.run(subs, NOW + timedelta(minutes=10))
+        waiting = made.run(subs, NOW + timedelta(minutes=11))  # its backoff is not over
+    assert sorted(d.subscriber for d in again.digests) == sorted(READERS)
+    assert {d.subscriber: d.status for d in again.digests}[READERS[0]] == "failed"
+    assert {d.subscriber: d.reason for d in waiting.digests}[READERS[0]] == BACKING_OFF
+    assert sorted(d.subscriber for d in waiting.digests) == sorted(READERS)
