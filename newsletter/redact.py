@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 MASK = "***"
 MIN_ENCODED = 8  # a shorter base64 run could be part of a word: it is masked with its whole token
 MIN_SECRET = 5  # characters; from 5 on every alignment of the secret's base64 has a run of 4 or more
-MIN_URL_PASSWORD = 4  # a URL's password is masked from this length on (shorter, it is masked in words)
 _B64 = "A-Za-z0-9+/_-"  # both alphabets
 
 
@@ -38,18 +37,38 @@ def redact(text: str, secrets: Iterable[str | None], limit: int | None = None) -
     return text if limit is None else text[:limit]
 
 
+_QUERY_PASSWORDS = ("password", "sslpassword")
+
+
 def url_passwords(url: str) -> list[str]:
-    """The passwords written into ``url``: its user:password@ (percent-decoded, and as written, which
-    also holds a character left unencoded, such as '/'), and a ``password=`` in its query."""
+    """The passwords written into ``url``: its user:password@ (percent-decoded, and as written; read
+    both up to the host and up to the last '@', in case a character such as '/' or '@' was left
+    unencoded), and a ``password=`` in its query. One shorter than MIN_SECRET, or that is also the
+    URL's user, host or database name (shown wherever the URL is), is not masked: it would mask
+    ordinary words everywhere and could not stay secret."""
     _, scheme, rest = url.partition("://")
-    userinfo, at, _ = rest.rpartition("@")
+    authority, _, tail = rest.partition("/")
     found = []
-    if scheme and at and ":" in userinfo:
-        written = userinfo.split(":", 1)[1]
-        found += [written, unquote(written)]
+    for userinfo, at, _host in (authority.rpartition("@"), rest.rpartition("@")):
+        if scheme and at and ":" in userinfo:
+            written = userinfo.split(":", 1)[1]
+            found += [written, unquote(written)]
     with contextlib.suppress(ValueError):  # not a URL: its userinfo was all there was
-        found += [v for k, v in parse_qsl(urlsplit(url).query) if k.lower() == "password"]
-    return [p for p in dict.fromkeys(found) if len(p) >= MIN_URL_PASSWORD]
+        found += [v for k, v in parse_qsl(urlsplit(url).query) if k.lower() in _QUERY_PASSWORDS]
+    shown = _shown_names(authority, tail)
+    return [p for p in dict.fromkeys(found) if len(p) >= MIN_SECRET and p not in shown]
+
+
+def _shown_names(authority: str, tail: str) -> set[str]:
+    """The user, host and path names of a URL (and its query's values other than passwords)."""
+    userinfo, _, host = authority.rpartition("@")
+    names = {userinfo.split(":", 1)[0], host.rsplit(":", 1)[0], *re.split(r"[/?#&]+", tail)}
+    for part in re.split(r"[?#&]+", tail):
+        key, equals, value = part.partition("=")
+        if equals:
+            names.discard(part)
+            names |= {key} if key.lower() in _QUERY_PASSWORDS else {key, value}
+    return names
 
 
 class LogRedaction(logging.Filter):
@@ -61,7 +80,10 @@ class LogRedaction(logging.Filter):
         self.secrets = list(secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a library's malformed call: logging reports it; its words still masked
+            message = str(record.msg)
         masked = redact(message, self.secrets)
         if masked != message:
             record.msg, record.args = masked, None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import logging
 from urllib.parse import quote, quote_plus
@@ -120,11 +121,32 @@ def test_hex_and_a_short_secret_s_own_base64_are_masked() -> None:
         ("postgresql://db.example.org/nl?user=nl&password=abcdef", ["abcdef"]),
         ("sqlite:///state.db", []),
         ("https://user@hf.example.org/a@b", []),
-        ("http://u:pw@host", []),  # too short to mask without masking it inside words
+        ("http://u:pass@host", []),  # too short to mask without masking it inside words
+        ("postgresql+psycopg://newsletter:newsletter@db/newsletter", []),  # the user's name, shown anyway
+        (
+            "http://proxy:s3cretpw@127.0.0.1:8025/v1?owner=ops@example.org",
+            ["s3cretpw", "s3cretpw@127.0.0.1:8025/v1?owner=ops"],
+        ),
+        ("postgresql://db.example.org/nl?sslpassword=keyphrase", ["keyphrase"]),
     ],
 )
 def test_the_passwords_written_into_a_url(url: str, passwords: list[str]) -> None:
     assert url_passwords(url) == passwords
+
+
+def test_a_malformed_log_call_is_reported_by_logging_not_raised() -> None:
+    """A filter that raises breaks the caller (inside a transport's send, a digest left 'sending')."""
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(LogRedaction([SECRET]))
+    logger = logging.getLogger("test_redact.malformed")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with contextlib.redirect_stderr(io.StringIO()) as reported:
+            logger.warning("x %s %s", 1)  # one argument short: it raised TypeError here
+    finally:
+        logger.removeHandler(handler)
+    assert "--- Logging error ---" in reported.getvalue()
 
 
 def test_a_log_line_and_its_traceback_are_masked() -> None:
