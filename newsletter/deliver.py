@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from newsletter.config import Settings
-from newsletter.errors import SendError, SendStopped
+from newsletter.errors import ConnectionRefused, SendError, SendStopped
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.report import DigestOutcome, ItemReport, Timings, plural
@@ -269,7 +269,7 @@ class Courier:
         if isinstance(exc, _TakenOver) and message.digest_id in exc.taken:  # another process's to send
             log.warning("%s: %s", message.recipient, said)
             return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
-        if exc.transport_down and self.spare and not self.requests:  # the others can still send
+        if isinstance(exc, ConnectionRefused) and self.spare and not self.requests:  # others can send
             return self._retire(message, exc, now, items)
         stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
         (log.info if stopped else log.error)("%s: %s", message.recipient, said)

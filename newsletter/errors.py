@@ -87,3 +87,8 @@ class SendError(NewsletterError):
 class SendStopped(SendError):
     """Not sent: the run was asked to stop (a signal) while the message waited for its next try (a
     rate limit, a refusal). It is due again at once, as if the wait had not begun."""
+
+
+class ConnectionRefused(SendError):
+    """The server would not open a connection (refused, or a 421 greeting): nothing can be sent over
+    it, though another connection may work (a server limiting connections per client)."""

@@ -163,11 +163,12 @@ class Pipeline:
 
     def recover(self, now: datetime) -> list[str]:
         """What a crashed run left 'sending' becomes 'unknown' (returned), or is queued again when it was
-        not sent (refused, waiting) or when sending it again replaces it (``resend_unknown``)."""
+        not sent (refused, waiting) or when sending it again replaces it (``resend_unknown``; only what
+        was 'sending': an 'unknown' of an earlier SMTP or API run may have arrived)."""
         unknown = self.store.recover_interrupted(now)
-        if not self.resend_unknown:
+        if not self.resend_unknown or not unknown:  # not those an SMTP or API run left unknown
             return unknown
-        again = set(self.store.requeue(now, statuses=(UNKNOWN,)))
+        again = set(self.store.requeue(now, statuses=(UNKNOWN,), digest_ids=unknown))
         if again:
             what = plural(len(again), "digest")
             log.info("%s of unknown fate queued again: sent again, the outbox replaces its files", what)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ from aiosmtpd.smtp import SMTP
 from pydantic import SecretStr
 
 from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
 from newsletter.render import Renderer
 from newsletter.send import SmtpTransport
@@ -221,3 +223,36 @@ def test_a_server_refusing_further_connections_leaves_auto_with_the_one_it_has(t
     sent = sorted(d.subscriber for d in report.digests if d.status == "sent")
     assert report.ok and report.statuses["sent"] > 20 and set(report.statuses) == {"sent"}
     assert sorted(sink.received) == sent  # each once, over the one connection the server allows
+
+
+class QuotaSpent(SlowServer):
+    """Accepts the first ``quota`` messages of the run (all connections together), then asks for an hour."""
+
+    taken = 0
+
+    def __init__(self, seconds: float, quota: int) -> None:
+        super().__init__(seconds)
+        self.quota = quota
+
+    def send(self, message: OutgoingMessage) -> None:
+        QuotaSpent.taken += 1
+        if QuotaSpent.taken > self.quota:
+            raise SendError("429 quota exceeded", retry_after=3600.0)
+        super().send(message)
+
+
+def test_a_spare_connection_told_to_wait_an_hour_waits_the_hour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a connection the server would not open is dropped for another: a spare that met a long
+    Retry-After before its first message was 'refused', its digest due at once instead of in an hour."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")
+    monkeypatch.setattr(QuotaSpent, "taken", 0)
+    made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections="auto")
+    made.transport_factory = lambda: QuotaSpent(0.02, quota=6)  # spares open after 4: 20 ms wants more
+    report = made.run(subs, NOW)
+    later = made.store.deliveries(["retry"], with_items=False)
+    made.store.close()
+    assert report.statuses["sent"] == 6 and later
+    assert all(r.not_before is not None and r.not_before >= NOW + timedelta(minutes=30) for r in later)

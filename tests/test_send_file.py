@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.app import open_pipeline
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.errors import SendError, StoreError
 from newsletter.models import OutgoingMessage, RenderedDigest
@@ -20,7 +21,7 @@ from newsletter.send import FileTransport
 from newsletter.send.message import Envelope, build_message
 from newsletter.store import Store
 
-from .test_crash import NOW, READERS, committed, make_folder, pipeline
+from .test_crash import NOW, READERS, Recorder, committed, make_folder, pipeline
 
 ENVELOPE = Envelope(
     "Trending Papers <digest@example.org>",
@@ -196,3 +197,22 @@ def test_a_digest_a_full_disk_left_sending_is_written_by_the_next_run(
     assert report.ok and report.recovered_unknown == [] and set(committed(folder).values()) == {"sent"}
     written = sorted(p.name.split("_")[1] for p in outbox.glob("*.eml"))
     assert written == sorted(READERS)  # each once
+
+
+def test_only_the_file_outbox_s_pipeline_resends_what_a_crash_left_and_only_that(tmp_path: Path) -> None:
+    """An 'unknown' an SMTP run left may have arrived: a later run on the file outbox leaves it alone."""
+    folder = make_folder(tmp_path)
+    lost = SendError("SMTP connection lost after the message was sent", unknown=True)
+    made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder({READERS[0]: [lost]}))
+    with made.store:
+        made.run(subs, NOW)
+    made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), FileTransport(folder / "outbox"))
+    made.resend_unknown = True
+    with made.store:
+        assert made.recover(NOW) == [] and committed(folder)[READERS[0]] == "unknown"
+    settings = made.settings.model_copy(update={"sender": "Papers <digest@example.org>"})
+    with open_pipeline(settings, lock=False) as on_file:
+        assert on_file.resend_unknown
+    smtp = {"transport": "smtp", "smtp_host": "127.0.0.1"}
+    with open_pipeline(settings.model_copy(update=smtp), lock=False, sending=False) as on_smtp:
+        assert not on_smtp.resend_unknown

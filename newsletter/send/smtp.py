@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 from pydantic import SecretStr
 
-from newsletter.errors import SendError
+from newsletter.errors import ConnectionRefused, SendError
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 
@@ -244,7 +244,7 @@ class SmtpTransport:
         try:
             client = self._connect()
         except (smtplib.SMTPException, OSError) as exc:
-            raise SendError(
+            raise ConnectionRefused(
                 f"cannot connect to SMTP server {where}: {_describe(exc)}",
                 hint="check NEWSLETTER_SMTP_HOST, NEWSLETTER_SMTP_PORT and NEWSLETTER_SMTP_SECURITY",
                 transport_down=True,
@@ -276,7 +276,7 @@ class SmtpTransport:
                 client.starttls(context=self._tls())
                 client.ehlo()
         except (smtplib.SMTPException, OSError) as exc:
-            raise SendError(
+            raise ConnectionRefused(
                 f"SMTP handshake with {self.host}:{self.port} failed: {_describe(exc)}",
                 hint="check NEWSLETTER_SMTP_SECURITY (starttls needs a server that offers it)",
                 transport_down=True,
