@@ -140,8 +140,8 @@ def _ingest_one(
     try:
         result = store.ingest(parse_dump(data, name), now)  # one transaction: all of it or nothing
     except (StoreError, SourceError) as exc:
-        outcome = _rejected(name, str(exc))
         content_problem = isinstance(exc, ParseError)
+        outcome = _rejected(name, str(exc)) if content_problem else _not_now(name, str(exc))
     except UNEXPECTED_INPUT_ERRORS as exc:
         log.debug("unexpected error reading %s", path, exc_info=True)
         outcome = _rejected(name, f"{name}: cannot read this dump: {type(exc).__name__}: {exc}")
@@ -156,6 +156,12 @@ def _ingest_one(
 def _rejected(name: str, problem: str) -> DumpOutcome:
     log.error("rejected %s", problem)
     return DumpOutcome(file=name, error=problem)
+
+
+def _not_now(name: str, problem: str) -> DumpOutcome:
+    """Not the dump's fault (the database failed, a full disk): not remembered, tried again."""
+    log.error("not ingested now, the next run tries again: %s", problem)
+    return DumpOutcome(file=name, error=problem, later=True)
 
 
 def _file_digest(path: Path) -> str | None:

@@ -48,6 +48,7 @@ class DumpOutcome:
     already: bool = False
     error: str | None = None
     warning: str | None = None  # not a dump file: skipped, reported once
+    later: bool = False  # with error: not the dump's fault (a database error); the next run tries again
 
 
 class Timings:
@@ -154,9 +155,12 @@ class RunReport:
         parts = [f"{plural(len(ingested), 'dump')} ingested ({new})"] if self.ingested else []
         parts += [f"{n} {status}" for status, n in sorted(self.statuses.items()) if status != "skipped"]
         parts += [f"{n} skipped: {reason}" for reason, n in sorted(self.skipped.items())]
-        errors = sum(1 for d in self.dumps if d.error)
+        errors = sum(1 for d in self.dumps if d.error and not d.later)
         if errors:
             parts.append(f"{plural(errors, 'dump')} rejected")
+        later = sum(1 for d in self.dumps if d.later)
+        if later:
+            parts.append(f"{plural(later, 'dump')} not ingested now (the next run tries again)")
         skipped = sum(1 for d in self.dumps if d.warning)
         if skipped:
             parts.append(f"{plural(skipped, 'file')} skipped: not dumps")

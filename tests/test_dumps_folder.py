@@ -12,7 +12,9 @@ from typing import NoReturn
 import pytest
 
 from newsletter import intake
+from newsletter.errors import StoreError
 from newsletter.intake import ingest_folder
+from newsletter.report import RunReport
 from newsletter.sources import MAX_DUMP_BYTES, path_from_text, path_text
 
 from .conftest import DATA
@@ -194,3 +196,29 @@ def test_status_finds_a_refused_file_in_a_folder_whose_name_is_not_utf8(tmp_path
     stored = path_text(Path(os.fsdecode(folder + b"/broken-\xe9.json")))
     assert stored.endswith("dumps-caf\\xe9/broken-\\xe9.json")
     assert path_from_text(stored).read_text() == "[1]"
+
+
+def test_a_database_error_while_ingesting_is_not_the_dump_s_and_it_is_read_again(
+    tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under the database: the file was reported 'rejected' (1 dump rejected), though it is
+    not remembered as bad and the next run ingests it."""
+    folder = tmp_path / "dumps"
+    folder.mkdir()
+    shutil.copy(REAL / GOOD[0], folder / GOOD[0])
+    now = datetime(2026, 3, 11, 8, tzinfo=UTC)
+    report = RunReport(ingested=True)
+    with open_store(store_url) as store:
+        with monkeypatch.context() as disk:
+            disk.setattr(type(store), "ingest", _full_disk)
+            report.dumps = ingest_folder(store, folder, now)
+        again = ingest_folder(store, folder, now)
+    (outcome,) = report.dumps
+    assert outcome.later and "database or disk is full" in (outcome.error or "")
+    assert "not ingested now (the next run tries again)" in report.summary()
+    assert "rejected" not in report.summary()
+    assert [(o.papers > 0, o.error) for o in again] == [(True, None)]
+
+
+def _full_disk(*args: object) -> NoReturn:
+    raise StoreError("database error while ingesting: database or disk is full")
