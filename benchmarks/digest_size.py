@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.errors import NewsletterError
 from newsletter.models import Scored
-from newsletter.pipeline import item_view
 from newsletter.render import DigestView, Renderer
+from newsletter.render.cards import item_view
 from newsletter.sources import read_dump
 from newsletter.store import Store
 

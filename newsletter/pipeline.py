@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import hashlib
 import itertools
 import logging
@@ -31,11 +30,11 @@ from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.forget import forget_old_vectors
 from newsletter.intake import ingest_files, ingest_folder
-from newsletter.models import UNRANKED, OutgoingMessage, Scored, StoredPaper, Subscriber
+from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.rank.base import Ranker
-from newsletter.render import DigestView, ItemView, Renderer, paper_links, paper_url
-from newsletter.render.excerpts import point_excerpt
+from newsletter.render import DigestView, Renderer
+from newsletter.render.cards import item_reports, item_view
 from newsletter.report import (
     WAITING,
     DigestOutcome,
@@ -49,7 +48,6 @@ from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for, list_name, parse_sender
 from newsletter.shards import Executor, Shard, split
-from newsletter.sources.clean import clean_abstract
 from newsletter.store import PENDING, RETRY, SENT, UNKNOWN, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.unsubscribe import mailto_url, one_click_url
 
@@ -520,10 +518,12 @@ class Pipeline:
                 except (RenderError, SendError) as exc:
                     log.error("%s: cannot build digest: %s", sub.email, exc)
                     part.outcomes.append(
-                        DigestOutcome(sub.email, "failed", f"error: {exc}", _items(sel.chosen))
+                        DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(sel.chosen))
                     )
                     continue
-                part.ready.append((message, _items(sel.chosen), _plan(digest_id, sel, message.subject, now)))
+                part.ready.append(
+                    (message, item_reports(sel.chosen), _plan(digest_id, sel, message.subject, now))
+                )
                 built += 1
             yield part
 
@@ -577,8 +577,8 @@ class Pipeline:
         try:
             message = self._message(sub, items, record.digest_id, record.created_at, sent_at=now)
         except (RenderError, SendError) as exc:
-            return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(items), record.digest_id)
-        return message, _items(items)
+            return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(items), record.digest_id)
+        return message, item_reports(items)
 
     def _dry_outcome(self, selection: Selection, now: datetime) -> DigestOutcome:
         sub = selection.subscriber
@@ -588,8 +588,8 @@ class Pipeline:
             self._message(sub, selection.chosen, "dry-run", now)
         except NewsletterError as exc:
             log.error("%s: cannot build digest: %s", sub.email, exc)  # as a real run says it
-            return DigestOutcome(sub.email, "failed", f"error: {exc}", _items(selection.chosen))
-        return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", _items(selection.chosen))
+            return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(selection.chosen))
+        return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", item_reports(selection.chosen))
 
 
 def chunk_size(couriers: Couriers) -> int:
@@ -621,65 +621,3 @@ def _due_retry(record: DeliveryRecord, now: datetime) -> bool:
 def _scored(record: DeliveryRecord) -> tuple[Scored, ...]:
     """A recorded digest's papers as the ranker gave them (all were relevant)."""
     return tuple(Scored(paper, score, why, relevant=True) for paper, _pos, score, why in record.items)
-
-
-def _items(scored: Sequence[Scored]) -> tuple[ItemReport, ...]:
-    return tuple(_item_report(s) for s in scored)
-
-
-def _item_report(scored: Scored) -> ItemReport:
-    paper = scored.paper
-    _title, url, links = _display(paper)
-    return ItemReport(
-        paper.key,
-        paper.title,
-        round(scored.score, 4),
-        scored.why,
-        arxiv_id=paper.arxiv_id,
-        url=url,
-        authors=paper.authors,
-        upvotes=paper.upvotes,
-        comments=paper.comments,
-        links={label.split(" ")[0]: link for label, link in links},
-        details=paper.details.to_json(),
-    )
-
-
-def item_view(scored: Scored, feedback: FeedbackLinks | None = None) -> ItemView:
-    paper = scored.paper
-    title, url, links = _display(paper)
-    return ItemView(
-        title=title,
-        url=url,
-        excerpt=point_excerpt(paper, scored.why),
-        why=scored.why,
-        rank=paper.best_rank if paper.best_rank < UNRANKED else None,
-        score=scored.score,
-        authors=paper.authors,
-        arxiv_id=paper.arxiv_id,
-        times_seen=paper.times_seen,
-        links=links,
-        upvotes=paper.upvotes,
-        comments=paper.comments,
-        organization=paper.details.organization,
-        thumbnail=paper.details.thumbnail,
-        keywords=paper.details.ai_keywords,
-        listed_at=paper.details.listed_at,
-        more_url=feedback.more if feedback else "",
-        less_url=feedback.less if feedback else "",
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def _display(paper: StoredPaper) -> tuple[str, str, tuple[tuple[str, str], ...]]:
-    """Cleaned title, its link and the paper's other pages: once per paper, not once per subscriber."""
-    title = clean_abstract(paper.title)
-    details = paper.details
-    links = paper_links(
-        paper.arxiv_id,
-        hf_page=details.hf_page,
-        code=details.github_repo,
-        stars=details.github_stars,
-        project=details.project_page,
-    )
-    return title, paper_url(paper.arxiv_id, title), links

@@ -11,8 +11,8 @@ import pytest
 
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.models import Scored, StoredPaper
-from newsletter.pipeline import item_view
 from newsletter.render import DigestView, Renderer
+from newsletter.render.cards import item_view
 from newsletter.sources import parse_dump, read_dump
 from newsletter.store import Store
 
