@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from newsletter.explain import column_name
 from newsletter.rank import LexicalRanker, SemanticRanker
+from newsletter.rank.breakdown import column_name
 from newsletter.rank.embed import HashingEmbedder, MemoryVectorCache
 from newsletter.rank.profile import Layout, compile_profile
 from newsletter.rank.reference import reference_papers

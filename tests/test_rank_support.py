@@ -7,9 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from newsletter.explain import Breakdown, Explanation, _why_not
+from newsletter.explain import Explanation, _why_not
 from newsletter.models import Scored
 from newsletter.rank import SemanticRanker
+from newsletter.rank.breakdown import Breakdown
 from newsletter.rank.semantic import SemanticParams, semantic_available
 from tests.test_rank_behaviour import minilm
 from tests.test_rank_corpus import paper, papers, subscriber
