@@ -38,7 +38,7 @@ from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
 from newsletter.models import Subscriber
 from newsletter.redact import mask_in_logs, redact
-from newsletter.report import RunReport, plural
+from newsletter.report import DumpOutcome, RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 from newsletter.store import Store
@@ -196,16 +196,23 @@ def ingest(
         typer.echo(json.dumps({"dumps": [_dump_json(o) for o in outcomes]}, indent=2))
     else:
         for o in outcomes:
-            status = f"rejected: {o.error}" if o.error else "already ingested" if o.already else "ingested"
-            typer.echo(f"{o.file}: {plural(o.papers, 'paper')}, {o.new} new ({status})")
+            typer.echo(f"{o.file}: {plural(o.papers, 'paper')}, {o.new} new ({_ingested(o)})")
     if any(o.error for o in outcomes):
         raise typer.Exit(1)
+
+
+def _ingested(outcome: DumpOutcome) -> str:
+    if outcome.error:
+        return f"not ingested now: {outcome.error}" if outcome.later else f"rejected: {outcome.error}"
+    return "already ingested" if outcome.already else "ingested"
 
 
 def _dump_json(outcome: Any) -> dict[str, Any]:
     data = {"file": outcome.file, "papers": outcome.papers, "new": outcome.new}
     if outcome.error:
         data["error"] = outcome.error
+    if outcome.later:
+        data["later"] = True
     return data
 
 

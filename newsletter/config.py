@@ -11,7 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -183,6 +183,20 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _url_passwords_long_enough(self) -> Settings:
+        """A URL's password is masked like the other secrets: from MIN_SECRET characters on."""
+        urls = {"database_url": self.database_url, "api_base_url": self.api_base_url}
+        urls |= {f"sources[{i}].base_url": s.get("base_url") for i, s in enumerate(self.sources)}
+        for field, url in urls.items():
+            password = _url_password(url) if isinstance(url, str) else None
+            if password and len(password) < MIN_SECRET:
+                raise ValueError(
+                    f"{field}: its password is shorter than {MIN_SECRET} characters: "
+                    "too short to keep out of logs in every encoding"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _password_over_tls(self) -> Settings:
         """AUTH without TLS sends the password as base64, which anyone on the path can read."""
         plain = self.transport == "smtp" and self.smtp_security == "none" and not is_loopback(self.smtp_host)
@@ -238,6 +252,14 @@ class Settings(BaseSettings):
     def sender_domain(self) -> str:
         address = self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
         return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not a URL (its own check says so)
+        return None
+    return unquote(password) if password else None
 
 
 class _FromVariable(PydanticBaseSettingsSource):

@@ -50,6 +50,26 @@ REFUSED_SPARE = "its connection was refused; sent over another"  # never in a re
 ROUND_TRIP_SAMPLES = 3  # requests timed before "auto" decides how many connections to open
 
 
+class Breaker:
+    """Counts the requests that failed one after another (refused, or lost after the body went), over
+    every connection of a run: at FAILED_IN_A_ROW the trouble is the server's (a policy refusing every
+    recipient, a full queue, a broken filter), so the run stops and the rest waits, instead of spending
+    its backoff on every digest of the list. Any request accepted starts the count again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_a_row = 0
+        self.tripped = False
+
+    def tally(self, accepted: bool) -> bool:
+        """Count one request; True for the one that trips the breaker."""
+        with self._lock:
+            self.in_a_row = 0 if accepted else self.in_a_row + 1
+            trips = self.in_a_row >= FAILED_IN_A_ROW and not self.tripped
+            self.tripped = self.tripped or trips
+            return trips
+
+
 class Courier:
     """Delivers one run's messages over one transport, at most ``send_rate`` per second."""
 
@@ -65,6 +85,7 @@ class Courier:
         session_lock: threading.Lock | None = None,
         gate: Gate | None = None,  # shared by couriers sending side by side: the rate is for all
         spare: bool = False,  # opened beside a working one ("auto"): a server may refuse it alone
+        breaker: Breaker | None = None,  # shared by couriers sending side by side, as the gate is
     ) -> None:
         self.store = store
         self.spare = spare
@@ -90,7 +111,7 @@ class Courier:
         self.round_trip: float | None = None  # measured once ROUND_TRIP_SAMPLES requests went out
         self._samples: list[float] = []
         self.halted = False
-        self.failed_in_a_row = 0  # requests since the last one the server accepted
+        self.breaker = breaker or Breaker()
         self._session = store.delivery_session(session_lock)
         self._secrets = settings.secret_values()
 
@@ -108,8 +129,9 @@ class Courier:
 
     @property
     def stopped(self) -> bool:
-        """Asked to stop (a signal), or the transport is down: the rest stays queued for the next run."""
-        return self.stop.is_set() or self.halted
+        """Asked to stop (a signal), the transport down, or the server failing every request: the rest
+        stays queued for the next run."""
+        return self.stop.is_set() or self.halted or self.breaker.tripped
 
     def deliver(
         self, message: OutgoingMessage, now: datetime, items: tuple[ItemReport, ...]
@@ -136,12 +158,7 @@ class Courier:
         return self._accepted(message, items)
 
     def _tally(self, accepted: bool, why: str = "") -> None:
-        """Count the requests that failed one after another (refused, or lost after the body went):
-        at FAILED_IN_A_ROW the trouble is the server's (a policy refusing every recipient, a full
-        queue, a broken filter), so the run stops and the rest waits, instead of spending its backoff
-        on every digest of the list."""
-        self.failed_in_a_row = 0 if accepted else self.failed_in_a_row + 1
-        if self.failed_in_a_row == FAILED_IN_A_ROW and not self.halted:
+        if self.breaker.tally(accepted):
             self.halted = True
             log.error(
                 "%d requests in a row failed (the last: %s): the run stops, the rest waits for the next run",
@@ -184,7 +201,9 @@ class Courier:
         for (message, items), result in zip(ready, results, strict=True):
             if isinstance(result, SendError):
                 outcomes[message.digest_id] = self._record_failure(message, _halting(result), now, items)
-        errors = [r for r in results if isinstance(r, SendError) and _the_servers(r)]
+        failed = {m.digest_id for m, _ in ready if outcomes[m.digest_id].status in ("failed", "unknown")}
+        refused = [r for (m, _), r in zip(ready, results, strict=True) if m.digest_id in failed]
+        errors = [r for r in refused if isinstance(r, SendError) and _the_servers(r)]
         if accepted or errors:
             self._tally(bool(accepted), self._said(errors[-1]) if errors else "")
         return [outcomes.get(m.digest_id) or _not_queued(m, items) for m, items in jobs]
@@ -391,6 +410,7 @@ class Couriers:
         self.auto = count == "auto"
         self.cap = AUTO_CAP if count == "auto" else count
         self.gate = Gate(settings.send_rate, sleep=sleep)
+        self.breaker = Breaker()
         session_lock = threading.Lock() if self.cap > 1 else None
 
         def courier(spare: bool) -> Courier:
@@ -404,6 +424,7 @@ class Couriers:
                 session_lock=session_lock,
                 gate=self.gate,
                 spare=spare,
+                breaker=self.breaker,
             )
 
         self._new_courier = courier
@@ -470,7 +491,7 @@ class Couriers:
     @property
     def stopped(self) -> bool:
         """Asked to stop, or a transport is down: what is not sent yet waits for the next run."""
-        return self.stop.is_set() or any(courier.halted for courier in self._couriers)
+        return self.stop.is_set() or self.breaker.tripped or any(courier.halted for courier in self._couriers)
 
     @property
     def bytes_sent(self) -> int:

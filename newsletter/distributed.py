@@ -30,7 +30,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -239,7 +239,7 @@ class ProcrastinateExecutor:
         with queue_errors(self.db_url):
             report, left = asyncio.run(self._run(shards, stop))
         log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
-        report.merge(self._outcomes(now, shards[0].detailed, recover=not left))
+        report.merge(self._outcomes(now, shards[0].detailed, recover=None if left else work.recover))
         return report
 
     async def _run(self, shards: Sequence[Shard], stop: threading.Event | None) -> tuple[RunReport, bool]:
@@ -328,13 +328,15 @@ class ProcrastinateExecutor:
             ids=ids,
         )
 
-    def _outcomes(self, now: datetime, detailed: bool, recover: bool) -> RunReport:
+    def _outcomes(
+        self, now: datetime, detailed: bool, recover: Callable[[datetime], list[str]] | None
+    ) -> RunReport:
         """What the workers did with the digests planned for ``now`` (read from the delivery log).
         ``recover``: every shard ended, so a send still 'sending' is a killed worker's; not while
         shards were left running, whose sends in flight are not interrupted."""
         report = RunReport(detailed=detailed)
-        if recover:
-            report.recovered_unknown = self.store.recover_interrupted(now)
+        if recover is not None:
+            report.recovered_unknown = recover(now)
         for record in self.store.planned_at(now):
             items = tuple(
                 ItemReport(p.key, p.title, round(score, 4), why) for p, _, score, why in record.items

@@ -49,7 +49,10 @@ def url_passwords(url: str) -> list[str]:
     _, scheme, rest = url.partition("://")
     authority, _, tail = rest.partition("/")
     found = []
-    for userinfo, at, _host in (authority.rpartition("@"), rest.rpartition("@")):
+    candidates = [authority.rpartition("@")]
+    if "@" not in authority and re.search(r":(?!\d*$)", authority):  # user:pass/word@host: '/' unencoded
+        candidates.append(rest.rpartition("@"))
+    for userinfo, at, _host in candidates:
         if scheme and at and ":" in userinfo:
             written = userinfo.split(":", 1)[1]
             found += [written, unquote(written)]
@@ -82,8 +85,9 @@ class LogRedaction(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
-        except Exception:  # a library's malformed call: logging reports it; its words still masked
-            message = str(record.msg)
+        except Exception:  # a library's malformed call: logging would print its arguments raw
+            message = f"{_text(record.msg)} (arguments: {_text(record.args)})"
+            record.msg, record.args = message, None
         masked = redact(message, self.secrets)
         if masked != message:
             record.msg, record.args = masked, None
@@ -92,6 +96,13 @@ class LogRedaction(logging.Filter):
         if record.exc_text:
             record.exc_text = redact(record.exc_text, self.secrets)
         return True
+
+
+def _text(value: object) -> str:
+    try:
+        return repr(value) if isinstance(value, tuple) else str(value)
+    except Exception:
+        return f"<{type(value).__name__} that cannot be shown>"
 
 
 def mask_in_logs(secrets: Iterable[str]) -> None:

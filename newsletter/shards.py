@@ -93,6 +93,9 @@ class ShardWork(Protocol):
 
     def deliver_shard(self, shard: Shard, stop: threading.Event | None = None) -> RunReport: ...
 
+    def recover(self, now: datetime) -> list[str]:
+        """What killed senders left 'sending': 'unknown' (returned), or queued again where safe."""
+
     def after_fork(self) -> None:
         """In a forked child: connections of its own."""
 

@@ -1,3 +1,5 @@
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -185,3 +187,24 @@ def test_bad_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSLETTER_TRANSPORT", "pigeon")
     with pytest.raises(ConfigError, match="field 'transport'"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("database_url", "postgresql+psycopg://nl:abc@db.example.org/nl", "database_url"),
+        ("api_base_url", "http://proxy:pr0x@127.0.0.1:8080", "api_base_url"),
+        (
+            "sources",
+            [{"kind": "hf-daily", "base_url": "https://m:pw12@hf.example.org"}],
+            "sources[0].base_url",
+        ),
+    ],
+)
+def test_a_password_in_a_url_too_short_to_mask_is_refused(field: str, value: object, named: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{re.escape(named)}: its password is shorter than 5 characters"):
+        load_settings(**{field: value})
+    longer = json.loads(
+        json.dumps(value).replace("abc@", "abcdef@").replace("pr0x@", "pr0xy@").replace(":pw12@", ":pw123@")
+    )
+    assert load_settings(**{field: longer}) is not None

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 from pydantic import SecretStr
 
 from newsletter.config import PACKAGE_TEMPLATES
@@ -256,3 +256,49 @@ def test_a_spare_connection_told_to_wait_an_hour_waits_the_hour(
     made.store.close()
     assert report.statuses["sent"] == 6 and later
     assert all(r.not_before is not None and r.not_before >= NOW + timedelta(minutes=30) for r in later)
+
+
+class OneLoginEach(SMTP):
+    """A server that takes one login per client: a further connection's AUTH gets 454 (not the password)."""
+
+    logins = 0
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        if OneLoginEach.logins >= 1:
+            await self.push("454 4.7.0 Too many login attempts, try later")
+            return
+        OneLoginEach.logins += 1
+        await super().smtp_AUTH(arg)
+
+
+class LoginLimitedServer(LimitedServer):
+    def factory(self) -> SMTP:
+        return OneLoginEach(self.handler, hostname="localhost", **self.SMTP_kwargs)
+
+
+def _any_login(*args: Any) -> AuthResult:
+    return AuthResult(success=True)
+
+
+def test_a_spare_connection_whose_login_is_refused_for_now_leaves_auto_with_the_one_it_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 4xx to AUTH (a limit on logins per client) was taken for a bad password: the run stopped."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")
+    monkeypatch.setattr(OneLoginEach, "logins", 0)
+    sink = SlowSink()
+    server = LoginLimitedServer(
+        sink, hostname="127.0.0.1", port=0, ready_timeout=10, authenticator=_any_login, auth_require_tls=False
+    )
+    server.start()
+    try:
+        made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections="auto")
+        login = {"username": "ada", "password": SecretStr("a-long-password"), "timeout": 10}
+        made.transport_factory = lambda: SmtpTransport("127.0.0.1", server.port, **login)
+        report = made.run(subs, NOW)
+        made.store.close()
+    finally:
+        server.stop()
+    assert report.ok and set(report.statuses) == {"sent"} and report.statuses["sent"] > 20
+    assert sorted(sink.received) == sorted(d.subscriber for d in report.digests if d.status == "sent")

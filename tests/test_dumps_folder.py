@@ -12,10 +12,13 @@ from typing import NoReturn
 import pytest
 
 from newsletter import intake
+from newsletter.config import load_settings
 from newsletter.errors import StoreError
 from newsletter.intake import ingest_folder
 from newsletter.report import RunReport
+from newsletter.serve.preview import Previewer
 from newsletter.sources import MAX_DUMP_BYTES, path_from_text, path_text
+from newsletter.store import Store
 
 from .conftest import DATA
 from .helpers import cli, outbox
@@ -222,3 +225,26 @@ def test_a_database_error_while_ingesting_is_not_the_dump_s_and_it_is_read_again
 
 def _full_disk(*args: object) -> NoReturn:
     raise StoreError("database error while ingesting: database or disk is full")
+
+
+def test_serve_tries_a_dump_again_after_a_database_error(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve remembered the file as seen ('dump rejected') and never read it again until it changed."""
+    _add(env, GOOD[0])
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+    )
+    previewer = Previewer(settings, clock=lambda: datetime(2026, 3, 11, 8, tzinfo=UTC))
+    try:
+        with monkeypatch.context() as disk:
+            disk.setattr(Store, "ingest", _full_disk)
+            notes = previewer.index().notes
+        assert any("not ingested now" in note and "disk is full" in note for note in notes)
+        assert previewer.index().notes == ()  # read again, and in
+        assert len(previewer.store().dumps()) == 1
+    finally:
+        previewer.close()

@@ -123,9 +123,13 @@ def test_hex_and_a_short_secret_s_own_base64_are_masked() -> None:
         ("https://user@hf.example.org/a@b", []),
         ("http://u:pass@host", []),  # too short to mask without masking it inside words
         ("postgresql+psycopg://newsletter:newsletter@db/newsletter", []),  # the user's name, shown anyway
+        ("postgresql+psycopg://nl:nlstate@db/nlstate", []),  # the database's name
+        ("postgresql+psycopg://nl:dbhost1@dbhost1/nl", []),  # the host's
+        ("https://api.example.org:8443/v1/@team", []),  # an '@' in the path: no password
+        ("http://h/v1?since=2026-03-11T08:00:00&owner=ops@example.org", []),
         (
             "http://proxy:s3cretpw@127.0.0.1:8025/v1?owner=ops@example.org",
-            ["s3cretpw", "s3cretpw@127.0.0.1:8025/v1?owner=ops"],
+            ["s3cretpw"],
         ),
         ("postgresql://db.example.org/nl?sslpassword=keyphrase", ["keyphrase"]),
     ],
@@ -144,9 +148,11 @@ def test_a_malformed_log_call_is_reported_by_logging_not_raised() -> None:
     try:
         with contextlib.redirect_stderr(io.StringIO()) as reported:
             logger.warning("x %s %s", 1)  # one argument short: it raised TypeError here
+            logger.warning("connecting to %s as %s", f"postgresql://u:{SECRET}@h/db")  # logging printed it
     finally:
         logger.removeHandler(handler)
-    assert "--- Logging error ---" in reported.getvalue()
+    assert "--- Logging error ---" not in reported.getvalue()  # the filter made both printable
+    assert handler.stream.getvalue().count("(arguments: ") == 2 and not _leaks(handler.stream.getvalue())
 
 
 def test_a_log_line_and_its_traceback_are_masked() -> None:

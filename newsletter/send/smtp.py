@@ -290,6 +290,11 @@ class SmtpTransport:
             client.login(self.username or "", secret)
         except smtplib.SMTPAuthenticationError as exc:
             reply = redact(_decode(exc.smtp_error), [secret])
+            if 400 <= exc.smtp_code < 500:  # not now (too many logins, a limit per client): not the password
+                raise ConnectionRefused(
+                    f"SMTP login as {self.username!r} refused for now: {exc.smtp_code} {reply}",
+                    transport_down=True,
+                ) from None
             self._login_failure = SendError(
                 f"SMTP login as {self.username!r} failed: {exc.smtp_code} {reply}",
                 hint="check NEWSLETTER_SMTP_USERNAME and NEWSLETTER_SMTP_PASSWORD",

@@ -218,11 +218,14 @@ class Previewer:
                 notes.extend([note] if note else [])
             else:
                 self._remember(fresh, outcomes)
+                notes += [f"dump not ingested now, tried again: {o.error}" for o in outcomes if o.later]
         present = {str(path) for path in files}
         return (*notes, *(f"dump rejected: {e}" for path, e in self._rejected.items() if path in present))
 
     def _remember(self, fresh: dict[Path, tuple[str, int, int]], outcomes: list[DumpOutcome]) -> None:
         for (path, stamp), outcome in zip(fresh.items(), outcomes, strict=True):
+            if outcome.later:  # a database error, not the file's: tried again at the next page
+                continue
             self._seen_dumps.add(stamp)
             if outcome.error:
                 self._rejected[str(path)] = outcome.error
