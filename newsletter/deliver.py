@@ -21,7 +21,6 @@ import collections
 import contextlib
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -60,14 +59,22 @@ class Breaker:
         self._lock = threading.Lock()
         self.in_a_row = 0
         self.tripped = False
+        self.reason = ""  # why, once tripped: for the run report
 
-    def tally(self, accepted: bool) -> bool:
+    def tally(self, accepted: bool, why: str = "") -> bool:
         """Count one request; True for the one that trips the breaker."""
         with self._lock:
             self.in_a_row = 0 if accepted else self.in_a_row + 1
-            trips = self.in_a_row >= FAILED_IN_A_ROW and not self.tripped
-            self.tripped = self.tripped or trips
-            return trips
+            if self.in_a_row < FAILED_IN_A_ROW or self.tripped:
+                return False
+        self.trip(f"{FAILED_IN_A_ROW} requests in a row failed (the last: {why})")
+        return True
+
+    def trip(self, reason: str) -> None:
+        """Nothing more is sent in this run (the transport is down, or fails every request)."""
+        with self._lock:
+            self.reason = self.reason or f"{reason}: the run stops, the rest waits for the next run"
+            self.tripped = True
 
 
 class Courier:
@@ -84,7 +91,7 @@ class Courier:
         timings: Timings | None = None,
         session_lock: threading.Lock | None = None,
         gate: Gate | None = None,  # shared by couriers sending side by side: the rate is for all
-        spare: bool = False,  # opened beside a working one ("auto"): a server may refuse it alone
+        spare: bool = False,  # opened beside the first: a server may refuse it alone (a limit per client)
         breaker: Breaker | None = None,  # shared by couriers sending side by side, as the gate is
     ) -> None:
         self.store = store
@@ -148,7 +155,7 @@ class Courier:
         except SendError as exc:
             outcome = self._record_failure(message, exc, now, items)
             if outcome.status in ("failed", "unknown") and _the_servers(exc):
-                self._tally(False, outcome.reason)
+                self._tally(False, self._said(exc))
             return outcome
         except InvalidTransition as exc:  # e.g. unsubscribed (and cancelled) since it was planned
             log.warning("%s: not sent: %s", message.recipient, exc)
@@ -158,13 +165,9 @@ class Courier:
         return self._accepted(message, items)
 
     def _tally(self, accepted: bool, why: str = "") -> None:
-        if self.breaker.tally(accepted):
+        if self.breaker.tally(accepted, why):
             self.halted = True
-            log.error(
-                "%d requests in a row failed (the last: %s): the run stops, the rest waits for the next run",
-                FAILED_IN_A_ROW,
-                why,
-            )
+            log.error("%s", self.breaker.reason)
 
     def deliver_batch(
         self,
@@ -288,12 +291,13 @@ class Courier:
         if isinstance(exc, _TakenOver) and message.digest_id in exc.taken:  # another process's to send
             log.warning("%s: %s", message.recipient, said)
             return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
-        if isinstance(exc, ConnectionRefused) and self.spare and not self.requests:  # others can send
+        if isinstance(exc, ConnectionRefused) and self.spare:  # the first connection can still send
             return self._retire(message, exc, now, items)
         stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
         (log.info if stopped else log.error)("%s: %s", message.recipient, said)
-        if exc.transport_down:
-            self.halted = True  # every other message would fail the same way: stop, keep them queued
+        if exc.transport_down:  # every other message would fail the same way: stop, keep them queued
+            self.halted = True
+            self.breaker.trip(f"cannot send now ({said})")
         try:
             self._record(message.digest_id, exc, now, said)
         except InvalidTransition as moved:  # another process's recovery took it over meanwhile
@@ -327,17 +331,15 @@ class Courier:
             self.store.mark_unknown(digest_id, now, said)
             return
         retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
-        retry_at = now if isinstance(exc, SendStopped) else retry_at
+        at_once = isinstance(exc, SendStopped) or (exc.transport_down and exc.retry_after is None)
+        retry_at = now if at_once else retry_at  # not this message's refusal: due with the rest
         self.store.mark_failed(digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
-
-
-_POLICY = re.compile(r"\b(?:5\.7\.\d{1,3}|530|554)\b")  # SMTP: not allowed, whoever the recipient
 
 
 def _the_servers(exc: SendError) -> bool:
     """Whether a failure may be the server's rather than this message's: temporary or unknown ones,
     and a permanent refusal on policy grounds (a relay that wants a login); not a bad address."""
-    return not exc.permanent or bool(_POLICY.search(str(exc)))
+    return not exc.permanent or exc.policy
 
 
 class _TakenOver(SendError):
@@ -404,13 +406,14 @@ class Couriers:
         stop: threading.Event | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timings: Timings | None = None,
+        breaker: Breaker | None = None,  # the run's: a stop in one phase holds for the next
     ) -> None:
         self.stop = stop or threading.Event()
         self.timings = timings or Timings()
         self.auto = count == "auto"
         self.cap = AUTO_CAP if count == "auto" else count
         self.gate = Gate(settings.send_rate, sleep=sleep)
-        self.breaker = Breaker()
+        self.breaker = breaker or Breaker()
         session_lock = threading.Lock() if self.cap > 1 else None
 
         def courier(spare: bool) -> Courier:
@@ -457,7 +460,7 @@ class Couriers:
                     self.timings.totals[stage] += seconds
 
     def _open_one(self) -> None:
-        courier = self._new_courier(self.auto and self.count > 0)
+        courier = self._new_courier(self.count > 0)
         self._opened.enter_context(courier.transport)
         self._opened.enter_context(courier)
         self._couriers.append(courier)
@@ -544,7 +547,7 @@ class Couriers:
         now: datetime,
     ) -> list[DigestOutcome]:
         if self.stopped:  # planned: the next run sends them first
-            return [DigestOutcome(m.recipient, "skipped", STOPPED) for m, _ in unit]
+            return [DigestOutcome(m.recipient, "skipped", STOPPED, items, m.digest_id) for m, items in unit]
         if courier.batch_size > 1:
             outcomes = courier.deliver_batch(unit, now)
         else:

@@ -76,12 +76,14 @@ class SendError(NewsletterError):
         unknown: bool = False,
         retry_after: float | None = None,
         transport_down: bool = False,
+        policy: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.permanent = permanent
         self.unknown = unknown
         self.retry_after = retry_after
         self.transport_down = transport_down
+        self.policy = policy  # refused whoever the recipient (SMTP 530, 554, 5.7.x): the server's doing
 
 
 class SendStopped(SendError):

@@ -25,7 +25,7 @@ from pathlib import Path
 from newsletter import progress
 from newsletter.address import address_key
 from newsletter.config import Settings, SubscriberList
-from newsletter.deliver import STOPPED, Courier, Couriers
+from newsletter.deliver import STOPPED, Breaker, Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.forget import forget_old_vectors
@@ -98,6 +98,7 @@ class Pipeline:
         self.transport_factory = transport_factory
         self.sleep = sleep
         self.timings = Timings()
+        self.breaker = Breaker()  # a run's: the transport down, or failing every request, stops it all
         self._sender_address = parse_sender(settings.sender)[1]  # refused before anything runs
         self._list_name = list_name(settings.sender)
 
@@ -132,7 +133,7 @@ class Pipeline:
         """
         started = time.perf_counter()
         report = RunReport(detailed=detailed)
-        self.timings = Timings()
+        self.timings, self.breaker = Timings(), Breaker()
         if not dry_run:
             report.recovered_unknown = self.recover(now)
         with self.timings("ingest"):
@@ -155,6 +156,7 @@ class Pipeline:
             moved = any(d.new for d in report.dumps) or report.statuses["sent"]  # what runs read moved
             if moved and not (stop and stop.is_set()):
                 self._forget(subscribers.subscribers, stop)
+        report.errors += [self.breaker.reason] if self.breaker.reason else []
         report.merge_timings(self.timings.totals)  # the run's own stages: ingest, forget, handing out shards
         report.timings["total"] = time.perf_counter() - started
         return report
@@ -164,13 +166,15 @@ class Pipeline:
         not sent (refused, waiting) or when sending it again replaces it (``resend_unknown``; only what
         was 'sending': an 'unknown' of an earlier SMTP or API run may have arrived)."""
         unknown = self.store.recover_interrupted(now)
-        if not self.resend_unknown or not unknown:  # not those an SMTP or API run left unknown
-            return unknown
-        again = set(self.store.requeue(now, statuses=(UNKNOWN,), digest_ids=unknown))
-        if again:
-            what = plural(len(again), "digest")
-            log.info("%s of unknown fate queued again: sent again, the outbox replaces its files", what)
-        return [digest_id for digest_id in unknown if digest_id not in again]
+        if unknown and self.resend_unknown:  # not those an SMTP or API run left unknown
+            again = set(self.store.requeue(now, statuses=(UNKNOWN,), digest_ids=unknown))
+            if again:
+                what = plural(len(again), "digest")
+                log.warning("%s a crash interrupted: written again (the outbox replaces its files)", what)
+            unknown = [digest_id for digest_id in unknown if digest_id not in again]
+        if unknown:
+            log.warning("%d deliveries were interrupted by a crash and are now 'unknown'", len(unknown))
+        return unknown
 
     def _forget(self, subscribers: Sequence[Subscriber], stop: threading.Event | None) -> None:
         """Forget the vectors no run reads again (after a run that brought new papers or sent digests:
@@ -232,6 +236,7 @@ class Pipeline:
             stop=stop,
             sleep=self.sleep,
             timings=timings,
+            breaker=self.breaker,
         ) as couriers:
 
             def stopped() -> bool:
@@ -329,6 +334,7 @@ class Pipeline:
             self.settings.connections,
             stop=stop,
             sleep=self.sleep,
+            breaker=self.breaker,
         ) as couriers:
             report.extend(couriers.deliver_all(ready, now))
             couriers.flush()
@@ -363,7 +369,9 @@ class Pipeline:
             return report
         with (
             self.transport_factory() as transport,
-            Courier(self.store, transport, self.settings, stop=stop, sleep=self.sleep) as courier,
+            Courier(
+                self.store, transport, self.settings, stop=stop, sleep=self.sleep, breaker=self.breaker
+            ) as courier,
         ):
             batches: dict[str, list[DeliveryRecord]] = defaultdict(list)
             with progress.step("Sending queued digests", len(pending)) as advance:

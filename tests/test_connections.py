@@ -205,8 +205,11 @@ class LimitedServer(Controller):
         super()._trigger_server()
 
 
-def test_a_server_refusing_further_connections_leaves_auto_with_the_one_it_has(tmp_path: Path) -> None:
-    """Each further connection "auto" opened was refused (421) and stopped the run: 5 sent, 7 failed for
+@pytest.mark.parametrize("connections", ["auto", 4])
+def test_a_server_refusing_further_connections_leaves_the_run_with_the_one_it_has(
+    tmp_path: Path, connections: str | int
+) -> None:
+    """Each further connection a run opened was refused (421) and stopped the run: 5 sent, 7 failed for
     five minutes, the rest left for the next run, at every run that had digests to send."""
     folder = make_folder(tmp_path)
     write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
@@ -214,7 +217,7 @@ def test_a_server_refusing_further_connections_leaves_auto_with_the_one_it_has(t
     server = LimitedServer(sink, hostname="127.0.0.1", port=0, ready_timeout=10)
     server.start()
     try:
-        made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections="auto")
+        made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections=connections)
         made.transport_factory = lambda: SmtpTransport("127.0.0.1", server.port, timeout=10)
         report = made.run(subs, NOW)
         made.store.close()

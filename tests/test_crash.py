@@ -861,7 +861,7 @@ def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes], seco
     "refusal",
     [
         SendError("SMTP sender refused: 452 4.3.1 Insufficient system storage"),
-        SendError("SMTP recipient refused: 554 5.7.1 Relay access denied", permanent=True),
+        SendError("SMTP recipient refused: 554 5.7.1 Relay access denied", permanent=True, policy=True),
         SendError("SMTP connection lost after the message was sent", unknown=True),
     ],
     ids=["temporary", "permanent", "unknown"],
@@ -919,3 +919,32 @@ def test_a_digest_waiting_out_its_backoff_is_reported_once(folder: Path, rendere
     assert {d.subscriber: d.status for d in again.digests}[READERS[0]] == "failed"
     assert {d.subscriber: d.reason for d in waiting.digests}[READERS[0]] == BACKING_OFF
     assert sorted(d.subscriber for d in waiting.digests) == sorted(READERS)
+
+
+def test_the_stop_after_failures_in_a_row_holds_for_the_whole_run(tmp_path: Path, renderer: Renderer) -> None:
+    """The queued digests' phase and the new digests' phase each counted their own five: a server that
+    refused everything cost ten digests a run, a down one two connection attempts and two backoffs."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")
+    subs = load_subscribers(folder / "subscribers.yaml").subscribers
+    busy = SendError("SMTP sender refused: 452 4.3.1 Insufficient system storage")
+    transport = Recorder({s.email: [busy] * 9 for s in subs})
+    made, listed = pipeline(folder, renderer, transport, retry_backoff=0.0)
+    with made.store:
+        made.run(listed, NOW)  # five refused, the rest queued
+        shutil.copy(SEEDS / seed_names()[1], folder / "dumps")  # and new papers for the next run
+        later = made.run(listed, NOW + timedelta(hours=1))
+    assert later.statuses["failed"] == FAILED_IN_A_ROW and not later.ok
+    assert later.errors and "requests in a row failed" in later.errors[-1]
+
+
+def test_a_digest_that_finds_the_transport_down_is_due_with_the_rest(
+    folder: Path, renderer: Renderer
+) -> None:
+    """Its outcome says it goes out next run; it had five minutes' backoff, so the next run skipped it."""
+    down = SendError("cannot connect to SMTP server 127.0.0.1:25: refused", transport_down=True)
+    made, subs = pipeline(folder, renderer, Recorder({READERS[0]: [down]}))
+    with made.store:
+        made.run(subs, NOW)
+        waits = {d.email: d.not_before for d in made.store.deliveries(["retry"], with_items=False)}
+    assert waits == {READERS[0]: NOW}

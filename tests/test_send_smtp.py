@@ -296,6 +296,26 @@ def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
     assert len(handler.messages) == 2 and handler.connections == 1
 
 
+@pytest.mark.parametrize(
+    ("reply", "policy"),
+    [
+        ("550 5.1.1 <desk-554.7@example.net>: no such user", False),  # the address's own refusal
+        ("550 5.7.1 Relay access denied", True),
+        ("554 Transaction failed", True),
+        ("530 Authentication required", True),
+    ],
+)
+def test_a_refusal_on_policy_grounds_is_told_from_a_bad_address(
+    server: LoopbackController, handler: Recorder, reply: str, policy: bool
+) -> None:
+    """Read from the reply code and its enhanced status, not from any digits in the text (an address
+    with 554 in it stopped runs as if the server refused everything)."""
+    handler.refuse_rcpt["reader1@example.net"] = reply
+    with transport_for(server) as transport, pytest.raises(SendError) as caught:
+        transport.send(message(1))
+    assert caught.value.permanent and caught.value.policy is policy
+
+
 def _first_fails_temporarily_second_arrives(server: LoopbackController, handler: Recorder) -> None:
     with transport_for(server) as transport:
         with pytest.raises(SendError) as caught:

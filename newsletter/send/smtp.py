@@ -85,6 +85,7 @@ class _Client(smtplib.SMTP):
 
 
 _NOT_SENT = (503, b"not sent: an earlier command was refused")
+_POLICY_STATUS = re.compile(r"\s*5\.7\.\d{1,3}\b")  # RFC 3463: security or policy status
 FINAL_REPLY_WAIT = 600.0  # seconds
 _BARE_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9.-]+")
 
@@ -205,7 +206,8 @@ class SmtpTransport:
             self._discard()
             return _Dropped(reply)
         _reset(client)
-        return SendError(f"SMTP {what}: {reply}", permanent=500 <= code < 600)
+        policy = code in (530, 554) or _POLICY_STATUS.match(_decode(text)) is not None
+        return SendError(f"SMTP {what}: {reply}", permanent=500 <= code < 600, policy=policy)
 
     def _sender_refused(self, client: _Client, exc: smtplib.SMTPSenderRefused) -> SendError | _Dropped:
         """MAIL FROM refused: the envelope sender is every message's, so a permanent refusal (530

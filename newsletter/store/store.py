@@ -426,9 +426,7 @@ class Store:
                 "%s deliveries were interrupted while waiting to try again after a refusal: queued again",
                 len(queued),
             )
-        if ids:
-            log.warning("%s deliveries were interrupted by a crash and are now 'unknown'", len(ids))
-        return ids
+        return ids  # logged by the caller, which may queue them again (Pipeline.recover)
 
     def requeue(
         self,

@@ -260,6 +260,8 @@ class HttpApiTransport:
             if isinstance(reply, httpx.Response):
                 return reply
             error = reply
+            if isinstance(error, SendStopped):  # stopped while waiting for the gate: no wait, no retry
+                raise error
             held = () if error.unknown else held
             wait = self._wait(error, attempt)
             asked = error.retry_after is not None
