@@ -302,6 +302,7 @@ def retry(
         pipeline.recover(clock)
         requeued = pipeline.store.requeue(clock, statuses=statuses)
         report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop)
+        report.errors += [pipeline.breaker.reason] if pipeline.breaker.reason else []
     if not as_json:
         typer.echo(f"{len(requeued)} {'delivery' if len(requeued) == 1 else 'deliveries'} requeued")
     _print_report(report, as_json)

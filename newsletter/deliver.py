@@ -67,14 +67,17 @@ class Breaker:
             self.in_a_row = 0 if accepted else self.in_a_row + 1
             if self.in_a_row < FAILED_IN_A_ROW or self.tripped:
                 return False
-        self.trip(f"{FAILED_IN_A_ROW} requests in a row failed (the last: {why})")
-        return True
+            self._trip(f"{FAILED_IN_A_ROW} requests in a row failed (the last: {why})")
+            return True
 
     def trip(self, reason: str) -> None:
         """Nothing more is sent in this run (the transport is down, or fails every request)."""
         with self._lock:
-            self.reason = self.reason or f"{reason}: the run stops, the rest waits for the next run"
-            self.tripped = True
+            self._trip(reason)
+
+    def _trip(self, reason: str) -> None:
+        self.reason = self.reason or f"{reason}: the run stops, the rest waits for the next run"
+        self.tripped = True
 
 
 class Courier:
@@ -91,12 +94,12 @@ class Courier:
         timings: Timings | None = None,
         session_lock: threading.Lock | None = None,
         gate: Gate | None = None,  # shared by couriers sending side by side: the rate is for all
-        spare: bool = False,  # opened beside the first: a server may refuse it alone (a limit per client)
+        retire: Callable[[Courier], bool] | None = None,  # the pool's leave to go on without this one
         breaker: Breaker | None = None,  # shared by couriers sending side by side, as the gate is
     ) -> None:
         self.store = store
-        self.spare = spare
-        self.retired = False  # a spare the server refused before any message: its jobs go elsewhere
+        self._may_retire = retire or (lambda courier: False)
+        self.retired = False  # refused by the server while others send: its jobs go elsewhere
         self.transport = transport
         self.retries = 0 if transport.retries_itself else settings.retries  # never both loops
         self.backoff = settings.retry_backoff
@@ -291,7 +294,7 @@ class Courier:
         if isinstance(exc, _TakenOver) and message.digest_id in exc.taken:  # another process's to send
             log.warning("%s: %s", message.recipient, said)
             return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
-        if isinstance(exc, ConnectionRefused) and self.spare:  # the first connection can still send
+        if isinstance(exc, ConnectionRefused) and (self.retired or self._may_retire(self)):
             return self._retire(message, exc, now, items)
         stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
         (log.info if stopped else log.error)("%s: %s", message.recipient, said)
@@ -315,11 +318,8 @@ class Courier:
     def _retire(
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
     ) -> DigestOutcome:
-        """A spare connection the server refused (a limit on connections per client): its message is
-        due at once, for a connection that works; the run goes on without this one."""
-        if not self.retired:
-            log.warning("a further connection was refused (%s); going on with fewer", self._said(exc))
-        self.retired = True
+        """A connection the server refused while others still send (a limit on connections per client):
+        its message is due at once, for a connection that works; the run goes on without this one."""
         try:
             self.store.mark_failed(message.digest_id, now, self._said(exc), permanent=False, retry_at=now)
         except InvalidTransition as moved:  # unsubscribed, or another process's recovery took it over
@@ -416,7 +416,7 @@ class Couriers:
         self.breaker = breaker or Breaker()
         session_lock = threading.Lock() if self.cap > 1 else None
 
-        def courier(spare: bool) -> Courier:
+        def courier() -> Courier:
             return Courier(
                 store,
                 transport_factory(),
@@ -426,7 +426,7 @@ class Couriers:
                 timings=self.timings if self.cap == 1 else Timings(),  # Timings is not thread-safe
                 session_lock=session_lock,
                 gate=self.gate,
-                spare=spare,
+                retire=self._retire,
                 breaker=self.breaker,
             )
 
@@ -459,8 +459,22 @@ class Couriers:
                 for stage, seconds in courier.timings.totals.items():
                     self.timings.totals[stage] += seconds
 
+    def _retire(self, courier: Courier) -> bool:
+        """Whether ``courier``, refused by the server, may leave the run to the others: only while one
+        of them is not retired (decided under a lock, so the last one never leaves)."""
+        with self._growing:
+            if not any(other is not courier and not other.retired for other in self._couriers):
+                return False
+            courier.retired = True
+        log.warning("a connection was refused; going on with %d", self.count - self.retired_count)
+        return True
+
+    @property
+    def retired_count(self) -> int:
+        return sum(courier.retired for courier in self._couriers)
+
     def _open_one(self) -> None:
-        courier = self._new_courier(self.count > 0)
+        courier = self._new_courier()
         self._opened.enter_context(courier.transport)
         self._opened.enter_context(courier)
         self._couriers.append(courier)

@@ -298,6 +298,7 @@ class Pipeline:
         cap = None if shard.max_per_run is None else max(0, shard.max_per_run - len(earlier))
         part = copy.copy(self)  # same store, ranker and renderer; the shard's own limits and timings
         part.settings = self.settings.model_copy(update={"max_per_run": cap, "send_rate": shard.send_rate})
+        part.breaker = Breaker()  # a worker takes shard after shard: each counts its own failures
         queued = [r for r in earlier if r.status == PENDING or _due_retry(r, shard.now)]
         report = part.send_planned(queued, SubscriberList(Path(), shard.subscribers), shard.now, stop)
         done = shard.delivered_earlier | {address_key(r.email) for r in queued}
@@ -310,6 +311,7 @@ class Pipeline:
             delivered_earlier=done,
         )
         report.merge(new)
+        report.errors += [part.breaker.reason] if part.breaker.reason else []
         return report
 
     def send_planned(

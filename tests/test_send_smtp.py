@@ -300,6 +300,7 @@ def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
     ("reply", "policy"),
     [
         ("550 5.1.1 <desk-554.7@example.net>: no such user", False),  # the address's own refusal
+        ("554 5.1.1 <reader1@example.net>: Recipient address rejected: User unknown", False),
         ("550 5.7.1 Relay access denied", True),
         ("554 Transaction failed", True),
         ("530 Authentication required", True),

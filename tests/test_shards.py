@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 
 from newsletter import parallel
-from newsletter.config import SubscriberList
-from newsletter.deliver import STOPPED
+from newsletter.config import SubscriberList, load_subscribers
+from newsletter.deliver import FAILED_IN_A_ROW, STOPPED
+from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
 from newsletter.parallel import LocalProcesses
 from newsletter.pipeline import Pipeline
@@ -32,7 +33,17 @@ from newsletter.store import SENT, UNKNOWN, Store
 
 from .conftest import ROOT
 from .helpers import seed_names
-from .test_crash import NOW, READERS, SEEDS, Recorder, StopAtFirst, make_folder, pipeline, renderer
+from .test_crash import (
+    NOW,
+    READERS,
+    SEEDS,
+    Recorder,
+    StopAtFirst,
+    make_folder,
+    pipeline,
+    renderer,
+    write_subscribers,
+)
 
 __all__ = ["renderer"]  # the module-scoped fixture
 
@@ -320,3 +331,39 @@ def test_a_worker_whose_run_is_gone_exits_quietly() -> None:
     process.start()
     process.join(30)
     assert process.exitcode == 0
+
+
+def test_a_worker_whose_shard_found_the_transport_down_sends_the_next_shard(
+    folder: Path, store_url: str, renderer: Renderer
+) -> None:
+    """A `newsletter worker` keeps one Pipeline for every job: the stop one shard's failures called for
+    stayed with it, and every later shard it took sent nothing, reported ok."""
+    down = SendError("cannot connect to SMTP server 127.0.0.1:25: refused", transport_down=True)
+    transport = Recorder({READERS[0]: [down]})
+    made, subs = _pipeline(folder, store_url, renderer, transport)
+    with made.store:
+        made.ingest_folder(NOW)
+        first = made.deliver_shard(split(subs.subscribers, 1, NOW, max_per_run=None, send_rate=None)[0])
+        later = NOW + timedelta(days=1)
+        shutil.copy(SEEDS / seed_names()[1], folder / "dumps")
+        made.ingest_folder(later)
+        second = made.deliver_shard(split(subs.subscribers, 1, later, max_per_run=None, send_rate=None)[0])
+    assert first.errors and "cannot send now" in first.errors[0] and first.statuses["failed"] == 1
+    assert second.statuses["sent"] >= 1 and not second.errors
+
+
+def test_each_worker_process_stops_after_failures_in_a_row_and_says_why(
+    tmp_path: Path, renderer: Renderer
+) -> None:
+    """With --workers each process counts its own (they share no memory); each one's reason reaches the
+    run's report (it said nothing: errors was empty)."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
+    subs = load_subscribers(folder / "subscribers.yaml").subscribers
+    busy = SendError("SMTP sender refused: 452 4.3.1 Insufficient system storage")
+    transport = Recorder({s.email: [busy] * 9 for s in subs})
+    made, listed = pipeline(folder, renderer, transport, retry_backoff=0.0, workers=2, build_process="off")
+    with made.store:
+        report = made.run(listed, NOW)
+    assert report.statuses["failed"] <= 2 * FAILED_IN_A_ROW and report.statuses["sent"] == 0
+    assert len([e for e in report.errors if "requests in a row failed" in e]) == 2

@@ -85,7 +85,16 @@ class _Client(smtplib.SMTP):
 
 
 _NOT_SENT = (503, b"not sent: an earlier command was refused")
-_POLICY_STATUS = re.compile(r"\s*5\.7\.\d{1,3}\b")  # RFC 3463: security or policy status
+_ENHANCED = re.compile(r"\s*[245]\.(\d{1,3})\.\d{1,3}\b")  # RFC 3463: class.subject.detail
+
+
+def _policy(code: int, text: str) -> bool:
+    """A refusal whoever the recipient: the enhanced status's subject 7 (security or policy) when the
+    reply has one (5.1.1 is the address's, whatever the code), else code 530 or 554."""
+    enhanced = _ENHANCED.match(text)
+    return enhanced[1] == "7" if enhanced else code in (530, 554)
+
+
 FINAL_REPLY_WAIT = 600.0  # seconds
 _BARE_ADDRESS = re.compile(r"[^\s<>()\[\]\\,;:\"@]+@[A-Za-z0-9.-]+")
 
@@ -206,7 +215,7 @@ class SmtpTransport:
             self._discard()
             return _Dropped(reply)
         _reset(client)
-        policy = code in (530, 554) or _POLICY_STATUS.match(_decode(text)) is not None
+        policy = _policy(code, _decode(text))
         return SendError(f"SMTP {what}: {reply}", permanent=500 <= code < 600, policy=policy)
 
     def _sender_refused(self, client: _Client, exc: smtplib.SMTPSenderRefused) -> SendError | _Dropped:
