@@ -299,6 +299,7 @@ class Pipeline:
         part = copy.copy(self)  # same store, ranker and renderer; the shard's own limits and timings
         part.settings = self.settings.model_copy(update={"max_per_run": cap, "send_rate": shard.send_rate})
         part.breaker = Breaker()  # a worker takes shard after shard: each counts its own failures
+        part.breaker.tripped = self.breaker.tripped  # but not past a stop this run's queued digests met
         queued = [r for r in earlier if r.status == PENDING or _due_retry(r, shard.now)]
         report = part.send_planned(queued, SubscriberList(Path(), shard.subscribers), shard.now, stop)
         done = shard.delivered_earlier | {address_key(r.email) for r in queued}

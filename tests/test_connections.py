@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 from pydantic import SecretStr
 
 from newsletter.config import PACKAGE_TEMPLATES
-from newsletter.errors import SendError
+from newsletter.errors import ConnectionRefused, SendError
 from newsletter.models import OutgoingMessage
 from newsletter.render import Renderer
 from newsletter.send import SmtpTransport
@@ -305,3 +305,35 @@ def test_a_spare_connection_whose_login_is_refused_for_now_leaves_auto_with_the_
         server.stop()
     assert report.ok and set(report.statuses) == {"sent"} and report.statuses["sent"] > 20
     assert sorted(sink.received) == sorted(d.subscriber for d in report.digests if d.status == "sent")
+
+
+class RefusedFirst(SlowServer):
+    """The first transport a run opens is refused at the greeting; the others work."""
+
+    made = 0
+
+    def __init__(self) -> None:
+        super().__init__(0.0)
+        RefusedFirst.made += 1
+        self.refused = RefusedFirst.made == 1
+
+    def send(self, message: OutgoingMessage) -> None:
+        if self.refused:
+            raise ConnectionRefused(
+                "cannot connect to SMTP server: 421 Too many connections", transport_down=True
+            )
+        super().send(message)
+
+
+def test_the_first_connection_refused_while_others_work_leaves_the_run_to_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only 'spare' connections could leave: the first one refused stopped the run (1 failed, 56 left)."""
+    folder = make_folder(tmp_path)
+    write_subscribers(folder / "subscribers.yaml")
+    monkeypatch.setattr(RefusedFirst, "made", 0)
+    made, subs = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder(), connections=4)
+    made.transport_factory = RefusedFirst
+    report = made.run(subs, NOW)
+    made.store.close()
+    assert report.ok and set(report.statuses) == {"sent"} and report.statuses["sent"] == 60

@@ -921,21 +921,27 @@ def test_a_digest_waiting_out_its_backoff_is_reported_once(folder: Path, rendere
     assert sorted(d.subscriber for d in waiting.digests) == sorted(READERS)
 
 
-def test_the_stop_after_failures_in_a_row_holds_for_the_whole_run(tmp_path: Path, renderer: Renderer) -> None:
-    """The queued digests' phase and the new digests' phase each counted their own five: a server that
-    refused everything cost ten digests a run, a down one two connection attempts and two backoffs."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_stop_after_failures_in_a_row_holds_for_the_whole_run(
+    tmp_path: Path, renderer: Renderer, workers: int
+) -> None:
+    """The queued digests' phase and the new digests' phase (or each shard) counted their own five: a
+    server that refused everything cost ten digests a run, a down one two connection attempts and two
+    backoffs."""
     folder = make_folder(tmp_path)
     write_subscribers(folder / "subscribers.yaml")
     subs = load_subscribers(folder / "subscribers.yaml").subscribers
     busy = SendError("SMTP sender refused: 452 4.3.1 Insufficient system storage")
     transport = Recorder({s.email: [busy] * 9 for s in subs})
-    made, listed = pipeline(folder, renderer, transport, retry_backoff=0.0)
+    options = {"workers": workers, "build_process": "off"}
+    made, listed = pipeline(folder, renderer, transport, retry_backoff=0.0, **options)
     with made.store:
         made.run(listed, NOW)  # five refused, the rest queued
         shutil.copy(SEEDS / seed_names()[1], folder / "dumps")  # and new papers for the next run
         later = made.run(listed, NOW + timedelta(hours=1))
     assert later.statuses["failed"] == FAILED_IN_A_ROW and not later.ok
-    assert later.errors and "requests in a row failed" in later.errors[-1]
+    assert [e for e in later.errors if "requests in a row failed" in e] == later.errors[-1:]
+    assert sorted(d.subscriber for d in later.digests) == sorted(s.email for s in subs)  # each once
 
 
 def test_a_digest_that_finds_the_transport_down_is_due_with_the_rest(

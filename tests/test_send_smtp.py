@@ -301,6 +301,10 @@ def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
     [
         ("550 5.1.1 <desk-554.7@example.net>: no such user", False),  # the address's own refusal
         ("554 5.1.1 <reader1@example.net>: Recipient address rejected: User unknown", False),
+        ("554 5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException", True),  # every message
+        ("554 5.2.2 mailbox full", False),
+        ("554 5.3.2 system not accepting network messages", True),
+        ("530 5.5.1 Authentication Required", True),
         ("550 5.7.1 Relay access denied", True),
         ("554 Transaction failed", True),
         ("530 Authentication required", True),

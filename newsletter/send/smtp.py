@@ -85,14 +85,18 @@ class _Client(smtplib.SMTP):
 
 
 _NOT_SENT = (503, b"not sent: an earlier command was refused")
-_ENHANCED = re.compile(r"\s*[245]\.(\d{1,3})\.\d{1,3}\b")  # RFC 3463: class.subject.detail
+_ENHANCED = re.compile(r"\s*[245]\.(\d{1,3}\.\d{1,3})\b")  # RFC 3463: class.subject.detail
 
 
 def _policy(code: int, text: str) -> bool:
-    """A refusal whoever the recipient: the enhanced status's subject 7 (security or policy) when the
-    reply has one (5.1.1 is the address's, whatever the code), else code 530 or 554."""
+    """A refusal whoever the recipient: the enhanced status's subject 7 (security or policy), or code
+    530 or 554 unless the enhanced status blames the address (x.1.x) or a named state of its mailbox
+    (x.2.1-x.2.4: disabled, full, too long; x.2.0 says nothing, and Office 365 gives it to every
+    message of a sender it refuses)."""
     enhanced = _ENHANCED.match(text)
-    return enhanced[1] == "7" if enhanced else code in (530, 554)
+    subject, _, detail = enhanced[1].partition(".") if enhanced else ("", "", "")
+    the_address = subject == "1" or (subject == "2" and detail != "0")
+    return subject == "7" or (code in (530, 554) and not the_address)
 
 
 FINAL_REPLY_WAIT = 600.0  # seconds
