@@ -45,7 +45,7 @@ FAILED_IN_A_ROW = 5  # requests refused or lost one after another: the server's 
 MAX_IN_RUN_WAIT = 60.0  # seconds; a server asking for a longer pause (Retry-After) gets it between runs
 MAX_NEXT_RUN_BACKOFF = timedelta(days=1)  # however far off a Retry-After date is
 STOPPED = "stopped; queued for the next run"
-REFUSED_SPARE = "its connection was refused; sent over another"  # never in a report: sent again
+REFUSED_CONNECTION = "its connection was refused; sent over another"  # never in a report: sent again
 ROUND_TRIP_SAMPLES = 3  # requests timed before "auto" decides how many connections to open
 
 
@@ -324,7 +324,7 @@ class Courier:
             self.store.mark_failed(message.digest_id, now, self._said(exc), permanent=False, retry_at=now)
         except InvalidTransition as moved:  # unsubscribed, or another process's recovery took it over
             return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
-        return DigestOutcome(message.recipient, "skipped", REFUSED_SPARE, items, message.digest_id)
+        return DigestOutcome(message.recipient, "skipped", REFUSED_CONNECTION, items, message.digest_id)
 
     def _record(self, digest_id: str, exc: SendError, now: datetime, said: str) -> None:
         if exc.unknown:
@@ -548,11 +548,11 @@ class Couriers:
         finally:
             if not courier.retired:
                 self._idle.put(courier)
-        again = [job for job, out in zip(unit, outcomes, strict=True) if out.reason == REFUSED_SPARE]
+        again = [job for job, out in zip(unit, outcomes, strict=True) if out.reason == REFUSED_CONNECTION]
         if not again:
             return outcomes
         sent = iter(self._deliver_pooled(again, now))  # over a connection that works
-        return [next(sent) if out.reason == REFUSED_SPARE else out for out in outcomes]
+        return [next(sent) if out.reason == REFUSED_CONNECTION else out for out in outcomes]
 
     def _deliver(
         self,

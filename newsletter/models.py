@@ -253,16 +253,6 @@ class Scored:
 
 
 @dataclass(frozen=True, slots=True)
-class Digest:
-    """What one subscriber gets in one email."""
-
-    subscriber: Subscriber
-    items: tuple[Scored, ...]
-    created_at: datetime
-    digest_id: str  # stable id of the delivery record
-
-
-@dataclass(frozen=True, slots=True)
 class RenderedDigest:
     subject: str
     html: str

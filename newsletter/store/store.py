@@ -26,7 +26,6 @@ from newsletter.store.papers import (
     chunks,
     find_paper,
     list_dumps,
-    papers_by_id,
     papers_in_dump,
     papers_named,
     papers_where,
@@ -231,10 +230,6 @@ class Store:
         """Every paper dump ``seq`` listed (new or not) with its rank there, in rank order."""
         with self._tx("reading papers") as conn:
             return papers_in_dump(conn, seq)
-
-    def papers_by_id(self, ids: Iterable[int]) -> dict[int, StoredPaper]:
-        with self._tx("reading papers") as conn:
-            return papers_by_id(conn, ids)
 
     def paper_by_key(self, key: str) -> StoredPaper | None:
         with self._tx("reading papers") as conn:
