@@ -308,6 +308,10 @@ def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
         ("550 5.7.1 Relay access denied", True),
         ("554 Transaction failed", True),
         ("530 Authentication required", True),
+        ("550 relay not permitted", True),  # Exim, without an enhanced status
+        ("550 Relaying denied. Proper authentication required.", True),
+        ("550 no such user here", False),
+        ("550 <relay-desk@example.net>: no such user here", False),
     ],
 )
 def test_a_refusal_on_policy_grounds_is_told_from_a_bad_address(

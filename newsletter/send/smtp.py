@@ -92,11 +92,17 @@ def _policy(code: int, text: str) -> bool:
     """A refusal whoever the recipient: the enhanced status's subject 7 (security or policy), or code
     530 or 554 unless the enhanced status blames the address (x.1.x) or a named state of its mailbox
     (x.2.1-x.2.4: disabled, full, too long; x.2.0 says nothing, and Office 365 gives it to every
-    message of a sender it refuses)."""
+    message of a sender it refuses). Without an enhanced status, a refusal to relay (Exim's
+    "550 relay not permitted") is the server's too."""
     enhanced = _ENHANCED.match(text)
     subject, _, detail = enhanced[1].partition(".") if enhanced else ("", "", "")
     the_address = subject == "1" or (subject == "2" and detail != "0")
-    return subject == "7" or (code in (530, 554) and not the_address)
+    relaying = not enhanced and _RELAY.search(_ANY_ADDRESS.sub("", text)) is not None
+    return subject == "7" or relaying or (code in (530, 554) and not the_address)
+
+
+_RELAY = re.compile(r"\brelay(ing)?\b", re.IGNORECASE)
+_ANY_ADDRESS = re.compile(r"\S*@\S*")  # the recipient's address may hold the word
 
 
 FINAL_REPLY_WAIT = 600.0  # seconds
