@@ -24,7 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -515,25 +515,22 @@ class Couriers:
         return sum(courier.bytes_sent for courier in self._couriers)
 
     def deliver_all(
-        self, jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]], now: datetime
-    ) -> list[DigestOutcome]:
-        """Every job's outcome, in the jobs' order. Planned messages not sent stay queued.
+        self,
+        jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]],
+        now: datetime,
+        into: Callable[[list[DigestOutcome]], None],
+    ) -> None:
+        """Every job's outcome, handed to ``into`` in the jobs' order as each request's is recorded (a
+        database error then loses none that came before it). Planned messages not sent stay queued.
 
         Requests go out from this thread while one courier is open, then over the pool.
         """
         size = self._couriers[0].batch_size
         units = collections.deque(jobs[i : i + size] for i in range(0, len(jobs), size))
-        outcomes: list[DigestOutcome] = []
         while units and (self._threads is None or self.count == 1):
-            outcomes += self._deliver(self._couriers[0], units.popleft(), now)
-        if self._threads is None:
-            return outcomes
-        futures = [self._threads.submit(self._deliver_pooled, unit, now) for unit in units]
-        try:
-            return outcomes + [outcome for future in futures for outcome in future.result()]
-        finally:
-            for future in futures:  # after an error: what has not started is not sent
-                future.cancel()
+            into(self._deliver(self._couriers[0], units.popleft(), now))
+        if self._threads is not None:
+            _hand_on([self._threads.submit(self._deliver_pooled, unit, now) for unit in units], into)
 
     def flush(self) -> None:
         for courier in self._couriers:
@@ -582,3 +579,24 @@ class Couriers:
                 self._open_one()
             self._sized = True
         log.info("%d connections (round trip %.0f ms)", wanted, first.round_trip * 1000)
+
+
+def _hand_on(futures: list[Future[list[DigestOutcome]]], into: Callable[[list[DigestOutcome]], None]) -> None:
+    """Each future's outcomes, in order. After an error what has not started is not sent, what has
+    is still handed on, then the first error is raised."""
+    failure: Exception | None = None
+    try:
+        for future in futures:
+            if future.cancelled():
+                continue
+            try:
+                into(future.result())
+            except Exception as exc:  # raised below, once the others are in
+                failure = failure or exc
+                for each in futures:
+                    each.cancel()
+    finally:
+        for future in futures:
+            future.cancel()
+    if failure is not None:
+        raise failure

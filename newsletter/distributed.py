@@ -117,6 +117,8 @@ def make_app(db_url: str, work: ShardWork | None = None) -> procrastinate.App:
             report = work.deliver_shard(part, stop)
         if stop.is_set() and _unfinished(report):  # the worker is stopping: the rest goes back to the queue
             raise JobAborted(f"shard {part.index + 1}/{part.count}: stopped, handed back to the queue")
+        if report.halted:  # the job fails, and the coordinator says so
+            raise StoreError(report.halted)
         return dict(report.statuses)
 
     app.task(name=TASK, queue=QUEUE, pass_context=True, retry=handback)(deliver_shard)

@@ -144,21 +144,31 @@ class Pipeline:
         else:
             pending = self.deliver_pending(subscribers, now, stop=stop)
             report.merge(pending)
-            done = frozenset(address_key(d.subscriber) for d in pending.digests)
-            if self.executor is not None or self.settings.workers > 1:
-                report.merge(self._run_shards(subscribers.subscribers, now, stop, detailed, done))
-            else:
-                report.merge(
-                    self.deliver_new(
-                        subscribers.subscribers, now, stop=stop, detailed=detailed, delivered_earlier=done
-                    )
-                )
+            if not pending.halted:
+                report.merge(self._deliver_due(subscribers.subscribers, now, stop, detailed, pending))
             moved = any(d.new for d in report.dumps) or report.statuses["sent"]  # what runs read moved
-            if moved and not (stop and stop.is_set()):
+            if moved and not (stop and stop.is_set()) and not report.halted:
                 self._forget(subscribers.subscribers, stop)
         report.errors += [self.breaker.reason] if self.breaker.reason else []
         report.merge_timings(self.timings.totals)  # the run's own stages: ingest, forget, handing out shards
         report.timings["total"] = time.perf_counter() - started
+        return report
+
+    def _deliver_due(
+        self,
+        subscribers: Sequence[Subscriber],
+        now: datetime,
+        stop: threading.Event | None,
+        detailed: bool,
+        pending: RunReport,
+    ) -> RunReport:
+        """The new digests, after the queued ones (``pending``: their subscribers get no 'skipped')."""
+        done = frozenset(address_key(d.subscriber) for d in pending.digests)
+        if self.executor is None and self.settings.workers == 1:
+            return self.deliver_new(subscribers, now, stop=stop, detailed=detailed, delivered_earlier=done)
+        report = RunReport(detailed=detailed, delivered_earlier=done)
+        with report.halts_on_store_errors():  # the coordinator's own queries, or the job queue's
+            report.merge(self._run_shards(subscribers, now, stop, detailed, done))
         return report
 
     def recover(self, now: datetime) -> list[str]:
@@ -203,7 +213,7 @@ class Pipeline:
         most one 'unknown' delivery. Subscribers in ``delivered_earlier`` get no 'skipped' entry.
         """
         report = RunReport(detailed=detailed, delivered_earlier=delivered_earlier)
-        with self._own_timings() as timings:
+        with self._own_timings() as timings, report.halts_on_store_errors():
             self._deliver_new(report, timings, subscribers, now, stop, inline)
         report.timings = dict(timings.totals)
         return report
@@ -256,10 +266,13 @@ class Pipeline:
                 contextlib.closing(chunks),  # on an error too: the builder is stopped and reaped
                 progress.step("Ranking and sending digests", len(subscribers)) as advance,
             ):
-                for built in chunks:
-                    outcomes = self._send_chunk(couriers, built, now)  # one per subscriber
+
+                def take(outcomes: list[DigestOutcome]) -> None:  # one per subscriber
                     report.extend(outcomes)
                     advance(len(outcomes))
+
+                for built in chunks:
+                    self._send_chunk(couriers, built, now, take)
         report.bytes_sent = couriers.bytes_sent
 
     def _run_shards(
@@ -339,7 +352,7 @@ class Pipeline:
             sleep=self.sleep,
             breaker=self.breaker,
         ) as couriers:
-            report.extend(couriers.deliver_all(ready, now))
+            couriers.deliver_all(ready, now, report.extend)
             couriers.flush()
         report.bytes_sent = couriers.bytes_sent
         return report
@@ -367,9 +380,21 @@ class Pipeline:
     ) -> RunReport:
         """Deliver what earlier runs left queued (crashed, or failed temporarily); no new digests."""
         report = RunReport()
+        with report.halts_on_store_errors():
+            self._deliver_pending(report, subscribers, now, ignore_backoff, stop)
+        return report
+
+    def _deliver_pending(
+        self,
+        report: RunReport,
+        subscribers: SubscriberList,
+        now: datetime,
+        ignore_backoff: bool,
+        stop: threading.Event | None,
+    ) -> None:
         pending = self.store.pending_deliveries(None if ignore_backoff else now)
         if not pending:
-            return report
+            return
         with (
             self.transport_factory() as transport,
             Courier(
@@ -393,7 +418,6 @@ class Pipeline:
                 else:
                     report.extend(self._retry_batch(courier, records, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
-        return report
 
     def select(self, subscribers: Iterable[Subscriber], now: datetime) -> Iterator[Selection]:
         """Every subscriber's selection as a run sees it (grouped by window, not in input order)."""
@@ -538,10 +562,11 @@ class Pipeline:
                 built += 1
             yield part
 
-    def _send_chunk(self, couriers: Couriers, built: Built, now: datetime) -> list[DigestOutcome]:
-        """Plan a built chunk in one transaction, then send its messages."""
-        outcomes = list(built.outcomes)
-        ready = built.ready
+    def _send_chunk(
+        self, couriers: Couriers, built: Built, now: datetime, into: Callable[[list[DigestOutcome]], None]
+    ) -> None:
+        """Plan a built chunk in one transaction, then send its messages; outcomes go to ``into``."""
+        outcomes, ready = list(built.outcomes), built.ready
         if couriers.stopped:  # not planned: due at the next run, built again then
             outcomes += [DigestOutcome(message.recipient, "skipped", WAITING) for message, _, _ in ready]
             ready = []
@@ -549,9 +574,9 @@ class Pipeline:
             for seq, emails in built.evaluated.items():
                 self.store.advance_watermarks(emails, seq)
             self.store.plan_digests([plan for _, _, plan in ready])
-        outcomes += couriers.deliver_all([(message, items) for message, items, _ in ready], now)
+        into(outcomes)
+        couriers.deliver_all([(message, items) for message, items, _ in ready], now, into)
         couriers.flush()  # every acceptance recorded before the next chunk is planned
-        return outcomes
 
     def _retry_one(
         self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime

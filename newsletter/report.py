@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
 from newsletter.address import address_key
+from newsletter.errors import StoreError
 
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 BACKING_OFF = "a refused digest waits to be tried again (see `newsletter status`)"
@@ -98,6 +99,7 @@ class RunReport:
     # so their 'skipped' (nothing new, not due) from the new-digest pass is left out
     delivered_earlier: frozenset[str] = frozenset()
     ingested: bool = False  # the dumps folder was ingested: the summary starts with what it found
+    halted: str = ""  # the database error that stopped it: what it had not reached waits for the next run
 
     def add(self, outcome: DigestOutcome) -> None:
         if outcome.status == "skipped" and address_key(outcome.subscriber) in self.delivered_earlier:
@@ -117,10 +119,23 @@ class RunReport:
         self.merge_timings(other.timings)
         self.bytes_sent += other.bytes_sent
         self.errors += other.errors
+        self.halted = self.halted or other.halted
 
     def merge_timings(self, timings: Mapping[str, float]) -> None:
         for stage, seconds in timings.items():
             self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    @contextmanager
+    def halts_on_store_errors(self) -> Iterator[None]:
+        """A database error ends the block: what it did stays in this report, with the error, and
+        what it had not reached waits for the next run (a message sent but not recorded is found
+        'sending' by the next run, as after a crash)."""
+        try:
+            yield
+        except StoreError as exc:
+            hint = f" ({exc.hint})" if exc.hint else ""
+            self.halted = f"{exc}{hint}; the run stopped here: what it had not sent waits for the next run"
+            self.errors.append(self.halted)
 
     def extend(self, outcomes: Iterable[DigestOutcome]) -> None:
         for outcome in outcomes:

@@ -118,6 +118,8 @@ class Daemon:
                     return
                 report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
                 log.info("tick: %s", report.summary())
+                if report.halted:  # the digests it sent are in the summary; the rest waits for a tick
+                    log.error("tick stopped: %s", report.halted)
                 save_report(self.settings, report)
             except NewsletterError as exc:  # the database gone a while, too: one line a tick
                 log.error("tick failed: %s", exc)

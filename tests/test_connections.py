@@ -337,3 +337,30 @@ def test_the_first_connection_refused_while_others_work_leaves_the_run_to_them(
     report = made.run(subs, NOW)
     made.store.close()
     assert report.ok and set(report.statuses) == {"sent"} and report.statuses["sent"] == 60
+
+
+def test_over_several_connections_an_error_still_hands_on_what_was_sent_and_stops_the_rest() -> None:
+    """A database error in one connection's request: the requests that went out over the others are
+    reported (they were lost from the report before), one not started is not sent, the error is raised."""
+    from concurrent.futures import Future
+
+    from newsletter.deliver import _hand_on
+    from newsletter.errors import StoreError
+    from newsletter.report import DigestOutcome
+
+    def done(address: str) -> Future[list[DigestOutcome]]:
+        future: Future[list[DigestOutcome]] = Future()
+        future.set_result([DigestOutcome(address, "sent")])
+        return future
+
+    failed: Future[list[DigestOutcome]] = Future()
+    failed.set_exception(StoreError("database error while recording: disk is full"))
+    waiting: Future[list[DigestOutcome]] = Future()  # queued for a connection, not started
+    handed: list[str] = []
+    with pytest.raises(StoreError, match="disk is full"):
+        _hand_on(
+            [done("a@x.org"), failed, waiting, done("b@x.org")],
+            lambda o: handed.extend(d.subscriber for d in o),
+        )
+    assert handed == ["a@x.org", "b@x.org"]
+    assert waiting.cancelled()

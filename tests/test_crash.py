@@ -36,7 +36,7 @@ import yaml
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
 from newsletter.deliver import FAILED_IN_A_ROW, STOPPED
-from newsletter.errors import SendError
+from newsletter.errors import SendError, StoreError
 from newsletter.models import OutgoingMessage
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
@@ -954,3 +954,32 @@ def test_a_digest_that_finds_the_transport_down_is_due_with_the_rest(
         made.run(subs, NOW)
         waits = {d.email: d.not_before for d in made.store.deliveries(["retry"], with_items=False)}
     assert waits == {READERS[0]: NOW}
+
+
+def test_a_database_error_mid_run_stops_it_with_what_it_did_reported(
+    folder: Path, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run used to end with the database error alone: the digests it had sent went unreported. Now
+    the report keeps them and says why it stopped, and the next run sends what it had not reached."""
+
+    def full_database(*args: object, **kwargs: object) -> None:
+        raise StoreError("database error while marking a digest failed: database or disk is full")
+
+    second = SendError("SMTP 451 4.3.0 try again later", permanent=False)
+    transport = Recorder({READERS[1]: [second]})
+    made, subs = pipeline(folder, renderer, transport)
+    with monkeypatch.context() as disk, made.store:
+        disk.setattr(Store, "mark_failed", full_database)
+        report = made.run(subs, NOW)
+    assert not report.ok and report.halted
+    assert report.errors == [
+        "database error while marking a digest failed: database or disk is full; "
+        "the run stopped here: what it had not sent waits for the next run"
+    ]
+    reported = {d.subscriber: d.status for d in report.digests}
+    assert transport.sent and reported == {address: "sent" for address in transport.sent}
+    report, sent, left = next_run(folder, renderer)
+    assert sent == [READERS[2]]  # the one it had not reached
+    # the refused one could not be recorded: left 'sending', as after a crash, so 'unknown' now
+    assert left == {READERS[0]: "sent", READERS[1]: "unknown", READERS[2]: "sent"}
+    assert len(report.recovered_unknown) == 1
