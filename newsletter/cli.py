@@ -328,11 +328,21 @@ def status(
 def serve(
     host: Annotated[str, typer.Option(metavar="HOST", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="Port to listen on.")] = 8000,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            metavar="NAME",
+            help="Another Host name (or address) the preview pages answer to, besides loopback's and "
+            "HOST; repeatable. NEWSLETTER_BASE_URL's host gets only the emails' links.",
+        ),
+    ] = None,
 ) -> None:
     """Preview every subscriber's next digest in a browser; host the unsubscribe and feedback links."""
     from newsletter.serve import run_server
 
-    run_server(state.settings(), host=host, port=port, new_database=state.new_database)
+    settings = state.settings()
+    run_server(settings, host=host, port=port, new_database=state.new_database, also=allow_host or ())
 
 
 @app.command()

@@ -19,7 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from newsletter.config import Settings
-from newsletter.serve import create_app, local_hosts
+from newsletter.serve import answered_hosts, create_app
 
 from .conftest import ROOT, SEEDS
 
@@ -121,7 +121,7 @@ class LiveServer:
 
     def __init__(self, settings: Settings, now: datetime) -> None:
         self.settings = settings
-        self.app = create_app(settings, clock=lambda: now, allowed_hosts=local_hosts(settings))
+        self.app = create_app(settings, clock=lambda: now, allowed_hosts=answered_hosts(settings))
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)  # room for many requests at once
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         config = uvicorn.Config(self.app, log_level="warning", ws="none", timeout_graceful_shutdown=2)

@@ -19,14 +19,16 @@ import httpx
 import numpy as np
 import pytest
 from markupsafe import escape
+from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings, load_subscribers
 from newsletter.rank import semantic
 from newsletter.rank.embed import HashingEmbedder
-from newsletter.serve import create_app, local_hosts
+from newsletter.serve import answered_hosts, create_app, local_hosts
 from newsletter.store import Store
+from newsletter.unsubscribe import make_token
 
 from .conftest import DATA
 from .helpers import add_dumps, make_env, seed_names
@@ -317,14 +319,40 @@ def test_pages_carry_a_no_script_policy(client: TestClient) -> None:
     assert digest.headers["x-content-type-options"] == "nosniff"
 
 
-def test_host_check_refuses_foreign_host_names(env: dict[str, str]) -> None:
+@pytest.mark.parametrize("listening_on", ["127.0.0.1", "0.0.0.0", "192.0.2.2"])
+def test_host_check_refuses_foreign_host_names_wherever_it_listens(
+    env: dict[str, str], listening_on: str
+) -> None:
+    """Listening beyond loopback used to drop the check: a DNS rebinding page could read every preview."""
     settings = settings_for(env, base_url="https://papers.example.org")
-    assert set(local_hosts(settings)) >= {"127.0.0.1", "localhost", "papers.example.org"}
-    app = create_app(settings, clock=lambda: NOW, allowed_hosts=local_hosts(settings))
+    previews = local_hosts(listening_on, also=["Lab-Box.local"])
+    assert set(previews) >= {"127.0.0.1", "localhost", "[::1]", "lab-box.local"}
+    assert "papers.example.org" not in previews
+    hosts = answered_hosts(settings, listening_on, also=["lab-box.local"])
+    app = create_app(settings, clock=lambda: NOW, allowed_hosts=hosts, preview_hosts=previews)
     with TestClient(app, base_url="http://rebound.attacker.example") as client:
         assert client.get("/").status_code == 400
-    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
-        assert client.get("/").status_code == 200
+    for name in ("127.0.0.1:8000", "lab-box.local", "[::1]:8000"):
+        with TestClient(app, base_url=f"http://{name}") as client:
+            assert client.get("/").status_code == 200, name
+    if listening_on == "192.0.2.2":
+        with TestClient(app, base_url="http://192.0.2.2:8000") as client:
+            assert client.get("/").status_code == 200
+
+
+def test_the_public_host_name_gets_only_the_emails_links(env: dict[str, str]) -> None:
+    """A proxy that strips the base URL's path published every preview (each with working signed links)
+    at https://papers.example.org/nl/: the public name now answers only the links."""
+    settings = settings_for(env, base_url="https://papers.example.org/nl", unsubscribe_secret="s" * 16)
+    app = create_app(
+        settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings), preview_hosts=local_hosts()
+    )
+    token = make_token(SSM, SecretStr("s" * 16))
+    with TestClient(app, base_url="https://papers.example.org") as client:
+        for path in ("/", f"/s/{SSM}", f"/s/{SSM}/html", f"/s/{SSM}/last"):
+            assert client.get(path).status_code == 404, path
+        for path in (f"/unsubscribe/{token}", f"/nl/unsubscribe/{token}"):
+            assert client.get(path).status_code == 200, path
 
 
 # --- the CLI command -------------------------------------------------------------------------------

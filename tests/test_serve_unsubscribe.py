@@ -256,3 +256,48 @@ def test_resubscribe_undoes_an_unsubscribe_and_sends_no_backlog(tmp_path: Path) 
     add_dumps(env, seed_names()[2])
     later = json.loads(cli(env, "run", "--json", "--now", "2026-03-14T08:00:00Z").stdout)
     assert [d["status"] for d in later["digests"] if d["subscriber"] == SSM] == ["sent"]
+
+
+def test_a_trailing_slash_is_not_redirected_past_the_proxy_s_prefix(client: TestClient) -> None:
+    """Starlette's slash redirect pointed at http://host/unsubscribe/..., without a proxy's /nl."""
+    response = client.post(
+        f"/unsubscribe/{token(SSM)}/",
+        content="List-Unsubscribe=One-Click",
+        headers=ONE_CLICK,
+        follow_redirects=False,
+    )
+    assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_a_base_url_path_with_an_escape_is_answered_as_the_links_spell_it(env: dict[str, str]) -> None:
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+        base_url="https://papers.example.org/news%20letter",
+        unsubscribe_secret=SECRET,
+    )
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        response = client.post(
+            f"/news%20letter/unsubscribe/{token(SSM)}",
+            content="List-Unsubscribe=One-Click",
+            headers=ONE_CLICK,
+        )
+    assert response.status_code == 200 and unsubscribed(settings) == {SSM}
+
+
+def test_feedback_from_an_unsubscribed_address_says_no_digest_goes_there(
+    client: TestClient, settings: Settings
+) -> None:
+    """The page promised "from the next digest on" to an address that gets none."""
+    from newsletter.feedback import feedback_token
+
+    with open_pipeline(settings) as pipeline:
+        pipeline.ingest_folder(NOW)
+        key = pipeline.store.papers_first_seen_after(0)[0].key
+    client.post(f"/unsubscribe/{token(SSM)}", content="List-Unsubscribe=One-Click", headers=ONE_CLICK)
+    link = f"/feedback/more/{feedback_token(SSM, key, SecretStr(SECRET))}"
+    shown, done = client.get(link).text, client.post(link).text
+    assert "is unsubscribed from" in shown and "It would be kept" in shown
+    assert "is unsubscribed from" in done and "From the next digest on" not in done

@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 import uvicorn
@@ -23,23 +24,36 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.serve.web import create_app
 
-__all__ = ["create_app", "local_hosts", "run_server"]
+__all__ = ["answered_hosts", "create_app", "local_hosts", "public_host", "run_server"]
 
 log = logging.getLogger(__name__)
 
 
 def run_server(
-    settings: Settings, host: str = "127.0.0.1", port: int = 8000, *, new_database: bool = False
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    new_database: bool = False,
+    also: Sequence[str] = (),
 ) -> None:
-    """Serve until interrupted. Bound to loopback, only local Host names (and base_url's) are answered."""
+    """Serve until interrupted. The preview pages answer local Host names only (loopback, the address
+    listened on, ``also``); base_url's host gets only the emails' links; any other name gets 400."""
+    previews = local_hosts(host, also)
     if not is_loopback(host):
         log.warning(
-            "serving on %s: the preview pages show every subscriber's address; expose only /unsubscribe/ "
-            "and /feedback/",
+            "serving on %s: the preview pages answer only to %s (add names with --allow-host); "
+            "%s gets only /unsubscribe/ and /feedback/",
             host,
+            ", ".join(previews),
+            public_host(settings) or "NEWSLETTER_BASE_URL's host",
         )
-    hosts = local_hosts(settings, host) if is_loopback(host) else None
-    app = create_app(settings, allowed_hosts=hosts, new_database=new_database)
+    app = create_app(
+        settings,
+        allowed_hosts=answered_hosts(settings, host, also),
+        preview_hosts=previews,
+        new_database=new_database,
+    )
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
     log.warning("preview at http://%s:%d/", host if ":" not in host else f"[{host}]", port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
@@ -72,8 +86,25 @@ def _in_use(exc: OSError) -> bool:
     return exc.errno == errno.EADDRINUSE
 
 
-def local_hosts(settings: Settings, host: str = "127.0.0.1") -> list[str]:
-    """Host names a loopback server answers to: its own, plus base_url's (a local reverse proxy)."""
-    hosts = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
-    public = urlsplit(settings.base_url).hostname if settings.base_url else None
-    return sorted(hosts | {public}) if public else sorted(hosts)
+WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 - every interface: no one name to answer to
+
+
+def local_hosts(host: str = "127.0.0.1", also: Sequence[str] = ()) -> list[str]:
+    """Host names the preview pages answer to: loopback's, the address listened on, and ``also``."""
+    hosts = {"127.0.0.1", "localhost", "[::1]"} | {name.strip().lower() for name in also if name.strip()}
+    if host not in WILDCARDS:
+        hosts.add(f"[{host}]" if ":" in host else host.lower())
+    return sorted(hosts)
+
+
+def public_host(settings: Settings) -> str | None:
+    """NEWSLETTER_BASE_URL's host name: the emails' links come to it (through a reverse proxy)."""
+    host = urlsplit(settings.base_url).hostname if settings.base_url else None
+    return (f"[{host}]" if ":" in host else host.lower()) if host else None
+
+
+def answered_hosts(settings: Settings, host: str = "127.0.0.1", also: Sequence[str] = ()) -> list[str]:
+    """Every Host name `serve` answers (the preview pages' and base_url's); others get 400, so a DNS
+    rebinding page cannot read the previews, wherever the server listens."""
+    public = public_host(settings)
+    return sorted(set(local_hosts(host, also)) | ({public} if public else set()))

@@ -6,13 +6,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware, parse_host_header
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -49,11 +49,14 @@ def create_app(
     *,
     clock: Callable[[], datetime] = utcnow,
     allowed_hosts: Sequence[str] | None = None,
+    preview_hosts: Sequence[str] | None = None,
     new_database: bool = False,
 ) -> Starlette:
-    """The preview + unsubscribe app. ``allowed_hosts`` (Host header check) guards against DNS rebinding."""
+    """The preview + unsubscribe app. ``allowed_hosts`` (Host header check) guards against DNS rebinding;
+    ``preview_hosts``, when given, are the only names the preview pages answer (404 on the others: the
+    public name gets only the emails' links)."""
     previewer = Previewer(settings, clock, new_database=new_database)
-    views = _Views(settings, previewer, clock)
+    views = _Views(settings, previewer, clock, preview_hosts)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -84,6 +87,7 @@ def create_app(
         exception_handlers={NewsletterError: _error_page},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a redirect would lose a reverse proxy's path prefix
     app.state.previewer = previewer
     app.state.public_paths = tuple(
         p + public for p in {"", _path_of(settings.base_url)} for public in PUBLIC_PATHS
@@ -93,23 +97,38 @@ def create_app(
 
 def _path_of(base_url: str | None) -> str:
     """The path of NEWSLETTER_BASE_URL ("/nl" of https://example.org/nl/): a proxy may pass it on."""
-    return urlsplit(base_url).path.rstrip("/") if base_url else ""
+    return unquote(urlsplit(base_url).path).rstrip("/") if base_url else ""  # routes match decoded paths
 
 
 class _Views:
     """Preview pages run on PREVIEW_THREADS threads of their own, so however many are queued, the
     unsubscribe endpoint (on Starlette's shared thread pool) is answered at once."""
 
-    def __init__(self, settings: Settings, previewer: Previewer, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        previewer: Previewer,
+        clock: Callable[[], datetime],
+        preview_hosts: Sequence[str] | None,
+    ) -> None:
         self.settings = settings
         self.previewer = previewer
         self.clock = clock
+        self.preview_hosts = None if preview_hosts is None else frozenset(preview_hosts)
         self._previews: anyio.CapacityLimiter | None = None  # made in the server's event loop
 
     async def _preview(self, build: Callable[[Request], Response], request: Request) -> Response:
+        if not self._may_preview(request):  # not the emails' links: every subscriber's address is here
+            return PlainTextResponse("Not Found", status_code=404)
         if self._previews is None:
             self._previews = anyio.CapacityLimiter(PREVIEW_THREADS)
         return await anyio.to_thread.run_sync(build, request, limiter=self._previews)
+
+    def _may_preview(self, request: Request) -> bool:
+        if self.preview_hosts is None:
+            return True
+        host = parse_host_header(request.headers.get("host"))
+        return host is not None and host.host.lower() in self.preview_hosts
 
     async def index(self, request: Request) -> Response:
         return await self._preview(self._index, request)
@@ -209,11 +228,25 @@ class _Views:
         if paper is None:
             return self._feedback_page("unknown", 404)
         current = next((f.kind for f in store.feedback(email) if f.paper.id == paper.id), None)
-        state = "done" if posted else "confirm"
-        return self._feedback_page(state, 200, kind=kind, email=email, paper=paper, current=current)
+        state, unsubscribed = "done" if posted else "confirm", store.is_unsubscribed(email)
+        context = {
+            "kind": kind,
+            "email": email,
+            "paper": paper,
+            "current": current,
+            "unsubscribed": unsubscribed,
+        }
+        return self._feedback_page(state, 200, **context)
 
     def _feedback_page(self, state: str, status: int, **context: object) -> Response:
-        context = {"kind": "more", "email": "", "paper": None, "current": None, **context}
+        context = {
+            "kind": "more",
+            "email": "",
+            "paper": None,
+            "current": None,
+            "unsubscribed": False,
+            **context,
+        }
         return page("feedback.html", status, state=state, list_name=self._list_name, **context)
 
     @property
