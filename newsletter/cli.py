@@ -299,6 +299,7 @@ def retry(
     clock = _parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
     with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
+        pipeline.take_held_clicks()
         pipeline.recover(clock)
         requeued = pipeline.store.requeue(clock, statuses=statuses)
         report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop)

@@ -29,6 +29,7 @@ from newsletter.deliver import STOPPED, Breaker, Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.forget import forget_old_vectors
+from newsletter.held import record_held
 from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.parallel import LocalProcesses, build_ahead
@@ -134,6 +135,7 @@ class Pipeline:
         started = time.perf_counter()
         report = RunReport(detailed=detailed)
         self.timings, self.breaker = Timings(), Breaker()
+        self.take_held_clicks()
         if not dry_run:
             report.recovered_unknown = self.recover(now)
         with self.timings("ingest"):
@@ -170,6 +172,11 @@ class Pipeline:
         with report.halts_on_store_errors():  # the coordinator's own queries, or the job queue's
             report.merge(self._run_shards(subscribers, now, stop, detailed, done))
         return report
+
+    def take_held_clicks(self) -> None:
+        """Record the unsubscribes and feedback `serve` held while the database could not take them
+        (see held.py), before anything is selected or sent."""
+        record_held(self.settings.home, self.store)
 
     def recover(self, now: datetime) -> list[str]:
         """What a crashed run left 'sending' becomes 'unknown' (returned), or is queued again when it was

@@ -21,7 +21,8 @@ from newsletter.app import utcnow
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
 from newsletter.feedback import as_kind, read_feedback_token
-from newsletter.models import UNRANKED
+from newsletter.held import HELD_FILE, Click, hold, record_click, record_held
+from newsletter.models import UNRANKED, StoredPaper
 from newsletter.send.message import DEFAULT_LIST_NAME, list_name
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
@@ -34,6 +35,7 @@ DIGEST_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; "
     "frame-ancestors 'self'; base-uri 'none'; form-action 'none'"
 )
+HELD_RETRY = 60.0  # seconds between serve's tries to record the clicks it held (see held.py)
 PREVIEW_THREADS = 2  # previews computed at once (the Previewer does one at a time; one more waits ready)
 ERROR_TITLES: tuple[tuple[type[NewsletterError], str], ...] = (
     (RenderError, "Template error"),
@@ -60,7 +62,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(views.keep_taking_held)  # with no run on this machine to take them
+            yield
+            tasks.cancel_scope.cancel()
         previewer.close()
 
     routes = [  # the emails' links first, at the base URL's path too (which may be /s, say)
@@ -203,11 +208,10 @@ class _Views:
         if email is None:
             log.warning("refused an unsubscribe request with an invalid token")
             return page("unsubscribe.html", 400, state="invalid", email="", list_name=self._list_name)
-        store = self.previewer.store()
         if request.method == "POST":
-            store.record_unsubscribe(email, self.clock())
+            self._take(Click("unsubscribe", email, self.clock()))
             return page("unsubscribe.html", state="done", email=email, list_name=self._list_name)
-        state = "already" if store.is_unsubscribed(email) else "confirm"
+        state = "already" if self.previewer.store().is_unsubscribed(email) else "confirm"
         return page("unsubscribe.html", state=state, email=email, list_name=self._list_name)
 
     # -- "more / less like this" ---------------------------------------------------------------------
@@ -222,9 +226,14 @@ class _Views:
             log.warning("refused a feedback request with an invalid link")
             return self._feedback_page("invalid", 400)
         email, key = signed
-        store = self.previewer.store()
         posted = request.method == "POST"
-        paper = store.record_feedback(email, key, kind, self.clock()) if posted else store.paper_by_key(key)
+        if posted:
+            recorded, paper = self._take(Click(kind, email, self.clock(), key))
+            if not recorded:
+                return self._feedback_page("held", 200, kind=kind, email=email)
+        else:
+            paper = self.previewer.store().paper_by_key(key)
+        store = self.previewer.store()
         if paper is None:
             return self._feedback_page("unknown", 404)
         current = next((f.kind for f in store.feedback(email) if f.paper.id == paper.id), None)
@@ -237,6 +246,31 @@ class _Views:
             "unsubscribed": unsubscribed,
         }
         return self._feedback_page(state, 200, **context)
+
+    async def keep_taking_held(self) -> None:
+        """Every HELD_RETRY seconds, record the clicks held while the database could not take them."""
+        while True:
+            await anyio.sleep(HELD_RETRY)
+            if (self.settings.home / HELD_FILE).exists():
+                await anyio.to_thread.run_sync(self._take_held)
+
+    def _take_held(self) -> None:
+        try:
+            record_held(self.settings.home, self.previewer.store())
+        except StoreError as exc:
+            log.warning("held clicks wait for the database: %s", exc)
+
+    def _take(self, click: Click) -> tuple[bool, StoredPaper | None]:
+        """Record a click (True, and what ``record_click`` returns), or hold it in the state folder when
+        the database cannot take it now (False): the reader is answered either way, nothing is lost."""
+        try:
+            store = self.previewer.store()
+            record_held(self.settings.home, store)  # the clicks held earlier first: they came first
+            return True, record_click(store, click)
+        except StoreError as exc:
+            log.error("the database cannot take a click now: %s", exc)
+            hold(self.settings.home, click)
+            return False, None
 
     def _feedback_page(self, state: str, status: int, **context: object) -> Response:
         context = {

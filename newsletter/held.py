@@ -1,0 +1,109 @@
+"""Clicks held for the store: an unsubscribe or a "more/less like this" that came while the database
+could not take it (locked past its busy timeout by a long write, or down for maintenance).
+
+Mailbox providers send RFC 8058 one-click unsubscribes once and do not retry, so `serve` must not
+answer "try again later". It appends the click to ``held-clicks.jsonl`` in the state folder (flushed
+to disk before the reader is told it is done) and records it once the database answers: the next run
+takes the file before it sends anything, and `serve` tries again at its next click and every minute.
+Recording is idempotent (an unsubscribe keeps its first time, feedback replaces feedback on the same
+paper), so a click recorded but not yet cleared from the file is harmless when recorded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Literal
+
+from newsletter.errors import StoreError
+from newsletter.models import StoredPaper
+from newsletter.store import Store
+
+log = logging.getLogger(__name__)
+
+HELD_FILE = "held-clicks.jsonl"
+
+Kind = Literal["unsubscribe", "more", "less"]
+
+
+@dataclass(frozen=True)
+class Click:
+    kind: Kind
+    email: str
+    at: datetime
+    paper: str | None = None  # a feedback click's paper key
+
+    def to_line(self) -> str:
+        return json.dumps({**asdict(self), "at": self.at.isoformat()}) + "\n"
+
+
+def hold(home: Path, click: Click) -> None:
+    """Append ``click`` to the state folder's file, on disk before this returns (StoreError if not)."""
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        with _locked(home, "ab+") as held:
+            line = click.to_line().encode()
+            held.write(line if _at_line_start(held) else b"\n" + line)  # after a line cut short
+            held.flush()
+            os.fsync(held.fileno())
+    except OSError as exc:
+        raise StoreError(f"cannot hold a click in {home / HELD_FILE}: {exc.strerror or exc}") from exc
+    log.warning("%s of %s held in %s until the database takes it", click.kind, click.email, HELD_FILE)
+
+
+def _at_line_start(held: IO[bytes]) -> bool:
+    if held.seek(0, os.SEEK_END) == 0:
+        return True
+    held.seek(-1, os.SEEK_END)
+    return held.read(1) == b"\n"
+
+
+def record_held(home: Path, store: Store) -> int:
+    """Record every held click, then empty the file; the number recorded. A database error leaves the
+    file as it was (raised: a run must not send past an unsubscribe it could not record)."""
+    try:
+        with _locked(home, "rb+") as held:
+            clicks = list(_read(held))
+            for click in clicks:
+                record_click(store, click)
+            held.truncate(0)
+    except FileNotFoundError:  # nothing held: the usual case
+        return 0
+    except OSError as exc:
+        raise StoreError(f"cannot read the held clicks in {home / HELD_FILE}: {exc.strerror or exc}") from exc
+    if clicks:
+        log.info("recorded %d held clicks from %s", len(clicks), HELD_FILE)
+    return len(clicks)
+
+
+def record_click(store: Store, click: Click) -> StoredPaper | None:
+    """Record one click; for feedback, the paper it names (None: no such paper, nothing recorded)."""
+    if click.kind == "unsubscribe":
+        store.record_unsubscribe(click.email, click.at)
+        return None
+    return store.record_feedback(click.email, click.paper or "", click.kind, click.at)
+
+
+def _read(held: IO[bytes]) -> Iterator[Click]:
+    for number, line in enumerate(held, start=1):
+        try:
+            data = json.loads(line.decode())
+            yield Click(data["kind"], data["email"], datetime.fromisoformat(data["at"]), data.get("paper"))
+        except (ValueError, KeyError, TypeError):  # a line a full disk cut short (or UnicodeDecodeError)
+            log.warning("%s:%d: not a held click, skipped", HELD_FILE, number)
+
+
+@contextlib.contextmanager
+def _locked(home: Path, mode: str) -> Iterator[IO[bytes]]:
+    """The file, open in binary ``mode`` under an exclusive lock: a click is never appended while a run
+    records and empties the file."""
+    with (home / HELD_FILE).open(mode) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        yield held

@@ -1,0 +1,134 @@
+"""Clicks `serve` holds while the database cannot take them: answered, kept on disk, recorded later.
+
+A one-click unsubscribe that met a database locked past its busy timeout (or down) was answered 503
+"try again", and mailbox providers do not retry: the unsubscribe was lost.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from starlette.testclient import TestClient
+
+from newsletter.app import open_pipeline, open_store
+from newsletter.config import Settings, load_subscribers
+from newsletter.feedback import feedback_token
+from newsletter.held import HELD_FILE, Click, hold, record_held
+from newsletter.serve import create_app
+from newsletter.unsubscribe import make_token
+
+from .helpers import add_dumps, make_env, seed_names
+from .test_serve_unsubscribe import DIFF, NOW, ONE_CLICK, SECRET, SSM, settings_for, unsubscribed
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    env = make_env(tmp_path)
+    add_dumps(env, *seed_names()[:2])
+    return settings_for(env)
+
+
+@contextmanager
+def locked(settings: Settings) -> Iterator[None]:
+    """Another process's long write transaction on the SQLite store."""
+    other = sqlite3.connect(settings.home / "state.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+@pytest.fixture
+def paper_key(settings: Settings) -> str:
+    with open_pipeline(settings) as pipeline:
+        pipeline.ingest_folder(NOW)
+        return pipeline.store.papers_first_seen_after(0)[0].key
+
+
+def feedback_of(settings: Settings, email: str) -> list[tuple[str, str]]:
+    with open_store(settings) as store:
+        return [(f.kind, f.paper.key) for f in store.feedback(email)]
+
+
+def held_lines(settings: Settings) -> list[str]:
+    path = settings.home / HELD_FILE
+    return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+def test_clicks_on_a_locked_database_are_answered_held_and_taken_by_the_next_run(
+    settings: Settings, paper_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("newsletter.store.engine.BUSY_TIMEOUT_MS", 200)
+    unsubscribe = f"/unsubscribe/{make_token(SSM, SecretStr(SECRET))}"
+    less = f"/feedback/less/{feedback_token(DIFF, paper_key, SecretStr(SECRET))}"
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        client.get("/unsubscribe/x")  # the server's store is open before the other process writes
+        with locked(settings):
+            gone = client.post(unsubscribe, content="List-Unsubscribe=One-Click", headers=ONE_CLICK)
+            noted = client.post(less, content="")
+    assert gone.status_code == 200 and "You are unsubscribed" in gone.text
+    assert noted.status_code == 200 and "Noted: fewer papers like this" in noted.text
+    assert len(held_lines(settings)) == 2 and unsubscribed(settings) == set()
+
+    subscribers = load_subscribers(settings.subscribers)
+    with open_pipeline(settings) as pipeline:
+        report = pipeline.run(subscribers, NOW)
+    assert {d.subscriber: d.reason for d in report.digests}[SSM] == "unsubscribed"  # before anything is sent
+    assert unsubscribed(settings) == {SSM}
+    assert feedback_of(settings, DIFF) == [("less", paper_key)]
+    assert held_lines(settings) == []
+
+
+def test_serve_takes_what_it_held_at_its_next_click(
+    settings: Settings, paper_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("newsletter.store.engine.BUSY_TIMEOUT_MS", 200)
+    more = f"/feedback/more/{feedback_token(SSM, paper_key, SecretStr(SECRET))}"
+    unsubscribe = f"/unsubscribe/{make_token(DIFF, SecretStr(SECRET))}"
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        client.get("/unsubscribe/x")
+        with locked(settings):
+            assert client.post(more).status_code == 200
+        assert len(held_lines(settings)) == 1
+        client.post(unsubscribe, content="List-Unsubscribe=One-Click", headers=ONE_CLICK)
+    assert feedback_of(settings, SSM) == [("more", paper_key)] and unsubscribed(settings) == {DIFF}
+    assert held_lines(settings) == []
+
+
+def test_a_line_cut_short_is_skipped_and_the_rest_recorded(
+    settings: Settings, paper_key: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    hold(settings.home, Click("unsubscribe", SSM, NOW))
+    with (settings.home / HELD_FILE).open("a", encoding="utf-8") as held:
+        held.write('{"kind": "more", "email": "di')  # the disk filled up mid-line
+    hold(settings.home, Click("more", DIFF, NOW, paper_key))
+    with open_store(settings) as store:
+        assert record_held(settings.home, store) == 2
+    assert unsubscribed(settings) == {SSM} and feedback_of(settings, DIFF) == [("more", paper_key)]
+    assert any(f"{HELD_FILE}:2: not a held click" in r.getMessage() for r in caplog.records)
+
+
+def test_nothing_held_is_nothing_to_do(settings: Settings, tmp_path: Path) -> None:
+    with open_store(settings) as store:
+        assert record_held(tmp_path, store) == 0
+
+
+def test_serve_takes_what_it_held_by_itself_once_the_database_answers(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no click to come and no run on this machine (a shared PostgreSQL store), serve retries."""
+    monkeypatch.setattr("newsletter.serve.web.HELD_RETRY", 0.05)
+    hold(settings.home, Click("unsubscribe", SSM, NOW))
+    with TestClient(create_app(settings, clock=lambda: NOW)):
+        deadline = time.monotonic() + 10
+        while held_lines(settings) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert held_lines(settings) == [] and unsubscribed(settings) == {SSM}
