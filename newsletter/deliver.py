@@ -23,11 +23,12 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Literal
 
+from newsletter.address import address_key
 from newsletter.config import Settings
 from newsletter.errors import ConnectionRefused, SendError, SendStopped
 from newsletter.models import OutgoingMessage
@@ -44,6 +45,7 @@ NEXT_RUN_BACKOFF = timedelta(minutes=5)
 FAILED_IN_A_ROW = 5  # requests refused or lost one after another: the server's trouble, not each message's
 MAX_IN_RUN_WAIT = 60.0  # seconds; a server asking for a longer pause (Retry-After) gets it between runs
 MAX_NEXT_RUN_BACKOFF = timedelta(days=1)  # however far off a Retry-After date is
+GIVE_UP_AFTER = timedelta(days=5)  # a digest refused for now this long after it was planned fails for good
 STOPPED = "stopped; queued for the next run"
 REFUSED_CONNECTION = "its connection was refused; sent over another"  # never in a report: sent again
 ROUND_TRIP_SAMPLES = 3  # requests timed before "auto" decides how many connections to open
@@ -60,11 +62,17 @@ class Breaker:
         self.in_a_row = 0
         self.tripped = False
         self.reason = ""  # why, once tripped: for the run report
+        self._counted: set[str] = set()  # recipients whose failure counted: one address's queue counts once
 
-    def tally(self, accepted: bool, why: str = "") -> bool:
-        """Count one request; True for the one that trips the breaker."""
+    def tally(self, accepted: bool, why: str = "", recipients: Iterable[str] = ()) -> bool:
+        """Count one request; True for the one that trips the breaker. A failed request counts only if
+        one of its ``recipients`` has not failed in this run yet (an address whose digests queued up,
+        all refused, is that address's trouble)."""
         with self._lock:
-            self.in_a_row = 0 if accepted else self.in_a_row + 1
+            new = set(recipients) - self._counted
+            self._counted |= new
+            if accepted or not recipients or new:
+                self.in_a_row = 0 if accepted else self.in_a_row + 1
             if self.in_a_row < FAILED_IN_A_ROW or self.tripped:
                 return False
             self._trip(f"{FAILED_IN_A_ROW} requests in a row failed (the last: {why})")
@@ -158,7 +166,7 @@ class Courier:
         except SendError as exc:
             outcome = self._record_failure(message, exc, now, items)
             if outcome.status in ("failed", "unknown") and _the_servers(exc):
-                self._tally(False, self._said(exc))
+                self._tally(False, self._said(exc), [address_key(message.recipient)])
             return outcome
         except InvalidTransition as exc:  # e.g. unsubscribed (and cancelled) since it was planned
             log.warning("%s: not sent: %s", message.recipient, exc)
@@ -167,8 +175,8 @@ class Courier:
         self._tally(True)
         return self._accepted(message, items)
 
-    def _tally(self, accepted: bool, why: str = "") -> None:
-        if self.breaker.tally(accepted, why):
+    def _tally(self, accepted: bool, why: str = "", recipients: Iterable[str] = ()) -> None:
+        if self.breaker.tally(accepted, why, recipients):
             self.halted = True
             log.error("%s", self.breaker.reason)
 
@@ -208,10 +216,14 @@ class Courier:
             if isinstance(result, SendError):
                 outcomes[message.digest_id] = self._record_failure(message, _halting(result), now, items)
         failed = {m.digest_id for m, _ in ready if outcomes[m.digest_id].status in ("failed", "unknown")}
-        refused = [r for (m, _), r in zip(ready, results, strict=True) if m.digest_id in failed]
-        errors = [r for r in refused if isinstance(r, SendError) and _the_servers(r)]
+        errors = [
+            (m.recipient, r)
+            for (m, _), r in zip(ready, results, strict=True)
+            if m.digest_id in failed and isinstance(r, SendError) and _the_servers(r)
+        ]
         if accepted or errors:
-            self._tally(bool(accepted), self._said(errors[-1]) if errors else "")
+            why = self._said(errors[-1][1]) if errors else ""
+            self._tally(bool(accepted), why, [address_key(address) for address, _ in errors])
         return [outcomes.get(m.digest_id) or _not_queued(m, items) for m, items in jobs]
 
     def _measured(self, seconds: float) -> None:
@@ -302,7 +314,7 @@ class Courier:
             self.halted = True
             self.breaker.trip(f"cannot send now ({said})")
         try:
-            self._record(message.digest_id, exc, now, said)
+            permanent, said = self._record(message.digest_id, exc, now, said)
         except InvalidTransition as moved:  # another process's recovery took it over meanwhile
             log.warning("%s: %s", message.recipient, moved)
             return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
@@ -310,7 +322,7 @@ class Courier:
             return DigestOutcome(message.recipient, "skipped", STOPPED, items, message.digest_id)
         if exc.unknown:
             return DigestOutcome(message.recipient, "unknown", f"error: {said}", items, message.digest_id)
-        kind = "permanent" if exc.permanent else "temporary, will retry next run"
+        kind = "permanent" if permanent else "temporary, will retry next run"
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
@@ -326,20 +338,32 @@ class Courier:
             return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
         return DigestOutcome(message.recipient, "skipped", REFUSED_CONNECTION, items, message.digest_id)
 
-    def _record(self, digest_id: str, exc: SendError, now: datetime, said: str) -> None:
+    def _record(self, digest_id: str, exc: SendError, now: datetime, said: str) -> tuple[bool, str]:
+        """Record the failure; whether it is for good now, and what is kept of it (a refusal for now
+        that has lasted GIVE_UP_AFTER is given up, as a mail server gives up a queued message)."""
         if exc.unknown:
             self.store.mark_unknown(digest_id, now, said)
-            return
-        retry_at = None if exc.permanent else now + _next_run_backoff(exc.retry_after)
+            return False, said
         at_once = isinstance(exc, SendStopped) or (exc.transport_down and exc.retry_after is None)
-        retry_at = now if at_once else retry_at  # not this message's refusal: due with the rest
-        self.store.mark_failed(digest_id, now, said, permanent=exc.permanent, retry_at=retry_at)
+        permanent, retry_at = exc.permanent, now  # not this message's refusal: due with the rest
+        if not at_once and not permanent:
+            attempts, planned = self.store.tries(digest_id) or (1, now)
+            runs = -(-attempts // (self.retries + 1))  # the runs that tried it, this one too
+            retry_at = now + _next_run_backoff(exc.retry_after, runs)
+            if now - planned >= GIVE_UP_AFTER:
+                permanent, said = (
+                    True,
+                    f"{said} (refused for now since {planned:%Y-%m-%d %H:%M} UTC: given up)",
+                )
+        self.store.mark_failed(digest_id, now, said, permanent=permanent, retry_at=retry_at)
+        return permanent, said
 
 
 def _the_servers(exc: SendError) -> bool:
-    """Whether a failure may be the server's rather than this message's: temporary or unknown ones,
-    and a permanent refusal on policy grounds (a relay that wants a login); not a bad address."""
-    return not exc.permanent or exc.policy
+    """Whether a failure may be the server's rather than this message's: temporary or unknown ones
+    (not those that blame the recipient's mailbox: one full mailbox must not stop the list), and a
+    permanent refusal on policy grounds (a relay that wants a login); not a bad address."""
+    return exc.policy or (not exc.permanent and not exc.mailbox)
 
 
 class _TakenOver(SendError):
@@ -376,10 +400,12 @@ def _not_queued(message: OutgoingMessage, items: tuple[ItemReport, ...]) -> Dige
     return DigestOutcome(message.recipient, "skipped", reason, items, message.digest_id)
 
 
-def _next_run_backoff(retry_after: float | None) -> timedelta:
-    """At least NEXT_RUN_BACKOFF, longer when the server asked for it, never more than a day."""
-    asked = timedelta(seconds=retry_after) if retry_after else NEXT_RUN_BACKOFF
-    return min(max(asked, NEXT_RUN_BACKOFF), MAX_NEXT_RUN_BACKOFF)
+def _next_run_backoff(retry_after: float | None, runs: int = 1) -> timedelta:
+    """NEXT_RUN_BACKOFF, doubled for each earlier run that was refused too, longer when the server asked
+    for it, never more than a day."""
+    backoff = NEXT_RUN_BACKOFF * 2 ** min(max(runs - 1, 0), 20)
+    asked = timedelta(seconds=retry_after) if retry_after else backoff
+    return min(max(asked, backoff), MAX_NEXT_RUN_BACKOFF)
 
 
 class Couriers:

@@ -77,6 +77,7 @@ class SendError(NewsletterError):
         retry_after: float | None = None,
         transport_down: bool = False,
         policy: bool = False,
+        mailbox: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.permanent = permanent
@@ -84,6 +85,7 @@ class SendError(NewsletterError):
         self.retry_after = retry_after
         self.transport_down = transport_down
         self.policy = policy  # refused whoever the recipient (SMTP 530, 554, 5.7.x): the server's doing
+        self.mailbox = mailbox  # the reply blames this recipient (x.1.x address, x.2.1-4 full or disabled)
 
 
 class SendStopped(SendError):

@@ -35,7 +35,7 @@ import pytest
 import yaml
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
-from newsletter.deliver import FAILED_IN_A_ROW, STOPPED
+from newsletter.deliver import FAILED_IN_A_ROW, GIVE_UP_AFTER, STOPPED, Breaker
 from newsletter.errors import SendError, StoreError
 from newsletter.models import OutgoingMessage
 from newsletter.pipeline import Pipeline
@@ -890,19 +890,50 @@ def test_a_server_failing_every_message_stops_the_run_after_a_few(
     assert len(sent) == len(set(sent)) > 40 and not {d.subscriber for d in tried} & set(sent)
 
 
-def test_bad_addresses_one_after_another_do_not_stop_the_run(tmp_path: Path, renderer: Renderer) -> None:
-    """A refusal of the address itself (5.1.1, a dead domain's addresses in a row) is the message's, not
-    the server's: every other digest still goes out in this run."""
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        SendError("SMTP recipient refused: 550 5.1.1 <x@oldlab.example>: user unknown", permanent=True),
+        SendError("SMTP recipient refused: 452 4.2.2 <x@lab.example>: mailbox full", mailbox=True),
+    ],
+    ids=["no-such-user", "mailbox-full-for-now"],
+)
+def test_refusals_that_blame_each_address_do_not_stop_the_run(
+    tmp_path: Path, renderer: Renderer, refusal: SendError
+) -> None:
+    """A refusal of the address itself (5.1.1, a dead domain's addresses in a row), or of its mailbox for
+    now (4.2.2 full), is the message's, not the server's: every other digest still goes out in this run."""
     folder = make_folder(tmp_path)
     write_subscribers(folder / "subscribers.yaml")
     subs = load_subscribers(folder / "subscribers.yaml").subscribers
-    gone = SendError("SMTP recipient refused: 550 5.1.1 <x@oldlab.example>: user unknown", permanent=True)
-    transport = Recorder({s.email: [gone] for s in subs[:10]})
-    made, listed = pipeline(folder, renderer, transport)
+    transport = Recorder({s.email: [refusal] * 3 for s in subs[:10]})
+    made, listed = pipeline(folder, renderer, transport, retry_backoff=0.0)
     with made.store:
         report = made.run(listed, NOW)
     assert report.statuses["failed"] == 10 and report.statuses["sent"] == len(transport.sent) > 40
     assert STOPPED not in report.skipped
+
+
+def test_one_address_s_queued_digests_all_refused_count_once(tmp_path: Path, renderer: Renderer) -> None:
+    """One mailbox refusing for days (a plain 451, nothing naming it) queued a digest a day; once five
+    waited, each run met them first, stopped on them, and the rest of the list got nothing for good."""
+    folder = make_folder(tmp_path)
+    busy = SendError("SMTP recipient refused: 451 try again later")
+    transport = Recorder({READERS[0]: [busy] * 100})
+    made, subs = pipeline(folder, renderer, transport, retry_backoff=0.0)
+    with made.store:
+        for day, seed in enumerate(seed_names()):
+            shutil.copy(SEEDS / seed, folder / "dumps")
+            report = made.run(subs, NOW + timedelta(days=day))
+    assert [d.status for d in report.digests if d.subscriber == READERS[0]].count("failed") >= 4
+    assert not [e for e in report.errors if "in a row" in e]
+    assert {READERS[1], READERS[2]} <= set(transport.sent)
+
+
+def test_the_breaker_counts_each_address_once_and_distinct_ones_in_a_row() -> None:
+    breaker = Breaker()
+    assert not any(breaker.tally(False, "451", ["ada@x.org"]) for _ in range(10))
+    assert [breaker.tally(False, "451", [f"u{i}@x.org"]) for i in range(4)] == [False, False, False, True]
 
 
 def test_a_digest_waiting_out_its_backoff_is_reported_once(folder: Path, renderer: Renderer) -> None:
@@ -983,3 +1014,25 @@ def test_a_database_error_mid_run_stops_it_with_what_it_did_reported(
     # the refused one could not be recorded: left 'sending', as after a crash, so 'unknown' now
     assert left == {READERS[0]: "sent", READERS[1]: "unknown", READERS[2]: "sent"}
     assert len(report.recovered_unknown) == 1
+
+
+def test_a_refusal_for_now_backs_off_longer_each_run_and_is_given_up_after_days(
+    folder: Path, renderer: Renderer
+) -> None:
+    """It was tried again 5 minutes later, forever: under the daemon, three refused requests every five
+    minutes to the provider for a mailbox full for weeks, and a digest that never ended."""
+    busy = SendError("SMTP recipient refused: 452 4.2.2 mailbox full", mailbox=True)
+    transport = Recorder({READERS[0]: [busy] * 1000})
+    made, subs = pipeline(folder, renderer, transport, retry_backoff=0.0)
+    waits, at = [], NOW
+    with made.store:
+        for _ in range(4):
+            made.run(subs, at)
+            (record,) = made.store.deliveries(email=READERS[0], with_items=False)
+            assert record.status == "retry" and record.not_before is not None
+            waits.append(record.not_before - at)
+            at = record.not_before
+        made.run(subs, NOW + GIVE_UP_AFTER)
+        (record,) = made.store.deliveries(email=READERS[0], with_items=False)
+    assert waits == [timedelta(minutes=m) for m in (5, 10, 20, 40)]
+    assert record.status == "failed" and "given up" in (record.last_error or "")

@@ -607,3 +607,23 @@ def test_a_server_echoing_auth_plain_never_shows_the_password(handler: Recorder)
     shown = caught.value.message
     assert "refused AUTH PLAIN " in shown and "***" in shown
     assert base64.b64encode(f"\0ada\0{PASSWORD}".encode()).decode()[8:-4] not in shown
+
+
+@pytest.mark.parametrize(
+    ("reply", "mailbox"),
+    [
+        ("452 4.2.2 <reader1@example.net>: mailbox full", True),
+        ("450 4.1.1 <reader1@example.net>: recipient address unknown for now", True),
+        ("451 4.3.0 try again later", False),
+        ("452 4.2.0 try again later", False),
+        ("451 try again later", False),
+    ],
+)
+def test_a_refusal_for_now_tells_whether_it_blames_the_recipient_s_mailbox(
+    server: LoopbackController, handler: Recorder, reply: str, mailbox: bool
+) -> None:
+    """One full mailbox refused for days stopped the whole list: its refusals counted as the server's."""
+    handler.refuse_rcpt["reader1@example.net"] = reply
+    with transport_for(server) as transport, pytest.raises(SendError) as caught:
+        transport.send(message(1))
+    assert not caught.value.permanent and caught.value.mailbox is mailbox

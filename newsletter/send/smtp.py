@@ -95,10 +95,17 @@ def _policy(code: int, text: str) -> bool:
     message of a sender it refuses). Without an enhanced status, a refusal to relay (Exim's
     "550 relay not permitted") is the server's too."""
     enhanced = _ENHANCED.match(text)
-    subject, _, detail = enhanced[1].partition(".") if enhanced else ("", "", "")
-    the_address = subject == "1" or (subject == "2" and detail != "0")
     relaying = not enhanced and _RELAY.search(_ANY_ADDRESS.sub("", text)) is not None
-    return subject == "7" or relaying or (code in (530, 554) and not the_address)
+    subject = enhanced[1].partition(".")[0] if enhanced else ""
+    return subject == "7" or relaying or (code in (530, 554) and not _the_mailbox(text))
+
+
+def _the_mailbox(text: str) -> bool:
+    """Whether the enhanced status blames the recipient: its address (x.1.x) or a named state of its
+    mailbox (x.2.1-x.2.4: disabled, full, too long); another recipient may well be accepted."""
+    enhanced = _ENHANCED.match(text)
+    subject, _, detail = enhanced[1].partition(".") if enhanced else ("", "", "")
+    return subject == "1" or (subject == "2" and detail != "0")
 
 
 _RELAY = re.compile(r"\brelay(ing)?\b", re.IGNORECASE)
@@ -225,8 +232,9 @@ class SmtpTransport:
             self._discard()
             return _Dropped(reply)
         _reset(client)
-        policy = _policy(code, _decode(text))
-        return SendError(f"SMTP {what}: {reply}", permanent=500 <= code < 600, policy=policy)
+        said = _decode(text)
+        permanent, policy, mailbox = 500 <= code < 600, _policy(code, said), _the_mailbox(said)
+        return SendError(f"SMTP {what}: {reply}", permanent=permanent, policy=policy, mailbox=mailbox)
 
     def _sender_refused(self, client: _Client, exc: smtplib.SMTPSenderRefused) -> SendError | _Dropped:
         """MAIL FROM refused: the envelope sender is every message's, so a permanent refusal (530
@@ -264,7 +272,7 @@ class SmtpTransport:
         where = f"{self.host}:{self.port}"
         try:
             client = self._connect()
-        except (smtplib.SMTPException, OSError) as exc:
+        except (smtplib.SMTPException, OSError, ValueError) as exc:  # ValueError: a name IDNA refuses
             raise ConnectionRefused(
                 f"cannot connect to SMTP server {where}: {_describe(exc)}",
                 hint="check NEWSLETTER_SMTP_HOST, NEWSLETTER_SMTP_PORT and NEWSLETTER_SMTP_SECURITY",

@@ -379,6 +379,14 @@ def mark_failed(
     _transition(conn, digest_id, (PENDING, SENDING, RETRY, UNKNOWN), values)
 
 
+def tries(conn: Connection, digest_id: str) -> tuple[int, datetime] | None:
+    """A digest's attempts so far and when it was planned (None: no such digest)."""
+    row = conn.execute(
+        sa.select(digests.c.attempts, digests.c.created_at).where(digests.c.id == digest_id)
+    ).first()
+    return None if row is None else (row.attempts, row.created_at)
+
+
 def mark_unknown(conn: Connection, digest_id: str, now: datetime, error: str) -> None:
     values = {"status": UNKNOWN, "updated_at": now, "last_error": error[:MAX_ERROR]}
     _transition(conn, digest_id, (SENDING, UNKNOWN), values)

@@ -393,6 +393,11 @@ class Store:
         with self._tx(f"marking digest {digest_id} failed", write=True) as conn:
             delivery.mark_failed(conn, digest_id, now, error, permanent, retry_at)
 
+    def tries(self, digest_id: str) -> tuple[int, datetime] | None:
+        """A digest's attempts so far and when it was planned (None: no such digest)."""
+        with self._tx(f"reading digest {digest_id}") as conn:
+            return delivery.tries(conn, digest_id)
+
     def mark_unknown(self, digest_id: str, now: datetime, error: str) -> None:
         """sending -> unknown: the message may have been accepted. Reported, not resent."""
         _aware(now, "now")
