@@ -49,6 +49,21 @@ def _unicode_domain(domain: str) -> str:
         return domain.lower()
 
 
+def is_host_name(host: str) -> bool:
+    """Whether ``host`` can be looked up: an IP address, or a name whose labels IDNA can encode (no empty
+    label as in ``mail..example.org``, none over 63 characters)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return bool(host)
+
+
 def is_loopback(host: str) -> bool:
     """``localhost`` or a loopback address (127.0.0.0/8, ::1): a host name that never leaves the machine."""
     if host == "localhost":

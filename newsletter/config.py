@@ -23,7 +23,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from newsletter.address import address_key, is_loopback
+from newsletter.address import address_key, is_host_name, is_loopback
 from newsletter.errors import ConfigError, UsageError
 from newsletter.models import Subscriber
 from newsletter.redact import MIN_SECRET, url_passwords
@@ -64,11 +64,11 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_security: Literal["none", "starttls", "ssl"] = "none"
-    smtp_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    smtp_timeout: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
 
     api_key: SecretStr | None = None  # Postmark / SendGrid / Mailgun / Resend
     api_base_url: str | None = None  # override the provider's API host (a proxy, tests)
-    api_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    api_timeout: float = Field(default=30.0, gt=0, le=3600, allow_inf_nan=False)
     api_region: Literal["us", "eu"] = "us"  # Mailgun and SendGrid EU hosts
     mailgun_domain: str | None = None  # default: the sender's domain
     postmark_message_stream: str = "outbound"  # use your Broadcast stream for newsletters
@@ -91,7 +91,9 @@ class Settings(BaseSettings):
     # seconds before the first in-run retry, then doubled
     retry_backoff: float = Field(default=2.0, ge=0, allow_inf_nan=False)
 
-    tick_seconds: int = Field(default=300, ge=1)  # daemon: how often to ingest and deliver due digests
+    tick_seconds: int = Field(
+        default=300, ge=1, le=7 * 86400
+    )  # daemon: how often to ingest and deliver due digests
     fetch_cron: str = "0 * * * *"  # daemon: when the sources fetch new dumps (crontab syntax, UTC)
     sources: list[dict[str, Any]] = Field(default_factory=lambda: [{"kind": "folder"}])
 
@@ -152,11 +154,28 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018  (raises on a port that is not a number)
         except ValueError:
             parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts is None or parts.scheme not in ("http", "https") or not is_host_name(parts.hostname or ""):
             raise ValueError(
                 "must be an http(s) URL such as https://api.example.org "
                 "(a user:password@ in it needs '/', '@', ':', '#' and '?' percent-encoded)"
             )
+        return value
+
+    @field_validator("smtp_host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not is_host_name(value):
+            raise ValueError(
+                "is not a host name (an empty label, as in 'mail..example.org', or one too long)"
+            )
+        return value
+
+    @field_validator("smtp_username")
+    @classmethod
+    def _login(cls, value: str | None) -> str | None:
+        """Sent in the SMTP AUTH line, which takes printable ASCII (as the password)."""
+        if value is not None and any(not " " < ch <= "~" for ch in value):
+            raise ValueError("holds a space or a character other than printable ASCII (an accent?)")
         return value
 
     @field_validator("api_key", "smtp_password")

@@ -171,3 +171,29 @@ def test_an_empty_path_flag_is_refused_not_read_as_the_current_folder(
     assert proc.returncode == 2, proc.stderr
     assert f"is empty: give a path, or unset it for the default (flag {flag})" in proc.stderr
     assert list(work.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "field"),
+    [
+        ("NEWSLETTER_SMTP_HOST", "mail..example.org", "smtp_host"),
+        ("NEWSLETTER_SMTP_USERNAME", "jöse", "smtp_username"),
+        ("NEWSLETTER_SMTP_TIMEOUT", "1e10", "smtp_timeout"),
+        ("NEWSLETTER_API_BASE_URL", "http://api..example.org", "api_base_url"),
+        ("NEWSLETTER_TICK_SECONDS", "99999999999999", "tick_seconds"),
+        ("NEWSLETTER_SOURCES", '[{"kind": "hf-daily", "base_url": "http://hf..example.org"}]', "sources"),
+    ],
+)
+def test_a_setting_that_would_fail_at_the_first_send_is_refused_by_check_and_run(
+    env: dict[str, str], name: str, value: str, field: str
+) -> None:
+    """Each passed `check`; `run` then met a traceback (UnicodeError, OverflowError) after the first digest
+    was recorded 'sending', so it turned 'unknown' and was never sent (with a source: nothing was)."""
+    add_dumps(env, seed_names()[0])
+    bad = {**env, name: value, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_PASSWORD": "secret-pass"}
+    bad.setdefault("NEWSLETTER_SMTP_USERNAME", "digest")
+    for command in ("check", "run"):
+        proc = cli(bad, command, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, (command, proc.stderr)
+        assert field in proc.stderr.splitlines()[0], (command, proc.stderr)
+    assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()

@@ -182,7 +182,13 @@ class HttpSource:
         for attempt in range(attempts):
             try:
                 reply = self._send(client, url, headers)
-            except (httpx.UnsupportedProtocol, httpx.DecodingError, httpx.TooManyRedirects) as exc:
+            except (
+                httpx.UnsupportedProtocol,
+                httpx.DecodingError,
+                httpx.TooManyRedirects,
+                httpx.InvalidURL,
+                ValueError,  # a host name IDNA refuses
+            ) as exc:
                 raise SourceError(f"cannot fetch {url}: {_describe(exc)}") from exc  # retrying cannot help
             except httpx.TransportError as exc:
                 problem, wait = _describe(exc), None

@@ -34,6 +34,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from newsletter.address import is_host_name
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.sources.arxivfetch import DEFAULT_ARXIV_BASE_URL, ArxivSource
 from newsletter.sources.fetch import DEFAULT_HF_BASE_URL, HfDailySource
@@ -126,7 +127,7 @@ class _HttpSpec(_Spec):
             raise ValueError(
                 "not a URL (a user:password@ in it needs '/', '@', ':', '#' and '?' percent-encoded)"
             ) from None
-        if url.scheme not in ("http", "https") or not url.host:
+        if url.scheme not in ("http", "https") or not is_host_name(url.host):
             raise ValueError("must be an http(s) URL such as https://huggingface.co")
         return value.rstrip("/")
 

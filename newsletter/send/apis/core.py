@@ -304,6 +304,9 @@ class HttpApiTransport:
             response = client.send(build(client))
         except httpx.TransportError as exc:
             return self._transport_error(exc, what)
+        except (httpx.InvalidURL, ValueError) as exc:  # a host name IDNA refuses: nothing went out
+            detail = self._redact(str(exc) or type(exc).__name__)
+            return SendError(f"{self.provider}: cannot send {what}: {detail}", transport_down=True)
         except httpx.DecodingError as exc:  # a reply that came but cannot be read (a broken gzip body)
             detail = self._redact(str(exc) or type(exc).__name__)
             return self._maybe_accepted(f"{self.provider} reply to {what} cannot be read: {detail}")
