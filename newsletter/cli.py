@@ -360,6 +360,8 @@ def daemon(
 
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run
+    if root.level > logging.DEBUG:  # "Running job" and "executed successfully" around each tick
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
     run_daemon(state.settings(), tick_seconds=tick, new_database=state.new_database)
 
 

@@ -29,6 +29,8 @@ from newsletter.config import Settings, SubscriberList, load_subscribers
 from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.pipeline import Pipeline
+from newsletter.redact import redact
+from newsletter.report import RunReport
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 from newsletter.store import Store
 from newsletter.store.engine import db_errors
@@ -81,6 +83,7 @@ class Daemon:
         self._leader: Leadership | None = None  # set by run(); None: the caller holds the run lock
         self.sources: list[Source] = sources_from_settings(settings, stop=self.stop)
         self._busy = threading.Lock()
+        self._fetch_failures: list[str] = []  # since the last tick: its report carries them
         # a job late by any amount (a suspend, a stopped process, a clock jump) runs once, not never:
         # APScheduler's default grace of 1 s dropped it until the next interval
         job_defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
@@ -120,9 +123,18 @@ class Daemon:
                 log.info("tick: %s", report.summary())
                 if report.halted:  # the digests it sent are in the summary; the rest waits for a tick
                     log.error("tick stopped: %s", report.halted)
+                report.errors[:0], self._fetch_failures = self._fetch_failures, []  # for `status` too
                 save_report(self.settings, report)
             except NewsletterError as exc:  # the database gone a while, too: one line a tick
                 log.error("tick failed: %s", exc)
+                self._report_failure(exc)
+
+    def _report_failure(self, exc: NewsletterError) -> None:
+        """A tick that failed is the last run `status` shows, with its error (not the last good one)."""
+        failed = RunReport(detailed=False)
+        failed.errors = [*self._fetch_failures, f"tick failed: {exc}"]
+        with contextlib.suppress(NewsletterError):  # a full disk: logged above already
+            save_report(self.settings, failed)
 
     def _leads(self) -> bool:
         return self._leader is None or self._leader.check()
@@ -138,13 +150,17 @@ class Daemon:
                 return
         if not leads:
             return
-        written, _failures = fetch_all(self.sources, self.clock(), self.stop)  # each failure is logged
+        written, failures = fetch_all(self.sources, self.clock(), self.stop)  # each failure is logged
+        secrets = self.settings.secret_values()
+        with self._busy:  # the next tick's report carries them, so `status` shows them
+            self._fetch_failures += [redact(failure, secrets) for failure in failures]
         if written:
             self.tick(pipeline)
 
     def _install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        signal.signal(signal.SIGHUP, _on_hangup)  # its default killed the daemon mid-message, silently
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the message in flight", signal.Signals(signum).name)
@@ -152,6 +168,13 @@ class Daemon:
             return  # a second signal: the first one's shutdown is already under way
         self.stop.set()
         self.scheduler.shutdown(wait=True)
+
+
+def _on_hangup(signum: int, frame: FrameType | None) -> None:
+    log.warning(
+        "received SIGHUP: nothing to reload (the subscribers file is read again when it changes); "
+        "restart the daemon to change its settings"
+    )
 
 
 class Leadership:

@@ -134,3 +134,5 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     console.print(
         f"Last run: {last['finished_at']}: {last['summary']}" if last else "Last run: none recorded"
     )
+    for problem in (last or {}).get("errors", []):
+        console.print(f"  error: {problem}", highlight=False, markup=False, soft_wrap=True)

@@ -49,12 +49,16 @@ def test_daemon_delivers_a_dropped_dump_and_exits_cleanly_on_sigterm(env: dict[s
         # A second instance on the same state folder is refused.
         second = cli(env, "run", check=False)
         assert second.returncode == 1 and "another run" in second.stderr
+        proc.send_signal(signal.SIGHUP)  # its default ended the daemon at once, mid-message, silently
+        time.sleep(1.5)
+        assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "SIGTERM" in err
+    assert "SIGTERM" in err and "received SIGHUP: nothing to reload" in err
     assert "tick:" in err  # one line per job run, without --verbose
+    assert "Running job" not in err and "executed successfully" not in err  # APScheduler's, twice a tick
     status = json.loads(cli(env, "status", "--json").stdout)
     assert status["counts"] == {"sent": len(outbox(env))}
     assert status["last_run"]["summary"]
@@ -281,3 +285,45 @@ def test_an_each_dump_subscriber_with_a_dump_to_weigh_is_due_now(env: dict[str, 
     data = json.loads(cli(env, "status", "--json", "--now", "2026-03-11T10:30:00Z").stdout)
     due = {row["subscriber"]: row["next_due"] for row in data["subscribers"]}
     assert due["diff@example.org"] == "when a dump brings new papers"
+
+
+class _Broken(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_source_the_daemon_cannot_fetch_is_in_the_report_status_shows(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """It was only in the daemon's log: `status` and last-run.json said nothing was wrong."""
+    report = Path(env["NEWSLETTER_HOME"], "last-run.json")
+
+    def reported() -> bool:
+        return report.exists() and any("cannot fetch" in e for e in json.loads(report.read_text())["errors"])
+
+    source = {"kind": "hf-daily", "days_back": 0, "max_retries": 0}
+    daemon_against(_Broken, source, env, tmp_path / "daemon.log", lambda: wait_for(reported, 30))
+    assert reported(), (tmp_path / "daemon.log").read_text()
+    assert "cannot fetch" in cli(env, "status").stdout
+
+
+def test_a_tick_that_fails_is_the_last_run_status_shows(env: dict[str, str]) -> None:
+    from newsletter.app import open_pipeline
+    from newsletter.errors import StoreError
+    from newsletter.schedule import Daemon
+
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
+    )
+    daemon = Daemon(settings)
+    with open_pipeline(settings) as pipeline:
+        daemon.tick(pipeline)
+        pipeline.run = lambda *a, **k: (_ for _ in ()).throw(StoreError("database error while reading: gone"))  # type: ignore[method-assign]
+        daemon.tick(pipeline)
+    last = json.loads(Path(env["NEWSLETTER_HOME"], "last-run.json").read_text())
+    assert last["errors"] == ["tick failed: database error while reading: gone"]
