@@ -55,11 +55,16 @@ def abstract_key(abstract: str) -> str | None:
 
 
 def normalize_arxiv_id(value: str) -> str | None:
-    """'2312.00752v2' -> '2312.00752'; None when ``value`` is not an arXiv id."""
-    value = value.strip()
-    if not _ARXIV_ID.match(value):
+    """'2312.00752v2' (or 'V2') -> '2312.00752', 'HEP-TH/9901001' -> 'hep-th/9901001' (an old id's
+    subject class in capitals: 'math.NA/0501001'); None when ``value`` is not an arXiv id."""
+    match = _ARXIV_ID.match(value.strip())
+    if not match:
         return None
-    return re.sub(r"v\d+$", "", value)
+    archive, _, rest = match[1].partition("/")
+    if not rest:  # 2312.00752
+        return archive
+    name, dot, subject = archive.partition(".")
+    return f"{name.lower()}{dot}{subject.upper()}/{rest}"
 
 
 def arxiv_id_in(item: str) -> str | None:

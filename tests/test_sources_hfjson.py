@@ -292,3 +292,17 @@ def test_the_archivers_damaged_files_are_refused_with_one_clear_line(name: str) 
         "(a Python repr of an item, not JSON: the file was re-saved by another program)"
     )
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("listed", "expected"),
+    [
+        ("2312.00752v2", "2312.00752"),
+        ("2312.00752V2", "2312.00752"),  # was kept whole: the same paper new again, sent twice
+        ("HEP-TH/9901001", "hep-th/9901001"),
+        ("math.na/0501001v1", "math.NA/0501001"),
+    ],
+)
+def test_an_id_is_one_paper_however_its_version_and_archive_are_spelled(listed: str, expected: str) -> None:
+    item = {"paper": {"id": listed, "title": "A Title", "summary": "An abstract."}}
+    assert parse_hf_json(_encode([item]), "d.json").papers[0].arxiv_id == expected

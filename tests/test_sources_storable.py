@@ -25,6 +25,13 @@ def _awkward_dump() -> bytes:
         _item("2403.00003", "Long " * 1400),
         _item("2403.00004", "Year One", submittedOnDailyAt="0001-01-01T00:00:00+05:00"),
         _item("a" * 70 + "/1234567", "Long Id"),
+        # a lone surrogate in a list of extras refused the whole dump (a fetched day then lost)
+        _item(
+            "2403.00006",
+            "Odd Extras",
+            ai_keywords=["ok", "\ud800x"],
+            mediaUrls=["\udc80", "https://x.org/a.png"],
+        ),
     ]
     return json.dumps(items).encode()
 
@@ -33,8 +40,9 @@ def test_an_awkward_dump_ingests_alike_on_both_databases(store_url: str) -> None
     dump = parse_dump(_awkward_dump(), "awkward.json")
     with open_store(store_url) as store:
         result = store.ingest(dump, datetime(2026, 3, 1, tzinfo=UTC))
-    assert (result.papers, result.new) == (5, 5)
-    first, votes, long, year_one, long_id = dump.papers
+    assert (result.papers, result.new) == (6, 6)
+    first, votes, long, year_one, long_id, extras = dump.papers
+    assert (extras.details.ai_keywords, extras.details.thumbnail) == (("ok",), "https://x.org/a.png")
     assert (first.title, first.abstract) == ("Null Title", "An abstract with a  NUL.")
     assert (votes.upvotes, votes.details.github_stars) == (None, None)
     assert len(long.title) == TITLE_CHARS and long.title.endswith("…")

@@ -124,9 +124,7 @@ def _details(item: dict[str, Any], inner: dict[str, Any], paper_id: str) -> Pape
     keywords = _loose(inner, "ai_keywords", list) or []
     return PaperDetails(
         ai_summary=_text_or_none(_loose(inner, "ai_summary", str)),
-        ai_keywords=tuple(
-            dict.fromkeys(" ".join(k.split()) for k in keywords if isinstance(k, str) and k.strip())
-        ),
+        ai_keywords=tuple(dict.fromkeys(" ".join(k.split()) for k in keywords if _usable_text(k))),
         github_repo=_url(_loose(inner, "githubRepo", str)),
         github_stars=_loose(inner, "githubStars", int),
         project_page=_url(_loose(inner, "projectPage", str)),
@@ -164,7 +162,19 @@ def _organization(obj: dict[str, Any]) -> str | None:
 
 def _first_media(inner: dict[str, Any]) -> str | None:
     media = _loose(inner, "mediaUrls", list) or []
-    return next((m for m in media if isinstance(m, str)), None)
+    return next((m for m in media if _usable_text(m)), None)
+
+
+def _usable_text(value: Any) -> bool:
+    """A list element to keep: text, not blank, valid Unicode (an unpaired surrogate escape would be
+    refused by the store, and with it the whole dump)."""
+    if not isinstance(value, str) or not value.strip():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _moment(value: str | None) -> datetime | None:
