@@ -39,6 +39,11 @@ def load_error(tmp_path: Path) -> RenderError:
         ("{{ item.title | one_line }}", "{{ item.titel | one_line }}", "no attribute 'titel'"),
         ("{{ item.authors | authors_short }}", "{{ item.authors | authors_shrt }}", "No filter named"),
         ("<mj-title>{{ view.list_name }}", "<mj-title>{{ view.list_nam }}", "no attribute 'list_nam'"),
+        (  # the compact list of a digest past the size budget: no sample reached it, every big one failed
+            '{{ item.title | one_line }}</a> <span class="nl-muted" style="font-size:12px',
+            '{{ item.titel | one_line }}</a> <span class="nl-muted" style="font-size:12px',
+            "no attribute 'titel'",
+        ),
     ],
 )
 def test_jinja_errors_in_mjml_name_file_and_line(tmp_path: Path, old: str, new: str, problem: str) -> None:
@@ -84,6 +89,19 @@ def test_text_template_errors_name_file_and_line(tmp_path: Path) -> None:
     error = load_error(tmp_path)
     assert str(error).startswith(f"{display_path(tmp_path / TEXT_TEMPLATE)}:3: ")
     assert "nope" in str(error)
+
+
+@pytest.mark.parametrize(
+    ("part", "problem"), [("l1\n{% if %}\n", "Expected an expression"), ("l1\n{{ view.nope }}\n", "nope")]
+)
+def test_an_error_in_an_included_template_names_that_file_and_line(
+    tmp_path: Path, part: str, problem: str
+) -> None:
+    """It named the include line of the template that included it."""
+    (tmp_path / "part.j2").write_text(part, "utf-8")
+    (tmp_path / TEXT_TEMPLATE).write_text("{{ view.list_name }}\n\n{% include 'part.j2' %}\n", "utf-8")
+    error = str(load_error(tmp_path))
+    assert error.startswith(f"{display_path(tmp_path / 'part.j2')}:2: ") and problem in error
 
 
 def test_missing_templates_fall_back_to_the_bundled_ones(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
-from types import TracebackType
 from typing import Any
 
 from jinja2 import (
@@ -78,6 +77,7 @@ class Renderer:
         logger.debug("compiled %s in %.1f ms", display_path(html_path), self.compile_seconds * 1000)
         for view in sample_views():
             self.render(view)
+            self._html.run({"view": view, "subject": "", "full_items": 0})  # the compact list (big digests)
 
     def render(self, view: DigestView) -> RenderedDigest:
         """Subject, HTML and text. Past HTML_BUDGET bytes, the last papers become a compact list."""
@@ -118,8 +118,8 @@ class _Loaded:
         try:
             return self.template.render(context)
         except _RUNTIME_ERRORS as exc:
-            line = template_line(exc.__traceback__, str(self.path))
-            at = f"{display_path(self.path)}:{line}" if line else display_path(self.path)
+            path, line = template_line(exc, self.path)
+            at = f"{display_path(path)}:{line}" if line else display_path(path)
             raise RenderError(f"{at}: {helpers.one_line(str(exc))}") from exc
 
 
@@ -230,14 +230,20 @@ def include_loader(folder: Path) -> IncludeLoader:
     return load
 
 
-def template_line(tb: TracebackType | None, filename: str) -> int | None:
-    """The innermost line of ``filename`` in a traceback (Jinja rewrites frames to template lines)."""
-    line = None
+def template_line(exc: BaseException, path: Path) -> tuple[Path, int | None]:
+    """Where in the templates an error is: the file and line of a syntax error (an included template's
+    too), else the innermost frame of a template beside ``path`` (Jinja rewrites frames to template
+    lines), else ``path`` without a line."""
+    if isinstance(exc, TemplateSyntaxError) and exc.filename:
+        return Path(exc.filename), exc.lineno
+    where: tuple[Path, int | None] = (path, None)
+    tb = exc.__traceback__
     while tb is not None:
-        if tb.tb_frame.f_code.co_filename == filename:
-            line = tb.tb_lineno
+        name = tb.tb_frame.f_code.co_filename
+        if name == str(path) or (Path(name).parent == path.parent and not name.endswith(".py")):
+            where = (Path(name), tb.tb_lineno)
         tb = tb.tb_next
-    return line
+    return where
 
 
 def display_path(path: Path) -> str:
