@@ -17,6 +17,9 @@ from newsletter.models import Subscriber
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEK = timedelta(days=7)
+CLOCK_SLACK = timedelta(
+    days=1
+)  # a last digest later than the clock by more: the clock is wrong (see far_ahead)
 
 
 def is_due(
@@ -24,12 +27,20 @@ def is_due(
 ) -> bool:
     """``served``: the slot the last digest served, as recorded (see :func:`slot_served_now`); without
     one (a digest recorded before it was), the slot :func:`served_slot` reads off its time."""
-    if subscriber.cadence == "each-dump" or last_digest_at is None:
+    if subscriber.cadence == "each-dump" or last_digest_at is None or far_ahead(last_digest_at, now):
         return True
     slot = _last_slot(subscriber, last_digest_at, served)
     if subscriber.cadence == "weekly" and subscriber.weekday is None:
         return now >= _a_week_on(subscriber, slot)
     return latest_slot(subscriber, now) > slot
+
+
+def far_ahead(last_digest_at: datetime, now: datetime) -> bool:
+    """Whether the last digest was made more than CLOCK_SLACK after ``now``: the clock went back, or one
+    run had a ``--now`` in the future. It is then due at once (its next digest records a sane date),
+    not once the clock reaches the recorded one (a year of silence after one mistyped backfill). Less
+    than that is hosts' clocks apart, or a clock set back an hour: waiting is right then."""
+    return last_digest_at > now + CLOCK_SLACK
 
 
 def _last_slot(subscriber: Subscriber, last_digest_at: datetime, served: datetime | None) -> datetime:

@@ -11,19 +11,22 @@ array operations, and selections stream out without holding one per subscriber.
 from __future__ import annotations
 
 import itertools
+import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from newsletter.address import address_key
-from newsletter.due import is_due, slot_served_now
+from newsletter.due import far_ahead, is_due, slot_served_now
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.report import BACKING_OFF, Timings
 from newsletter.store import RETRY, Store, SubscriberState
 
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Selector:
             state = states.get(address_key(sub.email))
             groups[state.watermark_seq if state else None].append(sub)
         windows = {mark: self._window(mark, latest) for mark in groups}
+        _warn_if_ahead(states.values(), now)
         due: dict[int | None, list[Subscriber]] = defaultdict(list)
         for mark, group in groups.items():
             if not windows[mark]:  # "nothing new" says more than "not due"
@@ -211,6 +215,21 @@ def _idle_reason(
     if state is None:
         return ""
     return "" if is_due(sub, state.last_digest_at, now, state.served_slot) else "not due"
+
+
+def _warn_if_ahead(states: Iterable[SubscriberState], now: datetime) -> None:
+    """One line when last digests were made well after this run's clock (see due.far_ahead)."""
+    ahead = [
+        s.last_digest_at for s in states if s.last_digest_at is not None and far_ahead(s.last_digest_at, now)
+    ]
+    if ahead:
+        log.warning(
+            "%d subscribers' last digest was made after this run's clock (the latest %s, now %s): the "
+            "clock went back, or a run had a --now in the future; they are due now",
+            len(ahead),
+            f"{max(ahead):%Y-%m-%d %H:%M}",
+            f"{now:%Y-%m-%d %H:%M}",
+        )
 
 
 def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:

@@ -236,3 +236,16 @@ def test_a_send_at_moved_later_the_same_day_gives_no_second_digest() -> None:
     served = slot_served_now(old, made - timedelta(days=1), made)
     assert not is_due(new, made, datetime(2026, 3, 6, 20, 5, tzinfo=PARIS), served)
     assert is_due(new, made, datetime(2026, 3, 7, 20, 5, tzinfo=PARIS), served)
+
+
+@pytest.mark.parametrize("cadence", ["daily", "weekly"])
+def test_a_last_digest_far_ahead_of_the_clock_is_due_now_and_a_little_ahead_waits(cadence: str) -> None:
+    """One run with --now a year ahead (a typo in a backfill, a bad real-time clock) silenced the
+    subscriber until that date: every run said 'not due', and status showed next year."""
+    s = sub(cadence=cadence, send_at=time(7, 30), timezone="Europe/Paris")
+    now = datetime(2026, 1, 5, 9, tzinfo=PARIS)
+    future = datetime(2027, 1, 2, 9, tzinfo=PARIS)
+    assert is_due(s, future, now, slot_served_now(s, None, future))
+    assert next_due_at(s, future, now, slot_served_now(s, None, future)) == now
+    skewed = now + timedelta(minutes=3)  # another host's clock, a little ahead: not a second digest
+    assert not is_due(s, skewed, now, slot_served_now(s, now - timedelta(days=1), skewed))
