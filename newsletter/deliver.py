@@ -355,7 +355,8 @@ class Courier:
                     True,
                     f"{said} (refused for now since {planned:%Y-%m-%d %H:%M} UTC: given up)",
                 )
-        self.store.mark_failed(digest_id, now, said, permanent=permanent, retry_at=retry_at)
+        bounced = exc.permanent and exc.mailbox  # no such user, mailbox disabled: not the list's server
+        self.store.mark_failed(digest_id, now, said, permanent=permanent, retry_at=retry_at, bounced=bounced)
         return permanent, said
 
 

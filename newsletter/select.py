@@ -24,6 +24,7 @@ from newsletter.rank.base import Ranker
 from newsletter.report import BACKING_OFF, Timings
 from newsletter.store import RETRY, Store, SubscriberState
 
+BOUNCED = "its address was refused for good (see `newsletter status`); `newsletter retry` tries it again"
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,9 @@ class Selector:
                 yield Selection(sub, reason="unsubscribed")
                 continue
             state = states.get(address_key(sub.email))
+            if state is not None and state.bounced_at is not None:
+                yield Selection(sub, reason=BOUNCED)
+                continue
             groups[state.watermark_seq if state else None].append(sub)
         windows = {mark: self._window(mark, latest) for mark in groups}
         _warn_if_ahead(states.values(), now)
@@ -209,6 +213,8 @@ def _idle_reason(
     """Why ``select`` would give ``sub`` no digest without ranking (as it words it), or ""."""
     if address_key(sub.email) in unsubscribed:
         return "unsubscribed"
+    if state is not None and state.bounced_at is not None:
+        return BOUNCED
     mark = state.watermark_seq if state else None
     if latest is None or (mark is not None and latest <= mark):
         return "nothing new"

@@ -76,7 +76,7 @@ def _dialect(conn: Connection) -> Any:
 
 def _subscriber_state(row: Row[Any]) -> SubscriberState:
     return SubscriberState(
-        row.email, row.watermark_seq, row.last_digest_at, row.unsubscribed_at, row.served_slot
+        row.email, row.watermark_seq, row.last_digest_at, row.unsubscribed_at, row.served_slot, row.bounced_at
     )
 
 
@@ -366,8 +366,15 @@ def mark_sent_many(conn: Connection, pairs: Iterable[tuple[str, str]], now: date
 
 
 def mark_failed(
-    conn: Connection, digest_id: str, now: datetime, error: str, permanent: bool, retry_at: datetime | None
+    conn: Connection,
+    digest_id: str,
+    now: datetime,
+    error: str,
+    permanent: bool,
+    retry_at: datetime | None,
+    bounced: bool = False,
 ) -> None:
+    """``bounced``: the server refused the address itself for good; its subscriber is held too."""
     values = {
         "status": FAILED if permanent else RETRY,
         "updated_at": now,
@@ -377,6 +384,9 @@ def mark_failed(
     # from 'unknown' too: another process's recovery may have given up on a send still in flight,
     # whose refusal is the truth (as an acceptance is for the session's 'sent')
     _transition(conn, digest_id, (PENDING, SENDING, RETRY, UNKNOWN), values)
+    if bounced:
+        owner = sa.select(digests.c.email).where(digests.c.id == digest_id).scalar_subquery()
+        conn.execute(subscribers.update().where(subscribers.c.email == owner).values(bounced_at=now))
 
 
 def tries(conn: Connection, digest_id: str) -> tuple[int, datetime] | None:
@@ -457,6 +467,8 @@ def requeue(
         update = digests.update().where(digests.c.id.in_(batch), digests.c.status.in_(allowed))
         key = sa.case((digests.c.status == FAILED, sa.null()), else_=digests.c.batch_key)
         conn.execute(update.values(status=RETRY, updated_at=now, not_before=None, batch_key=key))
+        owners = sa.select(digests.c.email).where(digests.c.id.in_(batch))
+        conn.execute(subscribers.update().where(subscribers.c.email.in_(owners)).values(bounced_at=None))
     return ids
 
 

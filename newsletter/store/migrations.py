@@ -252,6 +252,13 @@ def _0011_served_slot(conn: Connection) -> None:
     conn.execute(sa.text(f"ALTER TABLE subscribers ADD COLUMN served_slot {kind}"))
 
 
+def _0013_bounced(conn: Connection) -> None:
+    """When a server last refused a subscriber's address for good (no such user, mailbox disabled):
+    new digests wait until `newsletter retry` tries the refused one again."""
+    kind = UTCDateTime().compile(dialect=conn.dialect)
+    conn.execute(sa.text(f"ALTER TABLE subscribers ADD COLUMN bounced_at {kind}"))
+
+
 def _0012_unescaped_text(conn: Connection) -> None:
     """Text dumps' titles and abstracts are read with HTML entities decoded ("Q&amp;A" is "Q&A"): the
     papers stored before are decoded too, or their next listing would be a new paper. Their keys stay
@@ -282,6 +289,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0010_refused", _0010_refused),
     ("0011_served_slot", _0011_served_slot),
     ("0012_unescaped_text", _0012_unescaped_text),
+    ("0013_bounced", _0013_bounced),
 )
 
 

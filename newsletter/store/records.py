@@ -56,6 +56,7 @@ class SubscriberState:
     last_digest_at: datetime | None
     unsubscribed_at: datetime | None
     served_slot: datetime | None = None  # the send slot the last digest served (due.slot_served_now)
+    bounced_at: datetime | None = None  # a server refused the address for good: no new digest until `retry`
 
 
 @pickled_by_fields

@@ -101,6 +101,7 @@ subscribers = sa.Table(
     sa.Column("last_digest_at", UTCDateTime),
     sa.Column("unsubscribed_at", UTCDateTime),
     sa.Column("served_slot", UTCDateTime),  # the send slot the last digest served (migration 0011)
+    sa.Column("bounced_at", UTCDateTime),  # the address refused for good; until `retry` (migration 0013)
 )
 
 digests = sa.Table(

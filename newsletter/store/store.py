@@ -384,14 +384,23 @@ class Store:
         return len(pairs)
 
     def mark_failed(
-        self, digest_id: str, now: datetime, error: str, permanent: bool, retry_at: datetime | None = None
+        self,
+        digest_id: str,
+        now: datetime,
+        error: str,
+        permanent: bool,
+        retry_at: datetime | None = None,
+        *,
+        bounced: bool = False,
     ) -> None:
-        """permanent -> 'failed' (never retried); temporary -> 'retry' (due again from ``retry_at``)."""
+        """permanent -> 'failed' (never retried); temporary -> 'retry' (due again from ``retry_at``).
+        ``bounced`` (the address itself refused for good) holds its subscriber's new digests until
+        ``requeue`` (`newsletter retry`) queues the refused one again."""
         _aware(now, "now")
         if retry_at is not None:
             _aware(retry_at, "retry_at")
         with self._tx(f"marking digest {digest_id} failed", write=True) as conn:
-            delivery.mark_failed(conn, digest_id, now, error, permanent, retry_at)
+            delivery.mark_failed(conn, digest_id, now, error, permanent, retry_at, bounced)
 
     def tries(self, digest_id: str) -> tuple[int, datetime] | None:
         """A digest's attempts so far and when it was planned (None: no such digest)."""
