@@ -18,6 +18,7 @@ from newsletter.errors import ParseError, SourceError
 from newsletter.sources import list_dump_files, read_dump
 from newsletter.sources.fetch import (
     RETRY_AFTER_CAP,
+    GaveUp,
     HfDailySource,
     backoff_delay,
     listing_dates,
@@ -203,10 +204,12 @@ def test_429_with_retry_after_http_date_is_measured_from_the_server_date(make, s
     assert sleeps == [45.0]
 
 
-def test_retry_after_is_capped(make, sleeps: Sleeps) -> None:
-    server = Server(httpx.Response(503, headers={"retry-after": "86400"}), ok(recorded(DAY)))
-    make(server).fetch(NOW)
-    assert sleeps == [RETRY_AFTER_CAP]
+def test_a_retry_after_longer_than_the_cap_gives_up_until_the_next_run(make, sleeps: Sleeps) -> None:
+    """It was cut to 300 s and waited out four times: a cron run delivered nothing for 20 minutes."""
+    server = Server(httpx.Response(429, headers={"retry-after": "3600"}), ok(recorded(DAY)))
+    with pytest.raises(GaveUp, match="asked to wait 3600 s"):
+        make(server).fetch(NOW)
+    assert sleeps == [] and len(server.requests) == 1
 
 
 def test_500_then_success_backs_off_once(make, sleeps: Sleeps, dumps: Path) -> None:

@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import tempfile
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HF_BASE_URL = "https://huggingface.co"
 USER_AGENT = f"newsletter/{__version__} (trending-papers digest; python-httpx)"
-RETRY_AFTER_CAP = 300.0  # seconds; a longer Retry-After is cut to this
+RETRY_AFTER_CAP = 300.0  # seconds; asked to wait longer, a fetch gives up until the next run
 BACKOFF_BASE = 2.0  # first retry waits 1-2 s, then 2-4 s, 4-8 s ...
 BACKOFF_MAX = 60.0
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a daily listing is ~100 KB; anything this big is not one
@@ -196,6 +197,11 @@ class HttpSource:
                 if not _retryable(reply.status):
                     return _checked(reply, url)
                 problem, wait = _status_text(reply.status), _reply_retry_after(reply)
+                if wait is not None and wait > RETRY_AFTER_CAP:  # not worth holding the run (and its digests)
+                    raise GaveUp(
+                        f"cannot fetch {url}: {problem}, asked to wait {wait:.0f} s",
+                        hint="the next run tries again",
+                    )
             if attempt + 1 < attempts:
                 self._pause(url, problem, wait, attempt)
         raise GaveUp(
@@ -378,7 +384,7 @@ def _http_date(value: str) -> datetime | None:
 
 
 def _reply_retry_after(reply: _Reply) -> float | None:
-    return retry_after_seconds(reply.headers.get("retry-after"), reply.headers.get("date"))
+    return retry_after_seconds(reply.headers.get("retry-after"), reply.headers.get("date"), cap=math.inf)
 
 
 def _describe(exc: Exception) -> str:
