@@ -32,7 +32,7 @@ from newsletter.app import (
     utcnow,
 )
 from newsletter.check import check_all
-from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers
+from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers, unknown_variables
 from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
@@ -547,6 +547,8 @@ def check() -> None:
     """
     settings = state.settings()
     result = check_all(settings)
+    for typo in unknown_variables():  # ignored by every command: a warning, not a problem
+        err.print(f"warning: {typo}", highlight=False, markup=False, soft_wrap=True)
     for problem in result.problems:
         _print_error(problem)
     if result.problems:

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -161,6 +162,23 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator(
+        "smtp_port",
+        "max_per_run",
+        "workers",
+        "connections",
+        "batch_size",
+        "retries",
+        "tick_seconds",
+        mode="before",
+    )
+    @classmethod
+    def _not_a_switch(cls, value: Any) -> Any:
+        """A TOML ``true`` is no number (pydantic read it as 1: ``max_per_run = true`` sent one digest)."""
+        if isinstance(value, bool):
+            raise ValueError("must be a whole number, not true or false")
+        return value
+
     @field_validator("smtp_host")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -174,8 +192,8 @@ class Settings(BaseSettings):
     @classmethod
     def _login(cls, value: str | None) -> str | None:
         """Sent in the SMTP AUTH line, which takes printable ASCII (as the password)."""
-        if value is not None and any(not " " < ch <= "~" for ch in value):
-            raise ValueError("holds a space or a character other than printable ASCII (an accent?)")
+        if value is not None and any(not " " <= ch <= "~" for ch in value):
+            raise ValueError("holds a character other than printable ASCII (an accent, a control character)")
         return value
 
     @field_validator("api_key", "smtp_password")
@@ -293,6 +311,19 @@ class _FromVariable(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         value = os.environ.get("NEWSLETTER_FROM")
         return {} if value is None else {"sender": value}
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """NEWSLETTER_* environment variables no setting reads (a typo such as NEWSLETTER_SMPT_HOST is
+    otherwise ignored in silence), each with the setting it may have meant."""
+    known = {f"NEWSLETTER_{name.upper()}" for name in Settings.model_fields} | {"NEWSLETTER_FROM"}
+    found = sorted(n for n in (os.environ if environ is None else environ) if n.startswith("NEWSLETTER_"))
+    return [_unknown(name, known) for name in found if name not in known]
+
+
+def _unknown(name: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+    return f"{name} is not a setting" + (f" (did you mean {close[0]}?)" if close else "")
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -39,13 +39,16 @@ subscribers:
 """
 
 
-def cli(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def cli(
+    env: dict[str, str], *args: str, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "newsletter", *args],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=cwd,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")

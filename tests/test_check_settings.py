@@ -197,3 +197,19 @@ def test_a_setting_that_would_fail_at_the_first_send_is_refused_by_check_and_run
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, (command, proc.stderr)
         assert field in proc.stderr.splitlines()[0], (command, proc.stderr)
     assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
+
+
+def test_a_misspelt_variable_is_warned_about_with_the_setting_it_may_mean(env: dict[str, str]) -> None:
+    """NEWSLETTER_SMPT_HOST was ignored in silence, even by `check` (a misspelt TOML key is refused)."""
+    proc = cli({**env, "NEWSLETTER_SMPT_HOST": "mail.example.org"}, "check", check=False)
+    assert (
+        "warning: NEWSLETTER_SMPT_HOST is not a setting (did you mean NEWSLETTER_SMTP_HOST?)" in proc.stderr
+    )
+
+
+@pytest.mark.parametrize("name", ["max_per_run", "workers", "smtp_port"])
+def test_true_in_newsletter_toml_is_no_number(env: dict[str, str], tmp_path: Path, name: str) -> None:
+    """`max_per_run = true` was read as 1: one digest a run, the rest 'run cap reached'."""
+    (tmp_path / "newsletter.toml").write_text(f"{name} = true\n", encoding="utf-8")
+    proc = cli(env, "check", check=False, cwd=tmp_path)
+    assert proc.returncode == 1 and name in proc.stderr and "not true or false" in proc.stderr
