@@ -7,7 +7,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import FrameType, ModuleType
@@ -202,8 +202,22 @@ def save_report(settings: Settings, report: RunReport) -> None:
 
     StoreError when the disk refuses (full, read-only): the deliveries are recorded all the same.
     """
+    _write_report(
+        settings, {"finished_at": utcnow().isoformat(), "summary": report.summary(), **report.to_json()}
+    )
+
+
+def add_to_last_report(settings: Settings, problems: Sequence[str], replacing: str) -> None:
+    """Add ``problems`` to the last run's report, in place of those starting with ``replacing`` (a daemon's
+    failed tick, each the same until it works again): what that run recorded stays, so `status` still
+    shows it and the lost-database guard (refuse_lost_history) still reads it."""
+    data = load_last_report(settings) or {"finished_at": None, "summary": "no run has finished"}
+    kept = [e for e in data.get("errors") or [] if not str(e).startswith(replacing)]
+    _write_report(settings, {**data, "errors": [*kept, *problems]})
+
+
+def _write_report(settings: Settings, data: dict[str, Any]) -> None:
     tmp = settings.last_run_file.with_suffix(".tmp")
-    data = {"finished_at": utcnow().isoformat(), "summary": report.summary(), **report.to_json()}
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")

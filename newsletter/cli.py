@@ -351,7 +351,10 @@ def daemon(
     tick: Annotated[
         int | None,
         typer.Option(
-            metavar="SECONDS", min=1, help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]"
+            metavar="SECONDS",
+            min=1,
+            max=7 * 86400,
+            help="Seconds between delivery ticks [NEWSLETTER_TICK_SECONDS, 300]",
         ),
     ] = None,
 ) -> None:

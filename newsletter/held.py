@@ -12,7 +12,6 @@ paper), so a click recorded but not yet cleared from the file is harmless when r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -21,6 +20,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
+
+from filelock import FileLock
 
 from newsletter.errors import StoreError
 from newsletter.models import StoredPaper
@@ -68,6 +69,8 @@ def _at_line_start(held: IO[bytes]) -> bool:
 def record_held(home: Path, store: Store) -> int:
     """Record every held click, then empty the file; the number recorded. A database error leaves the
     file as it was (raised: a run must not send past an unsubscribe it could not record)."""
+    if not (home / HELD_FILE).exists():  # the usual case: no lock file made either
+        return 0
     try:
         with _locked(home, "rb+") as held:
             clicks = list(_read(held))
@@ -102,8 +105,7 @@ def _read(held: IO[bytes]) -> Iterator[Click]:
 
 @contextlib.contextmanager
 def _locked(home: Path, mode: str) -> Iterator[IO[bytes]]:
-    """The file, open in binary ``mode`` under an exclusive lock: a click is never appended while a run
-    records and empties the file."""
-    with (home / HELD_FILE).open(mode) as held:
-        fcntl.flock(held, fcntl.LOCK_EX)
+    """The file, open in binary ``mode`` under an exclusive lock (a file beside it, as the run lock is
+    taken): a click is never appended while a run records and empties the file."""
+    with FileLock(home / f"{HELD_FILE}.lock"), (home / HELD_FILE).open(mode) as held:
         yield held

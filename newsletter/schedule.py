@@ -24,18 +24,20 @@ from typing import Any
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from newsletter.app import open_pipeline, save_report, utcnow
+from newsletter.app import add_to_last_report, open_pipeline, save_report, utcnow
 from newsletter.config import Settings, SubscriberList, load_subscribers
 from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.pipeline import Pipeline
 from newsletter.redact import redact
-from newsletter.report import RunReport
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 from newsletter.store import Store
 from newsletter.store.engine import db_errors
 
 log = logging.getLogger(__name__)
+
+TICK_FAILED = "a daemon tick failed: "
+MAX_FETCH_FAILURES = 20  # kept for the next tick's report while ticks fail (a database down for a day)
 
 
 class SubscriberFile:
@@ -130,11 +132,11 @@ class Daemon:
                 self._report_failure(exc)
 
     def _report_failure(self, exc: NewsletterError) -> None:
-        """A tick that failed is the last run `status` shows, with its error (not the last good one)."""
-        failed = RunReport(detailed=False)
-        failed.errors = [*self._fetch_failures, f"tick failed: {exc}"]
+        """`status` shows a tick that failed, as an error of the last run's report (whose counts and dumps
+        stay: the guard against a lost database reads them)."""
+        problem = redact(f"{TICK_FAILED}{exc}", self.settings.secret_values())
         with contextlib.suppress(NewsletterError):  # a full disk: logged above already
-            save_report(self.settings, failed)
+            add_to_last_report(self.settings, [problem], replacing=TICK_FAILED)
 
     def _leads(self) -> bool:
         return self._leader is None or self._leader.check()
@@ -152,8 +154,9 @@ class Daemon:
             return
         written, failures = fetch_all(self.sources, self.clock(), self.stop)  # each failure is logged
         secrets = self.settings.secret_values()
-        with self._busy:  # the next tick's report carries them, so `status` shows them
-            self._fetch_failures += [redact(failure, secrets) for failure in failures]
+        with self._busy:  # the next tick's report carries them, so `status` shows them (each once)
+            new = [redact(failure, secrets) for failure in failures]
+            self._fetch_failures = list(dict.fromkeys(self._fetch_failures + new))[-MAX_FETCH_FAILURES:]
         if written:
             self.tick(pipeline)
 

@@ -312,7 +312,11 @@ def test_a_source_the_daemon_cannot_fetch_is_in_the_report_status_shows(
     assert "cannot fetch" in cli(env, "status").stdout
 
 
-def test_a_tick_that_fails_is_the_last_run_status_shows(env: dict[str, str]) -> None:
+def test_a_tick_that_fails_is_in_the_report_status_shows_and_keeps_what_the_last_run_did(
+    env: dict[str, str],
+) -> None:
+    """It replaced the report with an empty one: the guard against a lost database then let a run on an
+    empty database send every digest again."""
     from newsletter.app import open_pipeline
     from newsletter.errors import StoreError
     from newsletter.schedule import Daemon
@@ -320,10 +324,16 @@ def test_a_tick_that_fails_is_the_last_run_status_shows(env: dict[str, str]) -> 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
     )
+    add_dumps(env, seed_names()[0])
     daemon = Daemon(settings)
     with open_pipeline(settings) as pipeline:
         daemon.tick(pipeline)
         pipeline.run = lambda *a, **k: (_ for _ in ()).throw(StoreError("database error while reading: gone"))  # type: ignore[method-assign]
         daemon.tick(pipeline)
+        daemon.tick(pipeline)
     last = json.loads(Path(env["NEWSLETTER_HOME"], "last-run.json").read_text())
-    assert last["errors"] == ["tick failed: database error while reading: gone"]
+    assert last["errors"] == ["a daemon tick failed: database error while reading: gone"]  # once
+    assert last["counts"]["sent"] >= 1  # what the last good tick did stays: the lost-database guard reads it
+    Path(env["NEWSLETTER_HOME"], "state.db").unlink()
+    refused = cli(env, "run", check=False)
+    assert refused.returncode == 1 and "the state database is empty" in refused.stderr

@@ -132,3 +132,12 @@ def test_serve_takes_what_it_held_by_itself_once_the_database_answers(
         while held_lines(settings) and time.monotonic() < deadline:
             time.sleep(0.05)
     assert held_lines(settings) == [] and unsubscribed(settings) == {SSM}
+
+
+def test_a_held_file_serve_cannot_read_does_not_stop_a_new_click(settings: Settings, paper_key: str) -> None:
+    """The new click was recorded only after the held ones: a file it could not open failed every click."""
+    (settings.home / HELD_FILE).mkdir(parents=True)  # cannot be opened as a file
+    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+        unsubscribe = f"/unsubscribe/{make_token(SSM, SecretStr(SECRET))}"
+        response = client.post(unsubscribe, content="List-Unsubscribe=One-Click", headers=ONE_CLICK)
+    assert response.status_code == 200 and unsubscribed(settings) == {SSM}

@@ -312,6 +312,9 @@ def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
         ("550 Relaying denied. Proper authentication required.", True),
         ("550 no such user here", False),
         ("550 <relay-desk@example.net>: no such user here", False),
+        ("550 <x@example.net>: Recipient address rejected: User unknown in relay recipient table", False),
+        ("554 5.1.8 <digest@example.org>: Sender address rejected: Domain not found", True),
+        ("550 we do not relay for example.net", True),
     ],
 )
 def test_a_refusal_on_policy_grounds_is_told_from_a_bad_address(
@@ -617,6 +620,7 @@ def test_a_server_echoing_auth_plain_never_shows_the_password(handler: Recorder)
         ("451 4.3.0 try again later", False),
         ("452 4.2.0 try again later", False),
         ("451 try again later", False),
+        ("450 4.1.8 <digest@example.org>: Sender address rejected: Domain not found", False),  # ours
     ],
 )
 def test_a_refusal_for_now_tells_whether_it_blames_the_recipient_s_mailbox(

@@ -353,6 +353,21 @@ def test_the_public_host_name_gets_only_the_emails_links(env: dict[str, str]) ->
             assert client.get(path).status_code == 404, path
         for path in (f"/unsubscribe/{token}", f"/nl/unsubscribe/{token}"):
             assert client.get(path).status_code == 200, path
+    # nginx's and Apache's default: the Host they connect to (a local name), and a forwarding header
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/").status_code == 200
+        for header in ("X-Forwarded-For", "Forwarded", "X-Forwarded-Host", "X-Real-IP"):
+            assert client.get("/", headers={header: "203.0.113.9"}).status_code == 404, header
+            assert client.get(f"/unsubscribe/{token}", headers={header: "203.0.113.9"}).status_code == 200
+
+
+def test_an_ipv6_name_given_to_allow_host_is_answered(env: dict[str, str]) -> None:
+    settings = settings_for(env)
+    previews = local_hosts("0.0.0.0", also=["fd00::5"])
+    assert "[fd00::5]" in previews
+    app = create_app(settings, clock=lambda: NOW, allowed_hosts=previews, preview_hosts=previews)
+    with TestClient(app, base_url="http://[fd00::5]:8000") as client:
+        assert client.get("/").status_code == 200
 
 
 # --- the CLI command -------------------------------------------------------------------------------

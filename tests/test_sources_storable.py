@@ -31,6 +31,7 @@ def _awkward_dump() -> bytes:
             "Odd Extras",
             ai_keywords=["ok", "\ud800x"],
             mediaUrls=["\udc80", "https://x.org/a.png"],
+            authors=[{"name": "Ann \ud800"}, {"name": "Bo"}],
         ),
     ]
     return json.dumps(items).encode()
@@ -43,6 +44,7 @@ def test_an_awkward_dump_ingests_alike_on_both_databases(store_url: str) -> None
     assert (result.papers, result.new) == (6, 6)
     first, votes, long, year_one, long_id, extras = dump.papers
     assert (extras.details.ai_keywords, extras.details.thumbnail) == (("ok",), "https://x.org/a.png")
+    assert extras.authors == ("Bo",)
     assert (first.title, first.abstract) == ("Null Title", "An abstract with a  NUL.")
     assert (votes.upvotes, votes.details.github_stars) == (None, None)
     assert len(long.title) == TITLE_CHARS and long.title.endswith("…")

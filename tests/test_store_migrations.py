@@ -147,6 +147,23 @@ def test_papers_stored_with_html_entities_are_decoded_by_0012(store_url: str) ->
     assert kept == ["q amp a modelsx"]
 
 
+def test_arxiv_ids_stored_in_another_spelling_take_the_one_read_now_in_0014(store_url: str) -> None:
+    """Ids are read case-blind since 0014: '2312.00752V2' stored before would not match the listing read
+    as '2312.00752', and the paper was new again, sent a second time."""
+    _store_before(store_url, "0014", "Mamba Paper", "About it.")
+    engine = make_engine(sa.make_url(store_url))
+    with transaction(engine, write=True) as conn:
+        conn.execute(sa.text("UPDATE papers SET arxiv_id = '2312.00752V2'"))
+    engine.dispose()
+    with Store(store_url) as store:
+        (stored,) = store.papers_named(["Mamba Paper"])
+        assert (stored.key, stored.arxiv_id) == ("mamba paper", "2312.00752")  # the key links carry stays
+        relisted = Paper(
+            title="Mamba: Linear-Time Sequence Modeling", abstract="About it.", rank=1, arxiv_id="2312.00752"
+        )
+        assert store.ingest(make_dump(relisted), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
+
+
 def _sqlite_schema(conn: Connection) -> set[tuple[str, str, str]]:
     rows = conn.execute(sa.text("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL"))
     return {(kind, name, " ".join(sql.split())) for kind, name, sql in rows}

@@ -101,14 +101,24 @@ def _policy(code: int, text: str) -> bool:
 
 
 def _the_mailbox(text: str) -> bool:
-    """Whether the enhanced status blames the recipient: its address (x.1.x) or a named state of its
-    mailbox (x.2.1-x.2.4: disabled, full, too long); another recipient may well be accepted."""
+    """Whether the enhanced status blames the recipient: its address (x.1.1-x.1.6, x.1.10; not x.1.7 and
+    x.1.8, which are the sender's, nor x.1.0) or a named state of its mailbox (x.2.1-x.2.4: disabled,
+    full, too long); another recipient may well be accepted."""
     enhanced = _ENHANCED.match(text)
     subject, _, detail = enhanced[1].partition(".") if enhanced else ("", "", "")
-    return subject == "1" or (subject == "2" and detail != "0")
+    return (subject == "1" and detail in _RECIPIENT_ADDRESS) or (
+        subject == "2" and detail in ("1", "2", "3", "4")
+    )
 
 
-_RELAY = re.compile(r"\brelay(ing)?\b", re.IGNORECASE)
+_RECIPIENT_ADDRESS = ("1", "2", "3", "4", "6", "10")  # RFC 3463 and 7505: x.1.<these> name the recipient
+
+
+_RELAY = re.compile(  # a refusal to relay, not "user unknown in relay recipient table"
+    r"\b(?:relay(?:ing)?\s+(?:access\s+)?(?:is\s+)?(?:denied|not\s+permitted|not\s+allowed|prohibited|refused)"
+    r"|(?:unable|not\s+allowed)\s+to\s+relay|(?:do|does|will)\s+not\s+relay)\b",
+    re.IGNORECASE,
+)
 _ANY_ADDRESS = re.compile(r"\S*@\S*")  # the recipient's address may hold the word
 
 

@@ -55,7 +55,8 @@ def run_server(
         new_database=new_database,
     )
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
-    log.warning("preview at http://%s:%d/", host if ":" not in host else f"[{host}]", port)
+    shown = "127.0.0.1" if host in WILDCARDS else _bracketed(host)  # 0.0.0.0 is no name to browse to
+    log.warning("preview at http://%s:%d/", shown, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
     with sock:
         server.run(sockets=[sock])
@@ -91,10 +92,16 @@ WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 - every interface: no one name t
 
 def local_hosts(host: str = "127.0.0.1", also: Sequence[str] = ()) -> list[str]:
     """Host names the preview pages answer to: loopback's, the address listened on, and ``also``."""
-    hosts = {"127.0.0.1", "localhost", "[::1]"} | {name.strip().lower() for name in also if name.strip()}
+    hosts = {"127.0.0.1", "localhost", "[::1]"} | {_bracketed(name) for name in also if name.strip()}
     if host not in WILDCARDS:
-        hosts.add(f"[{host}]" if ":" in host else host.lower())
+        hosts.add(_bracketed(host))
     return sorted(hosts)
+
+
+def _bracketed(name: str) -> str:
+    """A name as a Host header carries it: an IPv6 address in brackets (fd00::5 -> [fd00::5])."""
+    name = name.strip().lower()
+    return f"[{name}]" if ":" in name and not name.startswith("[") else name
 
 
 def public_host(settings: Settings) -> str | None:

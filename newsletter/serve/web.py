@@ -12,7 +12,7 @@ import anyio
 import anyio.to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware, parse_host_header
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -130,10 +130,13 @@ class _Views:
         return await anyio.to_thread.run_sync(build, request, limiter=self._previews)
 
     def _may_preview(self, request: Request) -> bool:
+        """Asked for by a local name, not through a proxy: nginx and Apache pass the Host they connect
+        to (127.0.0.1:8000) unless told otherwise, so a forwarding header means the public side."""
         if self.preview_hosts is None:
             return True
-        host = parse_host_header(request.headers.get("host"))
-        return host is not None and host.host.lower() in self.preview_hosts
+        if any(name in request.headers for name in FORWARDED_HEADERS):
+            return False
+        return host_name(request.headers.get("host", "")) in self.preview_hosts
 
     async def index(self, request: Request) -> Response:
         return await self._preview(self._index, request)
@@ -263,10 +266,9 @@ class _Views:
     def _take(self, click: Click) -> tuple[bool, StoredPaper | None]:
         """Record a click (True, and what ``record_click`` returns), or hold it in the state folder when
         the database cannot take it now (False): the reader is answered either way, nothing is lost."""
+        self._take_held()  # the clicks held earlier first (they came first); their trouble is only logged
         try:
-            store = self.previewer.store()
-            record_held(self.settings.home, store)  # the clicks held earlier first: they came first
-            return True, record_click(store, click)
+            return True, record_click(self.previewer.store(), click)
         except StoreError as exc:
             log.error("the database cannot take a click now: %s", exc)
             hold(self.settings.home, click)
@@ -297,6 +299,17 @@ def _width(value: str | None) -> int:
 
 def _no_digest(preview: Page) -> Response:
     return page("no_digest.html", 404, p=preview)
+
+
+FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header, lower-cased, without its port ("[::1]:8000" -> "[::1]")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[: header.find("]") + 1] if "]" in header else header
+    return header.split(":", 1)[0]
 
 
 PUBLIC_PATHS = ("/unsubscribe/", "/feedback/")  # the links in the emails: anyone may open them

@@ -232,6 +232,8 @@ def _authors(inner: dict[str, Any]) -> tuple[str, ...]:
         path = f"paper.authors[{position}]"
         if not isinstance(author, dict):
             raise _FieldError(path, f"expected an object, got {_kind(author)}")
+        if isinstance(author.get("name"), str) and not _usable_text(author["name"]):
+            continue  # blank, or an unpaired surrogate: that name is left out, not the whole dump
         name = _get(author, "name", str, path=f"{path}.name")
         if name and name.strip() and author.get("hidden") is not True:
             names.append(" ".join(name.split()))

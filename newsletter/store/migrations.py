@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import StoreError
-from newsletter.models import abstract_key, normalize_title
+from newsletter.models import abstract_key, normalize_arxiv_id, normalize_title
 from newsletter.store.engine import transaction
 from newsletter.store.lock import MIGRATION_LOCK_KEY, AdvisoryLock, uses_advisory_locks
 from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
@@ -259,6 +259,24 @@ def _0013_bounced(conn: Connection) -> None:
     conn.execute(sa.text(f"ALTER TABLE subscribers ADD COLUMN bounced_at {kind}"))
 
 
+def _0014_arxiv_ids(conn: Connection) -> None:
+    """arXiv ids are read case-blind (2312.00752V2 is 2312.00752, HEP-TH/9901001 is hep-th/9901001): an
+    id stored in another spelling takes the new one, or its next listing would be a new paper, sent again.
+    Keys stay (the links of digests sent carry them); an id whose new spelling another paper holds
+    already is left as it is."""
+    query = sa.text("SELECT id, arxiv_id FROM papers WHERE arxiv_id LIKE :v OR arxiv_id LIKE :old")
+    holder = sa.text("SELECT id FROM papers WHERE arxiv_id = :arxiv_id")
+    update = sa.text("UPDATE papers SET arxiv_id = :arxiv_id WHERE id = :id")
+    for row in list(conn.execute(query, {"v": "%V%", "old": "%/%"}) or ()):  # (): a mock engine's DDL
+        spelled = normalize_arxiv_id(row.arxiv_id)
+        if (
+            spelled
+            and spelled != row.arxiv_id
+            and conn.execute(holder, {"arxiv_id": spelled}).first() is None
+        ):
+            conn.execute(update, {"id": row.id, "arxiv_id": spelled})
+
+
 def _0012_unescaped_text(conn: Connection) -> None:
     """Text dumps' titles and abstracts are read with HTML entities decoded ("Q&amp;A" is "Q&A"): the
     papers stored before are decoded too, or their next listing would be a new paper. Their keys stay
@@ -290,6 +308,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0011_served_slot", _0011_served_slot),
     ("0012_unescaped_text", _0012_unescaped_text),
     ("0013_bounced", _0013_bounced),
+    ("0014_arxiv_ids", _0014_arxiv_ids),
 )
 
 
