@@ -578,10 +578,22 @@ def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[st
 def main() -> NoReturn:
     """Usage errors and Ctrl-C are left to typer (its message, exit 2 or 1); our own errors are one line."""
     try:
+        _readable_arguments(sys.argv[1:])
         app()  # standalone: exits by itself
     except NewsletterError as exc:
         _fail(exc)
     sys.exit(0)
+
+
+def _readable_arguments(arguments: list[str]) -> None:
+    """UsageError for an argument that is not valid UTF-8 (Python keeps its bytes as lone surrogates,
+    which the database and the terminal refuse: a traceback deep in a query)."""
+    for position, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = argument.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            raise UsageError(f"argument {position} ({shown}) is not valid UTF-8") from None
 
 
 def _fail(exc: NewsletterError) -> NoReturn:

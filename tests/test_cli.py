@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -346,3 +348,16 @@ def test_check_warns_about_unsubscribed_addresses_still_listed(env: dict[str, st
     assert "warning: diff@example.org unsubscribed" in proc.stderr
     assert "ssm@example.org" not in proc.stderr
     assert proc.stdout.startswith("ok: 3 subscribers")
+
+
+def test_an_argument_that_is_not_utf8_is_a_usage_error(env: dict[str, str]) -> None:
+    """It reached the database as a lone surrogate: a SQLAlchemy traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "explain", "a@example.org", b"Bad\xff"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "argument 3" in proc.stderr and "not valid UTF-8" in proc.stderr
