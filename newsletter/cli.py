@@ -511,6 +511,8 @@ def feedback(
     now: NowOption = None,
 ) -> None:
     """Record "more like this" or "less like this" for EMAIL, as the links in a digest do."""
+    if {"--more", "--less"} <= set(sys.argv):  # a flag pair: the last would win in silence
+        raise UsageError("give --more or --less, not both")
     settings = state.settings()
     subscriber = _subscriber(settings, email)
     kind = "more" if more else "less"
