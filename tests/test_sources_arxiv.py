@@ -173,3 +173,16 @@ def test_an_rss_name_suffix_stays_with_its_name() -> None:
     )
     (paper,) = parse_dump(_rss(item), "feed.xml").papers
     assert paper.authors == ("Charles Babbage, Jr.", "Mary Anderson", "Li Wei")
+
+
+def test_an_entry_is_named_by_its_place_in_the_feed_replaced_papers_counted() -> None:
+    """With a replaced paper first, the fourth item was called 'entry 3'."""
+
+    def item(number: int, kind: str = "new", title: str = "A Title") -> str:
+        return (
+            f"<item><title>{title}</title><link>https://arxiv.org/abs/2609.0000{number}</link>"
+            f"<description>Abstract: About it.</description><arxiv:announce_type>{kind}</arxiv:announce_type></item>"
+        )
+
+    with pytest.raises(ParseError, match="entry 4: no title"):
+        parse_dump(_rss(item(1, "replace"), item(2), item(3), item(4, title="")), "feed.xml")

@@ -55,12 +55,14 @@ def parse_arxiv_feed(data: bytes, source: str) -> Dump:
     """
     parsed = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
     _refuse_broken(parsed, source)
-    entries = [e for e in parsed.entries if _is_new(e)]
+    entries = [(number, e) for number, e in enumerate(parsed.entries, start=1) if _is_new(e)]
     skipped = len(parsed.entries) - len(entries)
     if skipped:
         log.info("%s: %d replaced paper(s) left out (new versions, not new papers)", source, skipped)
     atom = str(parsed.get("version", "")).startswith("atom")
-    papers = [_paper(entry, rank, source, atom) for rank, entry in enumerate(entries, start=1)]
+    papers = [
+        _paper(entry, rank, number, source, atom) for rank, (number, entry) in enumerate(entries, start=1)
+    ]
     return Dump(
         source=source,
         format=FORMAT,
@@ -89,14 +91,15 @@ def _is_new(entry: Any) -> bool:
     return kind in NEW_ANNOUNCE_TYPES
 
 
-def _paper(entry: Any, rank: int, source: str, atom: bool) -> Paper:
+def _paper(entry: Any, rank: int, number: int, source: str, atom: bool) -> Paper:
+    """``number``: the entry's place in the feed, replaced papers counted (as a reader counts them)."""
     title = " ".join(str(entry.get("title", "")).split())
     if not title:
-        raise ParseError(source, None, f"entry {rank}: no title ({entry.get('id') or entry.get('link')!r})")
+        raise ParseError(source, None, f"entry {number}: no title ({entry.get('id') or entry.get('link')!r})")
     arxiv_id = _arxiv_id(entry)
     if arxiv_id is None:
         log.warning(
-            "%s: entry %d has no arXiv id (%r); it is keyed by its title", source, rank, entry.get("id")
+            "%s: entry %d has no arXiv id (%r); it is keyed by its title", source, number, entry.get("id")
         )
     return Paper(
         title=title,
