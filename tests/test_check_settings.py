@@ -30,6 +30,11 @@ from .helpers import add_dumps, cli, outbox, seed_names
             "Pa pers <d @example.org>",
             "error: setting 'sender': the address 'd @example.org' contains a space",
         ),
+        (
+            "NEWSLETTER_FROM",
+            "Pâpers, Inc. <d@example.org>",  # read as two addresses: 'Pâpers' was called the bad one
+            "error: setting 'sender': the display name 'Pâpers, Inc.' holds a comma: put it in double quotes",
+        ),
         ("NEWSLETTER_BASE_URL", "javascript:alert(1)//", "error: invalid setting field 'base_url'"),
         (
             "NEWSLETTER_BASE_URL",

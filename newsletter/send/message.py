@@ -161,6 +161,12 @@ def parse_sender(sender: str) -> tuple[str, str]:
     written = sender.rpartition("<")[2].partition(">")[0] if "<" in sender else sender
     if "@" in written and any(c.isspace() for c in written.strip()):  # parseaddr drops spaces: another domain
         raise ConfigError(f"setting 'sender': the address {written.strip()!r} contains a space")
+    display = sender.rpartition("<")[0] if "<" in sender else ""
+    if "," in display and not display.strip().startswith('"'):  # parseaddr reads two addresses
+        raise ConfigError(
+            f"setting 'sender': the display name {display.strip()!r} holds a comma: put it in double quotes, "
+            f'as in "Papers, Inc." <digest@example.org>'
+        )
     name, addr = parseaddr(sender)
     try:
         return clean_text(name), _checked_address(addr)
