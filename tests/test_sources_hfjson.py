@@ -306,3 +306,9 @@ def test_the_archivers_damaged_files_are_refused_with_one_clear_line(name: str) 
 def test_an_id_is_one_paper_however_its_version_and_archive_are_spelled(listed: str, expected: str) -> None:
     item = {"paper": {"id": listed, "title": "A Title", "summary": "An abstract."}}
     assert parse_hf_json(_encode([item]), "d.json").papers[0].arxiv_id == expected
+
+
+def test_a_json_file_holding_a_number_is_refused_as_json() -> None:
+    """It was read as a text dump: 'truncated dump: ends with title '42''."""
+    with pytest.raises(ParseError, match="expected a JSON list of papers, got an integer"):
+        parse_dump(b"42\n", "daily.json")

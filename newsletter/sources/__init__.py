@@ -116,8 +116,8 @@ def _read_regular_file(path: Path) -> bytes | None:
 def parse_dump(data: bytes, source: str) -> Dump:
     """Parse dump bytes, choosing the format from the content."""
     data = _as_utf8(data, source)
-    if _looks_like_json(data):
-        return _json_else_text(data, source)
+    if _looks_like_json(data) or (source.lower().endswith(".json") and _parses_as_json(data)):
+        return _json_else_text(data, source)  # a .json file holding 42 is a JSON number, not a title
     if b"<rdf:rdf" in data[:1024].lower():
         raise ParseError(
             source, 1, "an RSS 1.0 (RDF) feed, arXiv's format before 2024: use its RSS 2.0 or Atom"
