@@ -135,7 +135,10 @@ def _earlier_runs(settings: Settings) -> str:
     last = load_last_report(settings) or {}
     counts = last.get("counts") or {}
     delivered = any(counts.get(status) for status in ("sent", "failed", "unknown"))
-    if delivered or any(not (dump.get("error") or dump.get("warning")) for dump in last.get("dumps") or ()):
+    stored = last.get("dumps_already") or any(
+        not (d.get("error") or d.get("warning")) for d in last.get("dumps") or ()
+    )
+    if delivered or stored:
         traces.append(settings.last_run_file.name)
     if settings.outbox.is_dir() and next(settings.outbox.glob("*.eml"), None) is not None:
         traces.append("messages in outbox/")

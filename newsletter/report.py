@@ -155,7 +155,8 @@ class RunReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "dumps": [asdict(d) for d in self.dumps],
+            "dumps": [asdict(d) for d in self.dumps if not d.already],  # not the folder's whole history
+            "dumps_already": sum(1 for d in self.dumps if d.already),
             "digests": [asdict(d) for d in self.digests],
             "counts": dict(self.statuses),
             "recovered_unknown": self.recovered_unknown,

@@ -83,3 +83,16 @@ def test_explain_takes_new_database_as_its_hint_says(env: dict[str, str]) -> Non
     assert refused.returncode == 1 and "--new-database" in refused.stderr
     taken = cli(env, "--new-database", "explain", "ssm@example.org", "anything", check=False)
     assert "--new-database" not in taken.stderr and "no paper 'anything'" in taken.stderr
+
+
+def test_after_an_idle_run_a_lost_database_is_still_refused(env: dict[str, str]) -> None:
+    """An idle run's report names no dump now (only a count of those ingested before): the guard reads it."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW, "--json")
+    for eml in Path(env["NEWSLETTER_HOME"], "outbox").iterdir():
+        eml.unlink()  # the outbox emptied (sent on by hand, say): the report is the only trace
+    idle = cli(env, "run", "--now", "2026-03-11T09:00:00Z", "--json")
+    assert '"dumps": []' in idle.stdout and '"dumps_already": 1' in idle.stdout
+    (Path(env["NEWSLETTER_HOME"]) / "state.db").unlink()
+    proc = cli(env, "run", "--now", NOW, check=False)
+    assert proc.returncode == 1 and "the state database is empty" in proc.stderr
