@@ -107,7 +107,8 @@ def _pipeline(settings: Settings, store: Store, renderer: Renderer, cache: Vecto
     ranker = make_ranker(settings.ranker, cache=cache)
     transports = lambda: make_transport(settings)  # noqa: E731
     executor = make_executor(settings, store)
-    resend = settings.transport == "file"  # a digest sent again replaces its files in the outbox
+    # a digest sent again replaces its files in the outbox; not another machine's outbox
+    resend = settings.transport == "file" and not store.shared
     return Pipeline(settings, store, ranker, renderer, transports, executor=executor, resend_unknown=resend)
 
 

@@ -36,6 +36,7 @@ from newsletter.config import Settings, SubscriberList, load_settings, load_subs
 from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
+from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.redact import mask_in_logs, redact
 from newsletter.report import DumpOutcome, RunReport, plural
@@ -386,6 +387,7 @@ def migrate_db(
     settings = state.settings()
     _refuse_missing_state(settings)
     with open_store(settings) as source, source.lock(settings.home):
+        record_held(settings.home, source)  # the clicks serve held move with the state
         if source.is_empty():
             raise StoreError(
                 f"nothing to copy: {source} holds no dumps and no deliveries",

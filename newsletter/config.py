@@ -170,13 +170,17 @@ class Settings(BaseSettings):
         "batch_size",
         "retries",
         "tick_seconds",
+        "send_rate",
+        "retry_backoff",
+        "smtp_timeout",
+        "api_timeout",
         mode="before",
     )
     @classmethod
     def _not_a_switch(cls, value: Any) -> Any:
         """A TOML ``true`` is no number (pydantic read it as 1: ``max_per_run = true`` sent one digest)."""
         if isinstance(value, bool):
-            raise ValueError("must be a whole number, not true or false")
+            raise ValueError("must be a number, not true or false")
         return value
 
     @field_validator("smtp_host")
@@ -317,8 +321,9 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """NEWSLETTER_* environment variables no setting reads (a typo such as NEWSLETTER_SMPT_HOST is
     otherwise ignored in silence), each with the setting it may have meant."""
     known = {f"NEWSLETTER_{name.upper()}" for name in Settings.model_fields} | {"NEWSLETTER_FROM"}
-    found = sorted(n for n in (os.environ if environ is None else environ) if n.startswith("NEWSLETTER_"))
-    return [_unknown(name, known) for name in found if name not in known]
+    names = os.environ if environ is None else environ  # read case-blind, as the settings are
+    found = sorted(n for n in names if n.upper().startswith("NEWSLETTER_"))
+    return [_unknown(name, known) for name in found if name.upper() not in known]
 
 
 def _unknown(name: str, known: set[str]) -> str:

@@ -355,7 +355,7 @@ class Courier:
                     True,
                     f"{said} (refused for now since {planned:%Y-%m-%d %H:%M} UTC: given up)",
                 )
-        bounced = exc.permanent and exc.mailbox  # no such user, mailbox disabled: not the list's server
+        bounced = exc.permanent and exc.gone  # no such user, mailbox disabled: not a full one
         self.store.mark_failed(digest_id, now, said, permanent=permanent, retry_at=retry_at, bounced=bounced)
         return permanent, said
 

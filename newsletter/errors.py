@@ -78,6 +78,7 @@ class SendError(NewsletterError):
         transport_down: bool = False,
         policy: bool = False,
         mailbox: bool = False,
+        gone: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.permanent = permanent
@@ -86,6 +87,7 @@ class SendError(NewsletterError):
         self.transport_down = transport_down
         self.policy = policy  # refused whoever the recipient (SMTP 530, 554, 5.7.x): the server's doing
         self.mailbox = mailbox  # the reply blames this recipient (x.1.x address, x.2.1-4 full or disabled)
+        self.gone = gone  # and says its mailbox is not there or disabled: the next digest fares no better
 
 
 class SendStopped(SendError):

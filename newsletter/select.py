@@ -93,7 +93,8 @@ class Selector:
                 continue
             groups[state.watermark_seq if state else None].append(sub)
         windows = {mark: self._window(mark, latest) for mark in groups}
-        _warn_if_ahead(states.values(), now)
+        listed = (states.get(address_key(s.email)) for group in groups.values() for s in group)
+        _warn_if_ahead([state for state in listed if state is not None], now)  # not those it skips anyway
         due: dict[int | None, list[Subscriber]] = defaultdict(list)
         for mark, group in groups.items():
             if not windows[mark]:  # "nothing new" says more than "not due"

@@ -46,6 +46,7 @@ def status_report(
                 "next_due_at": due.isoformat() if due else None,  # None: when a dump brings new papers
                 "next_due": _due_text(due, now, fresh or address_key(sub.email) in queued),
                 "unsubscribed": address_key(sub.email) in unsubscribed,
+                "bounced_at": state.bounced_at.isoformat() if state and state.bounced_at else None,
             }
         )
     attention = [
@@ -109,6 +110,7 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     )
     for row in data["subscribers"]:
         due = "unsubscribed" if row["unsubscribed"] else row["next_due"]
+        due = "held: address refused (retry)" if row["bounced_at"] and not row["unsubscribed"] else due
         last = _short_time(row["last_digest_at"]) if row["last_digest_at"] else "never"
         table.add_row(row["subscriber"], row["cadence"], last, due)
     console.print(table)

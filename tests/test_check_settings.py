@@ -212,9 +212,20 @@ def test_a_misspelt_variable_is_warned_about_with_the_setting_it_may_mean(env: d
     )
 
 
-@pytest.mark.parametrize("name", ["max_per_run", "workers", "smtp_port"])
+@pytest.mark.parametrize("name", ["max_per_run", "workers", "smtp_port", "send_rate"])
 def test_true_in_newsletter_toml_is_no_number(env: dict[str, str], tmp_path: Path, name: str) -> None:
     """`max_per_run = true` was read as 1: one digest a run, the rest 'run cap reached'."""
     (tmp_path / "newsletter.toml").write_text(f"{name} = true\n", encoding="utf-8")
     proc = cli(env, "check", check=False, cwd=tmp_path)
     assert proc.returncode == 1 and name in proc.stderr and "not true or false" in proc.stderr
+
+
+def test_true_for_a_number_of_a_source_is_refused(env: dict[str, str]) -> None:
+    sources = '[{"kind": "hf-daily", "days_back": true}]'
+    proc = cli({**env, "NEWSLETTER_SOURCES": sources}, "check", check=False)
+    assert proc.returncode == 1 and "not true or false" in proc.stderr
+
+
+def test_a_variable_in_lower_case_is_read_so_not_warned_about(env: dict[str, str]) -> None:
+    proc = cli({**env, "NEWSLETTER_smtp_port": "2525"}, "check", check=False)
+    assert "is not a setting" not in proc.stderr

@@ -43,6 +43,7 @@ from newsletter.rank import make_ranker
 from newsletter.render import Renderer
 from newsletter.report import BACKING_OFF, WAITING, RunReport
 from newsletter.select import BOUNCED
+from newsletter.status import status_report
 from newsletter.store import SENDING, Store
 
 from .api_server import server_process as api_process
@@ -1042,13 +1043,17 @@ def test_a_refusal_for_now_backs_off_longer_each_run_and_is_given_up_after_days(
 def test_an_address_refused_for_good_gets_no_new_digest_until_retry(folder: Path, renderer: Renderer) -> None:
     """A dead address got a new digest every day, refused every day: every run exited 1, and status
     listed one more failure a day."""
-    gone = SendError("SMTP recipient refused: 550 5.1.1 no such user", permanent=True, mailbox=True)
+    gone = SendError(
+        "SMTP recipient refused: 550 5.1.1 no such user", permanent=True, mailbox=True, gone=True
+    )
     transport = Recorder({READERS[0]: [gone]})
     made, subs = pipeline(folder, renderer, transport)
     with made.store:
         first = made.run(subs, NOW)
         shutil.copy(SEEDS / seed_names()[1], folder / "dumps")
         second = made.run(subs, NOW + timedelta(days=1))
+        rows = status_report(made.store, subs, NOW + timedelta(days=1), None)["subscribers"]
+        assert [r["subscriber"] for r in rows if r["bounced_at"]] == [READERS[0]]  # status says why
         assert made.store.requeue(NOW + timedelta(days=1, hours=1), statuses=["failed"])  # `newsletter retry`
         third = made.run(subs, NOW + timedelta(days=1, hours=2))
     assert {d.subscriber: d.status for d in first.digests}[READERS[0]] == "failed" and not first.ok

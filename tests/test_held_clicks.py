@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,14 @@ def test_a_held_file_serve_cannot_read_does_not_stop_a_new_click(settings: Setti
         unsubscribe = f"/unsubscribe/{make_token(SSM, SecretStr(SECRET))}"
         response = client.post(unsubscribe, content="List-Unsubscribe=One-Click", headers=ONE_CLICK)
     assert response.status_code == 200 and unsubscribed(settings) == {SSM}
+
+
+def test_a_held_click_older_than_a_recorded_one_does_not_replace_it(
+    settings: Settings, paper_key: str
+) -> None:
+    """serve records a new click before the held ones: the older held 'more' overwrote the reader's 'less'."""
+    hold(settings.home, Click("more", SSM, NOW, paper_key))
+    with open_store(settings) as store:
+        store.record_feedback(SSM, paper_key, "less", NOW + timedelta(hours=1))
+        record_held(settings.home, store)
+    assert feedback_of(settings, SSM) == [("less", paper_key)]

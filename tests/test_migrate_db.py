@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,18 @@ def test_every_row_of_every_table_is_copied(tmp_path: Path, pg_url: str) -> None
     assert all(
         before[name] for name in ("dumps", "papers", "digests", "vectors", "installation")
     )  # rows moved
+
+
+def test_the_clicks_serve_held_move_with_the_state(tmp_path: Path, pg_url: str) -> None:
+    """They stayed in the old state folder: the person who unsubscribed got the next digest."""
+    from newsletter.held import HELD_FILE, Click, hold
+
+    env = make_env(tmp_path)
+    add_dumps(env, seed_names()[0])
+    first = _run(env, FIRST)
+    reader = next(d["subscriber"] for d in first["digests"] if d["status"] == "sent")
+    hold(Path(env["NEWSLETTER_HOME"]), Click("unsubscribe", reader, datetime.fromisoformat(FIRST)))
+    cli(env, "migrate-db", pg_url)
+    assert not (Path(env["NEWSLETTER_HOME"]) / HELD_FILE).read_bytes()
+    with Store(pg_url) as store:
+        assert store.is_unsubscribed(reader)

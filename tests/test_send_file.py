@@ -213,6 +213,20 @@ def test_only_the_file_outbox_s_pipeline_resends_what_a_crash_left_and_only_that
     settings = made.settings.model_copy(update={"sender": "Papers <digest@example.org>"})
     with open_pipeline(settings, lock=False) as on_file:
         assert on_file.resend_unknown
+
+
+def test_with_a_shared_database_the_file_outbox_does_not_resend_what_a_crash_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another machine's outbox is not this one's: a digest written there and left 'sending' by a crash
+    was written again here (two copies), as if it replaced its own files."""
+    folder = make_folder(tmp_path)
+    made, _ = pipeline(folder, Renderer(PACKAGE_TEMPLATES), Recorder())
+    made.store.close()
+    monkeypatch.setattr(Store, "shared", property(lambda self: True))
+    settings = made.settings.model_copy(update={"sender": "Papers <digest@example.org>"})
+    with open_pipeline(settings, lock=False) as on_file:
+        assert not on_file.resend_unknown
     smtp = {"transport": "smtp", "smtp_host": "127.0.0.1"}
     with open_pipeline(settings.model_copy(update=smtp), lock=False, sending=False) as on_smtp:
         assert not on_smtp.resend_unknown

@@ -315,6 +315,12 @@ def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
         ("550 <x@example.net>: Recipient address rejected: User unknown in relay recipient table", False),
         ("554 5.1.8 <digest@example.org>: Sender address rejected: Domain not found", True),
         ("550 we do not relay for example.net", True),
+        ("550 relaying to <x@example.net> prohibited by administrator", True),
+        ("550 sorry, no relaying allowed", True),
+        ("550 Relaying not authorized", True),
+        ("553 5.1.8 <digest@example.org>: Sender address rejected: Domain not found", True),
+        ("550 5.1.7 <digest@example.org>: bad sender mailbox syntax", True),
+        ("552 5.2.2 mailbox full", False),
     ],
 )
 def test_a_refusal_on_policy_grounds_is_told_from_a_bad_address(
@@ -631,3 +637,24 @@ def test_a_refusal_for_now_tells_whether_it_blames_the_recipient_s_mailbox(
     with transport_for(server) as transport, pytest.raises(SendError) as caught:
         transport.send(message(1))
     assert not caught.value.permanent and caught.value.mailbox is mailbox
+
+
+@pytest.mark.parametrize(
+    ("reply", "gone"),
+    [
+        ("550 5.1.1 <reader1@example.net>: no such user", True),
+        ("550 5.2.1 <reader1@example.net>: mailbox disabled", True),
+        ("552 5.2.2 <reader1@example.net>: mailbox full", False),  # the next, emptied, may take one
+        ("552 5.2.3 message too long", False),
+        ("550 5.7.1 refused by policy", False),
+        ("550 no such user", False),  # no enhanced status: nothing to go on
+    ],
+)
+def test_a_refusal_for_good_tells_whether_the_mailbox_is_gone(
+    server: LoopbackController, handler: Recorder, reply: str, gone: bool
+) -> None:
+    """A full mailbox or a digest too big held the subscriber's next digests like a dead address."""
+    handler.refuse_rcpt["reader1@example.net"] = reply
+    with transport_for(server) as transport, pytest.raises(SendError) as caught:
+        transport.send(message(1))
+    assert caught.value.permanent and caught.value.gone is gone

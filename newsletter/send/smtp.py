@@ -89,34 +89,45 @@ _ENHANCED = re.compile(r"\s*[245]\.(\d{1,3}\.\d{1,3})\b")  # RFC 3463: class.sub
 
 
 def _policy(code: int, text: str) -> bool:
-    """A refusal whoever the recipient: the enhanced status's subject 7 (security or policy), or code
-    530 or 554 unless the enhanced status blames the address (x.1.x) or a named state of its mailbox
-    (x.2.1-x.2.4: disabled, full, too long; x.2.0 says nothing, and Office 365 gives it to every
-    message of a sender it refuses). Without an enhanced status, a refusal to relay (Exim's
-    "550 relay not permitted") is the server's too."""
-    enhanced = _ENHANCED.match(text)
-    relaying = not enhanced and _RELAY.search(_ANY_ADDRESS.sub("", text)) is not None
-    subject = enhanced[1].partition(".")[0] if enhanced else ""
-    return subject == "7" or relaying or (code in (530, 554) and not _the_mailbox(text))
+    """A refusal whoever the recipient: the enhanced status's subject 7 (security or policy) or x.1.7 and
+    x.1.8 (the sender's own address), or code 530 or 554 unless the enhanced status blames the recipient
+    (see ``_the_mailbox``; x.2.0 says nothing, and Office 365 gives it to every message of a sender it
+    refuses). Without an enhanced status, a refusal to relay (Exim's "550 relay not permitted") is the
+    server's too."""
+    subject, detail = _status(text)
+    relaying = not subject and _RELAY.search(_ANY_ADDRESS.sub("", text)) is not None
+    the_sender = subject == "1" and detail in ("7", "8")
+    return subject == "7" or the_sender or relaying or (code in (530, 554) and not _the_mailbox(text))
 
 
 def _the_mailbox(text: str) -> bool:
     """Whether the enhanced status blames the recipient: its address (x.1.1-x.1.6, x.1.10; not x.1.7 and
     x.1.8, which are the sender's, nor x.1.0) or a named state of its mailbox (x.2.1-x.2.4: disabled,
     full, too long); another recipient may well be accepted."""
+    subject, detail = _status(text)
+    return (subject == "1" and detail in _RECIPIENT_ADDRESS) or (subject == "2" and detail in "1234")
+
+
+def _gone(text: str) -> bool:
+    """Whether the enhanced status says the recipient's mailbox is not there (x.1.1-x.1.6, x.1.10) or
+    disabled (x.2.1): unlike a full one (x.2.2) or a message too long (x.2.3), the next digest fares no
+    better."""
+    subject, detail = _status(text)
+    return (subject == "1" and detail in _RECIPIENT_ADDRESS) or (subject == "2" and detail == "1")
+
+
+def _status(text: str) -> tuple[str, str]:
+    """The enhanced status's subject and detail ("1", "1" of 5.1.1), or empty strings without one."""
     enhanced = _ENHANCED.match(text)
     subject, _, detail = enhanced[1].partition(".") if enhanced else ("", "", "")
-    return (subject == "1" and detail in _RECIPIENT_ADDRESS) or (
-        subject == "2" and detail in ("1", "2", "3", "4")
-    )
+    return subject, detail
 
 
 _RECIPIENT_ADDRESS = ("1", "2", "3", "4", "6", "10")  # RFC 3463 and 7505: x.1.<these> name the recipient
-
-
-_RELAY = re.compile(  # a refusal to relay, not "user unknown in relay recipient table"
-    r"\b(?:relay(?:ing)?\s+(?:access\s+)?(?:is\s+)?(?:denied|not\s+permitted|not\s+allowed|prohibited|refused)"
-    r"|(?:unable|not\s+allowed)\s+to\s+relay|(?:do|does|will)\s+not\s+relay)\b",
+_RELAY = re.compile(  # a refusal to relay; not "user unknown in relay recipient table"
+    r"\bno\s+relaying\b|\brelay(?:ing)?\b(?:\W+\w+){0,4}?\W+"
+    r"(?:denied|prohibited|not\s+(?:allowed|permitted|authori[sz]ed)|rejected|refused)\b"
+    r"|\b(?:unable|not\s+allowed)\s+to\s+relay\b|\b(?:do|does|will)\s+not\s+relay\b",
     re.IGNORECASE,
 )
 _ANY_ADDRESS = re.compile(r"\S*@\S*")  # the recipient's address may hold the word
@@ -243,8 +254,13 @@ class SmtpTransport:
             return _Dropped(reply)
         _reset(client)
         said = _decode(text)
-        permanent, policy, mailbox = 500 <= code < 600, _policy(code, said), _the_mailbox(said)
-        return SendError(f"SMTP {what}: {reply}", permanent=permanent, policy=policy, mailbox=mailbox)
+        return SendError(
+            f"SMTP {what}: {reply}",
+            permanent=500 <= code < 600,
+            policy=_policy(code, said),
+            mailbox=_the_mailbox(said),
+            gone=_gone(said),
+        )
 
     def _sender_refused(self, client: _Client, exc: smtplib.SMTPSenderRefused) -> SendError | _Dropped:
         """MAIL FROM refused: the envelope sender is every message's, so a permanent refusal (530

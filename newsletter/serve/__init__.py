@@ -55,7 +55,7 @@ def run_server(
         new_database=new_database,
     )
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
-    shown = "127.0.0.1" if host in WILDCARDS else _bracketed(host)  # 0.0.0.0 is no name to browse to
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, _bracketed(host))  # noqa: S104 - no name to browse to
     log.warning("preview at http://%s:%d/", shown, port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
     with sock:

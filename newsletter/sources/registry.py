@@ -118,6 +118,14 @@ class _HttpSpec(_Spec):
     timeout: float = Field(default=20.0, gt=0, le=300)
     max_retries: int = Field(default=4, ge=0, le=10)
 
+    @field_validator("timeout", "max_retries", "days_back", mode="before", check_fields=False)
+    @classmethod
+    def _not_a_switch(cls, value: Any) -> Any:
+        """true is no number (pydantic reads it as 1)."""
+        if isinstance(value, bool):
+            raise ValueError("must be a number, not true or false")
+        return value
+
     @field_validator("base_url", check_fields=False)
     @classmethod
     def _http_url(cls, value: str) -> str:

@@ -71,14 +71,17 @@ MAX_CONNECTIONS = 64 + 16
 POOL_SIZE = 5  # kept open between uses; the others are opened when needed and closed after
 
 
-def _pool_options(url: URL) -> dict[str, int]:
+def _pool_options(url: URL) -> dict[str, Any]:
     try:
         dialect = url.get_dialect()
     except (exc.NoSuchModuleError, ImportError):
         return {}  # create_engine says which driver is missing
     if not issubclass(dialect, DefaultDialect) or not issubclass(dialect.get_pool_class(url), sa.QueuePool):
         return {}  # in-memory SQLite: one connection for all, and its pool takes no sizes
-    return {"pool_size": POOL_SIZE, "max_overflow": MAX_CONNECTIONS - POOL_SIZE}
+    # a server restarted since a pooled connection was opened: found out before the connection is used
+    # (serve's first click after a restart was held for later; a run's first query failed)
+    ping = url.get_backend_name() != "sqlite"
+    return {"pool_size": POOL_SIZE, "max_overflow": MAX_CONNECTIONS - POOL_SIZE, "pool_pre_ping": ping}
 
 
 def _make_sqlite_folder(url: URL) -> None:

@@ -29,7 +29,8 @@ def record_feedback(conn: Connection, email: str, paper_id: int, kind: str, now:
         email=address_key(email), paper_id=paper_id, kind=kind, created_at=now
     )
     update = {"kind": stmt.excluded.kind, "created_at": stmt.excluded.created_at}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["email", "paper_id"], set_=update))
+    newer = feedback.c.created_at <= stmt.excluded.created_at  # a click held while the store was down
+    conn.execute(stmt.on_conflict_do_update(index_elements=["email", "paper_id"], set_=update, where=newer))
 
 
 def feedback_of(conn: Connection, email: str) -> list[FeedbackRecord]:
