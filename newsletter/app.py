@@ -57,8 +57,10 @@ def open_pipeline(
         if not lock:
             yield _pipeline(settings, store, renderer, StoreVectorCache(store))
             return
-        with store.lock(settings.home):
-            yield _pipeline(settings, store, renderer, StoreVectorCache(store))
+        with store.lock(settings.home) as still_held:
+            pipeline = _pipeline(settings, store, renderer, StoreVectorCache(store))
+            pipeline.lock_held = still_held
+            yield pipeline
 
 
 @contextmanager

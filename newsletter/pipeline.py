@@ -26,7 +26,7 @@ from newsletter import progress
 from newsletter.address import address_key
 from newsletter.config import Settings, SubscriberList
 from newsletter.deliver import STOPPED, Breaker, Courier, Couriers
-from newsletter.errors import NewsletterError, RenderError, SendError
+from newsletter.errors import NewsletterError, RenderError, SendError, StoreError
 from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.forget import forget_old_vectors
 from newsletter.held import record_held
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
 PLAN_BATCH = 256  # digests planned per transaction, at least (more when one round of requests takes more)
+LOCK_LOST = "another run may have taken it: what this one did not send is that run's or the next one's"
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
 __all__ = ["Built", "Pipeline", "Selection", "item_view"]
@@ -100,6 +101,7 @@ class Pipeline:
         self.sleep = sleep
         self.timings = Timings()
         self.breaker = Breaker()  # a run's: the transport down, or failing every request, stops it all
+        self.lock_held: Callable[[], bool] = lambda: True  # the run lock (set by app.open_pipeline)
         self._sender_address = parse_sender(settings.sender)[1]  # refused before anything runs
         self._list_name = list_name(settings.sender)
 
@@ -391,6 +393,11 @@ class Pipeline:
             self._deliver_pending(report, subscribers, now, ignore_backoff, stop)
         return report
 
+    def _check_lock(self) -> None:
+        """StoreError once the run lock is lost (another run may be planning and sending now)."""
+        if not self.lock_held():
+            raise StoreError("this run lost the database's run lock (its connection ended)", hint=LOCK_LOST)
+
     def _deliver_pending(
         self,
         report: RunReport,
@@ -399,6 +406,7 @@ class Pipeline:
         ignore_backoff: bool,
         stop: threading.Event | None,
     ) -> None:
+        self._check_lock()
         pending = self.store.pending_deliveries(None if ignore_backoff else now)
         if not pending:
             return
@@ -573,6 +581,7 @@ class Pipeline:
         self, couriers: Couriers, built: Built, now: datetime, into: Callable[[list[DigestOutcome]], None]
     ) -> None:
         """Plan a built chunk in one transaction, then send its messages; outcomes go to ``into``."""
+        self._check_lock()
         outcomes, ready = list(built.outcomes), built.ready
         if couriers.stopped:  # not planned: due at the next run, built again then
             outcomes += [DigestOutcome(message.recipient, "skipped", WAITING) for message, _, _ in ready]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -70,3 +71,38 @@ def test_one_daemon_plans_and_the_other_takes_over_when_it_is_killed(tmp_path: P
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=30)
     assert daemons[standby].returncode == 0
+
+
+def test_a_run_that_loses_the_database_s_run_lock_stops_before_its_next_chunk(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Its lock went with its connection (a DBA, an idle-session timeout) and it never checked: a second
+    run took the lock and both planned and sent at once."""
+    import sqlalchemy as sa
+
+    from newsletter.app import open_pipeline
+    from newsletter.config import load_settings, load_subscribers
+
+    env = make_env(tmp_path)
+    add_dumps(env, seed_names()[0])
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+        database_url=pg_url,
+    )
+    with open_pipeline(settings) as pipeline:
+        engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+        with engine.connect() as dba:
+            dba.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid <> pg_backend_pid()"
+                )
+            )
+        engine.dispose()
+        report = pipeline.run(load_subscribers(settings.subscribers), datetime(2026, 3, 11, 8, tzinfo=UTC))
+    assert "lost the database's run lock" in report.halted and not report.ok
+    assert outbox(env) == []  # nothing planned or sent without the lock
+    assert _sent(pg_url) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -125,14 +125,17 @@ class Store:
         return AdvisoryLock(self._engine, RUN_LOCK_KEY, "run")
 
     @contextmanager
-    def lock(self, home: Path, timeout: float = 0.0) -> Iterator[None]:
-        """The run lock: in a shared database (PostgreSQL) when there is one, else home/run.lock."""
+    def lock(self, home: Path, timeout: float = 0.0) -> Iterator[Callable[[], bool]]:
+        """The run lock: in a shared database (PostgreSQL) when there is one, else home/run.lock. Gives
+        a check that it is still held: the database's goes with its connection (ended by a DBA, an
+        idle-session timeout, a proxy), and another run may then take it."""
         if not self.shared:
             with run_lock(home, timeout):
-                yield
+                yield lambda: True
             return
-        with db_errors("taking the run lock"), self.coordinator_lock().hold(timeout):
-            yield
+        lock = self.coordinator_lock()
+        with db_errors("taking the run lock"), lock.hold(timeout):
+            yield lock.held
 
     def copy_to(self, target: Store) -> dict[str, int]:
         """Copy this whole state into the empty ``target`` (one transaction there); rows per table."""
