@@ -427,18 +427,6 @@ def test_advance_watermark_creates_the_subscriber_and_never_goes_back(store: Sto
     assert set(store.subscriber_states()) == {ADA}
 
 
-def test_mark_sending_many_moves_only_queued_digests_of_subscribed_addresses(store: Store) -> None:
-    store.plan_digests(plan_for(store, f"d{i}", f"u{i}@example.org") for i in range(4))
-    store.mark_sending("d1", at(25))
-    store.record_unsubscribe("u2@example.org", at(25))
-
-    moved = store.mark_sending_many(["d0", "d1", "d2", "d3", "d0", "missing"], at(26))
-
-    assert moved == ["d0", "d3"]
-    statuses = {r.digest_id: (r.status, r.attempts) for r in store.deliveries()}
-    assert statuses == {"d0": (SENDING, 1), "d1": (SENDING, 1), "d2": (CANCELLED, 0), "d3": (SENDING, 1)}
-
-
 # -- the hot path: DeliverySession ------------------------------------------------------------------
 
 

@@ -317,23 +317,6 @@ def mark_sending(conn: Connection, digest_id: str, now: datetime, message_id: st
     _transition(conn, digest_id, QUEUED, values, sa.not_(unsubscribed_row(digests.c.email)))
 
 
-def mark_sending_many(conn: Connection, digest_ids: Iterable[str], now: datetime) -> list[str]:
-    """pending|retry -> sending for each; returns the ids moved (others, e.g. cancelled, are left)."""
-    moved: list[str] = []
-    for batch in chunks(dict.fromkeys(digest_ids)):
-        criteria = [
-            digests.c.id.in_(batch),
-            digests.c.status.in_(QUEUED),
-            sa.not_(unsubscribed_row(digests.c.email)),
-        ]
-        movable = set(conn.execute(sa.select(digests.c.id).where(*criteria)).scalars())
-        if movable:
-            values = {"status": SENDING, "updated_at": now, "attempts": digests.c.attempts + 1}
-            conn.execute(digests.update().where(digests.c.id.in_(movable)).values(**values))
-        moved.extend(d for d in batch if d in movable)
-    return moved
-
-
 def mark_sent(conn: Connection, digest_id: str, now: datetime, message_id: str) -> None:
     values = {
         "status": SENT,

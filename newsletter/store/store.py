@@ -354,15 +354,6 @@ class Store:
         with self._tx(f"marking digest {digest_id} sending", write=True) as conn:
             delivery.mark_sending(conn, digest_id, now, message_id)
 
-    def mark_sending_many(self, digest_ids: Iterable[str], now: datetime) -> list[str]:
-        """mark_sending for a batch (one transaction), for batch APIs; returns the ids now 'sending'.
-
-        Ids not in pending/retry, or whose subscriber unsubscribed, are skipped, not raised on.
-        """
-        _aware(now, "now")
-        with self._tx("marking digests sending", write=True) as conn:
-            return delivery.mark_sending_many(conn, digest_ids, now)
-
     def delivery_session(self, lock: threading.Lock | None = None) -> DeliverySession:
         """The per-message hot path for a run's sends (see store/session.py)."""
         return DeliverySession(self._engine, lock)
