@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -507,14 +508,13 @@ def resubscribe(
 def feedback(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
     paper: PaperArgument,
-    more: Annotated[
-        bool, typer.Option("--more/--less", help="More papers like this one, or fewer.", show_default=False)
-    ],
+    more: Annotated[bool, typer.Option("--more", help="More papers like this one.")] = False,
+    less: Annotated[bool, typer.Option("--less", help="Fewer papers like this one.")] = False,
     now: NowOption = None,
 ) -> None:
     """Record "more like this" or "less like this" for EMAIL, as the links in a digest do."""
-    if {"--more", "--less"} <= set(sys.argv):  # a flag pair: the last would win in silence
-        raise UsageError("give --more or --less, not both")
+    if more == less:  # two flags, not a --more/--less pair: with both, the last one won in silence
+        raise UsageError("give --more or --less" + (", not both" if more else ""))
     settings = state.settings()
     subscriber = _subscriber(settings, email)
     kind = "more" if more else "less"
@@ -596,7 +596,7 @@ def _readable_arguments(arguments: list[str]) -> None:
         try:
             argument.encode("utf-8")
         except UnicodeEncodeError:
-            shown = argument.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+            shown = os.fsencode(argument).decode("utf-8", "backslashreplace")  # the byte as given: \xff
             raise UsageError(f"argument {position} ({shown}) is not valid UTF-8") from None
 
 

@@ -320,10 +320,11 @@ class _FromVariable(PydanticBaseSettingsSource):
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """NEWSLETTER_* environment variables no setting reads (a typo such as NEWSLETTER_SMPT_HOST is
     otherwise ignored in silence), each with the setting it may have meant."""
-    known = {f"NEWSLETTER_{name.upper()}" for name in Settings.model_fields} | {"NEWSLETTER_FROM"}
-    names = os.environ if environ is None else environ  # read case-blind, as the settings are
+    fields = {f"NEWSLETTER_{name.upper()}" for name in Settings.model_fields}  # read case-blind
+    names = os.environ if environ is None else environ
     found = sorted(n for n in names if n.upper().startswith("NEWSLETTER_"))
-    return [_unknown(name, known) for name in found if name.upper() not in known]
+    known = [n for n in found if n.upper() in fields or n == "NEWSLETTER_FROM"]  # FROM: as written only
+    return [_unknown(name, fields | {"NEWSLETTER_FROM"}) for name in found if name not in known]
 
 
 def _unknown(name: str, known: set[str]) -> str:

@@ -75,7 +75,7 @@ def record_held(home: Path, store: Store) -> int:
         with _locked(home, "rb+") as held:
             clicks = list(_read(held))
             for click in clicks:
-                record_click(store, click)
+                record_click(store, click, held=True)
             held.truncate(0)
     except FileNotFoundError:  # nothing held: the usual case
         return 0
@@ -86,12 +86,13 @@ def record_held(home: Path, store: Store) -> int:
     return len(clicks)
 
 
-def record_click(store: Store, click: Click) -> StoredPaper | None:
-    """Record one click; for feedback, the paper it names (None: no such paper, nothing recorded)."""
+def record_click(store: Store, click: Click, *, held: bool = False) -> StoredPaper | None:
+    """Record one click; for feedback, the paper it names (None: no such paper, nothing recorded). A
+    ``held`` one may be older than what was recorded since: it then changes nothing."""
     if click.kind == "unsubscribe":
         store.record_unsubscribe(click.email, click.at)
         return None
-    return store.record_feedback(click.email, click.paper or "", click.kind, click.at)
+    return store.record_feedback(click.email, click.paper or "", click.kind, click.at, if_newer=held)
 
 
 def _read(held: IO[bytes]) -> Iterator[Click]:

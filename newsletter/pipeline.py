@@ -192,7 +192,11 @@ class Pipeline:
                 log.warning("%s a crash interrupted: written again (the outbox replaces its files)", what)
             unknown = [digest_id for digest_id in unknown if digest_id not in again]
         if unknown:
-            log.warning("%d deliveries were interrupted by a crash and are now 'unknown'", len(unknown))
+            log.warning(
+                "%d deliveries were interrupted by a crash and are now 'unknown' (they may have arrived; "
+                "`newsletter retry --unknown` sends them again)",
+                len(unknown),
+            )
         return unknown
 
     def _forget(self, subscribers: Sequence[Subscriber], stop: threading.Event | None) -> None:

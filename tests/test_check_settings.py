@@ -226,6 +226,17 @@ def test_true_for_a_number_of_a_source_is_refused(env: dict[str, str]) -> None:
     assert proc.returncode == 1 and "not true or false" in proc.stderr
 
 
-def test_a_variable_in_lower_case_is_read_so_not_warned_about(env: dict[str, str]) -> None:
+def test_a_variable_in_lower_case_is_read_so_not_warned_about_but_the_sender_s_is_not(
+    env: dict[str, str],
+) -> None:
     proc = cli({**env, "NEWSLETTER_smtp_port": "2525"}, "check", check=False)
     assert "is not a setting" not in proc.stderr
+    proc = cli({**env, "NEWSLETTER_From": "Papers <digest@papers.example.org>"}, "check", check=False)
+    assert "warning: NEWSLETTER_From is not a setting (did you mean NEWSLETTER_FROM?)" in proc.stderr
+
+
+@pytest.mark.parametrize("sender", ["Papers (Inc, Ltd) <d@example.org>", '"Papers, Inc." <d@example.org>'])
+def test_a_comma_inside_quotes_or_a_comment_is_fine(sender: str) -> None:
+    from newsletter.send.message import parse_sender
+
+    assert parse_sender(sender)[1] == "d@example.org"

@@ -360,4 +360,4 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(env: dict[str, str]) -> N
         timeout=60,
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "argument 3" in proc.stderr and "not valid UTF-8" in proc.stderr
+    assert "argument 3 (Bad\\xff) is not valid UTF-8" in proc.stderr

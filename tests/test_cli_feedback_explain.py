@@ -75,7 +75,7 @@ def test_feedback_changes_the_next_digest(fresh: dict[str, str]) -> None:
     [
         ((SSM, "2499.99999", "--less"), 1, "error: no paper '2499.99999' in the store"),
         (("who@example.org", SENT, "--more"), 1, "no subscriber with email 'who@example.org'"),
-        ((SSM, SENT), 2, "Missing option '--more'"),
+        ((SSM, SENT), 2, "give --more or --less"),
         ((SSM, SENT, "--more", "--less"), 2, "give --more or --less, not both"),  # the last won in silence
     ],
 )

@@ -67,6 +67,15 @@ def test_feedback_is_recorded_once_per_paper_and_the_last_word_counts(store: Sto
     assert store.feedback("bob@example.org") == []
 
 
+def test_the_last_word_counts_whatever_its_clock_says_but_a_held_click_only_if_newer(store: Store) -> None:
+    """`feedback --now` earlier than the feedback recorded was dropped while the CLI said it was recorded."""
+    store.record_feedback("ada@example.org", "2401.00001", "less", NOW + timedelta(hours=1))
+    store.record_feedback("ada@example.org", "2401.00001", "more", NOW)  # said last, dated earlier
+    assert [f.kind for f in store.feedback("ada@example.org")] == ["more"]
+    store.record_feedback("ada@example.org", "2401.00001", "less", NOW - timedelta(hours=1), if_newer=True)
+    assert [f.kind for f in store.feedback("ada@example.org")] == ["more"]  # a held click from before
+
+
 def test_a_link_sent_before_the_paper_got_its_arxiv_id_still_finds_it(store: Store) -> None:
     key = store.paper_by_key("no id paper")
     assert key is not None and key.key == "no id paper"

@@ -213,6 +213,9 @@ def test_only_the_file_outbox_s_pipeline_resends_what_a_crash_left_and_only_that
     settings = made.settings.model_copy(update={"sender": "Papers <digest@example.org>"})
     with open_pipeline(settings, lock=False) as on_file:
         assert on_file.resend_unknown
+    smtp = {"transport": "smtp", "smtp_host": "127.0.0.1"}
+    with open_pipeline(settings.model_copy(update=smtp), lock=False, sending=False) as on_smtp:
+        assert not on_smtp.resend_unknown
 
 
 def test_with_a_shared_database_the_file_outbox_does_not_resend_what_a_crash_left(
@@ -227,6 +230,3 @@ def test_with_a_shared_database_the_file_outbox_does_not_resend_what_a_crash_lef
     settings = made.settings.model_copy(update={"sender": "Papers <digest@example.org>"})
     with open_pipeline(settings, lock=False) as on_file:
         assert not on_file.resend_unknown
-    smtp = {"transport": "smtp", "smtp_host": "127.0.0.1"}
-    with open_pipeline(settings.model_copy(update=smtp), lock=False, sending=False) as on_smtp:
-        assert not on_smtp.resend_unknown

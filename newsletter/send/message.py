@@ -19,7 +19,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime, getaddresses, parseaddr
 from functools import lru_cache
 
 import numpy as np
@@ -162,7 +162,7 @@ def parse_sender(sender: str) -> tuple[str, str]:
     if "@" in written and any(c.isspace() for c in written.strip()):  # parseaddr drops spaces: another domain
         raise ConfigError(f"setting 'sender': the address {written.strip()!r} contains a space")
     display = sender.rpartition("<")[0] if "<" in sender else ""
-    if "," in display and not display.strip().startswith('"'):  # parseaddr reads two addresses
+    if len(getaddresses([sender])) > 1:  # an unquoted comma: two addresses, the first a bad one
         raise ConfigError(
             f"setting 'sender': the display name {display.strip()!r} holds a comma: put it in double quotes, "
             f'as in "Papers, Inc." <digest@example.org>'

@@ -95,7 +95,7 @@ def _policy(code: int, text: str) -> bool:
     refuses). Without an enhanced status, a refusal to relay (Exim's "550 relay not permitted") is the
     server's too."""
     subject, detail = _status(text)
-    relaying = not subject and _RELAY.search(_ANY_ADDRESS.sub("", text)) is not None
+    relaying = not subject and _RELAY.search(_ANY_ADDRESS.sub("address", text)) is not None
     the_sender = subject == "1" and detail in ("7", "8")
     return subject == "7" or the_sender or relaying or (code in (530, 554) and not _the_mailbox(text))
 
@@ -105,7 +105,9 @@ def _the_mailbox(text: str) -> bool:
     x.1.8, which are the sender's, nor x.1.0) or a named state of its mailbox (x.2.1-x.2.4: disabled,
     full, too long); another recipient may well be accepted."""
     subject, detail = _status(text)
-    return (subject == "1" and detail in _RECIPIENT_ADDRESS) or (subject == "2" and detail in "1234")
+    return (subject == "1" and detail in _RECIPIENT_ADDRESS) or (
+        subject == "2" and detail in ("1", "2", "3", "4")
+    )
 
 
 def _gone(text: str) -> bool:
@@ -124,13 +126,15 @@ def _status(text: str) -> tuple[str, str]:
 
 
 _RECIPIENT_ADDRESS = ("1", "2", "3", "4", "6", "10")  # RFC 3463 and 7505: x.1.<these> name the recipient
-_RELAY = re.compile(  # a refusal to relay; not "user unknown in relay recipient table"
-    r"\bno\s+relaying\b|\brelay(?:ing)?\b(?:\W+\w+){0,4}?\W+"
-    r"(?:denied|prohibited|not\s+(?:allowed|permitted|authori[sz]ed)|rejected|refused)\b"
-    r"|\b(?:unable|not\s+allowed)\s+to\s+relay\b|\b(?:do|does|will)\s+not\s+relay\b",
-    re.IGNORECASE,
+_DENIED = r"(?:is\s+)?(?:denied|prohibited|not\s+(?:allowed|permitted|authori[sz]ed))\b"
+_RELAY = (
+    re.compile(  # a refusal to relay; not "user unknown in relay recipient table" nor "relay host refused"
+        rf"\brelay(?:ing)?\s+(?:access\s+)?{_DENIED}|\brelay(?:ing)?\s+(?:mail\s+)?to\s+\S+\s+{_DENIED}"
+        r"|\bno\s+relaying\b|\b(?:unable|not\s+allowed)\s+to\s+relay\b|\b(?:do|does|will)\s+not\s+relay\b",
+        re.IGNORECASE,
+    )
 )
-_ANY_ADDRESS = re.compile(r"\S*@\S*")  # the recipient's address may hold the word
+_ANY_ADDRESS = re.compile(r"[^\s@]*@\S*")  # the recipient's address may hold the word (linear: no @, no scan)
 
 
 FINAL_REPLY_WAIT = 600.0  # seconds

@@ -20,8 +20,11 @@ from newsletter.store.records import FeedbackRecord
 from newsletter.store.schema import feedback, papers
 
 
-def record_feedback(conn: Connection, email: str, paper_id: int, kind: str, now: datetime) -> None:
-    """Insert, or replace the kind and time of, this subscriber's feedback on this paper."""
+def record_feedback(
+    conn: Connection, email: str, paper_id: int, kind: str, now: datetime, *, if_newer: bool = False
+) -> None:
+    """Insert, or replace the kind and time of, this subscriber's feedback on this paper; ``if_newer``
+    (a click held while the store was down, recorded later) replaces only older feedback."""
     dialect: Any = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
     if dialect is None:
         raise StoreError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL")
@@ -29,7 +32,7 @@ def record_feedback(conn: Connection, email: str, paper_id: int, kind: str, now:
         email=address_key(email), paper_id=paper_id, kind=kind, created_at=now
     )
     update = {"kind": stmt.excluded.kind, "created_at": stmt.excluded.created_at}
-    newer = feedback.c.created_at <= stmt.excluded.created_at  # a click held while the store was down
+    newer = feedback.c.created_at <= stmt.excluded.created_at if if_newer else None
     conn.execute(stmt.on_conflict_do_update(index_elements=["email", "paper_id"], set_=update, where=newer))
 
 

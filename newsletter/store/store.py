@@ -295,8 +295,11 @@ class Store:
 
     # --- feedback ------------------------------------------------------------------------------
 
-    def record_feedback(self, email: str, paper_key: str, kind: str, now: datetime) -> StoredPaper | None:
-        """Record "more" or "less" like this paper (replacing earlier feedback on it); None: no such paper.
+    def record_feedback(
+        self, email: str, paper_key: str, kind: str, now: datetime, *, if_newer: bool = False
+    ) -> StoredPaper | None:
+        """Record "more" or "less" like this paper (replacing earlier feedback on it; with ``if_newer``,
+        a click `serve` held, only older feedback); None: no such paper.
 
         The one path for every way feedback arrives: the digest's links, `newsletter feedback`.
         """
@@ -307,7 +310,7 @@ class Store:
             found = _by_key(conn, paper_key)
             if found is None:
                 return None
-            feedback_log.record_feedback(conn, email, found.id, kind, now)
+            feedback_log.record_feedback(conn, email, found.id, kind, now, if_newer=if_newer)
         log.info("recorded '%s like this' from %s on %s", kind, email, paper_key)
         return found
 
