@@ -287,24 +287,38 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=_Command)
 def retry(
+    emails: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="EMAIL", help="Only these subscribers' deliveries (default: every one)."),
+    ] = None,
     unknown: Annotated[
         bool, typer.Option("--unknown", help="Also resend messages whose fate is unknown (may duplicate).")
     ] = False,
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Retry failed deliveries now (and, with --unknown, those that may or may not have arrived)."""
+    """Retry failed deliveries now (and, with --unknown, those that may or may not have arrived).
+
+    A subscriber whose address a server refused for good gets new digests again once this sends the
+    refused one.
+    """
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
     clock = _parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
+    only = {address_key(email) for email in emails} if emails else None
     with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
         pipeline.take_held_clicks()
         pipeline.recover(clock)
-        requeued = pipeline.store.requeue(clock, statuses=statuses)
-        report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop)
+        ids = (
+            None
+            if only is None
+            else [d.digest_id for e in only for d in pipeline.store.deliveries(statuses, e)]
+        )
+        requeued = pipeline.store.requeue(clock, statuses=statuses, digest_ids=ids)
+        report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop, only=only)
         report.errors += [pipeline.breaker.reason] if pipeline.breaker.reason else []
     if not as_json:
         typer.echo(f"{len(requeued)} {'delivery' if len(requeued) == 1 else 'deliveries'} requeued")

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -390,11 +390,13 @@ class Pipeline:
         *,
         ignore_backoff: bool = False,
         stop: threading.Event | None = None,
+        only: Collection[str] | None = None,
     ) -> RunReport:
-        """Deliver what earlier runs left queued (crashed, or failed temporarily); no new digests."""
+        """Deliver what earlier runs left queued (crashed, or failed temporarily); no new digests. With
+        ``only`` (address keys), only those subscribers' (`newsletter retry EMAIL`)."""
         report = RunReport()
         with report.halts_on_store_errors():
-            self._deliver_pending(report, subscribers, now, ignore_backoff, stop)
+            self._deliver_pending(report, subscribers, now, ignore_backoff, stop, only)
         return report
 
     def _check_lock(self) -> None:
@@ -409,9 +411,11 @@ class Pipeline:
         now: datetime,
         ignore_backoff: bool,
         stop: threading.Event | None,
+        only: Collection[str] | None = None,
     ) -> None:
         self._check_lock()
         pending = self.store.pending_deliveries(None if ignore_backoff else now)
+        pending = [r for r in pending if only is None or address_key(r.email) in only]
         if not pending:
             return
         with (

@@ -24,7 +24,9 @@ from newsletter.rank.base import Ranker
 from newsletter.report import BACKING_OFF, Timings
 from newsletter.store import RETRY, Store, SubscriberState
 
-BOUNCED = "its address was refused for good (see `newsletter status`); `newsletter retry` tries it again"
+BOUNCED = (
+    "its address was refused for good (see `newsletter status`); `newsletter retry EMAIL` tries it again"
+)
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
 
 log = logging.getLogger(__name__)

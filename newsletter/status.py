@@ -110,7 +110,7 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     )
     for row in data["subscribers"]:
         due = "unsubscribed" if row["unsubscribed"] else row["next_due"]
-        due = "held: address refused (retry)" if row["bounced_at"] and not row["unsubscribed"] else due
+        due = "held: address refused (retry EMAIL)" if row["bounced_at"] and not row["unsubscribed"] else due
         last = _short_time(row["last_digest_at"]) if row["last_digest_at"] else "never"
         table.add_row(row["subscriber"], row["cadence"], last, due)
     console.print(table)

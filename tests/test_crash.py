@@ -1060,3 +1060,24 @@ def test_an_address_refused_for_good_gets_no_new_digest_until_retry(folder: Path
     assert {d.subscriber: d.reason for d in second.digests}[READERS[0]] == BOUNCED and second.ok
     assert transport.sent.count(READERS[0]) == 2  # the refused digest, then the new one
     assert {d.subscriber: d.status for d in third.digests}[READERS[0]] == "sent" and third.ok
+
+
+def test_retry_email_resends_that_subscriber_s_refused_digest_only(folder: Path, renderer: Renderer) -> None:
+    """`retry` resent every failed digest of the list to release one held address."""
+    gone = SendError(
+        "SMTP recipient refused: 550 5.1.1 no such user", permanent=True, mailbox=True, gone=True
+    )
+    made, subs = pipeline(folder, renderer, Recorder({READERS[0]: [gone], READERS[1]: [gone]}))
+    with made.store:
+        made.run(subs, NOW)
+    env = {
+        "NEWSLETTER_HOME": str(folder / "state"),
+        "NEWSLETTER_SUBSCRIBERS": str(folder / "subscribers.yaml"),
+        "NEWSLETTER_DUMPS": str(folder / "dumps"),
+        "NEWSLETTER_FROM": f"Papers <digest@{DOMAIN}>",
+        "NEWSLETTER_RANKER": "lexical",
+    }
+    done = cli(env, "retry", READERS[0].upper(), "--now", (NOW + timedelta(hours=1)).isoformat())
+    assert "1 delivery requeued" in done.stdout
+    assert committed(folder) == {READERS[0]: "sent", READERS[1]: "failed", READERS[2]: "sent"}
+    assert [p.name.split("_")[1] for p in (folder / "state" / "outbox").glob("*.eml")] == [READERS[0]]
