@@ -333,10 +333,8 @@ def test_a_refusal_on_policy_grounds_is_told_from_a_bad_address(
 ) -> None:
     """Read from the reply code and its enhanced status, not from any digits in the text (an address
     with 554 in it stopped runs as if the server refused everything)."""
-    handler.refuse_rcpt["reader1@example.net"] = reply
-    with transport_for(server) as transport, pytest.raises(SendError) as caught:
-        transport.send(message(1))
-    assert caught.value.permanent and caught.value.policy is policy
+    refused = _refusal_of(server, handler, reply)
+    assert refused.permanent and refused.policy is policy
 
 
 def _first_fails_temporarily_second_arrives(server: LoopbackController, handler: Recorder) -> None:
@@ -638,10 +636,8 @@ def test_a_refusal_for_now_tells_whether_it_blames_the_recipient_s_mailbox(
     server: LoopbackController, handler: Recorder, reply: str, mailbox: bool
 ) -> None:
     """One full mailbox refused for days stopped the whole list: its refusals counted as the server's."""
-    handler.refuse_rcpt["reader1@example.net"] = reply
-    with transport_for(server) as transport, pytest.raises(SendError) as caught:
-        transport.send(message(1))
-    assert not caught.value.permanent and caught.value.mailbox is mailbox
+    refused = _refusal_of(server, handler, reply)
+    assert not refused.permanent and refused.mailbox is mailbox
 
 
 @pytest.mark.parametrize(
@@ -659,7 +655,13 @@ def test_a_refusal_for_good_tells_whether_the_mailbox_is_gone(
     server: LoopbackController, handler: Recorder, reply: str, gone: bool
 ) -> None:
     """A full mailbox or a digest too big held the subscriber's next digests like a dead address."""
+    refused = _refusal_of(server, handler, reply)
+    assert refused.permanent and refused.gone is gone
+
+
+def _refusal_of(server: LoopbackController, handler: Recorder, reply: str) -> SendError:
+    """The SendError one message meets when the server answers its recipient with ``reply``."""
     handler.refuse_rcpt["reader1@example.net"] = reply
     with transport_for(server) as transport, pytest.raises(SendError) as caught:
         transport.send(message(1))
-    assert caught.value.permanent and caught.value.gone is gone
+    return caught.value
