@@ -343,7 +343,7 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError(f"invalid settings: {_wording(exc.errors()[0])}") from None
         field = str(loc[0])
         error = UsageError if field in given else ConfigError
-        raise error(f"invalid setting {_first_problem(exc)} ({_origin(field, given)})") from None
+        raise error(f"invalid setting {_first_problem(exc)} ({setting_origin(field, given)})") from None
     except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON
         named = re.search(r'field "(\w+)"', str(exc))
         if named is None:
@@ -352,7 +352,7 @@ def load_settings(**overrides: Any) -> Settings:
             ) from None
         field = named.group(1)
         raise ConfigError(
-            f"invalid setting field '{field}': not valid JSON ({_origin(field, given)})",
+            f"invalid setting field '{field}': not valid JSON ({setting_origin(field, given)})",
             hint="complex settings are JSON, e.g. [{...}]",
         ) from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # read while the settings are built
@@ -360,9 +360,10 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"{toml}: not valid TOML: {exc}", hint="see the Configuration reference") from None
 
 
-def _origin(field: str, given: dict[str, Any]) -> str:
-    """Where a setting's value came from: a flag, an environment variable or newsletter.toml."""
-    if field in given:
+def setting_origin(field: str, given: Mapping[str, Any] | None = None) -> str:
+    """Where a setting's value came from: a flag (one of ``given``), an environment variable or
+    newsletter.toml."""
+    if field in (given or {}):
         return f"flag --{field.replace('_', '-')}"
     names = ["NEWSLETTER_FROM"] if field == "sender" else []
     names.append(f"NEWSLETTER_{field.upper()}")

@@ -18,22 +18,22 @@ from .helpers import add_dumps, cli, outbox, seed_names
         (
             "NEWSLETTER_FROM",
             "Papers <d@exa mple.org>",
-            "error: setting 'sender': the address 'd@exa mple.org' contains a space",
+            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the address 'd@exa mple.org' contains a space",
         ),
         (
             "NEWSLETTER_FROM",
             "d@exa mple.org",
-            "error: setting 'sender': the address 'd@exa mple.org' contains a space",
+            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the address 'd@exa mple.org' contains a space",
         ),
         (
             "NEWSLETTER_FROM",
             "Pa pers <d @example.org>",
-            "error: setting 'sender': the address 'd @example.org' contains a space",
+            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the address 'd @example.org' contains a space",
         ),
         (
             "NEWSLETTER_FROM",
             "Pâpers, Inc. <d@example.org>",  # read as two addresses: 'Pâpers' was called the bad one
-            "error: setting 'sender': the display name 'Pâpers, Inc.' holds a comma: put it in double quotes",
+            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the display name 'Pâpers, Inc.' holds a comma: put it in double quotes",
         ),
         ("NEWSLETTER_BASE_URL", "javascript:alert(1)//", "error: invalid setting field 'base_url'"),
         (

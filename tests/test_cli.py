@@ -211,7 +211,12 @@ def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Pa
         ),
         ("check", "NEWSLETTER_FETCH_CRON", "nonsense", "error: invalid setting field 'fetch_cron'"),
         ("check", "NEWSLETTER_TRANSPORT", "postmark", "error: transport 'postmark' needs an API key"),
-        ("check", "NEWSLETTER_FROM", "not an address", "error: setting 'sender': invalid email address"),
+        (
+            "check",
+            "NEWSLETTER_FROM",
+            "not an address",
+            "error: setting 'sender' (environment variable NEWSLETTER_FROM): 'not an address': invalid email",
+        ),
         (
             "status",
             "NEWSLETTER_SOURCES",
@@ -361,3 +366,26 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(env: dict[str, str]) -> N
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "argument 3 (Bad\\xff) is not valid UTF-8" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "first_line"),
+    [
+        ('sources = [{kind = "rss"}]', "error: invalid setting field 'sources[0]': unknown kind 'rss'"),
+        ('sources = [{kind = "folder"}, {kind = "folder"}]', "error: invalid setting field 'sources[1]'"),
+        ('from = "digest at example.org"', "error: setting 'sender' (newsletter.toml): 'digest at example"),
+        (
+            'list_id = "Papers <>"',
+            "error: setting 'list_id' (newsletter.toml): 'Papers <>' has no identifier",
+        ),
+    ],
+)
+def test_sources_sender_and_list_id_errors_name_newsletter_toml(
+    env: dict[str, str], tmp_path: Path, toml: str, first_line: str
+) -> None:
+    (tmp_path / "newsletter.toml").write_text(toml + "\n", encoding="utf-8")
+    env = {k: v for k, v in env.items() if k != "NEWSLETTER_FROM"}  # it would win over newsletter.toml
+    proc = cli(env, "check", check=False)  # the working directory is tmp_path
+    assert proc.returncode == 1
+    first = proc.stderr.splitlines()[0]
+    assert first.startswith(first_line) and "(newsletter.toml)" in first, first

@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from newsletter.address import ascii_domain
-from newsletter.config import Settings
+from newsletter.config import Settings, setting_origin
 from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.unsubscribe import mailto_url
@@ -157,21 +157,29 @@ def list_name(sender: str) -> str:
 def parse_sender(sender: str) -> tuple[str, str]:
     """(display name, ASCII address) of the sender setting; ConfigError for one that cannot be used."""
     if _CONTROL.search(sender):
-        raise ConfigError("setting 'sender' contains a line break or control character")
+        raise _sender_error("contains a line break or control character")
     written = sender.rpartition("<")[2].partition(">")[0] if "<" in sender else sender
     if "@" in written and any(c.isspace() for c in written.strip()):  # parseaddr drops spaces: another domain
-        raise ConfigError(f"setting 'sender': the address {written.strip()!r} contains a space")
+        raise _sender_error(f"the address {written.strip()!r} contains a space")
     display = sender.rpartition("<")[0] if "<" in sender else ""
     if len(getaddresses([sender])) > 1:  # an unquoted comma: two addresses, the first a bad one
-        raise ConfigError(
-            f"setting 'sender': the display name {display.strip()!r} holds a comma: put it in double quotes, "
+        raise _sender_error(
+            f"the display name {display.strip()!r} holds a comma: put it in double quotes, "
             f'as in "Papers, Inc." <digest@example.org>'
         )
     name, addr = parseaddr(sender)
     try:
         return clean_text(name), _checked_address(addr)
     except SendError as exc:
-        raise ConfigError(f"setting 'sender': {exc.message}") from None
+        raise _sender_error(f"{sender!r}: {exc.message}") from None
+
+
+def _sender_error(problem: str) -> ConfigError:
+    return ConfigError(f"setting 'sender' ({setting_origin('sender')}): {problem}")
+
+
+def _list_id_error(problem: str) -> ConfigError:
+    return ConfigError(f"setting 'list_id' ({setting_origin('list_id')}): {problem}")
 
 
 def _checked_address(addr: str) -> str:
@@ -279,11 +287,13 @@ def _date(date: datetime) -> str:
 def _list_id_tokens(list_id: str) -> Tokens:
     """'Name <list.example.org>' -> phrase + angle-bracketed dot-atom identifier."""
     if _CONTROL.search(list_id):
-        raise ConfigError("setting 'list_id' contains a line break or control character")
+        raise _list_id_error("contains a line break or control character")
     name, _, ident = list_id.rpartition("<")
     ident = ident.strip().rstrip(">").strip()
     if not _LOCAL_PART.fullmatch(ident) or "." not in ident:
-        raise ConfigError(f"setting 'list_id': {ident!r} is not a dot-atom like 'papers.example.org'")
+        raise _list_id_error(
+            f"{list_id!r} has no identifier like 'papers.example.org' (or 'Name <papers.example.org>')"
+        )
     name = clean_text(name)
     return [*_phrase(name), f"<{ident}>"] if name else [f"<{ident}>"]
 

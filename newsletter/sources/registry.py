@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from pydantic_core import ErrorDetails
 
 from newsletter.address import is_host_name
+from newsletter.config import setting_origin
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.sources.arxivfetch import DEFAULT_ARXIV_BASE_URL, ArxivSource
 from newsletter.sources.fetch import DEFAULT_HF_BASE_URL, HfDailySource
@@ -200,7 +201,9 @@ def validate_sources(spec: Any) -> list[AnySpec]:
     try:
         return _SPECS.validate_python(spec)
     except ValidationError as exc:
-        raise ConfigError(f"invalid setting {_problem(exc)}", hint=_hint()) from None
+        raise ConfigError(
+            f"invalid setting {_problem(exc)} ({setting_origin('sources')})", hint=_hint()
+        ) from None
 
 
 def _build(
@@ -221,7 +224,8 @@ def _refuse_duplicates(specs: list[AnySpec]) -> None:
     seen: set[AnySpec] = set()
     for index, spec in enumerate(specs):
         if spec in seen:
-            message = f"invalid setting field 'sources[{index}]': duplicate of an earlier entry"
+            where = setting_origin("sources")
+            message = f"invalid setting field 'sources[{index}]': duplicate of an earlier entry ({where})"
             raise ConfigError(message, hint="remove one of the two entries")
         seen.add(spec)
 
