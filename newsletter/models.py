@@ -110,7 +110,6 @@ class Paper:
     authors: tuple[str, ...] = ()
     upvotes: int | None = None
     comments: int | None = None
-    published_at: datetime | None = None
     details: PaperDetails = NO_DETAILS
 
     @property

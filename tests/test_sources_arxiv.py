@@ -28,7 +28,7 @@ def test_an_rss_feed_ingests_the_new_and_cross_listed_papers_with_ids_authors_an
     assert drift.abstract.startswith("Local learning trains each layer with its own auxiliary loss")
     assert signal.authors == ("Naser Mansour", "Sidahmed Benabderrahmane", "Ameer Rahwan")
     assert outlier.authors == ("Pritam Dey", "Zhengwu Zhang", "David B. Dunson")
-    assert drift.published_at == datetime(2026, 9, 24, 4, 0, tzinfo=UTC)
+    assert drift.details.listed_at == datetime(2026, 9, 24, 4, 0, tzinfo=UTC)
     assert [p.rank for p in dump.papers] == [1, 2, 3]
 
 

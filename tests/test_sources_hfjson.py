@@ -46,7 +46,6 @@ def test_fixture_parses_with_ids_authors_and_counts() -> None:
     assert [paper.title for paper in dump.papers] == [item["paper"]["title"] for item in _items()]
     assert first.authors == ("Albert Gu", "Tri Dao")
     assert (first.upvotes, first.comments) == (143, 7)
-    assert first.published_at == datetime(2023, 12, 1, 18, 1, 34, tzinfo=UTC)
     assert first.abstract.startswith("Foundation models, now powering most of the exciting applications")
     assert first.key == "2312.00752"
     assert second.authors == ("Albert Gu", "Karan Goel")  # "Christopher Ré" is marked hidden
@@ -79,7 +78,7 @@ def test_bom_and_crlf_are_fine() -> None:
 def test_optional_fields_may_be_missing() -> None:
     items = [{"paper": {"id": "2401.00001", "title": "Minimal", "summary": "Short abstract."}}]
     paper = parse_hf_json(_encode(items), "min.json").papers[0]
-    assert (paper.authors, paper.upvotes, paper.comments, paper.published_at) == ((), None, None, None)
+    assert (paper.authors, paper.upvotes, paper.comments) == ((), None, None)
 
 
 def test_outer_title_summary_and_date_stand_in() -> None:
@@ -93,7 +92,7 @@ def test_outer_title_summary_and_date_stand_in() -> None:
     ]
     paper = parse_hf_json(_encode(items), "outer.json").papers[0]
     assert (paper.title, paper.abstract) == ("Outer Title", "Outer summary.")
-    assert paper.published_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert paper.details.listed_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_non_arxiv_id_falls_back_to_the_title_key(caplog: pytest.LogCaptureFixture) -> None:
@@ -191,7 +190,6 @@ def _with(path: str, value: Any, index: int = 1) -> bytes:
         ("paper.authors", "Albert Gu", "item 2: paper.authors: expected a list, got a string"),
         ("paper.authors", ["Albert Gu"], "item 2: paper.authors[0]: expected an object, got a string"),
         ("paper.authors", [{"name": 7}], "item 2: paper.authors[0].name: expected a string, got an integer"),
-        ("paper.publishedAt", "yesterday", "item 2: paper.publishedAt: not an ISO 8601 date-time"),
         ("numComments", "none", "item 2: numComments: expected an integer, got a string"),
         ("paper.upvotes", 10**30, "item 2: paper.upvotes: 1000000000000000000000000000000 is out of range"),
         ("paper.title", "bad \ud800 title", "item 2: paper.title: not valid Unicode"),
@@ -312,3 +310,11 @@ def test_a_json_file_holding_a_number_is_refused_as_json() -> None:
     """It was read as a text dump: 'truncated dump: ends with title '42''."""
     with pytest.raises(ParseError, match="expected a JSON list of papers, got an integer"):
         parse_dump(b"42\n", "daily.json")
+
+
+def test_a_bad_published_date_does_not_reject_the_day() -> None:
+    """publishedAt is not used: a value that is no date loses nothing (it rejected the whole dump)."""
+    items = _items()
+    items[1]["paper"]["publishedAt"] = "yesterday"
+    items[2]["publishedAt"] = 17
+    assert len(parse_hf_json(_encode(items), "dates.json").papers) == 3

@@ -107,7 +107,6 @@ def _paper(entry: Any, rank: int, number: int, source: str, atom: bool) -> Paper
         rank=rank,
         arxiv_id=arxiv_id,
         authors=_authors(entry, atom),
-        published_at=_moment(entry.get("published_parsed")),
         details=PaperDetails(listed_at=_moment(entry.get("published_parsed"))),
     )
 

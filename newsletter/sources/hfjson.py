@@ -108,7 +108,6 @@ def _paper(item: Any, *, rank: int) -> Paper:
         authors=_authors(inner),
         upvotes=_get(inner, "upvotes", int, path="paper.upvotes"),
         comments=_get(item, "numComments", int),
-        published_at=_published_at(inner, item),
         details=_details(item, inner, arxiv_id),
     )
 
@@ -238,22 +237,6 @@ def _authors(inner: dict[str, Any]) -> tuple[str, ...]:
         if name and name.strip() and author.get("hidden") is not True:
             names.append(" ".join(name.split()))
     return tuple(names)
-
-
-def _published_at(inner: dict[str, Any], item: dict[str, Any]) -> datetime | None:
-    """``paper.publishedAt`` (the arXiv date), else the item's own ``publishedAt``; aware, UTC if naive."""
-    path = "paper.publishedAt"
-    value = _get(inner, "publishedAt", str, path=path)
-    if value is None:
-        path = "publishedAt"
-        value = _get(item, "publishedAt", str)
-    if value is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise _FieldError(path, f"not an ISO 8601 date-time: {value!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 _TYPE_NAMES: dict[type, str] = {
