@@ -94,6 +94,23 @@ def next_due_at(
     return _slot_on(subscriber, _local_day(subscriber, slot) + step)
 
 
+def shown_due(
+    subscriber: Subscriber,
+    last_digest_at: datetime | None,
+    now: datetime,
+    served: datetime | None,
+    *,
+    queued: bool,
+    waiting: bool,
+) -> datetime | None:
+    """When `status` and `serve` say the next digest goes: now with a digest queued to retry; for
+    each-dump, now when something waits for it (None: when a dump brings new papers)."""
+    if queued:
+        return now
+    due = next_due_at(subscriber, last_digest_at, now, served)
+    return now if due is None and waiting else due
+
+
 def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:
     """The most recent slot at or before ``now`` (aware, in the subscriber's zone)."""
     local_day = now.astimezone(subscriber.tz).date()

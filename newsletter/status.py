@@ -11,7 +11,7 @@ from rich.table import Column, Table
 
 from newsletter.address import address_key
 from newsletter.config import SubscriberList
-from newsletter.due import next_due_at
+from newsletter.due import shown_due
 from newsletter.sources import path_from_text
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
 from newsletter.store.rejected import RejectedFile
@@ -36,8 +36,7 @@ def status_report(
         served = state.served_slot if state else None
         mark = state.watermark_seq if state else None
         fresh = latest is not None and (mark is None or latest > mark)  # dumps it has not been weighed on
-        due = now if address_key(sub.email) in queued else next_due_at(sub, last, now, served)
-        due = now if due is None and fresh else due  # each-dump: a dump waits for it
+        due = shown_due(sub, last, now, served, queued=address_key(sub.email) in queued, waiting=fresh)
         rows.append(
             {
                 "subscriber": sub.email,

@@ -468,3 +468,41 @@ def test_previews_read_the_vectors_runs_stored(env: dict[str, str], monkeypatch:
         assert client.get(f"/s/{SSM}").status_code == 200
     assert by_the_run and CountingEmbedder.texts  # the new dump's papers are embedded, in memory
     assert not by_the_run & set(CountingEmbedder.texts)
+
+
+def _index_rows(client: TestClient) -> dict[str, str]:
+    found = re.findall(r'<tr>\s*<td><a href="/s/([^"]+)">(.*?)</tr>', client.get("/").text, re.S)
+    return {m[0]: text_of(m[1]) for m in found}
+
+
+def test_a_queued_digest_is_due_now_and_a_held_address_says_so_as_status_does(env: dict[str, str]) -> None:
+    """The preview's due time was its own rule: a daily subscriber with a digest queued to retry showed
+    tomorrow (status: now), and a held address that was not due said 'not due'."""
+    from newsletter.status import status_report
+    from newsletter.store.records import RETRY
+    from newsletter.store.schema import digests, subscribers
+
+    settings = settings_for(env)
+    with open_pipeline(settings) as pipeline:
+        pipeline.run(load_subscribers(settings.subscribers), NOW)  # SSM gets today's digest
+    later = datetime(2026, 3, 11, 20, 0, tzinfo=UTC)  # daily: next due at midnight
+    with Store(settings.db_url) as store:
+        (ssm,) = store.deliveries(email=SSM, with_items=False)
+        with store._engine.begin() as conn:  # refused for now, due again already
+            conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status=RETRY))
+        rows = status_report(store, load_subscribers(settings.subscribers), later, None)["subscribers"]
+    assert {r["subscriber"]: r["next_due_at"] for r in rows}[SSM] == later.isoformat()
+    with TestClient(create_app(settings, clock=lambda: later)) as client:
+        assert "now" in _index_rows(client)[SSM] and "Thu 12 Mar" not in _index_rows(client)[SSM]
+    with Store(settings.db_url) as store, store._engine.begin() as conn:
+        conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status="sent"))
+        conn.execute(subscribers.update().where(subscribers.c.email == SSM).values(bounced_at=NOW))
+    with TestClient(create_app(settings, clock=lambda: later)) as client:
+        page = text_of(client.get(f"/s/{SSM}").text)
+        row = _index_rows(client)[SSM]
+    assert (
+        f"Held. A mail server refused this address for good: a run sends it nothing until newsletter retry {SSM}"
+        in page
+    )
+    assert "not due" not in page and "Due now" not in page
+    assert "held: address refused" in row and f"after newsletter retry {SSM}" in row

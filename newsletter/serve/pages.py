@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse
 
 from newsletter.models import StoredPaper
 from newsletter.render import paper_url, safe_url
+from newsletter.select import BOUNCED
 from newsletter.sources.clean import clean_abstract
 
 UI_TEMPLATES = Path(__file__).resolve().parent.parent / "serve_templates"
@@ -74,7 +75,9 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=when, kb=kilobytes, clean=clean_abstract)
-    env.globals.update(subscriber_path=subscriber_path, paper_link=paper_link, relative=relative)
+    env.globals.update(
+        subscriber_path=subscriber_path, paper_link=paper_link, relative=relative, held=BOUNCED
+    )
     return env
 
 

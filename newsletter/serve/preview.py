@@ -24,7 +24,7 @@ from pathlib import Path
 from newsletter.address import address_key
 from newsletter.app import refuse_lost_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
-from newsletter.due import is_due, next_due_at
+from newsletter.due import is_due, shown_due
 from newsletter.errors import ConfigError, LockedError, RenderError, SourceError, StoreError
 from newsletter.intake import waiting_files, waiting_note
 from newsletter.models import OutgoingMessage, Scored, Subscriber
@@ -34,6 +34,7 @@ from newsletter.rank.base import Ranker
 from newsletter.rank.embed import ReadThroughCache
 from newsletter.render import DigestView, Renderer
 from newsletter.report import DumpOutcome
+from newsletter.select import BOUNCED
 from newsletter.send.base import Transport
 from newsletter.sources import list_dump_files
 from newsletter.status import queued_now
@@ -282,8 +283,9 @@ def _stamp(path: Path) -> tuple[str, int, int]:
 
 
 def _as_run_sees_it(selection: Selection, state: SubscriberState | None, now: datetime) -> Selection:
-    """A preview ignores the due time; a run checks it after 'unsubscribed' and 'nothing new'."""
-    if selection.reason in ("unsubscribed", "nothing new"):
+    """A preview ignores the due time; a run checks it after 'unsubscribed', a held address and 'nothing
+    new' (the order of ``select``)."""
+    if selection.reason in ("unsubscribed", BOUNCED, "nothing new"):
         return selection
     last, served = (state.last_digest_at, state.served_slot) if state else (None, None)
     if not is_due(selection.subscriber, last, now, served):
@@ -294,7 +296,6 @@ def _as_run_sees_it(selection: Selection, state: SubscriberState | None, now: da
 def _row(selection: Selection, state: SubscriberState | None, now: datetime, queued: set[str]) -> Row:
     """Due now, as `newsletter status` says, with papers to send (each-dump too) or a digest queued."""
     last, served = (state.last_digest_at, state.served_slot) if state else (None, None)
-    due = next_due_at(selection.subscriber, last, now, served)
-    waiting = selection.chosen or address_key(selection.subscriber.email) in queued
-    due = now if due is None and waiting else due
+    in_queue = address_key(selection.subscriber.email) in queued
+    due = shown_due(selection.subscriber, last, now, served, queued=in_queue, waiting=bool(selection.chosen))
     return Row(selection.subscriber, len(selection.chosen), selection.reason, due, last)
