@@ -23,6 +23,7 @@ from newsletter.sources.registry import sources_from_settings
 class CheckResult:
     subscribers: SubscriberList | None = None
     problems: list[NewsletterError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # sends, but not as it should
 
 
 def check_all(settings: Settings) -> CheckResult:
@@ -50,7 +51,20 @@ def check_all(settings: Settings) -> CheckResult:
             step(settings)
         except NewsletterError as exc:
             result.problems.append(exc)
+    result.warnings += _mailto_only(settings)
     return result
+
+
+def _mailto_only(settings: Settings) -> list[str]:
+    """Mail that leaves this machine with no one-click unsubscribe link: Gmail and Yahoo ask bulk
+    senders for one (RFC 8058), and the mailto goes to a mailbox nothing here reads."""
+    if settings.transport == "file" or settings.base_url:
+        return []
+    return [
+        "the digests carry only a mailto unsubscribe, to the sender's address: set NEWSLETTER_BASE_URL and "
+        "NEWSLETTER_UNSUBSCRIBE_SECRET and run `newsletter serve` for the one-click link Gmail and Yahoo "
+        "ask bulk senders for; record a request that comes by mail with `newsletter unsubscribe EMAIL`"
+    ]
 
 
 def _fetch_schedule(settings: Settings) -> None:

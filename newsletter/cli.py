@@ -15,6 +15,7 @@ from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
 import typer
+from pydantic import EmailStr, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
@@ -519,6 +520,27 @@ def resubscribe(
 
 
 @app.command(cls=_Command)
+def unsubscribe(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address that asked to leave.")],
+    now: NowOption = None,
+) -> None:
+    """Unsubscribe EMAIL, as the one-click link does: for a request that came by mail (the mailto in
+    every digest's List-Unsubscribe and footer goes to the sender's address) or by hand.
+
+    Their queued digests are cancelled; nothing more goes there, even while they are still in the
+    subscribers file, until `newsletter resubscribe EMAIL`.
+    """
+    settings = state.settings()
+    listed = load_subscribers(settings.subscribers).find(email)
+    address = listed.email if listed else _address(email)
+    with open_store(settings) as store:
+        already = address_key(address) in store.unsubscribed_emails()
+        store.record_unsubscribe(address, _parse_now(now))
+    where = "" if listed else f" (not in {settings.subscribers}: recorded for if it is added)"
+    typer.echo(f"{address}: " + ("had already unsubscribed" if already else "unsubscribed") + where)
+
+
+@app.command(cls=_Command)
 def feedback(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
     paper: PaperArgument,
@@ -553,6 +575,13 @@ def explain(
     typer.echo("\n".join(explanation.lines()))
 
 
+def _address(text: str) -> str:
+    try:
+        return str(TypeAdapter(EmailStr).validate_python(text.strip()))
+    except ValidationError:
+        raise UsageError(f"{text!r} is not an email address") from None
+
+
 def _subscriber(settings: Settings, email: str) -> Subscriber:
     subscriber = load_subscribers(settings.subscribers).find(email)
     if subscriber is None:
@@ -577,10 +606,15 @@ def check() -> None:
         raise typer.Exit(1)
     subscribers = result.subscribers
     assert subscribers is not None  # read, or there would be a problem
+    for warning in result.warnings:  # a run goes ahead all the same
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     for email in _unsubscribed_in(settings, subscribers):
         back = "`newsletter resubscribe` if they asked to come back"
         err.print(
-            f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing ({back})"
+            f"warning: {email} unsubscribed but is still in {settings.subscribers}; it gets nothing ({back})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
     typer.echo(f"ok: {len(subscribers.subscribers)} subscribers, templates in {settings.templates_dir}")
 

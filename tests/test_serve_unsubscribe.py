@@ -17,6 +17,8 @@ from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings, load_subscribers
 from newsletter.serve import create_app
 from newsletter.store import Store
+from newsletter.store.records import RETRY
+from newsletter.store.schema import digests
 from newsletter.unsubscribe import mailto_url, make_token
 
 from .helpers import add_dumps, cli, make_env, seed_names
@@ -296,3 +298,39 @@ def test_feedback_from_an_unsubscribed_address_says_no_digest_goes_there(
     shown, done = client.get(link).text, client.post(link).text
     assert "is unsubscribed from" in shown and "It would be kept" in shown
     assert "is unsubscribed from" in done and "From the next digest on" not in done
+
+
+def test_unsubscribe_records_a_request_that_came_by_mail(tmp_path: Path) -> None:
+    """The mailto in every digest went to a mailbox nothing read, and no command could record it."""
+    env = make_env(tmp_path)
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:  # refused for now: queued
+        (ssm,) = store.deliveries(email=SSM, with_items=False)
+        with store._engine.begin() as conn:
+            conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status=RETRY))
+    assert cli(env, "unsubscribe", SSM.upper()).stdout == f"{SSM}: unsubscribed\n"
+    assert cli(env, "unsubscribe", SSM).stdout == f"{SSM}: had already unsubscribed\n"
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:
+        assert [d.status for d in store.deliveries(email=SSM, with_items=False)] == ["cancelled"]
+    add_dumps(env, seed_names()[1])
+    later = json.loads(cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z").stdout)
+    assert [d["reason"] for d in later["digests"] if d["subscriber"] == SSM] == ["unsubscribed"]
+
+    stranger = cli(env, "unsubscribe", " gone@example.net ").stdout
+    assert stranger.startswith("gone@example.net: unsubscribed (not in ")  # honoured if it is added later
+    bad = cli(env, "unsubscribe", "not an address", check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: 'not an address' is not an email address")
+
+
+def test_check_warns_when_mail_leaves_with_only_the_mailto(tmp_path: Path) -> None:
+    env = {**make_env(tmp_path), "NEWSLETTER_TRANSPORT": "smtp"}
+    warning = "warning: the digests carry only a mailto unsubscribe"
+    assert warning in cli(env, "check").stderr
+    linked = {
+        **env,
+        "NEWSLETTER_BASE_URL": "https://papers.example.org/",
+        "NEWSLETTER_UNSUBSCRIBE_SECRET": SECRET,
+    }
+    assert warning not in cli(linked, "check").stderr
+    assert warning not in cli({**env, "NEWSLETTER_TRANSPORT": "file"}, "check").stderr
