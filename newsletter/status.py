@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Column, Table
+from rich.text import Text
 
 from newsletter.address import address_key
 from newsletter.config import SubscriberList
@@ -93,13 +94,20 @@ def _due_text(due: datetime | None, now: datetime, fresh: bool) -> str:
     return "now" if due <= now else _short_time(due.isoformat())
 
 
+def _console() -> Console:
+    wide = Console()
+    return wide if wide.is_terminal else Console(width=1000)  # a pipe or a log: no folding at 80 columns
+
+
 def _short_time(iso: str) -> str:
     """'2026-03-11T08:00:00+00:00' -> '2026-03-11 08:00 UTC' (times are kept in UTC)."""
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def print_status(data: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    """Addresses, server replies and dump problems are printed as written (Rich markup in them, such
+    as ``[/var/mail/x]``, was read as a tag: a traceback); piped, a row is one line, never folded."""
+    console = console or _console()
     table = Table(
         Column("subscriber", overflow="fold"),
         "cadence",
@@ -111,13 +119,13 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
         due = "unsubscribed" if row["unsubscribed"] else row["next_due"]
         due = "held: address refused (retry EMAIL)" if row["bounced_at"] and not row["unsubscribed"] else due
         last = _short_time(row["last_digest_at"]) if row["last_digest_at"] else "never"
-        table.add_row(row["subscriber"], row["cadence"], last, due)
+        table.add_row(Text(row["subscriber"]), row["cadence"], last, due)
     console.print(table)
     if data["attention"]:
         problems = Table("digest", "subscriber", "status", "attempts", "error", title="Needs attention")
         for d in data["attention"]:
             problems.add_row(
-                d["digest_id"], d["subscriber"], d["status"], str(d["attempts"]), d["error"] or ""
+                d["digest_id"], Text(d["subscriber"]), d["status"], str(d["attempts"]), Text(d["error"] or "")
             )
         console.print(problems)
         console.print("`newsletter retry` resends failed ones; `--unknown` also those that may have arrived.")
@@ -127,13 +135,17 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
         )
         for r in data["rejected_files"]:
             console.print(
-                f"  {r['file']} (since {r['first_seen']}): {r['problem']}", highlight=False, soft_wrap=True
+                f"  {r['file']} (since {r['first_seen']}): {r['problem']}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
             )
     counts = ", ".join(f"{n} {status}" for status, n in sorted(data["counts"].items())) or "none yet"
     console.print(f"Deliveries: {counts}", highlight=False)
     last = data["last_run"]
     console.print(
-        f"Last run: {last['finished_at']}: {last['summary']}" if last else "Last run: none recorded"
+        f"Last run: {last['finished_at']}: {last['summary']}" if last else "Last run: none recorded",
+        markup=False,
     )
     for problem in (last or {}).get("errors", []):
         console.print(f"  error: {problem}", highlight=False, markup=False, soft_wrap=True)

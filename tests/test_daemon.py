@@ -339,3 +339,27 @@ def test_a_tick_that_fails_is_in_the_report_status_shows_and_keeps_what_the_last
         sent.unlink()  # the report alone must show the earlier runs
     refused = cli(env, "run", check=False)
     assert refused.returncode == 1 and "the state database is empty" in refused.stderr
+
+
+def test_status_prints_a_server_reply_and_a_file_name_as_written(env: dict[str, str]) -> None:
+    """A reply such as '... [/var/mail/x missing]' was read as Rich markup: a traceback, every time
+    until the digest was gone; '[red]' in a file name was eaten; piped, addresses folded at 80 columns."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    reply = "550 5.1.1 <ssm@example.org>: unknown user [/var/mail/x missing] [bold]"
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:
+        (ssm,) = store.deliveries(email="ssm@example.org", with_items=False)
+        with store._engine.begin() as conn:
+            conn.execute(
+                digests.update()
+                .where(digests.c.id == ssm.digest_id)
+                .values(status="failed", last_error=reply)
+            )
+    (Path(env["NEWSLETTER_DUMPS"]) / "[red]cut.txt").write_text("Just a title\n", encoding="utf-8")
+    cli(env, "run", "--now", "2026-03-11T09:00:00Z", check=False)  # the dump is refused
+    proc = cli(env, "status", "--now", "2026-03-11T09:00:00Z")
+    assert "Traceback" not in proc.stderr
+    assert reply in proc.stdout and "[red]cut.txt" in proc.stdout
+    assert any(
+        line.split("│")[1].strip() == "ssm@example.org" for line in proc.stdout.splitlines() if "│" in line
+    )
