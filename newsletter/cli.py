@@ -309,7 +309,7 @@ def retry(
     subscribers = load_subscribers(settings.subscribers)
     clock = _parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
-    only = {address_key(email) for email in emails} if emails else None
+    only = {address_key(_listed(subscribers, email).email) for email in emails} if emails else None
     with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
         pipeline.take_held_clicks()
         pipeline.recover(clock)
@@ -583,9 +583,13 @@ def _address(text: str) -> str:
 
 
 def _subscriber(settings: Settings, email: str) -> Subscriber:
-    subscriber = load_subscribers(settings.subscribers).find(email)
+    return _listed(load_subscribers(settings.subscribers), email)
+
+
+def _listed(subscribers: SubscriberList, email: str) -> Subscriber:
+    subscriber = subscribers.find(email)
     if subscriber is None:
-        raise ConfigError(f"{settings.subscribers}: no subscriber with email {email!r}")
+        raise ConfigError(f"{subscribers.path}: no subscriber with email {email!r}")
     return subscriber
 
 

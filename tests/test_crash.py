@@ -1077,6 +1077,9 @@ def test_retry_email_resends_that_subscriber_s_refused_digest_only(folder: Path,
         "NEWSLETTER_FROM": f"Papers <digest@{DOMAIN}>",
         "NEWSLETTER_RANKER": "lexical",
     }
+    typo = cli(env, "retry", READERS[0], "x" + READERS[1], check=False)  # released nothing, said nothing
+    assert typo.returncode == 1 and f"no subscriber with email 'x{READERS[1]}'" in typo.stderr
+    assert committed(folder) == {READERS[0]: "failed", READERS[1]: "failed", READERS[2]: "sent"}
     done = cli(env, "retry", READERS[0].upper(), "--now", (NOW + timedelta(hours=1)).isoformat())
     assert "1 delivery requeued" in done.stdout
     assert committed(folder) == {READERS[0]: "sent", READERS[1]: "failed", READERS[2]: "sent"}
