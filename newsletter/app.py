@@ -7,9 +7,10 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
@@ -24,6 +25,7 @@ from newsletter.report import RunReport
 from newsletter.send import make_transport, real_sender
 from newsletter.shards import Executor
 from newsletter.store import Store
+from newsletter.store.engine import parse_url
 from newsletter.store.vectors import StoreVectorCache
 
 log = logging.getLogger(__name__)
@@ -114,13 +116,48 @@ def _pipeline(settings: Settings, store: Store, renderer: Renderer, cache: Vecto
     return Pipeline(settings, store, ranker, renderer, transports, executor=executor, resend_unknown=resend)
 
 
+@contextmanager
+def open_history(settings: Settings, *, new_database: bool = False) -> Iterator[Store]:
+    """The store for a command that reads or records subscribers' history (status, unsubscribe,
+    feedback...): refused, as for a run, when it is empty but the state folder shows earlier runs (a
+    typo in NEWSLETTER_DATABASE_URL showed nobody unsubscribed, and recorded into a new database)."""
+    with open_store(settings) as store:
+        if not new_database:
+            refuse_lost_history(settings, store)
+        yield store
+
+
+def check_history(settings: Settings) -> None:
+    """refuse_lost_history without making a database: a SQLite file that is not there is empty."""
+    if database_missing(settings):
+        _refuse_if_run_before(settings, lambda: True)
+        return
+    with open_store(settings) as store:
+        refuse_lost_history(settings, store)
+
+
+def database_missing(settings: Settings) -> bool:
+    """True for a SQLite file that is not there yet (opening it would make an empty one)."""
+    url = parse_url(settings.db_url)
+    database = url.database or ""
+    return (
+        url.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not Path(database).exists()
+    )
+
+
 def refuse_lost_history(settings: Settings, store: Store) -> None:
     """StoreError when the database is empty but the state folder shows earlier runs.
 
     A lost or emptied state.db would otherwise resend every digest, to unsubscribed addresses too.
     """
+    _refuse_if_run_before(settings, store.is_empty)
+
+
+def _refuse_if_run_before(settings: Settings, empty: Callable[[], bool]) -> None:
     traces = _earlier_runs(settings)
-    if traces and store.is_empty():
+    if traces and empty():
         raise StoreError(
             f"the state database is empty, but {settings.home} shows earlier runs ({traces}): "
             "a run would send every digest again, unsubscribed addresses included",

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from newsletter.app import distributed
+from newsletter.app import check_history, distributed
 from newsletter.config import Settings, SubscriberList, read_subscribers
 from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
@@ -45,6 +45,7 @@ def check_all(settings: Settings) -> CheckResult:
         _state_folder,
         _unsubscribe_links,
         _executor,
+        check_history,  # after the folders: a state folder that cannot be made is the problem to show
     ]
     for step in steps:
         try:

@@ -24,8 +24,10 @@ from typer.core import TyperArgument, TyperCommand
 from newsletter import __version__, progress
 from newsletter.address import address_key
 from newsletter.app import (
+    database_missing,
     distributed,
     load_last_report,
+    open_history,
     open_pipeline,
     open_reading_pipeline,
     open_store,
@@ -334,7 +336,7 @@ def status(
     """Show next due times, deliveries needing attention, dump files runs skip and the last run."""
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
-    with open_store(settings) as store:
+    with open_history(settings, new_database=state.new_database) as store:
         data = status_report(store, subscribers, _parse_now(now), load_last_report(settings))
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
@@ -513,7 +515,7 @@ def resubscribe(
     """
     settings = state.settings()
     subscriber = _subscriber(settings, email)
-    with open_store(settings) as store:
+    with open_history(settings, new_database=state.new_database) as store:
         done = store.resubscribe(subscriber.email)
     what = "subscribed again: digests from papers listed from now on" if done else "had not unsubscribed"
     typer.echo(f"{subscriber.email}: {what}")
@@ -533,7 +535,7 @@ def unsubscribe(
     settings = state.settings()
     listed = load_subscribers(settings.subscribers).find(email)
     address = listed.email if listed else _address(email)
-    with open_store(settings) as store:
+    with open_history(settings, new_database=state.new_database) as store:
         already = address_key(address) in store.unsubscribed_emails()
         store.record_unsubscribe(address, _parse_now(now))
     where = "" if listed else f" (not in {settings.subscribers}: recorded for if it is added)"
@@ -554,7 +556,7 @@ def feedback(
     settings = state.settings()
     subscriber = _subscriber(settings, email)
     kind = "more" if more else "less"
-    with open_store(settings) as store:
+    with open_history(settings, new_database=state.new_database) as store:
         found = find_paper(store, paper)
         store.record_feedback(subscriber.email, found.key, kind, _parse_now(now))
     typer.echo(f"{subscriber.email}: {kind} like {found.title!r}, from the next digest on")
@@ -624,7 +626,7 @@ def check() -> None:
 
 
 def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[str]:
-    if settings.database_url is None and not (settings.home / "state.db").exists():
+    if database_missing(settings):
         return []  # no state yet: nobody can have unsubscribed
     with open_store(settings) as store:
         gone = store.unsubscribed_emails()

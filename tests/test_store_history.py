@@ -96,3 +96,28 @@ def test_after_an_idle_run_a_lost_database_is_still_refused(env: dict[str, str])
     (Path(env["NEWSLETTER_HOME"]) / "state.db").unlink()
     proc = cli(env, "run", "--now", NOW, check=False)
     assert proc.returncode == 1 and "the state database is empty" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("status",),
+        ("unsubscribe", "ssm@example.org"),
+        ("resubscribe", "ssm@example.org"),
+        ("feedback", "ssm@example.org", "2312.00752", "--more"),
+        ("check",),
+    ],
+)
+def test_a_mistyped_database_url_is_refused_by_every_command_that_reads_history(
+    env: dict[str, str], tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """status showed nobody unsubscribed and no deliveries, resubscribe said 'had not unsubscribed', and
+    check said ok (and made the database's folders): only run refused the empty database."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)
+    typo = tmp_path / "tpyo" / "state.db"
+    proc = cli({**env, "NEWSLETTER_DATABASE_URL": f"sqlite:///{typo}"}, *command, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("error: the state database is empty, but "), proc.stderr
+    if command == ("check",):
+        assert not typo.parent.exists()  # validated, not made
