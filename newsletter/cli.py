@@ -43,7 +43,7 @@ from newsletter.explain import find as find_paper
 from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.redact import mask_in_logs, redact
-from newsletter.report import DumpOutcome, RunReport, plural
+from newsletter.report import DigestOutcome, DumpOutcome, RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 from newsletter.store import Store
@@ -281,13 +281,20 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
         for d in report.digests:
-            detail = plural(len(d.items), "paper") if d.items and d.status != "skipped" else d.reason
-            typer.echo(f"{d.subscriber}: {d.status} ({detail})")
+            typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
         for problem in report.errors:
             err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
         typer.echo(report.summary())
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _detail(outcome: DigestOutcome) -> str:
+    """The papers sent, or why not: a failed or unknown digest says whether it is tried again."""
+    if not outcome.items or outcome.status == "skipped":
+        return outcome.reason
+    papers = plural(len(outcome.items), "paper")
+    return f"{papers}; {outcome.reason}" if outcome.status in ("failed", "unknown") else papers
 
 
 @app.command(cls=_Command)

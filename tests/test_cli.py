@@ -389,3 +389,22 @@ def test_sources_sender_and_list_id_errors_name_newsletter_toml(
     assert proc.returncode == 1
     first = proc.stderr.splitlines()[0]
     assert first.startswith(first_line) and "(newsletter.toml)" in first, first
+
+
+def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env: dict[str, str]) -> None:
+    """The text line said "failed (3 papers)": the reason, and that the next run sends it, were only in
+    --json (status showed it queued to retry)."""
+    import re
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    add_dumps(env, seed_names()[0])
+    smtp = {**env, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1"}
+    proc = cli(
+        {**smtp, "NEWSLETTER_SMTP_PORT": str(port)}, "run", "--now", "2026-03-11T08:00:00Z", check=False
+    )
+    assert proc.returncode == 1
+    (line,) = [line for line in proc.stdout.splitlines() if ": failed (" in line]
+    assert re.search(r": failed \(\d+ papers?; error \(cannot send now; .* go out next run\): ", line), line
