@@ -141,7 +141,7 @@ class Pipeline:
         if not dry_run:
             report.recovered_unknown = self.recover(now)
         with self.timings("ingest"):
-            report.dumps = self.ingest_folder(now)
+            report.dumps = self.ingest_folder(now, record=not dry_run)  # the real run reports a bad file
         report.ingested = True
         if dry_run:
             report.extend(self._dry_outcome(sel, now) for sel in self.select(subscribers.subscribers, now))

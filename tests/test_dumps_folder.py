@@ -248,3 +248,14 @@ def test_serve_tries_a_dump_again_after_a_database_error(
         assert len(previewer.store().dumps()) == 1
     finally:
         previewer.close()
+
+
+def test_a_dry_run_leaves_a_damaged_file_for_the_real_run_to_report(env: dict[str, str]) -> None:
+    """A dry run used up the one report: the real run, the one cron logs, exited 0 and said nothing."""
+    _add(env, DAMAGED[0])
+    dry = cli(env, "run", "--dry-run", "--json", check=False)
+    assert dry.returncode == 1
+    real = cli(env, "run", "--json", check=False)
+    assert real.returncode == 1
+    assert [Path(d["file"]).name for d in json.loads(real.stdout)["dumps"] if d.get("error")] == [DAMAGED[0]]
+    assert cli(env, "run", check=False).returncode == 0  # reported once
