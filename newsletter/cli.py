@@ -9,6 +9,8 @@ import sys
 import threading
 import traceback
 import webbrowser
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -195,7 +197,10 @@ def ingest(
 ) -> None:
     """Ingest dump files into the store (the same content twice is a no-op)."""
     settings = state.settings()
-    with open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline:
+    with (
+        open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline,
+        _said_once(),
+    ):
         outcomes = pipeline.ingest(files, _parse_now(now))
     if as_json:
         typer.echo(json.dumps({"dumps": [_dump_json(o) for o in outcomes]}, indent=2))
@@ -204,6 +209,18 @@ def ingest(
             typer.echo(f"{o.file}: {plural(o.papers, 'paper')}, {o.new} new ({_ingested(o)})")
     if any(o.error for o in outcomes):
         raise typer.Exit(1)
+
+
+@contextmanager
+def _said_once() -> Iterator[None]:
+    """`ingest` names each refused file in its own line: the intake's error log line said it twice."""
+    logger = logging.getLogger("newsletter.intake")
+    repeated = lambda record: record.levelno < logging.ERROR  # noqa: E731
+    logger.addFilter(repeated)
+    try:
+        yield
+    finally:
+        logger.removeFilter(repeated)
 
 
 def _ingested(outcome: DumpOutcome) -> str:

@@ -39,6 +39,7 @@ def test_ingest_of_a_fifo_is_one_line_and_exit_1(tmp_path: Path) -> None:
         proc.stdout.strip()
         == f"{fifo}: 0 papers, 0 new (rejected: cannot read dump {fifo}: not a regular file)"
     )
+    assert "rejected" not in proc.stderr  # said once: the error log line repeated it
 
 
 def test_a_character_device_is_refused_too() -> None:
