@@ -9,7 +9,7 @@ import sys
 import threading
 import traceback
 import webbrowser
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -625,15 +625,15 @@ def check() -> None:
 
     Nothing is connected to: a wrong password or an unreachable server shows at the first send.
     """
-    settings = state.settings()
+    try:
+        settings = state.settings()
+    except ConfigError as exc:  # nothing else can be judged without them: every setting refused
+        _print_problems([exc, *exc.also])
     result = check_all(settings)
     for typo in unknown_variables():  # ignored by every command: a warning, not a problem
         err.print(f"warning: {typo}", highlight=False, markup=False, soft_wrap=True)
-    for problem in result.problems:
-        _print_error(problem)
     if result.problems:
-        err.print(f"{plural(len(result.problems), 'problem')} found", highlight=False)
-        raise typer.Exit(1)
+        _print_problems(result.problems)
     subscribers = result.subscribers
     assert subscribers is not None  # read, or there would be a problem
     for warning in result.warnings:  # a run goes ahead all the same
@@ -647,6 +647,13 @@ def check() -> None:
             soft_wrap=True,
         )
     typer.echo(f"ok: {len(subscribers.subscribers)} subscribers, templates in {settings.templates_dir}")
+
+
+def _print_problems(problems: Sequence[NewsletterError]) -> NoReturn:
+    for problem in problems:
+        _print_error(problem)
+    err.print(f"{plural(len(problems), 'problem')} found", highlight=False)
+    raise typer.Exit(2 if any(isinstance(p, UsageError) for p in problems) else 1)  # a bad flag: 2
 
 
 def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[str]:

@@ -338,12 +338,9 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValidationError as exc:
-        loc = exc.errors()[0]["loc"]
-        if not loc:  # a rule between settings
-            raise ConfigError(f"invalid settings: {_wording(exc.errors()[0])}") from None
-        field = str(loc[0])
-        error = UsageError if field in given else ConfigError
-        raise error(f"invalid setting {_first_problem(exc)} ({setting_origin(field, given)})") from None
+        first, *more = _setting_errors(exc, given)
+        first.also = more
+        raise first from None
     except SettingsError as exc:  # e.g. NEWSLETTER_SOURCES that is not JSON
         named = re.search(r'field "(\w+)"', str(exc))
         if named is None:
@@ -358,6 +355,20 @@ def load_settings(**overrides: Any) -> Settings:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # read while the settings are built
         toml = Settings.model_config.get("toml_file")
         raise ConfigError(f"{toml}: not valid TOML: {exc}", hint="see the Configuration reference") from None
+
+
+def _setting_errors(exc: ValidationError, given: dict[str, Any]) -> list[ConfigError]:
+    """One error per setting pydantic refused (the first of each), in its order."""
+    errors: dict[str, ConfigError] = {}
+    for err in exc.errors():
+        if not err["loc"]:  # a rule between settings
+            errors.setdefault("", ConfigError(f"invalid settings: {_wording(err)}"))
+            continue
+        field = str(err["loc"][0])
+        kind = UsageError if field in given else ConfigError
+        problem = f"invalid setting field '{_field(err)}': {_wording(err)} ({setting_origin(field, given)})"
+        errors.setdefault(field, kind(problem))
+    return list(errors.values())
 
 
 def setting_origin(field: str, given: Mapping[str, Any] | None = None) -> str:
@@ -651,13 +662,9 @@ _WORDS = {
     "int_type": "expected a whole number",
     "int_parsing": "expected a whole number",
     "dict_type": "expected a mapping",
+    "too_short": "needs at least one entry",
 }
 _PREFIXES = re.compile(r"^(Value error|Assertion failed), ")
-
-
-def _first_problem(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    return f"field '{_field(err)}': {_wording(err)}"
 
 
 def _field(err: Any) -> str:

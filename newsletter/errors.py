@@ -6,6 +6,8 @@ that raised them (``raise SendError(...) from exc``). Messages never contain sec
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class NewsletterError(Exception):
     """Root of every error this package raises on purpose."""
@@ -14,6 +16,7 @@ class NewsletterError(Exception):
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.also: Sequence[NewsletterError] = ()  # more problems found with this one (`check` lists them)
 
     def __str__(self) -> str:
         return self.message

@@ -408,3 +408,15 @@ def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env:
     assert proc.returncode == 1
     (line,) = [line for line in proc.stdout.splitlines() if ": failed (" in line]
     assert re.search(r": failed \(\d+ papers?; error \(cannot send now; .* go out next run\): ", line), line
+
+
+def test_check_lists_every_bad_setting(env: dict[str, str]) -> None:
+    """A bad setting hid the others: check printed the first, without a count."""
+    bad = {**env, "NEWSLETTER_SMTP_PORT": "abc", "NEWSLETTER_TICK_SECONDS": "0", "NEWSLETTER_WORKERS": "-1"}
+    proc = cli(bad, "check", check=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert [line.split("'")[1] for line in lines[:-1]] == ["smtp_port", "workers", "tick_seconds"]
+    assert lines[-1] == "3 problems found"
+    other = cli(bad, "status", check=False)  # any other command: the first, as before
+    assert other.stderr.splitlines() == [lines[0]]
