@@ -503,8 +503,10 @@ def preview(
     with open_reading_pipeline(settings, clock, new_database=state.new_database) as pipeline:
         selection, view = pipeline.preview(subscriber, clock)
         rendered = pipeline.renderer.render(view) if view else None
+        sent_before = bool(pipeline.store.deliveries(("sent",), subscriber.email, with_items=False))
     if rendered is None:
-        typer.echo(f"{email}: no digest now ({selection.reason}); `--last` shows the last one sent")
+        hint = "`--last` shows the last one sent" if sent_before else "none sent yet"
+        typer.echo(f"{email}: no digest now ({selection.reason}); {hint}")
         return
     what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
     _show_preview(rendered.html, what, out, settings, email, open_browser)

@@ -6,6 +6,7 @@ import re
 
 from apscheduler.triggers.cron import CronTrigger
 
+from newsletter.config import setting_origin
 from newsletter.errors import ConfigError
 
 
@@ -19,7 +20,9 @@ def fetch_schedule(cron: str) -> CronTrigger:
             fields[4] = crontab_weekdays(fields[4])
         return CronTrigger.from_crontab(" ".join(fields), timezone="UTC")
     except ValueError as exc:
-        raise ConfigError(f"invalid setting field 'fetch_cron': {exc}") from None
+        raise ConfigError(
+            f"invalid setting field 'fetch_cron': {exc} ({setting_origin('fetch_cron')})"
+        ) from None
 
 
 _CRONTAB_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")  # crontab: 0 and 7 are Sunday

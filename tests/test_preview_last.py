@@ -33,6 +33,8 @@ def test_preview_last_shows_the_digest_that_was_sent(env: dict[str, str], tmp_pa
     cli(env, "run", "--now", RUN_AT)
     now = cli(env, "preview", SSM, "--now", "2026-03-11T09:00:00Z").stdout
     assert now.startswith(f"{SSM}: no digest now (nothing new)") and "--last" in now
+    never = cli(env, "preview", "nobody@example.org", "--now", "2026-03-11T09:00:00Z").stdout
+    assert never == "nobody@example.org: no digest now (nothing new); none sent yet\n"  # not: see --last
     out = tmp_path / "last.html"
     shown = cli(env, "preview", SSM, "--last", "--out", str(out)).stdout
     eml, sent = _sent(env)
