@@ -243,3 +243,16 @@ def test_the_text_part_says_why_once() -> None:
     text = Renderer(PACKAGE_TEMPLATES).render(golden_view()).text
     assert "Why: matches:" not in text
     assert "   Matches: message passing, Kestrel\n" in text
+
+
+def test_a_right_to_left_name_and_title_keep_their_place(renderer: Renderer) -> None:
+    """'Hi <Arabic name>, 10 new papers' showed the count before the name, in both parts."""
+    name, title = "محمد عبد الله", "نموذج لغوي كبير"
+    view = dataclasses.replace(golden_view(), subscriber_name=name)
+    view = dataclasses.replace(view, items=(dataclasses.replace(view.items[0], title=title), *view.items[1:]))
+    out = renderer.render(view)
+    assert f"Hi <bdi>{name}</bdi>, 3 new papers" in out.html
+    assert f"Hi \u2068{name}\u2069, 3 new papers" in out.text
+    assert re.search(rf'<h2 class="nl-title" dir="auto"[^>]*><a [^>]*>{title}</a>', out.html)
+    latin = renderer.render(golden_view()).text
+    assert "Hi Ada, 3 new papers" in latin  # nothing added where nothing turns

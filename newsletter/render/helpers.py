@@ -7,6 +7,7 @@ format things the same way.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
@@ -42,6 +43,14 @@ class HasTitle(Protocol):
 def one_line(text: str) -> str:
     """Control characters dropped, runs of whitespace (newlines too) collapsed to one space."""
     return " ".join(printable(text).split())
+
+
+def isolated(text: str) -> str:
+    """Text in a right-to-left script between first-strong isolates (U+2068 ... U+2069), as HTML's <bdi>
+    keeps it: 'Hi <Arabic name>, 10 new papers' otherwise shows the count before the name."""
+    if any(unicodedata.bidirectional(c) in ("R", "AL") for c in text):
+        return f"\u2068{text}\u2069"
+    return text
 
 
 def printable(text: str) -> str:

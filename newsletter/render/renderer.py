@@ -41,6 +41,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "clip": helpers.clip,
     "count": helpers.count,
     "excerpt": helpers.excerpt,
+    "isolated": helpers.isolated,
     "long_date": helpers.long_date,
     "one_line": helpers.one_line,
     "safe_links": helpers.safe_links,
