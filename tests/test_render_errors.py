@@ -40,8 +40,8 @@ def load_error(tmp_path: Path) -> RenderError:
         ("{{ item.authors | authors_short }}", "{{ item.authors | authors_shrt }}", "No filter named"),
         ("<mj-title>{{ view.list_name }}", "<mj-title>{{ view.list_nam }}", "no attribute 'list_nam'"),
         (  # the compact list of a digest past the size budget: no sample reached it, every big one failed
-            '{{ item.title | one_line }}</a> <span class="nl-muted" style="font-size:12px',
-            '{{ item.titel | one_line }}</a> <span class="nl-muted" style="font-size:12px',
+            '{{ item.title | one_line }}</bdi></a> <span class="nl-muted" style="font-size:12px',
+            '{{ item.titel | one_line }}</bdi></a> <span class="nl-muted" style="font-size:12px',
             "no attribute 'titel'",
         ),
     ],
@@ -142,6 +142,7 @@ FILTER_ARGUMENTS = {  # a valid call of each filter; a filter added without an e
     "clip": ("A title that is long enough to clip", 12),
     "count": (12345,),
     "excerpt": ("First sentence. Second sentence.",),
+    "isolated": ("محمد",),
     "long_date": (datetime(2024, 3, 12, tzinfo=UTC),),
     "one_line": ("two\nlines",),
     "safe_links": ((("PDF", "https://arxiv.org/pdf/2312.00752"),),),

@@ -81,13 +81,14 @@ class Renderer:
             self._html.run({"view": view, "subject": "", "full_items": 0})  # the compact list (big digests)
 
     def render(self, view: DigestView) -> RenderedDigest:
-        """Subject, HTML and text. Past HTML_BUDGET bytes, the last papers become a compact list."""
+        """Subject, HTML and text. Past HTML_BUDGET bytes, the last papers become a compact list (title,
+        link, feedback links) in both parts."""
         subject = helpers.subject_for(view.items)
         context = {"view": view, "subject": subject, "full_items": len(view.items)}
         html = self._html.run(context)
-        text = self._text.run(context)
         if len(html.encode()) > HTML_BUDGET:
-            html = self._fit_budget(context, len(html.encode()))
+            html = self._fit_budget(context, len(html.encode()))  # sets full_items
+        text = self._text.run(context)  # as the HTML: a part three times the other's words looks like spam
         return RenderedDigest(subject=subject, html=html, text=text)
 
     def _fit_budget(self, context: dict[str, Any], all_full: int) -> str:
