@@ -158,7 +158,7 @@ def test_a_pending_digest_can_fail_before_any_send(store: Store) -> None:
 @pytest.mark.parametrize(
     ("setup", "action", "message"),
     [
-        ([], lambda s: s.mark_sent("d1", at(30), "<m>"), "is pending, not sending"),
+        ([], lambda s: s.mark_sent("d1", at(30), "<m>"), "was not 'sending' when marked sent"),
         ([], lambda s: s.mark_unknown("d1", at(30), "?"), "is pending, not sending"),
         (["sending", "sent"], lambda s: s.mark_sending("d1", at(30)), "is sent, not pending or retry"),
         (["sending", "sent"], lambda s: s.mark_failed("d1", at(30), "x", True), "is sent"),
@@ -295,21 +295,6 @@ def test_sent_paper_ids_cover_every_digest_that_went_or_may_go_out(store: Store)
     assert len(store.sent_paper_ids(BOB)) == 1
     assert store.sent_paper_ids("nobody@example.org") == set()
     assert store.sent_paper_ids("cy@example.org") == set()  # cancelled
-    many = store.sent_paper_ids_many([ADA, BOB, "nobody@example.org"])
-    assert many == {ADA: claimed, BOB: store.sent_paper_ids(BOB), "nobody@example.org": set()}
-
-
-def test_mark_sent_many_commits_the_sending_ones(store: Store) -> None:
-    store.plan_digests(plan_for(store, f"d{i}", f"u{i}@example.org") for i in range(4))
-    for i in range(3):
-        store.mark_sending(f"d{i}", at(25))
-
-    assert store.mark_sent_many([("d0", "<0>"), ("d1", "<1>")], at(26)) == 2
-    with pytest.raises(InvalidTransition, match="'d3'"):
-        store.mark_sent_many([("d2", "<2>"), ("d3", "<3>")], at(26))
-
-    statuses = {r.digest_id: (r.status, r.message_id) for r in store.deliveries()}
-    assert statuses == {"d0": (SENT, "<0>"), "d1": (SENT, "<1>"), "d2": (SENT, "<2>"), "d3": (PENDING, None)}
 
 
 def test_unsubscribe_cancels_queued_digests_and_blocks_new_sends(store: Store) -> None:

@@ -55,12 +55,12 @@ def test_reingesting_the_same_content_is_a_no_op(store: Store) -> None:
     assert store.dumps()[0].new == 81
     assert _table_counts(store) == before
     assert store.latest_dump_seq() == 2
-    assert store.has_dump(dumps[0].content_hash)
+    assert dumps[0].content_hash in store.dump_sizes()
     assert all(p.times_seen == 1 for p in store.papers_first_seen_in(2))
 
 
 def test_has_dump_is_false_for_unknown_content(store: Store) -> None:
-    assert not store.has_dump("0" * 64)
+    assert "0" * 64 not in store.dump_sizes()
     assert store.latest_dump_seq() is None
 
 
@@ -265,7 +265,7 @@ def test_failing_constraint_halfway_leaves_nothing_behind(store: Store) -> None:
 
     assert "\n" not in str(caught.value) and "SELECT" not in str(caught.value).upper()
     assert _table_counts(store) == before
-    assert not store.has_dump(broken.content_hash)
+    assert broken.content_hash not in store.dump_sizes()
     kept = store.paper_by_key("kept")
     assert kept is not None and (kept.times_seen, kept.last_seen) == (1, at(0))
     assert store.ingest(make_dump(paper("Never", 1)), at(2)).new == 1

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import LockedError
-from newsletter.store import Store, run_lock
+from newsletter.store import run_lock
 
 _HOLDER = """
 import sys
 from pathlib import Path
-from newsletter.store import Store
-with Store.run_lock(Path(sys.argv[1])):
+from newsletter.store import run_lock
+with run_lock(Path(sys.argv[1])):
     print("held", flush=True)
     sys.stdin.read()
 """
@@ -46,12 +46,12 @@ def _holder(home: Path) -> Iterator[subprocess.Popen[str]]:
 def test_a_second_process_is_refused_while_a_run_holds_the_lock(tmp_path: Path) -> None:
     home = tmp_path / "home"
     with _holder(home) as proc:
-        with pytest.raises(LockedError, match=r"another run holds .*run\.lock"), Store.run_lock(home):
+        with pytest.raises(LockedError, match=r"another run holds .*run\.lock"), run_lock(home):
             pytest.fail("entered a lock another process holds")
         assert proc.stdin is not None
         proc.stdin.close()
         assert proc.wait(timeout=10) == 0
-    with Store.run_lock(home):
+    with run_lock(home):
         assert (home / "run.lock").exists()
 
 

@@ -1,6 +1,6 @@
 """Subscriber state and the delivery log: one record per digest, moved through explicit states.
 
-    plan ──> pending ──mark_sending──> sending ──mark_sent──> sent
+    plan ──> pending ──mark_sending──> sending ──sent (session.py)──> sent
                 ▲                         │ ├──mark_failed(permanent)──> failed ─┐
                 │                         │ ├──mark_failed(temporary)──> retry   │ requeue
                 └──────── retry <─────────┘ └──mark_unknown / crash──> unknown ──┘
@@ -35,7 +35,6 @@ from newsletter.store.records import (
     QUEUED,
     RETRY,
     SENDING,
-    SENT,
     UNKNOWN,
     DeliveryItem,
     DeliveryRecord,
@@ -315,37 +314,6 @@ def mark_sending(conn: Connection, digest_id: str, now: datetime, message_id: st
     if message_id is not None:
         values["message_id"] = message_id
     _transition(conn, digest_id, QUEUED, values, sa.not_(unsubscribed_row(digests.c.email)))
-
-
-def mark_sent(conn: Connection, digest_id: str, now: datetime, message_id: str) -> None:
-    values = {
-        "status": SENT,
-        "updated_at": now,
-        "message_id": message_id,
-        "last_error": None,
-        "not_before": None,
-    }
-    _transition(conn, digest_id, (SENDING,), values)
-
-
-def mark_sent_many(conn: Connection, pairs: Iterable[tuple[str, str]], now: datetime) -> list[str]:
-    """Mark each (digest_id, message_id) sent; return the ids that are not 'sent' afterwards."""
-    pairs = list(pairs)
-    stmt = (
-        digests.update()
-        .where(digests.c.id == sa.bindparam("b_id"), digests.c.status == SENDING)
-        .values(
-            status=SENT, updated_at=now, message_id=sa.bindparam("b_mid"), last_error=None, not_before=None
-        )
-    )
-    for batch in chunks(pairs):
-        conn.execute(stmt, [{"b_id": digest_id, "b_mid": message_id} for digest_id, message_id in batch])
-    ids = [digest_id for digest_id, _ in pairs]
-    sent: set[str] = set()
-    for id_batch in chunks(ids):
-        query = sa.select(digests.c.id).where(digests.c.id.in_(id_batch), digests.c.status == SENT)
-        sent.update(conn.execute(query).scalars())
-    return [digest_id for digest_id in ids if digest_id not in sent]
 
 
 def mark_failed(

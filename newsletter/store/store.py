@@ -38,7 +38,6 @@ from newsletter.store.records import (
     DumpRecord,
     FeedbackRecord,
     IngestResult,
-    InvalidTransition,
     SubscriberState,
 )
 from newsletter.store.schema import digests, dumps, installation, papers, subscribers
@@ -92,13 +91,6 @@ class Store:
         with db_errors(action), transaction(self._engine, write=write) as conn:
             yield conn
 
-    @staticmethod
-    @contextmanager
-    def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
-        """Exclusive per state folder (home/run.lock); LockedError when another run holds it."""
-        with run_lock(home, timeout):
-            yield
-
     # --- this installation ---------------------------------------------------------------------
 
     @property
@@ -148,11 +140,6 @@ class Store:
         return counts
 
     # --- dumps and papers ----------------------------------------------------------------------
-
-    def has_dump(self, content_hash: str) -> bool:
-        with self._tx("looking up a dump") as conn:
-            query = sa.select(dumps.c.seq).where(dumps.c.content_hash == content_hash)
-            return conn.execute(query).first() is not None
 
     def dump_sizes(self) -> dict[str, int]:
         """The number of papers of every dump ingested, by content hash (a folder scan skips those)."""
@@ -331,11 +318,6 @@ class Store:
         with self._tx("reading the delivery log") as conn:
             return delivery.sent_paper_ids(conn, [email])[address_key(email)]
 
-    def sent_paper_ids_many(self, emails: Collection[str]) -> dict[str, set[int]]:
-        """sent_paper_ids for many subscribers in one query per 500; keyed by normalised email."""
-        with self._tx("reading the delivery log") as conn:
-            return delivery.sent_paper_ids(conn, emails)
-
     def plan_digest(self, plan: DigestPlan) -> bool:
         """Record a 'pending' digest and move the subscriber's watermark; False if already planned."""
         return self.plan_digests([plan]) == 1
@@ -362,23 +344,10 @@ class Store:
         return DeliverySession(self._engine, lock)
 
     def mark_sent(self, digest_id: str, now: datetime, message_id: str) -> None:
-        """sending -> sent, once the transport accepted the message."""
+        """sending (or unknown) -> sent, as a run's DeliverySession records it (one at a time)."""
         _aware(now, "now")
-        with self._tx(f"marking digest {digest_id} sent", write=True) as conn:
-            delivery.mark_sent(conn, digest_id, now, message_id)
-
-    def mark_sent_many(self, pairs: Iterable[tuple[str, str]], now: datetime) -> int:
-        """mark_sent for many (digest_id, message_id) pairs in one transaction; returns how many.
-
-        Those in 'sending' are committed; then InvalidTransition is raised if any others were given.
-        """
-        _aware(now, "now")
-        pairs = list(pairs)
-        with self._tx("marking digests sent", write=True) as conn:
-            refused = delivery.mark_sent_many(conn, pairs, now)
-        if refused:
-            raise InvalidTransition(f"{len(refused)} digests were not 'sending', e.g. {refused[0]!r}")
-        return len(pairs)
+        with self.delivery_session() as session:
+            session.sent_many([(digest_id, message_id)], now)
 
     def mark_failed(
         self,
