@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 import idna
 
@@ -62,6 +63,17 @@ def is_host_name(host: str) -> bool:
     except UnicodeError:
         return False
     return bool(host)
+
+
+def is_http_url(url: str) -> bool:
+    """An http(s) URL with a host name (see is_host_name) and a port, if any, that is a number up to
+    65535; its parts are never quoted back (a password in it may be half read as the port)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number, or out of range)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and is_host_name(parts.hostname or "")
 
 
 def is_loopback(host: str) -> bool:

@@ -24,7 +24,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from newsletter.address import address_key, is_host_name, is_loopback
+from newsletter.address import address_key, is_host_name, is_http_url, is_loopback
 from newsletter.errors import ConfigError, UsageError
 from newsletter.models import Subscriber
 from newsletter.redact import MIN_SECRET, url_passwords
@@ -150,12 +150,7 @@ class Settings(BaseSettings):
     @classmethod
     def _api_url(cls, value: str | None) -> str | None:
         """An http(s) URL; the error quotes none of it (a password in it may be half read as the port)."""
-        try:
-            parts = urlsplit(value or "http://x")
-            parts.port  # noqa: B018  (raises on a port that is not a number)
-        except ValueError:
-            parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not is_host_name(parts.hostname or ""):
+        if value is not None and not is_http_url(value):
             raise ValueError(
                 "must be an http(s) URL such as https://api.example.org "
                 "(a user:password@ in it needs '/', '@', ':', '#' and '?' percent-encoded)"

@@ -92,6 +92,10 @@ def test_empty_list_means_no_sources(tmp_path: Path) -> None:
             [{"kind": "hf-daily", "base_url": "ftp://example.org"}],
             "field 'sources[0].base_url': must be an http(s) URL",
         ),
+        (  # as NEWSLETTER_API_BASE_URL refuses it: one rule for both
+            [{"kind": "hf-daily", "base_url": "https://hf.example.org:99999"}],
+            "field 'sources[0].base_url': must be an http(s) URL",
+        ),
         ([{"kind": "hf-daily", "timeout": 0}], "field 'sources[0].timeout': Input should be greater than 0"),
         (
             [{"kind": "hf-daily", "max_retries": "many"}],

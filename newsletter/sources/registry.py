@@ -34,7 +34,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from newsletter.address import is_host_name
+from newsletter.address import is_http_url
 from newsletter.config import setting_origin
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.sources.arxivfetch import DEFAULT_ARXIV_BASE_URL, ArxivSource
@@ -130,14 +130,11 @@ class _HttpSpec(_Spec):
     @field_validator("base_url", check_fields=False)
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            url = httpx.URL(value)
-        except httpx.InvalidURL:  # its words may quote a password half read as the port
+        if not is_http_url(value):  # the words quote none of it: a password may be half read as the port
             raise ValueError(
-                "not a URL (a user:password@ in it needs '/', '@', ':', '#' and '?' percent-encoded)"
-            ) from None
-        if url.scheme not in ("http", "https") or not is_host_name(url.host):
-            raise ValueError("must be an http(s) URL such as https://huggingface.co")
+                "must be an http(s) URL such as https://huggingface.co "
+                "(a user:password@ in it needs '/', '@', ':', '#' and '?' percent-encoded)"
+            )
         return value.rstrip("/")
 
 
