@@ -16,6 +16,7 @@ from typing import Any
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, LockedError, StoreError
+from newsletter.files import write_atomic
 from newsletter.intake import waiting_files, waiting_note
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
@@ -260,14 +261,10 @@ def add_to_last_report(settings: Settings, problems: Sequence[str], replacing: s
 
 
 def _write_report(settings: Settings, data: dict[str, Any]) -> None:
-    tmp = settings.last_run_file.with_suffix(".tmp")
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data, indent=2), encoding="utf-8")
-        tmp.replace(settings.last_run_file)
+        write_atomic(settings.last_run_file, json.dumps(data, indent=2).encode())
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
         raise StoreError(
             f"cannot save the run report {settings.last_run_file}: {exc.strerror or exc} "
             "(the deliveries are recorded; `status` shows an older last run)"

@@ -128,7 +128,7 @@ def test_unusable_outbox_is_a_send_error(tmp_path: Path) -> None:
 def test_an_outbox_that_refuses_writes_stops_the_run_at_once_and_keeps_the_rest_queued(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
-    def refused(path: Path, data: bytes) -> None:
+    def refused(path: Path, data: bytes, prefix: str) -> None:
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr("newsletter.send.file.write_atomic", refused)
@@ -172,7 +172,7 @@ def test_a_digest_a_full_disk_left_sending_is_written_by_the_next_run(
     digest stays 'sending'. The next run took it for 'unknown' and never wrote it (a dropped email); the
     outbox replaces a digest's files when it is written again, so it is queued again instead."""
 
-    def full(path: Path, data: bytes) -> None:
+    def full(path: Path, data: bytes, prefix: str) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     def full_database(*args: object, **kwargs: object) -> None:

@@ -13,7 +13,6 @@ import errno
 import logging
 import os
 import re
-import tempfile
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from types import TracebackType
 from typing import ClassVar
 
 from newsletter.errors import SendError
+from newsletter.files import write_atomic
 from newsletter.models import OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class FileTransport:
 
     def _write(self, path: Path, data: bytes) -> None:
         try:
-            write_atomic(path, data)
+            write_atomic(path, data, _TEMP_PREFIX)
         except OSError as exc:
             raise _outbox_error(f"cannot write {path}", exc, down=exc.errno in _OUTBOX_DOWN) from exc
 
@@ -87,21 +87,6 @@ class FileTransport:
 def _outbox_error(what: str, exc: OSError, *, down: bool) -> SendError:
     hint = "fix the outbox folder (NEWSLETTER_HOME/outbox), then run again" if down else None
     return SendError(f"{what}: {exc.strerror or exc}", hint, transport_down=down)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so readers see the old file or the whole new one, never a part."""
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{_TEMP_PREFIX}{path.name}.")
-    temp = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temp.replace(path)  # os.replace: atomic on POSIX and Windows
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _file_name(message: OutgoingMessage) -> str:

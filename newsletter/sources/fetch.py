@@ -19,9 +19,7 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +34,7 @@ import httpx
 
 from newsletter import __version__
 from newsletter.errors import SourceError
+from newsletter.files import write_atomic
 from newsletter.models import Dump
 from newsletter.sources.hfjson import parse_hf_json
 
@@ -46,7 +45,6 @@ __all__ = [
     "listing_dates",
     "listing_hash",
     "retry_after_seconds",
-    "write_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -433,21 +431,6 @@ def _read_body(response: httpx.Response, url: str) -> bytes:
 
 def _sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a hidden temporary file in the same folder and a rename."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _has_userinfo(url: str) -> bool:
