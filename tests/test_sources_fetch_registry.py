@@ -40,11 +40,6 @@ def test_folder_source_fetches_nothing(tmp_path: Path) -> None:
     source = FolderSource(tmp_path)
     assert source.fetch(NOW) == []
     assert source.name == "folder"
-    assert isinstance(source, Source)
-
-
-def test_hf_daily_source_satisfies_the_protocol(tmp_path: Path) -> None:
-    assert isinstance(HfDailySource(tmp_path, tmp_path), Source)
 
 
 def test_folder_and_hf_daily_with_options(tmp_path: Path) -> None:
