@@ -112,3 +112,26 @@ def test_safe_links_of_a_paper_s_links_are_cached_and_each_caller_gets_its_own_l
 
 def test_one_line_drops_bidirectional_controls_that_make_text_read_backwards() -> None:
     assert one_line("Uber\u202egnol\u202c and \u2066isolated\u2069 \u200ex") == "Ubergnol and isolated x"
+
+
+def test_wrap_fills_cjk_text_by_its_width() -> None:
+    """A Chinese sentence has no spaces: it was one line of 200 columns in the plain-text part."""
+    import unicodedata
+
+    sentence = (
+        "本文提出了一种新的大型语言模型推理方法，显著降低了延迟。我们在多个基准上验证了该方法的有效性。"
+    )
+    lines = wrap(sentence, 40, "   ").splitlines()
+    width = [len(x) + sum(unicodedata.east_asian_width(c) in "WF" for c in x) for x in lines]
+    assert len(lines) == 3 and max(width) <= 40
+    assert "".join(line.strip() for line in lines) == sentence  # nothing lost, no space added
+    assert not any(line.strip().startswith(("，", "。")) for line in lines)  # punctuation stays behind
+    assert wrap("GPT-4模型 and more", 12) == "GPT-4模型\nand more"
+
+
+def test_wrap_hangs_a_numbered_title() -> None:
+    title = "1. A title that is rather long and needs a hanging indent when it wraps"
+    assert wrap(title, 40, "", "   ").splitlines() == [
+        "1. A title that is rather long and needs",
+        "   a hanging indent when it wraps",
+    ]

@@ -182,16 +182,48 @@ def long_date(value: datetime) -> str:
 
 
 @lru_cache(maxsize=4096)
-def wrap(text: str, width: int = 72, indent: str = "") -> str:
-    """Plain-text paragraph filled to ``width``; long words (URLs) are never broken."""
+def wrap(text: str, width: int = 72, indent: str = "", hanging: str | None = None) -> str:
+    """Plain-text paragraph filled to ``width`` columns (a wide CJK character takes two, and a line may
+    break between two of them); long words (URLs) are never broken. ``hanging``: the indent of the lines
+    after the first (default ``indent``)."""
     lines: list[str] = []
-    line = ""
+    line, used = "", 0
     for word in one_line(text).split(" "):
-        if line and len(indent) + len(line) + 1 + len(word) > width:
-            lines.append(indent + line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
+        for first, unit in enumerate(_units(word)):
+            gap = 1 if line and first == 0 else 0
+            size = _columns(unit)
+            margin = indent if not lines else (indent if hanging is None else hanging)
+            if line and len(margin) + used + gap + size > width:
+                lines.append(margin + line)
+                line, used = unit, size
+            else:
+                line, used = line + " " * gap + unit, used + gap + size
     if line:
-        lines.append(indent + line)
+        lines.append((indent if not lines or hanging is None else hanging) + line)
     return "\n".join(lines)
+
+
+_WIDE = ("W", "F")
+_NO_LINE_START = set("、。，．：；！？）」』】〉》’”")  # CJK punctuation stays with the character before
+
+
+def _units(word: str) -> list[str]:
+    """The pieces a line may break between: the word itself, or in CJK text each wide character."""
+    if word.isascii() or not any(unicodedata.east_asian_width(c) in _WIDE for c in word):
+        return [word]
+    units: list[str] = []
+    for char in word:
+        joins = units and (char in _NO_LINE_START or (not _is_wide(char) and not _is_wide(units[-1][-1])))
+        if joins:
+            units[-1] += char
+        else:
+            units.append(char)
+    return units
+
+
+def _is_wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in _WIDE and char not in _NO_LINE_START
+
+
+def _columns(text: str) -> int:
+    return len(text) + sum(1 for c in text if unicodedata.east_asian_width(c) in _WIDE)
