@@ -138,7 +138,7 @@ def test_html_links_are_absolute_and_never_javascript(renderer: Renderer) -> Non
         "https://github.com/example-lab/kestrel",
         "https://example.org/kestrel?a=1&amp;b=2",
         "https://arxiv.org/search/?searchtype=title&amp;query=A+Paper+Only+Known+By+Its+Title",
-        "https://example.org/&lt;x&gt;",
+        "https://example.org/%3Cx%3E",  # percent-encoded: a plain-text link ended at the '<'
         "https://news.example.org/unsubscribe?token=abc&amp;list=papers",
     ]
 

@@ -135,3 +135,20 @@ def test_wrap_hangs_a_numbered_title() -> None:
         "1. A title that is rather long and needs",
         "   a hanging indent when it wraps",
     ]
+
+
+def test_safe_url_spells_a_link_in_ascii() -> None:
+    """A plain-text mail client ended a link at '"', '<' or the first non-ASCII character."""
+    from newsletter.render.helpers import safe_url
+
+    assert (
+        safe_url("https://例え.テスト/パス?q=日本")
+        == "https://xn--r8jz45g.xn--zckzah/%E3%83%91%E3%82%B9?q=%E6%97%A5%E6%9C%AC"
+    )
+    assert safe_url('https://example.org/"><b>') == "https://example.org/%22%3E%3Cb%3E"
+    kept = "https://example.org/a%20b/c?x=1&y=(2)#top"  # escapes and reserved characters as written
+    assert safe_url(kept) == kept
+    assert (
+        safe_url("mailto:d@example.org?subject=unsubscribe%20a%40b")
+        == "mailto:d@example.org?subject=unsubscribe%20a%40b"
+    )

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import lru_cache
 from typing import Protocol
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import SplitResult, quote, quote_plus, urlsplit, urlunsplit
 
+from newsletter.address import ascii_domain
 from newsletter.models import normalize_arxiv_id
 from newsletter.sources.clean import split_sentences
 
@@ -126,14 +127,41 @@ def count(value: int | None) -> str:
 
 
 @lru_cache(maxsize=4096)
+@lru_cache(maxsize=16384)  # the same papers' links go to many subscribers
 def safe_url(url: str) -> str:
-    """``url`` when it is absolute http(s) or mailto, else "#" (no javascript:, data:, relative links)."""
+    """``url`` when it is absolute http(s) or mailto, else "#" (no javascript:, data:, relative links);
+    an http(s) one as ASCII (see _encoded)."""
     cleaned = _URL_JUNK.sub("", url)  # browsers ignore these too: "java\tscript:" is javascript:
     try:
-        scheme = urlsplit(cleaned).scheme.lower()
+        parts = urlsplit(cleaned)
+        scheme = parts.scheme.lower()
+        if scheme not in SAFE_SCHEMES:
+            return "#"
+        return cleaned if scheme == "mailto" else _encoded(parts)
     except ValueError:
         return "#"
-    return cleaned if scheme in SAFE_SCHEMES else "#"
+
+
+_URL_SAFE = "/:@!$&'()*+,;=-._~%?"  # what stays as written: reserved characters and escapes
+
+
+def _encoded(parts: SplitResult) -> str:
+    """The URL with its host in A-labels and the rest percent-encoded where it is not ASCII or holds
+    '"', '<', '>', '{', '|'...: a plain-text mail client ends a link at the first of them."""
+    netloc = parts.netloc if parts.netloc.isascii() else _ascii_netloc(parts.netloc)
+    path, query, fragment = (
+        quote(part, safe=_URL_SAFE) for part in (parts.path, parts.query, parts.fragment)
+    )
+    return urlunsplit((parts.scheme, netloc, path, query, fragment))
+
+
+def _ascii_netloc(netloc: str) -> str:
+    """user@host:port with the host in A-labels (ValueError for a host IDNA refuses)."""
+    user, at, host_port = netloc.rpartition("@")
+    host, colon, port = host_port.rpartition(":")
+    if not colon or not port.isdigit():
+        host, colon, port = host_port, "", ""
+    return quote(user, safe=_URL_SAFE) + at + ascii_domain(host) + colon + port
 
 
 def subject_for(items: Sequence[HasTitle]) -> str:
