@@ -67,7 +67,10 @@ def is_host_name(host: str) -> bool:
 
 def is_http_url(url: str) -> bool:
     """An http(s) URL with a host name (see is_host_name) and a port, if any, that is a number up to
-    65535; its parts are never quoted back (a password in it may be half read as the port)."""
+    65535, and no control character (urlsplit drops some, httpx refuses them later); its parts are never
+    quoted back (a password in it may be half read as the port)."""
+    if not url.isprintable():
+        return False
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a port that is not a number, or out of range)

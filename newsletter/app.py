@@ -122,6 +122,8 @@ def open_history(settings: Settings, *, new_database: bool = False) -> Iterator[
     """The store for a command that reads or records subscribers' history (status, unsubscribe,
     feedback...): refused, as for a run, when it is empty but the state folder shows earlier runs (a
     typo in NEWSLETTER_DATABASE_URL showed nobody unsubscribed, and recorded into a new database)."""
+    if not new_database and database_missing(settings):  # refused before opening it would make it
+        _refuse_if_run_before(settings, lambda: True)
     with open_store(settings) as store:
         if not new_database:
             refuse_lost_history(settings, store)

@@ -26,8 +26,9 @@ class CheckResult:
     warnings: list[str] = field(default_factory=list)  # sends, but not as it should
 
 
-def check_all(settings: Settings) -> CheckResult:
-    """Every problem found in the subscribers, templates, transport, sender, sources and folders."""
+def check_all(settings: Settings, *, new_database: bool = False) -> CheckResult:
+    """Every problem found in the subscribers, templates, transport, sender, sources and folders (and,
+    unless ``new_database``, a state database lost from a folder that has run)."""
     result = CheckResult()
     try:
         result.subscribers, found = read_subscribers(settings.subscribers)
@@ -45,8 +46,9 @@ def check_all(settings: Settings) -> CheckResult:
         _state_folder,
         _unsubscribe_links,
         _executor,
-        check_history,  # after the folders: a state folder that cannot be made is the problem to show
     ]
+    if not new_database:
+        steps.append(check_history)  # after the folders: a state folder that cannot be made is the one
     for step in steps:
         try:
             step(settings)

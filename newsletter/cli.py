@@ -607,7 +607,7 @@ def _address(text: str) -> str:
     try:
         return str(TypeAdapter(EmailStr).validate_python(text.strip()))
     except ValidationError:
-        raise UsageError(f"{text!r} is not an email address") from None
+        raise ConfigError(f"{text!r} is not an email address") from None
 
 
 def _subscriber(settings: Settings, email: str) -> Subscriber:
@@ -631,7 +631,7 @@ def check() -> None:
         settings = state.settings()
     except ConfigError as exc:  # nothing else can be judged without them: every setting refused
         _print_problems([exc, *exc.also])
-    result = check_all(settings)
+    result = check_all(settings, new_database=state.new_database)
     for typo in unknown_variables():  # ignored by every command: a warning, not a problem
         err.print(f"warning: {typo}", highlight=False, markup=False, soft_wrap=True)
     if result.problems:

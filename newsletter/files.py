@@ -7,12 +7,22 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # read it the one way there is (read at import, before any thread starts)
+    os.umask(mask)
+    return mask
+
+
+_MODE = 0o666 & ~_umask()  # as open() makes a file: mkstemp's 0600 hid the report from a group reader
+
+
 def write_atomic(path: Path, data: bytes, prefix: str = ".") -> None:
     """Replace ``path`` with ``data``: a temporary file named ``prefix`` + the name in the same folder
     (hidden by default: a folder scan skips it), on disk (fsync) before it is renamed over ``path``."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{path.name}.", suffix=".tmp")
     temp = Path(name)
     try:
+        temp.chmod(_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -18,7 +18,7 @@ from newsletter.errors import LockedError
 from newsletter.rank import SemanticRanker
 from newsletter.rank.embed import ReadThroughCache
 from newsletter.rank.lexical import LexicalParams
-from newsletter.store import Store
+from newsletter.store import run_lock
 from newsletter.store.vectors import StoreVectorCache
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
@@ -204,8 +204,8 @@ def test_preview_and_explain_answer_while_the_daemon_holds_the_lock(fresh: dict[
 HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from newsletter.store import Store
-with Store.run_lock(Path(sys.argv[1])):
+from newsletter.store import run_lock
+with run_lock(Path(sys.argv[1])):
     print("held", flush=True)
     time.sleep(300)
 """
@@ -225,7 +225,7 @@ def test_while_locked_out_preview_and_explain_keep_the_vectors_they_embed_in_mem
     with open_reading_pipeline(settings, datetime.now(UTC)) as pipeline:
         assert isinstance(pipeline.ranker, SemanticRanker)
         assert isinstance(pipeline.ranker.cache, StoreVectorCache)  # the lock is free: as a run
-        with pytest.raises(LockedError), Store.run_lock(settings.home):  # held to the end
+        with pytest.raises(LockedError), run_lock(settings.home):  # held to the end
             pytest.fail("a run could start while a preview writes to the store's vectors")
         pipeline.ranker.cache.put("m", {"stored": np.ones(4, dtype=np.float32)})
     command = [sys.executable, "-c", HOLD_LOCK, fresh["NEWSLETTER_HOME"]]

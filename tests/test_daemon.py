@@ -363,3 +363,13 @@ def test_status_prints_a_server_reply_and_a_file_name_as_written(env: dict[str, 
     assert any(
         line.split("│")[1].strip() == "ssm@example.org" for line in proc.stdout.splitlines() if "│" in line
     )
+
+
+def test_the_run_report_is_readable_as_the_umask_allows(env: dict[str, str]) -> None:
+    """Written through mkstemp, last-run.json was 0600: status run by a group reader said no run."""
+    add_dumps(env, seed_names()[0])
+    mask = os.umask(0o022)
+    os.umask(mask)
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    report = Path(env["NEWSLETTER_HOME"]) / "last-run.json"
+    assert report.stat().st_mode & 0o777 == 0o666 & ~mask

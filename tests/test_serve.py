@@ -27,7 +27,7 @@ from newsletter.config import Settings, load_settings, load_subscribers
 from newsletter.rank import semantic
 from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import answered_hosts, create_app, local_hosts
-from newsletter.store import Store
+from newsletter.store import Store, run_lock
 from newsletter.unsubscribe import make_token
 
 from .conftest import DATA
@@ -187,7 +187,7 @@ def test_new_dumps_wait_for_the_lock_holder(env: dict[str, str], client: TestCli
     settings = settings_for(env)
     assert client.get("/").status_code == 200
     add_dumps(env, seed_names()[2])
-    with Store.run_lock(settings.home):  # a run or the daemon is busy: it ingests the file itself
+    with run_lock(settings.home):  # a run or the daemon is busy: it ingests the file itself
         page = client.get("/").text
     assert "another process holds the run lock" in page
     assert f"1 dump file not in the store yet left out ({seed_names()[2]})" in page
@@ -195,7 +195,7 @@ def test_new_dumps_wait_for_the_lock_holder(env: dict[str, str], client: TestCli
         assert len(store.dumps()) == 2
     assert "holds the run lock" not in client.get("/").text
     os.utime(Path(env["NEWSLETTER_DUMPS"]) / seed_names()[2], (0, 0))  # serve looks at it again
-    with Store.run_lock(settings.home):  # before: the note at every page while a daemon ran
+    with run_lock(settings.home):  # before: the note at every page while a daemon ran
         assert "holds the run lock" not in client.get("/").text  # the store has it
     with open_store(settings) as store:
         assert len(store.dumps()) == 3

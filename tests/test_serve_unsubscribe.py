@@ -320,7 +320,7 @@ def test_unsubscribe_records_a_request_that_came_by_mail(tmp_path: Path) -> None
     stranger = cli(env, "unsubscribe", " gone@example.net ").stdout
     assert stranger.startswith("gone@example.net: unsubscribed (not in ")  # honoured if it is added later
     bad = cli(env, "unsubscribe", "not an address", check=False)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: 'not an address' is not an email address")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: 'not an address' is not an email address")
 
 
 def test_check_warns_when_mail_leaves_with_only_the_mailto(tmp_path: Path) -> None:

@@ -91,6 +91,10 @@ def test_empty_list_means_no_sources(tmp_path: Path) -> None:
             [{"kind": "hf-daily", "base_url": "https://hf.example.org:99999"}],
             "field 'sources[0].base_url': must be an http(s) URL",
         ),
+        (  # urlsplit drops a line break; httpx refused it later, with a traceback
+            [{"kind": "hf-daily", "base_url": "https://hf.example.org/a\nb"}],
+            "field 'sources[0].base_url': must be an http(s) URL",
+        ),
         ([{"kind": "hf-daily", "timeout": 0}], "field 'sources[0].timeout': Input should be greater than 0"),
         (
             [{"kind": "hf-daily", "max_retries": "many"}],

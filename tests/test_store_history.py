@@ -119,5 +119,7 @@ def test_a_mistyped_database_url_is_refused_by_every_command_that_reads_history(
     proc = cli({**env, "NEWSLETTER_DATABASE_URL": f"sqlite:///{typo}"}, *command, check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: the state database is empty, but "), proc.stderr
-    if command == ("check",):
-        assert not typo.parent.exists()  # validated, not made
+    assert not typo.parent.exists()  # refused before it was made (in the wrong place)
+    typed = {**env, "NEWSLETTER_DATABASE_URL": f"sqlite:///{typo}"}
+    on_purpose = cli(typed, "--new-database", *command, check=False)
+    assert "state database is empty" not in on_purpose.stderr  # as the hint says (feedback: no such paper)

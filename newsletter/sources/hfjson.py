@@ -8,8 +8,9 @@ The response is a JSON list; each item looks like (fields we do not use left out
      "publishedAt": "2024-03-19T01:02:03.000Z", "title": "...", "numComments": 3, ...}
 
 ``paper.id``, ``paper.title`` and ``paper.summary`` are required (the outer ``title``/``summary``
-stand in when the inner ones are absent); upvotes, comments, authors and dates are optional but must
-have the right type. Authors marked ``hidden`` are left out. The fields a reader may want beyond
+stand in when the inner ones are absent); upvotes, comments and authors are optional but must have
+the right type (the listing date is read if it can be: nothing depends on it). Authors marked
+``hidden`` are left out. The fields a reader may want beyond
 those (``ai_summary``, ``ai_keywords``, ``githubRepo``/``githubStars``, ``projectPage``,
 ``organization``, ``thumbnail``/``mediaUrl(s)``, ``submittedOnDailyAt``) go into ``PaperDetails``;
 one of the wrong type is left out rather than rejecting the listing, since the API adds and
