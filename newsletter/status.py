@@ -94,11 +94,6 @@ def _due_text(due: datetime | None, now: datetime, fresh: bool) -> str:
     return "now" if due <= now else _short_time(due.isoformat())
 
 
-def _console() -> Console:
-    wide = Console()
-    return wide if wide.is_terminal else Console(width=1000)  # a pipe or a log: no folding at 80 columns
-
-
 def _short_time(iso: str) -> str:
     """'2026-03-11T08:00:00+00:00' -> '2026-03-11 08:00 UTC' (times are kept in UTC)."""
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -106,8 +101,9 @@ def _short_time(iso: str) -> str:
 
 def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     """Addresses, server replies and dump problems are printed as written (Rich markup in them, such
-    as ``[/var/mail/x]``, was read as a tag: a traceback); piped, a row is one line, never folded."""
-    console = console or _console()
+    as ``[/var/mail/x]``, was read as a tag: a traceback). Piped, the table fits 80 columns (a long
+    address folds; `status --json` is the form to read with a program)."""
+    console = console or Console()
     table = Table(
         Column("subscriber", overflow="fold"),
         "cadence",
