@@ -24,7 +24,7 @@ import numpy as np
 from ranking import DAY0, FEEDBACK_FROM, ROOT, Judged, click, load_profiles
 from ranking_research import DiskVectorCache
 
-from newsletter.config import Settings, SubscriberList
+from newsletter.config import Settings
 from newsletter.models import StoredPaper, normalize_title
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
@@ -35,6 +35,7 @@ from newsletter.render import Renderer
 from newsletter.select import with_feedback
 from newsletter.send.file import FileTransport
 from newsletter.store import Store
+from newsletter.subscribers import SubscriberList
 
 SHARES = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25)  # of the judged-0 papers a bar lets through
 

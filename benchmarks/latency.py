@@ -35,11 +35,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter.config import Settings, load_subscribers  # noqa: E402
+from newsletter.config import Settings  # noqa: E402
 from newsletter.deliver import Couriers  # noqa: E402
 from newsletter.pipeline import chunk_size  # noqa: E402
 from newsletter.send import make_transport  # noqa: E402
 from newsletter.store import Store  # noqa: E402
+from newsletter.subscribers import load_subscribers  # noqa: E402
 from tests.api_server import server_process  # noqa: E402
 
 NOW = datetime(2026, 3, 11, 8, tzinfo=UTC)

@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 from ranking_research import DiskVectorCache
 
-from newsletter.config import Settings, SubscriberList
+from newsletter.config import Settings
 from newsletter.models import Scored, StoredPaper, Subscriber, normalize_title
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
@@ -69,6 +69,7 @@ from newsletter.render import Renderer
 from newsletter.report import ItemReport
 from newsletter.send.file import FileTransport
 from newsletter.store import Store
+from newsletter.subscribers import SubscriberList
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY0 = datetime(2026, 3, 10, 8, 0, tzinfo=UTC)

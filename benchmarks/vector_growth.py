@@ -29,8 +29,9 @@ from unittest import mock
 import numpy as np
 
 from newsletter.app import open_pipeline
-from newsletter.config import Settings, load_subscribers
+from newsletter.config import Settings
 from newsletter.rank.minilm import MiniLMEmbedder
+from newsletter.subscribers import load_subscribers
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path("/work/shared/realdata/hf-json")

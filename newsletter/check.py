@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from newsletter.app import check_history, distributed
-from newsletter.config import Settings, SubscriberList, read_subscribers
+from newsletter.config import Settings
 from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
 from newsletter.send import envelope_for, make_transport, real_sender
 from newsletter.sources.registry import sources_from_settings
+from newsletter.subscribers import SubscriberList, read_subscribers
 
 
 @dataclass

@@ -38,7 +38,7 @@ from newsletter.app import (
     utcnow,
 )
 from newsletter.check import check_all
-from newsletter.config import Settings, SubscriberList, load_settings, load_subscribers, unknown_variables
+from newsletter.config import Settings, load_settings, unknown_variables
 from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
@@ -49,6 +49,7 @@ from newsletter.report import DigestOutcome, DumpOutcome, RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 from newsletter.store import Store
+from newsletter.subscribers import SubscriberList, load_subscribers
 
 app = typer.Typer(
     help="Turn trending-papers listings into a personal email digest for each subscriber.\n\n"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from newsletter import progress
 from newsletter.address import address_key
-from newsletter.config import Settings, SubscriberList
+from newsletter.config import Settings
 from newsletter.deliver import STOPPED, Breaker, Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, StoreError
 from newsletter.feedback import FeedbackLinks, feedback_links
@@ -50,6 +50,7 @@ from newsletter.send.base import Transport
 from newsletter.send.message import build_message, envelope_for, list_name, parse_sender
 from newsletter.shards import Executor, Shard, split
 from newsletter.store import PENDING, RETRY, SENT, UNKNOWN, DeliveryRecord, DigestPlan, PlannedItem, Store
+from newsletter.subscribers import SubscriberList
 from newsletter.unsubscribe import mailto_url, one_click_url
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from newsletter.app import add_to_last_report, open_pipeline, save_report, utcnow
-from newsletter.config import Settings, SubscriberList, load_subscribers
+from newsletter.config import Settings
 from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.pipeline import Pipeline
@@ -33,6 +33,7 @@ from newsletter.redact import redact
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 from newsletter.store import Store
 from newsletter.store.engine import db_errors
+from newsletter.subscribers import SubscriberList, load_subscribers
 
 log = logging.getLogger(__name__)
 

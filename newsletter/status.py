@@ -11,11 +11,11 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from newsletter.address import address_key
-from newsletter.config import SubscriberList
 from newsletter.due import shown_due
 from newsletter.sources import path_from_text
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
 from newsletter.store.rejected import RejectedFile
+from newsletter.subscribers import SubscriberList
 
 IN_FLIGHT = (
     "in flight now, or interrupted by a crash (the next run reports it unknown, or queues it again "

@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 
 from newsletter.address import address_key, ascii_domain
 from newsletter.app import open_pipeline
-from newsletter.config import Settings, load_subscribers
+from newsletter.config import Settings
 from newsletter.serve import create_app
+from newsletter.subscribers import load_subscribers
 
 from .helpers import add_dumps, make_env, seed_names
 from .test_serve_unsubscribe import settings_for

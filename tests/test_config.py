@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_settings, load_subscribers, read_subscribers
+from newsletter.config import load_settings
 from newsletter.errors import ConfigError
+from newsletter.subscribers import load_subscribers, read_subscribers
 
 from .conftest import ROOT
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_subscribers, read_subscribers
 from newsletter.errors import ConfigError
 from newsletter.schedule import SubscriberFile
+from newsletter.subscribers import load_subscribers, read_subscribers
 
 from .helpers import SUBSCRIBERS, make_env
 

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
+from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.deliver import FAILED_IN_A_ROW, GIVE_UP_AFTER, STOPPED, Breaker
 from newsletter.errors import SendError, StoreError
 from newsletter.models import OutgoingMessage
@@ -45,6 +45,7 @@ from newsletter.report import BACKING_OFF, WAITING, RunReport
 from newsletter.select import BOUNCED
 from newsletter.status import status_report
 from newsletter.store import SENDING, Store
+from newsletter.subscribers import SubscriberList, load_subscribers
 
 from .api_server import server_process as api_process
 from .conftest import SEEDS

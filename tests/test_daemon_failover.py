@@ -81,7 +81,8 @@ def test_a_run_that_loses_the_database_s_run_lock_stops_before_its_next_chunk(
     import sqlalchemy as sa
 
     from newsletter.app import open_pipeline
-    from newsletter.config import load_settings, load_subscribers
+    from newsletter.config import load_settings
+    from newsletter.subscribers import load_subscribers
 
     env = make_env(tmp_path)
     add_dumps(env, seed_names()[0])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from newsletter.config import PACKAGE_TEMPLATES, Settings, load_subscribers
+from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.errors import StoreError
 from newsletter.forget import forget_old_vectors, last_dump_done_with
 from newsletter.models import Dump, Paper, Subscriber
@@ -25,6 +25,7 @@ from newsletter.report import RunReport
 from newsletter.send import make_transport
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
+from newsletter.subscribers import load_subscribers
 
 from .test_rank_semantic import CountingEmbedder
 

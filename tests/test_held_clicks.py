@@ -18,10 +18,11 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
-from newsletter.config import Settings, load_subscribers
+from newsletter.config import Settings
 from newsletter.feedback import feedback_token
 from newsletter.held import HELD_FILE, Click, hold, record_held
 from newsletter.serve import create_app
+from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import make_token
 
 from .helpers import add_dumps, make_env, seed_names

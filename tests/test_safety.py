@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from pydantic import SecretStr
 
-from newsletter.config import PACKAGE_TEMPLATES, Settings, load_subscribers
+from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.errors import ConfigError, RenderError, SendError
 from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
 from newsletter.pipeline import Pipeline
@@ -37,6 +37,7 @@ from newsletter.report import RunReport
 from newsletter.send import PostmarkTransport, make_transport
 from newsletter.send.base import Transport
 from newsletter.store import Store
+from newsletter.subscribers import load_subscribers
 
 from .helpers import add_dumps, cli, seed_names
 from .test_run_smtp import free_port

@@ -23,11 +23,12 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
-from newsletter.config import Settings, load_settings, load_subscribers
+from newsletter.config import Settings, load_settings
 from newsletter.rank import semantic
 from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import answered_hosts, create_app, local_hosts
 from newsletter.store import Store, run_lock
+from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import make_token
 
 from .conftest import DATA

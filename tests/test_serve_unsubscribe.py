@@ -14,11 +14,12 @@ from pydantic import SecretStr
 from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
-from newsletter.config import Settings, load_settings, load_subscribers
+from newsletter.config import Settings, load_settings
 from newsletter.serve import create_app
 from newsletter.store import Store
 from newsletter.store.records import RETRY
 from newsletter.store.schema import digests
+from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import mailto_url, make_token
 
 from .helpers import add_dumps, cli, make_env, seed_names

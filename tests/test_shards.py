@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from newsletter import parallel
-from newsletter.config import SubscriberList, load_subscribers
 from newsletter.deliver import FAILED_IN_A_ROW, STOPPED
 from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage
@@ -30,6 +29,7 @@ from newsletter.report import RunReport
 from newsletter.select import Selector
 from newsletter.shards import Executor, InProcess, Shard, ShardWork, split
 from newsletter.store import SENT, UNKNOWN, Store
+from newsletter.subscribers import SubscriberList, load_subscribers
 
 from .conftest import ROOT
 from .helpers import seed_names

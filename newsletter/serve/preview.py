@@ -23,7 +23,7 @@ from pathlib import Path
 
 from newsletter.address import address_key
 from newsletter.app import refuse_lost_history
-from newsletter.config import PACKAGE_TEMPLATES, Settings, SubscriberList, load_subscribers
+from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.due import is_due, shown_due
 from newsletter.errors import ConfigError, LockedError, RenderError, SourceError, StoreError
 from newsletter.intake import waiting_files, waiting_note
@@ -40,6 +40,7 @@ from newsletter.sources import list_dump_files
 from newsletter.status import queued_now
 from newsletter.store import FeedbackRecord, Store, SubscriberState
 from newsletter.store.vectors import StoreVectorCache
+from newsletter.subscribers import SubscriberList, load_subscribers
 
 GMAIL_CLIP_BYTES = 102_000  # Gmail shows "[Message clipped]" past ~102 KB of HTML
 NEAR_MISSES = 5
