@@ -24,14 +24,14 @@ from pathlib import Path
 
 from newsletter import progress
 from newsletter.address import address_key
+from newsletter.compose import Composer
 from newsletter.config import Settings
 from newsletter.deliver import STOPPED, Breaker, Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, StoreError
-from newsletter.feedback import FeedbackLinks, feedback_links
 from newsletter.forget import forget_old_vectors
 from newsletter.held import record_held
 from newsletter.intake import ingest_files, ingest_folder
-from newsletter.models import OutgoingMessage, Scored, StoredPaper, Subscriber
+from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, Renderer
@@ -47,11 +47,9 @@ from newsletter.report import (
 )
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
-from newsletter.send.message import build_message, envelope_for, list_name, parse_sender
 from newsletter.shards import Executor, Shard, split
 from newsletter.store import PENDING, RETRY, SENT, UNKNOWN, DeliveryRecord, DigestPlan, PlannedItem, Store
 from newsletter.subscribers import SubscriberList
-from newsletter.unsubscribe import mailto_url, one_click_url
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +101,7 @@ class Pipeline:
         self.timings = Timings()
         self.breaker = Breaker()  # a run's: the transport down, or failing every request, stops it all
         self.lock_held: Callable[[], bool] = lambda: True  # the run lock (set by app.open_pipeline)
-        self._sender_address = parse_sender(settings.sender)[1]  # refused before anything runs
-        self._list_name = list_name(settings.sender)
+        self.composer = Composer(settings, renderer)
 
     # -- ingest -------------------------------------------------------------------------------------
 
@@ -469,35 +466,8 @@ class Pipeline:
 
     # -- rendering and building ---------------------------------------------------------------------
 
-    def view(
-        self,
-        subscriber: Subscriber,
-        items: Sequence[Scored],
-        date: datetime,
-        unsubscribe_urls: tuple[str, str | None] | None = None,
-    ) -> DigestView:
-        shown_url = (unsubscribe_urls or self._unsubscribe_urls(subscriber.email))[0]
-        return DigestView(
-            subscriber_name=subscriber.name,
-            subscriber_email=subscriber.email,
-            items=tuple(item_view(s, self._feedback_links(subscriber.email, s.paper)) for s in items),
-            date=date.astimezone(subscriber.tz),  # the subscriber's calendar day
-            unsubscribe_url=shown_url,
-            preferences_note=f"You get this because {subscriber.email} subscribed to this list.",
-            list_name=self._list_name,
-        )
-
-    def _unsubscribe_urls(self, email: str) -> tuple[str, str | None]:
-        """(link shown in the email, https one-click URL or None)."""
-        mailto = mailto_url(self._sender_address, email)
-        secret, base = self.settings.unsubscribe_secret, self.settings.base_url
-        https = one_click_url(base, email, secret) if base and secret else None
-        return (https or mailto), https
-
-    def _feedback_links(self, email: str, paper: StoredPaper) -> FeedbackLinks | None:
-        """The paper's signed "more/less like this" links, when links can be signed and served."""
-        secret, base = self.settings.unsubscribe_secret, self.settings.base_url
-        return feedback_links(base, email, paper.key, secret) if base and secret else None
+    def view(self, subscriber: Subscriber, items: Sequence[Scored], date: datetime) -> DigestView:
+        return self.composer.view(subscriber, items, date)
 
     def draft(self, selection: Selection, now: datetime) -> OutgoingMessage:
         """The message a run would send for ``selection`` now (same digest id); plans and records nothing."""
@@ -524,21 +494,9 @@ class Pipeline:
         sent_at: datetime | None = None,
     ) -> OutgoingMessage:
         """The digest of ``date`` (its heading); its Date header says ``sent_at`` (default: ``date``)."""
-        urls = self._unsubscribe_urls(subscriber.email)
-        with self.timings("render"):
-            rendered = self.renderer.render(self.view(subscriber, items, date, urls))
-        envelope = envelope_for(self.settings, subscriber.email, urls[1])
-        with self.timings("mime"):
-            return build_message(
-                digest_id=digest_id,
-                envelope=envelope,
-                to_name=subscriber.name,
-                to_addr=subscriber.email,
-                rendered=rendered,
-                date=sent_at or date,
-                body=body,
-                made_at=date,
-            )
+        return self.composer.message(
+            subscriber, items, digest_id, date, self.timings, body=body, sent_at=sent_at
+        )
 
     # -- delivering ---------------------------------------------------------------------------------
 
