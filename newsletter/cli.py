@@ -11,7 +11,7 @@ import traceback
 import webbrowser
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
@@ -530,6 +530,49 @@ def _show_preview(
 PaperArgument = Annotated[
     str, typer.Argument(metavar="PAPER", help="The paper: its arXiv id (or arXiv URL) or its title.")
 ]
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        int, typer.Option("--older-than", metavar="DAYS", min=1, help="Keep what is newer than this.")
+    ] = 90,
+    now: NowOption = None,
+) -> None:
+    """Forget old failed and cancelled digests (status lists failed ones until then) and delete old
+    outbox files; on SQLite, compact the database file.
+
+    Sent digests stay (the delivery history), and so do the refused digest of an address held until
+    `newsletter retry EMAIL`. Run it from cron, e.g. weekly; it waits for no run (one in progress: exit 1).
+    """
+    settings = state.settings()
+    before = _parse_now(now) - timedelta(days=older_than)
+    with open_history(settings, new_database=state.new_database) as store, store.lock(settings.home):
+        size = _file_size(settings)
+        digests = store.prune(before)
+        files = _prune_outbox(settings.outbox, before)
+    shrunk = f"; {settings.home / 'state.db'}: {size:,} -> {_file_size(settings):,} bytes" if size else ""
+    typer.echo(
+        f"pruned {plural(digests, 'failed or cancelled digest')}, {plural(files, 'outbox file')}{shrunk}"
+    )
+
+
+def _file_size(settings: Settings) -> int:
+    """The SQLite state file's size; 0 for another database."""
+    try:
+        return (settings.home / "state.db").stat().st_size if settings.database_url is None else 0
+    except OSError:
+        return 0
+
+
+def _prune_outbox(outbox: Path, before: datetime) -> int:
+    """Delete the outbox's messages (and their HTML copies) last written before ``before``."""
+    cutoff, removed = before.timestamp(), 0
+    for path in sorted(outbox.glob("*")) if outbox.is_dir() else ():
+        if path.suffix in (".eml", ".html") and path.is_file() and path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 @app.command(cls=_Command)

@@ -503,3 +503,18 @@ def _record(row: Row[Any], items: tuple[DeliveryItem, ...]) -> DeliveryRecord:
         not_before=row.not_before,
         batch_key=row.batch_key,
     )
+
+
+def prune(conn: Connection, before: datetime) -> int:
+    """Delete the failed and cancelled digests last changed before ``before`` (with their items); returns
+    how many. Sent ones stay: they are the delivery history. So do a held address's (``retry EMAIL``
+    resends its refused digest)."""
+    held = sa.select(subscribers.c.email).where(subscribers.c.bounced_at.is_not(None))
+    old = sa.select(digests.c.id).where(
+        digests.c.status.in_((FAILED, CANCELLED)), digests.c.updated_at < before, digests.c.email.not_in(held)
+    )
+    ids = list(conn.execute(old).scalars())
+    for batch in chunks(ids):
+        conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(batch)))
+        conn.execute(digests.delete().where(digests.c.id.in_(batch)))
+    return len(ids)

@@ -403,6 +403,21 @@ class Store:
             )
         return ids  # logged by the caller, which may queue them again (Pipeline.recover)
 
+    def prune(self, before: datetime) -> int:
+        """Forget failed and cancelled digests last changed before ``before`` (see delivery.prune); on
+        SQLite the file is then compacted (VACUUM), as deleting rows alone does not shrink it."""
+        _aware(before, "before")
+        with self._tx("pruning old deliveries", write=True) as conn:
+            pruned = delivery.prune(conn, before)
+        if self._engine.dialect.name == "sqlite":
+            with db_errors("compacting the database"):
+                raw = self._engine.raw_connection()  # outside the transaction every session begins
+                try:
+                    raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+                finally:
+                    raw.close()
+        return pruned
+
     def requeue(
         self,
         now: datetime,

@@ -1,0 +1,69 @@
+"""`newsletter prune`: old failed and cancelled digests and old outbox files go; the history stays."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from newsletter.store import Store, run_lock
+from newsletter.store.schema import digests, subscribers
+
+from .helpers import add_dumps, cli, seed_names
+
+RUN_AT = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+
+
+def _statuses(env: dict[str, str]) -> dict[str, str]:
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:
+        return {d.email: d.status for d in store.deliveries(with_items=False)}
+
+
+def test_prune_forgets_old_failures_and_outbox_files_and_keeps_the_history(env: dict[str, str]) -> None:
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--now", RUN_AT.isoformat())
+    sent = _statuses(env)
+    assert list(sent.values()) == ["sent", "sent"]  # ssm and diff (nobody: nothing relevant)
+    ssm, diff = sorted(sent)[::-1]
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store, store._engine.begin() as conn:
+        conn.execute(digests.update().where(digests.c.email == ssm).values(status="failed", last_error="550"))
+    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    files = sorted(outbox.iterdir())
+    old = (RUN_AT - timedelta(days=1)).timestamp()
+    os.utime(files[0], (old, old))  # written before the cut-off
+
+    later = (RUN_AT + timedelta(days=91)).isoformat()
+    status = cli(env, "status", "--now", later).stdout
+    assert "Needs attention" in status  # the failure is listed until pruned
+    done = cli(env, "prune", "--now", later).stdout
+    assert done.startswith("pruned 1 failed or cancelled digest, 1 outbox file; ")
+    assert _statuses(env) == {diff: "sent"}  # the sent one is the delivery history
+    assert sorted(outbox.iterdir()) == files[1:]
+    assert "Needs attention" not in cli(env, "status", "--now", later).stdout
+    assert cli(env, "prune", "--now", later).stdout.startswith(
+        "pruned 0 failed or cancelled digests, 0 outbox"
+    )
+
+
+def test_prune_keeps_what_is_recent_and_a_held_address_s_refused_digest(env: dict[str, str]) -> None:
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--now", RUN_AT.isoformat())
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store, store._engine.begin() as conn:
+        conn.execute(digests.update().values(status="failed"))
+        conn.execute(
+            subscribers.update().where(subscribers.c.email == "ssm@example.org").values(bounced_at=RUN_AT)
+        )
+    assert cli(env, "prune", "--now", (RUN_AT + timedelta(days=30)).isoformat()).stdout.startswith(
+        "pruned 0 "
+    )
+    far = (RUN_AT + timedelta(days=91)).isoformat()
+    assert cli(env, "prune", "--now", far).stdout.startswith("pruned 1 failed")
+    assert _statuses(env) == {"ssm@example.org": "failed"}  # `retry EMAIL` still has it to resend
+
+
+def test_prune_waits_for_no_run(env: dict[str, str]) -> None:
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", RUN_AT.isoformat())
+    with run_lock(Path(env["NEWSLETTER_HOME"])):
+        busy = cli(env, "prune", check=False)
+    assert busy.returncode == 1 and "another run holds" in busy.stderr
