@@ -265,7 +265,7 @@ def add_to_last_report(settings: Settings, problems: Sequence[str], replacing: s
 def _write_report(settings: Settings, data: dict[str, Any]) -> None:
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
-        write_atomic(settings.last_run_file, json.dumps(data, indent=2).encode())
+        write_atomic(settings.last_run_file, json.dumps(data, indent=2).encode(), readable=True)
     except OSError as exc:
         raise StoreError(
             f"cannot save the run report {settings.last_run_file}: {exc.strerror or exc} "

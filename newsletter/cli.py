@@ -535,7 +535,8 @@ PaperArgument = Annotated[
 @app.command()
 def prune(
     older_than: Annotated[
-        int, typer.Option("--older-than", metavar="DAYS", min=1, help="Keep what is newer than this.")
+        int,
+        typer.Option("--older-than", metavar="DAYS", min=1, max=36500, help="Keep what is newer than this."),
     ] = 90,
     now: NowOption = None,
 ) -> None:
@@ -543,14 +544,14 @@ def prune(
     outbox files; on SQLite, compact the database file.
 
     Sent digests stay (the delivery history), and so do the refused digest of an address held until
-    `newsletter retry EMAIL`. Run it from cron, e.g. weekly; it waits for no run (one in progress: exit 1).
+    `newsletter retry EMAIL`. Run it from cron, e.g. weekly, beside a daemon or runs: it takes no lock.
     """
     settings = state.settings()
     before = _parse_now(now) - timedelta(days=older_than)
-    with open_history(settings, new_database=state.new_database) as store, store.lock(settings.home):
+    with open_history(settings, new_database=state.new_database) as store:
         size = _file_size(settings)
+        files = _prune_outbox(settings.outbox, before)  # first: the disk space a full disk needs
         digests = store.prune(before)
-        files = _prune_outbox(settings.outbox, before)
     shrunk = f"; {settings.home / 'state.db'}: {size:,} -> {_file_size(settings):,} bytes" if size else ""
     typer.echo(
         f"pruned {plural(digests, 'failed or cancelled digest')}, {plural(files, 'outbox file')}{shrunk}"

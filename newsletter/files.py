@@ -13,16 +13,19 @@ def _umask() -> int:
     return mask
 
 
-_MODE = 0o666 & ~_umask()  # as open() makes a file: mkstemp's 0600 hid the report from a group reader
+_READABLE = 0o666 & ~_umask()  # as open() makes a file
 
 
-def write_atomic(path: Path, data: bytes, prefix: str = ".") -> None:
+def write_atomic(path: Path, data: bytes, prefix: str = ".", *, readable: bool = False) -> None:
     """Replace ``path`` with ``data``: a temporary file named ``prefix`` + the name in the same folder
-    (hidden by default: a folder scan skips it), on disk (fsync) before it is renamed over ``path``."""
+    (hidden by default: a folder scan skips it), on disk (fsync) before it is renamed over ``path``.
+    Only its owner may read it (messages hold signed links), unless ``readable``: then as the umask
+    allows, as open() makes a file (the run report: `status` run by the group)."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f"{prefix}{path.name}.", suffix=".tmp")
     temp = Path(name)
     try:
-        temp.chmod(_MODE)
+        if readable:
+            temp.chmod(_READABLE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

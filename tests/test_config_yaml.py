@@ -115,7 +115,7 @@ def test_a_setting_the_cadence_ignores_is_warned_about_with_its_line(
 ) -> None:
     """`weekday: mon` on a daily subscriber (meant as weekly) passed `check` and did nothing."""
     path = _one(tmp_path, extra)
-    with caplog.at_level("WARNING", logger="newsletter.config"):
+    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
         load_subscribers(path)
     found = [r.getMessage() for r in caplog.records]
     if warned is None:
@@ -134,7 +134,7 @@ def test_a_default_the_cadence_ignores_is_no_mistake(
     path.write_text(
         "defaults: {weekday: mon}\nsubscribers:\n  - {email: a@example.org, interests: [x]}\n", "utf-8"
     )
-    with caplog.at_level("WARNING", logger="newsletter.config"):
+    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
         load_subscribers(path)
     assert caplog.records == []
 

@@ -61,9 +61,35 @@ def test_prune_keeps_what_is_recent_and_a_held_address_s_refused_digest(env: dic
     assert _statuses(env) == {"ssm@example.org": "failed"}  # `retry EMAIL` still has it to resend
 
 
-def test_prune_waits_for_no_run(env: dict[str, str]) -> None:
-    add_dumps(env, seed_names()[0])
+def test_prune_runs_beside_a_daemon_keeps_unknown_and_queued_digests_and_shrinks_the_file(
+    env: dict[str, str],
+) -> None:
+    """The daemon holds the run lock for its life: prune waited for it, so never ran beside one."""
+    add_dumps(env, *seed_names()[:2])
     cli(env, "run", "--now", RUN_AT.isoformat())
-    with run_lock(Path(env["NEWSLETTER_HOME"])):
-        busy = cli(env, "prune", check=False)
-    assert busy.returncode == 1 and "another run holds" in busy.stderr
+    home = Path(env["NEWSLETTER_HOME"])
+    with Store(f"sqlite:///{home}/state.db") as store, store._engine.begin() as conn:
+        conn.execute(digests.update().where(digests.c.email == "ssm@example.org").values(status="unknown"))
+        conn.execute(digests.update().where(digests.c.email == "diff@example.org").values(status="retry"))
+        conn.execute(subscribers.insert(), [{"email": f"r{i}@example.org"} for i in range(300)])
+        rows = [  # refusals with long replies, as a year of them leaves
+            {
+                "id": f"old{i}",
+                "email": f"r{i}@example.org",
+                "status": "failed",
+                "created_at": RUN_AT,
+                "updated_at": RUN_AT,
+                "attempts": 1,
+                "subject": "s",
+                "last_error": "550 " + "x" * 4000,
+                "watermark_seq": 1,
+            }
+            for i in range(300)
+        ]
+        conn.execute(digests.insert(), rows)
+    size = (home / "state.db").stat().st_size
+    with run_lock(home):  # as a daemon holds it
+        done = cli(env, "prune", "--now", (RUN_AT + timedelta(days=91)).isoformat())
+    assert done.stdout.startswith("pruned 300 failed or cancelled digests")
+    assert _statuses(env) == {"ssm@example.org": "unknown", "diff@example.org": "retry"}
+    assert (home / "state.db").stat().st_size < size - 1_000_000  # compacted, not just emptied pages

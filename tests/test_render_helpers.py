@@ -152,3 +152,18 @@ def test_safe_url_spells_a_link_in_ascii() -> None:
         safe_url("mailto:d@example.org?subject=unsubscribe%20a%40b")
         == "mailto:d@example.org?subject=unsubscribe%20a%40b"
     )
+
+
+def test_wrap_keeps_urls_addresses_emoji_and_korean_words_whole() -> None:
+    from newsletter.render.helpers import safe_url
+
+    url = "https://example.org/模型/仓库"
+    assert url in wrap(f"代码在{url}中公开，欢迎使用。" * 3, 30)  # a URL in CJK text is not cut
+    assert "王小明的邮箱地址@例子.中国" in wrap(
+        "You get this because 王小明的邮箱地址@例子.中国 subscribed.", 30
+    )
+    assert "👨\u200d👩\u200d👧" in wrap("家族" * 20 + "👨\u200d👩\u200d👧" + "家族" * 20, 20).replace(
+        "\n", "|"
+    )
+    assert "공백이" in wrap("공백이 있는 한국어 문장은 단어 사이에서 줄을 바꿉니다 " * 3, 30).split()
+    assert safe_url("https://i❤.ws/") == "https://i❤.ws/"  # IDNA 2008 refuses it; browsers open it

@@ -21,7 +21,7 @@ from .helpers import add_dumps, cli, outbox, seed_names
 def test_a_report_that_cannot_be_written_is_one_error_line_after_the_run(env: dict[str, str]) -> None:
     add_dumps(env, seed_names()[0])
     home = Path(env["NEWSLETTER_HOME"])
-    (home / "last-run.tmp").mkdir(parents=True)  # the report's temporary file cannot be written
+    (home / "last-run.json").mkdir(parents=True)  # the report cannot be put in its place
     proc = cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
@@ -38,11 +38,10 @@ def test_a_report_that_cannot_be_written_is_one_error_line_after_the_run(env: di
 def test_a_full_disk_is_a_store_error_and_leaves_no_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def full(self: Path, *args: object, **kwargs: object) -> int:
-        Path.write_bytes(self, b"{")  # part of it, then the disk is full
+    def full(fd: int) -> None:  # part of it written, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr("newsletter.files.os.fsync", full)
     settings = Settings(home=tmp_path)
     with pytest.raises(StoreError, match="No space left on device"):
         save_report(settings, RunReport())
@@ -59,7 +58,7 @@ def test_the_daemon_logs_a_report_it_cannot_save_and_keeps_ticking(
         dumps=env["NEWSLETTER_DUMPS"],
         ranker="lexical",
     )
-    (settings.home / "last-run.tmp").mkdir(parents=True)
+    (settings.home / "last-run.json").mkdir(parents=True)  # the report cannot be put in its place
     daemon = Daemon(settings)
     with open_pipeline(settings) as pipeline:
         daemon.tick(pipeline)  # no exception out of the scheduler's job

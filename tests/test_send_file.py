@@ -230,3 +230,19 @@ def test_with_a_shared_database_the_file_outbox_does_not_resend_what_a_crash_lef
     settings = made.settings.model_copy(update={"sender": "Papers <digest@example.org>"})
     with open_pipeline(settings, lock=False) as on_file:
         assert not on_file.resend_unknown
+
+
+def test_outbox_files_are_the_owner_s_alone(tmp_path: Path) -> None:
+    """They hold working unsubscribe and feedback links: a umask's 0644 let every local user read them."""
+    from newsletter.files import write_atomic
+
+    for readable, mode in ((False, 0o600), (True, 0o666 & ~_umask())):
+        path = tmp_path / f"m{readable}.eml"
+        write_atomic(path, b"x", readable=readable)
+        assert path.stat().st_mode & 0o777 == mode
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -6,6 +6,7 @@ format things the same way.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -126,7 +127,6 @@ def count(value: int | None) -> str:
     return f"{thousands:.1f}k".replace(".0k", "k") if thousands < 10 else f"{round(thousands)}k"
 
 
-@lru_cache(maxsize=4096)
 @lru_cache(maxsize=16384)  # the same papers' links go to many subscribers
 def safe_url(url: str) -> str:
     """``url`` when it is absolute http(s) or mailto, else "#" (no javascript:, data:, relative links);
@@ -156,12 +156,15 @@ def _encoded(parts: SplitResult) -> str:
 
 
 def _ascii_netloc(netloc: str) -> str:
-    """user@host:port with the host in A-labels (ValueError for a host IDNA refuses)."""
+    """user@host:port with the host in A-labels; a host IDNA 2008 refuses (an emoji, an underscore)
+    stays as written, for the browser to read as it does (UTS 46)."""
     user, at, host_port = netloc.rpartition("@")
     host, colon, port = host_port.rpartition(":")
-    if not colon or not port.isdigit():
+    if not colon or not (port == "" or (port.isascii() and port.isdigit())):
         host, colon, port = host_port, "", ""
-    return quote(user, safe=_URL_SAFE) + at + ascii_domain(host) + colon + port
+    with contextlib.suppress(ValueError):
+        host = ascii_domain(host)
+    return quote(user, safe=_URL_SAFE) + at + host + colon + port
 
 
 def subject_for(items: Sequence[HasTitle]) -> str:
@@ -236,21 +239,35 @@ _NO_LINE_START = set("、。，．：；！？）」』】〉》’”")  # CJK 
 
 
 def _units(word: str) -> list[str]:
-    """The pieces a line may break between: the word itself, or in CJK text each wide character."""
-    if word.isascii() or not any(unicodedata.east_asian_width(c) in _WIDE for c in word):
+    """The pieces a line may break between: the word itself, or in Chinese and Japanese text each
+    ideograph or kana (Korean puts spaces between words; a URL or an address is never broken)."""
+    if word.isascii() or "://" in word or "@" in word or not any(_breaks_around(c) for c in word):
         return [word]
     units: list[str] = []
     for char in word:
-        joins = units and (char in _NO_LINE_START or (not _is_wide(char) and not _is_wide(units[-1][-1])))
-        if joins:
+        if units and _joins(units[-1], char):
             units[-1] += char
         else:
             units.append(char)
     return units
 
 
-def _is_wide(char: str) -> bool:
-    return unicodedata.east_asian_width(char) in _WIDE and char not in _NO_LINE_START
+def _joins(before: str, char: str) -> bool:
+    """Whether ``char`` stays on the line of the text ``before`` it: punctuation that may not start a
+    line, a combining mark, a joiner or variation selector or skin tone, the rest of a Latin run."""
+    if char in _NO_LINE_START or unicodedata.category(char) in ("Mn", "Me", "Mc", "Cf", "Sk"):
+        return True
+    if before.endswith("\u200d"):  # after a zero-width joiner: one emoji
+        return True
+    return not _breaks_around(char) and not _breaks_around(before[-1])
+
+
+def _breaks_around(char: str) -> bool:
+    """An ideograph or kana (a line may break before and after it)."""
+    return char not in _NO_LINE_START and unicodedata.name(char, "").startswith(_BREAKABLE)
+
+
+_BREAKABLE = ("CJK ", "HIRAGANA", "KATAKANA", "IDEOGRAPHIC", "FULLWIDTH", "HALFWIDTH KATAKANA")
 
 
 def _columns(text: str) -> int:

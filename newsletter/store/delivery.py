@@ -510,11 +510,14 @@ def prune(conn: Connection, before: datetime) -> int:
     how many. Sent ones stay: they are the delivery history. So do a held address's (``retry EMAIL``
     resends its refused digest)."""
     held = sa.select(subscribers.c.email).where(subscribers.c.bounced_at.is_not(None))
-    old = sa.select(digests.c.id).where(
-        digests.c.status.in_((FAILED, CANCELLED)), digests.c.updated_at < before, digests.c.email.not_in(held)
+    old = (  # asked again in the delete: a `retry` in another process may requeue one meanwhile
+        digests.c.status.in_((FAILED, CANCELLED)),
+        digests.c.updated_at < before,
+        digests.c.email.not_in(held),
     )
-    ids = list(conn.execute(old).scalars())
-    for batch in chunks(ids):
-        conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(batch)))
-        conn.execute(digests.delete().where(digests.c.id.in_(batch)))
-    return len(ids)
+    pruned = 0
+    for batch in chunks(list(conn.execute(sa.select(digests.c.id).where(*old)).scalars())):
+        kept = sa.select(digests.c.id).where(digests.c.id.in_(batch), *old)
+        conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(kept)))
+        pruned += conn.execute(digests.delete().where(digests.c.id.in_(batch), *old)).rowcount
+    return pruned

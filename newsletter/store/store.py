@@ -414,6 +414,9 @@ class Store:
                 raw = self._engine.raw_connection()  # outside the transaction every session begins
                 try:
                     raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+                    # in WAL mode VACUUM writes the whole database to the log: move it back, truncated,
+                    # or the file stays its size (and the log as large) while another process has it open
+                    raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
                 finally:
                     raw.close()
         return pruned
