@@ -39,7 +39,7 @@ from newsletter.app import (
 )
 from newsletter.check import check_all
 from newsletter.config import Settings, load_settings, unknown_variables
-from newsletter.errors import ConfigError, NewsletterError, StoreError, UsageError
+from newsletter.errors import ConfigError, LockedError, NewsletterError, StoreError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
 from newsletter.held import record_held
@@ -541,10 +541,11 @@ def prune(
     now: NowOption = None,
 ) -> None:
     """Forget old failed and cancelled digests (status lists failed ones until then) and delete old
-    outbox files; on SQLite, compact the database file.
+    outbox files; on SQLite, then compact the database file, when no run or daemon holds the state.
 
-    Sent digests stay (the delivery history), and so do the refused digest of an address held until
-    `newsletter retry EMAIL`. Run it from cron, e.g. weekly, beside a daemon or runs: it takes no lock.
+    Sent digests stay (the delivery history), and so does the refused digest of an address held until
+    `newsletter retry EMAIL`. Run it from cron, e.g. weekly: beside a daemon it prunes but does not
+    compact (VACUUM holds the database for as long as it takes: a run's writes would wait).
     """
     settings = state.settings()
     before = _parse_now(now) - timedelta(days=older_than)
@@ -552,10 +553,25 @@ def prune(
         size = _file_size(settings)
         files = _prune_outbox(settings.outbox, before)  # first: the disk space a full disk needs
         digests = store.prune(before)
+        skipped = _compact(store, settings)
     shrunk = f"; {settings.home / 'state.db'}: {size:,} -> {_file_size(settings):,} bytes" if size else ""
     typer.echo(
         f"pruned {plural(digests, 'failed or cancelled digest')}, {plural(files, 'outbox file')}{shrunk}"
     )
+    if skipped:
+        err.print(f"warning: not compacted: {skipped}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _compact(store: Store, settings: Settings) -> str:
+    """Compact the database under the run lock; why not, when it could not be."""
+    try:
+        with store.lock(settings.home):
+            store.compact()
+    except LockedError:
+        return "a run or the daemon holds the state folder (prune again while none does to shrink the file)"
+    except StoreError as exc:
+        return exc.message
+    return ""
 
 
 def _file_size(settings: Settings) -> int:

@@ -6,6 +6,8 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from newsletter.store import Store, run_lock
 from newsletter.store.schema import digests, subscribers
 
@@ -64,7 +66,8 @@ def test_prune_keeps_what_is_recent_and_a_held_address_s_refused_digest(env: dic
 def test_prune_runs_beside_a_daemon_keeps_unknown_and_queued_digests_and_shrinks_the_file(
     env: dict[str, str],
 ) -> None:
-    """The daemon holds the run lock for its life: prune waited for it, so never ran beside one."""
+    """The daemon holds the run lock for its life: prune waited for it, so never ran beside one. It
+    prunes beside it now, and compacts the file (which holds the database meanwhile) only without it."""
     add_dumps(env, *seed_names()[:2])
     cli(env, "run", "--now", RUN_AT.isoformat())
     home = Path(env["NEWSLETTER_HOME"])
@@ -88,8 +91,35 @@ def test_prune_runs_beside_a_daemon_keeps_unknown_and_queued_digests_and_shrinks
         ]
         conn.execute(digests.insert(), rows)
     size = (home / "state.db").stat().st_size
+    later = (RUN_AT + timedelta(days=91)).isoformat()
     with run_lock(home):  # as a daemon holds it
-        done = cli(env, "prune", "--now", (RUN_AT + timedelta(days=91)).isoformat())
+        done = cli(env, "prune", "--now", later)
     assert done.stdout.startswith("pruned 300 failed or cancelled digests")
+    assert done.stderr.startswith("warning: not compacted: a run or the daemon holds the state folder")
     assert _statuses(env) == {"ssm@example.org": "unknown", "diff@example.org": "retry"}
+    again = cli(env, "prune", "--now", later)
+    assert again.stdout.startswith("pruned 0 ") and not again.stderr
     assert (home / "state.db").stat().st_size < size - 1_000_000  # compacted, not just emptied pages
+
+
+def test_a_compaction_the_database_refuses_is_a_store_error(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VACUUM's own sqlite3 error went past the error wrapper: a traceback, after the deletes."""
+    import sqlite3
+
+    from newsletter.errors import StoreError
+
+    monkeypatch.setattr("newsletter.store.engine.BUSY_TIMEOUT_MS", 100)
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", RUN_AT.isoformat())
+    path = Path(env["NEWSLETTER_HOME"]) / "state.db"
+    with Store(f"sqlite:///{path}") as store:
+        writer = sqlite3.connect(path, timeout=0)
+        writer.execute("BEGIN IMMEDIATE")  # another process writing
+        try:
+            with pytest.raises(StoreError, match="cannot compact the database: database is locked"):
+                store.compact()
+        finally:
+            writer.rollback()
+            writer.close()

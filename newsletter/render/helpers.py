@@ -156,15 +156,26 @@ def _encoded(parts: SplitResult) -> str:
 
 
 def _ascii_netloc(netloc: str) -> str:
-    """user@host:port with the host in A-labels; a host IDNA 2008 refuses (an emoji, an underscore)
-    stays as written, for the browser to read as it does (UTS 46)."""
+    """user@host:port with the host in A-labels (ValueError for a host no IDNA encodes)."""
     user, at, host_port = netloc.rpartition("@")
     host, colon, port = host_port.rpartition(":")
     if not colon or not (port == "" or (port.isascii() and port.isdigit())):
         host, colon, port = host_port, "", ""
-    with contextlib.suppress(ValueError):
-        host = ascii_domain(host)
-    return quote(user, safe=_URL_SAFE) + at + host + colon + port
+    return quote(user, safe=_URL_SAFE) + at + _ascii_host(host) + colon + port
+
+
+def _ascii_host(host: str) -> str:
+    """IDNA 2008, else IDNA 2003 as browsers still read some names ('i❤.ws'); ValueError for a name
+    neither makes into letters, digits, '-', '_' and dots (a quote, a space, a direction override)."""
+    for encode in (ascii_domain, lambda name: name.encode("idna").decode("ascii")):
+        with contextlib.suppress(ValueError, UnicodeError):
+            encoded = encode(host)
+            if _HOST_NAME.fullmatch(encoded):
+                return encoded
+    raise ValueError(f"no ASCII form of the host {host!r}")
+
+
+_HOST_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def subject_for(items: Sequence[HasTitle]) -> str:
@@ -240,16 +251,29 @@ _NO_LINE_START = set("、。，．：；！？）」』】〉》’”")  # CJK 
 
 def _units(word: str) -> list[str]:
     """The pieces a line may break between: the word itself, or in Chinese and Japanese text each
-    ideograph or kana (Korean puts spaces between words; a URL or an address is never broken)."""
-    if word.isascii() or "://" in word or "@" in word or not any(_breaks_around(c) for c in word):
+    ideograph or kana (Korean puts spaces between words). A URL is one piece, up to the punctuation
+    or space after it; a word with an address in it is never broken."""
+    if word.isascii() or "@" in word or not any(_breaks_around(c) for c in word):
         return [word]
     units: list[str] = []
-    for char in word:
+    start = 0
+    for url in _URL_IN_TEXT.finditer(word):
+        _add_cjk_units(units, word[start : url.start()])
+        units.append(url.group())
+        start = url.end()
+    _add_cjk_units(units, word[start:])
+    return units
+
+
+_URL_IN_TEXT = re.compile(r"https?://[^\s、。，．：；！？）」』】〉》]+")
+
+
+def _add_cjk_units(units: list[str], text: str) -> None:
+    for char in text:
         if units and _joins(units[-1], char):
             units[-1] += char
         else:
             units.append(char)
-    return units
 
 
 def _joins(before: str, char: str) -> bool:

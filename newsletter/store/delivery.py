@@ -508,16 +508,14 @@ def _record(row: Row[Any], items: tuple[DeliveryItem, ...]) -> DeliveryRecord:
 def prune(conn: Connection, before: datetime) -> int:
     """Delete the failed and cancelled digests last changed before ``before`` (with their items); returns
     how many. Sent ones stay: they are the delivery history. So do a held address's (``retry EMAIL``
-    resends its refused digest)."""
+    resends its refused digest). The rows are locked first (PostgreSQL; SQLite's write transaction
+    holds the whole file): a `retry` in another process waits, then finds them gone."""
     held = sa.select(subscribers.c.email).where(subscribers.c.bounced_at.is_not(None))
-    old = (  # asked again in the delete: a `retry` in another process may requeue one meanwhile
-        digests.c.status.in_((FAILED, CANCELLED)),
-        digests.c.updated_at < before,
-        digests.c.email.not_in(held),
+    old = sa.select(digests.c.id).where(
+        digests.c.status.in_((FAILED, CANCELLED)), digests.c.updated_at < before, digests.c.email.not_in(held)
     )
-    pruned = 0
-    for batch in chunks(list(conn.execute(sa.select(digests.c.id).where(*old)).scalars())):
-        kept = sa.select(digests.c.id).where(digests.c.id.in_(batch), *old)
-        conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(kept)))
-        pruned += conn.execute(digests.delete().where(digests.c.id.in_(batch), *old)).rowcount
-    return pruned
+    ids = list(conn.execute(old.with_for_update()).scalars())
+    for batch in chunks(ids):
+        conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(batch)))
+        conn.execute(digests.delete().where(digests.c.id.in_(batch)))
+    return len(ids)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -404,22 +405,26 @@ class Store:
         return ids  # logged by the caller, which may queue them again (Pipeline.recover)
 
     def prune(self, before: datetime) -> int:
-        """Forget failed and cancelled digests last changed before ``before`` (see delivery.prune); on
-        SQLite the file is then compacted (VACUUM), as deleting rows alone does not shrink it."""
+        """Forget failed and cancelled digests last changed before ``before`` (see delivery.prune)."""
         _aware(before, "before")
         with self._tx("pruning old deliveries", write=True) as conn:
-            pruned = delivery.prune(conn, before)
-        if self._engine.dialect.name == "sqlite":
-            with db_errors("compacting the database"):
-                raw = self._engine.raw_connection()  # outside the transaction every session begins
-                try:
-                    raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
-                    # in WAL mode VACUUM writes the whole database to the log: move it back, truncated,
-                    # or the file stays its size (and the log as large) while another process has it open
-                    raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
-                finally:
-                    raw.close()
-        return pruned
+            return delivery.prune(conn, before)
+
+    def compact(self) -> None:
+        """SQLite: rewrite the file without its free pages (VACUUM; deleting rows alone does not shrink
+        it), then empty the write-ahead log into it. Nothing to do on another database."""
+        if self._engine.dialect.name != "sqlite":
+            return
+        raw = self._engine.raw_connection()  # outside the transaction every session begins
+        try:
+            raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+            # in WAL mode VACUUM writes the whole database to the log: without this the file stays its
+            # size, and the log as large, while another process has it open
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        except sqlite3.Error as exc:  # the driver's own: db_errors reads SQLAlchemy's
+            raise StoreError(f"cannot compact the database: {exc}") from None
+        finally:
+            raw.close()
 
     def requeue(
         self,
