@@ -564,6 +564,8 @@ def prune(
 
 def _compact(store: Store, settings: Settings) -> str:
     """Compact the database under the run lock; why not, when it could not be."""
+    if store.shared:  # PostgreSQL: its autovacuum does this, and a daemon's lock is no reason to warn
+        return ""
     try:
         with store.lock(settings.home):
             store.compact()

@@ -123,3 +123,17 @@ def test_a_compaction_the_database_refuses_is_a_store_error(
         finally:
             writer.rollback()
             writer.close()
+
+
+def test_prune_on_postgresql_beside_a_run_forgets_and_does_not_warn(env: dict[str, str], pg_url: str) -> None:
+    """PostgreSQL has its autovacuum: a daemon's lock there is no reason for a warning."""
+    env = {**env, "NEWSLETTER_DATABASE_URL": pg_url}
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--now", RUN_AT.isoformat())
+    with Store(pg_url) as store:
+        with store._engine.begin() as conn:
+            conn.execute(digests.update().where(digests.c.email == "ssm@example.org").values(status="failed"))
+        with store.lock(Path(env["NEWSLETTER_HOME"])):  # as a daemon holds it
+            done = cli(env, "prune", "--now", (RUN_AT + timedelta(days=91)).isoformat())
+        assert [d.email for d in store.deliveries(with_items=False)] == ["diff@example.org"]
+    assert done.stdout == "pruned 1 failed or cancelled digest, 0 outbox files\n" and not done.stderr
