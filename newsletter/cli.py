@@ -261,9 +261,11 @@ def run(
         ),
     ] = None,
     fetch: Annotated[
-        bool,
-        typer.Option("--fetch/--no-fetch", help="Fetch from NEWSLETTER_SOURCES first (not with --dry-run)."),
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--fetch/--no-fetch", help="Fetch from NEWSLETTER_SOURCES first [default: yes, unless --dry-run]."
+        ),
+    ] = None,
 ) -> None:
     """Fetch new dumps from the sources, ingest the dumps folder, then build and deliver every due digest.
 
@@ -271,12 +273,14 @@ def run(
     A dump file that cannot be parsed is reported once (exit status 1), then skipped (see status); an
     entry that is no file to read (a link to nothing, a pipe) is reported by every run.
     """
+    if fetch and dry_run:
+        raise UsageError("--fetch: a dry run fetches nothing (it writes no dump file); run without --dry-run")
     state.settings_overrides["workers"] = workers
     state.settings_overrides["connections"] = connections
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
     stop = threading.Event()  # a signal ends a fetch's wait to retry too, not just the sending
-    sources = sources_from_settings(settings, stop=stop) if fetch and not dry_run else []
+    sources = sources_from_settings(settings, stop=stop) if fetch is not False and not dry_run else []
     clock = _parse_now(now)
     with (
         open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline,

@@ -23,6 +23,7 @@ from newsletter.sources import (
     list_broken_entries,
     list_dump_files,
     list_other_files,
+    named_like_dump,
     parse_dump,
     path_text,
     read_dump_bytes,
@@ -141,7 +142,8 @@ def _ingest_one(
         result = store.ingest(parse_dump(data, name), now)  # one transaction: all of it or nothing
     except (StoreError, SourceError) as exc:
         content_problem = isinstance(exc, ParseError)
-        outcome = _rejected(name, str(exc)) if content_problem else _not_now(name, str(exc))
+        problem = _not_a_dump(path, str(exc)) if content_problem else str(exc)
+        outcome = _rejected(name, problem) if content_problem else _not_now(name, problem)
     except UNEXPECTED_INPUT_ERRORS as exc:
         log.debug("unexpected error reading %s", path, exc_info=True)
         outcome = _rejected(name, f"{name}: cannot read this dump: {type(exc).__name__}: {exc}")
@@ -151,6 +153,13 @@ def _ingest_one(
     if recorded is not None and content_problem and outcome.error:
         store.remember_rejected(digest, name, outcome.error, now)
     return outcome
+
+
+def _not_a_dump(path: Path, problem: str) -> str:
+    """A file named like no dump (``ingest notes.md``) is probably not one: say so beside the problem."""
+    if named_like_dump(path):
+        return problem
+    return f"{problem}; not a dump file? (dumps are {_READ} files)"
 
 
 def _rejected(name: str, problem: str) -> DumpOutcome:

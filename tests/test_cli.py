@@ -296,6 +296,7 @@ def test_help_lists_the_commands_and_where_each_setting_comes_from() -> None:
         (["ingest"], "Missing argument"),
         (["run", "--workers", "abc"], "Invalid value for '--workers'"),
         (["run", "--dry-run", "true"], "unexpected extra argument"),
+        (["run", "--dry-run", "--fetch"], "error: --fetch: a dry run fetches nothing"),  # was ignored
         (["serve", "--port", "99999"], "Invalid value for '--port'"),  # was an OverflowError traceback
         (["daemon", "--tick", "0"], "Invalid value for '--tick'"),
     ],

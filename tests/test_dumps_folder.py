@@ -188,6 +188,19 @@ def test_a_second_scan_does_not_parse_the_files_already_in(
     assert all(o.papers and not o.already for o in first)
 
 
+def test_ingest_of_a_file_named_like_no_dump_asks_whether_it_is_one(tmp_path: Path, store_url: str) -> None:
+    notes, broken = tmp_path / "notes.md", tmp_path / "broken.txt"
+    notes.write_text("# My notes\n\nSome text.\n")
+    broken.write_text("# My notes\n\nSome text.\n")
+    with open_store(store_url) as store:
+        outcomes = intake.ingest_files(store, [notes, broken], datetime(2026, 3, 11, 8, tzinfo=UTC))
+    assert [
+        o.error.endswith("; not a dump file? (dumps are .txt, .json, .xml, .rss, .atom, .html, .htm files)")
+        for o in outcomes
+        if o.error
+    ] == [True, False]
+
+
 def _no_parsing(data: bytes, source: str) -> NoReturn:
     raise AssertionError(f"{source} parsed")
 

@@ -29,6 +29,7 @@ __all__ = [
     "list_broken_entries",
     "list_dump_files",
     "list_other_files",
+    "named_like_dump",
     "parse_dump",
     "path_from_text",
     "path_text",
@@ -205,9 +206,13 @@ def list_other_files(folder: Path) -> list[Path]:
     return sorted(others, key=lambda path: path.name)
 
 
+def named_like_dump(path: Path) -> bool:
+    """Whether ``path`` has a dump's extension, in any case (``LISTING.TXT`` too)."""
+    return path.suffix.lower() in _DUMP_SUFFIXES
+
+
 def _named_like_dumps(folder: Path) -> list[Path]:
-    """Entries whose extension is a dump's, in any case (``LISTING.TXT`` too)."""
-    return [path for path in folder.iterdir() if path.suffix.lower() in _DUMP_SUFFIXES]
+    return [path for path in folder.iterdir() if named_like_dump(path)]
 
 
 def _is_dump_file(path: Path, *, regular: bool = True) -> bool:
