@@ -18,22 +18,27 @@ from .helpers import add_dumps, cli, outbox, seed_names
         (
             "NEWSLETTER_FROM",
             "Papers <d@exa mple.org>",
-            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the address 'd@exa mple.org' contains a space",
+            "error: setting 'from' (environment variable NEWSLETTER_FROM): the address 'd@exa mple.org' contains a space",
         ),
         (
             "NEWSLETTER_FROM",
             "d@exa mple.org",
-            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the address 'd@exa mple.org' contains a space",
+            "error: setting 'from' (environment variable NEWSLETTER_FROM): the address 'd@exa mple.org' contains a space",
         ),
         (
             "NEWSLETTER_FROM",
             "Pa pers <d @example.org>",
-            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the address 'd @example.org' contains a space",
+            "error: setting 'from' (environment variable NEWSLETTER_FROM): the address 'd @example.org' contains a space",
         ),
         (
             "NEWSLETTER_FROM",
             "Pâpers, Inc. <d@example.org>",  # read as two addresses: 'Pâpers' was called the bad one
-            "error: setting 'sender' (environment variable NEWSLETTER_FROM): the display name 'Pâpers, Inc.' holds a comma: put it in double quotes",
+            "error: setting 'from' (environment variable NEWSLETTER_FROM): the display name 'Pâpers, Inc.' holds a comma: put it in double quotes",
+        ),
+        (  # named as written: the error said 'sender' for NEWSLETTER_FROM and 'from'
+            "NEWSLETTER_SENDER",
+            "d@exa mple.org",
+            "error: setting 'sender' (environment variable NEWSLETTER_SENDER): the address 'd@exa mple.org' contains a space",
         ),
         ("NEWSLETTER_BASE_URL", "javascript:alert(1)//", "error: invalid setting field 'base_url'"),
         (
@@ -54,6 +59,8 @@ from .helpers import add_dumps, cli, outbox, seed_names
 def test_check_and_run_refuse_the_setting(env: dict[str, str], name: str, value: str, expected: str) -> None:
     add_dumps(env, seed_names()[0])  # so that `run` builds messages
     bad = {**env, name: value, "NEWSLETTER_UNSUBSCRIBE_SECRET": "s3cret-check-settings"}
+    if name == "NEWSLETTER_SENDER":
+        del bad["NEWSLETTER_FROM"]  # it wins over NEWSLETTER_SENDER
     for command in ("check", "run"):
         proc = cli(bad, command, check=False)
         assert proc.returncode == 1, (command, proc.stdout)

@@ -215,7 +215,7 @@ def test_check_reports_broken_yaml_in_one_line(env: dict[str, str], tmp_path: Pa
             "check",
             "NEWSLETTER_FROM",
             "not an address",
-            "error: setting 'sender' (environment variable NEWSLETTER_FROM): 'not an address': invalid email",
+            "error: setting 'from' (environment variable NEWSLETTER_FROM): 'not an address': invalid email",
         ),
         (
             "status",
@@ -374,7 +374,7 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(env: dict[str, str]) -> N
     [
         ('sources = [{kind = "rss"}]', "error: invalid setting field 'sources[0]': unknown kind 'rss'"),
         ('sources = [{kind = "folder"}, {kind = "folder"}]', "error: invalid setting field 'sources[1]'"),
-        ('from = "digest at example.org"', "error: setting 'sender' (newsletter.toml): 'digest at example"),
+        ('from = "digest at example.org"', "error: setting 'from' (newsletter.toml): 'digest at example"),
         (
             'list_id = "Papers <>"',
             "error: setting 'list_id' (newsletter.toml): 'Papers <>' has no identifier",

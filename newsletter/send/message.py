@@ -175,7 +175,10 @@ def parse_sender(sender: str) -> tuple[str, str]:
 
 
 def _sender_error(problem: str) -> ConfigError:
-    return ConfigError(f"setting 'sender' ({setting_origin('sender')}): {problem}")
+    """Named as the user wrote it: ``from`` (NEWSLETTER_FROM, newsletter.toml) unless NEWSLETTER_SENDER."""
+    origin = setting_origin("sender")
+    name = "sender" if origin.endswith("NEWSLETTER_SENDER") else "from"
+    return ConfigError(f"setting '{name}' ({origin}): {problem}")
 
 
 def _list_id_error(problem: str) -> ConfigError:
