@@ -247,6 +247,18 @@ def test_the_text_part_says_why_once() -> None:
     assert "   Matches: message passing, Kestrel\n" in text
 
 
+def test_an_item_s_lines_stand_under_its_title_from_item_10_on_too() -> None:
+    """Item 10's title wrapped 4 columns in and its other lines 3: they now share the title's column."""
+    long = "A title long enough that it has to wrap onto a second line of the plain-text part"
+    items = tuple(item(rank, f"{long} {rank}") for rank in range(1, 12))
+    text = Renderer(PACKAGE_TEMPLATES).render(dataclasses.replace(golden_view(), items=items)).text
+    for number in (9, 10, 11):
+        block = text.split(f"\n{number}. ", 1)[1].split("\n\n", 2)
+        lines = (block[0] + "\n" + block[1]).splitlines()[1:]  # title continuation, url, authors, excerpt
+        pad = len(f"{number}. ")
+        assert len(lines) >= 4 and all(re.match(rf" {{{pad}}}\S", line) for line in lines), lines
+
+
 def test_a_right_to_left_name_and_title_keep_their_place(renderer: Renderer) -> None:
     """'Hi <Arabic name>, 10 new papers' showed the count before the name, in both parts."""
     name, title = "محمد عبد الله", "نموذج لغوي كبير"
