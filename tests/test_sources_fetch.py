@@ -204,6 +204,17 @@ def test_429_with_retry_after_http_date_is_measured_from_the_server_date(make, s
     assert sleeps == [45.0]
 
 
+@pytest.mark.parametrize("retry_after", ["0", "Tue, 19 Mar 2024 09:28:20 GMT"])  # now, 100 s ago
+def test_a_retry_after_of_now_or_the_past_backs_off_as_without_one(
+    make, sleeps: Sleeps, retry_after: str
+) -> None:
+    """It retried at once: four requests in a tenth of a second, then gave up."""
+    headers = {"retry-after": retry_after, "date": "Tue, 19 Mar 2024 09:30:00 GMT"}
+    server = Server(*[httpx.Response(429, headers=headers)] * 3, ok(recorded(DAY)))
+    assert len(make(server).fetch(NOW)) == 1
+    assert len(sleeps) == 3 and 1 <= sleeps[0] <= 2 and 2 <= sleeps[1] <= 4 and 4 <= sleeps[2] <= 8
+
+
 def test_a_retry_after_longer_than_the_cap_gives_up_until_the_next_run(make, sleeps: Sleeps) -> None:
     """It was cut to 300 s and waited out four times: a cron run delivered nothing for 20 minutes."""
     server = Server(httpx.Response(429, headers={"retry-after": "3600"}), ok(recorded(DAY)))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +39,9 @@ class Recorded:
     stall_first: bool = False  # never answer the first request (the client times out)
     released: threading.Event = field(default_factory=threading.Event)  # set at teardown
     throttle_first: bool = False  # answer the first request with 429 + Retry-After
+    trickle_first: bool = (
+        False  # send the first body a few bytes at a time, each piece well within the timeout
+    )
 
 
 class FakeHub(BaseHTTPRequestHandler):
@@ -69,7 +74,17 @@ class FakeHub(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.recorded.trickle_first and len(self.recorded.requests) == 1:
+            self._trickle(body)
+        else:
+            self.wfile.write(body)
+
+    def _trickle(self, body: bytes) -> None:
+        with contextlib.suppress(OSError):  # the client hangs up
+            for start in range(0, len(body), 64):
+                self.wfile.write(body[start : start + 64])
+                self.wfile.flush()
+                time.sleep(0.05)
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
         pass
@@ -148,6 +163,28 @@ def test_read_timeout_over_loopback_is_retried(hub, tmp_path: Path, caplog: pyte
     assert "ReadTimeout" in caplog.text
     assert len(sleeps) == 1 and 1.0 <= sleeps[0] <= 2.0
     assert len(recorded.requests) == 2
+
+
+def test_a_body_that_trickles_in_past_the_timeout_is_given_up_and_retried(
+    hub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each piece came well within the timeout, so a server trickling bytes held the run for good."""
+    base_url, recorded = hub
+    recorded.trickle_first = True  # ~2 KB in 64-byte pieces, 0.05 s apart: about 1.5 s
+    sleeps: list[float] = []
+    source = HfDailySource(
+        tmp_path / "dumps",
+        tmp_path / "state",
+        base_url=base_url,
+        days_back=0,
+        timeout=0.4,
+        sleep=sleeps.append,
+    )
+    with caplog.at_level(logging.INFO, logger="newsletter"):
+        written = source.fetch(NOW)
+    assert "the response took longer than the timeout" in caplog.text
+    assert len(written) == 1 and len(read_dump(written[0]).papers) == 2  # the second answer, whole
+    assert len(recorded.requests) == 2 and len(sleeps) == 1
 
 
 def test_429_over_loopback_honours_retry_after(hub, tmp_path: Path) -> None:

@@ -213,12 +213,16 @@ class HttpSource:
         return unless_stopped(lambda: self._request(client, url, headers), self._stop, url)
 
     def _request(self, client: httpx.Client, url: str, headers: dict[str, str]) -> _Reply:
+        """``timeout`` bounds each wait for the server and the whole body: a server trickling a byte
+        every few seconds held the run, and its lock, for as long as it liked."""
+        deadline = time.monotonic() + self.timeout
         with client.stream("GET", url, headers=headers, timeout=self.timeout) as response:
-            body = _read_body(response, url) if response.status_code == 200 else b""
+            body = _read_body(response, url, deadline) if response.status_code == 200 else b""
             return _Reply(response.status_code, response.headers, body)
 
     def _pause(self, url: str, problem: str, wait: float | None, attempt: int) -> None:
-        delay = wait if wait is not None else backoff_delay(attempt)
+        """The server's Retry-After; under a second ("0", a past date: that hammered it), the backoff."""
+        delay = wait if wait is not None and wait >= 1 else backoff_delay(attempt)
         log.info("%s: %s; retry %d of %d in %.1f s", url, problem, attempt + 1, self.max_retries, delay)
         if self._stop is None:
             self._sleep(delay)
@@ -418,13 +422,15 @@ def seen_from(reply: _Reply, listing: str) -> _Seen:
     return _Seen(reply.headers.get("etag"), reply.headers.get("last-modified"), listing)
 
 
-def _read_body(response: httpx.Response, url: str) -> bytes:
+def _read_body(response: httpx.Response, url: str, deadline: float) -> bytes:
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
         size += len(chunk)
         if size > MAX_BODY_BYTES:
             raise SourceError(f"cannot fetch {url}: response larger than {MAX_BODY_BYTES} bytes")
+        if time.monotonic() > deadline:  # a retry may find the server quicker
+            raise httpx.ReadTimeout(f"the response took longer than the timeout ({size} bytes read)")
         chunks.append(chunk)
     return b"".join(chunks)
 
