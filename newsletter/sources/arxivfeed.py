@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "arxiv"
 NEW_ANNOUNCE_TYPES = frozenset({"new", "cross"})
+ARXIV_NAMESPACE = "http://arxiv.org/schemas/atom"
 # An arXiv id where a feed puts one: the whole value, or after an abs/pdf URL, an OAI name or "arXiv:".
 # Not anywhere in a value: a DOI (10.1145/3580305.3599256) holds what reads like an id.
 _ID = re.compile(
@@ -55,6 +56,7 @@ def parse_arxiv_feed(data: bytes, source: str) -> Dump:
     """
     parsed = feedparser.parse(data, sanitize_html=False, resolve_relative_uris=False)
     _refuse_broken(parsed, source)
+    _name_announce_type(parsed)
     entries = [(number, e) for number, e in enumerate(parsed.entries, start=1) if _is_new(e)]
     skipped = len(parsed.entries) - len(entries)
     if skipped:
@@ -84,6 +86,16 @@ def _refuse_broken(parsed: Any, source: str) -> None:
             raise ParseError(
                 source, None, f"the arXiv API answered with an error: {entry.get('summary', '')!r}"
             )
+
+
+def _name_announce_type(parsed: Any) -> None:
+    """feedparser names an element of a namespace it does not know by the document's own prefix: under
+    ``xmlns:ax=`` the announce type was ``ax_announce_type``, unread, and a replaced paper counted as new."""
+    prefixes = [p for p, uri in parsed.get("namespaces", {}).items() if uri.rstrip("/") == ARXIV_NAMESPACE]
+    for entry in parsed.entries:
+        for prefix in prefixes:
+            if f"{prefix}_announce_type" in entry:
+                entry.setdefault("arxiv_announce_type", entry[f"{prefix}_announce_type"])
 
 
 def _is_new(entry: Any) -> bool:
