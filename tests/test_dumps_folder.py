@@ -114,6 +114,18 @@ def test_file_names_that_are_not_utf8_are_read_and_remembered(env: dict[str, str
     ]
 
 
+def test_a_file_name_with_a_newline_is_one_line_in_the_run_and_in_status(env: dict[str, str]) -> None:
+    """The name's second line printed as a line of its own: an error that looked like a failed fetch."""
+    name = "broken\nerror: fetch from hf-daily failed: fake.json"
+    shutil.copy(REAL / DAMAGED[0], Path(env["NEWSLETTER_DUMPS"]) / name)
+    proc = cli(env, "run", "--now", "2024-11-18T09:00:00Z", check=False)
+    assert proc.returncode == 1
+    assert "broken\\x0aerror: fetch" in proc.stderr
+    assert not any(line.startswith("error:") for line in proc.stderr.splitlines()), proc.stderr
+    status = cli(env, "status").stdout
+    assert "broken\\x0aerror" in status and not any(line.startswith("error:") for line in status.splitlines())
+
+
 def test_a_huge_file_is_one_error_line_and_the_rest_is_delivered(env: dict[str, str]) -> None:
     """A 3 GB backup named .json was read whole: a MemoryError traceback, and no digest, at every run."""
     dumps = Path(env["NEWSLETTER_DUMPS"])

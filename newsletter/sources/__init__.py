@@ -42,14 +42,17 @@ DUMP_GLOBS = ("*.txt", "*.json", "*.xml", "*.rss", "*.atom", "*.html", "*.htm")
 _DUMP_SUFFIXES = frozenset(glob.removeprefix("*") for glob in DUMP_GLOBS)
 _TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 _BOM = b"\xef\xbb\xbf"
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")  # path_text's escape of a byte that is not UTF-8
 MAX_DUMP_BYTES = 64 * 2**20  # a day's listing is ~100 KB (a fetched one may be at most 16 MB)
 
 
 def path_text(path: Path) -> str:
     """``path`` as text a database, a log and a terminal all take: a file name that is not UTF-8 (one
-    written in Latin-1) keeps its other bytes as ``\\x`` escapes."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    written in Latin-1) keeps its other bytes as ``\\x`` escapes, and so do control and direction
+    characters (a newline in a name made a line of its own in an error, one that looked like another)."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return _UNPRINTABLE.sub(lambda m: "".join(f"\\x{b:02x}" for b in m.group().encode()), text)
 
 
 def path_from_text(text: str) -> Path:
