@@ -9,12 +9,15 @@ would send such a subscriber's mail to another domain; ``str.casefold`` does the
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 import idna
 
 __all__ = ["address_key", "ascii_domain"]
+
+_HOST_LABELS = re.compile(rb"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")  # letters, digits, '-', '_'
 
 
 def address_key(email: str) -> str:
@@ -59,10 +62,10 @@ def is_host_name(host: str) -> bool:
     except ValueError:
         pass
     try:
-        host.encode("idna")
+        ascii_host = host.encode("idna")
     except UnicodeError:
         return False
-    return bool(host)
+    return bool(_HOST_LABELS.fullmatch(ascii_host))  # no ':', '@', '/': a URL with a password passed
 
 
 def is_http_url(url: str) -> bool:

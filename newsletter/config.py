@@ -181,7 +181,9 @@ class Settings(BaseSettings):
     def _host(cls, value: str) -> str:
         if not is_host_name(value):
             raise ValueError(
-                "is not a host name (an empty label, as in 'mail..example.org', or one too long)"
+                "is not a host name: give the name alone, as in 'mail.example.org' (the port, user and "
+                "password have settings of their own; an empty label as in 'mail..example.org', or one "
+                "too long, is refused too)"
             )
         return value
 

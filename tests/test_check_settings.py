@@ -211,6 +211,21 @@ def test_a_setting_that_would_fail_at_the_first_send_is_refused_by_check_and_run
     assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
 
 
+@pytest.mark.parametrize("host", ["digest:Pw9Secretz@127.0.0.1", "smtp://digest:Pw9Secretz@127.0.0.1:1"])
+def test_a_password_written_into_the_smtp_host_is_refused_and_shown_nowhere(
+    env: dict[str, str], host: str
+) -> None:
+    """It passed `check`; `run` then printed it in 'cannot connect to SMTP server ...', into the report,
+    the delivery log and `status`."""
+    add_dumps(env, seed_names()[0])
+    bad = {**env, "NEWSLETTER_SMTP_HOST": host, "NEWSLETTER_TRANSPORT": "smtp"}
+    for command in ("check", "run", "status"):
+        proc = cli(bad, command, check=False)
+        assert proc.returncode == 1 and "invalid setting field 'smtp_host': is not a host name" in proc.stderr
+        assert "Pw9Secretz" not in proc.stdout + proc.stderr
+    assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
+
+
 def test_a_misspelt_variable_is_warned_about_with_the_setting_it_may_mean(env: dict[str, str]) -> None:
     """NEWSLETTER_SMPT_HOST was ignored in silence, even by `check` (a misspelt TOML key is refused)."""
     proc = cli({**env, "NEWSLETTER_SMPT_HOST": "mail.example.org"}, "check", check=False)
