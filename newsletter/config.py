@@ -139,6 +139,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must not have a query (?...) or a fragment (#...): the links' paths go after it"
             )
+        if value is not None and "@" in urlsplit(value).netloc:
+            raise ValueError("must not hold a user or password (user:password@): every email's links show it")
         if value is None:
             return None
         scheme, rest = value.split("://", 1)

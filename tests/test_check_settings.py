@@ -54,6 +54,11 @@ from .helpers import add_dumps, cli, outbox, seed_names
             "error: invalid setting field 'base_url'",
         ),
         ("NEWSLETTER_BASE_URL", "https://papers.example.org/#top", "error: invalid setting field 'base_url'"),
+        (  # every link in every email carried the password
+            "NEWSLETTER_BASE_URL",
+            "https://u:Pw9Secretz@papers.example.org/nl",
+            "error: invalid setting field 'base_url': must not hold a user or password",
+        ),
     ],
 )
 def test_check_and_run_refuse_the_setting(env: dict[str, str], name: str, value: str, expected: str) -> None:
