@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from newsletter.errors import StoreError
 from newsletter.models import StoredPaper
@@ -66,18 +66,19 @@ def _at_line_start(held: IO[bytes]) -> bool:
     return held.read(1) == b"\n"
 
 
-def record_held(home: Path, store: Store) -> int:
+def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
     """Record every held click, then empty the file; the number recorded. A database error leaves the
-    file as it was (raised: a run must not send past an unsubscribe it could not record)."""
+    file as it was (raised: a run must not send past an unsubscribe it could not record). Without
+    ``wait``, nothing is done while another process or thread is at it (0)."""
     if not (home / HELD_FILE).exists():  # the usual case: no lock file made either
         return 0
     try:
-        with _locked(home, "rb+") as held:
+        with _locked(home, "rb+", timeout=-1 if wait else 0) as held:
             clicks = list(_read(held))
             for click in clicks:
                 record_click(store, click, held=True)
             held.truncate(0)
-    except FileNotFoundError:  # nothing held: the usual case
+    except (FileNotFoundError, Timeout):  # nothing held (the usual case), or someone else records it
         return 0
     except OSError as exc:
         raise StoreError(f"cannot read the held clicks in {home / HELD_FILE}: {exc.strerror or exc}") from exc
@@ -105,8 +106,8 @@ def _read(held: IO[bytes]) -> Iterator[Click]:
 
 
 @contextlib.contextmanager
-def _locked(home: Path, mode: str) -> Iterator[IO[bytes]]:
+def _locked(home: Path, mode: str, timeout: float = -1) -> Iterator[IO[bytes]]:
     """The file, open in binary ``mode`` under an exclusive lock (a file beside it, as the run lock is
     taken): a click is never appended while a run records and empties the file."""
-    with FileLock(home / f"{HELD_FILE}.lock"), (home / HELD_FILE).open(mode) as held:
+    with FileLock(home / f"{HELD_FILE}.lock", timeout=timeout), (home / HELD_FILE).open(mode) as held:
         yield held
