@@ -151,8 +151,23 @@ def _as_written_or_quoted(secret: str) -> str:
 
 
 def _either(ch: str) -> str:
+    """``ch`` as written, percent-encoded, escaped in a JSON string or as an HTML character reference:
+    an API's error reply quoted the key in its JSON (``a\\"b``) or its HTML page (``a&amp;b``)."""
     quoted = "".join(f"%(?i:{byte:02x})" for byte in ch.encode())
-    return f"(?:{re.escape(ch)}|{quoted}{'|[+]' if ch == ' ' else ''})"
+    forms = [re.escape(ch), quoted, *_json_escaped(ch), *_html_escaped(ch)]
+    return f"(?:{'|'.join(forms)}{'|[+]' if ch == ' ' else ''})"
+
+
+def _json_escaped(ch: str) -> list[str]:
+    code = ord(ch)
+    forms = [re.escape(f"\\{ch}")] if ch in '"\\/' else []
+    return [*forms, f"\\\\u(?i:{code:04x})"] if code <= 0xFFFF else forms
+
+
+def _html_escaped(ch: str) -> list[str]:
+    named = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}.get(ch)
+    code = ord(ch)
+    return [f"&(?:{named + '|' if named else ''}#0*{code}|#(?i:x)0*(?i:{code:x}));"]
 
 
 def encoded_forms(secret: bytes) -> set[str]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import io
+import json
 import logging
+from collections.abc import Callable
 from urllib.parse import quote, quote_plus
 
 import pytest
@@ -97,6 +100,24 @@ def test_a_url_encoded_secret_is_masked_in_either_hex_case(encode: object) -> No
         assert redact(f"ErrorCode 300 Invalid token {form} (token={form})", [key]) == (
             f"ErrorCode 300 Invalid token {MASK} (token={MASK})"
         )
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        lambda s: json.dumps(s)[1:-1],  # a JSON error reply quoting the key
+        lambda s: json.dumps(s)[1:-1].replace("/", "\\/"),  # PHP's json_encode
+        lambda s: json.dumps(s)[1:-1].replace("&", "\\u0026").replace("<", "\\u003C"),  # Go's, upper case
+        html.escape,  # an HTML error page
+        lambda s: "".join(c if c.isalnum() else f"&#{ord(c)};" for c in s),
+        lambda s: "".join(c if c.isalnum() else f"&#x{ord(c):X};" for c in s),
+    ],
+)
+def test_a_secret_escaped_in_json_or_html_is_masked(escape: Callable[[str], str]) -> None:
+    """An API's 403 body or 500 page quoted the key escaped: 'Bearer re_ab&amp;c&lt;d' went into the report."""
+    key = "re_ab&c<d\"e/f\\g'SECRETxyz"
+    assert escape(key) != key
+    assert redact(f'403 {{"key": "Bearer {escape(key)}"}}', [key]) == f'403 {{"key": "Bearer {MASK}"}}'
 
 
 def test_hex_and_a_short_secret_s_own_base64_are_masked() -> None:
