@@ -15,12 +15,14 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -91,6 +93,9 @@ class Daemon:
         # APScheduler's default grace of 1 s dropped it until the next interval
         job_defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
         self.scheduler = BlockingScheduler(timezone="UTC", job_defaults=job_defaults)
+        scheduler_log = logging.getLogger("apscheduler.scheduler")
+        if not any(isinstance(f, StillSending) for f in scheduler_log.filters):
+            scheduler_log.addFilter(StillSending())
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT. Holds the run lock throughout (on a shared database: once it has it)."""
@@ -105,16 +110,29 @@ class Daemon:
     def _serve(self, pipeline: Pipeline, leader: Leadership) -> None:
         if not pipeline.store.shared:
             leader.take()  # SQLite: the state folder's lock, or LockedError at start as before
+        threading.Thread(target=self._shut_down_when_stopped, name="newsletter-stop", daemon=True).start()
         self._install_signal_handlers()
         self._add_jobs(pipeline)
         log.info("daemon started: tick every %ss, fetch at '%s'", self.tick_seconds, self.settings.fetch_cron)
         self.scheduler.start()  # blocks until shutdown
 
+    def _shut_down_when_stopped(self) -> None:
+        """Shut the scheduler down, waiting for the job in flight, once a signal asks: from this thread,
+        not the handler, which may interrupt the main thread inside the executor's lock that shutting
+        down takes (a deadlock)."""
+        self.stop.wait()
+        while True:
+            try:
+                self.scheduler.shutdown(wait=True)
+                return
+            except SchedulerNotRunningError:  # a signal before the scheduler started: it does in a moment
+                time.sleep(0.05)
+
     def _add_jobs(self, pipeline: Pipeline) -> None:
         fetch_trigger = fetch_schedule(self.settings.fetch_cron)
         now = self.clock()
         self.scheduler.add_job(self.fetch, fetch_trigger, args=[pipeline], id="fetch", next_run_time=now)
-        tick = IntervalTrigger(seconds=self.tick_seconds, timezone="UTC")
+        tick = Ticks(seconds=self.tick_seconds, timezone="UTC")
         self.scheduler.add_job(self.tick, tick, args=[pipeline], id="tick", next_run_time=now)
 
     def tick(self, pipeline: Pipeline) -> None:
@@ -167,11 +185,34 @@ class Daemon:
         signal.signal(signal.SIGHUP, _on_hangup)  # its default killed the daemon mid-message, silently
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("received %s: finishing the message in flight", signal.Signals(signum).name)
-        if self.stop.is_set():
-            return  # a second signal: the first one's shutdown is already under way
-        self.stop.set()
-        self.scheduler.shutdown(wait=True)
+        log.info(
+            "received %s: stopping once the message in flight, if any, is sent", signal.Signals(signum).name
+        )
+        self.stop.set()  # see _shut_down_when_stopped
+
+
+class Ticks(IntervalTrigger):
+    """Every ``seconds``, counted from now when the wall clock stepped back: APScheduler 3 adds the
+    interval to the last run's time, so after NTP set the clock back three hours (a VM resumed) no tick
+    ran for three hours."""
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        next_time = super().get_next_fire_time(previous_fire_time, now)
+        return now + self.interval if next_time is not None and next_time > now + self.interval else next_time
+
+
+class StillSending(logging.Filter):
+    """APScheduler's warning for a tick due while the last one still sends (every tick of a long run)
+    as the one line of information it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            "maximum number of running instances reached" in str(record.msg)
+            and record.levelno == logging.WARNING
+        ):
+            record.msg, record.args = "tick skipped: the last one is still sending", None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def _on_hangup(signum: int, frame: FrameType | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from newsletter.config import load_settings
 from newsletter.schedule import SubscriberFile
@@ -105,19 +108,68 @@ def test_status_lists_an_interrupted_send_and_a_queued_digest_is_due_now(env: di
     assert due["diff@example.org"] == "now"
 
 
-def test_a_second_signal_does_not_shut_the_scheduler_down_twice(env: dict[str, str]) -> None:
-    """A second SIGTERM raised SchedulerNotRunningError, and the message in flight became 'unknown'."""
+def test_signals_shut_the_scheduler_down_once_from_a_thread_of_its_own(env: dict[str, str]) -> None:
+    """A second SIGTERM raised SchedulerNotRunningError, and the message in flight became 'unknown'. The
+    handler then shut the scheduler down itself, and could interrupt the main thread inside the
+    executor's lock that shutting down takes (a deadlock); a signal before the scheduler started raised."""
+    from apscheduler.schedulers import SchedulerNotRunningError
+
     from newsletter.schedule import Daemon
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
     )
     daemon = Daemon(settings)
-    calls: list[bool] = []
-    daemon.scheduler.shutdown = lambda wait=True: calls.append(wait)  # type: ignore[method-assign]
+    calls: list[tuple[bool, str]] = []
+    running = threading.Event()
+
+    def shutdown(wait: bool = True) -> None:
+        if not running.is_set():
+            raise SchedulerNotRunningError
+        calls.append((wait, threading.current_thread().name))
+
+    daemon.scheduler.shutdown = shutdown  # type: ignore[method-assign]
+    watcher = threading.Thread(target=daemon._shut_down_when_stopped, name="watcher")
+    watcher.start()
+    daemon._on_signal(signal.SIGTERM, None)  # before the scheduler started
     daemon._on_signal(signal.SIGTERM, None)
-    daemon._on_signal(signal.SIGTERM, None)
-    assert daemon.stop.is_set() and calls == [True]
+    time.sleep(0.2)
+    assert daemon.stop.is_set() and calls == []
+    running.set()
+    watcher.join(timeout=10)
+    assert calls == [(True, "watcher")]
+
+
+def test_ticks_go_on_when_the_wall_clock_steps_back() -> None:
+    """APScheduler adds the interval to the last run: NTP setting the clock back 3 h stopped ticks for 3 h."""
+    from newsletter.schedule import Ticks
+
+    ticks = Ticks(seconds=300, timezone="UTC")
+    last = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
+    assert ticks.get_next_fire_time(last, last + timedelta(seconds=1)) == last + timedelta(minutes=5)
+    back = datetime(2026, 3, 11, 9, 0, tzinfo=UTC)
+    assert ticks.get_next_fire_time(last, back) == back + timedelta(minutes=5)
+
+
+def test_a_tick_due_while_the_last_still_sends_is_one_line_of_information(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """APScheduler warned at every tick of a long run: 'Execution of job ... skipped: maximum number...'."""
+    from newsletter.schedule import Daemon
+
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
+    )
+    Daemon(settings)
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("apscheduler.scheduler").warning(
+            'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
+            "Daemon.tick",
+            1,
+        )
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "tick skipped: the last one is still sending")
+    ]
 
 
 class _RateLimited(BaseHTTPRequestHandler):
