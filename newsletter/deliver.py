@@ -396,8 +396,8 @@ def _halting(exc: SendError) -> SendError:
 
 def _not_queued(message: OutgoingMessage, items: tuple[ItemReport, ...]) -> DigestOutcome:
     """Planned, but no longer queued when its batch went out (an unsubscribe cancelled it)."""
-    reason = f"digest {message.digest_id!r} is no longer queued (cancelled or handled)"
-    log.warning("%s: not sent: %s", message.recipient, reason)
+    reason = "no longer queued (cancelled, or sent by another run)"  # no id: one reason in the summary
+    log.warning("%s: not sent: digest %r is %s", message.recipient, message.digest_id, reason)
     return DigestOutcome(message.recipient, "skipped", reason, items, message.digest_id)
 
 

@@ -67,3 +67,17 @@ def test_the_daemon_logs_a_report_it_cannot_save_and_keeps_ticking(
     failures = [r.getMessage() for r in caplog.records if r.getMessage().startswith("tick failed")]
     assert len(failures) == 2 and all("cannot save the run report" in f for f in failures)
     assert len(outbox(env)) >= 3  # both ticks delivered
+
+
+def test_digests_another_run_handled_are_one_reason_in_the_summary() -> None:
+    """Each held its digest id in the reason: the summary grew a '1 skipped: digest ...' part per digest."""
+    from newsletter.deliver import _not_queued
+    from newsletter.models import OutgoingMessage
+
+    report = RunReport()
+    for n in range(3):
+        message = OutgoingMessage(
+            f"d{n}", "p@example.org", f"r{n}@example.org", "s", f"<d{n}@example.org>", b""
+        )
+        report.add(_not_queued(message, ()))
+    assert report.summary() == "3 skipped: no longer queued (cancelled, or sent by another run)"
