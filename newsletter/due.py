@@ -100,15 +100,16 @@ def shown_due(
     now: datetime,
     served: datetime | None,
     *,
-    queued: bool,
+    queued: datetime | None,
     waiting: bool,
 ) -> datetime | None:
-    """When `status` and `serve` say the next digest goes: now with a digest queued to retry; for
-    each-dump, now when something waits for it (None: when a dump brings new papers)."""
-    if queued:
-        return now
+    """When `status` and `serve` say the next digest goes: when a digest queued goes (now, or once a
+    refusal's backoff ends: `status` showed a digest that waits to retry as due at the next send time,
+    or "when a dump brings new papers"), unless a new one is due sooner; for each-dump, now when
+    something waits for it (None: when a dump brings new papers)."""
     due = next_due_at(subscriber, last_digest_at, now, served)
-    return now if due is None and waiting else due
+    due = now if due is None and waiting else due
+    return queued if queued is not None and (due is None or queued < due) else due
 
 
 def latest_slot(subscriber: Subscriber, now: datetime) -> datetime:

@@ -37,7 +37,7 @@ def status_report(
         served = state.served_slot if state else None
         mark = state.watermark_seq if state else None
         fresh = latest is not None and (mark is None or latest > mark)  # dumps it has not been weighed on
-        due = shown_due(sub, last, now, served, queued=address_key(sub.email) in queued, waiting=fresh)
+        due = shown_due(sub, last, now, served, queued=queued.get(address_key(sub.email)), waiting=fresh)
         rows.append(
             {
                 "subscriber": sub.email,
@@ -56,6 +56,9 @@ def status_report(
             "status": d.status,
             "attempts": d.attempts,
             "error": d.last_error or (IN_FLIGHT if d.status == SENDING else None),
+            "next_try": d.not_before.isoformat()
+            if d.status == RETRY and d.not_before and d.not_before > now
+            else None,
         }
         for d in store.deliveries((FAILED, UNKNOWN, RETRY, SENDING), with_items=False)
     ]
@@ -73,10 +76,14 @@ def status_report(
     }
 
 
-def queued_now(store: Store, now: datetime) -> set[str]:
-    """Subscribers with a digest planned and due but not sent yet: the next run sends it first."""
-    queued = store.deliveries((PENDING, RETRY), with_items=False)
-    return {address_key(d.email) for d in queued if d.not_before is None or d.not_before <= now}
+def queued_now(store: Store, now: datetime) -> dict[str, datetime]:
+    """Subscribers with a digest planned but not sent yet, and when the first of them goes: now (the
+    next run sends it first), or when a refusal's backoff ends."""
+    queued: dict[str, datetime] = {}
+    for d in store.deliveries((PENDING, RETRY), with_items=False):
+        goes = max(now, d.not_before or now)
+        queued[address_key(d.email)] = min(goes, queued.get(address_key(d.email), goes))
+    return queued
 
 
 def _still_there(record: RejectedFile) -> bool:
@@ -97,6 +104,13 @@ def _due_text(due: datetime | None, now: datetime, fresh: bool) -> str:
 def _short_time(iso: str) -> str:
     """'2026-03-11T08:00:00+00:00' -> '2026-03-11 08:00 UTC' (times are kept in UTC)."""
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _attention_text(row: dict[str, Any]) -> str:
+    error = row["error"] or ""
+    if not row.get("next_try"):
+        return error
+    return f"{error}; tried again from {_short_time(row['next_try'])}".removeprefix("; ")
 
 
 def print_status(data: dict[str, Any], console: Console | None = None) -> None:
@@ -121,7 +135,11 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
         problems = Table("digest", "subscriber", "status", "attempts", "error", title="Needs attention")
         for d in data["attention"]:
             problems.add_row(
-                d["digest_id"], Text(d["subscriber"]), d["status"], str(d["attempts"]), Text(d["error"] or "")
+                d["digest_id"],
+                Text(d["subscriber"]),
+                d["status"],
+                str(d["attempts"]),
+                Text(_attention_text(d)),
             )
         console.print(problems)
         console.print("`newsletter retry` resends failed ones; `--unknown` also those that may have arrived.")

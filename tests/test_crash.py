@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import random
@@ -33,6 +34,7 @@ from typing import Any
 
 import pytest
 import yaml
+from rich.console import Console
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.deliver import FAILED_IN_A_ROW, GIVE_UP_AFTER, STOPPED, Breaker
@@ -43,7 +45,7 @@ from newsletter.rank import make_ranker
 from newsletter.render import Renderer
 from newsletter.report import BACKING_OFF, WAITING, RunReport
 from newsletter.select import BOUNCED
-from newsletter.status import status_report
+from newsletter.status import print_status, status_report
 from newsletter.store import SENDING, Store
 from newsletter.subscribers import SubscriberList, load_subscribers
 
@@ -1039,6 +1041,27 @@ def test_a_refusal_for_now_backs_off_longer_each_run_and_is_given_up_after_days(
         (record,) = made.store.deliveries(email=READERS[0], with_items=False)
     assert waits == [timedelta(minutes=m) for m in (5, 10, 20, 40)]
     assert record.status == "failed" and "given up" in (record.last_error or "")
+
+
+def test_status_says_when_a_refused_digest_is_tried_again(folder: Path, renderer: Renderer) -> None:
+    """It showed the digest as due at the next send time (each-dump: 'when a dump brings new papers')
+    and its row in 'Needs attention' as 'retry', with no time."""
+    busy = SendError("SMTP recipient refused: 452 4.2.2 mailbox full", mailbox=True)
+    made, subs = pipeline(folder, renderer, Recorder({READERS[0]: [busy] * 10}), retry_backoff=0.0)
+    with made.store:
+        made.run(subs, NOW)
+        data = status_report(made.store, subs, NOW + timedelta(minutes=1), None)
+    retry_at = (NOW + timedelta(minutes=5)).isoformat()
+    due = {r["subscriber"]: r["next_due_at"] for r in data["subscribers"]}
+    assert due[READERS[0]] == retry_at
+    (row,) = [a for a in data["attention"] if a["subscriber"] == READERS[0]]
+    assert row["next_try"] == retry_at
+    printed = io.StringIO()
+    print_status(data, Console(file=printed, width=200))
+    assert (
+        f"mailbox full; tried again from {NOW + timedelta(minutes=5):%Y-%m-%d %H:%M} UTC"
+        in printed.getvalue()
+    )
 
 
 def test_an_address_refused_for_good_gets_no_new_digest_until_retry(folder: Path, renderer: Renderer) -> None:

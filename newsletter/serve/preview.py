@@ -294,9 +294,11 @@ def _as_run_sees_it(selection: Selection, state: SubscriberState | None, now: da
     return selection
 
 
-def _row(selection: Selection, state: SubscriberState | None, now: datetime, queued: set[str]) -> Row:
-    """Due now, as `newsletter status` says, with papers to send (each-dump too) or a digest queued."""
+def _row(
+    selection: Selection, state: SubscriberState | None, now: datetime, queued: dict[str, datetime]
+) -> Row:
+    """Due as `newsletter status` says: now with papers to send (each-dump too), or when a queued one goes."""
     last, served = (state.last_digest_at, state.served_slot) if state else (None, None)
-    in_queue = address_key(selection.subscriber.email) in queued
-    due = shown_due(selection.subscriber, last, now, served, queued=in_queue, waiting=bool(selection.chosen))
+    goes = queued.get(address_key(selection.subscriber.email))
+    due = shown_due(selection.subscriber, last, now, served, queued=goes, waiting=bool(selection.chosen))
     return Row(selection.subscriber, len(selection.chosen), selection.reason, due, last)
