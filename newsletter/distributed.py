@@ -46,15 +46,18 @@ from newsletter.errors import ConfigError, NewsletterError, StoreError
 from newsletter.report import WAITING, DigestOutcome, ItemReport, RunReport, Status
 from newsletter.shards import Shard, ShardWork
 from newsletter.store import PENDING, RETRY, SENDING, Store
+from newsletter.store.delivery import JOB_QUEUE, WORKER_SILENT_AFTER
 from newsletter.store.engine import parse_url, safe_url
 
 log = logging.getLogger(__name__)
 
-QUEUE = "newsletter"
+QUEUE = JOB_QUEUE
 WORKER_NAME = "worker"  # procrastinate's worker logs as procrastinate.worker.<name> too
 TASK = "newsletter.deliver_shard"
 HEARTBEAT = 1.0  # seconds between a worker's heartbeats
-STALLED_AFTER = 10.0  # seconds without a heartbeat after which a worker's job is given to another
+STALLED_AFTER = (
+    WORKER_SILENT_AFTER  # seconds without a heartbeat after which a worker's job is given to another
+)
 POLL = 0.5  # seconds between the coordinator's looks at its jobs
 NO_WORKER_AFTER = 120.0  # seconds with no live worker after which a coordinator stops waiting
 ABORT_POLL = 0.2  # seconds between a running shard's looks at whether its worker is stopping

@@ -26,7 +26,7 @@ import yaml
 
 from newsletter.report import RunReport
 from newsletter.shards import ShardWork
-from newsletter.store import SENT, UNKNOWN, Store
+from newsletter.store import SENDING, SENT, UNKNOWN, Store
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
 from .test_crash import DOMAIN, TOPICS, journal_length, read_journal, smtp_server, start_run
@@ -320,6 +320,37 @@ def test_a_queue_error_mid_run_is_one_store_error_without_the_password() -> None
         "the job queue's database (postgresql+psycopg://u:***@db.example.org/news?sslpassword=HIDDEN): "
         "consuming input failed: server closed the connection"
     )
+
+
+def test_a_retry_after_its_coordinator_stopped_leaves_what_live_workers_send_to_them(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A coordinator stopped by SIGTERM leaves its shards to the workers; the next `run` or `retry`
+    called their messages in flight interrupted by a crash ('unknown'), and `retry --unknown` sent one
+    again while the worker's copy arrived too. A worker silent past its time is gone: then they are."""
+    from newsletter.distributed import conninfo, install_queue
+
+    env = {**make_env(tmp_path), "NEWSLETTER_DATABASE_URL": pg_url}
+    install_queue(pg_url)
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        (worker,) = (
+            conn.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone() or ()
+        )
+        conn.execute(
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status, worker_id) "
+            "VALUES ('newsletter', 'newsletter.deliver_shard', 'doing', %s)",
+            (worker,),
+        )
+        with Store(pg_url) as store:
+            seeded(store, 1)
+            store.plan_digest(plan_for(store, "in-flight"))
+            store.mark_sending("in-flight", datetime.fromisoformat(NOW))
+        proc = cli(env, "retry", "--unknown", "--now", NOW)
+        assert "1 shard still delivered by workers" in proc.stderr and "interrupted" not in proc.stdout
+        assert _statuses(pg_url) == Counter({SENDING: 1})
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 minute'")
+        cli(env, "retry", "--now", NOW)  # its worker is gone: it was interrupted
+        assert _statuses(pg_url) == Counter({UNKNOWN: 1})
 
 
 def test_a_stopping_worker_keeps_its_heartbeat_until_its_shard_has_stopped(pg_url: str) -> None:

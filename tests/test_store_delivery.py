@@ -459,6 +459,23 @@ def test_a_refusal_is_recorded_even_after_another_process_called_the_send_unknow
     assert (_status(store, "d1"), _status(store, "d2")) == (RETRY, FAILED)
 
 
+def test_an_acceptance_of_a_digest_requeued_meanwhile_does_not_fail_the_next_one(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`retry --unknown` requeued a live worker's send: its acceptance raised 'd1 was not sending' in the
+    next digest's step, under that digest's address, and every later step of the shard failed the same way."""
+    store.plan_digests([plan_for(store, "d1"), plan_for(store, "d2", email=BOB)])
+    with store.delivery_session() as session:
+        session.sending("d1", "<m1@example.org>", at(30))
+        session.accepted("d1", "<m1@example.org>", at(30))
+        assert store.recover_interrupted(at(30)) == ["d1"]  # another process, meanwhile
+        assert store.requeue(at(30), statuses=[UNKNOWN], digest_ids=["d1"]) == ["d1"]
+        session.sending("d2", "<m2@example.org>", at(31))
+        session.accepted("d2", "<m2@example.org>", at(31))
+    assert (_status(store, "d1"), _status(store, "d2")) == (RETRY, SENT)
+    assert "digest 'd1' was accepted by the server, but another process had taken it over" in caplog.text
+
+
 def test_session_refuses_a_cancelled_digest(store: Store) -> None:
     store.plan_digest(plan_for(store, "d1"))
     store.record_unsubscribe(ADA, at(25))

@@ -52,6 +52,8 @@ MAX_DIGEST_ID = 200  # digests.id is VARCHAR(200)
 MAX_ERROR = 2000  # characters of an error kept in last_error
 INTERRUPTED = "interrupted while sending: the run stopped before the transport answered"
 INTERRUPTED_REFUSED = "interrupted while waiting to try a refused request again (not sent): "
+JOB_QUEUE = "newsletter"  # procrastinate's queue of shards (newsletter.distributed), in this database
+WORKER_SILENT_AFTER = 10.0  # seconds without a heartbeat after which a worker counts as gone
 
 
 # --- subscribers -------------------------------------------------------------------------------
@@ -371,6 +373,22 @@ def release_refused(conn: Connection, digest_ids: Sequence[str]) -> list[str]:
         update = digests.update().where(*where).values(refused=None, last_error=None)
         held.extend(conn.execute(update.returning(digests.c.id)).scalars())
     return held
+
+
+def shards_in_flight(conn: Connection) -> int:
+    """Shard jobs a live worker (a heartbeat within WORKER_SILENT_AFTER) is delivering now, on any
+    machine: what they hold 'sending' is theirs, not a crashed run's. 0 without the job queue's tables."""
+    if (
+        conn.dialect.name != "postgresql"
+        or conn.scalar(sa.text("SELECT to_regclass('procrastinate_jobs')")) is None
+    ):
+        return 0
+    query = sa.text(
+        "SELECT count(*) FROM procrastinate_jobs AS job JOIN procrastinate_workers AS worker"
+        " ON worker.id = job.worker_id WHERE job.queue_name = :queue AND job.status = 'doing'"
+        " AND worker.last_heartbeat > now() - make_interval(secs => :silent)"
+    )
+    return int(conn.scalar(query, {"queue": JOB_QUEUE, "silent": WORKER_SILENT_AFTER}) or 0)
 
 
 def recover_interrupted(conn: Connection, now: datetime) -> tuple[list[str], list[str]]:

@@ -20,6 +20,7 @@ still written in Core and compiled for the engine's dialect, so it runs wherever
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,8 @@ from newsletter.store.delivery import unsubscribed_row
 from newsletter.store.engine import Prepared, bind_processor, db_errors, write_options
 from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, InvalidTransition
 from newsletter.store.schema import digests
+
+log = logging.getLogger(__name__)
 
 _SENDING = (
     digests.update()
@@ -156,8 +159,12 @@ class DeliverySession:
             return
         digest_id, message_id, now = self._accepted
         params = {"b_id": digest_id, "b_now": self._db_time(now), "b_message_id": message_id}
-        if self._sent.run(conn, params) != 1:
-            raise InvalidTransition(f"digest {digest_id!r} was not 'sending' (or 'unknown') when marked sent")
+        if self._sent.run(conn, params) != 1:  # not this transaction's digest: it goes on
+            log.warning(
+                "digest %r was accepted by the server, but another process had taken it over meanwhile "
+                "(`retry --unknown` while a worker sent it?): it may arrive twice",
+                digest_id,
+            )
 
     @contextmanager
     def _tx(self, action: str) -> Iterator[Connection]:

@@ -391,6 +391,11 @@ class Store:
         with self._tx("marking digests sending again", write=True) as conn:
             return delivery.release_refused(conn, digest_ids)
 
+    def shards_in_flight(self) -> int:
+        """Shard jobs live workers are delivering now (PostgreSQL with `newsletter worker`s; else 0)."""
+        with self._tx("reading the job queue") as conn:
+            return delivery.shards_in_flight(conn)
+
     def recover_interrupted(self, now: datetime) -> list[str]:
         """Digests a crashed run left in 'sending' -> 'unknown' (returned; call under run_lock); those
         it left waiting to try a refused request again -> 'retry': they were not sent."""
