@@ -100,12 +100,18 @@ class Daemon:
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT. Holds the run lock throughout (on a shared database: once it has it)."""
         with open_pipeline(self.settings, lock=False, new_database=self.new_database) as pipeline:
-            self._leader = leader = Leadership(pipeline.store, self.settings.home)
+            leader = self.lead(pipeline)
             try:
                 self._serve(pipeline, leader)
             finally:
                 leader.release()
         log.info("daemon stopped")
+
+    def lead(self, pipeline: Pipeline) -> Leadership:
+        """Who coordinates; a tick stops at its next chunk once this daemon lost the lock it took."""
+        self._leader = leader = Leadership(pipeline.store, self.settings.home)
+        pipeline.lock_held = leader.held
+        return leader
 
     def _serve(self, pipeline: Pipeline, leader: Leadership) -> None:
         if not pipeline.store.shared:
@@ -240,6 +246,11 @@ class Leadership:
 
     def take(self) -> None:
         self._file.enter_context(self._store.lock(self._home))
+
+    def held(self) -> bool:
+        """True while this daemon still holds the lock it took: a run checks it before each chunk (the
+        lock's connection ended by a DBA or a proxy: another daemon may plan and send now)."""
+        return self._lock is None or self._lock.held()
 
     def check(self) -> bool:
         """True when this daemon coordinates now (taking the lock if it is free)."""

@@ -107,3 +107,41 @@ def test_a_run_that_loses_the_database_s_run_lock_stops_before_its_next_chunk(
     assert "lost the database's run lock" in report.halted and not report.ok
     assert outbox(env) == []  # nothing planned or sent without the lock
     assert _sent(pg_url) == []
+
+
+def test_a_daemon_that_loses_the_database_s_run_lock_stops_before_its_next_chunk(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The daemon's pipeline never checked its lock: a second daemon took it, and both planned and sent."""
+    import sqlalchemy as sa
+
+    from newsletter.app import open_pipeline
+    from newsletter.config import load_settings
+    from newsletter.schedule import Daemon
+    from newsletter.subscribers import load_subscribers
+
+    env = make_env(tmp_path)
+    add_dumps(env, seed_names()[0])
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+        database_url=pg_url,
+    )
+    with open_pipeline(settings, lock=False) as pipeline:
+        leader = Daemon(settings).lead(pipeline)
+        assert leader.check()  # it coordinates
+        engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+        with engine.connect() as dba:
+            dba.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND pid <> pg_backend_pid()"
+                )
+            )
+        engine.dispose()
+        report = pipeline.run(load_subscribers(settings.subscribers), datetime(2026, 3, 11, 8, tzinfo=UTC))
+        leader.release()
+    assert "lost the database's run lock" in report.halted and not report.ok
+    assert outbox(env) == [] and _sent(pg_url) == []
