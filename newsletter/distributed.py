@@ -201,14 +201,15 @@ def run_worker(db_url: str, work: ShardWork, concurrency: int = 1) -> None:
 class ShortJobLines(logging.Filter):
     """procrastinate's worker names a job by its call, arguments and all: a shard's are its subscribers'
     profiles, hundreds of kB. Its log lines keep the task's name and job id, and a shard handed back
-    to the queue (its worker stopping) is one line, not a traceback."""
+    to the queue (its worker stopping) or failed with one of our errors (the database gone mid-shard)
+    is one line, not a traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         short = _SHARD_ARGUMENTS.sub("(…)", message)
         if short != message:
             record.msg, record.args = short, None
-        if record.exc_info and isinstance(record.exc_info[1], JobAborted):
+        if record.exc_info and isinstance(record.exc_info[1], JobAborted | NewsletterError):
             record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", None
             record.exc_info, record.exc_text = None, None
         return True

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,18 +290,32 @@ def test_long_job_lines_keep_the_name_and_id_not_the_arguments() -> None:
     assert record.getMessage() == "Starting job newsletter.deliver_shard[7](…)"
 
 
-def test_a_shard_handed_back_is_logged_without_a_traceback() -> None:
+def _aborted() -> Exception:
     from procrastinate.exceptions import JobAborted
 
+    return JobAborted("shard 1/2: stopped, handed back to the queue")
+
+
+def _store_error() -> Exception:  # it came with ~30 lines of traceback
+    from newsletter.errors import StoreError
+
+    return StoreError("database error while marking a digest sent: server closed the connection")
+
+
+@pytest.mark.parametrize("make", [_aborted, _store_error])
+def test_a_shard_handed_back_or_failing_with_our_error_is_logged_without_a_traceback(
+    make: Callable[[], Exception],
+) -> None:
     from newsletter.distributed import ShortJobLines
 
+    raised = make()
     try:
-        raise JobAborted("shard 1/2: stopped, handed back to the queue")
-    except JobAborted:
-        record = logging.LogRecord("w", logging.INFO, "f", 1, "Job x ended", None, sys.exc_info())
+        raise raised
+    except Exception:
+        record = logging.LogRecord("w", logging.ERROR, "f", 1, "Job x ended", None, sys.exc_info())
     assert ShortJobLines().filter(record)
     assert record.exc_info is None
-    assert record.getMessage() == "Job x ended: shard 1/2: stopped, handed back to the queue"
+    assert record.getMessage() == f"Job x ended: {raised}"
 
 
 def test_a_queue_error_mid_run_is_one_store_error_without_the_password() -> None:
