@@ -49,6 +49,8 @@ def test_a_newer_schema_is_refused(store_url: str) -> None:
     with pytest.raises(StoreError, match="0999_from_the_future") as caught:
         Store(store_url)
     assert caught.value.hint is not None and "upgrade" in caught.value.hint
+    setting = "NEWSLETTER_DATABASE_URL" if store_url.startswith("postgresql") else "NEWSLETTER_HOME"
+    assert setting in caught.value.hint  # NEWSLETTER_HOME does not choose a PostgreSQL database
 
 
 def test_a_failing_migration_leaves_no_trace(store_url: str) -> None:

@@ -329,7 +329,7 @@ def _migrate(engine: Engine, migrations: tuple[Migration, ...]) -> list[str]:
     with transaction(engine, write=True) as conn:
         schema_migrations.create(conn, checkfirst=True)
     known = [name for name, _ in migrations]
-    _refuse_unknown(_applied(engine), known)
+    _refuse_unknown(_applied(engine), known, engine.dialect.name)
     done = []
     for name, step in migrations:
         if _apply(engine, name, step):
@@ -343,12 +343,17 @@ def _applied(engine: Engine) -> list[str]:
         return list(rows.scalars())
 
 
-def _refuse_unknown(applied: list[str], known: list[str]) -> None:
+def _refuse_unknown(applied: list[str], known: list[str], dialect: str) -> None:
     unknown = [name for name in applied if name not in known]
     if unknown:
+        other = (
+            "NEWSLETTER_DATABASE_URL at another database"
+            if dialect == "postgresql"
+            else ("NEWSLETTER_HOME at another state folder")
+        )
         raise StoreError(
             f"the state database has schema migration {unknown[-1]!r}, newer than this version knows",
-            hint="upgrade newsletter, or point NEWSLETTER_HOME at another state folder",
+            hint=f"upgrade newsletter, or point {other}",
         )
     if applied != known[: len(applied)]:
         missing = next(name for name in known if name not in applied)
