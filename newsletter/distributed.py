@@ -252,6 +252,7 @@ class ProcrastinateExecutor:
         """The workers' report, and whether shards were left running (or queued) when it ended."""
         app = make_app(self.db_url)
         async with app.open_async():
+            await self._clear_leftovers(app)
             task = app.tasks[TASK]
             payloads: list[dict[str, Any]] = [{"shard": s.to_json()} for s in shards]
             ids = await task.batch_defer_async(*payloads)  # one transaction
@@ -323,6 +324,21 @@ class ProcrastinateExecutor:
     async def _cancel_queued(app: procrastinate.App, waiting: dict[int, Shard]) -> None:
         for job_id in waiting:
             await app.job_manager.cancel_job_by_id_async(job_id)  # only those no worker has started
+
+    @staticmethod
+    async def _clear_leftovers(app: procrastinate.App) -> None:
+        """Delete what earlier coordinators left in the queue: jobs that ended other than well (a
+        coordinator that stopped first kept them), and jobs whose worker is gone that no coordinator
+        waits for any more (both killed). Each carries its subscribers' profiles; their digests are in
+        the delivery log, which this run delivers from."""
+        await app.connector.execute_query_async(
+            "DELETE FROM procrastinate_jobs AS job WHERE job.queue_name = %(queue)s AND ("
+            "job.status IN ('failed', 'cancelled', 'aborted') OR job.status = 'doing' AND NOT EXISTS ("
+            "SELECT 1 FROM procrastinate_workers AS worker WHERE worker.id = job.worker_id"
+            " AND worker.last_heartbeat > now() - make_interval(secs => %(silent)s)))",
+            queue=QUEUE,
+            silent=STALLED_AFTER,
+        )
 
     @staticmethod
     async def _forget(app: procrastinate.App, ids: list[int]) -> None:

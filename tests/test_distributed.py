@@ -251,6 +251,45 @@ def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
     # a job carries its subscribers' profiles, and nothing else would ever delete it
 
 
+def test_a_coordinator_clears_what_earlier_ones_left_in_the_queue(pg_url: str) -> None:
+    """A failed job of a coordinator that stopped first, and a job whose worker and coordinator were both
+    killed, stayed in the queue for good, each with its subscribers' profiles."""
+    import asyncio
+
+    from newsletter.distributed import ProcrastinateExecutor, conninfo, install_queue, make_app
+
+    install_queue(pg_url)
+    with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
+        live, gone = (
+            conn.execute(
+                f"INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '{age}')"
+                " RETURNING id"
+            ).fetchone()
+            or ()
+            for age in ("1 second", "1 minute")
+        )
+        for status, worker in [
+            ("failed", None),
+            ("doing", gone),
+            ("doing", live),
+            ("todo", None),
+            ("doing", None),
+        ]:
+            conn.execute(
+                "INSERT INTO procrastinate_jobs (queue_name, task_name, status, worker_id) "
+                "VALUES ('newsletter', 'newsletter.deliver_shard', %s, %s)",
+                (status, worker[0] if worker else None),
+            )
+
+    async def clear() -> None:
+        app = make_app(pg_url)
+        async with app.open_async():
+            await ProcrastinateExecutor._clear_leftovers(app)
+
+    asyncio.run(clear())
+    assert _job_statuses(pg_url) == ["doing", "todo"]  # a live worker's, and one a worker will take
+
+
 def _job_statuses(url: str) -> list[str]:
     import psycopg
 
