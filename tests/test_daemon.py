@@ -234,7 +234,7 @@ def test_a_fetch_waiting_on_a_rate_limit_holds_back_no_tick_and_no_sigterm(
 
     took = daemon_against(_RateLimited, {"kind": "hf-daily", "max_retries": 2}, env, log, tick_while_waiting)
     assert took < 10, f"{took:.1f} s to stop"
-    assert "stopped by a signal while waiting to retry" in log.read_text()
+    assert "stopped by a signal while waiting to retry; the next run fetches again" in log.read_text()
 
 
 class _Stalled(BaseHTTPRequestHandler):
@@ -296,7 +296,7 @@ def test_a_run_stops_at_sigterm_while_a_fetch_waits_to_retry(env: dict[str, str]
         server.shutdown()
         server.server_close()
     assert took < 10, f"{took:.1f} s to stop"
-    assert "stopped by a signal while waiting to retry" in log.read_text()
+    assert "stopped by a signal while waiting to retry; the next run fetches again" in log.read_text()
 
 
 def test_a_job_that_comes_late_still_runs_once(env: dict[str, str]) -> None:

@@ -96,7 +96,7 @@ def fetch_all(
             written += source.fetch(now)
         except NewsletterError as exc:
             if stop is not None and stop.is_set():  # a signal ended its wait: not a failure
-                log.info("fetch from %s: %s", source.name, exc)
+                log.warning("fetch from %s: %s; the next run fetches again", source.name, exc)
                 break
             failures.append(f"fetch from {source.name} failed: {exc}")
             log.error("%s", failures[-1])
