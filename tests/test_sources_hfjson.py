@@ -111,6 +111,18 @@ def test_duplicate_ids_keep_the_first() -> None:
     assert [paper.rank for paper in dump.papers] == [1, 2, 3]
 
 
+def test_two_papers_under_one_arxiv_id_are_warned_about_by_the_id(caplog: pytest.LogCaptureFixture) -> None:
+    """The warning said 'rank 1 has its title' of two papers whose titles differ."""
+    items = _items()
+    items.append(copy.deepcopy(items[0]))
+    items[-1]["paper"].update(
+        id="2312.00752", title="Another Paper", summary="About something else entirely."
+    )
+    parse_hf_json(_encode(items), "dupes.json")
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["dupes.json: paper at rank 4 left out: rank 1 has its arXiv id 2312.00752"]
+
+
 def test_malformed_json_names_the_line() -> None:
     data = b'[\n  {"paper": {"id": "2401.00001",\n    "title": "T" "summary": "x"}}\n]'
     error = _parse_error(data, "broken.json")

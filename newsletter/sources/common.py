@@ -24,9 +24,10 @@ def dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:
         first = seen.setdefault(paper.key, paper)
         if first is paper:
             continue
-        if paper.abstract_key != first.abstract_key:  # a title two papers share, no id to tell them apart
+        if paper.abstract_key != first.abstract_key:  # a title or an arXiv id two listings share
+            what = f"arXiv id {paper.arxiv_id}" if paper.arxiv_id else "title"
             log.warning(
-                "%s: paper at rank %s left out: rank %s has its title", source, paper.rank, first.rank
+                "%s: paper at rank %s left out: rank %s has its %s", source, paper.rank, first.rank, what
             )
         else:
             log.info("%s: duplicate paper at rank %s dropped: %s", source, paper.rank, paper.key)
