@@ -321,7 +321,9 @@ def test_malformed_json_raises_naming_the_url_and_writes_nothing(make, dumps: Pa
 
 def test_html_page_with_200_is_rejected(make, dumps: Path) -> None:
     page = b"<!DOCTYPE html><html><body>We'll be right back</body></html>"
-    with pytest.raises(SourceError, match="malformed JSON"):
+    with pytest.raises(
+        SourceError, match=r"an HTML or XML page, not JSON \(an error page\?\)"
+    ):  # was "malformed JSON"
         make(Server(httpx.Response(200, content=page, headers={"content-type": "text/html"}))).fetch(NOW)
     assert files(dumps) == []
 

@@ -82,6 +82,8 @@ def _load(data: bytes, source: str) -> list[Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
+        if text.lstrip()[:1] == "<":  # a proxy's or a status page's answer where the API's JSON goes
+            raise ParseError(source, 1, "an HTML or XML page, not JSON (an error page?)") from exc
         raise ParseError(source, exc.lineno, f"malformed JSON: {exc.msg} (column {exc.colno})") from exc
     except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting too deep
         raise ParseError(source, None, f"malformed JSON: {exc}") from exc
