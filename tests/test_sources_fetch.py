@@ -24,6 +24,7 @@ from newsletter.sources.fetch import (
     listing_dates,
     retry_after_seconds,
 )
+from newsletter.sources.registry import fetch_all
 
 from .conftest import DATA
 
@@ -360,6 +361,18 @@ def test_an_error_on_an_earlier_date_does_not_keep_todays_listing_out(make, dump
         make(server, days_back=2).fetch(NOW)
     assert server.dates == ["2024-03-19", "2024-03-18", "2024-03-17"]
     assert [name[:19] for name in files(dumps)] == ["hf-daily-2024-03-19"]
+
+
+def test_a_date_that_fails_is_logged_once_by_whoever_reports_the_fetch(
+    make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The source logged it as a warning, the sources' runner as an error, then `run` printed it."""
+    source = make(Server(default=only_on("2024-03-19", httpx.Response(404))), days_back=2)
+    with caplog.at_level(logging.INFO):
+        _, failures = fetch_all([source], NOW)
+    assert len(failures) == 1 and failures[0].startswith("fetch from hf-daily failed: 2 dates failed: ")
+    logged = [r for r in caplog.records if "HTTP 404" in r.getMessage()]
+    assert [r.levelname for r in logged] == ["ERROR"], [r.getMessage() for r in logged]
 
 
 def test_a_service_down_ends_the_fetch_at_its_first_date(make, sleeps: Sleeps) -> None:

@@ -291,7 +291,6 @@ class HfDailySource(HttpSource):
                     except GaveUp:
                         raise
                     except SourceError as exc:
-                        log.warning("%s", exc.message)
                         problems.append(exc)
                         continue
                     if path is not None:
@@ -299,7 +298,7 @@ class HfDailySource(HttpSource):
         finally:
             self._state.save(seen)
         log.info("%s: %d date(s) checked, %d new dump(s)", self.name, len(days), len(written))
-        if problems:
+        if problems:  # each date's problem in one error, the caller's to report (it was logged twice)
             raise _worst(problems)
         return sorted(written)  # by date, as the folder scan reads them
 
