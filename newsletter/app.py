@@ -203,7 +203,9 @@ def stop_on_sigterm(stop: threading.Event | None = None) -> Iterator[threading.E
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
-        log.warning("received %s: finishing the message in flight; the rest waits for the next run", name)
+        log.warning(
+            "received %s: stopping after the message in flight, if any; the rest waits for the next run", name
+        )
         stop.set()
         for each in STOP_SIGNALS:
             signal.signal(each, previous[each])
