@@ -507,3 +507,31 @@ def test_a_queued_digest_is_due_now_and_a_held_address_says_so_as_status_does(en
     )
     assert "not due" not in page and "Due now" not in page
     assert "held: address refused" in row and f"after newsletter retry {SSM}" in row
+
+
+def test_a_digest_refused_for_now_shows_when_it_is_tried_again(env: dict[str, str]) -> None:
+    """The index showed the run report's sentence, backquotes and all, in a badge that pushed the table
+    past the page; the subscriber page said 'Not due' and nothing of the refusal."""
+    from newsletter.store.records import RETRY
+    from newsletter.store.schema import digests
+
+    settings = settings_for(env)
+    with open_pipeline(settings) as pipeline:
+        pipeline.run(load_subscribers(settings.subscribers), NOW)
+    later, retry_at = datetime(2026, 3, 11, 20, 0, tzinfo=UTC), datetime(2026, 3, 11, 20, 25, tzinfo=UTC)
+    with Store(settings.db_url) as store:
+        (ssm,) = store.deliveries(email=SSM, with_items=False)
+        with store._engine.begin() as conn:
+            conn.execute(
+                digests.update()
+                .where(digests.c.id == ssm.digest_id)
+                .values(status=RETRY, not_before=retry_at)
+            )
+    with TestClient(create_app(settings, clock=lambda: later)) as client:
+        page = text_of(client.get(f"/s/{SSM}").text)
+        row = _index_rows(client)[SSM]
+    assert "refused for now: waits to retry" in row and "in 25 min" in row and "`" not in row
+    assert "Refused for now. A mail server refused this subscriber's last digest for now" in page
+    assert (
+        "in 25 min" in page and f"newsletter retry {SSM} tries it at once" in page and "Not due" not in page
+    )

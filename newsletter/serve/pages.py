@@ -13,6 +13,7 @@ from starlette.responses import HTMLResponse
 
 from newsletter.models import StoredPaper
 from newsletter.render import paper_url, safe_url
+from newsletter.report import BACKING_OFF
 from newsletter.select import BOUNCED
 from newsletter.sources.clean import clean_abstract
 
@@ -76,7 +77,11 @@ def _environment() -> Environment:
     )
     env.filters.update(when=when, kb=kilobytes, clean=clean_abstract)
     env.globals.update(
-        subscriber_path=subscriber_path, paper_link=paper_link, relative=relative, held=BOUNCED
+        subscriber_path=subscriber_path,
+        paper_link=paper_link,
+        relative=relative,
+        held=BOUNCED,
+        backing_off=BACKING_OFF,
     )
     return env
 

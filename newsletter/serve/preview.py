@@ -33,7 +33,7 @@ from newsletter.rank import make_ranker
 from newsletter.rank.base import Ranker
 from newsletter.rank.embed import ReadThroughCache
 from newsletter.render import DigestView, Renderer
-from newsletter.report import DumpOutcome
+from newsletter.report import BACKING_OFF, DumpOutcome
 from newsletter.select import BOUNCED
 from newsletter.send.base import Transport
 from newsletter.sources import list_dump_files
@@ -286,7 +286,7 @@ def _stamp(path: Path) -> tuple[str, int, int]:
 def _as_run_sees_it(selection: Selection, state: SubscriberState | None, now: datetime) -> Selection:
     """A preview ignores the due time; a run checks it after 'unsubscribed', a held address and 'nothing
     new' (the order of ``select``)."""
-    if selection.reason in ("unsubscribed", BOUNCED, "nothing new"):
+    if selection.reason in ("unsubscribed", BOUNCED, BACKING_OFF, "nothing new"):
         return selection
     last, served = (state.last_digest_at, state.served_slot) if state else (None, None)
     if not is_due(selection.subscriber, last, now, served):
