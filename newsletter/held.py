@@ -30,6 +30,7 @@ from newsletter.store import Store
 log = logging.getLogger(__name__)
 
 HELD_FILE = "held-clicks.jsonl"
+MAX_HELD_BYTES = 16 * 2**20  # ~100,000 clicks: past that, a click is refused (503), not the disk filled
 
 Kind = Literal["unsubscribe", "more", "less"]
 
@@ -50,6 +51,12 @@ def hold(home: Path, click: Click) -> None:
     try:
         home.mkdir(parents=True, exist_ok=True)
         with _locked(home, "ab+") as held:
+            size = held.seek(0, os.SEEK_END)
+            if size > MAX_HELD_BYTES:  # the same link posted over and over, say
+                raise StoreError(
+                    f"cannot hold a click in {home / HELD_FILE}: it holds {size} bytes of clicks already, "
+                    "while the database is unavailable"
+                )
             line = click.to_line().encode()
             held.write(line if _at_line_start(held) else b"\n" + line)  # after a line cut short
             held.flush()

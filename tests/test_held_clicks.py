@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings
+from newsletter.errors import StoreError
 from newsletter.feedback import feedback_token
 from newsletter.held import HELD_FILE, Click, hold, record_held
 from newsletter.serve import create_app
@@ -163,6 +164,19 @@ def test_a_click_does_not_queue_behind_another_taking_the_held_clicks(
         assert response.status_code == 200 and unsubscribed(settings) == {SSM}
         assert len(held_lines(settings)) == 1  # left to whoever holds the lock
     assert feedback_of(settings, DIFF) == []
+
+
+def test_clicks_past_the_held_file_s_limit_are_refused_not_written(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link posted over and over while the database was down appended a line each time, for good."""
+    for _ in range(2):
+        hold(settings.home, Click("unsubscribe", SSM, NOW))
+    size = (settings.home / HELD_FILE).stat().st_size
+    monkeypatch.setattr("newsletter.held.MAX_HELD_BYTES", size - 1)
+    with pytest.raises(StoreError, match=f"it holds {size} bytes of clicks already, while the database"):
+        hold(settings.home, Click("unsubscribe", SSM, NOW))
+    assert (settings.home / HELD_FILE).stat().st_size == size
 
 
 def test_a_held_click_older_than_a_recorded_one_does_not_replace_it(
