@@ -602,16 +602,23 @@ def _prune_outbox(outbox: Path, before: datetime) -> int:
 def resubscribe(
     email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
 ) -> None:
-    """Undo EMAIL's unsubscribe, when they ask to come back: an unsubscribe is otherwise for good.
+    """Undo EMAIL's unsubscribe, when they ask to come back: an unsubscribe is otherwise for good (one
+    recorded for an address not in the subscribers file too).
 
     Their next digest holds only papers listed from now on, not what came while they were away.
     """
     settings = state.settings()
-    subscriber = _subscriber(settings, email)
+    subscribers = load_subscribers(settings.subscribers)
+    listed = subscribers.find(email)
+    address = listed.email if listed else _address(email)
     with open_history(settings, new_database=state.new_database) as store:
-        done = store.resubscribe(subscriber.email)
+        done = store.resubscribe(address)
+    if not listed and not done:  # a typo, most likely: as `retry EMAIL` says
+        raise ConfigError(
+            f"{subscribers.path}: no subscriber with email {email!r}, and it had not unsubscribed"
+        )
     what = "subscribed again: digests from papers listed from now on" if done else "had not unsubscribed"
-    typer.echo(f"{subscriber.email}: {what}")
+    typer.echo(f"{address}: {what}" + ("" if listed else f" (not in {settings.subscribers})"))
 
 
 @app.command(cls=_Command)

@@ -320,6 +320,15 @@ def test_unsubscribe_records_a_request_that_came_by_mail(tmp_path: Path) -> None
 
     stranger = cli(env, "unsubscribe", " gone@example.net ").stdout
     assert stranger.startswith("gone@example.net: unsubscribed (not in ")  # honoured if it is added later
+    undone = cli(env, "resubscribe", "gone@example.net").stdout  # a typo can be undone: it could not
+    assert undone.startswith(
+        "gone@example.net: subscribed again: digests from papers listed from now on (not in "
+    )
+    unknown = cli(env, "resubscribe", "gone@example.net", check=False)
+    assert (
+        unknown.returncode == 1
+        and "no subscriber with email 'gone@example.net', and it had not" in unknown.stderr
+    )
     bad = cli(env, "unsubscribe", "not an address", check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error: 'not an address' is not an email address")
 
