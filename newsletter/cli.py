@@ -532,7 +532,8 @@ def _show_preview(
 
 
 PaperArgument = Annotated[
-    str, typer.Argument(metavar="PAPER", help="The paper: its arXiv id (or arXiv URL) or its title.")
+    str,
+    typer.Argument(metavar="PAPER", help="The paper: its arXiv id (or arXiv or HF papers URL) or its title."),
 ]
 
 

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 _T = TypeVar("_T")
 _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
-_ARXIV_PREFIX = re.compile(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", re.IGNORECASE)
+_ARXIV_PREFIX = re.compile(
+    r"^(arxiv:|https?://(www\.)?arxiv\.org/(abs|pdf)/|https?://huggingface\.co/papers/)", re.IGNORECASE
+)
 _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE)
 ABSTRACT_KEY_WORDS = 40  # an abstract of fewer words identifies no paper
 
@@ -68,7 +70,8 @@ def normalize_arxiv_id(value: str) -> str | None:
 
 
 def arxiv_id_in(item: str) -> str | None:
-    """The arXiv id a reference names: '2312.00752v2', 'arXiv:2312.00752', an abs/ or pdf/ URL."""
+    """The arXiv id a reference names: '2312.00752v2', 'arXiv:2312.00752', an arXiv abs/ or pdf/ URL, or
+    the paper's Hugging Face page (the "HF" link of every digest)."""
     return normalize_arxiv_id(_ARXIV_PREFIX.sub("", item.strip()).removesuffix(".pdf"))
 
 

@@ -100,6 +100,8 @@ def test_feedback_on_an_unknown_paper_or_kind_records_nothing(store: Store) -> N
         "2401.00001v3",
         "arXiv:2401.00001",
         "https://arxiv.org/abs/2401.00001",
+        "https://www.arxiv.org/pdf/2401.00001v2",
+        "https://huggingface.co/papers/2401.00001",  # the HF link every digest card shows: it was refused
         "kestrel  EVERYWHERE",
     ],
 )
