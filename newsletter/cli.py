@@ -331,7 +331,8 @@ def retry(
     now: NowOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Retry failed deliveries now (and, with --unknown, those that may or may not have arrived).
+    """Retry failed deliveries now (and, with --unknown, those that may or may not have arrived), with
+    every digest already queued (one waiting out a refusal's backoff too).
 
     A subscriber whose address a server refused for good gets new digests again once this sends the
     refused one.
@@ -353,7 +354,9 @@ def retry(
         report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop, only=only)
         report.errors += [pipeline.breaker.reason] if pipeline.breaker.reason else []
     if not as_json:
-        typer.echo(f"{len(requeued)} {'delivery' if len(requeued) == 1 else 'deliveries'} requeued")
+        what = "failed or unknown" if unknown else "failed"
+        noun = "delivery" if len(requeued) == 1 else "deliveries"
+        typer.echo(f"{len(requeued)} {what} {noun} requeued; sending what is queued")
     _print_report(report, as_json)
 
 
