@@ -159,9 +159,10 @@ def _either(ch: str) -> str:
 
 
 def _json_escaped(ch: str) -> list[str]:
-    code = ord(ch)
     forms = [re.escape(f"\\{ch}")] if ch in '"\\/' else []
-    return [*forms, f"\\\\u(?i:{code:04x})"] if code <= 0xFFFF else forms
+    units = ch.encode("utf-16-be")  # past U+FFFF a surrogate pair: two escapes
+    codes = [int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2)]
+    return [*forms, "".join(f"\\\\u(?i:{code:04x})" for code in codes)]
 
 
 def _html_escaped(ch: str) -> list[str]:

@@ -212,10 +212,10 @@ class StillSending(logging.Filter):
     as the one line of information it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if (
-            "maximum number of running instances reached" in str(record.msg)
-            and record.levelno == logging.WARNING
-        ):
+        ticking = "maximum number of running instances" in str(record.msg) and "Daemon.tick" in str(
+            record.args
+        )
+        if ticking and record.levelno == logging.WARNING:  # not the fetch job's: that says something else
             record.msg, record.args = "tick skipped: the last one is still sending", None
             record.levelno, record.levelname = logging.INFO, "INFO"
         return True

@@ -161,14 +161,13 @@ def test_a_tick_due_while_the_last_still_sends_is_one_line_of_information(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
     )
     Daemon(settings)
+    skipped = 'Execution of job "%s" skipped: maximum number of running instances reached (%d)'
     with caplog.at_level(logging.INFO):
-        logging.getLogger("apscheduler.scheduler").warning(
-            'Execution of job "%s" skipped: maximum number of running instances reached (%d)',
-            "Daemon.tick",
-            1,
-        )
-    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("INFO", "tick skipped: the last one is still sending")
+        logging.getLogger("apscheduler.scheduler").warning(skipped, "Daemon.tick (trigger: interval...)", 1)
+        logging.getLogger("apscheduler.scheduler").warning(skipped, "Daemon.fetch (trigger: cron...)", 1)
+    assert [(r.levelname, r.getMessage()[:30]) for r in caplog.records] == [
+        ("INFO", "tick skipped: the last one is "),
+        ("WARNING", 'Execution of job "Daemon.fetch'),  # not a tick
     ]
 
 

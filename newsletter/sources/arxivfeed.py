@@ -94,8 +94,9 @@ def _name_announce_type(parsed: Any) -> None:
     prefixes = [p for p, uri in parsed.get("namespaces", {}).items() if uri.rstrip("/") == ARXIV_NAMESPACE]
     for entry in parsed.entries:
         for prefix in prefixes:
-            if f"{prefix}_announce_type" in entry:
-                entry.setdefault("arxiv_announce_type", entry[f"{prefix}_announce_type"])
+            key = f"{prefix.lower()}_announce_type"  # feedparser lowercases the element's name, prefix too
+            if key in entry:
+                entry.setdefault("arxiv_announce_type", entry[key])
 
 
 def _is_new(entry: Any) -> bool:
