@@ -375,6 +375,19 @@ def test_a_date_that_fails_is_logged_once_by_whoever_reports_the_fetch(
     assert [r.levelname for r in logged] == ["ERROR"], [r.getMessage() for r in logged]
 
 
+def test_a_date_that_failed_before_the_service_went_down_is_still_logged(
+    make, sleeps: Sleeps, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dates' problems were reported only at the end: a later date giving up dropped them."""
+    server = Server(httpx.Response(404), default=lambda request: httpx.Response(503))
+    with caplog.at_level(logging.INFO):
+        _, failures = fetch_all([make(server, days_back=1, max_retries=1)], NOW)
+    assert len(failures) == 1 and "HTTP 503" in failures[0]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        f"cannot fetch {URL}: HTTP 404 Not Found"
+    ]
+
+
 def test_a_service_down_ends_the_fetch_at_its_first_date(make, sleeps: Sleeps) -> None:
     server = Server(default=lambda request: httpx.Response(503))
     with pytest.raises(SourceError, match="503"):

@@ -288,7 +288,9 @@ class HfDailySource(HttpSource):
                         break
                     try:
                         path = self._fetch_day(client, day, seen)
-                    except GaveUp:
+                    except GaveUp:  # the service down: the dates before it still say what they met
+                        for problem in problems:
+                            log.warning("%s", problem.message)
                         raise
                     except SourceError as exc:
                         problems.append(exc)
