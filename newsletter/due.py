@@ -103,12 +103,16 @@ def shown_due(
     queued: datetime | None,
     waiting: bool,
 ) -> datetime | None:
-    """When `status` and `serve` say the next digest goes: when a digest queued goes (now, or once a
-    refusal's backoff ends: `status` showed a digest that waits to retry as due at the next send time,
-    or "when a dump brings new papers"), unless a new one is due sooner; for each-dump, now when
-    something waits for it (None: when a dump brings new papers)."""
+    """When `status` and `serve` say the next digest goes: now when papers wait for a subscriber who is
+    due (each-dump: whenever they wait); else the sooner of the next send time and the end of a queued
+    digest's backoff; None: when a dump brings new papers. ``queued``: when the first queued digest goes.
+
+    A due subscriber with nothing to weigh was "now" in `status --json` and `serve`, "when a dump brings
+    new papers" in `status`; one whose refused digest waited out its backoff was "now", or the next
+    send time."""
     due = next_due_at(subscriber, last_digest_at, now, served)
-    due = now if due is None and waiting else due
+    if due is None or due <= now:
+        due = now if waiting else None
     return queued if queued is not None and (due is None or queued < due) else due
 
 

@@ -44,7 +44,7 @@ def status_report(
                 "cadence": sub.cadence,
                 "last_digest_at": last.isoformat() if last else None,
                 "next_due_at": due.isoformat() if due else None,  # None: when a dump brings new papers
-                "next_due": _due_text(due, now, fresh or address_key(sub.email) in queued),
+                "next_due": _due_text(due, now),
                 "unsubscribed": address_key(sub.email) in unsubscribed,
                 "bounced_at": state.bounced_at.isoformat() if state and state.bounced_at else None,
             }
@@ -94,9 +94,9 @@ def _still_there(record: RejectedFile) -> bool:
         return False
 
 
-def _due_text(due: datetime | None, now: datetime, fresh: bool) -> str:
-    """The next due time in words: 'now' (with papers to weigh), a time, or when a dump brings some."""
-    if due is None or (due <= now and not fresh):
+def _due_text(due: datetime | None, now: datetime) -> str:
+    """The next due time in words: 'now', a time, or when a dump brings new papers (None)."""
+    if due is None:
         return "when a dump brings new papers"
     return "now" if due <= now else _short_time(due.isoformat())
 

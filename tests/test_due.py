@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.cron import fetch_schedule
-from newsletter.due import is_due, latest_slot, next_due_at, slot_served_now
+from newsletter.due import is_due, latest_slot, next_due_at, shown_due, slot_served_now
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
 
@@ -249,3 +249,18 @@ def test_a_last_digest_far_ahead_of_the_clock_is_due_now_and_a_little_ahead_wait
     assert next_due_at(s, future, now, slot_served_now(s, None, future)) == now
     skewed = now + timedelta(minutes=3)  # another host's clock, a little ahead: not a second digest
     assert not is_due(s, skewed, now, slot_served_now(s, now - timedelta(days=1), skewed))
+
+
+def test_what_status_and_serve_show_goes_now_only_when_something_goes_now() -> None:
+    """A due subscriber with nothing to weigh and a refused digest waiting out its backoff showed 'now'."""
+    s = sub(cadence="daily", send_at=time(7, 30))
+    last, now = datetime(2026, 3, 10, 7, 30, tzinfo=UTC), datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
+    retry_at = now + timedelta(hours=2)
+    assert shown_due(s, last, now, None, queued=retry_at, waiting=False) == retry_at
+    assert shown_due(s, last, now, None, queued=retry_at, waiting=True) == now  # a new digest goes now
+    assert shown_due(s, last, now, None, queued=None, waiting=False) is None  # when a dump brings papers
+    assert shown_due(s, last, now, None, queued=now, waiting=False) == now  # the queued one goes now
+    later = datetime(2026, 3, 11, 7, 0, tzinfo=UTC)  # before today's send time
+    assert shown_due(s, last, later, None, queued=None, waiting=True) == datetime(
+        2026, 3, 11, 7, 30, tzinfo=UTC
+    )

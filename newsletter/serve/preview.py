@@ -57,7 +57,7 @@ class Row:
     subscriber: Subscriber
     count: int
     reason: str  # "" when count > 0: nothing new, nothing relevant, not due, unsubscribed
-    due_at: datetime | None  # None: each-dump (due whenever a dump brings new papers)
+    due_at: datetime | None  # None: when a dump brings new papers
     last_digest_at: datetime | None
 
 
