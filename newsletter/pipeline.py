@@ -376,8 +376,11 @@ class Pipeline:
         return report
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's pooled connections (the ranker's cache uses them too)."""
+        """In a forked child: forget the parent's pooled connections (the ranker's cache uses them too).
+        The run lock is the parent's, on a connection of its own: a child does not check it (three children
+        talking over that one connection at once hung)."""
         self.store.dispose_after_fork()
+        self.lock_held = lambda: True
 
     def close(self) -> None:
         self.store.close()

@@ -208,6 +208,18 @@ def test_a_run_with_nothing_due_hands_out_no_shard(folder: Path, store_url: str,
     ]
 
 
+def test_a_forked_shard_does_not_check_its_parent_s_run_lock(
+    folder: Path, store_url: str, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is on one connection of the parent's: children checking it at once over it hung."""
+    made, _ = _pipeline(folder, store_url, renderer, Recorder(), Counting(), workers=2)
+    with made.store:
+        monkeypatch.setattr(made.store, "dispose_after_fork", lambda: None)  # this is no child: keep them
+        made.lock_held = lambda: False  # the parent's check, as on a lost lock
+        made.after_fork()
+        assert made.lock_held()
+
+
 def test_triage_gives_the_reasons_select_gives(folder: Path, store_url: str, renderer: Renderer) -> None:
     """What a coordinator keeps back without ranking is what a run would skip, for the same reason."""
     made, subs = _pipeline(folder, store_url, renderer, Recorder(), workers=1)
