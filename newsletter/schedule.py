@@ -17,11 +17,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -40,6 +41,7 @@ from newsletter.subscribers import SubscriberList, load_subscribers
 log = logging.getLogger(__name__)
 
 TICK_FAILED = "a daemon tick failed: "
+CLOCK_WATCH = 5.0  # seconds between looks at the wall clock; a step back by more is followed
 MAX_FETCH_FAILURES = 20  # kept for the next tick's report while ticks fail (a database down for a day)
 
 
@@ -116,17 +118,31 @@ class Daemon:
     def _serve(self, pipeline: Pipeline, leader: Leadership) -> None:
         if not pipeline.store.shared:
             leader.take()  # SQLite: the state folder's lock, or LockedError at start as before
-        threading.Thread(target=self._shut_down_when_stopped, name="newsletter-stop", daemon=True).start()
+        threading.Thread(target=self._watch, name="newsletter-watch", daemon=True).start()
         self._install_signal_handlers()
         self._add_jobs(pipeline)
         log.info("daemon started: tick every %ss, fetch at '%s'", self.tick_seconds, self.settings.fetch_cron)
         self.scheduler.start()  # blocks until shutdown
 
-    def _shut_down_when_stopped(self) -> None:
-        """Shut the scheduler down, waiting for the job in flight, once a signal asks: from this thread,
-        not the handler, which may interrupt the main thread inside the executor's lock that shutting
-        down takes (a deadlock)."""
-        self.stop.wait()
+    def _watch(self) -> None:
+        """Until a signal asks to stop, follow the wall clock (see _follow_clock); then shut the
+        scheduler down, waiting for the job in flight: from this thread, not the handler, which may
+        interrupt the main thread inside the executor's lock that shutting down takes (a deadlock)."""
+        offset = _wall_minus_monotonic()
+        while not self.stop.wait(CLOCK_WATCH):
+            offset = self._follow_clock(offset, _wall_minus_monotonic())
+        self._shut_down()
+
+    def _follow_clock(self, before: float, after: float) -> float:
+        """APScheduler 3 times the next tick by the wall clock: after NTP set it back three hours (a VM
+        resumed) no tick ran for three hours. When it went back, the next tick is now."""
+        if after < before - CLOCK_WATCH:
+            log.warning("the clock went back %.0f s: ticking now", before - after)
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
+        return after
+
+    def _shut_down(self) -> None:
         while True:
             try:
                 self.scheduler.shutdown(wait=True)
@@ -138,7 +154,7 @@ class Daemon:
         fetch_trigger = fetch_schedule(self.settings.fetch_cron)
         now = self.clock()
         self.scheduler.add_job(self.fetch, fetch_trigger, args=[pipeline], id="fetch", next_run_time=now)
-        tick = Ticks(seconds=self.tick_seconds, timezone="UTC")
+        tick = IntervalTrigger(seconds=self.tick_seconds, timezone="UTC")
         self.scheduler.add_job(self.tick, tick, args=[pipeline], id="tick", next_run_time=now)
 
     def tick(self, pipeline: Pipeline) -> None:
@@ -197,14 +213,9 @@ class Daemon:
         self.stop.set()  # see _shut_down_when_stopped
 
 
-class Ticks(IntervalTrigger):
-    """Every ``seconds``, counted from now when the wall clock stepped back: APScheduler 3 adds the
-    interval to the last run's time, so after NTP set the clock back three hours (a VM resumed) no tick
-    ran for three hours."""
-
-    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        next_time = super().get_next_fire_time(previous_fire_time, now)
-        return now + self.interval if next_time is not None and next_time > now + self.interval else next_time
+def _wall_minus_monotonic() -> float:
+    """Constant while the wall clock runs on; it drops when the clock is set back."""
+    return time.time() - time.monotonic()
 
 
 class StillSending(logging.Filter):
