@@ -59,6 +59,7 @@ STALLED_AFTER = (
     WORKER_SILENT_AFTER  # seconds without a heartbeat after which a worker's job is given to another
 )
 POLL = 0.5  # seconds between the coordinator's looks at its jobs
+GONE_AFTER = 120.0  # seconds without a heartbeat after which a job no coordinator waits for is deleted
 NO_WORKER_AFTER = 120.0  # seconds with no live worker after which a coordinator stops waiting
 ABORT_POLL = 0.2  # seconds between a running shard's looks at whether its worker is stopping
 HANDBACKS = 20  # times a shard's job goes back to the queue because its worker stopped
@@ -337,7 +338,7 @@ class ProcrastinateExecutor:
             "SELECT 1 FROM procrastinate_workers AS worker WHERE worker.id = job.worker_id"
             " AND worker.last_heartbeat > now() - make_interval(secs => %(silent)s)))",
             queue=QUEUE,
-            silent=STALLED_AFTER,
+            silent=GONE_AFTER,
         )
 
     @staticmethod

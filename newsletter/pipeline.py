@@ -182,14 +182,14 @@ class Pipeline:
         """What a crashed run left 'sending' becomes 'unknown' (returned), or is queued again when it was
         not sent (refused, waiting) or when sending it again replaces it (``resend_unknown``; only what
         was 'sending': an 'unknown' of an earlier SMTP or API run may have arrived)."""
-        if self.store.shared and (working := self.store.shards_in_flight()):
+        working = self.store.emails_in_flight() if self.store.shared else set()
+        if working:
             log.warning(
-                "%s still delivered by workers (a coordinator stopped before them): what they have in "
-                "flight is theirs, and not called interrupted",
-                plural(working, "shard"),
+                "workers are still delivering to %s (a coordinator stopped before them): what they have "
+                "in flight is theirs, and not called interrupted",
+                plural(len(working), "subscriber"),
             )
-            return []
-        unknown = self.store.recover_interrupted(now)
+        unknown = self.store.recover_interrupted(now, spare=working)
         if unknown and self.resend_unknown:  # not those an SMTP or API run left unknown
             again = set(self.store.requeue(now, statuses=(UNKNOWN,), digest_ids=unknown))
             if again:

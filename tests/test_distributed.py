@@ -266,7 +266,7 @@ def test_a_coordinator_clears_what_earlier_ones_left_in_the_queue(pg_url: str) -
                 " RETURNING id"
             ).fetchone()
             or ()
-            for age in ("1 second", "1 minute")
+            for age in ("1 second", "10 minutes")
         )
         for status, worker in [
             ("failed", None),
@@ -389,21 +389,28 @@ def test_a_retry_after_its_coordinator_stopped_leaves_what_live_workers_send_to_
         (worker,) = (
             conn.execute("INSERT INTO procrastinate_workers DEFAULT VALUES RETURNING id").fetchone() or ()
         )
+        shard = {"shard": {"subscribers": [{"email": "Ada@Example.org"}]}}  # the worker's, in its job
         conn.execute(
-            "INSERT INTO procrastinate_jobs (queue_name, task_name, status, worker_id) "
-            "VALUES ('newsletter', 'newsletter.deliver_shard', 'doing', %s)",
-            (worker,),
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, status, worker_id, args) "
+            "VALUES ('newsletter', 'newsletter.deliver_shard', 'doing', %s, %s)",
+            (worker, json.dumps(shard)),
         )
         with Store(pg_url) as store:
             seeded(store, 1)
-            store.plan_digest(plan_for(store, "in-flight"))
+            store.plan_digests(
+                [plan_for(store, "in-flight"), plan_for(store, "crashed", email="bob@example.org")]
+            )
             store.mark_sending("in-flight", datetime.fromisoformat(NOW))
+            store.mark_sending("crashed", datetime.fromisoformat(NOW))  # a killed coordinator's own send
         proc = cli(env, "retry", "--unknown", "--now", NOW)
-        assert "1 shard still delivered by workers" in proc.stderr and "interrupted" not in proc.stdout
-        assert _statuses(pg_url) == Counter({SENDING: 1})
+        assert "workers are still delivering to 1 subscriber" in proc.stderr
+        with Store(pg_url) as store:
+            statuses = {d.digest_id: d.status for d in store.deliveries(with_items=False)}
+        assert statuses["in-flight"] == SENDING and statuses["crashed"] != SENDING  # unknown, then resent
         conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 minute'")
         cli(env, "retry", "--now", NOW)  # its worker is gone: it was interrupted
-        assert _statuses(pg_url) == Counter({UNKNOWN: 1})
+        with Store(pg_url) as store:
+            assert {d.digest_id: d.status for d in store.deliveries(with_items=False)}["in-flight"] == UNKNOWN
 
 
 def test_a_stopping_worker_keeps_its_heartbeat_until_its_shard_has_stopped(pg_url: str) -> None:

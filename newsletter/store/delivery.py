@@ -375,31 +375,37 @@ def release_refused(conn: Connection, digest_ids: Sequence[str]) -> list[str]:
     return held
 
 
-def shards_in_flight(conn: Connection) -> int:
-    """Shard jobs a live worker (a heartbeat within WORKER_SILENT_AFTER) is delivering now, on any
-    machine: what they hold 'sending' is theirs, not a crashed run's. 0 without the job queue's tables."""
+def emails_in_flight(conn: Connection) -> set[str]:
+    """The address keys of the subscribers in shard jobs a live worker (a heartbeat within
+    WORKER_SILENT_AFTER) is delivering now, on any machine: what they hold 'sending' is theirs, not a
+    crashed run's. Empty without the job queue's tables (SQLite, or no `newsletter worker` yet)."""
     if (
         conn.dialect.name != "postgresql"
         or conn.scalar(sa.text("SELECT to_regclass('procrastinate_jobs')")) is None
     ):
-        return 0
+        return set()
     query = sa.text(
-        "SELECT count(*) FROM procrastinate_jobs AS job JOIN procrastinate_workers AS worker"
-        " ON worker.id = job.worker_id WHERE job.queue_name = :queue AND job.status = 'doing'"
+        "SELECT job.args -> 'shard' -> 'subscribers' FROM procrastinate_jobs AS job"
+        " JOIN procrastinate_workers AS worker ON worker.id = job.worker_id"
+        " WHERE job.queue_name = :queue AND job.status = 'doing'"
         " AND worker.last_heartbeat > now() - make_interval(secs => :silent)"
     )
-    return int(conn.scalar(query, {"queue": JOB_QUEUE, "silent": WORKER_SILENT_AFTER}) or 0)
+    shards = conn.scalars(query, {"queue": JOB_QUEUE, "silent": WORKER_SILENT_AFTER})
+    return {address_key(str(s.get("email", ""))) for subscribers in shards for s in subscribers or []}
 
 
-def recover_interrupted(conn: Connection, now: datetime) -> tuple[list[str], list[str]]:
+def recover_interrupted(
+    conn: Connection, now: datetime, spare: Collection[str] = ()
+) -> tuple[list[str], list[str]]:
     """Digests a crashed run left in 'sending' become 'unknown', or 'retry' (due now) when they were
-    waiting to try a refused request again. Returns the ids of each (unknown, queued again)."""
+    waiting to try a refused request again; not those of the address keys in ``spare`` (a live
+    worker's). Returns the ids of each (unknown, queued again)."""
     query = (
-        sa.select(digests.c.id, digests.c.refused)
+        sa.select(digests.c.id, digests.c.refused, digests.c.email)
         .where(digests.c.status == SENDING)
         .order_by(digests.c.created_at, digests.c.id)
     )
-    rows = list(conn.execute(query))
+    rows = [row for row in conn.execute(query) if address_key(row.email) not in spare]
     unknown = [row.id for row in rows if not row.refused]
     queued = [row.id for row in rows if row.refused]
     values = {"status": UNKNOWN, "updated_at": now, "last_error": INTERRUPTED}

@@ -391,17 +391,19 @@ class Store:
         with self._tx("marking digests sending again", write=True) as conn:
             return delivery.release_refused(conn, digest_ids)
 
-    def shards_in_flight(self) -> int:
-        """Shard jobs live workers are delivering now (PostgreSQL with `newsletter worker`s; else 0)."""
+    def emails_in_flight(self) -> set[str]:
+        """Address keys whose digests live workers are delivering now (PostgreSQL with `newsletter
+        worker`s; else none)."""
         with self._tx("reading the job queue") as conn:
-            return delivery.shards_in_flight(conn)
+            return delivery.emails_in_flight(conn)
 
-    def recover_interrupted(self, now: datetime) -> list[str]:
+    def recover_interrupted(self, now: datetime, spare: Collection[str] = ()) -> list[str]:
         """Digests a crashed run left in 'sending' -> 'unknown' (returned; call under run_lock); those
-        it left waiting to try a refused request again -> 'retry': they were not sent."""
+        it left waiting to try a refused request again -> 'retry': they were not sent. Not those of the
+        address keys in ``spare``."""
         _aware(now, "now")
         with self._tx("recovering interrupted deliveries", write=True) as conn:
-            ids, queued = delivery.recover_interrupted(conn, now)
+            ids, queued = delivery.recover_interrupted(conn, now, spare)
         if queued:
             log.warning(
                 "%s deliveries were interrupted while waiting to try again after a refusal: queued again",
