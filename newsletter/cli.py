@@ -705,13 +705,13 @@ def check() -> None:
 
     Nothing is connected to: a wrong password or an unreachable server shows at the first send.
     """
+    for typo in unknown_variables():  # ignored by every command: a warning, not a problem
+        err.print(f"warning: {typo}", highlight=False, markup=False, soft_wrap=True)
     try:
         settings = state.settings()
     except ConfigError as exc:  # nothing else can be judged without them: every setting refused
-        _print_problems([exc, *exc.also])
+        _print_problems([exc, *exc.also])  # after the misspelt variables: one may be the cause
     result = check_all(settings, new_database=state.new_database)
-    for typo in unknown_variables():  # ignored by every command: a warning, not a problem
-        err.print(f"warning: {typo}", highlight=False, markup=False, soft_wrap=True)
     if result.problems:
         _print_problems(result.problems)
     subscribers = result.subscribers
@@ -726,7 +726,8 @@ def check() -> None:
             markup=False,
             soft_wrap=True,
         )
-    typer.echo(f"ok: {len(subscribers.subscribers)} subscribers, templates in {settings.templates_dir}")
+    listed = plural(len(subscribers.subscribers), "subscriber")
+    typer.echo(f"ok: {listed}, templates in {settings.templates_dir}")
 
 
 def _print_problems(problems: Sequence[NewsletterError]) -> NoReturn:

@@ -237,6 +237,9 @@ def test_a_misspelt_variable_is_warned_about_with_the_setting_it_may_mean(env: d
     assert (
         "warning: NEWSLETTER_SMPT_HOST is not a setting (did you mean NEWSLETTER_SMTP_HOST?)" in proc.stderr
     )
+    assert proc.stdout.startswith("ok: 3 subscribers")
+    beside = cli({**env, "NEWSLETTER_SMPT_HOST": "x", "NEWSLETTER_WORKERS": "0"}, "check", check=False)
+    assert beside.returncode == 1 and "did you mean NEWSLETTER_SMTP_HOST" in beside.stderr  # it was lost
 
 
 @pytest.mark.parametrize("name", ["max_per_run", "workers", "smtp_port", "send_rate"])
