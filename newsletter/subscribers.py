@@ -123,7 +123,9 @@ def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
     """
     defaults, entries = _top_level(path, _read_yaml(path))
     subscribers: list[Subscriber] = []
-    problems: list[ConfigError] = []
+    problems = _bad_defaults(path, defaults)
+    for key in [key for key in defaults if _key_problem(key)]:  # left out: each subscriber is checked
+        del defaults[key]
     seen: set[str] = set()
     lines = getattr(entries, "item_lines", [])
     said: set[str] = set()  # a bad default is every subscriber's problem: said once
@@ -156,11 +158,16 @@ def _top_level(path: Path, data: Any) -> tuple[dict[str, Any], list[Any]]:
         raise ConfigError(f"{path}:{_line_of(data, 'defaults')}: 'defaults' must be a mapping")
     if not isinstance(entries, list):
         raise ConfigError(f"{path}:{_line_of(data, 'subscribers')}: 'subscribers' must be a list")
-    for key in defaults:  # checked once here, not once per subscriber it would be merged into
-        problem = _key_problem(key)
-        if problem:
-            raise ConfigError(f"{path}:{_line_of(defaults, key)}: defaults: {problem}")
     return defaults, entries
+
+
+def _bad_defaults(path: Path, defaults: dict[Any, Any]) -> list[ConfigError]:
+    """Keys of ``defaults`` that name no field: checked once, not once per subscriber they would join
+    (one such key hid every subscriber's own problems)."""
+    problems = ((key, _key_problem(key)) for key in defaults)
+    return [
+        ConfigError(f"{path}:{_line_of(defaults, key)}: defaults: {text}") for key, text in problems if text
+    ]
 
 
 def _key_problem(key: Any) -> str | None:

@@ -98,10 +98,14 @@ def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, ex
 
 def test_a_typo_under_defaults_is_one_problem_at_its_line_not_one_per_subscriber(tmp_path: Path) -> None:
     many = "".join(f"  - {{email: s{i}@example.org, interests: [x]}}\n" for i in range(50))
-    path = write(tmp_path, f"defaults:\n  maxitems: 3\nsubscribers:\n{many}")
-    with pytest.raises(ConfigError) as info:
-        read_subscribers(path)
-    assert str(info.value) == f"{path}:2: defaults: unknown key 'maxitems' (did you mean 'max_items'?)"
+    bad = "  - {email: bad@example.org, interests: [x], max_items: 0}\n"  # its own problem: it was hidden
+    path = write(tmp_path, f"defaults:\n  maxitems: 3\nsubscribers:\n{many}{bad}")
+    subscribers, problems = read_subscribers(path)
+    assert str(problems[0]) == f"{path}:2: defaults: unknown key 'maxitems' (did you mean 'max_items'?)"
+    assert len(problems) == 2 and "subscriber #51 (bad@example.org): field 'max_items'" in str(problems[1])
+    assert len(subscribers.subscribers) == 50
+    with pytest.raises(ConfigError, match="defaults: unknown key 'maxitems'"):  # a run refuses the file
+        load_subscribers(path)
 
 
 def test_error_names_the_subscriber(tmp_path: Path) -> None:
