@@ -54,7 +54,7 @@ def check_all(settings: Settings, *, new_database: bool = False) -> CheckResult:
         try:
             step(settings)
         except NewsletterError as exc:
-            result.problems.append(exc)
+            result.problems += [exc, *exc.also]
     result.warnings += _mailto_only(settings)
     return result
 

@@ -22,6 +22,9 @@ from newsletter.sources.registry import (
     sources_from_settings,
 )
 
+from .conftest import ROOT
+from .helpers import cli
+
 NOW = datetime(2024, 3, 19, 9, 30, tzinfo=UTC)
 
 
@@ -168,7 +171,7 @@ def test_an_arxiv_source_with_its_options(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"kind": "arxiv"}, "field 'sources[0].categories': Field required"),
+        ({"kind": "arxiv"}, "field 'sources[0].categories': required, and missing"),
         ({"kind": "arxiv", "categories": []}, "field 'sources[0].categories'"),
         ({"kind": "arxiv", "categories": ["cs LG"]}, "'cs LG' is not an arXiv category such as cs.LG"),
         ({"kind": "arxiv", "categories": ["cs.LG"], "days_back": 2}, "'sources[0].days_back': unknown key"),
@@ -176,3 +179,23 @@ def test_an_arxiv_source_with_its_options(tmp_path: Path) -> None:
 )
 def test_invalid_arxiv_specs_name_the_field(spec: Any, message: str, tmp_path: Path) -> None:
     assert message in problem([spec], tmp_path)
+
+
+def test_every_problem_of_the_sources_is_listed_with_the_example_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the first was said: a newsletter.toml with three mistakes took three rounds of `check`."""
+    (tmp_path / "subscribers.yaml").write_text((ROOT / "subscribers.example.yaml").read_text())
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "newsletter.toml").write_text(
+        '[[sources]]\nkind = "arxiv"\n\n[[sources]]\nkind = "hf-daily"\ndays_back = "x"\n\n[[sources]]\nkind = "nope"\n'
+    )
+    proc = cli({}, "check", check=False, cwd=tmp_path)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and proc.stderr.count("hint: sources are tables such as [[sources]]") == 1
+    assert [e.split(": ", 2)[1] for e in errors] == [
+        "invalid setting field 'sources[0].categories'",
+        "invalid setting field 'sources[1].days_back'",
+        "invalid setting field 'sources[2]'",
+    ]
+    assert "3 problems found" in proc.stderr

@@ -195,12 +195,15 @@ def sources_from_settings(
 
 
 def validate_sources(spec: Any) -> list[AnySpec]:
+    """The sources' specs; a ConfigError for the first problem, with the others in its ``also`` (`check`
+    lists them all: one at a time, a file with four mistakes took four rounds)."""
     try:
         return _SPECS.validate_python(spec)
     except ValidationError as exc:
-        raise ConfigError(
-            f"invalid setting {_problem(exc)} ({setting_origin('sources')})", hint=_hint()
-        ) from None
+        where = setting_origin("sources")
+        first, *more = (ConfigError(f"invalid setting {_problem(err)} ({where})") for err in exc.errors())
+        first.hint, first.also = _hint(where), more  # the example once
+        raise first from None
 
 
 def _build(
@@ -227,8 +230,7 @@ def _refuse_duplicates(specs: list[AnySpec]) -> None:
         seen.add(spec)
 
 
-def _problem(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+def _problem(err: ErrorDetails) -> str:
     loc = list(err["loc"])
     if len(loc) > 1 and loc[1] in _KINDS:
         del loc[1]  # the discriminated union repeats the kind in the path
@@ -244,10 +246,17 @@ def _message(err: ErrorDetails) -> str:
         return f"missing 'kind' (one of {kinds})"
     if err["type"] == "union_tag_invalid":
         return f"unknown kind {err['ctx']['tag']!r} (one of {kinds})"
+    if err["type"] == "missing":
+        return "required, and missing"
     return err["msg"].removeprefix("Value error, ")
 
 
-def _hint() -> str:
+def _hint(where: str) -> str:
+    if where == "newsletter.toml":
+        return (
+            'sources are tables such as [[sources]] kind = "hf-daily" days_back = 3, '
+            'or [[sources]] kind = "arxiv" categories = ["cs.LG"]'
+        )
     return (
         'sources is a list such as [{"kind": "folder"}, {"kind": "hf-daily", "days_back": 3}, '
         '{"kind": "arxiv", "categories": ["cs.LG"]}]'
