@@ -49,6 +49,7 @@ from newsletter.report import DigestOutcome, DumpOutcome, RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 from newsletter.store import Store
+from newsletter.store.engine import safe_url
 from newsletter.subscribers import SubscriberList, load_subscribers
 
 app = typer.Typer(
@@ -446,7 +447,7 @@ def migrate_db(
         with Store(target, "migrate-db's TARGET") as new:
             counts = source.copy_to(new)
     typer.echo(", ".join(f"{name}: {rows}" for name, rows in counts.items()))
-    typer.echo(f"copied to {new}; now set NEWSLETTER_DATABASE_URL to it")
+    typer.echo(f"copied to {safe_url(new.url)}; now set NEWSLETTER_DATABASE_URL to it")
 
 
 def _refuse_missing_state(settings: Settings) -> None:

@@ -48,6 +48,7 @@ def test_a_state_moved_to_postgresql_plans_the_same_digests_and_resends_nothing(
 
     moved = cli(env, "migrate-db", pg_url)
     assert "digests: 2" in moved.stdout and "now set NEWSLETTER_DATABASE_URL" in moved.stdout
+    assert "copied to postgresql" in moved.stdout and "Store(" not in moved.stdout  # the URL, not a repr
 
     add_dumps(env, seed_names()[1])
     on_sqlite = _run(stay, SECOND)
