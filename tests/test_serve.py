@@ -396,8 +396,9 @@ def test_cli_serve_listens_on_loopback_by_default(env: dict[str, str]) -> None:
         assert _listening_addresses(port) == ["127.0.0.1"]
     finally:
         proc.terminate()
-        proc.communicate(timeout=20)
+        _, stderr = proc.communicate(timeout=20)
     assert proc.returncode in (0, -15)
+    assert stderr.decode().splitlines()[0] == f"preview at http://127.0.0.1:{port}/"  # was a WARNING log line
 
 
 def _listening_addresses(port: int) -> list[str]:

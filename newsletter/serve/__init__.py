@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import socket
+import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -56,7 +57,7 @@ def run_server(
     )
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, _bracketed(host))  # noqa: S104 - no name to browse to
-    log.warning("preview at http://%s:%d/", shown, port)
+    print(f"preview at http://{shown}:{port}/", file=sys.stderr, flush=True)  # no log line: nothing is wrong
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
     with sock:
         server.run(sockets=[sock])
