@@ -20,6 +20,7 @@ from newsletter.report import DumpOutcome, plural
 from newsletter.sources import (
     DUMP_GLOBS,
     TooLarge,
+    entry_kind,
     list_broken_entries,
     list_dump_files,
     list_other_files,
@@ -51,7 +52,7 @@ def ingest_folder(store: Store, folder: Path, now: datetime, *, record: bool = T
     seen = store.dump_sizes()  # a daemon scans the folder each tick: known files are not parsed again
     outcomes = ingest_files(store, list_dump_files(folder), now, remember=known, seen=seen, record=record)
     broken = [
-        _rejected(path_text(p), f"cannot read dump {path_text(p)}: not a regular file (a link to nothing?)")
+        _rejected(path_text(p), f"cannot read dump {path_text(p)}: not a regular file but {entry_kind(p)}")
         for p in list_broken_entries(folder)
     ]
     return outcomes + broken + _unreadable(store, list_other_files(folder), known, now, record)

@@ -26,6 +26,7 @@ from newsletter.sources.textdump import parse_text_dump
 
 __all__ = [
     "DUMP_GLOBS",
+    "entry_kind",
     "list_broken_entries",
     "list_dump_files",
     "list_other_files",
@@ -197,6 +198,18 @@ def list_broken_entries(folder: Path) -> list[Path]:
     except OSError as exc:
         raise SourceError(f"cannot list dumps in {folder}: {exc.strerror or exc}") from exc
     return sorted(broken, key=lambda path: path.name)
+
+
+def entry_kind(path: Path) -> str:
+    """What an entry that is no regular file is, in words: 'a link to nothing', 'a named pipe' ..."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "a link to nothing" if path.is_symlink() else "gone"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    kinds = {stat.S_ISFIFO: "a named pipe", stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "a device")
 
 
 def list_other_files(folder: Path) -> list[Path]:
