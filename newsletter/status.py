@@ -148,8 +148,9 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
             "Files in the dumps folder that runs skip (fix or remove them; changed content is read again):"
         )
         for r in data["rejected_files"]:
+            problem = r["problem"].removeprefix(f"{r['file']}: ")  # a skipped file's warning names it first
             console.print(
-                f"  {r['file']} (since {r['first_seen']}): {r['problem']}",
+                f"  {r['file']} (since {r['first_seen']}): {problem}",
                 highlight=False,
                 markup=False,
                 soft_wrap=True,

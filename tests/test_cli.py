@@ -169,7 +169,7 @@ def test_a_link_to_nothing_or_a_fifo_named_like_a_dump_is_reported(env: dict[str
     errors = {Path(d["file"]).name: d["error"] for d in json.loads(proc.stdout)["dumps"] if d["error"]}
     assert sorted(errors) == ["zz_link.xml", "zz_pipe.txt"]
     assert errors["zz_link.xml"].endswith("not a regular file but a link to nothing")
-    assert errors["zz_pipe.txt"].endswith("not a regular file but a named pipe")  # it asked "a link to nothing?"
+    assert errors["zz_pipe.txt"].endswith("not a regular file but a named pipe")  # was "a link to nothing?"
 
 
 def test_an_empty_api_listing_is_an_empty_dump_not_a_failed_run(env: dict[str, str]) -> None:

@@ -86,6 +86,8 @@ def test_a_file_no_parser_reads_is_one_warning_not_a_failure(env: dict[str, str]
     again = cli(env, "run", "--json", "--now", "2024-11-19T09:00:00Z")
     assert not any(d["warning"] for d in json.loads(again.stdout)["dumps"])
     assert "not a dump file" not in again.stderr
+    listed = [line for line in cli(env, "status").stdout.splitlines() if "notes.md" in line]
+    assert len(listed) == 1 and listed[0].count("notes.md") == 1, listed  # it named the file twice
     (dumps / "notes.md").write_text("# my notes, edited\n")  # new content: worth a new warning
     third = cli(env, "run", "--json", "--now", "2024-11-20T09:00:00Z")
     assert [Path(d["file"]).name for d in json.loads(third.stdout)["dumps"] if d["warning"]] == ["notes.md"]
