@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -364,9 +365,17 @@ def _setting_errors(exc: ValidationError, given: dict[str, Any]) -> list[ConfigE
         field = str(err["loc"][0])
         kind = UsageError if field in given else ConfigError
         where = setting_origin(field, given)
-        problem = f"invalid setting field '{field_path(err)}': {plain_words(err)} ({where})"
+        problem = f"invalid setting field '{field_path(err)}': {plain_words(err)}{_meant(err)} ({where})"
         errors.setdefault(field, kind(problem))
     return list(errors.values())
+
+
+def _meant(err: ErrorDetails) -> str:
+    """For a key newsletter.toml has and no setting reads (``smtp_hots``), the setting it may mean."""
+    if err["type"] != "extra_forbidden":
+        return ""
+    close = difflib.get_close_matches(str(err["loc"][0]), [*Settings.model_fields, "from"], n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def setting_origin(field: str, given: Mapping[str, Any] | None = None) -> str:

@@ -85,3 +85,20 @@ def test_commands_that_send_nothing_take_the_placeholder_sender(env: dict[str, s
     ):
         proc = cli(smtp, *command, check=False)
         assert "placeholder" not in proc.stderr, (command, proc.stderr)
+
+
+def test_a_misspelt_key_in_newsletter_toml_gets_the_setting_it_may_mean(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """It said 'unknown key' only, where the subscribers file and the variables suggest the name."""
+    (tmp_path / "newsletter.toml").write_text(
+        'smtp_hots = "mail.example.org"\nfrm = "a@example.org"\nzzz = 1\n'
+    )
+    errors = [
+        line for line in cli(env, "check", check=False, cwd=tmp_path).stderr.splitlines() if "error:" in line
+    ]
+    assert errors == [
+        "error: invalid setting field 'smtp_hots': unknown key (did you mean 'smtp_host'?) (newsletter.toml)",
+        "error: invalid setting field 'frm': unknown key (did you mean 'from'?) (newsletter.toml)",
+        "error: invalid setting field 'zzz': unknown key (newsletter.toml)",
+    ]
