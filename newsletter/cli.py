@@ -506,7 +506,8 @@ def preview(
             return
         record, message = found
         when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
-        _show_preview(message.html, f"Subject: {message.subject}\n{when}", out, settings, email, open_browser)
+        preview = f"Subject: {message.subject}\n{when}"
+        _show_preview(message.html, preview, out, settings, subscriber.email, open_browser)
         return
     clock = _parse_now(now)
     with open_reading_pipeline(settings, clock, new_database=state.new_database) as pipeline:
@@ -518,7 +519,9 @@ def preview(
         typer.echo(f"{email}: no digest now ({selection.reason}); {hint}")
         return
     what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
-    _show_preview(rendered.html, what, out, settings, email, open_browser)
+    _show_preview(
+        rendered.html, what, out, settings, subscriber.email, open_browser
+    )  # one file per subscriber
 
 
 def _show_preview(
@@ -531,8 +534,8 @@ def _show_preview(
     except OSError as exc:  # a folder, a full disk, no permission
         raise ConfigError(f"cannot write the preview to {target}: {exc.strerror or exc}") from None
     typer.echo(f"{what} -> {target}")
-    if browse:
-        webbrowser.open(target.resolve().as_uri())
+    if browse and not webbrowser.open(target.resolve().as_uri()):
+        err.print(f"warning: no browser to open; open {target} yourself", highlight=False, markup=False)
 
 
 PaperArgument = Annotated[

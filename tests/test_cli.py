@@ -261,6 +261,18 @@ def test_preview_renders_without_sending(env: dict[str, str], tmp_path: Path) ->
     assert outbox(env) == []
 
 
+def test_a_preview_is_one_file_per_subscriber_however_the_address_is_written(env: dict[str, str]) -> None:
+    """`preview SSM@Example.org` wrote a second file beside ssm@example.org.html."""
+    add_dumps(env, seed_names()[0])
+    for spelling in ("ssm@example.org", "SSM@Example.org"):
+        cli(env, "preview", spelling, "--now", "2026-03-11T08:00:00Z")
+    assert [p.name for p in (Path(env["NEWSLETTER_HOME"]) / "preview").iterdir()] == ["ssm@example.org.html"]
+    opened = cli(
+        {**env, "BROWSER": "false"}, "preview", "ssm@example.org", "--open", "--now", "2026-03-11T08:00:00Z"
+    )
+    assert "warning: no browser to open; open " in opened.stderr  # it said nothing and exited 0
+
+
 def test_a_preview_that_cannot_be_written_is_one_error_line(env: dict[str, str], tmp_path: Path) -> None:
     add_dumps(env, seed_names()[0])
     proc = cli(env, "preview", "ssm@example.org", "--out", str(tmp_path), check=False)  # a folder
