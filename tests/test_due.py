@@ -264,3 +264,9 @@ def test_what_status_and_serve_show_goes_now_only_when_something_goes_now() -> N
     assert shown_due(s, last, later, None, queued=None, waiting=True) == datetime(
         2026, 3, 11, 7, 30, tzinfo=UTC
     )
+
+
+def test_a_weekday_number_past_7_in_fetch_cron_says_crontab_s_range() -> None:
+    """It said "higher than the maximum value (6)", though 7 (Sunday) is accepted."""
+    with pytest.raises(ConfigError, match=r"day of week 8 in '8': crontab's are 0-7 \(0 and 7 are Sunday\)"):
+        fetch_schedule("0 9 * * 8")
