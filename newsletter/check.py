@@ -77,9 +77,8 @@ def _fetch_schedule(settings: Settings) -> None:
 
 def _dumps_folder(settings: Settings) -> None:
     if not settings.dumps.is_dir():
-        raise ConfigError(
-            f"{settings.dumps}: dumps folder not found", hint="create it or set NEWSLETTER_DUMPS (--dumps)"
-        )
+        what = "is a file, not a folder" if settings.dumps.exists() else "dumps folder not found"
+        raise ConfigError(f"{settings.dumps}: {what}", hint="create it or set NEWSLETTER_DUMPS (--dumps)")
     if not os.access(settings.dumps, os.R_OK | os.X_OK):
         raise ConfigError(f"{settings.dumps}: cannot list the dumps folder (permission denied)")
 

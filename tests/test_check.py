@@ -102,3 +102,12 @@ def test_a_misspelt_key_in_newsletter_toml_gets_the_setting_it_may_mean(
         "error: invalid setting field 'frm': unknown key (did you mean 'from'?) (newsletter.toml)",
         "error: invalid setting field 'zzz': unknown key (newsletter.toml)",
     ]
+
+
+def test_a_dumps_setting_naming_a_file_says_so(env: dict[str, str], tmp_path: Path) -> None:
+    """It said "dumps folder not found" of a file that is there."""
+    (tmp_path / "listing.txt").write_text("x")
+    proc = cli({**env, "NEWSLETTER_DUMPS": str(tmp_path / "listing.txt")}, "check", check=False)
+    assert (
+        proc.returncode == 1 and f"error: {tmp_path / 'listing.txt'}: is a file, not a folder" in proc.stderr
+    )
