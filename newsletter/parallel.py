@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -49,6 +50,8 @@ class LocalProcesses:
     name = "local"
 
     def run(self, shards: Sequence[Shard], work: ShardWork, stop: threading.Event | None) -> RunReport:
+        """The workers' reports. The run lock is this process's: it checks it while they send (they do
+        not: on PostgreSQL it is one connection of this process), and stops them when it is lost."""
         context = multiprocessing.get_context("fork")
         jobs = []
         for shard in shards:
@@ -58,14 +61,43 @@ class LocalProcesses:
             process.start()
             send.close()
             jobs.append((process, receive))
-        return _collect(jobs, stop)
+        halt = _Halt(stop, work.holds_lock)
+        report = _collect(jobs, halt)
+        if halt.lost:
+            log.error("%s", LOCK_LOST)
+            report.errors.append(LOCK_LOST)
+        return report
 
 
-def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], stop: threading.Event | None) -> RunReport:
+LOCK_CHECK = 2.0  # seconds between the parent's looks at the run lock while its workers send
+LOCK_LOST = (
+    "this run lost the database's run lock (its connection ended): its workers stopped after their "
+    "message in flight; the next run sends the rest"
+)
+
+
+class _Halt:
+    """Whether the workers must stop: a signal set ``stop``, or the run lock is lost (looked at every
+    LOCK_CHECK seconds)."""
+
+    def __init__(self, stop: threading.Event | None, holds_lock: Callable[[], bool]) -> None:
+        self.stop, self.holds_lock = stop, holds_lock
+        self.lost, self._next_look = False, 0.0
+
+    def __call__(self) -> bool:
+        if self.stop is not None and self.stop.is_set():
+            return True
+        if not self.lost and time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + LOCK_CHECK
+            self.lost = not self.holds_lock()
+        return self.lost
+
+
+def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], halt: Callable[[], bool]) -> RunReport:
     report = RunReport()
     everyone = [process for process, _ in jobs]
     for process, receive in jobs:
-        result = _result_of(process, receive, stop, everyone)
+        result = _result_of(process, receive, halt, everyone)
         process.join()
         if isinstance(result, RunReport):
             report.merge(result)
@@ -77,15 +109,15 @@ def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], stop: threading.Eve
 
 
 def _result_of(
-    process: BaseProcess, receive: Connection, stop: threading.Event | None, everyone: Sequence[BaseProcess]
+    process: BaseProcess, receive: Connection, halt: Callable[[], bool], everyone: Sequence[BaseProcess]
 ) -> RunReport | str | None:
-    """The worker's report (or error text); None if it died without one. Once ``stop`` is set every
+    """The worker's report (or error text); None if it died without one. Once ``halt`` says so every
     worker still running is told at once (not each after the one before it has finished)."""
     signalled = False
     while not receive.poll(0.2):
         if not process.is_alive():
             break
-        if stop is not None and stop.is_set() and not signalled:
+        if not signalled and halt():
             for each in everyone:  # finish the message in flight, then stop
                 if each.is_alive() and each.pid:
                     with contextlib.suppress(ProcessLookupError):

@@ -382,6 +382,9 @@ class Pipeline:
         self.store.dispose_after_fork()
         self.lock_held = lambda: True
 
+    def holds_lock(self) -> bool:
+        return self.lock_held()
+
     def close(self) -> None:
         self.store.close()
 

@@ -99,6 +99,9 @@ class ShardWork(Protocol):
     def after_fork(self) -> None:
         """In a forked child: connections of its own."""
 
+    def holds_lock(self) -> bool:
+        """Whether the run still holds its run lock (the parent of local workers looks while they send)."""
+
     def close(self) -> None: ...
 
 

@@ -10,11 +10,12 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -331,6 +332,32 @@ class _GoneParent:
 
     def deliver_shard(self, shard: object, stop: object) -> RunReport:
         return RunReport()
+
+
+class _SendsUntilStopped:
+    """A shard's work that sends until its worker is told to stop, in a run whose lock is gone."""
+
+    def after_fork(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def holds_lock(self) -> bool:
+        return False  # a DBA ended the lock's connection
+
+    def deliver_shard(self, shard: object, stop: threading.Event) -> RunReport:
+        report = RunReport()
+        report.errors.append("stopped" if stop.wait(60) else "sent on")
+        return report
+
+
+def test_local_workers_stop_when_their_run_loses_its_lock() -> None:
+    """The parent checked nothing while its workers sent (and they must not use its lock connection):
+    a second run took the lock and both sent."""
+    started = time.monotonic()
+    shards = [Shard(index, 2, (), NOW) for index in range(2)]
+    report = LocalProcesses().run(shards, cast(ShardWork, _SendsUntilStopped()), None)
+    assert report.errors == ["stopped", "stopped", parallel.LOCK_LOST]
+    assert time.monotonic() - started < 30
 
 
 def test_a_worker_whose_run_is_gone_exits_quietly() -> None:
