@@ -46,7 +46,7 @@ from newsletter.errors import ConfigError, NewsletterError, StoreError
 from newsletter.report import WAITING, DigestOutcome, ItemReport, RunReport, Status
 from newsletter.shards import Shard, ShardWork
 from newsletter.store import PENDING, RETRY, SENDING, Store
-from newsletter.store.delivery import JOB_QUEUE, WORKER_SILENT_AFTER
+from newsletter.store.delivery import GONE_AFTER, JOB_QUEUE, WORKER_SILENT_AFTER
 from newsletter.store.engine import parse_url, safe_url
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,6 @@ STALLED_AFTER = (
     WORKER_SILENT_AFTER  # seconds without a heartbeat after which a worker's job is given to another
 )
 POLL = 0.5  # seconds between the coordinator's looks at its jobs
-GONE_AFTER = 120.0  # seconds without a heartbeat after which a job no coordinator waits for is deleted
 NO_WORKER_AFTER = 120.0  # seconds with no live worker after which a coordinator stops waiting
 ABORT_POLL = 0.2  # seconds between a running shard's looks at whether its worker is stopping
 HANDBACKS = 20  # times a shard's job goes back to the queue because its worker stopped
@@ -192,7 +191,7 @@ def run_worker(db_url: str, work: ShardWork, concurrency: int = 1) -> None:
             queues=[QUEUE],
             concurrency=concurrency,
             update_heartbeat_interval=HEARTBEAT,
-            stalled_worker_timeout=STALLED_AFTER,
+            stalled_worker_timeout=GONE_AFTER,  # a worker row deleted sooner left a live worker's job unowned
             shutdown_graceful_timeout=0,  # at once: each running shard stops after its message in flight
             delete_jobs="successful",
             name=WORKER_NAME,

@@ -407,7 +407,10 @@ def test_a_retry_after_its_coordinator_stopped_leaves_what_live_workers_send_to_
         with Store(pg_url) as store:
             statuses = {d.digest_id: d.status for d in store.deliveries(with_items=False)}
         assert statuses["in-flight"] == SENDING and statuses["crashed"] != SENDING  # unknown, then resent
-        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 minute'")
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '30 seconds'")
+        cli(env, "retry", "--now", NOW)  # a short outage: still its worker's
+        assert _statuses(pg_url)[SENDING] == 1
+        conn.execute("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '10 minutes'")
         cli(env, "retry", "--now", NOW)  # its worker is gone: it was interrupted
         with Store(pg_url) as store:
             assert {d.digest_id: d.status for d in store.deliveries(with_items=False)}["in-flight"] == UNKNOWN

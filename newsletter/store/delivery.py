@@ -53,7 +53,8 @@ MAX_ERROR = 2000  # characters of an error kept in last_error
 INTERRUPTED = "interrupted while sending: the run stopped before the transport answered"
 INTERRUPTED_REFUSED = "interrupted while waiting to try a refused request again (not sent): "
 JOB_QUEUE = "newsletter"  # procrastinate's queue of shards (newsletter.distributed), in this database
-WORKER_SILENT_AFTER = 10.0  # seconds without a heartbeat after which a worker counts as gone
+WORKER_SILENT_AFTER = 10.0  # seconds without a heartbeat after which a worker's job is given to another
+GONE_AFTER = 120.0  # seconds without a heartbeat after which a worker counts as gone: its sends, its jobs
 
 
 # --- subscribers -------------------------------------------------------------------------------
@@ -376,9 +377,9 @@ def release_refused(conn: Connection, digest_ids: Sequence[str]) -> list[str]:
 
 
 def emails_in_flight(conn: Connection) -> set[str]:
-    """The address keys of the subscribers in shard jobs a live worker (a heartbeat within
-    WORKER_SILENT_AFTER) is delivering now, on any machine: what they hold 'sending' is theirs, not a
-    crashed run's. Empty without the job queue's tables (SQLite, or no `newsletter worker` yet)."""
+    """The address keys of the subscribers in shard jobs a live worker (a heartbeat within GONE_AFTER:
+    a short network outage is no death) is delivering now, on any machine: what they hold 'sending' is
+    theirs, not a crashed run's. Empty without the job queue's tables (SQLite, or no worker yet)."""
     if (
         conn.dialect.name != "postgresql"
         or conn.scalar(sa.text("SELECT to_regclass('procrastinate_jobs')")) is None
@@ -390,7 +391,7 @@ def emails_in_flight(conn: Connection) -> set[str]:
         " WHERE job.queue_name = :queue AND job.status = 'doing'"
         " AND worker.last_heartbeat > now() - make_interval(secs => :silent)"
     )
-    shards = conn.scalars(query, {"queue": JOB_QUEUE, "silent": WORKER_SILENT_AFTER})
+    shards = conn.scalars(query, {"queue": JOB_QUEUE, "silent": GONE_AFTER})
     return {address_key(str(s.get("email", ""))) for subscribers in shards for s in subscribers or []}
 
 
