@@ -37,7 +37,7 @@ from newsletter.report import DigestOutcome, ItemReport, Timings, plural
 from newsletter.send.apis.core import HttpApiTransport
 from newsletter.send.base import Transport
 from newsletter.send.pacing import AUTO_CAP, Gate, auto_connections
-from newsletter.store import InvalidTransition, Store
+from newsletter.store import InvalidTransition, NotQueued, Store
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,9 @@ class Courier:
             if outcome.status in ("failed", "unknown") and _the_servers(exc):
                 self._tally(False, self._said(exc), [address_key(message.recipient)])
             return outcome
-        except InvalidTransition as exc:  # e.g. unsubscribed (and cancelled) since it was planned
+        except NotQueued:  # unsubscribed (and cancelled) since it was planned, or another run sent it
+            return _not_queued(message, items)
+        except InvalidTransition as exc:
             log.warning("%s: not sent: %s", message.recipient, exc)
             return DigestOutcome(message.recipient, "skipped", str(exc), items, message.digest_id)
         self._session.accepted(message.digest_id, message.message_id, now)

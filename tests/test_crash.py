@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -578,6 +578,35 @@ def test_a_kill_during_the_backoff_after_a_4xx_leaves_it_queued_for_retry(
     assert report.recovered_unknown == []
     assert sorted(sent) == sorted(READERS)  # sent once, by the next run
     assert set(after.values()) == {"sent"}
+
+
+class UnsubscribesTheNext(Recorder):
+    """Accepts a message, and meanwhile (another process: the one-click endpoint) the other readers
+    unsubscribe, after their digests were planned."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+
+    def send(self, message: OutgoingMessage) -> None:
+        super().send(message)
+        for reader in READERS:
+            if reader not in self.sent:
+                self.store.record_unsubscribe(reader, NOW)
+
+
+def test_digests_cancelled_after_planning_are_one_reason_in_the_summary(
+    folder: Path, renderer: Renderer
+) -> None:
+    """Each said "digest '<id>' is no longer queued ...": one summary part per digest."""
+    transport = UnsubscribesTheNext(cast(Store, None))
+    made, subs = pipeline(folder, renderer, transport, build_process="off")
+    transport.store = made.store
+    with made.store:
+        report = made.run(subs, NOW)
+    assert len(transport.sent) == 1
+    assert report.skipped == {"no longer queued (cancelled, or sent by another run)": 2}
+    assert "digest '" not in report.summary()
 
 
 def test_an_unsubscribe_during_the_backoff_cancels_that_digest_and_the_run_goes_on(

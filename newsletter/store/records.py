@@ -29,6 +29,10 @@ class InvalidTransition(StoreError):
     """A delivery record is not in a state that allows the requested change (or does not exist)."""
 
 
+class NotQueued(InvalidTransition):
+    """A digest planned for sending is no longer queued: cancelled, or another process handled it."""
+
+
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     dump_seq: int

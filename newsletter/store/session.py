@@ -33,7 +33,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from newsletter.store.delivery import unsubscribed_row
 from newsletter.store.engine import Prepared, bind_processor, db_errors, write_options
-from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, InvalidTransition
+from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, InvalidTransition, NotQueued
 from newsletter.store.schema import digests
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class DeliverySession:
             moved = self._sending.run(conn, params) == 1
         self._accepted = None  # committed with this transaction, whether or not this digest moved
         if not moved:
-            raise InvalidTransition(f"digest {digest_id!r} is no longer queued (cancelled or handled)")
+            raise NotQueued(f"digest {digest_id!r} is no longer queued (cancelled or handled)")
 
     def sending_many(
         self, pairs: Sequence[tuple[str, str]], now: datetime, batch_key: str | None = None
