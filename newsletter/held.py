@@ -51,6 +51,8 @@ def hold(home: Path, click: Click) -> None:
     try:
         home.mkdir(parents=True, exist_ok=True)
         with _locked(home, "ab+") as held:
+            if _already_held(held, click):  # a link posted over and over: one line, not one a post
+                return
             size = held.seek(0, os.SEEK_END)
             if size > MAX_HELD_BYTES:  # the same link posted over and over, say
                 raise StoreError(
@@ -64,6 +66,19 @@ def hold(home: Path, click: Click) -> None:
     except OSError as exc:
         raise StoreError(f"cannot hold a click in {home / HELD_FILE}: {exc.strerror or exc}") from exc
     log.warning("%s of %s held in %s until the database takes it", click.kind, click.email, HELD_FILE)
+
+
+def _already_held(held: IO[bytes], click: Click) -> bool:
+    """Whether the last click held for the same address and paper (or unsubscribe) is this one."""
+    held.seek(0)
+    alike = [
+        c.kind
+        for c in _read(held)
+        if c.email == click.email
+        and c.paper == click.paper
+        and (c.kind == "unsubscribe") == (click.kind == "unsubscribe")
+    ]
+    return bool(alike) and alike[-1] == click.kind
 
 
 def _at_line_start(held: IO[bytes]) -> bool:

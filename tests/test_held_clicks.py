@@ -6,6 +6,7 @@ A one-click unsubscribe that met a database locked past its busy timeout (or dow
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -169,14 +170,27 @@ def test_a_click_does_not_queue_behind_another_taking_the_held_clicks(
 def test_clicks_past_the_held_file_s_limit_are_refused_not_written(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A link posted over and over while the database was down appended a line each time, for good."""
-    for _ in range(2):
-        hold(settings.home, Click("unsubscribe", SSM, NOW))
+    """A disk is not filled by clicks while the database is down (a last resort: see the next test)."""
+    for reader in ("a@example.org", "b@example.org"):
+        hold(settings.home, Click("unsubscribe", reader, NOW))
     size = (settings.home / HELD_FILE).stat().st_size
     monkeypatch.setattr("newsletter.held.MAX_HELD_BYTES", size - 1)
     with pytest.raises(StoreError, match=f"it holds {size} bytes of clicks already, while the database"):
         hold(settings.home, Click("unsubscribe", SSM, NOW))
     assert (settings.home / HELD_FILE).stat().st_size == size
+
+
+def test_a_link_posted_over_and_over_is_held_once(settings: Settings, paper_key: str) -> None:
+    """Each post appended a line, until the cap refused everyone's clicks. The last word still counts:
+    more, less, then more again is three lines."""
+    for kind in ("unsubscribe", "unsubscribe", "more", "more", "less", "more", "more"):
+        hold(settings.home, Click(kind, SSM, NOW, None if kind == "unsubscribe" else paper_key))  # type: ignore[arg-type]
+    assert [json.loads(line)["kind"] for line in held_lines(settings)] == [
+        "unsubscribe",
+        "more",
+        "less",
+        "more",
+    ]
 
 
 def test_a_held_click_older_than_a_recorded_one_does_not_replace_it(
