@@ -333,7 +333,7 @@ def retry(
     as_json: JsonOption = False,
 ) -> None:
     """Retry failed deliveries now (and, with --unknown, those that may or may not have arrived), with
-    every digest already queued (one waiting out a refusal's backoff too).
+    every digest already queued (one waiting out a refusal's backoff too); with EMAILs, theirs only.
 
     A subscriber whose address a server refused for good gets new digests again once this sends the
     refused one.
@@ -357,7 +357,8 @@ def retry(
     if not as_json:
         what = "failed or unknown" if unknown else "failed"
         noun = "delivery" if len(requeued) == 1 else "deliveries"
-        typer.echo(f"{len(requeued)} {what} {noun} requeued; sending what is queued")
+        queued = "their queued digests" if only else "what is queued"
+        typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
     _print_report(report, as_json)
 
 
@@ -535,7 +536,12 @@ def _show_preview(
         raise ConfigError(f"cannot write the preview to {target}: {exc.strerror or exc}") from None
     typer.echo(f"{what} -> {target}")
     if browse and not webbrowser.open(target.resolve().as_uri()):
-        err.print(f"warning: no browser to open; open {target} yourself", highlight=False, markup=False)
+        err.print(
+            f"warning: no browser to open; open {target} yourself",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 PaperArgument = Annotated[

@@ -44,8 +44,9 @@ def crontab_weekdays(field: str) -> str:
             continue
         low, _, high = match[1].replace("*", "0-6").partition("-")
         first, last = _day_number(low), _day_number(high) if high else (6 if match[2] else _day_number(low))
-        if last is not None and last > 7:  # APScheduler would say "the maximum value (6)", and 7 works
-            raise ValueError(f"day of week {last} in {item!r}: crontab's are 0-7 (0 and 7 are Sunday)")
+        past = [day for day in (first, last) if day is not None and day > 7]
+        if past:  # APScheduler would say "the maximum value (6)", and 7 works
+            raise ValueError(f"day of week {max(past)} in {item!r}: crontab's are 0-7 (0 and 7 are Sunday)")
         if first is None or last is None or first > last:
             days.append(item)
             continue

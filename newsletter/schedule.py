@@ -130,7 +130,10 @@ class Daemon:
         interrupt the main thread inside the executor's lock that shutting down takes (a deadlock)."""
         offset = _wall_minus_monotonic()
         while not self.stop.wait(CLOCK_WATCH):
-            offset = self._follow_clock(offset, _wall_minus_monotonic())
+            try:
+                offset = self._follow_clock(offset, _wall_minus_monotonic())
+            except Exception:  # this thread is the one that shuts the daemon down: it must live on
+                log.exception("following the clock failed")
         self._shut_down()
 
     def _follow_clock(self, before: float, after: float) -> float:

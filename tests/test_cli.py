@@ -270,7 +270,8 @@ def test_a_preview_is_one_file_per_subscriber_however_the_address_is_written(env
     opened = cli(
         {**env, "BROWSER": "false"}, "preview", "ssm@example.org", "--open", "--now", "2026-03-11T08:00:00Z"
     )
-    assert "warning: no browser to open; open " in opened.stderr  # it said nothing and exited 0
+    shown = Path(env["NEWSLETTER_HOME"]) / "preview" / "ssm@example.org.html"
+    assert f"warning: no browser to open; open {shown} yourself\n" in opened.stderr  # it said nothing
 
 
 def test_a_preview_that_cannot_be_written_is_one_error_line(env: dict[str, str], tmp_path: Path) -> None:

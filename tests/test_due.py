@@ -1,3 +1,4 @@
+import re
 from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
 from zoneinfo import ZoneInfo
@@ -266,7 +267,11 @@ def test_what_status_and_serve_show_goes_now_only_when_something_goes_now() -> N
     )
 
 
-def test_a_weekday_number_past_7_in_fetch_cron_says_crontab_s_range() -> None:
+@pytest.mark.parametrize(
+    ("days", "said"),
+    [("8", "day of week 8 in '8'"), ("8/2", "day of week 8 in '8/2'"), ("9-3", "day of week 9 in '9-3'")],
+)
+def test_a_weekday_number_past_7_in_fetch_cron_says_crontab_s_range(days: str, said: str) -> None:
     """It said "higher than the maximum value (6)", though 7 (Sunday) is accepted."""
-    with pytest.raises(ConfigError, match=r"day of week 8 in '8': crontab's are 0-7 \(0 and 7 are Sunday\)"):
-        fetch_schedule("0 9 * * 8")
+    with pytest.raises(ConfigError, match=re.escape(f"{said}: crontab's are 0-7 (0 and 7 are Sunday)")):
+        fetch_schedule(f"0 9 * * {days}")
