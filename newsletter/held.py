@@ -51,7 +51,7 @@ def hold(home: Path, click: Click) -> None:
     try:
         home.mkdir(parents=True, exist_ok=True)
         with _locked(home, "ab+") as held:
-            if _already_held(held, click):  # a link posted over and over: one line, not one a post
+            if _already_held(held, click):  # a one-click link posted over and over: one line
                 return
             size = held.seek(0, os.SEEK_END)
             if size > MAX_HELD_BYTES:  # the same link posted over and over, say
@@ -69,16 +69,20 @@ def hold(home: Path, click: Click) -> None:
 
 
 def _already_held(held: IO[bytes], click: Click) -> bool:
-    """Whether the last click held for the same address and paper (or unsubscribe) is this one."""
+    """Whether this unsubscribe is held already (an unsubscribe keeps its first time: a repeat adds
+    nothing). Feedback is always held again: its time decides against feedback recorded meanwhile."""
+    if click.kind != "unsubscribe":
+        return False
     held.seek(0)
-    alike = [
-        c.kind
-        for c in _read(held)
-        if c.email == click.email
-        and c.paper == click.paper
-        and (c.kind == "unsubscribe") == (click.kind == "unsubscribe")
-    ]
-    return bool(alike) and alike[-1] == click.kind
+    return any(b'"unsubscribe"' in line and _is_unsubscribe_of(line, click.email) for line in held)
+
+
+def _is_unsubscribe_of(line: bytes, email: str) -> bool:
+    try:
+        data = json.loads(line.decode())
+    except (ValueError, UnicodeDecodeError):  # a line cut short: record_held says so, once
+        return False
+    return isinstance(data, dict) and data.get("kind") == "unsubscribe" and data.get("email") == email
 
 
 def _at_line_start(held: IO[bytes]) -> bool:

@@ -63,8 +63,9 @@ class LocalProcesses:
             jobs.append((process, receive))
         halt = _Halt(stop, work.holds_lock)
         report = _collect(jobs, halt)
-        if halt.lost:
+        if halt.lost:  # halted, as a run that finds it lost in its own process: it goes no further
             log.error("%s", LOCK_LOST)
+            report.halted = LOCK_LOST
             report.errors.append(LOCK_LOST)
         return report
 
@@ -89,8 +90,15 @@ class _Halt:
             return True
         if not self.lost and time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + LOCK_CHECK
-            self.lost = not self.holds_lock()
+            self.lost = not self._holds()
         return self.lost
+
+    def _holds(self) -> bool:
+        try:
+            return self.holds_lock()
+        except Exception:  # the workers must still be told to stop: counted as lost
+            log.exception("cannot tell whether this run still holds its run lock")
+            return False
 
 
 def _collect(jobs: Sequence[tuple[BaseProcess, Connection]], halt: Callable[[], bool]) -> RunReport:

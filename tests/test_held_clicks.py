@@ -180,17 +180,26 @@ def test_clicks_past_the_held_file_s_limit_are_refused_not_written(
     assert (settings.home / HELD_FILE).stat().st_size == size
 
 
-def test_a_link_posted_over_and_over_is_held_once(settings: Settings, paper_key: str) -> None:
-    """Each post appended a line, until the cap refused everyone's clicks. The last word still counts:
-    more, less, then more again is three lines."""
-    for kind in ("unsubscribe", "unsubscribe", "more", "more", "less", "more", "more"):
+def test_an_unsubscribe_link_posted_over_and_over_is_held_once(settings: Settings, paper_key: str) -> None:
+    """Each post appended a line, until the cap refused everyone's clicks. Feedback is held each time:
+    its time decides against feedback recorded directly in between."""
+    for kind in ("unsubscribe", "unsubscribe", "more", "more"):
         hold(settings.home, Click(kind, SSM, NOW, None if kind == "unsubscribe" else paper_key))  # type: ignore[arg-type]
-    assert [json.loads(line)["kind"] for line in held_lines(settings)] == [
-        "unsubscribe",
-        "more",
-        "less",
-        "more",
-    ]
+    hold(settings.home, Click("unsubscribe", DIFF, NOW))
+    kinds = [(json.loads(line)["kind"], json.loads(line)["email"]) for line in held_lines(settings)]
+    assert kinds == [("unsubscribe", SSM), ("more", SSM), ("more", SSM), ("unsubscribe", DIFF)]
+
+
+def test_a_held_click_posted_again_after_other_feedback_keeps_the_reader_s_last_word(
+    settings: Settings, paper_key: str
+) -> None:
+    """A first deduplication dropped the repeat, and the held click's older time lost to the 'less'."""
+    hold(settings.home, Click("more", SSM, NOW, paper_key))
+    with open_store(settings) as store:
+        store.record_feedback(SSM, paper_key, "less", NOW + timedelta(hours=1))
+        hold(settings.home, Click("more", SSM, NOW + timedelta(hours=2), paper_key))
+        record_held(settings.home, store)
+    assert feedback_of(settings, SSM) == [("more", paper_key)]
 
 
 def test_a_held_click_older_than_a_recorded_one_does_not_replace_it(

@@ -357,7 +357,20 @@ def test_local_workers_stop_when_their_run_loses_its_lock() -> None:
     shards = [Shard(index, 2, (), NOW) for index in range(2)]
     report = LocalProcesses().run(shards, cast(ShardWork, _SendsUntilStopped()), None)
     assert report.errors == ["stopped", "stopped", parallel.LOCK_LOST]
+    assert report.halted == parallel.LOCK_LOST  # the run goes no further (it forgot vectors after it)
     assert time.monotonic() - started < 30
+
+
+class _CannotTell(_SendsUntilStopped):
+    def holds_lock(self) -> bool:
+        raise RuntimeError("the lock's connection is in a state nobody foresaw")
+
+
+def test_local_workers_stop_when_their_run_cannot_tell_whether_it_holds_its_lock() -> None:
+    """An error from the check left the workers running, unsupervised."""
+    shards = [Shard(index, 2, (), NOW) for index in range(2)]
+    report = LocalProcesses().run(shards, cast(ShardWork, _CannotTell()), None)
+    assert report.errors == ["stopped", "stopped", parallel.LOCK_LOST]
 
 
 def test_a_worker_whose_run_is_gone_exits_quietly() -> None:

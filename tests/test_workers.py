@@ -126,5 +126,5 @@ def test_a_stop_reaches_every_worker_at_once_not_each_after_the_one_before(
     workers = [Busy(pid) for pid in (101, 102, 103, 104)]
     stop = threading.Event()
     stop.set()
-    assert parallel._result_of(workers[0], receive, stop, workers) is None  # type: ignore[arg-type]
+    assert parallel._result_of(workers[0], receive, stop.is_set, workers) is None  # type: ignore[arg-type]
     assert killed == [101, 102, 103, 104]
