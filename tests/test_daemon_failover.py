@@ -78,8 +78,6 @@ def test_a_run_that_loses_the_database_s_run_lock_stops_before_its_next_chunk(
 ) -> None:
     """Its lock went with its connection (a DBA, an idle-session timeout) and it never checked: a second
     run took the lock and both planned and sent at once."""
-    import sqlalchemy as sa
-
     from newsletter.app import open_pipeline
     from newsletter.config import load_settings
     from newsletter.subscribers import load_subscribers
@@ -94,15 +92,7 @@ def test_a_run_that_loses_the_database_s_run_lock_stops_before_its_next_chunk(
         database_url=pg_url,
     )
     with open_pipeline(settings) as pipeline:
-        engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
-        with engine.connect() as dba:
-            dba.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND pid <> pg_backend_pid()"
-                )
-            )
-        engine.dispose()
+        _end_the_lock_s_connection(pg_url)
         report = pipeline.run(load_subscribers(settings.subscribers), datetime(2026, 3, 11, 8, tzinfo=UTC))
     assert "lost the database's run lock" in report.halted and not report.ok
     assert outbox(env) == []  # nothing planned or sent without the lock
@@ -113,7 +103,6 @@ def test_a_daemon_that_loses_the_database_s_run_lock_stops_before_its_next_chunk
     tmp_path: Path, pg_url: str
 ) -> None:
     """The daemon's pipeline never checked its lock: a second daemon took it, and both planned and sent."""
-    import sqlalchemy as sa
 
     from newsletter.app import open_pipeline
     from newsletter.config import load_settings
@@ -132,16 +121,23 @@ def test_a_daemon_that_loses_the_database_s_run_lock_stops_before_its_next_chunk
     with open_pipeline(settings, lock=False) as pipeline:
         leader = Daemon(settings).lead(pipeline)
         assert leader.check()  # it coordinates
-        engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
-        with engine.connect() as dba:
-            dba.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND pid <> pg_backend_pid()"
-                )
-            )
-        engine.dispose()
+        _end_the_lock_s_connection(pg_url)
         report = pipeline.run(load_subscribers(settings.subscribers), datetime(2026, 3, 11, 8, tzinfo=UTC))
         leader.release()
     assert "lost the database's run lock" in report.halted and not report.ok
     assert outbox(env) == [] and _sent(pg_url) == []
+
+
+def _end_the_lock_s_connection(pg_url: str) -> None:
+    """What a DBA, an idle-session timeout or a proxy does to the run lock's connection."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_url, poolclass=sa.NullPool)
+    with engine.connect() as dba:
+        dba.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid <> pg_backend_pid()"
+            )
+        )
+    engine.dispose()
