@@ -55,9 +55,7 @@ QUEUE = JOB_QUEUE
 WORKER_NAME = "worker"  # procrastinate's worker logs as procrastinate.worker.<name> too
 TASK = "newsletter.deliver_shard"
 HEARTBEAT = 1.0  # seconds between a worker's heartbeats
-STALLED_AFTER = (
-    WORKER_SILENT_AFTER  # seconds without a heartbeat after which a worker's job is given to another
-)
+STALLED_AFTER = WORKER_SILENT_AFTER  # seconds of silence after which a worker's job goes to another
 POLL = 0.5  # seconds between the coordinator's looks at its jobs
 NO_WORKER_AFTER = 120.0  # seconds with no live worker after which a coordinator stops waiting
 ABORT_POLL = 0.2  # seconds between a running shard's looks at whether its worker is stopping

@@ -213,7 +213,7 @@ class Daemon:
         log.info(
             "received %s: stopping once the message in flight, if any, is sent", signal.Signals(signum).name
         )
-        self.stop.set()  # see _shut_down_when_stopped
+        self.stop.set()  # the watcher thread shuts the scheduler down (see _watch)
 
 
 def _wall_minus_monotonic() -> float:

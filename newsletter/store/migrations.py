@@ -349,7 +349,7 @@ def _refuse_unknown(applied: list[str], known: list[str], dialect: str) -> None:
         other = (
             "NEWSLETTER_DATABASE_URL at another database"
             if dialect == "postgresql"
-            else ("NEWSLETTER_HOME at another state folder")
+            else "NEWSLETTER_HOME at another state folder"
         )
         raise StoreError(
             f"the state database has schema migration {unknown[-1]!r}, newer than this version knows",
