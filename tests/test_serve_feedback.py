@@ -53,11 +53,12 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Emai
 
 
 def links(message: EmailMessage) -> tuple[str, str, dict[str, tuple[str, str]]]:
-    """(html, text, title -> (more URL, less URL) from the plain-text part)."""
+    """(html, text, title -> (more URL, less URL) from the plain-text part; an item's lines stand under
+    its title: 3 columns in, 4 from item 10)."""
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     text = message.get_body(("plain",)).get_content().replace("\r\n", "\n")  # type: ignore[union-attr]
     found = re.findall(
-        r"^\d+\. (.+)\n(?:.*\n)*?   More like this: (\S+)\n   Less like this: (\S+)$", text, flags=re.M
+        r"^\d+\. (.+)\n(?:.*\n)*? +More like this: (\S+)\n +Less like this: (\S+)$", text, flags=re.M
     )
     return html, text, {title: (more, less) for title, more, less in found}
 
