@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from email.utils import parseaddr
 from pathlib import Path
 
+from newsletter.config import Settings
 from newsletter.store import Store
 
 from .helpers import add_dumps, make_env, outbox, seed_names
@@ -79,18 +80,9 @@ def test_a_run_that_loses_the_database_s_run_lock_stops_before_its_next_chunk(
     """Its lock went with its connection (a DBA, an idle-session timeout) and it never checked: a second
     run took the lock and both planned and sent at once."""
     from newsletter.app import open_pipeline
-    from newsletter.config import load_settings
     from newsletter.subscribers import load_subscribers
 
-    env = make_env(tmp_path)
-    add_dumps(env, seed_names()[0])
-    settings = load_settings(
-        home=env["NEWSLETTER_HOME"],
-        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
-        dumps=env["NEWSLETTER_DUMPS"],
-        ranker="lexical",
-        database_url=pg_url,
-    )
+    env, settings = _one_dump_on(pg_url, tmp_path)
     with open_pipeline(settings) as pipeline:
         _end_the_lock_s_connection(pg_url)
         report = pipeline.run(load_subscribers(settings.subscribers), datetime(2026, 3, 11, 8, tzinfo=UTC))
@@ -103,21 +95,11 @@ def test_a_daemon_that_loses_the_database_s_run_lock_stops_before_its_next_chunk
     tmp_path: Path, pg_url: str
 ) -> None:
     """The daemon's pipeline never checked its lock: a second daemon took it, and both planned and sent."""
-
     from newsletter.app import open_pipeline
-    from newsletter.config import load_settings
     from newsletter.schedule import Daemon
     from newsletter.subscribers import load_subscribers
 
-    env = make_env(tmp_path)
-    add_dumps(env, seed_names()[0])
-    settings = load_settings(
-        home=env["NEWSLETTER_HOME"],
-        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
-        dumps=env["NEWSLETTER_DUMPS"],
-        ranker="lexical",
-        database_url=pg_url,
-    )
+    env, settings = _one_dump_on(pg_url, tmp_path)
     with open_pipeline(settings, lock=False) as pipeline:
         leader = Daemon(settings).lead(pipeline)
         assert leader.check()  # it coordinates
@@ -141,3 +123,19 @@ def _end_the_lock_s_connection(pg_url: str) -> None:
             )
         )
     engine.dispose()
+
+
+def _one_dump_on(pg_url: str, tmp_path: Path) -> tuple[dict[str, str], Settings]:
+    """A state folder with the first seed dump, its state in the PostgreSQL database ``pg_url``."""
+    from newsletter.config import load_settings
+
+    env = make_env(tmp_path)
+    add_dumps(env, seed_names()[0])
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"],
+        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
+        dumps=env["NEWSLETTER_DUMPS"],
+        ranker="lexical",
+        database_url=pg_url,
+    )
+    return env, settings
