@@ -1,0 +1,206 @@
+"""The command line's frame: the typer app, its global options, the clock flag, and how errors are shown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand
+
+from newsletter import __version__, progress
+from newsletter.app import utcnow
+from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.models import Subscriber
+from newsletter.redact import mask_in_logs, redact
+from newsletter.subscribers import SubscriberList
+
+app = typer.Typer(
+    help="Turn trending-papers listings into a personal email digest for each subscriber.\n\n"
+    "Settings come from these flags, then NEWSLETTER_* environment variables, then ./newsletter.toml.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+err = Console(stderr=True)
+
+
+class Command(TyperCommand):
+    """A command whose arguments show their metavar in --help, not a Python type (``<list[Path]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+
+
+def _no_type(ctx: Any) -> str:
+    return ""
+
+
+class State:
+    settings_overrides: dict[str, Any]
+    debug: bool = False
+    new_database: bool = False
+    secrets: tuple[str, ...] = ()  # masked in every log line and error, once the settings are read
+
+    def settings(self) -> Settings:
+        settings = load_settings(**self.settings_overrides)
+        self.secrets = tuple(settings.secret_values())
+        mask_in_logs(self.secrets)
+        return settings
+
+
+state = State()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"newsletter {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[  # paths as text, not Path: "" must reach the settings' check, not become "."
+        str | None,
+        typer.Option(metavar="DIR", help="State folder [env NEWSLETTER_HOME, default ./.newsletter]"),
+    ] = None,
+    subscribers: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE", help="Subscribers YAML [env NEWSLETTER_SUBSCRIBERS, default ./subscribers.yaml]"
+        ),
+    ] = None,
+    dumps: Annotated[
+        str | None,
+        typer.Option(metavar="DIR", help="Dumps folder [env NEWSLETTER_DUMPS, default ./seeds]"),
+    ] = None,
+    templates: Annotated[
+        str | None, typer.Option(metavar="DIR", help="Templates folder [env NEWSLETTER_TEMPLATES]")
+    ] = None,
+    transport: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="file | smtp | postmark | sendgrid | mailgun | resend [env NEWSLETTER_TRANSPORT]",
+        ),
+    ] = None,
+    ranker: Annotated[
+        str | None, typer.Option(metavar="NAME", help="auto | lexical | semantic [env NEWSLETTER_RANKER]")
+    ] = None,
+    new_database: Annotated[
+        bool,
+        typer.Option(
+            "--new-database",
+            help="Use an empty database although the state folder has run before (a new delivery history).",
+        ),
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    state.settings_overrides = {
+        "home": home,
+        "subscribers": subscribers,
+        "dumps": dumps,
+        "templates": templates,
+        "transport": transport,
+        "ranker": ranker,
+    }
+    state.debug = debug
+    state.new_database = new_database
+    if ctx.invoked_subcommand not in ("daemon", "serve"):  # long-lived: their logs say enough
+        ctx.with_resource(progress.shown_on(err))  # a bar on a terminal, for the command's long steps
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    if err.is_terminal:
+        logging.basicConfig(
+            level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
+        )
+    else:  # cron, systemd, a pipe: one line per record, never wrapped
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+NOW_HINT = "e.g. --now 2026-03-11T08:00 (UTC unless it has an offset)"
+
+
+def parse_now(value: str | None) -> datetime:
+    if value is None:
+        return utcnow()
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"--now: not an ISO-8601 date/time: {value!r}", hint=NOW_HINT) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+NowOption = Annotated[
+    str | None,
+    typer.Option("--now", metavar="TIME", help="Override the clock (ISO-8601), for backfills and tests."),
+]
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")]
+
+
+def listed_subscriber(subscribers: SubscriberList, email: str) -> Subscriber:
+    subscriber = subscribers.find(email)
+    if subscriber is None:
+        raise ConfigError(f"{subscribers.path}: no subscriber with email {email!r}")
+    return subscriber
+
+
+def main() -> NoReturn:
+    """Usage errors and Ctrl-C are left to typer (its message, exit 2 or 1); our own errors are one line."""
+    try:
+        _readable_arguments(sys.argv[1:])
+        app()  # standalone: exits by itself
+    except NewsletterError as exc:
+        _fail(exc)
+    sys.exit(0)
+
+
+def _readable_arguments(arguments: list[str]) -> None:
+    """UsageError for an argument that is not valid UTF-8 (Python keeps its bytes as lone surrogates,
+    which the database and the terminal refuse: a traceback deep in a query)."""
+    for position, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(argument).decode("utf-8", "backslashreplace")  # the byte as given: \xff
+            raise UsageError(f"argument {position} ({shown}) is not valid UTF-8") from None
+
+
+def _fail(exc: NewsletterError) -> NoReturn:
+    if state.debug:
+        trace = "".join(traceback.format_exception(exc))
+        err.print(redact(trace, state.secrets), highlight=False, markup=False, soft_wrap=True)
+    print_error(exc)
+    sys.exit(2 if isinstance(exc, UsageError) else 1)
+
+
+def print_error(exc: NewsletterError) -> None:
+    message = redact(exc.message, state.secrets)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        err.print(f"hint: {redact(exc.hint, state.secrets)}", highlight=False, markup=False, soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    """One 'warning:' line on stderr, as written (no markup, never wrapped)."""
+    err.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)

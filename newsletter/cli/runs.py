@@ -1,0 +1,281 @@
+"""The main job's commands: check the set-up, ingest dumps, run, retry, and show the status."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from newsletter.address import address_key
+from newsletter.app import (
+    database_missing,
+    load_last_report,
+    open_history,
+    open_pipeline,
+    open_store,
+    save_report,
+    stop_on_sigterm,
+)
+from newsletter.check import check_all
+from newsletter.cli.base import (
+    Command,
+    JsonOption,
+    NowOption,
+    app,
+    err,
+    listed_subscriber,
+    parse_now,
+    print_error,
+    state,
+    warn,
+)
+from newsletter.config import Settings, unknown_variables
+from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.redact import redact
+from newsletter.report import DigestOutcome, DumpOutcome, RunReport, plural
+from newsletter.sources.registry import fetch_all, sources_from_settings
+from newsletter.status import print_status, status_report
+from newsletter.subscribers import SubscriberList, load_subscribers
+
+
+@app.command()
+def check() -> None:
+    """Validate settings, sources, subscribers, templates and folders; list every problem (exit 1).
+
+    Nothing is connected to: a wrong password or an unreachable server shows at the first send.
+    """
+    for typo in unknown_variables():  # ignored by every command: a warning, not a problem
+        warn(typo)
+    try:
+        settings = state.settings()
+    except ConfigError as exc:  # nothing else can be judged without them: every setting refused
+        _print_problems([exc, *exc.also])  # after the misspelt variables: one may be the cause
+    result = check_all(settings, new_database=state.new_database)
+    if result.problems:
+        _print_problems(result.problems)
+    subscribers = result.subscribers
+    assert subscribers is not None  # read, or there would be a problem
+    for warning in result.warnings:  # a run goes ahead all the same
+        warn(str(warning))
+    for email in _unsubscribed_in(settings, subscribers):
+        back = "`newsletter resubscribe` if they asked to come back"
+        warn(f"{email} unsubscribed but is still in {settings.subscribers}; it gets nothing ({back})")
+    listed = plural(len(subscribers.subscribers), "subscriber")
+    typer.echo(f"ok: {listed}, templates in {settings.templates_dir}")
+
+
+def _print_problems(problems: Sequence[NewsletterError]) -> NoReturn:
+    for problem in problems:
+        print_error(problem)
+    err.print(f"{plural(len(problems), 'problem')} found", highlight=False)
+    raise typer.Exit(2 if any(isinstance(p, UsageError) for p in problems) else 1)  # a bad flag: 2
+
+
+def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[str]:
+    if database_missing(settings):
+        return []  # no state yet: nobody can have unsubscribed
+    with open_store(settings) as store:
+        gone = store.unsubscribed_emails()
+    return [s.email for s in subscribers.subscribers if address_key(s.email) in gone]
+
+
+DETAILED_UP_TO = 1000  # subscribers listed one by one after a run (more: counts and problems only)
+
+
+@app.command(cls=Command)
+def ingest(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE",
+            help="Dump files (HF text dumps, HF daily papers JSON or saved HTML pages, arXiv RSS or Atom).",
+        ),
+    ],
+    as_json: JsonOption = False,
+    now: NowOption = None,
+) -> None:
+    """Ingest dump files into the store (the same content twice is a no-op)."""
+    settings = state.settings()
+    with (
+        open_pipeline(settings, new_database=state.new_database, sending=False) as pipeline,
+        _said_once(),
+    ):
+        outcomes = pipeline.ingest(files, parse_now(now))
+    if as_json:
+        typer.echo(json.dumps({"dumps": [_dump_json(o) for o in outcomes]}, indent=2))
+    else:
+        for o in outcomes:
+            typer.echo(f"{o.file}: {plural(o.papers, 'paper')}, {o.new} new ({_ingested(o)})")
+    if any(o.error for o in outcomes):
+        raise typer.Exit(1)
+
+
+@contextmanager
+def _said_once() -> Iterator[None]:
+    """`ingest` names each refused file in its own line: the intake's error log line said it twice."""
+    logger = logging.getLogger("newsletter.intake")
+    repeated = lambda record: record.levelno < logging.ERROR  # noqa: E731
+    logger.addFilter(repeated)
+    try:
+        yield
+    finally:
+        logger.removeFilter(repeated)
+
+
+def _ingested(outcome: DumpOutcome) -> str:
+    if outcome.error:
+        return f"not ingested now: {outcome.error}" if outcome.later else f"rejected: {outcome.error}"
+    return "already ingested" if outcome.already else "ingested"
+
+
+def _dump_json(outcome: Any) -> dict[str, Any]:
+    data = {"file": outcome.file, "papers": outcome.papers, "new": outcome.new}
+    if outcome.error:
+        data["error"] = outcome.error
+    if outcome.later:
+        data["later"] = True
+    return data
+
+
+@app.command()
+def run(
+    now: NowOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Build digests; send nothing, record no digest (new dumps are ingested)."
+        ),
+    ] = False,
+    as_json: JsonOption = False,
+    workers: Annotated[
+        int | None, typer.Option(metavar="N", help="Processes sending new digests [NEWSLETTER_WORKERS, 1]")
+    ] = None,
+    connections: Annotated[
+        str | None,
+        typer.Option(
+            metavar="N|auto",
+            help="Connections to the mail server (requests in flight to an API) at once, or auto: "
+            "from the measured round trip [NEWSLETTER_CONNECTIONS, auto]",
+        ),
+    ] = None,
+    fetch: Annotated[
+        bool | None,
+        typer.Option(
+            "--fetch/--no-fetch", help="Fetch from NEWSLETTER_SOURCES first [default: yes, unless --dry-run]."
+        ),
+    ] = None,
+) -> None:
+    """Fetch new dumps from the sources, ingest the dumps folder, then build and deliver every due digest.
+
+    A source that cannot be fetched is reported (exit status 1) after the run has delivered what it has.
+    A dump file that cannot be parsed is reported once (exit status 1), then skipped (see status); an
+    entry that is no file to read (a link to nothing, a pipe) is reported by every run.
+    """
+    if fetch and dry_run:
+        raise UsageError("--fetch: a dry run fetches nothing (it writes no dump file); run without --dry-run")
+    state.settings_overrides["workers"] = workers
+    state.settings_overrides["connections"] = connections
+    settings = state.settings()
+    subscribers = load_subscribers(settings.subscribers)
+    stop = threading.Event()  # a signal ends a fetch's wait to retry too, not just the sending
+    sources = sources_from_settings(settings, stop=stop) if fetch is not False and not dry_run else []
+    clock = parse_now(now)
+    with (
+        open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline,
+        stop_on_sigterm(stop),
+    ):
+        _, fetch_failures = fetch_all(sources, clock, stop)
+        detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
+        report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
+    report.errors[:0] = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
+    if not dry_run:
+        try:
+            save_report(settings, report)
+        except NewsletterError as exc:  # a full disk: still say what the run did, then fail
+            report.errors.append(str(exc))
+    _print_report(report, as_json)
+
+
+def _print_report(report: RunReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for d in report.digests:
+            typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
+        for problem in report.errors:
+            err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
+        typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _detail(outcome: DigestOutcome) -> str:
+    """The papers sent, or why not: a failed or unknown digest says whether it is tried again."""
+    if not outcome.items or outcome.status == "skipped":
+        return outcome.reason
+    papers = plural(len(outcome.items), "paper")
+    return f"{papers}; {outcome.reason}" if outcome.status in ("failed", "unknown") else papers
+
+
+@app.command(cls=Command)
+def retry(
+    emails: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="EMAIL", help="Only these subscribers' deliveries (default: every one)."),
+    ] = None,
+    unknown: Annotated[
+        bool, typer.Option("--unknown", help="Also resend messages whose fate is unknown (may duplicate).")
+    ] = False,
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Retry failed deliveries now (and, with --unknown, those that may or may not have arrived), with
+    every digest already queued (one waiting out a refusal's backoff too); with EMAILs, theirs only.
+
+    A subscriber whose address a server refused for good gets new digests again once this sends the
+    refused one.
+    """
+    settings = state.settings()
+    subscribers = load_subscribers(settings.subscribers)
+    clock = parse_now(now)
+    statuses = ("failed", "unknown") if unknown else ("failed",)
+    only = {address_key(listed_subscriber(subscribers, email).email) for email in emails} if emails else None
+    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
+        pipeline.take_held_clicks()
+        pipeline.recover(clock)
+        ids = (
+            None
+            if only is None
+            else [d.digest_id for e in only for d in pipeline.store.deliveries(statuses, e)]
+        )
+        requeued = pipeline.store.requeue(clock, statuses=statuses, digest_ids=ids)
+        report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop, only=only)
+        report.errors += [pipeline.breaker.reason] if pipeline.breaker.reason else []
+    if not as_json:
+        what = "failed or unknown" if unknown else "failed"
+        noun = "delivery" if len(requeued) == 1 else "deliveries"
+        queued = "their queued digests" if only else "what is queued"
+        typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
+    _print_report(report, as_json)
+
+
+@app.command()
+def status(
+    now: NowOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show next due times, deliveries needing attention, dump files runs skip and the last run."""
+    settings = state.settings()
+    subscribers = load_subscribers(settings.subscribers)
+    with open_history(settings, new_database=state.new_database) as store:
+        data = status_report(store, subscribers, parse_now(now), load_last_report(settings))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    print_status(data)

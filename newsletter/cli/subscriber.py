@@ -1,0 +1,180 @@
+"""One subscriber's commands: preview their digest, explain a paper, record feedback, (un)subscribe."""
+
+from __future__ import annotations
+
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
+
+import typer
+from pydantic import EmailStr, TypeAdapter, ValidationError
+
+from newsletter.address import address_key
+from newsletter.app import open_history, open_pipeline, open_reading_pipeline
+from newsletter.cli.base import Command, NowOption, app, listed_subscriber, parse_now, state, warn
+from newsletter.config import Settings
+from newsletter.errors import ConfigError, UsageError
+from newsletter.explain import explain as explain_paper
+from newsletter.explain import find as find_paper
+from newsletter.models import Subscriber
+from newsletter.report import plural
+from newsletter.subscribers import load_subscribers
+
+PaperArgument = Annotated[
+    str,
+    typer.Argument(metavar="PAPER", help="The paper: its arXiv id (or arXiv or HF papers URL) or its title."),
+]
+
+
+@app.command(cls=Command)
+def preview(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE", help="Write the HTML here [default: $NEWSLETTER_HOME/preview/EMAIL.html]"
+        ),
+    ] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the HTML in a browser.")] = False,
+    last: Annotated[
+        bool, typer.Option("--last", help="Show the last digest sent to EMAIL instead of the next one.")
+    ] = False,
+    now: NowOption = None,
+) -> None:
+    """Render the digest EMAIL would get now (due or not), or with --last the last one sent.
+
+    Sends nothing and records no digest.
+    """
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    if last:
+        with open_pipeline(
+            settings, lock=False, new_database=state.new_database, sending=False
+        ) as pipeline:  # log only
+            found = pipeline.last_sent(subscriber)
+        if found is None:
+            typer.echo(f"{email}: no digest sent yet")
+            return
+        record, message = found
+        when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
+        preview = f"Subject: {message.subject}\n{when}"
+        _show_preview(message.html, preview, out, settings, subscriber.email, open_browser)
+        return
+    clock = parse_now(now)
+    with open_reading_pipeline(settings, clock, new_database=state.new_database) as pipeline:
+        selection, view = pipeline.preview(subscriber, clock)
+        rendered = pipeline.renderer.render(view) if view else None
+        sent_before = bool(pipeline.store.deliveries(("sent",), subscriber.email, with_items=False))
+    if rendered is None:
+        hint = "`--last` shows the last one sent" if sent_before else "none sent yet"
+        typer.echo(f"{email}: no digest now ({selection.reason}); {hint}")
+        return
+    what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
+    _show_preview(
+        rendered.html, what, out, settings, subscriber.email, open_browser
+    )  # one file per subscriber
+
+
+def _show_preview(
+    html: str, what: str, out: Path | None, settings: Settings, email: str, browse: bool
+) -> None:
+    target = out or settings.home / "preview" / f"{quote(email, safe='@')}.html"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(html, encoding="utf-8")
+    except OSError as exc:  # a folder, a full disk, no permission
+        raise ConfigError(f"cannot write the preview to {target}: {exc.strerror or exc}") from None
+    typer.echo(f"{what} -> {target}")
+    if browse and not webbrowser.open(target.resolve().as_uri()):
+        warn(f"no browser to open; open {target} yourself")
+
+
+@app.command(cls=Command)
+def explain(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
+    paper: PaperArgument,
+    now: NowOption = None,
+) -> None:
+    """Show a paper's score against EMAIL's bar, its best column, and why it was or was not sent."""
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    clock = parse_now(now)
+    with open_reading_pipeline(settings, clock, new_database=state.new_database) as pipeline:
+        explanation = explain_paper(pipeline, subscriber, paper, clock)
+    typer.echo("\n".join(explanation.lines()))
+
+
+@app.command(cls=Command)
+def feedback(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
+    paper: PaperArgument,
+    more: Annotated[bool, typer.Option("--more", help="More papers like this one.")] = False,
+    less: Annotated[bool, typer.Option("--less", help="Fewer papers like this one.")] = False,
+    now: NowOption = None,
+) -> None:
+    """Record "more like this" or "less like this" for EMAIL, as the links in a digest do."""
+    if more == less:  # two flags, not a --more/--less pair: with both, the last one won in silence
+        raise UsageError("give --more or --less" + (", not both" if more else ""))
+    settings = state.settings()
+    subscriber = _subscriber(settings, email)
+    kind = "more" if more else "less"
+    with open_history(settings, new_database=state.new_database) as store:
+        found = find_paper(store, paper)
+        store.record_feedback(subscriber.email, found.key, kind, parse_now(now))
+    typer.echo(f"{subscriber.email}: {kind} like {found.title!r}, from the next digest on")
+
+
+@app.command(cls=Command)
+def unsubscribe(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address that asked to leave.")],
+    now: NowOption = None,
+) -> None:
+    """Unsubscribe EMAIL, as the one-click link does: for a request that came by mail (the mailto in
+    every digest's List-Unsubscribe and footer goes to the sender's address) or by hand.
+
+    Their queued digests are cancelled; nothing more goes there, even while they are still in the
+    subscribers file, until `newsletter resubscribe EMAIL`.
+    """
+    settings = state.settings()
+    listed = load_subscribers(settings.subscribers).find(email)
+    address = listed.email if listed else _address(email)
+    with open_history(settings, new_database=state.new_database) as store:
+        already = address_key(address) in store.unsubscribed_emails()
+        store.record_unsubscribe(address, parse_now(now))
+    where = "" if listed else f" (not in {settings.subscribers}: recorded for if it is added)"
+    typer.echo(f"{address}: " + ("had already unsubscribed" if already else "unsubscribed") + where)
+
+
+@app.command(cls=Command)
+def resubscribe(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The subscriber's email address.")],
+) -> None:
+    """Undo EMAIL's unsubscribe, when they ask to come back: an unsubscribe is otherwise for good (one
+    recorded for an address not in the subscribers file too).
+
+    Their next digest holds only papers listed from now on, not what came while they were away.
+    """
+    settings = state.settings()
+    subscribers = load_subscribers(settings.subscribers)
+    listed = subscribers.find(email)
+    address = listed.email if listed else _address(email)
+    with open_history(settings, new_database=state.new_database) as store:
+        done = store.resubscribe(address)
+    if not listed and not done:  # a typo, most likely: as `retry EMAIL` says
+        raise ConfigError(
+            f"{subscribers.path}: no subscriber with email {email!r}, and it had not unsubscribed"
+        )
+    what = "subscribed again: digests from papers listed from now on" if done else "had not unsubscribed"
+    typer.echo(f"{address}: {what}" + ("" if listed else f" (not in {settings.subscribers})"))
+
+
+def _address(text: str) -> str:
+    try:
+        return str(TypeAdapter(EmailStr).validate_python(text.strip()))
+    except ValidationError:
+        raise ConfigError(f"{text!r} is not an email address") from None
+
+
+def _subscriber(settings: Settings, email: str) -> Subscriber:
+    return listed_subscriber(load_subscribers(settings.subscribers), email)
