@@ -387,4 +387,28 @@ def setting_origin(field: str, given: Mapping[str, Any] | None = None) -> str:
     names.append(f"NEWSLETTER_{field.upper()}")
     variables = {name.upper() for name in os.environ}
     found = next((name for name in names if name in variables), None)
-    return f"environment variable {found}" if found else "newsletter.toml"
+    if found:
+        return f"environment variable {found}"
+    line, _ = toml_line(field)
+    return f"newsletter.toml, line {line}" if line else "newsletter.toml"
+
+
+_TOML_KEY = re.compile(r"""\s*(?:\[\[?\s*)?["']?([A-Za-z0-9_-]+)["']?\s*(?:=|\]\]?)""")
+
+
+def toml_line(field: str) -> tuple[int | None, str]:
+    """The line of newsletter.toml that sets ``field`` (its ``[field]`` table, or ``from`` for the
+    sender), and the key as written there; (None, field) when there is no such line."""
+    keys = ("from", "sender") if field == "sender" else (field,)
+    try:
+        text = Path(str(Settings.model_config.get("toml_file"))).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None, field
+    in_table = False  # past a [table] header, a key = value line is that table's, not a setting
+    for number, line in enumerate(text.splitlines(), start=1):
+        match = _TOML_KEY.match(line)
+        header = line.lstrip().startswith("[")
+        if match and match.group(1) in keys and (header or not in_table):
+            return number, match.group(1)
+        in_table = in_table or header
+    return None, field

@@ -98,9 +98,9 @@ def test_a_misspelt_key_in_newsletter_toml_gets_the_setting_it_may_mean(
         line for line in cli(env, "check", check=False, cwd=tmp_path).stderr.splitlines() if "error:" in line
     ]
     assert errors == [
-        "error: invalid setting field 'smtp_hots': unknown key (did you mean 'smtp_host'?) (newsletter.toml)",
-        "error: invalid setting field 'frm': unknown key (did you mean 'from'?) (newsletter.toml)",
-        "error: invalid setting field 'zzz': unknown key (newsletter.toml)",
+        "error: invalid setting field 'smtp_hots': unknown key (did you mean 'smtp_host'?) (newsletter.toml, line 1)",
+        "error: invalid setting field 'frm': unknown key (did you mean 'from'?) (newsletter.toml, line 2)",
+        "error: invalid setting field 'zzz': unknown key (newsletter.toml, line 3)",
     ]
 
 

@@ -352,7 +352,7 @@ def test_a_bad_setting_names_the_variable_or_newsletter_toml_it_came_from(
     proc = cli(env, "status", check=False)  # the working directory is tmp_path
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: invalid setting field 'workers'")
-    assert "(newsletter.toml)" in proc.stderr.splitlines()[0]
+    assert "(newsletter.toml, line 1)" in proc.stderr.splitlines()[0]
 
 
 def test_check_warns_about_unsubscribed_addresses_still_listed(env: dict[str, str]) -> None:
@@ -388,22 +388,23 @@ def test_an_argument_that_is_not_utf8_is_a_usage_error(env: dict[str, str]) -> N
     [
         ('sources = [{kind = "rss"}]', "error: invalid setting field 'sources[0]': unknown kind 'rss'"),
         ('sources = [{kind = "folder"}, {kind = "folder"}]', "error: invalid setting field 'sources[1]'"),
-        ('from = "digest at example.org"', "error: setting 'from' (newsletter.toml): 'digest at example"),
+        ('from = "digest at example.org"', "error: setting 'from' (newsletter.toml, line 2): 'digest at ex"),
+        ('sender = "digest at example.org"', "error: setting 'sender' (newsletter.toml, line 2): 'digest at"),
         (
             'list_id = "Papers <>"',
-            "error: setting 'list_id' (newsletter.toml): 'Papers <>' has no identifier",
+            "error: setting 'list_id' (newsletter.toml, line 2): 'Papers <>' has no identifier",
         ),
     ],
 )
 def test_sources_sender_and_list_id_errors_name_newsletter_toml(
     env: dict[str, str], tmp_path: Path, toml: str, first_line: str
 ) -> None:
-    (tmp_path / "newsletter.toml").write_text(toml + "\n", encoding="utf-8")
+    (tmp_path / "newsletter.toml").write_text("# the site's settings\n" + toml + "\n", encoding="utf-8")
     env = {k: v for k, v in env.items() if k != "NEWSLETTER_FROM"}  # it would win over newsletter.toml
     proc = cli(env, "check", check=False)  # the working directory is tmp_path
     assert proc.returncode == 1
     first = proc.stderr.splitlines()[0]
-    assert first.startswith(first_line) and "(newsletter.toml)" in first, first
+    assert first.startswith(first_line) and "(newsletter.toml, line 2)" in first, first
 
 
 def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env: dict[str, str]) -> None:

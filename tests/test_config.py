@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_settings
+from newsletter.config import load_settings, setting_origin, toml_line
 from newsletter.errors import ConfigError
 from newsletter.subscribers import load_subscribers, read_subscribers
 
@@ -147,6 +147,30 @@ def test_a_broken_newsletter_toml_is_one_error_naming_it(
     message = str(info.value)
     assert message.startswith("newsletter.toml: not valid TOML: ") and problem in message
     assert "\n" not in message
+
+
+def test_a_setting_from_newsletter_toml_is_named_with_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic-settings' TOML source gives no line: the error said only "(newsletter.toml)"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "newsletter.toml").write_text(
+        '# settings\ntransport = "file"\n\n  "send_rate" = -3\n[[sources]]\nkind = "rss"\n[extra]\nworkers = 0\n'
+    )
+    assert toml_line("send_rate") == (4, "send_rate")
+    assert toml_line("sources") == (5, "sources")
+    assert toml_line("workers") == (None, "workers")  # a key of another table is no setting
+    assert toml_line("transport") == (2, "transport")
+    assert toml_line("extra") == (7, "extra")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert [str(info.value), *map(str, info.value.also)] == [
+        "invalid setting field 'send_rate': should be greater than 0 (newsletter.toml, line 4)",
+        "invalid setting field 'extra': unknown key (newsletter.toml, line 7)",
+    ]
+    (tmp_path / "newsletter.toml").write_text('from = "a@example.org"\n')
+    assert toml_line("sender") == (1, "from")
+    assert setting_origin("sender") == "newsletter.toml, line 1"
 
 
 def test_sender_comes_from_newsletter_from_or_toml_never_a_bare_from_variable(

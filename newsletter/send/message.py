@@ -25,7 +25,7 @@ from functools import lru_cache
 import numpy as np
 
 from newsletter.address import ascii_domain
-from newsletter.config import Settings, setting_origin
+from newsletter.config import Settings, setting_origin, toml_line
 from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.unsubscribe import mailto_url
@@ -175,9 +175,13 @@ def parse_sender(sender: str) -> tuple[str, str]:
 
 
 def _sender_error(problem: str) -> ConfigError:
-    """Named as the user wrote it: ``from`` (NEWSLETTER_FROM, newsletter.toml) unless NEWSLETTER_SENDER."""
+    """Named as the user wrote it: ``from`` (NEWSLETTER_FROM, newsletter.toml) unless NEWSLETTER_SENDER
+    or newsletter.toml's ``sender``."""
     origin = setting_origin("sender")
-    name = "sender" if origin.endswith("NEWSLETTER_SENDER") else "from"
+    if origin.startswith("newsletter.toml"):
+        name = "sender" if toml_line("sender")[1] == "sender" else "from"
+    else:
+        name = "sender" if origin.endswith("NEWSLETTER_SENDER") else "from"
     return ConfigError(f"setting '{name}' ({origin}): {problem}")
 
 
