@@ -43,7 +43,8 @@ from psycopg.conninfo import make_conninfo
 
 from newsletter.deliver import STOPPED
 from newsletter.errors import ConfigError, NewsletterError, StoreError
-from newsletter.report import WAITING, DigestOutcome, ItemReport, RunReport, Status
+from newsletter.render.cards import item_reports
+from newsletter.report import WAITING, DigestOutcome, RunReport, Status
 from newsletter.shards import Shard, ShardWork
 from newsletter.store import PENDING, RETRY, SENDING, Store
 from newsletter.store.delivery import GONE_AFTER, JOB_QUEUE, WORKER_SILENT_AFTER
@@ -358,9 +359,7 @@ class ProcrastinateExecutor:
         if recover is not None:
             report.recovered_unknown = recover(now)
         for record in self.store.planned_at(now):
-            items = tuple(
-                ItemReport(p.key, p.title, round(score, 4), why) for p, _, score, why in record.items
-            )
+            items = item_reports(record.scored())
             status = _REPORTED.get(record.status, cast(Status, record.status))
             reason = "" if status == record.status else f"{record.status}: {record.last_error or 'queued'}"
             report.add(DigestOutcome(record.email, status, reason, items, record.digest_id))

@@ -475,7 +475,7 @@ class Pipeline:
         if not sent:
             return None
         record = sent[-1]  # oldest first
-        return record, self._message(subscriber, _scored(record), record.digest_id, record.created_at)
+        return record, self._message(subscriber, record.scored(), record.digest_id, record.created_at)
 
     # -- rendering and building ---------------------------------------------------------------------
 
@@ -605,7 +605,7 @@ class Pipeline:
         if self.store.is_unsubscribed(record.email):
             self.store.mark_failed(record.digest_id, now, "unsubscribed", permanent=True)
             return DigestOutcome(record.email, "failed", "unsubscribed", digest_id=record.digest_id)
-        items = _scored(record)
+        items = record.scored()
         try:
             message = self._message(sub, items, record.digest_id, record.created_at, sent_at=now)
         except (RenderError, SendError) as exc:
@@ -648,8 +648,3 @@ def _left_queued(records: Iterable[DeliveryRecord]) -> list[DigestOutcome]:
 def _due_retry(record: DeliveryRecord, now: datetime) -> bool:
     """A digest refused once and due again now (its retry was cut short by a stop)."""
     return record.status == RETRY and record.not_before is not None and record.not_before <= now
-
-
-def _scored(record: DeliveryRecord) -> tuple[Scored, ...]:
-    """A recorded digest's papers as the ranker gave them (all were relevant)."""
-    return tuple(Scored(paper, score, why, relevant=True) for paper, _pos, score, why in record.items)

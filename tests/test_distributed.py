@@ -96,6 +96,8 @@ def test_a_run_hands_its_shards_to_workers_that_send_them(tmp_path: Path, pg_url
     sent = sorted(d["subscriber"] for d in report["digests"] if d["status"] == "sent")
     assert sent == ["diff@example.org", "ssm@example.org"]
     assert all(d["items"] for d in report["digests"] if d["status"] == "sent")
+    items = [i for d in report["digests"] for i in d["items"]]  # as full as a local run's: links too
+    assert all(i["url"].startswith("https://arxiv.org/") for i in items), items
     assert sorted(str(m["To"]).split("<")[-1].rstrip(">") for m in outbox(worker_env)) == sent
     assert outbox(env) == []  # the coordinator sent nothing itself
     assert [d for d in again["digests"] if d["status"] == "sent"] == []

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Final, Literal, NamedTuple
 
 from newsletter.errors import StoreError
-from newsletter.models import StoredPaper, pickled_by_fields
+from newsletter.models import Scored, StoredPaper, pickled_by_fields
 
 Status = Literal["pending", "sending", "sent", "retry", "failed", "unknown", "cancelled"]
 
@@ -106,6 +106,10 @@ class DeliveryRecord:
     watermark_seq: int | None = None
     not_before: datetime | None = None  # a 'retry' is not due before this time
     batch_key: str | None = None  # idempotency key of the batch request it last went out in
+
+    def scored(self) -> tuple[Scored, ...]:
+        """Its papers as the ranker gave them (all were relevant)."""
+        return tuple(Scored(paper, score, why, relevant=True) for paper, _pos, score, why in self.items)
 
 
 @dataclass(frozen=True, slots=True)
