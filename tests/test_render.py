@@ -95,6 +95,14 @@ def test_render_matches_golden(renderer: Renderer, part: str, golden: str) -> No
     assert rendered == path.read_text(encoding="utf-8"), f"regenerate with NEWSLETTER_REGEN_GOLDEN=1 ({path})"
 
 
+def test_outlook_s_columns_are_as_wide_as_their_section_s_padding_leaves(renderer: Renderer) -> None:
+    """mjml-python reads a unitless "0" in a section's padding as no padding at all: the cards' column
+    was 600 px wide for Outlook inside a section that keeps 12 px each side (the others: 576)."""
+    html = renderer.render(golden_view()).html
+    widths = re.findall(r'<td style="vertical-align:top;width:(\d+)px;">', html)
+    assert len(widths) >= 3 and set(widths) == {"576"}, widths
+
+
 def test_a_paper_no_trending_listing_ranked_shows_no_rank(renderer: Renderer) -> None:
     """An arXiv feed's paper: no "#None trending", no empty line; its other counts as usual."""
     quiet, cross = item(1, "Only In A Feed"), item(2, "Cross Listed", times_seen=2)
