@@ -103,6 +103,23 @@ def test_outlook_s_columns_are_as_wide_as_their_section_s_padding_leaves(rendere
     assert len(widths) >= 3 and set(widths) == {"576"}, widths
 
 
+def preheader(html: str) -> str:
+    shown = re.search(r'class="nl-preheader"[^>]*>(.*?)</div>', html, re.S)
+    assert shown is not None
+    return shown.group(1)
+
+
+def test_the_preview_line_shows_what_the_subject_does_not(renderer: Renderer) -> None:
+    """The inbox's preview line repeated the subject's first title; for one paper it went on into the
+    body's heading ("Tuesday, 12 March 2024 Trending Papers Hi Ada, ...")."""
+    view = golden_view()
+    several = preheader(renderer.render(view).html)
+    assert several.startswith("A Paper Only Known By Its Title · ") and "Kestrel" not in several
+    one = preheader(renderer.render(dataclasses.replace(view, items=view.items[:1])).html)
+    assert one.startswith("First sentence of the abstract.") and "Kestrel" not in one
+    assert one.endswith("&zwnj;&nbsp;" * 40)  # blank space after it, so nothing of the body follows
+
+
 def test_a_paper_no_trending_listing_ranked_shows_no_rank(renderer: Renderer) -> None:
     """An arXiv feed's paper: no "#None trending", no empty line; its other counts as usual."""
     quiet, cross = item(1, "Only In A Feed"), item(2, "Cross Listed", times_seen=2)
