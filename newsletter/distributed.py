@@ -41,10 +41,9 @@ from procrastinate.job_context import JobContext
 from procrastinate.schema import SchemaManager
 from psycopg.conninfo import make_conninfo
 
-from newsletter.deliver import STOPPED
 from newsletter.errors import ConfigError, NewsletterError, StoreError
 from newsletter.render.cards import item_reports
-from newsletter.report import WAITING, DigestOutcome, RunReport, Status
+from newsletter.report import STOPPED, WAITING, DigestOutcome, RunReport, Status
 from newsletter.shards import Shard, ShardWork
 from newsletter.store import PENDING, RETRY, SENDING, Store
 from newsletter.store.delivery import GONE_AFTER, JOB_QUEUE, WORKER_SILENT_AFTER

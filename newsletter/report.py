@@ -13,6 +13,7 @@ from newsletter.address import address_key
 from newsletter.errors import StoreError
 
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
+STOPPED = "stopped; queued for the next run"  # planned, not sent: the next run sends it first
 BACKING_OFF = "a refused digest waits to be tried again (see `newsletter status`)"
 Status = Literal["sent", "skipped", "failed", "unknown", "dry-run"]
 

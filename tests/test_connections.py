@@ -344,7 +344,7 @@ def test_over_several_connections_an_error_still_hands_on_what_was_sent_and_stop
     reported (they were lost from the report before), one not started is not sent, the error is raised."""
     from concurrent.futures import Future
 
-    from newsletter.deliver import _hand_on
+    from newsletter.deliver.couriers import _hand_on
     from newsletter.errors import StoreError
     from newsletter.report import DigestOutcome
 

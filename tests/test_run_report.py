@@ -71,7 +71,7 @@ def test_the_daemon_logs_a_report_it_cannot_save_and_keeps_ticking(
 
 def test_digests_another_run_handled_are_one_reason_in_the_summary() -> None:
     """Each held its digest id in the reason: the summary grew a '1 skipped: digest ...' part per digest."""
-    from newsletter.deliver import _not_queued
+    from newsletter.deliver.courier import _not_queued
     from newsletter.models import OutgoingMessage
 
     report = RunReport()
