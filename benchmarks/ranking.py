@@ -53,6 +53,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import astuple, dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -453,7 +454,7 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
             load_profiles([path], "full")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             parser.error(f"--judgments {path}: not a judgments file ({exc!r})")
-    known = {f.name for f in fields(make_ranker(args.ranker, cache=MemoryVectorCache()).params)}  # type: ignore[arg-type]
+    known = {f.name for f in fields(make_ranker(args.ranker, cache=MemoryVectorCache()).params)}
     for spec in args.grid:
         name, _, values = spec.partition("=")
         if name not in known:
@@ -525,7 +526,7 @@ def baselines(seeds: list[Path], variants: dict[str, list[Judged]], pool: list[S
     one = {}
     for v, profiles in variants.items():
         threshold = best_global_threshold(profiles, pool)
-        one[v] = evaluate(lambda t=threshold: TfidfRanker(threshold=t), seeds, profiles, pool)[0]
+        one[v] = evaluate(partial(TfidfRanker, threshold=threshold), seeds, profiles, pool)[0]
     return {"baseline: tf-idf top 10": top, "baseline: tf-idf one threshold": one}
 
 

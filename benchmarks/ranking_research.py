@@ -24,10 +24,11 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,7 @@ from newsletter.rank.embed import MemoryVectorCache  # noqa: E402
 from newsletter.rank.lexical import LexicalParams, LexicalRanker  # noqa: E402
 from newsletter.rank.semantic import SemanticParams, SemanticRanker  # noqa: E402
 from newsletter.rank.text import STOPWORDS, tokens  # noqa: E402
+from newsletter.sources import read_dump  # noqa: E402
 
 SEEDS = ROOT / "seeds"
 JUDGMENTS = ROOT / "tests" / "data" / "relevance-dev.json"
@@ -51,14 +53,7 @@ CACHE_DIR = Path(os.environ.get("RANK_RESEARCH_CACHE", "/tmp/rank_research_cache
 
 
 def read_seed(path: Path) -> Dump:
-    try:
-        from newsletter.sources import read_dump  # type: ignore[attr-defined]
-
-        return read_dump(path)
-    except ImportError:
-        from newsletter.sources.textdump import parse_text_dump
-
-        return parse_text_dump(path.read_bytes(), str(path))
+    return read_dump(path)
 
 
 @dataclass
@@ -112,9 +107,17 @@ def load_profiles() -> list[Profile]:
     data = json.loads(JUDGMENTS.read_text())
     out = []
     for p in data["profiles"]:
-        base = {"email": f"{p['id']}@example.org", "max_items": MAX_ITEMS, "exclude": tuple(p["exclude"])}
-        full = Subscriber(**base, interests=tuple(p["keywords"]), about=p["description"])
-        terse = Subscriber(**base, interests=tuple(p["keywords"][:2]))
+        email, exclude = f"{p['id']}@example.org", tuple(p["exclude"])
+        full = Subscriber(
+            email=email,
+            max_items=MAX_ITEMS,
+            exclude=exclude,
+            interests=tuple(p["keywords"]),
+            about=p["description"],
+        )
+        terse = Subscriber(
+            email=email, max_items=MAX_ITEMS, exclude=exclude, interests=tuple(p["keywords"][:2])
+        )
         labels = {normalize_title(t): v for t, v in p["relevance"].items()}
         out.append(Profile(p["id"], full, terse, labels))
     return out
@@ -148,7 +151,7 @@ class DiskVectorCache(MemoryVectorCache):
         self._load(model)
         return super().get(model, keys)
 
-    def put(self, model: str, vectors: dict[str, np.ndarray]) -> None:  # type: ignore[override]
+    def put(self, model: str, vectors: Mapping[str, np.ndarray]) -> None:
         self._load(model)
         super().put(model, vectors)
         mine = {k: v for (m, k), v in self._data.items() if m == model}
@@ -327,8 +330,8 @@ class FolderEmbedder:
 EMBEDDER: FolderEmbedder | None = None  # --model; None: the bundled MiniLM
 
 
-def _semantic(cache: DiskVectorCache, **kw: float) -> Callable[[], SemanticRanker]:
-    return lambda: SemanticRanker(embedder=EMBEDDER, cache=cache, params=replace(SemanticParams(), **kw))
+def _semantic(cache: DiskVectorCache, params: SemanticParams | None = None) -> Callable[[], SemanticRanker]:
+    return lambda: SemanticRanker(embedder=EMBEDDER, cache=cache, params=params or SemanticParams())
 
 
 def methods(cache: DiskVectorCache) -> dict[str, Callable[[], object]]:
@@ -338,26 +341,29 @@ def methods(cache: DiskVectorCache) -> dict[str, Callable[[], object]]:
         "tfidf-stemmed-threshold": lambda: TfidfRanker(plain=False),
         "lexical": lambda: LexicalRanker(),
         "lexical-phrases-only": lambda: LexicalRanker(replace(LexicalParams(), words_scale=0.0)),
-        "semantic-cosine-z": _semantic(cache, lexical_weight=0.0, context=0.0, words_weight=0.0),
-        "semantic+phrases": _semantic(cache, context=0.0, words_weight=0.0),
-        "semantic+phrases+context": _semantic(cache, words_weight=0.0),
+        "semantic-cosine-z": _semantic(
+            cache, replace(SemanticParams(), lexical_weight=0.0, context=0.0, words_weight=0.0)
+        ),
+        "semantic+phrases": _semantic(cache, replace(SemanticParams(), context=0.0, words_weight=0.0)),
+        "semantic+phrases+context": _semantic(cache, replace(SemanticParams(), words_weight=0.0)),
         "semantic+phrases+context+tfidf": _semantic(cache),
     }
 
 
-def _number(value: str) -> float | str:
-    try:
-        return float(value)
-    except ValueError:
-        return value
+def _value(text: str) -> float | bool:
+    """A --try value: true or false for a switch, else a number (ValueError for anything else)."""
+    if text in ("true", "false"):
+        return text == "true"
+    return float(text)
 
 
 def variant(spec: str, cache: DiskVectorCache) -> Callable[[], object]:
     kind, _, settings = spec.partition(":")
-    kw = {k: _number(v) for k, v in (item.split("=") for item in settings.split(",") if item)}
+    # Any: names and values come from the command line; replace() refuses a name the params lack
+    kw: dict[str, Any] = {k: _value(v) for k, v in (item.split("=") for item in settings.split(",") if item)}
     if kind == "lexical":
         return lambda: LexicalRanker(replace(LexicalParams(), **kw))
-    return _semantic(cache, **kw)
+    return _semantic(cache, replace(SemanticParams(), **kw))
 
 
 def main() -> None:

@@ -43,13 +43,14 @@ def postgres(url: str | None) -> Iterator[NewDatabase]:
     """A function returning a fresh database URL per call."""
     if url is not None:
         import psycopg
+        from psycopg import sql
 
         base, counter = url.rsplit("/", 1)[0], iter(range(1, 1000))
 
         def create() -> str:
             name = f"bench_{os.getpid()}_{next(counter)}"
             with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as c:
-                c.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+                c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
             return f"{base}/{name}"
 
         yield create

@@ -93,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings_in(Path(tmp))
-        app = create_app(settings, allowed_hosts=local_hosts(settings))
+        app = create_app(settings, allowed_hosts=local_hosts())
         sock = socket.create_server(("127.0.0.1", 0), backlog=2048)
         config = uvicorn.Config(app, log_level="warning", ws="none", timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)

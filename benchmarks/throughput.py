@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any, TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 SINK = ROOT / "benchmarks" / "smtp_sink.py"
@@ -122,7 +123,14 @@ def reference(workdir: Path, n: int, size: int) -> float:
     return n / elapsed
 
 
-def pipeline(workdir: Path, dumps: Path, subs: Path, extra_env: dict[str, str]) -> dict[str, object]:
+class PipelineRun(TypedDict):
+    elapsed: float  # seconds, the whole `newsletter run` process
+    received: list[tuple[str, str]]  # what the sink received
+    rss_mb: float  # peak memory of the run's largest process
+    last: dict[str, Any]  # the run's last-run.json
+
+
+def pipeline(workdir: Path, dumps: Path, subs: Path, extra_env: dict[str, str]) -> PipelineRun:
     proc, port, record = start_sink(workdir, "pipeline")
     env = {
         **os.environ,
@@ -211,24 +219,23 @@ def main() -> int:
         extra = {"NEWSLETTER_RANKER": args.ranker, "NEWSLETTER_WORKERS": str(counts[0])}
         result = pipeline(workdir, dumps, subs, extra)
         last = result["last"]
-        counts = last["counts"]  # type: ignore[index]
-        sent = counts.get("sent", 0)
-        avg_size = int(last.get("bytes_sent", 0) / max(sent, 1))  # type: ignore[union-attr]
+        sent = last["counts"].get("sent", 0)
+        avg_size = int(last.get("bytes_sent", 0) / max(sent, 1))
         ref_rate = reference(workdir, max(sent, 1), avg_size)
     received = result["received"]
-    dup = sum(c - 1 for c in Counter(received).values() if c > 1)  # type: ignore[arg-type]
-    rate = sent / last["timings"]["total"]  # type: ignore[index]
-    wall_rate = sent / result["elapsed"]  # type: ignore[operator]
+    dup = sum(c - 1 for c in Counter(received).values() if c > 1)
+    rate = sent / last["timings"]["total"]
+    wall_rate = sent / result["elapsed"]
     print(f"subscribers: {n}; digests sent: {sent}; skipped: {n - sent} (nothing relevant)")
     print(f"average message: {avg_size / 1024:.1f} KiB")
     print(f"reference (bare smtplib, 1 connection): {ref_rate:8.0f} msg/s")
     print(f"newsletter run (delivery phase):        {rate:8.0f} msg/s  = {rate / ref_rate:.2f} x reference")
     print(f"newsletter run (whole process, wall):   {wall_rate:8.0f} msg/s  ({result['elapsed']:.1f} s)")
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in last["timings"].items())  # type: ignore[index]
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in last["timings"].items())
     print(f"stages: {stages}")
     print(f"peak memory (newsletter run, largest process): {result['rss_mb']:.0f} MB")
-    print(f"sink: received {len(received)}, duplicates {dup}, expected {sent}")  # type: ignore[arg-type]
-    return 0 if len(received) == sent and dup == 0 else 1  # type: ignore[arg-type]
+    print(f"sink: received {len(received)}, duplicates {dup}, expected {sent}")
+    return 0 if len(received) == sent and dup == 0 else 1
 
 
 if __name__ == "__main__":

@@ -76,7 +76,7 @@ def add_dumps(env: dict[str, str], *names: str) -> None:
 
 def outbox(env: dict[str, str]) -> list[email.message.EmailMessage]:
     files = sorted((Path(env["NEWSLETTER_HOME"]) / "outbox").glob("*.eml"))
-    return [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]  # type: ignore[misc]
+    return [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]
 
 
 def seed_names() -> list[str]:

@@ -74,12 +74,13 @@ class PostgresServer:
     def new_database(self) -> str:
         """A fresh, empty database; its SQLAlchemy URL."""
         import psycopg
+        from psycopg import sql
 
         name = f"t{os.getpid()}_{next(self._counter)}"
         with psycopg.connect(
             self.url().replace(f"{URL_SCHEME}://", "postgresql://"), autocommit=True
         ) as conn:
-            conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
         return self.url(name)
 
 

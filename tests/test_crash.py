@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import pytest
 import yaml
@@ -424,8 +424,8 @@ class Recorder:
     With ``journal`` it also appends each accepted recipient to that file (readable after a kill).
     """
 
-    uses_parts = False  # reads only the recipient: the builder hands over lean messages
-    retries_itself = False
+    uses_parts: ClassVar[bool] = False  # reads only the recipient: the builder hands over lean messages
+    retries_itself: ClassVar[bool] = False
 
     def __init__(self, errors: dict[str, list[SendError]] | None = None, journal: Path | None = None) -> None:
         self.errors = errors or {}
