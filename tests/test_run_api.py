@@ -78,6 +78,11 @@ def test_a_message_the_batch_reply_refuses_fails_alone(env: dict[str, str], api:
     api.refuse = set()
     _run(env, "2026-03-11T09:00:00Z")  # permanent: not resent by later runs
     assert api.recipients == ["diff@example.org"]
+    add_dumps(env, seed_names()[2])  # new papers: the inactive address is held, as an SMTP 5.1.1 one is
+    proc = cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z", check=False)
+    (held,) = [d for d in json.loads(proc.stdout)["digests"] if d["subscriber"] == "ssm@example.org"]
+    assert held["status"] == "skipped" and "refused for good" in held["reason"], held
+    assert proc.returncode == 0 and "ssm@example.org" not in api.recipients
 
 
 @pytest.mark.parametrize("lost", ["drop", "timeout"])

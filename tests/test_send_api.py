@@ -346,6 +346,7 @@ def test_mailgun_eu_region_and_unknown_domain_hint() -> None:
         (SendGridTransport, httpx.Response(200, html="<html>Please log in to the proxy</html>")),
         (MailgunTransport, httpx.Response(200, html="<html>Please log in to the proxy</html>")),
         (ResendTransport, httpx.Response(200, json={"ok": True})),
+        (PostmarkTransport, httpx.Response(200, json={"ErrorCode": 0, "Message": "OK"})),
     ],
 )
 def test_a_success_without_the_providers_message_id_is_unknown_not_sent(
@@ -356,6 +357,24 @@ def test_a_success_without_the_providers_message_id_is_unknown_not_sent(
     with h.transport as transport, pytest.raises(SendError) as caught:
         transport.send(make_message())
     assert caught.value.unknown and "without a message id" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("transport_class", "reply"),
+    [
+        (PostmarkTransport, [{"ErrorCode": 0, "MessageID": "m-0"}, {"ErrorCode": 0, "Message": "OK"}]),
+        (ResendTransport, {"data": [{"id": "m-0"}, {}]}),
+    ],
+)
+def test_a_batch_element_accepted_without_its_message_id_is_unknown_not_sent(
+    transport_class: type[HttpApiTransport], reply: object
+) -> None:
+    """Postmark and Resend batches recorded such an element 'sent', as single sends do not."""
+    h = harness(transport_class, httpx.Response(200, json=reply))
+    with h.transport as transport:
+        first, second = transport.send_batch([make_message("d0"), make_message("d1")])
+    assert first == SendResult("d0", "m-0")
+    assert isinstance(second, SendError) and second.unknown and "without a message id" in second.message
 
 
 @pytest.mark.parametrize("status", [301, 302, 404])

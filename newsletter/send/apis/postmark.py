@@ -29,6 +29,7 @@ from newsletter.send.apis.core import (
 _TEMPORARY = {100: "Maintenance", 429: "Rate limit exceeded"}
 # ErrorCodes about the account, the sender or the stream: every message would meet them, so the run
 # stops with all still queued (as for a refused key) instead of failing each subscriber for good.
+_INACTIVE = 406  # a hard bounce, a spam complaint or a manual suppression of the recipient
 _ACCOUNT = {10, 400, 401, 405, 412, 413, 1235}
 _HINTS = {
     10: "check NEWSLETTER_API_KEY (a Postmark server token)",
@@ -111,7 +112,9 @@ class PostmarkTransport(HttpApiTransport):
             )
         if result["ErrorCode"] != 0:
             raise self._code_error(result, f"digest {message.digest_id} to {message.recipient}")
-        return SendResult(message.digest_id, str(result.get("MessageID") or "") or None)
+        return SendResult(
+            message.digest_id, self._accepted_id(result.get("MessageID"), f"digest {message.digest_id}")
+        )
 
     def _rejection(self, response: httpx.Response, what: str) -> SendError:
         body = response_json(response)
@@ -126,4 +129,7 @@ class PostmarkTransport(HttpApiTransport):
         if code in _ACCOUNT:
             self._refused = SendError(message, _HINTS.get(code), transport_down=True)
             return self._refused
-        return SendError(message, _HINTS.get(code), permanent=code not in _TEMPORARY)
+        inactive = code == _INACTIVE  # the recipient's address: the next digest fares no better
+        return SendError(
+            message, _HINTS.get(code), permanent=code not in _TEMPORARY, mailbox=inactive, gone=inactive
+        )

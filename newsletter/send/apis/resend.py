@@ -134,8 +134,11 @@ class ResendTransport(HttpApiTransport):
         if index in refused:
             reason = self._short(refused[index])
             return SendError(f"{self.provider} refused digest {message.digest_id}: {reason}", permanent=True)
-        provider_id = ids.get(index)
-        return SendResult(message.digest_id, str(provider_id) if provider_id else None)
+        what = f"digest {message.digest_id}"
+        try:
+            return SendResult(message.digest_id, self._accepted_id(ids.get(index), what))
+        except SendError as exc:  # a success without its id: it may not have reached the API
+            return exc
 
     def _request(
         self,
