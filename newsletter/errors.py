@@ -82,6 +82,7 @@ class SendError(NewsletterError):
         policy: bool = False,
         mailbox: bool = False,
         gone: bool = False,
+        stalled: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.permanent = permanent
@@ -91,6 +92,9 @@ class SendError(NewsletterError):
         self.policy = policy  # refused whoever the recipient (SMTP 530, 554, 5.7.x): the server's doing
         self.mailbox = mailbox  # the reply blames this recipient (x.1.x address, x.2.1-4 full or disabled)
         self.gone = gone  # and says its mailbox is not there or disabled: the next digest fares no better
+        self.stalled = (
+            stalled  # no reply within the timeout: tried again next run, not at once (each try waits it out)
+        )
 
 
 class SendStopped(SendError):

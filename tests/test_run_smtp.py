@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import json
@@ -23,8 +24,12 @@ class Recorder:
         self.messages: list[email.message.EmailMessage] = []
         self.refuse = refuse or set()
         self.peers: set[Any] = set()  # client (host, port) of each connection that delivered
+        self.rcpt_delay = 0.0  # seconds before answering RCPT (a stuck server)
+        self.rcpts = 0
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        self.rcpts += 1
+        await asyncio.sleep(self.rcpt_delay)
         if address in self.refuse:
             return "550 5.1.1 mailbox unavailable"
         envelope.rcpt_tos.append(address)
@@ -114,6 +119,34 @@ def test_unreachable_server_stops_the_run_quickly_and_loses_nothing(
     assert len(recorder.messages) == 2
     assert {m["Date"].datetime for m in recorder.messages} == {datetime(2026, 3, 13, 8, 10, tzinfo=UTC)}
     assert all("Wednesday, 11 March 2026" in m.get_body(("plain",)).get_content() for m in recorder.messages)
+
+
+def test_a_server_that_stops_answering_costs_one_timeout_per_digest_and_loses_nothing(
+    env: dict[str, str], smtp_server: tuple[Recorder, int]
+) -> None:
+    """A stall was taken for a dropped connection: reconnected and tried again at once, then retried
+    in the run, six timeouts per digest (with the default 30 s, a quarter of an hour for five digests)."""
+    recorder, port = smtp_server
+    recorder.refuse, recorder.rcpt_delay = set(), 2.0
+    env |= {
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+        "NEWSLETTER_SMTP_TIMEOUT": "0.5",
+    }
+    add_dumps(env, *seed_names()[:2])
+    stalled = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
+    digests = json.loads(stalled.stdout)["digests"]
+    assert [d["status"] for d in digests if d["status"] != "skipped"] == ["failed", "failed"]
+    assert all("did not answer within 0.5 s" in d["reason"] for d in digests if d["status"] == "failed")
+    assert recorder.rcpts == 2 and recorder.messages == []  # one try each
+    recorder.rcpt_delay = 0.0  # answering again: the next run after the backoff sends both, once
+    up = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:10:00Z").stdout)
+    assert sorted(d["subscriber"] for d in up["digests"] if d["status"] == "sent") == [
+        "diff@example.org",
+        "ssm@example.org",
+    ]
+    assert len(recorder.messages) == 2
 
 
 INTERESTS = ["quantization", "speech recognition", "large language models", "reinforcement learning"]

@@ -219,6 +219,7 @@ class Courier:
                     exc.transport_down
                     or exc.permanent
                     or exc.unknown
+                    or exc.stalled
                     or attempt == self.retries
                     or self.stopped
                 ):

@@ -286,6 +286,12 @@ class SmtpTransport:
                 hint="the server may have accepted it; resending could deliver it twice",
                 unknown=True,
             )
+        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
+            return SendError(  # a stalled server, not a closed idle connection: reconnecting waits again
+                f"SMTP server {self.host}:{self.port} did not answer within {self.timeout:g} s",
+                hint="it is overloaded or stuck; the digest waits for the next run (NEWSLETTER_SMTP_TIMEOUT)",
+                stalled=True,
+            )
         return _Dropped(_describe(exc))
 
     # --- connection ---------------------------------------------------------------------------------
