@@ -53,7 +53,8 @@ def forget_old_vectors(
 
 def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber]) -> int:
     """The latest dump whose new papers are in no subscriber's window and not among the recent papers
-    a run calibrates on (0: none); subscribers not in the file, or unsubscribed, do not count."""
+    a run calibrates on (0: none); subscribers not in the file, unsubscribed, or held after a bounce
+    (until `retry EMAIL`, which embeds their window again) do not count."""
     latest, newest = store.latest_dump_seq(), store.latest_paper_seq()
     if latest is None or newest is None:
         return 0
@@ -62,7 +63,7 @@ def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber]) -> int:
     for sub in subscribers:
         key = address_key(sub.email)
         state = states.get(key)
-        if key in unsubscribed:
+        if key in unsubscribed or (state is not None and state.bounced_at is not None):
             continue
         mark = state.watermark_seq if state else None
         marks.append(newest - 1 if mark is None else mark)  # a first digest: the newest papers
