@@ -26,7 +26,7 @@ from newsletter import progress
 from newsletter.address import address_key
 from newsletter.compose import Composer
 from newsletter.config import Settings
-from newsletter.deliver import STOPPED, Breaker, Courier, Couriers
+from newsletter.deliver import GIVE_UP_AFTER, STOPPED, Breaker, Courier, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, StoreError
 from newsletter.forget import forget_old_vectors
 from newsletter.held import record_held
@@ -600,8 +600,7 @@ class Pipeline:
         """A queued digest's message as first built, or its outcome when it cannot be sent any more."""
         sub = subscribers.find(record.email)
         if sub is None:  # a paused or half-written file must not lose the digest: it waits for them
-            why = "not in the subscribers file: kept queued until they are back"
-            return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+            return self._absent(record, now)
         if self.store.is_unsubscribed(record.email):
             self.store.mark_failed(record.digest_id, now, "unsubscribed", permanent=True)
             return DigestOutcome(record.email, "failed", "unsubscribed", digest_id=record.digest_id)
@@ -611,6 +610,16 @@ class Pipeline:
         except (RenderError, SendError) as exc:
             return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(items), record.digest_id)
         return message, item_reports(items)
+
+    def _absent(self, record: DeliveryRecord, now: datetime) -> DigestOutcome:
+        """A queued digest whose subscriber is not in the file: kept for them, until GIVE_UP_AFTER
+        from when it was planned (renamed or removed for good: it would be logged at every run)."""
+        if now - record.created_at < GIVE_UP_AFTER:
+            why = "not in the subscribers file: kept queued until they are back"
+            return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+        why = f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
+        self.store.mark_failed(record.digest_id, now, why, permanent=True)
+        return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
 
     def _dry_outcome(self, selection: Selection, now: datetime) -> DigestOutcome:
         sub = selection.subscriber

@@ -696,6 +696,25 @@ def test_a_subscriber_missing_from_the_file_for_a_run_keeps_their_queued_digest(
     assert committed(folder)[READERS[1]] == "sent"
 
 
+def test_a_queued_digest_of_a_subscriber_gone_from_the_file_is_given_up_after_days(
+    folder: Path, renderer: Renderer
+) -> None:
+    """Renamed or removed for good: it was "kept queued" in every run's log and in `status` forever,
+    and went out months late if the address came back."""
+    run_until_killed(folder, renderer, Recorder(), kill_self, send_rate=1.0)  # queued: READERS[1:]
+    transport = Recorder()
+    made, subs = pipeline(folder, renderer, transport)
+    without = SubscriberList(subs.path, tuple(s for s in subs.subscribers if s.email != READERS[1]))
+    later = NOW + GIVE_UP_AFTER + timedelta(minutes=1)
+    report = made.deliver_pending(without, later)
+    (gone,) = [d for d in report.digests if d.subscriber == READERS[1]]
+    assert gone.status == "skipped" and gone.reason.endswith(": given up") and report.ok
+    made.deliver_pending(subs, later)  # back in the file: the old digest does not go out
+    made.store.close()
+    assert sorted(transport.sent) == [READERS[2]]
+    assert committed(folder)[READERS[1]] == "failed"
+
+
 def _entries(report: RunReport) -> Counter[str]:
     return Counter(d.subscriber for d in report.digests)
 
