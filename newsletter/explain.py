@@ -17,7 +17,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank.breakdown import Breakdown, breakdown
 from newsletter.render.helpers import printable
 from newsletter.report import plural
-from newsletter.select import Selection, Selector, with_feedback
+from newsletter.select import CATCH_UP, Selection, Selector, with_feedback
 from newsletter.store import DeliveryRecord, Store
 
 
@@ -145,7 +145,8 @@ def _outside_window(
         )
     return (
         "not sent: it came before this subscriber's window (a first digest holds only the latest "
-        "dump's new papers) or scored below the bar then; it would count now"
+        f"dump's new papers; a window reaches back {CATCH_UP.days} days at most) or scored below the "
+        "bar then; it would count now"
     )
 
 

@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from newsletter.address import address_key
 from newsletter.due import far_ahead, is_due, slot_served_now
@@ -28,6 +28,8 @@ BOUNCED = (
     "its address was refused for good (see `newsletter status`); `newsletter retry EMAIL` tries it again"
 )
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
+CATCH_UP = timedelta(days=14)  # a window reaches back no further: a subscriber back after months, or
+# a daemon down for weeks, is not ranked (and embedded again) over every paper since, for one digest
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,8 @@ class Selector:
                 yield Selection(sub, reason=BOUNCED)
                 continue
             groups[state.watermark_seq if state else None].append(sub)
-        windows = {mark: self._window(mark, latest) for mark in groups}
+        floor = self.store.last_dump_before(now - CATCH_UP)
+        windows = {mark: self._window(mark, latest, floor) for mark in groups}
         listed = (states.get(address_key(s.email)) for group in groups.values() for s in group)
         _warn_if_ahead([state for state in listed if state is not None], now)  # not those it skips anyway
         due: dict[int | None, list[Subscriber]] = defaultdict(list)
@@ -150,13 +153,14 @@ class Selector:
         with self.timings("select"):
             return liked_or_marked(self.store, subscribers, self._feedback)
 
-    def _window(self, mark: int | None, latest: int) -> list[StoredPaper]:
-        """The papers of dumps after ``mark``, up to ``latest``: the digest's watermark, so a dump
-        ingested meanwhile (another machine's) is the next window's, not sent twice."""
+    def _window(self, mark: int | None, latest: int, floor: int | None) -> list[StoredPaper]:
+        """The papers of dumps after ``mark`` (and after ``floor``: CATCH_UP ago), up to ``latest``:
+        the digest's watermark, so a dump ingested meanwhile (another machine's) is the next window's,
+        not sent twice."""
         with self.timings("select"):
             if mark is None:
                 return self.store.newest_papers(upto=latest)
-            return self.store.papers_first_seen_after(mark, upto=latest)
+            return self.store.papers_first_seen_after(max(mark, floor or 0), upto=latest)
 
     def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int, named: list[StoredPaper]) -> None:
         """Per-paper work once per run: the candidates, the papers profiles name, recent papers."""

@@ -184,6 +184,14 @@ class Store:
             latest: int | None = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
             return latest
 
+    def last_dump_before(self, when: datetime) -> int | None:
+        """The last dump ingested before ``when`` (None: none)."""
+        with self._tx("reading dumps") as conn:
+            seq: int | None = conn.execute(
+                sa.select(sa.func.max(dumps.c.seq)).where(dumps.c.ingested_at < when)
+            ).scalar()
+            return seq
+
     def latest_paper_seq(self) -> int | None:
         """The latest dump that brought a new paper (None: no paper yet)."""
         with self._tx("reading papers") as conn:

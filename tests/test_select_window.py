@@ -1,0 +1,37 @@
+"""A digest's window: the papers first seen since the subscriber's last digest, never further back
+than CATCH_UP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from newsletter.models import Paper, Subscriber
+from newsletter.rank import LexicalRanker
+from newsletter.select import CATCH_UP, Selector
+
+from .test_store_helpers import at, db_url, make_dump, open_store
+
+READER = "reader@example.org"
+
+
+def _kestrel(day: int) -> Paper:
+    abstract = f"Kestrel variant {day} schedules message passing on sparse graphs with millions of nodes."
+    return Paper(
+        title=f"Kestrel {day}: Sparse Message Passing", abstract=abstract, rank=1, arxiv_id=f"2401.{day:05}"
+    )
+
+
+def test_a_subscriber_back_after_weeks_gets_a_window_of_the_last_two_weeks_only(tmp_path: Path) -> None:
+    """Held after a bounce, or out of the file, for months: their first digest back ranked (and embedded
+    again) every paper since, for one digest of max_items."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    days = CATCH_UP.days * 3
+    with open_store(db_url(tmp_path)) as store:
+        store.advance_watermarks([READER], 0)  # their last digest came before the first dump
+        for day in range(1, days + 1):
+            store.ingest(make_dump(_kestrel(day)), at(24 * day))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * days + 12))
+        latest = store.latest_dump_seq()
+    sent = sorted(int(s.paper.title.split()[1].rstrip(":")) for s in selection.chosen)
+    assert sent == list(range(days - CATCH_UP.days + 1, days + 1))  # dumps ingested in the last 14 days
+    assert selection.upto_seq == latest  # the watermark moves to the latest dump all the same
