@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 
 from newsletter.address import address_key
 from newsletter.models import Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.rank.reference import reference_papers
 from newsletter.rank.semantic import SemanticRanker
-from newsletter.select import BACKGROUND_DUMPS, liked_or_marked
+from newsletter.select import BACKGROUND_DUMPS, CATCH_UP, liked_or_marked
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
 
@@ -29,13 +30,17 @@ CHUNK = 200  # papers forgotten per transaction: about 2,400 vector rows
 
 
 def forget_old_vectors(
-    store: Store, ranker: Ranker, subscribers: Sequence[Subscriber], stop: threading.Event | None = None
+    store: Store,
+    ranker: Ranker,
+    subscribers: Sequence[Subscriber],
+    stop: threading.Event | None = None,
+    now: datetime | None = None,
 ) -> int:
     """Delete the stored vectors of the papers no run reads again, CHUNK papers a transaction (a short
     write lock; ``stop`` ends it between two); how many vectors went."""
     if not isinstance(ranker, SemanticRanker) or not isinstance(ranker.cache, StoreVectorCache):
         return 0  # a lexical ranker stores no vectors
-    horizon = last_dump_done_with(store, subscribers)
+    horizon = last_dump_done_with(store, subscribers, now)
     old = ranker.cache.papers_embedded(ranker.embedder.name, horizon) if horizon > 0 else []
     if not old:
         return 0
@@ -51,15 +56,16 @@ def forget_old_vectors(
     return gone
 
 
-def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber]) -> int:
+def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber], now: datetime | None = None) -> int:
     """The latest dump whose new papers are in no subscriber's window and not among the recent papers
     a run calibrates on (0: none); subscribers not in the file, unsubscribed, or held after a bounce
-    (until `retry EMAIL`, which embeds their window again) do not count."""
+    (until `retry EMAIL`, which embeds their window again) do not count, and no window reaches back
+    past CATCH_UP before ``now``."""
     latest, newest = store.latest_dump_seq(), store.latest_paper_seq()
     if latest is None or newest is None:
         return 0
     states, unsubscribed = store.subscriber_states(), store.unsubscribed_emails()
-    marks = [latest - BACKGROUND_DUMPS]
+    marks = [latest]
     for sub in subscribers:
         key = address_key(sub.email)
         state = states.get(key)
@@ -67,4 +73,5 @@ def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber]) -> int:
             continue
         mark = state.watermark_seq if state else None
         marks.append(newest - 1 if mark is None else mark)  # a first digest: the newest papers
-    return max(0, min(marks))
+    floor = store.last_dump_before(now - CATCH_UP) if now is not None else None
+    return max(0, min(latest - BACKGROUND_DUMPS, max(min(marks), floor or 0)))

@@ -150,7 +150,7 @@ class Pipeline:
                 report.merge(self._deliver_due(subscribers.subscribers, now, stop, detailed, pending))
             moved = any(d.new for d in report.dumps) or report.statuses["sent"]  # what runs read moved
             if moved and not (stop and stop.is_set()) and not report.halted:
-                self._forget(subscribers.subscribers, stop)
+                self._forget(subscribers.subscribers, stop, now)
         report.errors += [self.breaker.reason] if self.breaker.reason else []
         report.merge_timings(self.timings.totals)  # the run's own stages: ingest, forget, handing out shards
         report.timings["total"] = time.perf_counter() - started
@@ -204,12 +204,12 @@ class Pipeline:
             )
         return unknown
 
-    def _forget(self, subscribers: Sequence[Subscriber], stop: threading.Event | None) -> None:
+    def _forget(self, subscribers: Sequence[Subscriber], stop: threading.Event | None, now: datetime) -> None:
         """Forget the vectors no run reads again (after a run that brought new papers or sent digests:
         an idle tick moves nothing); a failure waits for the next such run, the digests are sent."""
         try:
             with self.timings("forget"):
-                forget_old_vectors(self.store, self.ranker, subscribers, stop)
+                forget_old_vectors(self.store, self.ranker, subscribers, stop, now)
         except NewsletterError as exc:
             log.warning("old vectors are kept until the next run: %s", exc)
 

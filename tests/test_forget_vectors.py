@@ -22,6 +22,7 @@ from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.reference import reference_papers
 from newsletter.render import Renderer
 from newsletter.report import RunReport
+from newsletter.select import CATCH_UP
 from newsletter.send import make_transport
 from newsletter.store import DigestPlan, PlannedItem, Store
 from newsletter.store.vectors import StoreVectorCache
@@ -202,6 +203,8 @@ def test_a_lagging_subscriber_keeps_their_window(home: Settings) -> None:
         assert last_dump_done_with(store, people) == ids[-1] - 10  # a first digest: the newest papers
         store.advance_watermark("late@example.org", ids[1])
         assert last_dump_done_with(store, people) == ids[1]
+        weeks = DAY0 + CATCH_UP + timedelta(days=1)  # the dumps went in at DAY0: out of every window since
+        assert last_dump_done_with(store, people, weeks) == ids[-1] - 10
         store.record_unsubscribe("late@example.org", DAY0)
         assert last_dump_done_with(store, people) == ids[-1] - 10  # the recent dumps only
         assert last_dump_done_with(store, []) == ids[-1] - 10  # one left out of the file does not count
