@@ -435,22 +435,25 @@ class Pipeline:
                 self.store, transport, self.settings, stop=stop, sleep=self.sleep, breaker=self.breaker
             ) as courier,
         ):
-            batches: dict[str, list[DeliveryRecord]] = defaultdict(list)
+            batches: dict[str | None, list[DeliveryRecord]] = defaultdict(list)
             with progress.step("Sending queued digests", len(pending)) as advance:
                 for index, record in enumerate(pending):
                     if courier.stopped:
                         report.extend(_left_queued(pending[index:]))
                         break
                     advance(1)
-                    if record.batch_key and courier.batch_size > 1:  # resent as that batch, under its key
+                    if courier.batch_size > 1:  # in batches again: as that batch under its key, or new ones
                         batches[record.batch_key].append(record)
                         continue
                     report.add(self._retry_one(courier, record, subscribers, now))
             for key, records in batches.items():
-                if courier.stopped:
-                    report.extend(_left_queued(records))
-                else:
-                    report.extend(self._retry_batch(courier, records, key, subscribers, now))
+                size = len(records) if key else courier.batch_size
+                for start in range(0, len(records), size):
+                    part = records[start : start + size]
+                    if courier.stopped:
+                        report.extend(_left_queued(part))
+                    else:
+                        report.extend(self._retry_batch(courier, part, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
 
     def select(self, subscribers: Iterable[Subscriber], now: datetime) -> Iterator[Selection]:
@@ -584,11 +587,12 @@ class Pipeline:
         self,
         courier: Courier,
         records: list[DeliveryRecord],
-        key: str,
+        key: str | None,
         subscribers: SubscriberList,
         now: datetime,
     ) -> list[DigestOutcome]:
-        """Resend the digests of one batch request together, under its idempotency key."""
+        """Resend digests in one batch request: those of an earlier one under its idempotency key, or
+        digests that had none (an API without keys, or sent one by one before) as a new batch."""
         jobs = [self._rebuild(record, subscribers, now) for record in records]
         outcomes = [job for job in jobs if isinstance(job, DigestOutcome)]
         ready = [job for job in jobs if not isinstance(job, DigestOutcome)]

@@ -131,6 +131,7 @@ def test_a_long_retry_after_ends_the_run_at_once_and_the_batch_waits(env: dict[s
     )
     code, _ = _run(env, "2026-03-11T09:10:00Z")
     assert code == 0 and sorted(api.recipients) == DUE
+    assert api.requests == 2  # in one batch again, not a request each (Postmark has no batch key)
 
 
 @pytest.mark.parametrize("batch", ["1", "100"])
