@@ -26,13 +26,14 @@ from newsletter import progress
 from newsletter.address import address_key
 from newsletter.compose import Composer
 from newsletter.config import Settings
-from newsletter.deliver import GIVE_UP_AFTER, STOPPED, Breaker, Courier, Couriers
+from newsletter.deliver import Breaker, Couriers
 from newsletter.errors import NewsletterError, RenderError, SendError, StoreError
 from newsletter.forget import forget_old_vectors
 from newsletter.held import record_held
 from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.parallel import LocalProcesses, build_ahead
+from newsletter.queued import QueuedDigests
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, Renderer
 from newsletter.render.cards import item_reports, item_view
@@ -172,6 +173,27 @@ class Pipeline:
         with report.halts_on_store_errors():  # the coordinator's own queries, or the job queue's
             report.merge(self._run_shards(subscribers, now, stop, detailed, done))
         return report
+
+    def retry(
+        self,
+        subscribers: SubscriberList,
+        now: datetime,
+        statuses: Sequence[str],
+        *,
+        only: Collection[str] | None = None,
+        stop: threading.Event | None = None,
+    ) -> tuple[list[str], RunReport]:
+        """`newsletter retry`: queue the deliveries in ``statuses`` again (``only``: these address keys'),
+        then send every queued digest, backoff or not; the digests requeued, and the report."""
+        self.take_held_clicks()
+        self.recover(now)
+        ids = (
+            None if only is None else [d.digest_id for e in only for d in self.store.deliveries(statuses, e)]
+        )
+        requeued = self.store.requeue(now, statuses=statuses, digest_ids=ids)
+        report = self.deliver_pending(subscribers, now, ignore_backoff=True, stop=stop, only=only)
+        report.errors += [self.breaker.reason] if self.breaker.reason else []
+        return requeued, report
 
     def take_held_clicks(self) -> None:
         """Record the unsubscribes and feedback `serve` held while the database could not take them
@@ -346,35 +368,6 @@ class Pipeline:
         report.errors += [part.breaker.reason] if part.breaker.reason else []
         return report
 
-    def send_planned(
-        self,
-        records: list[DeliveryRecord],
-        subscribers: SubscriberList,
-        now: datetime,
-        stop: threading.Event | None = None,
-    ) -> RunReport:
-        """Queued digests rebuilt as first planned and sent as new ones are: in batches, over this run's
-        connections (an earlier attempt of a shard planned them, then stopped)."""
-        report = RunReport()
-        jobs = [self._rebuild(record, subscribers, now) for record in records]
-        report.extend(job for job in jobs if isinstance(job, DigestOutcome))
-        ready = [job for job in jobs if not isinstance(job, DigestOutcome)]
-        if not ready:
-            return report
-        with Couriers(
-            self.store,
-            self.transport_factory,
-            self.settings,
-            self.settings.connections,
-            stop=stop,
-            sleep=self.sleep,
-            breaker=self.breaker,
-        ) as couriers:
-            couriers.deliver_all(ready, now, report.extend)
-            couriers.flush()
-        report.bytes_sent = couriers.bytes_sent
-        return report
-
     def after_fork(self) -> None:
         """In a forked child: forget the parent's pooled connections (the ranker's cache uses them too).
         The run lock is the parent's, on a connection of its own: a child does not check it (three children
@@ -407,54 +400,30 @@ class Pipeline:
         ``only`` (address keys), only those subscribers' (`newsletter retry EMAIL`)."""
         report = RunReport()
         with report.halts_on_store_errors():
-            self._deliver_pending(report, subscribers, now, ignore_backoff, stop, only)
+            self._check_lock()
+            self._queued().deliver_pending(report, subscribers, now, ignore_backoff, stop, only)
         return report
+
+    def send_planned(
+        self,
+        records: list[DeliveryRecord],
+        subscribers: SubscriberList,
+        now: datetime,
+        stop: threading.Event | None = None,
+    ) -> RunReport:
+        """Queued digests rebuilt as first planned and sent as new ones are (see queued.py)."""
+        return self._queued().send_planned(records, subscribers, now, stop)
+
+    def _queued(self) -> QueuedDigests:
+        """The queue as this run sends it: its breaker, and messages built with its timings."""
+        return QueuedDigests(
+            self.store, self.settings, self.transport_factory, self._message, self.breaker, self.sleep
+        )
 
     def _check_lock(self) -> None:
         """StoreError once the run lock is lost (another run may be planning and sending now)."""
         if not self.lock_held():
             raise StoreError("this run lost the database's run lock (its connection ended)", hint=LOCK_LOST)
-
-    def _deliver_pending(
-        self,
-        report: RunReport,
-        subscribers: SubscriberList,
-        now: datetime,
-        ignore_backoff: bool,
-        stop: threading.Event | None,
-        only: Collection[str] | None = None,
-    ) -> None:
-        self._check_lock()
-        pending = self.store.pending_deliveries(None if ignore_backoff else now)
-        pending = [r for r in pending if only is None or address_key(r.email) in only]
-        if not pending:
-            return
-        with (
-            self.transport_factory() as transport,
-            Courier(
-                self.store, transport, self.settings, stop=stop, sleep=self.sleep, breaker=self.breaker
-            ) as courier,
-        ):
-            batches: dict[str | None, list[DeliveryRecord]] = defaultdict(list)
-            with progress.step("Sending queued digests", len(pending)) as advance:
-                for index, record in enumerate(pending):
-                    if courier.stopped:
-                        report.extend(_left_queued(pending[index:]))
-                        break
-                    advance(1)
-                    if courier.batch_size > 1:  # in batches again: as that batch under its key, or new ones
-                        batches[record.batch_key].append(record)
-                        continue
-                    report.add(self._retry_one(courier, record, subscribers, now))
-            for key, records in batches.items():
-                size = len(records) if key else courier.batch_size
-                for start in range(0, len(records), size):
-                    part = records[start : start + size]
-                    if courier.stopped:
-                        report.extend(_left_queued(part))
-                    else:
-                        report.extend(self._retry_batch(courier, part, key, subscribers, now))
-            report.bytes_sent = courier.bytes_sent
 
     def select(self, subscribers: Iterable[Subscriber], now: datetime) -> Iterator[Selection]:
         """Every subscriber's selection as a run sees it (grouped by window, not in input order)."""
@@ -577,54 +546,6 @@ class Pipeline:
         couriers.deliver_all([(message, items) for message, items, _ in ready], now, into)
         couriers.flush()  # every acceptance recorded before the next chunk is planned
 
-    def _retry_one(
-        self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
-    ) -> DigestOutcome:
-        job = self._rebuild(record, subscribers, now)
-        return job if isinstance(job, DigestOutcome) else courier.deliver(job[0], now, job[1])
-
-    def _retry_batch(
-        self,
-        courier: Courier,
-        records: list[DeliveryRecord],
-        key: str | None,
-        subscribers: SubscriberList,
-        now: datetime,
-    ) -> list[DigestOutcome]:
-        """Resend digests in one batch request: those of an earlier one under its idempotency key, or
-        digests that had none (an API without keys, or sent one by one before) as a new batch."""
-        jobs = [self._rebuild(record, subscribers, now) for record in records]
-        outcomes = [job for job in jobs if isinstance(job, DigestOutcome)]
-        ready = [job for job in jobs if not isinstance(job, DigestOutcome)]
-        return outcomes + (courier.deliver_batch(ready, now, key) if ready else [])
-
-    def _rebuild(
-        self, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
-    ) -> tuple[OutgoingMessage, tuple[ItemReport, ...]] | DigestOutcome:
-        """A queued digest's message as first built, or its outcome when it cannot be sent any more."""
-        sub = subscribers.find(record.email)
-        if sub is None:  # a paused or half-written file must not lose the digest: it waits for them
-            return self._absent(record, now)
-        if self.store.is_unsubscribed(record.email):
-            self.store.mark_failed(record.digest_id, now, "unsubscribed", permanent=True)
-            return DigestOutcome(record.email, "failed", "unsubscribed", digest_id=record.digest_id)
-        items = record.scored()
-        try:
-            message = self._message(sub, items, record.digest_id, record.created_at, sent_at=now)
-        except (RenderError, SendError) as exc:
-            return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(items), record.digest_id)
-        return message, item_reports(items)
-
-    def _absent(self, record: DeliveryRecord, now: datetime) -> DigestOutcome:
-        """A queued digest whose subscriber is not in the file: kept for them, until GIVE_UP_AFTER
-        from when it was planned (renamed or removed for good: it would be logged at every run)."""
-        if now - record.created_at < GIVE_UP_AFTER:
-            why = "not in the subscribers file: kept queued until they are back"
-            return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
-        why = f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
-        self.store.mark_failed(record.digest_id, now, why, permanent=True)
-        return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
-
     def _dry_outcome(self, selection: Selection, now: datetime) -> DigestOutcome:
         sub = selection.subscriber
         if selection.reason:
@@ -652,10 +573,6 @@ def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> 
     items = tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(selection.chosen, start=1))
     email, upto = selection.subscriber.email, selection.upto_seq
     return DigestPlan(digest_id, email, now, upto, subject, items, served_slot=selection.serves)
-
-
-def _left_queued(records: Iterable[DeliveryRecord]) -> list[DigestOutcome]:
-    return [DigestOutcome(r.email, "skipped", STOPPED, digest_id=r.digest_id) for r in records]
 
 
 def _due_retry(record: DeliveryRecord, now: datetime) -> bool:

@@ -247,16 +247,7 @@ def retry(
     statuses = ("failed", "unknown") if unknown else ("failed",)
     only = {address_key(listed_subscriber(subscribers, email).email) for email in emails} if emails else None
     with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
-        pipeline.take_held_clicks()
-        pipeline.recover(clock)
-        ids = (
-            None
-            if only is None
-            else [d.digest_id for e in only for d in pipeline.store.deliveries(statuses, e)]
-        )
-        requeued = pipeline.store.requeue(clock, statuses=statuses, digest_ids=ids)
-        report = pipeline.deliver_pending(subscribers, clock, ignore_backoff=True, stop=stop, only=only)
-        report.errors += [pipeline.breaker.reason] if pipeline.breaker.reason else []
+        requeued, report = pipeline.retry(subscribers, clock, statuses, only=only, stop=stop)
     if not as_json:
         what = "failed or unknown" if unknown else "failed"
         noun = "delivery" if len(requeued) == 1 else "deliveries"

@@ -1,0 +1,160 @@
+"""Digests earlier runs left queued (a crash, a temporary refusal, a stop), rebuilt as first planned
+and sent again: one by one over one connection, or in batches to an API under their first request's
+idempotency key; a digest whose subscriber left the file waits for them (GIVE_UP_AFTER at most)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from newsletter import progress
+from newsletter.address import address_key
+from newsletter.config import Settings
+from newsletter.deliver import GIVE_UP_AFTER, STOPPED, Breaker, Courier, Couriers
+from newsletter.errors import RenderError, SendError
+from newsletter.models import OutgoingMessage
+from newsletter.render.cards import item_reports
+from newsletter.report import DigestOutcome, ItemReport, RunReport
+from newsletter.send.base import Transport
+from newsletter.store import DeliveryRecord, Store
+from newsletter.subscribers import SubscriberList
+
+# Pipeline._message: (subscriber, items, digest id, date, *, sent_at) -> the message
+BuildMessage = Callable[..., OutgoingMessage]
+
+
+@dataclass
+class QueuedDigests:
+    """One run's view of the queue: its store, transport, pace and breaker, and how it builds a message."""
+
+    store: Store
+    settings: Settings
+    transport_factory: Callable[[], Transport]
+    message: BuildMessage
+    breaker: Breaker = field(default_factory=Breaker)
+    sleep: Callable[[float], None] = time.sleep
+
+    def send_planned(
+        self,
+        records: list[DeliveryRecord],
+        subscribers: SubscriberList,
+        now: datetime,
+        stop: threading.Event | None = None,
+    ) -> RunReport:
+        """Queued digests rebuilt as first planned and sent as new ones are: in batches, over this run's
+        connections (an earlier attempt of a shard planned them, then stopped)."""
+        report = RunReport()
+        jobs = [self._rebuild(record, subscribers, now) for record in records]
+        report.extend(job for job in jobs if isinstance(job, DigestOutcome))
+        ready = [job for job in jobs if not isinstance(job, DigestOutcome)]
+        if not ready:
+            return report
+        with Couriers(
+            self.store,
+            self.transport_factory,
+            self.settings,
+            self.settings.connections,
+            stop=stop,
+            sleep=self.sleep,
+            breaker=self.breaker,
+        ) as couriers:
+            couriers.deliver_all(ready, now, report.extend)
+            couriers.flush()
+        report.bytes_sent = couriers.bytes_sent
+        return report
+
+    def deliver_pending(
+        self,
+        report: RunReport,
+        subscribers: SubscriberList,
+        now: datetime,
+        ignore_backoff: bool,
+        stop: threading.Event | None,
+        only: Collection[str] | None = None,
+    ) -> None:
+        pending = self.store.pending_deliveries(None if ignore_backoff else now)
+        pending = [r for r in pending if only is None or address_key(r.email) in only]
+        if not pending:
+            return
+        with (
+            self.transport_factory() as transport,
+            Courier(
+                self.store, transport, self.settings, stop=stop, sleep=self.sleep, breaker=self.breaker
+            ) as courier,
+        ):
+            batches: dict[str | None, list[DeliveryRecord]] = defaultdict(list)
+            with progress.step("Sending queued digests", len(pending)) as advance:
+                for index, record in enumerate(pending):
+                    if courier.stopped:
+                        report.extend(_left_queued(pending[index:]))
+                        break
+                    advance(1)
+                    if courier.batch_size > 1:  # in batches again: as that batch under its key, or new ones
+                        batches[record.batch_key].append(record)
+                        continue
+                    report.add(self._retry_one(courier, record, subscribers, now))
+            for key, records in batches.items():
+                size = len(records) if key else courier.batch_size
+                for start in range(0, len(records), size):
+                    part = records[start : start + size]
+                    if courier.stopped:
+                        report.extend(_left_queued(part))
+                    else:
+                        report.extend(self._retry_batch(courier, part, key, subscribers, now))
+            report.bytes_sent = courier.bytes_sent
+
+    def _retry_one(
+        self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
+    ) -> DigestOutcome:
+        job = self._rebuild(record, subscribers, now)
+        return job if isinstance(job, DigestOutcome) else courier.deliver(job[0], now, job[1])
+
+    def _retry_batch(
+        self,
+        courier: Courier,
+        records: list[DeliveryRecord],
+        key: str | None,
+        subscribers: SubscriberList,
+        now: datetime,
+    ) -> list[DigestOutcome]:
+        """Resend digests in one batch request: those of an earlier one under its idempotency key, or
+        digests that had none (an API without keys, or sent one by one before) as a new batch."""
+        jobs = [self._rebuild(record, subscribers, now) for record in records]
+        outcomes = [job for job in jobs if isinstance(job, DigestOutcome)]
+        ready = [job for job in jobs if not isinstance(job, DigestOutcome)]
+        return outcomes + (courier.deliver_batch(ready, now, key) if ready else [])
+
+    def _rebuild(
+        self, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
+    ) -> tuple[OutgoingMessage, tuple[ItemReport, ...]] | DigestOutcome:
+        """A queued digest's message as first built, or its outcome when it cannot be sent any more."""
+        sub = subscribers.find(record.email)
+        if sub is None:  # a paused or half-written file must not lose the digest: it waits for them
+            return self._absent(record, now)
+        if self.store.is_unsubscribed(record.email):
+            self.store.mark_failed(record.digest_id, now, "unsubscribed", permanent=True)
+            return DigestOutcome(record.email, "failed", "unsubscribed", digest_id=record.digest_id)
+        items = record.scored()
+        try:
+            message = self.message(sub, items, record.digest_id, record.created_at, sent_at=now)
+        except (RenderError, SendError) as exc:
+            return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(items), record.digest_id)
+        return message, item_reports(items)
+
+    def _absent(self, record: DeliveryRecord, now: datetime) -> DigestOutcome:
+        """A queued digest whose subscriber is not in the file: kept for them, until GIVE_UP_AFTER
+        from when it was planned (renamed or removed for good: it would be logged at every run)."""
+        if now - record.created_at < GIVE_UP_AFTER:
+            why = "not in the subscribers file: kept queued until they are back"
+            return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+        why = f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
+        self.store.mark_failed(record.digest_id, now, why, permanent=True)
+        return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+
+
+def _left_queued(records: Iterable[DeliveryRecord]) -> list[DigestOutcome]:
+    return [DigestOutcome(r.email, "skipped", STOPPED, digest_id=r.digest_id) for r in records]
