@@ -36,7 +36,7 @@ from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.queued import QueuedDigests
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, Renderer
-from newsletter.render.cards import item_reports, item_view
+from newsletter.render.cards import item_reports
 from newsletter.report import (
     WAITING,
     DigestOutcome,
@@ -59,7 +59,7 @@ PLAN_BATCH = 256  # digests planned per transaction, at least (more when one rou
 LOCK_LOST = "another run may have taken it: what this one did not send is that run's or the next one's"
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
-__all__ = ["Built", "Pipeline", "Selection", "item_view"]
+__all__ = ["Built", "Pipeline", "Selection"]
 
 
 @dataclass
@@ -101,7 +101,9 @@ class Pipeline:
         self.sleep = sleep
         self.timings = Timings()
         self.breaker = Breaker()  # a run's: the transport down, or failing every request, stops it all
-        self.lock_held: Callable[[], bool] = lambda: True  # the run lock (set by app.open_pipeline)
+        self.lock_held: Callable[[], bool] = lambda: (
+            True
+        )  # the run lock (set by app.open_pipeline, or the daemon)
         self.composer = Composer(settings, renderer)
 
     # -- ingest -------------------------------------------------------------------------------------
@@ -532,7 +534,8 @@ class Pipeline:
     def _send_chunk(
         self, couriers: Couriers, built: Built, now: datetime, into: Callable[[list[DigestOutcome]], None]
     ) -> None:
-        """Plan a built chunk in one transaction, then send its messages; outcomes go to ``into``."""
+        """Plan a built chunk (each window's watermarks, then the plans: a transaction each), then send
+        its messages; outcomes go to ``into``."""
         self._check_lock()
         outcomes, ready = list(built.outcomes), built.ready
         if couriers.stopped:  # not planned: due at the next run, built again then

@@ -1,4 +1,5 @@
-"""The daemon: APScheduler wiring only. Each job is one call into the pipeline.
+"""The daemon: APScheduler wiring, the run lock it holds (Leadership), the subscribers file it re-reads,
+and a watch on the wall clock. Each job is one call into the pipeline.
 
 Two jobs: *fetch* (sources bring new dumps into the dumps folder, on a cron expression) and *tick*
 (ingest the folder, deliver every due digest, every ``tick_seconds``), which runs on while a fetch
