@@ -34,17 +34,22 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def open_store(settings: Settings) -> Iterator[Store]:
+    make_state_folder(settings)
+    store = Store(settings.db_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def make_state_folder(settings: Settings) -> None:
+    """The state folder, made if missing; ConfigError when it cannot be (a file in the way, no right)."""
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(
             f"cannot create the state folder {settings.home} (NEWSLETTER_HOME): {exc.strerror}"
         ) from None
-    store = Store(settings.db_url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 @contextmanager

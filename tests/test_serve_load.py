@@ -128,6 +128,23 @@ def test_serve_on_a_busy_port_is_one_error_and_never_announces_the_url(env: dict
     assert "Traceback" not in proc.stderr
 
 
+def test_serve_with_a_state_folder_it_cannot_make_is_one_error_before_the_url(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """It served, then answered every page with an error 500 and a traceback in its log."""
+    (tmp_path / "blocker").write_text("a file where the folder should be\n")
+    home = tmp_path / "blocker" / "state"
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "serve", "--port", "1"],
+        env={**os.environ, **env, "NEWSLETTER_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "preview at" not in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: cannot create the state folder {home} (NEWSLETTER_HOME): ")
+
+
 def test_an_empty_host_is_refused_not_read_as_every_interface() -> None:
     from newsletter.errors import ConfigError
     from newsletter.serve import listen

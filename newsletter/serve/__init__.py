@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from newsletter.address import is_loopback
+from newsletter.app import make_state_folder
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
 from newsletter.serve.web import create_app
@@ -40,6 +41,7 @@ def run_server(
 ) -> None:
     """Serve until interrupted. The preview pages answer local Host names only (loopback, the address
     listened on, ``also``); base_url's host gets only the emails' links; any other name gets 400."""
+    make_state_folder(settings)  # a folder that cannot be made is one error now, not one per page
     previews = local_hosts(host, also)
     if not is_loopback(host):
         log.warning(

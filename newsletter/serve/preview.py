@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from newsletter.address import address_key
-from newsletter.app import refuse_lost_history
+from newsletter.app import make_state_folder, refuse_lost_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.due import is_due, shown_due
 from newsletter.errors import ConfigError, LockedError, RenderError, SourceError, StoreError
@@ -119,7 +119,7 @@ class Previewer:
     def store(self) -> Store:
         with self._store_lock:
             if self._store is None:
-                self.settings.home.mkdir(parents=True, exist_ok=True)
+                make_state_folder(self.settings)
                 store = Store(self.settings.db_url)
                 try:
                     if not self.new_database:
