@@ -12,8 +12,9 @@ from rich.text import Text
 
 from newsletter.address import address_key
 from newsletter.due import shown_due
+from newsletter.models import Subscriber
 from newsletter.sources import path_from_text
-from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, Store
+from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, DeliveryRecord, Store, SubscriberState
 from newsletter.store.rejected import RejectedFile
 from newsletter.subscribers import SubscriberList
 
@@ -30,37 +31,12 @@ def status_report(
     unsubscribed = store.unsubscribed_emails()
     queued = queued_now(store, now)
     latest = store.latest_paper_seq()  # a dump that brought no new paper gives nothing to weigh
-    rows = []
-    for sub in subscribers.subscribers:
-        state = states.get(address_key(sub.email))
-        last = state.last_digest_at if state else None
-        served = state.served_slot if state else None
-        mark = state.watermark_seq if state else None
-        fresh = latest is not None and (mark is None or latest > mark)  # dumps it has not been weighed on
-        due = shown_due(sub, last, now, served, queued=queued.get(address_key(sub.email)), waiting=fresh)
-        rows.append(
-            {
-                "subscriber": sub.email,
-                "cadence": sub.cadence,
-                "last_digest_at": last.isoformat() if last else None,
-                "next_due_at": due.isoformat() if due else None,  # None: when a dump brings new papers
-                "next_due": _due_text(due, now),
-                "unsubscribed": address_key(sub.email) in unsubscribed,
-                "bounced_at": state.bounced_at.isoformat() if state and state.bounced_at else None,
-            }
-        )
+    rows = [
+        _subscriber_row(sub, states.get(address_key(sub.email)), now, queued, latest, unsubscribed)
+        for sub in subscribers.subscribers
+    ]
     attention = [
-        {
-            "digest_id": d.digest_id,
-            "subscriber": d.email,
-            "status": d.status,
-            "attempts": d.attempts,
-            "error": d.last_error or (IN_FLIGHT if d.status == SENDING else None),
-            "next_try": d.not_before.isoformat()
-            if d.status == RETRY and d.not_before and d.not_before > now
-            else None,
-        }
-        for d in store.deliveries((FAILED, UNKNOWN, RETRY, SENDING), with_items=False)
+        _attention_row(d, now) for d in store.deliveries((FAILED, UNKNOWN, RETRY, SENDING), with_items=False)
     ]
     refused = [
         {"file": r.path, "problem": r.problem, "first_seen": r.first_seen.isoformat()}
@@ -73,6 +49,42 @@ def status_report(
         "rejected_files": refused,
         "counts": store.delivery_counts(),
         "last_run": last_run,
+    }
+
+
+def _subscriber_row(
+    sub: Subscriber,
+    state: SubscriberState | None,
+    now: datetime,
+    queued: dict[str, datetime],
+    latest: int | None,
+    unsubscribed: set[str],
+) -> dict[str, Any]:
+    last = state.last_digest_at if state else None
+    served = state.served_slot if state else None
+    mark = state.watermark_seq if state else None
+    fresh = latest is not None and (mark is None or latest > mark)  # dumps it has not been weighed on
+    due = shown_due(sub, last, now, served, queued=queued.get(address_key(sub.email)), waiting=fresh)
+    return {
+        "subscriber": sub.email,
+        "cadence": sub.cadence,
+        "last_digest_at": last.isoformat() if last else None,
+        "next_due_at": due.isoformat() if due else None,  # None: when a dump brings new papers
+        "next_due": _due_text(due, now),
+        "unsubscribed": address_key(sub.email) in unsubscribed,
+        "bounced_at": state.bounced_at.isoformat() if state and state.bounced_at else None,
+    }
+
+
+def _attention_row(d: DeliveryRecord, now: datetime) -> dict[str, Any]:
+    waiting = d.status == RETRY and d.not_before is not None and d.not_before > now
+    return {
+        "digest_id": d.digest_id,
+        "subscriber": d.email,
+        "status": d.status,
+        "attempts": d.attempts,
+        "error": d.last_error or (IN_FLIGHT if d.status == SENDING else None),
+        "next_try": d.not_before.isoformat() if waiting and d.not_before else None,
     }
 
 
@@ -118,30 +130,9 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     as ``[/var/mail/x]``, was read as a tag: a traceback). Piped, the table fits 80 columns (a long
     address folds; `status --json` is the form to read with a program)."""
     console = console or Console()
-    table = Table(
-        Column("subscriber", overflow="fold"),
-        "cadence",
-        Column("last digest", no_wrap=True),  # a long address wraps; a time is never cut
-        Column("next due", no_wrap=True),
-        title="Subscribers",
-    )
-    for row in data["subscribers"]:
-        due = "unsubscribed" if row["unsubscribed"] else row["next_due"]
-        due = "held: address refused (retry EMAIL)" if row["bounced_at"] and not row["unsubscribed"] else due
-        last = _short_time(row["last_digest_at"]) if row["last_digest_at"] else "never"
-        table.add_row(Text(row["subscriber"]), row["cadence"], last, due)
-    console.print(table)
+    console.print(_subscribers_table(data["subscribers"]))
     if data["attention"]:
-        problems = Table("digest", "subscriber", "status", "attempts", "error", title="Needs attention")
-        for d in data["attention"]:
-            problems.add_row(
-                d["digest_id"],
-                Text(d["subscriber"]),
-                d["status"],
-                str(d["attempts"]),
-                Text(_attention_text(d)),
-            )
-        console.print(problems)
+        console.print(_attention_table(data["attention"]))
         console.print("`newsletter retry` resends failed ones; `--unknown` also those that may have arrived.")
     if data["rejected_files"]:
         console.print(
@@ -149,12 +140,7 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
         )
         for r in data["rejected_files"]:
             problem = r["problem"].removeprefix(f"{r['file']}: ")  # a skipped file's warning names it first
-            console.print(
-                f"  {r['file']} (since {r['first_seen']}): {problem}",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
+            _plain(console, f"  {r['file']} (since {r['first_seen']}): {problem}")
     counts = ", ".join(f"{n} {status}" for status, n in sorted(data["counts"].items())) or "none yet"
     console.print(f"Deliveries: {counts}", highlight=False)
     last = data["last_run"]
@@ -163,4 +149,34 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
         markup=False,
     )
     for problem in (last or {}).get("errors", []):
-        console.print(f"  error: {problem}", highlight=False, markup=False, soft_wrap=True)
+        _plain(console, f"  error: {problem}")
+
+
+def _subscribers_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(
+        Column("subscriber", overflow="fold"),
+        "cadence",
+        Column("last digest", no_wrap=True),  # a long address wraps; a time is never cut
+        Column("next due", no_wrap=True),
+        title="Subscribers",
+    )
+    for row in rows:
+        due = "unsubscribed" if row["unsubscribed"] else row["next_due"]
+        due = "held: address refused (retry EMAIL)" if row["bounced_at"] and not row["unsubscribed"] else due
+        last = _short_time(row["last_digest_at"]) if row["last_digest_at"] else "never"
+        table.add_row(Text(row["subscriber"]), row["cadence"], last, due)
+    return table
+
+
+def _attention_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("digest", "subscriber", "status", "attempts", "error", title="Needs attention")
+    for d in rows:
+        table.add_row(
+            d["digest_id"], Text(d["subscriber"]), d["status"], str(d["attempts"]), Text(_attention_text(d))
+        )
+    return table
+
+
+def _plain(console: Console, line: str) -> None:
+    """A line as written: no markup, no highlighting, never wrapped."""
+    console.print(line, highlight=False, markup=False, soft_wrap=True)
