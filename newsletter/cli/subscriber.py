@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import webbrowser
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -48,32 +49,34 @@ def preview(
     """
     settings = state.settings()
     subscriber = _subscriber(settings, email)
-    if last:
-        with open_pipeline(
-            settings, lock=False, new_database=state.new_database, sending=False
-        ) as pipeline:  # log only
-            found = pipeline.last_sent(subscriber)
-        if found is None:
-            typer.echo(f"{email}: no digest sent yet")
-            return
-        record, message = found
-        when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
-        preview = f"Subject: {message.subject}\n{when}"
-        _show_preview(message.html, preview, out, settings, subscriber.email, open_browser)
-        return
-    clock = parse_now(now)
+    shown = _last_sent(settings, subscriber) if last else _next_digest(settings, subscriber, parse_now(now))
+    if isinstance(shown, str):
+        typer.echo(f"{email}: {shown}")
+    else:
+        _show_preview(*shown, out, settings, subscriber.email, open_browser)  # one file per subscriber
+
+
+def _last_sent(settings: Settings, subscriber: Subscriber) -> tuple[str, str] | str:
+    """The last digest sent, as HTML and a two-line summary; or why there is none."""
+    with open_pipeline(settings, lock=False, new_database=state.new_database, sending=False) as pipeline:
+        found = pipeline.last_sent(subscriber)  # the delivery log only: nothing is ingested
+    if found is None:
+        return "no digest sent yet"
+    record, message = found
+    when = f"sent {record.created_at:%Y-%m-%d %H:%M} UTC: {plural(len(record.items), 'paper')}"
+    return message.html, f"Subject: {message.subject}\n{when}"
+
+
+def _next_digest(settings: Settings, subscriber: Subscriber, clock: datetime) -> tuple[str, str] | str:
+    """The digest the subscriber would get now, as HTML and a two-line summary; or why there is none."""
     with open_reading_pipeline(settings, clock, new_database=state.new_database) as pipeline:
         selection, view = pipeline.preview(subscriber, clock)
         rendered = pipeline.renderer.render(view) if view else None
         sent_before = bool(pipeline.store.deliveries(("sent",), subscriber.email, with_items=False))
     if rendered is None:
         hint = "`--last` shows the last one sent" if sent_before else "none sent yet"
-        typer.echo(f"{email}: no digest now ({selection.reason}); {hint}")
-        return
-    what = f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
-    _show_preview(
-        rendered.html, what, out, settings, subscriber.email, open_browser
-    )  # one file per subscriber
+        return f"no digest now ({selection.reason}); {hint}"
+    return rendered.html, f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
 
 
 def _show_preview(
