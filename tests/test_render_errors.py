@@ -58,7 +58,7 @@ def test_jinja_errors_in_mjml_name_file_and_line(tmp_path: Path, old: str, new: 
     [  # an unclosed <mj-text> is reported at the closing tag that does not match (the next line)
         ("</mj-text>\n      </mj-column>", "\n      </mj-column>", 1, "</mj-column> found while <mj-text>"),
         ("{% if item.times_seen > 1 %}", "{% if 1 < item.times_seen %}", 0, "stray '<'"),
-        ('<mj-section padding="0 12px">', "<mj-section padding=0>", 0, "need quotes"),
+        ('<mj-section padding="0px 12px">', "<mj-section padding=0>", 0, "need quotes"),
         (
             '<mj-column>\n        <mj-text css-class="nl-text">\n          <p',
             '<mj-colum>\n        <mj-text css-class="nl-text">\n          <p',
