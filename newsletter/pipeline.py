@@ -505,31 +505,32 @@ class Pipeline:
         for chunk in _batched(self.select(subscribers, now), size or PLAN_BATCH):
             part = Built()
             for sel in chunk:
-                sub = sel.subscriber
                 if sel.reason == "nothing relevant":
-                    part.evaluated[sel.upto_seq].append(sub.email)
+                    part.evaluated[sel.upto_seq].append(sel.subscriber.email)
                 reason = sel.reason
                 if not reason and cap is not None and built >= cap:  # before the stop: nothing left to do
                     reason = "run cap reached; due at the next run"
                 elif not reason and stopped():
                     reason = WAITING
                 if reason:
-                    part.outcomes.append(DigestOutcome(sub.email, "skipped", reason))
-                    continue
-                digest_id = self._digest_id(sel)
-                try:
-                    message = self._message(sub, sel.chosen, digest_id, now, body=body)
-                except (RenderError, SendError) as exc:
-                    log.error("%s: cannot build digest: %s", sub.email, exc)
-                    part.outcomes.append(
-                        DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(sel.chosen))
-                    )
-                    continue
-                part.ready.append(
-                    (message, item_reports(sel.chosen), _plan(digest_id, sel, message.subject, now))
-                )
-                built += 1
+                    part.outcomes.append(DigestOutcome(sel.subscriber.email, "skipped", reason))
+                else:
+                    built += self._build_into(part, sel, now, body)
             yield part
+
+    def _build_into(self, part: Built, sel: Selection, now: datetime, body: bool) -> bool:
+        """Build ``sel``'s message into ``part``: ready, or failed (a template or address error)."""
+        sub, digest_id = sel.subscriber, self._digest_id(sel)
+        try:
+            message = self._message(sub, sel.chosen, digest_id, now, body=body)
+        except (RenderError, SendError) as exc:
+            log.error("%s: cannot build digest: %s", sub.email, exc)
+            part.outcomes.append(
+                DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(sel.chosen))
+            )
+            return False
+        part.ready.append((message, item_reports(sel.chosen), _plan(digest_id, sel, message.subject, now)))
+        return True
 
     def _send_chunk(
         self, couriers: Couriers, built: Built, now: datetime, into: Callable[[list[DigestOutcome]], None]
