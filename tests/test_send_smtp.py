@@ -284,6 +284,50 @@ def test_421_before_the_body_reconnects(server: LoopbackController, handler: Rec
     assert handler.connections == 2
 
 
+class SilentAfterFirst(Recorder):
+    """The first connection goes silent after one message (a NAT dropped the idle flow); a new one works."""
+
+    first: Any = None
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]):
+        if self.first is None:
+            self.first = session
+        elif session is self.first:
+            await asyncio.sleep(3)  # longer than the client waits
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+
+def test_a_reused_connection_that_died_silently_is_replaced_at_once() -> None:
+    """A timeout is a stalled server only on a new connection: the first fix of the stall took a
+    connection a NAT dropped while idle for one, and put the digest off to the next run."""
+    handler = SilentAfterFirst()
+    with (
+        running(handler) as server,
+        SmtpTransport("127.0.0.1", server.port, local_hostname="localhost", timeout=0.5) as transport,
+    ):
+        transport.send(message(1))
+        transport.send(message(2))
+    assert len(handler.messages) == 2 and handler.connections == 2
+
+
+class Stalling(Recorder):
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]):
+        await asyncio.sleep(3)  # longer than the client waits
+        return await super().handle_MAIL(server, session, envelope, address, options)
+
+
+def test_a_new_connection_that_gets_no_reply_is_a_stalled_server_tried_once() -> None:
+    handler = Stalling()
+    with (
+        running(handler) as server,
+        SmtpTransport("127.0.0.1", server.port, local_hostname="localhost", timeout=0.5) as transport,
+        pytest.raises(SendError) as caught,
+    ):
+        transport.send(message(1))
+    assert caught.value.stalled and "did not answer within 0.5 s" in caught.value.message
+    assert handler.connections == 1  # not reconnected: that would wait the timeout out again
+
+
 def test_the_reply_to_a_body_is_waited_for_longer_than_the_other_replies(
     server: LoopbackController, handler: Recorder
 ) -> None:

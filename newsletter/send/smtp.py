@@ -37,6 +37,7 @@ class _Client(smtplib.SMTP):
     """
 
     body_sent = False
+    carried = 0  # messages this connection delivered: a reused one may have died while idle
 
     def deliver(self, sender: str, recipient: str, raw: bytes) -> None:
         """Raise what ``sendmail`` raises: SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError..."""
@@ -63,6 +64,7 @@ class _Client(smtplib.SMTP):
         code, reply = self._final_reply()
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
+        self.carried += 1
 
     def _final_reply(self) -> tuple[int, bytes]:
         """The reply to the body, waited for as RFC 5321 (4.5.3.2.6) asks: up to 10 minutes, however
@@ -286,8 +288,11 @@ class SmtpTransport:
                 hint="the server may have accepted it; resending could deliver it twice",
                 unknown=True,
             )
-        if isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError):
-            return SendError(  # a stalled server, not a closed idle connection: reconnecting waits again
+        # No reply in time on a new connection: the server stalls, and reconnecting would wait again.
+        # On a reused one it may be the connection that died while idle (a NAT dropped it): reconnect.
+        timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
+        if timed_out and not client.carried:
+            return SendError(
                 f"SMTP server {self.host}:{self.port} did not answer within {self.timeout:g} s",
                 hint="it is overloaded or stuck; the digest waits for the next run (NEWSLETTER_SMTP_TIMEOUT)",
                 stalled=True,
