@@ -20,7 +20,7 @@ from newsletter.models import Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.rank.reference import reference_papers
 from newsletter.rank.semantic import SemanticRanker
-from newsletter.select import BACKGROUND_DUMPS, CATCH_UP, liked_or_marked
+from newsletter.select import BACKGROUND_DUMPS, catch_up_floor, liked_or_marked
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
 
@@ -73,5 +73,5 @@ def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber], now: da
             continue
         mark = state.watermark_seq if state else None
         marks.append(newest - 1 if mark is None else mark)  # a first digest: the newest papers
-    floor = store.last_dump_before(now - CATCH_UP) if now is not None else None
-    return max(0, min(latest - BACKGROUND_DUMPS, max(min(marks), floor or 0)))
+    floor = catch_up_floor(store, now) if now is not None else 0
+    return max(0, min(latest - BACKGROUND_DUMPS, max(min(marks), floor)))

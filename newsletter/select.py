@@ -96,7 +96,7 @@ class Selector:
                 yield Selection(sub, reason=BOUNCED)
                 continue
             groups[state.watermark_seq if state else None].append(sub)
-        floor = self.store.last_dump_before(now - CATCH_UP)
+        floor = catch_up_floor(self.store, now)
         windows = {mark: self._window(mark, latest, floor) for mark in groups}
         listed = (states.get(address_key(s.email)) for group in groups.values() for s in group)
         _warn_if_ahead([state for state in listed if state is not None], now)  # not those it skips anyway
@@ -153,14 +153,15 @@ class Selector:
         with self.timings("select"):
             return liked_or_marked(self.store, subscribers, self._feedback)
 
-    def _window(self, mark: int | None, latest: int, floor: int | None) -> list[StoredPaper]:
+    def _window(self, mark: int | None, latest: int, floor: int) -> list[StoredPaper]:
         """The papers of dumps after ``mark`` (and after ``floor``: CATCH_UP ago), up to ``latest``:
         the digest's watermark, so a dump ingested meanwhile (another machine's) is the next window's,
         not sent twice."""
         with self.timings("select"):
-            if mark is None:
-                return self.store.newest_papers(upto=latest)
-            return self.store.papers_first_seen_after(max(mark, floor or 0), upto=latest)
+            if mark is None:  # a first digest: the latest dump's new papers, if that dump is recent
+                newest = self.store.newest_papers(upto=latest)
+                return newest if newest and newest[0].first_dump_seq > floor else []
+            return self.store.papers_first_seen_after(max(mark, floor), upto=latest)
 
     def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int, named: list[StoredPaper]) -> None:
         """Per-paper work once per run: the candidates, the papers profiles name, recent papers."""
@@ -193,6 +194,14 @@ def _waits(selection: Selection, waiting: set[str]) -> Selection:
     if selection.reason == "nothing new" and address_key(selection.subscriber.email) in waiting:
         return replace(selection, reason=BACKING_OFF)
     return selection
+
+
+def catch_up_floor(store: Store, now: datetime) -> int:
+    """The last dump no window reaches: the one before the first ingested since CATCH_UP ago (by order
+    of ingestion, so a dump ingested later under an old ``--now`` moves nothing); with none that
+    recent, the latest."""
+    first = store.first_dump_since(now - CATCH_UP)
+    return first - 1 if first is not None else store.latest_dump_seq() or 0
 
 
 def liked_or_marked(

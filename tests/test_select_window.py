@@ -35,3 +35,27 @@ def test_a_subscriber_back_after_weeks_gets_a_window_of_the_last_two_weeks_only(
     sent = sorted(int(s.paper.title.split()[1].rstrip(":")) for s in selection.chosen)
     assert sent == list(range(days - CATCH_UP.days + 1, days + 1))  # dumps ingested in the last 14 days
     assert selection.upto_seq == latest  # the watermark moves to the latest dump all the same
+
+
+def test_a_dump_ingested_later_under_an_old_now_moves_no_window(tmp_path: Path) -> None:
+    """`--now <a month ago>` with `preview`, `explain` or `run` ingests a new file with that date: the
+    first limit, read as the last dump ingested before it, jumped past the last days' dumps (their
+    papers were never sent to anyone)."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    with open_store(db_url(tmp_path)) as store:
+        store.advance_watermarks([READER], 0)
+        for day in range(100, 103):
+            store.ingest(make_dump(_kestrel(day)), at(24 * day))
+        store.ingest(make_dump(_kestrel(50)), at(24 * 70))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 103))
+    assert sorted(int(s.paper.title.split()[1].rstrip(":")) for s in selection.chosen) == [50, 100, 101, 102]
+
+
+def test_a_first_digest_holds_no_paper_first_seen_more_than_two_weeks_ago(tmp_path: Path) -> None:
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump")
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(_kestrel(1)), at(24))  # the last dump that brought papers: 59 days before
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 60))
+        (recent,) = Selector(store, LexicalRanker()).select([reader], at(24 * 10))
+    assert selection.chosen == () and selection.reason == "nothing new"
+    assert [s.paper.title for s in recent.chosen] == ["Kestrel 1: Sparse Message Passing"]

@@ -184,11 +184,11 @@ class Store:
             latest: int | None = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
             return latest
 
-    def last_dump_before(self, when: datetime) -> int | None:
-        """The last dump ingested before ``when`` (None: none)."""
+    def first_dump_since(self, when: datetime) -> int | None:
+        """The first dump ingested at ``when`` or after (None: none)."""
         with self._tx("reading dumps") as conn:
             seq: int | None = conn.execute(
-                sa.select(sa.func.max(dumps.c.seq)).where(dumps.c.ingested_at < when)
+                sa.select(sa.func.min(dumps.c.seq)).where(dumps.c.ingested_at >= when)
             ).scalar()
             return seq
 
