@@ -93,9 +93,9 @@ class QueuedDigests:
                         report.extend(_left_queued(pending[index:]))
                         break
                     advance(1)
-                    if courier.batch_size > 1:  # in batches again: as that batch under its key, or new ones
-                        batches[record.batch_key].append(record)
-                        continue
+                    if courier.batch_size > 1 and (record.batch_key or not courier.keyed):
+                        batches[record.batch_key].append(record)  # that batch under its key, or new ones
+                        continue  # (not with keys: one went out alone under its own, or had it refused)
                     report.add(self._retry_one(courier, record, subscribers, now))
             for key, records in batches.items():
                 size = len(records) if key else courier.batch_size

@@ -102,6 +102,11 @@ class Courier:
             self._session.__exit__(None, None, None)  # commit the last acceptance, whatever happened
 
     @property
+    def keyed(self) -> bool:
+        """Its requests carry idempotency keys: a digest resent under its first request's key is safe."""
+        return self._api is not None and self._api.idempotent
+
+    @property
     def stopped(self) -> bool:
         """Asked to stop (a signal), the transport down, or the server failing every request: the rest
         stays queued for the next run."""

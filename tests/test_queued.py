@@ -1,0 +1,116 @@
+"""Queued digests sent again in batches: to an API with idempotency keys (Resend), a digest goes out
+again under the key of its first request or alone under its own; never under a key derived anew."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from newsletter.config import Settings
+from newsletter.deliver import Courier
+from newsletter.models import OutgoingMessage, RenderedDigest, Subscriber
+from newsletter.queued import QueuedDigests
+from newsletter.report import RunReport
+from newsletter.send.apis.resend import ResendTransport
+from newsletter.send.message import build_message
+from newsletter.store import Store
+from newsletter.subscribers import SubscriberList
+
+from .test_send_smtp import ENVELOPE
+from .test_store_helpers import at, db_url, open_store, plan_for, seeded
+
+EMAILS = ["a@example.net", "b@example.net"]
+
+
+def _message(digest_id: str, to: str) -> OutgoingMessage:
+    rendered = RenderedDigest("s", "<p>x</p>", "x\n")
+    return build_message(
+        digest_id=digest_id, envelope=ENVELOPE, to_name="X", to_addr=to, rendered=rendered, date=at(24)
+    )
+
+
+def _resend(api: Callable[[httpx.Request], httpx.Response]) -> Callable[[], ResendTransport]:
+    def factory() -> ResendTransport:
+        transport = ResendTransport(SecretStr("re_key"), http=httpx.MockTransport(api), sleep=lambda s: None)
+        transport.batch_size = 100
+        return transport
+
+    return factory
+
+
+def _send_queued(store: Store, tmp_path: Path, factory: Callable[[], ResendTransport]) -> RunReport:
+    people = tuple(Subscriber(email=e, interests=("x",)) for e in EMAILS)
+    build = lambda sub, items, digest_id, date, sent_at=None: _message(digest_id, sub.email)  # noqa: E731
+    report = RunReport()
+    queue = QueuedDigests(store, Settings(), factory, build)
+    queue.deliver_pending(report, SubscriberList(tmp_path / "s.yaml", people), at(25), True, None)
+    return report
+
+
+def _accepting(seen: list[tuple[str, str]]) -> Callable[[httpx.Request], httpx.Response]:
+    def api(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.headers.get("idempotency-key", "")))
+        if request.url.path.endswith("/batch"):
+            body: list[Any] = json.loads(request.content)
+            return httpx.Response(200, json={"data": [{"id": f"m{i}"} for i in range(len(body))]})
+        return httpx.Response(200, json={"id": "m"})
+
+    return api
+
+
+def test_an_unknown_digest_sent_alone_is_resent_alone_under_its_own_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regrouped into a new batch under a new key, a digest that did arrive would arrive twice."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[tuple[str, str]] = []
+    with open_store(db_url(tmp_path)) as store:
+        seeded(store)
+        for n, email in enumerate(EMAILS):
+            store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+            store.mark_sending(f"d{n}", at(24), "<m>")  # went out alone: no batch key
+            store.mark_unknown(f"d{n}", at(24), "timeout")
+        store.requeue(at(25), statuses=("unknown",))  # `newsletter retry --unknown`
+        report = _send_queued(store, tmp_path, _resend(_accepting(seen)))
+    assert [d.status for d in report.digests] == ["sent", "sent"]
+    assert [key for _, key in seen] == ["newsletter-digest/d0", "newsletter-digest/d1"], seen
+
+
+def test_a_refused_batch_retried_is_not_sent_under_the_key_it_was_refused_under(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`requeue` drops a refused digest's batch key (Resend answers 409 to a key reused with another
+    body); regrouped, the same digests derived the very same key again."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[tuple[str, str]] = []
+    accepting = _accepting(seen)
+    refusing = [True]
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if refusing[0]:
+            seen.append((request.url.path, request.headers.get("idempotency-key", "")))
+            return httpx.Response(422, json={"name": "validation_error", "message": "bad"})
+        return accepting(request)
+
+    factory = _resend(api)
+    with open_store(db_url(tmp_path)) as store:
+        seeded(store)
+        for n, email in enumerate(EMAILS):
+            store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+        with factory() as transport, Courier(store, transport, Settings(), sleep=lambda s: None) as courier:
+            refused = courier.deliver_batch(
+                [(_message(f"d{n}", e), ()) for n, e in enumerate(EMAILS)], at(24)
+            )
+        assert [o.status for o in refused] == ["failed", "failed"]
+        store.requeue(at(25), statuses=("failed",))  # `newsletter retry`
+        refusing[0] = False
+        report = _send_queued(store, tmp_path, factory)
+    assert [d.status for d in report.digests] == ["sent", "sent"]
+    first, *again = [key for _, key in seen]
+    assert first.startswith("newsletter-batch/") and first not in again, seen
