@@ -378,9 +378,9 @@ def _meant(err: ErrorDetails) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def setting_origin(field: str, given: Mapping[str, Any] | None = None) -> str:
+def setting_origin(field: str, given: Mapping[str, Any] | None = None, index: int | None = None) -> str:
     """Where a setting's value came from: a flag (one of ``given``), an environment variable or
-    newsletter.toml."""
+    newsletter.toml (with its line; ``index``: of the field's ``[[field]]`` table of that number)."""
     if field in (given or {}):
         return f"flag --{field.replace('_', '-')}"
     names = ["NEWSLETTER_FROM"] if field == "sender" else []
@@ -389,21 +389,33 @@ def setting_origin(field: str, given: Mapping[str, Any] | None = None) -> str:
     found = next((name for name in names if name in variables), None)
     if found:
         return f"environment variable {found}"
-    line, _ = toml_line(field)
+    line, _ = toml_line(field, index)
     return f"newsletter.toml, line {line}" if line else "newsletter.toml"
 
 
-_TOML_KEY = re.compile(r"""\s*(?:\[\[?\s*)?["']?([A-Za-z0-9_-]+)["']?\s*(?:=|\]\]?)""")
+_TOML_KEY = re.compile(r"""\s*["']?([A-Za-z0-9_-]+)["']?\s*=""")
+_TOML_HEADER = re.compile(r"""\s*(\[\[?)\s*["']?([A-Za-z0-9_.-]+)["']?\s*\]\]?\s*(?:#.*)?$""")
 
 
-def toml_line(field: str) -> tuple[int | None, str]:
-    """The line of newsletter.toml that sets ``field`` (its ``[field]`` table, or ``from`` for the
-    sender), and the key as written there; (None, field) when there is no such line."""
+def toml_line(field: str, index: int | None = None) -> tuple[int | None, str]:
+    """The line of newsletter.toml that sets ``field`` (its ``[field]`` table, the ``index``-th of
+    its ``[[field]]`` tables, or ``from`` for the sender), and the key as written there; (None,
+    field) when there is no such line."""
     keys = ("from", "sender") if field == "sender" else (field,)
     try:
         text = Path(str(Settings.model_config.get("toml_file"))).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return None, field
+    in_table, tables = False, 0  # past a [table] header, a key = value line is that table's
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header := _TOML_HEADER.match(line):
+            in_table = True
+            if header.group(2) in keys and (header.group(1) == "[" or tables == (index or 0)):
+                return number, header.group(2)
+            tables += header.group(2) in keys
+        elif (key := _TOML_KEY.match(line)) and key.group(1) in keys and not in_table:
+            return number, key.group(1)
+    return None, field
     in_table = False  # past a [table] header, a key = value line is that table's, not a setting
     for number, line in enumerate(text.splitlines(), start=1):
         match = _TOML_KEY.match(line)

@@ -171,6 +171,11 @@ def test_a_setting_from_newsletter_toml_is_named_with_its_line(
     (tmp_path / "newsletter.toml").write_text('from = "a@example.org"\n')
     assert toml_line("sender") == (1, "from")
     assert setting_origin("sender") == "newsletter.toml, line 1"
+    (tmp_path / "newsletter.toml").write_text(
+        'list_id = """\n[not a table]\n"""\nsmtp_port = 2525\n[[sources]]\nkind = "folder"\n\n[[sources]]\n'
+    )
+    assert toml_line("smtp_port") == (4, "smtp_port")  # a line of a value that starts with "[" is no table
+    assert [toml_line("sources", index)[0] for index in (0, 1, 2)] == [5, 8, None]
 
 
 def test_sender_comes_from_newsletter_from_or_toml_never_a_bare_from_variable(

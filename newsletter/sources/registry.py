@@ -200,10 +200,17 @@ def validate_sources(spec: Any) -> list[AnySpec]:
     try:
         return _SPECS.validate_python(spec)
     except ValidationError as exc:
-        where = setting_origin("sources")
-        first, *more = (ConfigError(f"invalid setting {_problem(err)} ({where})") for err in exc.errors())
-        first.hint, first.also = _hint(where), more  # the example once
+        first, *more = (
+            ConfigError(f"invalid setting {_problem(err)} ({_origin(next(iter(err['loc']), None))})")
+            for err in exc.errors()
+        )
+        first.hint, first.also = _hint(setting_origin("sources")), more  # the example once
         raise first from None
+
+
+def _origin(index: object) -> str:
+    """Where the sources came from; in newsletter.toml, the line of entry ``index``'s table."""
+    return setting_origin("sources", index=index if isinstance(index, int) else None)
 
 
 def _build(
@@ -224,7 +231,7 @@ def _refuse_duplicates(specs: list[AnySpec]) -> None:
     seen: set[AnySpec] = set()
     for index, spec in enumerate(specs):
         if spec in seen:
-            where = setting_origin("sources")
+            where = _origin(index)
             message = f"invalid setting field 'sources[{index}]': duplicate of an earlier entry ({where})"
             raise ConfigError(message, hint="remove one of the two entries")
         seen.add(spec)
@@ -252,7 +259,7 @@ def _message(err: ErrorDetails) -> str:
 
 
 def _hint(where: str) -> str:
-    if where == "newsletter.toml":
+    if where.startswith("newsletter.toml"):
         return (
             'sources are tables such as [[sources]] kind = "hf-daily" days_back = 3, '
             'or [[sources]] kind = "arxiv" categories = ["cs.LG"]'
