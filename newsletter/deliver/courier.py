@@ -70,14 +70,11 @@ class Courier:
         self.retries = 0 if transport.retries_itself else settings.retries  # never both loops
         self.backoff = settings.retry_backoff
         self.gate = gate or Gate(settings.send_rate, sleep=sleep)
+        self.stop = stop or threading.Event()
         self._api = transport if isinstance(transport, HttpApiTransport) else None
         if self._api is not None:
-            self._api.gate = self.gate  # a 429 pauses every request of the run
+            self._api.join_run(self.gate, self.stop, self._held)
         self.batch_size = self._api.batch_size if self._api is not None else 1
-        self.stop = stop or threading.Event()
-        if self._api is not None:
-            self._api.stop = self.stop  # a SIGTERM ends its wait for a rate limit, not just the next send
-            self._api.hold = self._held  # and a crash during that wait leaves the digests queued
         self._wait = self.stop.wait if sleep is time.sleep else sleep  # a real wait ends at a signal
         self.bytes_sent = 0
         self.timings = timings or Timings()

@@ -170,6 +170,12 @@ class HttpApiTransport:
         self.stop: threading.Event | None = None  # the run's: a wait for the next attempt ends when set
         self.hold: Hold | None = None  # the courier's: marks a refused request's digests while it waits
 
+    def join_run(self, gate: Gate, stop: threading.Event, hold: Hold) -> None:
+        """Share the run's gate (a 429 pauses every request of the run), its stop (a signal ends a wait
+        for a rate limit, not just the next send) and the courier's hold (a crash during that wait
+        leaves the digests queued)."""
+        self.gate, self.stop, self.hold = gate, stop, hold
+
     def __enter__(self) -> Self:
         self._http()
         return self
