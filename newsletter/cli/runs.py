@@ -120,12 +120,12 @@ def ingest(
 def _said_once() -> Iterator[None]:
     """`ingest` names each refused file in its own line: the intake's error log line said it twice."""
     logger = logging.getLogger("newsletter.intake")
-    repeated = lambda record: record.levelno < logging.ERROR  # noqa: E731
-    logger.addFilter(repeated)
+    below_errors = lambda record: record.levelno < logging.ERROR  # noqa: E731
+    logger.addFilter(below_errors)
     try:
         yield
     finally:
-        logger.removeFilter(repeated)
+        logger.removeFilter(below_errors)
 
 
 def _ingested(outcome: DumpOutcome) -> str:

@@ -267,7 +267,7 @@ class Courier:
             log.warning("%s: %s", message.recipient, said)
             return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
         if isinstance(exc, ConnectionRefused) and (self.retired or self._may_retire(self)):
-            return self._retire(message, exc, now, items)
+            return self._hand_back(message, exc, now, items)
         stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
         (log.info if stopped else log.error)("%s: %s", message.recipient, said)
         if exc.transport_down:  # every other message would fail the same way: stop, keep them queued
@@ -287,7 +287,7 @@ class Courier:
             kind = "cannot send now; this and the remaining digests go out next run"
         return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
 
-    def _retire(
+    def _hand_back(
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
     ) -> DigestOutcome:
         """A connection the server refused while others still send (a limit on connections per client):

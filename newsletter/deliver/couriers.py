@@ -70,7 +70,7 @@ class Couriers:
                 timings=self.timings if self.cap == 1 else Timings(),  # Timings is not thread-safe
                 session_lock=session_lock,
                 gate=self.gate,
-                retire=self._retire,
+                retire=self._let_go,
                 breaker=self.breaker,
             )
 
@@ -103,7 +103,7 @@ class Couriers:
                 for stage, seconds in courier.timings.totals.items():
                     self.timings.totals[stage] += seconds
 
-    def _retire(self, courier: Courier) -> bool:
+    def _let_go(self, courier: Courier) -> bool:
         """Whether ``courier``, refused by the server, may leave the run to the others: only while one
         of them is not retired (decided under a lock, so the last one never leaves)."""
         with self._growing:
