@@ -1,4 +1,4 @@
-"""Subscriber state and the delivery log: one record per digest, moved through explicit states.
+"""The delivery log: one record per digest, moved through explicit states.
 
     plan ──> pending ──mark_sending──> sending ──sent (session.py)──> sent
                 ▲                         │ ├──mark_failed(permanent)──> failed ─┐
@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
 from newsletter.address import address_key
@@ -41,10 +40,10 @@ from newsletter.store.records import (
     DigestPlan,
     InvalidTransition,
     Status,
-    SubscriberState,
 )
 from newsletter.store.schema import digest_items, digests, subscribers
 from newsletter.store.schema import papers as papers_table
+from newsletter.store.subscriber_state import dialect, unsubscribed_row, upsert
 
 log = logging.getLogger(__name__)
 
@@ -55,89 +54,6 @@ INTERRUPTED_REFUSED = "interrupted while waiting to try a refused request again 
 JOB_QUEUE = "newsletter"  # procrastinate's queue of shards (newsletter.distributed), in this database
 WORKER_SILENT_AFTER = 10.0  # seconds without a heartbeat after which a worker's job is given to another
 GONE_AFTER = 120.0  # seconds without a heartbeat after which a worker counts as gone: its sends, its jobs
-
-
-# --- subscribers -------------------------------------------------------------------------------
-
-
-def _upsert(conn: Connection, rows: Sequence[Mapping[str, Any]], update: Mapping[str, Any]) -> None:
-    """Insert subscriber rows, or on an existing email apply ``update`` (column -> expression of
-    ``excluded``). ON CONFLICT exists in both SQLite and PostgreSQL; SQLAlchemy spells it per dialect."""
-    stmt = _dialect(conn).insert(subscribers)
-    set_ = {name: make(stmt.excluded) for name, make in update.items()}
-    conn.execute(stmt.on_conflict_do_update(index_elements=["email"], set_=set_), list(rows))
-
-
-def _dialect(conn: Connection) -> Any:
-    """The dialect module whose ``insert`` spells ON CONFLICT (SQLite and PostgreSQL both have it)."""
-    dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
-    if dialect is None:
-        raise StoreError(f"unsupported database {conn.dialect.name!r}: use SQLite or PostgreSQL")
-    return dialect
-
-
-def _subscriber_state(row: Row[Any]) -> SubscriberState:
-    return SubscriberState(
-        row.email, row.watermark_seq, row.last_digest_at, row.unsubscribed_at, row.served_slot, row.bounced_at
-    )
-
-
-def subscriber_state(conn: Connection, email: str) -> SubscriberState | None:
-    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == address_key(email))).first()
-    return None if row is None else _subscriber_state(row)
-
-
-def subscriber_states(conn: Connection) -> dict[str, SubscriberState]:
-    return {row.email: _subscriber_state(row) for row in conn.execute(sa.select(subscribers))}
-
-
-def advance_watermarks(conn: Connection, emails: Iterable[str], seq: int) -> None:
-    """Evaluated up to ``seq``; never moves a watermark backwards."""
-    current = subscribers.c.watermark_seq
-
-    def newer(excluded: Any) -> Any:
-        keep = sa.and_(current.is_not(None), current >= excluded.watermark_seq)
-        return sa.case((keep, current), else_=excluded.watermark_seq)
-
-    rows = [{"email": key, "watermark_seq": seq} for key in sorted(set(map(address_key, emails)))]
-    for batch in chunks(rows):
-        _upsert(conn, batch, {"watermark_seq": newer})
-
-
-def record_unsubscribe(conn: Connection, email: str, now: datetime) -> int:
-    """Keep the first unsubscribe time; cancel this subscriber's queued digests. Returns how many."""
-    key = address_key(email)
-    keep_first = {
-        "unsubscribed_at": lambda ex: sa.func.coalesce(subscribers.c.unsubscribed_at, ex.unsubscribed_at)
-    }
-    _upsert(conn, [{"email": key, "unsubscribed_at": now}], keep_first)
-    cancel = (
-        digests.update()
-        .where(digests.c.email == key, digests.c.status.in_(QUEUED))
-        .values(status=CANCELLED, updated_at=now, last_error="the subscriber unsubscribed")
-    )
-    return conn.execute(cancel).rowcount
-
-
-def resubscribe(conn: Connection, email: str, latest_seq: int | None) -> bool:
-    """Clear an unsubscribe, with the watermark moved to ``latest_seq``: what was listed while they were
-    away is not sent. False when the address had not unsubscribed."""
-    update = (
-        subscribers.update()
-        .where(subscribers.c.email == address_key(email), subscribers.c.unsubscribed_at.is_not(None))
-        .values(unsubscribed_at=None, watermark_seq=sa.func.coalesce(latest_seq, subscribers.c.watermark_seq))
-    )
-    return bool(conn.execute(update).rowcount)
-
-
-def unsubscribed_emails(conn: Connection) -> set[str]:
-    query = sa.select(subscribers.c.email).where(subscribers.c.unsubscribed_at.is_not(None))
-    return set(conn.execute(query).scalars())
-
-
-def unsubscribed_row(email_column: Any) -> Any:
-    """True for rows whose subscriber has unsubscribed."""
-    return sa.exists().where(subscribers.c.email == email_column, subscribers.c.unsubscribed_at.is_not(None))
 
 
 # --- planning ----------------------------------------------------------------------------------
@@ -176,7 +92,7 @@ def _unclaimed(conn: Connection, plans: Sequence[DigestPlan]) -> list[DigestPlan
     of one subscriber take turns and the second sees the first's digest.
     """
     keys = sorted({address_key(p.email) for p in plans})
-    insert = _dialect(conn).insert
+    insert = dialect(conn).insert
     conn.execute(
         insert(subscribers).on_conflict_do_nothing(index_elements=["email"]), [{"email": k} for k in keys]
     )
@@ -218,7 +134,7 @@ def _insert_digests(conn: Connection, plans: Sequence[DigestPlan]) -> set[str]:
     """Insert the digest rows not there yet (their subscribers' rows are there: see _unclaimed); the ids
     inserted."""
     keys = sorted({address_key(p.email) for p in plans})
-    insert = _dialect(conn).insert
+    insert = dialect(conn).insert
     gone = _unsubscribed_among(conn, keys)  # since the run read who had unsubscribed
     rows = sorted((_digest_row(p, address_key(p.email) in gone) for p in plans), key=lambda row: row["id"])
     stmt = insert(digests).on_conflict_do_nothing(index_elements=["id"]).returning(digests.c.id)
@@ -238,7 +154,7 @@ def _record_plans(conn: Connection, plans: list[DigestPlan]) -> None:
         for key, p in sorted(latest.items())
     ]
     update = {"watermark_seq": _never_back, "last_digest_at": lambda ex: ex.last_digest_at}
-    _upsert(conn, watermark, update | {"served_slot": lambda ex: ex.served_slot})
+    upsert(conn, watermark, update | {"served_slot": lambda ex: ex.served_slot})
     rows = [  # ~10 per digest: the bulk of planning
         (p.digest_id, i.paper_id, i.position, float(i.score), i.why) for p in plans for i in p.items
     ]

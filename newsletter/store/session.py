@@ -31,10 +31,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from newsletter.store.delivery import unsubscribed_row
 from newsletter.store.engine import Prepared, bind_processor, db_errors, write_options
 from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, InvalidTransition, NotQueued
 from newsletter.store.schema import digests
+from newsletter.store.subscriber_state import unsubscribed_row
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from newsletter.errors import StoreError
 from newsletter.models import Dump, StoredPaper
 from newsletter.store import delivery, rejected
 from newsletter.store import feedback as feedback_log
+from newsletter.store import subscriber_state as substate
 from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
 from newsletter.store.ingest import ingest_dump
 from newsletter.store.lock import RUN_LOCK_KEY, AdvisoryLock, run_lock, uses_advisory_locks
@@ -248,12 +249,12 @@ class Store:
 
     def subscriber_state(self, email: str) -> SubscriberState | None:
         with self._tx("reading subscriber state") as conn:
-            return delivery.subscriber_state(conn, email)
+            return substate.subscriber_state(conn, email)
 
     def subscriber_states(self) -> dict[str, SubscriberState]:
         """Every known subscriber's state, keyed by normalised (stripped, lower-cased) email."""
         with self._tx("reading subscriber state") as conn:
-            return delivery.subscriber_states(conn)
+            return substate.subscriber_states(conn)
 
     def advance_watermark(self, email: str, seq: int) -> None:
         """Evaluated up to ``seq``, nothing to send. Never lowers an existing watermark."""
@@ -262,13 +263,13 @@ class Store:
     def advance_watermarks(self, emails: Iterable[str], seq: int) -> None:
         """advance_watermark for many subscribers in one transaction."""
         with self._tx("advancing subscriber watermarks", write=True) as conn:
-            delivery.advance_watermarks(conn, emails, seq)
+            substate.advance_watermarks(conn, emails, seq)
 
     def record_unsubscribe(self, email: str, now: datetime) -> None:
         """Record the unsubscribe (first time kept) and cancel the address's queued digests."""
         _aware(now, "now")
         with self._tx(f"recording the unsubscribe of {email}", write=True) as conn:
-            cancelled = delivery.record_unsubscribe(conn, email, now)
+            cancelled = substate.record_unsubscribe(conn, email, now)
         log.info("recorded unsubscribe of %s (%s queued digests cancelled)", email, cancelled)
 
     def resubscribe(self, email: str) -> bool:
@@ -276,7 +277,7 @@ class Store:
         from now on. False when the address had not unsubscribed."""
         with self._tx(f"resubscribing {email}", write=True) as conn:
             latest = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
-            done = delivery.resubscribe(conn, email, latest)
+            done = substate.resubscribe(conn, email, latest)
         if done:
             log.info("resubscribed %s", email)
         return done
@@ -287,7 +288,7 @@ class Store:
 
     def unsubscribed_emails(self) -> set[str]:
         with self._tx("reading subscriber state") as conn:
-            return delivery.unsubscribed_emails(conn)
+            return substate.unsubscribed_emails(conn)
 
     # --- feedback ------------------------------------------------------------------------------
 
