@@ -416,11 +416,3 @@ def toml_line(field: str, index: int | None = None) -> tuple[int | None, str]:
         elif (key := _TOML_KEY.match(line)) and key.group(1) in keys and not in_table:
             return number, key.group(1)
     return None, field
-    in_table = False  # past a [table] header, a key = value line is that table's, not a setting
-    for number, line in enumerate(text.splitlines(), start=1):
-        match = _TOML_KEY.match(line)
-        header = line.lstrip().startswith("[")
-        if match and match.group(1) in keys and (header or not in_table):
-            return number, match.group(1)
-        in_table = in_table or header
-    return None, field

@@ -93,9 +93,9 @@ class QueuedDigests:
                         report.extend(_left_queued(pending[index:]))
                         break
                     advance(1)
-                    if courier.batch_size > 1 and (record.batch_key or not courier.keyed):
+                    if courier.batch_size > 1 and (record.batch_key or _new_batch_ok(record, courier)):
                         batches[record.batch_key].append(record)  # that batch under its key, or new ones
-                        continue  # (not with keys: one went out alone under its own, or had it refused)
+                        continue
                     report.add(self._retry_one(courier, record, subscribers, now))
             for key, records in batches.items():
                 size = len(records) if key else courier.batch_size
@@ -154,6 +154,13 @@ class QueuedDigests:
         why = f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
         self.store.mark_failed(record.digest_id, now, why, permanent=True)
         return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+
+
+def _new_batch_ok(record: DeliveryRecord, courier: Courier) -> bool:
+    """Whether a digest with no batch key may go out in a new batch: always to an API without keys; to
+    one with keys only if no request ever carried it (one that went out alone is resent under its own
+    key, and a refused batch's key must not be derived again from the same digests)."""
+    return not courier.keyed or record.attempts == 0
 
 
 def _left_queued(records: Iterable[DeliveryRecord]) -> list[DigestOutcome]:

@@ -128,10 +128,11 @@ class Selector:
         latest = self.store.latest_paper_seq()
         states = self.store.subscriber_states()
         unsubscribed = self.store.unsubscribed_emails()
+        floor = catch_up_floor(self.store, now)
         work: list[Subscriber] = []
         idle: list[Selection] = []
         for sub in subscribers:
-            reason = _idle_reason(sub, states.get(address_key(sub.email)), unsubscribed, latest, now)
+            reason = _idle_reason(sub, states.get(address_key(sub.email)), unsubscribed, latest, floor, now)
             if reason:
                 idle.append(_waits(Selection(sub, reason=reason), waiting))
             else:
@@ -197,10 +198,13 @@ def _waits(selection: Selection, waiting: set[str]) -> Selection:
 
 
 def catch_up_floor(store: Store, now: datetime) -> int:
-    """The last dump no window reaches: the one before the first ingested since CATCH_UP ago (by order
-    of ingestion, so a dump ingested later under an old ``--now`` moves nothing); with none that
-    recent, the latest."""
-    first = store.first_dump_since(now - CATCH_UP)
+    """The last dump no window reaches: the one before the first ingested since CATCH_UP ago, by order
+    of ingestion (a dump ingested later under an old ``--now`` moves nothing). A dump stamped after
+    ``now`` (a ``--now`` ahead) counts only when no other is that recent (a backfill under an old
+    ``--now``: nothing is known to be old); with none at all, the latest."""
+    since = now - CATCH_UP
+    first = store.first_dump_since(since, until=now)
+    first = store.first_dump_since(since) if first is None else first
     return first - 1 if first is not None else store.latest_dump_seq() or 0
 
 
@@ -224,7 +228,12 @@ def with_feedback(subscriber: Subscriber, feedback: dict[str, dict[str, list[str
 
 
 def _idle_reason(
-    sub: Subscriber, state: SubscriberState | None, unsubscribed: set[str], latest: int | None, now: datetime
+    sub: Subscriber,
+    state: SubscriberState | None,
+    unsubscribed: set[str],
+    latest: int | None,
+    floor: int,
+    now: datetime,
 ) -> str:
     """Why ``select`` would give ``sub`` no digest without ranking (as it words it), or ""."""
     if address_key(sub.email) in unsubscribed:
@@ -232,7 +241,7 @@ def _idle_reason(
     if state is not None and state.bounced_at is not None:
         return BOUNCED
     mark = state.watermark_seq if state else None
-    if latest is None or (mark is not None and latest <= mark):
+    if latest is None or latest <= (floor if mark is None else max(mark, floor)):  # as _window sees it
         return "nothing new"
     if state is None:
         return ""

@@ -114,3 +114,19 @@ def test_a_refused_batch_retried_is_not_sent_under_the_key_it_was_refused_under(
     assert [d.status for d in report.digests] == ["sent", "sent"]
     first, *again = [key for _, key in seen]
     assert first.startswith("newsletter-batch/") and first not in again, seen
+
+
+def test_digests_a_stop_left_planned_go_out_in_one_batch_to_resend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planned and never sent (a stop, a long Retry-After left the rest of a chunk queued): no request
+    carried them, so a new batch is safe; sent alone they were a request each (Resend: 2 a second)."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[tuple[str, str]] = []
+    with open_store(db_url(tmp_path)) as store:
+        seeded(store)
+        for n, email in enumerate(EMAILS):
+            store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+        report = _send_queued(store, tmp_path, _resend(_accepting(seen)))
+    assert [d.status for d in report.digests] == ["sent", "sent"]
+    assert [path for path, _ in seen] == ["/emails/batch"], seen

@@ -59,3 +59,40 @@ def test_a_first_digest_holds_no_paper_first_seen_more_than_two_weeks_ago(tmp_pa
         (recent,) = Selector(store, LexicalRanker()).select([reader], at(24 * 10))
     assert selection.chosen == () and selection.reason == "nothing new"
     assert [s.paper.title for s in recent.chosen] == ["Kestrel 1: Sparse Message Passing"]
+
+
+def test_a_dump_stamped_in_the_future_does_not_open_every_window(tmp_path: Path) -> None:
+    """`preview --now <years ahead>` ingests a file with that date: read as the first recent dump, it
+    lifted the limit for every run until then."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    with open_store(db_url(tmp_path)) as store:
+        store.advance_watermarks([READER], 0)
+        store.ingest(make_dump(_kestrel(1)), at(24 * 1000))
+        for day in range(2, 60):
+            store.ingest(make_dump(_kestrel(day)), at(24 * day))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 59 + 12))
+    sent = sorted(int(s.paper.title.split()[1].rstrip(":")) for s in selection.chosen)
+    assert sent == list(range(59 - CATCH_UP.days + 1, 60))
+
+
+def test_a_backfill_under_an_old_now_cuts_nothing(tmp_path: Path) -> None:
+    """Dumps ingested today, then `run --now <last year>`: every dump is stamped after that clock, so
+    none is known to be old."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    with open_store(db_url(tmp_path)) as store:
+        store.advance_watermarks([READER], 0)
+        for day in range(1, 31):
+            store.ingest(make_dump(_kestrel(day)), at(24 * 400))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 35))
+    assert len(selection.chosen) == 30
+
+
+def test_the_quick_triage_agrees_with_the_window_on_an_old_dump(tmp_path: Path) -> None:
+    """With the first limit, a new subscriber whose only dump was weeks old got "nothing new" from
+    select but was handed to a shard (a process, or a job) at every daemon tick."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump")
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(_kestrel(1)), at(24))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 60))
+        work, idle = Selector(store, LexicalRanker()).triage([reader], at(24 * 60))
+    assert selection.reason == "nothing new" and work == [] and [s.reason for s in idle] == ["nothing new"]
