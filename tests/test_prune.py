@@ -137,3 +137,16 @@ def test_prune_on_postgresql_beside_a_run_forgets_and_does_not_warn(env: dict[st
             done = cli(env, "prune", "--now", (RUN_AT + timedelta(days=91)).isoformat())
         assert [d.email for d in store.deliveries(with_items=False)] == ["diff@example.org"]
     assert done.stdout == "pruned 1 failed or cancelled digest, 0 outbox files\n" and not done.stderr
+
+
+def test_the_size_prune_reports_counts_the_write_ahead_log(tmp_path: Path) -> None:
+    """A copied state with a live log read "7,643,136 -> 7,835,648 bytes": compacting seemed to grow it."""
+    from newsletter.cli.upkeep import _file_size
+    from newsletter.config import Settings
+
+    settings = Settings(home=tmp_path)
+    (tmp_path / "state.db").write_bytes(b"x" * 100)
+    assert _file_size(settings) == 100
+    (tmp_path / "state.db-wal").write_bytes(b"x" * 50)
+    assert _file_size(settings) == 150
+    assert _file_size(settings.model_copy(update={"database_url": "postgresql+psycopg://h/db"})) == 0

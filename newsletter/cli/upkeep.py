@@ -162,9 +162,16 @@ def _compact(store: Store, settings: Settings) -> str:
 
 
 def _file_size(settings: Settings) -> int:
-    """The SQLite state file's size; 0 for another database."""
+    """The SQLite state's size on disk, its write-ahead log too (a copied state's could outweigh what
+    compacting gave back); 0 for another database."""
+    if settings.database_url is not None:
+        return 0
+    return sum(_size(settings.home / name) for name in ("state.db", "state.db-wal"))
+
+
+def _size(path: Path) -> int:
     try:
-        return (settings.home / "state.db").stat().st_size if settings.database_url is None else 0
+        return path.stat().st_size
     except OSError:
         return 0
 
