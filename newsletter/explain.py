@@ -17,7 +17,7 @@ from newsletter.pipeline import Pipeline
 from newsletter.rank.breakdown import Breakdown, breakdown
 from newsletter.render.helpers import printable
 from newsletter.report import plural
-from newsletter.select import CATCH_UP, Selection, Selector, with_feedback
+from newsletter.select import CATCH_UP, Selection, Selector, catch_up_floor, with_feedback
 from newsletter.store import DeliveryRecord, Store
 
 
@@ -75,8 +75,16 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
     if scored in selection.scored:
         verdict = _in_window(selection, scored, breakdown)
     else:
-        verdict = sent or _outside_window(selection, scored, breakdown, _covering(records, paper))
+        cut = _past_the_limit(pipeline.store, records, paper, now)
+        verdict = sent or _outside_window(selection, scored, breakdown, _covering(records, paper), cut)
     return Explanation(paper, scored, breakdown, verdict)
+
+
+def _past_the_limit(store: Store, records: list[DeliveryRecord], paper: StoredPaper, now: datetime) -> bool:
+    """Whether the paper's dump lay beyond CATCH_UP when a digest could first weigh it: the first
+    digest whose watermark reached it (a weighing that sent nothing leaves no record), else now."""
+    when = next((r.created_at for r in records if (r.watermark_seq or 0) >= paper.first_dump_seq), now)
+    return paper.first_dump_seq <= catch_up_floor(store, when)
 
 
 def _rank_alone(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> Scored:
@@ -131,12 +139,17 @@ def _covering(records: list[DeliveryRecord], paper: StoredPaper) -> DeliveryReco
 
 
 def _outside_window(
-    selection: Selection, scored: Scored, breakdown: Breakdown, covering: DeliveryRecord | None
+    selection: Selection, scored: Scored, breakdown: Breakdown, covering: DeliveryRecord | None, cut: bool
 ) -> str:
     if selection.reason == "unsubscribed":
         return "not sent: this address unsubscribed"
     if not scored.relevant:
         return f"not sent: {_why_not(breakdown)}"
+    if cut:
+        return (
+            f"not sent: most likely it was listed more than {CATCH_UP.days} days before a digest could "
+            f"weigh it (a window reaches back {CATCH_UP.days} days at most)"
+        )
     if covering is not None and len(covering.items) >= selection.subscriber.max_items:
         when, full = covering.created_at.strftime("%Y-%m-%d %H:%M UTC"), plural(len(covering.items), "paper")
         return (
@@ -145,8 +158,7 @@ def _outside_window(
         )
     return (
         "not sent: it came before this subscriber's window (a first digest holds only the latest "
-        f"dump's new papers; a window reaches back {CATCH_UP.days} days at most) or scored below the "
-        "bar then; it would count now"
+        "dump's new papers) or scored below the bar then; it would count now"
     )
 
 

@@ -199,12 +199,10 @@ def _waits(selection: Selection, waiting: set[str]) -> Selection:
 
 def catch_up_floor(store: Store, now: datetime) -> int:
     """The last dump no window reaches: the one before the first ingested since CATCH_UP ago, by order
-    of ingestion (a dump ingested later under an old ``--now`` moves nothing). A dump stamped after
-    ``now`` (a ``--now`` ahead) counts only when no other is that recent (a backfill under an old
-    ``--now``: nothing is known to be old); with none at all, the latest."""
-    since = now - CATCH_UP
-    first = store.first_dump_since(since, until=now)
-    first = store.first_dump_since(since) if first is None else first
+    of ingestion, so only dumps known to be old are cut (a dump ingested later under an old ``--now``
+    cuts nothing before it); with none that recent, the latest. A dump stamped far ahead (a ``--now``
+    years away) keeps every later one in reach until then: the cost of a longer window, not a loss."""
+    first = store.first_dump_since(now - CATCH_UP)
     return first - 1 if first is not None else store.latest_dump_seq() or 0
 
 

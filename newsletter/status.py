@@ -13,6 +13,7 @@ from rich.text import Text
 from newsletter.address import address_key
 from newsletter.due import shown_due
 from newsletter.models import Subscriber
+from newsletter.select import catch_up_floor
 from newsletter.sources import path_from_text
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, DeliveryRecord, Store, SubscriberState
 from newsletter.store.rejected import RejectedFile
@@ -31,8 +32,9 @@ def status_report(
     unsubscribed = store.unsubscribed_emails()
     queued = queued_now(store, now)
     latest = store.latest_paper_seq()  # a dump that brought no new paper gives nothing to weigh
+    floor = catch_up_floor(store, now)  # nor one older than any window reaches
     rows = [
-        _subscriber_row(sub, states.get(address_key(sub.email)), now, queued, latest, unsubscribed)
+        _subscriber_row(sub, states.get(address_key(sub.email)), now, queued, latest, floor, unsubscribed)
         for sub in subscribers.subscribers
     ]
     attention = [
@@ -58,12 +60,13 @@ def _subscriber_row(
     now: datetime,
     queued: dict[str, datetime],
     latest: int | None,
+    floor: int,
     unsubscribed: set[str],
 ) -> dict[str, Any]:
     last = state.last_digest_at if state else None
     served = state.served_slot if state else None
     mark = state.watermark_seq if state else None
-    fresh = latest is not None and (mark is None or latest > mark)  # dumps it has not been weighed on
+    fresh = latest is not None and latest > (floor if mark is None else max(mark, floor))  # as select sees it
     due = shown_due(sub, last, now, served, queued=queued.get(address_key(sub.email)), waiting=fresh)
     return {
         "subscriber": sub.email,

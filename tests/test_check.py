@@ -73,6 +73,20 @@ def test_run_refuses_the_placeholder_sender_with_a_transport_that_sends_real_mai
     assert "cannot connect" not in proc.stderr
 
 
+def test_the_placeholder_sender_written_in_newsletter_toml_is_named_with_its_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The refusal named no origin, so an address copied into newsletter.toml was hard to find."""
+    del env["NEWSLETTER_FROM"]
+    (tmp_path / "newsletter.toml").write_text('transport = "smtp"\nsender = "digest@newsletter.invalid"\n')
+    proc = cli(env, "check", check=False, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert (
+        "error: the sender 'digest@newsletter.invalid' (newsletter.toml, line 2) is the placeholder"
+        in proc.stderr
+    )
+
+
 def test_commands_that_send_nothing_take_the_placeholder_sender(env: dict[str, str]) -> None:
     """The refusal above is for sending: a dry run, a preview and an explain send nothing."""
     add_dumps(env, seed_names()[0])

@@ -177,6 +177,25 @@ def test_explain_a_relevant_paper_a_full_digest_left_out(tmp_path: Path) -> None
     )
 
 
+def test_a_paper_listed_before_the_14_days_a_window_reaches_is_explained_and_nothing_is_due(
+    tmp_path: Path,
+) -> None:
+    """Four weeks after the only dumps: `explain` said the paper "would count now" (no window reaches it),
+    and `status` called a new subscriber due now while `run` said "nothing new"."""
+    env = make_env(tmp_path)
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--dry-run", "--now", NOW)  # ingested; no digest recorded
+    weeks = "2026-04-08T08:00:00Z"
+    status = json.loads(cli(env, "status", "--json", "--now", weeks).stdout)
+    assert {row["subscriber"]: row["next_due"] for row in status["subscribers"]}[SSM] == (
+        "when a dump brings new papers"
+    )
+    assert cli(env, "explain", SSM, SENT, "--now", weeks).stdout.splitlines()[-1] == (
+        "  not sent: most likely it was listed more than 14 days before a digest could weigh it "
+        "(a window reaches back 14 days at most)"
+    )
+
+
 def test_preview_and_explain_answer_while_the_daemon_holds_the_lock(fresh: dict[str, str]) -> None:
     add_dumps(fresh, seed_names()[2])  # a new dump the holder of the lock will ingest
     command = [sys.executable, "-c", HOLD_LOCK, fresh["NEWSLETTER_HOME"]]

@@ -8,6 +8,8 @@ from pathlib import Path
 from newsletter.models import Paper, Subscriber
 from newsletter.rank import LexicalRanker
 from newsletter.select import CATCH_UP, Selector
+from newsletter.status import status_report
+from newsletter.subscribers import SubscriberList
 
 from .test_store_helpers import at, db_url, make_dump, open_store
 
@@ -61,18 +63,17 @@ def test_a_first_digest_holds_no_paper_first_seen_more_than_two_weeks_ago(tmp_pa
     assert [s.paper.title for s in recent.chosen] == ["Kestrel 1: Sparse Message Passing"]
 
 
-def test_a_dump_stamped_in_the_future_does_not_open_every_window(tmp_path: Path) -> None:
-    """`preview --now <years ahead>` ingests a file with that date: read as the first recent dump, it
-    lifted the limit for every run until then."""
+def test_a_run_under_an_old_now_keeps_the_dumps_ingested_before_it(tmp_path: Path) -> None:
+    """`run --now <a month ago>` ingests a file with that date after dumps stamped today: a limit that
+    left out dumps stamped after the run's clock cut them, and the watermark moved past them for good."""
     reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
     with open_store(db_url(tmp_path)) as store:
-        store.advance_watermarks([READER], 0)
-        store.ingest(make_dump(_kestrel(1)), at(24 * 1000))
-        for day in range(2, 60):
+        for day in range(100, 120):
             store.ingest(make_dump(_kestrel(day)), at(24 * day))
-        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 59 + 12))
-    sent = sorted(int(s.paper.title.split()[1].rstrip(":")) for s in selection.chosen)
-    assert sent == list(range(59 - CATCH_UP.days + 1, 60))
+        store.advance_watermarks([READER], 19)  # had every digest up to day 118's dump
+        store.ingest(make_dump(_kestrel(42)), at(24 * 90))  # the run's own ingest, under --now day 90
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 90))
+    assert sorted(int(s.paper.title.split()[1].rstrip(":")) for s in selection.chosen) == [42, 119]
 
 
 def test_a_backfill_under_an_old_now_cuts_nothing(tmp_path: Path) -> None:
@@ -96,3 +97,14 @@ def test_the_quick_triage_agrees_with_the_window_on_an_old_dump(tmp_path: Path) 
         (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 60))
         work, idle = Selector(store, LexicalRanker()).triage([reader], at(24 * 60))
     assert selection.reason == "nothing new" and work == [] and [s.reason for s in idle] == ["nothing new"]
+
+
+def test_status_sees_the_limit_as_select_does(tmp_path: Path) -> None:
+    """`status` called a new subscriber due now while every run said "nothing new"."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump")
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(_kestrel(1)), at(24))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 60))
+        report = status_report(store, SubscriberList(tmp_path / "s.yaml", (reader,)), at(24 * 60), None)
+    assert selection.reason == "nothing new"
+    assert [row["next_due_at"] for row in report["subscribers"]] == [None]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from newsletter.config import Settings
+from newsletter.config import Settings, setting_origin
 from newsletter.errors import ConfigError
 from newsletter.send.apis import (
     API_TRANSPORTS,
@@ -42,9 +42,11 @@ PLACEHOLDER_DOMAIN = "newsletter.invalid"  # the default sender's: fine for the 
 def real_sender(settings: Settings) -> None:
     """ConfigError for the placeholder sender with a transport that sends real mail."""
     if settings.transport != "file" and settings.sender_domain == PLACEHOLDER_DOMAIN:
+        origin = setting_origin("sender")
+        given = "" if origin == "newsletter.toml" else f" ({origin})"  # no line there: the default
         raise ConfigError(
-            f"the sender {settings.sender!r} is the placeholder, and transport {settings.transport!r} "
-            "sends real mail",
+            f"the sender {settings.sender!r}{given} is the placeholder, and transport "
+            f"{settings.transport!r} sends real mail",
             hint="set NEWSLETTER_FROM (or `from` in newsletter.toml) to an address you send from",
         )
 

@@ -185,11 +185,11 @@ class Store:
             latest: int | None = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
             return latest
 
-    def first_dump_since(self, when: datetime, until: datetime | None = None) -> int | None:
-        """The first dump ingested at ``when`` or after (and at ``until`` or before); None: none."""
-        where = [dumps.c.ingested_at >= when] + ([dumps.c.ingested_at <= until] if until else [])
+    def first_dump_since(self, when: datetime) -> int | None:
+        """The first dump ingested at ``when`` or after (None: none)."""
         with self._tx("reading dumps") as conn:
-            seq: int | None = conn.execute(sa.select(sa.func.min(dumps.c.seq)).where(*where)).scalar()
+            query = sa.select(sa.func.min(dumps.c.seq)).where(dumps.c.ingested_at >= when)
+            seq: int | None = conn.execute(query).scalar()
             return seq
 
     def latest_paper_seq(self) -> int | None:
