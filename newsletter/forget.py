@@ -1,7 +1,8 @@
 """Forgetting the embedding vectors no run will read again, so the state database does not keep every
 paper's vectors (some 20-30 KB a paper: 8-12 MB a day at arXiv's 400 new papers) for as long as it runs.
 
-A run reads the vectors of its subscribers' windows (the papers first seen after their watermarks),
+A run reads the vectors of its subscribers' windows (the papers first seen after their watermarks,
+14 days back at most; an address held after a bounce has none until `retry EMAIL`),
 of the papers first seen in the last ``BACKGROUND_DUMPS`` dumps, of the papers subscribers liked or
 marked, and of the bundled reference papers (no rows of the store). After a run, the vectors of every
 other paper are deleted. Nothing is lost: `explain` of an older paper, or a subscriber back in the

@@ -2,8 +2,8 @@
 
 A subscriber's *window* is every paper first seen after their watermark (the last dump their previous
 digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is the new
-papers of the latest dump that brought any. Papers sent before are outside every later window, so
-nothing is sent twice.
+papers of the latest dump that brought any. Either reaches back CATCH_UP (14 days of ingested dumps)
+at most. Papers sent before are outside every later window, so nothing is sent twice.
 Subscribers that share a window are ranked together (`rank_many`), so the cost per subscriber is a few
 array operations, and selections stream out without holding one per subscriber.
 """

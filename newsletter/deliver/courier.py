@@ -3,7 +3,8 @@
 For each message: mark *sending* (committed) -> transport.send -> mark *sent* (committed). A crash between
 the two commits leaves the digest in 'sending', which the next run reports as 'unknown' instead of
 resending it. Temporary failures are retried within the run with backoff (the digest waits as 'retry', so
-a crash during the wait loses nothing and reports nothing unknown), then left as 'retry' for the next run;
+a crash during the wait loses nothing and reports nothing unknown), then left as 'retry' for the next run
+(a server that did not answer in time is not retried within the run: each try would wait it out again);
 permanent ones are recorded as 'failed' with the server's reply. Pacing (send_rate) happens before a digest
 is marked sending, for the same reason.
 
