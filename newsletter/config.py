@@ -385,8 +385,8 @@ def setting_origin(field: str, given: Mapping[str, Any] | None = None, index: in
         return f"flag --{field.replace('_', '-')}"
     names = ["NEWSLETTER_FROM"] if field == "sender" else []
     names.append(f"NEWSLETTER_{field.upper()}")
-    variables = {name.upper() for name in os.environ}
-    found = next((name for name in names if name in variables), None)
+    variables = {name.upper() for name in os.environ if name.upper() != "NEWSLETTER_FROM" or name.isupper()}
+    found = next((name for name in names if name in variables), None)  # NEWSLETTER_FROM: as written only
     if found:
         return f"environment variable {found}"
     line, _ = toml_line(field, index)
@@ -399,20 +399,27 @@ _TOML_HEADER = re.compile(r"""\s*(\[\[?)\s*["']?([A-Za-z0-9_.-]+)["']?\s*\]\]?\s
 
 def toml_line(field: str, index: int | None = None) -> tuple[int | None, str]:
     """The line of newsletter.toml that sets ``field`` (its ``[field]`` table, the ``index``-th of
-    its ``[[field]]`` tables, or ``from`` for the sender), and the key as written there; (None,
-    field) when there is no such line."""
-    keys = ("from", "sender") if field == "sender" else (field,)
+    its ``[[field]]`` tables; for the sender its ``sender`` key, which wins over ``from``), and the
+    key as written there; (None, field) when there is no such line."""
     try:
-        text = Path(str(Settings.model_config.get("toml_file"))).read_text(encoding="utf-8")
+        lines = Path(str(Settings.model_config.get("toml_file"))).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None, field
+    for key in ("sender", "from") if field == "sender" else (field,):
+        if (number := _key_line(lines, key, index or 0)) is not None:
+            return number, key
+    return None, field
+
+
+def _key_line(lines: list[str], key: str, index: int) -> int | None:
+    """The line (from 1) of a top-level ``key = ...``, or of the ``index``-th ``[[key]]`` table."""
     in_table, tables = False, 0  # past a [table] header, a key = value line is that table's
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if header := _TOML_HEADER.match(line):
             in_table = True
-            if header.group(2) in keys and (header.group(1) == "[" or tables == (index or 0)):
-                return number, header.group(2)
-            tables += header.group(2) in keys
-        elif (key := _TOML_KEY.match(line)) and key.group(1) in keys and not in_table:
-            return number, key.group(1)
-    return None, field
+            if header.group(2) == key and (header.group(1) == "[" or tables == index):
+                return number
+            tables += header.group(2) == key
+        elif (found := _TOML_KEY.match(line)) and found.group(1) == key and not in_table:
+            return number
+    return None

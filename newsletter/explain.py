@@ -75,16 +75,22 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
     if scored in selection.scored:
         verdict = _in_window(selection, scored, breakdown)
     else:
-        cut = _past_the_limit(pipeline.store, records, paper, now)
+        cut = _past_the_limit(pipeline.store, subscriber, paper, now)
         verdict = sent or _outside_window(selection, scored, breakdown, _covering(records, paper), cut)
     return Explanation(paper, scored, breakdown, verdict)
 
 
-def _past_the_limit(store: Store, records: list[DeliveryRecord], paper: StoredPaper, now: datetime) -> bool:
-    """Whether the paper's dump lay beyond CATCH_UP when a digest could first weigh it: the first
-    digest whose watermark reached it (a weighing that sent nothing leaves no record), else now."""
-    when = next((r.created_at for r in records if (r.watermark_seq or 0) >= paper.first_dump_seq), now)
-    return paper.first_dump_seq <= catch_up_floor(store, when)
+def _past_the_limit(store: Store, subscriber: Subscriber, paper: StoredPaper, now: datetime) -> bool:
+    """Whether no digest can weigh the paper any more because of CATCH_UP: it came after the
+    subscriber's watermark (never weighed: an evaluation that sent nothing moves the watermark too)
+    and lies at or under the limit now. A new subscriber's window is the latest dump's papers."""
+    state = store.subscriber_state(subscriber.email)
+    mark = state.watermark_seq if state else None
+    if mark is None:
+        unweighed = paper.first_dump_seq == store.latest_paper_seq()
+    else:
+        unweighed = paper.first_dump_seq > mark
+    return unweighed and paper.first_dump_seq <= catch_up_floor(store, now)
 
 
 def _rank_alone(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> Scored:
@@ -147,8 +153,8 @@ def _outside_window(
         return f"not sent: {_why_not(breakdown)}"
     if cut:
         return (
-            f"not sent: most likely it was listed more than {CATCH_UP.days} days before a digest could "
-            f"weigh it (a window reaches back {CATCH_UP.days} days at most)"
+            f"not sent: it was listed more than {CATCH_UP.days} days before a digest could weigh it "
+            f"(a window reaches back {CATCH_UP.days} days at most)"
         )
     if covering is not None and len(covering.items) >= selection.subscriber.max_items:
         when, full = covering.created_at.strftime("%Y-%m-%d %H:%M UTC"), plural(len(covering.items), "paper")

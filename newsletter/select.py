@@ -28,8 +28,8 @@ BOUNCED = (
     "its address was refused for good (see `newsletter status`); `newsletter retry EMAIL` tries it again"
 )
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
-CATCH_UP = timedelta(days=14)  # a window reaches back no further: a subscriber back after months, or
-# a daemon down for weeks, is not ranked (and embedded again) over every paper since, for one digest
+CATCH_UP = timedelta(days=14)  # a window reaches back no further (by dumps ingested: see catch_up_floor):
+# a subscriber back after months is not ranked (and embedded again) over every paper since, for one digest
 
 log = logging.getLogger(__name__)
 

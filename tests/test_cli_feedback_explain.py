@@ -180,19 +180,26 @@ def test_explain_a_relevant_paper_a_full_digest_left_out(tmp_path: Path) -> None
 def test_a_paper_listed_before_the_14_days_a_window_reaches_is_explained_and_nothing_is_due(
     tmp_path: Path,
 ) -> None:
-    """Four weeks after the only dumps: `explain` said the paper "would count now" (no window reaches it),
-    and `status` called a new subscriber due now while `run` said "nothing new"."""
+    """Four weeks after a dump no run weighed for Sam: `explain` said the paper "would count now" (no
+    window reaches it), and `status` called Sam due now while `run` said "nothing new"."""
     env = make_env(tmp_path)
-    add_dumps(env, *seed_names()[:2])
-    cli(env, "run", "--dry-run", "--now", NOW)  # ingested; no digest recorded
-    weeks = "2026-04-08T08:00:00Z"
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", NOW)  # Sam's watermark: the first dump
+    add_dumps(env, seed_names()[1])  # holds SENT
+    cli(env, "run", "--dry-run", "--now", LATER)  # ingested, weighed for nobody
+    weeks = "2026-04-09T08:00:00Z"
     status = json.loads(cli(env, "status", "--json", "--now", weeks).stdout)
     assert {row["subscriber"]: row["next_due"] for row in status["subscribers"]}[SSM] == (
         "when a dump brings new papers"
     )
     assert cli(env, "explain", SSM, SENT, "--now", weeks).stdout.splitlines()[-1] == (
-        "  not sent: most likely it was listed more than 14 days before a digest could weigh it "
+        "  not sent: it was listed more than 14 days before a digest could weigh it "
         "(a window reaches back 14 days at most)"
+    )
+    assert (
+        cli(env, "explain", SSM, SENT, "--now", LATER)
+        .stdout.splitlines()[-1]
+        .startswith("  in the next digest")
     )
 
 

@@ -176,6 +176,10 @@ def test_a_setting_from_newsletter_toml_is_named_with_its_line(
     )
     assert toml_line("smtp_port") == (4, "smtp_port")  # a line of a value that starts with "[" is no table
     assert [toml_line("sources", index)[0] for index in (0, 1, 2)] == [5, 8, None]
+    (tmp_path / "newsletter.toml").write_text('from = "News <news@example.org>"\nsender = "d@example.org"\n')
+    assert toml_line("sender") == (2, "sender")  # `sender` wins over `from`, as the settings read them
+    monkeypatch.setenv("newsletter_from", "me@example.org")  # read only as NEWSLETTER_FROM: not this one
+    assert setting_origin("sender") == "newsletter.toml, line 2"
 
 
 def test_sender_comes_from_newsletter_from_or_toml_never_a_bare_from_variable(

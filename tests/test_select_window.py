@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from newsletter.explain import _past_the_limit
 from newsletter.models import Paper, Subscriber
 from newsletter.rank import LexicalRanker
 from newsletter.select import CATCH_UP, Selector
@@ -108,3 +109,18 @@ def test_status_sees_the_limit_as_select_does(tmp_path: Path) -> None:
         report = status_report(store, SubscriberList(tmp_path / "s.yaml", (reader,)), at(24 * 60), None)
     assert selection.reason == "nothing new"
     assert [row["next_due_at"] for row in report["subscribers"]] == [None]
+
+
+def test_explain_says_a_paper_is_past_the_limit_only_when_no_run_weighed_it(tmp_path: Path) -> None:
+    """An evaluation that sent nothing moves the watermark without a record: the verdict was given
+    for papers weighed then, once the clock passed 14 days."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump")
+    with open_store(db_url(tmp_path)) as store:
+        for day in (1, 2):
+            store.ingest(make_dump(_kestrel(day)), at(24 * day))
+        first, second = (store.papers_first_seen_after(seq - 1, upto=seq)[0] for seq in (1, 2))
+        store.advance_watermarks([READER], 1)  # the first dump was weighed, the second not
+        late = at(24 * 30)
+        assert not _past_the_limit(store, reader, first, late)
+        assert _past_the_limit(store, reader, second, late)
+        assert not _past_the_limit(store, reader, second, at(24 * 3))  # still in reach
