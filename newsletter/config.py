@@ -412,14 +412,19 @@ def toml_line(field: str, index: int | None = None) -> tuple[int | None, str]:
 
 
 def _key_line(lines: list[str], key: str, index: int) -> int | None:
-    """The line (from 1) of a top-level ``key = ...``, or of the ``index``-th ``[[key]]`` table."""
+    """The line (from 1) of a top-level ``key = ...``, or of the ``index``-th ``[[key]]`` table; in any
+    case, as the settings read them, except ``from`` (read as written)."""
+
+    def named(name: str) -> bool:
+        return name == key if key == "from" else name.lower() == key
+
     in_table, tables = False, 0  # past a [table] header, a key = value line is that table's
     for number, line in enumerate(lines, start=1):
         if header := _TOML_HEADER.match(line):
             in_table = True
-            if header.group(2) == key and (header.group(1) == "[" or tables == index):
+            if named(header.group(2)) and (header.group(1) == "[" or tables == index):
                 return number
-            tables += header.group(2) == key
-        elif (found := _TOML_KEY.match(line)) and found.group(1) == key and not in_table:
+            tables += named(header.group(2))
+        elif (found := _TOML_KEY.match(line)) and named(found.group(1)) and not in_table:
             return number
     return None

@@ -75,22 +75,30 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
     if scored in selection.scored:
         verdict = _in_window(selection, scored, breakdown)
     else:
-        cut = _past_the_limit(pipeline.store, subscriber, paper, now)
-        verdict = sent or _outside_window(selection, scored, breakdown, _covering(records, paper), cut)
+        covering = _covering(records, paper)
+        cut = _past_the_limit(pipeline.store, subscriber, paper, covering, now)
+        verdict = sent or _outside_window(selection, scored, breakdown, covering, cut)
     return Explanation(paper, scored, breakdown, verdict)
 
 
-def _past_the_limit(store: Store, subscriber: Subscriber, paper: StoredPaper, now: datetime) -> bool:
-    """Whether no digest can weigh the paper any more because of CATCH_UP: it came after the
-    subscriber's watermark (never weighed: an evaluation that sent nothing moves the watermark too)
-    and lies at or under the limit now. A new subscriber's window is the latest dump's papers."""
+def _past_the_limit(
+    store: Store, subscriber: Subscriber, paper: StoredPaper, covering: DeliveryRecord | None, now: datetime
+) -> str:
+    """How sure it is that CATCH_UP kept the paper from every digest: "" (not), "certain" (it came
+    after the subscriber's watermark, so no run weighed it, and the limit cuts it now; a new
+    subscriber's window is the latest dump's papers) or "likely" (the digest whose watermark passed it
+    was made when the limit cut it; an evaluation that sent nothing, leaving no record, may have
+    weighed it before)."""
     state = store.subscriber_state(subscriber.email)
     mark = state.watermark_seq if state else None
-    if mark is None:
-        unweighed = paper.first_dump_seq == store.latest_paper_seq()
-    else:
-        unweighed = paper.first_dump_seq > mark
-    return unweighed and paper.first_dump_seq <= catch_up_floor(store, now)
+    unweighed = (
+        paper.first_dump_seq == store.latest_paper_seq() if mark is None else paper.first_dump_seq > mark
+    )
+    if unweighed:
+        return "certain" if paper.first_dump_seq <= catch_up_floor(store, now) else ""
+    if covering is not None and paper.first_dump_seq <= catch_up_floor(store, covering.created_at):
+        return "likely"
+    return ""
 
 
 def _rank_alone(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -> Scored:
@@ -145,7 +153,7 @@ def _covering(records: list[DeliveryRecord], paper: StoredPaper) -> DeliveryReco
 
 
 def _outside_window(
-    selection: Selection, scored: Scored, breakdown: Breakdown, covering: DeliveryRecord | None, cut: bool
+    selection: Selection, scored: Scored, breakdown: Breakdown, covering: DeliveryRecord | None, cut: str
 ) -> str:
     if selection.reason == "unsubscribed":
         return "not sent: this address unsubscribed"
@@ -153,8 +161,9 @@ def _outside_window(
         return f"not sent: {_why_not(breakdown)}"
     if cut:
         return (
-            f"not sent: it was listed more than {CATCH_UP.days} days before a digest could weigh it "
-            f"(a window reaches back {CATCH_UP.days} days at most)"
+            f"not sent: {'most likely ' if cut == 'likely' else ''}it was listed more than "
+            f"{CATCH_UP.days} days before a digest could weigh it (a window reaches back "
+            f"{CATCH_UP.days} days at most)"
         )
     if covering is not None and len(covering.items) >= selection.subscriber.max_items:
         when, full = covering.created_at.strftime("%Y-%m-%d %H:%M UTC"), plural(len(covering.items), "paper")

@@ -180,6 +180,11 @@ def test_a_setting_from_newsletter_toml_is_named_with_its_line(
     assert toml_line("sender") == (2, "sender")  # `sender` wins over `from`, as the settings read them
     monkeypatch.setenv("newsletter_from", "me@example.org")  # read only as NEWSLETTER_FROM: not this one
     assert setting_origin("sender") == "newsletter.toml, line 2"
+    (tmp_path / "newsletter.toml").write_text(
+        'FROM = "x"\nSender = "d@example.org"\n[[Sources]]\n[[SOURCES]]\n'
+    )
+    assert toml_line("sender") == (2, "sender")  # keys in any case, as the settings read them; not FROM
+    assert [toml_line("sources", index)[0] for index in (0, 1)] == [3, 4]
 
 
 def test_sender_comes_from_newsletter_from_or_toml_never_a_bare_from_variable(

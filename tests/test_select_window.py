@@ -10,6 +10,7 @@ from newsletter.models import Paper, Subscriber
 from newsletter.rank import LexicalRanker
 from newsletter.select import CATCH_UP, Selector
 from newsletter.status import status_report
+from newsletter.store import DigestPlan, PlannedItem
 from newsletter.subscribers import SubscriberList
 
 from .test_store_helpers import at, db_url, make_dump, open_store
@@ -121,6 +122,25 @@ def test_explain_says_a_paper_is_past_the_limit_only_when_no_run_weighed_it(tmp_
         first, second = (store.papers_first_seen_after(seq - 1, upto=seq)[0] for seq in (1, 2))
         store.advance_watermarks([READER], 1)  # the first dump was weighed, the second not
         late = at(24 * 30)
-        assert not _past_the_limit(store, reader, first, late)
-        assert _past_the_limit(store, reader, second, late)
-        assert not _past_the_limit(store, reader, second, at(24 * 3))  # still in reach
+        assert _past_the_limit(store, reader, first, None, late) == ""  # weighed: no record says when
+        assert _past_the_limit(store, reader, second, None, late) == "certain"
+        assert _past_the_limit(store, reader, second, None, at(24 * 3)) == ""  # still in reach
+
+
+def test_explain_names_the_limit_for_a_paper_a_catch_up_digest_jumped_past(tmp_path: Path) -> None:
+    """Back after six weeks: the run weighs the last 14 days and moves the watermark past the rest;
+    a paper it skipped sits under the watermark, as weighed ones do."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    with open_store(db_url(tmp_path)) as store:
+        store.advance_watermarks([READER], 0)
+        for day in range(1, 43):
+            store.ingest(make_dump(_kestrel(day)), at(24 * day))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(24 * 42 + 12))
+        assert selection.upto_seq == 42 and len(selection.chosen) == CATCH_UP.days
+        plan = DigestPlan(
+            "d1", READER, at(24 * 42 + 12), 42, "s", (PlannedItem(selection.chosen[0].paper.id, 1, 1.0, ""),)
+        )
+        store.plan_digest(plan)
+        (record,) = store.deliveries(email=READER)
+        skipped = store.papers_first_seen_after(4, upto=5)[0]
+        assert _past_the_limit(store, reader, skipped, record, at(24 * 43)) == "likely"
