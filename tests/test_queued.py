@@ -53,6 +53,13 @@ def _send_queued(store: Store, tmp_path: Path, factory: Callable[[], ResendTrans
     return report
 
 
+def _plan_both(store: Store) -> None:
+    """A digest queued for each of EMAILS: d0, d1."""
+    seeded(store)
+    for n, email in enumerate(EMAILS):
+        store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+
+
 def _accepting(seen: list[tuple[str, str]]) -> Callable[[httpx.Request], httpx.Response]:
     def api(request: httpx.Request) -> httpx.Response:
         seen.append((request.url.path, request.headers.get("idempotency-key", "")))
@@ -71,9 +78,8 @@ def test_an_unknown_digest_sent_alone_is_resent_alone_under_its_own_key(
     monkeypatch.chdir(tmp_path)
     seen: list[tuple[str, str]] = []
     with open_store(db_url(tmp_path)) as store:
-        seeded(store)
-        for n, email in enumerate(EMAILS):
-            store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+        _plan_both(store)
+        for n in range(len(EMAILS)):
             store.mark_sending(f"d{n}", at(24), "<m>")  # went out alone: no batch key
             store.mark_unknown(f"d{n}", at(24), "timeout")
         store.requeue(at(25), statuses=("unknown",))  # `newsletter retry --unknown`
@@ -100,9 +106,7 @@ def test_a_refused_batch_retried_is_not_sent_under_the_key_it_was_refused_under(
 
     factory = _resend(api)
     with open_store(db_url(tmp_path)) as store:
-        seeded(store)
-        for n, email in enumerate(EMAILS):
-            store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+        _plan_both(store)
         with factory() as transport, Courier(store, transport, Settings(), sleep=lambda s: None) as courier:
             refused = courier.deliver_batch(
                 [(_message(f"d{n}", e), ()) for n, e in enumerate(EMAILS)], at(24)
@@ -124,9 +128,7 @@ def test_digests_a_stop_left_planned_go_out_in_one_batch_to_resend(
     monkeypatch.chdir(tmp_path)
     seen: list[tuple[str, str]] = []
     with open_store(db_url(tmp_path)) as store:
-        seeded(store)
-        for n, email in enumerate(EMAILS):
-            store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+        _plan_both(store)
         report = _send_queued(store, tmp_path, _resend(_accepting(seen)))
     assert [d.status for d in report.digests] == ["sent", "sent"]
     assert [path for path, _ in seen] == ["/emails/batch"], seen

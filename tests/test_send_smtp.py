@@ -310,6 +310,19 @@ def test_a_reused_connection_that_died_silently_is_replaced_at_once() -> None:
     assert len(handler.messages) == 2 and handler.connections == 2
 
 
+def test_a_reused_connection_whose_last_message_was_refused_is_replaced_too() -> None:
+    """Only a delivered message counted as use: after a refusal, a NAT drop was taken for a stall."""
+    handler = SilentAfterFirst(refuse_rcpt={"reader1@example.net": "550 5.1.1 no such user"})
+    with (
+        running(handler) as server,
+        SmtpTransport("127.0.0.1", server.port, local_hostname="localhost", timeout=0.5) as transport,
+    ):
+        with pytest.raises(SendError, match="550"):
+            transport.send(message(1))
+        transport.send(message(2))
+    assert [to for _, to, _ in handler.messages] == [["reader2@example.net"]] and handler.connections == 2
+
+
 class Stalling(Recorder):
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]):
         await asyncio.sleep(3)  # longer than the client waits

@@ -37,11 +37,12 @@ class _Client(smtplib.SMTP):
     """
 
     body_sent = False
-    carried = 0  # messages this connection delivered: a reused one may have died while idle
+    used = 0  # messages this connection was given (delivered or refused): a reused one may have died idle
 
     def deliver(self, sender: str, recipient: str, raw: bytes) -> None:
         """Raise what ``sendmail`` raises: SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError..."""
         self.body_sent = False
+        self.used += 1
         self.ehlo_or_helo_if_needed()
         options = [f"SIZE={len(raw)}"] if self.has_extn("size") else []
         if self.has_extn("pipelining"):
@@ -64,7 +65,6 @@ class _Client(smtplib.SMTP):
         code, reply = self._final_reply()
         if code != 250:
             raise smtplib.SMTPDataError(code, reply)
-        self.carried += 1
 
     def _final_reply(self) -> tuple[int, bytes]:
         """The reply to the body, waited for as RFC 5321 (4.5.3.2.6) asks: up to 10 minutes, however
@@ -291,7 +291,7 @@ class SmtpTransport:
         # No reply in time on a new connection: the server stalls, and reconnecting would wait again.
         # On a reused one it may be the connection that died while idle (a NAT dropped it): reconnect.
         timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__context__, TimeoutError)
-        if timed_out and not client.carried:
+        if timed_out and client.used <= 1:  # the first message this connection was given
             return SendError(
                 f"SMTP server {self.host}:{self.port} did not answer within {self.timeout:g} s",
                 hint="it is overloaded or stuck; the digest waits for the next run (NEWSLETTER_SMTP_TIMEOUT)",
