@@ -93,7 +93,7 @@ class QueuedDigests:
                         report.extend(_left_queued(pending[index:]))
                         break
                     advance(1)
-                    if courier.batch_size > 1 and (record.batch_key or _new_batch_ok(record, courier)):
+                    if _in_batch(record, courier):
                         batches[record.batch_key].append(record)  # that batch under its key, or new ones
                         continue
                     report.add(self._retry_one(courier, record, subscribers, now))
@@ -154,6 +154,15 @@ class QueuedDigests:
         why = f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
         self.store.mark_failed(record.digest_id, now, why, permanent=True)
         return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+
+
+def _in_batch(record: DeliveryRecord, courier: Courier) -> bool:
+    """Whether a queued digest goes out in a batch request: the one it last went out in, under its key
+    (whatever NEWSLETTER_BATCH_SIZE is now: alone under its own key, a digest that request delivered
+    would arrive twice), or a new one."""
+    if record.batch_key and courier.keyed:
+        return True
+    return courier.batch_size > 1 and (record.batch_key is not None or _new_batch_ok(record, courier))
 
 
 def _new_batch_ok(record: DeliveryRecord, courier: Courier) -> bool:

@@ -35,10 +35,12 @@ def _message(digest_id: str, to: str) -> OutgoingMessage:
     )
 
 
-def _resend(api: Callable[[httpx.Request], httpx.Response]) -> Callable[[], ResendTransport]:
+def _resend(
+    api: Callable[[httpx.Request], httpx.Response], batch_size: int = 100
+) -> Callable[[], ResendTransport]:
     def factory() -> ResendTransport:
         transport = ResendTransport(SecretStr("re_key"), http=httpx.MockTransport(api), sleep=lambda s: None)
-        transport.batch_size = 100
+        transport.batch_size = batch_size
         return transport
 
     return factory
@@ -132,3 +134,22 @@ def test_digests_a_stop_left_planned_go_out_in_one_batch_to_resend(
         report = _send_queued(store, tmp_path, _resend(_accepting(seen)))
     assert [d.status for d in report.digests] == ["sent", "sent"]
     assert [path for path, _ in seen] == ["/emails/batch"], seen
+
+
+def test_an_unknown_batch_is_resent_under_its_key_after_the_batch_size_became_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NEWSLETTER_BATCH_SIZE=1 since: each digest alone under its own key would be a new request to
+    Resend, so a digest the batch did deliver would arrive twice. The same request goes out again."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[tuple[str, str]] = []
+    with open_store(db_url(tmp_path)) as store:
+        _plan_both(store)
+        with store.delivery_session() as session:
+            session.sending_many([("d0", "<a>"), ("d1", "<b>")], at(24), batch_key="newsletter-batch/k1")
+        for n in range(len(EMAILS)):
+            store.mark_unknown(f"d{n}", at(24), "timeout")
+        store.requeue(at(25), statuses=("unknown",))  # `newsletter retry --unknown`
+        report = _send_queued(store, tmp_path, _resend(_accepting(seen), batch_size=1))
+    assert [d.status for d in report.digests] == ["sent", "sent"]
+    assert seen == [("/emails/batch", "newsletter-batch/k1")], seen
