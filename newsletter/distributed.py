@@ -18,7 +18,10 @@ ids, statuses and the report read back from the delivery log are all the coordin
 A worker asked to stop (SIGTERM/SIGINT) stops its shard after the message in flight, as a run does, and
 hands the job back to the queue: another worker, or this one restarted, delivers the rest. A
 coordinator that sees no live worker for NO_WORKER_AFTER seconds gives up: it takes back the jobs no
-worker has started, ends the run with an error, and the next run builds those digests again.
+worker has started, ends the run with an error, and the next run builds those digests again. So does
+a coordinator that finds it lost the run lock (looked at every LOCK_CHECK seconds): another coordinator
+may be handing out shards by then, so it leaves the sends in flight alone (no recovery) and goes no
+further.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from procrastinate.schema import SchemaManager
 from psycopg.conninfo import make_conninfo
 
 from newsletter.errors import ConfigError, NewsletterError, StoreError
+from newsletter.parallel import Halt
 from newsletter.render.cards import item_reports
 from newsletter.report import STOPPED, WAITING, DigestOutcome, RunReport, Status
 from newsletter.shards import Shard, ShardWork
@@ -61,6 +65,10 @@ NO_WORKER_AFTER = 120.0  # seconds with no live worker after which a coordinator
 ABORT_POLL = 0.2  # seconds between a running shard's looks at whether its worker is stopping
 HANDBACKS = 20  # times a shard's job goes back to the queue because its worker stopped
 SCHEMA_LOCK_KEY = 0x6E6C5F6A6F62  # "nl_job": one process installs the queue's tables
+LOCK_LOST = (
+    "this run lost the database's run lock (its connection ended): it cancelled the shards no worker "
+    "had started and left those running to their workers; the next run sends the rest"
+)
 _SHARD_ARGUMENTS = re.compile(r"\(shard=\{.*\}\)", re.DOTALL)  # in a job's call_string
 _FINAL = ("succeeded", "failed", "cancelled", "aborted")
 # how a digest a worker left in each state shows in the run's report
@@ -241,12 +249,12 @@ class ProcrastinateExecutor:
             return RunReport()
         now, started = shards[0].now, time.perf_counter()
         with queue_errors(self.db_url):
-            report, left = asyncio.run(self._run(shards, stop))
+            report, left = asyncio.run(self._run(shards, Halt(stop, work.holds_lock)))
         log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
         report.merge(self._outcomes(now, shards[0].detailed, recover=None if left else work.recover))
         return report
 
-    async def _run(self, shards: Sequence[Shard], stop: threading.Event | None) -> tuple[RunReport, bool]:
+    async def _run(self, shards: Sequence[Shard], halt: Halt) -> tuple[RunReport, bool]:
         """The workers' report, and whether shards were left running (or queued) when it ended."""
         app = make_app(self.db_url)
         async with app.open_async():
@@ -256,20 +264,22 @@ class ProcrastinateExecutor:
             ids = await task.batch_defer_async(*payloads)  # one transaction
             log.info("deferred %d shards to queue %r", len(ids), QUEUE)
             try:
-                return await self._wait(app, dict(zip(ids, shards, strict=True)), stop)
+                return await self._wait(app, dict(zip(ids, shards, strict=True)), halt)
             finally:
                 await self._forget(app, ids)
 
     async def _wait(
-        self, app: procrastinate.App, jobs: dict[int, Shard], stop: threading.Event | None
+        self, app: procrastinate.App, jobs: dict[int, Shard], halt: Halt
     ) -> tuple[RunReport, bool]:
+        """Until every job ended, a signal (``halt``), the run lock lost (another coordinator may be
+        handing out shards now) or no worker for too long; the jobs no worker started are cancelled."""
         report = RunReport()
         waiting = dict(jobs)
         alone = _Alone()
         while waiting:
-            if stop is not None and stop.is_set():
+            if halt():
                 await self._cancel_queued(app, waiting)
-                report.errors.append(f"stopped: {len(waiting)} shards left to the workers or the next run")
+                _halted(report, halt, len(waiting))
                 break
             if alone.for_too_long(await self._live_workers(app)):
                 await self._cancel_queued(app, waiting)
@@ -363,6 +373,15 @@ class ProcrastinateExecutor:
             reason = "" if status == record.status else f"{record.status}: {record.last_error or 'queued'}"
             report.add(DigestOutcome(record.email, status, reason, items, record.digest_id))
         return report
+
+
+def _halted(report: RunReport, halt: Halt, left: int) -> None:
+    if halt.lost:  # halted, as a run that finds it lost in its own process: it goes no further
+        log.error("%s", LOCK_LOST)
+        report.halted = LOCK_LOST
+        report.errors.append(LOCK_LOST)
+    else:
+        report.errors.append(f"stopped: {left} shards left to the workers or the next run")
 
 
 class _Alone:

@@ -61,7 +61,7 @@ class LocalProcesses:
             process.start()
             send.close()
             jobs.append((process, receive))
-        halt = _Halt(stop, work.holds_lock)
+        halt = Halt(stop, work.holds_lock)
         report = _collect(jobs, halt)
         if halt.lost:  # halted, as a run that finds it lost in its own process: it goes no further
             log.error("%s", LOCK_LOST)
@@ -77,7 +77,7 @@ LOCK_LOST = (
 )
 
 
-class _Halt:
+class Halt:
     """Whether the workers must stop: a signal set ``stop``, or the run lock is lost (looked at every
     LOCK_CHECK seconds)."""
 

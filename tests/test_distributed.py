@@ -240,7 +240,7 @@ def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
         store.mark_sending("in-flight", now)  # a worker of an earlier run still sending it
         executor = distributed.ProcrastinateExecutor(store, pg_url)
         started = time.monotonic()
-        report = executor.run([shard], cast(ShardWork, None), None)  # the coordinator runs nothing
+        report = executor.run([shard], cast(ShardWork, _Coordinator()), None)  # it runs nothing
         took = time.monotonic() - started
         in_flight = [d.status for d in store.deliveries(with_items=False)]
     assert took < 30
@@ -251,6 +251,47 @@ def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
     ]
     assert _job_statuses(pg_url) == []  # cancelled (a worker started later sends nothing), then deleted:
     # a job carries its subscribers' profiles, and nothing else would ever delete it
+
+
+class _Coordinator:
+    """The coordinating run as an executor sees it: whether it holds the run lock; nothing to recover."""
+
+    def __init__(self, holds_lock: bool = True) -> None:
+        self.lock, self.recovered = holds_lock, 0
+
+    def holds_lock(self) -> bool:
+        return self.lock
+
+    def recover(self, now: datetime) -> list[str]:
+        self.recovered += 1
+        return []
+
+
+def test_a_coordinator_that_lost_its_run_lock_stops_waiting_and_recovers_nothing(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Another coordinator may hold the lock and hand out shards by then: turning the sends in flight
+    into 'unknown' at the end would have `retry --unknown` send them twice."""
+    from newsletter import distributed
+    from newsletter.models import Subscriber
+    from newsletter.shards import Shard
+
+    now = datetime(2026, 3, 11, 8, tzinfo=UTC)
+    shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("graph neural networks",)),), now)
+    distributed.install_queue(pg_url)
+    with psycopg.connect(distributed.conninfo(pg_url), autocommit=True) as conn:
+        conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")  # busy elsewhere
+    coordinator = _Coordinator(holds_lock=False)
+    with Store(pg_url) as store:
+        seeded(store, 1)
+        store.plan_digest(plan_for(store, "in-flight"))
+        store.mark_sending("in-flight", now)  # a worker still sending it
+        executor = distributed.ProcrastinateExecutor(store, pg_url)
+        report = executor.run([shard], cast(ShardWork, coordinator), None)
+        in_flight = [d.status for d in store.deliveries(with_items=False)]
+    assert report.halted == distributed.LOCK_LOST and report.errors == [distributed.LOCK_LOST]
+    assert coordinator.recovered == 0 and in_flight == ["sending"]
+    assert _job_statuses(pg_url) == []  # cancelled before a worker took it, then deleted
 
 
 def test_a_coordinator_clears_what_earlier_ones_left_in_the_queue(pg_url: str) -> None:
