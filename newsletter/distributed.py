@@ -249,13 +249,14 @@ class ProcrastinateExecutor:
             return RunReport()
         now, started = shards[0].now, time.perf_counter()
         with queue_errors(self.db_url):
-            report, left = asyncio.run(self._run(shards, Halt(stop, work.holds_lock)))
+            report, in_flight = asyncio.run(self._run(shards, Halt(stop, work.holds_lock)))
         log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
-        report.merge(self._outcomes(now, shards[0].detailed, recover=None if left else work.recover))
+        report.merge(self._outcomes(now, shards[0].detailed, recover=None if in_flight else work.recover))
         return report
 
     async def _run(self, shards: Sequence[Shard], halt: Halt) -> tuple[RunReport, bool]:
-        """The workers' report, and whether shards were left running (or queued) when it ended."""
+        """The workers' report, and whether what ran may still be in flight: shards left running (or
+        queued), or the run lock lost (another coordinator's sends may be)."""
         app = make_app(self.db_url)
         async with app.open_async():
             await self._clear_leftovers(app)
@@ -299,7 +300,9 @@ class ProcrastinateExecutor:
                         report.errors.append(problem)
             if waiting:
                 await asyncio.sleep(POLL)
-        return report, bool(waiting)
+        if not waiting and halt.look():  # lost since the last look, as the last shards ended
+            _halted(report, halt, 0)
+        return report, bool(waiting) or halt.lost
 
     @staticmethod
     async def _statuses(app: procrastinate.App, ids: list[int]) -> dict[int, str]:

@@ -63,7 +63,9 @@ class LocalProcesses:
             jobs.append((process, receive))
         halt = Halt(stop, work.holds_lock)
         report = _collect(jobs, halt)
-        if halt.lost:  # halted, as a run that finds it lost in its own process: it goes no further
+        if (
+            halt.lost or halt.look()
+        ):  # halted, as a run that finds it lost in its own process: it goes no further
             log.error("%s", LOCK_LOST)
             report.halted = LOCK_LOST
             report.errors.append(LOCK_LOST)
@@ -91,6 +93,12 @@ class Halt:
         if not self.lost and time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + LOCK_CHECK
             self.lost = not self._holds()
+        return self.lost
+
+    def look(self) -> bool:
+        """Whether the lock is lost, looked at now (at the end of a wait: the last look may be
+        LOCK_CHECK seconds old, and what the run does next needs the lock)."""
+        self.lost = self.lost or not self._holds()
         return self.lost
 
     def _holds(self) -> bool:

@@ -294,6 +294,50 @@ def test_a_coordinator_that_lost_its_run_lock_stops_waiting_and_recovers_nothing
     assert _job_statuses(pg_url) == []  # cancelled before a worker took it, then deleted
 
 
+class _LosesTheLockAsTheShardEnds(_Coordinator):
+    """Holds the lock at the first look, as the worker finishes the only job (it deletes it); then the
+    lock's connection ends, before the next look (taken at most every LOCK_CHECK seconds)."""
+
+    def __init__(self, pg_url: str) -> None:
+        super().__init__()
+        self.pg_url, self.looks = pg_url, 0
+
+    def holds_lock(self) -> bool:
+        from newsletter.distributed import conninfo
+
+        self.looks += 1
+        if self.looks > 1:
+            return False
+        with psycopg.connect(conninfo(self.pg_url), autocommit=True) as conn:
+            conn.execute("DELETE FROM procrastinate_jobs")
+        return True
+
+
+def test_a_lock_lost_as_the_last_shard_ended_is_seen_before_recovering(tmp_path: Path, pg_url: str) -> None:
+    """Every shard ended before the next look: recovering then would turn the new holder's send in
+    flight 'unknown' (found by a review)."""
+    from newsletter import distributed
+    from newsletter.models import Subscriber
+    from newsletter.shards import Shard
+
+    now = datetime(2026, 3, 11, 8, tzinfo=UTC)
+    shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("graph neural networks",)),), now)
+    distributed.install_queue(pg_url)
+    with psycopg.connect(distributed.conninfo(pg_url), autocommit=True) as conn:
+        conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now())")
+    coordinator = _LosesTheLockAsTheShardEnds(pg_url)
+    with Store(pg_url) as store:
+        seeded(store, 1)
+        store.plan_digest(plan_for(store, "theirs"))
+        store.mark_sending("theirs", now)  # the new lock holder's, in flight
+        report = distributed.ProcrastinateExecutor(store, pg_url).run(
+            [shard], cast(ShardWork, coordinator), None
+        )
+        in_flight = [d.status for d in store.deliveries(with_items=False)]
+    assert report.halted == distributed.LOCK_LOST and coordinator.looks == 2
+    assert coordinator.recovered == 0 and in_flight == ["sending"]
+
+
 def test_a_coordinator_clears_what_earlier_ones_left_in_the_queue(pg_url: str) -> None:
     """A failed job of a coordinator that stopped first, and a job whose worker and coordinator were both
     killed, stayed in the queue for good, each with its subscribers' profiles."""
