@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from newsletter.config import Settings
 from newsletter.deliver import Courier
+from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage, RenderedDigest, Subscriber
 from newsletter.queued import QueuedDigests
 from newsletter.report import RunReport
@@ -153,3 +154,47 @@ def test_an_unknown_batch_is_resent_under_its_key_after_the_batch_size_became_1(
         report = _send_queued(store, tmp_path, _resend(_accepting(seen), batch_size=1))
     assert [d.status for d in report.digests] == ["sent", "sent"]
     assert seen == [("/emails/batch", "newsletter-batch/k1")], seen
+
+
+def test_a_batch_over_the_byte_limit_goes_out_a_request_per_key_and_is_resent_under_the_same_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Split by the transport under key/1, key/2 and kept under the batch's key, a part left unknown
+    was resent under a key Resend never saw: a digest that had arrived arrived twice (found by a
+    review). Each part now goes out as a batch of its own, under its own key, and is resent under it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ResendTransport, "batch_bytes", 1)  # one message per request
+    seen: list[tuple[str, str]] = []
+    accepting = _accepting(seen)
+    timed_out: list[str] = []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        if seen and len(seen) < 2:  # the second request times out, every try of it
+            timed_out.append(request.headers.get("idempotency-key", ""))
+            raise httpx.ReadTimeout("timed out", request=request)
+        return accepting(request)
+
+    factory = _resend(api)
+    with open_store(db_url(tmp_path)) as store:
+        _plan_both(store)
+        with factory() as transport, Courier(store, transport, Settings(), sleep=lambda s: None) as courier:
+            jobs = [(_message(f"d{n}", e), ()) for n, e in enumerate(EMAILS)]
+            assert [o.status for o in courier.deliver_batch(jobs, at(24))] == ["sent", "unknown"]
+        store.requeue(at(25), statuses=("unknown",))  # `newsletter retry --unknown`
+        seen.append(("", "retrying"))
+        report = _send_queued(store, tmp_path, factory)
+    assert [d.status for d in report.digests] == ["sent"]
+    (sent_first, _, retried) = [key for _, key in seen]
+    assert len(set(timed_out)) == 1 and retried == timed_out[0] != sent_first
+
+
+def test_a_resent_batch_rebuilt_too_big_for_one_request_stays_unknown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In parts, under keys Resend never saw, a message that had arrived would arrive twice."""
+    monkeypatch.setattr(ResendTransport, "batch_bytes", 1)
+    seen: list[tuple[str, str]] = []
+    with _resend(_accepting(seen))() as transport:
+        outcomes = transport.send_batch([_message("d0", EMAILS[0]), _message("d1", EMAILS[1])], "k")
+    assert seen == []
+    assert all(isinstance(o, SendError) and o.unknown and "no longer fits" in str(o) for o in outcomes)

@@ -147,13 +147,18 @@ class Courier:
         now: datetime,
         key: str | None = None,
     ) -> list[DigestOutcome]:
-        """Send ``jobs`` in one batch request (its transport splits by its byte limit); outcomes in order.
+        """Send ``jobs`` in one batch request (its transport splits by its byte limit; to an API with
+        keys, a request per part here, each under its own key); outcomes in order.
 
         The request lists the messages by digest id and carries idempotency ``key`` (default: derived
         from the digest ids, for an API that takes one), which each digest keeps: resending the same
         digests under it makes the same request again.
         """
         assert self._api is not None, "batches go to an HTTP API"
+        if key is None and self.keyed:
+            parts = self._api.requests([m for m, _ in jobs])
+            if len(parts) > 1:  # over the byte limit: the digests keep the key of the request they went in
+                return self._in_parts(jobs, parts, now)
         key = key or self._api.batch_key(sorted(m.digest_id for m, _ in jobs))
         self._pace(len(jobs))
         if self.stopped:
@@ -186,6 +191,18 @@ class Courier:
             why = self._said(errors[-1][1]) if errors else ""
             self._tally(bool(accepted), why, [address_key(address) for address, _ in errors])
         return [outcomes.get(m.digest_id) or _not_queued(m, items) for m, items in jobs]
+
+    def _in_parts(
+        self,
+        jobs: Sequence[tuple[OutgoingMessage, tuple[ItemReport, ...]]],
+        parts: list[list[int]],
+        now: datetime,
+    ) -> list[DigestOutcome]:
+        """A batch request each, under a key of its own; outcomes in the order of ``jobs``."""
+        outcomes: dict[int, DigestOutcome] = {}
+        for part in parts:
+            outcomes.update(zip(part, self.deliver_batch([jobs[i] for i in part], now), strict=True))
+        return [outcomes[index] for index in range(len(jobs))]
 
     def _measured(self, seconds: float) -> None:
         """The round trip: the fastest of requests 2 to 4 (the first also connects; one can be slowed

@@ -207,23 +207,46 @@ class HttpApiTransport:
         """One outcome per message, in order: SendResult when accepted, else the SendError for it.
 
         ``key`` is the idempotency key of the request (``batch_key``; a request split by the byte
-        limit gets ``key/1``, ``key/2`` ...); None: derived from the messages' digest ids.
+        limit gets ``key/1``, ``key/2`` ...); None: each request's derived from its messages' digest ids.
+        To an API that takes keys, a given key is one request only (the courier splits a batch by
+        ``requests`` first, so each digest keeps the key of its own request): messages rebuilt too big
+        for it stay ``unknown``.
         """
         if self.batch_limit <= 1:
             return [self._outcome(message) for message in messages]
-        outcomes: dict[int, Outcome] = {}
-        ready: list[tuple[int, OutgoingMessage, bytes]] = []
-        for index, message in enumerate(messages):
-            try:
-                ready.append((index, message, self._batch_item(message)))
-            except SendError as exc:
-                outcomes[index] = exc
+        ready, outcomes = self._encoded(messages)
         chunks = list(chunked(ready, self.batch_limit, self.batch_bytes))
+        if self.idempotent and key is not None and len(chunks) > 1:  # the courier sent one: rebuilt bigger
+            return [outcomes.get(index) or _OUTGROWN for index in range(len(messages))]
         for number, chunk in enumerate(chunks, start=1):
             part = key if key is None or len(chunks) == 1 else f"{key}/{number}"
             results = self._send_chunk([(m, item) for _, m, item in chunk], part)
             outcomes.update((index, result) for (index, _, _), result in zip(chunk, results, strict=True))
         return [outcomes[index] for index in range(len(messages))]
+
+    def requests(self, messages: Sequence[OutgoingMessage]) -> list[list[int]]:
+        """The messages' indices in each request ``send_batch`` would make of them (the byte limit may
+        split them); one the endpoint cannot take goes with the first request."""
+        if self.batch_limit <= 1:
+            return [list(range(len(messages)))]
+        ready, refused = self._encoded(messages)
+        parts = [
+            [index for index, _, _ in chunk] for chunk in chunked(ready, self.batch_limit, self.batch_bytes)
+        ]
+        return [sorted([*refused, *part]) for part in parts[:1]] + parts[1:] if parts else [list(refused)]
+
+    def _encoded(
+        self, messages: Sequence[OutgoingMessage]
+    ) -> tuple[list[tuple[int, OutgoingMessage, bytes]], dict[int, Outcome]]:
+        """Each message as an element of the batch endpoint's array, with its index; or why it cannot be."""
+        ready: list[tuple[int, OutgoingMessage, bytes]] = []
+        refused: dict[int, Outcome] = {}
+        for index, message in enumerate(messages):
+            try:
+                ready.append((index, message, self._batch_item(message)))
+            except SendError as exc:
+                refused[index] = exc
+        return ready, refused
 
     def batch_key(self, digest_ids: Sequence[str]) -> str | None:
         """The idempotency key a batch of these digests is sent with; None: the API takes none."""
@@ -425,6 +448,14 @@ class HttpApiTransport:
             return self.deliver(message)
         except SendError as exc:
             return exc
+
+
+_OUTGROWN = SendError(
+    "the batch no longer fits one request under its idempotency key (its messages were rebuilt bigger): "
+    "in parts, a message that arrived could arrive twice",
+    "the earlier request may have been delivered; not resent",
+    unknown=True,
+)
 
 
 def chunked(
