@@ -14,7 +14,6 @@ from pydantic import SecretStr
 
 from newsletter.config import Settings
 from newsletter.deliver import Courier
-from newsletter.errors import SendError
 from newsletter.models import OutgoingMessage, RenderedDigest, Subscriber
 from newsletter.queued import QueuedDigests
 from newsletter.report import RunReport
@@ -188,13 +187,25 @@ def test_a_batch_over_the_byte_limit_goes_out_a_request_per_key_and_is_resent_un
     assert len(set(timed_out)) == 1 and retried == timed_out[0] != sent_first
 
 
-def test_a_resent_batch_rebuilt_too_big_for_one_request_stays_unknown(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_batch_rebuilt_too_big_for_its_key_fails_and_retry_sends_it_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """In parts, under keys Resend never saw, a message that had arrived would arrive twice."""
-    monkeypatch.setattr(ResendTransport, "batch_bytes", 1)
+    """In parts, under keys Resend never saw, a message the first request delivered would arrive twice;
+    left 'unknown' under the key, it would never go out (found by a review). It fails, once, and
+    `newsletter retry` (which drops the key) sends each digest alone."""
+    monkeypatch.chdir(tmp_path)
     seen: list[tuple[str, str]] = []
-    with _resend(_accepting(seen))() as transport:
-        outcomes = transport.send_batch([_message("d0", EMAILS[0]), _message("d1", EMAILS[1])], "k")
-    assert seen == []
-    assert all(isinstance(o, SendError) and o.unknown and "no longer fits" in str(o) for o in outcomes)
+    with open_store(db_url(tmp_path)) as store:
+        _plan_both(store)
+        with store.delivery_session() as session:
+            session.sending_many([("d0", "<a>"), ("d1", "<b>")], at(24), batch_key="newsletter-batch/k1")
+        for n in range(len(EMAILS)):
+            store.mark_failed(f"d{n}", at(24), "503 busy", permanent=False)  # refused: kept its key
+        monkeypatch.setattr(ResendTransport, "batch_bytes", 1)  # rebuilt, they no longer fit one request
+        failed = _send_queued(store, tmp_path, _resend(_accepting(seen)))
+        assert seen == [] and [d.status for d in failed.digests] == ["failed", "failed"]
+        assert all("no longer fits one request" in d.reason for d in failed.digests)
+        store.requeue(at(26), statuses=("failed",))  # `newsletter retry`
+        report = _send_queued(store, tmp_path, _resend(_accepting(seen)))
+    assert [d.status for d in report.digests] == ["sent", "sent"]
+    assert [key for _, key in seen] == ["newsletter-digest/d0", "newsletter-digest/d1"], seen

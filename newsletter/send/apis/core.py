@@ -210,7 +210,7 @@ class HttpApiTransport:
         limit gets ``key/1``, ``key/2`` ...); None: each request's derived from its messages' digest ids.
         To an API that takes keys, a given key is one request only (the courier splits a batch by
         ``requests`` first, so each digest keeps the key of its own request): messages rebuilt too big
-        for it stay ``unknown``.
+        for it fail (``newsletter retry`` drops the key: the operator decides).
         """
         if self.batch_limit <= 1:
             return [self._outcome(message) for message in messages]
@@ -451,10 +451,10 @@ class HttpApiTransport:
 
 
 _OUTGROWN = SendError(
-    "the batch no longer fits one request under its idempotency key (its messages were rebuilt bigger): "
-    "in parts, a message that arrived could arrive twice",
-    "the earlier request may have been delivered; not resent",
-    unknown=True,
+    "its batch no longer fits one request under the batch's idempotency key (the messages were rebuilt "
+    "bigger), and in parts, under other keys, a message the first request delivered would arrive twice",
+    "`newsletter retry` sends these digests one by one: check first whether they arrived",
+    permanent=True,
 )
 
 
