@@ -35,9 +35,9 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from newsletter.building import chunk_size  # noqa: E402
 from newsletter.config import Settings  # noqa: E402
 from newsletter.deliver import Couriers  # noqa: E402
-from newsletter.pipeline import chunk_size  # noqa: E402
 from newsletter.report import DigestOutcome  # noqa: E402
 from newsletter.send import make_transport  # noqa: E402
 from newsletter.store import Store  # noqa: E402
@@ -138,7 +138,7 @@ def build(workdir: Path, want: int) -> tuple[Path, list[Any]]:
     ready: list[Any] = []
     with open_pipeline(settings, lock=False) as pipeline:
         pipeline.ingest_folder(NOW)
-        chunks = pipeline.build_chunks(load_subscribers(subs).subscribers, NOW, lambda: False)
+        chunks = pipeline.digest_builder().chunks(load_subscribers(subs).subscribers, NOW, lambda: False)
         for built in chunks:
             ready += built.ready
             if len(ready) >= want:

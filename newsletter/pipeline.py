@@ -10,70 +10,43 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
-import itertools
 import logging
 import os
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from newsletter import progress
 from newsletter.address import address_key
+from newsletter.building import Built, DigestBuilder, chunk_size
 from newsletter.compose import Composer
 from newsletter.config import Settings
 from newsletter.deliver import Breaker, Couriers
-from newsletter.errors import NewsletterError, RenderError, SendError, StoreError
+from newsletter.errors import NewsletterError, StoreError
 from newsletter.forget import forget_old_vectors
 from newsletter.held import record_held
 from newsletter.intake import ingest_files, ingest_folder
-from newsletter.models import OutgoingMessage, Scored, Subscriber
+from newsletter.models import OutgoingMessage, Subscriber
 from newsletter.parallel import LocalProcesses, build_ahead
 from newsletter.queued import QueuedDigests
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, Renderer
-from newsletter.render.cards import item_reports
-from newsletter.report import (
-    WAITING,
-    DigestOutcome,
-    DumpOutcome,
-    ItemReport,
-    RunReport,
-    Timings,
-    plural,
-)
+from newsletter.report import WAITING, DigestOutcome, DumpOutcome, RunReport, Timings, plural
 from newsletter.select import Selection, Selector
 from newsletter.send.base import Transport
 from newsletter.shards import Executor, Shard, split
-from newsletter.store import PENDING, RETRY, SENT, UNKNOWN, DeliveryRecord, DigestPlan, PlannedItem, Store
+from newsletter.store import PENDING, RETRY, UNKNOWN, DeliveryRecord, Store
 from newsletter.subscribers import SubscriberList
 
 log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
-PLAN_BATCH = 256  # digests planned per transaction, at least (more when one round of requests takes more)
 LOCK_LOST = "another run may have taken it: what this one did not send is that run's or the next one's"
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
 __all__ = ["Built", "Pipeline", "Selection"]
-
-
-@dataclass
-class Built:
-    """A chunk of selections as messages, before anything about them is written to the store."""
-
-    ready: list[tuple[OutgoingMessage, tuple[ItemReport, ...], DigestPlan]] = field(default_factory=list)
-    outcomes: list[DigestOutcome] = field(default_factory=list)  # skipped, or failed while building
-    evaluated: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))  # nothing relevant
-
-    def without_parts(self) -> Built:
-        """The same chunk with each message's HTML and text copies left out (the raw bytes hold them)."""
-        ready = [(dataclasses.replace(m, html="", text=""), items, plan) for m, items, plan in self.ready]
-        return Built(ready, self.outcomes, self.evaluated)
 
 
 class Pipeline:
@@ -145,7 +118,9 @@ class Pipeline:
             report.dumps = self.ingest_folder(now, record=not dry_run)  # the real run reports a bad file
         report.ingested = True
         if dry_run:
-            report.extend(self._dry_outcome(sel, now) for sel in self.select(subscribers.subscribers, now))
+            builder = self.digest_builder()
+            selections = builder.select(subscribers.subscribers, now)
+            report.extend(builder.dry_outcome(sel, now) for sel in selections)
         else:
             pending = self.deliver_pending(subscribers, now, stop=stop)
             report.merge(pending)
@@ -297,7 +272,7 @@ class Pipeline:
             size, body = chunk_size(couriers), couriers.reads_body
 
             def build(stopped: Callable[[], bool]) -> Generator[Built, None, None]:
-                return self.build_chunks(subscribers, now, stopped, size, body=body)
+                return self.digest_builder().chunks(subscribers, now, stopped, size, body=body)
 
             if builder:
                 strip = None if couriers.uses_parts else Built.without_parts
@@ -418,8 +393,9 @@ class Pipeline:
 
     def _queued(self) -> QueuedDigests:
         """The queue as this run sends it: its breaker, and messages built with its timings."""
+        build = self.digest_builder().message
         return QueuedDigests(
-            self.store, self.settings, self.transport_factory, self._message, self.breaker, self.sleep
+            self.store, self.settings, self.transport_factory, build, self.breaker, self.sleep
         )
 
     def _check_lock(self) -> None:
@@ -427,110 +403,27 @@ class Pipeline:
         if not self.lock_held():
             raise StoreError("this run lost the database's run lock (its connection ended)", hint=LOCK_LOST)
 
+    # -- selecting and building (see building.py) ---------------------------------------------------
+
+    def digest_builder(self) -> DigestBuilder:
+        """How this pipeline builds its digests: its store, ranker, templates and run cap, and whatever
+        stage timings it holds when a message is built (``run`` and ``deliver_new`` take fresh ones)."""
+        cap = self.settings.max_per_run
+        return DigestBuilder(self.store, self.ranker, self.composer, lambda: self.timings, max_per_run=cap)
+
     def select(self, subscribers: Iterable[Subscriber], now: datetime) -> Iterator[Selection]:
         """Every subscriber's selection as a run sees it (grouped by window, not in input order)."""
-        return Selector(self.store, self.ranker, self.timings).select(subscribers, now)
+        return self.digest_builder().select(subscribers, now)
 
     def preview(self, subscriber: Subscriber, now: datetime) -> tuple[Selection, DigestView | None]:
-        """What the subscriber's digest would hold now, ignoring whether it is due; changes nothing.
-
-        The selection keeps every candidate paper, relevant or not, best first.
-        """
-        selector = Selector(self.store, self.ranker, self.timings)
-        (selection,) = selector.select([subscriber], now, ignore_due=True, every_paper=True)
-        if not selection.chosen:
-            return selection, None
-        return selection, self.view(subscriber, selection.chosen, now)
+        """What the subscriber's digest would hold now, ignoring whether it is due; changes nothing."""
+        return self.digest_builder().preview(subscriber, now)
 
     def last_sent(self, subscriber: Subscriber) -> tuple[DeliveryRecord, OutgoingMessage] | None:
-        """The subscriber's newest digest that was sent, rebuilt from the delivery log (its papers,
-        scores, reasons, date and id) with the current templates; None before the first one."""
-        sent = self.store.deliveries((SENT,), subscriber.email)
-        if not sent:
-            return None
-        record = sent[-1]  # oldest first
-        return record, self._message(subscriber, record.scored(), record.digest_id, record.created_at)
-
-    # -- rendering and building ---------------------------------------------------------------------
-
-    def view(self, subscriber: Subscriber, items: Sequence[Scored], date: datetime) -> DigestView:
-        return self.composer.view(subscriber, items, date)
-
-    def draft(self, selection: Selection, now: datetime) -> OutgoingMessage:
-        """The message a run would send for ``selection`` now (same digest id); plans and records nothing."""
-        return self._message(selection.subscriber, selection.chosen, self._digest_id(selection), now)
-
-    def _digest_id(self, selection: Selection) -> str:
-        """Same subscriber and same window of dumps: same id, so planning it twice is harmless.
-
-        The installation's random value goes in too: another state folder gives other ids, so other
-        Message-IDs (and API idempotency keys) for its emails.
-        """
-        key = f"{self.store.installation_nonce}|{address_key(selection.subscriber.email)}"
-        window = f"{key}|{selection.from_seq}|{selection.upto_seq}".encode()
-        return hashlib.sha256(window).hexdigest()[:20]
-
-    def _message(
-        self,
-        subscriber: Subscriber,
-        items: Sequence[Scored],
-        digest_id: str,
-        date: datetime,
-        *,
-        body: bool = True,
-        sent_at: datetime | None = None,
-    ) -> OutgoingMessage:
-        """The digest of ``date`` (its heading); its Date header says ``sent_at`` (default: ``date``)."""
-        return self.composer.message(
-            subscriber, items, digest_id, date, self.timings, body=body, sent_at=sent_at
-        )
+        """The subscriber's newest digest that was sent, rebuilt from the delivery log; None before one."""
+        return self.digest_builder().last_sent(subscriber)
 
     # -- delivering ---------------------------------------------------------------------------------
-
-    def build_chunks(
-        self,
-        subscribers: Sequence[Subscriber],
-        now: datetime,
-        stopped: Callable[[], bool],
-        size: int | None = None,
-        *,
-        body: bool = True,
-    ) -> Generator[Built, None, None]:
-        """Every due digest as a message, ``size`` (default PLAN_BATCH) at a time; reads the store only.
-
-        Without ``body`` a message's ``raw`` is its header block only (for an API that takes the parts).
-        """
-        cap = self.settings.max_per_run
-        built = 0  # messages built this run: the cap counts digests planned, sent or not
-        for chunk in _batched(self.select(subscribers, now), size or PLAN_BATCH):
-            part = Built()
-            for sel in chunk:
-                if sel.reason == "nothing relevant":
-                    part.evaluated[sel.upto_seq].append(sel.subscriber.email)
-                reason = sel.reason
-                if not reason and cap is not None and built >= cap:  # before the stop: nothing left to do
-                    reason = "run cap reached; due at the next run"
-                elif not reason and stopped():
-                    reason = WAITING
-                if reason:
-                    part.outcomes.append(DigestOutcome(sel.subscriber.email, "skipped", reason))
-                else:
-                    built += self._build_into(part, sel, now, body)
-            yield part
-
-    def _build_into(self, part: Built, sel: Selection, now: datetime, body: bool) -> bool:
-        """Build ``sel``'s message into ``part``: ready, or failed (a template or address error)."""
-        sub, digest_id = sel.subscriber, self._digest_id(sel)
-        try:
-            message = self._message(sub, sel.chosen, digest_id, now, body=body)
-        except (RenderError, SendError) as exc:
-            log.error("%s: cannot build digest: %s", sub.email, exc)
-            part.outcomes.append(
-                DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(sel.chosen))
-            )
-            return False
-        part.ready.append((message, item_reports(sel.chosen), _plan(digest_id, sel, message.subject, now)))
-        return True
 
     def _send_chunk(
         self, couriers: Couriers, built: Built, now: datetime, into: Callable[[list[DigestOutcome]], None]
@@ -549,34 +442,6 @@ class Pipeline:
         into(outcomes)
         couriers.deliver_all([(message, items) for message, items, _ in ready], now, into)
         couriers.flush()  # every acceptance recorded before the next chunk is planned
-
-    def _dry_outcome(self, selection: Selection, now: datetime) -> DigestOutcome:
-        sub = selection.subscriber
-        if selection.reason:
-            return DigestOutcome(sub.email, "skipped", selection.reason)
-        try:
-            self._message(sub, selection.chosen, "dry-run", now)
-        except NewsletterError as exc:
-            log.error("%s: cannot build digest: %s", sub.email, exc)  # as a real run says it
-            return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(selection.chosen))
-        return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", item_reports(selection.chosen))
-
-
-def chunk_size(couriers: Couriers) -> int:
-    """Digests planned (and built) at a time: enough that every batch request in flight is full."""
-    return max(PLAN_BATCH, couriers.per_round) if couriers.batch_size > 1 else PLAN_BATCH
-
-
-def _batched(items: Iterable[Selection], size: int) -> Iterator[tuple[Selection, ...]]:
-    iterator = iter(items)
-    while chunk := tuple(itertools.islice(iterator, size)):
-        yield chunk
-
-
-def _plan(digest_id: str, selection: Selection, subject: str, now: datetime) -> DigestPlan:
-    items = tuple(PlannedItem(s.paper.id, i, s.score, s.why) for i, s in enumerate(selection.chosen, start=1))
-    email, upto = selection.subscriber.email, selection.upto_seq
-    return DigestPlan(digest_id, email, now, upto, subject, items, served_slot=selection.serves)
 
 
 def _due_retry(record: DeliveryRecord, now: datetime) -> bool:

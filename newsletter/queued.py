@@ -23,7 +23,7 @@ from newsletter.send.base import Transport
 from newsletter.store import DeliveryRecord, Store
 from newsletter.subscribers import SubscriberList
 
-# Pipeline._message: (subscriber, items, digest id, date, *, sent_at) -> the message
+# DigestBuilder.message: (subscriber, items, digest id, date, *, sent_at) -> the message
 BuildMessage = Callable[..., OutgoingMessage]
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from newsletter.building import DigestBuilder
 from newsletter.parallel import BuilderError
-from newsletter.pipeline import Pipeline
 
 from .helpers import add_dumps, cli, make_env, one_installation, seed_names
 from .test_crash import NOW, READERS, Recorder, committed, make_folder, next_run, pipeline
@@ -105,7 +105,7 @@ def test_a_stop_reaches_the_builder_and_nothing_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = make_folder(tmp_path)
-    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)
+    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)
     stop = threading.Event()
     transport = StopsAfterFirst(stop)
     made, subs = pipeline(folder, _renderer(), transport, build_process="on")
@@ -124,16 +124,16 @@ def test_a_dying_builder_is_a_one_line_error_and_what_was_sent_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = make_folder(tmp_path)
-    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)
-    real = Pipeline.build_chunks
+    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)
+    real = DigestBuilder.chunks
 
-    def dies_after_one(self: Pipeline, *args: Any, **options: Any) -> Any:
+    def dies_after_one(self: DigestBuilder, *args: Any, **options: Any) -> Any:
         for index, built in enumerate(real(self, *args, **options)):
             if index == 1:
                 os._exit(3)  # in the builder process: no report, no goodbye
             yield built
 
-    monkeypatch.setattr(Pipeline, "build_chunks", dies_after_one)
+    monkeypatch.setattr(DigestBuilder, "chunks", dies_after_one)
     transport = Recorder()
     made, subs = pipeline(folder, _renderer(), transport, build_process="on")
     with pytest.raises(BuilderError) as caught:
@@ -142,7 +142,7 @@ def test_a_dying_builder_is_a_one_line_error_and_what_was_sent_is_recorded(
     assert "builder process died (exit status 3)" in str(caught.value)
     assert transport.sent == [READERS[0]]
     assert committed(folder) == {READERS[0]: "sent"}
-    monkeypatch.setattr(Pipeline, "build_chunks", real)
+    monkeypatch.setattr(DigestBuilder, "chunks", real)
     _, sent, after = next_run(folder, _renderer())
     assert sorted(sent) == sorted(READERS[1:])
     assert set(after.values()) == {"sent"}
@@ -173,7 +173,7 @@ def test_an_error_while_sending_stops_and_reaps_the_builder(
     import multiprocessing
 
     folder = make_folder(tmp_path)
-    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)  # the builder is blocked on a full pipe
+    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)  # the builder is blocked on a full pipe
     made, subs = pipeline(folder, _renderer(), Broken(), build_process="on")
     with pytest.raises(RuntimeError, match="transport bug"):
         made.run(subs, NOW)

@@ -554,7 +554,7 @@ def test_a_kill_while_the_next_batch_is_built_leaves_the_last_accepted_digest_se
     folder: Path, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = folder / "accepted.txt"
-    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)  # one digest per batch
+    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)  # one digest per batch
     run_until_killed(folder, DiesAtRender(renderer, at=2), Recorder(journal=journal), None)
     assert accepted(journal) == [READERS[0]]
     assert committed(folder) == {READERS[0]: "sent"}  # not 'sending': it is known to have gone out

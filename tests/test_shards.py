@@ -311,7 +311,7 @@ def test_a_shard_stopped_after_reaching_its_cap_is_finished(
     worker whose shard has nothing left to send does not hand it back (and wait for another worker)."""
     from newsletter.distributed import _unfinished
 
-    monkeypatch.setattr("newsletter.pipeline.PLAN_BATCH", 1)  # built one at a time, after the stop
+    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)  # built one at a time, after the stop
     stop = threading.Event()
     made, subs = _pipeline(folder, store_url, renderer, StopAtFirst(stop), workers=1)
     (shard,) = split(subs.subscribers, 1, NOW, max_per_run=1, send_rate=None)

@@ -187,7 +187,7 @@ class Previewer:
             queued = queued_now(pipeline.store, now)
             feedback = tuple(pipeline.store.feedback(subscriber.email))
             selection, view = pipeline.preview(subscriber, now)
-            draft = make_draft(pipeline.draft(selection, now)) if selection.chosen else None
+            draft = make_draft(pipeline.digest_builder().draft(selection, now)) if selection.chosen else None
         relevant = [s for s in selection.scored if s.relevant]
         misses = [s for s in selection.scored if not s.relevant and s.score > 0][:NEAR_MISSES]
         row = _row(_as_run_sees_it(selection, state, now), state, now, queued)
