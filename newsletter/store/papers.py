@@ -63,6 +63,13 @@ def papers_where(conn: Connection, *criteria: sa.ColumnElement[bool]) -> list[St
     return [stored_paper(row) for row in conn.execute(query)]
 
 
+def paper_by_key(conn: Connection, key: str) -> StoredPaper | None:
+    """The paper with this key; else the first whose title key it is: a paper first listed without
+    its arXiv id is keyed by its title until a listing gives the id, and links already sent name it so."""
+    found = papers_where(conn, papers.c.key == key) or papers_where(conn, papers.c.title_key == key)
+    return found[0] if found else None
+
+
 def find_paper(conn: Connection, item: str) -> StoredPaper | None:
     """A paper by key, arXiv id (any version, arXiv: or abs/pdf URL form) or title (normalised)."""
     arxiv = arxiv_id_in(item)

@@ -20,29 +20,22 @@ from newsletter.models import Dump, StoredPaper
 from newsletter.store import delivery, rejected
 from newsletter.store import feedback as feedback_log
 from newsletter.store import subscriber_state as substate
+from newsletter.store.catalog import Catalog
 from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
 from newsletter.store.ingest import ingest_dump
 from newsletter.store.lock import RUN_LOCK_KEY, AdvisoryLock, run_lock, uses_advisory_locks
 from newsletter.store.migrations import migrate
-from newsletter.store.papers import (
-    chunks,
-    find_paper,
-    list_dumps,
-    papers_in_dump,
-    papers_named,
-    papers_where,
-)
+from newsletter.store.papers import chunks, paper_by_key
 from newsletter.store.records import (
     FAILED,
     UNKNOWN,
     DeliveryRecord,
     DigestPlan,
-    DumpRecord,
     FeedbackRecord,
     IngestResult,
     SubscriberState,
 )
-from newsletter.store.schema import digests, dumps, installation, papers, subscribers
+from newsletter.store.schema import digests, dumps, installation, subscribers
 from newsletter.store.session import DeliverySession
 from newsletter.store.transfer import copy_rows
 
@@ -55,8 +48,8 @@ def _aware(value: datetime, name: str) -> datetime:
     return value
 
 
-class Store:
-    """The state database: dumps, papers, subscriber state and the delivery log."""
+class Store(Catalog):
+    """The state database: dumps, papers (read back by Catalog), subscriber state and the delivery log."""
 
     def __init__(self, url: str, where: str = "NEWSLETTER_DATABASE_URL") -> None:
         """``where``: the setting or argument ``url`` came from, for messages."""
@@ -141,13 +134,7 @@ class Store:
         log.info("copied %s to %s: %s", self, target, counts)
         return counts
 
-    # --- dumps and papers ----------------------------------------------------------------------
-
-    def dump_sizes(self) -> dict[str, int]:
-        """The number of papers of every dump ingested, by content hash (a folder scan skips those)."""
-        with self._tx("reading the dumps") as conn:
-            rows = conn.execute(sa.select(dumps.c.content_hash, dumps.c.papers))
-            return {content_hash: papers for content_hash, papers in rows}
+    # --- dumps and papers (read back: see catalog.py) -------------------------------------------
 
     def ingest(self, dump: Dump, now: datetime) -> IngestResult:
         """Record a dump and its papers in one transaction; the same content twice is a no-op."""
@@ -179,70 +166,6 @@ class Store:
     def rejected_files(self) -> list[rejected.RejectedFile]:
         with self._tx("reading rejected files") as conn:
             return rejected.list_rejected(conn)
-
-    def latest_dump_seq(self) -> int | None:
-        with self._tx("reading dumps") as conn:
-            latest: int | None = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
-            return latest
-
-    def first_dump_since(self, when: datetime) -> int | None:
-        """The first dump ingested at ``when`` or after (None: none)."""
-        with self._tx("reading dumps") as conn:
-            query = sa.select(sa.func.min(dumps.c.seq)).where(dumps.c.ingested_at >= when)
-            seq: int | None = conn.execute(query).scalar()
-            return seq
-
-    def latest_paper_seq(self) -> int | None:
-        """The latest dump that brought a new paper (None: no paper yet)."""
-        with self._tx("reading papers") as conn:
-            latest: int | None = conn.execute(sa.select(sa.func.max(papers.c.first_dump_seq))).scalar()
-            return latest
-
-    def dumps(self, content_hashes: Collection[str] | None = None) -> list[DumpRecord]:
-        """Ingested dumps in ingestion order (optionally only those with the given content hashes)."""
-        hashes = None if content_hashes is None else list(content_hashes)
-        with self._tx("reading dumps") as conn:
-            return list_dumps(conn, hashes)
-
-    def papers_first_seen_after(self, seq: int, upto: int | None = None) -> list[StoredPaper]:
-        """Papers dumps after ``seq`` brought, up to dump ``upto`` (None: the latest)."""
-        where = papers.c.first_dump_seq > seq
-        if upto is not None:
-            where = sa.and_(where, papers.c.first_dump_seq <= upto)
-        with self._tx("reading papers") as conn:
-            return papers_where(conn, where)
-
-    def papers_first_seen_in(self, seq: int) -> list[StoredPaper]:
-        with self._tx("reading papers") as conn:
-            return papers_where(conn, papers.c.first_dump_seq == seq)
-
-    def newest_papers(self, upto: int | None = None) -> list[StoredPaper]:
-        """The new papers of the latest dump (up to dump ``upto``) that brought any (an empty or
-        repeated listing brings none)."""
-        newest = sa.select(sa.func.max(papers.c.first_dump_seq))
-        if upto is not None:
-            newest = newest.where(papers.c.first_dump_seq <= upto)
-        with self._tx("reading papers") as conn:
-            return papers_where(conn, papers.c.first_dump_seq == newest.scalar_subquery())
-
-    def papers_in_dump(self, seq: int) -> list[tuple[StoredPaper, int]]:
-        """Every paper dump ``seq`` listed (new or not) with its rank there, in rank order."""
-        with self._tx("reading papers") as conn:
-            return papers_in_dump(conn, seq)
-
-    def paper_by_key(self, key: str) -> StoredPaper | None:
-        with self._tx("reading papers") as conn:
-            return _by_key(conn, key)
-
-    def papers_named(self, items: Iterable[str]) -> list[StoredPaper]:
-        """The stored papers among ``items`` (keys, arXiv ids or titles), whatever their age."""
-        with self._tx("reading papers") as conn:
-            return papers_named(conn, items)
-
-    def find_paper(self, item: str) -> StoredPaper | None:
-        """A paper by its key, arXiv id (with or without version, arXiv: or abs/ URL) or title."""
-        with self._tx("reading papers") as conn:
-            return find_paper(conn, item)
 
     # --- subscribers ---------------------------------------------------------------------------
 
@@ -303,7 +226,7 @@ class Store:
         if kind not in ("more", "less"):
             raise StoreError(f"feedback kind must be 'more' or 'less', not {kind!r}")
         with self._tx(f"recording feedback from {email}", write=True) as conn:
-            found = _by_key(conn, paper_key)
+            found = paper_by_key(conn, paper_key)
             if found is None:
                 return None
             feedback_log.record_feedback(conn, email, found.id, kind, now, if_newer=if_newer)
@@ -496,10 +419,3 @@ class Store:
         """Number of digests per status (statuses with none are absent)."""
         with self._tx("reading the delivery log") as conn:
             return delivery.delivery_counts(conn)
-
-
-def _by_key(conn: Connection, key: str) -> StoredPaper | None:
-    """The paper with this key; else the first whose title key it is: a paper first listed without
-    its arXiv id is keyed by its title until a listing gives the id, and links already sent name it so."""
-    found = papers_where(conn, papers.c.key == key) or papers_where(conn, papers.c.title_key == key)
-    return found[0] if found else None

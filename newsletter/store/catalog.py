@@ -1,0 +1,104 @@
+"""Reading back what the dumps brought: the dumps ingested, and their papers by dump, key, arXiv id or title.
+
+``Catalog`` is the Store's reading side for dumps and papers: store.py's ``Store`` inherits it and gives
+it its transactions, and ingests (see ingest.py). The longer queries live in papers.py. Each method is one
+read-only transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from contextlib import AbstractContextManager
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from newsletter.models import StoredPaper
+from newsletter.store.papers import (
+    find_paper,
+    list_dumps,
+    paper_by_key,
+    papers_in_dump,
+    papers_named,
+    papers_where,
+)
+from newsletter.store.records import DumpRecord
+from newsletter.store.schema import dumps, papers
+
+
+class Catalog:
+    """The dumps ingested and their papers, read back (part of the Store)."""
+
+    def _tx(self, action: str, *, write: bool = False) -> AbstractContextManager[Connection]:
+        raise NotImplementedError  # the Store's: one transaction, errors wrapped as StoreError
+
+    def dump_sizes(self) -> dict[str, int]:
+        """The number of papers of every dump ingested, by content hash (a folder scan skips those)."""
+        with self._tx("reading the dumps") as conn:
+            rows = conn.execute(sa.select(dumps.c.content_hash, dumps.c.papers))
+            return {content_hash: papers for content_hash, papers in rows}
+
+    def latest_dump_seq(self) -> int | None:
+        with self._tx("reading dumps") as conn:
+            latest: int | None = conn.execute(sa.select(sa.func.max(dumps.c.seq))).scalar()
+            return latest
+
+    def first_dump_since(self, when: datetime) -> int | None:
+        """The first dump ingested at ``when`` or after (None: none)."""
+        with self._tx("reading dumps") as conn:
+            query = sa.select(sa.func.min(dumps.c.seq)).where(dumps.c.ingested_at >= when)
+            seq: int | None = conn.execute(query).scalar()
+            return seq
+
+    def latest_paper_seq(self) -> int | None:
+        """The latest dump that brought a new paper (None: no paper yet)."""
+        with self._tx("reading papers") as conn:
+            latest: int | None = conn.execute(sa.select(sa.func.max(papers.c.first_dump_seq))).scalar()
+            return latest
+
+    def dumps(self, content_hashes: Collection[str] | None = None) -> list[DumpRecord]:
+        """Ingested dumps in ingestion order (optionally only those with the given content hashes)."""
+        hashes = None if content_hashes is None else list(content_hashes)
+        with self._tx("reading dumps") as conn:
+            return list_dumps(conn, hashes)
+
+    def papers_first_seen_after(self, seq: int, upto: int | None = None) -> list[StoredPaper]:
+        """Papers dumps after ``seq`` brought, up to dump ``upto`` (None: the latest)."""
+        where = papers.c.first_dump_seq > seq
+        if upto is not None:
+            where = sa.and_(where, papers.c.first_dump_seq <= upto)
+        with self._tx("reading papers") as conn:
+            return papers_where(conn, where)
+
+    def papers_first_seen_in(self, seq: int) -> list[StoredPaper]:
+        with self._tx("reading papers") as conn:
+            return papers_where(conn, papers.c.first_dump_seq == seq)
+
+    def newest_papers(self, upto: int | None = None) -> list[StoredPaper]:
+        """The new papers of the latest dump (up to dump ``upto``) that brought any (an empty or
+        repeated listing brings none)."""
+        newest = sa.select(sa.func.max(papers.c.first_dump_seq))
+        if upto is not None:
+            newest = newest.where(papers.c.first_dump_seq <= upto)
+        with self._tx("reading papers") as conn:
+            return papers_where(conn, papers.c.first_dump_seq == newest.scalar_subquery())
+
+    def papers_in_dump(self, seq: int) -> list[tuple[StoredPaper, int]]:
+        """Every paper dump ``seq`` listed (new or not) with its rank there, in rank order."""
+        with self._tx("reading papers") as conn:
+            return papers_in_dump(conn, seq)
+
+    def paper_by_key(self, key: str) -> StoredPaper | None:
+        with self._tx("reading papers") as conn:
+            return paper_by_key(conn, key)
+
+    def papers_named(self, items: Iterable[str]) -> list[StoredPaper]:
+        """The stored papers among ``items`` (keys, arXiv ids or titles), whatever their age."""
+        with self._tx("reading papers") as conn:
+            return papers_named(conn, items)
+
+    def find_paper(self, item: str) -> StoredPaper | None:
+        """A paper by its key, arXiv id (with or without version, arXiv: or abs/ URL) or title."""
+        with self._tx("reading papers") as conn:
+            return find_paper(conn, item)
