@@ -2,7 +2,7 @@
 
 Building only reads the store: nothing about a digest is written until the pipeline plans a built chunk
 (see pipeline.py). This is what the builder process runs ahead of the sending one (see parallel.py), and
-what the previews, `newsletter subscriber --last` and the queued digests use to rebuild a message.
+what the previews, `newsletter preview --last` and the queued digests use to rebuild a message.
 """
 
 from __future__ import annotations
