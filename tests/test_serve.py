@@ -334,7 +334,7 @@ def test_host_check_refuses_foreign_host_names_wherever_it_listens(
     with TestClient(app, base_url="http://rebound.attacker.example") as client:
         assert client.get("/").status_code == 400
     for name in ("127.0.0.1:8000", "lab-box.local", "[::1]:8000"):
-        with TestClient(app, base_url=f"http://{name}") as client:
+        with TestClient(app, base_url=f"http://{name}", client=HERE) as client:
             assert client.get("/").status_code == 200, name
     if listening_on == "192.0.2.2":
         with TestClient(app, base_url="http://192.0.2.2:8000") as client:
@@ -355,11 +355,30 @@ def test_the_public_host_name_gets_only_the_emails_links(env: dict[str, str]) ->
         for path in (f"/unsubscribe/{token}", f"/nl/unsubscribe/{token}"):
             assert client.get(path).status_code == 200, path
     # nginx's and Apache's default: the Host they connect to (a local name), and a forwarding header
-    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+    with TestClient(app, base_url="http://127.0.0.1:8000", client=HERE) as client:
         assert client.get("/").status_code == 200
         for header in ("X-Forwarded-For", "Forwarded", "X-Forwarded-Host", "X-Real-IP"):
             assert client.get("/", headers={header: "203.0.113.9"}).status_code == 404, header
             assert client.get(f"/unsubscribe/{token}", headers={header: "203.0.113.9"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("peer", "status"), [("203.0.113.9", 404), ("127.0.0.1", 200), ("::ffff:127.0.0.1", 200)]
+)
+def test_a_loopback_host_name_opens_the_previews_only_from_this_machine(
+    env: dict[str, str], peer: str, status: int
+) -> None:
+    """Listening on every interface, a client elsewhere that wrote `Host: localhost` read every preview
+    (found by a review): the Host header is the client's to choose, its address is not."""
+    settings = settings_for(env, base_url="https://papers.example.org")
+    previews = local_hosts("0.0.0.0")
+    app = create_app(
+        settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings, "0.0.0.0"), preview_hosts=previews
+    )
+    for name in ("localhost", "127.0.0.1:8000", "[::1]:8000"):
+        with TestClient(app, base_url=f"http://{name}", client=(peer, 40000)) as client:
+            assert client.get("/").status_code == status, name
+            assert client.get(f"/s/{SSM}").status_code == status, name
 
 
 def test_an_ipv6_name_given_to_allow_host_is_answered(env: dict[str, str]) -> None:
@@ -369,6 +388,9 @@ def test_an_ipv6_name_given_to_allow_host_is_answered(env: dict[str, str]) -> No
     app = create_app(settings, clock=lambda: NOW, allowed_hosts=previews, preview_hosts=previews)
     with TestClient(app, base_url="http://[fd00::5]:8000") as client:
         assert client.get("/").status_code == 200
+
+
+HERE = ("127.0.0.1", 40000)  # a client on this machine
 
 
 # --- the CLI command -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from newsletter.address import is_loopback
 from newsletter.app import make_state_folder
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
-from newsletter.serve.web import create_app
+from newsletter.serve.web import LOOPBACK_NAMES, create_app
 
 __all__ = ["answered_hosts", "create_app", "local_hosts", "public_host", "run_server"]
 
@@ -45,8 +45,9 @@ def run_server(
     previews = local_hosts(host, also)
     if not is_loopback(host):
         log.warning(
-            "serving on %s: the preview pages answer only to %s (add names with --allow-host); "
-            "%s gets only /unsubscribe/ and /feedback/",
+            "serving on %s: the preview pages answer only to %s (a loopback name from this machine "
+            "only; anyone who reaches another of them sees every subscriber's address; add names with "
+            "--allow-host); %s gets only /unsubscribe/ and /feedback/",
             host,
             ", ".join(previews),
             public_host(settings) or "NEWSLETTER_BASE_URL's host",
@@ -95,7 +96,7 @@ WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 - every interface: no one name t
 
 def local_hosts(host: str = "127.0.0.1", also: Sequence[str] = ()) -> list[str]:
     """Host names the preview pages answer to: loopback's, the address listened on, and ``also``."""
-    hosts = {"127.0.0.1", "localhost", "[::1]"} | {_bracketed(name) for name in also if name.strip()}
+    hosts = set(LOOPBACK_NAMES) | {_bracketed(name) for name in also if name.strip()}
     if host not in WILDCARDS:
         hosts.add(_bracketed(host))
     return sorted(hosts)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from newsletter.address import is_loopback
 from newsletter.app import utcnow
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
@@ -29,6 +30,8 @@ from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownS
 from newsletter.unsubscribe import read_token
 
 log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})  # as Host headers carry them
 
 # The digest as sent, framed by the subscriber page: its inline styles may apply, nothing else may load.
 DIGEST_CSP = (
@@ -131,12 +134,16 @@ class _Views:
 
     def _may_preview(self, request: Request) -> bool:
         """Asked for by a local name, not through a proxy: nginx and Apache pass the Host they connect
-        to (127.0.0.1:8000) unless told otherwise, so a forwarding header means the public side."""
+        to (127.0.0.1:8000) unless told otherwise, so a forwarding header means the public side. A
+        loopback name counts from this machine only: any client can write one in its Host header."""
         if self.preview_hosts is None:
             return True
         if any(name in request.headers for name in FORWARDED_HEADERS):
             return False
-        return host_name(request.headers.get("host", "")) in self.preview_hosts
+        name = host_name(request.headers.get("host", ""))
+        if name not in self.preview_hosts:
+            return False
+        return name not in LOOPBACK_NAMES or is_loopback(request.client.host if request.client else "")
 
     async def index(self, request: Request) -> Response:
         return await self._preview(self._index, request)
