@@ -30,7 +30,8 @@ from newsletter.store import Store
 log = logging.getLogger(__name__)
 
 HELD_FILE = "held-clicks.jsonl"
-MAX_HELD_BYTES = 16 * 2**20  # ~100,000 clicks: past that, a click is refused (503), not the disk filled
+MAX_HELD_BYTES = 16 * 2**20  # ~100,000 clicks: past that, feedback is refused (503), not the disk filled;
+# an unsubscribe is still held (a line an address at most: feedback posted over and over must not lose it)
 
 Kind = Literal["unsubscribe", "more", "less"]
 
@@ -54,7 +55,7 @@ def hold(home: Path, click: Click) -> None:
             if _already_held(held, click):  # a one-click link posted over and over: one line
                 return
             size = held.seek(0, os.SEEK_END)
-            if size > MAX_HELD_BYTES:  # the same link posted over and over, say
+            if size > MAX_HELD_BYTES and click.kind != "unsubscribe":  # many links posted over and over
                 raise StoreError(
                     f"cannot hold a click in {home / HELD_FILE}: it holds {size} bytes of clicks already, "
                     "while the database is unavailable"

@@ -431,6 +431,8 @@ class Pipeline:
         """Plan a built chunk (each window's watermarks, then the plans: a transaction each), then send
         its messages; outcomes go to ``into``."""
         self._check_lock()
+        with self.timings("store"):  # what `serve` held meanwhile (this run's writes may have kept it out)
+            record_held(self.settings.home, self.store, wait=False)
         outcomes, ready = list(built.outcomes), built.ready
         if couriers.stopped:  # not planned: due at the next run, built again then
             outcomes += [DigestOutcome(message.recipient, "skipped", WAITING) for message, _, _ in ready]

@@ -221,8 +221,17 @@ class _Views:
         if request.method == "POST":
             self._take(Click("unsubscribe", email, self.clock()))
             return page("unsubscribe.html", state="done", email=email, list_name=self._list_name)
-        state = "already" if self.previewer.store().is_unsubscribed(email) else "confirm"
+        state = "already" if self._unsubscribed(email) else "confirm"
         return page("unsubscribe.html", state=state, email=email, list_name=self._list_name)
+
+    def _unsubscribed(self, email: str) -> bool:
+        """Whether the address is unsubscribed; with the database unavailable, taken as not: the form's
+        POST is held like any click, where "try again" would lose a reader who does not come back."""
+        try:
+            return self.previewer.store().is_unsubscribed(email)
+        except StoreError as exc:
+            log.warning("the unsubscribe page is shown without looking at the database: %s", exc)
+            return False
 
     # -- "more / less like this" ---------------------------------------------------------------------
 
