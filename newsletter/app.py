@@ -196,6 +196,16 @@ def _earlier_runs(settings: Settings) -> str:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # systemd's stop, and Ctrl-C
 
 
+class Stop(threading.Event):
+    """A stop a signal may set: ``signum`` says which (None: not a signal's)."""
+
+    signum: int | None = None
+
+    def exit_status(self) -> int | None:
+        """128 + the signal's number, as a shell reports a process a signal ended; None: no signal."""
+        return None if self.signum is None else 128 + self.signum
+
+
 @contextmanager
 def stop_on_sigterm(stop: threading.Event | None = None) -> Iterator[threading.Event]:
     """An event SIGTERM (or Ctrl-C) sets: the run finishes the message in flight, records it and stops
@@ -203,7 +213,7 @@ def stop_on_sigterm(stop: threading.Event | None = None) -> Iterator[threading.E
     as it would have without this (SIGTERM ends the process at once, Ctrl-C raises KeyboardInterrupt).
     ``stop``: the event to set (one made before, e.g. for the sources); default, a new one.
     """
-    stop = stop if stop is not None else threading.Event()
+    stop = stop if stop is not None else Stop()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -211,6 +221,8 @@ def stop_on_sigterm(stop: threading.Event | None = None) -> Iterator[threading.E
         log.warning(
             "received %s: stopping after the message in flight, if any; the rest waits for the next run", name
         )
+        if isinstance(stop, Stop):
+            stop.signum = signum
         stop.set()
         for each in STOP_SIGNALS:
             signal.signal(each, previous[each])

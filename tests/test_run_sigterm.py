@@ -54,8 +54,8 @@ def _start_run(env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def _signal_mid_run(env: dict[str, str], signum: int) -> str:
-    """Send ``signum`` to the run's process once it has sent a few digests; its stderr."""
+def _signal_mid_run(env: dict[str, str], signum: int) -> tuple[str, int]:
+    """Send ``signum`` to the run's process once it has sent a few digests; its stderr and exit status."""
     proc = _start_run(env)
     group = proc.pid
     try:
@@ -69,7 +69,7 @@ def _signal_mid_run(env: dict[str, str], signum: int) -> str:
         if _alive(group):
             os.killpg(group, signal.SIGKILL)
         _, err = proc.communicate()
-    return err
+    return err, proc.returncode
 
 
 def test_a_builder_whose_run_was_killed_does_not_linger(env: dict[str, str]) -> None:
@@ -78,9 +78,11 @@ def test_a_builder_whose_run_was_killed_does_not_linger(env: dict[str, str]) -> 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_ends_the_run_and_its_builder_within_seconds(env: dict[str, str], signum: int) -> None:
-    """Ctrl-C (SIGINT) as SIGTERM: it abandoned the message in flight, which became 'unknown'."""
-    err = _signal_mid_run(env, signum)
+    """Ctrl-C (SIGINT) as SIGTERM: it abandoned the message in flight, which became 'unknown'. It ends
+    with 128 + the signal's number, as a shell reports it (it exited 0: a cron wrapper saw a whole run)."""
+    err, status = _signal_mid_run(env, signum)
     assert "Traceback" not in err and signal.Signals(signum).name in err
+    assert status == 128 + signum, err
     sent = len(outbox(env))
     assert sent < SUBSCRIBERS  # stopped part-way
     with Store(f"sqlite:///{Path(env['NEWSLETTER_HOME']) / 'state.db'}") as store:

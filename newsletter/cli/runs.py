@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +13,7 @@ import typer
 
 from newsletter.address import address_key
 from newsletter.app import (
+    Stop,
     database_missing,
     load_last_report,
     open_history,
@@ -183,7 +183,7 @@ def run(
     state.settings_overrides["connections"] = connections
     settings = state.settings()
     subscribers = load_subscribers(settings.subscribers)
-    stop = threading.Event()  # a signal ends a fetch's wait to retry too, not just the sending
+    stop = Stop()  # a signal ends a fetch's wait to retry too, not just the sending
     sources = sources_from_settings(settings, stop=stop) if fetch is not False and not dry_run else []
     clock = parse_now(now)
     with (
@@ -199,10 +199,12 @@ def run(
             save_report(settings, report)
         except NewsletterError as exc:  # a full disk: still say what the run did, then fail
             report.errors.append(str(exc))
-    _print_report(report, as_json)
+    _print_report(report, as_json, stop)
 
 
-def _print_report(report: RunReport, as_json: bool) -> None:
+def _print_report(report: RunReport, as_json: bool, stop: Stop) -> None:
+    """The report, then the exit status: 128 + the signal's number when one stopped the run (what it
+    did not send waits for the next run: a cron wrapper sees it was cut short), else 1 if not ok."""
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -211,8 +213,9 @@ def _print_report(report: RunReport, as_json: bool) -> None:
         for problem in report.errors:
             err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
         typer.echo(report.summary())
-    if not report.ok:
-        raise typer.Exit(1)
+    signalled = stop.exit_status()
+    if signalled is not None or not report.ok:
+        raise typer.Exit(signalled or 1)
 
 
 def _detail(outcome: DigestOutcome) -> str:
@@ -246,14 +249,15 @@ def retry(
     clock = parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
     only = {address_key(listed_subscriber(subscribers, email).email) for email in emails} if emails else None
-    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm() as stop:
+    stop = Stop()
+    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm(stop):
         requeued, report = pipeline.retry(subscribers, clock, statuses, only=only, stop=stop)
     if not as_json:
         what = "failed or unknown" if unknown else "failed"
         noun = "delivery" if len(requeued) == 1 else "deliveries"
         queued = "their queued digests" if only else "what is queued"
         typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
-    _print_report(report, as_json)
+    _print_report(report, as_json, stop)
 
 
 @app.command()
