@@ -381,6 +381,24 @@ def test_a_loopback_host_name_opens_the_previews_only_from_this_machine(
             assert client.get(f"/s/{SSM}").status_code == status, name
 
 
+def test_a_loopback_name_given_to_allow_host_opens_the_previews_to_a_forwarded_port(
+    env: dict[str, str],
+) -> None:
+    """In a container or VM behind a forwarded port, the host's browser comes from the gateway: a
+    loopback name it names with --allow-host counts from there (found by a review)."""
+    settings = settings_for(env)
+    previews = local_hosts("0.0.0.0", also=["localhost"])
+    hosts = answered_hosts(settings, "0.0.0.0", also=["localhost"])
+    app = create_app(
+        settings, clock=lambda: NOW, allowed_hosts=hosts, preview_hosts=previews, open_hosts=["localhost"]
+    )
+    gateway = ("172.17.0.1", 40000)
+    with TestClient(app, base_url="http://localhost:8000", client=gateway) as client:
+        assert client.get("/").status_code == 200
+    with TestClient(app, base_url="http://127.0.0.1:8000", client=gateway) as client:
+        assert client.get("/").status_code == 404  # not named: from this machine only
+
+
 def test_an_ipv6_name_given_to_allow_host_is_answered(env: dict[str, str]) -> None:
     settings = settings_for(env)
     previews = local_hosts("0.0.0.0", also=["fd00::5"])

@@ -28,8 +28,9 @@ def serve(
         typer.Option(
             "--allow-host",
             metavar="NAME",
-            help="Another Host name (or address) the preview pages answer to, besides loopback's and "
-            "HOST; repeatable. NEWSLETTER_BASE_URL's host gets only the emails' links.",
+            help="Another Host name (or address) the preview pages answer to, from any client, besides "
+            "loopback's (from this machine only; name one here to open it) and HOST; repeatable. "
+            "NEWSLETTER_BASE_URL's host gets only the emails' links.",
         ),
     ] = None,
 ) -> None:

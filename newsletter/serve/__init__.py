@@ -56,6 +56,7 @@ def run_server(
         settings,
         allowed_hosts=answered_hosts(settings, host, also),
         preview_hosts=previews,
+        open_hosts=[_bracketed(name) for name in also if name.strip()],
         new_database=new_database,
     )
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie

@@ -55,13 +55,15 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
     allowed_hosts: Sequence[str] | None = None,
     preview_hosts: Sequence[str] | None = None,
+    open_hosts: Sequence[str] = (),
     new_database: bool = False,
 ) -> Starlette:
     """The preview + unsubscribe app. ``allowed_hosts`` (Host header check) guards against DNS rebinding;
     ``preview_hosts``, when given, are the only names the preview pages answer (404 on the others: the
-    public name gets only the emails' links)."""
+    public name gets only the emails' links), a loopback name to a client on this machine only, unless
+    it is one of ``open_hosts`` (named by the operator: `--allow-host`)."""
     previewer = Previewer(settings, clock, new_database=new_database)
-    views = _Views(settings, previewer, clock, preview_hosts)
+    views = _Views(settings, previewer, clock, preview_hosts, LOOPBACK_NAMES - frozenset(open_hosts))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -118,11 +120,14 @@ class _Views:
         previewer: Previewer,
         clock: Callable[[], datetime],
         preview_hosts: Sequence[str] | None,
+        peer_checked: frozenset[str] = LOOPBACK_NAMES,
     ) -> None:
         self.settings = settings
         self.previewer = previewer
         self.clock = clock
         self.preview_hosts = None if preview_hosts is None else frozenset(preview_hosts)
+        self.peer_checked = peer_checked  # names that count from a loopback peer only
+        self._refused_peer = False  # said once in the log why such a name got 404
         self._previews: anyio.CapacityLimiter | None = None  # made in the server's event loop
 
     async def _preview(self, build: Callable[[Request], Response], request: Request) -> Response:
@@ -143,7 +148,18 @@ class _Views:
         name = host_name(request.headers.get("host", ""))
         if name not in self.preview_hosts:
             return False
-        return name not in LOOPBACK_NAMES or is_loopback(request.client.host if request.client else "")
+        peer = request.client.host if request.client else ""
+        if name not in self.peer_checked or is_loopback(peer):
+            return True
+        if not self._refused_peer:  # a container's or VM's forwarded port, say: the peer is its gateway
+            self._refused_peer = True
+            log.warning(
+                "preview pages asked for as %s by %s: 404 (a loopback name counts from this machine only; "
+                "name it with --allow-host to open the previews to whoever reaches it)",
+                name,
+                peer or "an unknown peer",
+            )
+        return False
 
     async def index(self, request: Request) -> Response:
         return await self._preview(self._index, request)
