@@ -166,7 +166,7 @@ def listed_subscriber(subscribers: SubscriberList, email: str) -> Subscriber:
 
 
 def main() -> NoReturn:
-    """Usage errors and Ctrl-C are left to typer (its message, exit 2 or 1); our own errors are one line."""
+    """Usage errors and Ctrl-C are left to typer (its message, exit 2 or 130); our own errors are one line."""
     try:
         _readable_arguments(sys.argv[1:])
         app()  # standalone: exits by itself

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -186,20 +186,20 @@ def run(
     stop = Stop()  # a signal ends a fetch's wait to retry too, not just the sending
     sources = sources_from_settings(settings, stop=stop) if fetch is not False and not dry_run else []
     clock = parse_now(now)
-    with (
-        open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline,
-        stop_on_sigterm(stop),
-    ):
-        _, fetch_failures = fetch_all(sources, clock, stop)
-        detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
-        report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
-    report.errors[:0] = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
-    if not dry_run:
-        try:
-            save_report(settings, report)
-        except NewsletterError as exc:  # a full disk: still say what the run did, then fail
-            report.errors.append(str(exc))
-    _print_report(report, as_json, stop)
+    # until the report is out: a signal then still lets it be saved and printed (a dry run has nothing
+    # to finish: a signal ends it as it would any program)
+    with stop_on_sigterm(stop) if not dry_run else nullcontext():
+        with open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline:
+            _, fetch_failures = fetch_all(sources, clock, stop)
+            detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
+            report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
+        report.errors[:0] = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
+        if not dry_run:
+            try:
+                save_report(settings, report)
+            except NewsletterError as exc:  # a full disk: still say what the run did, then fail
+                report.errors.append(str(exc))
+        _print_report(report, as_json, stop)
 
 
 def _print_report(report: RunReport, as_json: bool, stop: Stop) -> None:
@@ -250,14 +250,15 @@ def retry(
     statuses = ("failed", "unknown") if unknown else ("failed",)
     only = {address_key(listed_subscriber(subscribers, email).email) for email in emails} if emails else None
     stop = Stop()
-    with open_pipeline(settings, new_database=state.new_database) as pipeline, stop_on_sigterm(stop):
-        requeued, report = pipeline.retry(subscribers, clock, statuses, only=only, stop=stop)
-    if not as_json:
-        what = "failed or unknown" if unknown else "failed"
-        noun = "delivery" if len(requeued) == 1 else "deliveries"
-        queued = "their queued digests" if only else "what is queued"
-        typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
-    _print_report(report, as_json, stop)
+    with stop_on_sigterm(stop):  # until the report is out, as `run`
+        with open_pipeline(settings, new_database=state.new_database) as pipeline:
+            requeued, report = pipeline.retry(subscribers, clock, statuses, only=only, stop=stop)
+        if not as_json:
+            what = "failed or unknown" if unknown else "failed"
+            noun = "delivery" if len(requeued) == 1 else "deliveries"
+            queued = "their queued digests" if only else "what is queued"
+            typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
+        _print_report(report, as_json, stop)
 
 
 @app.command()

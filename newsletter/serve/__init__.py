@@ -45,9 +45,9 @@ def run_server(
     previews = local_hosts(host, also)
     if not is_loopback(host):
         log.warning(
-            "serving on %s: the preview pages answer only to %s (a loopback name from this machine "
-            "only; anyone who reaches another of them sees every subscriber's address; add names with "
-            "--allow-host); %s gets only /unsubscribe/ and /feedback/",
+            "serving on %s: the preview pages answer only to %s (a loopback name not given to "
+            "--allow-host from this machine only; anyone who reaches another of them sees every "
+            "subscriber's address); %s gets only /unsubscribe/ and /feedback/",
             host,
             ", ".join(previews),
             public_host(settings) or "NEWSLETTER_BASE_URL's host",

@@ -155,7 +155,7 @@ class _Views:
             self._refused_peer = True
             log.warning(
                 "preview pages asked for as %s by %s: 404 (a loopback name counts from this machine only; "
-                "name it with --allow-host to open the previews to whoever reaches it)",
+                "naming it with --allow-host opens every subscriber's address to whoever reaches it)",
                 name,
                 peer or "an unknown peer",
             )
