@@ -29,7 +29,7 @@ from newsletter.forget import forget_old_vectors
 from newsletter.held import record_held
 from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Subscriber
-from newsletter.parallel import LocalProcesses, build_ahead
+from newsletter.parallel import LOCK_CHECK, LocalProcesses, build_ahead
 from newsletter.queued import QueuedDigests
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, Renderer
@@ -394,8 +394,9 @@ class Pipeline:
     def _queued(self) -> QueuedDigests:
         """The queue as this run sends it: its breaker, and messages built with its timings."""
         build = self.digest_builder().message
+        look = _now_and_then(self._check_lock, LOCK_CHECK)  # a look at the lock is a query: every 2 s
         return QueuedDigests(
-            self.store, self.settings, self.transport_factory, build, self.breaker, self.sleep
+            self.store, self.settings, self.transport_factory, build, self.breaker, self.sleep, look
         )
 
     def _check_lock(self) -> None:
@@ -444,6 +445,19 @@ class Pipeline:
         into(outcomes)
         couriers.deliver_all([(message, items) for message, items, _ in ready], now, into)
         couriers.flush()  # every acceptance recorded before the next chunk is planned
+
+
+def _now_and_then(check: Callable[[], None], every: float) -> Callable[[], None]:
+    """``check``, done at the first call and then at most once every ``every`` seconds."""
+    next_look = 0.0
+
+    def look() -> None:
+        nonlocal next_look
+        if time.monotonic() >= next_look:
+            next_look = time.monotonic() + every
+            check()
+
+    return look
 
 
 def _due_retry(record: DeliveryRecord, now: datetime) -> bool:

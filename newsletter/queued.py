@@ -37,6 +37,7 @@ class QueuedDigests:
     message: BuildMessage
     breaker: Breaker = field(default_factory=Breaker)
     sleep: Callable[[float], None] = time.sleep
+    check_lock: Callable[[], None] = lambda: None  # raises StoreError once the run lock is lost
 
     def send_planned(
         self,
@@ -92,6 +93,7 @@ class QueuedDigests:
                     if courier.stopped:
                         report.extend(_left_queued(pending[index:]))
                         break
+                    self.check_lock()  # another run may be sending from this queue once it is lost
                     advance(1)
                     if _in_batch(record, courier):
                         batches[record.batch_key].append(record)  # that batch under its key, or new ones
@@ -104,6 +106,7 @@ class QueuedDigests:
                     if courier.stopped:
                         report.extend(_left_queued(part))
                     else:
+                        self.check_lock()
                         report.extend(self._retry_batch(courier, part, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
 

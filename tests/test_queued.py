@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from newsletter.config import Settings
 from newsletter.deliver import Courier
+from newsletter.errors import StoreError
 from newsletter.models import OutgoingMessage, RenderedDigest, Subscriber
 from newsletter.queued import QueuedDigests
 from newsletter.report import RunReport
@@ -209,3 +210,32 @@ def test_a_batch_rebuilt_too_big_for_its_key_fails_and_retry_sends_it_one_by_one
         report = _send_queued(store, tmp_path, _resend(_accepting(seen)))
     assert [d.status for d in report.digests] == ["sent", "sent"]
     assert [key for _, key in seen] == ["newsletter-digest/d0", "newsletter-digest/d1"], seen
+
+
+def test_the_queue_stops_sending_once_the_run_lock_is_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It looked at the lock once, before the first queued digest: a run whose lock's connection ended
+    went on sending beside the run that took the lock (found by a review on PostgreSQL)."""
+    monkeypatch.chdir(tmp_path)
+    seen: list[tuple[str, str]] = []
+    looks: list[int] = []
+
+    def check_lock() -> None:
+        looks.append(len(seen))
+        if seen:
+            raise StoreError("this run lost the database's run lock (its connection ended)")
+
+    people = tuple(Subscriber(email=e, interests=("x",)) for e in EMAILS)
+    build = lambda sub, items, digest_id, date, sent_at=None: _message(digest_id, sub.email)  # noqa: E731
+    with open_store(db_url(tmp_path)) as store:
+        _plan_both(store)
+        queue = QueuedDigests(
+            store, Settings(), _resend(_accepting(seen), batch_size=1), build, check_lock=check_lock
+        )
+        with pytest.raises(StoreError, match="lost the database's run lock"):
+            queue.deliver_pending(
+                RunReport(), SubscriberList(tmp_path / "s.yaml", people), at(25), True, None
+            )
+        statuses = sorted(d.status for d in store.deliveries(with_items=False))
+    assert len(seen) == 1 and looks == [0, 1] and statuses == ["pending", "sent"]
