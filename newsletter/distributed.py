@@ -49,7 +49,7 @@ from newsletter.parallel import Halt
 from newsletter.render.cards import item_reports
 from newsletter.report import STOPPED, WAITING, DigestOutcome, RunReport, Status
 from newsletter.shards import Shard, ShardWork
-from newsletter.store import PENDING, RETRY, SENDING, Store
+from newsletter.store import PENDING, RETRY, SENDING, DeliveryRecord, Store
 from newsletter.store.delivery import GONE_AFTER, JOB_QUEUE, WORKER_SILENT_AFTER
 from newsletter.store.engine import parse_url, safe_url
 
@@ -250,7 +250,11 @@ class ProcrastinateExecutor:
         now, started = shards[0].now, time.perf_counter()
         with queue_errors(self.db_url):
             report, in_flight = asyncio.run(self._run(shards, Halt(stop, work.holds_lock)))
-        log.info("the workers finished %d shards in %.1f s", len(shards), time.perf_counter() - started)
+        took = time.perf_counter() - started
+        if in_flight:  # a stop, the lock lost or no worker: shards were cancelled or left running
+            log.info("stopped waiting for the workers after %.1f s (%d shards handed out)", took, len(shards))
+        else:
+            log.info("the workers finished %d shards in %.1f s", len(shards), took)
         report.merge(self._outcomes(now, shards[0].detailed, recover=None if in_flight else work.recover))
         return report
 
@@ -372,10 +376,18 @@ class ProcrastinateExecutor:
             report.recovered_unknown = recover(now)
         for record in self.store.planned_at(now):
             items = item_reports(record.scored())
-            status = _REPORTED.get(record.status, cast(Status, record.status))
-            reason = "" if status == record.status else f"{record.status}: {record.last_error or 'queued'}"
-            report.add(DigestOutcome(record.email, status, reason, items, record.digest_id))
+            report.add(DigestOutcome(record.email, *_as_reported(record), items, record.digest_id))
         return report
+
+
+def _as_reported(record: DeliveryRecord) -> tuple[Status, str]:
+    """How a digest a worker planned shows in the coordinator's report, and why."""
+    status = _REPORTED.get(record.status, cast(Status, record.status))
+    if record.status == SENDING:  # a worker still sends it (after a stop), or died sending it
+        return status, "a worker was sending it when this run ended; the next run reports whether it went"
+    if status == record.status:
+        return status, record.last_error or ""
+    return status, f"{record.status}: {record.last_error or 'queued'}"
 
 
 def _halted(report: RunReport, halt: Halt, left: int) -> None:

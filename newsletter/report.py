@@ -184,7 +184,7 @@ class RunReport:
         if self.errors:
             parts.append(plural(len(self.errors), "error"))
         if self.recovered_unknown:
-            parts.append(f"{len(self.recovered_unknown)} interrupted earlier, now unknown")
+            parts.append(f"{len(self.recovered_unknown)} interrupted by a crash, now unknown")
         return "; ".join(parts)
 
 

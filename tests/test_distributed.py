@@ -592,3 +592,25 @@ def test_the_queue_s_connection_string_passes_every_password_whole() -> None:
     }
     socket = "postgresql+psycopg://postgres:p%40ss%3Aw%2Frd%2541@/nl3?host=/run/postgresql"
     assert psycopg.conninfo.conninfo_to_dict(conninfo(socket))["password"] == "p@ss:w/rd%41"
+
+
+def test_a_digest_a_worker_left_is_reported_with_a_reason_that_says_what_happens_next() -> None:
+    """A digest a live worker still sent after a stop read "unknown (5 papers; sending: queued)", and
+    one left unknown without an error "unknown (5 papers; )" (found by a review)."""
+    from newsletter.cli.runs import _detail
+    from newsletter.distributed import _as_reported
+    from newsletter.report import DigestOutcome, ItemReport
+    from newsletter.store import DeliveryRecord
+
+    def record(status: str, error: str | None = None) -> DeliveryRecord:
+        now = datetime(2026, 3, 11, 8, tzinfo=UTC)
+        return DeliveryRecord("d", "a@example.org", status, now, now, 1, "s", "<m>", error, ())  # type: ignore[arg-type]
+
+    assert _as_reported(record(SENDING)) == (
+        "unknown",
+        "a worker was sending it when this run ended; the next run reports whether it went",
+    )
+    assert _as_reported(record("retry", "451 busy")) == ("failed", "retry: 451 busy")
+    assert _as_reported(record(UNKNOWN)) == ("unknown", "")
+    items = (ItemReport("t", "u", 1.0, "why"),)
+    assert _detail(DigestOutcome("a@example.org", "unknown", "", items)) == "1 paper"

@@ -223,7 +223,8 @@ def _detail(outcome: DigestOutcome) -> str:
     if not outcome.items or outcome.status == "skipped":
         return outcome.reason
     papers = plural(len(outcome.items), "paper")
-    return f"{papers}; {outcome.reason}" if outcome.status in ("failed", "unknown") else papers
+    told = outcome.status in ("failed", "unknown") and outcome.reason
+    return f"{papers}; {outcome.reason}" if told else papers
 
 
 @app.command(cls=Command)
