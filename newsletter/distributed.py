@@ -187,7 +187,7 @@ def _beat_until(done: threading.Event, db_url: str, job_id: int | None) -> None:
 def run_worker(db_url: str, work: ShardWork, concurrency: int = 1) -> None:
     """Take shard jobs until SIGTERM/SIGINT; a shard in progress stops after the message in flight and
     goes back to the queue."""
-    for name in ("procrastinate.worker", f"procrastinate.worker.{WORKER_NAME}"):  # its two loggers
+    for name in ("procrastinate.worker", f"procrastinate.worker.{WORKER_NAME}", "asyncio"):  # its loggers
         logging.getLogger(name).addFilter(ShortJobLines())
     with queue_errors(db_url):
         install_queue(db_url)
@@ -207,15 +207,18 @@ def run_worker(db_url: str, work: ShardWork, concurrency: int = 1) -> None:
 class ShortJobLines(logging.Filter):
     """procrastinate's worker names a job by its call, arguments and all: a shard's are its subscribers'
     profiles, hundreds of kB. Its log lines keep the task's name and job id, and a shard handed back
-    to the queue (its worker stopping) or failed with one of our errors (the database gone mid-shard)
-    is one line, not a traceback."""
+    to the queue (its worker stopping), failed with one of our errors (the database gone mid-shard), or
+    finished by another worker meanwhile (this one silent too long: procrastinate cannot end a job that
+    is no longer its, and asyncio logs that as a task exception) is one line, not a traceback."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         short = _SHARD_ARGUMENTS.sub("(…)", message)
         if short != message:
             record.msg, record.args = short, None
-        if record.exc_info and isinstance(record.exc_info[1], JobAborted | NewsletterError):
+        if record.exc_info and isinstance(
+            record.exc_info[1], JobAborted | NewsletterError | ConnectorException
+        ):
             record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", None
             record.exc_info, record.exc_text = None, None
         return True

@@ -428,7 +428,13 @@ def _store_error() -> Exception:  # it came with ~30 lines of traceback
     return StoreError("database error while marking a digest sent: server closed the connection")
 
 
-@pytest.mark.parametrize("make", [_aborted, _store_error])
+def _finished_elsewhere() -> Exception:  # 43 lines, after a worker stalled 30 s resumed (a review)
+    from procrastinate.exceptions import ConnectorException
+
+    return ConnectorException('Job was not found or not in "doing" or "todo" status (job id: 2)')
+
+
+@pytest.mark.parametrize("make", [_aborted, _store_error, _finished_elsewhere])
 def test_a_shard_handed_back_or_failing_with_our_error_is_logged_without_a_traceback(
     make: Callable[[], Exception],
 ) -> None:
