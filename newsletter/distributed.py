@@ -219,9 +219,18 @@ class ShortJobLines(logging.Filter):
         if record.exc_info and isinstance(
             record.exc_info[1], JobAborted | NewsletterError | ConnectorException
         ):
-            record.msg, record.args = f"{record.getMessage()}: {record.exc_info[1]}", None
+            record.msg, record.args = f"{record.getMessage()}: {_first_line(record.exc_info[1])}", None
             record.exc_info, record.exc_text = None, None
         return True
+
+
+def _first_line(exc: BaseException) -> str:
+    """What went wrong, in one line: procrastinate's ConnectorException says only "Database error."
+    (its docstring); the database's own error is its cause."""
+    if isinstance(exc, ConnectorException) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -230,10 +239,8 @@ def queue_errors(db_url: str) -> Iterator[None]:
     try:
         yield
     except (psycopg.Error, ConnectorException) as exc:
-        cause = exc.__cause__ if isinstance(exc, ConnectorException) and exc.__cause__ else exc
-        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         where = safe_url(parse_url(db_url))
-        raise StoreError(f"the job queue's database ({where}): {first}") from exc
+        raise StoreError(f"the job queue's database ({where}): {_first_line(exc)}") from exc
 
 
 class ProcrastinateExecutor:

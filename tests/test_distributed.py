@@ -431,7 +431,9 @@ def _store_error() -> Exception:  # it came with ~30 lines of traceback
 def _finished_elsewhere() -> Exception:  # 43 lines, after a worker stalled 30 s resumed (a review)
     from procrastinate.exceptions import ConnectorException
 
-    return ConnectorException('Job was not found or not in "doing" or "todo" status (job id: 2)')
+    error = ConnectorException()  # as procrastinate raises it: "Database error.", from the database's
+    error.__cause__ = psycopg.errors.RaiseException('Job was not found or not in "doing" or "todo" status')
+    return error
 
 
 @pytest.mark.parametrize("make", [_aborted, _store_error, _finished_elsewhere])
@@ -447,7 +449,7 @@ def test_a_shard_handed_back_or_failing_with_our_error_is_logged_without_a_trace
         record = logging.LogRecord("w", logging.ERROR, "f", 1, "Job x ended", None, sys.exc_info())
     assert ShortJobLines().filter(record)
     assert record.exc_info is None
-    assert record.getMessage() == f"Job x ended: {raised}"
+    assert record.getMessage() == f"Job x ended: {raised.__cause__ or raised}"
 
 
 def test_a_queue_error_mid_run_is_one_store_error_without_the_password() -> None:
