@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings
+from newsletter.feedback import feedback_token
 from newsletter.serve import create_app
 from newsletter.store import Store
 from newsletter.store.records import RETRY
@@ -190,8 +191,13 @@ def test_a_store_error_on_a_public_link_says_try_again_and_shows_no_operator_det
     def busy(*args: object, **kwargs: object) -> None:
         raise StoreError(f"database is locked: {settings.home}/state.db", hint="fix it and reload this page")
 
-    monkeypatch.setattr(Store, "is_unsubscribed", busy)  # the confirmation page reads; a POST is held
+    monkeypatch.setattr(Store, "is_unsubscribed", busy)  # it shows its button anyway: a POST is held
     answer = client.get(f"/unsubscribe/{token(SSM)}")
+    assert answer.status_code == 200 and '<form method="post"' in answer.text
+    assert str(settings.home) not in answer.text and "reload" not in answer.text
+    monkeypatch.setattr(Store, "paper_by_key", busy)  # a feedback link's page needs the paper's title
+    link = f"/feedback/more/{feedback_token(SSM, '2401.00001', SecretStr(SECRET))}"
+    answer = client.get(link)
     assert answer.status_code == 503 and answer.headers["retry-after"] == "60"
     assert (
         "try again" in answer.text and str(settings.home) not in answer.text and "reload" not in answer.text
