@@ -19,6 +19,7 @@ from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, DeliveryR
 from newsletter.store.rejected import RejectedFile
 from newsletter.subscribers import SubscriberList
 
+PIPED_WIDTH = 2000  # piped, no row folds: a table is as wide as its longest cell needs
 IN_FLIGHT = (
     "in flight now, or interrupted by a crash (the next run reports it unknown, or queues it again "
     "if it was waiting to retry after a refusal)"
@@ -130,9 +131,9 @@ def _attention_text(row: dict[str, Any]) -> str:
 
 def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     """Addresses, server replies and dump problems are printed as written (Rich markup in them, such
-    as ``[/var/mail/x]``, was read as a tag: a traceback). Piped, the table fits 80 columns (a long
-    address folds; `status --json` is the form to read with a program)."""
-    console = console or Console()
+    as ``[/var/mail/x]``, was read as a tag: a traceback). Piped, each row is one line however long
+    (an address folded over two lines escaped `grep`); `status --json` is the form for a program."""
+    console = console or _console()
     console.print(_subscribers_table(data["subscribers"]))
     if data["attention"]:
         console.print(_attention_table(data["attention"]))
@@ -153,6 +154,12 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     )
     for problem in (last or {}).get("errors", []):
         _plain(console, f"  error: {problem}")
+
+
+def _console() -> Console:
+    """The terminal's width on a terminal; piped, as wide as the longest row (Rich's default is 80)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPED_WIDTH)
 
 
 def _subscribers_table(rows: list[dict[str, Any]]) -> Table:
