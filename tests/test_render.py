@@ -227,6 +227,44 @@ def test_excerpt_and_authors_are_trimmed_in_the_email(renderer: Renderer) -> Non
     assert "Author Number3" not in rendered.html
 
 
+def test_the_text_part_s_authors_line_wraps_and_clips_the_organization_as_the_html_does() -> None:
+    """It was the one line never wrapped (183 columns with a long organization name, which the HTML
+    clips to 40 characters)."""
+    organization = (
+        "The Extremely Long Official Name of a Research Organization and Its Many Partner Institutes"
+    )
+    authors = ("Silin Chen", "Haoyi Teng", "Xiaodong Gu", "Fourth Author")
+    view = dataclasses.replace(
+        golden_view(), items=(item(1, "Kestrel", authors=authors, organization=organization),)
+    )
+    rendered = Renderer(PACKAGE_TEMPLATES).render(view)
+    lines = rendered.text.split("\n1. Kestrel\n", 1)[1].splitlines()
+    at = next(n for n, line in enumerate(lines) if "Silin Chen" in line)
+    assert lines[at : at + 2] == [
+        "   Silin Chen, Haoyi Teng, Xiaodong Gu et al. · The Extremely Long",
+        "   Official Name of a…",
+    ]
+    assert "The Extremely Long Official Name of a…" in rendered.html
+
+
+def test_every_link_a_reader_taps_to_act_is_a_padded_target_in_full_cards_and_the_compact_list(
+    renderer: Renderer,
+) -> None:
+    """They were 13 px text 15 px tall, and the compact list's "more · less like this" broke over
+    two lines at 375 px; a padded block is at least 25 px tall, its labels spelt out."""
+    links = {"more_url": "https://n.example.org/more/t", "less_url": "https://n.example.org/less/t"}
+    view = long_view(100)
+    view = dataclasses.replace(view, items=tuple(dataclasses.replace(i, **links) for i in view.items))
+    html = renderer.render(view).html
+    assert "More new papers" in html
+    anchors = re.findall(
+        r'<a href="(?:https://n\.example\.org/(?:more|less)/t|mailto:u@example\.org)"[^>]*>', html
+    )
+    assert len(anchors) == 201  # more and less for each of the 100 papers, and Unsubscribe
+    assert all("display:inline-block;padding:" in a for a in anchors), {a for a in anchors}
+    assert html.count(">More like this</a>") == html.count(">Less like this</a>") == 100
+
+
 def test_greeting_and_counts_follow_the_view(renderer: Renderer) -> None:
     view = golden_view()
     anonymous = DigestView("", view.subscriber_email, view.items[:1], view.date, "mailto:x@example.org", "",
