@@ -5,6 +5,8 @@ The CLI turns the bar on for its error console with ``shown_on``; library code r
 which costs nothing while no bar is shown. A forked builder or worker process never draws (its copy of
 the bar has no screen), nor does a thread other than the main one: only the process and thread that
 started the bar report on it. A step inside another (embedding while ranking) takes the outer one's place.
+The bar is drawn only while a step runs: cleared when the outermost one ends, before the command prints
+its report (a live bar redrawn over what the command printed to the same screen erased it).
 """
 
 from __future__ import annotations
@@ -42,12 +44,12 @@ def shown_on(console: Console) -> Iterator[None]:
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     # stdout is left alone: it carries the report (--json), whatever the terminal shows on stderr
     bar = Progress(*columns, TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False)
-    with bar:
-        _bar, _owner = bar, os.getpid()
-        try:
-            yield
-        finally:
-            _bar = None
+    _bar, _owner = bar, os.getpid()
+    try:
+        yield
+    finally:
+        _bar = None
+        bar.stop()  # a step the command left running (an error): its bar is cleared too
 
 
 @contextmanager
@@ -58,7 +60,9 @@ def step(description: str, total: int | None = None) -> Iterator[Advance]:
         yield _ignore
         return
     outer = _shown[-1] if _shown else None
-    if outer is not None:
+    if outer is None:
+        bar.start()
+    else:
         bar.update(outer, visible=False)  # one bar: a step inside another (embedding) takes its place
     task = bar.add_task(description, total=total)
     _shown.append(task)
@@ -72,7 +76,9 @@ def step(description: str, total: int | None = None) -> Iterator[Advance]:
     finally:
         _shown.pop()
         bar.remove_task(task)
-        if outer is not None:
+        if outer is None:
+            bar.stop()  # cleared: whatever is printed next stays on the screen as printed
+        else:
             bar.update(outer, visible=True)
 
 

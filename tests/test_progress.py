@@ -8,6 +8,7 @@ import os
 import pty
 import subprocess
 import sys
+import time
 
 import pytest
 from rich.console import Console
@@ -88,3 +89,21 @@ def test_a_step_inside_another_takes_its_place_and_a_pipe_gets_nothing() -> None
     with progress.shown_on(Console(file=piped, force_terminal=False)), progress.step("Sending", 3) as advance:
         advance(3)
     assert piped.getvalue() == ""
+
+
+def test_the_bar_is_cleared_when_the_last_step_ends_and_never_drawn_over_the_report() -> None:
+    """The bar lived until the command ended: its last frame stayed on the first report line, and a
+    redraw moved the cursor up over what the command had printed since."""
+    screen = io.StringIO()
+    with progress.shown_on(Console(file=screen, force_terminal=True, width=100)):
+        with progress.step("Ranking and sending digests", 4) as advance:
+            advance(1)
+        drawn = screen.getvalue()
+        screen.write("ada@example.org: sent (1 paper)\n")
+        time.sleep(0.5)  # five of the bar's refresh periods
+        after = screen.getvalue()[len(drawn) :]
+        with progress.step("Sending queued digests", 2):  # a later step draws again
+            time.sleep(0.2)
+        assert "Sending queued digests" in screen.getvalue()[len(drawn) :]
+    assert "Ranking and sending digests" in drawn
+    assert after == "ada@example.org: sent (1 paper)\n"  # no redraw, no cursor moved over it
