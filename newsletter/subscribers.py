@@ -58,6 +58,9 @@ _EXPANSION_ALLOWANCE = 100_000
 _EXPANSION_PER_CHAR = 10
 
 
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 class _UniqueKeyLoader(_SafeLoader):
     """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last, and reads
     colon-separated numbers (7:30) as text, not as YAML 1.1 base-60 numbers."""
@@ -76,8 +79,12 @@ class _Lined(dict[Any, Any]):
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> _Lined:
+    """A merge key (``<<: *common``) brings its mapping's keys in under those written beside it, as YAML
+    says; only a key written twice is a duplicate (a merged key's line is the mapping's)."""
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)

@@ -46,6 +46,32 @@ def test_other_colon_numbers_stay_text_too(tmp_path: Path) -> None:
     assert (subscriber.name, subscriber.exclude) == ("1:20", ("3:10",))
 
 
+def test_a_merge_key_brings_in_a_shared_mapping_and_keys_beside_it_win(tmp_path: Path) -> None:
+    """`<<: *common` was refused: "could not determine a constructor for the tag ...merge"."""
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(
+        "defaults: {}\n"
+        "x: &lab {cadence: weekly, weekday: tue, interests: [GraphSAGE]}\n"
+        "subscribers:\n"
+        "  - email: ada@example.org\n"
+        "    <<: *lab\n"
+        "  - email: alan@example.org\n"
+        "    <<: *lab\n"
+        "    cadence: daily\n"
+        "    interests: [Kestrel]\n",
+        "utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"subscribers.yaml:2: unknown top-level key 'x'"):
+        load_subscribers(path)  # an anchor's home is still a key the file must know
+    path.write_text(path.read_text("utf-8").replace("defaults: {}\nx: &lab", "defaults: &lab"), "utf-8")
+    ada, alan = load_subscribers(path).subscribers
+    assert (ada.cadence, ada.weekday, ada.interests) == ("weekly", "tue", ("GraphSAGE",))
+    assert (alan.cadence, alan.interests) == ("daily", ("Kestrel",))
+    path.write_text(path.read_text("utf-8") + "    cadence: weekly\n", "utf-8")
+    with pytest.raises(ConfigError, match=r"subscribers.yaml:9: .*duplicate key 'cadence'"):
+        load_subscribers(path)  # written twice beside the merge: still a duplicate
+
+
 def test_a_time_that_is_a_number_is_refused_with_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"send_at.*in quotes, e\.g\. send_at: \"07:30\""):
         load_subscribers(_one(tmp_path, "    send_at: 730\n"))
