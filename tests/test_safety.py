@@ -278,7 +278,7 @@ def test_script_links_and_template_code_in_a_dump_are_escaped_never_run(
         assert "49" not in part  # {{ 7*7 }} was never evaluated
         assert "looploop" not in part and "<class" not in part and "ada@example.org }}" not in part
     assert "{{ 7*7 }}" in text and "{{ 7*7 }}" in visible
-    assert "{{ view.subscriber_email }}" in text
+    assert "{{ view.subscriber_email }}" in " ".join(text.split())  # as written, wrapped at 72 columns
 
 
 # --- odd but legitimate text ----------------------------------------------------------------------
