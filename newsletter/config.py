@@ -147,6 +147,15 @@ class Settings(BaseSettings):
         scheme, rest = value.split("://", 1)
         return f"{scheme.lower()}://{rest}"  # HTTPS://... is https://...: the headers' check reads it so
 
+    @field_validator("database_url")
+    @classmethod
+    def _one_at_before_the_host(cls, value: str | None) -> str | None:
+        """SQLAlchemy ends a password at its first '@', the masks at the last: the rest of a password
+        holding '@' was read as the host name, and printed (and looked up) as one. The error quotes none."""
+        if value is not None and two_ats_before_the_host(value):
+            raise ValueError(TWO_ATS)
+        return value
+
     @field_validator("api_base_url")
     @classmethod
     def _api_url(cls, value: str | None) -> str | None:
@@ -291,6 +300,17 @@ class Settings(BaseSettings):
     def sender_domain(self) -> str:
         address = self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
         return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
+
+
+TWO_ATS = (
+    "holds more than one '@' before the host: "
+    "percent-encode '@' in the password as %40 (and ':' as %3A, '/' as %2F)"
+)
+
+
+def two_ats_before_the_host(url: str) -> bool:
+    """A database URL SQLAlchemy reads another way than the masks do (``_one_at_before_the_host``)."""
+    return "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1
 
 
 def _url_password(url: str) -> str | None:

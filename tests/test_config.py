@@ -9,6 +9,7 @@ from newsletter.errors import ConfigError
 from newsletter.subscribers import load_subscribers, read_subscribers
 
 from .conftest import ROOT
+from .helpers import cli, make_env
 
 GOOD = """
 defaults: {max_items: 5, cadence: weekly}
@@ -230,6 +231,20 @@ def test_bad_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSLETTER_TRANSPORT", "pigeon")
     with pytest.raises(ConfigError, match="field 'transport'"):
         load_settings()
+
+
+def test_a_database_password_holding_an_at_sign_is_refused_without_quoting_any_of_it(tmp_path: Path) -> None:
+    """SQLAlchemy ends the password at its first '@' and the masks at the last, so the rest was printed
+    (and looked up) as the host: "...nl:***@<the rest of the password>@127.0.0.1"."""
+    url = "postgresql+psycopg://nl:hunter2@Tail0fTheSecret@127.0.0.1:1/nl"
+    env = make_env(tmp_path)
+    for command in (("status",), ("migrate-db", url)):
+        variables = {**env, "NEWSLETTER_DATABASE_URL": url} if command == ("status",) else env
+        proc = cli(variables, *command, check=False)
+        assert "more than one '@' before the host: percent-encode '@' in the password as %40" in proc.stderr
+        assert proc.returncode in (1, 2) and "Tail0f" not in proc.stdout + proc.stderr
+    encoded = load_settings(database_url=url.replace("hunter2@", "hunter2%40"))
+    assert encoded.database_url is not None
 
 
 @pytest.mark.parametrize(
