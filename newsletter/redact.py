@@ -154,7 +154,7 @@ def _either(ch: str) -> str:
     """``ch`` as written, percent-encoded, escaped in a JSON string or as an HTML character reference:
     an API's error reply quoted the key in its JSON (``a\\"b``) or its HTML page (``a&amp;b``)."""
     quoted = "".join(f"%(?i:{byte:02x})" for byte in ch.encode())
-    forms = [re.escape(ch), quoted, *_json_escaped(ch), *_html_escaped(ch)]
+    forms = [re.escape(ch), quoted, *_json_escaped(ch), *_python_escaped(ch), *_html_escaped(ch)]
     return f"(?:{'|'.join(forms)}{'|[+]' if ch == ' ' else ''})"
 
 
@@ -163,6 +163,18 @@ def _json_escaped(ch: str) -> list[str]:
     units = ch.encode("utf-16-be")  # past U+FFFF a surrogate pair: two escapes
     codes = [int.from_bytes(units[i : i + 2], "big") for i in range(0, len(units), 2)]
     return [*forms, "".join(f"\\\\u(?i:{code:04x})" for code in codes)]
+
+
+def _python_escaped(ch: str) -> list[str]:
+    """As Python's repr() writes it in a str or bytes: a server's reply quoted with !r held the
+    password as ``a\\'b`` (a secret with both quotes), ``\\t``, or its UTF-8 bytes as ``\\xc3\\xa9``."""
+    named = {"'": "'", "\t": "t", "\n": "n", "\r": "r"}.get(ch)
+    forms = [re.escape(f"\\{named}")] if named else []
+    if not (ch.isascii() and ch.isprintable()):
+        forms.append("".join(f"\\\\x(?i:{byte:02x})" for byte in ch.encode()))
+        if ord(ch) < 0x100:  # a str's repr of a control or Latin-1 character it cannot print
+            forms.append(f"\\\\x(?i:{ord(ch):02x})")
+    return forms
 
 
 def _html_escaped(ch: str) -> list[str]:

@@ -120,6 +120,21 @@ def test_a_secret_escaped_in_json_or_html_is_masked(escape: Callable[[str], str]
     assert redact(f'403 {{"key": "Bearer {escape(key)}"}}', [key]) == f'403 {{"key": "Bearer {MASK}"}}'
 
 
+@pytest.mark.parametrize(
+    "key", ["Zq9se'cr\"tpw", "pa\tss w0rd\r\n", "mötörhead99", "p@ss:w/o%rd \"q' z+/=\x85"]
+)
+@pytest.mark.parametrize("wrap", [repr, lambda s: repr(s.encode()), lambda s: repr(f"\0user\0{s}".encode())])
+def test_a_secret_in_python_s_repr_of_a_str_or_bytes_is_masked(key: str, wrap: Callable[[str], str]) -> None:
+    """A server's 535 reply or error body quoted with !r wrote 'Zq9se\\'cr"tpw': the escaped quote,
+    a tab as \\t, non-ASCII as its UTF-8 bytes \\xc3\\xb6 went into the report and the store."""
+    masked = redact(f"535 auth failed: {wrap(key)}", [key])
+    assert masked in (
+        f"535 auth failed: '{MASK}'",
+        f"535 auth failed: b'{MASK}'",
+        f"535 auth failed: b'\\x00user\\x00{MASK}'",
+    )
+
+
 def test_hex_and_a_short_secret_s_own_base64_are_masked() -> None:
     key = "p@ss:w/rd%41"
     echo = f"hex={key.encode().hex()} HEX={key.encode().hex().upper()}"
