@@ -61,11 +61,11 @@ def slot_served_now(
     subscriber: Subscriber, last_digest_at: datetime | None, now: datetime
 ) -> datetime | None:
     """The slot a digest made at ``now`` serves, to record with it: the latest one, which it is due for,
-    or for a first digest the nearer one (:func:`served_slot`). A digest due for a slot it came late
+    or for a first digest the nearer one (:func:`_first_served`). A digest due for a slot it came late
     to (made at 07:10 for 18:00 the day before) must not take the next: the next day's was skipped."""
     if subscriber.cadence == "each-dump":
         return None
-    return served_slot(subscriber, now) if last_digest_at is None else latest_slot(subscriber, now)
+    return _first_served(subscriber, now) if last_digest_at is None else latest_slot(subscriber, now)
 
 
 def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
@@ -76,6 +76,22 @@ def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
     if not _is_slot_day(subscriber, that_day):  # a weekly subscriber's other days have no slot
         return before
     return that_day if that_day > made_at and that_day - made_at < made_at - before else before
+
+
+def _first_served(subscriber: Subscriber, made_at: datetime) -> datetime:
+    """The slot a first digest serves: the latest, or the next one (any day) when that is nearer. A
+    weekly Monday 08:00 reader's first digest on Sunday at 21:00 serves Monday's: a second came 11 hours
+    after it. (Read off a digest's time later, only that day's counts: a digest late at 23:30 must not
+    take the next day's 00:00.)"""
+    before = latest_slot(subscriber, made_at)
+    after = _next_slot(subscriber, before)
+    return after if made_at < after and after - made_at < made_at - before else before
+
+
+def _next_slot(subscriber: Subscriber, slot: datetime) -> datetime:
+    """The slot after ``slot``: a week on for a weekday subscriber, else the next day's."""
+    step = WEEK if subscriber.cadence == "weekly" and subscriber.weekday is not None else timedelta(days=1)
+    return _slot_on(subscriber, _local_day(subscriber, slot) + step)
 
 
 def next_due_at(

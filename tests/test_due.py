@@ -185,6 +185,36 @@ def test_a_first_digest_still_counts_for_the_nearer_slot_that_day() -> None:
 
 
 @pytest.mark.parametrize(
+    ("subscriber", "first", "not_yet", "next_one"),
+    [  # a weekly Monday 08:00 London reader's first digest on Sunday evening; a daily 00:30 one's at 21:00
+        (
+            {"cadence": "weekly", "weekday": "mon", "send_at": time(8, 0), "timezone": "Europe/London"},
+            datetime(2026, 12, 6, 21, 0, tzinfo=UTC),
+            datetime(2026, 12, 7, 8, 30, tzinfo=UTC),
+            datetime(2026, 12, 14, 8, 0, tzinfo=UTC),
+        ),
+        (
+            {"cadence": "daily", "send_at": time(0, 30)},
+            datetime(2026, 12, 6, 21, 0, tzinfo=UTC),
+            datetime(2026, 12, 7, 0, 40, tzinfo=UTC),
+            datetime(2026, 12, 8, 0, 30, tzinfo=UTC),
+        ),
+    ],
+)
+def test_a_first_digest_counts_for_the_next_slot_on_another_day_when_that_is_nearer(
+    subscriber: dict[str, object], first: datetime, not_yet: datetime, next_one: datetime
+) -> None:
+    """Only a slot later the same day counted: the weekly reader got a second digest 11.5 hours after
+    the first, the daily one 3.7 hours after."""
+    s = sub(**subscriber)
+    served = slot_served_now(s, None, first)
+    assert served is not None and first < served < not_yet
+    assert not is_due(s, first, not_yet, served)
+    assert next_due_at(s, first, not_yet, served) == next_one
+    assert is_due(s, first, next_one, served)
+
+
+@pytest.mark.parametrize(
     ("before", "after"),
     [
         ({"send_at": time(18, 0)}, {"send_at": time(6, 0)}),
