@@ -168,7 +168,7 @@ class DigestBuilder:
         except (RenderError, SendError) as exc:
             log.error("%s: cannot build digest: %s", sub.email, exc)
             part.outcomes.append(
-                DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(sel.chosen))
+                DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(sel.chosen), retried=True)
             )
             return False
         part.ready.append((message, item_reports(sel.chosen), _plan(digest_id, sel, message.subject, now)))
@@ -183,7 +183,9 @@ class DigestBuilder:
             self.message(sub, selection.chosen, "dry-run", now)
         except NewsletterError as exc:
             log.error("%s: cannot build digest: %s", sub.email, exc)  # as a real run says it
-            return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(selection.chosen))
+            return DigestOutcome(
+                sub.email, "failed", f"error: {exc}", item_reports(selection.chosen), retried=True
+            )
         return DigestOutcome(sub.email, "dry-run", "dry run: nothing sent", item_reports(selection.chosen))
 
 

@@ -118,9 +118,7 @@ class Pipeline:
             report.dumps = self.ingest_folder(now, record=not dry_run)  # the real run reports a bad file
         report.ingested = True
         if dry_run:
-            builder = self.digest_builder()
-            selections = builder.select(subscribers.subscribers, now)
-            report.extend(builder.dry_outcome(sel, now) for sel in selections)
+            self._dry_run(report, subscribers, now)
         else:
             pending = self.deliver_pending(subscribers, now, stop=stop)
             report.merge(pending)
@@ -133,6 +131,16 @@ class Pipeline:
         report.merge_timings(self.timings.totals)  # the run's own stages: ingest, forget, handing out shards
         report.timings["total"] = time.perf_counter() - started
         return report
+
+    def _dry_run(self, report: RunReport, subscribers: SubscriberList, now: datetime) -> None:
+        """The digests earlier runs left queued, then the new ones, as a run would send them (a
+        subscriber with a queued digest gets no 'skipped'), built and not sent."""
+        report.extend(queued := self._queued().dry_run(subscribers, now))
+        earlier = {address_key(d.subscriber) for d in queued}
+        builder = self.digest_builder()
+        for sel in builder.select(subscribers.subscribers, now):
+            if not (sel.reason and address_key(sel.subscriber.email) in earlier):
+                report.add(builder.dry_outcome(sel, now))
 
     def _deliver_due(
         self,

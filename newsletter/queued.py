@@ -16,12 +16,14 @@ from newsletter.address import address_key
 from newsletter.config import Settings
 from newsletter.deliver import GIVE_UP_AFTER, STOPPED, Breaker, Courier, Couriers
 from newsletter.errors import RenderError, SendError
-from newsletter.models import OutgoingMessage
+from newsletter.models import OutgoingMessage, Subscriber
 from newsletter.render.cards import item_reports
-from newsletter.report import DigestOutcome, ItemReport, RunReport
+from newsletter.report import QUEUED, DigestOutcome, ItemReport, RunReport
 from newsletter.send.base import Transport
 from newsletter.store import DeliveryRecord, Store
 from newsletter.subscribers import SubscriberList
+
+KEPT_FOR_THEM = "not in the subscribers file: kept queued until they are back"
 
 # DigestBuilder.message: (subscriber, items, digest id, date, *, sent_at) -> the message
 BuildMessage = Callable[..., OutgoingMessage]
@@ -110,6 +112,20 @@ class QueuedDigests:
                         report.extend(self._retry_batch(courier, part, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
 
+    def dry_run(self, subscribers: SubscriberList, now: datetime) -> list[DigestOutcome]:
+        """What a run would send first, built and not sent, and changing nothing: the queued digests
+        due at ``now`` (one its subscriber left stays queued; an unsubscribed one is cancelled)."""
+        return [self._dry(record, subscribers, now) for record in self.store.pending_deliveries(now)]
+
+    def _dry(self, record: DeliveryRecord, subscribers: SubscriberList, now: datetime) -> DigestOutcome:
+        sub = subscribers.find(record.email)
+        if sub is None:
+            return DigestOutcome(record.email, "skipped", KEPT_FOR_THEM, digest_id=record.digest_id)
+        if self.store.is_unsubscribed(record.email):
+            return DigestOutcome(record.email, "skipped", "unsubscribed: the next run cancels it")
+        job = self._built(sub, record, now)
+        return job if isinstance(job, DigestOutcome) else DigestOutcome(sub.email, "dry-run", QUEUED, job[1])
+
     def _retry_one(
         self, courier: Courier, record: DeliveryRecord, subscribers: SubscriberList, now: datetime
     ) -> DigestOutcome:
@@ -141,19 +157,26 @@ class QueuedDigests:
         if self.store.is_unsubscribed(record.email):
             self.store.mark_failed(record.digest_id, now, "unsubscribed", permanent=True)
             return DigestOutcome(record.email, "failed", "unsubscribed", digest_id=record.digest_id)
+        return self._built(sub, record, now)
+
+    def _built(
+        self, sub: Subscriber, record: DeliveryRecord, now: datetime
+    ) -> tuple[OutgoingMessage, tuple[ItemReport, ...]] | DigestOutcome:
+        """Its message as first built; a template or address error leaves it queued for the next run."""
         items = record.scored()
         try:
             message = self.message(sub, items, record.digest_id, record.created_at, sent_at=now)
         except (RenderError, SendError) as exc:
-            return DigestOutcome(sub.email, "failed", f"error: {exc}", item_reports(items), record.digest_id)
+            return DigestOutcome(
+                sub.email, "failed", f"error: {exc}", item_reports(items), record.digest_id, retried=True
+            )
         return message, item_reports(items)
 
     def _absent(self, record: DeliveryRecord, now: datetime) -> DigestOutcome:
         """A queued digest whose subscriber is not in the file: kept for them, until GIVE_UP_AFTER
         from when it was planned (renamed or removed for good: it would be logged at every run)."""
         if now - record.created_at < GIVE_UP_AFTER:
-            why = "not in the subscribers file: kept queued until they are back"
-            return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+            return DigestOutcome(record.email, "skipped", KEPT_FOR_THEM, digest_id=record.digest_id)
         why = f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
         self.store.mark_failed(record.digest_id, now, why, permanent=True)
         return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)

@@ -14,6 +14,7 @@ from newsletter.errors import StoreError
 
 WAITING = "stopped before its turn; due at the next run"  # not planned: built again next run
 STOPPED = "stopped; queued for the next run"  # planned, not sent: the next run sends it first
+QUEUED = "queued by an earlier run; the next run sends it first"  # a dry run's word for one
 BACKING_OFF = "a refused digest waits to be tried again (see `newsletter status`)"
 Status = Literal["sent", "skipped", "failed", "unknown", "dry-run"]
 
@@ -40,6 +41,7 @@ class DigestOutcome:
     reason: str = ""  # why nothing was sent: nothing new, nothing relevant, not due, unsubscribed, error
     items: tuple[ItemReport, ...] = ()
     digest_id: str | None = None
+    retried: bool = False  # failed, and the next run tries it again by itself (else only `retry` does)
 
 
 @dataclass(frozen=True)

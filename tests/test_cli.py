@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -424,6 +425,43 @@ def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env:
     assert proc.returncode == 1
     (line,) = [line for line in proc.stdout.splitlines() if ": failed (" in line]
     assert re.search(r": failed \(\d+ papers?; error \(cannot send now; .* go out next run\): ", line), line
+
+
+def test_a_dry_run_lists_what_earlier_runs_left_queued_and_changes_nothing(env: dict[str, str]) -> None:
+    """It said "skipped (nothing new)" for a digest the real run straight after sent."""
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    add_dumps(env, seed_names()[0])
+    down = {**env, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1"}
+    first = cli(
+        {**down, "NEWSLETTER_SMTP_PORT": str(port)},
+        "run",
+        "--json",
+        "--now",
+        "2026-03-11T08:00:00Z",
+        check=False,
+    )
+    failed = [d for d in json.loads(first.stdout)["digests"] if d["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["retried"] is True  # the next run tries it by itself
+    queued = json.loads(cli(env, "status", "--json").stdout)["attention"]
+    assert queued and {d["status"] for d in queued} == {"retry"}  # the one tried; the others are pending
+    dry = cli(env, "run", "--dry-run", "--json", "--now", "2026-03-11T08:05:00Z")
+    outcomes = json.loads(dry.stdout)["digests"]
+    listed = [d for d in outcomes if d["reason"] == "queued by an earlier run; the next run sends it first"]
+    assert {d["subscriber"] for d in queued} < {d["subscriber"] for d in listed}
+    assert all(d["status"] == "dry-run" and d["items"] for d in listed)
+    assert len(outcomes) == len({d["subscriber"] for d in outcomes})  # no "skipped" beside its queued one
+    text = cli(env, "run", "--dry-run", "--now", "2026-03-11T08:05:00Z").stdout
+    assert re.search(
+        r": dry-run \(\d+ papers?; queued by an earlier run; the next run sends it first\)", text
+    )
+    assert json.loads(cli(env, "status", "--json").stdout)["attention"] == queued  # nothing changed
+    real = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:05:00Z").stdout)["digests"]
+    sent = {(d["subscriber"], len(d["items"])) for d in real if d["status"] == "sent"}
+    assert sent == {(d["subscriber"], len(d["items"])) for d in listed}  # what the real run sends first
 
 
 def test_check_lists_every_bad_setting(env: dict[str, str]) -> None:

@@ -78,6 +78,7 @@ def test_run_delivers_one_message_per_due_subscriber_over_smtp(
     # The refused recipient fails permanently; the others still go out.
     assert by_sub["diff@example.org"]["status"] == "failed"
     assert "550" in by_sub["diff@example.org"]["reason"]
+    assert by_sub["diff@example.org"]["retried"] is False  # only `newsletter retry` sends it again
     assert proc.returncode == 1
     sent = sorted(d["subscriber"] for d in report["digests"] if d["status"] == "sent")
     assert sent == ["ssm@example.org"]

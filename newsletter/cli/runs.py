@@ -38,7 +38,7 @@ from newsletter.cli.base import (
 from newsletter.config import Settings, unknown_variables
 from newsletter.errors import ConfigError, NewsletterError, UsageError
 from newsletter.redact import redact
-from newsletter.report import DigestOutcome, DumpOutcome, RunReport, plural
+from newsletter.report import QUEUED, DigestOutcome, DumpOutcome, RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 from newsletter.subscribers import SubscriberList, load_subscribers
@@ -223,7 +223,7 @@ def _detail(outcome: DigestOutcome) -> str:
     if not outcome.items or outcome.status == "skipped":
         return outcome.reason
     papers = plural(len(outcome.items), "paper")
-    told = outcome.status in ("failed", "unknown") and outcome.reason
+    told = (outcome.status in ("failed", "unknown") and outcome.reason) or outcome.reason == QUEUED
     return f"{papers}; {outcome.reason}" if told else papers
 
 

@@ -303,7 +303,10 @@ class Courier:
         kind = "permanent" if permanent else "temporary, will retry next run"
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
-        return DigestOutcome(message.recipient, "failed", f"error ({kind}): {said}", items, message.digest_id)
+        reason = f"error ({kind}): {said}"
+        return DigestOutcome(
+            message.recipient, "failed", reason, items, message.digest_id, retried=not permanent
+        )
 
     def _hand_back(
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
