@@ -212,7 +212,8 @@ def _print_report(report: RunReport, as_json: bool, stop: Stop) -> None:
             typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
         for problem in report.errors:
             err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
-        typer.echo(report.summary())
+        if summary := report.summary():  # a retry that found nothing queued has none: no blank line
+            typer.echo(summary)
     signalled = stop.exit_status()
     if signalled is not None or not report.ok:
         raise typer.Exit(signalled or 1)
