@@ -385,9 +385,18 @@ class ProcrastinateExecutor:
         if recover is not None:
             report.recovered_unknown = recover(now)
         for record in self.store.planned_at(now):
-            items = item_reports(record.scored())
-            report.add(DigestOutcome(record.email, *_as_reported(record), items, record.digest_id))
+            report.add(_reported(record))
         return report
+
+
+def _reported(record: DeliveryRecord) -> DigestOutcome:
+    """A digest a worker planned, as the coordinator's report shows it (one waiting to be retried: the
+    next run sends it by itself)."""
+    status, reason = _as_reported(record)
+    items = item_reports(record.scored())
+    return DigestOutcome(
+        record.email, status, reason, items, record.digest_id, retried=record.status == RETRY
+    )
 
 
 def _as_reported(record: DeliveryRecord) -> tuple[Status, str]:

@@ -26,7 +26,7 @@ import yaml
 
 from newsletter.report import RunReport
 from newsletter.shards import ShardWork
-from newsletter.store import SENDING, SENT, UNKNOWN, Store
+from newsletter.store import PENDING, SENDING, SENT, UNKNOWN, Store
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
 from .test_crash import DOMAIN, TOPICS, journal_length, read_journal, smtp_server, start_run
@@ -606,7 +606,7 @@ def test_a_digest_a_worker_left_is_reported_with_a_reason_that_says_what_happens
     """A digest a live worker still sent after a stop read "unknown (5 papers; sending: queued)", and
     one left unknown without an error "unknown (5 papers; )" (found by a review)."""
     from newsletter.cli.runs import _detail
-    from newsletter.distributed import _as_reported
+    from newsletter.distributed import _as_reported, _reported
     from newsletter.report import DigestOutcome, ItemReport
     from newsletter.store import DeliveryRecord
 
@@ -619,6 +619,7 @@ def test_a_digest_a_worker_left_is_reported_with_a_reason_that_says_what_happens
         "a worker was sending it when this run ended; the next run reports whether it went",
     )
     assert _as_reported(record("retry", "451 busy")) == ("failed", "retry: 451 busy")
+    assert _reported(record("retry", "451 busy")).retried and not _reported(record(PENDING)).retried
     assert _as_reported(record(UNKNOWN)) == ("unknown", "")
     items = (ItemReport("t", "u", 1.0, "why"),)
     assert _detail(DigestOutcome("a@example.org", "unknown", "", items)) == "1 paper"
