@@ -22,6 +22,8 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from newsletter.address import is_host_name, is_http_url, is_loopback
 from newsletter.errors import ConfigError, UsageError
@@ -152,8 +154,8 @@ class Settings(BaseSettings):
     def _one_at_before_the_host(cls, value: str | None) -> str | None:
         """SQLAlchemy ends a password at its first '@', the masks at the last: the rest of a password
         holding '@' was read as the host name, and printed (and looked up) as one. The error quotes none."""
-        if value is not None and two_ats_before_the_host(value):
-            raise ValueError(TWO_ATS)
+        if value is not None and an_at_sqlalchemy_misreads(value):
+            raise ValueError(MISREAD_AT)
         return value
 
     @field_validator("api_base_url")
@@ -302,15 +304,21 @@ class Settings(BaseSettings):
         return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
 
 
-TWO_ATS = (
-    "holds more than one '@' before the host: "
+MISREAD_AT = (
+    "holds an '@' that SQLAlchemy reads as part of the host or database name: "
     "percent-encode '@' in the password as %40 (and ':' as %3A, '/' as %2F)"
 )
 
 
-def two_ats_before_the_host(url: str) -> bool:
-    """A database URL SQLAlchemy reads another way than the masks do (``_one_at_before_the_host``)."""
-    return "://" in url and url.split("://", 1)[1].split("/", 1)[0].count("@") > 1
+def an_at_sqlalchemy_misreads(url: str) -> bool:
+    """A database URL SQLAlchemy reads another way than the masks do: it ends a password at its first
+    '@', so the rest of one holding '@' (after a '/' too) became the host or the database name, printed
+    (and looked up) as one. A file path (SQLite, no host) may hold '@'."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):  # not a URL: opening the database says so
+        return False
+    return parsed.host is not None and "@" in f"{parsed.host}{parsed.database or ''}"
 
 
 def _url_password(url: str) -> str | None:

@@ -11,7 +11,7 @@ import typer
 
 from newsletter.app import distributed, open_history, open_pipeline, open_store
 from newsletter.cli.base import Command, NowOption, app, parse_now, state, warn
-from newsletter.config import TWO_ATS, Settings, two_ats_before_the_host
+from newsletter.config import MISREAD_AT, Settings, an_at_sqlalchemy_misreads
 from newsletter.errors import LockedError, StoreError, UsageError
 from newsletter.held import record_held
 from newsletter.report import plural
@@ -94,8 +94,8 @@ def migrate_db(
     Everything moves: dumps, papers, subscribers, the delivery log, vectors. Give the password in
     PGPASSWORD (or ~/.pgpass), not in the URL. Then set NEWSLETTER_DATABASE_URL to the target.
     """
-    if two_ats_before_the_host(target):
-        raise UsageError(f"TARGET {TWO_ATS}")
+    if an_at_sqlalchemy_misreads(target):
+        raise UsageError(f"TARGET {MISREAD_AT}")
     settings = state.settings()
     _refuse_missing_state(settings)
     with open_store(settings) as source, source.lock(settings.home):
