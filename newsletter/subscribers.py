@@ -80,18 +80,35 @@ class _Lined(dict[Any, Any]):
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> _Lined:
     """A merge key (``<<: *common``) brings its mapping's keys in under those written beside it, as YAML
-    says; only a key written twice is a duplicate (a merged key's line is the mapping's)."""
+    says; only a key written twice is a duplicate (a merged key's line is the mapping's). The merge is
+    done here, on mappings built once: PyYAML before 6.0.4 copied every merged pair, repeats and all,
+    so nested merges of aliases grew nine-fold a level before the expansion check could see them."""
+    merged = _merged(loader, node)
+    node.value = [(key, value) for key, value in node.value if key.tag != _MERGE_TAG]
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG:
-            continue
         key = loader.construct_object(key_node)
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen[key] = key_node.start_mark.line + 1
-    mapping = _Lined(loader.construct_mapping(node))
+    mapping = _Lined({**merged, **loader.construct_mapping(node)})
     mapping.line, mapping.key_lines = node.start_mark.line + 1, seen
     return mapping
+
+
+def _merged(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    """The keys ``node``'s merge keys bring in; of a list of mappings, the first listed wins."""
+    merged: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE_TAG:
+            continue
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in reversed(sources):
+            if not isinstance(source, yaml.MappingNode):
+                why = "a merge key (<<) takes a mapping or a list of mappings"
+                raise yaml.constructor.ConstructorError(None, None, why, source.start_mark)
+            merged.update(loader.construct_object(source, deep=True))
+    return merged
 
 
 class _LinedList(list[Any]):

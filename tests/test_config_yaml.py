@@ -11,6 +11,7 @@ from datetime import time as clock
 from pathlib import Path
 
 import pytest
+import yaml
 
 from newsletter.errors import ConfigError
 from newsletter.schedule import SubscriberFile
@@ -70,6 +71,31 @@ def test_a_merge_key_brings_in_a_shared_mapping_and_keys_beside_it_win(tmp_path:
     path.write_text(path.read_text("utf-8") + "    cadence: weekly\n", "utf-8")
     with pytest.raises(ConfigError, match=r"subscribers.yaml:9: .*duplicate key 'cadence'"):
         load_subscribers(path)  # written twice beside the merge: still a duplicate
+
+
+def test_merges_are_done_once_per_mapping_not_by_pyyaml_which_copied_every_repeat_before_6_0_4(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nested merges of aliases (a "billion laughs" of `<<`) grew nine-fold a level inside PyYAML's
+    flatten_mapping before 6.0.4 (7 levels, 505 bytes: 27 s), before the expansion check ran."""
+
+    def flatten_nothing_merged(self: object, node: yaml.MappingNode) -> None:
+        assert not [k for k, _ in node.value if k.tag == "tag:yaml.org,2002:merge"], "PyYAML asked to merge"
+
+    monkeypatch.setattr(yaml.constructor.SafeConstructor, "flatten_mapping", flatten_nothing_merged)
+    levels = ["a0: &a0 {cadence: weekly, weekday: mon}"]
+    levels += [f"a{n}: &a{n} {{<<: [{', '.join([f'*a{n - 1}'] * 9)}]}}" for n in range(1, 10)]
+    bomb = "defaults:\n" + "".join(f"  {line}\n" for line in levels)
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(
+        bomb + "subscribers:\n  - email: ada@example.org\n    interests: [x]\n    <<: *a9\n", "utf-8"
+    )
+    with pytest.raises(ConfigError, match="unknown key 'a0'"):
+        load_subscribers(path)  # built (nine levels: 9^9 pairs if each merge copied), then checked
+    path.write_text(
+        "defaults: &d {cadence: weekly, weekday: mon}\nsubscribers:\n  - {email: a@example.org, interests: [x], <<: *d}\n"
+    )
+    assert load_subscribers(path).subscribers[0].weekday == "mon"
 
 
 def test_a_time_that_is_a_number_is_refused_with_the_fix(tmp_path: Path) -> None:
