@@ -147,14 +147,16 @@ def _as_written_or_quoted(secret: str) -> str:
     """The secret with each character other than a letter or digit as written or percent-encoded
     (either hex case; a space also as '+'): every URL encoder's output, whichever characters it
     leaves alone (Python's quote, JavaScript's encodeURIComponent, form bodies)."""
-    return "".join(ch if ch.isascii() and ch.isalnum() else _either(ch) for ch in secret)
+    quoted = "'" in secret and '"' in secret  # only then does repr() write ' as \\'
+    return "".join(ch if ch.isascii() and ch.isalnum() else _either(ch, quoted) for ch in secret)
 
 
-def _either(ch: str) -> str:
+def _either(ch: str, repr_quotes: bool = False) -> str:
     """``ch`` as written, percent-encoded, escaped in a JSON string or as an HTML character reference:
     an API's error reply quoted the key in its JSON (``a\\"b``) or its HTML page (``a&amp;b``)."""
     quoted = "".join(f"%(?i:{byte:02x})" for byte in ch.encode())
-    forms = [re.escape(ch), quoted, *_json_escaped(ch), *_python_escaped(ch), *_html_escaped(ch)]
+    forms = [re.escape(ch), quoted, *_json_escaped(ch), *_python_escaped(ch, repr_quotes), *_html_escaped(ch)]
+    forms = list(dict.fromkeys(forms))  # each form once: a repeat doubles the paths a failed match tries
     return f"(?:{'|'.join(forms)}{'|[+]' if ch == ' ' else ''})"
 
 
@@ -165,14 +167,14 @@ def _json_escaped(ch: str) -> list[str]:
     return [*forms, "".join(f"\\\\u(?i:{code:04x})" for code in codes)]
 
 
-def _python_escaped(ch: str) -> list[str]:
+def _python_escaped(ch: str, repr_quotes: bool) -> list[str]:
     """As Python's repr() writes it in a str or bytes: a server's reply quoted with !r held the
     password as ``a\\'b`` (a secret with both quotes), ``\\t``, or its UTF-8 bytes as ``\\xc3\\xa9``."""
-    named = {"'": "'", "\t": "t", "\n": "n", "\r": "r"}.get(ch)
+    named = {"'": "'" if repr_quotes else None, "\t": "t", "\n": "n", "\r": "r"}.get(ch)
     forms = [re.escape(f"\\{named}")] if named else []
     if not (ch.isascii() and ch.isprintable()):
         forms.append("".join(f"\\\\x(?i:{byte:02x})" for byte in ch.encode()))
-        if ord(ch) < 0x100:  # a str's repr of a control or Latin-1 character it cannot print
+        if 0x80 <= ord(ch) < 0x100:  # a str's repr of a Latin-1 one it cannot print (below: as above)
             forms.append(f"\\\\x(?i:{ord(ch):02x})")
     return forms
 
