@@ -135,7 +135,7 @@ class Pipeline:
     def _dry_run(self, report: RunReport, subscribers: SubscriberList, now: datetime) -> None:
         """The digests earlier runs left queued, then the new ones, as a run would send them (a
         subscriber with a queued digest gets no 'skipped'), built and not sent."""
-        report.extend(queued := self._queued().dry_run(subscribers, now))
+        report.extend(queued := self._queued().dry_run(subscribers, now, rewrite=self.resend_unknown))
         earlier = {address_key(d.subscriber) for d in queued}
         builder = self.digest_builder()
         for sel in builder.select(subscribers.subscribers, now):

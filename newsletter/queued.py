@@ -20,7 +20,7 @@ from newsletter.models import OutgoingMessage, Subscriber
 from newsletter.render.cards import item_reports
 from newsletter.report import QUEUED, DigestOutcome, ItemReport, RunReport
 from newsletter.send.base import Transport
-from newsletter.store import DeliveryRecord, Store
+from newsletter.store import SENDING, DeliveryRecord, Store
 from newsletter.subscribers import SubscriberList
 
 KEPT_FOR_THEM = "not in the subscribers file: kept queued until they are back"
@@ -112,15 +112,24 @@ class QueuedDigests:
                         report.extend(self._retry_batch(courier, part, key, subscribers, now))
             report.bytes_sent = courier.bytes_sent
 
-    def dry_run(self, subscribers: SubscriberList, now: datetime) -> list[DigestOutcome]:
-        """What a run would send first, built and not sent, and changing nothing: the queued digests
-        due at ``now`` (one its subscriber left stays queued; an unsubscribed one is cancelled)."""
-        return [self._dry(record, subscribers, now) for record in self.store.pending_deliveries(now)]
+    def dry_run(self, subscribers: SubscriberList, now: datetime, rewrite: bool) -> list[DigestOutcome]:
+        """What a run would send first, built and not sent, changing nothing: what a crash left in
+        flight (``rewrite``: the transport writes it again, as the file outbox does; else the run finds
+        out first), then the queued digests due at ``now``."""
+        working = self.store.emails_in_flight() if self.store.shared else set()  # a live worker's
+        crashed = self.store.deliveries((SENDING,))
+        crashed = [r for r in crashed if address_key(r.email) not in working]
+        outcomes = [self._dry(r, subscribers, now) if rewrite else _crashed(r) for r in crashed]
+        return outcomes + [
+            self._dry(record, subscribers, now) for record in self.store.pending_deliveries(now)
+        ]
 
     def _dry(self, record: DeliveryRecord, subscribers: SubscriberList, now: datetime) -> DigestOutcome:
         sub = subscribers.find(record.email)
         if sub is None:
-            return DigestOutcome(record.email, "skipped", KEPT_FOR_THEM, digest_id=record.digest_id)
+            return DigestOutcome(
+                record.email, "skipped", _absent_reason(record, now), digest_id=record.digest_id
+            )
         if self.store.is_unsubscribed(record.email):
             return DigestOutcome(record.email, "skipped", "unsubscribed: the next run cancels it")
         job = self._built(sub, record, now)
@@ -175,11 +184,22 @@ class QueuedDigests:
     def _absent(self, record: DeliveryRecord, now: datetime) -> DigestOutcome:
         """A queued digest whose subscriber is not in the file: kept for them, until GIVE_UP_AFTER
         from when it was planned (renamed or removed for good: it would be logged at every run)."""
-        if now - record.created_at < GIVE_UP_AFTER:
-            return DigestOutcome(record.email, "skipped", KEPT_FOR_THEM, digest_id=record.digest_id)
-        why = f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
-        self.store.mark_failed(record.digest_id, now, why, permanent=True)
+        why = _absent_reason(record, now)
+        if why != KEPT_FOR_THEM:
+            self.store.mark_failed(record.digest_id, now, why, permanent=True)
         return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
+
+
+def _absent_reason(record: DeliveryRecord, now: datetime) -> str:
+    if now - record.created_at < GIVE_UP_AFTER:
+        return KEPT_FOR_THEM
+    return f"not in the subscribers file since it was planned ({record.created_at:%Y-%m-%d}): given up"
+
+
+def _crashed(record: DeliveryRecord) -> DigestOutcome:
+    """A dry run's word for a send a crash interrupted, on a transport that cannot tell whether it went."""
+    why = "a crash interrupted its sending; the next run reports it unknown (or sends it if it was refused)"
+    return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
 
 
 def _in_batch(record: DeliveryRecord, courier: Courier) -> bool:

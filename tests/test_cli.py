@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.report import QUEUED
+
 from .conftest import ROOT, SEEDS
 from .helpers import HEADERS, add_dumps, cli, outbox, seed_names
 
@@ -462,6 +464,29 @@ def test_a_dry_run_lists_what_earlier_runs_left_queued_and_changes_nothing(env: 
     real = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:05:00Z").stdout)["digests"]
     sent = {(d["subscriber"], len(d["items"])) for d in real if d["status"] == "sent"}
     assert sent == {(d["subscriber"], len(d["items"])) for d in listed}  # what the real run sends first
+
+
+def test_a_dry_run_lists_a_send_a_crash_interrupted_as_the_next_run_recovers_it(env: dict[str, str]) -> None:
+    """The outbox writes a digest a crash left 'sending' again: the dry run said "skipped (nothing new)"
+    for it, and the real run then sent it (found by a review)."""
+    import sqlite3
+
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    with sqlite3.connect(Path(env["NEWSLETTER_HOME"]) / "state.db") as db:
+        digest_id, email = db.execute(
+            "SELECT id, email FROM digests WHERE status = 'sent' LIMIT 1"
+        ).fetchone()
+        db.execute("UPDATE digests SET status = 'sending' WHERE id = ?", (digest_id,))
+    dry = json.loads(cli(env, "run", "--dry-run", "--json", "--now", "2026-03-11T08:05:00Z").stdout)
+    listed = [(d["status"], d["reason"], len(d["items"])) for d in dry["digests"] if d["subscriber"] == email]
+    real = json.loads(cli(env, "run", "--json", "--now", "2026-03-11T08:05:00Z").stdout)
+    sent = [
+        ("dry-run", QUEUED, len(d["items"]))
+        for d in real["digests"]
+        if d["subscriber"] == email and d["status"] == "sent"
+    ]
+    assert listed == sent and sent[0][2] > 0  # the same digest, written again, and nothing else for them
 
 
 def test_check_lists_every_bad_setting(env: dict[str, str]) -> None:
