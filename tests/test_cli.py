@@ -413,39 +413,32 @@ def test_sources_sender_and_list_id_errors_name_newsletter_toml(
 def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env: dict[str, str]) -> None:
     """The text line said "failed (3 papers)": the reason, and that the next run sends it, were only in
     --json (status showed it queued to retry)."""
-    import re
-    import socket
-
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
     add_dumps(env, seed_names()[0])
-    smtp = {**env, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1"}
-    proc = cli(
-        {**smtp, "NEWSLETTER_SMTP_PORT": str(port)}, "run", "--now", "2026-03-11T08:00:00Z", check=False
-    )
+    proc = cli(_smtp_down(env), "run", "--now", "2026-03-11T08:00:00Z", check=False)
     assert proc.returncode == 1
     (line,) = [line for line in proc.stdout.splitlines() if ": failed (" in line]
     assert re.search(r": failed \(\d+ papers?; error \(cannot send now; .* go out next run\): ", line), line
 
 
-def test_a_dry_run_lists_what_earlier_runs_left_queued_and_changes_nothing(env: dict[str, str]) -> None:
-    """It said "skipped (nothing new)" for a digest the real run straight after sent."""
+def _smtp_down(env: dict[str, str]) -> dict[str, str]:
+    """``env`` sending over SMTP to a port of this machine nothing listens on."""
     import socket
 
-    with socket.socket() as closed:  # a port nothing listens on
+    with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
+    return {
+        **env,
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+    }
+
+
+def test_a_dry_run_lists_what_earlier_runs_left_queued_and_changes_nothing(env: dict[str, str]) -> None:
+    """It said "skipped (nothing new)" for a digest the real run straight after sent."""
     add_dumps(env, seed_names()[0])
-    down = {**env, "NEWSLETTER_TRANSPORT": "smtp", "NEWSLETTER_SMTP_HOST": "127.0.0.1"}
-    first = cli(
-        {**down, "NEWSLETTER_SMTP_PORT": str(port)},
-        "run",
-        "--json",
-        "--now",
-        "2026-03-11T08:00:00Z",
-        check=False,
-    )
+    first = cli(_smtp_down(env), "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
     failed = [d for d in json.loads(first.stdout)["digests"] if d["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["retried"] is True  # the next run tries it by itself
     queued = json.loads(cli(env, "status", "--json").stdout)["attention"]
