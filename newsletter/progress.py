@@ -49,7 +49,7 @@ def shown_on(console: Console) -> Iterator[None]:
         yield
     finally:
         _bar = None
-        bar.stop()  # a step the command left running (an error): its bar is cleared too
+        bar.live.stop()  # a step the command left running (an error): its bar is cleared too
 
 
 @contextmanager
@@ -77,7 +77,7 @@ def step(description: str, total: int | None = None) -> Iterator[Advance]:
         _shown.pop()
         bar.remove_task(task)
         if outer is None:
-            bar.stop()  # cleared: whatever is printed next stays on the screen as printed
+            bar.live.stop()  # cleared: what is printed next stays as printed (no blank line on TERM=dumb)
         else:
             bar.update(outer, visible=True)
 

@@ -107,3 +107,13 @@ def test_the_bar_is_cleared_when_the_last_step_ends_and_never_drawn_over_the_rep
         assert "Sending queued digests" in screen.getvalue()[len(drawn) :]
     assert "Ranking and sending digests" in drawn
     assert after == "ada@example.org: sent (1 paper)\n"  # no redraw, no cursor moved over it
+
+
+def test_a_terminal_that_cannot_redraw_gets_no_blank_lines() -> None:
+    """On TERM=dumb (a terminal Rich does not animate) each stop of the bar printed an empty line."""
+    screen = io.StringIO()
+    with progress.shown_on(Console(file=screen, force_terminal=True, force_interactive=False, width=100)):
+        for name in ("Ingesting", "Ranking and sending digests"):
+            with progress.step(name, 2) as advance:
+                advance(2)
+    assert "\n" not in screen.getvalue()  # Progress.stop printed one each time
