@@ -39,6 +39,9 @@ MIN_SIGNING_KEY = 16  # characters of NEWSLETTER_UNSUBSCRIBE_SECRET
 _BASE_URL = re.compile(r"https?://[\x21-\x3b\x3d\x3f-\x7e]+", re.IGNORECASE)
 
 
+_WHOLE = re.compile(r"\s*[-+]?\d+\s*")
+
+
 class Settings(BaseSettings):
     """Deployment settings. Secrets are SecretStr and never printed."""
 
@@ -188,6 +191,14 @@ class Settings(BaseSettings):
         """A TOML ``true`` is no number (pydantic read it as 1: ``max_per_run = true`` sent one digest)."""
         if isinstance(value, bool):
             raise ValueError("must be a number, not true or false")
+        return value
+
+    @field_validator("connections", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value: Any) -> Any:
+        """A number or ``auto``: said in one message (pydantic's first union error named the number only)."""
+        if isinstance(value, str) and value != "auto" and not _WHOLE.fullmatch(value):
+            raise ValueError("expected a whole number or 'auto'")
         return value
 
     @field_validator("smtp_host")

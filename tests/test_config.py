@@ -227,6 +227,33 @@ def test_a_complex_setting_that_is_not_json_names_its_variable(monkeypatch: pyte
     )
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("foo", "expected a whole number or 'auto'"),  # said "expected a whole number" only
+        ("2.5", "expected a whole number or 'auto'"),
+        ("0", "should be greater than or equal to 1"),
+    ],
+)
+def test_connections_says_auto_is_a_value_too(
+    monkeypatch: pytest.MonkeyPatch, value: str, problem: str
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_CONNECTIONS", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        f"invalid setting field 'connections': {problem} (environment variable NEWSLETTER_CONNECTIONS)"
+    )
+
+
+@pytest.mark.parametrize(("value", "read"), [("auto", "auto"), (" 4 ", 4)])
+def test_connections_takes_a_number_or_auto(
+    monkeypatch: pytest.MonkeyPatch, value: str, read: object
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_CONNECTIONS", value)
+    assert load_settings().connections == read
+
+
 def test_bad_setting_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSLETTER_TRANSPORT", "pigeon")
     with pytest.raises(ConfigError, match="field 'transport'"):
