@@ -160,13 +160,30 @@ def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
             said.update(p.message for p in fresh)
             problems += fresh
         elif address_key(result.email) in seen:
-            problems.append(
-                ConfigError(f"{path}:{_line_of(entry, 'email')}: subscriber {result.email}: duplicate email")
-            )
+            line = _alias_line(path, i) if any(e is entry for e in entries[:i]) else _line_of(entry, "email")
+            problems.append(ConfigError(f"{path}:{line}: subscriber {result.email}: duplicate email"))
         else:
             seen.add(address_key(result.email))
             subscribers.append(result)
     return SubscriberList(path, tuple(subscribers)), problems
+
+
+def _alias_line(path: Path, index: int) -> int:
+    """The line of the subscribers list's item ``index`` as written: an alias (``- *ada``) has none of
+    its own once loaded, since it is the anchored mapping itself (read again on this error only)."""
+    depth, in_list, starts = 0, False, []
+    previous: Any = None
+    for event in yaml.parse(path.read_text(encoding="utf-8"), Loader=_SafeLoader):
+        if in_list and depth == 2 and not isinstance(event, yaml.CollectionEndEvent):
+            starts.append(event.start_mark.line + 1 if event.start_mark else 0)
+        if isinstance(event, yaml.CollectionStartEvent):
+            in_list = in_list or (depth == 1 and getattr(previous, "value", None) == "subscribers")
+            depth += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+            in_list = in_list and depth >= 2
+        previous = event
+    return starts[index] if index < len(starts) else 0
 
 
 def _top_level(path: Path, data: Any) -> tuple[dict[str, Any], list[Any]]:

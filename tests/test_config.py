@@ -56,6 +56,16 @@ def test_defaults_apply_and_subscriber_values_win(tmp_path: Path) -> None:
             "subscribers:\n  - {email: a@example.org, interests: [x]}\n  - {email: A@example.org, interests: [y]}\n",
             "subs.yaml:3: subscriber A@example.org: duplicate email",
         ),
+        (  # an alias repeating a subscriber: its own line, not the anchor's (said line 3)
+            "defaults: {max_items: 3}\nsubscribers:\n  - &a\n    email: a@example.org\n    interests: &i [x]\n"
+            "  - {email: b@example.org, interests: *i}\n  - *a\n",
+            "subs.yaml:7: subscriber a@example.org: duplicate email",
+        ),
+        (
+            "subscribers: [&a {email: a@example.org, interests: [x]},\n  {email: b@example.org, interests: [y]},\n"
+            "  *a]\n",
+            "subs.yaml:3: subscriber a@example.org: duplicate email",
+        ),
         (
             "subscribers:\n  - email: a@example.org\n    email: b@example.org\n    interests: [x]\n",
             "duplicate key 'email'",
