@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 TICK_FAILED = "a daemon tick failed: "
 CLOCK_WATCH = 5.0  # seconds between looks at the wall clock; a step back by more is followed
-MAX_FETCH_FAILURES = 20  # kept for the next tick's report while ticks fail (a database down for a day)
+MAX_FETCH_FAILURES = 20  # kept for the tick reports while ticks fail (a database down for a day)
 
 
 class SubscriberFile:
@@ -91,7 +91,10 @@ class Daemon:
         self._leader: Leadership | None = None  # set by run(); None: the caller holds the run lock
         self.sources: list[Source] = sources_from_settings(settings, stop=self.stop)
         self._busy = threading.Lock()
-        self._fetch_failures: list[str] = []  # since the last tick: its report carries them
+        # the last fetch's failures: every tick's report carries them until the next fetch (`status` showed
+        # a source failing for months for one tick an hour); with those of fetches no saved report carried
+        self._fetch_failures: list[str] = []
+        self._unsaved: list[str] = []
         # a job late by any amount (a suspend, a stopped process, a clock jump) runs once, not never:
         # APScheduler's default grace of 1 s dropped it until the next interval
         job_defaults = {"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
@@ -139,11 +142,15 @@ class Daemon:
 
     def _follow_clock(self, before: float, after: float) -> float:
         """APScheduler 3 times the next tick by the wall clock: after NTP set it back three hours (a VM
-        resumed) no tick ran for three hours. When it went back, the next tick is now."""
+        resumed) no tick ran for three hours. When it went back, the next tick is now, and the next fetch
+        the fetch schedule's next time from the clock as it reads now (it kept the time it had reached)."""
         if after < before - CLOCK_WATCH:
             log.warning("the clock went back %.0f s: ticking now", before - after)
             with contextlib.suppress(JobLookupError):
                 self.scheduler.modify_job("tick", next_run_time=datetime.now(UTC))
+                fetch = self.scheduler.get_job("fetch")
+                if fetch is not None:
+                    self.scheduler.reschedule_job("fetch", trigger=fetch.trigger)
         return after
 
     def _shut_down(self) -> None:
@@ -170,8 +177,9 @@ class Daemon:
                 log.info("tick: %s", report.summary())
                 if report.halted:  # the digests it sent are in the summary; the rest waits for a tick
                     log.error("tick stopped: %s", report.halted)
-                report.errors[:0], self._fetch_failures = self._fetch_failures, []  # for `status` too
+                report.errors[:0] = self._fetch_failures  # for `status` too
                 save_report(self.settings, report)
+                self._unsaved = []
             except NewsletterError as exc:  # the database gone a while, too: one line a tick
                 log.error("tick failed: %s", exc)
                 self._report_failure(exc)
@@ -199,9 +207,10 @@ class Daemon:
             return
         written, failures = fetch_all(self.sources, self.clock(), self.stop)  # each failure is logged
         secrets = self.settings.secret_values()
-        with self._busy:  # the next tick's report carries them, so `status` shows them (each once)
+        with self._busy:  # the tick reports carry them, so `status` shows them (each once)
             new = [redact(failure, secrets) for failure in failures]
-            self._fetch_failures = list(dict.fromkeys(self._fetch_failures + new))[-MAX_FETCH_FAILURES:]
+            self._fetch_failures = list(dict.fromkeys(self._unsaved + new))[-MAX_FETCH_FAILURES:]
+            self._unsaved = self._fetch_failures
         if written:
             self.tick(pipeline)
 

@@ -145,6 +145,7 @@ def test_a_tick_comes_at_once_when_the_wall_clock_steps_back(env: dict[str, str]
     (An interval trigger of our own did not help: the scheduler asks a trigger only once its job is due.)"""
     from apscheduler.triggers.interval import IntervalTrigger
 
+    from newsletter.cron import fetch_schedule
     from newsletter.schedule import Daemon
 
     settings = load_settings(
@@ -156,6 +157,8 @@ def test_a_tick_comes_at_once_when_the_wall_clock_steps_back(env: dict[str, str]
     daemon.scheduler.add_job(
         ticked.set, IntervalTrigger(seconds=300), id="tick", next_run_time=in_three_hours
     )
+    hourly = fetch_schedule("0 * * * *")
+    daemon.scheduler.add_job(lambda: None, hourly, id="fetch", next_run_time=in_three_hours)
     thread = threading.Thread(target=daemon.scheduler.start, daemon=True)
     thread.start()
     try:
@@ -163,6 +166,8 @@ def test_a_tick_comes_at_once_when_the_wall_clock_steps_back(env: dict[str, str]
         assert not ticked.is_set()
         assert daemon._follow_clock(10_800.0, 0.0) == 0.0  # what the watcher sees: the clock went back 3 h
         assert ticked.wait(10), "no tick"
+        next_fetch = daemon.scheduler.get_job("fetch").next_run_time
+        assert next_fetch <= datetime.now(UTC) + timedelta(hours=1)  # fetches stopped for the 3 h too
         assert daemon._follow_clock(0.0, 0.5) == 0.5  # a clock running on moves nothing
     finally:
         daemon.scheduler.shutdown(wait=False)
@@ -379,6 +384,43 @@ def test_a_source_the_daemon_cannot_fetch_is_in_the_report_status_shows(
     daemon_against(_Broken, source, env, tmp_path / "daemon.log", lambda: wait_for(reported, 30))
     assert reported(), (tmp_path / "daemon.log").read_text()
     assert "cannot fetch" in cli(env, "status").stdout
+
+
+def test_a_failing_source_stays_in_every_tick_report_until_a_fetch_works(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first tick after the fetch took its failures: with an hourly fetch and 5-minute ticks, `status`
+    showed a source failing for months for one tick an hour."""
+    from newsletter import schedule
+    from newsletter.app import open_pipeline
+    from newsletter.errors import StoreError
+
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
+    )
+    fetched = [["fetch from a failed: 500"], ["fetch from b failed: 503"], ["fetch from c failed: 429"], []]
+    monkeypatch.setattr(schedule, "fetch_all", lambda *a: ([], fetched.pop(0)))
+    daemon = schedule.Daemon(settings)
+
+    def errors() -> list[str]:
+        return list(json.loads(Path(env["NEWSLETTER_HOME"], "last-run.json").read_text())["errors"])
+
+    with open_pipeline(settings) as pipeline:
+        daemon.fetch(pipeline)
+        daemon.tick(pipeline)
+        daemon.tick(pipeline)
+        assert errors() == ["fetch from a failed: 500"]  # the second tick's report too
+        run = pipeline.run
+        pipeline.run = lambda *a, **k: (_ for _ in ()).throw(StoreError("database error: gone"))  # type: ignore[method-assign]
+        daemon.fetch(pipeline)  # a later fetch's failures replace the earlier ones
+        daemon.tick(pipeline)
+        daemon.fetch(pipeline)  # while ticks fail: no report has carried b's failure yet
+        pipeline.run = run  # type: ignore[method-assign]
+        daemon.tick(pipeline)
+        assert errors() == ["fetch from b failed: 503", "fetch from c failed: 429"]
+        daemon.fetch(pipeline)  # it works again
+        daemon.tick(pipeline)
+        assert errors() == []
 
 
 def test_a_tick_that_fails_is_in_the_report_status_shows_and_keeps_what_the_last_run_did(
