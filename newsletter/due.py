@@ -45,10 +45,24 @@ def far_ahead(last_digest_at: datetime, now: datetime) -> bool:
 
 def _last_slot(subscriber: Subscriber, last_digest_at: datetime, served: datetime | None) -> datetime:
     """The slot the last digest served: as recorded while it is one of the profile's slots; without a
-    record, or after a change of ``send_at``, zone or weekday, the profile's slot nearest that digest's
-    time (the recorded one would make the new ``send_at`` of the same day a second slot that day)."""
-    on_the_grid = served is not None and _is_slot(subscriber, served)
-    return served if served is not None and on_the_grid else served_slot(subscriber, last_digest_at)
+    record, the slot read off that digest's time (:func:`served_slot`). After a change of ``send_at``,
+    zone or weekday, the later of that and the new slot nearest the recorded one: kept, the recorded
+    slot made the new ``send_at`` of the same day a second slot that day; read off the digest's time
+    alone, a digest made at 23:35 for 00:00 counted for that day's 00:30 once ``send_at`` moved there,
+    so the next was due 55 minutes on; the nearest alone, a catch-up at 07:10 for 18:00 the day before
+    counted for the day before's 06:00 once ``send_at`` moved there, so another was due at once."""
+    if served is None:
+        return served_slot(subscriber, last_digest_at)
+    if _is_slot(subscriber, served):
+        return served
+    return max(served_slot(subscriber, last_digest_at), _nearest_slot(subscriber, served))
+
+
+def _nearest_slot(subscriber: Subscriber, moment: datetime) -> datetime:
+    """The profile's slot nearest ``moment``, before or after it (the earlier one at equal distance)."""
+    before = latest_slot(subscriber, moment)
+    after = _next_slot(subscriber, before)
+    return after if after - moment < moment - before else before
 
 
 def _is_slot(subscriber: Subscriber, moment: datetime) -> bool:
@@ -83,9 +97,7 @@ def _first_served(subscriber: Subscriber, made_at: datetime) -> datetime:
     weekly Monday 08:00 reader's first digest on Sunday at 21:00 serves Monday's: a second came 11 hours
     after it. (Read off a digest's time later, only that day's counts: a digest late at 23:30 must not
     take the next day's 00:00.)"""
-    before = latest_slot(subscriber, made_at)
-    after = _next_slot(subscriber, before)
-    return after if made_at < after and after - made_at < made_at - before else before
+    return _nearest_slot(subscriber, made_at)
 
 
 def _next_slot(subscriber: Subscriber, slot: datetime) -> datetime:

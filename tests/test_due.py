@@ -269,6 +269,25 @@ def test_a_send_at_moved_later_the_same_day_gives_no_second_digest() -> None:
     assert is_due(new, made, datetime(2026, 3, 7, 20, 5, tzinfo=PARIS), served)
 
 
+@pytest.mark.parametrize(
+    ("cadence", "expected"),
+    [
+        ("daily", datetime(2026, 12, 8, 0, 30, tzinfo=UTC)),
+        ("weekly", datetime(2026, 12, 14, 0, 30, tzinfo=UTC)),
+    ],
+)
+def test_a_send_at_moved_counts_the_last_digest_for_the_new_send_time_nearest_the_one_it_served(
+    cadence: str, expected: datetime
+) -> None:
+    """A digest made at 23:35 for the next day's 00:00 counted for that day's 00:30 once ``send_at``
+    moved there: the next one was due 55 minutes after it."""
+    old, new = (sub(cadence=cadence, send_at=t) for t in (time(0, 0), time(0, 30)))
+    made = datetime(2026, 12, 6, 23, 35, tzinfo=UTC)
+    served = slot_served_now(old, None, made)
+    assert served == datetime(2026, 12, 7, tzinfo=UTC)
+    assert next_due_at(new, made, made + timedelta(minutes=15), served) == expected
+
+
 @pytest.mark.parametrize("cadence", ["daily", "weekly"])
 def test_a_last_digest_far_ahead_of_the_clock_is_due_now_and_a_little_ahead_waits(cadence: str) -> None:
     """One run with --now a year ahead (a typo in a backfill, a bad real-time clock) silenced the
