@@ -161,6 +161,16 @@ def test_papers_not_prepared_are_prepared_on_demand(ranker: Ranker) -> None:
     assert ranked[0].relevant
 
 
+def test_the_same_papers_prepared_again_are_not_prepared_twice(ranker: Ranker) -> None:
+    """Each of `serve`'s pages prepares the same papers: 6 s a page on 5,000 papers, nothing changed."""
+    prepared = ranker._catalog  # type: ignore[attr-defined]
+    ranker.prepare(list(papers()))  # equal papers, another list
+    assert ranker._catalog is prepared  # type: ignore[attr-defined]
+    ranker.prepare(papers()[:-1])
+    assert ranker._catalog is not prepared  # type: ignore[attr-defined]
+    assert relevant_titles(ranker.rank(papers(), subscriber("protein folding")))
+
+
 def test_why_is_short_and_human(ranker: Ranker) -> None:
     sub = subscriber("graph neural networks", about="I forecast traffic on road networks with graphs")
     ranked = ranker.rank(papers(), sub)
