@@ -461,10 +461,24 @@ def test_corrupt_state_file_is_ignored_with_a_warning(make, tmp_path: Path, capl
 
 def test_state_keeps_only_the_current_window(make, tmp_path: Path) -> None:
     server = Server(default=lambda request: ok(recorded(request.url.params["date"]), etag='"x"'))
-    make(server, days_back=1).fetch(datetime(2024, 3, 16, tzinfo=UTC))
+    make(server, days_back=1).fetch(datetime(2024, 3, 17, tzinfo=UTC))
     make(server, days_back=1).fetch(datetime(2024, 3, 19, tzinfo=UTC))
     state = json.loads((tmp_path / "state" / "hf-daily.json").read_text())
     assert sorted(state[BASE]) == ["2024-03-18", "2024-03-19"]
+
+
+@pytest.mark.parametrize(("off_days", "asked"), [(5, 5), (40, 15)])
+def test_after_days_off_the_dates_missed_are_fetched_up_to_two_weeks_back(
+    make, off_days: int, asked: int
+) -> None:
+    """Only today and `days_back` were asked for: a machine off for a week never had the days between."""
+    server = Server(default=lambda request: ok(recorded(DAY)))
+    make(server, days_back=1).fetch(datetime(2024, 3, 1, tzinfo=UTC))
+    server.requests.clear()
+    back = datetime(2024, 3, 1, tzinfo=UTC) + timedelta(days=off_days)
+    make(server, days_back=1).fetch(back)
+    expected = [(back - timedelta(days=n)).date().isoformat() for n in range(asked)]
+    assert server.dates == expected  # from the day after the last one fetched (14 days back at most)
 
 
 def test_no_temporary_files_are_left_behind(make, dumps: Path) -> None:

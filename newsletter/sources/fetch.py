@@ -55,6 +55,7 @@ RETRY_AFTER_CAP = 300.0  # seconds; asked to wait longer, a fetch gives up until
 BACKOFF_BASE = 2.0  # first retry waits 1-2 s, then 2-4 s, 4-8 s ...
 BACKOFF_MAX = 60.0
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a daily listing is ~100 KB; anything this big is not one
+CATCH_UP_DAYS = 14  # after downtime, dates fetched back at most (digests weigh 14 days of dumps)
 T = TypeVar("T")
 
 
@@ -277,7 +278,7 @@ class HfDailySource(HttpSource):
         down or rate-limiting past the retries (or a stop signal) ends the fetch at once.
         Files written stay in the dumps folder (the folder scan ingests them) and their state is kept.
         """
-        days = listing_dates(now, self.days_back)
+        days = listing_dates(now, self._reach(now))
         seen = self._state.load(keep=[day.isoformat() for day in days])
         written: list[Path] = []
         problems: list[SourceError] = []
@@ -303,6 +304,15 @@ class HfDailySource(HttpSource):
         if problems:  # each date's problem in one error, the caller's to report (it was logged twice)
             raise _worst(problems)
         return sorted(written)  # by date, as the folder scan reads them
+
+    def _reach(self, now: datetime) -> int:
+        """``days_back``, or back to the day after the last date fetched when that is further: a machine
+        off for a week never asked for the dates between (at most CATCH_UP_DAYS, what digests weigh)."""
+        last = self._state.latest()
+        if last is None:
+            return self.days_back
+        today = listing_dates(now, 0)[0]
+        return max(self.days_back, min((today - last).days - 1, CATCH_UP_DAYS))
 
     def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
         url = self.url(day)
@@ -464,6 +474,12 @@ class _StateFile:
         mine = mine if isinstance(mine, dict) else {}
         return {day: _Seen.from_json(value) for day, value in mine.items() if day in keep}
 
+    def latest(self) -> date | None:
+        """The latest date this base URL has a listing recorded for; None before the first."""
+        mine = self._read().get(self.base_url)
+        dates = [_date_or_none(key) for key in mine] if isinstance(mine, dict) else []
+        return max((d for d in dates if d is not None), default=None)
+
     def save(self, seen: dict[str, _Seen]) -> None:
         data = {**self._others, self.base_url: {day: s.to_json() for day, s in sorted(seen.items())}}
         try:
@@ -481,3 +497,10 @@ class _StateFile:
             log.warning("ignoring unreadable fetch state %s: %s", self.path, exc)
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def _date_or_none(text: str) -> date | None:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
