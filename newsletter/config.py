@@ -240,7 +240,10 @@ class Settings(BaseSettings):
     def _password_has_a_user(self) -> Settings:
         """A password without a user name would be ignored, and the mail sent without logging in."""
         if self.smtp_password is not None and not self.smtp_username:
-            raise ValueError("smtp_password is set but smtp_username is not: set NEWSLETTER_SMTP_USERNAME")
+            raise ValueError(
+                f"smtp_password is set ({setting_origin('smtp_password')}) but smtp_username is not: "
+                "set NEWSLETTER_SMTP_USERNAME"
+            )
         return self
 
     @model_validator(mode="after")
@@ -253,7 +256,7 @@ class Settings(BaseSettings):
             if password and len(password) < MIN_SECRET:
                 raise ValueError(
                     f"{field}: its password is shorter than {MIN_SECRET} characters: "
-                    "too short to keep out of logs in every encoding"
+                    f"too short to keep out of logs in every encoding ({setting_origin(field.split('[')[0])})"
                 )
         return self
 
@@ -263,8 +266,8 @@ class Settings(BaseSettings):
         plain = self.transport == "smtp" and self.smtp_security == "none" and not is_loopback(self.smtp_host)
         if self.smtp_password is not None and plain:
             raise ValueError(
-                f"smtp_password would cross the network unencrypted to {self.smtp_host}: "
-                "set NEWSLETTER_SMTP_SECURITY=starttls (port 587) or ssl (port 465)"
+                f"smtp_password ({setting_origin('smtp_password')}) would cross the network unencrypted to "
+                f"{self.smtp_host}: set NEWSLETTER_SMTP_SECURITY=starttls (port 587) or ssl (port 465)"
             )
         return self
 

@@ -160,6 +160,31 @@ def test_a_broken_newsletter_toml_is_one_error_naming_it(
     assert "\n" not in message
 
 
+def test_a_rule_between_settings_names_where_the_value_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """They said "invalid settings: ..." with no origin, and batch_size's hint named a variable never set."""
+    from newsletter.send.apis import PostmarkTransport, batch_size
+
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "newsletter.toml"
+    toml.write_text('transport = "postmark"\n\nbatch_size = 600\n')
+    with pytest.raises(ConfigError) as info:
+        batch_size(PostmarkTransport, load_settings().batch_size)
+    assert "not 600 (newsletter.toml, line 3)" in str(info.value)
+    assert info.value.hint == "set batch_size to that or less"
+    toml.write_text('transport = "smtp"\nsmtp_host = "mail.example.org"\nsmtp_username = "u"\n')
+    monkeypatch.setenv("NEWSLETTER_SMTP_PASSWORD", "hunter2-secret")
+    with pytest.raises(
+        ConfigError, match=r"smtp_password \(environment variable NEWSLETTER_SMTP_PASSWORD\) would"
+    ):
+        load_settings(smtp_security="none")
+    toml.write_text('smtp_password = "hunter2-secret"\n')
+    monkeypatch.delenv("NEWSLETTER_SMTP_PASSWORD")
+    with pytest.raises(ConfigError, match=r"smtp_password is set \(newsletter.toml, line 1\) but"):
+        load_settings()
+
+
 def test_a_setting_from_newsletter_toml_is_named_with_its_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from newsletter.config import Settings
+from newsletter.config import Settings, setting_origin
 from newsletter.errors import ConfigError
 from newsletter.send.apis.core import (
     DEFAULT_BATCH,
@@ -105,8 +105,9 @@ def batch_size(transport: type[HttpApiTransport], wanted: int | None) -> int:
     if wanted > transport.batch_limit:
         raise ConfigError(
             f"invalid setting field 'batch_size': {transport.provider} takes at most "
-            f"{transport.batch_limit} messages per batch request, not {wanted}",
-            hint="set NEWSLETTER_BATCH_SIZE to that or less",
+            f"{transport.batch_limit} messages per batch request, not {wanted} "
+            f"({setting_origin('batch_size')})",
+            hint="set batch_size to that or less",
         )
     return wanted
 
