@@ -80,13 +80,14 @@ _REPORTED: dict[str, Status] = {
 }
 
 
-def conninfo(db_url: str) -> str:
+def conninfo(db_url: str, who: str = "NEWSLETTER_EXECUTOR=procrastinate") -> str:
     """The libpq connection string (what psycopg takes) of a SQLAlchemy ``postgresql+psycopg://`` URL,
-    as key=value pairs: libpq quotes a URL it cannot parse, password and all, in its error."""
+    as key=value pairs: libpq quotes a URL it cannot parse, password and all, in its error. ``who``
+    needs it, for the error with another database."""
     url = parse_url(db_url)
     if url.get_backend_name() != "postgresql":
         raise ConfigError(
-            "NEWSLETTER_EXECUTOR=procrastinate needs a PostgreSQL database (NEWSLETTER_DATABASE_URL)",
+            f"{who} needs a PostgreSQL database (NEWSLETTER_DATABASE_URL)",
             hint="e.g. NEWSLETTER_DATABASE_URL=postgresql+psycopg://newsletter@db.example.org/newsletter",
         )
     parts = {"host": url.host, "port": url.port, "dbname": url.database, "user": url.username}

@@ -113,6 +113,17 @@ def test_a_worker_needs_postgresql(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_newsletter_worker_on_sqlite_says_so_and_makes_no_state_folder(tmp_path: Path) -> None:
+    """It made ./.newsletter/state.db, migrated it, then blamed NEWSLETTER_EXECUTOR, which was not set."""
+    env = make_env(tmp_path)
+    result = cli(env, "worker", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "error: newsletter worker needs a PostgreSQL database (NEWSLETTER_DATABASE_URL)"
+    )
+    assert not Path(env["NEWSLETTER_HOME"], "state.db").exists()
+
+
 SUBSCRIBERS = 2000
 NOW = "2026-03-11T08:00:00Z"
 

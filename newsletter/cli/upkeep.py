@@ -70,11 +70,13 @@ def worker() -> None:
     Needs the shared PostgreSQL database (NEWSLETTER_DATABASE_URL) and this host's transport settings;
     the subscribers come with each shard. Start one per core, on as many machines as you like.
     """
-    run_worker = distributed().run_worker  # procrastinate: the optional [distributed] extra
+    shared = distributed()  # procrastinate: the optional [distributed] extra
 
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))
     settings = state.settings().model_copy(update={"executor": "local"})  # a worker hands out nothing
+    shared.conninfo(settings.db_url, "newsletter worker")  # before a SQLite state folder is made for it
+    run_worker = shared.run_worker
     with open_pipeline(settings, lock=False, new_database=state.new_database) as pipeline:
         run_worker(settings.db_url, pipeline)
 
