@@ -69,9 +69,11 @@ class DigestBuilder:
         self.timings = timings
         self.max_per_run = max_per_run
 
-    def select(self, subscribers: Iterable[Subscriber], now: datetime) -> Iterator[Selection]:
+    def select(
+        self, subscribers: Iterable[Subscriber], now: datetime, stopped: Callable[[], bool] = lambda: False
+    ) -> Iterator[Selection]:
         """Every subscriber's selection as a run sees it (grouped by window, not in input order)."""
-        return Selector(self.store, self.ranker, self.timings()).select(subscribers, now)
+        return Selector(self.store, self.ranker, self.timings()).select(subscribers, now, stopped=stopped)
 
     def preview(self, subscriber: Subscriber, now: datetime) -> tuple[Selection, DigestView | None]:
         """What the subscriber's digest would hold now, ignoring whether it is due; changes nothing.
@@ -144,7 +146,7 @@ class DigestBuilder:
         """
         cap = self.max_per_run
         built = 0  # messages built this run: the cap counts digests planned, sent or not
-        for chunk in _batched(self.select(subscribers, now), size or PLAN_BATCH):
+        for chunk in _batched(self.select(subscribers, now, stopped), size or PLAN_BATCH):
             part = Built()
             for sel in chunk:
                 if sel.reason == "nothing relevant":

@@ -72,6 +72,7 @@ class LocalProcesses:
         return report
 
 
+STOP_POLL = 0.25  # seconds between a run's looks for a stop while its builder works
 LOCK_CHECK = 2.0  # seconds between the parent's looks at the run lock while its workers send
 LOCK_LOST = (
     "this run lost the database's run lock (its connection ended): its workers stopped after their "
@@ -207,6 +208,8 @@ def build_ahead(
             if stopped() and not signalled:
                 os.kill(process.pid or 0, signal.SIGTERM)
                 signalled = True
+            if not receive.poll(STOP_POLL):  # a stop reaches a builder at work (minutes embedding papers)
+                continue
             try:
                 item = receive.recv()
             except EOFError:

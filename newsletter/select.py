@@ -13,15 +13,16 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from newsletter import interrupt
 from newsletter.address import address_key
 from newsletter.due import far_ahead, is_due, slot_served_now
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
-from newsletter.report import BACKING_OFF, Timings
+from newsletter.report import BACKING_OFF, WAITING, Timings
 from newsletter.store import RETRY, Store, SubscriberState
 
 BOUNCED = (
@@ -65,18 +66,25 @@ class Selector:
         *,
         ignore_due: bool = False,
         every_paper: bool = False,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> Iterator[Selection]:
         """One Selection per subscriber, grouped by window (not in input order).
 
         ``ignore_due`` previews a digest that is not due yet; ``every_paper`` keeps the papers that
-        were not relevant too (best first), for showing near misses.
+        were not relevant too (best first), for showing near misses. Once ``stopped()`` turns true
+        while the papers are embedded, the subscribers due wait for the next run.
         """
         waiting = self._backing_off(now)
-        for selection in self._select(subscribers, now, ignore_due, every_paper):
+        for selection in self._select(subscribers, now, ignore_due, every_paper, stopped):
             yield _waits(selection, waiting)
 
     def _select(
-        self, subscribers: Iterable[Subscriber], now: datetime, ignore_due: bool, every_paper: bool
+        self,
+        subscribers: Iterable[Subscriber],
+        now: datetime,
+        ignore_due: bool,
+        every_paper: bool,
+        stopped: Callable[[], bool],
     ) -> Iterator[Selection]:
         latest = self.store.latest_dump_seq()
         if latest is None:
@@ -112,7 +120,12 @@ class Selector:
                     yield Selection(sub, reason="not due")
         ranked = [sub for group in due.values() for sub in group]
         if ranked:  # an idle tick embeds nothing; the named papers are the ranked subscribers' only
-            self._prepare(windows.values(), latest, self._liked_or_marked(ranked))
+            try:
+                with interrupt.stoppable(stopped):  # a SIGTERM waited out minutes of embedding
+                    self._prepare(windows.values(), latest, self._liked_or_marked(ranked))
+            except interrupt.Stopped:
+                yield from (Selection(sub, reason=WAITING) for sub in ranked)
+                return
         for mark, group in due.items():
             for selection in self._rank(group, windows[mark], latest, mark, every_paper):
                 yield replace(selection, serves=_slot_served_now(selection.subscriber, states, now))

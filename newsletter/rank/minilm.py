@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from newsletter import progress
+from newsletter import interrupt, progress
 from newsletter.errors import RankError
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class MiniLMEmbedder:
         order = np.argsort(lengths, kind="stable")  # similar lengths: little padding
         with progress.step("Embedding papers", len(texts)) as advance:
             for rows in batches(order, lengths, self.batch_size, self.token_budget):
+                interrupt.check()  # a run asked to stop: a backlog's minutes of embedding end here
                 out[rows] = _forward(session, [encoded[i] for i in rows.tolist()])
                 advance(len(rows))
         return out
