@@ -45,17 +45,23 @@ def far_ahead(last_digest_at: datetime, now: datetime) -> bool:
 
 def _last_slot(subscriber: Subscriber, last_digest_at: datetime, served: datetime | None) -> datetime:
     """The slot the last digest served: as recorded while it is one of the profile's slots; without a
-    record, the slot read off that digest's time (:func:`served_slot`). After a change of ``send_at``,
-    zone or weekday, the later of that and the new slot nearest the recorded one: kept, the recorded
-    slot made the new ``send_at`` of the same day a second slot that day; read off the digest's time
-    alone, a digest made at 23:35 for 00:00 counted for that day's 00:30 once ``send_at`` moved there,
-    so the next was due 55 minutes on; the nearest alone, a catch-up at 07:10 for 18:00 the day before
-    counted for the day before's 06:00 once ``send_at`` moved there, so another was due at once."""
+    record, the slot read off that digest's time (:func:`served_slot`); after a change of ``send_at``,
+    zone or weekday, :func:`_counted_slot`."""
     if served is None:
         return served_slot(subscriber, last_digest_at)
-    if _is_slot(subscriber, served):
-        return served
-    return max(served_slot(subscriber, last_digest_at), _nearest_slot(subscriber, served))
+    return served if _is_slot(subscriber, served) else _counted_slot(subscriber, last_digest_at)
+
+
+def _counted_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
+    """After a change of ``send_at``, zone or weekday, the new slot the last digest counts for: the first
+    one at most three quarters of a period (18 hours; 5.25 days for a weekday) before it was made. So the
+    next comes at least a quarter period after it, and no day is skipped: a digest at 23:35 for 00:00
+    counts for the next day's 00:30 (the day's own 00:30 made the next due 55 minutes on), and one at
+    20:02 for 20:00 counts for that day's 07:00 (the next day's would skip a day)."""
+    weekday = subscriber.cadence == "weekly" and subscriber.weekday is not None
+    earliest = made_at - (WEEK if weekday else timedelta(days=1)) * 3 / 4
+    slot = latest_slot(subscriber, earliest)
+    return slot if slot >= earliest else _next_slot(subscriber, slot)
 
 
 def _nearest_slot(subscriber: Subscriber, moment: datetime) -> datetime:

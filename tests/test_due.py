@@ -269,23 +269,60 @@ def test_a_send_at_moved_later_the_same_day_gives_no_second_digest() -> None:
     assert is_due(new, made, datetime(2026, 3, 7, 20, 5, tzinfo=PARIS), served)
 
 
+D = "daily"
+W = "weekly"
+
+
 @pytest.mark.parametrize(
-    ("cadence", "expected"),
-    [
-        ("daily", datetime(2026, 12, 8, 0, 30, tzinfo=UTC)),
-        ("weekly", datetime(2026, 12, 14, 0, 30, tzinfo=UTC)),
+    ("old", "new", "made", "first", "expected"),
+    [  # a first digest at 23:35 serves 00:00; with 00:30 the next came 55 minutes on
+        ({"cadence": D}, {"cadence": D, "send_at": time(0, 30)}, (12, 6, 23, 35), True, (12, 8, 0, 30)),
+        ({"cadence": W}, {"cadence": W, "send_at": time(0, 30)}, (12, 6, 23, 35), True, (12, 14, 0, 30)),
+        ({"cadence": D}, {"cadence": D, "send_at": time(23, 30)}, (12, 6, 23, 35), True, (12, 7, 23, 30)),
+        # the rule that fixed it first skipped a day (the diff review): each next one as before it
+        (
+            {"cadence": D, "send_at": time(20)},
+            {"cadence": D, "send_at": time(7)},
+            (3, 3, 20, 2),
+            False,
+            (3, 4, 7, 0),
+        ),
+        (
+            {"cadence": D, "send_at": time(8), "timezone": "Europe/Paris"},
+            {"cadence": D, "send_at": time(8), "timezone": "America/Los_Angeles"},
+            (3, 3, 7, 2),
+            False,
+            (3, 3, 16, 0),  # 08:00 in Los Angeles that day
+        ),
+        (
+            {"cadence": W, "weekday": "mon", "send_at": time(8)},
+            {"cadence": W, "weekday": "thu", "send_at": time(8)},
+            (3, 2, 8, 2),
+            False,
+            (3, 5, 8, 0),
+        ),
+        (
+            {"cadence": W, "send_at": time(8)},
+            {"cadence": W, "weekday": "wed", "send_at": time(8)},
+            (3, 2, 8, 2),
+            False,
+            (3, 4, 8, 0),
+        ),
     ],
 )
-def test_a_send_at_moved_counts_the_last_digest_for_the_new_send_time_nearest_the_one_it_served(
-    cadence: str, expected: datetime
+def test_a_changed_send_time_brings_the_next_digest_neither_at_once_nor_a_day_late(
+    old: dict[str, object],
+    new: dict[str, object],
+    made: tuple[int, ...],
+    first: bool,
+    expected: tuple[int, ...],
 ) -> None:
-    """A digest made at 23:35 for the next day's 00:00 counted for that day's 00:30 once ``send_at``
-    moved there: the next one was due 55 minutes after it."""
-    old, new = (sub(cadence=cadence, send_at=t) for t in (time(0, 0), time(0, 30)))
-    made = datetime(2026, 12, 6, 23, 35, tzinfo=UTC)
-    served = slot_served_now(old, None, made)
-    assert served == datetime(2026, 12, 7, tzinfo=UTC)
-    assert next_due_at(new, made, made + timedelta(minutes=15), served) == expected
+    made_at = datetime(2026, *made, tzinfo=UTC)
+    served = slot_served_now(sub(**old), None if first else made_at - timedelta(days=7), made_at)
+    assert served is not None
+    served = served.astimezone(UTC)  # as the store gives it back
+    then = made_at + timedelta(minutes=15)
+    assert next_due_at(sub(**new), made_at, then, served) == datetime(2026, *expected, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("cadence", ["daily", "weekly"])
