@@ -464,7 +464,8 @@ def test_state_keeps_only_the_current_window(make, tmp_path: Path) -> None:
     make(server, days_back=1).fetch(datetime(2024, 3, 17, tzinfo=UTC))
     make(server, days_back=1).fetch(datetime(2024, 3, 19, tzinfo=UTC))
     state = json.loads((tmp_path / "state" / "hf-daily.json").read_text())
-    assert sorted(state[BASE]) == ["2024-03-18", "2024-03-19"]
+    assert sorted(state[BASE]) == ["2024-03-18", "2024-03-19", "through"]
+    assert state[BASE]["through"] == "2024-03-19"  # every date up to it fetched
 
 
 @pytest.mark.parametrize(("off_days", "asked"), [(5, 5), (40, 15)])
@@ -479,6 +480,20 @@ def test_after_days_off_the_dates_missed_are_fetched_up_to_two_weeks_back(
     make(server, days_back=1).fetch(back)
     expected = [(back - timedelta(days=n)).date().isoformat() for n in range(asked)]
     assert server.dates == expected  # from the day after the last one fetched (14 days back at most)
+
+
+def test_a_catch_up_cut_short_is_taken_up_again_by_the_next_fetch(make) -> None:
+    """The next fetch counted from today's date, fetched first: the days between were never asked for."""
+    listing = ok(recorded(DAY))
+    make(Server(default=listing), days_back=1).fetch(datetime(2024, 3, 1, tzinfo=UTC))
+    back = datetime(2024, 3, 9, tzinfo=UTC)
+    limited = Server(listing, listing, httpx.Response(429, headers={"retry-after": "3600"}))
+    with pytest.raises(GaveUp):
+        make(limited, days_back=1).fetch(back)
+    assert limited.dates == ["2024-03-09", "2024-03-08", "2024-03-07"]
+    server = Server(default=listing)
+    make(server, days_back=1).fetch(back + timedelta(hours=1))
+    assert server.dates == [f"2024-03-0{n}" for n in range(9, 1, -1)]  # back to the 2nd again
 
 
 def test_no_temporary_files_are_left_behind(make, dumps: Path) -> None:

@@ -55,6 +55,7 @@ RETRY_AFTER_CAP = 300.0  # seconds; asked to wait longer, a fetch gives up until
 BACKOFF_BASE = 2.0  # first retry waits 1-2 s, then 2-4 s, 4-8 s ...
 BACKOFF_MAX = 60.0
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a daily listing is ~100 KB; anything this big is not one
+_THROUGH = "through"  # in the fetch state: every date up to this one was fetched
 CATCH_UP_DAYS = 14  # after downtime, dates fetched back at most (digests weigh 14 days of dumps)
 T = TypeVar("T")
 
@@ -278,7 +279,8 @@ class HfDailySource(HttpSource):
         down or rate-limiting past the retries (or a stop signal) ends the fetch at once.
         Files written stay in the dumps folder (the folder scan ingests them) and their state is kept.
         """
-        days = listing_dates(now, self._reach(now))
+        through = self._state.through()
+        days = listing_dates(now, self._reach(now, through))
         seen = self._state.load(keep=[day.isoformat() for day in days])
         written: list[Path] = []
         problems: list[SourceError] = []
@@ -299,20 +301,19 @@ class HfDailySource(HttpSource):
                     if path is not None:
                         written.append(path)
         finally:
-            self._state.save(seen)
+            self._state.save(seen, _caught_up(days, seen, through))
         log.info("%s: %d date(s) checked, %d new dump(s)", self.name, len(days), len(written))
         if problems:  # each date's problem in one error, the caller's to report (it was logged twice)
             raise _worst(problems)
         return sorted(written)  # by date, as the folder scan reads them
 
-    def _reach(self, now: datetime) -> int:
-        """``days_back``, or back to the day after the last date fetched when that is further: a machine
-        off for a week never asked for the dates between (at most CATCH_UP_DAYS, what digests weigh)."""
-        last = self._state.latest()
-        if last is None:
+    def _reach(self, now: datetime, through: date | None) -> int:
+        """``days_back``, or back to the day after ``through`` (every date up to it fetched) when that is
+        further: a machine off for a week never asked for the dates between (CATCH_UP_DAYS at most)."""
+        if through is None:
             return self.days_back
         today = listing_dates(now, 0)[0]
-        return max(self.days_back, min((today - last).days - 1, CATCH_UP_DAYS))
+        return max(self.days_back, min((today - through).days - 1, CATCH_UP_DAYS))
 
     def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
         url = self.url(day)
@@ -474,14 +475,20 @@ class _StateFile:
         mine = mine if isinstance(mine, dict) else {}
         return {day: _Seen.from_json(value) for day, value in mine.items() if day in keep}
 
-    def latest(self) -> date | None:
-        """The latest date this base URL has a listing recorded for; None before the first."""
+    def through(self) -> date | None:
+        """The date up to which this base URL's listings were all fetched; None before the first (a
+        file from before the mark was kept: its latest date)."""
         mine = self._read().get(self.base_url)
-        dates = [_date_or_none(key) for key in mine] if isinstance(mine, dict) else []
-        return max((d for d in dates if d is not None), default=None)
+        mine = mine if isinstance(mine, dict) else {}
+        if isinstance(mine.get(_THROUGH), str):
+            return _date_or_none(mine[_THROUGH])
+        return max((d for d in map(_date_or_none, mine) if d is not None), default=None)
 
-    def save(self, seen: dict[str, _Seen]) -> None:
-        data = {**self._others, self.base_url: {day: s.to_json() for day, s in sorted(seen.items())}}
+    def save(self, seen: dict[str, _Seen], through: date | None = None) -> None:
+        mine: dict[str, Any] = {day: s.to_json() for day, s in sorted(seen.items())}
+        if through is not None:
+            mine[_THROUGH] = through.isoformat()
+        data = {**self._others, self.base_url: mine}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
@@ -497,6 +504,16 @@ class _StateFile:
             log.warning("ignoring unreadable fetch state %s: %s", self.path, exc)
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def _caught_up(days: list[date], seen: dict[str, _Seen], through: date | None) -> date | None:
+    """The last of ``days`` (oldest first) up to which each has its listing recorded, or ``through``
+    when that is later: a date that failed (or a fetch given up) is asked for again next time."""
+    for day in days:
+        if day.isoformat() not in seen:
+            break
+        through = day if through is None else max(through, day)
+    return through
 
 
 def _date_or_none(text: str) -> date | None:
