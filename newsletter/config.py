@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
@@ -37,9 +37,6 @@ PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to t
 Transport = Literal["file", "smtp", "postmark", "sendgrid", "mailgun", "resend"]
 MIN_SIGNING_KEY = 16  # characters of NEWSLETTER_UNSUBSCRIBE_SECRET
 _BASE_URL = re.compile(r"https?://[\x21-\x3b\x3d\x3f-\x7e]+", re.IGNORECASE)
-
-
-_WHOLE = re.compile(r"\s*[-+]?\d+\s*")
 
 
 class Settings(BaseSettings):
@@ -197,8 +194,11 @@ class Settings(BaseSettings):
     @classmethod
     def _count_or_auto(cls, value: Any) -> Any:
         """A number or ``auto``: said in one message (pydantic's first union error named the number only)."""
-        if isinstance(value, str) and value != "auto" and not _WHOLE.fullmatch(value):
-            raise ValueError("expected a whole number or 'auto'")
+        if isinstance(value, str) and value != "auto":
+            try:
+                TypeAdapter(int).validate_python(value)  # as pydantic reads it: "4.0" and "4_0" too
+            except ValidationError:
+                raise ValueError("expected a whole number or 'auto'") from None
         return value
 
     @field_validator("smtp_host")
@@ -249,14 +249,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _url_passwords_long_enough(self) -> Settings:
         """A URL's password is masked like the other secrets: from MIN_SECRET characters on."""
-        urls = {"database_url": self.database_url, "api_base_url": self.api_base_url}
-        urls |= {f"sources[{i}].base_url": s.get("base_url") for i, s in enumerate(self.sources)}
-        for field, url in urls.items():
+        urls: dict[tuple[str, int | None], Any] = {("database_url", None): self.database_url}
+        urls[("api_base_url", None)] = self.api_base_url
+        urls |= {("sources", i): s.get("base_url") for i, s in enumerate(self.sources)}
+        for (field, index), url in urls.items():
             password = _url_password(url) if isinstance(url, str) else None
             if password and len(password) < MIN_SECRET:
+                name = field if index is None else f"{field}[{index}].base_url"
                 raise ValueError(
-                    f"{field}: its password is shorter than {MIN_SECRET} characters: "
-                    f"too short to keep out of logs in every encoding ({setting_origin(field.split('[')[0])})"
+                    f"{name}: its password is shorter than {MIN_SECRET} characters: too short to keep "
+                    f"out of logs in every encoding ({setting_origin(field, index=index)})"
                 )
         return self
 

@@ -65,12 +65,13 @@ class SubscriberFile:
                 log.error("%s; keeping the last valid subscribers (%d)", exc, len(self.current.subscribers))
         return self.current
 
-    def _read_stamp(self) -> tuple[float, int] | None:
+    def _read_stamp(self) -> tuple[int, ...] | None:
+        """The file's times, size and inode: the ctime changes even when a copy puts the mtime back."""
         try:
             st = self.path.stat()
         except OSError:
             return None
-        return (st.st_mtime, st.st_size)
+        return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
 
 
 class Daemon:

@@ -179,8 +179,13 @@ def test_a_rule_between_settings_names_where_the_value_came_from(
         ConfigError, match=r"smtp_password \(environment variable NEWSLETTER_SMTP_PASSWORD\) would"
     ):
         load_settings(smtp_security="none")
-    toml.write_text('smtp_password = "hunter2-secret"\n')
     monkeypatch.delenv("NEWSLETTER_SMTP_PASSWORD")
+    toml.write_text(
+        '[[sources]]\nkind = "folder"\n[[sources]]\nkind = "hf-daily"\nbase_url = "https://u:pw@hf.example"\n'
+    )
+    with pytest.raises(ConfigError, match=r"sources\[1\]\.base_url: .* \(newsletter.toml, line 3\)"):
+        load_settings()  # the second table (it named the first)
+    toml.write_text('smtp_password = "hunter2-secret"\n')
     with pytest.raises(ConfigError, match=r"smtp_password is set \(newsletter.toml, line 1\) but"):
         load_settings()
 
@@ -281,7 +286,7 @@ def test_connections_says_auto_is_a_value_too(
     )
 
 
-@pytest.mark.parametrize(("value", "read"), [("auto", "auto"), (" 4 ", 4)])
+@pytest.mark.parametrize(("value", "read"), [("auto", "auto"), (" 4 ", 4), ("4.0", 4), ("4_0", 40)])
 def test_connections_takes_a_number_or_auto(
     monkeypatch: pytest.MonkeyPatch, value: str, read: object
 ) -> None:

@@ -250,6 +250,12 @@ def test_subscribers_file_is_read_again_once_it_changed(
     path.write_text(written + "  - email: [\n")  # a broken edit: said on every page, read once
     assert all("invalid YAML" in client.get("/").text for _ in range(2))
     assert len(reads) == 3
+    path.write_text(written)
+    assert "invalid YAML" not in client.get("/").text
+    before = path.stat()
+    path.write_text(written.replace(SSM, SSM.replace("s", "z", 1)))  # the same size, in place
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as `cp -p` or `rsync -t` leave it
+    assert "zsm@example.org" in client.get("/").text
 
 
 def test_template_error_is_shown_in_the_page_with_file_and_line(env: dict[str, str], tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ class Previewer:
         self._store: Store | None = None
         self._ranker: Ranker | None = None
         self._renderer: tuple[str, Renderer | RenderError] | None = None
-        self._read: tuple[tuple[int, int, int], SubscriberList | ConfigError] | None = None
+        self._read: tuple[tuple[int, ...], SubscriberList | ConfigError] | None = None
         self._seen_dumps: set[tuple[str, int, int]] = set()
         self._rejected: dict[str, str] = {}
 
@@ -155,12 +155,13 @@ class Previewer:
 
     def _subscribers(self) -> SubscriberList:
         """subscribers.yaml, read again only once it changed: 20,000 subscribers took 3 s to read, for
-        every page (a missing file is looked for each time)."""
+        every page (a missing file is looked for each time). A copy that puts the mtime back (`cp -p`,
+        `rsync -t`) still changes the ctime."""
         try:
             st = self.settings.subscribers.stat()
         except OSError:
             return load_subscribers(self.settings.subscribers)  # says what is wrong with it
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)  # ctime: an mtime put back
         if self._read is None or self._read[0] != stamp:
             read: SubscriberList | ConfigError
             try:
