@@ -69,6 +69,19 @@ def make_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def env_settings(env: dict[str, str], **extra: object) -> Settings:
+    """The settings a CLI run in ``env`` reads (its folders and sender), with ``extra`` settings."""
+    from newsletter.config import load_settings
+
+    folders = {
+        "home": "NEWSLETTER_HOME",
+        "subscribers": "NEWSLETTER_SUBSCRIBERS",
+        "dumps": "NEWSLETTER_DUMPS",
+    }
+    given = {name: env[variable] for name, variable in folders.items()}
+    return load_settings(**given, sender=env["NEWSLETTER_FROM"], **extra)
+
+
 def add_dumps(env: dict[str, str], *names: str) -> None:
     for name in names:
         shutil.copy(SEEDS / name, Path(env["NEWSLETTER_DUMPS"]) / name)

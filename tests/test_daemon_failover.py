@@ -15,7 +15,7 @@ from pathlib import Path
 from newsletter.config import Settings
 from newsletter.store import Store
 
-from .helpers import add_dumps, make_env, outbox, seed_names
+from .helpers import add_dumps, env_settings, make_env, outbox, seed_names
 from .test_daemon import wait_for
 
 TICK = 1
@@ -127,15 +127,7 @@ def _end_the_lock_s_connection(pg_url: str) -> None:
 
 def _one_dump_on(pg_url: str, tmp_path: Path) -> tuple[dict[str, str], Settings]:
     """A state folder with the first seed dump, its state in the PostgreSQL database ``pg_url``."""
-    from newsletter.config import load_settings
-
     env = make_env(tmp_path)
     add_dumps(env, seed_names()[0])
-    settings = load_settings(
-        home=env["NEWSLETTER_HOME"],
-        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
-        dumps=env["NEWSLETTER_DUMPS"],
-        ranker="lexical",
-        database_url=pg_url,
-    )
+    settings = env_settings(env, ranker="lexical", database_url=pg_url)
     return env, settings

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from newsletter import interrupt
-from newsletter.config import PACKAGE_TEMPLATES, load_settings
+from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.pipeline import Pipeline
 from newsletter.rank import LexicalRanker
 from newsletter.rank.semantic import semantic_available
@@ -21,7 +21,7 @@ from newsletter.send import make_transport
 from newsletter.store import Store
 from newsletter.subscribers import load_subscribers
 
-from .helpers import add_dumps, make_env, seed_names
+from .helpers import add_dumps, env_settings, make_env, seed_names
 
 NOW = datetime(2026, 3, 11, 8, tzinfo=UTC)
 EMBEDDING = 60.0  # seconds the slow ranker embeds for, unless stopped: the run would then send
@@ -44,13 +44,8 @@ def test_a_stop_while_papers_are_embedded_ends_the_run_and_the_next_run_sends(
 ) -> None:
     env = make_env(tmp_path)
     add_dumps(env, seed_names()[0])
-    settings = load_settings(
-        home=env["NEWSLETTER_HOME"],
-        subscribers=env["NEWSLETTER_SUBSCRIBERS"],
-        dumps=env["NEWSLETTER_DUMPS"],
-        sender=env["NEWSLETTER_FROM"],
-        build_process=build_process,  # on: the builder process embeds, and the stop must reach it
-    )
+    # on: the builder process embeds, and the stop must reach it
+    settings = env_settings(env, ranker="lexical", build_process=build_process)
     subscribers = load_subscribers(settings.subscribers)
     stop = threading.Event()
     with Store(settings.db_url) as store:

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TypeVar
 
 from newsletter.address import address_key
 from newsletter.app import make_state_folder, refuse_lost_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.due import is_due, shown_due
-from newsletter.errors import ConfigError, LockedError, RenderError, SourceError, StoreError
+from newsletter.errors import ConfigError, LockedError, NewsletterError, RenderError, SourceError, StoreError
 from newsletter.intake import waiting_files, waiting_note
 from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.pipeline import Pipeline, Selection
@@ -110,8 +111,8 @@ class Previewer:
         self._store_lock = threading.Lock()  # the unsubscribe endpoint needs only the store
         self._store: Store | None = None
         self._ranker: Ranker | None = None
-        self._renderer: tuple[str, Renderer | RenderError] | None = None
-        self._read: tuple[tuple[int, ...], SubscriberList | ConfigError] | None = None
+        self._renderer: tuple[str, Renderer | NewsletterError] | None = None
+        self._read: tuple[tuple[int, ...], SubscriberList | NewsletterError] | None = None
         self._seen_dumps: set[tuple[str, int, int]] = set()
         self._rejected: dict[str, str] = {}
 
@@ -142,16 +143,8 @@ class Previewer:
         """The Renderer for the templates as they are now; rebuilt only when a template file changed."""
         key = templates_key(self.settings.templates_dir)
         if self._renderer is None or self._renderer[0] != key:
-            built: Renderer | RenderError
-            try:
-                built = Renderer(self.settings.templates_dir)
-            except RenderError as exc:
-                built = exc
-            self._renderer = (key, built)
-        current = self._renderer[1]
-        if isinstance(current, RenderError):
-            raise current
-        return current
+            self._renderer = (key, _kept(lambda: Renderer(self.settings.templates_dir), RenderError))
+        return _given(self._renderer[1])
 
     def _subscribers(self) -> SubscriberList:
         """subscribers.yaml, read again only once it changed: 20,000 subscribers took 3 s to read, for
@@ -163,15 +156,8 @@ class Previewer:
             return load_subscribers(self.settings.subscribers)  # says what is wrong with it
         stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)  # ctime: an mtime put back
         if self._read is None or self._read[0] != stamp:
-            read: SubscriberList | ConfigError
-            try:
-                read = load_subscribers(self.settings.subscribers)
-            except ConfigError as exc:
-                read = exc
-            self._read = (stamp, read)
-        if isinstance(self._read[1], ConfigError):
-            raise self._read[1].with_traceback(None)
-        return self._read[1]
+            self._read = (stamp, _kept(lambda: load_subscribers(self.settings.subscribers), ConfigError))
+        return _given(self._read[1])
 
     @contextmanager
     def _pipeline(self) -> Iterator[Pipeline]:
@@ -323,3 +309,21 @@ def _row(
     goes = queued.get(address_key(selection.subscriber.email))
     due = shown_due(selection.subscriber, last, now, served, queued=goes, waiting=bool(selection.chosen))
     return Row(selection.subscriber, len(selection.chosen), selection.reason, due, last)
+
+
+T = TypeVar("T")
+
+
+def _kept(make: Callable[[], T], error: type[NewsletterError]) -> T | NewsletterError:
+    """What ``make()`` gives, or the ``error`` it raised, to keep until its input changes."""
+    try:
+        return make()
+    except error as exc:
+        return exc
+
+
+def _given(kept: T | NewsletterError) -> T:
+    """A kept value, or its error raised again (each page says it)."""
+    if isinstance(kept, NewsletterError):
+        raise kept.with_traceback(None)
+    return kept
