@@ -171,6 +171,27 @@ def test_the_same_papers_prepared_again_are_not_prepared_twice(ranker: Ranker) -
     assert relevant_titles(ranker.rank(papers(), subscriber("protein folding")))
 
 
+def test_a_preparation_a_stop_cut_short_is_done_again() -> None:
+    """It was marked done before embedding: the daemon's next tick ranked on the last papers' vectors
+    (an IndexError, or digests of 4 papers for 9) until the papers changed."""
+    from newsletter import interrupt
+
+    class StoppedOnce(LexicalRanker):
+        calls = 0
+
+        def _prepared(self) -> None:
+            StoppedOnce.calls += 1
+            with interrupt.stoppable(lambda: StoppedOnce.calls == 1):
+                interrupt.check()
+
+    ranker = StoppedOnce()
+    with pytest.raises(interrupt.Stopped):
+        ranker.prepare(papers())
+    ranker.prepare(papers())
+    assert StoppedOnce.calls == 2
+    assert relevant_titles(ranker.rank(papers(), subscriber("protein folding")))
+
+
 def test_why_is_short_and_human(ranker: Ranker) -> None:
     sub = subscriber("graph neural networks", about="I forecast traffic on road networks with graphs")
     ranked = ranker.rank(papers(), sub)

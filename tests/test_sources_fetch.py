@@ -482,6 +482,16 @@ def test_after_days_off_the_dates_missed_are_fetched_up_to_two_weeks_back(
     assert server.dates == expected  # from the day after the last one fetched (14 days back at most)
 
 
+def test_one_fetch_with_the_clock_far_ahead_does_not_turn_catching_up_off(make) -> None:
+    """Its date was kept as the one every listing was fetched up to, until the clock reached it."""
+    server = Server(default=ok(recorded(DAY)))
+    for day in (1, 92, 2):  # 2024-03-01, a run with --now on 2024-06-01, 2024-03-02
+        make(server, days_back=1).fetch(datetime(2024, 3, 1, tzinfo=UTC) + timedelta(days=day - 1))
+    server.requests.clear()
+    make(server, days_back=1).fetch(datetime(2024, 3, 9, tzinfo=UTC))  # after a week off
+    assert server.dates == [f"2024-03-0{n}" for n in range(9, 2, -1)]
+
+
 def test_a_catch_up_cut_short_is_taken_up_again_by_the_next_fetch(make) -> None:
     """The next fetch counted from today's date, fetched first: the days between were never asked for."""
     listing = ok(recorded(DAY))

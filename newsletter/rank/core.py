@@ -64,7 +64,7 @@ class ChunkedRanker:
         given = (tuple(papers), tuple(background), getattr(self, "params", None))
         if given == self._prepared_for:
             return
-        self._prepared_for = given
+        self._prepared_for = ()  # until done: embedding a stop cut short must be done again
         self._background = tuple(background)
         reference = reference_papers()
         self._catalog = Catalog([*papers, *background, *reference])
@@ -74,6 +74,7 @@ class ChunkedRanker:
         self._named = {}
         self._last_view = None
         self._prepared()
+        self._prepared_for = given
 
     def _prepared(self) -> None:
         """Hook: per-paper work beyond tokenising (the semantic ranker embeds here)."""

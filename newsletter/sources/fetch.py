@@ -279,7 +279,7 @@ class HfDailySource(HttpSource):
         down or rate-limiting past the retries (or a stop signal) ends the fetch at once.
         Files written stay in the dumps folder (the folder scan ingests them) and their state is kept.
         """
-        through = self._state.through()
+        through = self._state.through(before=listing_dates(now, 0)[0])
         days = listing_dates(now, self._reach(now, through))
         seen = self._state.load(keep=[day.isoformat() for day in days])
         written: list[Path] = []
@@ -475,14 +475,17 @@ class _StateFile:
         mine = mine if isinstance(mine, dict) else {}
         return {day: _Seen.from_json(value) for day, value in mine.items() if day in keep}
 
-    def through(self) -> date | None:
-        """The date up to which this base URL's listings were all fetched; None before the first (a
-        file from before the mark was kept: its latest date)."""
+    def through(self, before: date) -> date | None:
+        """The date up to which this base URL's listings were all fetched; None before the first, or
+        when it is after ``before`` (a clock once far ahead: kept, it turned catching up off until that
+        date). A file from before the mark was kept: its latest date."""
         mine = self._read().get(self.base_url)
         mine = mine if isinstance(mine, dict) else {}
         if isinstance(mine.get(_THROUGH), str):
-            return _date_or_none(mine[_THROUGH])
-        return max((d for d in map(_date_or_none, mine) if d is not None), default=None)
+            marked = _date_or_none(mine[_THROUGH])
+        else:
+            marked = max((d for d in map(_date_or_none, mine) if d is not None), default=None)
+        return marked if marked is not None and marked <= before else None
 
     def save(self, seen: dict[str, _Seen], through: date | None = None) -> None:
         mine: dict[str, Any] = {day: s.to_json() for day, s in sorted(seen.items())}
