@@ -279,8 +279,9 @@ class HfDailySource(HttpSource):
         down or rate-limiting past the retries (or a stop signal) ends the fetch at once.
         Files written stay in the dumps folder (the folder scan ingests them) and their state is kept.
         """
-        through = self._state.through(before=listing_dates(now, 0)[0])
-        days = listing_dates(now, self._reach(now, through))
+        today = listing_dates(now, 0)[0]
+        through = self._state.through(before=today)
+        days = listing_dates(now, self._reach(today, through))
         seen = self._state.load(keep=[day.isoformat() for day in days])
         written: list[Path] = []
         problems: list[SourceError] = []
@@ -307,12 +308,11 @@ class HfDailySource(HttpSource):
             raise _worst(problems)
         return sorted(written)  # by date, as the folder scan reads them
 
-    def _reach(self, now: datetime, through: date | None) -> int:
+    def _reach(self, today: date, through: date | None) -> int:
         """``days_back``, or back to the day after ``through`` (every date up to it fetched) when that is
         further: a machine off for a week never asked for the dates between (CATCH_UP_DAYS at most)."""
         if through is None:
             return self.days_back
-        today = listing_dates(now, 0)[0]
         return max(self.days_back, min((today - through).days - 1, CATCH_UP_DAYS))
 
     def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
