@@ -258,7 +258,7 @@ class Settings(BaseSettings):
                 name = field if index is None else f"{field}[{index}].base_url"
                 raise ValueError(
                     f"{name}: its password is shorter than {MIN_SECRET} characters: too short to keep "
-                    f"out of logs in every encoding ({setting_origin(field, index=index)})"
+                    f"out of logs in every encoding ({setting_origin(field, index=index, key='base_url')})"
                 )
         return self
 
@@ -422,9 +422,12 @@ def _meant(err: ErrorDetails) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def setting_origin(field: str, given: Mapping[str, Any] | None = None, index: int | None = None) -> str:
+def setting_origin(
+    field: str, given: Mapping[str, Any] | None = None, index: int | None = None, key: str | None = None
+) -> str:
     """Where a setting's value came from: a flag (one of ``given``), an environment variable or
-    newsletter.toml (with its line; ``index``: of the field's ``[[field]]`` table of that number)."""
+    newsletter.toml (with its line; ``index``: of the field's ``[[field]]`` table of that number,
+    ``key``: of that key in the table, if the table has it)."""
     if field in (given or {}):
         return f"flag --{field.replace('_', '-')}"
     names = ["NEWSLETTER_FROM"] if field == "sender" else []
@@ -433,7 +436,7 @@ def setting_origin(field: str, given: Mapping[str, Any] | None = None, index: in
     found = next((name for name in names if name in variables), None)  # NEWSLETTER_FROM: as written only
     if found:
         return f"environment variable {found}"
-    line, _ = toml_line(field, index)
+    line, _ = toml_line(field, index, key)
     return f"newsletter.toml, line {line}" if line else "newsletter.toml"
 
 
@@ -441,18 +444,28 @@ _TOML_KEY = re.compile(r"""\s*["']?([A-Za-z0-9_-]+)["']?\s*=""")
 _TOML_HEADER = re.compile(r"""\s*(\[\[?)\s*["']?([A-Za-z0-9_.-]+)["']?\s*\]\]?\s*(?:#.*)?$""")
 
 
-def toml_line(field: str, index: int | None = None) -> tuple[int | None, str]:
+def toml_line(field: str, index: int | None = None, key: str | None = None) -> tuple[int | None, str]:
     """The line of newsletter.toml that sets ``field`` (its ``[field]`` table, the ``index``-th of
-    its ``[[field]]`` tables; for the sender its ``sender`` key, which wins over ``from``), and the
-    key as written there; (None, field) when there is no such line."""
+    its ``[[field]]`` tables, or that table's ``key`` if it has one; for the sender its ``sender``
+    key, which wins over ``from``), and the key as written there; (None, field) when there is no such line."""
     try:
         lines = Path(str(Settings.model_config.get("toml_file"))).read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError):
         return None, field
-    for key in ("sender", "from") if field == "sender" else (field,):
-        if (number := _key_line(lines, key, index or 0)) is not None:
-            return number, key
+    for name in ("sender", "from") if field == "sender" else (field,):
+        if (number := _key_line(lines, name, index or 0)) is not None:
+            return _table_key_line(lines, number, key) if key else number, name
     return None, field
+
+
+def _table_key_line(lines: list[str], header: int, key: str) -> int:
+    """The line of ``key = ...`` in the table whose header is line ``header``; else the header's."""
+    for number, line in enumerate(lines[header:], start=header + 1):
+        if _TOML_HEADER.match(line):
+            break
+        if (found := _TOML_KEY.match(line)) and found.group(1).lower() == key.lower():
+            return number
+    return header
 
 
 def _key_line(lines: list[str], key: str, index: int) -> int | None:

@@ -183,8 +183,8 @@ def test_a_rule_between_settings_names_where_the_value_came_from(
     toml.write_text(
         '[[sources]]\nkind = "folder"\n[[sources]]\nkind = "hf-daily"\nbase_url = "https://u:pw@hf.example"\n'
     )
-    with pytest.raises(ConfigError, match=r"sources\[1\]\.base_url: .* \(newsletter.toml, line 3\)"):
-        load_settings()  # the second table (it named the first)
+    with pytest.raises(ConfigError, match=r"sources\[1\]\.base_url: .* \(newsletter.toml, line 5\)"):
+        load_settings()  # the second table's key (it named the first table, then the second's header)
     toml.write_text('smtp_password = "hunter2-secret"\n')
     with pytest.raises(ConfigError, match=r"smtp_password is set \(newsletter.toml, line 1\) but"):
         load_settings()

@@ -198,9 +198,9 @@ def test_every_problem_of_the_sources_is_listed_with_the_example_once(
         "invalid setting field 'sources[1].days_back'",
         "invalid setting field 'sources[2]'",
     ]
-    assert [e.rsplit("(", 1)[1] for e in errors] == [  # each entry's own [[sources]] line
+    assert [e.rsplit("(", 1)[1] for e in errors] == [  # the key's line, else its entry's [[sources]] line
         "newsletter.toml, line 1)",
-        "newsletter.toml, line 4)",
+        "newsletter.toml, line 6)",
         "newsletter.toml, line 8)",
     ]
     assert "3 problems found" in proc.stderr

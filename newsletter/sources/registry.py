@@ -201,16 +201,19 @@ def validate_sources(spec: Any) -> list[AnySpec]:
         return _SPECS.validate_python(spec)
     except ValidationError as exc:
         first, *more = (
-            ConfigError(f"invalid setting {_problem(err)} ({_origin(next(iter(err['loc']), None))})")
+            ConfigError(f"invalid setting {_problem(err)} ({_origin(_path(err))})")
             for err in exc.errors()
         )
         first.hint, first.also = _hint(setting_origin("sources")), more  # the example once
         raise first from None
 
 
-def _origin(index: object) -> str:
-    """Where the sources came from; in newsletter.toml, the line of entry ``index``'s table."""
-    return setting_origin("sources", index=index if isinstance(index, int) else None)
+def _origin(path: list[int | str]) -> str:
+    """Where the sources came from; in newsletter.toml, the line of the key at ``path`` (an entry's
+    index, then its key), or of that entry's table if it has no such key."""
+    index = path[0] if path and isinstance(path[0], int) else None
+    key = path[1] if len(path) > 1 and isinstance(path[1], str) else None
+    return setting_origin("sources", index=index, key=key)
 
 
 def _build(
@@ -231,18 +234,23 @@ def _refuse_duplicates(specs: list[AnySpec]) -> None:
     seen: set[AnySpec] = set()
     for index, spec in enumerate(specs):
         if spec in seen:
-            where = _origin(index)
+            where = _origin([index])
             message = f"invalid setting field 'sources[{index}]': duplicate of an earlier entry ({where})"
             raise ConfigError(message, hint="remove one of the two entries")
         seen.add(spec)
 
 
 def _problem(err: ErrorDetails) -> str:
+    where = "sources" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in _path(err))
+    return f"field '{where}': {_message(err)}"
+
+
+def _path(err: ErrorDetails) -> list[int | str]:
+    """The error's place in the sources, without the kind the discriminated union repeats in it."""
     loc = list(err["loc"])
     if len(loc) > 1 and loc[1] in _KINDS:
-        del loc[1]  # the discriminated union repeats the kind in the path
-    where = "sources" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
-    return f"field '{where}': {_message(err)}"
+        del loc[1]
+    return loc
 
 
 def _message(err: ErrorDetails) -> str:
