@@ -201,8 +201,7 @@ def validate_sources(spec: Any) -> list[AnySpec]:
         return _SPECS.validate_python(spec)
     except ValidationError as exc:
         first, *more = (
-            ConfigError(f"invalid setting {_problem(err)} ({_origin(_path(err))})")
-            for err in exc.errors()
+            ConfigError(f"invalid setting {_problem(err)} ({_origin(_path(err))})") for err in exc.errors()
         )
         first.hint, first.also = _hint(setting_origin("sources")), more  # the example once
         raise first from None
