@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import html
+import html.entities
 import re
 import unicodedata
 from collections.abc import Callable
@@ -19,7 +21,8 @@ _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
 _ARXIV_PREFIX = re.compile(
     r"^(arxiv:|https?://(www\.)?arxiv\.org/(abs|pdf)/|https?://huggingface\.co/papers/)", re.IGNORECASE
 )
-_ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE)
+_ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE | re.ASCII)
+_REFERENCE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")  # with its ";"
 ABSTRACT_KEY_WORDS = 40  # an abstract of fewer words identifies no paper
 
 
@@ -54,6 +57,20 @@ def abstract_key(abstract: str) -> str | None:
     if len(words) < ABSTRACT_KEY_WORDS:
         return None
     return hashlib.sha256(" ".join(words).encode()).hexdigest()[:32]
+
+
+def unescape(text: str) -> str:
+    """``text`` with its HTML character references decoded, those ended by ";" ("Q&amp;A", "&#38;"):
+    html.unescape also reads the start of a word as an old entity name ("AI&ethics" as "AIðics",
+    "&region=" as "®ion=")."""
+    return _REFERENCE.sub(_referenced, text)
+
+
+def _referenced(match: re.Match[str]) -> str:
+    reference = match[0]
+    if reference.startswith("&#"):
+        return html.unescape(reference)
+    return html.entities.html5.get(reference[1:], reference)  # "&notit;" is not "¬it;"
 
 
 def normalize_arxiv_id(value: str) -> str | None:

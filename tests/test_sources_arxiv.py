@@ -163,6 +163,11 @@ def test_a_doi_is_not_read_as_an_arxiv_id_and_each_of_several_atom_authors_is_on
     assert (strings.arxiv_id, strings.authors) == ("hep-th/9901001", ("A. Author", "B. Author"))
 
 
+def test_an_id_in_full_width_digits_is_no_arxiv_id() -> None:
+    feed = _atom(("http://arxiv.org/abs/２４０１.００００１v1", "Wide Digits", ["A. Author"]))
+    assert parse_dump(feed, "feed.xml").papers[0].arxiv_id is None
+
+
 def test_the_atom_of_rss_arxiv_org_splits_its_one_creator_as_rss_does() -> None:
     entry = (
         "<entry><id>oai:arXiv.org:2609.00003v1</id><title>T</title><summary>About T.</summary>"

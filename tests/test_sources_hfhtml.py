@@ -83,6 +83,14 @@ def test_a_page_without_papers_data_is_refused_in_one_line() -> None:
     assert error.line == 1  # the file and its line, as every dump error names them
 
 
+def test_a_page_that_is_not_utf8_is_refused_at_its_line() -> None:
+    """Bytes that are not UTF-8 were read as U+FFFD: 'Zijián' was stored as 'Ziji\ufffdn'."""
+    page = PAPER_PAGE.read_bytes()
+    line = page[: page.index(b"Zijian Wu")].count(b"\n") + 1
+    error = _error(page.replace(b"Zijian Wu", "Zijián Wü".encode("latin-1"), 1))
+    assert error.line == line and "invalid UTF-8 (byte 0xe1)" in str(error)
+
+
 def test_broken_embedded_json_names_the_widget_and_the_line() -> None:
     page = _listing_page([]).replace(b"dailyPapers&quot;", b"dailyPapers&quot;&quot;", 1)
     error = _error(page)

@@ -103,6 +103,14 @@ def test_non_arxiv_id_falls_back_to_the_title_key(caplog: pytest.LogCaptureFixtu
     assert "not an arXiv id" in caplog.text
 
 
+@pytest.mark.parametrize("spelled", ["２４０１.００００１", "٢٤٠١.٠٠٠٠١", "2401.０0001"])
+def test_an_id_in_other_digits_than_ascii_is_not_an_arxiv_id(spelled: str) -> None:
+    """Full-width or Arabic-Indic digits passed as an arXiv id: broken links, and never the same paper."""
+    items = [{"paper": {"id": spelled, "title": "Some Title", "summary": "An abstract."}}]
+    paper = parse_hf_json(_encode(items), "digits.json").papers[0]
+    assert (paper.arxiv_id, paper.key) == (None, "some title")
+
+
 def test_duplicate_ids_keep_the_first() -> None:
     items = _items()
     items.append(copy.deepcopy(items[0]))
@@ -195,6 +203,7 @@ def _with(path: str, value: Any, index: int = 1) -> bytes:
         ("paper.id", 2111.00396, "item 2: paper.id: expected a string, got a number"),
         ("paper.title", "", "item 2: paper.title: missing or empty"),
         ("paper.title", "  ", "item 2: paper.title: missing or empty"),
+        ("paper.title", "\0\0", "item 2: paper.title: missing or empty"),  # was stored as ''
         ("paper.summary", ..., "item 2: paper.summary: missing or empty"),
         ("paper.summary", ["x"], "item 2: paper.summary: expected a string, got a list"),
         ("paper.upvotes", "12", "item 2: paper.upvotes: expected an integer, got a string"),

@@ -170,6 +170,17 @@ def test_entities_in_a_dump_are_decoded() -> None:
     assert dump.papers[0].abstract.endswith("Here L < 4096.")
 
 
+@pytest.mark.parametrize(
+    "text", ["AI&ethics: A Study", "Macro&micro Views", "Search&copy Rules", "&notit; Is Text"]
+)
+def test_an_ampersand_that_starts_a_word_is_no_entity(text: str) -> None:
+    """html.unescape read old entity names without their ';': 'AI&ethics' was stored as 'AIðics'."""
+    url = "https://x.org/d?lang=en&region=eu&copy=1"
+    dump = parse_text_dump(_dump(text, f"{ABSTRACT} Data: {url}."), "amp.txt")
+    assert dump.papers[0].title == text
+    assert dump.papers[0].abstract.endswith(f"Data: {url}.")
+
+
 @pytest.mark.parametrize("end", ["(see Table 1.)", "at https://example.org/code", "works!"])
 def test_a_short_abstract_may_end_with_a_bracket_a_link_or_an_exclamation(end: str) -> None:
     short = f"We show that a tiny recurrent network learns parity in linear time, as reported {end}"

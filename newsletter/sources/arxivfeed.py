@@ -35,7 +35,7 @@ ARXIV_NAMESPACE = "http://arxiv.org/schemas/atom"
 _ID = re.compile(
     r"(?:^|arxiv\.org/(?:abs|pdf)/|oai:arxiv\.org:|arxiv:)"
     r"(\d{4}\.\d{4,5}|[a-z\-]+(?:\.[A-Z]{2})?/\d{7})(?:v\d+)?(?:\.pdf)?/?(?:[?#]\S*)?$",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,
 )
 _RSS_PREFIX = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*\S+\s*(?:Abstract:\s*)?", re.IGNORECASE)
 _AUTHOR_SPLIT = re.compile(r",\s*|\s+and\s+")

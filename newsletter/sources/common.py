@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from newsletter.errors import ParseError
 from newsletter.models import Paper
 
 log = logging.getLogger(__name__)
@@ -14,6 +15,15 @@ log = logging.getLogger(__name__)
 INT32 = (-(2**31), 2**31 - 1)  # PostgreSQL's INTEGER: the store's count columns
 TITLE_CHARS = 500  # the title is an indexed key: PostgreSQL's btree holds at most 2,704 bytes
 ID_CHARS = 64  # papers.arxiv_id is a VARCHAR(64)
+
+
+def utf8(data: bytes, source: str) -> str:
+    """``data`` decoded as UTF-8; a ParseError at the line of the first byte that is not."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ParseError(source, line, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})") from exc
 
 
 def dedupe(papers: list[Paper], source: str) -> tuple[Paper, ...]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from newsletter.errors import ParseError
 from newsletter.models import UNRANKED, Dump
+from newsletter.sources.common import utf8
 from newsletter.sources.hfjson import dump_from_items
 
 FORMAT = "hf-html"
@@ -46,7 +47,7 @@ def _embedded(data: bytes, source: str) -> list[tuple[str, int, str]]:
     """Every ``(data-target, line, data-props)`` of the page, in document order."""
     reader = _PropsReader()
     try:
-        reader.feed(data.decode("utf-8", errors="replace"))
+        reader.feed(utf8(data, source))
         reader.close()
     except AssertionError as exc:  # html.parser's last resort on markup it cannot step over
         raise ParseError(source, reader.getpos()[0], f"unreadable HTML: {exc}") from exc

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 from newsletter.errors import ParseError
 from newsletter.models import Dump, Paper, PaperDetails, normalize_arxiv_id
-from newsletter.sources.common import dedupe
+from newsletter.sources.common import dedupe, utf8
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,7 @@ def _load(data: bytes, source: str) -> list[Any]:
     data = data.removeprefix(_BOM)
     if not data.strip():
         raise ParseError(source, 1, "empty file: no JSON in dump")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise ParseError(source, line, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+    text = utf8(data, source)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -215,7 +211,7 @@ def _text(item: dict[str, Any], inner: dict[str, Any], key: str) -> str:
     value = _get(inner, key, str, path=f"paper.{key}")
     if value is None:
         value = _get(item, key, str)
-    if value is None or (key == "title" and not value.strip()):
+    if value is None or (key == "title" and not value.replace("\0", "").strip()):  # NULs: never stored
         raise _FieldError(f"paper.{key}", "missing or empty")
     return value
 

@@ -21,14 +21,13 @@ position in the dump as its rank.
 from __future__ import annotations
 
 import hashlib
-import html
 import logging
 import re
 from dataclasses import dataclass
 
 from newsletter.errors import ParseError
-from newsletter.models import Dump, Paper
-from newsletter.sources.common import dedupe
+from newsletter.models import Dump, Paper, unescape
+from newsletter.sources.common import dedupe, utf8
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,7 @@ def _decode(data: bytes, source: str) -> str:
     if not data.strip():
         raise ParseError(source, 1, "empty file: no text in dump")
     _reject_binary(data, source)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = _line_at(data, exc.start)
-        raise ParseError(source, line, f"invalid UTF-8 (byte 0x{data[exc.start]:02x})") from exc
+    return utf8(data, source)
 
 
 def _reject_binary(data: bytes, source: str) -> None:
@@ -165,7 +160,7 @@ def _pair_papers(lines: list[_Line], source: str) -> list[Paper]:
             continue
         if not is_abstract(line.text):
             raise _title_without_abstract(title, line, source, first=not papers, last=line is lines[-1])
-        title_text, abstract = html.unescape(" ".join(title.text.split())), html.unescape(line.text)
+        title_text, abstract = unescape(" ".join(title.text.split())), unescape(line.text)
         papers.append(Paper(title=title_text, abstract=abstract, rank=len(papers) + 1))
         title = None
     if title is not None:

@@ -7,7 +7,6 @@ never edit an old one.
 
 from __future__ import annotations
 
-import html
 import logging
 import secrets
 from collections.abc import Callable
@@ -17,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import StoreError
-from newsletter.models import abstract_key, normalize_arxiv_id, normalize_title
+from newsletter.models import abstract_key, normalize_arxiv_id, normalize_title, unescape
 from newsletter.store.engine import transaction
 from newsletter.store.lock import MIGRATION_LOCK_KEY, AdvisoryLock, uses_advisory_locks
 from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
@@ -288,7 +287,7 @@ def _0012_unescaped_text(conn: Connection) -> None:
     )
     forget = sa.text("DELETE FROM vectors WHERE key = :key OR substr(key, 1, length(:prefix)) = :prefix")
     for row in list(conn.execute(query, {"e": "%&%;%"}) or ()):  # (): a mock engine's DDL
-        title, abstract = html.unescape(row.title), html.unescape(row.abstract)
+        title, abstract = unescape(row.title), unescape(row.abstract)
         keys = {"title_key": normalize_title(title), "abstract_key": abstract_key(abstract)}
         conn.execute(update, {"id": row.id, "title": title, "abstract": abstract, **keys})
         conn.execute(forget, {"key": row.key, "prefix": f"{row.key}#"})  # paper, title, sentences
