@@ -265,6 +265,30 @@ def test_every_link_a_reader_taps_to_act_is_a_padded_target_in_full_cards_and_th
     assert html.count(">More like this</a>") == html.count(">Less like this</a>") == 100
 
 
+def test_each_feedback_link_names_its_paper_and_the_compact_list_has_a_heading(renderer: Renderer) -> None:
+    """A screen reader's list of links read "More like this" twelve times with no paper, and the
+    compact list's title was a paragraph no heading key reached."""
+    links = {"more_url": "https://n.example.org/more/t", "less_url": "https://n.example.org/less/t"}
+    titles = ["Q&A <Agents>", "Kestrel " * 20, *(f"Paper {n}" for n in range(10))]
+    items = tuple(item(n + 1, title, **links) for n, title in enumerate(titles))
+    html = renderer.render(dataclasses.replace(golden_view(), items=items)).html
+    labels = re.findall(r'aria-label="(More|Less) like this: ([^"]*)"', html)
+    assert len(labels) == 2 * len(titles)
+    assert labels[:2] == [("More", "Q&amp;A &lt;Agents&gt;"), ("Less", "Q&amp;A &lt;Agents&gt;")]
+    assert len(labels[2][1]) <= 80 and labels[2][1].startswith("Kestrel Kestrel")
+    view = long_view(100)
+    view = dataclasses.replace(view, items=tuple(dataclasses.replace(i, **links) for i in view.items))
+    html = renderer.render(view).html  # the compact list's links too
+    assert len(re.findall(r'aria-label="More like this: A Very Long Title', html)) == 100
+    assert re.search(r"<h2 [^>]*>More new papers</h2>", html)
+
+
+def test_a_right_to_left_title_keeps_its_number_on_the_left_in_the_text_part(renderer: Renderer) -> None:
+    view = dataclasses.replace(golden_view(), items=(item(1, "מודל שפה גדול לתרגום"),))
+    """A plain-text viewer took the line's direction from its first letter: "1." showed at the right."""
+    assert "\n\u200e1. מודל שפה גדול לתרגום\n" in renderer.render(view).text
+
+
 def test_greeting_and_counts_follow_the_view(renderer: Renderer) -> None:
     view = golden_view()
     anonymous = DigestView("", view.subscriber_email, view.items[:1], view.date, "mailto:x@example.org", "",

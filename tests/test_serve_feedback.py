@@ -128,9 +128,11 @@ def test_get_records_nothing_post_records_and_the_next_digest_changes(
             r'<form method="post">\s*<button class="button" type="submit">Less like this</button>', shown.text
         )
         assert feedback_of(home) == []  # a mail scanner's prefetch changes nothing
+        assert "<title>Less like this? · " in shown.text and '<p class="title" dir="auto">' in shown.text
 
         done = client.post(on(server, less))
         assert done.status_code == 200 and "fewer papers like this one" in done.text
+        assert "<title>Noted: less like this · " in done.text  # the title a screen reader says first
         assert client.post(on(server, less)).status_code == 200  # again: still one record
         assert feedback_of(home) == [(MARKED, "less")]
 
@@ -186,6 +188,9 @@ def test_bad_links_are_refused_and_record_nothing(
             response = client.request(method, server.url + path(token))  # type: ignore[operator]
             assert response.status_code == status
             assert "Less like this</button>" not in response.text
+            assert (
+                "<title>Link not valid · " if status == 400 else "<title>Paper not known · "
+            ) in response.text
     assert feedback_of(home) == [] and feedback_of(home, "eve@example.org") == []
 
 

@@ -76,7 +76,7 @@ def test_get_shows_a_confirmation_form_and_records_nothing(client: TestClient, s
     assert response.status_code == 200
     assert SSM in response.text
     assert re.search(
-        r'<form method="post">.*<button class="button" type="submit">Unsubscribe</button>',
+        r'<form method="post">.*<button class="button bad" type="submit">Unsubscribe</button>',
         response.text,
         re.S,
     )

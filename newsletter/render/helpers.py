@@ -50,9 +50,17 @@ def one_line(text: str) -> str:
 def isolated(text: str) -> str:
     """Text in a right-to-left script between first-strong isolates (U+2068 ... U+2069), as HTML's <bdi>
     keeps it: 'Hi <Arabic name>, 10 new papers' otherwise shows the count before the name."""
-    if any(unicodedata.bidirectional(c) in ("R", "AL") for c in text):
-        return f"\u2068{text}\u2069"
-    return text
+    return f"\u2068{text}\u2069" if _right_to_left(text) else text
+
+
+def left_to_right(text: str) -> str:
+    """A plain-text line that holds right-to-left text led by a left-to-right mark (U+200E): '4. <Hebrew
+    title>' otherwise reads right to left, its number at the right end, where the first letter is Hebrew."""
+    return f"\u200e{text}" if _right_to_left(text) else text
+
+
+def _right_to_left(text: str) -> bool:
+    return any(unicodedata.bidirectional(c) in ("R", "AL") for c in text)
 
 
 def printable(text: str) -> str:

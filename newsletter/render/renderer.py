@@ -42,6 +42,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "count": helpers.count,
     "excerpt": helpers.excerpt,
     "isolated": helpers.isolated,
+    "left_to_right": helpers.left_to_right,
     "long_date": helpers.long_date,
     "one_line": helpers.one_line,
     "safe_links": helpers.safe_links,
