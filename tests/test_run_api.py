@@ -134,6 +134,19 @@ def test_a_long_retry_after_ends_the_run_at_once_and_the_batch_waits(env: dict[s
     assert api.requests == 2  # in one batch again, not a request each (Postmark has no batch key)
 
 
+@pytest.mark.parametrize("asked", ["86400000000000", "1e300"])
+def test_a_retry_after_of_ages_is_a_day_s_wait_not_a_crash(env: dict[str, str], api: Api, asked: str) -> None:
+    """timedelta(seconds=8.64e13) overflowed: a traceback, no report, and the digests left 'sending',
+    which the next run called 'unknown' and never sent."""
+    add_dumps(env, *seed_names()[:2])
+    api.mode, api.retry_after = "rate-limited", asked
+    code, statuses = _run(env, "2026-03-11T08:00:00Z")
+    assert code == 1 and statuses == dict.fromkeys(DUE, "failed")
+    api.mode = "ok"
+    code, _ = _run(env, "2026-03-12T08:10:00Z")  # the day the longest backoff ends
+    assert code == 0 and sorted(api.recipients) == DUE
+
+
 @pytest.mark.parametrize("batch", ["1", "100"])
 def test_retries_are_the_settings_own_not_multiplied_by_two_loops(
     env: dict[str, str], api: Api, batch: str

@@ -6,6 +6,8 @@ import base64
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
@@ -23,6 +25,7 @@ from newsletter.send.apis import (
     idempotency_key,
     retry_after_seconds,
 )
+from newsletter.send.apis.core import LONGEST_ASKED_WAIT, rate_limit_wait
 
 from .test_send_api import KEY, PROVIDERS, Reply, harness, make_message, ok
 
@@ -66,10 +69,18 @@ def refused(request: httpx.Request) -> Exception:
         ("soon", None),
         ("nan", None),
         ("inf", None),
+        ("86400000000000", LONGEST_ASKED_WAIT),  # a timedelta of it overflowed: a traceback, digests stranded
+        ("1e300", LONGEST_ASKED_WAIT),
     ],
 )
 def test_retry_after_takes_seconds_or_an_http_date(value: str | None, seconds: float | None) -> None:
     assert retry_after_seconds(value, NOW) == seconds
+
+
+@pytest.mark.parametrize("reset", ["99999999999999999999", "9" * 5000])
+def test_a_rate_limit_reset_ages_away_is_the_longest_wait(reset: str) -> None:
+    """Python refuses to read an int of 4,300 digits, and 1e20 s overflowed a timedelta."""
+    assert rate_limit_wait(httpx.Headers({"X-RateLimit-Reset": reset}), NOW) == LONGEST_ASKED_WAIT
 
 
 @pytest.mark.parametrize("cls", PROVIDERS)
@@ -273,6 +284,63 @@ def test_a_reply_that_cannot_be_decoded_is_unknown_not_a_traceback(cls: type[Htt
         transport.send(make_message())
     assert caught.value.unknown and "cannot be read" in caught.value.message
     assert len(h.api.requests) == 1  # not resent: it could arrive twice
+
+
+class _Trickle(httpx.SyncByteStream):
+    """A reply body that comes one byte every 0.1 s, each read well within httpx's timeout."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        for _ in range(40):
+            time.sleep(0.1)
+            yield b" "
+
+
+def test_a_reply_that_trickles_in_past_the_timeout_is_cut_off_as_a_read_timeout() -> None:
+    """httpx's timeout bounds each read: a byte every 2 s held a run, and its stop, for as long as the
+    server liked (4 s here; 0.3 s allowed)."""
+    h = harness(PostmarkTransport, httpx.Response(200, stream=_Trickle()), timeout=0.3)
+    started = time.monotonic()
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert time.monotonic() - started < 2.0
+    assert caught.value.unknown and "the reply took longer than the timeout" in caught.value.message
+    assert len(h.api.requests) == 1  # not resent: it may have arrived
+
+
+def test_deeply_nested_json_in_a_reply_is_no_traceback() -> None:
+    """2 KB of brackets raised RecursionError out of the run: a 503 (not sent) was left 'sending'."""
+    nested = "[" * 1000 + "]" * 1000
+    h = harness(PostmarkTransport, httpx.Response(503, text=nested), ok(PostmarkTransport, "later"))
+    with h.transport as transport:
+        assert transport.deliver(make_message()).provider_id == "later"
+    h = harness(PostmarkTransport, httpx.Response(200, text=nested))
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.unknown
+
+
+def test_a_resend_batch_error_with_a_list_for_its_index_is_no_traceback() -> None:
+    reply = {"data": [{"id": "a"}], "errors": [{"index": [1], "message": "x"}]}
+    h = harness(ResendTransport, httpx.Response(200, json=reply))
+    with h.transport as transport:
+        outcomes = transport.send_batch([make_message("d0"), make_message("d1")])
+    assert all(isinstance(o, SendError) and o.unknown for o in outcomes)  # safe: Resend's batch key
+
+
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_a_reply_s_control_characters_and_line_breaks_never_reach_the_error(
+    cls: type[HttpApiTransport],
+) -> None:
+    """A reply's escape codes erased the error line on a terminal and showed a forged 'run OK'; Resend's
+    `name` field was copied whole, 3,000 characters over six lines."""
+    said = "bad\x1b[2K\x1b[1Grun OK: 3 sent"
+    name = "validation_error " + "x" * 3000 + "\n\n\ny"
+    body = {"message": said, "Message": said, "ErrorCode": 300, "name": name}
+    h = harness(cls, httpx.Response(422, json=body))
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    shown = caught.value.message
+    assert "bad" in shown and "\x1b" not in shown and "\n" not in shown and len(shown) < 800
 
 
 def test_postmark_batch_timeout_makes_every_message_unknown() -> None:

@@ -30,6 +30,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,7 @@ from newsletter import __version__
 from newsletter.errors import ConfigError, SendError, SendStopped
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
+from newsletter.send.apis.deadline import DeadlineTransport
 from newsletter.send.pacing import Gate, sleep_unless
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ MIN_ASKED_WAIT = 1.0
 # times out, or a crash during it, leaves at most 100 digests of unknown fate instead of 500.
 DEFAULT_BATCH = 100
 _REPLY_CHARS = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")  # and bidi controls
 # Raised before the request body was fully written: the API cannot have accepted the message.
 _NOT_SENT: tuple[type[httpx.TransportError], ...] = (
     httpx.ConnectError,
@@ -91,6 +94,9 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+LONGEST_ASKED_WAIT = 366 * 86400.0  # a longer wait asked for is read as this (a timedelta ends near 1e14 s)
+
+
 def retry_after_seconds(value: str | None, now: datetime) -> float | None:
     """``Retry-After`` as seconds from ``now`` (RFC 9110: delta-seconds or an HTTP-date); None if unusable."""
     if value is None or not value.strip():
@@ -99,7 +105,7 @@ def retry_after_seconds(value: str | None, now: datetime) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return _seconds_until(value, now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+    return _bounded(seconds) if math.isfinite(seconds) else None
 
 
 def rate_limit_wait(headers: httpx.Headers, now: datetime) -> float | None:
@@ -109,7 +115,7 @@ def rate_limit_wait(headers: httpx.Headers, now: datetime) -> float | None:
     reset = headers.get("X-RateLimit-Reset", "").strip()
     if wait is not None or not reset.isdigit():
         return wait
-    return max(0.0, int(reset) - now.timestamp())
+    return _bounded(float(reset) - now.timestamp())  # float: Python refuses ints of 4,300 digits
 
 
 def _seconds_until(http_date: str, now: datetime) -> float | None:
@@ -119,7 +125,11 @@ def _seconds_until(http_date: str, now: datetime) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - now).total_seconds())
+    return _bounded((when - now).total_seconds())
+
+
+def _bounded(seconds: float) -> float:
+    return min(max(0.0, seconds), LONGEST_ASKED_WAIT)
 
 
 class HttpApiTransport:
@@ -421,7 +431,7 @@ class HttpApiTransport:
             self._client = httpx.Client(
                 base_url=self.base_url,
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-                transport=self._http_transport,
+                transport=DeadlineTransport(self._http_transport or httpx.HTTPTransport(), self.timeout),
                 headers={"User-Agent": f"newsletter/{__version__}", "Accept": "application/json"},
                 follow_redirects=False,
             )
@@ -440,8 +450,9 @@ class HttpApiTransport:
         return self._short(text)
 
     def _short(self, text: str) -> str:
-        """One line of a server's words: the key masked first, then cut to _REPLY_CHARS."""
-        return self._redact(" ".join(text.split()), _REPLY_CHARS)
+        """One line of a server's words, without control characters (a terminal's escape codes could
+        rewrite the lines shown before it): the key masked first, then cut to _REPLY_CHARS."""
+        return self._redact(" ".join(_CONTROL.sub(" ", text).split()), _REPLY_CHARS)
 
     def _outcome(self, message: OutgoingMessage) -> Outcome:
         try:
@@ -486,7 +497,7 @@ def json_array(items: Sequence[bytes]) -> bytes:
 def _json_or_none(response: httpx.Response) -> Any:
     try:
         return response.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: 2 KB of nested brackets
         return None
 
 

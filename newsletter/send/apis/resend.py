@@ -116,7 +116,7 @@ class ResendTransport(HttpApiTransport):
         refused = {
             e["index"]: str(e.get("message", ""))
             for e in errors or []
-            if isinstance(e, dict) and "index" in e
+            if isinstance(e, dict) and isinstance(e.get("index"), int)
         }
         accepted = [i for i in range(len(messages)) if i not in refused]
         if not isinstance(data, list) or len(data) != len(accepted):
@@ -159,7 +159,8 @@ class ResendTransport(HttpApiTransport):
     def _rejection(self, response: httpx.Response, what: str) -> SendError:
         reply = response_json(response)
         name = reply.get("name") if isinstance(reply, dict) else None
-        text = f"{response.status_code} {name or ''} {self._reply(response)}".replace("  ", " ").strip()
+        said = self._short(str(name or ""))
+        text = f"{response.status_code} {said} {self._reply(response)}".replace("  ", " ").strip()
         if name == "concurrent_idempotent_requests":
             return SendError(f"{self.provider} is still processing {what}: {text}")
         if name == "invalid_idempotent_request":
