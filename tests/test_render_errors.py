@@ -143,6 +143,7 @@ FILTER_ARGUMENTS = {  # a valid call of each filter; a filter added without an e
     "count": (12345,),
     "excerpt": ("First sentence. Second sentence.",),
     "isolated": ("محمد",),
+    "left_to_right": ("1. מודל",),
     "long_date": (datetime(2024, 3, 12, tzinfo=UTC),),
     "one_line": ("two\nlines",),
     "safe_links": ((("PDF", "https://arxiv.org/pdf/2312.00752"),),),
