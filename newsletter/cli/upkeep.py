@@ -15,8 +15,11 @@ from newsletter.config import MISREAD_AT, Settings, an_at_sqlalchemy_misreads
 from newsletter.errors import LockedError, StoreError, UsageError
 from newsletter.held import record_held
 from newsletter.report import plural
+from newsletter.select import CATCH_UP
 from newsletter.store import Store
 from newsletter.store.engine import safe_url
+
+SENT_DAYS = CATCH_UP.days + 1  # prune --sent keeps every digest of a window still open
 
 
 @app.command()
@@ -128,25 +131,40 @@ def prune(
         int,
         typer.Option("--older-than", metavar="DAYS", min=1, max=36500, help="Keep what is newer than this."),
     ] = 90,
+    sent: Annotated[
+        bool,
+        typer.Option(
+            "--sent",
+            help=f"Forget old sent digests too, but each address's latest (--older-than {SENT_DAYS}+).",
+        ),
+    ] = False,
     now: NowOption = None,
 ) -> None:
     """Forget old failed and cancelled digests (status lists failed ones until then) and delete old
     outbox files; on SQLite, then compact the database file, when no run or daemon holds the state.
 
-    Sent digests stay (the delivery history), and so does the refused digest of an address held until
-    `newsletter retry EMAIL`. Run it from cron, e.g. weekly: beside a daemon it prunes but does not
-    compact (VACUUM holds the database for as long as it takes: a run's writes would wait).
+    Sent digests stay (the delivery history, about 2 KB each) unless --sent is given, and so does the
+    refused digest of an address held until `newsletter retry EMAIL`. Run it from cron, e.g. weekly:
+    beside a daemon it prunes but does not compact (VACUUM holds the database for as long as it takes:
+    a run's writes would wait).
     """
+    if sent and older_than < SENT_DAYS:
+        raise UsageError(
+            f"--sent needs --older-than {SENT_DAYS} or more: the digests of the last {CATCH_UP.days} days "
+            "are what keeps their papers from being sent again"
+        )
     settings = state.settings()
     before = parse_now(now) - timedelta(days=older_than)
     with open_history(settings, new_database=state.new_database) as store:
         size = _file_size(settings)
         files = _prune_outbox(settings.outbox, before)  # first: the disk space a full disk needs
         digests = store.prune(before)
+        forgotten = f", {plural(store.prune_sent(before), 'sent digest')}" if sent else ""
         skipped = _compact(store, settings)
     shrunk = f"; {settings.home / 'state.db'}: {size:,} -> {_file_size(settings):,} bytes" if size else ""
     typer.echo(
-        f"pruned {plural(digests, 'failed or cancelled digest')}, {plural(files, 'outbox file')}{shrunk}"
+        f"pruned {plural(digests, 'failed or cancelled digest')}{forgotten}, {plural(files, 'outbox file')}"
+        f"{shrunk}"
     )
     if skipped:
         warn(f"not compacted: {skipped}")

@@ -34,6 +34,7 @@ from newsletter.store.records import (
     QUEUED,
     RETRY,
     SENDING,
+    SENT,
     UNKNOWN,
     DeliveryItem,
     DeliveryRecord,
@@ -444,6 +445,22 @@ def _record(row: Row[Any], items: tuple[DeliveryItem, ...]) -> DeliveryRecord:
         not_before=row.not_before,
         batch_key=row.batch_key,
     )
+
+
+def prune_sent(conn: Connection, before: datetime, limit: int) -> int:
+    """Delete up to ``limit`` sent digests sent before ``before`` (with their items), but each address's
+    latest (`preview --last` shows it); returns how many. A caller keeps ``before`` past the catch-up
+    window: the digests in it are what keeps their papers from being planned for the address again."""
+    later = digests.alias("later")
+    newer = sa.exists().where(
+        later.c.email == digests.c.email, later.c.status == SENT, later.c.created_at > digests.c.created_at
+    )
+    old = sa.select(digests.c.id).where(digests.c.status == SENT, digests.c.updated_at < before, newer)
+    ids = list(conn.execute(old.limit(limit)).scalars())
+    for batch in chunks(ids):
+        conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(batch)))
+        conn.execute(digests.delete().where(digests.c.id.in_(batch)))
+    return len(ids)
 
 
 def prune(conn: Connection, before: datetime) -> int:

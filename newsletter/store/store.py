@@ -41,6 +41,8 @@ from newsletter.store.transfer import copy_rows
 
 log = logging.getLogger(__name__)
 
+PRUNE_BATCH = 10_000  # sent digests forgotten per transaction
+
 
 def _aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
@@ -347,6 +349,18 @@ class Store(Catalog):
         _aware(before, "before")
         with self._tx("pruning old deliveries", write=True) as conn:
             return delivery.prune(conn, before)
+
+    def prune_sent(self, before: datetime) -> int:
+        """Forget sent digests sent before ``before``, each address's latest kept (see
+        delivery.prune_sent), in transactions of PRUNE_BATCH: a year of a large list is millions."""
+        _aware(before, "before")
+        total = 0
+        while True:
+            with self._tx("pruning old sent digests", write=True) as conn:
+                pruned = delivery.prune_sent(conn, before, PRUNE_BATCH)
+            total += pruned
+            if pruned < PRUNE_BATCH:
+                return total
 
     def compact(self) -> None:
         """SQLite: rewrite the file without its free pages (VACUUM; deleting rows alone does not shrink
