@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     mailgun_domain: str | None = None  # default: the sender's domain
     postmark_message_stream: str = "outbound"  # use your Broadcast stream for newsletters
     unsubscribe_secret: SecretStr | None = None
+    unsubscribe_secret_previous: SecretStr | None = None  # the key before a change: its links still work
 
     ranker: Literal["auto", "lexical", "semantic"] = "auto"
 
@@ -247,6 +248,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _previous_key_beside_a_key(self) -> Settings:
+        """The previous signing key only verifies links: alone, the emails would carry none."""
+        if self.unsubscribe_secret_previous is not None and self.unsubscribe_secret is None:
+            raise ValueError(
+                f"unsubscribe_secret_previous is set ({setting_origin('unsubscribe_secret_previous')}) but "
+                "unsubscribe_secret is not: set NEWSLETTER_UNSUBSCRIBE_SECRET to the new key"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _url_passwords_long_enough(self) -> Settings:
         """A URL's password is masked like the other secrets: from MIN_SECRET characters on."""
         urls: dict[tuple[str, int | None], Any] = {("database_url", None): self.database_url}
@@ -273,7 +284,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("unsubscribe_secret")
+    @field_validator("unsubscribe_secret", "unsubscribe_secret_previous")
     @classmethod
     def _a_real_key(cls, value: SecretStr | None) -> SecretStr | None:
         """An empty key would sign links anyone can forge: refused, not read as no key; so is a short
@@ -309,7 +320,12 @@ class Settings(BaseSettings):
         """The secrets' values, for masking them in text that leaves the process (newsletter.redact):
         the secret settings, and the passwords written into the database's, the API's and the
         sources' URLs."""
-        secrets = (self.api_key, self.smtp_password, self.unsubscribe_secret)
+        secrets = (
+            self.api_key,
+            self.smtp_password,
+            self.unsubscribe_secret,
+            self.unsubscribe_secret_previous,
+        )
         urls = [self.database_url, self.api_base_url, *(s.get("base_url") for s in self.sources)]
         in_urls = [p for url in urls if isinstance(url, str) for p in url_passwords(url)]
         return [*(s.get_secret_value() for s in secrets if s is not None), *in_urls]

@@ -31,9 +31,12 @@ def feedback_token(email: str, paper_key: str, secret: SecretStr) -> str:
     return seal((address_key(email), paper_key), secret, _PURPOSE)
 
 
-def read_feedback_token(token: str, secret: SecretStr) -> tuple[str, str] | None:
-    """(email, paper key) of a feedback token, or None when it is forged or malformed."""
-    fields = unseal(token, secret, _PURPOSE)
+def read_feedback_token(
+    token: str, secret: SecretStr, previous: SecretStr | None = None
+) -> tuple[str, str] | None:
+    """(email, paper key) of a feedback token, or None when it is forged or malformed (signed with
+    ``secret`` or the ``previous`` one)."""
+    fields = unseal(token, secret, _PURPOSE, previous)
     if fields is None or len(fields) != 2 or not all(fields):
         return None
     return fields[0], fields[1]

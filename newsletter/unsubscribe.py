@@ -27,9 +27,10 @@ def make_token(email: str, secret: SecretStr) -> str:
     return seal((address_key(email),), secret)
 
 
-def read_token(token: str, secret: SecretStr) -> str | None:
-    """The email an unsubscribe token was made for, or None for a forged, truncated or malformed token."""
-    fields = unseal(token, secret)
+def read_token(token: str, secret: SecretStr, previous: SecretStr | None = None) -> str | None:
+    """The email an unsubscribe token was made for, or None for a forged, truncated or malformed token
+    (signed with ``secret``, or with the ``previous`` one, whose links emails already sent carry)."""
+    fields = unseal(token, secret, previous=previous)
     return fields[0] if fields is not None and len(fields) == 1 else None
 
 
@@ -39,8 +40,11 @@ def seal(fields: Sequence[str], secret: SecretStr, purpose: str = "") -> str:
     return f"{payload}.{_b64(_sign(payload, secret, purpose))}"
 
 
-def unseal(token: str, secret: SecretStr, purpose: str = "") -> tuple[str, ...] | None:
-    """The fields of a token sealed for ``purpose``, or None when it is forged, truncated or malformed."""
+def unseal(
+    token: str, secret: SecretStr, purpose: str = "", previous: SecretStr | None = None
+) -> tuple[str, ...] | None:
+    """The fields of a token sealed for ``purpose`` with ``secret`` or ``previous``, or None when it is
+    forged, truncated or malformed."""
     payload, _, sig = token.strip().partition(".")
     try:
         given = _unb64(sig)
@@ -48,8 +52,10 @@ def unseal(token: str, secret: SecretStr, purpose: str = "") -> tuple[str, ...] 
     except (ValueError, UnicodeDecodeError):
         return None
     canonical = _b64(given) == sig and _b64(text.encode()) == payload  # one spelling per token
-    expected = _sign(payload, secret, purpose)
-    if not canonical or len(given) != _SIG_BYTES or not hmac.compare_digest(given, expected):
+    if not canonical or len(given) != _SIG_BYTES:
+        return None
+    keys = (secret, previous) if previous is not None else (secret,)
+    if not any(hmac.compare_digest(given, _sign(payload, key, purpose)) for key in keys):
         return None
     return tuple(text.split(_SEPARATOR))
 

@@ -404,6 +404,7 @@ SECRETS = {
     "NEWSLETTER_SMTP_PASSWORD": "smtp-Pa55-5ecret-7f3a",
     "NEWSLETTER_API_KEY": "api-key-5ecret-9c1e",
     "NEWSLETTER_UNSUBSCRIBE_SECRET": "unsub-5ecret-4b2d",
+    "NEWSLETTER_UNSUBSCRIBE_SECRET_PREVIOUS": "unsub-0ld-5ecret-8e1f",
 }
 
 

@@ -120,7 +120,7 @@ def test_get_records_nothing_post_records_and_the_next_digest_changes(
     control = copy_of(home, tmp_path / "control")  # the same state, no feedback
     less = links(sent[1])[2][MARKED][1]
 
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         shown = client.get(on(server, less))
         assert shown.status_code == 200 and shown.headers["cache-control"] == "no-store"
         assert MARKED in shown.text and SSM in shown.text
@@ -149,7 +149,7 @@ def test_get_records_nothing_post_records_and_the_next_digest_changes(
 
 def test_more_replaces_less_on_the_same_paper(home: dict[str, str], server: LiveServer, sent: tuple) -> None:  # type: ignore[type-arg]
     more, less = links(sent[1])[2][MARKED]
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         client.post(on(server, less))
         shown = client.get(on(server, more))
         assert 'This replaces your earlier "less like this"' in shown.text
@@ -183,7 +183,7 @@ def test_bad_links_are_refused_and_record_nothing(
     status: int,  # type: ignore[type-arg]
 ) -> None:
     token = links(sent[1])[2][MARKED][1].rsplit("/", 1)[1]
-    with httpx.Client() as client:
+    with httpx.Client(timeout=60) as client:
         for method in ("GET", "POST"):
             response = client.request(method, server.url + path(token))  # type: ignore[operator]
             assert response.status_code == status
@@ -204,6 +204,6 @@ def test_without_a_secret_there_are_no_links_and_no_endpoint(tmp_path: Path) -> 
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], ranker="lexical"
     )
     token = feedback_token(SSM, "2312.00752", SecretStr(SECRET))
-    with LiveServer(settings, NOW) as server, httpx.Client() as client:
+    with LiveServer(settings, NOW) as server, httpx.Client(timeout=60) as client:
         response = client.post(f"{server.url}/feedback/less/{token}")
     assert response.status_code == 404 and "not set up" in response.text

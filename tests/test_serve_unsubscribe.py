@@ -156,6 +156,44 @@ def test_forged_truncated_and_other_tokens_are_refused(
     assert unsubscribed(settings) == set()
 
 
+def test_after_a_change_of_key_the_links_of_emails_sent_with_the_previous_one_still_work(
+    env: dict[str, str],
+) -> None:
+    """A new NEWSLETTER_UNSUBSCRIBE_SECRET refused every link already sent: a mail client posts the
+    one-click unsubscribe once, and the reader, told nothing, kept getting the digests."""
+    new = "a-new-unsubscribe-secret-after-a-leak"
+    rotated = settings_for(env, secret=new).model_copy(
+        update={"unsubscribe_secret_previous": SecretStr(SECRET)}
+    )
+    with open_pipeline(rotated) as pipeline:
+        pipeline.ingest_folder(NOW)
+        key = pipeline.store.papers_first_seen_after(0)[0].key
+    with TestClient(create_app(rotated, clock=lambda: NOW)) as client:
+        for old in (token(SSM), token(DIFF, new)):  # an email sent before the change, one after
+            posted = client.post(
+                f"/unsubscribe/{old}", content="List-Unsubscribe=One-Click", headers=ONE_CLICK
+            )
+            assert posted.status_code == 200
+        link = f"/feedback/more/{feedback_token(SSM, key, SecretStr(SECRET))}"
+        assert client.post(link).status_code == 200
+        forged = client.post(f"/unsubscribe/{token('eve@example.org', 'another-secret-nobody-has')}")
+        assert forged.status_code == 400
+    assert unsubscribed(rotated) == {SSM, DIFF}
+    without = settings_for(env, secret=new)  # the previous key dropped: its links go with it
+    with TestClient(create_app(without, clock=lambda: NOW)) as client:
+        assert client.get(f"/unsubscribe/{token(SSM)}").status_code == 400
+
+
+def test_a_previous_key_alone_is_refused(env: dict[str, str]) -> None:
+    proc = cli({**env, "NEWSLETTER_UNSUBSCRIBE_SECRET_PREVIOUS": SECRET}, "check", check=False)
+    assert proc.returncode != 0
+    assert (
+        "unsubscribe_secret_previous is set (environment variable NEWSLETTER_UNSUBSCRIBE_SECRET_PREVIOUS)"
+        in (proc.stderr)
+    )
+    assert SECRET not in proc.stderr + proc.stdout
+
+
 def test_without_a_secret_the_endpoint_is_404_with_a_note(env: dict[str, str]) -> None:
     settings = settings_for(env, secret=None)
     with TestClient(create_app(settings, clock=lambda: NOW)) as client:

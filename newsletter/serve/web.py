@@ -230,7 +230,7 @@ class _Views:
         secret = self.settings.unsubscribe_secret
         if secret is None:
             return page("unsubscribe.html", 404, state="off", email="", list_name=self._list_name)
-        email = read_token(request.path_params["token"], secret)
+        email = read_token(request.path_params["token"], secret, self.settings.unsubscribe_secret_previous)
         if email is None:
             log.warning("refused an unsubscribe request with an invalid token")
             return page("unsubscribe.html", 400, state="invalid", email="", list_name=self._list_name)
@@ -256,7 +256,9 @@ class _Views:
         secret, kind = self.settings.unsubscribe_secret, as_kind(request.path_params["kind"])
         if secret is None:
             return self._feedback_page("off", 404)
-        signed = read_feedback_token(request.path_params["token"], secret)
+        signed = read_feedback_token(
+            request.path_params["token"], secret, self.settings.unsubscribe_secret_previous
+        )
         if signed is None or kind is None:
             log.warning("refused a feedback request with an invalid link")
             return self._feedback_page("invalid", 400)
