@@ -20,6 +20,9 @@ from newsletter.address import address_key
 _SIG_BYTES = 16
 _SEPARATOR = "\n"  # no email address or paper key holds one
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-F]{2}")
+# A token, and not what a mail client or a reader's copy may add after a link ("/", ".", ">", ")",
+# ";jsessionid=..."), none of which base64url holds
+_TOKEN = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 
 def make_token(email: str, secret: SecretStr) -> str:
@@ -45,7 +48,8 @@ def unseal(
 ) -> tuple[str, ...] | None:
     """The fields of a token sealed for ``purpose`` with ``secret`` or ``previous``, or None when it is
     forged, truncated or malformed."""
-    payload, _, sig = token.strip().partition(".")
+    found = _TOKEN.match(token.strip())
+    payload, _, sig = (found[0] if found else "").partition(".")
     try:
         given = _unb64(sig)
         text = _unb64(payload).decode()

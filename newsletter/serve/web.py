@@ -77,8 +77,9 @@ def create_app(
         route
         for prefix in {"", _path_of(settings.base_url)}
         for route in (
-            Route(prefix + "/unsubscribe/{token}", views.unsubscribe, methods=["GET", "POST"]),
-            Route(prefix + "/feedback/{kind}/{token}", views.feedback, methods=["GET", "POST"]),
+            # {token:path}: a mail client's trailing "/" is the token's to drop (unsubscribe.unseal)
+            Route(prefix + "/unsubscribe/{token:path}", views.unsubscribe, methods=["GET", "POST"]),
+            Route(prefix + "/feedback/{kind}/{token:path}", views.feedback, methods=["GET", "POST"]),
         )
     ]
     routes += [
