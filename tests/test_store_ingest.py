@@ -149,6 +149,24 @@ def test_a_retitled_paper_without_an_id_is_found_by_its_abstract(store: Store) -
     assert (stored.title, stored.times_seen) == ("Hovering Like a Kestrl", 2)
 
 
+def test_a_paper_whose_stored_title_was_rewritten_is_found_by_the_title_it_was_stored_under(
+    store: Store,
+) -> None:
+    """Migration 0012 once decoded "&regression" as "®ression" in stored titles but kept their keys: the
+    next listing of "Classification&regression" (a short abstract: no abstract key) was inserted under
+    the key the paper already had, and every later run failed on the UNIQUE constraint."""
+    store.ingest(make_dump(replace(paper("Classification&regression Trees", 1), abstract="Short.")), at(0))
+    with store._engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE papers SET title = :t, title_key = :k"),
+            {"t": "Classification®ression Trees", "k": "classification ression trees"},
+        )
+    again = replace(paper("Classification&regression Trees", 1), abstract="Short.")
+    result = store.ingest(make_dump(again, paper("Another Paper", 2)), at(1))
+    assert (result.papers, result.new) == (2, 1)
+    assert [p.times_seen for p in store.papers_first_seen_after(0)] == [2, 1]
+
+
 def test_companion_papers_whose_abstracts_open_alike_stay_two(store: Store) -> None:
     """Part I and Part II share their first sentences, and their first 40 words: two papers."""
     part = lambda n, ending: replace(paper(f"Kestrels, Part {n}", n), abstract=f"{LONG_ABSTRACT} {ending}")  # noqa: E731

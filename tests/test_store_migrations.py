@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from newsletter.errors import StoreError
 from newsletter.models import Paper, normalize_title
 from newsletter.store import MIGRATIONS, Store
-from newsletter.store.engine import make_engine, transaction
+from newsletter.store.engine import db_errors, make_engine, transaction
 from newsletter.store.migrations import migrate
 from newsletter.store.schema import metadata
 from tests.test_store_helpers import db_url, make_dump, paper
@@ -119,6 +119,21 @@ def test_papers_stored_before_0009_are_found_by_their_abstract_after_it(store_ur
     _store_before(store_url, "0009", "Old Titel", abstract)
     with Store(store_url) as store:
         assert store.migrations_applied[0] == "0009_abstract_key"
+        retitled = Paper(title="Old Title", abstract=abstract, rank=1)
+        assert store.ingest(make_dump(retitled), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
+
+
+def test_abstract_keys_made_another_way_are_made_again_by_0015(store_url: str) -> None:
+    """Versions that hashed an abstract's first 40 words left keys no later listing matched: a retitled
+    paper was sent again as new."""
+    abstract = " ".join(f"word{i}" for i in range(60))
+    _store_before(store_url, "0015", "Old Titel", abstract)
+    engine = make_engine(sa.make_url(store_url))
+    with transaction(engine, write=True) as conn:
+        conn.execute(sa.text("UPDATE papers SET abstract_key = 'hash-of-the-first-40-words'"))
+    engine.dispose()
+    with Store(store_url) as store:
+        assert store.migrations_applied == ["0015_abstract_keys"]
         retitled = Paper(title="Old Title", abstract=abstract, rank=1)
         assert store.ingest(make_dump(retitled), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
 
@@ -249,3 +264,16 @@ def test_the_migrations_compile_for_postgresql() -> None:
     ddl = "\n".join(statements)
     assert ddl.count("CREATE TABLE") == len(metadata.tables) - 1  # schema_migrations is made by migrate()
     assert "TIMESTAMP WITH TIME ZONE" in ddl and "SERIAL" in ddl
+
+
+@pytest.mark.parametrize(
+    "said", ["database or disk is full", 'could not extend file "base/16384/2619": No space left on device']
+)
+def test_a_full_disk_says_what_to_do(said: str) -> None:
+    """A migration (or any write) stopped by a full disk said only "database or disk is full"."""
+    with pytest.raises(StoreError) as info, db_errors("applying migration 0015_abstract_keys"):
+        raise sa.exc.OperationalError("UPDATE papers", {}, Exception(said))
+    assert (
+        info.value.hint
+        == "free space on the state database's disk and run again: what failed was rolled back"
+    )

@@ -31,6 +31,7 @@ class _Entry:
     title_key: str
     arxiv_id: str | None
     abstract_key: str | None = None
+    key: str = ""  # papers.key: the arXiv id, or the title key the paper was first stored under
     id: int | None = None  # None until a new paper is inserted
     row: dict[str, Any] = field(default_factory=dict)  # stored values (existing papers)
     listing: Paper | None = None  # the dump's first listing of it; None when untouched
@@ -50,6 +51,7 @@ class _Index:
         self.by_id: dict[str, _Entry] = {}
         self.by_title: dict[str, list[_Entry]] = defaultdict(list)
         self.by_abstract: dict[str, list[_Entry]] = defaultdict(list)
+        self.by_key: dict[str, _Entry] = {}
         self.touched: list[_Entry] = []
 
     def add(self, entry: _Entry) -> None:
@@ -58,16 +60,19 @@ class _Index:
         self.by_title[entry.title_key].append(entry)
         if entry.abstract_key:
             self.by_abstract[entry.abstract_key].append(entry)
+        self.by_key[entry.key] = entry
 
     def find(self, arxiv_id: str | None, paper: Paper) -> _Entry | None:
-        """The stored paper that ``paper`` lists: by arXiv id; else by title, then by abstract (a
+        """The stored paper that ``paper`` lists: by arXiv id; else by title, by the title it was first
+        stored under (its key: the title since rewritten, as migration 0012 did), then by abstract (a
         corrected title), among papers without an id when ``paper`` has one."""
         if arxiv_id in self.by_id:
             return self.by_id[arxiv_id]
         fits = (lambda e: True) if arxiv_id is None else (lambda e: e.arxiv_id is None)
         by_title = (e for e in self.by_title.get(paper.title_key, ()) if fits(e))
+        by_key = (e for e in (self.by_key.get(paper.title_key),) if e is not None and fits(e))
         by_abstract = (e for e in self.by_abstract.get(paper.abstract_key or "", ()) if fits(e))
-        return next(by_title, None) or next(by_abstract, None)
+        return next(by_title, None) or next(by_key, None) or next(by_abstract, None)
 
 
 def ingest_dump(conn: Connection, dump: Dump, now: datetime) -> IngestResult:
@@ -119,23 +124,30 @@ def _load_candidates(conn: Connection, listed: tuple[Paper, ...]) -> _Index:
     titles = {p.title_key for p in listed}
     abstracts = {k for k in (p.abstract_key for p in listed) if k}
     seen: set[int] = set()
-    by = ((papers.c.arxiv_id, ids), (papers.c.title_key, titles), (papers.c.abstract_key, abstracts))
+    by = (
+        (papers.c.arxiv_id, ids),
+        (papers.c.title_key, titles),
+        (papers.c.key, titles),
+        (papers.c.abstract_key, abstracts),
+    )
     for column, values in by:
         for batch in chunks(sorted(values)):
             for row in conn.execute(sa.select(papers).where(column.in_(batch)).order_by(papers.c.id)):
                 if row.id not in seen:
                     seen.add(row.id)
-                    index.add(
-                        _Entry(row.title_key, row.arxiv_id, row.abstract_key, row.id, dict(row._mapping))
-                    )
+                    index.add(_stored(row._mapping))
     return index
+
+
+def _stored(row: Any) -> _Entry:
+    return _Entry(row["title_key"], row["arxiv_id"], row["abstract_key"], row["key"], row["id"], dict(row))
 
 
 def _see(index: _Index, paper: Paper) -> None:
     arxiv_id = _arxiv_id(paper)
     entry = index.find(arxiv_id, paper)
     if entry is None:
-        entry = _Entry(paper.title_key, arxiv_id, paper.abstract_key)
+        entry = _Entry(paper.title_key, arxiv_id, paper.abstract_key, arxiv_id or paper.title_key)
         index.add(entry)
     elif arxiv_id and entry.arxiv_id is None:
         entry.arxiv_id = arxiv_id

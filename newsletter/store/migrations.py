@@ -231,8 +231,15 @@ def _0009_abstract_key(conn: Connection) -> None:
     no arXiv id) does not bring the paper again as new; filled in for the papers stored so far."""
     conn.execute(sa.text("ALTER TABLE papers ADD COLUMN abstract_key VARCHAR(64)"))
     conn.execute(sa.text("CREATE INDEX ix_papers_abstract_key ON papers (abstract_key)"))
-    rows = conn.execute(sa.text("SELECT id, abstract FROM papers")) or ()  # (): a mock engine's DDL
-    keys = [{"b_id": row.id, "b_key": abstract_key(row.abstract)} for row in rows]
+    _key_abstracts(conn)
+
+
+def _key_abstracts(conn: Connection) -> None:
+    """Every paper's abstract key as ``models.abstract_key`` makes it now."""
+    rows = (
+        conn.execute(sa.text("SELECT id, abstract, abstract_key FROM papers")) or ()
+    )  # (): a mock engine's DDL
+    keys = [{"b_id": r.id, "b_key": k} for r in rows if (k := abstract_key(r.abstract)) != r.abstract_key]
     update = sa.text("UPDATE papers SET abstract_key = :b_key WHERE id = :b_id")
     for start in range(0, len(keys), 1000):
         conn.execute(update, keys[start : start + 1000])
@@ -293,6 +300,12 @@ def _0012_unescaped_text(conn: Connection) -> None:
         conn.execute(forget, {"key": row.key, "prefix": f"{row.key}#"})  # paper, title, sentences
 
 
+def _0015_abstract_keys(conn: Connection) -> None:
+    """Abstract keys made again: a key of an abstract's first 40 words (stored by versions before the
+    whole abstract was hashed) matched no later listing, and a retitled paper came back as new."""
+    _key_abstracts(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -308,6 +321,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0012_unescaped_text", _0012_unescaped_text),
     ("0013_bounced", _0013_bounced),
     ("0014_arxiv_ids", _0014_arxiv_ids),
+    ("0015_abstract_keys", _0015_abstract_keys),
 )
 
 
