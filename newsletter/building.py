@@ -93,7 +93,10 @@ class DigestBuilder:
         if not sent:
             return None
         record = sent[-1]  # oldest first
-        return record, self.message(subscriber, record.scored(), record.digest_id, record.created_at)
+        message = self.message(
+            subscriber, record.scored(), record.digest_id, record.created_at, message_id=record.message_id
+        )
+        return record, message
 
     # -- rendering and building ---------------------------------------------------------------------
 
@@ -123,10 +126,19 @@ class DigestBuilder:
         *,
         body: bool = True,
         sent_at: datetime | None = None,
+        message_id: str | None = None,
     ) -> OutgoingMessage:
-        """The digest of ``date`` (its heading); its Date header says ``sent_at`` (default: ``date``)."""
+        """The digest of ``date`` (its heading); its Date header says ``sent_at`` (default: ``date``), its
+        Message-ID ``message_id`` (an earlier try's; default: made from the digest id)."""
         return self.composer.message(
-            subscriber, items, digest_id, date, self.timings(), body=body, sent_at=sent_at
+            subscriber,
+            items,
+            digest_id,
+            date,
+            self.timings(),
+            body=body,
+            sent_at=sent_at,
+            message_id=message_id,
         )
 
     # -- a run's digests ----------------------------------------------------------------------------

@@ -51,8 +51,10 @@ class Composer:
         *,
         body: bool = True,
         sent_at: datetime | None = None,
+        message_id: str | None = None,
     ) -> OutgoingMessage:
-        """The digest of ``date`` (its heading); its Date header says ``sent_at`` (default: ``date``)."""
+        """The digest of ``date`` (its heading); its Date header says ``sent_at`` (default: ``date``), its
+        Message-ID ``message_id`` (an earlier try's; default: made from the digest id)."""
         urls = self._unsubscribe_urls(subscriber.email)
         with timings("render"):
             rendered = self.renderer.render(self.view(subscriber, items, date, urls))
@@ -67,6 +69,7 @@ class Composer:
                 date=sent_at or date,
                 body=body,
                 made_at=date,
+                message_id=message_id,
             )
 
     def _unsubscribe_urls(self, email: str) -> tuple[str, str | None]:

@@ -25,7 +25,7 @@ from newsletter.subscribers import SubscriberList
 
 KEPT_FOR_THEM = "not in the subscribers file: kept queued until they are back"
 
-# DigestBuilder.message: (subscriber, items, digest id, date, *, sent_at) -> the message
+# DigestBuilder.message: (subscriber, items, digest id, date, *, sent_at, message_id) -> the message
 BuildMessage = Callable[..., OutgoingMessage]
 
 
@@ -174,7 +174,9 @@ class QueuedDigests:
         """Its message as first built; a template or address error leaves it queued for the next run."""
         items = record.scored()
         try:
-            message = self.message(sub, items, record.digest_id, record.created_at, sent_at=now)
+            message = self.message(
+                sub, items, record.digest_id, record.created_at, sent_at=now, message_id=record.message_id
+            )
         except (RenderError, SendError) as exc:
             return DigestOutcome(
                 sub.email, "failed", f"error: {exc}", item_reports(items), record.digest_id, retried=True

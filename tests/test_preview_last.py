@@ -90,3 +90,22 @@ def test_a_resend_overwrites_its_own_outbox_files_days_later(env: dict[str, str]
     (eml,) = outbox.glob(f"*_{SSM}_*.eml")
     resent = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     assert resent["Date"].datetime.day == 14  # the header says when it went out
+
+
+def test_a_resend_after_the_sender_changed_keeps_its_message_id(env: dict[str, str], tmp_path: Path) -> None:
+    """Message-IDs are made from the sender's domain: after NEWSLETTER_FROM changed (an upgrade that
+    refused the placeholder), `retry --unknown` sent a copy a mail client could not tell was one."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", RUN_AT)
+    _, first = _sent(env)
+    with Store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:  # as a crash mid-send leaves it
+        (ssm,) = store.deliveries(email=SSM, with_items=False)
+        with store._engine.begin() as conn:
+            conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status=UNKNOWN))
+    moved = {**env, "NEWSLETTER_FROM": "Papers <digest@lab.example.net>"}
+    cli(moved, "retry", "--unknown", "--now", "2026-03-14T09:00:00Z")
+    _, resent = _sent(env)
+    assert resent["From"].addresses[0].domain == "lab.example.net"
+    assert resent["Message-ID"] == first["Message-ID"] and "lab.example.net" not in resent["Message-ID"]
+    shown = cli(moved, "preview", SSM, "--last", "--out", str(tmp_path / "last.html")).stdout
+    assert shown.startswith(f"Subject: {first['Subject']}")

@@ -49,7 +49,7 @@ def _resend(
 
 def _send_queued(store: Store, tmp_path: Path, factory: Callable[[], ResendTransport]) -> RunReport:
     people = tuple(Subscriber(email=e, interests=("x",)) for e in EMAILS)
-    build = lambda sub, items, digest_id, date, sent_at=None: _message(digest_id, sub.email)  # noqa: E731
+    build = lambda sub, items, digest_id, date, **_: _message(digest_id, sub.email)  # noqa: E731
     report = RunReport()
     queue = QueuedDigests(store, Settings(), factory, build)
     queue.deliver_pending(report, SubscriberList(tmp_path / "s.yaml", people), at(25), True, None)
@@ -227,7 +227,7 @@ def test_the_queue_stops_sending_once_the_run_lock_is_lost(
             raise StoreError("this run lost the database's run lock (its connection ended)")
 
     people = tuple(Subscriber(email=e, interests=("x",)) for e in EMAILS)
-    build = lambda sub, items, digest_id, date, sent_at=None: _message(digest_id, sub.email)  # noqa: E731
+    build = lambda sub, items, digest_id, date, **_: _message(digest_id, sub.email)  # noqa: E731
     with open_store(db_url(tmp_path)) as store:
         _plan_both(store)
         queue = QueuedDigests(

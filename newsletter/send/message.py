@@ -40,6 +40,7 @@ _LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*
 _DOMAIN = re.compile(
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 )
+_MESSAGE_ID = re.compile(r"<[A-Za-z0-9][A-Za-z0-9_+=.-]*@[A-Za-z0-9.-]+>")  # as message_id_for makes them
 _DIGEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_+=-]*(?:\.[A-Za-z0-9_+=-]+)*")
 _MAILTO = re.compile(r"mailto:[\x21-\x3b\x3d\x3f-\x7e]+")  # printable ASCII but < and >
 _HTTP = re.compile(r"https?://[\x21-\x3b\x3d\x3f-\x7e]+")
@@ -100,11 +101,13 @@ def build_message(
     date: datetime,
     body: bool = True,
     made_at: datetime | None = None,
+    message_id: str | None = None,
 ) -> OutgoingMessage:
     """One digest email as RFC 5322 bytes (CRLF). Raises SendError(permanent) for an unusable address.
 
     ``date`` is its Date header; ``made_at`` (default ``date``) when the digest was made, which a resend
-    keeps (the file outbox names its files by it).
+    keeps (the file outbox names its files by it), as it keeps the ``message_id`` an earlier try went out
+    with (default: made from the digest id and the sender's domain, which may have changed since).
 
     Without ``body``, ``raw`` is the header block alone (what an API that takes the HTML and text as
     fields reads of it): the same headers, without base64-encoding parts nobody would read.
@@ -112,7 +115,8 @@ def build_message(
     sender_name, sender_addr = parse_sender(envelope.sender)
     recipient = _checked_address(to_addr)
     subject = clean_text(rendered.subject)
-    message_id = message_id_for(digest_id, sender_addr.rpartition("@")[2])
+    if message_id is None or not _MESSAGE_ID.fullmatch(message_id):
+        message_id = message_id_for(digest_id, sender_addr.rpartition("@")[2])
     headers = [
         ("From", _mailbox(sender_name, sender_addr)),
         ("To", _mailbox(clean_text(to_name), recipient)),
