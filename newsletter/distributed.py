@@ -311,7 +311,10 @@ class ProcrastinateExecutor:
                 if status in _FINAL:
                     shard = waiting.pop(job_id)
                     if status != "succeeded":
-                        problem = f"shard {shard.index + 1}/{shard.count}: the worker's job {status}"
+                        problem = (
+                            f"shard {shard.index + 1}/{shard.count}: the worker's job {status} "
+                            "(why is in that worker's log)"
+                        )
                         report.errors.append(problem)
             if waiting:
                 await asyncio.sleep(POLL)
