@@ -1,5 +1,7 @@
 """Clicks held for the store: an unsubscribe or a "more/less like this" that came while the database
-could not take it (locked past its busy timeout by a long write, or down for maintenance).
+could not take it (locked past its busy timeout by a long write, or down for maintenance); and digests a
+server accepted whose 'sent' the database could not take (store/session.py), which would otherwise be
+reported 'unknown' and sent twice by `retry --unknown`.
 
 Mailbox providers send RFC 8058 one-click unsubscribes once and do not retry, so `serve` must not
 answer "try again later". It appends the click to ``held-clicks.jsonl`` in the state folder (flushed
@@ -15,7 +17,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +35,7 @@ HELD_FILE = "held-clicks.jsonl"
 MAX_HELD_BYTES = 16 * 2**20  # ~100,000 clicks: past that, feedback is refused (503), not the disk filled;
 # an unsubscribe is still held (a line an address at most: feedback posted over and over must not lose it)
 
-Kind = Literal["unsubscribe", "more", "less"]
+Kind = Literal["unsubscribe", "more", "less", "sent"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,8 @@ class Click:
     email: str
     at: datetime
     paper: str | None = None  # a feedback click's paper key
+    digest: str | None = None  # a digest sent: its id and Message-ID
+    message_id: str | None = None
 
     def to_line(self) -> str:
         return json.dumps({**asdict(self), "at": self.at.isoformat()}) + "\n"
@@ -55,7 +59,7 @@ def hold(home: Path, click: Click) -> None:
             if _already_held(held, click):  # a one-click link posted over and over: one line
                 return
             size = held.seek(0, os.SEEK_END)
-            if size > MAX_HELD_BYTES and click.kind != "unsubscribe":  # many links posted over and over
+            if size > MAX_HELD_BYTES and click.kind in ("more", "less"):  # many links posted over and over
                 raise StoreError(
                     f"cannot hold a click in {home / HELD_FILE}: it holds {size} bytes of clicks already, "
                     "while the database is unavailable"
@@ -66,7 +70,18 @@ def hold(home: Path, click: Click) -> None:
             os.fsync(held.fileno())
     except OSError as exc:
         raise StoreError(f"cannot hold a click in {home / HELD_FILE}: {exc.strerror or exc}") from exc
-    log.warning("%s of %s held in %s until the database takes it", click.kind, click.email, HELD_FILE)
+    if click.kind == "sent":
+        log.warning(
+            "digest %s was sent: that is held in %s until the database takes it", click.digest, HELD_FILE
+        )
+    else:
+        log.warning("%s of %s held in %s until the database takes it", click.kind, click.email, HELD_FILE)
+
+
+def hold_sent(home: Path, pairs: Sequence[tuple[str, str]], when: datetime) -> None:
+    """Hold the (digest id, Message-ID) pairs a server accepted at ``when``, for the database to record."""
+    for digest_id, message_id in pairs:
+        hold(home, Click("sent", "", when, digest=digest_id, message_id=message_id))
 
 
 def _already_held(held: IO[bytes], click: Click) -> bool:
@@ -120,6 +135,9 @@ def record_click(store: Store, click: Click, *, held: bool = False) -> StoredPap
     if click.kind == "unsubscribe":
         store.record_unsubscribe(click.email, click.at)
         return None
+    if click.kind == "sent":
+        store.sent_after_all(click.digest or "", click.message_id or "", click.at)
+        return None
     return store.record_feedback(click.email, click.paper or "", click.kind, click.at, if_newer=held)
 
 
@@ -127,7 +145,10 @@ def _read(held: IO[bytes]) -> Iterator[Click]:
     for number, line in enumerate(held, start=1):
         try:
             data = json.loads(line.decode())
-            yield Click(data["kind"], data["email"], datetime.fromisoformat(data["at"]), data.get("paper"))
+            at = datetime.fromisoformat(data["at"])
+            yield Click(
+                data["kind"], data["email"], at, data.get("paper"), data.get("digest"), data.get("message_id")
+            )
         except (ValueError, KeyError, TypeError):  # a line a full disk cut short (or UnicodeDecodeError)
             log.warning("%s:%d: not a held click, skipped", HELD_FILE, number)
 

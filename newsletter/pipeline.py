@@ -181,8 +181,8 @@ class Pipeline:
         return requeued, report
 
     def take_held_clicks(self) -> None:
-        """Record the unsubscribes and feedback `serve` held while the database could not take them
-        (see held.py), before anything is selected or sent."""
+        """Record the unsubscribes and feedback `serve` held while the database could not take them,
+        and the sends it could not record (see held.py), before anything is selected or sent."""
         record_held(self.settings.home, self.store)
 
     def recover(self, now: datetime) -> list[str]:
@@ -330,6 +330,7 @@ class Pipeline:
         first sends what an earlier attempt planned and did not send, and counts every digest an
         earlier attempt planned against its cap.
         """
+        record_held(self.settings.home, self.store, wait=False)  # this worker's sends its database missed
         earlier = (
             self.store.planned_at(shard.now, [s.email for s in shard.subscribers]) if shard.attempt else []
         )

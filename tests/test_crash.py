@@ -39,6 +39,7 @@ from rich.console import Console
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.deliver import FAILED_IN_A_ROW, GIVE_UP_AFTER, STOPPED, Breaker
 from newsletter.errors import SendError, StoreError
+from newsletter.held import HELD_FILE
 from newsletter.models import OutgoingMessage
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
@@ -47,6 +48,7 @@ from newsletter.report import BACKING_OFF, WAITING, RunReport
 from newsletter.select import BOUNCED
 from newsletter.status import print_status, status_report
 from newsletter.store import SENDING, Store
+from newsletter.store.session import DeliverySession
 from newsletter.subscribers import SubscriberList, load_subscribers
 
 from .api_server import server_process as api_process
@@ -1067,6 +1069,35 @@ def test_a_database_error_mid_run_stops_it_with_what_it_did_reported(
     # the refused one could not be recorded: left 'sending', as after a crash, so 'unknown' now
     assert left == {READERS[0]: "sent", READERS[1]: "unknown", READERS[2]: "sent"}
     assert len(report.recovered_unknown) == 1
+
+
+def test_a_send_the_database_could_not_record_is_held_and_recorded_sent_not_unknown(
+    folder: Path, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database gone right after the server accepted a message (a PostgreSQL restart): the digest
+    stayed 'sending', the next run called it 'unknown' (it had arrived), and `retry --unknown`, as that
+    run's warning said, would send it twice. Now the state folder holds it, and the next run records it."""
+    transport = Recorder()
+    made, subs = pipeline(folder, renderer, transport)
+    real = DeliverySession._tx
+
+    @contextlib.contextmanager
+    def gone_after_the_first_send(self: DeliverySession, action: str) -> Iterator[Any]:
+        if transport.sent:
+            raise StoreError(f"database error while {action}: the database system is shutting down")
+        with real(self, action) as conn:
+            yield conn
+
+    with monkeypatch.context() as down, made.store:
+        down.setattr(DeliverySession, "_tx", gone_after_the_first_send)
+        report = made.run(subs, NOW)
+    assert not report.ok and transport.sent == [READERS[0]]
+    assert committed(folder)[READERS[0]] == SENDING
+    assert '"kind": "sent"' in (folder / "state" / HELD_FILE).read_text()
+    report, sent, left = next_run(folder, renderer)
+    assert left[READERS[0]] == "sent" and report.recovered_unknown == []
+    assert READERS[0] not in sent and sorted(sent) == sorted(READERS[1:])  # the others, once
+    assert not (folder / "state" / HELD_FILE).read_text()
 
 
 def test_a_refusal_for_now_backs_off_longer_each_run_and_is_given_up_after_days(

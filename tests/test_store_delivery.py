@@ -505,3 +505,24 @@ def test_a_session_per_connection_up_to_the_most_a_run_opens_leaves_room_for_the
             stack.enter_context(store.delivery_session())
         store.plan_digest(plan_for(store, "d1"))  # planning and reports still get a connection
         assert _status(store, "d1") == PENDING
+
+
+def test_what_the_database_would_not_record_sent_is_handed_over_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pending acceptance and a batch's, when their commit fails: to the run's state folder, then
+    no longer the session's (a later commit must not record them again)."""
+    handed: list[tuple[list[tuple[str, str]], object]] = []
+    with store.delivery_session(unrecorded=lambda pairs, when: handed.append((list(pairs), when))) as session:
+        session.accepted("d1", "<m1>", at(26))
+
+        @contextlib.contextmanager
+        def down(action: str) -> Iterator[None]:
+            raise StoreError(f"database error while {action}: server closed the connection")
+            yield
+
+        monkeypatch.setattr(session, "_tx", down)
+        with pytest.raises(StoreError):
+            session.sent_many([("d2", "<m2>"), ("d3", "<m3>")], at(27))
+        session.flush()  # nothing left to record
+    assert handed == [([("d1", "<m1>")], at(26)), ([("d2", "<m2>"), ("d3", "<m3>")], at(27))]

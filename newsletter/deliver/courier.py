@@ -19,6 +19,7 @@ try, the courier marks its digests refused (``_held``), so a crash during that w
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from newsletter.address import address_key
 from newsletter.config import Settings
 from newsletter.deliver.breaker import Breaker
 from newsletter.errors import ConnectionRefused, SendError, SendStopped
+from newsletter.held import hold_sent
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.report import STOPPED, DigestOutcome, ItemReport, Timings, plural
@@ -84,7 +86,8 @@ class Courier:
         self._samples: list[float] = []
         self.halted = False
         self.breaker = breaker or Breaker()
-        self._session = store.delivery_session(session_lock)
+        hold = functools.partial(hold_sent, settings.home)  # sends the database could not record
+        self._session = store.delivery_session(session_lock, unrecorded=hold)
         self._secrets = settings.secret_values()
 
     def _said(self, exc: SendError) -> str:

@@ -4,7 +4,9 @@ Per message the log needs two durable steps: *sending* before the network step a
 The session folds the previous message's *sent* into the next message's *sending* transaction, so a
 run of N messages commits N + 1 transactions on one connection instead of 2N on fresh ones. A crash
 between a message's acceptance and the next commit leaves it 'sending', which the next run reports as
-'unknown' (never resent): still at most one per crash.
+'unknown' (never resent): still at most one per crash. A database that fails that commit (down, its
+disk full) gets the acceptances handed to ``unrecorded`` (the run's state folder keeps them, held.py),
+which records them 'sent' once it answers again: not 'unknown', for `retry --unknown` to send twice.
 
 A run sending over several connections has one session per connection; they share a lock, so they
 take turns at the database instead of polling SQLite's busy timeout.
@@ -31,8 +33,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from newsletter.errors import StoreError
 from newsletter.store.engine import Prepared, bind_processor, db_errors, write_options
-from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, InvalidTransition, NotQueued
+from newsletter.store.records import QUEUED, SENDING, SENT, UNKNOWN, NotQueued
 from newsletter.store.schema import digests
 from newsletter.store.subscriber_state import unsubscribed_row
 
@@ -68,11 +71,19 @@ _SENT = (  # from 'unknown' too: another process's recovery may have given up on
 )
 
 
+# what a session hands the (digest id, Message-ID) pairs the server accepted and the database would not
+# record, with the time they were accepted
+Unrecorded = Callable[[Sequence[tuple[str, str]], datetime], None]
+
+
 class DeliverySession:
     """Use as a context manager; ``flush()`` (also on exit) makes the last accepted message 'sent'."""
 
-    def __init__(self, engine: Engine, lock: threading.Lock | None = None) -> None:
+    def __init__(
+        self, engine: Engine, lock: threading.Lock | None = None, unrecorded: Unrecorded | None = None
+    ) -> None:
         self._engine = engine
+        self._unrecorded = unrecorded
         # the sessions of one run take turns at the database
         self._lock: contextlib.AbstractContextManager[object] = lock or contextlib.nullcontext()
         self._conn: Connection | None = None
@@ -135,29 +146,55 @@ class DeliverySession:
 
     def sent_many(self, pairs: Sequence[tuple[str, str]], now: datetime) -> None:
         """The API accepted these (digest_id, message_id) pairs: 'sent', committed now."""
-        stamp = self._db_time(now)
-        with self._tx(f"marking {len(pairs)} digests sent") as conn:
-            self._record_accepted(conn)
-            self._accepted = None
-            for digest_id, message_id in pairs:
-                params = {"b_id": digest_id, "b_now": stamp, "b_message_id": message_id}
-                if self._sent.run(conn, params) != 1:
-                    raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
+        try:
+            with self._tx(f"marking {len(pairs)} digests sent") as conn:
+                self._record_accepted(conn)
+                for digest_id, message_id in pairs:
+                    self._mark_sent(conn, digest_id, message_id, now)
+        except StoreError:
+            self._hand_over(pairs, now)
+            raise
+        self._accepted = None
+
+    def sent_if_open(self, digest_id: str, message_id: str, now: datetime) -> bool:
+        """'sent' if it is still 'sending' or 'unknown' (an acceptance held while the database was
+        down); whether it was."""
+        params = {"b_id": digest_id, "b_now": self._db_time(now), "b_message_id": message_id}
+        with self._tx(f"marking digest {digest_id} sent") as conn:
+            return self._sent.run(conn, params) == 1
 
     def accepted(self, digest_id: str, message_id: str, now: datetime) -> None:
         """The transport accepted it; recorded 'sent' with the next transaction or at flush()."""
         self._accepted = (digest_id, message_id, now)
 
     def flush(self) -> None:
-        if self._accepted is not None:
-            with self._tx("marking a digest sent") as conn:
-                self._record_accepted(conn)
-            self._accepted = None
-
-    def _record_accepted(self, conn: Connection) -> None:
         if self._accepted is None:
             return
-        digest_id, message_id, now = self._accepted
+        try:
+            with self._tx("marking a digest sent") as conn:
+                self._record_accepted(conn)
+        except StoreError:
+            self._hand_over((), self._accepted[2])
+            raise
+        self._accepted = None
+
+    def _hand_over(self, pairs: Sequence[tuple[str, str]], now: datetime) -> None:
+        """What the server accepted and the database did not record, to ``unrecorded`` (then no longer
+        this session's to record: a later commit must not record it a second time)."""
+        if self._unrecorded is None:
+            return
+        if self._accepted is not None:
+            digest_id, message_id, when = self._accepted
+            self._unrecorded([(digest_id, message_id)], when)
+            self._accepted = None
+        if pairs:
+            self._unrecorded(pairs, now)
+
+    def _record_accepted(self, conn: Connection) -> None:
+        if self._accepted is not None:
+            self._mark_sent(conn, *self._accepted)
+
+    def _mark_sent(self, conn: Connection, digest_id: str, message_id: str, now: datetime) -> None:
         params = {"b_id": digest_id, "b_now": self._db_time(now), "b_message_id": message_id}
         if self._sent.run(conn, params) != 1:  # not this transaction's digest: it goes on
             log.warning(

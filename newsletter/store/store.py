@@ -33,10 +33,11 @@ from newsletter.store.records import (
     DigestPlan,
     FeedbackRecord,
     IngestResult,
+    InvalidTransition,
     SubscriberState,
 )
 from newsletter.store.schema import digests, dumps, installation, subscribers
-from newsletter.store.session import DeliverySession
+from newsletter.store.session import DeliverySession, Unrecorded
 from newsletter.store.transfer import copy_rows
 
 log = logging.getLogger(__name__)
@@ -273,15 +274,28 @@ class Store(Catalog):
         with self._tx(f"marking digest {digest_id} sending", write=True) as conn:
             delivery.mark_sending(conn, digest_id, now, message_id)
 
-    def delivery_session(self, lock: threading.Lock | None = None) -> DeliverySession:
+    def delivery_session(
+        self, lock: threading.Lock | None = None, unrecorded: Unrecorded | None = None
+    ) -> DeliverySession:
         """The per-message hot path for a run's sends (see store/session.py)."""
-        return DeliverySession(self._engine, lock)
+        return DeliverySession(self._engine, lock, unrecorded)
+
+    def sent_after_all(self, digest_id: str, message_id: str, at: datetime) -> bool:
+        """A send held while the database could not record it: 'sent' now, if the digest is still
+        'sending' or 'unknown' (a held line recorded before is not again); whether it was."""
+        _aware(at, "at")
+        with self.delivery_session() as session:
+            moved = session.sent_if_open(digest_id, message_id, at)
+        if moved:
+            log.info("digest %s recorded sent, as held while the database could not take it", digest_id)
+        return moved
 
     def mark_sent(self, digest_id: str, now: datetime, message_id: str) -> None:
         """sending (or unknown) -> sent, as a run's DeliverySession records it (one at a time)."""
         _aware(now, "now")
         with self.delivery_session() as session:
-            session.sent_many([(digest_id, message_id)], now)
+            if not session.sent_if_open(digest_id, message_id, now):
+                raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
 
     def mark_failed(
         self,
