@@ -218,6 +218,10 @@ def test_preview_and_explain_answer_while_the_daemon_holds_the_lock(fresh: dict[
             assert SENT in proc.stdout
             retry = cli(fresh, "retry", check=False).stderr  # sending still waits for the lock
             assert "another run holds" in retry and "a `newsletter daemon` holds the lock" in retry
+            refused = cli(fresh, "run", "--json", check=False)  # a script reading the report: JSON still
+            said = json.loads(refused.stdout)
+            assert refused.returncode == 1 and said["error"].startswith("another run holds")
+            assert "a `newsletter daemon` holds the lock" in said["hint"]
             (Path(fresh["NEWSLETTER_DUMPS"]) / seed_names()[2]).unlink()
             assert "WARNING" not in cli(fresh, "preview", SSM, "--now", LATER).stderr  # nothing left out
         finally:

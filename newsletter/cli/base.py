@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -191,6 +192,9 @@ def _fail(exc: NewsletterError) -> NoReturn:
         trace = "".join(traceback.format_exception(exc))
         err.print(redact(trace, state.secrets), highlight=False, markup=False, soft_wrap=True)
     print_error(exc)
+    if "--json" in sys.argv[1:]:  # a script reading the report gets the error as JSON, not nothing
+        hint = redact(exc.hint, state.secrets) if exc.hint else None
+        print(json.dumps({"error": redact(exc.message, state.secrets), "hint": hint}))
     sys.exit(2 if isinstance(exc, UsageError) else 1)
 
 
