@@ -266,10 +266,13 @@ class Settings(BaseSettings):
         for (field, index), url in urls.items():
             password = _url_password(url) if isinstance(url, str) else None
             if password and len(password) < MIN_SECRET:
-                name = field if index is None else f"{field}[{index}].base_url"
+                key = (
+                    None if index is None else "base_url"
+                )  # a [[sources]] table's key; else the field's line
+                name = field if key is None else f"{field}[{index}].{key}"
                 raise ValueError(
                     f"{name}: its password is shorter than {MIN_SECRET} characters: too short to keep "
-                    f"out of logs in every encoding ({setting_origin(field, index=index, key='base_url')})"
+                    f"out of logs in every encoding ({setting_origin(field, index=index, key=key)})"
                 )
         return self
 
@@ -284,7 +287,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    @field_validator("unsubscribe_secret", "unsubscribe_secret_previous")
+    @field_validator("unsubscribe_secret")
     @classmethod
     def _a_real_key(cls, value: SecretStr | None) -> SecretStr | None:
         """An empty key would sign links anyone can forge: refused, not read as no key; so is a short
@@ -295,8 +298,20 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < MIN_SIGNING_KEY:
             raise ValueError(
                 f"is shorter than {MIN_SIGNING_KEY} characters: too easy to guess from one signed link "
-                "(make one with `openssl rand -hex 32`; the links of emails sent with the old key then "
-                "stop working, their mailto unsubscribe still does)"
+                "(make one with `openssl rand -hex 32`; keep the old one as "
+                "NEWSLETTER_UNSUBSCRIBE_SECRET_PREVIOUS and the links of emails already sent still work)"
+            )
+        return value
+
+    @field_validator("unsubscribe_secret_previous")
+    @classmethod
+    def _a_key_once_used(cls, value: SecretStr | None) -> SecretStr | None:
+        """The key before a change: this tool signed with none empty or short, and one would let anyone
+        forge the links it accepts."""
+        if value is not None and len(value.get_secret_value().strip()) < MIN_SIGNING_KEY:
+            raise ValueError(
+                f"is empty or shorter than {MIN_SIGNING_KEY} characters, as no key this tool signed with "
+                "was: set the key the emails already sent were signed with, or unset it"
             )
         return value
 

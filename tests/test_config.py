@@ -185,6 +185,11 @@ def test_a_rule_between_settings_names_where_the_value_came_from(
     )
     with pytest.raises(ConfigError, match=r"sources\[1\]\.base_url: .* \(newsletter.toml, line 5\)"):
         load_settings()  # the second table's key (it named the first table, then the second's header)
+    toml.write_text(
+        '\ndatabase_url = "postgresql://u:ab@localhost/db"\n\nbase_url = "https://n.example.org"\n'
+    )
+    with pytest.raises(ConfigError, match=r"database_url: .* \(newsletter.toml, line 2\)"):
+        load_settings()  # not the line of the top-level base_url below it
     toml.write_text('smtp_password = "hunter2-secret"\n')
     with pytest.raises(ConfigError, match=r"smtp_password is set \(newsletter.toml, line 1\) but"):
         load_settings()

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from newsletter.errors import SendError, SendStopped
 from newsletter.send.apis import (
@@ -81,6 +84,11 @@ def test_retry_after_takes_seconds_or_an_http_date(value: str | None, seconds: f
 def test_a_rate_limit_reset_ages_away_is_the_longest_wait(reset: str) -> None:
     """Python refuses to read an int of 4,300 digits, and 1e20 s overflowed a timedelta."""
     assert rate_limit_wait(httpx.Headers({"X-RateLimit-Reset": reset}), NOW) == LONGEST_ASKED_WAIT
+
+
+def test_a_superscript_digit_is_no_rate_limit_reset() -> None:
+    """ "²".isdigit() is true and float("²") raises: a 429 with it escaped as a ValueError."""
+    assert rate_limit_wait(httpx.Headers([(b"X-RateLimit-Reset", "²".encode())]), NOW) is None
 
 
 @pytest.mark.parametrize("cls", PROVIDERS)
@@ -305,6 +313,37 @@ def test_a_reply_that_trickles_in_past_the_timeout_is_cut_off_as_a_read_timeout(
     assert time.monotonic() - started < 2.0
     assert caught.value.unknown and "the reply took longer than the timeout" in caught.value.message
     assert len(h.api.requests) == 1  # not resent: it may have arrived
+
+
+def test_requests_still_go_through_the_environment_s_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timeout for a whole reply was first a transport of its own, and a client given one reads no
+    HTTP_PROXY: on a network that lets mail out only through a proxy, every send went direct."""
+    seen: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.requestline)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"id": "via-proxy"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Proxy) as proxy:
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        api = ResendTransport(SecretStr(KEY), base_url="http://api.resend.invalid", sleep=lambda s: None)
+        with api as transport:
+            assert transport.deliver(make_message()).provider_id == "via-proxy"
+        proxy.shutdown()
+    assert seen == ["POST http://api.resend.invalid/emails HTTP/1.1"]
 
 
 def test_deeply_nested_json_in_a_reply_is_no_traceback() -> None:

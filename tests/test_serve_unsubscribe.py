@@ -192,6 +192,10 @@ def test_a_previous_key_alone_is_refused(env: dict[str, str]) -> None:
         in (proc.stderr)
     )
     assert SECRET not in proc.stderr + proc.stdout
+    keys = {"NEWSLETTER_UNSUBSCRIBE_SECRET": "k" * 32, "NEWSLETTER_UNSUBSCRIBE_SECRET_PREVIOUS": "old-key"}
+    short = cli({**env, **keys}, "check", check=False).stderr  # not the advice for a new key
+    assert "unsubscribe_secret_previous': is empty or shorter than 16 characters, as no key" in short
+    assert "old-key" not in short
 
 
 def test_without_a_secret_the_endpoint_is_404_with_a_note(env: dict[str, str]) -> None:

@@ -533,6 +533,7 @@ def test_listing_dates_treats_naive_as_utc() -> None:
         ("-5", None, None),
         ("", None, None),
         (None, None, None),
+        ("²", None, None),  # a digit to str.isdigit, and a ValueError to float()
     ],
 )
 def test_retry_after_seconds(value: str | None, server_date: str | None, expected: float | None) -> None:

@@ -54,9 +54,10 @@ def isolated(text: str) -> str:
 
 
 def left_to_right(text: str) -> str:
-    """A plain-text line that holds right-to-left text led by a left-to-right mark (U+200E): '4. <Hebrew
-    title>' otherwise reads right to left, its number at the right end, where the first letter is Hebrew."""
-    return f"\u200e{text}" if _right_to_left(text) else text
+    """Each plain-text line that holds right-to-left text led by a left-to-right mark (U+200E): '4. <Hebrew
+    title>' otherwise reads right to left, its number at the right end, where the first letter is Hebrew
+    (and a wrapped title's next lines with their indent at the right)."""
+    return "\n".join(f"\u200e{line}" if _right_to_left(line) else line for line in text.split("\n"))
 
 
 def _right_to_left(text: str) -> bool:

@@ -379,7 +379,7 @@ def retry_after_seconds(
     if not value or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit, and no number to float
         return min(float(value), cap)
     when = _http_date(value)
     if when is None:

@@ -48,7 +48,7 @@ from newsletter import __version__
 from newsletter.errors import ConfigError, SendError, SendStopped
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
-from newsletter.send.apis.deadline import DeadlineTransport
+from newsletter.send.apis.deadline import within
 from newsletter.send.pacing import Gate, sleep_unless
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def rate_limit_wait(headers: httpx.Headers, now: datetime) -> float | None:
     sends it (the Unix time the limit resets); None when neither says."""
     wait = retry_after_seconds(headers.get("Retry-After"), now)
     reset = headers.get("X-RateLimit-Reset", "").strip()
-    if wait is not None or not reset.isdigit():
+    if wait is not None or not (reset.isascii() and reset.isdigit()):  # "²" is a digit to isdigit
         return wait
     return _bounded(float(reset) - now.timestamp())  # float: Python refuses ints of 4,300 digits
 
@@ -431,7 +431,8 @@ class HttpApiTransport:
             self._client = httpx.Client(
                 base_url=self.base_url,
                 timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0)),
-                transport=DeadlineTransport(self._http_transport or httpx.HTTPTransport(), self.timeout),
+                transport=self._http_transport,
+                event_hooks={"response": [within(self.timeout)]},
                 headers={"User-Agent": f"newsletter/{__version__}", "Accept": "application/json"},
                 follow_redirects=False,
             )

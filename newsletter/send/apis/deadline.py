@@ -1,29 +1,27 @@
 """A whole reply within the API timeout: httpx's timeouts bound each read, so a server that sends one
-byte every few seconds held a run (and its stop) for as long as it liked."""
+byte every few seconds held a run (and its stop) for as long as it liked.
+
+A response hook, not a transport: a client given a transport of its own no longer reads HTTP(S)_PROXY
+from the environment."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 
 
-class DeadlineTransport(httpx.BaseTransport):
-    """``inner`` whose replies' bodies must arrive within ``seconds`` of their headers, else ReadTimeout
+def within(seconds: float) -> Callable[[httpx.Response], None]:
+    """A response hook: the reply's body must arrive within ``seconds`` of its headers, else ReadTimeout
     (a reply that came too slowly: what a lost connection after the request means to the API transports)."""
 
-    def __init__(self, inner: httpx.BaseTransport, seconds: float) -> None:
-        self.inner, self.seconds = inner, seconds
+    def hook(response: httpx.Response) -> None:
+        if isinstance(response.stream, httpx.SyncByteStream):  # always, on a sync client
+            deadline = time.monotonic() + seconds
+            response.stream = _DeadlineStream(response.stream, deadline, response.request)
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
-        if isinstance(response.stream, httpx.SyncByteStream):  # always, from a sync transport
-            response.stream = _DeadlineStream(response.stream, time.monotonic() + self.seconds, request)
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
+    return hook
 
 
 class _DeadlineStream(httpx.SyncByteStream):
