@@ -173,7 +173,8 @@ def _outside_window(
         )
     return (
         "not sent: it came before this subscriber's window (a first digest holds only the latest "
-        "dump's new papers) or scored below the bar then; it would count now"
+        "dump's new papers; `prune --sent` forgets older digests, and what they held) or scored below "
+        "the bar then; it would count now"
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from newsletter.errors import StoreError
-from newsletter.models import Paper, normalize_title
+from newsletter.models import Paper, abstract_key, normalize_title
 from newsletter.store import MIGRATIONS, Store
 from newsletter.store.engine import db_errors, make_engine, transaction
 from newsletter.store.migrations import migrate
@@ -275,5 +275,31 @@ def test_a_full_disk_says_what_to_do(said: str) -> None:
         raise sa.exc.OperationalError("UPDATE papers", {}, Exception(said))
     assert (
         info.value.hint
-        == "free space on the state database's disk and run again: what failed was rolled back"
+        == "free space on the state database's disk and run again (the write that failed was undone)"
     )
+
+
+def test_0015_makes_every_key_again_a_thousand_papers_at_a_time(store_url: str) -> None:
+    engine = make_engine(sa.make_url(store_url))
+    migrate(engine, tuple(m for m in MIGRATIONS if m[0] < "0015"))
+    abstracts = [" ".join(f"w{n}x{i}" for i in range(45)) for n in range(2500)]
+    with transaction(engine, write=True) as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO dumps (content_hash, source, format, ingested_at, papers, new)"
+                " VALUES ('h', 'test', 'hf-text', '2026-01-01 00:00:00.000000', 1, 1)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO papers (key, title_key, title, abstract, abstract_key, authors, first_seen,"
+                " last_seen, first_dump_seq, times_seen, best_rank) VALUES (:key, :key, :key, :abstract,"
+                " 'stale', '[]', '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 1, 1, 1)"
+            ),
+            [{"key": f"paper {n}", "abstract": a} for n, a in enumerate(abstracts)],
+        )
+    assert migrate(engine) == ["0015_abstract_keys"]
+    with engine.connect() as conn:
+        keys = dict(conn.execute(sa.text("SELECT abstract, abstract_key FROM papers")).all())
+    engine.dispose()
+    assert keys == {a: abstract_key(a) for a in abstracts}

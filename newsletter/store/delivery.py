@@ -447,20 +447,31 @@ def _record(row: Row[Any], items: tuple[DeliveryItem, ...]) -> DeliveryRecord:
     )
 
 
-def prune_sent(conn: Connection, before: datetime, limit: int) -> int:
-    """Delete up to ``limit`` sent digests sent before ``before`` (with their items), but each address's
-    latest (`preview --last` shows it); returns how many. A caller keeps ``before`` past the catch-up
-    window: the digests in it are what keeps their papers from being planned for the address again."""
-    later = digests.alias("later")
-    newer = sa.exists().where(
-        later.c.email == digests.c.email, later.c.status == SENT, later.c.created_at > digests.c.created_at
-    )
-    old = sa.select(digests.c.id).where(digests.c.status == SENT, digests.c.updated_at < before, newer)
-    ids = list(conn.execute(old.limit(limit)).scalars())
-    for batch in chunks(ids):
-        conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(batch)))
-        conn.execute(digests.delete().where(digests.c.id.in_(batch)))
-    return len(ids)
+def latest_sent(conn: Connection) -> dict[str, datetime]:
+    """When each address's latest sent digest was made."""
+    query = sa.select(digests.c.email, sa.func.max(digests.c.created_at)).where(digests.c.status == SENT)
+    return {email: made for email, made in conn.execute(query.group_by(digests.c.email))}
+
+
+def prune_sent(conn: Connection, before: datetime, latest: dict[str, datetime]) -> int:
+    """Delete the sent digests of ``latest``'s addresses sent before ``before`` (with their items), but
+    each address's latest (made at ``latest[email]``, or later: `preview --last` shows it); returns how
+    many. Address by address, on the email index. A caller keeps ``before`` past the catch-up window:
+    the digests in it are what keeps their papers from being planned for the address again."""
+    pruned = 0
+    for email, newest in latest.items():
+        old = sa.select(digests.c.id).where(
+            digests.c.email == email,
+            digests.c.status == SENT,
+            digests.c.updated_at < before,
+            digests.c.created_at < newest,
+        )
+        ids = list(conn.execute(old).scalars())
+        for batch in chunks(ids):
+            conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(batch)))
+            conn.execute(digests.delete().where(digests.c.id.in_(batch)))
+        pruned += len(ids)
+    return pruned
 
 
 def prune(conn: Connection, before: datetime) -> int:

@@ -182,7 +182,7 @@ def _hint(error: exc.SQLAlchemyError) -> str | None:
     if "unable to open" in text or "readonly" in text or "read-only" in text:
         return "check that the state folder (NEWSLETTER_HOME) exists and is writable"
     if "disk is full" in text or "no space left" in text or "could not extend file" in text:
-        return "free space on the state database's disk and run again: what failed was rolled back"
+        return "free space on the state database's disk and run again (the write that failed was undone)"
     return None
 
 

@@ -235,14 +235,16 @@ def _0009_abstract_key(conn: Connection) -> None:
 
 
 def _key_abstracts(conn: Connection) -> None:
-    """Every paper's abstract key as ``models.abstract_key`` makes it now."""
-    rows = (
-        conn.execute(sa.text("SELECT id, abstract, abstract_key FROM papers")) or ()
-    )  # (): a mock engine's DDL
-    keys = [{"b_id": r.id, "b_key": k} for r in rows if (k := abstract_key(r.abstract)) != r.abstract_key]
+    """Every paper's abstract key as ``models.abstract_key`` makes it now, 1,000 papers at a time (the
+    driver reads a whole result into memory: all the abstracts of a large store at once)."""
+    query = sa.text("SELECT id, abstract, abstract_key FROM papers WHERE id > :after ORDER BY id LIMIT 1000")
     update = sa.text("UPDATE papers SET abstract_key = :b_key WHERE id = :b_id")
-    for start in range(0, len(keys), 1000):
-        conn.execute(update, keys[start : start + 1000])
+    after = 0
+    while rows := list(conn.execute(query, {"after": after}) or ()):  # (): a mock engine's DDL
+        keys = [{"b_id": r.id, "b_key": k} for r in rows if (k := abstract_key(r.abstract)) != r.abstract_key]
+        if keys:
+            conn.execute(update, keys)
+        after = rows[-1].id
 
 
 def _0010_refused(conn: Connection) -> None:

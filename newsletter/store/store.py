@@ -42,7 +42,7 @@ from newsletter.store.transfer import copy_rows
 
 log = logging.getLogger(__name__)
 
-PRUNE_BATCH = 10_000  # sent digests forgotten per transaction
+PRUNE_ADDRESSES = 50  # addresses whose old sent digests are forgotten per transaction
 
 
 def _aware(value: datetime, name: str) -> datetime:
@@ -366,15 +366,16 @@ class Store(Catalog):
 
     def prune_sent(self, before: datetime) -> int:
         """Forget sent digests sent before ``before``, each address's latest kept (see
-        delivery.prune_sent), in transactions of PRUNE_BATCH: a year of a large list is millions."""
+        delivery.prune_sent), PRUNE_ADDRESSES addresses a transaction: a year of a large list is
+        millions, and a long write transaction would hold a run out past SQLite's busy timeout."""
         _aware(before, "before")
+        with self._tx("reading the latest sent digests") as conn:
+            latest = delivery.latest_sent(conn)  # a digest made meanwhile only keeps one more
         total = 0
-        while True:
+        for emails in chunks(sorted(latest), PRUNE_ADDRESSES):
             with self._tx("pruning old sent digests", write=True) as conn:
-                pruned = delivery.prune_sent(conn, before, PRUNE_BATCH)
-            total += pruned
-            if pruned < PRUNE_BATCH:
-                return total
+                total += delivery.prune_sent(conn, before, {e: latest[e] for e in emails})
+        return total
 
     def compact(self) -> None:
         """SQLite: rewrite the file without its free pages (VACUUM; deleting rows alone does not shrink
