@@ -94,6 +94,12 @@ def test_refused_files_recorded_before_0007_survive_it_and_a_second_name_can_joi
 
 def _store_before(store_url: str, migration: str, title: str, abstract: str) -> None:
     """A state with every migration before ``migration`` and one paper keyed by its title, as stored then."""
+    _papers_before(store_url, migration, [(title, abstract)])
+
+
+def _papers_before(store_url: str, migration: str, papers: list[tuple[str, str]]) -> None:
+    """A state with every migration before ``migration`` and these (title, abstract) papers, each keyed
+    by its title, as stored then."""
     engine = make_engine(sa.make_url(store_url))
     migrate(engine, tuple(m for m in MIGRATIONS if m[0] < migration))
     with transaction(engine, write=True) as conn:
@@ -109,7 +115,10 @@ def _store_before(store_url: str, migration: str, title: str, abstract: str) -> 
                 " first_dump_seq, times_seen, best_rank) VALUES (:key, :key, :title, :abstract, '[]',"
                 " '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 1, 1, 1)"
             ),
-            {"key": normalize_title(title), "title": title, "abstract": abstract},
+            [
+                {"key": normalize_title(title), "title": title, "abstract": abstract}
+                for title, abstract in papers
+            ],
         )
     engine.dispose()
 
@@ -280,24 +289,9 @@ def test_a_full_disk_says_what_to_do(said: str) -> None:
 
 
 def test_0015_makes_every_key_again_a_thousand_papers_at_a_time(store_url: str) -> None:
-    engine = make_engine(sa.make_url(store_url))
-    migrate(engine, tuple(m for m in MIGRATIONS if m[0] < "0015"))
     abstracts = [" ".join(f"w{n}x{i}" for i in range(45)) for n in range(2500)]
-    with transaction(engine, write=True) as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO dumps (content_hash, source, format, ingested_at, papers, new)"
-                " VALUES ('h', 'test', 'hf-text', '2026-01-01 00:00:00.000000', 1, 1)"
-            )
-        )
-        conn.execute(
-            sa.text(
-                "INSERT INTO papers (key, title_key, title, abstract, abstract_key, authors, first_seen,"
-                " last_seen, first_dump_seq, times_seen, best_rank) VALUES (:key, :key, :key, :abstract,"
-                " 'stale', '[]', '2026-01-01 00:00:00.000000', '2026-01-01 00:00:00.000000', 1, 1, 1)"
-            ),
-            [{"key": f"paper {n}", "abstract": a} for n, a in enumerate(abstracts)],
-        )
+    _papers_before(store_url, "0015", [(f"Paper {n}", a) for n, a in enumerate(abstracts)])  # no keys
+    engine = make_engine(sa.make_url(store_url))
     assert migrate(engine) == ["0015_abstract_keys"]
     with engine.connect() as conn:
         keys = dict(conn.execute(sa.text("SELECT abstract, abstract_key FROM papers")).all())
