@@ -315,6 +315,25 @@ def test_a_reply_that_trickles_in_past_the_timeout_is_cut_off_as_a_read_timeout(
     assert len(h.api.requests) == 1  # not resent: it may have arrived
 
 
+class _TwoHalves(httpx.SyncByteStream):
+    """A whole reply whose second half comes 0.2 s after the first, past a 0.3 s deadline."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        body = json.dumps({"MessageID": "late-but-whole", "ErrorCode": 0, "Message": "OK"}).encode()
+        time.sleep(0.2)
+        yield body[:10]
+        time.sleep(0.2)
+        yield body[10:]
+
+
+def test_a_reply_whose_last_chunk_comes_just_past_the_timeout_is_the_api_s_answer() -> None:
+    """Read whole, it was thrown away as a timeout: the message the API accepted became 'unknown'."""
+    h = harness(PostmarkTransport, httpx.Response(200, stream=_TwoHalves()), timeout=0.3)
+    with h.transport as transport:
+        assert transport.deliver(make_message()).provider_id == "late-but-whole"
+    assert len(h.api.requests) == 1
+
+
 def test_requests_still_go_through_the_environment_s_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     """The timeout for a whole reply was first a transport of its own, and a client given one reads no
     HTTP_PROXY: on a network that lets mail out only through a proxy, every send went direct."""

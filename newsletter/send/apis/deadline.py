@@ -13,8 +13,9 @@ import httpx
 
 
 def within(seconds: float) -> Callable[[httpx.Response], None]:
-    """A response hook: the reply's body must arrive within ``seconds`` of its headers, else ReadTimeout
-    (a reply that came too slowly: what a lost connection after the request means to the API transports)."""
+    """A response hook: the reply's body must arrive within ``seconds`` of its headers (give or take its
+    last read), else ReadTimeout (a reply that came too slowly: what a lost connection after the request
+    means to the API transports)."""
 
     def hook(response: httpx.Response) -> None:
         if isinstance(response.stream, httpx.SyncByteStream):  # always, on a sync client
@@ -29,12 +30,15 @@ class _DeadlineStream(httpx.SyncByteStream):
         self.inner, self.deadline, self.request = inner, deadline, request
 
     def __iter__(self) -> Iterator[bytes]:
-        read = 0
+        """The chunks; one that came past the deadline is taken if it ends the body (a reply read whole
+        is the API's answer: thrown away, a message it accepted would be 'unknown'), not if more follow."""
+        read, late = 0, False
         for chunk in self.inner:
-            read += len(chunk)
-            if time.monotonic() > self.deadline:
+            if late:
                 why = f"the reply took longer than the timeout ({read} bytes read)"
                 raise httpx.ReadTimeout(why, request=self.request)
+            read += len(chunk)
+            late = time.monotonic() > self.deadline
             yield chunk
 
     def close(self) -> None:
