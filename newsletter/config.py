@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError
 
 from newsletter.address import is_host_name, is_http_url, is_loopback
 from newsletter.errors import ConfigError, UsageError
+from newsletter.files import NotUtf8, read_utf8, utf8_text
 from newsletter.redact import MIN_SECRET, url_passwords
 from newsletter.wording import field_path, plain_words
 
@@ -37,6 +38,13 @@ PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"  # a link to t
 Transport = Literal["file", "smtp", "postmark", "sendgrid", "mailgun", "resend"]
 MIN_SIGNING_KEY = 16  # characters of NEWSLETTER_UNSUBSCRIBE_SECRET
 _BASE_URL = re.compile(r"https?://[\x21-\x3b\x3d\x3f-\x7e]+", re.IGNORECASE)
+
+
+class _Toml(TomlConfigSettingsSource):
+    """newsletter.toml, read as the subscribers file is (a byte order mark allowed, see read_utf8)."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:  # a Path (or a Traversable: Any for both)
+        return tomllib.loads(utf8_text(file_path.read_bytes()))
 
 
 class Settings(BaseSettings):
@@ -109,8 +117,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml = TomlConfigSettingsSource(settings_cls)
-        return (init_settings, _FromVariable(settings_cls), env_settings, toml)
+        return (init_settings, _FromVariable(settings_cls), env_settings, _Toml(settings_cls))
 
     @model_validator(mode="before")
     @classmethod
@@ -345,11 +352,6 @@ class Settings(BaseSettings):
         in_urls = [p for url in urls if isinstance(url, str) for p in url_passwords(url)]
         return [*(s.get_secret_value() for s in secrets if s is not None), *in_urls]
 
-    @property
-    def sender_domain(self) -> str:
-        address = self.sender.rsplit("<", 1)[-1].rstrip(">").strip()
-        return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
-
 
 MISREAD_AT = (
     "holds an '@' that SQLAlchemy reads as part of the host or database name: "
@@ -425,7 +427,9 @@ def load_settings(**overrides: Any) -> Settings:
             f"invalid setting field '{field}': not valid JSON ({setting_origin(field, given)})",
             hint="complex settings are JSON, e.g. [{...}]",
         ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # read while the settings are built
+    except NotUtf8 as exc:  # read while the settings are built
+        raise ConfigError(exc.at(Settings.model_config.get("toml_file"))) from None
+    except tomllib.TOMLDecodeError as exc:
         toml = Settings.model_config.get("toml_file")
         raise ConfigError(f"{toml}: not valid TOML: {exc}", hint="see the Configuration reference") from None
 
@@ -480,8 +484,8 @@ def toml_line(field: str, index: int | None = None, key: str | None = None) -> t
     its ``[[field]]`` tables, or that table's ``key`` if it has one; for the sender its ``sender``
     key, which wins over ``from``), and the key as written there; (None, field) when there is no such line."""
     try:
-        lines = Path(str(Settings.model_config.get("toml_file"))).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
+        lines = read_utf8(Path(str(Settings.model_config.get("toml_file")))).splitlines()
+    except (OSError, NotUtf8):
         return None, field
     for name in ("sender", "from") if field == "sender" else (field,):
         if (number := _key_line(lines, name, index or 0)) is not None:

@@ -1,7 +1,9 @@
-"""Writing a file whole: readers (a run, `status`, a mail client) see the old content or the new one."""
+"""Writing a file whole: readers (a run, `status`, a mail client) see the old content or the new one.
+Reading a file a person wrote: UTF-8, or an error that says where it is not."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import tempfile
 from pathlib import Path
@@ -34,3 +36,44 @@ def write_atomic(path: Path, data: bytes, prefix: str = ".", *, readable: bool =
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+# a UTF-32 LE mark starts with the UTF-16 LE one: looked for first
+_WIDE_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+
+
+class NotUtf8(ValueError):
+    """A file a person wrote that is not UTF-8: what it is instead, or the line of its first bad byte."""
+
+    def __init__(self, problem: str, line: int | None = None) -> None:
+        super().__init__(problem if line is None else f"line {line}: {problem}")
+        self.problem, self.line = problem, line
+
+    def at(self, name: object) -> str:
+        """``name:line: problem``, as errors name a place in a file."""
+        return f"{name}:{self.line}: {self.problem}" if self.line else f"{name}: {self.problem}"
+
+
+def read_utf8(path: Path) -> str:
+    """The text of a file a person wrote (settings, subscribers), with the byte order mark Windows
+    Notepad puts first dropped. NotUtf8 for a UTF-16 or UTF-32 file (PowerShell's ``>`` writes UTF-16)
+    or one with a byte that is not UTF-8 (a Latin-1 "ü"); OSError as reading raises it."""
+    return utf8_text(path.read_bytes())
+
+
+def utf8_text(data: bytes) -> str:
+    """What :func:`read_utf8` reads of a file's ``data``."""
+    for mark, encoding in _WIDE_MARKS:
+        if data.startswith(mark):
+            raise NotUtf8(f"the file is {encoding}: save it as UTF-8")
+    data = data.removeprefix(codecs.BOM_UTF8)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise NotUtf8(f"byte 0x{data[exc.start]:02x} is not UTF-8: save the file as UTF-8", line) from None

@@ -214,6 +214,9 @@ class Subscriber(BaseModel):
             text = value.strip()
             if "<" in text or " " in text:
                 raise ValueError("give just the address (the display name goes in 'name')")
+            if "@" not in text:
+                wide = " (it holds a full-width '＠', not '@')" if "\uff20" in text else ""
+                raise ValueError(f"an email address needs an '@'{wide}")
             if not text.split("@")[0].isascii():
                 raise ValueError("the part before @ must be ASCII (most mail servers refuse others)")
         return value
@@ -298,6 +301,12 @@ class OutgoingMessage:
     text: str = field(repr=False, default="")
     headers_only: bool = False  # ``raw`` is the header block alone (built for an API that takes the parts)
     made_at: datetime | None = None  # when the digest was made (a resend's Date header is later)
+    written: str = ""  # the address as the subscribers file has it (``recipient``: as it goes out)
+
+    @property
+    def subscriber(self) -> str:
+        """The address as reports and logs name it (an IDN domain in Unicode), as `status` does."""
+        return self.written or self.recipient
 
     @property
     def size(self) -> int:

@@ -445,7 +445,7 @@ class Pipeline:
             record_held(self.settings.home, self.store, wait=False)
         outcomes, ready = list(built.outcomes), built.ready
         if couriers.stopped:  # not planned: due at the next run, built again then
-            outcomes += [DigestOutcome(message.recipient, "skipped", WAITING) for message, _, _ in ready]
+            outcomes += [DigestOutcome(message.subscriber, "skipped", WAITING) for message, _, _ in ready]
             ready = []
         with self.timings("store"):
             for seq, emails in built.evaluated.items():

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from newsletter.address import address_key
 from newsletter.errors import ConfigError
+from newsletter.files import NotUtf8, read_utf8
 from newsletter.models import Subscriber
 from newsletter.wording import field_path, plain_words
 
@@ -173,7 +174,7 @@ def _alias_line(path: Path, index: int) -> int:
     its own once loaded, since it is the anchored mapping itself (read again on this error only)."""
     depth, in_list, starts = 0, False, []
     previous: Any = None
-    for event in yaml.parse(path.read_text(encoding="utf-8"), Loader=_SafeLoader):
+    for event in yaml.parse(read_utf8(path), Loader=_SafeLoader):
         if in_list and depth == 2 and not isinstance(event, yaml.CollectionEndEvent):
             starts.append(event.start_mark.line + 1 if event.start_mark else 0)
         if isinstance(event, yaml.CollectionStartEvent):
@@ -223,13 +224,15 @@ def _key_problem(key: Any) -> str | None:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path)
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: subscribers file not found",
             hint="copy subscribers.example.yaml or set NEWSLETTER_SUBSCRIBERS",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except NotUtf8 as exc:
+        raise ConfigError(exc.at(path)) from None
+    except OSError as exc:
         raise ConfigError(f"{path}: cannot read subscribers file: {exc}") from None
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass

@@ -146,7 +146,8 @@ def test_settings_precedence_flag_env_toml(tmp_path: Path, monkeypatch: pytest.M
     [
         (b"smtp_port = \n", "Invalid value (at line 1, column 13)"),
         (b"smtp_port = 25\nsmtp_port = 26\n", "(at line 2, column"),
-        (b"\xff\xfe", "can't decode byte 0xff"),
+        (b"\xff\xfe", "the file is UTF-16: save it as UTF-8"),
+        (b"a = 1\nb = '\xff'\n", ":2: byte 0xff is not UTF-8"),
     ],
 )
 def test_a_broken_newsletter_toml_is_one_error_naming_it(
@@ -156,7 +157,7 @@ def test_a_broken_newsletter_toml_is_one_error_naming_it(
     with pytest.raises(ConfigError) as info:
         load_settings()
     message = str(info.value)
-    assert message.startswith("newsletter.toml: not valid TOML: ") and problem in message
+    assert message.startswith("newsletter.toml") and problem in message
     assert "\n" not in message
 
 

@@ -128,13 +128,13 @@ class Courier:
         except SendError as exc:
             outcome = self._record_failure(message, exc, now, items)
             if outcome.status in ("failed", "unknown") and _the_servers(exc):
-                self._tally(False, self._said(exc), [address_key(message.recipient)])
+                self._tally(False, self._said(exc), [address_key(message.subscriber)])
             return outcome
         except NotQueued:  # unsubscribed (and cancelled) since it was planned, or another run sent it
             return _not_queued(message, items)
         except InvalidTransition as exc:
-            log.warning("%s: not sent: %s", message.recipient, exc)
-            return DigestOutcome(message.recipient, "skipped", str(exc), items, message.digest_id)
+            log.warning("%s: not sent: %s", message.subscriber, exc)
+            return DigestOutcome(message.subscriber, "skipped", str(exc), items, message.digest_id)
         self._session.accepted(message.digest_id, message.message_id, now)
         self._tally(True)
         return self._accepted(message, items)
@@ -186,7 +186,7 @@ class Courier:
                 outcomes[message.digest_id] = self._record_failure(message, _halting(result), now, items)
         failed = {m.digest_id for m, _ in ready if outcomes[m.digest_id].status in ("failed", "unknown")}
         errors = [
-            (m.recipient, r)
+            (m.subscriber, r)
             for (m, _), r in zip(ready, results, strict=True)
             if m.digest_id in failed and isinstance(r, SendError) and _the_servers(r)
         ]
@@ -218,8 +218,8 @@ class Courier:
 
     def _accepted(self, message: OutgoingMessage, items: tuple[ItemReport, ...]) -> DigestOutcome:
         self.bytes_sent += message.size
-        log.info("sent %s to %s (%s)", message.digest_id, message.recipient, plural(len(items), "paper"))
-        return DigestOutcome(message.recipient, "sent", "", items, message.digest_id)
+        log.info("sent %s to %s (%s)", message.digest_id, message.subscriber, plural(len(items), "paper"))
+        return DigestOutcome(message.subscriber, "sent", "", items, message.digest_id)
 
     def _send_with_retries(self, message: OutgoingMessage, now: datetime) -> None:
         delay = self.backoff
@@ -248,7 +248,7 @@ class Courier:
                 ):
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else delay
-                log.warning("%s: %s; retrying in %.1fs", message.recipient, self._said(exc), wait)
+                log.warning("%s: %s; retrying in %.1fs", message.subscriber, self._said(exc), wait)
                 # refused, so not sent: a crash during the wait must leave it queued, not 'unknown'
                 self.store.mark_failed(message.digest_id, now, self._said(exc), permanent=False, retry_at=now)
                 self._wait(wait)  # a signal ends it, and the pace check above stops the retry
@@ -285,30 +285,30 @@ class Courier:
     ) -> DigestOutcome:
         said = self._said(exc)
         if isinstance(exc, _TakenOver) and message.digest_id in exc.taken:  # another process's to send
-            log.warning("%s: %s", message.recipient, said)
-            return DigestOutcome(message.recipient, "skipped", said, items, message.digest_id)
+            log.warning("%s: %s", message.subscriber, said)
+            return DigestOutcome(message.subscriber, "skipped", said, items, message.digest_id)
         if isinstance(exc, ConnectionRefused) and (self.retired or self._may_retire(self)):
             return self._hand_back(message, exc, now, items)
         stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
-        (log.info if stopped else log.error)("%s: %s", message.recipient, said)
+        (log.info if stopped else log.error)("%s: %s", message.subscriber, said)
         if exc.transport_down:  # every other message would fail the same way: stop, keep them queued
             self.halted = True
             self.breaker.trip(f"cannot send now ({said})")
         try:
             permanent, said = self._record(message.digest_id, exc, now, said)
         except InvalidTransition as moved:  # another process's recovery took it over meanwhile
-            log.warning("%s: %s", message.recipient, moved)
-            return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
+            log.warning("%s: %s", message.subscriber, moved)
+            return DigestOutcome(message.subscriber, "skipped", str(moved), items, message.digest_id)
         if stopped:
             return left_queued(message, items)
         if exc.unknown:
-            return DigestOutcome(message.recipient, "unknown", f"error: {said}", items, message.digest_id)
+            return DigestOutcome(message.subscriber, "unknown", f"error: {said}", items, message.digest_id)
         kind = "permanent" if permanent else "temporary, will retry next run"
         if exc.transport_down:
             kind = "cannot send now; this and the remaining digests go out next run"
         reason = f"error ({kind}): {said}"
         return DigestOutcome(
-            message.recipient, "failed", reason, items, message.digest_id, retried=not permanent
+            message.subscriber, "failed", reason, items, message.digest_id, retried=not permanent
         )
 
     def _hand_back(
@@ -319,8 +319,8 @@ class Courier:
         try:
             self.store.mark_failed(message.digest_id, now, self._said(exc), permanent=False, retry_at=now)
         except InvalidTransition as moved:  # unsubscribed, or another process's recovery took it over
-            return DigestOutcome(message.recipient, "skipped", str(moved), items, message.digest_id)
-        return DigestOutcome(message.recipient, "skipped", REFUSED_CONNECTION, items, message.digest_id)
+            return DigestOutcome(message.subscriber, "skipped", str(moved), items, message.digest_id)
+        return DigestOutcome(message.subscriber, "skipped", REFUSED_CONNECTION, items, message.digest_id)
 
     def _record(self, digest_id: str, exc: SendError, now: datetime, said: str) -> tuple[bool, str]:
         """Record the failure; whether it is for good now, and what is kept of it (a refusal for now
@@ -373,14 +373,14 @@ def _halting(exc: SendError) -> SendError:
 
 def left_queued(message: OutgoingMessage, items: tuple[ItemReport, ...]) -> DigestOutcome:
     """Planned and not sent (a stop, the transport down): the next run sends it first."""
-    return DigestOutcome(message.recipient, "skipped", STOPPED, items, message.digest_id)
+    return DigestOutcome(message.subscriber, "skipped", STOPPED, items, message.digest_id)
 
 
 def _not_queued(message: OutgoingMessage, items: tuple[ItemReport, ...]) -> DigestOutcome:
     """Planned, but no longer queued when its batch went out (an unsubscribe cancelled it)."""
     reason = "no longer queued (cancelled, or sent by another run)"  # no id: one reason in the summary
-    log.warning("%s: not sent: digest %r is %s", message.recipient, message.digest_id, reason)
-    return DigestOutcome(message.recipient, "skipped", reason, items, message.digest_id)
+    log.warning("%s: not sent: digest %r is %s", message.subscriber, message.digest_id, reason)
+    return DigestOutcome(message.subscriber, "skipped", reason, items, message.digest_id)
 
 
 def _next_run_backoff(retry_after: float | None, runs: int = 1) -> timedelta:

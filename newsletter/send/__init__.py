@@ -15,7 +15,7 @@ from newsletter.send.apis import (
 )
 from newsletter.send.base import Transport
 from newsletter.send.file import FileTransport
-from newsletter.send.message import Envelope, build_message, envelope_for, message_id_for
+from newsletter.send.message import Envelope, build_message, envelope_for, message_id_for, sender_domain
 from newsletter.send.smtp import SmtpTransport
 
 __all__ = [
@@ -41,7 +41,7 @@ PLACEHOLDER_DOMAIN = "newsletter.invalid"  # the default sender's: fine for the 
 
 def real_sender(settings: Settings) -> None:
     """ConfigError for the placeholder sender with a transport that sends real mail."""
-    if settings.transport != "file" and settings.sender_domain == PLACEHOLDER_DOMAIN:
+    if settings.transport != "file" and sender_domain(settings.sender) == PLACEHOLDER_DOMAIN:
         origin = setting_origin("sender")
         given = "" if origin == "newsletter.toml" else f" ({origin})"  # no line there: the default
         raise ConfigError(

@@ -141,6 +141,7 @@ def build_message(
         text=rendered.text,
         headers_only=not body,
         made_at=made_at or date,
+        written=to_addr,
     )
 
 
@@ -155,6 +156,11 @@ def clean_text(value: str) -> str:
 def list_name(sender: str) -> str:
     """The list's name in the emails and the pages they link to: the sender's display name."""
     return parse_sender(sender)[0] or DEFAULT_LIST_NAME
+
+
+def sender_domain(sender: str) -> str:
+    """The sender address's domain as it goes out (IDNA, lower case); ConfigError for an unusable sender."""
+    return parse_sender(sender)[1].rpartition("@")[2].lower()
 
 
 @lru_cache(maxsize=16)
@@ -175,10 +181,10 @@ def parse_sender(sender: str) -> tuple[str, str]:
     try:
         return clean_text(name), _checked_address(addr)
     except SendError as exc:
-        raise _sender_error(f"{sender!r}: {exc.message}") from None
+        raise _sender_error(f"{sender!r}: {exc.message}", exc.hint) from None
 
 
-def _sender_error(problem: str) -> ConfigError:
+def _sender_error(problem: str, hint: str | None = None) -> ConfigError:
     """Named as the user wrote it: ``from`` (NEWSLETTER_FROM, newsletter.toml) unless NEWSLETTER_SENDER
     or newsletter.toml's ``sender``."""
     origin = setting_origin("sender")
@@ -186,7 +192,7 @@ def _sender_error(problem: str) -> ConfigError:
         name = "sender" if toml_line("sender")[1] == "sender" else "from"
     else:
         name = "sender" if origin.endswith("NEWSLETTER_SENDER") else "from"
-    return ConfigError(f"setting '{name}' ({origin}): {problem}")
+    return ConfigError(f"setting '{name}' ({origin}): {problem}", hint)
 
 
 def _list_id_error(problem: str) -> ConfigError:

@@ -41,6 +41,7 @@ from newsletter.send.apis.mailgun import MailgunTransport
 from newsletter.send.apis.postmark import PostmarkTransport
 from newsletter.send.apis.resend import ResendTransport, idempotency_key
 from newsletter.send.apis.sendgrid import SendGridTransport
+from newsletter.send.message import sender_domain
 
 __all__ = [
     "API_TRANSPORTS",
@@ -86,7 +87,7 @@ def _provider(settings: Settings, key: SecretStr, common: dict[str, Any]) -> Htt
     if settings.transport == "sendgrid":
         return SendGridTransport(key, region=region, **common)
     if settings.transport == "mailgun":
-        domain = settings.mailgun_domain or settings.sender_domain
+        domain = settings.mailgun_domain or sender_domain(settings.sender)
         return MailgunTransport(key, domain=domain, region=region, **common)
     if settings.transport == "resend":
         return ResendTransport(key, **common)
