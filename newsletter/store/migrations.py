@@ -341,15 +341,27 @@ def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> l
 
 
 def _migrate(engine: Engine, migrations: tuple[Migration, ...]) -> list[str]:
+    known = [name for name, _ in migrations]
+    if _up_to_date(engine, known):
+        return []
     with transaction(engine, write=True) as conn:
         schema_migrations.create(conn, checkfirst=True)
-    known = [name for name, _ in migrations]
     _refuse_unknown(_applied(engine), known, engine.dialect.name)
     done = []
     for name, step in migrations:
         if _apply(engine, name, step):
             done.append(name)
     return done
+
+
+def _up_to_date(engine: Engine, known: list[str]) -> bool:
+    """Whether every migration is applied, found by reading: no write lock is asked for, so a command
+    that opens the store while a writer holds SQLite's lock for a while (a prune, a VACUUM) reads on."""
+    with transaction(engine, write=False) as conn:
+        if not sa.inspect(conn).has_table(schema_migrations.name):
+            return False
+        applied = conn.execute(sa.select(schema_migrations.c.name).order_by(schema_migrations.c.name))
+        return list(applied.scalars()) == known
 
 
 def _applied(engine: Engine) -> list[str]:
