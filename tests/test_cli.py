@@ -330,6 +330,51 @@ def test_usage_errors_are_a_message_and_exit_2_not_a_traceback(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["run", "--json", "--workers", "abc"], "Invalid value for '--workers'"),
+        (["ingest", "--json"], "Missing argument 'FILE'"),
+        (["run", "--json", "--bogus"], "No such option: --bogus"),
+    ],
+)
+def test_typer_s_usage_errors_are_one_line_and_json_under_json(
+    env: dict[str, str], args: list[str], message: str
+) -> None:
+    """They were typer's four-line block, with nothing on stdout for a script reading `--json`."""
+    proc = cli(env, *args, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"error: {message}") and "Usage:" not in proc.stderr
+    assert proc.stderr.splitlines()[1].startswith("hint: see `") and "--help`" in proc.stderr
+    assert message in json.loads(proc.stdout)["error"]
+
+
+@pytest.mark.parametrize("now", ["9999-12-31T23:00", "0001-01-01T00:00"])
+def test_a_now_out_of_range_is_a_usage_error(env: dict[str, str], now: str) -> None:
+    """An OverflowError traceback from `status`, `prune`, `preview` and dry runs."""
+    for command in (["status"], ["prune"], ["run", "--dry-run"]):
+        proc = cli(env, *command, "--now", now, check=False)
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert proc.stderr.startswith("error: --now: the year must be 1970-9000"), proc.stderr
+
+
+def test_an_error_nobody_foresaw_is_one_line_and_json(env: dict[str, str], tmp_path: Path) -> None:
+    """Anything but our own errors was a traceback, and nothing on stdout under `--json`."""
+    broken = tmp_path / "sitecustomize.py"  # a bug stood in for: the store raises what it never does
+    broken.write_text(
+        "import newsletter.status as s\n"
+        "def boom(*a, **k):\n    raise ZeroDivisionError('a bug')\n"
+        "s.status_report = boom\n"
+    )
+    env = {**env, "PYTHONPATH": f"{tmp_path}:{os.environ.get('PYTHONPATH', '')}"}
+    proc = cli(env, "status", "--json", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == "error: unexpected ZeroDivisionError: a bug", proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["error"] == "unexpected ZeroDivisionError: a bug"
+    assert "Traceback" in cli(env, "--debug", "status", check=False).stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
         (["--ranker", "semantik", "check"], "error: invalid setting field 'ranker': "),
         (["--transport", "smpt", "check"], "error: invalid setting field 'transport': "),
         (["run", "--workers", "0"], "error: invalid setting field 'workers': "),

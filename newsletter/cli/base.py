@@ -138,6 +138,7 @@ def main_options(
 
 
 NOW_HINT = "e.g. --now 2026-03-11T08:00 (UTC unless it has an offset)"
+FIRST_YEAR, LAST_YEAR = 1970, 9000
 
 
 def parse_now(value: str | None) -> datetime:
@@ -147,6 +148,8 @@ def parse_now(value: str | None) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise UsageError(f"--now: not an ISO-8601 date/time: {value!r}", hint=NOW_HINT) from None
+    if not FIRST_YEAR <= parsed.year <= LAST_YEAR:  # windows and periods around it must stay in range
+        raise UsageError(f"--now: the year must be {FIRST_YEAR}-{LAST_YEAR}: {value!r}", hint=NOW_HINT)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
@@ -167,13 +170,35 @@ def listed_subscriber(subscribers: SubscriberList, email: str) -> Subscriber:
 
 
 def main() -> NoReturn:
-    """Usage errors and Ctrl-C are left to typer (its message, exit 2 or 130); our own errors are one line."""
+    """Every error is one line, and under ``--json`` also JSON on stdout: ours (exit 1), a bad flag or
+    argument that typer refuses (exit 2), and anything unforeseen (exit 1; ``--debug`` shows where).
+    Ctrl-C exits 130, as typer has it."""
     try:
         _readable_arguments(sys.argv[1:])
-        app()  # standalone: exits by itself
+        code = app(standalone_mode=False)  # returns the exit code of a typer.Exit (None: done)
     except NewsletterError as exc:
         _fail(exc)
-    sys.exit(0)
+    except typer.Abort:  # end of input at a prompt
+        sys.exit(1)
+    except Exception as exc:
+        _fail(_as_error(exc))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _as_error(exc: Exception) -> NewsletterError:
+    """Typer's refusal of a flag or an argument (click's exceptions, which typer may bundle as its own:
+    known by their ``format_message``; exit status 2), or a bug: one line all the same."""
+    said = getattr(exc, "format_message", None)
+    if callable(said):
+        ctx = getattr(exc, "ctx", None)
+        hint = f"see `{ctx.command_path} --help`" if ctx else None
+        kind = UsageError if getattr(exc, "exit_code", 1) == 2 else NewsletterError
+        return kind(said(), hint)
+    error = NewsletterError(
+        f"unexpected {type(exc).__name__}: {exc}", hint="`--debug` shows where; please report it"
+    )
+    error.__cause__ = exc  # the traceback --debug prints
+    return error
 
 
 def _readable_arguments(arguments: list[str]) -> None:
