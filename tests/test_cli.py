@@ -537,3 +537,16 @@ def test_check_lists_every_bad_setting(env: dict[str, str]) -> None:
     assert lines[-1] == "3 problems found"
     other = cli(bad, "status", check=False)  # any other command: the first, as before
     assert other.stderr.splitlines() == [lines[0]]
+
+
+@pytest.mark.parametrize(
+    "written", ["Sam <ssm@example.org>", "mailto:ssm@example.org?subject=unsubscribe", " SSM@Example.org "]
+)
+def test_an_address_as_people_paste_it_names_the_listed_subscriber(env: dict[str, str], written: str) -> None:
+    """A From line copied from a mailto request: `unsubscribe` said the listed subscriber was not in
+    the file, `resubscribe` then that they had not unsubscribed, and `preview` knew nobody."""
+    add_dumps(env, seed_names()[0])
+    proc = cli(env, "unsubscribe", written)
+    assert proc.stdout == "ssm@example.org: unsubscribed\n"
+    assert cli(env, "preview", written).stdout.startswith("ssm@example.org: ")
+    assert cli(env, "resubscribe", written).stdout.startswith("ssm@example.org: subscribed again")

@@ -9,6 +9,7 @@ import sys
 import traceback
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
+from urllib.parse import unquote
 
 import typer
 from rich.console import Console
@@ -162,8 +163,19 @@ NowOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON report on stdout.")]
 
 
+def given_address(text: str) -> str:
+    """EMAIL as people paste it: spaces around it, a From line's ``Name <addr>``, or a mailto link
+    (``mailto:addr?subject=...``); anything else as it is, to be refused where it names nobody."""
+    text = text.strip()
+    if "<" in text and text.endswith(">"):
+        text = text.rpartition("<")[2].removesuffix(">").strip()
+    if text[:7].lower() == "mailto:":
+        text = unquote(text[7:].partition("?")[0])
+    return text
+
+
 def listed_subscriber(subscribers: SubscriberList, email: str) -> Subscriber:
-    subscriber = subscribers.find(email)
+    subscriber = subscribers.find(given_address(email))
     if subscriber is None:
         raise ConfigError(f"{subscribers.path}: no subscriber with email {email!r}")
     return subscriber

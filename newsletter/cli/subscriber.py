@@ -13,7 +13,16 @@ from pydantic import EmailStr, TypeAdapter, ValidationError
 
 from newsletter.address import address_key
 from newsletter.app import open_history, open_pipeline, open_reading_pipeline
-from newsletter.cli.base import Command, NowOption, app, listed_subscriber, parse_now, state, warn
+from newsletter.cli.base import (
+    Command,
+    NowOption,
+    app,
+    given_address,
+    listed_subscriber,
+    parse_now,
+    state,
+    warn,
+)
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, UsageError
 from newsletter.explain import explain as explain_paper
@@ -51,7 +60,7 @@ def preview(
     subscriber = _subscriber(settings, email)
     shown = _last_sent(settings, subscriber) if last else _next_digest(settings, subscriber, parse_now(now))
     if isinstance(shown, str):
-        typer.echo(f"{email}: {shown}")
+        typer.echo(f"{subscriber.email}: {shown}")
     else:
         _show_preview(*shown, out, settings, subscriber.email, open_browser)  # one file per subscriber
 
@@ -139,7 +148,7 @@ def unsubscribe(
     Their queued digests are cancelled; nothing more goes there, even while they are still in the
     subscribers file, until `newsletter resubscribe EMAIL`.
     """
-    settings = state.settings()
+    settings, email = state.settings(), given_address(email)
     listed = load_subscribers(settings.subscribers).find(email)
     address = listed.email if listed else _address(email)
     with open_history(settings, new_database=state.new_database) as store:
@@ -158,7 +167,7 @@ def resubscribe(
 
     Their next digest holds only papers listed from now on, not what came while they were away.
     """
-    settings = state.settings()
+    settings, email = state.settings(), given_address(email)
     subscribers = load_subscribers(settings.subscribers)
     listed = subscribers.find(email)
     address = listed.email if listed else _address(email)
