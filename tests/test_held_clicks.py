@@ -29,7 +29,7 @@ from newsletter.serve import create_app
 from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import make_token
 
-from .helpers import add_dumps, make_env, seed_names
+from .helpers import add_dumps, cli, make_env, seed_names
 from .test_serve_unsubscribe import DIFF, NOW, ONE_CLICK, SECRET, SSM, settings_for, unsubscribed
 
 
@@ -259,3 +259,29 @@ def test_an_unsubscribe_held_while_a_run_sends_counts_from_its_next_chunk(
     statuses = {d.subscriber: d.status for d in report.digests}
     assert statuses[first] == "sent" and statuses[other] == "skipped"
     assert unsubscribed(settings) == {other} and held_lines(settings) == []
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    folders = {"HOME": settings.home, "SUBSCRIBERS": settings.subscribers, "DUMPS": settings.dumps}
+    return {f"NEWSLETTER_{name}": str(path) for name, path in folders.items()} | {
+        "NEWSLETTER_RANKER": "lexical"
+    }
+
+
+def test_a_resubscribe_after_a_held_unsubscribe_wins(settings: Settings) -> None:
+    """The unsubscribe serve held (the database was locked) was recorded by the next run, after the
+    operator's `resubscribe`, which had said "had not unsubscribed": the reader stayed out."""
+    env = cli_env(settings)
+    cli(env, "unsubscribe", SSM)
+    cli(env, "resubscribe", SSM)
+    hold(settings.home, Click("unsubscribe", SSM, NOW))  # the click came before the resubscribe
+    assert cli(env, "resubscribe", SSM).stdout.startswith(f"{SSM}: subscribed again")
+    assert held_lines(settings) == []
+    assert SSM not in unsubscribed(settings)
+
+
+def test_an_unsubscribe_by_hand_records_the_held_clicks_first(settings: Settings) -> None:
+    env = cli_env(settings)
+    hold(settings.home, Click("unsubscribe", SSM, NOW))
+    assert cli(env, "unsubscribe", SSM).stdout.startswith(f"{SSM}: had already unsubscribed")
+    assert held_lines(settings) == []

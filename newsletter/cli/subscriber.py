@@ -27,6 +27,7 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
+from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.report import plural
 from newsletter.subscribers import load_subscribers
@@ -152,6 +153,7 @@ def unsubscribe(
     listed = load_subscribers(settings.subscribers).find(email)
     address = listed.email if listed else _address(email)
     with open_history(settings, new_database=state.new_database) as store:
+        record_held(settings.home, store)  # the clicks serve held: this request comes after them
         already = address_key(address) in store.unsubscribed_emails()
         store.record_unsubscribe(address, parse_now(now))
     where = "" if listed else f" (not in {settings.subscribers}: recorded for if it is added)"
@@ -172,6 +174,7 @@ def resubscribe(
     listed = subscribers.find(email)
     address = listed.email if listed else _address(email)
     with open_history(settings, new_database=state.new_database) as store:
+        record_held(settings.home, store)  # a held unsubscribe came before: this undoes it, not it this
         done = store.resubscribe(address)
     if not listed and not done:  # a typo, most likely: as `retry EMAIL` says
         raise ConfigError(
