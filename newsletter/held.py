@@ -14,6 +14,7 @@ paper), so a click recorded but not yet cleared from the file is harmless when r
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from typing import IO, Literal
 from filelock import FileLock, Timeout
 
 from newsletter.errors import StoreError
+from newsletter.files import write_atomic
 from newsletter.models import StoredPaper
 from newsletter.store import Store
 
@@ -109,17 +111,20 @@ def _at_line_start(held: IO[bytes]) -> bool:
 
 
 def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
-    """Record every held click, then empty the file; the number recorded. A database error leaves the
-    file as it was (raised: a run must not send past an unsubscribe it could not record). Without
-    ``wait``, nothing is done while another process or thread is at it (0)."""
+    """Record every held click, then take them out of the file; the number recorded. A database error
+    leaves the file as it was (raised: a run must not send past an unsubscribe it could not record).
+    Without ``wait``, nothing is done while another process or thread is at it (0).
+
+    The file is locked only to be read and to be cut, not while the database takes the clicks: a new
+    click that finds the database locked is held at once, not after this one's busy timeout."""
     if not (home / HELD_FILE).exists():  # the usual case: no lock file made either
         return 0
     try:
-        with _locked(home, "rb+", timeout=-1 if wait else 0) as held:
-            clicks = list(_read(held))
+        with FileLock(home / f"{HELD_FILE}.recording", timeout=-1 if wait else 0):
+            clicks, size = _held_now(home)
             for click in clicks:
                 record_click(store, click, held=True)
-            held.truncate(0)
+            _cut(home, size)
     except (FileNotFoundError, Timeout):  # nothing held (the usual case), or someone else records it
         return 0
     except OSError as exc:
@@ -139,6 +144,23 @@ def record_click(store: Store, click: Click, *, held: bool = False) -> StoredPap
         store.sent_after_all(click.digest or "", click.message_id or "", click.at)
         return None
     return store.record_feedback(click.email, click.paper or "", click.kind, click.at, if_newer=held)
+
+
+def _held_now(home: Path) -> tuple[list[Click], int]:
+    """The clicks held so far, and how many bytes of the file they take (clicks come after them)."""
+    with _locked(home, "rb") as held:
+        data = held.read()
+    return list(_read(io.BytesIO(data))), len(data)
+
+
+def _cut(home: Path, size: int) -> None:
+    """Take the first ``size`` bytes, recorded, out of the file; the clicks held since stay in it."""
+    with _locked(home, "rb+") as held:
+        held.seek(size)
+        if rest := held.read():
+            write_atomic(home / HELD_FILE, rest)
+        else:
+            held.truncate(0)
 
 
 def _read(held: IO[bytes]) -> Iterator[Click]:

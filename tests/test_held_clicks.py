@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -175,7 +176,7 @@ def test_a_click_does_not_queue_behind_another_taking_the_held_clicks(
     with (
         TestClient(create_app(settings, clock=lambda: NOW)) as client,
         FileLock(
-            settings.home / f"{HELD_FILE}.lock", timeout=0
+            settings.home / f"{HELD_FILE}.recording", timeout=0
         ),  # another click (or the minute's retry) at it
     ):
         response = client.post(unsubscribe, content="List-Unsubscribe=One-Click", headers=ONE_CLICK)
@@ -285,3 +286,30 @@ def test_an_unsubscribe_by_hand_records_the_held_clicks_first(settings: Settings
     hold(settings.home, Click("unsubscribe", SSM, NOW))
     assert cli(env, "unsubscribe", SSM).stdout.startswith(f"{SSM}: had already unsubscribed")
     assert held_lines(settings) == []
+
+
+def test_a_click_is_held_at_once_while_the_held_ones_wait_for_the_database(
+    settings: Settings, paper_key: str
+) -> None:
+    """The file stayed locked while the held clicks waited out the database's busy timeout: a new
+    click on the locked database was held only after that, 20 s after it came instead of 10."""
+    hold(settings.home, Click("more", DIFF, NOW, paper_key))
+    recording, release = threading.Event(), threading.Event()
+
+    class SlowStore:  # the database, taking the held click only once told to
+        def record_feedback(self, *args: object, **kwargs: object) -> None:
+            recording.set()
+            release.wait(30)
+
+    taker = threading.Thread(target=record_held, args=(settings.home, SlowStore()))
+    taker.start()
+    assert recording.wait(30)
+    holder = threading.Thread(target=hold, args=(settings.home, Click("unsubscribe", SSM, NOW)))
+    holder.start()
+    holder.join(20)
+    held_meanwhile = not holder.is_alive()
+    release.set()
+    taker.join(30)
+    holder.join(30)
+    assert held_meanwhile  # it did not wait for the recording to end
+    assert [json.loads(line)["kind"] for line in held_lines(settings)] == ["unsubscribe"]  # kept, not cut
