@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import signal
@@ -77,23 +76,19 @@ def open_reading_pipeline(
 ) -> Iterator[Pipeline]:
     """A pipeline for `preview` and `explain`: the state as a run would see it (new dump files ingested
     first, under the run lock; a file it refuses is the next run's to report), or, while a run or the
-    daemon holds the lock, the papers already stored, with the vectors it embeds kept in memory (that
-    run may be rewriting a paper and its stored vectors)."""
-    with (
-        _checked_store(settings, new_database=new_database, sending=False) as (store, renderer),
-        contextlib.ExitStack() as held,
-    ):
-        cache: VectorCache = StoreVectorCache(store)
+    daemon holds the lock, the papers already stored.
+
+    The lock is let go once the files are in: ranking (embedding a new dump's papers takes a minute)
+    must not refuse a cron run or a daemon's start. So the vectors it embeds are kept in memory, not
+    stored: a run may be rewriting a paper and its vectors meanwhile, and the store keeps a key's first."""
+    with _checked_store(settings, new_database=new_database, sending=False) as (store, renderer):
+        pipeline = _pipeline(settings, store, renderer, ReadThroughCache(StoreVectorCache(store)))
         try:
-            held.enter_context(store.lock(settings.home))
+            with store.lock(settings.home):
+                pipeline.ingest_folder(now, record=False)
         except LockedError:
-            note = waiting_note(waiting_files(store, settings.dumps))
-            if note:
+            if note := waiting_note(waiting_files(store, settings.dumps)):
                 log.warning("%s", note)
-            yield _pipeline(settings, store, renderer, ReadThroughCache(cache))
-            return
-        pipeline = _pipeline(settings, store, renderer, cache)
-        pipeline.ingest_folder(now, record=False)
         yield pipeline
 
 

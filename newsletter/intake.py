@@ -73,6 +73,14 @@ def waiting_files(store: Store, folder: Path) -> list[Path]:
     ]
 
 
+def stored_files(store: Store, paths: list[Path]) -> list[Path]:
+    """The files among ``paths`` whose content the store holds already (ingested under any name)."""
+    if not paths:
+        return []
+    seen = store.dump_sizes()
+    return [path for path in paths if _stored_hash(path) in seen]
+
+
 def waiting_note(waiting: list[Path]) -> str | None:
     """What a preview that could not take the run lock leaves out (None: nothing)."""
     if not waiting:

@@ -27,7 +27,7 @@ from newsletter.app import make_state_folder, refuse_lost_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.due import is_due, shown_due
 from newsletter.errors import ConfigError, LockedError, NewsletterError, RenderError, SourceError, StoreError
-from newsletter.intake import waiting_files, waiting_note
+from newsletter.intake import stored_files, waiting_files, waiting_note
 from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.pipeline import Pipeline, Selection
 from newsletter.rank import make_ranker
@@ -217,6 +217,8 @@ class Previewer:
         except SourceError as exc:
             return (f"{exc}: showing the papers already in the store",)
         fresh = {path: stamp for path in files if (stamp := _stamp(path)) not in self._seen_dumps}
+        for path in stored_files(pipeline.store, list(fresh)):  # read with no lock: a run is not refused
+            self._seen_dumps.add(fresh.pop(path))  # (a restarted serve read every file under it again)
         notes: list[str] = []
         if fresh:
             try:
