@@ -12,15 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from typing import Any, Literal, TypeVar
+from urllib.parse import SplitResult, parse_qs, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 _T = TypeVar("_T")
 _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
-_ARXIV_PREFIX = re.compile(
-    r"^(arxiv:|https?://(www\.)?arxiv\.org/(abs|pdf)/|https?://huggingface\.co/papers/)", re.IGNORECASE
-)
+_ARXIV_LABEL = re.compile(r"^arxiv:", re.IGNORECASE)
+_ID_PATHS = {  # where a site's URLs name an arXiv id (lower case)
+    "arxiv.org": ("abs/", "pdf/", "html/"),
+    "huggingface.co": ("papers/",),
+    "hf.co": ("papers/",),
+    "doi.org": ("10.48550/arxiv.",),  # the DOI arXiv gives every paper
+}
 _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE | re.ASCII)
 _REFERENCE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")  # with its ";"
 ABSTRACT_KEY_WORDS = 40  # an abstract of fewer words identifies no paper
@@ -87,9 +92,38 @@ def normalize_arxiv_id(value: str) -> str | None:
 
 
 def arxiv_id_in(item: str) -> str | None:
-    """The arXiv id a reference names: '2312.00752v2', 'arXiv:2312.00752', an arXiv abs/ or pdf/ URL, or
-    the paper's Hugging Face page (the "HF" link of every digest)."""
-    return normalize_arxiv_id(_ARXIV_PREFIX.sub("", item.strip()).removesuffix(".pdf"))
+    """The arXiv id a reference names: '2312.00752v2', 'arXiv:2312.00752', an arXiv abs/, pdf/ or html/
+    URL (any arxiv.org host, scheme optional, query and fragment ignored), the paper's Hugging Face page
+    (the "HF" link of every digest) or its arXiv DOI (https://doi.org/10.48550/arXiv.2312.00752)."""
+    reference = item.strip()
+    found = _site_url(reference)
+    if found is None:
+        return normalize_arxiv_id(_ARXIV_LABEL.sub("", reference).removesuffix(".pdf"))
+    site, url = found
+    path = url.path.strip("/").removesuffix(".pdf")
+    prefix = next((p for p in _ID_PATHS[site] if path.lower().startswith(p)), None)
+    return normalize_arxiv_id(path[len(prefix) :]) if prefix else None
+
+
+def title_key_in(item: str) -> str:
+    """The title key a reference names: the title an arXiv title search looks for (the only link a
+    digest gives a paper without an arXiv id), else the reference read as a title."""
+    found = _site_url(item.strip())
+    query = parse_qs(found[1].query) if found and found[0] == "arxiv.org" else {}
+    searched = query.get("query") if query.get("searchtype") == ["title"] else None
+    return normalize_title(searched[0] if searched else item)
+
+
+def _site_url(reference: str) -> tuple[str, SplitResult] | None:
+    """``reference`` as a URL ('arxiv.org/abs/...' too) with the _ID_PATHS site it is on
+    ('export.arxiv.org' is on 'arxiv.org'); None if it is no such URL."""
+    try:
+        url = urlsplit(reference if "://" in reference else f"//{reference}")
+    except ValueError:  # "[" in a title: not a URL
+        return None
+    host = url.hostname or ""
+    site = next((s for s in _ID_PATHS if host == s or host.endswith(f".{s}")), None)
+    return (site, url) if site else None
 
 
 @dataclass(frozen=True, slots=True)

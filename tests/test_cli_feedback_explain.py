@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote_plus
 
 import numpy as np
 import pytest
@@ -131,6 +132,16 @@ def test_explain_a_paper_in_the_next_digest(fresh: dict[str, str]) -> None:
     add_dumps(fresh, seed_names()[2])
     out = cli(fresh, "explain", SSM, LEFT_OUT, "--now", LATER).stdout
     assert "in the next digest: paper 1 of 1" in out
+
+
+def test_explain_and_feedback_take_the_link_a_text_dump_paper_has_in_its_digest(
+    fresh: dict[str, str],
+) -> None:
+    """A paper from a text dump has no arXiv id: its digest's link is an arXiv title search."""
+    link = f"https://arxiv.org/search/?searchtype=title&query={quote_plus(SENT)}"
+    assert cli(fresh, "explain", SSM, link, "--now", NOW).stdout.splitlines()[0] == SENT
+    cli(fresh, "feedback", SSM, link, "--less", "--now", LATER)
+    assert feedback_of(fresh) == [(SENT, "less")]
 
 
 def test_explain_an_unknown_paper_is_one_error_line(env: dict[str, str]) -> None:

@@ -103,9 +103,53 @@ def test_feedback_on_an_unknown_paper_or_kind_records_nothing(store: Store) -> N
         "https://www.arxiv.org/pdf/2401.00001v2",
         "https://huggingface.co/papers/2401.00001",  # the HF link every digest card shows: it was refused
         "kestrel  EVERYWHERE",
+        "Kestrel Everywhere.",
+        "[Kestrel] Everywhere",  # urlsplit refuses it as a URL: still a title
+        "arXiv: 2401.00001",
+        "https://arxiv.org/pdf/2401.00001v1.pdf",
+        # refused until a review pasted these links from a browser's address bar
+        "https://arxiv.org/abs/2401.00001/",
+        "https://arxiv.org/abs/2401.00001?context=cs.CL",
+        "arxiv.org/abs/2401.00001",
+        "https://export.arxiv.org/abs/2401.00001",
+        "https://arxiv.org/html/2401.00001v1",
+        "https://huggingface.co/papers/2401.00001#community",
+        "https://doi.org/10.48550/arXiv.2401.00001",
+        "https://arxiv.org/search/?searchtype=title&query=Kestrel+Everywhere",  # a text dump's only link
     ],
 )
 def test_a_paper_is_found_by_any_spelling_of_its_arxiv_id_or_its_title(store: Store, item: str) -> None:
     found = store.find_paper(item)
     assert found is not None and found.title == "Kestrel Everywhere"
     assert store.find_paper("Kestrel Nowhere") is None
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "hep-th/9901001",
+        "HEP-TH/9901001v2",
+        "arXiv:hep-th/9901001",
+        "https://arxiv.org/abs/hep-th/9901001v1",
+        "https://arxiv.org/pdf/hep-th/9901001.pdf",
+        "https://doi.org/10.48550/arXiv.hep-th/9901001",
+    ],
+)
+def test_a_paper_is_found_by_any_spelling_of_an_old_style_arxiv_id(tmp_path: Path, item: str) -> None:
+    with Store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(paper("Old Strings", arxiv_id="hep-th/9901001")), NOW)
+        found = store.find_paper(item)
+        assert found is not None and found.title == "Old Strings"
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "https://example.org/abs/2401.00001",  # another site's path
+        "https://arxiv.org/list/2401.00001",
+        "https://doi.org/10.1000/2401.00001",  # not arXiv's DOI
+        "https://arxiv.org/search/?searchtype=all&query=Kestrel+Everywhere",  # not a title search
+    ],
+)
+def test_a_link_that_names_no_stored_paper_finds_none(store: Store, item: str) -> None:
+    assert store.find_paper(item) is None

@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from newsletter.models import Scored, StoredPaper, arxiv_id_in, normalize_title
+from newsletter.models import Scored, StoredPaper, arxiv_id_in, normalize_title, title_key_in
 from newsletter.rank.batch import ragged_arange
 from newsletter.rank.index import Postings
 
@@ -50,7 +50,7 @@ class Catalog:
         if item not in self._found:
             arxiv = arxiv_id_in(item)
             row = self.names.get(arxiv) if arxiv is not None else None
-            self._found[item] = row if row is not None else self.names.get(normalize_title(item))
+            self._found[item] = row if row is not None else self.names.get(title_key_in(item))
         return self._found[item]
 
     def title(self, item: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from newsletter.models import StoredPaper, arxiv_id_in, normalize_title
+from newsletter.models import StoredPaper, arxiv_id_in, title_key_in
 from newsletter.store.details import DETAIL_COLUMNS, details_from_row, joined_papers
 from newsletter.store.records import DumpRecord
 from newsletter.store.schema import dump_papers, dumps, papers
@@ -71,12 +71,13 @@ def paper_by_key(conn: Connection, key: str) -> StoredPaper | None:
 
 
 def find_paper(conn: Connection, item: str) -> StoredPaper | None:
-    """A paper by key, arXiv id (any version, arXiv: or abs/pdf URL form) or title (normalised)."""
+    """A paper by key, arXiv id (any version, arXiv: form or a URL naming it) or title (normalised, or
+    the title of an arXiv title search URL)."""
     arxiv = arxiv_id_in(item)
     for criterion in (
         papers.c.key == item.strip(),
         papers.c.arxiv_id == arxiv if arxiv else None,
-        papers.c.title_key == normalize_title(item),
+        papers.c.title_key == title_key_in(item),
     ):
         found = papers_where(conn, criterion) if criterion is not None else []
         if found:
@@ -88,7 +89,7 @@ def papers_named(conn: Connection, items: Iterable[str]) -> list[StoredPaper]:
     """The papers ``items`` name as :func:`find_paper` reads a name (key, arXiv id or title), in a few
     queries however many there are (every subscriber's liked papers and marks)."""
     names = set(items)
-    wanted = {*names, *filter(None, map(arxiv_id_in, names)), *map(normalize_title, names)}
+    wanted = {*names, *filter(None, map(arxiv_id_in, names)), *map(title_key_in, names)}
     found: dict[int, StoredPaper] = {}
     for batch in chunks(sorted(wanted)):
         either = sa.or_(papers.c.key.in_(batch), papers.c.arxiv_id.in_(batch), papers.c.title_key.in_(batch))
