@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from newsletter.store import Store, run_lock
-from newsletter.store.schema import digests, subscribers
+from newsletter.store.schema import digest_items, digests, dumps, papers, subscribers
 
 from .helpers import add_dumps, cli, seed_names
 
@@ -203,3 +205,63 @@ def test_prune_sent_on_postgresql(env: dict[str, str], pg_url: str) -> None:
         kept = sorted((d.email, d.created_at) for d in store.deliveries(("sent",), with_items=False))
     assert done.startswith(f"pruned 0 failed or cancelled digests, {len(sent) - len(kept)} sent digest")
     assert kept == sorted(dict(sent).items()) and len(kept) < len(sent)
+
+
+def _failed_digests(store: Store, count: int) -> None:
+    """``count`` failed digests changed at RUN_AT, d0, d1 ..., two items each, and d-new changed later."""
+    dump = {"seq": 1, "content_hash": "h", "source": "s", "format": "text", "papers": 2, "new": 2}
+    paper = {"title": "T", "abstract": "A", "authors": "[]", "first_seen": RUN_AT, "last_seen": RUN_AT}
+    paper |= {"first_dump_seq": 1, "times_seen": 1, "best_rank": 1}
+    digest = {"status": "failed", "created_at": RUN_AT, "updated_at": RUN_AT, "attempts": 1, "subject": "s"}
+    digest |= {"email": "a@example.org", "watermark_seq": 1}
+    ids = [f"d{i}" for i in range(count)]
+    with store._engine.begin() as conn:
+        conn.execute(dumps.insert().values(**dump, ingested_at=RUN_AT))
+        conn.execute(
+            papers.insert(), [{**paper, "id": p, "key": f"k{p}", "title_key": f"t{p}"} for p in (1, 2)]
+        )
+        conn.execute(subscribers.insert().values(email="a@example.org"))
+        later = {**digest, "id": "d-new", "updated_at": RUN_AT + timedelta(days=60)}
+        conn.execute(digests.insert(), [*({**digest, "id": i} for i in ids), later])
+        items = [
+            {"digest_id": i, "paper_id": p, "position": p, "score": 0.5, "why": "w"}
+            for i in ids
+            for p in (1, 2)
+        ]
+        conn.execute(digest_items.insert(), items)
+
+
+def _other_writer(url: str) -> sa.Engine:
+    """Another process's connection that gives up at once where it would wait for a lock."""
+    if url.startswith("sqlite"):
+        return sa.create_engine(url, connect_args={"timeout": 0})
+    return sa.create_engine(url, connect_args={"options": "-c lock_timeout=100"})
+
+
+def test_prune_forgets_a_batch_a_transaction_and_another_writer_goes_between(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All in one transaction held SQLite's write lock 5.4 s for 51,875 failed digests: the daemon's
+    tick and serve's clicks, waiting 10 s at most, failed at three times as many."""
+    monkeypatch.setattr("newsletter.store.store.PRUNE_DIGESTS", 2)
+    batches: list[list[str]] = []
+    prune_batch = Store._prune
+    writer = _other_writer(store_url)
+
+    def between(store: Store, before: datetime, digest_ids: Sequence[str]) -> int:
+        batches.append(list(digest_ids))
+        with writer.begin() as conn:  # raises if a prune transaction still held the lock (or d6)
+            conn.execute(digests.update().where(digests.c.id == "d6").values(status="retry"))  # `retry`
+        return prune_batch(store, before, digest_ids)
+
+    monkeypatch.setattr(Store, "_prune", between)
+    with Store(store_url) as store:
+        _failed_digests(store, 7)
+        assert store.prune(RUN_AT + timedelta(days=30)) == 6
+        with store._engine.connect() as conn:
+            kept = dict(conn.execute(sa.select(digests.c.id, digests.c.status)).all())
+            items = conn.execute(sa.select(digest_items.c.digest_id).distinct()).scalars().all()
+    writer.dispose()
+    assert batches == [["d0", "d1"], ["d2", "d3"], ["d4", "d5"], ["d6"]]
+    assert kept == {"d6": "retry", "d-new": "failed"}  # queued again before its batch: asked again, kept
+    assert items == ["d6"]  # the pruned digests' items went with them
