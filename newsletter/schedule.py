@@ -31,7 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from newsletter.app import add_to_last_report, open_pipeline, save_report, utcnow
 from newsletter.config import Settings
 from newsletter.cron import fetch_schedule
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, LockedError, NewsletterError
 from newsletter.pipeline import Pipeline
 from newsletter.redact import redact
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
@@ -42,6 +42,7 @@ from newsletter.subscribers import SubscriberList, load_subscribers
 log = logging.getLogger(__name__)
 
 TICK_FAILED = "a daemon tick failed: "
+START_WAIT = 120  # seconds a starting daemon waits for the run lock another process holds
 CLOCK_WATCH = 5.0  # seconds between looks at the wall clock; a step back by more is followed
 MAX_FETCH_FAILURES = 20  # kept for the tick reports while ticks fail (a database down for a day)
 
@@ -122,7 +123,7 @@ class Daemon:
 
     def _serve(self, pipeline: Pipeline, leader: Leadership) -> None:
         if not pipeline.store.shared:
-            leader.take()  # SQLite: the state folder's lock, or LockedError at start as before
+            leader.take()  # SQLite: the state folder's lock, or LockedError after START_WAIT
         threading.Thread(target=self._watch, name="newsletter-watch", daemon=True).start()
         self._install_signal_handlers()
         self._add_jobs(pipeline)
@@ -270,7 +271,14 @@ class Leadership:
         self._standby_logged = False
 
     def take(self) -> None:
-        self._file.enter_context(self._store.lock(self._home))
+        """The state folder's lock, waited for up to START_WAIT: a command holding it a moment (a
+        `retry`, a `prune`, a preview ingesting) refused a restarting daemon at once, and systemd gives
+        a unit up after five quick failures. Two daemons on one folder still fail, after the wait."""
+        try:
+            self._file.enter_context(self._store.lock(self._home))
+        except LockedError:
+            log.warning("another process holds the run lock: waiting up to %d s for it", START_WAIT)
+            self._file.enter_context(self._store.lock(self._home, timeout=START_WAIT))
 
     def held(self) -> bool:
         """True while this daemon still holds the lock it took: a run checks it before each chunk (the

@@ -481,3 +481,35 @@ def test_the_run_report_is_readable_as_the_umask_allows(env: dict[str, str]) -> 
     cli(env, "run", "--now", "2026-03-11T08:00:00Z")
     report = Path(env["NEWSLETTER_HOME"]) / "last-run.json"
     assert report.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+HOLD_LOCK_A_MOMENT = """
+import sys, time
+from pathlib import Path
+from newsletter.store import run_lock
+with run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(3)
+"""
+
+
+def test_a_daemon_started_while_a_command_holds_the_lock_waits_for_it(env: dict[str, str]) -> None:
+    """It exited 1 at once: restarted by systemd during a `retry` or a `prune`, five quick failures
+    and systemd gave the unit up."""
+    command = [sys.executable, "-c", HOLD_LOCK_A_MOMENT, env["NEWSLETTER_HOME"]]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
+            env={**os.environ, **env},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert wait_for(lambda: Path(env["NEWSLETTER_HOME"], "last-run.json").exists())
+            assert holder.wait(30) == 0 and proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "another process holds the run lock: waiting up to 120 s for it" in err
