@@ -54,9 +54,16 @@ def check_all(settings: Settings, *, new_database: bool = False) -> CheckResult:
         try:
             step(settings)
         except NewsletterError as exc:
-            result.problems += [exc, *exc.also]
+            _add_new(result.problems, [exc, *exc.also])
     result.warnings += _mailto_only(settings)
     return result
+
+
+def _add_new(problems: list[NewsletterError], found: list[NewsletterError]) -> None:
+    """Add what is not listed yet: a bad sender is found by the envelope, the placeholder check and
+    Mailgun's default domain alike, and was listed up to three times."""
+    listed = {str(p) for p in problems}
+    problems += [p for p in found if str(p) not in listed]
 
 
 def _mailto_only(settings: Settings) -> list[str]:

@@ -121,14 +121,14 @@ def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
         return 0
     try:
         with FileLock(home / f"{HELD_FILE}.recording", timeout=-1 if wait else 0):
-            clicks, size = _held_now(home)
+            clicks, taken = _held_now(home)
             for click in clicks:
                 record_click(store, click, held=True)
-            _cut(home, size)
+            _cut(home, taken)
     except (FileNotFoundError, Timeout):  # nothing held (the usual case), or someone else records it
         return 0
     except OSError as exc:
-        raise StoreError(f"cannot read the held clicks in {home / HELD_FILE}: {exc.strerror or exc}") from exc
+        raise StoreError(f"cannot take the held clicks in {home / HELD_FILE}: {exc.strerror or exc}") from exc
     if clicks:
         log.info("recorded %d held clicks from %s", len(clicks), HELD_FILE)
     return len(clicks)
@@ -146,19 +146,23 @@ def record_click(store: Store, click: Click, *, held: bool = False) -> StoredPap
     return store.record_feedback(click.email, click.paper or "", click.kind, click.at, if_newer=held)
 
 
-def _held_now(home: Path) -> tuple[list[Click], int]:
-    """The clicks held so far, and how many bytes of the file they take (clicks come after them)."""
+def _held_now(home: Path) -> tuple[list[Click], bytes]:
+    """The clicks held so far, and the bytes they take at the start of the file (clicks come after)."""
     with _locked(home, "rb") as held:
         data = held.read()
-    return list(_read(io.BytesIO(data))), len(data)
+    return list(_read(io.BytesIO(data))), data
 
 
-def _cut(home: Path, size: int) -> None:
-    """Take the first ``size`` bytes, recorded, out of the file; the clicks held since stay in it."""
+def _cut(home: Path, taken: bytes) -> None:
+    """Take ``taken``, recorded, out of the start of the file; the clicks held since stay in it. A file
+    that no longer starts with them (emptied by a `serve` of an earlier version, still running after an
+    upgrade, which then held another click) is kept whole: recording a click again changes nothing."""
     with _locked(home, "rb+") as held:
-        held.seek(size)
-        if rest := held.read():
-            write_atomic(home / HELD_FILE, rest)
+        data = held.read()
+        if not data.startswith(taken):
+            return
+        if rest := data[len(taken) :]:
+            write_atomic(home / HELD_FILE, rest, readable=True)  # as `hold` made it
         else:
             held.truncate(0)
 

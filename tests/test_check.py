@@ -125,3 +125,12 @@ def test_a_dumps_setting_naming_a_file_says_so(env: dict[str, str], tmp_path: Pa
     assert (
         proc.returncode == 1 and f"error: {tmp_path / 'listing.txt'}: is a file, not a folder" in proc.stderr
     )
+
+
+def test_a_bad_sender_is_one_problem(env: dict[str, str]) -> None:
+    """The envelope, the placeholder check and Mailgun's default domain each found it: listed 3 times."""
+    env |= {"NEWSLETTER_FROM": "nobody", "NEWSLETTER_TRANSPORT": "mailgun", "NEWSLETTER_API_KEY": "k" * 20}
+    proc = cli(env, "check", check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "invalid email address 'nobody'" in errors[0], proc.stderr
+    assert proc.stderr.splitlines()[-1] == "1 problem found"

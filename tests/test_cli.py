@@ -550,3 +550,10 @@ def test_an_address_as_people_paste_it_names_the_listed_subscriber(env: dict[str
     assert proc.stdout == "ssm@example.org: unsubscribed\n"
     assert cli(env, "preview", written).stdout.startswith("ssm@example.org: ")
     assert cli(env, "resubscribe", written).stdout.startswith("ssm@example.org: subscribed again")
+
+
+def test_newsletter_alone_prints_the_help_as_typer_does() -> None:
+    proc = cli({}, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("Usage: ") and "error:" not in proc.stderr
+    assert "Commands" in proc.stderr

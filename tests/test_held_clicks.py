@@ -20,6 +20,7 @@ from filelock import FileLock
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from newsletter import held as held_module
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings
 from newsletter.errors import StoreError
@@ -313,3 +314,23 @@ def test_a_click_is_held_at_once_while_the_held_ones_wait_for_the_database(
     holder.join(30)
     assert held_meanwhile  # it did not wait for the recording to end
     assert [json.loads(line)["kind"] for line in held_lines(settings)] == ["unsubscribe"]  # kept, not cut
+
+
+def test_clicks_held_while_an_older_serve_emptied_the_file_are_kept(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An earlier version's `serve`, still running after an upgrade, takes the held clicks under the file
+    lock alone: between this taker's read and its cut it emptied the file and held a new click, which
+    the cut then removed (a lost unsubscribe)."""
+    hold(settings.home, Click("unsubscribe", SSM, NOW))
+    real = held_module.record_click
+
+    def and_an_older_serve_meanwhile(store: object, click: Click, **kwargs: object) -> None:
+        real(store, click, **kwargs)  # type: ignore[arg-type]
+        (settings.home / HELD_FILE).write_bytes(b"")  # it recorded and emptied the file...
+        hold(settings.home, Click("unsubscribe", DIFF, NOW))  # ... then held a click of its own
+
+    monkeypatch.setattr(held_module, "record_click", and_an_older_serve_meanwhile)
+    with open_store(settings) as store:
+        record_held(settings.home, store)
+    assert [json.loads(line)["email"] for line in held_lines(settings)] == [DIFF]

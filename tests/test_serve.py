@@ -32,7 +32,7 @@ from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import make_token
 
 from .conftest import DATA
-from .helpers import add_dumps, make_env, seed_names
+from .helpers import add_dumps, cli, make_env, seed_names
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SSM = "ssm@example.org"
@@ -218,6 +218,19 @@ def test_a_restarted_serve_takes_no_run_lock_for_dumps_the_store_has(
         add_dumps(env, seed_names()[2])  # a file the store does not have is still ingested
         assert restarted.get("/").status_code == 200
         assert len(taken) == 1
+
+
+def test_a_dump_refused_half_written_and_stored_since_is_no_longer_noted(
+    env: dict[str, str], client: TestClient
+) -> None:
+    """Skipped by its content once the store had it, it stayed "rejected" on every page."""
+    name = seed_names()[2]
+    path = Path(env["NEWSLETTER_DUMPS"]) / name
+    path.write_bytes(b"\xff\xfe garbage")  # still being copied
+    assert "dump rejected:" in client.get("/").text
+    add_dumps(env, name)
+    cli(env, "ingest", str(path))  # a cron run stores it
+    assert "dump rejected:" not in client.get("/").text
 
 
 def test_a_rejected_dump_is_noted_on_the_page(env: dict[str, str], client: TestClient) -> None:

@@ -193,6 +193,9 @@ def main() -> NoReturn:
     except typer.Abort:  # end of input at a prompt
         sys.exit(1)
     except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a bare `newsletter`: the help, as typer shows it
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(2)
         _fail(_as_error(exc))
     sys.exit(code if isinstance(code, int) else 0)
 

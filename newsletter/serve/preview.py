@@ -219,6 +219,7 @@ class Previewer:
         fresh = {path: stamp for path in files if (stamp := _stamp(path)) not in self._seen_dumps}
         for path in stored_files(pipeline.store, list(fresh)):  # read with no lock: a run is not refused
             self._seen_dumps.add(fresh.pop(path))  # (a restarted serve read every file under it again)
+            self._rejected.pop(str(path), None)  # refused half-written, then completed and stored
         notes: list[str] = []
         if fresh:
             try:
