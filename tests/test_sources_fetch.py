@@ -462,13 +462,13 @@ def test_corrupt_state_file_is_ignored_with_a_warning(make, tmp_path: Path, capl
 def test_state_keeps_only_the_current_window(make, tmp_path: Path) -> None:
     server = Server(default=lambda request: ok(recorded(request.url.params["date"]), etag='"x"'))
     make(server, days_back=1).fetch(datetime(2024, 3, 17, tzinfo=UTC))
-    make(server, days_back=1).fetch(datetime(2024, 3, 19, tzinfo=UTC))
+    make(server, days_back=1).fetch(datetime(2024, 3, 18, tzinfo=UTC))
     state = json.loads((tmp_path / "state" / "hf-daily.json").read_text())
-    assert sorted(state[BASE]) == ["2024-03-18", "2024-03-19", "through"]
-    assert state[BASE]["through"] == "2024-03-19"  # every date up to it fetched
+    assert sorted(state[BASE]) == ["2024-03-17", "2024-03-18", "through"]
+    assert state[BASE]["through"] == "2024-03-18"  # every date up to it fetched
 
 
-@pytest.mark.parametrize(("off_days", "asked"), [(5, 5), (40, 15)])
+@pytest.mark.parametrize(("off_days", "asked"), [(5, 7), (40, 15)])
 def test_after_days_off_the_dates_missed_are_fetched_up_to_two_weeks_back(
     make, off_days: int, asked: int
 ) -> None:
@@ -479,7 +479,7 @@ def test_after_days_off_the_dates_missed_are_fetched_up_to_two_weeks_back(
     back = datetime(2024, 3, 1, tzinfo=UTC) + timedelta(days=off_days)
     make(server, days_back=1).fetch(back)
     expected = [(back - timedelta(days=n)).date().isoformat() for n in range(asked)]
-    assert server.dates == expected  # from the day after the last one fetched (14 days back at most)
+    assert server.dates == expected  # from the day before the last one fetched (14 days back at most)
 
 
 def test_one_fetch_with_the_clock_far_ahead_does_not_turn_catching_up_off(make) -> None:
@@ -489,7 +489,7 @@ def test_one_fetch_with_the_clock_far_ahead_does_not_turn_catching_up_off(make) 
         make(server, days_back=1).fetch(datetime(2024, 3, 1, tzinfo=UTC) + timedelta(days=day - 1))
     server.requests.clear()
     make(server, days_back=1).fetch(datetime(2024, 3, 9, tzinfo=UTC))  # after a week off
-    assert server.dates == [f"2024-03-0{n}" for n in range(9, 2, -1)]
+    assert server.dates == [f"2024-03-0{n}" for n in range(9, 0, -1)]  # from the day before the 2nd
 
 
 def test_a_catch_up_cut_short_is_taken_up_again_by_the_next_fetch(make) -> None:
@@ -503,7 +503,19 @@ def test_a_catch_up_cut_short_is_taken_up_again_by_the_next_fetch(make) -> None:
     assert limited.dates == ["2024-03-09", "2024-03-08", "2024-03-07"]
     server = Server(default=listing)
     make(server, days_back=1).fetch(back + timedelta(hours=1))
-    assert server.dates == [f"2024-03-0{n}" for n in range(9, 1, -1)]  # back to the 2nd again
+    assert server.dates == [*(f"2024-03-0{n}" for n in range(9, 0, -1)), "2024-02-29"]  # back again
+
+
+def test_a_listing_fetched_before_it_was_whole_is_asked_for_again_after_downtime(make) -> None:
+    """Fetched at 00:30 UTC, the day's listing was empty; it counted as fetched, and after ten days off
+    the catch-up started the day after it: that day's papers never came."""
+    server = Server(
+        default=lambda request: ok(b"[]" if request.url.params["date"] == "2024-03-01" else recorded(DAY))
+    )
+    make(server, days_back=3).fetch(datetime(2024, 3, 1, 0, 30, tzinfo=UTC))
+    server.requests.clear()
+    make(server, days_back=3).fetch(datetime(2024, 3, 11, 12, tzinfo=UTC))
+    assert "2024-03-01" in server.dates and "2024-02-29" in server.dates
 
 
 def test_no_temporary_files_are_left_behind(make, dumps: Path) -> None:

@@ -42,6 +42,7 @@ class Recorded:
     trickle_first: bool = (
         False  # send the first body a few bytes at a time, each piece well within the timeout
     )
+    trickle_headers_first: bool = False  # send the first reply's headers a line at a time, for 5 s
 
 
 class FakeHub(BaseHTTPRequestHandler):
@@ -56,6 +57,8 @@ class FakeHub(BaseHTTPRequestHandler):
         if first and seen.stall_first:
             seen.released.wait(timeout=10)
             return None
+        if first and seen.trickle_headers_first:
+            return self._trickle_headers()
         if first and seen.throttle_first:
             return self._reply(429, b'{"error":"Too Many Requests"}', {"Retry-After": "2"})
         url = urlsplit(self.path)
@@ -78,6 +81,16 @@ class FakeHub(BaseHTTPRequestHandler):
             self._trickle(body)
         else:
             self.wfile.write(body)
+
+    def _trickle_headers(self) -> None:
+        with contextlib.suppress(OSError):  # the client hangs up
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            for n in range(25):
+                if self.recorded.released.wait(0.2):
+                    return
+                self.wfile.write(f"X-Slow-{n}: x\r\n".encode())
+                self.wfile.flush()
+            self.wfile.write(b"Content-Length: 2\r\n\r\n[]")
 
     def _trickle(self, body: bytes) -> None:
         with contextlib.suppress(OSError):  # the client hangs up
@@ -184,6 +197,29 @@ def test_a_body_that_trickles_in_past_the_timeout_is_given_up_and_retried(
         written = source.fetch(NOW)
     assert "the response took longer than the timeout" in caplog.text
     assert len(written) == 1 and len(read_dump(written[0]).papers) == 2  # the second answer, whole
+    assert len(recorded.requests) == 2 and len(sleeps) == 1
+
+
+def test_headers_that_trickle_in_past_the_timeout_are_given_up_and_retried(
+    hub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """httpx times each read alone: a header line every 0.2 s held the run (and the daemon's fetches)
+    for as long as the server went on; now the whole reply must come within the timeout."""
+    base_url, recorded = hub
+    recorded.trickle_headers_first = True
+    sleeps: list[float] = []
+    source = HfDailySource(
+        tmp_path / "dumps",
+        tmp_path / "state",
+        base_url=base_url,
+        days_back=0,
+        timeout=0.4,
+        sleep=sleeps.append,
+    )
+    with caplog.at_level(logging.INFO, logger="newsletter"):
+        written = source.fetch(NOW)
+    assert "no whole reply within 1 s" in caplog.text
+    assert len(written) == 1 and len(read_dump(written[0]).papers) == 2  # the second answer
     assert len(recorded.requests) == 2 and len(sleeps) == 1
 
 

@@ -57,6 +57,9 @@ BACKOFF_MAX = 60.0
 MAX_BODY_BYTES = 16 * 1024 * 1024  # a daily listing is ~100 KB; anything this big is not one
 _THROUGH = "through"  # in the fetch state: every date up to this one was fetched
 CATCH_UP_DAYS = 14  # after downtime, dates fetched back at most (digests weigh 14 days of dumps)
+# after downtime, the last dates fetched are asked for again: a listing fetched at 00:30 UTC was empty,
+# or half full (papers come in through the day in American time zones), and was never asked for again
+SETTLING_DAYS = 2
 T = TypeVar("T")
 
 
@@ -210,9 +213,11 @@ class HttpSource:
         )
 
     def _send(self, client: httpx.Client, url: str, headers: dict[str, str]) -> _Reply:
-        if self._stop is None:
-            return self._request(client, url, headers)
-        return unless_stopped(lambda: self._request(client, url, headers), self._stop, url)
+        """The whole reply, headers included, within ``timeout`` (and a grace second) of asking: httpx
+        times each read alone, and headers trickled a line at a time held a run, its lock and the
+        daemon's fetches for days. A signal gives up at once too."""
+        call = lambda: self._request(client, url, headers)  # noqa: E731
+        return unless_stopped(call, self._stop or threading.Event(), url, self.timeout + 1)
 
     def _request(self, client: httpx.Client, url: str, headers: dict[str, str]) -> _Reply:
         """``timeout`` bounds each wait for the server and the whole body: a server trickling a byte
@@ -309,11 +314,13 @@ class HfDailySource(HttpSource):
         return sorted(written)  # by date, as the folder scan reads them
 
     def _reach(self, today: date, through: date | None) -> int:
-        """``days_back``, or back to the day after ``through`` (every date up to it fetched) when that is
+        """``days_back``, or, after dates were missed, back to the day before ``through`` (every date up to
+        it fetched, the last two maybe before their listing was whole: SETTLING_DAYS) when that is
         further: a machine off for a week never asked for the dates between (CATCH_UP_DAYS at most)."""
-        if through is None:
+        missed = (today - through).days - 1 if through else 0  # whole dates never asked for
+        if missed <= 0:
             return self.days_back
-        return max(self.days_back, min((today - through).days - 1, CATCH_UP_DAYS))
+        return max(self.days_back, min(missed + SETTLING_DAYS, CATCH_UP_DAYS))
 
     def _fetch_day(self, client: httpx.Client, day: date, seen: dict[str, _Seen]) -> Path | None:
         url = self.url(day)
@@ -336,15 +343,19 @@ class HfDailySource(HttpSource):
 # -- helpers ------------------------------------------------------------------------------------------
 
 
-def unless_stopped(call: Callable[[], T], stop: threading.Event, url: str) -> T:
-    """``call()`` on a thread of its own, given up once ``stop`` is set: SourceError at once, and its
-    result, when it comes, is dropped. (A daemon thread, so a reply still on its way for up to the
-    timeout holds up neither the caller nor the process's exit.)"""
+def unless_stopped(call: Callable[[], T], stop: threading.Event, url: str, limit: float) -> T:
+    """``call()`` on a thread of its own, given up once ``stop`` is set (SourceError at once) or after
+    ``limit`` seconds (httpx.ReadTimeout, retried as any timeout); its result, when it comes, is
+    dropped. (A daemon thread, so a reply still on its way holds up neither the caller nor the
+    process's exit; it ends with its connection.)"""
     done: Future[T] = Future()
     threading.Thread(target=_settle, args=(done, call), name="newsletter-fetch", daemon=True).start()
+    deadline = time.monotonic() + limit
     while not done.done():
         if stop.wait(0.1):
             raise GaveUp(f"cannot fetch {url}: stopped by a signal before the reply came")
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout(f"no whole reply within {limit:.0f} s")
     return done.result()
 
 
