@@ -574,3 +574,12 @@ def test_base_url_trailing_slash_is_ignored(dumps: Path, tmp_path: Path) -> None
 def test_the_apis_error_body_is_shown_in_its_own_words(make) -> None:
     with pytest.raises(ParseError, match="the API answered with an error, not papers: 'Invalid date'"):
         make(Server(httpx.Response(200, json={"error": "Invalid date"}))).fetch(NOW)
+
+
+def test_a_fetch_waits_five_minutes_at_most_to_retry(make, sleeps: Sleeps) -> None:
+    """Each wait was capped (5 minutes), not their sum: a 429 asking 300 s at each of 4 retries held a
+    cron run, and its digests, 20 minutes a source."""
+    server = Server(default=lambda request: httpx.Response(429, headers={"retry-after": "200"}))
+    with pytest.raises(GaveUp, match="429.*after waiting 200 s to retry"):
+        make(server, days_back=2).fetch(NOW)
+    assert sleeps == [200.0] and len(server.requests) == 2

@@ -60,6 +60,9 @@ CATCH_UP_DAYS = 14  # after downtime, dates fetched back at most (digests weigh 
 # after downtime, the last dates fetched are asked for again: a listing fetched at 00:30 UTC was empty,
 # or half full (papers come in through the day in American time zones), and was never asked for again
 SETTLING_DAYS = 2
+# a fetch's waits to retry, all told: a 429 asking 300 s at each of 4 retries held a cron run, and its
+# digests, 20 minutes a source
+WAIT_BUDGET = 300.0
 T = TypeVar("T")
 
 
@@ -143,10 +146,12 @@ class HttpSource:
         self._client = client
         self._sleep = sleep
         self._stop = stop
+        self._waited = 0.0
         self._state = _StateFile(state_dir / f"{self.name}.json", self.base_url)
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[httpx.Client]:
+        self._waited = 0.0  # a fetch's pauses before a retry, all dates together (WAIT_BUDGET)
         if self._client is not None:
             yield self._client
             return
@@ -230,6 +235,12 @@ class HttpSource:
     def _pause(self, url: str, problem: str, wait: float | None, attempt: int) -> None:
         """The server's Retry-After; under a second ("0", a past date: that hammered it), the backoff."""
         delay = wait if wait is not None and wait >= 1 else backoff_delay(attempt)
+        if self._waited + delay > WAIT_BUDGET:  # the digests wait for the fetch
+            raise GaveUp(
+                f"cannot fetch {url}: {problem}, after waiting {self._waited:.0f} s to retry",
+                hint="the service may be down or rate-limiting; the next run tries again",
+            )
+        self._waited += delay
         log.info("%s: %s; retry %d of %d in %.1f s", url, problem, attempt + 1, self.max_retries, delay)
         if self._stop is None:
             self._sleep(delay)
