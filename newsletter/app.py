@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -45,10 +46,33 @@ def make_state_folder(settings: Settings) -> None:
     """The state folder, made if missing; ConfigError when it cannot be (a file in the way, no right)."""
     try:
         settings.home.mkdir(parents=True, exist_ok=True)
+        owner = settings.home.stat().st_uid
     except OSError as exc:
         raise ConfigError(
             f"cannot create the state folder {settings.home} (NEWSLETTER_HOME): {exc.strerror}"
         ) from None
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and owner != 0:
+        _warn_root(settings.home, owner)
+
+
+def _warn_root(home: Path, owner: int) -> None:
+    """What root makes in a folder the daemon's user owns (the database, a lock, a fetched dump) that
+    user cannot write or read, and every run of theirs stops. Said, not refused: a container may run
+    as root on a volume that belongs to a user of its host, and nobody else runs there."""
+    import pwd  # Unix only, as root is
+
+    try:
+        name = pwd.getpwuid(owner).pw_name
+    except KeyError:
+        name = str(owner)
+    log.warning(
+        "the state folder %s belongs to user %s and this runs as root: files it makes there can stop "
+        "%s's runs; run it as that user (sudo -u %s newsletter ...)",
+        home,
+        name,
+        name,
+        name,
+    )
 
 
 @contextmanager

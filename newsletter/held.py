@@ -30,6 +30,7 @@ from newsletter.errors import StoreError
 from newsletter.files import write_atomic
 from newsletter.models import StoredPaper
 from newsletter.store import Store
+from newsletter.store.lock import OWNER_HINT
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,14 @@ def _at_line_start(held: IO[bytes]) -> bool:
     return held.read(1) == b"\n"
 
 
+def anything_held(home: Path) -> bool:
+    """Whether the state folder holds clicks (an emptied file holds none: no lock is taken for it)."""
+    try:
+        return (home / HELD_FILE).stat().st_size > 0
+    except OSError:
+        return False
+
+
 def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
     """Record every held click, then take them out of the file; the number recorded. A database error
     leaves the file as it was (raised: a run must not send past an unsubscribe it could not record).
@@ -117,7 +126,7 @@ def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
 
     The file is locked only to be read and to be cut, not while the database takes the clicks: a new
     click that finds the database locked is held at once, not after this one's busy timeout."""
-    if not (home / HELD_FILE).exists():  # the usual case: no lock file made either
+    if not anything_held(home):  # the usual case: no lock file made either
         return 0
     try:
         with FileLock(home / f"{HELD_FILE}.recording", timeout=-1 if wait else 0):
@@ -127,8 +136,12 @@ def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
             _cut(home, taken)
     except (FileNotFoundError, Timeout):  # nothing held (the usual case), or someone else records it
         return 0
-    except OSError as exc:
-        raise StoreError(f"cannot take the held clicks in {home / HELD_FILE}: {exc.strerror or exc}") from exc
+    except OSError as exc:  # a file in the way: named, as a lock file root made is
+        raise StoreError(
+            f"cannot take the held clicks in {home / HELD_FILE}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename else ""),
+            hint=OWNER_HINT,
+        ) from exc
     if clicks:
         log.info("recorded %d held clicks from %s", len(clicks), HELD_FILE)
     return len(clicks)

@@ -22,7 +22,7 @@ from newsletter.app import utcnow
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
 from newsletter.feedback import as_kind, read_feedback_token
-from newsletter.held import HELD_FILE, Click, hold, record_click, record_held
+from newsletter.held import Click, anything_held, hold, record_click, record_held
 from newsletter.models import UNRANKED, StoredPaper
 from newsletter.send.message import DEFAULT_LIST_NAME, list_name
 from newsletter.serve.pages import PAGE_HEADERS, page
@@ -289,7 +289,7 @@ class _Views:
         """Every HELD_RETRY seconds, record the clicks held while the database could not take them."""
         while True:
             await anyio.sleep(HELD_RETRY)
-            if (self.settings.home / HELD_FILE).exists():
+            if anything_held(self.settings.home):
                 await anyio.to_thread.run_sync(self._take_held)
 
     def _take_held(self, *, wait: bool = True) -> None:

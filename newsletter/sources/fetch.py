@@ -172,12 +172,12 @@ class HttpSource:
     def _save(self, name: str, body: bytes, sha: str) -> Path | None:
         """Write ``body`` as dumps_dir/name unless that file already holds it; the path written."""
         path = self.dumps_dir / name
-        if path.is_file() and _sha256_of(path) == sha:
-            log.debug("%s: already saved", path)
-            return None
         try:
+            if path.is_file() and _sha256_of(path) == sha:
+                log.debug("%s: already saved", path)
+                return None
             self.dumps_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, body)
+            write_atomic(path, body, readable=True)  # public data: a run or serve as another user reads it
         except OSError as exc:
             raise SourceError(f"cannot write dump {path}: {exc.strerror or exc}") from exc
         log.info("saved %s", path)

@@ -20,6 +20,7 @@ LOCK_NAME = "run.lock"
 
 
 WAIT_HINT = "wait for it to finish; the lock goes away when that process exits"
+OWNER_HINT = "the state folder's files must belong to the user newsletter runs as (see `ls -l` there)"
 LOCKED_HINT = (  # the run lock
     "wait for it to finish (a run or preview ends by itself; a `newsletter daemon` holds the lock for as "
     "long as it runs: stop it first); the lock goes away when that process exits"
@@ -44,6 +45,11 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
         raise LockedError(
             f"another run holds {path}",
             hint=LOCKED_HINT,
+        ) from None
+    except OSError as error:  # made by another user (root, an admin): the daemon's start failed on it
+        raise StoreError(
+            f"cannot take the run lock {path}: {error.strerror or error}",
+            hint=OWNER_HINT,
         ) from None
     try:
         yield

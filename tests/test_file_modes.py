@@ -1,0 +1,77 @@
+"""Files in the state folder as several users meet them: who may read what, and errors naming the file."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from newsletter.app import open_store
+from newsletter.held import HELD_FILE, record_held
+from newsletter.sources.fetch import HfDailySource
+
+from .conftest import DATA
+from .helpers import add_dumps, cli, env_settings, seed_names
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_a_fetched_dump_follows_the_umask(tmp_path: Path) -> None:
+    """It was its owner's alone: a run or `serve` as another user of the group read no fetched dump,
+    and after one `run` as root, cron's runs stopped with a PermissionError."""
+    listing = (DATA / "hf" / "daily_papers-2024-03-19.json").read_bytes()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=listing))
+    with httpx.Client(transport=transport) as client:
+        source = HfDailySource(
+            tmp_path / "dumps", tmp_path / "state", base_url="https://hf.test", client=client, days_back=0
+        )
+        (path,) = source.fetch(datetime(2024, 3, 19, tzinfo=UTC))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def test_a_run_lock_that_cannot_be_opened_is_one_line_naming_it(env: dict[str, str]) -> None:
+    """A lock file another user made: `error: unexpected PermissionError ... please report it`."""
+    lock = Path(env["NEWSLETTER_HOME"]) / "run.lock"
+    lock.mkdir(parents=True)  # opened as a file, it fails as a file of someone else's would
+    proc = cli(env, "run", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: cannot take the run lock {lock}: ")
+    assert "unexpected" not in proc.stderr and "hint: the state folder's files must belong" in proc.stderr
+
+
+def test_an_emptied_held_clicks_file_takes_no_lock(env: dict[str, str]) -> None:
+    """Left empty once its clicks were recorded, it had every later run take the held clicks' lock,
+    which a file another user made there (root's `unsubscribe`) failed from then on."""
+    settings = env_settings(env)
+    settings.home.mkdir(parents=True)
+    (settings.home / HELD_FILE).write_bytes(b"")
+    for lock in (".lock", ".recording"):
+        (settings.home / f"{HELD_FILE}{lock}").mkdir()  # cannot be opened: as another user's file
+    with open_store(settings) as store:
+        assert record_held(settings.home, store) == 0
+
+
+def test_a_preview_is_its_owner_s_alone(env: dict[str, str]) -> None:
+    """It holds signed unsubscribe links, and was as the umask had it (0644): anyone on the machine
+    could unsubscribe the reader."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "preview", "ssm@example.org")
+    (preview,) = (Path(env["NEWSLETTER_HOME"]) / "preview").iterdir()
+    assert preview.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_root_in_a_state_folder_another_user_owns_is_warned(env: dict[str, str]) -> None:
+    home = Path(env["NEWSLETTER_HOME"])
+    home.mkdir()
+    os.chown(home, 65534, 65534)
+    proc = cli(env, "status")
+    assert "this runs as root: files it makes there can stop" in proc.stderr
+    assert "sudo -u" in proc.stderr
