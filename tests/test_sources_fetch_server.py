@@ -178,12 +178,20 @@ def test_read_timeout_over_loopback_is_retried(hub, tmp_path: Path, caplog: pyte
     assert len(recorded.requests) == 2
 
 
-def test_a_body_that_trickles_in_past_the_timeout_is_given_up_and_retried(
-    hub, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("misbehaviour", "logged"),
+    [
+        ("trickle_first", "the response took longer than the timeout"),  # ~2 KB, 64 bytes every 0.05 s
+        ("trickle_headers_first", "no whole reply within 1 s"),  # a header line every 0.2 s
+    ],
+)
+def test_a_reply_that_trickles_in_past_the_timeout_is_given_up_and_retried(
+    hub, tmp_path: Path, caplog: pytest.LogCaptureFixture, misbehaviour: str, logged: str
 ) -> None:
-    """Each piece came well within the timeout, so a server trickling bytes held the run for good."""
+    """httpx times each read alone: a body, or headers, coming a piece at a time, each well within the
+    timeout, held the run (and the daemon's fetches) for as long as the server went on."""
     base_url, recorded = hub
-    recorded.trickle_first = True  # ~2 KB in 64-byte pieces, 0.05 s apart: about 1.5 s
+    setattr(recorded, misbehaviour, True)
     sleeps: list[float] = []
     source = HfDailySource(
         tmp_path / "dumps",
@@ -195,31 +203,8 @@ def test_a_body_that_trickles_in_past_the_timeout_is_given_up_and_retried(
     )
     with caplog.at_level(logging.INFO, logger="newsletter"):
         written = source.fetch(NOW)
-    assert "the response took longer than the timeout" in caplog.text
+    assert logged in caplog.text
     assert len(written) == 1 and len(read_dump(written[0]).papers) == 2  # the second answer, whole
-    assert len(recorded.requests) == 2 and len(sleeps) == 1
-
-
-def test_headers_that_trickle_in_past_the_timeout_are_given_up_and_retried(
-    hub, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """httpx times each read alone: a header line every 0.2 s held the run (and the daemon's fetches)
-    for as long as the server went on; now the whole reply must come within the timeout."""
-    base_url, recorded = hub
-    recorded.trickle_headers_first = True
-    sleeps: list[float] = []
-    source = HfDailySource(
-        tmp_path / "dumps",
-        tmp_path / "state",
-        base_url=base_url,
-        days_back=0,
-        timeout=0.4,
-        sleep=sleeps.append,
-    )
-    with caplog.at_level(logging.INFO, logger="newsletter"):
-        written = source.fetch(NOW)
-    assert "no whole reply within 1 s" in caplog.text
-    assert len(written) == 1 and len(read_dump(written[0]).papers) == 2  # the second answer
     assert len(recorded.requests) == 2 and len(sleeps) == 1
 
 
