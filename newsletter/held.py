@@ -30,7 +30,7 @@ from newsletter.errors import StoreError
 from newsletter.files import write_atomic
 from newsletter.models import StoredPaper
 from newsletter.store import Store
-from newsletter.store.lock import OWNER_HINT
+from newsletter.store.lock import owner_hint
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
         raise StoreError(
             f"cannot take the held clicks in {home / HELD_FILE}: {exc.strerror or exc}"
             + (f" ({exc.filename})" if exc.filename else ""),
-            hint=OWNER_HINT,
+            hint=owner_hint(exc),
         ) from exc
     if clicks:
         log.info("recorded %d held clicks from %s", len(clicks), HELD_FILE)

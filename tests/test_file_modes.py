@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from newsletter.app import open_store
 from newsletter.held import HELD_FILE, record_held
 from newsletter.sources.fetch import HfDailySource
+from newsletter.store.engine import _hint
+from newsletter.store.lock import OWNER_HINT, owner_hint
 
 from .conftest import DATA
 from .helpers import add_dumps, cli, env_settings, seed_names
@@ -65,6 +69,11 @@ def test_a_preview_is_its_owner_s_alone(env: dict[str, str]) -> None:
     cli(env, "preview", "ssm@example.org")
     (preview,) = (Path(env["NEWSLETTER_HOME"]) / "preview").iterdir()
     assert preview.stat().st_mode & 0o777 == 0o600
+    shared = Path(env["NEWSLETTER_HOME"]) / "team.html"  # a file the user names keeps its mode
+    shared.write_text("old")
+    shared.chmod(0o664)
+    cli(env, "preview", "ssm@example.org", "--out", str(shared))
+    assert shared.stat().st_mode & 0o777 == 0o664 and shared.read_text().startswith("<!doctype")
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
@@ -75,3 +84,19 @@ def test_root_in_a_state_folder_another_user_owns_is_warned(env: dict[str, str])
     proc = cli(env, "status")
     assert "this runs as root: files it makes there can stop" in proc.stderr
     assert "sudo -u" in proc.stderr
+
+
+def test_the_owner_hint_is_for_another_user_s_file_only() -> None:
+    """A read-only mount or a full disk was blamed on file owners."""
+    assert owner_hint(PermissionError(errno.EACCES, "Permission denied")) == OWNER_HINT
+    assert owner_hint(OSError(errno.EROFS, "Read-only file system")) is None
+    assert owner_hint(OSError(errno.ENOSPC, "No space left on device")) is None
+
+
+def test_a_read_only_postgresql_is_not_told_about_sqlite_files() -> None:
+    standby = sa_exc.InternalError(
+        "INSERT", {}, Exception("cannot execute INSERT in a read-only transaction")
+    )
+    sqlite = sa_exc.OperationalError("INSERT", {}, Exception("attempt to write a readonly database"))
+    assert "NEWSLETTER_DATABASE_URL" in (_hint(standby) or "") and "-wal" not in (_hint(standby) or "")
+    assert "-wal and -shm" in (_hint(sqlite) or "")

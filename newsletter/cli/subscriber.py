@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import webbrowser
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +27,7 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
+from newsletter.files import write_atomic
 from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.report import plural
@@ -91,23 +90,16 @@ def _next_digest(settings: Settings, subscriber: Subscriber, clock: datetime) ->
     return rendered.html, f"Subject: {rendered.subject}\n{plural(len(selection.chosen), 'paper')}"
 
 
-def _write_private(target: Path, text: str) -> None:
-    """Only its owner may read it, as the outbox: it holds signed unsubscribe and feedback links, and
-    any local user who read one could unsubscribe the reader (a preview was as the umask had it)."""
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        if stat.S_ISREG(os.fstat(fd).st_mode):  # not --out /dev/stdout
-            os.fchmod(fd, 0o600)  # an earlier preview's file too
-        handle.write(text)
-
-
 def _show_preview(
     html: str, what: str, out: Path | None, settings: Settings, email: str, browse: bool
 ) -> None:
     target = out or settings.home / "preview" / f"{quote(email, safe='@')}.html"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_private(target, html)
+        if out is None:  # the state folder's copy is its owner's alone, as the outbox: it holds signed
+            write_atomic(target, html.encode())  # links, and anyone who read one could unsubscribe the reader
+        else:  # a file the user named, in the mode they gave it
+            target.write_text(html, encoding="utf-8")
     except OSError as exc:  # a folder, a full disk, no permission
         raise ConfigError(f"cannot write the preview to {target}: {exc.strerror or exc}") from None
     typer.echo(f"{what} -> {target}")

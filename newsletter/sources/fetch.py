@@ -172,10 +172,10 @@ class HttpSource:
     def _save(self, name: str, body: bytes, sha: str) -> Path | None:
         """Write ``body`` as dumps_dir/name unless that file already holds it; the path written."""
         path = self.dumps_dir / name
+        if _holds(path, sha):
+            log.debug("%s: already saved", path)
+            return None
         try:
-            if path.is_file() and _sha256_of(path) == sha:
-                log.debug("%s: already saved", path)
-                return None
             self.dumps_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(path, body, readable=True)  # public data: a run or serve as another user reads it
         except OSError as exc:
@@ -237,8 +237,9 @@ class HttpSource:
         delay = wait if wait is not None and wait >= 1 else backoff_delay(attempt)
         if self._waited + delay > WAIT_BUDGET:  # the digests wait for the fetch
             raise GaveUp(
-                f"cannot fetch {url}: {problem}, after waiting {self._waited:.0f} s to retry",
-                hint="the service may be down or rate-limiting; the next run tries again",
+                f"cannot fetch {url}: {problem}; this fetch has waited {self._waited:.0f} s to retry "
+                f"already, {WAIT_BUDGET:.0f} s at most",
+                hint="the next run fetches the dates left",
             )
         self._waited += delay
         log.info("%s: %s; retry %d of %d in %.1f s", url, problem, attempt + 1, self.max_retries, delay)
@@ -467,6 +468,15 @@ def _read_body(response: httpx.Response, url: str, deadline: float) -> bytes:
             raise httpx.ReadTimeout(f"the response took longer than the timeout ({size} bytes read)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _holds(path: Path, sha: str) -> bool:
+    """Whether ``path`` holds the content of hash ``sha`` (a file it cannot read, say another user's
+    from an earlier version, holds nothing: it is written over)."""
+    try:
+        return path.is_file() and _sha256_of(path) == sha
+    except OSError:
+        return False
 
 
 def _sha256_of(path: Path) -> str:

@@ -181,11 +181,13 @@ def _hint(error: exc.SQLAlchemyError) -> str | None:
         return "another process is writing to the state database; try again when it is done"
     if "unable to open" in text:
         return "check that the state folder (NEWSLETTER_HOME) exists and is writable"
-    if "readonly" in text or "read-only" in text:  # often state.db-wal or -shm made by another user
+    if "readonly database" in text:  # SQLite's: often state.db-wal or -shm made by another user
         return (
             "state.db and its -wal and -shm files must be writable by the user newsletter runs as "
             "(`ls -l` the state folder: another user, such as root, may have made them)"
         )
+    if "read-only" in text:  # PostgreSQL's: a standby, or a read-only transaction default
+        return "the database takes no writes here: point NEWSLETTER_DATABASE_URL at the primary"
     if "disk is full" in text or "no space left" in text or "could not extend file" in text:
         return "free space on the state database's disk and run again (the write that failed was undone)"
     return None

@@ -4,6 +4,7 @@ database that several machines share (the state folders there are not shared, th
 from __future__ import annotations
 
 import contextlib
+import errno
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,13 @@ LOCK_NAME = "run.lock"
 
 WAIT_HINT = "wait for it to finish; the lock goes away when that process exits"
 OWNER_HINT = "the state folder's files must belong to the user newsletter runs as (see `ls -l` there)"
+
+
+def owner_hint(error: OSError) -> str | None:
+    """OWNER_HINT for an error a file of another user's gives (not a read-only or full disk's)."""
+    return OWNER_HINT if error.errno in (errno.EACCES, errno.EPERM, errno.EISDIR) else None
+
+
 LOCKED_HINT = (  # the run lock
     "wait for it to finish (a run or preview ends by itself; a `newsletter daemon` holds the lock for as "
     "long as it runs: stop it first); the lock goes away when that process exits"
@@ -48,8 +56,7 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
         ) from None
     except OSError as error:  # made by another user (root, an admin): the daemon's start failed on it
         raise StoreError(
-            f"cannot take the run lock {path}: {error.strerror or error}",
-            hint=OWNER_HINT,
+            f"cannot take the run lock {path}: {error.strerror or error}", hint=owner_hint(error)
         ) from None
     try:
         yield
