@@ -207,10 +207,12 @@ class Daemon:
                 return
         if not leads:
             return
-        written, failures = fetch_all(self.sources, self.clock(), self.stop)  # each failure is logged
+        written, failures = fetch_all(self.sources, self.clock(), self.stop)
         secrets = self.settings.secret_values()
+        new = [redact(failure, secrets) for failure in failures]
+        for failure in new:
+            log.error("%s", failure)
         with self._busy:  # the tick reports carry them, so `status` shows them (each once)
-            new = [redact(failure, secrets) for failure in failures]
             self._fetch_failures = list(dict.fromkeys(self._unsaved + new))[-MAX_FETCH_FAILURES:]
             self._unsaved = self._fetch_failures
         if written:

@@ -387,7 +387,7 @@ def test_a_source_the_daemon_cannot_fetch_is_in_the_report_status_shows(
 
 
 def test_a_failing_source_stays_in_every_tick_report_until_a_fetch_works(
-    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first tick after the fetch took its failures: with an hourly fetch and 5-minute ticks, `status`
     showed a source failing for months for one tick an hour."""
@@ -406,7 +406,9 @@ def test_a_failing_source_stays_in_every_tick_report_until_a_fetch_works(
         return list(json.loads(Path(env["NEWSLETTER_HOME"], "last-run.json").read_text())["errors"])
 
     with open_pipeline(settings) as pipeline:
-        daemon.fetch(pipeline)
+        with caplog.at_level(logging.ERROR):
+            daemon.fetch(pipeline)
+        assert [r.getMessage() for r in caplog.records] == ["fetch from a failed: 500"]  # the daemon logs it
         daemon.tick(pipeline)
         daemon.tick(pipeline)
         assert errors() == ["fetch from a failed: 500"]  # the second tick's report too

@@ -85,8 +85,9 @@ class FolderSource:
 def fetch_all(
     sources: Sequence[Source], now: datetime, stop: threading.Event | None = None
 ) -> tuple[list[Path], list[str]]:
-    """Every source's new dump files, and one line per source that failed; one failure stops no other.
-    Once ``stop`` is set (a signal) no further source is asked."""
+    """Every source's new dump files, and one line per source that failed (for the caller to report:
+    `run` prints it, the daemon logs it); one failure stops no other. Once ``stop`` is set (a signal)
+    no further source is asked."""
     written: list[Path] = []
     failures: list[str] = []
     for source in sources:
@@ -98,8 +99,7 @@ def fetch_all(
             if stop is not None and stop.is_set():  # a signal ended its wait: not a failure
                 log.warning("fetch from %s: %s; the next run fetches again", source.name, exc)
                 break
-            failures.append(f"fetch from {source.name} failed: {exc}")
-            log.error("%s", failures[-1])
+            failures.append(f"fetch from {source.name} failed: {exc}")  # the caller reports it
     log.info("fetch: %d new dump file(s)", len(written))
     return written, failures
 
