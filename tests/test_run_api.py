@@ -239,7 +239,9 @@ def test_a_password_in_the_api_url_is_masked_in_logs_errors_and_state(env: dict[
     url = env["NEWSLETTER_API_BASE_URL"]
     env["NEWSLETTER_API_BASE_URL"] = url.replace("://", f"://proxyuser:{PROXY_PASSWORD}@")
     add_dumps(env, seed_names()[0])
-    sent = cli(env, "-v", "run", "--now", "2026-03-11T08:00:00Z")  # httpx logs each request's URL
+    sent = cli(
+        env, "--debug", "run", "--now", "2026-03-11T08:00:00Z"
+    )  # httpx logs each request's URL (--debug only)
     assert "HTTP Request: POST http://proxyuser:***@127.0.0.1" in sent.stderr
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))

@@ -228,8 +228,12 @@ def test_cli_run_fetches_the_sources_then_delivers_what_they_brought(hub, env: d
     cli(env, "run", "--no-fetch", "--now", NOW.isoformat())
     assert recorded.requests == []
 
-    report = json.loads(cli(env, "run", "--json", "--now", NOW.isoformat()).stdout)
+    proc = cli(env, "-v", "run", "--json", "--now", NOW.isoformat())
+    report = json.loads(proc.stdout)
     assert len(recorded.requests) == 5
+    assert (
+        "new dump" in proc.stderr and "HTTP Request" not in proc.stderr
+    )  # httpx's line per request: --debug
     assert [(Path(d["file"]).name[:19], d["new"]) for d in report["dumps"]] == [
         ("hf-daily-2024-03-15", 3),
         ("hf-daily-2024-03-18", 2),

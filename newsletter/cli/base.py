@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, ClassVar, NoReturn
 from urllib.parse import unquote
 
 import typer
@@ -134,10 +134,48 @@ def main_options(
         logging.basicConfig(
             level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
         )
-    else:  # cron, systemd, a pipe: one line per record, never wrapped
+    elif to_journal():  # systemd: the journal stamps the time itself and reads the priority from <N>
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter("%(levelname)s %(message)s"))
+        logging.basicConfig(level=level, handlers=[handler])
+    else:  # cron, a pipe: one line per record, never wrapped
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    if (
+        not debug
+    ):  # their steps: httpx's line per request (per message on an email API), apscheduler's per job
+        for library in CHATTY_LIBRARIES:
+            logging.getLogger(library).setLevel(logging.WARNING)
 
 
+def to_journal() -> bool:
+    """stderr is systemd's journal stream: JOURNAL_STREAM names its device and inode (a process it
+    started may hand stderr on to a file or a pipe, and keep the variable)."""
+    named = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        found = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):  # no stderr, or one without a descriptor
+        return False
+    return bool(named) and named == f"{found.st_dev}:{found.st_ino}"
+
+
+class JournalFormatter(logging.Formatter):
+    """Each line (a traceback's too) with its syslog priority as sd-daemon(3)'s ``<N>`` prefix, which
+    journald strips and keeps (``journalctl -p err``); no time of our own beside the journal's."""
+
+    PRIORITY: ClassVar[dict[int, int]] = {
+        logging.DEBUG: 7,
+        logging.INFO: 6,
+        logging.WARNING: 4,
+        logging.ERROR: 3,
+        logging.CRITICAL: 2,
+    }
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITY.get(record.levelno, 3 if record.levelno > logging.WARNING else 6)
+        return "\n".join(f"<{priority}>{line}" for line in super().format(record).splitlines())
+
+
+CHATTY_LIBRARIES = ("httpx", "apscheduler")
 NOW_HINT = "e.g. --now 2026-03-11T08:00 (UTC unless it has an offset)"
 FIRST_YEAR, LAST_YEAR = 1970, 9000
 

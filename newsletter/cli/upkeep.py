@@ -60,9 +60,7 @@ def daemon(
     from newsletter.schedule import run_daemon
 
     root = logging.getLogger()
-    root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run
-    if root.level > logging.DEBUG:  # "Running job" and "executed successfully" around each tick
-        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run (not apscheduler's)
     run_daemon(state.settings(), tick_seconds=tick, new_database=state.new_database)
 
 
