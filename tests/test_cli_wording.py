@@ -33,7 +33,7 @@ def ran(env: dict[str, str]) -> dict[str, str]:
 
 def test_run_says_1_paper_and_logs_each_ingest_once(ran: dict[str, str]) -> None:
     assert "a-rather-long-address-for-a-table@example.org: sent (1 paper)" in ran["run_stdout"]
-    assert ran["run_stdout"].splitlines()[-1].startswith("2 dumps ingested (")
+    assert ran["run_stdout"].splitlines()[-1].startswith("2026-03-11 08:00 UTC: 2 dumps ingested (")
     for name in seed_names()[:2]:
         logged = [line for line in ran["run_stderr"].splitlines() if "ingested" in line and name in line]
         assert len(logged) == 1, logged

@@ -49,7 +49,7 @@ def test_a_run_on_a_terminal_shows_a_bar_and_on_a_pipe_nothing(env: dict[str, st
     piped = subprocess.run(RUN, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0 and piped.stderr == ""  # cron's log gets no bar
     summary = piped.stdout.splitlines()[-1]
-    assert summary.startswith("2 dumps ingested")
+    assert summary.startswith("2026-03-11 08:00 UTC: 2 dumps ingested")
     env["NEWSLETTER_HOME"] += "-terminal"
     stdout, screen = _run_on_a_terminal(env)
     assert "Ranking and sending digests" in screen

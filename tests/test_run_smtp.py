@@ -26,12 +26,15 @@ class Recorder:
         self.peers: set[Any] = set()  # client (host, port) of each connection that delivered
         self.rcpt_delay = 0.0  # seconds before answering RCPT (a stuck server)
         self.rcpts = 0
+        self.greylist: set[str] = set()  # refused for now (451), as a greylisting server does
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
         self.rcpts += 1
         await asyncio.sleep(self.rcpt_delay)
         if address in self.refuse:
             return "550 5.1.1 mailbox unavailable"
+        if address in self.greylist:
+            return "451 4.7.1 greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -88,6 +91,31 @@ def test_run_delivers_one_message_per_due_subscriber_over_smtp(
     again = json.loads(cli(env, "run", "--json", "--now", "2026-03-12T08:00:00Z", check=False).stdout)
     assert [d for d in again["digests"] if d["status"] == "sent"] == []
     assert len(recorder.messages) == 1
+
+
+def test_quiet_run_lists_only_failures_and_logs_a_refusal_for_now_as_a_warning(
+    env: dict[str, str], smtp_server: tuple[Recorder, int]
+) -> None:
+    """Cron's log: a line per subscriber each hour, no date on any, and a greylisting 451 logged as the
+    same ERROR as a 550, without the digest it was."""
+    recorder, port = smtp_server
+    recorder.greylist = {"ssm@example.org"}
+    env |= {
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+    }
+    add_dumps(env, *seed_names()[:2])
+    proc = cli(env, "run", "--quiet", "--now", "2026-03-11T08:00:00Z", check=False)
+    *listed, summary = proc.stdout.splitlines()
+    assert sorted(line.split(":")[0] for line in listed) == ["diff@example.org", "ssm@example.org"]
+    assert summary.startswith("2026-03-11 08:00 UTC: ") and "2 failed" in summary and "skipped" in summary
+    logged = {
+        line.split(" ")[2]: line for line in proc.stderr.splitlines() if "@example.org: digest " in line
+    }
+    assert sorted(logged) == ["ERROR", "WARNING"]
+    assert "diff@example.org" in logged["ERROR"] and "failed: error (permanent): " in logged["ERROR"]
+    assert "ssm@example.org" in logged["WARNING"] and "(temporary, will retry next run)" in logged["WARNING"]
 
 
 @pytest.mark.parametrize("connections", [1, 2])

@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -170,6 +171,12 @@ def run(
             "--fetch/--no-fetch", help="Fetch from NEWSLETTER_SOURCES first [default: yes, unless --dry-run]."
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print only the digests that need a look (failed, unknown) and the summary."
+        ),
+    ] = False,
 ) -> None:
     """Fetch new dumps from the sources, ingest the dumps folder, then build and deliver every due digest.
 
@@ -191,7 +198,7 @@ def run(
     with stop_on_sigterm(stop) if not dry_run else nullcontext():
         with open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline:
             _, fetch_failures = fetch_all(sources, clock, stop)
-            detailed = as_json or len(subscribers.subscribers) <= DETAILED_UP_TO
+            detailed = as_json or (not quiet and len(subscribers.subscribers) <= DETAILED_UP_TO)
             report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
         report.errors[:0] = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
         if not dry_run:
@@ -199,10 +206,10 @@ def run(
                 save_report(settings, report)
             except NewsletterError as exc:  # a full disk: still say what the run did, then fail
                 report.errors.append(str(exc))
-        _print_report(report, as_json, stop)
+        _print_report(report, as_json, stop, clock)
 
 
-def _print_report(report: RunReport, as_json: bool, stop: Stop) -> None:
+def _print_report(report: RunReport, as_json: bool, stop: Stop, clock: datetime) -> None:
     """The report, then the exit status: 128 + the signal's number when one stopped the run (what it
     did not send waits for the next run: a cron wrapper sees it was cut short), else 1 if not ok."""
     if as_json:
@@ -213,7 +220,7 @@ def _print_report(report: RunReport, as_json: bool, stop: Stop) -> None:
         for problem in report.errors:
             err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
         if summary := report.summary():  # a retry that found nothing queued has none: no blank line
-            typer.echo(summary)
+            typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
     signalled = stop.exit_status()
     if signalled is not None or not report.ok:
         raise typer.Exit(signalled or 1)
@@ -260,7 +267,7 @@ def retry(
             noun = "delivery" if len(requeued) == 1 else "deliveries"
             queued = "their queued digests" if only else "what is queued"
             typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
-        _print_report(report, as_json, stop)
+        _print_report(report, as_json, stop, clock)
 
 
 @app.command()

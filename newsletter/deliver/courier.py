@@ -289,8 +289,6 @@ class Courier:
             return DigestOutcome(message.subscriber, "skipped", said, items, message.digest_id)
         if isinstance(exc, ConnectionRefused) and (self.retired or self._may_retire(self)):
             return self._hand_back(message, exc, now, items)
-        stopped = isinstance(exc, SendStopped)  # refused and waiting for its next try: due at once
-        (log.info if stopped else log.error)("%s: %s", message.subscriber, said)
         if exc.transport_down:  # every other message would fail the same way: stop, keep them queued
             self.halted = True
             self.breaker.trip(f"cannot send now ({said})")
@@ -299,17 +297,12 @@ class Courier:
         except InvalidTransition as moved:  # another process's recovery took it over meanwhile
             log.warning("%s: %s", message.subscriber, moved)
             return DigestOutcome(message.subscriber, "skipped", str(moved), items, message.digest_id)
-        if stopped:
-            return left_queued(message, items)
-        if exc.unknown:
-            return DigestOutcome(message.subscriber, "unknown", f"error: {said}", items, message.digest_id)
-        kind = "permanent" if permanent else "temporary, will retry next run"
-        if exc.transport_down:
-            kind = "cannot send now; this and the remaining digests go out next run"
-        reason = f"error ({kind}): {said}"
-        return DigestOutcome(
-            message.subscriber, "failed", reason, items, message.digest_id, retried=not permanent
-        )
+        except Exception:
+            log.error("%s: %s", message.subscriber, said)  # the send's failure, before the store's
+            raise
+        outcome = _failed(message, exc, said, permanent, items)
+        _log_failure(outcome, said, exc)
+        return outcome
 
     def _hand_back(
         self, message: OutgoingMessage, exc: SendError, now: datetime, items: tuple[ItemReport, ...]
@@ -342,6 +335,35 @@ class Courier:
         bounced = exc.permanent and exc.gone  # no such user, mailbox disabled: not a full one
         self.store.mark_failed(digest_id, now, said, permanent=permanent, retry_at=retry_at, bounced=bounced)
         return permanent, said
+
+
+def _failed(
+    message: OutgoingMessage, exc: SendError, said: str, permanent: bool, items: tuple[ItemReport, ...]
+) -> DigestOutcome:
+    """What a failed send's report says: queued again, unknown, or failed (for good or for now)."""
+    if isinstance(exc, SendStopped):  # refused and waiting for its next try: due at once
+        return left_queued(message, items)
+    if exc.unknown:
+        return DigestOutcome(message.subscriber, "unknown", f"error: {said}", items, message.digest_id)
+    kind = "permanent" if permanent else "temporary, will retry next run"
+    if exc.transport_down:
+        kind = "cannot send now; this and the remaining digests go out next run"
+    reason = f"error ({kind}): {said}"
+    return DigestOutcome(
+        message.subscriber, "failed", reason, items, message.digest_id, retried=not permanent
+    )
+
+
+def _log_failure(outcome: DigestOutcome, said: str, exc: SendError) -> None:
+    """One line naming the digest and whether it is tried again: a refusal for now (a greylisting 451)
+    is a warning, a digest that failed for good, or whose fate is unknown, an error."""
+    if isinstance(exc, SendStopped):
+        log.info("%s: digest %s: %s; %s", outcome.subscriber, outcome.digest_id, said, outcome.reason)
+        return
+    level = logging.WARNING if outcome.retried and not exc.transport_down else logging.ERROR
+    log.log(
+        level, "%s: digest %s %s: %s", outcome.subscriber, outcome.digest_id, outcome.status, outcome.reason
+    )
 
 
 class _TakenOver(SendError):
