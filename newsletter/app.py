@@ -128,6 +128,7 @@ def _checked_store(
     with open_store(settings) as store:
         if not new_database:
             refuse_lost_history(settings, store)
+            refuse_older_history(settings, store)
         yield store, renderer
 
 
@@ -161,6 +162,7 @@ def check_history(settings: Settings) -> None:
         return
     with open_store(settings) as store:
         refuse_lost_history(settings, store)
+        refuse_older_history(settings, store)
 
 
 def database_missing(settings: Settings) -> bool:
@@ -180,6 +182,30 @@ def refuse_lost_history(settings: Settings, store: Store) -> None:
     A lost or emptied state.db would otherwise resend every digest, to unsubscribed addresses too.
     """
     _refuse_if_run_before(settings, store.is_empty)
+
+
+def refuse_older_history(settings: Settings, store: Store) -> None:
+    """StoreError when the database knows fewer dumps than the state folder's last run had ingested.
+
+    A state.db restored from a backup (or copied without its -wal file while a daemon ran) has lost
+    what was sent since, and the unsubscribes recorded since: a run would send it all again, silently.
+    """
+    last = load_last_report(settings) or {}
+    mark = last.get("latest_dump")
+    if not isinstance(mark, int) or isinstance(mark, bool):
+        return
+    latest = store.latest_dump_seq() or 0
+    if latest < mark:
+        raise StoreError(
+            f"the state database is older than {settings.home}: it knows dumps up to #{latest}, but the "
+            f"last run ({last.get('finished_at') or 'unknown time'}) had ingested up to #{mark}; a database "
+            "restored from a backup (or state.db copied without its -wal file) has lost the digests sent "
+            "and the unsubscribes recorded since, and a run would send those papers again, "
+            "to those addresses too",
+            hint="restore the newest copy of the state (sqlite3 state.db '.backup FILE' copies a live "
+            "one whole), or pass --new-database to go on with this one: record the unsubscribes "
+            "made since again with `newsletter unsubscribe EMAIL`",
+        )
 
 
 def _refuse_if_run_before(settings: Settings, empty: Callable[[], bool]) -> None:

@@ -117,6 +117,10 @@ class Pipeline:
         with self.timings("ingest"):
             report.dumps = self.ingest_folder(now, record=not dry_run)  # the real run reports a bad file
         report.ingested = True
+        try:
+            report.latest_dump = self.store.latest_dump_seq()
+        except NewsletterError:  # the database gone: the run reports that below; keep the last mark
+            log.debug("could not read the latest dump", exc_info=True)
         if dry_run:
             self._dry_run(report, subscribers, now)
         else:

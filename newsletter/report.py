@@ -103,6 +103,9 @@ class RunReport:
     delivered_earlier: frozenset[str] = frozenset()
     ingested: bool = False  # the dumps folder was ingested: the summary starts with what it found
     halted: str = ""  # the database error that stopped it: what it had not reached waits for the next run
+    # the store's latest dump once the run had ingested (None: unknown): a database restored from an
+    # older backup knows fewer, and the next run refuses it rather than send again what went out since
+    latest_dump: int | None = None
 
     def add(self, outcome: DigestOutcome) -> None:
         if outcome.status == "skipped" and address_key(outcome.subscriber) in self.delivered_earlier:
@@ -166,6 +169,7 @@ class RunReport:
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "bytes_sent": self.bytes_sent,
             "errors": self.errors,
+            **({"latest_dump": self.latest_dump} if self.latest_dump is not None else {}),
         }
 
     def summary(self) -> str:

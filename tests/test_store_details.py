@@ -105,3 +105,34 @@ def test_the_rankers_paper_text_reads_the_summary_and_keywords(tmp_path: Path) -
         "Kestrel. A one-line summary. About Kestrel. Keywords: hovering flight, Kestrel."
     )
     assert paper_text(plain) == "Plain. About Plain."  # unchanged for a paper without details
+
+
+def test_a_state_db_replaced_under_a_long_lived_store_is_refused(tmp_path: Path) -> None:
+    """A backup restored with mv (or rsync) while `serve` or the daemon runs: their unsubscribes went
+    into the unlinked old file, answered "You are unsubscribed" and lost. Now the write is refused
+    (serve then holds the click for the next run) and says why."""
+    import os
+    import sqlite3
+
+    import pytest
+
+    from newsletter.errors import StoreError
+
+    db = tmp_path / "state.db"
+    store = Store(f"sqlite:///{db}")
+    try:
+        store.record_unsubscribe("grace@example.org", datetime(2026, 3, 1, tzinfo=UTC))  # a pooled connection
+        restored = tmp_path / "restored.db"
+        with sqlite3.connect(db) as source, sqlite3.connect(restored) as target:
+            source.backup(target)
+        os.replace(restored, db)
+        with pytest.raises(StoreError, match="was replaced or removed since this process opened it"):
+            store.record_unsubscribe("ada@example.org", datetime(2026, 3, 2, tzinfo=UTC))
+    finally:
+        store.close()
+    fresh = Store(f"sqlite:///{db}")  # a process started after the restore works on the restored file
+    try:
+        fresh.record_unsubscribe("ada@example.org", datetime(2026, 3, 2, tzinfo=UTC))
+        assert fresh.is_unsubscribed("ada@example.org")
+    finally:
+        fresh.close()

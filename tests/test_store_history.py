@@ -123,3 +123,25 @@ def test_a_mistyped_database_url_is_refused_by_every_command_that_reads_history(
     typed = {**env, "NEWSLETTER_DATABASE_URL": f"sqlite:///{typo}"}
     on_purpose = cli(typed, "--new-database", *command, check=False)
     assert "state database is empty" not in on_purpose.stderr  # as the hint says (feedback: no such paper)
+
+
+def test_a_database_older_than_the_state_folder_is_refused(env: dict[str, str]) -> None:
+    """A state.db restored from a backup taken before later dumps and digests (or copied without its
+    -wal file) is not empty, but a run would send those papers again, and to addresses that
+    unsubscribed since: it is refused until --new-database, and `check` says so."""
+    first, second = seed_names()[:2]
+    add_dumps(env, first)
+    cli(env, "run", "--now", NOW)
+    db = Path(env["NEWSLETTER_HOME"]) / "state.db"
+    backup = db.read_bytes()  # the run has ended: state.db is whole (checkpointed)
+    add_dumps(env, second)
+    cli(env, "run", "--now", "2026-03-12T08:00:00Z")
+    sent = len(outbox(env))
+    db.write_bytes(backup)  # restored from the backup
+    proc = cli(env, "run", "--now", "2026-03-13T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    assert "the state database is older than" in proc.stderr and "--new-database" in proc.stderr
+    assert len(outbox(env)) == sent  # nothing sent again
+    assert cli(env, "check", check=False).returncode == 1
+    cli(env, "--new-database", "run", "--now", "2026-03-13T08:00:00Z")  # on purpose: goes on from here
+    cli(env, "run", "--now", "2026-03-14T08:00:00Z")  # and from then on it is the folder's history

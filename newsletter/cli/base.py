@@ -108,7 +108,8 @@ def main_options(
         bool,
         typer.Option(
             "--new-database",
-            help="Use an empty database although the state folder has run before (a new delivery history).",
+            help="Use an empty database although the state folder has run before (a new delivery history), "
+            "or one older than the state folder's last run (a restored backup).",
         ),
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log each step.")] = False,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from newsletter.address import address_key
-from newsletter.app import make_state_folder, refuse_lost_history
+from newsletter.app import make_state_folder, refuse_lost_history, refuse_older_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.due import is_due, shown_due
 from newsletter.errors import ConfigError, LockedError, NewsletterError, RenderError, SourceError, StoreError
@@ -126,6 +126,7 @@ class Previewer:
                 try:
                     if not self.new_database:
                         refuse_lost_history(self.settings, store)  # ingesting would hide the loss from `run`
+                        refuse_older_history(self.settings, store)
                 except StoreError:
                     store.close()
                     raise

@@ -62,7 +62,45 @@ def make_engine(url: URL, where: str = "NEWSLETTER_DATABASE_URL") -> Engine:
         ) from None
     if engine.dialect.name == "sqlite":
         _install_sqlite_hooks(engine)
+        database = url.database or ""
+        if database not in ("", ":memory:") and not database.startswith("file:"):
+            _refuse_replaced_file(engine, Path(database))
     return engine
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _refuse_replaced_file(engine: Engine, path: Path) -> None:
+    """A connection to a state.db that has since been replaced (a backup restored with mv, rsync or
+    tar while serve or the daemon ran) is refused at its next use, with a StoreError naming the file.
+
+    Without it a long-lived process went on writing into the unlinked old file: an unsubscribe was
+    answered "You are unsubscribed" and lost with it, and the next run mailed the address again. Now
+    `serve` holds the click in held-clicks.jsonl (the next run records it into the restored file) and a
+    daemon's tick fails with this line until it is restarted. Opening the new file from this process
+    instead is not safe: SQLite finds the -wal and -shm files by name, and the old connections would
+    checkpoint and delete the new file's.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _remember(_dbapi_connection: Any, record: Any) -> None:
+        record.info["file_id"] = _file_id(path)
+
+    @event.listens_for(engine, "checkout")
+    def _check(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        opened, now = record.info.get("file_id"), _file_id(path)
+        if opened is not None and now != opened:
+            raise StoreError(
+                f"{path} was replaced or removed since this process opened it (a backup restored while "
+                "it ran?): what it records now would go into the old file and be lost",
+                hint="restart this process (serve, the daemon); stop them before restoring a backup",
+            )
 
 
 # A run holds a connection per courier for its whole send (up to 64: NEWSLETTER_CONNECTIONS), beside the
