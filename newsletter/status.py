@@ -104,8 +104,9 @@ def queued_now(store: Store, now: datetime) -> dict[str, datetime]:
 
 def _still_there(record: RejectedFile) -> bool:
     """A refused file still in the dumps folder as it was refused (not since fixed or removed)."""
-    try:
-        return hashlib.sha256(path_from_text(record.path).read_bytes()).hexdigest() == record.content_hash
+    try:  # read in blocks: a refused file may be any size (a 2 GB backup took 2 GB of memory read whole)
+        with path_from_text(record.path).open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest() == record.content_hash
     except OSError:
         return False
 

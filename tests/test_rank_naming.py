@@ -109,6 +109,14 @@ def test_acronyms_defined_in_the_text_are_read() -> None:
     assert found["pct"] == {phrase_tokens("point cloud transformer")}
 
 
+def test_a_long_word_does_not_slow_finding_acronyms_quadratically() -> None:
+    """Definitions were searched from every letter: one 60,000-letter word (a pasted identifier or
+    blob in a dump) held a run 54 s, and 200,000 letters 10 minutes (a review's measurement; timed by
+    no test: this one took seconds before the fix, milliseconds after)."""
+    text = "We train a large language model (LLM) whose key is Q" + "x" * 30_000 + " and it works."
+    assert definitions([text]) == {"llm": {phrase_tokens("large language model")}}
+
+
 def test_an_acronym_may_leave_out_a_trailing_kind_word() -> None:
     found = definitions(["Spiking neural network models (SNNs) fire binary spikes."])
     assert found["snn"] == {phrase_tokens("spiking neural network")}
