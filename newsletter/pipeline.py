@@ -184,10 +184,10 @@ class Pipeline:
         report.errors += [self.breaker.reason] if self.breaker.reason else []
         return requeued, report
 
-    def take_held_clicks(self) -> None:
+    def take_held_clicks(self, *, wait: bool = True) -> None:
         """Record the unsubscribes and feedback `serve` held while the database could not take them,
         and the sends it could not record (see held.py), before anything is selected or sent."""
-        record_held(self.settings.home, self.store)
+        record_held(self.settings.home, self.store, wait=wait)
 
     def recover(self, now: datetime) -> list[str]:
         """What a crashed run left 'sending' becomes 'unknown' (returned), or is queued again when it was

@@ -173,7 +173,12 @@ class Daemon:
     def tick(self, pipeline: Pipeline) -> None:
         with self._busy:
             try:
-                if self.stop.is_set() or not self._leads():
+                if self.stop.is_set():
+                    return
+                if not self._leads():
+                    # a standby still records the sends its database missed when it last led (held.py):
+                    # the leader's run calls them 'unknown', and `retry --unknown` would send them twice
+                    pipeline.take_held_clicks(wait=False)
                     return
                 report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
                 log.info("tick: %s", report.summary())

@@ -515,3 +515,41 @@ def test_a_daemon_started_while_a_command_holds_the_lock_waits_for_it(env: dict[
             _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "another process holds the run lock: waiting up to 120 s for it" in err
+
+
+def test_a_standby_daemon_records_the_sends_its_database_missed(env: dict[str, str]) -> None:
+    """A daemon whose tick stopped on a database gone just after a server accepted a message holds that
+    acceptance in its state folder; another host's daemon took the run lock meanwhile, so this one only
+    stood by, and the acceptance stayed there while the leader's run called the digest 'unknown' (and
+    `status` offered `retry --unknown`, which sent it twice). A standby's tick records it now."""
+    from newsletter.app import open_pipeline
+    from newsletter.held import HELD_FILE, hold_sent
+    from newsletter.schedule import Daemon
+
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
+    )
+    add_dumps(env, seed_names()[0])
+    daemon = Daemon(settings)
+    with open_pipeline(settings) as pipeline:
+        pipeline.run(daemon.subscribers.get(), datetime.now(UTC))
+        (sent, *_) = pipeline.store.deliveries(["sent"], with_items=False)
+        with pipeline.store._engine.begin() as conn:  # as the tick the database failed left it
+            conn.execute(digests.update().where(digests.c.id == sent.digest_id).values(status="unknown"))
+        hold_sent(settings.home, [(sent.digest_id, sent.message_id or "")], datetime.now(UTC))
+
+        class Standby:
+            def check(self) -> bool:
+                return False
+
+        daemon._leader = Standby()  # type: ignore[assignment]
+        ran: list[object] = []
+        real_run, pipeline.run = pipeline.run, lambda *a, **k: ran.append(a)  # type: ignore[method-assign]
+        try:
+            daemon.tick(pipeline)
+        finally:
+            pipeline.run = real_run  # type: ignore[method-assign]
+        assert ran == []  # a standby plans and sends nothing
+        (record,) = [r for r in pipeline.store.deliveries(with_items=False) if r.digest_id == sent.digest_id]
+    assert record.status == "sent"
+    assert not Path(env["NEWSLETTER_HOME"], HELD_FILE).read_text()
