@@ -104,3 +104,27 @@ def test_sqlite_keeps_the_file_lock(tmp_path: Path) -> None:
         assert not store.shared
         with store.lock(tmp_path), pytest.raises(LockedError, match=r"run\.lock"), store.lock(tmp_path):
             pass
+
+
+def test_a_lock_another_session_keeps_fails_a_write_after_the_lock_timeout(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction left open in psql on the subscribers table held a run's write for good, with no
+    line logged (and a second SIGTERM then lost the record of a message the server had accepted)."""
+    from newsletter.errors import StoreError
+    from newsletter.store import engine
+
+    monkeypatch.setattr(engine, "LOCK_TIMEOUT_MS", 300)
+    with Store(pg_url) as store:
+        store.record_unsubscribe("ada@example.org", at(1))  # the schema, and a pooled connection
+        other = sa.create_engine(pg_url)
+        try:
+            with other.connect() as holder, holder.begin():
+                holder.execute(sa.text("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE"))
+                with pytest.raises(StoreError, match="lock timeout") as refused:
+                    store.record_unsubscribe("grace@example.org", at(2))
+            assert refused.value.hint and "pg_stat_activity" in refused.value.hint
+            store.record_unsubscribe("grace@example.org", at(3))  # the lock gone: it goes through
+            assert store.is_unsubscribed("grace@example.org")
+        finally:
+            other.dispose()

@@ -21,6 +21,10 @@ from newsletter.errors import StoreError
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
+# PostgreSQL's counterpart: a statement waits this long for another session's lock (a transaction left
+# open in psql, a long migration), then fails as SQLite's do. Without it a run blocked in an UPDATE for
+# good with no line logged, and a second SIGTERM left a message the server had accepted 'sending'.
+LOCK_TIMEOUT_MS = 60_000
 _WRITE = "newsletter_write"
 
 
@@ -65,7 +69,16 @@ def make_engine(url: URL, where: str = "NEWSLETTER_DATABASE_URL") -> Engine:
         database = url.database or ""
         if database not in ("", ":memory:") and not database.startswith("file:"):
             _refuse_replaced_file(engine, Path(database))
+    elif engine.dialect.name == "postgresql":
+        event.listen(engine, "connect", _set_lock_timeout)
     return engine
+
+
+def _set_lock_timeout(dbapi_connection: Any, _record: Any) -> None:
+    """LOCK_TIMEOUT_MS for every statement of the connection (a wait on purpose lifts it: xact_lock)."""
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+    dbapi_connection.commit()  # psycopg opened a transaction for the SET: end it, keeping the setting
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -217,6 +230,11 @@ def _hint(error: exc.SQLAlchemyError) -> str | None:
     text = str(error).lower()
     if "locked" in text or "busy" in text:
         return "another process is writing to the state database; try again when it is done"
+    if "lock timeout" in text:
+        return (
+            f"another session held a lock on the state database for over {LOCK_TIMEOUT_MS // 1000} s "
+            "(a transaction left open? see pg_stat_activity); try again when it ends"
+        )
     if "unable to open" in text:
         return "check that the state folder (NEWSLETTER_HOME) exists and is writable"
     if "readonly database" in text:  # SQLite's: often state.db-wal or -shm made by another user

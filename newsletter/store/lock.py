@@ -152,6 +152,8 @@ def uses_advisory_locks(engine: Engine) -> bool:
 
 
 def xact_lock(conn: Connection, key: int) -> None:
-    """On PostgreSQL, hold ``key`` until the caller's transaction ends (a no-op elsewhere)."""
+    """On PostgreSQL, hold ``key`` until the caller's transaction ends (a no-op elsewhere), waiting for
+    it as long as it takes: another host's turn (an ingest) is no stuck session."""
     if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
