@@ -91,6 +91,8 @@ def test_a_file_no_parser_reads_is_one_warning_not_a_failure(env: dict[str, str]
     (dumps / "notes.md").write_text("# my notes, edited\n")  # new content: worth a new warning
     third = cli(env, "run", "--json", "--now", "2024-11-20T09:00:00Z")
     assert [Path(d["file"]).name for d in json.loads(third.stdout)["dumps"] if d["warning"]] == ["notes.md"]
+    with open_store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:  # one record, not one a change
+        assert [Path(r.path).name for r in store.rejected_files()].count("notes.md") == 1
 
 
 def test_file_names_that_are_not_utf8_are_read_and_remembered(env: dict[str, str]) -> None:

@@ -29,11 +29,14 @@ def rejected_keys(conn: Connection) -> set[tuple[str, str]]:
 
 
 def remember_rejected(conn: Connection, content_hash: str, path: str, problem: str, now: datetime) -> None:
-    """Record a refused file; the same file seen again keeps its first record."""
+    """Record a refused file; the same file seen again keeps its first record. A file whose content changed
+    replaces its earlier records (a log growing in the dumps folder added a row at every run, which
+    `status` then read the file once for)."""
     known = sa.select(rejected_files.c.content_hash).where(
         rejected_files.c.content_hash == content_hash, rejected_files.c.path == path
     )
     if conn.execute(known).first() is None:
+        conn.execute(rejected_files.delete().where(rejected_files.c.path == path))
         values = {"content_hash": content_hash, "path": path, "problem": problem, "first_seen": now}
         conn.execute(rejected_files.insert().values(**values))
 
