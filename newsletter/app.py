@@ -185,7 +185,13 @@ def refuse_lost_history(settings: Settings, store: Store) -> None:
 
 
 def refuse_older_history(settings: Settings, store: Store) -> None:
-    """StoreError when the database knows fewer dumps than the state folder's last run had ingested.
+    """StoreError when the database knows fewer dumps than the state folder's last run had ingested."""
+    if older := older_history(settings, store):
+        raise older
+
+
+def older_history(settings: Settings, store: Store) -> StoreError | None:
+    """What is wrong with a database older than the state folder's last run, if it is (`status` warns).
 
     A state.db restored from a backup (or copied without its -wal file while a daemon ran) has lost
     what was sent since, and the unsubscribes recorded since: a run would send it all again, silently.
@@ -193,19 +199,20 @@ def refuse_older_history(settings: Settings, store: Store) -> None:
     last = load_last_report(settings) or {}
     mark = last.get("latest_dump")
     if not isinstance(mark, int) or isinstance(mark, bool):
-        return
+        return None
     latest = store.latest_dump_seq() or 0
-    if latest < mark:
-        raise StoreError(
-            f"the state database is older than {settings.home}: it knows dumps up to #{latest}, but the "
-            f"last run ({last.get('finished_at') or 'unknown time'}) had ingested up to #{mark}; a database "
-            "restored from a backup (or state.db copied without its -wal file) has lost the digests sent "
-            "and the unsubscribes recorded since, and a run would send those papers again, "
-            "to those addresses too",
-            hint="restore the newest copy of the state (sqlite3 state.db '.backup FILE' copies a live "
-            "one whole), or pass --new-database to go on with this one: record the unsubscribes "
-            "made since again with `newsletter unsubscribe EMAIL`",
-        )
+    if latest >= mark:
+        return None
+    return StoreError(
+        f"the state database is older than {settings.home}: it knows dumps up to #{latest}, but the "
+        f"last run ({last.get('finished_at') or 'unknown time'}) had ingested up to #{mark}; a database "
+        "restored from a backup (or state.db copied without its -wal file) has lost the digests sent "
+        "and the unsubscribes recorded since, and a run would send those papers again, "
+        "to those addresses too",
+        hint="restore the newest copy of the state (sqlite3 state.db '.backup FILE' copies a live "
+        "one whole), or pass --new-database to go on with this one: record the unsubscribes "
+        "made since again with `newsletter unsubscribe EMAIL`",
+    )
 
 
 def _refuse_if_run_before(settings: Settings, empty: Callable[[], bool]) -> None:

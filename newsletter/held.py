@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -117,6 +118,17 @@ def anything_held(home: Path) -> bool:
         return (home / HELD_FILE).stat().st_size > 0
     except OSError:
         return False
+
+
+def held_kinds(home: Path) -> Counter[str]:
+    """How many clicks of each kind the state folder holds, read and left as they are (for `status`)."""
+    if not anything_held(home):
+        return Counter()
+    try:
+        clicks, _ = _held_now(home)
+    except OSError:  # gone meanwhile, or not ours to read: `run` names the file
+        return Counter()
+    return Counter(click.kind for click in clicks)
 
 
 def record_held(home: Path, store: Store, *, wait: bool = True) -> int:

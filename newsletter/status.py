@@ -135,6 +135,8 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     as ``[/var/mail/x]``, was read as a tag: a traceback). Piped, each row is one line however long
     (an address folded over two lines escaped `grep`); `status --json` is the form for a program."""
     console = console or _console()
+    for warning in data.get("warnings", []):
+        _plain(console, f"warning: {warning}")
     console.print(_subscribers_table(data["subscribers"]))
     if data["attention"]:
         console.print(_attention_table(data["attention"]))

@@ -334,3 +334,29 @@ def test_clicks_held_while_an_older_serve_emptied_the_file_are_kept(
     with open_store(settings) as store:
         record_held(settings.home, store)
     assert [json.loads(line)["email"] for line in held_lines(settings)] == [DIFF]
+
+
+def test_status_says_what_this_host_holds_for_the_database(tmp_path: Path) -> None:
+    """`status` called a send whose acceptance was held 'in flight now, or interrupted by a crash' and
+    offered `retry --unknown`, which would send it twice; held clicks were not mentioned either."""
+    from newsletter.held import hold_sent
+
+    env = make_env(tmp_path)
+    home = Path(env["NEWSLETTER_HOME"])
+    cli(env, "status")  # the state folder and its database
+    hold(home, Click("unsubscribe", SSM, NOW))
+    hold_sent(home, [("d1", "<m1@example.org>"), ("d2", "<m2@example.org>")], NOW)
+    warnings = [line for line in cli(env, "status").stdout.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2
+    assert (
+        warnings[0].startswith("warning: 2 accepted messages held in ") and "retry --unknown" in warnings[0]
+    )
+    assert warnings[1].startswith("warning: 1 click (unsubscribes, feedback) held in ")
+    assert json.loads(cli(env, "status", "--json").stdout)["warnings"] == [w[9:] for w in warnings]
+    assert len(held_lines_of(home)) == 3  # read, not taken
+    cli(env, "run", "--now", NOW.isoformat())
+    assert cli(env, "status").stdout.count("warning: ") == 0
+
+
+def held_lines_of(home: Path) -> list[str]:
+    return (home / HELD_FILE).read_text(encoding="utf-8").splitlines()

@@ -143,5 +143,7 @@ def test_a_database_older_than_the_state_folder_is_refused(env: dict[str, str]) 
     assert "the state database is older than" in proc.stderr and "--new-database" in proc.stderr
     assert len(outbox(env)) == sent  # nothing sent again
     assert cli(env, "check", check=False).returncode == 1
+    shown = cli(env, "status")  # it still shows the state, and says what is wrong with it first
+    assert shown.stdout.startswith("warning: the state database is older than")
     cli(env, "--new-database", "run", "--now", "2026-03-13T08:00:00Z")  # on purpose: goes on from here
     cli(env, "run", "--now", "2026-03-14T08:00:00Z")  # and from then on it is the folder's history

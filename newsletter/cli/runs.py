@@ -17,6 +17,7 @@ from newsletter.app import (
     Stop,
     database_missing,
     load_last_report,
+    older_history,
     open_history,
     open_pipeline,
     open_store,
@@ -38,10 +39,12 @@ from newsletter.cli.base import (
 )
 from newsletter.config import Settings, unknown_variables
 from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.held import HELD_FILE, held_kinds
 from newsletter.redact import redact
 from newsletter.report import QUEUED, DigestOutcome, DumpOutcome, RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
+from newsletter.store import Store
 from newsletter.subscribers import SubscriberList, load_subscribers
 
 
@@ -270,6 +273,25 @@ def retry(
         _print_report(report, as_json, stop, clock)
 
 
+def _state_warnings(settings: Settings, store: Store) -> list[str]:
+    """What `status` must not hide: a database older than the folder's last run (a restored backup,
+    which a run refuses), and what this host holds for the database (sends it accepted, clicks)."""
+    warnings = [str(older)] if (older := older_history(settings, store)) else []
+    held = held_kinds(settings.home)
+    if sent := held.pop("sent", 0):
+        warnings.append(
+            f"{plural(sent, 'accepted message')} held in {settings.home / HELD_FILE} (the database could "
+            "not record them sent): the next run on this host records them (run it before `retry "
+            "--unknown` anywhere: they are not lost, whatever the list below says)"
+        )
+    if clicks := held.total():
+        warnings.append(
+            f"{plural(clicks, 'click')} (unsubscribes, feedback) held in {settings.home / HELD_FILE}: "
+            "the next run records them"
+        )
+    return warnings
+
+
 @app.command()
 def status(
     now: NowOption = None,
@@ -280,6 +302,7 @@ def status(
     subscribers = load_subscribers(settings.subscribers)
     with open_history(settings, new_database=state.new_database) as store:
         data = status_report(store, subscribers, parse_now(now), load_last_report(settings))
+        data["warnings"] = _state_warnings(settings, store)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return
