@@ -416,6 +416,75 @@ def test_the_public_host_name_gets_only_the_emails_links(env: dict[str, str]) ->
 
 
 @pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Forwarded-Proto": "https"},  # a common nginx snippet, Host left at nginx's 127.0.0.1:8000
+        {"X-Forwarded-Port": "443"},
+        {"X-Forwarded-Prefix": "/nl"},
+        {"Via": "1.1 caddy"},
+        {"CF-Connecting-IP": "203.0.113.9"},  # a tunnel's own header
+    ],
+)
+def test_any_proxy_header_keeps_the_previews_private(env: dict[str, str], headers: dict[str, str]) -> None:
+    """Found by a review of proxies: only four headers counted, so nginx sending X-Forwarded-Proto alone
+    (Host: 127.0.0.1:8000, from loopback) published every subscriber's address and profile."""
+    settings = settings_for(env, base_url="https://papers.example.org/nl", unsubscribe_secret="s" * 16)
+    app = create_app(
+        settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings), preview_hosts=local_hosts()
+    )
+    token = make_token(SSM, SecretStr("s" * 16))
+    with TestClient(app, base_url="http://127.0.0.1:8000", client=HERE) as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/", headers=headers).status_code == 404
+        assert client.get(f"/s/{SSM}", headers=headers).status_code == 404
+        assert client.get(f"/unsubscribe/{token}", headers=headers).status_code == 200
+
+
+def test_nginx_default_proxy_pass_keeps_the_previews_private(env: dict[str, str]) -> None:
+    """nginx's bare `proxy_pass http://127.0.0.1:8000;` adds no header and sends Host: 127.0.0.1:8000,
+    but speaks HTTP/1.0 (proxy_http_version's default), which no browser does: previews 404."""
+    settings = settings_for(env, base_url="https://papers.example.org", unsubscribe_secret="s" * 16)
+    app = create_app(
+        settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings), preview_hosts=local_hosts()
+    )
+    token = make_token(SSM, SecretStr("s" * 16))
+
+    async def get(path: str, http_version: str) -> int:
+        sent: list[dict[str, object]] = []
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": http_version,
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1:8000"), (b"connection", b"close")],
+            "client": HERE,
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        await app(scope, receive, send)
+        return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))  # type: ignore[call-overload]
+
+    with TestClient(app, base_url="http://127.0.0.1:8000", client=HERE) as client:  # in its event loop
+        assert client.portal is not None
+        assert client.portal.call(get, "/", "1.1") == 200
+        assert client.portal.call(get, "/", "1.0") == 404
+        assert client.portal.call(get, f"/s/{SSM}", "1.0") == 404
+        assert client.portal.call(get, f"/unsubscribe/{token}", "1.0") == 200
+
+
+@pytest.mark.parametrize(
     ("peer", "status"), [("203.0.113.9", 404), ("127.0.0.1", 200), ("::ffff:127.0.0.1", 200)]
 )
 def test_a_loopback_host_name_opens_the_previews_only_from_this_machine(
@@ -450,6 +519,26 @@ def test_a_loopback_name_given_to_allow_host_opens_the_previews_to_a_forwarded_p
         assert client.get("/").status_code == 200
     with TestClient(app, base_url="http://127.0.0.1:8000", client=gateway) as client:
         assert client.get("/").status_code == 404  # not named: from this machine only
+
+
+def test_an_old_public_host_gets_only_the_links(env: dict[str, str]) -> None:
+    """The README's advice for a new domain was `--allow-host OLD-HOST`, which opened every subscriber's
+    preview to the old public name, from any client (found by a review of proxies): `--public-host`
+    answers the old links and nothing else."""
+    settings = settings_for(env, base_url="https://new.example.org/nl", unsubscribe_secret="s" * 16)
+    hosts = answered_hosts(settings, public=["Old.Example.org"])
+    assert "old.example.org" in hosts and "old.example.org" not in local_hosts()
+    app = create_app(settings, clock=lambda: NOW, allowed_hosts=hosts, preview_hosts=local_hosts())
+    token = make_token(SSM, SecretStr("s" * 16))
+    with TestClient(app, base_url="https://old.example.org", client=HERE) as client:
+        for path in ("/", f"/s/{SSM}", f"/s/{SSM}/html"):
+            assert client.get(path).status_code == 404, path
+        assert client.get(f"/nl/unsubscribe/{token}").status_code == 200
+        assert (
+            client.post(f"/nl/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+        )
+    with TestClient(app, base_url="https://elsewhere.example.org") as client:
+        assert client.get(f"/nl/unsubscribe/{token}").status_code == 400
 
 
 def test_an_ipv6_name_given_to_allow_host_is_answered(env: dict[str, str]) -> None:

@@ -36,12 +36,28 @@ def serve(
             "NEWSLETTER_BASE_URL's host gets only the emails' links.",
         ),
     ] = None,
+    public_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--public-host",
+            metavar="NAME",
+            help="Another public Host name (an old NEWSLETTER_BASE_URL's) that gets only the emails' "
+            "links, as the base URL's does, never the preview pages; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Preview every subscriber's next digest in a browser; host the unsubscribe and feedback links."""
     from newsletter.serve import run_server
 
     settings = state.settings()
-    run_server(settings, host=host, port=port, new_database=state.new_database, also=allow_host or ())
+    run_server(
+        settings,
+        host=host,
+        port=port,
+        new_database=state.new_database,
+        also=allow_host or (),
+        public=public_host or (),
+    )
 
 
 @app.command()

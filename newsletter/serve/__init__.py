@@ -38,6 +38,7 @@ def run_server(
     *,
     new_database: bool = False,
     also: Sequence[str] = (),
+    public: Sequence[str] = (),
 ) -> None:
     """Serve until interrupted. The preview pages answer local Host names only (loopback, the address
     listened on, ``also``); base_url's host gets only the emails' links; any other name gets 400."""
@@ -54,7 +55,7 @@ def run_server(
         )
     app = create_app(
         settings,
-        allowed_hosts=answered_hosts(settings, host, also),
+        allowed_hosts=answered_hosts(settings, host, also, public),
         preview_hosts=previews,
         open_hosts=[_bracketed(name) for name in also if name.strip()],
         new_database=new_database,
@@ -115,8 +116,12 @@ def public_host(settings: Settings) -> str | None:
     return (f"[{host}]" if ":" in host else host.lower()) if host else None
 
 
-def answered_hosts(settings: Settings, host: str = "127.0.0.1", also: Sequence[str] = ()) -> list[str]:
-    """Every Host name `serve` answers (the preview pages' and base_url's); others get 400, so a DNS
-    rebinding page cannot read the previews, wherever the server listens."""
-    public = public_host(settings)
-    return sorted(set(local_hosts(host, also)) | ({public} if public else set()))
+def answered_hosts(
+    settings: Settings, host: str = "127.0.0.1", also: Sequence[str] = (), public: Sequence[str] = ()
+) -> list[str]:
+    """Every Host name `serve` answers (the preview pages' and base_url's, and ``public``: an old base
+    URL's, for the links of emails already sent); others get 400, so a DNS rebinding page cannot read
+    the previews, wherever the server listens. Only ``also`` and the local names get the previews."""
+    names = {_bracketed(name) for name in public if name.strip()}
+    base = public_host(settings)
+    return sorted(set(local_hosts(host, also)) | names | ({base} if base else set()))

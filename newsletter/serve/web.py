@@ -146,6 +146,8 @@ class _Views:
             return True
         if any(name in request.headers for name in FORWARDED_HEADERS):
             return False
+        if request.scope.get("http_version") == "1.0":  # nginx's proxy_pass by default; no browser now
+            return False
         name = host_name(request.headers.get("host", ""))
         if name not in self.preview_hosts:
             return False
@@ -342,7 +344,25 @@ def _no_digest(preview: Page) -> Response:
     return page("no_digest.html", 404, p=preview)
 
 
-FORWARDED_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip")
+# Any header a proxy adds: a snippet that sets only X-Forwarded-Proto (with nginx's default Host,
+# 127.0.0.1:8000) published every preview, and so did a CDN's or tunnel's own header alone.
+FORWARDED_HEADERS = (
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-real-ip",
+    "x-scheme",
+    "front-end-https",
+    "via",
+    "cf-connecting-ip",
+    "true-client-ip",
+    "x-client-ip",
+)
 
 
 def host_name(header: str) -> str:
