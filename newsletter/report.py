@@ -16,6 +16,8 @@ WAITING = "stopped before its turn; due at the next run"  # not planned: built a
 STOPPED = "stopped; queued for the next run"  # planned, not sent: the next run sends it first
 QUEUED = "queued by an earlier run; the next run sends it first"  # a dry run's word for one
 BACKING_OFF = "a refused digest waits to be tried again (see `newsletter status`)"
+DIGESTS_FAILED = 3  # the exit status of a run whose only problems are refused digests
+
 Status = Literal["sent", "skipped", "failed", "unknown", "dry-run"]
 
 
@@ -42,6 +44,9 @@ class DigestOutcome:
     items: tuple[ItemReport, ...] = ()
     digest_id: str | None = None
     retried: bool = False  # failed, and the next run tries it again by itself (else only `retry` does)
+    routine: bool = (
+        False  # failed as mail routinely does: a bounce, or a refusal for now the next run retries
+    )
 
 
 @dataclass(frozen=True)
@@ -151,13 +156,25 @@ class RunReport:
     def ok(self) -> bool:
         """False when something needs a look: a rejected dump, a failed or unknown delivery (one this run
         found interrupted by an earlier one too), an error."""
-        return (
-            not any(d.error for d in self.dumps)
-            and not self.statuses["failed"]
-            and not self.statuses["unknown"]
-            and not self.recovered_unknown
-            and not self.errors
-        )
+        return self.exit_status() == 0
+
+    def exit_status(self) -> int:
+        """0: nothing needs a look. 1: the run does: a rejected dump, an error outside any one digest (a
+        source, the transport or the database down), a delivery of unknown fate, a digest not built or
+        refused for good but not for its address (a policy, a bad sender). DIGESTS_FAILED: only digests
+        that failed as mail routinely does: bounced (the reply blames the address) or refused for now
+        (the next run tries again); a distributed run's workers' failures count as 1. A monitor may
+        page on 1 and count the other."""
+        failed = [d for d in self.digests if d.status == "failed"]  # every failed one is listed
+        if (
+            any(d.error for d in self.dumps)
+            or self.errors
+            or self.statuses["unknown"]
+            or self.recovered_unknown
+            or not all(d.routine for d in failed)  # not built (a template, a setting), a policy refusal
+        ):
+            return 1
+        return DIGESTS_FAILED if failed else 0
 
     def to_json(self) -> dict[str, Any]:
         return {

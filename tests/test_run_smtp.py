@@ -82,7 +82,7 @@ def test_run_delivers_one_message_per_due_subscriber_over_smtp(
     assert by_sub["diff@example.org"]["status"] == "failed"
     assert "550" in by_sub["diff@example.org"]["reason"]
     assert by_sub["diff@example.org"]["retried"] is False  # only `newsletter retry` sends it again
-    assert proc.returncode == 1
+    assert proc.returncode == 3  # only a digest refused by its address's server: not 1, the run's own trouble
     sent = sorted(d["subscriber"] for d in report["digests"] if d["status"] == "sent")
     assert sent == ["ssm@example.org"]
     assert sorted(str(m["To"]).split("<")[-1].rstrip(">") for m in recorder.messages) == sent
@@ -107,6 +107,7 @@ def test_quiet_run_lists_only_failures_and_logs_a_refusal_for_now_as_a_warning(
     }
     add_dumps(env, *seed_names()[:2])
     proc = cli(env, "run", "--quiet", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 3
     *listed, summary = proc.stdout.splitlines()
     assert sorted(line.split(":")[0] for line in listed) == ["diff@example.org", "ssm@example.org"]
     assert summary.startswith("2026-03-11 08:00 UTC: ") and "2 failed" in summary and "skipped" in summary

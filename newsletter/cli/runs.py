@@ -185,7 +185,8 @@ def run(
 
     A source that cannot be fetched is reported (exit status 1) after the run has delivered what it has.
     A dump file that cannot be parsed is reported once (exit status 1), then skipped (see status); an
-    entry that is no file to read (a link to nothing, a pipe) is reported by every run.
+    entry that is no file to read (a link to nothing, a pipe) is reported by every run. Exit status 3:
+    only digests failed as mail routinely does (bounced, or refused for now: the next run tries again).
     """
     if fetch and dry_run:
         raise UsageError("--fetch: a dry run fetches nothing (it writes no dump file); run without --dry-run")
@@ -226,7 +227,7 @@ def _print_report(report: RunReport, as_json: bool, stop: Stop, clock: datetime)
             typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
     signalled = stop.exit_status()
     if signalled is not None or not report.ok:
-        raise typer.Exit(signalled or 1)
+        raise typer.Exit(signalled or report.exit_status())
 
 
 def _detail(outcome: DigestOutcome) -> str:

@@ -350,7 +350,13 @@ def _failed(
         kind = "cannot send now; this and the remaining digests go out next run"
     reason = f"error ({kind}): {said}"
     return DigestOutcome(
-        message.subscriber, "failed", reason, items, message.digest_id, retried=not permanent
+        message.subscriber,
+        "failed",
+        reason,
+        items,
+        message.digest_id,
+        retried=not permanent,
+        routine=not exc.transport_down and (exc.mailbox or not permanent),
     )
 
 
