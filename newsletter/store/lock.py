@@ -155,5 +155,8 @@ def xact_lock(conn: Connection, key: int) -> None:
     """On PostgreSQL, hold ``key`` until the caller's transaction ends (a no-op elsewhere), waiting for
     it as long as it takes: another host's turn (an ingest) is no stuck session."""
     if conn.dialect.name == "postgresql":
+        kept = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar()
         conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        # only the wait for the turn is unlimited: the ingest's own writes keep the session's limit
+        conn.execute(sa.select(sa.func.set_config("lock_timeout", kept, True)))
