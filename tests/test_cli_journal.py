@@ -59,3 +59,17 @@ def test_every_line_of_a_traceback_keeps_the_error_priority() -> None:
         record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", None, sys.exc_info())
     lines = JournalFormatter("%(levelname)s %(message)s").format(record).splitlines()
     assert lines[0] == "<3>ERROR failed" and len(lines) > 2 and all(line.startswith("<3>") for line in lines)
+
+
+def test_a_refusal_to_start_reaches_the_journal_as_an_error(tmp_path: Path) -> None:
+    """`journalctl -u newsletter -p warning` must show why the daemon did not start (printed, not logged)."""
+    log = tmp_path / "stderr.log"
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    with log.open("w") as stderr:
+        found = os.fstat(stderr.fileno())
+        env["JOURNAL_STREAM"] = f"{found.st_dev}:{found.st_ino}"
+        command = [sys.executable, "-m", "newsletter", "--home", str(tmp_path / "h")]
+        command += ["--subscribers", str(tmp_path / "missing.yaml"), "daemon"]
+        subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, timeout=120, cwd=tmp_path)
+    lines = log.read_text().splitlines()
+    assert lines and all(line.startswith("<3>") for line in lines), lines

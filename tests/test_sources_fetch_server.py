@@ -270,3 +270,22 @@ def test_a_mirrors_password_in_its_url_is_sent_as_auth_and_shown_nowhere(hub, tm
     assert password not in str(caught.value) and password not in repr(source)
     assert "mirror" not in str(caught.value) and base_url in str(caught.value)
     assert password not in (tmp_path / "state" / "hf-daily.json").read_text()
+
+
+def test_a_source_down_is_still_reported_when_the_run_then_fails(env: dict[str, str]) -> None:
+    """fetch_all no longer logs a failure, and `run` adds it to the report only once the pipeline has
+    returned: a run that then fails (here the held-clicks file cannot be read) never said the fetch failed."""
+    with socket.socket() as unused:  # a port nothing listens on
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    down = {"kind": "hf-daily", "base_url": f"http://127.0.0.1:{port}", "max_retries": 0, "timeout": 2}
+    env = {**env, "NEWSLETTER_SOURCES": json.dumps([{"kind": "folder"}, down])}
+    add_dumps(env, seed_names()[0])
+    home = Path(env["NEWSLETTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "held-clicks.jsonl").mkdir()  # anything that makes pipeline.run raise a NewsletterError
+    (home / "held-clicks.jsonl" / "x").write_text("x")
+
+    proc = cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    assert "fetch from hf-daily failed" in proc.stderr, proc.stderr

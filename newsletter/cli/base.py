@@ -277,13 +277,30 @@ def _fail(exc: NewsletterError) -> NoReturn:
     sys.exit(2 if isinstance(exc, UsageError) else 1)
 
 
+def journal_priority(level: int) -> str:
+    """The journal's ``<N>`` prefix for a line printed (not logged) at ``level``, under systemd only:
+    `journalctl -p warning` must find a daemon's refusal to start and a run's errors too."""
+    return f"<{JournalFormatter.PRIORITY[level]}>" if to_journal() else ""
+
+
 def print_error(exc: NewsletterError) -> None:
     message = redact(exc.message, state.secrets)
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    mark = journal_priority(logging.ERROR)
+    err.print(f"{mark}[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if exc.hint:
-        err.print(f"hint: {redact(exc.hint, state.secrets)}", highlight=False, markup=False, soft_wrap=True)
+        hint = f"{mark}hint: {redact(exc.hint, state.secrets)}"
+        err.print(hint, highlight=False, markup=False, soft_wrap=True)
+
+
+def print_problem(text: str) -> None:
+    """One 'error:' line on stderr, as written (a run's report: a failed fetch, a halted run)."""
+    err.print(
+        f"{journal_priority(logging.ERROR)}error: {text}", highlight=False, markup=False, soft_wrap=True
+    )
 
 
 def warn(text: str) -> None:
     """One 'warning:' line on stderr, as written (no markup, never wrapped)."""
-    err.print(f"warning: {text}", highlight=False, markup=False, soft_wrap=True)
+    err.print(
+        f"{journal_priority(logging.WARNING)}warning: {text}", highlight=False, markup=False, soft_wrap=True
+    )

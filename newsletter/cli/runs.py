@@ -34,6 +34,7 @@ from newsletter.cli.base import (
     listed_subscriber,
     parse_now,
     print_error,
+    print_problem,
     state,
     warn,
 )
@@ -202,9 +203,15 @@ def run(
     with stop_on_sigterm(stop) if not dry_run else nullcontext():
         with open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline:
             _, fetch_failures = fetch_all(sources, clock, stop)
+            failed = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
             detailed = as_json or (not quiet and len(subscribers.subscribers) <= DETAILED_UP_TO)
-            report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
-        report.errors[:0] = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
+            try:
+                report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
+            except NewsletterError:  # no report to carry them: said before the error that ends the run
+                for failure in failed:
+                    err.print(f"error: {failure}", highlight=False, markup=False, soft_wrap=True)
+                raise
+        report.errors[:0] = failed
         if not dry_run:
             try:
                 save_report(settings, report)
@@ -222,7 +229,7 @@ def _print_report(report: RunReport, as_json: bool, stop: Stop, clock: datetime)
         for d in report.digests:
             typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
         for problem in report.errors:
-            err.print(f"error: {problem}", highlight=False, markup=False, soft_wrap=True)
+            print_problem(problem)
         if summary := report.summary():  # a retry that found nothing queued has none: no blank line
             typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
     signalled = stop.exit_status()
