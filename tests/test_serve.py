@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError
 from newsletter.rank import semantic
 from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import answered_hosts, create_app, local_hosts
@@ -718,3 +719,20 @@ def test_a_digest_refused_for_now_shows_when_it_is_tried_again(env: dict[str, st
     assert (
         "in 25 min" in page and f"newsletter retry {SSM} tries it at once" in page and "Not due" not in page
     )
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["https://old.example.org/nl", "old.example.org:443", "OLD.example.org", "https://Old.Example.org:8443/"],
+)
+def test_an_old_base_url_given_to_public_host_answers_its_links(env: dict[str, str], given: str) -> None:
+    """The help calls the name an old NEWSLETTER_BASE_URL's: given as that URL (or with a port) it was
+    kept as "[https://old.example.org/nl]", which no Host header is, and the old links got 400."""
+    settings = settings_for(env, base_url="https://new.example.org/nl", unsubscribe_secret="s" * 16)
+    assert "old.example.org" in answered_hosts(settings, public=[given])
+
+
+def test_a_public_host_that_names_no_host_is_refused(env: dict[str, str]) -> None:
+    settings = settings_for(env, base_url="https://new.example.org/nl", unsubscribe_secret="s" * 16)
+    with pytest.raises(ConfigError, match="--public-host"):
+        answered_hosts(settings, public=["old.example.org/nl"])

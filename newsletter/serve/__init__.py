@@ -24,7 +24,7 @@ from newsletter.address import is_loopback
 from newsletter.app import make_state_folder
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
-from newsletter.serve.web import LOOPBACK_NAMES, create_app
+from newsletter.serve.web import LOOPBACK_NAMES, create_app, host_name
 
 __all__ = ["answered_hosts", "create_app", "local_hosts", "public_host", "run_server"]
 
@@ -122,6 +122,22 @@ def answered_hosts(
     """Every Host name `serve` answers (the preview pages' and base_url's, and ``public``: an old base
     URL's, for the links of emails already sent); others get 400, so a DNS rebinding page cannot read
     the previews, wherever the server listens. Only ``also`` and the local names get the previews."""
-    names = {_bracketed(name) for name in public if name.strip()}
+    names = {_public_name(name) for name in public if name.strip()}
     base = public_host(settings)
     return sorted(set(local_hosts(host, also)) | names | ({base} if base else set()))
+
+
+def _public_name(name: str) -> str:
+    """A --public-host as a Host header names it: the help calls it an old base URL's, so a URL gives its
+    host, and a port is dropped (a Host header's port is not compared); anything else is refused, not
+    kept as a name no request carries (the old emails' unsubscribe links got 400)."""
+    text = name.strip()
+    host = urlsplit(text).hostname if "://" in text else None
+    if host is None and "/" not in text and "@" not in text:
+        host = text if text.count(":") > 1 and not text.startswith("[") else host_name(text)
+    if not host:
+        raise ConfigError(
+            f"--public-host {name!r} is no host name",
+            hint="give the old base URL's host, e.g. old.example.org",
+        )
+    return _bracketed(host.strip("[]")) if ":" in host.strip("[]") else host.lower()
