@@ -16,7 +16,6 @@ from newsletter.models import Subscriber
 from newsletter.select import catch_up_floor
 from newsletter.sources import path_from_text
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, DeliveryRecord, Store, SubscriberState
-from newsletter.store.rejected import RejectedFile
 from newsletter.subscribers import SubscriberList
 
 PIPED_WIDTH = 2000  # piped, no row folds: a table is as wide as its longest cell needs
@@ -41,10 +40,12 @@ def status_report(
     attention = [
         _attention_row(d, now) for d in store.deliveries((FAILED, UNKNOWN, RETRY, SENDING), with_items=False)
     ]
+    records = store.rejected_files()
+    hashes = {path: _content_hash(path) for path in {r.path for r in records}}  # a file read once
     refused = [
         {"file": r.path, "problem": r.problem, "first_seen": r.first_seen.isoformat()}
-        for r in store.rejected_files()
-        if _still_there(r)
+        for r in records
+        if hashes[r.path] == r.content_hash  # still there as it was refused (not fixed or removed)
     ]
     return {
         "subscribers": rows,
@@ -102,13 +103,13 @@ def queued_now(store: Store, now: datetime) -> dict[str, datetime]:
     return queued
 
 
-def _still_there(record: RejectedFile) -> bool:
-    """A refused file still in the dumps folder as it was refused (not since fixed or removed)."""
+def _content_hash(path: str) -> str | None:
+    """A dumps folder file's SHA-256 now (None: gone or unreadable)."""
     try:  # read in blocks: a refused file may be any size (a 2 GB backup took 2 GB of memory read whole)
-        with path_from_text(record.path).open("rb") as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest() == record.content_hash
+        with path_from_text(path).open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
-        return False
+        return None
 
 
 def _due_text(due: datetime | None, now: datetime) -> str:

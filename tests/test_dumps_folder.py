@@ -19,6 +19,7 @@ from newsletter.report import RunReport
 from newsletter.serve.preview import Previewer
 from newsletter.sources import MAX_DUMP_BYTES, path_from_text, path_text
 from newsletter.store import Store
+from newsletter.store.rejected import KEPT_PER_PATH
 
 from .conftest import DATA
 from .helpers import cli, outbox
@@ -91,8 +92,23 @@ def test_a_file_no_parser_reads_is_one_warning_not_a_failure(env: dict[str, str]
     (dumps / "notes.md").write_text("# my notes, edited\n")  # new content: worth a new warning
     third = cli(env, "run", "--json", "--now", "2024-11-20T09:00:00Z")
     assert [Path(d["file"]).name for d in json.loads(third.stdout)["dumps"] if d["warning"]] == ["notes.md"]
-    with open_store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:  # one record, not one a change
-        assert [Path(r.path).name for r in store.rejected_files()].count("notes.md") == 1
+    for edit in range(5):  # a log growing in the folder: a record a change, up to KEPT_PER_PATH
+        (dumps / "notes.md").write_text(f"# my notes, edited {edit}\n")
+        cli(env, "run", "--json", "--now", f"2024-11-2{edit + 1}T09:00:00Z")
+    with open_store(f"sqlite:///{env['NEWSLETTER_HOME']}/state.db") as store:
+        assert [Path(r.path).name for r in store.rejected_files()].count("notes.md") == KEPT_PER_PATH
+
+
+def test_a_path_whose_refused_content_flips_is_reported_once_for_each(env: dict[str, str]) -> None:
+    """Two hosts on one PostgreSQL, each with its own bad file at the same path (or one file flipping
+    between two contents): keeping one record a path reported each again at every run (a diff review)."""
+    dumps = Path(env["NEWSLETTER_DUMPS"])
+    reported = []
+    for day, content in enumerate(["# host a\n", "# host b\n"] * 2, start=11):
+        (dumps / "notes.md").write_text(content)
+        proc = cli(env, "run", "--json", "--now", f"2024-11-{day}T09:00:00Z")
+        reported.append(sum(1 for d in json.loads(proc.stdout)["dumps"] if d["warning"]))
+    assert reported == [1, 1, 0, 0]
 
 
 def test_file_names_that_are_not_utf8_are_read_and_remembered(env: dict[str, str]) -> None:

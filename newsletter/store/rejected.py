@@ -28,17 +28,34 @@ def rejected_keys(conn: Connection) -> set[tuple[str, str]]:
     return {(content_hash, path) for content_hash, path in rows}
 
 
+KEPT_PER_PATH = 4  # refused contents remembered for one path (see remember_rejected)
+
+
 def remember_rejected(conn: Connection, content_hash: str, path: str, problem: str, now: datetime) -> None:
-    """Record a refused file; the same file seen again keeps its first record. A file whose content changed
-    replaces its earlier records (a log growing in the dumps folder added a row at every run, which
-    `status` then read the file once for)."""
+    """Record a refused file; the same file seen again keeps its first record. A path keeps its newest
+    KEPT_PER_PATH contents: a log growing in the dumps folder added a row at every run (which `status`
+    read the file once for), while a path whose content flips (two hosts on one PostgreSQL, each with
+    its own bad file there) must keep both, or each run reports the other's again."""
     known = sa.select(rejected_files.c.content_hash).where(
         rejected_files.c.content_hash == content_hash, rejected_files.c.path == path
     )
     if conn.execute(known).first() is None:
-        conn.execute(rejected_files.delete().where(rejected_files.c.path == path))
+        _keep_newest(conn, path, KEPT_PER_PATH - 1)
         values = {"content_hash": content_hash, "path": path, "problem": problem, "first_seen": now}
         conn.execute(rejected_files.insert().values(**values))
+
+
+def _keep_newest(conn: Connection, path: str, keep: int) -> None:
+    """Only the ``keep`` newest records of ``path``."""
+    newest = (
+        sa.select(rejected_files.c.content_hash)
+        .where(rejected_files.c.path == path)
+        .order_by(rejected_files.c.first_seen.desc())
+        .limit(keep)
+    )
+    kept = [row.content_hash for row in conn.execute(newest)]
+    stale = rejected_files.delete().where(rejected_files.c.path == path)
+    conn.execute(stale.where(rejected_files.c.content_hash.not_in(kept)) if kept else stale)
 
 
 def list_rejected(conn: Connection) -> list[RejectedFile]:
