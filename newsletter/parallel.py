@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -58,7 +59,7 @@ class LocalProcesses:
             receive, send = context.Pipe(duplex=False)
             args = (work, shard, send, receive, os.getpid())
             process = context.Process(target=_worker, args=args, name=f"newsletter-worker-{shard.index}")
-            process.start()
+            _start(process)
             send.close()
             jobs.append((process, receive))
         halt = Halt(stop, work.holds_lock)
@@ -200,7 +201,7 @@ def build_ahead(
     receive, send = context.Pipe(duplex=False)
     args = (pipeline, build, strip, send, receive, os.getpid())
     process = context.Process(target=_builder, args=args, name="newsletter-builder")
-    process.start()
+    _start(process)
     send.close()
     signalled = False
     try:
@@ -253,6 +254,19 @@ def _builder(
     finally:
         pipeline.close()
         send.close()
+
+
+def _start(process: BaseProcess) -> None:
+    """Fork ``process`` with no garbage left for it to collect, and nothing of ours for its collector to
+    look at: an ONNX Runtime session the parent had dropped, destroyed by the child's collector, hung it
+    for good in pthread_cond_destroy (its thread pool's condition variables were copied mid-wait), and
+    the run waited on the builder for ever. Frozen objects are also left unwritten (copy-on-write)."""
+    gc.collect()
+    gc.freeze()
+    try:
+        process.start()
+    finally:
+        gc.unfreeze()
 
 
 class _Forked(Protocol):
