@@ -39,7 +39,8 @@ class Built:
 
     ready: list[tuple[OutgoingMessage, tuple[ItemReport, ...], DigestPlan]] = field(default_factory=list)
     outcomes: list[DigestOutcome] = field(default_factory=list)  # skipped, or failed while building
-    evaluated: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))  # nothing relevant
+    # nothing relevant (or a due send time with nothing new): (watermark, send time served) -> emails
+    evaluated: dict[tuple[int, datetime | None], list[str]] = field(default_factory=lambda: defaultdict(list))
 
     def without_parts(self) -> Built:
         """The same chunk with each message's HTML and text copies left out (the raw bytes hold them)."""
@@ -161,8 +162,8 @@ class DigestBuilder:
         for chunk in _batched(self.select(subscribers, now, stopped), size or PLAN_BATCH):
             part = Built()
             for sel in chunk:
-                if sel.reason == "nothing relevant":
-                    part.evaluated[sel.upto_seq].append(sel.subscriber.email)
+                if sel.reason == "nothing relevant" or (sel.reason == "nothing new" and sel.serves):
+                    part.evaluated[sel.upto_seq, sel.serves].append(sel.subscriber.email)
                 reason = sel.reason
                 if not reason and cap is not None and built >= cap:  # before the stop: nothing left to do
                     reason = "run cap reached; due at the next run"

@@ -452,8 +452,8 @@ class Pipeline:
             outcomes += [DigestOutcome(message.subscriber, "skipped", WAITING) for message, _, _ in ready]
             ready = []
         with self.timings("store"):
-            for seq, emails in built.evaluated.items():
-                self.store.advance_watermarks(emails, seq)
+            for (seq, served), emails in built.evaluated.items():
+                self.store.advance_watermarks(emails, seq, served)
             self.store.plan_digests([plan for _, _, plan in ready])
         into(outcomes)
         couriers.deliver_all([(message, items) for message, items, _ in ready], now, into)

@@ -44,26 +44,46 @@ log = logging.getLogger(__name__)
 TICK_FAILED = "a daemon tick failed: "
 START_WAIT = 120  # seconds a starting daemon waits for the run lock another process holds
 CLOCK_WATCH = 5.0  # seconds between looks at the wall clock; a step back by more is followed
+SETTLE = 1.0  # seconds a changed subscribers file must keep still before it is read (an editor saving it)
 MAX_FETCH_FAILURES = 20  # kept for the tick reports while ticks fail (a database down for a day)
 
 
 class SubscriberFile:
-    """subscribers.yaml, reloaded when it changes; an invalid edit is reported and the last valid kept."""
+    """subscribers.yaml, reloaded when it changes; an invalid edit is reported and the last valid kept.
 
-    def __init__(self, path: Path) -> None:
+    A changed file is read once it has kept still for ``settle`` seconds, and taken only if it did not
+    change while it was read: an editor that saves in place (truncate, then write: nano, VS Code, vim's
+    default for a new inode too) leaves a file cut at any point for a moment, and a cut file is often
+    valid YAML (a subscriber's last `exclude` topics gone, `max_items: 10` read as 1, the entries
+    after the cut left out) that would be kept as "the last valid list".
+    """
+
+    def __init__(self, path: Path, settle: float = SETTLE) -> None:
         self.path = path
+        self.settle = settle
         self.current: SubscriberList = load_subscribers(path)
         self._stamp = self._read_stamp()
 
     def get(self) -> SubscriberList:
         stamp = self._read_stamp()
-        if stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self.current = load_subscribers(self.path)
-                log.info("reloaded %s: %d subscribers", self.path, len(self.current.subscribers))
-            except ConfigError as exc:
+        if stamp == self._stamp:
+            return self.current
+        time.sleep(self.settle)
+        if self._read_stamp() != stamp:
+            log.info("%s is being written: read at the next tick", self.path)
+            return self.current
+        try:
+            loaded = load_subscribers(self.path)
+        except ConfigError as exc:
+            if self._read_stamp() == stamp:  # the edit itself is invalid: said once
+                self._stamp = stamp
                 log.error("%s; keeping the last valid subscribers (%d)", exc, len(self.current.subscribers))
+            return self.current
+        if self._read_stamp() != stamp:
+            log.info("%s changed while it was read: read at the next tick", self.path)
+            return self.current
+        self._stamp, self.current = stamp, loaded
+        log.info("reloaded %s: %d subscribers", self.path, len(self.current.subscribers))
         return self.current
 
     def _read_stamp(self) -> tuple[int, ...] | None:

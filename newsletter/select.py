@@ -111,7 +111,10 @@ class Selector:
         due: dict[int | None, list[Subscriber]] = defaultdict(list)
         for mark, group in groups.items():
             if not windows[mark]:  # "nothing new" says more than "not due"
-                yield from (Selection(s, reason="nothing new") for s in group)
+                for s in group:  # a due send time with nothing new is served (see _served_empty)
+                    yield Selection(
+                        s, reason="nothing new", upto_seq=mark or 0, serves=_served_empty(s, states, now)
+                    )
                 continue
             for sub in group:
                 if ignore_due or _is_due(sub, states, now):
@@ -277,6 +280,20 @@ def _warn_if_ahead(states: Iterable[SubscriberState], now: datetime) -> None:
 def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:
     state = states.get(address_key(subscriber.email))
     return state is None or is_due(subscriber, state.last_digest_at, now, state.served_slot)
+
+
+def _served_empty(
+    subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime
+) -> datetime | None:
+    """The send time a due subscriber with nothing to send has served (None: not due, each-dump, or no
+    digest yet). Left due, the first paper to come later went out at once, at any hour (03:00 for an
+    08:00 send_at), and the next send time sent again."""
+    state = states.get(address_key(subscriber.email))
+    if state is None or state.last_digest_at is None or state.watermark_seq is None:
+        return None
+    if subscriber.cadence == "each-dump" or not _is_due(subscriber, states, now):
+        return None
+    return slot_served_now(subscriber, state.last_digest_at, now)
 
 
 def _slot_served_now(

@@ -553,3 +553,34 @@ def test_a_standby_daemon_records_the_sends_its_database_missed(env: dict[str, s
         (record,) = [r for r in pipeline.store.deliveries(with_items=False) if r.digest_id == sent.digest_id]
     assert record.status == "sent"
     assert not Path(env["NEWSLETTER_HOME"], HELD_FILE).read_text()
+
+
+def test_a_subscribers_file_cut_by_an_editor_saving_in_place_is_not_taken(env: dict[str, str]) -> None:
+    """An editor that truncates and writes the file in place left it cut for a moment; read then, the
+    cut file was valid YAML (Ada's max_items 10 read as 1, the next subscriber gone) and was taken, and
+    kept as "the last valid list" once a later edit was invalid."""
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    full = (
+        "subscribers:\n"
+        "  - email: a@example.org\n    interests: [x]\n    max_items: 10\n"
+        "  - email: b@example.org\n    interests: [y]\n"
+    )
+    path.write_text(full)
+    watcher = SubscriberFile(path, settle=0.5)
+    cut = full.index("0\n  - email: b")
+    with path.open("w") as f:
+        f.write(full[:cut])
+        f.flush()
+        writer = threading.Timer(0.2, lambda: (f.write(full[cut:]), f.flush()))
+        writer.start()
+        kept = watcher.get()  # read while the editor is still writing
+        writer.join()
+    assert [(s.email, s.max_items) for s in kept.subscribers] == [
+        ("a@example.org", 10),
+        ("b@example.org", 10),
+    ]
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    assert [(s.email, s.max_items) for s in watcher.get().subscribers] == [
+        ("a@example.org", 10),
+        ("b@example.org", 10),
+    ]

@@ -49,17 +49,23 @@ def subscriber_states(conn: Connection) -> dict[str, SubscriberState]:
     return {row.email: _subscriber_state(row) for row in conn.execute(sa.select(subscribers))}
 
 
-def advance_watermarks(conn: Connection, emails: Iterable[str], seq: int) -> None:
-    """Evaluated up to ``seq``; never moves a watermark backwards."""
+def advance_watermarks(
+    conn: Connection, emails: Iterable[str], seq: int, served: datetime | None = None
+) -> None:
+    """Evaluated up to ``seq``; never moves a watermark backwards. ``served``: the send time served."""
     current = subscribers.c.watermark_seq
 
     def newer(excluded: Any) -> Any:
         keep = sa.and_(current.is_not(None), current >= excluded.watermark_seq)
         return sa.case((keep, current), else_=excluded.watermark_seq)
 
-    rows = [{"email": key, "watermark_seq": seq} for key in sorted(set(map(address_key, emails)))]
+    extra = {} if served is None else {"served_slot": served}
+    rows = [{"email": key, "watermark_seq": seq, **extra} for key in sorted(set(map(address_key, emails)))]
+    update: dict[str, Any] = {"watermark_seq": newer}
+    if served is not None:
+        update["served_slot"] = lambda ex: ex.served_slot
     for batch in chunks(rows):
-        upsert(conn, batch, {"watermark_seq": newer})
+        upsert(conn, batch, update)
 
 
 def record_unsubscribe(conn: Connection, email: str, now: datetime) -> int:
