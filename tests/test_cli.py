@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -557,3 +558,40 @@ def test_newsletter_alone_prints_the_help_as_typer_does() -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("Usage: ") and "error:" not in proc.stderr
     assert "Commands" in proc.stderr
+
+
+def test_an_unrelated_bad_entry_does_not_block_an_unsubscribe(env: dict[str, str]) -> None:
+    """One subscriber's typo (or a file mid-edit) refused `unsubscribe` and `resubscribe` for everyone:
+    a request to leave could not be recorded until the file was fixed."""
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    good = path.read_text()
+    path.write_text(good + "  - email: typo@example.org\n    interests: [x]\n    max_items: 0\n")
+    proc = cli(env, "unsubscribe", "ssm@example.org")
+    assert proc.stdout == "ssm@example.org: unsubscribed\n"
+    assert "max_items" in proc.stderr and proc.stderr.startswith("warning: ")
+    path.write_text("subscribers: [oops\n")
+    assert cli(env, "unsubscribe", "diff@example.org").stdout.startswith("diff@example.org: unsubscribed")
+    path.write_text(good)
+    add_dumps(env, seed_names()[0])
+    assert cli(env, "run", "--json", check=False).stdout.count('"unsubscribed"') == 2
+    assert cli(env, "resubscribe", "ssm@example.org").stdout.startswith("ssm@example.org: subscribed again")
+
+
+def test_forget_erases_an_address_taken_out_of_the_file(env: dict[str, str]) -> None:
+    """A request to be forgotten had no command: the address stayed in the delivery log (each address's
+    latest digest survives `prune --sent`), its feedback, its state, the outbox and last-run.json."""
+    add_dumps(env, *seed_names()[:2])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    home = Path(env["NEWSLETTER_HOME"])
+    assert any("_diff@example.org_" in p.name for p in (home / "outbox").iterdir())
+    refused = cli(env, "forget", "diff@example.org", check=False)
+    assert refused.returncode == 1 and "still a subscriber" in refused.stderr
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    path.write_text(path.read_text().replace("diff@example.org", "other@example.org"))
+    proc = cli(env, "forget", "Diff <DIFF@example.org>")
+    assert proc.stdout.startswith("diff@example.org: forgotten (1 digest, 0 feedback marks, 2 files)")
+    assert not any("diff@" in p.name for p in (home / "outbox").iterdir())
+    assert "diff@example.org" not in (home / "last-run.json").read_text()
+    with sqlite3.connect(home / "state.db") as db:
+        for table in ("subscribers", "digests", "feedback"):
+            assert not db.execute(f"SELECT 1 FROM {table} WHERE email LIKE 'diff@%'").fetchall()

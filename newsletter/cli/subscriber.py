@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import webbrowser
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ import typer
 from pydantic import EmailStr, TypeAdapter, ValidationError
 
 from newsletter.address import address_key
-from newsletter.app import open_history, open_pipeline, open_reading_pipeline
+from newsletter.app import load_last_report, open_history, open_pipeline, open_reading_pipeline
 from newsletter.cli.base import (
     Command,
     NowOption,
@@ -31,7 +32,8 @@ from newsletter.files import write_atomic
 from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.report import plural
-from newsletter.subscribers import load_subscribers
+from newsletter.send.file import _slug as file_slug
+from newsletter.subscribers import SubscriberList, load_subscribers, read_subscribers
 
 PaperArgument = Annotated[
     str,
@@ -154,7 +156,7 @@ def unsubscribe(
     subscribers file, until `newsletter resubscribe EMAIL`.
     """
     settings, email = state.settings(), given_address(email)
-    listed = load_subscribers(settings.subscribers).find(email)
+    listed = _readable_subscribers(settings).find(email)
     address = listed.email if listed else _address(email)
     with open_history(settings, new_database=state.new_database) as store:
         record_held(settings.home, store)  # the clicks serve held: this request comes after them
@@ -174,7 +176,7 @@ def resubscribe(
     Their next digest holds only papers listed from now on, not what came while they were away.
     """
     settings, email = state.settings(), given_address(email)
-    subscribers = load_subscribers(settings.subscribers)
+    subscribers = _readable_subscribers(settings)
     listed = subscribers.find(email)
     address = listed.email if listed else _address(email)
     with open_history(settings, new_database=state.new_database) as store:
@@ -186,6 +188,72 @@ def resubscribe(
         )
     what = "subscribed again: digests from papers listed from now on" if done else "had not unsubscribed"
     typer.echo(f"{address}: {what}" + ("" if listed else f" (not in {settings.subscribers})"))
+
+
+@app.command(cls=Command)
+def forget(
+    email: Annotated[str, typer.Argument(metavar="EMAIL", help="The address to erase.")],
+) -> None:
+    """Erase EMAIL (a request to be forgotten): its delivery history, feedback, unsubscribe and state in
+    the database, its outbox files and previews, and its lines in last-run.json. Take it out of the
+    subscribers file first: with its unsubscribe forgotten, an address still listed gets a digest again.
+    Logs (run.log, the journal) are not touched."""
+    settings, email = state.settings(), given_address(email)
+    subscribers = _readable_subscribers(settings)
+    if subscribers.find(email) is not None:
+        raise ConfigError(
+            f"{subscribers.path}: {email} is still a subscriber",
+            hint="take it out of the subscribers file (and let a running daemon reload it), then forget it",
+        )
+    key = address_key(_address(email))
+    with open_history(settings, new_database=state.new_database) as store:
+        record_held(settings.home, store)  # its held clicks go in first, and are forgotten with the rest
+        gone, marks, known = store.forget_subscriber(key)
+    files = _forget_files(settings, key)
+    _forget_in_report(settings, key)
+    what = [plural(gone, "digest"), plural(marks, "feedback mark"), plural(files, "file")]
+    typer.echo(
+        f"{key}: forgotten ({', '.join(what)})" + ("" if known or gone or marks else "; it was unknown")
+    )
+
+
+def _forget_files(settings: Settings, key: str) -> int:
+    """The outbox's messages to ``key`` (named <date>_<address>_<id>) and its previews."""
+    slug = file_slug(key)
+    found = (
+        [p for p in settings.outbox.glob("*") if f"_{slug}_" in p.name] if settings.outbox.is_dir() else []
+    )
+    preview = settings.home / "preview" / f"{quote(key, safe='@')}.html"
+    found += [preview] if preview.exists() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
+
+
+def _forget_in_report(settings: Settings, key: str) -> None:
+    """last-run.json without the address's digests (it lists every subscriber's outcome)."""
+    data = load_last_report(settings)
+    if not data or not isinstance(data.get("digests"), list):
+        return
+    kept = [d for d in data["digests"] if address_key(str((d or {}).get("subscriber", ""))) != key]
+    if len(kept) != len(data["digests"]):
+        write_atomic(
+            settings.last_run_file, json.dumps({**data, "digests": kept}, indent=2).encode(), readable=True
+        )
+
+
+def _readable_subscribers(settings: Settings) -> SubscriberList:
+    """The file's valid subscribers, for (un)subscribing: a mistake in another entry (or in the whole
+    file, mid-edit) must not keep an unsubscribe from being recorded; it is warned about."""
+    try:
+        subscribers, problems = read_subscribers(settings.subscribers)
+    except ConfigError as exc:
+        warn(f"{exc.message} (recorded by address alone)")
+        return SubscriberList(settings.subscribers, ())
+    if problems:
+        more = f" and {plural(len(problems) - 1, 'more problem')}" if len(problems) > 1 else ""
+        warn(f"{problems[0].message}{more}; `newsletter check` lists them")
+    return subscribers
 
 
 def _address(text: str) -> str:

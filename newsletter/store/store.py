@@ -36,7 +36,8 @@ from newsletter.store.records import (
     InvalidTransition,
     SubscriberState,
 )
-from newsletter.store.schema import digests, dumps, installation, subscribers
+from newsletter.store.schema import digest_items, digests, dumps, installation, subscribers
+from newsletter.store.schema import feedback as feedback_table
 from newsletter.store.session import DeliverySession, Unrecorded
 from newsletter.store.transfer import copy_rows
 
@@ -186,10 +187,11 @@ class Store(Catalog):
         """Evaluated up to ``seq``, nothing to send. Never lowers an existing watermark."""
         self.advance_watermarks([email], seq)
 
-    def advance_watermarks(self, emails: Iterable[str], seq: int) -> None:
-        """advance_watermark for many subscribers in one transaction."""
+    def advance_watermarks(self, emails: Iterable[str], seq: int, served: datetime | None = None) -> None:
+        """advance_watermark for many subscribers in one transaction; ``served``: the send time they
+        were due for, served with nothing to send."""
         with self._tx("advancing subscriber watermarks", write=True) as conn:
-            substate.advance_watermarks(conn, emails, seq)
+            substate.advance_watermarks(conn, emails, seq, served)
 
     def record_unsubscribe(self, email: str, now: datetime) -> None:
         """Record the unsubscribe (first time kept) and cancel the address's queued digests."""
@@ -207,6 +209,19 @@ class Store(Catalog):
         if done:
             log.info("resubscribed %s", email)
         return done
+
+    def forget_subscriber(self, email: str) -> tuple[int, int, bool]:
+        """Erase everything the database holds about the address (its digests and their papers' places,
+        its feedback, its state and unsubscribe): (digests, feedback marks, whether it had a state row)."""
+        key = address_key(email)
+        with self._tx(f"forgetting {email}", write=True) as conn:
+            ids = sa.select(digests.c.id).where(digests.c.email == key)
+            conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(ids)))
+            gone = conn.execute(digests.delete().where(digests.c.email == key)).rowcount
+            marks = conn.execute(feedback_table.delete().where(feedback_table.c.email == key)).rowcount
+            row = conn.execute(subscribers.delete().where(subscribers.c.email == key)).rowcount
+        log.info("forgot %s", email)
+        return gone, marks, bool(row)
 
     def is_unsubscribed(self, email: str) -> bool:
         state = self.subscriber_state(email)
