@@ -17,6 +17,7 @@ from newsletter.models import Subscriber
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEK = timedelta(days=7)
+FIRST_AHEAD = timedelta(days=1)  # a first digest serves a coming slot at most this far ahead
 CLOCK_SLACK = timedelta(
     days=1
 )  # a last digest later than the clock by more: the clock is wrong (see far_ahead)
@@ -99,11 +100,15 @@ def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:
 
 
 def _first_served(subscriber: Subscriber, made_at: datetime) -> datetime:
-    """The slot a first digest serves: the latest, or the next one (any day) when that is nearer. A
-    weekly Monday 08:00 reader's first digest on Sunday at 21:00 serves Monday's: a second came 11 hours
-    after it. (Read off a digest's time later, only that day's counts: a digest late at 23:30 must not
-    take the next day's 00:00.)"""
-    return _nearest_slot(subscriber, made_at)
+    """The slot a first digest serves: the latest, or the next one (any day) when that is nearer and at
+    most a day away. A weekly Monday 08:00 reader's first digest on Sunday at 21:00 serves Monday's: a
+    second came 11 hours after it. One on Thursday evening serves the Monday before: taking the coming
+    Monday's skipped it, and the second digest came 11 days after the first. (Read off a digest's time
+    later, only that day's counts: a digest late at 23:30 must not take the next day's 00:00.)"""
+    nearest = _nearest_slot(subscriber, made_at)
+    if nearest > made_at and nearest - made_at > FIRST_AHEAD:
+        return latest_slot(subscriber, made_at)
+    return nearest
 
 
 def _next_slot(subscriber: Subscriber, slot: datetime) -> datetime:

@@ -214,6 +214,18 @@ def test_a_first_digest_counts_for_the_next_slot_on_another_day_when_that_is_nea
     assert is_due(s, first, next_one, served)
 
 
+def test_a_weekday_subscribers_first_digest_days_before_the_weekday_does_not_skip_it() -> None:
+    """A Monday 08:00 reader's first digest on Thursday evening served the coming Monday (3.5 days on,
+    nearer than the last): that Monday sent nothing, and the second digest came 11 days after the first."""
+    s = sub(cadence="weekly", weekday="mon", send_at=time(8, 0), timezone="America/New_York")
+    ny = ZoneInfo("America/New_York")
+    first = datetime(2026, 6, 4, 20, 1, tzinfo=ny)  # a Thursday
+    served = slot_served_now(s, None, first)
+    assert served == datetime(2026, 6, 1, 8, 0, tzinfo=ny)  # the Monday before
+    assert next_due_at(s, first, first, served) == datetime(2026, 6, 8, 8, 0, tzinfo=ny)
+    assert is_due(s, first, datetime(2026, 6, 8, 8, 0, tzinfo=ny), served)
+
+
 @pytest.mark.parametrize(
     ("before", "after"),
     [
