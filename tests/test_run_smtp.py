@@ -51,6 +51,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def over_smtp(port: int) -> dict[str, str]:
+    return {
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
+        "NEWSLETTER_SMTP_PORT": str(port),
+    }
+
+
 @pytest.fixture
 def smtp_server() -> Iterator[tuple[Recorder, int]]:
     recorder = Recorder(refuse={"diff@example.org"})
@@ -69,11 +77,7 @@ def test_run_delivers_one_message_per_due_subscriber_over_smtp(
     tmp_path: Path,
 ) -> None:
     recorder, port = smtp_server
-    env |= {
-        "NEWSLETTER_TRANSPORT": "smtp",
-        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_SMTP_PORT": str(port),
-    }
+    env |= over_smtp(port)
     add_dumps(env, *seed_names()[:2])
     proc = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
     report = json.loads(proc.stdout)
@@ -100,11 +104,7 @@ def test_quiet_run_lists_only_failures_and_logs_a_refusal_for_now_as_a_warning(
     same ERROR as a 550, without the digest it was."""
     recorder, port = smtp_server
     recorder.greylist = {"ssm@example.org"}
-    env |= {
-        "NEWSLETTER_TRANSPORT": "smtp",
-        "NEWSLETTER_SMTP_HOST": "127.0.0.1",
-        "NEWSLETTER_SMTP_PORT": str(port),
-    }
+    env |= over_smtp(port)
     add_dumps(env, *seed_names()[:2])
     proc = cli(env, "run", "--quiet", "--now", "2026-03-11T08:00:00Z", check=False)
     assert proc.returncode == 3

@@ -242,13 +242,19 @@ def test_cli_run_fetches_the_sources_then_delivers_what_they_brought(hub, env: d
     assert report["errors"] == []
 
 
-def test_cli_run_with_a_source_down_still_delivers_the_folder_and_exits_1(env: dict[str, str]) -> None:
-    with socket.socket() as unused:  # a port nothing listens on
+def _with_a_source_down(env: dict[str, str]) -> dict[str, str]:
+    """The folder with one seed, and an hf-daily source on a port nothing listens on."""
+    with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     down = {"kind": "hf-daily", "base_url": f"http://127.0.0.1:{port}", "max_retries": 0, "timeout": 2}
     env = {**env, "NEWSLETTER_SOURCES": json.dumps([{"kind": "folder"}, down])}
     add_dumps(env, seed_names()[0])
+    return env
+
+
+def test_cli_run_with_a_source_down_still_delivers_the_folder_and_exits_1(env: dict[str, str]) -> None:
+    env = _with_a_source_down(env)
 
     proc = cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
     assert proc.returncode == 1
@@ -275,12 +281,7 @@ def test_a_mirrors_password_in_its_url_is_sent_as_auth_and_shown_nowhere(hub, tm
 def test_a_source_down_is_still_reported_when_the_run_then_fails(env: dict[str, str]) -> None:
     """fetch_all no longer logs a failure, and `run` adds it to the report only once the pipeline has
     returned: a run that then fails (here the held-clicks file cannot be read) never said the fetch failed."""
-    with socket.socket() as unused:  # a port nothing listens on
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    down = {"kind": "hf-daily", "base_url": f"http://127.0.0.1:{port}", "max_retries": 0, "timeout": 2}
-    env = {**env, "NEWSLETTER_SOURCES": json.dumps([{"kind": "folder"}, down])}
-    add_dumps(env, seed_names()[0])
+    env = _with_a_source_down(env)
     home = Path(env["NEWSLETTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     (home / "held-clicks.jsonl").mkdir()  # anything that makes pipeline.run raise a NewsletterError
