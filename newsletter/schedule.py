@@ -147,7 +147,9 @@ class Daemon:
         threading.Thread(target=self._watch, name="newsletter-watch", daemon=True).start()
         self._install_signal_handlers()
         self._add_jobs(pipeline)
-        log.info("daemon started: tick every %ss, fetch at '%s'", self.tick_seconds, self.settings.fetch_cron)
+        log.info(
+            "daemon started: tick every %ss, fetch at '%s' (UTC)", self.tick_seconds, self.settings.fetch_cron
+        )
         self.scheduler.start()  # blocks until shutdown
 
     def _watch(self) -> None:

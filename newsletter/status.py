@@ -74,7 +74,7 @@ def _subscriber_row(
         "subscriber": sub.email,
         "cadence": sub.cadence,
         "last_digest_at": last.isoformat() if last else None,
-        "next_due_at": due.isoformat() if due else None,  # None: when a dump brings new papers
+        "next_due_at": _wall(due).isoformat() if due else None,  # None: when a dump brings new papers
         "next_due": _due_text(due, now),
         "unsubscribed": address_key(sub.email) in unsubscribed,
         "bounced_at": state.bounced_at.isoformat() if state and state.bounced_at else None,
@@ -110,6 +110,12 @@ def _content_hash(path: str) -> str | None:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return None
+
+
+def _wall(moment: datetime) -> datetime:
+    """The same instant as its zone's clocks show it: a send time inside a DST gap (02:30 on the
+    spring-forward day) was printed as that day's 02:30 with the winter offset, a time no clock shows."""
+    return moment.astimezone(UTC).astimezone(moment.tzinfo)
 
 
 def _due_text(due: datetime | None, now: datetime) -> str:

@@ -373,3 +373,17 @@ def test_a_weekday_number_past_7_in_fetch_cron_says_crontab_s_range(days: str, s
     """It said "higher than the maximum value (6)", though 7 (Sunday) is accepted."""
     with pytest.raises(ConfigError, match=re.escape(f"{said}: crontab's are 0-7 (0 and 7 are Sunday)")):
         fetch_schedule(f"0 9 * * {days}")
+
+
+def test_status_shows_a_send_time_in_a_dst_gap_as_the_clocks_show_it() -> None:
+    """02:30 on New York's spring-forward day does not exist: `status --json` printed it with the winter
+    offset (2026-03-08T02:30:00-05:00), a time no clock shows; it is 03:30-04:00."""
+    from newsletter.status import _subscriber_row
+    from newsletter.store import SubscriberState
+
+    s = sub(send_at=time(2, 30), timezone="America/New_York")
+    ny = ZoneInfo("America/New_York")
+    last = datetime(2026, 3, 7, 2, 30, tzinfo=ny)
+    state = SubscriberState(s.email, 1, last, None, served_slot=last)
+    row = _subscriber_row(s, state, datetime(2026, 3, 7, 12, tzinfo=UTC), {}, 2, 0, set())
+    assert row["next_due_at"] == "2026-03-08T03:30:00-04:00"
