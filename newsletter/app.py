@@ -129,6 +129,8 @@ def _checked_store(
         if not new_database:
             refuse_lost_history(settings, store)
             refuse_older_history(settings, store)
+        elif older_history(settings, store):
+            _mark_latest_dump(settings, store)  # once is enough: a standby daemon saves no report
         yield store, renderer
 
 
@@ -331,6 +333,12 @@ def add_to_last_report(settings: Settings, problems: Sequence[str], replacing: s
     data = load_last_report(settings) or {"finished_at": None, "summary": "no run has finished"}
     kept = [e for e in data.get("errors") or [] if not str(e).startswith(replacing)]
     _write_report(settings, {**data, "errors": [*kept, *problems]})
+
+
+def _mark_latest_dump(settings: Settings, store: Store) -> None:
+    """last-run.json's latest dump set to the database's: the operator chose to go on with this one."""
+    data = load_last_report(settings) or {}
+    _write_report(settings, {**data, "latest_dump": store.latest_dump_seq() or 0})
 
 
 def _write_report(settings: Settings, data: dict[str, Any]) -> None:
