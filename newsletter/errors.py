@@ -83,6 +83,7 @@ class SendError(NewsletterError):
         mailbox: bool = False,
         gone: bool = False,
         stalled: bool = False,
+        refused: bool = False,
     ) -> None:
         super().__init__(message, hint)
         self.permanent = permanent
@@ -92,6 +93,7 @@ class SendError(NewsletterError):
         self.policy = policy  # refused whoever the recipient (SMTP 530, 554, 5.7.x): the server's doing
         self.mailbox = mailbox  # the reply blames this recipient (x.1.x address, x.2.1-4 full or disabled)
         self.gone = gone  # and says its mailbox is not there or disabled: the next digest fares no better
+        self.refused = refused  # a reply refused this message (not the server's trouble: a 5xx, a stall)
         self.stalled = (
             stalled  # no reply within the timeout: tried again next run, not at once (each try waits it out)
         )

@@ -155,7 +155,7 @@ def test_retries_are_the_settings_own_not_multiplied_by_two_loops(
     api.mode = "down"
     run_env = {**env, "NEWSLETTER_RETRIES": "1", "NEWSLETTER_BATCH_SIZE": batch}
     code, statuses = _run(run_env, "2026-03-11T08:00:00Z")
-    assert code == 3 and set(statuses.values()) == {"failed"}  # refused for now: the next run retries
+    assert code == 1 and set(statuses.values()) == {"failed"}  # the provider down: the run's trouble
     requests = len(statuses) if batch == "1" else 1
     assert api.requests == 2 * requests  # 1 + NEWSLETTER_RETRIES per request
 
@@ -250,7 +250,7 @@ def test_a_password_in_the_api_url_is_masked_in_logs_errors_and_state(env: dict[
     add_dumps(env, seed_names()[1])
     failed = cli(env, "--debug", "run", "--now", "2026-03-12T08:00:00Z", check=False)
     assert (
-        failed.returncode == 3 and "cannot reach Postmark at http://proxyuser:***@127.0.0.1" in failed.stderr
+        failed.returncode == 1 and "cannot reach Postmark at http://proxyuser:***@127.0.0.1" in failed.stderr
     )
     home = Path(env["NEWSLETTER_HOME"])
     kept = [p.read_bytes() for p in home.rglob("*") if p.is_file()]
@@ -281,3 +281,14 @@ def test_a_stop_during_a_rate_limit_wait_leaves_the_digests_due_at_once(
     api.mode = "ok"
     code, _ = _run(env, "2026-03-11T08:00:30Z")  # the same minute: due at once
     assert code == 0 and sorted(api.recipients) == DUE
+
+
+def test_the_provider_down_is_the_run_s_own_trouble_not_routine_mail(env: dict[str, str], api: Api) -> None:
+    """Every request answered 503 (the provider down) gave exit status 3, as for a bounce (late diff
+    review): the run's trouble, 1."""
+    api.mode = "down"
+    add_dumps(env, *seed_names()[:2])
+    proc = cli(env, "run", "--json", "--now", "2026-03-11T08:00:00Z", check=False)
+    failed = [d for d in json.loads(proc.stdout)["digests"] if d["status"] == "failed"]
+    assert failed, proc.stdout
+    assert proc.returncode == 1, (proc.returncode, failed, json.loads(proc.stdout).get("errors"))

@@ -209,7 +209,7 @@ def run(
                 report = pipeline.run(subscribers, clock, dry_run=dry_run, stop=stop, detailed=detailed)
             except NewsletterError:  # no report to carry them: said before the error that ends the run
                 for failure in failed:
-                    err.print(f"error: {failure}", highlight=False, markup=False, soft_wrap=True)
+                    print_problem(failure)
                 raise
         report.errors[:0] = failed
         if not dry_run:

@@ -356,7 +356,8 @@ def _failed(
         items,
         message.digest_id,
         retried=not permanent,
-        routine=not exc.transport_down and (exc.mailbox or not permanent),
+        # a bounce, or a reply refusing this message for now; not the server down, erring or stalling
+        routine=not exc.transport_down and (exc.mailbox or (exc.refused and not permanent)),
     )
 
 

@@ -266,6 +266,7 @@ class SmtpTransport:
             policy=_policy(code, said),
             mailbox=_the_mailbox(said),
             gone=_gone(said),
+            refused=True,
         )
 
     def _sender_refused(self, client: _Client, exc: smtplib.SMTPSenderRefused) -> SendError | _Dropped:

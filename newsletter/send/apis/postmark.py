@@ -131,5 +131,10 @@ class PostmarkTransport(HttpApiTransport):
             return self._refused
         inactive = code == _INACTIVE  # the recipient's address: the next digest fares no better
         return SendError(
-            message, _HINTS.get(code), permanent=code not in _TEMPORARY, mailbox=inactive, gone=inactive
+            message,
+            _HINTS.get(code),
+            permanent=code not in _TEMPORARY,
+            mailbox=inactive,
+            gone=inactive,
+            refused=True,
         )
