@@ -7,7 +7,7 @@ import webbrowser
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import typer
 from pydantic import EmailStr, TypeAdapter, ValidationError
@@ -199,7 +199,9 @@ def forget(
     subscribers file first: with its unsubscribe forgotten, an address still listed gets a digest again.
     Logs (run.log, the journal) are not touched."""
     settings, email = state.settings(), given_address(email)
-    subscribers = _readable_subscribers(settings)
+    # strict, unlike unsubscribe: an entry this read leaves out (its own mistake, a file mid-edit) may be
+    # the address, whose unsubscribe this erases: once the entry is fixed it would get digests again
+    subscribers = load_subscribers(settings.subscribers)
     if subscribers.find(email) is not None:
         raise ConfigError(
             f"{subscribers.path}: {email} is still a subscriber",
@@ -220,14 +222,20 @@ def forget(
 def _forget_files(settings: Settings, key: str) -> int:
     """The outbox's messages to ``key`` (named <date>_<address>_<id>) and its previews."""
     slug = file_slug(key)
-    found = (
-        [p for p in settings.outbox.glob("*") if f"_{slug}_" in p.name] if settings.outbox.is_dir() else []
-    )
-    preview = settings.home / "preview" / f"{quote(key, safe='@')}.html"
-    found += [preview] if preview.exists() else []
+    outbox = settings.outbox.glob("*") if settings.outbox.is_dir() else ()
+    found = [p for p in outbox if _outbox_slug(p.name) == slug]
+    previews = settings.home / "preview"  # named after the address as listed: Ada@Example.org.html
+    found += [p for p in previews.glob("*.html") if address_key(unquote(p.name[: -len(".html")])) == key]
     for path in found:
         path.unlink(missing_ok=True)
     return len(found)
+
+
+def _outbox_slug(name: str) -> str:
+    """The address part of an outbox file's name, <date>_<address>_<id>.<ext> (neither the date nor the
+    id holds a '_'; the address may: a substring test took john_smith@'s files for smith@'s)."""
+    _, _, rest = name.partition("_")
+    return rest.rpartition("_")[0]
 
 
 def _forget_in_report(settings: Settings, key: str) -> None:
