@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -315,6 +316,12 @@ class Pipeline:
         work, idle = Selector(self.store, self.ranker, self.timings).triage(subscribers, now)
         report = RunReport(detailed=detailed, delivered_earlier=delivered_earlier)
         report.extend(DigestOutcome(sel.subscriber.email, "skipped", sel.reason) for sel in idle)
+        served: dict[tuple[int, datetime], list[str]] = defaultdict(list)  # as _send_chunk records them
+        for sel in idle:
+            if sel.reason == "nothing new" and sel.serves is not None:
+                served[sel.upto_seq, sel.serves].append(sel.subscriber.email)
+        for (seq, at), emails in served.items():
+            self.store.advance_watermarks(emails, seq, at)
         if not work:  # nothing due anywhere: no shard handed out, no process started
             return report
         executor = self.executor or LocalProcesses()

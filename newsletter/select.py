@@ -148,8 +148,12 @@ class Selector:
         work: list[Subscriber] = []
         idle: list[Selection] = []
         for sub in subscribers:
-            reason = _idle_reason(sub, states.get(address_key(sub.email)), unsubscribed, latest, floor, now)
-            if reason:
+            state = states.get(address_key(sub.email))
+            reason = _idle_reason(sub, state, unsubscribed, latest, floor, now)
+            if reason == "nothing new" and state is not None:  # served as select serves it
+                mark, serves = state.watermark_seq or 0, _served_empty(sub, states, now)
+                idle.append(_waits(Selection(sub, reason=reason, upto_seq=mark, serves=serves), waiting))
+            elif reason:
                 idle.append(_waits(Selection(sub, reason=reason), waiting))
             else:
                 work.append(sub)
