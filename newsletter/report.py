@@ -44,9 +44,8 @@ class DigestOutcome:
     items: tuple[ItemReport, ...] = ()
     digest_id: str | None = None
     retried: bool = False  # failed, and the next run tries it again by itself (else only `retry` does)
-    routine: bool = (
-        False  # failed as mail routinely does: a bounce, or a refusal for now the next run retries
-    )
+    # failed as mail routinely does: a bounce, or a refusal for now the next run retries
+    routine: bool = False
 
 
 @dataclass(frozen=True)

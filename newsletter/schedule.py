@@ -34,6 +34,7 @@ from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, LockedError, NewsletterError
 from newsletter.pipeline import Pipeline
 from newsletter.redact import redact
+from newsletter.report import DIGESTS_FAILED
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 from newsletter.store import Store
 from newsletter.store.engine import db_errors
@@ -45,6 +46,9 @@ TICK_FAILED = "a daemon tick failed: "
 START_WAIT = 120  # seconds a starting daemon waits for the run lock another process holds
 CLOCK_WATCH = 5.0  # seconds between looks at the wall clock; a step back by more is followed
 SETTLE = 1.0  # seconds a changed subscribers file must keep still before it is read (an editor saving it)
+# a tick's summary line at the level of what it reports: a run's exit status 3 (bounces, refusals for
+# now) a warning, 1 (a rejected dump, an unknown fate, the transport down) an error
+_TICK_LEVEL = {0: logging.INFO, DIGESTS_FAILED: logging.WARNING, 1: logging.ERROR}
 MAX_FETCH_FAILURES = 20  # kept for the tick reports while ticks fail (a database down for a day)
 
 
@@ -203,7 +207,7 @@ class Daemon:
                     pipeline.take_held_clicks(wait=False)
                     return
                 report = pipeline.run(self.subscribers.get(), self.clock(), stop=self.stop, detailed=False)
-                log.info("tick: %s", report.summary())
+                log.log(_TICK_LEVEL[report.exit_status()], "tick: %s", report.summary())
                 if report.halted:  # the digests it sent are in the summary; the rest waits for a tick
                     log.error("tick stopped: %s", report.halted)
                 report.errors[:0] = self._fetch_failures  # for `status` too

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_settings
+from newsletter.report import DigestOutcome, RunReport
 from newsletter.schedule import SubscriberFile
 from newsletter.status import IN_FLIGHT
 from newsletter.store import PENDING, SENDING, Store
@@ -584,3 +585,31 @@ def test_a_subscribers_file_cut_by_an_editor_saving_in_place_is_not_taken(env: d
         ("a@example.org", 10),
         ("b@example.org", 10),
     ]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "level"),
+    [
+        (None, "INFO"),
+        (DigestOutcome("a@example.org", "failed", "451 greylisted", retried=True, routine=True), "WARNING"),
+        (DigestOutcome("a@example.org", "unknown", "connection lost"), "ERROR"),
+    ],
+)
+def test_a_tick_s_summary_line_has_the_level_of_what_it_reports(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture, outcome: DigestOutcome | None, level: str
+) -> None:
+    """`tick: 2 failed` was an INFO line: `journalctl -p warning` showed nothing of a daemon whose
+    deliveries failed for days."""
+    from newsletter.app import open_pipeline
+    from newsletter.schedule import Daemon
+
+    settings = load_settings(
+        home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
+    )
+    report = RunReport()
+    report.extend([outcome] if outcome else [])
+    daemon = Daemon(settings)
+    with open_pipeline(settings) as pipeline, caplog.at_level(logging.INFO, logger="newsletter.schedule"):
+        pipeline.run = lambda *a, **k: report  # type: ignore[method-assign]
+        daemon.tick(pipeline)
+    assert [r.levelname for r in caplog.records if r.getMessage().startswith("tick:")] == [level]

@@ -141,9 +141,8 @@ def main_options(
         logging.basicConfig(level=level, handlers=[handler])
     else:  # cron, a pipe: one line per record, never wrapped
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    if (
-        not debug
-    ):  # their steps: httpx's line per request (per message on an email API), apscheduler's per job
+    # their steps: httpx's line per request (per message on an email API), apscheduler's per job
+    if not debug:
         for library in CHATTY_LIBRARIES:
             logging.getLogger(library).setLevel(logging.WARNING)
 
