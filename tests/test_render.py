@@ -219,6 +219,14 @@ def test_a_huge_digest_keeps_every_link_but_lists_the_tail_compactly(renderer: R
     assert text.count("https://arxiv.org/abs/") == 100
 
 
+def test_the_text_part_heads_the_compact_list_as_the_html_does(renderer: Renderer) -> None:
+    """The papers past the budget lost their authors and excerpt from one number to the next, unheaded."""
+    text = renderer.render(long_view(100)).text
+    full = text.count("Sentence 1 of a long abstract")
+    assert text.count("More new papers") == 1
+    assert f"\n\nMore new papers:\n\n{full + 1}. A Very Long Title" in text
+
+
 def test_excerpt_and_authors_are_trimmed_in_the_email(renderer: Renderer) -> None:
     rendered = renderer.render(long_view(1))
     assert "Sentence 2 of a long abstract" in rendered.html
@@ -313,6 +321,13 @@ def test_a_right_to_left_title_keeps_its_number_on_the_left_in_the_text_part(ren
     assert (
         lines[1].startswith("\u200e   ") and "גדול" in lines[1]
     )  # a wrapped line: its indent at the left too
+
+
+def test_authors_led_by_a_right_to_left_name_keep_their_order_in_the_text_part(renderer: Renderer) -> None:
+    """Its first letter Arabic, the line read right to left: "et al." at the left, the indent at the right."""
+    authors = ("محمد العربي", "José Müller", "Li Wei", "Ana")
+    view = dataclasses.replace(golden_view(), items=(item(1, "A title", authors=authors),))
+    assert "\n\u200e   محمد العربي, José Müller, Li Wei et al.\n" in renderer.render(view).text
 
 
 def test_greeting_and_counts_follow_the_view(renderer: Renderer) -> None:
