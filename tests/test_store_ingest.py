@@ -213,6 +213,60 @@ def test_same_title_with_different_ids_are_two_papers(store: Store) -> None:
     assert sorted(p.key for p in store.papers_first_seen_after(0)) == ["1706.03762", "2501.99999"]
 
 
+OTHER_ABSTRACT = (
+    "Scaling laws predict a language model's loss from its parameters, data and compute. We fit them again "
+    "on two hundred training runs whose learning rate schedules differ, and find that the exponents move "
+    "with the schedule, so a law fitted on one schedule misjudges the best model size for another by a third."
+)
+
+
+THIRD_ABSTRACT = (
+    "Power laws fitted to a handful of small models are often trusted far beyond the sizes they were fit on. "
+    "We collect published fits from forty papers, refit each with its own uncertainty, and show that half "
+    "of the extrapolations reported as confident fall outside the interval their own data allow."
+)
+
+
+def test_another_paper_with_the_title_of_one_stored_without_an_id_does_not_take_it_over(store: Store) -> None:
+    """A text dump's paper (no id) and a later listing of another paper with its title: the listing's id
+    went to the stored paper, the other paper was never new, and the first came back new with its own id."""
+    listed = lambda arxiv_id, abstract: replace(paper("Scaling Laws", 1, arxiv_id), abstract=abstract)  # noqa: E731
+    store.ingest(make_dump(listed(None, LONG_ABSTRACT)), at(0))
+    other = store.ingest(make_dump(listed("2403.00002", OTHER_ABSTRACT)), at(1))
+    first = store.ingest(make_dump(listed("2403.00001", LONG_ABSTRACT)), at(2))
+
+    assert (other.new, first.new) == (1, 0)
+    by_key = {p.key: p.abstract for p in store.papers_first_seen_after(0)}
+    assert by_key == {"2403.00001": LONG_ABSTRACT, "2403.00002": OTHER_ABSTRACT}
+
+
+def test_a_listing_without_an_id_is_the_paper_whose_title_and_abstract_it_has(store: Store) -> None:
+    """Of two papers that share a title, a text dump's listing (no id) went to the first whatever its
+    abstract; another paper with that title and no id was never new."""
+    listed = lambda arxiv_id, abstract: replace(paper("Scaling Laws", 1, arxiv_id), abstract=abstract)  # noqa: E731
+    store.ingest(make_dump(listed("2403.00001", LONG_ABSTRACT)), at(0))
+    store.ingest(make_dump(listed("2403.00002", OTHER_ABSTRACT)), at(1))
+    store.ingest(make_dump(listed(None, OTHER_ABSTRACT)), at(2))
+    assert [(p.key, p.times_seen) for p in store.papers_first_seen_after(0)] == [
+        ("2403.00001", 1),
+        ("2403.00002", 2),
+    ]
+    third = replace(paper("Scaling laws", 1), abstract=THIRD_ABSTRACT)
+    assert store.ingest(make_dump(third), at(3)).new == 1
+
+
+def test_a_paper_stored_without_an_id_takes_it_from_a_listing_that_corrects_its_abstract(
+    store: Store,
+) -> None:
+    corrected = LONG_ABSTRACT.replace("twelve", "fifteen") + " Code and recordings are public."
+    store.ingest(make_dump(replace(paper("Hovering Like a Kestrel", 1), abstract=LONG_ABSTRACT)), at(0))
+    result = store.ingest(
+        make_dump(replace(paper("Hovering Like a Kestrel", 1, "2403.00003"), abstract=corrected)), at(1)
+    )
+    assert result.new == 0
+    assert [p.key for p in store.papers_first_seen_after(0)] == ["2403.00003"]
+
+
 def test_a_paper_listed_twice_in_one_dump_counts_once_with_its_best_rank(store: Store) -> None:
     result = store.ingest(make_dump(paper("Twice", 5), paper("Once", 2), paper("twice", 3)), at(0))
 
