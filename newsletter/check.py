@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from newsletter.app import check_history, distributed
-from newsletter.config import Settings
+from newsletter.config import Settings, setting_origin
 from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import Renderer
@@ -55,7 +55,7 @@ def check_all(settings: Settings, *, new_database: bool = False) -> CheckResult:
             step(settings)
         except NewsletterError as exc:
             _add_new(result.problems, [exc, *exc.also])
-    result.warnings += _mailto_only(settings)
+    result.warnings += [*_mailto_only(settings), *_smtp_port(settings)]
     return result
 
 
@@ -76,6 +76,22 @@ def _mailto_only(settings: Settings) -> list[str]:
         "NEWSLETTER_UNSUBSCRIBE_SECRET and run `newsletter serve` for the one-click link Gmail and Yahoo "
         "ask bulk senders for; record a request that comes by mail with `newsletter unsubscribe EMAIL`"
     ]
+
+
+def _smtp_port(settings: Settings) -> list[str]:
+    """A port that speaks another way than smtp_security (25 is the default, with ssl too): TLS from the
+    first byte to a port that starts in the clear failed at the first send with 'wrong version number';
+    the clear to port 465, which starts with TLS, waited out the timeout."""
+    port, security = settings.smtp_port, settings.smtp_security
+    clear_to_tls = security != "ssl" and port == 465
+    tls_to_clear = security == "ssl" and port in (25, 587)
+    if settings.transport != "smtp" or not (clear_to_tls or tls_to_clear):
+        return []
+    given = "smtp_port" in settings.model_fields_set
+    where = f"smtp_port {port} ({setting_origin('smtp_port') if given else 'the default'})"
+    if clear_to_tls:
+        return [f"{where} starts with TLS, but smtp_security is '{security}': set ssl (or port 587)"]
+    return [f"{where} starts in the clear, but smtp_security is 'ssl': set port 465 (or starttls)"]
 
 
 def _fetch_schedule(settings: Settings) -> None:

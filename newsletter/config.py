@@ -41,10 +41,27 @@ _BASE_URL = re.compile(r"https?://[\x21-\x3b\x3d\x3f-\x7e]+", re.IGNORECASE)
 
 
 class _Toml(TomlConfigSettingsSource):
-    """newsletter.toml, read as the subscribers file is (a byte order mark allowed, see read_utf8)."""
+    """newsletter.toml, read as the subscribers file is (a byte order mark allowed, see read_utf8).
+
+    pydantic-settings skips a path that is no regular file: a link to nothing (a config kept elsewhere
+    and not deployed) or a folder was ignored in silence, and a run sent with the defaults (the file
+    outbox, every digest recorded as sent); an unreadable file was an 'unexpected' error."""
+
+    def _read_files(self, files: Any, deep_merge: bool = False) -> dict[str, Any]:
+        for path in map(Path, [files] if isinstance(files, str | Path) else files or []):
+            if os.path.lexists(path) and not path.is_file():
+                raise ConfigError(
+                    f"{path}: is not a file (a folder, or a link to nothing): its settings cannot be read",
+                    hint=f"make {path} a file, or remove it to use the environment and the defaults",
+                )
+        return super()._read_files(files, deep_merge)
 
     def _read_file(self, file_path: Any) -> dict[str, Any]:  # a Path (or a Traversable: Any for both)
-        return tomllib.loads(utf8_text(file_path.read_bytes()))
+        try:
+            content = file_path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{file_path}: cannot read it: {exc.strerror}") from None
+        return tomllib.loads(utf8_text(content))
 
 
 class Settings(BaseSettings):
@@ -402,6 +419,23 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return [_unknown(name, fields | {"NEWSLETTER_FROM"}) for name in found if name not in known]
 
 
+SECRET_SETTINGS = ("smtp_password", "api_key", "unsubscribe_secret", "unsubscribe_secret_previous")
+
+
+def secrets_in_toml() -> list[str]:
+    """The secret settings newsletter.toml holds, each with its line: they are read from there too,
+    but a file is copied, backed up and committed where a variable is not."""
+    return [_kept_in_file(field) for field in SECRET_SETTINGS if toml_line(field)[0] is not None]
+
+
+def _kept_in_file(field: str) -> str:
+    line, name = toml_line(field)
+    return (
+        f"newsletter.toml, line {line} holds {name}, a secret: anyone who reads the file (or a copy or "
+        f"backup of it) has it; set NEWSLETTER_{field.upper()} in the environment instead"
+    )
+
+
 def _unknown(name: str, known: set[str]) -> str:
     close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
     return f"{name} is not a setting" + (f" (did you mean {close[0]}?)" if close else "")
@@ -450,11 +484,24 @@ def _setting_errors(exc: ValidationError, given: dict[str, Any]) -> list[ConfigE
 
 
 def _meant(err: ErrorDetails) -> str:
-    """For a key newsletter.toml has and no setting reads (``smtp_hots``), the setting it may mean."""
+    """For a key newsletter.toml has and no setting reads (``smtp_hots``, ``Smtp_Hots``), the setting it
+    may mean; for a table (``[smtp]`` with ``host = ...``, ``[newsletter]`` with ``smtp_host = ...``), the
+    top-level keys its keys may mean."""
     if err["type"] != "extra_forbidden":
         return ""
-    close = difflib.get_close_matches(str(err["loc"][0]), [*Settings.model_fields, "from"], n=1, cutoff=0.75)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    key = str(err["loc"][0]).lower()
+    if isinstance(err["input"], dict):
+        subs = [str(sub).lower() for sub in err["input"]]
+        flat = [name for sub in subs if (name := _close_setting(f"{key}_{sub}") or _close_setting(sub))]
+        meant = " or ".join(f"'{name}'" for name in dict.fromkeys(flat))
+        return f" (the settings are top-level keys: did you mean {meant}?)" if meant else ""
+    close = _close_setting(key)
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+def _close_setting(name: str) -> str | None:
+    close = difflib.get_close_matches(name, [*Settings.model_fields, "from"], n=1, cutoff=0.75)
+    return close[0] if close else None
 
 
 def setting_origin(
@@ -508,7 +555,7 @@ def _key_line(lines: list[str], key: str, index: int) -> int | None:
     case, as the settings read them, except ``from`` (read as written)."""
 
     def named(name: str) -> bool:
-        return name == key if key == "from" else name.lower() == key
+        return name == key if key == "from" else name.lower() == key.lower()
 
     in_table, tables = False, 0  # past a [table] header, a key = value line is that table's
     for number, line in enumerate(lines, start=1):

@@ -73,13 +73,23 @@ def hold(home: Path, click: Click) -> None:
             held.flush()
             os.fsync(held.fileno())
     except OSError as exc:
-        raise StoreError(f"cannot hold a click in {home / HELD_FILE}: {exc.strerror or exc}") from exc
+        raise StoreError(_not_held(home, click, exc.strerror or str(exc))) from exc
     if click.kind == "sent":
         log.warning(
             "digest %s was sent: that is held in %s until the database takes it", click.digest, HELD_FILE
         )
     else:
         log.warning("%s of %s held in %s until the database takes it", click.kind, click.email, HELD_FILE)
+
+
+def _not_held(home: Path, click: Click, why: str) -> str:
+    """Why ``click`` could not be held; a digest's acceptance is no click (a run's full disk says so)."""
+    if click.kind != "sent":
+        return f"cannot hold a click in {home / HELD_FILE}: {why}"
+    return (
+        f"digest {click.digest} was sent, but neither the database nor {home / HELD_FILE} "
+        f"could record it ({why}): `newsletter status` shows it, and what the next run does with it"
+    )
 
 
 def hold_sent(home: Path, pairs: Sequence[tuple[str, str]], when: datetime) -> None:

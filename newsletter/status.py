@@ -164,6 +164,14 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     )
     for problem in (last or {}).get("errors", []):
         _plain(console, f"  error: {problem}")
+    for problem in _not_ingested(last or {}):
+        _plain(console, f"  not ingested now: {problem}")
+
+
+def _not_ingested(last: dict[str, Any]) -> list[str]:
+    """Why the last run left dump files for the next (a database error, a full disk): its summary
+    counts them, and a daemon's ticks may fail so for days."""
+    return [d["error"] for d in last.get("dumps", []) if d.get("later") and d.get("error")]
 
 
 def _console() -> Console:

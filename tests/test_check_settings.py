@@ -270,3 +270,53 @@ def test_a_comma_inside_quotes_or_a_comment_is_fine(sender: str) -> None:
     from newsletter.send.message import parse_sender
 
     assert parse_sender(sender)[1] == "d@example.org"
+
+
+def test_a_secret_in_newsletter_toml_is_warned_about_without_showing_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """README: secrets are read from the environment; one in newsletter.toml was taken in silence."""
+    (tmp_path / "newsletter.toml").write_text(
+        'smtp_username = "u"\n\nsmtp_password = "Pw9Secretz"\nAPI_KEY = "Key9Secretz"\n', encoding="utf-8"
+    )
+    proc = cli(env, "check", check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "warning: newsletter.toml, line 3 holds smtp_password, a secret: anyone who reads the file (or a "
+        "copy or backup of it) has it; set NEWSLETTER_SMTP_PASSWORD in the environment instead"
+    ) in proc.stderr
+    assert "warning: newsletter.toml, line 4 holds api_key, a secret" in proc.stderr
+    assert "Secretz" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("security", "port", "expected"),
+    [
+        (  # the default port: every send failed with 'wrong version number', check said ok
+            "ssl",
+            None,
+            "warning: smtp_port 25 (the default) starts in the clear, but smtp_security is 'ssl': "
+            "set port 465 (or starttls)",
+        ),
+        (
+            "starttls",
+            "465",
+            "warning: smtp_port 465 (environment variable NEWSLETTER_SMTP_PORT) starts with TLS, but "
+            "smtp_security is 'starttls': set ssl (or port 587)",
+        ),
+        ("ssl", "465", None),
+        ("starttls", "587", None),
+    ],
+)
+def test_check_warns_about_an_smtp_port_that_speaks_another_way_than_the_security(
+    env: dict[str, str], security: str, port: str | None, expected: str | None
+) -> None:
+    smtp = {
+        "NEWSLETTER_TRANSPORT": "smtp",
+        "NEWSLETTER_FROM": "Papers <digest@papers.example.org>",
+        "NEWSLETTER_SMTP_SECURITY": security,
+    }
+    proc = cli({**env, **smtp, **({"NEWSLETTER_SMTP_PORT": port} if port else {})}, "check", check=False)
+    assert proc.returncode == 0, proc.stderr
+    ports = [line for line in proc.stderr.splitlines() if "smtp_port" in line]
+    assert ports == ([expected] if expected else [])

@@ -213,7 +213,8 @@ def test_a_setting_from_newsletter_toml_is_named_with_its_line(
         load_settings()
     assert [str(info.value), *map(str, info.value.also)] == [
         "invalid setting field 'send_rate': should be greater than 0 (newsletter.toml, line 4)",
-        "invalid setting field 'extra': unknown key (newsletter.toml, line 7)",
+        "invalid setting field 'extra': unknown key (the settings are top-level keys: did you mean "
+        "'workers'?) (newsletter.toml, line 7)",
     ]
     (tmp_path / "newsletter.toml").write_text('from = "a@example.org"\n')
     assert toml_line("sender") == (1, "from")
@@ -348,3 +349,66 @@ def test_a_password_in_a_url_too_short_to_mask_is_refused(field: str, value: obj
         json.dumps(value).replace("abc@", "abcdef@").replace("pr0x@", "pr0xy@").replace(":pw12@", ":pw123@")
     )
     assert load_settings(**{field: longer}) is not None
+
+
+@pytest.mark.parametrize("kind", ["link to nothing", "folder"])
+def test_a_newsletter_toml_that_is_no_file_is_refused_not_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Its settings were dropped in silence: a run sent with the defaults, the file outbox."""
+    monkeypatch.chdir(tmp_path)
+    if kind == "folder":
+        (tmp_path / "newsletter.toml").mkdir()
+    else:
+        (tmp_path / "newsletter.toml").symlink_to(tmp_path / "etc" / "newsletter.toml")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == (
+        "newsletter.toml: is not a file (a folder, or a link to nothing): its settings cannot be read"
+    )
+
+
+def test_an_unreadable_newsletter_toml_is_named_not_unexpected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "newsletter.toml").write_text("smtp_port = 2525\n")
+    read_bytes = Path.read_bytes
+
+    def denied(path: Path) -> bytes:
+        if path.name == "newsletter.toml":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError, match=r"^newsletter.toml: cannot read it: Permission denied$"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        (  # the settings are flat: the table said only "unknown key"
+            '[smtp]\nhost = "mail.example.org"\nport = 587\n',
+            "invalid setting field 'smtp': unknown key (the settings are top-level keys: did you mean "
+            "'smtp_host' or 'smtp_port'?) (newsletter.toml, line 1)",
+        ),
+        (
+            '\n[newsletter]\nsmtp_hots = "mail.example.org"\n',
+            "invalid setting field 'newsletter': unknown key (the settings are top-level keys: did you mean "
+            "'smtp_host'?) (newsletter.toml, line 2)",
+        ),
+        (  # in capitals it had no line and no guess
+            '# settings\nSmtp_Hots = "mail.example.org"\n',
+            "invalid setting field 'Smtp_Hots': unknown key (did you mean 'smtp_host'?) (newsletter.toml, line 2)",
+        ),
+    ],
+)
+def test_a_misplaced_newsletter_toml_key_gets_its_line_and_the_setting_it_may_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "newsletter.toml").write_text(toml, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value) == expected

@@ -304,3 +304,18 @@ def test_a_dry_run_leaves_a_damaged_file_for_the_real_run_to_report(env: dict[st
     assert real.returncode == 1
     assert [Path(d["file"]).name for d in json.loads(real.stdout)["dumps"] if d.get("error")] == [DAMAGED[0]]
     assert cli(env, "run", check=False).returncode == 0  # reported once
+
+
+def test_status_says_why_the_last_run_left_a_dump_for_the_next(env: dict[str, str]) -> None:
+    """A daemon whose database disk was full logged each tick's reason, but `status` said only "1 dump
+    not ingested now (the next run tries again)", not why."""
+    _add(env, GOOD[0])
+    _run(env, "2024-11-18")
+    last_run = Path(env["NEWSLETTER_HOME"]) / "last-run.json"
+    data = json.loads(last_run.read_text())
+    error = "database error while ingesting x.json: OperationalError: database or disk is full"
+    data["dumps"] = [
+        {"file": "x.json", "papers": 0, "new": 0, "already": False, "error": error, "later": True}
+    ]
+    last_run.write_text(json.dumps(data))
+    assert f"  not ingested now: {error}" in cli(env, "status").stdout.splitlines()

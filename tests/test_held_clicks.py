@@ -6,6 +6,7 @@ A one-click unsubscribe that met a database locked past its busy timeout (or dow
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
@@ -360,3 +361,22 @@ def test_status_says_what_this_host_holds_for_the_database(tmp_path: Path) -> No
 
 def held_lines_of(home: Path) -> list[str]:
     return (home / HELD_FILE).read_text(encoding="utf-8").splitlines()
+
+
+def test_a_send_the_held_file_cannot_take_is_not_called_a_click(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose database and state folder were both full said "cannot hold a click" of a digest
+    the server had accepted, in its error and in `status`'s last run."""
+    from newsletter.held import hold_sent
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(held_module.os, "fsync", full)
+    with pytest.raises(StoreError) as info:
+        hold_sent(tmp_path, [("d1", "<m1@example.org>")], NOW)
+    assert str(info.value).startswith(
+        f"digest d1 was sent, but neither the database nor {tmp_path / HELD_FILE}"
+    )
+    assert "No space left on device" in str(info.value) and "a click" not in str(info.value)

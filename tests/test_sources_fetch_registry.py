@@ -82,9 +82,12 @@ def test_empty_list_means_no_sources(tmp_path: Path) -> None:
         ([{"days_back": 2}], "field 'sources[0]': missing 'kind'"),
         (
             [{"kind": "folder"}, {"kind": "hf-daily", "days_back": -1}],
-            "field 'sources[1].days_back': Input should be greater than or equal to 0",
+            "field 'sources[1].days_back': should be greater than or equal to 0",
         ),
-        ([{"kind": "hf-daily", "days_bak": 2}], "field 'sources[0].days_bak': unknown key"),
+        (
+            [{"kind": "hf-daily", "days_bak": 2}],
+            "field 'sources[0].days_bak': unknown key (did you mean 'days_back'?)",
+        ),
         ([{"kind": "folder", "path": "x"}], "field 'sources[0].path': unknown key"),
         (
             [{"kind": "hf-daily", "base_url": "ftp://example.org"}],
@@ -98,13 +101,17 @@ def test_empty_list_means_no_sources(tmp_path: Path) -> None:
             [{"kind": "hf-daily", "base_url": "https://hf.example.org/a\nb"}],
             "field 'sources[0].base_url': must be an http(s) URL",
         ),
-        ([{"kind": "hf-daily", "timeout": 0}], "field 'sources[0].timeout': Input should be greater than 0"),
+        ([{"kind": "hf-daily", "timeout": 0}], "field 'sources[0].timeout': should be greater than 0"),
         (
             [{"kind": "hf-daily", "max_retries": "many"}],
-            "field 'sources[0].max_retries': Input should be a valid integer",
+            "field 'sources[0].max_retries': expected a whole number",
         ),
-        ({"kind": "folder"}, "field 'sources': Input should be a valid list"),
-        (["folder"], "field 'sources[0]': Input should be a valid dictionary"),
+        ({"kind": "folder"}, "field 'sources': expected a list"),
+        (  # a TOML string where a list goes: it said "Input should be a valid tuple"
+            [{"kind": "arxiv", "categories": "cs.LG"}],
+            "field 'sources[0].categories': expected a list",
+        ),
+        (["folder"], "field 'sources[0]': should be a valid dictionary"),
         ([{"kind": "folder"}, {"kind": "folder"}], "field 'sources[1]': duplicate of an earlier entry"),
     ],
 )

@@ -288,6 +288,13 @@ def test_a_full_disk_says_what_to_do(said: str) -> None:
     )
 
 
+def test_a_disk_io_error_names_a_full_disk() -> None:
+    """On a full disk SQLite cannot grow state.db-shm when it opens: "disk I/O error", with no hint."""
+    with pytest.raises(StoreError) as info, db_errors("opening sqlite:///state.db"):
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("disk I/O error"))
+    assert "is that disk full" in (info.value.hint or "")
+
+
 def test_0015_makes_every_key_again_a_thousand_papers_at_a_time(store_url: str) -> None:
     abstracts = [" ".join(f"w{n}x{i}" for i in range(45)) for n in range(2500)]
     _papers_before(store_url, "0015", [(f"Paper {n}", a) for n, a in enumerate(abstracts)])  # no keys

@@ -38,7 +38,7 @@ from newsletter.cli.base import (
     state,
     warn,
 )
-from newsletter.config import Settings, unknown_variables
+from newsletter.config import Settings, secrets_in_toml, unknown_variables
 from newsletter.errors import ConfigError, NewsletterError, UsageError
 from newsletter.held import HELD_FILE, held_kinds
 from newsletter.redact import redact
@@ -57,6 +57,8 @@ def check() -> None:
     """
     for typo in unknown_variables():  # ignored by every command: a warning, not a problem
         warn(typo)
+    for secret in secrets_in_toml():  # read all the same: a warning
+        warn(secret)
     try:
         settings = state.settings()
     except ConfigError as exc:  # nothing else can be judged without them: every setting refused

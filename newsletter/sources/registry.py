@@ -21,6 +21,7 @@ or ``NEWSLETTER_SOURCES='[{"kind": "folder"}, {"kind": "hf-daily"}]'``.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import threading
@@ -39,6 +40,7 @@ from newsletter.config import setting_origin
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.sources.arxivfetch import DEFAULT_ARXIV_BASE_URL, ArxivSource
 from newsletter.sources.fetch import DEFAULT_HF_BASE_URL, HfDailySource
+from newsletter.wording import plain_words
 
 __all__ = [
     "DEFAULT_SOURCES",
@@ -165,6 +167,7 @@ AnySpec = FolderSpec | HfDailySpec | ArxivSpec
 SourceSpec = Annotated[AnySpec, Field(discriminator="kind")]
 _SPECS: TypeAdapter[list[SourceSpec]] = TypeAdapter(list[SourceSpec])
 _KINDS = ("folder", "hf-daily", "arxiv")
+_SPEC_OF: dict[str, type[_Spec]] = {"folder": FolderSpec, "hf-daily": HfDailySpec, "arxiv": ArxivSpec}
 
 
 def parse_sources(
@@ -255,14 +258,22 @@ def _path(err: ErrorDetails) -> list[int | str]:
 def _message(err: ErrorDetails) -> str:
     kinds = ", ".join(_KINDS)
     if err["type"] == "extra_forbidden":
-        return "unknown key"
+        return "unknown key" + _meant(err)
     if err["type"] == "union_tag_not_found":
         return f"missing 'kind' (one of {kinds})"
     if err["type"] == "union_tag_invalid":
         return f"unknown kind {err['ctx']['tag']!r} (one of {kinds})"
     if err["type"] == "missing":
         return "required, and missing"
-    return err["msg"].removeprefix("Value error, ")
+    return plain_words(err)  # "expected a list", not "Input should be a valid tuple"
+
+
+def _meant(err: ErrorDetails) -> str:
+    """For a key a source's kind has not (``days_bak``), the key of that kind it may mean."""
+    spec = _SPEC_OF.get(str(err["loc"][1])) if len(err["loc"]) > 2 else None
+    keys = [name for name in spec.model_fields if name != "kind"] if spec else []
+    close = difflib.get_close_matches(str(err["loc"][-1]), keys, n=1, cutoff=0.75)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _hint(where: str) -> str:

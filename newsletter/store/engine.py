@@ -246,6 +246,11 @@ def _hint(error: exc.SQLAlchemyError) -> str | None:
         return "the database takes no writes here: point NEWSLETTER_DATABASE_URL at the primary"
     if "disk is full" in text or "no space left" in text or "could not extend file" in text:
         return "free space on the state database's disk and run again (the write that failed was undone)"
+    if "disk i/o error" in text:  # SQLite's, when state.db-shm cannot grow on a full disk too
+        return (
+            "SQLite could not write state.db or its -wal or -shm file beside it: "
+            "is that disk full (`df -h`)? free space and run again"
+        )
     return None
 
 
