@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from .helpers import add_dumps, cli, seed_names
@@ -35,3 +36,46 @@ def test_forget_keeps_another_address_s_outbox_files(env: dict[str, str]) -> Non
     Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + entry.format("john_smith@example.org"))
     print(cli(env, "forget", "smith@example.org").stdout)
     assert len(list(outbox.glob("*"))) == 2  # john_smith's digest is still there
+
+
+def test_forget_erases_the_outbox_files_of_an_address_with_an_international_domain(
+    env: dict[str, str],
+) -> None:
+    """Its files are named after the domain's A-labels (bob@xn--strae-oqa.example): forget took the Unicode
+    domain's slug, bob@strasse.example, and deleted that other subscriber's files instead of its own."""
+    entry = "  - email: {}\n    interests: [language models, diffusion, reinforcement learning]\n"
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
+        "subscribers:\n" + entry.format("Bob@Straße.Example") + entry.format("bob@strasse.example")
+    )
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
+    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    assert len(list(outbox.glob("*"))) == 4
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + entry.format("bob@strasse.example"))
+    cli(env, "forget", "Bob@Straße.Example")
+    left = sorted(p.name for p in outbox.glob("*"))
+    assert len(left) == 2 and all("_bob@strasse.example_" in name for name in left), left
+
+
+def test_forget_leaves_the_address_unreadable_in_the_sqlite_files_another_process_keeps_open(
+    env: dict[str, str],
+) -> None:
+    """With `serve` (or the daemon) holding the database, its write-ahead log outlives `forget`: the
+    address was still readable in state.db-wal, and in state.db's pages the log had not replaced yet."""
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
+        "subscribers:\n  - email: Ada@Example.org\n    interests: [language models, diffusion]\n"
+    )
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z")
+    db = Path(env["NEWSLETTER_HOME"]) / "state.db"
+    other = sqlite3.connect(db)  # as serve's: open, idle
+    try:
+        other.execute("SELECT count(*) FROM dumps").fetchone()
+        cli(env, "unsubscribe", "ada@example.org")
+        Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers: []\n")
+        cli(env, "forget", "ada@example.org")
+        wal = db.with_name("state.db-wal")
+        left = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    finally:
+        other.close()
+    assert b"ada@example.org" not in left.lower()

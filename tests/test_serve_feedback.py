@@ -157,6 +157,26 @@ def test_more_replaces_less_on_the_same_paper(home: dict[str, str], server: Live
     assert feedback_of(home) == [(MARKED, "more")]
 
 
+def test_an_old_link_records_nothing_of_a_forgotten_address(
+    home: dict[str, str],
+    server: LiveServer,
+    sent: tuple,  # type: ignore[type-arg]
+) -> None:
+    """After `forget`, a click on a link of an earlier digest stored the address's feedback again."""
+    subscribers = Path(home["NEWSLETTER_SUBSCRIBERS"])
+    subscribers.write_text(subscribers.read_text().replace(SSM, "sam@example.org"))
+    cli(home, "forget", SSM)
+    less = links(sent[1])[2][MARKED][1]
+    with httpx.Client(timeout=60) as client:
+        for method in ("GET", "POST"):
+            response = client.request(method, on(server, less))
+            assert response.status_code == 410 and "<title>Not on the list · " in response.text
+            assert "Less like this</button>" not in response.text and SSM not in response.text
+    assert feedback_of(home) == []
+    with open_store(settings_for(home)) as store:
+        assert store.subscriber_state(SSM) is None
+
+
 def _forged(token: str) -> str:
     sig = token.partition(".")[2]
     other = feedback_token("eve@example.org", "2312.00752", SecretStr(SECRET)).partition(".")[0]

@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote
 import typer
 from pydantic import EmailStr, TypeAdapter, ValidationError
 
-from newsletter.address import address_key
+from newsletter.address import address_key, ascii_domain
 from newsletter.app import load_last_report, open_history, open_pipeline, open_reading_pipeline
 from newsletter.cli.base import (
     Command,
@@ -32,7 +32,7 @@ from newsletter.files import write_atomic
 from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.report import plural
-from newsletter.send.file import _slug as file_slug
+from newsletter.send.file import file_slug
 from newsletter.subscribers import SubscriberList, load_subscribers, read_subscribers
 
 PaperArgument = Annotated[
@@ -197,7 +197,8 @@ def forget(
     """Erase EMAIL (a request to be forgotten): its delivery history, feedback, unsubscribe and state in
     the database, its outbox files and previews, and its lines in last-run.json. Take it out of the
     subscribers file first: with its unsubscribe forgotten, an address still listed gets a digest again.
-    Logs (run.log, the journal) are not touched."""
+    Not while a run or the daemon holds the state (stop the daemon first). Logs (run.log, the journal)
+    are not touched."""
     settings, email = state.settings(), given_address(email)
     # strict, unlike unsubscribe: an entry this read leaves out (its own mistake, a file mid-edit) may be
     # the address, whose unsubscribe this erases: once the entry is fixed it would get digests again
@@ -208,11 +209,15 @@ def forget(
             hint="take it out of the subscribers file (and let a running daemon reload it), then forget it",
         )
     key = address_key(_address(email))
-    with open_history(settings, new_database=state.new_database) as store:
+    # under the run lock: a run that read the file before the address left it would mail it afterwards,
+    # and list it again in last-run.json
+    with open_history(settings, new_database=state.new_database) as store, store.lock(settings.home):
         record_held(settings.home, store)  # its held clicks go in first, and are forgotten with the rest
         gone, marks, known = store.forget_subscriber(key)
-    files = _forget_files(settings, key)
-    _forget_in_report(settings, key)
+        if not store.empty_log():
+            warn(f"the database's -wal file may still hold {key}: forget it again while no one reads it")
+        files = _forget_files(settings, key)
+        _forget_in_report(settings, key)
     what = [plural(gone, "digest"), plural(marks, "feedback mark"), plural(files, "file")]
     typer.echo(
         f"{key}: forgotten ({', '.join(what)})" + ("" if known or gone or marks else "; it was unknown")
@@ -221,7 +226,7 @@ def forget(
 
 def _forget_files(settings: Settings, key: str) -> int:
     """The outbox's messages to ``key`` (named <date>_<address>_<id>) and its previews."""
-    slug = file_slug(key)
+    slug = file_slug(_as_sent(key))
     outbox = settings.outbox.glob("*") if settings.outbox.is_dir() else ()
     found = [p for p in outbox if _outbox_slug(p.name) == slug]
     previews = settings.home / "preview"  # named after the address as listed: Ada@Example.org.html
@@ -229,6 +234,16 @@ def _forget_files(settings: Settings, key: str) -> int:
     for path in found:
         path.unlink(missing_ok=True)
     return len(found)
+
+
+def _as_sent(key: str) -> str:
+    """The address as a message to it goes out, and its outbox file is named: the domain in A-labels (the
+    key's Unicode domain named bob@straße.example's files after bob@strasse.example, another address)."""
+    local, _, domain = key.rpartition("@")
+    try:
+        return f"{local}@{ascii_domain(domain)}"
+    except ValueError:
+        return key
 
 
 def _outbox_slug(name: str) -> str:

@@ -96,7 +96,7 @@ def _file_name(message: OutgoingMessage) -> str:
     if not _SAFE_NAME.fullmatch(digest_id) or ".." in digest_id:
         raise SendError(f"digest id {digest_id!r} is not usable as a file name", permanent=True)
     made = message.made_at.astimezone(UTC).strftime("%Y-%m-%d") if message.made_at else _date(message.raw)
-    return f"{made}_{_slug(message.recipient)}_{digest_id}"
+    return f"{made}_{file_slug(message.recipient)}_{digest_id}"
 
 
 def _date(raw: bytes) -> str:
@@ -110,7 +110,7 @@ def _date(raw: bytes) -> str:
         return "undated"
 
 
-def _slug(address: str) -> str:
+def file_slug(address: str) -> str:
     """The address in lower case, each run of other characters than [a-z0-9._@+-] as one '-'."""
     return _UNSAFE.sub("-", address.casefold()).strip("-.")[:80] or "subscriber"
 

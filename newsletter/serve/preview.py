@@ -160,6 +160,13 @@ class Previewer:
             self._read = (stamp, _kept(lambda: load_subscribers(self.settings.subscribers), ConfigError))
         return _given(self._read[1])
 
+    def listed(self, address: str) -> bool:
+        """Whether the subscribers file lists the address (True when it cannot be read: it may)."""
+        try:
+            return self._subscribers().find(address) is not None
+        except ConfigError:
+            return True
+
     @contextmanager
     def _pipeline(self) -> Iterator[Pipeline]:
         with self._lock:

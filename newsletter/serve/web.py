@@ -266,6 +266,8 @@ class _Views:
             log.warning("refused a feedback request with an invalid link")
             return self._feedback_page("invalid", 400)
         email, key = signed
+        if self._forgotten(email):  # not logged: the address asked to be forgotten
+            return self._feedback_page("gone", 410)
         posted = request.method == "POST"
         if posted:
             recorded, paper = self._take(Click(kind, email, self.clock(), key))
@@ -286,6 +288,15 @@ class _Views:
             "unsubscribed": unsubscribed,
         }
         return self._feedback_page(state, 200, **context)
+
+    def _forgotten(self, email: str) -> bool:
+        """Whether the list knows nothing of the address, out of the subscribers file and the database
+        (`forget` erased it): a link of an old digest then records nothing of it again. Not when either
+        cannot be read: the click is taken (or held) as any."""
+        try:
+            return not self.previewer.listed(email) and self.previewer.store().subscriber_state(email) is None
+        except NewsletterError:
+            return False
 
     async def keep_taking_held(self) -> None:
         """Every HELD_RETRY seconds, record the clicks held while the database could not take them."""

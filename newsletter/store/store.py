@@ -215,6 +215,8 @@ class Store(Catalog):
         its feedback, its state and unsubscribe): (digests, feedback marks, whether it had a state row)."""
         key = address_key(email)
         with self._tx(f"forgetting {email}", write=True) as conn:
+            if conn.dialect.name == "sqlite":  # the deleted rows' bytes zeroed, not left in free space
+                conn.exec_driver_sql("PRAGMA secure_delete = ON")  # (off in many SQLite builds)
             ids = sa.select(digests.c.id).where(digests.c.email == key)
             conn.execute(digest_items.delete().where(digest_items.c.digest_id.in_(ids)))
             gone = conn.execute(digests.delete().where(digests.c.email == key)).rowcount
@@ -399,6 +401,21 @@ class Store(Catalog):
             with self._tx("pruning old sent digests", write=True) as conn:
                 total += delivery.prune_sent(conn, before, {e: latest[e] for e in emails})
         return total
+
+    def empty_log(self) -> bool:
+        """SQLite: write the write-ahead log into the file and empty it, so what was deleted (and zeroed)
+        is not still readable in either while another process (`serve`, the daemon) keeps the log; False
+        when a reader in the middle of a transaction kept it. True on another database."""
+        if self._engine.dialect.name != "sqlite":
+            return True
+        raw = self._engine.raw_connection()  # outside the transaction every session begins
+        try:
+            row = raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # type: ignore[union-attr]
+        except sqlite3.Error as exc:  # the driver's own: db_errors reads SQLAlchemy's
+            raise StoreError(f"cannot empty the database's write-ahead log: {exc}") from None
+        finally:
+            raw.close()
+        return not row[0]  # (busy, pages in the log, pages written back)
 
     def compact(self) -> None:
         """SQLite: rewrite the file without its free pages (VACUUM; deleting rows alone does not shrink
