@@ -49,7 +49,7 @@ def make_state_folder(settings: Settings) -> None:
         owner = settings.home.stat().st_uid
     except OSError as exc:
         raise ConfigError(
-            f"cannot create the state folder {settings.home} (NEWSLETTER_HOME): {exc.strerror}"
+            f"cannot create the state folder {settings.home} (--home or NEWSLETTER_HOME): {exc.strerror}"
         ) from None
     if hasattr(os, "geteuid") and os.geteuid() == 0 and owner != 0:
         _warn_root(settings.home, owner)

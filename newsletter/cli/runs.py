@@ -53,7 +53,8 @@ from newsletter.subscribers import SubscriberList, load_subscribers
 def check() -> None:
     """Validate settings, sources, subscribers, templates and folders; list every problem (exit 1).
 
-    Nothing is connected to: a wrong password or an unreachable server shows at the first send.
+    No mail server, API or source is contacted (a PostgreSQL state database is opened, to read its
+    history): a wrong password or an unreachable server shows at the first send.
     """
     for typo in unknown_variables():  # ignored by every command: a warning, not a problem
         warn(typo)
