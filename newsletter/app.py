@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 @contextmanager
 def open_store(settings: Settings) -> Iterator[Store]:
     make_state_folder(settings)
-    store = Store(settings.db_url)
+    store = Store(settings.db_url, home=settings.home)
     try:
         yield store
     finally:

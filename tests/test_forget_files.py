@@ -79,3 +79,22 @@ def test_forget_leaves_the_address_unreadable_in_the_sqlite_files_another_proces
     finally:
         other.close()
     assert b"ada@example.org" not in left.lower()
+
+
+def test_forget_erases_outbox_files_named_by_an_earlier_version(env: dict[str, str]) -> None:
+    """Versions before the address was in the name wrote <digest id>.eml: an upgraded state keeps them."""
+    entry = "  - email: {}\n    interests: [language models, diffusion, reinforcement learning]\n"
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
+        "subscribers:\n" + entry.format("ada@example.org") + entry.format("bob@example.org")
+    )
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
+    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    for path in outbox.glob("*"):  # 2026-03-11_ada@example.org_<id>.eml -> <id>.eml
+        path.rename(outbox / path.name.rpartition("_")[2])
+    assert len(list(outbox.glob("*"))) == 4
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + entry.format("bob@example.org"))
+    cli(env, "forget", "ada@example.org")
+    left = [p.read_bytes() for p in outbox.glob("*.eml")]
+    assert len(left) == 1 and b"bob@example.org" in left[0] and b"ada@example.org" not in left[0]
+    assert len(list(outbox.glob("*"))) == 2

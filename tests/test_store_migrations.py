@@ -15,6 +15,7 @@ from newsletter.errors import StoreError
 from newsletter.models import Paper, abstract_key, normalize_title
 from newsletter.store import MIGRATIONS, Store
 from newsletter.store.engine import db_errors, make_engine, transaction
+from newsletter.store.lock import run_lock
 from newsletter.store.migrations import migrate
 from newsletter.store.schema import metadata
 from tests.test_store_helpers import db_url, make_dump, paper
@@ -51,6 +52,22 @@ def test_a_newer_schema_is_refused(store_url: str) -> None:
     assert caught.value.hint is not None and "upgrade" in caught.value.hint
     setting = "NEWSLETTER_DATABASE_URL" if store_url.startswith("postgresql") else "NEWSLETTER_HOME"
     assert setting in caught.value.hint  # NEWSLETTER_HOME does not choose a PostgreSQL database
+
+
+def test_a_schema_is_not_brought_up_to_date_while_another_process_runs_on_it(tmp_path: Path) -> None:
+    """A daemon of the version before, still running, went on writing beneath the new schema (papers
+    it stored then had no abstract key: a retitled listing of one was sent again as new)."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    engine = make_engine(sa.make_url(url))
+    migrate(engine, MIGRATIONS[:-1])
+    engine.dispose()
+    with run_lock(tmp_path), pytest.raises(StoreError, match="brought up to date") as refused:
+        Store(url, home=tmp_path)
+    assert "stop the daemon" in (refused.value.hint or "")
+    with Store(url, home=tmp_path) as store:  # the lock free: brought up to date
+        assert store.migrations_applied == [MIGRATIONS[-1][0]]
+    with run_lock(tmp_path), Store(url, home=tmp_path) as store:  # up to date: opened beside a run
+        assert store.migrations_applied == []
 
 
 def test_a_failing_migration_leaves_no_trace(store_url: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import webbrowser
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -213,10 +214,11 @@ def forget(
     # and list it again in last-run.json
     with open_history(settings, new_database=state.new_database) as store, store.lock(settings.home):
         record_held(settings.home, store)  # its held clicks go in first, and are forgotten with the rest
+        ids = {d.digest_id for d in store.deliveries(email=key, with_items=False)}
         gone, marks, known = store.forget_subscriber(key)
         if not store.empty_log():
             warn(f"the database's -wal file may still hold {key}: forget it again while no one reads it")
-        files = _forget_files(settings, key)
+        files = _forget_files(settings, key, ids)
         _forget_in_report(settings, key)
     what = [plural(gone, "digest"), plural(marks, "feedback mark"), plural(files, "file")]
     typer.echo(
@@ -224,11 +226,12 @@ def forget(
     )
 
 
-def _forget_files(settings: Settings, key: str) -> int:
-    """The outbox's messages to ``key`` (named <date>_<address>_<id>) and its previews."""
+def _forget_files(settings: Settings, key: str, digest_ids: Collection[str]) -> int:
+    """The outbox's messages to ``key`` (named <date>_<address>_<id>, or <id> by versions before the
+    address was in the name: one of its ``digest_ids``) and its previews."""
     slug = file_slug(_as_sent(key))
     outbox = settings.outbox.glob("*") if settings.outbox.is_dir() else ()
-    found = [p for p in outbox if _outbox_slug(p.name) == slug]
+    found = [p for p in outbox if _outbox_slug(p.name) == slug or p.name.partition(".")[0] in digest_ids]
     previews = settings.home / "preview"  # named after the address as listed: Ada@Example.org.html
     found += [p for p in previews.glob("*.html") if address_key(unquote(p.name[: -len(".html")])) == key]
     for path in found:

@@ -122,7 +122,7 @@ class Previewer:
         with self._store_lock:
             if self._store is None:
                 make_state_folder(self.settings)
-                store = Store(self.settings.db_url)
+                store = Store(self.settings.db_url, home=self.settings.home)
                 try:
                     if not self.new_database:
                         refuse_lost_history(self.settings, store)  # ingesting would hide the loss from `run`

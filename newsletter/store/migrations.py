@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -24,6 +25,7 @@ from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
 log = logging.getLogger(__name__)
 
 Migration = tuple[str, Callable[[Connection], None]]
+Guard = Callable[[], AbstractContextManager[object]]
 MIGRATION_WAIT = 300.0  # seconds to wait while another process migrates the same database
 
 
@@ -327,13 +329,19 @@ MIGRATIONS: tuple[Migration, ...] = (
 )
 
 
-def migrate(engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
-    """Apply the migrations this database lacks, in order; return the names applied now.
+def migrate(
+    engine: Engine, migrations: tuple[Migration, ...] = MIGRATIONS, guard: Guard | None = None
+) -> list[str]:
+    """Apply the migrations this database lacks, in order; return the names applied now. ``guard`` is
+    held while those of a database made by an earlier version are applied.
 
     On PostgreSQL, processes opening one database at once (several hosts starting together) take
     turns on an advisory lock: each migration is applied once, and nobody sees a half-made schema.
     SQLite serialises the writers itself (BEGIN IMMEDIATE).
     """
+    if guard is not None and _outdated(engine, [name for name, _ in migrations]):
+        with guard():
+            return migrate(engine, migrations)
     if not uses_advisory_locks(engine):
         return _migrate(engine, migrations)
     with AdvisoryLock(engine, MIGRATION_LOCK_KEY, "migration").hold(timeout=MIGRATION_WAIT):
@@ -357,11 +365,22 @@ def _migrate(engine: Engine, migrations: tuple[Migration, ...]) -> list[str]:
 def _up_to_date(engine: Engine, known: list[str]) -> bool:
     """Whether every migration is applied, found by reading: no write lock is asked for, so a command
     that opens the store while a writer holds SQLite's lock for a while (a prune, a VACUUM) reads on."""
+    return _recorded(engine) == known
+
+
+def _outdated(engine: Engine, known: list[str]) -> bool:
+    """Whether an earlier version made this database (a new, empty one has no process writing into it)."""
+    recorded = _recorded(engine)
+    return bool(recorded) and recorded != known
+
+
+def _recorded(engine: Engine) -> list[str] | None:
+    """The migrations applied, by name; None before the first."""
     with transaction(engine, write=False) as conn:
         if not sa.inspect(conn).has_table(schema_migrations.name):
-            return False
+            return None
         applied = conn.execute(sa.select(schema_migrations.c.name).order_by(schema_migrations.c.name))
-        return list(applied.scalars()) == known
+        return list(applied.scalars())
 
 
 def _applied(engine: Engine) -> list[str]:

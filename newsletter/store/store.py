@@ -6,7 +6,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.address import address_key
-from newsletter.errors import StoreError
+from newsletter.errors import LockedError, StoreError
 from newsletter.models import Dump, StoredPaper
 from newsletter.store import delivery, rejected
 from newsletter.store import feedback as feedback_log
@@ -53,16 +53,36 @@ def _aware(value: datetime, name: str) -> datetime:
     return value
 
 
+@contextmanager
+def _no_run_beside(home: Path) -> Iterator[None]:
+    """The run lock, for bringing the schema up to date: a daemon (or run) of the version before goes on
+    writing as it knows, and the rows it adds after a step are never brought up to date (its papers had
+    no abstract key, and a retitled listing of one was sent again as new)."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(run_lock(home))
+        except LockedError as exc:
+            raise StoreError(
+                f"the state database must be brought up to date for this version, but a run or daemon "
+                f"holds it ({exc.message}): one of the version before, still running, would go on writing "
+                "as it knows",
+                hint="stop the daemon (and cron's run, serve), then run this command again",
+            ) from None
+        yield
+
+
 class Store(Catalog):
     """The state database: dumps, papers (read back by Catalog), subscriber state and the delivery log."""
 
-    def __init__(self, url: str, where: str = "NEWSLETTER_DATABASE_URL") -> None:
-        """``where``: the setting or argument ``url`` came from, for messages."""
+    def __init__(self, url: str, where: str = "NEWSLETTER_DATABASE_URL", *, home: Path | None = None) -> None:
+        """``where``: the setting or argument ``url`` came from, for messages; ``home``: the state folder
+        whose run lock (SQLite's) must be free to bring the schema up to date."""
         self.url = parse_url(url, where)
         self._engine = make_engine(self.url, where)
+        guard = None if home is None or uses_advisory_locks(self._engine) else lambda: _no_run_beside(home)
         try:
             with db_errors(f"opening {safe_url(self.url)}"):
-                self.migrations_applied = migrate(self._engine)
+                self.migrations_applied = migrate(self._engine, guard=guard)
         except BaseException:
             self._engine.dispose()  # no pooled connection outlives a store that failed to open
             raise
