@@ -111,7 +111,9 @@ def _state_folder(settings: Settings) -> None:
     for folder in (settings.home, settings.outbox) if settings.transport == "file" else (settings.home,):
         existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
         if existing is not None and not existing.is_dir():
-            raise ConfigError(f"{folder}: {existing} is a file, not a folder", hint="set --home or NEWSLETTER_HOME")
+            raise ConfigError(
+                f"{folder}: {existing} is a file, not a folder", hint="set --home or NEWSLETTER_HOME"
+            )
         if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
             raise ConfigError(f"{folder}: cannot write in {existing} (permission denied)")
 

@@ -19,7 +19,13 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 _T = TypeVar("_T")
 _PUNCT_OR_SPACE = re.compile(r"[\W_]+", re.UNICODE)
-_ARXIV_LABEL = re.compile(r"^arxiv:", re.IGNORECASE)
+_FORMAT = re.compile(  # Unicode's format characters (category Cf; tests check the list against Python's)
+    "[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+_ARXIV_LABEL = re.compile(r"^(?:arxiv:|(?:doi:\s*)?10\.48550/arxiv\.)", re.IGNORECASE)  # "arXiv:", its DOI
+_PDF = re.compile(r"\.pdf$", re.IGNORECASE)
 _ID_PATHS = {  # where a site's URLs name an arXiv id (lower case)
     "arxiv.org": ("abs/", "pdf/", "html/"),
     "huggingface.co": ("papers/",),
@@ -48,8 +54,9 @@ def pickled_by_fields(cls: type[_T]) -> type[_T]:
 
 
 def normalize_title(title: str) -> str:
-    """Unicode NFKC, case-folded, punctuation and whitespace collapsed to single spaces."""
-    folded = unicodedata.normalize("NFKC", title).casefold()
+    """Unicode NFKC, case-folded, punctuation and whitespace collapsed to single spaces; format
+    characters dropped (a soft hyphen or a zero-width space inside a word is no word break)."""
+    folded = unicodedata.normalize("NFKC", _FORMAT.sub("", title)).casefold()
     return _PUNCT_OR_SPACE.sub(" ", folded).strip()
 
 
@@ -79,28 +86,29 @@ def _referenced(match: re.Match[str]) -> str:
 
 
 def normalize_arxiv_id(value: str) -> str | None:
-    """'2312.00752v2' (or 'V2') -> '2312.00752', 'HEP-TH/9901001' -> 'hep-th/9901001' (an old id's
-    subject class in capitals: 'math.NA/0501001'); None when ``value`` is not an arXiv id."""
+    """'2312.00752v2' (or 'V2') -> '2312.00752', 'HEP-TH/9901001' -> 'hep-th/9901001', and an old id's
+    subject class dropped, as arXiv's feeds and API give it: 'math.AG/0601001' -> 'math/0601001' (arXiv
+    names one paper by both); None when ``value`` is not an arXiv id."""
     match = _ARXIV_ID.match(value.strip())
     if not match:
         return None
     archive, _, rest = match[1].partition("/")
     if not rest:  # 2312.00752
         return archive
-    name, dot, subject = archive.partition(".")
-    return f"{name.lower()}{dot}{subject.upper()}/{rest}"
+    return f"{archive.partition('.')[0].lower()}/{rest}"
 
 
 def arxiv_id_in(item: str) -> str | None:
     """The arXiv id a reference names: '2312.00752v2', 'arXiv:2312.00752', an arXiv abs/, pdf/ or html/
     URL (any arxiv.org host, scheme optional, query and fragment ignored), the paper's Hugging Face page
-    (the "HF" link of every digest) or its arXiv DOI (https://doi.org/10.48550/arXiv.2312.00752)."""
+    (the "HF" link of every digest) or its arXiv DOI (https://doi.org/10.48550/arXiv.2312.00752, or as
+    papers cite it: 'doi:10.48550/arXiv.2312.00752'); a '.pdf' ending in any case."""
     reference = item.strip()
     found = _site_url(reference)
     if found is None:
-        return normalize_arxiv_id(_ARXIV_LABEL.sub("", reference).removesuffix(".pdf"))
+        return normalize_arxiv_id(_PDF.sub("", _ARXIV_LABEL.sub("", reference)))
     site, url = found
-    path = url.path.strip("/").removesuffix(".pdf")
+    path = _PDF.sub("", url.path.strip("/"))
     prefix = next((p for p in _ID_PATHS[site] if path.lower().startswith(p)), None)
     return normalize_arxiv_id(path[len(prefix) :]) if prefix else None
 

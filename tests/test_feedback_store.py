@@ -116,6 +116,12 @@ def test_feedback_on_an_unknown_paper_or_kind_records_nothing(store: Store) -> N
         "https://huggingface.co/papers/2401.00001#community",
         "https://doi.org/10.48550/arXiv.2401.00001",
         "https://arxiv.org/search/?searchtype=title&query=Kestrel+Everywhere",  # a text dump's only link
+        # the DOI as papers cite it, and a PDF's name in capitals: refused until a later review
+        "10.48550/arXiv.2401.00001",
+        "doi:10.48550/arXiv.2401.00001",
+        "DOI: 10.48550/ARXIV.2401.00001",
+        "https://arxiv.org/pdf/2401.00001v1.PDF",
+        "2401.00001v1.PDF",
     ],
 )
 def test_a_paper_is_found_by_any_spelling_of_its_arxiv_id_or_its_title(store: Store, item: str) -> None:
@@ -144,10 +150,23 @@ def test_a_paper_is_found_by_any_spelling_of_an_old_style_arxiv_id(tmp_path: Pat
 
 @pytest.mark.parametrize(
     "item",
+    ["math.AG/0601001", "arXiv:math.AG/0601001v2", "https://arxiv.org/abs/math.AG/0601001", "MATH/0601001"],
+)
+def test_an_old_style_arxiv_id_is_found_with_or_without_its_subject_class(tmp_path: Path, item: str) -> None:
+    """arXiv names one paper 'math.AG/0601001' and 'math/0601001' (its feeds give the latter)."""
+    with Store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(paper("Old Varieties", arxiv_id="math/0601001")), NOW)
+        found = store.find_paper(item)
+        assert found is not None and found.title == "Old Varieties"
+
+
+@pytest.mark.parametrize(
+    "item",
     [
         "https://example.org/abs/2401.00001",  # another site's path
         "https://arxiv.org/list/2401.00001",
         "https://doi.org/10.1000/2401.00001",  # not arXiv's DOI
+        "doi:10.1000/2401.00001",
         "https://arxiv.org/search/?searchtype=all&query=Kestrel+Everywhere",  # not a title search
     ],
 )

@@ -13,6 +13,7 @@ from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.embed import HashingEmbedder
 from newsletter.rank.index import QueryBatch, blended, strongest
 from newsletter.rank.lexical import LexicalParams
+from newsletter.rank.scoring import Catalog
 from newsletter.rank.semantic import SemanticParams
 from tests.test_rank_corpus import by_title, papers, subscriber
 
@@ -97,3 +98,17 @@ def test_strongest_keeps_each_querys_heaviest_terms_normalised() -> None:
     assert out.weight == pytest.approx(
         [0.9 / np.hypot(0.9, 0.4), 0.4 / np.hypot(0.9, 0.4), 0.5**0.5, 0.5**0.5]
     )
+
+
+def test_a_paper_liked_by_the_title_it_was_first_stored_under_is_found_once_its_title_is_corrected() -> None:
+    """A paper without an id keeps its first title as its key when a listing corrects its title (links
+    already sent carry it): a profile that liked it by that title still names it."""
+    corrected = [
+        replace(p, title="Robotic Grasping from Pixels via Reinforcement Learning")
+        if p.title == GRASPING
+        else p
+        for p in papers()
+    ]
+    catalog = Catalog(corrected)
+    row = catalog.find(GRASPING)
+    assert row is not None and catalog.papers[row].title.endswith("via Reinforcement Learning")

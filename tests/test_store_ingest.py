@@ -139,14 +139,38 @@ LONG_ABSTRACT = (
 
 
 def test_a_retitled_paper_without_an_id_is_found_by_its_abstract(store: Store) -> None:
-    """A listing that corrects a typo in a title, with no arXiv id to go by, is the same paper."""
+    """A listing that corrects a typo in a title, with no arXiv id to go by, is the same paper. It is
+    shown with the corrected title from then on (the title a reader expects in later digests and in
+    `explain`); its key stays the first title's, which the links of digests already sent carry."""
     store.ingest(make_dump(replace(paper("Hovering Like a Kestrl", 1), abstract=LONG_ABSTRACT)), at(0))
     fixed = replace(paper("Hovering Like a Kestrel", 2), abstract=LONG_ABSTRACT)
     result = store.ingest(make_dump(fixed), at(1))
 
     assert result.new == 0
     (stored,) = store.papers_first_seen_after(0)
-    assert (stored.title, stored.times_seen) == ("Hovering Like a Kestrl", 2)
+    assert (stored.title, stored.key, stored.times_seen) == (
+        "Hovering Like a Kestrel",
+        "hovering like a kestrl",
+        2,
+    )
+    assert store.paper_by_key("hovering like a kestrl") == stored
+
+
+def test_a_retitled_paper_is_found_by_its_new_title_when_its_abstract_is_corrected_too(store: Store) -> None:
+    """A title corrected, then the abstract: the third listing matches only the corrected title, which
+    the paper took at the second (it came back as new, and was mailed twice). Looked up by either title
+    (feedback, `explain`), it is the one paper."""
+    store.ingest(make_dump(replace(paper("Hovering Like a Kestrl", 1), abstract=LONG_ABSTRACT)), at(0))
+    store.ingest(make_dump(replace(paper("Hovering Like a Kestrel", 1), abstract=LONG_ABSTRACT)), at(1))
+    longer = f"{LONG_ABSTRACT} Code and recordings are public."
+    result = store.ingest(
+        make_dump(replace(paper("Hovering Like a Kestrel", 1), abstract=longer), tag="3"), at(2)
+    )
+
+    assert result.new == 0
+    (stored,) = store.papers_first_seen_after(0)
+    assert (stored.title, stored.abstract, stored.times_seen) == ("Hovering Like a Kestrel", longer, 3)
+    assert store.find_paper("Hovering Like a Kestrl") == stored == store.find_paper("Hovering like a kestrel")
 
 
 def test_a_paper_whose_stored_title_was_rewritten_is_found_by_the_title_it_was_stored_under(
@@ -165,6 +189,14 @@ def test_a_paper_whose_stored_title_was_rewritten_is_found_by_the_title_it_was_s
     result = store.ingest(make_dump(again, paper("Another Paper", 2)), at(1))
     assert (result.papers, result.new) == (2, 1)
     assert [p.times_seen for p in store.papers_first_seen_after(0)] == [2, 1]
+
+
+def test_a_title_with_a_soft_hyphen_is_the_same_paper_without_it(store: Store) -> None:
+    """A soft hyphen (or a zero-width space) inside a word split it in the title key: the same paper,
+    with no abstract key to find it by, came back as new."""
+    store.ingest(make_dump(replace(paper("Trans\u00adformers for All", 1), abstract="Short.")), at(0))
+    result = store.ingest(make_dump(replace(paper("Transformers for All", 1), abstract="Short.")), at(1))
+    assert result.new == 0
 
 
 def test_companion_papers_whose_abstracts_open_alike_stay_two(store: Store) -> None:
@@ -203,6 +235,15 @@ def test_a_paper_with_another_id_is_not_matched_by_its_abstract(store: Store) ->
         make_dump(replace(paper("Kestrels v2", 1, "2402.00002"), abstract=LONG_ABSTRACT)), at(1)
     )
     assert result.new == 1
+
+
+def test_an_old_style_id_with_its_subject_class_is_the_paper_a_feed_lists_without_it(store: Store) -> None:
+    """'math.AG/0601001' (a listing that names the subject class) and 'math/0601001' (arXiv's feeds)
+    are one paper: it was new again, and sent twice."""
+    store.ingest(make_dump(paper("Old Varieties", 1, "math.AG/0601001v2")), at(0))
+    result = store.ingest(make_dump(paper("Old Varieties, Revisited", 1, "math/0601001")), at(1))
+    assert result.new == 0
+    assert [p.arxiv_id for p in store.papers_first_seen_after(0)] == ["math/0601001"]
 
 
 def test_same_title_with_different_ids_are_two_papers(store: Store) -> None:

@@ -159,7 +159,7 @@ def test_abstract_keys_made_another_way_are_made_again_by_0015(store_url: str) -
         conn.execute(sa.text("UPDATE papers SET abstract_key = 'hash-of-the-first-40-words'"))
     engine.dispose()
     with Store(store_url) as store:
-        assert store.migrations_applied == ["0015_abstract_keys"]
+        assert store.migrations_applied[0] == "0015_abstract_keys"
         retitled = Paper(title="Old Title", abstract=abstract, rank=1)
         assert store.ingest(make_dump(retitled), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
 
@@ -205,6 +205,47 @@ def test_arxiv_ids_stored_in_another_spelling_take_the_one_read_now_in_0014(stor
             title="Mamba: Linear-Time Sequence Modeling", abstract="About it.", rank=1, arxiv_id="2312.00752"
         )
         assert store.ingest(make_dump(relisted), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
+
+
+def test_title_and_abstract_keys_are_made_again_without_format_characters_by_0016(store_url: str) -> None:
+    """Keys are made without format characters since 0016: a title with a soft hyphen, stored with a key
+    split at it, would not match its next listing (no abstract key to go by), and came back as new."""
+    title, abstract = "Trans\u00adformers for All", " ".join(f"wo\u00adrd{i}" for i in range(45))
+    _store_before(store_url, "0016", title, abstract)
+    engine = make_engine(sa.make_url(store_url))
+    with transaction(engine, write=True) as conn:  # the keys as made before 0016
+        split = {"k": "trans formers for all", "a": "the old key of an abstract split at its soft hyphens"}
+        conn.execute(sa.text("UPDATE papers SET key = :k, title_key = :k, abstract_key = :a"), split)
+    engine.dispose()
+    with Store(store_url) as store:
+        assert store.migrations_applied[0] == "0016_format_characters"
+        (stored,) = store.papers_named(["Transformers for All"])
+        assert stored.key == "trans formers for all"  # the key sent links carry stays
+        assert store.paper_by_key("trans formers for all") == stored
+        relisted = Paper(title=title, abstract="Short.", rank=1)
+        assert store.ingest(make_dump(relisted), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
+        retitled = Paper(title="Transformers for Everyone", abstract=abstract, rank=1)
+        assert store.ingest(make_dump(retitled), datetime(2026, 1, 3, tzinfo=UTC)).new == 0
+
+
+def test_old_arxiv_ids_stored_with_a_subject_class_lose_it_in_0017(store_url: str) -> None:
+    """Old ids are read without their subject class since 0017: 'math.AG/0601001' stored before would not
+    match the feed's 'math/0601001', and the paper was new again, sent a second time."""
+    _store_before(store_url, "0017", "Old Varieties", "About it.")
+    engine = make_engine(sa.make_url(store_url))
+    with transaction(engine, write=True) as conn:
+        conn.execute(sa.text("UPDATE papers SET key = 'math.AG/0601001', arxiv_id = 'math.AG/0601001'"))
+    engine.dispose()
+    with Store(store_url) as store:
+        assert store.migrations_applied == ["0017_old_arxiv_ids"]
+        (stored,) = store.papers_named(["Old Varieties"])
+        assert (stored.key, stored.arxiv_id) == (
+            "math.AG/0601001",
+            "math/0601001",
+        )  # the key links carry stays
+        relisted = Paper(title="Old Varieties", abstract="About it.", rank=1, arxiv_id="math/0601001")
+        assert store.ingest(make_dump(relisted), datetime(2026, 1, 2, tzinfo=UTC)).new == 0
+        assert store.paper_by_key("math.AG/0601001") == store.find_paper("math.AG/0601001") is not None
 
 
 def _sqlite_schema(conn: Connection) -> set[tuple[str, str, str]]:
@@ -316,7 +357,7 @@ def test_0015_makes_every_key_again_a_thousand_papers_at_a_time(store_url: str) 
     abstracts = [" ".join(f"w{n}x{i}" for i in range(45)) for n in range(2500)]
     _papers_before(store_url, "0015", [(f"Paper {n}", a) for n, a in enumerate(abstracts)])  # no keys
     engine = make_engine(sa.make_url(store_url))
-    assert migrate(engine) == ["0015_abstract_keys"]
+    assert migrate(engine)[0] == "0015_abstract_keys"
     with engine.connect() as conn:
         keys = dict(conn.execute(sa.text("SELECT abstract, abstract_key FROM papers")).all())
     engine.dispose()

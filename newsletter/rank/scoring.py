@@ -23,14 +23,14 @@ class Catalog:
 
     def __init__(self, papers: Sequence[StoredPaper]) -> None:
         self.keys: dict[str, int] = {}  # paper key -> row
-        self.names: dict[str, int] = {}  # arXiv id or normalised title -> row
+        self.names: dict[str, int] = {}  # arXiv id, normalised title or key (a first title) -> row
         kept: list[StoredPaper] = []
         for paper in papers:
             if paper.key not in self.keys:
                 self.keys[paper.key] = len(kept)
                 kept.append(paper)
         for row, paper in enumerate(kept):
-            for name in (paper.arxiv_id, normalize_title(paper.title)):
+            for name in (paper.arxiv_id, normalize_title(paper.title), paper.key):
                 if name:
                     self.names.setdefault(name, row)
         self.papers = tuple(kept)

@@ -2,7 +2,8 @@
 
 Identity: a listed paper matches a stored one by arXiv id when the dump gives one, else by normalised
 title. A paper with an id that no stored paper has matches a stored paper *without* an id by title,
-and that paper gets the id (and its key becomes the id, as ``Paper.key`` would give).
+and that paper gets the id (and its key becomes the id, as ``Paper.key`` would give). A paper found
+by its abstract under another title (a corrected one) takes that title; its key stays.
 """
 
 from __future__ import annotations
@@ -164,15 +165,27 @@ def _see(index: _Index, paper: Paper) -> None:
     if entry is None:
         entry = _Entry(paper.title_key, arxiv_id, paper.abstract_key, arxiv_id or paper.title_key)
         index.add(entry)
-    elif arxiv_id and entry.arxiv_id is None:
-        entry.arxiv_id = arxiv_id
-        entry.filled_id = True
-        index.by_id[arxiv_id] = entry
+    else:
+        _seen_again(index, entry, arxiv_id, paper)
     if entry.listing is None:
         entry.listing, entry.rank = paper, paper.rank
         index.touched.append(entry)
     else:
         entry.rank = min(entry.rank, paper.rank)
+
+
+def _seen_again(index: _Index, entry: _Entry, arxiv_id: str | None, paper: Paper) -> None:
+    """A stored paper, or one listed earlier in this dump, found again: a first listing found by its
+    abstract under another title (a corrected one) gives it that title, found by it from now on (the
+    paper's key, the first title, still finds it too); an id fills the gap of a paper without one."""
+    by_id = arxiv_id is not None and arxiv_id == entry.arxiv_id
+    if entry.listing is None and not by_id and paper.title_key not in (entry.title_key, entry.key):
+        entry.title_key = paper.title_key
+        index.by_title[paper.title_key].append(entry)
+    if arxiv_id and entry.arxiv_id is None:
+        entry.arxiv_id = arxiv_id
+        entry.filled_id = True
+        index.by_id[arxiv_id] = entry
 
 
 def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: datetime, trending: bool) -> int:
@@ -189,7 +202,7 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
         values = [_seen_values(e, now, trending) for e in seen]
         conn.execute(_UPDATE_SEEN, values)
         stale = [e.row["key"] for e, v in zip(seen, values, strict=True) if _rewritten(e, v) or e.filled_id]
-        _forget_vectors(conn, stale)  # an abstract rewritten, or a key the paper no longer has (an id came)
+        _forget_vectors(conn, stale)  # a title or abstract rewritten, or a key gone (an id came)
     if touched:  # an empty listing (the API on a day without papers) is a dump of nothing
         rows = [{"dump_seq": seq, "paper_id": e.id, "rank": e.rank} for e in touched]
         conn.execute(dump_papers.insert(), rows)
@@ -228,6 +241,8 @@ _UPDATE_SEEN = (
     .values(
         key=sa.bindparam("b_key"),
         arxiv_id=sa.bindparam("b_arxiv_id"),
+        title=sa.bindparam("b_title"),
+        title_key=sa.bindparam("b_title_key"),
         abstract=sa.bindparam("b_abstract"),
         abstract_key=sa.bindparam("b_abstract_key"),
         authors=sa.bindparam("b_authors"),
@@ -240,16 +255,20 @@ _UPDATE_SEEN = (
 
 
 def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]:
-    """A seen paper's new values: ranks keep the best, gaps (id, abstract, authors) get filled, and
-    an abstract a dump cut short (a file read while it was being copied) is completed."""
+    """A seen paper's new values: ranks keep the best, gaps (id, abstract, authors) get filled, an
+    abstract a dump cut short (a file read while it was being copied) is completed, and a corrected
+    title (see ``_seen_again``) replaces the stored one."""
     row, paper = entry.row, entry.listing
     assert paper is not None
     authors = row["authors"] if json.loads(row["authors"]) else _authors_json(paper)
     abstract = _completed(row["abstract"], paper.abstract)
+    retitled = entry.title_key != row["title_key"]
     return {
         "b_id": entry.id,
         "b_key": entry.arxiv_id if entry.filled_id else row["key"],
         "b_arxiv_id": entry.arxiv_id,
+        "b_title": paper.title if retitled else row["title"],
+        "b_title_key": entry.title_key,
         "b_abstract": abstract,
         "b_abstract_key": abstract_key(abstract),  # of the completed abstract, when it was cut
         "b_authors": authors,
@@ -260,7 +279,7 @@ def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]
 
 
 def _forget_vectors(conn: Connection, keys: list[str]) -> None:
-    """Drop the vectors of papers whose abstract changed (a paper's, its title's and its sentences'),
+    """Drop the vectors of papers whose title or abstract changed (a paper's, its title's and its sentences'),
     so the ranker embeds the text it now reads, and of a key a paper no longer has (an id came)."""
     for key in keys:
         same = sa.or_(vectors.c.key == key, vectors.c.key.startswith(f"{key}#", autoescape=True))
@@ -268,7 +287,7 @@ def _forget_vectors(conn: Connection, keys: list[str]) -> None:
 
 
 def _rewritten(entry: _Entry, values: dict[str, Any]) -> bool:
-    return bool(values["b_abstract"] != entry.row["abstract"])
+    return values["b_abstract"] != entry.row["abstract"] or values["b_title"] != entry.row["title"]
 
 
 def _completed(stored: str, listed: str) -> str:

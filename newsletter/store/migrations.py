@@ -237,13 +237,24 @@ def _0009_abstract_key(conn: Connection) -> None:
 
 
 def _key_abstracts(conn: Connection) -> None:
-    """Every paper's abstract key as ``models.abstract_key`` makes it now, 1,000 papers at a time (the
-    driver reads a whole result into memory: all the abstracts of a large store at once)."""
-    query = sa.text("SELECT id, abstract, abstract_key FROM papers WHERE id > :after ORDER BY id LIMIT 1000")
-    update = sa.text("UPDATE papers SET abstract_key = :b_key WHERE id = :b_id")
+    """Every paper's abstract key as ``models.abstract_key`` makes it now."""
+    _key_papers(conn, "abstract", "abstract_key", abstract_key)
+
+
+def _key_papers(conn: Connection, text: str, column: str, key: Callable[[str], str | None]) -> None:
+    """Every paper's ``column`` made again of its ``text`` column, 1,000 papers at a time (the driver
+    reads a whole result into memory: all the abstracts of a large store at once)."""
+    table = sa.table("papers", sa.column("id"), sa.column(text), sa.column(column))
+    query = (
+        sa.select(table.c.id, table.c[text].label("source"), table.c[column].label("stored"))
+        .where(table.c.id > sa.bindparam("after"))
+        .order_by(table.c.id)
+        .limit(1000)
+    )
+    update = table.update().where(table.c.id == sa.bindparam("b_id")).values({column: sa.bindparam("b_key")})
     after = 0
     while rows := list(conn.execute(query, {"after": after}) or ()):  # (): a mock engine's DDL
-        keys = [{"b_id": r.id, "b_key": k} for r in rows if (k := abstract_key(r.abstract)) != r.abstract_key]
+        keys = [{"b_id": r.id, "b_key": k} for r in rows if (k := key(r.source)) != r.stored]
         if keys:
             conn.execute(update, keys)
         after = rows[-1].id
@@ -274,10 +285,17 @@ def _0014_arxiv_ids(conn: Connection) -> None:
     id stored in another spelling takes the new one, or its next listing would be a new paper, sent again.
     Keys stay (the links of digests sent carry them); an id whose new spelling another paper holds
     already is left as it is."""
-    query = sa.text("SELECT id, arxiv_id FROM papers WHERE arxiv_id LIKE :v OR arxiv_id LIKE :old")
+    _respell_arxiv_ids(conn, "%V%", "%/%")
+
+
+def _respell_arxiv_ids(conn: Connection, *patterns: str) -> None:
+    """Stored arXiv ids LIKE one of ``patterns`` in the spelling ``normalize_arxiv_id`` gives now."""
+    table = sa.table("papers", sa.column("id"), sa.column("arxiv_id"))
+    spelled_so = sa.or_(*(table.c.arxiv_id.like(p) for p in patterns))
+    query = sa.select(table.c.id, table.c.arxiv_id).where(spelled_so)
     holder = sa.text("SELECT id FROM papers WHERE arxiv_id = :arxiv_id")
     update = sa.text("UPDATE papers SET arxiv_id = :arxiv_id WHERE id = :id")
-    for row in list(conn.execute(query, {"v": "%V%", "old": "%/%"}) or ()):  # (): a mock engine's DDL
+    for row in list(conn.execute(query) or ()):  # (): a mock engine's DDL
         spelled = normalize_arxiv_id(row.arxiv_id)
         if (
             spelled
@@ -310,6 +328,22 @@ def _0015_abstract_keys(conn: Connection) -> None:
     _key_abstracts(conn)
 
 
+def _0016_format_characters(conn: Connection) -> None:
+    """Titles and abstracts are keyed without format characters (a soft hyphen or a zero-width space
+    split "Trans\u00adformers" in two words): the title and abstract keys stored so far are made again,
+    or the next listing of such a title would be a new paper. Keys stay (the links of digests sent
+    carry them)."""
+    _key_papers(conn, "title", "title_key", normalize_title)
+    _key_abstracts(conn)
+
+
+def _0017_old_arxiv_ids(conn: Connection) -> None:
+    """An old arXiv id is read without its subject class ('math.AG/0601001' is 'math/0601001', as the
+    feeds give it): an id stored with one takes the spelling read now, or its next listing would be a
+    new paper, sent again. Keys stay (the links of digests sent carry them)."""
+    _respell_arxiv_ids(conn, "%.%/%")
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -326,6 +360,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0013_bounced", _0013_bounced),
     ("0014_arxiv_ids", _0014_arxiv_ids),
     ("0015_abstract_keys", _0015_abstract_keys),
+    ("0016_format_characters", _0016_format_characters),
+    ("0017_old_arxiv_ids", _0017_old_arxiv_ids),
 )
 
 

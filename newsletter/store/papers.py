@@ -72,12 +72,14 @@ def paper_by_key(conn: Connection, key: str) -> StoredPaper | None:
 
 def find_paper(conn: Connection, item: str) -> StoredPaper | None:
     """A paper by key, arXiv id (any version, arXiv: form or a URL naming it) or title (normalised, or
-    the title of an arXiv title search URL)."""
-    arxiv = arxiv_id_in(item)
+    the title of an arXiv title search URL): its title now, or the one it was first stored under (its
+    key, until an id came), which a corrected title replaced."""
+    arxiv, title_key = arxiv_id_in(item), title_key_in(item)
     for criterion in (
         papers.c.key == item.strip(),
         papers.c.arxiv_id == arxiv if arxiv else None,
-        papers.c.title_key == title_key_in(item),
+        papers.c.title_key == title_key,
+        papers.c.key == title_key,
     ):
         found = papers_where(conn, criterion) if criterion is not None else []
         if found:
