@@ -142,7 +142,9 @@ def test_serve_with_a_state_folder_it_cannot_make_is_one_error_before_the_url(
         timeout=120,
     )
     assert proc.returncode == 1 and "preview at" not in proc.stderr and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith(f"error: cannot create the state folder {home} (--home or NEWSLETTER_HOME): ")
+    assert proc.stderr.startswith(
+        f"error: cannot create the state folder {home} (--home or NEWSLETTER_HOME): "
+    )
 
 
 def test_an_empty_host_is_refused_not_read_as_every_interface() -> None:
