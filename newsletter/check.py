@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from newsletter.app import check_history, distributed
-from newsletter.config import Settings, setting_origin
+from newsletter.config import PACKAGE_TEMPLATES, Settings, setting_origin
 from newsletter.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
-from newsletter.render import Renderer
+from newsletter.render import HTML_TEMPLATE, TEXT_TEMPLATE, Renderer
+from newsletter.render.renderer import display_path
 from newsletter.send import envelope_for, make_transport, real_sender
 from newsletter.sources.registry import sources_from_settings
 from newsletter.subscribers import SubscriberList, read_subscribers
@@ -55,7 +56,7 @@ def check_all(settings: Settings, *, new_database: bool = False) -> CheckResult:
             step(settings)
         except NewsletterError as exc:
             _add_new(result.problems, [exc, *exc.also])
-    result.warnings += [*_mailto_only(settings), *_smtp_port(settings)]
+    result.warnings += [*_mailto_only(settings), *_smtp_port(settings), *_templates(settings)]
     return result
 
 
@@ -64,6 +65,22 @@ def _add_new(problems: list[NewsletterError], found: list[NewsletterError]) -> N
     Mailgun's default domain alike, and was listed up to three times."""
     listed = {str(p) for p in problems}
     problems += [p for p in found if str(p) not in listed]
+
+
+def _templates(settings: Settings) -> list[str]:
+    """A template the folder lacks (a copy saved as 'digest.mjml' was ignored for the bundled one, and
+    check said ok), and links a template leaves out (an unsubscribe link deleted with the footer)."""
+    try:
+        renderer = Renderer(settings.templates_dir)
+    except NewsletterError:
+        return []  # a problem, listed already
+    folder = settings.templates_dir
+    bundled = [
+        f"{display_path(folder / name)}: not found; the bundled {name} is used"
+        for name in (HTML_TEMPLATE, TEXT_TEMPLATE)
+        if folder != PACKAGE_TEMPLATES and not (folder / name).is_file()
+    ]
+    return bundled + renderer.left_out(feedback=bool(settings.base_url))
 
 
 def _mailto_only(settings: Settings) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from newsletter.config import PACKAGE_TEMPLATES
+
 from .helpers import add_dumps, cli, seed_names
 
 BROKEN = """\
@@ -134,3 +136,26 @@ def test_a_bad_sender_is_one_problem(env: dict[str, str]) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "invalid email address 'nobody'" in errors[0], proc.stderr
     assert proc.stderr.splitlines()[-1] == "1 problem found"
+
+
+def test_a_template_check_would_ignore_or_one_without_an_unsubscribe_link_is_a_warning(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A copy saved as 'digest.txt' was ignored for the bundled template, a footer rewritten without its
+    Unsubscribe link went out, and a template copied before the feedback links existed lacked them:
+    check said ok to each."""
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    html = (PACKAGE_TEMPLATES / "digest.mjml.j2").read_text(encoding="utf-8")
+    html = html.replace("{{ view.unsubscribe_url | safe_url }}", "https://example.org/about")
+    (folder / "digest.mjml.j2").write_text(html.replace("item.more_url", "none"), encoding="utf-8")
+    (folder / "digest.txt").write_text("{{ view.list_name }}\n", encoding="utf-8")
+    env |= {"NEWSLETTER_TEMPLATES": str(folder), "NEWSLETTER_BASE_URL": "https://news.example.org"}
+    env["NEWSLETTER_UNSUBSCRIBE_SECRET"] = "s3cret-" * 6
+    warnings = " ".join(cli(env, "check").stderr.split())  # the run's folder: paths relative to it
+    assert "warning: templates/digest.txt.j2: not found; the bundled digest.txt.j2 is used" in warnings
+    assert (
+        "templates/digest.mjml.j2: its email has no unsubscribe link ({{ view.unsubscribe_url }}" in warnings
+    )
+    assert "templates/digest.mjml.j2: its email has no 'more/less like this' links" in warnings
+    assert "digest.txt.j2: its email" not in warnings  # the bundled text template has both

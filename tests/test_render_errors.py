@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from jinja2 import StrictUndefined, UndefinedError
+from jinja2 import Environment, StrictUndefined, UndefinedError
 
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.errors import RenderError
 from newsletter.render import HTML_TEMPLATE, TEXT_TEMPLATE, Renderer
 from newsletter.render.mjml_compile import compile_mjml
-from newsletter.render.renderer import FILTERS, display_path
+from newsletter.render.renderer import FILTERS, display_path, open_block
 from tests.test_render import golden_view
 
 
@@ -164,10 +164,17 @@ def test_every_filter_fails_on_an_undefined_argument_naming_it(name: str) -> Non
             FILTERS[name](*given)
 
 
-def test_a_text_template_that_is_not_utf8_is_a_render_error(tmp_path: Path) -> None:
-    (tmp_path / TEXT_TEMPLATE).write_bytes(b"caf\xe9 {{ subject }}\n")
+@pytest.mark.parametrize("name", [TEXT_TEMPLATE, HTML_TEMPLATE])
+def test_a_template_that_is_not_utf8_is_a_render_error_naming_the_line(tmp_path: Path, name: str) -> None:
+    """An editor that saved a footer's 'é' as Latin-1: the byte's line, not its position in the file."""
+    line = override(tmp_path, name, "{{ view.list_name }}", "{{ view.list_name }}\n")
+    source = (tmp_path / name).read_bytes()
+    (tmp_path / name).write_bytes(
+        source.replace(b"{{ view.list_name }}\n", b"{{ view.list_name }}\ncaf\xe9", 1)
+    )
     error = load_error(tmp_path)
-    assert str(error).startswith(f"{display_path(tmp_path / TEXT_TEMPLATE)}: cannot read template")
+    where = display_path(tmp_path / name)
+    assert str(error).startswith(f"{where}:{line + 1}: cannot read template: byte 0xe9 is not UTF-8")
 
 
 def test_a_template_that_includes_itself_is_a_render_error(tmp_path: Path) -> None:
@@ -214,3 +221,61 @@ def test_a_link_inside_the_templates_folder_is_fine(tmp_path: Path) -> None:
     (tmp_path / "shared.txt").symlink_to(tmp_path / "footer.txt")
     (tmp_path / TEXT_TEMPLATE).write_text('{% include "shared.txt" %}', "utf-8")
     assert Renderer(tmp_path).render(golden_view()).text == "Bye Trending Papers\n"
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        '<a href="javascript:alert(1)">Home</a>',
+        '<a href="/about">About</a>',
+        "<a href='www.example-lab.org'>Lab</a>",
+        '<img src="logo.png" alt="Lab">',
+    ],
+)
+def test_a_link_written_in_the_template_must_be_absolute_and_never_javascript(
+    tmp_path: Path, link: str
+) -> None:
+    """Only links Jinja fills in went through safe_url: a footer's own 'javascript:' or relative link was
+    sent as written (broken, or refused as suspicious, in every mail client)."""
+    line = override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", f"Unsubscribe</a>\n{link}")
+    error = load_error(tmp_path)
+    assert str(error).startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:{line + 1}: link ")
+    assert "is not an absolute https, http or mailto URL" in str(error) and error.hint
+
+
+def test_absolute_links_and_anchors_written_in_the_template_are_fine(tmp_path: Path) -> None:
+    links = '<a href="https://example-lab.org/?a=1&amp;b=2">Lab</a> <a href="mailto:hi@example.org">Mail</a>'
+    override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", f'Unsubscribe</a> {links} <a href="#top">Top</a>')
+    assert 'href="https://example-lab.org/?a=1&amp;b=2"' in Renderer(tmp_path).render(golden_view()).html
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "block"),
+    [  # an '{% endif %}' deleted: Jinja stops at the card's '{% endfor %}', lines later
+        (HTML_TEMPLATE, "{% endif %}\n          {% set links", "\n          {% set links", "if"),
+        (TEXT_TEMPLATE, "{% endfor %}\n\n-- ", "\n\n-- ", "for"),  # stops at the end of the file
+    ],
+)
+def test_a_block_left_open_names_the_line_it_opened_at(
+    tmp_path: Path, name: str, old: str, new: str, block: str
+) -> None:
+    override(tmp_path, name, old, new)
+    source = (tmp_path / name).read_text(encoding="utf-8")
+    opener = "{% if item.authors or item.organization %}" if block == "if" else "{% for item in view.items %}"
+    line = source[: source.index(opener)].count("\n") + 1
+    assert str(load_error(tmp_path)).endswith(f"(the '{block}' opened at line {line})")
+
+
+def test_open_block_skips_closed_blocks_and_a_set_that_assigns() -> None:
+    source = "{% for a in b %}\n{% set x %}1{% endset %}{% set y = 2 %}\n{% if c %}{% endif %}\n{% endif %}"
+    assert open_block(Environment(), source, 4) == ("for", 1)
+
+
+@pytest.mark.parametrize("tag", ["{% include 'footer.html' %}", "{% from 'footer.html' import bye %}"])
+def test_a_jinja_include_in_the_mjml_template_says_to_use_mj_include(tmp_path: Path, tag: str) -> None:
+    """The error was the bare name 'footer.html', though the file was there."""
+    (tmp_path / "footer.html").write_text("<p>Bye</p>", "utf-8")
+    line = override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", f"Unsubscribe</a>\n{tag}")
+    error = str(load_error(tmp_path))
+    assert error.startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:{line + 1}: ")
+    assert "'footer.html'" in error and "use <mj-include" in error

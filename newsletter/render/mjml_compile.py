@@ -20,6 +20,7 @@ from typing import Protocol
 from mjml import mjml2html
 
 from newsletter.errors import RenderError
+from newsletter.render.helpers import safe_url
 
 
 class IncludeLoader(Protocol):
@@ -30,6 +31,7 @@ _MJML_TAG = re.compile(r"<(mj-[\w-]+)")
 _JINJA = re.compile(r"\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _POSITION = re.compile(r"at position (\d+):")
+_LINK = re.compile(r"""\b(?:href|src)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _TAG = re.compile(
     r"<(?P<close>/?)(?P<name>[A-Za-z][\w:.-]*)"
     r"(?:\s+[^\s\"'=<>/]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*\s*(?P<selfclose>/?)>"
@@ -71,6 +73,22 @@ def compile_mjml(source: str, where: str, include_loader: IncludeLoader | None =
         return html
     out = fragments(html)
     return pad_lines(html, out, map_lines(fragments(source, strip_html_comments=True), out, where))
+
+
+def refuse_unsafe_links(html: str, source: str, where: str) -> None:
+    """RenderError for a link written in the template that is not absolute https, http or mailto: a
+    'javascript:' one, or a relative '/about' or 'www.example.org' that every mail client breaks. Links
+    Jinja fills in are the ``safe_url`` filter's; a '#' anchor is left alone."""
+    for match in _LINK.finditer(html):
+        url = match.group(1) if match.group(1) is not None else match.group(2)
+        if not url or url.startswith("#") or "{{" in url or "{%" in url or safe_url(url) != "#":
+            continue
+        found = source.find(url)
+        at = f"{where}:{line_of(source, found)}" if found >= 0 else where
+        raise RenderError(
+            f"{at}: link {url!r} is not an absolute https, http or mailto URL",
+            hint="write it in full ('https://example.org/about'): a mail client has no page to resolve it by",
+        )
 
 
 def fragments(text: str, *, strip_html_comments: bool = False) -> list[Fragment]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from time import perf_counter
@@ -16,6 +18,7 @@ from jinja2 import (
     StrictUndefined,
     Template,
     TemplateError,
+    TemplateNotFound,
     TemplateSyntaxError,
 )
 
@@ -23,13 +26,14 @@ from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.errors import RenderError
 from newsletter.models import RenderedDigest
 from newsletter.render import helpers
-from newsletter.render.mjml_compile import IncludeLoader, compile_mjml
+from newsletter.render.mjml_compile import IncludeLoader, compile_mjml, refuse_unsafe_links
 from newsletter.render.views import DigestView, ItemView
 
 logger = logging.getLogger(__name__)
 
 HTML_TEMPLATE = "digest.mjml.j2"
 TEXT_TEMPLATE = "digest.txt.j2"
+INCLUDE_HINT = "the MJML template takes no Jinja include, import or extends; use <mj-include path=...>"
 HTML_BUDGET = 100_000  # bytes; Gmail clips a message whose HTML passes ~102 KB
 
 
@@ -80,6 +84,21 @@ class Renderer:
         for view in sample_views():
             self.render(view)
             self._html.run({"view": view, "subject": "", "full_items": 0})  # the compact list (big digests)
+
+    def left_out(self, *, feedback: bool) -> list[str]:
+        """The links a template leaves out of the sample digest: the unsubscribe link (each part), and
+        with ``feedback`` the 'more/less like this' links (a template copied before they existed)."""
+        view = sample_views()[0]
+        rendered = self.render(view)
+        wanted = [("unsubscribe link", "view.unsubscribe_url", view.unsubscribe_url)]
+        if feedback:
+            wanted.append(("'more/less like this' links", "item.more_url", view.items[0].more_url))
+        return [
+            f"{display_path(loaded.path)}: its email has no {what} ({{{{ {name} }}}} is not used)"
+            for loaded, part in ((self._html, rendered.html), (self._text, rendered.text))
+            for what, name, url in wanted
+            if url not in part
+        ]
 
     def render(self, view: DigestView) -> RenderedDigest:
         """Subject, HTML and text. Past HTML_BUDGET bytes, the last papers become a compact list (title,
@@ -143,6 +162,7 @@ def load_html_template(path: Path) -> Template:
     env = html_environment(path, "")
     parse_or_raise(env, source, where)
     html = compile_mjml(source, where, include_loader=include_loader(path.parent))
+    refuse_unsafe_links(html, source, where)
     env = html_environment(path, html)
     try:
         return env.get_template(path.name)
@@ -155,16 +175,18 @@ def load_text_template(path: Path) -> Template:
     try:
         return env.get_template(path.name)
     except TemplateSyntaxError as exc:
-        raise RenderError(f"{display_path(path)}:{exc.lineno}: {exc.message}") from exc
+        raise RenderError(f"{display_path(path)}:{exc.lineno}: {syntax_message(env, exc)}") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise RenderError(f"{display_path(path)}: cannot read template: {exc}") from exc
+        raise unreadable(path, exc) from exc
 
 
 def html_environment(path: Path, compiled: str) -> Environment:
     """Autoescaping, strict Jinja environment whose only template is the compiled HTML."""
 
-    def load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
-        return (compiled, str(path), lambda: True) if name == path.name else None
+    def load(name: str) -> tuple[str, str, Callable[[], bool]]:
+        if name != path.name:  # Jinja's message was the bare name, for a file in the folder too
+            raise TemplateNotFound(name, f"{{% include/import/extends '{name}' %}}: {INCLUDE_HINT}")
+        return (compiled, str(path), lambda: True)
 
     env = Environment(loader=FunctionLoader(load), autoescape=True, undefined=StrictUndefined)
     env.filters.update(FILTERS)
@@ -210,14 +232,66 @@ def parse_or_raise(env: Environment, source: str, where: str) -> None:
     try:
         env.parse(source)
     except TemplateSyntaxError as exc:
-        raise RenderError(f"{where}:{exc.lineno}: {exc.message}") from exc
+        raise RenderError(f"{where}:{exc.lineno}: {syntax_message(env, exc)}") from exc
+
+
+_INNERMOST = re.compile(r"innermost block that needs to be closed is '(\w+)'")
+_BLOCKS = frozenset({"for", "if", "block", "macro", "call", "filter", "with", "set", "autoescape", "trans"})
+
+
+def syntax_message(env: Environment, exc: TemplateSyntaxError) -> str:
+    """Jinja's message, plus the line of the block left open: Jinja names the line where it noticed (the
+    end of the file, or a later block's end), not the '{% if %}' that lacks its '{% endif %}'."""
+    wanted = _INNERMOST.search(exc.message or "")
+    opened = open_block(env, exc.source or "", exc.lineno) if wanted else None
+    if wanted and opened and opened[0] == wanted.group(1):
+        return f"{exc.message} (the '{opened[0]}' opened at line {opened[1]})"
+    return exc.message or ""
+
+
+def open_block(env: Environment, source: str, lineno: int) -> tuple[str, int] | None:
+    """(name, line) of the innermost block still open at ``lineno`` or at the first mismatched end."""
+    stack: list[tuple[str, int]] = []
+    for tag, opens, line in _statements(env, source):
+        if line > lineno or (tag.startswith("end") and (not stack or stack[-1][0] != tag[3:])):
+            break
+        if tag.startswith("end"):
+            stack.pop()
+        elif opens:
+            stack.append((tag, line))
+    return stack[-1] if stack else None
+
+
+def _statements(env: Environment, source: str) -> Iterator[tuple[str, bool, int]]:
+    """(tag, whether it opens a block, line) of each {% ... %} ('set x = 1' opens none)."""
+    try:
+        tokens = [t for t in env.lex(source) if t[1] != "whitespace"]
+    except TemplateSyntaxError:
+        return
+    for i, (line, kind, _) in enumerate(tokens[:-1]):
+        if kind == "block_begin" and tokens[i + 1][1] == "name":
+            tag = tokens[i + 1][2]
+            rest = itertools.takewhile(lambda t: t[1] != "block_end", tokens[i + 2 :])
+            yield tag, tag in _BLOCKS and (tag != "set" or all(t[2] != "=" for t in rest)), line
 
 
 def read_template(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise RenderError(f"{display_path(path)}: cannot read template: {exc}") from exc
+        raise unreadable(path, exc) from exc
+
+
+def unreadable(path: Path, exc: OSError | UnicodeDecodeError) -> RenderError:
+    """'cannot read template'; for a byte that is not UTF-8 (an editor saving Latin-1), with its line."""
+    if not isinstance(exc, UnicodeDecodeError):
+        return RenderError(f"{display_path(path)}: cannot read template: {exc}")
+    line = exc.object[: exc.start].count(b"\n") + 1
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    return RenderError(
+        f"{display_path(path)}:{line}: cannot read template: byte 0x{byte} is not UTF-8",
+        hint="save the template as UTF-8",
+    )
 
 
 def include_loader(folder: Path) -> IncludeLoader:
