@@ -101,6 +101,7 @@ class Settings(BaseSettings):
     postmark_message_stream: str = "outbound"  # use your Broadcast stream for newsletters
     unsubscribe_secret: SecretStr | None = None
     unsubscribe_secret_previous: SecretStr | None = None  # the key before a change: its links still work
+    serve_key: SecretStr | None = None  # the preview pages' key; default: $NEWSLETTER_HOME/serve-key
 
     ranker: Literal["auto", "lexical", "semantic"] = "auto"
 
@@ -327,6 +328,19 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("serve_key")
+    @classmethod
+    def _a_preview_key(cls, value: SecretStr | None) -> SecretStr | None:
+        """The key to every subscriber's address: a short one is guessed, and one a URL or a cookie
+        would quote (a space, ';', '%') would not match as typed."""
+        text = value.get_secret_value() if value is not None else None
+        if text is not None and not re.fullmatch(rf"[A-Za-z0-9._~-]{{{MIN_SIGNING_KEY},}}", text):
+            raise ValueError(
+                f"must be at least {MIN_SIGNING_KEY} letters, digits or '-._~' (make one with "
+                "`openssl rand -hex 24`), or unset it: `serve` then keeps its own in the state folder"
+            )
+        return value
+
     @field_validator("unsubscribe_secret_previous")
     @classmethod
     def _a_key_once_used(cls, value: SecretStr | None) -> SecretStr | None:
@@ -364,6 +378,7 @@ class Settings(BaseSettings):
             self.smtp_password,
             self.unsubscribe_secret,
             self.unsubscribe_secret_previous,
+            self.serve_key,
         )
         urls = [self.database_url, self.api_base_url, *(s.get("base_url") for s in self.sources)]
         in_urls = [p for url in urls if isinstance(url, str) for p in url_passwords(url)]
@@ -419,7 +434,13 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     return [_unknown(name, fields | {"NEWSLETTER_FROM"}) for name in found if name not in known]
 
 
-SECRET_SETTINGS = ("smtp_password", "api_key", "unsubscribe_secret", "unsubscribe_secret_previous")
+SECRET_SETTINGS = (
+    "smtp_password",
+    "api_key",
+    "unsubscribe_secret",
+    "unsubscribe_secret_previous",
+    "serve_key",
+)
 
 
 def secrets_in_toml() -> list[str]:

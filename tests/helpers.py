@@ -15,11 +15,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 
 from newsletter.config import Settings
 from newsletter.serve import answered_hosts, create_app
+from newsletter.serve.key import COOKIE
 
 from .conftest import ROOT, SEEDS
 
@@ -109,6 +113,21 @@ def one_installation(*homes: Path) -> None:
         shutil.copy(first, home / "state.db")
 
 
+def key_cookie(app: Starlette) -> dict[str, str]:
+    """The cookie a browser gets for opening the URL with the preview key `serve` printed."""
+    return {COOKIE: app.state.preview_key.value}
+
+
+def keyed(app: Starlette, **options: Any) -> TestClient:
+    """A TestClient with the preview key's cookie, as a browser has it after opening the keyed URL."""
+    return TestClient(app, cookies=key_cookie(app), **options)
+
+
+def with_key(url: str, app: Starlette) -> str:
+    """``url`` with ``?key=`` (or ``&key=``) and the preview key, as `serve` prints it on a terminal."""
+    return f"{url}{'&' if '?' in url else '?'}key={app.state.preview_key.value}"
+
+
 @contextmanager
 def server_process(module: str, *args: object) -> Iterator[int]:
     """``python -m module args...`` as a server in its own process: it prints its port, stops when stdin closes."""
@@ -140,6 +159,7 @@ class LiveServer:
         self.app = create_app(settings, clock=lambda: now, allowed_hosts=answered_hosts(settings))
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)  # room for many requests at once
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.cookies = key_cookie(self.app)  # the preview pages ask for the key
         config = uvicorn.Config(self.app, log_level="warning", ws="none", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

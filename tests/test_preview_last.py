@@ -7,13 +7,12 @@ import email.policy
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
 from newsletter.serve import create_app
 from newsletter.store import UNKNOWN, Store
 from newsletter.store.schema import digests
 
-from .helpers import add_dumps, cli, seed_names
+from .helpers import add_dumps, cli, keyed, seed_names
 from .test_serve import NOW, SSM, settings_for
 
 RUN_AT = "2026-03-11T08:00:00Z"
@@ -44,7 +43,7 @@ def test_preview_last_shows_the_digest_that_was_sent(env: dict[str, str], tmp_pa
 
 def test_serve_shows_the_last_digest_sent(env: dict[str, str]) -> None:
     add_dumps(env, seed_names()[0])
-    with TestClient(create_app(settings_for(env), clock=lambda: NOW)) as client:
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
         assert client.get(f"/s/{SSM}/last").status_code == 404
         cli(env, "run", "--now", RUN_AT)
         assert f'href="/s/{SSM}/last"' in client.get(f"/s/{SSM}").text

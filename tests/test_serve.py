@@ -28,12 +28,13 @@ from newsletter.errors import ConfigError
 from newsletter.rank import semantic
 from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import answered_hosts, create_app, local_hosts
+from newsletter.serve.key import COOKIE
 from newsletter.store import Store, run_lock
 from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import make_token
 
 from .conftest import DATA
-from .helpers import add_dumps, cli, make_env, seed_names
+from .helpers import add_dumps, cli, keyed, make_env, seed_names
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SSM = "ssm@example.org"
@@ -59,7 +60,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def client(env: dict[str, str]) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_for(env), clock=lambda: NOW)) as client:
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
         yield client
 
 
@@ -92,7 +93,7 @@ def test_index_shows_nothing_new_and_not_due_with_the_due_time(env: dict[str, st
         pipeline.run(load_subscribers(settings.subscribers), NOW)  # SSM gets today's digest
     later = datetime(2026, 3, 11, 20, 0, tzinfo=UTC)
     add_dumps(env, seed_names()[2])
-    with TestClient(create_app(settings, clock=lambda: later)) as client:
+    with keyed(create_app(settings, clock=lambda: later)) as client:
         rows = {
             m[0]: text_of(m[1])
             for m in re.findall(r'<tr>\s*<td><a href="/s/([^"]+)">(.*?)</tr>', client.get("/").text, re.S)
@@ -102,7 +103,7 @@ def test_index_shows_nothing_new_and_not_due_with_the_due_time(env: dict[str, st
     assert "in 4 h 0 min" in rows[SSM]
     with open_pipeline(settings) as pipeline:
         pipeline.run(load_subscribers(settings.subscribers), later)
-    with TestClient(create_app(settings, clock=lambda: later)) as client:
+    with keyed(create_app(settings, clock=lambda: later)) as client:
         rows = {
             m[0]: text_of(m[1])
             for m in re.findall(r'<tr>\s*<td><a href="/s/([^"]+)">(.*?)</tr>', client.get("/").text, re.S)
@@ -212,7 +213,7 @@ def test_a_restarted_serve_takes_no_run_lock_for_dumps_the_store_has(
     taken: list[object] = []
     real_lock = Store.lock
     monkeypatch.setattr(Store, "lock", lambda *a, **k: taken.append(a) or real_lock(*a, **k))
-    with TestClient(create_app(settings_for(env), clock=lambda: NOW)) as restarted:
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as restarted:
         assert restarted.get("/").status_code == 200
         assert restarted.get(f"/s/{SSM}").status_code == 200
         assert taken == []
@@ -298,7 +299,7 @@ def test_template_error_is_shown_in_the_page_with_file_and_line(env: dict[str, s
         "{{ view.list_name }}\n{% for item in view.items %}\n{{ item.no_such_field }}\n{% endfor %}\n"
     )
     settings = settings_for(env, templates=str(templates))
-    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+    with keyed(create_app(settings, clock=lambda: NOW)) as client:
         broken = client.get(f"/s/{SSM}")
         assert broken.status_code == 500
         assert "Template error" in broken.text
@@ -315,7 +316,7 @@ def test_template_syntax_error_names_the_line(env: dict[str, str], tmp_path: Pat
     templates = tmp_path / "t"
     templates.mkdir()
     (templates / "digest.txt.j2").write_text("line one\n{% if %}\n")
-    with TestClient(create_app(settings_for(env, templates=str(templates)), clock=lambda: NOW)) as client:
+    with keyed(create_app(settings_for(env, templates=str(templates)), clock=lambda: NOW)) as client:
         response = client.get("/")
     assert response.status_code == 500
     assert re.search(r"digest\.txt\.j2:2: ", response.text)
@@ -325,7 +326,7 @@ def test_missing_templates_folder_via_environment_is_an_error_page(
     env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NEWSLETTER_TEMPLATES", str(tmp_path / "nowhere"))
-    with TestClient(create_app(settings_for(env), clock=lambda: NOW)) as client:
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
         response = client.get("/")
     assert response.status_code == 500
     assert "nowhere: templates folder not found" in response.text
@@ -385,13 +386,13 @@ def test_host_check_refuses_foreign_host_names_wherever_it_listens(
     assert "papers.example.org" not in previews
     hosts = answered_hosts(settings, listening_on, also=["lab-box.local"])
     app = create_app(settings, clock=lambda: NOW, allowed_hosts=hosts, preview_hosts=previews)
-    with TestClient(app, base_url="http://rebound.attacker.example") as client:
+    with keyed(app, base_url="http://rebound.attacker.example") as client:
         assert client.get("/").status_code == 400
     for name in ("127.0.0.1:8000", "lab-box.local", "[::1]:8000"):
-        with TestClient(app, base_url=f"http://{name}", client=HERE) as client:
+        with keyed(app, base_url=f"http://{name}", client=HERE) as client:
             assert client.get("/").status_code == 200, name
     if listening_on == "192.0.2.2":
-        with TestClient(app, base_url="http://192.0.2.2:8000") as client:
+        with keyed(app, base_url="http://192.0.2.2:8000") as client:
             assert client.get("/").status_code == 200
 
 
@@ -403,13 +404,13 @@ def test_the_public_host_name_gets_only_the_emails_links(env: dict[str, str]) ->
         settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings), preview_hosts=local_hosts()
     )
     token = make_token(SSM, SecretStr("s" * 16))
-    with TestClient(app, base_url="https://papers.example.org") as client:
+    with keyed(app, base_url="https://papers.example.org") as client:
         for path in ("/", f"/s/{SSM}", f"/s/{SSM}/html", f"/s/{SSM}/last"):
             assert client.get(path).status_code == 404, path
         for path in (f"/unsubscribe/{token}", f"/nl/unsubscribe/{token}"):
             assert client.get(path).status_code == 200, path
     # nginx's and Apache's default: the Host they connect to (a local name), and a forwarding header
-    with TestClient(app, base_url="http://127.0.0.1:8000", client=HERE) as client:
+    with keyed(app, base_url="http://127.0.0.1:8000", client=HERE) as client:
         assert client.get("/").status_code == 200
         for header in ("X-Forwarded-For", "Forwarded", "X-Forwarded-Host", "X-Real-IP"):
             assert client.get("/", headers={header: "203.0.113.9"}).status_code == 404, header
@@ -434,7 +435,7 @@ def test_any_proxy_header_keeps_the_previews_private(env: dict[str, str], header
         settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings), preview_hosts=local_hosts()
     )
     token = make_token(SSM, SecretStr("s" * 16))
-    with TestClient(app, base_url="http://127.0.0.1:8000", client=HERE) as client:
+    with keyed(app, base_url="http://127.0.0.1:8000", client=HERE) as client:
         assert client.get("/").status_code == 200
         assert client.get("/", headers=headers).status_code == 404
         assert client.get(f"/s/{SSM}", headers=headers).status_code == 404
@@ -449,6 +450,7 @@ def test_nginx_default_proxy_pass_keeps_the_previews_private(env: dict[str, str]
         settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings), preview_hosts=local_hosts()
     )
     token = make_token(SSM, SecretStr("s" * 16))
+    cookie = f"{COOKIE}={app.state.preview_key.value}".encode()  # the key does not open them either
 
     async def get(path: str, http_version: str) -> int:
         sent: list[dict[str, object]] = []
@@ -469,7 +471,7 @@ def test_nginx_default_proxy_pass_keeps_the_previews_private(env: dict[str, str]
             "raw_path": path.encode(),
             "query_string": b"",
             "root_path": "",
-            "headers": [(b"host", b"127.0.0.1:8000"), (b"connection", b"close")],
+            "headers": [(b"host", b"127.0.0.1:8000"), (b"connection", b"close"), (b"cookie", cookie)],
             "client": HERE,
             "server": ("127.0.0.1", 8000),
             "state": {},
@@ -477,7 +479,7 @@ def test_nginx_default_proxy_pass_keeps_the_previews_private(env: dict[str, str]
         await app(scope, receive, send)
         return int(next(m["status"] for m in sent if m["type"] == "http.response.start"))  # type: ignore[call-overload]
 
-    with TestClient(app, base_url="http://127.0.0.1:8000", client=HERE) as client:  # in its event loop
+    with keyed(app, base_url="http://127.0.0.1:8000", client=HERE) as client:  # in its event loop
         assert client.portal is not None
         assert client.portal.call(get, "/", "1.1") == 200
         assert client.portal.call(get, "/", "1.0") == 404
@@ -499,7 +501,7 @@ def test_a_loopback_host_name_opens_the_previews_only_from_this_machine(
         settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings, "0.0.0.0"), preview_hosts=previews
     )
     for name in ("localhost", "127.0.0.1:8000", "[::1]:8000"):
-        with TestClient(app, base_url=f"http://{name}", client=(peer, 40000)) as client:
+        with keyed(app, base_url=f"http://{name}", client=(peer, 40000)) as client:
             assert client.get("/").status_code == status, name
             assert client.get(f"/s/{SSM}").status_code == status, name
 
@@ -516,9 +518,9 @@ def test_a_loopback_name_given_to_allow_host_opens_the_previews_to_a_forwarded_p
         settings, clock=lambda: NOW, allowed_hosts=hosts, preview_hosts=previews, open_hosts=["localhost"]
     )
     gateway = ("172.17.0.1", 40000)
-    with TestClient(app, base_url="http://localhost:8000", client=gateway) as client:
+    with keyed(app, base_url="http://localhost:8000", client=gateway) as client:
         assert client.get("/").status_code == 200
-    with TestClient(app, base_url="http://127.0.0.1:8000", client=gateway) as client:
+    with keyed(app, base_url="http://127.0.0.1:8000", client=gateway) as client:
         assert client.get("/").status_code == 404  # not named: from this machine only
 
 
@@ -531,14 +533,14 @@ def test_an_old_public_host_gets_only_the_links(env: dict[str, str]) -> None:
     assert "old.example.org" in hosts and "old.example.org" not in local_hosts()
     app = create_app(settings, clock=lambda: NOW, allowed_hosts=hosts, preview_hosts=local_hosts())
     token = make_token(SSM, SecretStr("s" * 16))
-    with TestClient(app, base_url="https://old.example.org", client=HERE) as client:
+    with keyed(app, base_url="https://old.example.org", client=HERE) as client:
         for path in ("/", f"/s/{SSM}", f"/s/{SSM}/html"):
             assert client.get(path).status_code == 404, path
         assert client.get(f"/nl/unsubscribe/{token}").status_code == 200
         assert (
             client.post(f"/nl/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
         )
-    with TestClient(app, base_url="https://elsewhere.example.org") as client:
+    with keyed(app, base_url="https://elsewhere.example.org") as client:
         assert client.get(f"/nl/unsubscribe/{token}").status_code == 400
 
 
@@ -547,7 +549,7 @@ def test_an_ipv6_name_given_to_allow_host_is_answered(env: dict[str, str]) -> No
     previews = local_hosts("0.0.0.0", also=["fd00::5"])
     assert "[fd00::5]" in previews
     app = create_app(settings, clock=lambda: NOW, allowed_hosts=previews, preview_hosts=previews)
-    with TestClient(app, base_url="http://[fd00::5]:8000") as client:
+    with keyed(app, base_url="http://[fd00::5]:8000") as client:
         assert client.get("/").status_code == 200
 
 
@@ -566,6 +568,7 @@ def _free_port() -> int:
 
 def test_cli_serve_listens_on_loopback_by_default(env: dict[str, str]) -> None:
     port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
     proc = subprocess.Popen(
         [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
         env={**os.environ, **env},
@@ -573,7 +576,9 @@ def test_cli_serve_listens_on_loopback_by_default(env: dict[str, str]) -> None:
         stderr=subprocess.PIPE,
     )
     try:
-        response = _wait_for(f"http://127.0.0.1:{port}/", proc)
+        assert _wait_for(url, proc).status_code == 403  # the preview key is asked for
+        key = (Path(env["NEWSLETTER_HOME"]) / "serve-key").read_text().strip()
+        response = httpx.get(url, cookies={COOKIE: key}, timeout=30)
         assert response.status_code == 200
         assert 'href="/s/ssm@example.org"' in response.text
         assert _listening_addresses(port) == ["127.0.0.1"]
@@ -581,7 +586,8 @@ def test_cli_serve_listens_on_loopback_by_default(env: dict[str, str]) -> None:
         proc.terminate()
         _, stderr = proc.communicate(timeout=20)
     assert proc.returncode in (0, -15)
-    assert stderr.decode().splitlines()[0] == f"preview at http://127.0.0.1:{port}/"  # was a WARNING log line
+    first = stderr.decode().splitlines()[0]  # was a WARNING log line; no key off a terminal
+    assert first.startswith(f"preview at http://127.0.0.1:{port}/ (add ?key= ") and key not in first
 
 
 def _listening_addresses(port: int) -> list[str]:
@@ -616,10 +622,10 @@ def test_serve_takes_new_database_as_its_error_page_says(env: dict[str, str]) ->
     with open_pipeline(settings) as pipeline:
         pipeline.run(load_subscribers(settings.subscribers), datetime(2026, 3, 11, 8, tzinfo=UTC))
     (settings.home / "state.db").unlink()
-    with TestClient(create_app(settings)) as refusing:
+    with keyed(create_app(settings)) as refusing:
         page = refusing.get("/")
         assert page.status_code == 500 and "--new-database" in page.text
-    with TestClient(create_app(settings, new_database=True)) as taking:
+    with keyed(create_app(settings, new_database=True)) as taking:
         assert taking.get("/").status_code == 200
 
 
@@ -649,7 +655,7 @@ def test_previews_read_the_vectors_runs_stored(env: dict[str, str], monkeypatch:
         pipeline.run(load_subscribers(settings.subscribers), NOW)
     by_the_run, CountingEmbedder.texts = set(CountingEmbedder.texts), []
     add_dumps(env, seed_names()[2])
-    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+    with keyed(create_app(settings, clock=lambda: NOW)) as client:
         assert client.get(f"/s/{SSM}").status_code == 200
     assert by_the_run and CountingEmbedder.texts  # the new dump's papers are embedded, in memory
     assert not by_the_run & set(CountingEmbedder.texts)
@@ -677,12 +683,12 @@ def test_a_queued_digest_is_due_now_and_a_held_address_says_so_as_status_does(en
             conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status=RETRY))
         rows = status_report(store, load_subscribers(settings.subscribers), later, None)["subscribers"]
     assert {r["subscriber"]: r["next_due_at"] for r in rows}[SSM] == later.isoformat()
-    with TestClient(create_app(settings, clock=lambda: later)) as client:
+    with keyed(create_app(settings, clock=lambda: later)) as client:
         assert "now" in _index_rows(client)[SSM] and "Thu 12 Mar" not in _index_rows(client)[SSM]
     with Store(settings.db_url) as store, store._engine.begin() as conn:
         conn.execute(digests.update().where(digests.c.id == ssm.digest_id).values(status="sent"))
         conn.execute(subscribers.update().where(subscribers.c.email == SSM).values(bounced_at=NOW))
-    with TestClient(create_app(settings, clock=lambda: later)) as client:
+    with keyed(create_app(settings, clock=lambda: later)) as client:
         page = text_of(client.get(f"/s/{SSM}").text)
         row = _index_rows(client)[SSM]
     assert (
@@ -711,7 +717,7 @@ def test_a_digest_refused_for_now_shows_when_it_is_tried_again(env: dict[str, st
                 .where(digests.c.id == ssm.digest_id)
                 .values(status=RETRY, not_before=retry_at)
             )
-    with TestClient(create_app(settings, clock=lambda: later)) as client:
+    with keyed(create_app(settings, clock=lambda: later)) as client:
         page = text_of(client.get(f"/s/{SSM}").text)
         row = _index_rows(client)[SSM]
     assert "refused for now: waits to retry" in row and "in 25 min" in row and "`" not in row

@@ -18,7 +18,7 @@ import pytest
 
 from newsletter.config import Settings, load_settings
 
-from .helpers import LiveServer, add_dumps, make_env, seed_names
+from .helpers import LiveServer, add_dumps, make_env, seed_names, with_key
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
@@ -161,7 +161,8 @@ def raw_hrefs(driver: Any) -> list[str]:
 def test_digest_reads_well_at_phone_and_desktop_width(
     server: LiveServer, browser: Any, shots: Path, width: int, scheme: str
 ) -> None:
-    show(browser, f"{server.url}/s/{SSM}/html", width, scheme)
+    show(browser, with_key(f"{server.url}/s/{SSM}/html", server.app), width, scheme)
+    assert browser.current_url == f"{server.url}/s/{SSM}/html"  # the key went to a cookie, out of the URL
     scroll_width, inner_width = no_horizontal_scroll(browser)
     assert inner_width == width
     assert scroll_width <= inner_width, f"horizontal scroll at {width}px: {scroll_width}px wide"
@@ -184,7 +185,9 @@ UI_PAGES = {
     "subscriber": f"/s/{SSM}?width=375",
     "nothing-relevant": "/s/nobody@example.org",
     "unsubscribe": None,
+    "key-needed": "/?key=wrong",
 }
+OPEN_PAGES = ("unsubscribe", "key-needed")  # opened without the key
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
@@ -193,8 +196,8 @@ UI_PAGES = {
 def test_preview_pages_fit_and_stay_readable(
     server: LiveServer, browser: Any, shots: Path, name: str, width: int, scheme: str
 ) -> None:
-    path = UI_PAGES[name] or _unsubscribe_path(server)
-    show(browser, server.url + path, width, scheme)
+    url = server.url + (UI_PAGES[name] or _unsubscribe_path(server))
+    show(browser, url if name in OPEN_PAGES else with_key(url, server.app), width, scheme)
     assert browser.execute_script("return document.title")
     scroll_width, inner_width = no_horizontal_scroll(browser)
     assert scroll_width <= inner_width, f"{name}: horizontal scroll at {width}px: {scroll_width}px wide"
@@ -239,7 +242,7 @@ def test_template_error_page_in_the_browser(
     )
     monkeypatch.setenv("NEWSLETTER_TEMPLATES", str(templates))
     with LiveServer(_settings(tmp_path), NOW) as running:
-        show(browser, f"{running.url}/s/{SSM}", 375, "light")
+        show(browser, with_key(f"{running.url}/s/{SSM}", running.app), 375, "light")
         assert browser.find_element(By.TAG_NAME, "h1").text == "Template error"
         message = browser.find_element(By.CSS_SELECTOR, "pre").text
         assert "digest.mjml.j2:2" in message and "nope" in message

@@ -137,7 +137,7 @@ def test_get_records_nothing_post_records_and_the_next_digest_changes(
         assert feedback_of(home) == [(MARKED, "less")]
 
         add_dumps(home, seed_names()[2])
-        page = client.get(f"{server.url}/s/{SSM}").text
+        page = httpx.get(f"{server.url}/s/{SSM}", cookies=server.cookies, timeout=60).text
         assert f"less like &#39;{MARKED_QUOTED}&#39; you marked" in page  # the preview explains the change
         assert re.search(rf"{MARKED}</a></div>\s*<div class=\"meta\">less like this", page)
 

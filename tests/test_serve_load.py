@@ -19,7 +19,7 @@ import pytest
 from newsletter.pipeline import Pipeline
 from newsletter.store import Store
 
-from .helpers import LiveServer, add_dumps, make_env, seed_names
+from .helpers import LiveServer, add_dumps, make_env, seed_names, with_key
 from .test_serve_unsubscribe import NOW, ONE_CLICK, SSM, settings_for, token
 
 PREVIEWS = 48  # more than Starlette's 40 shared threads: before, the unsubscribe queued behind them
@@ -57,7 +57,7 @@ def test_an_unsubscribe_is_answered_while_previews_are_queued(
 
     monkeypatch.setattr(Pipeline, "preview", held_preview)
     try:
-        status, finished = asyncio.run(_unsubscribe_under_load(server.url, gate))
+        status, finished = asyncio.run(_unsubscribe_under_load(server, gate))
     finally:
         gate.release.set()
     # before: the previews held all of Starlette's shared threads and the POST waited behind them
@@ -75,10 +75,11 @@ class _Gate:
         self.entered = 0
 
 
-async def _unsubscribe_under_load(url: str, gate: _Gate) -> tuple[int, int]:
+async def _unsubscribe_under_load(server: LiveServer, gate: _Gate) -> tuple[int, int]:
     """The POST's status, and how many previews had finished when it was answered (all are held)."""
     limits = httpx.Limits(max_connections=PREVIEWS + 4)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+    options = {"limits": limits, "timeout": 120, "cookies": server.cookies}
+    async with httpx.AsyncClient(base_url=server.url, **options) as client:
         done = 0
 
         async def preview() -> None:
@@ -103,13 +104,15 @@ async def _unsubscribe_under_load(url: str, gate: _Gate) -> tuple[int, int]:
 
 
 def test_an_address_with_a_slash_gets_a_working_preview_link(server: LiveServer) -> None:
-    index = httpx.get(server.url + "/", timeout=60).text
+    index = httpx.get(server.url + "/", cookies=server.cookies, timeout=60).text
     links = re.findall(r'href="(/s/team[^"]*)"', index)
     assert links, index
     for link in {links[0], links[0] + "/html", links[0] + "/text"}:
-        response = httpx.get(server.url + link, timeout=60)
+        response = httpx.get(server.url + link, cookies=server.cookies, timeout=60)
         assert response.status_code == 200, link
-    assert SLASHED in httpx.get(server.url + links[0], timeout=60).text
+    with httpx.Client(timeout=60) as browser:  # the key's redirect keeps the '/' in the address as %2F
+        page = browser.get(with_key(server.url + links[0], server.app), follow_redirects=True)
+    assert page.url.raw_path.decode() == links[0] and SLASHED in page.text
 
 
 def test_serve_on_a_busy_port_is_one_error_and_never_announces_the_url(env: dict[str, str]) -> None:

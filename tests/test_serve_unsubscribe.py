@@ -23,7 +23,7 @@ from newsletter.store.schema import digests
 from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import mailto_url, make_token
 
-from .helpers import add_dumps, cli, make_env, seed_names
+from .helpers import add_dumps, cli, keyed, make_env, seed_names
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SECRET = "test-unsubscribe-secret"
@@ -58,7 +58,7 @@ def settings(env: dict[str, str]) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, clock=lambda: NOW)) as client:
+    with keyed(create_app(settings, clock=lambda: NOW)) as client:  # the previews ask for the key
         yield client
 
 

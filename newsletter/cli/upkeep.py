@@ -46,7 +46,12 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Preview every subscriber's next digest in a browser; host the unsubscribe and feedback links."""
+    """Preview every subscriber's next digest in a browser; host the unsubscribe and feedback links.
+
+    Open the URL it prints: on a terminal it carries the preview key (?key=...), which the browser keeps
+    as a cookie; off a terminal (a log) the key is left out: read it from serve-key in the state folder
+    (or NEWSLETTER_SERVE_KEY). The unsubscribe and feedback links need no key.
+    """
     from newsletter.serve import run_server
 
     settings = state.settings()

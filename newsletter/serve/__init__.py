@@ -5,6 +5,7 @@ subscriber's digest with subject, size, headers, scores and near misses; ``/s/<e
 ``/s/<email>/text`` the two parts exactly as sent; ``/s/<email>/last`` the last digest sent (rebuilt from
 the delivery log); ``/unsubscribe/<token>`` the RFC 8058 endpoint; ``/feedback/more|less/<token>`` the
 digests' "more/less like this" links.
+Every route but the emails' links asks for the preview key (see ``key``).
 Nothing here plans or sends a digest; new dump files are ingested when no run holds the lock.
 """
 
@@ -16,7 +17,7 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import uvicorn
 
@@ -24,9 +25,18 @@ from newsletter.address import is_loopback
 from newsletter.app import make_state_folder
 from newsletter.config import Settings
 from newsletter.errors import ConfigError
+from newsletter.serve.key import PreviewKey, preview_key
 from newsletter.serve.web import LOOPBACK_NAMES, create_app, host_name
 
-__all__ = ["answered_hosts", "create_app", "local_hosts", "public_host", "run_server"]
+__all__ = [
+    "answered_hosts",
+    "create_app",
+    "local_hosts",
+    "preview_key",
+    "public_host",
+    "run_server",
+    "start_line",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +53,13 @@ def run_server(
     """Serve until interrupted. The preview pages answer local Host names only (loopback, the address
     listened on, ``also``); base_url's host gets only the emails' links; any other name gets 400."""
     make_state_folder(settings)  # a folder that cannot be made is one error now, not one per page
+    key = preview_key(settings)
     previews = local_hosts(host, also)
     if not is_loopback(host):
         log.warning(
             "serving on %s: the preview pages answer only to %s (a loopback name not given to "
-            "--allow-host from this machine only; anyone who reaches another of them sees every "
-            "subscriber's address); %s gets only /unsubscribe/ and /feedback/",
+            "--allow-host from this machine only; anyone who reaches another of them with the preview "
+            "key sees every subscriber's address); %s gets only /unsubscribe/ and /feedback/",
             host,
             ", ".join(previews),
             public_host(settings) or "NEWSLETTER_BASE_URL's host",
@@ -59,13 +70,23 @@ def run_server(
         preview_hosts=previews,
         open_hosts=[_bracketed(name) for name in also if name.strip()],
         new_database=new_database,
+        key=key,
     )
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, _bracketed(host))  # noqa: S104 - no name to browse to
-    print(f"preview at http://{shown}:{port}/", file=sys.stderr, flush=True)  # no log line: nothing is wrong
+    line = start_line(f"http://{shown}:{port}/", key, terminal=sys.stderr.isatty())
+    print(line, file=sys.stderr, flush=True)  # no log line: nothing is wrong
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
     with sock:
         server.run(sockets=[sock])
+
+
+def start_line(url: str, key: PreviewKey, *, terminal: bool) -> str:
+    """The URL to open: with the key on a terminal (as Jupyter prints it); elsewhere (a journal, a pipe,
+    a log file) without it, and where the key is: it never reaches a log."""
+    if terminal:
+        return f"preview at {url}?key={quote(key.value, safe='')}"
+    return f"preview at {url} (add ?key= and the preview key, in {key.where}: not printed off a terminal)"
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import anyio
 import anyio.to_thread
@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from newsletter.address import is_loopback
@@ -25,6 +25,7 @@ from newsletter.feedback import as_kind, read_feedback_token
 from newsletter.held import Click, anything_held, hold, record_click, record_held
 from newsletter.models import UNRANKED, StoredPaper
 from newsletter.send.message import DEFAULT_LIST_NAME, list_name
+from newsletter.serve.key import COOKIE, PreviewKey, preview_key
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
 from newsletter.unsubscribe import read_token
@@ -57,13 +58,17 @@ def create_app(
     preview_hosts: Sequence[str] | None = None,
     open_hosts: Sequence[str] = (),
     new_database: bool = False,
+    key: PreviewKey | None = None,
 ) -> Starlette:
     """The preview + unsubscribe app. ``allowed_hosts`` (Host header check) guards against DNS rebinding;
     ``preview_hosts``, when given, are the only names the preview pages answer (404 on the others: the
     public name gets only the emails' links), a loopback name to a client on this machine only, unless
-    it is one of ``open_hosts`` (named by the operator: `--allow-host`)."""
+    it is one of ``open_hosts`` (named by the operator: `--allow-host`). Past those, the preview pages
+    ask for ``key`` (default: ``preview_key(settings)``); the emails' links never do."""
     previewer = Previewer(settings, clock, new_database=new_database)
-    views = _Views(settings, previewer, clock, preview_hosts, LOOPBACK_NAMES - frozenset(open_hosts))
+    key = key or preview_key(settings)
+    peer_checked = LOOPBACK_NAMES - frozenset(open_hosts)
+    views = _Views(settings, previewer, clock, preview_hosts, peer_checked, key=key)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -100,6 +105,7 @@ def create_app(
     )
     app.router.redirect_slashes = False  # a redirect would lose a reverse proxy's path prefix
     app.state.previewer = previewer
+    app.state.preview_key = key
     app.state.public_paths = tuple(
         p + public for p in {"", _path_of(settings.base_url)} for public in PUBLIC_PATHS
     )
@@ -122,18 +128,24 @@ class _Views:
         clock: Callable[[], datetime],
         preview_hosts: Sequence[str] | None,
         peer_checked: frozenset[str] = LOOPBACK_NAMES,
+        *,
+        key: PreviewKey,
     ) -> None:
         self.settings = settings
         self.previewer = previewer
         self.clock = clock
         self.preview_hosts = None if preview_hosts is None else frozenset(preview_hosts)
         self.peer_checked = peer_checked  # names that count from a loopback peer only
+        self.key = key  # asked for past the Host and proxy checks
         self._refused_peer = False  # said once in the log why such a name got 404
         self._previews: anyio.CapacityLimiter | None = None  # made in the server's event loop
 
     async def _preview(self, build: Callable[[Request], Response], request: Request) -> Response:
         if not self._may_preview(request):  # not the emails' links: every subscriber's address is here
             return PlainTextResponse("Not Found", status_code=404)
+        refused = self._unkeyed(request)
+        if refused is not None:
+            return refused
         if self._previews is None:
             self._previews = anyio.CapacityLimiter(PREVIEW_THREADS)
         return await anyio.to_thread.run_sync(build, request, limiter=self._previews)
@@ -163,6 +175,16 @@ class _Views:
                 peer or "an unknown peer",
             )
         return False
+
+    def _unkeyed(self, request: Request) -> Response | None:
+        """None for a request with the key's cookie; for ``?key=K``, a redirect to the same URL without
+        it (out of the history and any Referer) that sets the cookie; else 403 and how to get in."""
+        given = request.query_params.get("key")
+        if given is None and self.key.matches(request.cookies.get(COOKIE)):
+            return None
+        if given is not None and self.key.matches(given):
+            return _let_in(request, self.key)
+        return page("locked.html", 403, where=self.key.where)
 
     async def index(self, request: Request) -> Response:
         return await self._preview(self._index, request)
@@ -345,6 +367,18 @@ class _Views:
             return list_name(self.settings.sender)  # as the emails name it
         except ConfigError:  # `run` says why; a page still names the list
             return DEFAULT_LIST_NAME
+
+
+def _let_in(request: Request, key: PreviewKey) -> Response:
+    """303 to the URL asked for without ``key``, setting the cookie that stands for it from then on."""
+    raw_path = request.scope.get("raw_path")  # the address as sent: a '/' in it stays %2F
+    path = raw_path.decode("latin-1") if raw_path else quote(request.url.path)
+    kept = [(name, value) for name, value in request.query_params.multi_items() if name != "key"]
+    location = f"{path}?{urlencode(kept)}" if kept else path
+    response = RedirectResponse(location, 303, headers=PAGE_HEADERS)
+    secure = request.url.scheme == "https"
+    response.set_cookie(COOKIE, key.value, path="/", httponly=True, samesite="strict", secure=secure)
+    return response
 
 
 def _width(value: str | None) -> int:

@@ -1,0 +1,100 @@
+"""The preview key: the pages that show every subscriber's address ask for it, as Jupyter's token does.
+
+A Host header and the absence of proxy headers say nothing of who is asking: another user of this
+machine, or a TCP forwarder (``ssh -R``, socat, stunnel) in front of `serve`, writes what it likes. The
+key is NEWSLETTER_SERVE_KEY, or one made once (``secrets.token_urlsafe``) in ``serve-key`` in the state
+folder, readable by its owner only. ``?key=K`` on a preview URL sets it as a cookie.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from newsletter.app import make_state_folder
+from newsletter.config import MIN_SIGNING_KEY, Settings
+from newsletter.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "serve-key"
+COOKIE = "newsletter-preview-key"
+KEY_BYTES = 24  # secrets.token_urlsafe(24): 32 characters
+
+
+@dataclass(frozen=True)
+class PreviewKey:
+    """The key and where it came from: ``file``, or NEWSLETTER_SERVE_KEY when None."""
+
+    value: str
+    file: Path | None = None
+
+    def matches(self, given: str | None) -> bool:
+        """Whether ``given`` is the key, compared in constant time."""
+        return given is not None and hmac.compare_digest(given.encode(), self.value.encode())
+
+    @property
+    def where(self) -> str:
+        """Where a person finds the key, for the 403 page and a start line that may be logged."""
+        return f"the file {self.file}" if self.file else "NEWSLETTER_SERVE_KEY"
+
+    def __repr__(self) -> str:  # never the value, wherever the object is printed
+        return f"PreviewKey(file={self.file!r})"
+
+
+def preview_key(settings: Settings) -> PreviewKey:
+    """NEWSLETTER_SERVE_KEY, or the state folder's ``serve-key`` (made on first use)."""
+    if settings.serve_key is not None:
+        return PreviewKey(settings.serve_key.get_secret_value())
+    if not settings.home.is_dir():  # made once: run_server made it already (and warned, as root)
+        make_state_folder(settings)
+    path = settings.home / KEY_FILE
+    return PreviewKey(_kept(path) or _made(path), path)
+
+
+def _kept(path: Path) -> str | None:
+    """The key in ``path``; None when there is none, or none to keep (the file was removed then)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the preview key {path}: {exc.strerror}") from None
+    with os.fdopen(fd, encoding="ascii", errors="replace") as file:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        key = file.read().strip()
+    problem = _unfit(mode, key)
+    if problem is None:
+        return key
+    log.warning("the preview key %s %s: a new one is made (open the URL serve prints now)", path, problem)
+    path.unlink()
+    return None
+
+
+def _unfit(mode: int, key: str) -> str | None:
+    """Why a kept key is not used, or None."""
+    if mode & 0o077:
+        return f"could be read by others (mode {mode:o}, not 600)"
+    if len(key) < MIN_SIGNING_KEY:
+        return "held no key" if not key else "held a key too short to keep anyone out"
+    return None
+
+
+def _made(path: Path) -> str:
+    """A new key, written to ``path`` (mode 600, made here or not at all: O_EXCL)."""
+    key = secrets.token_urlsafe(KEY_BYTES)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:  # another serve made it just now: theirs is the key
+        return _kept(path) or _made(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the preview key {path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="ascii") as file:
+        file.write(key + "\n")
+    return key

@@ -1,0 +1,200 @@
+"""`newsletter serve`'s preview key: the pages with every subscriber's address ask for it, the emails'
+links do not, and it never reaches a log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pty
+import select
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from newsletter.config import load_settings
+from newsletter.errors import ConfigError
+from newsletter.feedback import feedback_token
+from newsletter.serve import create_app, preview_key, start_line
+from newsletter.serve.key import COOKIE, KEY_FILE, PreviewKey
+from newsletter.unsubscribe import make_token
+
+from .helpers import add_dumps, make_env, seed_names, with_key
+from .test_serve import _free_port, _wait_for
+from .test_serve_unsubscribe import NOW, SECRET, SSM, settings_for
+
+PREVIEWS = ["/", f"/s/{SSM}", f"/s/{SSM}/html", f"/s/{SSM}/text", f"/s/{SSM}/last"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    env = make_env(tmp_path)
+    add_dumps(env, *seed_names()[:2])
+    return env
+
+
+@pytest.fixture
+def app(env: dict[str, str]) -> Starlette:
+    return create_app(settings_for(env), clock=lambda: NOW)
+
+
+@pytest.fixture
+def client(app: Starlette) -> Iterator[TestClient]:
+    with TestClient(app, follow_redirects=False) as client:  # no cookie: a browser that has no key
+        yield client
+
+
+def key_of(env: dict[str, str]) -> str:
+    return (Path(env["NEWSLETTER_HOME"]) / KEY_FILE).read_text().strip()
+
+
+@pytest.mark.parametrize("path", PREVIEWS)
+def test_a_preview_page_without_the_key_is_403_and_shows_no_address(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 403
+    assert "example.org" not in response.text
+    assert "Preview key needed" in response.text and KEY_FILE in response.text  # how to get in
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_the_key_in_the_url_sets_a_strict_cookie_and_redirects_to_the_url_without_it(
+    app: Starlette, client: TestClient, env: dict[str, str]
+) -> None:
+    response = client.get(with_key(f"/s/{SSM}?width=375", app))
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/s/{SSM}?width=375"  # out of the history and any Referer
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{COOKIE}={key_of(env)};")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+    assert "Referrer-Policy" in response.headers
+    page = client.get(response.headers["location"])  # the cookie suffices from then on
+    assert page.status_code == 200 and SSM in page.text
+    assert all(client.get(path).status_code != 403 for path in PREVIEWS)
+
+
+@pytest.mark.parametrize("wrong", ["wrong", "", "x" * 40])
+def test_a_wrong_key_is_403_in_the_url_or_the_cookie(app: Starlette, client: TestClient, wrong: str) -> None:
+    assert client.get(f"/?key={wrong}").status_code == 403
+    with TestClient(app, cookies={COOKIE: wrong}) as other:
+        assert other.get(f"/s/{SSM}").status_code == 403
+
+
+def test_the_emails_links_need_no_key(app: Starlette, client: TestClient) -> None:
+    unsubscribe = client.get(f"/unsubscribe/{make_token(SSM, SecretStr(SECRET))}")
+    assert unsubscribe.status_code == 200 and SSM in unsubscribe.text
+    paper = app.state.previewer.page(SSM).selection.chosen[0].paper
+    token = feedback_token(SSM, paper.key, SecretStr(SECRET))
+    assert client.get(f"/feedback/less/{token}").status_code == 200
+    assert client.post(f"/feedback/less/{token}").status_code == 200
+    assert client.post(f"/unsubscribe/{make_token(SSM, SecretStr(SECRET))}").status_code == 200
+
+
+# --- the key file ----------------------------------------------------------------------------------
+
+
+def test_the_key_file_is_made_once_for_its_owner_only_and_reused(app: Starlette, env: dict[str, str]) -> None:
+    path = Path(env["NEWSLETTER_HOME"]) / KEY_FILE
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert app.state.preview_key == PreviewKey(key_of(env), path)
+    assert len(key_of(env)) == 32  # secrets.token_urlsafe(24)
+    assert preview_key(settings_for(env)).value == key_of(
+        env
+    )  # a restarted serve: the browser's cookie works
+
+
+def test_a_key_file_others_can_read_is_made_again(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    first = preview_key(settings_for(env))
+    assert first.file is not None
+    first.file.chmod(0o644)
+    with caplog.at_level(logging.WARNING):
+        again = preview_key(settings_for(env))
+    assert again.value != first.value and stat.S_IMODE(again.file.stat().st_mode) == 0o600  # type: ignore[union-attr]
+    assert "could be read by others (mode 644" in caplog.text and first.value not in caplog.text
+
+
+def test_newsletter_serve_key_is_the_key_instead_of_a_file(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NEWSLETTER_SERVE_KEY", "k" * 20)
+    settings = settings_for(env)
+    assert preview_key(settings) == PreviewKey("k" * 20)
+    assert "k" * 20 in settings.secret_values()  # masked as the other secrets
+    with TestClient(create_app(settings, clock=lambda: NOW), follow_redirects=False) as client:
+        assert client.get("/?key=" + "k" * 20).status_code == 303
+        assert client.get("/").status_code == 200
+    assert not (Path(env["NEWSLETTER_HOME"]) / KEY_FILE).exists()
+
+
+@pytest.mark.parametrize("value", ["", "short", "a key with spaces in it", "semi;colon-but-long-enough"])
+def test_a_serve_key_easy_to_guess_or_quoted_by_a_cookie_is_refused(env: dict[str, str], value: str) -> None:
+    with pytest.raises(ConfigError, match="serve_key"):
+        load_settings(home=env["NEWSLETTER_HOME"], serve_key=value)
+
+
+# --- the start line --------------------------------------------------------------------------------
+
+
+def test_the_start_line_has_the_key_on_a_terminal_only() -> None:
+    key = PreviewKey("s3cret-key-for-the-tests", Path("/state/serve-key"))
+    assert start_line("http://127.0.0.1:8000/", key, terminal=True) == (
+        "preview at http://127.0.0.1:8000/?key=s3cret-key-for-the-tests"
+    )
+    logged = start_line("http://127.0.0.1:8000/", key, terminal=False)
+    assert key.value not in logged and "/state/serve-key" in logged
+    assert "NEWSLETTER_SERVE_KEY" in start_line("http://x/", PreviewKey("s" * 20), terminal=False)
+
+
+def test_cli_serve_keeps_the_key_out_of_a_stderr_that_is_no_terminal(env: dict[str, str]) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert _wait_for(f"http://127.0.0.1:{port}/", proc).status_code == 403
+        key = key_of(env)
+        with httpx.Client(timeout=30) as browser:
+            page = browser.get(f"http://127.0.0.1:{port}/?key={key}", follow_redirects=True)
+        assert page.status_code == 200 and str(page.url) == f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=20)
+    assert key not in stderr.decode()
+    assert str(Path(env["NEWSLETTER_HOME"]) / KEY_FILE) in stderr.decode().splitlines()[0]
+
+
+def test_cli_serve_prints_the_keyed_url_on_a_terminal(env: dict[str, str]) -> None:
+    port = _free_port()
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "serve", "--port", str(port)],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    try:
+        line = _read_line(leader)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        os.close(leader)
+    assert line == f"preview at http://127.0.0.1:{port}/?key={key_of(env)}"
+
+
+def _read_line(fd: int, timeout: float = 60) -> str:
+    text = b""
+    while b"\n" not in text and select.select([fd], [], [], timeout)[0]:
+        text += os.read(fd, 1024)
+    return text.decode().splitlines()[0].strip() if text else ""
