@@ -51,7 +51,8 @@ class _Toml(TomlConfigSettingsSource):
         for path in map(Path, [files] if isinstance(files, str | Path) else files or []):
             if os.path.lexists(path) and not path.is_file():
                 raise ConfigError(
-                    f"{path}: is not a file (a folder, or a link to nothing): its settings cannot be read",
+                    f"{path}: is not a regular file (a folder, a device, or a link to nothing): "
+                    "its settings cannot be read",
                     hint=f"make {path} a file, or remove it to use the environment and the defaults",
                 )
         return super()._read_files(files, deep_merge)

@@ -18,6 +18,7 @@ from newsletter.address import address_key
 from newsletter.errors import ConfigError
 from newsletter.files import NotUtf8, read_utf8
 from newsletter.models import Subscriber
+from newsletter.rank.text import STOPWORDS
 from newsletter.wording import field_path, plain_words
 
 log = logging.getLogger(__name__)
@@ -287,6 +288,13 @@ def _subscriber(
         _warn_once(
             f"{path}:{_line_of(entry, key)}: {label}: '{key}' has no effect with cadence {subscriber.cadence}"
         )
+    for topic in _excluded_interests(subscriber):
+        _warn_once(
+            f"{path}:{_line_of(entry, 'exclude')}: {label}: '{topic}' is both an interest and excluded: "
+            "every paper about it is kept out"
+        )
+    for interest, why in _unreadable_interests(subscriber):
+        _warn_once(f"{path}:{_line_of(entry, 'interests')}: {label}: interest '{interest[:60]}' {why}")
     return subscriber
 
 
@@ -310,6 +318,33 @@ def _unused_keys(entry: dict[str, Any], subscriber: Subscriber) -> list[str]:
     ``send_at`` for daily and weekly ones); a default that does not apply is no mistake."""
     ignored = {"daily": ("weekday",), "each-dump": ("weekday", "send_at")}.get(subscriber.cadence, ())
     return [key for key in ignored if entry.get(key) is not None]
+
+
+def _excluded_interests(subscriber: Subscriber) -> list[str]:
+    """Excluded topics that are also interests (case aside): the exclusion wins, so the interest
+    silently brings nothing."""
+    interests = {interest.casefold() for interest in subscriber.interests}
+    return [topic for topic in subscriber.exclude if topic.casefold() in interests]
+
+
+# An interest longer than this is a sentence: the model reads it as "a paper about papers" and the
+# literal match never finds it (a 25-word sentence on quantizing LLMs matched none of 8 such papers).
+_PHRASE_WORDS = 10
+
+
+def _unreadable_interests(subscriber: Subscriber) -> list[tuple[str, str]]:
+    """(interest, why) for each interest the rankers cannot match, which silently brings nothing: no
+    Latin letter (the model reads English; an emoji is unknown to it), only common words, a sentence."""
+    found = []
+    for interest in subscriber.interests:
+        words = re.findall(r"[^\W_]+", interest.casefold())
+        if not any(c.isascii() and c.isalpha() for c in interest):
+            found.append((interest, "has no English word: the ranker reads English, so it matches nothing"))
+        elif all(word in STOPWORDS for word in words):
+            found.append((interest, "is only common words: it matches nothing; name a topic"))
+        elif len(words) > _PHRASE_WORDS:
+            found.append((interest, f"has {len(words)} words: write short phrases, and sentences in 'about'"))
+    return found
 
 
 def _line_of(entry: dict[str, Any], key: str) -> int:

@@ -364,7 +364,7 @@ def test_a_newsletter_toml_that_is_no_file_is_refused_not_ignored(
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert str(info.value) == (
-        "newsletter.toml: is not a file (a folder, or a link to nothing): its settings cannot be read"
+        "newsletter.toml: is not a regular file (a folder, a device, or a link to nothing): its settings cannot be read"
     )
 
 

@@ -179,6 +179,45 @@ def test_a_setting_the_cadence_ignores_is_warned_about_with_its_line(
         assert message.endswith(warned)
 
 
+def test_an_excluded_interest_is_warned_about_with_its_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`interests: [GraphSAGE]` with `exclude: [graphsage]` passed `check` and sent nothing, silently."""
+    path = _one(tmp_path, "    exclude: [3D, graphsage]\n")
+    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
+        load_subscribers(path)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(f"{path}:4: subscriber #1 (ada@example.org): 'graphsage' is both an interest")
+
+
+@pytest.mark.parametrize(
+    ("interest", "warned"),
+    [
+        ("扩散模型", "has no English word"),
+        ("🐍", "has no English word"),
+        ("the", "is only common words"),
+        ("I want papers that make large language models run faster on cheap hardware", "has 13 words"),
+        ("state space models", None),
+        ("LoRA 🚀", None),
+    ],
+)
+def test_an_interest_the_rankers_cannot_match_is_warned_about_with_its_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, interest: str, warned: str | None
+) -> None:
+    """Each of these passed `check` and brought an empty digest ("nothing relevant"), silently."""
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(f"subscribers:\n  - email: ada@example.org\n    interests: ['{interest}']\n", "utf-8")
+    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
+        load_subscribers(path)
+    found = [r.getMessage() for r in caplog.records]
+    if warned is None:
+        assert found == []
+    else:
+        (message,) = found
+        assert message.startswith(f"{path}:3: subscriber #1 (ada@example.org): interest ")
+        assert warned in message
+
+
 def test_a_default_the_cadence_ignores_is_no_mistake(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

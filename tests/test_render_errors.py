@@ -279,3 +279,28 @@ def test_a_jinja_include_in_the_mjml_template_says_to_use_mj_include(tmp_path: P
     error = str(load_error(tmp_path))
     assert error.startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:{line + 1}: ")
     assert "'footer.html'" in error and "use <mj-include" in error
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        '<a href="tel:+15551234567">Call us</a>',
+        '<img src="cid:logo" alt="Lab">',
+        '<img src="data:image/png;base64,iVBORw0KGgo=" alt="Lab">',
+        '{# <a href="/old-archive">Archive</a> #}',
+    ],
+)
+def test_a_phone_link_an_inline_image_or_a_commented_link_is_not_refused(
+    tmp_path: Path, written: str
+) -> None:
+    """A template that loaded before links were checked: a footer's phone link, a logo attached or
+    inline, a link a Jinja comment keeps out of the email; refusing it failed every run."""
+    override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", f"Unsubscribe</a>\n{written}")
+    assert "/old-archive" not in Renderer(tmp_path).render(golden_view()).html  # a comment is never sent
+
+
+def test_a_refused_link_names_its_own_line_not_a_longer_link_holding_it(tmp_path: Path) -> None:
+    """'/about' was looked for as text, and found first in an earlier 'https://example-lab.org/about'."""
+    links = '<a href="https://example-lab.org/about">Lab</a>\n<a href="/about">About</a>'
+    line = override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", f"Unsubscribe</a>\n{links}")
+    assert str(load_error(tmp_path)).startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:{line + 2}: ")

@@ -227,3 +227,23 @@ def test_without_a_secret_there_are_no_links_and_no_endpoint(tmp_path: Path) -> 
     with LiveServer(settings, NOW) as server, httpx.Client(timeout=60) as client:
         response = client.post(f"{server.url}/feedback/less/{token}")
     assert response.status_code == 404 and "not set up" in response.text
+
+
+def test_a_forgotten_address_whose_old_unsubscribe_link_is_used_stays_forgotten(
+    home: dict[str, str],
+    server: LiveServer,
+    sent: tuple,  # type: ignore[type-arg]
+) -> None:
+    """A mail client's one-click unsubscribe, posted after `forget`, recorded the address again: its
+    'less like this' links then recorded feedback again."""
+    subscribers = Path(home["NEWSLETTER_SUBSCRIBERS"])
+    subscribers.write_text(subscribers.read_text().replace(SSM, "sam@example.org"))
+    cli(home, "forget", SSM)
+    one_click = re.search(r"<(https://[^>]+)>", sent[1]["List-Unsubscribe"]).group(1)  # type: ignore[union-attr]
+    with httpx.Client(timeout=60) as client:
+        unsubscribed = client.post(
+            server.url + urlsplit(one_click).path, data={"List-Unsubscribe": "One-Click"}
+        )
+        assert unsubscribed.status_code == 200
+        assert client.post(on(server, links(sent[1])[2][MARKED][1])).status_code == 410
+    assert feedback_of(home) == []

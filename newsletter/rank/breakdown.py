@@ -29,6 +29,7 @@ def breakdown(ranker: Ranker, paper: StoredPaper, profiled: Subscriber) -> Break
     """The columns behind ``paper``'s score for ``profiled`` (the subscriber with their feedback)."""
     if not isinstance(ranker, ChunkedRanker):
         return Breakdown()
+    profiled = ranker.readable(profiled)
     scores = ranker.breakdown([paper], profiled)
     one = np.zeros(1, dtype=np.int64)
     values = scores.columns.values_at(one, one)[0]

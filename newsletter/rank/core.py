@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from newsletter.models import Scored, StoredPaper, Subscriber
+from newsletter.models import Scored, StoredPaper, Subscriber, arxiv_id_in
 from newsletter.rank.index import LexicalIndex, QueryBatch, blended, remember, strongest
 from newsletter.rank.less import less_like
 from newsletter.rank.naming import Acronyms
@@ -111,7 +111,7 @@ class ChunkedRanker:
             return
 
         def score(chunk: list[Subscriber]) -> BatchScores:
-            return self.score_batch([compile_profile(s) for s in chunk], view)
+            return self.score_batch([compile_profile(self.readable(s)) for s in chunk], view)
 
         for chunk, scores in _ahead(chunks, score):
             caps = np.array([s.max_items for s in chunk]) if capped else None
@@ -283,7 +283,15 @@ class ChunkedRanker:
         papers = tuple(papers)
         if self._catalog.missing(papers):
             self.prepare([*self._catalog.papers, *self._catalog.missing(papers)], self._background)
-        return self.score_batch([compile_profile(subscriber)], self._view(papers))
+        return self.score_batch([compile_profile(self.readable(subscriber))], self._view(papers))
+
+    def readable(self, subscriber: Subscriber) -> Subscriber:
+        """The subscriber without the liked papers named by an arXiv id or URL that no stored paper has:
+        such a name has no text to compare ("2306.00978" was embedded as it is), yet it made a column
+        and raised the bar for every paper. A title stays: it says what the paper is about."""
+        find = self._catalog.find
+        liked = tuple(i for i in subscriber.liked if arxiv_id_in(i) is None or find(i) is not None)
+        return subscriber if liked == subscriber.liked else subscriber.model_copy(update={"liked": liked})
 
     def similar_to(self, items: Sequence[str], view: View) -> np.ndarray:
         """(items, candidates) each candidate's similarity to each paper named, as a liked-paper column."""

@@ -32,6 +32,9 @@ _JINJA = re.compile(r"\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _POSITION = re.compile(r"at position (\d+):")
 _LINK = re.compile(r"""\b(?:href|src)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+_JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
+# written by a person, not filled in from a dump: a phone link, an image attached or inline
+_WRITTEN_SCHEMES = re.compile(r"(?:tel|sms|cid):|data:image/(?:png|gif|jpeg|webp);", re.IGNORECASE)
 _TAG = re.compile(
     r"<(?P<close>/?)(?P<name>[A-Za-z][\w:.-]*)"
     r"(?:\s+[^\s\"'=<>/]+(?:\s*=\s*(?:\"[^\"]*\"|'[^']*'))?)*\s*(?P<selfclose>/?)>"
@@ -78,17 +81,29 @@ def compile_mjml(source: str, where: str, include_loader: IncludeLoader | None =
 def refuse_unsafe_links(html: str, source: str, where: str) -> None:
     """RenderError for a link written in the template that is not absolute https, http or mailto: a
     'javascript:' one, or a relative '/about' or 'www.example.org' that every mail client breaks. Links
-    Jinja fills in are the ``safe_url`` filter's; a '#' anchor is left alone."""
-    for match in _LINK.finditer(html):
+    Jinja fills in are the ``safe_url`` filter's; a '#' anchor, a 'tel:' link, a 'cid:' or 'data:' image
+    and what a Jinja comment holds (never sent) are left alone."""
+    for match in _LINK.finditer(_JINJA_COMMENT.sub("", html)):
         url = match.group(1) if match.group(1) is not None else match.group(2)
-        if not url or url.startswith("#") or "{{" in url or "{%" in url or safe_url(url) != "#":
+        if not url or url.startswith("#") or "{{" in url or "{%" in url or _written_safe(url):
             continue
-        found = source.find(url)
+        found = _written_at(source, url)
         at = f"{where}:{line_of(source, found)}" if found >= 0 else where
         raise RenderError(
             f"{at}: link {url!r} is not an absolute https, http or mailto URL",
             hint="write it in full ('https://example.org/about'): a mail client has no page to resolve it by",
         )
+
+
+def _written_safe(url: str) -> bool:
+    return safe_url(url) != "#" or bool(_WRITTEN_SCHEMES.match(url.strip()))
+
+
+def _written_at(source: str, url: str) -> int:
+    """Where ``url`` is written as an attribute's value (a bare find took '/about' in an earlier
+    'https://example.org/about' for it, and named that line); else where it first occurs."""
+    quoted = re.search(rf"""=\s*(["']){re.escape(url)}\1""", source)
+    return quoted.start() if quoted else source.find(url)
 
 
 def fragments(text: str, *, strip_html_comments: bool = False) -> list[Fragment]:

@@ -28,6 +28,7 @@ from newsletter.send.message import DEFAULT_LIST_NAME, list_name
 from newsletter.serve.key import COOKIE, PreviewKey, preview_key
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
+from newsletter.store.records import SubscriberState
 from newsletter.unsubscribe import read_token
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,12 @@ def create_app(
 def _path_of(base_url: str | None) -> str:
     """The path of NEWSLETTER_BASE_URL ("/nl" of https://example.org/nl/): a proxy may pass it on."""
     return unquote(urlsplit(base_url).path).rstrip("/") if base_url else ""  # routes match decoded paths
+
+
+def _never_sent(state: SubscriberState | None) -> bool:
+    """No digest recorded for the address: none, or only the unsubscribe an old email's link recorded
+    after `forget` (a mail client's one-click unsubscribe; its feedback links then recorded again)."""
+    return state is None or (state.watermark_seq is None and state.last_digest_at is None)
 
 
 class _Views:
@@ -316,7 +323,8 @@ class _Views:
         (`forget` erased it): a link of an old digest then records nothing of it again. Not when either
         cannot be read: the click is taken (or held) as any."""
         try:
-            return not self.previewer.listed(email) and self.previewer.store().subscriber_state(email) is None
+            listed = self.previewer.listed(email)
+            return not listed and _never_sent(self.previewer.store().subscriber_state(email))
         except NewsletterError:
             return False
 
