@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from newsletter.models import normalize_title
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.embed import HashingEmbedder
@@ -121,3 +122,15 @@ def test_a_paper_liked_by_the_title_it_was_first_stored_under_is_found_once_its_
     catalog = Catalog(corrected)
     row = catalog.find(GRASPING)
     assert row is not None and catalog.papers[row].title.endswith("via Reinforcement Learning")
+
+
+def test_a_title_names_the_paper_that_has_it_before_one_first_stored_under_it() -> None:
+    """A paper whose first title (its key) was corrected, listed before another paper with that title:
+    a profile liking the title was ranked against the corrected paper (the store's find_paper, `explain`
+    and `feedback` name the other)."""
+    first, titled, *rest = papers()
+    second = replace(titled, key="2403.00002", arxiv_id="2403.00002")  # a listing with an id took its title
+    retitled = replace(first, key=normalize_title(titled.title), title="A Corrected Title")
+    catalog = Catalog([retitled, second, *rest])
+    row = catalog.find(second.title)
+    assert row is not None and catalog.papers[row].title == second.title

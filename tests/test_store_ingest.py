@@ -156,6 +156,39 @@ def test_a_retitled_paper_without_an_id_is_found_by_its_abstract(store: Store) -
     assert store.paper_by_key("hovering like a kestrl") == stored
 
 
+def test_a_link_sent_before_a_listing_gave_the_paper_an_id_and_corrected_title_still_finds_it(
+    store: Store,
+) -> None:
+    """A digest's links carry the key a paper had when it was sent: its first title's, until an id
+    came. A later listing with the id and a corrected title took both away (a click said no such paper):
+    the key stays then."""
+    store.ingest(make_dump(replace(paper("Hovering Like a Kestrl", 1), abstract=LONG_ABSTRACT)), at(0))
+    fixed = replace(paper("Hovering Like a Kestrel", 1, "2403.00001"), abstract=LONG_ABSTRACT)
+    assert store.ingest(make_dump(fixed), at(1)).new == 0
+
+    found = store.paper_by_key("hovering like a kestrl")
+    assert found is not None and (found.arxiv_id, found.title) == ("2403.00001", "Hovering Like a Kestrel")
+    assert store.find_paper("2403.00001") == found
+
+
+def test_a_paper_given_its_id_and_a_corrected_title_keeps_it_when_its_first_title_is_listed_again(
+    store: Store,
+) -> None:
+    """A text dump (no id) listing the first title again took the paper back to it; the corrected
+    title with a corrected abstract was then a new paper, mailed twice."""
+    typo = replace(paper("Hovering Like a Kestrl", 1), abstract=LONG_ABSTRACT)
+    store.ingest(make_dump(typo), at(0))
+    store.ingest(
+        make_dump(replace(paper("Hovering Like a Kestrel", 1, "2403.00001"), abstract=LONG_ABSTRACT)), at(1)
+    )
+    store.ingest(make_dump(typo, tag="again"), at(2))
+    corrected = replace(
+        paper("Hovering Like a Kestrel", 1), abstract=LONG_ABSTRACT.replace("no gimbal", "none")
+    )
+    assert store.ingest(make_dump(corrected), at(3)).new == 0
+    assert [p.title for p in store.papers_first_seen_after(0)] == ["Hovering Like a Kestrel"]
+
+
 def test_a_retitled_paper_is_found_by_its_new_title_when_its_abstract_is_corrected_too(store: Store) -> None:
     """A title corrected, then the abstract: the third listing matches only the corrected title, which
     the paper took at the second (it came back as new, and was mailed twice). Looked up by either title
@@ -436,3 +469,16 @@ def test_a_dump_already_ingested_is_logged_at_debug_not_info(
     store.ingest(dump, at(1))
     levels = [r.levelno for r in caplog.records if r.getMessage().startswith("ingested ")]
     assert levels == [logging.INFO, logging.DEBUG]
+
+
+def test_another_paper_without_an_id_with_the_title_of_one_stored_without_one_is_new(store: Store) -> None:
+    """Two text dumps (no ids) list two papers of one title with different abstracts: the second is new,
+    under a key of its own (it was inserted under the first's key, the title's, and every later ingest
+    of that dump failed on UNIQUE)."""
+    listed = lambda abstract: replace(paper("Scaling Laws", 1), abstract=abstract)  # noqa: E731
+    store.ingest(make_dump(listed(LONG_ABSTRACT)), at(0))
+    assert store.ingest(make_dump(listed(OTHER_ABSTRACT), tag="second"), at(1)).new == 1
+    assert store.ingest(make_dump(listed(OTHER_ABSTRACT), tag="third"), at(2)).new == 0
+    keys = {p.abstract: p.key for p in store.papers_first_seen_after(0)}
+    assert keys[LONG_ABSTRACT] == "scaling laws"
+    assert store.paper_by_key(keys[OTHER_ABSTRACT]).abstract == OTHER_ABSTRACT  # type: ignore[union-attr]

@@ -70,6 +70,16 @@ def test_a_schema_is_not_brought_up_to_date_while_another_process_runs_on_it(tmp
         assert store.migrations_applied == []
 
 
+def test_a_newer_schema_is_refused_as_newer_while_a_daemon_of_that_version_runs(tmp_path: Path) -> None:
+    """A newer version's daemon holds the state folder: this older one is refused for its age, not asked
+    to stop that daemon to bring the database "up to date" (only to be refused for its age after)."""
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with Store(url) as store, store._engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO schema_migrations VALUES ('0999_from_the_future', '2030-01-01')"))
+    with run_lock(tmp_path), pytest.raises(StoreError, match="newer than this version knows"):
+        Store(url, home=tmp_path)
+
+
 def test_a_failing_migration_leaves_no_trace(store_url: str) -> None:
     engine = make_engine(sa.make_url(store_url))
 

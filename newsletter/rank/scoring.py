@@ -29,10 +29,11 @@ class Catalog:
             if paper.key not in self.keys:
                 self.keys[paper.key] = len(kept)
                 kept.append(paper)
-        for row, paper in enumerate(kept):
-            for name in (paper.arxiv_id, normalize_title(paper.title), paper.key):
-                if name:
-                    self.names.setdefault(name, row)
+        # a title a paper has now before one another was first stored under (as the store finds them)
+        named = [(row, name) for row, p in enumerate(kept) for name in (p.arxiv_id, normalize_title(p.title))]
+        for row, name in [*named, *((row, p.key) for row, p in enumerate(kept))]:
+            if name:
+                self.names.setdefault(name, row)
         self.papers = tuple(kept)
         self._found: dict[str, int | None] = {}
 

@@ -2,8 +2,9 @@
 
 Identity: a listed paper matches a stored one by arXiv id when the dump gives one, else by normalised
 title. A paper with an id that no stored paper has matches a stored paper *without* an id by title,
-and that paper gets the id (and its key becomes the id, as ``Paper.key`` would give). A paper found
-by its abstract under another title (a corrected one) takes that title; its key stays.
+and that paper gets the id (and its key becomes the id, as ``Paper.key`` would give, unless the listing
+corrects its title too). A paper found by its abstract under another title (a corrected one) takes that
+title; its key stays.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def _see(index: _Index, paper: Paper) -> None:
     arxiv_id = _arxiv_id(paper)
     entry = index.find(arxiv_id, paper)
     if entry is None:
-        entry = _Entry(paper.title_key, arxiv_id, paper.abstract_key, arxiv_id or paper.title_key)
+        entry = _Entry(paper.title_key, arxiv_id, paper.abstract_key, _new_key(index, arxiv_id, paper))
         index.add(entry)
     else:
         _seen_again(index, entry, arxiv_id, paper)
@@ -172,6 +173,13 @@ def _see(index: _Index, paper: Paper) -> None:
         index.touched.append(entry)
     else:
         entry.rank = min(entry.rank, paper.rank)
+
+
+def _new_key(index: _Index, arxiv_id: str | None, paper: Paper) -> str:
+    """A new paper's key: its arXiv id, else its title key; with its abstract's key when another paper
+    of that title, with another abstract (see ``_may_be``), has the title key as its key."""
+    key = arxiv_id or paper.title_key
+    return f"{key} {paper.abstract_key}" if key in index.by_key and paper.abstract_key else key
 
 
 def _seen_again(index: _Index, entry: _Entry, arxiv_id: str | None, paper: Paper) -> None:
@@ -215,7 +223,7 @@ def _insert_paper(conn: Connection, entry: _Entry, seq: int, now: datetime, tren
     assert paper is not None
     result = conn.execute(
         papers.insert().values(
-            key=entry.arxiv_id or entry.title_key,
+            key=entry.arxiv_id or entry.key,
             arxiv_id=entry.arxiv_id,
             title_key=entry.title_key,
             abstract_key=entry.abstract_key,
@@ -265,7 +273,8 @@ def _seen_values(entry: _Entry, now: datetime, trending: bool) -> dict[str, Any]
     retitled = entry.title_key != row["title_key"]
     return {
         "b_id": entry.id,
-        "b_key": entry.arxiv_id if entry.filled_id else row["key"],
+        # a link sent names the paper by its key: the first title's stays when that title goes too
+        "b_key": entry.arxiv_id if entry.filled_id and not retitled else row["key"],
         "b_arxiv_id": entry.arxiv_id,
         "b_title": paper.title if retitled else row["title"],
         "b_title_key": entry.title_key,

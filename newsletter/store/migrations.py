@@ -405,9 +405,10 @@ def _up_to_date(engine: Engine, known: list[str]) -> bool:
 
 
 def _outdated(engine: Engine, known: list[str]) -> bool:
-    """Whether an earlier version made this database (a new, empty one has no process writing into it)."""
+    """Whether an earlier version made this database (a new, empty one has no process writing into it;
+    one a newer version made is refused, with no lock to wait for)."""
     recorded = _recorded(engine)
-    return bool(recorded) and recorded != known
+    return bool(recorded) and set(recorded or ()) < set(known)
 
 
 def _recorded(engine: Engine) -> list[str] | None:
