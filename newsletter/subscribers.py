@@ -337,14 +337,19 @@ def _unreadable_interests(subscriber: Subscriber) -> list[tuple[str, str]]:
     Latin letter (the model reads English; an emoji is unknown to it), only common words, a sentence."""
     found = []
     for interest in subscriber.interests:
-        words = re.findall(r"[^\W_]+", interest.casefold())
+        words = len(interest.split())  # as written: "LLaMA-2-70B" is one word, not three
         if not any(c.isascii() and c.isalpha() for c in interest):
             found.append((interest, "has no English word: the ranker reads English, so it matches nothing"))
-        elif all(word in STOPWORDS for word in words):
+        elif all(_common(word) for word in re.findall(r"[^\W_]+", interest)):
             found.append((interest, "is only common words: it matches nothing; name a topic"))
-        elif len(words) > _PHRASE_WORDS:
-            found.append((interest, f"has {len(words)} words: write short phrases, and sentences in 'about'"))
+        elif words > _PHRASE_WORDS:
+            found.append((interest, f"has {words} words: write short phrases, and sentences in 'about'"))
     return found
+
+
+def _common(word: str) -> bool:
+    """A stop word as written in prose: "OR" (operations research) and "IT" in capitals are acronyms."""
+    return word.casefold() in STOPWORDS and not (len(word) > 1 and word.isupper())
 
 
 def _line_of(entry: dict[str, Any], key: str) -> int:

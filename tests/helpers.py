@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import uvicorn
 from starlette.applications import Starlette
@@ -23,7 +24,7 @@ from starlette.testclient import TestClient
 
 from newsletter.config import Settings
 from newsletter.serve import answered_hosts, create_app
-from newsletter.serve.key import COOKIE
+from newsletter.serve.key import cookie_name
 
 from .conftest import ROOT, SEEDS
 
@@ -113,14 +114,14 @@ def one_installation(*homes: Path) -> None:
         shutil.copy(first, home / "state.db")
 
 
-def key_cookie(app: Starlette) -> dict[str, str]:
-    """The cookie a browser gets for opening the URL with the preview key `serve` printed."""
-    return {COOKIE: app.state.preview_key.value}
+def key_cookie(app: Starlette, url: str = "http://testserver") -> dict[str, str]:
+    """The cookie a browser gets at ``url`` for opening the URL with the preview key `serve` printed."""
+    return {cookie_name(urlsplit(url).port): app.state.preview_key.value}
 
 
 def keyed(app: Starlette, **options: Any) -> TestClient:
     """A TestClient with the preview key's cookie, as a browser has it after opening the keyed URL."""
-    return TestClient(app, cookies=key_cookie(app), **options)
+    return TestClient(app, cookies=key_cookie(app, options.get("base_url", "http://testserver")), **options)
 
 
 def with_key(url: str, app: Starlette) -> str:
@@ -159,7 +160,7 @@ class LiveServer:
         self.app = create_app(settings, clock=lambda: now, allowed_hosts=answered_hosts(settings))
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)  # room for many requests at once
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.cookies = key_cookie(self.app)  # the preview pages ask for the key
+        self.cookies = key_cookie(self.app, self.url)  # the preview pages ask for the key
         config = uvicorn.Config(self.app, log_level="warning", ws="none", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

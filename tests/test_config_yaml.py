@@ -199,6 +199,9 @@ def test_an_excluded_interest_is_warned_about_with_its_line(
         ("I want papers that make large language models run faster on cheap hardware", "has 13 words"),
         ("state space models", None),
         ("LoRA 🚀", None),
+        ("OR", None),  # operations research: an acronym in capitals, not the word "or"
+        ("IT", None),
+        ("C++/CUDA kernels for LLaMA-2-70B inference on A100 GPUs", None),  # 8 words, 11 pieces
     ],
 )
 def test_an_interest_the_rankers_cannot_match_is_warned_about_with_its_line(

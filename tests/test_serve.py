@@ -28,7 +28,7 @@ from newsletter.errors import ConfigError
 from newsletter.rank import semantic
 from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import answered_hosts, create_app, local_hosts
-from newsletter.serve.key import COOKIE
+from newsletter.serve.key import cookie_name
 from newsletter.store import Store, run_lock
 from newsletter.subscribers import load_subscribers
 from newsletter.unsubscribe import make_token
@@ -450,7 +450,9 @@ def test_nginx_default_proxy_pass_keeps_the_previews_private(env: dict[str, str]
         settings, clock=lambda: NOW, allowed_hosts=answered_hosts(settings), preview_hosts=local_hosts()
     )
     token = make_token(SSM, SecretStr("s" * 16))
-    cookie = f"{COOKIE}={app.state.preview_key.value}".encode()  # the key does not open them either
+    cookie = (
+        f"{cookie_name(8000)}={app.state.preview_key.value}".encode()
+    )  # the key does not open them either
 
     async def get(path: str, http_version: str) -> int:
         sent: list[dict[str, object]] = []
@@ -578,7 +580,7 @@ def test_cli_serve_listens_on_loopback_by_default(env: dict[str, str]) -> None:
     try:
         assert _wait_for(url, proc).status_code == 403  # the preview key is asked for
         key = (Path(env["NEWSLETTER_HOME"]) / "serve-key").read_text().strip()
-        response = httpx.get(url, cookies={COOKIE: key}, timeout=30)
+        response = httpx.get(url, cookies={cookie_name(port): key}, timeout=30)
         assert response.status_code == 200
         assert 'href="/s/ssm@example.org"' in response.text
         assert _listening_addresses(port) == ["127.0.0.1"]

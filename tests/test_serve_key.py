@@ -79,11 +79,36 @@ def test_the_key_in_the_url_sets_a_strict_cookie_and_redirects_to_the_url_withou
     assert all(client.get(path).status_code != 403 for path in PREVIEWS)
 
 
+def test_two_serves_on_two_ports_keep_each_their_own_cookie(env: dict[str, str], tmp_path: Path) -> None:
+    """A browser sends a host's cookies to all its ports: opening the second serve's URL overwrote the
+    first's key (one cookie name), whose pages were then 403."""
+    first = create_app(settings_for(env), clock=lambda: NOW)
+    other = create_app(settings_for({**env, "NEWSLETTER_HOME": str(tmp_path / "other")}), clock=lambda: NOW)
+    browser: dict[str, str] = {}  # one host's cookies, whatever the port
+    for app, port in ((first, 8000), (other, 8001)):
+        with TestClient(app, base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
+            name, value = client.get(with_key("/", app)).headers["set-cookie"].split(";")[0].split("=")
+            browser[name] = value
+    with TestClient(first, base_url="http://127.0.0.1:8000", cookies=browser) as client:
+        assert client.get(f"/s/{SSM}").status_code == 200
+
+
 @pytest.mark.parametrize("wrong", ["wrong", "", "x" * 40])
 def test_a_wrong_key_is_403_in_the_url_or_the_cookie(app: Starlette, client: TestClient, wrong: str) -> None:
     assert client.get(f"/?key={wrong}").status_code == 403
     with TestClient(app, cookies={COOKIE: wrong}) as other:
         assert other.get(f"/s/{SSM}").status_code == 403
+
+
+def test_a_stale_key_beside_the_cookie_or_among_several_keys_is_no_refusal(
+    app: Starlette, client: TestClient, env: dict[str, str]
+) -> None:
+    """The last ``key`` value alone was read, and a stale one in an old bookmark beat a valid cookie."""
+    good = key_of(env)
+    assert client.get(f"/?key={good}&key=junk").status_code == 303
+    name = client.get(f"/?key={good}").headers["set-cookie"].split("=")[0]
+    with TestClient(app, cookies={name: good}) as keyed:
+        assert keyed.get("/?key=stale").status_code == 200
 
 
 def test_the_emails_links_need_no_key(app: Starlette, client: TestClient) -> None:

@@ -23,7 +23,7 @@ from newsletter.errors import ConfigError
 log = logging.getLogger(__name__)
 
 KEY_FILE = "serve-key"
-COOKIE = "newsletter-preview-key"
+COOKIE = "newsletter-preview-key"  # and the port: cookie_name
 KEY_BYTES = 24  # secrets.token_urlsafe(24): 32 characters
 
 
@@ -45,6 +45,13 @@ class PreviewKey:
 
     def __repr__(self) -> str:  # never the value, wherever the object is printed
         return f"PreviewKey(file={self.file!r})"
+
+
+def cookie_name(port: int | None) -> str:
+    """The cookie for the preview key of the serve on ``port`` (as the browser addresses it). A browser
+    keeps a host's cookies for all its ports: two serves (two state folders) on one host would each
+    overwrite the other's key, and the first 403 again (Jupyter names its cookie by port too)."""
+    return f"{COOKIE}-{port}" if port else COOKIE
 
 
 def preview_key(settings: Settings) -> PreviewKey:

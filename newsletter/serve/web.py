@@ -25,7 +25,7 @@ from newsletter.feedback import as_kind, read_feedback_token
 from newsletter.held import Click, anything_held, hold, record_click, record_held
 from newsletter.models import UNRANKED, StoredPaper
 from newsletter.send.message import DEFAULT_LIST_NAME, list_name
-from newsletter.serve.key import COOKIE, PreviewKey, preview_key
+from newsletter.serve.key import PreviewKey, cookie_name, preview_key
 from newsletter.serve.pages import PAGE_HEADERS, page
 from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
 from newsletter.store.records import SubscriberState
@@ -185,12 +185,12 @@ class _Views:
 
     def _unkeyed(self, request: Request) -> Response | None:
         """None for a request with the key's cookie; for ``?key=K``, a redirect to the same URL without
-        it (out of the history and any Referer) that sets the cookie; else 403 and how to get in."""
-        given = request.query_params.get("key")
-        if given is None and self.key.matches(request.cookies.get(COOKIE)):
-            return None
-        if given is not None and self.key.matches(given):
+        it (out of the history and any Referer) that sets the cookie; else 403 and how to get in. Any of
+        several ``key`` values will do, and a stale one beside the cookie is no refusal."""
+        if any(self.key.matches(given) for given in request.query_params.getlist("key")):
             return _let_in(request, self.key)
+        if self.key.matches(request.cookies.get(cookie_name(request.url.port))):
+            return None
         return page("locked.html", 403, where=self.key.where)
 
     async def index(self, request: Request) -> Response:
@@ -385,7 +385,8 @@ def _let_in(request: Request, key: PreviewKey) -> Response:
     location = f"{path}?{urlencode(kept)}" if kept else path
     response = RedirectResponse(location, 303, headers=PAGE_HEADERS)
     secure = request.url.scheme == "https"
-    response.set_cookie(COOKIE, key.value, path="/", httponly=True, samesite="strict", secure=secure)
+    name = cookie_name(request.url.port)
+    response.set_cookie(name, key.value, path="/", httponly=True, samesite="strict", secure=secure)
     return response
 
 
