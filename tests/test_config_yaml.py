@@ -167,9 +167,7 @@ def test_a_setting_the_cadence_ignores_is_warned_about_with_its_line(
 ) -> None:
     """`weekday: mon` on a daily subscriber (meant as weekly) passed `check` and did nothing."""
     path = _one(tmp_path, extra)
-    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
-        load_subscribers(path)
-    found = [r.getMessage() for r in caplog.records]
+    found = _warnings(path, caplog)
     if warned is None:
         assert found == []
     else:
@@ -184,9 +182,7 @@ def test_an_excluded_interest_is_warned_about_with_its_line(
 ) -> None:
     """`interests: [GraphSAGE]` with `exclude: [graphsage]` passed `check` and sent nothing, silently."""
     path = _one(tmp_path, "    exclude: [3D, graphsage]\n")
-    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
-        load_subscribers(path)
-    (message,) = [r.getMessage() for r in caplog.records]
+    (message,) = _warnings(path, caplog)
     assert message.startswith(f"{path}:4: subscriber #1 (ada@example.org): 'graphsage' is both an interest")
 
 
@@ -210,9 +206,7 @@ def test_an_interest_the_rankers_cannot_match_is_warned_about_with_its_line(
     """Each of these passed `check` and brought an empty digest ("nothing relevant"), silently."""
     path = tmp_path / "subscribers.yaml"
     path.write_text(f"subscribers:\n  - email: ada@example.org\n    interests: ['{interest}']\n", "utf-8")
-    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
-        load_subscribers(path)
-    found = [r.getMessage() for r in caplog.records]
+    found = _warnings(path, caplog)
     if warned is None:
         assert found == []
     else:
@@ -248,3 +242,10 @@ def test_a_bad_default_is_named_once_at_its_own_line_and_a_bare_entry_at_its_lin
         f"{path}:2: defaults: field 'max_items': expected a whole number",
         f"{path}:8: subscriber #3: expected a mapping (email: ..., interests: [...])",
     ]
+
+
+def _warnings(path: Path, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """What loading ``path`` warns of."""
+    with caplog.at_level("WARNING", logger="newsletter.subscribers"):
+        load_subscribers(path)
+    return [r.getMessage() for r in caplog.records]

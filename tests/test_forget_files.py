@@ -24,16 +24,10 @@ def test_forget_erases_the_preview_of_a_mixed_case_address(env: dict[str, str]) 
 
 def test_forget_keeps_another_address_s_outbox_files(env: dict[str, str]) -> None:
     """Forgetting smith@ matched "_smith@example.org_" inside john_smith@'s outbox file names."""
-    entry = "  - email: {}\n    interests: [language models, diffusion, reinforcement learning]\n"
-    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
-        "subscribers:\n" + entry.format("john_smith@example.org") + entry.format("smith@example.org")
-    )
-    add_dumps(env, seed_names()[0])
-    cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
-    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    outbox = _two_sent(env, "john_smith@example.org", "smith@example.org")
     before = sorted(p.name for p in outbox.glob("*"))
     assert len(before) == 4, before
-    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + entry.format("john_smith@example.org"))
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + ENTRY.format("john_smith@example.org"))
     print(cli(env, "forget", "smith@example.org").stdout)
     assert len(list(outbox.glob("*"))) == 2  # john_smith's digest is still there
 
@@ -83,18 +77,26 @@ def test_forget_leaves_the_address_unreadable_in_the_sqlite_files_another_proces
 
 def test_forget_erases_outbox_files_named_by_an_earlier_version(env: dict[str, str]) -> None:
     """Versions before the address was in the name wrote <digest id>.eml: an upgraded state keeps them."""
-    entry = "  - email: {}\n    interests: [language models, diffusion, reinforcement learning]\n"
-    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
-        "subscribers:\n" + entry.format("ada@example.org") + entry.format("bob@example.org")
-    )
-    add_dumps(env, seed_names()[0])
-    cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
-    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    outbox = _two_sent(env, "ada@example.org", "bob@example.org")
     for path in outbox.glob("*"):  # 2026-03-11_ada@example.org_<id>.eml -> <id>.eml
         path.rename(outbox / path.name.rpartition("_")[2])
     assert len(list(outbox.glob("*"))) == 4
-    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + entry.format("bob@example.org"))
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text("subscribers:\n" + ENTRY.format("bob@example.org"))
     cli(env, "forget", "ada@example.org")
     left = [p.read_bytes() for p in outbox.glob("*.eml")]
     assert len(left) == 1 and b"bob@example.org" in left[0] and b"ada@example.org" not in left[0]
     assert len(list(outbox.glob("*"))) == 2
+
+
+ENTRY = "  - email: {}\n    interests: [language models, diffusion, reinforcement learning]\n"
+
+
+def _two_sent(env: dict[str, str], first: str, second: str) -> Path:
+    """The outbox once a run has sent a digest each to two subscribers of the same interests."""
+    entry = "  - email: {}\n    interests: [language models, diffusion, reinforcement learning]\n"
+    Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(
+        "subscribers:\n" + entry.format(first) + entry.format(second)
+    )
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", "2026-03-11T08:00:00Z", check=False)
+    return Path(env["NEWSLETTER_HOME"]) / "outbox"
