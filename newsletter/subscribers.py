@@ -330,11 +330,13 @@ def _excluded_interests(subscriber: Subscriber) -> list[str]:
 # An interest longer than this is a sentence: the model reads it as "a paper about papers" and the
 # literal match never finds it (a 25-word sentence on quantizing LLMs matched none of 8 such papers).
 _PHRASE_WORDS = 10
+_LIST_MARKS = {",": "comma", ";": "semicolon"}  # "quantization, pruning, Mamba": a list in one interest
 
 
 def _unreadable_interests(subscriber: Subscriber) -> list[tuple[str, str]]:
     """(interest, why) for each interest the rankers cannot match, which silently brings nothing: no
-    Latin letter (the model reads English; an emoji is unknown to it), only common words, a sentence."""
+    Latin letter (the model reads English; an emoji is unknown to it), only common words, a list in one
+    ("quantization, pruning, Mamba" is one phrase to the ranker), a sentence."""
     found = []
     for interest in subscriber.interests:
         words = len(interest.split())  # as written: "LLaMA-2-70B" is one word, not three
@@ -342,6 +344,8 @@ def _unreadable_interests(subscriber: Subscriber) -> list[tuple[str, str]]:
             found.append((interest, "has no English word: the ranker reads English, so it matches nothing"))
         elif all(_common(word) for word in re.findall(r"[^\W_]+", interest)):
             found.append((interest, "is only common words: it matches nothing; name a topic"))
+        elif mark := next((name for c, name in _LIST_MARKS.items() if c in interest), None):
+            found.append((interest, f"holds a {mark}: each interest counts on its own; list them separately"))
         elif words > _PHRASE_WORDS:
             found.append((interest, f"has {words} words: write short phrases, and sentences in 'about'"))
     return found

@@ -193,6 +193,15 @@ def test_an_excluded_interest_is_warned_about_with_its_line(
         ("🐍", "has no English word"),
         ("the", "is only common words"),
         ("I want papers that make large language models run faster on cheap hardware", "has 13 words"),
+        (
+            "quantization, pruning, Mamba",
+            "holds a comma: each interest counts on its own; list them separately",
+        ),
+        ("diffusion; GANs", "holds a semicolon: each interest counts on its own"),
+        (
+            "papers on sparse attention, mixture of experts and long context models",
+            "holds a comma",
+        ),  # 11 words
         ("state space models", None),
         ("LoRA 🚀", None),
         ("OR", None),  # operations research: an acronym in capitals, not the word "or"

@@ -177,6 +177,21 @@ def test_a_template_that_is_not_utf8_is_a_render_error_naming_the_line(tmp_path:
     assert str(error).startswith(f"{where}:{line + 1}: cannot read template: byte 0xe9 is not UTF-8")
 
 
+@pytest.mark.parametrize("name", [TEXT_TEMPLATE, HTML_TEMPLATE, "footer.mjml"])
+def test_a_template_saved_with_a_byte_order_mark_renders_without_it(tmp_path: Path, name: str) -> None:
+    """An editor on Windows that starts each file it saves as UTF-8 with U+FEFF."""
+    html = (PACKAGE_TEMPLATES / HTML_TEMPLATE).read_text("utf-8")
+    files = {
+        TEXT_TEMPLATE: (PACKAGE_TEMPLATES / TEXT_TEMPLATE).read_text("utf-8"),
+        HTML_TEMPLATE: html.replace("</mj-body>", '<mj-include path="footer.mjml" />\n</mj-body>'),
+        "footer.mjml": "<mj-section><mj-column><mj-text>Bye</mj-text></mj-column></mj-section>",
+    }
+    for file, text in files.items():
+        (tmp_path / file).write_text(("\ufeff" if file == name else "") + text, "utf-8")
+    rendered = Renderer(tmp_path).render(golden_view())
+    assert "\ufeff" not in rendered.text and "\ufeff" not in rendered.html and "Bye" in rendered.html
+
+
 def test_a_template_that_includes_itself_is_a_render_error(tmp_path: Path) -> None:
     source = (PACKAGE_TEMPLATES / TEXT_TEMPLATE).read_text(encoding="utf-8")
     (tmp_path / TEXT_TEMPLATE).write_text(source + '{% include "digest.txt.j2" %}\n', encoding="utf-8")

@@ -312,6 +312,28 @@ def test_template_error_is_shown_in_the_page_with_file_and_line(env: dict[str, s
         assert fixed.text.startswith("Papers: 10 papers")
 
 
+def test_a_template_change_is_seen_without_reading_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 300 MB file left in the templates folder was read for every page (0.7 s each)."""
+    from newsletter.serve.preview import templates_key
+
+    (tmp_path / "digest.txt.j2").write_text("{{ view.list_name }}\n")
+    (tmp_path / "big.bin").write_bytes(b"x" * 1000)
+    before = templates_key(tmp_path)
+
+    def unread(path: Path, *args: object, **kwargs: object) -> bytes:
+        raise AssertionError(f"{path} read")
+
+    monkeypatch.setattr(Path, "read_bytes", unread)
+    assert templates_key(tmp_path) == before
+    (tmp_path / "digest.txt.j2").write_text("{{ view.list_name }}!\n")  # another size
+    assert templates_key(tmp_path) != before
+    before = templates_key(tmp_path)
+    os.utime(tmp_path / "big.bin", ns=(0, 10**18))  # the same size, written later
+    assert templates_key(tmp_path) != before
+
+
 def test_template_syntax_error_names_the_line(env: dict[str, str], tmp_path: Path) -> None:
     templates = tmp_path / "t"
     templates.mkdir()

@@ -10,7 +10,8 @@ import select
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from newsletter.config import load_settings
+from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
 from newsletter.feedback import feedback_token
 from newsletter.serve import create_app, preview_key, start_line
@@ -146,6 +147,39 @@ def test_a_key_file_others_can_read_is_made_again(
     assert "could be read by others (mode 644" in caplog.text and first.value not in caplog.text
 
 
+def _key_or_error(settings: Settings, path: Path) -> str:
+    """preview_key's error, or what it did; a FIFO left blocking the open is opened for writing to free it."""
+    outcome: list[str] = []
+
+    def run() -> None:
+        try:
+            outcome.append(f"kept {preview_key(settings).file}")
+        except ConfigError as exc:
+            outcome.append(f"{exc} ({exc.hint})")
+        except OSError as exc:
+            outcome.append(repr(exc))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=10)
+    if thread.is_alive():  # blocked on the FIFO until a writer comes
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join()
+        return "hung at the open"
+    return outcome[0]
+
+
+@pytest.mark.parametrize("make", [os.mkdir, os.mkfifo], ids=["directory", "fifo"])
+def test_a_key_path_that_is_no_file_is_one_clear_error(
+    env: dict[str, str], make: Callable[[Path], None]
+) -> None:
+    path = Path(env["NEWSLETTER_HOME"]) / KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make(path)
+    error = _key_or_error(settings_for(env), path)
+    assert error == f"the preview key {path} is not a file (remove it: serve makes a new key then)"
+
+
 def test_newsletter_serve_key_is_the_key_instead_of_a_file(
     env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -223,3 +257,21 @@ def _read_line(fd: int, timeout: float = 60) -> str:
     while b"\n" not in text and select.select([fd], [], [], timeout)[0]:
         text += os.read(fd, 1024)
     return text.decode().splitlines()[0].strip() if text else ""
+
+
+def test_two_serves_starting_at_once_share_the_key_the_first_one_made(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(env)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    fdopen, second = os.fdopen, {}
+
+    def writing(fd: int, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if "w" in mode and not second:  # the first serve made its file, not written yet: the second starts
+            second["started"] = None
+            second["key"] = preview_key(settings)
+        return fdopen(fd, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", writing)
+    first = preview_key(settings)
+    assert second["key"] == first and key_of(env) == first.value

@@ -196,7 +196,7 @@ def html_environment(path: Path, compiled: str) -> Environment:
 def text_environment(folder: Path) -> Environment:
     """Strict Jinja environment for the plain-text part: no escaping, data is only ever a value."""
     env = Environment(
-        loader=_ConfinedLoader([folder, PACKAGE_TEMPLATES]),
+        loader=_ConfinedLoader([folder, PACKAGE_TEMPLATES], encoding="utf-8-sig"),  # no BOM in the text
         autoescape=False,  # noqa: S701 - text/plain output, never parsed as HTML
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -277,7 +277,7 @@ def _statements(env: Environment, source: str) -> Iterator[tuple[str, bool, int]
 
 def read_template(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise unreadable(path, exc) from exc
 
@@ -302,7 +302,7 @@ def include_loader(folder: Path) -> IncludeLoader:
         target = (root / path).resolve()
         if not target.is_relative_to(root):
             raise ValueError(f"mj-include outside the templates folder: {path}")
-        return target.read_text(encoding="utf-8")
+        return target.read_text(encoding="utf-8-sig")
 
     return load
 

@@ -66,12 +66,9 @@ def preview_key(settings: Settings) -> PreviewKey:
 
 def _kept(path: Path) -> str | None:
     """The key in ``path``; None when there is none, or none to keep (the file was removed then)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
+    fd = _opened(path)
+    if fd is None:
         return None
-    except OSError as exc:
-        raise ConfigError(f"cannot read the preview key {path}: {exc.strerror}") from None
     with os.fdopen(fd, encoding="ascii", errors="replace") as file:
         mode = stat.S_IMODE(os.fstat(fd).st_mode)
         key = file.read().strip()
@@ -81,6 +78,23 @@ def _kept(path: Path) -> str | None:
     log.warning("the preview key %s %s: a new one is made (open the URL serve prints now)", path, problem)
     path.unlink()
     return None
+
+
+def _opened(path: Path) -> int | None:
+    """``path`` opened for reading, if it is a regular file; None when there is none. O_NONBLOCK: a FIFO
+    there would block the open until a writer came (serve hung at start), a directory opens and fails
+    only on read."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the preview key {path}: {exc.strerror}") from None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return fd
+    os.close(fd)
+    raise ConfigError(f"the preview key {path} is not a file", hint="remove it: serve makes a new key then")
 
 
 def _unfit(mode: int, key: str) -> str | None:
@@ -93,15 +107,25 @@ def _unfit(mode: int, key: str) -> str | None:
 
 
 def _made(path: Path) -> str:
-    """A new key, written to ``path`` (mode 600, made here or not at all: O_EXCL)."""
+    """A new key, written to ``path`` (mode 600). Written whole to a file of its own, then linked into
+    place: another serve starting at once never reads it empty (O_EXCL on ``path`` itself would let it,
+    and call it "held no key" and remove it). If theirs is linked first, theirs is the key."""
     key = secrets.token_urlsafe(KEY_BYTES)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    draft = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
     try:
-        fd = os.open(path, flags, 0o600)
+        _write_new(draft, key)
+        os.link(draft, path)
     except FileExistsError:  # another serve made it just now: theirs is the key
         return _kept(path) or _made(path)
     except OSError as exc:
         raise ConfigError(f"cannot write the preview key {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(key + "\n")
+    finally:
+        draft.unlink(missing_ok=True)
     return key
+
+
+def _write_new(path: Path, key: str) -> None:
+    """``key`` written to the new file ``path``, mode 600 (made here or not at all: O_EXCL)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="ascii") as file:
+        file.write(key + "\n")
