@@ -275,3 +275,13 @@ def test_two_serves_starting_at_once_share_the_key_the_first_one_made(
     monkeypatch.setattr(os, "fdopen", writing)
     first = preview_key(settings)
     assert second["key"] == first and key_of(env) == first.value
+
+
+def test_a_key_kept_in_newsletter_toml_is_named_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEWSLETTER_SERVE_KEY", raising=False)
+    (tmp_path / "newsletter.toml").write_text('serve_key = "' + "k" * 20 + '"\n', encoding="utf-8")
+    key = preview_key(Settings(serve_key="k" * 20))
+    assert key.where == "newsletter.toml (serve_key, line 1)"

@@ -65,12 +65,12 @@ def check() -> None:
     except ConfigError as exc:  # nothing else can be judged without them: every setting refused
         _print_problems([exc, *exc.also])  # after the misspelt variables: one may be the cause
     result = check_all(settings, new_database=state.new_database)
+    for warning in result.warnings:  # a run goes ahead all the same; before the problems, not hidden
+        warn(str(warning))
     if result.problems:
         _print_problems(result.problems)
     subscribers = result.subscribers
     assert subscribers is not None  # read, or there would be a problem
-    for warning in result.warnings:  # a run goes ahead all the same
-        warn(str(warning))
     for email in _unsubscribed_in(settings, subscribers):
         back = "`newsletter resubscribe` if they asked to come back"
         warn(f"{email} unsubscribed but is still in {settings.subscribers}; it gets nothing ({back})")

@@ -207,7 +207,8 @@ def forget(
     if subscribers.find(email) is not None:
         raise ConfigError(
             f"{subscribers.path}: {email} is still a subscriber",
-            hint="take it out of the subscribers file (and let a running daemon reload it), then forget it",
+            hint="take it out of the subscribers file, stop the daemon (forget takes the run lock), "
+            "then forget it",
         )
     key = address_key(_address(email))
     # under the run lock: a run that read the file before the address left it would mail it afterwards,

@@ -13,11 +13,11 @@ import logging
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter.app import make_state_folder
-from newsletter.config import MIN_SIGNING_KEY, Settings
+from newsletter.config import MIN_SIGNING_KEY, Settings, toml_line
 from newsletter.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class PreviewKey:
 
     value: str
     file: Path | None = None
+    setting: str = field(default="NEWSLETTER_SERVE_KEY", compare=False)  # or newsletter.toml's line
 
     def matches(self, given: str | None) -> bool:
         """Whether ``given`` is the key, compared in constant time."""
@@ -41,7 +42,7 @@ class PreviewKey:
     @property
     def where(self) -> str:
         """Where a person finds the key, for the 403 page and a start line that may be logged."""
-        return f"the file {self.file}" if self.file else "NEWSLETTER_SERVE_KEY"
+        return f"the file {self.file}" if self.file else self.setting
 
     def __repr__(self) -> str:  # never the value, wherever the object is printed
         return f"PreviewKey(file={self.file!r})"
@@ -54,10 +55,19 @@ def cookie_name(port: int | None) -> str:
     return f"{COOKIE}-{port}" if port else COOKIE
 
 
+def _serve_key_setting() -> str:
+    """Where the serve_key setting is: the variable, else newsletter.toml (a start line named the
+    variable for a key only the file held)."""
+    if "NEWSLETTER_SERVE_KEY" in os.environ:
+        return "NEWSLETTER_SERVE_KEY"
+    line, name = toml_line("serve_key")
+    return f"newsletter.toml ({name}, line {line})" if line else "NEWSLETTER_SERVE_KEY"
+
+
 def preview_key(settings: Settings) -> PreviewKey:
     """NEWSLETTER_SERVE_KEY, or the state folder's ``serve-key`` (made on first use)."""
     if settings.serve_key is not None:
-        return PreviewKey(settings.serve_key.get_secret_value())
+        return PreviewKey(settings.serve_key.get_secret_value(), setting=_serve_key_setting())
     if not settings.home.is_dir():  # made once: run_server made it already (and warned, as root)
         make_state_folder(settings)
     path = settings.home / KEY_FILE
