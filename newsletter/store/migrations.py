@@ -375,13 +375,19 @@ def migrate(
     turns on an advisory lock: each migration is applied once, and nobody sees a half-made schema.
     SQLite serialises the writers itself (BEGIN IMMEDIATE).
     """
+    if not uses_advisory_locks(engine):
+        return _guarded(engine, migrations, guard)
+    with AdvisoryLock(engine, MIGRATION_LOCK_KEY, "migration").hold(timeout=MIGRATION_WAIT):
+        return _guarded(engine, migrations, guard)
+
+
+def _guarded(engine: Engine, migrations: tuple[Migration, ...], guard: Guard | None) -> list[str]:
+    """_migrate, under ``guard`` when an earlier version made the database. On PostgreSQL the caller
+    holds the migration lock: a second process waits there, then finds the database up to date."""
     if guard is not None and _outdated(engine, [name for name, _ in migrations]):
         with guard():
-            return migrate(engine, migrations)
-    if not uses_advisory_locks(engine):
-        return _migrate(engine, migrations)
-    with AdvisoryLock(engine, MIGRATION_LOCK_KEY, "migration").hold(timeout=MIGRATION_WAIT):
-        return _migrate(engine, migrations)
+            return _migrate(engine, migrations)
+    return _migrate(engine, migrations)
 
 
 def _migrate(engine: Engine, migrations: tuple[Migration, ...]) -> list[str]:

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.address import address_key
-from newsletter.errors import LockedError, StoreError
+from newsletter.errors import StoreError
 from newsletter.models import Dump, StoredPaper
 from newsletter.store import delivery, rejected
 from newsletter.store import feedback as feedback_log
@@ -40,6 +40,7 @@ from newsletter.store.schema import digest_items, digests, dumps, installation, 
 from newsletter.store.schema import feedback as feedback_table
 from newsletter.store.session import DeliverySession, Unrecorded
 from newsletter.store.transfer import copy_rows
+from newsletter.store.upgrade import upgrade_guard
 
 log = logging.getLogger(__name__)
 
@@ -53,33 +54,16 @@ def _aware(value: datetime, name: str) -> datetime:
     return value
 
 
-@contextmanager
-def _no_run_beside(home: Path) -> Iterator[None]:
-    """The run lock, for bringing the schema up to date: a daemon (or run) of the version before goes on
-    writing as it knows, and the rows it adds after a step are never brought up to date (its papers had
-    no abstract key, and a retitled listing of one was sent again as new)."""
-    with ExitStack() as stack:
-        try:
-            stack.enter_context(run_lock(home))
-        except LockedError as exc:
-            raise StoreError(
-                f"the state database must be brought up to date for this version, but a run or daemon "
-                f"holds it ({exc.message}): one of the version before, still running, would go on writing "
-                "as it knows",
-                hint="stop the daemon (and cron's run, serve), then run this command again",
-            ) from None
-        yield
-
-
 class Store(Catalog):
     """The state database: dumps, papers (read back by Catalog), subscriber state and the delivery log."""
 
     def __init__(self, url: str, where: str = "NEWSLETTER_DATABASE_URL", *, home: Path | None = None) -> None:
         """``where``: the setting or argument ``url`` came from, for messages; ``home``: the state folder
-        whose run lock (SQLite's) must be free to bring the schema up to date."""
+        whose run lock (SQLite's) must be free to bring the schema up to date (PostgreSQL's run lock is the
+        database's own)."""
         self.url = parse_url(url, where)
         self._engine = make_engine(self.url, where)
-        guard = None if home is None or uses_advisory_locks(self._engine) else lambda: _no_run_beside(home)
+        guard = upgrade_guard(self._engine, home)
         try:
             with db_errors(f"opening {safe_url(self.url)}"):
                 self.migrations_applied = migrate(self._engine, guard=guard)
