@@ -313,6 +313,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _api_key_over_tls(self) -> Settings:
+        """The API key goes in a request header, which plain http lets anyone on the path read."""
+        parts = urlsplit(self.api_base_url or "")
+        plain = parts.scheme.lower() == "http" and not is_loopback(parts.hostname or "")
+        if self.api_key is not None and self.transport not in ("file", "smtp") and plain:
+            raise ValueError(
+                f"api_key ({setting_origin('api_key')}) would cross the network unencrypted to "
+                f"{parts.hostname}: make NEWSLETTER_API_BASE_URL an https:// URL"
+            )
+        return self
+
     @field_validator("unsubscribe_secret")
     @classmethod
     def _a_real_key(cls, value: SecretStr | None) -> SecretStr | None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from newsletter.config import Settings
+from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, SendError
 from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.send import make_transport
@@ -520,6 +520,22 @@ def test_make_transport_needs_an_api_key(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         make_transport(Settings(transport=name))
     assert caught.value.hint is not None and "NEWSLETTER_API_KEY" in caught.value.hint
+
+
+@pytest.mark.parametrize("host", ["api.sendgrid.com", "10.0.0.25", "[fd00::1]"])
+def test_an_api_key_is_never_sent_unencrypted_over_the_network(host: str) -> None:
+    """As an SMTP password is not: an http:// base URL sent the key readable to anyone on the path."""
+    fields = {"transport": "sendgrid", "api_key": KEY, "api_base_url": f"http://{host}"}
+    with pytest.raises(ConfigError, match=r"unencrypted to .*: make NEWSLETTER_API_BASE_URL an https://"):
+        load_settings(**fields)
+    allowed = [{"api_base_url": f"https://{host}"}, {"api_base_url": "http://127.0.0.1:8025"}]
+    allowed += [
+        {"api_base_url": "http://localhost"},
+        {"api_base_url": "http://[::1]:80"},
+        {"transport": "file"},
+    ]
+    for change in allowed:
+        assert load_settings(**{**fields, **change}).api_key is not None
 
 
 def test_bad_region_and_domain_are_config_errors() -> None:

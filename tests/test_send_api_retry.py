@@ -86,6 +86,19 @@ def test_a_rate_limit_reset_ages_away_is_the_longest_wait(reset: str) -> None:
     assert rate_limit_wait(httpx.Headers({"X-RateLimit-Reset": reset}), NOW) == LONGEST_ASKED_WAIT
 
 
+@pytest.mark.parametrize("cls", PROVIDERS)
+def test_a_retry_after_date_with_an_absurd_zone_is_no_wait_not_a_traceback(
+    cls: type[HttpApiTransport],
+) -> None:
+    """parsedate_to_datetime raised OverflowError for it: the run ended with "unexpected OverflowError",
+    no report, and the digests the API had refused left 'sending' (the next run called them 'unknown')."""
+    absurd = "Mon, 11 Mar 2024 07:00:00 +99999999999999999999"
+    assert retry_after_seconds(absurd, NOW) is None
+    h = harness(cls, rate_limited(absurd), ok(cls))
+    assert h.transport.deliver(make_message()) == SendResult("d-2024-03-11-ada", "id-1")
+    assert h.sleeps == [1.0]  # no wait asked for: the first backoff
+
+
 def test_a_superscript_digit_is_no_rate_limit_reset() -> None:
     """ "²".isdigit() is true and float("²") raises: a 429 with it escaped as a ValueError."""
     assert rate_limit_wait(httpx.Headers([(b"X-RateLimit-Reset", "²".encode())]), NOW) is None
@@ -231,6 +244,24 @@ def test_resend_lost_replies_until_attempts_run_out_are_unknown_but_safe_to_rese
         transport.send(make_message())
     assert caught.value.unknown
     assert caught.value.hint is not None and "Idempotency-Key" in caught.value.hint
+    assert len(h.api.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "then",
+    [
+        httpx.Response(500, json={"message": "oops"}),
+        httpx.Response(409, json={"name": "concurrent_idempotent_requests", "message": "in progress"}),
+    ],
+)
+def test_a_lost_reply_then_refused_resends_is_unknown_not_a_refusal(then: httpx.Response) -> None:
+    """A timeout (maybe accepted), then resends under its key refused until the tries ran out: reported
+    'failed' for now, as if never sent, and resent by later runs by themselves (after 24 h, without the
+    key's protection), where a lost reply must be 'unknown'."""
+    h = harness(ResendTransport, read_timeout, then, then, max_attempts=3)
+    with h.transport as transport, pytest.raises(SendError) as caught:
+        transport.send(make_message())
+    assert caught.value.unknown and "may have been accepted" in str(caught.value)
     assert len(h.api.requests) == 3
 
 

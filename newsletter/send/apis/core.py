@@ -121,7 +121,7 @@ def rate_limit_wait(headers: httpx.Headers, now: datetime) -> float | None:
 def _seconds_until(http_date: str, now: datetime) -> float | None:
     try:
         when = parsedate_to_datetime(http_date.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a zone offset of 20 digits
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -294,26 +294,34 @@ class HttpApiTransport:
             raise SendError(self._refused.message, self._refused.hint, transport_down=True)
         attempt, waited = 1, 0.0  # waited: seconds of waits the API asked for (they spend no attempt)
         held = digests  # what a wait may mark as not sent: nothing once a try may have been accepted
+        maybe_sent = False  # a try may have been accepted: whatever a later one says, its fate is unknown
         while True:
             reply = self._attempt(build, what, held)
             if isinstance(reply, httpx.Response):
                 return reply
             error = reply
             if isinstance(error, SendStopped):  # stopped while waiting for the gate: no wait, no retry
-                raise error
-            held = () if error.unknown else held
+                raise self._last(error, maybe_sent)
+            maybe_sent = maybe_sent or error.unknown
+            held = () if maybe_sent else held
             wait = self._wait(error, attempt)
             asked = error.retry_after is not None
             if wait is None or (asked and waited + wait > self.max_retry_after):
-                raise error
+                raise self._last(error, maybe_sent)
             log.info("%s; retrying in %.1f s (attempt %d of %d)", error, wait, attempt + 1, self.max_attempts)
             with self._held(held, error):
                 self._wait_out(wait, asked)
             if self.stop is not None and self.stop.is_set():  # not sent (unless a try may have been)
-                if error.unknown:
-                    raise error
-                raise SendStopped(f"{error}; the run stopped during the wait", retry_after=error.retry_after)
+                why = f"{error}; the run stopped during the wait"
+                raise self._last(SendStopped(why, retry_after=error.retry_after), maybe_sent)
             waited, attempt = (waited + wait, attempt) if asked else (waited, attempt + 1)
+
+    def _last(self, error: SendError, maybe_sent: bool) -> SendError:
+        """The error a request ends with: unknown when an earlier try may have been accepted (a timeout,
+        then a 5xx or a 409 'still processing' to its idempotent resend), whatever the last try said."""
+        if not maybe_sent or error.unknown:
+            return error
+        return self._maybe_accepted(f"{error} (an earlier try may have been accepted)")
 
     def _wait_out(self, wait: float, asked: bool) -> None:
         """Wait before the next attempt; a wait the API asked for pauses every request of the run."""
