@@ -307,7 +307,7 @@ def distributed() -> ModuleType:
         )
         raise ConfigError(
             f"distributed delivery (NEWSLETTER_EXECUTOR=procrastinate, `newsletter worker`) needs {what}",
-            hint="pip install -e '.[distributed]'",
+            hint="pip install 'newsletter[distributed]'",  # the installed newsletter's extra: wheel or clone
         ) from exc
     return module
 

@@ -48,7 +48,7 @@ def ingest_folder(store: Store, folder: Path, now: datetime, *, record: bool = T
     time, as an unreadable file is: it may be readable next time."""
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "dumps folder not found"
-        raise SourceError(f"{folder}: {what}", hint="set NEWSLETTER_DUMPS (--dumps)")
+        raise SourceError(f"{folder}: {what}", hint="create it or set NEWSLETTER_DUMPS (--dumps)")
     known = store.rejected_keys()
     seen = store.dump_sizes()  # a daemon scans the folder each tick: known files are not parsed again
     outcomes = ingest_files(store, list_dump_files(folder), now, remember=known, seen=seen, record=record)

@@ -22,6 +22,7 @@ from newsletter.rank.text import STOPWORDS
 from newsletter.wording import field_path, plain_words
 
 log = logging.getLogger(__name__)
+EXAMPLE = (Path(__file__).parent / "subscribers.example.yaml").resolve()  # in a clone, a link to its example
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def _read_yaml(path: Path) -> Any:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: subscribers file not found",
-            hint="copy subscribers.example.yaml or set NEWSLETTER_SUBSCRIBERS",
+            hint=f"copy the commented example {EXAMPLE} or set NEWSLETTER_SUBSCRIBERS",
         ) from None
     except NotUtf8 as exc:
         raise ConfigError(exc.at(path)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import resource
 import subprocess
@@ -258,3 +259,12 @@ def _warnings(path: Path, caplog: pytest.LogCaptureFixture) -> list[str]:
     with caplog.at_level("WARNING", logger="newsletter.subscribers"):
         load_subscribers(path)
     return [r.getMessage() for r in caplog.records]
+
+
+def test_a_missing_subscribers_file_names_the_example_the_install_ships(tmp_path: Path) -> None:
+    """The hint said "copy subscribers.example.yaml", a file only a clone has: a wheel's user could not find it."""
+    example = Path(str(importlib.resources.files("newsletter") / "subscribers.example.yaml")).resolve()
+    with pytest.raises(ConfigError) as caught:
+        load_subscribers(tmp_path / "subscribers.yaml")
+    assert f"copy the commented example {example} " in caught.value.hint
+    assert len(load_subscribers(example).subscribers) == 4

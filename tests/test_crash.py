@@ -875,6 +875,39 @@ def test_a_dump_ingested_while_a_run_selects_is_the_next_windows_not_sent_twice(
     assert sent and max(sent.values()) == 1
 
 
+def test_a_dump_ingested_while_a_run_selects_is_the_next_windows_for_a_subscriber_with_a_digest(
+    folder: Path, renderer: Renderer
+) -> None:
+    """As above, for subscribers past their first digest: their window (papers after their watermark)
+    must stop at the dump the run read, as a first digest's does."""
+    made, subs = pipeline(folder, renderer, Recorder(), build_process="off")
+    second, third = folder / "second", folder / "third"
+    for where, seed in ((second, seed_names()[1]), (third, seed_names()[2])):
+        where.mkdir()
+        shutil.copy(SEEDS / seed, where)
+    with made.store as store:
+        made.ingest_folder(NOW)
+        made.deliver_new(subs.subscribers, NOW)  # first digests: every reader has a watermark now
+        made.ingest(sorted(second.iterdir()), NOW + timedelta(days=1))
+        read_states = store.subscriber_states
+
+        def states_while_another_machine_ingests() -> Any:
+            states = read_states()
+            made.ingest(sorted(third.iterdir()), NOW + timedelta(days=1))
+            return states
+
+        store.subscriber_states = states_while_another_machine_ingests  # type: ignore[method-assign]
+        made.deliver_new(subs.subscribers, NOW + timedelta(days=1))
+        store.subscriber_states = read_states  # type: ignore[method-assign]
+        made.deliver_new(subs.subscribers, NOW + timedelta(days=2))
+        digests = store.deliveries()
+    assert len({d.watermark_seq for d in digests}) == 3, "the test did not make three windows"
+    for digest in digests:
+        assert all(item.paper.first_dump_seq <= (digest.watermark_seq or 0) for item in digest.items)
+    sent = Counter((d.email, item.paper.id) for d in digests for item in d.items)
+    assert sent and max(sent.values()) == 1
+
+
 def test_sigterm_stops_retry_after_the_message_in_flight(
     tmp_path: Path, smtp_process: tuple[int, Path]
 ) -> None:

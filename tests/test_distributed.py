@@ -593,7 +593,8 @@ def test_without_procrastinate_the_engine_is_one_error_line_with_the_extra_to_in
     with pytest.raises(ConfigError) as caught:
         distributed()
     assert "needs the procrastinate package" in caught.value.message
-    assert caught.value.hint == "pip install -e '.[distributed]'"
+    # not "pip install -e '.[distributed]'": a wheel's user has no clone to install
+    assert caught.value.hint == "pip install 'newsletter[distributed]'"
 
 
 def test_the_queue_s_connection_string_passes_every_password_whole() -> None:

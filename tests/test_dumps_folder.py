@@ -319,3 +319,13 @@ def test_status_says_why_the_last_run_left_a_dump_for_the_next(env: dict[str, st
     ]
     last_run.write_text(json.dumps(data))
     assert f"  not ingested now: {error}" in cli(env, "status").stdout.splitlines()
+
+
+def test_run_without_the_dumps_folder_says_to_create_it_as_check_does(env: dict[str, str]) -> None:
+    """An install from a wheel has no ./seeds: run's hint left out the fix check gives, creating it."""
+    env = {**env, "NEWSLETTER_DUMPS": env["NEWSLETTER_DUMPS"] + "-missing"}
+    ran, checked = (cli(env, *command, check=False) for command in (["run"], ["check"]))
+    assert ran.returncode == checked.returncode == 1
+    hint = "hint: create it or set NEWSLETTER_DUMPS (--dumps)"
+    assert hint in ran.stderr
+    assert hint in checked.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from pydantic import SecretStr
 from newsletter.errors import StoreError
 from newsletter.feedback import feedback_links, feedback_token, read_feedback_token
 from newsletter.store import Store
-from newsletter.unsubscribe import make_token, read_token
+from newsletter.unsubscribe import make_token, read_token, seal, unseal
 from tests.test_store_helpers import db_url, make_dump, paper
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
@@ -36,6 +37,24 @@ def test_unsubscribe_and_feedback_tokens_never_cross() -> None:
     assert read_feedback_token(unsubscribe, SECRET) is None
     assert read_token(feedback, SECRET) is None
     assert read_token(unsubscribe, SECRET) == "ada@example.org"  # unchanged for links already sent
+
+
+def test_a_token_sealed_for_one_purpose_is_refused_for_another() -> None:
+    """The field counts kept the two kinds apart in the test above; the purpose must do it too."""
+    fields = ("ada@example.org", "2312.00752")
+    assert unseal(seal(fields, SECRET, "feedback"), SECRET, "feedback") == fields
+    assert unseal(seal(fields, SECRET, "feedback"), SECRET) is None
+    assert unseal(seal(fields, SECRET), SECRET, "feedback") is None
+
+
+def test_a_token_has_one_spelling() -> None:
+    """A signature respelled in base64's unused low bits decodes to the same bytes: refused all the same."""
+    payload, _, sig = make_token("ada@example.org", SECRET).partition(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    same = base64.urlsafe_b64decode(sig + "==")
+    twins = [sig[:-1] + c for c in alphabet if c != sig[-1]]
+    twins = [t for t in twins if base64.urlsafe_b64decode(t + "==") == same]
+    assert twins and all(read_token(f"{payload}.{twin}", SECRET) is None for twin in twins)
 
 
 def test_both_links_of_a_paper_share_its_token() -> None:

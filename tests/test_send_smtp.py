@@ -30,6 +30,8 @@ from newsletter.models import OutgoingMessage, RenderedDigest
 from newsletter.send import FileTransport, SmtpTransport, make_transport
 from newsletter.send.message import Envelope, build_message
 
+from .helpers import tool_missing
+
 HEADERS = (
     "From",
     "To",
@@ -505,7 +507,7 @@ def test_auth_not_offered_without_tls_says_so(handler: Recorder) -> None:
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+        tool_missing("openssl is not installed")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(

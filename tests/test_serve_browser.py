@@ -1,6 +1,7 @@
 """`newsletter serve` in a real browser: headless Chromium (via selenium + chromedriver) against uvicorn.
 
-Skipped only when Chromium, chromedriver or selenium is absent. Screenshots go to the test's tmp folder
+Skipped when Chromium, chromedriver or selenium is absent (Chromium or chromedriver: except under CI,
+where that fails). Screenshots go to the test's tmp folder
 and are copied to /tmp/serve-shots/ for a person to look at.
 """
 
@@ -18,7 +19,7 @@ import pytest
 
 from newsletter.config import Settings, load_settings
 
-from .helpers import LiveServer, add_dumps, make_env, seed_names, with_key
+from .helpers import LiveServer, add_dumps, make_env, seed_names, tool_missing, with_key
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
@@ -26,10 +27,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or (
     "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
 )
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs Debian chromium and chromium-driver"),
-]
+pytestmark = pytest.mark.slow
 
 NOW = datetime(2026, 3, 11, 8, 0, tzinfo=UTC)
 SSM = "ssm@example.org"
@@ -80,6 +78,12 @@ def _settings(tmp: Path) -> Settings:
         base_url="https://papers.example.org",
         unsubscribe_secret="browser-test-secret",
     )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _chromium() -> None:
+    if not (CHROMIUM and CHROMEDRIVER):
+        tool_missing("needs Debian chromium and chromium-driver")
 
 
 @pytest.fixture(scope="module")

@@ -162,6 +162,7 @@ def test_a_pending_digest_can_fail_before_any_send(store: Store) -> None:
         ([], lambda s: s.mark_unknown("d1", at(30), "?"), "is pending, not sending"),
         (["sending", "sent"], lambda s: s.mark_sending("d1", at(30)), "is sent, not pending or retry"),
         (["sending", "sent"], lambda s: s.mark_failed("d1", at(30), "x", True), "is sent"),
+        (["sending", "sent"], lambda s: s.mark_unknown("d1", at(30), "?"), "is sent, not sending or unknown"),
         (["sending"], lambda s: s.mark_sending("d1", at(30)), "is sending"),
         ([], lambda s: s.mark_sending("nope", at(30)), "no delivery record for digest 'nope'"),
     ],
@@ -237,6 +238,32 @@ def test_a_refused_digest_released_after_its_wait_is_sending_again_unless_taken_
 
     assert store.release_refused(["b"]) == []  # b was queued again by that recovery: not ours to send
     assert _status(store, "b") == RETRY
+
+
+def test_a_refused_digest_another_process_is_sending_again_is_not_released(store: Store) -> None:
+    """Recovered and picked up by another run, it is 'sending' again but no longer held: this run's
+    release must leave it to that run, or both send it."""
+    store.plan_digest(plan_for(store, "a"))
+    store.mark_sending("a", at(25))
+    store.hold_refused(["a"], "rate limit")
+    store.recover_interrupted(at(30))  # another process: queued again
+    store.mark_sending("a", at(31))  # and that process sends it
+
+    assert store.release_refused(["a"]) == []
+
+
+def test_a_digest_queued_again_after_its_subscriber_unsubscribed_is_never_sending(store: Store) -> None:
+    """An unsubscribe cancels queued digests, not one waiting in 'sending' after a refusal; a crash
+    then queues it again: it must not go out."""
+    store.plan_digest(plan_for(store, "a"))
+    store.mark_sending("a", at(25))
+    store.hold_refused(["a"], "rate limit")
+    store.record_unsubscribe(ADA, at(26))
+    store.recover_interrupted(at(30))
+
+    with pytest.raises(InvalidTransition, match="has unsubscribed"):
+        store.mark_sending("a", at(31))
+    assert _status(store, "a") == RETRY
 
 
 _CRASHER = """

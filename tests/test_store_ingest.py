@@ -255,6 +255,20 @@ def test_an_abstract_completed_later_identifies_its_paper(store: Store) -> None:
     assert retitled.new == 0
 
 
+def test_a_listing_that_cuts_a_long_abstract_short_is_the_same_paper(store: Store) -> None:
+    """The share of words counts against the shorter abstract: an abstract cut to its first half
+    shares all of its words with the whole one, and only half of the whole one's."""
+    whole = (
+        f"{LONG_ABSTRACT} Field trials on three airframes over two seasons show drift below one centimetre, "
+        "pilots rate the footage steadier than stabilised commercial rigs, and the controller runs on a "
+        "microcontroller costing four euros; code, flight logs and annotated video are released openly."
+    )
+    store.ingest(make_dump(replace(paper("Hovering Like a Kestrel", 1), abstract=whole)), at(0))
+    listed = replace(paper("Hovering Like a Kestrel", 1), abstract=LONG_ABSTRACT)
+    cut = store.ingest(make_dump(listed, tag="cut"), at(1))
+    assert (cut.already, cut.new) == (False, 0)
+
+
 def test_a_short_abstract_identifies_no_paper(store: Store) -> None:
     """Two titles over the same few words (an empty abstract, a placeholder) are two papers."""
     store.ingest(make_dump(replace(paper("First", 1), abstract="No abstract available.")), at(0))
