@@ -106,8 +106,9 @@ def _smtp_port(settings: Settings) -> list[str]:
         return []
     given = "smtp_port" in settings.model_fields_set
     where = f"smtp_port {port} ({setting_origin('smtp_port') if given else 'the default'})"
-    if clear_to_tls:
-        return [f"{where} starts with TLS, but smtp_security is '{security}': set ssl (or port 587)"]
+    if clear_to_tls:  # 587 takes starttls; with 'none' it is mail in the clear
+        other = " (or port 587)" if security == "starttls" else ""
+        return [f"{where} speaks TLS from the first byte, but smtp_security is '{security}': set ssl{other}"]
     return [f"{where} starts in the clear, but smtp_security is 'ssl': set port 465 (or starttls)"]
 
 

@@ -239,6 +239,14 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("mailgun_domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        """Mailgun's sending domain, which goes into the API's path (/v3/<domain>/messages)."""
+        if value is not None and not is_host_name(value):
+            raise ValueError("is not a domain: give the name alone, as in 'mg.example.org'")
+        return value
+
     @field_validator("smtp_username")
     @classmethod
     def _login(cls, value: str | None) -> str | None:

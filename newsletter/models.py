@@ -34,6 +34,9 @@ _ID_PATHS = {  # where a site's URLs name an arXiv id (lower case)
 }
 _ARXIV_ID = re.compile(r"^(\d{4}\.\d{4,5}|[a-z\-]+(\.[A-Z]{2})?/\d{7})(v\d+)?$", re.IGNORECASE | re.ASCII)
 _REFERENCE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")  # with its ";"
+# files in the zone folder that open as zones but name no place: this machine's zone (whichever it is
+# where the digest is made), the POSIX TZ default, and tzdata's "-00" for a machine not set up yet
+NOT_PLACES = frozenset({"localtime", "posixrules", "Factory"})
 ABSTRACT_KEY_WORDS = 40  # an abstract of fewer words identifies no paper
 
 
@@ -304,6 +307,8 @@ class Subscriber(BaseModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        if value in NOT_PLACES:
+            raise ValueError(f"unknown IANA time zone {value!r} (name a place's: e.g. Europe/Paris)")
         return value
 
     @property

@@ -217,6 +217,20 @@ def test_a_setting_that_would_fail_at_the_first_send_is_refused_by_check_and_run
     assert not (Path(env["NEWSLETTER_HOME"]) / "state.db").exists()
 
 
+@pytest.mark.parametrize("domain", ["mg example.org", "https://mg.example.org", "mg.example.org/v3"])
+def test_a_mailgun_domain_that_is_no_domain_is_one_error_naming_the_variable(
+    env: dict[str, str], domain: str
+) -> None:
+    """A space passed `check` (the domain goes into the API's path, /v3/<domain>/messages); a scheme or a
+    path was refused when the transport was made, without naming the variable."""
+    bad = {**env, "NEWSLETTER_MAILGUN_DOMAIN": domain, "NEWSLETTER_TRANSPORT": "mailgun"}
+    proc = cli(bad | {"NEWSLETTER_API_KEY": "key-0123456789abcdef"}, "check", check=False)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert "field 'mailgun_domain': is not a domain" in errors[0]
+    assert errors[0].endswith("(environment variable NEWSLETTER_MAILGUN_DOMAIN)")
+
+
 @pytest.mark.parametrize("host", ["digest:Pw9Secretz@127.0.0.1", "smtp://digest:Pw9Secretz@127.0.0.1:1"])
 def test_a_password_written_into_the_smtp_host_is_refused_and_shown_nowhere(
     env: dict[str, str], host: str
@@ -302,8 +316,14 @@ def test_a_secret_in_newsletter_toml_is_warned_about_without_showing_it(
         (
             "starttls",
             "465",
-            "warning: smtp_port 465 (environment variable NEWSLETTER_SMTP_PORT) starts with TLS, but "
-            "smtp_security is 'starttls': set ssl (or port 587)",
+            "warning: smtp_port 465 (environment variable NEWSLETTER_SMTP_PORT) speaks TLS from the first "
+            "byte, but smtp_security is 'starttls': set ssl (or port 587)",
+        ),
+        (  # port 587 was suggested: mail in the clear still
+            "none",
+            "465",
+            "warning: smtp_port 465 (environment variable NEWSLETTER_SMTP_PORT) speaks TLS from the first "
+            "byte, but smtp_security is 'none': set ssl",
         ),
         ("ssl", "465", None),
         ("starttls", "587", None),

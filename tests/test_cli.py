@@ -597,3 +597,24 @@ def test_forget_erases_an_address_taken_out_of_the_file(env: dict[str, str]) -> 
     with sqlite3.connect(home / "state.db") as db:
         for table in ("subscribers", "digests", "feedback"):
             assert not db.execute(f"SELECT 1 FROM {table} WHERE email LIKE 'diff@%'").fetchall()
+
+
+@pytest.mark.parametrize("args", [["status"], ["check"]])
+def test_a_reader_that_closed_the_pipe_ends_the_command_quietly_as_seq(
+    env: dict[str, str], args: list[str]
+) -> None:
+    """`status | head -1` exited 1, as an error does (Rich's and typer's handling of a closed pipe)."""
+    add_dumps(env, *seed_names()[:1])
+    cli(env, "run")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first write
+    with os.fdopen(write, "w") as closed:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            env={**os.environ, **env},
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert (proc.returncode, proc.stderr) == (141, "")

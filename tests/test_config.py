@@ -107,6 +107,18 @@ def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, ex
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "zone", ["localtime", "posixrules", "Factory", "/UTC", "../zoneinfo/UTC", "Europe/../UTC"]
+)
+def test_a_zone_file_that_names_no_place_is_an_unknown_zone(tmp_path: Path, zone: str) -> None:
+    """zoneinfo opens /usr/share/zoneinfo/localtime: whichever zone the machine making the digest has."""
+    text = f"subscribers:\n  - email: a@example.org\n    interests: [x]\n    timezone: {zone}\n"
+    with pytest.raises(ConfigError) as info:
+        load_subscribers(write(tmp_path, text))
+    said = "subs.yaml:4: subscriber #1 (a@example.org): field 'timezone': unknown IANA time zone"
+    assert f"{said} {zone!r}" in str(info.value)
+
+
 def test_a_typo_under_defaults_is_one_problem_at_its_line_not_one_per_subscriber(tmp_path: Path) -> None:
     many = "".join(f"  - {{email: s{i}@example.org, interests: [x]}}\n" for i in range(50))
     bad = "  - {email: bad@example.org, interests: [x], max_items: 0}\n"  # its own problem: it was hidden

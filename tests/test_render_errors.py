@@ -303,13 +303,16 @@ def test_a_jinja_include_in_the_mjml_template_says_to_use_mj_include(tmp_path: P
         '<img src="cid:logo" alt="Lab">',
         '<img src="data:image/png;base64,iVBORw0KGgo=" alt="Lab">',
         '{# <a href="/old-archive">Archive</a> #}',
+        '<img src="https://example-lab.org/logo.png" data-src="logo.png" alt="Lab">',
+        '<a href="https://example-lab.org/" data-href="/about">Lab</a>',
     ],
 )
 def test_a_phone_link_an_inline_image_or_a_commented_link_is_not_refused(
     tmp_path: Path, written: str
 ) -> None:
     """A template that loaded before links were checked: a footer's phone link, a logo attached or
-    inline, a link a Jinja comment keeps out of the email; refusing it failed every run."""
+    inline, a link a Jinja comment keeps out of the email, a data- attribute (no link a reader follows);
+    refusing it failed every run."""
     override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", f"Unsubscribe</a>\n{written}")
     assert "/old-archive" not in Renderer(tmp_path).render(golden_view()).html  # a comment is never sent
 

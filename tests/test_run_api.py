@@ -258,6 +258,17 @@ def test_a_password_in_the_api_url_is_masked_in_logs_errors_and_state(env: dict[
     assert not any(PROXY_PASSWORD.encode() in data for data in [printed.encode(), *kept])
 
 
+def test_debug_shows_our_steps_and_httpx_s_requests_not_the_libraries_internals(
+    env: dict[str, str], api: Api
+) -> None:
+    """filelock's every lock and httpcore's every socket step buried our own lines."""
+    add_dumps(env, seed_names()[0])
+    proc = cli(env, "--debug", "run", "--now", "2026-03-11T08:00:00Z")
+    assert "DEBUG compiled" in proc.stderr and "HTTP Request: POST" in proc.stderr
+    assert "acquire lock" not in proc.stderr and ".started" not in proc.stderr
+    assert "server-token-secret" not in proc.stdout + proc.stderr
+
+
 @pytest.mark.parametrize("batch", ["1", "100"])
 def test_a_stop_during_a_rate_limit_wait_leaves_the_digests_due_at_once(
     env: dict[str, str], api: Api, batch: str

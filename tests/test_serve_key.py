@@ -145,6 +145,10 @@ def test_a_key_file_others_can_read_is_made_again(
         again = preview_key(settings_for(env))
     assert again.value != first.value and stat.S_IMODE(again.file.stat().st_mode) == 0o600  # type: ignore[union-attr]
     assert "could be read by others (mode 644" in caplog.text and first.value not in caplog.text
+    # off a terminal the URL serve prints has no key in it ("open the URL serve prints now")
+    assert "a new one is made there (read it from that file, or open the URL serve prints on a terminal)" in (
+        caplog.text
+    )
 
 
 def _key_or_error(settings: Settings, path: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -130,7 +131,7 @@ def main_options(
     state.new_database = new_database
     if ctx.invoked_subcommand not in ("daemon", "serve"):  # long-lived: their logs say enough
         ctx.with_resource(progress.shown_on(err))  # a bar on a terminal, for the command's long steps
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    level = logging.INFO if debug or verbose else logging.WARNING  # DEBUG is ours alone (below)
     if err.is_terminal:
         logging.basicConfig(
             level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
@@ -145,6 +146,9 @@ def main_options(
     if not debug:
         for library in CHATTY_LIBRARIES:
             logging.getLogger(library).setLevel(logging.WARNING)
+    # --debug: our own steps; a library's DEBUG is its internals (filelock's every lock, httpcore's
+    # every socket step), which bury ours
+    logging.getLogger("newsletter").setLevel(logging.DEBUG if debug else logging.NOTSET)
 
 
 def to_journal() -> bool:
@@ -222,10 +226,14 @@ def listed_subscriber(subscribers: SubscriberList, email: str) -> Subscriber:
 def main() -> NoReturn:
     """Every error is one line, and under ``--json`` also JSON on stdout: ours (exit 1), a bad flag or
     argument that typer refuses (exit 2), and anything unforeseen (exit 1; ``--debug`` shows where).
-    Ctrl-C exits 130, as typer has it."""
+    Ctrl-C exits 130, as typer has it; a reader that closed the pipe (``| head``) 141, as seq's."""
     try:
         _readable_arguments(sys.argv[1:])
         code = app(standalone_mode=False)  # returns the exit code of a typer.Exit (None: done)
+    except SystemExit as exc:
+        if isinstance(exc.__context__, BrokenPipeError):
+            _reader_gone()
+        raise
     except NewsletterError as exc:
         _fail(exc)
     except typer.Abort:  # end of input at a prompt
@@ -236,6 +244,15 @@ def main() -> NoReturn:
             sys.exit(2)
         _fail(_as_error(exc))
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of stdout closed it (``status | head -1``): Rich and typer exit 1 for it, as for an
+    error. Exit as seq and git do, silent, with the status a shell gives a program SIGPIPE ended (141,
+    which ``set -o pipefail`` sees and tells apart from our 1), but without SIGPIPE itself: it would
+    also end a daemon whose SMTP or HTTP peer hung up."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail
+    sys.exit(128 + signal.SIGPIPE)
 
 
 def _as_error(exc: Exception) -> NewsletterError:

@@ -31,7 +31,8 @@ _MJML_TAG = re.compile(r"<(mj-[\w-]+)")
 _JINJA = re.compile(r"\{#.*?#\}|\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _POSITION = re.compile(r"at position (\d+):")
-_LINK = re.compile(r"""\b(?:href|src)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
+# href and src themselves: not data-src (a script's lazy image) nor data-href, no link a mail client follows
+_LINK = re.compile(r"""(?<![\w-])(?:href|src)\s*=\s*(?:"([^"]*)"|'([^']*)')""", re.IGNORECASE)
 _JINJA_COMMENT = re.compile(r"\{#.*?#\}", re.DOTALL)
 # written by a person, not filled in from a dump: a phone link, an image attached or inline
 _WRITTEN_SCHEMES = re.compile(r"(?:tel|sms|cid):|data:image/(?:png|gif|jpeg|webp);", re.IGNORECASE)

@@ -85,7 +85,12 @@ def _kept(path: Path) -> str | None:
     problem = _unfit(mode, key)
     if problem is None:
         return key
-    log.warning("the preview key %s %s: a new one is made (open the URL serve prints now)", path, problem)
+    log.warning(  # the URL serve prints holds the key on a terminal only: the file says it anywhere
+        "the preview key %s %s: a new one is made there (read it from that file, or open the URL serve "
+        "prints on a terminal)",
+        path,
+        problem,
+    )
     path.unlink()
     return None
 
