@@ -374,6 +374,28 @@ def test_an_error_nobody_foresaw_is_one_line_and_json(env: dict[str, str], tmp_p
     assert "Traceback" in cli(env, "--debug", "status", check=False).stderr
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_report_stdout_cannot_take_is_one_error_line(env: dict[str, str]) -> None:
+    """A full disk under cron's `>> run.log`: a run that had sent its digests said `unexpected
+    OSError ... please report it`, then `Exception ignored`, and exited 120."""
+    add_dumps(env, seed_names()[0])
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "run"],
+            env={**os.environ, **env},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-2:] == [
+        "error: cannot write the report to stdout: No space left on device",
+        "hint: the run is done; `newsletter status` shows its report",
+    ], proc.stderr
+    assert len(outbox(env)) == 2
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -599,7 +621,7 @@ def test_forget_erases_an_address_taken_out_of_the_file(env: dict[str, str]) -> 
             assert not db.execute(f"SELECT 1 FROM {table} WHERE email LIKE 'diff@%'").fetchall()
 
 
-@pytest.mark.parametrize("args", [["status"], ["check"]])
+@pytest.mark.parametrize("args", [["status"], ["check"], ["run"]])
 def test_a_reader_that_closed_the_pipe_ends_the_command_quietly_as_seq(
     env: dict[str, str], args: list[str]
 ) -> None:

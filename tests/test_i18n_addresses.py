@@ -64,6 +64,18 @@ def test_the_run_report_names_an_idn_subscriber_as_the_file_and_status_do(env: d
     assert "sam@bücher.de" in [row["subscriber"] for row in rows]
 
 
+def test_a_locale_that_cannot_spell_an_idn_subscriber_shows_it_escaped(env: dict[str, str]) -> None:
+    """LANG=en_US.ISO-8859-1 (stood in for by PYTHONIOENCODING) and an address at 例子.中国: the run
+    sent its digests, then its report stopped at that line with `unexpected UnicodeEncodeError`
+    (exit 1, every run), and `status` printed nothing else."""
+    subscribers = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    subscribers.write_text(SUBSCRIBERS.replace("ssm@example.org", "li@例子.中国"), encoding="utf-8")
+    add_dumps(env, seed_names()[0])
+    latin1 = {**env, "PYTHONIOENCODING": "latin-1"}
+    assert "li@\\u4f8b\\u5b50.\\u4e2d\\u56fd: sent" in cli(latin1, "run").stdout
+    assert "li@\\u4f8b\\u5b50.\\u4e2d\\u56fd" in cli(latin1, "status").stdout
+
+
 def test_a_subscribers_file_that_is_not_utf8_is_named_at_its_line(env: dict[str, str]) -> None:
     subscribers = Path(env["NEWSLETTER_SUBSCRIBERS"])
     subscribers.write_bytes(SUBSCRIBERS.replace("Sam", "Sám").encode("latin-1"))

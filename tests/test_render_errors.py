@@ -322,3 +322,17 @@ def test_a_refused_link_names_its_own_line_not_a_longer_link_holding_it(tmp_path
     links = '<a href="https://example-lab.org/about">Lab</a>\n<a href="/about">About</a>'
     line = override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", f"Unsubscribe</a>\n{links}")
     assert str(load_error(tmp_path)).startswith(f"{display_path(tmp_path / HTML_TEMPLATE)}:{line + 2}: ")
+
+
+def test_a_working_folder_deleted_under_a_run_is_no_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cron's `cd` folder (or a daemon's) removed, every path given absolute: each run stopped at
+    the templates with `unexpected FileNotFoundError`, as the working folder could not be read."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    Renderer(PACKAGE_TEMPLATES)
+    override(tmp_path, HTML_TEMPLATE, "Unsubscribe</a>", "Unsubscribe</a>\n{{ oops(")
+    assert str(load_error(tmp_path)).startswith(f"{tmp_path / HTML_TEMPLATE}:")

@@ -237,6 +237,23 @@ def test_cli_serve_keeps_the_key_out_of_a_stderr_that_is_no_terminal(env: dict[s
     assert str(Path(env["NEWSLETTER_HOME"]) / KEY_FILE) in stderr.decode().splitlines()[0]
 
 
+def test_cli_serve_with_stderr_closed_serves(env: dict[str, str]) -> None:
+    """Started by a wrapper that closes stderr (`2>&-`): it stopped at once, `unexpected
+    AttributeError` said nowhere, as it asked a missing stderr whether it was a terminal."""
+    port = _free_port()
+    command = [sys.executable, "-m", "newsletter", "serve", "--port", str(port)]
+    proc = subprocess.Popen(
+        ["sh", "-c", 'exec "$@" 2>&-', "sh", *command],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        assert _wait_for(f"http://127.0.0.1:{port}/", proc).status_code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_cli_serve_prints_the_keyed_url_on_a_terminal(env: dict[str, str]) -> None:
     port = _free_port()
     leader, follower = pty.openpty()

@@ -227,6 +227,7 @@ def main() -> NoReturn:
     """Every error is one line, and under ``--json`` also JSON on stdout: ours (exit 1), a bad flag or
     argument that typer refuses (exit 2), and anything unforeseen (exit 1; ``--debug`` shows where).
     Ctrl-C exits 130, as typer has it; a reader that closed the pipe (``| head``) 141, as seq's."""
+    _tolerant_stdout()
     try:
         _readable_arguments(sys.argv[1:])
         code = app(standalone_mode=False)  # returns the exit code of a typer.Exit (None: done)
@@ -234,6 +235,8 @@ def main() -> NoReturn:
         if isinstance(exc.__context__, BrokenPipeError):
             _reader_gone()
         raise
+    except BrokenPipeError:  # ours, not through Rich or typer
+        _reader_gone()
     except NewsletterError as exc:
         _fail(exc)
     except typer.Abort:  # end of input at a prompt
@@ -269,6 +272,15 @@ def _as_error(exc: Exception) -> NewsletterError:
     )
     error.__cause__ = exc  # the traceback --debug prints
     return error
+
+
+def _tolerant_stdout() -> None:
+    """stdout in a locale that cannot spell every name (LANG=en_US.ISO-8859-1 and an address at
+    例子.中国) shows it as ``\\u4f8b`` escapes, as stderr does: the report and `status` stopped there
+    with `unexpected UnicodeEncodeError`, after the run had sent its digests."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # None: stdout closed, or replaced
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def _readable_arguments(arguments: list[str]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
@@ -226,18 +228,44 @@ def run(
 def _print_report(report: RunReport, as_json: bool, stop: Stop, clock: datetime) -> None:
     """The report, then the exit status: 128 + the signal's number when one stopped the run (what it
     did not send waits for the next run: a cron wrapper sees it was cut short), else 1 if not ok."""
-    if as_json:
-        typer.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        for d in report.digests:
-            typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
-        for problem in report.errors:
-            print_problem(problem)
-        if summary := report.summary():  # a retry that found nothing queued has none: no blank line
-            typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
+    with _stdout_kept():
+        _echo_report(report, as_json, clock)
     signalled = stop.exit_status()
     if signalled is not None or not report.ok:
         raise typer.Exit(signalled or report.exit_status())
+
+
+def _echo_report(report: RunReport, as_json: bool, clock: datetime) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+        return
+    for d in report.digests:
+        typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
+    for problem in report.errors:
+        print_problem(problem)
+    if summary := report.summary():  # a retry that found nothing queued has none: no blank line
+        typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
+
+
+@contextmanager
+def _stdout_kept() -> Iterator[None]:
+    """The report written out, or one error line: a full disk under cron's `>> run.log` was an
+    `unexpected OSError ... please report it`, and exit status 120 as the interpreter's last flush
+    failed too (stdout is pointed at /dev/null for it). What the run did stands, in last-run.json."""
+    try:
+        yield
+        if sys.stdout is not None:  # None: started with stdout closed
+            sys.stdout.flush()
+    except BrokenPipeError:  # the reader is gone (`run | head`): main() ends quietly
+        raise
+    except OSError as exc:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise NewsletterError(
+            f"cannot write the report to stdout: {exc.strerror or exc}",
+            hint="the run is done; `newsletter status` shows its report",
+        ) from None
 
 
 def _detail(outcome: DigestOutcome) -> str:
@@ -280,7 +308,8 @@ def retry(
             what = "failed or unknown" if unknown else "failed"
             noun = "delivery" if len(requeued) == 1 else "deliveries"
             queued = "their queued digests" if only else "what is queued"
-            typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
+            with _stdout_kept():
+                typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
         _print_report(report, as_json, stop, clock)
 
 

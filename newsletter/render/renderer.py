@@ -324,10 +324,11 @@ def template_line(exc: BaseException, path: Path) -> tuple[Path, int | None]:
 
 
 def display_path(path: Path) -> str:
-    """``path`` relative to the working directory when it is inside it."""
+    """``path`` relative to the working directory when it is inside it (as given when there is no
+    working directory: cron's or a daemon's folder deleted under it)."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError):
         return str(path)
 
 

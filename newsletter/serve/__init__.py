@@ -74,8 +74,9 @@ def run_server(
     )
     sock = listen(host, port)  # bound before the URL is announced: a busy port is an error, not a lie
     shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, _bracketed(host))  # noqa: S104 - no name to browse to
-    line = start_line(f"http://{shown}:{port}/", key, terminal=sys.stderr.isatty())
-    print(line, file=sys.stderr, flush=True)  # no log line: nothing is wrong
+    if sys.stderr is not None:  # None: started with stderr closed (`2>&-`), nowhere to say it
+        line = start_line(f"http://{shown}:{port}/", key, terminal=sys.stderr.isatty())
+        print(line, file=sys.stderr, flush=True)  # no log line: nothing is wrong
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
     with sock:
         server.run(sockets=[sock])
