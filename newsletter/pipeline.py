@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 TransportFactory = Callable[[], Transport]
 LOCK_LOST = "another run may have taken it: what this one did not send is that run's or the next one's"
+ENTRY_HELD = "its entry in the subscribers file has a problem: its papers wait until it is fixed"
 BUILDER_MIN_SUBSCRIBERS = 64  # build_process "auto": below this a second process is not worth forking
 
 __all__ = ["Built", "Pipeline", "Selection"]
@@ -127,6 +128,7 @@ class Pipeline:
         else:
             pending = self.deliver_pending(subscribers, now, stop=stop)
             report.merge(pending)
+            report.extend(_held(subscribers, pending.digests))
             if not pending.halted:
                 report.merge(self._deliver_due(subscribers.subscribers, now, stop, detailed, pending))
             moved = any(d.new for d in report.dumps) or report.statuses["sent"]  # what runs read moved
@@ -141,6 +143,7 @@ class Pipeline:
         """The digests earlier runs left queued, then the new ones, as a run would send them (a
         subscriber with a queued digest gets no 'skipped'), built and not sent."""
         report.extend(queued := self._queued().dry_run(subscribers, now, rewrite=self.resend_unknown))
+        report.extend(_held(subscribers, queued))
         earlier = {address_key(d.subscriber) for d in queued}
         builder = self.digest_builder()
         for sel in builder.select(subscribers.subscribers, now):
@@ -465,6 +468,13 @@ class Pipeline:
         into(outcomes)
         couriers.deliver_all([(message, items) for message, items, _ in ready], now, into)
         couriers.flush()  # every acceptance recorded before the next chunk is planned
+
+
+def _held(subscribers: SubscriberList, told: Iterable[DigestOutcome]) -> list[DigestOutcome]:
+    """A 'skipped' for each subscriber whose entry has a problem, but those a queued digest spoke for:
+    nothing is built for them, so the papers since their last digest wait for the entry's fix."""
+    said = {address_key(d.subscriber) for d in told}
+    return [DigestOutcome(key, "skipped", ENTRY_HELD) for key in subscribers.held if key not in said]
 
 
 def _now_and_then(check: Callable[[], None], every: float) -> Callable[[], None]:

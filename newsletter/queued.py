@@ -24,6 +24,7 @@ from newsletter.store import SENDING, DeliveryRecord, Store
 from newsletter.subscribers import SubscriberList
 
 KEPT_FOR_THEM = "not in the subscribers file: kept queued until they are back"
+KEPT_FOR_FIX = "its entry in the subscribers file has a problem: kept queued until it is fixed"
 
 # DigestBuilder.message: (subscriber, items, digest id, date, *, sent_at, message_id) -> the message
 BuildMessage = Callable[..., OutgoingMessage]
@@ -127,9 +128,8 @@ class QueuedDigests:
     def _dry(self, record: DeliveryRecord, subscribers: SubscriberList, now: datetime) -> DigestOutcome:
         sub = subscribers.find(record.email)
         if sub is None:
-            return DigestOutcome(
-                record.email, "skipped", _absent_reason(record, now), digest_id=record.digest_id
-            )
+            why = KEPT_FOR_FIX if subscribers.holds(record.email) else _absent_reason(record, now)
+            return DigestOutcome(record.email, "skipped", why, digest_id=record.digest_id)
         if self.store.is_unsubscribed(record.email):
             return DigestOutcome(record.email, "skipped", "unsubscribed: the next run cancels it")
         job = self._built(sub, record, now)
@@ -161,6 +161,8 @@ class QueuedDigests:
     ) -> tuple[OutgoingMessage, tuple[ItemReport, ...]] | DigestOutcome:
         """A queued digest's message as first built, or its outcome when it cannot be sent any more."""
         sub = subscribers.find(record.email)
+        if sub is None and subscribers.holds(record.email):  # no clock: the entry is there, to be fixed
+            return DigestOutcome(record.email, "skipped", KEPT_FOR_FIX, digest_id=record.digest_id)
         if sub is None:  # a paused or half-written file must not lose the digest: it waits for them
             return self._absent(record, now)
         if self.store.is_unsubscribed(record.email):

@@ -38,7 +38,7 @@ from newsletter.report import DIGESTS_FAILED
 from newsletter.sources.registry import Source, fetch_all, sources_from_settings
 from newsletter.store import Store
 from newsletter.store.engine import db_errors
-from newsletter.subscribers import SubscriberList, load_subscribers
+from newsletter.subscribers import SubscriberList, load_valid_subscribers
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,11 @@ MAX_FETCH_FAILURES = 20  # kept for the tick reports while ticks fail (a databas
 
 
 class SubscriberFile:
-    """subscribers.yaml, reloaded when it changes; an invalid edit is reported and the last valid kept.
+    """subscribers.yaml, reloaded when it changes; a file that cannot be read as a whole (not YAML, a
+    problem in ``defaults:``) is reported and the last list kept. A bad entry is not: the file's valid
+    entries are taken and the bad one's subscriber waits (``SubscriberList.held``), as in a cron run and
+    after a restart; its last good profile would rank the papers they missed against what they were
+    changing, and a restart would forget it.
 
     A changed file is read once it has kept still for ``settle`` seconds, and taken only if it did not
     change while it was read: an editor that saves in place (truncate, then write: nano, VS Code, vim's
@@ -65,7 +69,7 @@ class SubscriberFile:
     def __init__(self, path: Path, settle: float = SETTLE) -> None:
         self.path = path
         self.settle = settle
-        self.current: SubscriberList = load_subscribers(path)
+        self.current, self.problems = _loaded(path)
         self._stamp = self._read_stamp()
 
     def get(self) -> SubscriberList:
@@ -77,7 +81,7 @@ class SubscriberFile:
             log.info("%s is being written: read at the next tick", self.path)
             return self.current
         try:
-            loaded = load_subscribers(self.path)
+            loaded, problems = load_valid_subscribers(self.path)
         except ConfigError as exc:
             if self._read_stamp() == stamp:  # the edit itself is invalid: said once
                 self._stamp = stamp
@@ -86,7 +90,7 @@ class SubscriberFile:
         if self._read_stamp() != stamp:
             log.info("%s changed while it was read: read at the next tick", self.path)
             return self.current
-        self._stamp, self.current = stamp, loaded
+        self._stamp, self.current, self.problems = stamp, loaded, _said(problems)
         log.info("reloaded %s: %d subscribers", self.path, len(self.current.subscribers))
         return self.current
 
@@ -97,6 +101,18 @@ class SubscriberFile:
         except OSError:
             return None
         return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+def _loaded(path: Path) -> tuple[SubscriberList, list[str]]:
+    subscribers, problems = load_valid_subscribers(path)  # a file that cannot be read: no daemon
+    return subscribers, _said(problems)
+
+
+def _said(problems: list[ConfigError]) -> list[str]:
+    """Each bad entry's problem, logged once per change of the file (every tick's report carries it)."""
+    for problem in problems:
+        log.error("%s; left out until it is fixed (its digests wait)", problem.message)
+    return [problem.message for problem in problems]
 
 
 class Daemon:
@@ -210,7 +226,7 @@ class Daemon:
                 log.log(_TICK_LEVEL[report.exit_status()], "tick: %s", report.summary())
                 if report.halted:  # the digests it sent are in the summary; the rest waits for a tick
                     log.error("tick stopped: %s", report.halted)
-                report.errors[:0] = self._fetch_failures  # for `status` too
+                report.errors[:0] = self.subscribers.problems + self._fetch_failures  # for `status` too
                 save_report(self.settings, report)
                 self._unsaved = []
             except NewsletterError as exc:  # the database gone a while, too: one line a tick

@@ -7,7 +7,8 @@ import difflib
 import functools
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +30,17 @@ EXAMPLE = (Path(__file__).parent / "subscribers.example.yaml").resolve()  # in a
 class SubscriberList:
     path: Path
     subscribers: tuple[Subscriber, ...]
+    # address key -> its entry's first problem, for each entry left out for a problem of its own (and
+    # both entries of an address written twice): not taken out of the file, so its queued digests and
+    # its state wait, untouched, for the entry to be fixed
+    held: Mapping[str, str] = field(default_factory=dict)
 
     def find(self, email: str) -> Subscriber | None:
         return self._by_key.get(address_key(email))
+
+    def holds(self, email: str) -> str | None:
+        """The problem of the address's entry when it is left out for one (None: it is not)."""
+        return self.held.get(address_key(email))
 
     @functools.cached_property
     def _by_key(self) -> dict[str, Subscriber]:
@@ -133,6 +142,10 @@ _UniqueKeyLoader.add_constructor(
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_lined_sequence)
 
 
+class EntryError(ConfigError):
+    """One subscriber's entry is invalid: a run goes on without it (see ``load_valid_subscribers``)."""
+
+
 def load_subscribers(path: Path) -> SubscriberList:
     """Read and validate subscribers.yaml; the first problem is raised (``check`` lists them all)."""
     subscribers, problems = read_subscribers(path)
@@ -141,6 +154,16 @@ def load_subscribers(path: Path) -> SubscriberList:
         hint = f"and {more} more; `newsletter check` lists every problem" if more else problems[0].hint
         raise ConfigError(problems[0].message, hint)
     return subscribers
+
+
+def load_valid_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
+    """The valid entries, and each bad entry's problem, for a run: one person's typo must not stop the
+    list. A problem of every subscriber's (the file, ``defaults:``) is raised, as by ``load_subscribers``."""
+    subscribers, problems = read_subscribers(path)
+    whole = [problem for problem in problems if not isinstance(problem, EntryError)]
+    if whole:
+        raise ConfigError(whole[0].message, whole[0].hint or "`newsletter check` lists every problem")
+    return subscribers, problems
 
 
 def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
@@ -154,6 +177,7 @@ def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
     for key in [key for key in defaults if _key_problem(key)]:  # left out: each subscriber is checked
         del defaults[key]
     seen: set[str] = set()
+    held: dict[str, str] = {}
     lines = getattr(entries, "item_lines", [])
     said: set[str] = set()  # a bad default is every subscriber's problem: said once
     for i, entry in enumerate(entries):
@@ -162,13 +186,28 @@ def read_subscribers(path: Path) -> tuple[SubscriberList, list[ConfigError]]:
             fresh = [p for p in result if p.message not in said]
             said.update(p.message for p in fresh)
             problems += fresh
+            if (address := _readable_address(defaults, entry)) and result:
+                held.setdefault(address, result[0].message)
         elif address_key(result.email) in seen:
             line = _alias_line(path, i) if any(e is entry for e in entries[:i]) else _line_of(entry, "email")
-            problems.append(ConfigError(f"{path}:{line}: subscriber {result.email}: duplicate email"))
+            problems.append(EntryError(f"{path}:{line}: subscriber {result.email}: duplicate email"))
+            held.setdefault(address_key(result.email), problems[-1].message)
         else:
             seen.add(address_key(result.email))
             subscribers.append(result)
-    return SubscriberList(path, tuple(subscribers)), problems
+    valid = tuple(sub for sub in subscribers if address_key(sub.email) not in held)  # which entry is right?
+    return SubscriberList(path, valid, held), problems
+
+
+def _readable_address(defaults: dict[str, Any], entry: Any) -> str | None:
+    """The address key of an entry that is invalid elsewhere, when its email is a valid address."""
+    if not isinstance(entry, dict):
+        return None
+    try:
+        only = Subscriber.model_validate({"email": {**defaults, **entry}.get("email"), "interests": ["-"]})
+    except ValidationError:
+        return None
+    return address_key(only.email)
 
 
 def _alias_line(path: Path, index: int) -> int:
@@ -274,13 +313,13 @@ def _subscriber(
 ) -> Subscriber | list[ConfigError]:
     label = f"subscriber #{index + 1}"
     if not isinstance(entry, dict):
-        return [ConfigError(f"{path}:{line}: {label}: expected a mapping (email: ..., interests: [...])")]
+        return [EntryError(f"{path}:{line}: {label}: expected a mapping (email: ..., interests: [...])")]
     email = entry.get("email", "no email")
     if isinstance(email, str):  # only text goes into the label, never a list to stringify
         label = f"{label} ({_CONTROL.sub(' ', email)[:320]})"  # the error stays one line
     odd = [key for key in entry if not isinstance(key, str)]
     if odd:
-        return [ConfigError(f"{path}:{_line_of(entry, k)}: {label}: {_key_problem(k)}") for k in odd]
+        return [EntryError(f"{path}:{_line_of(entry, k)}: {label}: {_key_problem(k)}") for k in odd]
     try:
         subscriber = Subscriber(**{**defaults, **entry})
     except ValidationError as exc:
@@ -302,10 +341,11 @@ def _subscriber(
 def _problem(
     path: Path, label: str, entry: dict[str, Any], defaults: dict[str, Any], key: str, text: str
 ) -> ConfigError:
-    """A subscriber's problem at its key's line; a value it takes from ``defaults`` at that line."""
+    """A subscriber's problem at its key's line; a value it takes from ``defaults`` at that line (every
+    subscriber's problem: not an EntryError)."""
     if key not in entry and key in defaults:
         return ConfigError(f"{path}:{_line_of(defaults, key)}: defaults: {text}")
-    return ConfigError(f"{path}:{_line_of(entry, key)}: {label}: {text}")
+    return EntryError(f"{path}:{_line_of(entry, key)}: {label}: {text}")
 
 
 @functools.lru_cache(maxsize=256)

@@ -54,12 +54,16 @@ def test_the_placeholder_sender_is_fine_for_the_file_outbox(env: dict[str, str])
     assert cli(env, "check").stdout.startswith("ok: 3 subscribers")
 
 
-def test_run_stops_at_the_first_subscriber_problem_and_points_at_check(env: dict[str, str]) -> None:
+def test_run_names_every_bad_entry_goes_on_without_them_and_points_at_check(env: dict[str, str]) -> None:
+    """One bad entry stopped the run for every subscriber."""
     Path(env["NEWSLETTER_SUBSCRIBERS"]).write_text(BROKEN, encoding="utf-8")
-    proc = cli(env, "run", check=False)
+    add_dumps(env, seed_names()[0])
+    proc = cli(env, "run", "--json", check=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"error: {env['NEWSLETTER_SUBSCRIBERS']}:5: subscriber #2")
-    assert "and 3 more; `newsletter check` lists every problem" in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error:")]) == 4
+    assert "`newsletter check` lists every problem" in proc.stderr
+    assert '"subscriber": "ok@example.org"' in proc.stdout
 
 
 def test_run_refuses_the_placeholder_sender_with_a_transport_that_sends_real_mail(

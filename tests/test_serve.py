@@ -30,7 +30,7 @@ from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import answered_hosts, create_app, local_hosts
 from newsletter.serve.key import cookie_name
 from newsletter.store import Store, run_lock
-from newsletter.subscribers import load_subscribers
+from newsletter.subscribers import load_subscribers, load_valid_subscribers
 from newsletter.unsubscribe import make_token
 
 from .conftest import DATA
@@ -265,7 +265,7 @@ def test_subscribers_file_is_read_again_once_it_changed(
 
     reads: list[Path] = []
     monkeypatch.setattr(
-        preview, "load_subscribers", lambda path: reads.append(path) or load_subscribers(path)
+        preview, "load_valid_subscribers", lambda path: reads.append(path) or load_valid_subscribers(path)
     )
     assert "newcomer@example.org" not in client.get("/").text
     assert client.get(f"/s/{SSM}").status_code == 200
@@ -283,6 +283,9 @@ def test_subscribers_file_is_read_again_once_it_changed(
     path.write_text(written + "  - email: [\n")  # a broken edit: said on every page, read once
     assert all("invalid YAML" in client.get("/").text for _ in range(2))
     assert len(reads) == 3
+    path.write_text(written + "  - email: newcomer@example.org\n    interets: [x]\n")  # one bad entry
+    assert client.get(f"/s/{SSM}").status_code == 200  # the others' pages go on
+    assert "unknown key &#39;interets&#39;" in client.get("/s/newcomer@example.org").text
     path.write_text(written)
     assert "invalid YAML" not in client.get("/").text
     before = path.stat()

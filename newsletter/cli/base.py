@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, NoReturn
 from urllib.parse import unquote
@@ -24,6 +25,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, NewsletterError, UsageError
 from newsletter.models import Subscriber
 from newsletter.redact import mask_in_logs, redact
+from newsletter.report import plural
 from newsletter.subscribers import SubscriberList
 
 app = typer.Typer(
@@ -218,9 +220,18 @@ def given_address(text: str) -> str:
 
 def listed_subscriber(subscribers: SubscriberList, email: str) -> Subscriber:
     subscriber = subscribers.find(given_address(email))
+    if subscriber is None and (problem := subscribers.holds(given_address(email))):
+        raise ConfigError(problem, hint="fix the entry: its digests wait for it (`newsletter check`)")
     if subscriber is None:
         raise ConfigError(f"{subscribers.path}: no subscriber with email {email!r}")
     return subscriber
+
+
+def warn_entries(problems: Sequence[ConfigError]) -> None:
+    """One warning for the entries a command that reads one subscriber (or none) goes on without."""
+    if problems:
+        more = f" and {plural(len(problems) - 1, 'more problem')}" if len(problems) > 1 else ""
+        warn(f"{problems[0].message}{more}; `newsletter check` lists them")
 
 
 def main() -> NoReturn:

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ from newsletter.report import QUEUED, DigestOutcome, DumpOutcome, RunReport, plu
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 from newsletter.store import Store
-from newsletter.subscribers import SubscriberList, load_subscribers
+from newsletter.subscribers import SubscriberList, load_valid_subscribers
 
 
 @app.command()
@@ -95,6 +95,10 @@ def _unsubscribed_in(settings: Settings, subscribers: SubscriberList) -> list[st
     return [s.email for s in subscribers.subscribers if address_key(s.email) in gone]
 
 
+LEFT_OUT = (
+    "the others go on; those entries' subscribers get nothing, and their papers and queued digests wait "
+    "for the fix (`newsletter check` lists every problem)"
+)
 DETAILED_UP_TO = 1000  # subscribers listed one by one after a run (more: counts and problems only)
 
 
@@ -191,7 +195,8 @@ def run(
 
     A source that cannot be fetched is reported (exit status 1) after the run has delivered what it has.
     A dump file that cannot be parsed is reported once (exit status 1), then skipped (see status); an
-    entry that is no file to read (a link to nothing, a pipe) is reported by every run. Exit status 3:
+    entry that is no file to read (a link to nothing, a pipe) is reported by every run. A bad entry in the
+    subscribers file is reported (exit status 1) and left out: its digests wait for the fix. Exit status 3:
     only digests failed as mail routinely does (bounced, or refused for now: the next run tries again).
     """
     if fetch and dry_run:
@@ -199,7 +204,8 @@ def run(
     state.settings_overrides["workers"] = workers
     state.settings_overrides["connections"] = connections
     settings = state.settings()
-    subscribers = load_subscribers(settings.subscribers)
+    subscribers, problems = load_valid_subscribers(settings.subscribers)  # the others go on
+    left_out = _left_out(problems)
     stop = Stop()  # a signal ends a fetch's wait to retry too, not just the sending
     sources = sources_from_settings(settings, stop=stop) if fetch is not False and not dry_run else []
     clock = parse_now(now)
@@ -216,33 +222,47 @@ def run(
                 for failure in failed:
                     print_problem(failure)
                 raise
-        report.errors[:0] = failed
+        report.errors[:0] = left_out + failed
         if not dry_run:
             try:
                 save_report(settings, report)
             except NewsletterError as exc:  # a full disk: still say what the run did, then fail
                 report.errors.append(str(exc))
-        _print_report(report, as_json, stop, clock)
+        _print_report(report, as_json, stop, clock, said=left_out)
 
 
-def _print_report(report: RunReport, as_json: bool, stop: Stop, clock: datetime) -> None:
+def _left_out(problems: Sequence[ConfigError]) -> list[str]:
+    """Each bad entry a run goes on without: said at once on stderr, as when one stopped the run, and
+    one of its report's errors (the run needs a look: exit 1; `status` shows them)."""
+    for problem in problems[:-1]:
+        print_error(problem)
+    if problems:
+        print_error(ConfigError(problems[-1].message, LEFT_OUT))
+    return [problem.message for problem in problems]
+
+
+def _print_report(
+    report: RunReport, as_json: bool, stop: Stop, clock: datetime, said: Collection[str] = ()
+) -> None:
     """The report, then the exit status: 128 + the signal's number when one stopped the run (what it
-    did not send waits for the next run: a cron wrapper sees it was cut short), else 1 if not ok."""
+    did not send waits for the next run: a cron wrapper sees it was cut short), else 1 if not ok.
+    Errors in ``said`` were printed before the run."""
     with _stdout_kept():
-        _echo_report(report, as_json, clock)
+        _echo_report(report, as_json, clock, said)
     signalled = stop.exit_status()
     if signalled is not None or not report.ok:
         raise typer.Exit(signalled or report.exit_status())
 
 
-def _echo_report(report: RunReport, as_json: bool, clock: datetime) -> None:
+def _echo_report(report: RunReport, as_json: bool, clock: datetime, said: Collection[str]) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
     for d in report.digests:
         typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
     for problem in report.errors:
-        print_problem(problem)
+        if problem not in said:
+            print_problem(problem)
     if summary := report.summary():  # a retry that found nothing queued has none: no blank line
         typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
 
@@ -296,7 +316,8 @@ def retry(
     refused one.
     """
     settings = state.settings()
-    subscribers = load_subscribers(settings.subscribers)
+    subscribers, problems = load_valid_subscribers(settings.subscribers)  # a bad entry's digests wait
+    left_out = _left_out(problems)
     clock = parse_now(now)
     statuses = ("failed", "unknown") if unknown else ("failed",)
     only = {address_key(listed_subscriber(subscribers, email).email) for email in emails} if emails else None
@@ -304,13 +325,14 @@ def retry(
     with stop_on_sigterm(stop):  # until the report is out, as `run`
         with open_pipeline(settings, new_database=state.new_database) as pipeline:
             requeued, report = pipeline.retry(subscribers, clock, statuses, only=only, stop=stop)
+        report.errors[:0] = left_out
         if not as_json:
             what = "failed or unknown" if unknown else "failed"
             noun = "delivery" if len(requeued) == 1 else "deliveries"
             queued = "their queued digests" if only else "what is queued"
             with _stdout_kept():
                 typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
-        _print_report(report, as_json, stop, clock)
+        _print_report(report, as_json, stop, clock, said=left_out)
 
 
 def _state_warnings(settings: Settings, store: Store) -> list[str]:
@@ -339,10 +361,10 @@ def status(
 ) -> None:
     """Show next due times, deliveries needing attention, dump files runs skip and the last run."""
     settings = state.settings()
-    subscribers = load_subscribers(settings.subscribers)
+    subscribers, problems = load_valid_subscribers(settings.subscribers)
     with open_history(settings, new_database=state.new_database) as store:
         data = status_report(store, subscribers, parse_now(now), load_last_report(settings))
-        data["warnings"] = _state_warnings(settings, store)
+        data["warnings"] = [p.message for p in problems] + _state_warnings(settings, store)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return

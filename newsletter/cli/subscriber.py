@@ -24,6 +24,7 @@ from newsletter.cli.base import (
     parse_now,
     state,
     warn,
+    warn_entries,
 )
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, UsageError
@@ -34,7 +35,7 @@ from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.report import plural
 from newsletter.send.file import file_slug
-from newsletter.subscribers import SubscriberList, load_subscribers, read_subscribers
+from newsletter.subscribers import SubscriberList, load_subscribers, load_valid_subscribers, read_subscribers
 
 PaperArgument = Annotated[
     str,
@@ -277,9 +278,7 @@ def _readable_subscribers(settings: Settings) -> SubscriberList:
     except ConfigError as exc:
         warn(f"{exc.message} (recorded by address alone)")
         return SubscriberList(settings.subscribers, ())
-    if problems:
-        more = f" and {plural(len(problems) - 1, 'more problem')}" if len(problems) > 1 else ""
-        warn(f"{problems[0].message}{more}; `newsletter check` lists them")
+    warn_entries(problems)
     return subscribers
 
 
@@ -291,4 +290,8 @@ def _address(text: str) -> str:
 
 
 def _subscriber(settings: Settings, email: str) -> Subscriber:
-    return listed_subscriber(load_subscribers(settings.subscribers), email)
+    """EMAIL's entry: a mistake in another is warned about, one in its own stops the command."""
+    subscribers, problems = load_valid_subscribers(settings.subscribers)
+    found = listed_subscriber(subscribers, email)
+    warn_entries(problems)
+    return found

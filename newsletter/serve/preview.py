@@ -39,7 +39,7 @@ from newsletter.sources import list_dump_files
 from newsletter.status import queued_now
 from newsletter.store import FeedbackRecord, Store, SubscriberState
 from newsletter.store.vectors import StoreVectorCache
-from newsletter.subscribers import SubscriberList, load_subscribers
+from newsletter.subscribers import SubscriberList, load_valid_subscribers
 
 GMAIL_CLIP_BYTES = 102_000  # Gmail shows "[Message clipped]" past ~102 KB of HTML
 NEAR_MISSES = 5
@@ -153,16 +153,21 @@ class Previewer:
         try:
             st = self.settings.subscribers.stat()
         except OSError:
-            return load_subscribers(self.settings.subscribers)  # says what is wrong with it
+            return self._valid_subscribers()  # says what is wrong with it
         stamp = (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)  # ctime: an mtime put back
         if self._read is None or self._read[0] != stamp:
-            self._read = (stamp, _kept(lambda: load_subscribers(self.settings.subscribers), ConfigError))
+            self._read = (stamp, _kept(self._valid_subscribers, ConfigError))
         return _given(self._read[1])
+
+    def _valid_subscribers(self) -> SubscriberList:
+        """The file's valid entries: another's mistake leaves the other pages up (its page names it)."""
+        return load_valid_subscribers(self.settings.subscribers)[0]
 
     def listed(self, address: str) -> bool:
         """Whether the subscribers file lists the address (True when it cannot be read: it may)."""
         try:
-            return self._subscribers().find(address) is not None
+            subscribers = self._subscribers()
+            return subscribers.find(address) is not None or subscribers.holds(address) is not None
         except ConfigError:
             return True
 
@@ -258,6 +263,8 @@ def refuse_to_send() -> Transport:
 
 def find(subscribers: SubscriberList, address: str) -> Subscriber:
     subscriber = subscribers.find(address)
+    if subscriber is None and (problem := subscribers.holds(address)):
+        raise ConfigError(problem)  # its entry is there, with a mistake
     if subscriber is None:
         raise UnknownSubscriber(f"{subscribers.path}: no subscriber with email {address!r}")
     return subscriber
