@@ -36,6 +36,11 @@ out.
 judged 2 gets "more like this" and every one judged 0 gets "less", recorded as the links' POST records
 them (Store.record_feedback). It is scored on the digests after the first two only (the papers first
 seen in dumps 3+), as is "terse 3+", the terse run without clicks on those same digests.
+
+A profile's liked papers are left out of its judged pool (neither a paper sent nor a judged-2 paper
+missed, nor in its nDCG): they are not new to that reader, and newsletter never sends a reader a paper
+they listed as liked. Only the "full" profiles list them (two dev2 profiles name papers in the seeds).
+``--judge-liked`` counts them as before, for figures comparable with the records made before that rule.
 """
 
 from __future__ import annotations
@@ -86,9 +91,10 @@ class Judged:
     id: str
     subscriber: Subscriber
     labels: dict[str, int]  # normalised title -> 1 | 2
+    known: frozenset[str] = frozenset()  # normalised titles of the liked papers: left out of the pool
 
 
-def load_profiles(paths: Sequence[Path], variant: str) -> list[Judged]:
+def load_profiles(paths: Sequence[Path], variant: str, judge_liked: bool = False) -> list[Judged]:
     profiles = []
     for path in paths:
         for p in json.loads(path.read_text(encoding="utf-8"))["profiles"]:
@@ -103,7 +109,8 @@ def load_profiles(paths: Sequence[Path], variant: str) -> list[Judged]:
                 cadence="daily",
             )
             labels = {normalize_title(t): int(r) for t, r in p["relevance"].items()}
-            profiles.append(Judged(p["id"], subscriber, labels))
+            known = frozenset() if judge_liked else frozenset(map(normalize_title, subscriber.liked))
+            profiles.append(Judged(p["id"], subscriber, labels, known))
     return profiles
 
 
@@ -291,7 +298,8 @@ class Result:
 
 
 def profile_counts(profile: Judged, got: set[str], seed_keys: set[str]) -> Counts:
-    twos = {k for k, r in profile.labels.items() if r == 2 and k in seed_keys}
+    twos = {k for k, r in profile.labels.items() if r == 2 and k in seed_keys} - profile.known
+    got = got - profile.known
     good = sum(1 for k in got if profile.labels.get(k, 0) >= 1)
     return Counts(len(got), good, len(twos & got), len(twos))
 
@@ -300,9 +308,10 @@ def ndcg_at_10(profiles: list[Judged], ranker: Ranker, pool: list[StoredPaper]) 
     ranker.prepare(pool)
     values = {}
     for p in profiles:
-        ranked = ranker.rank(pool, p.subscriber)[:10]
-        gains = [2 ** p.labels.get(normalize_title(s.paper.title), 0) - 1 for s in ranked]
-        ideal = sorted((2**r - 1 for r in p.labels.values()), reverse=True)[:10]
+        titles = (normalize_title(s.paper.title) for s in ranker.rank(pool, p.subscriber))
+        ranked = list(itertools.islice((t for t in titles if t not in p.known), 10))
+        gains = [2 ** p.labels.get(t, 0) - 1 for t in ranked]
+        ideal = sorted((2**r - 1 for k, r in p.labels.items() if k not in p.known), reverse=True)[:10]
         dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
         idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
         values[p.id] = dcg / idcg if idcg else 0.0
@@ -354,6 +363,8 @@ def best_global_threshold(profiles: list[Judged], pool: list[StoredPaper]) -> fl
         tp = fp = fn = 0
         for p in profiles:
             for k, s in zip(keys, sims[p.id], strict=True):
+                if k in p.known:
+                    continue
                 rel = p.labels.get(k, 0)
                 tp += s >= threshold and rel >= 1
                 fp += s >= threshold and rel == 0
@@ -492,13 +503,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--feedback-only", action="store_true", help="only the terse and terse + feedback runs"
     )
+    parser.add_argument(
+        "--judge-liked", action="store_true", help="count a profile's liked papers in its judged pool"
+    )
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     seeds = readable(sorted(p for p in args.seeds.iterdir() if p.is_file() and not p.name.startswith(".")))
     with tempfile.TemporaryDirectory() as tmp:
         pool = all_papers(seeds, Path(tmp))
     kinds = ("terse",) if args.feedback_only else ("full", "terse")
-    variants = {v: load_profiles(args.judgments, v) for v in kinds}
+    variants = {v: load_profiles(args.judgments, v, args.judge_liked) for v in kinds}
     cache = DiskVectorCache(args.cache) if args.cache else MemoryVectorCache()  # each text embedded once
     combos = [{}, *(c for c in grid(args.grid) if c)]
     results: dict[str, dict[str, Result]] = {}
@@ -517,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(as_json(rows, results, chosen), indent=2))
         return 0
     print_table(rows, len(pool), len(seeds))
+    print("a profile's liked papers are " + ("judged" if args.judge_liked else "left out of its judged pool"))
     print_profiles(rows, chosen)
     return 0
 

@@ -3,7 +3,8 @@ why it was or was not sent.
 
 A paper in the subscriber's next digest's window is scored as the preview scores it (serve's
 near-miss view), so its place among the relevant papers and max_items can be told; any other paper
-is scored now against the same background a run uses. Both read the feedback given so far.
+is scored now against the same background a run uses. Both read the feedback given so far. A paper
+the subscriber named (liked, disliked or marked) is scored too, but is never theirs to be sent.
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ from newsletter.errors import NewsletterError
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.pipeline import Pipeline
 from newsletter.rank.breakdown import Breakdown, breakdown
+from newsletter.rank.scoring import Catalog
 from newsletter.render.helpers import printable
 from newsletter.report import plural
-from newsletter.select import CATCH_UP, Selection, Selector, catch_up_floor, with_feedback
+from newsletter.select import (
+    CATCH_UP,
+    Selection,
+    Selector,
+    catch_up_floor,
+    liked_or_marked,
+    own_papers,
+    with_feedback,
+)
 from newsletter.store import DeliveryRecord, Store
 
 
@@ -77,8 +87,17 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
     else:
         covering = _covering(records, paper)
         cut = _past_the_limit(pipeline.store, subscriber, paper, covering, now)
-        verdict = sent or _outside_window(selection, scored, breakdown, covering, cut)
+        own = _own(pipeline.store, subscriber, paper)
+        verdict = sent or own or _outside_window(selection, scored, breakdown, covering, cut)
     return Explanation(paper, scored, breakdown, verdict)
+
+
+def _own(store: Store, subscriber: Subscriber, paper: StoredPaper) -> str:
+    """Why the paper is no candidate for the subscriber, as select rules it (own_papers), or ""."""
+    feedback = store.feedback_marks()
+    named = Catalog(liked_or_marked(store, [subscriber], feedback))
+    why = own_papers(subscriber, feedback, named).get(paper.id)
+    return f"not sent: {why}" if why else ""
 
 
 def _past_the_limit(

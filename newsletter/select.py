@@ -6,6 +6,8 @@ papers of the latest dump that brought any. Either reaches back CATCH_UP (14 day
 at most. Papers sent before are outside every later window, so nothing is sent twice.
 Subscribers that share a window are ranked together (`rank_many`), so the cost per subscriber is a few
 array operations, and selections stream out without holding one per subscriber.
+A subscriber's own papers (those their profile lists as liked or disliked, and those they marked "more" or
+"less like this") are no candidates of theirs: they know them (`own_papers`; the ranker still reads them).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from newsletter.address import address_key
 from newsletter.due import far_ahead, is_due, slot_served_now
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
+from newsletter.rank.scoring import Catalog
 from newsletter.report import BACKING_OFF, WAITING, Timings
 from newsletter.store import RETRY, Store, SubscriberState
 
@@ -31,6 +34,13 @@ BOUNCED = (
 BACKGROUND_DUMPS = 10  # papers first seen in this many recent dumps calibrate the ranker's scores
 CATCH_UP = timedelta(days=14)  # a window reaches back no further (by dumps ingested: see catch_up_floor):
 # a subscriber back after months is not ranked (and embedded again) over every paper since, for one digest
+
+OWN = {  # why a paper the subscriber named is no candidate of theirs, by where they named it
+    "liked": "you listed it as a paper you liked",
+    "disliked": "you listed it as a paper to see fewer like",
+    "more": "you marked it 'more like this'",
+    "less": "you marked it 'less like this'",
+}
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +68,7 @@ class Selector:
         self.ranker = ranker
         self.timings = timings or Timings()
         self._feedback: dict[str, dict[str, list[str]]] = {}
+        self._named = Catalog(())  # the papers the ranked subscribers liked, disliked or marked
 
     def select(
         self,
@@ -125,7 +136,8 @@ class Selector:
         if ranked:  # an idle tick embeds nothing; the named papers are the ranked subscribers' only
             try:
                 with interrupt.stoppable(stopped):  # a SIGTERM waited out minutes of embedding
-                    self._prepare(windows.values(), latest, self._liked_or_marked(ranked))
+                    self._named = Catalog(self._liked_or_marked(ranked))
+                    self._prepare(windows.values(), latest, list(self._named.papers))
             except interrupt.Stopped:
                 yield from (Selection(sub, reason=WAITING) for sub in ranked)
                 return
@@ -203,11 +215,32 @@ class Selector:
             yield from (Selection(s, reason="nothing new") for s in subscribers)
             return
         wanted = not every_paper  # a digest: just its relevant papers, up to max_items
-        profiles = (with_feedback(s, self._feedback) for s in subscribers)
+        owns = self._owns(subscribers, window)
+        profiles = (
+            _room(with_feedback(s, self._feedback), len(owns.get(i, ()))) for i, s in enumerate(subscribers)
+        )
         ranked = self.ranker.rank_many(window, profiles, only_relevant=wanted, capped=wanted)
-        for sub, scored in zip(subscribers, self.timings.iterate("rank", ranked), strict=True):
-            selection = Selection(sub, scored=tuple(scored), upto_seq=latest, from_seq=mark)
+        for i, (sub, scored) in enumerate(
+            zip(subscribers, self.timings.iterate("rank", ranked), strict=True)
+        ):
+            own = owns.get(i, set())
+            kept = tuple(s for s in scored if s.paper.id not in own)
+            selection = Selection(sub, scored=kept, upto_seq=latest, from_seq=mark)
             yield selection if selection.chosen else replace(selection, reason="nothing relevant")
+
+    def _owns(self, subscribers: Sequence[Subscriber], window: list[StoredPaper]) -> dict[int, set[int]]:
+        """Subscriber's place -> ids of their own papers in the window (see own_papers), where any."""
+        ids = {p.id for p in window}
+        owns = (
+            (i, own_papers(s, self._feedback, self._named).keys() & ids) for i, s in enumerate(subscribers)
+        )
+        return {i: own for i, own in owns if own}
+
+
+def _room(profile: Subscriber, own: int) -> Subscriber:
+    """The profile with room for its ``own`` papers among the candidates beyond max_items: the ranker
+    scores them (no candidate's score depends on another's), and they are taken out after."""
+    return profile.model_copy(update={"max_items": profile.max_items + own}) if own else profile
 
 
 def _waits(selection: Selection, waiting: set[str]) -> Selection:
@@ -233,6 +266,22 @@ def liked_or_marked(
     paper from its text only when it is prepared, and older ones fell out of what a run prepares."""
     profiles = [with_feedback(s, feedback) for s in subscribers]
     return store.papers_named({i for p in profiles for i in (*p.liked, *p.disliked)})
+
+
+def own_papers(
+    subscriber: Subscriber, feedback: dict[str, dict[str, list[str]]], named: Catalog
+) -> dict[int, str]:
+    """Stored paper id -> why it is no candidate of the subscriber's (OWN): each paper their profile lists
+    as liked or disliked and each they marked, found in ``named`` (at least those papers) as the ranker
+    finds a liked paper. Telling a reader of a paper they named themselves is no news."""
+    marked = feedback.get(address_key(subscriber.email), {})
+    given: dict[str, Sequence[str]] = {"liked": subscriber.liked, "disliked": subscriber.disliked, **marked}
+    own: dict[int, str] = {}
+    for where, items in given.items():
+        for row in map(named.find, items):
+            if row is not None:
+                own.setdefault(named.papers[row].id, OWN[where])
+    return own
 
 
 def with_feedback(subscriber: Subscriber, feedback: dict[str, dict[str, list[str]]]) -> Subscriber:
