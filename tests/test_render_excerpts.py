@@ -39,6 +39,12 @@ def test_an_abstract_that_opens_with_its_contribution_keeps_its_opening() -> Non
     assert text.startswith("We present 4DAnyone, a framework for reconstructing 4D humans")
 
 
+def test_a_sentence_opening_with_the_works_name_states_the_contribution() -> None:
+    text = point_excerpt(stored(LISTING["2608.19861"]))  # 'PolicyGuide: ...', four sentences of background
+    assert text.startswith("PolicyGuide instead compiles each domain policy into a workflow graph")
+    assert "Customer-service LLM agents must follow" not in text
+
+
 def test_a_sentence_naming_the_matched_phrase_is_shown_too() -> None:
     paper = stored(LISTING["2608.20202"])
     text = point_excerpt(paper, "matches: inference-time method, memory benchmarks")
@@ -55,6 +61,27 @@ def test_the_listings_own_summary_is_preferred() -> None:
     assert text == listed.details.ai_summary
     other = point_excerpt(stored(listed, summary=True), "matches: co-evolution of the policy")
     assert other.startswith(listed.details.ai_summary) and "Furthermore, EnvHarness provides" in other
+
+
+@pytest.mark.parametrize(
+    ("key", "why", "background"),
+    [
+        ("2608.19880", "matches: LLM agents", "LLM agents learn by interacting"),
+        ("2608.19891", "shares words with your profile: manipulation, robot", "State of the art robotic"),
+    ],
+)
+def test_the_sentence_naming_the_phrase_is_never_background(key: str, why: str, background: str) -> None:
+    listed = LISTING[key]
+    assert listed.details.ai_summary is not None
+    assert background not in point_excerpt(stored(listed, summary=True), why)
+    assert background not in point_excerpt(stored(listed), why)
+
+
+def test_a_hyphenated_phrase_names_the_spaced_one() -> None:
+    summary = "Models improve through test-time feedback loops."  # the abstract says "at test time"
+    listed = LISTING["2608.18027"]
+    paper = stored(dataclasses.replace(listed, details=PaperDetails(ai_summary=summary)), summary=True)
+    assert point_excerpt(paper, "matches: test time") == summary
 
 
 def test_a_paper_without_an_abstract_has_an_empty_excerpt() -> None:

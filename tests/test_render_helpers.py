@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from newsletter.render import authors_short, excerpt, helpers, paper_url, safe_url
+from newsletter.render import authors_short, excerpt, helpers, paper_links, paper_url, safe_url
 from newsletter.render.helpers import clip, long_date, one_line, wrap
 
 
@@ -171,3 +171,18 @@ def test_wrap_keeps_urls_addresses_emoji_and_korean_words_whole() -> None:
     assert safe_url("https://i❤.ws/") == "https://xn--i-7iq.ws/"  # IDNA 2008 refuses it; 2003 does not
     assert safe_url('https://例"子.com/x') == "#"  # no ASCII form
     assert safe_url("https://ex\u202eelpmaxe.com/") == "#"  # a direction override would mislead
+
+
+@pytest.mark.parametrize(
+    ("code", "project"),
+    [
+        ("https://github.com/erjui/PolicyGuide", "https://huggingface.co/papers/2608.19861"),  # the HF page
+        ("https://github.com/NineAbyss/R-3-Bench", "https://github.com/NineAbyss/R-3-Bench/"),  # the code
+        (None, "https://arxiv.org/pdf/2608.19861"),  # the PDF
+    ],
+)
+def test_a_project_page_that_is_another_link_is_not_linked_twice(code: str | None, project: str) -> None:
+    links = paper_links(
+        "2608.19861", hf_page="https://huggingface.co/papers/2608.19861", code=code, project=project
+    )
+    assert [label for label, _ in links] == ["arXiv", "PDF", "HF", *(["Code"] if code else [])]

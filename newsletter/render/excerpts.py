@@ -3,9 +3,12 @@
 Abstracts usually open with background ("Recently, X has shown promise..."). The excerpt is instead:
 
 1. the listing's own short summary when it has one (HF ``ai_summary``), else the abstract's first
-   sentence that states the contribution ("we propose/introduce/present ..."), else its first sentence;
+   sentence that states the contribution ("we propose/introduce/present ...", or one opening with the
+   name the title gives the work: "PolicyGuide instead compiles ..."), else its first sentence;
 2. then, when the "why" names phrases ("matches: Kestrel, message passing", "close to your interest
-   'x'"), the first abstract sentence containing one of them, if the part before does not already;
+   'x'"), the first abstract sentence containing one of them, if the part before does not already:
+   from the contribution on, so the background before it is never shown ("world-model" names
+   "world models");
 3. then the sentence after the contribution while there is room (``MAX_CHARS``).
 """
 
@@ -15,7 +18,7 @@ import re
 from functools import lru_cache
 
 from newsletter.models import StoredPaper
-from newsletter.sources.clean import ELLIPSIS, clean_abstract, split_sentences
+from newsletter.sources.clean import ELLIPSIS, clean_abstract, short_name, split_sentences
 
 __all__ = ["MAX_CHARS", "point_excerpt", "why_phrases"]
 
@@ -44,41 +47,38 @@ def why_phrases(why: str) -> tuple[str, ...]:
 def point_excerpt(paper: StoredPaper, why: str = "") -> str:
     """The excerpt for ``paper`` in a digest whose reason for it is ``why`` (cleaned display text)."""
     sentences = split_sentences(clean_abstract(paper.abstract, paper.title))
+    point = _from_contribution(sentences, paper.title)  # never the background before it
     summary = paper.details.ai_summary
-    chosen = [summary] if summary else [_contribution(sentences)] if sentences else []
-    phrase = _sentence_naming(sentences, why_phrases(why), " ".join(chosen))
+    chosen = [summary] if summary else point[:1]
+    phrase = _sentence_naming(point, why_phrases(why), " ".join(chosen))
     if phrase and phrase not in chosen:
-        first = not summary and _before(sentences, phrase, chosen[0])  # abstract sentences keep their order
-        chosen = [phrase, *chosen] if first else [*chosen, phrase]
-    if not summary and len(chosen) == 1 and sentences:
-        chosen += _next(sentences, chosen[0])
+        chosen.append(phrase)
+    if not summary and len(chosen) == 1:
+        chosen += point[1:2]  # the sentence after the contribution
     return _fit([c for c in chosen if c])
 
 
-def _contribution(sentences: list[str]) -> str:
-    return next((s for s in sentences if _CONTRIBUTION.search(s)), sentences[0])
+def _from_contribution(sentences: list[str], title: str) -> list[str]:
+    """The sentences from the first that states the contribution (all of them when none does)."""
+    name = short_name(title)
+    opening = f"{name} " if name else None  # 'PolicyGuide: From Guarding ...' -> 'PolicyGuide compiles ...'
+    stated = (
+        i for i, s in enumerate(sentences) if _CONTRIBUTION.search(s) or (opening and s.startswith(opening))
+    )
+    return sentences[next(stated, 0) :]
 
 
 def _sentence_naming(sentences: list[str], phrases: tuple[str, ...], shown: str) -> str | None:
     """The first sentence naming one of ``phrases`` (case-insensitive), unless ``shown`` names it."""
     for phrase in phrases:
-        pattern = re.compile(rf"\b{re.escape(phrase.rstrip('s'))}", re.IGNORECASE)
+        words = re.split(r"[\s-]+", phrase.rstrip("s"))  # 'world models' is named by 'world-model'
+        pattern = re.compile(r"\b" + r"[\s-]+".join(map(re.escape, words)), re.IGNORECASE)
         if pattern.search(shown):
             return None
         found = next((s for s in sentences if pattern.search(s)), None)
         if found:
             return found
     return None
-
-
-def _before(sentences: list[str], first: str, second: str) -> bool:
-    order = {s: i for i, s in enumerate(sentences)}
-    return order.get(first, len(order)) < order.get(second, len(order))
-
-
-def _next(sentences: list[str], sentence: str) -> list[str]:
-    index = sentences.index(sentence) + 1 if sentence in sentences else len(sentences)
-    return sentences[index : index + 1]
 
 
 def _fit(chosen: list[str]) -> str:

@@ -111,7 +111,18 @@ def paper_links(
         links.append((f"Code ★{count(stars)}" if stars else "Code", code))
     if project:
         links.append(("Project", project))
-    return tuple((label, url) for label, url in links if safe_url(url) != "#")
+    return _distinct((label, url) for label, url in links if safe_url(url) != "#")
+
+
+def _distinct(links: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Each page linked once: a project page that is the repository, the HF page or the PDF is left out."""
+    seen: set[str] = set()
+    kept: list[tuple[str, str]] = []
+    for label, url in links:
+        if url.rstrip("/") not in seen:
+            seen.add(url.rstrip("/"))
+            kept.append((label, url))
+    return tuple(kept)
 
 
 def safe_links(links: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
