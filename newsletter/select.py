@@ -274,13 +274,15 @@ def own_papers(
     """Stored paper id -> why it is no candidate of the subscriber's (OWN): each paper their profile lists
     as liked or disliked and each they marked, found in ``named`` (at least those papers) as the ranker
     finds a liked paper. Telling a reader of a paper they named themselves is no news."""
+    listed = {"liked": subscriber.liked, "disliked": subscriber.disliked}
+    rows = [(where, named.find(item)) for where, items in listed.items() for item in items]
+    # a mark holds the very paper's key, never a title another paper may have taken since
     marked = feedback.get(address_key(subscriber.email), {})
-    given: dict[str, Sequence[str]] = {"liked": subscriber.liked, "disliked": subscriber.disliked, **marked}
+    rows += [(kind, named.keys.get(key)) for kind, keys in marked.items() for key in keys]
     own: dict[int, str] = {}
-    for where, items in given.items():
-        for row in map(named.find, items):
-            if row is not None:
-                own.setdefault(named.papers[row].id, OWN[where])
+    for where, row in rows:
+        if row is not None:
+            own.setdefault(named.papers[row].id, OWN[where])
     return own
 
 

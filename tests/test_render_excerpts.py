@@ -45,6 +45,15 @@ def test_a_sentence_opening_with_the_works_name_states_the_contribution() -> Non
     assert "Customer-service LLM agents must follow" not in text
 
 
+def test_a_title_head_that_is_a_common_word_does_not_take_the_background_for_the_contribution() -> None:
+    listed = LISTING["2608.19861"]  # as if titled 'LLMs: ...' and opening on LLMs
+    abstract = (
+        "LLMs are now used as judges of proofs. LLMs miss errors. We introduce ProofBench, a benchmark."
+    )
+    paper = dataclasses.replace(stored(listed), title="LLMs: Can They Grade Proofs?", abstract=abstract)
+    assert point_excerpt(paper) == "We introduce ProofBench, a benchmark."
+
+
 def test_a_sentence_naming_the_matched_phrase_is_shown_too() -> None:
     paper = stored(LISTING["2608.20202"])
     text = point_excerpt(paper, "matches: inference-time method, memory benchmarks")

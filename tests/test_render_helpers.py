@@ -179,6 +179,8 @@ def test_wrap_keeps_urls_addresses_emoji_and_korean_words_whole() -> None:
         ("https://github.com/erjui/PolicyGuide", "https://huggingface.co/papers/2608.19861"),  # the HF page
         ("https://github.com/NineAbyss/R-3-Bench", "https://github.com/NineAbyss/R-3-Bench/"),  # the code
         (None, "https://arxiv.org/pdf/2608.19861"),  # the PDF
+        ("https://github.com/erjui/PolicyGuide", "http://github.com/erjui/PolicyGuide/"),  # http
+        ("https://github.com/erjui/PolicyGuide", "https://www.GitHub.com/erjui/PolicyGuide#readme"),
     ],
 )
 def test_a_project_page_that_is_another_link_is_not_linked_twice(code: str | None, project: str) -> None:
@@ -186,3 +188,8 @@ def test_a_project_page_that_is_another_link_is_not_linked_twice(code: str | Non
         "2608.19861", hf_page="https://huggingface.co/papers/2608.19861", code=code, project=project
     )
     assert [label for label, _ in links] == ["arXiv", "PDF", "HF", *(["Code"] if code else [])]
+
+
+def test_a_project_page_on_another_query_is_another_page() -> None:
+    links = paper_links(None, code="https://example.org/x?p=code", project="https://example.org/x?p=home")
+    assert [label for label, _ in links] == ["Code", "Project"]

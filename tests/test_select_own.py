@@ -10,7 +10,7 @@ import pytest
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.explain import explain
-from newsletter.models import Paper, Subscriber
+from newsletter.models import Paper, Subscriber, normalize_title
 from newsletter.pipeline import Pipeline
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.base import Ranker
@@ -110,3 +110,18 @@ def test_explain_says_the_paper_is_the_readers_own(
     assert explain(pipeline, sub, LIKED, at(1)).verdict == WHY[how]
     similar = explain(pipeline, sub, SIMILAR, at(1)).verdict  # its twin: scored, no paper of theirs
     assert similar == SIMILAR_WHY.get(how, "in the next digest: paper 1 of 1")
+
+
+def test_a_mark_hides_the_paper_marked_not_one_titled_as_it_first_was(tmp_path: Path, ranker: Ranker) -> None:
+    """A paper listed without an id keeps its first title as its key when a listing corrects the title;
+    a new paper that bears that first title is another paper, news to the reader who marked the first."""
+    words = " It runs on one accelerator, needs no tuning, and its code and weights are released for all."
+    first, fixed = "Gated Scans for Long Sequences", "Gated Scans for Long Sequences with State Space Models"
+    other = VIDEO + " We replace temporal attention with state space models." + words
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(Paper(title=first, abstract=SSM + words, rank=1), tag="1"), at(0))
+        store.ingest(make_dump(Paper(title=fixed, abstract=SSM + words, rank=1), tag="2"), at(0.2))
+        assert store.record_feedback(READER, normalize_title(first), "more", at(0.5)) is not None
+        store.ingest(make_dump(Paper(title=first, abstract=other, rank=1), tag="3"), at(0.7))
+        scored = selected(store, ranker, reader("more"), preview=True).scored
+        assert [(s.paper.title, s.paper.first_dump_seq) for s in scored] == [(first, 3)]

@@ -3,8 +3,8 @@
 Abstracts usually open with background ("Recently, X has shown promise..."). The excerpt is instead:
 
 1. the listing's own short summary when it has one (HF ``ai_summary``), else the abstract's first
-   sentence that states the contribution ("we propose/introduce/present ...", or one opening with the
-   name the title gives the work: "PolicyGuide instead compiles ..."), else its first sentence;
+   sentence that states the contribution ("we propose/introduce/present ..."), else the first opening
+   with the name the title gives the work ("PolicyGuide instead compiles ..."), else its first sentence;
 2. then, when the "why" names phrases ("matches: Kestrel, message passing", "close to your interest
    'x'"), the first abstract sentence containing one of them, if the part before does not already:
    from the contribution on, so the background before it is never shown ("world-model" names
@@ -59,13 +59,13 @@ def point_excerpt(paper: StoredPaper, why: str = "") -> str:
 
 
 def _from_contribution(sentences: list[str], title: str) -> list[str]:
-    """The sentences from the first that states the contribution (all of them when none does)."""
+    """The sentences from the first that states the contribution, else from the first opening with the
+    work's name (a title's head can be a common word: 'LLMs: Can They ...' over 'LLMs are used ...'),
+    else all of them."""
     name = short_name(title)
-    opening = f"{name} " if name else None  # 'PolicyGuide: From Guarding ...' -> 'PolicyGuide compiles ...'
-    stated = (
-        i for i, s in enumerate(sentences) if _CONTRIBUTION.search(s) or (opening and s.startswith(opening))
-    )
-    return sentences[next(stated, 0) :]
+    named = (i for i, s in enumerate(sentences) if name and s.startswith(f"{name} "))  # 'PolicyGuide ...'
+    stated = next((i for i, s in enumerate(sentences) if _CONTRIBUTION.search(s)), None)
+    return sentences[next(named, 0) if stated is None else stated :]
 
 
 def _sentence_naming(sentences: list[str], phrases: tuple[str, ...], shown: str) -> str | None:

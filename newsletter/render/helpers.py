@@ -116,13 +116,20 @@ def paper_links(
 
 def _distinct(links: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
     """Each page linked once: a project page that is the repository, the HF page or the PDF is left out."""
-    seen: set[str] = set()
+    seen: set[tuple[str, str, str]] = set()
     kept: list[tuple[str, str]] = []
     for label, url in links:
-        if url.rstrip("/") not in seen:
-            seen.add(url.rstrip("/"))
+        if _page(url) not in seen:
+            seen.add(_page(url))
             kept.append((label, url))
     return tuple(kept)
+
+
+def _page(url: str) -> tuple[str, str, str]:
+    """What tells two links' pages apart: not http or https, the host's case or 'www.', a trailing '/' or
+    the fragment (the project page 'http://github.com/x/y#readme' is the code link 'https://github.com/x/y')."""
+    parts = urlsplit(_URL_JUNK.sub("", url))  # as safe_url reads it (it let the link through)
+    return parts.netloc.lower().removeprefix("www."), parts.path.rstrip("/"), parts.query
 
 
 def safe_links(links: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
