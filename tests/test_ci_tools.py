@@ -12,9 +12,10 @@ import pytest
 from .conftest import ROOT
 
 
-def _pytest_without_tools(*tests: str, ci: str) -> subprocess.CompletedProcess[str]:
-    """pytest on ``tests`` with a PATH holding only this Python's folder: no spamassassin, no chromium."""
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "CI": ci}
+def _pytest_without_tools(folder: Path, *tests: str, ci: str) -> subprocess.CompletedProcess[str]:
+    """pytest on ``tests`` with a PATH holding only the empty ``folder``: no spamassassin, no chromium
+    (this Python's own folder may be /usr/bin, beside them)."""
+    env = {**os.environ, "PATH": str(folder), "CI": ci}
     command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *tests]
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -23,9 +24,9 @@ def _pytest_without_tools(*tests: str, ci: str) -> subprocess.CompletedProcess[s
     "test",
     ["tests/test_spam.py", "tests/test_serve_browser.py::test_unsubscribe_button_works_in_the_browser"],
 )
-def test_a_missing_tool_fails_under_ci_and_skips_elsewhere(test: str) -> None:
+def test_a_missing_tool_fails_under_ci_and_skips_elsewhere(test: str, tmp_path: Path) -> None:
     """They were skipped under CI too, so a `.ci/run` whose apt-get failed passed without them."""
-    under_ci = _pytest_without_tools(test, ci="true")
+    under_ci = _pytest_without_tools(tmp_path, test, ci="true")
     assert under_ci.returncode == 1 and "required under CI: " in under_ci.stdout, under_ci.stdout
-    elsewhere = _pytest_without_tools(test, ci="")
+    elsewhere = _pytest_without_tools(tmp_path, test, ci="")
     assert elsewhere.returncode == 0 and "skipped" in elsewhere.stdout, elsewhere.stdout

@@ -136,6 +136,7 @@ def test_an_outdated_database_waits_for_the_workers_to_stop(pg_url: str, silent:
         with pytest.raises(StoreError, match=r"1 `newsletter worker`\(s\) run on it") as caught:
             Store(pg_url)
         assert "stop the workers" in (caught.value.hint or "")
+        assert "one killed (kill -9, a lost machine) counts until 10 s" in (caught.value.hint or "")
         assert LAST not in _recorded(pg_url)
     else:  # a worker killed a minute ago left its row
         with Store(pg_url) as store:

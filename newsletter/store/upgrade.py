@@ -72,7 +72,10 @@ def _refuse_live_workers(engine: Engine) -> None:
         raise StoreError(
             f"the state database must be brought up to date for this version, but {live} `newsletter "
             f"worker`(s) run on it (a heartbeat in the last {WORKER_SILENT_AFTER:g} s): {_STILL_WRITING}",
-            hint=f"stop the workers on every machine (and the daemons, cron's run), {_AGAIN}",
+            hint=(
+                f"stop the workers on every machine (and the daemons, cron's run), {_AGAIN}; one killed "
+                f"(kill -9, a lost machine) counts until {WORKER_SILENT_AFTER:g} s after its last heartbeat"
+            ),
         )
 
 
