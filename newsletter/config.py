@@ -242,8 +242,11 @@ class Settings(BaseSettings):
     @field_validator("mailgun_domain")
     @classmethod
     def _domain(cls, value: str | None) -> str | None:
-        """Mailgun's sending domain, which goes into the API's path (/v3/<domain>/messages)."""
-        if value is not None and not is_host_name(value):
+        """Mailgun's sending domain, which goes into the API's path (/v3/<domain>/messages); empty (a
+        compose file's ``${MAILGUN_DOMAIN:-}``) is the default, the sender's domain, as it was."""
+        if not value:
+            return None
+        if not is_host_name(value):
             raise ValueError("is not a domain: give the name alone, as in 'mg.example.org'")
         return value
 

@@ -141,3 +141,15 @@ def test_the_daemon_takes_a_file_s_valid_entries_and_holds_the_bad_one(env: dict
     path.write_text("subscribers: [oops\n")  # not YAML: the last list is kept
     os.utime(path, (time.time() + 10, time.time() + 10))
     assert watcher.get() is taken
+
+
+def test_unsubscribe_and_resubscribe_of_a_bad_entry_s_address_know_it_is_in_the_file(
+    env: dict[str, str],
+) -> None:
+    """Held, not gone: unsubscribe said '(not in subscribers.yaml: recorded for if it is added)' and a
+    resubscribe of the held address that had not unsubscribed was 'no subscriber with email' (exit 1)."""
+    _write(env, BAD)
+    assert cli(env, "resubscribe", "lm@example.org").stdout == "lm@example.org: had not unsubscribed\n"
+    assert cli(env, "unsubscribe", "lm@example.org").stdout == "lm@example.org: unsubscribed\n"
+    back = cli(env, "resubscribe", "lm@example.org").stdout
+    assert back == "lm@example.org: subscribed again: digests from papers listed from now on\n"

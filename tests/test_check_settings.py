@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import add_dumps, cli, outbox, seed_names
+from .helpers import add_dumps, cli, env_settings, outbox, seed_names
 
 
 @pytest.mark.parametrize(
@@ -229,6 +229,13 @@ def test_a_mailgun_domain_that_is_no_domain_is_one_error_naming_the_variable(
     assert proc.returncode == 1 and len(errors) == 1, proc.stderr
     assert "field 'mailgun_domain': is not a domain" in errors[0]
     assert errors[0].endswith("(environment variable NEWSLETTER_MAILGUN_DOMAIN)")
+
+
+def test_an_empty_mailgun_domain_is_the_sender_s_as_before(env: dict[str, str]) -> None:
+    """Refused as 'no domain' by every command once the domain was checked (a file transport's too)."""
+    empty = {**env, "NEWSLETTER_MAILGUN_DOMAIN": ""}
+    assert cli(empty, "check").stdout.startswith("ok:")
+    assert env_settings(env, mailgun_domain="").mailgun_domain is None
 
 
 @pytest.mark.parametrize("host", ["digest:Pw9Secretz@127.0.0.1", "smtp://digest:Pw9Secretz@127.0.0.1:1"])

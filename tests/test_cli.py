@@ -640,3 +640,62 @@ def test_a_reader_that_closed_the_pipe_ends_the_command_quietly_as_seq(
             timeout=60,
         )
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+@pytest.mark.parametrize("args", [["run"], ["retry"]])
+def test_a_reader_that_closed_the_pipe_takes_neither_a_failed_run_s_errors_nor_its_status(
+    env: dict[str, str], args: list[str]
+) -> None:
+    """`run | head` exited 141 with nothing on stderr: the run's errors (printed after the digests' lines)
+    and its status 1 went with the report's reader, and `|| [ $? = 141 ]` took the run for fine."""
+    add_dumps(env, *seed_names()[:1])
+    down = _smtp_down(env)
+    cli(down, "run", "--now", "2026-03-11T08:00:00Z", check=False)  # a digest queued for `retry`
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args, "--now", "2026-03-11T09:00:00Z"],
+            env={**os.environ, **down},
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1
+    assert "error: cannot send now (cannot connect to SMTP server" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["run", "--json", "--now", "soon"], ["status", "--json", "--home", ""]])
+def test_an_error_under_json_with_the_reader_gone_is_its_line_and_status(
+    env: dict[str, str], args: list[str]
+) -> None:
+    """The error's JSON for a reader that closed the pipe was two tracebacks after the error's line."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            env={**os.environ, **env},
+            stdout=closed,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode in (1, 2) and proc.stderr.startswith("error: ")
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+def test_an_error_under_json_on_a_full_disk_is_its_line_and_status(env: dict[str, str]) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "run", "--json", "--now", "soon"],
+            env={**os.environ, **env},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --now")
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

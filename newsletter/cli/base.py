@@ -265,8 +265,13 @@ def _reader_gone() -> NoReturn:
     error. Exit as seq and git do, silent, with the status a shell gives a program SIGPIPE ended (141,
     which ``set -o pipefail`` sees and tells apart from our 1), but without SIGPIPE itself: it would
     also end a daemon whose SMTP or HTTP peer hung up."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's flush at exit must not fail
+    _stdout_to_devnull()
     sys.exit(128 + signal.SIGPIPE)
+
+
+def _stdout_to_devnull() -> None:
+    """stdout pointed at /dev/null: Python's flush at exit must not fail."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _as_error(exc: Exception) -> NewsletterError:
@@ -312,7 +317,10 @@ def _fail(exc: NewsletterError) -> NoReturn:
     print_error(exc)
     if "--json" in sys.argv[1:]:  # a script reading the report gets the error as JSON, not nothing
         hint = redact(exc.hint, state.secrets) if exc.hint else None
-        print(json.dumps({"error": redact(exc.message, state.secrets), "hint": hint}))
+        try:
+            print(json.dumps({"error": redact(exc.message, state.secrets), "hint": hint}), flush=True)
+        except OSError:  # the reader gone (`run --json | head`), a full disk: the line above said it
+            _stdout_to_devnull()
     sys.exit(2 if isinstance(exc, UsageError) else 1)
 
 

@@ -242,27 +242,47 @@ def _left_out(problems: Sequence[ConfigError]) -> list[str]:
 
 
 def _print_report(
-    report: RunReport, as_json: bool, stop: Stop, clock: datetime, said: Collection[str] = ()
+    report: RunReport,
+    as_json: bool,
+    stop: Stop,
+    clock: datetime,
+    said: Collection[str] = (),
+    head: str | None = None,
 ) -> None:
-    """The report, then the exit status: 128 + the signal's number when one stopped the run (what it
-    did not send waits for the next run: a cron wrapper sees it was cut short), else 1 if not ok.
-    Errors in ``said`` were printed before the run."""
-    with _stdout_kept():
-        _echo_report(report, as_json, clock, said)
-    signalled = stop.exit_status()
-    if signalled is not None or not report.ok:
-        raise typer.Exit(signalled or report.exit_status())
+    """The report (after ``head``, a line of text), then the exit status: 128 + the signal's number when
+    one stopped the run (what it did not send waits for the next run: a cron wrapper sees it was cut
+    short), else 1 if not ok. Errors in ``said`` were printed before the run. A reader that closed the
+    pipe (`run | head`) makes it a quiet 141 only when the run has no status of its own."""
+    status = stop.exit_status() or (None if report.ok else report.exit_status())
+    try:
+        with _stdout_kept():
+            _echo_report(report, as_json, clock, said, head)
+    except BrokenPipeError:
+        if status is None:
+            raise  # main() ends quietly
+        _to_devnull()  # Python's flush at exit must not fail
+    if status is not None:
+        raise typer.Exit(status)
 
 
-def _echo_report(report: RunReport, as_json: bool, clock: datetime, said: Collection[str]) -> None:
+def _echo_report(
+    report: RunReport, as_json: bool, clock: datetime, said: Collection[str], head: str | None
+) -> None:
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
-    for d in report.digests:
-        typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
-    for problem in report.errors:
-        if problem not in said:
+    problems = [problem for problem in report.errors if problem not in said]
+    try:
+        if head:
+            typer.echo(head)
+        for d in report.digests:
+            typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
+    except BrokenPipeError:  # stdout's reader is gone, not stderr's (cron's mail): the errors still go there
+        for problem in problems:
             print_problem(problem)
+        raise
+    for problem in problems:
+        print_problem(problem)
     if summary := report.summary():  # a retry that found nothing queued has none: no blank line
         typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
 
@@ -279,13 +299,17 @@ def _stdout_kept() -> Iterator[None]:
     except BrokenPipeError:  # the reader is gone (`run | head`): main() ends quietly
         raise
     except OSError as exc:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _to_devnull()
         raise NewsletterError(
             f"cannot write the report to stdout: {exc.strerror or exc}",
             hint="the run is done; `newsletter status` shows its report",
         ) from None
+
+
+def _to_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _detail(outcome: DigestOutcome) -> str:
@@ -326,13 +350,11 @@ def retry(
         with open_pipeline(settings, new_database=state.new_database) as pipeline:
             requeued, report = pipeline.retry(subscribers, clock, statuses, only=only, stop=stop)
         report.errors[:0] = left_out
-        if not as_json:
-            what = "failed or unknown" if unknown else "failed"
-            noun = "delivery" if len(requeued) == 1 else "deliveries"
-            queued = "their queued digests" if only else "what is queued"
-            with _stdout_kept():
-                typer.echo(f"{len(requeued)} {what} {noun} requeued; sending {queued}")
-        _print_report(report, as_json, stop, clock, said=left_out)
+        what = "failed or unknown" if unknown else "failed"
+        noun = "delivery" if len(requeued) == 1 else "deliveries"
+        queued = "their queued digests" if only else "what is queued"
+        head = f"{len(requeued)} {what} {noun} requeued; sending {queued}"
+        _print_report(report, as_json, stop, clock, said=left_out, head=head)
 
 
 def _state_warnings(settings: Settings, store: Store) -> list[str]:

@@ -158,13 +158,15 @@ def unsubscribe(
     subscribers file, until `newsletter resubscribe EMAIL`.
     """
     settings, email = state.settings(), given_address(email)
-    listed = _readable_subscribers(settings).find(email)
+    subscribers = _readable_subscribers(settings)
+    listed = subscribers.find(email)
     address = listed.email if listed else _address(email)
     with open_history(settings, new_database=state.new_database) as store:
         record_held(settings.home, store)  # the clicks serve held: this request comes after them
         already = address_key(address) in store.unsubscribed_emails()
         store.record_unsubscribe(address, parse_now(now))
-    where = "" if listed else f" (not in {settings.subscribers}: recorded for if it is added)"
+    held = subscribers.holds(email)  # in the file, its entry to be fixed
+    where = "" if listed or held else f" (not in {settings.subscribers}: recorded for if it is added)"
     typer.echo(f"{address}: " + ("had already unsubscribed" if already else "unsubscribed") + where)
 
 
@@ -184,12 +186,13 @@ def resubscribe(
     with open_history(settings, new_database=state.new_database) as store:
         record_held(settings.home, store)  # a held unsubscribe came before: this undoes it, not it this
         done = store.resubscribe(address)
-    if not listed and not done:  # a typo, most likely: as `retry EMAIL` says
+    listed_or_held = listed or subscribers.holds(email)  # held: in the file, its entry to be fixed
+    if not listed_or_held and not done:  # a typo, most likely: as `retry EMAIL` says
         raise ConfigError(
             f"{subscribers.path}: no subscriber with email {email!r}, and it had not unsubscribed"
         )
     what = "subscribed again: digests from papers listed from now on" if done else "had not unsubscribed"
-    typer.echo(f"{address}: {what}" + ("" if listed else f" (not in {settings.subscribers})"))
+    typer.echo(f"{address}: {what}" + ("" if listed_or_held else f" (not in {settings.subscribers})"))
 
 
 @app.command(cls=Command)
