@@ -628,10 +628,16 @@ def test_a_reader_that_closed_the_pipe_ends_the_command_quietly_as_seq(
     """`status | head -1` exited 1, as an error does (Rich's and typer's handling of a closed pipe)."""
     add_dumps(env, *seed_names()[:1])
     cli(env, "run")
+    proc = _with_the_reader_gone(env, *args)
+    assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def _with_the_reader_gone(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The command with a stdout whose reader closed it before the first write (`| head` done)."""
     read, write = os.pipe()
-    os.close(read)  # the reader is gone before the first write
+    os.close(read)
     with os.fdopen(write, "w") as closed:
-        proc = subprocess.run(
+        return subprocess.run(
             [sys.executable, "-m", "newsletter", *args],
             env={**os.environ, **env},
             stdout=closed,
@@ -639,7 +645,6 @@ def test_a_reader_that_closed_the_pipe_ends_the_command_quietly_as_seq(
             text=True,
             timeout=60,
         )
-    assert (proc.returncode, proc.stderr) == (141, "")
 
 
 @pytest.mark.parametrize("args", [["run"], ["retry"]])
@@ -651,17 +656,7 @@ def test_a_reader_that_closed_the_pipe_takes_neither_a_failed_run_s_errors_nor_i
     add_dumps(env, *seed_names()[:1])
     down = _smtp_down(env)
     cli(down, "run", "--now", "2026-03-11T08:00:00Z", check=False)  # a digest queued for `retry`
-    read, write = os.pipe()
-    os.close(read)
-    with os.fdopen(write, "w") as closed:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", *args, "--now", "2026-03-11T09:00:00Z"],
-            env={**os.environ, **down},
-            stdout=closed,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
+    proc = _with_the_reader_gone(down, *args, "--now", "2026-03-11T09:00:00Z")
     assert proc.returncode == 1
     assert "error: cannot send now (cannot connect to SMTP server" in proc.stderr
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
@@ -672,17 +667,7 @@ def test_an_error_under_json_with_the_reader_gone_is_its_line_and_status(
     env: dict[str, str], args: list[str]
 ) -> None:
     """The error's JSON for a reader that closed the pipe was two tracebacks after the error's line."""
-    read, write = os.pipe()
-    os.close(read)
-    with os.fdopen(write, "w") as closed:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", *args],
-            env={**os.environ, **env},
-            stdout=closed,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
+    proc = _with_the_reader_gone(env, *args)
     assert proc.returncode in (1, 2) and proc.stderr.startswith("error: ")
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
