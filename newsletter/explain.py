@@ -30,6 +30,8 @@ from newsletter.select import (
 )
 from newsletter.store import DeliveryRecord, Store
 
+TITLES_LISTED = 5  # papers named when a part of a title fits several
+
 
 class UnknownPaper(NewsletterError):
     """No paper with that arXiv id or title in the store."""
@@ -59,18 +61,35 @@ class Explanation:
 
 
 def find(store: Store, item: str) -> StoredPaper:
-    """The paper an arXiv id or title names, or UnknownPaper."""
-    paper = store.find_paper(item)
-    if paper is None:
-        raise UnknownPaper(
-            f"no paper {item!r} in the store",
-            hint="give its arXiv id or its title as the listing shows it",
-        )
+    """The paper an arXiv id or title names, else the one paper whose title holds ``item``
+    ("DumpsterCluster" for "DumpsterCluster: From ..."), or UnknownPaper."""
+    paper = store.find_paper(item) or _titled_with(store, item)
     namesakes = store.papers_named([item])
     if len(namesakes) > 1:  # a title two papers share: marking "the first" would mark a stranger
         ids = ", ".join(p.arxiv_id or p.key for p in namesakes)
         raise UnknownPaper(f"{len(namesakes)} papers are titled {item!r}: {ids}", hint="give its arXiv id")
     return paper
+
+
+def _titled_with(store: Store, item: str) -> StoredPaper:
+    """The one paper whose title holds ``item``; several or none is UnknownPaper, naming them."""
+    found = store.papers_titled_with(item, limit=TITLES_LISTED + 1)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise UnknownPaper(
+            f"no paper {item!r} in the store",
+            hint="give its arXiv id or its title (or a part of it) as the listing shows it",
+        )
+    listed = "; ".join(printable(_titled(p)) for p in found[:TITLES_LISTED])
+    more = ", and more" if len(found) > TITLES_LISTED else ""
+    raise UnknownPaper(
+        f"papers whose title holds {item!r}: {listed}{more}", hint="give more of its title, or its arXiv id"
+    )
+
+
+def _titled(paper: StoredPaper) -> str:
+    return f"{paper.title} ({paper.arxiv_id})" if paper.arxiv_id else paper.title
 
 
 def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime) -> Explanation:

@@ -150,6 +150,32 @@ def test_explain_an_unknown_paper_is_one_error_line(env: dict[str, str]) -> None
     assert proc.stderr.startswith("error: no paper 'No Such Paper' in the store\nhint:")
 
 
+def test_explain_and_feedback_take_a_part_of_a_title_no_other_paper_has(fresh: dict[str, str]) -> None:
+    assert cli(fresh, "explain", SSM, "continuous LATENT space", "--now", NOW).stdout.splitlines()[0] == SENT
+    done = cli(fresh, "feedback", SSM, "Reason in a Continuous", "--more", "--now", LATER)
+    assert f"{SSM}: more like '{SENT}'" in done.stdout
+    assert feedback_of(fresh) == [(SENT, "more")]
+
+
+def test_a_part_of_a_title_several_papers_have_lists_them_and_records_nothing(fresh: dict[str, str]) -> None:
+    proc = cli(fresh, "feedback", SSM, "latent space", "--more", "--now", LATER, check=False)
+    assert proc.returncode == 1
+    first, hint = proc.stderr.splitlines()
+    smooth = "Smooth Diffusion: Crafting Smooth Latent Spaces in Diffusion Models"
+    assert first == f"error: papers whose title holds 'latent space': {smooth}; {SENT}"
+    assert hint == "hint: give more of its title, or its arXiv id"
+    assert feedback_of(fresh) == []
+
+
+@pytest.mark.parametrize("part", ["atent space", "the"])  # inside a word; too short to name a paper
+def test_a_part_that_starts_inside_a_word_or_is_too_short_names_no_paper(
+    env: dict[str, str], part: str
+) -> None:
+    proc = cli(env, "explain", SSM, part, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: no paper '{part}' in the store\nhint:")
+
+
 def test_explain_prints_a_title_without_its_terminal_escape_sequences(fresh: dict[str, str]) -> None:
     """A listing's title with ESC sequences (colours, a window title) and a right-to-left override
     reached the terminal as they were."""

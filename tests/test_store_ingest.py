@@ -496,3 +496,18 @@ def test_another_paper_without_an_id_with_the_title_of_one_stored_without_one_is
     keys = {p.abstract: p.key for p in store.papers_first_seen_after(0)}
     assert keys[LONG_ABSTRACT] == "scaling laws"
     assert store.paper_by_key(keys[OTHER_ABSTRACT]).abstract == OTHER_ABSTRACT  # type: ignore[union-attr]
+
+
+def test_papers_are_found_by_a_part_of_their_title_from_the_start_of_a_word(store: Store) -> None:
+    """Case and punctuation aside, as titles are compared (LIKE's % and _ never reach the query)."""
+    titles = ["Serving LLMs on Old GPUs", "Preserving Edits 100%_Safely", "MoE Serving at the Edge"]
+    store.ingest(make_dump(*(paper(t, i + 1) for i, t in enumerate(titles))), at(0))
+
+    def found(part: str, limit: int = 5) -> list[str]:
+        return [p.title for p in store.papers_titled_with(part, limit)]
+
+    assert found("SERVING") == [titles[0], titles[2]]
+    assert found("serving", limit=1) == [titles[0]]
+    assert found("100%_safely") == [titles[1]]
+    assert found("100% safely") == [titles[1]]  # punctuation aside, as titles are compared
+    assert found("100%") == found("erving llms") == found("on") == []

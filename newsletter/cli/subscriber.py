@@ -39,7 +39,13 @@ from newsletter.subscribers import SubscriberList, load_subscribers, load_valid_
 
 PaperArgument = Annotated[
     str,
-    typer.Argument(metavar="PAPER", help="The paper: its arXiv id (or arXiv or HF papers URL) or its title."),
+    typer.Argument(
+        metavar="PAPER",
+        help=(
+            "The paper: its arXiv id (or arXiv or HF papers URL), its title, or a part of its title"
+            " no other paper has."
+        ),
+    ),
 ]
 
 

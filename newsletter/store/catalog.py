@@ -21,6 +21,7 @@ from newsletter.store.papers import (
     paper_by_key,
     papers_in_dump,
     papers_named,
+    papers_titled_with,
     papers_where,
 )
 from newsletter.store.records import DumpRecord
@@ -97,6 +98,11 @@ class Catalog:
         """The stored papers among ``items`` (keys, arXiv ids or titles), whatever their age."""
         with self._tx("reading papers") as conn:
             return papers_named(conn, items)
+
+    def papers_titled_with(self, part: str, limit: int = 6) -> list[StoredPaper]:
+        """At most ``limit`` papers whose title holds ``part`` (case, punctuation and spacing aside)."""
+        with self._tx("reading papers") as conn:
+            return papers_titled_with(conn, part, limit)
 
     def find_paper(self, item: str) -> StoredPaper | None:
         """A paper by its key, arXiv id (with or without version, arXiv: or abs/ URL) or title."""

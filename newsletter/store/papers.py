@@ -9,12 +9,13 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
 
-from newsletter.models import StoredPaper, arxiv_id_in, title_key_in
+from newsletter.models import StoredPaper, arxiv_id_in, normalize_title, title_key_in
 from newsletter.store.details import DETAIL_COLUMNS, details_from_row, joined_papers
 from newsletter.store.records import DumpRecord
 from newsletter.store.schema import dump_papers, dumps, papers
 
 CHUNK = 500  # values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+MIN_TITLE_PART = 4  # a shorter part of a title ("the") names no paper
 T = TypeVar("T")
 
 
@@ -85,6 +86,17 @@ def find_paper(conn: Connection, item: str) -> StoredPaper | None:
         if found:
             return found[0]
     return None
+
+
+def papers_titled_with(conn: Connection, part: str, limit: int) -> list[StoredPaper]:
+    """At most ``limit`` papers whose title holds ``part`` from the start of a word ("serving" is not
+    in "preserving"), normalised as titles are; none for a part shorter than ``MIN_TITLE_PART``."""
+    wanted = normalize_title(part)
+    if len(wanted) < MIN_TITLE_PART:
+        return []
+    words = sa.literal(" ").concat(papers.c.title_key)
+    query = select_papers().where(words.contains(f" {wanted}", autoescape=True))
+    return [stored_paper(row) for row in conn.execute(query.order_by(papers.c.id).limit(limit))]
 
 
 def papers_named(conn: Connection, items: Iterable[str]) -> list[StoredPaper]:
