@@ -111,6 +111,26 @@ def test_index_shows_nothing_new_and_not_due_with_the_due_time(env: dict[str, st
     assert "nothing new" in rows["diff@example.org"]
 
 
+def test_index_and_page_show_the_schedule_that_counts(env: dict[str, str]) -> None:
+    """A weekly reader's day on the index too; a daily reader's weekday (no effect) nowhere."""
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    path.write_text(
+        path.read_text()
+        + '  - email: weekly@example.org\n    interests: ["x"]\n    cadence: weekly\n'
+        + '    weekday: mon\n    send_at: "16:00"\n'
+        + '  - email: daily@example.org\n    interests: ["x"]\n    weekday: fri\n    send_at: "08:00"\n'
+    )
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
+        index = text_of(client.get("/").text)
+        weekly = text_of(client.get("/s/weekly@example.org").text)
+        daily = text_of(client.get("/s/daily@example.org").text)
+    assert "weekly at 16:00 on mon · UTC" in index
+    assert "weekly at 16:00 on mon · UTC" in weekly
+    assert "daily at 08:00 · UTC" in index
+    assert "daily at 08:00 · UTC" in daily
+    assert "on fri" not in index + daily
+
+
 # --- one subscriber --------------------------------------------------------------------------------
 
 

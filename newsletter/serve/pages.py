@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.responses import HTMLResponse
 
-from newsletter.models import StoredPaper
+from newsletter.models import StoredPaper, Subscriber
 from newsletter.render import paper_url, safe_url
 from newsletter.report import BACKING_OFF
 from newsletter.select import BOUNCED
@@ -63,6 +63,17 @@ def relative(value: datetime, now: datetime) -> str:
     return f"in {text}" if delta > timedelta(0) else f"{text} ago"
 
 
+def schedule(subscriber: Subscriber) -> str:
+    """When the digests go, as the profile sets them: "weekly at 08:00 on mon", "daily at 00:00", "each-dump".
+    A ``weekday`` counts for a weekly subscriber only, ``send_at`` not for each-dump (see due.py): the index
+    left out a weekly reader's day, and a daily reader's ignored ``weekday`` was shown as their day."""
+    if subscriber.cadence == "each-dump":
+        return subscriber.cadence
+    text = f"{subscriber.cadence} at {(subscriber.send_at or time(0, 0)).strftime('%H:%M')}"
+    weekday = subscriber.weekday if subscriber.cadence == "weekly" else None
+    return f"{text} on {weekday}" if weekday else text
+
+
 def kilobytes(size: int) -> str:
     return f"{size / 1000:.1f} KB"
 
@@ -75,7 +86,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=when, kb=kilobytes, clean=clean_abstract)
+    env.filters.update(when=when, kb=kilobytes, clean=clean_abstract, schedule=schedule)
     env.globals.update(
         subscriber_path=subscriber_path,
         paper_link=paper_link,
