@@ -210,8 +210,9 @@ def _outside_window(
             "likely it was past them; a paper is weighed for one digest only"
         )
     return (
-        "not sent: it came before this subscriber's window (a first digest holds only the latest "
-        "dump's new papers; `prune --sent` forgets older digests, and what they held) or scored below "
+        "not sent: it came before this subscriber's window (a first digest holds only the papers of "
+        "the latest dump that brought new ones; `prune --sent` forgets older digests, and what they held) "
+        "or scored below "
         "the bar then; it would count now"
     )
 

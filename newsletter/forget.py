@@ -57,6 +57,12 @@ def forget_old_vectors(
     return gone
 
 
+def _first_window_mark(store: Store, newest: int) -> int:
+    """The watermark a first digest's window (the newest listing's papers, see Selector._window) starts
+    after: before the earliest of them was first seen."""
+    return min((p.first_dump_seq for p in store.newest_listing()), default=newest) - 1
+
+
 def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber], now: datetime | None = None) -> int:
     """The latest dump whose new papers are in no subscriber's window and not among the recent papers
     a run calibrates on (0: none); subscribers not in the file, unsubscribed, or held after a bounce
@@ -66,13 +72,13 @@ def last_dump_done_with(store: Store, subscribers: Sequence[Subscriber], now: da
     if latest is None or newest is None:
         return 0
     states, unsubscribed = store.subscriber_states(), store.unsubscribed_emails()
-    marks = [latest]
+    marks, first = [latest], _first_window_mark(store, newest)
     for sub in subscribers:
         key = address_key(sub.email)
         state = states.get(key)
         if key in unsubscribed or (state is not None and state.bounced_at is not None):
             continue
         mark = state.watermark_seq if state else None
-        marks.append(newest - 1 if mark is None else mark)  # a first digest: the newest papers
+        marks.append(first if mark is None else mark)
     floor = catch_up_floor(store, now) if now is not None else 0
     return max(0, min(latest - BACKGROUND_DUMPS, max(min(marks), floor)))

@@ -191,9 +191,8 @@ class Selector:
         the digest's watermark, so a dump ingested meanwhile (another machine's) is the next window's,
         not sent twice."""
         with self.timings("select"):
-            if mark is None:  # a first digest: the latest dump's new papers, if that dump is recent
-                newest = self.store.newest_papers(upto=latest)
-                return newest if newest and newest[0].first_dump_seq > floor else []
+            if mark is None:  # a first digest: the papers of the latest listing that brought any, if recent
+                return [p for p in self.store.newest_listing(upto=latest) if p.first_dump_seq > floor]
             return self.store.papers_first_seen_after(max(mark, floor), upto=latest)
 
     def _prepare(self, windows: Iterable[list[StoredPaper]], latest: int, named: list[StoredPaper]) -> None:

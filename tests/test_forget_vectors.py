@@ -238,6 +238,18 @@ def test_a_new_subscriber_keeps_the_newest_papers_however_many_repeats_came_afte
         assert last_dump_done_with(store, []) == newest + DUMPS - 10
 
 
+def test_a_new_subscriber_keeps_the_older_papers_the_newest_listing_repeats(home: Settings) -> None:
+    """A listing saved each time it gains a paper repeats the day's others: a first digest weighs them
+    too, so their vectors stay."""
+    with Store(home.db_url) as store:
+        ids = [_dump(store, n) for n in range(1, DUMPS + 1)]
+        day = (*_papers(3), *_papers(DUMPS + 1))  # dump 3's papers, listed again beside a new one
+        store.ingest(Dump(source="again", format="hf-json", content_hash="again", papers=day), DAY0)
+        people = [Subscriber(email="new@example.org", interests=("x",))]
+        assert last_dump_done_with(store, people) == ids[2] - 1
+        assert last_dump_done_with(store, []) == ids[-1] + 1 - 10
+
+
 def test_a_small_store_and_the_lexical_ranker_forget_nothing(home: Settings) -> None:
     with Store(home.db_url) as store:
         assert last_dump_done_with(store, []) == 0
@@ -247,11 +259,15 @@ def test_a_small_store_and_the_lexical_ranker_forget_nothing(home: Settings) -> 
         assert forget_old_vectors(store, LexicalRanker(), []) == 0
 
 
-def _dump(store: Store, n: int, content: str = "") -> int:
-    papers = tuple(
+def _papers(n: int) -> tuple[Paper, ...]:
+    return tuple(
         Paper(title=f"Paper {n}{k}", abstract="An abstract.", rank=k, arxiv_id=f"2601.{n:04d}{k}")
         for k in (1, 2)
     )
+
+
+def _dump(store: Store, n: int, content: str = "") -> int:
+    papers = _papers(n)
     store.ingest(Dump(source=f"d{n}", format="hf-json", content_hash=f"h{n}{content}", papers=papers), DAY0)
     latest = store.latest_dump_seq()
     assert latest is not None

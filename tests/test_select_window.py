@@ -144,3 +144,20 @@ def test_explain_names_the_limit_for_a_paper_a_catch_up_digest_jumped_past(tmp_p
         (record,) = store.deliveries(email=READER)
         skipped = store.papers_first_seen_after(4, upto=5)[0]
         assert _past_the_limit(store, reader, skipped, record, at(24 * 43)) == "likely"
+
+
+def test_a_first_digest_weighs_every_paper_of_the_listing_that_brought_new_ones(tmp_path: Path) -> None:
+    """A listing saved each time it gains a paper (hf-daily, fetched hourly) repeats the day's others: a
+    new subscriber's first digest held the one paper the last fetch added, and the rest were never theirs.
+    The listing's papers first seen more than CATCH_UP ago stay out."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    old = Subscriber(email="old@example.org", interests=("message passing",), cadence="each-dump")
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(_kestrel(1)), at(0))
+        store.ingest(make_dump(_kestrel(2), _kestrel(3)), at(24 * 30))
+        store.advance_watermarks([old.email], store.latest_dump_seq())
+        store.ingest(make_dump(_kestrel(1), _kestrel(2), _kestrel(3), _kestrel(4)), at(24 * 30 + 1))
+        first, later = Selector(store, LexicalRanker()).select([reader, old], at(24 * 30 + 2))
+    days = sorted(int(s.paper.title.split()[1].rstrip(":")) for s in first.chosen)
+    assert days == [2, 3, 4]  # Kestrel 1 was first listed 30 days before
+    assert [s.paper.title for s in later.chosen] == ["Kestrel 4: Sparse Message Passing"]

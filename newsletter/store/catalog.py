@@ -25,7 +25,7 @@ from newsletter.store.papers import (
     papers_where,
 )
 from newsletter.store.records import DumpRecord
-from newsletter.store.schema import dumps, papers
+from newsletter.store.schema import dump_papers, dumps, papers
 
 
 class Catalog:
@@ -76,14 +76,16 @@ class Catalog:
         with self._tx("reading papers") as conn:
             return papers_where(conn, papers.c.first_dump_seq == seq)
 
-    def newest_papers(self, upto: int | None = None) -> list[StoredPaper]:
-        """The new papers of the latest dump (up to dump ``upto``) that brought any (an empty or
-        repeated listing brings none)."""
+    def newest_listing(self, upto: int | None = None) -> list[StoredPaper]:
+        """Every paper, new or not, of the latest dump (up to dump ``upto``) that brought new papers (an
+        empty or repeated listing brings none): a listing saved each time it gains a paper repeats the
+        day's others, which are as new to a first digest."""
         newest = sa.select(sa.func.max(papers.c.first_dump_seq))
         if upto is not None:
             newest = newest.where(papers.c.first_dump_seq <= upto)
+        listed = sa.select(dump_papers.c.paper_id).where(dump_papers.c.dump_seq == newest.scalar_subquery())
         with self._tx("reading papers") as conn:
-            return papers_where(conn, papers.c.first_dump_seq == newest.scalar_subquery())
+            return papers_where(conn, papers.c.id.in_(listed))
 
     def papers_in_dump(self, seq: int) -> list[tuple[StoredPaper, int]]:
         """Every paper dump ``seq`` listed (new or not) with its rank there, in rank order."""
