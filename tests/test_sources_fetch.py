@@ -547,6 +547,8 @@ def test_listing_dates_treats_naive_as_utc() -> None:
         ("", None, None),
         (None, None, None),
         ("²", None, None),  # a digit to str.isdigit, and a ValueError to float()
+        ("Tue, 19 Mar 2024 09:31:00 +99999999999999999999", None, None),  # no run ends in OverflowError
+        ("Tue, 19 Mar 2024 09:31:00 GMT", "Tue, 19 Mar 2024 09:30:00 +99999999999999999999", 0.0),  # from now
     ],
 )
 def test_retry_after_seconds(value: str | None, server_date: str | None, expected: float | None) -> None:

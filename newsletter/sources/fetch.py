@@ -415,7 +415,7 @@ def retry_after_seconds(
 def _http_date(value: str) -> datetime | None:
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a zone offset of 20 digits
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
