@@ -260,12 +260,16 @@ def _start(process: BaseProcess) -> None:
     """Fork ``process`` with no garbage left for it to collect, and nothing of ours for its collector to
     look at: an ONNX Runtime session the parent had dropped, destroyed by the child's collector, hung it
     for good in pthread_cond_destroy (its thread pool's condition variables were copied mid-wait), and
-    the run waited on the builder for ever. Frozen objects are also left unwritten (copy-on-write)."""
+    the run waited on the builder for ever. Frozen objects are also left unwritten (copy-on-write).
+    SIGTERM is blocked across the fork: one sent before the child set its handler (see _start_child)
+    waits for it, instead of killing the child ("the builder process died (exit status -15)")."""
     gc.collect()
     gc.freeze()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # the child's, until its handler
     try:
         process.start()
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         gc.unfreeze()
 
 
@@ -283,6 +287,7 @@ def _start_child(work: _Forked, parent: int, parents_end: Connection) -> threadi
     _die_with_parent(parent)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # a stop sent meanwhile arrives now
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run's process decides; Ctrl-C reaches it too
     work.after_fork()  # fresh connections in this process (the ranker's cache too)
     return stop

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import interrupt
+from newsletter import interrupt, parallel
 from newsletter.config import PACKAGE_TEMPLATES
 from newsletter.pipeline import Pipeline
 from newsletter.rank import LexicalRanker
@@ -71,3 +71,24 @@ def test_the_bundled_model_stops_between_batches_only_inside_a_stoppable_step() 
     with interrupt.stoppable(lambda: True), pytest.raises(interrupt.Stopped):
         model.embed(["a paper on state space models"])
     assert model.embed(["a paper on state space models"]).shape == (1, model.dim)  # no step: no stop
+
+
+def test_a_stop_before_the_builder_has_its_handler_still_ends_the_run_calmly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM that reaches the forked builder before it set its handler (a loaded machine) is held
+    for it, not the default action: the run reported "the builder process died (exit status -15)"."""
+    starts = parallel._die_with_parent
+    monkeypatch.setattr(parallel, "_die_with_parent", lambda parent: (time.sleep(0.5), starts(parent)))
+    env = make_env(tmp_path)
+    add_dumps(env, seed_names()[0])
+    settings = env_settings(env, ranker="lexical", build_process="on")
+    stop = threading.Event()
+    with Store(settings.db_url) as store:
+        slow = Pipeline(
+            settings, store, SlowToEmbed(), Renderer(PACKAGE_TEMPLATES), lambda: make_transport(settings)
+        )
+        threading.Timer(0.1, stop.set).start()  # while the builder is still starting
+        report = slow.run(load_subscribers(settings.subscribers), NOW, stop=stop)
+    assert report.digests and all(o.status == "skipped" for o in report.digests)
+    assert any(o.reason == WAITING for o in report.digests)
