@@ -45,7 +45,6 @@ class Gate:
         self._lock = threading.Lock()
         self._next = float("-inf")  # when the next reservation may start
         self._paused_until = float("-inf")
-        self.pauses = 0  # how many 429s paused the run (for reports and tests)
 
     def reserve(self, messages: int = 1) -> float:
         """Seconds the caller must wait before sending ``messages`` (0 when it may go now)."""
@@ -60,7 +59,6 @@ class Gate:
         """Nobody sends before ``seconds`` from now (a later end of an existing pause is kept)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self.clock() + seconds)
-            self.pauses += 1
 
     def paused_for(self) -> float:
         with self._lock:
