@@ -181,6 +181,10 @@ def test_wrap_keeps_urls_addresses_emoji_and_korean_words_whole() -> None:
         (None, "https://arxiv.org/pdf/2608.19861"),  # the PDF
         ("https://github.com/erjui/PolicyGuide", "http://github.com/erjui/PolicyGuide/"),  # http
         ("https://github.com/erjui/PolicyGuide", "https://www.GitHub.com/erjui/PolicyGuide#readme"),
+        ("https://github.com/erjui/PolicyGuide", "https://github.com/erjui/PolicyGuide?tab=readme-ov-file"),
+        ("https://github.com/erjui/PolicyGuide", "https://github.com/erjui/PolicyGuide/tree/main"),
+        ("https://github.com/erjui/PolicyGuide", "https://github.com/erjui/policyguide/blob/main/README.md"),
+        ("https://github.com/erjui/PolicyGuide/tree/main", "https://github.com/erjui/PolicyGuide.git"),
     ],
 )
 def test_a_project_page_that_is_another_link_is_not_linked_twice(code: str | None, project: str) -> None:
@@ -188,6 +192,19 @@ def test_a_project_page_that_is_another_link_is_not_linked_twice(code: str | Non
         "2608.19861", hf_page="https://huggingface.co/papers/2608.19861", code=code, project=project
     )
     assert [label for label, _ in links] == ["arXiv", "PDF", "HF", *(["Code"] if code else [])]
+
+
+@pytest.mark.parametrize(
+    "project",
+    [
+        "https://github.com/erjui/PolicyGuide/tree/main/docs",  # a folder of the repository
+        "https://github.com/erjui/PolicyGuide?tab=readme-ov-file&q=demo",  # another query besides the pane
+        "https://github.com/erjui/PolicyGuide-site",  # another repository
+    ],
+)
+def test_a_github_project_page_that_is_not_the_repository_front_is_linked(project: str) -> None:
+    links = paper_links(None, code="https://github.com/erjui/PolicyGuide", project=project)
+    assert [label for label, _ in links] == ["Code", "Project"]
 
 
 def test_a_project_page_on_another_query_is_another_page() -> None:

@@ -129,7 +129,24 @@ def _page(url: str) -> tuple[str, str, str]:
     """What tells two links' pages apart: not http or https, the host's case or 'www.', a trailing '/' or
     the fragment (the project page 'http://github.com/x/y#readme' is the code link 'https://github.com/x/y')."""
     parts = urlsplit(_URL_JUNK.sub("", url))  # as safe_url reads it (it let the link through)
-    return parts.netloc.lower().removeprefix("www."), parts.path.rstrip("/"), parts.query
+    host = parts.netloc.lower().removeprefix("www.")
+    if host == "github.com":
+        return host, _github_repo(parts.path), _GITHUB_TAB.sub("", parts.query).strip("&")
+    return host, parts.path.rstrip("/"), parts.query
+
+
+_GITHUB_TAB = re.compile(r"(?:^|&)tab=[^&]*")  # ?tab=readme-ov-file: which pane of the repository shows
+# a repository's front page by other paths: its default branch's tree, its README, its clone URL
+_GITHUB_FRONT = re.compile(
+    r"(?i)^(/[^/]+/[^/]+?)(?:\.git)?(?:/tree/[^/]+|/blob/[^/]+/readme(?:\.[a-z]+)?)?/*$"
+)
+
+
+def _github_repo(path: str) -> str:
+    """'/x/y' for GitHub's '/X/y/tree/main', '/x/y/blob/main/README.md' or '/x/y.git' (names ignore case);
+    a folder in the repository ('/x/y/tree/main/docs') stays a page of its own."""
+    front = _GITHUB_FRONT.match(path)
+    return (front.group(1) if front else path.rstrip("/")).lower()
 
 
 def safe_links(links: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
