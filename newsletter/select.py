@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -43,6 +43,8 @@ OWN = {  # why a paper the subscriber named is no candidate of theirs, by where 
 }
 
 log = logging.getLogger(__name__)
+
+Groups = dict[int | None, list[Subscriber]]  # subscribers by watermark (one window each)
 
 
 @dataclass(frozen=True)
@@ -105,45 +107,43 @@ class Selector:
             states = self.store.subscriber_states()
             unsubscribed = self.store.unsubscribed_emails()
             self._feedback = self.store.feedback_marks()
-        groups: dict[int | None, list[Subscriber]] = defaultdict(list)
-        for sub in subscribers:
-            if address_key(sub.email) in unsubscribed:
-                yield Selection(sub, reason="unsubscribed")
-                continue
-            state = states.get(address_key(sub.email))
-            if state is not None and state.bounced_at is not None:
-                yield Selection(sub, reason=BOUNCED)
-                continue
-            groups[state.watermark_seq if state else None].append(sub)
+        groups = yield from _by_watermark(subscribers, states, unsubscribed)
+        windows = self._windows(groups, latest, states, now)
+        due = yield from _due_by_watermark(groups, windows, states, now, ignore_due)
+        ranked = [sub for group in due.values() for sub in group]
+        # an idle tick embeds nothing; the named papers are the ranked subscribers' only
+        if ranked and not self._prepared(ranked, windows.values(), latest, stopped):
+            yield from (Selection(sub, reason=WAITING) for sub in ranked)
+            return
+        for mark, group in due.items():
+            for selection in self._rank(group, windows[mark], latest, mark, every_paper):
+                yield replace(selection, serves=_slot_served_now(selection.subscriber, states, now))
+
+    def _windows(
+        self, groups: Groups, latest: int, states: dict[str, SubscriberState], now: datetime
+    ) -> dict[int | None, list[StoredPaper]]:
+        """Each watermark's window (see _window)."""
         floor = catch_up_floor(self.store, now)
         windows = {mark: self._window(mark, latest, floor) for mark in groups}
         listed = (states.get(address_key(s.email)) for group in groups.values() for s in group)
         _warn_if_ahead([state for state in listed if state is not None], now)  # not those it skips anyway
-        due: dict[int | None, list[Subscriber]] = defaultdict(list)
-        for mark, group in groups.items():
-            if not windows[mark]:  # "nothing new" says more than "not due"
-                for s in group:  # a due send time with nothing new is served (see _served_empty)
-                    yield Selection(
-                        s, reason="nothing new", upto_seq=mark or 0, serves=_served_empty(s, states, now)
-                    )
-                continue
-            for sub in group:
-                if ignore_due or _is_due(sub, states, now):
-                    due[mark].append(sub)
-                else:
-                    yield Selection(sub, reason="not due")
-        ranked = [sub for group in due.values() for sub in group]
-        if ranked:  # an idle tick embeds nothing; the named papers are the ranked subscribers' only
-            try:
-                with interrupt.stoppable(stopped):  # a SIGTERM waited out minutes of embedding
-                    self._named = Catalog(self._liked_or_marked(ranked))
-                    self._prepare(windows.values(), latest, list(self._named.papers))
-            except interrupt.Stopped:
-                yield from (Selection(sub, reason=WAITING) for sub in ranked)
-                return
-        for mark, group in due.items():
-            for selection in self._rank(group, windows[mark], latest, mark, every_paper):
-                yield replace(selection, serves=_slot_served_now(selection.subscriber, states, now))
+        return windows
+
+    def _prepared(
+        self,
+        ranked: list[Subscriber],
+        windows: Iterable[list[StoredPaper]],
+        latest: int,
+        stopped: Callable[[], bool],
+    ) -> bool:
+        """The ranker prepared for ``ranked``'s windows; False once ``stopped()`` turned true meanwhile."""
+        try:
+            with interrupt.stoppable(stopped):  # a SIGTERM waited out minutes of embedding
+                self._named = Catalog(self._liked_or_marked(ranked))
+                self._prepare(windows, latest, list(self._named.papers))
+        except interrupt.Stopped:
+            return False
+        return True
 
     def triage(
         self, subscribers: Iterable[Subscriber], now: datetime
@@ -236,6 +236,46 @@ class Selector:
         return {i: own for i, own in owns if own}
 
 
+def _by_watermark(
+    subscribers: Iterable[Subscriber], states: dict[str, SubscriberState], unsubscribed: set[str]
+) -> Generator[Selection, None, Groups]:
+    """The subscribers still sent to, by watermark; yields why each other one has no digest."""
+    groups: Groups = defaultdict(list)
+    for sub in subscribers:
+        if address_key(sub.email) in unsubscribed:
+            yield Selection(sub, reason="unsubscribed")
+            continue
+        state = states.get(address_key(sub.email))
+        if state is not None and state.bounced_at is not None:
+            yield Selection(sub, reason=BOUNCED)
+            continue
+        groups[state.watermark_seq if state else None].append(sub)
+    return groups
+
+
+def _due_by_watermark(
+    groups: Groups,
+    windows: dict[int | None, list[StoredPaper]],
+    states: dict[str, SubscriberState],
+    now: datetime,
+    ignore_due: bool,
+) -> Generator[Selection, None, Groups]:
+    """The subscribers due a digest with something new, by watermark; yields why each other one has none."""
+    due: Groups = defaultdict(list)
+    for mark, group in groups.items():
+        if not windows[mark]:  # "nothing new" says more than "not due"
+            for s in group:  # a due send time with nothing new is served (see _served_empty)
+                serves = _served_empty(s, states, now)
+                yield Selection(s, reason="nothing new", upto_seq=mark or 0, serves=serves)
+            continue
+        for sub in group:
+            if ignore_due or _is_due(sub, states, now):
+                due[mark].append(sub)
+            else:
+                yield Selection(sub, reason="not due")
+    return due
+
+
 def _room(profile: Subscriber, own: int) -> Subscriber:
     """The profile with room for its ``own`` papers among the candidates beyond max_items: the ranker
     scores them (no candidate's score depends on another's), and they are taken out after."""
@@ -272,9 +312,13 @@ def own_papers(
 ) -> dict[int, str]:
     """Stored paper id -> why it is no candidate of the subscriber's (OWN): each paper their profile lists
     as liked or disliked and each they marked, found in ``named`` (at least those papers) as the ranker
-    finds a liked paper. Telling a reader of a paper they named themselves is no news."""
+    finds a liked paper, and every paper that shares a title they named. Telling a reader of a paper they
+    named themselves is no news."""
     listed = {"liked": subscriber.liked, "disliked": subscriber.disliked}
-    rows = [(where, named.find(item)) for where, items in listed.items() for item in items]
+    # a title names every paper that bears it: the reader cannot have meant one of them more than another
+    rows: list[tuple[str, int | None]] = [
+        (where, row) for where, items in listed.items() for item in items for row in named.find_all(item)
+    ]
     # a mark holds the very paper's key, never a title another paper may have taken since
     marked = feedback.get(address_key(subscriber.email), {})
     rows += [(kind, named.keys.get(key)) for kind, keys in marked.items() for key in keys]

@@ -37,6 +37,9 @@ def status_report(
         _subscriber_row(sub, states.get(address_key(sub.email)), now, queued, latest, floor, unsubscribed)
         for sub in subscribers.subscribers
     ]
+    rows += [
+        _held_row(key, problem, states.get(key), unsubscribed) for key, problem in subscribers.held.items()
+    ]
     attention = [
         _attention_row(d, now) for d in store.deliveries((FAILED, UNKNOWN, RETRY, SENDING), with_items=False)
     ]
@@ -78,6 +81,25 @@ def _subscriber_row(
         "next_due": _due_text(due, now),
         "unsubscribed": address_key(sub.email) in unsubscribed,
         "bounced_at": state.bounced_at.isoformat() if state and state.bounced_at else None,
+        "held": None,
+    }
+
+
+def _held_row(
+    key: str, problem: str, state: SubscriberState | None, unsubscribed: set[str]
+) -> dict[str, Any]:
+    """An address whose entry in the subscribers file is left out for a problem (``held``: the problem,
+    with its file, line and field): nothing is sent to it, and its queued digests wait, until it is fixed."""
+    last = state.last_digest_at if state else None
+    return {
+        "subscriber": key,
+        "cadence": None,  # the entry is not read
+        "last_digest_at": last.isoformat() if last else None,
+        "next_due_at": None,
+        "next_due": "when its entry is fixed",
+        "unsubscribed": key in unsubscribed,
+        "bounced_at": state.bounced_at.isoformat() if state and state.bounced_at else None,
+        "held": problem,
     }
 
 
@@ -189,11 +211,17 @@ def _subscribers_table(rows: list[dict[str, Any]]) -> Table:
         title="Subscribers",
     )
     for row in rows:
-        due = "unsubscribed" if row["unsubscribed"] else row["next_due"]
-        due = "held: address refused (retry EMAIL)" if row["bounced_at"] and not row["unsubscribed"] else due
         last = _short_time(row["last_digest_at"]) if row["last_digest_at"] else "never"
-        table.add_row(Text(row["subscriber"]), row["cadence"], last, due)
+        table.add_row(Text(row["subscriber"]), row["cadence"] or "-", last, Text(_due_cell(row)))
     return table
+
+
+def _due_cell(row: dict[str, Any]) -> str:
+    if row["unsubscribed"]:
+        return "unsubscribed"
+    if row.get("held"):
+        return f"held: fix its entry ({row['held']})"
+    return "held: address refused (retry EMAIL)" if row["bounced_at"] else row["next_due"]
 
 
 def _attention_table(rows: list[dict[str, Any]]) -> Table:

@@ -89,6 +89,19 @@ def test_a_bad_entry_s_queued_digest_waits_past_five_days_and_goes_once_fixed(en
     assert _sent(report)["lm@example.org"]
 
 
+def test_status_lists_a_held_entry_with_its_problem(env: dict[str, str]) -> None:
+    """`status` left a held subscriber out of its table (a warning only) and out of its JSON rows."""
+    _write(env, BAD)
+    path = env["NEWSLETTER_SUBSCRIBERS"]
+    rows = {r["subscriber"]: r for r in json.loads(cli(env, "status", "--json").stdout)["subscribers"]}
+    assert rows["ssm@example.org"]["held"] is None
+    held = rows["lm@example.org"]
+    assert held["held"].startswith(f"{path}:8: subscriber #3 (lm@example.org): field 'timezone'")
+    assert (held["next_due_at"], held["next_due"]) == (None, "when its entry is fixed")
+    (line,) = [line for line in cli(env, "status").stdout.splitlines() if "lm@example.org " in line]
+    assert f"held: fix its entry ({path}:8: subscriber #3 (lm@example.org): field 'timezone'" in line
+
+
 def test_two_entries_of_one_address_are_both_held(env: dict[str, str]) -> None:
     _write(env, GOOD + "  - email: LM@example.org\n    interests: [sound]\n")
     add_dumps(env, seed_names()[0])

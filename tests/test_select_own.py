@@ -125,3 +125,22 @@ def test_a_mark_hides_the_paper_marked_not_one_titled_as_it_first_was(tmp_path: 
         store.ingest(make_dump(Paper(title=first, abstract=other, rank=1), tag="3"), at(0.7))
         scored = selected(store, ranker, reader("more"), preview=True).scored
         assert [(s.paper.title, s.paper.first_dump_seq) for s in scored] == [(first, 3)]
+
+
+def test_a_liked_title_two_papers_share_hides_both(tmp_path: Path, ranker: Ranker) -> None:
+    """Papers with one title and two abstracts are two papers; the reader who named the title named both
+    (only the first was hidden: the other came as news, and `explain` called it the next digest's)."""
+    twins = ("Scans at Scale", "2608.20001", SSM), ("Scans at Scale", "2608.20002", SSM + " Ablations too.")
+    papers = [Paper(title=t, abstract=a, rank=r, arxiv_id=i) for r, (t, i, a) in enumerate(twins, 1)]
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(*papers, *TODAY), at(0))
+        sub = reader("none", most=5).model_copy(update={"liked": ("scans at scale",)})
+        assert len(store.papers_named(["Scans at Scale"])) == 2
+        scored = selected(store, ranker, sub, preview=True).scored
+        assert [s.paper.title for s in scored if s.paper.title == "Scans at Scale"] == []
+        settings = Settings(home=tmp_path / "state", sender="d@example.org")
+        pipeline = Pipeline(
+            settings, store, ranker, Renderer(PACKAGE_TEMPLATES), lambda: make_transport(settings)
+        )
+        for _, arxiv_id, _ in twins:
+            assert explain(pipeline, sub, arxiv_id, at(1)).verdict == WHY["liked"]

@@ -172,7 +172,7 @@ def test_subscriber_page_lists_the_relevant_papers_past_max_items(client: TestCl
 
 def test_nothing_relevant_page_builds_no_email(client: TestClient) -> None:
     page = text_of(client.get("/s/nobody@example.org").text)
-    assert "Nothing relevant among 85 new papers" in page
+    assert "Nothing relevant among 100 new papers" in page  # a first digest: all the second seed lists
     assert "No other paper scored above 0" in page  # lexical: nothing shares a word with "sourdough"
     assert "Headers" not in page and "Subject" not in page
 
@@ -744,6 +744,21 @@ def test_a_queued_digest_is_due_now_and_a_held_address_says_so_as_status_does(en
     )
     assert "not due" not in page and "Due now" not in page
     assert "held: address refused" in row and f"after newsletter retry {SSM}" in row
+
+
+def test_a_held_entry_is_on_the_index_with_its_problem(env: dict[str, str]) -> None:
+    """An entry with a mistake was left out of the index without a word (`run` holds its digests)."""
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    path.write_text(
+        path.read_text() + "  - email: newcomer@example.org\n    interests: [x]\n    max_items: 500\n"
+    )
+    line = len(path.read_text().splitlines())
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
+        rows = _index_rows(client)
+    assert SSM in rows
+    held = rows["newcomer@example.org"]
+    assert "held: entry has a problem" in held
+    assert f"after the entry is fixed: {path}:{line}:" in held and "field &#39;max_items&#39;" in held
 
 
 def test_a_digest_refused_for_now_shows_when_it_is_tried_again(env: dict[str, str]) -> None:

@@ -36,6 +36,9 @@ class Catalog:
                 self.names.setdefault(name, row)
         self.papers = tuple(kept)
         self._found: dict[str, int | None] = {}
+        self._titled: dict[str, list[int]] = {}  # normalised title -> every row with it (namesakes)
+        for row, p in enumerate(kept):
+            self._titled.setdefault(normalize_title(p.title), []).append(row)
 
     def __len__(self) -> int:
         return len(self.papers)
@@ -53,6 +56,17 @@ class Catalog:
             row = self.names.get(arxiv) if arxiv is not None else None
             self._found[item] = row if row is not None else self.names.get(title_key_in(item))
         return self._found[item]
+
+    def find_all(self, item: str) -> list[int]:
+        """Rows of every paper an item names: the one its arXiv id names, else each paper with its title
+        (papers that share a title are kept apart, and a title names them all)."""
+        row = self.find(item)
+        if row is None:
+            return []
+        arxiv = arxiv_id_in(item)
+        if arxiv is not None and self.names.get(arxiv) == row:
+            return [row]
+        return self._titled.get(title_key_in(item), [row])
 
     def title(self, item: str) -> str:
         """A liked item as shown in reasons: the paper's title when it is prepared."""

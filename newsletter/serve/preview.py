@@ -62,10 +62,21 @@ class Row:
 
 
 @dataclass(frozen=True)
+class HeldRow:
+    """An address whose entry in the subscribers file is left out for a problem: a run sends it nothing,
+    and its queued digests wait, until the entry is fixed."""
+
+    email: str  # the address key
+    problem: str  # with the file, line and field
+    last_digest_at: datetime | None
+
+
+@dataclass(frozen=True)
 class Index:
     rows: tuple[Row, ...]
     notes: tuple[str, ...]
     now: datetime
+    held: tuple[HeldRow, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,7 +206,7 @@ class Previewer:
             states = pipeline.store.subscriber_states()
             queued = queued_now(pipeline.store, now)
         rows = tuple(_row(s, states.get(address_key(s.subscriber.email)), now, queued) for s in selections)
-        return Index(rows, notes, now)
+        return Index(rows, notes, now, _held_rows(subscribers, states))
 
     def page(self, address: str) -> Page:
         subscriber = find(self._subscribers(), address)
@@ -320,6 +331,11 @@ def _row(
     goes = queued.get(address_key(selection.subscriber.email))
     due = shown_due(selection.subscriber, last, now, served, queued=goes, waiting=bool(selection.chosen))
     return Row(selection.subscriber, len(selection.chosen), selection.reason, due, last)
+
+
+def _held_rows(subscribers: SubscriberList, states: dict[str, SubscriberState]) -> tuple[HeldRow, ...]:
+    last = {key: state.last_digest_at for key, state in states.items()}
+    return tuple(HeldRow(key, problem, last.get(key)) for key, problem in subscribers.held.items())
 
 
 T = TypeVar("T")
