@@ -139,6 +139,13 @@ class Courier:
         self._tally(True)
         return self._accepted(message, items)
 
+    def _tally_try(self, message: OutgoingMessage, exc: SendError) -> None:
+        """Count a refused try as it happens, among the other connections' accepts: counted only once
+        its retries were over, every connection waiting out a backoff at once (one address in 7
+        greylisted) ended its count in a row with none accepted between, and stopped the run."""
+        if _the_servers(exc):
+            self._tally(False, self._said(exc), [address_key(message.subscriber)])
+
     def _tally(self, accepted: bool, why: str = "", recipients: Iterable[str] = ()) -> None:
         if self.breaker.tally(accepted, why, recipients):
             self.halted = True
@@ -244,8 +251,10 @@ class Courier:
                     or exc.unknown
                     or exc.stalled
                     or attempt == self.retries
-                    or self.stopped
                 ):
+                    raise
+                self._tally_try(message, exc)  # the try that trips the breaker ends its digest's tries
+                if self.stopped:
                     raise
                 wait = exc.retry_after if exc.retry_after is not None else delay
                 log.warning("%s: %s; retrying in %.1fs", message.subscriber, self._said(exc), wait)
