@@ -16,7 +16,7 @@ from typing import Any
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, LockedError, StoreError
-from newsletter.files import write_atomic
+from newsletter.files import make_folder, write_atomic
 from newsletter.intake import waiting_files, waiting_note
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
@@ -45,7 +45,7 @@ def open_store(settings: Settings) -> Iterator[Store]:
 def make_state_folder(settings: Settings) -> None:
     """The state folder, made if missing; ConfigError when it cannot be (a file in the way, no right)."""
     try:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        make_folder(settings.home)
         owner = settings.home.stat().st_uid
     except OSError as exc:
         raise ConfigError(
@@ -343,7 +343,7 @@ def _mark_latest_dump(settings: Settings, store: Store) -> None:
 
 def _write_report(settings: Settings, data: dict[str, Any]) -> None:
     try:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        make_folder(settings.home)
         write_atomic(settings.last_run_file, json.dumps(data, indent=2).encode(), readable=True)
     except OSError as exc:
         raise StoreError(

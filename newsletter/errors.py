@@ -30,6 +30,10 @@ class UsageError(ConfigError):
     """A bad value on the command line (a flag or an argument): the CLI exits with status 2."""
 
 
+class StdoutError(NewsletterError):
+    """stdout cannot take what a command prints (a full disk under cron's `>> run.log`)."""
+
+
 class SourceError(NewsletterError):
     """A dump could not be read or fetched."""
 

@@ -15,7 +15,23 @@ def _umask() -> int:
     return mask
 
 
-_READABLE = 0o666 & ~_umask()  # as open() makes a file
+_READABLE = 0o664 & ~_umask()  # as open() makes a file, but never writable by all (umask 000)
+# the folders we make, less what the umask takes: the state folder's group may reach it (`serve` as
+# www-data holds clicks there, `status` reads the run report) but nobody else may write there (under
+# umask 000 anyone could swap its files); the outbox and previews are the owner's alone (their names
+# hold addresses, their files signed links)
+SHARED_FOLDER = 0o775
+PRIVATE_FOLDER = 0o700
+
+
+def make_folder(path: Path, mode: int = SHARED_FOLDER) -> None:
+    """``path`` made if missing, in ``mode`` (its missing parents in SHARED_FOLDER's); a folder that
+    is there is left as it is (the user made it, in the mode they chose). OSError as mkdir raises it."""
+    try:
+        path.mkdir(mode, exist_ok=True)
+    except FileNotFoundError:
+        make_folder(path.parent)
+        path.mkdir(mode, exist_ok=True)
 
 
 def write_atomic(path: Path, data: bytes, prefix: str = ".", *, readable: bool = False) -> None:

@@ -28,7 +28,7 @@ from typing import IO, Literal
 from filelock import FileLock, Timeout
 
 from newsletter.errors import StoreError
-from newsletter.files import write_atomic
+from newsletter.files import make_folder, write_atomic
 from newsletter.models import StoredPaper
 from newsletter.store import Store
 from newsletter.store.lock import owner_hint
@@ -58,7 +58,7 @@ class Click:
 def hold(home: Path, click: Click) -> None:
     """Append ``click`` to the state folder's file, on disk before this returns (StoreError if not)."""
     try:
-        home.mkdir(parents=True, exist_ok=True)
+        make_folder(home)
         with _locked(home, "ab+") as held:
             if _already_held(held, click):  # a one-click link posted over and over: one line
                 return

@@ -37,6 +37,9 @@ _REFERENCE = re.compile(r"&(?:#[0-9]+|#[xX][0-9a-fA-F]+|[A-Za-z][A-Za-z0-9]*);")
 # files in the zone folder that open as zones but name no place: this machine's zone (whichever it is
 # where the digest is made), the POSIX TZ default, and tzdata's "-00" for a machine not set up yet
 NOT_PLACES = frozenset({"localtime", "posixrules", "Factory"})
+# tzdata's copies of every zone, no IANA names: posix/ a twin, right/ a clock counting leap seconds
+# (27 s off), and their Factory
+ZONE_COPIES = ("posix/", "right/")
 ABSTRACT_KEY_WORDS = 40  # an abstract of fewer words identifies no paper
 
 
@@ -307,7 +310,7 @@ class Subscriber(BaseModel):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
-        if value in NOT_PLACES:
+        if value in NOT_PLACES or value.startswith(ZONE_COPIES):
             raise ValueError(f"unknown IANA time zone {value!r} (name a place's: e.g. Europe/Paris)")
         return value
 

@@ -396,6 +396,30 @@ def test_a_report_stdout_cannot_take_is_one_error_line(env: dict[str, str]) -> N
     assert len(outbox(env)) == 2
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["check"], ["ingest"]])
+def test_every_command_s_report_stdout_cannot_take_is_the_same_error_line(
+    env: dict[str, str], args: list[str]
+) -> None:
+    """Only `run` and `retry` guarded stdout: `status > /dev/full` said `unexpected OSError`."""
+    files = [str(Path(env["NEWSLETTER_DUMPS"]) / seed_names()[0])] if args == ["ingest"] else []
+    add_dumps(env, seed_names()[0])
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args, *files],
+            env={**os.environ, **env},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [
+        "error: cannot write the report to stdout: No space left on device",
+        "hint: free some space, or point stdout at another file",
+    ], proc.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -481,12 +505,19 @@ def test_sources_sender_and_list_id_errors_name_newsletter_toml(
 
 def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env: dict[str, str]) -> None:
     """The text line said "failed (3 papers)": the reason, and that the next run sends it, were only in
-    --json (status showed it queued to retry)."""
+    --json (status showed it queued to retry). Then the cause was said three times (a log line, the
+    digest's line, the run's error line): once now, in the error line a cron mail's reader looks at."""
     add_dumps(env, seed_names()[0])
     proc = cli(_smtp_down(env), "run", "--now", "2026-03-11T08:00:00Z", check=False)
     assert proc.returncode == 1
     (line,) = [line for line in proc.stdout.splitlines() if ": failed (" in line]
-    assert re.search(r": failed \(\d+ papers?; error \(cannot send now; .* go out next run\): ", line), line
+    said = (
+        r": failed \(\d+ papers?; error \(cannot send now; .* go out next run; the error below says why\)\)$"
+    )
+    assert re.search(said, line), line
+    assert proc.stderr.startswith("error: cannot send now (cannot connect to SMTP server"), proc.stderr
+    assert (proc.stdout + proc.stderr).count("cannot connect to SMTP server") == 1, proc.stderr
+    assert "cannot connect" in json.loads(cli(env, "status", "--json").stdout)["last_run"]["errors"][0]
 
 
 def _smtp_down(env: dict[str, str]) -> dict[str, str]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
-from newsletter.cli.base import JournalFormatter
+from newsletter.cli.base import JournalFormatter, utc_clock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _status(tmp_path: Path, journal: bool) -> list[str]:
     log = tmp_path / "stderr.log"
     env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    env["TZ"] = "Asia/Kolkata"  # +05:30 all year: a local time cannot pass for UTC
     with log.open("w") as stderr:
         if journal:
             found = os.fstat(stderr.fileno())
@@ -47,9 +50,19 @@ def test_journald_gets_priorities_and_no_timestamp(tmp_path: Path) -> None:
     assert lines and all(line.startswith("<6>INFO applied schema migration") for line in lines)
 
 
-def test_a_pipe_or_cron_log_keeps_its_timestamps(tmp_path: Path) -> None:
+def test_a_pipe_or_cron_log_keeps_its_timestamps_in_utc_as_the_summary_line(tmp_path: Path) -> None:
+    """They were in the machine's zone, unsaid, beside the summary line's `... UTC:`."""
     lines = _status(tmp_path, journal=False)
-    assert lines and all(line[:2] == "20" and " INFO applied schema migration" in line for line in lines)
+    stamp = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d):\d\d,\d{3} UTC INFO applied schema migration")
+    found = [stamp.match(line) for line in lines]
+    assert lines and all(found), lines
+    logged = datetime.strptime(found[0].group(1), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)  # type: ignore[union-attr]
+    assert abs((datetime.now(UTC) - logged).total_seconds()) < 300
+
+
+def test_a_terminal_s_time_column_is_in_utc_too() -> None:
+    moment = datetime(2026, 3, 11, 8, 15, 3, tzinfo=UTC)
+    assert utc_clock(moment.astimezone().replace(tzinfo=None)).plain == "[08:15:03 UTC]"
 
 
 def test_every_line_of_a_traceback_keeps_the_error_priority() -> None:

@@ -108,7 +108,11 @@ def test_bad_subscribers_file_names_file_and_field(tmp_path: Path, text: str, ex
 
 
 @pytest.mark.parametrize(
-    "zone", ["localtime", "posixrules", "Factory", "/UTC", "../zoneinfo/UTC", "Europe/../UTC"]
+    "zone",
+    [
+        *("localtime", "posixrules", "Factory", "/UTC", "../zoneinfo/UTC", "Europe/../UTC"),
+        *("posix/Factory", "right/Factory", "right/Europe/Paris", "posix/Europe/Paris", "posix/localtime"),
+    ],
 )
 def test_a_zone_file_that_names_no_place_is_an_unknown_zone(tmp_path: Path, zone: str) -> None:
     """zoneinfo opens /usr/share/zoneinfo/localtime: whichever zone the machine making the digest has."""

@@ -100,3 +100,27 @@ def test_a_read_only_postgresql_is_not_told_about_sqlite_files() -> None:
     sqlite = sa_exc.OperationalError("INSERT", {}, Exception("attempt to write a readonly database"))
     assert "NEWSLETTER_DATABASE_URL" in (_hint(standby) or "") and "-wal" not in (_hint(standby) or "")
     assert "-wal and -shm" in (_hint(sqlite) or "")
+
+
+def test_under_umask_000_nobody_else_writes_in_the_folders_a_run_makes(env: dict[str, str]) -> None:
+    """The state folder (and its parents) and the outbox were 0777: anyone could swap their files, and
+    the outbox's names (addresses) were anyone's to read; last-run.json was 0666."""
+    home = Path(env["NEWSLETTER_HOME"]) / "a" / "home"
+    add_dumps(env, seed_names()[0])
+    mask = os.umask(0)
+    try:
+        cli({**env, "NEWSLETTER_HOME": str(home)}, "run")
+    finally:
+        os.umask(mask)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (home.parent, home, home / "outbox")}
+    assert modes == {"a": 0o775, "home": 0o775, "outbox": 0o700}
+    assert (home / "last-run.json").stat().st_mode & 0o777 == 0o664
+
+
+def test_a_folder_the_user_made_keeps_its_mode(env: dict[str, str]) -> None:
+    outbox = Path(env["NEWSLETTER_HOME"]) / "outbox"
+    outbox.mkdir(parents=True)
+    outbox.chmod(0o755)
+    add_dumps(env, seed_names()[0])
+    cli(env, "run")
+    assert outbox.stat().st_mode & 0o777 == 0o755 and any(outbox.iterdir())

@@ -112,7 +112,7 @@ def test_quiet_run_lists_only_failures_and_logs_a_refusal_for_now_as_a_warning(
     assert sorted(line.split(":")[0] for line in listed) == ["diff@example.org", "ssm@example.org"]
     assert summary.startswith("2026-03-11 08:00 UTC: ") and "2 failed" in summary and "skipped" in summary
     logged = {
-        line.split(" ")[2]: line for line in proc.stderr.splitlines() if "@example.org: digest " in line
+        line.split(" ")[3]: line for line in proc.stderr.splitlines() if "@example.org: digest " in line
     }
     assert sorted(logged) == ["ERROR", "WARNING"]
     assert "diff@example.org" in logged["ERROR"] and "failed: error (permanent): " in logged["ERROR"]

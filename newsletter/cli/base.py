@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,12 +19,13 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperArgument, TyperCommand
 
 from newsletter import __version__, progress
 from newsletter.app import utcnow
 from newsletter.config import Settings, load_settings
-from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.errors import ConfigError, NewsletterError, StdoutError, UsageError
 from newsletter.models import Subscriber
 from newsletter.redact import mask_in_logs, redact
 from newsletter.report import plural
@@ -135,15 +138,16 @@ def main_options(
         ctx.with_resource(progress.shown_on(err))  # a bar on a terminal, for the command's long steps
     level = logging.INFO if debug or verbose else logging.WARNING  # DEBUG is ours alone (below)
     if err.is_terminal:
-        logging.basicConfig(
-            level=level, format="%(message)s", handlers=[RichHandler(console=err, show_path=False)]
-        )
+        rich = RichHandler(console=err, show_path=False, log_time_format=utc_clock)
+        logging.basicConfig(level=level, format="%(message)s", handlers=[rich])
     elif to_journal():  # systemd: the journal stamps the time itself and reads the priority from <N>
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter("%(levelname)s %(message)s"))
         logging.basicConfig(level=level, handlers=[handler])
     else:  # cron, a pipe: one line per record, never wrapped
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(UtcFormatter("%(asctime)s UTC %(levelname)s %(message)s"))
+        logging.basicConfig(level=level, handlers=[handler])
     # their steps: httpx's line per request (per message on an email API), apscheduler's per job
     if not debug:
         for library in CHATTY_LIBRARIES:
@@ -162,6 +166,18 @@ def to_journal() -> bool:
     except (OSError, ValueError, AttributeError):  # no stderr, or one without a descriptor
         return False
     return bool(named) and named == f"{found.st_dev}:{found.st_ino}"
+
+
+def utc_clock(local: datetime) -> Text:
+    """Rich's time column (it hands the machine's local time, naive) in UTC, as the summary line."""
+    return Text(local.astimezone(UTC).strftime("[%H:%M:%S UTC]"))
+
+
+class UtcFormatter(logging.Formatter):
+    """Times in UTC, said so, as the run's summary line has them (``2026-03-11 08:15 UTC: ...``): a
+    cron log's lines in the machine's zone beside it read as an hour apart, or two across a DST change."""
+
+    converter = staticmethod(time.gmtime)
 
 
 class JournalFormatter(logging.Formatter):
@@ -238,10 +254,12 @@ def main() -> NoReturn:
     """Every error is one line, and under ``--json`` also JSON on stdout: ours (exit 1), a bad flag or
     argument that typer refuses (exit 2), and anything unforeseen (exit 1; ``--debug`` shows where).
     Ctrl-C exits 130, as typer has it; a reader that closed the pipe (``| head``) 141, as seq's."""
-    _tolerant_stdout()
+    _guarded_stdout()
     try:
         _readable_arguments(sys.argv[1:])
         code = app(standalone_mode=False)  # returns the exit code of a typer.Exit (None: done)
+        if sys.stdout is not None:  # None: started with stdout closed
+            sys.stdout.flush()  # what is left, while a failure is still one error line
     except SystemExit as exc:
         if isinstance(exc.__context__, BrokenPipeError):
             _reader_gone()
@@ -290,13 +308,40 @@ def _as_error(exc: Exception) -> NewsletterError:
     return error
 
 
-def _tolerant_stdout() -> None:
-    """stdout in a locale that cannot spell every name (LANG=en_US.ISO-8859-1 and an address at
-    例子.中国) shows it as ``\\u4f8b`` escapes, as stderr does: the report and `status` stopped there
-    with `unexpected UnicodeEncodeError`, after the run had sent its digests."""
-    reconfigure = getattr(sys.stdout, "reconfigure", None)  # None: stdout closed, or replaced
-    if reconfigure is not None:
-        reconfigure(errors="backslashreplace")
+def _guarded_stdout() -> None:
+    """stdout as Python has it, but a failed write is one StdoutError (exit 1) for every command: a
+    full disk under cron's `>> status.log` was `unexpected OSError ... please report it`. A locale
+    that cannot spell every name (LANG=en_US.ISO-8859-1 and an address at 例子.中国) shows it as
+    ``\\u4f8b`` escapes, as stderr does: the report and `status` stopped there with `unexpected
+    UnicodeEncodeError`, after the run had sent its digests."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, OSError):  # stdout closed, or replaced
+        return
+    sys.stdout.flush()
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(_StdoutFile(fd, "w", closefd=False)),
+        encoding=sys.stdout.encoding,
+        errors="backslashreplace",
+        line_buffering=bool(sys.stdout.line_buffering),
+    )
+
+
+class _StdoutFile(io.FileIO):
+    """stdout's descriptor: a write it refuses (but a closed pipe: its reader is gone, main() ends
+    quietly) points it at /dev/null, for Python's flush at exit, and is a StdoutError."""
+
+    def write(self, data: Any, /) -> int:
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            _stdout_to_devnull()
+            raise StdoutError(
+                f"cannot write the report to stdout: {exc.strerror or exc}",
+                hint="free some space, or point stdout at another file",
+            ) from None
 
 
 def _readable_arguments(arguments: list[str]) -> None:
@@ -319,7 +364,7 @@ def _fail(exc: NewsletterError) -> NoReturn:
         hint = redact(exc.hint, state.secrets) if exc.hint else None
         try:
             print(json.dumps({"error": redact(exc.message, state.secrets), "hint": hint}), flush=True)
-        except OSError:  # the reader gone (`run --json | head`), a full disk: the line above said it
+        except (OSError, StdoutError):  # the reader gone (`run --json | head`), a full disk: said above
             _stdout_to_devnull()
     sys.exit(2 if isinstance(exc, UsageError) else 1)
 

@@ -41,7 +41,7 @@ from newsletter.cli.base import (
     warn,
 )
 from newsletter.config import Settings, secrets_in_toml, unknown_variables
-from newsletter.errors import ConfigError, NewsletterError, UsageError
+from newsletter.errors import ConfigError, NewsletterError, StdoutError, UsageError
 from newsletter.held import HELD_FILE, held_kinds
 from newsletter.redact import redact
 from newsletter.report import QUEUED, DigestOutcome, DumpOutcome, RunReport, plural
@@ -131,6 +131,19 @@ def ingest(
 
 
 @contextmanager
+def _reported_once() -> Iterator[None]:
+    """`run` and `retry` print their report's errors: the courier's log line of one (the transport down,
+    the cause) said it twice, with a third time in the digest's line."""
+    logger = logging.getLogger("newsletter.deliver.courier")
+    not_reported = lambda record: not getattr(record, "in_report", False)  # noqa: E731
+    logger.addFilter(not_reported)
+    try:
+        yield
+    finally:
+        logger.removeFilter(not_reported)
+
+
+@contextmanager
 def _said_once() -> Iterator[None]:
     """`ingest` names each refused file in its own line: the intake's error log line said it twice."""
     logger = logging.getLogger("newsletter.intake")
@@ -212,7 +225,10 @@ def run(
     # until the report is out: a signal then still lets it be saved and printed (a dry run has nothing
     # to finish: a signal ends it as it would any program)
     with stop_on_sigterm(stop) if not dry_run else nullcontext():
-        with open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline:
+        with (
+            open_pipeline(settings, new_database=state.new_database, sending=not dry_run) as pipeline,
+            _reported_once(),
+        ):
             _, fetch_failures = fetch_all(sources, clock, stop)
             failed = [redact(failure, state.secrets) for failure in fetch_failures]  # a server's echo
             detailed = as_json or (not quiet and len(subscribers.subscribers) <= DETAILED_UP_TO)
@@ -276,7 +292,7 @@ def _echo_report(
         if head:
             typer.echo(head)
         for d in report.digests:
-            typer.echo(f"{d.subscriber}: {d.status} ({_detail(d)})")
+            typer.echo(f"{d.subscriber}: {d.status} ({_detail(d, problems)})")
     except BrokenPipeError:  # stdout's reader is gone, not stderr's (cron's mail): the errors still go there
         for problem in problems:
             print_problem(problem)
@@ -289,21 +305,15 @@ def _echo_report(
 
 @contextmanager
 def _stdout_kept() -> Iterator[None]:
-    """The report written out, or one error line: a full disk under cron's `>> run.log` was an
-    `unexpected OSError ... please report it`, and exit status 120 as the interpreter's last flush
-    failed too (stdout is pointed at /dev/null for it). What the run did stands, in last-run.json."""
+    """The report written out, or main()'s one error line about stdout (a full disk under cron's
+    `>> run.log`), saying what the run did stands, in last-run.json."""
     try:
         yield
         if sys.stdout is not None:  # None: started with stdout closed
             sys.stdout.flush()
-    except BrokenPipeError:  # the reader is gone (`run | head`): main() ends quietly
+    except StdoutError as exc:
+        exc.hint = "the run is done; `newsletter status` shows its report"
         raise
-    except OSError as exc:
-        _to_devnull()
-        raise NewsletterError(
-            f"cannot write the report to stdout: {exc.strerror or exc}",
-            hint="the run is done; `newsletter status` shows its report",
-        ) from None
 
 
 def _to_devnull() -> None:
@@ -312,13 +322,24 @@ def _to_devnull() -> None:
     os.close(devnull)
 
 
-def _detail(outcome: DigestOutcome) -> str:
+def _detail(outcome: DigestOutcome, problems: Collection[str] = ()) -> str:
     """The papers sent, or why not: a failed or unknown digest says whether it is tried again."""
+    reason = _unrepeated(outcome.reason, problems)
     if not outcome.items or outcome.status == "skipped":
-        return outcome.reason
+        return reason
     papers = plural(len(outcome.items), "paper")
-    told = (outcome.status in ("failed", "unknown") and outcome.reason) or outcome.reason == QUEUED
-    return f"{papers}; {outcome.reason}" if told else papers
+    told = (outcome.status in ("failed", "unknown") and reason) or reason == QUEUED
+    return f"{papers}; {reason}" if told else papers
+
+
+def _unrepeated(reason: str, problems: Collection[str]) -> str:
+    """A failed digest's ``error (kind): cause`` without the cause when an error line below gives it
+    (the transport down: `error: cannot send now (cause): the run stops ...`, the headline a cron
+    mail's reader looks at): said once."""
+    kind, _, cause = reason.partition("): ")
+    if cause and any(f"({cause})" in problem for problem in problems):
+        return f"{kind}; the error below says why)"
+    return reason
 
 
 @app.command(cls=Command)
@@ -347,7 +368,7 @@ def retry(
     only = {address_key(listed_subscriber(subscribers, email).email) for email in emails} if emails else None
     stop = Stop()
     with stop_on_sigterm(stop):  # until the report is out, as `run`
-        with open_pipeline(settings, new_database=state.new_database) as pipeline:
+        with open_pipeline(settings, new_database=state.new_database) as pipeline, _reported_once():
             requeued, report = pipeline.retry(subscribers, clock, statuses, only=only, stop=stop)
         report.errors[:0] = left_out
         what = "failed or unknown" if unknown else "failed"

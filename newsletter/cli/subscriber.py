@@ -30,7 +30,7 @@ from newsletter.config import Settings
 from newsletter.errors import ConfigError, UsageError
 from newsletter.explain import explain as explain_paper
 from newsletter.explain import find as find_paper
-from newsletter.files import write_atomic
+from newsletter.files import PRIVATE_FOLDER, make_folder, write_atomic
 from newsletter.held import record_held
 from newsletter.models import Subscriber
 from newsletter.report import plural
@@ -105,10 +105,11 @@ def _show_preview(
 ) -> None:
     target = out or settings.home / "preview" / f"{quote(email, safe='@')}.html"
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
         if out is None:  # the state folder's copy is its owner's alone, as the outbox: it holds signed
-            write_atomic(target, html.encode())  # links, and anyone who read one could unsubscribe the reader
+            make_folder(target.parent, PRIVATE_FOLDER)  # links, and anyone who read one could
+            write_atomic(target, html.encode())  # unsubscribe the reader
         else:  # a file the user named, in the mode they gave it
+            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(html, encoding="utf-8")
     except OSError as exc:  # a folder, a full disk, no permission
         raise ConfigError(f"cannot write the preview to {target}: {exc.strerror or exc}") from None

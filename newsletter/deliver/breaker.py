@@ -35,10 +35,13 @@ class Breaker:
             self._trip(f"{FAILED_IN_A_ROW} requests in a row failed (the last: {why})")
             return True
 
-    def trip(self, reason: str) -> None:
-        """Nothing more is sent in this run (the transport is down, or fails every request)."""
+    def trip(self, reason: str) -> bool:
+        """Nothing more is sent in this run (the transport is down, or fails every request); True when
+        this trip stopped it (not one before)."""
         with self._lock:
+            first = not self.tripped
             self._trip(reason)
+            return first
 
     def _trip(self, reason: str) -> None:
         self.reason = self.reason or f"{reason}: the run stops, the rest waits for the next run"

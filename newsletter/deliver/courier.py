@@ -40,6 +40,7 @@ from newsletter.send.pacing import Gate
 from newsletter.store import InvalidTransition, NotQueued, Store
 
 log = logging.getLogger(__name__)
+IN_REPORT = {"in_report": True}  # a log line's extra: the run's report says it too, as an error
 
 NEXT_RUN_BACKOFF = timedelta(minutes=5)
 MAX_IN_RUN_WAIT = 60.0  # seconds; a server asking for a longer pause (Retry-After) gets it between runs
@@ -149,7 +150,7 @@ class Courier:
     def _tally(self, accepted: bool, why: str = "", recipients: Iterable[str] = ()) -> None:
         if self.breaker.tally(accepted, why, recipients):
             self.halted = True
-            log.error("%s", self.breaker.reason)
+            log.error("%s", self.breaker.reason, extra=IN_REPORT)
 
     def deliver_batch(
         self,
@@ -300,7 +301,8 @@ class Courier:
             return self._hand_back(message, exc, now, items)
         if exc.transport_down:  # every other message would fail the same way: stop, keep them queued
             self.halted = True
-            self.breaker.trip(f"cannot send now ({said})")
+            if self.breaker.trip(f"cannot send now ({said})"):
+                log.error("%s", self.breaker.reason, extra=IN_REPORT)  # the cause, once
         try:
             permanent, said = self._record(message.digest_id, exc, now, said)
         except InvalidTransition as moved:  # another process's recovery took it over meanwhile
@@ -375,6 +377,9 @@ def _log_failure(outcome: DigestOutcome, said: str, exc: SendError) -> None:
     is a warning, a digest that failed for good, or whose fate is unknown, an error."""
     if isinstance(exc, SendStopped):
         log.info("%s: digest %s: %s; %s", outcome.subscriber, outcome.digest_id, said, outcome.reason)
+        return
+    if exc.transport_down:  # the breaker's line says why, once (the run's headline error)
+        log.info("%s: digest %s not sent; it goes out next run", outcome.subscriber, outcome.digest_id)
         return
     level = logging.WARNING if outcome.retried and not exc.transport_down else logging.ERROR
     log.log(

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import ClassVar
 
 from newsletter.errors import SendError
-from newsletter.files import write_atomic
+from newsletter.files import PRIVATE_FOLDER, make_folder, write_atomic
 from newsletter.models import OutgoingMessage
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class FileTransport:
         if self._ready:
             return
         try:
-            self.outbox.mkdir(parents=True, exist_ok=True)
+            make_folder(self.outbox, PRIVATE_FOLDER)
             for stale in self.outbox.glob(f"{_TEMP_PREFIX}*"):
                 stale.unlink(missing_ok=True)
         except OSError as exc:

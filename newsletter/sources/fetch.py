@@ -34,7 +34,7 @@ import httpx
 
 from newsletter import __version__
 from newsletter.errors import SourceError
-from newsletter.files import write_atomic
+from newsletter.files import make_folder, write_atomic
 from newsletter.models import Dump
 from newsletter.sources.hfjson import parse_hf_json
 
@@ -176,7 +176,7 @@ class HttpSource:
             log.debug("%s: already saved", path)
             return None
         try:
-            self.dumps_dir.mkdir(parents=True, exist_ok=True)
+            make_folder(self.dumps_dir)
             write_atomic(path, body, readable=True)  # public data: a run or serve as another user reads it
         except OSError as exc:
             raise SourceError(f"cannot write dump {path}: {exc.strerror or exc}") from exc
@@ -525,7 +525,7 @@ class _StateFile:
             mine[_THROUGH] = through.isoformat()
         data = {**self._others, self.base_url: mine}
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path.parent)
             write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True).encode() + b"\n")
         except OSError as exc:
             log.warning("cannot save fetch state %s: %s", self.path, exc.strerror or exc)

@@ -17,6 +17,7 @@ from sqlalchemy.engine.default import DefaultDialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from newsletter.errors import StoreError
+from newsletter.files import make_folder
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _make_sqlite_folder(url: URL) -> None:
     if database in ("", ":memory:") or database.startswith("file:"):
         return
     try:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        make_folder(Path(database).parent)
     except OSError as error:
         raise StoreError(f"cannot create the state folder for {database}: {error.strerror}") from None
 

@@ -16,6 +16,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import LockedError, StoreError
+from newsletter.files import make_folder
 
 LOCK_NAME = "run.lock"
 
@@ -43,7 +44,7 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
     """
     path = Path(home) / LOCK_NAME
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
     except OSError as error:
         raise StoreError(f"cannot create the state folder {path.parent}: {error.strerror}") from None
     lock = FileLock(path, timeout=timeout, thread_local=False)
