@@ -135,10 +135,14 @@ class Acronyms:
         operator)". A sentence model reads the words far better than the letters of a
         recent acronym. The table's meaning first, else the one the papers define most often; any
         other phrase as it is."""
-        if not _BARE.fullmatch(phrase.strip()):
-            return phrase
-        meaning = self._meaning.get(phrase.strip().removesuffix("s").lower())
+        meaning = self.meaning(phrase)
         return f"{phrase.strip()} ({meaning})" if meaning else phrase
+
+    def meaning(self, phrase: str) -> str | None:
+        """What a phrase that is one acronym stands for (see :meth:`spelled`); None for any other."""
+        if not _BARE.fullmatch(phrase.strip()):
+            return None
+        return self._meaning.get(phrase.strip().removesuffix("s").lower())
 
     def forms(self, phrase: str) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
         """(strong, weak) token sequences that name ``phrase``; weak ones drop a leading domain word."""

@@ -43,7 +43,7 @@ from newsletter.rank.scoring import (
     robust_z,
     row_max,
 )
-from newsletter.rank.text import paper_text, plain_word, sentences
+from newsletter.rank.text import paper_text, plain_word, sentences, short_term
 
 WORDS_SCALE = LexicalParams().words_scale  # TF-IDF z -> the lexical ranker's column scale
 
@@ -69,6 +69,7 @@ class SemanticParams:
     context: float = 2.0  # weight of the whole profile's z-score averaged into each interest's
     words_weight: float = 1.0  # TF-IDF z-score over the profile's words -> column score
     exclude_threshold: float = 2.0  # an excluded topic scoring this high means the paper is about it
+    exclude_stated: float = 0.5  # literal strength (one mention) a short excluded term ("3D") also needs
     literal_gate: float = 0.5  # profile z-score at which a literal match counts fully (0: always)
     plain_gate: float = 2.0  # ... for an interest written as one plain lower-case word ("kernels")
     titles: bool = True  # an interest's z-score averages its z against whole papers and against titles
@@ -240,13 +241,34 @@ class SemanticRanker(ChunkedRanker):
         if self.params.words_gate:
             words *= np.clip(z_profile / self.params.words_gate, 0.0, 1.0)
         columns.add(words)
-        topic = padded(z_text + self.params.lexical_weight * literal)
+        topic = self._topics(z_text, literal, layout, view)
         exclusions = Exclusions(topic, layout.exclude, self.params.exclude_threshold)
         threshold = max_threshold(layout.columns(self.params.liked_set), self.params.chance)[:, None]
         reasons = (profiles, layout, literal, queries, view)
         named = named_papers(self.naming_table(layout, view), layout, z_profile, self.params.naming_gate)
         supported = self._supported(literal, z_words, layout)
         return self.finish(columns, exclusions, threshold, reasons, self.params.corroborate, named, supported)
+
+    def _topics(self, z_text: np.ndarray, literal: np.ndarray, layout: Layout, view: View) -> np.ndarray:
+        """(texts + 1, candidates) how much each paper is about each excluded topic: its z-score plus
+        the literal bonus. A short term ("3D", "RL", "GAN") must also be stated, by its letters or by
+        what it stands for: the model finds "3D" close to most vision papers, and a paper on video
+        editing that never says 3D was left out "about '3D'"."""
+        topic = z_text + self.params.lexical_weight * literal
+        for i in np.unique(layout.exclude[layout.exclude >= 0]).tolist():
+            if short_term(layout.texts[i]):
+                stated = self._stated(layout.texts[i], literal[i], view) >= self.params.exclude_stated
+                topic[i] = np.where(stated, topic[i], -np.inf)
+        return padded(topic)
+
+    def _stated(self, term: str, literal: np.ndarray, view: View) -> np.ndarray:
+        """(candidates,) how strongly each paper states ``term`` (its ``literal`` row) or what it
+        stands for, when it is a known acronym ("reinforcement learning" for "RL")."""
+        meaning = self._acronyms.meaning(term)
+        if meaning is None:
+            return literal
+        spelled = self._index.literal(meaning, self.params.phrase_half, self.params.scattered)[view.rows]
+        return np.maximum(literal, spelled)
 
     def _supported(self, literal: np.ndarray, z_words: np.ndarray, layout: Layout) -> np.ndarray | None:
         """(profiles, candidates) do the paper's words support the model's verdict? The lexical ranker's

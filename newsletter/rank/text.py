@@ -11,6 +11,7 @@ from newsletter.models import StoredPaper
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+[A-Za-z][A-Za-z0-9]*")
 _COMPOUND = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z][A-Za-z0-9]*)+")  # 'fine-tuning', 'speech-to-text'
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_SHORT = re.compile(r"(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]+")  # one word of letters and digits
 _LATEX = re.compile(r"\\[a-zA-Z]+|[{}$]")
 
 _STOPWORD_TEXT = """a about above after again against all also am an and any are as at be because been before
@@ -96,6 +97,15 @@ def plain_word(phrase: str) -> bool:
     """Is the phrase one word written in lower case ("kernels")? Names are written as names
     ("NeRF", "ViT", "BERT")."""
     return phrase.isalpha() and phrase.islower()
+
+
+def short_term(phrase: str) -> bool:
+    """Is the phrase one acronym or short name ("3D", "RL", "GANs", "NeRF", "T5")? One word with two
+    capitals or digits, or with a digit. A sentence model finds such a term close to much of its
+    field (the vectors of "3D" and of a video paper are close), so only its letters can tell."""
+    word = phrase.strip()
+    marks = sum(c.isupper() or c.isdigit() for c in word)
+    return bool(_SHORT.fullmatch(word)) and (marks >= 2 or any(c.isdigit() for c in word))
 
 
 def compounds(text: str) -> Iterator[tuple[str, tuple[str, ...]]]:
