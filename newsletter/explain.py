@@ -104,7 +104,7 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
     if scored in selection.scored:
         verdict = _in_window(selection, scored, breakdown)
     else:
-        covering = _covering(records, paper)
+        covering = _covering(pipeline.store, records, paper)
         cut = _past_the_limit(pipeline.store, subscriber, paper, covering, now)
         own = _own(pipeline.store, subscriber, paper)
         verdict = sent or own or _outside_window(selection, scored, breakdown, covering, cut)
@@ -124,14 +124,15 @@ def _past_the_limit(
 ) -> str:
     """How sure it is that CATCH_UP kept the paper from every digest: "" (not), "certain" (it came
     after the subscriber's watermark, so no run weighed it, and the limit cuts it now; a new
-    subscriber's window is the latest dump's papers) or "likely" (the digest whose watermark passed it
+    subscriber's window is the latest listing's papers) or "likely" (the digest whose watermark passed it
     was made when the limit cut it; an evaluation that sent nothing, leaving no record, may have
     weighed it before)."""
     state = store.subscriber_state(subscriber.email)
     mark = state.watermark_seq if state else None
-    unweighed = (
-        paper.first_dump_seq == store.latest_paper_seq() if mark is None else paper.first_dump_seq > mark
-    )
+    if mark is None:  # a first digest: every paper of the day's dumps (Selector._window)
+        unweighed = paper.id in {p.id for p in store.newest_listing()}
+    else:
+        unweighed = paper.first_dump_seq > mark
     if unweighed:
         return "certain" if paper.first_dump_seq <= catch_up_floor(store, now) else ""
     if covering is not None and paper.first_dump_seq <= catch_up_floor(store, covering.created_at):
@@ -177,14 +178,19 @@ def _in_window(selection: Selection, scored: Scored, breakdown: Breakdown) -> st
     return f"left out of the next digest: {_why_not(breakdown)}"
 
 
-def _covering(records: list[DeliveryRecord], paper: StoredPaper) -> DeliveryRecord | None:
+def _covering(store: Store, records: list[DeliveryRecord], paper: StoredPaper) -> DeliveryRecord | None:
     """The digest whose window held the paper's dump: after the previous digest's watermark (a first
-    digest: its latest dump only), up to its own. An evaluation that sent nothing moves a watermark
-    too, without a record: the paper may have been weighed then, so the verdict says "most likely"."""
+    digest: the latest listing that brought new papers, see Selector._window), up to its own. An
+    evaluation that sent nothing moves a watermark too, without a record: the paper may have been weighed
+    then, so the verdict says "most likely"."""
     before: int | None = None
     for record in records:  # oldest first
         upto = record.watermark_seq or 0
-        if (upto - 1 if before is None else before) < paper.first_dump_seq <= upto:
+        if before is None:
+            weighed = paper.first_dump_seq <= upto and paper.id in {p.id for p in store.newest_listing(upto)}
+        else:
+            weighed = before < paper.first_dump_seq <= upto
+        if weighed:
             return record
         before = upto
     return None
@@ -211,9 +217,8 @@ def _outside_window(
         )
     return (
         "not sent: it came before this subscriber's window (a first digest holds only the papers of "
-        "the latest dump that brought new ones; `prune --sent` forgets older digests, and what they held) "
-        "or scored below "
-        "the bar then; it would count now"
+        "the dumps of the day up to the latest that brought new ones; `prune --sent` forgets older "
+        "digests, and what they held) or scored below the bar then; it would count now"
     )
 
 

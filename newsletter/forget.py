@@ -58,7 +58,7 @@ def forget_old_vectors(
 
 
 def _first_window_mark(store: Store, newest: int) -> int:
-    """The watermark a first digest's window (the newest listing's papers, see Selector._window) starts
+    """The watermark a first digest's window (the papers of the day's dumps, see Selector._window) starts
     after: before the earliest of them was first seen."""
     return min((p.first_dump_seq for p in store.newest_listing()), default=newest) - 1
 

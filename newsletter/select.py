@@ -1,9 +1,10 @@
 """Which papers go in each subscriber's digest: their window of new papers, whether they are due, ranking.
 
 A subscriber's *window* is every paper first seen after their watermark (the last dump their previous
-digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is the new
-papers of the latest dump that brought any. Either reaches back CATCH_UP (14 days of ingested dumps)
-at most. Papers sent before are outside every later window, so nothing is sent twice.
+digest, or an evaluation that found nothing relevant, covered); a new subscriber's window is every
+paper of the dumps ingested in the day up to the latest one that brought new papers (a listing fetched
+hourly repeats the day's others; another source may come after it). Either reaches back CATCH_UP (14
+days of ingested dumps) at most. Papers sent before are outside every later window, so nothing is sent twice.
 Subscribers that share a window are ranked together (`rank_many`), so the cost per subscriber is a few
 array operations, and selections stream out without holding one per subscriber.
 A subscriber's own papers (those their profile lists as liked or disliked, and those they marked "more" or
@@ -191,7 +192,7 @@ class Selector:
         the digest's watermark, so a dump ingested meanwhile (another machine's) is the next window's,
         not sent twice."""
         with self.timings("select"):
-            if mark is None:  # a first digest: the papers of the latest listing that brought any, if recent
+            if mark is None:  # a first digest: the papers of the day's dumps up to the last that brought any
                 return [p for p in self.store.newest_listing(upto=latest) if p.first_dump_seq > floor]
             return self.store.papers_first_seen_after(max(mark, floor), upto=latest)
 

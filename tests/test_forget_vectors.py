@@ -200,7 +200,7 @@ def test_a_lagging_subscriber_keeps_their_window(home: Settings) -> None:
     with Store(home.db_url) as store:
         ids = [_dump(store, n) for n in range(1, DUMPS + 1)]
         people = [Subscriber(email="late@example.org", interests=("x",))]
-        assert last_dump_done_with(store, people) == ids[-1] - 10  # a first digest: the newest papers
+        assert last_dump_done_with(store, people) == 0  # a first digest: every dump of the day, all here
         store.advance_watermark("late@example.org", ids[1])
         assert last_dump_done_with(store, people) == ids[1]
         weeks = DAY0 + CATCH_UP + timedelta(days=1)  # the dumps went in at DAY0: out of every window since
@@ -229,9 +229,9 @@ def test_an_address_held_after_a_bounce_does_not_keep_every_vector(home: Setting
 
 def test_a_new_subscriber_keeps_the_newest_papers_however_many_repeats_came_after(home: Settings) -> None:
     with Store(home.db_url) as store:
-        newest = [_dump(store, n) for n in range(1, 4)][-1]
+        newest = [_dump(store, n, hours=25 * n) for n in range(1, 4)][-1]  # a day apart
         for n in range(DUMPS):  # the same listing again: no new paper
-            _dump(store, 3, content=f"repeat {n}")
+            _dump(store, 3, content=f"repeat {n}", hours=75 + n)
         assert store.latest_paper_seq() == newest and store.latest_dump_seq() == newest + DUMPS
         people = [Subscriber(email="new@example.org", interests=("x",))]
         assert last_dump_done_with(store, people) == newest - 1  # their first digest is those papers
@@ -242,9 +242,10 @@ def test_a_new_subscriber_keeps_the_older_papers_the_newest_listing_repeats(home
     """A listing saved each time it gains a paper repeats the day's others: a first digest weighs them
     too, so their vectors stay."""
     with Store(home.db_url) as store:
-        ids = [_dump(store, n) for n in range(1, DUMPS + 1)]
+        ids = [_dump(store, n, hours=25 * n) for n in range(1, DUMPS + 1)]  # a day apart
         day = (*_papers(3), *_papers(DUMPS + 1))  # dump 3's papers, listed again beside a new one
-        store.ingest(Dump(source="again", format="hf-json", content_hash="again", papers=day), DAY0)
+        later = DAY0 + timedelta(hours=25 * DUMPS + 1)
+        store.ingest(Dump(source="again", format="hf-json", content_hash="again", papers=day), later)
         people = [Subscriber(email="new@example.org", interests=("x",))]
         assert last_dump_done_with(store, people) == ids[2] - 1
         assert last_dump_done_with(store, []) == ids[-1] + 1 - 10
@@ -266,9 +267,10 @@ def _papers(n: int) -> tuple[Paper, ...]:
     )
 
 
-def _dump(store: Store, n: int, content: str = "") -> int:
+def _dump(store: Store, n: int, content: str = "", hours: float = 0) -> int:
     papers = _papers(n)
-    store.ingest(Dump(source=f"d{n}", format="hf-json", content_hash=f"h{n}{content}", papers=papers), DAY0)
+    dump = Dump(source=f"d{n}", format="hf-json", content_hash=f"h{n}{content}", papers=papers)
+    store.ingest(dump, DAY0 + timedelta(hours=hours))
     latest = store.latest_dump_seq()
     assert latest is not None
     return latest

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.explain import _past_the_limit
+from newsletter.explain import _covering, _past_the_limit
 from newsletter.models import Paper, Subscriber
 from newsletter.rank import LexicalRanker
 from newsletter.select import CATCH_UP, Selector
@@ -127,6 +127,21 @@ def test_explain_says_a_paper_is_past_the_limit_only_when_no_run_weighed_it(tmp_
         assert _past_the_limit(store, reader, second, None, at(24 * 3)) == ""  # still in reach
 
 
+def test_explain_finds_the_first_digest_that_weighed_a_paper_its_listing_repeated(tmp_path: Path) -> None:
+    """A first digest weighs every paper of its listing: explain took its window for the latest dump's new
+    papers, and said of a paper it weighed (full at max_items) that it came before the window."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=1)
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(_kestrel(1), _kestrel(2)), at(0))
+        store.ingest(make_dump(_kestrel(1), _kestrel(2), _kestrel(3)), at(1))
+        (selection,) = Selector(store, LexicalRanker()).select([reader], at(2))
+        sent = selection.chosen[0].paper
+        store.plan_digest(DigestPlan("d1", READER, at(2), 2, "s", (PlannedItem(sent.id, 1, 1.0, ""),)))
+        records = store.deliveries(email=READER)
+        weighed = [p for p in store.newest_listing() if p.id != sent.id]
+        assert [_covering(store, records, p) for p in weighed] == records * 2
+
+
 def test_explain_names_the_limit_for_a_paper_a_catch_up_digest_jumped_past(tmp_path: Path) -> None:
     """Back after six weeks: the run weighs the last 14 days and moves the watermark past the rest;
     a paper it skipped sits under the watermark, as weighed ones do."""
@@ -161,3 +176,32 @@ def test_a_first_digest_weighs_every_paper_of_the_listing_that_brought_new_ones(
     days = sorted(int(s.paper.title.split()[1].rstrip(":")) for s in first.chosen)
     assert days == [2, 3, 4]  # Kestrel 1 was first listed 30 days before
     assert [s.paper.title for s in later.chosen] == ["Kestrel 4: Sparse Message Passing"]
+
+
+def test_explain_names_the_limit_for_a_listed_paper_a_first_digest_leaves_out(tmp_path: Path) -> None:
+    """The latest listing repeats a paper first seen a month before: a first digest weighs the listing but
+    not that paper, and explain said it came before the window and would count now."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump")
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(_kestrel(1)), at(0))
+        store.ingest(make_dump(_kestrel(1), _kestrel(2)), at(24 * 30))
+        old, new = (store.find_paper(f"2401.{day:05}") for day in (1, 2))
+        assert old is not None and new is not None
+        assert _past_the_limit(store, reader, old, None, at(24 * 30 + 1)) == "certain"
+        assert _past_the_limit(store, reader, new, None, at(24 * 30 + 1)) == ""
+
+
+def test_a_first_digest_weighs_the_dumps_of_the_day_before_the_last_that_brought_new_papers(
+    tmp_path: Path,
+) -> None:
+    """Another source (an arXiv feed after the HF listing), or a past day's page, may be the last dump
+    to bring a paper: a first digest held only that dump's, and today's listing was never theirs. A
+    dump ingested a day or more before stays out."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    with open_store(db_url(tmp_path)) as store:
+        store.ingest(make_dump(_kestrel(1)), at(0))
+        store.ingest(make_dump(_kestrel(2), _kestrel(3)), at(24))  # the day's HF listing
+        store.ingest(make_dump(_kestrel(4)), at(25))  # an arXiv feed, an hour later
+        store.ingest(make_dump(_kestrel(3), tag="reordered"), at(26))  # brings nothing new
+        (first,) = Selector(store, LexicalRanker()).select([reader], at(27))
+    assert sorted(int(s.paper.title.split()[1].rstrip(":")) for s in first.chosen) == [2, 3, 4]

@@ -172,7 +172,7 @@ def test_subscriber_page_lists_the_relevant_papers_past_max_items(client: TestCl
 
 def test_nothing_relevant_page_builds_no_email(client: TestClient) -> None:
     page = text_of(client.get("/s/nobody@example.org").text)
-    assert "Nothing relevant among 100 new papers" in page  # a first digest: all the second seed lists
+    assert "Nothing relevant among 166 new papers" in page  # a first digest: both seeds, ingested together
     assert "No other paper scored above 0" in page  # lexical: nothing shares a word with "sourdough"
     assert "Headers" not in page and "Subject" not in page
 

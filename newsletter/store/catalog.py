@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -26,6 +26,8 @@ from newsletter.store.papers import (
 )
 from newsletter.store.records import DumpRecord
 from newsletter.store.schema import dump_papers, dumps, papers
+
+FIRST_REACH = timedelta(hours=24)  # a first digest weighs the dumps ingested this long before the last
 
 
 class Catalog:
@@ -77,14 +79,14 @@ class Catalog:
             return papers_where(conn, papers.c.first_dump_seq == seq)
 
     def newest_listing(self, upto: int | None = None) -> list[StoredPaper]:
-        """Every paper, new or not, of the latest dump (up to dump ``upto``) that brought new papers (an
-        empty or repeated listing brings none): a listing saved each time it gains a paper repeats the
-        day's others, which are as new to a first digest."""
-        newest = sa.select(sa.func.max(papers.c.first_dump_seq))
-        if upto is not None:
-            newest = newest.where(papers.c.first_dump_seq <= upto)
-        listed = sa.select(dump_papers.c.paper_id).where(dump_papers.c.dump_seq == newest.scalar_subquery())
+        """Every paper, new or not, of the dumps ingested in the FIRST_REACH up to the latest dump (up to
+        dump ``upto``) that brought new papers (an empty or repeated listing brings none): a first
+        digest's window. A listing saved each time it gains a paper repeats the day's others, another
+        source or a past day's page may be the last to gain one, and all are as new to a first digest."""
         with self._tx("reading papers") as conn:
+            listed = sa.select(dump_papers.c.paper_id).where(
+                dump_papers.c.dump_seq.in_(_first_window(conn, upto))
+            )
             return papers_where(conn, papers.c.id.in_(listed))
 
     def papers_in_dump(self, seq: int) -> list[tuple[StoredPaper, int]]:
@@ -110,3 +112,17 @@ class Catalog:
         """A paper by its key, arXiv id (with or without version, arXiv: or abs/ URL) or title."""
         with self._tx("reading papers") as conn:
             return find_paper(conn, item)
+
+
+def _first_window(conn: Connection, upto: int | None) -> list[int]:
+    """The dumps ingested in the FIRST_REACH up to the latest one (up to dump ``upto``) that brought
+    new papers; none before any did."""
+    newest = sa.select(sa.func.max(papers.c.first_dump_seq))
+    if upto is not None:
+        newest = newest.where(papers.c.first_dump_seq <= upto)
+    last = conn.execute(newest).scalar()
+    if last is None:
+        return []
+    since = conn.execute(sa.select(dumps.c.ingested_at).where(dumps.c.seq == last)).scalar_one()
+    recent = sa.select(dumps.c.seq).where(dumps.c.seq <= last, dumps.c.ingested_at > since - FIRST_REACH)
+    return list(conn.execute(recent).scalars())
