@@ -205,3 +205,15 @@ def test_a_first_digest_weighs_the_dumps_of_the_day_before_the_last_that_brought
         store.ingest(make_dump(_kestrel(3), tag="reordered"), at(26))  # brings nothing new
         (first,) = Selector(store, LexicalRanker()).select([reader], at(27))
     assert sorted(int(s.paper.title.split()[1].rstrip(":")) for s in first.chosen) == [2, 3, 4]
+
+
+def test_a_first_digest_after_a_backfill_under_an_old_now_weighs_that_day_only(tmp_path: Path) -> None:
+    """The last dump to bring new papers was ingested under `--now <a week ago>` after three days'
+    dumps: its window reached every dump ingested since the day before it, the week's three too."""
+    reader = Subscriber(email=READER, interests=("message passing",), cadence="each-dump", max_items=100)
+    with open_store(db_url(tmp_path)) as store:
+        for day in range(10, 13):
+            store.ingest(make_dump(_kestrel(day)), at(24 * day))
+        store.ingest(make_dump(_kestrel(5)), at(24 * 5))
+        (first,) = Selector(store, LexicalRanker()).select([reader], at(24 * 13))
+    assert [s.paper.title for s in first.chosen] == ["Kestrel 5: Sparse Message Passing"]

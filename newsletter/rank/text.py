@@ -11,7 +11,7 @@ from newsletter.models import StoredPaper
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*|[0-9]+[A-Za-z][A-Za-z0-9]*")
 _COMPOUND = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z][A-Za-z0-9]*)+")  # 'fine-tuning', 'speech-to-text'
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-_SHORT = re.compile(r"(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]+")  # one word of letters and digits
+_SHORT = re.compile(r"(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")  # one word: 3D, GPT-4
 _LATEX = re.compile(r"\\[a-zA-Z]+|[{}$]")
 
 _STOPWORD_TEXT = """a about above after again against all also am an and any are as at be because been before
@@ -100,12 +100,17 @@ def plain_word(phrase: str) -> bool:
 
 
 def short_term(phrase: str) -> bool:
-    """Is the phrase one acronym or short name ("3D", "RL", "GANs", "NeRF", "T5")? One word with two
-    capitals or digits, or with a digit. A sentence model finds such a term close to much of its
-    field (the vectors of "3D" and of a video paper are close), so only its letters can tell."""
+    """Is the phrase one acronym or short name ("3D", "RL", "GANs", "NeRF", "T5", "3D-GS", "GPT-4")? One
+    word, or words joined by hyphens, one of them with two capitals or digits, or with a digit. A
+    sentence model finds such a term close to much of its field (the vectors of "3D" and of a video
+    paper are close), so only its letters can tell."""
     word = phrase.strip()
+    return bool(_SHORT.fullmatch(word)) and any(_marked(part) for part in word.split("-"))
+
+
+def _marked(word: str) -> bool:
     marks = sum(c.isupper() or c.isdigit() for c in word)
-    return bool(_SHORT.fullmatch(word)) and (marks >= 2 or any(c.isdigit() for c in word))
+    return marks >= 2 or any(c.isdigit() for c in word)
 
 
 def compounds(text: str) -> Iterator[tuple[str, tuple[str, ...]]]:

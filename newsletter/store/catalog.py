@@ -116,7 +116,8 @@ class Catalog:
 
 def _first_window(conn: Connection, upto: int | None) -> list[int]:
     """The dumps ingested in the FIRST_REACH up to the latest one (up to dump ``upto``) that brought
-    new papers; none before any did."""
+    new papers, none ingested after it (a dump backfilled under an old ``--now`` after newer ones); none
+    before any did."""
     newest = sa.select(sa.func.max(papers.c.first_dump_seq))
     if upto is not None:
         newest = newest.where(papers.c.first_dump_seq <= upto)
@@ -124,5 +125,8 @@ def _first_window(conn: Connection, upto: int | None) -> list[int]:
     if last is None:
         return []
     since = conn.execute(sa.select(dumps.c.ingested_at).where(dumps.c.seq == last)).scalar_one()
-    recent = sa.select(dumps.c.seq).where(dumps.c.seq <= last, dumps.c.ingested_at > since - FIRST_REACH)
+    ingested = dumps.c.ingested_at
+    recent = sa.select(dumps.c.seq).where(
+        dumps.c.seq <= last, ingested > since - FIRST_REACH, ingested <= since
+    )
     return list(conn.execute(recent).scalars())
