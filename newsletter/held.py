@@ -218,5 +218,14 @@ def _read(held: IO[bytes]) -> Iterator[Click]:
 def _locked(home: Path, mode: str, timeout: float = -1) -> Iterator[IO[bytes]]:
     """The file, open in binary ``mode`` under an exclusive lock (a file beside it, as the run lock is
     taken): a click is never appended while a run records and empties the file."""
-    with FileLock(home / f"{HELD_FILE}.lock", timeout=timeout), (home / HELD_FILE).open(mode) as held:
+    with (
+        FileLock(home / f"{HELD_FILE}.lock", timeout=timeout),
+        open(home / HELD_FILE, mode, opener=_made) as held,
+    ):
         yield held
+
+
+def _made(path: str, flags: int) -> int:
+    """The file made as write_atomic makes a readable one (`serve` as the group holds clicks), never
+    writable by all (umask 000): anyone could append an unsubscribe, or a digest 'sent'."""
+    return os.open(path, flags, 0o664)

@@ -128,7 +128,7 @@ class RunReport:
         self.recovered_unknown += other.recovered_unknown
         self.merge_timings(other.timings)
         self.bytes_sent += other.bytes_sent
-        self.errors += other.errors
+        self.errors += [error for error in other.errors if error not in self.errors]  # each shard's same one
         self.halted = self.halted or other.halted
 
     def merge_timings(self, timings: Mapping[str, float]) -> None:

@@ -397,6 +397,26 @@ def test_a_report_stdout_cannot_take_is_one_error_line(env: dict[str, str]) -> N
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
+    """Only stdout had the transport down's cause (its log line left out as the report's): a cron mail
+    said that stdout was full, and nothing of why no digest went."""
+    add_dumps(env, seed_names()[0])
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "run"],
+            env={**os.environ, **_smtp_down(env)},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors[0].startswith("error: cannot send now (cannot connect to SMTP server"), proc.stderr
+    assert errors[1:] == ["error: cannot write the report to stdout: No space left on device"], proc.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["check"], ["ingest"]])
 def test_every_command_s_report_stdout_cannot_take_is_the_same_error_line(
     env: dict[str, str], args: list[str]
@@ -503,6 +523,24 @@ def test_sources_sender_and_list_id_errors_name_newsletter_toml(
     assert first.startswith(first_line) and "(newsletter.toml, line 2)" in first, first
 
 
+def test_a_stdout_open_for_reading_is_not_told_to_free_space(env: dict[str, str]) -> None:
+    """`check 1</dev/null`: the disk was not full (Bad file descriptor), but the hint said to free space."""
+    with open(os.devnull) as read_only:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "check"],
+            env={**os.environ, **env},
+            stdout=read_only,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-2:] == [
+        "error: cannot write the report to stdout: Bad file descriptor",
+        "hint: point stdout at a file or a pipe it can write to",
+    ], proc.stderr
+
+
 def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env: dict[str, str]) -> None:
     """The text line said "failed (3 papers)": the reason, and that the next run sends it, were only in
     --json (status showed it queued to retry). Then the cause was said three times (a log line, the
@@ -518,6 +556,18 @@ def test_a_digest_that_could_not_be_sent_says_why_and_that_it_goes_next_run(env:
     assert proc.stderr.startswith("error: cannot send now (cannot connect to SMTP server"), proc.stderr
     assert (proc.stdout + proc.stderr).count("cannot connect to SMTP server") == 1, proc.stderr
     assert "cannot connect" in json.loads(cli(env, "status", "--json").stdout)["last_run"]["errors"][0]
+
+
+def test_the_transport_down_is_one_error_line_with_send_workers_too(env: dict[str, str]) -> None:
+    """Each worker's breaker tripped on it: the cause was said once a worker, and counted as many errors."""
+    add_dumps(env, seed_names()[0])
+    down = {**_smtp_down(env), "NEWSLETTER_WORKERS": "2"}
+    proc = cli(down, "run", "--now", "2026-03-11T08:00:00Z", check=False)
+    assert proc.returncode == 1
+    assert len([line for line in proc.stdout.splitlines() if ": failed (" in line]) == 2, proc.stdout
+    (error,) = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: cannot send now (cannot connect to SMTP server"), proc.stderr
+    assert proc.stdout.splitlines()[-1].endswith("; 1 error"), proc.stdout
 
 
 def _smtp_down(env: dict[str, str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from newsletter.app import open_store
-from newsletter.held import HELD_FILE, record_held
+from newsletter.held import HELD_FILE, Click, hold, record_held
 from newsletter.sources.fetch import HfDailySource
 from newsletter.store.engine import _hint
 from newsletter.store.lock import OWNER_HINT, owner_hint
@@ -124,3 +124,14 @@ def test_a_folder_the_user_made_keeps_its_mode(env: dict[str, str]) -> None:
     add_dumps(env, seed_names()[0])
     cli(env, "run")
     assert outbox.stat().st_mode & 0o777 == 0o755 and any(outbox.iterdir())
+
+
+def test_under_umask_000_nobody_else_writes_a_held_click(tmp_path: Path) -> None:
+    """It was 0666 (0664 once a run had taken a click out of it): anyone on the machine could append an
+    unsubscribe of any reader, which the next run records."""
+    mask = os.umask(0)
+    try:
+        hold(tmp_path, Click("unsubscribe", "reader@example.org", datetime(2026, 3, 11, tzinfo=UTC)))
+    finally:
+        os.umask(mask)
+    assert (tmp_path / HELD_FILE).stat().st_mode & 0o777 == 0o664

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -340,8 +341,12 @@ class _StdoutFile(io.FileIO):
             _stdout_to_devnull()
             raise StdoutError(
                 f"cannot write the report to stdout: {exc.strerror or exc}",
-                hint="free some space, or point stdout at another file",
+                hint=_FULL if exc.errno in _NO_SPACE else "point stdout at a file or a pipe it can write to",
             ) from None
+
+
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a disk, a quota or `ulimit -f` full
+_FULL = "free some space, or point stdout at another file"
 
 
 def _readable_arguments(arguments: list[str]) -> None:

@@ -293,7 +293,8 @@ def _echo_report(
             typer.echo(head)
         for d in report.digests:
             typer.echo(f"{d.subscriber}: {d.status} ({_detail(d, problems)})")
-    except BrokenPipeError:  # stdout's reader is gone, not stderr's (cron's mail): the errors still go there
+    except (BrokenPipeError, StdoutError):  # stdout's reader gone or its disk full, not stderr (cron's mail):
+        # the errors still go there (the transport down's cause is said nowhere else)
         for problem in problems:
             print_problem(problem)
         raise
