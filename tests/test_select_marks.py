@@ -74,9 +74,9 @@ def test_a_mark_names_the_paper_marked_not_another_with_its_title(tmp_path: Path
                 _paper("Motion Tokens for Clips", VIDEO, "2402.00003"),
                 _paper("Linear Recurrences at Scale", SCANS, "2402.00004", rank=2),
             ),
-            at(2),
+            at(30),  # the next day: a first digest weighs the dumps of its day only
         )
-        chosen = _digest(store, _reader(), 3)
+        chosen = _digest(store, _reader(), 31)
     assert list(chosen) == ["Linear Recurrences at Scale"]
 
 

@@ -79,10 +79,10 @@ def test_explain_takes_new_database_as_its_hint_says(env: dict[str, str]) -> Non
     add_dumps(env, seed_names()[0])
     cli(env, "run", "--now", NOW)
     (Path(env["NEWSLETTER_HOME"]) / "state.db").unlink()
-    refused = cli(env, "explain", "ssm@example.org", "anything", check=False)
+    refused = cli(env, "explain", "ssm@example.org", "no such paper", check=False)
     assert refused.returncode == 1 and "--new-database" in refused.stderr
-    taken = cli(env, "--new-database", "explain", "ssm@example.org", "anything", check=False)
-    assert "--new-database" not in taken.stderr and "no paper 'anything'" in taken.stderr
+    taken = cli(env, "--new-database", "explain", "ssm@example.org", "no such paper", check=False)
+    assert "--new-database" not in taken.stderr and "no paper 'no such paper'" in taken.stderr
 
 
 def test_after_an_idle_run_a_lost_database_is_still_refused(env: dict[str, str]) -> None:
