@@ -18,6 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from newsletter.errors import SendError, SendStopped
+from newsletter.retry_after import LONGEST_WAIT as LONGEST_ASKED_WAIT
 from newsletter.send.apis import (
     HttpApiTransport,
     MailgunTransport,
@@ -28,7 +29,7 @@ from newsletter.send.apis import (
     idempotency_key,
     retry_after_seconds,
 )
-from newsletter.send.apis.core import LONGEST_ASKED_WAIT, rate_limit_wait
+from newsletter.send.apis.core import rate_limit_wait
 
 from .test_send_api import KEY, PROVIDERS, Reply, harness, make_message, ok
 

@@ -543,7 +543,10 @@ def test_listing_dates_treats_naive_as_utc() -> None:
         ("Tue, 19 Mar 2024 09:29:00 GMT", "Tue, 19 Mar 2024 09:30:00 GMT", 0.0),  # already past
         ("Wed, 20 Mar 2024 09:30:00 GMT", "Tue, 19 Mar 2024 09:30:00 GMT", RETRY_AFTER_CAP),
         ("soon", None, None),
-        ("-5", None, None),
+        ("-5", None, 0.0),  # read as the email APIs read it (newsletter.retry_after): no wait, the backoff
+        ("1.5", None, 1.5),
+        ("nan", None, None),
+        ("86400000000000", None, RETRY_AFTER_CAP),
         ("", None, None),
         (None, None, None),
         ("²", None, None),  # a digit to str.isdigit, and a ValueError to float()

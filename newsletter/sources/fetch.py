@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,6 +35,8 @@ from newsletter import __version__
 from newsletter.errors import SourceError
 from newsletter.files import make_folder, write_atomic
 from newsletter.models import Dump
+from newsletter.retry_after import http_date
+from newsletter.retry_after import retry_after_seconds as read_retry_after
 from newsletter.sources.hfjson import parse_hf_json
 
 __all__ = [
@@ -394,30 +395,14 @@ def backoff_delay(attempt: int) -> float:
 def retry_after_seconds(
     value: str | None, server_date: str | None = None, cap: float = RETRY_AFTER_CAP
 ) -> float | None:
-    """``Retry-After`` (delta-seconds or an HTTP date) in seconds, clamped to [0, cap]; None if unusable.
+    """``Retry-After`` in seconds, at most ``cap``; None if unusable (see ``newsletter.retry_after``).
 
     An HTTP date is measured from the response's own ``Date`` header when there is one (same clock),
     else from now.
     """
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit, and no number to float
-        return min(float(value), cap)
-    when = _http_date(value)
-    if when is None:
-        return None
-    reference = _http_date(server_date) if server_date else None
-    seconds = (when - (reference or datetime.now(UTC))).total_seconds()
-    return min(max(seconds, 0.0), cap)
-
-
-def _http_date(value: str) -> datetime | None:
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a zone offset of 20 digits
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    reference = http_date(server_date) if server_date else None
+    seconds = read_retry_after(value, reference or datetime.now(UTC))
+    return None if seconds is None else min(seconds, cap)
 
 
 def _reply_retry_after(reply: _Reply) -> float | None:

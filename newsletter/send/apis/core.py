@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import re
 import threading
 import time
@@ -37,7 +36,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
@@ -48,6 +46,7 @@ from newsletter import __version__
 from newsletter.errors import ConfigError, SendError, SendStopped
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
+from newsletter.retry_after import bounded, retry_after_seconds
 from newsletter.send.apis.deadline import within
 from newsletter.send.pacing import Gate, sleep_unless
 
@@ -94,20 +93,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-LONGEST_ASKED_WAIT = 366 * 86400.0  # a longer wait asked for is read as this (a timedelta ends near 1e14 s)
-
-
-def retry_after_seconds(value: str | None, now: datetime) -> float | None:
-    """``Retry-After`` as seconds from ``now`` (RFC 9110: delta-seconds or an HTTP-date); None if unusable."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return _seconds_until(value, now)
-    return _bounded(seconds) if math.isfinite(seconds) else None
-
-
 def rate_limit_wait(headers: httpx.Headers, now: datetime) -> float | None:
     """How long a 429 (or 503) asks to wait: ``Retry-After``, else ``X-RateLimit-Reset`` as SendGrid
     sends it (the Unix time the limit resets); None when neither says."""
@@ -115,21 +100,7 @@ def rate_limit_wait(headers: httpx.Headers, now: datetime) -> float | None:
     reset = headers.get("X-RateLimit-Reset", "").strip()
     if wait is not None or not (reset.isascii() and reset.isdigit()):  # "²" is a digit to isdigit
         return wait
-    return _bounded(float(reset) - now.timestamp())  # float: Python refuses ints of 4,300 digits
-
-
-def _seconds_until(http_date: str, now: datetime) -> float | None:
-    try:
-        when = parsedate_to_datetime(http_date.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):  # Overflow: a zone offset of 20 digits
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return _bounded((when - now).total_seconds())
-
-
-def _bounded(seconds: float) -> float:
-    return min(max(0.0, seconds), LONGEST_ASKED_WAIT)
+    return bounded(float(reset) - now.timestamp())  # float: Python refuses ints of 4,300 digits
 
 
 class HttpApiTransport:
