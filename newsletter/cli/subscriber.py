@@ -238,6 +238,33 @@ def forget(
     )
 
 
+@app.command(cls=Command)
+def rename(
+    old: Annotated[str, typer.Argument(metavar="OLD", help="The address the subscriber had.")],
+    new: Annotated[str, typer.Argument(metavar="NEW", help="Their new address, in the subscribers file.")],
+) -> None:
+    """A subscriber changed address: give OLD's history to NEW. The papers sent to OLD are not sent again,
+    its feedback keeps counting, an unsubscribe stays, and digests still queued go to NEW. Change the
+    address in the subscribers file first, then rename before the next run (a run in between starts NEW
+    afresh, and NEW's history is never merged with OLD's). Not while a run or the daemon holds the state.
+    The links in mail sent to OLD name OLD: their feedback records nothing, their unsubscribe only OLD."""
+    settings = state.settings()
+    old_key, new_key = (address_key(_address(given_address(a))) for a in (old, new))
+    subscribers = load_subscribers(settings.subscribers)  # strict, as forget: OLD may be a broken entry
+    if subscribers.find(old_key) is not None:
+        raise ConfigError(
+            f"{subscribers.path}: {old_key} is still a subscriber",
+            hint="change its address to the new one in the subscribers file, then rename",
+        )
+    listed_subscriber(subscribers, new_key)
+    with open_history(settings, new_database=state.new_database) as store, store.lock(settings.home):
+        record_held(settings.home, store)  # OLD's held clicks go in first, and move with the rest
+        moved, marks = store.rename_subscriber(old_key, new_key)
+    typer.echo(
+        f"{old_key} -> {new_key}: {plural(moved, 'digest')} and {plural(marks, 'feedback mark')} moved"
+    )
+
+
 def _forget_files(settings: Settings, key: str, digest_ids: Collection[str]) -> int:
     """The outbox's messages to ``key`` (named <date>_<address>_<id>, or <id> by versions before the
     address was in the name: one of its ``digest_ids``) and its previews."""

@@ -229,6 +229,15 @@ class Store(Catalog):
         log.info("forgot %s", email)
         return gone, marks, bool(row)
 
+    def rename_subscriber(self, old: str, new: str) -> tuple[int, int]:
+        """Give ``old``'s history (digests, feedback, watermark, an unsubscribe) to ``new``, in one
+        transaction: (digests, feedback marks) moved. StoreError if ``new`` has a history of its own."""
+        old_key, new_key = address_key(old), address_key(new)
+        with self._tx(f"moving {old_key}'s history to {new_key}", write=True) as conn:
+            moved = substate.rename(conn, old_key, new_key)
+        log.info("moved %s's history to %s", old_key, new_key)
+        return moved
+
     def is_unsubscribed(self, email: str) -> bool:
         state = self.subscriber_state(email)
         return state is not None and state.unsubscribed_at is not None

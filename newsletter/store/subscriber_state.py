@@ -15,7 +15,7 @@ from newsletter.address import address_key
 from newsletter.errors import StoreError
 from newsletter.store.papers import chunks
 from newsletter.store.records import CANCELLED, QUEUED, SubscriberState
-from newsletter.store.schema import digests, subscribers
+from newsletter.store.schema import digests, feedback, subscribers
 
 
 def upsert(conn: Connection, rows: Sequence[Mapping[str, Any]], update: Mapping[str, Any]) -> None:
@@ -92,6 +92,35 @@ def resubscribe(conn: Connection, email: str, latest_seq: int | None) -> bool:
         .values(unsubscribed_at=None, watermark_seq=sa.func.coalesce(latest_seq, subscribers.c.watermark_seq))
     )
     return bool(conn.execute(update).rowcount)
+
+
+def rename(conn: Connection, old: str, new: str) -> tuple[int, int]:
+    """Move ``old``'s state, digests and feedback to ``new`` (address keys): (digests, marks) moved.
+
+    ``new`` must have no digest or feedback of its own (two histories are not merged); a bare state row
+    of it (a run weighed papers for it and sent nothing) gives way to ``old``'s. A refusal for good
+    (``bounced_at``) stays with the old address: the new one has not bounced.
+    """
+    if _history(conn, new):
+        raise StoreError(
+            f"{new} already has digests or feedback in the store: its history and {old}'s are not merged"
+        )
+    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == old)).mappings().first()
+    if row is None and not _history(conn, old):
+        raise StoreError(f"no history for {old} in the store: nothing to move (a typo?)")
+    conn.execute(subscribers.delete().where(subscribers.c.email == new))
+    if row is not None:
+        conn.execute(subscribers.insert().values({**row, "email": new, "bounced_at": None}))
+    moved = conn.execute(digests.update().where(digests.c.email == old).values(email=new)).rowcount
+    marks = conn.execute(feedback.update().where(feedback.c.email == old).values(email=new)).rowcount
+    conn.execute(subscribers.delete().where(subscribers.c.email == old))
+    return moved, marks
+
+
+def _history(conn: Connection, email: str) -> bool:
+    has_digest = sa.exists().where(digests.c.email == email)
+    has_mark = sa.exists().where(feedback.c.email == email)
+    return bool(conn.execute(sa.select(sa.or_(has_digest, has_mark))).scalar())
 
 
 def unsubscribed_emails(conn: Connection) -> set[str]:
