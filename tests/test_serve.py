@@ -761,6 +761,22 @@ def test_a_held_entry_is_on_the_index_with_its_problem(env: dict[str, str]) -> N
     assert f"after the entry is fixed: {path}:{line}:" in held and "field &#39;max_items&#39;" in held
 
 
+def test_a_held_entrys_pages_name_its_problem_not_a_server_error(env: dict[str, str]) -> None:
+    """The index links a held entry to its page, which was a 500 'Configuration error' (logged as one)."""
+    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
+    path.write_text(
+        path.read_text() + "  - email: newcomer@example.org\n    interests: [x]\n    max_items: 500\n"
+    )
+    line = len(path.read_text().splitlines())
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
+        responses = [client.get(f"/s/newcomer@example.org{part}") for part in ("", "/html", "/text")]
+    for response in responses:
+        assert response.status_code == 409
+        shown = text_of(response.text)
+        assert "Held: entry has a problem" in shown and f"{path}:{line}:" in shown
+        assert "a run sends it nothing until the entry is fixed" in shown
+
+
 def test_a_digest_refused_for_now_shows_when_it_is_tried_again(env: dict[str, str]) -> None:
     """The index showed the run report's sentence, backquotes and all, in a badge that pushed the table
     past the page; the subscriber page said 'Not due' and nothing of the refusal."""

@@ -50,6 +50,10 @@ class UnknownSubscriber(ConfigError):
     """No subscriber with that address in subscribers.yaml."""
 
 
+class HeldEntry(ConfigError):
+    """The address's entry in subscribers.yaml has a problem: a run leaves it out until it is fixed."""
+
+
 @dataclass(frozen=True)
 class Row:
     """One subscriber on the index page: what a run would send them now, or why nothing."""
@@ -275,7 +279,7 @@ def refuse_to_send() -> Transport:
 def find(subscribers: SubscriberList, address: str) -> Subscriber:
     subscriber = subscribers.find(address)
     if subscriber is None and (problem := subscribers.holds(address)):
-        raise ConfigError(problem)  # its entry is there, with a mistake
+        raise HeldEntry(f"{address}: a run sends it nothing until the entry is fixed: {problem}")
     if subscriber is None:
         raise UnknownSubscriber(f"{subscribers.path}: no subscriber with email {address!r}")
     return subscriber

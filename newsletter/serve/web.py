@@ -27,7 +27,7 @@ from newsletter.models import UNRANKED, StoredPaper
 from newsletter.send.message import DEFAULT_LIST_NAME, list_name
 from newsletter.serve.key import PreviewKey, cookie_name, preview_key
 from newsletter.serve.pages import PAGE_HEADERS, page
-from newsletter.serve.preview import GMAIL_CLIP_BYTES, Page, Previewer, UnknownSubscriber
+from newsletter.serve.preview import GMAIL_CLIP_BYTES, HeldEntry, Page, Previewer, UnknownSubscriber
 from newsletter.store.records import SubscriberState
 from newsletter.unsubscribe import read_token
 
@@ -45,6 +45,7 @@ PREVIEW_THREADS = 2  # previews computed at once (the Previewer does one at a ti
 ERROR_TITLES: tuple[tuple[type[NewsletterError], str], ...] = (
     (RenderError, "Template error"),
     (UnknownSubscriber, "No such subscriber"),
+    (HeldEntry, "Held: entry has a problem"),
     (ConfigError, "Configuration error"),
     (StoreError, "State database error"),
     (SourceError, "Dump error"),
@@ -427,6 +428,14 @@ def host_name(header: str) -> str:
     return header.split(":", 1)[0]
 
 
+def _error_status(exc: NewsletterError) -> int:
+    """404: no such entry; 409: the entry is there but held for its problem (the file, not the server, is
+    wrong; the index says so too, so it is no error for the log); 500: anything else."""
+    if isinstance(exc, UnknownSubscriber):
+        return 404
+    return 409 if isinstance(exc, HeldEntry) else 500
+
+
 PUBLIC_PATHS = ("/unsubscribe/", "/feedback/")  # the links in the emails: anyone may open them
 
 
@@ -438,7 +447,7 @@ async def _error_page(request: Request, exc: Exception) -> Response:
     """
     assert isinstance(exc, NewsletterError)
     title = next((t for cls, t in ERROR_TITLES if isinstance(exc, cls)), "Error")
-    status = 404 if isinstance(exc, UnknownSubscriber) else 500
+    status = _error_status(exc)
     if status == 500:
         log.error("%s: %s", title, exc.message)
     if request.url.path.startswith(request.app.state.public_paths):
