@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from newsletter.errors import NewsletterError
-from newsletter.models import Scored, StoredPaper, Subscriber
+from newsletter.models import Scored, StoredPaper, Subscriber, normalize_title
 from newsletter.pipeline import Pipeline
 from newsletter.rank.breakdown import Breakdown, breakdown
 from newsletter.rank.scoring import Catalog
@@ -29,6 +29,7 @@ from newsletter.select import (
     with_feedback,
 )
 from newsletter.store import DeliveryRecord, Store
+from newsletter.store.papers import MIN_TITLE_PART
 
 TITLES_LISTED = 5  # papers named when a part of a title fits several
 
@@ -76,6 +77,11 @@ def _titled_with(store: Store, item: str) -> StoredPaper:
     found = store.papers_titled_with(item, limit=TITLES_LISTED + 1)
     if len(found) == 1:
         return found[0]
+    if not found and len(normalize_title(item)) < MIN_TITLE_PART:
+        raise UnknownPaper(
+            f"{item!r} is too short to match a part of a title ({MIN_TITLE_PART} characters at least)",
+            hint="give more of its title, or its arXiv id",
+        )
     if not found:
         raise UnknownPaper(
             f"no paper {item!r} in the store",

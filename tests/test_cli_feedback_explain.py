@@ -167,13 +167,21 @@ def test_a_part_of_a_title_several_papers_have_lists_them_and_records_nothing(fr
     assert feedback_of(fresh) == []
 
 
-@pytest.mark.parametrize("part", ["atent space", "the"])  # inside a word; too short to name a paper
-def test_a_part_that_starts_inside_a_word_or_is_too_short_names_no_paper(
-    env: dict[str, str], part: str
-) -> None:
-    proc = cli(env, "explain", SSM, part, check=False)
+def test_a_part_that_starts_inside_a_word_names_no_paper(env: dict[str, str]) -> None:
+    proc = cli(env, "explain", SSM, "atent space", check=False)
     assert proc.returncode == 1
-    assert proc.stderr.startswith(f"error: no paper '{part}' in the store\nhint:")
+    assert proc.stderr.startswith("error: no paper 'atent space' in the store\nhint:")
+
+
+def test_a_part_too_short_to_match_says_so_not_that_no_paper_has_it(fresh: dict[str, str]) -> None:
+    """A part under MIN_TITLE_PART matches no title, even one that holds it: it said 'no paper'."""
+    for part, args in (("to", ()), (" in ", ()), ("Rea", ("--more", "--now", LATER))):  # all in SENT
+        proc = cli(fresh, "feedback" if args else "explain", SSM, part, *args, check=False)
+        assert proc.returncode == 1
+        first, hint = proc.stderr.splitlines()
+        assert first == f"error: {part!r} is too short to match a part of a title (4 characters at least)"
+        assert hint == "hint: give more of its title, or its arXiv id"
+    assert feedback_of(fresh) == []
 
 
 def test_explain_prints_a_title_without_its_terminal_escape_sequences(fresh: dict[str, str]) -> None:
