@@ -183,6 +183,7 @@ def test_wrap_keeps_urls_addresses_emoji_and_korean_words_whole() -> None:
         ("https://github.com/erjui/PolicyGuide", "https://www.GitHub.com/erjui/PolicyGuide#readme"),
         ("https://github.com/erjui/PolicyGuide", "https://github.com/erjui/PolicyGuide?tab=readme-ov-file"),
         ("https://github.com/erjui/PolicyGuide", "https://github.com/erjui/PolicyGuide/tree/main"),
+        ("https://github.com/erjui/PolicyGuide", "https://github.com/erjui/PolicyGuide/tree/master/"),
         ("https://github.com/erjui/PolicyGuide", "https://github.com/erjui/policyguide/blob/main/README.md"),
         ("https://github.com/erjui/PolicyGuide/tree/main", "https://github.com/erjui/PolicyGuide.git"),
     ],
@@ -198,6 +199,9 @@ def test_a_project_page_that_is_another_link_is_not_linked_twice(code: str | Non
     "project",
     [
         "https://github.com/erjui/PolicyGuide/tree/main/docs",  # a folder of the repository
+        "https://github.com/erjui/PolicyGuide/tree/gh-pages",  # another branch: the front shows the default
+        "https://github.com/erjui/PolicyGuide/tree/v2.0",  # a tag
+        "https://github.com/erjui/PolicyGuide/blob/dev/README.md",  # another branch's README
         "https://github.com/erjui/PolicyGuide?tab=readme-ov-file&q=demo",  # another query besides the pane
         "https://github.com/erjui/PolicyGuide-site",  # another repository
     ],

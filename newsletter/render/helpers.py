@@ -136,15 +136,17 @@ def _page(url: str) -> tuple[str, str, str]:
 
 
 _GITHUB_TAB = re.compile(r"(?:^|&)tab=[^&]*")  # ?tab=readme-ov-file: which pane of the repository shows
-# a repository's front page by other paths: its default branch's tree, its README, its clone URL
+# a repository's front page by other paths: its default branch's tree or README, its clone URL. Only main
+# and master are taken for the default branch: '/tree/gh-pages' or '/tree/v2.0' shows another branch or tag
 _GITHUB_FRONT = re.compile(
-    r"(?i)^(/[^/]+/[^/]+?)(?:\.git)?(?:/tree/[^/]+|/blob/[^/]+/readme(?:\.[a-z]+)?)?/*$"
+    r"(?i)^(/[^/]+/[^/]+?)(?:\.git)?(?:/tree/(?:main|master)|/blob/(?:main|master)/readme(?:\.[a-z]+)?)?/*$"
 )
 
 
 def _github_repo(path: str) -> str:
-    """'/x/y' for GitHub's '/X/y/tree/main', '/x/y/blob/main/README.md' or '/x/y.git' (names ignore case);
-    a folder in the repository ('/x/y/tree/main/docs') stays a page of its own."""
+    """'/x/y' for GitHub's '/X/y/tree/main', '/x/y/blob/master/README.md' or '/x/y.git' (names ignore case);
+    a folder in the repository ('/x/y/tree/main/docs') or another branch ('/x/y/tree/dev') stays a page of its
+    own."""
     front = _GITHUB_FRONT.match(path)
     return (front.group(1) if front else path.rstrip("/")).lower()
 
