@@ -4,6 +4,7 @@ Reading a file a person wrote: UTF-8, or an error that says where it is not."""
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,14 @@ def make_folder(path: Path, mode: int = SHARED_FOLDER) -> None:
     except FileNotFoundError:
         make_folder(path.parent)
         path.mkdir(mode, exist_ok=True)
+
+
+def lock_file(path: Path) -> Path:
+    """``path``, made first if missing as open() makes a file, but never writable by all (umask 000): filelock
+    makes it 0666 less the umask, and sets a mode given to it past the umask. OSError as open() raises it."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o664))
+    return path
 
 
 def write_atomic(path: Path, data: bytes, prefix: str = ".", *, readable: bool = False) -> None:

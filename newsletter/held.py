@@ -28,7 +28,7 @@ from typing import IO, Literal
 from filelock import FileLock, Timeout
 
 from newsletter.errors import StoreError
-from newsletter.files import make_folder, write_atomic
+from newsletter.files import lock_file, make_folder, write_atomic
 from newsletter.models import StoredPaper
 from newsletter.store import Store
 from newsletter.store.lock import owner_hint
@@ -151,7 +151,7 @@ def record_held(home: Path, store: Store, *, wait: bool = True) -> int:
     if not anything_held(home):  # the usual case: no lock file made either
         return 0
     try:
-        with FileLock(home / f"{HELD_FILE}.recording", timeout=-1 if wait else 0):
+        with FileLock(lock_file(home / f"{HELD_FILE}.recording"), timeout=-1 if wait else 0):
             clicks, taken = _held_now(home)
             for click in clicks:
                 record_click(store, click, held=True)
@@ -219,7 +219,7 @@ def _locked(home: Path, mode: str, timeout: float = -1) -> Iterator[IO[bytes]]:
     """The file, open in binary ``mode`` under an exclusive lock (a file beside it, as the run lock is
     taken): a click is never appended while a run records and empties the file."""
     with (
-        FileLock(home / f"{HELD_FILE}.lock", timeout=timeout),
+        FileLock(lock_file(home / f"{HELD_FILE}.lock"), timeout=timeout),
         open(home / HELD_FILE, mode, opener=_made) as held,
     ):
         yield held

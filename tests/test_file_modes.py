@@ -15,7 +15,7 @@ from newsletter.app import open_store
 from newsletter.held import HELD_FILE, Click, hold, record_held
 from newsletter.sources.fetch import HfDailySource
 from newsletter.store.engine import _hint
-from newsletter.store.lock import OWNER_HINT, owner_hint
+from newsletter.store.lock import OWNER_HINT, owner_hint, run_lock
 
 from .conftest import DATA
 from .helpers import add_dumps, cli, env_settings, seed_names
@@ -135,3 +135,25 @@ def test_under_umask_000_nobody_else_writes_a_held_click(tmp_path: Path) -> None
     finally:
         os.umask(mask)
     assert (tmp_path / HELD_FILE).stat().st_mode & 0o777 == 0o664
+
+
+class _Recorder:
+    def record_unsubscribe(self, email: str, at: datetime) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o000, 0o664), (0o022, 0o644), (0o077, 0o600)])
+def test_lock_files_follow_the_umask_but_are_never_writable_by_all(
+    tmp_path: Path, mask: int, mode: int
+) -> None:
+    """filelock made run.lock and the held clicks' locks 0666 under umask 000 (anyone could write them)."""
+    was = os.umask(mask)
+    try:
+        with run_lock(tmp_path):
+            pass
+        hold(tmp_path, Click("unsubscribe", "reader@example.org", datetime(2026, 3, 11, tzinfo=UTC)))
+        assert record_held(tmp_path, _Recorder()) == 1  # type: ignore[arg-type]
+    finally:
+        os.umask(was)
+    locks = ("run.lock", f"{HELD_FILE}.lock", f"{HELD_FILE}.recording")
+    assert {name: (tmp_path / name).stat().st_mode & 0o777 for name in locks} == dict.fromkeys(locks, mode)

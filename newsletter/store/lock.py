@@ -16,7 +16,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
 
 from newsletter.errors import LockedError, StoreError
-from newsletter.files import make_folder
+from newsletter.files import lock_file, make_folder
 
 LOCK_NAME = "run.lock"
 
@@ -47,8 +47,8 @@ def run_lock(home: Path, timeout: float = 0.0) -> Iterator[None]:
         make_folder(path.parent)
     except OSError as error:
         raise StoreError(f"cannot create the state folder {path.parent}: {error.strerror}") from None
-    lock = FileLock(path, timeout=timeout, thread_local=False)
     try:
+        lock = FileLock(lock_file(path), timeout=timeout, thread_local=False)
         lock.acquire()
     except Timeout:
         raise LockedError(
