@@ -397,6 +397,26 @@ def test_a_report_stdout_cannot_take_is_one_error_line(env: dict[str, str]) -> N
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_dry_run_stdout_cannot_take_names_no_report_it_did_not_save(env: dict[str, str]) -> None:
+    """Its hint sent the user to `newsletter status` for a report a dry run never saves."""
+    add_dumps(env, seed_names()[0])
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "run", "--dry-run"],
+            env={**os.environ, **env},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == (
+        "hint: the dry run is done; it saved no report: run it again where stdout has room"
+    ), proc.stderr
+    assert not (Path(env["NEWSLETTER_HOME"]) / "last-run.json").exists() and not outbox(env)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
     """Only stdout had the transport down's cause (its log line left out as the report's): a cron mail
     said that stdout was full, and nothing of why no digest went."""

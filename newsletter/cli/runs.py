@@ -244,7 +244,7 @@ def run(
                 save_report(settings, report)
             except NewsletterError as exc:  # a full disk: still say what the run did, then fail
                 report.errors.append(str(exc))
-        _print_report(report, as_json, stop, clock, said=left_out)
+        _print_report(report, as_json, stop, clock, said=left_out, done=DRY_RUN_DONE if dry_run else RUN_DONE)
 
 
 def _left_out(problems: Sequence[ConfigError]) -> list[str]:
@@ -257,6 +257,10 @@ def _left_out(problems: Sequence[ConfigError]) -> list[str]:
     return [problem.message for problem in problems]
 
 
+RUN_DONE = "the run is done; `newsletter status` shows its report"
+DRY_RUN_DONE = "the dry run is done; it saved no report: run it again where stdout has room"
+
+
 def _print_report(
     report: RunReport,
     as_json: bool,
@@ -264,14 +268,16 @@ def _print_report(
     clock: datetime,
     said: Collection[str] = (),
     head: str | None = None,
+    done: str = RUN_DONE,
 ) -> None:
     """The report (after ``head``, a line of text), then the exit status: 128 + the signal's number when
     one stopped the run (what it did not send waits for the next run: a cron wrapper sees it was cut
     short), else 1 if not ok. Errors in ``said`` were printed before the run. A reader that closed the
-    pipe (`run | head`) makes it a quiet 141 only when the run has no status of its own."""
+    pipe (`run | head`) makes it a quiet 141 only when the run has no status of its own; ``done`` is the
+    hint when stdout cannot take it (a full disk)."""
     status = stop.exit_status() or (None if report.ok else report.exit_status())
     try:
-        with _stdout_kept():
+        with _stdout_kept(done):
             _echo_report(report, as_json, clock, said, head)
     except BrokenPipeError:
         if status is None:
@@ -305,15 +311,15 @@ def _echo_report(
 
 
 @contextmanager
-def _stdout_kept() -> Iterator[None]:
+def _stdout_kept(done: str) -> Iterator[None]:
     """The report written out, or main()'s one error line about stdout (a full disk under cron's
-    `>> run.log`), saying what the run did stands, in last-run.json."""
+    `>> run.log`), with the ``done`` hint: what the run did stands (in last-run.json, for a real run)."""
     try:
         yield
         if sys.stdout is not None:  # None: started with stdout closed
             sys.stdout.flush()
     except StdoutError as exc:
-        exc.hint = "the run is done; `newsletter status` shows its report"
+        exc.hint = done
         raise
 
 
