@@ -437,6 +437,27 @@ def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, 
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_json_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
+    """`run --json > /dev/full` said only that stdout was full: the transport down's cause was in the JSON."""
+    add_dumps(env, seed_names()[0])
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", "run", "--json"],
+            env={**os.environ, **_smtp_down(env)},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and errors[0].startswith("error: cannot send now (cannot connect to SMTP"), (
+        proc.stderr
+    )
+    assert errors[1] == "error: cannot write the report to stdout: No space left on device"
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["check"], ["ingest"]])
 def test_every_command_s_report_stdout_cannot_take_is_the_same_error_line(
     env: dict[str, str], args: list[str]

@@ -279,6 +279,10 @@ def _print_report(
     try:
         with _stdout_kept(done):
             _echo_report(report, as_json, clock, said, head)
+    except StdoutError:  # a full disk: the JSON's errors on stderr (the text's are there already); a
+        if as_json:  # reader gone (`run --json | head`) read them, or chose not to
+            _say_unsaid(report, said)
+        raise
     except BrokenPipeError:
         if status is None:
             raise  # main() ends quietly
@@ -293,7 +297,7 @@ def _echo_report(
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
         return
-    problems = [problem for problem in report.errors if problem not in said]
+    problems = _unsaid(report, said)
     try:
         if head:
             typer.echo(head)
@@ -308,6 +312,15 @@ def _echo_report(
         print_problem(problem)
     if summary := report.summary():  # a retry that found nothing queued has none: no blank line
         typer.echo(f"{clock.astimezone(UTC):%Y-%m-%d %H:%M} UTC: {summary}")  # a cron log's runs apart
+
+
+def _unsaid(report: RunReport, said: Collection[str]) -> list[str]:
+    return [problem for problem in report.errors if problem not in said]
+
+
+def _say_unsaid(report: RunReport, said: Collection[str]) -> None:
+    for problem in _unsaid(report, said):
+        print_problem(problem)
 
 
 @contextmanager
