@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from newsletter.store import Store, run_lock
+from newsletter.store import MIGRATIONS, Store, run_lock
 from newsletter.store.schema import digest_items, digests, dumps, papers, subscribers
 
 from .helpers import add_dumps, cli, seed_names
@@ -210,6 +210,7 @@ def test_prune_sent_on_postgresql(env: dict[str, str], pg_url: str) -> None:
 def _failed_digests(store: Store, count: int) -> None:
     """``count`` failed digests changed at RUN_AT, d0, d1 ..., two items each, and d-new changed later."""
     dump = {"seq": 1, "content_hash": "h", "source": "s", "format": "text", "papers": 2, "new": 2}
+    dump |= {"written_by": len(MIGRATIONS)}
     paper = {"title": "T", "abstract": "A", "authors": "[]", "first_seen": RUN_AT, "last_seen": RUN_AT}
     paper |= {"first_dump_seq": 1, "times_seen": 1, "best_rank": 1}
     digest = {"status": "failed", "created_at": RUN_AT, "updated_at": RUN_AT, "attempts": 1, "subject": "s"}

@@ -70,6 +70,23 @@ def test_a_schema_is_not_brought_up_to_date_while_another_process_runs_on_it(tmp
         assert store.migrations_applied == []
 
 
+def test_a_dump_stored_by_a_process_of_an_earlier_version_still_open_is_refused(store_url: str) -> None:
+    """An earlier version's serve, open before the upgrade and holding no run lock, ingested a new dump
+    file on a page load beneath the new schema: its papers had no details nor abstract key, and the
+    dump was never read again."""
+    old_insert = sa.text(  # as the code before 0018 writes a dump
+        "INSERT INTO dumps (content_hash, source, format, ingested_at, papers, new)"
+        " VALUES ('h', 'test', 'hf-json', '2026-01-01 00:00:00', 0, 0)"
+    )
+    with Store(store_url) as store:
+        refused = pytest.raises(sa.exc.DBAPIError, match="brought up to date by a newer version")
+        with refused, store._engine.begin() as conn:
+            conn.execute(old_insert)
+        assert (
+            store.ingest(make_dump(paper("Kept")), datetime(2026, 1, 2, tzinfo=UTC)).new == 1
+        )  # this version's ingest goes on
+
+
 def test_a_newer_schema_is_refused_as_newer_while_a_daemon_of_that_version_runs(tmp_path: Path) -> None:
     """A newer version's daemon holds the state folder: this older one is refused for its age, not asked
     to stop that daemon to bring the database "up to date" (only to be refused for its age after)."""
@@ -247,7 +264,7 @@ def test_old_arxiv_ids_stored_with_a_subject_class_lose_it_in_0017(store_url: st
         conn.execute(sa.text("UPDATE papers SET key = 'math.AG/0601001', arxiv_id = 'math.AG/0601001'"))
     engine.dispose()
     with Store(store_url) as store:
-        assert store.migrations_applied == ["0017_old_arxiv_ids"]
+        assert store.migrations_applied == ["0017_old_arxiv_ids", "0018_written_by"]
         (stored,) = store.papers_named(["Old Varieties"])
         assert (stored.key, stored.arxiv_id) == (
             "math.AG/0601001",

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from newsletter.models import UNRANKED, Dump, Paper, abstract_key, normalize_arxiv_id, normalize_title
 from newsletter.store.details import write_details
 from newsletter.store.lock import INGEST_LOCK_KEY, xact_lock
+from newsletter.store.migrations import MIGRATIONS
 from newsletter.store.papers import chunks, dump_record
 from newsletter.store.records import IngestResult
 from newsletter.store.schema import dump_papers, dumps, papers, vectors
@@ -127,6 +128,7 @@ def _insert_dump(conn: Connection, dump: Dump, now: datetime) -> int:
         "ingested_at": now,
         "papers": 0,
         "new": 0,
+        "written_by": len(MIGRATIONS),  # a dump by code that knew fewer is refused (migration 0018)
     }
     result = conn.execute(dumps.insert().values(**values))
     seq = result.inserted_primary_key[0] if result.inserted_primary_key else None

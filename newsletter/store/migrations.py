@@ -20,7 +20,7 @@ from newsletter.errors import StoreError
 from newsletter.models import abstract_key, normalize_arxiv_id, normalize_title, unescape
 from newsletter.store.engine import transaction
 from newsletter.store.lock import MIGRATION_LOCK_KEY, AdvisoryLock, uses_advisory_locks
-from newsletter.store.schema import UTCDateTime, schema_migrations, status_check
+from newsletter.store.schema import UTCDateTime, old_writer_refusal, schema_migrations, status_check
 
 log = logging.getLogger(__name__)
 
@@ -344,6 +344,18 @@ def _0017_old_arxiv_ids(conn: Connection) -> None:
     _respell_arxiv_ids(conn, "%.%/%")
 
 
+def _0018_written_by(conn: Connection) -> None:
+    """Each dump records how many migrations the code that stored it knew (0: before this one), and a
+    dump stored by code that knows nothing of it is refused (schema.OLD_WRITER): a process of an
+    earlier version that had the database open before the upgrade and holds no run lock (``serve``
+    ingests a new file on a page load) stored its papers as it knew, without their details and keys,
+    and that dump was never read again."""
+    conn.execute(sa.text("ALTER TABLE dumps ADD COLUMN written_by INTEGER"))
+    conn.execute(sa.text("UPDATE dumps SET written_by = 0"))
+    for statement in old_writer_refusal(conn.dialect.name):
+        conn.execute(sa.text(statement))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("0001_initial", _0001_initial),
     ("0002_vectors", _0002_vectors),
@@ -362,6 +374,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("0015_abstract_keys", _0015_abstract_keys),
     ("0016_format_characters", _0016_format_characters),
     ("0017_old_arxiv_ids", _0017_old_arxiv_ids),
+    ("0018_written_by", _0018_written_by),
 )
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 
 from newsletter.store.records import STATUSES
 
@@ -61,7 +61,39 @@ dumps = sa.Table(
     sa.Column("ingested_at", UTCDateTime, nullable=False),
     sa.Column("papers", sa.Integer, nullable=False),
     sa.Column("new", sa.Integer, nullable=False),
+    sa.Column("written_by", sa.Integer),  # how many migrations the code that stored it knew (0018)
 )
+
+OLD_WRITER = (
+    "this database was brought up to date by a newer version of newsletter: stop this process and "
+    "start it with that version"
+)
+
+
+def old_writer_refusal(dialect: str) -> list[str]:
+    """The trigger refusing a dump stored without ``written_by``: by a process of a version before it
+    (migration 0018)."""
+    if dialect == "postgresql":
+        function = (
+            "CREATE FUNCTION dumps_by_an_older_version() RETURNS trigger AS $$ BEGIN "
+            f"IF {_UNMARKED} THEN RAISE EXCEPTION '{OLD_WRITER}'; END IF; RETURN NEW; "
+            "END $$ LANGUAGE plpgsql"
+        )
+        trigger = "FOR EACH ROW EXECUTE FUNCTION dumps_by_an_older_version()"
+        return [function, f"CREATE TRIGGER dumps_by_an_older_version BEFORE INSERT ON dumps {trigger}"]
+    refuse = f"BEGIN SELECT RAISE(ABORT, '{OLD_WRITER}'); END"
+    return [f"CREATE TRIGGER dumps_by_an_older_version BEFORE INSERT ON dumps WHEN {_UNMARKED} {refuse}"]
+
+
+_UNMARKED = "NEW.written_by IS NULL"
+
+
+def _refuse_old_writers(target: sa.Table, connection: Connection, **_: object) -> None:
+    for statement in old_writer_refusal(connection.dialect.name):
+        connection.execute(sa.text(statement))
+
+
+sa.event.listen(dumps, "after_create", _refuse_old_writers)
 
 papers = sa.Table(
     "papers",
