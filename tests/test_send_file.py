@@ -71,6 +71,17 @@ def test_same_digest_overwrites_itself(tmp_path: Path) -> None:
     assert (tmp_path / f"{N}d1.html").read_text(encoding="utf-8") == "<p>again</p>"
 
 
+def test_a_digest_an_earlier_version_wrote_under_its_id_alone_is_in_the_outbox_once(tmp_path: Path) -> None:
+    """Versions before the date and address named a digest's files by its id alone: one left sending
+    across the upgrade was written again under today's name beside the first."""
+    for ending in (".eml", ".html"):
+        (tmp_path / f"d1{ending}").write_bytes(b"from the version before")
+    (tmp_path / "d2.eml").write_bytes(b"another digest")
+    with FileTransport(tmp_path) as transport:
+        transport.send(message("d1"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{N}d1.eml", f"{N}d1.html", "d2.eml"]
+
+
 def test_works_without_the_context_manager(tmp_path: Path) -> None:
     FileTransport(tmp_path / "new").send(message("d1"))
     assert (tmp_path / "new" / f"{N}d1.eml").exists()

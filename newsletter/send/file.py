@@ -62,8 +62,19 @@ class FileTransport:
         if message.html:
             self._write(self.outbox / f"{name}.html", message.html.encode("utf-8", "replace"))
         self._write(self.outbox / f"{name}.eml", message.raw)
+        self._drop_earlier_names(message.digest_id)
         _fsync_dir(self.outbox)
         log.debug("wrote %s.eml for %s", name, message.recipient)
+
+    def _drop_earlier_names(self, digest_id: str) -> None:
+        """Remove the files an earlier version named ``<digest id>.eml`` (+ ``.html``): a digest it left
+        sending is written again under today's name, and was in the outbox twice."""
+        for ending in (".eml", ".html"):
+            earlier = self.outbox / f"{digest_id}{ending}"
+            try:
+                earlier.unlink(missing_ok=True)
+            except OSError as exc:  # the digest is written: a copy left is no failed send
+                log.warning("cannot remove %s, an earlier version's copy of this digest: %s", earlier, exc)
 
     def _prepare(self) -> None:
         """Create the outbox and remove temporary files a killed run left behind (runs hold a lock)."""
