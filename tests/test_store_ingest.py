@@ -511,3 +511,23 @@ def test_papers_are_found_by_a_part_of_their_title_from_the_start_of_a_word(stor
     assert found("100%_safely") == [titles[1]]
     assert found("100% safely") == [titles[1]]  # punctuation aside, as titles are compared
     assert found("100%") == found("erving llms") == found("on") == []
+
+
+def test_new_papers_are_inserted_in_one_statement_not_one_each(store: Store) -> None:
+    """One INSERT per new paper took 30 s of a 12,500-paper dump; their ids still follow the listing."""
+    inserts: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO PAPERS"):
+            inserts.append(statement)
+
+    dump = read_seed(seed_files()[0])
+    sa.event.listen(store._engine, "before_cursor_execute", count)
+    try:
+        result = store.ingest(dump, at(0))
+    finally:
+        sa.event.remove(store._engine, "before_cursor_execute", count)
+    assert (result.new, len(inserts)) == (81, 1)
+    with store._engine.connect() as conn:
+        keys = conn.execute(sa.text("SELECT title_key FROM papers ORDER BY id")).scalars().all()
+    assert keys == [p.title_key for p in dump.papers]

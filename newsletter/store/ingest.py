@@ -206,8 +206,7 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
     """
     new = [e for e in touched if e.is_new]
     seen = [e for e in touched if not e.is_new]
-    for entry in new:
-        entry.id = _insert_paper(conn, entry, seq, now, trending)
+    _insert_papers(conn, new, seq, now, trending)
     if seen:
         values = [_seen_values(e, now, trending) for e in seen]
         conn.execute(_UPDATE_SEEN, values)
@@ -220,29 +219,36 @@ def _write_papers(conn: Connection, touched: list[_Entry], seq: int, now: dateti
     return len(new)
 
 
-def _insert_paper(conn: Connection, entry: _Entry, seq: int, now: datetime, trending: bool) -> int:
+def _insert_papers(conn: Connection, new: list[_Entry], seq: int, now: datetime, trending: bool) -> None:
+    """Insert the new papers in one statement (one INSERT per paper took 30 s of a 12,500-paper dump),
+    in the listing's order, and give each entry its row's id: this dump's ``seq`` is only theirs."""
+    if not new:
+        return
+    conn.execute(papers.insert(), [_new_values(entry, seq, now, trending) for entry in new])
+    query = sa.select(papers.c.key, papers.c.id).where(papers.c.first_dump_seq == seq)
+    ids = {key: paper_id for key, paper_id in conn.execute(query)}
+    for entry in new:
+        entry.id = ids[entry.arxiv_id or entry.key]  # the key it was stored under (unique)
+
+
+def _new_values(entry: _Entry, seq: int, now: datetime, trending: bool) -> dict[str, Any]:
     paper = entry.listing
     assert paper is not None
-    result = conn.execute(
-        papers.insert().values(
-            key=entry.arxiv_id or entry.key,
-            arxiv_id=entry.arxiv_id,
-            title_key=entry.title_key,
-            abstract_key=entry.abstract_key,
-            title=paper.title,
-            abstract=paper.abstract,
-            authors=_authors_json(paper),
-            first_seen=now,
-            last_seen=now,
-            first_dump_seq=seq,
-            times_seen=1,
-            best_rank=entry.rank if trending else UNRANKED,
-            upvotes=paper.upvotes,
-        )
-    )
-    paper_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
-    assert isinstance(paper_id, int)
-    return paper_id
+    return {
+        "key": entry.arxiv_id or entry.key,
+        "arxiv_id": entry.arxiv_id,
+        "title_key": entry.title_key,
+        "abstract_key": entry.abstract_key,
+        "title": paper.title,
+        "abstract": paper.abstract,
+        "authors": _authors_json(paper),
+        "first_seen": now,
+        "last_seen": now,
+        "first_dump_seq": seq,
+        "times_seen": 1,
+        "best_rank": entry.rank if trending else UNRANKED,
+        "upvotes": paper.upvotes,
+    }
 
 
 _UPDATE_SEEN = (
