@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from newsletter.models import Subscriber
-from newsletter.rank import SemanticRanker
+from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.semantic import semantic_available
 from tests.test_rank_corpus import paper, papers
 
@@ -27,6 +27,16 @@ SPELLED = paper(
     "We fine-tune a video diffusion model with reinforcement learning from human preference rewards; "
     "reinforcement learning improves motion quality.",
     3,
+)
+HYPHENATED = paper(
+    "Room Layout from a Single Panorama",
+    "We estimate the 3-D layout of a room from one panorama and lift its walls into a 3-D model.",
+    4,
+)
+IN_WORDS = paper(
+    "Three-Dimensional Shape Completion with Diffusion",
+    "We complete partial three-dimensional shapes of household objects with a diffusion prior.",
+    5,
 )
 READER = Subscriber(email="v@example.org", interests=("scene reconstruction", "video generation"))
 
@@ -60,22 +70,66 @@ def ranker() -> SemanticRanker:
     if not semantic_available():
         pytest.skip("semantic model not installed")
     ranker = SemanticRanker()
-    ranker.prepare([SAYS_IT, NEVER_SAYS_IT, SPELLED], papers())
+    ranker.prepare(PAPERS, papers())
     return ranker
 
 
-def _excluded(ranker: SemanticRanker, exclude: str) -> set[str]:
+PAPERS = [SAYS_IT, NEVER_SAYS_IT, SPELLED, HYPHENATED, IN_WORDS]
+STATES_3D = {SAYS_IT.title, HYPHENATED.title, IN_WORDS.title}
+
+
+def _excluded(ranker: SemanticRanker | LexicalRanker, exclude: str) -> set[str]:
     reader = READER.model_copy(update={"exclude": (exclude,)})
-    ranked = ranker.rank([SAYS_IT, NEVER_SAYS_IT, SPELLED], reader)
+    ranked = ranker.rank(PAPERS, reader)
     return {s.paper.title for s in ranked if "a topic you excluded" in s.why}
 
 
 def test_a_short_exclusion_needs_the_paper_to_state_it(ranker: SemanticRanker) -> None:
-    assert _excluded(ranker, "3D") == {SAYS_IT.title}
+    """ "3-D" (the words keep only its "D") and "three-dimensional" state 3D too."""
+    assert _excluded(ranker, "3D") == STATES_3D
 
 
 def test_an_acronym_exclusion_counts_what_it_stands_for(ranker: SemanticRanker) -> None:
     assert _excluded(ranker, "RL") == {SPELLED.title}
+
+
+@pytest.fixture(scope="module")
+def lexical() -> LexicalRanker:
+    ranker = LexicalRanker()
+    ranker.prepare(PAPERS, papers())
+    return ranker
+
+
+@pytest.mark.parametrize(("exclude", "titles"), [("RL", {SPELLED.title}), ("3D", STATES_3D)])
+def test_the_lexical_ranker_reads_a_short_exclusion_alike(
+    lexical: LexicalRanker, exclude: str, titles: set[str]
+) -> None:
+    """`exclude: ["RL"]` left in the lexical ranker's digest a paper saying "reinforcement learning"
+    twice, which the semantic ranker leaves out."""
+    assert _excluded(lexical, exclude) == titles
+
+
+@pytest.mark.parametrize(
+    ("term", "text", "found"),
+    [
+        ("3D", "the 3-D layout", ["3-D"]),
+        ("3D", "a 3d mesh and 3D-aware views", ["3d", "3D"]),
+        ("3D", "13-D tensors, 3-DOF arms", []),
+        ("GPT-4", "GPT4 and GPT-4 agree", ["GPT4", "GPT-4"]),
+    ],
+)
+def test_other_spellings_of_a_short_name(term: str, text: str, found: list[str]) -> None:
+    from newsletter.rank.text import other_spelling
+
+    pattern = other_spelling(term)
+    assert pattern is not None and pattern.findall(text) == found
+
+
+def test_terms_without_digits_have_no_other_spelling() -> None:
+    from newsletter.rank.text import dimensions, other_spelling
+
+    assert other_spelling("RL") is None and other_spelling("robotics") is None
+    assert dimensions("2D") == "two dimensional" and dimensions("3D-GS") is None
 
 
 def test_a_hyphenated_short_name_needs_the_paper_to_state_it(ranker: SemanticRanker) -> None:

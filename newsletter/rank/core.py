@@ -38,7 +38,7 @@ from newsletter.rank.scoring import (
     tie_order,
     view_columns,
 )
-from newsletter.rank.text import compounds, paper_words
+from newsletter.rank.text import compounds, paper_words, short_term
 
 LIKED_TERMS = 25  # the liked papers' words kept in a words query (MoreLikeThis keeps 25)
 
@@ -146,6 +146,26 @@ class ChunkedRanker:
         out = np.zeros((len(layout.texts), len(view.papers)), dtype=np.float32)
         for i in layout.phrase_ids().tolist():
             out[i] = self._index.literal(layout.texts[i], half, scattered)[view.rows]
+        return out
+
+    def stated_table(
+        self, layout: Layout, literal: np.ndarray, view: View, half: float, scattered: float = 0.0
+    ) -> np.ndarray:
+        """(texts, candidates) the ``literal`` table, each excluded short term ("3D", "RL") read as
+        stated also by what it stands for or its other spelling (see :meth:`stated`)."""
+        out = literal.copy()
+        for i in np.unique(layout.exclude[layout.exclude >= 0]).tolist():
+            if short_term(layout.texts[i]):
+                out[i] = self.stated(layout.texts[i], literal[i], view, half, scattered)
+        return out
+
+    def stated(self, term: str, literal: np.ndarray, view: View, half: float, scattered: float) -> np.ndarray:
+        """(candidates,) how strongly each paper states the short ``term``: its ``literal`` row, what it
+        stands for ("reinforcement learning" for "RL"; "three-dimensional" for "3D") or its other
+        spelling ("3-D")."""
+        out = np.maximum(literal, self._index.written(term, half)[view.rows])
+        for phrase in self._acronyms.stated_by(term):
+            out = np.maximum(out, self._index.literal(phrase, half, scattered)[view.rows])
         return out
 
     def naming_table(self, layout: Layout, view: View) -> np.ndarray:

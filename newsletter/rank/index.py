@@ -27,6 +27,7 @@ from newsletter.rank.text import (
     compounds,
     count_phrase,
     lead,
+    other_spelling,
     phrase_tokens,
     sentences,
     tokens,
@@ -94,6 +95,7 @@ class LexicalIndex:
         self.indptr = np.concatenate([[0], np.cumsum(np.bincount(self.term, minlength=len(self.terms)))])
         self._extra: dict[str, int] = {}
         self._phrases: dict[tuple[str, float, float], np.ndarray] = {}
+        self._written: dict[tuple[str, float], np.ndarray] = {}  # other spellings of short names
         self._defined: dict[int, dict[str, set[tuple[str, ...]]]] = {}  # paper -> acronyms it defines
         self._sentence_tokens: dict[int, list[list[str]]] = {}
         self._text_terms: dict[str, np.ndarray] = {}
@@ -162,6 +164,26 @@ class LexicalIndex:
                 counts[i] += TITLE_WEIGHT * count_phrase(self.titles[i], form)
                 counts[i] += count_phrase(self.abstracts[i], form)
         return counts
+
+    def written(self, term: str, half: float) -> np.ndarray:
+        """Per paper 0..1: how strongly it states a short name with digits in its other spelling
+        ("3-D" for "3D", see other_spelling), a title mention counting TITLE_WEIGHT; 0 for other terms."""
+        key = (term, half)
+        found = self._written.get(key)
+        if found is None:
+            counts = self._written_counts(other_spelling(term))
+            found = (counts / (counts + half)).astype(np.float32)
+            remember(self._written, key, found)
+        return found
+
+    def _written_counts(self, pattern: re.Pattern[str] | None) -> np.ndarray:
+        if pattern is None:
+            return np.zeros(self.size, dtype=np.float32)
+        found = (
+            TITLE_WEIGHT * len(pattern.findall(p.title)) + len(pattern.findall(p.abstract))
+            for p in self.papers
+        )
+        return np.fromiter(found, dtype=np.float32, count=self.size)
 
     def _acronym_counts(self, i: int, short: str, words: tuple[str, ...]) -> float:
         """Weighted mentions of the phrase's acronym, written as one, in a paper not defining it as

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from newsletter.rank.text import STOPWORDS, acronym, phrase_tokens
+from newsletter.rank.text import STOPWORDS, acronym, dimensions, phrase_tokens
 
 # Common machine-learning acronyms and what they stand for (general, not any profile's words).
 ML_ACRONYMS = {
@@ -143,6 +143,11 @@ class Acronyms:
         if not _BARE.fullmatch(phrase.strip()):
             return None
         return self._meaning.get(phrase.strip().removesuffix("s").lower())
+
+    def stated_by(self, term: str) -> list[str]:
+        """Other phrases that state a short term: what an acronym stands for ("reinforcement learning"
+        for "RL"), the words of a number of dimensions ("three dimensional" for "3D")."""
+        return [phrase for phrase in (self.meaning(term), dimensions(term)) if phrase]
 
     def forms(self, phrase: str) -> tuple[set[tuple[str, ...]], set[tuple[str, ...]]]:
         """(strong, weak) token sequences that name ``phrase``; weak ones drop a leading domain word."""

@@ -252,23 +252,14 @@ class SemanticRanker(ChunkedRanker):
     def _topics(self, z_text: np.ndarray, literal: np.ndarray, layout: Layout, view: View) -> np.ndarray:
         """(texts + 1, candidates) how much each paper is about each excluded topic: its z-score plus
         the literal bonus. A short term ("3D", "RL", "GAN") must also be stated, by its letters or by
-        what it stands for: the model finds "3D" close to most vision papers, and a paper on video
-        editing that never says 3D was left out "about '3D'"."""
+        what it stands for (ChunkedRanker.stated): the model finds "3D" close to most vision papers,
+        and a paper on video editing that never says 3D was left out "about '3D'"."""
         topic = z_text + self.params.lexical_weight * literal
+        stated = self.stated_table(layout, literal, view, self.params.phrase_half, self.params.scattered)
         for i in np.unique(layout.exclude[layout.exclude >= 0]).tolist():
             if short_term(layout.texts[i]):
-                stated = self._stated(layout.texts[i], literal[i], view) >= self.params.exclude_stated
-                topic[i] = np.where(stated, topic[i], -np.inf)
+                topic[i] = np.where(stated[i] >= self.params.exclude_stated, topic[i], -np.inf)
         return padded(topic)
-
-    def _stated(self, term: str, literal: np.ndarray, view: View) -> np.ndarray:
-        """(candidates,) how strongly each paper states ``term`` (its ``literal`` row) or what it
-        stands for, when it is a known acronym ("reinforcement learning" for "RL")."""
-        meaning = self._acronyms.meaning(term)
-        if meaning is None:
-            return literal
-        spelled = self._index.literal(meaning, self.params.phrase_half, self.params.scattered)[view.rows]
-        return np.maximum(literal, spelled)
 
     def _supported(self, literal: np.ndarray, z_words: np.ndarray, layout: Layout) -> np.ndarray | None:
         """(profiles, candidates) do the paper's words support the model's verdict? The lexical ranker's

@@ -113,6 +113,28 @@ def _marked(word: str) -> bool:
     return marks >= 2 or any(c.isdigit() for c in word)
 
 
+def other_spelling(term: str) -> re.Pattern[str] | None:
+    """How papers also write a short name with digits: a hyphen between its digits and letters, or
+    none at its own hyphens ("3D" as "3-D", "GPT-4" as "GPT4"). The words drop the lone "3" of "3-D",
+    so only the text as written shows it. None for any other term."""
+    word = term.strip()
+    if not short_term(word) or not any(c.isdigit() for c in word):
+        return None
+    pieces = _PIECE.findall(word)
+    return re.compile(rf"(?<![\w-]){'-?'.join(map(re.escape, pieces))}(?!\w)", re.IGNORECASE)
+
+
+def dimensions(term: str) -> str | None:
+    """The words a paper writes a number of dimensions in: "3D" -> "three dimensional"."""
+    found = _DIMENSIONS.fullmatch(term.strip())
+    return f"{_NUMBERS[int(found[1])]} dimensional" if found else None
+
+
+_PIECE = re.compile(r"[0-9]+|[A-Za-z]+")
+_DIMENSIONS = re.compile(r"([1-4])[Dd]")
+_NUMBERS = ("zero", "one", "two", "three", "four")
+
+
 def compounds(text: str) -> Iterator[tuple[str, tuple[str, ...]]]:
     """The text's hyphenated compounds: (the compound's token written as one word, its parts' tokens),
     'fine-tuning' -> ('finetun', ('fine', 'tuning'))."""
