@@ -116,6 +116,7 @@ def test_the_lexical_ranker_reads_a_short_exclusion_alike(
         ("3D", "a 3d mesh and 3D-aware views", ["3d", "3D"]),
         ("3D", "13-D tensors, 3-DOF arms", []),
         ("GPT-4", "GPT4 and GPT-4 agree", ["GPT4", "GPT-4"]),
+        ("GPT-4", "GPT-4.5 and GPT-4o, not GPT-4.", ["GPT-4"]),
     ],
 )
 def test_other_spellings_of_a_short_name(term: str, text: str, found: list[str]) -> None:
@@ -136,3 +137,21 @@ def test_a_hyphenated_short_name_needs_the_paper_to_state_it(ranker: SemanticRan
     """ "3D-GS" (or "GPT-4", "COVID-19") was left to the model alone, which found it close to the
     video paper that never says it."""
     assert _excluded(ranker, "3D-GS") == set()
+
+
+NAMED_MODEL = paper(
+    "Chat Agents for Customer Support",
+    "We compare with GPT-3.5 baselines on support tickets; GPT-3.5 Turbo prompts answer half of them.",
+    6,
+)
+
+
+@pytest.mark.parametrize("exclude", ["GPT-4", "GPT4"])
+def test_a_numbered_name_is_stated_only_as_written(exclude: str) -> None:
+    """`exclude: ["GPT-4"]` left out a paper that names only GPT-3.5: the words of "GPT-4" are "GPT"."""
+    says_it = paper("Agents with GPT-4 Planners", "A GPT-4 planner calls tools for support tickets.", 7)
+    ranker = LexicalRanker()
+    ranker.prepare([NAMED_MODEL, says_it], papers())
+    reader = READER.model_copy(update={"interests": ("customer support",), "exclude": (exclude,)})
+    ranked = ranker.rank([NAMED_MODEL, says_it], reader)
+    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}

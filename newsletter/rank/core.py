@@ -38,7 +38,7 @@ from newsletter.rank.scoring import (
     tie_order,
     view_columns,
 )
-from newsletter.rank.text import compounds, paper_words, short_term
+from newsletter.rank.text import compounds, lossy, paper_words, short_term
 
 LIKED_TERMS = 25  # the liked papers' words kept in a words query (MoreLikeThis keeps 25)
 
@@ -162,8 +162,9 @@ class ChunkedRanker:
     def stated(self, term: str, literal: np.ndarray, view: View, half: float, scattered: float) -> np.ndarray:
         """(candidates,) how strongly each paper states the short ``term``: its ``literal`` row, what it
         stands for ("reinforcement learning" for "RL"; "three-dimensional" for "3D") or its other
-        spelling ("3-D")."""
-        out = np.maximum(literal, self._index.written(term, half)[view.rows])
+        spelling ("3-D"). A term whose words drop a number ("GPT-4") is stated only as written."""
+        said = np.zeros_like(literal) if lossy(term) else literal
+        out = np.maximum(said, self._index.written(term, half)[view.rows])
         for phrase in self._acronyms.stated_by(term):
             out = np.maximum(out, self._index.literal(phrase, half, scattered)[view.rows])
         return out

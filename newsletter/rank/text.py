@@ -115,13 +115,19 @@ def _marked(word: str) -> bool:
 
 def other_spelling(term: str) -> re.Pattern[str] | None:
     """How papers also write a short name with digits: a hyphen between its digits and letters, or
-    none at its own hyphens ("3D" as "3-D", "GPT-4" as "GPT4"). The words drop the lone "3" of "3-D",
-    so only the text as written shows it. None for any other term."""
+    none at its own hyphens ("3D" as "3-D", "GPT-4" as "GPT4"; not "GPT-4.5"). The words drop the lone
+    "3" of "3-D", so only the text as written shows it. None for any other term."""
     word = term.strip()
     if not short_term(word) or not any(c.isdigit() for c in word):
         return None
     pieces = _PIECE.findall(word)
-    return re.compile(rf"(?<![\w-]){'-?'.join(map(re.escape, pieces))}(?!\w)", re.IGNORECASE)
+    return re.compile(rf"(?<![\w-]){'-?'.join(map(re.escape, pieces))}(?!\w|\.[0-9])", re.IGNORECASE)
+
+
+def lossy(term: str) -> bool:
+    """Do the words drop part of the term: the "4" of "GPT-4", the "19" of "COVID-19"? Its words
+    alone ("GPT") then stand for other names too ("GPT-3.5")."""
+    return any(part.isdigit() for part in term.strip().split("-"))
 
 
 def dimensions(term: str) -> str | None:
