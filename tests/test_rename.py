@@ -91,11 +91,57 @@ def test_the_store_moves_state_digests_and_feedback_in_one_go(store_url: str) ->
 
         assert store.rename_subscriber("Old@Example.org", "new@example.org") == (1, 1)
 
-        state = store.subscriber_state("new@example.org")
-        assert state is not None and store.subscriber_state("old@example.org") is None
+        state, left = store.subscriber_state("new@example.org"), store.subscriber_state("old@example.org")
+        assert state is not None and left is not None
         assert (state.watermark_seq, state.unsubscribed_at, state.bounced_at) == (2, at(26), None)
+        assert (left.watermark_seq, left.unsubscribed_at, left.bounced_at) == (None, None, at(26))
         assert [r.email for r in store.deliveries() if r.digest_id == "d1"] == ["new@example.org"]
         with pytest.raises(StoreError, match=r"taken@example\.org already has digests or feedback"):
             store.rename_subscriber("new@example.org", "taken@example.org")
         with pytest.raises(StoreError, match=r"no history for gone@example\.org"):
             store.rename_subscriber("gone@example.org", "else@example.org")
+
+
+def test_an_unsubscribe_of_the_new_address_stays(store_url: str) -> None:
+    """`unsubscribe NEW` (a mailto unsubscribe, recorded by address alone) before the rename: NEW was
+    mailed again, its bare row replaced by OLD's."""
+    with open_store(store_url) as store:
+        seeded(store, 2)
+        assert store.plan_digest(plan_for(store, "d1", email="old@example.org"))
+        store.record_unsubscribe("new@example.org", at(25))
+
+        assert store.rename_subscriber("old@example.org", "new@example.org") == (1, 0)
+
+        state = store.subscriber_state("new@example.org")
+        assert state is not None and (state.watermark_seq, state.unsubscribed_at) == (2, at(25))
+        assert store.is_unsubscribed("new@example.org")
+
+
+def test_forget_after_a_rename_erases_what_was_sent_to_the_old_address(env: dict[str, str]) -> None:
+    """The outbox files (named after the address the digest went to) and last-run.json's lines of the
+    digests sent before the rename were left, the old address in them."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", DAY1)
+    assert any("diff@example.org" in p.name for p in (Path(env["NEWSLETTER_HOME"]) / "outbox").iterdir())
+    _move_in_file(env, "diff@example.org", "new@example.org")
+    cli(env, "rename", "diff@example.org", "new@example.org")
+    _move_in_file(env, "new@example.org", "nobody-else@example.org")
+
+    proc = cli(env, "forget", "new@example.org")
+
+    assert proc.stdout == "new@example.org: forgotten (1 digest, 0 feedback marks, 2 files)\n"
+    home = Path(env["NEWSLETTER_HOME"])
+    assert not [p.name for p in (home / "outbox").iterdir() if "diff@" in p.name]
+    assert "diff@example.org" not in (home / "last-run.json").read_text()
+
+
+def test_a_change_of_case_is_no_rename(env: dict[str, str]) -> None:
+    """It was refused as 'diff@example.org is still a subscriber: change its address ... then rename'."""
+    add_dumps(env, seed_names()[0])
+    cli(env, "run", "--now", DAY1)
+    _move_in_file(env, "diff@example.org", "Diff@Example.ORG")
+
+    proc = cli(env, "rename", "diff@example.org", "Diff@Example.ORG")
+
+    assert proc.stdout.startswith("diff@example.org and Diff@Example.ORG are one address to newsletter")
+    assert _rows(env, "SELECT COUNT(*) FROM digests WHERE email = 'diff@example.org'") == [(1,)]

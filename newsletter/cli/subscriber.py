@@ -231,7 +231,7 @@ def forget(
         if not store.empty_log():
             warn(f"the database's -wal file may still hold {key}: forget it again while no one reads it")
         files = _forget_files(settings, key, ids)
-        _forget_in_report(settings, key)
+        _forget_in_report(settings, key, ids)
     what = [plural(gone, "digest"), plural(marks, "feedback mark"), plural(files, "file")]
     typer.echo(
         f"{key}: forgotten ({', '.join(what)})" + ("" if known or gone or marks else "; it was unknown")
@@ -250,6 +250,9 @@ def rename(
     The links in mail sent to OLD name OLD: their feedback records nothing, their unsubscribe only OLD."""
     settings = state.settings()
     old_key, new_key = (address_key(_address(given_address(a))) for a in (old, new))
+    if old_key == new_key:  # "still a subscriber" said the address had to change first: it had
+        typer.echo(f"{old} and {new} are one address to newsletter: nothing to move")
+        return
     subscribers = load_subscribers(settings.subscribers)  # strict, as forget: OLD may be a broken entry
     if subscribers.find(old_key) is not None:
         raise ConfigError(
@@ -267,10 +270,11 @@ def rename(
 
 def _forget_files(settings: Settings, key: str, digest_ids: Collection[str]) -> int:
     """The outbox's messages to ``key`` (named <date>_<address>_<id>, or <id> by versions before the
-    address was in the name: one of its ``digest_ids``) and its previews."""
+    address was in the name) or of its ``digest_ids`` (sent to the address it had before a `rename`),
+    and its previews."""
     slug = file_slug(_as_sent(key))
     outbox = settings.outbox.glob("*") if settings.outbox.is_dir() else ()
-    found = [p for p in outbox if _outbox_slug(p.name) == slug or p.name.partition(".")[0] in digest_ids]
+    found = [p for p in outbox if _outbox_slug(p.name) == slug or _outbox_id(p.name) in digest_ids]
     previews = settings.home / "preview"  # named after the address as listed: Ada@Example.org.html
     found += [p for p in previews.glob("*.html") if address_key(unquote(p.name[: -len(".html")])) == key]
     for path in found:
@@ -295,16 +299,26 @@ def _outbox_slug(name: str) -> str:
     return rest.rpartition("_")[0]
 
 
-def _forget_in_report(settings: Settings, key: str) -> None:
-    """last-run.json without the address's digests (it lists every subscriber's outcome)."""
+def _outbox_id(name: str) -> str:
+    """The digest id of an outbox file's name, <date>_<address>_<id>.<ext> or <id>.<ext>."""
+    return name.rpartition("_")[2].partition(".")[0]
+
+
+def _forget_in_report(settings: Settings, key: str, digest_ids: Collection[str]) -> None:
+    """last-run.json without the address's digests (it lists every subscriber's outcome), nor those of
+    its ``digest_ids`` (listed under the address it had before a `rename`)."""
     data = load_last_report(settings)
     if not data or not isinstance(data.get("digests"), list):
         return
-    kept = [d for d in data["digests"] if address_key(str((d or {}).get("subscriber", ""))) != key]
+    kept = [d for d in data["digests"] if not _reports_on(d or {}, key, digest_ids)]
     if len(kept) != len(data["digests"]):
         write_atomic(
             settings.last_run_file, json.dumps({**data, "digests": kept}, indent=2).encode(), readable=True
         )
+
+
+def _reports_on(digest: dict[str, object], key: str, digest_ids: Collection[str]) -> bool:
+    return address_key(str(digest.get("subscriber", ""))) == key or digest.get("digest_id") in digest_ids
 
 
 def _readable_subscribers(settings: Settings) -> SubscriberList:

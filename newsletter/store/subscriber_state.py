@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Row, RowMapping
 
 from newsletter.address import address_key
 from newsletter.errors import StoreError
@@ -98,23 +98,39 @@ def rename(conn: Connection, old: str, new: str) -> tuple[int, int]:
     """Move ``old``'s state, digests and feedback to ``new`` (address keys): (digests, marks) moved.
 
     ``new`` must have no digest or feedback of its own (two histories are not merged); a bare state row
-    of it (a run weighed papers for it and sent nothing) gives way to ``old``'s. A refusal for good
-    (``bounced_at``) stays with the old address: the new one has not bounced.
+    of it (a run weighed papers for it and sent nothing) gives way to ``old``'s, but for its unsubscribe
+    (recorded by address alone: it is kept). A refusal for good (``bounced_at``) stays with the old
+    address: the new one has not bounced.
     """
     if _history(conn, new):
         raise StoreError(
             f"{new} already has digests or feedback in the store: its history and {old}'s are not merged"
         )
-    row = conn.execute(sa.select(subscribers).where(subscribers.c.email == old)).mappings().first()
+    row = _row(conn, old)
     if row is None and not _history(conn, old):
         raise StoreError(f"no history for {old} in the store: nothing to move (a typo?)")
-    conn.execute(subscribers.delete().where(subscribers.c.email == new))
     if row is not None:
-        conn.execute(subscribers.insert().values({**row, "email": new, "bounced_at": None}))
+        bare = _row(conn, new)
+        conn.execute(subscribers.delete().where(subscribers.c.email == new))
+        conn.execute(subscribers.insert().values({**row, **_new_state(new, row, bare)}))
     moved = conn.execute(digests.update().where(digests.c.email == old).values(email=new)).rowcount
     marks = conn.execute(feedback.update().where(feedback.c.email == old).values(email=new)).rowcount
     conn.execute(subscribers.delete().where(subscribers.c.email == old))
+    if row is not None and row["bounced_at"] is not None:  # the old address is still refused
+        conn.execute(subscribers.insert().values(email=old, bounced_at=row["bounced_at"]))
     return moved, marks
+
+
+def _row(conn: Connection, email: str) -> RowMapping | None:
+    return conn.execute(sa.select(subscribers).where(subscribers.c.email == email)).mappings().first()
+
+
+def _new_state(new: str, row: RowMapping, bare: RowMapping | None) -> dict[str, Any]:
+    """What of ``row`` (the old address's state) changes under ``new``: its address, no refusal, and
+    the earlier of the two unsubscribes (``bare``: the new address's own row, if any)."""
+    given = (row["unsubscribed_at"], bare["unsubscribed_at"] if bare else None)
+    asked: list[datetime] = [at for at in given if at is not None]
+    return {"email": new, "bounced_at": None, "unsubscribed_at": min(asked, default=None)}
 
 
 def _history(conn: Connection, email: str) -> bool:
