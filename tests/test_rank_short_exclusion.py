@@ -117,6 +117,8 @@ def test_the_lexical_ranker_reads_a_short_exclusion_alike(
         ("3D", "13-D tensors, 3-DOF arms", []),
         ("GPT-4", "GPT4 and GPT-4 agree", ["GPT4", "GPT-4"]),
         ("GPT-4", "GPT-4.5 and GPT-4o, not GPT-4.", ["GPT-4"]),
+        ("Llama-2", "Llama 2, Llama2 and Llama-2, not Llama 2.1", ["Llama 2", "Llama2", "Llama-2"]),
+        ("3D", "in 3 D", []),
     ],
 )
 def test_other_spellings_of_a_short_name(term: str, text: str, found: list[str]) -> None:
@@ -153,5 +155,16 @@ def test_a_numbered_name_is_stated_only_as_written(exclude: str) -> None:
     ranker = LexicalRanker()
     ranker.prepare([NAMED_MODEL, says_it], papers())
     reader = READER.model_copy(update={"interests": ("customer support",), "exclude": (exclude,)})
+    ranked = ranker.rank([NAMED_MODEL, says_it], reader)
+    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}
+
+
+def test_a_numbered_name_written_with_a_space_is_stated() -> None:
+    """`exclude: ["Llama-2"]` let through a paper on "Llama 2" (its makers' spelling): the words of
+    "Llama-2" are dropped for being lossy, and its other spellings had no space."""
+    says_it = paper("Chat Agents on Llama 2", "We fine-tune Llama 2 chat models for support tickets.", 8)
+    ranker = LexicalRanker()
+    ranker.prepare([NAMED_MODEL, says_it], papers())
+    reader = READER.model_copy(update={"interests": ("customer support",), "exclude": ("Llama-2",)})
     ranked = ranker.rank([NAMED_MODEL, says_it], reader)
     assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}

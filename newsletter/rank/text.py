@@ -114,14 +114,20 @@ def _marked(word: str) -> bool:
 
 
 def other_spelling(term: str) -> re.Pattern[str] | None:
-    """How papers also write a short name with digits: a hyphen between its digits and letters, or
-    none at its own hyphens ("3D" as "3-D", "GPT-4" as "GPT4"; not "GPT-4.5"). The words drop the lone
-    "3" of "3-D", so only the text as written shows it. None for any other term."""
+    """How papers also write a short name with digits: a hyphen between its digits and letters, and a
+    space or none at its own hyphens ("3D" as "3-D", "GPT-4" as "GPT4", "Llama-2" as "Llama 2"; not
+    "GPT-4.5"). The words drop the lone "3" of "3-D", so only the text as written shows it. None for any
+    other term."""
     word = term.strip()
     if not short_term(word) or not any(c.isdigit() for c in word):
         return None
-    pieces = _PIECE.findall(word)
-    return re.compile(rf"(?<![\w-]){'-?'.join(map(re.escape, pieces))}(?!\w|\.[0-9])", re.IGNORECASE)
+    parts = "[- ]?".join(_spelled_part(part) for part in word.split("-"))
+    return re.compile(rf"(?<![\w-]){parts}(?!\w|\.[0-9])", re.IGNORECASE)
+
+
+def _spelled_part(part: str) -> str:
+    """One hyphen-free part of a short name, a hyphen allowed between its digits and letters."""
+    return "-?".join(map(re.escape, _PIECE.findall(part)))
 
 
 def lossy(term: str) -> bool:
