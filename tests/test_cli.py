@@ -417,13 +417,14 @@ def test_a_dry_run_stdout_cannot_take_names_no_report_it_did_not_save(env: dict[
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
-    """Only stdout had the transport down's cause (its log line left out as the report's): a cron mail
-    said that stdout was full, and nothing of why no digest went."""
+def _run_smtp_down_into_a_full_stdout(
+    env: dict[str, str], *args: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The command (exit 1) with SMTP down and stdout on /dev/full; its stderr's error lines."""
     add_dumps(env, seed_names()[0])
     with open("/dev/full", "w") as full:
         proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", "run"],
+            [sys.executable, "-m", "newsletter", *args],
             env={**os.environ, **_smtp_down(env)},
             stdout=full,
             stderr=subprocess.PIPE,
@@ -431,7 +432,13 @@ def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, 
             check=False,
         )
     assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    return proc, [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
+    """Only stdout had the transport down's cause (its log line left out as the report's): a cron mail
+    said that stdout was full, and nothing of why no digest went."""
+    proc, errors = _run_smtp_down_into_a_full_stdout(env, "run")
     assert errors[0].startswith("error: cannot send now (cannot connect to SMTP server"), proc.stderr
     assert errors[1:] == ["error: cannot write the report to stdout: No space left on device"], proc.stderr
 
@@ -439,18 +446,7 @@ def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_json_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
     """`run --json > /dev/full` said only that stdout was full: the transport down's cause was in the JSON."""
-    add_dumps(env, seed_names()[0])
-    with open("/dev/full", "w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", "run", "--json"],
-            env={**os.environ, **_smtp_down(env)},
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
-    assert proc.returncode == 1
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    proc, errors = _run_smtp_down_into_a_full_stdout(env, "run", "--json")
     assert len(errors) == 2 and errors[0].startswith("error: cannot send now (cannot connect to SMTP"), (
         proc.stderr
     )

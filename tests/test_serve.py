@@ -746,13 +746,18 @@ def test_a_queued_digest_is_due_now_and_a_held_address_says_so_as_status_does(en
     assert "held: address refused" in row and f"after newsletter retry {SSM}" in row
 
 
-def test_a_held_entry_is_on_the_index_with_its_problem(env: dict[str, str]) -> None:
-    """An entry with a mistake was left out of the index without a word (`run` holds its digests)."""
+def _with_a_held_entry(env: dict[str, str]) -> tuple[Path, int]:
+    """The subscribers file with newcomer@example.org's entry, held for its max_items; its line."""
     path = Path(env["NEWSLETTER_SUBSCRIBERS"])
     path.write_text(
         path.read_text() + "  - email: newcomer@example.org\n    interests: [x]\n    max_items: 500\n"
     )
-    line = len(path.read_text().splitlines())
+    return path, len(path.read_text().splitlines())
+
+
+def test_a_held_entry_is_on_the_index_with_its_problem(env: dict[str, str]) -> None:
+    """An entry with a mistake was left out of the index without a word (`run` holds its digests)."""
+    path, line = _with_a_held_entry(env)
     with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
         rows = _index_rows(client)
     assert SSM in rows
@@ -763,11 +768,7 @@ def test_a_held_entry_is_on_the_index_with_its_problem(env: dict[str, str]) -> N
 
 def test_a_held_entrys_pages_name_its_problem_not_a_server_error(env: dict[str, str]) -> None:
     """The index links a held entry to its page, which was a 500 'Configuration error' (logged as one)."""
-    path = Path(env["NEWSLETTER_SUBSCRIBERS"])
-    path.write_text(
-        path.read_text() + "  - email: newcomer@example.org\n    interests: [x]\n    max_items: 500\n"
-    )
-    line = len(path.read_text().splitlines())
+    path, line = _with_a_held_entry(env)
     with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
         responses = [client.get(f"/s/newcomer@example.org{part}") for part in ("", "/html", "/text")]
     for response in responses:
