@@ -257,3 +257,21 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_a_digest_a_crash_left_sending_then_renamed_is_in_the_outbox_once(tmp_path: Path) -> None:
+    """Written to the old address, left 'sending' by a crash, then `rename`d: the next run wrote it again
+    under the new address's name, beside the first (two emails for one digest)."""
+    with FileTransport(tmp_path) as transport:
+        transport.send(message("d1"))
+        transport.send(message("d2"))
+    renamed = dataclasses.replace(message("d1"), recipient="new@example.org")
+    with FileTransport(tmp_path) as transport:
+        transport.send(renamed)
+    new = "2024-03-11_new@example.org_"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"{N}d2.eml",
+        f"{N}d2.html",
+        f"{new}d1.eml",
+        f"{new}d1.html",
+    ]

@@ -4,7 +4,8 @@ The date (the UTC day the digest was made; a resend's Date header is later) and 
 let a person find a digest; the digest id keeps the name unique and the same for every attempt at it.
 
 Writes are atomic (temporary file, fsync, os.replace), so a crash never leaves half a message and
-sending the same digest again overwrites its own files instead of adding a copy.
+sending the same digest again replaces its own files instead of adding a copy: those under another name
+too (an earlier version's ``<digest_id>.eml``, or the address it had before a `rename`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class FileTransport:
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
         self._ready = False
+        self._copies: dict[str, list[Path]] = {}  # digest id -> its files in the outbox before this run
 
     def __enter__(self) -> FileTransport:
         self._prepare()
@@ -62,19 +64,21 @@ class FileTransport:
         if message.html:
             self._write(self.outbox / f"{name}.html", message.html.encode("utf-8", "replace"))
         self._write(self.outbox / f"{name}.eml", message.raw)
-        self._drop_earlier_names(message.digest_id)
+        self._drop_other_names(message.digest_id, name)
         _fsync_dir(self.outbox)
         log.debug("wrote %s.eml for %s", name, message.recipient)
 
-    def _drop_earlier_names(self, digest_id: str) -> None:
-        """Remove the files an earlier version named ``<digest id>.eml`` (+ ``.html``): a digest it left
-        sending is written again under today's name, and was in the outbox twice."""
-        for ending in (".eml", ".html"):
-            earlier = self.outbox / f"{digest_id}{ending}"
+    def _drop_other_names(self, digest_id: str, name: str) -> None:
+        """Remove the digest's files under another name than ``name``: an earlier version's
+        ``<digest id>.eml``, or those to the address it had before a `rename` (a digest a crash left
+        sending is written again to the new one): the digest was in the outbox twice."""
+        for earlier in self._copies.pop(digest_id, ()):
+            if earlier.name.startswith(f"{name}."):
+                continue
             try:
                 earlier.unlink(missing_ok=True)
             except OSError as exc:  # the digest is written: a copy left is no failed send
-                log.warning("cannot remove %s, an earlier version's copy of this digest: %s", earlier, exc)
+                log.warning("cannot remove %s, an earlier copy of this digest: %s", earlier, exc)
 
     def _prepare(self) -> None:
         """Create the outbox and remove temporary files a killed run left behind (runs hold a lock)."""
@@ -84,6 +88,7 @@ class FileTransport:
             make_folder(self.outbox, PRIVATE_FOLDER)
             for stale in self.outbox.glob(f"{_TEMP_PREFIX}*"):
                 stale.unlink(missing_ok=True)
+            self._copies = _copies(self.outbox)
         except OSError as exc:
             raise _outbox_error(f"cannot use outbox {self.outbox}", exc, down=True) from exc
         self._ready = True
@@ -93,6 +98,20 @@ class FileTransport:
             write_atomic(path, data, _TEMP_PREFIX)
         except OSError as exc:
             raise _outbox_error(f"cannot write {path}", exc, down=exc.errno in _OUTBOX_DOWN) from exc
+
+
+def _copies(outbox: Path) -> dict[str, list[Path]]:
+    """The outbox's messages by digest id (one listing a run, not one a message)."""
+    found: dict[str, list[Path]] = {}
+    for path in outbox.iterdir():
+        if path.suffix in (".eml", ".html") and not path.name.startswith(_TEMP_PREFIX):
+            found.setdefault(_digest_id_of(path.name), []).append(path)
+    return found
+
+
+def _digest_id_of(name: str) -> str:
+    """The digest id of an outbox file's name, <date>_<address>_<id>.<ext> or <id>.<ext>."""
+    return name.rpartition(".")[0].rpartition("_")[2]
 
 
 def _outbox_error(what: str, exc: OSError, *, down: bool) -> SendError:
