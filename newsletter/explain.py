@@ -4,7 +4,9 @@ why it was or was not sent.
 A paper in the subscriber's next digest's window is scored as the preview scores it (serve's
 near-miss view), so its place among the relevant papers and max_items can be told; any other paper
 is scored now against the same background a run uses. Both read the feedback given so far. A paper
-the subscriber named (liked, disliked or marked) is scored too, but is never theirs to be sent.
+the subscriber named (liked, disliked or marked) is scored too, but is never theirs to be sent. A paper
+a digest held is shown with the score and reason stored with it too: what decided it then (an older
+version's ranker, or other settings, may have scored it otherwise than today's).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from newsletter.select import (
 )
 from newsletter.store import DeliveryRecord, Store
 from newsletter.store.papers import MIN_TITLE_PART
+from newsletter.store.records import DeliveryItem
 
 TITLES_LISTED = 5  # papers named when a part of a title fits several
 
@@ -44,6 +47,7 @@ class Explanation:
     scored: Scored  # as ranked now
     breakdown: Breakdown
     verdict: str  # why it was or was not sent
+    as_sent: tuple[DeliveryRecord, DeliveryItem] | None = None  # the digest that held it, as stored
 
     def lines(self) -> list[str]:
         b = self.breakdown
@@ -58,7 +62,17 @@ class Explanation:
         ]
         if b.penalty:
             out.append(f"  less like a paper you marked: -{b.penalty:.3f}")
-        return [printable(line) for line in [*out, f"  {self.verdict}"]]  # titles come from dumps
+        out.append(f"  {self.verdict}")
+        if self.as_sent is not None:
+            out.append(_then(*self.as_sent))
+        return [printable(line) for line in out]  # titles come from dumps
+
+
+def _then(record: DeliveryRecord, item: DeliveryItem) -> str:
+    """The score and reason stored with the digest that held the paper: what decided it then."""
+    when = record.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    then = f"score {item.score:.3f}: {item.why}"
+    return f"  as ranked for that digest ({when}): {then}; the score above is today's"
 
 
 def find(store: Store, item: str) -> StoredPaper:
@@ -103,7 +117,8 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
     selection, _ = pipeline.preview(subscriber, now)
     scored = next((s for s in selection.scored if s.paper.id == paper.id), None)
     records = pipeline.store.deliveries(email=subscriber.email)
-    sent = _sent(records, paper)
+    held = _holding(records, paper)
+    sent = _as_sent(*held) if held else ""
     if scored is None:
         scored = _rank_alone(pipeline, subscriber, paper)
     breakdown = _breakdown(pipeline, subscriber, paper)
@@ -114,7 +129,7 @@ def explain(pipeline: Pipeline, subscriber: Subscriber, item: str, now: datetime
         cut = _past_the_limit(pipeline.store, subscriber, paper, covering, now)
         own = _own(pipeline.store, subscriber, paper)
         verdict = sent or own or _outside_window(selection, scored, breakdown, covering, cut)
-    return Explanation(paper, scored, breakdown, verdict)
+    return Explanation(paper, scored, breakdown, verdict, held if sent and verdict == sent else None)
 
 
 def _own(store: Store, subscriber: Subscriber, paper: StoredPaper) -> str:
@@ -158,16 +173,17 @@ def _breakdown(pipeline: Pipeline, subscriber: Subscriber, paper: StoredPaper) -
     return breakdown(pipeline.ranker, paper, profiled)
 
 
-def _sent(records: list[DeliveryRecord], paper: StoredPaper) -> str:
+def _holding(records: list[DeliveryRecord], paper: StoredPaper) -> tuple[DeliveryRecord, DeliveryItem] | None:
+    """The digest that held the paper, and its item there (score and reason as ranked then)."""
     for record in records:
         for item in record.items:
             if item.paper.id == paper.id:
-                return _as_sent(record, item.position)
-    return ""
+                return record, item
+    return None
 
 
-def _as_sent(record: DeliveryRecord, position: int) -> str:
-    when = record.created_at.strftime("%Y-%m-%d %H:%M UTC")
+def _as_sent(record: DeliveryRecord, item: DeliveryItem) -> str:
+    when, position = record.created_at.strftime("%Y-%m-%d %H:%M UTC"), item.position
     if record.status == "sent":
         return f"sent: paper {position} of the digest of {when}"
     return f"in the digest of {when} (paper {position}), which is {record.status}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -97,6 +98,28 @@ def test_explain_a_sent_paper(env: dict[str, str]) -> None:
     assert float(score) >= LexicalParams().threshold
     assert lines[2].startswith("  best column: ") and lines[2].endswith(f" ({score})")  # the column scored
     assert lines[3] == f"  sent: paper {place_in_email(env, SSM, SENT)} of the digest of 2026-03-11 08:00 UTC"
+    then = f"  as ranked for that digest (2026-03-11 08:00 UTC): score {score}: "  # the same ranker today
+    assert lines[4].startswith(then) and lines[4].endswith("; the score above is today's")
+
+
+def test_explain_a_paper_an_older_version_sent_shows_the_score_that_decided_it(fresh: dict[str, str]) -> None:
+    """Re-ranked by today's code alone, a paper an older ranker sent read as if today's score had sent it."""
+    with sqlite3.connect(Path(fresh["NEWSLETTER_HOME"]) / "state.db") as db:
+        changed = db.execute(
+            "UPDATE digest_items SET score = 0.987, why = 'an older ranker''s reason' "
+            "WHERE paper_id = (SELECT id FROM papers WHERE title = ?)",
+            (SENT,),
+        ).rowcount
+    assert changed == 1
+
+    lines = cli(fresh, "explain", SSM, SENT, "--now", LATER).stdout.splitlines()
+
+    assert lines[1].startswith("  score ") and "0.987" not in lines[1]  # today's ranking, as before
+    assert lines[-2].startswith("  sent: paper ")
+    assert lines[-1] == (
+        "  as ranked for that digest (2026-03-11 08:00 UTC): score 0.987: an older ranker's reason; "
+        "the score above is today's"
+    )
 
 
 def place_in_email(env: dict[str, str], to: str, title: str) -> int:
@@ -217,7 +240,7 @@ def test_explain_a_relevant_paper_a_full_digest_left_out(tmp_path: Path) -> None
         "most likely it was past them; a paper is weighed for one digest only"
     )
     assert (
-        cli(env, "explain", SSM, first, "--now", LATER).stdout.splitlines()[-1].startswith("  sent: paper 1")
+        cli(env, "explain", SSM, first, "--now", LATER).stdout.splitlines()[-2].startswith("  sent: paper 1")
     )
 
 
