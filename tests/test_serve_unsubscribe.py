@@ -6,6 +6,7 @@ import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -17,6 +18,7 @@ from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings
 from newsletter.feedback import feedback_token
 from newsletter.serve import create_app
+from newsletter.serve.pages import page
 from newsletter.store import Store
 from newsletter.store.records import RETRY
 from newsletter.store.schema import digests
@@ -397,3 +399,39 @@ def test_check_warns_when_mail_leaves_with_only_the_mailto(tmp_path: Path) -> No
     }
     assert warning not in cli(linked, "check").stderr
     assert warning not in cli({**env, "NEWSLETTER_TRANSPORT": "file"}, "check").stderr
+
+
+class _Titles(HTMLParser):
+    """The text of a page's <title>."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside, self.text = False, ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.inside = tag == "title"
+
+    def handle_endtag(self, tag: str) -> None:
+        self.inside = False
+
+    def handle_data(self, data: str) -> None:
+        self.text += data if self.inside else ""
+
+
+def title_of(html: str) -> str:
+    parser = _Titles()
+    parser.feed(html)
+    return parser.text.strip()
+
+
+def test_each_unsubscribe_page_has_its_own_title() -> None:
+    """A screen reader announces the title first, and a tab shows it: the confirmation, the done page,
+    a bad link and a server without the secret were all "Unsubscribe · LIST"."""
+    states = ("confirm", "done", "already", "invalid", "off")
+    titles = [
+        title_of(page("unsubscribe.html", state=s, email=SSM, list_name="Papers").body.decode())
+        for s in states
+    ]
+    assert len(set(titles)) == len(states), titles
+    assert all(title.endswith(" · Papers") for title in titles)
+    assert titles[2] == "Already unsubscribed · Papers" and titles[3] == "Unsubscribe link not valid · Papers"
