@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
 
@@ -85,6 +86,45 @@ def test_index_lists_every_subscriber_with_a_count_or_the_reason(client: TestCli
     assert "nothing relevant" in rows["nobody@example.org"]
     # each-dump, with papers: due now, as `newsletter status` says (it said "when a dump brings new papers")
     assert re.search(r"\bpapers? now\b", rows["diff@example.org"])
+
+
+class _Links(HTMLParser):
+    """Each link's href and the words a screen reader gives it (hidden ones included), in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str]] = []
+        self._open: list[str] | None = None
+        self._href = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._open, self._href = [], dict(attrs).get("href") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._open is not None:
+            self.links.append((" ".join("".join(self._open).split()), self._href))
+            self._open = None
+
+    def handle_data(self, data: str) -> None:
+        if self._open is not None:
+            self._open.append(data)
+
+
+def links_of(html: str) -> list[tuple[str, str]]:
+    parser = _Links()
+    parser.feed(html)
+    return parser.links
+
+
+def test_index_links_say_whose_page_they_open(client: TestClient) -> None:
+    """A screen reader's list of links read "preview, HTML, text" once per subscriber, with nothing to
+    tell the rows apart: each name now leads to one page only."""
+    targets: dict[str, set[str]] = {}
+    for words, href in links_of(client.get("/").text):
+        targets.setdefault(words, set()).add(href)
+    assert {words: hrefs for words, hrefs in targets.items() if len(hrefs) > 1} == {}
+    assert targets["HTML of Sam"] == {f"/s/{SSM}/html"}
 
 
 def test_index_shows_nothing_new_and_not_due_with_the_due_time(env: dict[str, str]) -> None:
