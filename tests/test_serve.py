@@ -182,11 +182,35 @@ def test_subscriber_page_shows_subject_size_headers_scores_and_links(client: Tes
     size = re.search(r"HTML size ([\d.]+) KB of Gmail's 102\.0 KB clipping limit \((\d+)%\)", page)
     assert size and 5 < float(size[1]) < 102 and 0 < int(size[2]) < 100
     for header in ("From", "To", "Subject", "Date", "Message-ID", "List-Id", "List-Unsubscribe"):
-        assert re.search(rf"<tr><td>{header}</td><td>[^<]+</td></tr>", response.text), header
+        assert re.search(rf'<tr><th scope="row">{header}</th><td>[^<]+</td></tr>', response.text), header
     scores = re.findall(r'<span class="score">(\d\.\d{3})</span> · matches: ', response.text)
     assert len(scores) >= 10
     assert [float(s) for s in scores[:10]] == sorted((float(s) for s in scores[:10]), reverse=True)
     assert f'href="/s/{SSM}/html"' in response.text and f'href="/s/{SSM}/text"' in response.text
+
+
+class _Tables(HTMLParser):
+    """Per table: how many header cells (th) and data cells (td) it has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, int]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.tables.append({"th": 0, "td": 0})
+        elif tag in ("th", "td") and self.tables:
+            self.tables[-1][tag] += 1
+
+
+def test_every_table_on_the_pages_has_header_cells(client: TestClient) -> None:
+    """The subscriber page's email headers were a table of bare cells: a screen reader read a value
+    ("<3f2a@...>") without the header it belongs to. Each name is now its row's header."""
+    for path in ("/", f"/s/{SSM}"):
+        parser = _Tables()
+        parser.feed(client.get(path).text)
+        assert parser.tables, path
+        assert all(table["th"] > 0 for table in parser.tables), (path, parser.tables)
 
 
 def test_subscriber_page_shows_the_papers_that_just_missed(client: TestClient) -> None:

@@ -121,9 +121,9 @@ def test_the_link_in_the_built_email_unsubscribes_its_recipient(
     client: TestClient, settings: Settings
 ) -> None:
     page = client.get(f"/s/{SSM}").text
-    header = re.search(r"<tr><td>List-Unsubscribe</td><td>&lt;(https://[^&]+)&gt;", page)
+    header = re.search(r'<tr><th scope="row">List-Unsubscribe</th><td>&lt;(https://[^&]+)&gt;', page)
     assert header, "no https List-Unsubscribe header"
-    assert "<tr><td>List-Unsubscribe-Post</td><td>List-Unsubscribe=One-Click</td></tr>" in page
+    assert '<tr><th scope="row">List-Unsubscribe-Post</th><td>List-Unsubscribe=One-Click</td></tr>' in page
     url = urlsplit(header[1])
     assert url.netloc == "papers.example.org" and url.path.startswith("/unsubscribe/")
     assert client.post(url.path, content="List-Unsubscribe=One-Click", headers=ONE_CLICK).status_code == 200
