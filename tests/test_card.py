@@ -67,7 +67,7 @@ def test_the_card_links_the_papers_pages_and_shows_its_counts(tmp_path: Path, re
         "https://envharness.com/",
     ]
     assert ">Code ★8</a>" in card
-    assert "▲&nbsp;163&nbsp;upvotes" in card and "1&nbsp;comment<" in card
+    assert "▲</span>&nbsp;163&nbsp;upvotes" in card and "1&nbsp;comment<" in card
     assert "Chengsong Huang, Zifeng Wang, Rujun Han et al." in card and "Google" in card
     assert top.details.ai_summary is not None and top.details.ai_summary in card
 

@@ -138,6 +138,13 @@ def test_one_upvote_is_singular_in_both_parts(renderer: Renderer) -> None:
     assert "1&nbsp;upvote<" in rendered.html
 
 
+def test_the_upvote_triangle_is_hidden_from_screen_readers(renderer: Renderer) -> None:
+    """VoiceOver and NVDA read "black up-pointing triangle, 12 upvotes" on every card: the word says it."""
+    html = renderer.render(golden_view()).html
+    assert html.count("▲") > 0
+    assert html.count("▲") == html.count('<span aria-hidden="true">▲</span>')
+
+
 def test_html_escapes_everything_from_the_dump(renderer: Renderer) -> None:
     html = renderer.render(golden_view()).html
     assert "<script" not in html
