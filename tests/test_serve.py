@@ -338,6 +338,50 @@ def test_unknown_subscriber_is_404(client: TestClient) -> None:
     assert "no subscriber with email" in response.text
 
 
+class _BackLinks(HTMLParser):
+    """The words of the links inside a <nav>, and the text a screen reader reads outside aria-hidden."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_nav: list[str] = []
+        self.read = ""
+        self._nav = False
+        self._hidden = 0  # depth inside an aria-hidden element
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._nav = self._nav or tag == "nav"
+        if self._hidden or dict(attrs).get("aria-hidden") == "true":
+            self._hidden += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        self._nav = self._nav and tag != "nav"
+        self._hidden = max(self._hidden - 1, 0)
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self.read += data
+            self.in_nav += [data] if self._nav and data.strip() else []
+
+
+@pytest.mark.parametrize(
+    ("path", "back"),
+    [
+        (f"/s/{SSM}", "All subscribers"),
+        ("/s/stranger@example.org", "All subscribers"),
+        ("/s/nobody@example.org/html", "nobody@example.org"),
+    ],
+)
+def test_the_back_link_is_a_navigation_landmark_without_an_arrow_to_read(
+    client: TestClient, path: str, back: str
+) -> None:
+    """The way back was a paragraph (no landmark key reached it) that a screen reader read as
+    "leftwards arrow, All subscribers"."""
+    parser = _BackLinks()
+    parser.feed(client.get(path).text)
+    assert parser.in_nav == [back]
+    assert "←" not in parser.read
+
+
 # --- live reload and errors ------------------------------------------------------------------------
 
 
