@@ -444,6 +444,31 @@ def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, 
 
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["retry"], ["retry", "--json"]])
+def test_a_retry_stdout_cannot_take_names_no_report_it_did_not_save(
+    env: dict[str, str], args: list[str]
+) -> None:
+    """`retry > /dev/full` sent the user to `newsletter status` for "its report": a retry saves none
+    (status shows the last run's), so the hint named a report nobody could find."""
+    add_dumps(env, seed_names()[0])
+    cli(_smtp_down(env), "run", check=False)  # a digest left to retry
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            env={**os.environ, **_smtp_down(env)},
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-2:] == [
+        "error: cannot write the report to stdout: No space left on device",
+        "hint: the retry is done; `newsletter status` shows the deliveries still waiting",
+    ], proc.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_json_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
     """`run --json > /dev/full` said only that stdout was full: the transport down's cause was in the JSON."""
     proc, errors = _run_smtp_down_into_a_full_stdout(env, "run", "--json")

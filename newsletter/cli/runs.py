@@ -259,6 +259,8 @@ def _left_out(problems: Sequence[ConfigError]) -> list[str]:
 
 RUN_DONE = "the run is done; `newsletter status` shows its report"
 DRY_RUN_DONE = "the dry run is done; it saved no report: run it again where stdout has room"
+# a retry saves no report (`status` shows the last run's): what stands is in the delivery log
+RETRY_DONE = "the retry is done; `newsletter status` shows the deliveries still waiting"
 
 
 def _print_report(
@@ -395,7 +397,7 @@ def retry(
         noun = "delivery" if len(requeued) == 1 else "deliveries"
         queued = "their queued digests" if only else "what is queued"
         head = f"{len(requeued)} {what} {noun} requeued; sending {queued}"
-        _print_report(report, as_json, stop, clock, said=left_out, head=head)
+        _print_report(report, as_json, stop, clock, said=left_out, head=head, done=RETRY_DONE)
 
 
 def _state_warnings(settings: Settings, store: Store) -> list[str]:
