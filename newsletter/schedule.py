@@ -7,17 +7,19 @@ waits out a rate limit. The daemon holds the state folder's run lock for its who
 `newsletter run` cannot overlap it; on a database several hosts share (PostgreSQL) one daemon holds
 the database's run lock and the others stand by until it is free (see Leadership).
 SIGTERM/SIGINT let the message in flight finish, record it, and exit 0; a fetch waiting to retry
-stops waiting.
+stops waiting. A daemon started while its PostgreSQL server is unreachable waits for it (see
+``Daemon._opened``): systemd no longer gives the unit up after five quick failures at boot.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -27,11 +29,12 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import exc as sa_exc
 
 from newsletter.app import add_to_last_report, open_pipeline, save_report, utcnow
 from newsletter.config import Settings
 from newsletter.cron import fetch_schedule
-from newsletter.errors import ConfigError, LockedError, NewsletterError
+from newsletter.errors import ConfigError, LockedError, NewsletterError, StoreError
 from newsletter.pipeline import Pipeline
 from newsletter.redact import redact
 from newsletter.report import DIGESTS_FAILED
@@ -49,6 +52,8 @@ SETTLE = 1.0  # seconds a changed subscribers file must keep still before it is 
 # a tick's summary line at the level of what it reports: a run's exit status 3 (bounces, refusals for
 # now) a warning, 1 (a rejected dump, an unknown fate, the transport down) an error
 _TICK_LEVEL = {0: logging.INFO, DIGESTS_FAILED: logging.WARNING, 1: logging.ERROR}
+START_RETRY = 1.0  # seconds before the first new try to reach an unreachable database at start
+START_RETRY_CAP = 60.0  # the wait between tries doubles up to this
 MAX_FETCH_FAILURES = 20  # kept for the tick reports while ticks fail (a database down for a day)
 
 
@@ -147,13 +152,59 @@ class Daemon:
 
     def serve(self) -> None:
         """Run until SIGTERM/SIGINT. Holds the run lock throughout (on a shared database: once it has it)."""
-        with open_pipeline(self.settings, lock=False, new_database=self.new_database) as pipeline:
+        with contextlib.ExitStack() as stack:
+            pipeline = self._opened(stack)
+            if pipeline is None:  # a signal while the database was unreachable
+                log.info("daemon stopped before the database answered")
+                return
             leader = self.lead(pipeline)
             try:
                 self._serve(pipeline, leader)
             finally:
                 leader.release()
         log.info("daemon stopped")
+
+    def _opened(self, stack: contextlib.ExitStack) -> Pipeline | None:
+        """The pipeline, once the database answers: a PostgreSQL server unreachable at start (down, still
+        starting at boot) is one log line per try, tried again after a wait that doubles up to
+        START_RETRY_CAP; any other error ends the daemon at once. None: SIGTERM/SIGINT came first."""
+        wait = START_RETRY
+        for attempt in itertools.count(1):
+            try:
+                with self._stoppable():
+                    return stack.enter_context(
+                        open_pipeline(self.settings, lock=False, new_database=self.new_database)
+                    )
+            except StoreError as exc:
+                if not self._unreachable(exc):
+                    raise
+                said = redact(exc.message, self.settings.secret_values())
+                log.error(
+                    "cannot reach the database (try %d), trying again in %.0f s: %s", attempt, wait, said
+                )
+            with self._stoppable():
+                if self.stop.wait(wait):
+                    return None
+            wait = min(wait * 2, START_RETRY_CAP)
+        return None  # unreachable: count() never ends
+
+    def _unreachable(self, exc: StoreError) -> bool:
+        """A shared database's server that refused or dropped the connection (SQLAlchemy's OperationalError
+        or InterfaceError); not SQLite, whose OperationalError is the state folder's own trouble."""
+        shared = not self.settings.db_url.startswith("sqlite")
+        return shared and isinstance(exc.__cause__, sa_exc.OperationalError | sa_exc.InterfaceError)
+
+    @contextlib.contextmanager
+    def _stoppable(self) -> Iterator[None]:
+        """SIGTERM/SIGINT set ``stop`` meanwhile (the handlers before restored after)."""
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+        for sig in previous:
+            signal.signal(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def lead(self, pipeline: Pipeline) -> Leadership:
         """Who coordinates; a tick stops at its next chunk once this daemon lost the lock it took."""
