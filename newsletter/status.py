@@ -166,6 +166,8 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     console = console or _console()
     for warning in data.get("warnings", []):
         _plain(console, f"warning: {warning}")
+    if data.get("run_in_progress"):
+        _plain(console, str(data["run_in_progress"]))
     console.print(_subscribers_table(data["subscribers"]))
     if data["attention"]:
         console.print(_attention_table(data["attention"]))

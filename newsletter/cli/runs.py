@@ -48,6 +48,7 @@ from newsletter.report import QUEUED, DigestOutcome, DumpOutcome, RunReport, plu
 from newsletter.sources.registry import fetch_all, sources_from_settings
 from newsletter.status import print_status, status_report
 from newsletter.store import Store
+from newsletter.store.lock import LOCK_NAME
 from newsletter.subscribers import SubscriberList, load_valid_subscribers
 
 
@@ -419,6 +420,15 @@ def _state_warnings(settings: Settings, store: Store) -> list[str]:
     return warnings
 
 
+def _in_progress(settings: Settings, store: Store) -> str | None:
+    """A run, `retry` or the daemon working now (holding the run lock): who, as far as the lock says."""
+    holder = store.run_lock_holder(settings.home)
+    if holder is None:
+        return None
+    lock = "the shared database's run lock" if store.shared else str(settings.home / LOCK_NAME)
+    return f"a run is in progress: {holder} holds {lock} (a run, a `retry`, or the daemon while it runs)"
+
+
 @app.command()
 def status(
     now: NowOption = None,
@@ -430,6 +440,7 @@ def status(
     with open_history(settings, new_database=state.new_database) as store:
         data = status_report(store, subscribers, parse_now(now), load_last_report(settings))
         data["warnings"] = [p.message for p in problems] + _state_warnings(settings, store)
+        data["run_in_progress"] = _in_progress(settings, store)
     if as_json:
         typer.echo(json.dumps(data, indent=2, default=str))
         return

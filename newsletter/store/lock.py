@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,3 +162,40 @@ def xact_lock(conn: Connection, key: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
         # only the wait for the turn is unlimited: the ingest's own writes keep the session's limit
         conn.execute(sa.select(sa.func.set_config("lock_timeout", kept, True)))
+
+
+# --- who holds the run lock, for `status` (never taking it: a run starting meanwhile would be refused) ---
+
+_PROC_LOCKS = Path("/proc/locks")
+
+
+def file_lock_holder(home: Path) -> str | None:
+    """The process holding the state folder's run lock, from the kernel's table of locks (Linux): 'pid N'.
+    None when it is free, there is no lock file, or the table cannot be read (another system)."""
+    try:
+        stat = (Path(home) / LOCK_NAME).stat()
+        table = _PROC_LOCKS.read_text()
+    except OSError:
+        return None
+    wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    for line in table.splitlines():  # "35: FLOCK  ADVISORY  WRITE 11949 fe:00:2146383 0 EOF"
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            return f"pid {fields[4]}"
+    return None
+
+
+def advisory_lock_holder(engine: Engine, key: int) -> str | None:
+    """The connection holding the advisory lock ``key`` (pg_locks): its client's address and the server
+    process serving it; None when no session holds it."""
+    query = sa.text(
+        "SELECT a.pid, host(a.client_addr) AS client FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.classid::bigint = :high AND l.objid::bigint = :low"
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first()
+    if row is None:
+        return None
+    where = f"a connection from {row.client}" if row.client else "a local connection"
+    return f"{where} (server process {row.pid})"

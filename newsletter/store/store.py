@@ -23,7 +23,14 @@ from newsletter.store import subscriber_state as substate
 from newsletter.store.catalog import Catalog
 from newsletter.store.engine import db_errors, make_engine, parse_url, safe_url, transaction
 from newsletter.store.ingest import ingest_dump
-from newsletter.store.lock import RUN_LOCK_KEY, AdvisoryLock, run_lock, uses_advisory_locks
+from newsletter.store.lock import (
+    RUN_LOCK_KEY,
+    AdvisoryLock,
+    advisory_lock_holder,
+    file_lock_holder,
+    run_lock,
+    uses_advisory_locks,
+)
 from newsletter.store.migrations import migrate
 from newsletter.store.papers import chunks, paper_by_key
 from newsletter.store.records import (
@@ -115,6 +122,13 @@ class Store(Catalog):
     def shared(self) -> bool:
         """True for a database several machines can share (PostgreSQL): its lock is in the database."""
         return uses_advisory_locks(self._engine)
+
+    def run_lock_holder(self, home: Path) -> str | None:
+        """Who holds the run lock now (a run, the daemon, a `retry`), found without taking it; None: free."""
+        if not self.shared:
+            return file_lock_holder(home)
+        with db_errors("reading who holds the run lock"):
+            return advisory_lock_holder(self._engine, RUN_LOCK_KEY)
 
     def coordinator_lock(self) -> AdvisoryLock:
         """The run lock of a shared database, held by one run or daemon across every machine."""
