@@ -248,11 +248,16 @@ class HttpApiTransport:
         return True
 
     def _rejection(self, response: httpx.Response, what: str) -> SendError:
-        """A 4xx other than 401/403/408/429. Permanent unless the provider's docs say otherwise."""
-        return SendError(
+        """A 4xx other than 401/403/408/429. Permanent unless the provider's docs say otherwise; one that
+        blames the recipient's address is a bounce, as SMTP's 5.1.x (see ``refusal``)."""
+        return refusal(
             f"{self.provider} rejected {what}: {response.status_code} {self._reply(response)}",
-            permanent=True,
+            blames_recipient=self._blames_recipient(_json_or_none(response)),
         )
+
+    def _blames_recipient(self, body: Any) -> bool:
+        """Whether an error reply names the recipient's address as its cause (the provider knows how)."""
+        return False
 
     # --- one request, with retries ------------------------------------------------------------------
 
@@ -464,6 +469,13 @@ def chunked(
         size += grows
     if chunk:
         yield chunk
+
+
+def refusal(message: str, *, blames_recipient: bool) -> SendError:
+    """This message refused for good. One that blames the recipient's address (not valid, not there) is
+    a bounce: the run's exit status 3 and the subscriber held, as for SMTP's 5.1.1; any other (the
+    sender, the content) is the run's trouble: exit 1."""
+    return SendError(message, permanent=True, refused=True, mailbox=blames_recipient, gone=blames_recipient)
 
 
 def encode_json(value: Any) -> bytes:

@@ -10,6 +10,7 @@ unknown to Mailgun (or in the other region).
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import httpx
@@ -59,6 +60,11 @@ class MailgunTransport(HttpApiTransport):
             headers={"Authorization": f"Basic {token}"},
         )
 
+    def _blames_recipient(self, body: Any) -> bool:
+        """A 400 whose message is about the ``to`` parameter ("to parameter is not a valid address")."""
+        said = body.get("message") if isinstance(body, dict) else None
+        return isinstance(said, str) and _TO_PARAMETER.search(said) is not None
+
     def _status_error(self, response: httpx.Response, what: str) -> SendError:
         if response.status_code == 404:  # every message would meet it: the run stops, all stays queued
             self._refused = SendError(
@@ -68,3 +74,6 @@ class MailgunTransport(HttpApiTransport):
             )
             return self._refused
         return super()._status_error(response, what)
+
+
+_TO_PARAMETER = re.compile(r"""(?<![\w-])['"]?to['"]?\s+parameter\b""", re.IGNORECASE)

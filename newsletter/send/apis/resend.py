@@ -32,6 +32,7 @@ from newsletter.send.apis.core import (
     SendResult,
     encode_json,
     json_array,
+    refusal,
     response_json,
 )
 
@@ -169,7 +170,10 @@ class ResendTransport(HttpApiTransport):
                 "the earlier request may have been delivered; not resent",
                 unknown=True,
             )
-        return SendError(f"{self.provider} rejected {what}: {text}", permanent=True)
+        blamed = name == "validation_error" and "`to`" in str(
+            reply.get("message", "")
+        )  # "Invalid `to` field."
+        return refusal(f"{self.provider} rejected {what}: {text}", blames_recipient=blamed)
 
     def _retryable(self, error: SendError) -> bool:
         return not isinstance(error, IdempotencyConflict)

@@ -9,6 +9,7 @@ list (permanent for that message), 401/403 for the key or an unverified sender, 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import SecretStr
@@ -59,6 +60,19 @@ class SendGridTransport(HttpApiTransport):
             "headers": dict(content.headers),
             "custom_args": {"digest_id": message.digest_id},
         }
+
+    def _blames_recipient(self, body: Any) -> bool:
+        """A 400 whose ``errors`` name the recipient's field (``personalizations.0.to``)."""
+        errors = body.get("errors") if isinstance(body, dict) else None
+        fields = (
+            [str(e.get("field") or "") for e in errors if isinstance(e, dict)]
+            if isinstance(errors, list)
+            else []
+        )
+        return any(_RECIPIENT_FIELD.match(field) for field in fields)
+
+
+_RECIPIENT_FIELD = re.compile(r"personalizations\.\d+\.(?:to|cc|bcc)\b")  # "personalizations.0.to.0.email"
 
 
 def _address(email: str, name: str) -> dict[str, str]:
