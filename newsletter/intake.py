@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from newsletter.errors import ParseError, SourceError, StoreError
 from newsletter.report import DumpOutcome, plural
@@ -133,7 +133,9 @@ def _ingest_one(
         data = read_dump_bytes(path)  # regular files only: a FIFO would block
     except TooLarge as exc:  # its content is the problem: remembered, as a malformed dump is
         digest = _file_digest(path)
-        if digest is None or (remember is not None and (digest, name) in remember):
+        if digest is None or (
+            remember is not None and _refused_before(store, remember, digest, name, recorded)
+        ):
             return None
         outcome = _rejected(name, str(exc))
         if recorded is not None:
@@ -142,7 +144,7 @@ def _ingest_one(
     except SourceError as exc:
         return _rejected(name, str(exc))
     digest = hashlib.sha256(data).hexdigest()
-    if remember is not None and (digest, name) in remember:
+    if remember is not None and _refused_before(store, remember, digest, name, recorded):
         log.debug("skipping %s: refused before (see `newsletter status`)", name)
         return None
     if digest in seen:  # a dump's hash is its bytes' (UTF-16 ones excepted: those are parsed again)
@@ -163,6 +165,28 @@ def _ingest_one(
     if recorded is not None and content_problem and outcome.error:
         store.remember_rejected(digest, name, outcome.error, now)
     return outcome
+
+
+def _refused_before(
+    store: Store,
+    known: set[tuple[str, str]],
+    digest: str,
+    name: str,
+    recorded: set[tuple[str, str]] | None,
+) -> bool:
+    """Whether these bytes were refused before under this file name: at this path, or where the dumps
+    folder was before it moved (a new mount point): every refused file was reported again. The record
+    then follows the file (with ``recorded``), so `status` finds it. Another name is another file."""
+    if (digest, name) in known:
+        return True
+    moved_from = next((p for h, p in known if h == digest and PurePath(p).name == PurePath(name).name), None)
+    if moved_from is None:
+        return False
+    if recorded is not None:
+        store.move_rejected(digest, moved_from, name)
+    known.discard((digest, moved_from))
+    known.add((digest, name))
+    return True
 
 
 def _not_a_dump(path: Path, problem: str) -> str:
@@ -202,7 +226,7 @@ def _unreadable(
         if digest is None:
             continue
         name = path_text(path)
-        if (digest, name) in known:
+        if _refused_before(store, known, digest, name, known if record else None):
             continue
         warning = f"{name}: skipped, not a dump file (run reads {_READ} files)"
         log.warning("%s", warning)

@@ -199,6 +199,25 @@ def test_the_same_bad_bytes_under_a_new_name_are_reported_and_status_lists_what_
     assert [Path(r["file"]).name for r in status["rejected_files"]] == ["hf-daily_2024-12-12.json"]
 
 
+def test_a_moved_dumps_folder_reports_its_refused_files_no_more_and_status_finds_them(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Refused files were known by their absolute path: after the dumps folder moved (a new disk, another
+    mount point) each was reported again and the run exited 1, and `status` lost them."""
+    _add(env, DAMAGED[0])
+    (Path(env["NEWSLETTER_DUMPS"]) / "notes.md").write_text("# my notes\n")
+    assert _run(env, "2024-12-11")[0] == 1
+    moved = tmp_path / "elsewhere" / "dumps"
+    shutil.move(env["NEWSLETTER_DUMPS"], moved)
+    env["NEWSLETTER_DUMPS"] = str(moved)
+    code, report = _run(env, "2024-12-12")
+    assert code == 0 and not any(d["error"] or d["warning"] for d in report["dumps"]), report["dumps"]
+    status = json.loads(cli(env, "status", "--json").stdout)
+    files = sorted(r["file"] for r in status["rejected_files"])
+    assert files == sorted([str(moved / DAMAGED[0]), str(moved / "notes.md")])
+    assert all(str(moved) in r["problem"] for r in status["rejected_files"])
+
+
 def test_a_second_scan_does_not_parse_the_files_already_in(
     tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 
 from newsletter.store.schema import rejected_files
 
-__all__ = ["RejectedFile", "list_rejected", "rejected_keys", "remember_rejected"]
+__all__ = ["RejectedFile", "list_rejected", "move_rejected", "rejected_keys", "remember_rejected"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,21 @@ def remember_rejected(conn: Connection, content_hash: str, path: str, problem: s
         _keep_newest(conn, path, KEPT_PER_PATH - 1)
         values = {"content_hash": content_hash, "path": path, "problem": problem, "first_seen": now}
         conn.execute(rejected_files.insert().values(**values))
+
+
+def move_rejected(conn: Connection, content_hash: str, old: str, new: str) -> None:
+    """The record of a refused file now at ``new`` (its folder moved): its problem names it there too."""
+    row = conn.execute(
+        sa.select(rejected_files.c.problem).where(
+            rejected_files.c.content_hash == content_hash, rejected_files.c.path == old
+        )
+    ).first()
+    if row is None:
+        return
+    update = rejected_files.update().where(
+        rejected_files.c.content_hash == content_hash, rejected_files.c.path == old
+    )
+    conn.execute(update.values(path=new, problem=row.problem.replace(old, new)))
 
 
 def _keep_newest(conn: Connection, path: str, keep: int) -> None:

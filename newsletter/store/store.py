@@ -180,6 +180,11 @@ class Store(Catalog):
         with self._tx("reading rejected files") as conn:
             return rejected.rejected_keys(conn)
 
+    def move_rejected(self, content_hash: str, old: str, new: str) -> None:
+        """A refused file found under another folder (the dumps folder moved): its record follows it."""
+        with self._tx("moving a refused file's record", write=True) as conn:
+            rejected.move_rejected(conn, content_hash, old, new)
+
     def remember_rejected(self, content_hash: str, path: str, problem: str, now: datetime) -> None:
         """Remember a refused dump file by its content and path, so later folder scans skip it quietly."""
         _aware(now, "now")
