@@ -175,11 +175,12 @@ def _refused_before(
     recorded: set[tuple[str, str]] | None,
 ) -> bool:
     """Whether these bytes were refused before under this file name: at this path, or where the dumps
-    folder was before it moved (a new mount point): every refused file was reported again. The record
-    then follows the file (with ``recorded``), so `status` finds it. Another name is another file."""
+    folder was before it moved (a new mount point; the old path gone): every refused file was reported
+    again. The record then follows the file (with ``recorded``), so `status` finds it. Another name, or
+    a copy beside a file still where it was, is another file."""
     if (digest, name) in known:
         return True
-    moved_from = next((p for h, p in known if h == digest and PurePath(p).name == PurePath(name).name), None)
+    moved_from = next((p for h, p in known if h == digest and _moved(p, name)), None)
     if moved_from is None:
         return False
     if recorded is not None:
@@ -187,6 +188,11 @@ def _refused_before(
     known.discard((digest, moved_from))
     known.add((digest, name))
     return True
+
+
+def _moved(before: str, now: str) -> bool:
+    """Whether the file at ``now`` may be the one refused at ``before``: the same name, and none there now."""
+    return PurePath(before).name == PurePath(now).name and not Path(before).exists()
 
 
 def _not_a_dump(path: Path, problem: str) -> str:

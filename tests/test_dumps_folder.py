@@ -218,6 +218,25 @@ def test_a_moved_dumps_folder_reports_its_refused_files_no_more_and_status_finds
     assert all(str(moved) in r["problem"] for r in status["rejected_files"])
 
 
+def test_a_refused_file_copied_to_a_second_folder_is_a_file_of_its_own(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Matched by name and bytes alone, a copy in another folder took the first one's record (which
+    moved back and forth at each scan) and was never reported: only a file whose old path is gone moved."""
+    _add(env, DAMAGED[0])
+    assert _run(env, "2024-12-11")[0] == 1
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(Path(env["NEWSLETTER_DUMPS"]) / DAMAGED[0], other / DAMAGED[0])
+    first = Path(env["NEWSLETTER_DUMPS"]) / DAMAGED[0]
+    code, report = _run({**env, "NEWSLETTER_DUMPS": str(other)}, "2024-12-12")
+    assert code == 1 and [d["file"] for d in report["dumps"] if d["error"]] == [str(other / DAMAGED[0])]
+    status = json.loads(cli(env, "status", "--json").stdout)
+    assert sorted(r["file"] for r in status["rejected_files"]) == sorted(
+        [str(first), str(other / DAMAGED[0])]
+    )
+
+
 def test_a_second_scan_does_not_parse_the_files_already_in(
     tmp_path: Path, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
