@@ -486,36 +486,42 @@ def test_the_run_report_is_readable_as_the_umask_allows(env: dict[str, str]) -> 
     assert report.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-HOLD_LOCK_A_MOMENT = """
-import sys, time
+HOLD_LOCK_TILL_TOLD = """
+import sys
 from pathlib import Path
 from newsletter.store import run_lock
 with run_lock(Path(sys.argv[1])):
     print("held", flush=True)
-    time.sleep(3)
+    sys.stdin.readline()
 """
+WAITING = "another process holds the run lock: waiting up to 120 s for it"
 
 
-def test_a_daemon_started_while_a_command_holds_the_lock_waits_for_it(env: dict[str, str]) -> None:
+def test_a_daemon_started_while_a_command_holds_the_lock_waits_for_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
     """It exited 1 at once: restarted by systemd during a `retry` or a `prune`, five quick failures
-    and systemd gave the unit up."""
-    command = [sys.executable, "-c", HOLD_LOCK_A_MOMENT, env["NEWSLETTER_HOME"]]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as holder:
+    and systemd gave the unit up. (The lock is let go once the daemon says it waits: a holder for a
+    fixed time could be gone before a slow machine had started the daemon.)"""
+    command = [sys.executable, "-c", HOLD_LOCK_TILL_TOLD, env["NEWSLETTER_HOME"]]
+    log = tmp_path / "daemon.log"
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
-            env={**os.environ, **env},
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with log.open("w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
+                env={**os.environ, **env},
+                stderr=err,
+                text=True,
+            )
         try:
-            assert wait_for(lambda: Path(env["NEWSLETTER_HOME"], "last-run.json").exists())
-            assert holder.wait(30) == 0 and proc.poll() is None
+            assert wait_for(lambda: WAITING in log.read_text()), log.read_text()
+            assert proc.poll() is None and holder.communicate("go\n", timeout=30)[0] == ""
+            assert wait_for(lambda: Path(env["NEWSLETTER_HOME"], "last-run.json").exists()), log.read_text()
         finally:
             proc.send_signal(signal.SIGTERM)
-            _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    assert "another process holds the run lock: waiting up to 120 s for it" in err
+            proc.wait(timeout=30)
+    assert holder.returncode == 0 and proc.returncode == 0, log.read_text()
 
 
 def test_a_standby_daemon_records_the_sends_its_database_missed(env: dict[str, str]) -> None:
