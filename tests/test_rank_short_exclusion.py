@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.models import Subscriber
+from newsletter.models import StoredPaper, Subscriber
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.semantic import semantic_available
 from tests.test_rank_corpus import paper, papers
@@ -168,3 +168,55 @@ def test_a_numbered_name_written_with_a_space_is_stated() -> None:
     reader = READER.model_copy(update={"interests": ("customer support",), "exclude": ("Llama-2",)})
     ranked = ranker.rank([NAMED_MODEL, says_it], reader)
     assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}
+
+
+def _solver(title: str, meshes: str, rank: int) -> StoredPaper:
+    abstract = (
+        f"We partition sparse matrices from {meshes} meshes with a multilevel graph heuristic and speed up "
+        "iterative solvers."
+    )
+    return paper(title, abstract, rank)
+
+
+def _assistant(title: str, how: str, rank: int) -> StoredPaper:
+    return paper(title, f"We train a chat assistant to call tools with {how} on office tasks.", rank)
+
+
+AS_LETTERS = _solver("Graph Partitioning for Sparse Solvers", "3D", 11)
+AS_HYPHENATED = _solver("Multilevel Partitioning of Mesh Matrices", "3-D", 12)
+AS_WORDS = _solver("Faster Iterative Solvers by Partitioning", "three-dimensional", 13)
+AS_ACRONYM = _assistant("Tool Use in Chat Assistants", "RL from execution feedback", 14)
+SPELLED_OUT = _assistant(
+    "Tool Calls for Office Assistants",
+    "reinforcement learning from execution feedback; reinforcement learning halves its failed calls",
+    15,
+)
+IN_PASSING = [AS_LETTERS, AS_HYPHENATED, AS_WORDS, AS_ACRONYM, SPELLED_OUT]
+
+
+@pytest.fixture(scope="module")
+def in_passing() -> SemanticRanker:
+    if not semantic_available():
+        pytest.skip("semantic model not installed")
+    ranker = SemanticRanker()
+    ranker.prepare(IN_PASSING, papers())
+    return ranker
+
+
+@pytest.mark.parametrize(
+    ("exclude", "titles"),
+    [
+        ("3D", {AS_LETTERS.title, AS_HYPHENATED.title, AS_WORDS.title}),
+        ("RL", {AS_ACRONYM.title, SPELLED_OUT.title}),
+    ],
+)
+def test_a_short_exclusion_weighs_every_form_it_is_stated_in(
+    in_passing: SemanticRanker, exclude: str, titles: set[str]
+) -> None:
+    """The semantic ranker's bonus for a stated excluded term counted its letters alone: of three papers
+    on mesh matrices, the one writing "3D meshes" was left out and those writing "3-D meshes" or
+    "three-dimensional meshes" were not; "RL" once excluded a paper, "reinforcement learning" twice did
+    not."""
+    reader = Subscriber(email="v@example.org", interests=("language models",), exclude=(exclude,))
+    ranked = in_passing.rank(IN_PASSING, reader)
+    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == titles

@@ -253,9 +253,11 @@ class SemanticRanker(ChunkedRanker):
         """(texts + 1, candidates) how much each paper is about each excluded topic: its z-score plus
         the literal bonus. A short term ("3D", "RL", "GAN") must also be stated, by its letters or by
         what it stands for (ChunkedRanker.stated): the model finds "3D" close to most vision papers,
-        and a paper on video editing that never says 3D was left out "about '3D'"."""
-        topic = z_text + self.params.lexical_weight * literal
+        and a paper on video editing that never says 3D was left out "about '3D'". Its bonus is how
+        strongly it is stated, in any of these forms: a paper writing "3-D meshes" is as much about 3D
+        as one writing "3D meshes" (it was let through, its bonus counting the letters "3D" alone)."""
         stated = self.stated_table(layout, literal, view, self.params.phrase_half, self.params.scattered)
+        topic = z_text + self.params.lexical_weight * stated
         for i in np.unique(layout.exclude[layout.exclude >= 0]).tolist():
             if short_term(layout.texts[i]):
                 topic[i] = np.where(stated[i] >= self.params.exclude_stated, topic[i], -np.inf)
