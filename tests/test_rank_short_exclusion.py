@@ -119,6 +119,10 @@ def test_the_lexical_ranker_reads_a_short_exclusion_alike(
         ("GPT-4", "GPT-4.5 and GPT-4o, not GPT-4.", ["GPT-4"]),
         ("Llama-2", "Llama 2, Llama2 and Llama-2, not Llama 2.1", ["Llama 2", "Llama2", "Llama-2"]),
         ("3D", "in 3 D", []),
+        ("3DGS", "3D-GS, 3D GS, 3-D GS and 3DGS, not 3DGSX", ["3D-GS", "3D GS", "3-D GS", "3DGS"]),
+        ("3D-GS", "3DGS and 3D GS", ["3DGS", "3D GS"]),
+        ("2DGS", "2D-GS, not 3D-GS", ["2D-GS"]),
+        ("T5", "T-5 and T5", ["T-5", "T5"]),
     ],
 )
 def test_other_spellings_of_a_short_name(term: str, text: str, found: list[str]) -> None:
@@ -220,3 +224,17 @@ def test_a_short_exclusion_weighs_every_form_it_is_stated_in(
     reader = Subscriber(email="v@example.org", interests=("language models",), exclude=(exclude,))
     ranked = in_passing.rank(IN_PASSING, reader)
     assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == titles
+
+
+def test_a_dimensional_name_is_stated_with_a_hyphen_after_its_dimensions() -> None:
+    """`exclude: ["3DGS"]` let through a paper on "3D-GS" (and "3D GS"), which `exclude: ["3D-GS"]`
+    leaves out: a hyphen was allowed only between the name's digits and letters."""
+    says_it = paper(
+        "Splat Compression for Scenes", "We compress 3D-GS scenes; 3D GS splats shrink tenfold.", 9
+    )
+    other = paper("Point Clouds on the Edge", "We compress point clouds of scenes for phones.", 10)
+    ranker = LexicalRanker()
+    ranker.prepare([says_it, other], papers())
+    reader = READER.model_copy(update={"interests": ("scene compression",), "exclude": ("3DGS",)})
+    ranked = ranker.rank([says_it, other], reader)
+    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}

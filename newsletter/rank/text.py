@@ -126,7 +126,12 @@ def other_spelling(term: str) -> re.Pattern[str] | None:
 
 
 def _spelled_part(part: str) -> str:
-    """One hyphen-free part of a short name, a hyphen allowed between its digits and letters."""
+    """One hyphen-free part of a short name, a hyphen allowed between its digits and letters, and a
+    hyphen or space after a leading number of dimensions ("3DGS" as "3D-GS" or "3D GS", as "3D-GS"
+    is also found as "3DGS")."""
+    found = _DIMENSIONS_FIRST.fullmatch(part)
+    if found:
+        return f"{_spelled_part(found[1])}[- ]?{_spelled_part(found[2])}"
     return "-?".join(map(re.escape, _PIECE.findall(part)))
 
 
@@ -144,6 +149,7 @@ def dimensions(term: str) -> str | None:
 
 _PIECE = re.compile(r"[0-9]+|[A-Za-z]+")
 _DIMENSIONS = re.compile(r"([1-4])[Dd]")
+_DIMENSIONS_FIRST = re.compile(r"([1-4][Dd])([A-Za-z]+)")
 _NUMBERS = ("zero", "one", "two", "three", "four")
 
 
