@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import signal
 import threading
 import time
@@ -54,6 +55,9 @@ SETTLE = 1.0  # seconds a changed subscribers file must keep still before it is 
 _TICK_LEVEL = {0: logging.INFO, DIGESTS_FAILED: logging.WARNING, 1: logging.ERROR}
 START_RETRY = 1.0  # seconds before the first new try to reach an unreachable database at start
 START_RETRY_CAP = 60.0  # the wait between tries doubles up to this
+# a server that answered and refused this daemon (no such database or role, a wrong password, pg_hba.conf):
+# waiting never helps. Not what a server says while it starts, stops or is full (libpq gives no SQLSTATE)
+_REFUSED = re.compile(r"FATAL:\s*(?!\s|the database system is |sorry, too many clients|remaining connection)")
 MAX_FETCH_FAILURES = 20  # kept for the tick reports while ticks fail (a database down for a day)
 
 
@@ -190,9 +194,12 @@ class Daemon:
 
     def _unreachable(self, exc: StoreError) -> bool:
         """A shared database's server that refused or dropped the connection (SQLAlchemy's OperationalError
-        or InterfaceError); not SQLite, whose OperationalError is the state folder's own trouble."""
+        or InterfaceError); not one that answered no to this daemon (``_REFUSED``), nor SQLite, whose
+        OperationalError is the state folder's own trouble."""
         shared = not self.settings.db_url.startswith("sqlite")
-        return shared and isinstance(exc.__cause__, sa_exc.OperationalError | sa_exc.InterfaceError)
+        cause = exc.__cause__
+        dropped = isinstance(cause, sa_exc.OperationalError | sa_exc.InterfaceError)
+        return shared and dropped and _REFUSED.search(str(cause)) is None
 
     @contextlib.contextmanager
     def _stoppable(self) -> Iterator[None]:
