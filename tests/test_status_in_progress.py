@@ -7,7 +7,9 @@ import json
 import os
 from pathlib import Path
 
-from newsletter.store import Store
+import pytest
+
+from newsletter.store import Store, lock
 from newsletter.store.lock import LOCK_NAME, run_lock
 
 from .helpers import cli, make_env
@@ -37,3 +39,25 @@ def test_status_says_a_connection_holds_the_shared_database_s_run_lock(tmp_path:
     assert "a run is in progress: a connection from 127.0.0.1 (server process " in text, text
     assert "holds the shared database's run lock" in text
     assert "in progress" not in cli(env, "status").stdout
+
+
+def test_the_holder_is_found_where_the_lock_table_names_the_filesystem_s_device(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """btrfs gives stat() a device number per subvolume (0:41), the kernel's lock table the filesystem's
+    (00:28, as mountinfo's 0:40): `status` never said a run was in progress on a btrfs state folder."""
+    home = tmp_path / "home"
+    with run_lock(home):
+        inode = (home / LOCK_NAME).stat().st_ino
+    mount_point = os.path.realpath(tmp_path).replace(" ", "\\040")
+    mounts, locks = tmp_path / "mountinfo", tmp_path / "locks"
+    mounts.write_text(
+        "22 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+        f"46 22 0:40 / {mount_point} rw,relatime - btrfs /dev/loop0 rw,subvolid=5,subvol=/\n"
+    )
+    locks.write_text(f"1: FLOCK  ADVISORY  WRITE 4242 00:28:{inode} 0 EOF\n")
+    monkeypatch.setattr(lock, "_MOUNTS", mounts)
+    monkeypatch.setattr(lock, "_PROC_LOCKS", locks)
+    assert lock.file_lock_holder(home) == "pid 4242"
+    locks.write_text(f"1: FLOCK  ADVISORY  WRITE 4242 00:29:{inode} 0 EOF\n")  # another filesystem's file
+    assert lock.file_lock_holder(home) is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,22 +168,61 @@ def xact_lock(conn: Connection, key: int) -> None:
 # --- who holds the run lock, for `status` (never taking it: a run starting meanwhile would be refused) ---
 
 _PROC_LOCKS = Path("/proc/locks")
+_MOUNTS = Path("/proc/self/mountinfo")
 
 
 def file_lock_holder(home: Path) -> str | None:
     """The process holding the state folder's run lock, from the kernel's table of locks (Linux): 'pid N'.
     None when it is free, there is no lock file, or the table cannot be read (another system)."""
+    path = Path(home) / LOCK_NAME
     try:
-        stat = (Path(home) / LOCK_NAME).stat()
+        stat = path.stat()
         table = _PROC_LOCKS.read_text()
     except OSError:
         return None
-    wanted = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    wanted = {f"{device}:{stat.st_ino}" for device in _devices(path, stat.st_dev)}
     for line in table.splitlines():  # "35: FLOCK  ADVISORY  WRITE 11949 fe:00:2146383 0 EOF"
         fields = line.split()
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] in wanted:
             return f"pid {fields[4]}"
     return None
+
+
+def _devices(path: Path, st_dev: int) -> set[str]:
+    """The file's device as the table of locks may write it: stat's, and its filesystem's (btrfs gives
+    stat a number of each subvolume's own; the table has the filesystem's, as /proc/self/mountinfo)."""
+    devices = {_major_minor(os.major(st_dev), os.minor(st_dev))}
+    mounted = _mount_device(os.path.realpath(path))
+    return devices | {mounted} if mounted else devices
+
+
+def _mount_device(target: str) -> str | None:
+    """The device of the filesystem ``target`` is on: the last mount on the longest mount point over it."""
+    try:
+        lines = _MOUNTS.read_text().splitlines()
+    except OSError:
+        return None
+    longest, device = -1, None
+    for line in lines:  # "46 27 0:40 / /srv/news rw,relatime - btrfs /dev/vda2 rw"
+        fields = line.split()
+        point = _unescape(fields[4]) if len(fields) > 4 else None
+        if point is not None and _is_under(target, point) and len(point) >= longest:
+            longest, device = len(point), fields[2]
+    major, _, minor = (device or "").partition(":")
+    return _major_minor(int(major), int(minor)) if major.isdigit() and minor.isdigit() else None
+
+
+def _is_under(target: str, point: str) -> bool:
+    return point == "/" or target == point or target.startswith(f"{point}/")
+
+
+def _unescape(field: str) -> str:
+    """A mount point as mountinfo escapes it (a space is \\040)."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), field)
+
+
+def _major_minor(major: int, minor: int) -> str:
+    return f"{major:02x}:{minor:02x}"  # as the kernel prints it: "fe:00", "103:05" for 259:5
 
 
 def advisory_lock_holder(engine: Engine, key: int) -> str | None:
