@@ -81,3 +81,28 @@ def test_a_refusal_that_blames_no_recipient_is_still_the_run_s_trouble(
 def test_a_refused_api_key_stops_the_run_as_a_refused_smtp_login(cls: type[HttpApiTransport]) -> None:
     error = _refused(cls, 401, {"message": "unauthorized"})
     assert error.transport_down and _exit_status(error) == 1
+
+
+def _batch(*replies: httpx.Response) -> list[object]:
+    h = harness(ResendTransport, *replies)
+    messages = [make_message("d-ada"), make_message("d-bob", to="bob@example.org", name="Bob")]
+    with h.transport as transport:
+        return list(transport.send_batch(messages))
+
+
+def test_a_resend_batch_s_refused_address_is_a_bounce_for_that_subscriber_only() -> None:
+    """A batch lists a bad address in ``errors`` by index: it was a plain permanent failure (exit 1, the
+    subscriber not held), where the same refusal of one message is a bounce."""
+    reply = {"data": [{"id": "id-1"}], "errors": [{"index": 1, "message": "Invalid `to` field."}]}
+    sent, refused = _batch(httpx.Response(200, json=reply))
+    assert not isinstance(sent, SendError)
+    assert isinstance(refused, SendError) and refused.gone and refused.mailbox
+    assert _exit_status(refused) == DIGESTS_FAILED
+
+
+def test_a_whole_resend_batch_refused_for_an_address_holds_no_subscriber() -> None:
+    """A 422 for the whole batch names no one: every subscriber in it was held as bounced."""
+    body = {"statusCode": 422, "name": "validation_error", "message": "Invalid `to` field."}
+    outcomes = _batch(httpx.Response(422, json=body))
+    assert all(isinstance(o, SendError) and o.permanent and not o.gone for o in outcomes)
+    assert all(isinstance(o, SendError) and _exit_status(o) == 1 for o in outcomes)

@@ -107,7 +107,7 @@ class ResendTransport(HttpApiTransport):
                 [message.digest_id for message, _ in chunk],
             )
         except SendError as exc:
-            return [exc] * len(chunk)
+            return [_whole_batch(exc, len(chunk))] * len(chunk)
         return self._batch_outcomes([message for message, _ in chunk], response_json(response))
 
     def _batch_outcomes(self, messages: list[OutgoingMessage], reply: Any) -> list[Outcome]:
@@ -134,7 +134,8 @@ class ResendTransport(HttpApiTransport):
     ) -> Outcome:
         if index in refused:
             reason = self._short(refused[index])
-            return SendError(f"{self.provider} refused digest {message.digest_id}: {reason}", permanent=True)
+            said = f"{self.provider} refused digest {message.digest_id}: {reason}"
+            return refusal(said, blames_recipient=_blames_to(refused[index]))
         what = f"digest {message.digest_id}"
         try:
             return SendResult(message.digest_id, self._accepted_id(ids.get(index), what))
@@ -170,10 +171,21 @@ class ResendTransport(HttpApiTransport):
                 "the earlier request may have been delivered; not resent",
                 unknown=True,
             )
-        blamed = name == "validation_error" and "`to`" in str(
-            reply.get("message", "")
-        )  # "Invalid `to` field."
+        blamed = name == "validation_error" and _blames_to(reply.get("message"))
         return refusal(f"{self.provider} rejected {what}: {text}", blames_recipient=blamed)
 
     def _retryable(self, error: SendError) -> bool:
         return not isinstance(error, IdempotencyConflict)
+
+
+def _blames_to(said: Any) -> bool:
+    """Whether Resend's error text is about the recipient's address: "Invalid `to` field."."""
+    return "`to`" in str(said or "")
+
+
+def _whole_batch(error: SendError, size: int) -> SendError:
+    """A refusal of a whole batch for a recipient's address names no one (``x-batch-validation:
+    permissive`` lists bad addresses by index): no bounce for every subscriber in it, the run's trouble."""
+    if size > 1 and error.gone:
+        return refusal(error.message, blames_recipient=False)
+    return error
