@@ -177,9 +177,12 @@ def _refused_before(
     """Whether these bytes were refused before under this file name: at this path, or where the dumps
     folder was before it moved (a new mount point; the old path gone): every refused file was reported
     again. The record then follows the file (with ``recorded``), so `status` finds it. Another name, or
-    a copy beside a file still where it was, is another file."""
+    a copy beside a file still where it was, is another file; so is one on a database several hosts
+    share, where a path missing here may be another host's dumps folder (each reports its own)."""
     if (digest, name) in known:
         return True
+    if store.shared:
+        return False
     moved_from = next((p for h, p in known if h == digest and _moved(p, name)), None)
     if moved_from is None:
         return False

@@ -22,7 +22,7 @@ from newsletter.store import Store
 from newsletter.store.rejected import KEPT_PER_PATH
 
 from .conftest import DATA
-from .helpers import cli, outbox
+from .helpers import cli, make_env, outbox
 from .test_store_helpers import open_store
 
 REAL = DATA / "realdata"
@@ -367,3 +367,27 @@ def test_run_without_the_dumps_folder_says_to_create_it_as_check_does(env: dict[
     hint = "hint: create it or set NEWSLETTER_DUMPS (--dumps)"
     assert hint in ran.stderr
     assert hint in checked.stderr
+
+
+def test_two_hosts_on_one_database_each_report_their_own_refused_file(tmp_path: Path, pg_url: str) -> None:
+    """Two hosts share a PostgreSQL database, each with its dumps folder at another path, and fetch the
+    same bad file: host B found A's record under a path it does not have (so 'moved'), took it over and
+    never reported its own file; A took it back at its next scan, B again at its: a write every run."""
+    hosts = {}
+    for host in ("a", "b"):
+        (tmp_path / host).mkdir()
+        hosts[host] = {**make_env(tmp_path / host), "NEWSLETTER_DATABASE_URL": pg_url}
+        _add(hosts[host], DAMAGED[0])
+    runs = []
+    for host, other, day in (("a", "b", "2024-12-11"), ("b", "a", "2024-12-12"), ("a", "b", "2024-12-13")):
+        away = Path(hosts[other]["NEWSLETTER_DUMPS"])  # the other host's folder, not on this one
+        away.rename(away.with_name("away"))
+        try:
+            runs.append(_run(hosts[host], day)[0])
+        finally:
+            away.with_name("away").rename(away)
+    assert runs == [1, 1, 0]
+    status = json.loads(cli(hosts["a"], "status", "--json").stdout)
+    assert sorted(r["file"] for r in status["rejected_files"]) == sorted(
+        str(Path(hosts[host]["NEWSLETTER_DUMPS"]) / DAMAGED[0]) for host in hosts
+    )
