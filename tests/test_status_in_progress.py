@@ -13,6 +13,7 @@ from newsletter.store import Store, lock
 from newsletter.store.lock import LOCK_NAME, run_lock
 
 from .helpers import cli, make_env
+from .pg import PostgresServer
 
 
 def test_status_says_which_process_holds_the_state_folder_s_run_lock(env: dict[str, str]) -> None:
@@ -61,3 +62,15 @@ def test_the_holder_is_found_where_the_lock_table_names_the_filesystem_s_device(
     assert lock.file_lock_holder(home) == "pid 4242"
     locks.write_text(f"1: FLOCK  ADVISORY  WRITE 4242 00:29:{inode} 0 EOF\n")  # another filesystem's file
     assert lock.file_lock_holder(home) is None
+
+
+def test_a_run_on_another_database_of_the_server_is_not_this_one_s(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """Advisory locks are per database, but pg_locks lists the whole server's: a staging installation's
+    daemon on the same server made production's `status` say a run was in progress."""
+    ours, theirs = postgres.new_database(), postgres.new_database()
+    env = {**make_env(tmp_path), "NEWSLETTER_DATABASE_URL": ours}
+    cli(env, "status")
+    with Store(theirs) as store, store.coordinator_lock().hold():
+        assert json.loads(cli(env, "status", "--json").stdout)["run_in_progress"] is None

@@ -227,10 +227,12 @@ def _major_minor(major: int, minor: int) -> str:
 
 def advisory_lock_holder(engine: Engine, key: int) -> str | None:
     """The connection holding the advisory lock ``key`` (pg_locks): its client's address and the server
-    process serving it; None when no session holds it."""
+    process serving it; None when no session holds it. Advisory locks are per database: pg_locks lists
+    the whole server's (another installation's daemon on another database is not this one's run)."""
     query = sa.text(
         "SELECT a.pid, host(a.client_addr) AS client FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND l.classid::bigint = :high AND l.objid::bigint = :low"
     )
     with engine.connect() as conn:
