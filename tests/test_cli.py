@@ -374,20 +374,28 @@ def test_an_error_nobody_foresaw_is_one_line_and_json(env: dict[str, str], tmp_p
     assert "Traceback" in cli(env, "--debug", "status", check=False).stderr
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
-def test_a_report_stdout_cannot_take_is_one_error_line(env: dict[str, str]) -> None:
-    """A full disk under cron's `>> run.log`: a run that had sent its digests said `unexpected
-    OSError ... please report it`, then `Exception ignored`, and exited 120."""
-    add_dumps(env, seed_names()[0])
+NEEDS_DEV_FULL = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+
+
+def _into_a_full_stdout(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`newsletter ARGS > /dev/full`: the disk under cron's `>> run.log` full."""
     with open("/dev/full", "w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", "run"],
+        return subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
             env={**os.environ, **env},
             stdout=full,
             stderr=subprocess.PIPE,
             text=True,
             check=False,
         )
+
+
+@NEEDS_DEV_FULL
+def test_a_report_stdout_cannot_take_is_one_error_line(env: dict[str, str]) -> None:
+    """A full disk under cron's `>> run.log`: a run that had sent its digests said `unexpected
+    OSError ... please report it`, then `Exception ignored`, and exited 120."""
+    add_dumps(env, seed_names()[0])
+    proc = _into_a_full_stdout(env, "run")
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[-2:] == [
         "error: cannot write the report to stdout: No space left on device",
@@ -396,19 +404,11 @@ def test_a_report_stdout_cannot_take_is_one_error_line(env: dict[str, str]) -> N
     assert len(outbox(env)) == 2
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@NEEDS_DEV_FULL
 def test_a_dry_run_stdout_cannot_take_names_no_report_it_did_not_save(env: dict[str, str]) -> None:
     """Its hint sent the user to `newsletter status` for a report a dry run never saves."""
     add_dumps(env, seed_names()[0])
-    with open("/dev/full", "w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", "run", "--dry-run"],
-            env={**os.environ, **env},
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
+    proc = _into_a_full_stdout(env, "run", "--dry-run")
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[-1] == (
         "hint: the dry run is done; it saved no report: run it again where stdout has room"
@@ -416,25 +416,17 @@ def test_a_dry_run_stdout_cannot_take_names_no_report_it_did_not_save(env: dict[
     assert not (Path(env["NEWSLETTER_HOME"]) / "last-run.json").exists() and not outbox(env)
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def _run_smtp_down_into_a_full_stdout(
     env: dict[str, str], *args: str
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """The command (exit 1) with SMTP down and stdout on /dev/full; its stderr's error lines."""
     add_dumps(env, seed_names()[0])
-    with open("/dev/full", "w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", *args],
-            env={**os.environ, **_smtp_down(env)},
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
+    proc = _into_a_full_stdout(_smtp_down(env), *args)
     assert proc.returncode == 1
     return proc, [line for line in proc.stderr.splitlines() if line.startswith("error:")]
 
 
+@NEEDS_DEV_FULL
 def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
     """Only stdout had the transport down's cause (its log line left out as the report's): a cron mail
     said that stdout was full, and nothing of why no digest went."""
@@ -443,7 +435,7 @@ def test_a_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, 
     assert errors[1:] == ["error: cannot write the report to stdout: No space left on device"], proc.stderr
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@NEEDS_DEV_FULL
 @pytest.mark.parametrize("args", [["retry"], ["retry", "--json"]])
 def test_a_retry_stdout_cannot_take_names_no_report_it_did_not_save(
     env: dict[str, str], args: list[str]
@@ -452,15 +444,7 @@ def test_a_retry_stdout_cannot_take_names_no_report_it_did_not_save(
     (status shows the last run's), so the hint named a report nobody could find."""
     add_dumps(env, seed_names()[0])
     cli(_smtp_down(env), "run", check=False)  # a digest left to retry
-    with open("/dev/full", "w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", *args],
-            env={**os.environ, **_smtp_down(env)},
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
+    proc = _into_a_full_stdout(_smtp_down(env), *args)
     assert proc.returncode == 1
     assert proc.stderr.splitlines()[-2:] == [
         "error: cannot write the report to stdout: No space left on device",
@@ -468,7 +452,7 @@ def test_a_retry_stdout_cannot_take_names_no_report_it_did_not_save(
     ], proc.stderr
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@NEEDS_DEV_FULL
 def test_a_json_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[str, str]) -> None:
     """`run --json > /dev/full` said only that stdout was full: the transport down's cause was in the JSON."""
     proc, errors = _run_smtp_down_into_a_full_stdout(env, "run", "--json")
@@ -478,7 +462,7 @@ def test_a_json_report_stdout_cannot_take_still_says_the_run_s_errors(env: dict[
     assert errors[1] == "error: cannot write the report to stdout: No space left on device"
 
 
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@NEEDS_DEV_FULL
 @pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["check"], ["ingest"]])
 def test_every_command_s_report_stdout_cannot_take_is_the_same_error_line(
     env: dict[str, str], args: list[str]
@@ -486,15 +470,7 @@ def test_every_command_s_report_stdout_cannot_take_is_the_same_error_line(
     """Only `run` and `retry` guarded stdout: `status > /dev/full` said `unexpected OSError`."""
     files = [str(Path(env["NEWSLETTER_DUMPS"]) / seed_names()[0])] if args == ["ingest"] else []
     add_dumps(env, seed_names()[0])
-    with open("/dev/full", "w") as full:
-        proc = subprocess.run(
-            [sys.executable, "-m", "newsletter", *args, *files],
-            env={**os.environ, **env},
-            stdout=full,
-            stderr=subprocess.PIPE,
-            text=True,
-            check=False,
-        )
+    proc = _into_a_full_stdout(env, *args, *files)
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
         "error: cannot write the report to stdout: No space left on device",
@@ -815,6 +791,7 @@ def test_an_error_under_json_with_the_reader_gone_is_its_line_and_status(
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
 
 
+@NEEDS_DEV_FULL
 def test_an_error_under_json_on_a_full_disk_is_its_line_and_status(env: dict[str, str]) -> None:
     with open("/dev/full", "w") as full:
         proc = subprocess.run(
