@@ -122,6 +122,9 @@ def test_the_lexical_ranker_reads_a_short_exclusion_alike(
         ("3DGS", "3D-GS, 3D GS, 3-D GS and 3DGS, not 3DGSX", ["3D-GS", "3D GS", "3-D GS", "3DGS"]),
         ("3D-GS", "3DGS and 3D GS", ["3DGS", "3D GS"]),
         ("2DGS", "2D-GS, not 3D-GS", ["2D-GS"]),
+        ("3DIS", "3D IS, 3D-IS and 3DIS, not 'in 3D is'", ["3D IS", "3D-IS", "3DIS"]),
+        ("3DOR", "2D or 3D or 4D", []),
+        ("3dgs", "3D GS and 3dgs", ["3D GS", "3dgs"]),
         ("T5", "T-5 and T5", ["T-5", "T5"]),
     ],
 )
@@ -238,3 +241,17 @@ def test_a_dimensional_name_is_stated_with_a_hyphen_after_its_dimensions() -> No
     reader = READER.model_copy(update={"interests": ("scene compression",), "exclude": ("3DGS",)})
     ranked = ranker.rank([says_it, other], reader)
     assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}
+
+
+def test_a_dimensional_name_after_a_space_is_written_in_capitals() -> None:
+    """`exclude: ["3DIS"]` left out a paper on mesh reconstruction: "geometry in 3D is hard" read as
+    "3D IS", once "3DGS" could be written "3D GS"."""
+    in_prose = paper(
+        "Mesh Reconstruction from Sparse Views", "Recovering geometry in 3D is hard from few views.", 9
+    )
+    named = paper("3DIS: Decoupled Instance Synthesis", "3DIS places instances in generated images.", 10)
+    ranker = LexicalRanker()
+    ranker.prepare([in_prose, named], papers())
+    reader = READER.model_copy(update={"interests": ("mesh reconstruction",), "exclude": ("3DIS",)})
+    ranked = ranker.rank([in_prose, named], reader)
+    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {named.title}

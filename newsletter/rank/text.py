@@ -128,10 +128,11 @@ def other_spelling(term: str) -> re.Pattern[str] | None:
 def _spelled_part(part: str) -> str:
     """One hyphen-free part of a short name, a hyphen allowed between its digits and letters, and a
     hyphen or space after a leading number of dimensions ("3DGS" as "3D-GS" or "3D GS", as "3D-GS"
-    is also found as "3DGS")."""
+    is also found as "3DGS"). After a space the letters must be capitals: "3DIS" is not "in 3D is"."""
     found = _DIMENSIONS_FIRST.fullmatch(part)
     if found:
-        return f"{_spelled_part(found[1])}[- ]?{_spelled_part(found[2])}"
+        letters = re.escape(found[2])
+        return f"{_spelled_part(found[1])}(?:-?{letters}|(?-i: {letters.upper()}))"
     return "-?".join(map(re.escape, _PIECE.findall(part)))
 
 
