@@ -486,6 +486,17 @@ def test_the_run_report_is_readable_as_the_umask_allows(env: dict[str, str]) -> 
     assert report.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def logged_daemon(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`newsletter daemon --tick 1`, its stdout and stderr into ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=out,
+        )
+
+
 HOLD_LOCK_TILL_TOLD = """
 import sys
 from pathlib import Path
@@ -507,13 +518,7 @@ def test_a_daemon_started_while_a_command_holds_the_lock_waits_for_it(
     log = tmp_path / "daemon.log"
     with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as holder:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        with log.open("w") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
-                env={**os.environ, **env},
-                stderr=err,
-                text=True,
-            )
+        proc = logged_daemon(env, log)
         try:
             assert wait_for(lambda: WAITING in log.read_text()), log.read_text()
             assert proc.poll() is None and holder.communicate("go\n", timeout=30)[0] == ""

@@ -3,11 +3,9 @@ it exited at once with the database error, and systemd gave the unit up after fi
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,7 +15,7 @@ import pytest
 
 from .helpers import add_dumps, make_env, seed_names
 from .pg import PostgresServer
-from .test_daemon import wait_for
+from .test_daemon import logged_daemon, wait_for
 
 TRIED_AGAIN = "cannot reach the database (try"
 
@@ -40,14 +38,7 @@ def _daemon(tmp_path: Path, url: str) -> tuple[subprocess.Popen[bytes], Path]:
     env = {**make_env(tmp_path), "NEWSLETTER_DATABASE_URL": url}
     add_dumps(env, seed_names()[0])
     log = tmp_path / "daemon.log"
-    with log.open("wb") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "daemon", "--tick", "1"],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=out,
-        )
-    return daemon, log
+    return logged_daemon(env, log), log
 
 
 def _stopped(daemon: subprocess.Popen[bytes]) -> float:
