@@ -173,23 +173,22 @@ class Daemon:
         starting at boot) is one log line per try, tried again after a wait that doubles up to
         START_RETRY_CAP; any other error ends the daemon at once. None: SIGTERM/SIGINT came first."""
         wait = START_RETRY
-        for attempt in itertools.count(1):
-            try:
-                with self._stoppable():
+        with self._stoppable():  # the whole while: a signal between two tries was the default's (no exit 0)
+            for attempt in itertools.count(1):
+                try:
                     return stack.enter_context(
                         open_pipeline(self.settings, lock=False, new_database=self.new_database)
                     )
-            except StoreError as exc:
-                if not self._unreachable(exc):
-                    raise
-                said = redact(exc.message, self.settings.secret_values())
-                log.error(
-                    "cannot reach the database (try %d), trying again in %.0f s: %s", attempt, wait, said
-                )
-            with self._stoppable():
+                except StoreError as exc:
+                    if not self._unreachable(exc):
+                        raise
+                    said = redact(exc.message, self.settings.secret_values())
+                    log.error(
+                        "cannot reach the database (try %d), trying again in %.0f s: %s", attempt, wait, said
+                    )
                 if self.stop.wait(wait):
                     return None
-            wait = min(wait * 2, START_RETRY_CAP)
+                wait = min(wait * 2, START_RETRY_CAP)
         return None  # unreachable: count() never ends
 
     def _unreachable(self, exc: StoreError) -> bool:
