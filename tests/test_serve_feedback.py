@@ -177,6 +177,22 @@ def test_an_old_link_records_nothing_of_a_forgotten_address(
         assert store.subscriber_state(SSM) is None
 
 
+def test_an_old_link_of_a_renamed_address_does_not_say_it_asked_to_be_removed(
+    home: dict[str, str],
+    server: LiveServer,
+    sent: tuple,  # type: ignore[type-arg]
+) -> None:
+    """After `rename`, a click on a link of a digest sent to the old address said the address "was
+    removed at its request": the reader only changed address, and asked for nothing of the kind."""
+    subscribers = Path(home["NEWSLETTER_SUBSCRIBERS"])
+    subscribers.write_text(subscribers.read_text().replace(SSM, "sam@example.org"))
+    cli(home, "rename", SSM, "sam@example.org")
+    response = httpx.get(on(server, links(sent[1])[2][MARKED][1]), timeout=60)
+    assert response.status_code == 410
+    assert "removed at its request" not in response.text
+    assert "changed address" in response.text
+
+
 def _forged(token: str) -> str:
     sig = token.partition(".")[2]
     other = feedback_token("eve@example.org", "2312.00752", SecretStr(SECRET)).partition(".")[0]
