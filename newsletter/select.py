@@ -368,12 +368,19 @@ def _warn_if_ahead(states: Iterable[SubscriberState], now: datetime) -> None:
     ]
     if ahead:
         log.warning(
-            "%d subscribers' last digest was made after this run's clock (the latest %s, now %s): the "
-            "clock went back, or a run had a --now in the future; they are due now",
-            len(ahead),
+            "%s after this run's clock (the latest %s, now %s): the clock went back, or a run had a --now "
+            "in the future; %s due now",
+            _whose_last_digest(len(ahead)),
             f"{max(ahead):%Y-%m-%d %H:%M}",
             f"{now:%Y-%m-%d %H:%M}",
+            "it is" if len(ahead) == 1 else "they are",
         )
+
+
+def _whose_last_digest(count: int) -> str:
+    if count == 1:
+        return "1 subscriber's last digest was made"
+    return f"{count} subscribers' last digests were made"
 
 
 def _is_due(subscriber: Subscriber, states: dict[str, SubscriberState], now: datetime) -> bool:

@@ -1,3 +1,4 @@
+import logging
 import re
 from datetime import UTC, datetime, time, timedelta
 from itertools import pairwise
@@ -9,6 +10,8 @@ from newsletter.cron import fetch_schedule
 from newsletter.due import is_due, latest_slot, next_due_at, shown_due, slot_served_now
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
+from newsletter.select import _warn_if_ahead
+from newsletter.store import SubscriberState
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -387,3 +390,26 @@ def test_status_shows_a_send_time_in_a_dst_gap_as_the_clocks_show_it() -> None:
     state = SubscriberState(s.email, 1, last, None, served_slot=last)
     row = _subscriber_row(s, state, datetime(2026, 3, 7, 12, tzinfo=UTC), {}, 2, 0, set())
     assert row["next_due_at"] == "2026-03-08T03:30:00-04:00"
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [
+        (1, "1 subscriber's last digest was made after this run's clock"),
+        (5, "5 subscribers' last digests were made after this run's clock"),
+    ],
+)
+def test_a_last_digest_ahead_of_the_clock_is_counted_in_good_english(
+    count: int, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a month of runs under a future --now, `serve` logged "1 subscribers' last digest was made
+    after this run's clock ... they are due now"."""
+    now = datetime(2026, 12, 8, tzinfo=UTC)
+    ahead = now + timedelta(days=30)
+    states = [SubscriberState(f"s{i}@example.org", 1, ahead, None) for i in range(count)]
+    with caplog.at_level(logging.WARNING, logger="newsletter"):
+        _warn_if_ahead(states, now)
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message.startswith(said) and message.endswith(
+        "it is due now" if count == 1 else "they are due now"
+    )
