@@ -81,6 +81,16 @@ def stored_files(store: Store, paths: list[Path]) -> list[Path]:
     return [path for path in paths if _stored_hash(path) in seen]
 
 
+def refused_files(store: Store, paths: list[Path]) -> dict[Path, str]:
+    """The files among ``paths`` a run refused before, with these bytes at this path: path -> the
+    problem recorded (`status` lists them; a scan skips them quietly)."""
+    if not paths:
+        return {}
+    refused = {(r.content_hash, r.path): r.problem for r in store.rejected_files()}
+    found = {path: refused.get((_file_digest(path) or "", path_text(path))) for path in paths}
+    return {path: problem for path, problem in found.items() if problem is not None}
+
+
 def waiting_note(waiting: list[Path]) -> str | None:
     """What a preview that could not take the run lock leaves out (None: nothing)."""
     if not waiting:

@@ -326,6 +326,20 @@ def test_a_rejected_dump_is_noted_on_the_page(env: dict[str, str], client: TestC
     assert client.get(f"/s/{SSM}").status_code == 200  # the other dumps still count
 
 
+def test_a_dump_a_run_rejected_is_noted_but_not_logged_again(
+    env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each serve started logged an ERROR "rejected ..." for every dump file runs had rejected weeks
+    before (and `status` listed): after a month with three damaged dumps, three errors at each start."""
+    (Path(env["NEWSLETTER_DUMPS"]) / "zz_broken.json").write_text('[{"paper": ')
+    assert cli(env, "run", "--no-fetch", "--now", NOW.isoformat(), check=False).returncode == 1  # recorded
+    caplog.clear()
+    with keyed(create_app(settings_for(env), clock=lambda: NOW)) as client:
+        page = client.get("/").text
+    assert "dump rejected:" in page and "zz_broken.json" in page
+    assert not [r for r in caplog.records if "rejected" in r.getMessage()]
+
+
 def test_no_digest_gives_404_for_its_parts(client: TestClient) -> None:
     response = client.get("/s/nobody@example.org/html")
     assert response.status_code == 404

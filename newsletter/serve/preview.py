@@ -25,7 +25,7 @@ from newsletter.app import make_state_folder, refuse_lost_history, refuse_older_
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.due import is_due, shown_due
 from newsletter.errors import ConfigError, LockedError, NewsletterError, RenderError, SourceError, StoreError
-from newsletter.intake import stored_files, waiting_files, waiting_note
+from newsletter.intake import refused_files, stored_files, waiting_files, waiting_note
 from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.pipeline import Pipeline, Selection
 from newsletter.rank import make_ranker
@@ -247,6 +247,9 @@ class Previewer:
         for path in stored_files(pipeline.store, list(fresh)):  # read with no lock: a run is not refused
             self._seen_dumps.add(fresh.pop(path))  # (a restarted serve read every file under it again)
             self._rejected.pop(str(path), None)  # refused half-written, then completed and stored
+        for path, problem in refused_files(pipeline.store, list(fresh)).items():  # by a run: not logged again
+            self._seen_dumps.add(fresh.pop(path))
+            self._rejected[str(path)] = problem
         notes: list[str] = []
         if fresh:
             try:
