@@ -183,13 +183,23 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
     console.print(f"Deliveries: {counts}", highlight=False)
     last = data["last_run"]
     console.print(
-        f"Last run: {last['finished_at']}: {last['summary']}" if last else "Last run: none recorded",
+        f"Last run: finished {_when(last['finished_at'])}: {last['summary']}"
+        if last
+        else "Last run: none recorded",
         markup=False,
     )
     for problem in (last or {}).get("errors", []):
         _plain(console, f"  error: {problem}")
     for problem in _not_ingested(last or {}):
         _plain(console, f"  not ingested now: {problem}")
+
+
+def _when(finished_at: str | None) -> str:
+    """When a run finished, by this host's clock, as the run's own summary writes its time (a run with
+    ``--now`` says its own time there)."""
+    if not finished_at:
+        return "at an unknown time"
+    return f"{datetime.fromisoformat(finished_at).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _not_ingested(last: dict[str, Any]) -> list[str]:
