@@ -83,10 +83,14 @@ def slot_served_now(
 ) -> datetime | None:
     """The slot a digest made at ``now`` serves, to record with it: the latest one, which it is due for,
     or for a first digest the nearer one (:func:`_first_served`). A digest due for a slot it came late
-    to (made at 07:10 for 18:00 the day before) must not take the next: the next day's was skipped."""
+    to (made at 07:10 for 18:00 the day before) must not take the next: the next day's was skipped.
+    After a last digest made far ahead (see :func:`far_ahead`), the one due at once counts like a first:
+    made at 07:00 for 08:00, taken for the day before's 08:00, it was followed by a second at 08:00."""
     if subscriber.cadence == "each-dump":
         return None
-    return _first_served(subscriber, now) if last_digest_at is None else latest_slot(subscriber, now)
+    if last_digest_at is None or far_ahead(last_digest_at, now):
+        return _first_served(subscriber, now)
+    return latest_slot(subscriber, now)
 
 
 def served_slot(subscriber: Subscriber, made_at: datetime) -> datetime:

@@ -353,6 +353,26 @@ def test_a_last_digest_far_ahead_of_the_clock_is_due_now_and_a_little_ahead_wait
     assert not is_due(s, skewed, now, slot_served_now(s, now - timedelta(days=1), skewed))
 
 
+def _sent_hourly(s: Subscriber, last: datetime, served: datetime | None, start: datetime) -> list[datetime]:
+    """The digests hourly runs with papers to send make over three days from ``start``."""
+    sent = []
+    for now in (start + timedelta(hours=h) for h in range(72)):
+        if is_due(s, last, now, served):
+            served, last = slot_served_now(s, last, now), now
+            sent.append(now)
+    return sent
+
+
+def test_after_a_clock_a_week_ahead_is_set_right_a_daily_subscriber_gets_one_digest_a_day() -> None:
+    """The digest due at once after one made a week ahead counted for the day before's 08:00: a second
+    came at 08:00 the same day."""
+    s = sub(cadence="daily", send_at=time(8))
+    start = datetime(2026, 3, 10, 7, tzinfo=UTC)
+    ahead = start + timedelta(days=7)
+    sent = _sent_hourly(s, ahead, slot_served_now(s, start - timedelta(days=1), ahead), start)
+    assert sent == [start, *(datetime(2026, 3, day, 8, tzinfo=UTC) for day in (11, 12))]
+
+
 def test_what_status_and_serve_show_goes_now_only_when_something_goes_now() -> None:
     """A due subscriber with nothing to weigh and a refused digest waiting out its backoff showed 'now'."""
     s = sub(cadence="daily", send_at=time(7, 30))
