@@ -64,15 +64,19 @@ class Explanation:
             out.append(f"  less like a paper you marked: -{b.penalty:.3f}")
         out.append(f"  {self.verdict}")
         if self.as_sent is not None:
-            out.append(_then(*self.as_sent))
+            out[-1:] = _then(self.as_sent, self.scored, out[-1])
         return [printable(line) for line in out]  # titles come from dumps
 
 
-def _then(record: DeliveryRecord, item: DeliveryItem) -> str:
-    """The score and reason stored with the digest that held the paper: what decided it then."""
-    when = record.created_at.strftime("%Y-%m-%d %H:%M UTC")
+def _then(as_sent: tuple[DeliveryRecord, DeliveryItem], now: Scored, verdict: str) -> list[str]:
+    """The verdict, and the score and reason stored with the digest that held the paper (what decided
+    it then) when they differ from today's; the same twice read as if they had changed."""
+    record, item = as_sent
     then = f"score {item.score:.3f}: {item.why}"
-    return f"  as ranked for that digest ({when}): {then}; the score above is today's"
+    if then == f"score {now.score:.3f}: {now.why}":
+        return [f"{verdict}, scored then as today"]
+    when = record.created_at.strftime("%Y-%m-%d %H:%M UTC")
+    return [verdict, f"  as ranked for that digest ({when}): {then}; the score above is today's"]
 
 
 def find(store: Store, item: str) -> StoredPaper:
