@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from newsletter.store import Store, lock
 from newsletter.store.lock import LOCK_NAME, run_lock
@@ -74,3 +75,28 @@ def test_a_run_on_another_database_of_the_server_is_not_this_one_s(
     cli(env, "status")
     with Store(theirs) as store, store.coordinator_lock().hold():
         assert json.loads(cli(env, "status", "--json").stdout)["run_in_progress"] is None
+
+
+def test_a_run_lock_another_role_holds_is_said_to_be_that_role_s_not_a_local_connection(pg_url: str) -> None:
+    """pg_stat_activity hides another role's client address: its session read as 'a local connection'."""
+    import psycopg
+
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    database = admin.rsplit("/", 1)[1]
+    with psycopg.connect(admin, autocommit=True) as conn:
+        for role in ("holder", "viewer"):
+            conn.execute(f"DROP ROLE IF EXISTS {role}")  # the server is shared by the session's tests
+            conn.execute(f"CREATE ROLE {role} LOGIN")
+            conn.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+    key = (7 << 32) + 11
+    holder_url = admin.replace("//postgres@", "//holder@") + "?application_name=newsletter-daemon"
+    with psycopg.connect(holder_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (key,))
+        pid = holder.info.backend_pid
+        viewer = sa.create_engine(pg_url.replace("//postgres@", "//viewer@"))
+        try:
+            said = lock.advisory_lock_holder(viewer, key)
+        finally:
+            viewer.dispose()
+    expected = "a connection of another role (holder), its address hidden from this one"
+    assert said == f"{expected} (application 'newsletter-daemon', server process {pid})"

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from filelock import FileLock, Timeout
@@ -230,7 +231,9 @@ def advisory_lock_holder(engine: Engine, key: int) -> str | None:
     process serving it; None when no session holds it. Advisory locks are per database: pg_locks lists
     the whole server's (another installation's daemon on another database is not this one's run)."""
     query = sa.text(
-        "SELECT a.pid, host(a.client_addr) AS client FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        "SELECT a.pid, host(a.client_addr) AS client, a.client_port AS port, a.usename AS role,"
+        " a.application_name AS app, a.usename = current_user AS own"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
         " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
         " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
         " AND l.classid::bigint = :high AND l.objid::bigint = :low"
@@ -239,5 +242,16 @@ def advisory_lock_holder(engine: Engine, key: int) -> str | None:
         row = conn.execute(query, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first()
     if row is None:
         return None
-    where = f"a connection from {row.client}" if row.client else "a local connection"
-    return f"{where} (server process {row.pid})"
+    app = f"application {row.app!r}, " if row.app else ""
+    return f"{_holder_where(row)} ({app}server process {row.pid})"
+
+
+def _holder_where(row: sa.Row[Any]) -> str:
+    """Where the holder connects from: its address, a local socket (port -1), or, its address hidden
+    from this role (pg_stat_activity shows another role's only to pg_read_all_stats), its role."""
+    if row.client:
+        return f"a connection from {row.client}"
+    if row.port == -1 or row.own:
+        return "a local connection"
+    role = f" ({row.role})" if row.role else ""
+    return f"a connection of another role{role}, its address hidden from this one"
