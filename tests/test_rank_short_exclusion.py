@@ -155,26 +155,26 @@ NAMED_MODEL = paper(
 )
 
 
+def _lexically_excluded(pool: list[StoredPaper], interest: str, exclude: str) -> set[str]:
+    """The titles of `pool` the lexical ranker marks excluded for a reader of `interest` excluding `exclude`."""
+    ranker = LexicalRanker()
+    ranker.prepare(pool, papers())
+    reader = READER.model_copy(update={"interests": (interest,), "exclude": (exclude,)})
+    return {s.paper.title for s in ranker.rank(pool, reader) if "a topic you excluded" in s.why}
+
+
 @pytest.mark.parametrize("exclude", ["GPT-4", "GPT4"])
 def test_a_numbered_name_is_stated_only_as_written(exclude: str) -> None:
     """`exclude: ["GPT-4"]` left out a paper that names only GPT-3.5: the words of "GPT-4" are "GPT"."""
     says_it = paper("Agents with GPT-4 Planners", "A GPT-4 planner calls tools for support tickets.", 7)
-    ranker = LexicalRanker()
-    ranker.prepare([NAMED_MODEL, says_it], papers())
-    reader = READER.model_copy(update={"interests": ("customer support",), "exclude": (exclude,)})
-    ranked = ranker.rank([NAMED_MODEL, says_it], reader)
-    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}
+    assert _lexically_excluded([NAMED_MODEL, says_it], "customer support", exclude) == {says_it.title}
 
 
 def test_a_numbered_name_written_with_a_space_is_stated() -> None:
     """`exclude: ["Llama-2"]` let through a paper on "Llama 2" (its makers' spelling): the words of
     "Llama-2" are dropped for being lossy, and its other spellings had no space."""
     says_it = paper("Chat Agents on Llama 2", "We fine-tune Llama 2 chat models for support tickets.", 8)
-    ranker = LexicalRanker()
-    ranker.prepare([NAMED_MODEL, says_it], papers())
-    reader = READER.model_copy(update={"interests": ("customer support",), "exclude": ("Llama-2",)})
-    ranked = ranker.rank([NAMED_MODEL, says_it], reader)
-    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}
+    assert _lexically_excluded([NAMED_MODEL, says_it], "customer support", "Llama-2") == {says_it.title}
 
 
 def _solver(title: str, meshes: str, rank: int) -> StoredPaper:
@@ -236,11 +236,7 @@ def test_a_dimensional_name_is_stated_with_a_hyphen_after_its_dimensions() -> No
         "Splat Compression for Scenes", "We compress 3D-GS scenes; 3D GS splats shrink tenfold.", 9
     )
     other = paper("Point Clouds on the Edge", "We compress point clouds of scenes for phones.", 10)
-    ranker = LexicalRanker()
-    ranker.prepare([says_it, other], papers())
-    reader = READER.model_copy(update={"interests": ("scene compression",), "exclude": ("3DGS",)})
-    ranked = ranker.rank([says_it, other], reader)
-    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {says_it.title}
+    assert _lexically_excluded([says_it, other], "scene compression", "3DGS") == {says_it.title}
 
 
 def test_a_dimensional_name_after_a_space_is_written_in_capitals() -> None:
@@ -250,8 +246,4 @@ def test_a_dimensional_name_after_a_space_is_written_in_capitals() -> None:
         "Mesh Reconstruction from Sparse Views", "Recovering geometry in 3D is hard from few views.", 9
     )
     named = paper("3DIS: Decoupled Instance Synthesis", "3DIS places instances in generated images.", 10)
-    ranker = LexicalRanker()
-    ranker.prepare([in_prose, named], papers())
-    reader = READER.model_copy(update={"interests": ("mesh reconstruction",), "exclude": ("3DIS",)})
-    ranked = ranker.rank([in_prose, named], reader)
-    assert {s.paper.title for s in ranked if "a topic you excluded" in s.why} == {named.title}
+    assert _lexically_excluded([in_prose, named], "mesh reconstruction", "3DIS") == {named.title}
