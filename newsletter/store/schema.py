@@ -72,10 +72,11 @@ OLD_WRITER = (
 
 def old_writer_refusal(dialect: str) -> list[str]:
     """The trigger refusing a dump stored without ``written_by``: by a process of a version before it
-    (migration 0018)."""
+    (migration 0018). The function is replaced: it outlives the tables dropped to start a database
+    afresh."""
     if dialect == "postgresql":
         function = (
-            "CREATE FUNCTION dumps_by_an_older_version() RETURNS trigger AS $$ BEGIN "
+            "CREATE OR REPLACE FUNCTION dumps_by_an_older_version() RETURNS trigger AS $$ BEGIN "
             f"IF {_UNMARKED} THEN RAISE EXCEPTION '{OLD_WRITER}'; END IF; RETURN NEW; "
             "END $$ LANGUAGE plpgsql"
         )
