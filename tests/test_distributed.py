@@ -247,7 +247,7 @@ def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
     shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("graph neural networks",)),), now)
     with Store(pg_url) as store:
         seeded(store, 1)
-        store.plan_digest(plan_for(store, "in-flight"))
+        store.plan_digests([plan_for(store, "in-flight")])
         store.mark_sending("in-flight", now)  # a worker of an earlier run still sending it
         executor = distributed.ProcrastinateExecutor(store, pg_url)
         started = time.monotonic()
@@ -295,7 +295,7 @@ def test_a_coordinator_that_lost_its_run_lock_stops_waiting_and_recovers_nothing
     coordinator = _Coordinator(holds_lock=False)
     with Store(pg_url) as store:
         seeded(store, 1)
-        store.plan_digest(plan_for(store, "in-flight"))
+        store.plan_digests([plan_for(store, "in-flight")])
         store.mark_sending("in-flight", now)  # a worker still sending it
         executor = distributed.ProcrastinateExecutor(store, pg_url)
         report = executor.run([shard], cast(ShardWork, coordinator), None)
@@ -339,7 +339,7 @@ def test_a_lock_lost_as_the_last_shard_ended_is_seen_before_recovering(tmp_path:
     coordinator = _LosesTheLockAsTheShardEnds(pg_url)
     with Store(pg_url) as store:
         seeded(store, 1)
-        store.plan_digest(plan_for(store, "theirs"))
+        store.plan_digests([plan_for(store, "theirs")])
         store.mark_sending("theirs", now)  # the new lock holder's, in flight
         report = distributed.ProcrastinateExecutor(store, pg_url).run(
             [shard], cast(ShardWork, coordinator), None

@@ -201,7 +201,7 @@ def test_a_lagging_subscriber_keeps_their_window(home: Settings) -> None:
         ids = [_dump(store, n) for n in range(1, DUMPS + 1)]
         people = [Subscriber(email="late@example.org", interests=("x",))]
         assert last_dump_done_with(store, people) == 0  # a first digest: every dump of the day, all here
-        store.advance_watermark("late@example.org", ids[1])
+        store.advance_watermarks(["late@example.org"], ids[1])
         assert last_dump_done_with(store, people) == ids[1]
         weeks = DAY0 + CATCH_UP + timedelta(days=1)  # the dumps went in at DAY0: out of every window since
         assert last_dump_done_with(store, people, weeks) == ids[-1] - 10
@@ -220,7 +220,7 @@ def test_an_address_held_after_a_bounce_does_not_keep_every_vector(home: Setting
         plan = DigestPlan(
             "d1", "gone@example.org", DAY0, ids[1], "1 paper", (PlannedItem(paper.id, 1, 1.0, ""),)
         )
-        store.plan_digest(plan)
+        store.plan_digests([plan])
         assert last_dump_done_with(store, people) == ids[1]
         store.mark_sending("d1", DAY0, "<m@x>")
         store.mark_failed("d1", DAY0, "550 5.1.1 no such user", permanent=True, bounced=True)

@@ -60,7 +60,7 @@ def _plan_both(store: Store) -> None:
     """A digest queued for each of EMAILS: d0, d1."""
     seeded(store)
     for n, email in enumerate(EMAILS):
-        store.plan_digest(plan_for(store, f"d{n}", email, offset=n))
+        store.plan_digests([plan_for(store, f"d{n}", email, offset=n)])
 
 
 def _accepting(seen: list[tuple[str, str]]) -> Callable[[httpx.Request], httpx.Response]:

@@ -81,13 +81,13 @@ def test_the_store_moves_state_digests_and_feedback_in_one_go(store_url: str) ->
     with open_store(store_url) as store:
         seeded(store, 2)
         plan = plan_for(store, "d1", email="old@example.org")
-        assert store.plan_digest(plan)
+        assert store.plan_digests([plan]) == 1
         marked = store.papers_first_seen_in(plan.watermark_seq)[0]
         assert store.record_feedback("old@example.org", marked.key, "more", at(25)) is not None
         store.record_unsubscribe("old@example.org", at(26))
         with store._tx("a refusal for good", write=True) as conn:  # as a 5.1.1 leaves it
             conn.execute(subscribers.update().values(bounced_at=at(26)))
-        store.plan_digest(plan_for(store, "d2", email="taken@example.org", offset=3))
+        store.plan_digests([plan_for(store, "d2", email="taken@example.org", offset=3)])
 
         assert store.rename_subscriber("Old@Example.org", "new@example.org") == (1, 1)
 
@@ -107,7 +107,7 @@ def test_an_unsubscribe_of_the_new_address_stays(store_url: str) -> None:
     mailed again, its bare row replaced by OLD's."""
     with open_store(store_url) as store:
         seeded(store, 2)
-        assert store.plan_digest(plan_for(store, "d1", email="old@example.org"))
+        assert store.plan_digests([plan_for(store, "d1", email="old@example.org")]) == 1
         store.record_unsubscribe("new@example.org", at(25))
 
         assert store.rename_subscriber("old@example.org", "new@example.org") == (1, 0)

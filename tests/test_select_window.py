@@ -136,7 +136,7 @@ def test_explain_finds_the_first_digest_that_weighed_a_paper_its_listing_repeate
         store.ingest(make_dump(_kestrel(1), _kestrel(2), _kestrel(3)), at(1))
         (selection,) = Selector(store, LexicalRanker()).select([reader], at(2))
         sent = selection.chosen[0].paper
-        store.plan_digest(DigestPlan("d1", READER, at(2), 2, "s", (PlannedItem(sent.id, 1, 1.0, ""),)))
+        store.plan_digests([DigestPlan("d1", READER, at(2), 2, "s", (PlannedItem(sent.id, 1, 1.0, ""),))])
         records = store.deliveries(email=READER)
         weighed = [p for p in store.newest_listing() if p.id != sent.id]
         assert [_covering(store, records, p) for p in weighed] == records * 2
@@ -155,7 +155,7 @@ def test_explain_names_the_limit_for_a_paper_a_catch_up_digest_jumped_past(tmp_p
         plan = DigestPlan(
             "d1", READER, at(24 * 42 + 12), 42, "s", (PlannedItem(selection.chosen[0].paper.id, 1, 1.0, ""),)
         )
-        store.plan_digest(plan)
+        store.plan_digests([plan])
         (record,) = store.deliveries(email=READER)
         skipped = store.papers_first_seen_after(4, upto=5)[0]
         assert _past_the_limit(store, reader, skipped, record, at(24 * 43)) == "likely"

@@ -28,7 +28,7 @@ from newsletter.store import (
 )
 from newsletter.store.records import DeliveryRecord
 from newsletter.store.schema import subscribers
-from tests.test_store_helpers import at, open_store, plan_for, seeded
+from tests.test_store_helpers import at, claimed_papers, mark_sent, open_store, plan_for, seeded
 
 ADA = "ada@example.org"
 BOB = "bob@example.org"
@@ -49,7 +49,7 @@ def _status(store: Store, digest_id: str) -> str:
 def test_plan_records_a_pending_digest_and_moves_the_watermark(store: Store) -> None:
     plan = plan_for(store, "d1")
 
-    assert store.plan_digest(plan) is True
+    assert store.plan_digests([plan]) == 1
 
     state = store.subscriber_state(ADA)
     assert state is not None
@@ -65,11 +65,11 @@ def test_plan_records_a_pending_digest_and_moves_the_watermark(store: Store) -> 
 
 def test_planning_the_same_digest_twice_changes_nothing(store: Store) -> None:
     plan = plan_for(store, "d1")
-    assert store.plan_digest(plan)
+    assert store.plan_digests([plan]) == 1
     store.mark_sending("d1", at(25))
     different = replace(plan_for(store, "d1", offset=5), watermark_seq=99, subject="other")
 
-    assert store.plan_digest(different) is False
+    assert store.plan_digests([different]) == 0
 
     (record,) = store.deliveries()
     assert (record.status, record.subject, record.attempts) == (SENDING, "3 papers", 1)
@@ -79,7 +79,7 @@ def test_planning_the_same_digest_twice_changes_nothing(store: Store) -> None:
 
 
 def test_plan_digests_plans_many_in_one_go_and_skips_known_ids(store: Store) -> None:
-    assert store.plan_digest(plan_for(store, "old", BOB))
+    assert store.plan_digests([plan_for(store, "old", BOB)]) == 1
     plans = [plan_for(store, f"d{i}", f"user{i}@example.org") for i in range(3)]
 
     planned = store.plan_digests([*plans, plans[0], plan_for(store, "old", BOB, offset=4)])
@@ -93,7 +93,7 @@ def test_a_plan_naming_an_unknown_paper_records_nothing(store: Store) -> None:
     bad = DigestPlan("bad", ADA, at(24), 2, "s", (PlannedItem(10_000, 1, 1.0, "x"),))
 
     with pytest.raises(StoreError, match=r"(?i)foreign ?key"):
-        store.plan_digest(bad)
+        store.plan_digests([bad])
 
     assert store.deliveries() == []
     assert store.subscriber_state(ADA) is None
@@ -101,15 +101,15 @@ def test_a_plan_naming_an_unknown_paper_records_nothing(store: Store) -> None:
 
 def test_a_plan_without_papers_is_refused(store: Store) -> None:
     with pytest.raises(StoreError, match="at least one paper"):
-        store.plan_digest(DigestPlan("empty", ADA, at(24), 2, "s", ()))
+        store.plan_digests([DigestPlan("empty", ADA, at(24), 2, "s", ())])
 
 
 def test_sending_then_sent(store: Store) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
 
     store.mark_sending("d1", at(25), message_id="<d1@example.org>")
     assert _status(store, "d1") == SENDING
-    store.mark_sent("d1", at(26), "<d1@example.org>")
+    mark_sent(store, "d1", at(26), "<d1@example.org>")
 
     (record,) = store.deliveries([SENT])
     assert (record.attempts, record.message_id, record.updated_at, record.last_error) == (
@@ -122,7 +122,7 @@ def test_sending_then_sent(store: Store) -> None:
 
 
 def test_a_temporary_failure_is_retried_after_not_before(store: Store) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
     store.mark_sending("d1", at(25))
 
     store.mark_failed("d1", at(25), "451 try later", permanent=False, retry_at=at(26))
@@ -132,12 +132,12 @@ def test_a_temporary_failure_is_retried_after_not_before(store: Store) -> None:
     assert store.pending_deliveries(now=at(25.5)) == []
     assert [r.digest_id for r in store.pending_deliveries(now=at(26))] == ["d1"]
     store.mark_sending("d1", at(27))
-    store.mark_sent("d1", at(27), "<m>")
+    mark_sent(store, "d1", at(27), "<m>")
     assert store.deliveries([SENT])[0].attempts == 2
 
 
 def test_a_permanent_failure_is_never_sent_again(store: Store) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
     store.mark_sending("d1", at(25))
 
     store.mark_failed("d1", at(25), "550 no such user", permanent=True)
@@ -149,7 +149,7 @@ def test_a_permanent_failure_is_never_sent_again(store: Store) -> None:
 
 
 def test_a_pending_digest_can_fail_before_any_send(store: Store) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
     store.mark_failed("d1", at(25), "template error", permanent=True)
     assert store.deliveries()[0].attempts == 0
     assert _status(store, "d1") == FAILED
@@ -158,7 +158,7 @@ def test_a_pending_digest_can_fail_before_any_send(store: Store) -> None:
 @pytest.mark.parametrize(
     ("setup", "action", "message"),
     [
-        ([], lambda s: s.mark_sent("d1", at(30), "<m>"), "was not 'sending' when marked sent"),
+        ([], lambda s: mark_sent(s, "d1", at(30), "<m>"), "was not 'sending' when marked sent"),
         ([], lambda s: s.mark_unknown("d1", at(30), "?"), "is pending, not sending"),
         (["sending", "sent"], lambda s: s.mark_sending("d1", at(30)), "is sent, not pending or retry"),
         (["sending", "sent"], lambda s: s.mark_failed("d1", at(30), "x", True), "is sent"),
@@ -170,12 +170,12 @@ def test_a_pending_digest_can_fail_before_any_send(store: Store) -> None:
 def test_transitions_out_of_order_are_refused(
     store: Store, setup: list[str], action: Callable[[Store], None], message: str
 ) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
     for step in setup:
         if step == "sending":
             store.mark_sending("d1", at(25))
         else:
-            store.mark_sent("d1", at(26), "<m>")
+            mark_sent(store, "d1", at(26), "<m>")
     before = store.deliveries()
 
     with pytest.raises(InvalidTransition, match=message):
@@ -185,7 +185,7 @@ def test_transitions_out_of_order_are_refused(
 
 
 def test_unknown_is_reported_not_queued(store: Store) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
     store.mark_sending("d1", at(25))
 
     store.mark_unknown("d1", at(25), "connection lost after DATA")
@@ -197,7 +197,7 @@ def test_unknown_is_reported_not_queued(store: Store) -> None:
 
 def test_recover_interrupted_turns_sending_into_unknown(store: Store) -> None:
     for digest_id, email in (("a", ADA), ("b", BOB), ("c", "cy@example.org")):
-        store.plan_digest(plan_for(store, digest_id, email))
+        store.plan_digests([plan_for(store, digest_id, email)])
     store.mark_sending("a", at(25))
     store.mark_sending("b", at(25))
 
@@ -214,7 +214,7 @@ def test_recover_interrupted_turns_sending_into_unknown(store: Store) -> None:
 
 def test_a_digest_refused_and_waiting_for_its_next_try_is_queued_again_by_recovery(store: Store) -> None:
     for digest_id, email in (("a", ADA), ("b", BOB)):
-        store.plan_digest(plan_for(store, digest_id, email))
+        store.plan_digests([plan_for(store, digest_id, email)])
         store.mark_sending(digest_id, at(25))
     store.hold_refused(["a"], "rate limit for digest a: 429")  # a crash comes during the wait
 
@@ -230,7 +230,7 @@ def test_a_digest_refused_and_waiting_for_its_next_try_is_queued_again_by_recove
 
 def test_a_refused_digest_released_after_its_wait_is_sending_again_unless_taken_over(store: Store) -> None:
     for digest_id, email in (("a", ADA), ("b", BOB)):
-        store.plan_digest(plan_for(store, digest_id, email))
+        store.plan_digests([plan_for(store, digest_id, email)])
         store.mark_sending(digest_id, at(25))
     store.hold_refused(["a", "b"], "rate limit")
     assert store.release_refused(["a"]) == ["a"]
@@ -243,7 +243,7 @@ def test_a_refused_digest_released_after_its_wait_is_sending_again_unless_taken_
 def test_a_refused_digest_another_process_is_sending_again_is_not_released(store: Store) -> None:
     """Recovered and picked up by another run, it is 'sending' again but no longer held: this run's
     release must leave it to that run, or both send it."""
-    store.plan_digest(plan_for(store, "a"))
+    store.plan_digests([plan_for(store, "a")])
     store.mark_sending("a", at(25))
     store.hold_refused(["a"], "rate limit")
     store.recover_interrupted(at(30))  # another process: queued again
@@ -255,7 +255,7 @@ def test_a_refused_digest_another_process_is_sending_again_is_not_released(store
 def test_a_digest_queued_again_after_its_subscriber_unsubscribed_is_never_sending(store: Store) -> None:
     """An unsubscribe cancels queued digests, not one waiting in 'sending' after a refusal; a crash
     then queues it again: it must not go out."""
-    store.plan_digest(plan_for(store, "a"))
+    store.plan_digests([plan_for(store, "a")])
     store.mark_sending("a", at(25))
     store.hold_refused(["a"], "rate limit")
     store.record_unsubscribe(ADA, at(26))
@@ -273,7 +273,7 @@ from newsletter.store.records import DeliveryRecord
 from newsletter.store.schema import subscribers
 from tests.test_store_helpers import at, plan_for
 store = Store(sys.argv[1])
-store.plan_digest(plan_for(store, "crash"))
+store.plan_digests([plan_for(store, "crash")])
 store.mark_sending("crash", at(25))
 print("sending", flush=True)
 sys.stdin.read()  # the 'network step' never finishes: the parent kills us here
@@ -299,33 +299,33 @@ def test_a_run_killed_mid_send_leaves_an_unknown_after_recovery(store_url: str) 
         assert store.pending_deliveries() == []
         assert store.recover_interrupted(at(30)) == ["crash"]
         assert store.deliveries()[0].status == UNKNOWN
-        assert len(store.sent_paper_ids(ADA)) == 3
+        assert len(claimed_papers(store, ADA)) == 3
 
 
-def test_sent_paper_ids_cover_every_digest_that_went_or_may_go_out(store: Store) -> None:
+def test_the_log_claims_the_papers_of_every_digest_that_went_or_may_go_out(store: Store) -> None:
     per_status = {PENDING: 0, SENDING: 1, SENT: 2, RETRY: 3, UNKNOWN: 4, FAILED: 5}
     plans = {status: plan_for(store, status, papers=2, offset=2 * n) for status, n in per_status.items()}
     store.plan_digests(plans.values())
-    store.plan_digest(plan_for(store, CANCELLED, "cy@example.org", papers=2))
+    store.plan_digests([plan_for(store, CANCELLED, "cy@example.org", papers=2)])
     store.record_unsubscribe("cy@example.org", at(25))
-    store.plan_digest(plan_for(store, "bob", BOB, papers=1, offset=20))
+    store.plan_digests([plan_for(store, "bob", BOB, papers=1, offset=20)])
     for status in (SENDING, SENT, RETRY, UNKNOWN):
         store.mark_sending(status, at(25))
-    store.mark_sent(SENT, at(26), "<m>")
+    mark_sent(store, SENT, at(26), "<m>")
     store.mark_failed(RETRY, at(26), "421", permanent=False)
     store.mark_unknown(UNKNOWN, at(26), "?")
     store.mark_failed(FAILED, at(26), "550", permanent=True)
 
     claimed = {i.paper_id for s in (PENDING, SENDING, SENT, RETRY, UNKNOWN) for i in plans[s].items}
-    assert store.sent_paper_ids(ADA) == claimed
-    assert store.sent_paper_ids(" ADA@Example.org ") == claimed
-    assert len(store.sent_paper_ids(BOB)) == 1
-    assert store.sent_paper_ids("nobody@example.org") == set()
-    assert store.sent_paper_ids("cy@example.org") == set()  # cancelled
+    assert claimed_papers(store, ADA) == claimed
+    assert claimed_papers(store, " ADA@Example.org ") == claimed
+    assert len(claimed_papers(store, BOB)) == 1
+    assert claimed_papers(store, "nobody@example.org") == set()
+    assert claimed_papers(store, "cy@example.org") == set()  # cancelled
 
 
 def test_unsubscribe_cancels_queued_digests_and_blocks_new_sends(store: Store) -> None:
-    store.plan_digest(plan_for(store, "queued"))
+    store.plan_digests([plan_for(store, "queued")])
     assert not store.is_unsubscribed(ADA)
 
     store.record_unsubscribe("Ada@Example.org", at(30))
@@ -335,8 +335,8 @@ def test_unsubscribe_cancels_queued_digests_and_blocks_new_sends(store: Store) -
     state = store.subscriber_state(ADA)
     assert state is not None and state.unsubscribed_at == at(30)
     assert _status(store, "queued") == CANCELLED
-    assert store.sent_paper_ids(ADA) == set()
-    store.plan_digest(plan_for(store, "late"))  # planned by a run that read the list before it
+    assert claimed_papers(store, ADA) == set()
+    store.plan_digests([plan_for(store, "late")])  # planned by a run that read the list before it
     assert store.pending_deliveries() == [] and _status(store, "late") == CANCELLED
     with pytest.raises(InvalidTransition):
         store.mark_sending("late", at(41))
@@ -344,7 +344,7 @@ def test_unsubscribe_cancels_queued_digests_and_blocks_new_sends(store: Store) -
 
 
 def test_a_digest_queued_when_its_subscriber_unsubscribes_is_not_sent(store: Store) -> None:
-    store.plan_digest(plan_for(store, "queued"))
+    store.plan_digests([plan_for(store, "queued")])
     with store._engine.begin() as conn:  # the unsubscribe committed beside the plan (PostgreSQL)
         conn.execute(subscribers.update().values(unsubscribed_at=at(30)))
     assert _status(store, "queued") == PENDING
@@ -361,11 +361,11 @@ def test_unsubscribe_of_an_unknown_address_is_recorded(store: Store) -> None:
 
 def test_requeue_puts_failed_and_unknown_back_as_retry(store: Store) -> None:
     for digest_id, email in (("f", ADA), ("u", BOB), ("s", "cy@example.org")):
-        store.plan_digest(plan_for(store, digest_id, email))
+        store.plan_digests([plan_for(store, digest_id, email)])
         store.mark_sending(digest_id, at(25))
     store.mark_failed("f", at(26), "550", permanent=True)
     store.mark_unknown("u", at(26), "?")
-    store.mark_sent("s", at(26), "<s>")
+    mark_sent(store, "s", at(26), "<s>")
 
     assert store.requeue(at(30), statuses=[UNKNOWN]) == ["u"]
     assert store.requeue(at(30)) == ["f"]
@@ -377,7 +377,7 @@ def test_requeue_puts_failed_and_unknown_back_as_retry(store: Store) -> None:
 def test_a_refused_digest_requeued_drops_its_batch_key_and_an_unknown_one_keeps_it(store: Store) -> None:
     """Resent alone under the key of the batch it was refused in, Resend would answer 409."""
     for digest_id, email in (("f", ADA), ("u", BOB)):
-        store.plan_digest(plan_for(store, digest_id, email))
+        store.plan_digests([plan_for(store, digest_id, email)])
     with store.delivery_session() as session:
         session.sending_many([("f", "<f>"), ("u", "<u>")], at(25), batch_key="newsletter-batch/k1")
     store.mark_failed("f", at(26), "422 invalid to", permanent=True)
@@ -393,7 +393,7 @@ def test_a_second_planner_of_the_same_papers_is_dropped_and_the_watermark_never_
     """A coordinator restarted while its shards ran: its new shards planned window (1, 3] while the old
     ones still planned (1, 2], so each paper went out in two digests with different ids."""
     first = plan_for(store, "old-shard", papers=3)
-    store.plan_digest(replace(first, watermark_seq=3))
+    store.plan_digests([replace(first, watermark_seq=3)])
     overlapping = replace(plan_for(store, "new-shard", papers=3, offset=1), watermark_seq=2)
     elsewhere = plan_for(store, "new-shard-bob", BOB, papers=3, offset=1)  # another subscriber: fine
     assert store.plan_digests([overlapping, elsewhere]) == 1  # Bob's only
@@ -408,8 +408,8 @@ def test_a_second_planner_of_the_same_papers_is_dropped_and_the_watermark_never_
 
 def test_pending_deliveries_are_oldest_first_and_can_be_capped(store: Store) -> None:
     for hours, digest_id in ((3, "c"), (1, "a"), (2, "b")):
-        store.plan_digest(
-            replace(plan_for(store, digest_id, f"{digest_id}@example.org"), created_at=at(hours))
+        store.plan_digests(
+            [replace(plan_for(store, digest_id, f"{digest_id}@example.org"), created_at=at(hours))]
         )
 
     assert [r.digest_id for r in store.pending_deliveries()] == ["a", "b", "c"]
@@ -418,8 +418,8 @@ def test_pending_deliveries_are_oldest_first_and_can_be_capped(store: Store) -> 
 
 
 def test_deliveries_filter_by_status_and_email(store: Store) -> None:
-    store.plan_digest(plan_for(store, "a", ADA))
-    store.plan_digest(plan_for(store, "b", BOB))
+    store.plan_digests([plan_for(store, "a", ADA)])
+    store.plan_digests([plan_for(store, "b", BOB)])
     store.mark_sending("b", at(25))
 
     assert [r.digest_id for r in store.deliveries(email=BOB)] == ["b"]
@@ -431,8 +431,8 @@ def test_deliveries_filter_by_status_and_email(store: Store) -> None:
 def test_advance_watermark_creates_the_subscriber_and_never_goes_back(store: Store) -> None:
     assert store.subscriber_state(ADA) is None
 
-    store.advance_watermark(ADA, 2)
-    store.advance_watermark(ADA, 1)
+    store.advance_watermarks([ADA], 2)
+    store.advance_watermarks([ADA], 1)
 
     state = store.subscriber_state(ADA)
     assert state is not None and (state.watermark_seq, state.last_digest_at) == (2, None)
@@ -504,7 +504,7 @@ def test_an_acceptance_of_a_digest_requeued_meanwhile_does_not_fail_the_next_one
 
 
 def test_session_refuses_a_cancelled_digest(store: Store) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
     store.record_unsubscribe(ADA, at(25))
     with store.delivery_session() as session, pytest.raises(InvalidTransition):
         session.sending("d1", "<m1@example.org>", at(30))
@@ -512,7 +512,7 @@ def test_session_refuses_a_cancelled_digest(store: Store) -> None:
 
 
 def test_session_database_error_is_a_one_line_store_error(store: Store) -> None:
-    store.plan_digest(plan_for(store, "d1"))
+    store.plan_digests([plan_for(store, "d1")])
     with store.delivery_session() as session:
         with store._engine.begin() as conn:  # the table disappears under a running session
             conn.exec_driver_sql("ALTER TABLE digests RENAME TO digests_gone")
@@ -530,7 +530,7 @@ def test_a_session_per_connection_up_to_the_most_a_run_opens_leaves_room_for_the
     with contextlib.ExitStack() as stack:
         for _ in range(64):
             stack.enter_context(store.delivery_session())
-        store.plan_digest(plan_for(store, "d1"))  # planning and reports still get a connection
+        store.plan_digests([plan_for(store, "d1")])  # planning and reports still get a connection
         assert _status(store, "d1") == PENDING
 
 

@@ -9,9 +9,13 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from newsletter.address import address_key
 from newsletter.models import Dump, Paper
 from newsletter.sources import read_dump
-from newsletter.store import DigestPlan, PlannedItem, Store
+from newsletter.store import CLAIMED, DigestPlan, InvalidTransition, PlannedItem, Store
+from newsletter.store.schema import digest_items, digests
 
 SEEDS = Path(__file__).resolve().parent.parent / "seeds"
 T0 = datetime(2024, 3, 11, 8, 0, tzinfo=UTC)
@@ -65,3 +69,21 @@ def plan_for(
         PlannedItem(p.id, i + 1, 1.0 - i / 10, f"matches: {p.title[:10]}") for i, p in enumerate(chosen)
     )
     return DigestPlan(digest_id, email, at(24), seq, f"{len(items)} papers", items)
+
+
+def mark_sent(store: Store, digest_id: str, now: datetime, message_id: str) -> None:
+    """sending (or unknown) -> sent, as a run's DeliverySession records it (one at a time)."""
+    with store.delivery_session() as session:
+        if not session.sent_if_open(digest_id, message_id, now):
+            raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
+
+
+def claimed_papers(store: Store, email: str) -> set[int]:
+    """The papers in the subscriber's digests that went out or may still go out (the delivery log's claim)."""
+    query = (
+        sa.select(digest_items.c.paper_id)
+        .join(digests, digest_items.c.digest_id == digests.c.id)
+        .where(digests.c.email == address_key(email), digests.c.status.in_(CLAIMED))
+    )
+    with store._engine.connect() as conn:
+        return set(conn.execute(query).scalars())

@@ -368,21 +368,6 @@ def requeue(
 # --- reading the log ---------------------------------------------------------------------------
 
 
-def sent_paper_ids(conn: Connection, emails: Collection[str]) -> dict[str, set[int]]:
-    """Per subscriber, the papers in digests that went out or may still go out (never send twice)."""
-    keys = sorted({address_key(e) for e in emails})
-    claimed: dict[str, set[int]] = {key: set() for key in keys}
-    for batch in chunks(keys):
-        query = (
-            sa.select(digests.c.email, digest_items.c.paper_id)
-            .join(digest_items, digest_items.c.digest_id == digests.c.id)
-            .where(digests.c.email.in_(batch), digests.c.status.in_(CLAIMED))
-        )
-        for email, paper_id in conn.execute(query):
-            claimed[email].add(paper_id)
-    return claimed
-
-
 def delivery_counts(conn: Connection) -> dict[str, int]:
     query = sa.select(digests.c.status, sa.func.count()).group_by(digests.c.status)
     return {status: count for status, count in conn.execute(query)}

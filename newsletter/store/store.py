@@ -40,7 +40,6 @@ from newsletter.store.records import (
     DigestPlan,
     FeedbackRecord,
     IngestResult,
-    InvalidTransition,
     SubscriberState,
 )
 from newsletter.store.schema import digest_items, digests, dumps, installation, subscribers
@@ -206,13 +205,10 @@ class Store(Catalog):
         with self._tx("reading subscriber state") as conn:
             return substate.subscriber_states(conn)
 
-    def advance_watermark(self, email: str, seq: int) -> None:
-        """Evaluated up to ``seq``, nothing to send. Never lowers an existing watermark."""
-        self.advance_watermarks([email], seq)
-
     def advance_watermarks(self, emails: Iterable[str], seq: int, served: datetime | None = None) -> None:
-        """advance_watermark for many subscribers in one transaction; ``served``: the send time they
-        were due for, served with nothing to send."""
+        """Evaluated up to ``seq``, nothing to send (never lowers an existing watermark), for many
+        subscribers in one transaction; ``served``: the send time they were due for, served with nothing
+        to send."""
         with self._tx("advancing subscriber watermarks", write=True) as conn:
             substate.advance_watermarks(conn, emails, seq, served)
 
@@ -298,17 +294,9 @@ class Store(Catalog):
 
     # --- planning ------------------------------------------------------------------------------
 
-    def sent_paper_ids(self, email: str) -> set[int]:
-        """Papers in this subscriber's pending, sending, sent, retry or unknown digests."""
-        with self._tx("reading the delivery log") as conn:
-            return delivery.sent_paper_ids(conn, [email])[address_key(email)]
-
-    def plan_digest(self, plan: DigestPlan) -> bool:
-        """Record a 'pending' digest and move the subscriber's watermark; False if already planned."""
-        return self.plan_digests([plan]) == 1
-
     def plan_digests(self, plans: Iterable[DigestPlan]) -> int:
-        """plan_digest for many, in one transaction; returns how many were new."""
+        """Record each plan as a 'pending' digest and move its subscriber's watermark, in one
+        transaction; returns how many were new (a plan already recorded is not)."""
         with self._tx("planning digests", write=True) as conn:
             return len(delivery.plan_digests(conn, plans))
 
@@ -339,13 +327,6 @@ class Store(Catalog):
         if moved:
             log.info("digest %s recorded sent, as held while the database could not take it", digest_id)
         return moved
-
-    def mark_sent(self, digest_id: str, now: datetime, message_id: str) -> None:
-        """sending (or unknown) -> sent, as a run's DeliverySession records it (one at a time)."""
-        _aware(now, "now")
-        with self.delivery_session() as session:
-            if not session.sent_if_open(digest_id, message_id, now):
-                raise InvalidTransition(f"digest {digest_id!r} was not 'sending' when marked sent")
 
     def mark_failed(
         self,
