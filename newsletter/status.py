@@ -197,9 +197,14 @@ def print_status(data: dict[str, Any], console: Console | None = None) -> None:
 def _when(finished_at: str | None) -> str:
     """When a run finished, by this host's clock, as the run's own summary writes its time (a run with
     ``--now`` says its own time there)."""
-    if not finished_at:
+    try:
+        finished = datetime.fromisoformat(finished_at) if finished_at else None
+    except (TypeError, ValueError):  # last-run.json edited by hand, or written by something else
+        return f"at {finished_at!r} (not a time)"
+    if finished is None:
         return "at an unknown time"
-    return f"{datetime.fromisoformat(finished_at).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    aware = finished if finished.tzinfo else finished.replace(tzinfo=UTC)  # runs write UTC
+    return f"{aware.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _not_ingested(last: dict[str, Any]) -> list[str]:
