@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 
 from newsletter import interrupt
 from newsletter.address import address_key
-from newsletter.due import far_ahead, is_due, slot_served_now
+from newsletter.due import far_ahead, is_due, latest_slot, slot_served_now
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.rank.scoring import Catalog
@@ -393,13 +393,14 @@ def _served_empty(
 ) -> datetime | None:
     """The send time a due subscriber with nothing to send has served (None: not due, each-dump, or no
     digest yet). Left due, the first paper to come later went out at once, at any hour (03:00 for an
-    08:00 send_at), and the next send time sent again."""
+    08:00 send_at), and the next send time sent again. The latest one, even after a last digest made
+    far ahead: taking the coming one (as a digest sent then does), the papers of its morning waited a day."""
     state = states.get(address_key(subscriber.email))
     if state is None or state.last_digest_at is None or state.watermark_seq is None:
         return None
     if subscriber.cadence == "each-dump" or not _is_due(subscriber, states, now):
         return None
-    return slot_served_now(subscriber, state.last_digest_at, now)
+    return latest_slot(subscriber, now)  # not a coming one, as a first digest may take: none went out
 
 
 def _slot_served_now(

@@ -10,7 +10,7 @@ from newsletter.cron import fetch_schedule
 from newsletter.due import is_due, latest_slot, next_due_at, shown_due, slot_served_now
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
-from newsletter.select import _warn_if_ahead
+from newsletter.select import _served_empty, _warn_if_ahead
 from newsletter.store import SubscriberState
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -433,3 +433,16 @@ def test_a_last_digest_ahead_of_the_clock_is_counted_in_good_english(
     assert message.startswith(said) and message.endswith(
         "it is due now" if count == 1 else "they are due now"
     )
+
+
+def test_a_due_time_served_empty_after_a_digest_far_ahead_does_not_take_the_next_days() -> None:
+    """A run at 21:00 with nothing to send, after a digest recorded a day and 5 minutes ahead (a run's
+    --now mistyped), recorded the next day's 08:00 as served: that morning's papers waited a day."""
+    s = sub(cadence="daily", send_at=time(8))
+    evening = datetime(2026, 3, 10, 21, tzinfo=UTC)
+    ahead = evening + timedelta(days=1, minutes=5)
+    served = slot_served_now(s, evening - timedelta(days=1), ahead)
+    states = {s.email: SubscriberState(s.email, 1, ahead, None, served_slot=served)}
+    served = _served_empty(s, states, evening)
+    assert served == datetime(2026, 3, 10, 8, tzinfo=UTC)
+    assert is_due(s, ahead, datetime(2026, 3, 11, 8, tzinfo=UTC), served)  # that morning's papers go out
