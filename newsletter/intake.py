@@ -84,10 +84,10 @@ def stored_files(store: Store, paths: list[Path]) -> list[Path]:
 def refused_files(store: Store, paths: list[Path]) -> dict[Path, str]:
     """The files among ``paths`` a run refused before, with these bytes at this path: path -> the
     problem recorded (`status` lists them; a scan skips them quietly)."""
-    if not paths:
-        return {}
-    refused = {(r.content_hash, r.path): r.problem for r in store.rejected_files()}
-    found = {path: refused.get((_file_digest(path) or "", path_text(path))) for path in paths}
+    refused = {(r.content_hash, r.path): r.problem for r in store.rejected_files()} if paths else {}
+    named = {name for _, name in refused}  # only those are hashed: a serve start read every file twice
+    candidates = [path for path in paths if path_text(path) in named]
+    found = {path: refused.get((_file_digest(path) or "", path_text(path))) for path in candidates}
     return {path: problem for path, problem in found.items() if problem is not None}
 
 

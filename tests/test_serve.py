@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import hashlib
 import os
 import re
 import socket
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from types import SimpleNamespace
 from typing import ClassVar
 
 import httpx
@@ -23,6 +25,7 @@ from markupsafe import escape
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
+from newsletter import intake
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError
@@ -31,6 +34,7 @@ from newsletter.rank.embed import HashingEmbedder
 from newsletter.serve import answered_hosts, create_app, local_hosts
 from newsletter.serve.key import cookie_name
 from newsletter.store import Store, run_lock
+from newsletter.store.rejected import RejectedFile
 from newsletter.subscribers import load_subscribers, load_valid_subscribers
 from newsletter.unsubscribe import make_token
 
@@ -338,6 +342,24 @@ def test_a_dump_a_run_rejected_is_noted_but_not_logged_again(
         page = client.get("/").text
     assert "dump rejected:" in page and "zz_broken.json" in page
     assert not [r for r in caplog.records if "rejected" in r.getMessage()]
+
+
+def test_a_serve_start_hashes_only_the_dumps_a_run_refused_under_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every new dump file was hashed a second time to look for it among the refused ones, even with
+    none refused: a dumps folder of 2000 files read twice at each start."""
+    files = [tmp_path / f"{i:02}.json" for i in range(20)]
+    for path in files:
+        path.write_text(f'[{{"title": "{path.stem}"}}]', encoding="utf-8")
+    bad = files[3]
+    record = RejectedFile(hashlib.sha256(bad.read_bytes()).hexdigest(), str(bad), "bad dump", NOW)
+    hashed: list[Path] = []
+    digest = intake._file_digest
+    monkeypatch.setattr(intake, "_file_digest", lambda path: hashed.append(path) or digest(path))
+    store = SimpleNamespace(rejected_files=lambda: [record])
+    assert intake.refused_files(store, files) == {bad: "bad dump"}  # type: ignore[arg-type]
+    assert hashed == [bad]
 
 
 def test_no_digest_gives_404_for_its_parts(client: TestClient) -> None:
