@@ -32,7 +32,7 @@ from newsletter.rank.core import ChunkedRanker
 from newsletter.rank.embed import MemoryVectorCache
 from newsletter.rank.profile import compile_profile
 from newsletter.render import Renderer
-from newsletter.select import with_feedback
+from newsletter.selection.select import with_feedback
 from newsletter.send.file import FileTransport
 from newsletter.store import Store
 from newsletter.subscribers import SubscriberList

@@ -35,9 +35,9 @@ from typing import Any, Literal
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter.building import chunk_size  # noqa: E402
 from newsletter.config import Settings  # noqa: E402
 from newsletter.deliver import Couriers  # noqa: E402
+from newsletter.deliver.building import chunk_size  # noqa: E402
 from newsletter.report import DigestOutcome  # noqa: E402
 from newsletter.send import make_transport  # noqa: E402
 from newsletter.store import Store  # noqa: E402

@@ -1,5 +1,5 @@
 """How much the state database grows when every paper's vectors are kept, against forgetting those no
-run reads again (newsletter/forget.py), over a replay of real dumps.
+run reads again (newsletter/selection/forget.py), over a replay of real dumps.
 
     python benchmarks/vector_growth.py [FOLDER] [--days N]    # default: the shared real HF captures
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from newsletter.config import Settings
 from newsletter.errors import ConfigError, LockedError, StoreError
+from newsletter.executors.shards import Executor
 from newsletter.files import make_folder, write_atomic
 from newsletter.intake import waiting_files, waiting_note
 from newsletter.pipeline import Pipeline
@@ -24,7 +25,6 @@ from newsletter.rank.embed import ReadThroughCache, VectorCache
 from newsletter.render import Renderer
 from newsletter.report import RunReport
 from newsletter.send import make_transport, real_sender
-from newsletter.shards import Executor
 from newsletter.store import Store
 from newsletter.store.engine import parse_url
 from newsletter.store.vectors import StoreVectorCache
@@ -298,9 +298,10 @@ def make_executor(settings: Settings, store: Store) -> Executor | None:
 
 
 def distributed() -> ModuleType:
-    """newsletter.distributed, which needs the optional [distributed] extra (procrastinate, psycopg)."""
+    """newsletter.executors.distributed, which needs the optional [distributed] extra (procrastinate,
+    psycopg)."""
     try:
-        from newsletter import distributed as module
+        from newsletter.executors import distributed as module
     except ImportError as exc:
         what = (
             f"the {exc.name} package, which is not installed" if exc.name else f"what fails to import: {exc}"

@@ -21,23 +21,23 @@ from pathlib import Path
 
 from newsletter import progress
 from newsletter.address import address_key
-from newsletter.building import Built, DigestBuilder, chunk_size
-from newsletter.compose import Composer
 from newsletter.config import Settings
 from newsletter.deliver import Breaker, Couriers
+from newsletter.deliver.building import Built, DigestBuilder, chunk_size
+from newsletter.deliver.compose import Composer
+from newsletter.deliver.held import record_held
+from newsletter.deliver.queued import QueuedDigests
 from newsletter.errors import NewsletterError, StoreError
-from newsletter.forget import forget_old_vectors
-from newsletter.held import record_held
+from newsletter.executors.parallel import LOCK_CHECK, LocalProcesses, build_ahead
+from newsletter.executors.shards import Executor, Shard, split
 from newsletter.intake import ingest_files, ingest_folder
 from newsletter.models import OutgoingMessage, Subscriber
-from newsletter.parallel import LOCK_CHECK, LocalProcesses, build_ahead
-from newsletter.queued import QueuedDigests
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView, Renderer
 from newsletter.report import WAITING, DigestOutcome, DumpOutcome, RunReport, Timings, plural
-from newsletter.select import Selection, Selector
+from newsletter.selection.forget import forget_old_vectors
+from newsletter.selection.select import Selection, Selector
 from newsletter.send.base import Transport
-from newsletter.shards import Executor, Shard, split
 from newsletter.store import PENDING, RETRY, UNKNOWN, DeliveryRecord, Store
 from newsletter.subscribers import SubscriberList
 

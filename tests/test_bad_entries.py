@@ -8,9 +8,9 @@ import os
 import time
 from pathlib import Path
 
+from newsletter.daemon.schedule import SubscriberFile
+from newsletter.deliver.queued import KEPT_FOR_FIX
 from newsletter.pipeline import ENTRY_HELD
-from newsletter.queued import KEPT_FOR_FIX
-from newsletter.schedule import SubscriberFile
 from newsletter.store import PENDING, RETRY, Store
 
 from .helpers import add_dumps, cli, outbox, seed_names

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from newsletter.building import DigestBuilder
-from newsletter.parallel import BuilderError
+from newsletter.deliver.building import DigestBuilder
+from newsletter.executors.parallel import BuilderError
 
 from .helpers import add_dumps, cli, make_env, one_installation, seed_names
 from .test_crash import NOW, READERS, Recorder, committed, make_folder, next_run, pipeline
@@ -105,7 +105,7 @@ def test_a_stop_reaches_the_builder_and_nothing_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = make_folder(tmp_path)
-    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)
+    monkeypatch.setattr("newsletter.deliver.building.PLAN_BATCH", 1)
     stop = threading.Event()
     transport = StopsAfterFirst(stop)
     made, subs = pipeline(folder, _renderer(), transport, build_process="on")
@@ -124,7 +124,7 @@ def test_a_dying_builder_is_a_one_line_error_and_what_was_sent_is_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = make_folder(tmp_path)
-    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)
+    monkeypatch.setattr("newsletter.deliver.building.PLAN_BATCH", 1)
     real = DigestBuilder.chunks
 
     def dies_after_one(self: DigestBuilder, *args: Any, **options: Any) -> Any:
@@ -173,7 +173,7 @@ def test_an_error_while_sending_stops_and_reaps_the_builder(
     import multiprocessing
 
     folder = make_folder(tmp_path)
-    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)  # the builder is blocked on a full pipe
+    monkeypatch.setattr("newsletter.deliver.building.PLAN_BATCH", 1)  # the builder is blocked on a full pipe
     made, subs = pipeline(folder, _renderer(), Broken(), build_process="on")
     with pytest.raises(RuntimeError, match="transport bug"):
         made.run(subs, NOW)

@@ -361,7 +361,7 @@ def test_an_error_nobody_foresaw_is_one_line_and_json(env: dict[str, str], tmp_p
     """Anything but our own errors was a traceback, and nothing on stdout under `--json`."""
     broken = tmp_path / "sitecustomize.py"  # a bug stood in for: the store raises what it never does
     broken.write_text(
-        "import newsletter.status as s\n"
+        "import newsletter.ops.status as s\n"
         "def boom(*a, **k):\n    raise ZeroDivisionError('a bug')\n"
         "s.status_report = boom\n"
     )

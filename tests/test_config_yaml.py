@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from newsletter.daemon.schedule import SubscriberFile
 from newsletter.errors import ConfigError
-from newsletter.schedule import SubscriberFile
 from newsletter.subscribers import load_subscribers, read_subscribers
 
 from .helpers import SUBSCRIBERS, make_env

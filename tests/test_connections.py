@@ -138,7 +138,7 @@ def test_each_chunk_of_a_batched_run_fills_every_request_in_flight(
 ) -> None:
     """4 requests in flight of 3 messages each: digests are planned 12 at a time (not PLAN_BATCH, here 2),
     and the messages carry only their header block, from which the API gets what a whole message gives."""
-    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 2)
+    monkeypatch.setattr("newsletter.deliver.building.PLAN_BATCH", 2)
     folder = make_folder(tmp_path)
     write_subscribers(folder / "subscribers.yaml")  # 60 subscribers
     api = Api(delay=0.05)

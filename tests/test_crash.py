@@ -38,15 +38,15 @@ from rich.console import Console
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.deliver import FAILED_IN_A_ROW, GIVE_UP_AFTER, STOPPED, Breaker
+from newsletter.deliver.held import HELD_FILE
 from newsletter.errors import SendError, StoreError
-from newsletter.held import HELD_FILE
 from newsletter.models import OutgoingMessage
+from newsletter.ops.status import print_status, status_report
 from newsletter.pipeline import Pipeline
 from newsletter.rank import make_ranker
 from newsletter.render import Renderer
 from newsletter.report import BACKING_OFF, WAITING, RunReport
-from newsletter.select import BOUNCED
-from newsletter.status import print_status, status_report
+from newsletter.selection.select import BOUNCED
 from newsletter.store import SENDING, Store
 from newsletter.store.session import DeliverySession
 from newsletter.subscribers import SubscriberList, load_subscribers
@@ -564,7 +564,7 @@ def test_a_kill_while_the_next_batch_is_built_leaves_the_last_accepted_digest_se
     folder: Path, renderer: Renderer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = folder / "accepted.txt"
-    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)  # one digest per batch
+    monkeypatch.setattr("newsletter.deliver.building.PLAN_BATCH", 1)  # one digest per batch
     run_until_killed(folder, DiesAtRender(renderer, at=2), Recorder(journal=journal), None)
     assert accepted(journal) == [READERS[0]]
     assert committed(folder) == {READERS[0]: "sent"}  # not 'sending': it is known to have gone out

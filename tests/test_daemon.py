@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_settings
+from newsletter.daemon.schedule import SubscriberFile
+from newsletter.ops.status import IN_FLIGHT
 from newsletter.report import DigestOutcome, RunReport
-from newsletter.schedule import SubscriberFile
-from newsletter.status import IN_FLIGHT
 from newsletter.store import PENDING, SENDING, Store
 from newsletter.store.schema import digests
 
@@ -115,7 +115,7 @@ def test_signals_shut_the_scheduler_down_once_from_a_thread_of_its_own(env: dict
     executor's lock that shutting down takes (a deadlock); a signal before the scheduler started raised."""
     from apscheduler.schedulers import SchedulerNotRunningError
 
-    from newsletter.schedule import Daemon
+    from newsletter.daemon.schedule import Daemon
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
@@ -146,8 +146,8 @@ def test_a_tick_comes_at_once_when_the_wall_clock_steps_back(env: dict[str, str]
     (An interval trigger of our own did not help: the scheduler asks a trigger only once its job is due.)"""
     from apscheduler.triggers.interval import IntervalTrigger
 
-    from newsletter.cron import fetch_schedule
-    from newsletter.schedule import Daemon
+    from newsletter.daemon.cron import fetch_schedule
+    from newsletter.daemon.schedule import Daemon
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
@@ -179,7 +179,7 @@ def test_a_tick_due_while_the_last_still_sends_is_one_line_of_information(
     env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """APScheduler warned at every tick of a long run: 'Execution of job ... skipped: maximum number...'."""
-    from newsletter.schedule import Daemon
+    from newsletter.daemon.schedule import Daemon
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
@@ -325,7 +325,7 @@ def test_a_run_stops_at_sigterm_while_a_fetch_waits_to_retry(env: dict[str, str]
 def test_a_job_that_comes_late_still_runs_once(env: dict[str, str]) -> None:
     """APScheduler drops a job more than its grace (1 s by default) late: after a suspend or a stopped
     process the hourly fetch waited for the next hour."""
-    from newsletter.schedule import Daemon
+    from newsletter.daemon.schedule import Daemon
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
@@ -392,8 +392,8 @@ def test_a_failing_source_stays_in_every_tick_report_until_a_fetch_works(
 ) -> None:
     """The first tick after the fetch took its failures: with an hourly fetch and 5-minute ticks, `status`
     showed a source failing for months for one tick an hour."""
-    from newsletter import schedule
     from newsletter.app import open_pipeline
+    from newsletter.daemon import schedule
     from newsletter.errors import StoreError
 
     settings = load_settings(
@@ -432,8 +432,8 @@ def test_a_tick_that_fails_is_in_the_report_status_shows_and_keeps_what_the_last
     """It replaced the report with an empty one: the guard against a lost database then let a run on an
     empty database send every digest again."""
     from newsletter.app import open_pipeline
+    from newsletter.daemon.schedule import Daemon
     from newsletter.errors import StoreError
-    from newsletter.schedule import Daemon
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
@@ -535,8 +535,8 @@ def test_a_standby_daemon_records_the_sends_its_database_missed(env: dict[str, s
     stood by, and the acceptance stayed there while the leader's run called the digest 'unknown' (and
     `status` offered `retry --unknown`, which sent it twice). A standby's tick records it now."""
     from newsletter.app import open_pipeline
-    from newsletter.held import HELD_FILE, hold_sent
-    from newsletter.schedule import Daemon
+    from newsletter.daemon.schedule import Daemon
+    from newsletter.deliver.held import HELD_FILE, hold_sent
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
@@ -612,7 +612,7 @@ def test_a_tick_s_summary_line_has_the_level_of_what_it_reports(
     """`tick: 2 failed` was an INFO line: `journalctl -p warning` showed nothing of a daemon whose
     deliveries failed for days."""
     from newsletter.app import open_pipeline
-    from newsletter.schedule import Daemon
+    from newsletter.daemon.schedule import Daemon
 
     settings = load_settings(
         home=env["NEWSLETTER_HOME"], subscribers=env["NEWSLETTER_SUBSCRIBERS"], dumps=env["NEWSLETTER_DUMPS"]
@@ -620,7 +620,10 @@ def test_a_tick_s_summary_line_has_the_level_of_what_it_reports(
     report = RunReport()
     report.extend([outcome] if outcome else [])
     daemon = Daemon(settings)
-    with open_pipeline(settings) as pipeline, caplog.at_level(logging.INFO, logger="newsletter.schedule"):
+    with (
+        open_pipeline(settings) as pipeline,
+        caplog.at_level(logging.INFO, logger="newsletter.daemon.schedule"),
+    ):
         pipeline.run = lambda *a, **k: report  # type: ignore[method-assign]
         daemon.tick(pipeline)
     assert [r.levelname for r in caplog.records if r.getMessage().startswith("tick:")] == [level]

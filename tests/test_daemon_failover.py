@@ -96,7 +96,7 @@ def test_a_daemon_that_loses_the_database_s_run_lock_stops_before_its_next_chunk
 ) -> None:
     """The daemon's pipeline never checked its lock: a second daemon took it, and both planned and sent."""
     from newsletter.app import open_pipeline
-    from newsletter.schedule import Daemon
+    from newsletter.daemon.schedule import Daemon
     from newsletter.subscribers import load_subscribers
 
     env, settings = _one_dump_on(pg_url, tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.schedule import _REFUSED
+from newsletter.daemon.schedule import _REFUSED
 
 from .pg import PostgresServer
 from .test_daemon import wait_for

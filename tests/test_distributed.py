@@ -24,8 +24,8 @@ import psycopg
 import pytest
 import yaml
 
+from newsletter.executors.shards import ShardWork
 from newsletter.report import RunReport
-from newsletter.shards import ShardWork
 from newsletter.store import PENDING, SENDING, SENT, UNKNOWN, Store
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
@@ -238,9 +238,9 @@ def test_a_worker_stopped_mid_shard_hands_the_rest_to_another(tmp_path: Path, pg
 def test_a_coordinator_with_no_worker_gives_up_and_keeps_nothing_queued(
     tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from newsletter import distributed
+    from newsletter.executors import distributed
+    from newsletter.executors.shards import Shard
     from newsletter.models import Subscriber
-    from newsletter.shards import Shard
 
     monkeypatch.setattr(distributed, "NO_WORKER_AFTER", 1.0)
     now = datetime(2026, 3, 11, 8, tzinfo=UTC)
@@ -283,9 +283,9 @@ def test_a_coordinator_that_lost_its_run_lock_stops_waiting_and_recovers_nothing
 ) -> None:
     """Another coordinator may hold the lock and hand out shards by then: turning the sends in flight
     into 'unknown' at the end would have `retry --unknown` send them twice."""
-    from newsletter import distributed
+    from newsletter.executors import distributed
+    from newsletter.executors.shards import Shard
     from newsletter.models import Subscriber
-    from newsletter.shards import Shard
 
     now = datetime(2026, 3, 11, 8, tzinfo=UTC)
     shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("graph neural networks",)),), now)
@@ -314,7 +314,7 @@ class _LosesTheLockAsTheShardEnds(_Coordinator):
         self.pg_url, self.looks = pg_url, 0
 
     def holds_lock(self) -> bool:
-        from newsletter.distributed import conninfo
+        from newsletter.executors.distributed import conninfo
 
         self.looks += 1
         if self.looks > 1:
@@ -327,9 +327,9 @@ class _LosesTheLockAsTheShardEnds(_Coordinator):
 def test_a_lock_lost_as_the_last_shard_ended_is_seen_before_recovering(tmp_path: Path, pg_url: str) -> None:
     """Every shard ended before the next look: recovering then would turn the new holder's send in
     flight 'unknown' (found by a review)."""
-    from newsletter import distributed
+    from newsletter.executors import distributed
+    from newsletter.executors.shards import Shard
     from newsletter.models import Subscriber
-    from newsletter.shards import Shard
 
     now = datetime(2026, 3, 11, 8, tzinfo=UTC)
     shard = Shard(0, 1, (Subscriber(email="a@example.org", interests=("graph neural networks",)),), now)
@@ -354,7 +354,7 @@ def test_a_coordinator_clears_what_earlier_ones_left_in_the_queue(pg_url: str) -
     killed, stayed in the queue for good, each with its subscribers' profiles."""
     import asyncio
 
-    from newsletter.distributed import ProcrastinateExecutor, conninfo, install_queue, make_app
+    from newsletter.executors.distributed import ProcrastinateExecutor, conninfo, install_queue, make_app
 
     install_queue(pg_url)
     with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
@@ -391,7 +391,7 @@ def test_a_coordinator_clears_what_earlier_ones_left_in_the_queue(pg_url: str) -
 def _job_statuses(url: str) -> list[str]:
     import psycopg
 
-    from newsletter.distributed import conninfo
+    from newsletter.executors.distributed import conninfo
 
     with psycopg.connect(conninfo(url)) as conn:
         return [row[0] for row in conn.execute("SELECT status FROM procrastinate_jobs ORDER BY id")]
@@ -419,7 +419,7 @@ def _closed_port() -> int:
 
 
 def test_long_job_lines_keep_the_name_and_id_not_the_arguments() -> None:
-    from newsletter.distributed import ShortJobLines
+    from newsletter.executors.distributed import ShortJobLines
 
     call = "newsletter.deliver_shard[7](shard={'index': 0, 'subscribers': [{'about': 'x (y) {z}'}]})"
     record = logging.LogRecord("procrastinate.worker", logging.INFO, "f", 1, "Starting job %s", (call,), None)
@@ -451,7 +451,7 @@ def _finished_elsewhere() -> Exception:  # 43 lines, after a worker stalled 30 s
 def test_a_shard_handed_back_or_failing_with_our_error_is_logged_without_a_traceback(
     make: Callable[[], Exception],
 ) -> None:
-    from newsletter.distributed import ShortJobLines
+    from newsletter.executors.distributed import ShortJobLines
 
     raised = make()
     try:
@@ -466,8 +466,8 @@ def test_a_shard_handed_back_or_failing_with_our_error_is_logged_without_a_trace
 def test_a_queue_error_mid_run_is_one_store_error_without_the_password() -> None:
     from procrastinate.exceptions import ConnectorException
 
-    from newsletter.distributed import queue_errors
     from newsletter.errors import StoreError
+    from newsletter.executors.distributed import queue_errors
 
     url = "postgresql+psycopg://u:hunter2secret@db.example.org/news?sslpassword=keysecret"
     with pytest.raises(StoreError) as caught, queue_errors(url):
@@ -487,7 +487,7 @@ def test_a_retry_after_its_coordinator_stopped_leaves_what_live_workers_send_to_
     """A coordinator stopped by SIGTERM leaves its shards to the workers; the next `run` or `retry`
     called their messages in flight interrupted by a crash ('unknown'), and `retry --unknown` sent one
     again while the worker's copy arrived too. A worker silent past its time is gone: then they are."""
-    from newsletter.distributed import conninfo, install_queue
+    from newsletter.executors.distributed import conninfo, install_queue
 
     env = {**make_env(tmp_path), "NEWSLETTER_DATABASE_URL": pg_url}
     install_queue(pg_url)
@@ -525,7 +525,7 @@ def test_a_retry_after_its_coordinator_stopped_leaves_what_live_workers_send_to_
 def test_a_stopping_worker_keeps_its_heartbeat_until_its_shard_has_stopped(pg_url: str) -> None:
     """procrastinate stops a worker's heartbeat when its shutdown starts; a shard still finishing its
     message in flight beats for it, so the coordinator does not hand the shard to a second worker."""
-    from newsletter.distributed import _beat_until, conninfo, install_queue
+    from newsletter.executors.distributed import _beat_until, conninfo, install_queue
 
     install_queue(pg_url)
     with psycopg.connect(conninfo(pg_url), autocommit=True) as conn:
@@ -562,7 +562,7 @@ def test_a_stopping_worker_keeps_its_heartbeat_until_its_shard_has_stopped(pg_ur
 
 def test_a_stopped_shard_that_had_finished_is_not_handed_back() -> None:
     from newsletter.deliver import STOPPED
-    from newsletter.distributed import _unfinished
+    from newsletter.executors.distributed import _unfinished
     from newsletter.report import WAITING, DigestOutcome
 
     report = RunReport()
@@ -583,13 +583,13 @@ def test_without_procrastinate_the_engine_is_one_error_line_with_the_extra_to_in
     ModuleNotFoundError traceback."""
     import sys
 
-    import newsletter
+    import newsletter.executors
     from newsletter.app import distributed
     from newsletter.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "procrastinate", None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "newsletter.distributed", raising=False)
-    monkeypatch.delattr(newsletter, "distributed", raising=False)
+    monkeypatch.delitem(sys.modules, "newsletter.executors.distributed", raising=False)
+    monkeypatch.delattr(newsletter.executors, "distributed", raising=False)
     with pytest.raises(ConfigError) as caught:
         distributed()
     assert "needs the procrastinate package" in caught.value.message
@@ -599,7 +599,7 @@ def test_without_procrastinate_the_engine_is_one_error_line_with_the_extra_to_in
 
 def test_the_queue_s_connection_string_passes_every_password_whole() -> None:
     """As key=value pairs: libpq quoted a URL it could not parse (a space in the password), password and all."""
-    from newsletter.distributed import conninfo
+    from newsletter.executors.distributed import conninfo
 
     url = "postgresql+psycopg://nl:my%20secret%20pw9@127.0.0.1:5432/nl4?sslmode=disable"
     assert psycopg.conninfo.conninfo_to_dict(conninfo(url)) == {
@@ -618,7 +618,7 @@ def test_a_digest_a_worker_left_is_reported_with_a_reason_that_says_what_happens
     """A digest a live worker still sent after a stop read "unknown (5 papers; sending: queued)", and
     one left unknown without an error "unknown (5 papers; )" (found by a review)."""
     from newsletter.cli.runs import _detail
-    from newsletter.distributed import _as_reported, _reported
+    from newsletter.executors.distributed import _as_reported, _reported
     from newsletter.report import DigestOutcome, ItemReport
     from newsletter.store import DeliveryRecord
 

@@ -6,11 +6,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from newsletter.cron import fetch_schedule
-from newsletter.due import is_due, latest_slot, next_due_at, shown_due, slot_served_now
+from newsletter.daemon.cron import fetch_schedule
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
-from newsletter.select import _served_empty, _warn_if_ahead
+from newsletter.selection.due import is_due, latest_slot, next_due_at, shown_due, slot_served_now
+from newsletter.selection.select import _served_empty, _warn_if_ahead
 from newsletter.store import SubscriberState
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -401,7 +401,7 @@ def test_a_weekday_number_past_7_in_fetch_cron_says_crontab_s_range(days: str, s
 def test_status_shows_a_send_time_in_a_dst_gap_as_the_clocks_show_it() -> None:
     """02:30 on New York's spring-forward day does not exist: `status --json` printed it with the winter
     offset (2026-03-08T02:30:00-05:00), a time no clock shows; it is 03:30-04:00."""
-    from newsletter.status import _subscriber_row
+    from newsletter.ops.status import _subscriber_row
     from newsletter.store import SubscriberState
 
     s = sub(send_at=time(2, 30), timezone="America/New_York")

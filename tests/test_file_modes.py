@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from newsletter.app import open_store
-from newsletter.held import HELD_FILE, Click, hold, record_held
+from newsletter.deliver.held import HELD_FILE, Click, hold, record_held
 from newsletter.sources.fetch import HfDailySource
 from newsletter.store.engine import _hint
 from newsletter.store.lock import OWNER_HINT, owner_hint, run_lock

@@ -15,14 +15,14 @@ import yaml
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings
 from newsletter.errors import StoreError
-from newsletter.forget import forget_old_vectors, last_dump_done_with
 from newsletter.models import Dump, Paper, Subscriber
 from newsletter.pipeline import Pipeline
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.reference import reference_papers
 from newsletter.render import Renderer
 from newsletter.report import RunReport
-from newsletter.select import CATCH_UP
+from newsletter.selection.forget import forget_old_vectors, last_dump_done_with
+from newsletter.selection.select import CATCH_UP
 from newsletter.send import make_transport
 from newsletter.store import DigestPlan, PlannedItem, Store
 from newsletter.store.vectors import StoreVectorCache

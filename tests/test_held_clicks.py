@@ -21,12 +21,12 @@ from filelock import FileLock
 from pydantic import SecretStr
 from starlette.testclient import TestClient
 
-from newsletter import held as held_module
 from newsletter.app import open_pipeline, open_store
 from newsletter.config import Settings
+from newsletter.deliver import held as held_module
+from newsletter.deliver.held import HELD_FILE, Click, hold, record_held
 from newsletter.errors import StoreError
 from newsletter.feedback import feedback_token
-from newsletter.held import HELD_FILE, Click, hold, record_held
 from newsletter.models import OutgoingMessage
 from newsletter.serve import create_app
 from newsletter.subscribers import load_subscribers
@@ -196,7 +196,7 @@ def test_feedback_past_the_held_file_s_limit_is_refused_and_an_unsubscribe_still
     for reader in ("a@example.org", "b@example.org"):
         hold(settings.home, Click("more", reader, NOW, paper_key))
     size = (settings.home / HELD_FILE).stat().st_size
-    monkeypatch.setattr("newsletter.held.MAX_HELD_BYTES", size - 1)
+    monkeypatch.setattr("newsletter.deliver.held.MAX_HELD_BYTES", size - 1)
     with pytest.raises(StoreError, match=f"it holds {size} bytes of clicks already, while the database"):
         hold(settings.home, Click("less", SSM, NOW, paper_key))
     assert (settings.home / HELD_FILE).stat().st_size == size
@@ -244,7 +244,7 @@ def test_an_unsubscribe_held_while_a_run_sends_counts_from_its_next_chunk(
     own writes kept the database busy went unread until the next run (found by a review)."""
     from newsletter.send.file import FileTransport
 
-    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)  # a chunk a subscriber
+    monkeypatch.setattr("newsletter.deliver.building.PLAN_BATCH", 1)  # a chunk a subscriber
     send, sent = FileTransport.send, []
 
     def sending(transport: FileTransport, message: OutgoingMessage) -> None:
@@ -340,7 +340,7 @@ def test_clicks_held_while_an_older_serve_emptied_the_file_are_kept(
 def test_status_says_what_this_host_holds_for_the_database(tmp_path: Path) -> None:
     """`status` called a send whose acceptance was held 'in flight now, or interrupted by a crash' and
     offered `retry --unknown`, which would send it twice; held clicks were not mentioned either."""
-    from newsletter.held import hold_sent
+    from newsletter.deliver.held import hold_sent
 
     env = make_env(tmp_path)
     home = Path(env["NEWSLETTER_HOME"])
@@ -368,7 +368,7 @@ def test_a_send_the_held_file_cannot_take_is_not_called_a_click(
 ) -> None:
     """A run whose database and state folder were both full said "cannot hold a click" of a digest
     the server had accepted, in its error and in `status`'s last run."""
-    from newsletter.held import hold_sent
+    from newsletter.deliver.held import hold_sent
 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

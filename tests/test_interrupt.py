@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import interrupt, parallel
+from newsletter import interrupt
 from newsletter.config import PACKAGE_TEMPLATES
+from newsletter.executors import parallel
 from newsletter.pipeline import Pipeline
 from newsletter.rank import LexicalRanker
 from newsletter.rank.semantic import semantic_available

@@ -116,7 +116,7 @@ def test_every_row_of_every_table_is_copied(tmp_path: Path, pg_url: str) -> None
 
 def test_the_clicks_serve_held_move_with_the_state(tmp_path: Path, pg_url: str) -> None:
     """They stayed in the old state folder: the person who unsubscribed got the next digest."""
-    from newsletter.held import HELD_FILE, Click, hold
+    from newsletter.deliver.held import HELD_FILE, Click, hold
 
     env = make_env(tmp_path)
     add_dumps(env, seed_names()[0])

@@ -14,9 +14,9 @@ from pydantic import SecretStr
 
 from newsletter.config import Settings
 from newsletter.deliver import Courier
+from newsletter.deliver.queued import QueuedDigests
 from newsletter.errors import StoreError
 from newsletter.models import OutgoingMessage, RenderedDigest, Subscriber
-from newsletter.queued import QueuedDigests
 from newsletter.report import RunReport
 from newsletter.send.apis.resend import ResendTransport
 from newsletter.send.message import build_message

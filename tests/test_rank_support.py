@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from newsletter.explain import Explanation, _why_not
 from newsletter.models import Scored
+from newsletter.ops.explain import Explanation, _why_not
 from newsletter.rank import SemanticRanker
 from newsletter.rank.breakdown import Breakdown
 from newsletter.rank.semantic import SemanticParams, semantic_available

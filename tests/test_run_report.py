@@ -11,9 +11,9 @@ import pytest
 
 from newsletter.app import open_pipeline, save_report
 from newsletter.config import Settings, load_settings
+from newsletter.daemon.schedule import Daemon
 from newsletter.errors import StoreError
 from newsletter.report import RunReport
-from newsletter.schedule import Daemon
 
 from .helpers import add_dumps, cli, outbox, seed_names
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.explain import UnknownPaper, find
 from newsletter.models import Paper, StoredPaper, Subscriber
+from newsletter.ops.explain import UnknownPaper, find
 from newsletter.rank import LexicalRanker
-from newsletter.select import BACKGROUND_DUMPS, Selector
+from newsletter.selection.select import BACKGROUND_DUMPS, Selector
 from newsletter.store import Store
 from newsletter.store.schema import subscribers
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import PACKAGE_TEMPLATES, Settings
-from newsletter.explain import explain
 from newsletter.models import Paper, Subscriber, normalize_title
+from newsletter.ops.explain import explain
 from newsletter.pipeline import Pipeline
 from newsletter.rank import LexicalRanker, SemanticRanker
 from newsletter.rank.base import Ranker
 from newsletter.render import Renderer
-from newsletter.select import Selection, Selector
+from newsletter.selection.select import Selection, Selector
 from newsletter.send import make_transport
 from newsletter.store import Store
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter.explain import _covering, _past_the_limit
 from newsletter.models import Paper, Subscriber
+from newsletter.ops.explain import _covering, _past_the_limit
+from newsletter.ops.status import status_report
 from newsletter.rank import LexicalRanker
-from newsletter.select import CATCH_UP, Selector
-from newsletter.status import status_report
+from newsletter.selection.select import CATCH_UP, Selector
 from newsletter.store import DigestPlan, PlannedItem
 from newsletter.subscribers import SubscriberList
 

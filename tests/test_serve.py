@@ -860,7 +860,7 @@ def _index_rows(client: TestClient) -> dict[str, str]:
 def test_a_queued_digest_is_due_now_and_a_held_address_says_so_as_status_does(env: dict[str, str]) -> None:
     """The preview's due time was its own rule: a daily subscriber with a digest queued to retry showed
     tomorrow (status: now), and a held address that was not due said 'not due'."""
-    from newsletter.status import status_report
+    from newsletter.ops.status import status_report
     from newsletter.store.records import RETRY
     from newsletter.store.schema import digests, subscribers
 

@@ -19,16 +19,16 @@ from typing import Any, cast
 
 import pytest
 
-from newsletter import parallel
 from newsletter.deliver import FAILED_IN_A_ROW, STOPPED
 from newsletter.errors import SendError
+from newsletter.executors import parallel
+from newsletter.executors.parallel import LocalProcesses
+from newsletter.executors.shards import Executor, InProcess, Shard, ShardWork, split
 from newsletter.models import OutgoingMessage
-from newsletter.parallel import LocalProcesses
 from newsletter.pipeline import Pipeline
 from newsletter.render import Renderer
 from newsletter.report import RunReport
-from newsletter.select import Selector
-from newsletter.shards import Executor, InProcess, Shard, ShardWork, split
+from newsletter.selection.select import Selector
 from newsletter.store import SENT, UNKNOWN, Store
 from newsletter.subscribers import SubscriberList, load_subscribers
 
@@ -175,7 +175,9 @@ def _imports(module: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("module", ["parallel.py", "shards.py", "distributed.py"])
+@pytest.mark.parametrize(
+    "module", ["executors/parallel.py", "executors/shards.py", "executors/distributed.py"]
+)
 def test_executors_do_not_import_the_pipeline(module: str) -> None:
     path = ROOT / "newsletter" / module
     assert path.exists()
@@ -309,9 +311,9 @@ def test_a_shard_stopped_after_reaching_its_cap_is_finished(
 ) -> None:
     """Once the cap is reached the rest are "run cap reached", not "stopped before its turn": a stopped
     worker whose shard has nothing left to send does not hand it back (and wait for another worker)."""
-    from newsletter.distributed import _unfinished
+    from newsletter.executors.distributed import _unfinished
 
-    monkeypatch.setattr("newsletter.building.PLAN_BATCH", 1)  # built one at a time, after the stop
+    monkeypatch.setattr("newsletter.deliver.building.PLAN_BATCH", 1)  # built one at a time, after the stop
     stop = threading.Event()
     made, subs = _pipeline(folder, store_url, renderer, StopAtFirst(stop), workers=1)
     (shard,) = split(subs.subscribers, 1, NOW, max_per_run=1, send_rate=None)

@@ -6,7 +6,7 @@ import hashlib
 import tracemalloc
 from pathlib import Path
 
-from newsletter.status import _content_hash
+from newsletter.ops.status import _content_hash
 
 
 def test_a_large_refused_file_is_hashed_in_blocks(tmp_path: Path) -> None:

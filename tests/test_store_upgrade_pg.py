@@ -120,7 +120,7 @@ def test_a_newer_database_is_refused_as_newer_while_a_daemon_holds_its_run_lock(
 @pytest.mark.parametrize(("silent", "refused"), [(0, True), (60, False)])
 def test_an_outdated_database_waits_for_the_workers_to_stop(pg_url: str, silent: int, refused: bool) -> None:
     """Workers hold no run lock; a live one (a heartbeat within 10 s) is one of the version before."""
-    from newsletter.distributed import install_queue
+    from newsletter.executors.distributed import install_queue
 
     _made_by_the_version_before(pg_url)
     install_queue(pg_url)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from newsletter.shards import split
+from newsletter.executors.shards import split
 
 from .helpers import add_dumps, cli, make_env, outbox, seed_names
 from .test_crash import crash_env, journal_length, read_journal, smtp_server, start_run
@@ -106,7 +106,7 @@ def test_a_stop_reaches_every_worker_at_once_not_each_after_the_one_before(
     import multiprocessing
     import threading
 
-    from newsletter import parallel
+    from newsletter.executors import parallel
 
     receive, send = multiprocessing.Pipe(duplex=False)
 

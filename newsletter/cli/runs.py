@@ -26,7 +26,6 @@ from newsletter.app import (
     save_report,
     stop_on_sigterm,
 )
-from newsletter.check import check_all
 from newsletter.cli.base import (
     Command,
     JsonOption,
@@ -41,12 +40,13 @@ from newsletter.cli.base import (
     warn,
 )
 from newsletter.config import Settings, secrets_in_toml, unknown_variables
+from newsletter.deliver.held import HELD_FILE, held_kinds
 from newsletter.errors import ConfigError, NewsletterError, StdoutError, UsageError
-from newsletter.held import HELD_FILE, held_kinds
+from newsletter.ops.check import check_all
+from newsletter.ops.status import print_status, status_report
 from newsletter.redact import redact
 from newsletter.report import QUEUED, DigestOutcome, DumpOutcome, RunReport, plural
 from newsletter.sources.registry import fetch_all, sources_from_settings
-from newsletter.status import print_status, status_report
 from newsletter.store import Store
 from newsletter.store.lock import LOCK_NAME
 from newsletter.subscribers import SubscriberList, load_valid_subscribers

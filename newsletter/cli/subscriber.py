@@ -27,12 +27,12 @@ from newsletter.cli.base import (
     warn_entries,
 )
 from newsletter.config import Settings
+from newsletter.deliver.held import record_held
 from newsletter.errors import ConfigError, UsageError
-from newsletter.explain import explain as explain_paper
-from newsletter.explain import find as find_paper
 from newsletter.files import PRIVATE_FOLDER, make_folder, write_atomic
-from newsletter.held import record_held
 from newsletter.models import Subscriber
+from newsletter.ops.explain import explain as explain_paper
+from newsletter.ops.explain import find as find_paper
 from newsletter.report import plural
 from newsletter.send.file import file_slug
 from newsletter.subscribers import SubscriberList, load_subscribers, load_valid_subscribers, read_subscribers

@@ -12,10 +12,10 @@ import typer
 from newsletter.app import distributed, open_history, open_pipeline, open_store
 from newsletter.cli.base import Command, NowOption, app, parse_now, state, warn
 from newsletter.config import MISREAD_AT, Settings, an_at_sqlalchemy_misreads
+from newsletter.deliver.held import record_held
 from newsletter.errors import LockedError, StoreError, UsageError
-from newsletter.held import record_held
 from newsletter.report import plural
-from newsletter.select import CATCH_UP
+from newsletter.selection.select import CATCH_UP
 from newsletter.store import Store
 from newsletter.store.engine import safe_url
 
@@ -78,7 +78,7 @@ def daemon(
     ] = None,
 ) -> None:
     """Run in the foreground: fetch sources on a schedule and send each digest when it is due."""
-    from newsletter.schedule import run_daemon
+    from newsletter.daemon.schedule import run_daemon
 
     root = logging.getLogger()
     root.setLevel(min(root.level, logging.INFO))  # a daemon logs one line per job run (not apscheduler's)

@@ -29,8 +29,8 @@ from datetime import datetime, timedelta
 from newsletter.address import address_key
 from newsletter.config import Settings
 from newsletter.deliver.breaker import Breaker
+from newsletter.deliver.held import hold_sent
 from newsletter.errors import ConnectionRefused, SendError, SendStopped
-from newsletter.held import hold_sent
 from newsletter.models import OutgoingMessage
 from newsletter.redact import redact
 from newsletter.report import STOPPED, DigestOutcome, ItemReport, Timings, plural

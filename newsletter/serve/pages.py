@@ -14,7 +14,7 @@ from starlette.responses import HTMLResponse
 from newsletter.models import StoredPaper, Subscriber
 from newsletter.render import paper_url, safe_url
 from newsletter.report import BACKING_OFF
-from newsletter.select import BOUNCED
+from newsletter.selection.select import BOUNCED
 from newsletter.sources.clean import clean_abstract
 
 UI_TEMPLATES = Path(__file__).resolve().parent.parent / "serve_templates"

@@ -23,20 +23,20 @@ from typing import TypeVar
 from newsletter.address import address_key
 from newsletter.app import make_state_folder, refuse_lost_history, refuse_older_history
 from newsletter.config import PACKAGE_TEMPLATES, Settings
-from newsletter.due import is_due, shown_due
 from newsletter.errors import ConfigError, LockedError, NewsletterError, RenderError, SourceError, StoreError
 from newsletter.intake import refused_files, stored_files, waiting_files, waiting_note
 from newsletter.models import OutgoingMessage, Scored, Subscriber
+from newsletter.ops.status import queued_now
 from newsletter.pipeline import Pipeline, Selection
 from newsletter.rank import make_ranker
 from newsletter.rank.base import Ranker
 from newsletter.rank.embed import ReadThroughCache
 from newsletter.render import DigestView, Renderer
 from newsletter.report import BACKING_OFF, DumpOutcome
-from newsletter.select import BOUNCED
+from newsletter.selection.due import is_due, shown_due
+from newsletter.selection.select import BOUNCED
 from newsletter.send.base import Transport
 from newsletter.sources import list_dump_files
-from newsletter.status import queued_now
 from newsletter.store import FeedbackRecord, Store, SubscriberState
 from newsletter.store.vectors import StoreVectorCache
 from newsletter.subscribers import SubscriberList, load_valid_subscribers

@@ -20,9 +20,9 @@ from starlette.routing import Route
 from newsletter.address import is_loopback
 from newsletter.app import utcnow
 from newsletter.config import Settings
+from newsletter.deliver.held import Click, anything_held, hold, record_click, record_held
 from newsletter.errors import ConfigError, NewsletterError, RenderError, SourceError, StoreError
 from newsletter.feedback import as_kind, read_feedback_token
-from newsletter.held import Click, anything_held, hold, record_click, record_held
 from newsletter.models import UNRANKED, StoredPaper
 from newsletter.send.message import DEFAULT_LIST_NAME, list_name
 from newsletter.serve.key import PreviewKey, cookie_name, preview_key

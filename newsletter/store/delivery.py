@@ -52,7 +52,8 @@ MAX_DIGEST_ID = 200  # digests.id is VARCHAR(200)
 MAX_ERROR = 2000  # characters of an error kept in last_error
 INTERRUPTED = "interrupted while sending: the run stopped before the transport answered"
 INTERRUPTED_REFUSED = "interrupted while waiting to try a refused request again (not sent): "
-JOB_QUEUE = "newsletter"  # procrastinate's queue of shards (newsletter.distributed), in this database
+# procrastinate's queue of shards (newsletter.executors.distributed), in this database
+JOB_QUEUE = "newsletter"
 WORKER_SILENT_AFTER = 10.0  # seconds without a heartbeat after which a worker's job is given to another
 GONE_AFTER = 120.0  # seconds without a heartbeat after which a worker counts as gone: its sends, its jobs
 

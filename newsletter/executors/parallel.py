@@ -7,7 +7,7 @@ process waits on the mail server the other works. The builder only reads the sto
 delivery log and the transport stay in the run's process, so a crash still leaves at most one
 'unknown' delivery.
 
-With ``NEWSLETTER_WORKERS`` > 1, subscribers are split into shards (newsletter/shards.py) and this
+With ``NEWSLETTER_WORKERS`` > 1, subscribers are split into shards (newsletter/executors/shards.py) and this
 module's ``LocalProcesses`` executor forks one worker per shard; each ranks, renders,
 plans and sends its shard with its own database and SMTP/API connections, then hands its report back.
 The parent has already ingested and delivered what earlier runs left queued, and it holds the run lock,
@@ -35,8 +35,8 @@ from multiprocessing.process import BaseProcess
 from typing import Protocol, TypeVar
 
 from newsletter.errors import NewsletterError
+from newsletter.executors.shards import Shard, ShardWork
 from newsletter.report import RunReport, Timings
-from newsletter.shards import Shard, ShardWork
 
 B = TypeVar("B")
 

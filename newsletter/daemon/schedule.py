@@ -34,7 +34,7 @@ from sqlalchemy import exc as sa_exc
 
 from newsletter.app import add_to_last_report, open_pipeline, save_report, utcnow
 from newsletter.config import Settings
-from newsletter.cron import fetch_schedule
+from newsletter.daemon.cron import fetch_schedule
 from newsletter.errors import ConfigError, LockedError, NewsletterError, StoreError
 from newsletter.pipeline import Pipeline
 from newsletter.redact import redact

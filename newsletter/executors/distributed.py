@@ -45,10 +45,10 @@ from procrastinate.schema import SchemaManager
 from psycopg.conninfo import make_conninfo
 
 from newsletter.errors import ConfigError, NewsletterError, StoreError
-from newsletter.parallel import Halt
+from newsletter.executors.parallel import Halt
+from newsletter.executors.shards import Shard, ShardWork
 from newsletter.render.cards import item_reports
 from newsletter.report import STOPPED, WAITING, DigestOutcome, RunReport, Status
-from newsletter.shards import Shard, ShardWork
 from newsletter.store import PENDING, RETRY, SENDING, DeliveryRecord, Store
 from newsletter.store.delivery import GONE_AFTER, JOB_QUEUE, WORKER_SILENT_AFTER
 from newsletter.store.engine import parse_url, safe_url

@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from newsletter.address import address_key
-from newsletter.compose import Composer
 from newsletter.deliver import Couriers
+from newsletter.deliver.compose import Composer
 from newsletter.errors import NewsletterError, RenderError, SendError
 from newsletter.models import OutgoingMessage, Scored, Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.render import DigestView
 from newsletter.render.cards import item_reports
 from newsletter.report import WAITING, DigestOutcome, ItemReport, Timings
-from newsletter.select import Selection, Selector
+from newsletter.selection.select import Selection, Selector
 from newsletter.store import SENT, DeliveryRecord, DigestPlan, PlannedItem, Store
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from newsletter.app import check_history, distributed
 from newsletter.config import PACKAGE_TEMPLATES, Settings, setting_origin
-from newsletter.cron import fetch_schedule
+from newsletter.daemon.cron import fetch_schedule
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.render import HTML_TEMPLATE, TEXT_TEMPLATE, Renderer
 from newsletter.render.renderer import display_path

@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 
 from newsletter import interrupt
 from newsletter.address import address_key
-from newsletter.due import far_ahead, is_due, latest_slot, slot_served_now
 from newsletter.models import Scored, StoredPaper, Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.rank.scoring import Catalog
 from newsletter.report import BACKING_OFF, WAITING, Timings
+from newsletter.selection.due import far_ahead, is_due, latest_slot, slot_served_now
 from newsletter.store import RETRY, Store, SubscriberState
 
 BOUNCED = (

@@ -21,7 +21,7 @@ from newsletter.rank.breakdown import Breakdown, breakdown
 from newsletter.rank.scoring import Catalog
 from newsletter.render.helpers import printable
 from newsletter.report import plural
-from newsletter.select import (
+from newsletter.selection.select import (
     CATCH_UP,
     Selection,
     Selector,

@@ -21,7 +21,7 @@ from newsletter.models import Subscriber
 from newsletter.rank.base import Ranker
 from newsletter.rank.reference import reference_papers
 from newsletter.rank.semantic import SemanticRanker
-from newsletter.select import BACKGROUND_DUMPS, catch_up_floor, liked_or_marked
+from newsletter.selection.select import BACKGROUND_DUMPS, catch_up_floor, liked_or_marked
 from newsletter.store import Store
 from newsletter.store.vectors import StoreVectorCache
 

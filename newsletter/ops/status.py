@@ -11,9 +11,9 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from newsletter.address import address_key
-from newsletter.due import shown_due
 from newsletter.models import Subscriber
-from newsletter.select import catch_up_floor
+from newsletter.selection.due import shown_due
+from newsletter.selection.select import catch_up_floor
 from newsletter.sources import path_from_text
 from newsletter.store import FAILED, PENDING, RETRY, SENDING, UNKNOWN, DeliveryRecord, Store, SubscriberState
 from newsletter.subscribers import SubscriberList
